@@ -1,0 +1,67 @@
+"""The ``redox-streamer`` command line.
+
+Each sub-command lives in its own module under :mod:`streamer.commands` and exposes
+``register(subparsers)``; this module only assembles them, so a reader finds a command's
+behaviour in ``streamer/commands/<name>.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from streamer import __version__
+from streamer.errors import CliError
+
+# Order here is the order in `--help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    # one line per command module; keep the demo first
+)
+
+DESCRIPTION = """\
+Stream recovery signals from Bluetooth LE wearables (chest straps, SmO2 sensors, grip
+dynamometers, power meters) to MQTT and InfluxDB, and raise pull-back alerts.
+
+Start here:
+  redox-streamer demo            emulated athletes and devices, no hardware, no servers
+  redox-streamer analyze rr FILE HRV of an RR-interval file
+  redox-streamer <command> --help
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redox-streamer",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"streamer.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        status: int = handler(args)
+    except CliError as exc:
+        print(f"redox-streamer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
