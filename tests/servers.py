@@ -1,0 +1,255 @@
+"""Real servers for integration tests: mosquitto, InfluxDB 1.x and VictoriaMetrics.
+
+Each server runs as a child process on a free loopback port with its data in a temporary
+directory, and can be stopped, killed and restarted on the same port (fault tests).
+When a binary is missing the tests that need it are skipped locally, but fail under CI
+(``CI=true``), where ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(name: str, package: str) -> str:
+    """Path of ``name``; skip the test (fail under CI) when it is not installed."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        message = f"{name} not found: install the Debian package '{package}'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
+                log: Path, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not ready after {timeout_s} s:\n{log.read_text()[-2000:]}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class ServerProcess:
+    """A child server process bound to a fixed loopback port, restartable in place."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        return _port_open(self.port)
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                start_new_session=True,
+            )
+        _wait_until(self.ready, self.name, self.proc, self.log)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        """Stop the server (SIGTERM: graceful; SIGKILL: a crash)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        # The port must be free before a restart re-binds it.
+        deadline = time.monotonic() + 5
+        while _port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Mosquitto(ServerProcess):
+    """mosquitto 2.x with persistence, anonymous access and a generous queue by default.
+
+    ``extra_config`` is appended verbatim; ``config_file`` replaces the generated one (its
+    ``listener`` line must use ``self.port``).
+    """
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, extra_config: str = "", config_file: Path | None = None):
+        super().__init__(workdir)
+        self.binary = require_binary("mosquitto", "mosquitto")
+        self.config = config_file or workdir / "mosquitto.conf"
+        if config_file is None:
+            self.config.write_text(
+                f"listener {self.port} {HOST}\n"
+                "allow_anonymous true\n"
+                "persistence true\n"
+                f"persistence_location {workdir}/\n"
+                "autosave_interval 1\n"
+                "max_queued_messages 100000\n"
+                "log_type error\nlog_type warning\n"
+                # As root mosquitto switches to user 'mosquitto', which cannot write the
+                # test's temporary persistence directory.
+                + ("user root\n" if os.geteuid() == 0 else "")
+                + extra_config
+            )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config)]
+
+
+class InfluxDB1(ServerProcess):
+    """InfluxDB 1.x (Debian's 1.6) speaking the v1 HTTP API (/write, /query, /ping)."""
+
+    name = "influxd"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.binary = require_binary("influxd", "influxdb")
+        self.rpc_port = free_port()
+        self.config = workdir / "influxdb.conf"
+        self.config.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "{HOST}:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{workdir}/meta"\n  logging-enabled = false\n'
+            f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n'
+            "  query-log-enabled = false\n  trace-logging-enabled = false\n"
+            f'[http]\n  bind-address = "{HOST}:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "run", "-config", str(self.config)]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/ping")
+
+    def query(self, q: str, db: str | None = None) -> dict[str, object]:
+        """Run InfluxQL through /query and return the decoded JSON."""
+        import json
+        import urllib.parse
+
+        params = {"q": q, "epoch": "ns"}
+        if db:
+            params["db"] = db
+        body = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=body, timeout=10) as resp:
+            result: dict[str, object] = json.loads(resp.read())
+        return result
+
+
+class VictoriaMetrics(ServerProcess):
+    """VictoriaMetrics: accepts InfluxDB line protocol on /write and /api/v2/write."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.binary = require_binary("victoria-metrics", "victoria-metrics")
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            f"-storageDataPath={self.workdir}/data",
+            f"-httpListenAddr={HOST}:{self.port}",
+            "-search.latencyOffset=0s",  # make fresh points queryable at once
+            "-retentionPeriod=100y",  # the default (1 month) silently drops older test points
+            "-loggerLevel=ERROR",
+        ]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/health")
+
+    def export(self, match: str, min_rows: int = 1, timeout_s: float = 10.0
+               ) -> list[dict[str, object]]:
+        """Series matching the PromQL selector ``match`` (/api/v1/export JSON lines).
+
+        Freshly written points become searchable only after a flush and an index update,
+        so poll until at least ``min_rows`` series appear or ``timeout_s`` passes.
+        """
+        import json
+        import urllib.parse
+
+        url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(urllib.error.URLError):
+                urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=5).close()
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                rows = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+            if len(rows) >= min_rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
