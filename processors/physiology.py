@@ -28,6 +28,14 @@ PENG_1995 / DFA
 HOPKINS_2000
     Hopkins W.G. (2000). Measures of reliability in sports medicine and science. Sports Med
     30:1–15 (a change is real beyond 1.65·√2·typical error, ~90% confidence).
+ESCO_FLATT_2014
+    Esco M.R., Flatt A.A. (2014). Ultra-short-term heart rate variability indexes at rest and
+    post-exercise in athletes: evaluating the agreement with accepted recommendations.
+    J Sports Sci Med 13:535–541 (60-s lnRMSSD agrees with 5-min values).
+HRVANALYSIS_105
+    hrv-analysis 1.0.5 (Aura Healthcare), ``get_frequency_domain_features`` defaults: 4 Hz
+    resampling, Hann-windowed Welch segments of 256 samples, 50% overlap, 4096-point FFT.
+    Matching them makes the peer comparison a matched method.
 """
 
 from __future__ import annotations
@@ -39,12 +47,38 @@ from typing import Final
 # (30–300 bpm); inputs outside are rejected as impossible, not corrected.
 RR_MIN_MS: Final = 200.0  # 300 bpm
 RR_MAX_MS: Final = 2000.0  # 30 bpm
+# RR files (streamer/rr_file.py): values a file may hold at all. Intervals outside
+# RR_MIN_MS..RR_MAX_MS but inside these are artefacts or recording gaps that cleaning handles;
+# outside these they are not intervals (a timestamp, a sample index, a wrong unit) and the file
+# is refused. 50 ms: two detections cannot be closer than a QRS complex lasts (~80–100 ms).
+# 60 s: longer than any pause a recording can be analysed around.
+RR_FILE_MIN_MS: Final = 50.0
+RR_FILE_MAX_MS: Final = 60_000.0
+# Unit detection: a file whose median value is below this is in seconds (no RR interval lasts
+# 10 ms and none lasts 10 s, so the two readings never overlap).
+RR_UNIT_SECONDS_BELOW: Final = 10.0
 
 # --- RR quality gate (issue 2; fixed-rule check alongside LIPPONEN_2019) ------------------
 # A reading is rejected when more than QUALITY_MAX_ABNORMAL_SHARE of beats deviate more than
 # QUALITY_DEVIATION_SHARE from the local median.
 QUALITY_DEVIATION_SHARE: Final = 0.20
 QUALITY_MAX_ABNORMAL_SHARE: Final = 0.05
+# Local median for the gate: centred window of 11 beats, the median-filter order of
+# LIPPONEN_2019 (so the gate and the corrector look at the same neighbourhood).
+QUALITY_MEDIAN_BEATS: Final = 11
+
+# --- Artefact / ectopic-beat correction (LIPPONEN_2019, Kubios) ---------------------------
+# Thresholds are ALPHA × quartile deviation of |dRR| (and |mRR|) over a centred window of
+# QD_WINDOW_BEATS; mRR is the deviation from an 11-beat median; C1, C2 bound the ectopic
+# region of the S11–S12 plane. Values as published.
+LIPPONEN_ALPHA: Final = 5.2
+LIPPONEN_QD_WINDOW_BEATS: Final = 91
+LIPPONEN_MEDIAN_BEATS: Final = 11
+LIPPONEN_C1: Final = 0.13
+LIPPONEN_C2: Final = 0.17
+# Detection is repeated on the corrected series while the number of artefacts falls (as
+# NeuroKit2's ``signal_fixpeaks(iterative=True)``); bounded so a pathological series ends.
+LIPPONEN_MAX_PASSES: Final = 10
 
 # --- HRV frequency bands (TASK_FORCE_1996), Hz ---------------------------------------------
 LF_BAND_HZ: Final = (0.04, 0.15)
@@ -53,9 +87,33 @@ HF_BAND_HZ: Final = (0.15, 0.40)
 PNN50_THRESHOLD_MS: Final = 50.0
 # DFA short-term scale range in beats (PENG_1995).
 DFA_ALPHA1_SCALES: Final = (4, 16)
+# DFA boxes are non-overlapping and laid from the first beat (PENG_1995); each scale needs
+# at least this many boxes, so α1 needs ≥ 2 × 16 = 32 beats.
+DFA_MIN_BOXES: Final = 2
+# Spectral estimation (TASK_FORCE_1996 bands above). Welch: the NN series is resampled at
+# RESAMPLE_HZ with a cubic spline, detrended, cut into Hann-windowed segments of
+# WELCH_SEGMENT_SAMPLES (64 s at 4 Hz: 0.016 Hz resolution, 7 bins in LF) overlapping by
+# WELCH_OVERLAP, each zero-padded to WELCH_NFFT points (HRVANALYSIS_105 defaults).
+RESAMPLE_HZ: Final = 4.0
+WELCH_SEGMENT_SAMPLES: Final = 256
+WELCH_OVERLAP: Final = 0.5
+WELCH_NFFT: Final = 4096
+# Lomb–Scargle: evaluated on the beat times themselves (no resampling), frequency step
+# 1 / (LOMB_OVERSAMPLING × record duration); scaled to a one-sided density in ms²/Hz whose
+# integral over 0..Nyquist is the variance (Parseval).
+LOMB_OVERSAMPLING: Final = 1
+# Sliding-window HRV (streaming tracker, bench): 60-s windows, the ultra-short span whose
+# lnRMSSD agrees with 5-min values at rest (ESCO_FLATT_2014).
+HRV_WINDOW_S: Final = 60.0
 
 # --- Morning reading (RULES.md "Measurement protocols") ------------------------------------
 MORNING_STABILISATION_S: Final = 60.0
+# Analysed span after stabilisation: 5 min, the standard short-term recording
+# (TASK_FORCE_1996); 60 s is enough for lnRMSSD alone (ESCO_FLATT_2014) and can be configured.
+MORNING_SPAN_S: Final = 300.0
+# A reading whose recorded beats cover less than this share of the span (strap dropped out,
+# reading stopped early) is rejected. Project choice: at most 30 s missing of 5 min.
+MORNING_MIN_COVERAGE: Final = 0.9
 
 # --- Daily trends (PLEWS_2013; ARTICLE) ----------------------------------------------------
 BASELINE_FIRST_DAY_BACK: Final = 35  # baseline B spans days d−35 … d−8
@@ -99,3 +157,28 @@ PULL_BACK_DAYS: Final = 7
 HIGH_INTENSITY_SPACING_H: Final = 48.0
 HIGH_INTENSITY_SPACING_OLDER_H: Final = 72.0  # late fifties (ARTICLE; REVIEW: blunted responses)
 ELITE_PASSIVE_DAY_EVERY: Final = 3  # a passive day after every third high-intensity session
+
+# --- Oxygenation effort detection (issue 2, item 5) ---------------------------------------
+# Signal-processing defaults for finding efforts in a Moxy SmO2 stream. Moxy samples every
+# ~0.5–2 s and its own "avg" channel is a trailing mean (~4 s lag at 2 s/sample), so we
+# smooth the live value with a centred median (keeps edges, rejects single-sample spikes).
+SMO2_SMOOTHING_WINDOW_S: Final = 7.0  # centred: ±3.5 s (3 samples at 2 s, 7 at 1 s)
+SMO2_MAX_GAP_S: Final = 10.0  # a longer silence splits the stream: never smoothed across
+SMO2_BASELINE_WINDOW_S: Final = 30.0  # pre-effort baseline: median of the last 30 s at rest
+SMO2_BASELINE_MAX_AGE_S: Final = 300.0  # a baseline older than this (e.g. across a gap) is void
+# An effort is a desaturation at least this many SmO2 percentage points below the
+# pre-effort baseline; interval efforts desaturate by 15–40 points, noise is ~±3.
+SMO2_MIN_DESATURATION_PCT: Final = 10.0
+SMO2_MAX_RECOVERY_S: Final = 600.0  # recovery still incomplete after this: censored
+SMO2_OVERSHOOT_WINDOW_S: Final = 60.0  # hyperaemic overshoot is looked for this long after T95
+
+# --- Grip squeeze detection (issue 2, item 6) ----------------------------------------------
+# A squeeze starts above max(GRIP_SQUEEZE_MIN_KG, GRIP_SQUEEZE_ON_FRACTION·max force) and ends
+# below half of that (hysteresis against tremor near the threshold).
+GRIP_SQUEEZE_MIN_KG: Final = 2.0
+GRIP_SQUEEZE_ON_FRACTION: Final = 0.3
+GRIP_SQUEEZE_MIN_DURATION_S: Final = 0.2
+
+# --- rpe_power_mismatch reference (ARTICLE; window is ours) ------------------------------
+RPE_REFERENCE_SESSIONS: Final = 5  # reference = mean of the athlete's last 5 sessions
+RPE_MIN_REFERENCE_SESSIONS: Final = 3
