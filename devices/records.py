@@ -64,6 +64,7 @@ class PowerSample:
     t_ns: int
     power_w: int
     flags: int = 0
+    detail: CyclingPowerDetail | None = None  # the optional fields, when the packet has any
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class SpO2Sample:
     t_ns: int
     spo2_pct: float
     pulse_bpm: float
+    detail: PlxDetail | None = None  # the optional fields, when the packet has any
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +109,115 @@ class GapEvent:
 
 
 Sample = HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample | BatteryLevel
+
+
+# --- Added with the GATT codecs (devices/codecs): detail and device-specific records ---
+
+
+@dataclass(frozen=True, slots=True)
+class CyclingPowerDetail:
+    """Optional fields of a Cycling Power Measurement (0x2A63); ``None`` when absent.
+
+    Values are in the units of their names, converted exactly from the wire units
+    (1/2 %, 1/32 N·m, 1/2048 s, 1/1024 s are binary fractions, so floats hold them exactly).
+    """
+
+    pedal_power_balance_pct: float | None = None
+    pedal_power_balance_left: bool = False  # flags bit 1: the balance refers to the left pedal
+    accumulated_torque_nm: float | None = None
+    torque_from_crank: bool = False  # flags bit 3: accumulated torque is crank-based
+    wheel_revolutions: int | None = None
+    wheel_event_time_s: float | None = None  # last wheel event, rolls over every 32 s
+    crank_revolutions: int | None = None
+    crank_event_time_s: float | None = None  # last crank event, rolls over every 64 s
+    max_force_n: int | None = None
+    min_force_n: int | None = None
+    max_torque_nm: float | None = None
+    min_torque_nm: float | None = None
+    max_angle_deg: int | None = None
+    min_angle_deg: int | None = None
+    top_dead_spot_angle_deg: int | None = None
+    bottom_dead_spot_angle_deg: int | None = None
+    accumulated_energy_kj: int | None = None
+    offset_compensation: bool = False  # flags bit 12
+
+
+@dataclass(frozen=True, slots=True)
+class PlxDetail:
+    """Optional fields of a PLX Continuous Measurement (0x2A5F); ``None`` when absent.
+
+    The fast/slow SpO2 and pulse values come in pairs (both present or both absent);
+    NaN means the device reported "no valid value" (SFLOAT NaN or NRes).
+    """
+
+    spo2_fast_pct: float | None = None
+    pulse_fast_bpm: float | None = None
+    spo2_slow_pct: float | None = None
+    pulse_slow_bpm: float | None = None
+    measurement_status: int | None = None  # 16-bit field, bits as in the PLX specification
+    device_sensor_status: int | None = None  # 24-bit field
+    pulse_amplitude_index_pct: float | None = None
+
+
+class SensorLocation(Enum):
+    """Body Sensor Location (0x2A38) values; the wire value is the index in the spec."""
+
+    OTHER = 0
+    CHEST = 1
+    WRIST = 2
+    FINGER = 3
+    HAND = 4
+    EAR_LOBE = 5
+    FOOT = 6
+
+
+@dataclass(frozen=True, slots=True)
+class BodySensorLocation:
+    """Where a heart-rate sensor sits on the body (read from 0x2A38)."""
+
+    t_ns: int
+    location: SensorLocation
+
+
+@dataclass(frozen=True, slots=True)
+class TindeqWeight:
+    """One Tindeq Progressor weight notification: several force samples, oldest first.
+
+    Each sample's ``t_us`` is the device clock (µs since measurement start); every sample
+    carries the notification's receipt time as ``t_ns``.
+    """
+
+    t_ns: int
+    samples: tuple[ForceSample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TindeqCommandResponse:
+    """A Tindeq Progressor command response (code 0); its meaning depends on the command sent.
+
+    The response does not say which command it answers: after "get battery voltage" the
+    payload is a uint32 in mV, available as :attr:`battery_mv`.
+    """
+
+    t_ns: int
+    payload: bytes
+
+    @property
+    def battery_mv(self) -> int | None:
+        """The payload read as the battery-voltage answer (uint32 LE, mV), if it is 4 bytes."""
+        if len(self.payload) != 4:
+            return None
+        return int.from_bytes(self.payload, "little")
+
+
+@dataclass(frozen=True, slots=True)
+class TindeqLowPower:
+    """The Tindeq Progressor's low-power warning (code 4): the battery is nearly empty."""
+
+    t_ns: int
+
+
+DeviceRecord = (
+    Sample | BodySensorLocation | TindeqWeight | TindeqCommandResponse | TindeqLowPower
+)
+"""Everything a codec can decode to."""

@@ -1,0 +1,96 @@
+"""IEEE 11073-20601 16-bit SFLOAT, the medical number format of the PLX and other profiles.
+
+Layout (little-endian uint16): the top 4 bits are a signed base-10 exponent (−8..7), the
+low 12 bits a signed mantissa; the value is ``mantissa · 10**exponent``. Five raw values
+are special: NaN ``0x07FF``, NRes (not at this resolution) ``0x0800``, +∞ ``0x07FE``,
+−∞ ``0x0802`` and the reserved ``0x0801``. Ordinary numbers keep the mantissa within
+±2045 so they never collide with those.
+
+Decoding maps NaN and NRes to ``math.nan`` (both mean "no valid value"), ±∞ to ±``inf`` and
+rejects the reserved value. Encoding picks an exact representation when one exists
+(the exponent nearest to 0), otherwise the most precise one, rounding half to even.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from devices.codecs.errors import CodecError
+
+NAN = 0x07FF
+NRES = 0x0800
+POSITIVE_INFINITY = 0x07FE
+NEGATIVE_INFINITY = 0x0802
+RESERVED = 0x0801
+
+MANTISSA_MAX = 2045  # ±2046..±2048 at exponent 0 are the special values
+EXPONENT_MIN = -8
+EXPONENT_MAX = 7
+
+
+def decode_raw(raw: int, *, field: str = "SFLOAT") -> float:
+    """The value of a raw 16-bit SFLOAT; NaN and NRes give ``math.nan``.
+
+    Raises :class:`CodecError` naming ``field`` for the reserved value 0x0801.
+    """
+    if not 0 <= raw <= 0xFFFF:
+        raise CodecError(f"{field}: {raw:#x} is not a 16-bit SFLOAT")
+    if raw in (NAN, NRES):
+        return math.nan
+    if raw == POSITIVE_INFINITY:
+        return math.inf
+    if raw == NEGATIVE_INFINITY:
+        return -math.inf
+    if raw == RESERVED:
+        raise CodecError(f"{field}: 0x0801 is a reserved SFLOAT value")
+    mantissa = raw & 0x0FFF
+    if mantissa >= 0x0800:
+        mantissa -= 0x1000
+    exponent = raw >> 12
+    if exponent >= 0x8:
+        exponent -= 0x10
+    # Going through the decimal string gives the float nearest to the exact decimal value.
+    return float(f"{mantissa}e{exponent}")
+
+
+def encode_raw(value: float, *, field: str = "SFLOAT") -> int:
+    """The raw 16-bit SFLOAT for ``value``; NaN gives 0x07FF, ±∞ give 0x07FE / 0x0802.
+
+    Raises :class:`CodecError` naming ``field`` if ``|value|`` exceeds 2045·10⁷.
+    """
+    if math.isnan(value):
+        return NAN
+    if math.isinf(value):
+        return POSITIVE_INFINITY if value > 0 else NEGATIVE_INFINITY
+    exact = Decimal(repr(float(value)))  # the shortest decimal that reads back as value
+    fitting: tuple[int, int] | None = None
+    exact_fits: list[tuple[int, int]] = []
+    for exponent in range(EXPONENT_MIN, EXPONENT_MAX + 1):
+        scaled = exact.scaleb(-exponent)
+        mantissa = scaled.to_integral_value(rounding=ROUND_HALF_EVEN)
+        if abs(mantissa) > MANTISSA_MAX:
+            continue
+        if fitting is None:
+            fitting = (int(mantissa), exponent)
+        if mantissa == scaled:
+            exact_fits.append((int(mantissa), exponent))
+    if exact_fits:
+        mantissa_out, exponent_out = min(exact_fits, key=lambda me: abs(me[1]))
+    elif fitting is not None:
+        mantissa_out, exponent_out = fitting
+    else:
+        raise CodecError(f"{field}: {value!r} is too large for an SFLOAT (at most 2045e7)")
+    return ((exponent_out & 0xF) << 12) | (mantissa_out & 0x0FFF)
+
+
+def decode(data: bytes, *, field: str = "SFLOAT") -> float:
+    """The value of a 2-byte little-endian SFLOAT (see :func:`decode_raw`)."""
+    if len(data) != 2:
+        raise CodecError(f"{field}: an SFLOAT is 2 bytes, got {len(data)}")
+    return decode_raw(int.from_bytes(data, "little"), field=field)
+
+
+def encode(value: float, *, field: str = "SFLOAT") -> bytes:
+    """``value`` as a 2-byte little-endian SFLOAT (see :func:`encode_raw`)."""
+    return encode_raw(value, field=field).to_bytes(2, "little")
