@@ -91,6 +91,7 @@ class GapReason(Enum):
     STALE = "stale"  # the watchdog saw no notification for too long
     MALFORMED = "malformed"
     STOPPED = "stopped"
+    OVERFLOW = "overflow"  # the consumer fell behind and the driver dropped records
 
 
 @dataclass(frozen=True, slots=True)
