@@ -1,0 +1,202 @@
+"""Finding devices: scan advertisements, merge them per address, classify what each is.
+
+The scanner is ``bleak.BleakScanner``; pass ``scanner_kwargs`` (e.g. the emulated world's
+``backend=…``) to scan something other than the real radio — the code path is the same.
+Classification trusts advertised service UUIDs first and falls back to the advertised name
+(many straps and meters advertise only a name, or only some services, until connected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bleak import BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
+from bleak.exc import BleakError
+from bleak.uuids import normalize_uuid_str
+
+from devices import gatt
+from devices.kinds import DeviceKind
+
+# When a device advertises services of several kinds, the more specific kind wins: a
+# vendor service says more than a standard one (a Moxy may also offer standard services).
+SERVICE_KINDS: Final[tuple[tuple[str, DeviceKind], ...]] = (
+    (normalize_uuid_str(gatt.MOXY_SERVICE), DeviceKind.SMO2),
+    (normalize_uuid_str(gatt.TINDEQ_SERVICE), DeviceKind.GRIP),
+    (normalize_uuid_str(gatt.ACTIV5_SERVICE), DeviceKind.GRIP),
+    (normalize_uuid_str(gatt.PULSE_OXIMETER_SERVICE), DeviceKind.SPO2),
+    (normalize_uuid_str(gatt.CYCLING_POWER_SERVICE), DeviceKind.POWER),
+    (normalize_uuid_str(gatt.HEART_RATE_SERVICE), DeviceKind.STRAP),
+)
+"""Advertised service UUID (bleak's 128-bit form) → kind, most specific first."""
+
+NAME_KINDS: Final[tuple[tuple[re.Pattern[str], DeviceKind], ...]] = (
+    (re.compile(r"moxy", re.IGNORECASE), DeviceKind.SMO2),
+    (re.compile(r"progressor|tindeq|activ5|\bgrip", re.IGNORECASE), DeviceKind.GRIP),
+    (re.compile(r"oximeter|spo2|o2ring|checkme|nonin", re.IGNORECASE), DeviceKind.SPO2),
+    (
+        re.compile(r"assioma|4iiii|stages|favero|quarq|powertap|power ?meter", re.IGNORECASE),
+        DeviceKind.POWER,
+    ),
+    (
+        re.compile(r"polar h\d|\bh(7|9|10)\b|\bhrm|tickr|heart ?rate|coospo", re.IGNORECASE),
+        DeviceKind.STRAP,
+    ),
+)
+"""Advertised-name patterns → kind, for devices that do not advertise their services."""
+
+
+class BluetoothUnavailableError(Exception):
+    """No usable Bluetooth adapter: missing, powered off, blocked, or no BlueZ/D-Bus.
+
+    The message says what the operating system reported and what to check.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class FoundDevice:
+    """One device seen while scanning.
+
+    ``rssi`` is the latest received signal strength in dBm (``None`` if the backend gave
+    none); ``services`` are the advertised service UUIDs in bleak's 128-bit lower-case
+    form, sorted. ``ble_device`` is bleak's handle, ready to give to a driver.
+    """
+
+    address: str
+    name: str | None
+    kind: DeviceKind
+    rssi: int | None
+    services: tuple[str, ...]
+    ble_device: BLEDevice | None = field(default=None, compare=False, repr=False, hash=False)
+
+
+def classify(name: str | None, services: Iterable[str]) -> DeviceKind:
+    """The kind of a device from its advertised services, else its name."""
+    advertised = {normalize_uuid_str(uuid) for uuid in services}
+    for uuid, kind in SERVICE_KINDS:
+        if uuid in advertised:
+            return kind
+    if name:
+        for pattern, kind in NAME_KINDS:
+            if pattern.search(name):
+                return kind
+    return DeviceKind.UNKNOWN
+
+
+class _Sightings:
+    """Advertisements merged per address: an advertisement and its scan response arrive
+    separately (one may carry the name, the other the services)."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, BLEDevice] = {}
+        self.names: dict[str, str | None] = {}
+        self.rssi: dict[str, int | None] = {}
+        self.services: dict[str, set[str]] = {}
+
+    def add(self, device: BLEDevice, adv: AdvertisementData) -> str:
+        key = device.address.upper()
+        self.devices[key] = device
+        name = adv.local_name or device.name
+        if name or key not in self.names:
+            self.names[key] = name
+        self.rssi[key] = adv.rssi
+        self.services.setdefault(key, set()).update(
+            normalize_uuid_str(u) for u in adv.service_uuids
+        )
+        return key
+
+    def found(self, key: str) -> FoundDevice:
+        name, services = self.names[key], self.services[key]
+        device = self.devices[key]
+        return FoundDevice(
+            address=device.address,
+            name=name,
+            kind=classify(name, services),
+            rssi=self.rssi[key],
+            services=tuple(sorted(services)),
+            ble_device=device,
+        )
+
+
+_KIND_ORDER: Final = {kind: number for number, kind in enumerate(DeviceKind)}
+
+
+async def discover(
+    timeout_s: float = 5.0,
+    *,
+    scanner_kwargs: Mapping[str, Any] | None = None,
+    kinds: Collection[DeviceKind] | None = None,
+) -> list[FoundDevice]:
+    """Scan for ``timeout_s`` seconds and return each device seen once.
+
+    Sorted by kind, then strongest signal first. ``kinds`` keeps only those kinds.
+    Raises :class:`BluetoothUnavailableError` when there is no usable adapter.
+    """
+    sightings = _Sightings()
+
+    def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
+        sightings.add(device, adv)
+
+    await _scan_until(asyncio.Event(), timeout_s, on_advertisement, scanner_kwargs)
+    found = [sightings.found(key) for key in sightings.devices]
+    if kinds is not None:
+        found = [f for f in found if f.kind in kinds]
+    return sorted(found, key=lambda f: (_KIND_ORDER[f.kind], -(f.rssi or -999), f.address))
+
+
+async def find_device(
+    address: str,
+    timeout_s: float = 10.0,
+    *,
+    scanner_kwargs: Mapping[str, Any] | None = None,
+) -> FoundDevice | None:
+    """Scan until the device at ``address`` (any case) advertises, or ``timeout_s`` passes.
+
+    Returns ``None`` when it was not seen. Raises :class:`BluetoothUnavailableError`
+    when there is no usable adapter.
+    """
+    wanted = address.strip().upper()
+    sightings = _Sightings()
+    seen = asyncio.Event()
+
+    def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
+        if sightings.add(device, adv) == wanted:
+            seen.set()
+
+    await _scan_until(seen, timeout_s, on_advertisement, scanner_kwargs)
+    return sightings.found(wanted) if wanted in sightings.devices else None
+
+
+async def _scan_until(
+    done: asyncio.Event,
+    timeout_s: float,
+    callback: AdvertisementDataCallback,
+    scanner_kwargs: Mapping[str, Any] | None,
+) -> None:
+    try:
+        async with BleakScanner(detection_callback=callback, **dict(scanner_kwargs or {})):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout_s)
+    except (BleakError, OSError) as exc:
+        raise BluetoothUnavailableError(explain_adapter_error(exc)) from exc
+
+
+def explain_adapter_error(exc: BaseException) -> str:
+    """A one-line explanation of a scan failure and what to check (no CLI flags named)."""
+    reported = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        cause = "the BlueZ D-Bus system bus is not reachable (is bluetoothd running?)"
+    elif isinstance(exc, PermissionError):
+        cause = "permission denied talking to the Bluetooth adapter"
+    else:
+        cause = "the Bluetooth adapter refused to scan"
+    return (
+        f"no usable Bluetooth adapter: {cause} ({reported}); check it with "
+        "`bluetoothctl show` / `bluetoothctl power on` / `rfkill unblock bluetooth`"
+    )
