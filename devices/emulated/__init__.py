@@ -1,0 +1,26 @@
+"""Emulated Bluetooth LE peripherals on a real GATT stack (Bumble), reached through bleak.
+
+``EmulatedWorld`` owns a virtual radio link and a central; peripherals (chest strap,
+Moxy, Tindeq Progressor, power meter) are Bumble GATT servers on that link; the bleak
+backend in :mod:`devices.emulated.backend` lets unchanged production code scan and
+connect to them::
+
+    async with EmulatedWorld() as world:
+        strap = await world.add(ChestStrap("Polar H10 EMU1", speed=10.0))
+        async with BleakClient(device, **world.client_kwargs) as client: ...
+"""
+
+from devices.emulated.backend import BumbleClient, BumbleDeviceDetails, BumbleScanner
+from devices.emulated.peripheral import EmulatedPeripheral, SentNotification
+from devices.emulated.strap import ChestStrap
+from devices.emulated.world import EmulatedWorld
+
+__all__ = [
+    "BumbleClient",
+    "BumbleDeviceDetails",
+    "BumbleScanner",
+    "ChestStrap",
+    "EmulatedPeripheral",
+    "EmulatedWorld",
+    "SentNotification",
+]
