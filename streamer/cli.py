@@ -18,6 +18,7 @@ from streamer.errors import CliError
 # Order here is the order in `--help`.
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep the demo first
+    "scan",
 )
 
 DESCRIPTION = """\
