@@ -162,13 +162,16 @@ ELITE_PASSIVE_DAY_EVERY: Final = 3  # a passive day after every third high-inten
 # Signal-processing defaults for finding efforts in a Moxy SmO2 stream. Moxy samples every
 # ~0.5–2 s and its own "avg" channel is a trailing mean (~4 s lag at 2 s/sample), so we
 # smooth the live value with a centred median (keeps edges, rejects single-sample spikes).
-SMO2_SMOOTHING_WINDOW_S: Final = 7.0  # centred: ±3.5 s (3 samples at 2 s, 7 at 1 s)
+SMO2_SMOOTHING_WINDOW_S: Final = 9.0  # centred: ±4.5 s (5 samples at 2 s, 9 at 1 s)
 SMO2_MAX_GAP_S: Final = 10.0  # a longer silence splits the stream: never smoothed across
 SMO2_BASELINE_WINDOW_S: Final = 30.0  # pre-effort baseline: median of the last 30 s at rest
 SMO2_BASELINE_MAX_AGE_S: Final = 300.0  # a baseline older than this (e.g. across a gap) is void
 # An effort is a desaturation at least this many SmO2 percentage points below the
 # pre-effort baseline; interval efforts desaturate by 15–40 points, noise is ~±3.
 SMO2_MIN_DESATURATION_PCT: Final = 10.0
+# Recovery is timed from the END of the desaturation plateau: the last smoothed sample within
+# this many points of the minimum (noise on the plateau is ~±2 points after smoothing).
+SMO2_MIN_PLATEAU_PCT: Final = 3.0
 SMO2_MAX_RECOVERY_S: Final = 600.0  # recovery still incomplete after this: censored
 SMO2_OVERSHOOT_WINDOW_S: Final = 60.0  # hyperaemic overshoot is looked for this long after T95
 
