@@ -1,0 +1,618 @@
+"""The asyncio pipeline: device readers → per-athlete processing → sinks.
+
+::
+
+    driver ─offer()─► athlete inbox ─► AthleteProcessor.process() ─┬─► outbox ─wake─► sink.run()
+    driver ─offer()─►   (bounded)                                   │   (durable)     (own task)
+                                                                    └─► live lane ─► send_live()
+                                                                       (bounded,      (own task)
+                                                                        per sink)
+
+Three promises and how they are kept:
+
+* **Devices never wait.** Drivers hand records over with :meth:`Pipeline.offer`, which
+  never blocks. An athlete inbox that is full sheds the *sample* (counted per athlete) and
+  remembers a gap for that device, so the processor is told about the hole before the next
+  sample and never differences RR across it. Gap and battery records are never shed.
+* **Results and alerts are never dropped.** A processor's durable messages go to the
+  :class:`Outbox` (the SQLite store) synchronously, before anything else happens to them;
+  each sink drains its own cursor of the outbox in its own task, and what is not
+  delivered stays there across restarts.
+* **A slow or dead sink stalls nobody.** Live (QoS 0) messages go to one bounded lane per
+  sink; a lane that is full drops its *oldest* message (the freshest value is the useful
+  one) and counts it. Each sink's live pump and durable runner are separate tasks.
+
+Shutdown (:meth:`Pipeline.stop`, wired to SIGINT/SIGTERM by :func:`install_signal_handlers`):
+sources are cancelled first, inboxes are processed to the end and processors closed (their
+final results go to the outbox), then each sink gets ``flush_timeout_s`` to deliver; what
+remains is in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, runtime_checkable
+
+from devices.records import BatteryLevel, GapEvent, GapReason
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_INBOX_SIZE: Final = 2048
+"""Records held per athlete before samples are shed (~30 s of every device at full rate)."""
+DEFAULT_LIVE_LANE_SIZE: Final = 1024
+"""Live messages held per sink before the oldest is dropped."""
+DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
+"""How long shutdown waits for each sink to deliver before leaving the rest in the outbox."""
+LIVE_BATCH_MAX: Final = 256
+"""Most live messages handed to a sink in one call."""
+SINK_RESTART_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Back-off between restarts of a sink runner that crashed (the last value repeats)."""
+
+
+# --- what flows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message for the sinks, before topics and serialisation.
+
+    ``kind`` is the topic leaf of DESIGN.md (``live``, ``hrv``, ``morning``,
+    ``oxygenation``, ``grip``, ``alerts``, ``status``); ``fields`` are the payload fields
+    with units in their names; ``ts_ns`` the time the value describes (ns since the
+    epoch). Everything but ``live`` is durable: it goes through the outbox.
+    """
+
+    kind: str
+    athlete: str
+    ts_ns: int
+    fields: Mapping[str, Any]
+    device: str | None = None
+
+    @property
+    def durable(self) -> bool:
+        """True for results and alerts (QoS 1, outbox); False for live samples (QoS 0)."""
+        return self.kind != "live"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A record from a device, tagged with who wears it."""
+
+    athlete: str
+    device: str
+    record: object
+
+
+# --- the parts the pipeline joins -----------------------------------------------------------
+
+
+class AthleteProcessor(Protocol):
+    """Per-athlete processing (see :mod:`streamer.athlete`): pure work on the event loop."""
+
+    def process(self, device: str, record: object) -> Sequence[Envelope]:
+        """Feed one record; returns the messages it produced (possibly none)."""
+        ...
+
+    def close(self) -> Sequence[Envelope]:
+        """End of stream: final results (e.g. a session summary)."""
+        ...
+
+
+class Outbox(Protocol):
+    """Durable storage for results: appended before any sink sees them."""
+
+    def append(self, envelopes: Sequence[Envelope]) -> None:
+        """Persist ``envelopes`` (in order) for every sink; returns once durable."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A destination (MQTT, InfluxDB). The pipeline gives each one two tasks.
+
+    ``run`` delivers the durable backlog from the outbox until cancelled, waking when
+    :meth:`wake` is called; it may raise, and is restarted with back-off. ``send_live``
+    delivers live messages best-effort (it may raise: the batch is then counted as shed).
+    ``drain`` delivers as much of the backlog as it can within the time given (shutdown)
+    and returns how many messages remain.
+    """
+
+    name: str
+
+    async def run(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    async def send_live(self, batch: Sequence[Envelope]) -> None: ...
+
+    async def drain(self, timeout_s: float) -> int: ...
+
+    def status(self) -> Mapping[str, Any]: ...
+
+
+class Source(Protocol):
+    """A device reader (a :class:`devices.drivers.base.DeviceDriver`, a replay, ...).
+
+    Its records reach the pipeline through the callback it was built with (the
+    ``ingest`` from :meth:`Pipeline.ingest_for`); ``run`` lives until cancelled.
+    """
+
+    name: str
+
+    async def run(self) -> None: ...
+
+
+# --- counters --------------------------------------------------------------------------------
+
+
+@dataclass
+class AthleteCounters:
+    """Per-athlete counts for the live view."""
+
+    received: int = 0
+    processed: int = 0
+    shed: int = 0
+    errors: int = 0
+    results: int = 0
+    inbox_depth: int = 0
+    inbox_peak: int = 0
+
+
+@dataclass
+class SinkCounters:
+    """Per-sink counts for the live view."""
+
+    live_sent: int = 0
+    live_shed: int = 0
+    live_failed: int = 0
+    restarts: int = 0
+    lane_depth: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStatus:
+    """A snapshot for the live view and logs."""
+
+    running: bool
+    started_ns: int
+    athletes: Mapping[str, AthleteCounters]
+    sinks: Mapping[str, SinkCounters]
+    sink_status: Mapping[str, Mapping[str, Any]]
+    sources: Mapping[str, str]
+    durable_appended: int
+    outbox_errors: int
+
+    @property
+    def shed_total(self) -> int:
+        """Every message shed anywhere: samples at inboxes plus live messages at lanes."""
+        return sum(a.shed for a in self.athletes.values()) + sum(
+            s.live_shed + s.live_failed for s in self.sinks.values()
+        )
+
+
+# --- bounded containers ----------------------------------------------------------------------
+
+
+class _Inbox:
+    """An athlete's bounded inbox: samples may be shed, gap and battery records never.
+
+    Shedding a sample opens a gap for its device; the gap is delivered (as a closed
+    :class:`GapEvent`) right before that device's next accepted record.
+    """
+
+    def __init__(self, maxsize: int, counters: AthleteCounters) -> None:
+        self._items: deque[Inbound | None] = deque()
+        self._maxsize = maxsize
+        self._event = asyncio.Event()
+        self._counters = counters
+        self._shed_since: dict[str, int] = {}  # device -> t_ns of its first shed sample
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: Inbound) -> bool:
+        self._counters.received += 1
+        keep = isinstance(item.record, GapEvent | BatteryLevel)
+        if not keep and len(self._items) >= self._maxsize:
+            self._counters.shed += 1
+            self._shed_since.setdefault(item.device, _t_ns(item.record))
+            return False
+        start = self._shed_since.pop(item.device, None)
+        if start is not None:
+            end = _t_ns(item.record)
+            gap = GapEvent(t_ns=end, device=item.device, start_ns=start, end_ns=end,
+                           reason=GapReason.STALE)
+            self._items.append(Inbound(item.athlete, item.device, gap))
+        self._items.append(item)
+        self._counters.inbox_depth = len(self._items)
+        self._counters.inbox_peak = max(self._counters.inbox_peak, len(self._items))
+        self._event.set()
+        return True
+
+    def close(self) -> None:
+        """No more input: the consumer ends after what is queued."""
+        self.closed = True
+        self._items.append(None)
+        self._event.set()
+
+    async def get(self) -> Inbound | None:
+        while not self._items:
+            self._event.clear()
+            await self._event.wait()
+        item = self._items.popleft()
+        self._counters.inbox_depth = len(self._items)
+        return item
+
+
+class _LiveLane:
+    """A sink's bounded lane of live messages; full means the oldest one is dropped."""
+
+    def __init__(self, maxsize: int, counters: SinkCounters) -> None:
+        self._items: deque[Envelope] = deque(maxlen=maxsize)
+        self._event = asyncio.Event()
+        self._counters = counters
+
+    def offer(self, envelope: Envelope) -> None:
+        if len(self._items) == self._items.maxlen:
+            self._counters.live_shed += 1
+        self._items.append(envelope)
+        self._counters.lane_depth = len(self._items)
+        self._event.set()
+
+    async def take(self, limit: int) -> list[Envelope]:
+        while not self._items:
+            self._event.clear()
+            await self._event.wait()
+        batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+        self._counters.lane_depth = len(self._items)
+        return batch
+
+    def take_nowait(self, limit: int) -> list[Envelope]:
+        batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+        self._counters.lane_depth = len(self._items)
+        return batch
+
+
+def _t_ns(record: object) -> int:
+    value = getattr(record, "t_ns", None)
+    return int(value) if isinstance(value, int) else time.time_ns()
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+@dataclass
+class _SinkSlot:
+    sink: Sink
+    lane: _LiveLane
+    counters: SinkCounters = field(default_factory=SinkCounters)
+
+
+class Pipeline:
+    """Joins sources, per-athlete processors and sinks; :meth:`run` supervises them.
+
+    Args:
+        processor_for: builds the processor of an athlete the first time a record for
+            that athlete arrives (or at start for ``athletes``).
+        outbox: durable storage of results and alerts (the SQLite store).
+        sinks: destinations; each gets its own tasks and live lane.
+        athletes: athletes known in advance (their processors exist from the start).
+        inbox_size: records held per athlete before samples are shed.
+        live_lane_size: live messages held per sink before the oldest is dropped.
+        flush_timeout_s: per-sink delivery budget at shutdown.
+        on_envelope: called with every envelope produced (e.g. ``replay`` printing).
+    """
+
+    def __init__(
+        self,
+        processor_for: Callable[[str], AthleteProcessor],
+        outbox: Outbox,
+        sinks: Sequence[Sink] = (),
+        *,
+        athletes: Iterable[str] = (),
+        inbox_size: int = DEFAULT_INBOX_SIZE,
+        live_lane_size: int = DEFAULT_LIVE_LANE_SIZE,
+        flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
+        on_envelope: Callable[[Envelope], None] | None = None,
+    ) -> None:
+        if inbox_size < 1 or live_lane_size < 1:
+            raise ValueError("inbox_size and live_lane_size must be >= 1")
+        names = [s.name for s in sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}")
+        self._processor_for = processor_for
+        self._outbox = outbox
+        self._slots = [
+            _SinkSlot(s, _LiveLane(live_lane_size, c), c)
+            for s in sinks
+            for c in (SinkCounters(),)
+        ]
+        self._inbox_size = inbox_size
+        self._flush_timeout_s = flush_timeout_s
+        self._on_envelope = on_envelope
+        self._processors: dict[str, AthleteProcessor] = {}
+        self._inboxes: dict[str, _Inbox] = {}
+        self._athlete_counters: dict[str, AthleteCounters] = {}
+        self._sources: list[Source] = []
+        self._source_state: dict[str, str] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._work_group: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._running = False
+        self._accepting = True
+        self._started_ns = 0
+        self._durable_appended = 0
+        self._outbox_errors = 0
+        for athlete in athletes:
+            self._ensure_athlete(athlete)
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def add_source(self, source: Source) -> None:
+        """Run ``source`` under this pipeline (before or during :meth:`run`)."""
+        self._sources.append(source)
+        self._source_state[source.name] = "idle"
+        if self._work_group is not None:
+            self._work_group.create_task(self._run_source(source), name=f"source {source.name}")
+
+    def ingest_for(self, athlete: str, device: str) -> Callable[[object], None]:
+        """A non-blocking callback for a driver's ``sink=``: tags records and offers them."""
+
+        def ingest(record: object) -> None:
+            self.offer(athlete, device, record)
+
+        return ingest
+
+    def offer(self, athlete: str, device: str, record: object) -> bool:
+        """Hand one record over without waiting; False if it was shed (inbox full/closed)."""
+        if not self._accepting:
+            return False
+        inbox = self._ensure_athlete(athlete)
+        return inbox.offer(Inbound(athlete, device, record))
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (idempotent; safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def processor(self, athlete: str) -> AthleteProcessor | None:
+        """The processor of ``athlete`` (for the live view), if it exists."""
+        return self._processors.get(athlete)
+
+    @property
+    def athletes(self) -> tuple[str, ...]:
+        """Athletes seen so far, in order of first appearance."""
+        return tuple(self._processors)
+
+    def status(self) -> PipelineStatus:
+        """Counters and states now."""
+        sink_status: dict[str, Mapping[str, Any]] = {}
+        for slot in self._slots:
+            try:
+                sink_status[slot.sink.name] = slot.sink.status()
+            except Exception as exc:  # a broken status must not break the view
+                sink_status[slot.sink.name] = {"error": str(exc)}
+        return PipelineStatus(
+            running=self._running,
+            started_ns=self._started_ns,
+            athletes=dict(self._athlete_counters),
+            sinks={slot.sink.name: slot.counters for slot in self._slots},
+            sink_status=sink_status,
+            sources=dict(self._source_state),
+            durable_appended=self._durable_appended,
+            outbox_errors=self._outbox_errors,
+        )
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or until every source ended and inboxes are empty)."""
+        if self._running:
+            raise RuntimeError("Pipeline.run() is already running")
+        self._running = True
+        self._started_ns = time.time_ns()
+        try:
+            async with asyncio.TaskGroup() as sink_group:
+                sink_tasks = [
+                    task
+                    for slot in self._slots
+                    for task in (
+                        sink_group.create_task(self._supervise_sink(slot),
+                                               name=f"sink {slot.sink.name}"),
+                        sink_group.create_task(self._pump_live(slot),
+                                               name=f"live {slot.sink.name}"),
+                    )
+                ]
+                async with asyncio.TaskGroup() as work_group:
+                    self._work_group = work_group
+                    source_tasks = [
+                        work_group.create_task(self._run_source(s), name=f"source {s.name}")
+                        for s in self._sources
+                    ]
+                    for athlete in list(self._inboxes):
+                        self._start_worker(athlete)
+                    await self._stop.wait()
+                    # Devices first: nothing new arrives while the inboxes are finished.
+                    self._accepting = False
+                    for task in source_tasks:
+                        task.cancel()
+                    for inbox in self._inboxes.values():
+                        inbox.close()
+                self._work_group = None
+                await self._flush_sinks()
+                for task in sink_tasks:
+                    task.cancel()
+        finally:
+            self._running = False
+            self._accepting = False
+
+    def _ensure_athlete(self, athlete: str) -> _Inbox:
+        inbox = self._inboxes.get(athlete)
+        if inbox is None:
+            counters = AthleteCounters()
+            self._athlete_counters[athlete] = counters
+            self._processors[athlete] = self._processor_for(athlete)
+            inbox = _Inbox(self._inbox_size, counters)
+            self._inboxes[athlete] = inbox
+            if self._work_group is not None:
+                self._start_worker(athlete)
+        return inbox
+
+    def _start_worker(self, athlete: str) -> None:
+        if athlete not in self._workers and self._work_group is not None:
+            self._workers[athlete] = self._work_group.create_task(
+                self._work(athlete), name=f"athlete {athlete}"
+            )
+
+    async def _run_source(self, source: Source) -> None:
+        self._source_state[source.name] = "running"
+        try:
+            await source.run()
+            self._source_state[source.name] = "ended"
+        except asyncio.CancelledError:
+            self._source_state[source.name] = "stopped"
+            raise
+        except Exception as exc:
+            # One broken device must not take the others down.
+            self._source_state[source.name] = f"failed: {exc}"
+            _LOGGER.exception("source %s failed", source.name)
+
+    async def _work(self, athlete: str) -> None:
+        inbox = self._inboxes[athlete]
+        processor = self._processors[athlete]
+        counters = self._athlete_counters[athlete]
+        while True:
+            item = await inbox.get()
+            if item is None:
+                break
+            try:
+                produced = processor.process(item.device, item.record)
+            except Exception:
+                counters.errors += 1
+                _LOGGER.exception("processing %s from %s/%s failed", type(item.record).__name__,
+                                  athlete, item.device)
+                continue
+            counters.processed += 1
+            if produced:
+                self._dispatch(counters, produced)
+            # A long burst must not starve the sinks and the other athletes.
+            if counters.processed % 64 == 0:
+                await asyncio.sleep(0)
+        try:
+            final = processor.close()
+        except Exception:
+            counters.errors += 1
+            _LOGGER.exception("closing the processor of %s failed", athlete)
+            return
+        if final:
+            self._dispatch(counters, final)
+
+    def _dispatch(self, counters: AthleteCounters, envelopes: Sequence[Envelope]) -> None:
+        durable = [e for e in envelopes if e.durable]
+        if durable:
+            counters.results += len(durable)
+            try:
+                self._outbox.append(durable)
+            except Exception:
+                # The store is the one place results live; failing to write it is loud.
+                self._outbox_errors += 1
+                _LOGGER.exception("outbox append failed: %d results not stored", len(durable))
+            else:
+                self._durable_appended += len(durable)
+                for slot in self._slots:
+                    slot.sink.wake()
+        for envelope in envelopes:
+            if not envelope.durable:
+                for slot in self._slots:
+                    slot.lane.offer(envelope)
+            if self._on_envelope is not None:
+                self._on_envelope(envelope)
+
+    async def _supervise_sink(self, slot: _SinkSlot) -> None:
+        attempt = 0
+        while True:
+            try:
+                await slot.sink.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                slot.counters.restarts += 1
+                slot.counters.last_error = str(exc) or type(exc).__name__
+                _LOGGER.warning("sink %s failed (%s); restarting", slot.sink.name, exc)
+                delay = SINK_RESTART_DELAYS_S[min(attempt, len(SINK_RESTART_DELAYS_S) - 1)]
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _pump_live(self, slot: _SinkSlot) -> None:
+        while True:
+            batch = await slot.lane.take(LIVE_BATCH_MAX)
+            await self._send_live(slot, batch)
+
+    async def _send_live(self, slot: _SinkSlot, batch: list[Envelope]) -> None:
+        try:
+            await slot.sink.send_live(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # QoS 0 by contract: a failed live batch is shed, not retried.
+            slot.counters.live_failed += len(batch)
+            slot.counters.last_error = str(exc) or type(exc).__name__
+        else:
+            slot.counters.live_sent += len(batch)
+
+    async def _flush_sinks(self) -> None:
+        async def flush(slot: _SinkSlot) -> None:
+            try:
+                async with asyncio.timeout(self._flush_timeout_s):
+                    remaining = await slot.sink.drain(self._flush_timeout_s)
+                    if remaining:
+                        _LOGGER.info("sink %s: %d messages stay in the outbox",
+                                     slot.sink.name, remaining)
+            except TimeoutError:
+                _LOGGER.info("sink %s did not finish within %.1f s; the rest stays in "
+                             "the outbox", slot.sink.name, self._flush_timeout_s)
+            except Exception as exc:
+                _LOGGER.warning("sink %s: flush failed (%s); the rest stays in the outbox",
+                                slot.sink.name, exc)
+
+        await asyncio.gather(*(flush(slot) for slot in self._slots))
+
+
+def install_signal_handlers(pipeline: Pipeline) -> Callable[[], None]:
+    """Make SIGINT and SIGTERM call :meth:`Pipeline.stop`; returns an undo function.
+
+    A second SIGINT while stopping raises ``KeyboardInterrupt`` (the user insists).
+    """
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if pipeline.stopping and sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        pipeline.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+
+    def undo() -> None:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return undo
