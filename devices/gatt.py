@@ -71,15 +71,25 @@ def _table(*chars: Characteristic) -> Mapping[str, Characteristic]:
 
 
 CHARACTERISTICS: Mapping[str, Characteristic] = _table(
-    Characteristic("2a37", HEART_RATE_MEASUREMENT, HEART_RATE_SERVICE,
-                   "Heart Rate Measurement (0x2A37)"),
-    Characteristic("2a38", BODY_SENSOR_LOCATION, HEART_RATE_SERVICE,
-                   "Body Sensor Location (0x2A38)"),
+    Characteristic(
+        "2a37", HEART_RATE_MEASUREMENT, HEART_RATE_SERVICE, "Heart Rate Measurement (0x2A37)"
+    ),
+    Characteristic(
+        "2a38", BODY_SENSOR_LOCATION, HEART_RATE_SERVICE, "Body Sensor Location (0x2A38)"
+    ),
     Characteristic("2a19", BATTERY_LEVEL, BATTERY_SERVICE, "Battery Level (0x2A19)"),
-    Characteristic("2a5f", PLX_CONTINUOUS_MEASUREMENT, PULSE_OXIMETER_SERVICE,
-                   "PLX Continuous Measurement (0x2A5F)"),
-    Characteristic("2a63", CYCLING_POWER_MEASUREMENT, CYCLING_POWER_SERVICE,
-                   "Cycling Power Measurement (0x2A63)"),
+    Characteristic(
+        "2a5f",
+        PLX_CONTINUOUS_MEASUREMENT,
+        PULSE_OXIMETER_SERVICE,
+        "PLX Continuous Measurement (0x2A5F)",
+    ),
+    Characteristic(
+        "2a63",
+        CYCLING_POWER_MEASUREMENT,
+        CYCLING_POWER_SERVICE,
+        "Cycling Power Measurement (0x2A63)",
+    ),
     Characteristic("moxy", MOXY_DATA, MOXY_SERVICE, "Moxy SmO2 sensor data"),
     Characteristic("tindeq", TINDEQ_DATA, TINDEQ_SERVICE, "Tindeq Progressor data"),
     Characteristic("activ5", ACTIV5_FORCE, ACTIV5_SERVICE, "Activ5 force"),

@@ -93,17 +93,33 @@ CODECS: Mapping[str, Codec] = MappingProxyType(
     {
         c.name: c
         for c in (
-            _codec("2a37", (HeartRateSample,), heart_rate.decode, heart_rate.encode,
-                   heart_rate.to_json),
-            _codec("2a38", (BodySensorLocation,), heart_rate.decode_location,
-                   heart_rate.encode_location, heart_rate.location_to_json),
+            _codec(
+                "2a37", (HeartRateSample,), heart_rate.decode, heart_rate.encode, heart_rate.to_json
+            ),
+            _codec(
+                "2a38",
+                (BodySensorLocation,),
+                heart_rate.decode_location,
+                heart_rate.encode_location,
+                heart_rate.location_to_json,
+            ),
             _codec("2a19", (BatteryLevel,), battery.decode, battery.encode, battery.to_json),
             _codec("2a5f", (SpO2Sample,), plx.decode, plx.encode, plx.to_json),
-            _codec("2a63", (PowerSample,), cycling_power.decode, cycling_power.encode,
-                   cycling_power.to_json),
+            _codec(
+                "2a63",
+                (PowerSample,),
+                cycling_power.decode,
+                cycling_power.encode,
+                cycling_power.to_json,
+            ),
             _codec("moxy", (SmO2Sample,), moxy.decode, moxy.encode, moxy.to_json),
-            _codec("tindeq", (TindeqWeight, TindeqCommandResponse, TindeqLowPower),
-                   tindeq.decode, tindeq.encode, tindeq.to_json),
+            _codec(
+                "tindeq",
+                (TindeqWeight, TindeqCommandResponse, TindeqLowPower),
+                tindeq.decode,
+                tindeq.encode,
+                tindeq.to_json,
+            ),
             _codec("activ5", (ForceSample,), activ5.decode, activ5.encode, activ5.to_json),
         )
     }

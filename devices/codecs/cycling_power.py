@@ -137,15 +137,17 @@ def encode(record: PowerSample) -> bytes:
         flags |= ACCUMULATED_TORQUE
         units = _units(d.accumulated_torque_nm, TORQUE_UNITS_PER_NM, "accumulated_torque_nm")
         body += pack_uint(units, 2, CHAR, "accumulated torque (1/32 N·m)")
-    wheel = _pair(d.wheel_revolutions, d.wheel_event_time_s,
-                  "wheel_revolutions and wheel_event_time_s")
+    wheel = _pair(
+        d.wheel_revolutions, d.wheel_event_time_s, "wheel_revolutions and wheel_event_time_s"
+    )
     if wheel is not None:
         flags |= WHEEL_DATA
         body += pack_uint(wheel[0], 4, CHAR, "wheel_revolutions")
         units = _units(wheel[1], WHEEL_TIME_UNITS_PER_S, "wheel_event_time_s")
         body += pack_uint(units, 2, CHAR, "last wheel event time (1/2048 s)")
-    crank = _pair(d.crank_revolutions, d.crank_event_time_s,
-                  "crank_revolutions and crank_event_time_s")
+    crank = _pair(
+        d.crank_revolutions, d.crank_event_time_s, "crank_revolutions and crank_event_time_s"
+    )
     if crank is not None:
         flags |= CRANK_DATA
         body += pack_uint(crank[0], 2, CHAR, "crank_revolutions")

@@ -56,8 +56,10 @@ def decode(data: bytes, *, t_ns: int = 0) -> HeartRateSample:
     """Decode one Heart Rate Measurement notification; ``t_ns`` is the receipt time."""
     reader = Reader(data, CHAR)
     flags = reader.u8("flags")
-    hr_bpm = reader.u16("heart rate (uint16)") if flags & FLAG_HR_UINT16 else reader.u8(
-        "heart rate (uint8)"
+    hr_bpm = (
+        reader.u16("heart rate (uint16)")
+        if flags & FLAG_HR_UINT16
+        else reader.u8("heart rate (uint8)")
     )
     if not flags & FLAG_CONTACT_SUPPORTED:
         contact = SensorContact.NOT_SUPPORTED
