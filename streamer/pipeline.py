@@ -2,11 +2,11 @@
 
 ::
 
-    driver ─offer()─► athlete inbox ─► AthleteProcessor.process() ─┬─► outbox ─wake─► sink.run()
-    driver ─offer()─►   (bounded)                                   │   (durable)     (own task)
-                                                                    └─► live lane ─► send_live()
-                                                                       (bounded,      (own task)
-                                                                        per sink)
+    driver ─offer()─► athlete inbox ─► AthleteProcessor ─┬─► history + sink.accept() ─► sink.run()
+    driver ─offer()─►   (bounded)       .process()       │   (durable: SQLite)          (own task)
+                                                          └─► live lane ─► sink.send_live()
+                                                             (bounded,      (own task)
+                                                              per sink)
 
 Three promises and how they are kept:
 
@@ -14,10 +14,12 @@ Three promises and how they are kept:
   never blocks. An athlete inbox that is full sheds the *sample* (counted per athlete) and
   remembers a gap for that device, so the processor is told about the hole before the next
   sample and never differences RR across it. Gap and battery records are never shed.
-* **Results and alerts are never dropped.** A processor's durable messages go to the
-  :class:`Outbox` (the SQLite store) synchronously, before anything else happens to them;
-  each sink drains its own cursor of the outbox in its own task, and what is not
-  delivered stays there across restarts.
+* **Results and alerts are never dropped.** A processor's durable results (every
+  :class:`~streamer.results.Result` whose kind is not live) are written synchronously to
+  the history (:class:`~streamer.store.Store`) and handed to each sink's
+  :meth:`Sink.accept`, which puts them in that sink's SQLite outbox before returning; each
+  sink drains its own outbox in its own task, and what is not delivered stays there
+  across restarts.
 * **A slow or dead sink stalls nobody.** Live (QoS 0) messages go to one bounded lane per
   sink; a lane that is full drops its *oldest* message (the freshest value is the useful
   one) and counts it. Each sink's live pump and durable runner are separate tasks.
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
 from devices.records import BatteryLevel, GapEvent, GapReason
+from streamer.results import Result
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,28 +63,6 @@ SINK_RESTART_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
-class Envelope:
-    """One message for the sinks, before topics and serialisation.
-
-    ``kind`` is the topic leaf of DESIGN.md (``live``, ``hrv``, ``morning``,
-    ``oxygenation``, ``grip``, ``alerts``, ``status``); ``fields`` are the payload fields
-    with units in their names; ``ts_ns`` the time the value describes (ns since the
-    epoch). Everything but ``live`` is durable: it goes through the outbox.
-    """
-
-    kind: str
-    athlete: str
-    ts_ns: int
-    fields: Mapping[str, Any]
-    device: str | None = None
-
-    @property
-    def durable(self) -> bool:
-        """True for results and alerts (QoS 1, outbox); False for live samples (QoS 0)."""
-        return self.kind != "live"
-
-
-@dataclass(frozen=True, slots=True)
 class Inbound:
     """A record from a device, tagged with who wears it."""
 
@@ -96,20 +77,20 @@ class Inbound:
 class AthleteProcessor(Protocol):
     """Per-athlete processing (see :mod:`streamer.athlete`): pure work on the event loop."""
 
-    def process(self, device: str, record: object) -> Sequence[Envelope]:
-        """Feed one record; returns the messages it produced (possibly none)."""
+    def process(self, device: str, record: object) -> Sequence[Result]:
+        """Feed one record; returns the results it produced (possibly none)."""
         ...
 
-    def close(self) -> Sequence[Envelope]:
+    def close(self) -> Sequence[Result]:
         """End of stream: final results (e.g. a session summary)."""
         ...
 
 
-class Outbox(Protocol):
-    """Durable storage for results: appended before any sink sees them."""
+class History(Protocol):
+    """Where durable results are kept as history (:class:`streamer.store.Store`)."""
 
-    def append(self, envelopes: Sequence[Envelope]) -> None:
-        """Persist ``envelopes`` (in order) for every sink; returns once durable."""
+    def record(self, result: Result) -> bool:
+        """Keep ``result`` if it is history (morning, session, grip, alert); True if kept."""
         ...
 
 
@@ -117,20 +98,21 @@ class Outbox(Protocol):
 class Sink(Protocol):
     """A destination (MQTT, InfluxDB). The pipeline gives each one two tasks.
 
-    ``run`` delivers the durable backlog from the outbox until cancelled, waking when
-    :meth:`wake` is called; it may raise, and is restarted with back-off. ``send_live``
-    delivers live messages best-effort (it may raise: the batch is then counted as shed).
-    ``drain`` delivers as much of the backlog as it can within the time given (shutdown)
-    and returns how many messages remain.
+    ``accept`` takes durable results: it must put them in the sink's durable outbox before
+    returning (synchronous SQLite, no network) and wake ``run``. ``run`` delivers the
+    outbox until cancelled; it may raise, and is then restarted with back-off.
+    ``send_live`` delivers live results best-effort (it may raise: the batch is then
+    counted as failed). ``drain`` delivers as much of the backlog as it can within the time
+    given (shutdown) and returns how many messages remain in the outbox.
     """
 
     name: str
 
+    def accept(self, results: Sequence[Result]) -> None: ...
+
     async def run(self) -> None: ...
 
-    def wake(self) -> None: ...
-
-    async def send_live(self, batch: Sequence[Envelope]) -> None: ...
+    async def send_live(self, batch: Sequence[Result]) -> None: ...
 
     async def drain(self, timeout_s: float) -> int: ...
 
@@ -187,8 +169,10 @@ class PipelineStatus:
     sinks: Mapping[str, SinkCounters]
     sink_status: Mapping[str, Mapping[str, Any]]
     sources: Mapping[str, str]
-    durable_appended: int
-    outbox_errors: int
+    # ``durable``: results kept and handed to every sink's outbox; ``durable_errors``:
+    # writes that failed (logged loudly: the store is where results live).
+    durable: int
+    durable_errors: int
 
     @property
     def shed_total(self) -> int:
@@ -257,18 +241,18 @@ class _LiveLane:
     """A sink's bounded lane of live messages; full means the oldest one is dropped."""
 
     def __init__(self, maxsize: int, counters: SinkCounters) -> None:
-        self._items: deque[Envelope] = deque(maxlen=maxsize)
+        self._items: deque[Result] = deque(maxlen=maxsize)
         self._event = asyncio.Event()
         self._counters = counters
 
-    def offer(self, envelope: Envelope) -> None:
+    def offer(self, result: Result) -> None:
         if len(self._items) == self._items.maxlen:
             self._counters.live_shed += 1
-        self._items.append(envelope)
+        self._items.append(result)
         self._counters.lane_depth = len(self._items)
         self._event.set()
 
-    async def take(self, limit: int) -> list[Envelope]:
+    async def take(self, limit: int) -> list[Result]:
         while not self._items:
             self._event.clear()
             await self._event.wait()
@@ -276,7 +260,7 @@ class _LiveLane:
         self._counters.lane_depth = len(self._items)
         return batch
 
-    def take_nowait(self, limit: int) -> list[Envelope]:
+    def take_nowait(self, limit: int) -> list[Result]:
         batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
         self._counters.lane_depth = len(self._items)
         return batch
@@ -303,26 +287,27 @@ class Pipeline:
     Args:
         processor_for: builds the processor of an athlete the first time a record for
             that athlete arrives (or at start for ``athletes``).
-        outbox: durable storage of results and alerts (the SQLite store).
+        history: where durable results are kept as history (the SQLite store), or
+            ``None`` (sinks only).
         sinks: destinations; each gets its own tasks and live lane.
         athletes: athletes known in advance (their processors exist from the start).
         inbox_size: records held per athlete before samples are shed.
         live_lane_size: live messages held per sink before the oldest is dropped.
         flush_timeout_s: per-sink delivery budget at shutdown.
-        on_envelope: called with every envelope produced (e.g. ``replay`` printing).
+        on_result: called with every result produced (e.g. ``replay`` printing).
     """
 
     def __init__(
         self,
         processor_for: Callable[[str], AthleteProcessor],
-        outbox: Outbox,
+        history: History | None,
         sinks: Sequence[Sink] = (),
         *,
         athletes: Iterable[str] = (),
         inbox_size: int = DEFAULT_INBOX_SIZE,
         live_lane_size: int = DEFAULT_LIVE_LANE_SIZE,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
-        on_envelope: Callable[[Envelope], None] | None = None,
+        on_result: Callable[[Result], None] | None = None,
     ) -> None:
         if inbox_size < 1 or live_lane_size < 1:
             raise ValueError("inbox_size and live_lane_size must be >= 1")
@@ -330,7 +315,7 @@ class Pipeline:
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique, got {names}")
         self._processor_for = processor_for
-        self._outbox = outbox
+        self._history = history
         self._slots = [
             _SinkSlot(s, _LiveLane(live_lane_size, c), c)
             for s in sinks
@@ -338,7 +323,7 @@ class Pipeline:
         ]
         self._inbox_size = inbox_size
         self._flush_timeout_s = flush_timeout_s
-        self._on_envelope = on_envelope
+        self._on_result = on_result
         self._processors: dict[str, AthleteProcessor] = {}
         self._inboxes: dict[str, _Inbox] = {}
         self._athlete_counters: dict[str, AthleteCounters] = {}
@@ -350,8 +335,8 @@ class Pipeline:
         self._running = False
         self._accepting = True
         self._started_ns = 0
-        self._durable_appended = 0
-        self._outbox_errors = 0
+        self._durable = 0
+        self._durable_errors = 0
         for athlete in athletes:
             self._ensure_athlete(athlete)
 
@@ -412,8 +397,8 @@ class Pipeline:
             sinks={slot.sink.name: slot.counters for slot in self._slots},
             sink_status=sink_status,
             sources=dict(self._source_state),
-            durable_appended=self._durable_appended,
-            outbox_errors=self._outbox_errors,
+            durable=self._durable,
+            durable_errors=self._durable_errors,
         )
 
     # -- running ----------------------------------------------------------------------------
@@ -520,26 +505,38 @@ class Pipeline:
         if final:
             self._dispatch(counters, final)
 
-    def _dispatch(self, counters: AthleteCounters, envelopes: Sequence[Envelope]) -> None:
-        durable = [e for e in envelopes if e.durable]
+    def _dispatch(self, counters: AthleteCounters, results: Sequence[Result]) -> None:
+        durable = [r for r in results if not r.kind.is_live]
         if durable:
             counters.results += len(durable)
+            self._keep(durable)
+        for result in results:
+            if result.kind.is_live:
+                for slot in self._slots:
+                    slot.lane.offer(result)
+            if self._on_result is not None:
+                self._on_result(result)
+
+    def _keep(self, durable: Sequence[Result]) -> None:
+        ok = True
+        if self._history is not None:
+            for result in durable:
+                try:
+                    self._history.record(result)
+                except Exception:
+                    ok = False
+                    _LOGGER.exception("history: %s result of %s not kept", result.kind.value,
+                                      result.athlete)
+        for slot in self._slots:
             try:
-                self._outbox.append(durable)
+                slot.sink.accept(durable)
             except Exception:
-                # The store is the one place results live; failing to write it is loud.
-                self._outbox_errors += 1
-                _LOGGER.exception("outbox append failed: %d results not stored", len(durable))
-            else:
-                self._durable_appended += len(durable)
-                for slot in self._slots:
-                    slot.sink.wake()
-        for envelope in envelopes:
-            if not envelope.durable:
-                for slot in self._slots:
-                    slot.lane.offer(envelope)
-            if self._on_envelope is not None:
-                self._on_envelope(envelope)
+                ok = False
+                _LOGGER.exception("sink %s: %d results not queued", slot.sink.name, len(durable))
+        if ok:
+            self._durable += len(durable)
+        else:
+            self._durable_errors += len(durable)
 
     async def _supervise_sink(self, slot: _SinkSlot) -> None:
         attempt = 0
@@ -562,7 +559,7 @@ class Pipeline:
             batch = await slot.lane.take(LIVE_BATCH_MAX)
             await self._send_live(slot, batch)
 
-    async def _send_live(self, slot: _SinkSlot, batch: list[Envelope]) -> None:
+    async def _send_live(self, slot: _SinkSlot, batch: list[Result]) -> None:
         try:
             await slot.sink.send_live(batch)
         except asyncio.CancelledError:

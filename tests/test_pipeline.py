@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,22 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.records import BatteryLevel, GapEvent, GapReason, HeartRateSample
-from streamer.pipeline import Envelope, Pipeline, install_signal_handlers
-
-
-class ListOutbox:
-    """The outbox contract in its simplest durable-enough form for these tests."""
-
-    def __init__(self) -> None:
-        self.rows: list[Envelope] = []
-
-    def append(self, envelopes: Sequence[Envelope]) -> None:
-        self.rows.extend(envelopes)
+from streamer.payloads import decode_payload, encode_payload
+from streamer.pipeline import Pipeline, install_signal_handlers
+from streamer.results import Kind, Result, live_result
+from streamer.store import Store
+from streamer.topics import Topics
 
 
 class Recorder:
-    """An athlete processor that remembers what it saw; one live message per sample and a
-    durable result every ``every`` samples."""
+    """An athlete processor that remembers what it saw; one live result per sample and an
+    HRV result every ``every`` beats per minute."""
 
     def __init__(self, athlete: str, every: int = 10) -> None:
         self.athlete = athlete
@@ -37,44 +33,54 @@ class Recorder:
         self.seen: list[tuple[str, object]] = []
         self.closed = False
 
-    def process(self, device: str, record: object) -> Sequence[Envelope]:
+    def process(self, device: str, record: object) -> Sequence[Result]:
         self.seen.append((device, record))
         if not isinstance(record, HeartRateSample):
             return ()
-        out = [Envelope("live", self.athlete, record.t_ns, {"hr_bpm": record.hr_bpm}, device)]
+        out = [live_result(self.athlete, device, record)]
         if record.hr_bpm % self.every == 0:
-            out.append(Envelope("hrv", self.athlete, record.t_ns, {"n": record.hr_bpm}))
+            out.append(Result(Kind.HRV, self.athlete, record.t_ns, {"n_beats": record.hr_bpm}))
         return out
 
-    def close(self) -> Sequence[Envelope]:
+    def close(self) -> Sequence[Result]:
         self.closed = True
-        return (Envelope("status", self.athlete, 0, {"state": "ok"}),)
+        return (Result(Kind.STATUS, self.athlete, 0, {"state": "ok"}),)
 
 
-class MemorySink:
-    """A sink that delivers into lists; ``stuck`` makes every call hang forever."""
+class OutboxSink:
+    """A sink with a real SQLite outbox (the store's MQTT outbox) that delivers into a list;
+    ``stuck`` makes every delivery hang forever, as a broker that stopped answering."""
 
-    def __init__(self, name: str, outbox: ListOutbox, *, stuck: bool = False) -> None:
+    def __init__(self, name: str, store: Store, *, stuck: bool = False) -> None:
         self.name = name
-        self.outbox = outbox
+        self.store = store
+        self.topics = Topics()
         self.stuck = stuck
-        self.live: list[Envelope] = []
-        self.delivered = 0  # cursor into the outbox
+        self.live: list[Result] = []
+        self.delivered: list[bytes] = []
         self._wake = asyncio.Event()
         self._never = asyncio.Event()
+
+    def accept(self, results: Sequence[Result]) -> None:
+        for r in results:
+            self.store.mqtt_enqueue(self.topics.for_result(r), partial(encode_payload, r),
+                                    qos=r.qos, retain=r.retain)
+        self._wake.set()
+
+    def _deliver_backlog(self) -> None:
+        while batch := self.store.mqtt_peek(100):
+            self.delivered.extend(m.payload for m in batch)
+            self.store.mqtt_ack(batch[-1].id)
 
     async def run(self) -> None:
         while True:
             if self.stuck:
                 await self._never.wait()
-            self.delivered = len(self.outbox.rows)
+            self._deliver_backlog()
             self._wake.clear()
             await self._wake.wait()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def send_live(self, batch: Sequence[Envelope]) -> None:
+    async def send_live(self, batch: Sequence[Result]) -> None:
         if self.stuck:
             await self._never.wait()
         self.live.extend(batch)
@@ -82,11 +88,17 @@ class MemorySink:
     async def drain(self, timeout_s: float) -> int:
         if self.stuck:
             await self._never.wait()
-        self.delivered = len(self.outbox.rows)
-        return 0
+        self._deliver_backlog()
+        return self.store.mqtt_depth()
 
     def status(self) -> Mapping[str, Any]:
-        return {"delivered": self.delivered, "backlog": len(self.outbox.rows) - self.delivered}
+        return {"outbox": self.store.mqtt_depth()}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store.sqlite3") as s:
+        yield s
 
 
 def hr(i: int) -> HeartRateSample:
@@ -109,8 +121,7 @@ async def _run_briefly(pipeline: Pipeline, until: Callable[[], bool],
 
 
 async def test_full_inbox_sheds_samples_and_counts_them() -> None:
-    outbox = ListOutbox()
-    pipeline = Pipeline(lambda a: Recorder(a), outbox, inbox_size=10)
+    pipeline = Pipeline(lambda a: Recorder(a), None, inbox_size=10)
     accepted = [pipeline.offer("ann", "strap", hr(i)) for i in range(1, 26)]
     assert accepted == [True] * 10 + [False] * 15
     status = pipeline.status()
@@ -120,7 +131,7 @@ async def test_full_inbox_sheds_samples_and_counts_them() -> None:
 
 
 async def test_gap_and_battery_records_are_never_shed() -> None:
-    pipeline = Pipeline(lambda a: Recorder(a), ListOutbox(), inbox_size=2)
+    pipeline = Pipeline(lambda a: Recorder(a), None, inbox_size=2)
     for i in range(1, 3):
         pipeline.offer("ann", "strap", hr(i))
     gap = GapEvent(t_ns=5, device="strap", start_ns=4, end_ns=None, reason=GapReason.DISCONNECTED)
@@ -136,13 +147,13 @@ async def test_shed_samples_reach_the_processor_as_a_gap_before_the_next_sample(
         recorders[athlete] = Recorder(athlete)
         return recorders[athlete]
 
-    pipeline = Pipeline(make, ListOutbox(), inbox_size=3)
+    pipeline = Pipeline(make, None, inbox_size=3)
     for i in range(1, 7):  # 1..3 accepted, 4..6 shed
         pipeline.offer("ann", "strap", hr(i))
     task = asyncio.create_task(pipeline.run())
-    await asyncio.sleep(0.05)  # the worker empties the inbox
+    await eventually(lambda: len(recorders["ann"].seen) == 3)
     pipeline.offer("ann", "strap", hr(7))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(recorders["ann"].seen) == 5)
     pipeline.stop()
     await asyncio.wait_for(task, 5)
     seen = [r for _, r in recorders["ann"].seen]
@@ -154,61 +165,62 @@ async def test_shed_samples_reach_the_processor_as_a_gap_before_the_next_sample(
     assert gap.end_ns == hr(7).t_ns
 
 
-async def test_stuck_sink_stalls_neither_devices_nor_the_other_sink() -> None:
-    outbox = ListOutbox()
-    stuck = MemorySink("stuck", outbox, stuck=True)
-    healthy = MemorySink("healthy", outbox)
-    pipeline = Pipeline(lambda a: Recorder(a), outbox, [stuck, healthy], live_lane_size=200,
-                        flush_timeout_s=0.2)
-    n = 2000
-
-    async def device() -> None:
+async def test_stuck_sink_stalls_neither_devices_nor_the_other_sink(store: Store,
+                                                                    tmp_path: Path) -> None:
+    with Store(tmp_path / "other.sqlite3") as other:
+        stuck = OutboxSink("stuck", store, stuck=True)
+        healthy = OutboxSink("healthy", other)
+        pipeline = Pipeline(lambda a: Recorder(a), None, [stuck, healthy], live_lane_size=200,
+                            flush_timeout_s=0.2)
+        n = 2000
+        task = asyncio.create_task(pipeline.run())
         for i in range(1, n + 1):
             assert pipeline.offer("ann", "strap", hr(i))  # never refused, never blocks
             if i % 20 == 0:
                 await asyncio.sleep(0)
-
-    task = asyncio.create_task(pipeline.run())
-    await device()
-    await eventually(lambda: len(healthy.live) == n)
-    pipeline.stop()
-    await asyncio.wait_for(task, 5)
-    status = pipeline.status()
-    assert len(healthy.live) == n
-    assert healthy.delivered == len(outbox.rows)
-    # The stuck sink holds one batch in its hung call; its lane kept only the newest 200.
-    assert status.sinks["stuck"].live_shed >= n - 200 - 256
-    assert status.sinks["healthy"].live_shed == 0
+        await eventually(lambda: len(healthy.live) == n and len(healthy.delivered) == n // 10)
+        pipeline.stop()
+        await asyncio.wait_for(task, 5)
+        status = pipeline.status()
+        assert status.sinks["healthy"].live_shed == 0
+        # The stuck sink holds one batch in its hung call; its lane kept only the newest 200.
+        assert status.sinks["stuck"].live_shed >= n - 200 - 256
+        # Its results wait in its outbox: 200 HRV results and the final status.
+        assert store.mqtt_depth() == n // 10 + 1
+        assert other.mqtt_depth() == 0
 
 
-async def test_results_are_never_dropped_while_live_messages_are_shed() -> None:
-    outbox = ListOutbox()
-    stuck = MemorySink("stuck", outbox, stuck=True)
-    pipeline = Pipeline(lambda a: Recorder(a, every=5), outbox, [stuck], live_lane_size=4,
+async def test_results_are_never_dropped_while_live_messages_are_shed(store: Store) -> None:
+    stuck = OutboxSink("stuck", store, stuck=True)
+    pipeline = Pipeline(lambda a: Recorder(a, every=5), store, [stuck], live_lane_size=4,
                         flush_timeout_s=0.1)
     task = asyncio.create_task(pipeline.run())
     for i in range(1, 501):
         pipeline.offer("ann", "strap", hr(i))
         pipeline.offer("bob", "strap", hr(i))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: pipeline.status().athletes["bob"].processed == 500)
     pipeline.stop()
     await asyncio.wait_for(task, 5)
-    hrv = [e for e in outbox.rows if e.kind == "hrv"]
+    queued = [decode_payload(m.payload) for m in store.mqtt_peek(10_000)]
+    hrv = [q for q in queued if "n_beats" in q]
     assert len(hrv) == 2 * 100  # every 5th of 500 samples, for two athletes
+    assert [q["seq"] for q in hrv if q["athlete"] == "ann"] == list(range(1, 101))
     assert pipeline.status().sinks["stuck"].live_shed > 0
-    assert pipeline.status().durable_appended == len(outbox.rows)
+    assert pipeline.status().durable == len(queued)
+    assert pipeline.status().durable_errors == 0
 
 
-async def test_shutdown_processes_the_inbox_closes_processors_and_bounds_the_flush() -> None:
-    outbox = ListOutbox()
+async def test_shutdown_processes_the_inbox_closes_processors_and_bounds_the_flush(
+    store: Store,
+) -> None:
     recorders: list[Recorder] = []
 
     def make(athlete: str) -> Recorder:
         recorders.append(Recorder(athlete))
         return recorders[-1]
 
-    stuck = MemorySink("stuck", outbox, stuck=True)
-    pipeline = Pipeline(make, outbox, [stuck], flush_timeout_s=0.3)
+    stuck = OutboxSink("stuck", store, stuck=True)
+    pipeline = Pipeline(make, store, [stuck], flush_timeout_s=0.3)
     for i in range(1, 101):
         pipeline.offer("ann", "strap", hr(i))
     task = asyncio.create_task(pipeline.run())
@@ -220,16 +232,26 @@ async def test_shutdown_processes_the_inbox_closes_processors_and_bounds_the_flu
     assert loop.time() - t0 < 2.0  # the stuck sink got its 0.3 s, not forever
     assert recorders[0].closed
     assert len(recorders[0].seen) == 100  # queued records were processed, not dropped
-    # Results and the final status are in the outbox, undelivered, for the next start.
-    assert [e.kind for e in outbox.rows].count("hrv") == 10
-    assert outbox.rows[-1].kind == "status"
-    assert stuck.status()["backlog"] == len(outbox.rows)
+    # Results and the final status stay in the outbox, undelivered, for the next start.
+    topics = [m.topic for m in store.mqtt_peek(1000)]
+    assert topics == ["redox/ann/hrv"] * 10 + ["redox/ann/status"]
 
 
-async def test_crashing_sink_runner_is_restarted() -> None:
-    outbox = ListOutbox()
+async def test_healthy_sink_drains_its_outbox_at_shutdown(store: Store) -> None:
+    sink = OutboxSink("mqtt", store)
+    pipeline = Pipeline(lambda a: Recorder(a), store, [sink])
+    for i in range(1, 51):
+        pipeline.offer("ann", "strap", hr(i))
+    task = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(0)
+    pipeline.stop()
+    await asyncio.wait_for(task, 5)
+    assert store.mqtt_depth() == 0
+    assert len(sink.delivered) == 5 + 1
 
-    class Flaky(MemorySink):
+
+async def test_crashing_sink_runner_is_restarted(store: Store) -> None:
+    class Flaky(OutboxSink):
         runs = 0
 
         async def run(self) -> None:
@@ -238,8 +260,8 @@ async def test_crashing_sink_runner_is_restarted() -> None:
                 raise ConnectionError("broker went away")
             await super().run()
 
-    flaky = Flaky("flaky", outbox)
-    pipeline = Pipeline(lambda a: Recorder(a), outbox, [flaky])
+    flaky = Flaky("flaky", store)
+    pipeline = Pipeline(lambda a: Recorder(a), None, [flaky])
     await _run_briefly(pipeline, lambda: flaky.runs >= 2)
     counters = pipeline.status().sinks["flaky"]
     assert counters.restarts == 1
@@ -248,21 +270,32 @@ async def test_crashing_sink_runner_is_restarted() -> None:
 
 async def test_failing_processor_is_counted_and_the_athlete_goes_on() -> None:
     class Fragile(Recorder):
-        def process(self, device: str, record: object) -> Sequence[Envelope]:
+        def process(self, device: str, record: object) -> Sequence[Result]:
             if isinstance(record, HeartRateSample) and record.hr_bpm == 3:
                 raise ValueError("bad sample")
             return super().process(device, record)
 
-    pipeline = Pipeline(lambda a: Fragile(a), ListOutbox())
+    pipeline = Pipeline(lambda a: Fragile(a), None)
     for i in range(1, 6):
         pipeline.offer("ann", "strap", hr(i))
     await _run_briefly(pipeline, lambda: pipeline.status().athletes["ann"].processed == 4)
     assert pipeline.status().athletes["ann"].errors == 1
 
 
-async def test_sigterm_stops_the_pipeline_cleanly() -> None:
-    outbox = ListOutbox()
-    pipeline = Pipeline(lambda a: Recorder(a), outbox, athletes=["ann"])
+async def test_failing_sink_accept_is_counted_as_a_durable_error(store: Store) -> None:
+    class Full(OutboxSink):
+        def accept(self, results: Sequence[Result]) -> None:
+            raise OSError("disk full")
+
+    pipeline = Pipeline(lambda a: Recorder(a), None, [Full("full", store)])
+    pipeline.offer("ann", "strap", hr(10))
+    await _run_briefly(pipeline, lambda: pipeline.status().athletes["ann"].processed == 1)
+    assert pipeline.status().durable_errors == 2  # the HRV result and the closing status
+
+
+async def test_sigterm_stops_the_pipeline_cleanly(store: Store) -> None:
+    sink = OutboxSink("mqtt", store)
+    pipeline = Pipeline(lambda a: Recorder(a), store, [sink], athletes=["ann"])
     task = asyncio.create_task(pipeline.run())
     undo = install_signal_handlers(pipeline)
     try:
@@ -272,7 +305,7 @@ async def test_sigterm_stops_the_pipeline_cleanly() -> None:
     finally:
         undo()
     assert pipeline.stopping
-    assert [e.kind for e in outbox.rows] == ["status"]
+    assert [decode_payload(p)["state"] for p in sink.delivered] == ["ok"]
 
 
 class CountingSource:
@@ -287,10 +320,11 @@ class CountingSource:
             await asyncio.sleep(0)
 
 
-async def test_sources_feed_their_athletes_and_a_failing_source_is_isolated() -> None:
-    outbox = ListOutbox()
-    sink = MemorySink("mem", outbox)
-    pipeline = Pipeline(lambda a: Recorder(a), outbox, [sink])
+async def test_sources_feed_their_athletes_and_a_failing_source_is_isolated(
+    store: Store,
+) -> None:
+    sink = OutboxSink("mem", store)
+    pipeline = Pipeline(lambda a: Recorder(a), store, [sink])
 
     class Broken:
         name = "broken"
@@ -324,7 +358,7 @@ def test_every_record_is_processed_or_counted_and_no_stream_runs_across_a_shed(
             rec.append(Recorder(athlete))
             return rec[-1]
 
-        pipeline = Pipeline(make, ListOutbox(), inbox_size=inbox_size)
+        pipeline = Pipeline(make, None, inbox_size=inbox_size)
         task = asyncio.create_task(pipeline.run())
         shed: dict[str, list[int]] = {"strap": [], "moxy": []}
         for i, (device, drain) in enumerate(schedule, start=1):
@@ -355,4 +389,4 @@ def test_every_record_is_processed_or_counted_and_no_stream_runs_across_a_shed(
 @pytest.mark.parametrize("size", [0, -1])
 def test_inbox_and_lane_sizes_must_be_positive(size: int) -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
-        Pipeline(lambda a: Recorder(a), ListOutbox(), inbox_size=size)
+        Pipeline(lambda a: Recorder(a), None, inbox_size=size)
