@@ -1,0 +1,504 @@
+"""The local store: one SQLite file holding history, alert state, sequence numbers and outboxes.
+
+It is the embedded default — with no MQTT broker and no InfluxDB configured, the product
+still keeps its history here — and the durability layer under both network sinks:
+
+* history the report and dashboards read: morning readings (one per athlete and day),
+  sessions (oxygenation summaries), grip tests, alert events;
+* state that must survive a restart: the alert book per athlete (a JSON blob the
+  processors own), baselines, per-topic MQTT sequence numbers;
+* the MQTT outbox (QoS 1 messages not yet acknowledged by the broker) and the InfluxDB
+  outbox (line-protocol points not yet accepted by the server), both read in insertion
+  order, plus the InfluxDB dead-letter table (points the server rejected as bad data).
+
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed row survives a crash or
+SIGKILL of the process (not necessarily a power cut). Every method is synchronous and
+short; asyncio callers run them with ``await asyncio.to_thread(store.method, ...)``. One
+connection is shared under a lock, so the object can be used from several threads. The
+schema version is kept in ``PRAGMA user_version``; opening a file written by a newer
+version fails with an error that says so.
+
+Times are nanoseconds since the Unix epoch (UTC); dates are ISO ``YYYY-MM-DD`` strings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Self
+
+import platformdirs
+
+from streamer.results import JsonValue, Kind, Result
+
+SCHEMA_VERSION: Final = 1
+APP_NAME: Final = "redox-streamer"
+DEFAULT_FILENAME: Final = "redox.sqlite3"
+
+_SCHEMA_V1: Final = """
+CREATE TABLE morning (
+    athlete TEXT NOT NULL, date TEXT NOT NULL, ts_ns INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (athlete, date));
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY, athlete TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+    device TEXT, data TEXT NOT NULL);
+CREATE INDEX sessions_by_time ON sessions (athlete, ts_ns);
+CREATE TABLE grip_tests (
+    id INTEGER PRIMARY KEY, athlete TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+    device TEXT, data TEXT NOT NULL);
+CREATE INDEX grip_tests_by_time ON grip_tests (athlete, ts_ns);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY, athlete TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+    rule TEXT NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX alerts_by_time ON alerts (athlete, ts_ns);
+CREATE TABLE alert_book (
+    athlete TEXT PRIMARY KEY, updated_ns INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE baselines (
+    athlete TEXT NOT NULL, name TEXT NOT NULL, updated_ns INTEGER NOT NULL,
+    data TEXT NOT NULL, PRIMARY KEY (athlete, name));
+CREATE TABLE seq (topic TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE mqtt_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, created_ns INTEGER NOT NULL);
+CREATE TABLE influx_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, created_ns INTEGER NOT NULL);
+CREATE TABLE influx_dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, status INTEGER NOT NULL,
+    error TEXT NOT NULL, created_ns INTEGER NOT NULL);
+"""
+
+#: Scripts that take the schema from version i to i+1 (index i); append, never edit.
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1,)
+
+
+def default_store_path() -> Path:
+    """``<user data dir>/redox-streamer/redox.sqlite3`` (platformdirs)."""
+    return platformdirs.user_data_path(APP_NAME) / DEFAULT_FILENAME
+
+
+class StoreError(Exception):
+    """The store file cannot be used (names the file and what to do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One history row: its time (ns), athlete, optional device/date, and its JSON fields."""
+
+    athlete: str
+    ts_ns: int
+    data: dict[str, JsonValue]
+    device: str | None = None
+    date: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One alert event in the history."""
+
+    athlete: str
+    ts_ns: int
+    rule: str
+    state: str
+    data: dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """A QoS ≥ 1 message waiting in the MQTT outbox (``id`` increases in insertion order)."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxLine:
+    """A line-protocol point waiting in the InfluxDB outbox."""
+
+    id: int
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A point InfluxDB rejected as bad data, with the HTTP status and the server's words."""
+
+    id: int
+    line: str
+    status: int
+    error: str
+    created_ns: int
+
+
+def _dumps(data: Mapping[str, object]) -> str:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+def _loads(text: str) -> dict[str, JsonValue]:
+    obj = json.loads(text)
+    if not isinstance(obj, dict):
+        raise StoreError(f"corrupt JSON row in the store: {text[:80]!r}")
+    return obj
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    raise StoreError(f"corrupt store: expected an integer, found {value!r}")
+
+
+def _iso_date(day: dt.date | str) -> str:
+    return day.isoformat() if isinstance(day, dt.date) else dt.date.fromisoformat(day).isoformat()
+
+
+def _utc_date(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).date().isoformat()
+
+
+class Store:
+    """The SQLite store at ``path`` (created with its directory if missing).
+
+    ``path=None`` uses :func:`default_store_path`; ``":memory:"`` gives a private
+    in-memory store (tests). Close it with :meth:`close` or use it as a context manager.
+    """
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        if path is None:
+            path = default_store_path()
+        self.path = path if path == ":memory:" else Path(path).expanduser()
+        if isinstance(self.path, Path):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the store directory {self.path.parent}: {exc}; "
+                    "set store.path in the config to a writable place"
+                ) from exc
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._migrate()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction under the lock (other processes wait on busy_timeout)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file (``PRAGMA user_version``)."""
+        (version,) = self._query("PRAGMA user_version")[0]
+        assert isinstance(version, int)
+        return version
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, newer than this "
+                f"redox-streamer understands ({SCHEMA_VERSION}): upgrade redox-streamer or "
+                "set store.path to another file"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._tx() as db:
+                for statement in _MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {target}")
+
+    # --- history ----------------------------------------------------------------------------
+
+    def save_morning(self, athlete: str, day: dt.date | str, ts_ns: int,
+                     data: Mapping[str, JsonValue]) -> None:
+        """Store the morning reading of ``athlete`` on ``day`` (replaces that day's one)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO morning (athlete, date, ts_ns, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (athlete, date) DO UPDATE SET ts_ns = excluded.ts_ns, "
+                "data = excluded.data",
+                (athlete, _iso_date(day), ts_ns, _dumps(data)),
+            )
+
+    def morning_history(self, athlete: str, start: dt.date | str | None = None,
+                        end: dt.date | str | None = None) -> list[Row]:
+        """Daily morning readings of ``athlete`` from ``start`` to ``end`` inclusive, by date."""
+        rows = self._query(
+            "SELECT athlete, ts_ns, data, date FROM morning WHERE athlete = ? "
+            "AND date >= ? AND date <= ? ORDER BY date",
+            (athlete, _iso_date(start) if start else "0000-01-01",
+             _iso_date(end) if end else "9999-12-31"),
+        )
+        return [Row(str(a), _int(t), _loads(str(d)), None, str(day))
+                for a, t, d, day in rows]
+
+    def add_session(self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue],
+                    device: str | None = None) -> None:
+        """Store a session summary (oxygenation recovery per session)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO sessions (athlete, ts_ns, device, data) VALUES (?, ?, ?, ?)",
+                       (athlete, ts_ns, device, _dumps(data)))
+
+    def sessions(self, athlete: str, since_ns: int | None = None,
+                 until_ns: int | None = None) -> list[Row]:
+        """Session summaries of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
+        return self._rows("sessions", athlete, since_ns, until_ns)
+
+    def add_grip_test(self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue],
+                      device: str | None = None) -> None:
+        """Store a grip test."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO grip_tests (athlete, ts_ns, device, data) VALUES (?, ?, ?, ?)",
+                (athlete, ts_ns, device, _dumps(data)),
+            )
+
+    def grip_tests(self, athlete: str, since_ns: int | None = None,
+                   until_ns: int | None = None) -> list[Row]:
+        """Grip tests of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
+        return self._rows("grip_tests", athlete, since_ns, until_ns)
+
+    def _rows(self, table: str, athlete: str, since_ns: int | None,
+              until_ns: int | None) -> list[Row]:
+        rows = self._query(
+            f"SELECT athlete, ts_ns, data, device FROM {table} WHERE athlete = ? "
+            "AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, id",
+            (athlete, since_ns if since_ns is not None else -(2**63),
+             until_ns if until_ns is not None else 2**63 - 1),
+        )
+        return [Row(str(a), _int(t), _loads(str(d)), None if dev is None else str(dev))
+                for a, t, d, dev in rows]
+
+    def add_alert(self, athlete: str, ts_ns: int, rule: str, state: str,
+                  data: Mapping[str, JsonValue]) -> None:
+        """Store an alert event (``state`` ``raised`` or ``cleared``)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO alerts (athlete, ts_ns, rule, state, data) VALUES (?, ?, ?, ?, ?)",
+                (athlete, ts_ns, rule, state, _dumps(data)),
+            )
+
+    def alerts(self, athlete: str | None = None, since_ns: int | None = None,
+               until_ns: int | None = None) -> list[AlertRow]:
+        """Alert events (of one athlete, or all) with ``since_ns <= ts_ns < until_ns``."""
+        rows = self._query(
+            "SELECT athlete, ts_ns, rule, state, data FROM alerts WHERE "
+            "(? IS NULL OR athlete = ?) AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, id",
+            (athlete, athlete, since_ns if since_ns is not None else -(2**63),
+             until_ns if until_ns is not None else 2**63 - 1),
+        )
+        return [AlertRow(str(a), _int(t), str(r), str(s), _loads(str(d)))
+                for a, t, r, s, d in rows]
+
+    def record(self, result: Result) -> bool:
+        """Keep ``result`` in the history table it belongs to; ``False`` if it has none.
+
+        ``morning`` → one row per athlete and date (``fields["date"]``, else the UTC date
+        of ``ts_ns``); ``oxygenation`` with ``scope == "session"`` → sessions; ``grip`` →
+        grip tests; ``alerts`` → its ``event`` in the alert history. Live samples, HRV
+        windows, per-effort oxygenation and status are not history.
+        """
+        fields = dict(result.fields)
+        match result.kind:
+            case Kind.MORNING:
+                day = fields.get("date")
+                self.save_morning(result.athlete, str(day) if day else _utc_date(result.ts_ns),
+                                  result.ts_ns, fields)
+            case Kind.OXYGENATION if fields.get("scope") == "session":
+                self.add_session(result.athlete, result.ts_ns, fields, result.device)
+            case Kind.GRIP:
+                self.add_grip_test(result.athlete, result.ts_ns, fields, result.device)
+            case Kind.ALERTS:
+                event = fields.get("event")
+                if not isinstance(event, dict):
+                    raise ValueError("an alerts result needs an 'event' object")
+                self.add_alert(result.athlete, result.ts_ns, str(event.get("rule")),
+                               str(event.get("state")), event)
+            case _:
+                return False
+        return True
+
+    # --- state ------------------------------------------------------------------------------
+
+    def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
+        """Replace the alert-book state (a JSON object owned by the processors) of ``athlete``."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO alert_book (athlete, updated_ns, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (athlete) DO UPDATE SET updated_ns = excluded.updated_ns, "
+                "data = excluded.data",
+                (athlete, time.time_ns(), _dumps(state)),
+            )
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        """The saved alert-book state of ``athlete``, or ``None``."""
+        rows = self._query("SELECT data FROM alert_book WHERE athlete = ?", (athlete,))
+        return _loads(str(rows[0][0])) if rows else None
+
+    def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
+        """Replace the baseline ``name`` (e.g. ``ln_rmssd``, ``grip_mvc``) of ``athlete``."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO baselines (athlete, name, updated_ns, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (athlete, name) DO UPDATE SET updated_ns = excluded.updated_ns, "
+                "data = excluded.data",
+                (athlete, name, time.time_ns(), _dumps(data)),
+            )
+
+    def load_baseline(self, athlete: str, name: str) -> dict[str, JsonValue] | None:
+        """The saved baseline ``name`` of ``athlete``, or ``None``."""
+        rows = self._query("SELECT data FROM baselines WHERE athlete = ? AND name = ?",
+                           (athlete, name))
+        return _loads(str(rows[0][0])) if rows else None
+
+    def baselines(self, athlete: str) -> dict[str, dict[str, JsonValue]]:
+        """Every saved baseline of ``athlete`` by name."""
+        rows = self._query("SELECT name, data FROM baselines WHERE athlete = ? ORDER BY name",
+                           (athlete,))
+        return {str(n): _loads(str(d)) for n, d in rows}
+
+    # --- sequence numbers -------------------------------------------------------------------
+
+    @staticmethod
+    def _reserve(db: sqlite3.Connection, topic: str, n: int) -> int:
+        row = db.execute(
+            "INSERT INTO seq (topic, last) VALUES (?, ?) ON CONFLICT (topic) "
+            "DO UPDATE SET last = last + ? RETURNING last",
+            (topic, n, n),
+        ).fetchone()
+        return int(row[0]) - n + 1
+
+    def reserve_seq(self, topic: str, n: int = 1) -> int:
+        """Reserve ``n`` sequence numbers on ``topic``; returns the first (numbers start at 1).
+
+        Reserved numbers are never handed out again, even after a crash: callers that
+        reserve blocks for speed (live samples) may leave gaps, never repeats.
+        """
+        if n < 1:
+            raise ValueError(f"reserve at least one number, not {n}")
+        with self._tx() as db:
+            return self._reserve(db, topic, n)
+
+    def last_seq(self, topic: str) -> int:
+        """The last sequence number handed out on ``topic`` (0 if none)."""
+        rows = self._query("SELECT last FROM seq WHERE topic = ?", (topic,))
+        return _int(rows[0][0]) if rows else 0
+
+    # --- MQTT outbox ------------------------------------------------------------------------
+
+    def mqtt_enqueue(self, topic: str, render: Callable[[int], bytes], *, qos: int = 1,
+                     retain: bool = False) -> int:
+        """Append a message to the MQTT outbox, numbering it in the same transaction.
+
+        ``render(seq)`` builds the payload for the topic's next sequence number, so a
+        number is used only by a message that is durably queued. Returns the ``seq``.
+        """
+        with self._tx() as db:
+            seq = self._reserve(db, topic, 1)
+            db.execute(
+                "INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (topic, render(seq), qos, int(retain), time.time_ns()),
+            )
+        return seq
+
+    def mqtt_peek(self, limit: int = 100, after_id: int = 0) -> list[MqttMessage]:
+        """The oldest ``limit`` outbox messages with ``id > after_id``, in insertion order."""
+        rows = self._query(
+            "SELECT id, topic, payload, qos, retain FROM mqtt_outbox WHERE id > ? "
+            "ORDER BY id LIMIT ?", (after_id, limit),
+        )
+        return [MqttMessage(_int(i), str(t), bytes(p) if isinstance(p, bytes | memoryview)
+                            else str(p).encode(), _int(q), bool(r))
+                for i, t, p, q, r in rows]
+
+    def mqtt_ack(self, through_id: int) -> int:
+        """Remove every outbox message with ``id <= through_id``; returns how many."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM mqtt_outbox WHERE id <= ?", (through_id,)).rowcount
+
+    def mqtt_depth(self) -> int:
+        """Messages in the MQTT outbox."""
+        return _int(self._query("SELECT count(*) FROM mqtt_outbox")[0][0])
+
+    # --- InfluxDB outbox and dead letters ---------------------------------------------------
+
+    def influx_enqueue(self, lines: Sequence[str]) -> None:
+        """Append line-protocol points to the InfluxDB outbox, in the given order."""
+        if not lines:
+            return
+        now = time.time_ns()
+        with self._tx() as db:
+            db.executemany("INSERT INTO influx_outbox (line, created_ns) VALUES (?, ?)",
+                           [(line, now) for line in lines])
+
+    def influx_peek(self, limit: int = 5000) -> list[InfluxLine]:
+        """The oldest ``limit`` points of the InfluxDB outbox, in insertion order."""
+        rows = self._query("SELECT id, line FROM influx_outbox ORDER BY id LIMIT ?", (limit,))
+        return [InfluxLine(_int(i), str(line)) for i, line in rows]
+
+    def influx_ack(self, through_id: int) -> int:
+        """Remove every outbox point with ``id <= through_id``; returns how many."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM influx_outbox WHERE id <= ?", (through_id,)).rowcount
+
+    def influx_depth(self) -> int:
+        """Points in the InfluxDB outbox."""
+        return _int(self._query("SELECT count(*) FROM influx_outbox")[0][0])
+
+    def dead_letter(self, lines: Sequence[str], status: int, error: str) -> None:
+        """Keep points the server rejected as bad data (HTTP ``status``, its ``error`` text)."""
+        now = time.time_ns()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO influx_dead_letter (line, status, error, created_ns) "
+                "VALUES (?, ?, ?, ?)", [(line, status, error, now) for line in lines],
+            )
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        """The oldest ``limit`` dead-lettered points."""
+        rows = self._query(
+            "SELECT id, line, status, error, created_ns FROM influx_dead_letter "
+            "ORDER BY id LIMIT ?", (limit,),
+        )
+        return [DeadLetter(_int(i), str(line), _int(s), str(e), _int(c))
+                for i, line, s, e, c in rows]

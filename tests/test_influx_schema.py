@@ -1,0 +1,89 @@
+"""Results → line protocol: measurements, tags and stable field types of SCHEMA.md."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devices.records import HeartRateSample, PowerSample
+from streamer.influx_schema import FIELD_TYPES, SchemaError, lines_for
+from streamer.results import Kind, Result, alert_result, live_result
+
+
+def test_heart_rate_sample_gives_one_point_per_beat_with_hr_on_the_last() -> None:
+    r = live_result("alice", "strap", HeartRateSample(10_000_000_000, 60, (1000.0, 500.0)))
+    assert lines_for(r) == [
+        "heart_rate,athlete=alice,device=strap rr_ms=1000 9500000000",
+        "heart_rate,athlete=alice,device=strap hr_bpm=60,rr_ms=500 10000000000",
+    ]
+
+
+def test_heart_rate_uses_beat_times_when_the_pipeline_gives_them() -> None:
+    r = Result(Kind.HEART_RATE, "a", 100, {"hr_bpm": 60, "rr_ms": [900.0],
+                                           "beat_ts_ns": [42]}, "s")
+    assert lines_for(r) == ["heart_rate,athlete=a,device=s rr_ms=900 42",
+                            "heart_rate,athlete=a,device=s hr_bpm=60 100"]
+
+
+def test_whole_numbers_are_written_as_floats_except_counts() -> None:
+    r = Result(Kind.HRV, "a", 5, {"rmssd_ms": 40, "ln_rmssd": 3.6888, "n_beats": 60})
+    (line,) = lines_for(r)
+    assert line == "hrv,athlete=a ln_rmssd=3.6888,n_beats=60i,rmssd_ms=40 5"
+    (power,) = lines_for(live_result("a", "pm", PowerSample(7, 250)))
+    assert power == "power,athlete=a,device=pm power_w=250 7"  # no 'i': a float field
+
+
+def test_morning_bool_and_missing_baseline_fields() -> None:
+    r = Result(Kind.MORNING, "a", 1, {"date": "2024-05-01", "ln_rmssd": 4.1, "accepted": True,
+                                      "ln_rmssd_baseline_mean": None, "reject_reason": None})
+    assert lines_for(r) == ["morning,athlete=a accepted=true,ln_rmssd=4.1 1"]
+
+
+def test_oxygenation_scope_and_grip_class_are_tags() -> None:
+    ox = Result(Kind.OXYGENATION, "a", 1, {"scope": "session", "recovery_s": 130.0,
+                                           "n_efforts": 4}, "moxy")
+    assert lines_for(ox) == [
+        "oxygen_recovery,athlete=a,device=moxy,scope=session n_efforts=4i,recovery_s=130 1"
+    ]
+    grip = Result(Kind.GRIP, "a", 2, {"class": "grip_spillover", "drop_pct": 14.0,
+                                      "mvc_kg": 45.5}, "tindeq")
+    assert lines_for(grip) == [
+        "grip_test,athlete=a,class=grip_spillover,device=tindeq drop_pct=14,mvc_kg=45.5 2"
+    ]
+
+
+def test_alert_event_becomes_one_alert_point() -> None:
+    event = {"rule": "hrv_downtrend", "severity": "pull_back", "state": "raised",
+             "message": 'HRV "down"', "advice": "cut 40%", "raised_ts_ns": 9}
+    assert lines_for(alert_result("a", event, [event])) == [
+        'alert,athlete=a,rule=hrv_downtrend,severity=pull_back active=1i,advice="cut 40%",'
+        'message="HRV \\"down\\"",state="raised" 9'
+    ]
+
+
+def test_status_has_no_measurement() -> None:
+    assert lines_for(Result(Kind.STATUS, "a", 1, {"state": "ok"})) == []
+
+
+def test_wrong_type_names_measurement_and_field() -> None:
+    with pytest.raises(SchemaError, match=r"hrv\.n_beats"):
+        lines_for(Result(Kind.HRV, "a", 1, {"n_beats": 2.5}))
+    with pytest.raises(SchemaError, match=r"morning\.accepted"):
+        lines_for(Result(Kind.MORNING, "a", 1, {"accepted": 1}))
+
+
+def test_tag_values_are_escaped() -> None:
+    (line,) = lines_for(Result(Kind.FORCE, "Ann Lee,=x", 1, {"force_kg": 3.5}, "g 1"))
+    assert line == r"force,athlete=Ann\ Lee\,\=x,device=g\ 1 force_kg=3.5 1"
+
+
+@given(st.sampled_from(sorted(FIELD_TYPES["oxygen_recovery"])),
+       st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False,
+                                                      width=32)))
+def test_field_type_never_depends_on_the_value(name: str, value: float) -> None:
+    if FIELD_TYPES["oxygen_recovery"][name] is int:
+        value = int(value)
+    lines = lines_for(Result(Kind.OXYGENATION, "a", 1, {"scope": "effort", name: value}, "m"))
+    field = lines[0].split(" ")[1]
+    assert field.endswith("i") == (FIELD_TYPES["oxygen_recovery"][name] is int)

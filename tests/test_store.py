@@ -1,0 +1,159 @@
+"""The SQLite store: history queries, state across reopen, ordered outboxes, versioning."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamer.results import Kind, Result, alert_result
+from streamer.store import SCHEMA_VERSION, Store, StoreError
+
+DAY_NS = 86_400 * 10**9
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "sub" / "redox.sqlite3")
+    yield s
+    s.close()
+
+
+def test_new_file_is_created_in_wal_mode_with_the_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "s.sqlite3"
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_file_from_a_newer_version_is_refused_with_advice(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError, match=r"newer.*store\.path"):
+        Store(path)
+
+
+def test_morning_history_is_one_row_per_day_in_date_order(store: Store) -> None:
+    store.save_morning("alice", "2024-05-03", 3, {"ln_rmssd": 4.0})
+    store.save_morning("alice", "2024-05-01", 1, {"ln_rmssd": 4.2})
+    store.save_morning("alice", "2024-05-01", 2, {"ln_rmssd": 4.3})  # a retake replaces
+    store.save_morning("bob", "2024-05-02", 2, {"ln_rmssd": 3.0})
+    rows = store.morning_history("alice")
+    assert [(r.date, r.data["ln_rmssd"]) for r in rows] == [("2024-05-01", 4.3),
+                                                           ("2024-05-03", 4.0)]
+    assert [r.date for r in store.morning_history("alice", "2024-05-02", "2024-05-31")] == [
+        "2024-05-03"]
+
+
+def test_record_routes_results_to_their_history(store: Store) -> None:
+    assert store.record(Result(Kind.MORNING, "a", 5 * DAY_NS, {"ln_rmssd": 4.0}))
+    assert store.record(Result(Kind.OXYGENATION, "a", 10, {"scope": "session",
+                                                            "recovery_s": 121.0}, "moxy"))
+    assert not store.record(Result(Kind.OXYGENATION, "a", 11, {"scope": "effort"}, "moxy"))
+    assert store.record(Result(Kind.GRIP, "a", 12, {"drop_pct": 9.0}, "tindeq"))
+    event = {"rule": "grip_spillover", "state": "raised", "raised_ts_ns": 13}
+    assert store.record(alert_result("a", event, [event]))
+    assert not store.record(Result(Kind.HRV, "a", 1, {}))
+    assert store.morning_history("a")[0].date == "1970-01-06"
+    assert [r.data["recovery_s"] for r in store.sessions("a")] == [121.0]
+    assert store.sessions("a")[0].device == "moxy"
+    assert [r.data["drop_pct"] for r in store.grip_tests("a")] == [9.0]
+    (alert,) = store.alerts("a")
+    assert (alert.rule, alert.state, alert.ts_ns) == ("grip_spillover", "raised", 13)
+
+
+def test_range_queries_are_half_open(store: Store) -> None:
+    for t in (1, 2, 3):
+        store.add_grip_test("a", t, {"n": t})
+        store.add_alert("a", t, "rhr_creep", "raised", {"n": t})
+    store.add_alert("b", 2, "rhr_creep", "raised", {})
+    assert [r.ts_ns for r in store.grip_tests("a", 2, 3)] == [2]
+    assert [r.ts_ns for r in store.alerts(None, 2, 4)] == [2, 2, 3]
+    assert [r.athlete for r in store.alerts("b")] == ["b"]
+
+
+def test_alert_book_and_baselines_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Store(path) as s:
+        s.save_alert_book("a", {"open": ["rhr_creep"], "since": {"rhr_creep": 5}})
+        s.save_baseline("a", "ln_rmssd", {"mean": 4.1, "sd": 0.2})
+        s.save_baseline("a", "ln_rmssd", {"mean": 4.2, "sd": 0.2})
+        s.save_baseline("a", "grip_mvc", {"kg": [40.0, 41.0]})
+    with Store(path) as s:
+        assert s.load_alert_book("a") == {"open": ["rhr_creep"], "since": {"rhr_creep": 5}}
+        assert s.load_alert_book("b") is None
+        assert s.load_baseline("a", "ln_rmssd") == {"mean": 4.2, "sd": 0.2}
+        assert set(s.baselines("a")) == {"grip_mvc", "ln_rmssd"}
+
+
+def test_seq_is_per_topic_and_never_repeats_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Store(path) as s:
+        assert s.reserve_seq("t/a") == 1
+        assert s.reserve_seq("t/a", 10) == 2
+        assert s.reserve_seq("t/b") == 1
+    with Store(path) as s:
+        assert s.reserve_seq("t/a") == 12
+        assert s.last_seq("t/a") == 12
+        assert s.last_seq("nope") == 0
+
+
+def test_mqtt_outbox_is_fifo_numbered_and_acked_by_prefix(store: Store) -> None:
+    seqs = [store.mqtt_enqueue("r/a/hrv", lambda n: f"m{n}".encode(), retain=i == 1)
+            for i in range(3)]
+    assert seqs == [1, 2, 3]
+    msgs = store.mqtt_peek(10)
+    assert [m.payload for m in msgs] == [b"m1", b"m2", b"m3"]
+    assert [m.retain for m in msgs] == [False, True, False]
+    assert store.mqtt_ack(msgs[1].id) == 2
+    assert [m.payload for m in store.mqtt_peek()] == [b"m3"]
+    assert store.mqtt_depth() == 1
+
+
+def test_failed_render_uses_no_sequence_number(store: Store) -> None:
+    def boom(seq: int) -> bytes:
+        raise RuntimeError("bad payload")
+
+    with pytest.raises(RuntimeError):
+        store.mqtt_enqueue("t", boom)
+    assert store.mqtt_depth() == 0
+    assert store.mqtt_enqueue("t", lambda n: b"x") == 1
+
+
+def test_influx_outbox_keeps_order_and_dead_letters(store: Store) -> None:
+    store.influx_enqueue(["m f=1 1", "m f=2 2"])
+    store.influx_enqueue(["m f=3 3"])
+    lines = store.influx_peek(2)
+    assert [x.line for x in lines] == ["m f=1 1", "m f=2 2"]
+    store.influx_ack(lines[-1].id)
+    assert [x.line for x in store.influx_peek()] == ["m f=3 3"]
+    store.dead_letter(["m f=\"x\" 4"], 400, "field type conflict")
+    (dead,) = store.dead_letters()
+    assert (dead.status, dead.error) == (400, "field type conflict")
+
+
+def test_concurrent_writers_from_threads_lose_nothing(store: Store) -> None:
+    def worker(k: int) -> None:
+        for _i in range(50):
+            store.mqtt_enqueue(f"t/{k}", lambda n: str(n).encode())
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.mqtt_depth() == 200
+    assert all(store.last_seq(f"t/{k}") == 50 for k in range(4))
+
+
+def test_second_process_sees_committed_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Store(path) as writer, Store(path) as reader:
+        writer.influx_enqueue(["m f=1 1"])
+        assert reader.influx_depth() == 1
