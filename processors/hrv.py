@@ -148,7 +148,8 @@ def hrv_time(nn_ms: RrInput, breaks: BreaksInput = None) -> HrvTime:
         rmssd_ms=rmssd,
         ln_rmssd=math.log(rmssd) if rmssd > 0 else -math.inf,
         sdsd_ms=float(np.std(diffs, ddof=1)),
-        pnn50_pct=100.0 * int(np.count_nonzero(np.abs(diffs) > phys.PNN50_THRESHOLD_MS))
+        pnn50_pct=100.0
+        * int(np.count_nonzero(np.abs(diffs) > phys.PNN50_THRESHOLD_MS))
         / diffs.size,
     )
 
@@ -491,4 +492,3 @@ def hrv_metrics(
         psd_method=psd_method,
         dfa_alpha1=alpha1,
     )
-

@@ -365,9 +365,7 @@ def _quartile_deviation_threshold(x: FloatArray, alpha: float, window: int) -> F
     return alpha * (q3 - q1) / 2.0
 
 
-def _centred_quantiles(
-    x: FloatArray, window: int, qs: tuple[float, ...]
-) -> tuple[FloatArray, ...]:
+def _centred_quantiles(x: FloatArray, window: int, qs: tuple[float, ...]) -> tuple[FloatArray, ...]:
     """Quantiles over a centred window of ``window`` samples, truncated at the edges.
 
     Linear interpolation between order statistics (numpy's default, as pandas' rolling
