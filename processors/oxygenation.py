@@ -378,7 +378,8 @@ class EffortDetector:
         return []
 
     def _post_sample(self, e: _OpenEffort, t: float, y: float) -> list[EffortRecovery]:
-        assert e.t95 is not None and e.y_peak is not None
+        assert e.t95 is not None
+        assert e.y_peak is not None
         if y < e.baseline - self._drop:
             baseline = e.baseline
             out = self._close()
@@ -534,7 +535,8 @@ def analyse_session(
     y = np.asarray(smo2_pct, dtype=np.float64)
     if t.ndim != 1 or t.shape != y.shape or t.size == 0:
         raise OxygenationInputError(
-            f"SmO2 times and values must be non-empty 1-D arrays of equal length, got {t.shape}, {y.shape}"
+            "SmO2 times and values must be non-empty 1-D arrays of equal length, "
+            f"got {t.shape} and {y.shape}"
         )
     if not (np.isfinite(t).all() and np.isfinite(y).all()):
         raise OxygenationInputError("SmO2 input holds NaN or inf; drop those samples first")

@@ -1,0 +1,470 @@
+"""The rule catalogue and the evaluators that turn measurements into rule verdicts.
+
+Every rule has an id, a severity, advice and a source (RULES.md, from the ARTICLE). Each
+threshold lives in :class:`RuleThresholds`, whose defaults come from
+:mod:`processors.physiology`; a profile (:mod:`processors.profiles`) or the config file may
+override any field with :meth:`RuleThresholds.with_overrides`.
+
+What triggers each rule with the DEFAULT thresholds (inputs oldest first):
+
+``hrv_downtrend`` (warning) — daily lnRMSSD history ending today (NaN = missing day), ≥ 14
+    valid days in d−35…d−8 with SD_B > 0; ≥ 4 valid days in the last 5, falling with
+    Theil–Sen slope β < 0 and 4·|β| ≥ 0.5·SD_B; 7-day mean < mean_B − 0.5·SD_B.
+    E.g. 28 baseline days alternating 4.0/4.2 (SD_B ≈ 0.10), then the last 7 days
+    4.0, 3.95, 3.9, 3.85, 3.8, 3.75, 3.7.
+``rhr_creep`` (pull_back) — daily resting-HR history (bpm) ending today; ≥ 14 valid baseline
+    days; the last 7 days (n valid) average ≥ 5 bpm above median_B, with
+    Δ/(SD_B/√n) ≥ 2 and ≥ 5 of them above median_B. E.g. baseline alternating 50/52 bpm,
+    then 7 days at 57–58 bpm.
+``smo2_slow_recovery`` (pull_back) — session recovery times (s, median T95; None for
+    sessions without one, which are skipped): the last 3 measured are all > 120 s.
+``grip_signal`` (info) — a grip test classified ``signal``: with the default 5% test noise,
+    a drop ≥ 11.7% (= max(10%, 1.65·√2·5%)) in the tests up to 15 min, back within 11.7%
+    at the last test ≤ 15 min, and within 11.7% at 30 min. E.g. MVC 50 kg; 0 min 43 kg,
+    5 min 45 kg, 15 min 48 kg, 30 min 49 kg.
+``grip_spillover`` (pull_back) — a grip test classified ``spillover``: the first test at
+    ≥ 30 min still ≥ 11.7% down. E.g. MVC 50 kg; 0 min 40, 15 min 41, 30 min 42 kg.
+``rpe_power_mismatch`` (pull_back) — sessions (RPE, mean power W), the last one being
+    evaluated against the mean of up to 5 sessions before it (≥ 3 needed): RPE ≥ 1.2×
+    the reference RPE while power ≤ 0.9× the reference power. E.g. 5 sessions at RPE 5,
+    200 W, then one at RPE 6, 180 W.
+``hi_spacing`` (info) — see :func:`processors.profiles.evaluate_spacing`: two high-intensity
+    sessions < 48 h apart (72 h for ``older``), or (``elite``) a fourth consecutive one
+    without a passive day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from processors import physiology as ph
+from processors.alerts import RuleEvaluation, Severity
+from processors.grip import ForceTrace, GripClass, GripTest, grip_test_from_traces
+from processors.oxygenation import OxygenRecovery, analyse_session
+from processors.trends import hrv_downtrend, rhr_creep
+
+ARTICLE_SOURCE = (
+    'ARTICLE "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells" '
+    "(seeds/002_1397d631b66fe15f.txt), summarised in RULES.md"
+)
+
+PULL_BACK_ADVICE = (
+    f"Cut training volume by ~{ph.PULL_BACK_VOLUME_CUT:.0%} for one week "
+    f"({ph.PULL_BACK_DAYS} days), not 10%; resume when morning signals return to their "
+    "normal band."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A catalogue entry: what the rule is called, how severe, what to do, where from."""
+
+    rule_id: str
+    severity: Severity
+    title: str
+    advice: str
+    source: str
+
+
+CATALOGUE: Mapping[str, RuleSpec] = {
+    spec.rule_id: spec
+    for spec in (
+        RuleSpec(
+            "hrv_downtrend",
+            Severity.WARNING,
+            "Morning HRV trending down",
+            "Earliest warning of redox imbalance: keep the next sessions easy and watch the "
+            "coming mornings. If it persists: " + PULL_BACK_ADVICE,
+            f"RULES.md hrv_downtrend; {ARTICLE_SOURCE}; PLEWS_2013 (0.5·SD band)",
+        ),
+        RuleSpec(
+            "rhr_creep",
+            Severity.PULL_BACK,
+            "Resting heart rate creeping up",
+            "Redox balance likely off: pull back high-intensity load. " + PULL_BACK_ADVICE,
+            f"RULES.md rhr_creep (article: 5–7 bpm over a 10-day block); {ARTICLE_SOURCE}",
+        ),
+        RuleSpec(
+            "smo2_slow_recovery",
+            Severity.PULL_BACK,
+            "Slow muscle-oxygen recovery after efforts",
+            "Dial back intensity or add a rest day. " + PULL_BACK_ADVICE,
+            f"RULES.md smo2_slow_recovery; {ARTICLE_SOURCE}",
+        ),
+        RuleSpec(
+            "grip_signal",
+            Severity.INFO,
+            "Post-session grip drop that recovered quickly",
+            "Acute signalling, the good kind of stress: no change needed.",
+            f"RULES.md grip_signal; {ARTICLE_SOURCE}; HOPKINS_2000 (1.65·√2·CV)",
+        ),
+        RuleSpec(
+            "grip_spillover",
+            Severity.PULL_BACK,
+            "Grip still down 30 minutes after the session",
+            "Oxidative spillover: pull back. " + PULL_BACK_ADVICE,
+            f"RULES.md grip_spillover; {ARTICLE_SOURCE}; HOPKINS_2000 (1.65·√2·CV)",
+        ),
+        RuleSpec(
+            "rpe_power_mismatch",
+            Severity.PULL_BACK,
+            "Harder effort for less power",
+            '"Digging a hole": ' + PULL_BACK_ADVICE,
+            f"RULES.md rpe_power_mismatch; {ARTICLE_SOURCE}",
+        ),
+        RuleSpec(
+            "hi_spacing",
+            Severity.INFO,
+            "High-intensity sessions too close together",
+            "Leave the profile's recovery window between high-intensity sessions "
+            "(48 h; 72 h for older athletes; elite: a passive day after every third).",
+            f"RULES.md profiles; {ARTICLE_SOURCE}; REVIEW (blunted responses with age)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleThresholds:
+    """Every rule threshold, defaults from :mod:`processors.physiology` (units in names)."""
+
+    baseline_first_day_back: int = ph.BASELINE_FIRST_DAY_BACK
+    baseline_last_day_back: int = ph.BASELINE_LAST_DAY_BACK
+    baseline_min_valid_days: int = ph.BASELINE_MIN_VALID_DAYS
+    rolling_mean_days: int = ph.ROLLING_MEAN_DAYS
+    rolling_mean_min_values: int = ph.ROLLING_MEAN_MIN_VALUES
+    normal_band_sd: float = ph.NORMAL_BAND_SD
+    hrv_downtrend_window_days: int = ph.HRV_DOWNTREND_WINDOW_DAYS
+    hrv_downtrend_min_valid_days: int = ph.HRV_DOWNTREND_MIN_VALID_DAYS
+    rhr_creep_delta_bpm: float = ph.RHR_CREEP_DELTA_BPM
+    rhr_creep_min_z: float = ph.RHR_CREEP_MIN_Z
+    rhr_creep_window_days: int = ph.RHR_CREEP_WINDOW_DAYS
+    rhr_creep_min_days_above: int = ph.RHR_CREEP_MIN_DAYS_ABOVE
+    smo2_slow_recovery_s: float = ph.SMO2_SLOW_RECOVERY_S
+    smo2_slow_recovery_sessions: int = ph.SMO2_SLOW_RECOVERY_SESSIONS
+    grip_signal_drop: float = ph.GRIP_SIGNAL_DROP
+    grip_signal_recovery_min: float = ph.GRIP_SIGNAL_RECOVERY_MIN
+    grip_spillover_min: float = ph.GRIP_SPILLOVER_MIN
+    grip_default_cv: float = ph.GRIP_DEFAULT_CV
+    grip_min_baseline_sessions: int = ph.GRIP_MIN_BASELINE_SESSIONS
+    grip_noise_z: float = ph.GRIP_NOISE_Z
+    rpe_rise: float = ph.RPE_RISE
+    power_fall: float = ph.POWER_FALL
+    rpe_reference_sessions: int = ph.RPE_REFERENCE_SESSIONS
+    rpe_min_reference_sessions: int = ph.RPE_MIN_REFERENCE_SESSIONS
+    hi_spacing_h: float = ph.HIGH_INTENSITY_SPACING_H
+    passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"threshold {f.name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"threshold {f.name} must be a finite number ≥ 0, got {value}")
+        if self.baseline_last_day_back < self.rolling_mean_days:
+            raise ValueError(
+                f"baseline_last_day_back ({self.baseline_last_day_back}) must lie before the "
+                f"{self.rolling_mean_days}-day rolling window (the baseline never uses it)"
+            )
+        if self.baseline_first_day_back < self.baseline_last_day_back:
+            raise ValueError("baseline_first_day_back must be ≥ baseline_last_day_back")
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RuleThresholds:
+        """A copy with fields replaced; unknown names or wrong types raise ValueError."""
+        names = {f.name: f for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in names:
+                known = ", ".join(sorted(names))
+                raise ValueError(f"unknown rule threshold {key!r}; known: {known}")
+            default = getattr(RuleThresholds(), key)
+            if (
+                isinstance(default, int)
+                and not isinstance(default, bool)
+                and key != "passive_day_every"
+            ):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"rule threshold {key} must be a whole number, got {value!r}")
+            if (
+                key == "passive_day_every"
+                and value is not None
+                and (not isinstance(value, int) or isinstance(value, bool) or value < 1)
+            ):
+                raise ValueError(f"passive_day_every must be a whole number ≥ 1, got {value!r}")
+            changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """Field name → value, e.g. for ``doctor`` output or persisted config."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+DEFAULT_THRESHOLDS: RuleThresholds = RuleThresholds()
+
+
+def _evaluation(
+    rule_id: str, active: bool | None, message: str, evidence: Mapping[str, float]
+) -> RuleEvaluation:
+    spec = CATALOGUE[rule_id]
+    return RuleEvaluation(
+        rule_id=rule_id,
+        severity=spec.severity,
+        active=active,
+        message=message,
+        advice=spec.advice,
+        source=spec.source,
+        evidence=evidence,
+    )
+
+
+def evaluate_hrv_downtrend(
+    ln_rmssd_history: npt.ArrayLike, thresholds: RuleThresholds = DEFAULT_THRESHOLDS
+) -> RuleEvaluation:
+    """``hrv_downtrend`` for the last day of a daily lnRMSSD history (NaN = missing day)."""
+    th = thresholds
+    result = hrv_downtrend(
+        ln_rmssd_history,
+        window_days=th.hrv_downtrend_window_days,
+        min_valid_days=th.hrv_downtrend_min_valid_days,
+        band_sd=th.normal_band_sd,
+        first_day_back=th.baseline_first_day_back,
+        last_day_back=th.baseline_last_day_back,
+        baseline_min_days=th.baseline_min_valid_days,
+        rolling_days=th.rolling_mean_days,
+        rolling_min_values=th.rolling_mean_min_values,
+    )
+    if result.triggered:
+        message = (
+            f"Morning lnRMSSD is falling ({result.slope_per_day:+.3f}/day over "
+            f"{result.window_days} days) and its 7-day mean {result.rolling_mean_7d:.2f} is "
+            f"below the normal band (from {result.band_low:.2f})."
+        )
+    else:
+        message = f"hrv_downtrend not met: {result.reason}"
+    return _evaluation(
+        "hrv_downtrend", result.triggered if result.evaluable else None, message, result.evidence()
+    )
+
+
+def evaluate_rhr_creep(
+    resting_hr_history: npt.ArrayLike, thresholds: RuleThresholds = DEFAULT_THRESHOLDS
+) -> RuleEvaluation:
+    """``rhr_creep`` for the last day of a daily resting-HR history in bpm (NaN = missing)."""
+    th = thresholds
+    result = rhr_creep(
+        resting_hr_history,
+        delta_bpm=th.rhr_creep_delta_bpm,
+        min_z=th.rhr_creep_min_z,
+        window_days=th.rhr_creep_window_days,
+        min_days_above=th.rhr_creep_min_days_above,
+        first_day_back=th.baseline_first_day_back,
+        last_day_back=th.baseline_last_day_back,
+        baseline_min_days=th.baseline_min_valid_days,
+    )
+    if result.triggered:
+        message = (
+            f"Resting HR is {result.delta_bpm:.1f} bpm above its baseline median "
+            f"({result.baseline_median_bpm:.1f} bpm) over the last {result.n_days} days, "
+            f"{result.days_above} of them above it."
+        )
+    else:
+        message = f"rhr_creep not met: {result.reason}"
+    return _evaluation(
+        "rhr_creep", result.triggered if result.evaluable else None, message, result.evidence()
+    )
+
+
+def evaluate_morning(
+    ln_rmssd_history: npt.ArrayLike,
+    resting_hr_history: npt.ArrayLike,
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> list[RuleEvaluation]:
+    """Both morning rules for one new morning reading (histories end on the same day)."""
+    return [
+        evaluate_hrv_downtrend(ln_rmssd_history, thresholds),
+        evaluate_rhr_creep(resting_hr_history, thresholds),
+    ]
+
+
+def evaluate_smo2_slow_recovery(
+    session_recovery_times_s: Sequence[float | None],
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> RuleEvaluation:
+    """``smo2_slow_recovery`` over session recovery times (s), oldest first.
+
+    Sessions without a recovery time (None: no effort measured) are skipped, so they
+    neither break nor extend a run. Undecidable with fewer measured sessions than needed.
+    """
+    th = thresholds
+    need = th.smo2_slow_recovery_sessions
+    measured = [float(v) for v in session_recovery_times_s if v is not None]
+    if any(not math.isfinite(v) or v < 0 for v in measured):
+        raise ValueError("session recovery times must be finite seconds ≥ 0 (or None)")
+    if len(measured) < need:
+        return _evaluation(
+            "smo2_slow_recovery",
+            None,
+            f"smo2_slow_recovery needs {need} sessions with a recovery time, has {len(measured)}",
+            {"sessions_measured": float(len(measured))},
+        )
+    last = measured[-need:]
+    active = all(v > th.smo2_slow_recovery_s for v in last)
+    evidence = {f"recovery_time_session_{i - need}_s": v for i, v in enumerate(last)}
+    evidence["threshold_s"] = th.smo2_slow_recovery_s
+    times = ", ".join(f"{v:.0f} s" for v in last)
+    message = (
+        f"SmO2 recovery took > {th.smo2_slow_recovery_s:g} s in each of the last {need} "
+        f"sessions ({times})."
+        if active
+        else f"smo2_slow_recovery not met: last {need} sessions {times}"
+    )
+    return _evaluation("smo2_slow_recovery", active, message, evidence)
+
+
+def evaluate_grip(test: GripTest) -> list[RuleEvaluation]:
+    """``grip_signal`` and ``grip_spillover`` for one classified grip test.
+
+    A ``pending`` test (not recovered at 15 min, no 30-min test yet) leaves
+    ``grip_spillover`` undecided.
+    """
+    evidence = test.evidence()
+    cls = test.grip_class
+    signal = _evaluation(
+        "grip_signal",
+        cls is GripClass.SIGNAL,
+        f"Grip dropped {test.drop_pct:.1f}% after the session and recovered within "
+        f"{ph.GRIP_SIGNAL_RECOVERY_MIN:g} min."
+        if cls is GripClass.SIGNAL
+        else f"grip_signal not met: session class {cls.value}",
+        evidence,
+    )
+    spill_active = None if cls is GripClass.PENDING else cls is GripClass.SPILLOVER
+    late = [p for p in test.post if p.minute >= ph.GRIP_SPILLOVER_MIN]
+    spill = _evaluation(
+        "grip_spillover",
+        spill_active,
+        f"Grip still {late[0].drop_pct:.1f}% down {late[0].minute:g} min after the session "
+        f"(real-drop threshold {test.real_drop_threshold_pct:.1f}%)."
+        if cls is GripClass.SPILLOVER and late
+        else f"grip_spillover not met: session class {cls.value}",
+        evidence,
+    )
+    return [signal, spill]
+
+
+def measure_grip(
+    pre: ForceTrace,
+    post: Mapping[float, ForceTrace],
+    baseline_mvcs_kg: Sequence[float] = (),
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> GripTest:
+    """Classify a grip test from force traces (t s, kg) with the thresholds' grip settings."""
+    th = thresholds
+    return grip_test_from_traces(
+        pre,
+        post,
+        baseline_mvcs_kg,
+        signal_drop=th.grip_signal_drop,
+        recovery_min=th.grip_signal_recovery_min,
+        spillover_min=th.grip_spillover_min,
+        noise_z=th.grip_noise_z,
+        min_baseline_sessions=th.grip_min_baseline_sessions,
+        default_cv=th.grip_default_cv,
+    )
+
+
+def measure_oxygenation(
+    t_s: npt.ArrayLike,
+    smo2_pct: npt.ArrayLike,
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+    *,
+    activity: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    activity_threshold: float | None = None,
+) -> OxygenRecovery:
+    """A session's oxygenation recovery, unrecovered efforts counted per the thresholds."""
+    return analyse_session(
+        t_s,
+        smo2_pct,
+        activity=activity,
+        activity_threshold=activity_threshold,
+        slow_after_s=thresholds.smo2_slow_recovery_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLoad:
+    """A session's perceived exertion (RPE, e.g. Borg CR-10) and mean power (W)."""
+
+    rpe: float
+    power_w: float
+
+
+def evaluate_rpe_power_mismatch(
+    sessions: Sequence[SessionLoad], thresholds: RuleThresholds = DEFAULT_THRESHOLDS
+) -> RuleEvaluation:
+    """``rpe_power_mismatch`` for the LAST session against the mean of the ones before it.
+
+    Reference = mean RPE and mean power of up to ``rpe_reference_sessions`` (5) sessions
+    preceding the last one; undecidable with fewer than ``rpe_min_reference_sessions`` (3).
+    Active when RPE ≥ (1 + rpe_rise)·reference RPE and power ≤ (1 − power_fall)·reference
+    power. Compare sessions of the same kind (the caller's choice).
+    """
+    th = thresholds
+    for s in sessions:
+        if not (math.isfinite(s.rpe) and s.rpe > 0 and math.isfinite(s.power_w) and s.power_w > 0):
+            raise ValueError(f"session RPE and power must be positive numbers, got {s}")
+    if not sessions:
+        return _evaluation("rpe_power_mismatch", None, "rpe_power_mismatch: no session", {})
+    current = sessions[-1]
+    reference = sessions[:-1][-th.rpe_reference_sessions :] if th.rpe_reference_sessions else []
+    if len(reference) < max(th.rpe_min_reference_sessions, 1):
+        return _evaluation(
+            "rpe_power_mismatch",
+            None,
+            f"rpe_power_mismatch needs {th.rpe_min_reference_sessions} earlier sessions, "
+            f"has {len(reference)}",
+            {"reference_sessions": float(len(reference))},
+        )
+    ref_rpe = float(np.mean([s.rpe for s in reference]))
+    ref_power = float(np.mean([s.power_w for s in reference]))
+    rpe_change = current.rpe / ref_rpe - 1.0
+    power_change = current.power_w / ref_power - 1.0
+    # Rounded to 1e-9 so that "exactly 20% up" is not lost to binary fractions.
+    active = round(rpe_change, 9) >= th.rpe_rise and round(power_change, 9) <= -th.power_fall
+    evidence = {
+        "rpe": current.rpe,
+        "reference_rpe": ref_rpe,
+        "rpe_change_pct": 100.0 * rpe_change,
+        "power_w": current.power_w,
+        "reference_power_w": ref_power,
+        "power_change_pct": 100.0 * power_change,
+        "reference_sessions": float(len(reference)),
+    }
+    message = (
+        f"RPE {100 * rpe_change:+.0f}% while power {100 * power_change:+.0f}% against the last "
+        f"{len(reference)} sessions."
+    )
+    if not active:
+        message = "rpe_power_mismatch not met: " + message
+    return _evaluation("rpe_power_mismatch", active, message, evidence)
+
+
+def evaluation_for(
+    rule_id: str, active: bool | None, message: str, evidence: Mapping[str, float]
+) -> RuleEvaluation:
+    """A catalogue-backed evaluation for rules evaluated elsewhere (e.g. ``hi_spacing``)."""
+    if rule_id not in CATALOGUE:
+        raise ValueError(f"unknown rule {rule_id!r}; known: {', '.join(sorted(CATALOGUE))}")
+    return _evaluation(rule_id, active, message, evidence)
