@@ -19,6 +19,7 @@ from streamer.errors import CliError
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep the demo first
     "scan",
+    "decode",
 )
 
 DESCRIPTION = """\
