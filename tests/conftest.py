@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -42,3 +43,11 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def shipped_mosquitto(tmp_path: Path) -> Iterator[ShippedBroker]:
+    """mosquitto started from deploy/mosquitto (config, ACL, make-passwd.sh) on a free port."""
+    broker = start_shipped_mosquitto(tmp_path / "shipped-mosquitto")
+    yield broker
+    broker.server.stop()
