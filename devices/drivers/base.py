@@ -20,7 +20,8 @@ Gaps: when the stream is interrupted the driver emits ``GapEvent(end_ns=None)`` 
 the first sample after it. A malformed payload or records dropped because the consumer
 fell behind emit one closed ``GapEvent``. A consumer that resets its RR differencing on
 every ``GapEvent`` never differences across an interruption. When ``run()`` is cancelled
-the driver emits a final ``GapEvent(reason=STOPPED, end_ns=None)`` if it had a link.
+while data flows, the driver emits a final ``GapEvent(reason=STOPPED, end_ns=None)`` (a
+gap already open stays the last word).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -234,7 +235,7 @@ class DeviceDriver(ABC):
         link = self._link
         return link is not None and link.ready and not link.lost.is_set()
 
-    async def records(self) -> AsyncIterator[Record]:
+    async def records(self) -> AsyncGenerator[Record, None]:
         """Every record, in order, as it arrives; ends only when the caller stops.
 
         Only for a driver built without ``sink``.
@@ -327,6 +328,13 @@ class DeviceDriver(ABC):
     def _emit(self, record: Record) -> None:
         """Hand one record to the consumer, closing an open gap before the first sample."""
         if isinstance(record, DATA_RECORDS):
+            if self._sink is None and self._queue.qsize() >= self._queue_size:
+                self._dropped += 1
+                if self._gap is None:
+                    self._gaps += 1
+                    start_ns = self._last_seen_ns if self._last_seen_ns is not None else record.t_ns
+                    self._gap = (start_ns, GapReason.OVERFLOW)
+                return
             if self._gap is not None:
                 start_ns, reason = self._gap
                 self._gap = None
@@ -339,12 +347,6 @@ class DeviceDriver(ABC):
                         reason=reason,
                     )
                 )
-            if self._sink is None and self._queue.qsize() >= self._queue_size:
-                self._dropped += 1
-                if self._gap is None:
-                    self._gaps += 1
-                    self._gap = (self._last_seen_ns or record.t_ns, GapReason.OVERFLOW)
-                return
             self._last_seen_ns = record.t_ns
         self._deliver(record)
 

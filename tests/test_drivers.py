@@ -1,0 +1,382 @@
+"""Drivers through bleak against the emulated peripherals on a real GATT stack (Bumble).
+
+Everything crosses bleak → BumbleClient → virtual link → the peripheral's GATT server; the
+drivers run unchanged from production, only ``client_kwargs``/``scanner_kwargs`` differ.
+Policies here are fast (millisecond backoff, sub-second watchdog) so that a hundred
+forced disconnects take a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from devices.codecs import heart_rate
+from devices.discovery import FoundDevice, discover
+from devices.drivers import (
+    DriverError,
+    HeartRateDriver,
+    MoxyDriver,
+    Record,
+    driver_for,
+)
+from devices.drivers.base import DeviceDriver
+from devices.emulated.moxy import MoxySensor
+from devices.emulated.peripheral import EmulatedPeripheral
+from devices.emulated.strap import ChestStrap
+from devices.emulated.world import EmulatedWorld
+from devices.kinds import DeviceKind
+from devices.policy import Backoff, ConnectionPolicy, Jitter
+from devices.records import (
+    BatteryLevel,
+    GapEvent,
+    GapReason,
+    HeartRateSample,
+    SensorLocation,
+    SmO2Sample,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = ConnectionPolicy(
+    backoff=Backoff(initial_s=0.001, max_s=0.02, multiplier=2.0, jitter=Jitter.FULL),
+    connect_timeout_s=5.0,
+    stale_after_s=None,
+    stable_after_s=0.0,
+    scan_timeout_s=1.0,
+)
+"""Reconnect at once, no watchdog (tests that want one set ``stale_after_s``)."""
+
+
+class Collector:
+    """Reads a driver's ``records()`` in a task and keeps everything, in order."""
+
+    def __init__(self, driver: DeviceDriver) -> None:
+        self.driver = driver
+        self.records: list[Record] = []
+        self._task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for record in self.driver.records():
+            self.records.append(record)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [r for r in self.records if isinstance(r, kind)]
+
+    async def wait_for(self, condition: Callable[[], bool], within_s: float = 10.0) -> None:
+        deadline = time.monotonic() + within_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; status {self.driver.status}")
+            await asyncio.sleep(0.002)
+
+    async def wait_for_connects(self, n: int) -> None:
+        """Until the driver has connected ``n`` times and data flows on that link."""
+        await self.wait_for(lambda: self.driver.status.connects == n)
+        await self.wait_for(lambda: isinstance(self.records[-1], HeartRateSample | SmO2Sample))
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+@contextlib.asynccontextmanager
+async def running(driver: DeviceDriver) -> AsyncIterator[Collector]:
+    """Run ``driver`` and collect its records; on exit stop collecting, then cancel it."""
+    task = asyncio.create_task(driver.run(), name=f"driver {driver.name}")
+    collector = Collector(driver)
+    try:
+        yield collector
+    finally:
+        await collector.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def found(world: EmulatedWorld, peripheral: EmulatedPeripheral) -> FoundDevice:
+    devices = await discover(0.15, scanner_kwargs=world.scanner_kwargs)
+    match = [d for d in devices if d.address == peripheral.address]
+    assert match, f"{peripheral.name} not found in {devices}"
+    return match[0]
+
+
+def make(
+    cls: type[DeviceDriver],
+    world: EmulatedWorld,
+    device: FoundDevice | str,
+    policy: ConnectionPolicy = FAST,
+    **kwargs: Any,
+) -> Any:
+    target = device if isinstance(device, str) else device.ble_device
+    assert target is not None
+    return cls(
+        target,
+        policy=policy,
+        client_kwargs=world.client_kwargs,
+        scanner_kwargs=world.scanner_kwargs,
+        rng=random.Random(0),
+        **kwargs,
+    )
+
+
+def interruptions(records: list[Record]) -> Iterator[tuple[GapEvent, GapEvent | None]]:
+    """Each opened gap with the event that closed it (None if still open at the end)."""
+    opened: GapEvent | None = None
+    for record in records:
+        if isinstance(record, GapEvent) and record.end_ns is None:
+            assert opened is None, "a second gap opened before the first closed"
+            opened = record
+        elif isinstance(record, GapEvent) and opened is not None:
+            assert record.start_ns == opened.start_ns
+            assert record.reason is opened.reason
+            yield opened, record
+            opened = None
+    if opened is not None:
+        yield opened, None
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[EmulatedWorld]:
+    async with EmulatedWorld() as w:
+        yield w
+
+
+async def test_strap_driver_streams_decoded_heart_rate_battery_and_location(
+    world: EmulatedWorld,
+) -> None:
+    strap = await world.add(ChestStrap(speed=20.0, battery_pct=64))
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(HeartRateSample)) >= 20)
+        status = driver.status
+    samples = got.of(HeartRateSample)
+    # Everything the strap delivered arrived, in order, as the codec decodes it.
+    expected = [heart_rate.decode(heart_rate.encode(s)) for s in list(strap.delivered)]
+    assert [(s.hr_bpm, s.rr_ms, s.contact) for s in samples] == [
+        (e.hr_bpm, e.rr_ms, e.contact) for e in expected[: len(samples)]
+    ]
+    assert sum(len(s.rr_ms) for s in samples) >= 15
+    assert got.of(BatteryLevel)[0].battery_pct == 64
+    assert driver.body_location is SensorLocation.CHEST
+    assert got.of(GapEvent) == []
+    assert (status.connected, status.connects, status.reconnects) == (True, 1, 0)
+    assert status.malformed == status.gaps == status.failed_connects == 0
+    assert status.last_seen_ns == samples[-1].t_ns
+
+
+async def test_driver_survives_100_forced_disconnects_and_marks_every_gap(
+    world: EmulatedWorld,
+) -> None:
+    strap = await world.add(ChestStrap(speed=100.0))
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))
+    async with running(driver) as got:
+        for drop in range(100):
+            # Wait for data on the new link (so the link is subscribed), then cut it.
+            await got.wait_for_connects(drop + 1)
+            assert await strap.drop_link() == 1
+        await got.wait_for(lambda: driver.status.connects == 101)
+        await got.wait_for(lambda: isinstance(got.records[-1], HeartRateSample))
+        status = driver.status
+    assert status.reconnects == 100
+    assert status.gaps == 100
+    assert status.failed_connects <= 5  # the odd attempt may race the re-advertising
+    gaps = list(interruptions(got.records))
+    assert len(gaps) == 100
+    assert all(o.reason is GapReason.DISCONNECTED for o, _ in gaps)
+    assert all(c is not None and c.end_ns is not None and c.end_ns >= o.start_ns for o, c in gaps)
+
+
+async def test_rr_is_never_delivered_inside_an_open_gap(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=100.0))
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))
+    async with running(driver) as got:
+        for drop in range(10):
+            await got.wait_for_connects(drop + 1)
+            await strap.drop_link()
+        await got.wait_for(lambda: driver.status.connects == 11)
+    # Between a gap's opening and its closing event no sample is delivered, and every
+    # sample after an interruption comes after the closing event: a consumer that resets
+    # its RR differencing on each GapEvent never differences across a dropout.
+    gap_open = False
+    for record in got.records:
+        if isinstance(record, GapEvent):
+            gap_open = record.end_ns is None
+        elif isinstance(record, HeartRateSample):
+            assert not gap_open
+
+
+async def test_watchdog_reconnects_a_silent_strap_and_marks_a_stale_gap(
+    world: EmulatedWorld,
+) -> None:
+    strap = await world.add(ChestStrap(speed=20.0))  # a notification every 50 ms
+    policy = ConnectionPolicy(backoff=FAST.backoff, stale_after_s=0.3, stable_after_s=0.0)
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap), policy)
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(HeartRateSample)) >= 3)
+        strap.go_silent(20.0)  # emulated seconds: 1 s real, the link stays up
+        await got.wait_for(lambda: driver.status.stale >= 1)
+        await got.wait_for(lambda: driver.status.connects >= 2)
+        before = len(got.of(HeartRateSample))
+        await got.wait_for(lambda: len(got.of(HeartRateSample)) > before + 3, within_s=15.0)
+    opened, closed = next(interruptions(got.records))
+    assert opened.reason is GapReason.STALE
+    assert closed is not None
+    assert closed.end_ns is not None
+    # The gap spans the silence: at least the watchdog limit.
+    assert closed.end_ns - opened.start_ns >= 0.3e9
+
+
+async def test_malformed_payloads_are_counted_skipped_and_marked(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=50.0))
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(HeartRateSample)) >= 2)
+        strap.send_malformed(3)
+        await got.wait_for(lambda: driver.status.malformed == 3)
+        before = len(got.of(HeartRateSample))
+        await got.wait_for(lambda: len(got.of(HeartRateSample)) >= before + 2)
+        status = driver.status
+    assert status.connects == 1  # a bad payload is not a reason to reconnect
+    assert "2a37" in (status.last_error or "")
+    malformed = [g for g in got.of(GapEvent) if g.reason is GapReason.MALFORMED]
+    # Each lost packet is a hole in the beat timeline, closed at once.
+    assert 1 <= len(malformed) <= 3
+    assert all(g.end_ns is not None for g in malformed)
+
+
+async def test_cancelled_driver_disconnects_and_leaves_no_task_behind() -> None:
+    before = asyncio.all_tasks()
+    async with EmulatedWorld() as world:
+        strap = await world.add(ChestStrap(speed=50.0))
+        driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))
+        async with running(driver) as got:
+            await got.wait_for(lambda: len(got.of(HeartRateSample)) >= 2)
+            await strap.drop_link()
+            await got.wait_for(lambda: driver.status.connects == 2)
+            await got.wait_for(lambda: isinstance(got.records[-1], HeartRateSample))
+        assert not driver.status.running
+        assert not driver.status.connected
+        await got_wait(lambda: not strap.is_connected)
+        # The stream's end is marked: the last record queued is a STOPPED gap.
+        stream = driver.records()
+        last = await asyncio.wait_for(anext(stream), 1.0)
+        await stream.aclose()
+        assert isinstance(last, GapEvent)
+        assert last.reason is GapReason.STOPPED
+        assert last.end_ns is None
+    await asyncio.sleep(0.05)
+    leaked = asyncio.all_tasks() - before
+    assert leaked == set(), leaked
+
+
+async def got_wait(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.005)
+
+
+async def test_driver_given_an_address_scans_for_the_device_first(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=20.0))
+    driver: HeartRateDriver = make(HeartRateDriver, world, strap.address.lower())
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(HeartRateSample)) >= 2)
+        await strap.drop_link()
+        await got.wait_for(lambda: driver.status.connects == 2)
+    assert driver.name == strap.address.lower()
+
+
+async def test_absent_device_is_retried_with_backoff_never_crashing(world: EmulatedWorld) -> None:
+    policy = ConnectionPolicy(
+        backoff=Backoff(initial_s=0.01, max_s=0.05), scan_timeout_s=0.05, stable_after_s=0.0
+    )
+    driver: HeartRateDriver = make(HeartRateDriver, world, "C0:FF:EE:00:00:01", policy)
+    async with running(driver) as got:
+        await got.wait_for(lambda: driver.status.failed_connects >= 3)
+        status = driver.status
+    assert status.running
+    assert status.connects == 0
+    assert "not seen advertising" in (status.last_error or "")
+    assert got.records == []
+
+
+async def test_slow_consumer_loses_samples_behind_an_overflow_gap(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=100.0))
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap), queue_size=5)
+    task = asyncio.create_task(driver.run())
+    try:
+        await got_wait(lambda: driver.status.dropped >= 3)
+        stream = driver.records()
+        queued = [await anext(stream) for _ in range(5)]
+        after = [await asyncio.wait_for(anext(stream), 5.0) for _ in range(2)]
+        await stream.aclose()
+        status = driver.status
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len([r for r in queued if isinstance(r, HeartRateSample)]) >= 4
+    gap, sample = after
+    assert isinstance(gap, GapEvent)
+    assert gap.reason is GapReason.OVERFLOW
+    assert gap.end_ns is not None
+    assert isinstance(sample, HeartRateSample)
+    assert status.gaps == 1
+
+
+async def test_sink_receives_every_record_instead_of_the_queue(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=20.0))
+    seen: list[Record] = []
+    driver: HeartRateDriver = make(
+        HeartRateDriver, world, await found(world, strap), sink=seen.append
+    )
+    with pytest.raises(DriverError, match="sink"):
+        await anext(driver.records())
+    task = asyncio.create_task(driver.run())
+    try:
+        await got_wait(lambda: sum(isinstance(r, HeartRateSample) for r in seen) >= 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert isinstance(seen[0], BatteryLevel)
+
+
+async def test_run_twice_at_once_is_refused(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=20.0))
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))
+    async with running(driver) as got:
+        await got.wait_for(lambda: driver.status.connected)
+        with pytest.raises(DriverError, match="already running"):
+            await driver.run()
+
+
+async def test_moxy_driver_streams_smo2(world: EmulatedWorld) -> None:
+    moxy = await world.add(MoxySensor(speed=50.0))
+    device = await found(world, moxy)
+    assert device.kind is DeviceKind.SMO2
+    driver: MoxyDriver = make(MoxyDriver, world, device)
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(SmO2Sample)) >= 5)
+        await moxy.drop_link()
+        await got.wait_for(lambda: driver.status.connects == 2)
+        before = len(got.of(SmO2Sample))
+        await got.wait_for(lambda: len(got.of(SmO2Sample)) > before)
+    samples = got.of(SmO2Sample)
+    assert all(0.0 <= s.smo2_pct <= 100.0 and s.thb_gdl > 0 for s in samples)
+    assert len(list(interruptions(got.records))) == 1
+
+
+def test_driver_for_picks_the_family_driver_and_refuses_unknown_kinds() -> None:
+    assert type(driver_for(DeviceKind.STRAP, "AA:BB:CC:DD:EE:FF")) is HeartRateDriver
+    assert type(driver_for(DeviceKind.SMO2, "AA:BB:CC:DD:EE:FF")) is MoxyDriver
+    with pytest.raises(DriverError, match="no driver for unknown devices"):
+        driver_for(DeviceKind.UNKNOWN, "AA:BB:CC:DD:EE:FF")
