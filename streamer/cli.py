@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep the demo first
     "scan",
     "decode",
+    "analyze",
 )
 
 DESCRIPTION = """\
