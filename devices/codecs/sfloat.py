@@ -27,6 +27,7 @@ RESERVED = 0x0801
 MANTISSA_MAX = 2045  # ±2046..±2048 at exponent 0 are the special values
 EXPONENT_MIN = -8
 EXPONENT_MAX = 7
+_EXPONENTS_NEAREST_ZERO_FIRST = sorted(range(EXPONENT_MIN, EXPONENT_MAX + 1), key=abs)
 
 
 def decode_raw(raw: int, *, field: str = "SFLOAT") -> float:
@@ -63,24 +64,22 @@ def encode_raw(value: float, *, field: str = "SFLOAT") -> int:
         return NAN
     if math.isinf(value):
         return POSITIVE_INFINITY if value > 0 else NEGATIVE_INFINITY
+    if value.is_integer() and abs(value) <= MANTISSA_MAX:
+        return int(value) & 0x0FFF  # the common case: a whole number at exponent 0
     exact = Decimal(repr(float(value)))  # the shortest decimal that reads back as value
-    fitting: tuple[int, int] | None = None
-    exact_fits: list[tuple[int, int]] = []
-    for exponent in range(EXPONENT_MIN, EXPONENT_MAX + 1):
+    for exponent in _EXPONENTS_NEAREST_ZERO_FIRST:
         scaled = exact.scaleb(-exponent)
-        mantissa = scaled.to_integral_value(rounding=ROUND_HALF_EVEN)
-        if abs(mantissa) > MANTISSA_MAX:
-            continue
-        if fitting is None:
-            fitting = (int(mantissa), exponent)
-        if mantissa == scaled:
-            exact_fits.append((int(mantissa), exponent))
-    if exact_fits:
-        mantissa_out, exponent_out = min(exact_fits, key=lambda me: abs(me[1]))
-    elif fitting is not None:
-        mantissa_out, exponent_out = fitting
-    else:
-        raise CodecError(f"{field}: {value!r} is too large for an SFLOAT (at most 2045e7)")
+        if scaled == scaled.to_integral_value() and abs(scaled) <= MANTISSA_MAX:
+            mantissa_out, exponent_out = int(scaled), exponent
+            break
+    else:  # no exact form: the smallest exponent whose rounded mantissa fits
+        for exponent in range(EXPONENT_MIN, EXPONENT_MAX + 1):
+            mantissa = exact.scaleb(-exponent).to_integral_value(rounding=ROUND_HALF_EVEN)
+            if abs(mantissa) <= MANTISSA_MAX:
+                mantissa_out, exponent_out = int(mantissa), exponent
+                break
+        else:
+            raise CodecError(f"{field}: {value!r} is too large for an SFLOAT (at most 2045e7)")
     return ((exponent_out & 0xF) << 12) | (mantissa_out & 0x0FFF)
 
 
