@@ -7,18 +7,33 @@ virtual controller → LocalLink → the peripheral's controller, host and GATT 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.exc import BleakDeviceNotFoundError, BleakError
 from bleak_retry_connector import establish_connection
+from bumble import gatt as bumble_gatt
+from bumble.core import UUID
 
 from devices import gatt as uuids
-from devices.codecs import battery, heart_rate
-from devices.emulated import BumbleDeviceDetails, ChestStrap, EmulatedWorld
+from devices.codecs import battery, cycling_power, heart_rate, moxy, tindeq
+from devices.codecs.errors import CodecError
+from devices.codecs.tindeq import TindeqCommand
+from devices.emulated import (
+    BumbleDeviceDetails,
+    ChestStrap,
+    EmulatedPeripheral,
+    EmulatedWorld,
+    MoxySensor,
+    PowerMeter,
+    TindeqProgressor,
+)
 from devices.emulated.signals import RRParameters, rr_series
+from devices.records import TindeqCommandResponse, TindeqWeight
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,3 +163,296 @@ async def test_establish_connection_works_over_the_backend(world: EmulatedWorld)
         assert heart_rate.decode(payload).hr_bpm > 0
     finally:
         await client.disconnect()
+
+
+# -- the other peripherals ------------------------------------------------------------------
+
+
+async def test_scanner_service_filter_and_names_of_all_peripherals(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap("Polar H10 EMU1"))
+    moxy_dev = await world.add(MoxySensor("Moxy 1234"))
+    grip = await world.add(TindeqProgressor("Progressor_EMU"))
+    meter = await world.add(PowerMeter("Power EMU"))
+    found = await BleakScanner.discover(timeout=SCAN_S, return_adv=True, **world.scanner_kwargs)
+    names = {address: adv.local_name for address, (_d, adv) in found.items()}
+    assert names == {
+        strap.address: "Polar H10 EMU1",
+        moxy_dev.address: "Moxy 1234",
+        grip.address: "Progressor_EMU",
+        meter.address: "Power EMU",
+    }
+    assert found[moxy_dev.address][1].service_uuids == [uuids.MOXY_SERVICE]
+    assert found[grip.address][1].service_uuids == [uuids.TINDEQ_SERVICE]
+    assert found[meter.address][1].service_uuids == [uuids.CYCLING_POWER_SERVICE]
+    only_moxy = await BleakScanner.discover(
+        timeout=SCAN_S, service_uuids=[uuids.MOXY_SERVICE], **world.scanner_kwargs
+    )
+    assert [d.address for d in only_moxy] == [moxy_dev.address]
+
+
+async def test_scan_response_repeating_the_advertisement_is_not_reported_twice(
+    world: EmulatedWorld,
+) -> None:
+    await world.add(ChestStrap("Polar H10 EMU1", advertising_interval_ms=100.0))
+    reports: list[str] = []
+    async with BleakScanner(lambda d, _a: reports.append(d.address), **world.scanner_kwargs):
+        await asyncio.sleep(0.35)  # three or four advertising events
+    assert 2 <= len(reports) <= 4
+
+
+async def test_tindeq_obeys_tare_start_stop_and_battery(world: EmulatedWorld) -> None:
+    grip = await world.add(TindeqProgressor(peak_kg=40.0, bias_kg=0.6, rest_s=0.5, speed=4.0))
+    device = await find(world, "Progressor_EMU")
+    responses: asyncio.Queue[object] = asyncio.Queue()
+
+    def on_data(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+        responses.put_nowait(tindeq.decode(bytes(data)))
+
+    async def next_weight() -> TindeqWeight:
+        while True:
+            record = await asyncio.wait_for(responses.get(), 3.0)
+            if isinstance(record, TindeqWeight):
+                return record
+
+    async def command(client: BleakClient, opcode: TindeqCommand, response: bool) -> None:
+        await client.write_gatt_char(
+            uuids.TINDEQ_CONTROL, tindeq.encode_command(opcode), response=response
+        )
+
+    def drain() -> None:
+        while not responses.empty():
+            responses.get_nowait()
+
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(uuids.TINDEQ_DATA, on_data)
+        await command(client, TindeqCommand.GET_BATTERY_VOLTAGE, True)
+        battery_answer = await asyncio.wait_for(responses.get(), 3.0)
+        assert isinstance(battery_answer, TindeqCommandResponse)
+        assert battery_answer.battery_mv == 3900
+
+        await command(client, TindeqCommand.START_WEIGHT, True)
+        first = await next_weight()
+        assert len(first.samples) == 10
+        assert [s.t_us for s in first.samples] == [round(i * 1e6 / 80) for i in range(10)]
+        assert first.samples[0].force_kg == pytest.approx(0.6, abs=0.3)  # untared rest
+
+        await command(client, TindeqCommand.TARE, False)  # without response works too
+        await asyncio.sleep(0.05)
+        drain()
+        weights = [await next_weight() for _ in range(40)]  # 5 s > one rest + squeeze cycle
+        forces = [s.force_kg for w in weights for s in w.samples]
+        assert min(forces) == pytest.approx(0.0, abs=0.3)  # tared rest
+        assert max(forces) == pytest.approx(40.0 - 0.6, abs=1.0)  # the squeeze, tared
+
+        await command(client, TindeqCommand.STOP_WEIGHT, True)
+        await asyncio.sleep(0.05)
+        drain()
+        await asyncio.sleep(0.2)
+        assert responses.empty()  # stopped: no more weights
+    assert grip.commands == [
+        TindeqCommand.GET_BATTERY_VOLTAGE,
+        TindeqCommand.START_WEIGHT,
+        TindeqCommand.TARE,
+        TindeqCommand.STOP_WEIGHT,
+    ]
+    assert not grip.is_measuring
+
+
+async def collect(world: EmulatedWorld, name: str, char: str, real_s: float) -> list[bytes]:
+    """Subscribe to ``char`` of the device called ``name`` for ``real_s`` seconds."""
+    device = await find(world, name)
+    payloads: list[bytes] = []
+
+    def on_data(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+        payloads.append(bytes(data))
+
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(char, on_data)
+        await asyncio.sleep(real_s)
+    return payloads
+
+
+async def test_moxy_notifies_the_samples_it_generated(world: EmulatedWorld) -> None:
+    sensor = await world.add(MoxySensor(speed=20.0))
+    got = [moxy.decode(p) for p in await collect(world, "Moxy 1234", uuids.MOXY_DATA, 0.4)]
+    delivered = list(sensor.delivered)
+    assert len(got) >= 2
+    # The last notification may still be in flight when the link closes.
+    assert len(delivered) - len(got) in (0, 1)
+    assert [(s.count, s.smo2_pct, s.previous_smo2_pct, s.thb_gdl) for s in got] == [
+        (s.count, s.smo2_pct, s.previous_smo2_pct, s.thb_gdl) for s in delivered[: len(got)]
+    ]
+
+
+async def test_power_meter_notifies_power_with_crank_data(world: EmulatedWorld) -> None:
+    meter = await world.add(PowerMeter(speed=20.0, cadence_rpm=90.0))
+    payloads = await collect(world, "Power EMU", uuids.CYCLING_POWER_MEASUREMENT, 0.4)
+    got = [cycling_power.decode(p) for p in payloads]
+    assert len(got) >= 4
+    assert [p.power_w for p in got] == [p.power_w for p in list(meter.delivered)[: len(got)]]
+    revolutions = [p.detail.crank_revolutions if p.detail else None for p in got]
+    assert None not in revolutions
+    # 90 rpm at one notification per emulated second: 1.5 revolutions per notification.
+    steps = {b - a for a, b in itertools.pairwise(revolutions) if a is not None and b is not None}
+    assert steps <= {1, 2}
+
+
+# -- fault injection ---------------------------------------------------------------------------
+
+
+async def test_go_silent_stops_notifications_but_keeps_the_link(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=20.0))
+    device = await find(world, "Polar H10 EMU1")
+    arrivals: list[float] = []
+    loop = asyncio.get_running_loop()
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(
+            uuids.HEART_RATE_MEASUREMENT, lambda _c, _d: arrivals.append(loop.time())
+        )
+        await asyncio.sleep(0.3)
+        silence_start = loop.time()
+        strap.go_silent(10.0)  # emulated seconds: 0.5 s real at 20x
+        await asyncio.sleep(0.8)
+        assert client.is_connected
+    during = [t for t in arrivals if silence_start + 0.02 < t < silence_start + 0.48]
+    after = [t for t in arrivals if t > silence_start + 0.52]
+    assert during == []
+    assert len(after) >= 3
+    # The beats of the silent stretch are lost, not delivered late.
+    emitted = len(strap.rr_emitted_ms)
+    delivered = sum(len(s.rr_ms) for s in strap.delivered)
+    assert delivered < emitted
+
+
+async def test_send_malformed_replaces_the_next_notifications(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=20.0))
+    device = await find(world, "Polar H10 EMU1")
+    payloads: list[bytes] = []
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(
+            uuids.HEART_RATE_MEASUREMENT, lambda _c, d: payloads.append(bytes(d))
+        )
+        await asyncio.sleep(0.2)
+        strap.send_malformed(3)
+        await asyncio.sleep(0.4)
+    outcomes = []
+    for payload in payloads:
+        try:
+            heart_rate.decode(payload)
+            outcomes.append("ok")
+        except CodecError:
+            outcomes.append("bad")
+    assert outcomes.count("bad") == 3
+    first_bad = outcomes.index("bad")
+    assert outcomes[first_bad : first_bad + 3] == ["bad"] * 3
+    assert sum(1 for s in strap.sent if s.malformed) == 3
+
+
+class StallingSensor(EmulatedPeripheral):
+    """A peripheral whose one characteristic takes for ever to read (an async handler)."""
+
+    SERVICE = "5a1e0001-0000-4000-8000-00000000e0e0"
+    CHAR = "5a1e0002-0000-4000-8000-00000000e0e0"
+
+    def __init__(self) -> None:
+        super().__init__("Stall EMU")
+        self.read_started = asyncio.Event()
+
+    async def _read(self, _connection: object) -> bytes:
+        self.read_started.set()
+        await asyncio.Event().wait()
+        return b""
+
+    def build_services(self) -> Sequence[bumble_gatt.Service]:
+        char: bumble_gatt.Characteristic[bytes] = bumble_gatt.Characteristic(
+            self.CHAR,
+            bumble_gatt.Characteristic.Properties.READ,
+            bumble_gatt.Characteristic.READABLE,
+            bumble_gatt.CharacteristicValue(read=self._read),
+        )
+        return [bumble_gatt.Service(self.SERVICE, [char])]
+
+    def advertised_services(self) -> Sequence[UUID]:
+        return [UUID(self.SERVICE)]
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_read_in_flight_fails_fast_when_the_link_drops(world: EmulatedWorld) -> None:
+    sensor = await world.add(StallingSensor())
+    device = await find(world, "Stall EMU")
+    client = BleakClient(device, **world.client_kwargs)  # type: ignore[arg-type]
+    await client.connect()
+    read = asyncio.create_task(client.read_gatt_char(StallingSensor.CHAR))
+    await asyncio.wait_for(sensor.read_started.wait(), 2.0)
+    await sensor.drop_link()
+    with pytest.raises(BleakError, match="disconnected during read"):
+        await asyncio.wait_for(read, 1.0)  # not the 30-s ATT timeout
+
+
+async def test_operations_after_a_drop_raise_bleak_errors(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap())
+    device = await find(world, "Polar H10 EMU1")
+    client = BleakClient(device, **world.client_kwargs)  # type: ignore[arg-type]
+    await client.connect()
+    battery_char = client.services.get_characteristic(uuids.BATTERY_LEVEL)
+    assert battery_char is not None
+    await strap.drop_link()
+    # As with bleak's own backends, the service collection goes with the link.
+    with pytest.raises(BleakError, match="Service Discovery has not been performed"):
+        await client.read_gatt_char(battery_char)
+    with pytest.raises(BleakError, match="Not connected"):
+        await client.start_notify(battery_char, lambda _c, _d: None)
+
+
+async def test_connect_by_address_string_scans_for_it(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap("Polar H10 EMU1"))
+    async with BleakClient(strap.address, timeout=2.0, **world.client_kwargs) as client:
+        assert client.is_connected
+        assert client.name == strap.address.replace(":", "-")
+
+
+async def test_connect_to_unknown_address_raises_device_not_found(world: EmulatedWorld) -> None:
+    client = BleakClient("C0:00:00:00:00:99", timeout=0.2, **world.client_kwargs)
+    with pytest.raises(BleakDeviceNotFoundError):
+        await client.connect()
+
+
+async def test_thirty_drop_and_reconnect_cycles_resubscribe_each_time(
+    world: EmulatedWorld,
+) -> None:
+    strap = await world.add(ChestStrap(speed=50.0))
+    device = await find(world, "Polar H10 EMU1")
+    dropped = asyncio.Event()
+    client = BleakClient(
+        device,  # type: ignore[arg-type]
+        disconnected_callback=lambda _c: dropped.set(),
+        **world.client_kwargs,
+    )
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    tasks_before = len(asyncio.all_tasks())
+    for _ in range(30):
+        dropped.clear()
+        await client.connect()
+        await client.start_notify(
+            uuids.HEART_RATE_MEASUREMENT, lambda _c, d: got.put_nowait(bytes(d))
+        )
+        heart_rate.decode(await asyncio.wait_for(got.get(), 2.0))
+        await strap.drop_link()
+        await asyncio.wait_for(dropped.wait(), 2.0)
+    assert strap.links_dropped == 30
+    await asyncio.sleep(0.05)
+    assert len(asyncio.all_tasks()) <= tasks_before
+
+
+async def test_closing_the_world_leaves_no_tasks_behind() -> None:
+    before = asyncio.all_tasks()
+    async with EmulatedWorld() as w:
+        for peripheral in (ChestStrap(), MoxySensor(), TindeqProgressor(), PowerMeter()):
+            await w.add(peripheral)
+        device = await find(w, "Polar H10 EMU1")
+        async with BleakClient(device, **w.client_kwargs) as client:  # type: ignore[arg-type]
+            await client.start_notify(uuids.HEART_RATE_MEASUREMENT, lambda _c, _d: None)
+    await asyncio.sleep(0.05)
+    assert asyncio.all_tasks() - before == set()

@@ -11,8 +11,11 @@ connect to them::
 """
 
 from devices.emulated.backend import BumbleClient, BumbleDeviceDetails, BumbleScanner
+from devices.emulated.moxy import MoxySensor
 from devices.emulated.peripheral import EmulatedPeripheral, SentNotification
+from devices.emulated.power import PowerMeter
 from devices.emulated.strap import ChestStrap
+from devices.emulated.tindeq import TindeqProgressor
 from devices.emulated.world import EmulatedWorld
 
 __all__ = [
@@ -22,5 +25,8 @@ __all__ = [
     "ChestStrap",
     "EmulatedPeripheral",
     "EmulatedWorld",
+    "MoxySensor",
+    "PowerMeter",
     "SentNotification",
+    "TindeqProgressor",
 ]

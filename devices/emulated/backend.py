@@ -487,17 +487,20 @@ class BumbleClient(BaseBleakClient):
         waiters: set[asyncio.Future[Any]] = {task, link.lost}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
+            if task.done() and not task.cancelled():
                 try:
                     return task.result()
                 except ATT_Error as exc:
                     raise BleakGATTProtocolError(exc.error_code) from exc
                 except core.TimeoutError as exc:
                     raise TimeoutError(f"{self.address}: {what} timed out") from exc
-            raise BleakError(
-                f"{self.address}: disconnected during {what} "
-                f"(HCI reason 0x{link.lost.result():02X})"
-            )
+            # Bumble cancels pending ATT requests itself when the link goes down.
+            if link.lost.done():
+                raise BleakError(
+                    f"{self.address}: disconnected during {what} "
+                    f"(HCI reason 0x{link.lost.result():02X})"
+                )
+            raise BleakError(f"{self.address}: {what} was aborted by the Bluetooth stack")
         finally:
             if not task.done():
                 task.cancel()

@@ -81,6 +81,10 @@ class EffortSchedule:
         return spans
 
 
+DEFAULT_SCHEDULE = EffortSchedule()
+"""A 60-s effort every 3 minutes, the first one minute in, for ever."""
+
+
 # -- RR intervals -----------------------------------------------------------------------------
 
 
