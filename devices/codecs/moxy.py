@@ -9,9 +9,10 @@ Payload, 9 bytes little-endian::
     flag       u8   status bit (the Moxy calls it "request time set")
 
 Spec vector ``CB 06 15 02 16 02 C0 04 00``: count 1739, SmO2 53.3 %, previous SmO2 53.4 %,
-tHb 12.16 g/dL, flag 0. "Previous" is the SmO2 of the sample before this one (the sensor
-repeats it so a receiver that missed one notification still has that value); it is not
-a smoothed value.
+tHb 12.16 g/dL, flag 0. "Previous" is the SmO2 the sensor reported for the sample before
+this one (published decoders call the fields current and previous saturated haemoglobin);
+it lets a receiver that missed a notification still see that value. It is not a
+smoothed value, so downstream code uses the current SmO2.
 
 Values are stored as ``units / 10`` and ``units / 100``; encoding rounds to the nearest
 unit, so ``decode(encode(r)) == r`` for records built from whole wire units.
