@@ -142,17 +142,34 @@ class _Phase(Enum):
     POST = "post"  # recovered, watching for the overshoot peak
 
 
-class _CentredMedian:
-    """Streaming centred median; emits each sample once its right half-window is complete."""
+class CentredMedian:
+    """Streaming twin of :func:`smooth_centred`: bounded memory, same values.
 
-    def __init__(self, half_window_s: float) -> None:
-        self._half = half_window_s
+    Each sample is emitted once a sample more than ``window_s/2`` later has arrived (or at
+    :meth:`flush`, or when a gap > ``max_gap_s`` ends its segment), so output lags input by
+    half the window.
+    """
+
+    def __init__(
+        self,
+        window_s: float = ph.SMO2_SMOOTHING_WINDOW_S,
+        max_gap_s: float = ph.SMO2_MAX_GAP_S,
+    ) -> None:
+        self._half = window_s / 2.0
+        self._max_gap = max_gap_s
         self._buf: deque[tuple[float, float]] = deque()
         self._next = 0  # index in _buf of the next sample to emit
 
+    def __len__(self) -> int:
+        """Samples held (bounded by the window)."""
+        return len(self._buf)
+
     def push(self, t: float, y: float) -> list[tuple[float, float]]:
-        self._buf.append((t, y))
+        """Add a sample (s, value); return the (t, smoothed) pairs now complete."""
         out: list[tuple[float, float]] = []
+        if self._buf and t - self._buf[-1][0] > self._max_gap:
+            out.extend(self.flush())
+        self._buf.append((t, y))
         while self._next < len(self._buf) and t > self._buf[self._next][0] + self._half:
             out.append(self._emit(self._next))
             self._next += 1
@@ -160,6 +177,7 @@ class _CentredMedian:
         return out
 
     def flush(self) -> list[tuple[float, float]]:
+        """Emit every pending sample with the data at hand and start a new segment."""
         out = [self._emit(i) for i in range(self._next, len(self._buf))]
         self._buf.clear()
         self._next = 0
@@ -226,7 +244,7 @@ class EffortDetector:
             raise ValueError(f"recovery_fraction must be in (0.5, 1), got {recovery_fraction}")
         if min_desaturation_pct <= 0 or smoothing_window_s < 0 or max_gap_s <= 0:
             raise ValueError("min_desaturation_pct and max_gap_s must be > 0, window ≥ 0")
-        self._smoother = _CentredMedian(smoothing_window_s / 2.0)
+        self._smoother = CentredMedian(smoothing_window_s, max_gap_s)
         self._max_gap = max_gap_s
         self._baseline_window = baseline_window_s
         self._baseline_max_age = baseline_max_age_s
@@ -247,6 +265,12 @@ class EffortDetector:
         self._last_raw_t: float | None = None
         self._last_smoothed: tuple[float, float] | None = None
         self.rejected_without_activity = 0
+
+    @property
+    def buffered_samples(self) -> int:
+        """Samples held in memory right now (smoothing, baseline, open effort, activity)."""
+        effort = 0 if self._effort is None else len(self._effort.samples)
+        return len(self._smoother) + len(self._rest) + effort + len(self._activity)
 
     # --- input -------------------------------------------------------------------------------
     def add(self, t_s: float, smo2_pct: float) -> list[EffortRecovery]:
@@ -508,6 +532,29 @@ def summarise_session(
     )
 
 
+def two_level_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
+    """Level that best splits values into "easy" and "work" (Otsu 1979, between-class variance).
+
+    Works whatever share of the session is work; for a constant series it is that constant.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise OxygenationInputError("activity holds no finite value to derive a threshold from")
+    lo, hi = float(v.min()), float(v.max())
+    if hi == lo:
+        return lo
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)
+    w1 = v.size - w0
+    s0 = np.cumsum(counts * centres)[:-1]
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (float((counts * centres).sum()) - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(edges[1 + int(np.argmax(between))])
+
+
 def analyse_session(
     t_s: npt.ArrayLike,
     smo2_pct: npt.ArrayLike,
@@ -528,7 +575,7 @@ def analyse_session(
     """Efforts and recovery time of one session from its live SmO2 samples (s, %).
 
     ``activity`` = (times s, power W or HR bpm) confirms efforts; without an explicit
-    ``activity_threshold`` it is the midpoint of the activity's 10th and 90th percentiles.
+    ``activity_threshold`` it is :func:`two_level_threshold` of the activity values.
     Runs the same :class:`EffortDetector` a live stream uses, so both agree.
     """
     t = np.asarray(t_s, dtype=np.float64)
@@ -551,8 +598,7 @@ def analyse_session(
         if at.shape != av.shape or at.ndim != 1:
             raise OxygenationInputError("activity times and values must be 1-D of equal length")
         if at.size and activity_threshold is None:
-            lo, hi = np.percentile(av, [10, 90])
-            activity_threshold = float(lo + hi) / 2.0
+            activity_threshold = two_level_threshold(av)
     detector = EffortDetector(
         smoothing_window_s=smoothing_window_s,
         max_gap_s=max_gap_s,
