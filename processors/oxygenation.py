@@ -552,7 +552,10 @@ def two_level_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
     m0 = s0 / np.maximum(w0, 1)
     m1 = (float((counts * centres).sum()) - s0) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
-    return float(edges[1 + int(np.argmax(between))])
+    # Well-separated levels leave an empty gap where every split is equally good: take the
+    # middle of that gap rather than its lower edge.
+    best = np.flatnonzero(between >= between.max() * (1.0 - 1e-9))
+    return float((edges[1 + best[0]] + edges[1 + best[-1]]) / 2.0)
 
 
 def analyse_session(
