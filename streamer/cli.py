@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scan",
     "decode",
     "analyze",
+    "config",
 )
 
 DESCRIPTION = """\

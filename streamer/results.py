@@ -58,18 +58,6 @@ class Kind(enum.StrEnum):
 
 LIVE_KINDS: Final = frozenset({Kind.HEART_RATE, Kind.SMO2, Kind.FORCE, Kind.POWER})
 
-#: Pull-back and informational rule ids (RULES.md); alert ``rule`` values are among these.
-RULE_IDS: Final = (
-    "hrv_downtrend",
-    "rhr_creep",
-    "smo2_slow_recovery",
-    "grip_signal",
-    "grip_spillover",
-    "rpe_power_mismatch",
-)
-#: The rules whose alert says "pull back" (``grip_signal`` is informational: the good kind).
-PULL_BACK_RULE_IDS: Final = tuple(r for r in RULE_IDS if r != "grip_signal")
-
 #: Keys every JSON payload carries in its header; a result's fields may not use them.
 RESERVED_KEYS: Final = frozenset({"schema", "seq", "ts_ns", "time", "athlete", "device", "kind"})
 
