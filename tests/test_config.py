@@ -141,7 +141,9 @@ def test_duplicate_ids_are_refused() -> None:
 
 
 def test_missing_tls_file_is_named(tmp_path: Path) -> None:
-    (problem,) = _problems(f'[mqtt]\nurl = "mqtts://h"\n[mqtt.tls]\nca_file = "{tmp_path}/no.pem"\n')
+    (problem,) = _problems(
+        f'[mqtt]\nurl = "mqtts://h"\n[mqtt.tls]\nca_file = "{tmp_path}/no.pem"\n'
+    )
     assert problem.startswith("mqtt.tls.ca_file: file ")
 
 
