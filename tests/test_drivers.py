@@ -18,26 +18,35 @@ from typing import Any
 import pytest
 
 from devices.codecs import heart_rate
+from devices.codecs.tindeq import TindeqCommand
 from devices.discovery import FoundDevice, discover
 from devices.drivers import (
     DriverError,
     HeartRateDriver,
     MoxyDriver,
+    PowerMeterDriver,
     Record,
+    TindeqDriver,
     driver_for,
 )
 from devices.drivers.base import DeviceDriver
-from devices.emulated.moxy import MoxySensor
-from devices.emulated.peripheral import EmulatedPeripheral
-from devices.emulated.strap import ChestStrap
-from devices.emulated.world import EmulatedWorld
+from devices.emulated import (
+    ChestStrap,
+    EmulatedPeripheral,
+    EmulatedWorld,
+    MoxySensor,
+    PowerMeter,
+    TindeqProgressor,
+)
 from devices.kinds import DeviceKind
 from devices.policy import Backoff, ConnectionPolicy, Jitter
 from devices.records import (
     BatteryLevel,
+    ForceSample,
     GapEvent,
     GapReason,
     HeartRateSample,
+    PowerSample,
     SensorLocation,
     SmO2Sample,
 )
@@ -79,7 +88,9 @@ class Collector:
     async def wait_for_connects(self, n: int) -> None:
         """Until the driver has connected ``n`` times and data flows on that link."""
         await self.wait_for(lambda: self.driver.status.connects == n)
-        await self.wait_for(lambda: isinstance(self.records[-1], HeartRateSample | SmO2Sample))
+        await self.wait_for(
+            lambda: isinstance(self.records[-1], HeartRateSample | SmO2Sample | ForceSample)
+        )
 
     async def close(self) -> None:
         self._task.cancel()
@@ -375,8 +386,86 @@ async def test_moxy_driver_streams_smo2(world: EmulatedWorld) -> None:
     assert len(list(interruptions(got.records))) == 1
 
 
+async def test_tindeq_streams_only_when_started_and_restarts_after_a_reconnect(
+    world: EmulatedWorld,
+) -> None:
+    grip = await world.add(TindeqProgressor(speed=1.0, battery_mv=3811))
+    device = await found(world, grip)
+    assert device.kind is DeviceKind.GRIP
+    # A watchdog much shorter than the idle time below: it must stay quiet while idle.
+    policy = ConnectionPolicy(backoff=FAST.backoff, stale_after_s=0.15, stable_after_s=0.0)
+    driver: TindeqDriver = make(TindeqDriver, world, device, policy)
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(BatteryLevel)) == 1)
+        assert got.of(BatteryLevel)[0].battery_mv == 3811
+        await asyncio.sleep(0.5)
+        assert got.of(ForceSample) == []
+        assert driver.status.stale == 0
+        await driver.tare()
+        await driver.start_streaming()
+        assert driver.streaming
+        await got.wait_for(lambda: len(got.of(ForceSample)) >= 40)
+        with pytest.raises(DriverError, match="stop streaming"):
+            await driver.request_battery()
+        await grip.drop_link()
+        await got.wait_for_connects(2)
+        # Nobody called start again: the driver re-sent it on the new link.
+        assert grip.commands.count(TindeqCommand.START_WEIGHT) == 2
+        await driver.stop_streaming()
+        await got_wait(lambda: not grip.is_measuring)
+        await asyncio.sleep(0.3)
+        status = driver.status
+    assert TindeqCommand.TARE in grip.commands
+    assert (status.connects, status.stale) == (2, 0)
+    samples = got.of(ForceSample)
+    assert all(s.t_us is not None for s in samples)
+    # Several samples per notification, each with its own device time, in order per link.
+    assert len({s.t_ns for s in samples}) < len(samples)
+    assert len(list(interruptions(got.records))) == 1
+
+
+async def test_tindeq_watchdog_fires_only_while_streaming(world: EmulatedWorld) -> None:
+    grip = await world.add(TindeqProgressor(speed=1.0))
+    policy = ConnectionPolicy(backoff=FAST.backoff, stale_after_s=0.2, stable_after_s=0.0)
+    driver: TindeqDriver = make(TindeqDriver, world, await found(world, grip), policy, stream=True)
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(ForceSample)) >= 10)
+        grip.go_silent(0.5)
+        await got.wait_for(lambda: driver.status.stale == 1)
+        await got.wait_for(lambda: driver.status.connects == 2)
+        await got.wait_for(lambda: isinstance(got.records[-1], ForceSample), within_s=5.0)
+    gap = got.of(GapEvent)[0]
+    assert gap.reason is GapReason.STALE
+
+
+async def test_tindeq_commands_need_a_link_and_low_power_is_reported(world: EmulatedWorld) -> None:
+    grip = await world.add(TindeqProgressor(speed=1.0))
+    driver: TindeqDriver = make(TindeqDriver, world, await found(world, grip))
+    with pytest.raises(DriverError, match="not connected"):
+        await driver.tare()
+    await driver.start_streaming()  # remembered, sent once connected
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(ForceSample)) >= 5)
+        await grip.send_low_power_warning()
+        await got.wait_for(lambda: driver.low_power)
+
+
+async def test_power_meter_driver_streams_watts(world: EmulatedWorld) -> None:
+    meter = await world.add(PowerMeter(speed=50.0, power_w=[150, 250, 350] * 100))
+    device = await found(world, meter)
+    assert device.kind is DeviceKind.POWER
+    driver: PowerMeterDriver = make(PowerMeterDriver, world, device)
+    async with running(driver) as got:
+        await got.wait_for(lambda: len(got.of(PowerSample)) >= 6)
+    watts = [s.power_w for s in got.of(PowerSample)]
+    assert set(watts) <= {150, 250, 350}
+    assert [s.power_w for s in meter.delivered][: len(watts)] == watts
+
+
 def test_driver_for_picks_the_family_driver_and_refuses_unknown_kinds() -> None:
     assert type(driver_for(DeviceKind.STRAP, "AA:BB:CC:DD:EE:FF")) is HeartRateDriver
     assert type(driver_for(DeviceKind.SMO2, "AA:BB:CC:DD:EE:FF")) is MoxyDriver
+    assert type(driver_for(DeviceKind.GRIP, "AA:BB:CC:DD:EE:FF")) is TindeqDriver
+    assert type(driver_for(DeviceKind.POWER, "AA:BB:CC:DD:EE:FF")) is PowerMeterDriver
     with pytest.raises(DriverError, match="no driver for unknown devices"):
         driver_for(DeviceKind.UNKNOWN, "AA:BB:CC:DD:EE:FF")

@@ -104,10 +104,14 @@ async def scan_emulated(timeout_s: float) -> list[FoundDevice]:
 
 def emulated_fleet() -> Sequence[EmulatedPeripheral]:
     """One emulated device of each kind the emulators offer."""
-    from devices.emulated.moxy import MoxySensor
-    from devices.emulated.strap import ChestStrap
+    from devices.emulated import ChestStrap, MoxySensor, PowerMeter, TindeqProgressor
 
-    return [ChestStrap("Polar H10 EMU1"), MoxySensor("Moxy EMU1")]
+    return [
+        ChestStrap("Polar H10 EMU1"),
+        MoxySensor("Moxy EMU1"),
+        TindeqProgressor("Progressor_EMU1"),
+        PowerMeter("Power EMU1"),
+    ]
 
 
 def device_json(found: FoundDevice) -> dict[str, object]:
