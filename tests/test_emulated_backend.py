@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -32,8 +34,9 @@ from devices.emulated import (
     PowerMeter,
     TindeqProgressor,
 )
+from devices.emulated.recordings import nsr2db_rr_ms
 from devices.emulated.signals import RRParameters, rr_series
-from devices.records import TindeqCommandResponse, TindeqWeight
+from devices.records import SensorContact, TindeqCommandResponse, TindeqWeight
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -456,3 +459,73 @@ async def test_closing_the_world_leaves_no_tasks_behind() -> None:
             await client.start_notify(uuids.HEART_RATE_MEASUREMENT, lambda _c, _d: None)
     await asyncio.sleep(0.05)
     assert asyncio.all_tasks() - before == set()
+
+
+# -- several devices at once, and the strap's data sources -----------------------------------
+
+
+async def test_four_devices_connect_concurrently_while_a_scan_runs(world: EmulatedWorld) -> None:
+    peripherals = [
+        await world.add(ChestStrap(speed=20.0)),
+        await world.add(MoxySensor(speed=20.0)),
+        await world.add(TindeqProgressor(speed=20.0)),
+        await world.add(PowerMeter(speed=20.0)),
+    ]
+    found = await BleakScanner.discover(timeout=SCAN_S, **world.scanner_kwargs)
+    by_address = {d.address: d for d in found}
+    clients = [
+        BleakClient(by_address[p.address], **world.client_kwargs) for p in peripherals
+    ]
+    async with BleakScanner(**world.scanner_kwargs):  # a scan keeps running meanwhile
+        await asyncio.gather(*(c.connect() for c in clients))
+        assert [c.is_connected for c in clients] == [True] * 4
+        counts = dict.fromkeys(range(4), 0)
+
+        def counter(i: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+            def on_data(_c: BleakGATTCharacteristic, _d: bytearray) -> None:
+                counts[i] += 1
+
+            return on_data
+
+        chars = [
+            uuids.HEART_RATE_MEASUREMENT,
+            uuids.MOXY_DATA,
+            uuids.TINDEQ_DATA,
+            uuids.CYCLING_POWER_MEASUREMENT,
+        ]
+        for i, (client, char) in enumerate(zip(clients, chars, strict=True)):
+            await client.start_notify(char, counter(i))
+        await clients[2].write_gatt_char(
+            uuids.TINDEQ_CONTROL, tindeq.encode_command(TindeqCommand.START_WEIGHT), response=True
+        )
+        await asyncio.sleep(0.3)
+        await asyncio.gather(*(c.disconnect() for c in clients))
+    assert all(n > 0 for n in counts.values()), counts
+
+
+async def test_client_services_argument_limits_discovery(world: EmulatedWorld) -> None:
+    await world.add(ChestStrap())
+    device = await find(world, "Polar H10 EMU1")
+    async with BleakClient(
+        device, services=["180f"], **world.client_kwargs  # type: ignore[arg-type]
+    ) as client:
+        assert [s.uuid for s in client.services] == [uuids.BATTERY_SERVICE]
+
+
+async def test_strap_replays_an_nsr2db_recording(world: EmulatedWorld, shared_data: Path) -> None:
+    recording = nsr2db_rr_ms(shared_data / "nsr2db" / "nsr001_rr_secs.txt")
+    strap = await world.add(ChestStrap(rr_ms=recording, speed=30.0))
+    payloads = await collect(world, "Polar H10 EMU1", uuids.HEART_RATE_MEASUREMENT, 0.5)
+    got = [rr for p in payloads for rr in heart_rate.decode(p).rr_ms]
+    assert len(got) >= 10
+    start = int(np.flatnonzero(recording == strap.delivered[0].rr_ms[0])[0])
+    # nsr2db has 1/128-s resolution: every value is a whole number of 1/1024 s, so exact.
+    assert got == recording[start : start + len(got)].tolist()
+
+
+async def test_strap_reports_lost_contact_when_its_recording_ends(world: EmulatedWorld) -> None:
+    await world.add(ChestStrap(rr_ms=[1000.0] * 3, speed=20.0))
+    payloads = await collect(world, "Polar H10 EMU1", uuids.HEART_RATE_MEASUREMENT, 0.4)
+    last = heart_rate.decode(payloads[-1])
+    assert last.contact is SensorContact.NOT_DETECTED
+    assert last.rr_ms == ()
