@@ -343,21 +343,37 @@ def _classify(rr: FloatArray, p: _Params) -> npt.NDArray[np.int8]:
 
 
 def _correct(rr: FloatArray, labels: npt.NDArray[np.int8]) -> FloatArray:
-    """Apply corrections to one run on its beat timeline (peak times), then re-difference."""
+    """Apply one pass of corrections to a run on its beat timeline, then re-difference.
+
+    Order as the reference implementation (NeuroKit2 ``signal_fixpeaks``): extra beats
+    deleted, missed beats inserted, then ectopic and then long/short beats each moved to
+    the midpoint of their (already corrected) neighbours. Beat ``i`` ends at peak ``i + 1``;
+    the run's first and last peaks never move, so its duration is kept.
+    """
     peaks = np.concatenate(([0.0], np.cumsum(rr)))
-    # Beat i ends at peaks[i + 1].
-    moved = np.flatnonzero((labels == ECTOPIC) | (labels == LONGSHORT))
-    moved = moved[moved + 2 < peaks.size]
-    new_peaks = peaks.copy()
-    new_peaks[moved + 1] = 0.5 * (peaks[moved] + peaks[moved + 2])
-    missed = np.flatnonzero(labels == MISSED)
-    inserted = 0.5 * (new_peaks[missed] + new_peaks[missed + 1])
-    extra = np.flatnonzero(labels == EXTRA)
-    extra = extra[extra + 2 < peaks.size]
-    keep = np.ones(new_peaks.size, dtype=np.bool_)
-    keep[extra + 1] = False
-    all_peaks = np.sort(np.concatenate((new_peaks[keep], inserted)), kind="stable")
-    return np.diff(all_peaks)
+    idx = {k: np.flatnonzero(labels == k) + 1 for k in (EXTRA, MISSED, ECTOPIC, LONGSHORT)}
+
+    extra = idx[EXTRA][idx[EXTRA] < peaks.size - 1]
+    if extra.size:
+        peaks = np.delete(peaks, extra)
+        for k in (MISSED, ECTOPIC, LONGSHORT):
+            idx[k] = np.unique(idx[k] - np.searchsorted(extra, idx[k], side="left"))
+
+    missed = idx[MISSED][idx[MISSED] < peaks.size]
+    if missed.size:
+        peaks = np.insert(peaks, missed, 0.5 * (peaks[missed - 1] + peaks[missed]))
+        for k in (ECTOPIC, LONGSHORT):
+            idx[k] = np.unique(idx[k] + np.searchsorted(missed, idx[k], side="left"))
+
+    for k in (ECTOPIC, LONGSHORT):
+        moved = idx[k][idx[k] < peaks.size - 1]
+        if moved.size:
+            midpoints = 0.5 * (peaks[moved - 1] + peaks[moved + 1])
+            peaks = peaks.copy()
+            peaks[moved] = midpoints
+            peaks.sort(kind="stable")
+    out: FloatArray = np.diff(peaks)
+    return out
 
 
 def _quartile_deviation_threshold(x: FloatArray, alpha: float, window: int) -> FloatArray:

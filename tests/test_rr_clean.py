@@ -1,0 +1,184 @@
+"""RR cleaning (Lipponen & Tarvainen 2019) and the fixed-rule quality gate."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.rr_clean import (
+    ECTOPIC,
+    EXTRA,
+    MISSED,
+    NORMAL,
+    OUT_OF_RANGE,
+    abnormal_beats,
+    clean_rr,
+    quality_gate,
+    run_bounds,
+)
+
+
+def polar_rr(shared_data: Path) -> np.ndarray:
+    with (shared_data / "polar_h10" / "polar_h10.csv").open() as fh:
+        return np.array([float(row["rr"]) for row in csv.DictReader(fh) if row["rr"]])
+
+
+def sinus(n: int = 300, seed: int = 0) -> np.ndarray:
+    """Resting sinus rhythm: ~1000 ms with respiratory modulation and a little noise."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(n)
+    return 1000.0 + 40.0 * np.sin(2 * np.pi * k / 5.0) + rng.normal(0.0, 8.0, n)
+
+
+def test_polar_h10_premature_beats_reading_is_rejected_with_reason(shared_data: Path) -> None:
+    rr = polar_rr(shared_data)
+    assert rr.size == 798
+    verdict = quality_gate(rr)
+    assert not verdict.accepted
+    assert verdict.abnormal_pct > 40.0
+    assert verdict.reject_reason is not None
+    assert "deviate more than 20% from the local median" in verdict.reject_reason
+    assert f"{verdict.abnormal_pct:.1f}%" in verdict.reject_reason
+
+
+def test_adaptive_correction_alone_would_miss_the_bigeminal_polar_recording(
+    shared_data: Path,
+) -> None:
+    # Why the gate exists: the adaptive thresholds adopt the alternation as normal.
+    result = clean_rr(polar_rr(shared_data))
+    assert 10 <= result.n_corrected <= 30
+    assert result.corrected_pct < 5.0
+
+
+def test_clean_sinus_rhythm_passes_gate_and_is_left_alone() -> None:
+    rr = sinus()
+    assert quality_gate(rr).accepted
+    result = clean_rr(rr)
+    assert result.n_corrected == 0
+    np.testing.assert_array_equal(result.nn_ms, rr)
+    assert np.all(result.labels == NORMAL)
+
+
+def test_premature_beat_and_compensatory_pause_are_smoothed_keeping_time() -> None:
+    rr = sinus()
+    rr[150], rr[151] = 600.0, 1400.0  # premature beat and compensatory pause
+    result = clean_rr(rr)
+    assert ECTOPIC in result.labels[150:152]
+    assert result.nn_ms.size == rr.size
+    # The short–long pair is gone: every interval near it is within 15% of the rhythm.
+    np.testing.assert_allclose(result.nn_ms[148:154], 1000.0, rtol=0.15)
+    assert result.nn_ms.sum() == pytest.approx(rr.sum())
+
+
+def test_missed_beat_is_split_into_two_halves() -> None:
+    rr = sinus()
+    rr[100] = 2000.0
+    result = clean_rr(rr)
+    assert result.labels[100] == MISSED
+    assert result.nn_ms.size == rr.size + 1
+    np.testing.assert_allclose(result.nn_ms[100:102], [1000.0, 1000.0])
+
+
+def test_extra_beat_is_merged_with_the_next_interval() -> None:
+    rr = np.concatenate([sinus(200, seed=3)[:120], [350.0, 650.0], sinus(200, seed=4)[120:]])
+    result = clean_rr(rr)
+    assert result.labels[120] == EXTRA
+    assert result.nn_ms.size == rr.size - 1
+    assert result.nn_ms[120] == pytest.approx(1000.0, rel=0.05)
+    assert result.nn_ms.sum() == pytest.approx(rr.sum())
+
+
+def test_rr_across_gap_is_never_differenced_by_cleaning() -> None:
+    # Five beats recorded at another rate between two gaps (say, after a reconnection):
+    # only differences across the gaps would make them look like artefacts.
+    rr = np.concatenate([sinus(150, seed=1), np.full(5, 600.0), sinus(150, seed=2)])
+    breaks = np.zeros(rr.size, dtype=bool)
+    breaks[[150, 155]] = True
+    assert np.any(clean_rr(rr).labels[150:155] != NORMAL)
+    with_gaps = clean_rr(rr, breaks)
+    assert np.all(with_gaps.labels == NORMAL)
+    np.testing.assert_array_equal(with_gaps.nn_ms, rr)
+    np.testing.assert_array_equal(with_gaps.breaks, breaks)
+
+
+def test_implausible_interval_is_removed_and_becomes_a_gap() -> None:
+    rr = sinus()
+    rr[80] = 4500.0  # a dropout: not a heartbeat
+    result = clean_rr(rr)
+    assert result.labels[80] == OUT_OF_RANGE
+    assert result.n_out_of_range == 1
+    assert result.nn_ms.size == rr.size - 1
+    assert result.breaks[80]  # the beat after the removed interval follows a gap
+    assert result.nn_ms.max() < 2000.0
+
+
+def test_gate_does_not_judge_a_beat_against_the_other_side_of_a_gap() -> None:
+    rr = np.concatenate([np.full(40, 1000.0), np.full(3, 600.0), np.full(40, 1000.0)])
+    breaks = np.zeros(rr.size, dtype=bool)
+    breaks[[40, 43]] = True
+    assert abnormal_beats(rr)[40:43].all()
+    assert not abnormal_beats(rr, breaks).any()
+
+
+def test_gate_rejects_bigeminy_and_accepts_occasional_ectopy() -> None:
+    bigeminy = np.tile([650.0, 1150.0], 150)
+    assert not quality_gate(bigeminy).accepted
+    occasional = sinus(400)
+    occasional[[50, 150, 250, 350]] = 600.0  # 1% of beats
+    verdict = quality_gate(occasional)
+    assert verdict.accepted
+    assert verdict.n_abnormal == 4
+
+
+def test_gate_threshold_is_configurable() -> None:
+    rr = sinus(200)
+    rr[::20] = 700.0  # 5% + of beats 30% short
+    assert not quality_gate(rr, max_abnormal_share=0.04).accepted
+    assert quality_gate(rr, max_abnormal_share=0.10).accepted
+
+
+def test_empty_series_is_rejected_not_an_error() -> None:
+    verdict = quality_gate([])
+    assert not verdict.accepted
+    assert verdict.reject_reason
+
+
+def test_non_positive_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="interval 2"):
+        clean_rr([800.0, 810.0, 0.0, 820.0])
+
+
+def test_run_bounds_split_at_breaks() -> None:
+    assert run_bounds(np.array([False, False, True, False, True])) == [(0, 2), (2, 4), (4, 5)]
+    assert run_bounds(np.array([True, False])) == [(0, 2)]
+
+
+rr_series = st.lists(
+    st.floats(min_value=300.0, max_value=1800.0, allow_nan=False), min_size=5, max_size=200
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rr=rr_series, gap_at=st.lists(st.integers(min_value=1, max_value=199), max_size=3))
+def test_cleaning_keeps_the_beat_timeline(rr: list[float], gap_at: list[int]) -> None:
+    # Every correction moves, splits or merges beats: recorded time is preserved.
+    arr = np.array(rr)
+    breaks = np.zeros(arr.size, dtype=bool)
+    breaks[[i for i in gap_at if i < arr.size]] = True
+    result = clean_rr(arr, breaks)
+    assert result.nn_ms.size == result.breaks.size
+    assert np.all(result.nn_ms > 0)
+    assert result.nn_ms.sum() == pytest.approx(arr.sum(), rel=1e-9)
+    assert result.breaks[1:].sum() == breaks[1:].sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(rr=rr_series, scale=st.floats(min_value=0.5, max_value=2.0))
+def test_gate_is_scale_invariant(rr: list[float], scale: float) -> None:
+    arr = np.array(rr)
+    np.testing.assert_array_equal(abnormal_beats(arr), abnormal_beats(arr * scale))
