@@ -149,7 +149,7 @@ async def test_drop_link_fires_disconnected_callback(world: EmulatedWorld) -> No
 
 
 async def test_establish_connection_works_over_the_backend(world: EmulatedWorld) -> None:
-    await world.add(ChestStrap("Polar H10 EMU1"))
+    await world.add(ChestStrap("Polar H10 EMU1", speed=10.0))
     device = await find(world, "Polar H10 EMU1")
     client = await establish_connection(
         BleakClient, device, "Polar H10 EMU1", **world.client_kwargs  # type: ignore[arg-type]
@@ -501,6 +501,16 @@ async def test_four_devices_connect_concurrently_while_a_scan_runs(world: Emulat
         await asyncio.sleep(0.3)
         await asyncio.gather(*(c.disconnect() for c in clients))
     assert all(n > 0 for n in counts.values()), counts
+
+
+async def test_pair_on_connect_encrypts_the_link(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap())
+    device = await find(world, "Polar H10 EMU1")
+    async with BleakClient(device, pair=True, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        assert client.is_connected
+        assert [c.is_encrypted for c in strap.connections] == [True]
+        await client.unpair()
+        assert not client.is_connected
 
 
 async def test_client_services_argument_limits_discovery(world: EmulatedWorld) -> None:

@@ -21,7 +21,6 @@ import abc
 import asyncio
 import contextlib
 import logging
-import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -330,23 +329,9 @@ class EmulatedPeripheral(abc.ABC):
         return sent
 
 
-def static_characteristic(
-    uuid: str, value: bytes, *, notify: bool = False
-) -> gatt.Characteristic[bytes]:
-    """A readable characteristic holding ``value`` (optionally notifiable)."""
-    properties = gatt.Characteristic.Properties.READ
-    if notify:
-        properties |= gatt.Characteristic.Properties.NOTIFY
-    return gatt.Characteristic(uuid, properties, gatt.Characteristic.READABLE, value)
-
-
 def notify_characteristic(uuid: str) -> gatt.Characteristic[bytes]:
     """A notify-only characteristic (its CCCD is added by Bumble's GATT server)."""
     return gatt.Characteristic(
         uuid, gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.READABLE, b""
     )
 
-
-def u8(value: int) -> bytes:
-    """One unsigned byte."""
-    return struct.pack("<B", value)
