@@ -321,7 +321,7 @@ def evaluate_smo2_slow_recovery(
         )
     last = measured[-need:]
     active = all(v > th.smo2_slow_recovery_s for v in last)
-    evidence = {f"recovery_time_session_{i - need}_s": v for i, v in enumerate(last)}
+    evidence = {f"recovery_time_{need - i}_sessions_ago_s": v for i, v in enumerate(last, start=1)}
     evidence["threshold_s"] = th.smo2_slow_recovery_s
     times = ", ".join(f"{v:.0f} s" for v in last)
     message = (
