@@ -42,7 +42,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
-from devices.records import BatteryLevel, GapEvent, GapReason
+from devices.records import (
+    ForceSample,
+    GapEvent,
+    GapReason,
+    HeartRateSample,
+    PowerSample,
+    SmO2Sample,
+    SpO2Sample,
+)
 from streamer.results import Result
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,6 +65,9 @@ LIVE_BATCH_MAX: Final = 256
 """Most live messages handed to a sink in one call."""
 SINK_RESTART_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Back-off between restarts of a sink runner that crashed (the last value repeats)."""
+SHEDDABLE: Final = (HeartRateSample, SmO2Sample, ForceSample, PowerSample, SpO2Sample)
+"""Records an inbox may shed under pressure: the high-rate measured stream. Everything else
+(gaps, battery, protocol markers such as a morning reading's start) is always kept."""
 
 
 # --- what flows -------------------------------------------------------------------------
@@ -186,7 +197,7 @@ class PipelineStatus:
 
 
 class _Inbox:
-    """An athlete's bounded inbox: samples may be shed, gap and battery records never.
+    """An athlete's bounded inbox: samples (:data:`SHEDDABLE`) may be shed, nothing else.
 
     Shedding a sample opens a gap for its device; the gap is delivered (as a closed
     :class:`GapEvent`) right before that device's next accepted record.
@@ -196,6 +207,10 @@ class _Inbox:
         self._items: deque[Inbound | None] = deque()
         self._maxsize = maxsize
         self._event = asyncio.Event()
+        self._room = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._unfinished = 0
         self._counters = counters
         self._shed_since: dict[str, int] = {}  # device -> t_ns of its first shed sample
         self.closed = False
@@ -205,8 +220,7 @@ class _Inbox:
 
     def offer(self, item: Inbound) -> bool:
         self._counters.received += 1
-        keep = isinstance(item.record, GapEvent | BatteryLevel)
-        if not keep and len(self._items) >= self._maxsize:
+        if len(self._items) >= self._maxsize and isinstance(item.record, SHEDDABLE):
             self._counters.shed += 1
             self._shed_since.setdefault(item.device, _t_ns(item.record))
             return False
@@ -216,11 +230,31 @@ class _Inbox:
             gap = GapEvent(t_ns=end, device=item.device, start_ns=start, end_ns=end,
                            reason=GapReason.STALE)
             self._items.append(Inbound(item.athlete, item.device, gap))
+            self._unfinished += 1
         self._items.append(item)
+        self._unfinished += 1
+        self._idle.clear()
         self._counters.inbox_depth = len(self._items)
         self._counters.inbox_peak = max(self._counters.inbox_peak, len(self._items))
         self._event.set()
         return True
+
+    def release_waiters(self) -> None:
+        self._room.set()
+
+    def task_done(self) -> None:
+        self._unfinished -= 1
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._idle.set()
+
+    async def join(self) -> None:
+        await self._idle.wait()
+
+    async def wait_for_room(self) -> None:
+        while len(self._items) >= self._maxsize and not self.closed:
+            self._room.clear()
+            await self._room.wait()
 
     def close(self) -> None:
         """No more input: the consumer ends after what is queued."""
@@ -234,6 +268,8 @@ class _Inbox:
             await self._event.wait()
         item = self._items.popleft()
         self._counters.inbox_depth = len(self._items)
+        if len(self._items) < self._maxsize:
+            self._room.set()
         return item
 
 
@@ -364,6 +400,21 @@ class Pipeline:
         inbox = self._ensure_athlete(athlete)
         return inbox.offer(Inbound(athlete, device, record))
 
+    async def put(self, athlete: str, device: str, record: object) -> bool:
+        """Hand one record over, waiting while the athlete's inbox is full (replays and
+        history, which must not shed); False if the pipeline stopped accepting."""
+        inbox = self._ensure_athlete(athlete)
+        await inbox.wait_for_room()
+        if not self._accepting:
+            return False
+        return inbox.offer(Inbound(athlete, device, record))
+
+    async def join(self) -> None:
+        """Wait until every record offered so far has been processed (and its results
+        handed to the sinks)."""
+        for inbox in list(self._inboxes.values()):
+            await inbox.join()
+
     def stop(self) -> None:
         """Begin a clean shutdown (idempotent; safe from a signal handler)."""
         self._stop.set()
@@ -436,6 +487,7 @@ class Pipeline:
                         task.cancel()
                     for inbox in self._inboxes.values():
                         inbox.close()
+                        inbox.release_waiters()
                 self._work_group = None
                 await self._flush_sinks()
                 for task in sink_tasks:
@@ -489,10 +541,12 @@ class Pipeline:
                 counters.errors += 1
                 _LOGGER.exception("processing %s from %s/%s failed", type(item.record).__name__,
                                   athlete, item.device)
+                inbox.task_done()
                 continue
             counters.processed += 1
             if produced:
                 self._dispatch(counters, produced)
+            inbox.task_done()
             # A long burst must not starve the sinks and the other athletes.
             if counters.processed % 64 == 0:
                 await asyncio.sleep(0)
