@@ -10,14 +10,17 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
 ``hrv_downtrend`` (warning) — daily lnRMSSD history ending today (NaN = missing day), ≥ 14
     valid days in d−35…d−8 with SD_B > 0; ≥ 4 valid days in the last 5, falling with
     Theil–Sen slope β < 0 and 4·|β| ≥ 0.5·SD_B; 7-day mean < mean_B − 0.5·SD_B.
-    E.g. 28 baseline days alternating 4.0/4.2 (SD_B ≈ 0.10), then the last 7 days
+    E.g. a 28-day history: 21 days alternating 4.0/4.2 (SD_B ≈ 0.10), then
     4.0, 3.95, 3.9, 3.85, 3.8, 3.75, 3.7.
 ``rhr_creep`` (pull_back) — daily resting-HR history (bpm) ending today; ≥ 14 valid baseline
     days; the last 7 days (n valid) average ≥ 5 bpm above median_B, with
-    Δ/(SD_B/√n) ≥ 2 and ≥ 5 of them above median_B. E.g. baseline alternating 50/52 bpm,
-    then 7 days at 57–58 bpm.
+    Δ/(SD_B/√n) ≥ 2 and ≥ 5 of them above median_B. E.g. a 28-day history: 21 days
+    alternating 50/52 bpm, then 57, 58, 57, 58, 57, 58, 57.
 ``smo2_slow_recovery`` (pull_back) — session recovery times (s, median T95; None for
     sessions without one, which are skipped): the last 3 measured are all > 120 s.
+    E.g. three sessions whose SmO2 rests ≥ 30 s at ~60%, drops to ~20% per effort and
+    recovers mono-exponentially with τ ≥ 50 s (T95 ≈ 2.9·τ from the plateau end), with
+    ≥ 200 s before the next effort.
 ``grip_signal`` (info) — a grip test classified ``signal``: with the default 5% test noise,
     a drop ≥ 11.7% (= max(10%, 1.65·√2·5%)) in the tests up to 15 min, back within 11.7%
     at the last test ≤ 15 min, and within 11.7% at 30 min. E.g. MVC 50 kg; 0 min 43 kg,

@@ -237,6 +237,25 @@ def test_real_moxy_session_feeds_the_slow_recovery_rule_as_a_fast_session() -> N
     assert result.active is False
 
 
+def slow_session(tau_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rest at 60% for 60 s, three 60-s efforts at 20%, each recovering with τ, 400 s apart."""
+    t = np.arange(0.0, 1400.0, 1.0)
+    y = np.full_like(t, 60.0)
+    for start in (60.0, 460.0, 860.0):
+        y[(t >= start) & (t < start + 60)] = 20.0
+        rec = (t >= start + 60) & (t < start + 400)
+        y[rec] = 20 + 40 * (1 - np.exp(-(t[rec] - start - 60) / tau_s))
+    return t, y
+
+
+def test_documented_smo2_shape_triggers_slow_recovery_after_three_sessions() -> None:
+    times = [measure_oxygenation(*slow_session(50.0)).recovery_time_s for _ in range(3)]
+    assert all(v is not None and 130 < v < 150 for v in times)
+    assert evaluate_smo2_slow_recovery(times).active is True
+    fast = measure_oxygenation(*slow_session(30.0)).recovery_time_s
+    assert evaluate_smo2_slow_recovery([*times[:2], fast]).active is False
+
+
 def test_evaluations_drive_the_alert_book_end_to_end() -> None:
     book = AlertBook("ana")
     raised = book.update(evaluate_smo2_slow_recovery([130.0, 125.0, 121.0]), at_ns=1)
