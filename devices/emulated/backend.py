@@ -89,6 +89,11 @@ _SERVICE_DATA_TYPES = (
 )
 
 
+def address_key(address: Address) -> str:
+    """The bleak-style address string of a Bumble address: ``"C0:00:00:00:00:01"``."""
+    return str(address.to_string(with_type_qualifier=False))
+
+
 def bleak_uuid(uuid: core.UUID) -> str:
     """A Bumble UUID in bleak's form: 128-bit, lower case (``0000180d-0000-1000-…``)."""
     return normalize_uuid_str(uuid.to_hex_str("-"))
@@ -189,8 +194,6 @@ class BumbleScanner(BaseBleakScanner):
         await self._world.stop_scan(self._token)
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
-        from devices.emulated.world import address_key
-
         data = advertisement_data(advertisement)
         if not self.is_allowed_uuid(data.service_uuids):
             return

@@ -148,12 +148,11 @@ def rr_beats(params: RRParameters = DEFAULT_RR, seed: int = 0) -> Iterator[RRBea
     drift_step = params.drift_ms * math.sqrt(1.0 - phi * phi)
     drift = 0.0
     while True:
-        block = rng.standard_normal((256, 3))
-        for white, drift_noise, uniform_like in block:
+        normals = rng.standard_normal((256, 2))
+        uniforms = rng.random(256)
+        for (white, drift_noise), u in zip(normals, uniforms, strict=True):
             drift = phi * drift + drift_step * float(drift_noise)
             normal = float(np.clip(mean_ms + drift + sigma * float(white), RR_MIN_MS, RR_MAX_MS))
-            # uniform_like is standard normal: map it to (0, 1) through the normal CDF.
-            u = 0.5 * (1.0 + math.erf(float(uniform_like) / math.sqrt(2.0)))
             if u < params.ectopic_rate:
                 premature = max(RR_MIN_MS, params.prematurity * normal)
                 yield RRBeat(premature, ectopic=True)

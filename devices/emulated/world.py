@@ -32,7 +32,7 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-from devices.emulated.backend import BumbleClient, BumbleScanner
+from devices.emulated.backend import BumbleClient, BumbleScanner, address_key
 
 if TYPE_CHECKING:
     from devices.emulated.peripheral import EmulatedPeripheral
@@ -47,11 +47,6 @@ CENTRAL_ADDRESS = "F0:00:00:00:00:01"
 DEFAULT_MTU = 247
 
 AdvertisementListener = Callable[[Advertisement], None]
-
-
-def address_key(address: Address) -> str:
-    """The bleak-style address string of a Bumble address: ``"C0:00:00:00:00:01"``."""
-    return str(address.to_string(with_type_qualifier=False))
 
 
 class EmulatedWorld:
