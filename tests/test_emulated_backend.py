@@ -539,3 +539,26 @@ async def test_strap_reports_lost_contact_when_its_recording_ends(world: Emulate
     last = heart_rate.decode(payloads[-1])
     assert last.contact is SensorContact.NOT_DETECTED
     assert last.rr_ms == ()
+
+
+async def test_tindeq_squeezes_show_the_post_session_drop(world: EmulatedWorld) -> None:
+    grip = await world.add(
+        TindeqProgressor(peak_kg=50.0, rest_s=0.5, bias_kg=0.0, noise_kg=0.0, speed=5.0)
+    )
+    grip.start_session_drop(0.12, recovery_tau_s=math.inf)
+    assert grip.peak_at(grip.now()) == pytest.approx(44.0)
+    payloads: list[bytes] = []
+    device = await find(world, "Progressor_EMU")
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(uuids.TINDEQ_DATA, lambda _c, d: payloads.append(bytes(d)))
+        await client.write_gatt_char(
+            uuids.TINDEQ_CONTROL, tindeq.encode_command(TindeqCommand.START_WEIGHT), True
+        )
+        await asyncio.sleep(1.0)  # 5 emulated s: one rest + squeeze cycle (4.2 s)
+    forces = [
+        s.force_kg
+        for p in payloads
+        if isinstance(record := tindeq.decode(p), TindeqWeight)
+        for s in record.samples
+    ]
+    assert max(forces) == pytest.approx(44.0, abs=0.01)
