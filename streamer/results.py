@@ -229,6 +229,26 @@ def live_result(
     return Result(kind, athlete, sample.t_ns, fields, device)
 
 
+#: Names the processors' ``Alert`` uses → names of the alert object in SCHEMA.md.
+_ALERT_RENAMES: Final = {"rule_id": "rule", "raised_at_ns": "raised_ts_ns",
+                         "cleared_at_ns": "cleared_ts_ns"}
+# Already in the payload header (or meaningless inside it).
+_ALERT_DROPPED: Final = frozenset({"schema", "athlete"})
+
+
+def alert_json(alert: object) -> dict[str, JsonValue]:
+    """One alert as the SCHEMA.md object ``{rule, severity, state, message, advice,
+    evidence, source, raised_ts_ns, cleared_ts_ns}``.
+
+    Accepts a ``processors.alerts.Alert`` (``rule_id``/``raised_at_ns``/``cleared_at_ns``
+    are renamed), its ``to_dict()``, or a mapping already in schema form.
+    """
+    value = to_jsonable(alert)
+    if not isinstance(value, dict):
+        raise TypeError(f"an alert must be a record or a mapping, got {type(alert).__name__}")
+    return {_ALERT_RENAMES.get(k, k): v for k, v in value.items() if k not in _ALERT_DROPPED}
+
+
 def alert_result(
     athlete: str,
     event: object,
@@ -239,15 +259,12 @@ def alert_result(
 ) -> Result:
     """The ``alerts`` envelope: the event that changed the book and every open alert.
 
-    ``event`` and each of ``active`` are alert records (dataclasses) or mappings with
-    ``rule, severity, state ("raised"|"cleared"), message, advice, evidence, source,
-    raised_ts_ns, cleared_ts_ns``. The time defaults to the event's ``cleared_ts_ns`` when
-    cleared, else its ``raised_ts_ns``.
+    ``event`` and each of ``active`` are alerts as :func:`alert_json` takes them. The
+    time defaults to the event's ``cleared_ts_ns`` when cleared, else its
+    ``raised_ts_ns``.
     """
-    event_json = to_jsonable(event)
-    if not isinstance(event_json, dict):
-        raise TypeError(f"an alert event must be a record or a mapping, got {type(event)}")
-    active_json = [to_jsonable(a) for a in active]
+    event_json = alert_json(event)
+    active_json: list[JsonValue] = [alert_json(a) for a in active]
     when = ts_ns
     if when is None:
         key = "cleared_ts_ns" if event_json.get("state") == "cleared" else "raised_ts_ns"

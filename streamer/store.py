@@ -441,6 +441,26 @@ class Store:
             )
         return seq
 
+    def mqtt_enqueue_many(
+        self, items: Sequence[tuple[str, Callable[[int], bytes], int, bool]]
+    ) -> list[int]:
+        """Append ``(topic, render, qos, retain)`` messages in one transaction, in order.
+
+        Like :meth:`mqtt_enqueue` for each item; all or none are queued. Returns the seqs.
+        """
+        now = time.time_ns()
+        seqs: list[int] = []
+        with self._tx() as db:
+            for topic, render, qos, retain in items:
+                seq = self._reserve(db, topic, 1)
+                db.execute(
+                    "INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_ns) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (topic, render(seq), qos, int(retain), now),
+                )
+                seqs.append(seq)
+        return seqs
+
     def mqtt_peek(self, limit: int = 100, after_id: int = 0) -> list[MqttMessage]:
         """The oldest ``limit`` outbox messages with ``id > after_id``, in insertion order."""
         rows = self._query(

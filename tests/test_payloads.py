@@ -185,3 +185,19 @@ def test_payload_build_rejects_negative_seq() -> None:
 def test_decode_refuses_other_schemas() -> None:
     with pytest.raises(ValueError, match="schema"):
         decode_payload(b'{"schema": 2}')
+
+
+def test_processors_alert_is_published_in_schema_form() -> None:
+    from processors.alerts import Alert, AlertState, Severity
+
+    alert = Alert("rhr_creep", Severity.PULL_BACK, "alice", "RHR up 6 bpm", {"delta_bpm": 6.0},
+                  "cut 40%", "RULES.md", raised_at_ns=10, state=AlertState.CLEARED,
+                  cleared_at_ns=20)
+    r = alert_result("alice", alert, [])
+    assert r.ts_ns == 20
+    assert dict(r.fields)["event"] == {
+        "rule": "rhr_creep", "severity": "pull_back", "state": "cleared",
+        "message": "RHR up 6 bpm", "evidence": {"delta_bpm": 6.0}, "advice": "cut 40%",
+        "source": "RULES.md", "raised_ts_ns": 10, "cleared_ts_ns": 20,
+    }
+    assert alert_result("alice", alert.to_dict(), []).fields["event"] == r.fields["event"]

@@ -157,3 +157,15 @@ def test_second_process_sees_committed_rows(tmp_path: Path) -> None:
     with Store(path) as writer, Store(path) as reader:
         writer.influx_enqueue(["m f=1 1"])
         assert reader.influx_depth() == 1
+
+
+def test_enqueue_many_is_all_or_nothing(store: Store) -> None:
+    def bad(seq: int) -> bytes:
+        raise ValueError("cannot render")
+
+    assert store.mqtt_enqueue_many([("a", lambda n: b"1", 1, False),
+                                    ("a", lambda n: b"2", 1, True)]) == [1, 2]
+    with pytest.raises(ValueError, match="render"):
+        store.mqtt_enqueue_many([("a", lambda n: b"3", 1, False), ("b", bad, 1, False)])
+    assert [m.payload for m in store.mqtt_peek()] == [b"1", b"2"]
+    assert store.last_seq("a") == 2

@@ -1,0 +1,116 @@
+"""Home Assistant MQTT discovery: the config messages that make sensors appear in HA.
+
+For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<key>/config``
+(retained, QoS 1), one HA device "Redox <name>" with:
+
+* sensors: heart rate (``hr_bpm`` of the strap's live topic; unavailable after 2 min
+  without data), morning lnRMSSD and resting HR (``morning``), SmO2 recovery time (the
+  session ``recovery_s`` of ``oxygenation``, s), last grip drop (``drop_pct`` of ``grip``,
+  %), readiness (``state`` of ``status``);
+* one binary sensor (device class ``problem``) per alert rule that asks for action
+  (severity warning or pull-back): ON while the rule is in the ``active`` list of the
+  retained ``alerts`` topic.
+
+Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
+entities go unavailable when the streamer dies. The publisher re-sends these configs when
+``homeassistant/status`` says ``online`` (HA restarted).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from devices.kinds import DeviceKind
+from processors.alerts import Severity
+from processors.rules import CATALOGUE
+from streamer import __version__
+from streamer.config import AthleteConfig
+from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE
+from streamer.results import Kind
+from streamer.topics import Topics, slug
+
+#: Rules with a binary sensor: those whose alert asks for action.
+ACTION_RULES: Final = tuple(
+    r for r, spec in CATALOGUE.items() if spec.severity is not Severity.INFO
+)
+LIVE_EXPIRE_S: Final = 120
+
+
+def _entity(topics: Topics, athlete: AthleteConfig, key: str, name: str,
+            state_topic: str, value_template: str, **extra: Any) -> dict[str, Any]:
+    node = f"redox_{slug(athlete.id)}"
+    return {
+        "name": name,
+        "unique_id": f"{node}_{key}",
+        "object_id": f"{node}_{key}",
+        "state_topic": state_topic,
+        "value_template": value_template,
+        "availability": [{
+            "topic": topics.bridge_state,
+            "payload_available": BRIDGE_ONLINE.decode(),
+            "payload_not_available": BRIDGE_OFFLINE.decode(),
+        }],
+        "device": {
+            "identifiers": [node],
+            "name": f"Redox {athlete.name}",
+            "manufacturer": "redox-streamer",
+            "model": "recovery signals",
+            "sw_version": __version__,
+        },
+        **extra,
+    }
+
+
+def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(config topic, config object) of every entity of ``athlete``."""
+    node = f"redox_{slug(athlete.id)}"
+    morning = topics.athlete(athlete.id, Kind.MORNING)
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def sensor(key: str, *args: str, **extra: Any) -> None:
+        out.append((topics.ha_config("sensor", node, key),
+                    _entity(topics, athlete, key, *args, **extra)))
+
+    strap = athlete.device(DeviceKind.STRAP)
+    if strap is not None:
+        sensor("hr", "Heart rate", topics.live(athlete.id, strap.id),
+               "{{ value_json.hr_bpm }}", unit_of_measurement="bpm",
+               state_class="measurement", icon="mdi:heart-pulse", expire_after=LIVE_EXPIRE_S)
+    sensor("ln_rmssd", "Morning lnRMSSD", morning, "{{ value_json.ln_rmssd }}",
+           state_class="measurement", icon="mdi:heart-flash", suggested_display_precision=2)
+    sensor("resting_hr", "Resting heart rate", morning, "{{ value_json.resting_hr_bpm }}",
+           unit_of_measurement="bpm", state_class="measurement", icon="mdi:heart")
+    # The oxygenation topic carries per-effort and per-session results: keep the last
+    # session value when an effort message arrives.
+    smo2_entity = f"sensor.{node}_smo2_recovery"
+    sensor("smo2_recovery", "SmO2 recovery time", topics.athlete(athlete.id, Kind.OXYGENATION),
+           "{{ value_json.recovery_s if value_json.scope == 'session' "
+           f"else states('{smo2_entity}') }}}}",
+           unit_of_measurement="s", device_class="duration", state_class="measurement")
+    sensor("grip_drop", "Last grip drop", topics.athlete(athlete.id, Kind.GRIP),
+           "{{ value_json.drop_pct }}", unit_of_measurement="%", state_class="measurement",
+           icon="mdi:hand-back-right")
+    sensor("readiness", "Readiness", topics.athlete(athlete.id, Kind.STATUS),
+           "{{ value_json.state }}", icon="mdi:run")
+    alerts = topics.athlete(athlete.id, Kind.ALERTS)
+    for rule in ACTION_RULES:
+        template = ("{{ 'ON' if (value_json.active | selectattr('rule', 'equalto', "
+                    f"'{rule}') | list | count) > 0 else 'OFF' }}}}")
+        out.append((
+            topics.ha_config("binary_sensor", node, rule),
+            _entity(topics, athlete, rule, CATALOGUE[rule].title, alerts, template,
+                    device_class="problem", payload_on="ON", payload_off="OFF"),
+        ))
+    return out
+
+
+def discovery_messages(topics: Topics, athletes: Sequence[AthleteConfig]
+                       ) -> list[tuple[str, bytes]]:
+    """(topic, JSON payload) of every discovery config, to publish retained with QoS 1."""
+    return [
+        (topic, json.dumps(config, separators=(",", ":")).encode())
+        for athlete in athletes
+        for topic, config in discovery_configs(topics, athlete)
+    ]

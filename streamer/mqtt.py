@@ -1,0 +1,357 @@
+"""The MQTT publisher: an application outbox in SQLite in front of aiomqtt.
+
+aiomqtt has no offline queue, so QoS 1 messages (results, alerts, state) are first written
+to the store's MQTT outbox by :meth:`MqttPublisher.accept`, and a message leaves the
+outbox only after ``publish()`` returned — the broker acknowledged it (PUBACK). Nothing
+is lost across broker restarts or a crash of this process; a message whose PUBACK was lost
+is sent again (at-least-once), and consumers drop duplicates by the payload's per-topic
+``seq`` (:mod:`streamer.payloads`). Messages are sent in outbox order over one connection,
+so each topic's messages arrive in order.
+
+Connections: a fresh ``aiomqtt.Client`` per connection (re-using one across reconnects
+misbehaves), with exponential back-off and jitter between attempts, and a publish timeout
+of a few seconds (``publish()`` otherwise waits for a PUBACK on a dead link). On connect
+the publisher says ``online`` (retained) on ``<base>/bridge/state``; its Last Will says
+``offline`` there when the connection dies, and :meth:`MqttPublisher.drain` says it at a
+clean shutdown. Optionally it publishes Home Assistant discovery configs
+(:mod:`streamer.ha_discovery`) and re-sends them whenever ``homeassistant/status`` says
+``online``.
+
+Live samples (QoS 0) never touch the outbox: :meth:`MqttPublisher.send_live` publishes
+them on the current connection, or fails at once when there is none (the pipeline counts
+them as shed). Passwords are handed to the client library only, never logged.
+
+The publisher implements the pipeline's ``Sink`` protocol (:mod:`streamer.pipeline`):
+``accept``, ``run``, ``send_live``, ``drain``, ``status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any, Final
+
+import aiomqtt
+
+from streamer.backoff import Backoff
+from streamer.config import AthleteConfig, MqttConfig
+from streamer.ha_discovery import discovery_messages
+from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
+from streamer.results import Result
+from streamer.store import MqttMessage, Store
+from streamer.topics import Topics
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+OUTBOX_BATCH: Final = 100
+"""Outbox messages put in flight together (sent in order on one connection)."""
+LIVE_SEQ_BLOCK: Final = 1000
+"""Sequence numbers reserved at once for a live topic (one store write per block)."""
+CONNECT_TIMEOUT_S: Final = 10.0
+"""Longest wait for TCP + TLS + CONNACK before trying again."""
+
+
+class MqttNotConnected(ConnectionError):
+    """No broker connection right now (live samples are not queued: they are shed)."""
+
+
+@dataclass
+class MqttStatus:
+    """Counters for the live view (:meth:`MqttPublisher.status` returns them as a dict)."""
+
+    broker: str
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    published: int = 0  # QoS 1 outbox messages acknowledged by the broker
+    live_published: int = 0
+    live_dropped: int = 0  # live samples offered while disconnected or failed
+    outbox_depth: int = 0
+    ha_configs_sent: int = 0
+    last_error: str | None = None
+    connected_since_ns: int | None = None
+
+
+class MqttPublisher:
+    """Publishes results to an MQTT broker through the store's outbox.
+
+    Args:
+        config: broker address, credentials, TLS, base topic, protocol, HA discovery.
+        store: the SQLite store holding the outbox and the sequence numbers.
+        athletes: configured athletes (for Home Assistant discovery).
+        name: the sink's name in the pipeline's status.
+        backoff: delays between connection attempts (default from ``config``).
+        outbox_batch: outbox messages in flight at once.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        store: Store,
+        *,
+        athletes: Sequence[AthleteConfig] = (),
+        name: str = "mqtt",
+        backoff: Backoff | None = None,
+        outbox_batch: int = OUTBOX_BATCH,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.store = store
+        self.topics = Topics(config.base_topic, config.ha_prefix)
+        self.athletes = tuple(athletes)
+        self._backoff = backoff or Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._batch = outbox_batch
+        self._status = MqttStatus(broker=config.url, outbox_depth=store.mqtt_depth())
+        self._client: aiomqtt.Client | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the outbox is empty and connected
+        self._closing = False
+        self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
+        self._tls: ssl.SSLContext | None = None
+        self._client_id = config.client_id or f"redox-streamer-{socket.gethostname()}"
+
+    # --- Sink protocol ----------------------------------------------------------------------
+
+    def accept(self, results: Sequence[Result]) -> None:
+        """Queue durable results in the outbox (one SQLite transaction) and wake the sender.
+
+        Each message is numbered (``seq``) in the same transaction. Live results are
+        refused: they go through :meth:`send_live`.
+        """
+        live = [r.kind.value for r in results if r.kind.is_live]
+        if live:
+            raise ValueError(f"live results {live} go through send_live, not the outbox")
+        if not results:
+            return
+        items = [(self.topics.for_result(r), partial(encode_payload, r), r.qos, r.retain)
+                 for r in results]
+        self.store.mqtt_enqueue_many(items)
+        self._status.outbox_depth += len(items)
+        self._idle.clear()
+        self._wake.set()
+
+    async def send_live(self, batch: Sequence[Result]) -> None:
+        """Publish live samples with QoS 0 on the current connection.
+
+        Raises :class:`MqttNotConnected` at once when there is none, and the client's
+        error when the connection fails meanwhile; nothing is retried (QoS 0).
+        """
+        client = self._client
+        if client is None:
+            self._status.live_dropped += len(batch)
+            raise MqttNotConnected(f"not connected to {self.config.url}")
+        sends = []
+        for result in batch:
+            topic = self.topics.for_result(result)
+            payload = encode_payload(result, self._next_live_seq(topic))
+            sends.append(client.publish(topic, payload, qos=result.qos, retain=False,
+                                        timeout=self.config.publish_timeout_s))
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        self._status.live_published += len(outcomes) - len(failed)
+        self._status.live_dropped += len(failed)
+        if failed:
+            raise failed[0]
+
+    async def run(self) -> None:
+        """Connect, deliver the outbox, reconnect with back-off; until cancelled or drained."""
+        attempt = 0
+        while not self._stop_requested():
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                self._note_disconnect(exc)
+            if self._stop_requested():
+                break
+            if self._status.connected_since_ns is not None:
+                attempt = 0  # the last attempt connected: start the back-off again
+            self._status.connected_since_ns = None
+            delay = self._backoff.delay(attempt)
+            attempt += 1
+            _LOGGER.info("MQTT %s: reconnecting in %.1f s", self.config.url, delay)
+            await asyncio.sleep(delay)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Deliver the outbox for up to ``timeout_s``, say ``offline``, stop; returns how
+        many messages stay in the outbox for the next start."""
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout_s - 0.5)):
+                while self._status.outbox_depth > 0:
+                    self._idle.clear()
+                    await self._idle.wait()
+        self._closing = True
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+                remaining = max(0.1, deadline - time.monotonic())
+                await client.publish(self.topics.bridge_state, BRIDGE_OFFLINE, qos=1,
+                                     retain=True, timeout=min(remaining, 2.0))
+        self._wake.set()  # let the sender notice the close
+        return self._status.outbox_depth
+
+    def status(self) -> dict[str, Any]:
+        """The counters (:class:`MqttStatus`) as a dict."""
+        return asdict(self._status)
+
+    # --- connection ---------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`drain` has run: the publisher is shutting down."""
+        return self._closing
+
+    def _stop_requested(self) -> bool:
+        # A method, not the attribute: drain() flips it while run() awaits.
+        return self._closing
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker connection is up."""
+        return self._client is not None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        if self._tls is None:
+            c = self.config
+            context = ssl.create_default_context(
+                cafile=str(c.ca_file) if c.ca_file else None)
+            if c.cert_file:
+                context.load_cert_chain(str(c.cert_file), str(c.key_file) if c.key_file else None)
+            if c.tls_insecure:
+                # Host-name checks off; the chain is still verified against the CA.
+                context.check_hostname = False
+            self._tls = context
+        return self._tls
+
+    def _make_client(self, tls: ssl.SSLContext | None) -> aiomqtt.Client:
+        c = self.config
+        v5 = c.protocol == "5"
+        client = aiomqtt.Client(
+            c.host,
+            c.port,
+            username=c.username,
+            password=c.password.reveal() if c.password else None,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(self.topics.bridge_state, BRIDGE_OFFLINE, qos=1, retain=True),
+            clean_session=None if v5 else True,
+            timeout=c.publish_timeout_s,
+            keepalive=c.keepalive_s,
+            tls_context=tls,
+            logger=_LOGGER,
+        )
+        # A full outbox batch in flight is normal here, not a leak worth a warning.
+        client.pending_calls_threshold = self._batch + 50
+        return client
+
+    async def _session(self) -> None:
+        """One connection: say online, send HA configs, deliver the outbox until it fails."""
+        tls = await asyncio.to_thread(self._tls_context)  # reads certificate files
+        client = self._make_client(tls)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await client.__aenter__()
+        try:
+            self._client = client
+            self._status.connected = True
+            self._status.connects += 1
+            self._status.connected_since_ns = time.time_ns()
+            _LOGGER.info("MQTT connected to %s as %s", self.config.url, self._client_id)
+            await client.publish(self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True)
+            tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
+            if self.config.ha_discovery and self.athletes:
+                await client.subscribe(self.topics.ha_status, qos=1)
+                await self._send_discovery(client)
+                tasks.append(asyncio.create_task(self._watch_ha(client), name="mqtt ha"))
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raise the failure that ended the session
+        finally:
+            self._client = None
+            self._status.connected = False
+            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await client.__aexit__(None, None, None)
+
+    def _note_disconnect(self, exc: BaseException) -> None:
+        self._status.disconnects += 1
+        # The message of a connection error never holds the password (paho/aiomqtt
+        # report codes and socket errors), but keep it short for the live view.
+        self._status.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        _LOGGER.warning("MQTT %s: connection lost or refused (%s)", self.config.url,
+                        self._status.last_error)
+
+    # --- delivery ---------------------------------------------------------------------------
+
+    async def _send_outbox(self, client: aiomqtt.Client) -> None:
+        """Send the outbox in order; acknowledge the prefix that the broker acknowledged."""
+        while not self._closing:
+            self._wake.clear()
+            batch = await asyncio.to_thread(self.store.mqtt_peek, self._batch)
+            if not batch:
+                self._status.outbox_depth = 0
+                self._idle.set()
+                await self._wake.wait()
+                continue
+            outcomes = await asyncio.gather(
+                *(self._publish(client, m) for m in batch), return_exceptions=True)
+            acked = 0
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    break
+                acked += 1
+            if acked:
+                # Only a prefix: a later message must never leave before an earlier one.
+                await asyncio.to_thread(self.store.mqtt_ack, batch[acked - 1].id)
+                self._status.published += acked
+                self._status.outbox_depth = max(0, self._status.outbox_depth - acked)
+            if acked < len(outcomes):
+                failure = outcomes[acked]
+                assert isinstance(failure, BaseException)
+                if isinstance(failure, asyncio.CancelledError):
+                    raise failure
+                raise aiomqtt.MqttError(f"publish failed: {failure}") from failure
+
+    async def _publish(self, client: aiomqtt.Client, message: MqttMessage) -> None:
+        await client.publish(message.topic, message.payload, qos=message.qos,
+                             retain=message.retain, timeout=self.config.publish_timeout_s)
+
+    def _next_live_seq(self, topic: str) -> int:
+        nxt, end = self._live_seq.get(topic, (0, 0))
+        if nxt >= end:
+            nxt = self.store.reserve_seq(topic, LIVE_SEQ_BLOCK)
+            end = nxt + LIVE_SEQ_BLOCK
+        self._live_seq[topic] = (nxt + 1, end)
+        return nxt
+
+    async def _send_discovery(self, client: aiomqtt.Client) -> None:
+        messages = discovery_messages(self.topics, self.athletes)
+        await asyncio.gather(*(
+            client.publish(topic, payload, qos=1, retain=True,
+                           timeout=self.config.publish_timeout_s)
+            for topic, payload in messages
+        ))
+        self._status.ha_configs_sent += len(messages)
+
+    async def _watch_ha(self, client: aiomqtt.Client) -> None:
+        """Re-send discovery configs when Home Assistant (re)starts."""
+        async for message in client.messages:
+            if message.topic.matches(self.topics.ha_status) and message.payload in (
+                    b"online", "online"):
+                _LOGGER.info("Home Assistant is online: re-sending discovery configs")
+                await self._send_discovery(client)

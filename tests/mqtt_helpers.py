@@ -1,0 +1,109 @@
+"""Test helpers for MQTT: a persistent subscriber that survives broker restarts, and
+checks of per-topic order with duplicates allowed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    def json(self) -> dict[str, object]:
+        obj = json.loads(self.payload)
+        assert isinstance(obj, dict)
+        return obj
+
+
+@dataclass
+class Subscriber:
+    """Subscribes ``topic`` with QoS 1 on a persistent session (clean_session False) and
+    reconnects forever, so that the broker keeps what it could not deliver meanwhile."""
+
+    host: str
+    port: int
+    topic: str = "redox/#"
+    client_id: str = "test-subscriber"
+    persistent: bool = True
+    received: list[Received] = field(default_factory=list)
+    connects: int = 0
+    _task: asyncio.Task[None] | None = None
+    _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, timeout_s: float = 10.0) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        async with asyncio.timeout(timeout_s):
+            await self._subscribed.wait()
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier=self.client_id,
+                    clean_session=not self.persistent, timeout=3, keepalive=5,
+                ) as client:
+                    self.connects += 1
+                    await client.subscribe(self.topic, qos=1)
+                    self._subscribed.set()
+                    async for m in client.messages:
+                        payload = m.payload if isinstance(m.payload, bytes) else str(
+                            m.payload).encode()
+                        self.received.append(Received(str(m.topic), payload, m.retain, m.qos))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)
+
+    def on(self, topic: str) -> list[Received]:
+        return [r for r in self.received if r.topic == topic]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 15.0,
+                       what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; got "
+                                     f"{len(self.received)} messages")
+            await asyncio.sleep(0.02)
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 10.0,
+                     what: str = "condition") -> None:
+    """Poll ``condition`` every 20 ms until it is true; AssertionError after ``timeout_s``."""
+    for _ in range(max(1, int(timeout_s / 0.02))):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def first_arrivals(messages: Sequence[Received]) -> tuple[list[int], int]:
+    """Sequence numbers in order of first arrival, and how many duplicates were dropped."""
+    seen: set[int] = set()
+    order: list[int] = []
+    duplicates = 0
+    for m in messages:
+        seq = m.json()["seq"]
+        assert isinstance(seq, int)
+        if seq in seen:
+            duplicates += 1
+            continue
+        seen.add(seq)
+        order.append(seq)
+    return order, duplicates
