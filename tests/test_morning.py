@@ -23,7 +23,8 @@ def resting(duration_s: float = 420.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = int(duration_s)  # ~1 beat a second
     k = np.arange(n)
-    return 1000.0 + 40.0 * np.sin(2 * np.pi * k / 5.0) + rng.normal(0.0, 8.0, n)
+    out: np.ndarray = 1000.0 + 40.0 * np.sin(2 * np.pi * k / 5.0) + rng.normal(0.0, 8.0, n)
+    return out
 
 
 def test_polar_h10_reading_with_frequent_premature_beats_is_rejected(shared_data: Path) -> None:

@@ -32,7 +32,8 @@ def sinus(n: int = 300, seed: int = 0) -> np.ndarray:
     """Resting sinus rhythm: ~1000 ms with respiratory modulation and a little noise."""
     rng = np.random.default_rng(seed)
     k = np.arange(n)
-    return 1000.0 + 40.0 * np.sin(2 * np.pi * k / 5.0) + rng.normal(0.0, 8.0, n)
+    out: np.ndarray = 1000.0 + 40.0 * np.sin(2 * np.pi * k / 5.0) + rng.normal(0.0, 8.0, n)
+    return out
 
 
 def test_polar_h10_premature_beats_reading_is_rejected_with_reason(shared_data: Path) -> None:
