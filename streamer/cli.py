@@ -18,10 +18,12 @@ from streamer.errors import CliError
 # Order here is the order in `--help`.
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep the demo first
+    "demo",
     "scan",
     "decode",
     "analyze",
     "config",
+    "notify",
 )
 
 DESCRIPTION = """\

@@ -15,6 +15,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.shipped_mosquitto import SHIPPED_CONF, ShippedBroker, render_shipped_conf
 
@@ -106,7 +107,7 @@ def _publish_v5_qos1(broker: ShippedBroker, user: str, topic: str) -> int:
     codes: list[int] = []
 
     def on_publish(client: paho.Client, userdata: object, mid: int,
-                   reason_code: paho.ReasonCode, properties: object) -> None:
+                   reason_code: ReasonCode, properties: object) -> None:
         codes.append(reason_code.value)
         done.set()
 
@@ -164,7 +165,7 @@ async def test_persistent_subscriber_gets_more_than_the_default_1000_queued_mess
     async with connect(shipped_mosquitto, "redox-notify", identifier="notify-q",
                        clean=False) as sub:
         while len(received) < n:
-            received.append(int((await next_message(sub)).payload))  # type: ignore[arg-type]
+            received.append(int((await next_message(sub)).payload))
     assert received == list(range(n))
 
 

@@ -1,0 +1,395 @@
+"""Turn alerts on MQTT into notifications, once per alert.
+
+The streamer publishes ``<base>/<athlete>/alerts`` (QoS 1, retained; see docs/topics.md):
+``{"schema":1, "seq", "ts_ns", "athlete", "active":[alert...], "event":alert}`` where an
+alert is ``{rule, severity, state, message, advice, evidence, source, raised_ts_ns,
+cleared_ts_ns}``. The notifier subscribes with a persistent session, so alerts raised while
+it was away are queued by the broker, and:
+
+* notifies the ``event`` when it is ``raised`` (and, if asked, when it is ``cleared``);
+* also notifies any ``active`` alert it has not delivered yet — so an alert missed while
+  the session was gone (expired, broker wiped) is caught up from the retained message;
+* delivers each alert ONCE per channel: the key ``athlete | rule | raised_ts_ns | state``
+  is kept in a small JSON state file after a successful delivery, so neither MQTT's
+  at-least-once redelivery, nor the retained copy re-sent on every (re)subscribe, nor a
+  restart of the notifier notifies twice. A delivery that failed is not recorded and is
+  tried again the next time the alert is seen (the next message for that athlete, or the
+  retained copy after a reconnect).
+
+Channels (desktop, command, webhook) are in :mod:`streamer.notify_channels`; the CLI is
+``redox-streamer notify`` (:mod:`streamer.commands.notify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt import client as mqtt_client
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from streamer.config import MqttConfig
+from streamer.payloads import decode_payload
+from streamer.results import JsonValue
+
+if TYPE_CHECKING:
+    from streamer.notify_channels import Channel
+
+_LOGGER = logging.getLogger(__name__)
+
+STATE_SCHEMA: Final = 1
+MAX_REMEMBERED: Final = 5000
+"""Delivered-alert keys kept in the state file (oldest forgotten first); a few per day."""
+RECONNECT_DELAYS_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Back-off between reconnect attempts to the broker (the last value repeats)."""
+MQTT_TIMEOUT_S: Final = 10.0
+SESSION_EXPIRY_S: Final = 14 * 24 * 3600
+"""MQTT 5 session expiry: as long as the shipped broker keeps a persistent session (14 d)."""
+#: CONNACK codes that retrying cannot fix (3.1.1: bad credentials / not authorised;
+#: MQTT 5: bad user name or password / not authorised).
+_AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
+_SEVERITY_LABEL: Final = {"pull_back": "pull back", "warning": "warning", "info": "info"}
+
+
+class NotifyError(Exception):
+    """The notifier cannot run (refused credentials, bad state file); says what to do."""
+
+
+def _int_or_none(value: JsonValue) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _text(value: JsonValue) -> str:
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertNotice:
+    """One alert transition as read from an ``alerts`` message (times in ns since epoch)."""
+
+    athlete: str
+    rule: str
+    severity: str
+    state: str
+    message: str
+    advice: str
+    source: str
+    raised_ts_ns: int | None
+    cleared_ts_ns: int | None
+    evidence: dict[str, JsonValue] = field(default_factory=dict)
+    topic: str = ""
+
+    @classmethod
+    def from_alert(cls, athlete: str, alert: dict[str, JsonValue], topic: str) -> AlertNotice:
+        """Parse one alert object; ``ValueError`` if it has no rule or no valid state.
+
+        Accepts ``raised_ts_ns``/``cleared_ts_ns`` (SCHEMA.md) and the processors'
+        record names ``raised_at_ns``/``cleared_at_ns``.
+        """
+        rule = alert.get("rule")
+        state = alert.get("state")
+        if not isinstance(rule, str) or not rule:
+            raise ValueError(f"alert without a rule id: {alert!r}")
+        if state not in ("raised", "cleared"):
+            raise ValueError(f"alert {rule} has state {state!r}, expected raised/cleared")
+        evidence = alert.get("evidence")
+        raised = alert.get("raised_ts_ns", alert.get("raised_at_ns"))
+        cleared = alert.get("cleared_ts_ns", alert.get("cleared_at_ns"))
+        return cls(
+            athlete=athlete, rule=rule, severity=_text(alert.get("severity")) or "warning",
+            state=state, message=_text(alert.get("message")), advice=_text(alert.get("advice")),
+            source=_text(alert.get("source")), raised_ts_ns=_int_or_none(raised),
+            cleared_ts_ns=_int_or_none(cleared),
+            evidence=evidence if isinstance(evidence, dict) else {}, topic=topic,
+        )
+
+    @property
+    def key(self) -> str:
+        """What makes this notification unique: athlete, rule, raise time, state."""
+        return f"{self.athlete}|{self.rule}|{self.raised_ts_ns}|{self.state}"
+
+    @property
+    def title(self) -> str:
+        """One line: ``ann: rhr_creep (pull back)`` or ``ann: rhr_creep cleared``."""
+        if self.state == "cleared":
+            return f"{self.athlete}: {self.rule} cleared"
+        return f"{self.athlete}: {self.rule} ({_SEVERITY_LABEL.get(self.severity, self.severity)})"
+
+    @property
+    def body(self) -> str:
+        """Plain text: the message, then the advice (raised) or that it cleared."""
+        if self.state == "cleared":
+            return f"Cleared: {self.message}".strip()
+        return f"{self.message}\n\n{self.advice}".strip()
+
+    def as_json(self) -> dict[str, JsonValue]:
+        """The notice as JSON data (what ``--exec`` commands get on stdin)."""
+        return {
+            "athlete": self.athlete, "rule": self.rule, "severity": self.severity,
+            "state": self.state, "title": self.title, "message": self.message,
+            "advice": self.advice, "source": self.source, "evidence": self.evidence,
+            "raised_ts_ns": self.raised_ts_ns, "cleared_ts_ns": self.cleared_ts_ns,
+            "topic": self.topic,
+        }
+
+
+def alerts_in_message(topic: str, payload: bytes | str) -> list[AlertNotice]:
+    """The alerts an ``alerts`` message tells about: its event first, then the open ones.
+
+    ``ValueError`` if the payload is not a schema-1 alerts object. Malformed alert entries
+    are skipped with a warning (one bad entry must not hide the others).
+    """
+    obj = decode_payload(payload)
+    athlete = obj.get("athlete")
+    if not isinstance(athlete, str) or not athlete:
+        parts = topic.split("/")
+        athlete = parts[-2] if len(parts) >= 2 else ""
+    entries: list[JsonValue] = [obj.get("event")]
+    active = obj.get("active")
+    if isinstance(active, list):
+        entries.extend(active)
+    notices: dict[str, AlertNotice] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        try:
+            notice = AlertNotice.from_alert(athlete, entry, topic)
+        except ValueError as exc:
+            _LOGGER.warning("skipping a malformed alert on %s: %s", topic, exc)
+            continue
+        notices.setdefault(notice.key, notice)
+    return list(notices.values())
+
+
+class SeenStore:
+    """Delivered (channel, alert key) pairs, persisted in a small JSON file.
+
+    Written atomically (temporary file + rename) after every change, so a crash leaves
+    the old or the new file, never half of one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: dict[str, float] = {}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+                seen = data["seen"] if data.get("schema") == STATE_SCHEMA else None
+                if not isinstance(seen, dict):
+                    raise ValueError("no 'seen' object")
+                self._seen = {str(k): float(v) for k, v in seen.items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise NotifyError(
+                    f"notify state file {path} is unreadable ({exc}): delete it (alerts "
+                    "still open will then be notified once more) or pass another --state"
+                ) from exc
+
+    @staticmethod
+    def _id(channel: str, key: str) -> str:
+        return f"{channel}|{key}"
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        return self._id(*item) in self._seen
+
+    def add(self, channel: str, key: str) -> None:
+        """Record a delivery and save the file."""
+        self._seen[self._id(channel, key)] = time.time()
+        if len(self._seen) > MAX_REMEMBERED:
+            newest = sorted(self._seen.items(), key=lambda kv: kv[1])[-MAX_REMEMBERED:]
+            self._seen = dict(newest)
+        self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name, dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"schema": STATE_SCHEMA, "seen": self._seen}, f)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+@dataclass
+class NotifyStats:
+    """Counters since start: messages handled to the end, deliveries, failed deliveries, alerts
+    already delivered (skipped), messages that were not redox alerts."""
+
+    messages: int = 0
+    delivered: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+
+
+class Notifier:
+    """Decides which alerts to notify and hands them to every channel once."""
+
+    def __init__(self, channels: Sequence[Channel], seen: SeenStore, *,
+                 include_cleared: bool = False) -> None:
+        if not channels:
+            raise ValueError("a notifier needs at least one channel")
+        self.channels = list(channels)
+        self.seen = seen
+        self.include_cleared = include_cleared
+        self.stats = NotifyStats()
+
+    async def handle(self, topic: str, payload: bytes | str) -> list[tuple[str, AlertNotice]]:
+        """Notify what ``payload`` (an alerts message on ``topic``) holds that is new.
+
+        Returns the (channel name, notice) pairs delivered now.
+        """
+        from streamer.notify_channels import DeliveryError
+
+        try:
+            notices = alerts_in_message(topic, payload)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            self.stats.messages += 1
+            _LOGGER.warning("ignoring a message on %s that is not a redox alerts payload: %s",
+                            topic, exc)
+            return []
+        delivered: list[tuple[str, AlertNotice]] = []
+        for notice in notices:
+            if notice.state == "cleared" and not self.include_cleared:
+                continue
+            for channel in self.channels:
+                if (channel.name, notice.key) in self.seen:
+                    self.stats.duplicates += 1
+                    continue
+                try:
+                    await channel.send(notice)
+                except DeliveryError as exc:
+                    self.stats.failed += 1
+                    _LOGGER.error("%s: %s not delivered (will retry when seen again): %s",
+                                  channel.name, notice.title, exc)
+                    continue
+                self.seen.add(channel.name, notice.key)
+                self.stats.delivered += 1
+                delivered.append((channel.name, notice))
+                _LOGGER.info("%s: notified %s", channel.name, notice.title)
+        self.stats.messages += 1
+        return delivered
+
+
+def default_client_id(state_path: Path) -> str:
+    """A stable MQTT client id for a persistent session: one per host and state file.
+
+    Two notifiers with different state files on one host get different ids, so they do
+    not take each other's session over.
+    """
+    digest = hashlib.sha1(f"{socket.gethostname()}|{state_path.resolve()}".encode(),
+                          usedforsecurity=False).hexdigest()
+    return f"redox-notify-{digest[:8]}"
+
+
+def alerts_filter(base: str) -> str:
+    """The subscription: ``<base>/+/alerts``."""
+    return f"{base.strip('/')}/+/alerts"
+
+
+def tls_context(mqtt: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context for ``mqtt`` (CA file, client certificate), or None without TLS."""
+    if not mqtt.tls:
+        return None
+    context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
+    if mqtt.cert_file is not None:
+        context.load_cert_chain(str(mqtt.cert_file),
+                                str(mqtt.key_file) if mqtt.key_file else None)
+    if mqtt.tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _describe(mqtt: MqttConfig) -> str:
+    user = f" as {mqtt.username}" if mqtt.username else ""
+    return f"{mqtt.url}{user}"
+
+
+async def run_notifier(mqtt: MqttConfig, notifier: Notifier, *, client_id: str,
+                       subscribed: asyncio.Event | None = None) -> None:
+    """Subscribe to ``<base>/+/alerts`` and notify, reconnecting until cancelled.
+
+    A persistent session (clean session off, QoS 1) under ``client_id`` keeps alerts
+    raised while the notifier is away. ``subscribed`` is set once the subscription is
+    acknowledged (after each reconnect). Refused credentials raise :class:`NotifyError`
+    (retrying cannot fix them); other connection errors are retried with back-off.
+    """
+    topic_filter = alerts_filter(mqtt.base_topic)
+    context = tls_context(mqtt)
+    v5 = mqtt.protocol == "5"
+    attempt = 0
+    while True:
+        try:
+            async with aiomqtt.Client(
+                mqtt.host, mqtt.port, username=mqtt.username,
+                password=mqtt.password.reveal() if mqtt.password else None,
+                identifier=client_id, tls_context=context, timeout=MQTT_TIMEOUT_S,
+                protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+                clean_session=None if v5 else False,
+                clean_start=False if v5 else mqtt_client.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=_session_expiry() if v5 else None,
+                keepalive=mqtt.keepalive_s,
+            ) as client:
+                await client.subscribe(topic_filter, qos=1)
+                if subscribed is not None:
+                    subscribed.set()
+                _LOGGER.info("subscribed to %s on %s (client id %s)", topic_filter,
+                             _describe(mqtt), client_id)
+                attempt = 0
+                async for message in client.messages:
+                    await notifier.handle(message.topic.value, message.payload)
+        except MqttConnectError as exc:
+            if _reason_code(exc) in _AUTH_REFUSED:
+                raise NotifyError(
+                    f"{_describe(mqtt)} refused the login ({exc}): check --username/"
+                    "--password (or REDOX_MQTT_USERNAME/REDOX_MQTT_PASSWORD) and the broker's "
+                    "password file and ACL"
+                ) from exc
+            delay = _next_delay(attempt)
+            _LOGGER.warning("cannot connect to %s (%s); retrying in %g s",
+                            _describe(mqtt), exc, delay)
+        except aiomqtt.MqttError as exc:
+            delay = _next_delay(attempt)
+            _LOGGER.warning("connection to %s lost (%s); reconnecting in %g s",
+                            _describe(mqtt), exc, delay)
+        attempt += 1
+        await asyncio.sleep(delay)
+
+
+def _session_expiry() -> Properties:
+    """MQTT 5 CONNECT properties: keep the session (and its queue) for two weeks away."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    return props
+
+
+def _reason_code(exc: MqttConnectError) -> int:
+    """The CONNACK code as an int (paho gives a ``ReasonCode`` or a plain int)."""
+    rc = getattr(exc, "rc", 0)
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else 0
+
+
+def _next_delay(attempt: int) -> float:
+    return RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]
