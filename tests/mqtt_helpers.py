@@ -55,20 +55,30 @@ class Subscriber:
 
     async def _run(self) -> None:
         while True:
+            client = aiomqtt.Client(
+                self.host, self.port, identifier=self.client_id,
+                clean_session=not self.persistent, timeout=3, keepalive=5,
+            )
             try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id,
-                    clean_session=not self.persistent, timeout=3, keepalive=5,
-                ) as client:
+                async with client:
                     self.connects += 1
                     await client.subscribe(self.topic, qos=1)
                     self._subscribed.set()
                     async for m in client.messages:
-                        payload = m.payload if isinstance(m.payload, bytes) else str(
-                            m.payload).encode()
-                        self.received.append(Received(str(m.topic), payload, m.retain, m.qos))
+                        self._record(m)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.1)
+            finally:
+                # aiomqtt acknowledges (PUBACK) a message as soon as it enters the client's
+                # queue; the iterator stops at a disconnect even if messages are still
+                # queued, so read them here or they are lost for good.
+                queue = client._queue
+                while not queue.empty():
+                    self._record(queue.get_nowait())
+
+    def _record(self, m: aiomqtt.Message) -> None:
+        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+        self.received.append(Received(str(m.topic), payload, m.retain, m.qos))
 
     def on(self, topic: str) -> list[Received]:
         return [r for r in self.received if r.topic == topic]
@@ -81,6 +91,65 @@ class Subscriber:
                 raise AssertionError(f"timed out waiting for {what}; got "
                                      f"{len(self.received)} messages")
             await asyncio.sleep(0.02)
+
+
+@dataclass
+class ProcessSubscriber:
+    """``mosquitto_sub`` on a persistent session (``-c``, QoS 1) in its own process.
+
+    Used when the broker is SIGKILLed: a subscriber that shares the event loop with the
+    publisher may not have read what sits in its socket when the broker dies, and the
+    kernel discards that on the reset — a loss that would be the test's, not the
+    publisher's. mosquitto_sub reconnects by itself.
+    """
+
+    host: str
+    port: int
+    topic: str = "redox/#"
+    client_id: str = "test-process-subscriber"
+    received: list[Received] = field(default_factory=list)
+    _proc: asyncio.subprocess.Process | None = None
+    _reader: asyncio.Task[None] | None = None
+
+    async def start(self, binary: str = "mosquitto_sub") -> ProcessSubscriber:
+        self._proc = await asyncio.create_subprocess_exec(
+            binary, "-h", self.host, "-p", str(self.port), "-i", self.client_id, "-c",
+            "-q", "1", "-t", self.topic, "-F", "%r %q %t %p",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        # Subscribed once the broker has it: a probe on the topic comes back.
+        probe = self.topic.replace("#", "probe").replace("+", "probe")
+        for _ in range(100):
+            async with aiomqtt.Client(self.host, self.port) as client:
+                await client.publish(probe, b"{}", qos=1)
+            await asyncio.sleep(0.05)
+            if any(r.topic == probe for r in self.received):
+                return self
+        raise AssertionError("mosquitto_sub did not subscribe")
+
+    async def _read(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            retain, qos, topic, payload = raw.decode().rstrip("\n").split(" ", 3)
+            self.received.append(Received(topic, payload.encode(), retain == "1", int(qos)))
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    def on(self, topic: str) -> list[Received]:
+        return [r for r in self.received if r.topic == topic]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 15.0,
+                       what: str = "condition") -> None:
+        await eventually(predicate, timeout_s, what)
 
 
 async def eventually(condition: Callable[[], object], timeout_s: float = 10.0,

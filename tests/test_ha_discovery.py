@@ -1,0 +1,46 @@
+"""Home Assistant discovery configs: every entity available through the Last Will,
+unique ids, a binary sensor per actionable rule, templates that read our payloads."""
+
+from __future__ import annotations
+
+import json
+
+from devices.kinds import DeviceKind
+from processors.rules import CATALOGUE
+from streamer.config import AthleteConfig, DeviceConfig
+from streamer.ha_discovery import ACTION_RULES, discovery_messages
+from streamer.topics import Topics
+
+
+def _athletes() -> list[AthleteConfig]:
+    return [
+        AthleteConfig("alice", "Alice", devices=(DeviceConfig("chest", DeviceKind.STRAP,
+                                                              name="H10"),)),
+        AthleteConfig("bob", "Bob"),  # no strap: no heart-rate sensor
+    ]
+
+
+def test_every_entity_is_unique_and_tied_to_the_bridge_state() -> None:
+    messages = discovery_messages(Topics("club/redox"), _athletes())
+    configs = [json.loads(p) for _, p in messages]
+    assert len({c["unique_id"] for c in configs}) == len(configs)
+    for config in configs:
+        assert config["availability"][0]["topic"] == "club/redox/bridge/state"
+        assert config["state_topic"].startswith("club/redox/")
+
+
+def test_heart_rate_sensor_reads_the_strap_live_topic_only_when_there_is_a_strap() -> None:
+    topics = [t for t, _ in discovery_messages(Topics(), _athletes())]
+    assert "homeassistant/sensor/redox_alice/hr/config" in topics
+    assert "homeassistant/sensor/redox_bob/hr/config" not in topics
+    hr = dict(discovery_messages(Topics(), _athletes()))[
+        "homeassistant/sensor/redox_alice/hr/config"]
+    assert json.loads(hr)["state_topic"] == "redox/alice/chest/live"
+
+
+def test_one_binary_sensor_per_rule_that_asks_for_action() -> None:
+    assert set(ACTION_RULES) == {r for r, s in CATALOGUE.items() if s.severity.value != "info"}
+    assert "grip_signal" not in ACTION_RULES
+    topics = [t for t, _ in discovery_messages(Topics(), _athletes()[:1])]
+    assert sorted(t.split("/")[3] for t in topics if "/binary_sensor/" in t) == sorted(
+        ACTION_RULES)
