@@ -366,6 +366,7 @@ class Pipeline:
         self._sources: list[Source] = []
         self._source_state: dict[str, str] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._source_tasks: list[asyncio.Task[None]] = []
         self._work_group: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._running = False
@@ -383,7 +384,8 @@ class Pipeline:
         self._sources.append(source)
         self._source_state[source.name] = "idle"
         if self._work_group is not None:
-            self._work_group.create_task(self._run_source(source), name=f"source {source.name}")
+            self._source_tasks.append(self._work_group.create_task(
+                self._run_source(source), name=f"source {source.name}"))
 
     def ingest_for(self, athlete: str, device: str) -> Callable[[object], None]:
         """A non-blocking callback for a driver's ``sink=``: tags records and offers them."""
@@ -474,7 +476,7 @@ class Pipeline:
                 ]
                 async with asyncio.TaskGroup() as work_group:
                     self._work_group = work_group
-                    source_tasks = [
+                    self._source_tasks = [
                         work_group.create_task(self._run_source(s), name=f"source {s.name}")
                         for s in self._sources
                     ]
@@ -483,7 +485,7 @@ class Pipeline:
                     await self._stop.wait()
                     # Devices first: nothing new arrives while the inboxes are finished.
                     self._accepting = False
-                    for task in source_tasks:
+                    for task in self._source_tasks:
                         task.cancel()
                     for inbox in self._inboxes.values():
                         inbox.close()

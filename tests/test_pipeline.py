@@ -390,3 +390,27 @@ def test_every_record_is_processed_or_counted_and_no_stream_runs_across_a_shed(
 def test_inbox_and_lane_sizes_must_be_positive(size: int) -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
         Pipeline(lambda a: Recorder(a), None, inbox_size=size)
+
+
+async def test_a_source_added_while_running_is_cancelled_at_stop() -> None:
+    class Endless:
+        name = "endless"
+        cancelled = False
+
+        async def run(self) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+
+    pipeline = Pipeline(lambda a: Recorder(a), None)
+    task = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(0)
+    source = Endless()
+    pipeline.add_source(source)
+    await eventually(lambda: pipeline.status().sources["endless"] == "running")
+    pipeline.stop()
+    await asyncio.wait_for(task, 5)
+    assert source.cancelled
+    assert pipeline.status().sources["endless"] == "stopped"

@@ -1,0 +1,112 @@
+"""What the long-running commands (demo, run, replay, morning, grip-test) share.
+
+* :class:`SpeedClock` — emulated wall time for accelerated emulators: record timestamps,
+  effort timing and recovery times stay physiological while the demo runs X× faster;
+* :func:`emulated_athlete_devices` — an athlete's emulated strap, Moxy and power meter on an
+  :class:`~devices.emulated.world.EmulatedWorld`, with the production drivers attached;
+* :func:`run_for` — run a pipeline with its view until a duration passes or a signal stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devices.drivers import DeviceDriver, HeartRateDriver, MoxyDriver, PowerMeterDriver
+from devices.emulated import ChestStrap, EmulatedWorld, MoxySensor, PowerMeter
+from devices.emulated.signals import DEFAULT_SCHEDULE, RRParameters, SmO2Parameters
+from streamer.history import MOXY, POWER, STRAP
+from streamer.live_view import LiveView
+from streamer.pipeline import Pipeline
+
+
+class SpeedClock:
+    """Wall-clock nanoseconds that run ``speed`` times faster than real time from now."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.speed = speed
+        self._t0_ns = time.time_ns()
+        self._m0_ns = time.monotonic_ns()
+
+    def now_ns(self) -> int:
+        """Emulated time, ns since the epoch."""
+        return self._t0_ns + round((time.monotonic_ns() - self._m0_ns) * self.speed)
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatedDevice:
+    """An emulated peripheral, its device id (topic segment) and the driver reading it."""
+
+    device_id: str
+    peripheral: Any
+    driver: DeviceDriver
+
+
+async def emulated_athlete_devices(
+    world: EmulatedWorld,
+    pipeline: Pipeline,
+    athlete: str,
+    *,
+    index: int,
+    speed: float,
+    clock: SpeedClock,
+    smo2_recovery_tau_s: float = 25.0,
+) -> list[EmulatedDevice]:
+    """Put an athlete's strap, Moxy and power meter on ``world`` and drive them with the
+    production drivers (through bleak and the Bumble backend) into ``pipeline``."""
+    seed = 1000 + 10 * index
+    peripherals: list[tuple[str, Any, type[DeviceDriver]]] = [
+        (STRAP, ChestStrap(f"H10 {athlete}", speed=speed, seed=seed,
+                           rr_params=RRParameters(mean_hr_bpm=62.0 + 3 * index, rmssd_ms=45.0,
+                                                  ectopic_rate=0.003)), HeartRateDriver),
+        (MOXY, MoxySensor(f"Moxy {athlete}", speed=speed, seed=seed + 1,
+                          schedule=DEFAULT_SCHEDULE,
+                          params=SmO2Parameters(recovery_tau_s=smo2_recovery_tau_s)), MoxyDriver),
+        (POWER, PowerMeter(f"Power {athlete}", speed=speed, seed=seed + 2,
+                           schedule=DEFAULT_SCHEDULE), PowerMeterDriver),
+    ]
+    out = []
+    for device_id, peripheral, driver_cls in peripherals:
+        await world.add(peripheral)
+        driver = driver_cls(
+            peripheral.address,
+            name=f"{athlete}/{device_id}",
+            client_kwargs=world.client_kwargs,
+            scanner_kwargs=world.scanner_kwargs,
+            sink=pipeline.ingest_for(athlete, device_id),
+            clock_ns=clock.now_ns,
+        )
+        pipeline.add_source(driver)
+        out.append(EmulatedDevice(device_id, peripheral, driver))
+    return out
+
+
+async def run_for(pipeline: Pipeline, duration_s: float | None,
+                  on_tick: Callable[[], None] | None = None) -> None:
+    """Wait until ``duration_s`` real seconds pass (None: for ever) or the pipeline is asked
+    to stop (signal); then ask it to stop."""
+    loop = asyncio.get_running_loop()
+    deadline = None if duration_s is None else loop.time() + duration_s
+    while not pipeline.stopping and (deadline is None or loop.time() < deadline):
+        await asyncio.sleep(0.1)
+        if on_tick is not None:
+            on_tick()
+    pipeline.stop()
+
+
+async def stop_view(view_task: asyncio.Task[None]) -> None:
+    """Cancel the view task (it prints its final state) and wait for it."""
+    view_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await view_task
+
+
+def start_view(view: LiveView) -> asyncio.Task[None]:
+    """Run ``view`` as a task."""
+    return asyncio.create_task(view.run(), name="live view")
