@@ -23,7 +23,7 @@ from typing import Any
 
 from devices.emulated import EmulatedWorld
 from streamer.athlete import AthleteState, SessionStart
-from streamer.config import AthleteConfig, MqttConfig
+from streamer.config import AthleteConfig, InfluxConfig, MqttConfig, Secret
 from streamer.embedded_broker import EmbeddedBroker
 from streamer.errors import CliError
 from streamer.history import (
@@ -134,8 +134,29 @@ def influx_sink(args: argparse.Namespace, store: Store) -> Sink | None:
     """The InfluxDB sink the flags ask for, or None."""
     if args.influx_url is None:
         return None
-    raise CliError("--influx-url: the InfluxDB writer (streamer/influx.py) is not in this "
-                   "build yet; leave the --influx-* options out")
+    from streamer.influx import InfluxWriter
+
+    v2 = any((args.influx_bucket, args.influx_org, args.influx_token))
+    if v2 and not (args.influx_bucket and args.influx_org and args.influx_token):
+        raise CliError("the InfluxDB v2 API needs all of --influx-bucket, --influx-org and "
+                       "--influx-token (or use --influx-db DB for the v1 API)")
+    if v2 and args.influx_db:
+        raise CliError("give --influx-db (v1 API) or --influx-bucket/--influx-org/"
+                       "--influx-token (v2 API), not both")
+    if not v2 and not args.influx_db:
+        raise CliError("--influx-url needs --influx-db DB (v1 API) or --influx-bucket B "
+                       "--influx-org O --influx-token T (v2 API)")
+    if not args.influx_url.startswith(("http://", "https://")):
+        raise CliError(f"--influx-url {args.influx_url!r}: expected http://host:8086 or "
+                       "https://…")
+    config = (
+        InfluxConfig(url=args.influx_url.rstrip("/"), api="v2", org=args.influx_org,
+                     bucket=args.influx_bucket, token=Secret(args.influx_token))
+        if v2 else
+        InfluxConfig(url=args.influx_url.rstrip("/"), api="v1", db=args.influx_db,
+                     create_database=True)
+    )
+    return InfluxWriter(config, store)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,10 +182,14 @@ def run(args: argparse.Namespace) -> int:
             store = stack.enter_context(Store(store_path))
         except StoreError as exc:
             raise CliError(f"--store: {exc}") from None
-        return asyncio.run(_demo(args, store, mqtt_config))
+        influx = influx_sink(args, store)
+        if influx is not None:
+            print(f"InfluxDB: {args.influx_url}", flush=True)
+        return asyncio.run(_demo(args, store, mqtt_config, influx))
 
 
-async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig | None) -> int:
+async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig | None,
+                influx: Sink | None) -> int:
     async with contextlib.AsyncExitStack() as stack:
         notes: list[str] = []
         if mqtt_config is None:
@@ -179,7 +204,6 @@ async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig 
         ids = athlete_ids(args.athletes)
         sinks: list[Sink] = [MqttPublisher(mqtt_config, store,
                                            athletes=[AthleteConfig(id=a, name=a) for a in ids])]
-        influx = influx_sink(args, store)
         if influx is not None:
             sinks.append(influx)
         states: dict[str, AthleteState] = {}
