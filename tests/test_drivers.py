@@ -224,6 +224,54 @@ async def test_rr_is_never_delivered_inside_an_open_gap(world: EmulatedWorld) ->
             assert not gap_open
 
 
+def contiguous_in(run: list[float], sequence: list[float]) -> bool:
+    """Whether ``run`` occurs as consecutive elements of ``sequence``."""
+    n = len(run)
+    return n == 0 or any(sequence[i : i + n] == run for i in range(len(sequence) - n + 1))
+
+
+async def test_every_rr_run_between_gaps_is_contiguous_even_when_links_drop_during_setup(
+    world: EmulatedWorld,
+) -> None:
+    # The harshest schedule: cut each new link the moment its first sample arrives, while
+    # the driver is still reading the battery. Whatever survives must never hide a hole:
+    # the RR values between two gap events are consecutive beats of the strap's heart.
+    strap = await world.add(ChestStrap(speed=100.0))
+    records: list[Record] = []
+    drops: list[asyncio.Task[int]] = []
+    armed = True
+
+    def sink(record: Record) -> None:
+        nonlocal armed
+        records.append(record)
+        if isinstance(record, GapEvent):
+            armed = True
+        elif isinstance(record, HeartRateSample) and armed and len(drops) < 30:
+            armed = False
+            drops.append(asyncio.get_running_loop().create_task(strap.drop_link()))
+
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap), sink=sink)
+    task = asyncio.create_task(driver.run())
+    try:
+        await got_wait(lambda: len(drops) == 30 and driver.status.gaps >= 30, within_s=30.0)
+        await got_wait(lambda: isinstance(records[-1], HeartRateSample))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.gather(*drops)
+    beats = [heart_rate.rr_units_to_ms(heart_rate.rr_ms_to_units(rr)) for rr in strap.rr_emitted_ms]
+    runs: list[list[float]] = [[]]
+    for record in records:
+        if isinstance(record, GapEvent):
+            runs.append([])
+        elif isinstance(record, HeartRateSample):
+            runs[-1].extend(record.rr_ms)
+    assert len(runs) >= 31
+    assert all(contiguous_in(run, beats) for run in runs)
+    assert driver.status.failed_connects >= 1  # some drops did land during set-up
+
+
 async def test_watchdog_reconnects_a_silent_strap_and_marks_a_stale_gap(
     world: EmulatedWorld,
 ) -> None:

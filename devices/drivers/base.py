@@ -45,7 +45,7 @@ from bleak_retry_connector import establish_connection
 from devices import gatt
 from devices.codecs import battery
 from devices.codecs.errors import CodecError
-from devices.discovery import find_device
+from devices.discovery import BluetoothUnavailableError, find_device
 from devices.kinds import DeviceKind
 from devices.policy import ConnectionPolicy, policy_for
 from devices.records import (
@@ -118,6 +118,7 @@ class _Link:
         self.lost = asyncio.Event()
         self.client: BleakClient | None = None
         self.ready = False  # connected and subscribed
+        self.had_data = False  # a notification was decoded on this link
 
 
 class DeviceDriver(ABC):
@@ -377,6 +378,8 @@ class DeviceDriver(ABC):
         self, decode: Decoder, *, data: bool = True
     ) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         link = self._link
+        if link is None:
+            raise DriverError(f"{self.name}: subscribing without a link")
 
         def on_notify(_char: BleakGATTCharacteristic, payload: bytearray) -> None:
             if link is not self._link:
@@ -388,6 +391,7 @@ class DeviceDriver(ABC):
             except CodecError as exc:
                 self._on_malformed(now, exc, data=data)
                 return
+            link.had_data = True
             for record in self._records_from(decoded):
                 self._emit(record)
 
@@ -418,7 +422,9 @@ class DeviceDriver(ABC):
         loop = asyncio.get_running_loop()
 
         def on_disconnect(_client: BleakClient) -> None:
-            loop.call_soon_threadsafe(link.lost.set)
+            # Backends may call this from their own thread; a closed loop means shutdown.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(link.lost.set)
 
         try:
             async with asyncio.timeout(self.policy.connect_timeout_s):
@@ -439,9 +445,15 @@ class DeviceDriver(ABC):
                     raise DriverError("the link dropped while subscribing")
         except Exception as exc:  # every failure is retried; the reason goes to status
             self._link = None
+            if link.had_data:
+                # Data flowed before set-up failed (the link dropped while we read the
+                # battery, say): that data's stream is interrupted like any other.
+                self._open_gap(GapReason.DISCONNECTED)
             self._failed_connects += 1
             self._last_error = f"connect: {type(exc).__name__}: {exc}"
-            expected = isinstance(exc, BleakError | TimeoutError | DriverError)
+            expected = isinstance(
+                exc, BleakError | TimeoutError | DriverError | BluetoothUnavailableError
+            )
             level = logging.DEBUG if expected else logging.WARNING
             _LOGGER.log(level, "%s: %s", self.name, self._last_error, exc_info=not expected)
             if self._resolve_by_scan:
