@@ -1,0 +1,148 @@
+"""`redox-streamer demo` end to end, as a user runs it: a subprocess, a real broker, a
+subscriber that sees every kind of topic."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import Mosquitto, require_binary
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = [sys.executable, "-m", "streamer.cli", "demo", "--athletes", "2", "--days", "28",
+        "--duration", "8", "--speed", "20", "--plain"]
+
+
+class Subscriber:
+    """mosquitto_sub on ``redox/#`` collecting ``topic payload`` lines in a thread."""
+
+    def __init__(self, port: int, protocol: str = "mqttv311") -> None:
+        binary = require_binary("mosquitto_sub", "mosquitto-clients")
+        self.proc = subprocess.Popen(
+            [binary, "-h", "127.0.0.1", "-p", str(port), "-V", protocol, "-t", "redox/#",
+             "-v", "-q", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self._thread.join(5)
+
+    def topics(self) -> set[str]:
+        return {line.split(" ", 1)[0] for line in self.lines}
+
+    def payloads(self, topic: str) -> list[str]:
+        return [line.split(" ", 1)[1] for line in self.lines if line.split(" ", 1)[0] == topic]
+
+
+@pytest.fixture
+def subscriber_factory() -> Iterator[list[Subscriber]]:
+    subs: list[Subscriber] = []
+    yield subs
+    for s in subs:
+        s.close()
+
+
+def _check_traffic(sub: Subscriber) -> None:
+    topics = sub.topics()
+    assert "redox/bridge/state" in topics
+    assert sub.payloads("redox/bridge/state")[0] == "online"
+    assert sub.payloads("redox/bridge/state")[-1] == "offline"  # clean shutdown says so
+    for athlete in ("athlete1", "athlete2"):
+        for leaf in ("hrv", "morning", "alerts", "status", "oxygenation", "grip"):
+            assert f"redox/{athlete}/{leaf}" in topics, f"no {athlete}/{leaf} message"
+        for device in ("strap", "moxy", "power"):
+            assert f"redox/{athlete}/{device}/live" in topics, f"no {athlete}/{device}/live"
+    raised = {
+        event["rule"]
+        for payload in sub.payloads("redox/athlete1/alerts")
+        for event in [json.loads(payload)["event"]]
+        if event["state"] == "raised"
+    }
+    assert raised == {"hrv_downtrend", "rhr_creep", "smo2_slow_recovery", "grip_signal",
+                      "grip_spillover", "rpe_power_mismatch"}
+    live = json.loads(sub.payloads("redox/athlete1/strap/live")[-1])
+    assert live["kind"] == "heart_rate"
+    assert 30 <= live["hr_bpm"] <= 120
+    # Sequence numbers increase per topic: consumers can drop duplicates.
+    seqs = [json.loads(p)["seq"] for p in sub.payloads("redox/athlete1/hrv")]
+    assert seqs == sorted(seqs)
+
+
+def test_demo_publishes_every_topic_to_a_real_mosquitto(
+    mosquitto: Mosquitto, subscriber_factory: list[Subscriber], tmp_path: Path
+) -> None:
+    sub = Subscriber(mosquitto.port)
+    subscriber_factory.append(sub)
+    time.sleep(0.3)  # the subscription is in place before the demo publishes
+    store = tmp_path / "demo.sqlite3"
+    result = subprocess.run([*DEMO, "--mqtt", mosquitto.url, "--store", str(store)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"store: {store}" in result.stdout
+    assert "0 messages left in the outbox" in result.stdout
+    time.sleep(0.5)
+    _check_traffic(sub)
+
+
+def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watch(
+    subscriber_factory: list[Subscriber],
+) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(DEMO, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout is not None
+    port = None
+    head = []
+    deadline = time.monotonic() + 30
+    while port is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        head.append(line)
+        match = re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+)", line)
+        if match:
+            port = int(match.group(1))
+    assert port is not None, "".join(head)
+    assert any("temporary" in line for line in head)  # says where the store is
+    sub = Subscriber(port)
+    subscriber_factory.append(sub)
+    out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 0, err[-3000:]
+    assert "alerts raised:" in out
+    time.sleep(0.3)
+    topics = sub.topics()
+    # Subscribed after the start: the retained state topics still arrive, and the live
+    # session's messages flow.
+    for athlete in ("athlete1", "athlete2"):
+        for leaf in ("morning", "alerts", "status"):
+            assert f"redox/{athlete}/{leaf}" in topics
+        assert f"redox/{athlete}/strap/live" in topics
+        assert f"redox/{athlete}/hrv" in topics
+    assert "redox/bridge/state" in topics
+
+
+def test_demo_rejects_bad_options_with_one_line_naming_them() -> None:
+    result = subprocess.run([sys.executable, "-m", "streamer.cli", "demo", "--speed", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--speed 0" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
