@@ -233,8 +233,9 @@ def contiguous_in(run: list[float], sequence: list[float]) -> bool:
 async def test_every_rr_run_between_gaps_is_contiguous_even_when_links_drop_during_setup(
     world: EmulatedWorld,
 ) -> None:
-    # The harshest schedule: cut each new link the moment its first sample arrives, while
-    # the driver is still reading the battery. Whatever survives must never hide a hole:
+    # The harshest schedule: cut each new link the moment its first sample arrives, often
+    # while the driver is still reading the battery (how often depends on timing; without
+    # the gap on a failed set-up this test fails within a few runs). Whatever happens:
     # the RR values between two gap events are consecutive beats of the strap's heart.
     strap = await world.add(ChestStrap(speed=100.0))
     records: list[Record] = []
@@ -269,7 +270,6 @@ async def test_every_rr_run_between_gaps_is_contiguous_even_when_links_drop_duri
             runs[-1].extend(record.rr_ms)
     assert len(runs) >= 31
     assert all(contiguous_in(run, beats) for run in runs)
-    assert driver.status.failed_connects >= 1  # some drops did land during set-up
 
 
 async def test_watchdog_reconnects_a_silent_strap_and_marks_a_stale_gap(
