@@ -13,7 +13,6 @@ that InfluxDB rejects, or that returns no value, fails.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +20,9 @@ from typing import Any
 
 import pytest
 
-from streamer.athlete import AthleteState
 from streamer.config import InfluxConfig
-from streamer.history import day_records, history_dates, replay_history, scenarios
 from streamer.influx import InfluxWriter
 from streamer.influx_schema import FIELD_TYPES
-from streamer.pipeline import Pipeline
 from streamer.store import Store
 from tests.dashboard_queries import (
     INFLUX_DATASOURCE_UID,
@@ -40,6 +36,7 @@ from tests.dashboard_queries import (
     substitute,
     time_filter,
 )
+from tests.emulated_history import replay
 from tests.servers import InfluxDB1
 
 DB = "redox"
@@ -104,39 +101,13 @@ def test_substitution_fills_every_variable_and_refuses_unknown_ones() -> None:
 
 async def _fill(influx: InfluxDB1, store_path: Path) -> None:
     """History through the real pipeline and writer, then one day with live samples."""
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    dates = history_dates(HISTORY_DAYS, today=yesterday)  # ends the day before yesterday
-    plans = scenarios(ATHLETES, HISTORY_DAYS)
-    with Store(store_path) as store:
-        writer = InfluxWriter(InfluxConfig(url=influx.url, db=DB, create_database=True), store)
-        states: dict[str, AthleteState] = {}
-
-        def make(athlete: str) -> AthleteState:
-            states[athlete] = AthleteState(athlete, store, live=False, hrv_every_s=60.0)
-            return states[athlete]
-
-        pipeline = Pipeline(make, store, [writer], athletes=[p.athlete for p in plans])
-        task = asyncio.create_task(pipeline.run())
-        try:
-            await replay_history(pipeline.put, plans, dates)
-            await pipeline.join()
-            # Yesterday, live: the last planned day again, with every sample published.
-            for state in states.values():
-                state.live = True
-            for plan in plans:
-                for device, record in day_records(plan, plan.days[-1], yesterday):
-                    await pipeline.put(plan.athlete, device, record)
-            await pipeline.join()
-            # Live samples are batched (flush every second): wait until all are written.
-            async with asyncio.timeout(60):
-                while writer.status()["outbox_depth"] or writer.status()["buffered"]:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-        finally:
-            pipeline.stop()
-            await task
+    with Store(store_path.with_suffix(".writer.sqlite3")) as outbox:
+        writer = InfluxWriter(InfluxConfig(url=influx.url, db=DB, create_database=True), outbox)
+        await replay(store_path, [writer], athletes=ATHLETES, days=HISTORY_DAYS,
+                     settle=[writer])
         status = writer.status()
-        assert (status["outbox_depth"], status["dead_lettered"], status["shed"]) == (0, 0, 0), \
-            status
+    assert (status["outbox_depth"], status["dead_lettered"], status["shed"]) == (0, 0, 0), \
+        status
 
 
 @pytest.fixture(scope="module")
