@@ -72,7 +72,7 @@ class MqttStatus:
     disconnects: int = 0
     published: int = 0  # QoS 1 outbox messages acknowledged by the broker
     live_published: int = 0
-    live_dropped: int = 0  # live samples offered while disconnected or failed
+    shed: int = 0  # live samples not published: no connection, or their publish failed
     outbox_depth: int = 0
     ha_configs_sent: int = 0
     last_error: str | None = None
@@ -145,7 +145,7 @@ class MqttPublisher:
         """
         client = self._client
         if client is None:
-            self._status.live_dropped += len(batch)
+            self._status.shed += len(batch)
             raise MqttNotConnected(f"not connected to {self.config.url}")
         sends = []
         for result in batch:
@@ -156,7 +156,7 @@ class MqttPublisher:
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         self._status.live_published += len(outcomes) - len(failed)
-        self._status.live_dropped += len(failed)
+        self._status.shed += len(failed)
         if failed:
             raise failed[0]
 

@@ -16,6 +16,7 @@ from devices.records import HeartRateSample, SmO2Sample
 from streamer.backoff import Backoff
 from streamer.config import InfluxConfig, Secret
 from streamer.influx import InfluxWriter
+from streamer.pipeline import Sink
 from streamer.results import Kind, Result, alert_result, live_result
 from streamer.store import Store
 from tests.mqtt_helpers import eventually
@@ -87,6 +88,7 @@ RESULTS = [
 async def test_v1_results_and_live_samples_read_back_with_influxql(
         influxdb1: InfluxDB1, store: Store) -> None:
     writer = InfluxWriter(v1_config(influxdb1), store, backoff=FAST)
+    assert isinstance(writer, Sink)  # what the pipeline drives
     async with running(writer):
         writer.accept(RESULTS)
         await writer.send_live([

@@ -24,6 +24,7 @@ from streamer.config import AthleteConfig, DeviceConfig, MqttConfig, Secret
 from streamer.ha_discovery import ACTION_RULES
 from streamer.mqtt import MqttNotConnected, MqttPublisher
 from streamer.payloads import decode_payload
+from streamer.pipeline import Sink
 from streamer.results import Kind, Result, alert_result, live_result
 from streamer.store import Store
 from tests.mqtt_helpers import Subscriber, eventually, first_arrivals
@@ -201,11 +202,12 @@ async def test_live_samples_are_qos0_and_fail_fast_without_a_connection(
     assert {m.json()["kind"] for m in live} == {"heart_rate"}
     assert store.mqtt_depth() == 0  # live samples never touch the outbox
     assert publisher.status()["live_published"] == 20
-    assert publisher.status()["live_dropped"] == 1
+    assert publisher.status()["shed"] == 1
 
 
 async def test_accept_refuses_live_results(mosquitto: Mosquitto, store: Store) -> None:
     publisher = MqttPublisher(_config(mosquitto), store)
+    assert isinstance(publisher, Sink)  # what the pipeline drives
     with pytest.raises(ValueError, match="send_live"):
         publisher.accept([live_result("a", "s", HeartRateSample(1, 60))])
 
