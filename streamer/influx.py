@@ -129,6 +129,9 @@ class InfluxWriter:
         lines = [line for r in batch for line in lines_for(r)]
         if not lines:
             return
+        if self._closing:  # drained already: nobody will flush the buffer
+            self._spill(lines)
+            return
         if not self._buffer:
             self._buffer_since = time.monotonic()
         self._buffer.extend(lines)
@@ -159,7 +162,8 @@ class InfluxWriter:
         be written are kept in the outbox. Returns the points left in the outbox."""
         self._flush_now = True
         self._wake.set()
-        for _ in range(max(1, int(timeout_s / 0.02))):
+        # Leave a margin so that the spill below happens within the caller's budget.
+        for _ in range(max(1, int((timeout_s - 0.25) / 0.02))):
             if not self._buffer and self._status.outbox_depth == 0:
                 break
             await asyncio.sleep(0.02)

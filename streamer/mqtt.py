@@ -58,6 +58,11 @@ CONNECT_TIMEOUT_S: Final = 10.0
 """Longest wait for TCP + TLS + CONNACK before trying again."""
 
 
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class MqttNotConnected(ConnectionError):
     """No broker connection right now (live samples are not queued: they are shed)."""
 
@@ -287,6 +292,12 @@ class MqttPublisher:
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     await client.__aexit__(None, None, None)
+            # On a dead link the disconnect above may time out before aiomqtt records how
+            # the link ended; read that outcome when it comes, so that asyncio does not log
+            # "Future exception was never retrieved" for a connection already handled.
+            ended = getattr(client, "_disconnected", None)
+            if isinstance(ended, asyncio.Future):
+                ended.add_done_callback(_consume_outcome)
 
     def _note_disconnect(self, exc: BaseException) -> None:
         self._status.disconnects += 1
