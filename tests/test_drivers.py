@@ -409,6 +409,28 @@ async def test_sink_receives_every_record_instead_of_the_queue(world: EmulatedWo
     assert isinstance(seen[0], BatteryLevel)
 
 
+async def test_a_failing_sink_does_not_stop_the_stream(world: EmulatedWorld) -> None:
+    strap = await world.add(ChestStrap(speed=50.0))
+    seen: list[Record] = []
+
+    def sink(record: Record) -> None:
+        seen.append(record)
+        if len(seen) % 2:
+            raise RuntimeError("consumer bug")
+
+    driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap), sink=sink)
+    task = asyncio.create_task(driver.run())
+    try:
+        await got_wait(lambda: sum(isinstance(r, HeartRateSample) for r in seen) >= 6)
+        status = driver.status
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert status.connects == 1
+    assert status.last_error == "sink: RuntimeError: consumer bug"
+
+
 async def test_run_twice_at_once_is_refused(world: EmulatedWorld) -> None:
     strap = await world.add(ChestStrap(speed=20.0))
     driver: HeartRateDriver = make(HeartRateDriver, world, await found(world, strap))

@@ -239,7 +239,7 @@ class DeviceDriver(ABC):
     async def records(self) -> AsyncGenerator[Record, None]:
         """Every record, in order, as it arrives; ends only when the caller stops.
 
-        Only for a driver built without ``sink``.
+        Only for a driver built without ``sink``, and for one consumer at a time.
         """
         if self._sink is not None:
             raise DriverError(f"{self.name}: records go to the sink given at construction")
@@ -355,10 +355,14 @@ class DeviceDriver(ABC):
 
     def _deliver(self, record: Record) -> None:
         self._records += 1
-        if self._sink is not None:
-            self._sink(record)
-        else:
+        if self._sink is None:
             self._queue.put_nowait(record)
+            return
+        try:
+            self._sink(record)
+        except Exception as exc:  # the consumer's bug must not kill the link
+            self._last_error = f"sink: {type(exc).__name__}: {exc}"
+            _LOGGER.exception("%s: the record sink failed", self.name)
 
     def _open_gap(self, reason: GapReason) -> None:
         """Mark the stream interrupted now (once per interruption)."""
