@@ -122,7 +122,7 @@ POLICIES: Final[Mapping[DeviceKind, ConnectionPolicy]] = MappingProxyType(
     {
         # Chest straps notify ~1/s (Polar H10, Garmin HRM): 5 missed notifications.
         DeviceKind.STRAP: ConnectionPolicy(stale_after_s=5.0),
-        # Moxy notifies every 0.5–2 s depending on its update-rate setting.
+        # A Moxy notifies every couple of seconds (2 s in the emulator): 5 missed.
         DeviceKind.SMO2: ConnectionPolicy(stale_after_s=10.0),
         # Tindeq streams ~80 Hz, but only between "start" and "stop": the grip driver arms
         # its watchdog only while it has asked for a stream.
