@@ -19,6 +19,9 @@ from streamer.errors import CliError
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep the demo first
     "demo",
+    "run",
+    "replay",
+    "doctor",
     "scan",
     "decode",
     "analyze",

@@ -1,0 +1,158 @@
+"""``redox-streamer replay FILE``: a recording through the same codecs and pipeline.
+
+A recording is JSON Lines of raw notifications (``{"t_ns", "device", "char", "hex"}``,
+see :mod:`devices.recording`). Each payload is decoded by its characteristic's codec at its
+recorded receipt time, then goes through the pipeline and the processors exactly as live
+data does; the results are printed (and published when ``--mqtt`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from devices.recording import RecordingError, replay
+from streamer.athlete import AthleteState, MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.config import MqttConfig
+from streamer.errors import CliError
+from streamer.mqtt import MqttPublisher
+from streamer.payloads import iso_time
+from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.results import Result
+from streamer.store import Store, StoreError
+
+DESCRIPTION = """\
+Replay a recording of raw Bluetooth notifications (JSON Lines, one
+{"t_ns", "device", "char", "hex"} object per line) through the same codecs, pipeline and
+processors as live data, and print the results: rolling HRV, SmO2 efforts, grip tests, and
+with --morning or --session the reading or session summary and the rules' alerts.
+"""
+
+EPILOG = """\
+examples:
+  redox-streamer replay session.jsonl                 as fast as possible, results as text
+  redox-streamer replay session.jsonl --speed 1       at the recorded pace
+  redox-streamer replay morning.jsonl --morning --json
+  redox-streamer replay session.jsonl --session --mqtt mqtt://127.0.0.1:1883
+
+A recording's "device" names become the device ids; results belong to --athlete.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``replay`` sub-command."""
+    parser = subparsers.add_parser(
+        "replay", help="replay a recording of raw notifications through the pipeline",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", type=Path, metavar="FILE", help="JSON Lines recording")
+    parser.add_argument("--speed", type=float, default=0.0, metavar="X",
+                        help="1 = recorded pace, 10 = ten times faster, 0 = as fast as "
+                        "possible (default)")
+    parser.add_argument("--athlete", default="replay", help="athlete id (default: replay)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--morning", action="store_true",
+                      help="the recording is a morning reading: analyse it as one")
+    mode.add_argument("--session", action="store_true",
+                      help="the recording is a training session: summarise it as one")
+    parser.add_argument("--json", action="store_true", help="one JSON object per result")
+    parser.add_argument("--live", action="store_true",
+                        help="print live samples too (many lines)")
+    parser.add_argument("--mqtt", metavar="URL", help="also publish to this broker")
+    parser.add_argument("--store", type=Path, metavar="PATH",
+                        help="SQLite store (default: in memory, nothing kept)")
+    parser.add_argument("--skip-malformed", action="store_true",
+                        help="skip payloads the codec rejects instead of stopping")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``redox-streamer replay``."""
+    if not args.file.is_file():
+        raise CliError(f"{args.file}: no such recording file")
+    if not args.speed >= 0:
+        raise CliError(f"--speed {args.speed:g}: give 0 (as fast as possible) or more")
+    mqtt_config = None
+    if args.mqtt:
+        try:
+            mqtt_config = MqttConfig.from_url(args.mqtt)
+        except ValueError as exc:
+            raise CliError(f"--mqtt: {exc}") from None
+    try:
+        store = Store(args.store if args.store else ":memory:")
+    except StoreError as exc:
+        raise CliError(f"--store: {exc}") from None
+    with store:
+        try:
+            return asyncio.run(_replay(args, store, mqtt_config))
+        except RecordingError as exc:
+            raise CliError(f"{exc}; fix or remove that line, or pass --skip-malformed to go "
+                           "on past payloads the codec rejects") from None
+
+
+def describe(result: Result) -> str:
+    """One human line for a result."""
+    fields = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in result.fields.items()
+        if v is not None and not isinstance(v, list | dict)
+    )
+    device = f"/{result.device}" if result.device else ""
+    return f"{iso_time(result.ts_ns)} {result.athlete}{device} {result.kind.value}: {fields}"
+
+
+async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | None) -> int:
+    printed = 0
+
+    def show(result: Result) -> None:
+        nonlocal printed
+        if result.kind.is_live and not args.live:
+            return
+        printed += 1
+        if args.json:
+            print(json.dumps({"kind": result.kind.value, "athlete": result.athlete,
+                              "device": result.device, "ts_ns": result.ts_ns,
+                              **result.fields}, allow_nan=False), flush=True)
+        else:
+            print(describe(result), flush=True)
+
+    sinks: list[Sink] = [MqttPublisher(mqtt, store)] if mqtt else []
+    pipeline = Pipeline(lambda a: AthleteState(a, store, live=args.live or bool(mqtt)),
+                        store, sinks, athletes=[args.athlete], on_result=show)
+    undo = install_signal_handlers(pipeline)
+    task = asyncio.create_task(pipeline.run())
+    first_t: int | None = None
+    last_t = 0
+    start, end = ((MorningStart, MorningEnd) if args.morning
+                  else (SessionStart, SessionEnd) if args.session else (None, None))
+    try:
+        async for device, record in replay(args.file, speed=args.speed,
+                                           skip_malformed=args.skip_malformed):
+            t_ns = int(getattr(record, "t_ns", 0))
+            if first_t is None:
+                first_t = t_ns
+                if start is not None:
+                    await pipeline.put(args.athlete, device, start(t_ns - 1))
+            last_t = max(last_t, t_ns)
+            if not await pipeline.put(args.athlete, device, record):
+                break
+        if end is not None and first_t is not None:
+            await pipeline.put(args.athlete, "recording", end(last_t + 1))
+        if first_t is None:
+            raise CliError(f"{args.file}: the recording holds no notification")
+    finally:
+        await pipeline.join()
+        pipeline.stop()
+        with contextlib.suppress(Exception):
+            await task
+        undo()
+    if not printed and not args.json:
+        print("no results: the recording is too short for an HRV window, effort or test "
+              "(try --morning or --session)", file=sys.stderr)
+    return 0

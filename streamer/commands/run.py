@@ -1,0 +1,212 @@
+"""``redox-streamer run``: the real thing — paired devices, the pipeline, the sinks.
+
+Devices come from the config file (``[[athletes.devices]]`` with an address) and from the
+paired-devices registry (``redox-streamer pair``) for configured athletes. Each gets its
+production driver (bleak, reconnect with back-off, gaps marked); results go to the local
+store and to MQTT / InfluxDB when configured. Runs until Ctrl-C / SIGTERM (or
+``--duration``), then flushes what it can and keeps the rest in the outbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devices.drivers import DeviceDriver, driver_for
+from devices.kinds import DeviceKind
+from devices.registry import DeviceRegistry, RegistryError
+from streamer.athlete import AthleteState
+from streamer.config import Config, DeviceConfig, load_config
+from streamer.errors import CliError
+from streamer.live_view import LiveView, ViewModel
+from streamer.mqtt import MqttPublisher
+from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.runtime import run_for, start_view, stop_view
+from streamer.store import Store, StoreError
+
+DESCRIPTION = """\
+Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
+SmO2 sensors (efforts and recovery), grip dynamometers and power meters. Results are kept
+in the local store and published to MQTT and InfluxDB when the config names them; when a
+server is away they wait in the store's outbox and are delivered, in order, when it
+returns. Stop with Ctrl-C: what cannot be delivered in a few seconds stays in the outbox.
+"""
+
+EPILOG = """\
+examples:
+  redox-streamer run                          the default config file
+  redox-streamer run --config ~/redox.toml
+  redox-streamer run --duration 3600          one hour, then stop cleanly
+
+set-up:
+  redox-streamer config init                  write a commented example config
+  redox-streamer scan                         find your devices' addresses
+  redox-streamer doctor                       check adapter, broker, InfluxDB, config
+"""
+
+EMULATORS: dict[DeviceKind, str] = {
+    DeviceKind.STRAP: "ChestStrap",
+    DeviceKind.SMO2: "MoxySensor",
+    DeviceKind.POWER: "PowerMeter",
+    DeviceKind.GRIP: "TindeqProgressor",
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` sub-command."""
+    parser = subparsers.add_parser(
+        "run", help="stream the paired devices of the configured athletes",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="config file (default: $REDOX_CONFIG or the user config dir)")
+    parser.add_argument("--registry", type=Path, metavar="FILE",
+                        help="paired-devices registry (default: the user config dir)")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--plain", action="store_true", help="plain lines, no live table")
+    parser.add_argument("--emulated", action="store_true",
+                        help="serve the configured devices from emulators on a virtual link "
+                        "(test the set-up without hardware)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
+                        help="with --emulated: emulated seconds per real second (default 1)")
+    parser.set_defaults(handler=run)
+
+
+def paired_devices(config: Config, registry: DeviceRegistry | None
+                   ) -> dict[str, list[DeviceConfig]]:
+    """The devices to stream per athlete: the config's, then the registry's for configured
+    athletes (a registry entry never overrides a configured address)."""
+    out: dict[str, list[DeviceConfig]] = {}
+    used: set[str] = set()
+    for athlete in config.athletes:
+        for device in athlete.devices:
+            if not device.address:
+                raise CliError(
+                    f"athlete {athlete.id!r}, device {device.id!r}: no address — find it with "
+                    "`redox-streamer scan` and set address = \"AA:BB:...\" in the config")
+            out.setdefault(athlete.id, []).append(device)
+            used.add(device.address.upper())
+    if registry is not None:
+        known = {a.id for a in config.athletes}
+        for paired in registry:
+            if paired.athlete in known and paired.address.upper() not in used:
+                ids = {d.id for d in out.get(paired.athlete, [])}
+                device_id = paired.kind.value if paired.kind.value not in ids \
+                    else f"{paired.kind.value}-{paired.address[-5:].replace(':', '')}"
+                out.setdefault(paired.athlete, []).append(
+                    DeviceConfig(device_id, paired.kind, paired.address, paired.name or None))
+                used.add(paired.address.upper())
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``redox-streamer run``."""
+    if args.duration is not None and not args.duration > 0:
+        raise CliError(f"--duration {args.duration:g}: give seconds > 0, or leave it out")
+    if not args.speed > 0:
+        raise CliError(f"--speed {args.speed:g}: give a number > 0")
+    config = load_config(args.config)
+    if not config.athletes:
+        raise CliError(f"{config.source}: no athletes configured — add an [[athletes]] table "
+                       "(see `redox-streamer config init`)")
+    registry = None
+    if not args.emulated:
+        try:
+            registry = DeviceRegistry.load(args.registry)
+        except RegistryError as exc:
+            raise CliError(str(exc)) from None
+    devices = paired_devices(config, registry)
+    if not any(devices.values()):
+        raise CliError("no devices to stream: add devices to the athletes in the config, or "
+                       "pair them with `redox-streamer pair`")
+    try:
+        store = Store(config.store_path)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    with store:
+        return asyncio.run(_run(args, config, store, devices))
+
+
+def build_sinks(config: Config, store: Store) -> list[Sink]:
+    """The sinks the config names (MQTT, InfluxDB)."""
+    sinks: list[Sink] = []
+    if config.mqtt is not None:
+        sinks.append(MqttPublisher(config.mqtt, store, athletes=config.athletes))
+    if config.influx is not None:
+        from streamer.influx import InfluxWriter
+
+        sinks.append(InfluxWriter(config.influx, store))
+    return sinks
+
+
+async def _emulators(stack: contextlib.AsyncExitStack, devices: dict[str, list[DeviceConfig]],
+                     speed: float) -> dict[str, Any]:
+    import devices.emulated as emulated
+
+    world = await stack.enter_async_context(emulated.EmulatedWorld())
+    for athlete, items in devices.items():
+        for device in items:
+            cls = getattr(emulated, EMULATORS[device.kind])
+            await world.add(cls(device.name or f"{athlete} {device.id}", speed=speed,
+                                address=device.address))
+    return {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
+
+
+async def _run(args: argparse.Namespace, config: Config, store: Store,
+               devices: dict[str, list[DeviceConfig]]) -> int:
+    states: dict[str, AthleteState] = {}
+
+    def make(athlete: str) -> AthleteState:
+        states[athlete] = AthleteState(athlete, store, config.thresholds_for(athlete))
+        return states[athlete]
+
+    ids = [a.id for a in config.athletes]
+    pipeline = Pipeline(make, store, build_sinks(config, store), athletes=ids)
+    async with contextlib.AsyncExitStack() as stack:
+        kwargs: dict[str, Any] = {}
+        if args.emulated:
+            kwargs = await _emulators(stack, devices, args.speed)
+        drivers: dict[str, Sequence[tuple[str, DeviceDriver]]] = {}
+        for athlete, items in devices.items():
+            made = []
+            for device in items:
+                assert device.address is not None
+                driver = driver_for(device.kind, device.address, name=f"{athlete}/{device.id}",
+                                    sink=pipeline.ingest_for(athlete, device.id), **kwargs)
+                pipeline.add_source(driver)
+                made.append((device.id, driver))
+            drivers[athlete] = made
+        model = ViewModel(
+            title=f"redox-streamer run — {len(ids)} athletes, "
+                  f"{sum(len(v) for v in devices.values())} devices",
+            pipeline_status=pipeline.status,
+            snapshots={a: states[a].snapshot for a in ids},
+            devices=drivers,
+            notes=[f"store: {config.store_path}"],
+            phase="streaming",
+        )
+        view = LiveView(model, force_plain=args.plain)
+        undo = install_signal_handlers(pipeline)
+        task = asyncio.create_task(pipeline.run())
+        view_task = start_view(view)
+        try:
+            await run_for(pipeline, args.duration)
+            model.phase = "stopping: flushing to the sinks"
+            await task
+        finally:
+            pipeline.stop()
+            with contextlib.suppress(Exception):
+                await task
+            await stop_view(view_task)
+            undo()
+    status = pipeline.status()
+    print(f"stopped: {status.durable} results stored; " + "; ".join(
+        f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
+        for name, s in status.sink_status.items()))
+    return 0
