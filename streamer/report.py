@@ -1,0 +1,407 @@
+"""The athlete's trend report: what the local store knows of their last weeks, as numbers.
+
+:func:`gather_report` reads the store (:class:`streamer.store.Store`) into a small typed
+:class:`ReportData`: one :class:`MorningPoint` per calendar day of the window (UTC), the
+session SmO2 recovery times, the grip tests, and the alerts as spans from raised to
+cleared. The normal band (baseline mean ± 0.5·SD), baseline median and 7-day means are
+computed with :func:`processors.trends.daily_trend` from the store's accepted morning
+readings, exactly as the pipeline computes them, with the athlete's rule thresholds.
+
+Drawing is kept apart so the numbers can be checked on their own:
+:mod:`streamer.report_figure` makes the picture (PNG), :mod:`streamer.report_page` the
+self-contained HTML page; :func:`write_report` picks one by the file's suffix.
+
+Times are UTC throughout (store dates are UTC dates).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from processors.alerts import AlertBook
+from processors.rules import CATALOGUE, DEFAULT_THRESHOLDS, RuleThresholds
+from processors.trends import DailyTrend, daily_trend, history_from_mapping
+from streamer.results import JsonValue
+from streamer.store import AlertRow, Row, Store
+
+DEFAULT_DAYS: Final = 28
+OUTPUT_SUFFIXES: Final = (".png", ".html", ".htm")
+
+
+class ReportError(Exception):
+    """The report cannot be made from this store (the message says why and what to do)."""
+
+
+# --- the data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MorningPoint:
+    """One calendar day (UTC) of the window: the morning reading and that day's trend.
+
+    ``ln_rmssd`` (ln ms), ``rmssd_ms`` and ``resting_hr_bpm`` are None unless the day has an
+    accepted reading. The band, baseline and 7-day values describe the day whether or not
+    it has a reading; None while their data requirement is unmet (see
+    :mod:`processors.trends`).
+    """
+
+    day: dt.date
+    recorded: bool
+    accepted: bool
+    reject_reason: str | None
+    ln_rmssd: float | None
+    rmssd_ms: float | None
+    resting_hr_bpm: float | None
+    ln_band_low: float | None
+    ln_band_high: float | None
+    ln_baseline_mean: float | None
+    ln_7d_mean: float | None
+    rhr_baseline_median_bpm: float | None
+    rhr_7d_mean_bpm: float | None
+
+    @property
+    def band_position(self) -> str | None:
+        """``"below"``, ``"within"`` or ``"above"`` the normal band; None if not decidable."""
+        if self.ln_rmssd is None or self.ln_band_low is None or self.ln_band_high is None:
+            return None
+        if self.ln_rmssd < self.ln_band_low:
+            return "below"
+        return "above" if self.ln_rmssd > self.ln_band_high else "within"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPoint:
+    """One session's SmO2 recovery: the median T95 over its efforts, in seconds.
+
+    ``recovery_s`` is None when no effort was measured; ``lower_bound`` means at least one
+    effort had not recovered when the session ended, so the true time is longer.
+    """
+
+    at: dt.datetime
+    recovery_s: float | None
+    lower_bound: bool
+    n_efforts: int
+    device: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GripPoint:
+    """One grip test: the worst post-session drop (% of MVC) and its class.
+
+    ``drops_pct`` holds (minutes after the session, drop %) for every post test;
+    ``threshold_pct`` is the drop that counts as real given the test's own noise.
+    """
+
+    at: dt.datetime
+    mvc_kg: float | None
+    drop_pct: float
+    threshold_pct: float | None
+    grip_class: str
+    drops_pct: tuple[tuple[float, float], ...]
+
+    @property
+    def last_drop(self) -> tuple[float, float] | None:
+        """(minutes, drop %) of the last post test, the one that tells signal from spillover."""
+        return self.drops_pct[-1] if self.drops_pct else None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpan:
+    """An alert from raised to cleared (``cleared`` None: still open)."""
+
+    rule: str
+    severity: str
+    title: str
+    message: str
+    advice: str
+    raised: dt.datetime
+    cleared: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the report shows for one athlete over ``start … end`` (UTC, inclusive).
+
+    ``alerts`` are the spans that overlap the window; ``open_alerts`` are the alerts open
+    now according to the athlete's alert book (the same the status topic reports).
+    """
+
+    athlete: str
+    start: dt.date
+    end: dt.date
+    mornings: tuple[MorningPoint, ...]
+    sessions: tuple[SessionPoint, ...]
+    grips: tuple[GripPoint, ...]
+    alerts: tuple[AlertSpan, ...]
+    open_alerts: tuple[AlertSpan, ...]
+    thresholds: RuleThresholds
+
+    @property
+    def days(self) -> int:
+        """Length of the window in days."""
+        return (self.end - self.start).days + 1
+
+    @property
+    def latest_morning(self) -> MorningPoint | None:
+        """The most recent accepted morning reading in the window."""
+        return next((m for m in reversed(self.mornings) if m.ln_rmssd is not None), None)
+
+    @property
+    def status(self) -> str:
+        """``pull_back``, ``caution`` or ``ok``, from the open alerts' severities."""
+        severities = {a.severity for a in self.open_alerts}
+        if "pull_back" in severities:
+            return "pull_back"
+        return "caution" if "warning" in severities else "ok"
+
+
+def _number(data: Mapping[str, JsonValue], key: str) -> float | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _text(data: Mapping[str, JsonValue], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _utc(ts_ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC)
+
+
+def _day_start_ns(day: dt.date) -> int:
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return int(midnight.timestamp()) * 1_000_000_000
+
+
+def known_athletes(path: Path) -> list[str]:
+    """Athlete ids that have any history (mornings, sessions, grip tests, alerts) in the store
+    file at ``path``, sorted.
+
+    :class:`streamer.store.Store` has no listing query, so this reads the history tables'
+    ``athlete`` column over a separate read-only connection (the file is never modified).
+    """
+    uri = Path(path).expanduser().resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=10.0)
+        try:
+            rows = db.execute(
+                "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
+                "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise ReportError(f"cannot read the athletes of the store {path}: {exc}") from exc
+    return sorted(str(a) for (a,) in rows)
+
+
+def _trend(values: Mapping[dt.date, float], day: dt.date, metric: str,
+           th: RuleThresholds) -> DailyTrend:
+    history = history_from_mapping(values, day, th.baseline_first_day_back + 1)
+    return daily_trend(
+        history, metric,
+        first_day_back=th.baseline_first_day_back,
+        last_day_back=th.baseline_last_day_back,
+        min_valid_days=th.baseline_min_valid_days,
+        rolling_days=th.rolling_mean_days,
+        rolling_min_values=th.rolling_mean_min_values,
+        band_sd=th.normal_band_sd,
+    )
+
+
+def _mornings(rows: Sequence[Row], start: dt.date, end: dt.date,
+              th: RuleThresholds) -> tuple[MorningPoint, ...]:
+    by_day = {dt.date.fromisoformat(r.date): r.data for r in rows if r.date}
+    ln: dict[dt.date, float] = {}
+    rhr: dict[dt.date, float] = {}
+    for day, data in by_day.items():
+        ln_value, rhr_value = _number(data, "ln_rmssd"), _number(data, "resting_hr_bpm")
+        # Only accepted readings are numbers the trends may use (as in the pipeline).
+        if data.get("accepted") is True and ln_value is not None and rhr_value is not None:
+            ln[day], rhr[day] = ln_value, rhr_value
+    out = []
+    for offset in range((end - start).days + 1):
+        day = start + dt.timedelta(days=offset)
+        row = by_day.get(day)
+        ln_trend = _trend(ln, day, "ln_rmssd", th)
+        rhr_trend = _trend(rhr, day, "resting_hr_bpm", th)
+        accepted = day in ln
+        out.append(MorningPoint(
+            day=day,
+            recorded=row is not None,
+            accepted=accepted,
+            reject_reason=None if row is None or accepted else (
+                _text(row, "reject_reason") or "not accepted"),
+            ln_rmssd=ln_trend.value,
+            rmssd_ms=_number(row, "rmssd_ms") if row is not None and accepted else None,
+            resting_hr_bpm=rhr_trend.value,
+            ln_band_low=ln_trend.band_low,
+            ln_band_high=ln_trend.band_high,
+            ln_baseline_mean=ln_trend.baseline_mean,
+            ln_7d_mean=ln_trend.rolling_mean_7d,
+            rhr_baseline_median_bpm=rhr_trend.baseline_median,
+            rhr_7d_mean_bpm=rhr_trend.rolling_mean_7d,
+        ))
+    return tuple(out)
+
+
+def _session(row: Row) -> SessionPoint:
+    efforts = _number(row.data, "n_efforts")
+    return SessionPoint(
+        at=_utc(row.ts_ns),
+        recovery_s=_number(row.data, "recovery_s"),
+        lower_bound=row.data.get("recovery_is_lower_bound") is True,
+        n_efforts=0 if efforts is None else int(efforts),
+        device=row.device,
+    )
+
+
+def _grip(row: Row) -> GripPoint | None:
+    drop = _number(row.data, "drop_pct")
+    if drop is None:
+        return None
+    raw = row.data.get("drops_pct")
+    drops: list[tuple[float, float]] = []
+    if isinstance(raw, dict):
+        for minute, value in raw.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                try:
+                    drops.append((float(minute), float(value)))
+                except ValueError:
+                    continue
+    return GripPoint(
+        at=_utc(row.ts_ns),
+        mvc_kg=_number(row.data, "mvc_kg"),
+        drop_pct=drop,
+        threshold_pct=_number(row.data, "threshold_pct"),
+        grip_class=_text(row.data, "class") or "normal",
+        drops_pct=tuple(sorted(drops)),
+    )
+
+
+def _span(rule: str, data: Mapping[str, JsonValue], raised: dt.datetime) -> AlertSpan:
+    spec = CATALOGUE.get(rule)
+    return AlertSpan(
+        rule=rule,
+        severity=_text(data, "severity") or (spec.severity.value if spec else "info"),
+        title=spec.title if spec else rule,
+        message=_text(data, "message") or "",
+        advice=_text(data, "advice") or (spec.advice if spec else ""),
+        raised=raised,
+        cleared=None,
+    )
+
+
+def alert_spans(events: Iterable[AlertRow]) -> list[AlertSpan]:
+    """Pair each rule's ``raised`` event with the ``cleared`` that follows it, oldest first.
+
+    A ``cleared`` with no open span is ignored; a second ``raised`` of a rule that is still
+    open (the alert book never does this) closes the first span at that moment.
+    """
+    spans: list[AlertSpan] = []
+    open_index: dict[str, int] = {}
+    for event in sorted(events, key=lambda e: e.ts_ns):
+        at = _utc(event.ts_ns)
+        index = open_index.pop(event.rule, None)
+        if index is not None:
+            spans[index] = _closed(spans[index], at)
+        if event.state == "raised":
+            open_index[event.rule] = len(spans)
+            spans.append(_span(event.rule, event.data, at))
+    return spans
+
+
+def _closed(span: AlertSpan, at: dt.datetime) -> AlertSpan:
+    return AlertSpan(span.rule, span.severity, span.title, span.message, span.advice,
+                     span.raised, at)
+
+
+def _open_alerts(store: Store, athlete: str, spans: Sequence[AlertSpan]) -> tuple[AlertSpan, ...]:
+    saved = store.load_alert_book(athlete)
+    if saved is not None:
+        try:
+            book = AlertBook.from_dict(saved)
+        except ValueError:
+            book = None  # unreadable state: the event history still tells what is open
+        if book is not None:
+            return tuple(
+                AlertSpan(a.rule_id, a.severity.value,
+                          CATALOGUE[a.rule_id].title if a.rule_id in CATALOGUE else a.rule_id,
+                          a.message, a.advice, _utc(a.raised_at_ns), None)
+                for a in book.open_alerts()
+            )
+    return tuple(sorted((s for s in spans if s.cleared is None), key=lambda s: s.rule))
+
+
+def gather_report(
+    store: Store,
+    athlete: str,
+    days: int = DEFAULT_DAYS,
+    *,
+    end: dt.date | None = None,
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> ReportData:
+    """Read ``athlete``'s last ``days`` days (UTC dates, ending ``end``) from ``store``.
+
+    ``end`` defaults to the last day with any data for the athlete, so a report of an
+    athlete who stopped recording shows their last weeks, dated. ``thresholds`` set the
+    baseline window, band width (SD multiple), the resting-HR creep delta (bpm) and the
+    slow-recovery line (s); pass the athlete's own (profile and config) to match the
+    alerts. Raises :class:`ReportError` if the store holds nothing for ``athlete``.
+    """
+    if days < 1:
+        raise ValueError(f"a report covers at least 1 day, got {days}")
+    mornings = store.morning_history(athlete)
+    events = store.alerts(athlete)
+    last_session = store.sessions(athlete)[-1:]
+    last_grip = store.grip_tests(athlete)[-1:]
+    if end is None:
+        candidates = [dt.date.fromisoformat(r.date) for r in mornings[-1:] if r.date]
+        candidates += [_utc(r.ts_ns).date() for r in (*last_session, *last_grip)]
+        candidates += [_utc(e.ts_ns).date() for e in events[-1:]]
+        if not candidates:
+            raise ReportError(f"the store holds no readings of athlete {athlete!r}")
+        end = max(candidates)
+    start = end - dt.timedelta(days=days - 1)
+    since_ns, until_ns = _day_start_ns(start), _day_start_ns(end + dt.timedelta(days=1))
+    window_start, window_end = _utc(since_ns), _utc(until_ns)
+    spans = alert_spans(events)
+    in_window = tuple(s for s in spans if s.raised < window_end
+                      and (s.cleared is None or s.cleared >= window_start))
+    grips = (_grip(r) for r in store.grip_tests(athlete, since_ns, until_ns))
+    return ReportData(
+        athlete=athlete,
+        start=start,
+        end=end,
+        mornings=_mornings(mornings, start, end, thresholds),
+        sessions=tuple(_session(r) for r in store.sessions(athlete, since_ns, until_ns)),
+        grips=tuple(g for g in grips if g is not None),
+        alerts=in_window,
+        open_alerts=_open_alerts(store, athlete, spans),
+        thresholds=thresholds,
+    )
+
+
+def write_report(data: ReportData, path: Path) -> None:
+    """Write the report to ``path``: ``.png`` a picture, ``.html``/``.htm`` a page."""
+    # Imported here: matplotlib takes a noticeable fraction of a second to import, and the
+    # CLI imports this module for every command.
+    from streamer.report_figure import render_png
+    from streamer.report_page import render_html
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        render_png(data, path)
+    elif suffix in (".html", ".htm"):
+        Path(path).write_text(render_html(data), encoding="utf-8")
+    else:
+        raise ValueError(f"{path}: the report is written as .png or .html, not {suffix!r}")

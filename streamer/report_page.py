@@ -1,0 +1,144 @@
+"""The report page: one self-contained HTML file an athlete can open anywhere, offline.
+
+The picture of :mod:`streamer.report_figure` is embedded as a base64 PNG (no external
+assets, scripts or fonts); above it the status and the open alerts with their advice,
+below it the last readings as tables. Every value from the store is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from collections.abc import Sequence
+from typing import Final
+
+from streamer.report import AlertSpan, ReportData
+from streamer.report_figure import PNG_SIZE_PX, png_bytes
+
+LAST_READINGS: Final = 7
+"""Rows of each table of last readings."""
+
+_CSS: Final = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1240px;
+color:#222;padding:0 1em}
+h1{margin-bottom:.1em}.sub{color:#555;margin-top:0}
+.state{display:inline-block;padding:.15em .6em;border-radius:.3em;color:#fff;font-weight:bold}
+.pull_back{background:#D55E00}.caution,.warning{background:#E69F00}.ok,.info{background:#009E73}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.92em}
+th,td{border-bottom:1px solid #ddd;padding:.35em .7em;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;border:1px solid #eee}.muted{color:#777;font-size:.85em}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
+    if not alerts:
+        return "<p>No open alerts: nothing to change.</p>"
+    rows = "".join(
+        f'<tr><td><code>{_e(a.rule)}</code><br>{_e(a.title)}</td>'
+        f'<td><span class="state {_e(a.severity)}">{_e(a.severity.replace("_", " "))}</span></td>'
+        f"<td>{a.raised:%Y-%m-%d %H:%M}</td><td>{_e(a.message)}</td><td>{_e(a.advice)}</td></tr>"
+        for a in alerts
+    )
+    return ("<table><tr><th>rule</th><th>severity</th><th>raised (UTC)</th><th>why</th>"
+            f"<th>what to do</th></tr>{rows}</table>")
+
+
+def _mornings_table(data: ReportData) -> str:
+    rows = []
+    for m in [m for m in data.mornings if m.recorded][-LAST_READINGS:][::-1]:
+        band = ("–" if m.ln_band_low is None or m.ln_band_high is None
+                else f"{m.ln_band_low:.2f}–{m.ln_band_high:.2f}")
+        verdict = (m.band_position or "–") if m.accepted else f"rejected: {m.reject_reason}"
+        rows.append(
+            f"<tr><td>{m.day.isoformat()}</td><td class=num>{_fmt(m.ln_rmssd, '.2f')}</td>"
+            f"<td class=num>{_fmt(m.rmssd_ms, '.1f')}</td><td class=num>{band}</td>"
+            f"<td class=num>{_fmt(m.ln_7d_mean, '.2f')}</td><td>{_e(verdict)}</td>"
+            f"<td class=num>{_fmt(m.resting_hr_bpm, '.1f')}</td>"
+            f"<td class=num>{_fmt(m.rhr_baseline_median_bpm, '.1f')}</td></tr>")
+    if not rows:
+        return "<p>No morning readings in this period.</p>"
+    return ("<table><tr><th>date</th><th>lnRMSSD</th><th>RMSSD [ms]</th><th>normal band</th>"
+            f"<th>{data.thresholds.rolling_mean_days}-day mean</th><th>vs band</th>"
+            "<th>resting HR [bpm]</th><th>baseline median [bpm]</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _sessions_table(data: ReportData) -> str:
+    limit = data.thresholds.smo2_slow_recovery_s
+    rows = []
+    for s in data.sessions[-LAST_READINGS:][::-1]:
+        value = ("no efforts" if s.recovery_s is None
+                 else f"{'≥ ' if s.lower_bound else ''}{s.recovery_s:.0f}")
+        verdict = ("–" if s.recovery_s is None
+                   else "slow" if s.recovery_s > limit else "recovered")
+        rows.append(f"<tr><td>{s.at:%Y-%m-%d %H:%M}</td><td class=num>{value}</td>"
+                    f"<td class=num>{s.n_efforts}</td><td>{verdict}</td></tr>")
+    if not rows:
+        return "<p>No sessions in this period.</p>"
+    return (f"<table><tr><th>session (UTC)</th><th>SmO2 recovery [s]</th><th>efforts</th>"
+            f"<th>vs {limit:g} s</th></tr>" + "".join(rows) + "</table>")
+
+
+def _grips_table(data: ReportData) -> str:
+    rows = []
+    for g in data.grips[-LAST_READINGS:][::-1]:
+        last = g.last_drop
+        rows.append(
+            f"<tr><td>{g.at:%Y-%m-%d %H:%M}</td><td class=num>{_fmt(g.mvc_kg, '.1f')}</td>"
+            f"<td class=num>{g.drop_pct:.1f}</td>"
+            f"<td class=num>{'–' if last is None else f'{last[1]:.1f} @ {last[0]:g} min'}</td>"
+            f"<td class=num>{_fmt(g.threshold_pct, '.1f')}</td><td>{_e(g.grip_class)}</td></tr>")
+    if not rows:
+        return "<p>No grip tests in this period.</p>"
+    return ("<table><tr><th>test (UTC)</th><th>MVC [kg]</th><th>worst drop [%]</th>"
+            "<th>last test drop [%]</th><th>real-drop threshold [%]</th><th>class</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def render_html(data: ReportData, png: bytes | None = None) -> str:
+    """A self-contained HTML page: the picture (embedded base64 PNG), the open alerts with
+    their advice, and the last readings. ``png`` reuses an already rendered picture."""
+    picture = base64.b64encode(png if png is not None else png_bytes(data)).decode("ascii")
+    latest = data.latest_morning
+    summary = ("no accepted morning reading in this period" if latest is None else
+               f"latest morning {latest.day.isoformat()}: lnRMSSD "
+               f"<b>{_fmt(latest.ln_rmssd, '.2f')}</b>, resting HR "
+               f"{_fmt(latest.resting_hr_bpm, '.1f', ' bpm')}")
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    state = data.status
+    width, height = PNG_SIZE_PX
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(data.athlete)} — recovery report, {data.start.isoformat()} to \
+{data.end.isoformat()}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>{_e(data.athlete)} — recovery report</h1>
+<p class="sub">{data.start.isoformat()} to {data.end.isoformat()} ({data.days} days, UTC) ·
+<span class="state {state}">{_e(state.replace("_", " "))}</span> · {summary}</p>
+<h2>Open alerts</h2>
+{_alerts_table(data.open_alerts)}
+<img src="data:image/png;base64,{picture}" width="{width}" height="{height}"
+alt="Trends of {_e(data.athlete)}: morning lnRMSSD with its normal band, resting heart rate,
+SmO2 recovery per session, grip drops and alerts">
+<h2>Last morning readings</h2>
+{_mornings_table(data)}
+<h2>Last sessions</h2>
+{_sessions_table(data)}
+<h2>Last grip tests</h2>
+{_grips_table(data)}
+<p class="muted">Generated {generated} by redox-streamer from the local store. The thresholds
+are practitioner heuristics (see RULES.md), configurable, and not medical advice.</p>
+</body></html>
+"""
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{unit}"
