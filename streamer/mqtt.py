@@ -54,6 +54,8 @@ OUTBOX_BATCH: Final = 100
 """Outbox messages put in flight together (sent in order on one connection)."""
 LIVE_SEQ_BLOCK: Final = 1000
 """Sequence numbers reserved at once for a live topic (one store write per block)."""
+PENDING_CALLS_WARNING: Final = 10_000
+"""aiomqtt warns above this many unfinished calls (its default, 10, is one small batch)."""
 CONNECT_TIMEOUT_S: Final = 10.0
 """Longest wait for TCP + TLS + CONNACK before trying again."""
 
@@ -255,9 +257,12 @@ class MqttPublisher:
             keepalive=c.keepalive_s,
             tls_context=tls,
             logger=_LOGGER,
+            # The whole outbox batch in flight at once: one round trip per batch, not per
+            # message (paho's default window is 20).
+            max_inflight_messages=self._batch,
         )
-        # A full outbox batch in flight is normal here, not a leak worth a warning.
-        client.pending_calls_threshold = self._batch + 50
+        # Whole batches of publishes in flight are normal here, not a leak worth a warning.
+        client.pending_calls_threshold = PENDING_CALLS_WARNING
         return client
 
     async def _session(self) -> None:

@@ -354,3 +354,13 @@ async def test_untrusted_server_certificate_is_refused(
 def test_payload_header_is_what_consumers_dedupe_on() -> None:
     body = decode_payload(b'{"schema":1,"seq":3,"ts_ns":1}')
     assert body["seq"] == 3
+
+
+async def test_mqtt5_protocol_delivers_too(mosquitto: Mosquitto, store: Store) -> None:
+    sub = await Subscriber(HOST, mosquitto.port).start()
+    publisher = MqttPublisher(_config(mosquitto, protocol="5"), store, backoff=FAST)
+    async with running(publisher):
+        publisher.accept([_hrv(i) for i in range(5)])
+        await sub.wait_for(lambda: len(sub.on("redox/alice/hrv")) == 5)
+    await sub.stop()
+    assert first_arrivals(sub.on("redox/alice/hrv"))[0] == [1, 2, 3, 4, 5]
