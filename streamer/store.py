@@ -329,6 +329,15 @@ class Store:
         return [AlertRow(str(a), _int(t), str(r), str(s), _loads(str(d)))
                 for a, t, r, s, d in rows]
 
+    def athletes(self) -> list[str]:
+        """Athlete ids with any history (morning, session, grip test, alert), sorted."""
+        rows = self._query(
+            "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
+            "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts "
+            "ORDER BY athlete"
+        )
+        return [str(a) for (a,) in rows]
+
     def record(self, result: Result) -> bool:
         """Keep ``result`` in the history table it belongs to; ``False`` if it has none.
 

@@ -76,6 +76,8 @@ def test_range_queries_are_half_open(store: Store) -> None:
     assert [r.ts_ns for r in store.grip_tests("a", 2, 3)] == [2]
     assert [r.ts_ns for r in store.alerts(None, 2, 4)] == [2, 2, 3]
     assert [r.athlete for r in store.alerts("b")] == ["b"]
+    store.save_morning("c", "2024-01-01", 1, {})
+    assert store.athletes() == ["a", "b", "c"]
 
 
 def test_alert_book_and_baselines_survive_reopen(tmp_path: Path) -> None:
