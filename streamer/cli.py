@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "analyze",
     "config",
     "notify",
+    "report",
 )
 
 DESCRIPTION = """\
