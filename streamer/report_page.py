@@ -88,11 +88,12 @@ def _sessions_table(data: ReportData) -> str:
 def _grips_table(data: ReportData) -> str:
     rows = []
     for g in data.grips[-LAST_READINGS:][::-1]:
-        last = g.last_drop
+        last = ("–" if g.last_drop is None
+                else f"{_fmt(g.last_drop[1], '.1f')} @ {g.last_drop[0]:g} min")
         rows.append(
             f"<tr><td>{g.at:%Y-%m-%d %H:%M}</td><td class=num>{_fmt(g.mvc_kg, '.1f')}</td>"
-            f"<td class=num>{g.drop_pct:.1f}</td>"
-            f"<td class=num>{'–' if last is None else f'{last[1]:.1f} @ {last[0]:g} min'}</td>"
+            f"<td class=num>{_fmt(g.drop_pct, '.1f')}</td>"
+            f"<td class=num>{last}</td>"
             f"<td class=num>{_fmt(g.threshold_pct, '.1f')}</td><td>{_e(g.grip_class)}</td></tr>")
     if not rows:
         return "<p>No grip tests in this period.</p>"
@@ -106,10 +107,15 @@ def render_html(data: ReportData, png: bytes | None = None) -> str:
     their advice, and the last readings. ``png`` reuses an already rendered picture."""
     picture = base64.b64encode(png if png is not None else png_bytes(data)).decode("ascii")
     latest = data.latest_morning
-    summary = ("no accepted morning reading in this period" if latest is None else
-               f"latest morning {latest.day.isoformat()}: lnRMSSD "
-               f"<b>{_fmt(latest.ln_rmssd, '.2f')}</b>, resting HR "
-               f"{_fmt(latest.resting_hr_bpm, '.1f', ' bpm')}")
+    if latest is None:
+        summary = "no accepted morning reading in this period"
+    else:
+        band = ("" if latest.ln_band_low is None or latest.ln_band_high is None else
+                f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
+                f"{latest.ln_band_high:.2f})")
+        summary = (f"latest morning {latest.day.isoformat()}: lnRMSSD "
+                   f"<b>{_fmt(latest.ln_rmssd, '.2f')}</b>{band}, resting HR "
+                   f"{_fmt(latest.resting_hr_bpm, '.1f', ' bpm')}")
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     state = data.status
     width, height = PNG_SIZE_PX
@@ -141,4 +147,10 @@ are practitioner heuristics (see RULES.md), configurable, and not medical advice
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "–" if value is None else f"{value:{spec}}{unit}"
+    """``value`` formatted, "–" for None; never "-0.0" (a drop of -0.04% reads as 0.0)."""
+    if value is None:
+        return "–"
+    text = f"{value:{spec}}"
+    if text.startswith("-") and float(text) == 0.0:
+        text = text[1:]
+    return f"{text}{unit}"
