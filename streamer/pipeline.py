@@ -61,7 +61,7 @@ DEFAULT_LIVE_LANE_SIZE: Final = 1024
 """Live messages held per sink before the oldest is dropped."""
 DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
 """How long shutdown waits for each sink to deliver before leaving the rest in the outbox."""
-LIVE_BATCH_MAX: Final = 256
+LIVE_BATCH_MAX: Final = 32
 """Most live messages handed to a sink in one call."""
 SINK_RESTART_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Back-off between restarts of a sink runner that crashed (the last value repeats)."""
