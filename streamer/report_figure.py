@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -31,6 +32,7 @@ import numpy.typing as npt
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -112,12 +114,29 @@ def _day_steps(data: ReportData, values: Iterable[float | None]
     return x, np.append(y, y[-1] if y.size else np.nan)
 
 
+def _drawn(artist: Artist) -> bool:
+    """Whether a labelled artist shows anything (an all-NaN series draws nothing)."""
+    if isinstance(artist, Line2D):
+        return bool(np.isfinite(np.asarray(artist.get_ydata(), dtype=np.float64)).any())
+    if isinstance(artist, PolyCollection):
+        return len(artist.get_paths()) > 0
+    return True
+
+
 def _legend(ax: Axes, handles: Sequence[Artist] | None = None) -> None:
-    """The panel's legend in the right margin, top-aligned with the panel."""
+    """The panel's legend in the right margin, top-aligned with the panel; only what is
+    drawn is explained."""
     if handles is None:
-        handles = ax.get_legend_handles_labels()[0]
-    ax.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False, borderaxespad=0.0)
+        handles = [h for h in ax.get_legend_handles_labels()[0] if _drawn(h)]
+    if handles:
+        ax.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  fontsize=8, frameon=False, borderaxespad=0.0)
+
+
+def _margin_note(ax: Axes, text: str) -> None:
+    """A small note in the right margin, under the panel's legend."""
+    ax.text(1.01, 0.0, textwrap.fill(text, 46), transform=ax.transAxes, va="bottom",
+            ha="left", fontsize=7.5, color=GREY, style="italic")
 
 
 def _title(ax: Axes, text: str) -> None:
@@ -179,11 +198,11 @@ def _plot_hrv(ax: Axes, data: ReportData) -> None:
                 markeredgewidth=2, transform=transform, label="reading rejected (artefacts)")
     if np.isnan(ln).all():
         _empty(ax, "no accepted morning readings in this period")
+        ax.set_yticks([])
     elif all(m.ln_band_low is None for m in data.mornings):
-        ax.text(0.01, 0.04, f"no band yet: the baseline needs ≥ {th.baseline_min_valid_days} "
-                f"valid mornings in days d−{th.baseline_first_day_back} … "
-                f"d−{th.baseline_last_day_back}", transform=ax.transAxes, fontsize=8,
-                color=GREY, style="italic")
+        _margin_note(ax, f"No band yet: the baseline needs ≥ {th.baseline_min_valid_days} "
+                     f"valid mornings in days d−{th.baseline_first_day_back} … "
+                     f"d−{th.baseline_last_day_back}.")
     _title(ax, "Morning HRV — lnRMSSD (higher: better recovered)")
     ax.set_ylabel("lnRMSSD [ln ms]")
     _mark_alerts(ax, data, "hrv")
@@ -204,6 +223,7 @@ def _plot_rhr(ax: Axes, data: ReportData) -> None:
     ax.plot(noons, rhr, "o", color=INK, markersize=5, label="morning resting HR")
     if np.isnan(rhr).all():
         _empty(ax, "no accepted morning readings in this period")
+        ax.set_yticks([])
     _title(ax, "Resting heart rate (lower: better recovered)")
     ax.set_ylabel("resting HR [bpm]")
     _mark_alerts(ax, data, "rhr")
@@ -341,7 +361,7 @@ def _header(fig: Figure, data: ReportData) -> None:
     fig.text(0.97, 0.977, data.status.replace("_", " ").upper(), fontsize=17,
              fontweight="bold", va="top", ha="right", color=colour)
     opened = ", ".join(a.rule for a in data.open_alerts)
-    fig.text(0.06, 0.910, f"open alerts: {opened}" if opened else "no open alerts",
+    fig.text(0.06, 0.910, f"open now: {opened}" if opened else "no open alerts now",
              fontsize=9.5, va="top", color=colour)
 
 
