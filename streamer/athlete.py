@@ -191,6 +191,8 @@ class AthleteState:
         thresholds: rule thresholds (profile + config overrides).
         hrv_every_s: seconds of beats between rolling-HRV results.
         live: publish live samples (off while replaying history).
+        morning_stabilisation_s, morning_span_s: the morning protocol (seconds discarded,
+            seconds analysed); defaults from :mod:`processors.physiology`.
     """
 
     def __init__(
@@ -201,6 +203,8 @@ class AthleteState:
         *,
         hrv_every_s: float = DEFAULT_HRV_EVERY_S,
         live: bool = True,
+        morning_stabilisation_s: float = ph.MORNING_STABILISATION_S,
+        morning_span_s: float = ph.MORNING_SPAN_S,
     ) -> None:
         if hrv_every_s <= 0:
             raise ValueError(f"hrv_every_s must be > 0 seconds, got {hrv_every_s}")
@@ -209,7 +213,11 @@ class AthleteState:
         self.thresholds = thresholds or RuleThresholds()
         self.hrv_every_s = hrv_every_s
         self.live = live
+        self.morning_stabilisation_s = morning_stabilisation_s
+        self.morning_span_s = morning_span_s
         self.snapshot = AthleteSnapshot()
+        # Force samples: device clock (µs) anchored to the receipt clock, per device.
+        self._force_anchor: dict[str, tuple[int, int]] = {}  # device -> (anchor ns, last µs)
         self._trackers: dict[str, HrvTracker] = {}
         self._clocks: dict[str, _BeatClock] = {}
         self._after_gap: set[str] = set()
@@ -424,13 +432,28 @@ class AthleteState:
             self._seen(device, sample.t_ns)
             self.snapshot.force_kg = sample.force_kg
             if trace is not None and len(trace[0]) < GRIP_MAX_SAMPLES_PER_PHASE:
-                t_s = sample.t_ns / 1e9
+                t_s = self._force_time_ns(device, sample) / 1e9
                 if not trace[0] or t_s > trace[0][-1]:
                     trace[0].append(t_s)
                     trace[1].append(sample.force_kg)
             if self.live:
                 out.append(live_result(self.athlete, device, sample))
         return out
+
+    def _force_time_ns(self, device: str, sample: ForceSample) -> int:
+        """A force sample's time: the dynamometer's µs clock anchored to the receipt time.
+
+        A Progressor packs several samples, stamped with one receipt time, into a
+        notification; its own clock (``t_us``) orders them. The anchor is reset when that
+        clock starts again (a new measurement) or wraps.
+        """
+        if sample.t_us is None:
+            return sample.t_ns
+        anchor = self._force_anchor.get(device)
+        if anchor is None or sample.t_us < anchor[1]:
+            anchor = (sample.t_ns - sample.t_us * 1000, sample.t_us)
+        self._force_anchor[device] = (anchor[0], sample.t_us)
+        return anchor[0] + sample.t_us * 1000
 
     # --- protocols --------------------------------------------------------------------------
 
@@ -472,7 +495,9 @@ class AthleteState:
         if start is None:
             return []
         day = dt.datetime.fromtimestamp(start / 1e9, tz=dt.UTC).date()
-        reading = morning_reading(self._morning_rr, self._morning_breaks, t_ns=end.t_ns, day=day)
+        reading = morning_reading(self._morning_rr, self._morning_breaks, t_ns=end.t_ns, day=day,
+                                  stabilisation_s=self.morning_stabilisation_s,
+                                  span_s=self.morning_span_s)
         self._morning_rr.clear()
         self._morning_breaks.clear()
         if reading.accepted and reading.ln_rmssd is not None and reading.resting_hr_bpm:

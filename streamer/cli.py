@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "replay",
     "doctor",
+    "morning",
+    "grip_test",
     "scan",
     "decode",
     "analyze",

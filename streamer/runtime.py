@@ -110,3 +110,42 @@ async def stop_view(view_task: asyncio.Task[None]) -> None:
 def start_view(view: LiveView) -> asyncio.Task[None]:
     """Run ``view`` as a task."""
     return asyncio.create_task(view.run(), name="live view")
+
+
+@dataclass
+class GuidedSetup:
+    """Everything a guided protocol (morning, grip test) needs, built from the CLI flags."""
+
+    athlete: str
+    store: Any
+    pipeline: Pipeline
+    driver: DeviceDriver
+    clock: SpeedClock
+    speed: float
+    peripheral: Any | None  # the emulator, with --emulated
+
+    def emulated_seconds(self, real_s: float) -> float:
+        """Emulated seconds in ``real_s`` real seconds."""
+        return real_s * self.speed
+
+
+async def wait_connected(driver: DeviceDriver, timeout_s: float, what: str) -> None:
+    """Wait until ``driver`` has a subscribed link, or raise a CliError saying what to do."""
+    from streamer.errors import CliError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not driver.connected:
+        if loop.time() > deadline:
+            status = driver.status
+            raise CliError(
+                f"{what} {driver.address} did not connect within {timeout_s:.0f} s"
+                + (f" ({status.last_error})" if status.last_error else "")
+                + "; wake it (wear the strap / squeeze the dynamometer), check the address "
+                "with `redox-streamer scan`, and close other apps connected to it")
+        await asyncio.sleep(0.05)
+
+
+async def sleep_emulated(clock: SpeedClock, seconds: float) -> None:
+    """Sleep ``seconds`` of emulated time (real time / speed)."""
+    await asyncio.sleep(seconds / clock.speed)

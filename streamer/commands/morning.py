@@ -1,0 +1,220 @@
+"""``redox-streamer morning``: the guided morning reading with a chest strap.
+
+Lie still, strap on: a countdown through the stabilisation period, a progress bar through
+the analysed span, then the reading (lnRMSSD, resting HR, accepted or rejected with the
+reason), where it sits in the athlete's normal band, and any alert the rules raised. The
+reading goes through the same pipeline, store and sinks as ``run``, so trends continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from devices.drivers import HeartRateDriver
+from devices.kinds import DeviceKind
+from processors import physiology as ph
+from streamer.athlete import AthleteState, MorningEnd, MorningStart
+from streamer.commands.run import build_sinks
+from streamer.config import Config, load_config
+from streamer.errors import CliError
+from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.results import Kind, Result
+from streamer.runtime import SpeedClock, wait_connected
+from streamer.store import Store, StoreError
+
+CONNECT_TIMEOUT_S = 30.0
+
+DESCRIPTION = """\
+Take the morning reading: on waking, lying still, chest strap on. The first
+--stabilisation seconds are discarded, the next --span seconds are analysed (artefacts and
+ectopic beats corrected; a reading with too many is rejected with the reason, never stored
+as a number). The result joins the athlete's daily trend; the trend rules run at once.
+"""
+
+EPILOG = """\
+examples:
+  redox-streamer morning                          the only athlete in the config
+  redox-streamer morning --athlete alice
+  redox-streamer morning --emulated --speed 50    an emulated strap, 50x faster
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``morning`` sub-command."""
+    parser = subparsers.add_parser(
+        "morning", help="guided morning HRV reading with a chest strap",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--stabilisation", type=float, default=ph.MORNING_STABILISATION_S,
+                        metavar="S", help=f"seconds discarded first (default "
+                        f"{ph.MORNING_STABILISATION_S:g})")
+    parser.add_argument("--span", type=float, default=ph.MORNING_SPAN_S, metavar="S",
+                        help=f"seconds analysed (default {ph.MORNING_SPAN_S:g}; 60 is enough "
+                        "for lnRMSSD alone)")
+    parser.set_defaults(handler=run)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--athlete --config --store --emulated --speed`` (morning and grip-test)."""
+    parser.add_argument("--athlete", metavar="ID", help="athlete id (default: the only one)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="config file")
+    parser.add_argument("--store", type=Path, metavar="PATH",
+                        help="SQLite store (default: the config's)")
+    parser.add_argument("--emulated", action="store_true",
+                        help="use an emulated device on a virtual link (no hardware)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
+                        help="with --emulated: emulated seconds per real second (default 1)")
+
+
+@contextlib.contextmanager
+def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Any:
+    """(config or None, athlete id, device address or None, store, sinks) from the flags."""
+    if not args.speed > 0 or (args.speed != 1.0 and not args.emulated):
+        raise CliError(f"--speed {args.speed:g}: only with --emulated, and > 0")
+    config: Config | None = None
+    if args.config is not None or not args.emulated:
+        config = load_config(args.config)
+    athlete = args.athlete
+    address = None
+    if config is not None:
+        ids = [a.id for a in config.athletes]
+        if athlete is None:
+            if len(ids) != 1:
+                raise CliError(f"--athlete: say which athlete ({', '.join(ids) or 'none'} "
+                               "configured)")
+            athlete = ids[0]
+        elif athlete not in ids:
+            raise CliError(f"--athlete {athlete!r} is not in {config.source}; known: "
+                           f"{', '.join(ids) or 'none'}")
+        device = config.athlete(athlete).device(kind)
+        if device is None and not args.emulated:
+            raise CliError(f"athlete {athlete!r} has no {kind.value} device in "
+                           f"{config.source}: add one (see `redox-streamer scan`)")
+        address = device.address if device else None
+        if device is not None and not address and not args.emulated:
+            raise CliError(f"athlete {athlete!r}: the {kind.value} device has no address — "
+                           "find it with `redox-streamer scan`")
+    athlete = athlete or "athlete1"
+    with contextlib.ExitStack() as stack:
+        if args.store is not None:
+            path: Path | str = args.store
+        elif config is not None:
+            path = config.store_path
+        else:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "redox.sqlite3"
+        try:
+            store = stack.enter_context(Store(path))
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+        sinks: list[Sink] = build_sinks(config, store) if config is not None else []
+        thresholds = config.thresholds_for(athlete) if config is not None else None
+        yield athlete, address, store, sinks, thresholds
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``redox-streamer morning``."""
+    if not args.stabilisation >= 0 or not args.span >= 30:
+        raise CliError("--stabilisation must be >= 0 s and --span >= 30 s")
+    with open_setup(args, DeviceKind.STRAP) as (athlete, address, store, sinks, thresholds):
+        return asyncio.run(_morning(args, athlete, address, store, sinks, thresholds))
+
+
+async def _morning(args: argparse.Namespace, athlete: str, address: str | None, store: Store,
+                   sinks: list[Sink], thresholds: Any) -> int:
+    console = Console()
+    clock = SpeedClock(args.speed)
+    results: list[Result] = []
+    state = AthleteState(athlete, store, thresholds, morning_stabilisation_s=args.stabilisation,
+                         morning_span_s=args.span)
+    pipeline = Pipeline(lambda a: state, store, sinks, athletes=[athlete],
+                        on_result=results.append)
+    async with contextlib.AsyncExitStack() as stack:
+        kwargs: dict[str, Any] = {}
+        if args.emulated:
+            from devices.emulated import ChestStrap, EmulatedWorld
+
+            world = await stack.enter_async_context(EmulatedWorld())
+            strap = await world.add(ChestStrap(f"H10 {athlete}", speed=args.speed,
+                                               address=address))
+            address = strap.address
+            kwargs = {"client_kwargs": world.client_kwargs,
+                      "scanner_kwargs": world.scanner_kwargs}
+        assert address is not None
+        driver = HeartRateDriver(address, name=f"{athlete}/strap", clock_ns=clock.now_ns,
+                                 sink=pipeline.ingest_for(athlete, "strap"), **kwargs)
+        pipeline.add_source(driver)
+        undo = install_signal_handlers(pipeline)
+        task = asyncio.create_task(pipeline.run())
+        try:
+            console.print(f"connecting to the strap {address} …")
+            await wait_connected(driver, CONNECT_TIMEOUT_S, "the strap")
+            console.print("lie still and breathe normally.")
+            pipeline.offer(athlete, "strap", MorningStart(clock.now_ns()))
+            completed = await _countdown(console, pipeline, state, clock, args)
+            if not completed:
+                console.print("[yellow]stopped before the end: no reading taken[/]")
+                return 130
+            pipeline.offer(athlete, "strap", MorningEnd(clock.now_ns()))
+            await pipeline.join()
+        finally:
+            pipeline.stop()
+            with contextlib.suppress(Exception):
+                await task
+            undo()
+    return _report(console, results)
+
+
+async def _countdown(console: Console, pipeline: Pipeline, state: AthleteState,
+                     clock: SpeedClock, args: argparse.Namespace) -> bool:
+    total = args.stabilisation + args.span
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[hr]}"),
+                  TimeRemainingColumn(), console=console, transient=False) as progress:
+        stab = progress.add_task("stabilising", total=args.stabilisation or 1, hr="")
+        rec = progress.add_task("recording  ", total=args.span, hr="")
+        start = clock.now_ns()
+        while not pipeline.stopping:
+            elapsed = (clock.now_ns() - start) / 1e9
+            hr = f"HR {state.snapshot.hr_bpm or '–'} bpm"
+            progress.update(stab, completed=min(elapsed, args.stabilisation), hr=hr)
+            progress.update(rec, completed=max(0.0, elapsed - args.stabilisation), hr=hr)
+            if elapsed >= total:
+                return True
+            await asyncio.sleep(0.1)
+    return False
+
+
+def _report(console: Console, results: list[Result]) -> int:
+    morning = next((r for r in results if r.kind is Kind.MORNING), None)
+    if morning is None:
+        console.print("[red]no reading came out: the strap sent no beats?[/]")
+        return 1
+    f = morning.fields
+    if f.get("accepted"):
+        console.print(f"[bold green]reading accepted[/]: lnRMSSD {f['ln_rmssd']:.2f} "
+                      f"(RMSSD {f['rmssd_ms']:.0f} ms), resting HR {f['resting_hr_bpm']:.0f} bpm, "
+                      f"artefacts {f['artifacts_pct']:.1f}%")
+        low, high = f.get("ln_rmssd_band_low"), f.get("ln_rmssd_band_high")
+        if isinstance(low, float) and isinstance(high, float):
+            console.print(f"normal band {low:.2f}–{high:.2f}; 7-day mean "
+                          f"{f.get('ln_rmssd_7d_mean') or float('nan'):.2f}")
+        else:
+            console.print("no baseline yet (it needs 14 valid mornings in the last 5 weeks)")
+    else:
+        console.print(f"[bold red]reading rejected[/]: {f.get('reject_reason')}")
+    for r in results:
+        if r.kind is Kind.ALERTS:
+            event = r.fields["event"]
+            if isinstance(event, dict):
+                console.print(f"[bold]{event.get('state')}[/] {event.get('rule')}: "
+                              f"{event.get('message')} {event.get('advice')}")
+    return 0 if f.get("accepted") else 1
