@@ -65,7 +65,10 @@ async def replay(store_path: Path, sinks: Sequence[Sink], *, athletes: int = 2,
             states[athlete] = AthleteState(athlete, store, live=False, hrv_every_s=60.0)
             return states[athlete]
 
-        pipeline = Pipeline(make, store, list(sinks), athletes=[p.athlete for p in plans])
+        # History replays far faster than real time: lanes big enough that no live sample
+        # is shed, and time to deliver at shutdown even on a busy machine.
+        pipeline = Pipeline(make, store, list(sinks), athletes=[p.athlete for p in plans],
+                            live_lane_size=1_000_000, flush_timeout_s=30.0)
         task = asyncio.create_task(pipeline.run())
         try:
             await replay_history(pipeline.put, plans, dates)
@@ -76,11 +79,12 @@ async def replay(store_path: Path, sinks: Sequence[Sink], *, athletes: int = 2,
                 for device, record in day_records(plan, plan.days[-1], yesterday):
                     await pipeline.put(plan.athlete, device, record)
             await pipeline.join()
-            async with asyncio.timeout(60):
-                for sink in settle:
-                    # Live samples are batched (about every second): wait until written.
-                    while sink.status()["outbox_depth"] or sink.status()["buffered"]:  # noqa: ASYNC110
-                        await asyncio.sleep(0.1)
+            async with asyncio.timeout(120):
+                # Live samples wait in the pipeline's lanes, then in the sinks' batches
+                # (written about every second): wait until all are through.
+                while any(c.lane_depth for c in pipeline.status().sinks.values()) or any(  # noqa: ASYNC110
+                        s.status()["outbox_depth"] or s.status()["buffered"] for s in settle):
+                    await asyncio.sleep(0.1)
         finally:
             pipeline.stop()
             await task
