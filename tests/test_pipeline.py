@@ -414,3 +414,38 @@ async def test_a_source_added_while_running_is_cancelled_at_stop() -> None:
     await asyncio.wait_for(task, 5)
     assert source.cancelled
     assert pipeline.status().sources["endless"] == "stopped"
+
+
+@pytest.mark.integration
+async def test_frozen_broker_stalls_neither_influxdb_nor_the_devices(
+    tmp_path: Path, mosquitto: Any, influxdb1: Any
+) -> None:
+    """Real servers: mosquitto frozen (SIGSTOP: connections hang, nothing answers) while
+    InfluxDB keeps receiving; MQTT results wait in the outbox and go out once it thaws."""
+    from streamer.config import InfluxConfig, MqttConfig
+    from streamer.influx import InfluxWriter
+    from streamer.mqtt import MqttPublisher
+
+    with Store(tmp_path / "store.sqlite3") as store:
+        mqtt = MqttPublisher(MqttConfig.from_url(mosquitto.url, publish_timeout_s=1.0), store)
+        influx = InfluxWriter(InfluxConfig(url=influxdb1.url, db="t", create_database=True,
+                                           flush_interval_s=0.1), store)
+        pipeline = Pipeline(lambda a: Recorder(a), store, [mqtt, influx], flush_timeout_s=2.0)
+        task = asyncio.create_task(pipeline.run())
+        await eventually(lambda: mqtt.connected)
+        assert mosquitto.proc is not None
+        mosquitto.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(1, 301):
+                assert pipeline.offer("ann", "strap", hr(i))
+                if i % 10 == 0:
+                    await asyncio.sleep(0.01)
+            await eventually(lambda: influx.status()["written"] >= 300 + 30, timeout_s=10)
+            assert store.mqtt_depth() == 30  # the HRV results, waiting for the broker
+        finally:
+            mosquitto.proc.send_signal(signal.SIGCONT)
+        await eventually(lambda: store.mqtt_depth() == 0, timeout_s=20)
+        pipeline.stop()
+        await asyncio.wait_for(task, 10)
+    rows = influxdb1.query("SELECT count(n_beats) FROM hrv", db="t")
+    assert rows["results"][0]["series"][0]["values"][0][1] == 30
