@@ -1,0 +1,55 @@
+"""The live view shows what the pipeline and the athletes know, as a table on a terminal
+and as plain lines elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from rich.console import Console
+
+from devices.records import HeartRateSample
+from streamer.athlete import AthleteState
+from streamer.history import HistoryProgress
+from streamer.live_view import LiveView, ViewModel, plain_lines, render
+from streamer.pipeline import Pipeline
+
+
+def _model() -> tuple[ViewModel, AthleteState]:
+    state = AthleteState("ann")
+    state.process("strap", HeartRateSample(1, 61, (980.0,)))
+    pipeline = Pipeline(lambda a: state, None, athletes=["ann"])
+    model = ViewModel(title="t", pipeline_status=pipeline.status,
+                      snapshots={"ann": state.snapshot},
+                      history=HistoryProgress(total_days=4, days_done=1, records=10))
+    return model, state
+
+
+def test_plain_lines_carry_each_athletes_latest_values_and_the_replay_progress() -> None:
+    model, _ = _model()
+    lines = plain_lines(model)
+    assert "history 1/4 athlete-days" in lines[0]
+    assert lines[1].startswith("  ann: HR 61 RR 980")
+    assert lines[1].endswith("alerts: none")
+
+
+def test_the_table_renders_the_athlete_row() -> None:
+    model, _ = _model()
+    console = Console(file=io.StringIO(), width=160, force_terminal=True)
+    console.print(render(model))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "ann" in text
+    assert "61" in text
+    assert "history" in text
+
+
+async def test_without_a_terminal_the_view_prints_plain_lines_periodically() -> None:
+    model, _ = _model()
+    out = io.StringIO()
+    view = LiveView(model, console=Console(file=out), plain_every_s=0.05)
+    assert view.plain
+    task = asyncio.create_task(view.run())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert out.getvalue().count("ann: HR 61") >= 3
