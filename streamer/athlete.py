@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -664,14 +664,3 @@ def alert_payload(alert: Alert) -> dict[str, JsonValue]:
         "raised_ts_ns": alert.raised_at_ns,
         "cleared_ts_ns": alert.cleared_at_ns,
     }
-
-
-def open_alert_rules(results: Iterable[Result]) -> Mapping[str, set[str]]:
-    """Rules raised per athlete among ``results`` (alerts events in state ``raised``)."""
-    raised: dict[str, set[str]] = {}
-    for r in results:
-        if r.kind is Kind.ALERTS:
-            event = r.fields.get("event")
-            if isinstance(event, dict) and event.get("state") == "raised":
-                raised.setdefault(r.athlete, set()).add(str(event.get("rule")))
-    return raised

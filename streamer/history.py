@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
 import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -270,8 +271,6 @@ def _session(plan: SessionPlan, day_ns: int, seed: int) -> Iterator[Item]:
 
 
 def _merge_by_time(*streams: Iterator[Item]) -> Iterator[Item]:
-    import heapq
-
     def key(item: Item) -> int:
         t = getattr(item[1], "t_ns", 0)
         return int(t)

@@ -14,14 +14,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.drivers import DeviceDriver, HeartRateDriver, MoxyDriver, PowerMeterDriver
-from devices.emulated import ChestStrap, EmulatedWorld, MoxySensor, PowerMeter
-from devices.emulated.signals import DEFAULT_SCHEDULE, RRParameters, SmO2Parameters
-from streamer.history import MOXY, POWER, STRAP
 from streamer.live_view import LiveView
 from streamer.pipeline import Pipeline
+
+if TYPE_CHECKING:  # Bumble is imported only when emulators are used (it costs ~30 MB)
+    from devices.emulated import EmulatedWorld
 
 
 class SpeedClock:
@@ -60,6 +60,10 @@ async def emulated_athlete_devices(
 ) -> list[EmulatedDevice]:
     """Put an athlete's strap, Moxy and power meter on ``world`` and drive them with the
     production drivers (through bleak and the Bumble backend) into ``pipeline``."""
+    from devices.emulated import ChestStrap, MoxySensor, PowerMeter
+    from devices.emulated.signals import DEFAULT_SCHEDULE, RRParameters, SmO2Parameters
+    from streamer.history import MOXY, POWER, STRAP
+
     seed = 1000 + 10 * index
     peripherals: list[tuple[str, Any, type[DeviceDriver]]] = [
         (STRAP, ChestStrap(f"H10 {athlete}", speed=speed, seed=seed,
@@ -112,23 +116,6 @@ def start_view(view: LiveView) -> asyncio.Task[None]:
     return asyncio.create_task(view.run(), name="live view")
 
 
-@dataclass
-class GuidedSetup:
-    """Everything a guided protocol (morning, grip test) needs, built from the CLI flags."""
-
-    athlete: str
-    store: Any
-    pipeline: Pipeline
-    driver: DeviceDriver
-    clock: SpeedClock
-    speed: float
-    peripheral: Any | None  # the emulator, with --emulated
-
-    def emulated_seconds(self, real_s: float) -> float:
-        """Emulated seconds in ``real_s`` real seconds."""
-        return real_s * self.speed
-
-
 async def wait_connected(driver: DeviceDriver, timeout_s: float, what: str) -> None:
     """Wait until ``driver`` has a subscribed link, or raise a CliError saying what to do."""
     from streamer.errors import CliError
@@ -144,8 +131,3 @@ async def wait_connected(driver: DeviceDriver, timeout_s: float, what: str) -> N
                 + "; wake it (wear the strap / squeeze the dynamometer), check the address "
                 "with `redox-streamer scan`, and close other apps connected to it")
         await asyncio.sleep(0.05)
-
-
-async def sleep_emulated(clock: SpeedClock, seconds: float) -> None:
-    """Sleep ``seconds`` of emulated time (real time / speed)."""
-    await asyncio.sleep(seconds / clock.speed)
