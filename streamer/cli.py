@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "morning",
     "grip_test",
     "scan",
+    "pair",
     "decode",
     "analyze",
     "config",

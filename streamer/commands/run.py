@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{config.source}: no athletes configured — add an [[athletes]] table "
                        "(see `redox-streamer config init`)")
     registry = None
-    if not args.emulated:
+    if not args.emulated or args.registry is not None:  # emulated: only a registry named
         try:
             registry = DeviceRegistry.load(args.registry)
         except RegistryError as exc:
@@ -206,7 +206,8 @@ async def _run(args: argparse.Namespace, config: Config, store: Store,
             await stop_view(view_task)
             undo()
     status = pipeline.status()
-    print(f"stopped: {status.durable} results stored; " + "; ".join(
-        f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
-        for name, s in status.sink_status.items()))
+    outboxes = "; ".join(f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
+                         for name, s in status.sink_status.items())
+    print(f"stopped: {status.durable} results stored in {config.store_path}; "
+          + (outboxes or "no MQTT or InfluxDB configured"))
     return 0

@@ -1,0 +1,199 @@
+"""``redox-streamer pair``: the registry as a user edits it, and ``run`` streaming what was
+paired — emulated devices found through the real discovery code."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from devices.discovery import FoundDevice
+from devices.kinds import DeviceKind
+from devices.registry import DeviceRegistry, PairedDevice
+from streamer.cli import main
+from streamer.commands.pair import _choose
+from streamer.errors import CliError
+
+pytestmark = pytest.mark.timeout(90)
+
+STRAP_EMU = "C0:00:00:00:00:01"  # the emulated fleet's strap (first device added)
+MOXY_EMU = "C0:00:00:00:00:02"
+
+
+def _config(tmp_path: Path, athletes: tuple[str, ...] = ("anna",)) -> Path:
+    path = tmp_path / "config.toml"
+    text = f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n'
+    for athlete in athletes:
+        text += f'\n[[athletes]]\nid = "{athlete}"\nname = "{athlete.title()}"\n'
+    path.write_text(text)
+    return path
+
+
+def test_pair_by_scanning_takes_the_one_unpaired_device_of_the_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "devices.toml"
+    assert main(["pair", "add", "--athlete", "anna", "--kind", "strap", "--emulated",
+                 "--registry", str(registry), "--config", str(_config(tmp_path))]) == 0
+    out = capsys.readouterr()
+    assert f"paired {STRAP_EMU} (Polar H10 EMU1) to anna as strap" in out.out
+    assert "note:" not in out.err  # anna is configured
+    stored = tomllib.loads(registry.read_text())["device"]
+    assert stored == [{"address": STRAP_EMU, "athlete": "anna", "kind": "strap",
+                       "name": "Polar H10 EMU1", "role": ""}]
+
+    # the only strap in range is now paired: a second scan-pair says so, changes nothing
+    assert main(["pair", "add", "--athlete", "bo", "--kind", "strap", "--emulated",
+                 "--registry", str(registry)]) == 2
+    err = capsys.readouterr().err
+    assert "no unpaired strap device seen" in err
+    assert "1 already paired" in err
+    assert len(DeviceRegistry.load(registry)) == 1
+
+
+def test_pair_by_address_learns_the_kind_and_name_from_a_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "devices.toml"
+    assert main(["pair", "add", MOXY_EMU.lower().replace(":", "-"), "--athlete", "anna",
+                 "--role", "left vastus lateralis", "--emulated",
+                 "--registry", str(registry)]) == 0
+    capsys.readouterr()
+    device = DeviceRegistry.load(registry).get(MOXY_EMU)
+    assert device == PairedDevice(MOXY_EMU, "anna", DeviceKind.SMO2, "Moxy EMU1",
+                                  "left vastus lateralis")
+
+
+def test_pair_by_address_of_a_device_out_of_range_needs_the_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "devices.toml"
+    assert main(["pair", "add", "C0:00:00:00:00:99", "--athlete", "anna", "--emulated",
+                 "--registry", str(registry)]) == 2
+    assert "give --kind" in capsys.readouterr().err
+    assert not registry.exists()
+    # with the kind, no scan is needed
+    assert main(["pair", "add", "C0:00:00:00:00:99", "--athlete", "anna", "--kind", "power",
+                 "--registry", str(registry)]) == 0
+    assert DeviceRegistry.load(registry).get("C0:00:00:00:00:99") is not None
+
+
+def test_pairing_an_address_twice_needs_replace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "devices.toml"
+    base = ["pair", "add", STRAP_EMU, "--kind", "strap", "--registry", str(registry)]
+    assert main([*base, "--athlete", "anna"]) == 0
+    assert main([*base, "--athlete", "bo"]) == 2
+    err = capsys.readouterr().err
+    assert "already paired to anna" in err
+    assert "--replace" in err
+    assert main([*base, "--athlete", "bo", "--replace"]) == 0
+    paired = DeviceRegistry.load(registry).get(STRAP_EMU)
+    assert paired is not None
+    assert paired.athlete == "bo"
+
+
+def test_pairing_to_an_athlete_not_in_the_config_warns_that_run_ignores_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pair", "add", STRAP_EMU, "--kind", "strap", "--athlete", "zoe",
+                 "--registry", str(tmp_path / "d.toml"),
+                 "--config", str(_config(tmp_path))]) == 0
+    err = capsys.readouterr().err
+    assert "'zoe' is not an athlete in" in err
+    assert 'id = "zoe"' in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["pair", "add", "not-an-address", "--athlete", "a", "--kind", "strap"],
+     "is not a Bluetooth address"),
+    (["pair", "add", "--athlete", "a"], "give the device's ADDRESS, or --kind"),
+    (["pair", "add", STRAP_EMU, "--athlete", "a", "--kind", "spo2"],
+     "redox-streamer streams strap, smo2, grip, power devices"),
+    (["pair", "add", STRAP_EMU, "--athlete", " ", "--kind", "strap"], "athlete name is empty"),
+    (["pair", "remove", STRAP_EMU], "is not in the device registry"),
+])
+def test_bad_input_is_a_one_line_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main([*argv, "--registry", str(tmp_path / "d.toml")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "d.toml").exists()
+
+
+def test_unknown_kind_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pair", "add", STRAP_EMU, "--athlete", "a", "--kind", "watch"])
+    assert "expected one of: strap, smo2" in capsys.readouterr().err
+
+
+def test_a_broken_registry_file_is_named(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    registry = tmp_path / "d.toml"
+    registry.write_text("[[device]\n")
+    assert main(["pair", "list", "--registry", str(registry)]) == 2
+    assert f"{registry} is not valid TOML" in capsys.readouterr().err
+
+
+def test_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = tmp_path / "d.toml"
+    assert main(["pair", "list", "--registry", str(registry)]) == 0
+    assert "No paired devices" in capsys.readouterr().out
+    for address, kind in ((STRAP_EMU, "strap"), (MOXY_EMU, "smo2")):
+        assert main(["pair", "add", address, "--athlete", "anna", "--kind", kind,
+                     "--registry", str(registry)]) == 0
+    capsys.readouterr()
+    assert main(["pair", "list", "--json", "--registry", str(registry)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(d["address"], d["kind"]) for d in listed] == [(STRAP_EMU, "strap"),
+                                                          (MOXY_EMU, "smo2")]
+    assert main(["pair", "list", "--registry", str(registry)]) == 0
+    table = capsys.readouterr().out
+    assert STRAP_EMU in table
+    assert "smo2" in table
+    assert main(["pair", "remove", MOXY_EMU.lower(), "--registry", str(registry)]) == 0
+    assert f"removed {MOXY_EMU} (smo2 of anna)" in capsys.readouterr().out
+    assert [d.address for d in DeviceRegistry.load(registry)] == [STRAP_EMU]
+
+
+def _found(address: str, rssi: int) -> FoundDevice:
+    return FoundDevice(address, f"Polar H10 {address[-2:]}", DeviceKind.STRAP, rssi, ())
+
+
+def test_several_unpaired_devices_of_the_kind_are_listed_not_guessed(tmp_path: Path) -> None:
+    registry = DeviceRegistry(tmp_path / "d.toml")
+    found = [_found("C0:00:00:00:00:0A", -40), _found("C0:00:00:00:00:0B", -70)]
+    with pytest.raises(CliError) as raised:
+        _choose(found, registry, DeviceKind.STRAP, 5.0)
+    message = str(raised.value)
+    assert "2 unpaired strap devices" in message
+    assert "C0:00:00:00:00:0A Polar H10 0A -40 dBm" in message
+    assert "give the ADDRESS" in message
+    # once one of them is paired, the other is the one
+    registry.add(PairedDevice("C0:00:00:00:00:0A", "anna", DeviceKind.STRAP))
+    assert _choose(found, registry, DeviceKind.STRAP, 5.0).address == "C0:00:00:00:00:0B"
+
+
+def test_run_streams_what_was_paired(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Pair by scanning the emulated fleet, then `run --emulated` with that registry serves
+    the paired addresses from emulators and streams them for the configured athlete."""
+    registry = tmp_path / "devices.toml"
+    config = _config(tmp_path)
+    assert main(["pair", "add", "--athlete", "anna", "--kind", "strap", "--emulated",
+                 "--registry", str(registry), "--config", str(config)]) == 0
+    assert main(["run", "--config", str(config), "--registry", str(registry), "--emulated",
+                 "--speed", "30", "--duration", "4", "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "anna: HR" in out
+    assert "strap:up" in out
+    assert "no MQTT or InfluxDB configured" in out
+    stored = re.search(r"stopped: (\d+) results stored", out)
+    assert stored is not None
+    assert int(stored.group(1)) > 0  # HRV windows of anna's strap
