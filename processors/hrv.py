@@ -154,6 +154,11 @@ def hrv_time(nn_ms: RrInput, breaks: BreaksInput = None) -> HrvTime:
     )
 
 
+_CANCELLATION = 1e-9
+"""A window's sum of squared deviations below this share of the running sum of squares
+is within rounding error of the running sums and is recomputed from its values."""
+
+
 def sliding_hrv_time(
     nn_ms: RrInput,
     breaks: BreaksInput = None,
@@ -218,8 +223,18 @@ def sliding_hrv_time(
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = m >= MIN_DIFFS
         mean_x = sum_x / n_beats
-        var_nn = np.maximum(sum_x2 - sum_x * mean_x, 0.0) / (n_beats - 1)
-        var_d = np.maximum(sum_d2 - sum_d * sum_d / m, 0.0) / (m - 1)
+        resid_nn = sum_x2 - sum_x * mean_x
+        resid_d = sum_d2 - sum_d * sum_d / m
+        var_nn = np.maximum(resid_nn, 0.0) / (n_beats - 1)
+        var_d = np.maximum(resid_d, 0.0) / (m - 1)
+    # A near-constant window loses its few significant digits to the running sums'
+    # rounding (and the square root magnifies that): recompute those few windows directly.
+    for i in np.flatnonzero(ok & (resid_nn <= _CANCELLATION * c2[stop])):
+        var_nn[i] = np.var(nn[start[i] : stop[i]], ddof=1)
+    for i in np.flatnonzero(ok & (resid_d <= _CANCELLATION * cd2[last])):
+        window_d = d[start[i] + 1 : stop[i]][valid[start[i] + 1 : stop[i]]]
+        var_d[i] = np.var(window_d, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
         rmssd = np.where(ok, np.sqrt(sum_d2 / m), np.nan)
         return SlidingHrv(
             start=start,

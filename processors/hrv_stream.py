@@ -27,6 +27,10 @@ from processors.hrv import MIN_DIFFS, HrvTime
 # Running sums drift by rounding as values enter and leave; recomputing them from the
 # buffer every so many updates bounds the drift at O(window) cost, O(1) amortised.
 _RESUM_EVERY = 4096
+# A window's sum of squared deviations below this share of the squares that went through
+# the running sums is within their rounding error (a near-constant window after a large
+# beat): it is recomputed from the buffer, which only such windows pay for.
+_CANCELLATION = 1e-9
 
 
 class HrvTracker:
@@ -42,6 +46,8 @@ class HrvTracker:
 
     __slots__ = (
         "_beats",
+        "_churn",
+        "_churn_d",
         "_diffs",
         "_elapsed_ms",
         "_n50",
@@ -102,6 +108,8 @@ class HrvTracker:
         self._sd2 = 0.0  # Σ d²
         self._n_d = 0  # counted differences
         self._n50 = 0  # counted |d| > 50 ms
+        self._churn = 0.0  # Σ (nn − ref)² added or removed since the sums were exact
+        self._churn_d = 0.0  # Σ d² added or removed since then
 
     @property
     def n_beats(self) -> int:
@@ -151,8 +159,16 @@ class HrvTracker:
             return None
         mean_x = self._s1 / n
         mean_nn = self._ref + mean_x
-        var_nn = max(self._s2 - self._s1 * mean_x, 0.0) / (n - 1)
-        var_d = max(self._sd2 - self._sd1 * self._sd1 / m, 0.0) / (m - 1)
+        resid_nn = self._s2 - self._s1 * mean_x
+        if resid_nn <= _CANCELLATION * self._churn:
+            resid_nn = sum((nn - mean_nn) ** 2 for nn in self._beats)
+        resid_d = self._sd2 - self._sd1 * self._sd1 / m
+        if resid_d <= _CANCELLATION * self._churn_d:
+            counted = [d for d in self._diffs if d is not None]
+            mean_d = sum(counted) / m
+            resid_d = sum((d - mean_d) ** 2 for d in counted)
+        var_nn = max(resid_nn, 0.0) / (n - 1)
+        var_d = max(resid_d, 0.0) / (m - 1)
         rmssd = math.sqrt(max(self._sd2, 0.0) / m)
         return HrvTime(
             n_beats=n,
@@ -174,12 +190,14 @@ class HrvTracker:
         x = nn - self._ref
         self._s1 += x
         self._s2 += x * x
+        self._churn += x * x
         if diff is not None:
             self._count_diff(diff, +1)
 
     def _count_diff(self, d: float, sign: int) -> None:
         self._sd1 += sign * d
         self._sd2 += sign * d * d
+        self._churn_d += d * d
         self._n_d += sign
         if abs(d) > phys.PNN50_THRESHOLD_MS:
             self._n50 += sign
@@ -199,6 +217,7 @@ class HrvTracker:
         x = nn - self._ref
         self._s1 -= x
         self._s2 -= x * x
+        self._churn += x * x
         # The new oldest beat's difference pointed at the evicted beat: stop counting it.
         if self._diffs and self._diffs[0] is not None:
             self._count_diff(self._diffs[0], -1)
@@ -216,3 +235,4 @@ class HrvTracker:
             self._s2 += x * x
             if diff is not None:
                 self._count_diff(diff, +1)
+        self._churn = self._s2

@@ -148,3 +148,28 @@ def test_tracker_equals_hrv_time_of_its_last_window(
     assert out.sdsd_ms == pytest.approx(td.sdsd_ms, rel=1e-7, abs=1e-6)
     assert out.pnn50_pct == pytest.approx(td.pnn50_pct)
     assert out.mean_hr_bpm == pytest.approx(td.mean_hr_bpm, rel=1e-12)
+
+
+@pytest.mark.parametrize("series", [
+    [300.0, 300.0, 300.0, 300.0, 1114.0],  # found by hypothesis in the batch windows
+    [1700.0, 1114.3, 300.1, 300.1, 300.1],
+    [1800.0, 1800.0, 300.0, 300.0, 300.0, 300.0],
+])
+def test_a_constant_window_after_a_large_beat_has_exactly_zero_spread(
+    series: list[float],
+) -> None:
+    """Running sums lose a near-constant window's digits to rounding; both the batch and
+    the streaming path must still give what the window's own values give."""
+    tracker = HrvTracker(window_beats=3)
+    for rr in series:
+        out = tracker.add(rr)
+    window = np.array(series[-3:])
+    assert out is not None
+    td = hrv_time(window)
+    assert out.sdnn_ms == pytest.approx(td.sdnn_ms, abs=1e-9)
+    assert out.sdsd_ms == pytest.approx(td.sdsd_ms, abs=1e-9)
+    batch = sliding_hrv_time(np.array(series), window_s=None, window_beats=3)
+    for row, (start, stop) in enumerate(zip(batch.start, batch.stop, strict=True)):
+        each = hrv_time(np.array(series[start:stop]))
+        assert batch.sdnn_ms[row] == pytest.approx(each.sdnn_ms, abs=1e-9)
+        assert batch.sdsd_ms[row] == pytest.approx(each.sdsd_ms, abs=1e-9)
