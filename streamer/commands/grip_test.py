@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from devices.drivers import TindeqDriver
 from devices.kinds import DeviceKind
@@ -27,11 +25,13 @@ from processors import physiology as ph
 from streamer.athlete import AthleteState, GripEnd, GripPhase
 from streamer.commands.morning import add_common_arguments, open_setup
 from streamer.errors import CliError
-from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.guided import GuidedSession, guided_session, print_alerts, progress_bars, tick_until
+from streamer.pipeline import Sink
 from streamer.results import Kind, Result
-from streamer.runtime import SpeedClock, wait_connected
 
-CONNECT_TIMEOUT_S = 30.0
+if TYPE_CHECKING:  # Bumble is imported only with --emulated
+    from devices.emulated import TindeqProgressor
+
 SQUEEZE_WINDOW_S = 8.0
 """Seconds of streaming per squeeze (hold ~3–5 s, release, a breath)."""
 
@@ -99,98 +99,78 @@ def run(args: argparse.Namespace) -> int:
 
 async def _grip(args: argparse.Namespace, minutes: list[float], athlete: str,
                 address: str | None, store: Any, sinks: list[Sink], thresholds: Any) -> int:
-    console = Console()
-    clock = SpeedClock(args.speed)
-    results: list[Result] = []
     state = AthleteState(athlete, store, thresholds)
-    pipeline = Pipeline(lambda a: state, store, sinks, athletes=[athlete],
-                        on_result=results.append)
-    async with contextlib.AsyncExitStack() as stack:
-        kwargs: dict[str, Any] = {}
-        emulator = None
-        if args.emulated:
-            from devices.emulated import EmulatedWorld, TindeqProgressor
 
-            world = await stack.enter_async_context(EmulatedWorld())
-            emulator = await world.add(TindeqProgressor(f"Progressor {athlete}", speed=args.speed,
-                                                        address=address, rest_s=3.0))
-            address = emulator.address
-            kwargs = {"client_kwargs": world.client_kwargs,
-                      "scanner_kwargs": world.scanner_kwargs}
-        assert address is not None
-        driver = TindeqDriver(address, name=f"{athlete}/tindeq", clock_ns=clock.now_ns,
-                              sink=pipeline.ingest_for(athlete, "tindeq"), **kwargs)
-        pipeline.add_source(driver)
-        undo = install_signal_handlers(pipeline)
-        task = asyncio.create_task(pipeline.run())
-        try:
-            console.print(f"connecting to the dynamometer {address} …")
-            await wait_connected(driver, CONNECT_TIMEOUT_S, "the dynamometer")
-            await driver.tare()
-            ok = await _phase(console, pipeline, driver, clock, athlete, None, args.trials)
-            if ok:
-                if emulator is not None:
-                    tau = args.emulated_recovery_min * 60.0 or math.inf
-                    emulator.start_session_drop(args.emulated_drop, tau)
-                    console.print(f"(emulated session: grip {args.emulated_drop:.0%} down, "
-                                  f"recovering with τ {args.emulated_recovery_min:g} min)")
-                else:
-                    console.print("now train. Press Enter when the session is over.")
-                    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-                session_end = clock.now_ns()
-            for minute in minutes if ok else []:
-                due = session_end + round(minute * 60e9)
-                ok = await _wait_until(console, pipeline, clock, due, f"test at +{minute:g} min")
-                ok = ok and await _phase(console, pipeline, driver, clock, athlete, minute,
-                                         args.post_trials)
-                if not ok:
-                    break
+    def progressor() -> TindeqProgressor:
+        from devices.emulated import TindeqProgressor
+
+        return TindeqProgressor(f"Progressor {athlete}", speed=args.speed, address=address,
+                                rest_s=3.0)
+
+    async with guided_session(state, sinks, TindeqDriver, device_id="tindeq",
+                              what="the dynamometer", address=address, speed=args.speed,
+                              emulator=progressor if args.emulated else None) as session:
+        console, pipeline, clock = session.console, session.pipeline, session.clock
+        await session.driver.tare()
+        ok = await _phase(session, athlete, None, args.trials)
+        if ok:
+            if session.emulator is not None:
+                tau = args.emulated_recovery_min * 60.0 or math.inf
+                session.emulator.start_session_drop(args.emulated_drop, tau)
+                console.print(f"(emulated session: grip {args.emulated_drop:.0%} down, "
+                              f"recovering with τ {args.emulated_recovery_min:g} min)")
+            else:
+                console.print("now train. Press Enter when the session is over.")
+                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            session_end = clock.now_ns()
+        for minute in minutes if ok else []:
+            due = session_end + round(minute * 60e9)
+            ok = await _wait_until(session, due, f"test at +{minute:g} min")
+            ok = ok and await _phase(session, athlete, minute, args.post_trials)
             if not ok:
-                console.print("[yellow]stopped before the end: no test recorded[/]")
-                return 130
-            pipeline.offer(athlete, "tindeq", GripEnd(clock.now_ns()))
-            await pipeline.join()
-        finally:
-            pipeline.stop()
-            with contextlib.suppress(Exception):
-                await task
-            undo()
-    return _report(console, results)
+                break
+        if not ok:
+            console.print("[yellow]stopped before the end: no test recorded[/]")
+            return 130
+        pipeline.offer(athlete, "tindeq", GripEnd(clock.now_ns()))
+        await pipeline.join()
+    return _report(console, session.results)
 
 
-async def _phase(console: Console, pipeline: Pipeline, driver: TindeqDriver, clock: SpeedClock,
-                 athlete: str, minute: float | None, squeezes: int) -> bool:
+async def _phase(session: GuidedSession[TindeqDriver, TindeqProgressor], athlete: str,
+                 minute: float | None, squeezes: int) -> bool:
     label = "MVC (before the session)" if minute is None else f"+{minute:g} min"
-    console.print(f"[bold]{label}[/]: {squeezes} maximal squeeze(s), ~4 s each, relax between")
-    pipeline.offer(athlete, "tindeq", GripPhase(clock.now_ns(), minute))
-    await driver.start_streaming()
+    session.console.print(f"[bold]{label}[/]: {squeezes} maximal squeeze(s), ~4 s each, "
+                          "relax between")
+    session.pipeline.offer(athlete, "tindeq", GripPhase(session.clock.now_ns(), minute))
+    await session.driver.start_streaming()
     try:
-        return await _wait_until(console, pipeline, clock,
-                                 clock.now_ns() + round(squeezes * SQUEEZE_WINDOW_S * 1e9),
-                                 "squeeze!", show_force=True)
+        return await _wait_until(
+            session, session.clock.now_ns() + round(squeezes * SQUEEZE_WINDOW_S * 1e9),
+            "squeeze!", show_force=True)
     finally:
-        await driver.stop_streaming()
+        await session.driver.stop_streaming()
 
 
-async def _wait_until(console: Console, pipeline: Pipeline, clock: SpeedClock, due_ns: int,
+async def _wait_until(session: GuidedSession[TindeqDriver, TindeqProgressor], due_ns: int,
                       label: str, *, show_force: bool = False) -> bool:
+    clock, pipeline = session.clock, session.pipeline
     start = clock.now_ns()
     total = max(1e-9, (due_ns - start) / 1e9)
     state = pipeline.processor(next(iter(pipeline.athletes)))
-    with Progress(TextColumn(f"{label:<18}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
-        bar = progress.add_task(label, total=total, info="")
-        while not pipeline.stopping:
+    with progress_bars(session.console, transient=True) as progress:
+        bar = progress.add_task(f"{label:<18}", total=total, info="")
+
+        def done() -> bool:
             now = clock.now_ns()
             info = ""
             if show_force and isinstance(state, AthleteState):
                 force = state.snapshot.force_kg
                 info = f"{force:5.1f} kg" if force is not None else ""
             progress.update(bar, completed=min(total, (now - start) / 1e9), info=info)
-            if now >= due_ns:
-                return True
-            await asyncio.sleep(0.05)
-    return False
+            return now >= due_ns
+
+        return await tick_until(pipeline, done, 0.05)
 
 
 def _report(console: Console, results: list[Result]) -> int:
@@ -205,10 +185,5 @@ def _report(console: Console, results: list[Result]) -> int:
         if isinstance(d, float)) + f"; real-drop threshold {f['threshold_pct']:.1f}%")
     colour = {"grip_spillover": "bold red", "grip_signal": "green"}.get(str(f["class"]), "bold")
     console.print(f"class: [{colour}]{f['class']}[/]")
-    for r in results:
-        if r.kind is Kind.ALERTS:
-            event = r.fields["event"]
-            if isinstance(event, dict):
-                console.print(f"[bold]{event.get('state')}[/] {event.get('rule')}: "
-                              f"{event.get('message')} {event.get('advice')}")
+    print_alerts(console, results)
     return 0

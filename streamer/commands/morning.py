@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from devices.drivers import HeartRateDriver
 from devices.kinds import DeviceKind
@@ -25,12 +24,13 @@ from streamer.athlete import AthleteState, MorningEnd, MorningStart
 from streamer.commands.run import build_sinks
 from streamer.config import Config, load_config
 from streamer.errors import CliError
-from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.guided import GuidedSession, guided_session, print_alerts, progress_bars, tick_until
+from streamer.pipeline import Sink
 from streamer.results import Kind, Result
-from streamer.runtime import SpeedClock, wait_connected
 from streamer.store import Store, StoreError
 
-CONNECT_TIMEOUT_S = 30.0
+if TYPE_CHECKING:  # Bumble is imported only with --emulated
+    from devices.emulated import ChestStrap
 
 DESCRIPTION = """\
 Take the morning reading: on waking, lying still, chest strap on. The first
@@ -131,66 +131,44 @@ def run(args: argparse.Namespace) -> int:
 
 async def _morning(args: argparse.Namespace, athlete: str, address: str | None, store: Store,
                    sinks: list[Sink], thresholds: Any) -> int:
-    console = Console()
-    clock = SpeedClock(args.speed)
-    results: list[Result] = []
     state = AthleteState(athlete, store, thresholds, morning_stabilisation_s=args.stabilisation,
                          morning_span_s=args.span)
-    pipeline = Pipeline(lambda a: state, store, sinks, athletes=[athlete],
-                        on_result=results.append)
-    async with contextlib.AsyncExitStack() as stack:
-        kwargs: dict[str, Any] = {}
-        if args.emulated:
-            from devices.emulated import ChestStrap, EmulatedWorld
 
-            world = await stack.enter_async_context(EmulatedWorld())
-            strap = await world.add(ChestStrap(f"H10 {athlete}", speed=args.speed,
-                                               address=address))
-            address = strap.address
-            kwargs = {"client_kwargs": world.client_kwargs,
-                      "scanner_kwargs": world.scanner_kwargs}
-        assert address is not None
-        driver = HeartRateDriver(address, name=f"{athlete}/strap", clock_ns=clock.now_ns,
-                                 sink=pipeline.ingest_for(athlete, "strap"), **kwargs)
-        pipeline.add_source(driver)
-        undo = install_signal_handlers(pipeline)
-        task = asyncio.create_task(pipeline.run())
-        try:
-            console.print(f"connecting to the strap {address} …")
-            await wait_connected(driver, CONNECT_TIMEOUT_S, "the strap")
-            console.print("lie still and breathe normally.")
-            pipeline.offer(athlete, "strap", MorningStart(clock.now_ns()))
-            completed = await _countdown(console, pipeline, state, clock, args)
-            if not completed:
-                console.print("[yellow]stopped before the end: no reading taken[/]")
-                return 130
-            pipeline.offer(athlete, "strap", MorningEnd(clock.now_ns()))
-            await pipeline.join()
-        finally:
-            pipeline.stop()
-            with contextlib.suppress(Exception):
-                await task
-            undo()
-    return _report(console, results)
+    def strap() -> ChestStrap:
+        from devices.emulated import ChestStrap
+
+        return ChestStrap(f"H10 {athlete}", speed=args.speed, address=address)
+
+    async with guided_session(state, sinks, HeartRateDriver, device_id="strap",
+                              what="the strap", address=address, speed=args.speed,
+                              emulator=strap if args.emulated else None) as session:
+        session.console.print("lie still and breathe normally.")
+        session.pipeline.offer(athlete, "strap", MorningStart(session.clock.now_ns()))
+        completed = await _countdown(session, state, args)
+        if not completed:
+            session.console.print("[yellow]stopped before the end: no reading taken[/]")
+            return 130
+        session.pipeline.offer(athlete, "strap", MorningEnd(session.clock.now_ns()))
+        await session.pipeline.join()
+    return _report(session.console, session.results)
 
 
-async def _countdown(console: Console, pipeline: Pipeline, state: AthleteState,
-                     clock: SpeedClock, args: argparse.Namespace) -> bool:
-    total = args.stabilisation + args.span
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[hr]}"),
-                  TimeRemainingColumn(), console=console, transient=False) as progress:
-        stab = progress.add_task("stabilising", total=args.stabilisation or 1, hr="")
-        rec = progress.add_task("recording  ", total=args.span, hr="")
-        start = clock.now_ns()
-        while not pipeline.stopping:
-            elapsed = (clock.now_ns() - start) / 1e9
+async def _countdown(session: GuidedSession[HeartRateDriver, ChestStrap], state: AthleteState,
+                     args: argparse.Namespace) -> bool:
+    total: float = args.stabilisation + args.span
+    with progress_bars(session.console, transient=False) as progress:
+        stab = progress.add_task("stabilising", total=args.stabilisation or 1, info="")
+        rec = progress.add_task("recording  ", total=args.span, info="")
+        start = session.clock.now_ns()
+
+        def done() -> bool:
+            elapsed = (session.clock.now_ns() - start) / 1e9
             hr = f"HR {state.snapshot.hr_bpm or '–'} bpm"
-            progress.update(stab, completed=min(elapsed, args.stabilisation), hr=hr)
-            progress.update(rec, completed=max(0.0, elapsed - args.stabilisation), hr=hr)
-            if elapsed >= total:
-                return True
-            await asyncio.sleep(0.1)
-    return False
+            progress.update(stab, completed=min(elapsed, args.stabilisation), info=hr)
+            progress.update(rec, completed=max(0.0, elapsed - args.stabilisation), info=hr)
+            return elapsed >= total
+
+        return await tick_until(session.pipeline, done, 0.1)
 
 
 def _report(console: Console, results: list[Result]) -> int:
@@ -211,10 +189,5 @@ def _report(console: Console, results: list[Result]) -> int:
             console.print("no baseline yet (it needs 14 valid mornings in the last 5 weeks)")
     else:
         console.print(f"[bold red]reading rejected[/]: {f.get('reject_reason')}")
-    for r in results:
-        if r.kind is Kind.ALERTS:
-            event = r.fields["event"]
-            if isinstance(event, dict):
-                console.print(f"[bold]{event.get('state')}[/] {event.get('rule')}: "
-                              f"{event.get('message')} {event.get('advice')}")
+    print_alerts(console, results)
     return 0 if f.get("accepted") else 1

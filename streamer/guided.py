@@ -1,0 +1,141 @@
+"""What the guided protocols (``morning``, ``grip-test``) share: one athlete, one device.
+
+* :func:`guided_session` — the pipeline for one :class:`~streamer.athlete.AthleteState`,
+  the device (an emulator on a virtual link when asked), its production driver and the
+  signal handlers; it yields once the driver is connected, and leaving it stops the
+  pipeline (flushing the sinks);
+* :func:`progress_bars` and :func:`tick_until` — the countdown the athlete watches;
+* :func:`print_alerts` — the rules' alerts after the protocol.
+
+The flags both commands take and what they resolve to (athlete, address, store, sinks) are
+:func:`streamer.commands.morning.add_common_arguments` and ``open_setup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from devices.drivers import DeviceDriver
+from streamer.athlete import AthleteState
+from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.results import Kind, Result
+from streamer.runtime import SpeedClock, wait_connected
+
+if TYPE_CHECKING:  # Bumble is imported only when emulators are used
+    from devices.emulated.peripheral import EmulatedPeripheral
+
+CONNECT_TIMEOUT_S = 30.0
+"""Real seconds a guided protocol waits for its device before it gives up."""
+
+D = TypeVar("D", bound=DeviceDriver)
+P = TypeVar("P", bound="EmulatedPeripheral")
+
+
+@dataclass(frozen=True, slots=True)
+class GuidedSession(Generic[D, P]):
+    """A running one-device session: where to print, the clock records are stamped with,
+    the pipeline, the connected driver, the emulator (None on real hardware) and every
+    result the pipeline produced so far, in order."""
+
+    console: Console
+    clock: SpeedClock
+    pipeline: Pipeline
+    driver: D
+    emulator: P | None
+    results: list[Result]
+
+
+@contextlib.asynccontextmanager
+async def guided_session(
+    state: AthleteState,
+    sinks: list[Sink],
+    driver_cls: Callable[..., D],
+    *,
+    device_id: str,
+    what: str,
+    address: str | None,
+    speed: float,
+    emulator: Callable[[], P] | None = None,
+) -> AsyncIterator[GuidedSession[D, P]]:
+    """Run ``state``'s pipeline with one ``driver_cls`` device and yield once it is connected.
+
+    Args:
+        state: the athlete's processor (its store is the pipeline's).
+        sinks: where results go besides the store.
+        driver_cls: the production driver class for the device.
+        device_id: the device's id in topics and driver names (``"strap"``, ``"tindeq"``).
+        what: the device as the user is told about it (``"the strap"``).
+        address: the device's address; with ``emulator`` the emulator's, if given.
+        speed: emulated seconds per real second (record timestamps, emulator pace).
+        emulator: makes the emulated peripheral (called once its virtual link exists);
+            None on real hardware.
+
+    Raises CliError when the device does not connect within :data:`CONNECT_TIMEOUT_S`.
+    """
+    console = Console()
+    clock = SpeedClock(speed)
+    results: list[Result] = []
+    athlete = state.athlete
+    pipeline = Pipeline(lambda a: state, state.store, sinks, athletes=[athlete],
+                        on_result=results.append)
+    async with contextlib.AsyncExitStack() as stack:
+        kwargs: dict[str, Any] = {}
+        peripheral: P | None = None
+        if emulator is not None:
+            from devices.emulated import EmulatedWorld
+
+            world = await stack.enter_async_context(EmulatedWorld())
+            peripheral = await world.add(emulator())
+            address = peripheral.address
+            kwargs = {"client_kwargs": world.client_kwargs,
+                      "scanner_kwargs": world.scanner_kwargs}
+        assert address is not None
+        driver = driver_cls(address, name=f"{athlete}/{device_id}", clock_ns=clock.now_ns,
+                            sink=pipeline.ingest_for(athlete, device_id), **kwargs)
+        pipeline.add_source(driver)
+        undo = install_signal_handlers(pipeline)
+        task = asyncio.create_task(pipeline.run())
+        try:
+            console.print(f"connecting to {what} {address} …")
+            await wait_connected(driver, CONNECT_TIMEOUT_S, what)
+            yield GuidedSession(console, clock, pipeline, driver, peripheral, results)
+        finally:
+            pipeline.stop()
+            with contextlib.suppress(Exception):
+                await task
+            undo()
+
+
+def progress_bars(console: Console, *, transient: bool) -> Progress:
+    """Bars showing their description, the bar, the task's ``info`` field (live HR, force)
+    and the time left; ``transient`` bars vanish when done."""
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                    console=console, transient=transient)
+
+
+async def tick_until(pipeline: Pipeline, done: Callable[[], bool], every_s: float) -> bool:
+    """Call ``done`` every ``every_s`` real seconds: True once it says so, False when the
+    pipeline is asked to stop first (Ctrl-C, SIGTERM)."""
+    while not pipeline.stopping:
+        if done():
+            return True
+        await asyncio.sleep(every_s)
+    return False
+
+
+def print_alerts(console: Console, results: list[Result]) -> None:
+    """One line per alert event among ``results``: state, rule, message and advice."""
+    for r in results:
+        if r.kind is Kind.ALERTS:
+            event = r.fields["event"]
+            if isinstance(event, dict):
+                console.print(f"[bold]{event.get('state')}[/] {event.get('rule')}: "
+                              f"{event.get('message')} {event.get('advice')}")
