@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Unpack
 
 from bumble import gatt
 from bumble.core import UUID
@@ -19,9 +20,9 @@ from bumble.core import UUID
 from devices import gatt as uuids
 from devices.codecs import moxy
 from devices.emulated.peripheral import (
-    ADVERTISING_INTERVAL_MS,
     SENT_LOG_LENGTH,
     EmulatedPeripheral,
+    LinkOptions,
     notify_characteristic,
 )
 from devices.emulated.signals import (
@@ -62,13 +63,9 @@ class MoxySensor(EmulatedPeripheral):
         smo2_pct: Iterable[float] | None = None,
         period_s: float = 2.0,
         seed: int = 0,
-        speed: float = 1.0,
-        address: str | None = None,
-        advertising_interval_ms: float = ADVERTISING_INTERVAL_MS,
+        **link: Unpack[LinkOptions],
     ) -> None:
-        super().__init__(
-            name, speed=speed, address=address, advertising_interval_ms=advertising_interval_ms
-        )
+        super().__init__(name, **link)
         if period_s <= 0:
             raise ValueError(f"period_s must be > 0, got {period_s}")
         self.schedule = schedule
@@ -110,6 +107,5 @@ class MoxySensor(EmulatedPeripheral):
                 previous_smo2_pct=smo2 if previous is None else previous,
             )
             previous = smo2
-            sent = await self.notify(self._data, moxy.encode(sample))
-            if sent is not None and not sent.malformed:
+            if await self.notify_intact(self._data, moxy.encode(sample)):
                 self.delivered.append(sample)

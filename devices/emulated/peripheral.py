@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from bumble import gatt
 from bumble.controller import Controller
@@ -58,6 +58,14 @@ class SentNotification:
     char: str
     payload: bytes
     malformed: bool = False
+
+
+class LinkOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`EmulatedPeripheral` that every device passes on."""
+
+    speed: float
+    address: str | None
+    advertising_interval_ms: float
 
 
 def characteristic_uuid(characteristic: gatt.Characteristic[bytes]) -> str:
@@ -304,6 +312,11 @@ class EmulatedPeripheral(abc.ABC):
         """The smallest ATT MTU among live connections (23 when none)."""
         mtus = [int(c.att_mtu) for c in self.connections]
         return min(mtus) if mtus else 23
+
+    async def notify_intact(self, char: gatt.Characteristic[bytes], payload: bytes) -> bool:
+        """:meth:`notify`, True when ``payload`` itself reached a subscriber (not corrupted)."""
+        sent = await self.notify(char, payload)
+        return sent is not None and not sent.malformed
 
     async def notify(
         self, char: gatt.Characteristic[bytes], payload: bytes

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Unpack
 
 from bumble import gatt
 from bumble.core import UUID
@@ -20,9 +21,9 @@ from bumble.core import UUID
 from devices import gatt as uuids
 from devices.codecs import cycling_power
 from devices.emulated.peripheral import (
-    ADVERTISING_INTERVAL_MS,
     SENT_LOG_LENGTH,
     EmulatedPeripheral,
+    LinkOptions,
     notify_characteristic,
 )
 from devices.emulated.signals import DEFAULT_SCHEDULE, EffortSchedule, power_watts
@@ -69,13 +70,9 @@ class PowerMeter(EmulatedPeripheral):
         cadence_rpm: float = 90.0,
         period_s: float = 1.0,
         seed: int = 0,
-        speed: float = 1.0,
-        address: str | None = None,
-        advertising_interval_ms: float = ADVERTISING_INTERVAL_MS,
+        **link: Unpack[LinkOptions],
     ) -> None:
-        super().__init__(
-            name, speed=speed, address=address, advertising_interval_ms=advertising_interval_ms
-        )
+        super().__init__(name, **link)
         if period_s <= 0 or cadence_rpm <= 0:
             raise ValueError("period_s and cadence_rpm must be > 0")
         self.schedule = schedule
@@ -134,6 +131,5 @@ class PowerMeter(EmulatedPeripheral):
                 flags=cycling_power.CRANK_DATA,
                 detail=self.crank_detail(t_s),
             )
-            sent = await self.notify(self._measurement, cycling_power.encode(sample))
-            if sent is not None and not sent.malformed:
+            if await self.notify_intact(self._measurement, cycling_power.encode(sample)):
                 self.delivered.append(sample)

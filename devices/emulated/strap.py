@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Unpack
 
 from bumble import gatt
 from bumble.core import UUID
@@ -25,9 +26,9 @@ from bumble.device import Connection
 from devices import gatt as uuids
 from devices.codecs import battery, heart_rate
 from devices.emulated.peripheral import (
-    ADVERTISING_INTERVAL_MS,
     SENT_LOG_LENGTH,
     EmulatedPeripheral,
+    LinkOptions,
     notify_characteristic,
 )
 from devices.emulated.signals import DEFAULT_RR, RRParameters, rr_beats
@@ -75,13 +76,9 @@ class ChestStrap(EmulatedPeripheral):
         seed: int = 0,
         battery_pct: int = 87,
         notify_period_s: float = 1.0,
-        speed: float = 1.0,
-        address: str | None = None,
-        advertising_interval_ms: float = ADVERTISING_INTERVAL_MS,
+        **link: Unpack[LinkOptions],
     ) -> None:
-        super().__init__(
-            name, speed=speed, address=address, advertising_interval_ms=advertising_interval_ms
-        )
+        super().__init__(name, **link)
         if notify_period_s <= 0:
             raise ValueError(f"notify_period_s must be > 0, got {notify_period_s}")
         if not 0 <= battery_pct <= 100:
@@ -179,6 +176,5 @@ class ChestStrap(EmulatedPeripheral):
                 rr_ms=tuple(rr),
                 contact=SensorContact.DETECTED,
             )
-        sent = await self.notify(self._hrm, heart_rate.encode(sample))
-        if sent is not None and not sent.malformed:
+        if await self.notify_intact(self._hrm, heart_rate.encode(sample)):
             self.delivered.append(sample)

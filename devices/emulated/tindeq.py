@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
+from typing import Unpack
 
 import numpy as np
 from bumble import gatt
@@ -32,9 +33,9 @@ from devices.codecs import tindeq
 from devices.codecs.errors import CodecError
 from devices.codecs.tindeq import TindeqCommand
 from devices.emulated.peripheral import (
-    ADVERTISING_INTERVAL_MS,
     SENT_LOG_LENGTH,
     EmulatedPeripheral,
+    LinkOptions,
     notify_characteristic,
 )
 from devices.emulated.signals import FloatArray, grip_peak_after_session, grip_squeeze
@@ -82,13 +83,9 @@ class TindeqProgressor(EmulatedPeripheral):
         noise_kg: float = 0.05,
         battery_mv: int = 3900,
         seed: int = 0,
-        speed: float = 1.0,
-        address: str | None = None,
-        advertising_interval_ms: float = ADVERTISING_INTERVAL_MS,
+        **link: Unpack[LinkOptions],
     ) -> None:
-        super().__init__(
-            name, speed=speed, address=address, advertising_interval_ms=advertising_interval_ms
-        )
+        super().__init__(name, **link)
         if not 1 <= samples_per_packet <= tindeq.MAX_PAYLOAD // _PAIR:
             raise ValueError(f"samples_per_packet must be within 1..31, got {samples_per_packet}")
         if rate_hz <= 0 or rest_s < 0 or peak_kg < 0:
@@ -237,8 +234,7 @@ class TindeqProgressor(EmulatedPeripheral):
                 if not self._measuring.is_set():
                     break
                 payload = tindeq.encode(TindeqWeight(0, tuple(samples)))
-                sent = await self.notify(self._data, payload)
-                if sent is not None and not sent.malformed:
+                if await self.notify_intact(self._data, payload):
                     self.delivered.extend(samples)
 
     async def send_low_power_warning(self) -> None:
