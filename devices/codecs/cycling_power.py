@@ -137,22 +137,17 @@ def encode(record: PowerSample) -> bytes:
         flags |= ACCUMULATED_TORQUE
         units = _units(d.accumulated_torque_nm, TORQUE_UNITS_PER_NM, "accumulated_torque_nm")
         body += pack_uint(units, 2, CHAR, "accumulated torque (1/32 N·m)")
-    wheel = _pair(
-        d.wheel_revolutions, d.wheel_event_time_s, "wheel_revolutions and wheel_event_time_s"
-    )
-    if wheel is not None:
-        flags |= WHEEL_DATA
-        body += pack_uint(wheel[0], 4, CHAR, "wheel_revolutions")
-        units = _units(wheel[1], WHEEL_TIME_UNITS_PER_S, "wheel_event_time_s")
-        body += pack_uint(units, 2, CHAR, "last wheel event time (1/2048 s)")
-    crank = _pair(
-        d.crank_revolutions, d.crank_event_time_s, "crank_revolutions and crank_event_time_s"
-    )
-    if crank is not None:
-        flags |= CRANK_DATA
-        body += pack_uint(crank[0], 2, CHAR, "crank_revolutions")
-        units = _units(crank[1], CRANK_TIME_UNITS_PER_S, "crank_event_time_s")
-        body += pack_uint(units, 2, CHAR, "last crank event time (1/1024 s)")
+    # Wheel then crank revolution data: a revolution count and a uint16 last event time.
+    for flag, what, revolutions, event_time_s, count_bytes, time_units_per_s in (
+        (WHEEL_DATA, "wheel", d.wheel_revolutions, d.wheel_event_time_s, 4, WHEEL_TIME_UNITS_PER_S),
+        (CRANK_DATA, "crank", d.crank_revolutions, d.crank_event_time_s, 2, CRANK_TIME_UNITS_PER_S),
+    ):
+        data = _pair(revolutions, event_time_s, f"{what}_revolutions and {what}_event_time_s")
+        if data is not None:
+            flags |= flag
+            body += pack_uint(data[0], count_bytes, CHAR, f"{what}_revolutions")
+            units = _units(data[1], time_units_per_s, f"{what}_event_time_s")
+            body += pack_uint(units, 2, CHAR, f"last {what} event time (1/{time_units_per_s} s)")
     force = _pair(d.max_force_n, d.min_force_n, "max_force_n and min_force_n")
     if force is not None:
         flags |= EXTREME_FORCE
