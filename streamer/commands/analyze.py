@@ -198,21 +198,8 @@ def build_report(
         "accepted": verdict.accepted,
         "reject_reason": verdict.reject_reason,
     }
-    for name in (
-        "mean_nn_ms",
-        "mean_hr_bpm",
-        "sdnn_ms",
-        "rmssd_ms",
-        "ln_rmssd",
-        "sdsd_ms",
-        "pnn50_pct",
-        "lf_ms2",
-        "hf_ms2",
-        "lf_hf",
-        "dfa_alpha1",
-    ):
-        report[name] = metric(name)
-    return {key: report[key] for key in JSON_FIELDS}
+    # The other fields are HrvMetrics attributes of the same name.
+    return {key: report[key] if key in report else metric(key) for key in JSON_FIELDS}
 
 
 _LABELS = {
