@@ -75,6 +75,17 @@ def _days_back(history: FloatArray, first_back: int, last_back: int) -> FloatArr
     return window
 
 
+def _valid_days_back(history: FloatArray, first_back: int, last_back: int) -> FloatArray:
+    """The valid (non-NaN) values of days ``d − first_back … d − last_back``, oldest first."""
+    window = _days_back(history, first_back, last_back)
+    return window[~np.isnan(window)]
+
+
+def _computed(named: Mapping[str, float | None]) -> dict[str, float]:
+    """The entries of ``named`` that were computed (not None): an alert's evidence."""
+    return {k: v for k, v in named.items() if v is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class Baseline:
     """Baseline B of a daily series: statistics of days ``d − first … d − last``."""
@@ -102,8 +113,7 @@ def baseline(
         raise ValueError(
             f"baseline window must end before day d: got d−{first_day_back} … d−{last_day_back}"
         )
-    window = _days_back(_as_history(history), first_day_back, last_day_back)
-    valid = window[~np.isnan(window)]
+    valid = _valid_days_back(_as_history(history), first_day_back, last_day_back)
     if valid.size < max(min_valid_days, 2):
         return None
     return Baseline(
@@ -123,8 +133,7 @@ def rolling_mean(
     min_values: int = ph.ROLLING_MEAN_MIN_VALUES,
 ) -> float | None:
     """Mean of the valid values of days ``d − days + 1 … d``, or None with < ``min_values``."""
-    window = _days_back(_as_history(history), days - 1, 0)
-    valid = window[~np.isnan(window)]
+    valid = _valid_days_back(_as_history(history), days - 1, 0)
     if valid.size < min_values:
         return None
     return float(valid.mean())
@@ -137,8 +146,7 @@ def cv_pct(
     min_values: int = ph.ROLLING_MEAN_MIN_VALUES,
 ) -> float | None:
     """Coefficient of variation of the last ``days`` days, 100·SD(ddof 1)/mean, in percent."""
-    window = _days_back(_as_history(history), days - 1, 0)
-    valid = window[~np.isnan(window)]
+    valid = _valid_days_back(_as_history(history), days - 1, 0)
     if valid.size < max(min_values, 2):
         return None
     mean = float(valid.mean())
@@ -261,7 +269,7 @@ class HrvDowntrend:
             "baseline_sd_ln_ms": self.baseline_sd,
             "valid_days_in_window": float(self.valid_days_in_window),
         }
-        return {k: v for k, v in named.items() if v is not None}
+        return _computed(named)
 
 
 def hrv_downtrend(
@@ -370,7 +378,7 @@ class RhrCreep:
             "baseline_sd_bpm": self.baseline_sd_bpm,
             "mean_last_days_bpm": self.window_mean_bpm,
         }
-        return {k: v for k, v in named.items() if v is not None}
+        return _computed(named)
 
 
 def rhr_creep(
@@ -399,38 +407,41 @@ def rhr_creep(
         last_day_back=last_day_back,
         min_valid_days=baseline_min_days,
     )
-    window = _days_back(array, window_days - 1, 0)
-    valid = window[~np.isnan(window)]
+    valid = _valid_days_back(array, window_days - 1, 0)
     n = int(valid.size)
 
-    if base is None:
+    def result(
+        triggered: bool,
+        evaluable: bool,
+        reason: str,
+        days_above: int = 0,
+        delta: float | None = None,
+        z: float | None = None,
+        window_mean: float | None = None,
+    ) -> RhrCreep:
         return RhrCreep(
-            False,
-            False,
-            f"baseline needs ≥ {baseline_min_days} valid days",
-            n,
-            window_days,
-            None,
-            None,
-            0,
-            None,
-            None,
-            None,
+            triggered=triggered,
+            evaluable=evaluable,
+            reason=reason,
+            n_days=n,
+            window_days=window_days,
+            delta_bpm=delta,
+            z=z,
+            days_above=days_above,
+            baseline_median_bpm=None if base is None else base.median,
+            baseline_sd_bpm=None if base is None else base.sd,
+            window_mean_bpm=window_mean,
         )
+
+    if base is None:
+        return result(False, False, f"baseline needs ≥ {baseline_min_days} valid days")
     days_above = int((valid > base.median).sum())
     if n < min_days_above:
-        return RhrCreep(
+        return result(
             False,
             False,
             f"only {n} valid days in the last {window_days} (need {min_days_above})",
-            n,
-            window_days,
-            None,
-            None,
             days_above,
-            base.median,
-            base.sd,
-            None,
         )
     window_mean = float(valid.mean())
     delta = window_mean - base.median
@@ -447,16 +458,4 @@ def rhr_creep(
         failed.append(f"{days_above} days above the baseline median < {min_days_above}")
     triggered = not failed
     reason = "sustained rise above the baseline median" if triggered else "; ".join(failed)
-    return RhrCreep(
-        triggered,
-        True,
-        reason,
-        n,
-        window_days,
-        delta,
-        z,
-        days_above,
-        base.median,
-        base.sd,
-        window_mean,
-    )
+    return result(triggered, True, reason, days_above, delta, z, window_mean)
