@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -214,6 +215,20 @@ class _OpenEffort:
     t95: float | None = None
     t_peak: float | None = None
     y_peak: float | None = None
+
+
+class DetectorSettings(TypedDict, total=False):
+    """:class:`EffortDetector` settings that :func:`analyse_session` passes on (units as there)."""
+
+    smoothing_window_s: float
+    max_gap_s: float
+    baseline_window_s: float
+    baseline_max_age_s: float
+    min_desaturation_pct: float
+    plateau_pct: float
+    recovery_fraction: float
+    max_recovery_s: float
+    overshoot_window_s: float
 
 
 class EffortDetector:
@@ -565,21 +580,14 @@ def analyse_session(
     activity: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
     activity_threshold: float | None = None,
     slow_after_s: float = ph.SMO2_SLOW_RECOVERY_S,
-    smoothing_window_s: float = ph.SMO2_SMOOTHING_WINDOW_S,
-    max_gap_s: float = ph.SMO2_MAX_GAP_S,
-    baseline_window_s: float = ph.SMO2_BASELINE_WINDOW_S,
-    baseline_max_age_s: float = ph.SMO2_BASELINE_MAX_AGE_S,
-    min_desaturation_pct: float = ph.SMO2_MIN_DESATURATION_PCT,
-    plateau_pct: float = ph.SMO2_MIN_PLATEAU_PCT,
-    recovery_fraction: float = ph.SMO2_RECOVERY_FRACTION,
-    max_recovery_s: float = ph.SMO2_MAX_RECOVERY_S,
-    overshoot_window_s: float = ph.SMO2_OVERSHOOT_WINDOW_S,
+    **settings: Unpack[DetectorSettings],
 ) -> OxygenRecovery:
     """Efforts and recovery time of one session from its live SmO2 samples (s, %).
 
     ``activity`` = (times s, power W or HR bpm) confirms efforts; without an explicit
     ``activity_threshold`` it is :func:`two_level_threshold` of the activity values.
-    Runs the same :class:`EffortDetector` a live stream uses, so both agree.
+    Runs the same :class:`EffortDetector` a live stream uses, so both agree; ``settings``
+    are its keyword arguments (:class:`DetectorSettings`), with its defaults.
     """
     t = np.asarray(t_s, dtype=np.float64)
     y = np.asarray(smo2_pct, dtype=np.float64)
@@ -602,18 +610,7 @@ def analyse_session(
             raise OxygenationInputError("activity times and values must be 1-D of equal length")
         if at.size and activity_threshold is None:
             activity_threshold = two_level_threshold(av)
-    detector = EffortDetector(
-        smoothing_window_s=smoothing_window_s,
-        max_gap_s=max_gap_s,
-        baseline_window_s=baseline_window_s,
-        baseline_max_age_s=baseline_max_age_s,
-        min_desaturation_pct=min_desaturation_pct,
-        plateau_pct=plateau_pct,
-        recovery_fraction=recovery_fraction,
-        max_recovery_s=max_recovery_s,
-        overshoot_window_s=overshoot_window_s,
-        activity_threshold=activity_threshold,
-    )
+    detector = EffortDetector(activity_threshold=activity_threshold, **settings)
     efforts: list[EffortRecovery] = []
     order = np.argsort(at, kind="stable")
     j = 0

@@ -299,3 +299,13 @@ def test_default_activity_threshold_separates_work_from_easy_whatever_the_work_s
     power = np.where(work, 320.0, 110.0) + rng.normal(0, 15, n)
     threshold = two_level_threshold(power)
     assert 160 < threshold < 270
+
+
+def test_analyse_session_passes_detector_settings_to_the_detector() -> None:
+    # A 40-point desaturation: an effort by default, none when 50 points are required.
+    t = np.arange(0.0, 600.0, 1.0)
+    y = recovery_curve(t, efforts=((60.0, 180.0, 20.0, 0.0),))
+    assert analyse_session(t, y).n_efforts == 1
+    assert analyse_session(t, y, min_desaturation_pct=50.0).n_efforts == 0
+    with pytest.raises(ValueError, match="recovery_fraction"):
+        analyse_session(t, y, recovery_fraction=0.4)
