@@ -16,7 +16,7 @@ gap: the difference ``nn[i] - nn[i-1]`` is never used, spectra and DFA boxes nev
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal, TypeAlias
 
 import numpy as np
@@ -76,22 +76,14 @@ class HrvFrequency:
 
 
 @dataclass(frozen=True, slots=True)
-class HrvMetrics:
-    """Everything :func:`hrv_metrics` computes for one series.
+class HrvMetrics(HrvTime):
+    """Everything :func:`hrv_metrics` computes for one series: the :class:`HrvTime` fields,
+    then LF, HF, LF/HF, the PSD method and DFA α1.
 
     Frequency-domain values and DFA α1 are ``None`` when the series is too short for them
     (no gap-free run of a Welch segment's length; fewer than 32 beats for α1).
     """
 
-    n_beats: int
-    n_diffs: int
-    mean_nn_ms: float
-    mean_hr_bpm: float
-    sdnn_ms: float
-    rmssd_ms: float
-    ln_rmssd: float
-    sdsd_ms: float
-    pnn50_pct: float
     lf_ms2: float | None
     hf_ms2: float | None
     lf_hf: float | None
@@ -492,15 +484,7 @@ def hrv_metrics(
     except ValueError:
         alpha1 = None
     return HrvMetrics(
-        n_beats=td.n_beats,
-        n_diffs=td.n_diffs,
-        mean_nn_ms=td.mean_nn_ms,
-        mean_hr_bpm=td.mean_hr_bpm,
-        sdnn_ms=td.sdnn_ms,
-        rmssd_ms=td.rmssd_ms,
-        ln_rmssd=td.ln_rmssd,
-        sdsd_ms=td.sdsd_ms,
-        pnn50_pct=td.pnn50_pct,
+        **asdict(td),
         lf_ms2=None if fd is None else fd.lf_ms2,
         hf_ms2=None if fd is None else fd.hf_ms2,
         lf_hf=None if fd is None else fd.lf_hf,
