@@ -2,8 +2,8 @@
 
 * :func:`guided_session` — the pipeline for one :class:`~streamer.athlete.AthleteState`,
   the device (an emulator on a virtual link when asked), its production driver and the
-  signal handlers; it yields once the driver is connected, and leaving it stops the
-  pipeline (flushing the sinks);
+  signal handlers (:func:`streamer.runtime.running`); it yields once the driver is
+  connected, and leaving it stops the pipeline (flushing the sinks);
 * :func:`progress_bars` and :func:`tick_until` — the countdown the athlete watches;
 * :func:`print_alerts` — the rules' alerts after the protocol.
 
@@ -24,9 +24,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from devices.drivers import DeviceDriver
 from streamer.athlete import AthleteState
-from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.pipeline import Pipeline, Sink
 from streamer.results import Kind, Result
-from streamer.runtime import SpeedClock, wait_connected
+from streamer.runtime import SpeedClock, running, wait_connected
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used
     from devices.emulated.peripheral import EmulatedPeripheral
@@ -100,17 +100,10 @@ async def guided_session(
         driver = driver_cls(address, name=f"{athlete}/{device_id}", clock_ns=clock.now_ns,
                             sink=pipeline.ingest_for(athlete, device_id), **kwargs)
         pipeline.add_source(driver)
-        undo = install_signal_handlers(pipeline)
-        task = asyncio.create_task(pipeline.run())
-        try:
+        async with running(pipeline):
             console.print(f"connecting to {what} {address} …")
             await wait_connected(driver, CONNECT_TIMEOUT_S, what)
             yield GuidedSession(console, clock, pipeline, driver, peripheral, results)
-        finally:
-            pipeline.stop()
-            with contextlib.suppress(Exception):
-                await task
-            undo()
 
 
 def progress_bars(console: Console, *, transient: bool) -> Progress:

@@ -4,6 +4,8 @@
   effort timing and recovery times stay physiological while the demo runs X× faster;
 * :func:`emulated_athlete_devices` — an athlete's emulated strap, Moxy and power meter on an
   :class:`~devices.emulated.world.EmulatedWorld`, with the production drivers attached;
+* :func:`running` — a pipeline (and its live view) running with Ctrl-C / SIGTERM asking it
+  to stop, stopped and flushed on leaving;
 * :func:`run_for` — run a pipeline with its view until a duration passes or a signal stops it.
 """
 
@@ -12,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devices.drivers import DeviceDriver, HeartRateDriver, MoxyDriver, PowerMeterDriver
 from streamer.live_view import LiveView
-from streamer.pipeline import Pipeline
+from streamer.pipeline import Pipeline, install_signal_handlers
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used (it costs ~30 MB)
     from devices.emulated import EmulatedWorld
@@ -89,6 +91,26 @@ async def emulated_athlete_devices(
         pipeline.add_source(driver)
         out.append(EmulatedDevice(device_id, peripheral, driver))
     return out
+
+
+@contextlib.asynccontextmanager
+async def running(pipeline: Pipeline, view: LiveView | None = None
+                  ) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``pipeline`` as a task (yielded) and ``view`` beside it, SIGINT and SIGTERM asking
+    the pipeline to stop; on leaving, stop it and wait while it flushes to the sinks (its
+    errors are not raised here), then stop the view and remove the signal handlers."""
+    undo = install_signal_handlers(pipeline)
+    task = asyncio.create_task(pipeline.run(), name="pipeline")
+    view_task = start_view(view) if view is not None else None
+    try:
+        yield task
+    finally:
+        pipeline.stop()
+        with contextlib.suppress(Exception):
+            await task
+        if view_task is not None:
+            await stop_view(view_task)
+        undo()
 
 
 async def run_for(pipeline: Pipeline, duration_s: float | None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -22,8 +21,9 @@ from streamer.config import MqttConfig
 from streamer.errors import CliError
 from streamer.mqtt import MqttPublisher
 from streamer.payloads import iso_time
-from streamer.pipeline import Pipeline, Sink, install_signal_handlers
+from streamer.pipeline import Pipeline, Sink
 from streamer.results import Result
+from streamer.runtime import running
 from streamer.store import Store, StoreError
 
 DESCRIPTION = """\
@@ -125,33 +125,28 @@ async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | Non
     sinks: list[Sink] = [MqttPublisher(mqtt, store)] if mqtt else []
     pipeline = Pipeline(lambda a: AthleteState(a, store, live=args.live or bool(mqtt)),
                         store, sinks, athletes=[args.athlete], on_result=show)
-    undo = install_signal_handlers(pipeline)
-    task = asyncio.create_task(pipeline.run())
     first_t: int | None = None
     last_t = 0
     start, end = ((MorningStart, MorningEnd) if args.morning
                   else (SessionStart, SessionEnd) if args.session else (None, None))
-    try:
-        async for device, record in replay(args.file, speed=args.speed,
-                                           skip_malformed=args.skip_malformed):
-            t_ns = int(getattr(record, "t_ns", 0))
+    async with running(pipeline):
+        try:
+            async for device, record in replay(args.file, speed=args.speed,
+                                               skip_malformed=args.skip_malformed):
+                t_ns = int(getattr(record, "t_ns", 0))
+                if first_t is None:
+                    first_t = t_ns
+                    if start is not None:
+                        await pipeline.put(args.athlete, device, start(t_ns - 1))
+                last_t = max(last_t, t_ns)
+                if not await pipeline.put(args.athlete, device, record):
+                    break
+            if end is not None and first_t is not None:
+                await pipeline.put(args.athlete, "recording", end(last_t + 1))
             if first_t is None:
-                first_t = t_ns
-                if start is not None:
-                    await pipeline.put(args.athlete, device, start(t_ns - 1))
-            last_t = max(last_t, t_ns)
-            if not await pipeline.put(args.athlete, device, record):
-                break
-        if end is not None and first_t is not None:
-            await pipeline.put(args.athlete, "recording", end(last_t + 1))
-        if first_t is None:
-            raise CliError(f"{args.file}: the recording holds no notification")
-    finally:
-        await pipeline.join()
-        pipeline.stop()
-        with contextlib.suppress(Exception):
-            await task
-        undo()
+                raise CliError(f"{args.file}: the recording holds no notification")
+        finally:
+            await pipeline.join()  # what was read is processed even when reading failed
     if not printed and not args.json:
         print("no results: the recording is too short for an HRV window, effort or test "
               "(try --morning or --session)", file=sys.stderr)

@@ -24,8 +24,8 @@ from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.live_view import LiveView, ViewModel
 from streamer.mqtt import MqttPublisher
-from streamer.pipeline import Pipeline, Sink, install_signal_handlers
-from streamer.runtime import run_for, start_view, stop_view
+from streamer.pipeline import Pipeline, Sink
+from streamer.runtime import run_for, running
 from streamer.store import Store, StoreError
 
 DESCRIPTION = """\
@@ -191,20 +191,10 @@ async def _run(args: argparse.Namespace, config: Config, store: Store,
             notes=[f"store: {config.store_path}"],
             phase="streaming",
         )
-        view = LiveView(model, force_plain=args.plain)
-        undo = install_signal_handlers(pipeline)
-        task = asyncio.create_task(pipeline.run())
-        view_task = start_view(view)
-        try:
+        async with running(pipeline, LiveView(model, force_plain=args.plain)) as task:
             await run_for(pipeline, args.duration)
             model.phase = "stopping: flushing to the sinks"
             await task
-        finally:
-            pipeline.stop()
-            with contextlib.suppress(Exception):
-                await task
-            await stop_view(view_task)
-            undo()
     status = pipeline.status()
     outboxes = "; ".join(f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
                          for name, s in status.sink_status.items())
