@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from tests.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from tests.servers import InfluxDB1, Mosquitto, ServerProcess, VictoriaMetrics
 from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -21,28 +22,29 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path / "mosquitto")
+S = TypeVar("S", bound=ServerProcess)
+
+
+def _serving(server: S) -> Iterator[S]:
+    """Start ``server`` for one test and stop it after."""
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    yield from _serving(Mosquitto(tmp_path / "mosquitto"))
 
 
 @pytest.fixture
 def influxdb1(tmp_path: Path) -> Iterator[InfluxDB1]:
-    server = InfluxDB1(tmp_path / "influxdb")
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(InfluxDB1(tmp_path / "influxdb"))
 
 
 @pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(tmp_path / "vm")
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(VictoriaMetrics(tmp_path / "vm"))
 
 
 @pytest.fixture

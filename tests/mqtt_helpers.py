@@ -1,11 +1,14 @@
-"""Test helpers for MQTT: a persistent subscriber that survives broker restarts, and
-checks of per-topic order with duplicates allowed."""
+"""Test helpers for MQTT: a persistent subscriber that survives broker restarts, a
+``mosquitto_sub`` for tests that run the streamer as a subprocess, and checks of per-topic
+order with duplicates allowed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,3 +179,46 @@ def first_arrivals(messages: Sequence[Received]) -> tuple[list[int], int]:
         seen.add(seq)
         order.append(seq)
     return order, duplicates
+
+
+class ThreadSubscriber:
+    """``mosquitto_sub -v`` on ``redox/#`` (QoS 1) whose ``topic payload`` lines a thread
+    collects, for tests without an event loop. With ``client_id`` the session is persistent
+    (``-c``): the broker queues for it while it is away."""
+
+    def __init__(self, port: int, *, protocol: str = "mqttv311",
+                 client_id: str | None = None) -> None:
+        # Imported here: tests.publisher_proc imports this module in a child process that
+        # needs neither pytest nor the server helpers.
+        from tests.servers import require_binary
+
+        binary = require_binary("mosquitto_sub", "mosquitto-clients")
+        persistent = ["-c", "-i", client_id] if client_id else []
+        self.proc = subprocess.Popen(
+            [binary, "-h", "127.0.0.1", "-p", str(port), "-V", protocol, "-t", "redox/#",
+             "-v", "-q", "1", *persistent],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self._thread.join(5)
+
+    def topics(self) -> set[str]:
+        return {line.split(" ", 1)[0] for line in self.lines}
+
+    def payloads(self, topic: str) -> list[str]:
+        return [line.split(" ", 1)[1] for line in self.lines if line.split(" ", 1)[0] == topic]
+
+    def seqs(self, topic: str) -> list[int]:
+        """The ``seq`` field of every message on ``topic``, in order of arrival."""
+        return [json.loads(payload)["seq"] for payload in self.payloads(topic)]

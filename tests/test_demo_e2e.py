@@ -8,14 +8,14 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import Mosquitto, require_binary
+from tests.mqtt_helpers import ThreadSubscriber
+from tests.servers import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,46 +24,15 @@ DEMO = [sys.executable, "-m", "streamer.cli", "demo", "--athletes", "2", "--days
         "--duration", "8", "--speed", "20", "--plain"]
 
 
-class Subscriber:
-    """mosquitto_sub on ``redox/#`` collecting ``topic payload`` lines in a thread."""
-
-    def __init__(self, port: int, protocol: str = "mqttv311") -> None:
-        binary = require_binary("mosquitto_sub", "mosquitto-clients")
-        self.proc = subprocess.Popen(
-            [binary, "-h", "127.0.0.1", "-p", str(port), "-V", protocol, "-t", "redox/#",
-             "-v", "-q", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self._thread.join(5)
-
-    def topics(self) -> set[str]:
-        return {line.split(" ", 1)[0] for line in self.lines}
-
-    def payloads(self, topic: str) -> list[str]:
-        return [line.split(" ", 1)[1] for line in self.lines if line.split(" ", 1)[0] == topic]
-
-
 @pytest.fixture
-def subscriber_factory() -> Iterator[list[Subscriber]]:
-    subs: list[Subscriber] = []
+def subscriber_factory() -> Iterator[list[ThreadSubscriber]]:
+    subs: list[ThreadSubscriber] = []
     yield subs
     for s in subs:
         s.close()
 
 
-def _check_traffic(sub: Subscriber) -> None:
+def _check_traffic(sub: ThreadSubscriber) -> None:
     topics = sub.topics()
     assert "redox/bridge/state" in topics
     assert sub.payloads("redox/bridge/state")[0] == "online"
@@ -85,14 +54,14 @@ def _check_traffic(sub: Subscriber) -> None:
     assert live["kind"] == "heart_rate"
     assert 30 <= live["hr_bpm"] <= 120
     # Sequence numbers increase per topic: consumers can drop duplicates.
-    seqs = [json.loads(p)["seq"] for p in sub.payloads("redox/athlete1/hrv")]
+    seqs = sub.seqs("redox/athlete1/hrv")
     assert seqs == sorted(seqs)
 
 
 def test_demo_publishes_every_topic_to_a_real_mosquitto(
-    mosquitto: Mosquitto, subscriber_factory: list[Subscriber], tmp_path: Path
+    mosquitto: Mosquitto, subscriber_factory: list[ThreadSubscriber], tmp_path: Path
 ) -> None:
-    sub = Subscriber(mosquitto.port)
+    sub = ThreadSubscriber(mosquitto.port)
     subscriber_factory.append(sub)
     time.sleep(0.3)  # the subscription is in place before the demo publishes
     store = tmp_path / "demo.sqlite3"
@@ -106,7 +75,7 @@ def test_demo_publishes_every_topic_to_a_real_mosquitto(
 
 
 def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watch(
-    subscriber_factory: list[Subscriber],
+    subscriber_factory: list[ThreadSubscriber],
 ) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(DEMO, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -123,7 +92,7 @@ def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watc
             port = int(match.group(1))
     assert port is not None, "".join(head)
     assert any("temporary" in line for line in head)  # says where the store is
-    sub = Subscriber(port)
+    sub = ThreadSubscriber(port)
     subscriber_factory.append(sub)
     out, err = proc.communicate(timeout=150)
     assert proc.returncode == 0, err[-3000:]

@@ -3,18 +3,17 @@ baselines and alert state are intact, and what was waiting in the outbox is deli
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from streamer.store import Store
-from tests.servers import Mosquitto, require_binary
+from tests.mqtt_helpers import ThreadSubscriber
+from tests.servers import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,35 +24,6 @@ def demo(store: Path, url: str, duration: float) -> list[str]:
     return [sys.executable, "-m", "streamer.cli", "demo", "--athletes", "1", "--days", "28",
             "--speed", "20", "--plain", "--mqtt", url, "--store", str(store),
             "--duration", str(duration)]
-
-
-class PersistentSubscriber:
-    """mosquitto_sub with a persistent QoS 1 session: the broker queues for it while away."""
-
-    def __init__(self, port: int) -> None:
-        binary = require_binary("mosquitto_sub", "mosquitto-clients")
-        self.proc = subprocess.Popen(
-            [binary, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv311", "-t", "redox/#",
-             "-v", "-q", "1", "-c", "-i", "restart-test"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self._thread.join(5)
-
-    def seqs(self, topic: str) -> list[int]:
-        return [json.loads(line.split(" ", 1)[1])["seq"] for line in self.lines
-                if line.split(" ", 1)[0] == topic]
 
 
 def _open_rules(book: object) -> list[str]:
@@ -81,7 +51,7 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     store_path = tmp_path / "store.sqlite3"
-    sub = PersistentSubscriber(mosquitto.port)
+    sub = ThreadSubscriber(mosquitto.port, client_id="restart-test")
     time.sleep(0.3)
     first = subprocess.Popen(demo(store_path, mosquitto.url, 120), cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
