@@ -111,6 +111,11 @@ class GapEvent:
 
 Sample = HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample | BatteryLevel
 
+MEASURED_SAMPLES = (HeartRateSample, SmO2Sample, ForceSample, PowerSample, SpO2Sample)
+"""The measured stream, for ``isinstance``: what a driver's link delivers at rate (its
+arrival closes an open gap) and what a busy pipeline may shed. Battery levels, gaps and
+protocol markers are not in it."""
+
 
 # --- Added with the GATT codecs (devices/codecs): detail and device-specific records ---
 

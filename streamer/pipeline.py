@@ -43,13 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
 from devices.records import (
-    ForceSample,
+    MEASURED_SAMPLES,
     GapEvent,
     GapReason,
-    HeartRateSample,
-    PowerSample,
-    SmO2Sample,
-    SpO2Sample,
 )
 from streamer.results import Result
 
@@ -65,7 +61,7 @@ LIVE_BATCH_MAX: Final = 32
 """Most live messages handed to a sink in one call."""
 SINK_RESTART_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Back-off between restarts of a sink runner that crashed (the last value repeats)."""
-SHEDDABLE: Final = (HeartRateSample, SmO2Sample, ForceSample, PowerSample, SpO2Sample)
+SHEDDABLE: Final = MEASURED_SAMPLES
 """Records an inbox may shed under pressure: the high-rate measured stream. Everything else
 (gaps, battery, protocol markers such as a morning reading's start) is always kept."""
 

@@ -49,6 +49,7 @@ from devices.discovery import BluetoothUnavailableError, find_device
 from devices.kinds import DeviceKind
 from devices.policy import ConnectionPolicy, policy_for
 from devices.records import (
+    MEASURED_SAMPLES,
     BatteryLevel,
     ForceSample,
     GapEvent,
@@ -66,8 +67,6 @@ Record = (
 )
 """What a driver emits."""
 
-DATA_RECORDS = (HeartRateSample, SmO2Sample, ForceSample, PowerSample, SpO2Sample)
-"""Records that are the measured stream (their arrival closes an open gap)."""
 
 DISCONNECT_TIMEOUT_S = 5.0
 """Bound on one disconnect request; a stuck stack must not stall reconnection."""
@@ -328,7 +327,7 @@ class DeviceDriver(ABC):
 
     def _emit(self, record: Record) -> None:
         """Hand one record to the consumer, closing an open gap before the first sample."""
-        if isinstance(record, DATA_RECORDS):
+        if isinstance(record, MEASURED_SAMPLES):
             if self._sink is None and self._queue.qsize() >= self._queue_size:
                 self._dropped += 1
                 if self._gap is None:
