@@ -107,6 +107,7 @@ class InfluxWriter:
         self._attempt = 0
         self._flush_now = False
         self._closing = False
+        self._in_flight = 0  # live points popped from the buffer, their write not yet done
         self._write_url, self._headers = self._endpoint()
 
     # --- Sink protocol ----------------------------------------------------------------------
@@ -164,7 +165,9 @@ class InfluxWriter:
         self._wake.set()
         # Leave a margin so that the spill below happens within the caller's budget.
         for _ in range(max(1, int((timeout_s - 0.25) / 0.02))):
-            if not self._buffer and self._status.outbox_depth == 0:
+            # A batch in flight is neither buffered nor in the outbox: wait for its answer
+            # too, or cancelling the writer would spill points the server already has.
+            if not self._buffer and self._status.outbox_depth == 0 and not self._in_flight:
                 break
             await asyncio.sleep(0.02)
         self._closing = True
@@ -205,11 +208,14 @@ class InfluxWriter:
                 self._buffer.clear()
                 self._status.buffered = 0
                 return
+            self._in_flight = len(chunk)
             try:
                 outcome = await self._write(chunk)
             except asyncio.CancelledError:
                 self._spill(chunk)
                 raise
+            finally:
+                self._in_flight = 0
             if outcome is _Outcome.RETRY:
                 self._spill(chunk + list(self._buffer))
                 self._buffer.clear()

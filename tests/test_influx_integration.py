@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,34 @@ async def test_v1_results_and_live_samples_read_back_with_influxql(
     status = writer.status()
     assert status["written"] == 8
     assert status["healthy"] is True
+
+
+async def test_drain_waits_for_a_batch_in_flight_and_nothing_written_is_spilled(
+        influxdb1: InfluxDB1, store: Store) -> None:
+    """Shutdown while a live batch is on the wire: drain waits for the server's answer, so
+    cancelling the writer afterwards neither loses the batch nor puts points the server
+    already has back in the outbox (found in CI: drain returned 0 before the answer)."""
+    writer = InfluxWriter(v1_config(influxdb1, batch_size=2, timeout_s=5.0), store,
+                          backoff=FAST)
+    hr = [live_result("dora", "strap", HeartRateSample(T0 + i * 1_000_000_000, 60 + i, ()))
+          for i in range(4)]
+    async with running(writer):
+        await writer.send_live(hr[:2])  # creates the database, writes: the server is up
+        await eventually(lambda: writer.status()["written"] == 2, timeout_s=10.0)
+        os.kill(influxdb1.proc.pid, signal.SIGSTOP)  # the next write hangs on the wire
+        try:
+            await writer.send_live(hr[2:])  # a full batch: the writer sends it now
+            await eventually(lambda: writer.status()["buffered"] == 0, timeout_s=5.0)
+            draining = asyncio.create_task(writer.drain(8.0))
+            await asyncio.sleep(0.5)
+            assert not draining.done()  # still waiting for the answer
+        finally:
+            os.kill(influxdb1.proc.pid, signal.SIGCONT)
+        assert await draining == 0
+    assert writer.status()["written"] == 4
+    assert store.influx_depth() == 0  # nothing spilled by the cancel
+    values = rows(influxdb1, "SELECT hr_bpm FROM heart_rate WHERE athlete = 'dora'")
+    assert [r["hr_bpm"] for r in values] == [60.0, 61.0, 62.0, 63.0]
 
 
 async def test_field_type_conflict_is_dead_lettered_and_does_not_block(
