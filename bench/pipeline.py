@@ -3,7 +3,7 @@
 Run from the repository root::
 
     PYTHONPATH=. python3 bench/pipeline.py                 # everything, 24-h replay
-    PYTHONPATH=. python3 bench/pipeline.py --hours 2       # shorter memory replay
+    PYTHONPATH=. python3 bench/pipeline.py --hours 2       # shorter paced memory replay
 
 It starts mosquitto and InfluxDB 1.x itself on free loopback ports (tests/servers.py) and
 measures, in one run:
@@ -19,15 +19,22 @@ measures, in one run:
    time is stamped before decoding, a subscriber on the same broker measures when the live
    message arrives. p50/p99/max. Target: p99 <= 20 ms. (The emulated GATT link is not in
    this path: bench/bench_emulated_link.py measures it.)
-4. **Memory**: peak RSS while replaying ``--hours`` of data for 50 athletes as fast as
-   possible through the whole path, RSS sampled along the way (flat = bounded state).
-   Target: <= 100 MB.
+4. **Memory** of 50 athletes, in a child process that imports only the production path:
+   what each layer costs to import (python + numpy, + scipy, + influxdb-client, + the
+   rest), then ``--hours`` of data replayed through the whole path *paced so the sinks keep
+   up* (every ``PACE_S`` emulated seconds the replay waits until the pipeline, the live
+   lanes and both outboxes are empty): nothing is shed, and the RSS sampled along the way
+   is that of 50 athletes' steady state (flat = bounded state). Target: peak <= 100 MB.
+   A second child replays ``--stress-hours`` as fast as possible (the replay outruns the
+   sinks, inboxes sit full and live messages are shed): a stress figure, the upper bound
+   set by the queue caps, not the steady state.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import resource
@@ -36,27 +43,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiomqtt
-import numpy as np
-
-from devices.codecs import CODECS
-from devices.records import HeartRateSample, SmO2Sample
-from streamer.athlete import AthleteState
-from streamer.config import InfluxConfig, MqttConfig
-from streamer.influx import InfluxWriter
-from streamer.mqtt import MqttPublisher
-from streamer.pipeline import Pipeline
-from streamer.store import Store
-
 if TYPE_CHECKING:
     from tests.servers import InfluxDB1, Mosquitto
-
-HR = CODECS["2a37"]
-MOXY = CODECS["moxy"]
-POOL_S = 600  # seconds of distinct payloads per athlete, cycled
 
 
 def rss_mb() -> float:
@@ -64,6 +56,49 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize() / 1e6
+
+
+# The memory child reports what each layer of the production path costs, so the imports
+# come one layer at a time, in this order, each followed by a reading of the RSS.
+IMPORT_RSS_MB: list[tuple[str, float]] = [("python + stdlib (asyncio, ssl)", rss_mb())]
+
+import numpy as np  # noqa: E402
+
+IMPORT_RSS_MB.append(("numpy", rss_mb()))
+
+# What processors/ import (hrv, oxygenation, trends); each alone pulls in most of scipy.
+import scipy.interpolate  # noqa: E402
+import scipy.optimize  # noqa: E402
+import scipy.signal  # noqa: E402
+import scipy.stats  # noqa: E402, F401
+
+IMPORT_RSS_MB.append(("scipy", rss_mb()))
+
+# What streamer/influx_schema.py imports (the package's __init__ loads all of it).
+import influxdb_client.client.write.point  # noqa: E402, F401
+
+IMPORT_RSS_MB.append(("influxdb_client", rss_mb()))
+
+import aiomqtt  # noqa: E402
+
+from devices.codecs import CODECS  # noqa: E402
+from devices.records import HeartRateSample, SmO2Sample  # noqa: E402
+from streamer.athlete import AthleteState  # noqa: E402
+from streamer.config import InfluxConfig, MqttConfig  # noqa: E402
+from streamer.influx import InfluxWriter  # noqa: E402
+from streamer.mqtt import MqttPublisher  # noqa: E402
+from streamer.pipeline import DEFAULT_INBOX_SIZE, Pipeline  # noqa: E402
+from streamer.store import Store  # noqa: E402
+
+IMPORT_RSS_MB.append(("aiomqtt + devices + streamer + processors", rss_mb()))
+
+HR = CODECS["2a37"]
+MOXY = CODECS["moxy"]
+POOL_S = 600  # seconds of distinct payloads per athlete, cycled
+PACE_S = 10
+"""Emulated seconds between two waits for the sinks in the paced memory replay: 50
+athletes x 10 s is 750 live messages per sink, within a live lane (1,024), and ~1,500
+InfluxDB points, under one batch (5,000)."""
 
 
 def peak_rss_mb() -> float:
@@ -138,6 +173,23 @@ class Rig:
             while not self.mqtt.connected:  # noqa: ASYNC110 - the publisher has no event
                 await asyncio.sleep(0.01)
 
+    def sinks_idle(self) -> bool:
+        """True when no live message waits in a lane, both outboxes are empty and the
+        InfluxDB writer's live buffer holds less than one batch (its next write is due)."""
+        status = self.pipeline.status()
+        if any(s.lane_depth for s in status.sinks.values()):
+            return False
+        if any(s["outbox_depth"] for s in status.sink_status.values()):
+            return False
+        return self.influx is None or \
+            status.sink_status[self.influx.name]["buffered"] < self.influx.config.batch_size
+
+    async def settle(self) -> None:
+        """Wait until every record put so far is processed and the sinks caught up."""
+        await self.pipeline.join()
+        while not self.sinks_idle():  # noqa: ASYNC110 - the sinks have no "idle" event
+            await asyncio.sleep(0.002)
+
     async def stop(self) -> None:
         self.pipeline.stop()
         assert self.task is not None
@@ -199,7 +251,7 @@ async def latency(workdir: Path, mosquitto: Mosquitto, influx: InfluxDB1, athlet
         async def listen() -> None:
             async for message in sub.messages:
                 now = time.time_ns()
-                body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                body = json.loads(bytes(message.payload))
                 samples.append((now - body["ts_ns"]) / 1e6)
 
         listener = asyncio.create_task(listen())
@@ -226,34 +278,65 @@ async def latency(workdir: Path, mosquitto: Mosquitto, influx: InfluxDB1, athlet
     return samples
 
 
-async def memory(workdir: Path, mqtt_url: str, influx_url: str | None,
-                 athletes: int, hours: float) -> list[tuple[float, float]]:
-    """RSS (MB) along an accelerated replay of ``hours`` for ``athletes``: (fraction, MB).
+@dataclass
+class MemoryRun:
+    """RSS readings (MB) of one memory replay."""
 
-    Default lane sizes, as in production: when the sinks fall behind the replay, live
-    samples are shed (counted) instead of piling up."""
-    rig = Rig(workdir, mqtt_url, influx_url, athletes, "memory", live_lane_size=1024)
+    marks: list[tuple[float, float]]  # (fraction of the replay, RSS)
+    before_rig: float
+    after_rig: float  # the store, 50 athletes' states, the sinks: not yet connected
+    after_start: float  # connected to the broker, tasks running
+    notifications: int
+    shed: int
+    influx_shed: int
+    seconds: float
+
+
+async def memory(workdir: Path, mqtt_url: str, influx_url: str | None, athletes: int,
+                 hours: float, *, paced: bool) -> MemoryRun:
+    """RSS along an accelerated replay of ``hours`` for ``athletes``, default lane sizes.
+
+    ``paced``: every :data:`PACE_S` emulated seconds wait until the sinks caught up
+    (:meth:`Rig.settle`), so nothing is shed and the queues hold what they hold at live
+    rate. Otherwise as fast as possible: inboxes fill to their cap and the live lanes shed
+    (counted) — the bound the caps set, not the steady state."""
     pools = [Payloads(200 + i) for i in range(athletes)]
+    before_rig = rss_mb()
+    rig = Rig(workdir, mqtt_url, influx_url, athletes, "paced" if paced else "stress",
+              live_lane_size=1024)
+    after_rig = rss_mb()
     await rig.start()
+    after_start = rss_mb()
     seconds = int(hours * 3600)
     t0_ns = time.time_ns() - seconds * 1_000_000_000
     marks = []
     step = max(1, seconds // 12)
+    notifications = 0
+    start = time.perf_counter()
     for second in range(seconds):
         t_ns = t0_ns + second * 1_000_000_000
         for index, athlete in enumerate(rig.ids):
             for device, data in pools[index].at(second):
-                await rig.pipeline.put(athlete, device, decode(device, data, t_ns))
+                record = decode(device, data, t_ns)
+                # Paced: as the drivers do (never waits; the inbox holds one chunk, far
+                # below its cap, and a shed sample would be counted). Stress: wait for room.
+                if paced:
+                    rig.pipeline.offer(athlete, device, record)
+                else:
+                    await rig.pipeline.put(athlete, device, record)
+                notifications += 1
+        if paced and second % PACE_S == PACE_S - 1:
+            await rig.settle()
         if second % step == 0:
             marks.append((second / seconds, rss_mb()))
-            # Let the sinks keep up so the live lanes (bounded anyway) do not sit full.
-            await rig.pipeline.join()
-    await rig.pipeline.join()
+    await (rig.settle() if paced else rig.pipeline.join())
     marks.append((1.0, rss_mb()))
+    elapsed = time.perf_counter() - start
     shed = rig.pipeline.status().shed_total
+    influx_shed = rig.influx.status()["shed"] if rig.influx is not None else 0
     await rig.stop()
-    print(f"  memory replay: {seconds * athletes * 1.5:,.0f} notifications, shed {shed}")
-    return marks
+    return MemoryRun(marks, before_rig, after_rig, after_start, notifications, shed,
+                     influx_shed, elapsed)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -263,13 +346,32 @@ def pct(values: list[float], q: float) -> float:
 
 async def memory_child(args: argparse.Namespace) -> None:
     """The memory measurement, in a process that imports only the production path."""
-    after_imports = rss_mb()
-    marks = await memory(Path(args.workdir), args.mqtt, args.influx, 50, args.hours)
-    print(f"4. memory, 50 athletes, {args.hours:g} h of strap+Moxy data replayed as fast as "
-          f"possible through the whole path ({'MQTT + InfluxDB' if args.influx else 'MQTT'}): "
-          f"RSS after imports {after_imports:.0f} MB; along the replay "
-          + " ".join(f"{100 * f:.0f}%:{mb:.0f}" for f, mb in marks)
-          + f" MB; peak RSS {peak_rss_mb():.1f} MB (target <= 100 MB, flat)")
+    paced = args.memory_child == "paced"
+    hours = args.hours if paced else args.stress_hours
+    run = await memory(Path(args.workdir), args.mqtt, args.influx, 50, hours, paced=paced)
+    sinks = "MQTT + InfluxDB" if args.influx else "MQTT"
+    along = " ".join(f"{100 * f:.0f}%:{mb:.0f}" for f, mb in run.marks)
+    shed = (f"shed {run.shed:,} live messages/samples"
+            + (f", InfluxDB buffer shed {run.influx_shed:,} points" if args.influx else ""))
+    if paced:
+        steps = IMPORT_RSS_MB
+        layers = ", ".join(f"+{name} {mb - prev:.0f}"
+                           for (_, prev), (name, mb) in itertools.pairwise(steps))
+        print(f"4. memory, 50 athletes, {hours:g} h of strap+Moxy data through the whole path "
+              f"({sinks}), replayed paced (waiting for the sinks every {PACE_S} emulated s; "
+              f"{run.notifications:,} notifications in {run.seconds:.0f} s, {shed}):\n"
+              f"   imports: {steps[0][0]} {steps[0][1]:.0f} MB, {layers} = {steps[-1][1]:.0f} MB\n"
+              f"   bench payloads {run.before_rig - steps[-1][1]:+.0f}, store + 50 athlete "
+              f"states + sinks {run.after_rig - run.before_rig:+.0f}, connected and running "
+              f"{run.after_start - run.after_rig:+.0f} = {run.after_start:.0f} MB before the "
+              f"first sample; replay {run.marks[-1][1] - run.after_start:+.0f} MB\n"
+              f"   RSS along the replay {along} MB; peak RSS {peak_rss_mb():.1f} MB "
+              f"(target <= 100 MB, flat)")
+    else:
+        print(f"   stress (not the steady state): {hours:g} h replayed as fast as possible, "
+              f"{run.notifications:,} notifications in {run.seconds:.0f} s, {shed}; inboxes "
+              f"({DEFAULT_INBOX_SIZE:,} records x 50) and lanes at their caps: RSS {run.after_start:.0f} MB "
+              f"before the first sample, along {along} MB; peak RSS {peak_rss_mb():.1f} MB")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -310,13 +412,16 @@ async def main(args: argparse.Namespace) -> None:
 
             # A child process without pytest, Bumble or this bench's servers imported: the
             # figure is the production path's.
-            cmd = [sys.executable, __file__, "--memory-child", "--mqtt", mosquitto.url,
-                   "--hours", str(args.hours), "--workdir", str(workdir)]
-            if not args.no_influx_memory:
-                cmd += ["--influx", influx.url]
-            child = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
-            out, _ = await child.communicate()
-            print(out.decode().rstrip())
+            for kind in ("paced", "stress") if args.stress_hours > 0 else ("paced",):
+                cmd = [sys.executable, __file__, "--memory-child", kind,
+                       "--mqtt", mosquitto.url, "--hours", str(args.hours),
+                       "--stress-hours", str(args.stress_hours), "--workdir", str(workdir)]
+                if not args.no_influx_memory:
+                    cmd += ["--influx", influx.url]
+                child = await asyncio.create_subprocess_exec(
+                    *cmd, stdout=asyncio.subprocess.PIPE)
+                out, _ = await child.communicate()
+                print(out.decode().rstrip())
         finally:
             influx.stop()
             mosquitto.stop()
@@ -333,7 +438,10 @@ if __name__ == "__main__":
                         help="hours of data in the memory replay (24 = a day)")
     parser.add_argument("--no-influx-memory", action="store_true",
                         help="leave InfluxDB out of the memory replay")
-    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stress-hours", type=float, default=1.0,
+                        help="hours replayed as fast as possible in the memory stress run "
+                             "(0 = skip it)")
+    parser.add_argument("--memory-child", choices=("paced", "stress"), help=argparse.SUPPRESS)
     parser.add_argument("--mqtt", help=argparse.SUPPRESS)
     parser.add_argument("--influx", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
