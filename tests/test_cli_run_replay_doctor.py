@@ -142,6 +142,20 @@ def test_doctor_reports_an_invalid_config_by_key(tmp_path: Path,
     assert "mqtt.url" in out
 
 
+def test_doctor_without_any_config_yet_warns_and_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "redox.toml"
+    monkeypatch.setenv("REDOX_CONFIG", str(missing))
+    assert main(["doctor", "--no-bluetooth"]) == 0  # nothing configured is not a failure
+    out = capsys.readouterr().out
+    assert f"WARN  config: no config file at {missing}" in out
+    assert f"config init --path {missing}" in out
+    assert out.count("config init") == 1
+    assert main(["doctor", "--config", str(missing), "--no-bluetooth"]) == 1  # named: needed
+    assert "FAIL  config:" in capsys.readouterr().out
+
+
 def test_doctor_without_an_adapter_says_how_to_get_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,8 +63,10 @@ class Check:
     needed: bool = True
 
     def line(self) -> str:
-        """``OK    name: detail`` (with ``→ fix`` after a failure)."""
-        mark = "SKIP" if self.ok is None else "OK" if self.ok else "FAIL"
+        """``OK    name: detail`` (with ``→ fix`` after a failure or a warning)."""
+        # A failure that only matters for later (no config yet) warns instead of failing.
+        mark = "SKIP" if self.ok is None else "OK" if self.ok else "FAIL" if self.needed \
+            else "WARN"
         text = f"{mark:<5} {self.name}: {self.detail}"
         if self.ok is False and self.fix:
             text += f"\n      → {self.fix}"
@@ -94,7 +96,8 @@ def check_config(path: Path | None) -> tuple[Check, Config | None]:
         config = load_config(file)
     except ConfigError as exc:
         missing = not file.exists()
-        return (Check("config", False, str(exc),
+        detail = f"no config file at {file} (the demo needs none)" if missing else str(exc)
+        return (Check("config", False, detail,
                       f"create one with `redox-streamer config init --path {file}`" if missing
                       else "fix the keys named above, then run `redox-streamer config check`",
                       needed=not missing or path is not None), None)
