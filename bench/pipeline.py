@@ -103,7 +103,7 @@ InfluxDB points, under one batch (5,000)."""
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
 
 
 class Payloads:
