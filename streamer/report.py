@@ -28,7 +28,7 @@ from processors.alerts import AlertBook
 from processors.rules import CATALOGUE, DEFAULT_THRESHOLDS, RuleThresholds
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
 from streamer.results import JsonValue
-from streamer.store import AlertRow, Row, Store
+from streamer.store import ATHLETES_SQL, AlertRow, Row, Store
 
 DEFAULT_DAYS: Final = 28
 OUTPUT_SUFFIXES: Final = (".png", ".html", ".htm")
@@ -186,17 +186,15 @@ def known_athletes(path: Path) -> list[str]:
     """Athlete ids that have any history (mornings, sessions, grip tests, alerts) in the store
     file at ``path``, sorted.
 
-    :class:`streamer.store.Store` has no listing query, so this reads the history tables'
-    ``athlete`` column over a separate read-only connection (the file is never modified).
+    :meth:`streamer.store.Store.athletes` asks the same, but opening a ``Store`` creates and
+    migrates the file; a report only reads, so this runs its query over a read-only
+    connection (the file is never modified).
     """
     uri = Path(path).expanduser().resolve().as_uri() + "?mode=ro"
     try:
         db = sqlite3.connect(uri, uri=True, timeout=10.0)
         try:
-            rows = db.execute(
-                "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
-                "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts"
-            ).fetchall()
+            rows = db.execute(ATHLETES_SQL).fetchall()
         finally:
             db.close()
     except sqlite3.Error as exc:

@@ -83,6 +83,13 @@ def default_store_path() -> Path:
     return platformdirs.user_data_path(APP_NAME) / DEFAULT_FILENAME
 
 
+ATHLETES_SQL: Final = (
+    "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
+    "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts ORDER BY athlete"
+)
+"""Athlete ids with any history, sorted (also run read-only by ``streamer.report``)."""
+
+
 class StoreError(Exception):
     """The store file cannot be used (names the file and what to do)."""
 
@@ -331,11 +338,7 @@ class Store:
 
     def athletes(self) -> list[str]:
         """Athlete ids with any history (morning, session, grip test, alert), sorted."""
-        rows = self._query(
-            "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
-            "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts "
-            "ORDER BY athlete"
-        )
+        rows = self._query(ATHLETES_SQL)
         return [str(a) for (a,) in rows]
 
     def record(self, result: Result) -> bool:
