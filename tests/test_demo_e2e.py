@@ -72,6 +72,14 @@ def test_demo_publishes_every_topic_to_a_real_mosquitto(
     assert "0 messages left in the outbox" in result.stdout
     time.sleep(0.5)
     _check_traffic(sub)
+    # The command the demo suggests next draws the weeks it replayed.
+    suggested = re.search(r"next: `redox-streamer (report [^`]+)`", result.stdout)
+    assert suggested is not None, result.stdout[-2000:]
+    report = subprocess.run([sys.executable, "-m", "streamer.cli", *suggested.group(1).split()],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "report of athlete1" in report.stdout
+    assert (tmp_path / "weeks.png").stat().st_size > 10_000
 
 
 def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watch(
@@ -97,6 +105,7 @@ def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watc
     out, err = proc.communicate(timeout=150)
     assert proc.returncode == 0, err[-3000:]
     assert "alerts raised:" in out
+    assert "next: keep the history with --store" in out
     time.sleep(0.3)
     topics = sub.topics()
     # Subscribed after the start: the retained state topics still arrive, and the live

@@ -257,11 +257,11 @@ async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig 
             with contextlib.suppress(Exception):
                 await pipeline_task
             await stop_view(view_task)
-    _summary(pipeline, store, ids)
+    _summary(pipeline, store, ids, temporary=args.store is None)
     return 0
 
 
-def _summary(pipeline: Pipeline, store: Store, ids: list[str]) -> None:
+def _summary(pipeline: Pipeline, store: Store, ids: list[str], *, temporary: bool) -> None:
     status = pipeline.status()
     raised = [a for a in store.alerts() if a.state == "raised"]
     by_rule: dict[str, int] = {}
@@ -275,4 +275,12 @@ def _summary(pipeline: Pipeline, store: Store, ids: list[str]) -> None:
         depth = sink.get("outbox_depth")
         if depth is not None:
             print(f"  {name}: {depth} messages left in the outbox (delivered at next start)")
+    # The next thing an athlete wants is the picture of those weeks; the default store is a
+    # temporary directory, gone when the demo ends.
+    if temporary:
+        print("next: keep the history with --store demo.sqlite3, then `redox-streamer report "
+              f"--store demo.sqlite3 --athlete {ids[0]} --out weeks.png` draws it")
+    else:
+        print(f"next: `redox-streamer report --store {store.path} --athlete {ids[0]} "
+              "--out weeks.png` draws these weeks")
     sys.stdout.flush()
