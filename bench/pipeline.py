@@ -133,8 +133,7 @@ class Payloads:
             target, tau = (30.0, 12.0) if effort else (68.0, 30.0)
             level += (target - level) * (1 - math.exp(-2.0 / tau))
             smo2.append(level + 0.5 * float(rng.standard_normal()))
-        self.moxy = [MOXY.encode(SmO2Sample(0, round(v, 1), 12.5, i))
-                     for i, v in enumerate(smo2)]
+        self.moxy = [MOXY.encode(SmO2Sample(0, round(v, 1), 12.5, i)) for i, v in enumerate(smo2)]
 
     def at(self, second: int) -> Iterator[tuple[str, bytes]]:
         """The notifications of emulated second ``second``: (device, payload)."""
@@ -150,21 +149,35 @@ def decode(device: str, data: bytes, t_ns: int) -> object:
 class Rig:
     """Store + MQTT publisher + InfluxDB writer + pipeline, for ``athletes`` athletes."""
 
-    def __init__(self, workdir: Path, mqtt_url: str, influx_url: str | None,
-                 athletes: int, tag: str, live_lane_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        mqtt_url: str,
+        influx_url: str | None,
+        athletes: int,
+        tag: str,
+        live_lane_size: int = 20_000,
+    ) -> None:
         self.store = Store(workdir / f"{tag}.sqlite3")
-        self.mqtt = MqttPublisher(MqttConfig.from_url(mqtt_url, client_id=f"bench-{tag}"),
-                                  self.store, name="mqtt")
+        self.mqtt = MqttPublisher(
+            MqttConfig.from_url(mqtt_url, client_id=f"bench-{tag}"), self.store, name="mqtt"
+        )
         sinks: list[Any] = [self.mqtt]
         self.influx = None
         if influx_url is not None:
-            self.influx = InfluxWriter(InfluxConfig(url=influx_url, db="bench",
-                                                    create_database=True), self.store)
+            self.influx = InfluxWriter(
+                InfluxConfig(url=influx_url, db="bench", create_database=True), self.store
+            )
             sinks.append(self.influx)
         self.ids = [f"a{i:02d}" for i in range(athletes)]
-        self.pipeline = Pipeline(lambda a: AthleteState(a, self.store, hrv_every_s=5.0),
-                                 self.store, sinks, athletes=self.ids,
-                                 live_lane_size=live_lane_size, flush_timeout_s=30.0)
+        self.pipeline = Pipeline(
+            lambda a: AthleteState(a, self.store, hrv_every_s=5.0),
+            self.store,
+            sinks,
+            athletes=self.ids,
+            live_lane_size=live_lane_size,
+            flush_timeout_s=30.0,
+        )
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -181,8 +194,10 @@ class Rig:
             return False
         if any(s["outbox_depth"] for s in status.sink_status.values()):
             return False
-        return self.influx is None or \
-            status.sink_status[self.influx.name]["buffered"] < self.influx.config.batch_size
+        return (
+            self.influx is None
+            or status.sink_status[self.influx.name]["buffered"] < self.influx.config.batch_size
+        )
 
     async def settle(self) -> None:
         """Wait until every record put so far is processed and the sinks caught up."""
@@ -209,8 +224,9 @@ async def raw_ingest_rate(mosquitto: Mosquitto, n: int, size: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def replay_throughput(workdir: Path, mosquitto: Mosquitto, influx: InfluxDB1,
-                            athletes: int, seconds: int) -> dict[str, float]:
+async def replay_throughput(
+    workdir: Path, mosquitto: Mosquitto, influx: InfluxDB1, athletes: int, seconds: int
+) -> dict[str, float]:
     """Notifications/s from raw bytes to the broker and InfluxDB, as fast as possible."""
     rig = Rig(workdir, mosquitto.url, influx.url, athletes, "throughput")
     pools = [Payloads(i) for i in range(athletes)]
@@ -226,20 +242,30 @@ async def replay_throughput(workdir: Path, mosquitto: Mosquitto, influx: InfluxD
                 expected_live += 1
     await rig.pipeline.join()
     status = rig.mqtt.status()
-    while status["live_published"] + status.get("shed", 0) + \
-            rig.pipeline.status().sinks["mqtt"].live_shed < expected_live:
+    while (
+        status["live_published"]
+        + status.get("shed", 0)
+        + rig.pipeline.status().sinks["mqtt"].live_shed
+        < expected_live
+    ):
         await asyncio.sleep(0.005)
         status = rig.mqtt.status()
     elapsed = time.perf_counter() - start
     shed = rig.pipeline.status().shed_total
     await rig.stop()
-    return {"notifications": expected_live, "seconds": elapsed,
-            "rate": expected_live / elapsed, "shed": shed,
-            "live_published": status["live_published"], "results": status["published"]}
+    return {
+        "notifications": expected_live,
+        "seconds": elapsed,
+        "rate": expected_live / elapsed,
+        "shed": shed,
+        "live_published": status["live_published"],
+        "results": status["published"],
+    }
 
 
-async def latency(workdir: Path, mosquitto: Mosquitto, influx: InfluxDB1, athletes: int,
-                  duration_s: float) -> list[float]:
+async def latency(
+    workdir: Path, mosquitto: Mosquitto, influx: InfluxDB1, athletes: int, duration_s: float
+) -> list[float]:
     """Notification → subscriber latency (ms) of live heart-rate messages at live rate."""
     rig = Rig(workdir, mosquitto.url, influx.url, athletes, "latency")
     pools = [Payloads(100 + i) for i in range(athletes)]
@@ -292,8 +318,15 @@ class MemoryRun:
     seconds: float
 
 
-async def memory(workdir: Path, mqtt_url: str, influx_url: str | None, athletes: int,
-                 hours: float, *, paced: bool) -> MemoryRun:
+async def memory(
+    workdir: Path,
+    mqtt_url: str,
+    influx_url: str | None,
+    athletes: int,
+    hours: float,
+    *,
+    paced: bool,
+) -> MemoryRun:
     """RSS along an accelerated replay of ``hours`` for ``athletes``, default lane sizes.
 
     ``paced``: every :data:`PACE_S` emulated seconds wait until the sinks caught up
@@ -302,8 +335,9 @@ async def memory(workdir: Path, mqtt_url: str, influx_url: str | None, athletes:
     (counted) — the bound the caps set, not the steady state."""
     pools = [Payloads(200 + i) for i in range(athletes)]
     before_rig = rss_mb()
-    rig = Rig(workdir, mqtt_url, influx_url, athletes, "paced" if paced else "stress",
-              live_lane_size=1024)
+    rig = Rig(
+        workdir, mqtt_url, influx_url, athletes, "paced" if paced else "stress", live_lane_size=1024
+    )
     after_rig = rss_mb()
     await rig.start()
     after_start = rss_mb()
@@ -335,8 +369,9 @@ async def memory(workdir: Path, mqtt_url: str, influx_url: str | None, athletes:
     shed = rig.pipeline.status().shed_total
     influx_shed = rig.influx.status()["shed"] if rig.influx is not None else 0
     await rig.stop()
-    return MemoryRun(marks, before_rig, after_rig, after_start, notifications, shed,
-                     influx_shed, elapsed)
+    return MemoryRun(
+        marks, before_rig, after_rig, after_start, notifications, shed, influx_shed, elapsed
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -351,27 +386,33 @@ async def memory_child(args: argparse.Namespace) -> None:
     run = await memory(Path(args.workdir), args.mqtt, args.influx, 50, hours, paced=paced)
     sinks = "MQTT + InfluxDB" if args.influx else "MQTT"
     along = " ".join(f"{100 * f:.0f}%:{mb:.0f}" for f, mb in run.marks)
-    shed = (f"shed {run.shed:,} live messages/samples"
-            + (f", InfluxDB buffer shed {run.influx_shed:,} points" if args.influx else ""))
+    shed = f"shed {run.shed:,} live messages/samples" + (
+        f", InfluxDB buffer shed {run.influx_shed:,} points" if args.influx else ""
+    )
     if paced:
         steps = IMPORT_RSS_MB
-        layers = ", ".join(f"+{name} {mb - prev:.0f}"
-                           for (_, prev), (name, mb) in itertools.pairwise(steps))
-        print(f"4. memory, 50 athletes, {hours:g} h of strap+Moxy data through the whole path "
-              f"({sinks}), replayed paced (waiting for the sinks every {PACE_S} emulated s; "
-              f"{run.notifications:,} notifications in {run.seconds:.0f} s, {shed}):\n"
-              f"   imports: {steps[0][0]} {steps[0][1]:.0f} MB, {layers} = {steps[-1][1]:.0f} MB\n"
-              f"   bench payloads {run.before_rig - steps[-1][1]:+.0f}, store + 50 athlete "
-              f"states + sinks {run.after_rig - run.before_rig:+.0f}, connected and running "
-              f"{run.after_start - run.after_rig:+.0f} = {run.after_start:.0f} MB before the "
-              f"first sample; replay {run.marks[-1][1] - run.after_start:+.0f} MB\n"
-              f"   RSS along the replay {along} MB; peak RSS {peak_rss_mb():.1f} MB "
-              f"(target <= 100 MB, flat)")
+        layers = ", ".join(
+            f"+{name} {mb - prev:.0f}" for (_, prev), (name, mb) in itertools.pairwise(steps)
+        )
+        print(
+            f"4. memory, 50 athletes, {hours:g} h of strap+Moxy data through the whole path "
+            f"({sinks}), replayed paced (waiting for the sinks every {PACE_S} emulated s; "
+            f"{run.notifications:,} notifications in {run.seconds:.0f} s, {shed}):\n"
+            f"   imports: {steps[0][0]} {steps[0][1]:.0f} MB, {layers} = {steps[-1][1]:.0f} MB\n"
+            f"   bench payloads {run.before_rig - steps[-1][1]:+.0f}, store + 50 athlete "
+            f"states + sinks {run.after_rig - run.before_rig:+.0f}, connected and running "
+            f"{run.after_start - run.after_rig:+.0f} = {run.after_start:.0f} MB before the "
+            f"first sample; replay {run.marks[-1][1] - run.after_start:+.0f} MB\n"
+            f"   RSS along the replay {along} MB; peak RSS {peak_rss_mb():.1f} MB "
+            f"(target <= 100 MB, flat)"
+        )
     else:
-        print(f"   stress (not the steady state): {hours:g} h replayed as fast as possible, "
-              f"{run.notifications:,} notifications in {run.seconds:.0f} s, {shed}; inboxes "
-              f"({DEFAULT_INBOX_SIZE:,} records x 50) and lanes at their caps: RSS {run.after_start:.0f} MB "
-              f"before the first sample, along {along} MB; peak RSS {peak_rss_mb():.1f} MB")
+        print(
+            f"   stress (not the steady state): {hours:g} h replayed as fast as possible, "
+            f"{run.notifications:,} notifications in {run.seconds:.0f} s, {shed}; inboxes "
+            f"({DEFAULT_INBOX_SIZE:,} records x 50) and lanes at their caps: RSS {run.after_start:.0f} MB "
+            f"before the first sample, along {along} MB; peak RSS {peak_rss_mb():.1f} MB"
+        )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -388,38 +429,55 @@ async def main(args: argparse.Namespace) -> None:
             print(f"python {sys.version.split()[0]}; RSS at start {rss_mb():.1f} MB")
 
             raw = await raw_ingest_rate(mosquitto, args.raw_messages, 160)
-            print(f"\n1. raw broker ingest (bare aiomqtt QoS 0 loop, 160-B payloads, "
-                  f"{args.raw_messages} msgs): {raw:,.0f} msg/s")
+            print(
+                f"\n1. raw broker ingest (bare aiomqtt QoS 0 loop, 160-B payloads, "
+                f"{args.raw_messages} msgs): {raw:,.0f} msg/s"
+            )
 
-            tp = await replay_throughput(workdir, mosquitto, influx, args.athletes,
-                                         args.throughput_seconds)
-            print(f"2. replay throughput, {args.athletes} athletes x "
-                  f"{args.throughput_seconds} s of strap+Moxy notifications "
-                  f"({tp['notifications']:.0f} notifications, raw bytes -> codecs -> "
-                  f"pipeline -> processors -> MQTT + InfluxDB): {tp['rate']:,.0f} "
-                  f"notifications/s = {100 * tp['rate'] / raw:.0f}% of raw ingest "
-                  f"(target >= 50%); {tp['live_published']:.0f} live messages, "
-                  f"{tp['results']:.0f} QoS 1 results, shed {tp['shed']:.0f}")
+            tp = await replay_throughput(
+                workdir, mosquitto, influx, args.athletes, args.throughput_seconds
+            )
+            print(
+                f"2. replay throughput, {args.athletes} athletes x "
+                f"{args.throughput_seconds} s of strap+Moxy notifications "
+                f"({tp['notifications']:.0f} notifications, raw bytes -> codecs -> "
+                f"pipeline -> processors -> MQTT + InfluxDB): {tp['rate']:,.0f} "
+                f"notifications/s = {100 * tp['rate'] / raw:.0f}% of raw ingest "
+                f"(target >= 50%); {tp['live_published']:.0f} live messages, "
+                f"{tp['results']:.0f} QoS 1 results, shed {tp['shed']:.0f}"
+            )
 
             lat = await latency(workdir, mosquitto, influx, 50, args.latency_seconds)
             if lat:
-                print(f"3. latency notification -> subscriber, 50 athletes at live rate "
-                      f"({len(lat)} messages over {args.latency_seconds:g} s): p50 "
-                      f"{statistics.median(lat):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max "
-                      f"{max(lat):.2f} ms (target p99 <= 20 ms)")
+                print(
+                    f"3. latency notification -> subscriber, 50 athletes at live rate "
+                    f"({len(lat)} messages over {args.latency_seconds:g} s): p50 "
+                    f"{statistics.median(lat):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max "
+                    f"{max(lat):.2f} ms (target p99 <= 20 ms)"
+                )
             else:
                 print("3. latency: no message received")
 
             # A child process without pytest, Bumble or this bench's servers imported: the
             # figure is the production path's.
             for kind in ("paced", "stress") if args.stress_hours > 0 else ("paced",):
-                cmd = [sys.executable, __file__, "--memory-child", kind,
-                       "--mqtt", mosquitto.url, "--hours", str(args.hours),
-                       "--stress-hours", str(args.stress_hours), "--workdir", str(workdir)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    kind,
+                    "--mqtt",
+                    mosquitto.url,
+                    "--hours",
+                    str(args.hours),
+                    "--stress-hours",
+                    str(args.stress_hours),
+                    "--workdir",
+                    str(workdir),
+                ]
                 if not args.no_influx_memory:
                     cmd += ["--influx", influx.url]
-                child = await asyncio.create_subprocess_exec(
-                    *cmd, stdout=asyncio.subprocess.PIPE)
+                child = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
                 out, _ = await child.communicate()
                 print(out.decode().rstrip())
         finally:
@@ -430,17 +488,26 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--athletes", type=int, default=50, help="athletes in the throughput run")
-    parser.add_argument("--throughput-seconds", type=int, default=180,
-                        help="emulated seconds per athlete in the throughput run")
+    parser.add_argument(
+        "--throughput-seconds",
+        type=int,
+        default=180,
+        help="emulated seconds per athlete in the throughput run",
+    )
     parser.add_argument("--raw-messages", type=int, default=50_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
-    parser.add_argument("--hours", type=float, default=24.0,
-                        help="hours of data in the memory replay (24 = a day)")
-    parser.add_argument("--no-influx-memory", action="store_true",
-                        help="leave InfluxDB out of the memory replay")
-    parser.add_argument("--stress-hours", type=float, default=1.0,
-                        help="hours replayed as fast as possible in the memory stress run "
-                             "(0 = skip it)")
+    parser.add_argument(
+        "--hours", type=float, default=24.0, help="hours of data in the memory replay (24 = a day)"
+    )
+    parser.add_argument(
+        "--no-influx-memory", action="store_true", help="leave InfluxDB out of the memory replay"
+    )
+    parser.add_argument(
+        "--stress-hours",
+        type=float,
+        default=1.0,
+        help="hours replayed as fast as possible in the memory stress run (0 = skip it)",
+    )
     parser.add_argument("--memory-child", choices=("paced", "stress"), help=argparse.SUPPRESS)
     parser.add_argument("--mqtt", help=argparse.SUPPRESS)
     parser.add_argument("--influx", help=argparse.SUPPRESS)

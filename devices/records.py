@@ -223,7 +223,5 @@ class TindeqLowPower:
     t_ns: int
 
 
-DeviceRecord = (
-    Sample | BodySensorLocation | TindeqWeight | TindeqCommandResponse | TindeqLowPower
-)
+DeviceRecord = Sample | BodySensorLocation | TindeqWeight | TindeqCommandResponse | TindeqLowPower
 """Everything a codec can decode to."""

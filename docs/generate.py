@@ -74,8 +74,14 @@ def physiology_constants() -> list[Constant]:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             line = lines[node.lineno - 1]
             inline = line.split("#", 1)[1].strip() if "#" in line else ""
-            out.append(Constant(node.target.id, getattr(physiology, node.target.id),
-                                section_of[node.lineno], inline or block_of[node.lineno]))
+            out.append(
+                Constant(
+                    node.target.id,
+                    getattr(physiology, node.target.id),
+                    section_of[node.lineno],
+                    inline or block_of[node.lineno],
+                )
+            )
     return out
 
 
@@ -86,8 +92,11 @@ def threshold_constants() -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "RuleThresholds":
             for item in node.body:
-                if (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
-                        and isinstance(item.value, ast.Attribute)):
+                if (
+                    isinstance(item, ast.AnnAssign)
+                    and isinstance(item.target, ast.Name)
+                    and isinstance(item.value, ast.Attribute)
+                ):
                     out[item.target.id] = item.value.attr
     return out
 
@@ -95,8 +104,10 @@ def threshold_constants() -> dict[str, str]:
 def rules_table() -> str:
     rows = ["| rule | severity | what it means | advice | source |", "|---|---|---|---|---|"]
     for spec in CATALOGUE.values():
-        rows.append(f"| `{spec.rule_id}` | `{spec.severity.value}` | {cell(spec.title)} | "
-                    f"{cell(spec.advice)} | {cell(spec.source)} |")
+        rows.append(
+            f"| `{spec.rule_id}` | `{spec.severity.value}` | {cell(spec.title)} | "
+            f"{cell(spec.advice)} | {cell(spec.source)} |"
+        )
     return "\n".join(rows)
 
 
@@ -132,13 +143,21 @@ def render(text: str) -> str:
     for name, make in TABLES.items():
         pattern = re.compile(
             rf"(<!-- BEGIN GENERATED: {re.escape(name)} -->\n)(?:.*?\n)?(<!-- END GENERATED: "
-            rf"{re.escape(name)} -->)", re.DOTALL)
+            rf"{re.escape(name)} -->)",
+            re.DOTALL,
+        )
         if pattern.search(text) is None:
             raise ValueError(f"docs/rules.md has no GENERATED block {name!r}")
         match = pattern.search(text)
         assert match is not None
-        text = text[:match.start()] + match.group(1) + make() + "\n" + match.group(2) \
-            + text[match.end():]
+        text = (
+            text[: match.start()]
+            + match.group(1)
+            + make()
+            + "\n"
+            + match.group(2)
+            + text[match.end() :]
+        )
     return text
 
 

@@ -270,8 +270,7 @@ class AthleteState:
         self._trim_days()
         for row in store.sessions(self.athlete)[-SESSIONS_KEPT:]:
             recovery = row.data.get("recovery_s")
-            self._recoveries.append(float(recovery) if isinstance(recovery, int | float)
-                                    else None)
+            self._recoveries.append(float(recovery) if isinstance(recovery, int | float) else None)
             rpe, power = row.data.get("rpe"), row.data.get("mean_power_w")
             if isinstance(rpe, int | float) and isinstance(power, int | float) and power > 0:
                 self._loads.append(SessionLoad(float(rpe), float(power)))
@@ -314,8 +313,14 @@ class AthleteState:
                 if record.battery_pct is not None:
                     self.snapshot.battery_pct[device] = record.battery_pct
                 return []
-            case MorningStart() | MorningEnd() | SessionStart() | SessionEnd() | GripPhase() \
-                    | GripEnd():
+            case (
+                MorningStart()
+                | MorningEnd()
+                | SessionStart()
+                | SessionEnd()
+                | GripPhase()
+                | GripEnd()
+            ):
                 return self._protocol(record)
             case _:
                 return []
@@ -325,8 +330,9 @@ class AthleteState:
         is discarded: half a protocol is not a measurement)."""
         out: list[Result] = []
         if self._session_start is not None:
-            out.extend(self._end_session(SessionEnd(self.snapshot.last_t_ns or
-                                                    self._session_start)))
+            out.extend(
+                self._end_session(SessionEnd(self.snapshot.last_t_ns or self._session_start))
+            )
         return out
 
     # --- devices ----------------------------------------------------------------------------
@@ -373,19 +379,34 @@ class AthleteState:
         if self.live:
             live = live_result(self.athlete, device, sample)
             if beat_ts:
-                live = Result(live.kind, live.athlete, live.ts_ns,
-                              {**live.fields, "beat_ts_ns": list(beat_ts)}, live.device)
+                live = Result(
+                    live.kind,
+                    live.athlete,
+                    live.ts_ns,
+                    {**live.fields, "beat_ts_ns": list(beat_ts)},
+                    live.device,
+                )
             out.append(live)
         return out
 
     def _hrv_result(self, t_ns: int, w: HrvTime) -> Result:
         self.snapshot.ln_rmssd = w.ln_rmssd
         self.snapshot.rmssd_ms = w.rmssd_ms
-        return Result(Kind.HRV, self.athlete, t_ns, {
-            "rmssd_ms": w.rmssd_ms, "ln_rmssd": w.ln_rmssd, "sdnn_ms": w.sdnn_ms,
-            "mean_nn_ms": w.mean_nn_ms, "mean_hr_bpm": w.mean_hr_bpm,
-            "pnn50_pct": w.pnn50_pct, "n_beats": w.n_beats, "window_s": ph.HRV_WINDOW_S,
-        })
+        return Result(
+            Kind.HRV,
+            self.athlete,
+            t_ns,
+            {
+                "rmssd_ms": w.rmssd_ms,
+                "ln_rmssd": w.ln_rmssd,
+                "sdnn_ms": w.sdnn_ms,
+                "mean_nn_ms": w.mean_nn_ms,
+                "mean_hr_bpm": w.mean_hr_bpm,
+                "pnn50_pct": w.pnn50_pct,
+                "n_beats": w.n_beats,
+                "window_s": ph.HRV_WINDOW_S,
+            },
+        )
 
     def _smo2(self, device: str, sample: SmO2Sample) -> list[Result]:
         self._seen(device, sample.t_ns)
@@ -408,12 +429,24 @@ class AthleteState:
     def _effort_result(self, device: str, e: EffortRecovery) -> Result:
         if self._session_start is not None:
             self._session_efforts.append(e)
-        return Result(Kind.OXYGENATION, self.athlete, round(e.t_min_s * 1e9), {
-            "scope": "effort", "baseline_pct": e.baseline_pct, "min_pct": e.min_pct,
-            "t_half_s": e.t_half_s, "t95_s": e.t95_s, "tau_s": e.tau_s,
-            "reox_rate_pct_s": e.reoxygenation_rate_pct_s, "overshoot_pct": e.overshoot_pct,
-            "recovered": e.recovered, "observed_s": e.observed_s,
-        }, device)
+        return Result(
+            Kind.OXYGENATION,
+            self.athlete,
+            round(e.t_min_s * 1e9),
+            {
+                "scope": "effort",
+                "baseline_pct": e.baseline_pct,
+                "min_pct": e.min_pct,
+                "t_half_s": e.t_half_s,
+                "t95_s": e.t95_s,
+                "tau_s": e.tau_s,
+                "reox_rate_pct_s": e.reoxygenation_rate_pct_s,
+                "overshoot_pct": e.overshoot_pct,
+                "recovered": e.recovered,
+                "observed_s": e.observed_s,
+            },
+            device,
+        )
 
     def _power(self, device: str, sample: PowerSample) -> list[Result]:
         self._seen(device, sample.t_ns)
@@ -482,8 +515,11 @@ class AthleteState:
                 self._grip_minute = event.minute
                 if event.minute is None:
                     self._grip_traces.clear()
-                self.snapshot.phase = ("grip test: MVC" if event.minute is None
-                                       else f"grip test: +{event.minute:g} min")
+                self.snapshot.phase = (
+                    "grip test: MVC"
+                    if event.minute is None
+                    else f"grip test: +{event.minute:g} min"
+                )
                 return []
             case GripEnd():
                 return self._end_grip(event)
@@ -495,9 +531,14 @@ class AthleteState:
         if start is None:
             return []
         day = dt.datetime.fromtimestamp(start / 1e9, tz=dt.UTC).date()
-        reading = morning_reading(self._morning_rr, self._morning_breaks, t_ns=end.t_ns, day=day,
-                                  stabilisation_s=self.morning_stabilisation_s,
-                                  span_s=self.morning_span_s)
+        reading = morning_reading(
+            self._morning_rr,
+            self._morning_breaks,
+            t_ns=end.t_ns,
+            day=day,
+            stabilisation_s=self.morning_stabilisation_s,
+            span_s=self.morning_span_s,
+        )
         self._morning_rr.clear()
         self._morning_breaks.clear()
         if reading.accepted and reading.ln_rmssd is not None and reading.resting_hr_bpm:
@@ -531,18 +572,33 @@ class AthleteState:
         out.extend(self._apply(evaluate_morning(ln_hist, rhr_hist, th), end.t_ns))
         return out
 
-    def _morning_result(self, t_ns: int, day: dt.date, r: MorningReading,
-                        ln: DailyTrend, rhr: DailyTrend) -> Result:
-        return Result(Kind.MORNING, self.athlete, t_ns, {
-            "date": day.isoformat(),
-            "ln_rmssd": r.ln_rmssd, "rmssd_ms": r.rmssd_ms, "resting_hr_bpm": r.resting_hr_bpm,
-            "artifacts_pct": r.artifacts_pct, "corrected_pct": r.corrected_pct,
-            "n_beats": r.n_beats, "accepted": r.accepted, "reject_reason": r.reject_reason,
-            "ln_rmssd_baseline_mean": ln.baseline_mean, "ln_rmssd_baseline_sd": ln.baseline_sd,
-            "ln_rmssd_band_low": ln.band_low, "ln_rmssd_band_high": ln.band_high,
-            "ln_rmssd_7d_mean": ln.rolling_mean_7d, "ln_rmssd_cv_pct": ln.cv_7d_pct,
-            "rhr_baseline_median_bpm": rhr.baseline_median, "rhr_7d_mean_bpm": rhr.rolling_mean_7d,
-        })
+    def _morning_result(
+        self, t_ns: int, day: dt.date, r: MorningReading, ln: DailyTrend, rhr: DailyTrend
+    ) -> Result:
+        return Result(
+            Kind.MORNING,
+            self.athlete,
+            t_ns,
+            {
+                "date": day.isoformat(),
+                "ln_rmssd": r.ln_rmssd,
+                "rmssd_ms": r.rmssd_ms,
+                "resting_hr_bpm": r.resting_hr_bpm,
+                "artifacts_pct": r.artifacts_pct,
+                "corrected_pct": r.corrected_pct,
+                "n_beats": r.n_beats,
+                "accepted": r.accepted,
+                "reject_reason": r.reject_reason,
+                "ln_rmssd_baseline_mean": ln.baseline_mean,
+                "ln_rmssd_baseline_sd": ln.baseline_sd,
+                "ln_rmssd_band_low": ln.band_low,
+                "ln_rmssd_band_high": ln.band_high,
+                "ln_rmssd_7d_mean": ln.rolling_mean_7d,
+                "ln_rmssd_cv_pct": ln.cv_7d_pct,
+                "rhr_baseline_median_bpm": rhr.baseline_median,
+                "rhr_7d_mean_bpm": rhr.rolling_mean_7d,
+            },
+        )
 
     def _end_session(self, end: SessionEnd) -> list[Result]:
         start = self._session_start
@@ -555,22 +611,37 @@ class AthleteState:
         for device, detector in self._detectors.items():
             for effort in detector.flush():
                 out.append(self._effort_result(device, effort))
-        session = summarise_session(self._session_efforts, start / 1e9, end.t_ns / 1e9,
-                                    slow_after_s=self.thresholds.smo2_slow_recovery_s)
+        session = summarise_session(
+            self._session_efforts,
+            start / 1e9,
+            end.t_ns / 1e9,
+            slow_after_s=self.thresholds.smo2_slow_recovery_s,
+        )
         mean_power = self._power_sum / self._power_n if self._power_n else None
         smo2_device = next(iter(self._detectors), None)
-        out.append(Result(Kind.OXYGENATION, self.athlete, end.t_ns, {
-            "scope": "session", "recovery_s": session.recovery_time_s,
-            "recovery_is_lower_bound": session.recovery_time_is_lower_bound,
-            "n_efforts": session.n_efforts, "n_recovered": session.n_recovered,
-            "duration_s": (end.t_ns - start) / 1e9, "rpe": end.rpe, "mean_power_w": mean_power,
-        }, smo2_device))
+        out.append(
+            Result(
+                Kind.OXYGENATION,
+                self.athlete,
+                end.t_ns,
+                {
+                    "scope": "session",
+                    "recovery_s": session.recovery_time_s,
+                    "recovery_is_lower_bound": session.recovery_time_is_lower_bound,
+                    "n_efforts": session.n_efforts,
+                    "n_recovered": session.n_recovered,
+                    "duration_s": (end.t_ns - start) / 1e9,
+                    "rpe": end.rpe,
+                    "mean_power_w": mean_power,
+                },
+                smo2_device,
+            )
+        )
         self.snapshot.last_session_recovery_s = session.recovery_time_s
         evaluations: list[RuleEvaluation] = []
         if session.n_efforts:
             self._recoveries.append(session.recovery_time_s)
-            evaluations.append(evaluate_smo2_slow_recovery(list(self._recoveries),
-                                                           self.thresholds))
+            evaluations.append(evaluate_smo2_slow_recovery(list(self._recoveries), self.thresholds))
         if end.rpe is not None and end.rpe > 0 and mean_power:
             self._loads.append(SessionLoad(float(end.rpe), mean_power))
             evaluations.append(evaluate_rpe_power_mismatch(list(self._loads), self.thresholds))
@@ -586,8 +657,9 @@ class AthleteState:
         pre = traces.pop(None, None)
         post = {m: (t, f) for m, (t, f) in traces.items() if m is not None and t}
         if pre is None or not pre[0] or not post:
-            _LOGGER.warning("%s: grip test ended without MVC trials or post tests; ignored",
-                            self.athlete)
+            _LOGGER.warning(
+                "%s: grip test ended without MVC trials or post tests; ignored", self.athlete
+            )
             return []
         try:
             test = measure_grip(pre, post, list(self._mvcs), self.thresholds)
@@ -603,15 +675,28 @@ class AthleteState:
     def _grip_result(self, t_ns: int, test: GripTest) -> Result:
         worst = max(test.post, key=lambda p: p.drop_pct)
         label = {GripClass.SIGNAL: "grip_signal", GripClass.SPILLOVER: "grip_spillover"}.get(
-            test.grip_class, test.grip_class.value)
-        device = next((d for d in self._last_seen if d not in self._trackers
-                       and d not in self._detectors), None)
-        return Result(Kind.GRIP, self.athlete, t_ns, {
-            "mvc_kg": test.mvc_kg, "peak_kg": worst.best_kg, "drop_pct": test.drop_pct,
-            "minutes_after": worst.minute, "threshold_pct": test.real_drop_threshold_pct,
-            "class": label, "noise_cv_pct": test.noise_cv_pct,
-            "drops_pct": {f"{p.minute:g}": p.drop_pct for p in test.post},
-        }, device)
+            test.grip_class, test.grip_class.value
+        )
+        device = next(
+            (d for d in self._last_seen if d not in self._trackers and d not in self._detectors),
+            None,
+        )
+        return Result(
+            Kind.GRIP,
+            self.athlete,
+            t_ns,
+            {
+                "mvc_kg": test.mvc_kg,
+                "peak_kg": worst.best_kg,
+                "drop_pct": test.drop_pct,
+                "minutes_after": worst.minute,
+                "threshold_pct": test.real_drop_threshold_pct,
+                "class": label,
+                "noise_cv_pct": test.noise_cv_pct,
+                "drops_pct": {f"{p.minute:g}": p.drop_pct for p in test.post},
+            },
+            device,
+        )
 
     # --- rules → alerts → status -----------------------------------------------------------
 
@@ -626,8 +711,14 @@ class AthleteState:
         for alert in changes:
             if alert.state is AlertState.RAISED:
                 self.snapshot.alerts_raised += 1
-            out.append(alert_result(self.athlete, alert_payload(alert),
-                                    [alert_payload(a) for a in open_alerts], ts_ns=t_ns))
+            out.append(
+                alert_result(
+                    self.athlete,
+                    alert_payload(alert),
+                    [alert_payload(a) for a in open_alerts],
+                    ts_ns=t_ns,
+                )
+            )
         out.append(self.status_result(t_ns))
         return out
 
@@ -635,20 +726,31 @@ class AthleteState:
         """The readiness summary (``<base>/<athlete>/status``) as of ``t_ns``."""
         open_alerts = self.book.open_alerts()
         severities = {a.severity.value for a in open_alerts}
-        state = ("pull_back" if "pull_back" in severities
-                 else "caution" if "warning" in severities else "ok")
+        state = (
+            "pull_back"
+            if "pull_back" in severities
+            else "caution"
+            if "warning" in severities
+            else "ok"
+        )
         morning = self.snapshot.last_morning or {}
-        active = sorted(d for d, seen in self._last_seen.items()
-                        if t_ns - seen <= DEVICE_ACTIVE_S * 1e9)
-        return Result(Kind.STATUS, self.athlete, t_ns, {
-            "state": state,
-            "open_alerts": [a.rule_id for a in open_alerts],
-            "ln_rmssd": morning.get("ln_rmssd"),
-            "ln_rmssd_band_low": morning.get("ln_rmssd_band_low"),
-            "ln_rmssd_band_high": morning.get("ln_rmssd_band_high"),
-            "morning_date": morning.get("date"),
-            "devices_active": list(active),
-        })
+        active = sorted(
+            d for d, seen in self._last_seen.items() if t_ns - seen <= DEVICE_ACTIVE_S * 1e9
+        )
+        return Result(
+            Kind.STATUS,
+            self.athlete,
+            t_ns,
+            {
+                "state": state,
+                "open_alerts": [a.rule_id for a in open_alerts],
+                "ln_rmssd": morning.get("ln_rmssd"),
+                "ln_rmssd_band_low": morning.get("ln_rmssd_band_low"),
+                "ln_rmssd_band_high": morning.get("ln_rmssd_band_high"),
+                "morning_date": morning.get("date"),
+                "devices_active": list(active),
+            },
+        )
 
 
 def alert_payload(alert: Alert) -> dict[str, JsonValue]:

@@ -19,8 +19,10 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if not (0 < self.initial_s <= self.max_s and self.factor >= 1 and 0 <= self.jitter <= 1):
-            raise ValueError(f"invalid back-off {self}: need 0 < initial_s <= max_s, "
-                             "factor >= 1, 0 <= jitter <= 1")
+            raise ValueError(
+                f"invalid back-off {self}: need 0 < initial_s <= max_s, "
+                "factor >= 1, 0 <= jitter <= 1"
+            )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry ``attempt``."""

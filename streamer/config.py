@@ -250,8 +250,9 @@ class _Table:
         self.seen.add(name)
         return self.data.get(name)
 
-    def text(self, name: str, default: str | None = None, *, required: bool = False,
-            example: str = "...") -> str | None:
+    def text(
+        self, name: str, default: str | None = None, *, required: bool = False, example: str = "..."
+    ) -> str | None:
         value = self._get(name)
         if value is None:
             if required:
@@ -281,8 +282,9 @@ class _Table:
             return default
         return value
 
-    def number(self, name: str, default: float, *, minimum: float, integer: bool = False,
-               unit: str = "") -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float, integer: bool = False, unit: str = ""
+    ) -> float:
         value = self._get(name)
         if value is None:
             return default
@@ -291,8 +293,11 @@ class _Table:
             ok = False
         if not ok or not math.isfinite(value) or value < minimum:
             what = "a whole number" if integer else "a number"
-            self.problem(name, f"expected {what} ≥ {minimum:g}{unit}, got {value!r} — "
-                               f"write e.g. {name} = {default:g}")
+            self.problem(
+                name,
+                f"expected {what} ≥ {minimum:g}{unit}, got {value!r} — "
+                f"write e.g. {name} = {default:g}",
+            )
             return default
         return float(value)
 
@@ -330,8 +335,10 @@ class _Table:
 def _parse_mqtt_url(url: str, key: str, problems: list[str]) -> dict[str, Any] | None:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("mqtt", "mqtts"):
-        problems.append(f"{key}: expected mqtt://host:1883 or mqtts://host:8883, got "
-                        f"{_redact_url(url)!r} — the scheme must be mqtt or mqtts")
+        problems.append(
+            f"{key}: expected mqtt://host:1883 or mqtts://host:8883, got "
+            f"{_redact_url(url)!r} — the scheme must be mqtt or mqtts"
+        )
         return None
     try:
         port = parsed.port
@@ -342,8 +349,11 @@ def _parse_mqtt_url(url: str, key: str, problems: list[str]) -> dict[str, Any] |
         problems.append(f"{key}: no host in {_redact_url(url)!r} — e.g. mqtt://127.0.0.1:1883")
         return None
     tls = parsed.scheme == "mqtts"
-    out: dict[str, Any] = {"host": parsed.hostname, "port": port or (8883 if tls else 1883),
-                           "tls": tls}
+    out: dict[str, Any] = {
+        "host": parsed.hostname,
+        "port": port or (8883 if tls else 1883),
+        "tls": tls,
+    }
     if parsed.username:
         out["username"] = urllib.parse.unquote(parsed.username)
     if parsed.password:
@@ -393,16 +403,24 @@ def _read_mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig | None:
             if p is not None and not p.is_file():
                 tls_table.problem(name, f"file {p} not found — give the path of a PEM file")
         if key is not None and cert is None:
-            tls_table.problem("cert_file", "missing: key_file needs its cert_file (client "
-                                           "certificate, PEM)")
+            tls_table.problem(
+                "cert_file", "missing: key_file needs its cert_file (client certificate, PEM)"
+            )
         tls_table.finish()
     base_topic = t.text("base_topic", DEFAULT_BASE) or DEFAULT_BASE
     if any(c in base_topic for c in "+#") or not base_topic.strip("/ "):
-        t.problem("base_topic", f"{base_topic!r} is not a topic — use letters, digits and "
-                                "'/' between levels, e.g. base_topic = \"redox\"")
+        t.problem(
+            "base_topic",
+            f"{base_topic!r} is not a topic — use letters, digits and "
+            "'/' between levels, e.g. base_topic = \"redox\"",
+        )
     ha_prefix = t.text("ha_prefix", DEFAULT_HA_PREFIX) or DEFAULT_HA_PREFIX
-    protocol = t.choice("protocol", ("3.1.1", "5"), "3.1.1",
-                        'set protocol = "3.1.1" (any broker, and the demo\'s) or "5"')
+    protocol = t.choice(
+        "protocol",
+        ("3.1.1", "5"),
+        "3.1.1",
+        'set protocol = "3.1.1" (any broker, and the demo\'s) or "5"',
+    )
     config = MqttConfig(
         host=base["host"] if base else "invalid",
         port=base["port"] if base else 1883,
@@ -422,8 +440,10 @@ def _read_mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig | None:
         publish_timeout_s=t.number("publish_timeout_s", 5.0, minimum=0.1, unit=" s"),
     )
     if config.password is not None and config.username is None:
-        t.problem("username", "a password is set but no username — add username = \"...\" "
-                              "(or REDOX_MQTT_USERNAME)")
+        t.problem(
+            "username",
+            'a password is set but no username — add username = "..." (or REDOX_MQTT_USERNAME)',
+        )
     t.finish()
     return config
 
@@ -439,8 +459,12 @@ def _read_influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig | None:
             t.problem("url", f"expected http://host:8086 or https://…, got {_redact_url(url)!r}")
         if parsed.password:
             t.problem("url", "put credentials in username/password (or token), not in the URL")
-    api = t.choice("api", ("v1", "v2"), "v1",
-                   'set api = "v1" for InfluxDB 1.x /write or "v2" for /api/v2/write')
+    api = t.choice(
+        "api",
+        ("v1", "v2"),
+        "v1",
+        'set api = "v1" for InfluxDB 1.x /write or "v2" for /api/v2/write',
+    )
     db = t.text("db")
     rp = t.text("rp")
     username = _plain_from_env(t, "username", env)
@@ -454,8 +478,11 @@ def _read_influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig | None:
         if not bucket:
             t.problem("bucket", 'missing for api = "v2" — add bucket = "redox"')
         if not org:
-            t.problem("org", 'missing for api = "v2" — add org = "your-org" (InfluxDB 2 '
-                             "organisation; any value for VictoriaMetrics)")
+            t.problem(
+                "org",
+                'missing for api = "v2" — add org = "your-org" (InfluxDB 2 '
+                "organisation; any value for VictoriaMetrics)",
+            )
     if password is not None and username is None:
         t.problem("username", 'a password is set but no username — add username = "..."')
     config = InfluxConfig(
@@ -499,14 +526,19 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
         except ValueError as exc:
             t.problem("kind", str(exc))
         if kind is DeviceKind.UNKNOWN:
-            t.problem("kind", "'unknown' cannot be streamed — say what it is: strap, smo2, "
-                              "grip, power or spo2")
+            t.problem(
+                "kind",
+                "'unknown' cannot be streamed — say what it is: strap, smo2, grip, power or spo2",
+            )
             kind = None
     address = t.text("address")
     name = t.text("name")
     if not address and not name:
-        t.problem("address", 'give address = "AA:BB:CC:DD:EE:FF" or name = "Polar H10 '
-                             '1A2B3C" so the device can be found (see `redox-streamer scan`)')
+        t.problem(
+            "address",
+            'give address = "AA:BB:CC:DD:EE:FF" or name = "Polar H10 '
+            '1A2B3C" so the device can be found (see `redox-streamer scan`)',
+        )
     dev_id = t.text("id")
     if dev_id is None and kind is not None:
         dev_id = kind.value
@@ -517,8 +549,7 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
     if dev_id is not None and not _ID_RE.match(dev_id):
         t.problem("id", f"{dev_id!r} is not a topic-safe id — use letters, digits, '_' or '-'")
     elif dev_id is not None and dev_id in used:
-        t.problem("id", f"{dev_id!r} is used twice for this athlete — give each device its "
-                        "own id")
+        t.problem("id", f"{dev_id!r} is used twice for this athlete — give each device its own id")
     role = t.text("role")
     t.finish()
     if kind is None or dev_id is None:
@@ -527,21 +558,26 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
     return DeviceConfig(dev_id, kind, address, name, role)
 
 
-def _read_athlete(t: _Table, global_rules: Mapping[str, float | int],
-                  ids: set[str]) -> AthleteConfig | None:
+def _read_athlete(
+    t: _Table, global_rules: Mapping[str, float | int], ids: set[str]
+) -> AthleteConfig | None:
     athlete_id = t.text("id", required=True, example="alice")
     if athlete_id is not None:
         if not _ID_RE.match(athlete_id):
-            t.problem("id", f"{athlete_id!r} is not a topic-safe id — use letters, digits, '_' "
-                            "or '-' (the display name goes in name = ...)")
+            t.problem(
+                "id",
+                f"{athlete_id!r} is not a topic-safe id — use letters, digits, '_' "
+                "or '-' (the display name goes in name = ...)",
+            )
         elif athlete_id in ids:
             t.problem("id", f"{athlete_id!r} is used by two athletes — ids must be unique")
         ids.add(athlete_id)
     name = t.text("name", athlete_id) or athlete_id or ""
     profile = t.text("profile", "default") or "default"
     if profile not in PROFILES:
-        t.problem("profile", f"unknown profile {profile!r} — use one of "
-                             f"{', '.join(sorted(PROFILES))}")
+        t.problem(
+            "profile", f"unknown profile {profile!r} — use one of {', '.join(sorted(PROFILES))}"
+        )
         profile = "default"
     rules_table = t.table("rules")
     rules = _check_rules(rules_table) if rules_table else {}
@@ -553,13 +589,17 @@ def _read_athlete(t: _Table, global_rules: Mapping[str, float | int],
     try:
         thresholds_for(profile, {**global_rules, **rules})
     except ValueError as exc:
-        t.problem("rules", f"{exc} (profile {profile!r} with [rules] and this athlete's "
-                           "overrides)")
+        t.problem("rules", f"{exc} (profile {profile!r} with [rules] and this athlete's overrides)")
     return AthleteConfig(athlete_id, name, profile, rules, tuple(devices))
 
 
-def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None,
-                 base_dir: Path | None = None) -> Config:
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
     """Validate TOML ``text``; ``ConfigError`` lists every problem, each with its fix.
 
     ``env`` (default ``os.environ``) supplies the secret overrides; ``base_dir`` resolves a
@@ -569,8 +609,7 @@ def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc} — fix the syntax at that line"],
-                          source) from exc
+        raise ConfigError([f"not valid TOML: {exc} — fix the syntax at that line"], source) from exc
     problems: list[str] = []
     root = _Table(data, "", problems)
     store_table = root.table("store")
@@ -587,17 +626,20 @@ def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] 
     rules_table = root.table("rules")
     rules = _check_rules(rules_table) if rules_table is not None else {}
     ids: set[str] = set()
-    athletes = tuple(a for at in root.tables("athletes")
-                     if (a := _read_athlete(at, rules, ids)) is not None)
+    athletes = tuple(
+        a for at in root.tables("athletes") if (a := _read_athlete(at, rules, ids)) is not None
+    )
     root.finish()
     if problems:
         raise ConfigError(problems, source)
-    return Config(athletes, mqtt, influx, store_path, rules,
-                  Path(source) if source != "<config>" else None)
+    return Config(
+        athletes, mqtt, influx, store_path, rules, Path(source) if source != "<config>" else None
+    )
 
 
-def resolve_config_path(path: Path | str | None = None,
-                        env: Mapping[str, str] | None = None) -> Path:
+def resolve_config_path(
+    path: Path | str | None = None, env: Mapping[str, str] | None = None
+) -> Path:
     """``path``, else ``$REDOX_CONFIG``, else :func:`default_config_path`."""
     environ = os.environ if env is None else env
     if path is not None:
@@ -607,8 +649,7 @@ def resolve_config_path(path: Path | str | None = None,
     return default_config_path()
 
 
-def load_config(path: Path | str | None = None, *,
-                env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config file (see :func:`resolve_config_path`).
 
     A missing file is an error that says how to create one.
@@ -617,11 +658,14 @@ def load_config(path: Path | str | None = None, *,
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"file not found — create one with `redox-streamer config init "
-                           f"--path {file}`"], str(file)) from None
+        raise ConfigError(
+            [f"file not found — create one with `redox-streamer config init --path {file}`"],
+            str(file),
+        ) from None
     except OSError as exc:
-        raise ConfigError([f"cannot read it ({exc.strerror}) — check the path and its "
-                           "permissions"], str(file)) from exc
+        raise ConfigError(
+            [f"cannot read it ({exc.strerror}) — check the path and its permissions"], str(file)
+        ) from exc
     return parse_config(text, source=str(file), env=env, base_dir=file.parent)
 
 
@@ -644,12 +688,16 @@ def summary(config: Config) -> list[str]:
     if i is None:
         lines.append("influx: off (no [influx] section)")
     elif i.api == "v1":
-        lines.append(f"influx: {i.url} v1 /write db {i.db!r} rp {i.rp or '(default)'!r}, user "
-                     f"{i.username or '(none)'}, password {_mask(i.password)}, batch "
-                     f"{i.batch_size} / {i.flush_interval_s:g} s")
+        lines.append(
+            f"influx: {i.url} v1 /write db {i.db!r} rp {i.rp or '(default)'!r}, user "
+            f"{i.username or '(none)'}, password {_mask(i.password)}, batch "
+            f"{i.batch_size} / {i.flush_interval_s:g} s"
+        )
     else:
-        lines.append(f"influx: {i.url} v2 /api/v2/write org {i.org!r} bucket {i.bucket!r}, "
-                     f"token {_mask(i.token)}, batch {i.batch_size} / {i.flush_interval_s:g} s")
+        lines.append(
+            f"influx: {i.url} v2 /api/v2/write org {i.org!r} bucket {i.bucket!r}, "
+            f"token {_mask(i.token)}, batch {i.batch_size} / {i.flush_interval_s:g} s"
+        )
     if config.rules:
         lines.append("rules: " + ", ".join(f"{k} = {v}" for k, v in sorted(config.rules.items())))
     if not config.athletes:
@@ -657,12 +705,13 @@ def summary(config: Config) -> list[str]:
     for a in config.athletes:
         devices = ", ".join(f"{d.id} ({d.kind.value} {d.address or d.name})" for d in a.devices)
         overrides = f", overrides {dict(a.rules)}" if a.rules else ""
-        lines.append(f"athlete {a.id} ({a.name}), profile {a.profile}{overrides}: "
-                     f"{devices or 'no devices'}")
+        lines.append(
+            f"athlete {a.id} ({a.name}), profile {a.profile}{overrides}: {devices or 'no devices'}"
+        )
     return lines
 
 
-EXAMPLE_CONFIG: Final = '''\
+EXAMPLE_CONFIG: Final = """\
 # redox-streamer configuration (TOML). Check it with: redox-streamer config check
 # Every section is optional. Without [mqtt] and [influx] results are kept in the local
 # store only. Secrets may come from the environment instead of this file:
@@ -729,4 +778,4 @@ name = "Polar H10 1A2B3C4D"            # advertised name, and/or:
 kind = "smo2"
 name = "Moxy 0123"
 role = "left vastus lateralis"
-'''
+"""

@@ -83,8 +83,9 @@ async def guided_session(
     clock = SpeedClock(speed)
     results: list[Result] = []
     athlete = state.athlete
-    pipeline = Pipeline(lambda a: state, state.store, sinks, athletes=[athlete],
-                        on_result=results.append)
+    pipeline = Pipeline(
+        lambda a: state, state.store, sinks, athletes=[athlete], on_result=results.append
+    )
     async with contextlib.AsyncExitStack() as stack:
         kwargs: dict[str, Any] = {}
         peripheral: P | None = None
@@ -94,11 +95,15 @@ async def guided_session(
             world = await stack.enter_async_context(EmulatedWorld())
             peripheral = await world.add(emulator())
             address = peripheral.address
-            kwargs = {"client_kwargs": world.client_kwargs,
-                      "scanner_kwargs": world.scanner_kwargs}
+            kwargs = {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
         assert address is not None
-        driver = driver_cls(address, name=f"{athlete}/{device_id}", clock_ns=clock.now_ns,
-                            sink=pipeline.ingest_for(athlete, device_id), **kwargs)
+        driver = driver_cls(
+            address,
+            name=f"{athlete}/{device_id}",
+            clock_ns=clock.now_ns,
+            sink=pipeline.ingest_for(athlete, device_id),
+            **kwargs,
+        )
         pipeline.add_source(driver)
         async with running(pipeline):
             console.print(f"connecting to {what} {address} …")
@@ -109,9 +114,14 @@ async def guided_session(
 def progress_bars(console: Console, *, transient: bool) -> Progress:
     """Bars showing their description, the bar, the task's ``info`` field (live HR, force)
     and the time left; ``transient`` bars vanish when done."""
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                    console=console, transient=transient)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
 
 
 async def tick_until(pipeline: Pipeline, done: Callable[[], bool], every_s: float) -> bool:
@@ -130,5 +140,7 @@ def print_alerts(console: Console, results: list[Result]) -> None:
         if r.kind is Kind.ALERTS:
             event = r.fields["event"]
             if isinstance(event, dict):
-                console.print(f"[bold]{event.get('state')}[/] {event.get('rule')}: "
-                              f"{event.get('message')} {event.get('advice')}")
+                console.print(
+                    f"[bold]{event.get('state')}[/] {event.get('rule')}: "
+                    f"{event.get('message')} {event.get('advice')}"
+                )

@@ -38,8 +38,15 @@ ACTION_RULES: Final = tuple(
 LIVE_EXPIRE_S: Final = 120
 
 
-def _entity(topics: Topics, athlete: AthleteConfig, key: str, name: str,
-            state_topic: str, value_template: str, **extra: Any) -> dict[str, Any]:
+def _entity(
+    topics: Topics,
+    athlete: AthleteConfig,
+    key: str,
+    name: str,
+    state_topic: str,
+    value_template: str,
+    **extra: Any,
+) -> dict[str, Any]:
     node = f"redox_{slug(athlete.id)}"
     return {
         "name": name,
@@ -47,11 +54,13 @@ def _entity(topics: Topics, athlete: AthleteConfig, key: str, name: str,
         "object_id": f"{node}_{key}",
         "state_topic": state_topic,
         "value_template": value_template,
-        "availability": [{
-            "topic": topics.bridge_state,
-            "payload_available": BRIDGE_ONLINE.decode(),
-            "payload_not_available": BRIDGE_OFFLINE.decode(),
-        }],
+        "availability": [
+            {
+                "topic": topics.bridge_state,
+                "payload_available": BRIDGE_ONLINE.decode(),
+                "payload_not_available": BRIDGE_OFFLINE.decode(),
+            }
+        ],
         "device": {
             "identifiers": [node],
             "name": f"Redox {athlete.name}",
@@ -70,44 +79,97 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
     out: list[tuple[str, dict[str, Any]]] = []
 
     def sensor(key: str, *args: str, **extra: Any) -> None:
-        out.append((topics.ha_config("sensor", node, key),
-                    _entity(topics, athlete, key, *args, **extra)))
+        out.append(
+            (topics.ha_config("sensor", node, key), _entity(topics, athlete, key, *args, **extra))
+        )
 
     strap = athlete.device(DeviceKind.STRAP)
     if strap is not None:
-        sensor("hr", "Heart rate", topics.live(athlete.id, strap.id),
-               "{{ value_json.hr_bpm }}", unit_of_measurement="bpm",
-               state_class="measurement", icon="mdi:heart-pulse", expire_after=LIVE_EXPIRE_S)
-    sensor("ln_rmssd", "Morning lnRMSSD", morning, "{{ value_json.ln_rmssd }}",
-           state_class="measurement", icon="mdi:heart-flash", suggested_display_precision=2)
-    sensor("resting_hr", "Resting heart rate", morning, "{{ value_json.resting_hr_bpm }}",
-           unit_of_measurement="bpm", state_class="measurement", icon="mdi:heart")
+        sensor(
+            "hr",
+            "Heart rate",
+            topics.live(athlete.id, strap.id),
+            "{{ value_json.hr_bpm }}",
+            unit_of_measurement="bpm",
+            state_class="measurement",
+            icon="mdi:heart-pulse",
+            expire_after=LIVE_EXPIRE_S,
+        )
+    sensor(
+        "ln_rmssd",
+        "Morning lnRMSSD",
+        morning,
+        "{{ value_json.ln_rmssd }}",
+        state_class="measurement",
+        icon="mdi:heart-flash",
+        suggested_display_precision=2,
+    )
+    sensor(
+        "resting_hr",
+        "Resting heart rate",
+        morning,
+        "{{ value_json.resting_hr_bpm }}",
+        unit_of_measurement="bpm",
+        state_class="measurement",
+        icon="mdi:heart",
+    )
     # The oxygenation topic carries per-effort and per-session results: keep the last
     # session value when an effort message arrives.
     smo2_entity = f"sensor.{node}_smo2_recovery"
-    sensor("smo2_recovery", "SmO2 recovery time", topics.athlete(athlete.id, Kind.OXYGENATION),
-           "{{ value_json.recovery_s if value_json.scope == 'session' "
-           f"else states('{smo2_entity}') }}}}",
-           unit_of_measurement="s", device_class="duration", state_class="measurement")
-    sensor("grip_drop", "Last grip drop", topics.athlete(athlete.id, Kind.GRIP),
-           "{{ value_json.drop_pct }}", unit_of_measurement="%", state_class="measurement",
-           icon="mdi:hand-back-right")
-    sensor("readiness", "Readiness", topics.athlete(athlete.id, Kind.STATUS),
-           "{{ value_json.state }}", icon="mdi:run")
+    sensor(
+        "smo2_recovery",
+        "SmO2 recovery time",
+        topics.athlete(athlete.id, Kind.OXYGENATION),
+        "{{ value_json.recovery_s if value_json.scope == 'session' "
+        f"else states('{smo2_entity}') }}}}",
+        unit_of_measurement="s",
+        device_class="duration",
+        state_class="measurement",
+    )
+    sensor(
+        "grip_drop",
+        "Last grip drop",
+        topics.athlete(athlete.id, Kind.GRIP),
+        "{{ value_json.drop_pct }}",
+        unit_of_measurement="%",
+        state_class="measurement",
+        icon="mdi:hand-back-right",
+    )
+    sensor(
+        "readiness",
+        "Readiness",
+        topics.athlete(athlete.id, Kind.STATUS),
+        "{{ value_json.state }}",
+        icon="mdi:run",
+    )
     alerts = topics.athlete(athlete.id, Kind.ALERTS)
     for rule in ACTION_RULES:
-        template = ("{{ 'ON' if (value_json.active | selectattr('rule', 'equalto', "
-                    f"'{rule}') | list | count) > 0 else 'OFF' }}}}")
-        out.append((
-            topics.ha_config("binary_sensor", node, rule),
-            _entity(topics, athlete, rule, CATALOGUE[rule].title, alerts, template,
-                    device_class="problem", payload_on="ON", payload_off="OFF"),
-        ))
+        template = (
+            "{{ 'ON' if (value_json.active | selectattr('rule', 'equalto', "
+            f"'{rule}') | list | count) > 0 else 'OFF' }}}}"
+        )
+        out.append(
+            (
+                topics.ha_config("binary_sensor", node, rule),
+                _entity(
+                    topics,
+                    athlete,
+                    rule,
+                    CATALOGUE[rule].title,
+                    alerts,
+                    template,
+                    device_class="problem",
+                    payload_on="ON",
+                    payload_off="OFF",
+                ),
+            )
+        )
     return out
 
 
-def discovery_messages(topics: Topics, athletes: Sequence[AthleteConfig]
-                       ) -> list[tuple[str, bytes]]:
+def discovery_messages(
+    topics: Topics, athletes: Sequence[AthleteConfig]
+) -> list[tuple[str, bytes]]:
     """(topic, JSON payload) of every discovery config, to publish retained with QoS 1."""
     return [
         (topic, json.dumps(config, separators=(",", ":")).encode())

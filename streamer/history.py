@@ -186,7 +186,8 @@ def _scenario(athlete: str, kind: str, days: int, seed: int) -> Scenario:
         plans.append(DayPlan(d, math.exp(ln), rhr, ectopic, session, grip))
     description = (
         "normal block, then over-reaching in the last week"
-        if over else "steady: stable mornings, quick recoveries"
+        if over
+        else "steady: stable mornings, quick recoveries"
     )
     return Scenario(athlete, kind, description, tuple(plans), seed)
 
@@ -202,8 +203,9 @@ def _ns(day_start_ns: int, t_s: float) -> int:
     return day_start_ns + round(t_s * 1e9)
 
 
-def _strap_packets(start_ns: int, duration_s: float, params: RRParameters, seed: int
-                   ) -> Iterator[Item]:
+def _strap_packets(
+    start_ns: int, duration_s: float, params: RRParameters, seed: int
+) -> Iterator[Item]:
     """Notifications every second with the RR intervals that ended in it (as a strap does)."""
     beats = rr_beats(params, seed)
     t_ms = 0.0
@@ -217,8 +219,15 @@ def _strap_packets(start_ns: int, duration_s: float, params: RRParameters, seed:
             if pending:
                 recent = (recent + pending)[-4:]
                 hr = round(60_000.0 / (sum(recent) / len(recent)))
-                yield STRAP, HeartRateSample(_ns(start_ns, next_packet_ms / 1000.0), hr,
-                                             tuple(pending), SensorContact.DETECTED)
+                yield (
+                    STRAP,
+                    HeartRateSample(
+                        _ns(start_ns, next_packet_ms / 1000.0),
+                        hr,
+                        tuple(pending),
+                        SensorContact.DETECTED,
+                    ),
+                )
                 pending = []
             next_packet_ms += 1000.0
         pending.append(round(rr * 1024.0 / 1000.0) * 1000.0 / 1024.0)  # wire resolution
@@ -227,8 +236,12 @@ def _strap_packets(start_ns: int, duration_s: float, params: RRParameters, seed:
 def _morning(plan: DayPlan, day_ns: int, seed: int) -> Iterator[Item]:
     start = _ns(day_ns, MORNING_AT_S)
     yield STRAP, MorningStart(start)
-    params = RRParameters(mean_hr_bpm=plan.resting_hr_bpm, rmssd_ms=plan.rmssd_ms,
-                          ectopic_rate=plan.ectopic_rate, drift_ms=10.0)
+    params = RRParameters(
+        mean_hr_bpm=plan.resting_hr_bpm,
+        rmssd_ms=plan.rmssd_ms,
+        ectopic_rate=plan.ectopic_rate,
+        drift_ms=10.0,
+    )
     yield from _strap_packets(start, MORNING_DURATION_S, params, seed)
     yield STRAP, MorningEnd(start + round(MORNING_DURATION_S * 1e9) + 1)
 
@@ -250,21 +263,30 @@ def _squeezes(start_ns: int, peaks_kg: Sequence[float], seed: int) -> Iterator[I
 def _session(plan: SessionPlan, day_ns: int, seed: int) -> Iterator[Item]:
     start = _ns(day_ns, SESSION_AT_S)
     yield POWER, SessionStart(start)
-    strap = _strap_packets(start, SESSION_DURATION_S,
-                           RRParameters(mean_hr_bpm=128.0, rmssd_ms=12.0, drift_ms=30.0), seed)
+    strap = _strap_packets(
+        start,
+        SESSION_DURATION_S,
+        RRParameters(mean_hr_bpm=128.0, rmssd_ms=12.0, drift_ms=30.0),
+        seed,
+    )
     smo2 = (
         (MOXY, SmO2Sample(_ns(start, p.t_s), round(p.smo2_pct, 1), round(p.thb_gdl, 2)))
         for p in itertools.takewhile(
             lambda p: p.t_s <= SESSION_DURATION_S,
-            smo2_points(SESSION_SCHEDULE,
-                        SmO2Parameters(recovery_tau_s=plan.recovery_tau_s, noise_pct=0.4),
-                        2.0, seed))
+            smo2_points(
+                SESSION_SCHEDULE,
+                SmO2Parameters(recovery_tau_s=plan.recovery_tau_s, noise_pct=0.4),
+                2.0,
+                seed,
+            ),
+        )
     )
     power = (
         (POWER, PowerSample(_ns(start, t), w))
         for t, w in itertools.takewhile(
             lambda tw: tw[0] <= SESSION_DURATION_S,
-            power_watts(SESSION_SCHEDULE, plan.rest_w, plan.effort_w, 6.0, 1.0, seed))
+            power_watts(SESSION_SCHEDULE, plan.rest_w, plan.effort_w, 6.0, 1.0, seed),
+        )
     )
     yield from _merge_by_time(strap, smo2, power)
     yield POWER, SessionEnd(start + round(SESSION_DURATION_S * 1e9) + 1, rpe=plan.rpe)
@@ -287,8 +309,9 @@ def _grip(plan: GripPlan, day_ns: int, seed: int) -> tuple[list[Item], list[Item
     end_s = SESSION_AT_S + SESSION_DURATION_S + 60.0
     for j, minute in enumerate(POST_GRIP_MINUTES):
         at = _ns(day_ns, end_s + 60.0 * minute)
-        peak = grip_peak_after_session(plan.mvc_kg, plan.drop_fraction, 60.0 * minute,
-                                       plan.recovery_tau_s)
+        peak = grip_peak_after_session(
+            plan.mvc_kg, plan.drop_fraction, 60.0 * minute, plan.recovery_tau_s
+        )
         after.append((GRIP, GripPhase(at, minute)))
         after.extend(_squeezes(at + 1, [peak] * POST_TRIALS, seed + 100 * (j + 1)))
     last = after[-1][1]
@@ -298,8 +321,9 @@ def _grip(plan: GripPlan, day_ns: int, seed: int) -> tuple[list[Item], list[Item
 
 def day_records(scenario: Scenario, plan: DayPlan, day: dt.date) -> Iterator[Item]:
     """Every record of ``plan`` on calendar ``day`` (UTC), in time order."""
-    day_ns = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) \
-        * 1_000_000_000
+    day_ns = (
+        int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+    )
     seed = scenario.seed + 17 * plan.day
     yield from _morning(plan, day_ns, seed)
     before: list[Item] = []

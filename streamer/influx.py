@@ -92,14 +92,21 @@ class InfluxWriter:
         backoff: delays between retries (default from ``config``).
     """
 
-    def __init__(self, config: InfluxConfig, store: Store, *, name: str = "influx",
-                 backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        config: InfluxConfig,
+        store: Store,
+        *,
+        name: str = "influx",
+        backoff: Backoff | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.store = store
         self._backoff = backoff or Backoff(config.retry_min_s, config.retry_max_s)
-        self._status = InfluxStatus(url=config.url, api=config.api,
-                                    outbox_depth=store.influx_depth())
+        self._status = InfluxStatus(
+            url=config.url, api=config.api, outbox_depth=store.influx_depth()
+        )
         self._buffer: deque[str] = deque()
         self._buffer_since = 0.0
         self._wake = asyncio.Event()
@@ -199,8 +206,10 @@ class InfluxWriter:
             await self._write_outbox_batch()
             return
         if self._buffer_due(now):
-            chunk = [self._buffer.popleft()
-                     for _ in range(min(self.config.batch_size, len(self._buffer)))]
+            chunk = [
+                self._buffer.popleft()
+                for _ in range(min(self.config.batch_size, len(self._buffer)))
+            ]
             self._status.buffered = len(self._buffer)
             if self._status.outbox_depth > 0 or now < self._retry_at:
                 # The server is away: keep the points, in order, behind the outbox.
@@ -287,8 +296,9 @@ class InfluxWriter:
     def _create_database(self) -> None:
         db = (self.config.db or "").replace('"', '\\"')
         body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
-        status, text = self._post(f"{self.config.url}/query", body,
-                                  "application/x-www-form-urlencoded")
+        status, text = self._post(
+            f"{self.config.url}/query", body, "application/x-www-form-urlencoded"
+        )
         if status >= 300:
             raise OSError(f"CREATE DATABASE failed: HTTP {status} {text[:_ERROR_TEXT_CHARS]}")
         _LOGGER.info("InfluxDB %s: database %r ready", self.config.url, self.config.db)
@@ -297,7 +307,8 @@ class InfluxWriter:
         """Write ``lines``; bad points are dead-lettered, fixable failures ask for a retry."""
         try:
             status, text = await asyncio.to_thread(
-                self._post, self._write_url, "\n".join(lines).encode())
+                self._post, self._write_url, "\n".join(lines).encode()
+            )
         except (OSError, urllib.error.URLError, TimeoutError) as exc:
             return self._retry_later(f"{type(exc).__name__}: {exc}")
         text = text.strip()[:_ERROR_TEXT_CHARS]
@@ -314,8 +325,13 @@ class InfluxWriter:
             self.store.dead_letter(lines, status, text)
             self._status.dead_lettered += len(lines)
             self._status.last_error = f"HTTP {status}: point dead-lettered: {text}"
-            _LOGGER.error("InfluxDB rejected a point as bad data (HTTP %d: %s); kept in the "
-                          "dead-letter table: %s", status, text, lines[0][:200])
+            _LOGGER.error(
+                "InfluxDB rejected a point as bad data (HTTP %d: %s); kept in the "
+                "dead-letter table: %s",
+                status,
+                text,
+                lines[0][:200],
+            )
             return _Outcome.DONE
         if status == 404 and self.config.api == "v1" and self.config.create_database:
             with contextlib.suppress(OSError, urllib.error.URLError):
@@ -335,8 +351,12 @@ class InfluxWriter:
         self._attempt += 1
         self._retry_at = time.monotonic() + delay
         if self._status.healthy is not False:
-            _LOGGER.warning("InfluxDB %s: write failed (%s); keeping points in the outbox, "
-                            "retrying with back-off", self.config.url, error)
+            _LOGGER.warning(
+                "InfluxDB %s: write failed (%s); keeping points in the outbox, "
+                "retrying with back-off",
+                self.config.url,
+                error,
+            )
         self._status.healthy = False
         self._status.failed_attempts += 1
         self._status.last_error = error
@@ -351,8 +371,12 @@ def _hint(status: int, config: InfluxConfig) -> str:
         return "check influx.token (or REDOX_INFLUX_TOKEN) and its write permission"
     if status == 404:
         if config.api == "v1":
-            return (f"database {config.db!r} missing or no /write here: create it, set "
-                    "create_database = true, or check influx.url")
-        return (f"bucket {config.bucket!r} / org {config.org!r} not found, or no "
-                "/api/v2/write here (InfluxDB 1.x before 1.8: use api = \"v1\")")
+            return (
+                f"database {config.db!r} missing or no /write here: create it, set "
+                "create_database = true, or check influx.url"
+            )
+        return (
+            f"bucket {config.bucket!r} / org {config.org!r} not found, or no "
+            '/api/v2/write here (InfluxDB 1.x before 1.8: use api = "v1")'
+        )
     return "the server is unavailable; retrying"

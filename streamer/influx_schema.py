@@ -57,29 +57,52 @@ BOOL: Final = bool
 STR: Final = str
 
 _MORNING_FLOATS: Final = (
-    "ln_rmssd", "rmssd_ms", "resting_hr_bpm", "artifacts_pct", "ln_rmssd_baseline_mean",
-    "ln_rmssd_baseline_sd", "ln_rmssd_band_low", "ln_rmssd_band_high", "ln_rmssd_7d_mean",
-    "ln_rmssd_cv_pct", "rhr_baseline_median_bpm", "rhr_7d_mean_bpm",
+    "ln_rmssd",
+    "rmssd_ms",
+    "resting_hr_bpm",
+    "artifacts_pct",
+    "ln_rmssd_baseline_mean",
+    "ln_rmssd_baseline_sd",
+    "ln_rmssd_band_low",
+    "ln_rmssd_band_high",
+    "ln_rmssd_7d_mean",
+    "ln_rmssd_cv_pct",
+    "rhr_baseline_median_bpm",
+    "rhr_7d_mean_bpm",
 )
 
 #: measurement → field → Python type written (float, int, bool or str).
 FIELD_TYPES: Final[Mapping[str, Mapping[str, type]]] = {
     "heart_rate": {"hr_bpm": FLOAT, "rr_ms": FLOAT},
     "hrv": {
-        "rmssd_ms": FLOAT, "ln_rmssd": FLOAT, "sdnn_ms": FLOAT, "mean_nn_ms": FLOAT,
-        "mean_hr_bpm": FLOAT, "pnn50_pct": FLOAT, "n_beats": INT,
+        "rmssd_ms": FLOAT,
+        "ln_rmssd": FLOAT,
+        "sdnn_ms": FLOAT,
+        "mean_nn_ms": FLOAT,
+        "mean_hr_bpm": FLOAT,
+        "pnn50_pct": FLOAT,
+        "n_beats": INT,
     },
     "morning": {**dict.fromkeys(_MORNING_FLOATS, FLOAT), "accepted": BOOL},
     "smo2": {"smo2_pct": FLOAT, "thb_gdl": FLOAT},
     "power": {"power_w": FLOAT},
     "force": {"force_kg": FLOAT},
     "oxygen_recovery": {
-        "baseline_pct": FLOAT, "min_pct": FLOAT, "t_half_s": FLOAT, "t95_s": FLOAT,
-        "tau_s": FLOAT, "reox_rate_pct_s": FLOAT, "overshoot_pct": FLOAT,
-        "recovery_s": FLOAT, "n_efforts": INT,
+        "baseline_pct": FLOAT,
+        "min_pct": FLOAT,
+        "t_half_s": FLOAT,
+        "t95_s": FLOAT,
+        "tau_s": FLOAT,
+        "reox_rate_pct_s": FLOAT,
+        "overshoot_pct": FLOAT,
+        "recovery_s": FLOAT,
+        "n_efforts": INT,
     },
     "grip_test": {
-        "mvc_kg": FLOAT, "peak_kg": FLOAT, "drop_pct": FLOAT, "minutes_after": FLOAT,
+        "mvc_kg": FLOAT,
+        "peak_kg": FLOAT,
+        "drop_pct": FLOAT,
+        "minutes_after": FLOAT,
         "threshold_pct": FLOAT,
     },
     "alert": {"state": STR, "active": INT, "message": STR, "advice": STR},
@@ -131,8 +154,9 @@ def _coerce(
     return float(value)
 
 
-def _point(measurement: str, tags: Mapping[str, str], ts_ns: int,
-           fields: Mapping[str, JsonValue]) -> Point | None:
+def _point(
+    measurement: str, tags: Mapping[str, str], ts_ns: int, fields: Mapping[str, JsonValue]
+) -> Point | None:
     types = FIELD_TYPES[measurement]
     point = _POINT(measurement)
     for key in sorted(tags):
@@ -152,8 +176,7 @@ def _point(measurement: str, tags: Mapping[str, str], ts_ns: int,
     return timed
 
 
-def _beat_times_ns(ts_ns: int, rr_ms: Sequence[JsonValue],
-                   beat_ts_ns: JsonValue) -> list[int]:
+def _beat_times_ns(ts_ns: int, rr_ms: Sequence[JsonValue], beat_ts_ns: JsonValue) -> list[int]:
     """Beat times: given by the pipeline, else the last beat at ``ts_ns`` and the earlier
     ones back-summed from the intervals (straps send RR without timestamps)."""
     if isinstance(beat_ts_ns, list) and len(beat_ts_ns) == len(rr_ms):
@@ -190,8 +213,10 @@ def points_for(result: Result) -> list[Point]:
             raise SchemaError("alert: the result has no 'event' object")
         state = event.get("state")
         alert_fields: dict[str, JsonValue] = {
-            "state": state, "active": 1 if state == "raised" else 0,
-            "message": event.get("message"), "advice": event.get("advice"),
+            "state": state,
+            "active": 1 if state == "raised" else 0,
+            "message": event.get("message"),
+            "advice": event.get("advice"),
         }
         alert_tags = {
             "athlete": result.athlete,

@@ -107,8 +107,12 @@ def _sink_line(name: str, status: Mapping[str, Any], shed: int) -> str:
     parts = [name]
     if "connected" in status:
         parts.append("connected" if status["connected"] else "DISCONNECTED")
-    for key, label in (("outbox_depth", "outbox"), ("published", "sent"),
-                       ("live_published", "live"), ("points_written", "points")):
+    for key, label in (
+        ("outbox_depth", "outbox"),
+        ("published", "sent"),
+        ("live_published", "live"),
+        ("points_written", "points"),
+    ):
         if key in status:
             parts.append(f"{label} {status[key]}")
     parts.append(f"shed {shed}")
@@ -121,10 +125,19 @@ def render(model: ViewModel) -> RenderableType:
     """The rich renderable of the current state."""
     status = model.pipeline_status()
     table = Table(title=model.title, expand=True, title_justify="left")
-    for column, justify in (("athlete", "left"), ("phase", "left"), ("HR", "right"),
-                            ("RR ms", "right"), ("lnRMSSD", "right"), ("SmO2 %", "right"),
-                            ("power W", "right"), ("force kg", "right"),
-                            ("devices", "left"), ("alerts", "left"), ("in/shed", "right")):
+    for column, justify in (
+        ("athlete", "left"),
+        ("phase", "left"),
+        ("HR", "right"),
+        ("RR ms", "right"),
+        ("lnRMSSD", "right"),
+        ("SmO2 %", "right"),
+        ("power W", "right"),
+        ("force kg", "right"),
+        ("devices", "left"),
+        ("alerts", "left"),
+        ("in/shed", "right"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for athlete, snap in model.snapshots.items():
         inbox = status.athletes.get(athlete)
@@ -145,13 +158,26 @@ def render(model: ViewModel) -> RenderableType:
     if model.history is not None:
         h = model.history
         bar = "█" * round(20 * h.fraction) + "·" * (20 - round(20 * h.fraction))
-        lines.append(Text(f"history {bar} {h.days_done}/{h.total_days} athlete-days, "
-                          f"{h.records} records{' (done)' if h.finished else ''}"))
+        lines.append(
+            Text(
+                f"history {bar} {h.days_done}/{h.total_days} athlete-days, "
+                f"{h.records} records{' (done)' if h.finished else ''}"
+            )
+        )
     for name, sink in status.sinks.items():
-        lines.append(Text(_sink_line(name, status.sink_status.get(name, {}),
-                                     sink.live_shed + sink.live_failed)))
-    lines.append(Text(f"results stored {status.durable}"
-                      + (f", FAILED {status.durable_errors}" if status.durable_errors else "")))
+        lines.append(
+            Text(
+                _sink_line(
+                    name, status.sink_status.get(name, {}), sink.live_shed + sink.live_failed
+                )
+            )
+        )
+    lines.append(
+        Text(
+            f"results stored {status.durable}"
+            + (f", FAILED {status.durable_errors}" if status.durable_errors else "")
+        )
+    )
     lines.extend(Text(note, style="dim") for note in model.notes)
     return Group(table, *lines)
 
@@ -170,7 +196,8 @@ def plain_lines(model: ViewModel) -> list[str]:
         devices = " ".join(
             f"{d}:{'up' if dev.status.connected else 'down'}"
             f"{f'/r{dev.status.reconnects}' if dev.status.reconnects else ''}"
-            for d, dev in model.devices.get(athlete, ()))
+            for d, dev in model.devices.get(athlete, ())
+        )
         out.append(
             f"  {athlete}: HR {_fmt(snap.hr_bpm)} RR {_fmt(snap.rr_ms)} "
             f"lnRMSSD {_fmt(snap.ln_rmssd, '.2f')} SmO2 {_fmt(snap.smo2_pct, '.1f')} "
@@ -178,8 +205,12 @@ def plain_lines(model: ViewModel) -> list[str]:
             f"{','.join(snap.open_alerts) or 'none'}"
         )
     for name, counters in status.sinks.items():
-        out.append("  sink " + _sink_line(name, status.sink_status.get(name, {}),
-                                          counters.live_shed + counters.live_failed))
+        out.append(
+            "  sink "
+            + _sink_line(
+                name, status.sink_status.get(name, {}), counters.live_shed + counters.live_failed
+            )
+        )
     return out
 
 
@@ -194,9 +225,16 @@ class LiveView:
         force_plain: plain lines even on a terminal.
     """
 
-    def __init__(self, model: ViewModel, *, console: Console | None = None,
-                 refresh_s: float = DEFAULT_REFRESH_S, plain_every_s: float = DEFAULT_PLAIN_EVERY_S,
-                 force_plain: bool = False, file: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        model: ViewModel,
+        *,
+        console: Console | None = None,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        plain_every_s: float = DEFAULT_PLAIN_EVERY_S,
+        force_plain: bool = False,
+        file: TextIO | None = None,
+    ) -> None:
         self.model = model
         self.console = console or Console(file=file)
         self.refresh_s = refresh_s
@@ -228,8 +266,9 @@ class LiveView:
                 self._print_plain()
 
     async def _run_live(self) -> None:
-        with Live(render(self.model), console=self.console, refresh_per_second=4,
-                  transient=False) as live:
+        with Live(
+            render(self.model), console=self.console, refresh_per_second=4, transient=False
+        ) as live:
             try:
                 while True:
                     await asyncio.sleep(self.refresh_s)

@@ -137,8 +137,10 @@ class MqttPublisher:
             raise ValueError(f"live results {live} go through send_live, not the outbox")
         if not results:
             return
-        items = [(self.topics.for_result(r), partial(encode_payload, r), r.qos, r.retain)
-                 for r in results]
+        items = [
+            (self.topics.for_result(r), partial(encode_payload, r), r.qos, r.retain)
+            for r in results
+        ]
         self.store.mqtt_enqueue_many(items)
         self._status.outbox_depth += len(items)
         self._idle.clear()
@@ -158,8 +160,15 @@ class MqttPublisher:
         for result in batch:
             topic = self.topics.for_result(result)
             payload = encode_payload(result, self._next_live_seq(topic))
-            sends.append(client.publish(topic, payload, qos=result.qos, retain=False,
-                                        timeout=self.config.publish_timeout_s))
+            sends.append(
+                client.publish(
+                    topic,
+                    payload,
+                    qos=result.qos,
+                    retain=False,
+                    timeout=self.config.publish_timeout_s,
+                )
+            )
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         self._status.live_published += len(outcomes) - len(failed)
@@ -201,8 +210,13 @@ class MqttPublisher:
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
                 remaining = max(0.1, deadline - time.monotonic())
-                await client.publish(self.topics.bridge_state, BRIDGE_OFFLINE, qos=1,
-                                     retain=True, timeout=min(remaining, 2.0))
+                await client.publish(
+                    self.topics.bridge_state,
+                    BRIDGE_OFFLINE,
+                    qos=1,
+                    retain=True,
+                    timeout=min(remaining, 2.0),
+                )
         self._wake.set()  # let the sender notice the close
         return self._status.outbox_depth
 
@@ -231,8 +245,7 @@ class MqttPublisher:
             return None
         if self._tls is None:
             c = self.config
-            context = ssl.create_default_context(
-                cafile=str(c.ca_file) if c.ca_file else None)
+            context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
             if c.cert_file:
                 context.load_cert_chain(str(c.cert_file), str(c.key_file) if c.key_file else None)
             if c.tls_insecure:
@@ -309,8 +322,9 @@ class MqttPublisher:
         # The message of a connection error never holds the password (paho/aiomqtt
         # report codes and socket errors), but keep it short for the live view.
         self._status.last_error = f"{type(exc).__name__}: {exc}"[:200]
-        _LOGGER.warning("MQTT %s: connection lost or refused (%s)", self.config.url,
-                        self._status.last_error)
+        _LOGGER.warning(
+            "MQTT %s: connection lost or refused (%s)", self.config.url, self._status.last_error
+        )
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -325,7 +339,8 @@ class MqttPublisher:
                 await self._wake.wait()
                 continue
             outcomes = await asyncio.gather(
-                *(self._publish(client, m) for m in batch), return_exceptions=True)
+                *(self._publish(client, m) for m in batch), return_exceptions=True
+            )
             acked = 0
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
@@ -344,8 +359,13 @@ class MqttPublisher:
                 raise aiomqtt.MqttError(f"publish failed: {failure}") from failure
 
     async def _publish(self, client: aiomqtt.Client, message: MqttMessage) -> None:
-        await client.publish(message.topic, message.payload, qos=message.qos,
-                             retain=message.retain, timeout=self.config.publish_timeout_s)
+        await client.publish(
+            message.topic,
+            message.payload,
+            qos=message.qos,
+            retain=message.retain,
+            timeout=self.config.publish_timeout_s,
+        )
 
     def _next_live_seq(self, topic: str) -> int:
         nxt, end = self._live_seq.get(topic, (0, 0))
@@ -357,17 +377,22 @@ class MqttPublisher:
 
     async def _send_discovery(self, client: aiomqtt.Client) -> None:
         messages = discovery_messages(self.topics, self.athletes)
-        await asyncio.gather(*(
-            client.publish(topic, payload, qos=1, retain=True,
-                           timeout=self.config.publish_timeout_s)
-            for topic, payload in messages
-        ))
+        await asyncio.gather(
+            *(
+                client.publish(
+                    topic, payload, qos=1, retain=True, timeout=self.config.publish_timeout_s
+                )
+                for topic, payload in messages
+            )
+        )
         self._status.ha_configs_sent += len(messages)
 
     async def _watch_ha(self, client: aiomqtt.Client) -> None:
         """Re-send discovery configs when Home Assistant (re)starts."""
         async for message in client.messages:
             if message.topic.matches(self.topics.ha_status) and message.payload in (
-                    b"online", "online"):
+                b"online",
+                "online",
+            ):
                 _LOGGER.info("Home Assistant is online: re-sending discovery configs")
                 await self._send_discovery(client)

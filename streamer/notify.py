@@ -113,11 +113,17 @@ class AlertNotice:
         raised = alert.get("raised_ts_ns", alert.get("raised_at_ns"))
         cleared = alert.get("cleared_ts_ns", alert.get("cleared_at_ns"))
         return cls(
-            athlete=athlete, rule=rule, severity=_text(alert.get("severity")) or "warning",
-            state=state, message=_text(alert.get("message")), advice=_text(alert.get("advice")),
-            source=_text(alert.get("source")), raised_ts_ns=_int_or_none(raised),
+            athlete=athlete,
+            rule=rule,
+            severity=_text(alert.get("severity")) or "warning",
+            state=state,
+            message=_text(alert.get("message")),
+            advice=_text(alert.get("advice")),
+            source=_text(alert.get("source")),
+            raised_ts_ns=_int_or_none(raised),
             cleared_ts_ns=_int_or_none(cleared),
-            evidence=evidence if isinstance(evidence, dict) else {}, topic=topic,
+            evidence=evidence if isinstance(evidence, dict) else {},
+            topic=topic,
         )
 
     @property
@@ -142,10 +148,17 @@ class AlertNotice:
     def as_json(self) -> dict[str, JsonValue]:
         """The notice as JSON data (what ``--exec`` commands get on stdin)."""
         return {
-            "athlete": self.athlete, "rule": self.rule, "severity": self.severity,
-            "state": self.state, "title": self.title, "message": self.message,
-            "advice": self.advice, "source": self.source, "evidence": self.evidence,
-            "raised_ts_ns": self.raised_ts_ns, "cleared_ts_ns": self.cleared_ts_ns,
+            "athlete": self.athlete,
+            "rule": self.rule,
+            "severity": self.severity,
+            "state": self.state,
+            "title": self.title,
+            "message": self.message,
+            "advice": self.advice,
+            "source": self.source,
+            "evidence": self.evidence,
+            "raised_ts_ns": self.raised_ts_ns,
+            "cleared_ts_ns": self.cleared_ts_ns,
             "topic": self.topic,
         }
 
@@ -244,8 +257,9 @@ class NotifyStats:
 class Notifier:
     """Decides which alerts to notify and hands them to every channel once."""
 
-    def __init__(self, channels: Sequence[Channel], seen: SeenStore, *,
-                 include_cleared: bool = False) -> None:
+    def __init__(
+        self, channels: Sequence[Channel], seen: SeenStore, *, include_cleared: bool = False
+    ) -> None:
         if not channels:
             raise ValueError("a notifier needs at least one channel")
         self.channels = list(channels)
@@ -265,8 +279,9 @@ class Notifier:
         except ValueError as exc:
             self.stats.malformed += 1
             self.stats.messages += 1
-            _LOGGER.warning("ignoring a message on %s that is not a redox alerts payload: %s",
-                            topic, exc)
+            _LOGGER.warning(
+                "ignoring a message on %s that is not a redox alerts payload: %s", topic, exc
+            )
             return []
         delivered: list[tuple[str, AlertNotice]] = []
         for notice in notices:
@@ -280,8 +295,12 @@ class Notifier:
                     await channel.send(notice)
                 except DeliveryError as exc:
                     self.stats.failed += 1
-                    _LOGGER.error("%s: %s not delivered (will retry when seen again): %s",
-                                  channel.name, notice.title, exc)
+                    _LOGGER.error(
+                        "%s: %s not delivered (will retry when seen again): %s",
+                        channel.name,
+                        notice.title,
+                        exc,
+                    )
                     continue
                 self.seen.add(channel.name, notice.key)
                 self.stats.delivered += 1
@@ -297,8 +316,9 @@ def default_client_id(state_path: Path) -> str:
     Two notifiers with different state files on one host get different ids, so they do
     not take each other's session over.
     """
-    digest = hashlib.sha1(f"{socket.gethostname()}|{state_path.resolve()}".encode(),
-                          usedforsecurity=False).hexdigest()
+    digest = hashlib.sha1(
+        f"{socket.gethostname()}|{state_path.resolve()}".encode(), usedforsecurity=False
+    ).hexdigest()
     return f"redox-notify-{digest[:8]}"
 
 
@@ -313,8 +333,7 @@ def tls_context(mqtt: MqttConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
     if mqtt.cert_file is not None:
-        context.load_cert_chain(str(mqtt.cert_file),
-                                str(mqtt.key_file) if mqtt.key_file else None)
+        context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file) if mqtt.key_file else None)
     if mqtt.tls_insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -326,8 +345,9 @@ def _describe(mqtt: MqttConfig) -> str:
     return f"{mqtt.url}{user}"
 
 
-async def run_notifier(mqtt: MqttConfig, notifier: Notifier, *, client_id: str,
-                       subscribed: asyncio.Event | None = None) -> None:
+async def run_notifier(
+    mqtt: MqttConfig, notifier: Notifier, *, client_id: str, subscribed: asyncio.Event | None = None
+) -> None:
     """Subscribe to ``<base>/+/alerts`` and notify, reconnecting until cancelled.
 
     A persistent session (clean session off, QoS 1) under ``client_id`` keeps alerts
@@ -342,9 +362,13 @@ async def run_notifier(mqtt: MqttConfig, notifier: Notifier, *, client_id: str,
     while True:
         try:
             async with aiomqtt.Client(
-                mqtt.host, mqtt.port, username=mqtt.username,
+                mqtt.host,
+                mqtt.port,
+                username=mqtt.username,
                 password=mqtt.password.reveal() if mqtt.password else None,
-                identifier=client_id, tls_context=context, timeout=MQTT_TIMEOUT_S,
+                identifier=client_id,
+                tls_context=context,
+                timeout=MQTT_TIMEOUT_S,
                 protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
                 clean_session=None if v5 else False,
                 clean_start=False if v5 else mqtt_client.MQTT_CLEAN_START_FIRST_ONLY,
@@ -354,8 +378,12 @@ async def run_notifier(mqtt: MqttConfig, notifier: Notifier, *, client_id: str,
                 await client.subscribe(topic_filter, qos=1)
                 if subscribed is not None:
                     subscribed.set()
-                _LOGGER.info("subscribed to %s on %s (client id %s)", topic_filter,
-                             _describe(mqtt), client_id)
+                _LOGGER.info(
+                    "subscribed to %s on %s (client id %s)",
+                    topic_filter,
+                    _describe(mqtt),
+                    client_id,
+                )
                 attempt = 0
                 async for message in client.messages:
                     await notifier.handle(message.topic.value, message.payload)
@@ -367,12 +395,14 @@ async def run_notifier(mqtt: MqttConfig, notifier: Notifier, *, client_id: str,
                     "password file and ACL"
                 ) from exc
             delay = _next_delay(attempt)
-            _LOGGER.warning("cannot connect to %s (%s); retrying in %g s",
-                            _describe(mqtt), exc, delay)
+            _LOGGER.warning(
+                "cannot connect to %s (%s); retrying in %g s", _describe(mqtt), exc, delay
+            )
         except aiomqtt.MqttError as exc:
             delay = _next_delay(attempt)
-            _LOGGER.warning("connection to %s lost (%s); reconnecting in %g s",
-                            _describe(mqtt), exc, delay)
+            _LOGGER.warning(
+                "connection to %s lost (%s); reconnecting in %g s", _describe(mqtt), exc, delay
+            )
         attempt += 1
         await asyncio.sleep(delay)
 

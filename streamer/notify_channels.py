@@ -69,8 +69,9 @@ def priority(notice: AlertNotice) -> int:
 
 def tags(notice: AlertNotice) -> list[str]:
     """ntfy tags: an emoji short code, the rule id and the athlete."""
-    emoji = "white_check_mark" if notice.state != "raised" else _EMOJI.get(
-        notice.severity, "warning")
+    emoji = (
+        "white_check_mark" if notice.state != "raised" else _EMOJI.get(notice.severity, "warning")
+    )
     return [emoji, notice.rule, notice.athlete]
 
 
@@ -120,22 +121,34 @@ class DesktopChannel:
     async def send(self, notice: AlertNotice) -> None:
         if self.notify_send is None:
             if not self._hinted:
-                print("notify: notify-send not found (install 'libnotify-bin' for desktop "
-                      "pop-ups); printing alerts here instead", file=sys.stderr, flush=True)
+                print(
+                    "notify: notify-send not found (install 'libnotify-bin' for desktop "
+                    "pop-ups); printing alerts here instead",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self._hinted = True
-            print(f"[{notice.severity.upper()}] {notice.title}\n  {notice.message}\n"
-                  f"  Advice: {notice.advice}", flush=True)
+            print(
+                f"[{notice.severity.upper()}] {notice.title}\n  {notice.message}\n"
+                f"  Advice: {notice.advice}",
+                flush=True,
+            )
             return
         urgency = "critical" if priority(notice) >= 4 else "normal"
         proc = await asyncio.create_subprocess_exec(
-            self.notify_send, "--app-name=redox-streamer", f"--urgency={urgency}",
-            notice.title, f"{notice.message}\n{notice.advice}",
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            self.notify_send,
+            "--app-name=redox-streamer",
+            f"--urgency={urgency}",
+            notice.title,
+            f"{notice.message}\n{notice.advice}",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            raise DeliveryError(f"notify-send exited {proc.returncode}: "
-                                f"{err.decode(errors='replace').strip()}")
+            raise DeliveryError(
+                f"notify-send exited {proc.returncode}: {err.decode(errors='replace').strip()}"
+            )
 
 
 @dataclass
@@ -153,8 +166,11 @@ class CommandChannel:
 
     async def send(self, notice: AlertNotice) -> None:
         proc = await asyncio.create_subprocess_shell(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env={**os.environ, **notice_env(notice)},
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **notice_env(notice)},
         )
         data = json.dumps(notice.as_json(), ensure_ascii=False).encode() + b"\n"
         try:
@@ -163,11 +179,14 @@ class CommandChannel:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise DeliveryError(f"command {self.command!r} still running after "
-                                f"{self.timeout_s:g} s: killed") from None
+            raise DeliveryError(
+                f"command {self.command!r} still running after {self.timeout_s:g} s: killed"
+            ) from None
         if proc.returncode != 0:
-            raise DeliveryError(f"command {self.command!r} exited {proc.returncode}: "
-                                f"{err.decode(errors='replace').strip()[:200]}")
+            raise DeliveryError(
+                f"command {self.command!r} exited {proc.returncode}: "
+                f"{err.decode(errors='replace').strip()[:200]}"
+            )
 
 
 @dataclass
@@ -192,8 +211,9 @@ class WebhookChannel:
             "X-Redox-Raised-Ts-Ns": str(notice.raised_ts_ns or ""),
             **(self.extra_headers or {}),
         }
-        return urllib.request.Request(self.url, data=notice.body.encode(), headers=headers,
-                                      method="POST")
+        return urllib.request.Request(
+            self.url, data=notice.body.encode(), headers=headers, method="POST"
+        )
 
     def _post(self, request: urllib.request.Request) -> None:
         try:

@@ -223,8 +223,9 @@ class _Inbox:
         start = self._shed_since.pop(item.device, None)
         if start is not None:
             end = _t_ns(item.record)
-            gap = GapEvent(t_ns=end, device=item.device, start_ns=start, end_ns=end,
-                           reason=GapReason.STALE)
+            gap = GapEvent(
+                t_ns=end, device=item.device, start_ns=start, end_ns=end, reason=GapReason.STALE
+            )
             self._items.append(Inbound(item.athlete, item.device, gap))
             self._unfinished += 1
         self._items.append(item)
@@ -349,9 +350,7 @@ class Pipeline:
         self._processor_for = processor_for
         self._history = history
         self._slots = [
-            _SinkSlot(s, _LiveLane(live_lane_size, c), c)
-            for s in sinks
-            for c in (SinkCounters(),)
+            _SinkSlot(s, _LiveLane(live_lane_size, c), c) for s in sinks for c in (SinkCounters(),)
         ]
         self._inbox_size = inbox_size
         self._flush_timeout_s = flush_timeout_s
@@ -380,8 +379,9 @@ class Pipeline:
         self._sources.append(source)
         self._source_state[source.name] = "idle"
         if self._work_group is not None:
-            self._source_tasks.append(self._work_group.create_task(
-                self._run_source(source), name=f"source {source.name}"))
+            self._source_tasks.append(
+                self._work_group.create_task(self._run_source(source), name=f"source {source.name}")
+            )
 
     def ingest_for(self, athlete: str, device: str) -> Callable[[object], None]:
         """A non-blocking callback for a driver's ``sink=``: tags records and offers them."""
@@ -464,10 +464,12 @@ class Pipeline:
                     task
                     for slot in self._slots
                     for task in (
-                        sink_group.create_task(self._supervise_sink(slot),
-                                               name=f"sink {slot.sink.name}"),
-                        sink_group.create_task(self._pump_live(slot),
-                                               name=f"live {slot.sink.name}"),
+                        sink_group.create_task(
+                            self._supervise_sink(slot), name=f"sink {slot.sink.name}"
+                        ),
+                        sink_group.create_task(
+                            self._pump_live(slot), name=f"live {slot.sink.name}"
+                        ),
                     )
                 ]
                 async with asyncio.TaskGroup() as work_group:
@@ -537,8 +539,12 @@ class Pipeline:
                 produced = processor.process(item.device, item.record)
             except Exception:
                 counters.errors += 1
-                _LOGGER.exception("processing %s from %s/%s failed", type(item.record).__name__,
-                                  athlete, item.device)
+                _LOGGER.exception(
+                    "processing %s from %s/%s failed",
+                    type(item.record).__name__,
+                    athlete,
+                    item.device,
+                )
                 inbox.task_done()
                 continue
             counters.processed += 1
@@ -577,8 +583,9 @@ class Pipeline:
                     self._history.record(result)
                 except Exception:
                     ok = False
-                    _LOGGER.exception("history: %s result of %s not kept", result.kind.value,
-                                      result.athlete)
+                    _LOGGER.exception(
+                        "history: %s result of %s not kept", result.kind.value, result.athlete
+                    )
         for slot in self._slots:
             try:
                 slot.sink.accept(durable)
@@ -629,14 +636,19 @@ class Pipeline:
                 async with asyncio.timeout(self._flush_timeout_s):
                     remaining = await slot.sink.drain(self._flush_timeout_s)
                     if remaining:
-                        _LOGGER.info("sink %s: %d messages stay in the outbox",
-                                     slot.sink.name, remaining)
+                        _LOGGER.info(
+                            "sink %s: %d messages stay in the outbox", slot.sink.name, remaining
+                        )
             except TimeoutError:
-                _LOGGER.info("sink %s did not finish within %.1f s; the rest stays in "
-                             "the outbox", slot.sink.name, self._flush_timeout_s)
+                _LOGGER.info(
+                    "sink %s did not finish within %.1f s; the rest stays in the outbox",
+                    slot.sink.name,
+                    self._flush_timeout_s,
+                )
             except Exception as exc:
-                _LOGGER.warning("sink %s: flush failed (%s); the rest stays in the outbox",
-                                slot.sink.name, exc)
+                _LOGGER.warning(
+                    "sink %s: flush failed (%s); the rest stays in the outbox", slot.sink.name, exc
+                )
 
         await asyncio.gather(*(flush(slot) for slot in self._slots))
 

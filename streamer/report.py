@@ -202,11 +202,13 @@ def known_athletes(path: Path) -> list[str]:
     return sorted(str(a) for (a,) in rows)
 
 
-def _trend(values: Mapping[dt.date, float], day: dt.date, metric: str,
-           th: RuleThresholds) -> DailyTrend:
+def _trend(
+    values: Mapping[dt.date, float], day: dt.date, metric: str, th: RuleThresholds
+) -> DailyTrend:
     history = history_from_mapping(values, day, th.baseline_first_day_back + 1)
     return daily_trend(
-        history, metric,
+        history,
+        metric,
         first_day_back=th.baseline_first_day_back,
         last_day_back=th.baseline_last_day_back,
         min_valid_days=th.baseline_min_valid_days,
@@ -216,8 +218,9 @@ def _trend(values: Mapping[dt.date, float], day: dt.date, metric: str,
     )
 
 
-def _mornings(rows: Sequence[Row], start: dt.date, end: dt.date,
-              th: RuleThresholds) -> tuple[MorningPoint, ...]:
+def _mornings(
+    rows: Sequence[Row], start: dt.date, end: dt.date, th: RuleThresholds
+) -> tuple[MorningPoint, ...]:
     by_day = {dt.date.fromisoformat(r.date): r.data for r in rows if r.date}
     ln: dict[dt.date, float] = {}
     rhr: dict[dt.date, float] = {}
@@ -233,22 +236,25 @@ def _mornings(rows: Sequence[Row], start: dt.date, end: dt.date,
         ln_trend = _trend(ln, day, "ln_rmssd", th)
         rhr_trend = _trend(rhr, day, "resting_hr_bpm", th)
         accepted = day in ln
-        out.append(MorningPoint(
-            day=day,
-            recorded=row is not None,
-            accepted=accepted,
-            reject_reason=None if row is None or accepted else (
-                _text(row, "reject_reason") or "not accepted"),
-            ln_rmssd=ln_trend.value,
-            rmssd_ms=_number(row, "rmssd_ms") if row is not None and accepted else None,
-            resting_hr_bpm=rhr_trend.value,
-            ln_band_low=ln_trend.band_low,
-            ln_band_high=ln_trend.band_high,
-            ln_baseline_mean=ln_trend.baseline_mean,
-            ln_7d_mean=ln_trend.rolling_mean_7d,
-            rhr_baseline_median_bpm=rhr_trend.baseline_median,
-            rhr_7d_mean_bpm=rhr_trend.rolling_mean_7d,
-        ))
+        out.append(
+            MorningPoint(
+                day=day,
+                recorded=row is not None,
+                accepted=accepted,
+                reject_reason=None
+                if row is None or accepted
+                else (_text(row, "reject_reason") or "not accepted"),
+                ln_rmssd=ln_trend.value,
+                rmssd_ms=_number(row, "rmssd_ms") if row is not None and accepted else None,
+                resting_hr_bpm=rhr_trend.value,
+                ln_band_low=ln_trend.band_low,
+                ln_band_high=ln_trend.band_high,
+                ln_baseline_mean=ln_trend.baseline_mean,
+                ln_7d_mean=ln_trend.rolling_mean_7d,
+                rhr_baseline_median_bpm=rhr_trend.baseline_median,
+                rhr_7d_mean_bpm=rhr_trend.rolling_mean_7d,
+            )
+        )
     return tuple(out)
 
 
@@ -319,8 +325,9 @@ def alert_spans(events: Iterable[AlertRow]) -> list[AlertSpan]:
 
 
 def _closed(span: AlertSpan, at: dt.datetime) -> AlertSpan:
-    return AlertSpan(span.rule, span.severity, span.title, span.message, span.advice,
-                     span.raised, at)
+    return AlertSpan(
+        span.rule, span.severity, span.title, span.message, span.advice, span.raised, at
+    )
 
 
 def _open_alerts(store: Store, athlete: str, spans: Sequence[AlertSpan]) -> tuple[AlertSpan, ...]:
@@ -332,9 +339,15 @@ def _open_alerts(store: Store, athlete: str, spans: Sequence[AlertSpan]) -> tupl
             book = None  # unreadable state: the event history still tells what is open
         if book is not None:
             return tuple(
-                AlertSpan(a.rule_id, a.severity.value,
-                          CATALOGUE[a.rule_id].title if a.rule_id in CATALOGUE else a.rule_id,
-                          a.message, a.advice, _utc(a.raised_at_ns), None)
+                AlertSpan(
+                    a.rule_id,
+                    a.severity.value,
+                    CATALOGUE[a.rule_id].title if a.rule_id in CATALOGUE else a.rule_id,
+                    a.message,
+                    a.advice,
+                    _utc(a.raised_at_ns),
+                    None,
+                )
                 for a in book.open_alerts()
             )
     return tuple(sorted((s for s in spans if s.cleared is None), key=lambda s: s.rule))
@@ -373,8 +386,11 @@ def gather_report(
     since_ns, until_ns = _day_start_ns(start), _day_start_ns(end + dt.timedelta(days=1))
     window_start, window_end = _utc(since_ns), _utc(until_ns)
     spans = alert_spans(events)
-    in_window = tuple(s for s in spans if s.raised < window_end
-                      and (s.cleared is None or s.cleared >= window_start))
+    in_window = tuple(
+        s
+        for s in spans
+        if s.raised < window_end and (s.cleared is None or s.cleared >= window_start)
+    )
     grips = (_grip(r) for r in store.grip_tests(athlete, since_ns, until_ns))
     return ReportData(
         athlete=athlete,

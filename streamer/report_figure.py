@@ -71,7 +71,9 @@ INK: Final = "#222222"
 SEVERITY_COLOURS: Final[Mapping[str, str]] = {"info": GREEN, "warning": ORANGE, "pull_back": RED}
 STATUS_COLOURS: Final[Mapping[str, str]] = {"ok": GREEN, "caution": ORANGE, "pull_back": RED}
 GRIP_CLASS_COLOURS: Final[Mapping[str, str]] = {
-    "normal": SKY, "grip_signal": GREEN, "grip_spillover": RED,
+    "normal": SKY,
+    "grip_signal": GREEN,
+    "grip_spillover": RED,
 }
 GRIP_CLASS_LABELS: Final[Mapping[str, str]] = {
     "normal": "normal (no real drop)",
@@ -105,8 +107,7 @@ def _series(values: Iterable[float | None]) -> FloatArray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _day_steps(data: ReportData, values: Iterable[float | None]
-               ) -> tuple[FloatArray, FloatArray]:
+def _day_steps(data: ReportData, values: Iterable[float | None]) -> tuple[FloatArray, FloatArray]:
     """x at every day's start plus the window end, y repeated: each value covers its day."""
     y = _series(values)
     days = [*(m.day for m in data.mornings), data.end + dt.timedelta(days=1)]
@@ -129,14 +130,29 @@ def _legend(ax: Axes, handles: Sequence[Artist] | None = None) -> None:
     if handles is None:
         handles = [h for h in ax.get_legend_handles_labels()[0] if _drawn(h)]
     if handles:
-        ax.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=8, frameon=False, borderaxespad=0.0)
+        ax.legend(
+            handles=list(handles),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=8,
+            frameon=False,
+            borderaxespad=0.0,
+        )
 
 
 def _margin_note(ax: Axes, text: str) -> None:
     """A small note in the right margin, under the panel's legend."""
-    ax.text(1.01, 0.0, textwrap.fill(text, 46), transform=ax.transAxes, va="bottom",
-            ha="left", fontsize=7.5, color=GREY, style="italic")
+    ax.text(
+        1.01,
+        0.0,
+        textwrap.fill(text, 46),
+        transform=ax.transAxes,
+        va="bottom",
+        ha="left",
+        fontsize=7.5,
+        color=GREY,
+        style="italic",
+    )
 
 
 def _title(ax: Axes, text: str) -> None:
@@ -144,14 +160,29 @@ def _title(ax: Axes, text: str) -> None:
 
 
 def _empty(ax: Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9,
-            color=GREY, style="italic")
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=9,
+        color=GREY,
+        style="italic",
+    )
 
 
 def _mark_alerts(ax: Axes, data: ReportData, panel: str) -> None:
     """A dashed line where each rule of this panel was raised, its id just left of it."""
-    marks = sorted((s for s in data.alerts if RULE_PANEL.get(s.rule) == panel
-                    and s.raised >= _midnight(data.start)), key=lambda s: s.raised)
+    marks = sorted(
+        (
+            s
+            for s in data.alerts
+            if RULE_PANEL.get(s.rule) == panel and s.raised >= _midnight(data.start)
+        ),
+        key=lambda s: s.raised,
+    )
     transform = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
     same_mark = dt.timedelta(days=_SAME_MARK_FRACTION * data.days)
     groups: list[list[AlertSpan]] = []
@@ -163,13 +194,29 @@ def _mark_alerts(ax: Axes, data: ReportData, panel: str) -> None:
     for group in groups:
         colour = SEVERITY_COLOURS.get(group[0].severity, GREY)
         for span in group:
-            ax.axvline(_x(span.raised), color=SEVERITY_COLOURS.get(span.severity, GREY),
-                       linestyle="--", linewidth=1.2, zorder=1)
+            ax.axvline(
+                _x(span.raised),
+                color=SEVERITY_COLOURS.get(span.severity, GREY),
+                linestyle="--",
+                linewidth=1.2,
+                zorder=1,
+            )
         # Rotated, one line per rule: the ids of a group stand side by side, never overflow.
-        ax.text(_x(group[0].raised) - _LABEL_GAP_D, 0.97, "\n".join(s.rule for s in group),
-                transform=transform, rotation=90, va="top", ha="right", fontsize=7.5,
-                color=colour, fontweight="bold", zorder=5, clip_on=True,
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0})
+        ax.text(
+            _x(group[0].raised) - _LABEL_GAP_D,
+            0.97,
+            "\n".join(s.rule for s in group),
+            transform=transform,
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7.5,
+            color=colour,
+            fontweight="bold",
+            zorder=5,
+            clip_on=True,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0},
+        )
 
 
 def _plot_hrv(ax: Axes, data: ReportData) -> None:
@@ -177,32 +224,59 @@ def _plot_hrv(ax: Axes, data: ReportData) -> None:
     steps, low = _day_steps(data, (m.ln_band_low for m in data.mornings))
     _, high = _day_steps(data, (m.ln_band_high for m in data.mornings))
     _, base = _day_steps(data, (m.ln_baseline_mean for m in data.mornings))
-    ax.fill_between(steps, low, high, step="post", color=SKY, alpha=0.35, linewidth=0,
-                    label=f"normal band (mean ± {th.normal_band_sd:g}·SD)")
-    ax.step(steps, base, where="post", color=SKY, linewidth=1.0, linestyle=":",
-            label="baseline mean")
+    ax.fill_between(
+        steps,
+        low,
+        high,
+        step="post",
+        color=SKY,
+        alpha=0.35,
+        linewidth=0,
+        label=f"normal band (mean ± {th.normal_band_sd:g}·SD)",
+    )
+    ax.step(
+        steps, base, where="post", color=SKY, linewidth=1.0, linestyle=":", label="baseline mean"
+    )
     noons = np.array([_noon(m.day) for m in data.mornings], dtype=np.float64)
-    ax.plot(noons, _series(m.ln_7d_mean for m in data.mornings), color=BLUE, linewidth=2.2,
-            label=f"{th.rolling_mean_days}-day mean")
+    ax.plot(
+        noons,
+        _series(m.ln_7d_mean for m in data.mornings),
+        color=BLUE,
+        linewidth=2.2,
+        label=f"{th.rolling_mean_days}-day mean",
+    )
     ln = _series(m.ln_rmssd for m in data.mornings)
     below = np.array([m.band_position == "below" for m in data.mornings], dtype=bool)
-    ax.plot(noons, np.where(below, np.nan, ln), "o", color=INK, markersize=5,
-            label="morning reading")
+    ax.plot(
+        noons, np.where(below, np.nan, ln), "o", color=INK, markersize=5, label="morning reading"
+    )
     if below.any():
-        ax.plot(noons, np.where(below, ln, np.nan), "o", color=RED, markersize=5,
-                label="below the band")
+        ax.plot(
+            noons, np.where(below, ln, np.nan), "o", color=RED, markersize=5, label="below the band"
+        )
     rejected = [_noon(m.day) for m in data.mornings if m.recorded and not m.accepted]
     if rejected:
         transform = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-        ax.plot(rejected, [0.06] * len(rejected), "x", color=GREY, markersize=7,
-                markeredgewidth=2, transform=transform, label="reading rejected (artefacts)")
+        ax.plot(
+            rejected,
+            [0.06] * len(rejected),
+            "x",
+            color=GREY,
+            markersize=7,
+            markeredgewidth=2,
+            transform=transform,
+            label="reading rejected (artefacts)",
+        )
     if np.isnan(ln).all():
         _empty(ax, "no accepted morning readings in this period")
         ax.set_yticks([])
     elif all(m.ln_band_low is None for m in data.mornings):
-        _margin_note(ax, f"No band yet: the baseline needs ≥ {th.baseline_min_valid_days} "
-                     f"valid mornings in days d−{th.baseline_first_day_back} … "
-                     f"d−{th.baseline_last_day_back}.")
+        _margin_note(
+            ax,
+            f"No band yet: the baseline needs ≥ {th.baseline_min_valid_days} "
+            f"valid mornings in days d−{th.baseline_first_day_back} … "
+            f"d−{th.baseline_last_day_back}.",
+        )
     _title(ax, "Morning HRV — lnRMSSD (higher: better recovered)")
     ax.set_ylabel("lnRMSSD [ln ms]")
     _mark_alerts(ax, data, "hrv")
@@ -212,13 +286,32 @@ def _plot_hrv(ax: Axes, data: ReportData) -> None:
 def _plot_rhr(ax: Axes, data: ReportData) -> None:
     th = data.thresholds
     steps, median = _day_steps(data, (m.rhr_baseline_median_bpm for m in data.mornings))
-    ax.step(steps, median, where="post", color=GREY, linestyle="--", linewidth=1.2,
-            label="baseline median")
-    ax.step(steps, median + th.rhr_creep_delta_bpm, where="post", color=RED, linestyle=":",
-            linewidth=1.2, label=f"median + {th.rhr_creep_delta_bpm:g} bpm (creep line)")
+    ax.step(
+        steps,
+        median,
+        where="post",
+        color=GREY,
+        linestyle="--",
+        linewidth=1.2,
+        label="baseline median",
+    )
+    ax.step(
+        steps,
+        median + th.rhr_creep_delta_bpm,
+        where="post",
+        color=RED,
+        linestyle=":",
+        linewidth=1.2,
+        label=f"median + {th.rhr_creep_delta_bpm:g} bpm (creep line)",
+    )
     noons = np.array([_noon(m.day) for m in data.mornings], dtype=np.float64)
-    ax.plot(noons, _series(m.rhr_7d_mean_bpm for m in data.mornings), color=ORANGE,
-            linewidth=2.2, label=f"{th.rolling_mean_days}-day mean")
+    ax.plot(
+        noons,
+        _series(m.rhr_7d_mean_bpm for m in data.mornings),
+        color=ORANGE,
+        linewidth=2.2,
+        label=f"{th.rolling_mean_days}-day mean",
+    )
     rhr = _series(m.resting_hr_bpm for m in data.mornings)
     ax.plot(noons, rhr, "o", color=INK, markersize=5, label="morning resting HR")
     if np.isnan(rhr).all():
@@ -234,11 +327,24 @@ def _plot_smo2(ax: Axes, data: ReportData) -> None:
     limit = data.thresholds.smo2_slow_recovery_s
     measured = [(s, s.recovery_s) for s in data.sessions if s.recovery_s is not None]
     for s, recovery in measured:
-        ax.bar(_x(s.at), recovery, width=_BAR_WIDTH_D, color=RED if recovery > limit else GREEN,
-               hatch="///" if s.lower_bound else None, edgecolor="white", linewidth=0.5,
-               zorder=2)
-    line = ax.axhline(limit, color=RED, linestyle="--", linewidth=1.2, zorder=1,
-                      label=f"{limit:g}-s slow-recovery line")
+        ax.bar(
+            _x(s.at),
+            recovery,
+            width=_BAR_WIDTH_D,
+            color=RED if recovery > limit else GREEN,
+            hatch="///" if s.lower_bound else None,
+            edgecolor="white",
+            linewidth=0.5,
+            zorder=2,
+        )
+    line = ax.axhline(
+        limit,
+        color=RED,
+        linestyle="--",
+        linewidth=1.2,
+        zorder=1,
+        label=f"{limit:g}-s slow-recovery line",
+    )
     handles: list[Artist] = []
     if any(r <= limit for _, r in measured):
         handles.append(Patch(color=GREEN, label=f"recovered within {limit:g} s"))
@@ -246,13 +352,26 @@ def _plot_smo2(ax: Axes, data: ReportData) -> None:
         handles.append(Patch(color=RED, label=f"slower than {limit:g} s"))
     handles.append(line)
     if any(s.lower_bound for s, _ in measured):
-        handles.append(Patch(facecolor="white", edgecolor=GREY, hatch="///",
-                             label="unrecovered at session end (≥)"))
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor=GREY,
+                hatch="///",
+                label="unrecovered at session end (≥)",
+            )
+        )
     unmeasured = [_x(s.at) for s in data.sessions if s.recovery_s is None]
     if unmeasured:
-        (marker,) = ax.plot(unmeasured, [0.0] * len(unmeasured), "^", color=GREY,
-                            markersize=7, clip_on=False, zorder=3,
-                            label="session without efforts")
+        (marker,) = ax.plot(
+            unmeasured,
+            [0.0] * len(unmeasured),
+            "^",
+            color=GREY,
+            markersize=7,
+            clip_on=False,
+            zorder=3,
+            label="session without efforts",
+        )
         handles.append(marker)
     if not data.sessions:
         _empty(ax, "no sessions in this period")
@@ -267,17 +386,36 @@ def _plot_grip(ax: Axes, data: ReportData) -> None:
     classes: list[str] = []
     for g in data.grips:
         at = _x(g.at)
-        ax.bar(at, g.drop_pct, width=_BAR_WIDTH_D,
-               color=GRIP_CLASS_COLOURS.get(g.grip_class, GREY), edgecolor="white",
-               linewidth=0.5, zorder=2)
+        ax.bar(
+            at,
+            g.drop_pct,
+            width=_BAR_WIDTH_D,
+            color=GRIP_CLASS_COLOURS.get(g.grip_class, GREY),
+            edgecolor="white",
+            linewidth=0.5,
+            zorder=2,
+        )
         if g.grip_class not in classes:
             classes.append(g.grip_class)
         if g.threshold_pct is not None:
-            ax.hlines(g.threshold_pct, at - 0.75 * _BAR_WIDTH_D, at + 0.75 * _BAR_WIDTH_D,
-                      color=INK, linewidth=1.2, zorder=3)
+            ax.hlines(
+                g.threshold_pct,
+                at - 0.75 * _BAR_WIDTH_D,
+                at + 0.75 * _BAR_WIDTH_D,
+                color=INK,
+                linewidth=1.2,
+                zorder=3,
+            )
         if g.last_drop is not None:
-            ax.plot(at, g.last_drop[1], "D", markerfacecolor="white", markeredgecolor=INK,
-                    markersize=5, zorder=4)
+            ax.plot(
+                at,
+                g.last_drop[1],
+                "D",
+                markerfacecolor="white",
+                markeredgecolor=INK,
+                markersize=5,
+                zorder=4,
+            )
     ordered = [c for c in GRIP_CLASS_COLOURS if c in classes]
     ordered += [c for c in classes if c not in GRIP_CLASS_COLOURS]
     handles: list[Artist] = [
@@ -287,16 +425,31 @@ def _plot_grip(ax: Axes, data: ReportData) -> None:
     if data.grips:
         minutes = {g.last_drop[0] for g in data.grips if g.last_drop is not None}
         handles += [
-            Line2D([], [], marker="D", markerfacecolor="white", markeredgecolor=INK,
-                   linestyle="none", markersize=5,
-                   label=(f"drop at the last test ({min(minutes):g} min)" if len(minutes) == 1
-                          else "drop at the last test")),
+            Line2D(
+                [],
+                [],
+                marker="D",
+                markerfacecolor="white",
+                markeredgecolor=INK,
+                linestyle="none",
+                markersize=5,
+                label=(
+                    f"drop at the last test ({min(minutes):g} min)"
+                    if len(minutes) == 1
+                    else "drop at the last test"
+                ),
+            ),
             Line2D([], [], color=INK, linewidth=1.2, label="real-drop threshold (test noise)"),
         ]
     else:
         _empty(ax, "no grip tests in this period")
-    top = max([10.0, *(g.drop_pct for g in data.grips),
-               *(g.threshold_pct for g in data.grips if g.threshold_pct is not None)])
+    top = max(
+        [
+            10.0,
+            *(g.drop_pct for g in data.grips),
+            *(g.threshold_pct for g in data.grips if g.threshold_pct is not None),
+        ]
+    )
     ax.set_ylim(0.0, 1.18 * top)
     _title(ax, "Grip strength drop after the session — worst post test")
     ax.set_ylabel("drop [% of MVC]")
@@ -306,23 +459,45 @@ def _plot_grip(ax: Axes, data: ReportData) -> None:
 
 def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
     order = list(CATALOGUE)
-    rules = sorted({s.rule for s in data.alerts},
-                   key=lambda r: (order.index(r) if r in order else len(order), r))
+    rules = sorted(
+        {s.rule for s in data.alerts},
+        key=lambda r: (order.index(r) if r in order else len(order), r),
+    )
     x_start = _midnight(data.start)
     right_end = _x(x_end)
     for row, rule in enumerate(rules):
         for span in (s for s in data.alerts if s.rule == rule):
             left = _x(max(span.raised, x_start))
             right = _x(min(span.cleared or x_end, x_end))
-            ax.barh(row, max(right - left, 0.08), left=left, height=0.6,
-                    color=SEVERITY_COLOURS.get(span.severity, GREY),
-                    alpha=0.95 if span.cleared is None else 0.4, zorder=2)
+            ax.barh(
+                row,
+                max(right - left, 0.08),
+                left=left,
+                height=0.6,
+                color=SEVERITY_COLOURS.get(span.severity, GREY),
+                alpha=0.95 if span.cleared is None else 0.4,
+                zorder=2,
+            )
             if span.cleared is None:
-                ax.plot(right_end, row, ">", color=SEVERITY_COLOURS.get(span.severity, GREY),
-                        markersize=7, clip_on=False, zorder=3)
+                ax.plot(
+                    right_end,
+                    row,
+                    ">",
+                    color=SEVERITY_COLOURS.get(span.severity, GREY),
+                    markersize=7,
+                    clip_on=False,
+                    zorder=3,
+                )
             elif span.cleared < x_end:
-                ax.text(right, row, f" cleared {span.cleared:%d %b}", va="center",
-                        ha="left", fontsize=7.5, color=INK)
+                ax.text(
+                    right,
+                    row,
+                    f" cleared {span.cleared:%d %b}",
+                    va="center",
+                    ha="left",
+                    fontsize=7.5,
+                    color=INK,
+                )
     if rules:
         ax.set_yticks(range(len(rules)), rules, fontsize=8.5)
         ax.set_ylim(len(rules) - 0.5, -0.5)
@@ -330,12 +505,23 @@ def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
         ax.set_yticks([])
         _empty(ax, "no alerts in this period")
     _title(ax, "Alerts — raised → cleared")
-    handles: list[Artist] = [Patch(color=SEVERITY_COLOURS[s], label=s.replace("_", " "))
-                             for s in SEVERITY_COLOURS if any(a.severity == s
-                                                              for a in data.alerts)]
+    handles: list[Artist] = [
+        Patch(color=SEVERITY_COLOURS[s], label=s.replace("_", " "))
+        for s in SEVERITY_COLOURS
+        if any(a.severity == s for a in data.alerts)
+    ]
     if any(a.cleared is None for a in data.alerts):
-        handles.append(Line2D([], [], marker=">", color=INK, linestyle="none", markersize=7,
-                              label="still open (solid)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=">",
+                color=INK,
+                linestyle="none",
+                markersize=7,
+                label="still open (solid)",
+            )
+        )
     if any(a.cleared is not None for a in data.alerts):
         handles.append(Patch(color=GREY, alpha=0.4, label="cleared (faded)"))
     _legend(ax, handles)
@@ -343,26 +529,51 @@ def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
 
 def _header(fig: Figure, data: ReportData) -> None:
     colour = STATUS_COLOURS[data.status]
-    fig.text(0.06, 0.977, f"{data.athlete} — recovery report", fontsize=17,
-             fontweight="bold", va="top")
-    fig.text(0.06, 0.950, f"{data.start:%a %d %b %Y} – {data.end:%a %d %b %Y}  "
-             f"({data.days} days, UTC)", fontsize=10, va="top", color="#333333")
+    fig.text(
+        0.06, 0.977, f"{data.athlete} — recovery report", fontsize=17, fontweight="bold", va="top"
+    )
+    fig.text(
+        0.06,
+        0.950,
+        f"{data.start:%a %d %b %Y} – {data.end:%a %d %b %Y}  ({data.days} days, UTC)",
+        fontsize=10,
+        va="top",
+        color="#333333",
+    )
     latest = data.latest_morning
     if latest is None or latest.ln_rmssd is None:
         morning = "no accepted morning reading in this period"
     else:
-        band = ("" if latest.ln_band_low is None or latest.ln_band_high is None else
-                f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
-                f"{latest.ln_band_high:.2f})")
-        hr = ("" if latest.resting_hr_bpm is None
-              else f", resting HR {latest.resting_hr_bpm:.0f} bpm")
+        band = (
+            ""
+            if latest.ln_band_low is None or latest.ln_band_high is None
+            else f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
+            f"{latest.ln_band_high:.2f})"
+        )
+        hr = (
+            "" if latest.resting_hr_bpm is None else f", resting HR {latest.resting_hr_bpm:.0f} bpm"
+        )
         morning = f"latest morning {latest.day:%a %d %b}: lnRMSSD {latest.ln_rmssd:.2f}{band}{hr}"
     fig.text(0.06, 0.930, morning, fontsize=10, va="top", color="#333333")
-    fig.text(0.97, 0.977, data.status.replace("_", " ").upper(), fontsize=17,
-             fontweight="bold", va="top", ha="right", color=colour)
+    fig.text(
+        0.97,
+        0.977,
+        data.status.replace("_", " ").upper(),
+        fontsize=17,
+        fontweight="bold",
+        va="top",
+        ha="right",
+        color=colour,
+    )
     opened = ", ".join(a.rule for a in data.open_alerts)
-    fig.text(0.06, 0.910, f"open now: {opened}" if opened else "no open alerts now",
-             fontsize=9.5, va="top", color=colour)
+    fig.text(
+        0.06,
+        0.910,
+        f"open now: {opened}" if opened else "no open alerts now",
+        fontsize=9.5,
+        va="top",
+        color=colour,
+    )
 
 
 def render_figure(data: ReportData) -> Figure:
@@ -372,8 +583,14 @@ def render_figure(data: ReportData) -> Figure:
     FigureCanvasAgg(fig)
     n_rules = len({s.rule for s in data.alerts})
     grid = fig.add_gridspec(
-        5, 1, height_ratios=[3.2, 2.2, 2.0, 2.0, 0.7 + 0.32 * max(n_rules, 1)],
-        left=0.13, right=0.765, top=0.86, bottom=0.07, hspace=0.45,
+        5,
+        1,
+        height_ratios=[3.2, 2.2, 2.0, 2.0, 0.7 + 0.32 * max(n_rules, 1)],
+        left=0.13,
+        right=0.765,
+        top=0.86,
+        bottom=0.07,
+        hspace=0.45,
     )
     first = fig.add_subplot(grid[0])
     axes = [first, *(fig.add_subplot(grid[i], sharex=first) for i in range(1, 5))]
@@ -390,14 +607,15 @@ def render_figure(data: ReportData) -> Figure:
         bottom.set_major_locator(mdates.DayLocator(tz=dt.UTC))  # type: ignore[no-untyped-call]
     elif data.days <= WEEKLY_TICKS_UP_TO_DAYS:
         # Training is planned in weeks: a labelled tick each Monday, a small one each day.
-        bottom.set_major_locator(
-            mdates.WeekdayLocator(mdates.MO, tz=dt.UTC))  # type: ignore[no-untyped-call]
+        bottom.set_major_locator(mdates.WeekdayLocator(mdates.MO, tz=dt.UTC))  # type: ignore[no-untyped-call]
         bottom.set_minor_locator(mdates.DayLocator(tz=dt.UTC))  # type: ignore[no-untyped-call]
     else:
-        bottom.set_major_locator(mdates.AutoDateLocator(  # type: ignore[no-untyped-call]
-            minticks=4, maxticks=10, tz=dt.UTC))
-    bottom.set_major_formatter(
-        mdates.DateFormatter("%a\n%d %b", tz=dt.UTC))  # type: ignore[no-untyped-call]
+        bottom.set_major_locator(
+            mdates.AutoDateLocator(  # type: ignore[no-untyped-call]
+                minticks=4, maxticks=10, tz=dt.UTC
+            )
+        )
+    bottom.set_major_formatter(mdates.DateFormatter("%a\n%d %b", tz=dt.UTC))  # type: ignore[no-untyped-call]
     axes[-1].set_xlabel("date (UTC)")
     for ax in axes:
         ax.grid(True, axis="x", which="major", color="#d8d8d8", linewidth=0.8)
@@ -409,9 +627,15 @@ def render_figure(data: ReportData) -> Figure:
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
     _header(fig, data)
-    fig.text(0.06, 0.01, "Thresholds are practitioner heuristics (RULES.md), configurable, and "
-             "not medical advice. Morning values are per calendar day; sessions and grip tests "
-             "at their time.", fontsize=7.5, color=GREY)
+    fig.text(
+        0.06,
+        0.01,
+        "Thresholds are practitioner heuristics (RULES.md), configurable, and "
+        "not medical advice. Morning values are per calendar day; sessions and grip tests "
+        "at their time.",
+        fontsize=7.5,
+        color=GREY,
+    )
     return fig
 
 

@@ -40,66 +40,86 @@ def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
     if not alerts:
         return "<p>No open alerts: nothing to change.</p>"
     rows = "".join(
-        f'<tr><td><code>{_e(a.rule)}</code><br>{_e(a.title)}</td>'
+        f"<tr><td><code>{_e(a.rule)}</code><br>{_e(a.title)}</td>"
         f'<td><span class="state {_e(a.severity)}">{_e(a.severity.replace("_", " "))}</span></td>'
         f"<td>{a.raised:%Y-%m-%d %H:%M}</td><td>{_e(a.message)}</td><td>{_e(a.advice)}</td></tr>"
         for a in alerts
     )
-    return ("<table><tr><th>rule</th><th>severity</th><th>raised (UTC)</th><th>why</th>"
-            f"<th>what to do</th></tr>{rows}</table>")
+    return (
+        "<table><tr><th>rule</th><th>severity</th><th>raised (UTC)</th><th>why</th>"
+        f"<th>what to do</th></tr>{rows}</table>"
+    )
 
 
 def _mornings_table(data: ReportData) -> str:
     rows = []
     for m in [m for m in data.mornings if m.recorded][-LAST_READINGS:][::-1]:
-        band = ("–" if m.ln_band_low is None or m.ln_band_high is None
-                else f"{m.ln_band_low:.2f}–{m.ln_band_high:.2f}")
+        band = (
+            "–"
+            if m.ln_band_low is None or m.ln_band_high is None
+            else f"{m.ln_band_low:.2f}–{m.ln_band_high:.2f}"
+        )
         verdict = (m.band_position or "–") if m.accepted else f"rejected: {m.reject_reason}"
         rows.append(
             f"<tr><td>{m.day.isoformat()}</td><td class=num>{_fmt(m.ln_rmssd, '.2f')}</td>"
             f"<td class=num>{_fmt(m.rmssd_ms, '.1f')}</td><td class=num>{band}</td>"
             f"<td class=num>{_fmt(m.ln_7d_mean, '.2f')}</td><td>{_e(verdict)}</td>"
             f"<td class=num>{_fmt(m.resting_hr_bpm, '.1f')}</td>"
-            f"<td class=num>{_fmt(m.rhr_baseline_median_bpm, '.1f')}</td></tr>")
+            f"<td class=num>{_fmt(m.rhr_baseline_median_bpm, '.1f')}</td></tr>"
+        )
     if not rows:
         return "<p>No morning readings in this period.</p>"
-    return ("<table><tr><th>date</th><th>lnRMSSD</th><th>RMSSD [ms]</th><th>normal band</th>"
-            f"<th>{data.thresholds.rolling_mean_days}-day mean</th><th>vs band</th>"
-            "<th>resting HR [bpm]</th><th>baseline median [bpm]</th></tr>"
-            + "".join(rows) + "</table>")
+    return (
+        "<table><tr><th>date</th><th>lnRMSSD</th><th>RMSSD [ms]</th><th>normal band</th>"
+        f"<th>{data.thresholds.rolling_mean_days}-day mean</th><th>vs band</th>"
+        "<th>resting HR [bpm]</th><th>baseline median [bpm]</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _sessions_table(data: ReportData) -> str:
     limit = data.thresholds.smo2_slow_recovery_s
     rows = []
     for s in data.sessions[-LAST_READINGS:][::-1]:
-        value = ("no efforts" if s.recovery_s is None
-                 else f"{'≥ ' if s.lower_bound else ''}{s.recovery_s:.0f}")
-        verdict = ("–" if s.recovery_s is None
-                   else "slow" if s.recovery_s > limit else "recovered")
-        rows.append(f"<tr><td>{s.at:%Y-%m-%d %H:%M}</td><td class=num>{value}</td>"
-                    f"<td class=num>{s.n_efforts}</td><td>{verdict}</td></tr>")
+        value = (
+            "no efforts"
+            if s.recovery_s is None
+            else f"{'≥ ' if s.lower_bound else ''}{s.recovery_s:.0f}"
+        )
+        verdict = "–" if s.recovery_s is None else "slow" if s.recovery_s > limit else "recovered"
+        rows.append(
+            f"<tr><td>{s.at:%Y-%m-%d %H:%M}</td><td class=num>{value}</td>"
+            f"<td class=num>{s.n_efforts}</td><td>{verdict}</td></tr>"
+        )
     if not rows:
         return "<p>No sessions in this period.</p>"
-    return (f"<table><tr><th>session (UTC)</th><th>SmO2 recovery [s]</th><th>efforts</th>"
-            f"<th>vs {limit:g} s</th></tr>" + "".join(rows) + "</table>")
+    return (
+        f"<table><tr><th>session (UTC)</th><th>SmO2 recovery [s]</th><th>efforts</th>"
+        f"<th>vs {limit:g} s</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _grips_table(data: ReportData) -> str:
     rows = []
     for g in data.grips[-LAST_READINGS:][::-1]:
-        last = ("–" if g.last_drop is None
-                else f"{_fmt(g.last_drop[1], '.1f')} @ {g.last_drop[0]:g} min")
+        last = (
+            "–"
+            if g.last_drop is None
+            else f"{_fmt(g.last_drop[1], '.1f')} @ {g.last_drop[0]:g} min"
+        )
         rows.append(
             f"<tr><td>{g.at:%Y-%m-%d %H:%M}</td><td class=num>{_fmt(g.mvc_kg, '.1f')}</td>"
             f"<td class=num>{_fmt(g.drop_pct, '.1f')}</td>"
             f"<td class=num>{last}</td>"
-            f"<td class=num>{_fmt(g.threshold_pct, '.1f')}</td><td>{_e(g.grip_class)}</td></tr>")
+            f"<td class=num>{_fmt(g.threshold_pct, '.1f')}</td><td>{_e(g.grip_class)}</td></tr>"
+        )
     if not rows:
         return "<p>No grip tests in this period.</p>"
-    return ("<table><tr><th>test (UTC)</th><th>MVC [kg]</th><th>worst drop [%]</th>"
-            "<th>last test drop [%]</th><th>real-drop threshold [%]</th><th>class</th></tr>"
-            + "".join(rows) + "</table>")
+    return (
+        "<table><tr><th>test (UTC)</th><th>MVC [kg]</th><th>worst drop [%]</th>"
+        "<th>last test drop [%]</th><th>real-drop threshold [%]</th><th>class</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def render_html(data: ReportData, png: bytes | None = None) -> str:
@@ -110,12 +130,17 @@ def render_html(data: ReportData, png: bytes | None = None) -> str:
     if latest is None:
         summary = "no accepted morning reading in this period"
     else:
-        band = ("" if latest.ln_band_low is None or latest.ln_band_high is None else
-                f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
-                f"{latest.ln_band_high:.2f})")
-        summary = (f"latest morning {latest.day.isoformat()}: lnRMSSD "
-                   f"<b>{_fmt(latest.ln_rmssd, '.2f')}</b>{band}, resting HR "
-                   f"{_fmt(latest.resting_hr_bpm, '.1f', ' bpm')}")
+        band = (
+            ""
+            if latest.ln_band_low is None or latest.ln_band_high is None
+            else f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
+            f"{latest.ln_band_high:.2f})"
+        )
+        summary = (
+            f"latest morning {latest.day.isoformat()}: lnRMSSD "
+            f"<b>{_fmt(latest.ln_rmssd, '.2f')}</b>{band}, resting HR "
+            f"{_fmt(latest.resting_hr_bpm, '.1f', ' bpm')}"
+        )
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     state = data.status
     width, height = PNG_SIZE_PX

@@ -216,8 +216,10 @@ def live_result(
             fields = {"hr_bpm": sample.hr_bpm, "rr_ms": [float(r) for r in sample.rr_ms]}
         case SmO2Sample():
             kind = Kind.SMO2
-            fields = {"smo2_pct": to_jsonable(sample.smo2_pct),
-                      "thb_gdl": to_jsonable(sample.thb_gdl)}
+            fields = {
+                "smo2_pct": to_jsonable(sample.smo2_pct),
+                "thb_gdl": to_jsonable(sample.thb_gdl),
+            }
         case ForceSample():
             kind = Kind.FORCE
             fields = {"force_kg": to_jsonable(sample.force_kg)}
@@ -230,8 +232,11 @@ def live_result(
 
 
 #: Names the processors' ``Alert`` uses → names of the alert object in SCHEMA.md.
-_ALERT_RENAMES: Final = {"rule_id": "rule", "raised_at_ns": "raised_ts_ns",
-                         "cleared_at_ns": "cleared_ts_ns"}
+_ALERT_RENAMES: Final = {
+    "rule_id": "rule",
+    "raised_at_ns": "raised_ts_ns",
+    "cleared_at_ns": "cleared_ts_ns",
+}
 # Already in the payload header (or meaningless inside it).
 _ALERT_DROPPED: Final = frozenset({"schema", "athlete"})
 

@@ -68,14 +68,34 @@ async def emulated_athlete_devices(
 
     seed = 1000 + 10 * index
     peripherals: list[tuple[str, Any, type[DeviceDriver]]] = [
-        (STRAP, ChestStrap(f"H10 {athlete}", speed=speed, seed=seed,
-                           rr_params=RRParameters(mean_hr_bpm=62.0 + 3 * index, rmssd_ms=45.0,
-                                                  ectopic_rate=0.003)), HeartRateDriver),
-        (MOXY, MoxySensor(f"Moxy {athlete}", speed=speed, seed=seed + 1,
-                          schedule=DEFAULT_SCHEDULE,
-                          params=SmO2Parameters(recovery_tau_s=smo2_recovery_tau_s)), MoxyDriver),
-        (POWER, PowerMeter(f"Power {athlete}", speed=speed, seed=seed + 2,
-                           schedule=DEFAULT_SCHEDULE), PowerMeterDriver),
+        (
+            STRAP,
+            ChestStrap(
+                f"H10 {athlete}",
+                speed=speed,
+                seed=seed,
+                rr_params=RRParameters(
+                    mean_hr_bpm=62.0 + 3 * index, rmssd_ms=45.0, ectopic_rate=0.003
+                ),
+            ),
+            HeartRateDriver,
+        ),
+        (
+            MOXY,
+            MoxySensor(
+                f"Moxy {athlete}",
+                speed=speed,
+                seed=seed + 1,
+                schedule=DEFAULT_SCHEDULE,
+                params=SmO2Parameters(recovery_tau_s=smo2_recovery_tau_s),
+            ),
+            MoxyDriver,
+        ),
+        (
+            POWER,
+            PowerMeter(f"Power {athlete}", speed=speed, seed=seed + 2, schedule=DEFAULT_SCHEDULE),
+            PowerMeterDriver,
+        ),
     ]
     out = []
     for device_id, peripheral, driver_cls in peripherals:
@@ -94,8 +114,9 @@ async def emulated_athlete_devices(
 
 
 @contextlib.asynccontextmanager
-async def running(pipeline: Pipeline, view: LiveView | None = None
-                  ) -> AsyncIterator[asyncio.Task[None]]:
+async def running(
+    pipeline: Pipeline, view: LiveView | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``pipeline`` as a task (yielded) and ``view`` beside it, SIGINT and SIGTERM asking
     the pipeline to stop; on leaving, stop it and wait while it flushes to the sinks (its
     errors are not raised here), then stop the view and remove the signal handlers."""
@@ -113,8 +134,9 @@ async def running(pipeline: Pipeline, view: LiveView | None = None
         undo()
 
 
-async def run_for(pipeline: Pipeline, duration_s: float | None,
-                  on_tick: Callable[[], None] | None = None) -> None:
+async def run_for(
+    pipeline: Pipeline, duration_s: float | None, on_tick: Callable[[], None] | None = None
+) -> None:
     """Wait until ``duration_s`` real seconds pass (None: for ever) or the pipeline is asked
     to stop (signal); then ask it to stop."""
     loop = asyncio.get_running_loop()
@@ -151,5 +173,6 @@ async def wait_connected(driver: DeviceDriver, timeout_s: float, what: str) -> N
                 f"{what} {driver.address} did not connect within {timeout_s:.0f} s"
                 + (f" ({status.last_error})" if status.last_error else "")
                 + "; wake it (wear the strap / squeeze the dynamometer), check the address "
-                "with `redox-streamer scan`, and close other apps connected to it")
+                "with `redox-streamer scan`, and close other apps connected to it"
+            )
         await asyncio.sleep(0.05)

@@ -255,8 +255,9 @@ class Store:
 
     # --- history ----------------------------------------------------------------------------
 
-    def save_morning(self, athlete: str, day: dt.date | str, ts_ns: int,
-                     data: Mapping[str, JsonValue]) -> None:
+    def save_morning(
+        self, athlete: str, day: dt.date | str, ts_ns: int, data: Mapping[str, JsonValue]
+    ) -> None:
         """Store the morning reading of ``athlete`` on ``day`` (replaces that day's one)."""
         with self._tx() as db:
             db.execute(
@@ -266,32 +267,40 @@ class Store:
                 (athlete, _iso_date(day), ts_ns, _dumps(data)),
             )
 
-    def morning_history(self, athlete: str, start: dt.date | str | None = None,
-                        end: dt.date | str | None = None) -> list[Row]:
+    def morning_history(
+        self, athlete: str, start: dt.date | str | None = None, end: dt.date | str | None = None
+    ) -> list[Row]:
         """Daily morning readings of ``athlete`` from ``start`` to ``end`` inclusive, by date."""
         rows = self._query(
             "SELECT athlete, ts_ns, data, date FROM morning WHERE athlete = ? "
             "AND date >= ? AND date <= ? ORDER BY date",
-            (athlete, _iso_date(start) if start else "0000-01-01",
-             _iso_date(end) if end else "9999-12-31"),
+            (
+                athlete,
+                _iso_date(start) if start else "0000-01-01",
+                _iso_date(end) if end else "9999-12-31",
+            ),
         )
-        return [Row(str(a), _int(t), _loads(str(d)), None, str(day))
-                for a, t, d, day in rows]
+        return [Row(str(a), _int(t), _loads(str(d)), None, str(day)) for a, t, d, day in rows]
 
-    def add_session(self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue],
-                    device: str | None = None) -> None:
+    def add_session(
+        self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue], device: str | None = None
+    ) -> None:
         """Store a session summary (oxygenation recovery per session)."""
         with self._tx() as db:
-            db.execute("INSERT INTO sessions (athlete, ts_ns, device, data) VALUES (?, ?, ?, ?)",
-                       (athlete, ts_ns, device, _dumps(data)))
+            db.execute(
+                "INSERT INTO sessions (athlete, ts_ns, device, data) VALUES (?, ?, ?, ?)",
+                (athlete, ts_ns, device, _dumps(data)),
+            )
 
-    def sessions(self, athlete: str, since_ns: int | None = None,
-                 until_ns: int | None = None) -> list[Row]:
+    def sessions(
+        self, athlete: str, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[Row]:
         """Session summaries of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
         return self._rows("sessions", athlete, since_ns, until_ns)
 
-    def add_grip_test(self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue],
-                      device: str | None = None) -> None:
+    def add_grip_test(
+        self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue], device: str | None = None
+    ) -> None:
         """Store a grip test."""
         with self._tx() as db:
             db.execute(
@@ -299,24 +308,32 @@ class Store:
                 (athlete, ts_ns, device, _dumps(data)),
             )
 
-    def grip_tests(self, athlete: str, since_ns: int | None = None,
-                   until_ns: int | None = None) -> list[Row]:
+    def grip_tests(
+        self, athlete: str, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[Row]:
         """Grip tests of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
         return self._rows("grip_tests", athlete, since_ns, until_ns)
 
-    def _rows(self, table: str, athlete: str, since_ns: int | None,
-              until_ns: int | None) -> list[Row]:
+    def _rows(
+        self, table: str, athlete: str, since_ns: int | None, until_ns: int | None
+    ) -> list[Row]:
         rows = self._query(
             f"SELECT athlete, ts_ns, data, device FROM {table} WHERE athlete = ? "
             "AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, id",
-            (athlete, since_ns if since_ns is not None else -(2**63),
-             until_ns if until_ns is not None else 2**63 - 1),
+            (
+                athlete,
+                since_ns if since_ns is not None else -(2**63),
+                until_ns if until_ns is not None else 2**63 - 1,
+            ),
         )
-        return [Row(str(a), _int(t), _loads(str(d)), None if dev is None else str(dev))
-                for a, t, d, dev in rows]
+        return [
+            Row(str(a), _int(t), _loads(str(d)), None if dev is None else str(dev))
+            for a, t, d, dev in rows
+        ]
 
-    def add_alert(self, athlete: str, ts_ns: int, rule: str, state: str,
-                  data: Mapping[str, JsonValue]) -> None:
+    def add_alert(
+        self, athlete: str, ts_ns: int, rule: str, state: str, data: Mapping[str, JsonValue]
+    ) -> None:
         """Store an alert event (``state`` ``raised`` or ``cleared``)."""
         with self._tx() as db:
             db.execute(
@@ -324,17 +341,21 @@ class Store:
                 (athlete, ts_ns, rule, state, _dumps(data)),
             )
 
-    def alerts(self, athlete: str | None = None, since_ns: int | None = None,
-               until_ns: int | None = None) -> list[AlertRow]:
+    def alerts(
+        self, athlete: str | None = None, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[AlertRow]:
         """Alert events (of one athlete, or all) with ``since_ns <= ts_ns < until_ns``."""
         rows = self._query(
             "SELECT athlete, ts_ns, rule, state, data FROM alerts WHERE "
             "(? IS NULL OR athlete = ?) AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, id",
-            (athlete, athlete, since_ns if since_ns is not None else -(2**63),
-             until_ns if until_ns is not None else 2**63 - 1),
+            (
+                athlete,
+                athlete,
+                since_ns if since_ns is not None else -(2**63),
+                until_ns if until_ns is not None else 2**63 - 1,
+            ),
         )
-        return [AlertRow(str(a), _int(t), str(r), str(s), _loads(str(d)))
-                for a, t, r, s, d in rows]
+        return [AlertRow(str(a), _int(t), str(r), str(s), _loads(str(d))) for a, t, r, s, d in rows]
 
     def athletes(self) -> list[str]:
         """Athlete ids with any history (morning, session, grip test, alert), sorted."""
@@ -353,8 +374,12 @@ class Store:
         match result.kind:
             case Kind.MORNING:
                 day = fields.get("date")
-                self.save_morning(result.athlete, str(day) if day else _utc_date(result.ts_ns),
-                                  result.ts_ns, fields)
+                self.save_morning(
+                    result.athlete,
+                    str(day) if day else _utc_date(result.ts_ns),
+                    result.ts_ns,
+                    fields,
+                )
             case Kind.OXYGENATION if fields.get("scope") == "session":
                 self.add_session(result.athlete, result.ts_ns, fields, result.device)
             case Kind.GRIP:
@@ -363,8 +388,13 @@ class Store:
                 event = fields.get("event")
                 if not isinstance(event, dict):
                     raise ValueError("an alerts result needs an 'event' object")
-                self.add_alert(result.athlete, result.ts_ns, str(event.get("rule")),
-                               str(event.get("state")), event)
+                self.add_alert(
+                    result.athlete,
+                    result.ts_ns,
+                    str(event.get("rule")),
+                    str(event.get("state")),
+                    event,
+                )
             case _:
                 return False
         return True
@@ -398,14 +428,16 @@ class Store:
 
     def load_baseline(self, athlete: str, name: str) -> dict[str, JsonValue] | None:
         """The saved baseline ``name`` of ``athlete``, or ``None``."""
-        rows = self._query("SELECT data FROM baselines WHERE athlete = ? AND name = ?",
-                           (athlete, name))
+        rows = self._query(
+            "SELECT data FROM baselines WHERE athlete = ? AND name = ?", (athlete, name)
+        )
         return _loads(str(rows[0][0])) if rows else None
 
     def baselines(self, athlete: str) -> dict[str, dict[str, JsonValue]]:
         """Every saved baseline of ``athlete`` by name."""
-        rows = self._query("SELECT name, data FROM baselines WHERE athlete = ? ORDER BY name",
-                           (athlete,))
+        rows = self._query(
+            "SELECT name, data FROM baselines WHERE athlete = ? ORDER BY name", (athlete,)
+        )
         return {str(n): _loads(str(d)) for n, d in rows}
 
     # --- sequence numbers -------------------------------------------------------------------
@@ -437,8 +469,9 @@ class Store:
 
     # --- MQTT outbox ------------------------------------------------------------------------
 
-    def mqtt_enqueue(self, topic: str, render: Callable[[int], bytes], *, qos: int = 1,
-                     retain: bool = False) -> int:
+    def mqtt_enqueue(
+        self, topic: str, render: Callable[[int], bytes], *, qos: int = 1, retain: bool = False
+    ) -> int:
         """Append a message to the MQTT outbox, numbering it in the same transaction.
 
         ``render(seq)`` builds the payload for the topic's next sequence number, so a
@@ -477,11 +510,19 @@ class Store:
         """The oldest ``limit`` outbox messages with ``id > after_id``, in insertion order."""
         rows = self._query(
             "SELECT id, topic, payload, qos, retain FROM mqtt_outbox WHERE id > ? "
-            "ORDER BY id LIMIT ?", (after_id, limit),
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
         )
-        return [MqttMessage(_int(i), str(t), bytes(p) if isinstance(p, bytes | memoryview)
-                            else str(p).encode(), _int(q), bool(r))
-                for i, t, p, q, r in rows]
+        return [
+            MqttMessage(
+                _int(i),
+                str(t),
+                bytes(p) if isinstance(p, bytes | memoryview) else str(p).encode(),
+                _int(q),
+                bool(r),
+            )
+            for i, t, p, q, r in rows
+        ]
 
     def mqtt_ack(self, through_id: int) -> int:
         """Remove every outbox message with ``id <= through_id``; returns how many."""
@@ -500,8 +541,10 @@ class Store:
             return
         now = time.time_ns()
         with self._tx() as db:
-            db.executemany("INSERT INTO influx_outbox (line, created_ns) VALUES (?, ?)",
-                           [(line, now) for line in lines])
+            db.executemany(
+                "INSERT INTO influx_outbox (line, created_ns) VALUES (?, ?)",
+                [(line, now) for line in lines],
+            )
 
     def influx_peek(self, limit: int = 5000) -> list[InfluxLine]:
         """The oldest ``limit`` points of the InfluxDB outbox, in insertion order."""
@@ -523,14 +566,17 @@ class Store:
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO influx_dead_letter (line, status, error, created_ns) "
-                "VALUES (?, ?, ?, ?)", [(line, status, error, now) for line in lines],
+                "VALUES (?, ?, ?, ?)",
+                [(line, status, error, now) for line in lines],
             )
 
     def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
         """The oldest ``limit`` dead-lettered points."""
         rows = self._query(
             "SELECT id, line, status, error, created_ns FROM influx_dead_letter "
-            "ORDER BY id LIMIT ?", (limit,),
+            "ORDER BY id LIMIT ?",
+            (limit,),
         )
-        return [DeadLetter(_int(i), str(line), _int(s), str(e), _int(c))
-                for i, line, s, e, c in rows]
+        return [
+            DeadLetter(_int(i), str(line), _int(s), str(e), _int(c)) for i, line, s, e, c in rows
+        ]

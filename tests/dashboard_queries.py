@@ -59,9 +59,15 @@ def dashboard_queries(path: Path) -> list[Query]:
         if panel.get("type") == "row":
             continue
         for target in panel.get("targets", []):
-            out.append(Query(name, f"panel {panel.get('title')!r} target {target.get('refId')}",
-                             "panel", str(target.get("query", "")),
-                             bool(target.get("rawQuery"))))
+            out.append(
+                Query(
+                    name,
+                    f"panel {panel.get('title')!r} target {target.get('refId')}",
+                    "panel",
+                    str(target.get("query", "")),
+                    bool(target.get("rawQuery")),
+                )
+            )
     for var in dash.get("templating", {}).get("list", []):
         if var.get("type") == "query" and _is_influx(var.get("datasource")):
             query = var.get("query")
@@ -69,15 +75,25 @@ def dashboard_queries(path: Path) -> list[Query]:
             out.append(Query(name, f"variable {var.get('name')}", "variable", text, True))
     for ann in dash.get("annotations", {}).get("list", []):
         if _is_influx(ann.get("datasource")):
-            out.append(Query(name, f"annotation {ann.get('name')!r}", "annotation",
-                             str(ann.get("query", "")), True))
+            out.append(
+                Query(
+                    name,
+                    f"annotation {ann.get('name')!r}",
+                    "annotation",
+                    str(ann.get("query", "")),
+                    True,
+                )
+            )
     return out
 
 
 def panels_without_targets(path: Path) -> list[str]:
     """Titles of non-row panels that have no query at all (they would show nothing)."""
-    return [str(p.get("title")) for p in _panels(load(path).get("panels", []))
-            if p.get("type") != "row" and not p.get("targets")]
+    return [
+        str(p.get("title"))
+        for p in _panels(load(path).get("panels", []))
+        if p.get("type") != "row" and not p.get("targets")
+    ]
 
 
 def datasource_uids(path: Path) -> set[str]:
@@ -124,6 +140,7 @@ def substitute(text: str, variables: Mapping[str, str]) -> str:
     A variable that ``variables`` does not define raises ``KeyError`` naming it: a query
     must not reach the server with a ``$`` Grafana would have filled in.
     """
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2) or match.group(3)
         if name not in variables:

@@ -47,8 +47,14 @@ class CaptureSink:
         return {"results": len(self.results)}
 
 
-async def replay(store_path: Path, sinks: Sequence[Sink], *, athletes: int = 2,
-                 days: int = 26, settle: Sequence[Any] = ()) -> list[str]:
+async def replay(
+    store_path: Path,
+    sinks: Sequence[Sink],
+    *,
+    athletes: int = 2,
+    days: int = 26,
+    settle: Sequence[Any] = (),
+) -> list[str]:
     """Replay ``days`` of history plus one live day for ``athletes`` into ``sinks``.
 
     ``settle`` are sinks with a ``status()`` holding ``outbox_depth`` and ``buffered``
@@ -67,8 +73,14 @@ async def replay(store_path: Path, sinks: Sequence[Sink], *, athletes: int = 2,
 
         # History replays far faster than real time: lanes big enough that no live sample
         # is shed, and time to deliver at shutdown even on a busy machine.
-        pipeline = Pipeline(make, store, list(sinks), athletes=[p.athlete for p in plans],
-                            live_lane_size=1_000_000, flush_timeout_s=30.0)
+        pipeline = Pipeline(
+            make,
+            store,
+            list(sinks),
+            athletes=[p.athlete for p in plans],
+            live_lane_size=1_000_000,
+            flush_timeout_s=30.0,
+        )
         task = asyncio.create_task(pipeline.run())
         try:
             await replay_history(pipeline.put, plans, dates)
@@ -83,7 +95,8 @@ async def replay(store_path: Path, sinks: Sequence[Sink], *, athletes: int = 2,
                 # Live samples wait in the pipeline's lanes, then in the sinks' batches
                 # (written about every second): wait until all are through.
                 while any(c.lane_depth for c in pipeline.status().sinks.values()) or any(  # noqa: ASYNC110
-                        s.status()["outbox_depth"] or s.status()["buffered"] for s in settle):
+                    s.status()["outbox_depth"] or s.status()["buffered"] for s in settle
+                ):
                     await asyncio.sleep(0.1)
         finally:
             pipeline.stop()

@@ -59,8 +59,12 @@ class Subscriber:
     async def _run(self) -> None:
         while True:
             client = aiomqtt.Client(
-                self.host, self.port, identifier=self.client_id,
-                clean_session=not self.persistent, timeout=3, keepalive=5,
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                clean_session=not self.persistent,
+                timeout=3,
+                keepalive=5,
             )
             try:
                 async with client:
@@ -86,13 +90,15 @@ class Subscriber:
     def on(self, topic: str) -> list[Received]:
         return [r for r in self.received if r.topic == topic]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 15.0,
-                       what: str = "condition") -> None:
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition"
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; got "
-                                     f"{len(self.received)} messages")
+                raise AssertionError(
+                    f"timed out waiting for {what}; got {len(self.received)} messages"
+                )
             await asyncio.sleep(0.02)
 
 
@@ -116,8 +122,20 @@ class ProcessSubscriber:
 
     async def start(self, binary: str = "mosquitto_sub") -> ProcessSubscriber:
         self._proc = await asyncio.create_subprocess_exec(
-            binary, "-h", self.host, "-p", str(self.port), "-i", self.client_id, "-c",
-            "-q", "1", "-t", self.topic, "-F", "%r %q %t %p",
+            binary,
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-i",
+            self.client_id,
+            "-c",
+            "-q",
+            "1",
+            "-t",
+            self.topic,
+            "-F",
+            "%r %q %t %p",
             stdout=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read())
@@ -150,13 +168,15 @@ class ProcessSubscriber:
     def on(self, topic: str) -> list[Received]:
         return [r for r in self.received if r.topic == topic]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 15.0,
-                       what: str = "condition") -> None:
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition"
+    ) -> None:
         await eventually(predicate, timeout_s, what)
 
 
-async def eventually(condition: Callable[[], object], timeout_s: float = 10.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    condition: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
+) -> None:
     """Poll ``condition`` every 20 ms until it is true; AssertionError after ``timeout_s``."""
     for _ in range(max(1, int(timeout_s / 0.02))):
         if condition():
@@ -186,8 +206,9 @@ class ThreadSubscriber:
     collects, for tests without an event loop. With ``client_id`` the session is persistent
     (``-c``): the broker queues for it while it is away."""
 
-    def __init__(self, port: int, *, protocol: str = "mqttv311",
-                 client_id: str | None = None) -> None:
+    def __init__(
+        self, port: int, *, protocol: str = "mqttv311", client_id: str | None = None
+    ) -> None:
         # Imported here: tests.publisher_proc imports this module in a child process that
         # needs neither pytest nor the server helpers.
         from tests.servers import require_binary
@@ -195,9 +216,24 @@ class ThreadSubscriber:
         binary = require_binary("mosquitto_sub", "mosquitto-clients")
         persistent = ["-c", "-i", client_id] if client_id else []
         self.proc = subprocess.Popen(
-            [binary, "-h", "127.0.0.1", "-p", str(port), "-V", protocol, "-t", "redox/#",
-             "-v", "-q", "1", *persistent],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                binary,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-V",
+                protocol,
+                "-t",
+                "redox/#",
+                "-v",
+                "-q",
+                "1",
+                *persistent,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         self.lines: list[str] = []
         self._thread = threading.Thread(target=self._read, daemon=True)

@@ -24,8 +24,9 @@ from tests.mqtt_helpers import eventually
 
 
 async def main(db: Path, port: int, count: int, interval_s: float, athlete: str) -> None:
-    config = MqttConfig(host="127.0.0.1", port=port, publish_timeout_s=1.0,
-                        client_id=f"publisher-proc-{athlete}")
+    config = MqttConfig(
+        host="127.0.0.1", port=port, publish_timeout_s=1.0, client_id=f"publisher-proc-{athlete}"
+    )
     with Store(db) as store:
         publisher = MqttPublisher(config, store, backoff=Backoff(0.1, 0.5))
         runner = asyncio.create_task(publisher.run())
@@ -34,8 +35,11 @@ async def main(db: Path, port: int, count: int, interval_s: float, athlete: str)
             publisher.accept([result])
             print(f"queued {store.last_seq(publisher.topics.for_result(result))}", flush=True)
             await asyncio.sleep(interval_s)
-        await eventually(lambda: publisher.connected and not publisher.status()["outbox_depth"],
-                         timeout_s=3600, what="an empty outbox")
+        await eventually(
+            lambda: publisher.connected and not publisher.status()["outbox_depth"],
+            timeout_s=3600,
+            what="an empty outbox",
+        )
         print("drained", flush=True)
         await runner
 

@@ -45,8 +45,13 @@ def require_binary(name: str, package: str) -> str:
     return path
 
 
-def _wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
-                log: Path, timeout_s: float = 20.0) -> None:
+def _wait_until(
+    ready: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float = 20.0,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -94,7 +99,10 @@ class ServerProcess:
             return
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
                 start_new_session=True,
             )
         _wait_until(self.ready, self.name, self.proc, self.log)
@@ -233,8 +241,9 @@ class VictoriaMetrics(ServerProcess):
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/health")
 
-    def export(self, match: str, min_rows: int = 1, timeout_s: float = 10.0
-               ) -> list[dict[str, object]]:
+    def export(
+        self, match: str, min_rows: int = 1, timeout_s: float = 10.0
+    ) -> list[dict[str, object]]:
         """Series matching the PromQL selector ``match`` (/api/v1/export JSON lines).
 
         Freshly written points become searchable only after a flush and an index update,

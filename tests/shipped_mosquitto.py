@@ -34,8 +34,9 @@ _PASSWORD_ENV = {
 }
 
 
-def render_shipped_conf(text: str, *, port: int, password_file: Path, acl_file: Path,
-                        data_dir: Path) -> str:
+def render_shipped_conf(
+    text: str, *, port: int, password_file: Path, acl_file: Path, data_dir: Path
+) -> str:
     """The shipped config with only its listener port and file paths replaced.
 
     Each substituted directive must occur exactly once (uncommented) in ``text``, so a
@@ -99,9 +100,14 @@ def start_shipped_mosquitto(workdir: Path) -> ShippedBroker:
     make_password_file(passwd)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
-    conf.write_text(render_shipped_conf(
-        SHIPPED_CONF.read_text(), port=server.port, password_file=passwd,
-        acl_file=SHIPPED_ACL, data_dir=data,
-    ))
+    conf.write_text(
+        render_shipped_conf(
+            SHIPPED_CONF.read_text(),
+            port=server.port,
+            password_file=passwd,
+            acl_file=SHIPPED_ACL,
+            data_dir=data,
+        )
+    )
     server.start()
     return ShippedBroker(server)

@@ -36,18 +36,55 @@ def test_pair_by_scanning_takes_the_one_unpaired_device_of_the_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    assert main(["pair", "add", "--athlete", "anna", "--kind", "strap", "--emulated",
-                 "--registry", str(registry), "--config", str(_config(tmp_path))]) == 0
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                "--athlete",
+                "anna",
+                "--kind",
+                "strap",
+                "--emulated",
+                "--registry",
+                str(registry),
+                "--config",
+                str(_config(tmp_path)),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert f"paired {STRAP_EMU} (Polar H10 EMU1) to anna as strap" in out.out
     assert "note:" not in out.err  # anna is configured
     stored = tomllib.loads(registry.read_text())["device"]
-    assert stored == [{"address": STRAP_EMU, "athlete": "anna", "kind": "strap",
-                       "name": "Polar H10 EMU1", "role": ""}]
+    assert stored == [
+        {
+            "address": STRAP_EMU,
+            "athlete": "anna",
+            "kind": "strap",
+            "name": "Polar H10 EMU1",
+            "role": "",
+        }
+    ]
 
     # the only strap in range is now paired: a second scan-pair says so, changes nothing
-    assert main(["pair", "add", "--athlete", "bo", "--kind", "strap", "--emulated",
-                 "--registry", str(registry)]) == 2
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                "--athlete",
+                "bo",
+                "--kind",
+                "strap",
+                "--emulated",
+                "--registry",
+                str(registry),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no unpaired strap device seen" in err
     assert "1 already paired" in err
@@ -58,26 +95,68 @@ def test_pair_by_address_learns_the_kind_and_name_from_a_scan(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    assert main(["pair", "add", MOXY_EMU.lower().replace(":", "-"), "--athlete", "anna",
-                 "--role", "left vastus lateralis", "--emulated",
-                 "--registry", str(registry)]) == 0
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                MOXY_EMU.lower().replace(":", "-"),
+                "--athlete",
+                "anna",
+                "--role",
+                "left vastus lateralis",
+                "--emulated",
+                "--registry",
+                str(registry),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     device = DeviceRegistry.load(registry).get(MOXY_EMU)
-    assert device == PairedDevice(MOXY_EMU, "anna", DeviceKind.SMO2, "Moxy EMU1",
-                                  "left vastus lateralis")
+    assert device == PairedDevice(
+        MOXY_EMU, "anna", DeviceKind.SMO2, "Moxy EMU1", "left vastus lateralis"
+    )
 
 
 def test_pair_by_address_of_a_device_out_of_range_needs_the_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    assert main(["pair", "add", "C0:00:00:00:00:99", "--athlete", "anna", "--emulated",
-                 "--registry", str(registry)]) == 2
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                "C0:00:00:00:00:99",
+                "--athlete",
+                "anna",
+                "--emulated",
+                "--registry",
+                str(registry),
+            ]
+        )
+        == 2
+    )
     assert "give --kind" in capsys.readouterr().err
     assert not registry.exists()
     # with the kind, no scan is needed
-    assert main(["pair", "add", "C0:00:00:00:00:99", "--athlete", "anna", "--kind", "power",
-                 "--registry", str(registry)]) == 0
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                "C0:00:00:00:00:99",
+                "--athlete",
+                "anna",
+                "--kind",
+                "power",
+                "--registry",
+                str(registry),
+            ]
+        )
+        == 0
+    )
     assert DeviceRegistry.load(registry).get("C0:00:00:00:00:99") is not None
 
 
@@ -100,23 +179,45 @@ def test_pairing_an_address_twice_needs_replace(
 def test_pairing_to_an_athlete_not_in_the_config_warns_that_run_ignores_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["pair", "add", STRAP_EMU, "--kind", "strap", "--athlete", "zoe",
-                 "--registry", str(tmp_path / "d.toml"),
-                 "--config", str(_config(tmp_path))]) == 0
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                STRAP_EMU,
+                "--kind",
+                "strap",
+                "--athlete",
+                "zoe",
+                "--registry",
+                str(tmp_path / "d.toml"),
+                "--config",
+                str(_config(tmp_path)),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "'zoe' is not an athlete in" in err
     assert 'id = "zoe"' in err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["pair", "add", "not-an-address", "--athlete", "a", "--kind", "strap"],
-     "is not a Bluetooth address"),
-    (["pair", "add", "--athlete", "a"], "give the device's ADDRESS, or --kind"),
-    (["pair", "add", STRAP_EMU, "--athlete", "a", "--kind", "spo2"],
-     "redox-streamer streams strap, smo2, grip, power devices"),
-    (["pair", "add", STRAP_EMU, "--athlete", " ", "--kind", "strap"], "athlete name is empty"),
-    (["pair", "remove", STRAP_EMU], "is not in the device registry"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["pair", "add", "not-an-address", "--athlete", "a", "--kind", "strap"],
+            "is not a Bluetooth address",
+        ),
+        (["pair", "add", "--athlete", "a"], "give the device's ADDRESS, or --kind"),
+        (
+            ["pair", "add", STRAP_EMU, "--athlete", "a", "--kind", "spo2"],
+            "redox-streamer streams strap, smo2, grip, power devices",
+        ),
+        (["pair", "add", STRAP_EMU, "--athlete", " ", "--kind", "strap"], "athlete name is empty"),
+        (["pair", "remove", STRAP_EMU], "is not in the device registry"),
+    ],
+)
 def test_bad_input_is_a_one_line_error_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
@@ -133,8 +234,9 @@ def test_unknown_kind_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str
     assert "expected one of: strap, smo2" in capsys.readouterr().err
 
 
-def test_a_broken_registry_file_is_named(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_registry_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     registry = tmp_path / "d.toml"
     registry.write_text("[[device]\n")
     assert main(["pair", "list", "--registry", str(registry)]) == 2
@@ -146,13 +248,26 @@ def test_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["pair", "list", "--registry", str(registry)]) == 0
     assert "No paired devices" in capsys.readouterr().out
     for address, kind in ((STRAP_EMU, "strap"), (MOXY_EMU, "smo2")):
-        assert main(["pair", "add", address, "--athlete", "anna", "--kind", kind,
-                     "--registry", str(registry)]) == 0
+        assert (
+            main(
+                [
+                    "pair",
+                    "add",
+                    address,
+                    "--athlete",
+                    "anna",
+                    "--kind",
+                    kind,
+                    "--registry",
+                    str(registry),
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     assert main(["pair", "list", "--json", "--registry", str(registry)]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [(d["address"], d["kind"]) for d in listed] == [(STRAP_EMU, "strap"),
-                                                          (MOXY_EMU, "smo2")]
+    assert [(d["address"], d["kind"]) for d in listed] == [(STRAP_EMU, "strap"), (MOXY_EMU, "smo2")]
     assert main(["pair", "list", "--registry", str(registry)]) == 0
     table = capsys.readouterr().out
     assert STRAP_EMU in table
@@ -180,16 +295,47 @@ def test_several_unpaired_devices_of_the_kind_are_listed_not_guessed(tmp_path: P
     assert _choose(found, registry, DeviceKind.STRAP, 5.0).address == "C0:00:00:00:00:0B"
 
 
-def test_run_streams_what_was_paired(tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_streams_what_was_paired(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Pair by scanning the emulated fleet, then `run --emulated` with that registry serves
     the paired addresses from emulators and streams them for the configured athlete."""
     registry = tmp_path / "devices.toml"
     config = _config(tmp_path)
-    assert main(["pair", "add", "--athlete", "anna", "--kind", "strap", "--emulated",
-                 "--registry", str(registry), "--config", str(config)]) == 0
-    assert main(["run", "--config", str(config), "--registry", str(registry), "--emulated",
-                 "--speed", "30", "--duration", "4", "--plain"]) == 0
+    assert (
+        main(
+            [
+                "pair",
+                "add",
+                "--athlete",
+                "anna",
+                "--kind",
+                "strap",
+                "--emulated",
+                "--registry",
+                str(registry),
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(config),
+                "--registry",
+                str(registry),
+                "--emulated",
+                "--speed",
+                "30",
+                "--duration",
+                "4",
+                "--plain",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "anna: HR" in out
     assert "strap:up" in out

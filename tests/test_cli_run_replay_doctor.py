@@ -21,11 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 1_767_000_000_000_000_000  # a morning in late 2025, ns
 
 
-def write_morning_recording(path: Path, *, ectopic_rate: float = 0.0, seconds: float = 380.0
-                            ) -> None:
+def write_morning_recording(
+    path: Path, *, ectopic_rate: float = 0.0, seconds: float = 380.0
+) -> None:
     """A strap's raw Heart Rate Measurement notifications, one per second, as JSON Lines."""
-    series = rr_series(int(seconds * 1.2), RRParameters(mean_hr_bpm=58.0, rmssd_ms=55.0,
-                                                        ectopic_rate=ectopic_rate), seed=3)
+    series = rr_series(
+        int(seconds * 1.2),
+        RRParameters(mean_hr_bpm=58.0, rmssd_ms=55.0, ectopic_rate=ectopic_rate),
+        seed=3,
+    )
     codec = CODECS["2a37"]
     lines = []
     t_ms, next_ms = 0.0, 1000.0
@@ -37,8 +41,16 @@ def write_morning_recording(path: Path, *, ectopic_rate: float = 0.0, seconds: f
         while t_ms > next_ms:
             if pending:
                 sample = HeartRateSample(T0_NS + round(next_ms * 1e6), 58, tuple(pending))
-                lines.append(json.dumps({"t_ns": sample.t_ns, "device": "strap",
-                                         "char": "2a37", "hex": codec.encode(sample).hex()}))
+                lines.append(
+                    json.dumps(
+                        {
+                            "t_ns": sample.t_ns,
+                            "device": "strap",
+                            "char": "2a37",
+                            "hex": codec.encode(sample).hex(),
+                        }
+                    )
+                )
                 pending = []
             next_ms += 1000.0
         pending.append(float(rr))
@@ -75,8 +87,9 @@ def test_replay_rejects_a_morning_full_of_ectopic_beats_with_its_reason(
     assert "deviate more than 20%" in line
 
 
-def test_replay_names_the_bad_line_of_a_recording(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_names_the_bad_line_of_a_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recording = tmp_path / "bad.jsonl"
     write_morning_recording(recording, seconds=20)
     lines = recording.read_text().splitlines()
@@ -89,8 +102,9 @@ def test_replay_names_the_bad_line_of_a_recording(tmp_path: Path,
     assert main(["replay", str(recording), "--skip-malformed"]) == 0
 
 
-def test_replay_of_a_missing_file_is_a_one_line_error(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_of_a_missing_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such recording file" in capsys.readouterr().err
 
@@ -105,11 +119,13 @@ def _config(tmp_path: Path, body: str) -> Path:
 
 
 @pytest.mark.integration
-def test_doctor_passes_with_reachable_servers(tmp_path: Path, mosquitto: Mosquitto,
-                                              influxdb1: InfluxDB1,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    config = _config(tmp_path, f'[mqtt]\nurl = "{mosquitto.url}"\n'
-                               f'[influx]\nurl = "{influxdb1.url}"\ndb = "redox"\n')
+def test_doctor_passes_with_reachable_servers(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb1: InfluxDB1, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(
+        tmp_path,
+        f'[mqtt]\nurl = "{mosquitto.url}"\n[influx]\nurl = "{influxdb1.url}"\ndb = "redox"\n',
+    )
     assert main(["doctor", "--config", str(config), "--no-bluetooth"]) == 0
     out = capsys.readouterr().out
     assert f"OK    mqtt: {mosquitto.url} accepts connections" in out
@@ -122,8 +138,11 @@ def test_doctor_fails_with_what_to_do_when_servers_are_away(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()
-    config = _config(tmp_path, f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n'
-                               f'[influx]\nurl = "http://127.0.0.1:{port}"\ndb = "redox"\n')
+    config = _config(
+        tmp_path,
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n'
+        f'[influx]\nurl = "http://127.0.0.1:{port}"\ndb = "redox"\n',
+    )
     assert main(["doctor", "--config", str(config), "--no-bluetooth"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  mqtt:" in out
@@ -133,8 +152,9 @@ def test_doctor_fails_with_what_to_do_when_servers_are_away(
     assert "2 needed check(s) failed: mqtt, influxdb" in out
 
 
-def test_doctor_reports_an_invalid_config_by_key(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_reports_an_invalid_config_by_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _config(tmp_path, '[mqtt]\nurl = "http://nope"\n')
     assert main(["doctor", "--config", str(config), "--no-bluetooth"]) == 1
     out = capsys.readouterr().out
@@ -176,7 +196,9 @@ def test_doctor_without_an_adapter_says_how_to_get_one(
 def test_run_streams_configured_devices_through_drivers_to_mqtt_and_the_store(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    config = _config(tmp_path, f"""
+    config = _config(
+        tmp_path,
+        f"""
 [mqtt]
 url = "{mosquitto.url}"
 
@@ -191,37 +213,77 @@ address = "C0:00:00:00:10:01"
 [[athletes.devices]]
 kind = "smo2"
 address = "C0:00:00:00:10:02"
-""")
+""",
+    )
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", "redox/#",
-         "-v", "-W", "25"], stdout=subprocess.PIPE, text=True)
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto.port),
+            "-t",
+            "redox/#",
+            "-v",
+            "-W",
+            "25",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "run", "--config", str(config), "--emulated",
-         "--speed", "20", "--duration", "6", "--plain"],
-        cwd=ROOT, capture_output=True, text=True, timeout=90)
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "run",
+            "--config",
+            str(config),
+            "--emulated",
+            "--speed",
+            "20",
+            "--duration",
+            "6",
+            "--plain",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     sub.terminate()
     out, _ = sub.communicate(timeout=10)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "left in the outbox" in result.stdout
     topics = {line.split(" ", 1)[0] for line in out.splitlines()}
-    assert {"redox/ann/strap/live", "redox/ann/smo2/live", "redox/ann/hrv",
-            "redox/bridge/state"} <= topics
+    assert {
+        "redox/ann/strap/live",
+        "redox/ann/smo2/live",
+        "redox/ann/hrv",
+        "redox/bridge/state",
+    } <= topics
     with Store(tmp_path / "store.sqlite3") as store:
         assert store.mqtt_depth() == 0
 
 
-def test_run_without_devices_says_how_to_add_them(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_without_devices_says_how_to_add_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _config(tmp_path, '[[athletes]]\nid = "ann"\nname = "Ann"\n')
-    assert main(["run", "--config", str(config), "--registry",
-                 str(tmp_path / "registry.toml")]) == 2
+    assert (
+        main(["run", "--config", str(config), "--registry", str(tmp_path / "registry.toml")]) == 2
+    )
     assert "no devices to stream" in capsys.readouterr().err
 
 
-def test_run_with_a_device_without_address_names_it(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    config = _config(tmp_path, '[[athletes]]\nid = "ann"\nname = "Ann"\n'
-                               '[[athletes.devices]]\nkind = "strap"\nname = "Polar H10"\n')
+def test_run_with_a_device_without_address_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(
+        tmp_path,
+        '[[athletes]]\nid = "ann"\nname = "Ann"\n'
+        '[[athletes.devices]]\nkind = "strap"\nname = "Polar H10"\n',
+    )
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "'ann'" in err

@@ -79,15 +79,22 @@ def test_generated_secrets_are_kept_out_of_git() -> None:
 
 def test_named_volumes_are_declared() -> None:
     declared = set(compose()["volumes"])
-    used = {str(v).split(":")[0] for s in compose()["services"].values()
-            for v in s.get("volumes", []) if not str(v).startswith((".", "/"))}
+    used = {
+        str(v).split(":")[0]
+        for s in compose()["services"].values()
+        for v in s.get("volumes", [])
+        if not str(v).startswith((".", "/"))
+    }
     assert used == declared
 
 
 def test_every_required_secret_is_in_env_example() -> None:
     required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
-    example = {line.split("=")[0] for line in (DEPLOY / "env.example").read_text().splitlines()
-               if line and not line.startswith("#")}
+    example = {
+        line.split("=")[0]
+        for line in (DEPLOY / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert required
     assert required <= example
 
@@ -107,8 +114,9 @@ def test_streamer_reaches_the_hosts_bluez_over_dbus() -> None:
 
 def test_mosquitto_mounts_what_its_config_names() -> None:
     conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-    settings = dict(re.findall(r"^(password_file|acl_file|persistence_location) (\S+)$",
-                               conf, re.MULTILINE))
+    settings = dict(
+        re.findall(r"^(password_file|acl_file|persistence_location) (\S+)$", conf, re.MULTILINE)
+    )
     mounts = binds("mosquitto")
     assert mounts["/mosquitto/config/mosquitto.conf"] == "./mosquitto/mosquitto.conf"
     assert mounts[settings["password_file"]] == "./mosquitto/passwd"
@@ -149,8 +157,9 @@ def test_datasources_have_the_uid_the_dashboards_use(name: str) -> None:
 
 
 def test_v2_datasource_queries_influxql_with_a_token_header() -> None:
-    ds = _datasource(DEPLOY / "grafana" / "provisioning" / "datasources"
-                     / "influxdb-v2.yaml.example")
+    ds = _datasource(
+        DEPLOY / "grafana" / "provisioning" / "datasources" / "influxdb-v2.yaml.example"
+    )
     assert ds["jsonData"]["version"] == "InfluxQL"
     assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
     assert ds["secureJsonData"]["httpHeaderValue1"].startswith("Token ${")
@@ -158,14 +167,16 @@ def test_v2_datasource_queries_influxql_with_a_token_header() -> None:
 
 def test_grafana_gets_every_variable_its_provisioning_uses() -> None:
     provisioning = DEPLOY / "grafana" / "provisioning"
-    used = {v for f in provisioning.rglob("*.yaml")
-            for v in re.findall(r"\$\{(\w+)\}", f.read_text())}
+    used = {
+        v for f in provisioning.rglob("*.yaml") for v in re.findall(r"\$\{(\w+)\}", f.read_text())
+    }
     assert used <= set(env("grafana"))
 
 
 def test_dashboard_provider_path_is_where_compose_mounts_the_dashboards() -> None:
-    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards"
-                               / "redox.yaml").read_text())["providers"][0]
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "redox.yaml").read_text()
+    )["providers"][0]
     path = provider["options"]["path"]
     mounts = binds("grafana")
     assert mounts[path] == "./grafana/dashboards"
@@ -199,11 +210,19 @@ def test_units_pass_systemd_analyze_verify(name: str) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not installed")
-    done = subprocess.run([analyze, "verify", "--man=no", str(DEPLOY / "systemd" / name)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(DEPLOY / "systemd" / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # The binary is not installed here, and the host may have no BlueZ: only those may
     # be reported.
-    problems = [line for line in (done.stdout + done.stderr).splitlines()
-                if line.strip() and "is not executable" not in line
-                and "bluetooth.service not found" not in line]
+    problems = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip()
+        and "is not executable" not in line
+        and "bluetooth.service not found" not in line
+    ]
     assert problems == []

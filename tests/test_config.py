@@ -105,7 +105,7 @@ def test_wrong_api_names_key_choices_and_fix() -> None:
     (problem,) = _problems('[influx]\nurl = "http://h:8086"\napi = "v3"\ndb = "x"\n')
     assert problem == (
         "influx.api: expected 'v1' or 'v2', got 'v3' — set api = \"v1\" for InfluxDB 1.x "
-        "/write or \"v2\" for /api/v2/write"
+        '/write or "v2" for /api/v2/write'
     )
 
 
@@ -118,9 +118,16 @@ def test_every_problem_is_reported_at_once() -> None:
     )
     keys = [p.split(":", 1)[0] for p in problems]
     assert keys == [
-        "mqtt.url", "mqtt.protocol", "mqtt.pasword", "influx.bucket", "influx.org",
-        "influx.batch_size", "athletes[0].id", "athletes[0].profile",
-        "athletes[0].devices[0].kind", "athletes[0].devices[0].address",
+        "mqtt.url",
+        "mqtt.protocol",
+        "mqtt.pasword",
+        "influx.bucket",
+        "influx.org",
+        "influx.batch_size",
+        "athletes[0].id",
+        "athletes[0].profile",
+        "athletes[0].devices[0].kind",
+        "athletes[0].devices[0].address",
     ]
     assert "did you mean 'password'?" in problems[2]
     assert "strap, smo2, grip, power, spo2" in problems[8]
@@ -136,8 +143,7 @@ def test_duplicate_ids_are_refused() -> None:
         '[[athletes]]\nid = "a"\n[[athletes.devices]]\nid = "s"\nkind = "strap"\nname = "x"\n'
         '[[athletes.devices]]\nid = "s"\nkind = "smo2"\nname = "y"\n[[athletes]]\nid = "a"\n'
     )
-    assert [p.split(":", 1)[0] for p in problems] == ["athletes[0].devices[1].id",
-                                                      "athletes[1].id"]
+    assert [p.split(":", 1)[0] for p in problems] == ["athletes[0].devices[1].id", "athletes[1].id"]
 
 
 def test_missing_tls_file_is_named(tmp_path: Path) -> None:
@@ -185,7 +191,7 @@ def test_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
 
 
 def test_disabled_sections_are_off() -> None:
-    config = parse_config('[mqtt]\nenabled = false\nurl = 3\n[influx]\nenabled = false\n', env={})
+    config = parse_config("[mqtt]\nenabled = false\nurl = 3\n[influx]\nenabled = false\n", env={})
     assert config.mqtt is None
     assert config.influx is None
 
@@ -203,11 +209,14 @@ def test_cli_init_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "athlete alice (Alice)" in out
 
 
-def test_cli_check_lists_problems_and_exits_2(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_check_lists_problems_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[influx]\nurl = "http://h:8086"\napi = "v3"\ndb = "d"\n'
-                    '[mqtt]\nurl = "mqtt://u:pw-secret@h"\n')
+    path.write_text(
+        '[influx]\nurl = "http://h:8086"\napi = "v3"\ndb = "d"\n'
+        '[mqtt]\nurl = "mqtt://u:pw-secret@h"\n'
+    )
     assert main(["config", "check", "--path", str(path)]) == 2
     err = capsys.readouterr().err
     assert "influx.api" in err

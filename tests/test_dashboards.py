@@ -51,6 +51,7 @@ QUERIES = [q for path in DASHBOARD_FILES for q in dashboard_queries(path)]
 
 # --- static checks: the JSON is what Grafana and the schema expect ---------------------------
 
+
 def test_both_dashboards_are_shipped() -> None:
     assert {p.stem for p in DASHBOARD_FILES} >= {"athlete", "team"}
 
@@ -76,8 +77,9 @@ def test_query_names_only_schema_measurements_fields_and_tags(query: Query) -> N
     unknown_measurements = measurements - set(FIELD_TYPES)
     assert not unknown_measurements, f"not in streamer/influx_schema.py: {unknown_measurements}"
     known = TAGS.union(*(FIELD_TYPES[m] for m in measurements)) | aliases
-    assert names <= known, f"{sorted(names - known)} are neither fields nor tags of " \
-                           f"{sorted(measurements)}"
+    assert names <= known, (
+        f"{sorted(names - known)} are neither fields nor tags of {sorted(measurements)}"
+    )
 
 
 def test_athlete_dashboard_offers_the_athlete_variable_from_morning() -> None:
@@ -87,27 +89,37 @@ def test_athlete_dashboard_offers_the_athlete_variable_from_morning() -> None:
 
 
 def test_substitution_fills_every_variable_and_refuses_unknown_ones() -> None:
-    text = 'SELECT mean("x") FROM "m" WHERE "a" =~ /^$athlete$/ AND [[athlete]] AND ' \
-           "${athlete:regex} AND $timeFilter GROUP BY time($__interval) LIMIT $__interval_ms"
-    out = substitute(text, {"athlete": "ann", "timeFilter": "time > 0",
-                            "__interval": "1h", "__interval_ms": "3600000"})
-    assert out == 'SELECT mean("x") FROM "m" WHERE "a" =~ /^ann$/ AND ann AND ann AND ' \
-                  "time > 0 GROUP BY time(1h) LIMIT 3600000"
+    text = (
+        'SELECT mean("x") FROM "m" WHERE "a" =~ /^$athlete$/ AND [[athlete]] AND '
+        "${athlete:regex} AND $timeFilter GROUP BY time($__interval) LIMIT $__interval_ms"
+    )
+    out = substitute(
+        text,
+        {
+            "athlete": "ann",
+            "timeFilter": "time > 0",
+            "__interval": "1h",
+            "__interval_ms": "3600000",
+        },
+    )
+    assert (
+        out == 'SELECT mean("x") FROM "m" WHERE "a" =~ /^ann$/ AND ann AND ann AND '
+        "time > 0 GROUP BY time(1h) LIMIT 3600000"
+    )
     with pytest.raises(KeyError, match=r"\$device"):
         substitute("WHERE device = '$device'", {})
 
 
 # --- the real database --------------------------------------------------------------------
 
+
 async def _fill(influx: InfluxDB1, store_path: Path) -> None:
     """History through the real pipeline and writer, then one day with live samples."""
     with Store(store_path.with_suffix(".writer.sqlite3")) as outbox:
         writer = InfluxWriter(InfluxConfig(url=influx.url, db=DB, create_database=True), outbox)
-        await replay(store_path, [writer], athletes=ATHLETES, days=HISTORY_DAYS,
-                     settle=[writer])
+        await replay(store_path, [writer], athletes=ATHLETES, days=HISTORY_DAYS, settle=[writer])
         status = writer.status()
-    assert (status["outbox_depth"], status["dead_lettered"], status["shed"]) == (0, 0, 0), \
-        status
+    assert (status["outbox_depth"], status["dead_lettered"], status["shed"]) == (0, 0, 0), status
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +162,11 @@ def _has_values(series: list[dict[str, Any]]) -> bool:
 def _variables(influx: InfluxDB1, dashboard: dict[str, Any]) -> dict[str, str]:
     """Grafana's macros plus each template variable at its default (first) value, found by
     running the variable's own query."""
-    values = {"timeFilter": time_filter(dashboard), "__interval": INTERVAL,
-              "__interval_ms": str(3_600_000)}
+    values = {
+        "timeFilter": time_filter(dashboard),
+        "__interval": INTERVAL,
+        "__interval_ms": str(3_600_000),
+    }
     for var in dashboard["templating"]["list"]:
         series = _run(influx, substitute(var["query"], values))
         options = sorted(str(row[-1]) for s in series for row in s.get("values", []))
@@ -201,9 +216,11 @@ def test_team_open_alerts_panel_shows_the_over_reaching_athletes_alerts(
     influx: InfluxDB1,
 ) -> None:
     team = load(next(p for p in DASHBOARD_FILES if p.stem == "team"))
-    (query,) = [q for q in dashboard_queries(next(p for p in DASHBOARD_FILES
-                                                   if p.stem == "team"))
-                if q.where.startswith("panel 'Open alerts'")]
+    (query,) = [
+        q
+        for q in dashboard_queries(next(p for p in DASHBOARD_FILES if p.stem == "team"))
+        if q.where.startswith("panel 'Open alerts'")
+    ]
     series = _run(influx, substitute(query.text, _variables(influx, team)))
     open_rules = {(s["tags"]["athlete"], s["tags"]["rule"]) for s in series}
     pull_back = {r for a, r in open_rules if a == "athlete1"}

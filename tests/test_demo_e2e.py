@@ -20,8 +20,21 @@ from tests.servers import Mosquitto
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = [sys.executable, "-m", "streamer.cli", "demo", "--athletes", "2", "--days", "28",
-        "--duration", "8", "--speed", "20", "--plain"]
+DEMO = [
+    sys.executable,
+    "-m",
+    "streamer.cli",
+    "demo",
+    "--athletes",
+    "2",
+    "--days",
+    "28",
+    "--duration",
+    "8",
+    "--speed",
+    "20",
+    "--plain",
+]
 
 
 @pytest.fixture
@@ -48,8 +61,14 @@ def _check_traffic(sub: ThreadSubscriber) -> None:
         for event in [json.loads(payload)["event"]]
         if event["state"] == "raised"
     }
-    assert raised == {"hrv_downtrend", "rhr_creep", "smo2_slow_recovery", "grip_signal",
-                      "grip_spillover", "rpe_power_mismatch"}
+    assert raised == {
+        "hrv_downtrend",
+        "rhr_creep",
+        "smo2_slow_recovery",
+        "grip_signal",
+        "grip_spillover",
+        "rpe_power_mismatch",
+    }
     live = json.loads(sub.payloads("redox/athlete1/strap/live")[-1])
     assert live["kind"] == "heart_rate"
     assert 30 <= live["hr_bpm"] <= 120
@@ -65,8 +84,13 @@ def test_demo_publishes_every_topic_to_a_real_mosquitto(
     subscriber_factory.append(sub)
     time.sleep(0.3)  # the subscription is in place before the demo publishes
     store = tmp_path / "demo.sqlite3"
-    result = subprocess.run([*DEMO, "--mqtt", mosquitto.url, "--store", str(store)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(
+        [*DEMO, "--mqtt", mosquitto.url, "--store", str(store)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"store: {store}" in result.stdout
     assert "0 messages left in the outbox" in result.stdout
@@ -75,8 +99,13 @@ def test_demo_publishes_every_topic_to_a_real_mosquitto(
     # The command the demo suggests next draws the weeks it replayed.
     suggested = re.search(r"next: `redox-streamer (report [^`]+)`", result.stdout)
     assert suggested is not None, result.stdout[-2000:]
-    report = subprocess.run([sys.executable, "-m", "streamer.cli", *suggested.group(1).split()],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *suggested.group(1).split()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     assert "report of athlete1" in report.stdout
     assert (tmp_path / "weeks.png").stat().st_size > 10_000
@@ -86,8 +115,9 @@ def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watc
     subscriber_factory: list[ThreadSubscriber],
 ) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(DEMO, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        DEMO, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None
     port = None
     head = []
@@ -119,8 +149,13 @@ def test_demo_without_mqtt_starts_an_embedded_broker_that_mosquitto_sub_can_watc
 
 
 def test_demo_rejects_bad_options_with_one_line_naming_them() -> None:
-    result = subprocess.run([sys.executable, "-m", "streamer.cli", "demo", "--speed", "0"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "demo", "--speed", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "--speed 0" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -36,9 +36,11 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "influxdb"
 SETUP_IQL = DEPLOY / "v1" / "setup.iql"
 SETUP_SH = DEPLOY / "v1" / "setup.sh"
 PASSWORDS = {"admin": "admin-pw", "redox": "redox-pw", "grafana": "grafana-pw"}
-ENV = {"INFLUX_ADMIN_PASSWORD": PASSWORDS["admin"],
-       "REDOX_INFLUX_PASSWORD": PASSWORDS["redox"],
-       "GRAFANA_INFLUX_PASSWORD": PASSWORDS["grafana"]}
+ENV = {
+    "INFLUX_ADMIN_PASSWORD": PASSWORDS["admin"],
+    "REDOX_INFLUX_PASSWORD": PASSWORDS["redox"],
+    "GRAFANA_INFLUX_PASSWORD": PASSWORDS["grafana"],
+}
 # Yesterday, whole second: inside the 400-day policy (older points are dropped by it).
 T0 = (int(time.time()) // 86_400 - 1) * 86_400 * 1_000_000_000
 
@@ -53,8 +55,13 @@ def iql_statements(text: str, env: dict[str, str]) -> list[str]:
     return [re.sub(r"\$\{(\w+)\}", fill, s).strip() for s in body.split(";") if s.strip()]
 
 
-def http(server: InfluxDB1, path: str, data: bytes, user: str | None = None,
-         params: dict[str, str] | None = None) -> tuple[int, Any]:
+def http(
+    server: InfluxDB1,
+    path: str,
+    data: bytes,
+    user: str | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """POST to the server as ``user`` (None: anonymous); (status, decoded JSON or text)."""
     url = f"{server.url}{path}"
     if params:
@@ -74,8 +81,7 @@ def http(server: InfluxDB1, path: str, data: bytes, user: str | None = None,
         return status, body.decode()
 
 
-def query(server: InfluxDB1, q: str, user: str | None, db: str | None = None
-          ) -> tuple[int, Any]:
+def query(server: InfluxDB1, q: str, user: str | None, db: str | None = None) -> tuple[int, Any]:
     params = {"q": q, **({"db": db} if db else {})}
     return http(server, "/query", urllib.parse.urlencode(params).encode(), user)
 
@@ -90,8 +96,13 @@ def run_iql(server: InfluxDB1) -> None:
 def run_setup_sh(server: InfluxDB1) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl not installed: setup.sh needs it (the .iql run covers the statements)")
-    done = subprocess.run([str(SETUP_SH), server.url], env={"PATH": "/usr/bin:/bin", **ENV},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(SETUP_SH), server.url],
+        env={"PATH": "/usr/bin:/bin", **ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "ready" in done.stdout
     assert PASSWORDS["redox"] not in done.stdout + done.stderr
@@ -101,12 +112,14 @@ def run_setup_sh(server: InfluxDB1) -> None:
 def secured_influx(tmp_path: Path) -> Iterator[InfluxDB1]:
     """InfluxDB 1.6 with authentication on and one admin user, as the README sets it up."""
     server = InfluxDB1(tmp_path / "influxdb")
-    server.config.write_text(server.config.read_text().replace(
-        "[http]\n", "[http]\n  auth-enabled = true\n"))
+    server.config.write_text(
+        server.config.read_text().replace("[http]\n", "[http]\n  auth-enabled = true\n")
+    )
     server.start()
     # With auth on and no user yet, InfluxDB accepts exactly this: the first admin.
-    status, answer = query(server, f"CREATE USER admin WITH PASSWORD '{PASSWORDS['admin']}' "
-                           "WITH ALL PRIVILEGES", None)
+    status, answer = query(
+        server, f"CREATE USER admin WITH PASSWORD '{PASSWORDS['admin']}' WITH ALL PRIVILEGES", None
+    )
     assert status == 200, answer
     yield server
     server.stop()
@@ -125,7 +138,8 @@ def test_setup_makes_the_400d_policy_the_default(set_up: InfluxDB1) -> None:
     rows = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
     default = [r for r in rows if r["default"]]
     assert [(r["name"], r["duration"], r["shardGroupDuration"]) for r in default] == [
-        ("400d", "9600h0m0s", "168h0m0s")]
+        ("400d", "9600h0m0s", "168h0m0s")
+    ]
 
 
 def test_setup_is_idempotent(set_up: InfluxDB1) -> None:
@@ -136,12 +150,15 @@ def test_anonymous_access_is_refused(set_up: InfluxDB1) -> None:
     assert query(set_up, "SHOW DATABASES", None)[0] == 401
 
 
-def test_streamer_user_writes_with_the_real_writer_and_grafana_reads(set_up: InfluxDB1,
-                                                                      tmp_path: Path) -> None:
-    config = InfluxConfig(url=set_up.url, db="redox", username="redox",
-                          password=Secret(PASSWORDS["redox"]))
-    morning = Result(Kind.MORNING, "ann", T0, {"ln_rmssd": 4.1, "resting_hr_bpm": 51.0,
-                                               "accepted": True})
+def test_streamer_user_writes_with_the_real_writer_and_grafana_reads(
+    set_up: InfluxDB1, tmp_path: Path
+) -> None:
+    config = InfluxConfig(
+        url=set_up.url, db="redox", username="redox", password=Secret(PASSWORDS["redox"])
+    )
+    morning = Result(
+        Kind.MORNING, "ann", T0, {"ln_rmssd": 4.1, "resting_hr_bpm": 51.0, "accepted": True}
+    )
 
     async def write() -> dict[str, Any]:
         with Store(tmp_path / "store.sqlite3") as store:
@@ -161,8 +178,9 @@ def test_streamer_user_writes_with_the_real_writer_and_grafana_reads(set_up: Inf
     assert status["written"] == 1, status
     code, answer = query(set_up, 'SELECT "ln_rmssd" FROM "morning"', "grafana", "redox")
     assert code == 200
-    assert answer["results"][0]["series"][0]["values"] == [[
-        dt.datetime.fromtimestamp(T0 // 10**9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), 4.1]]
+    assert answer["results"][0]["series"][0]["values"] == [
+        [dt.datetime.fromtimestamp(T0 // 10**9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), 4.1]
+    ]
 
 
 def test_grafana_user_cannot_write_and_streamer_user_cannot_read(set_up: InfluxDB1) -> None:

@@ -26,16 +26,26 @@ NOT_AUTHORIZED = 0x87
 
 
 @asynccontextmanager
-async def connect(broker: ShippedBroker, user: str | None, *, password: str | None = None,
-                  identifier: str | None = None, clean: bool = True,
-                  protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V311,
-                  ) -> AsyncIterator[aiomqtt.Client]:
+async def connect(
+    broker: ShippedBroker,
+    user: str | None,
+    *,
+    password: str | None = None,
+    identifier: str | None = None,
+    clean: bool = True,
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V311,
+) -> AsyncIterator[aiomqtt.Client]:
     """An aiomqtt client logged in as ``user`` (``None``: anonymous)."""
     secret = password if password is not None else (broker.password(user) if user else None)
     async with aiomqtt.Client(
-        broker.host, broker.port, username=user, password=secret, identifier=identifier,
+        broker.host,
+        broker.port,
+        username=user,
+        password=secret,
+        identifier=identifier,
         clean_session=clean if protocol != aiomqtt.ProtocolVersion.V5 else None,
-        protocol=protocol, timeout=5,
+        protocol=protocol,
+        timeout=5,
     ) as client:
         yield client
 
@@ -47,18 +57,27 @@ async def next_message(client: aiomqtt.Client, timeout_s: float = 5.0) -> aiomqt
 
 def test_shipped_conf_sets_queue_limit_above_the_mosquitto_default() -> None:
     text = SHIPPED_CONF.read_text()
-    limit = next(int(line.split()[1]) for line in text.splitlines()
-                 if line.startswith("max_queued_messages "))
+    limit = next(
+        int(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("max_queued_messages ")
+    )
     assert limit > 1000
     assert "allow_anonymous false" in text.splitlines()
 
 
 def test_render_refuses_a_config_without_an_acl(tmp_path: object) -> None:
-    text = "\n".join(line for line in SHIPPED_CONF.read_text().splitlines()
-                     if not line.startswith("acl_file"))
+    text = "\n".join(
+        line for line in SHIPPED_CONF.read_text().splitlines() if not line.startswith("acl_file")
+    )
     with pytest.raises(AssertionError, match="acl_file"):
-        render_shipped_conf(text, port=1, password_file=tmp_path,  # type: ignore[arg-type]
-                            acl_file=tmp_path, data_dir=tmp_path)  # type: ignore[arg-type]
+        render_shipped_conf(
+            text,
+            port=1,
+            password_file=tmp_path,  # type: ignore[arg-type]
+            acl_file=tmp_path,
+            data_dir=tmp_path,
+        )  # type: ignore[arg-type]
 
 
 async def test_anonymous_connect_is_refused(shipped_mosquitto: ShippedBroker) -> None:
@@ -106,8 +125,9 @@ def _publish_v5_qos1(broker: ShippedBroker, user: str, topic: str) -> int:
     done = threading.Event()
     codes: list[int] = []
 
-    def on_publish(client: paho.Client, userdata: object, mid: int,
-                   reason_code: ReasonCode, properties: object) -> None:
+    def on_publish(
+        client: paho.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: object
+    ) -> None:
         codes.append(reason_code.value)
         done.set()
 
@@ -155,15 +175,17 @@ async def test_persistent_subscriber_gets_more_than_the_default_1000_queued_mess
     shipped_mosquitto: ShippedBroker,
 ) -> None:
     n = 1500  # above mosquitto's default max_queued_messages (1000)
-    async with connect(shipped_mosquitto, "redox-notify", identifier="notify-q",
-                       clean=False) as sub:
+    async with connect(
+        shipped_mosquitto, "redox-notify", identifier="notify-q", clean=False
+    ) as sub:
         await sub.subscribe("redox/+/alerts", qos=1)
     async with connect(shipped_mosquitto, "redox-streamer") as pub:
         for i in range(n):
             await pub.publish(ALERT_TOPIC, str(i).encode(), qos=1)
     received: list[int] = []
-    async with connect(shipped_mosquitto, "redox-notify", identifier="notify-q",
-                       clean=False) as sub:
+    async with connect(
+        shipped_mosquitto, "redox-notify", identifier="notify-q", clean=False
+    ) as sub:
         while len(received) < n:
             received.append(int((await next_message(sub)).payload))
     assert received == list(range(n))

@@ -40,7 +40,7 @@ def sections(path: Path, level: str = "## ") -> dict[str, str]:
     title = ""
     for line in path.read_text().splitlines():
         if line.startswith(level):
-            title = line[len(level):].strip()
+            title = line[len(level) :].strip()
             out[title] = ""
         elif title:
             out[title] += line + "\n"
@@ -57,6 +57,7 @@ def row(text: str, first_cell: str) -> list[str] | None:
 
 
 # --- rules.md -----------------------------------------------------------------------------
+
 
 def test_generated_rule_tables_match_the_code() -> None:
     import docs.generate as generate
@@ -105,8 +106,11 @@ def test_every_field_is_documented_with_its_type(measurement: str) -> None:
         cells = row(section, f"`{field}`")
         assert cells is not None, f"{measurement}.{field} not documented"
         assert cells[1] == INFLUX_TYPE[kind], f"{measurement}.{field} is {INFLUX_TYPE[kind]}"
-    documented = {line.strip("|").split("|")[0].strip().strip("`")
-                  for line in section.splitlines() if line.startswith("| `")}
+    documented = {
+        line.strip("|").split("|")[0].strip().strip("`")
+        for line in section.splitlines()
+        if line.startswith("| `")
+    }
     assert documented <= set(FIELD_TYPES[measurement]), "documented fields the code lacks"
 
 
@@ -115,8 +119,9 @@ def test_every_tag_is_documented(measurement: str) -> None:
     tags = {"athlete", *TAG_FIELDS.get(measurement, ())}
     if measurement == "alert":
         tags |= {"rule", "severity"}
-    tag_line = next((line for line in _measurement_section(measurement).splitlines()
-                     if "Tags:" in line), "")
+    tag_line = next(
+        (line for line in _measurement_section(measurement).splitlines() if "Tags:" in line), ""
+    )
     for tag in tags:
         assert f"`{tag}`" in _measurement_section(measurement), f"{measurement} tag {tag}"
     assert tag_line, f"{measurement}: no 'Tags:' line"
@@ -138,8 +143,7 @@ def _pattern(topic: str, kind: Kind) -> str:
 
 @pytest.mark.parametrize("kind", [k for k in Kind if k not in LIVE_KINDS])
 def test_every_result_topic_is_in_the_tree_with_its_qos_and_retain(kind: Kind) -> None:
-    result = Result(kind, "ann", 1, {"event": {"state": "raised"}} if kind is Kind.ALERTS
-                    else {})
+    result = Result(kind, "ann", 1, {"event": {"state": "raised"}} if kind is Kind.ALERTS else {})
     topic = _pattern(Topics().for_result(result), kind)
     cells = row(TOPIC_TREE, f"`{topic}`")
     assert cells is not None, f"{topic} not in the topic tree"
@@ -165,12 +169,14 @@ def test_every_header_key_is_documented() -> None:
 
 # --- the docs against real output ---------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory: pytest.TempPathFactory) -> list[Result]:
     """Every result of 24 days of emulated history plus a live day (real pipeline)."""
     sink = CaptureSink()
-    asyncio.run(replay(tmp_path_factory.mktemp("docs") / "store.sqlite3", [sink],
-                       athletes=2, days=24))
+    asyncio.run(
+        replay(tmp_path_factory.mktemp("docs") / "store.sqlite3", [sink], athletes=2, days=24)
+    )
     return sink.results
 
 
@@ -183,7 +189,7 @@ def _split(text: str, sep: str) -> list[str]:
     while i < len(text):
         c = text[i]
         if c == "\\" and i + 1 < len(text):
-            current += text[i:i + 2]
+            current += text[i : i + 2]
             i += 2
             continue
         if c == '"':
@@ -202,9 +208,11 @@ def parse_line(line: str) -> tuple[str, set[str], set[str]]:
     """(measurement, tag keys, field keys) of one line-protocol line."""
     series, fields, _ = _split(line, " ")
     measurement, *tags = _split(series, ",")
-    return (_ESCAPED.sub(r"\1", measurement),
-            {_ESCAPED.sub(r"\1", t.split("=", 1)[0]) for t in tags},
-            {_ESCAPED.sub(r"\1", f.split("=", 1)[0]) for f in _split(fields, ",")})
+    return (
+        _ESCAPED.sub(r"\1", measurement),
+        {_ESCAPED.sub(r"\1", t.split("=", 1)[0]) for t in tags},
+        {_ESCAPED.sub(r"\1", f.split("=", 1)[0]) for f in _split(fields, ",")},
+    )
 
 
 def test_line_protocol_parser_handles_escapes_and_strings() -> None:
@@ -215,8 +223,11 @@ def test_line_protocol_parser_handles_escapes_and_strings() -> None:
 @pytest.mark.integration
 def test_history_produced_every_kind_of_result(produced: list[Result]) -> None:
     assert {r.kind for r in produced} == set(Kind)
-    rules = {r.fields["event"]["rule"] for r in produced  # type: ignore[index,call-overload]
-             if r.kind is Kind.ALERTS}
+    rules = {
+        r.fields["event"]["rule"]
+        for r in produced  # type: ignore[index,call-overload]
+        if r.kind is Kind.ALERTS
+    }
     assert {"hrv_downtrend", "rhr_creep", "smo2_slow_recovery", "grip_spillover"} <= rules
 
 

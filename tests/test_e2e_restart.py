@@ -21,9 +21,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo(store: Path, url: str, duration: float) -> list[str]:
-    return [sys.executable, "-m", "streamer.cli", "demo", "--athletes", "1", "--days", "28",
-            "--speed", "20", "--plain", "--mqtt", url, "--store", str(store),
-            "--duration", str(duration)]
+    return [
+        sys.executable,
+        "-m",
+        "streamer.cli",
+        "demo",
+        "--athletes",
+        "1",
+        "--days",
+        "28",
+        "--speed",
+        "20",
+        "--plain",
+        "--mqtt",
+        url,
+        "--store",
+        str(store),
+        "--duration",
+        str(duration),
+    ]
 
 
 def _open_rules(book: object) -> list[str]:
@@ -53,8 +69,13 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
     store_path = tmp_path / "store.sqlite3"
     sub = ThreadSubscriber(mosquitto.port, client_id="restart-test")
     time.sleep(0.3)
-    first = subprocess.Popen(demo(store_path, mosquitto.url, 120), cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = subprocess.Popen(
+        demo(store_path, mosquitto.url, 120),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         _wait_for_line(first, "live session", 90)
         time.sleep(1.0)
@@ -69,16 +90,16 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
         pending = store.mqtt_depth()
         book_before = store.load_alert_book("athlete1")
         baselines_before = store.baselines("athlete1")
-        raised_before = [(a.rule, a.ts_ns) for a in store.alerts("athlete1")
-                         if a.state == "raised"]
+        raised_before = [(a.rule, a.ts_ns) for a in store.alerts("athlete1") if a.state == "raised"]
     assert pending > 0, "nothing waited in the outbox: the test did not test delivery"
     assert book_before is not None
     assert {"ln_rmssd", "resting_hr_bpm"} <= set(baselines_before)
 
     mosquitto.start()
     time.sleep(1.0)  # the persistent subscriber reconnects on its own
-    second = subprocess.run(demo(store_path, mosquitto.url, 4), cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    second = subprocess.run(
+        demo(store_path, mosquitto.url, 4), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     time.sleep(1.0)
     sub.close()
@@ -86,8 +107,7 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
     with Store(store_path) as store:
         assert store.mqtt_depth() == 0
         book_after = store.load_alert_book("athlete1")
-        raised_after = [(a.rule, a.ts_ns) for a in store.alerts("athlete1")
-                        if a.state == "raised"]
+        raised_after = [(a.rule, a.ts_ns) for a in store.alerts("athlete1") if a.state == "raised"]
         baselines_after = store.baselines("athlete1")
         mornings = store.morning_history("athlete1")
     # The history was not replayed again (28 mornings, not 56) and nothing was re-raised.

@@ -152,7 +152,10 @@ async def test_establish_connection_works_over_the_backend(world: EmulatedWorld)
     await world.add(ChestStrap("Polar H10 EMU1", speed=10.0))
     device = await find(world, "Polar H10 EMU1")
     client = await establish_connection(
-        BleakClient, device, "Polar H10 EMU1", **world.client_kwargs  # type: ignore[arg-type]
+        BleakClient,
+        device,
+        "Polar H10 EMU1",
+        **world.client_kwargs,  # type: ignore[arg-type]
     )
     try:
         assert client.is_connected
@@ -473,9 +476,7 @@ async def test_four_devices_connect_concurrently_while_a_scan_runs(world: Emulat
     ]
     found = await BleakScanner.discover(timeout=SCAN_S, **world.scanner_kwargs)
     by_address = {d.address: d for d in found}
-    clients = [
-        BleakClient(by_address[p.address], **world.client_kwargs) for p in peripherals
-    ]
+    clients = [BleakClient(by_address[p.address], **world.client_kwargs) for p in peripherals]
     async with BleakScanner(**world.scanner_kwargs):  # a scan keeps running meanwhile
         await asyncio.gather(*(c.connect() for c in clients))
         assert [c.is_connected for c in clients] == [True] * 4
@@ -517,7 +518,9 @@ async def test_client_services_argument_limits_discovery(world: EmulatedWorld) -
     await world.add(ChestStrap())
     device = await find(world, "Polar H10 EMU1")
     async with BleakClient(
-        device, services=["180f"], **world.client_kwargs  # type: ignore[arg-type]
+        device,
+        services=["180f"],
+        **world.client_kwargs,  # type: ignore[arg-type]
     ) as client:
         assert [s.uuid for s in client.services] == [uuids.BATTERY_SERVICE]
 

@@ -70,20 +70,27 @@ async def running(sink: MqttPublisher | InfluxWriter) -> AsyncIterator[None]:
 
 
 def _alert(athlete: str, i: int) -> Result:
-    event = {"rule": "rhr_creep", "severity": "pull_back",
-             "state": "raised" if i % 2 == 0 else "cleared", "message": f"alert {i}",
-             "advice": "cut", "raised_ts_ns": T0 + i, "cleared_ts_ns": T0 + i + 1}
+    event = {
+        "rule": "rhr_creep",
+        "severity": "pull_back",
+        "state": "raised" if i % 2 == 0 else "cleared",
+        "message": f"alert {i}",
+        "advice": "cut",
+        "raised_ts_ns": T0 + i,
+        "cleared_ts_ns": T0 + i + 1,
+    }
     return alert_result(athlete, event, [event] if i % 2 == 0 else [])
 
 
 async def test_broker_killed_twice_mid_stream_loses_no_result_or_alert(
-        durable_mosquitto: Mosquitto, store: Store,
-        record_property: pytest.RecordProperty) -> None:
+    durable_mosquitto: Mosquitto, store: Store, record_property: pytest.RecordProperty
+) -> None:
     mosquitto = durable_mosquitto
     require_binary("mosquitto_sub", "mosquitto-clients")
     sub = await ProcessSubscriber(HOST, mosquitto.port).start()
-    config = MqttConfig(host=HOST, port=mosquitto.port, publish_timeout_s=1.0,
-                        client_id="fault-publisher")
+    config = MqttConfig(
+        host=HOST, port=mosquitto.port, publish_timeout_s=1.0, client_id="fault-publisher"
+    )
     publisher = MqttPublisher(config, store, backoff=Backoff(0.1, 0.5))
     athletes = ("alice", "bob")
     sent = 0
@@ -91,9 +98,16 @@ async def test_broker_killed_twice_mid_stream_loses_no_result_or_alert(
     async with running(publisher):
         start = time.monotonic()
         while time.monotonic() - start < 5.0:
-            publisher.accept([r for a in athletes
-                              for r in (Result(Kind.HRV, a, T0 + sent, {"rmssd_ms": float(sent)}),
-                                        _alert(a, sent))])
+            publisher.accept(
+                [
+                    r
+                    for a in athletes
+                    for r in (
+                        Result(Kind.HRV, a, T0 + sent, {"rmssd_ms": float(sent)}),
+                        _alert(a, sent),
+                    )
+                ]
+            )
             sent += 1
             elapsed = time.monotonic() - start
             if kills < 2 and elapsed > 1.0 + 2.0 * kills:
@@ -106,15 +120,22 @@ async def test_broker_killed_twice_mid_stream_loses_no_result_or_alert(
                 seen = len(sub.received)
                 await eventually(lambda n=seen: len(sub.received) > n, what="resubscribe")
             await asyncio.sleep(0.005)
-        await eventually(lambda: publisher.status()["outbox_depth"] == 0, timeout_s=20,
-                         what="the outbox to drain")
+        await eventually(
+            lambda: publisher.status()["outbox_depth"] == 0,
+            timeout_s=20,
+            what="the outbox to drain",
+        )
         topics = [f"redox/{a}/{k}" for a in athletes for k in ("hrv", "alerts")]
         with contextlib.suppress(AssertionError):
-            await sub.wait_for(lambda: all(len({m.json()["seq"] for m in sub.on(t)}) >= sent
-                                           for t in topics), timeout_s=20, what="every message")
+            await sub.wait_for(
+                lambda: all(len({m.json()["seq"] for m in sub.on(t)}) >= sent for t in topics),
+                timeout_s=20,
+                what="every message",
+            )
     await sub.stop()
-    missing = {t: sorted(set(range(1, sent + 1)) - {m.json()["seq"] for m in sub.on(t)})
-               for t in topics}
+    missing = {
+        t: sorted(set(range(1, sent + 1)) - {m.json()["seq"] for m in sub.on(t)}) for t in topics
+    }
     assert not any(missing.values()), f"lost after {sent} per topic: {missing}"
 
     duplicates = 0
@@ -130,9 +151,17 @@ async def test_broker_killed_twice_mid_stream_loses_no_result_or_alert(
 
 
 async def test_influxdb_stopped_mid_stream_loses_no_point_and_keeps_order(
-        influxdb1: InfluxDB1, store: Store) -> None:
-    config = InfluxConfig(url=influxdb1.url, api="v1", db="redox", create_database=True,
-                          batch_size=7, flush_interval_s=0.05, timeout_s=1.0)
+    influxdb1: InfluxDB1, store: Store
+) -> None:
+    config = InfluxConfig(
+        url=influxdb1.url,
+        api="v1",
+        db="redox",
+        create_database=True,
+        batch_size=7,
+        flush_interval_s=0.05,
+        timeout_s=1.0,
+    )
     writer = InfluxWriter(config, store, backoff=Backoff(0.1, 0.4))
     n = 120
     async with running(writer):
@@ -143,10 +172,15 @@ async def test_influxdb_stopped_mid_stream_loses_no_point_and_keeps_order(
                 influxdb1.start()
             # A new point per step, and one point overwritten each step: InfluxDB keeps the
             # last write of a (series, time), so its final value shows the write order.
-            writer.accept([Result(Kind.HRV, "alice", T0 + i, {"rmssd_ms": float(i)}),
-                           Result(Kind.HRV, "probe", T0, {"rmssd_ms": float(i)})])
-            await writer.send_live([live_result("alice", "moxy",
-                                                SmO2Sample(T0 + i, 50.0 + i, 12.0))])
+            writer.accept(
+                [
+                    Result(Kind.HRV, "alice", T0 + i, {"rmssd_ms": float(i)}),
+                    Result(Kind.HRV, "probe", T0, {"rmssd_ms": float(i)}),
+                ]
+            )
+            await writer.send_live(
+                [live_result("alice", "moxy", SmO2Sample(T0 + i, 50.0 + i, 12.0))]
+            )
             await asyncio.sleep(0.02)
         assert writer.status()["failed_attempts"] >= 1
         assert await writer.drain(15.0) == 0
@@ -159,11 +193,22 @@ async def test_influxdb_stopped_mid_stream_loses_no_point_and_keeps_order(
     assert smo2["results"][0]["series"][0]["values"][0][1] == n  # type: ignore[index]
 
 
-async def _start_publisher(db: Path, port: int, count: int, interval_s: float
-                           ) -> asyncio.subprocess.Process:
+async def _start_publisher(
+    db: Path, port: int, count: int, interval_s: float
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.publisher_proc", "--db", str(db), "--port", str(port),
-        "--count", str(count), "--interval", str(interval_s), cwd=REPO,
+        sys.executable,
+        "-m",
+        "tests.publisher_proc",
+        "--db",
+        str(db),
+        "--port",
+        str(port),
+        "--count",
+        str(count),
+        "--interval",
+        str(interval_s),
+        cwd=REPO,
         stdout=subprocess.PIPE,
     )
 
@@ -185,7 +230,8 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 
 async def test_publisher_sigkilled_and_restarted_delivers_its_outbox(
-        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     db = tmp_path / "publisher.sqlite3"
     topic = "redox/proc/hrv"
     sub = await Subscriber(HOST, mosquitto.port).start()
@@ -199,8 +245,9 @@ async def test_publisher_sigkilled_and_restarted_delivers_its_outbox(
     mosquitto.stop()
     proc = await _start_publisher(db, mosquitto.port, 30, 0.01)
     try:
-        await _read_until(proc, lambda line: line.startswith("queued") and
-                          int(line.split()[1]) >= 75)
+        await _read_until(
+            proc, lambda line: line.startswith("queued") and int(line.split()[1]) >= 75
+        )
     finally:
         await _kill(proc)
     with Store(db) as store:
@@ -214,8 +261,10 @@ async def test_publisher_sigkilled_and_restarted_delivers_its_outbox(
         await _read_until(proc, lambda line: line == "drained")
     finally:
         await _kill(proc)
-    await sub.wait_for(lambda: len({m.json()["seq"] for m in sub.on(topic)}) >= last + 5,
-                       what="every queued message")
+    await sub.wait_for(
+        lambda: len({m.json()["seq"] for m in sub.on(topic)}) >= last + 5,
+        what="every queued message",
+    )
     await sub.stop()
     order, _ = first_arrivals(sub.on(topic))
     assert order == list(range(1, last + 6))

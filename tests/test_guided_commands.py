@@ -17,8 +17,9 @@ def test_morning_reading_on_an_emulated_strap_is_accepted_and_stored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store.sqlite3"
-    status = main(["morning", "--emulated", "--speed", "60", "--athlete", "ann",
-                   "--store", str(store)])
+    status = main(
+        ["morning", "--emulated", "--speed", "60", "--athlete", "ann", "--store", str(store)]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert "reading accepted: lnRMSSD" in out
@@ -34,9 +35,22 @@ def test_grip_test_on_an_emulated_tindeq_finds_the_spillover(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store.sqlite3"
-    status = main(["grip-test", "--emulated", "--speed", "200", "--post", "0,15,30",
-                   "--emulated-drop", "0.2", "--emulated-recovery-min", "0",
-                   "--store", str(store)])
+    status = main(
+        [
+            "grip-test",
+            "--emulated",
+            "--speed",
+            "200",
+            "--post",
+            "0,15,30",
+            "--emulated-drop",
+            "0.2",
+            "--emulated-recovery-min",
+            "0",
+            "--store",
+            str(store),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert "class: grip_spillover" in out
@@ -52,17 +66,29 @@ def test_grip_test_on_an_emulated_tindeq_finds_the_spillover(
 def test_grip_test_on_an_emulated_tindeq_recognises_the_good_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["grip-test", "--emulated", "--speed", "200", "--post", "0,15,30",
-                   "--emulated-drop", "0.16", "--emulated-recovery-min", "3",
-                   "--store", str(tmp_path / "s.sqlite3")])
+    status = main(
+        [
+            "grip-test",
+            "--emulated",
+            "--speed",
+            "200",
+            "--post",
+            "0,15,30",
+            "--emulated-drop",
+            "0.16",
+            "--emulated-recovery-min",
+            "3",
+            "--store",
+            str(tmp_path / "s.sqlite3"),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert "class: grip_signal" in out
 
 
 @pytest.mark.parametrize("post", ["", "5,0", "a,b", "-1"])
-def test_grip_test_rejects_bad_post_minutes(post: str, capsys: pytest.CaptureFixture[str]
-                                            ) -> None:
+def test_grip_test_rejects_bad_post_minutes(post: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["grip-test", "--emulated", "--post", post]) == 2
     assert "--post" in capsys.readouterr().err
 

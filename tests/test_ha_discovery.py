@@ -14,8 +14,9 @@ from streamer.topics import Topics
 
 def _athletes() -> list[AthleteConfig]:
     return [
-        AthleteConfig("alice", "Alice", devices=(DeviceConfig("chest", DeviceKind.STRAP,
-                                                              name="H10"),)),
+        AthleteConfig(
+            "alice", "Alice", devices=(DeviceConfig("chest", DeviceKind.STRAP, name="H10"),)
+        ),
         AthleteConfig("bob", "Bob"),  # no strap: no heart-rate sensor
     ]
 
@@ -34,7 +35,8 @@ def test_heart_rate_sensor_reads_the_strap_live_topic_only_when_there_is_a_strap
     assert "homeassistant/sensor/redox_alice/hr/config" in topics
     assert "homeassistant/sensor/redox_bob/hr/config" not in topics
     hr = dict(discovery_messages(Topics(), _athletes()))[
-        "homeassistant/sensor/redox_alice/hr/config"]
+        "homeassistant/sensor/redox_alice/hr/config"
+    ]
     assert json.loads(hr)["state_topic"] == "redox/alice/chest/live"
 
 
@@ -42,5 +44,4 @@ def test_one_binary_sensor_per_rule_that_asks_for_action() -> None:
     assert set(ACTION_RULES) == {r for r, s in CATALOGUE.items() if s.severity.value != "info"}
     assert "grip_signal" not in ACTION_RULES
     topics = [t for t, _ in discovery_messages(Topics(), _athletes()[:1])]
-    assert sorted(t.split("/")[3] for t in topics if "/binary_sensor/" in t) == sorted(
-        ACTION_RULES)
+    assert sorted(t.split("/")[3] for t in topics if "/binary_sensor/" in t) == sorted(ACTION_RULES)

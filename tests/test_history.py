@@ -22,8 +22,14 @@ from streamer.store import Store
 
 TODAY = dt.date(2025, 3, 1)
 #: Every rule of RULES.md.
-RULE_IDS = ("hrv_downtrend", "rhr_creep", "smo2_slow_recovery", "grip_signal", "grip_spillover",
-            "rpe_power_mismatch")
+RULE_IDS = (
+    "hrv_downtrend",
+    "rhr_creep",
+    "smo2_slow_recovery",
+    "grip_signal",
+    "grip_spillover",
+    "rpe_power_mismatch",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +65,13 @@ def test_over_reaching_athlete_ends_with_every_pull_back_alert_open(replayed: Pa
     with Store(replayed) as store:
         state = AthleteState("athlete1", store)
     open_rules = {a.rule_id for a in state.book.open_alerts()}
-    assert open_rules == {"hrv_downtrend", "rhr_creep", "smo2_slow_recovery",
-                          "rpe_power_mismatch", "grip_spillover"}
+    assert open_rules == {
+        "hrv_downtrend",
+        "rhr_creep",
+        "smo2_slow_recovery",
+        "rpe_power_mismatch",
+        "grip_spillover",
+    }
 
 
 def test_steady_athlete_raises_only_the_informational_grip_signal(replayed: Path) -> None:
@@ -81,8 +92,9 @@ def test_the_ectopic_morning_is_rejected_with_its_reason_not_stored_as_a_number(
     assert "ectopic" in str(rejected[0].data["reject_reason"])
 
 
-def test_restarted_state_continues_with_the_same_baselines_and_alerts(replayed: Path,
-                                                                      tmp_path: Path) -> None:
+def test_restarted_state_continues_with_the_same_baselines_and_alerts(
+    replayed: Path, tmp_path: Path
+) -> None:
     """A fresh AthleteState on the store reloads histories and the alert book: replaying
     the last day again produces the same morning numbers and no second raise."""
     copy = tmp_path / "copy.sqlite3"
@@ -97,8 +109,12 @@ def test_restarted_state_continues_with_the_same_baselines_and_alerts(replayed: 
         for device, record in day_records(plan, plan.days[-1], last_day):
             out.extend(state.process(device, record))
     morning = next(r for r in out if r.kind.value == "morning")
-    for key in ("ln_rmssd", "ln_rmssd_baseline_mean", "ln_rmssd_band_low",
-                "rhr_baseline_median_bpm"):
+    for key in (
+        "ln_rmssd",
+        "ln_rmssd_baseline_mean",
+        "ln_rmssd_band_low",
+        "rhr_baseline_median_bpm",
+    ):
         assert morning.fields[key] == pytest.approx(before[key])
     assert not [r for r in out if r.kind.value == "alerts"]  # already open: not re-raised
 

@@ -150,11 +150,14 @@ def test_tracker_equals_hrv_time_of_its_last_window(
     assert out.mean_hr_bpm == pytest.approx(td.mean_hr_bpm, rel=1e-12)
 
 
-@pytest.mark.parametrize("series", [
-    [300.0, 300.0, 300.0, 300.0, 1114.0],  # found by hypothesis in the batch windows
-    [1700.0, 1114.3, 300.1, 300.1, 300.1],
-    [1800.0, 1800.0, 300.0, 300.0, 300.0, 300.0],
-])
+@pytest.mark.parametrize(
+    "series",
+    [
+        [300.0, 300.0, 300.0, 300.0, 1114.0],  # found by hypothesis in the batch windows
+        [1700.0, 1114.3, 300.1, 300.1, 300.1],
+        [1800.0, 1800.0, 300.0, 300.0, 300.0, 300.0],
+    ],
+)
 def test_a_constant_window_after_a_large_beat_has_exactly_zero_spread(
     series: list[float],
 ) -> None:

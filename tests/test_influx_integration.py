@@ -37,9 +37,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def v1_config(server: InfluxDB1, **options: Any) -> InfluxConfig:
-    values: dict[str, Any] = {"url": server.url, "api": "v1", "db": "redox",
-                              "create_database": True, "flush_interval_s": 0.05,
-                              "timeout_s": 2.0}
+    values: dict[str, Any] = {
+        "url": server.url,
+        "api": "v1",
+        "db": "redox",
+        "create_database": True,
+        "flush_interval_s": 0.05,
+        "timeout_s": 2.0,
+    }
     values.update(options)
     return InfluxConfig(**values)
 
@@ -67,41 +72,86 @@ def rows(server: InfluxDB1, q: str) -> list[dict[str, Any]]:
 
 
 def field_types(server: InfluxDB1, measurement: str) -> dict[str, str]:
-    return {r["fieldKey"]: r["fieldType"]
-            for r in rows(server, f'SHOW FIELD KEYS FROM "{measurement}"')}
+    return {
+        r["fieldKey"]: r["fieldType"] for r in rows(server, f'SHOW FIELD KEYS FROM "{measurement}"')
+    }
 
 
 RESULTS = [
-    Result(Kind.HRV, "alice", T0 + 1, {"rmssd_ms": 42.0, "ln_rmssd": 3.7377, "sdnn_ms": 50.5,
-                                       "n_beats": 120, "window_s": 300}),
-    Result(Kind.MORNING, "alice", T0 + 2, {"date": "2023-11-14", "ln_rmssd": 4.1,
-                                           "resting_hr_bpm": 48, "accepted": True,
-                                           "reject_reason": None}),
-    Result(Kind.OXYGENATION, "alice", T0 + 3, {"scope": "session", "recovery_s": 131.5,
-                                               "n_efforts": 6}, "moxy"),
-    Result(Kind.GRIP, "alice", T0 + 4, {"class": "grip_spillover", "mvc_kg": 45.5,
-                                        "drop_pct": 13.0, "minutes_after": 30}, "tindeq"),
-    alert_result("alice", {"rule": "rhr_creep", "severity": "pull_back", "state": "raised",
-                           "message": "RHR up 6 bpm", "advice": "cut 40%",
-                           "raised_ts_ns": T0 + 5}, []),
+    Result(
+        Kind.HRV,
+        "alice",
+        T0 + 1,
+        {"rmssd_ms": 42.0, "ln_rmssd": 3.7377, "sdnn_ms": 50.5, "n_beats": 120, "window_s": 300},
+    ),
+    Result(
+        Kind.MORNING,
+        "alice",
+        T0 + 2,
+        {
+            "date": "2023-11-14",
+            "ln_rmssd": 4.1,
+            "resting_hr_bpm": 48,
+            "accepted": True,
+            "reject_reason": None,
+        },
+    ),
+    Result(
+        Kind.OXYGENATION,
+        "alice",
+        T0 + 3,
+        {"scope": "session", "recovery_s": 131.5, "n_efforts": 6},
+        "moxy",
+    ),
+    Result(
+        Kind.GRIP,
+        "alice",
+        T0 + 4,
+        {"class": "grip_spillover", "mvc_kg": 45.5, "drop_pct": 13.0, "minutes_after": 30},
+        "tindeq",
+    ),
+    alert_result(
+        "alice",
+        {
+            "rule": "rhr_creep",
+            "severity": "pull_back",
+            "state": "raised",
+            "message": "RHR up 6 bpm",
+            "advice": "cut 40%",
+            "raised_ts_ns": T0 + 5,
+        },
+        [],
+    ),
 ]
 
 
 async def test_v1_results_and_live_samples_read_back_with_influxql(
-        influxdb1: InfluxDB1, store: Store) -> None:
+    influxdb1: InfluxDB1, store: Store
+) -> None:
     writer = InfluxWriter(v1_config(influxdb1), store, backoff=FAST)
     assert isinstance(writer, Sink)  # what the pipeline drives
     async with running(writer):
         writer.accept(RESULTS)
-        await writer.send_live([
-            live_result("alice", "strap", HeartRateSample(T0 + 10_000_000_000, 61,
-                                                          (1000.0, 980.0))),
-            live_result("alice", "moxy", SmO2Sample(T0 + 10_000_000_000, 55.5, 12.25)),
-        ])
+        await writer.send_live(
+            [
+                live_result(
+                    "alice", "strap", HeartRateSample(T0 + 10_000_000_000, 61, (1000.0, 980.0))
+                ),
+                live_result("alice", "moxy", SmO2Sample(T0 + 10_000_000_000, 55.5, 12.25)),
+            ]
+        )
         assert await writer.drain(10.0) == 0
     hrv = rows(influxdb1, "SELECT * FROM hrv")
-    assert hrv == [{"time": T0 + 1, "athlete": "alice", "ln_rmssd": 3.7377, "n_beats": 120,
-                    "rmssd_ms": 42.0, "sdnn_ms": 50.5}]
+    assert hrv == [
+        {
+            "time": T0 + 1,
+            "athlete": "alice",
+            "ln_rmssd": 3.7377,
+            "n_beats": 120,
+            "rmssd_ms": 42.0,
+            "sdnn_ms": 50.5,
+        }
+    ]
     assert field_types(influxdb1, "hrv")["n_beats"] == "integer"
     assert field_types(influxdb1, "hrv")["rmssd_ms"] == "float"
     (morning,) = rows(influxdb1, "SELECT * FROM morning")
@@ -109,12 +159,20 @@ async def test_v1_results_and_live_samples_read_back_with_influxql(
     assert field_types(influxdb1, "morning")["resting_hr_bpm"] == "float"
     (ox,) = rows(influxdb1, "SELECT * FROM oxygen_recovery")
     assert (ox["scope"], ox["device"], ox["recovery_s"], ox["n_efforts"]) == (
-        "session", "moxy", 131.5, 6)
+        "session",
+        "moxy",
+        131.5,
+        6,
+    )
     (grip,) = rows(influxdb1, "SELECT * FROM grip_test")
     assert (grip["class"], grip["drop_pct"]) == ("grip_spillover", 13.0)
     (alert,) = rows(influxdb1, "SELECT * FROM alert")
     assert (alert["rule"], alert["severity"], alert["active"], alert["state"]) == (
-        "rhr_creep", "pull_back", 1, "raised")
+        "rhr_creep",
+        "pull_back",
+        1,
+        "raised",
+    )
     hr = rows(influxdb1, "SELECT hr_bpm, rr_ms FROM heart_rate")
     assert hr == [
         {"time": T0 + 9_020_000_000, "hr_bpm": None, "rr_ms": 1000.0},
@@ -128,14 +186,16 @@ async def test_v1_results_and_live_samples_read_back_with_influxql(
 
 
 async def test_drain_waits_for_a_batch_in_flight_and_nothing_written_is_spilled(
-        influxdb1: InfluxDB1, store: Store) -> None:
+    influxdb1: InfluxDB1, store: Store
+) -> None:
     """Shutdown while a live batch is on the wire: drain waits for the server's answer, so
     cancelling the writer afterwards neither loses the batch nor puts points the server
     already has back in the outbox (found in CI: drain returned 0 before the answer)."""
-    writer = InfluxWriter(v1_config(influxdb1, batch_size=2, timeout_s=5.0), store,
-                          backoff=FAST)
-    hr = [live_result("dora", "strap", HeartRateSample(T0 + i * 1_000_000_000, 60 + i, ()))
-          for i in range(4)]
+    writer = InfluxWriter(v1_config(influxdb1, batch_size=2, timeout_s=5.0), store, backoff=FAST)
+    hr = [
+        live_result("dora", "strap", HeartRateSample(T0 + i * 1_000_000_000, 60 + i, ()))
+        for i in range(4)
+    ]
     async with running(writer):
         await writer.send_live(hr[:2])  # creates the database, writes: the server is up
         await eventually(lambda: writer.status()["written"] == 2, timeout_s=10.0)
@@ -156,7 +216,8 @@ async def test_drain_waits_for_a_batch_in_flight_and_nothing_written_is_spilled(
 
 
 async def test_field_type_conflict_is_dead_lettered_and_does_not_block(
-        influxdb1: InfluxDB1, store: Store) -> None:
+    influxdb1: InfluxDB1, store: Store
+) -> None:
     writer = InfluxWriter(v1_config(influxdb1), store, backoff=FAST)
     async with running(writer):
         writer.accept([Result(Kind.HRV, "a", T0, {"n_beats": 10})])
@@ -174,7 +235,8 @@ async def test_field_type_conflict_is_dead_lettered_and_does_not_block(
 
 
 async def test_missing_database_is_retried_with_a_hint_then_written(
-        influxdb1: InfluxDB1, store: Store) -> None:
+    influxdb1: InfluxDB1, store: Store
+) -> None:
     writer = InfluxWriter(v1_config(influxdb1, create_database=False), store, backoff=FAST)
     async with running(writer):
         writer.accept(RESULTS[:1])
@@ -186,11 +248,17 @@ async def test_missing_database_is_retried_with_a_hint_then_written(
     assert len(rows(influxdb1, "SELECT * FROM hrv")) == 1
 
 
-async def test_credentials_never_reach_the_logs(influxdb1: InfluxDB1, store: Store,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_credentials_never_reach_the_logs(
+    influxdb1: InfluxDB1, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    config = v1_config(influxdb1, db="nope", create_database=False, username="redox",
-                       password=Secret("Infl-pw-77q"))
+    config = v1_config(
+        influxdb1,
+        db="nope",
+        create_database=False,
+        username="redox",
+        password=Secret("Infl-pw-77q"),
+    )
     writer = InfluxWriter(config, store, backoff=FAST)
     async with running(writer):
         writer.accept(RESULTS[:1])
@@ -212,22 +280,29 @@ def _vm_values(server: VictoriaMetrics, match: str) -> dict[str, tuple[list[floa
     return out  # type: ignore[return-value]
 
 
-async def test_v2_api_writes_to_victoria_metrics(victoria: VictoriaMetrics,
-                                                 store: Store) -> None:
-    config = InfluxConfig(url=victoria.url, api="v2", org="club", bucket="redox",
-                          token=Secret("vm-token"), flush_interval_s=0.05, timeout_s=2.0)
+async def test_v2_api_writes_to_victoria_metrics(victoria: VictoriaMetrics, store: Store) -> None:
+    config = InfluxConfig(
+        url=victoria.url,
+        api="v2",
+        org="club",
+        bucket="redox",
+        token=Secret("vm-token"),
+        flush_interval_s=0.05,
+        timeout_s=2.0,
+    )
     writer = InfluxWriter(config, store, backoff=FAST)
     now = 1_750_000_000_000_000_000
     async with running(writer):
-        writer.accept([
-            Result(Kind.HRV, "alice", now, {"rmssd_ms": 42.5, "n_beats": 120}),
-            Result(Kind.HRV, "alice", now + 60_000_000_000, {"rmssd_ms": 40.0, "n_beats": 118}),
-        ])
+        writer.accept(
+            [
+                Result(Kind.HRV, "alice", now, {"rmssd_ms": 42.5, "n_beats": 120}),
+                Result(Kind.HRV, "alice", now + 60_000_000_000, {"rmssd_ms": 40.0, "n_beats": 118}),
+            ]
+        )
         await writer.send_live([live_result("bob", "moxy", SmO2Sample(now, 61.5, 11.0))])
         assert await writer.drain(10.0) == 0
     hrv = _vm_values(victoria, '{__name__=~"hrv_.*"}')
-    rmssd = next(v for k, v in hrv.items() if "__name__=hrv_rmssd_ms" in k
-                 and "athlete=alice" in k)
+    rmssd = next(v for k, v in hrv.items() if "__name__=hrv_rmssd_ms" in k and "athlete=alice" in k)
     assert rmssd == ([42.5, 40.0], [now // 1_000_000, now // 1_000_000 + 60_000])
     beats = next(v for k, v in hrv.items() if "__name__=hrv_n_beats" in k)
     assert beats[0] == [120, 118]

@@ -20,10 +20,11 @@ def test_heart_rate_sample_gives_one_point_per_beat_with_hr_on_the_last() -> Non
 
 
 def test_heart_rate_uses_beat_times_when_the_pipeline_gives_them() -> None:
-    r = Result(Kind.HEART_RATE, "a", 100, {"hr_bpm": 60, "rr_ms": [900.0],
-                                           "beat_ts_ns": [42]}, "s")
-    assert lines_for(r) == ["heart_rate,athlete=a,device=s rr_ms=900 42",
-                            "heart_rate,athlete=a,device=s hr_bpm=60 100"]
+    r = Result(Kind.HEART_RATE, "a", 100, {"hr_bpm": 60, "rr_ms": [900.0], "beat_ts_ns": [42]}, "s")
+    assert lines_for(r) == [
+        "heart_rate,athlete=a,device=s rr_ms=900 42",
+        "heart_rate,athlete=a,device=s hr_bpm=60 100",
+    ]
 
 
 def test_whole_numbers_are_written_as_floats_except_counts() -> None:
@@ -35,27 +36,45 @@ def test_whole_numbers_are_written_as_floats_except_counts() -> None:
 
 
 def test_morning_bool_and_missing_baseline_fields() -> None:
-    r = Result(Kind.MORNING, "a", 1, {"date": "2024-05-01", "ln_rmssd": 4.1, "accepted": True,
-                                      "ln_rmssd_baseline_mean": None, "reject_reason": None})
+    r = Result(
+        Kind.MORNING,
+        "a",
+        1,
+        {
+            "date": "2024-05-01",
+            "ln_rmssd": 4.1,
+            "accepted": True,
+            "ln_rmssd_baseline_mean": None,
+            "reject_reason": None,
+        },
+    )
     assert lines_for(r) == ["morning,athlete=a accepted=true,ln_rmssd=4.1 1"]
 
 
 def test_oxygenation_scope_and_grip_class_are_tags() -> None:
-    ox = Result(Kind.OXYGENATION, "a", 1, {"scope": "session", "recovery_s": 130.0,
-                                           "n_efforts": 4}, "moxy")
+    ox = Result(
+        Kind.OXYGENATION, "a", 1, {"scope": "session", "recovery_s": 130.0, "n_efforts": 4}, "moxy"
+    )
     assert lines_for(ox) == [
         "oxygen_recovery,athlete=a,device=moxy,scope=session n_efforts=4i,recovery_s=130 1"
     ]
-    grip = Result(Kind.GRIP, "a", 2, {"class": "grip_spillover", "drop_pct": 14.0,
-                                      "mvc_kg": 45.5}, "tindeq")
+    grip = Result(
+        Kind.GRIP, "a", 2, {"class": "grip_spillover", "drop_pct": 14.0, "mvc_kg": 45.5}, "tindeq"
+    )
     assert lines_for(grip) == [
         "grip_test,athlete=a,class=grip_spillover,device=tindeq drop_pct=14,mvc_kg=45.5 2"
     ]
 
 
 def test_alert_event_becomes_one_alert_point() -> None:
-    event = {"rule": "hrv_downtrend", "severity": "pull_back", "state": "raised",
-             "message": 'HRV "down"', "advice": "cut 40%", "raised_ts_ns": 9}
+    event = {
+        "rule": "hrv_downtrend",
+        "severity": "pull_back",
+        "state": "raised",
+        "message": 'HRV "down"',
+        "advice": "cut 40%",
+        "raised_ts_ns": 9,
+    }
     assert lines_for(alert_result("a", event, [event])) == [
         'alert,athlete=a,rule=hrv_downtrend,severity=pull_back active=1i,advice="cut 40%",'
         'message="HRV \\"down\\"",state="raised" 9'
@@ -78,9 +97,12 @@ def test_tag_values_are_escaped() -> None:
     assert line == r"force,athlete=Ann\ Lee\,\=x,device=g\ 1 force_kg=3.5 1"
 
 
-@given(st.sampled_from(sorted(FIELD_TYPES["oxygen_recovery"])),
-       st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False,
-                                                      width=32)))
+@given(
+    st.sampled_from(sorted(FIELD_TYPES["oxygen_recovery"])),
+    st.one_of(
+        st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False, width=32)
+    ),
+)
 def test_field_type_never_depends_on_the_value(name: str, value: float) -> None:
     if FIELD_TYPES["oxygen_recovery"][name] is int:
         value = int(value)

@@ -19,9 +19,12 @@ def _model() -> tuple[ViewModel, AthleteState]:
     state = AthleteState("ann")
     state.process("strap", HeartRateSample(1, 61, (980.0,)))
     pipeline = Pipeline(lambda a: state, None, athletes=["ann"])
-    model = ViewModel(title="t", pipeline_status=pipeline.status,
-                      snapshots={"ann": state.snapshot},
-                      history=HistoryProgress(total_days=4, days_done=1, records=10))
+    model = ViewModel(
+        title="t",
+        pipeline_status=pipeline.status,
+        snapshots={"ann": state.snapshot},
+        history=HistoryProgress(total_days=4, days_done=1, records=10),
+    )
     return model, state
 
 

@@ -37,8 +37,9 @@ FAST = Backoff(0.1, 0.5)
 
 
 def _config(broker: Mosquitto, **options: object) -> MqttConfig:
-    return MqttConfig(host=HOST, port=broker.port, publish_timeout_s=1.0,
-                      client_id="redox-test", **options)  # type: ignore[arg-type]
+    return MqttConfig(
+        host=HOST, port=broker.port, publish_timeout_s=1.0, client_id="redox-test", **options
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -62,26 +63,35 @@ _until = eventually
 
 
 def _hrv(i: int, athlete: str = "alice") -> Result:
-    return Result(Kind.HRV, athlete, 1_700_000_000_000_000_000 + i, {"rmssd_ms": float(i),
-                                                                     "n_beats": i})
+    return Result(
+        Kind.HRV, athlete, 1_700_000_000_000_000_000 + i, {"rmssd_ms": float(i), "n_beats": i}
+    )
 
 
 def _alert(i: int) -> Result:
-    event = {"rule": "rhr_creep", "severity": "pull_back",
-             "state": "raised" if i % 2 == 0 else "cleared", "message": f"m{i}",
-             "advice": "cut", "raised_ts_ns": 1_000 + i, "cleared_ts_ns": 2_000 + i}
+    event = {
+        "rule": "rhr_creep",
+        "severity": "pull_back",
+        "state": "raised" if i % 2 == 0 else "cleared",
+        "message": f"m{i}",
+        "advice": "cut",
+        "raised_ts_ns": 1_000 + i,
+        "cleared_ts_ns": 2_000 + i,
+    }
     return alert_result("alice", event, [event] if i % 2 == 0 else [])
 
 
 async def test_results_and_alerts_reach_a_persistent_subscriber_in_order(
-        mosquitto: Mosquitto, store: Store) -> None:
+    mosquitto: Mosquitto, store: Store
+) -> None:
     sub = await Subscriber(HOST, mosquitto.port).start()
     publisher = MqttPublisher(_config(mosquitto), store, backoff=FAST)
     async with running(publisher):
         for i in range(60):
             publisher.accept([_hrv(i), _alert(i)])
-        await sub.wait_for(lambda: len(sub.on("redox/alice/hrv")) >= 60
-                           and len(sub.on("redox/alice/alerts")) >= 60)
+        await sub.wait_for(
+            lambda: len(sub.on("redox/alice/hrv")) >= 60 and len(sub.on("redox/alice/alerts")) >= 60
+        )
         await _until(lambda: publisher.status()["outbox_depth"] == 0)
     await sub.stop()
     for topic in ("redox/alice/hrv", "redox/alice/alerts"):
@@ -98,31 +108,38 @@ async def test_results_and_alerts_reach_a_persistent_subscriber_in_order(
     assert status["outbox_depth"] == 0
 
 
-async def test_state_topics_are_retained_for_late_subscribers(mosquitto: Mosquitto,
-                                                              store: Store) -> None:
+async def test_state_topics_are_retained_for_late_subscribers(
+    mosquitto: Mosquitto, store: Store
+) -> None:
     publisher = MqttPublisher(_config(mosquitto), store, backoff=FAST)
     async with running(publisher):
-        publisher.accept([
-            Result(Kind.MORNING, "alice", 5, {"date": "2024-05-01", "ln_rmssd": 4.1}),
-            Result(Kind.STATUS, "alice", 6, {"state": "ok", "open_alerts": []}),
-            _alert(0),
-            _hrv(1),
-        ])
+        publisher.accept(
+            [
+                Result(Kind.MORNING, "alice", 5, {"date": "2024-05-01", "ln_rmssd": 4.1}),
+                Result(Kind.STATUS, "alice", 6, {"state": "ok", "open_alerts": []}),
+                _alert(0),
+                _hrv(1),
+            ]
+        )
         await _until(lambda: publisher.status()["outbox_depth"] == 0)
-        late = await Subscriber(HOST, mosquitto.port, client_id="late",
-                                persistent=False).start()
+        late = await Subscriber(HOST, mosquitto.port, client_id="late", persistent=False).start()
         await late.wait_for(lambda: len(late.received) >= 4, what="retained messages")
         await late.stop()
     retained = {m.topic: m for m in late.received}
-    assert set(retained) == {"redox/bridge/state", "redox/alice/morning",
-                             "redox/alice/status", "redox/alice/alerts"}
+    assert set(retained) == {
+        "redox/bridge/state",
+        "redox/alice/morning",
+        "redox/alice/status",
+        "redox/alice/alerts",
+    }
     assert all(m.retain for m in retained.values())
     assert retained["redox/bridge/state"].payload == b"online"
     assert retained["redox/alice/morning"].json()["ln_rmssd"] == 4.1
 
 
 async def test_outbox_filled_while_broker_is_down_is_delivered_when_it_starts(
-        tmp_path: Path, store: Store) -> None:
+    tmp_path: Path, store: Store
+) -> None:
     broker = Mosquitto(tmp_path / "late-broker")  # not started yet
     publisher = MqttPublisher(_config(broker), store, backoff=FAST)
     async with running(publisher):
@@ -141,8 +158,7 @@ async def test_outbox_filled_while_broker_is_down_is_delivered_when_it_starts(
     assert first_arrivals(sub.on("redox/alice/hrv"))[0] == list(range(1, 26))
 
 
-async def test_clean_shutdown_drains_then_says_offline(mosquitto: Mosquitto,
-                                                       store: Store) -> None:
+async def test_clean_shutdown_drains_then_says_offline(mosquitto: Mosquitto, store: Store) -> None:
     sub = await Subscriber(HOST, mosquitto.port).start()
     publisher = MqttPublisher(_config(mosquitto), store, backoff=FAST)
     task = asyncio.create_task(publisher.run())
@@ -151,26 +167,39 @@ async def test_clean_shutdown_drains_then_says_offline(mosquitto: Mosquitto,
     remaining = await publisher.drain(5.0)
     await asyncio.wait_for(task, 5)  # run() ends by itself after drain()
     assert remaining == 0
-    await sub.wait_for(lambda: sub.on("redox/bridge/state")[-1:] != []
-                       and sub.on("redox/bridge/state")[-1].payload == b"offline")
+    await sub.wait_for(
+        lambda: (
+            sub.on("redox/bridge/state")[-1:] != []
+            and sub.on("redox/bridge/state")[-1].payload == b"offline"
+        )
+    )
     await sub.stop()
     assert len(sub.on("redox/alice/hrv")) == 10
     assert [m.payload for m in sub.on("redox/bridge/state")] == [b"online", b"offline"]
 
 
 async def test_last_will_says_offline_when_the_publisher_process_dies(
-        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     sub = await Subscriber(HOST, mosquitto.port).start()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.publisher_proc", "--db", str(tmp_path / "p.sqlite3"),
-        "--port", str(mosquitto.port), "--count", "1", cwd=REPO, stdout=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.publisher_proc",
+        "--db",
+        str(tmp_path / "p.sqlite3"),
+        "--port",
+        str(mosquitto.port),
+        "--count",
+        "1",
+        cwd=REPO,
+        stdout=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
         assert (await proc.stdout.readline()).startswith(b"queued")
         assert (await proc.stdout.readline()).strip() == b"drained"
-        await sub.wait_for(lambda: [m.payload for m in sub.on("redox/bridge/state")]
-                           == [b"online"])
+        await sub.wait_for(lambda: [m.payload for m in sub.on("redox/bridge/state")] == [b"online"])
         proc.kill()  # SIGKILL: no DISCONNECT, the broker publishes the Will
         await proc.wait()
         await sub.wait_for(lambda: len(sub.on("redox/bridge/state")) == 2, what="the Will")
@@ -184,11 +213,13 @@ async def test_last_will_says_offline_when_the_publisher_process_dies(
 
 
 async def test_live_samples_are_qos0_and_fail_fast_without_a_connection(
-        mosquitto: Mosquitto, store: Store) -> None:
+    mosquitto: Mosquitto, store: Store
+) -> None:
     sub = await Subscriber(HOST, mosquitto.port).start()
     publisher = MqttPublisher(_config(mosquitto), store, backoff=FAST)
-    samples = [live_result("alice", "strap", HeartRateSample(i, 60 + i, (1000.0,)))
-               for i in range(20)]
+    samples = [
+        live_result("alice", "strap", HeartRateSample(i, 60 + i, (1000.0,))) for i in range(20)
+    ]
     with pytest.raises(MqttNotConnected):
         await publisher.send_live(samples[:1])
     async with running(publisher):
@@ -213,29 +244,41 @@ async def test_accept_refuses_live_results(mosquitto: Mosquitto, store: Store) -
 
 
 async def test_home_assistant_configs_are_resent_when_ha_comes_online(
-        mosquitto: Mosquitto, store: Store) -> None:
-    athlete = AthleteConfig("alice", "Alice",
-                            devices=(DeviceConfig("strap", DeviceKind.STRAP, name="H10"),))
+    mosquitto: Mosquitto, store: Store
+) -> None:
+    athlete = AthleteConfig(
+        "alice", "Alice", devices=(DeviceConfig("strap", DeviceKind.STRAP, name="H10"),)
+    )
     sub = await Subscriber(HOST, mosquitto.port, topic="homeassistant/#").start()
-    publisher = MqttPublisher(_config(mosquitto, ha_discovery=True), store,
-                              athletes=[athlete], backoff=FAST)
+    publisher = MqttPublisher(
+        _config(mosquitto, ha_discovery=True), store, athletes=[athlete], backoff=FAST
+    )
     per_round = 6 + len(ACTION_RULES)
     async with running(publisher):
         await sub.wait_for(lambda: len(sub.received) >= per_round, what="discovery configs")
         async with aiomqtt.Client(HOST, mosquitto.port) as ha:
             await ha.publish("homeassistant/status", b"online")
-        await sub.wait_for(lambda: len(sub.received) >= 2 * per_round + 1,
-                           what="configs re-sent")
-        late = await Subscriber(HOST, mosquitto.port, topic="homeassistant/+/+/+/config",
-                                client_id="late", persistent=False).start()
+        await sub.wait_for(lambda: len(sub.received) >= 2 * per_round + 1, what="configs re-sent")
+        late = await Subscriber(
+            HOST,
+            mosquitto.port,
+            topic="homeassistant/+/+/+/config",
+            client_id="late",
+            persistent=False,
+        ).start()
         await late.wait_for(lambda: len(late.received) >= per_round, what="retained configs")
         await late.stop()
     await sub.stop()
     configs = {m.topic: m.json() for m in sub.received if m.topic.endswith("/config")}
     hr = configs["homeassistant/sensor/redox_alice/hr/config"]
     assert hr["state_topic"] == "redox/alice/strap/live"
-    assert hr["availability"] == [{"topic": "redox/bridge/state", "payload_available": "online",
-                                   "payload_not_available": "offline"}]
+    assert hr["availability"] == [
+        {
+            "topic": "redox/bridge/state",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        }
+    ]
     rule = configs["homeassistant/binary_sensor/redox_alice/rhr_creep/config"]
     assert rule["state_topic"] == "redox/alice/alerts"
     assert rule["device_class"] == "problem"
@@ -257,30 +300,45 @@ def _make_certs(directory: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redox test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
-                critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     directory.mkdir(parents=True, exist_ok=True)
     ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "server.pem", "server.key"))
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return ca_path, cert_path, key_path
 
 
@@ -305,12 +363,19 @@ def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
 
 
 async def test_tls_with_password_connects_and_never_logs_the_secret(
-        tls_mosquitto: tuple[Mosquitto, Path], store: Store,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tls_mosquitto: tuple[Mosquitto, Path], store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     broker, ca = tls_mosquitto
     caplog.set_level(logging.DEBUG)
-    config = MqttConfig(host=HOST, port=broker.port, tls=True, ca_file=ca, username="redox",
-                        password=Secret("pw-Zq81!x"), publish_timeout_s=1.0)
+    config = MqttConfig(
+        host=HOST,
+        port=broker.port,
+        tls=True,
+        ca_file=ca,
+        username="redox",
+        password=Secret("pw-Zq81!x"),
+        publish_timeout_s=1.0,
+    )
     publisher = MqttPublisher(config, store, backoff=FAST)
     async with running(publisher):
         publisher.accept([_hrv(1)])
@@ -321,12 +386,19 @@ async def test_tls_with_password_connects_and_never_logs_the_secret(
 
 
 async def test_wrong_password_is_reported_and_nothing_is_lost(
-        tls_mosquitto: tuple[Mosquitto, Path], store: Store,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tls_mosquitto: tuple[Mosquitto, Path], store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     broker, ca = tls_mosquitto
     caplog.set_level(logging.DEBUG)
-    config = MqttConfig(host=HOST, port=broker.port, tls=True, ca_file=ca, username="redox",
-                        password=Secret("wrong-Hq27"), publish_timeout_s=1.0)
+    config = MqttConfig(
+        host=HOST,
+        port=broker.port,
+        tls=True,
+        ca_file=ca,
+        username="redox",
+        password=Secret("wrong-Hq27"),
+        publish_timeout_s=1.0,
+    )
     publisher = MqttPublisher(config, store, backoff=FAST)
     async with running(publisher):
         publisher.accept([_hrv(1)])
@@ -339,11 +411,19 @@ async def test_wrong_password_is_reported_and_nothing_is_lost(
 
 
 async def test_untrusted_server_certificate_is_refused(
-        tls_mosquitto: tuple[Mosquitto, Path], store: Store, tmp_path: Path) -> None:
+    tls_mosquitto: tuple[Mosquitto, Path], store: Store, tmp_path: Path
+) -> None:
     broker, _ = tls_mosquitto
     other_ca, _, _ = _make_certs(tmp_path / "other")
-    config = MqttConfig(host=HOST, port=broker.port, tls=True, ca_file=other_ca,
-                        username="redox", password=Secret("pw-Zq81!x"), publish_timeout_s=1.0)
+    config = MqttConfig(
+        host=HOST,
+        port=broker.port,
+        tls=True,
+        ca_file=other_ca,
+        username="redox",
+        password=Secret("pw-Zq81!x"),
+        publish_timeout_s=1.0,
+    )
     publisher = MqttPublisher(config, store, backoff=FAST)
     async with running(publisher):
         await _until(lambda: publisher.status()["disconnects"] >= 1)

@@ -55,13 +55,24 @@ T0 = 1_714_550_400_000_000_000  # 2024-05-01T08:00Z
 
 # --- producing alert messages the way the streamer does ------------------------------------
 
-def make_alert(athlete: str = "ann", rule: str = "rhr_creep", *, raised_ns: int = T0,
-               cleared_ns: int | None = None) -> Alert:
+
+def make_alert(
+    athlete: str = "ann",
+    rule: str = "rhr_creep",
+    *,
+    raised_ns: int = T0,
+    cleared_ns: int | None = None,
+) -> Alert:
     spec = CATALOGUE[rule]
     return Alert(
-        rule_id=rule, severity=spec.severity, athlete=athlete,
-        message=f"{spec.title}: resting HR 6.1 bpm above baseline", evidence={"delta_bpm": 6.1},
-        advice=spec.advice, source=spec.source, raised_at_ns=raised_ns,
+        rule_id=rule,
+        severity=spec.severity,
+        athlete=athlete,
+        message=f"{spec.title}: resting HR 6.1 bpm above baseline",
+        evidence={"delta_bpm": 6.1},
+        advice=spec.advice,
+        source=spec.source,
+        raised_at_ns=raised_ns,
         state=AlertState.CLEARED if cleared_ns is not None else AlertState.RAISED,
         cleared_at_ns=cleared_ns,
     )
@@ -71,8 +82,9 @@ def alerts_payload(event: Alert, active: list[Alert], seq: int) -> bytes:
     return encode_payload(alert_result(event.athlete, event, active), seq)
 
 
-def raised_payload(athlete: str = "ann", rule: str = "rhr_creep", seq: int = 1,
-                   raised_ns: int = T0) -> bytes:
+def raised_payload(
+    athlete: str = "ann", rule: str = "rhr_creep", seq: int = 1, raised_ns: int = T0
+) -> bytes:
     alert = make_alert(athlete, rule, raised_ns=raised_ns)
     return alerts_payload(alert, [alert], seq)
 
@@ -82,6 +94,7 @@ def cleared_payload(athlete: str = "ann", rule: str = "rhr_creep", seq: int = 3)
 
 
 # --- a local webhook receiver --------------------------------------------------------------
+
 
 @dataclass
 class Post:
@@ -133,13 +146,17 @@ def webhook() -> Iterator[Webhook]:
 
 # --- the notifier as a real process ---------------------------------------------------------
 
+
 class NotifyProcess:
     """``python -m streamer.cli notify ...`` with its log lines readable as they come."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "notify", *args], cwd=REPO,
-            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "streamer.cli", "notify", *args],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -172,27 +189,45 @@ class NotifyProcess:
 
 def notify_cmd(broker: ShippedBroker, state: Path, *extra: str) -> NotifyProcess:
     return NotifyProcess(
-        ["--mqtt", f"mqtt://redox-notify@{broker.host}:{broker.port}", "--state", str(state),
-         *extra],
+        [
+            "--mqtt",
+            f"mqtt://redox-notify@{broker.host}:{broker.port}",
+            "--state",
+            str(state),
+            *extra,
+        ],
         {"REDOX_MQTT_PASSWORD": broker.password("redox-notify")},
     )
 
 
 async def publish(broker: ShippedBroker, *messages: tuple[str, bytes]) -> None:
-    async with aiomqtt.Client(broker.host, broker.port, username="redox-streamer",
-                              password=broker.password("redox-streamer"), timeout=5) as client:
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username="redox-streamer",
+        password=broker.password("redox-streamer"),
+        timeout=5,
+    ) as client:
         for topic, payload in messages:
             await client.publish(topic, payload, qos=1, retain=True)
 
 
 @pytest.mark.integration
 async def test_raised_alert_published_twice_then_cleared_gives_one_post_with_the_advice(
-    shipped_mosquitto: ShippedBroker, webhook: Webhook, tmp_path: Path,
+    shipped_mosquitto: ShippedBroker,
+    webhook: Webhook,
+    tmp_path: Path,
 ) -> None:
     out = tmp_path / "exec"
     out.mkdir()
-    proc = notify_cmd(shipped_mosquitto, tmp_path / "state.json", "--webhook", webhook.url,
-                      "--exec", f'cat > "{out}/$REDOX_ATHLETE-$REDOX_RULE-$REDOX_STATE.json"')
+    proc = notify_cmd(
+        shipped_mosquitto,
+        tmp_path / "state.json",
+        "--webhook",
+        webhook.url,
+        "--exec",
+        f'cat > "{out}/$REDOX_ATHLETE-$REDOX_RULE-$REDOX_STATE.json"',
+    )
     try:
         proc.wait_line("subscribed to redox/+/alerts")
         await publish(
@@ -209,7 +244,9 @@ async def test_raised_alert_published_twice_then_cleared_gives_one_post_with_the
     finally:
         assert proc.stop() == 0
     assert [p.headers["Title"] for p in webhook.posts] == [
-        "ann: rhr_creep (pull back)", "bob: smo2_slow_recovery (pull back)"]
+        "ann: rhr_creep (pull back)",
+        "bob: smo2_slow_recovery (pull back)",
+    ]
     ann = posts[0]
     assert CATALOGUE["rhr_creep"].advice in ann.body
     assert "resting HR 6.1 bpm above baseline" in ann.body
@@ -218,7 +255,9 @@ async def test_raised_alert_published_twice_then_cleared_gives_one_post_with_the
     assert ann.headers["Tags"] == "rotating_light,rhr_creep,ann"
     # --exec: one run per notification, the alert as JSON on stdin.
     assert sorted(p.name for p in out.iterdir()) == [
-        "ann-rhr_creep-raised.json", "bob-smo2_slow_recovery-raised.json"]
+        "ann-rhr_creep-raised.json",
+        "bob-smo2_slow_recovery-raised.json",
+    ]
     sent = json.loads((out / "ann-rhr_creep-raised.json").read_text())
     assert sent["rule"] == "rhr_creep"
     assert sent["advice"] == CATALOGUE["rhr_creep"].advice
@@ -228,7 +267,9 @@ async def test_raised_alert_published_twice_then_cleared_gives_one_post_with_the
 
 @pytest.mark.integration
 async def test_restarted_notifier_does_not_notify_the_retained_alert_again(
-    shipped_mosquitto: ShippedBroker, webhook: Webhook, tmp_path: Path,
+    shipped_mosquitto: ShippedBroker,
+    webhook: Webhook,
+    tmp_path: Path,
 ) -> None:
     state = tmp_path / "state.json"
     await publish(shipped_mosquitto, ("redox/ann/alerts", raised_payload()))
@@ -246,25 +287,34 @@ async def test_restarted_notifier_does_not_notify_the_retained_alert_again(
     finally:
         assert second.stop() == 0
     assert [p.headers["Title"] for p in webhook.wait_for(2)] == [
-        "ann: rhr_creep (pull back)", "bob: rhr_creep (pull back)"]
+        "ann: rhr_creep (pull back)",
+        "bob: rhr_creep (pull back)",
+    ]
 
 
 @pytest.mark.integration
 async def test_alert_raised_while_the_notifier_was_away_is_notified_on_return(
-    shipped_mosquitto: ShippedBroker, webhook: Webhook, tmp_path: Path,
+    shipped_mosquitto: ShippedBroker,
+    webhook: Webhook,
+    tmp_path: Path,
 ) -> None:
     state = tmp_path / "state.json"
-    first = notify_cmd(shipped_mosquitto, state, "--webhook", webhook.url, "--client-id",
-                       "notify-away")
+    first = notify_cmd(
+        shipped_mosquitto, state, "--webhook", webhook.url, "--client-id", "notify-away"
+    )
     first.wait_line("subscribed to")
     assert first.stop() == 0
     # Not retained: only the persistent session's queue can bring it back.
-    async with aiomqtt.Client(shipped_mosquitto.host, shipped_mosquitto.port,
-                              username="redox-streamer",
-                              password=shipped_mosquitto.password("redox-streamer")) as c:
+    async with aiomqtt.Client(
+        shipped_mosquitto.host,
+        shipped_mosquitto.port,
+        username="redox-streamer",
+        password=shipped_mosquitto.password("redox-streamer"),
+    ) as c:
         await c.publish("redox/ann/alerts", raised_payload(), qos=1)
-    second = notify_cmd(shipped_mosquitto, state, "--webhook", webhook.url, "--client-id",
-                        "notify-away")
+    second = notify_cmd(
+        shipped_mosquitto, state, "--webhook", webhook.url, "--client-id", "notify-away"
+    )
     try:
         posts = webhook.wait_for(1)
     finally:
@@ -274,11 +324,17 @@ async def test_alert_raised_while_the_notifier_was_away_is_notified_on_return(
 
 @pytest.mark.integration
 def test_wrong_password_is_a_one_line_error_with_the_fix(
-    shipped_mosquitto: ShippedBroker, tmp_path: Path,
+    shipped_mosquitto: ShippedBroker,
+    tmp_path: Path,
 ) -> None:
     proc = NotifyProcess(
-        ["--mqtt", f"mqtt://redox-notify:wrong@{shipped_mosquitto.host}:"
-                   f"{shipped_mosquitto.port}", "--desktop", "--state", str(tmp_path / "s")],
+        [
+            "--mqtt",
+            f"mqtt://redox-notify:wrong@{shipped_mosquitto.host}:{shipped_mosquitto.port}",
+            "--desktop",
+            "--state",
+            str(tmp_path / "s"),
+        ],
         {},
     )
     assert proc.proc.wait(20) == 2
@@ -288,14 +344,18 @@ def test_wrong_password_is_a_one_line_error_with_the_fix(
     assert "wrong" not in line  # the password is never printed
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    ([], "say where notifications go"),
-    (["--webhook", "ftp://x"], "is not an http(s):// URL"),
-    (["--desktop", "--webhook-header", "Auth"], "--webhook-header needs --webhook"),
-    (["--webhook", "http://x", "--webhook-header", "Auth"], "is not 'Name: value'"),
-])
-def test_cli_refuses_bad_options_naming_them(args: list[str], expected: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "say where notifications go"),
+        (["--webhook", "ftp://x"], "is not an http(s):// URL"),
+        (["--desktop", "--webhook-header", "Auth"], "--webhook-header needs --webhook"),
+        (["--webhook", "http://x", "--webhook-header", "Auth"], "is not 'Name: value'"),
+    ],
+)
+def test_cli_refuses_bad_options_naming_them(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from streamer.cli import main
 
     assert main(["notify", "--mqtt", "mqtt://127.0.0.1:1", *args]) == 2
@@ -304,13 +364,19 @@ def test_cli_refuses_bad_options_naming_them(args: list[str], expected: str,
 
 # --- the notifier in-process, against the same real broker -----------------------------------
 
-async def _notified(broker: ShippedBroker, notifier: Notifier,
-                    messages: list[tuple[str, bytes]], timeout_s: float = 10.0) -> None:
+
+async def _notified(
+    broker: ShippedBroker,
+    notifier: Notifier,
+    messages: list[tuple[str, bytes]],
+    timeout_s: float = 10.0,
+) -> None:
     """Run the notifier until it has handled ``messages``."""
     mqtt = MqttConfig.from_url(broker.url("redox-notify"))
     subscribed = asyncio.Event()
-    task = asyncio.create_task(run_notifier(mqtt, notifier, client_id="inproc",
-                                            subscribed=subscribed))
+    task = asyncio.create_task(
+        run_notifier(mqtt, notifier, client_id="inproc", subscribed=subscribed)
+    )
     try:
         async with asyncio.timeout(timeout_s):
             await subscribed.wait()
@@ -325,17 +391,23 @@ async def _notified(broker: ShippedBroker, notifier: Notifier,
 
 @pytest.mark.integration
 async def test_failed_webhook_delivery_is_retried_when_the_alert_is_seen_again(
-    shipped_mosquitto: ShippedBroker, webhook: Webhook, tmp_path: Path,
+    shipped_mosquitto: ShippedBroker,
+    webhook: Webhook,
+    tmp_path: Path,
 ) -> None:
     webhook.status = [503, 200]
     notifier = Notifier([WebhookChannel(webhook.url)], SeenStore(tmp_path / "s.json"))
     # The second message carries the same open alert (a new event for another rule).
     ann = make_alert()
     other = make_alert(rule="hrv_downtrend", raised_ns=T0 + 1)
-    await _notified(shipped_mosquitto, notifier, [
-        ("redox/ann/alerts", alerts_payload(ann, [ann], 1)),
-        ("redox/ann/alerts", alerts_payload(other, [other, ann], 2)),
-    ])
+    await _notified(
+        shipped_mosquitto,
+        notifier,
+        [
+            ("redox/ann/alerts", alerts_payload(ann, [ann], 1)),
+            ("redox/ann/alerts", alerts_payload(other, [other, ann], 2)),
+        ],
+    )
     titles = [p.headers["Title"] for p in webhook.wait_for(2)]
     assert sorted(titles) == ["ann: hrv_downtrend (warning)", "ann: rhr_creep (pull back)"]
     assert notifier.stats.failed == 1
@@ -343,12 +415,18 @@ async def test_failed_webhook_delivery_is_retried_when_the_alert_is_seen_again(
 
 # --- parsing, state, channels ----------------------------------------------------------------
 
+
 def test_notices_are_read_from_the_streamers_own_payload() -> None:
     notices = alerts_in_message("redox/ann/alerts", raised_payload())
     assert len(notices) == 1  # the event and its open copy are one alert
     n = notices[0]
     assert (n.athlete, n.rule, n.severity, n.state, n.raised_ts_ns) == (
-        "ann", "rhr_creep", "pull_back", "raised", T0)
+        "ann",
+        "rhr_creep",
+        "pull_back",
+        "raised",
+        T0,
+    )
     assert n.advice == CATALOGUE["rhr_creep"].advice
     assert n.body.endswith(CATALOGUE["rhr_creep"].advice)
 
@@ -387,8 +465,11 @@ def test_corrupt_state_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
 def test_cleared_alerts_are_notified_only_when_asked(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     for include, expected in ((False, 0), (True, 1)):
-        notifier = Notifier([CommandChannel(f'echo "$REDOX_TITLE" >> "{out}"')],
-                            SeenStore(tmp_path / f"s{include}.json"), include_cleared=include)
+        notifier = Notifier(
+            [CommandChannel(f'echo "$REDOX_TITLE" >> "{out}"')],
+            SeenStore(tmp_path / f"s{include}.json"),
+            include_cleared=include,
+        )
         asyncio.run(notifier.handle("redox/ann/alerts", cleared_payload()))
         lines = out.read_text().splitlines() if out.exists() else []
         assert len(lines) == expected
@@ -412,12 +493,16 @@ def test_webhook_headers_follow_ntfy_and_survive_non_latin1_names() -> None:
     assert base64.b64decode(encoded).decode() == "Аня: grip_signal (info)"
 
 
-@pytest.mark.parametrize(("severity", "state", "expected"), [
-    (Severity.PULL_BACK, "raised", 4), (Severity.WARNING, "raised", 3),
-    (Severity.INFO, "raised", 2), (Severity.PULL_BACK, "cleared", 2),
-])
-def test_priority_follows_severity_and_state(severity: Severity, state: str,
-                                             expected: int) -> None:
+@pytest.mark.parametrize(
+    ("severity", "state", "expected"),
+    [
+        (Severity.PULL_BACK, "raised", 4),
+        (Severity.WARNING, "raised", 3),
+        (Severity.INFO, "raised", 2),
+        (Severity.PULL_BACK, "cleared", 2),
+    ],
+)
+def test_priority_follows_severity_and_state(severity: Severity, state: str, expected: int) -> None:
     notice = AlertNotice("ann", "r", severity.value, state, "m", "a", "s", T0, None)
     assert priority(notice) == expected
 
@@ -434,15 +519,18 @@ class ListChannel:
         self.got.append(notice)
 
 
-_alert_ids = st.tuples(st.sampled_from(["ann", "bob"]),
-                       st.sampled_from(["rhr_creep", "hrv_downtrend", "grip_spillover"]),
-                       st.integers(0, 3))
+_alert_ids = st.tuples(
+    st.sampled_from(["ann", "bob"]),
+    st.sampled_from(["rhr_creep", "hrv_downtrend", "grip_spillover"]),
+    st.integers(0, 3),
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_alert_ids, min_size=1, max_size=25))
 def test_each_raised_alert_is_delivered_exactly_once_whatever_the_redeliveries(
-    tmp_path_factory: pytest.TempPathFactory, messages: list[tuple[str, str, int]],
+    tmp_path_factory: pytest.TempPathFactory,
+    messages: list[tuple[str, str, int]],
 ) -> None:
     channel = ListChannel()
     notifier = Notifier([channel], SeenStore(tmp_path_factory.mktemp("s") / "s.json"))
@@ -452,4 +540,5 @@ def test_each_raised_alert_is_delivered_exactly_once_whatever_the_redeliveries(
     keys = [n.key for n in channel.got]
     assert len(keys) == len(set(keys))
     assert {(n.athlete, n.rule, n.raised_ts_ns) for n in channel.got} == {
-        (a, r, T0 + d * 86_400 * 10**9) for a, r, d in messages}
+        (a, r, T0 + d * 86_400 * 10**9) for a, r, d in messages
+    }

@@ -95,7 +95,9 @@ def test_record_fields_converts_enums_tuples_nested_records_and_renames() -> Non
     grip = _Grip(40.0, 12.5, _Class.SIGNAL, (_Post(0, 12.5), _Post(15, 3.0)), math.nan)
     fields = record_fields(grip, rename={"grip_class": "class"})
     assert fields == {
-        "mvc_kg": 40.0, "drop_pct": 12.5, "class": "grip_signal",
+        "mvc_kg": 40.0,
+        "drop_pct": 12.5,
+        "class": "grip_signal",
         "post": [{"minute": 0, "drop_pct": 12.5}, {"minute": 15, "drop_pct": 3.0}],
         "noise": None,
     }
@@ -105,8 +107,9 @@ def test_from_record_needs_a_time() -> None:
     grip = _Grip(40.0, 1.0, _Class.SIGNAL, (), 0.1)
     with pytest.raises(ValueError, match="ts_ns"):
         Result.from_record(Kind.GRIP, "a", grip)
-    r = Result.from_record(Kind.GRIP, "a", grip, ts_ns=10, rename={"grip_class": "class"},
-                           extra={"minutes_after": 30})
+    r = Result.from_record(
+        Kind.GRIP, "a", grip, ts_ns=10, rename={"grip_class": "class"}, extra={"minutes_after": 30}
+    )
     assert r.ts_ns == 10
     assert r.fields["class"] == "grip_signal"
     assert r.fields["minutes_after"] == 30
@@ -129,9 +132,17 @@ def test_live_result_without_device_is_refused() -> None:
 
 
 def test_alert_payload_carries_active_list_and_event() -> None:
-    event = {"rule": "rhr_creep", "severity": "pull_back", "state": "raised",
-             "message": "m", "advice": "cut volume 40%", "evidence": {"delta_bpm": 6.0},
-             "source": "morning", "raised_ts_ns": 99, "cleared_ts_ns": None}
+    event = {
+        "rule": "rhr_creep",
+        "severity": "pull_back",
+        "state": "raised",
+        "message": "m",
+        "advice": "cut volume 40%",
+        "evidence": {"delta_bpm": 6.0},
+        "source": "morning",
+        "raised_ts_ns": 99,
+        "cleared_ts_ns": None,
+    }
     r = alert_result("alice", event, [event])
     assert r.ts_ns == 99
     assert r.retain
@@ -154,7 +165,9 @@ def test_to_jsonable_refuses_unknown_objects_instead_of_stringifying() -> None:
 def test_to_jsonable_handles_dates_and_numpy() -> None:
     np = pytest.importorskip("numpy")
     assert to_jsonable({"d": dt.date(2024, 5, 1), "x": np.float64(1.5), "v": np.arange(3)}) == {
-        "d": "2024-05-01", "x": 1.5, "v": [0, 1, 2]
+        "d": "2024-05-01",
+        "x": 1.5,
+        "v": [0, 1, 2],
     }
 
 
@@ -165,12 +178,25 @@ def test_iso_time_round_trips_to_the_microsecond(ts_ns: int) -> None:
     assert (parsed - epoch) // dt.timedelta(microseconds=1) == ts_ns // 1000
 
 
-@given(st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True),
-                       st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                                 st.text(), st.lists(st.floats(), max_size=4))))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(),
+            st.lists(st.floats(), max_size=4),
+        ),
+    )
+)
 def test_any_fields_encode_to_valid_strict_json(fields: dict[str, object]) -> None:
-    fields = {k: v for k, v in fields.items() if k not in {"schema", "seq", "ts_ns", "time",
-                                                           "athlete", "device", "kind"}}
+    fields = {
+        k: v
+        for k, v in fields.items()
+        if k not in {"schema", "seq", "ts_ns", "time", "athlete", "device", "kind"}
+    }
     r = Result(Kind.STATUS, "a", 1, to_jsonable(fields))  # type: ignore[arg-type]
     body = json.loads(encode_payload(r, 1), parse_constant=lambda c: pytest.fail(c))
     assert body["schema"] == 1
@@ -190,14 +216,29 @@ def test_decode_refuses_other_schemas() -> None:
 def test_processors_alert_is_published_in_schema_form() -> None:
     from processors.alerts import Alert, AlertState, Severity
 
-    alert = Alert("rhr_creep", Severity.PULL_BACK, "alice", "RHR up 6 bpm", {"delta_bpm": 6.0},
-                  "cut 40%", "RULES.md", raised_at_ns=10, state=AlertState.CLEARED,
-                  cleared_at_ns=20)
+    alert = Alert(
+        "rhr_creep",
+        Severity.PULL_BACK,
+        "alice",
+        "RHR up 6 bpm",
+        {"delta_bpm": 6.0},
+        "cut 40%",
+        "RULES.md",
+        raised_at_ns=10,
+        state=AlertState.CLEARED,
+        cleared_at_ns=20,
+    )
     r = alert_result("alice", alert, [])
     assert r.ts_ns == 20
     assert dict(r.fields)["event"] == {
-        "rule": "rhr_creep", "severity": "pull_back", "state": "cleared",
-        "message": "RHR up 6 bpm", "evidence": {"delta_bpm": 6.0}, "advice": "cut 40%",
-        "source": "RULES.md", "raised_ts_ns": 10, "cleared_ts_ns": 20,
+        "rule": "rhr_creep",
+        "severity": "pull_back",
+        "state": "cleared",
+        "message": "RHR up 6 bpm",
+        "evidence": {"delta_bpm": 6.0},
+        "advice": "cut 40%",
+        "source": "RULES.md",
+        "raised_ts_ns": 10,
+        "cleared_ts_ns": 20,
     }
     assert alert_result("alice", alert.to_dict(), []).fields["event"] == r.fields["event"]

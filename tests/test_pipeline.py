@@ -63,8 +63,9 @@ class OutboxSink:
 
     def accept(self, results: Sequence[Result]) -> None:
         for r in results:
-            self.store.mqtt_enqueue(self.topics.for_result(r), partial(encode_payload, r),
-                                    qos=r.qos, retain=r.retain)
+            self.store.mqtt_enqueue(
+                self.topics.for_result(r), partial(encode_payload, r), qos=r.qos, retain=r.retain
+            )
         self._wake.set()
 
     def _deliver_backlog(self) -> None:
@@ -112,8 +113,9 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
             await asyncio.sleep(0.01)
 
 
-async def _run_briefly(pipeline: Pipeline, until: Callable[[], bool],
-                       timeout_s: float = 5.0) -> None:
+async def _run_briefly(
+    pipeline: Pipeline, until: Callable[[], bool], timeout_s: float = 5.0
+) -> None:
     task = asyncio.create_task(pipeline.run())
     await eventually(until, timeout_s)
     pipeline.stop()
@@ -158,20 +160,24 @@ async def test_shed_samples_reach_the_processor_as_a_gap_before_the_next_sample(
     await asyncio.wait_for(task, 5)
     seen = [r for _, r in recorders["ann"].seen]
     assert [type(r).__name__ for r in seen] == ["HeartRateSample"] * 3 + [
-        "GapEvent", "HeartRateSample"]
+        "GapEvent",
+        "HeartRateSample",
+    ]
     gap = seen[3]
     assert isinstance(gap, GapEvent)
     assert gap.start_ns == hr(4).t_ns
     assert gap.end_ns == hr(7).t_ns
 
 
-async def test_stuck_sink_stalls_neither_devices_nor_the_other_sink(store: Store,
-                                                                    tmp_path: Path) -> None:
+async def test_stuck_sink_stalls_neither_devices_nor_the_other_sink(
+    store: Store, tmp_path: Path
+) -> None:
     with Store(tmp_path / "other.sqlite3") as other:
         stuck = OutboxSink("stuck", store, stuck=True)
         healthy = OutboxSink("healthy", other)
-        pipeline = Pipeline(lambda a: Recorder(a), None, [stuck, healthy], live_lane_size=200,
-                            flush_timeout_s=0.2)
+        pipeline = Pipeline(
+            lambda a: Recorder(a), None, [stuck, healthy], live_lane_size=200, flush_timeout_s=0.2
+        )
         n = 2000
         task = asyncio.create_task(pipeline.run())
         for i in range(1, n + 1):
@@ -192,8 +198,9 @@ async def test_stuck_sink_stalls_neither_devices_nor_the_other_sink(store: Store
 
 async def test_results_are_never_dropped_while_live_messages_are_shed(store: Store) -> None:
     stuck = OutboxSink("stuck", store, stuck=True)
-    pipeline = Pipeline(lambda a: Recorder(a, every=5), store, [stuck], live_lane_size=4,
-                        flush_timeout_s=0.1)
+    pipeline = Pipeline(
+        lambda a: Recorder(a, every=5), store, [stuck], live_lane_size=4, flush_timeout_s=0.1
+    )
     task = asyncio.create_task(pipeline.run())
     for i in range(1, 501):
         pipeline.offer("ann", "strap", hr(i))
@@ -342,8 +349,9 @@ async def test_sources_feed_their_athletes_and_a_failing_source_is_isolated(
 @settings(max_examples=60, deadline=None)
 @given(
     inbox_size=st.integers(1, 20),
-    schedule=st.lists(st.tuples(st.sampled_from(["strap", "moxy"]), st.booleans()),
-                      min_size=1, max_size=120),
+    schedule=st.lists(
+        st.tuples(st.sampled_from(["strap", "moxy"]), st.booleans()), min_size=1, max_size=120
+    ),
 )
 def test_every_record_is_processed_or_counted_and_no_stream_runs_across_a_shed(
     inbox_size: int, schedule: list[tuple[str, bool]]
@@ -376,8 +384,11 @@ def test_every_record_is_processed_or_counted_and_no_stream_runs_across_a_shed(
         for device, lost in shed.items():
             stream = [r for d, r in rec[0].seen if d == device]
             for i in lost:
-                after = [k for k, r in enumerate(stream)
-                         if isinstance(r, HeartRateSample | GapEvent) and r.t_ns > hr(i).t_ns]
+                after = [
+                    k
+                    for k, r in enumerate(stream)
+                    if isinstance(r, HeartRateSample | GapEvent) and r.t_ns > hr(i).t_ns
+                ]
                 if after:  # the first record after the hole is the gap that marks it
                     first = stream[after[0]]
                     assert isinstance(first, GapEvent)
@@ -428,8 +439,10 @@ async def test_frozen_broker_stalls_neither_influxdb_nor_the_devices(
 
     with Store(tmp_path / "store.sqlite3") as store:
         mqtt = MqttPublisher(MqttConfig.from_url(mosquitto.url, publish_timeout_s=1.0), store)
-        influx = InfluxWriter(InfluxConfig(url=influxdb1.url, db="t", create_database=True,
-                                           flush_interval_s=0.1), store)
+        influx = InfluxWriter(
+            InfluxConfig(url=influxdb1.url, db="t", create_database=True, flush_interval_s=0.1),
+            store,
+        )
         pipeline = Pipeline(lambda a: Recorder(a), store, [mqtt, influx], flush_timeout_s=2.0)
         task = asyncio.create_task(pipeline.run())
         await eventually(lambda: mqtt.connected)

@@ -63,8 +63,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 lambda a: AthleteState(a, store, live=False, hrv_every_s=60.0), store
             )
             task = asyncio.create_task(pipeline.run())
-            await replay_history(pipeline.put, scenarios(1, DAYS),
-                                 history_dates(DAYS, TODAY))
+            await replay_history(pipeline.put, scenarios(1, DAYS), history_dates(DAYS, TODAY))
             await pipeline.join()
             pipeline.stop()
             await task
@@ -88,18 +87,21 @@ def png(report: ReportData) -> bytes:
 
 
 def test_window_ends_on_the_last_stored_morning_and_has_one_point_per_day(
-    replayed: Path, report: ReportData,
+    replayed: Path,
+    report: ReportData,
 ) -> None:
     with Store(replayed) as store:
         last = store.morning_history(ATHLETE)[-1].date
     assert report.end.isoformat() == last
     assert report.start == report.end - dt.timedelta(days=DAYS - 1)
     assert [m.day for m in report.mornings] == [
-        report.start + dt.timedelta(days=i) for i in range(DAYS)]
+        report.start + dt.timedelta(days=i) for i in range(DAYS)
+    ]
 
 
 def test_morning_values_and_bands_equal_what_the_pipeline_stored(
-    replayed: Path, report: ReportData,
+    replayed: Path,
+    report: ReportData,
 ) -> None:
     with Store(replayed) as store:
         rows = {r.date: r.data for r in store.morning_history(ATHLETE)}
@@ -136,7 +138,8 @@ def test_the_rejected_morning_is_kept_as_rejected_with_its_reason(report: Report
 
 
 def test_sessions_and_grip_tests_equal_the_stores_rows(
-    replayed: Path, report: ReportData,
+    replayed: Path,
+    report: ReportData,
 ) -> None:
     with Store(replayed) as store:
         sessions = store.sessions(ATHLETE)
@@ -155,7 +158,8 @@ def test_sessions_and_grip_tests_equal_the_stores_rows(
 
 
 def test_open_alerts_are_the_alert_books_and_carry_the_catalogue_advice(
-    replayed: Path, report: ReportData,
+    replayed: Path,
+    report: ReportData,
 ) -> None:
     with Store(replayed) as store:
         saved = store.load_alert_book(ATHLETE)
@@ -163,8 +167,12 @@ def test_open_alerts_are_the_alert_books_and_carry_the_catalogue_advice(
     book = AlertBook.from_dict(saved)
     assert [a.rule for a in report.open_alerts] == [a.rule_id for a in book.open_alerts()]
     assert {a.rule for a in report.open_alerts} == {
-        "hrv_downtrend", "rhr_creep", "smo2_slow_recovery", "rpe_power_mismatch",
-        "grip_spillover"}
+        "hrv_downtrend",
+        "rhr_creep",
+        "smo2_slow_recovery",
+        "rpe_power_mismatch",
+        "grip_spillover",
+    }
     for alert in report.open_alerts:
         assert alert.advice == CATALOGUE[alert.rule].advice
         assert alert.title == CATALOGUE[alert.rule].title
@@ -183,7 +191,7 @@ def _pixels(data: bytes, tmp_path: Path) -> npt.NDArray[np.float32]:
 
 
 def _near(image: npt.NDArray[np.float32], colour: str, tol: float = 0.02) -> int:
-    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    rgb = np.array([int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     return int((np.abs(image[..., :3] - rgb) < tol).all(axis=-1).sum())
 
 
@@ -201,7 +209,7 @@ def test_png_draws_the_band_and_the_readings_below_it(png: bytes, tmp_path: Path
     image = _pixels(png, tmp_path)
     # The band is sky blue at 35 % over white; readings below it, slow sessions and
     # pull-back alerts are vermilion.
-    sky = np.array([int(SKY[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    sky = np.array([int(SKY[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     band = 0.35 * sky + 0.65
     band_hex = "#" + "".join(f"{round(c * 255):02x}" for c in band)
     assert _near(image, band_hex) > 2000
@@ -209,7 +217,8 @@ def test_png_draws_the_band_and_the_readings_below_it(png: bytes, tmp_path: Path
 
 
 def test_the_report_of_a_window_without_any_baseline_is_still_drawn(
-    tmp_path: Path, replayed: Path,
+    tmp_path: Path,
+    replayed: Path,
 ) -> None:
     with Store(replayed) as store:
         early = gather_report(store, ATHLETE, 7, end=TODAY - dt.timedelta(days=20))
@@ -217,14 +226,17 @@ def test_the_report_of_a_window_without_any_baseline_is_still_drawn(
     assert early.open_alerts  # the book is current, even for an old window
     write_report(early, tmp_path / "early.png")
     assert _pixels((tmp_path / "early.png").read_bytes(), tmp_path).shape[:2] == (
-        PNG_SIZE_PX[1], PNG_SIZE_PX[0])
+        PNG_SIZE_PX[1],
+        PNG_SIZE_PX[0],
+    )
 
 
 # --- the page -------------------------------------------------------------------------------
 
 
 def test_html_page_holds_the_athlete_latest_value_and_every_open_alert_with_advice(
-    report: ReportData, png: bytes,
+    report: ReportData,
+    png: bytes,
 ) -> None:
     page = render_html(report, png)
     latest = report.latest_morning
@@ -240,7 +252,8 @@ def test_html_page_holds_the_athlete_latest_value_and_every_open_alert_with_advi
 
 
 def test_html_page_is_self_contained_with_the_picture_embedded(
-    report: ReportData, png: bytes,
+    report: ReportData,
+    png: bytes,
 ) -> None:
     page = render_html(report, png)
     match = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -256,9 +269,19 @@ def test_html_page_is_self_contained_with_the_picture_embedded(
 def test_html_escapes_what_comes_from_the_store(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite3") as store:
         _fill(store, "a<b>", days=3)
-        store.add_alert("a<b>", _ns(dt.date(2025, 1, 2), 8), "rhr_creep", "raised",
-                        {"rule": "rhr_creep", "severity": "pull_back", "state": "raised",
-                         "message": "HR <script>alert(1)</script>", "advice": "rest & eat"})
+        store.add_alert(
+            "a<b>",
+            _ns(dt.date(2025, 1, 2), 8),
+            "rhr_creep",
+            "raised",
+            {
+                "rule": "rhr_creep",
+                "severity": "pull_back",
+                "state": "raised",
+                "message": "HR <script>alert(1)</script>",
+                "advice": "rest & eat",
+            },
+        )
         data = gather_report(store, "a<b>", 3)
     page = render_html(data, b"\x89PNG")
     assert "<script" not in page
@@ -269,21 +292,34 @@ def test_html_escapes_what_comes_from_the_store(tmp_path: Path) -> None:
 # --- small stores built by hand -------------------------------------------------------------
 
 
-def _fill(store: Store, athlete: str, *, days: int, first: dt.date = dt.date(2025, 1, 1),
-          ln: float = 4.0, rhr: float = 50.0, reject: int | None = None) -> list[dt.date]:
+def _fill(
+    store: Store,
+    athlete: str,
+    *,
+    days: int,
+    first: dt.date = dt.date(2025, 1, 1),
+    ln: float = 4.0,
+    rhr: float = 50.0,
+    reject: int | None = None,
+) -> list[dt.date]:
     """Mornings alternating ln ± 0.1 and rhr ± 1 (as the pipeline stores them)."""
     dates = [first + dt.timedelta(days=i) for i in range(days)]
     for i, day in enumerate(dates):
         sign = 1 if i % 2 else -1
         accepted = i != reject
-        store.save_morning(athlete, day, _ns(day, 6.5), {
-            "date": day.isoformat(),
-            "ln_rmssd": ln + 0.1 * sign if accepted else None,
-            "rmssd_ms": math.exp(ln + 0.1 * sign) if accepted else None,
-            "resting_hr_bpm": rhr + sign if accepted else None,
-            "accepted": accepted,
-            "reject_reason": None if accepted else "too many artefacts (12% of beats)",
-        })
+        store.save_morning(
+            athlete,
+            day,
+            _ns(day, 6.5),
+            {
+                "date": day.isoformat(),
+                "ln_rmssd": ln + 0.1 * sign if accepted else None,
+                "rmssd_ms": math.exp(ln + 0.1 * sign) if accepted else None,
+                "resting_hr_bpm": rhr + sign if accepted else None,
+                "accepted": accepted,
+                "reject_reason": None if accepted else "too many artefacts (12% of beats)",
+            },
+        )
     return dates
 
 
@@ -297,8 +333,7 @@ def test_thresholds_set_the_band_width(tmp_path: Path) -> None:
         assert n.ln_band_high is not None
         assert w.ln_band_low is not None
         assert w.ln_band_high is not None
-        assert w.ln_band_high - w.ln_band_low == pytest.approx(
-            2 * (n.ln_band_high - n.ln_band_low))
+        assert w.ln_band_high - w.ln_band_low == pytest.approx(2 * (n.ln_band_high - n.ln_band_low))
         assert n.ln_baseline_mean == pytest.approx(4.0, abs=0.01)
 
 
@@ -318,11 +353,14 @@ def test_an_alert_still_open_from_before_the_window_spans_it_and_old_cleared_one
 ) -> None:
     with Store(tmp_path / "s.sqlite3") as store:
         dates = _fill(store, "anna", days=30)
-        for day, rule, state in [(dates[2], "grip_signal", "raised"),
-                                 (dates[3], "grip_signal", "cleared"),
-                                 (dates[5], "rhr_creep", "raised")]:
-            store.add_alert("anna", _ns(day, 8), rule, state,
-                            {"rule": rule, "state": state, "severity": "info"})
+        for day, rule, state in [
+            (dates[2], "grip_signal", "raised"),
+            (dates[3], "grip_signal", "cleared"),
+            (dates[5], "rhr_creep", "raised"),
+        ]:
+            store.add_alert(
+                "anna", _ns(day, 8), rule, state, {"rule": rule, "state": state, "severity": "info"}
+            )
         data = gather_report(store, "anna", 7)
     assert [(s.rule, s.cleared) for s in data.alerts] == [("rhr_creep", None)]
     assert data.alerts[0].raised.date() == dates[5] < data.start
@@ -333,13 +371,22 @@ def test_an_alert_still_open_from_before_the_window_spans_it_and_old_cleared_one
 def test_a_store_with_grip_tests_only_reports_them(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite3") as store:
         day = dt.date(2025, 1, 10)
-        store.add_grip_test("anna", _ns(day, 17), {
-            "mvc_kg": 50.0, "drop_pct": 14.0, "threshold_pct": 11.7, "class": "grip_signal",
-            "drops_pct": {"0": 14.0, "5": 6.0, "15": 1.0, "30": 0.5}})
+        store.add_grip_test(
+            "anna",
+            _ns(day, 17),
+            {
+                "mvc_kg": 50.0,
+                "drop_pct": 14.0,
+                "threshold_pct": 11.7,
+                "class": "grip_signal",
+                "drops_pct": {"0": 14.0, "5": 6.0, "15": 1.0, "30": 0.5},
+            },
+        )
         data = gather_report(store, "anna", 14)
     assert data.end == day
     assert [(g.drop_pct, g.grip_class, g.last_drop) for g in data.grips] == [
-        (14.0, "grip_signal", (30.0, 0.5))]
+        (14.0, "grip_signal", (30.0, 0.5))
+    ]
     assert data.latest_morning is None
     assert data.status == "ok"
     assert png_bytes(data).startswith(b"\x89PNG")
@@ -371,8 +418,9 @@ _RULES = st.sampled_from(["hrv_downtrend", "rhr_creep", "grip_signal"])
 def test_alert_spans_of_a_rule_never_overlap_and_only_the_last_may_be_open(
     events: list[tuple[str, str]],
 ) -> None:
-    rows = [AlertRow("anna", (i + 1) * 10**9, rule, state, {})
-            for i, (rule, state) in enumerate(events)]
+    rows = [
+        AlertRow("anna", (i + 1) * 10**9, rule, state, {}) for i, (rule, state) in enumerate(events)
+    ]
     spans = alert_spans(rows)
     assert len(spans) == sum(state == "raised" for _, state in events)
     for rule in {r for r, _ in events}:
@@ -403,8 +451,12 @@ def two_athletes(tmp_path: Path) -> Path:
         spec = CATALOGUE["rhr_creep"]
         book = AlertBook("anna")
         at = _ns(dt.date(2025, 1, 29), 7)
-        raised = book.update(RuleEvaluation("rhr_creep", spec.severity, True,
-                                            "Resting HR is up.", spec.advice, spec.source), at)
+        raised = book.update(
+            RuleEvaluation(
+                "rhr_creep", spec.severity, True, "Resting HR is up.", spec.advice, spec.source
+            ),
+            at,
+        )
         assert raised is not None
         store.add_alert("anna", at, "rhr_creep", "raised", alert_payload(raised))
         store.save_alert_book("anna", book.to_dict())
@@ -412,11 +464,25 @@ def two_athletes(tmp_path: Path) -> Path:
 
 
 def test_cli_writes_a_png_for_the_named_athlete(
-    two_athletes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_config: None,
+    two_athletes: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    no_config: None,
 ) -> None:
     out = tmp_path / "anna.png"
-    status = main(["report", "--store", str(two_athletes), "--athlete", "anna", "--days", "14",
-                   "--out", str(out)])
+    status = main(
+        [
+            "report",
+            "--store",
+            str(two_athletes),
+            "--athlete",
+            "anna",
+            "--days",
+            "14",
+            "--out",
+            str(out),
+        ]
+    )
     assert status == 0
     assert out.read_bytes().startswith(b"\x89PNG")
     said = capsys.readouterr().out
@@ -424,11 +490,16 @@ def test_cli_writes_a_png_for_the_named_athlete(
 
 
 def test_cli_html_uses_the_config_store_and_the_athletes_thresholds(
-    two_athletes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    two_athletes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = tmp_path / "redox.toml"
-    config.write_text(f'[store]\npath = "{two_athletes}"\n\n[[athletes]]\nid = "anna"\n'
-                      '[athletes.rules]\nnormal_band_sd = 1.0\n', encoding="utf-8")
+    config.write_text(
+        f'[store]\npath = "{two_athletes}"\n\n[[athletes]]\nid = "anna"\n'
+        "[athletes.rules]\nnormal_band_sd = 1.0\n",
+        encoding="utf-8",
+    )
     monkeypatch.setenv("REDOX_CONFIG", str(config))
     out = tmp_path / "anna.html"
     assert main(["report", "--athlete", "anna", "--out", str(out)]) == 0
@@ -444,10 +515,21 @@ def test_cli_html_uses_the_config_store_and_the_athletes_thresholds(
 
 @pytest.mark.usefixtures("no_config")
 def test_cli_unknown_athlete_lists_the_known_ones(
-    two_athletes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    two_athletes: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status = main(["report", "--store", str(two_athletes), "--athlete", "carl",
-                   "--out", str(tmp_path / "x.png")])
+    status = main(
+        [
+            "report",
+            "--store",
+            str(two_athletes),
+            "--athlete",
+            "carl",
+            "--out",
+            str(tmp_path / "x.png"),
+        ]
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert "--athlete 'carl'" in err
@@ -457,7 +539,9 @@ def test_cli_unknown_athlete_lists_the_known_ones(
 
 @pytest.mark.usefixtures("no_config")
 def test_cli_without_athlete_in_a_shared_store_asks_for_one(
-    two_athletes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    two_athletes: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["report", "--store", str(two_athletes), "--out", str(tmp_path / "x.png")]) == 2
     assert "anna, bob" in capsys.readouterr().err
@@ -465,7 +549,8 @@ def test_cli_without_athlete_in_a_shared_store_asks_for_one(
 
 @pytest.mark.usefixtures("no_config")
 def test_cli_empty_or_missing_store_says_how_to_get_data(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     missing = tmp_path / "missing.sqlite3"
     assert main(["report", "--store", str(missing), "--out", str(tmp_path / "x.png")]) == 2
@@ -482,10 +567,25 @@ def test_cli_empty_or_missing_store_says_how_to_get_data(
 @pytest.mark.usefixtures("no_config")
 @pytest.mark.parametrize("name", ["report.pdf", "report", "report.png.txt"])
 def test_cli_refuses_an_output_that_is_neither_png_nor_html(
-    two_athletes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
+    two_athletes: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
 ) -> None:
-    assert main(["report", "--store", str(two_athletes), "--athlete", "anna",
-                 "--out", str(tmp_path / name)]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--store",
+                str(two_athletes),
+                "--athlete",
+                "anna",
+                "--out",
+                str(tmp_path / name),
+            ]
+        )
+        == 2
+    )
     assert ".png" in capsys.readouterr().err
     assert not (tmp_path / name).exists()
 

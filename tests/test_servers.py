@@ -20,8 +20,23 @@ def test_mosquitto_delivers_a_retained_message_after_restart(mosquitto: Mosquitt
     subprocess.run([*pub, "-t", "t/x", "-m", "hello", "-r", "-q", "1"], check=True, timeout=10)
     mosquitto.restart()
     out = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", "t/x", "-C", "1",
-         "-W", "5"], check=True, capture_output=True, text=True, timeout=10,
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto.port),
+            "-t",
+            "t/x",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     assert out.stdout.strip() == "hello"
 

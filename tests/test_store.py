@@ -45,16 +45,20 @@ def test_morning_history_is_one_row_per_day_in_date_order(store: Store) -> None:
     store.save_morning("alice", "2024-05-01", 2, {"ln_rmssd": 4.3})  # a retake replaces
     store.save_morning("bob", "2024-05-02", 2, {"ln_rmssd": 3.0})
     rows = store.morning_history("alice")
-    assert [(r.date, r.data["ln_rmssd"]) for r in rows] == [("2024-05-01", 4.3),
-                                                           ("2024-05-03", 4.0)]
+    assert [(r.date, r.data["ln_rmssd"]) for r in rows] == [
+        ("2024-05-01", 4.3),
+        ("2024-05-03", 4.0),
+    ]
     assert [r.date for r in store.morning_history("alice", "2024-05-02", "2024-05-31")] == [
-        "2024-05-03"]
+        "2024-05-03"
+    ]
 
 
 def test_record_routes_results_to_their_history(store: Store) -> None:
     assert store.record(Result(Kind.MORNING, "a", 5 * DAY_NS, {"ln_rmssd": 4.0}))
-    assert store.record(Result(Kind.OXYGENATION, "a", 10, {"scope": "session",
-                                                            "recovery_s": 121.0}, "moxy"))
+    assert store.record(
+        Result(Kind.OXYGENATION, "a", 10, {"scope": "session", "recovery_s": 121.0}, "moxy")
+    )
     assert not store.record(Result(Kind.OXYGENATION, "a", 11, {"scope": "effort"}, "moxy"))
     assert store.record(Result(Kind.GRIP, "a", 12, {"drop_pct": 9.0}, "tindeq"))
     event = {"rule": "grip_spillover", "state": "raised", "raised_ts_ns": 13}
@@ -107,8 +111,9 @@ def test_seq_is_per_topic_and_never_repeats_across_reopen(tmp_path: Path) -> Non
 
 
 def test_mqtt_outbox_is_fifo_numbered_and_acked_by_prefix(store: Store) -> None:
-    seqs = [store.mqtt_enqueue("r/a/hrv", lambda n: f"m{n}".encode(), retain=i == 1)
-            for i in range(3)]
+    seqs = [
+        store.mqtt_enqueue("r/a/hrv", lambda n: f"m{n}".encode(), retain=i == 1) for i in range(3)
+    ]
     assert seqs == [1, 2, 3]
     msgs = store.mqtt_peek(10)
     assert [m.payload for m in msgs] == [b"m1", b"m2", b"m3"]
@@ -135,7 +140,7 @@ def test_influx_outbox_keeps_order_and_dead_letters(store: Store) -> None:
     assert [x.line for x in lines] == ["m f=1 1", "m f=2 2"]
     store.influx_ack(lines[-1].id)
     assert [x.line for x in store.influx_peek()] == ["m f=3 3"]
-    store.dead_letter(["m f=\"x\" 4"], 400, "field type conflict")
+    store.dead_letter(['m f="x" 4'], 400, "field type conflict")
     (dead,) = store.dead_letters()
     assert (dead.status, dead.error) == (400, "field type conflict")
 
@@ -165,8 +170,9 @@ def test_enqueue_many_is_all_or_nothing(store: Store) -> None:
     def bad(seq: int) -> bytes:
         raise ValueError("cannot render")
 
-    assert store.mqtt_enqueue_many([("a", lambda n: b"1", 1, False),
-                                    ("a", lambda n: b"2", 1, True)]) == [1, 2]
+    assert store.mqtt_enqueue_many(
+        [("a", lambda n: b"1", 1, False), ("a", lambda n: b"2", 1, True)]
+    ) == [1, 2]
     with pytest.raises(ValueError, match="render"):
         store.mqtt_enqueue_many([("a", lambda n: b"3", 1, False), ("b", bad, 1, False)])
     assert [m.payload for m in store.mqtt_peek()] == [b"1", b"2"]

@@ -347,4 +347,3 @@ def notify_characteristic(uuid: str) -> gatt.Characteristic[bytes]:
     return gatt.Characteristic(
         uuid, gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.READABLE, b""
     )
-

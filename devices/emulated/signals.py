@@ -360,7 +360,9 @@ def grip_peak_after_session(
         raise ValueError(f"drop_fraction must be within 0..1, got {drop_fraction}")
     if recovery_tau_s <= 0:
         raise ValueError(f"recovery_tau_s must be > 0, got {recovery_tau_s}")
-    remaining = 1.0 if math.isinf(recovery_tau_s) else math.exp(
-        -max(0.0, t_since_session_s) / recovery_tau_s
+    remaining = (
+        1.0
+        if math.isinf(recovery_tau_s)
+        else math.exp(-max(0.0, t_since_session_s) / recovery_tau_s)
     )
     return baseline_kg * (1.0 - drop_fraction * remaining)

@@ -41,13 +41,16 @@ examples:
 def register(subparsers: Any) -> None:
     """Add the ``config`` sub-command with ``init`` and ``check``."""
     parser = subparsers.add_parser(
-        "config", help="write an example config file, or check one",
-        description=DESCRIPTION, epilog=EPILOG,
+        "config",
+        help="write an example config file, or check one",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="config_action", metavar="ACTION", required=True)
     init = actions.add_parser(
-        "init", help="write a commented example config",
+        "init",
+        help="write a commented example config",
         description="Write a commented example config file (TOML) to edit.",
         epilog="example:\n  redox-streamer config init --path ./redox.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,9 +59,10 @@ def register(subparsers: Any) -> None:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(handler=_init)
     check = actions.add_parser(
-        "check", help="validate a config file and print a summary (secrets masked)",
+        "check",
+        help="validate a config file and print a summary (secrets masked)",
         description="Validate a config file; list every problem with its fix, or print a "
-                    "summary with secrets masked.",
+        "summary with secrets masked.",
         epilog="example:\n  redox-streamer config check --path ./redox.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -69,8 +73,7 @@ def register(subparsers: Any) -> None:
 def _init(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.path)
     if path.exists() and not args.force:
-        raise CliError(f"{path} exists; add --force to overwrite it, or --path to write "
-                       "elsewhere")
+        raise CliError(f"{path} exists; add --force to overwrite it, or --path to write elsewhere")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(EXAMPLE_CONFIG, encoding="utf-8")

@@ -89,28 +89,56 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--athletes", type=int, default=DEFAULT_ATHLETES, metavar="N",
-                        help=f"emulated athletes (default {DEFAULT_ATHLETES})")
-    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, metavar="D",
-                        help=f"days of history replayed first (default {DEFAULT_DAYS}; "
-                        f"trends and their alerts need >= {MIN_DAYS_FOR_TRENDS})")
-    parser.add_argument("--duration", type=float, default=None, metavar="S",
-                        help="seconds of live session (default: until Ctrl-C)")
-    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED, metavar="X",
-                        help=f"emulated seconds per real second (default {DEFAULT_SPEED:g})")
-    parser.add_argument("--mqtt", metavar="URL",
-                        help="broker URL, mqtt://[user:pass@]host[:port] or mqtts://…; "
-                        "default: an embedded broker on 127.0.0.1")
+    parser.add_argument(
+        "--athletes",
+        type=int,
+        default=DEFAULT_ATHLETES,
+        metavar="N",
+        help=f"emulated athletes (default {DEFAULT_ATHLETES})",
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
+        metavar="D",
+        help=f"days of history replayed first (default {DEFAULT_DAYS}; "
+        f"trends and their alerts need >= {MIN_DAYS_FOR_TRENDS})",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds of live session (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        metavar="X",
+        help=f"emulated seconds per real second (default {DEFAULT_SPEED:g})",
+    )
+    parser.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="broker URL, mqtt://[user:pass@]host[:port] or mqtts://…; "
+        "default: an embedded broker on 127.0.0.1",
+    )
     influx = parser.add_argument_group("InfluxDB (optional)")
     influx.add_argument("--influx-url", metavar="URL", help="e.g. http://127.0.0.1:8086")
     influx.add_argument("--influx-db", metavar="DB", help="database (v1 API, /write)")
     influx.add_argument("--influx-bucket", metavar="B", help="bucket (v2 API)")
     influx.add_argument("--influx-org", metavar="O", help="organisation (v2 API)")
     influx.add_argument("--influx-token", metavar="T", help="token (v2 API)")
-    parser.add_argument("--store", type=Path, metavar="PATH",
-                        help="SQLite store file (default: a new temporary directory)")
-    parser.add_argument("--plain", action="store_true",
-                        help="plain periodic lines instead of the live table")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="PATH",
+        help="SQLite store file (default: a new temporary directory)",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="plain periodic lines instead of the live table"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -120,14 +148,18 @@ def _check(args: argparse.Namespace) -> None:
     if not 0 <= args.days <= 365:
         raise CliError(f"--days {args.days}: give 0 to 365 days of history")
     if args.duration is not None and not args.duration > 0:
-        raise CliError(f"--duration {args.duration:g}: give a number of seconds > 0, "
-                       "or leave it out to run until Ctrl-C")
+        raise CliError(
+            f"--duration {args.duration:g}: give a number of seconds > 0, "
+            "or leave it out to run until Ctrl-C"
+        )
     if not 0.1 <= args.speed <= 1000:
         raise CliError(f"--speed {args.speed:g}: give 0.1 to 1000 (emulated s per real s)")
-    if args.influx_url is None and any((args.influx_db, args.influx_bucket, args.influx_org,
-                                        args.influx_token)):
-        raise CliError("--influx-db/--influx-bucket/--influx-org/--influx-token need "
-                       "--influx-url URL")
+    if args.influx_url is None and any(
+        (args.influx_db, args.influx_bucket, args.influx_org, args.influx_token)
+    ):
+        raise CliError(
+            "--influx-db/--influx-bucket/--influx-org/--influx-token need --influx-url URL"
+        )
 
 
 def influx_sink(args: argparse.Namespace, store: Store) -> Sink | None:
@@ -138,23 +170,34 @@ def influx_sink(args: argparse.Namespace, store: Store) -> Sink | None:
 
     v2 = any((args.influx_bucket, args.influx_org, args.influx_token))
     if v2 and not (args.influx_bucket and args.influx_org and args.influx_token):
-        raise CliError("the InfluxDB v2 API needs all of --influx-bucket, --influx-org and "
-                       "--influx-token (or use --influx-db DB for the v1 API)")
+        raise CliError(
+            "the InfluxDB v2 API needs all of --influx-bucket, --influx-org and "
+            "--influx-token (or use --influx-db DB for the v1 API)"
+        )
     if v2 and args.influx_db:
-        raise CliError("give --influx-db (v1 API) or --influx-bucket/--influx-org/"
-                       "--influx-token (v2 API), not both")
+        raise CliError(
+            "give --influx-db (v1 API) or --influx-bucket/--influx-org/"
+            "--influx-token (v2 API), not both"
+        )
     if not v2 and not args.influx_db:
-        raise CliError("--influx-url needs --influx-db DB (v1 API) or --influx-bucket B "
-                       "--influx-org O --influx-token T (v2 API)")
+        raise CliError(
+            "--influx-url needs --influx-db DB (v1 API) or --influx-bucket B "
+            "--influx-org O --influx-token T (v2 API)"
+        )
     if not args.influx_url.startswith(("http://", "https://")):
-        raise CliError(f"--influx-url {args.influx_url!r}: expected http://host:8086 or "
-                       "https://…")
+        raise CliError(f"--influx-url {args.influx_url!r}: expected http://host:8086 or https://…")
     config = (
-        InfluxConfig(url=args.influx_url.rstrip("/"), api="v2", org=args.influx_org,
-                     bucket=args.influx_bucket, token=Secret(args.influx_token))
-        if v2 else
-        InfluxConfig(url=args.influx_url.rstrip("/"), api="v1", db=args.influx_db,
-                     create_database=True)
+        InfluxConfig(
+            url=args.influx_url.rstrip("/"),
+            api="v2",
+            org=args.influx_org,
+            bucket=args.influx_bucket,
+            token=Secret(args.influx_token),
+        )
+        if v2
+        else InfluxConfig(
+            url=args.influx_url.rstrip("/"), api="v1", db=args.influx_db, create_database=True
+        )
     )
     return InfluxWriter(config, store)
 
@@ -170,8 +213,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--mqtt: {exc}") from None
     with contextlib.ExitStack() as stack:
         if args.store is None:
-            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="redox-demo-")))
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="redox-demo-")))
             store_path = directory / "redox.sqlite3"
             note = f"store: {store_path} (temporary; pass --store PATH to keep it)"
         else:
@@ -188,22 +230,26 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_demo(args, store, mqtt_config, influx))
 
 
-async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig | None,
-                influx: Sink | None) -> int:
+async def _demo(
+    args: argparse.Namespace, store: Store, mqtt_config: MqttConfig | None, influx: Sink | None
+) -> int:
     async with contextlib.AsyncExitStack() as stack:
         notes: list[str] = []
         if mqtt_config is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
             mqtt_config = MqttConfig.from_url(broker.address.url)
-            print(f"embedded MQTT broker (MQTT 3.1.1) on {broker.address.host}:"
-                  f"{broker.address.port}; watch it with:\n  {broker.address.watch_command()}",
-                  flush=True)
+            print(
+                f"embedded MQTT broker (MQTT 3.1.1) on {broker.address.host}:"
+                f"{broker.address.port}; watch it with:\n  {broker.address.watch_command()}",
+                flush=True,
+            )
             notes.append(f"watch: {broker.address.watch_command()}")
         else:
             print(f"MQTT broker: {mqtt_config.url}", flush=True)
         ids = athlete_ids(args.athletes)
-        sinks: list[Sink] = [MqttPublisher(mqtt_config, store,
-                                           athletes=[AthleteConfig(id=a, name=a) for a in ids])]
+        sinks: list[Sink] = [
+            MqttPublisher(mqtt_config, store, athletes=[AthleteConfig(id=a, name=a) for a in ids])
+        ]
         if influx is not None:
             sinks.append(influx)
         states: dict[str, AthleteState] = {}
@@ -217,7 +263,7 @@ async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig 
         progress = HistoryProgress(total_days=len(ids) * args.days)
         model = ViewModel(
             title=f"redox-streamer demo — {len(ids)} athletes, {args.days} days of history, "
-                  f"live at {args.speed:g}x",
+            f"live at {args.speed:g}x",
             pipeline_status=pipeline.status,
             snapshots={a: states[a].snapshot for a in ids},
             history=progress,
@@ -233,8 +279,12 @@ async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig 
             if args.days:
                 done = {a: {r.date for r in store.morning_history(a)} for a in ids}
                 await replay_history(
-                    pipeline.put, scenarios(len(ids), args.days), history_dates(args.days),
-                    progress=progress, skip=lambda a, d: d.isoformat() in done[a])
+                    pipeline.put,
+                    scenarios(len(ids), args.days),
+                    history_dates(args.days),
+                    progress=progress,
+                    skip=lambda a, d: d.isoformat() in done[a],
+                )
                 await pipeline.join()
             if not pipeline.stopping:
                 for state in states.values():
@@ -244,7 +294,8 @@ async def _demo(args: argparse.Namespace, store: Store, mqtt_config: MqttConfig 
                 clock = SpeedClock(args.speed)
                 for index, athlete in enumerate(ids):
                     devices = await emulated_athlete_devices(
-                        world, pipeline, athlete, index=index, speed=args.speed, clock=clock)
+                        world, pipeline, athlete, index=index, speed=args.speed, clock=clock
+                    )
                     model.devices[athlete] = [(d.device_id, d.driver) for d in devices]  # type: ignore[index]
                     pipeline.offer(athlete, POWER, SessionStart(clock.now_ns()))
                 model.phase = f"live session at {args.speed:g}x"
@@ -269,8 +320,9 @@ def _summary(pipeline: Pipeline, store: Store, ids: list[str], *, temporary: boo
         by_rule[alert.rule] = by_rule.get(alert.rule, 0) + 1
     print("summary:")
     print(f"  results stored: {status.durable}; samples shed: {status.shed_total}")
-    print("  alerts raised: " + (", ".join(f"{r} x{n}" for r, n in sorted(by_rule.items()))
-                                 or "none"))
+    print(
+        "  alerts raised: " + (", ".join(f"{r} x{n}" for r, n in sorted(by_rule.items())) or "none")
+    )
     for name, sink in status.sink_status.items():
         depth = sink.get("outbox_depth")
         if depth is not None:
@@ -278,9 +330,13 @@ def _summary(pipeline: Pipeline, store: Store, ids: list[str], *, temporary: boo
     # The next thing an athlete wants is the picture of those weeks; the default store is a
     # temporary directory, gone when the demo ends.
     if temporary:
-        print("next: keep the history with --store demo.sqlite3, then `redox-streamer report "
-              f"--store demo.sqlite3 --athlete {ids[0]} --out weeks.png` draws it")
+        print(
+            "next: keep the history with --store demo.sqlite3, then `redox-streamer report "
+            f"--store demo.sqlite3 --athlete {ids[0]} --out weeks.png` draws it"
+        )
     else:
-        print(f"next: `redox-streamer report --store {store.path} --athlete {ids[0]} "
-              "--out weeks.png` draws these weeks")
+        print(
+            f"next: `redox-streamer report --store {store.path} --athlete {ids[0]} "
+            "--out weeks.png` draws these weeks"
+        )
     sys.stdout.flush()

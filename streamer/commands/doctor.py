@@ -65,8 +65,7 @@ class Check:
     def line(self) -> str:
         """``OK    name: detail`` (with ``→ fix`` after a failure or a warning)."""
         # A failure that only matters for later (no config yet) warns instead of failing.
-        mark = "SKIP" if self.ok is None else "OK" if self.ok else "FAIL" if self.needed \
-            else "WARN"
+        mark = "SKIP" if self.ok is None else "OK" if self.ok else "FAIL" if self.needed else "WARN"
         text = f"{mark:<5} {self.name}: {self.detail}"
         if self.ok is False and self.fix:
             text += f"\n      → {self.fix}"
@@ -76,16 +75,23 @@ class Check:
 def register(subparsers: Any) -> None:
     """Add the ``doctor`` sub-command."""
     parser = subparsers.add_parser(
-        "doctor", help="check Bluetooth, broker, InfluxDB, config and store",
-        description=DESCRIPTION, epilog=EPILOG,
+        "doctor",
+        help="check Bluetooth, broker, InfluxDB, config and store",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="config file (default: $REDOX_CONFIG or the user config dir)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file (default: $REDOX_CONFIG or the user config dir)",
+    )
     parser.add_argument("--mqtt", metavar="URL", help="check this broker instead")
     parser.add_argument("--influx-url", metavar="URL", help="check this InfluxDB instead")
-    parser.add_argument("--no-bluetooth", action="store_true",
-                        help="do not look for a Bluetooth adapter")
+    parser.add_argument(
+        "--no-bluetooth", action="store_true", help="do not look for a Bluetooth adapter"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -97,19 +103,30 @@ def check_config(path: Path | None) -> tuple[Check, Config | None]:
     except ConfigError as exc:
         missing = not file.exists()
         detail = f"no config file at {file} (the demo needs none)" if missing else str(exc)
-        return (Check("config", False, detail,
-                      f"create one with `redox-streamer config init --path {file}`" if missing
-                      else "fix the keys named above, then run `redox-streamer config check`",
-                      needed=not missing or path is not None), None)
+        return (
+            Check(
+                "config",
+                False,
+                detail,
+                f"create one with `redox-streamer config init --path {file}`"
+                if missing
+                else "fix the keys named above, then run `redox-streamer config check`",
+                needed=not missing or path is not None,
+            ),
+            None,
+        )
     devices = sum(len(a.devices) for a in config.athletes)
-    return (Check("config", True, f"{file}: {len(config.athletes)} athletes, {devices} devices"),
-            config)
+    return (
+        Check("config", True, f"{file}: {len(config.athletes)} athletes, {devices} devices"),
+        config,
+    )
 
 
 def check_bluetooth(needed: bool) -> Check:
     """A Bluetooth adapter: the kernel's list, else a short bleak scan."""
-    adapters = sorted(p.name for p in BLUETOOTH_SYSFS.glob("hci*")) \
-        if BLUETOOTH_SYSFS.is_dir() else []
+    adapters = (
+        sorted(p.name for p in BLUETOOTH_SYSFS.glob("hci*")) if BLUETOOTH_SYSFS.is_dir() else []
+    )
     if adapters:
         return Check("bluetooth", True, f"adapter {', '.join(adapters)}", needed=needed)
     try:
@@ -118,7 +135,9 @@ def check_bluetooth(needed: bool) -> Check:
         found = asyncio.run(asyncio.wait_for(BleakScanner.discover(timeout=1.0), 5.0))
     except Exception as exc:  # bleak raises many kinds when there is no adapter or BlueZ
         return Check(
-            "bluetooth", False, f"no adapter usable ({type(exc).__name__}: {exc})",
+            "bluetooth",
+            False,
+            f"no adapter usable ({type(exc).__name__}: {exc})",
             "plug in or enable a Bluetooth LE adapter (`bluetoothctl show`; start bluetoothd; "
             "in a container pass the host's D-Bus); `redox-streamer demo` needs none",
             needed=needed,
@@ -128,13 +147,17 @@ def check_bluetooth(needed: bool) -> Check:
 
 async def _mqtt(config: MqttConfig) -> None:
     async with aiomqtt.Client(
-        config.host, config.port, username=config.username,
+        config.host,
+        config.port,
+        username=config.username,
         password=config.password.reveal() if config.password else None,
-        protocol=aiomqtt.ProtocolVersion.V5 if config.protocol == "5"
+        protocol=aiomqtt.ProtocolVersion.V5
+        if config.protocol == "5"
         else aiomqtt.ProtocolVersion.V311,
         timeout=CHECK_TIMEOUT_S,
-        tls_params=aiomqtt.TLSParameters(ca_certs=str(config.ca_file) if config.ca_file
-                                         else None) if config.tls else None,
+        tls_params=aiomqtt.TLSParameters(ca_certs=str(config.ca_file) if config.ca_file else None)
+        if config.tls
+        else None,
     ):
         pass
 
@@ -142,14 +165,19 @@ async def _mqtt(config: MqttConfig) -> None:
 def check_mqtt(config: MqttConfig | None) -> Check:
     """The broker accepts a connection (with the configured credentials and TLS)."""
     if config is None:
-        return Check("mqtt", None, "no broker configured (results stay in the local store)",
-                     needed=False)
+        return Check(
+            "mqtt", None, "no broker configured (results stay in the local store)", needed=False
+        )
     try:
         asyncio.run(asyncio.wait_for(_mqtt(config), CHECK_TIMEOUT_S + 1))
     except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-        return Check("mqtt", False, f"{config.url}: {exc or type(exc).__name__}",
-                     "start the broker (`systemctl start mosquitto`), check host/port, "
-                     "username/password and TLS in [mqtt]; results wait in the outbox meanwhile")
+        return Check(
+            "mqtt",
+            False,
+            f"{config.url}: {exc or type(exc).__name__}",
+            "start the broker (`systemctl start mosquitto`), check host/port, "
+            "username/password and TLS in [mqtt]; results wait in the outbox meanwhile",
+        )
     return Check("mqtt", True, f"{config.url} accepts connections")
 
 
@@ -164,12 +192,20 @@ def check_influx(config: InfluxConfig | None) -> Check:
             version = response.headers.get("X-Influxdb-Version", "?")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return Check("influxdb", False, f"{url}: {reason}",
-                     "start InfluxDB (`systemctl start influxdb`) and check [influx] url; "
-                     "points wait in the outbox meanwhile")
+        return Check(
+            "influxdb",
+            False,
+            f"{url}: {reason}",
+            "start InfluxDB (`systemctl start influxdb`) and check [influx] url; "
+            "points wait in the outbox meanwhile",
+        )
     if status not in (200, 204):
-        return Check("influxdb", False, f"{url} answered HTTP {status}",
-                     "is this an InfluxDB (or VictoriaMetrics) URL?")
+        return Check(
+            "influxdb",
+            False,
+            f"{url} answered HTTP {status}",
+            "is this an InfluxDB (or VictoriaMetrics) URL?",
+        )
     return Check("influxdb", True, f"{config.url} answers (version {version})")
 
 
@@ -177,8 +213,9 @@ def check_store(path: Path) -> Check:
     """The SQLite store opens (created if missing) and reports its outbox depths."""
     try:
         with Store(path) as store:
-            detail = (f"{path} (outboxes: MQTT {store.mqtt_depth()}, "
-                      f"InfluxDB {store.influx_depth()})")
+            detail = (
+                f"{path} (outboxes: MQTT {store.mqtt_depth()}, InfluxDB {store.influx_depth()})"
+            )
     except StoreError as exc:
         return Check("store", False, str(exc), "set [store] path to a writable file")
     return Check("store", True, detail)
@@ -211,8 +248,9 @@ def run(args: argparse.Namespace) -> int:
         print(check.line(), flush=True)
     failed = [c for c in checks if c.ok is False and c.needed]
     if failed:
-        print(f"{len(failed)} needed check(s) failed: "
-              f"{', '.join(c.name for c in failed)}", flush=True)
+        print(
+            f"{len(failed)} needed check(s) failed: {', '.join(c.name for c in failed)}", flush=True
+        )
         return 1
     print("everything needed is in place")
     return 0

@@ -53,23 +53,47 @@ examples:
 def register(subparsers: Any) -> None:
     """Add the ``grip-test`` sub-command."""
     parser = subparsers.add_parser(
-        "grip-test", help="guided grip test before and after a session (Tindeq)",
-        description=DESCRIPTION, epilog=EPILOG,
+        "grip-test",
+        help="guided grip test before and after a session (Tindeq)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
-    parser.add_argument("--post", default="0,5,15,30", metavar="MINUTES",
-                        help="minutes after the session to test (default 0,5,15,30)")
-    parser.add_argument("--trials", type=int, default=ph.GRIP_MVC_TRIALS, metavar="N",
-                        help=f"maximal squeezes before the session (default "
-                        f"{ph.GRIP_MVC_TRIALS})")
-    parser.add_argument("--post-trials", type=int, default=2, metavar="N",
-                        help="squeezes at each post-session test (default 2)")
-    parser.add_argument("--emulated-drop", type=float, default=0.15, metavar="F",
-                        help="with --emulated: grip drop right after the session (0..0.9)")
-    parser.add_argument("--emulated-recovery-min", type=float, default=4.0, metavar="M",
-                        help="with --emulated: recovery time constant in minutes "
-                        "(0 = no recovery)")
+    parser.add_argument(
+        "--post",
+        default="0,5,15,30",
+        metavar="MINUTES",
+        help="minutes after the session to test (default 0,5,15,30)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=ph.GRIP_MVC_TRIALS,
+        metavar="N",
+        help=f"maximal squeezes before the session (default {ph.GRIP_MVC_TRIALS})",
+    )
+    parser.add_argument(
+        "--post-trials",
+        type=int,
+        default=2,
+        metavar="N",
+        help="squeezes at each post-session test (default 2)",
+    )
+    parser.add_argument(
+        "--emulated-drop",
+        type=float,
+        default=0.15,
+        metavar="F",
+        help="with --emulated: grip drop right after the session (0..0.9)",
+    )
+    parser.add_argument(
+        "--emulated-recovery-min",
+        type=float,
+        default=4.0,
+        metavar="M",
+        help="with --emulated: recovery time constant in minutes (0 = no recovery)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -78,10 +102,14 @@ def parse_minutes(text: str) -> list[float]:
     try:
         minutes = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise CliError(f"--post {text!r}: give minutes separated by commas, e.g. 0,5,15,30"
-                       ) from None
-    if not minutes or any(not math.isfinite(m) or m < 0 for m in minutes) \
-            or minutes != sorted(set(minutes)):
+        raise CliError(
+            f"--post {text!r}: give minutes separated by commas, e.g. 0,5,15,30"
+        ) from None
+    if (
+        not minutes
+        or any(not math.isfinite(m) or m < 0 for m in minutes)
+        or minutes != sorted(set(minutes))
+    ):
         raise CliError(f"--post {text!r}: give increasing minutes >= 0, e.g. 0,5,15,30")
     return minutes
 
@@ -97,19 +125,34 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_grip(args, minutes, athlete, address, store, sinks, thresholds))
 
 
-async def _grip(args: argparse.Namespace, minutes: list[float], athlete: str,
-                address: str | None, store: Any, sinks: list[Sink], thresholds: Any) -> int:
+async def _grip(
+    args: argparse.Namespace,
+    minutes: list[float],
+    athlete: str,
+    address: str | None,
+    store: Any,
+    sinks: list[Sink],
+    thresholds: Any,
+) -> int:
     state = AthleteState(athlete, store, thresholds)
 
     def progressor() -> TindeqProgressor:
         from devices.emulated import TindeqProgressor
 
-        return TindeqProgressor(f"Progressor {athlete}", speed=args.speed, address=address,
-                                rest_s=3.0)
+        return TindeqProgressor(
+            f"Progressor {athlete}", speed=args.speed, address=address, rest_s=3.0
+        )
 
-    async with guided_session(state, sinks, TindeqDriver, device_id="tindeq",
-                              what="the dynamometer", address=address, speed=args.speed,
-                              emulator=progressor if args.emulated else None) as session:
+    async with guided_session(
+        state,
+        sinks,
+        TindeqDriver,
+        device_id="tindeq",
+        what="the dynamometer",
+        address=address,
+        speed=args.speed,
+        emulator=progressor if args.emulated else None,
+    ) as session:
         console, pipeline, clock = session.console, session.pipeline, session.clock
         await session.driver.tare()
         ok = await _phase(session, athlete, None, args.trials)
@@ -117,8 +160,10 @@ async def _grip(args: argparse.Namespace, minutes: list[float], athlete: str,
             if session.emulator is not None:
                 tau = args.emulated_recovery_min * 60.0 or math.inf
                 session.emulator.start_session_drop(args.emulated_drop, tau)
-                console.print(f"(emulated session: grip {args.emulated_drop:.0%} down, "
-                              f"recovering with τ {args.emulated_recovery_min:g} min)")
+                console.print(
+                    f"(emulated session: grip {args.emulated_drop:.0%} down, "
+                    f"recovering with τ {args.emulated_recovery_min:g} min)"
+                )
             else:
                 console.print("now train. Press Enter when the session is over.")
                 await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -137,23 +182,36 @@ async def _grip(args: argparse.Namespace, minutes: list[float], athlete: str,
     return _report(console, session.results)
 
 
-async def _phase(session: GuidedSession[TindeqDriver, TindeqProgressor], athlete: str,
-                 minute: float | None, squeezes: int) -> bool:
+async def _phase(
+    session: GuidedSession[TindeqDriver, TindeqProgressor],
+    athlete: str,
+    minute: float | None,
+    squeezes: int,
+) -> bool:
     label = "MVC (before the session)" if minute is None else f"+{minute:g} min"
-    session.console.print(f"[bold]{label}[/]: {squeezes} maximal squeeze(s), ~4 s each, "
-                          "relax between")
+    session.console.print(
+        f"[bold]{label}[/]: {squeezes} maximal squeeze(s), ~4 s each, relax between"
+    )
     session.pipeline.offer(athlete, "tindeq", GripPhase(session.clock.now_ns(), minute))
     await session.driver.start_streaming()
     try:
         return await _wait_until(
-            session, session.clock.now_ns() + round(squeezes * SQUEEZE_WINDOW_S * 1e9),
-            "squeeze!", show_force=True)
+            session,
+            session.clock.now_ns() + round(squeezes * SQUEEZE_WINDOW_S * 1e9),
+            "squeeze!",
+            show_force=True,
+        )
     finally:
         await session.driver.stop_streaming()
 
 
-async def _wait_until(session: GuidedSession[TindeqDriver, TindeqProgressor], due_ns: int,
-                      label: str, *, show_force: bool = False) -> bool:
+async def _wait_until(
+    session: GuidedSession[TindeqDriver, TindeqProgressor],
+    due_ns: int,
+    label: str,
+    *,
+    show_force: bool = False,
+) -> bool:
     clock, pipeline = session.clock, session.pipeline
     start = clock.now_ns()
     total = max(1e-9, (due_ns - start) / 1e9)
@@ -180,9 +238,15 @@ def _report(console: Console, results: list[Result]) -> int:
         return 1
     f = grip.fields
     drops = f.get("drops_pct")
-    console.print(f"MVC {f['mvc_kg']:.1f} kg; drops " + ", ".join(
-        f"+{m} min {d:.1f}%" for m, d in (drops.items() if isinstance(drops, dict) else [])
-        if isinstance(d, float)) + f"; real-drop threshold {f['threshold_pct']:.1f}%")
+    console.print(
+        f"MVC {f['mvc_kg']:.1f} kg; drops "
+        + ", ".join(
+            f"+{m} min {d:.1f}%"
+            for m, d in (drops.items() if isinstance(drops, dict) else [])
+            if isinstance(d, float)
+        )
+        + f"; real-drop threshold {f['threshold_pct']:.1f}%"
+    )
     colour = {"grip_spillover": "bold red", "grip_signal": "green"}.get(str(f["class"]), "bold")
     console.print(f"class: [{colour}]{f['class']}[/]")
     print_alerts(console, results)

@@ -50,17 +50,27 @@ examples:
 def register(subparsers: Any) -> None:
     """Add the ``morning`` sub-command."""
     parser = subparsers.add_parser(
-        "morning", help="guided morning HRV reading with a chest strap",
-        description=DESCRIPTION, epilog=EPILOG,
+        "morning",
+        help="guided morning HRV reading with a chest strap",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
-    parser.add_argument("--stabilisation", type=float, default=ph.MORNING_STABILISATION_S,
-                        metavar="S", help=f"seconds discarded first (default "
-                        f"{ph.MORNING_STABILISATION_S:g})")
-    parser.add_argument("--span", type=float, default=ph.MORNING_SPAN_S, metavar="S",
-                        help=f"seconds analysed (default {ph.MORNING_SPAN_S:g}; 60 is enough "
-                        "for lnRMSSD alone)")
+    parser.add_argument(
+        "--stabilisation",
+        type=float,
+        default=ph.MORNING_STABILISATION_S,
+        metavar="S",
+        help=f"seconds discarded first (default {ph.MORNING_STABILISATION_S:g})",
+    )
+    parser.add_argument(
+        "--span",
+        type=float,
+        default=ph.MORNING_SPAN_S,
+        metavar="S",
+        help=f"seconds analysed (default {ph.MORNING_SPAN_S:g}; 60 is enough for lnRMSSD alone)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -68,12 +78,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--athlete --config --store --emulated --speed`` (morning and grip-test)."""
     parser.add_argument("--athlete", metavar="ID", help="athlete id (default: the only one)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="config file")
-    parser.add_argument("--store", type=Path, metavar="PATH",
-                        help="SQLite store (default: the config's)")
-    parser.add_argument("--emulated", action="store_true",
-                        help="use an emulated device on a virtual link (no hardware)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
-                        help="with --emulated: emulated seconds per real second (default 1)")
+    parser.add_argument(
+        "--store", type=Path, metavar="PATH", help="SQLite store (default: the config's)"
+    )
+    parser.add_argument(
+        "--emulated",
+        action="store_true",
+        help="use an emulated device on a virtual link (no hardware)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --emulated: emulated seconds per real second (default 1)",
+    )
 
 
 @contextlib.contextmanager
@@ -90,20 +109,27 @@ def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Any:
         ids = [a.id for a in config.athletes]
         if athlete is None:
             if len(ids) != 1:
-                raise CliError(f"--athlete: say which athlete ({', '.join(ids) or 'none'} "
-                               "configured)")
+                raise CliError(
+                    f"--athlete: say which athlete ({', '.join(ids) or 'none'} configured)"
+                )
             athlete = ids[0]
         elif athlete not in ids:
-            raise CliError(f"--athlete {athlete!r} is not in {config.source}; known: "
-                           f"{', '.join(ids) or 'none'}")
+            raise CliError(
+                f"--athlete {athlete!r} is not in {config.source}; known: "
+                f"{', '.join(ids) or 'none'}"
+            )
         device = config.athlete(athlete).device(kind)
         if device is None and not args.emulated:
-            raise CliError(f"athlete {athlete!r} has no {kind.value} device in "
-                           f"{config.source}: add one (see `redox-streamer scan`)")
+            raise CliError(
+                f"athlete {athlete!r} has no {kind.value} device in "
+                f"{config.source}: add one (see `redox-streamer scan`)"
+            )
         address = device.address if device else None
         if device is not None and not address and not args.emulated:
-            raise CliError(f"athlete {athlete!r}: the {kind.value} device has no address — "
-                           "find it with `redox-streamer scan`")
+            raise CliError(
+                f"athlete {athlete!r}: the {kind.value} device has no address — "
+                "find it with `redox-streamer scan`"
+            )
     athlete = athlete or "athlete1"
     with contextlib.ExitStack() as stack:
         if args.store is not None:
@@ -129,19 +155,37 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_morning(args, athlete, address, store, sinks, thresholds))
 
 
-async def _morning(args: argparse.Namespace, athlete: str, address: str | None, store: Store,
-                   sinks: list[Sink], thresholds: Any) -> int:
-    state = AthleteState(athlete, store, thresholds, morning_stabilisation_s=args.stabilisation,
-                         morning_span_s=args.span)
+async def _morning(
+    args: argparse.Namespace,
+    athlete: str,
+    address: str | None,
+    store: Store,
+    sinks: list[Sink],
+    thresholds: Any,
+) -> int:
+    state = AthleteState(
+        athlete,
+        store,
+        thresholds,
+        morning_stabilisation_s=args.stabilisation,
+        morning_span_s=args.span,
+    )
 
     def strap() -> ChestStrap:
         from devices.emulated import ChestStrap
 
         return ChestStrap(f"H10 {athlete}", speed=args.speed, address=address)
 
-    async with guided_session(state, sinks, HeartRateDriver, device_id="strap",
-                              what="the strap", address=address, speed=args.speed,
-                              emulator=strap if args.emulated else None) as session:
+    async with guided_session(
+        state,
+        sinks,
+        HeartRateDriver,
+        device_id="strap",
+        what="the strap",
+        address=address,
+        speed=args.speed,
+        emulator=strap if args.emulated else None,
+    ) as session:
         session.console.print("lie still and breathe normally.")
         session.pipeline.offer(athlete, "strap", MorningStart(session.clock.now_ns()))
         completed = await _countdown(session, state, args)
@@ -153,8 +197,11 @@ async def _morning(args: argparse.Namespace, athlete: str, address: str | None, 
     return _report(session.console, session.results)
 
 
-async def _countdown(session: GuidedSession[HeartRateDriver, ChestStrap], state: AthleteState,
-                     args: argparse.Namespace) -> bool:
+async def _countdown(
+    session: GuidedSession[HeartRateDriver, ChestStrap],
+    state: AthleteState,
+    args: argparse.Namespace,
+) -> bool:
     total: float = args.stabilisation + args.span
     with progress_bars(session.console, transient=False) as progress:
         stab = progress.add_task("stabilising", total=args.stabilisation or 1, info="")
@@ -178,13 +225,17 @@ def _report(console: Console, results: list[Result]) -> int:
         return 1
     f = morning.fields
     if f.get("accepted"):
-        console.print(f"[bold green]reading accepted[/]: lnRMSSD {f['ln_rmssd']:.2f} "
-                      f"(RMSSD {f['rmssd_ms']:.0f} ms), resting HR {f['resting_hr_bpm']:.0f} bpm, "
-                      f"artefacts {f['artifacts_pct']:.1f}%")
+        console.print(
+            f"[bold green]reading accepted[/]: lnRMSSD {f['ln_rmssd']:.2f} "
+            f"(RMSSD {f['rmssd_ms']:.0f} ms), resting HR {f['resting_hr_bpm']:.0f} bpm, "
+            f"artefacts {f['artifacts_pct']:.1f}%"
+        )
         low, high = f.get("ln_rmssd_band_low"), f.get("ln_rmssd_band_high")
         if isinstance(low, float) and isinstance(high, float):
-            console.print(f"normal band {low:.2f}–{high:.2f}; 7-day mean "
-                          f"{f.get('ln_rmssd_7d_mean') or float('nan'):.2f}")
+            console.print(
+                f"normal band {low:.2f}–{high:.2f}; 7-day mean "
+                f"{f.get('ln_rmssd_7d_mean') or float('nan'):.2f}"
+            )
         else:
             console.print("no baseline yet (it needs 14 valid mornings in the last 5 weeks)")
     else:

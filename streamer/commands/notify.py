@@ -66,42 +66,73 @@ _LOGGER = logging.getLogger("streamer.notify")
 def register(subparsers: Any) -> None:
     """Add the ``notify`` sub-command."""
     parser = subparsers.add_parser(
-        "notify", help="turn alerts on MQTT into desktop, command or webhook notifications",
-        description=DESCRIPTION, epilog=EPILOG,
+        "notify",
+        help="turn alerts on MQTT into desktop, command or webhook notifications",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     broker = parser.add_argument_group("broker")
-    broker.add_argument("--mqtt", metavar="URL",
-                        help="mqtt[s]://[user[:password]@]host[:port] (default: the config "
-                             "file's [mqtt] url)")
-    broker.add_argument("--config", metavar="FILE", type=Path,
-                        help="config file to take [mqtt] from when --mqtt is not given")
-    broker.add_argument("--username", help="MQTT user (default: from the URL, "
-                                           "REDOX_MQTT_USERNAME or the config)")
+    broker.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="mqtt[s]://[user[:password]@]host[:port] (default: the config file's [mqtt] url)",
+    )
+    broker.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="config file to take [mqtt] from when --mqtt is not given",
+    )
+    broker.add_argument(
+        "--username", help="MQTT user (default: from the URL, REDOX_MQTT_USERNAME or the config)"
+    )
     broker.add_argument("--password", help="MQTT password (better: REDOX_MQTT_PASSWORD)")
-    broker.add_argument("--base", metavar="TOPIC",
-                        help="base topic the streamer publishes under (default: the "
-                             "config's, else 'redox')")
-    broker.add_argument("--client-id", metavar="ID",
-                        help="MQTT client id of the persistent session (default: derived "
-                             "from the host name and the state file)")
+    broker.add_argument(
+        "--base",
+        metavar="TOPIC",
+        help="base topic the streamer publishes under (default: the config's, else 'redox')",
+    )
+    broker.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id of the persistent session (default: derived "
+        "from the host name and the state file)",
+    )
     where = parser.add_argument_group("where notifications go (at least one)")
-    where.add_argument("--desktop", action="store_true",
-                       help="desktop pop-up via notify-send (printed when it is missing)")
-    where.add_argument("--exec", dest="exec_cmd", metavar="CMD",
-                       help="run CMD per notification: JSON on stdin, REDOX_* variables")
-    where.add_argument("--webhook", metavar="URL", help="POST each notification to URL "
-                                                        "(ntfy format)")
-    where.add_argument("--webhook-header", metavar="'NAME: VALUE'", action="append",
-                       default=[], help="extra HTTP header for --webhook (repeatable), e.g. "
-                                        "'Authorization: Bearer tk_...'")
+    where.add_argument(
+        "--desktop",
+        action="store_true",
+        help="desktop pop-up via notify-send (printed when it is missing)",
+    )
+    where.add_argument(
+        "--exec",
+        dest="exec_cmd",
+        metavar="CMD",
+        help="run CMD per notification: JSON on stdin, REDOX_* variables",
+    )
+    where.add_argument(
+        "--webhook", metavar="URL", help="POST each notification to URL (ntfy format)"
+    )
+    where.add_argument(
+        "--webhook-header",
+        metavar="'NAME: VALUE'",
+        action="append",
+        default=[],
+        help="extra HTTP header for --webhook (repeatable), e.g. 'Authorization: Bearer tk_...'",
+    )
     what = parser.add_argument_group("what and how")
-    what.add_argument("--cleared", action="store_true",
-                      help="also notify when an alert clears")
-    what.add_argument("--state", metavar="FILE", type=Path, default=default_state_path(),
-                      help="where delivered alerts are remembered (default: %(default)s)")
-    what.add_argument("-q", "--quiet", action="store_true",
-                      help="log only problems, not each notification")
+    what.add_argument("--cleared", action="store_true", help="also notify when an alert clears")
+    what.add_argument(
+        "--state",
+        metavar="FILE",
+        type=Path,
+        default=default_state_path(),
+        help="where delivered alerts are remembered (default: %(default)s)",
+    )
+    what.add_argument(
+        "-q", "--quiet", action="store_true", help="log only problems, not each notification"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -120,11 +151,12 @@ def _mqtt_config(args: argparse.Namespace) -> MqttConfig:
         try:
             config = load_config(args.config)
         except ConfigError as exc:
-            raise CliError(f"no --mqtt given and the config file cannot be used: {exc}") \
-                from None
+            raise CliError(f"no --mqtt given and the config file cannot be used: {exc}") from None
         if config.mqtt is None:
-            raise CliError("no --mqtt given and the config file has no [mqtt] section: pass "
-                           "--mqtt mqtt://host:1883")
+            raise CliError(
+                "no --mqtt given and the config file has no [mqtt] section: pass "
+                "--mqtt mqtt://host:1883"
+            )
         mqtt = config.mqtt
     username = args.username or mqtt.username or os.environ.get("REDOX_MQTT_USERNAME")
     password = args.password or os.environ.get("REDOX_MQTT_PASSWORD")
@@ -145,13 +177,16 @@ def _channels(args: argparse.Namespace) -> list[Channel]:
     if args.webhook:
         url = urllib.parse.urlsplit(args.webhook)
         if url.scheme not in ("http", "https") or not url.netloc:
-            raise CliError(f"--webhook {args.webhook!r} is not an http(s):// URL, e.g. "
-                           "https://ntfy.sh/my-alerts")
+            raise CliError(
+                f"--webhook {args.webhook!r} is not an http(s):// URL, e.g. "
+                "https://ntfy.sh/my-alerts"
+            )
         try:
             headers = parse_headers(args.webhook_header)
         except ValueError as exc:
-            raise CliError(f"--webhook-header: {exc}, e.g. 'Authorization: Bearer tk_...'") \
-                from None
+            raise CliError(
+                f"--webhook-header: {exc}, e.g. 'Authorization: Bearer tk_...'"
+            ) from None
         channels.append(WebhookChannel(args.webhook, headers))
     elif args.webhook_header:
         raise CliError("--webhook-header needs --webhook URL")
@@ -164,8 +199,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the notifier until SIGINT/SIGTERM; 0 on a clean stop."""
     mqtt = _mqtt_config(args)
     channels = _channels(args)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s notify: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s notify: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         seen = SeenStore(args.state)
     except NotifyError as exc:
@@ -177,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
     except NotifyError as exc:
         raise CliError(str(exc)) from None
     stats = notifier.stats
-    _LOGGER.info("stopped: %d delivered, %d failed, %d already delivered", stats.delivered,
-                 stats.failed, stats.duplicates)
+    _LOGGER.info(
+        "stopped: %d delivered, %d failed, %d already delivered",
+        stats.delivered,
+        stats.failed,
+        stats.duplicates,
+    )
     return 0
 
 

@@ -64,31 +64,62 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="pair_action", metavar="ACTION")
 
     add = actions.add_parser(
-        "add", help="pair a device with an athlete",
-        description=DESCRIPTION, epilog=EPILOG,
+        "add",
+        help="pair a device with an athlete",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add.add_argument("address", nargs="?", metavar="ADDRESS",
-                     help="the device's address as `redox-streamer scan` shows it "
-                     "(default: scan for the one unpaired device of --kind)")
-    add.add_argument("--athlete", required=True, metavar="ID",
-                     help="athlete id, as in the config file's [[athletes]] id")
-    add.add_argument("--kind", type=_kind, metavar="KIND",
-                     help="strap, smo2, grip or power (default: what the scan says it is)")
-    add.add_argument("--role", default="", metavar="TEXT",
-                     help="where the device sits when the kind does not say it "
-                     "(e.g. \"left vastus lateralis\")")
-    add.add_argument("--name", default=None, metavar="TEXT",
-                     help="a name to show (default: the advertised name)")
-    add.add_argument("--replace", action="store_true",
-                     help="re-pair an address that is already paired")
-    add.add_argument("--timeout", type=float, default=None, metavar="S",
-                     help=f"scan time (default {DEFAULT_TIMEOUT_S:g} s)")
-    add.add_argument("--emulated", action="store_true",
-                     help="scan the emulated devices instead of the radio (try it out)")
-    add.add_argument("--config", type=Path, metavar="FILE",
-                     help="config file, to check the athlete exists "
-                     "(default: $REDOX_CONFIG or the user config dir)")
+    add.add_argument(
+        "address",
+        nargs="?",
+        metavar="ADDRESS",
+        help="the device's address as `redox-streamer scan` shows it "
+        "(default: scan for the one unpaired device of --kind)",
+    )
+    add.add_argument(
+        "--athlete",
+        required=True,
+        metavar="ID",
+        help="athlete id, as in the config file's [[athletes]] id",
+    )
+    add.add_argument(
+        "--kind",
+        type=_kind,
+        metavar="KIND",
+        help="strap, smo2, grip or power (default: what the scan says it is)",
+    )
+    add.add_argument(
+        "--role",
+        default="",
+        metavar="TEXT",
+        help='where the device sits when the kind does not say it (e.g. "left vastus lateralis")',
+    )
+    add.add_argument(
+        "--name", default=None, metavar="TEXT", help="a name to show (default: the advertised name)"
+    )
+    add.add_argument(
+        "--replace", action="store_true", help="re-pair an address that is already paired"
+    )
+    add.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"scan time (default {DEFAULT_TIMEOUT_S:g} s)",
+    )
+    add.add_argument(
+        "--emulated",
+        action="store_true",
+        help="scan the emulated devices instead of the radio (try it out)",
+    )
+    add.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file, to check the athlete exists "
+        "(default: $REDOX_CONFIG or the user config dir)",
+    )
     _registry_option(add)
     add.set_defaults(handler=run_add)
 
@@ -106,8 +137,12 @@ def register(subparsers: Any) -> None:
 
 
 def _registry_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", type=Path, metavar="FILE",
-                        help="registry file (default: devices.toml in the user config dir)")
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE",
+        help="registry file (default: devices.toml in the user config dir)",
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -130,18 +165,23 @@ def run_add(args: argparse.Namespace) -> int:
                 raise CliError(
                     f"{address} was not seen in a {_timeout(args):g} s scan, so its kind is "
                     "unknown: wake the device and try again, or give --kind "
-                    "(strap, smo2, grip or power)")
+                    "(strap, smo2, grip or power)"
+                )
             kind = found.kind
         name = args.name if args.name is not None else (found.name if found else None)
     else:
         if kind is None:
-            raise CliError("give the device's ADDRESS, or --kind (strap, smo2, grip or power) "
-                           "to pair the one unpaired device of that kind in range")
+            raise CliError(
+                "give the device's ADDRESS, or --kind (strap, smo2, grip or power) "
+                "to pair the one unpaired device of that kind in range"
+            )
         found = _choose(_scan(args, kind), registry, kind, _timeout(args))
         address, name = found.address, (args.name if args.name is not None else found.name)
     if kind not in PAIRABLE:
-        raise CliError(f"{address} is a {kind.value} device; redox-streamer streams "
-                       f"{', '.join(k.value for k in PAIRABLE)} devices")
+        raise CliError(
+            f"{address} is a {kind.value} device; redox-streamer streams "
+            f"{', '.join(k.value for k in PAIRABLE)} devices"
+        )
     try:
         device = PairedDevice(address, args.athlete, kind, name or "", args.role)
         registry.add(device, replace=args.replace)
@@ -150,8 +190,10 @@ def run_add(args: argparse.Namespace) -> int:
         message = str(exc).replace("or replace it", "or add --replace")
         raise CliError(message) from None
     label = f" ({device.name})" if device.name else ""
-    print(f"paired {device.address}{label} to {device.athlete} as {device.kind.value}; "
-          f"kept in {registry.path}")
+    print(
+        f"paired {device.address}{label} to {device.athlete} as {device.kind.value}; "
+        f"kept in {registry.path}"
+    )
     _warn_unknown_athlete(args.config, device.athlete)
     return 0
 
@@ -163,8 +205,10 @@ def run_list(args: argparse.Namespace) -> int:
         print(json.dumps([_device_json(d) for d in registry], indent=2))
         return 0
     if not len(registry):
-        print(f"No paired devices in {registry.path}. Pair one with "
-              "`redox-streamer pair add --athlete ID --kind strap`.")
+        print(
+            f"No paired devices in {registry.path}. Pair one with "
+            "`redox-streamer pair add --athlete ID --kind strap`."
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -186,8 +230,9 @@ def run_remove(args: argparse.Namespace) -> int:
         registry.save()
     except RegistryError as exc:
         raise CliError(str(exc)) from None
-    print(f"removed {device.address} ({device.kind.value} of {device.athlete}) "
-          f"from {registry.path}")
+    print(
+        f"removed {device.address} ({device.kind.value} of {device.athlete}) from {registry.path}"
+    )
     return 0
 
 
@@ -211,8 +256,7 @@ def _scan(args: argparse.Namespace, kind: DeviceKind | None) -> list[FoundDevice
     try:
         found = asyncio.run(scan_emulated(timeout_s) if args.emulated else discover(timeout_s))
     except BluetoothUnavailableError as exc:
-        raise CliError(f"{exc}; or give --kind with the address to pair without scanning"
-                       ) from exc
+        raise CliError(f"{exc}; or give --kind with the address to pair without scanning") from exc
     return [f for f in found if kind is None or f.kind is kind]
 
 
@@ -220,8 +264,9 @@ def _find(found: Sequence[FoundDevice], address: str) -> FoundDevice | None:
     return next((f for f in found if normalize_address(f.address) == address), None)
 
 
-def _choose(found: Sequence[FoundDevice], registry: DeviceRegistry, kind: DeviceKind,
-            timeout_s: float) -> FoundDevice:
+def _choose(
+    found: Sequence[FoundDevice], registry: DeviceRegistry, kind: DeviceKind, timeout_s: float
+) -> FoundDevice:
     """The one unpaired device of ``kind``; an error listing them when it is not one."""
     unpaired = [f for f in found if f.address not in registry]
     if len(unpaired) == 1:
@@ -229,14 +274,19 @@ def _choose(found: Sequence[FoundDevice], registry: DeviceRegistry, kind: Device
     if not unpaired:
         paired = len(found) - len(unpaired)
         extra = f" ({paired} already paired; `pair list` shows them)" if paired else ""
-        raise CliError(f"no unpaired {kind.value} device seen in {timeout_s:g} s{extra}: "
-                       "wake it (a strap advertises only while worn) and scan longer with "
-                       "--timeout")
+        raise CliError(
+            f"no unpaired {kind.value} device seen in {timeout_s:g} s{extra}: "
+            "wake it (a strap advertises only while worn) and scan longer with "
+            "--timeout"
+        )
     candidates = "; ".join(
         f"{f.address} {f.name or '(no name)'} {'' if f.rssi is None else f'{f.rssi} dBm'}".strip()
-        for f in unpaired)
-    raise CliError(f"{len(unpaired)} unpaired {kind.value} devices in range ({candidates}); "
-                   "give the ADDRESS of the one to pair (the strongest signal is nearest)")
+        for f in unpaired
+    )
+    raise CliError(
+        f"{len(unpaired)} unpaired {kind.value} devices in range ({candidates}); "
+        "give the ADDRESS of the one to pair (the strongest signal is nearest)"
+    )
 
 
 def _warn_unknown_athlete(config_path: Path | None, athlete: str) -> None:
@@ -246,14 +296,22 @@ def _warn_unknown_athlete(config_path: Path | None, athlete: str) -> None:
     except CliError:
         return  # no or a bad config: `run` and `doctor` say what to do about it
     if athlete not in {a.id for a in config.athletes}:
-        print(f"note: {athlete!r} is not an athlete in {config.source}; `redox-streamer run` "
-              "streams devices of configured athletes only — add an [[athletes]] table with "
-              f"id = {json.dumps(athlete)}", file=sys.stderr)
+        print(
+            f"note: {athlete!r} is not an athlete in {config.source}; `redox-streamer run` "
+            "streams devices of configured athletes only — add an [[athletes]] table with "
+            f"id = {json.dumps(athlete)}",
+            file=sys.stderr,
+        )
 
 
 def _device_json(device: PairedDevice) -> dict[str, str]:
-    return {"address": device.address, "athlete": device.athlete, "kind": device.kind.value,
-            "name": device.name, "role": device.role}
+    return {
+        "address": device.address,
+        "athlete": device.athlete,
+        "kind": device.kind.value,
+        "name": device.name,
+        "role": device.role,
+    }
 
 
 def _kind(text: str) -> DeviceKind:

@@ -47,28 +47,43 @@ A recording's "device" names become the device ids; results belong to --athlete.
 def register(subparsers: Any) -> None:
     """Add the ``replay`` sub-command."""
     parser = subparsers.add_parser(
-        "replay", help="replay a recording of raw notifications through the pipeline",
-        description=DESCRIPTION, epilog=EPILOG,
+        "replay",
+        help="replay a recording of raw notifications through the pipeline",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", type=Path, metavar="FILE", help="JSON Lines recording")
-    parser.add_argument("--speed", type=float, default=0.0, metavar="X",
-                        help="1 = recorded pace, 10 = ten times faster, 0 = as fast as "
-                        "possible (default)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="1 = recorded pace, 10 = ten times faster, 0 = as fast as possible (default)",
+    )
     parser.add_argument("--athlete", default="replay", help="athlete id (default: replay)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--morning", action="store_true",
-                      help="the recording is a morning reading: analyse it as one")
-    mode.add_argument("--session", action="store_true",
-                      help="the recording is a training session: summarise it as one")
+    mode.add_argument(
+        "--morning",
+        action="store_true",
+        help="the recording is a morning reading: analyse it as one",
+    )
+    mode.add_argument(
+        "--session",
+        action="store_true",
+        help="the recording is a training session: summarise it as one",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per result")
-    parser.add_argument("--live", action="store_true",
-                        help="print live samples too (many lines)")
+    parser.add_argument("--live", action="store_true", help="print live samples too (many lines)")
     parser.add_argument("--mqtt", metavar="URL", help="also publish to this broker")
-    parser.add_argument("--store", type=Path, metavar="PATH",
-                        help="SQLite store (default: in memory, nothing kept)")
-    parser.add_argument("--skip-malformed", action="store_true",
-                        help="skip payloads the codec rejects instead of stopping")
+    parser.add_argument(
+        "--store", type=Path, metavar="PATH", help="SQLite store (default: in memory, nothing kept)"
+    )
+    parser.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="skip payloads the codec rejects instead of stopping",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -92,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             return asyncio.run(_replay(args, store, mqtt_config))
         except RecordingError as exc:
-            raise CliError(f"{exc}; fix or remove that line, or pass --skip-malformed to go "
-                           "on past payloads the codec rejects") from None
+            raise CliError(
+                f"{exc}; fix or remove that line, or pass --skip-malformed to go "
+                "on past payloads the codec rejects"
+            ) from None
 
 
 def describe(result: Result) -> str:
@@ -116,23 +133,44 @@ async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | Non
             return
         printed += 1
         if args.json:
-            print(json.dumps({"kind": result.kind.value, "athlete": result.athlete,
-                              "device": result.device, "ts_ns": result.ts_ns,
-                              **result.fields}, allow_nan=False), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "kind": result.kind.value,
+                        "athlete": result.athlete,
+                        "device": result.device,
+                        "ts_ns": result.ts_ns,
+                        **result.fields,
+                    },
+                    allow_nan=False,
+                ),
+                flush=True,
+            )
         else:
             print(describe(result), flush=True)
 
     sinks: list[Sink] = [MqttPublisher(mqtt, store)] if mqtt else []
-    pipeline = Pipeline(lambda a: AthleteState(a, store, live=args.live or bool(mqtt)),
-                        store, sinks, athletes=[args.athlete], on_result=show)
+    pipeline = Pipeline(
+        lambda a: AthleteState(a, store, live=args.live or bool(mqtt)),
+        store,
+        sinks,
+        athletes=[args.athlete],
+        on_result=show,
+    )
     first_t: int | None = None
     last_t = 0
-    start, end = ((MorningStart, MorningEnd) if args.morning
-                  else (SessionStart, SessionEnd) if args.session else (None, None))
+    start, end = (
+        (MorningStart, MorningEnd)
+        if args.morning
+        else (SessionStart, SessionEnd)
+        if args.session
+        else (None, None)
+    )
     async with running(pipeline):
         try:
-            async for device, record in replay(args.file, speed=args.speed,
-                                               skip_malformed=args.skip_malformed):
+            async for device, record in replay(
+                args.file, speed=args.speed, skip_malformed=args.skip_malformed
+            ):
                 t_ns = int(getattr(record, "t_ns", 0))
                 if first_t is None:
                     first_t = t_ns
@@ -148,6 +186,9 @@ async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | Non
         finally:
             await pipeline.join()  # what was read is processed even when reading failed
     if not printed and not args.json:
-        print("no results: the recording is too short for an HRV window, effort or test "
-              "(try --morning or --session)", file=sys.stderr)
+        print(
+            "no results: the recording is too short for an HRV window, effort or test "
+            "(try --morning or --session)",
+            file=sys.stderr,
+        )
     return 0

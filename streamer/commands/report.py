@@ -44,16 +44,17 @@ examples:
   redox-streamer report --config pi.toml --athlete anna --out anna.png
 """
 
-START_HINT = ("record data with `redox-streamer run`, or make a demo store with "
-              "`redox-streamer demo --store demo.sqlite3` and pass --store demo.sqlite3")
+START_HINT = (
+    "record data with `redox-streamer run`, or make a demo store with "
+    "`redox-streamer demo --store demo.sqlite3` and pass --store demo.sqlite3"
+)
 
 
 def _days(text: str) -> int:
     try:
         days = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
     if days < 1:
         raise argparse.ArgumentTypeError(f"the report covers at least 1 day, got {days}")
     return days
@@ -62,24 +63,43 @@ def _days(text: str) -> int:
 def register(subparsers: Any) -> None:
     """Add the ``report`` sub-command."""
     parser = subparsers.add_parser(
-        "report", help="picture of an athlete's last weeks (PNG or HTML) from the local store",
-        description=DESCRIPTION, epilog=EPILOG,
+        "report",
+        help="picture of an athlete's last weeks (PNG or HTML) from the local store",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--athlete", metavar="ID",
-                        help="athlete id (default: the only athlete in the store)")
-    parser.add_argument("--days", type=_days, default=DEFAULT_DAYS, metavar="N",
-                        help=f"days shown, ending on the last day with data "
-                             f"(default {DEFAULT_DAYS})")
-    parser.add_argument("--store", type=Path, metavar="PATH",
-                        help="SQLite store file (default: the config's store.path, else "
-                             f"{default_store_path()})")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="config file for the store path and the athlete's rule "
-                             "thresholds (default: $REDOX_CONFIG or the default file, "
-                             "if it exists)")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
-                        help="output file: .png (picture) or .html (self-contained page)")
+    parser.add_argument(
+        "--athlete", metavar="ID", help="athlete id (default: the only athlete in the store)"
+    )
+    parser.add_argument(
+        "--days",
+        type=_days,
+        default=DEFAULT_DAYS,
+        metavar="N",
+        help=f"days shown, ending on the last day with data (default {DEFAULT_DAYS})",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="PATH",
+        help=f"SQLite store file (default: the config's store.path, else {default_store_path()})",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file for the store path and the athlete's rule "
+        "thresholds (default: $REDOX_CONFIG or the default file, "
+        "if it exists)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="output file: .png (picture) or .html (self-contained page)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -103,11 +123,15 @@ def _thresholds(config: Config | None, athlete: str) -> RuleThresholds:
 def _check_out(out: Path) -> Path:
     out = out.expanduser()
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise CliError(f"--out {out}: write the report as .png (a picture) or .html (a page "
-                       f"with the picture and tables), not {out.suffix or 'no suffix'!r}")
+        raise CliError(
+            f"--out {out}: write the report as .png (a picture) or .html (a page "
+            f"with the picture and tables), not {out.suffix or 'no suffix'!r}"
+        )
     if not out.parent.is_dir():
-        raise CliError(f"--out {out}: the directory {out.parent} does not exist; create it "
-                       "or choose another path")
+        raise CliError(
+            f"--out {out}: the directory {out.parent} does not exist; create it "
+            "or choose another path"
+        )
     return out
 
 
@@ -117,11 +141,15 @@ def _choose_athlete(requested: str | None, known: list[str], store: Path) -> str
     if requested is None:
         if len(known) == 1:
             return known[0]
-        raise CliError(f"the store {store} holds {len(known)} athletes ({', '.join(known)}): "
-                       "choose one with --athlete")
+        raise CliError(
+            f"the store {store} holds {len(known)} athletes ({', '.join(known)}): "
+            "choose one with --athlete"
+        )
     if requested not in known:
-        raise CliError(f"--athlete {requested!r}: no readings of that athlete in {store}; "
-                       f"known athletes: {', '.join(known)}")
+        raise CliError(
+            f"--athlete {requested!r}: no readings of that athlete in {store}; "
+            f"known athletes: {', '.join(known)}"
+        )
     return requested
 
 
@@ -129,8 +157,13 @@ def run(args: argparse.Namespace) -> int:
     """Gather the athlete's data from the store and write the report file."""
     out = _check_out(args.out)
     config = _config(args)
-    store_path = (args.store if args.store is not None
-                  else config.store_path if config is not None else default_store_path())
+    store_path = (
+        args.store
+        if args.store is not None
+        else config.store_path
+        if config is not None
+        else default_store_path()
+    )
     store_path = Path(store_path).expanduser()
     if not store_path.is_file():
         # Opening would create an empty store: say where the data should come from instead.
@@ -138,15 +171,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         athlete = _choose_athlete(args.athlete, known_athletes(store_path), store_path)
         with Store(store_path) as store:
-            data = gather_report(store, athlete, args.days,
-                                 thresholds=_thresholds(config, athlete))
+            data = gather_report(store, athlete, args.days, thresholds=_thresholds(config, athlete))
     except (StoreError, ReportError) as exc:
         raise CliError(f"--store {store_path}: {exc}") from None
     try:
         write_report(data, out)
     except OSError as exc:
-        raise CliError(f"--out {out}: cannot write the report ({exc.strerror}); check the "
-                       "path and its permissions") from None
-    print(f"report of {athlete}, {data.start.isoformat()} to {data.end.isoformat()} "
-          f"({data.days} days, {len(data.open_alerts)} open alerts): {out}")
+        raise CliError(
+            f"--out {out}: cannot write the report ({exc.strerror}); check the "
+            "path and its permissions"
+        ) from None
+    print(
+        f"report of {athlete}, {data.start.isoformat()} to {data.end.isoformat()} "
+        f"({data.days} days, {len(data.open_alerts)} open alerts): {out}"
+    )
     return 0

@@ -59,27 +59,47 @@ EMULATORS: dict[DeviceKind, str] = {
 def register(subparsers: Any) -> None:
     """Add the ``run`` sub-command."""
     parser = subparsers.add_parser(
-        "run", help="stream the paired devices of the configured athletes",
-        description=DESCRIPTION, epilog=EPILOG,
+        "run",
+        help="stream the paired devices of the configured athletes",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="config file (default: $REDOX_CONFIG or the user config dir)")
-    parser.add_argument("--registry", type=Path, metavar="FILE",
-                        help="paired-devices registry (default: the user config dir)")
-    parser.add_argument("--duration", type=float, metavar="S",
-                        help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file (default: $REDOX_CONFIG or the user config dir)",
+    )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE",
+        help="paired-devices registry (default: the user config dir)",
+    )
+    parser.add_argument(
+        "--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
+    )
     parser.add_argument("--plain", action="store_true", help="plain lines, no live table")
-    parser.add_argument("--emulated", action="store_true",
-                        help="serve the configured devices from emulators on a virtual link "
-                        "(test the set-up without hardware)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
-                        help="with --emulated: emulated seconds per real second (default 1)")
+    parser.add_argument(
+        "--emulated",
+        action="store_true",
+        help="serve the configured devices from emulators on a virtual link "
+        "(test the set-up without hardware)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --emulated: emulated seconds per real second (default 1)",
+    )
     parser.set_defaults(handler=run)
 
 
-def paired_devices(config: Config, registry: DeviceRegistry | None
-                   ) -> dict[str, list[DeviceConfig]]:
+def paired_devices(
+    config: Config, registry: DeviceRegistry | None
+) -> dict[str, list[DeviceConfig]]:
     """The devices to stream per athlete: the config's, then the registry's for configured
     athletes (a registry entry never overrides a configured address)."""
     out: dict[str, list[DeviceConfig]] = {}
@@ -89,7 +109,8 @@ def paired_devices(config: Config, registry: DeviceRegistry | None
             if not device.address:
                 raise CliError(
                     f"athlete {athlete.id!r}, device {device.id!r}: no address — find it with "
-                    "`redox-streamer scan` and set address = \"AA:BB:...\" in the config")
+                    '`redox-streamer scan` and set address = "AA:BB:..." in the config'
+                )
             out.setdefault(athlete.id, []).append(device)
             used.add(device.address.upper())
     if registry is not None:
@@ -97,10 +118,14 @@ def paired_devices(config: Config, registry: DeviceRegistry | None
         for paired in registry:
             if paired.athlete in known and paired.address.upper() not in used:
                 ids = {d.id for d in out.get(paired.athlete, [])}
-                device_id = paired.kind.value if paired.kind.value not in ids \
+                device_id = (
+                    paired.kind.value
+                    if paired.kind.value not in ids
                     else f"{paired.kind.value}-{paired.address[-5:].replace(':', '')}"
+                )
                 out.setdefault(paired.athlete, []).append(
-                    DeviceConfig(device_id, paired.kind, paired.address, paired.name or None))
+                    DeviceConfig(device_id, paired.kind, paired.address, paired.name or None)
+                )
                 used.add(paired.address.upper())
     return out
 
@@ -113,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--speed {args.speed:g}: give a number > 0")
     config = load_config(args.config)
     if not config.athletes:
-        raise CliError(f"{config.source}: no athletes configured — add an [[athletes]] table "
-                       "(see `redox-streamer config init`)")
+        raise CliError(
+            f"{config.source}: no athletes configured — add an [[athletes]] table "
+            "(see `redox-streamer config init`)"
+        )
     registry = None
     if not args.emulated or args.registry is not None:  # emulated: only a registry named
         try:
@@ -123,8 +150,10 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     devices = paired_devices(config, registry)
     if not any(devices.values()):
-        raise CliError("no devices to stream: add devices to the athletes in the config, or "
-                       "pair them with `redox-streamer pair`")
+        raise CliError(
+            "no devices to stream: add devices to the athletes in the config, or "
+            "pair them with `redox-streamer pair`"
+        )
     try:
         store = Store(config.store_path)
     except StoreError as exc:
@@ -145,21 +174,24 @@ def build_sinks(config: Config, store: Store) -> list[Sink]:
     return sinks
 
 
-async def _emulators(stack: contextlib.AsyncExitStack, devices: dict[str, list[DeviceConfig]],
-                     speed: float) -> dict[str, Any]:
+async def _emulators(
+    stack: contextlib.AsyncExitStack, devices: dict[str, list[DeviceConfig]], speed: float
+) -> dict[str, Any]:
     import devices.emulated as emulated
 
     world = await stack.enter_async_context(emulated.EmulatedWorld())
     for athlete, items in devices.items():
         for device in items:
             cls = getattr(emulated, EMULATORS[device.kind])
-            await world.add(cls(device.name or f"{athlete} {device.id}", speed=speed,
-                                address=device.address))
+            await world.add(
+                cls(device.name or f"{athlete} {device.id}", speed=speed, address=device.address)
+            )
     return {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
 
 
-async def _run(args: argparse.Namespace, config: Config, store: Store,
-               devices: dict[str, list[DeviceConfig]]) -> int:
+async def _run(
+    args: argparse.Namespace, config: Config, store: Store, devices: dict[str, list[DeviceConfig]]
+) -> int:
     states: dict[str, AthleteState] = {}
 
     def make(athlete: str) -> AthleteState:
@@ -177,14 +209,19 @@ async def _run(args: argparse.Namespace, config: Config, store: Store,
             made = []
             for device in items:
                 assert device.address is not None
-                driver = driver_for(device.kind, device.address, name=f"{athlete}/{device.id}",
-                                    sink=pipeline.ingest_for(athlete, device.id), **kwargs)
+                driver = driver_for(
+                    device.kind,
+                    device.address,
+                    name=f"{athlete}/{device.id}",
+                    sink=pipeline.ingest_for(athlete, device.id),
+                    **kwargs,
+                )
                 pipeline.add_source(driver)
                 made.append((device.id, driver))
             drivers[athlete] = made
         model = ViewModel(
             title=f"redox-streamer run — {len(ids)} athletes, "
-                  f"{sum(len(v) for v in devices.values())} devices",
+            f"{sum(len(v) for v in devices.values())} devices",
             pipeline_status=pipeline.status,
             snapshots={a: states[a].snapshot for a in ids},
             devices=drivers,
@@ -196,8 +233,12 @@ async def _run(args: argparse.Namespace, config: Config, store: Store,
             model.phase = "stopping: flushing to the sinks"
             await task
     status = pipeline.status()
-    outboxes = "; ".join(f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
-                         for name, s in status.sink_status.items())
-    print(f"stopped: {status.durable} results stored in {config.store_path}; "
-          + (outboxes or "no MQTT or InfluxDB configured"))
+    outboxes = "; ".join(
+        f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
+        for name, s in status.sink_status.items()
+    )
+    print(
+        f"stopped: {status.durable} results stored in {config.store_path}; "
+        + (outboxes or "no MQTT or InfluxDB configured")
+    )
     return 0
