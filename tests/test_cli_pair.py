@@ -23,6 +23,11 @@ STRAP_EMU = "C0:00:00:00:00:01"  # the emulated fleet's strap (first device adde
 MOXY_EMU = "C0:00:00:00:00:02"
 
 
+def pair(words: str, registry: Path, *extra: str) -> int:
+    """``redox-streamer pair <words> --registry <registry> <extra>``: its exit status."""
+    return main(["pair", *words.split(), "--registry", str(registry), *extra])
+
+
 def _config(tmp_path: Path, athletes: tuple[str, ...] = ("anna",)) -> Path:
     path = tmp_path / "config.toml"
     text = f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n'
@@ -36,24 +41,8 @@ def test_pair_by_scanning_takes_the_one_unpaired_device_of_the_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                "--athlete",
-                "anna",
-                "--kind",
-                "strap",
-                "--emulated",
-                "--registry",
-                str(registry),
-                "--config",
-                str(_config(tmp_path)),
-            ]
-        )
-        == 0
-    )
+    config = str(_config(tmp_path))
+    assert pair("add --athlete anna --kind strap --emulated", registry, "--config", config) == 0
     out = capsys.readouterr()
     assert f"paired {STRAP_EMU} (Polar H10 EMU1) to anna as strap" in out.out
     assert "note:" not in out.err  # anna is configured
@@ -69,22 +58,7 @@ def test_pair_by_scanning_takes_the_one_unpaired_device_of_the_kind(
     ]
 
     # the only strap in range is now paired: a second scan-pair says so, changes nothing
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                "--athlete",
-                "bo",
-                "--kind",
-                "strap",
-                "--emulated",
-                "--registry",
-                str(registry),
-            ]
-        )
-        == 2
-    )
+    assert pair("add --athlete bo --kind strap --emulated", registry) == 2
     err = capsys.readouterr().err
     assert "no unpaired strap device seen" in err
     assert "1 already paired" in err
@@ -95,23 +69,9 @@ def test_pair_by_address_learns_the_kind_and_name_from_a_scan(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                MOXY_EMU.lower().replace(":", "-"),
-                "--athlete",
-                "anna",
-                "--role",
-                "left vastus lateralis",
-                "--emulated",
-                "--registry",
-                str(registry),
-            ]
-        )
-        == 0
-    )
+    address = MOXY_EMU.lower().replace(":", "-")
+    role = "left vastus lateralis"
+    assert pair(f"add {address} --athlete anna --emulated", registry, "--role", role) == 0
     capsys.readouterr()
     device = DeviceRegistry.load(registry).get(MOXY_EMU)
     assert device == PairedDevice(
@@ -123,40 +83,11 @@ def test_pair_by_address_of_a_device_out_of_range_needs_the_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                "C0:00:00:00:00:99",
-                "--athlete",
-                "anna",
-                "--emulated",
-                "--registry",
-                str(registry),
-            ]
-        )
-        == 2
-    )
+    assert pair("add C0:00:00:00:00:99 --athlete anna --emulated", registry) == 2
     assert "give --kind" in capsys.readouterr().err
     assert not registry.exists()
     # with the kind, no scan is needed
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                "C0:00:00:00:00:99",
-                "--athlete",
-                "anna",
-                "--kind",
-                "power",
-                "--registry",
-                str(registry),
-            ]
-        )
-        == 0
-    )
+    assert pair("add C0:00:00:00:00:99 --athlete anna --kind power", registry) == 0
     assert DeviceRegistry.load(registry).get("C0:00:00:00:00:99") is not None
 
 
@@ -164,13 +95,13 @@ def test_pairing_an_address_twice_needs_replace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = tmp_path / "devices.toml"
-    base = ["pair", "add", STRAP_EMU, "--kind", "strap", "--registry", str(registry)]
-    assert main([*base, "--athlete", "anna"]) == 0
-    assert main([*base, "--athlete", "bo"]) == 2
+    add = f"add {STRAP_EMU} --kind strap --athlete"
+    assert pair(f"{add} anna", registry) == 0
+    assert pair(f"{add} bo", registry) == 2
     err = capsys.readouterr().err
     assert "already paired to anna" in err
     assert "--replace" in err
-    assert main([*base, "--athlete", "bo", "--replace"]) == 0
+    assert pair(f"{add} bo --replace", registry) == 0
     paired = DeviceRegistry.load(registry).get(STRAP_EMU)
     assert paired is not None
     assert paired.athlete == "bo"
@@ -179,24 +110,9 @@ def test_pairing_an_address_twice_needs_replace(
 def test_pairing_to_an_athlete_not_in_the_config_warns_that_run_ignores_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                STRAP_EMU,
-                "--kind",
-                "strap",
-                "--athlete",
-                "zoe",
-                "--registry",
-                str(tmp_path / "d.toml"),
-                "--config",
-                str(_config(tmp_path)),
-            ]
-        )
-        == 0
-    )
+    config = str(_config(tmp_path))
+    registry = tmp_path / "d.toml"
+    assert pair(f"add {STRAP_EMU} --kind strap --athlete zoe", registry, "--config", config) == 0
     err = capsys.readouterr().err
     assert "'zoe' is not an athlete in" in err
     assert 'id = "zoe"' in err
@@ -239,40 +155,25 @@ def test_a_broken_registry_file_is_named(
 ) -> None:
     registry = tmp_path / "d.toml"
     registry.write_text("[[device]\n")
-    assert main(["pair", "list", "--registry", str(registry)]) == 2
+    assert pair("list", registry) == 2
     assert f"{registry} is not valid TOML" in capsys.readouterr().err
 
 
 def test_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry = tmp_path / "d.toml"
-    assert main(["pair", "list", "--registry", str(registry)]) == 0
+    assert pair("list", registry) == 0
     assert "No paired devices" in capsys.readouterr().out
     for address, kind in ((STRAP_EMU, "strap"), (MOXY_EMU, "smo2")):
-        assert (
-            main(
-                [
-                    "pair",
-                    "add",
-                    address,
-                    "--athlete",
-                    "anna",
-                    "--kind",
-                    kind,
-                    "--registry",
-                    str(registry),
-                ]
-            )
-            == 0
-        )
+        assert pair(f"add {address} --athlete anna --kind {kind}", registry) == 0
     capsys.readouterr()
-    assert main(["pair", "list", "--json", "--registry", str(registry)]) == 0
+    assert pair("list --json", registry) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(d["address"], d["kind"]) for d in listed] == [(STRAP_EMU, "strap"), (MOXY_EMU, "smo2")]
-    assert main(["pair", "list", "--registry", str(registry)]) == 0
+    assert pair("list", registry) == 0
     table = capsys.readouterr().out
     assert STRAP_EMU in table
     assert "smo2" in table
-    assert main(["pair", "remove", MOXY_EMU.lower(), "--registry", str(registry)]) == 0
+    assert pair(f"remove {MOXY_EMU.lower()}", registry) == 0
     assert f"removed {MOXY_EMU} (smo2 of anna)" in capsys.readouterr().out
     assert [d.address for d in DeviceRegistry.load(registry)] == [STRAP_EMU]
 
@@ -299,43 +200,10 @@ def test_run_streams_what_was_paired(tmp_path: Path, capsys: pytest.CaptureFixtu
     """Pair by scanning the emulated fleet, then `run --emulated` with that registry serves
     the paired addresses from emulators and streams them for the configured athlete."""
     registry = tmp_path / "devices.toml"
-    config = _config(tmp_path)
-    assert (
-        main(
-            [
-                "pair",
-                "add",
-                "--athlete",
-                "anna",
-                "--kind",
-                "strap",
-                "--emulated",
-                "--registry",
-                str(registry),
-                "--config",
-                str(config),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "run",
-                "--config",
-                str(config),
-                "--registry",
-                str(registry),
-                "--emulated",
-                "--speed",
-                "30",
-                "--duration",
-                "4",
-                "--plain",
-            ]
-        )
-        == 0
-    )
+    config = str(_config(tmp_path))
+    assert pair("add --athlete anna --kind strap --emulated", registry, "--config", config) == 0
+    run = "run --emulated --speed 30 --duration 4 --plain"
+    assert main([*run.split(), "--config", config, "--registry", str(registry)]) == 0
     out = capsys.readouterr().out
     assert "anna: HR" in out
     assert "strap:up" in out
