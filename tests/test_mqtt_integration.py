@@ -362,20 +362,25 @@ def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     broker.stop()
 
 
-async def test_tls_with_password_connects_and_never_logs_the_secret(
-    tls_mosquitto: tuple[Mosquitto, Path], store: Store, caplog: pytest.LogCaptureFixture
-) -> None:
-    broker, ca = tls_mosquitto
-    caplog.set_level(logging.DEBUG)
-    config = MqttConfig(
+def _tls_config(broker: Mosquitto, ca: Path, password: str) -> MqttConfig:
+    """The publisher's config for the TLS broker, as user ``redox`` with ``password``."""
+    return MqttConfig(
         host=HOST,
         port=broker.port,
         tls=True,
         ca_file=ca,
         username="redox",
-        password=Secret("pw-Zq81!x"),
+        password=Secret(password),
         publish_timeout_s=1.0,
     )
+
+
+async def test_tls_with_password_connects_and_never_logs_the_secret(
+    tls_mosquitto: tuple[Mosquitto, Path], store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker, ca = tls_mosquitto
+    caplog.set_level(logging.DEBUG)
+    config = _tls_config(broker, ca, "pw-Zq81!x")
     publisher = MqttPublisher(config, store, backoff=FAST)
     async with running(publisher):
         publisher.accept([_hrv(1)])
@@ -390,15 +395,7 @@ async def test_wrong_password_is_reported_and_nothing_is_lost(
 ) -> None:
     broker, ca = tls_mosquitto
     caplog.set_level(logging.DEBUG)
-    config = MqttConfig(
-        host=HOST,
-        port=broker.port,
-        tls=True,
-        ca_file=ca,
-        username="redox",
-        password=Secret("wrong-Hq27"),
-        publish_timeout_s=1.0,
-    )
+    config = _tls_config(broker, ca, "wrong-Hq27")
     publisher = MqttPublisher(config, store, backoff=FAST)
     async with running(publisher):
         publisher.accept([_hrv(1)])
