@@ -146,7 +146,7 @@ def hrv_time(nn_ms: RrInput, breaks: BreaksInput = None) -> HrvTime:
     )
 
 
-_CANCELLATION = 1e-9
+CANCELLATION_SHARE = 1e-9
 """A window's sum of squared deviations below this share of the running sum of squares
 is within rounding error of the running sums and is recomputed from its values."""
 
@@ -221,9 +221,9 @@ def sliding_hrv_time(
         var_d = np.maximum(resid_d, 0.0) / (m - 1)
     # A near-constant window loses its few significant digits to the running sums'
     # rounding (and the square root magnifies that): recompute those few windows directly.
-    for i in np.flatnonzero(ok & (resid_nn <= _CANCELLATION * c2[stop])):
+    for i in np.flatnonzero(ok & (resid_nn <= CANCELLATION_SHARE * c2[stop])):
         var_nn[i] = np.var(nn[start[i] : stop[i]], ddof=1)
-    for i in np.flatnonzero(ok & (resid_d <= _CANCELLATION * cd2[last])):
+    for i in np.flatnonzero(ok & (resid_d <= CANCELLATION_SHARE * cd2[last])):
         window_d = d[start[i] + 1 : stop[i]][valid[start[i] + 1 : stop[i]]]
         var_d[i] = np.var(window_d, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -22,15 +22,11 @@ import math
 from collections import deque
 
 from processors import physiology as phys
-from processors.hrv import MIN_DIFFS, HrvTime
+from processors.hrv import CANCELLATION_SHARE, MIN_DIFFS, HrvTime
 
 # Running sums drift by rounding as values enter and leave; recomputing them from the
 # buffer every so many updates bounds the drift at O(window) cost, O(1) amortised.
 _RESUM_EVERY = 4096
-# A window's sum of squared deviations below this share of the squares that went through
-# the running sums is within their rounding error (a near-constant window after a large
-# beat): it is recomputed from the buffer, which only such windows pay for.
-_CANCELLATION = 1e-9
 
 
 class HrvTracker:
@@ -160,10 +156,11 @@ class HrvTracker:
         mean_x = self._s1 / n
         mean_nn = self._ref + mean_x
         resid_nn = self._s2 - self._s1 * mean_x
-        if resid_nn <= _CANCELLATION * self._churn:
+        # A near-constant window lost its digits to the sums' rounding: recompute it.
+        if resid_nn <= CANCELLATION_SHARE * self._churn:
             resid_nn = sum((nn - mean_nn) ** 2 for nn in self._beats)
         resid_d = self._sd2 - self._sd1 * self._sd1 / m
-        if resid_d <= _CANCELLATION * self._churn_d:
+        if resid_d <= CANCELLATION_SHARE * self._churn_d:
             counted = [d for d in self._diffs if d is not None]
             mean_d = sum(counted) / m
             resid_d = sum((d - mean_d) ** 2 for d in counted)

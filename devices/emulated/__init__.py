@@ -10,6 +10,9 @@ connect to them::
         async with BleakClient(device, **world.client_kwargs) as client: ...
 """
 
+from collections.abc import Mapping
+from typing import Final
+
 from devices.emulated.backend import BumbleClient, BumbleDeviceDetails, BumbleScanner
 from devices.emulated.moxy import MoxySensor
 from devices.emulated.peripheral import EmulatedPeripheral, SentNotification
@@ -17,8 +20,18 @@ from devices.emulated.power import PowerMeter
 from devices.emulated.strap import ChestStrap
 from devices.emulated.tindeq import TindeqProgressor
 from devices.emulated.world import EmulatedWorld
+from devices.kinds import DeviceKind
+
+EMULATORS: Final[Mapping[DeviceKind, type[EmulatedPeripheral]]] = {
+    DeviceKind.STRAP: ChestStrap,
+    DeviceKind.SMO2: MoxySensor,
+    DeviceKind.GRIP: TindeqProgressor,
+    DeviceKind.POWER: PowerMeter,
+}
+"""The emulator of each device kind a driver streams."""
 
 __all__ = [
+    "EMULATORS",
     "BumbleClient",
     "BumbleDeviceDetails",
     "BumbleScanner",

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
-from devices.kinds import DeviceKind
 from devices.registry import DeviceRegistry, RegistryError
 from streamer.athlete import AthleteState
 from streamer.config import Config, DeviceConfig, load_config
@@ -47,13 +46,6 @@ set-up:
   redox-streamer scan                         find your devices' addresses
   redox-streamer doctor                       check adapter, broker, InfluxDB, config
 """
-
-EMULATORS: dict[DeviceKind, str] = {
-    DeviceKind.STRAP: "ChestStrap",
-    DeviceKind.SMO2: "MoxySensor",
-    DeviceKind.POWER: "PowerMeter",
-    DeviceKind.GRIP: "TindeqProgressor",
-}
 
 
 def register(subparsers: Any) -> None:
@@ -182,7 +174,7 @@ async def _emulators(
     world = await stack.enter_async_context(emulated.EmulatedWorld())
     for athlete, items in devices.items():
         for device in items:
-            cls = getattr(emulated, EMULATORS[device.kind])
+            cls = emulated.EMULATORS[device.kind]
             await world.add(
                 cls(device.name or f"{athlete} {device.id}", speed=speed, address=device.address)
             )

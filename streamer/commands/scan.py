@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from devices import gatt
 from devices.discovery import BluetoothUnavailableError, FoundDevice, discover
+from devices.kinds import DeviceKind
 from streamer.errors import CliError
 
 if TYPE_CHECKING:
@@ -40,6 +41,14 @@ A strap advertises only while it touches skin (wet the electrodes); a Polar H10 
 one connection at a time unless dual connection is enabled in the Polar app.
 """
 
+_EMULATED_NAMES = {
+    # in the order they are added: the world gives them C0:00:00:00:00:01, :02, ...
+    DeviceKind.STRAP: "Polar H10 EMU1",
+    DeviceKind.SMO2: "Moxy EMU1",
+    DeviceKind.GRIP: "Progressor_EMU1",
+    DeviceKind.POWER: "Power EMU1",
+}
+
 _SERVICE_NAMES = {
     gatt.HEART_RATE_SERVICE: "heart rate",
     gatt.BATTERY_SERVICE: "battery",
@@ -68,7 +77,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=scan_seconds,
         default=None,
         metavar="S",
         help=f"scan for S seconds (default {DEFAULT_TIMEOUT_S:g}; "
@@ -104,14 +113,9 @@ async def scan_emulated(timeout_s: float) -> list[FoundDevice]:
 
 def emulated_fleet() -> Sequence[EmulatedPeripheral]:
     """One emulated device of each kind the emulators offer."""
-    from devices.emulated import ChestStrap, MoxySensor, PowerMeter, TindeqProgressor
+    from devices.emulated import EMULATORS
 
-    return [
-        ChestStrap("Polar H10 EMU1"),
-        MoxySensor("Moxy EMU1"),
-        TindeqProgressor("Progressor_EMU1"),
-        PowerMeter("Power EMU1"),
-    ]
+    return [EMULATORS[kind](name) for kind, name in _EMULATED_NAMES.items()]
 
 
 def device_json(found: FoundDevice) -> dict[str, object]:
@@ -164,7 +168,8 @@ def _service_name(uuid: str) -> str:
     return uuid
 
 
-def _seconds(text: str) -> float:
+def scan_seconds(text: str) -> float:
+    """argparse type of a scan time: seconds, > 0 and <= 3600."""
     try:
         value = float(text)
     except ValueError:
