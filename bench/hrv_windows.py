@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from processors.hrv import sliding_hrv_time  # noqa: E402
 from processors.hrv_stream import HrvTracker  # noqa: E402
 
-DEFAULT_FILE = REPO.parent / "shared" / "data" / "nsr2db" / "nsr001_rr_secs.txt"
+DEFAULT_FILE = REPO / "tests" / "data" / "nsr2db" / "nsr001_rr_secs.txt"
 WINDOW_S = 60.0
 
 

@@ -11,15 +11,17 @@ import pytest
 from tests.servers import InfluxDB1, Mosquitto, ServerProcess, VictoriaMetrics
 from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real recordings shipped with the tests (copied from shared/data; provenance and licences
+# in tests/data/README.md), so a clone runs every test.
+RECORDINGS = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real recordings in ../shared/data (see its README for provenance)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real recordings not found at {SHARED_DATA}")
-    return SHARED_DATA
+def recordings() -> Path:
+    """The real recordings in tests/data (see its README for provenance and licences)."""
+    if not RECORDINGS.is_dir():
+        pytest.skip(f"real recordings not found at {RECORDINGS}")
+    return RECORDINGS
 
 
 S = TypeVar("S", bound=ServerProcess)

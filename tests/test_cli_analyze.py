@@ -33,17 +33,17 @@ REQUIRED = {
 
 
 @pytest.fixture
-def nsr_excerpt(shared_data: Path, tmp_path: Path) -> Path:
+def nsr_excerpt(recordings: Path, tmp_path: Path) -> Path:
     """The first ~10 min of nsr001 in its PhysioNet layout (start time, then seconds)."""
-    lines = (shared_data / "nsr2db" / "nsr001_rr_secs.txt").read_text().splitlines()[:801]
+    lines = (recordings / "nsr2db" / "nsr001_rr_secs.txt").read_text().splitlines()[:801]
     path = tmp_path / "nsr001_excerpt.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 @pytest.fixture
-def polar_rr_file(shared_data: Path, tmp_path: Path) -> Path:
-    with (shared_data / "polar_h10" / "polar_h10.csv").open() as fh:
+def polar_rr_file(recordings: Path, tmp_path: Path) -> Path:
+    with (recordings / "polar_h10" / "polar_h10.csv").open() as fh:
         rr = [row["rr"] for row in csv.DictReader(fh) if row["rr"]]
     path = tmp_path / "polar_rr_ms.txt"
     path.write_text("\n".join(rr) + "\n")
@@ -124,9 +124,9 @@ def test_bad_input_is_one_line_error_and_status_2(
 
 
 def test_physionet_file_without_the_option_says_which_option(
-    shared_data: Path, capsys: pytest.CaptureFixture[str]
+    recordings: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = shared_data / "nsr2db" / "nsr001_rr_secs.txt"
+    path = recordings / "nsr2db" / "nsr001_rr_secs.txt"
     assert main(["analyze", "rr", str(path)]) == 2
     assert "--first-line-is-start" in capsys.readouterr().err
 

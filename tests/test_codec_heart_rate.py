@@ -106,8 +106,8 @@ def test_encoded_rr_is_within_half_a_unit_of_the_input(rr_ms: list[float]) -> No
         assert abs(got - want) <= 0.5 * 1000 / 1024
 
 
-def test_real_polar_rr_series_survives_the_wire_within_half_a_unit(shared_data: Path) -> None:
-    with (shared_data / "polar_h10" / "polar_h10.csv").open() as f:
+def test_real_polar_rr_series_survives_the_wire_within_half_a_unit(recordings: Path) -> None:
+    with (recordings / "polar_h10" / "polar_h10.csv").open() as f:
         rr_ms = [float(row["rr"]) for row in csv.DictReader(f) if row["rr"]]
     assert len(rr_ms) > 700
     decoded: list[float] = []

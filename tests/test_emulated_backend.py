@@ -525,8 +525,8 @@ async def test_client_services_argument_limits_discovery(world: EmulatedWorld) -
         assert [s.uuid for s in client.services] == [uuids.BATTERY_SERVICE]
 
 
-async def test_strap_replays_an_nsr2db_recording(world: EmulatedWorld, shared_data: Path) -> None:
-    recording = nsr2db_rr_ms(shared_data / "nsr2db" / "nsr001_rr_secs.txt")
+async def test_strap_replays_an_nsr2db_recording(world: EmulatedWorld, recordings: Path) -> None:
+    recording = nsr2db_rr_ms(recordings / "nsr2db" / "nsr001_rr_secs.txt")
     strap = await world.add(ChestStrap(rr_ms=recording, speed=30.0))
     payloads = await collect(world, "Polar H10 EMU1", uuids.HEART_RATE_MEASUREMENT, 0.5)
     got = [rr for p in payloads for rr in heart_rate.decode(p).rr_ms]

@@ -46,7 +46,7 @@ TIME_TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def nsr001() -> np.ndarray:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "nsr2db" / "nsr001_rr_secs.txt"
+    path = Path(__file__).resolve().parent / "data" / "nsr2db" / "nsr001_rr_secs.txt"
     if not path.is_file():
         pytest.skip(f"real recordings not found at {path}")
     return np.loadtxt(path, max_rows=40_001)[1:] * 1000.0  # first line is a start time
@@ -162,8 +162,8 @@ def test_lipponen_labels_equal_neurokit2_on_nsr001(nsr001: np.ndarray) -> None:
     assert ours == theirs
 
 
-def test_lipponen_labels_agree_with_neurokit2_on_polar_h10(shared_data: Path) -> None:
-    with (shared_data / "polar_h10" / "polar_h10.csv").open() as fh:
+def test_lipponen_labels_agree_with_neurokit2_on_polar_h10(recordings: Path) -> None:
+    with (recordings / "polar_h10" / "polar_h10.csv").open() as fh:
         rr = np.array([float(row["rr"]) for row in csv.DictReader(fh) if row["rr"]])
     theirs = set().union(*nk_labels(rr, 1000.0).values())
     ours = set().union(*our_labels(rr).values())

@@ -13,8 +13,8 @@ from processors.hrv import hrv_time, sliding_hrv_time
 from processors.hrv_stream import HrvTracker
 
 
-def nsr001(shared_data: Path, n: int) -> np.ndarray:
-    path = shared_data / "nsr2db" / "nsr001_rr_secs.txt"
+def nsr001(recordings: Path, n: int) -> np.ndarray:
+    path = recordings / "nsr2db" / "nsr001_rr_secs.txt"
     values = np.loadtxt(path, max_rows=n + 1)[1:] * 1000.0  # first line is a start time
     return values[(values >= 200.0) & (values <= 2000.0)]
 
@@ -31,9 +31,9 @@ def run(tracker: HrvTracker, nn: np.ndarray, breaks: np.ndarray) -> list:  # typ
     ],
 )
 def test_tracker_equals_batch_sliding_windows_on_real_rr(
-    shared_data: Path, tracker_kw: dict[str, float], batch_kw: dict[str, float | None]
+    recordings: Path, tracker_kw: dict[str, float], batch_kw: dict[str, float | None]
 ) -> None:
-    nn = nsr001(shared_data, 6000)
+    nn = nsr001(recordings, 6000)
     breaks = np.random.default_rng(4).random(nn.size) < 0.005
     outputs = run(HrvTracker(**tracker_kw), nn, breaks)  # type: ignore[arg-type]
     batch = sliding_hrv_time(nn, breaks, **batch_kw)  # type: ignore[arg-type]

@@ -14,8 +14,8 @@ from processors.morning import morning_reading
 from processors.rr_clean import clean_rr
 
 
-def nsr001(shared_data: Path, n: int = 1200) -> np.ndarray:
-    path = shared_data / "nsr2db" / "nsr001_rr_secs.txt"
+def nsr001(recordings: Path, n: int = 1200) -> np.ndarray:
+    path = recordings / "nsr2db" / "nsr001_rr_secs.txt"
     return np.loadtxt(path, max_rows=n + 1)[1:] * 1000.0
 
 
@@ -27,8 +27,8 @@ def resting(duration_s: float = 420.0, seed: int = 0) -> np.ndarray:
     return out
 
 
-def test_polar_h10_reading_with_frequent_premature_beats_is_rejected(shared_data: Path) -> None:
-    with (shared_data / "polar_h10" / "polar_h10.csv").open() as fh:
+def test_polar_h10_reading_with_frequent_premature_beats_is_rejected(recordings: Path) -> None:
+    with (recordings / "polar_h10" / "polar_h10.csv").open() as fh:
         rr = [float(row["rr"]) for row in csv.DictReader(fh) if row["rr"]]
     reading = morning_reading(rr, day=date(2024, 5, 4))
     assert not reading.accepted
@@ -41,8 +41,8 @@ def test_polar_h10_reading_with_frequent_premature_beats_is_rejected(shared_data
     assert reading.day == date(2024, 5, 4)
 
 
-def test_clean_reading_is_accepted_with_the_metrics_of_its_span(shared_data: Path) -> None:
-    rr = nsr001(shared_data)
+def test_clean_reading_is_accepted_with_the_metrics_of_its_span(recordings: Path) -> None:
+    rr = nsr001(recordings)
     reading = morning_reading(rr, t_ns=1_700_000_000_000_000_000)
     assert reading.accepted
     assert reading.reject_reason is None

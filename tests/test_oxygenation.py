@@ -22,7 +22,7 @@ from processors.oxygenation import (
     two_level_threshold,
 )
 
-MOXY = Path("/work/shared/data/moxy/moxy_intervals_excerpt.csv")
+MOXY = Path(__file__).resolve().parent / "data" / "moxy" / "moxy_intervals_excerpt.csv"
 PLATEAU = ph.SMO2_MIN_PLATEAU_PCT
 
 

@@ -37,11 +37,11 @@ async def _collect(path: Path, **kwargs: object) -> list[tuple[str, DeviceRecord
     return [pair async for pair in replay(path, **kwargs)]  # type: ignore[arg-type]
 
 
-def _session(shared_data: Path) -> list[tuple[int, str, str, bytes]]:
+def _session(recordings: Path) -> list[tuple[int, str, str, bytes]]:
     """A 3-device session built from the real recordings: strap RR, Moxy SmO2, grip."""
     notifications: list[tuple[int, str, str, bytes]] = []
     t0 = 1_700_000_000_000_000_000
-    with (shared_data / "polar_h10" / "polar_h10.csv").open() as f:
+    with (recordings / "polar_h10" / "polar_h10.csv").open() as f:
         rr_ms = [float(row["rr"]) for row in csv.DictReader(f) if row["rr"]][:120]
     t = t0
     for i in range(0, len(rr_ms), 2):
@@ -49,7 +49,7 @@ def _session(shared_data: Path) -> list[tuple[int, str, str, bytes]]:
         t += int(sum(chunk) * 1e6)
         sample = HeartRateSample(t, 72, chunk, SensorContact.DETECTED)
         notifications.append((t, "strap", "2a37", heart_rate.encode(sample)))
-    with (shared_data / "moxy" / "moxy_intervals_excerpt.csv").open() as f:
+    with (recordings / "moxy" / "moxy_intervals_excerpt.csv").open() as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))[:40]
     previous = None
     for k, row in enumerate(rows):
@@ -66,12 +66,12 @@ def _session(shared_data: Path) -> list[tuple[int, str, str, bytes]]:
 
 
 async def test_recorded_session_replays_to_the_records_it_was_recorded_from(
-    tmp_path: Path, shared_data: Path
+    tmp_path: Path, recordings: Path
 ) -> None:
     path = tmp_path / "session.jsonl"
     live: list[tuple[str, DeviceRecord]] = []
     with NotificationRecorder(path) as recorder:
-        for t_ns, device, char, payload in _session(shared_data):
+        for t_ns, device, char, payload in _session(recordings):
             # what a driver does on each notification: decode it and record the raw bytes
             live.append((device, CODECS[char].decode(payload, t_ns=t_ns)))
             recorder.record(device, char, payload, t_ns=t_ns)

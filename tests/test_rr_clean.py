@@ -23,8 +23,8 @@ from processors.rr_clean import (
 )
 
 
-def polar_rr(shared_data: Path) -> np.ndarray:
-    with (shared_data / "polar_h10" / "polar_h10.csv").open() as fh:
+def polar_rr(recordings: Path) -> np.ndarray:
+    with (recordings / "polar_h10" / "polar_h10.csv").open() as fh:
         return np.array([float(row["rr"]) for row in csv.DictReader(fh) if row["rr"]])
 
 
@@ -36,8 +36,8 @@ def sinus(n: int = 300, seed: int = 0) -> np.ndarray:
     return out
 
 
-def test_polar_h10_premature_beats_reading_is_rejected_with_reason(shared_data: Path) -> None:
-    rr = polar_rr(shared_data)
+def test_polar_h10_premature_beats_reading_is_rejected_with_reason(recordings: Path) -> None:
+    rr = polar_rr(recordings)
     assert rr.size == 798
     verdict = quality_gate(rr)
     assert not verdict.accepted
@@ -48,10 +48,10 @@ def test_polar_h10_premature_beats_reading_is_rejected_with_reason(shared_data: 
 
 
 def test_adaptive_correction_alone_would_miss_the_bigeminal_polar_recording(
-    shared_data: Path,
+    recordings: Path,
 ) -> None:
     # Why the gate exists: the adaptive thresholds adopt the alternation as normal.
-    result = clean_rr(polar_rr(shared_data))
+    result = clean_rr(polar_rr(recordings))
     assert 10 <= result.n_corrected <= 30
     assert result.corrected_pct < 5.0
 

@@ -16,8 +16,8 @@ def write(tmp_path: Path, text: str, name: str = "rr.txt") -> Path:
     return path
 
 
-def test_physionet_export_with_start_time_line(shared_data: Path) -> None:
-    f = read_rr_file(shared_data / "nsr2db" / "nsr001_rr_secs.txt", first_line_is_start=True)
+def test_physionet_export_with_start_time_line(recordings: Path) -> None:
+    f = read_rr_file(recordings / "nsr2db" / "nsr001_rr_secs.txt", first_line_is_start=True)
     assert f.unit == "s"
     assert f.unit_detected
     assert f.start_s == pytest.approx(225.796875)
@@ -26,9 +26,9 @@ def test_physionet_export_with_start_time_line(shared_data: Path) -> None:
     assert f.lines[0] == 2
 
 
-def test_physionet_export_without_the_option_is_refused_with_the_hint(shared_data: Path) -> None:
+def test_physionet_export_without_the_option_is_refused_with_the_hint(recordings: Path) -> None:
     with pytest.raises(RrFileError, match=r"line 1: .*--first-line-is-start"):
-        read_rr_file(shared_data / "nsr2db" / "nsr001_rr_secs.txt")
+        read_rr_file(recordings / "nsr2db" / "nsr001_rr_secs.txt")
 
 
 def test_milliseconds_are_detected(tmp_path: Path) -> None:
@@ -73,9 +73,9 @@ def test_text_line_is_refused_naming_the_line(tmp_path: Path) -> None:
         read_rr_file(write(tmp_path, "800\n810\neighty\n"))
 
 
-def test_csv_header_is_refused(shared_data: Path) -> None:
+def test_csv_header_is_refused(recordings: Path) -> None:
     with pytest.raises(RrFileError, match=r"line 1: 'time,ecg,hr,rr' is not a number"):
-        read_rr_file(shared_data / "polar_h10" / "polar_h10.csv")
+        read_rr_file(recordings / "polar_h10" / "polar_h10.csv")
 
 
 @pytest.mark.parametrize(

@@ -203,8 +203,8 @@ def test_grip_drop_is_the_chosen_fraction_and_recovers_with_tau() -> None:
 # -- recordings ----------
 
 
-def test_nsr2db_loader_skips_the_start_time_line(shared_data: Path) -> None:
-    path = shared_data / "nsr2db" / "nsr001_rr_secs.txt"
+def test_nsr2db_loader_skips_the_start_time_line(recordings: Path) -> None:
+    path = recordings / "nsr2db" / "nsr001_rr_secs.txt"
     lines = path.read_text().split()
     rr = nsr2db_rr_ms(path)
     assert rr.size == len(lines) - 1
@@ -212,13 +212,13 @@ def test_nsr2db_loader_skips_the_start_time_line(shared_data: Path) -> None:
     assert 300.0 < np.median(rr) < 1500.0
 
 
-def test_polar_loader_reads_only_rows_with_a_beat(shared_data: Path) -> None:
-    rr = polar_h10_rr_ms(shared_data / "polar_h10" / "polar_h10.csv")
+def test_polar_loader_reads_only_rows_with_a_beat(recordings: Path) -> None:
+    rr = polar_h10_rr_ms(recordings / "polar_h10" / "polar_h10.csv")
     assert rr.size == 798  # beats in the file, per the data README
     assert rr[:3].tolist() == [421.0, 379.0, 1073.0]
 
 
-def test_moxy_loader_reads_live_smo2(shared_data: Path) -> None:
-    smo2 = moxy_smo2_pct(shared_data / "moxy" / "moxy_intervals_excerpt.csv")
+def test_moxy_loader_reads_live_smo2(recordings: Path) -> None:
+    smo2 = moxy_smo2_pct(recordings / "moxy" / "moxy_intervals_excerpt.csv")
     assert smo2[0] == 53.0
     assert np.all((smo2 >= 0) & (smo2 <= 100))
