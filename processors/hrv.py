@@ -113,17 +113,22 @@ class SlidingHrv:
 # --- time domain ------------------------------------------------------------------------------
 
 
-def hrv_time(nn_ms: RrInput, breaks: BreaksInput = None) -> HrvTime:
+def hrv_time(nn_ms: RrInput, breaks: BreaksInput = None, estimated: BreaksInput = None) -> HrvTime:
     """Time-domain HRV of an NN series (ms), never differencing across a gap.
 
     SDNN and SDSD use ddof = 1 (sample standard deviation). RMSSD is the root mean square
     of the successive differences; pNN50 = 100 × (number of |ΔNN| > 50 ms) / (number of
     successive differences), the denominator being the differences actually used.
+    ``estimated`` (``CleanResult.estimated``) marks interpolated intervals: differences
+    touching one are left out, since an interpolated value carries no beat-to-beat
+    variation and would pull RMSSD down (the normal-to-normal definition, TASK_FORCE_1996).
     Raises ``ValueError`` with fewer than 2 usable successive differences.
     """
     nn = as_rr_array(nn_ms)
     brk = as_breaks_array(breaks, nn.size)
-    diffs = np.diff(nn)[valid_diff_mask(brk)] if nn.size > 1 else np.empty(0)
+    est = as_breaks_array(estimated, nn.size)
+    usable = valid_diff_mask(brk) & ~est[1:] & ~est[:-1]
+    diffs = np.diff(nn)[usable] if nn.size > 1 else np.empty(0)
     if diffs.size < MIN_DIFFS:
         raise ValueError(
             f"time-domain HRV needs at least {MIN_DIFFS} successive differences inside gap-free "
@@ -465,16 +470,23 @@ def _box_residual_variance(profile: FloatArray, size: int) -> FloatArray:
 
 
 def hrv_metrics(
-    nn_ms: RrInput, breaks: BreaksInput = None, *, psd_method: PsdMethod = "welch"
+    nn_ms: RrInput,
+    breaks: BreaksInput = None,
+    *,
+    estimated: BreaksInput = None,
+    psd_method: PsdMethod = "welch",
 ) -> HrvMetrics:
     """Time domain, LF/HF (``psd_method``) and DFA α1 of an NN series (ms) in one record.
+
+    ``estimated``: interpolated intervals, left out of the successive differences only
+    (see :func:`hrv_time`); spectra and α1 use the whole corrected timeline.
 
     Raises ``ValueError`` only when even the time domain cannot be computed; spectral
     values and α1 are ``None`` when the series is too short for them.
     """
     nn = as_rr_array(nn_ms)
     brk: BoolArray = as_breaks_array(breaks, nn.size)
-    td = hrv_time(nn, brk)
+    td = hrv_time(nn, brk, estimated)
     try:
         fd: HrvFrequency | None = hrv_frequency(nn, brk, method=psd_method)
     except ValueError:

@@ -64,7 +64,7 @@ def morning_reading(
     stabilisation_s: float = phys.MORNING_STABILISATION_S,
     span_s: float = phys.MORNING_SPAN_S,
     min_coverage: float = phys.MORNING_MIN_COVERAGE,
-    max_deviation: float = phys.QUALITY_DEVIATION_SHARE,
+    max_deviation: float = phys.QUALITY_NEIGHBOUR_DEVIATION,
     max_abnormal_share: float = phys.QUALITY_MAX_ABNORMAL_SHARE,
 ) -> MorningReading:
     """Analyse a whole morning recording's RR intervals (ms, oldest first).
@@ -119,7 +119,7 @@ def morning_reading(
         assert verdict.reject_reason is not None
         return rejected(verdict.reject_reason, verdict.abnormal_pct, cleaned.corrected_pct)
     try:
-        td = hrv_time(cleaned.nn_ms, cleaned.breaks)
+        td = hrv_time(cleaned.nn_ms, cleaned.breaks, cleaned.estimated)
     except ValueError as exc:
         return rejected(
             f"too few usable beats after cleaning: {exc}",

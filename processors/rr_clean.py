@@ -1,22 +1,34 @@
-"""RR-interval cleaning: artefact and ectopic-beat correction, and the quality gate.
+"""RR-interval cleaning: the quality gate, and artefact and ectopic-beat correction.
 
 Two independent looks at a series of RR intervals (milliseconds):
 
-* :func:`clean_rr` detects and corrects artefacts after Lipponen & Tarvainen (2019), the
-  method Kubios uses: beats are classified as ectopic, long/short, missed or extra from
-  the successive differences (dRR) and the deviation from an 11-beat median (mRR), each
-  normalised by a time-varying threshold (5.2 × quartile deviation over 91 beats).
-  Missed beats are split, extra beats merged, ectopic and long/short beats moved to the
-  midpoint of their neighbours.
-* :func:`quality_gate` applies a fixed rule to the *raw* series: the share of beats that
-  deviate more than 20% from their local median. A reading over the limit (5%) is rejected
-  with a reason rather than corrected into a number. The adaptive method cannot do this on
-  its own: in a bigeminal rhythm (frequent premature beats, as in the Polar H10 recording
-  in ``shared/data``) its thresholds adopt the alternation as normal and flag few beats.
+* :func:`quality_gate` judges the *raw* series by a fixed rule: each beat is compared with
+  the mean of its two neighbours, relative to the median of its 11-beat neighbourhood
+  (:func:`neighbour_deviation`), and the reading is rejected when more than 10% of its
+  beats deviate more than 20%. Why this rule: a resting athlete breathing slowly swings
+  200–450 ms from breath to breath (respiratory sinus arrhythmia), so a beat may lie far
+  from its local *median* while lying on the smooth line through its neighbours; a
+  premature beat, its compensatory pause, a missed or an extra detection never do. The
+  older rule (share of beats > 20% off the local median) rejected a third of such
+  athletes; the adaptive Lipponen–Tarvainen flags cannot gate either, since in a bigeminal
+  rhythm (the Polar H10 recording) their thresholds adopt the alternation as normal. The
+  figures behind the limits are in ``processors/physiology.py`` and
+  ``bench/validate_physiology.py`` measures them.
+* :func:`clean_rr` detects artefacts after Lipponen & Tarvainen (2019), the method Kubios
+  uses (ectopic, long/short, missed, extra, from the successive differences dRR and the
+  deviation from an 11-beat median, each against a time-varying threshold of 5.2 ×
+  quartile deviation over 91 beats), and corrects them as Kubios describes: missed beats
+  are split, extra beats merged, and ectopic and long/short intervals *replaced by
+  interpolation* (cubic spline over the beat times) of the intervals around them. A
+  premature beat and its compensatory pause are one event: both intervals are
+  interpolated. The adaptive thresholds shrink on a quiet, coarsely sampled series until
+  ordinary sinus beats cross them, so a flagged beat is only treated as an artefact when it
+  also lies at least 10% off the mean of its neighbours (genuine sinus beats are left as
+  they are).
 
 Gaps. A series may carry gap markers: ``breaks[i]`` is True when beat ``i`` follows a gap
-in the recording, so ``rr[i] - rr[i-1]`` is never used. Cleaning works on each run between
-gaps separately, and intervals outside the plausible range
+in the recording, so ``rr[i] - rr[i-1]`` is never used. Gate and cleaning work on each run
+between gaps separately, and intervals outside the plausible range
 (:data:`~processors.physiology.RR_MIN_MS` .. :data:`~processors.physiology.RR_MAX_MS`) are
 removed and turned into gaps, never interpolated over.
 """
@@ -30,6 +42,7 @@ from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+from scipy import interpolate
 
 from processors import physiology as phys
 
@@ -43,6 +56,14 @@ BreaksInput: TypeAlias = Sequence[bool] | npt.NDArray[np.bool_] | None
 NORMAL, ECTOPIC, LONGSHORT, MISSED, EXTRA, OUT_OF_RANGE = range(6)
 _CLASS_NAMES = ("normal", "ectopic", "longshort", "missed", "extra", "out_of_range")
 
+# A block of artefacts holds a whole number of sinus beats (in units of the expected
+# interval). Within _WHOLE_CLEAR of one the count is clear; beyond it a neighbour may belong
+# to the block, and is taken in when that brings the block within _WHOLE_TOLERANCE.
+_WHOLE_TOLERANCE = 0.25
+_WHOLE_CLEAR = 0.1
+# A block whose length is within this share of its interpolated sinus beats kept the sinus
+# timeline (compensatory pause, missed or extra detection) and is scaled to it exactly.
+_TIMELINE_KEPT = 0.08
 # Chunk of rows for windowed quantiles: bounds the temporary copy np.quantile makes.
 _QUANTILE_CHUNK_ROWS = 8192
 
@@ -88,15 +109,23 @@ def valid_diff_mask(breaks: BoolArray) -> BoolArray:
 class CleanResult:
     """Outcome of :func:`clean_rr`.
 
-    ``nn_ms`` is the corrected series (ms) and ``breaks`` its gap markers (same length;
-    True where a beat follows a gap). ``labels`` holds one class per *input* beat from the
-    first detection pass (``NORMAL``, ``ECTOPIC``, ``LONGSHORT``, ``MISSED``, ``EXTRA``,
-    ``OUT_OF_RANGE``); ``n_corrected`` counts corrections over all passes.
+    ``nn_ms`` is the corrected series (ms), ``breaks`` its gap markers (same length;
+    True where a beat follows a gap) and ``estimated`` marks its intervals that correction
+    interpolated (values, not measurements: pass it to :func:`processors.hrv.hrv_time` so
+    that RMSSD, SDSD and pNN50 use measured successive differences only). ``labels`` holds
+    one class per *input* beat from the first Lipponen–Tarvainen detection pass, as
+    published (``NORMAL``, ``ECTOPIC``, ``LONGSHORT``, ``MISSED``, ``EXTRA``,
+    ``OUT_OF_RANGE``); ``artefacts`` marks the input
+    beats of that pass that were treated as artefacts (labelled, and far enough from their
+    neighbours to be no sinus beat; for an ectopic event both the premature interval and
+    its pause). ``n_corrected`` counts corrected intervals over all passes.
     """
 
     nn_ms: FloatArray
     breaks: BoolArray
+    estimated: BoolArray
     labels: npt.NDArray[np.int8]
+    artefacts: BoolArray
     n_input: int
     n_corrected: int
     n_out_of_range: int
@@ -110,13 +139,18 @@ class CleanResult:
         return 100.0 * (self.n_corrected + self.n_out_of_range) / self.n_input
 
     def count(self, kind: str) -> int:
-        """Beats of the first pass labelled ``kind`` ("ectopic", "missed", ...)."""
-        return int(np.count_nonzero(self.labels == _CLASS_NAMES.index(kind)))
+        """Beats of the first pass labelled ``kind`` ("ectopic", "missed", ...) and treated
+        as artefacts."""
+        return int(np.count_nonzero((self.labels == _CLASS_NAMES.index(kind)) & self.artefacts))
 
 
 @dataclass(frozen=True, slots=True)
 class QualityVerdict:
-    """Outcome of :func:`quality_gate`: accepted, or rejected with a reason a person can act on."""
+    """Outcome of :func:`quality_gate`: accepted, or rejected with a reason a person can act on.
+
+    ``n_abnormal`` beats of ``n_beats`` deviate more than the gate's share from the mean of
+    their neighbours; ``abnormal_pct`` is that in %.
+    """
 
     accepted: bool
     reject_reason: str | None
@@ -134,11 +168,12 @@ def clean_rr(
     c2: float = phys.LIPPONEN_C2,
     qd_window_beats: int = phys.LIPPONEN_QD_WINDOW_BEATS,
     median_beats: int = phys.LIPPONEN_MEDIAN_BEATS,
+    min_deviation: float = phys.CORRECTION_MIN_DEVIATION,
     max_passes: int = phys.LIPPONEN_MAX_PASSES,
     rr_min_ms: float = phys.RR_MIN_MS,
     rr_max_ms: float = phys.RR_MAX_MS,
 ) -> CleanResult:
-    """Detect and correct artefacts and ectopic beats (Lipponen & Tarvainen 2019).
+    """Detect (Lipponen & Tarvainen 2019) and correct (Kubios) artefacts and ectopic beats.
 
     ``rr_ms``: RR intervals in milliseconds. ``breaks``: optional gap markers, True at
     ``i`` when beat ``i`` follows a gap. Intervals outside ``rr_min_ms .. rr_max_ms`` are
@@ -146,13 +181,17 @@ def clean_rr(
     cleaned on its own; detection repeats on the corrected run while the number of
     artefacts falls (at most ``max_passes`` passes).
 
-    Correction keeps the beat timeline: a missed beat splits its interval in two halves,
-    an extra beat merges its interval with the next, an ectopic or long/short beat is
-    moved to the midpoint of its neighbours (its interval and the next become their mean).
+    A labelled beat is an artefact only when it deviates at least ``min_deviation`` (a
+    share of the local median, 0.10 = 10%) from the mean of its neighbours. Correction: a
+    missed beat splits its interval in two halves, an extra beat merges its interval with
+    the next, and ectopic and long/short intervals are replaced by a cubic spline through
+    the uncorrected intervals around them (against beat time). An ectopic label falls on
+    the second interval of a short–long (or long–short) pair, and both are replaced.
     """
     rr = as_rr_array(rr_ms)
     brk = as_breaks_array(breaks, rr.size)
     labels = np.zeros(rr.size, dtype=np.int8)
+    artefacts = np.zeros(rr.size, dtype=np.bool_)
 
     in_range = (rr >= rr_min_ms) & (rr <= rr_max_ms)
     labels[~in_range] = OUT_OF_RANGE
@@ -164,16 +203,30 @@ def clean_rr(
         kept_breaks[1:] |= np.diff(kept_idx) > 1
         kept_breaks[0] |= bool(kept_idx[0] > 0)
 
-    params = _Params(alpha, c1, c2, qd_window_beats, median_beats)
+    params = _Params(
+        alpha,
+        c1,
+        c2,
+        qd_window_beats,
+        median_beats,
+        min_deviation,
+        phys.QUALITY_NEIGHBOUR_DEVIATION,
+    )
     out_rr: list[FloatArray] = []
     out_breaks: list[BoolArray] = []
+    out_estimated: list[BoolArray] = []
     n_corrected = 0
     max_pass_seen = 0
     for start, stop in run_bounds(kept_breaks):
         run = kept_rr[start:stop]
         first = _classify(run, params)
         labels[kept_idx[start:stop]] = first
-        corrected, n_run, n_passes = _clean_run(run, first, params, max_passes)
+        first_artefacts = _artefact_mask(run, first, params)
+        artefacts[kept_idx[start:stop]] = first_artefacts
+        corrected, estimated, n_run, n_passes = _clean_run(
+            run, first, first_artefacts, params, max_passes
+        )
+        out_estimated.append(estimated)
         n_corrected += n_run
         max_pass_seen = max(max_pass_seen, n_passes)
         run_breaks = np.zeros(corrected.size, dtype=np.bool_)
@@ -184,10 +237,13 @@ def clean_rr(
 
     nn = np.concatenate(out_rr) if out_rr else np.empty(0, dtype=np.float64)
     nn_breaks = np.concatenate(out_breaks) if out_breaks else np.empty(0, dtype=np.bool_)
+    nn_estimated = np.concatenate(out_estimated) if out_estimated else np.empty(0, dtype=np.bool_)
     return CleanResult(
         nn_ms=nn,
         breaks=nn_breaks,
+        estimated=nn_estimated,
         labels=labels,
+        artefacts=artefacts,
         n_input=int(rr.size),
         n_corrected=n_corrected,
         n_out_of_range=int(np.count_nonzero(~in_range)),
@@ -195,57 +251,119 @@ def clean_rr(
     )
 
 
+def neighbour_deviation(
+    rr_ms: RrInput,
+    breaks: BreaksInput = None,
+    *,
+    median_beats: int = phys.QUALITY_MEDIAN_BEATS,
+) -> FloatArray:
+    """How far each beat lies from its neighbours, as a share of its local median.
+
+    ``|RR_i − (RR_{i−1} + RR_{i+1}) / 2| / median_i``, with ``median_i`` the median of the
+    centred ``median_beats`` window, all within the beat's gap-free run (ms in, unitless
+    out). The first and last beat of a run have one neighbour and are compared with it.
+    Slow breathing moves RR smoothly from beat to beat, so this stays small (< 20%) for
+    sinus rhythm at any RSA amplitude; a premature beat, its pause, a missed or an extra
+    detection stand out.
+    """
+    rr = as_rr_array(rr_ms)
+    brk = as_breaks_array(breaks, rr.size)
+    out = np.zeros(rr.size)
+    for start, stop in run_bounds(brk):
+        out[start:stop] = _run_neighbour_deviation(rr[start:stop], median_beats)
+    return out
+
+
 def abnormal_beats(
     rr_ms: RrInput,
     breaks: BreaksInput = None,
     *,
-    max_deviation: float = phys.QUALITY_DEVIATION_SHARE,
+    max_deviation: float = phys.QUALITY_NEIGHBOUR_DEVIATION,
     median_beats: int = phys.QUALITY_MEDIAN_BEATS,
 ) -> BoolArray:
-    """True for each beat deviating more than ``max_deviation`` (a share, 0.20 = 20%) from
-    the median of the centred ``median_beats`` window of its own gap-free run.
-    """
-    rr = as_rr_array(rr_ms)
-    brk = as_breaks_array(breaks, rr.size)
-    out = np.zeros(rr.size, dtype=np.bool_)
-    for start, stop in run_bounds(brk):
-        run = rr[start:stop]
-        med = _centred_quantiles(run, median_beats, (0.5,))[0]
-        out[start:stop] = np.abs(run - med) > max_deviation * med
-    return out
+    """True for each beat whose :func:`neighbour_deviation` exceeds ``max_deviation``
+    (a share, 0.20 = 20%)."""
+    return neighbour_deviation(rr_ms, breaks, median_beats=median_beats) > max_deviation
 
 
 def quality_gate(
     rr_ms: RrInput,
     breaks: BreaksInput = None,
     *,
-    max_deviation: float = phys.QUALITY_DEVIATION_SHARE,
+    max_deviation: float = phys.QUALITY_NEIGHBOUR_DEVIATION,
     max_abnormal_share: float = phys.QUALITY_MAX_ABNORMAL_SHARE,
     median_beats: int = phys.QUALITY_MEDIAN_BEATS,
 ) -> QualityVerdict:
     """Accept or reject a raw RR series (ms) by a fixed rule.
 
-    Rejected when more than ``max_abnormal_share`` of the beats (0.05 = 5%) deviate more
-    than ``max_deviation`` (0.20 = 20%) from their local median (centred window of
-    ``median_beats``, within the beat's gap-free run). Apply it to the series *before*
-    correction: it judges the recording, not what correction made of it.
+    Rejected when more than ``max_abnormal_share`` of the beats (0.10 = 10%) deviate more
+    than ``max_deviation`` (0.20 = 20% of the local median) from the mean of their two
+    neighbours (:func:`neighbour_deviation`). One premature beat with its pause marks about
+    two beats, so the default rejects a reading from about 5% ectopic beats on. Apply it to
+    the series *before* correction: it judges the recording, not what correction made of it.
     """
     rr = as_rr_array(rr_ms)
-    if rr.size == 0:
-        return QualityVerdict(False, "no RR intervals to judge", 0, 0, 0.0)
     abnormal = abnormal_beats(rr, breaks, max_deviation=max_deviation, median_beats=median_beats)
-    n_abn = int(np.count_nonzero(abnormal))
-    pct = 100.0 * n_abn / rr.size
-    if n_abn > max_abnormal_share * rr.size:
+    return gate_verdict(
+        int(np.count_nonzero(abnormal)),
+        int(rr.size),
+        max_deviation=max_deviation,
+        max_abnormal_share=max_abnormal_share,
+    )
+
+
+def gate_verdict(
+    n_abnormal: int,
+    n_beats: int,
+    *,
+    max_deviation: float = phys.QUALITY_NEIGHBOUR_DEVIATION,
+    max_abnormal_share: float = phys.QUALITY_MAX_ABNORMAL_SHARE,
+) -> QualityVerdict:
+    """The gate's verdict on ``n_abnormal`` abnormal beats of ``n_beats`` judged (batch and
+    live windows word their reasons the same way)."""
+    if n_beats == 0:
+        return QualityVerdict(False, "no RR intervals to judge", 0, 0, 0.0)
+    pct = 100.0 * n_abnormal / n_beats
+    if n_abnormal > max_abnormal_share * n_beats:
         reason = (
-            f"{pct:.1f}% of beats ({n_abn} of {rr.size}) deviate more than "
-            f"{100 * max_deviation:.0f}% from the local median (limit "
+            f"{pct:.1f}% of beats ({n_abnormal} of {n_beats}) deviate more than "
+            f"{100 * max_deviation:.0f}% from their neighbours (limit "
             f"{100 * max_abnormal_share:.0f}%): frequent ectopic beats or a noisy strap signal; "
             "take the reading again lying still with a moistened strap, and see a doctor if "
             "irregular beats persist"
         )
-        return QualityVerdict(False, reason, int(rr.size), n_abn, pct)
-    return QualityVerdict(True, None, int(rr.size), n_abn, pct)
+        return QualityVerdict(False, reason, n_beats, n_abnormal, pct)
+    return QualityVerdict(True, None, n_beats, n_abnormal, pct)
+
+
+def beat_deviation(segment: Sequence[float], i: int) -> float:
+    """:func:`neighbour_deviation` of ``segment[i]`` alone, in plain Python (live judging).
+
+    ``segment`` is the beat's gap-free run cut to its centred median window (truncated where
+    the run starts or ends): its median is the local median and ``segment[i]``'s neighbours
+    in it are its neighbours in the run.
+    """
+    value = segment[i]
+    neighbours = [segment[k] for k in (i - 1, i + 1) if 0 <= k < len(segment)]
+    if not neighbours:
+        return 0.0
+    ordered = sorted(segment)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+    return abs(value - sum(neighbours) / len(neighbours)) / median
+
+
+def _run_neighbour_deviation(run: FloatArray, median_beats: int) -> FloatArray:
+    n = run.size
+    dev = np.zeros(n)
+    if n < 2:
+        return dev
+    med = _centred_quantiles(run, median_beats, (0.5,))[0]
+    dev[1:-1] = np.abs(run[1:-1] - 0.5 * (run[:-2] + run[2:]))
+    dev[0] = abs(run[0] - run[1])
+    dev[-1] = abs(run[-1] - run[-2])
+    out: FloatArray = dev / med
+    return out
 
 
 # --- Lipponen & Tarvainen (2019) -------------------------------------------------------------
@@ -258,29 +376,69 @@ class _Params:
     c2: float
     qd_window: int
     median_window: int
+    min_deviation: float
+    abnormal_deviation: float
 
 
 def _clean_run(
-    run: FloatArray, first_labels: npt.NDArray[np.int8], params: _Params, max_passes: int
-) -> tuple[FloatArray, int, int]:
-    """Correct one gap-free run, repeating detection while artefacts decrease."""
-    labels = first_labels
-    n_found = int(np.count_nonzero(labels))
+    run: FloatArray,
+    first_labels: npt.NDArray[np.int8],
+    first_artefacts: BoolArray,
+    params: _Params,
+    max_passes: int,
+) -> tuple[FloatArray, BoolArray, int, int]:
+    """Correct one gap-free run, repeating detection while artefacts decrease.
+
+    Returns the corrected run, its mask of interpolated intervals, the number of corrected
+    intervals and the number of passes.
+    """
+    labels, artefacts = first_labels, first_artefacts
+    n_found = int(np.count_nonzero(artefacts))
     if n_found == 0:
-        return run.copy(), 0, 1
+        return run.copy(), np.zeros(run.size, dtype=np.bool_), 0, 1
     total = n_found
-    current = _correct(run, labels)
+    current, estimated = _correct(run, artefacts, np.zeros(run.size, dtype=np.bool_))
     passes = 1
     while passes < max_passes:
         labels = _classify(current, params)
-        n_new = int(np.count_nonzero(labels))
+        artefacts = _artefact_mask(current, labels, params)
+        n_new = int(np.count_nonzero(artefacts))
         if n_new == 0 or n_new >= n_found:
             break
-        current = _correct(current, labels)
+        current, estimated = _correct(current, artefacts, estimated)
         total += n_new
         n_found = n_new
         passes += 1
-    return current, total, passes
+    return current, estimated, total, passes
+
+
+def _artefact_mask(rr: FloatArray, labels: npt.NDArray[np.int8], p: _Params) -> BoolArray:
+    """The beats to correct in one run.
+
+    Missed and extra labels stand. An ectopic or long/short label stands only when the beat
+    also lies ``min_deviation`` or more off the mean of its neighbours: on a quiet series
+    the adaptive thresholds shrink until ordinary sinus beats cross them. An ectopic label
+    sits on the second interval of a short–long (long–short) pair, so the first joins it.
+    Beats the gate calls abnormal (off their neighbours by more than
+    QUALITY_NEIGHBOUR_DEVIATION) are added: with 300–450 ms of RSA the adaptive thresholds
+    grow until a premature beat or an extra detection slips under them.
+    """
+    deviation = _run_neighbour_deviation(rr, p.median_window)
+    adaptive = (labels == ECTOPIC) | (labels == LONGSHORT)
+    mask: BoolArray = ((labels == MISSED) | (labels == EXTRA)) | (
+        adaptive & (deviation >= p.min_deviation)
+    )
+    ectopic = np.flatnonzero(mask & (labels == ECTOPIC))
+    mask[ectopic[ectopic > 0] - 1] = True
+    # An extra label says the interval and the next one together make one sinus interval.
+    extra = np.flatnonzero(labels == EXTRA)
+    mask[extra[extra < rr.size - 1] + 1] = True
+    # A beat beside an artefact looks abnormal through it; the next pass judges it again.
+    beside = np.zeros_like(mask)
+    beside[1:] |= mask[:-1]
+    beside[:-1] |= mask[1:]
+    mask |= (deviation > p.abnormal_deviation) & ~beside
+    return mask
 
 
 def _classify(rr: FloatArray, p: _Params) -> npt.NDArray[np.int8]:
@@ -342,38 +500,118 @@ def _classify(rr: FloatArray, p: _Params) -> npt.NDArray[np.int8]:
     return labels
 
 
-def _correct(rr: FloatArray, labels: npt.NDArray[np.int8]) -> FloatArray:
-    """Apply one pass of corrections to a run on its beat timeline, then re-difference.
+def _correct(
+    rr: FloatArray, artefacts: BoolArray, estimated: BoolArray
+) -> tuple[FloatArray, BoolArray]:
+    """Replace each block of consecutive artefact intervals by interpolated sinus intervals.
 
-    Order as the reference implementation (NeuroKit2 ``signal_fixpeaks``): extra beats
-    deleted, missed beats inserted, then ectopic and then long/short beats each moved to
-    the midpoint of their (already corrected) neighbours. Beat ``i`` ends at peak ``i + 1``;
-    the run's first and last peaks never move, so its duration is kept.
+    A block lasts ``T`` ms between two intact beats; the sinus intervals expected there are
+    about ``E`` ms (the mean of the intact intervals on either side), so the block held
+    ``k = round(T / E)`` sinus beats: a premature beat and its compensatory pause (k = 2),
+    an extra detection (the two halves of one interval, k = 1), a missed beat (k = 2). The
+    block becomes ``k`` intervals read off a cubic spline through the intact intervals
+    (against beat time) and scaled to last ``T``, so the beat timeline is kept (Kubios
+    interpolates flagged intervals; missed and extra beats are inserted and removed). When
+    ``T / E`` is far from a whole number the block is widened by one intact neighbour if that
+    makes it whole (an artefact whose partner passed detection). A lone interval of k = 1
+    (long or short beat) is replaced by the spline's value; several intervals of k = 1 (an
+    extra detection) are merged into one, which is then a measured interval again.
+
+    ``estimated`` marks intervals earlier passes interpolated; the returned mask marks the
+    output's (kept marks, plus every interpolated value).
     """
-    peaks = np.concatenate(([0.0], np.cumsum(rr)))
-    idx = {k: np.flatnonzero(labels == k) + 1 for k in (EXTRA, MISSED, ECTOPIC, LONGSHORT)}
+    n = rr.size
+    if not artefacts.any() or np.count_nonzero(~artefacts) < 2:
+        return rr.copy(), estimated.copy()
+    # Widen every block first, so a widened-in interval never serves as an intact one.
+    blocks: list[tuple[int, int]] = []
+    lo = 0
+    for a, b in _blocks(artefacts):
+        blocks.append(_widen(rr, artefacts, a, b, lo))
+        lo = blocks[-1][1]
+    artefacts = artefacts.copy()
+    for a, b in blocks:
+        artefacts[a:b] = True
+    good = ~artefacts
+    if np.count_nonzero(good) < 2:
+        return rr.copy(), estimated.copy()
+    ends = np.cumsum(rr)
+    good_t, good_v = ends[good], rr[good]
+    spline = interpolate.CubicSpline(good_t, good_v) if good_t.size >= 4 else None
 
-    extra = idx[EXTRA][idx[EXTRA] < peaks.size - 1]
-    if extra.size:
-        peaks = np.delete(peaks, extra)
-        for k in (MISSED, ECTOPIC, LONGSHORT):
-            idx[k] = np.unique(idx[k] - np.searchsorted(extra, idx[k], side="left"))
+    def at(t: FloatArray) -> FloatArray:
+        inside = (t > good_t[0]) & (t < good_t[-1])
+        out = np.interp(t, good_t, good_v)
+        if spline is not None and inside.any():
+            out[inside] = spline(t[inside])
+        # A spline through an irregular run can overshoot; no estimate leaves the range of
+        # the measured intervals it stands among.
+        clipped: FloatArray = np.clip(out, good_v.min(), good_v.max())
+        return clipped
 
-    missed = idx[MISSED][idx[MISSED] < peaks.size]
-    if missed.size:
-        peaks = np.insert(peaks, missed, 0.5 * (peaks[missed - 1] + peaks[missed]))
-        for k in (ECTOPIC, LONGSHORT):
-            idx[k] = np.unique(idx[k] + np.searchsorted(missed, idx[k], side="left"))
+    pieces: list[FloatArray] = []
+    marks: list[BoolArray] = []
+    pos = 0
+    for a, b in blocks:
+        pieces.append(rr[pos:a])
+        marks.append(estimated[pos:a])
+        start = float(ends[a - 1]) if a > 0 else 0.0
+        total = float(ends[b - 1]) - start
+        k = max(1, round(total / _expected(rr, artefacts, a, b)))
+        times = start + total * (np.arange(k) + 1.0) / k
+        if k == 1 and b - a > 1:
+            pieces.append(np.array([total]))
+            marks.append(np.array([estimated[a:b].any()]))
+            pos = b
+            continue
+        values = at(times)
+        if b - a > 1 and abs(total / float(values.sum()) - 1.0) <= _TIMELINE_KEPT:
+            # The block lasts its k sinus beats (a compensatory pause, a missed beat): keep
+            # the timeline exactly. After a premature atrial beat the sinus node restarts,
+            # the block is shorter, and the spline's values stand.
+            values = values * (total / float(values.sum()))
+        pieces.append(values)
+        marks.append(np.ones(k, dtype=np.bool_))
+        pos = b
+    pieces.append(rr[pos:n])
+    marks.append(estimated[pos:n])
+    out: FloatArray = np.concatenate(pieces)
+    out_marks: BoolArray = np.concatenate(marks)
+    return out, out_marks
 
-    for k in (ECTOPIC, LONGSHORT):
-        moved = idx[k][idx[k] < peaks.size - 1]
-        if moved.size:
-            midpoints = 0.5 * (peaks[moved - 1] + peaks[moved + 1])
-            peaks = peaks.copy()
-            peaks[moved] = midpoints
-            peaks.sort(kind="stable")
-    out: FloatArray = np.diff(peaks)
-    return out
+
+def _blocks(mask: BoolArray) -> list[tuple[int, int]]:
+    """Half-open ranges of consecutive True values."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True)
+    )
+
+
+def _expected(rr: FloatArray, artefacts: BoolArray, a: int, b: int) -> float:
+    """Mean of the nearest intact interval on each side of ``rr[a:b]`` (ms)."""
+    near = [i for i in (a - 1, b) if 0 <= i < rr.size and not artefacts[i]]
+    if not near:
+        return float(np.median(rr[~artefacts]))
+    return float(np.mean(rr[near]))
+
+
+def _widen(rr: FloatArray, artefacts: BoolArray, a: int, b: int, lo: int) -> tuple[int, int]:
+    """``(a, b)`` widened by one intact neighbour when that brings ``T / E`` to a whole number."""
+
+    def misfit(a2: int, b2: int) -> float:
+        x = float(rr[a2:b2].sum()) / _expected(rr, artefacts, a2, b2)
+        return abs(x - max(1, round(x)))
+
+    best = (misfit(a, b), a, b)
+    if best[0] <= _WHOLE_CLEAR:
+        return a, b
+    for a2, b2 in ((a - 1, b), (a, b + 1)):
+        if lo <= a2 and b2 <= rr.size and not artefacts[a2 if a2 < a else b2 - 1]:
+            m = misfit(a2, b2)
+            if m < best[0] and m <= _WHOLE_TOLERANCE:
+                best = (m, a2, b2)
+    return best[1], best[2]
 
 
 def _quartile_deviation_threshold(x: FloatArray, alpha: float, window: int) -> FloatArray:

@@ -71,16 +71,28 @@ def test_json_object_of_an_accepted_recording(
     assert report["mean_hr_bpm"] == pytest.approx(60_000.0 / report["mean_nn_ms"])  # type: ignore[operator]
 
 
-def test_polar_h10_recording_is_rejected_without_numbers(
+def test_polar_h10_recording_is_rejected_with_its_numbers_marked_untrustworthy(
     polar_rr_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Kubios users expect to see the numbers beside the warning; exit 1 says "rejected".
     status, report = run_json(capsys, str(polar_rr_file))
     assert status == 1
     assert report["accepted"] is False
-    assert "local median" in str(report["reject_reason"])
+    assert "deviate more than 20% from their neighbours" in str(report["reject_reason"])
     assert report["artifacts_pct"] > 40  # type: ignore[operator]
     for key in ("rmssd_ms", "ln_rmssd", "lf_ms2", "dfa_alpha1", "mean_hr_bpm"):
-        assert report[key] is None
+        assert isinstance(report[key], float)
+
+
+def test_rejected_reading_table_says_its_numbers_are_not_trustworthy(
+    polar_rr_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", "rr", str(polar_rr_file)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT TRUSTWORTHY" in out
+    assert "verdict: REJECTED, the numbers above are not trustworthy" in out
+    rmssd_line = next(line for line in out.splitlines() if line.strip().startswith("RMSSD"))
+    assert "ms" in rmssd_line
 
 
 def test_human_table_is_the_default(nsr_excerpt: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,12 +27,15 @@ Blank lines and lines starting with # are skipped.
 What happens, in order:
   1. quality gate on the raw intervals: the reading is rejected when more than
      {100 * phys.QUALITY_MAX_ABNORMAL_SHARE:g}% of beats deviate more than \
-{100 * phys.QUALITY_DEVIATION_SHARE:g}% from the median of their {phys.QUALITY_MEDIAN_BEATS} \
-neighbours
-     (frequent ectopic beats, a noisy strap): a rejected reading gets no HRV numbers;
+{100 * phys.QUALITY_NEIGHBOUR_DEVIATION:g}% (of the local median) from the mean of their
+     two neighbours (frequent ectopic beats, a noisy strap; the smooth swings of slow
+     breathing pass): a rejected reading still shows its numbers, marked untrustworthy;
   2. intervals outside {phys.RR_MIN_MS:g}-{phys.RR_MAX_MS:g} ms are dropped as gaps \
 (never differenced across);
-  3. artefacts and ectopic beats are corrected (Lipponen & Tarvainen 2019, as Kubios);
+  3. artefacts and ectopic beats are detected (Lipponen & Tarvainen 2019) and corrected as
+     Kubios does: flagged intervals replaced by cubic-spline interpolation, a premature beat
+     and its pause as one event; beats within {100 * phys.CORRECTION_MIN_DEVIATION:g}% of \
+their neighbours are left alone;
   4. time domain (mean NN, mean HR = 60000/mean NN, SDNN, RMSSD, lnRMSSD, SDSD, pNN50 over
      successive differences), LF/HF power in ms² (Welch on a 4 Hz cubic resampling,
      detrended, 64-s Hann segments; or Lomb-Scargle with --psd lomb) and DFA alpha1
@@ -123,9 +126,10 @@ def register(subparsers: Any) -> None:
     rr.add_argument(
         "--deviation-pct",
         type=float,
-        default=100 * phys.QUALITY_DEVIATION_SHARE,
+        default=100 * phys.QUALITY_NEIGHBOUR_DEVIATION,
         metavar="PCT",
-        help="a beat is abnormal beyond PCT%% from its local median (default: %(default)g)",
+        help="a beat is abnormal beyond PCT%% (of its local median) from the mean of its "
+        "neighbours (default: %(default)g)",
     )
     rr.set_defaults(handler=run_rr)
 
@@ -155,12 +159,16 @@ def run_rr(args: argparse.Namespace) -> int:
         max_abnormal_share=args.max_artifacts_pct / 100,
     )
     cleaned = clean_rr(rr_file.rr_ms)
-    metrics: HrvMetrics | None = None
-    if verdict.accepted:
-        try:
-            metrics = hrv_metrics(cleaned.nn_ms, cleaned.breaks, psd_method=args.psd)
-        except ValueError as exc:
+    # A rejected reading still gets its numbers (Kubios users expect to see them beside the
+    # warning); the verdict marks them untrustworthy.
+    try:
+        metrics: HrvMetrics | None = hrv_metrics(
+            cleaned.nn_ms, cleaned.breaks, estimated=cleaned.estimated, psd_method=args.psd
+        )
+    except ValueError as exc:
+        if verdict.accepted:
             raise CliError(f"{args.file}: {exc}") from None
+        metrics = None
     report = build_report(rr_file, verdict, cleaned, metrics, args.psd)
     if args.json:
         print(json.dumps(report))
@@ -176,7 +184,8 @@ def build_report(
     metrics: HrvMetrics | None,
     psd_method: str,
 ) -> dict[str, Any]:
-    """The flat result object (``--json``); HRV fields are ``None`` for a rejected reading."""
+    """The flat result object (``--json``). A rejected reading carries its HRV fields too,
+    with ``accepted`` false and ``reject_reason``: they are not to be trusted."""
 
     def metric(name: str) -> float | None:
         if metrics is None:
@@ -229,10 +238,12 @@ def format_table(report: dict[str, Any]) -> str:
         f", starts at {report['start_s']:g} s" if report["start_s"] else ""
     )
     lines = [f"{report['file']}  ({unit_note})"]
+    if not report["accepted"]:
+        lines.append("  NOT TRUSTWORTHY: rejected by the quality gate (reason below)")
     for key, (label, unit) in _LABELS.items():
         value = report[key]
         if value is None:
-            shown = "too short" if report["accepted"] else "rejected"
+            shown = "too short" if report["accepted"] else "n/a"
             unit = ""
         elif isinstance(value, float):
             shown = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
@@ -244,5 +255,6 @@ def format_table(report: dict[str, Any]) -> str:
     if report["accepted"]:
         lines.append("  verdict: accepted")
     else:
-        lines.append(f"  verdict: REJECTED - {report['reject_reason']}")
+        reason = report["reject_reason"]
+        lines.append(f"  verdict: REJECTED, the numbers above are not trustworthy - {reason}")
     return "\n".join(lines)
