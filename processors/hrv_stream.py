@@ -13,6 +13,11 @@ the plausible range (:data:`~processors.physiology.RR_MIN_MS` ..
 :data:`~processors.physiology.RR_MAX_MS`) are not beats: they are dropped and the next beat
 is treated as following a gap, as :func:`processors.rr_clean.clean_rr` does.
 
+:class:`LiveHrv` puts the quality gate of a morning reading in front of a tracker: each
+beat is judged against its neighbours (a few beats late), abnormal beats never reach the
+tracker, and a window whose share of abnormal beats is over the gate's limit is rejected
+and carries no numbers. That is what the live pipeline runs.
+
 Memory is bounded: at most ``window_beats`` beats, or ``window_s / RR_MIN_MS`` beats.
 """
 
@@ -20,9 +25,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 from processors import physiology as phys
 from processors.hrv import CANCELLATION_SHARE, MIN_DIFFS, HrvTime
+from processors.rr_clean import QualityVerdict, beat_deviation, gate_verdict
 
 # Running sums drift by rounding as values enter and leave; recomputing them from the
 # buffer every so many updates bounds the drift at O(window) cost, O(1) amortised.
@@ -166,7 +173,10 @@ class HrvTracker:
             resid_d = sum((d - mean_d) ** 2 for d in counted)
         var_nn = max(resid_nn, 0.0) / (n - 1)
         var_d = max(resid_d, 0.0) / (m - 1)
-        rmssd = math.sqrt(max(self._sd2, 0.0) / m)
+        sd2 = self._sd2
+        if sd2 <= CANCELLATION_SHARE * self._churn_d:
+            sd2 = sum(d * d for d in self._diffs if d is not None)
+        rmssd = math.sqrt(max(sd2, 0.0) / m)
         return HrvTime(
             n_beats=n,
             n_diffs=m,
@@ -233,3 +243,161 @@ class HrvTracker:
             if diff is not None:
                 self._count_diff(diff, +1)
         self._churn = self._s2
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWindow:
+    """One live HRV window: its quality verdict, and its metrics when it passed.
+
+    ``metrics`` is ``None`` when the window is rejected (or too sparse): a rejected window
+    carries no HRV numbers, only the verdict and its reason.
+    """
+
+    verdict: QualityVerdict
+    metrics: HrvTime | None
+
+
+class LiveHrv:
+    """Live HRV judged like a morning reading: the quality gate over a sliding window.
+
+    Each beat is judged by :func:`processors.rr_clean.beat_deviation` once the
+    ``median_beats // 2`` beats after it have arrived (so the window lags the strap by
+    ~5 beats), or at once when its run ends (a gap, an implausible interval). A beat that
+    deviates more than ``max_deviation`` from its neighbours is not an NN interval: it
+    reaches the :class:`HrvTracker` as a hole (dropped, the next beat after a gap), so the
+    window's RMSSD uses normal-to-normal differences only. Over the same window the share of
+    abnormal beats among the judged ones decides the verdict (:func:`gate_verdict`);
+    intervals outside the plausible range count as abnormal.
+    """
+
+    __slots__ = (
+        "_half",
+        "_judged",
+        "_judged_ms",
+        "_max_abnormal_share",
+        "_max_deviation",
+        "_n_abnormal",
+        "_next_after_gap",
+        "_run",
+        "_run_base",
+        "_run_len",
+        "_to_judge",
+        "_window_beats",
+        "_window_ms",
+        "tracker",
+    )
+
+    def __init__(
+        self,
+        *,
+        window_beats: int | None = None,
+        window_s: float | None = None,
+        max_deviation: float = phys.QUALITY_NEIGHBOUR_DEVIATION,
+        max_abnormal_share: float = phys.QUALITY_MAX_ABNORMAL_SHARE,
+        median_beats: int = phys.QUALITY_MEDIAN_BEATS,
+    ) -> None:
+        self.tracker = HrvTracker(window_beats=window_beats, window_s=window_s)
+        self._window_beats = window_beats
+        self._window_ms = (
+            None if window_beats is not None else 1000.0 * (window_s or phys.HRV_WINDOW_S)
+        )
+        self._max_deviation = max_deviation
+        self._max_abnormal_share = max_abnormal_share
+        self._half = median_beats // 2
+        # The current gap-free run: its last values (enough to judge what is pending),
+        # the run index of the first kept value, the run's length, the next to judge.
+        self._run: deque[float] = deque()
+        self._run_base = 0
+        self._run_len = 0
+        self._to_judge = 0
+        self._next_after_gap = False
+        # Judged beats in the window: (duration ms, abnormal); their total and count.
+        self._judged: deque[tuple[float, bool]] = deque()
+        self._judged_ms = 0.0
+        self._n_abnormal = 0
+
+    def mark_gap(self) -> None:
+        """The stream was interrupted: the run ends here (its last beats are judged now)."""
+        self._end_run()
+
+    def add(self, rr_ms: float, after_gap: bool = False) -> LiveWindow | None:
+        """Add one RR interval (ms), oldest first; the window once it is full, else None."""
+        if not math.isfinite(rr_ms) or rr_ms <= 0:
+            raise ValueError(f"RR interval must be finite and > 0 ms, got {rr_ms!r}")
+        if after_gap:
+            self._end_run()
+        if not self.tracker.rr_min_ms <= rr_ms <= self.tracker.rr_max_ms:
+            self._end_run()
+            self._count(rr_ms, abnormal=True)
+            return self.current()
+        self._run.append(rr_ms)
+        self._run_len += 1
+        while self._to_judge + self._half < self._run_len:
+            self._judge(self._to_judge, run_ended=False)
+        return self.current()
+
+    def current(self) -> LiveWindow | None:
+        """The current window, or None until a window's worth of beats has been judged.
+
+        An accepted window's ``metrics`` may still be None while the tracker has too few
+        normal beats (abnormal ones were left out)."""
+        if not self._full():
+            return None
+        metrics = self.tracker.current()
+        verdict = gate_verdict(
+            self._n_abnormal,
+            len(self._judged),
+            max_deviation=self._max_deviation,
+            max_abnormal_share=self._max_abnormal_share,
+        )
+        return LiveWindow(verdict, metrics if verdict.accepted else None)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        if self._window_beats is not None:
+            return len(self._judged) >= self._window_beats
+        return self._window_ms is not None and self._judged_ms >= self._window_ms
+
+    def _end_run(self) -> None:
+        while self._to_judge < self._run_len:
+            self._judge(self._to_judge, run_ended=True)
+        self._run.clear()
+        self._run_base = self._run_len = self._to_judge = 0
+        self._next_after_gap = True
+
+    def _judge(self, j: int, *, run_ended: bool) -> None:
+        """Judge run beat ``j`` from the beats around it in its run, and pass it on."""
+        lo = max(0, j - self._half)
+        hi = self._run_len if run_ended else j + self._half + 1
+        hi = min(hi, self._run_len, j + self._half + 1)
+        seg = [self._run[k - self._run_base] for k in range(lo, hi)]
+        abnormal = beat_deviation(seg, j - lo) > self._max_deviation
+        value = self._run[j - self._run_base]
+        self._count(value, abnormal=abnormal)
+        if abnormal:
+            self._next_after_gap = True
+        else:
+            self.tracker.add(value, after_gap=self._next_after_gap)
+            self._next_after_gap = False
+        self._to_judge = j + 1
+        # Keep only what the next judgements need: half a window before the next beat.
+        while self._run and self._run_base < self._to_judge - self._half:
+            self._run.popleft()
+            self._run_base += 1
+
+    def _count(self, rr_ms: float, *, abnormal: bool) -> None:
+        self._judged.append((rr_ms, abnormal))
+        self._judged_ms += rr_ms
+        self._n_abnormal += abnormal
+        if self._window_beats is not None:
+            while len(self._judged) > self._window_beats:
+                self._drop_oldest()
+        elif self._window_ms is not None:
+            while self._judged and self._judged_ms - self._judged[0][0] >= self._window_ms:
+                self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        ms, abnormal = self._judged.popleft()
+        self._judged_ms -= ms
+        self._n_abnormal -= abnormal

@@ -5,9 +5,10 @@ It joins the device layer and the processors without knowing either's internals:
 
 * heart rate → the beat timeline is built by summing RR (re-anchored to the receipt time
   after a gap or when it drifts), each interval goes into a per-strap
-  :class:`~processors.hrv_stream.HrvTracker` (``after_gap`` set for the first beat after a
+  :class:`~processors.hrv_stream.LiveHrv` (``after_gap`` set for the first beat after a
   :class:`~devices.records.GapEvent`); a rolling HRV result every ``hrv_every_s`` seconds of
-  beats;
+  beats, judged by the same quality gate as a morning reading (a rejected window is
+  published with its verdict and reason, without numbers);
 * SmO2 → a per-sensor :class:`~processors.oxygenation.EffortDetector`; one ``oxygenation``
   result per effort, and one per session at :class:`SessionEnd`;
 * force → during a grip test (:class:`GripPhase` … :class:`GripEnd`) the traces are kept
@@ -48,8 +49,7 @@ from devices.records import (
 from processors import physiology as ph
 from processors.alerts import Alert, AlertBook, AlertState, RuleEvaluation
 from processors.grip import GripClass, GripInputError, GripTest
-from processors.hrv import HrvTime
-from processors.hrv_stream import HrvTracker
+from processors.hrv_stream import LiveHrv, LiveWindow
 from processors.morning import MorningReading, morning_reading
 from processors.oxygenation import EffortDetector, EffortRecovery, summarise_session
 from processors.rules import (
@@ -218,7 +218,7 @@ class AthleteState:
         self.snapshot = AthleteSnapshot()
         # Force samples: device clock (µs) anchored to the receipt clock, per device.
         self._force_anchor: dict[str, tuple[int, int]] = {}  # device -> (anchor ns, last µs)
-        self._trackers: dict[str, HrvTracker] = {}
+        self._trackers: dict[str, LiveHrv] = {}
         self._clocks: dict[str, _BeatClock] = {}
         self._after_gap: set[str] = set()
         self._since_hrv_ms: dict[str, float] = {}
@@ -364,12 +364,16 @@ class AthleteState:
             beat_ts = clock.beats(sample.t_ns, rr, after_gap)
             tracker = self._trackers.get(device)
             if tracker is None:
-                tracker = self._trackers[device] = HrvTracker()
-            window: HrvTime | None = None
+                tracker = self._trackers[device] = LiveHrv()
+            window: LiveWindow | None = None
             for i, value in enumerate(rr):
                 window = tracker.add(value, after_gap=after_gap and i == 0) or window
             since = self._since_hrv_ms.get(device, 0.0) + sum(rr)
-            if window is not None and since >= 1000.0 * self.hrv_every_s:
+            # An accepted window still short of normal beats has nothing to say yet.
+            speaks = window is not None and (
+                window.metrics is not None or not window.verdict.accepted
+            )
+            if window is not None and speaks and since >= 1000.0 * self.hrv_every_s:
                 since = 0.0
                 out.append(self._hrv_result(sample.t_ns, window))
             self._since_hrv_ms[device] = since
@@ -389,21 +393,25 @@ class AthleteState:
             out.append(live)
         return out
 
-    def _hrv_result(self, t_ns: int, w: HrvTime) -> Result:
-        self.snapshot.ln_rmssd = w.ln_rmssd
-        self.snapshot.rmssd_ms = w.rmssd_ms
+    def _hrv_result(self, t_ns: int, window: LiveWindow) -> Result:
+        w, verdict = window.metrics, window.verdict
+        self.snapshot.ln_rmssd = None if w is None else w.ln_rmssd
+        self.snapshot.rmssd_ms = None if w is None else w.rmssd_ms
         return Result(
             Kind.HRV,
             self.athlete,
             t_ns,
             {
-                "rmssd_ms": w.rmssd_ms,
-                "ln_rmssd": w.ln_rmssd,
-                "sdnn_ms": w.sdnn_ms,
-                "mean_nn_ms": w.mean_nn_ms,
-                "mean_hr_bpm": w.mean_hr_bpm,
-                "pnn50_pct": w.pnn50_pct,
-                "n_beats": w.n_beats,
+                "accepted": verdict.accepted,
+                "reject_reason": verdict.reject_reason,
+                "abnormal_pct": verdict.abnormal_pct,
+                "rmssd_ms": None if w is None else w.rmssd_ms,
+                "ln_rmssd": None if w is None else w.ln_rmssd,
+                "sdnn_ms": None if w is None else w.sdnn_ms,
+                "mean_nn_ms": None if w is None else w.mean_nn_ms,
+                "mean_hr_bpm": None if w is None else w.mean_hr_bpm,
+                "pnn50_pct": None if w is None else w.pnn50_pct,
+                "n_beats": None if w is None else w.n_beats,
                 "window_s": ph.HRV_WINDOW_S,
             },
         )

@@ -6,7 +6,9 @@ measurement          tags                         fields (type)
 ``heart_rate``       athlete, device              hr_bpm (float); per beat: rr_ms (float) at
                                                   the beat time
 ``hrv``              athlete                      rmssd_ms, ln_rmssd, sdnn_ms, mean_nn_ms,
-                                                  mean_hr_bpm, pnn50_pct (float), n_beats (int)
+                                                  mean_hr_bpm, pnn50_pct, abnormal_pct
+                                                  (float), n_beats (int), accepted (bool);
+                                                  a rejected window has no HRV fields
 ``morning``          athlete                      ln_rmssd, rmssd_ms, resting_hr_bpm,
                                                   artifacts_pct, baseline/band/7-day fields
                                                   (float), accepted (bool)
@@ -82,6 +84,8 @@ FIELD_TYPES: Final[Mapping[str, Mapping[str, type]]] = {
         "mean_hr_bpm": FLOAT,
         "pnn50_pct": FLOAT,
         "n_beats": INT,
+        "abnormal_pct": FLOAT,
+        "accepted": BOOL,
     },
     "morning": {**dict.fromkeys(_MORNING_FLOATS, FLOAT), "accepted": BOOL},
     "smo2": {"smo2_pct": FLOAT, "thb_gdl": FLOAT},
