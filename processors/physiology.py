@@ -33,9 +33,15 @@ ESCO_FLATT_2014
     post-exercise in athletes: evaluating the agreement with accepted recommendations.
     J Sports Sci Med 13:535–541 (60-s lnRMSSD agrees with 5-min values).
 HRVANALYSIS_105
-    hrv-analysis 1.0.5 (Aura Healthcare), ``get_frequency_domain_features`` defaults: 4 Hz
-    resampling, Hann-windowed Welch segments of 256 samples, 50% overlap, 4096-point FFT.
-    Matching them makes the peer comparison a matched method.
+    hrv-analysis 1.0.5 (Aura Healthcare), ``get_frequency_domain_features``: 4 Hz
+    resampling, Hann-windowed Welch segments of 256 samples, 50% overlap, 4096-point FFT,
+    mean removal. We match those, but NOT its default ``interpolation_method="linear"``: we
+    resample with a cubic spline, as its ``interpolation_method="cubic"`` does. Against
+    that, with ``detrend="constant"``, our LF, HF and LF/HF are equal (relative 1e-15) and
+    our default linear detrend is within 0.1% (nsr001, five 5-min segments). Against its
+    default linear interpolation they differ: on 27 5-min segments of nsr001 its LF/HF is
+    12–36% (median 19%) above ours, because linear interpolation attenuates HF (its HF is
+    12–31% lower, LF 1–6% lower).
 VANDERPLAS_2018
     VanderPlas J.T. (2018). Understanding the Lomb–Scargle periodogram. ApJS 236:16
     (frequency grid: ~5 samples per peak width).
@@ -96,7 +102,8 @@ DFA_MIN_BOXES: Final = 2
 # Spectral estimation (TASK_FORCE_1996 bands above). Welch: the NN series is resampled at
 # RESAMPLE_HZ with a cubic spline, detrended, cut into Hann-windowed segments of
 # WELCH_SEGMENT_SAMPLES (64 s at 4 Hz: 0.016 Hz resolution, 7 bins in LF) overlapping by
-# WELCH_OVERLAP, each zero-padded to WELCH_NFFT points (HRVANALYSIS_105 defaults).
+# WELCH_OVERLAP, each zero-padded to WELCH_NFFT points (HRVANALYSIS_105 with cubic
+# interpolation; its default linear interpolation gives an LF/HF 12–36% higher).
 RESAMPLE_HZ: Final = 4.0
 WELCH_SEGMENT_SAMPLES: Final = 256
 WELCH_OVERLAP: Final = 0.5
