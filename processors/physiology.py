@@ -6,12 +6,15 @@ config file may override (see :mod:`processors.profiles`).
 
 Sources
 -------
+Full references are in ``docs/rules.md`` ("Sources"), which ships with the product.
+
 ARTICLE
-    "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells", practitioner article,
-    ``shared/seeds/002_1397d631b66fe15f.txt`` (summarised in ``shared/RULES.md``).
+    "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells", practitioner article
+    (Advanced Mitochondrial Optimization). The rules, their figures and the pull-back advice;
+    ``docs/rules.md`` quotes the passages each rule comes from.
 REVIEW
-    2026 review, Free Radical Biology and Medicine 242, redox signalling in exercise and
-    ageing, ``shared/seeds/000_850884cea7f047a4.txt``.
+    2026 review, Free Radical Biology and Medicine 242: redox signalling in exercise and
+    ageing (NOX2-derived H2O2 as the adaptive signal, blunted responses with age).
 LIPPONEN_2019
     Lipponen J.A., Tarvainen M.P. (2019). A robust algorithm for heart rate variability time
     series artefact correction using novel beat classification. J Med Eng Technol 43(3):173–181.
@@ -120,7 +123,7 @@ LOMB_MAX_FREQUENCIES: Final = 5000
 # lnRMSSD agrees with 5-min values at rest (ESCO_FLATT_2014).
 HRV_WINDOW_S: Final = 60.0
 
-# --- Morning reading (RULES.md "Measurement protocols") ------------------------------------
+# --- Morning reading (docs/rules.md "Measurement protocols") ------------------------------
 MORNING_STABILISATION_S: Final = 60.0
 # Analysed span after stabilisation: 5 min, the standard short-term recording
 # (TASK_FORCE_1996); 60 s is enough for lnRMSSD alone (ESCO_FLATT_2014) and can be configured.

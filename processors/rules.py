@@ -1,9 +1,11 @@
 """The rule catalogue and the evaluators that turn measurements into rule verdicts.
 
-Every rule has an id, a severity, advice and a source (RULES.md, from the ARTICLE). Each
-threshold lives in :class:`RuleThresholds`, whose defaults come from
-:mod:`processors.physiology`; a profile (:mod:`processors.profiles`) or the config file may
-override any field with :meth:`RuleThresholds.with_overrides`.
+Every rule has an id, a severity, advice and a source. Sources cite what ships with the
+product: ``docs/rules.md`` (which explains each rule and lists the references in full),
+the ARTICLE by its title and the papers by author and year. Each threshold lives in
+:class:`RuleThresholds`, whose defaults come from :mod:`processors.physiology`; a profile
+(:mod:`processors.profiles`) or the config file may override any field with
+:meth:`RuleThresholds.with_overrides`.
 
 What triggers each rule with the DEFAULT thresholds (inputs oldest first):
 
@@ -53,10 +55,14 @@ from processors.grip import ForceTrace, GripClass, GripTest, grip_test_from_trac
 from processors.oxygenation import OxygenRecovery, analyse_session
 from processors.trends import hrv_downtrend, rhr_creep
 
-ARTICLE_SOURCE = (
-    'ARTICLE "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells" '
-    "(seeds/002_1397d631b66fe15f.txt), summarised in RULES.md"
-)
+ARTICLE = '"When ROS Signals Turn Toxic: Balancing Redox in Trained Cells" (practitioner article)'
+"""The ARTICLE by its title: users have the title, not our copy of the text."""
+
+
+def _source(rule_section: str, *references: str) -> str:
+    """A rule's citation: its section of docs/rules.md (ships with the product) + references."""
+    return "; ".join((f'docs/rules.md "{rule_section}"', *references))
+
 
 PULL_BACK_ADVICE = (
     f"Cut training volume by ~{ph.PULL_BACK_VOLUME_CUT:.0%} for one week "
@@ -85,42 +91,42 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "Morning HRV trending down",
             "Earliest warning of redox imbalance: keep the next sessions easy and watch the "
             "coming mornings. If it persists: " + PULL_BACK_ADVICE,
-            f"RULES.md hrv_downtrend; {ARTICLE_SOURCE}; PLEWS_2013 (0.5·SD band)",
+            _source("hrv_downtrend", ARTICLE, "Plews et al. 2013 (smallest worthwhile change)"),
         ),
         RuleSpec(
             "rhr_creep",
             Severity.PULL_BACK,
             "Resting heart rate creeping up",
             "Redox balance likely off: pull back high-intensity load. " + PULL_BACK_ADVICE,
-            f"RULES.md rhr_creep (article: 5–7 bpm over a 10-day block); {ARTICLE_SOURCE}",
+            _source("rhr_creep", ARTICLE + ": 5–7 bpm over a ten-day block"),
         ),
         RuleSpec(
             "smo2_slow_recovery",
             Severity.PULL_BACK,
             "Slow muscle-oxygen recovery after efforts",
             "Dial back intensity or add a rest day. " + PULL_BACK_ADVICE,
-            f"RULES.md smo2_slow_recovery; {ARTICLE_SOURCE}",
+            _source("smo2_slow_recovery", ARTICLE),
         ),
         RuleSpec(
             "grip_signal",
             Severity.INFO,
             "Post-session grip drop that recovered quickly",
             "Acute signalling, the good kind of stress: no change needed.",
-            f"RULES.md grip_signal; {ARTICLE_SOURCE}; HOPKINS_2000 (1.65·√2·CV)",
+            _source("grip_signal", ARTICLE, "Hopkins 2000 (1.65·√2·CV)"),
         ),
         RuleSpec(
             "grip_spillover",
             Severity.PULL_BACK,
             "Grip still down 30 minutes after the session",
             "Oxidative spillover: pull back. " + PULL_BACK_ADVICE,
-            f"RULES.md grip_spillover; {ARTICLE_SOURCE}; HOPKINS_2000 (1.65·√2·CV)",
+            _source("grip_spillover", ARTICLE, "Hopkins 2000 (1.65·√2·CV)"),
         ),
         RuleSpec(
             "rpe_power_mismatch",
             Severity.PULL_BACK,
             "Harder effort for less power",
             '"Digging a hole": ' + PULL_BACK_ADVICE,
-            f"RULES.md rpe_power_mismatch; {ARTICLE_SOURCE}",
+            _source("rpe_power_mismatch", ARTICLE),
         ),
         RuleSpec(
             "hi_spacing",
@@ -128,7 +134,7 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "High-intensity sessions too close together",
             "Leave the profile's recovery window between high-intensity sessions "
             "(48 h; 72 h for older athletes; elite: a passive day after every third).",
-            f"RULES.md profiles; {ARTICLE_SOURCE}; REVIEW (blunted responses with age)",
+            _source("Profiles", ARTICLE, "review, Free Radic Biol Med 242 (2026): ageing"),
         ),
     )
 }
