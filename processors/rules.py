@@ -23,12 +23,14 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     E.g. three sessions whose SmO2 rests ≥ 30 s at ~60%, drops to ~20% per effort and
     recovers mono-exponentially with τ ≥ 50 s (T95 ≈ 2.9·τ from the plateau end), with
     ≥ 200 s before the next effort.
-``grip_signal`` (info) — a grip test classified ``signal``: with the default 5% test noise,
-    a drop ≥ 11.7% (= max(10%, 1.65·√2·5%)) in the tests up to 15 min, back within 11.7%
-    at the last test ≤ 15 min, and within 11.7% at 30 min. E.g. MVC 50 kg; 0 min 43 kg,
-    5 min 45 kg, 15 min 48 kg, 30 min 49 kg.
-``grip_spillover`` (pull_back) — a grip test classified ``spillover``: the first test at
-    ≥ 30 min still ≥ 11.7% down. E.g. MVC 50 kg; 0 min 40, 15 min 41, 30 min 42 kg.
+``grip_signal`` (info) — a grip test classified ``signal``: a drop ≥ 10% in the tests up
+    to 15 min, back below the drop that counts at the last test ≤ 15 min, and not still
+    down at 30 min. The drop that counts is the article's 10% until the athlete has 5
+    grip tests stored, then 1.65·√2·CV of their own MVCs (the acute drop stays ≥ 10%).
+    E.g. no history; MVC 50 kg; 0 min 45 kg, 5 min 46 kg, 15 min 48 kg, 30 min 49 kg.
+``grip_spillover`` (pull_back) — a grip test classified ``spillover``: a drop that counts
+    before 30 min is still there (counts) at the first test ≥ 30 min. E.g. MVC 50 kg;
+    0 min 40, 15 min 41, 30 min 42 kg. A drop first seen at 30 min is not spillover.
 ``rpe_power_mismatch`` (pull_back) — sessions (RPE, mean power W), the last one being
     evaluated against the mean of up to 5 sessions before it (≥ 3 needed): RPE ≥ 1.2×
     the reference RPE while power ≤ 0.9× the reference power. E.g. 5 sessions at RPE 5,
@@ -161,7 +163,6 @@ class RuleThresholds:
     grip_signal_drop: float = ph.GRIP_SIGNAL_DROP
     grip_signal_recovery_min: float = ph.GRIP_SIGNAL_RECOVERY_MIN
     grip_spillover_min: float = ph.GRIP_SPILLOVER_MIN
-    grip_default_cv: float = ph.GRIP_DEFAULT_CV
     grip_min_baseline_sessions: int = ph.GRIP_MIN_BASELINE_SESSIONS
     grip_noise_z: float = ph.GRIP_NOISE_Z
     rpe_rise: float = ph.RPE_RISE
@@ -346,30 +347,40 @@ def evaluate_grip(test: GripTest) -> list[RuleEvaluation]:
     """``grip_signal`` and ``grip_spillover`` for one classified grip test.
 
     A ``pending`` test (not recovered at 15 min, no 30-min test yet) leaves
-    ``grip_spillover`` undecided.
+    ``grip_spillover`` undecided. Every message ends with the test's threshold note: the
+    article's 10% or the athlete's own noise.
     """
     evidence = test.evidence()
     cls = test.grip_class
-    signal = _evaluation(
-        "grip_signal",
-        cls is GripClass.SIGNAL,
-        f"Grip dropped {test.drop_pct:.1f}% after the session and recovered within "
-        f"{ph.GRIP_SIGNAL_RECOVERY_MIN:g} min."
-        if cls is GripClass.SIGNAL
-        else f"grip_signal not met: session class {cls.value}",
-        evidence,
-    )
-    spill_active = None if cls is GripClass.PENDING else cls is GripClass.SPILLOVER
+    note = test.threshold_note()
+    early = [p for p in test.post if p.minute <= ph.GRIP_SIGNAL_RECOVERY_MIN]
+    if cls is GripClass.SIGNAL and early:
+        signal_message = (
+            f"Grip dropped {max(p.drop_pct for p in early):.1f}% after the session and was "
+            f"back to {early[-1].drop_pct:.1f}% by {early[-1].minute:g} min. {note}"
+        )
+    else:
+        signal_message = f"grip_signal not met: session class {cls.value}. {note}"
+    signal = _evaluation("grip_signal", cls is GripClass.SIGNAL, signal_message, evidence)
+
     late = [p for p in test.post if p.minute >= ph.GRIP_SPILLOVER_MIN]
-    spill = _evaluation(
-        "grip_spillover",
-        spill_active,
-        f"Grip still {late[0].drop_pct:.1f}% down {late[0].minute:g} min after the session "
-        f"(real-drop threshold {test.real_drop_threshold_pct:.1f}%)."
-        if cls is GripClass.SPILLOVER and late
-        else f"grip_spillover not met: session class {cls.value}",
-        evidence,
-    )
+    before = [p for p in test.post if p.minute < ph.GRIP_SPILLOVER_MIN]
+    if cls is GripClass.SPILLOVER and late and before:
+        first = max(before, key=lambda p: p.drop_pct)
+        spill_message = (
+            f"Grip was {first.drop_pct:.1f}% down {first.minute:g} min after the session and "
+            f"still {late[0].drop_pct:.1f}% down at {late[0].minute:g} min. {note}"
+        )
+    elif cls is GripClass.LATE and late:
+        spill_message = (
+            f"grip_spillover not met: the {late[0].drop_pct:.1f}% drop at "
+            f"{late[0].minute:g} min was not there in the tests before it (a drop first seen "
+            f"late is not one still present). {note}"
+        )
+    else:
+        spill_message = f"grip_spillover not met: session class {cls.value}. {note}"
+    spill_active = None if cls is GripClass.PENDING else cls is GripClass.SPILLOVER
+    spill = _evaluation("grip_spillover", spill_active, spill_message, evidence)
     return [signal, spill]
 
 
@@ -390,7 +401,6 @@ def measure_grip(
         spillover_min=th.grip_spillover_min,
         noise_z=th.grip_noise_z,
         min_baseline_sessions=th.grip_min_baseline_sessions,
-        default_cv=th.grip_default_cv,
     )
 
 

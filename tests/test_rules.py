@@ -28,7 +28,8 @@ from processors.rules import (
     measure_oxygenation,
 )
 
-NOISE = MvcNoise(ph.GRIP_DEFAULT_CV, 0, False)
+NEW_ATHLETE = MvcNoise(None, 2)  # own test noise not yet known
+OWN_NOISE = MvcNoise(0.02, 6)  # CV 2%: a drop counts from 4.7%
 
 
 def alternating(a: float, b: float, n: int) -> list[float]:
@@ -154,15 +155,33 @@ def test_smo2_slow_recovery_session_count_is_configurable() -> None:
 
 
 def test_grip_rules_follow_the_session_class() -> None:
-    signal = classify_grip(50.0, {0: 43.0, 5: 45.0, 15: 48.0, 30: 49.0}, NOISE)
-    spill = classify_grip(50.0, {0: 40.0, 15: 41.0, 30: 42.0}, NOISE)
-    pending = classify_grip(50.0, {0: 40.0, 15: 41.0}, NOISE)
+    signal = classify_grip(50.0, {0: 43.0, 5: 45.0, 15: 48.0, 30: 49.0}, NEW_ATHLETE)
+    spill = classify_grip(50.0, {0: 40.0, 15: 41.0, 30: 42.0}, NEW_ATHLETE)
+    pending = classify_grip(50.0, {0: 40.0, 15: 41.0}, NEW_ATHLETE)
+    late = classify_grip(50.0, {0: 49.5, 15: 49.0, 30: 42.0}, NEW_ATHLETE)
     assert [e.active for e in evaluate_grip(signal)] == [True, False]
     assert [e.active for e in evaluate_grip(spill)] == [False, True]
     assert [e.active for e in evaluate_grip(pending)] == [False, None]
+    assert [e.active for e in evaluate_grip(late)] == [False, False]
+    assert "not there in the tests before it" in evaluate_grip(late)[1].message
     spill_eval = evaluate_grip(spill)[1]
-    assert "30 min" in spill_eval.message
+    assert "still 16.0% down at 30 min" in spill_eval.message
     assert spill_eval.evidence["drop_at_30_min_pct"] == pytest.approx(16.0)
+
+
+def test_grip_messages_and_evidence_say_which_threshold_was_used() -> None:
+    post = {0.0: 45.0, 5.0: 46.0, 15.0: 48.0, 30.0: 49.0}
+    article = evaluate_grip(classify_grip(50.0, post, NEW_ATHLETE))[0]
+    assert article.active is True
+    assert "the article's 10%" in article.message
+    assert "known after 5 grip tests (2 so far)" in article.message
+    assert article.evidence["threshold_personal"] == 0.0
+    personal = evaluate_grip(classify_grip(50.0, {0: 45.0, 15: 49.5, 30: 50.0}, OWN_NOISE))[0]
+    assert personal.active is True
+    assert "your own test noise" in personal.message
+    assert "CV 2.0% over 6 sessions" in personal.message
+    assert personal.evidence["threshold_personal"] == 1.0
+    assert personal.evidence["real_drop_threshold_pct"] == pytest.approx(4.667, abs=1e-3)
 
 
 def test_measure_grip_uses_the_thresholds_grip_settings() -> None:
@@ -176,6 +195,13 @@ def test_measure_grip_uses_the_thresholds_grip_settings() -> None:
     # A 20% acute threshold turns the same 14% drop into a normal session.
     strict = RuleThresholds(grip_signal_drop=0.20)
     assert measure_grip(trace(50.0), post, thresholds=strict).grip_class.value == "normal"
+    # Five earlier MVCs give the personal threshold; with three required, three do.
+    earlier = [50.0, 51.0, 49.0]
+    assert measure_grip(trace(50.0), post, earlier).threshold_basis.value == "article"
+    fewer = RuleThresholds(grip_min_baseline_sessions=3)
+    test = measure_grip(trace(50.0), post, earlier, thresholds=fewer)
+    assert test.threshold_basis.value == "personal"
+    assert test.noise_cv_pct == pytest.approx(2.0)
 
 
 def reference(n: int = 5) -> list[SessionLoad]:
