@@ -140,11 +140,20 @@ ROLLING_MEAN_DAYS: Final = 7
 ROLLING_MEAN_MIN_VALUES: Final = 3
 NORMAL_BAND_SD: Final = 0.5  # smallest worthwhile change, PLEWS_2013
 
-# hrv_downtrend — ARTICLE: "HRV trending downward over 5 consecutive days".
+# hrv_downtrend — ARTICLE: "a simple morning heart-rate variability measurement that trends
+# downward over five days is your earliest warning". Read as: over the last
+# HRV_DOWNTREND_WINDOW_DAYS mornings (at most one missing: HRV_DOWNTREND_MIN_VALID_DAYS),
+# every morning lies below the normal band — down on each of the days, not one or two bad
+# nights after normal ones (a step) — and their Theil–Sen trend line falls by at least the
+# smallest worthwhile change NORMAL_BAND_SD·SD_B (PLEWS_2013: smaller changes are
+# day-to-day noise; a level that stays low is not a trend). A trend line, not "each morning
+# lower than the last": mornings wiggle from day to day by about SD_B itself, so a genuine
+# decline seldom falls on every single morning.
 HRV_DOWNTREND_WINDOW_DAYS: Final = 5
 HRV_DOWNTREND_MIN_VALID_DAYS: Final = 4
 
-# rhr_creep — ARTICLE: "resting HR up 5–7 bpm over a 10-day block".
+# rhr_creep — ARTICLE: "a resting heart rate creeping up 5–7 bpm over a ten-day block";
+# "when it creeps up 5+ beats for a week, pull back".
 RHR_CREEP_DELTA_BPM: Final = 5.0
 RHR_CREEP_MIN_Z: Final = 2.0
 RHR_CREEP_WINDOW_DAYS: Final = 7

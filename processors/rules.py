@@ -10,10 +10,11 @@ the ARTICLE by its title and the papers by author and year. Each threshold lives
 What triggers each rule with the DEFAULT thresholds (inputs oldest first):
 
 ``hrv_downtrend`` (warning) — daily lnRMSSD history ending today (NaN = missing day), ≥ 14
-    valid days in d−35…d−8 with SD_B > 0; ≥ 4 valid days in the last 5, falling with
-    Theil–Sen slope β < 0 and 4·|β| ≥ 0.5·SD_B; 7-day mean < mean_B − 0.5·SD_B.
+    valid days in d−35…d−8 with SD_B > 0; ≥ 4 valid mornings in the last 5, every one
+    below mean_B − 0.5·SD_B, and their Theil–Sen slope β < 0 with 4·|β| ≥ 0.5·SD_B.
     E.g. a 28-day history: 21 days alternating 4.0/4.2 (SD_B ≈ 0.10), then
-    4.0, 3.95, 3.9, 3.85, 3.8, 3.75, 3.7.
+    4.0, 3.95, 3.9, 3.85, 3.8, 3.75, 3.7. A 2-day step instead (then 4.0, 4.2, 4.1, 4.1,
+    4.1, 3.7, 3.65) does not trigger: three of the last five mornings are in the band.
 ``rhr_creep`` (pull_back) — daily resting-HR history (bpm) ending today; ≥ 14 valid baseline
     days; the last 7 days (n valid) average ≥ 5 bpm above median_B, with
     Δ/(SD_B/√n) ≥ 2 and ≥ 5 of them above median_B. E.g. a 28-day history: 21 days
@@ -252,14 +253,13 @@ def evaluate_hrv_downtrend(
         first_day_back=th.baseline_first_day_back,
         last_day_back=th.baseline_last_day_back,
         baseline_min_days=th.baseline_min_valid_days,
-        rolling_days=th.rolling_mean_days,
-        rolling_min_values=th.rolling_mean_min_values,
     )
     if result.triggered:
         message = (
-            f"Morning lnRMSSD is falling ({result.slope_per_day:+.3f}/day over "
-            f"{result.window_days} days) and its 7-day mean {result.rolling_mean_7d:.2f} is "
-            f"below the normal band (from {result.band_low:.2f})."
+            f"Morning lnRMSSD has been below its normal band (from {result.band_low:.2f}) on "
+            f"each of the last {result.valid_days_in_window} mornings and is falling "
+            f"({result.slope_per_day:+.3f}/day, {result.slope_change:.2f} over "
+            f"{result.window_days} days)."
         )
     else:
         message = f"hrv_downtrend not met: {result.reason}"

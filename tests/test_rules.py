@@ -108,11 +108,19 @@ def test_morning_rules_trigger_on_the_documented_28_day_demo_shape() -> None:
     hrv_eval, rhr_eval = evaluate_morning(ln_rmssd, rhr)
     assert hrv_eval.rule_id == "hrv_downtrend"
     assert hrv_eval.active is True
-    assert "below the normal band" in hrv_eval.message
-    assert hrv_eval.evidence["slope_ln_ms_per_day"] < 0
+    assert "below its normal band" in hrv_eval.message
+    assert hrv_eval.evidence["slope_ln_ms_per_day"] == pytest.approx(-0.05)
+    assert hrv_eval.evidence["days_below_band"] == 5
     assert rhr_eval.active is True
     assert rhr_eval.evidence["delta_bpm"] >= 5
     assert rhr_eval.evidence["days_with_values"] == 7
+
+
+def test_documented_two_day_step_does_not_trigger_hrv_downtrend() -> None:
+    ln_rmssd = [*alternating(4.0, 4.2, 21), 4.0, 4.2, 4.1, 4.1, 4.1, 3.7, 3.65]
+    result = evaluate_hrv_downtrend(ln_rmssd)
+    assert result.active is False
+    assert "3 of 5 mornings within or above the normal band" in result.message
 
 
 def test_morning_rules_are_undecidable_without_a_baseline() -> None:
