@@ -1,26 +1,36 @@
 """Grip tests: squeezes in a force trace, MVC, test noise, and the post-session class.
 
-Protocol (RULES.md "Grip test"): before the session the athlete squeezes maximally ~3 times;
-the MVC is the best peak. After the session the test is repeated at e.g. 0, 5, 15 and 30
-minutes. A drop is ``(MVC − best post peak) / MVC``.
+Protocol (docs/rules.md "Measurement protocols"): before the session the athlete squeezes
+maximally ~3 times; the MVC is the best peak. After the session the test is repeated at
+e.g. 0, 5, 15 and 30 minutes. A drop is ``(MVC − best post peak) / MVC``.
 
-A drop is *real* only beyond the test's own noise (HOPKINS_2000): threshold
-``1.65·√2·CV`` where CV is the athlete's coefficient of variation of MVC over ≥ 5 baseline
-sessions (5% until that many are known, giving 11.7%).
+A drop *counts* only beyond the test's own noise. The threshold ``counts`` has two bases
+(:class:`ThresholdBasis`), and every result says which one it used:
 
-Classification of a session (ARTICLE), with ``real = drop ≥ noise threshold`` and
-``acute_threshold = max(10%, noise threshold)``:
+* ``personal`` — the athlete's own noise is known (CV of MVC over ≥ 5 stored sessions):
+  ``counts = 1.65·√2·CV`` (HOPKINS_2000);
+* ``article`` — until then: the ARTICLE's figure, ``counts = 10%``. No noise is guessed,
+  because a guessed CV would move the article's line (5% gives 11.7%, which no "10% drop"
+  would pass).
 
-* ``spillover`` — the first test at ≥ 30 min still shows a real drop (and the largest drop
-  was real): oxidative spillover, pull back.
-* ``signal`` — the largest drop among the tests up to 15 min is ≥ acute_threshold and the
-  last test at ≤ 15 min is no longer a real drop: acute signalling, informational.
+Classification of a session (ARTICLE: "A 10% drop post-workout that recovers within 15
+minutes suggests acute signaling. A drop that lingers past 30 minutes hints at oxidative
+spillover."), with ``acute = max(10%, counts)`` — the signal drop must be the article's
+~10% AND count:
+
+* ``spillover`` — a drop that counts in a test before 30 min is still there (counts) at
+  the first test at ≥ 30 min: oxidative spillover, pull back. "Still" means it was there
+  before: a drop first seen at 30 min is not spillover.
+* ``signal`` — the largest drop among the tests up to 15 min is ≥ ``acute`` and the last
+  test at ≤ 15 min no longer counts: acute signalling, informational.
 * ``delayed`` — an acute drop that had not recovered by 15 min but had by 30 min.
 * ``pending`` — an acute drop not recovered by 15 min and no test at ≥ 30 min yet.
+* ``late`` — a drop that counts at the first test at ≥ 30 min but in no test before it
+  (first seen late: not the article's pattern; no rule fires).
 * ``normal`` — otherwise.
 
 The class is monotonic in the drops: making every post-session peak smaller never moves a
-session to a milder class (normal < signal < delayed = pending < spillover).
+session to a milder class (normal < signal < delayed = pending = late < spillover).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ class GripClass(StrEnum):
     SIGNAL = "signal"
     DELAYED = "delayed"
     PENDING = "pending"
+    LATE = "late"
     SPILLOVER = "spillover"
 
     @property
@@ -60,8 +71,16 @@ _RANK = {
     GripClass.SIGNAL: 1,
     GripClass.DELAYED: 2,
     GripClass.PENDING: 2,
+    GripClass.LATE: 2,
     GripClass.SPILLOVER: 3,
 }
+
+
+class ThresholdBasis(StrEnum):
+    """Where the drop that counts comes from; see the module docstring."""
+
+    ARTICLE = "article"
+    PERSONAL = "personal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,20 +163,34 @@ def best_peak_kg(t_s: npt.ArrayLike, force_kg: npt.ArrayLike) -> tuple[float, tu
 
 @dataclass(frozen=True, slots=True)
 class MvcNoise:
-    """Test noise of an athlete's MVC: CV (fraction) and where it came from."""
+    """Test noise of an athlete's MVC: the CV (fraction), None while it is not yet known.
 
-    cv: float
+    ``n_sessions`` baseline sessions were given; ``min_sessions`` are needed for a CV.
+    """
+
+    cv: float | None
     n_sessions: int
-    from_athlete: bool
+    min_sessions: int = ph.GRIP_MIN_BASELINE_SESSIONS
 
     @property
-    def real_drop_threshold(self) -> float:
-        """Smallest real drop (fraction): 1.65·√2·CV (HOPKINS_2000)."""
-        return real_drop_threshold(self.cv)
+    def from_athlete(self) -> bool:
+        """True once the athlete's own CV is known (the personal threshold applies)."""
+        return self.cv is not None
+
+    @property
+    def basis(self) -> ThresholdBasis:
+        """Which threshold a test with this noise is classified on."""
+        return ThresholdBasis.PERSONAL if self.cv is not None else ThresholdBasis.ARTICLE
+
+    def counting_drop(
+        self, signal_drop: float = ph.GRIP_SIGNAL_DROP, z: float = ph.GRIP_NOISE_Z
+    ) -> float:
+        """The drop (fraction of MVC) that counts: z·√2·CV, or ``signal_drop`` without a CV."""
+        return signal_drop if self.cv is None else real_drop_threshold(self.cv, z)
 
 
 def real_drop_threshold(cv: float, z: float = ph.GRIP_NOISE_Z) -> float:
-    """Drop (fraction of MVC) beyond which a change is real: z·√2·CV."""
+    """Drop (fraction of MVC) beyond which a change is real: z·√2·CV (HOPKINS_2000)."""
     return z * math.sqrt(2.0) * cv
 
 
@@ -165,15 +198,15 @@ def mvc_noise(
     baseline_mvcs_kg: Sequence[float],
     *,
     min_sessions: int = ph.GRIP_MIN_BASELINE_SESSIONS,
-    default_cv: float = ph.GRIP_DEFAULT_CV,
 ) -> MvcNoise:
-    """CV (ddof 1) of the athlete's baseline MVCs; ``default_cv`` until ``min_sessions`` known."""
+    """CV (ddof 1) of the athlete's baseline MVCs (kg); None until ``min_sessions`` known."""
     values = np.asarray(baseline_mvcs_kg, dtype=np.float64)
     if values.size and (not np.isfinite(values).all() or (values <= 0).any()):
         raise GripInputError("baseline MVCs must be positive finite kilograms")
-    if values.size < min_sessions:
-        return MvcNoise(default_cv, int(values.size), False)
-    return MvcNoise(float(values.std(ddof=1) / values.mean()), int(values.size), True)
+    if values.size < max(min_sessions, 2):
+        return MvcNoise(None, int(values.size), min_sessions)
+    cv = float(values.std(ddof=1) / values.mean())
+    return MvcNoise(cv, int(values.size), min_sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +224,10 @@ class GripTest:
     """A session's grip test and its class.
 
     ``drop_pct`` is the largest drop among the post tests (percent of MVC; negative means
-    stronger than baseline). Thresholds are in percent of MVC.
+    stronger than baseline). Thresholds are in percent of MVC: ``real_drop_threshold_pct``
+    is the drop that counts (on ``threshold_basis``), ``acute_threshold_pct`` the drop a
+    ``signal`` needs. ``noise_cv_pct`` is None while the athlete's own noise is unknown
+    (``baseline_sessions`` < ``min_baseline_sessions``).
     """
 
     mvc_kg: float
@@ -199,20 +235,48 @@ class GripTest:
     post: tuple[PostTest, ...]
     drop_pct: float
     grip_class: GripClass
-    noise_cv_pct: float
-    noise_from_athlete: bool
+    threshold_basis: ThresholdBasis
+    noise_cv_pct: float | None
+    baseline_sessions: int
+    min_baseline_sessions: int
     real_drop_threshold_pct: float
     acute_threshold_pct: float
 
+    @property
+    def noise_from_athlete(self) -> bool:
+        """True when the personal threshold (the athlete's own noise) was used."""
+        return self.threshold_basis is ThresholdBasis.PERSONAL
+
+    def threshold_note(self) -> str:
+        """One sentence saying which threshold classified the test, for alert messages."""
+        if self.noise_cv_pct is not None:
+            return (
+                f"A drop counted from {self.real_drop_threshold_pct:.1f}%: your own test noise "
+                f"(1.65·√2 × CV {self.noise_cv_pct:.1f}% over {self.baseline_sessions} "
+                "sessions)."
+            )
+        return (
+            f"A drop counted from the article's {self.real_drop_threshold_pct:.3g}%: your own "
+            f"test noise is known after {self.min_baseline_sessions} grip tests "
+            f"({self.baseline_sessions} so far)."
+        )
+
     def evidence(self) -> dict[str, float]:
-        """Unit-named numbers for an alert."""
+        """Unit-named numbers for an alert.
+
+        ``threshold_personal`` is 1 when the athlete's own noise set the threshold, 0 when
+        the article's figure did (then ``noise_cv_pct`` is absent).
+        """
         out = {
             "mvc_kg": self.mvc_kg,
             "max_drop_pct": self.drop_pct,
             "real_drop_threshold_pct": self.real_drop_threshold_pct,
             "acute_threshold_pct": self.acute_threshold_pct,
-            "noise_cv_pct": self.noise_cv_pct,
+            "threshold_personal": 1.0 if self.noise_from_athlete else 0.0,
+            "baseline_sessions": float(self.baseline_sessions),
         }
+        if self.noise_cv_pct is not None:
+            out["noise_cv_pct"] = self.noise_cv_pct
         for p in self.post:
             out[f"drop_at_{p.minute:g}_min_pct"] = p.drop_pct
         return out
@@ -238,24 +302,27 @@ def classify_grip(
     for minute, kg in post_best_kg.items():
         if not (math.isfinite(minute) and minute >= 0 and math.isfinite(kg) and kg >= 0):
             raise GripInputError(f"post test at {minute} min has an invalid value {kg} kg")
-    real = real_drop_threshold(noise.cv, noise_z)
-    acute_thr = max(signal_drop, real)
+    counts = noise.counting_drop(signal_drop, noise_z)
+    acute_thr = max(signal_drop, counts)
     minutes = sorted(post_best_kg)
     drops = {m: (mvc_kg - post_best_kg[m]) / mvc_kg for m in minutes}
     early = [m for m in minutes if m <= recovery_min]
     late = [m for m in minutes if m >= spillover_min]
+    seen_before_late = any(drops[m] >= counts for m in minutes if m < spillover_min)
+    still_late = bool(late) and drops[late[0]] >= counts
     acute = max(drops[m] for m in (early or minutes))
-    largest = max(drops.values())
 
-    if late and drops[late[0]] >= real and largest >= real:
+    if still_late and seen_before_late:
         grip_class = GripClass.SPILLOVER
     elif early and acute >= acute_thr:
-        if drops[early[-1]] < real:
+        if drops[early[-1]] < counts:
             grip_class = GripClass.SIGNAL
         elif late:
             grip_class = GripClass.DELAYED
         else:
             grip_class = GripClass.PENDING
+    elif still_late:
+        grip_class = GripClass.LATE
     else:
         grip_class = GripClass.NORMAL
 
@@ -273,11 +340,13 @@ def classify_grip(
         mvc_kg=float(mvc_kg),
         mvc_peaks_kg=mvc_peaks_kg or (float(mvc_kg),),
         post=post,
-        drop_pct=100.0 * largest,
+        drop_pct=100.0 * max(drops.values()),
         grip_class=grip_class,
-        noise_cv_pct=100.0 * noise.cv,
-        noise_from_athlete=noise.from_athlete,
-        real_drop_threshold_pct=100.0 * real,
+        threshold_basis=noise.basis,
+        noise_cv_pct=None if noise.cv is None else 100.0 * noise.cv,
+        baseline_sessions=noise.n_sessions,
+        min_baseline_sessions=noise.min_sessions,
+        real_drop_threshold_pct=100.0 * counts,
         acute_threshold_pct=100.0 * acute_thr,
     )
 
@@ -295,11 +364,10 @@ def grip_test_from_traces(
     spillover_min: float = ph.GRIP_SPILLOVER_MIN,
     noise_z: float = ph.GRIP_NOISE_Z,
     min_baseline_sessions: int = ph.GRIP_MIN_BASELINE_SESSIONS,
-    default_cv: float = ph.GRIP_DEFAULT_CV,
 ) -> GripTest:
     """Whole grip test from force traces: ``pre`` = (t s, kg) before the session,
     ``post`` = {minutes after the session: (t s, kg)}, and the athlete's earlier MVCs (kg)
-    for the test noise.
+    for the test noise (the article's 10% counts until ``min_baseline_sessions`` are given).
     """
     mvc, mvc_peaks = best_peak_kg(*pre)
     best: dict[float, float] = {}
@@ -309,7 +377,7 @@ def grip_test_from_traces(
             best[minute], peaks[minute] = best_peak_kg(*trace)
         except GripInputError as exc:
             raise GripInputError(f"post test at {minute:g} min: {exc}") from exc
-    noise = mvc_noise(baseline_mvcs_kg, min_sessions=min_baseline_sessions, default_cv=default_cv)
+    noise = mvc_noise(baseline_mvcs_kg, min_sessions=min_baseline_sessions)
     return classify_grip(
         mvc,
         best,

@@ -6,12 +6,15 @@ config file may override (see :mod:`processors.profiles`).
 
 Sources
 -------
+Full references are in ``docs/rules.md`` ("Sources"), which ships with the product.
+
 ARTICLE
-    "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells", practitioner article,
-    ``shared/seeds/002_1397d631b66fe15f.txt`` (summarised in ``shared/RULES.md``).
+    "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells", practitioner article
+    (Advanced Mitochondrial Optimization). The rules, their figures and the pull-back advice;
+    ``docs/rules.md`` quotes the passages each rule comes from.
 REVIEW
-    2026 review, Free Radical Biology and Medicine 242, redox signalling in exercise and
-    ageing, ``shared/seeds/000_850884cea7f047a4.txt``.
+    2026 review, Free Radical Biology and Medicine 242: redox signalling in exercise and
+    ageing (NOX2-derived H2O2 as the adaptive signal, blunted responses with age).
 LIPPONEN_2019
     Lipponen J.A., Tarvainen M.P. (2019). A robust algorithm for heart rate variability time
     series artefact correction using novel beat classification. J Med Eng Technol 43(3):173–181.
@@ -38,9 +41,15 @@ ESCO_FLATT_2014
     post-exercise in athletes: evaluating the agreement with accepted recommendations.
     J Sports Sci Med 13:535–541 (60-s lnRMSSD agrees with 5-min values).
 HRVANALYSIS_105
-    hrv-analysis 1.0.5 (Aura Healthcare), ``get_frequency_domain_features`` defaults: 4 Hz
-    resampling, Hann-windowed Welch segments of 256 samples, 50% overlap, 4096-point FFT.
-    Matching them makes the peer comparison a matched method.
+    hrv-analysis 1.0.5 (Aura Healthcare), ``get_frequency_domain_features``: 4 Hz
+    resampling, Hann-windowed Welch segments of 256 samples, 50% overlap, 4096-point FFT,
+    mean removal. We match those, but NOT its default ``interpolation_method="linear"``: we
+    resample with a cubic spline, as its ``interpolation_method="cubic"`` does. Against
+    that, with ``detrend="constant"``, our LF, HF and LF/HF are equal (relative 1e-15) and
+    our default linear detrend is within 0.1% (nsr001, five 5-min segments). Against its
+    default linear interpolation they differ: on 27 5-min segments of nsr001 its LF/HF is
+    12–36% (median 19%) above ours, because linear interpolation attenuates HF (its HF is
+    12–31% lower, LF 1–6% lower).
 VANDERPLAS_2018
     VanderPlas J.T. (2018). Understanding the Lomb–Scargle periodogram. ApJS 236:16
     (frequency grid: ~5 samples per peak width).
@@ -116,7 +125,8 @@ DFA_MIN_BOXES: Final = 2
 # Spectral estimation (TASK_FORCE_1996 bands above). Welch: the NN series is resampled at
 # RESAMPLE_HZ with a cubic spline, detrended, cut into Hann-windowed segments of
 # WELCH_SEGMENT_SAMPLES (64 s at 4 Hz: 0.016 Hz resolution, 7 bins in LF) overlapping by
-# WELCH_OVERLAP, each zero-padded to WELCH_NFFT points (HRVANALYSIS_105 defaults).
+# WELCH_OVERLAP, each zero-padded to WELCH_NFFT points (HRVANALYSIS_105 with cubic
+# interpolation; its default linear interpolation gives an LF/HF 12–36% higher).
 RESAMPLE_HZ: Final = 4.0
 WELCH_SEGMENT_SAMPLES: Final = 256
 WELCH_OVERLAP: Final = 0.5
@@ -133,7 +143,7 @@ LOMB_MAX_FREQUENCIES: Final = 5000
 # lnRMSSD agrees with 5-min values at rest (ESCO_FLATT_2014).
 HRV_WINDOW_S: Final = 60.0
 
-# --- Morning reading (RULES.md "Measurement protocols") ------------------------------------
+# --- Morning reading (docs/rules.md "Measurement protocols") ------------------------------
 MORNING_STABILISATION_S: Final = 60.0
 # Analysed span after stabilisation: 5 min, the standard short-term recording
 # (TASK_FORCE_1996); 60 s is enough for lnRMSSD alone (ESCO_FLATT_2014) and can be configured.
@@ -150,11 +160,20 @@ ROLLING_MEAN_DAYS: Final = 7
 ROLLING_MEAN_MIN_VALUES: Final = 3
 NORMAL_BAND_SD: Final = 0.5  # smallest worthwhile change, PLEWS_2013
 
-# hrv_downtrend — ARTICLE: "HRV trending downward over 5 consecutive days".
+# hrv_downtrend — ARTICLE: "a simple morning heart-rate variability measurement that trends
+# downward over five days is your earliest warning". Read as: over the last
+# HRV_DOWNTREND_WINDOW_DAYS mornings (at most one missing: HRV_DOWNTREND_MIN_VALID_DAYS),
+# every morning lies below the normal band — down on each of the days, not one or two bad
+# nights after normal ones (a step) — and their Theil–Sen trend line falls by at least the
+# smallest worthwhile change NORMAL_BAND_SD·SD_B (PLEWS_2013: smaller changes are
+# day-to-day noise; a level that stays low is not a trend). A trend line, not "each morning
+# lower than the last": mornings wiggle from day to day by about SD_B itself, so a genuine
+# decline seldom falls on every single morning.
 HRV_DOWNTREND_WINDOW_DAYS: Final = 5
 HRV_DOWNTREND_MIN_VALID_DAYS: Final = 4
 
-# rhr_creep — ARTICLE: "resting HR up 5–7 bpm over a 10-day block".
+# rhr_creep — ARTICLE: "a resting heart rate creeping up 5–7 bpm over a ten-day block";
+# "when it creeps up 5+ beats for a week, pull back".
 RHR_CREEP_DELTA_BPM: Final = 5.0
 RHR_CREEP_MIN_Z: Final = 2.0
 RHR_CREEP_WINDOW_DAYS: Final = 7
@@ -166,13 +185,19 @@ SMO2_SLOW_RECOVERY_SESSIONS: Final = 3
 SMO2_RECOVERY_FRACTION: Final = 0.95  # T95
 
 # --- Grip (ARTICLE; HOPKINS_2000) ---------------------------------------------------------
-GRIP_SIGNAL_DROP: Final = 0.10  # ~10% drop right after a session
+# ARTICLE: "A 10% drop post-workout that recovers within 15 minutes suggests acute
+# signaling. A drop that lingers past 30 minutes hints at oxidative spillover."
+GRIP_SIGNAL_DROP: Final = 0.10  # the article's 10%: grip_signal's drop; counts until CV known
 GRIP_SIGNAL_RECOVERY_MIN: Final = 15.0  # … that recovers within 15 min: the good kind
-GRIP_SPILLOVER_MIN: Final = 30.0  # still down at 30 min: spillover
-GRIP_DEFAULT_CV: Final = 0.05  # test noise until ≥ GRIP_MIN_BASELINE_SESSIONS are known
+GRIP_SPILLOVER_MIN: Final = 30.0  # a drop seen after the session and still there at 30 min
+# A drop counts only beyond the test's own noise: 1.65·√2·CV (HOPKINS_2000, ~90% confidence),
+# CV = the athlete's own MVC variation over GRIP_MIN_BASELINE_SESSIONS stored sessions
+# (project choice). Until then the noise is unknown, and a guessed CV would move the
+# article's line (a 5% guess gives 11.7%, which no "10% drop" passes): the article's
+# GRIP_SIGNAL_DROP is the drop that counts, and the result says so.
 GRIP_MIN_BASELINE_SESSIONS: Final = 5
-GRIP_MVC_TRIALS: Final = 3
 GRIP_NOISE_Z: Final = 1.65  # HOPKINS_2000: threshold = 1.65·√2·CV
+GRIP_MVC_TRIALS: Final = 3  # best of ~3 maximal squeezes before the session (protocol)
 
 # --- Perceived exertion vs power (ARTICLE: "digging a hole") ------------------------------
 RPE_RISE: Final = 0.20

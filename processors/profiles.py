@@ -34,7 +34,7 @@ class Profile:
 PROFILES: Mapping[str, Profile] = {
     p.name: p
     for p in (
-        Profile("default", "Rule defaults from RULES.md.", RuleThresholds()),
+        Profile("default", "Rule defaults from docs/rules.md.", RuleThresholds()),
         Profile(
             "older",
             f"Late fifties and older: {ph.HIGH_INTENSITY_SPACING_OLDER_H:g} h between "

@@ -1,17 +1,20 @@
 """The rule catalogue and the evaluators that turn measurements into rule verdicts.
 
-Every rule has an id, a severity, advice and a source (RULES.md, from the ARTICLE). Each
-threshold lives in :class:`RuleThresholds`, whose defaults come from
-:mod:`processors.physiology`; a profile (:mod:`processors.profiles`) or the config file may
-override any field with :meth:`RuleThresholds.with_overrides`.
+Every rule has an id, a severity, advice and a source. Sources cite what ships with the
+product: ``docs/rules.md`` (which explains each rule and lists the references in full),
+the ARTICLE by its title and the papers by author and year. Each threshold lives in
+:class:`RuleThresholds`, whose defaults come from :mod:`processors.physiology`; a profile
+(:mod:`processors.profiles`) or the config file may override any field with
+:meth:`RuleThresholds.with_overrides`.
 
 What triggers each rule with the DEFAULT thresholds (inputs oldest first):
 
 ``hrv_downtrend`` (warning) — daily lnRMSSD history ending today (NaN = missing day), ≥ 14
-    valid days in d−35…d−8 with SD_B > 0; ≥ 4 valid days in the last 5, falling with
-    Theil–Sen slope β < 0 and 4·|β| ≥ 0.5·SD_B; 7-day mean < mean_B − 0.5·SD_B.
+    valid days in d−35…d−8 with SD_B > 0; ≥ 4 valid mornings in the last 5, every one
+    below mean_B − 0.5·SD_B, and their Theil–Sen slope β < 0 with 4·|β| ≥ 0.5·SD_B.
     E.g. a 28-day history: 21 days alternating 4.0/4.2 (SD_B ≈ 0.10), then
-    4.0, 3.95, 3.9, 3.85, 3.8, 3.75, 3.7.
+    4.0, 3.95, 3.9, 3.85, 3.8, 3.75, 3.7. A 2-day step instead (then 4.0, 4.2, 4.1, 4.1,
+    4.1, 3.7, 3.65) does not trigger: three of the last five mornings are in the band.
 ``rhr_creep`` (pull_back) — daily resting-HR history (bpm) ending today; ≥ 14 valid baseline
     days; the last 7 days (n valid) average ≥ 5 bpm above median_B, with
     Δ/(SD_B/√n) ≥ 2 and ≥ 5 of them above median_B. E.g. a 28-day history: 21 days
@@ -21,12 +24,14 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     E.g. three sessions whose SmO2 rests ≥ 30 s at ~60%, drops to ~20% per effort and
     recovers mono-exponentially with τ ≥ 50 s (T95 ≈ 2.9·τ from the plateau end), with
     ≥ 200 s before the next effort.
-``grip_signal`` (info) — a grip test classified ``signal``: with the default 5% test noise,
-    a drop ≥ 11.7% (= max(10%, 1.65·√2·5%)) in the tests up to 15 min, back within 11.7%
-    at the last test ≤ 15 min, and within 11.7% at 30 min. E.g. MVC 50 kg; 0 min 43 kg,
-    5 min 45 kg, 15 min 48 kg, 30 min 49 kg.
-``grip_spillover`` (pull_back) — a grip test classified ``spillover``: the first test at
-    ≥ 30 min still ≥ 11.7% down. E.g. MVC 50 kg; 0 min 40, 15 min 41, 30 min 42 kg.
+``grip_signal`` (info) — a grip test classified ``signal``: a drop ≥ 10% in the tests up
+    to 15 min, back below the drop that counts at the last test ≤ 15 min, and not still
+    down at 30 min. The drop that counts is the article's 10% until the athlete has 5
+    grip tests stored, then 1.65·√2·CV of their own MVCs (the acute drop stays ≥ 10%).
+    E.g. no history; MVC 50 kg; 0 min 45 kg, 5 min 46 kg, 15 min 48 kg, 30 min 49 kg.
+``grip_spillover`` (pull_back) — a grip test classified ``spillover``: a drop that counts
+    before 30 min is still there (counts) at the first test ≥ 30 min. E.g. MVC 50 kg;
+    0 min 40, 15 min 41, 30 min 42 kg. A drop first seen at 30 min is not spillover.
 ``rpe_power_mismatch`` (pull_back) — sessions (RPE, mean power W), the last one being
     evaluated against the mean of up to 5 sessions before it (≥ 3 needed): RPE ≥ 1.2×
     the reference RPE while power ≤ 0.9× the reference power. E.g. 5 sessions at RPE 5,
@@ -53,10 +58,14 @@ from processors.grip import ForceTrace, GripClass, GripTest, grip_test_from_trac
 from processors.oxygenation import OxygenRecovery, analyse_session
 from processors.trends import hrv_downtrend, rhr_creep
 
-ARTICLE_SOURCE = (
-    'ARTICLE "When ROS Signals Turn Toxic: Balancing Redox in Trained Cells" '
-    "(seeds/002_1397d631b66fe15f.txt), summarised in RULES.md"
-)
+ARTICLE = '"When ROS Signals Turn Toxic: Balancing Redox in Trained Cells" (practitioner article)'
+"""The ARTICLE by its title: users have the title, not our copy of the text."""
+
+
+def _source(rule_section: str, *references: str) -> str:
+    """A rule's citation: its section of docs/rules.md (ships with the product) + references."""
+    return "; ".join((f'docs/rules.md "{rule_section}"', *references))
+
 
 PULL_BACK_ADVICE = (
     f"Cut training volume by ~{ph.PULL_BACK_VOLUME_CUT:.0%} for one week "
@@ -85,42 +94,42 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "Morning HRV trending down",
             "Earliest warning of redox imbalance: keep the next sessions easy and watch the "
             "coming mornings. If it persists: " + PULL_BACK_ADVICE,
-            f"RULES.md hrv_downtrend; {ARTICLE_SOURCE}; PLEWS_2013 (0.5·SD band)",
+            _source("hrv_downtrend", ARTICLE, "Plews et al. 2013 (smallest worthwhile change)"),
         ),
         RuleSpec(
             "rhr_creep",
             Severity.PULL_BACK,
             "Resting heart rate creeping up",
             "Redox balance likely off: pull back high-intensity load. " + PULL_BACK_ADVICE,
-            f"RULES.md rhr_creep (article: 5–7 bpm over a 10-day block); {ARTICLE_SOURCE}",
+            _source("rhr_creep", ARTICLE + ": 5–7 bpm over a ten-day block"),
         ),
         RuleSpec(
             "smo2_slow_recovery",
             Severity.PULL_BACK,
             "Slow muscle-oxygen recovery after efforts",
             "Dial back intensity or add a rest day. " + PULL_BACK_ADVICE,
-            f"RULES.md smo2_slow_recovery; {ARTICLE_SOURCE}",
+            _source("smo2_slow_recovery", ARTICLE),
         ),
         RuleSpec(
             "grip_signal",
             Severity.INFO,
             "Post-session grip drop that recovered quickly",
             "Acute signalling, the good kind of stress: no change needed.",
-            f"RULES.md grip_signal; {ARTICLE_SOURCE}; HOPKINS_2000 (1.65·√2·CV)",
+            _source("grip_signal", ARTICLE, "Hopkins 2000 (1.65·√2·CV)"),
         ),
         RuleSpec(
             "grip_spillover",
             Severity.PULL_BACK,
             "Grip still down 30 minutes after the session",
             "Oxidative spillover: pull back. " + PULL_BACK_ADVICE,
-            f"RULES.md grip_spillover; {ARTICLE_SOURCE}; HOPKINS_2000 (1.65·√2·CV)",
+            _source("grip_spillover", ARTICLE, "Hopkins 2000 (1.65·√2·CV)"),
         ),
         RuleSpec(
             "rpe_power_mismatch",
             Severity.PULL_BACK,
             "Harder effort for less power",
             '"Digging a hole": ' + PULL_BACK_ADVICE,
-            f"RULES.md rpe_power_mismatch; {ARTICLE_SOURCE}",
+            _source("rpe_power_mismatch", ARTICLE),
         ),
         RuleSpec(
             "hi_spacing",
@@ -128,7 +137,7 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "High-intensity sessions too close together",
             "Leave the profile's recovery window between high-intensity sessions "
             "(48 h; 72 h for older athletes; elite: a passive day after every third).",
-            f"RULES.md profiles; {ARTICLE_SOURCE}; REVIEW (blunted responses with age)",
+            _source("Profiles", ARTICLE, "review, Free Radic Biol Med 242 (2026): ageing"),
         ),
     )
 }
@@ -155,7 +164,6 @@ class RuleThresholds:
     grip_signal_drop: float = ph.GRIP_SIGNAL_DROP
     grip_signal_recovery_min: float = ph.GRIP_SIGNAL_RECOVERY_MIN
     grip_spillover_min: float = ph.GRIP_SPILLOVER_MIN
-    grip_default_cv: float = ph.GRIP_DEFAULT_CV
     grip_min_baseline_sessions: int = ph.GRIP_MIN_BASELINE_SESSIONS
     grip_noise_z: float = ph.GRIP_NOISE_Z
     rpe_rise: float = ph.RPE_RISE
@@ -245,14 +253,13 @@ def evaluate_hrv_downtrend(
         first_day_back=th.baseline_first_day_back,
         last_day_back=th.baseline_last_day_back,
         baseline_min_days=th.baseline_min_valid_days,
-        rolling_days=th.rolling_mean_days,
-        rolling_min_values=th.rolling_mean_min_values,
     )
     if result.triggered:
         message = (
-            f"Morning lnRMSSD is falling ({result.slope_per_day:+.3f}/day over "
-            f"{result.window_days} days) and its 7-day mean {result.rolling_mean_7d:.2f} is "
-            f"below the normal band (from {result.band_low:.2f})."
+            f"Morning lnRMSSD has been below its normal band (from {result.band_low:.2f}) on "
+            f"each of the last {result.valid_days_in_window} mornings and is falling "
+            f"({result.slope_per_day:+.3f}/day, {result.slope_change:.2f} over "
+            f"{result.window_days} days)."
         )
     else:
         message = f"hrv_downtrend not met: {result.reason}"
@@ -340,30 +347,40 @@ def evaluate_grip(test: GripTest) -> list[RuleEvaluation]:
     """``grip_signal`` and ``grip_spillover`` for one classified grip test.
 
     A ``pending`` test (not recovered at 15 min, no 30-min test yet) leaves
-    ``grip_spillover`` undecided.
+    ``grip_spillover`` undecided. Every message ends with the test's threshold note: the
+    article's 10% or the athlete's own noise.
     """
     evidence = test.evidence()
     cls = test.grip_class
-    signal = _evaluation(
-        "grip_signal",
-        cls is GripClass.SIGNAL,
-        f"Grip dropped {test.drop_pct:.1f}% after the session and recovered within "
-        f"{ph.GRIP_SIGNAL_RECOVERY_MIN:g} min."
-        if cls is GripClass.SIGNAL
-        else f"grip_signal not met: session class {cls.value}",
-        evidence,
-    )
-    spill_active = None if cls is GripClass.PENDING else cls is GripClass.SPILLOVER
+    note = test.threshold_note()
+    early = [p for p in test.post if p.minute <= ph.GRIP_SIGNAL_RECOVERY_MIN]
+    if cls is GripClass.SIGNAL and early:
+        signal_message = (
+            f"Grip dropped {max(p.drop_pct for p in early):.1f}% after the session and was "
+            f"back to {early[-1].drop_pct:.1f}% by {early[-1].minute:g} min. {note}"
+        )
+    else:
+        signal_message = f"grip_signal not met: session class {cls.value}. {note}"
+    signal = _evaluation("grip_signal", cls is GripClass.SIGNAL, signal_message, evidence)
+
     late = [p for p in test.post if p.minute >= ph.GRIP_SPILLOVER_MIN]
-    spill = _evaluation(
-        "grip_spillover",
-        spill_active,
-        f"Grip still {late[0].drop_pct:.1f}% down {late[0].minute:g} min after the session "
-        f"(real-drop threshold {test.real_drop_threshold_pct:.1f}%)."
-        if cls is GripClass.SPILLOVER and late
-        else f"grip_spillover not met: session class {cls.value}",
-        evidence,
-    )
+    before = [p for p in test.post if p.minute < ph.GRIP_SPILLOVER_MIN]
+    if cls is GripClass.SPILLOVER and late and before:
+        first = max(before, key=lambda p: p.drop_pct)
+        spill_message = (
+            f"Grip was {first.drop_pct:.1f}% down {first.minute:g} min after the session and "
+            f"still {late[0].drop_pct:.1f}% down at {late[0].minute:g} min. {note}"
+        )
+    elif cls is GripClass.LATE and late:
+        spill_message = (
+            f"grip_spillover not met: the {late[0].drop_pct:.1f}% drop at "
+            f"{late[0].minute:g} min was not there in the tests before it (a drop first seen "
+            f"late is not one still present). {note}"
+        )
+    else:
+        spill_message = f"grip_spillover not met: session class {cls.value}. {note}"
+    spill_active = None if cls is GripClass.PENDING else cls is GripClass.SPILLOVER
+    spill = _evaluation("grip_spillover", spill_active, spill_message, evidence)
     return [signal, spill]
 
 
@@ -384,7 +401,6 @@ def measure_grip(
         spillover_min=th.grip_spillover_min,
         noise_z=th.grip_noise_z,
         min_baseline_sessions=th.grip_min_baseline_sessions,
-        default_cv=th.grip_default_cv,
     )
 
 

@@ -239,9 +239,10 @@ def daily_trend(
 class HrvDowntrend:
     """Evidence for the ``hrv_downtrend`` rule on a lnRMSSD history (units: ln(ms)).
 
-    ``slope_per_day`` is the Theil–Sen slope over the valid days of the last
-    ``window_days``; ``slope_change`` = (window_days − 1)·|slope|, the change across the
-    window, compared with ``band_sd·SD_B`` (``min_change``).
+    Over the valid mornings of the last ``window_days``: ``slope_per_day`` is their
+    Theil–Sen slope and ``slope_change`` = (window_days − 1)·|slope| the fall of that line
+    across the window, against ``min_change`` = band_sd·SD_B; ``days_below_band`` of them
+    lie below ``band_low`` = mean_B − band_sd·SD_B, the highest being ``highest_value``.
     """
 
     triggered: bool
@@ -249,10 +250,11 @@ class HrvDowntrend:
     reason: str
     valid_days_in_window: int
     window_days: int
+    days_below_band: int
     slope_per_day: float | None
     slope_change: float | None
     min_change: float | None
-    rolling_mean_7d: float | None
+    highest_value: float | None
     band_low: float | None
     baseline_mean: float | None
     baseline_sd: float | None
@@ -263,7 +265,8 @@ class HrvDowntrend:
             "slope_ln_ms_per_day": self.slope_per_day,
             "change_over_window_ln_ms": self.slope_change,
             "min_change_ln_ms": self.min_change,
-            "rolling_mean_7d_ln_ms": self.rolling_mean_7d,
+            "days_below_band": float(self.days_below_band),
+            "highest_in_window_ln_ms": self.highest_value,
             "band_low_ln_ms": self.band_low,
             "baseline_mean_ln_ms": self.baseline_mean,
             "baseline_sd_ln_ms": self.baseline_sd,
@@ -281,14 +284,17 @@ def hrv_downtrend(
     first_day_back: int = ph.BASELINE_FIRST_DAY_BACK,
     last_day_back: int = ph.BASELINE_LAST_DAY_BACK,
     baseline_min_days: int = ph.BASELINE_MIN_VALID_DAYS,
-    rolling_days: int = ph.ROLLING_MEAN_DAYS,
-    rolling_min_values: int = ph.ROLLING_MEAN_MIN_VALUES,
 ) -> HrvDowntrend:
-    """``hrv_downtrend`` on day d: all three must hold.
+    """``hrv_downtrend`` on day d: "trends downward over 5 consecutive days".
 
-    1. ≥ ``min_valid_days`` (4) valid days among the last ``window_days`` (5);
-    2. Theil–Sen slope β < 0 over them, with (window_days − 1)·|β| ≥ band_sd·SD_B;
-    3. the 7-day rolling mean < mean_B − band_sd·SD_B.
+    Over the mornings of days d − window_days + 1 … d, all must hold:
+
+    1. ≥ ``min_valid_days`` (4 of 5) are valid: at most one missing morning;
+    2. consecutive: every valid morning lies below the normal band, mean_B − band_sd·SD_B
+       (a step of one or two bad nights leaves the mornings before it in the band);
+    3. downward: their Theil–Sen slope β < 0 with (window_days − 1)·|β| ≥ band_sd·SD_B,
+       the smallest worthwhile change (a level that stays low is not a trend, and a fall
+       smaller than the SWC is day-to-day noise).
     """
     array = _as_history(ln_rmssd_history)
     base = baseline(
@@ -297,37 +303,35 @@ def hrv_downtrend(
         last_day_back=last_day_back,
         min_valid_days=baseline_min_days,
     )
-    rmean = rolling_mean(array, days=rolling_days, min_values=rolling_min_values)
     window = _days_back(array, window_days - 1, 0)
     mask = ~np.isnan(window)
-    n_valid = int(mask.sum())
+    values = window[mask]
+    n_valid = int(values.size)
+    band_low = None if base is None else base.mean - band_sd * base.sd
+    min_change = None if base is None else band_sd * base.sd
+    below = 0 if band_low is None else int((values < band_low).sum())
 
     def result(
-        triggered: bool,
-        evaluable: bool,
-        reason: str,
-        slope: float | None = None,
+        triggered: bool, evaluable: bool, reason: str, slope: float | None = None
     ) -> HrvDowntrend:
-        change = None if slope is None else (window_days - 1) * abs(slope)
         return HrvDowntrend(
             triggered=triggered,
             evaluable=evaluable,
             reason=reason,
             valid_days_in_window=n_valid,
             window_days=window_days,
+            days_below_band=below,
             slope_per_day=slope,
-            slope_change=change,
-            min_change=None if base is None else band_sd * base.sd,
-            rolling_mean_7d=rmean,
-            band_low=None if base is None else base.mean - band_sd * base.sd,
+            slope_change=None if slope is None else (window_days - 1) * abs(slope),
+            min_change=min_change,
+            highest_value=float(values.max()) if n_valid else None,
+            band_low=band_low,
             baseline_mean=None if base is None else base.mean,
             baseline_sd=None if base is None else base.sd,
         )
 
-    if base is None:
+    if base is None or band_low is None or min_change is None:
         return result(False, False, f"baseline needs ≥ {baseline_min_days} valid days")
-    if rmean is None:
-        return result(False, False, f"rolling mean needs ≥ {rolling_min_values} values")
     if n_valid < max(min_valid_days, 2):
         return result(
             False,
@@ -335,15 +339,21 @@ def hrv_downtrend(
             f"only {n_valid} valid days in the last {window_days} (need {min_valid_days})",
         )
     days = np.arange(window_days, dtype=np.float64)[mask]
-    slope = float(stats.theilslopes(window[mask], days).slope)
-    band_low = base.mean - band_sd * base.sd
-    falling = slope < 0.0 and (window_days - 1) * abs(slope) >= band_sd * base.sd
-    below = rmean < band_low
-    if falling and below:
-        return result(True, True, "falling trend and 7-day mean below the normal band", slope)
-    if not falling:
-        return result(False, True, "no worthwhile downward slope", slope)
-    return result(False, True, "7-day mean within or above the normal band", slope)
+    slope = float(stats.theilslopes(values, days).slope)
+    failed = []
+    if below < n_valid:
+        failed.append(
+            f"{n_valid - below} of {n_valid} mornings within or above the normal band "
+            f"(from {band_low:.2f})"
+        )
+    if not (slope < 0.0 and (window_days - 1) * abs(slope) >= min_change):
+        failed.append(
+            f"no worthwhile fall: trend {slope:+.3f}/day, "
+            f"{(window_days - 1) * -slope:+.3f} over the window (need ≤ {-min_change:.3f})"
+        )
+    if failed:
+        return result(False, True, "; ".join(failed), slope)
+    return result(True, True, f"below the normal band on all {n_valid} mornings and falling", slope)
 
 
 @dataclass(frozen=True, slots=True)

@@ -699,6 +699,7 @@ class AthleteState:
                 "drop_pct": test.drop_pct,
                 "minutes_after": worst.minute,
                 "threshold_pct": test.real_drop_threshold_pct,
+                "threshold_basis": test.threshold_basis.value,
                 "class": label,
                 "noise_cv_pct": test.noise_cv_pct,
                 "drops_pct": {f"{p.minute:g}": p.drop_pct for p in test.post},

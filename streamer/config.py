@@ -756,7 +756,7 @@ flush_interval_s = 1.0                 # write at least this often
 # timeout_s = 10
 
 [rules]
-# Threshold overrides for everyone (defaults: RULES.md). For example:
+# Threshold overrides for everyone (defaults: docs/rules.md). For example:
 # rhr_creep_delta_bpm = 6              # resting HR rise that counts, bpm
 # smo2_slow_recovery_s = 120           # SmO2 recovery time that is slow, s
 # grip_spillover_min = 30              # grip still down after this many minutes

@@ -630,7 +630,7 @@ def render_figure(data: ReportData) -> Figure:
     fig.text(
         0.06,
         0.01,
-        "Thresholds are practitioner heuristics (RULES.md), configurable, and "
+        "Thresholds are practitioner heuristics (docs/rules.md), configurable, and "
         "not medical advice. Morning values are per calendar day; sessions and grip tests "
         "at their time.",
         fontsize=7.5,

@@ -166,7 +166,7 @@ SmO2 recovery per session, grip drops and alerts">
 <h2>Last grip tests</h2>
 {_grips_table(data)}
 <p class="muted">Generated {generated} by redox-streamer from the local store. The thresholds
-are practitioner heuristics (see RULES.md), configurable, and not medical advice.</p>
+are practitioner heuristics (see docs/rules.md), configurable, and not medical advice.</p>
 </body></html>
 """
 

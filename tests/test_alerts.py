@@ -19,7 +19,7 @@ def evaluation(active: bool | None, rule: str = "rhr_creep", delta: float = 6.0)
         active=active,
         message=f"{rule} evaluated",
         advice="Cut training volume by ~40% for one week, not 10%.",
-        source="RULES.md",
+        source="docs/rules.md",
         evidence={"delta_bpm": delta},
     )
 
@@ -97,7 +97,7 @@ def test_alert_payload_round_trips_and_names_its_schema() -> None:
         message="Grip still 16% down at 30 min.",
         evidence={"max_drop_pct": 16.0},
         advice="Pull back.",
-        source="RULES.md",
+        source="docs/rules.md",
         raised_at_ns=123,
     )
     payload = alert.to_dict()

@@ -21,7 +21,7 @@ from streamer.pipeline import Pipeline
 from streamer.store import Store
 
 TODAY = dt.date(2025, 3, 1)
-#: Every rule of RULES.md.
+#: Every rule of docs/rules.md.
 RULE_IDS = (
     "hrv_downtrend",
     "rhr_creep",

@@ -28,7 +28,8 @@ from processors.rules import (
     measure_oxygenation,
 )
 
-NOISE = MvcNoise(ph.GRIP_DEFAULT_CV, 0, False)
+NEW_ATHLETE = MvcNoise(None, 2)  # own test noise not yet known
+OWN_NOISE = MvcNoise(0.02, 6)  # CV 2%: a drop counts from 4.7%
 
 
 def alternating(a: float, b: float, n: int) -> list[float]:
@@ -52,7 +53,16 @@ def test_catalogue_holds_every_rule_with_severity_advice_and_source() -> None:
         assert spec.severity is Severity.PULL_BACK
         assert "40%" in spec.advice
         assert "one week" in spec.advice
-        assert "RULES.md" in spec.source
+        assert spec.source
+
+
+def test_every_source_cites_what_ships_with_the_product() -> None:
+    # Users have docs/rules.md and the article's title, not the team's copy of the text.
+    for spec in CATALOGUE.values():
+        assert spec.source.startswith("docs/rules.md"), spec.rule_id
+        assert "When ROS Signals Turn Toxic" in spec.source
+        assert "seeds/" not in spec.source
+        assert "RULES.md" not in spec.source
 
 
 def test_thresholds_default_to_physiology_constants() -> None:
@@ -98,11 +108,19 @@ def test_morning_rules_trigger_on_the_documented_28_day_demo_shape() -> None:
     hrv_eval, rhr_eval = evaluate_morning(ln_rmssd, rhr)
     assert hrv_eval.rule_id == "hrv_downtrend"
     assert hrv_eval.active is True
-    assert "below the normal band" in hrv_eval.message
-    assert hrv_eval.evidence["slope_ln_ms_per_day"] < 0
+    assert "below its normal band" in hrv_eval.message
+    assert hrv_eval.evidence["slope_ln_ms_per_day"] == pytest.approx(-0.05)
+    assert hrv_eval.evidence["days_below_band"] == 5
     assert rhr_eval.active is True
     assert rhr_eval.evidence["delta_bpm"] >= 5
     assert rhr_eval.evidence["days_with_values"] == 7
+
+
+def test_documented_two_day_step_does_not_trigger_hrv_downtrend() -> None:
+    ln_rmssd = [*alternating(4.0, 4.2, 21), 4.0, 4.2, 4.1, 4.1, 4.1, 3.7, 3.65]
+    result = evaluate_hrv_downtrend(ln_rmssd)
+    assert result.active is False
+    assert "3 of 5 mornings within or above the normal band" in result.message
 
 
 def test_morning_rules_are_undecidable_without_a_baseline() -> None:
@@ -145,15 +163,33 @@ def test_smo2_slow_recovery_session_count_is_configurable() -> None:
 
 
 def test_grip_rules_follow_the_session_class() -> None:
-    signal = classify_grip(50.0, {0: 43.0, 5: 45.0, 15: 48.0, 30: 49.0}, NOISE)
-    spill = classify_grip(50.0, {0: 40.0, 15: 41.0, 30: 42.0}, NOISE)
-    pending = classify_grip(50.0, {0: 40.0, 15: 41.0}, NOISE)
+    signal = classify_grip(50.0, {0: 43.0, 5: 45.0, 15: 48.0, 30: 49.0}, NEW_ATHLETE)
+    spill = classify_grip(50.0, {0: 40.0, 15: 41.0, 30: 42.0}, NEW_ATHLETE)
+    pending = classify_grip(50.0, {0: 40.0, 15: 41.0}, NEW_ATHLETE)
+    late = classify_grip(50.0, {0: 49.5, 15: 49.0, 30: 42.0}, NEW_ATHLETE)
     assert [e.active for e in evaluate_grip(signal)] == [True, False]
     assert [e.active for e in evaluate_grip(spill)] == [False, True]
     assert [e.active for e in evaluate_grip(pending)] == [False, None]
+    assert [e.active for e in evaluate_grip(late)] == [False, False]
+    assert "not there in the tests before it" in evaluate_grip(late)[1].message
     spill_eval = evaluate_grip(spill)[1]
-    assert "30 min" in spill_eval.message
+    assert "still 16.0% down at 30 min" in spill_eval.message
     assert spill_eval.evidence["drop_at_30_min_pct"] == pytest.approx(16.0)
+
+
+def test_grip_messages_and_evidence_say_which_threshold_was_used() -> None:
+    post = {0.0: 45.0, 5.0: 46.0, 15.0: 48.0, 30.0: 49.0}
+    article = evaluate_grip(classify_grip(50.0, post, NEW_ATHLETE))[0]
+    assert article.active is True
+    assert "the article's 10%" in article.message
+    assert "known after 5 grip tests (2 so far)" in article.message
+    assert article.evidence["threshold_personal"] == 0.0
+    personal = evaluate_grip(classify_grip(50.0, {0: 45.0, 15: 49.5, 30: 50.0}, OWN_NOISE))[0]
+    assert personal.active is True
+    assert "your own test noise" in personal.message
+    assert "CV 2.0% over 6 sessions" in personal.message
+    assert personal.evidence["threshold_personal"] == 1.0
+    assert personal.evidence["real_drop_threshold_pct"] == pytest.approx(4.667, abs=1e-3)
 
 
 def test_measure_grip_uses_the_thresholds_grip_settings() -> None:
@@ -167,6 +203,13 @@ def test_measure_grip_uses_the_thresholds_grip_settings() -> None:
     # A 20% acute threshold turns the same 14% drop into a normal session.
     strict = RuleThresholds(grip_signal_drop=0.20)
     assert measure_grip(trace(50.0), post, thresholds=strict).grip_class.value == "normal"
+    # Five earlier MVCs give the personal threshold; with three required, three do.
+    earlier = [50.0, 51.0, 49.0]
+    assert measure_grip(trace(50.0), post, earlier).threshold_basis.value == "article"
+    fewer = RuleThresholds(grip_min_baseline_sessions=3)
+    test = measure_grip(trace(50.0), post, earlier, thresholds=fewer)
+    assert test.threshold_basis.value == "personal"
+    assert test.noise_cv_pct == pytest.approx(2.0)
 
 
 def reference(n: int = 5) -> list[SessionLoad]:

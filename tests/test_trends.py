@@ -122,41 +122,117 @@ def test_history_from_mapping_puts_day_d_last_and_gaps_as_nan() -> None:
 
 
 # --- hrv_downtrend ----------------------------------------------------------------------------
-MIN_SLOPE = 0.5 * SD_B_HRV / 4  # |β| at which 4|β| = 0.5·SD_B
+SWC_HRV = 0.5 * SD_B_HRV  # smallest worthwhile change: the least fall that matters
+MIN_SLOPE = SWC_HRV / 4  # |β| at which the trend line falls by the SWC over 5 days
 
 
-def test_hrv_downtrend_triggers_on_a_falling_week_below_the_band() -> None:
-    result = hrv_downtrend(hrv_history([3.95, 3.9, *linear_last5(3.85, -0.05)]))
+def test_hrv_downtrend_triggers_on_a_genuine_five_day_decline_below_the_band() -> None:
+    result = hrv_downtrend(hrv_history([4.1, 4.05, *linear_last5(4.0, -0.05)]))
     assert result.triggered
+    assert result.days_below_band == result.valid_days_in_window == 5
     assert result.slope_per_day == pytest.approx(-0.05)
     assert result.slope_change == pytest.approx(0.2)
-    assert result.min_change == pytest.approx(0.5 * SD_B_HRV)
-    assert result.evidence()["valid_days_in_window"] == 5
+    assert result.min_change == pytest.approx(SWC_HRV)
+    assert result.evidence()["highest_in_window_ln_ms"] == pytest.approx(4.0)
+
+
+def test_hrv_downtrend_triggers_on_a_decline_with_a_noise_sized_rebound() -> None:
+    # Shaped like the demo's measured mornings: one morning up by 0.03 does not end a
+    # five-day decline.
+    result = hrv_downtrend(hrv_history([4.1, 4.1, 3.95, 3.88, 3.82, 3.85, 3.6]))
+    assert result.triggered
+
+
+def test_hrv_downtrend_two_day_step_drop_does_not_trigger() -> None:
+    # Normal mornings, then two low ones. The old rule (slope + 7-day mean below the band)
+    # fired on this; the mornings before the step are in the band, so it is not a 5-day trend.
+    last7 = [4.1, 4.1, 4.1, 4.1, 4.1, 3.7, 3.65]
+    result = hrv_downtrend(hrv_history(last7))
+    assert result.evaluable
+    assert not result.triggered
+    assert result.slope_per_day is not None
+    assert result.slope_per_day < 0
+    assert result.days_below_band == 2
+    assert "3 of 5 mornings within or above the normal band" in result.reason
+    # …and the same step with wiggling, even falling, mornings before it.
+    for before in ([4.0, 4.2, 4.0, 4.1, 4.1], [4.1, 4.1, 4.12, 4.10, 4.08]):
+        assert not hrv_downtrend(hrv_history([*before, 3.7, 3.65])).triggered
+
+
+def test_hrv_downtrend_level_that_stays_low_is_not_a_trend() -> None:
+    result = hrv_downtrend(hrv_history([3.8, 3.8, 3.8, 3.82, 3.79, 3.81, 3.8]))
+    assert result.days_below_band == 5
+    assert not result.triggered
+    assert "no worthwhile fall" in result.reason
 
 
 @pytest.mark.parametrize(("factor", "expected"), [(1.01, True), (0.99, False)])
-def test_hrv_downtrend_slope_boundary(factor: float, expected: bool) -> None:
+def test_hrv_downtrend_fall_must_reach_the_smallest_worthwhile_change(
+    factor: float, expected: bool
+) -> None:
     result = hrv_downtrend(hrv_history([3.8, 3.8, *linear_last5(3.8, -MIN_SLOPE * factor)]))
     assert result.evaluable
     assert result.triggered is expected
 
 
 @pytest.mark.parametrize(("offset", "expected"), [(-0.002, True), (0.002, False)])
-def test_hrv_downtrend_rolling_mean_boundary(offset: float, expected: bool) -> None:
-    last5 = linear_last5(4.0, -0.05)
-    # Choose days d−6 and d−5 so that the 7-day mean is band_low + offset.
-    filler = (7 * (BAND_LOW_HRV + offset) - sum(last5)) / 2
-    result = hrv_downtrend(hrv_history([filler, filler, *last5]))
-    assert result.rolling_mean_7d == pytest.approx(BAND_LOW_HRV + offset)
+def test_hrv_downtrend_every_morning_must_be_below_the_band(offset: float, expected: bool) -> None:
+    last5 = linear_last5(BAND_LOW_HRV + offset, -0.05)  # the first morning is the highest
+    result = hrv_downtrend(hrv_history([4.1, 4.1, *last5]))
+    assert result.evaluable
     assert result.triggered is expected
 
 
+@pytest.mark.parametrize(
+    "last7",
+    [
+        [4.15, 4.05, 4.12, 4.0, 4.08, 3.98, 4.05],  # wiggling around the baseline
+        [4.1, 4.1, 4.02, 4.06, 3.98, 4.08, 3.96],  # zig-zag down, in and out of the band
+        [4.0, 4.0, *linear_last5(4.0, -MIN_SLOPE / 2)],  # below the band, falls < SWC
+    ],
+)
+def test_hrv_downtrend_noise_level_wiggles_do_not_trigger(last7: list[float]) -> None:
+    result = hrv_downtrend(hrv_history(last7))
+    assert result.evaluable
+    assert not result.triggered
+
+
+def test_hrv_downtrend_false_alarms_on_pure_noise_are_rare() -> None:
+    # Mornings drawn around the baseline mean with its own SD: all five below the band
+    # happens in ~0.3% of windows (0.31⁵), and a worthwhile fall on top of it is rarer.
+    rng = np.random.default_rng(2013)
+    weeks = 3000
+    fired = sum(
+        hrv_downtrend(hrv_history(list(4.1 + rng.normal(0.0, SD_B_HRV, 7)))).triggered
+        for _ in range(weeks)
+    )
+    assert fired / weeks < 0.003
+
+
+@pytest.mark.parametrize("missing", [0, 2, 4])
+def test_hrv_downtrend_allows_one_missing_morning_anywhere_in_the_window(missing: int) -> None:
+    last5: list[float] = linear_last5(4.0, -0.05)
+    last5[missing] = NAN
+    result = hrv_downtrend(hrv_history([4.1, 4.05, *last5]))
+    assert result.evaluable
+    assert result.valid_days_in_window == 4
+    assert result.triggered
+
+
+def test_hrv_downtrend_missing_morning_neither_hides_nor_makes_a_step() -> None:
+    # The step with the day before it missing: the two normal mornings left still count.
+    result = hrv_downtrend(hrv_history([4.1, 4.1, 4.1, 4.1, NAN, 3.7, 3.65]))
+    assert result.evaluable
+    assert not result.triggered
+    # A missing morning in the band's place does not turn a 4-day decline into 5.
+    short = hrv_downtrend(hrv_history([4.1, 4.1, NAN, 4.1, 3.95, 3.9, 3.85]))
+    assert not short.triggered
+
+
 def test_hrv_downtrend_needs_four_valid_days_of_the_last_five() -> None:
-    last5 = linear_last5(3.85, -0.05)
-    four = [*last5[:2], NAN, *last5[3:]]
+    last5 = linear_last5(4.0, -0.05)
     three = [*last5[:2], NAN, NAN, last5[4]]
-    assert hrv_downtrend(hrv_history([3.9, 3.9, *four])).triggered
-    result = hrv_downtrend(hrv_history([3.9, 3.9, *three]))
+    result = hrv_downtrend(hrv_history([4.1, 4.1, *three]))
     assert not result.evaluable
     assert not result.triggered
     assert "3 valid days" in result.reason
@@ -182,14 +258,15 @@ def test_hrv_downtrend_triggered_implies_every_condition_in_its_evidence(
     r = hrv_downtrend(np.array(history))
     if r.triggered:
         assert r.valid_days_in_window >= 4
+        assert r.days_below_band == r.valid_days_in_window
+        assert r.highest_value is not None
+        assert r.band_low is not None
+        assert r.highest_value < r.band_low
         assert r.slope_per_day is not None
         assert r.slope_per_day < 0
         assert r.slope_change is not None
         assert r.min_change is not None
         assert r.slope_change >= r.min_change
-        assert r.rolling_mean_7d is not None
-        assert r.band_low is not None
-        assert r.rolling_mean_7d < r.band_low
 
 
 # --- rhr_creep --------------------------------------------------------------------------------

@@ -245,7 +245,12 @@ def _report(console: Console, results: list[Result]) -> int:
             for m, d in (drops.items() if isinstance(drops, dict) else [])
             if isinstance(d, float)
         )
-        + f"; real-drop threshold {f['threshold_pct']:.1f}%"
+        + f"; a drop counts from {f['threshold_pct']:.1f}% "
+        + (
+            "(your own test noise)"
+            if f.get("threshold_basis") == "personal"
+            else "(the article's figure until your own test noise is known)"
+        )
     )
     colour = {"grip_spillover": "bold red", "grip_signal": "green"}.get(str(f["class"]), "bold")
     console.print(f"class: [{colour}]{f['class']}[/]")
