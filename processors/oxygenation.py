@@ -1,38 +1,59 @@
-"""Muscle-oxygenation (SmO2) recovery after efforts.
+"""Muscle-oxygenation (SmO2) recovery after efforts, timed from the end of work.
 
 Input: SmO2 samples (time in s, SmO2 in %) as a Moxy sends them every ~0.5–2 s. We use the
 *live* value, smoothed with a centred running median over ``smoothing_window_s`` (default
-7 s: ±3.5 s), never across a gap longer than ``max_gap_s``; the device's own average is a
+9 s: ±4.5 s), never across a gap longer than ``max_gap_s``; the device's own average is a
 trailing mean that delays every edge by ~4 s.
 
 Definitions (all times in s, SmO2 levels in percentage points of SmO2):
 
 * **Baseline** b: median of the smoothed SmO2 over the last ``baseline_window_s`` (30 s) at
   rest before the effort; void once older than ``baseline_max_age_s`` (300 s).
-* **Effort**: the smoothed SmO2 falls below ``b − min_desaturation_pct`` (10 points). When
-  an activity stream (power in W or HR in bpm) is given, an effort is kept only if the
+* **Effort**: the smoothed SmO2 falls below ``b − min_desaturation_pct`` (10 points) and
+  stays below for at least ``min_effort_s`` (20 s; shorter dips, e.g. in a cool-down, are
+  not efforts), and its work level (below) is at least ``min_desaturation_pct`` under b.
+  When an activity stream (power in W or HR in bpm) is given, an effort is kept only if the
   activity reached ``activity_threshold`` between ``activity_lead_s`` before its onset and
-  its minimum.
-* **Minimum** m: the lowest smoothed value of the effort; D = b − m. Recovery is timed
-  from **t_min**, the END of the desaturation plateau: the last smoothed sample within
-  ``plateau_pct`` (3 points) of m before SmO2 rises for good. (On a noise-free curve this
-  starts the clock when the rise has covered ``plateau_pct`` points, i.e. T95 reads short by
-  τ·ln(D/(D − plateau_pct)), ~0.08·τ for D = 40; τ from the fit is unaffected.)
-* **T½**, **T95**: time from t_min until the smoothed SmO2 first reaches m + 0.5·D, resp.
-  m + 0.95·D (linear interpolation between samples). T95 is the *recovery time*.
+  the start of its recovery.
+* **End of work** t_w, the zero of every recovery time. From the activity stream when there
+  is one: with power, halfway between the last sample at or above the threshold and the
+  next one; with HR, the time of the HR peak (HR keeps rising while work goes on and falls once it
+  stops). From SmO2 alone: the work level L₀ is the median live SmO2 over the
+  ``work_level_window_s`` (20 s) before the last deep sample (smoothed within 15% of the
+  effort's range of its lowest value); t_w is the last smoothed sample before the final
+  rise within max(``plateau_pct``, ``work_end_rise_fraction``·(b − L₀)) of L₀, moved back to
+  the foot of the rise (while the sample before it is lower but still above L₀), then half
+  a sample on (work ended between two samples; the same for power). On Moxy data the end of
+  work shows as an upward step (muscle relaxation; ~10 points on the real file); when the
+  trace stays flat through the reoxygenation delay, the end of work cannot be seen in SmO2
+  and t_w is the start of the rise (late by that delay): give power or HR for those.
+* **Work level** m (``min_pct``): median live SmO2 over the ``work_level_window_s`` before
+  t_w (robust to single-sample spikes, unlike the noisy minimum); D = b − m.
+* **T½**: time from t_w until the smoothed SmO2 first reaches m + 0.5·D (linear
+  interpolation between samples).
+* **T95**, the *recovery time*: time from t_w until SmO2 reaches m + 0.95·(top − m). Read off
+  the fitted curve (below) when the fit has R² ≥ ``min_fit_r2``, since the smoothed trace
+  meets that level almost flat and noise makes its first passage early; else the first
+  passage of the smoothed trace. top is the fitted asymptote when that is within
+  ``plateau_pct`` of b or below it, else b (an overshoot: recovery is timed to the pre-effort
+  level). An effort counts as recovered once the smoothed trace reaches m + 0.95·D.
 * **Reoxygenation rate** (%/s): 0.5·D / (t75 − t25), the mean slope between 25% and 75%
   recovery (for a mono-exponential recovery with time constant τ it is 0.5·D / (τ·ln 3)).
-* **Mono-exponential fit with delay** over [t_min, t_peak]:
-  ``y(t) = y0 + A·(1 − exp(−(t − TD)/τ))`` for t ≥ TD, ``y0`` before (t from t_min);
-  fitted by ``scipy.optimize.curve_fit``; ``tau_s``/``delay_s`` are None if the fit fails.
+* **Mono-exponential fit with delay** (:func:`fit_delayed_recovery`) on the live samples
+  from t_w to the end of the watch (T95 + ``overshoot_window_s``, or when the effort is cut):
+  ``y(t) = y0`` for t < TD, ``y0 + A·(1 − exp(−(t − TD)/τ))`` after (t from t_w). TD is
+  searched on a grid (``delay_step_s``, up to ``max_delay_s``); for each TD, τ is found by
+  bounded scalar minimisation with y0 and A solved by linear least squares; the TD with the
+  least squared error wins. ``tau_s``/``delay_s`` are None if it cannot be fitted.
 * **Overshoot**: max(0, peak − b), the peak being the highest smoothed value within
   ``overshoot_window_s`` (60 s) after T95 (hyperaemia above the pre-effort level).
 * An effort whose recovery is cut short (next effort, gap, end of data, or more than
-  ``max_recovery_s``) is *unrecovered*: T95 is None and ``observed_s`` is how long it was
-  watched after its minimum (a lower bound on its T95).
-* A re-desaturation by ``min_desaturation_pct`` from the highest value since the minimum
-  closes the current effort (unrecovered) and starts a new one with the same baseline, so
-  repeated intervals without full recovery are separate efforts.
+  ``max_recovery_s`` after t_w) is *unrecovered*: T95 is None and ``observed_s`` is how long
+  it was watched after t_w (a lower bound on its T95).
+* Once SmO2 has climbed above halfway between b and the effort's lowest smoothed value, a
+  fall by ``min_desaturation_pct`` from the highest value since closes the current effort
+  (unrecovered) and starts a new one with the same baseline, so repeated intervals without
+  full recovery are separate efforts (noise on a work plateau never climbs that far).
 
 Session recovery time = median over efforts of T95, where an unrecovered effort watched for
 at least ``slow_after_s`` (default 120 s, the ``smo2_slow_recovery`` threshold) contributes
@@ -43,16 +64,15 @@ shorter unrecovered efforts are left out (they carry no information about slowne
 from __future__ import annotations
 
 import math
-import warnings
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypedDict, Unpack
+from typing import Literal, TypeAlias, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.optimize import minimize_scalar
 
 from processors import physiology as ph
 
@@ -62,6 +82,19 @@ FloatArray = npt.NDArray[np.float64]
 # effort, and it bounds memory if an effort never ends.
 _MAX_ACTIVITY_SAMPLES = 4096
 _MIN_FIT_SAMPLES = 5
+# Shortest τ the fit considers: a quarter of Moxy's fastest (0.5-s) sampling interval would be
+# unresolvable; 0.5 s is below any reported muscle reoxygenation time constant.
+_MIN_TAU_S = 0.5
+# The work plateau's last "deep" sample is within this share of the effort's range of its
+# lowest smoothed value: low enough that the step up at the end of work (20-35% of the depth
+# on Moxy data) is above it, high enough that plateau samples (±2 points) fall below it.
+_DEEP_FRACTION = 0.15
+# Recovery fractions timed besides T95: 25% and 75% for the reoxygenation rate, 50% for T½.
+_RATE_FRACTIONS = (0.25, 0.5, 0.75)
+
+ActivityKind: TypeAlias = Literal["power", "hr"]
+ACTIVITY_KINDS: tuple[ActivityKind, ...] = ("power", "hr")
+WorkEndSource: TypeAlias = Literal["power", "hr", "smo2"]
 
 
 class OxygenationInputError(ValueError):
@@ -70,10 +103,17 @@ class OxygenationInputError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class EffortRecovery:
-    """One effort and its recovery. Times in s (input time base), levels in SmO2 %."""
+    """One effort and its recovery. Times in s (input time base), levels in SmO2 %.
+
+    ``onset_s`` is when SmO2 fell below the effort threshold, ``work_end_s`` the end of work
+    (the zero of ``t_half_s``, ``t95_s``, ``delay_s`` and ``observed_s``), found from
+    ``work_end_source``: "power", "hr" or "smo2". ``min_pct`` is the work level at the end of
+    work and ``desaturation_pct`` = ``baseline_pct`` − ``min_pct``.
+    """
 
     onset_s: float
-    t_min_s: float
+    work_end_s: float
+    work_end_source: WorkEndSource
     baseline_pct: float
     min_pct: float
     desaturation_pct: float
@@ -139,7 +179,8 @@ def smooth_centred(
 
 class _Phase(Enum):
     REST = "rest"
-    EFFORT = "effort"  # desaturated, waiting for the T95 crossing
+    EFFORT = "effort"  # desaturated, the recovery not located yet
+    RECOVERY = "recovery"  # end of work located, waiting for the T95 crossing
     POST = "post"  # recovered, watching for the overshoot peak
 
 
@@ -160,6 +201,11 @@ class CentredMedian:
         self._max_gap = max_gap_s
         self._buf: deque[tuple[float, float]] = deque()
         self._next = 0  # index in _buf of the next sample to emit
+
+    @property
+    def half_window(self) -> float:
+        """Half the smoothing window (s): how far output trails input."""
+        return self._half
 
     def __len__(self) -> int:
         """Samples held (bounded by the window)."""
@@ -203,18 +249,20 @@ class CentredMedian:
 class _OpenEffort:
     onset: float
     baseline: float
-    t_min: float
-    y_min: float
-    samples: list[tuple[float, float]]  # smoothed samples from t_min on
-    t_last: float
-    t_max_since_min: float
-    y_max_since_min: float
-    t25: float | None = None
-    t50: float | None = None
-    t75: float | None = None
-    t95: float | None = None
+    # (t, live, smoothed) from the onset on; trimmed to the last ``_horizon`` seconds.
+    samples: deque[tuple[float, float, float]]
+    y_low: float  # lowest smoothed value so far
+    t_below: float  # last smoothed sample below baseline − min_desaturation_pct
+    y_high: float  # highest smoothed value since SmO2 was last at or below halfway
+    t_high: float
+    # Set once the recovery has been located (_locate):
+    work_end: float | None = None
+    work_end_source: WorkEndSource = "smo2"
+    level: float | None = None
+    crossings: dict[float, float] = field(default_factory=dict)
     t_peak: float | None = None
     y_peak: float | None = None
+    t_last: float = -math.inf
 
 
 class DetectorSettings(TypedDict, total=False):
@@ -225,7 +273,13 @@ class DetectorSettings(TypedDict, total=False):
     baseline_window_s: float
     baseline_max_age_s: float
     min_desaturation_pct: float
+    min_effort_s: float
     plateau_pct: float
+    work_end_rise_fraction: float
+    work_level_window_s: float
+    max_delay_s: float
+    delay_step_s: float
+    min_fit_r2: float
     recovery_fraction: float
     max_recovery_s: float
     overshoot_window_s: float
@@ -236,8 +290,10 @@ class EffortDetector:
 
     ``add`` returns the efforts whose recovery has been decided by that sample (usually
     none); ``flush`` at the end of a session closes an open effort as unrecovered. The
-    smoothing delays decisions by half the smoothing window. Memory is bounded by the
-    smoothing window, the baseline window and ``max_recovery_s`` of samples.
+    smoothing delays decisions by half the smoothing window. Activity (power W or HR bpm,
+    ``activity_kind``) fed with :meth:`add_activity` confirms efforts and marks the end of
+    work. Memory is bounded by the smoothing and baseline windows, ``max_recovery_s`` plus
+    ``work_level_window_s`` of SmO2 samples and ``_MAX_ACTIVITY_SAMPLES`` activity samples.
     """
 
     def __init__(
@@ -248,44 +304,68 @@ class EffortDetector:
         baseline_window_s: float = ph.SMO2_BASELINE_WINDOW_S,
         baseline_max_age_s: float = ph.SMO2_BASELINE_MAX_AGE_S,
         min_desaturation_pct: float = ph.SMO2_MIN_DESATURATION_PCT,
+        min_effort_s: float = ph.SMO2_MIN_EFFORT_S,
         plateau_pct: float = ph.SMO2_MIN_PLATEAU_PCT,
+        work_end_rise_fraction: float = ph.SMO2_WORK_END_RISE_FRACTION,
+        work_level_window_s: float = ph.SMO2_WORK_LEVEL_WINDOW_S,
+        max_delay_s: float = ph.SMO2_MAX_DELAY_S,
+        delay_step_s: float = ph.SMO2_DELAY_STEP_S,
+        min_fit_r2: float = ph.SMO2_MIN_FIT_R2,
         recovery_fraction: float = ph.SMO2_RECOVERY_FRACTION,
         max_recovery_s: float = ph.SMO2_MAX_RECOVERY_S,
         overshoot_window_s: float = ph.SMO2_OVERSHOOT_WINDOW_S,
         activity_threshold: float | None = None,
+        activity_kind: ActivityKind = "power",
         activity_lead_s: float = 10.0,
     ) -> None:
         if not 0.5 < recovery_fraction < 1.0:
             raise ValueError(f"recovery_fraction must be in (0.5, 1), got {recovery_fraction}")
         if min_desaturation_pct <= 0 or smoothing_window_s < 0 or max_gap_s <= 0:
             raise ValueError("min_desaturation_pct and max_gap_s must be > 0, window ≥ 0")
+        if work_level_window_s <= 0 or delay_step_s <= 0 or max_delay_s < 0:
+            raise ValueError("work_level_window_s and delay_step_s must be > 0, max_delay_s ≥ 0")
+        if activity_kind not in ACTIVITY_KINDS:
+            raise ValueError(
+                f"activity_kind must be one of {ACTIVITY_KINDS}, got {activity_kind!r}"
+            )
         self._smoother = CentredMedian(smoothing_window_s, max_gap_s)
         self._max_gap = max_gap_s
         self._baseline_window = baseline_window_s
         self._baseline_max_age = baseline_max_age_s
         self._drop = min_desaturation_pct
+        self._min_effort = min_effort_s
         self._plateau = plateau_pct
+        self._rise_fraction = work_end_rise_fraction
+        self._level_window = work_level_window_s
+        self._max_delay = max_delay_s
+        self._delay_step = delay_step_s
+        self._min_fit_r2 = min_fit_r2
         self._fraction = recovery_fraction
         self._max_recovery = max_recovery_s
         self._overshoot_window = overshoot_window_s
+        # Samples an open effort keeps: enough to reach back from a decision to the end of
+        # work (≤ max_recovery_s) and over the work-level window before it.
+        self._horizon = max_recovery_s + 2.0 * work_level_window_s + smoothing_window_s
         self._activity_threshold = activity_threshold
+        self._activity_kind: ActivityKind = activity_kind
         self._activity_lead = activity_lead_s
         self._activity: deque[tuple[float, float]] = deque(maxlen=_MAX_ACTIVITY_SAMPLES)
         self._activity_seen = False
+        self._raw: deque[tuple[float, float]] = deque()  # live samples awaiting smoothing
         self._rest: deque[tuple[float, float]] = deque()
         self._baseline: float | None = None
         self._baseline_t = -math.inf
         self._phase = _Phase.REST
         self._effort: _OpenEffort | None = None
         self._last_raw_t: float | None = None
-        self._last_smoothed: tuple[float, float] | None = None
         self.rejected_without_activity = 0
+        self.rejected_short = 0
 
     @property
     def buffered_samples(self) -> int:
         """Samples held in memory right now (smoothing, baseline, open effort, activity)."""
         effort = 0 if self._effort is None else len(self._effort.samples)
-        return len(self._smoother) + len(self._rest) + effort + len(self._activity)
+        return len(self._smoother) + len(self._raw) + len(self._rest) + effort + len(self._activity)
 
     # --- input -------------------------------------------------------------------------------
     def add(self, t_s: float, smo2_pct: float) -> list[EffortRecovery]:
@@ -304,12 +384,13 @@ class EffortDetector:
                 out.extend(self._on_smoothed(t, y))
             out.extend(self._on_gap())
         self._last_raw_t = t_s
+        self._raw.append((t_s, smo2_pct))
         for t, y in self._smoother.push(t_s, smo2_pct):
             out.extend(self._on_smoothed(t, y))
         return out
 
     def add_activity(self, t_s: float, value: float) -> None:
-        """Feed one activity sample (power W or HR bpm) used to confirm efforts."""
+        """Feed one activity sample (power W or HR bpm, as ``activity_kind``)."""
         if self._activity_threshold is None:
             raise OxygenationInputError(
                 "activity samples need an activity_threshold (W or bpm) set on the detector"
@@ -318,8 +399,9 @@ class EffortDetector:
             raise OxygenationInputError(f"activity sample ({t_s} s, {value}) is not finite")
         self._activity_seen = True
         self._activity.append((t_s, value))
-        if self._phase is _Phase.REST and self._last_smoothed is not None:
-            horizon = self._last_smoothed[0] - self._activity_lead
+        if self._phase is _Phase.REST:
+            # At rest only the lead before a possible onset is needed.
+            horizon = t_s - self._activity_lead - self._smoother_lag()
             while self._activity and self._activity[0][0] < horizon:
                 self._activity.popleft()
 
@@ -332,32 +414,44 @@ class EffortDetector:
         self._last_raw_t = None
         return out
 
+    def _smoother_lag(self) -> float:
+        # Smoothed samples trail the input by up to half the window plus one sample interval.
+        return self._smoother.half_window + self._max_gap
+
     # --- state machine over smoothed samples -------------------------------------------------
     def _on_gap(self) -> list[EffortRecovery]:
         out: list[EffortRecovery] = []
         if self._effort is not None:
             out.extend(self._close())
         self._rest.clear()
-        self._last_smoothed = None
         return out
 
+    def _live_at(self, t: float) -> float:
+        # Smoothed samples come out in input order, one per live sample: pair them up.
+        while self._raw and self._raw[0][0] < t:
+            self._raw.popleft()
+        if self._raw and self._raw[0][0] == t:
+            return self._raw.popleft()[1]
+        raise AssertionError(f"smoothed sample at {t} s has no live sample")  # pragma: no cover
+
     def _on_smoothed(self, t: float, y: float) -> list[EffortRecovery]:
-        prev = self._last_smoothed
-        self._last_smoothed = (t, y)
+        raw = self._live_at(t)
         if self._phase is _Phase.REST:
-            return self._rest_sample(t, y)
+            return self._rest_sample(t, raw, y)
         effort = self._effort
         assert effort is not None
         if self._phase is _Phase.POST:
-            return self._post_sample(effort, t, y)
-        return self._effort_sample(effort, t, y, prev)
+            return self._post_sample(effort, t, raw, y)
+        if self._phase is _Phase.RECOVERY:
+            return self._recovery_sample(effort, t, raw, y)
+        return self._effort_sample(effort, t, raw, y)
 
-    def _rest_sample(self, t: float, y: float) -> list[EffortRecovery]:
+    def _rest_sample(self, t: float, raw: float, y: float) -> list[EffortRecovery]:
         if self._baseline is not None and t - self._baseline_t > self._baseline_max_age:
             self._baseline = None
             self._rest.clear()
         if self._baseline is not None and y < self._baseline - self._drop:
-            self._start_effort(t, y, self._baseline)
+            self._start_effort(t, raw, y, self._baseline)
             return []
         self._rest.append((t, y))
         while self._rest and self._rest[0][0] < t - self._baseline_window:
@@ -367,87 +461,272 @@ class EffortDetector:
             self._baseline_t = t
         return []
 
-    def _start_effort(self, t: float, y: float, baseline: float) -> None:
+    def _start_effort(self, t: float, raw: float, y: float, baseline: float) -> None:
         self._phase = _Phase.EFFORT
         self._effort = _OpenEffort(
             onset=t,
             baseline=baseline,
-            t_min=t,
-            y_min=y,
-            samples=[(t, y)],
+            samples=deque([(t, raw, y)]),
+            y_low=y,
+            t_below=t,
+            y_high=y,
+            t_high=t,
             t_last=t,
-            t_max_since_min=t,
-            y_max_since_min=y,
         )
 
-    def _effort_sample(
-        self, e: _OpenEffort, t: float, y: float, prev: tuple[float, float] | None
-    ) -> list[EffortRecovery]:
+    def _append(self, e: _OpenEffort, t: float, raw: float, y: float) -> None:
+        e.samples.append((t, raw, y))
         e.t_last = t
-        if e.y_max_since_min - e.y_min >= self._drop and y <= e.y_max_since_min - self._drop:
-            # Desaturating again before recovery: a new effort on the same baseline.
-            onset, baseline = e.t_max_since_min, e.baseline
-            out = self._close()
-            self._start_effort(t, y, baseline)
-            assert self._effort is not None
-            self._effort.onset = onset
-            return out
-        if y <= e.y_min + self._plateau:
-            # Still on the desaturation plateau: recovery (re)starts from here.
-            e.y_min = min(e.y_min, y)
-            e.t_min, e.samples = t, [(t, y)]
-            e.t_max_since_min, e.y_max_since_min = t, y
-            e.t25 = e.t50 = e.t75 = None
+        while e.samples[0][0] < t - self._horizon:
+            e.samples.popleft()
+
+    def _effort_sample(
+        self, e: _OpenEffort, t: float, raw: float, y: float
+    ) -> list[EffortRecovery]:
+        """Desaturated, recovery not located yet: track the low and wait for the rise."""
+        self._append(e, t, raw, y)
+        if y < e.baseline - self._drop:
+            e.t_below = t
+        e.y_low = min(e.y_low, y)
+        halfway = (e.baseline + e.y_low) / 2.0
+        if y > e.y_high:
+            e.y_high, e.t_high = y, t
+        if e.y_high > halfway and y <= e.y_high - self._drop:
+            # Climbed past halfway, then desaturating again before recovery: a new effort on
+            # the same baseline, starting where SmO2 turned down.
+            return self._restart(e, t, raw, y, onset=e.t_high, until=e.t_high)
+        if y <= halfway:
+            e.y_high, e.t_high = y, t
             return []
-        e.samples.append((t, y))
-        if y > e.y_max_since_min:
-            e.t_max_since_min, e.y_max_since_min = t, y
-        depth = e.baseline - e.y_min
-        p = prev if prev is not None else (t, y)
-        e.t25 = e.t25 if e.t25 is not None else _crossing(p, (t, y), e.y_min + 0.25 * depth)
-        e.t50 = e.t50 if e.t50 is not None else _crossing(p, (t, y), e.y_min + 0.5 * depth)
-        e.t75 = e.t75 if e.t75 is not None else _crossing(p, (t, y), e.y_min + 0.75 * depth)
-        t95 = _crossing(p, (t, y), e.y_min + self._fraction * depth)
-        if t95 is not None:
-            e.t95, e.t_peak, e.y_peak = t95, t, y
-            self._phase = _Phase.POST
-            return []
-        if t - e.t_min > self._max_recovery:
-            return self._close()
+        if y >= max(halfway, e.baseline - self._drop):
+            # Clearly recovering: locate the end of work and time the recovery from it.
+            if not self._locate(e, until=t):
+                return self._discard(e)
+            self._phase = _Phase.RECOVERY
+            return self._scan_crossings(e)
         return []
 
-    def _post_sample(self, e: _OpenEffort, t: float, y: float) -> list[EffortRecovery]:
-        assert e.t95 is not None
+    def _recovery_sample(
+        self, e: _OpenEffort, t: float, raw: float, y: float
+    ) -> list[EffortRecovery]:
+        """Recovery located, waiting for the T95 crossing."""
+        self._append(e, t, raw, y)
+        if y > e.y_high:
+            e.y_high, e.t_high = y, t
+        if y <= e.y_high - self._drop:
+            return self._restart(e, t, raw, y, onset=e.t_high, until=None)
+        out = self._scan_crossings(e)
+        if self._phase is _Phase.RECOVERY:
+            assert e.work_end is not None
+            if t - e.work_end > self._max_recovery:
+                return self._close()
+        return out
+
+    def _post_sample(self, e: _OpenEffort, t: float, raw: float, y: float) -> list[EffortRecovery]:
+        """Recovered: watch for the overshoot peak (or the next effort)."""
+        assert e.t_peak is not None
         assert e.y_peak is not None
         if y < e.baseline - self._drop:
             baseline = e.baseline
             out = self._close()
-            self._start_effort(t, y, baseline)
+            self._start_effort(t, raw, y, baseline)
             return out
-        e.t_last = t
-        e.samples.append((t, y))
+        self._append(e, t, raw, y)
         if y > e.y_peak:
             e.t_peak, e.y_peak = t, y
-        if t - e.t95 >= self._overshoot_window:
+        t95 = e.crossings[self._fraction]
+        if t - t95 >= self._overshoot_window:
             return self._close()
+        return []
+
+    def _scan_crossings(self, e: _OpenEffort) -> list[EffortRecovery]:
+        """Find the recovery-level crossings after the end of work not found yet."""
+        assert e.work_end is not None
+        assert e.level is not None
+        depth = e.baseline - e.level
+        fractions = [f for f in (*_RATE_FRACTIONS, self._fraction) if f not in e.crossings]
+        prev: tuple[float, float] | None = None
+        for ts, _, ys in e.samples:
+            if ts >= e.work_end and prev is not None:
+                for f in list(fractions):
+                    crossing = _crossing(prev, (ts, ys), e.level + f * depth)
+                    if crossing is not None:
+                        e.crossings[f] = max(crossing, e.work_end)
+                        fractions.remove(f)
+            prev = (ts, ys)
+        if self._fraction in e.crossings:
+            self._phase = _Phase.POST
+            e.t_peak, e.y_peak = e.samples[-1][0], e.samples[-1][2]
+            t95 = e.crossings[self._fraction]
+            for ts, _, ys in e.samples:
+                if ts >= t95 and ys > e.y_peak:
+                    e.t_peak, e.y_peak = ts, ys
+        return []
+
+    def _restart(
+        self,
+        e: _OpenEffort,
+        t: float,
+        raw: float,
+        y: float,
+        *,
+        onset: float,
+        until: float | None,
+    ) -> list[EffortRecovery]:
+        if e.work_end is None and not self._locate(e, until=until):
+            out = self._discard(e)
+        else:
+            out = self._close()
+        self._start_effort(t, raw, y, e.baseline)
+        assert self._effort is not None
+        self._effort.onset = onset
+        self._effort.t_below = onset
+        return out
+
+    def _locate(self, e: _OpenEffort, *, until: float | None) -> bool:
+        """Set the end of work and the work level from the samples up to ``until``.
+
+        False when the effort is too short or too shallow to count.
+        """
+        upto = [s for s in e.samples if until is None or s[0] <= until]
+        if e.t_below - e.onset < self._min_effort or not upto:
+            return False
+        t = np.array([s[0] for s in upto])
+        live = np.array([s[1] for s in upto])
+        smooth = np.array([s[2] for s in upto])
+        work_end = self._activity_work_end(e, float(t[-1]))
+        source: WorkEndSource = self._activity_kind
+        if work_end is None:
+            work_end, source = self._smo2_work_end(t, live, smooth, e.baseline), "smo2"
+        level = _median_before(t, live, work_end, self._level_window)
+        if e.baseline - level < self._drop:
+            return False
+        e.work_end, e.work_end_source, e.level = work_end, source, level
+        e.y_high, e.t_high = max((s[2], s[0]) for s in e.samples if s[0] >= work_end)
+        return True
+
+    def _activity_work_end(self, e: _OpenEffort, until: float) -> float | None:
+        if not self._activity_seen or self._activity_threshold is None:
+            return None
+        window = [(ta, v) for ta, v in self._activity if e.onset - self._activity_lead <= ta]
+        window = [(ta, v) for ta, v in window if ta <= until]
+        if not window:
+            return None
+        if self._activity_kind == "hr":
+            peak = max(v for _, v in window)
+            return next(ta for ta, v in window if v == peak)
+        above = [i for i, (_, v) in enumerate(window) if v >= self._activity_threshold]
+        if not above:
+            return None
+        last = above[-1]
+        if last + 1 < len(window):
+            # Work ended between the last sample at or above the threshold and the next one.
+            return (window[last][0] + window[last + 1][0]) / 2.0
+        return window[last][0]
+
+    def _smo2_work_end(
+        self, t: FloatArray, live: FloatArray, smooth: FloatArray, baseline: float
+    ) -> float:
+        low = float(smooth.min())
+        deep = np.flatnonzero(smooth <= low + _DEEP_FRACTION * (baseline - low))
+        t_deep = float(t[deep[-1]])
+        level0 = _median_before(t, live, t_deep, self._level_window)
+        margin = max(self._plateau, self._rise_fraction * (baseline - level0))
+        on_plateau = np.flatnonzero(smooth <= level0 + margin)
+        i = int(on_plateau[-1]) if on_plateau.size else int(deep[-1])
+        # Back to the foot of the rise (the margin is crossed after the rise has begun), but
+        # not down into the plateau's noise.
+        while i > 0 and level0 < smooth[i - 1] < smooth[i]:
+            i -= 1
+        # Work ended between the foot and the next sample.
+        return float((t[i] + t[i + 1]) / 2.0) if i + 1 < t.size else float(t[i])
+
+    def _discard(self, e: _OpenEffort) -> list[EffortRecovery]:
+        self.rejected_short += 1
+        self._effort = None
+        self._phase = _Phase.REST
+        self._rest.clear()
         return []
 
     def _close(self) -> list[EffortRecovery]:
         e = self._effort
         assert e is not None
+        if e.work_end is None and not self._locate(e, until=None):
+            return self._discard(e)
         self._effort = None
         self._phase = _Phase.REST
         self._rest.clear()
         if not self._activity_confirms(e):
             self.rejected_without_activity += 1
             return []
-        return [_finish(e)]
+        return [self._finish(e)]
 
     def _activity_confirms(self, e: _OpenEffort) -> bool:
         if not self._activity_seen or self._activity_threshold is None:
             return True
-        lo, hi = e.onset - self._activity_lead, e.t_min
+        assert e.work_end is not None
+        lo, hi = e.onset - self._activity_lead, e.work_end
         return any(lo <= ta <= hi and v >= self._activity_threshold for ta, v in self._activity)
+
+    def _finish(self, e: _OpenEffort) -> EffortRecovery:
+        assert e.work_end is not None
+        assert e.level is not None
+        t_w = e.work_end
+        depth = e.baseline - e.level
+        t95 = e.crossings.get(self._fraction)
+        recovered = t95 is not None
+        t25, t75 = e.crossings.get(0.25), e.crossings.get(0.75)
+        rate = None
+        if t25 is not None and t75 is not None and t75 > t25:
+            rate = 0.5 * depth / (t75 - t25)
+        # Fit over everything watched (through the overshoot window): the samples after T95
+        # pin the asymptote that T95 is read against.
+        fit_end = e.t_last
+        fit = fit_delayed_recovery(
+            [s[0] - t_w for s in e.samples if t_w <= s[0] <= fit_end],
+            [s[1] for s in e.samples if t_w <= s[0] <= fit_end],
+            max_delay_s=self._max_delay,
+            delay_step_s=self._delay_step,
+        )
+        if t95 is not None and fit is not None and fit.r2 >= self._min_fit_r2:
+            # The smoothed trace approaches the 95% level almost flat, so noise makes its
+            # first passage early (by ~20 s at τ = 25 s, ±1.5 points); the fitted curve's
+            # crossing averages the noise out. Its top is the fitted asymptote when that is
+            # the baseline within the noise band (95% of b − m is only ~1.5 points below it,
+            # so two noisy estimates of one level would not do), else the pre-effort baseline
+            # (hyperaemia: recovery means getting back to where the effort started).
+            asymptote = fit.y0_pct + fit.amplitude_pct
+            top = asymptote if asymptote <= e.baseline + self._plateau else e.baseline
+            fitted = fit.time_to(e.level + self._fraction * (top - e.level))
+            if fitted is not None and fitted <= fit_end - t_w:
+                t95 = t_w + fitted
+        t50 = e.crossings.get(0.5)
+        return EffortRecovery(
+            onset_s=e.onset,
+            work_end_s=t_w,
+            work_end_source=e.work_end_source,
+            baseline_pct=e.baseline,
+            min_pct=e.level,
+            desaturation_pct=depth,
+            recovered=recovered,
+            observed_s=(t95 if t95 is not None else e.t_last) - t_w,
+            t_half_s=None if t50 is None else t50 - t_w,
+            t95_s=None if t95 is None else t95 - t_w,
+            reoxygenation_rate_pct_s=rate,
+            tau_s=None if fit is None else fit.tau_s,
+            delay_s=None if fit is None else fit.delay_s,
+            fit_r2=None if fit is None else fit.r2,
+            peak_pct=e.y_peak,
+            overshoot_pct=None if e.y_peak is None else max(0.0, e.y_peak - e.baseline),
+        )
+
+
+def _median_before(t: FloatArray, y: FloatArray, t_end: float, window_s: float) -> float:
+    """Median of y over [t_end − window_s, t_end] (the nearest sample if none falls in it)."""
+    inside = (t >= t_end - window_s) & (t <= t_end)
+    if inside.any():
+        return float(np.median(y[inside]))
+    return float(y[int(np.argmin(np.abs(t - t_end)))])
 
 
 def _crossing(p: tuple[float, float], q: tuple[float, float], level: float) -> float | None:
@@ -460,64 +739,82 @@ def _crossing(p: tuple[float, float], q: tuple[float, float], level: float) -> f
     return t0 + (level - y0) / (y1 - y0) * (t1 - t0)
 
 
-def _finish(e: _OpenEffort) -> EffortRecovery:
-    depth = e.baseline - e.y_min
-    recovered = e.t95 is not None
-    rate = None
-    if e.t25 is not None and e.t75 is not None and e.t75 > e.t25:
-        rate = 0.5 * depth / (e.t75 - e.t25)
-    fit_end = e.t_peak if recovered and e.t_peak is not None else e.t_last
-    fit = _fit_recovery([s for s in e.samples if s[0] <= fit_end], e.t_min)
-    return EffortRecovery(
-        onset_s=e.onset,
-        t_min_s=e.t_min,
-        baseline_pct=e.baseline,
-        min_pct=e.y_min,
-        desaturation_pct=depth,
-        recovered=recovered,
-        observed_s=(e.t95 if e.t95 is not None else e.t_last) - e.t_min,
-        t_half_s=None if e.t50 is None else e.t50 - e.t_min,
-        t95_s=None if e.t95 is None else e.t95 - e.t_min,
-        reoxygenation_rate_pct_s=rate,
-        tau_s=None if fit is None else fit[0],
-        delay_s=None if fit is None else fit[1],
-        fit_r2=None if fit is None else fit[2],
-        peak_pct=e.y_peak,
-        overshoot_pct=None if e.y_peak is None else max(0.0, e.y_peak - e.baseline),
-    )
+@dataclass(frozen=True, slots=True)
+class RecoveryFit:
+    """Delayed mono-exponential ``y0 + A·(1 − exp(−(t − TD)/τ))`` (t ≥ TD; y0 before).
+
+    ``tau_s`` and ``delay_s`` (TD) in s, ``y0_pct`` and ``amplitude_pct`` in SmO2 %, ``r2``
+    the coefficient of determination on the fitted samples.
+    """
+
+    tau_s: float
+    delay_s: float
+    y0_pct: float
+    amplitude_pct: float
+    r2: float
+
+    def time_to(self, level_pct: float) -> float | None:
+        """Time (s, from the fit's zero) at which the curve reaches ``level_pct``; None if
+        it starts at or above it or never gets there."""
+        if not self.y0_pct < level_pct < self.y0_pct + self.amplitude_pct:
+            return None
+        rest = self.y0_pct + self.amplitude_pct - level_pct
+        return self.delay_s + self.tau_s * math.log(self.amplitude_pct / rest)
 
 
-def _mono_exp(t: FloatArray, y0: float, amp: float, delay: float, tau: float) -> FloatArray:
-    return y0 + amp * (1.0 - np.exp(-np.clip(t - delay, 0.0, None) / tau))
+def _linear_fit(g: FloatArray, y: FloatArray) -> tuple[float, float, float]:
+    """Least-squares y ≈ y0 + A·g in closed form: (y0, A, squared error)."""
+    gc = g - g.mean()
+    yc = y - y.mean()
+    sgg = float(gc @ gc)
+    syy = float(yc @ yc)
+    if sgg <= 0.0:
+        return float(y.mean()), 0.0, syy
+    amp = float(gc @ yc) / sgg
+    return float(y.mean() - amp * g.mean()), amp, max(syy - amp * float(gc @ yc), 0.0)
 
 
-def _fit_recovery(
-    samples: Sequence[tuple[float, float]], t_min: float
-) -> tuple[float, float, float] | None:
-    """(τ s, delay s, R²) of the delayed mono-exponential, or None if it cannot be fitted."""
-    if len(samples) < _MIN_FIT_SAMPLES:
+def fit_delayed_recovery(
+    t_s: Sequence[float] | FloatArray,
+    smo2_pct: Sequence[float] | FloatArray,
+    *,
+    max_delay_s: float = ph.SMO2_MAX_DELAY_S,
+    delay_step_s: float = ph.SMO2_DELAY_STEP_S,
+) -> RecoveryFit | None:
+    """Fit a delayed mono-exponential recovery to SmO2 samples (t in s from the end of work, %).
+
+    The delay TD is searched on a grid (``delay_step_s`` up to ``max_delay_s``, and never past
+    3/4 of the span so that the rise keeps samples); for each TD the time constant τ is
+    found by bounded scalar minimisation over log τ (0.5 s to 5× the span) with y0 and A
+    solved by linear least squares. The least squared error wins. None when there are fewer
+    than 5 samples, the span is not positive or no rise can be fitted.
+    """
+    t = np.asarray(t_s, dtype=np.float64)
+    y = np.asarray(smo2_pct, dtype=np.float64)
+    if t.size < _MIN_FIT_SAMPLES or t.shape != y.shape:
         return None
-    t = np.array([s[0] for s in samples]) - t_min
-    y = np.array([s[1] for s in samples])
-    span = float(t[-1])
-    amp0 = float(y.max() - y[0])
-    if span <= 0 or amp0 <= 0:
+    span = float(t[-1] - t[0])
+    if span <= 0:
         return None
-    p0 = [float(y[0]), amp0, 0.0, max(span / 3.0, 0.5)]
-    bounds = ([0.0, 0.0, 0.0, 0.1], [100.0, 200.0, span, 20.0 * span])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", OptimizeWarning)
-            params, _ = curve_fit(_mono_exp, t, y, p0=p0, bounds=bounds, maxfev=5000)
-    except (RuntimeError, ValueError, OptimizeWarning):
+    log_tau_bounds = (math.log(_MIN_TAU_S), math.log(max(5.0 * span, 2.0 * _MIN_TAU_S)))
+    best: tuple[float, float, float, float, float] | None = None  # sse, delay, tau, y0, amp
+    for delay in np.arange(0.0, min(max_delay_s, 0.75 * span) + 1e-9, delay_step_s):
+        shifted = np.clip(t - delay, 0.0, None)
+
+        def sse(log_tau: float, shifted: FloatArray = shifted) -> float:
+            return _linear_fit(1.0 - np.exp(-shifted / math.exp(log_tau)), y)[2]
+
+        res = minimize_scalar(sse, bounds=log_tau_bounds, method="bounded")
+        tau = math.exp(float(res.x))
+        y0, amp, err = _linear_fit(1.0 - np.exp(-shifted / tau), y)
+        if amp > 0 and (best is None or err < best[0]):
+            best = (err, float(delay), tau, y0, amp)
+    if best is None:
         return None
-    y0, amp, delay, tau = (float(v) for v in params)
-    if not all(math.isfinite(v) for v in (y0, amp, delay, tau)):
-        return None
-    resid = y - _mono_exp(t, y0, amp, delay, tau)
+    err, delay, tau, y0, amp = best
     total = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / total if total > 0 else 0.0
-    return tau, delay, r2
+    r2 = 1.0 - err / total if total > 0 else 0.0
+    return RecoveryFit(tau_s=tau, delay_s=delay, y0_pct=y0, amplitude_pct=amp, r2=r2)
 
 
 def summarise_session(
@@ -579,13 +876,15 @@ def analyse_session(
     *,
     activity: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
     activity_threshold: float | None = None,
+    activity_kind: ActivityKind = "power",
     slow_after_s: float = ph.SMO2_SLOW_RECOVERY_S,
     **settings: Unpack[DetectorSettings],
 ) -> OxygenRecovery:
     """Efforts and recovery time of one session from its live SmO2 samples (s, %).
 
-    ``activity`` = (times s, power W or HR bpm) confirms efforts; without an explicit
-    ``activity_threshold`` it is :func:`two_level_threshold` of the activity values.
+    ``activity`` = (times s, power W or HR bpm as ``activity_kind``) confirms efforts and
+    marks the end of work; without an explicit ``activity_threshold`` it is
+    :func:`two_level_threshold` of the activity values.
     Runs the same :class:`EffortDetector` a live stream uses, so both agree; ``settings``
     are its keyword arguments (:class:`DetectorSettings`), with its defaults.
     """
@@ -610,7 +909,9 @@ def analyse_session(
             raise OxygenationInputError("activity times and values must be 1-D of equal length")
         if at.size and activity_threshold is None:
             activity_threshold = two_level_threshold(av)
-    detector = EffortDetector(activity_threshold=activity_threshold, **settings)
+    detector = EffortDetector(
+        activity_threshold=activity_threshold, activity_kind=activity_kind, **settings
+    )
     efforts: list[EffortRecovery] = []
     order = np.argsort(at, kind="stable")
     j = 0

@@ -440,7 +440,7 @@ class AthleteState:
         return Result(
             Kind.OXYGENATION,
             self.athlete,
-            round(e.t_min_s * 1e9),
+            round(e.work_end_s * 1e9),
             {
                 "scope": "effort",
                 "baseline_pct": e.baseline_pct,

@@ -10,6 +10,7 @@ from typing import Any
 from processors import physiology as phys
 from processors.hrv import PSD_METHODS, HrvMetrics, hrv_metrics
 from processors.rr_clean import CleanResult, QualityVerdict, clean_rr, quality_gate
+from streamer.commands import analyze_smo2
 from streamer.errors import CliError
 from streamer.rr_file import UNITS, RrFile, RrFileError, read_rr_file
 
@@ -17,6 +18,7 @@ DESCRIPTION = """\
 Analyse recorded data offline with the same processors the live pipeline uses.
 
   rr FILE   heart-rate variability of an RR-interval file
+  smo2 FILE SmO2 recovery after each effort (Moxy export or time,smo2 CSV)
 """
 
 RR_DESCRIPTION = f"""\
@@ -82,7 +84,7 @@ JSON_FIELDS = (
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``analyze`` sub-command and its ``rr`` target."""
+    """Add the ``analyze`` sub-command and its ``rr`` and ``smo2`` targets."""
     parser = subparsers.add_parser(
         "analyze",
         help="analyse a recorded file (HRV of an RR-interval file)",
@@ -132,6 +134,7 @@ def register(subparsers: Any) -> None:
         "neighbours (default: %(default)g)",
     )
     rr.set_defaults(handler=run_rr)
+    analyze_smo2.register(targets)
 
 
 def run_rr(args: argparse.Namespace) -> int:
