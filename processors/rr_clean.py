@@ -23,8 +23,9 @@ Two independent looks at a series of RR intervals (milliseconds):
   premature beat and its compensatory pause are one event: both intervals are
   interpolated. The adaptive thresholds shrink on a quiet, coarsely sampled series until
   ordinary sinus beats cross them, so a flagged beat is only treated as an artefact when it
-  also lies at least 10% off the mean of its neighbours (genuine sinus beats are left as
-  they are).
+  also lies at least 15% off the mean of its neighbours (genuine sinus beats are left as
+  they are); a beat the adaptive thresholds missed is corrected when it lies more than 30%
+  off.
 
 Gaps. A series may carry gap markers: ``breaks[i]`` is True when beat ``i`` follows a gap
 in the recording, so ``rr[i] - rr[i-1]`` is never used. Gate and cleaning work on each run
@@ -169,6 +170,7 @@ def clean_rr(
     qd_window_beats: int = phys.LIPPONEN_QD_WINDOW_BEATS,
     median_beats: int = phys.LIPPONEN_MEDIAN_BEATS,
     min_deviation: float = phys.CORRECTION_MIN_DEVIATION,
+    unlabelled_deviation: float = phys.CORRECTION_UNLABELLED_DEVIATION,
     max_passes: int = phys.LIPPONEN_MAX_PASSES,
     rr_min_ms: float = phys.RR_MIN_MS,
     rr_max_ms: float = phys.RR_MAX_MS,
@@ -182,7 +184,8 @@ def clean_rr(
     artefacts falls (at most ``max_passes`` passes).
 
     A labelled beat is an artefact only when it deviates at least ``min_deviation`` (a
-    share of the local median, 0.10 = 10%) from the mean of its neighbours. Correction: a
+    share of the local median, 0.15 = 15%) from the mean of its neighbours; an unlabelled
+    beat is one when it deviates more than ``unlabelled_deviation`` (0.30). Correction: a
     missed beat splits its interval in two halves, an extra beat merges its interval with
     the next, and ectopic and long/short intervals are replaced by a cubic spline through
     the uncorrected intervals around them (against beat time). An ectopic label falls on
@@ -377,7 +380,7 @@ class _Params:
     qd_window: int
     median_window: int
     min_deviation: float
-    abnormal_deviation: float
+    unlabelled_deviation: float
 
 
 def _clean_run(
@@ -415,29 +418,32 @@ def _clean_run(
 def _artefact_mask(rr: FloatArray, labels: npt.NDArray[np.int8], p: _Params) -> BoolArray:
     """The beats to correct in one run.
 
-    Missed and extra labels stand. An ectopic or long/short label stands only when the beat
-    also lies ``min_deviation`` or more off the mean of its neighbours: on a quiet series
-    the adaptive thresholds shrink until ordinary sinus beats cross them. An ectopic label
-    sits on the second interval of a short–long (long–short) pair, so the first joins it.
-    Beats the gate calls abnormal (off their neighbours by more than
-    QUALITY_NEIGHBOUR_DEVIATION) are added: with 300–450 ms of RSA the adaptive thresholds
-    grow until a premature beat or an extra detection slips under them.
+    A label stands only when its beat also lies ``min_deviation`` or more off the mean of
+    its neighbours: on a quiet series the adaptive thresholds shrink until ordinary sinus
+    beats cross them, and with 300–450 ms of RSA a long sinus beat passes for a missed one
+    (half of it is near the median). An extra label stands when either of the two intervals
+    it merges lies that far off (the first half of a split beat can sit on the line through
+    its neighbours), and then both are corrected. An ectopic label sits on the second
+    interval of a short–long (long–short) pair, so the first joins it. Beats off their
+    neighbours by more than ``unlabelled_deviation`` are added: with large RSA the adaptive
+    thresholds grow until a premature beat or an extra detection slips under them.
     """
     deviation = _run_neighbour_deviation(rr, p.median_window)
-    adaptive = (labels == ECTOPIC) | (labels == LONGSHORT)
-    mask: BoolArray = ((labels == MISSED) | (labels == EXTRA)) | (
-        adaptive & (deviation >= p.min_deviation)
-    )
+    far = deviation >= p.min_deviation
+    far_next = np.zeros_like(far)
+    far_next[:-1] = far[1:]
+    is_extra = labels == EXTRA
+    mask: BoolArray = ((labels != NORMAL) & ~is_extra & far) | (is_extra & (far | far_next))
     ectopic = np.flatnonzero(mask & (labels == ECTOPIC))
     mask[ectopic[ectopic > 0] - 1] = True
     # An extra label says the interval and the next one together make one sinus interval.
-    extra = np.flatnonzero(labels == EXTRA)
+    extra = np.flatnonzero(mask & is_extra)
     mask[extra[extra < rr.size - 1] + 1] = True
     # A beat beside an artefact looks abnormal through it; the next pass judges it again.
     beside = np.zeros_like(mask)
     beside[1:] |= mask[:-1]
     beside[:-1] |= mask[1:]
-    mask |= (deviation > p.abnormal_deviation) & ~beside
+    mask |= (deviation > p.unlabelled_deviation) & ~beside
     return mask
 
 
