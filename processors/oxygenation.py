@@ -258,6 +258,8 @@ class _OpenEffort:
     # Set once the recovery has been located (_locate):
     work_end: float | None = None
     work_end_source: WorkEndSource = "smo2"
+    # The power level that split work from rest for this effort (fixed, or found, _locate).
+    activity_threshold: float | None = None
     level: float | None = None
     crossings: dict[float, float] = field(default_factory=dict)
     t_peak: float | None = None
@@ -390,11 +392,15 @@ class EffortDetector:
         return out
 
     def add_activity(self, t_s: float, value: float) -> None:
-        """Feed one activity sample (power W or HR bpm, as ``activity_kind``)."""
-        if self._activity_threshold is None:
-            raise OxygenationInputError(
-                "activity samples need an activity_threshold (W or bpm) set on the detector"
-            )
+        """Feed one activity sample (power W or HR bpm, as ``activity_kind``).
+
+        Without an ``activity_threshold`` (live use: no session to derive it from), power
+        is split into work and rest per effort, by :func:`two_level_threshold` over the
+        samples from ``activity_lead_s`` before its onset to the decision (rest, work and
+        recovery are all in there); when they span less than
+        :data:`~processors.physiology.SMO2_AUTO_POWER_MIN_SPREAD_W` the power says nothing
+        and the end of work comes from SmO2.
+        """
         if not (math.isfinite(t_s) and math.isfinite(value)):
             raise OxygenationInputError(f"activity sample ({t_s} s, {value}) is not finite")
         self._activity_seen = True
@@ -606,7 +612,8 @@ class EffortDetector:
         return True
 
     def _activity_work_end(self, e: _OpenEffort, until: float) -> float | None:
-        if not self._activity_seen or self._activity_threshold is None:
+        e.activity_threshold = self._activity_threshold
+        if not self._activity_seen:
             return None
         window = [(ta, v) for ta, v in self._activity if e.onset - self._activity_lead <= ta]
         window = [(ta, v) for ta, v in window if ta <= until]
@@ -615,7 +622,14 @@ class EffortDetector:
         if self._activity_kind == "hr":
             peak = max(v for _, v in window)
             return next(ta for ta, v in window if v == peak)
-        above = [i for i, (_, v) in enumerate(window) if v >= self._activity_threshold]
+        threshold = self._activity_threshold
+        if threshold is None:
+            values = [v for _, v in window]
+            if max(values) - min(values) < ph.SMO2_AUTO_POWER_MIN_SPREAD_W:
+                return None
+            threshold = two_level_threshold(values)
+        e.activity_threshold = threshold
+        above = [i for i, (_, v) in enumerate(window) if v >= threshold]
         if not above:
             return None
         last = above[-1]
@@ -662,11 +676,12 @@ class EffortDetector:
         return [self._finish(e)]
 
     def _activity_confirms(self, e: _OpenEffort) -> bool:
-        if not self._activity_seen or self._activity_threshold is None:
+        threshold = e.activity_threshold
+        if not self._activity_seen or threshold is None:
             return True
         assert e.work_end is not None
         lo, hi = e.onset - self._activity_lead, e.work_end
-        return any(lo <= ta <= hi and v >= self._activity_threshold for ta, v in self._activity)
+        return any(lo <= ta <= hi and v >= threshold for ta, v in self._activity)
 
     def _finish(self, e: _OpenEffort) -> EffortRecovery:
         assert e.work_end is not None

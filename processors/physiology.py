@@ -253,6 +253,10 @@ SMO2_DELAY_STEP_S: Final = 0.5
 # (else off the smoothed trace). Project choice: the real Moxy file's four recoveries fit with
 # R² 0.87–0.96; a recovery that is not one exponential (two phases, a dip) falls below.
 SMO2_MIN_FIT_R2: Final = 0.8
+# Live power without a session-wide threshold: work and rest must differ by at least this
+# much (W) within an effort's window for the power to mark the end of work (project choice:
+# an easy spin at 80–120 W against intervals at 200 W and more).
+SMO2_AUTO_POWER_MIN_SPREAD_W: Final = 50.0
 SMO2_MAX_RECOVERY_S: Final = 600.0  # recovery still incomplete after this: censored
 SMO2_OVERSHOOT_WINDOW_S: Final = 60.0  # hyperaemic overshoot is looked for this long after T95
 

@@ -443,11 +443,13 @@ class AthleteState:
             round(e.work_end_s * 1e9),
             {
                 "scope": "effort",
+                "work_end_source": e.work_end_source,
                 "baseline_pct": e.baseline_pct,
                 "min_pct": e.min_pct,
                 "t_half_s": e.t_half_s,
                 "t95_s": e.t95_s,
                 "tau_s": e.tau_s,
+                "delay_s": e.delay_s,
                 "reox_rate_pct_s": e.reoxygenation_rate_pct_s,
                 "overshoot_pct": e.overshoot_pct,
                 "recovered": e.recovered,
@@ -459,6 +461,10 @@ class AthleteState:
     def _power(self, device: str, sample: PowerSample) -> list[Result]:
         self._seen(device, sample.t_ns)
         self.snapshot.power_w = sample.power_w
+        # Power marks the end of work for every SmO2 sensor's efforts: recovery is timed
+        # from it (issue 9), not from the deepest dip.
+        for detector in self._detectors.values():
+            detector.add_activity(sample.t_ns / 1e9, sample.power_w)
         if self._session_start is not None:
             self._power_sum += sample.power_w
             self._power_n += 1

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.records import SmO2Sample
+from devices.records import PowerSample, SmO2Sample
 from processors import physiology as ph
 from processors.oxygenation import (
     CentredMedian,
@@ -439,9 +439,64 @@ def test_streaming_detector_refuses_time_going_backwards() -> None:
         detector.add(9.0, 50.0)
 
 
-def test_activity_without_threshold_is_refused() -> None:
-    with pytest.raises(OxygenationInputError, match="activity_threshold"):
-        EffortDetector().add_activity(0.0, 200.0)
+def test_live_power_marks_the_end_of_work_without_a_session_threshold() -> None:
+    # Live, no session exists to derive a threshold from: each effort splits its own power.
+    t = np.arange(0.0, 600.0, 2.0)
+    y = recovery_curve(t, efforts=((60.0, 180.0, 12.0, 8.0),))
+    tp, power = work_power(t, (60.0, 180.0))
+    detector = EffortDetector()
+    efforts = []
+    j = 0
+    for ti, yi in zip(t.tolist(), y.tolist(), strict=True):
+        while j < tp.size and tp[j] <= ti:
+            detector.add_activity(float(tp[j]), float(power[j]))
+            j += 1
+        efforts += detector.add(ti, yi)
+    efforts += detector.flush()
+    (effort,) = efforts
+    assert effort.work_end_source == "power"
+    assert effort.work_end_s == pytest.approx(180.0, abs=1.0)
+    assert effort.t95_s == pytest.approx(8.0 + 12.0 * LN20, abs=2.0)
+
+
+def test_live_power_without_a_work_level_leaves_the_end_of_work_to_smo2() -> None:
+    t = np.arange(0.0, 600.0, 2.0)
+    y = recovery_curve(t, efforts=((60.0, 180.0, 12.0, 0.0),))
+    detector = EffortDetector()
+    efforts = []
+    for ti, yi in zip(t.tolist(), y.tolist(), strict=True):
+        detector.add_activity(ti, 150.0 + (ti % 3))  # steady spinning: says nothing
+        efforts += detector.add(ti, yi)
+    efforts += detector.flush()
+    (effort,) = efforts
+    assert effort.work_end_source == "smo2"
+
+
+def test_live_athlete_feeds_power_to_the_smo2_recovery_clock() -> None:
+    t0 = 1_700_000_000 * 10**9
+    t = np.arange(0.0, 600.0, 2.0)
+    y = recovery_curve(t, efforts=((60.0, 180.0, 12.0, 10.0),))
+    tp, power = work_power(t, (60.0, 180.0))
+    events: list[tuple[float, str, object]] = [
+        (ti, "moxy", SmO2Sample(t0 + round(ti * 1e9), yi, 12.0))
+        for ti, yi in zip(t.tolist(), y.tolist(), strict=True)
+    ]
+    events += [
+        (ti, "power", PowerSample(t0 + round(ti * 1e9), round(pi)))
+        for ti, pi in zip(tp.tolist(), power.tolist(), strict=True)
+    ]
+    events.sort(key=lambda e: (e[0], e[1] == "moxy"))
+    state = AthleteState("ana", live=False)
+    results = state.process("moxy", SessionStart(t0 - 1))
+    for _, device, record in events:
+        results += state.process(device, record)  # type: ignore[arg-type]
+    results += state.process("moxy", SessionEnd(t0 + 601 * 10**9))
+    (effort,) = [
+        r.fields for r in results if r.kind is Kind.OXYGENATION and r.fields["scope"] == "effort"
+    ]
+    assert effort["work_end_source"] == "power"
+    # Without power the flat 10-s delay would be invisible and T95 would read ~10 s short.
+    assert effort["t95_s"] == pytest.approx(10.0 + 12.0 * LN20, abs=2.5)
 
 
 def test_session_without_efforts_has_no_recovery_time() -> None:
