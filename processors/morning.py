@@ -1,10 +1,11 @@
 """The morning reading: one number a day that the trends are built on.
 
-Protocol (``shared/RULES.md``, "Measurement protocols"): on waking, lying still, strap on.
+Protocol (``docs/rules.md``, "Measurement protocols"): on waking, lying still, strap on.
 The first :data:`~processors.physiology.MORNING_STABILISATION_S` seconds are discarded, the
 next :data:`~processors.physiology.MORNING_SPAN_S` seconds are analysed. The span is judged
-by the fixed-rule quality gate on the raw intervals, then corrected
-(Lipponen & Tarvainen 2019) and summarised as lnRMSSD and resting heart rate. A reading that
+by the quality gate on the raw intervals (each beat against its neighbours), then corrected
+(detection after Lipponen & Tarvainen 2019, interpolation as Kubios) and summarised as
+lnRMSSD (over measured successive differences) and resting heart rate. A reading that
 fails the gate, or that is too short, is *rejected with its reason*: it carries no HRV
 numbers, so it can never enter a baseline as truth.
 """
@@ -34,8 +35,8 @@ class MorningReading:
 
     ``n_beats``: RR intervals in the analysed span, before correction. ``duration_s``:
     recorded beat time in the span. ``artifacts_pct``: % of those beats deviating more than
-    20% from their local median (the gate's measure); ``corrected_pct``: % of beats the
-    Lipponen–Tarvainen correction changed or removed. When ``accepted`` is False,
+    20% (of the local median) from the mean of their neighbours (the gate's measure);
+    ``corrected_pct``: % of beats the correction changed or removed. When ``accepted`` is False,
     ``reject_reason`` says why and the HRV fields are ``None``. ``resting_hr_bpm`` is
     60000 / mean NN. ``t_ns`` and ``day`` are passed through from the caller.
     """
@@ -74,7 +75,7 @@ def morning_reading(
     the first ``stabilisation_s`` seconds are discarded; beats ending within the next
     ``span_s`` seconds are analysed. Rejected when the span holds less than
     ``min_coverage`` × ``span_s`` of beats, when more than ``max_abnormal_share`` of its
-    beats deviate more than ``max_deviation`` from the local median, or when too few
+    beats deviate more than ``max_deviation`` from their neighbours, or when too few
     successive differences remain.
     """
     rr = as_rr_array(rr_ms)

@@ -40,6 +40,8 @@ dynamometers, power meters) to MQTT and InfluxDB, and raise pull-back alerts.
 Start here:
   redox-streamer demo            emulated athletes and devices, no hardware, no servers
   redox-streamer analyze rr FILE HRV of an RR-interval file
+  redox-streamer analyze smo2 FILE
+                                 SmO2 recovery after efforts, from a Moxy export or CSV
   redox-streamer <command> --help
 """
 
