@@ -69,10 +69,13 @@ def smo2_samples(draw: st.DrawFn) -> SmO2Sample:
 
 
 def sfloat_values() -> st.SearchStrategy[float]:
-    """Every number an SFLOAT can carry exactly, and NaN."""
+    """Every number an SFLOAT can carry exactly, and NaN.
+
+    The mantissa spans the full 12 bits (−2048..2047) except at exponent 0, where
+    ±2046..2048 are the special values."""
     numbers = st.builds(
-        lambda m, e: float(f"{m}e{e}"), st.integers(-2045, 2045), st.integers(-8, 7)
-    )
+        lambda m, e: float(f"{m}e{e}"), st.integers(-2048, 2047), st.integers(-8, 7)
+    ).filter(lambda v: not (v.is_integer() and 2045 < abs(v) <= 2048))
     return numbers | st.just(math.nan)
 
 

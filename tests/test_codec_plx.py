@@ -17,6 +17,19 @@ def test_minimal_packet() -> None:
     assert plx.decode(parse_hex("00 61 00 48 00")) == SpO2Sample(0, 97.0, 72.0)
 
 
+def test_whole_numbers_given_as_int_encode() -> None:
+    # SpO2Sample(0, 97, 72) raised AttributeError on Python 3.11 (int.is_integer).
+    assert plx.encode(SpO2Sample(0, 97, 72)) == parse_hex("00 61 00 48 00")
+
+
+def test_full_mantissa_values_encode_away_from_exponent_0() -> None:
+    # 204.7 % cannot be a saturation, but the pulse amplitude index field carries any
+    # SFLOAT: 0xF7FF is 2047 · 10⁻¹, not NaN.
+    sample = SpO2Sample(0, 97.0, 72.0, PlxDetail(pulse_amplitude_index_pct=204.7))
+    assert plx.encode(sample) == parse_hex("10 61 00 48 00 FF F7")
+    assert plx.decode(plx.encode(sample)) == sample
+
+
 def test_every_optional_field() -> None:
     payload = parse_hex(
         "1F"  # flags: fast, slow, measurement status, device/sensor status, PAI

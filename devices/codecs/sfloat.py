@@ -3,8 +3,10 @@
 Layout (little-endian uint16): the top 4 bits are a signed base-10 exponent (−8..7), the
 low 12 bits a signed mantissa; the value is ``mantissa · 10**exponent``. Five raw values
 are special: NaN ``0x07FF``, NRes (not at this resolution) ``0x0800``, +∞ ``0x07FE``,
-−∞ ``0x0802`` and the reserved ``0x0801``. Ordinary numbers keep the mantissa within
-±2045 so they never collide with those.
+−∞ ``0x0802`` and the reserved ``0x0801``. They are special only at exponent 0, so
+there an ordinary number keeps its mantissa within ±2045; at every other exponent the
+whole 12-bit range −2048..2047 is an ordinary number (204.7 is ``0xF7FF``, −204.8 is
+``0xF800``, 2047·10⁷ is the largest value).
 
 Decoding maps NaN and NRes to ``math.nan`` (both mean "no valid value"), ±∞ to ±``inf`` and
 rejects the reserved value. Encoding picks an exact representation when one exists
@@ -24,7 +26,10 @@ POSITIVE_INFINITY = 0x07FE
 NEGATIVE_INFINITY = 0x0802
 RESERVED = 0x0801
 
-MANTISSA_MAX = 2045  # ±2046..±2048 at exponent 0 are the special values
+MANTISSA_MAX = 2045  # at exponent 0: 2046, 2047, −2048, −2047, −2046 are the special values
+MANTISSA_MIN = -2045
+FULL_MANTISSA_MAX = 2047  # at any other exponent the 12-bit range is ordinary numbers
+FULL_MANTISSA_MIN = -2048
 EXPONENT_MIN = -8
 EXPONENT_MAX = 7
 _EXPONENTS_NEAREST_ZERO_FIRST = sorted(range(EXPONENT_MIN, EXPONENT_MAX + 1), key=abs)
@@ -55,11 +60,21 @@ def decode_raw(raw: int, *, field: str = "SFLOAT") -> float:
     return float(f"{mantissa}e{exponent}")
 
 
+def _fits(mantissa: int | Decimal, exponent: int) -> bool:
+    """Whether ``mantissa · 10**exponent`` is an ordinary SFLOAT (not a special value)."""
+    if exponent == 0:
+        return MANTISSA_MIN <= mantissa <= MANTISSA_MAX
+    return FULL_MANTISSA_MIN <= mantissa <= FULL_MANTISSA_MAX
+
+
 def encode_raw(value: float, *, field: str = "SFLOAT") -> int:
     """The raw 16-bit SFLOAT for ``value``; NaN gives 0x07FF, ±∞ give 0x07FE / 0x0802.
 
-    Raises :class:`CodecError` naming ``field`` if ``|value|`` exceeds 2045·10⁷.
+    Accepts an ``int`` too. Raises :class:`CodecError` naming ``field`` if ``value`` is
+    beyond the range, 2047·10⁷ above and −2048·10⁷ below (after rounding).
     """
+    # An int has no is_integer() before Python 3.12, and records typed float may hold ints.
+    value = float(value)
     if math.isnan(value):
         return NAN
     if math.isinf(value):
@@ -69,17 +84,17 @@ def encode_raw(value: float, *, field: str = "SFLOAT") -> int:
     exact = Decimal(repr(float(value)))  # the shortest decimal that reads back as value
     for exponent in _EXPONENTS_NEAREST_ZERO_FIRST:
         scaled = exact.scaleb(-exponent)
-        if scaled == scaled.to_integral_value() and abs(scaled) <= MANTISSA_MAX:
+        if scaled == scaled.to_integral_value() and _fits(scaled, exponent):
             mantissa_out, exponent_out = int(scaled), exponent
             break
     else:  # no exact form: the smallest exponent whose rounded mantissa fits
         for exponent in range(EXPONENT_MIN, EXPONENT_MAX + 1):
             mantissa = exact.scaleb(-exponent).to_integral_value(rounding=ROUND_HALF_EVEN)
-            if abs(mantissa) <= MANTISSA_MAX:
+            if _fits(mantissa, exponent):
                 mantissa_out, exponent_out = int(mantissa), exponent
                 break
         else:
-            raise CodecError(f"{field}: {value!r} is too large for an SFLOAT (at most 2045e7)")
+            raise CodecError(f"{field}: {value!r} is out of the SFLOAT range (-2048e7 to 2047e7)")
     return ((exponent_out & 0xF) << 12) | (mantissa_out & 0x0FFF)
 
 
