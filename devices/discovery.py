@@ -2,8 +2,9 @@
 
 The scanner is ``bleak.BleakScanner``; pass ``scanner_kwargs`` (e.g. the emulated world's
 ``backend=…``) to scan something other than the real radio — the code path is the same.
-Classification trusts advertised service UUIDs first and falls back to the advertised name
-(many straps and meters advertise only a name, or only some services, until connected).
+Classification (:func:`devices.models.identify`) trusts advertised service UUIDs first and
+falls back to the advertised name (many straps and meters advertise only a name, or only
+some services, until connected); both come from :data:`devices.models.MODELS`.
 """
 
 from __future__ import annotations
@@ -21,35 +22,20 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
 
-from devices import gatt
 from devices.kinds import DeviceKind
+from devices.models import MODELS, DeviceModel, identify
 
-# When a device advertises services of several kinds, the more specific kind wins: a
-# vendor service says more than a standard one (a Moxy may also offer standard services).
-SERVICE_KINDS: Final[tuple[tuple[str, DeviceKind], ...]] = (
-    (normalize_uuid_str(gatt.MOXY_SERVICE), DeviceKind.SMO2),
-    (normalize_uuid_str(gatt.TINDEQ_SERVICE), DeviceKind.GRIP),
-    (normalize_uuid_str(gatt.ACTIV5_SERVICE), DeviceKind.GRIP),
-    (normalize_uuid_str(gatt.PULSE_OXIMETER_SERVICE), DeviceKind.SPO2),
-    (normalize_uuid_str(gatt.CYCLING_POWER_SERVICE), DeviceKind.POWER),
-    (normalize_uuid_str(gatt.HEART_RATE_SERVICE), DeviceKind.STRAP),
+SERVICE_KINDS: Final[tuple[tuple[str, DeviceKind], ...]] = tuple(
+    (uuid, model.kind) for model in MODELS for uuid in model.services
 )
-"""Advertised service UUID (bleak's 128-bit form) → kind, most specific first."""
+"""Advertised service UUID (bleak's 128-bit form) → kind, most specific first (from
+:data:`devices.models.MODELS`)."""
 
-NAME_KINDS: Final[tuple[tuple[re.Pattern[str], DeviceKind], ...]] = (
-    (re.compile(r"moxy", re.IGNORECASE), DeviceKind.SMO2),
-    (re.compile(r"progressor|tindeq|activ5|\bgrip", re.IGNORECASE), DeviceKind.GRIP),
-    (re.compile(r"oximeter|spo2|o2ring|checkme|nonin", re.IGNORECASE), DeviceKind.SPO2),
-    (
-        re.compile(r"assioma|4iiii|stages|favero|quarq|powertap|power ?meter", re.IGNORECASE),
-        DeviceKind.POWER,
-    ),
-    (
-        re.compile(r"polar h\d|\bh(7|9|10)\b|\bhrm|tickr|heart ?rate|coospo", re.IGNORECASE),
-        DeviceKind.STRAP,
-    ),
+NAME_KINDS: Final[tuple[tuple[re.Pattern[str], DeviceKind], ...]] = tuple(
+    (model.name_pattern, model.kind) for model in MODELS
 )
-"""Advertised-name patterns → kind, for devices that do not advertise their services."""
+"""Advertised-name patterns → kind, for devices that do not advertise their services (from
+:data:`devices.models.MODELS`)."""
 
 
 class BluetoothUnavailableError(Exception):
@@ -65,7 +51,9 @@ class FoundDevice:
 
     ``rssi`` is the latest received signal strength in dBm (``None`` if the backend gave
     none); ``services`` are the advertised service UUIDs in bleak's 128-bit lower-case
-    form, sorted. ``ble_device`` is bleak's handle, ready to give to a driver.
+    form, sorted. ``model`` is the product family it was identified as (``None`` for an
+    unknown device); give it to :func:`devices.drivers.driver_for`. ``ble_device`` is
+    bleak's handle, ready to give to a driver.
     """
 
     address: str
@@ -74,19 +62,13 @@ class FoundDevice:
     rssi: int | None
     services: tuple[str, ...]
     ble_device: BLEDevice | None = field(default=None, compare=False, repr=False, hash=False)
+    model: DeviceModel | None = field(default=None, compare=False)
 
 
 def classify(name: str | None, services: Iterable[str]) -> DeviceKind:
     """The kind of a device from its advertised services, else its name."""
-    advertised = {normalize_uuid_str(uuid) for uuid in services}
-    for uuid, kind in SERVICE_KINDS:
-        if uuid in advertised:
-            return kind
-    if name:
-        for pattern, kind in NAME_KINDS:
-            if pattern.search(name):
-                return kind
-    return DeviceKind.UNKNOWN
+    model = identify(name, services)
+    return DeviceKind.UNKNOWN if model is None else model.kind
 
 
 class _Sightings:
@@ -114,13 +96,15 @@ class _Sightings:
     def found(self, key: str) -> FoundDevice:
         name, services = self.names[key], self.services[key]
         device = self.devices[key]
+        model = identify(name, services)
         return FoundDevice(
             address=device.address,
             name=name,
-            kind=classify(name, services),
+            kind=DeviceKind.UNKNOWN if model is None else model.kind,
             rssi=self.rssi[key],
             services=tuple(sorted(services)),
             ble_device=device,
+            model=model,
         )
 
 

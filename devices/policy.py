@@ -4,8 +4,9 @@ A :class:`ConnectionPolicy` says how a driver connects (timeout, quick attempts 
 ``bleak_retry_connector.establish_connection``), how it backs off between failed or lost
 connections (:class:`Backoff`), when its watchdog calls a silent link dead
 (``stale_after_s``) and when a link counts as healthy again (``stable_after_s``, which
-resets the backoff). :data:`POLICIES` holds the defaults per device kind; tests and the
-demo build their own fast policies with :func:`dataclasses.replace`.
+resets the backoff). Each device model's default is in its row of
+:data:`devices.models.MODELS`; tests and the demo build their own fast policies with
+:func:`dataclasses.replace`.
 
 Everything here is pure: delays come from a caller-supplied :class:`random.Random`, so a
 seeded generator makes a run repeatable.
@@ -14,13 +15,9 @@ seeded generator makes a run repeatable.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from types import MappingProxyType
-from typing import Final
-
-from devices.kinds import DeviceKind
 
 
 class Jitter(Enum):
@@ -114,30 +111,3 @@ class ConnectionPolicy:
             raise ValueError(f"stable_after_s must be >= 0 s, got {self.stable_after_s!r}")
         if not self.scan_timeout_s > 0:
             raise ValueError(f"scan_timeout_s must be > 0 s, got {self.scan_timeout_s!r}")
-
-
-# The watchdog limit is a few notification periods: long enough to ride out a missed
-# packet or two, short enough that a dead link is noticed before the athlete is.
-POLICIES: Final[Mapping[DeviceKind, ConnectionPolicy]] = MappingProxyType(
-    {
-        # Chest straps notify ~1/s (Polar H10, Garmin HRM): 5 missed notifications.
-        DeviceKind.STRAP: ConnectionPolicy(stale_after_s=5.0),
-        # A Moxy notifies every couple of seconds (2 s in the emulator): 5 missed.
-        DeviceKind.SMO2: ConnectionPolicy(stale_after_s=10.0),
-        # Tindeq streams ~80 Hz, but only between "start" and "stop": the grip driver arms
-        # its watchdog only while it has asked for a stream.
-        DeviceKind.GRIP: ConnectionPolicy(stale_after_s=2.0),
-        # Power meters notify ~1/s while the cranks turn; many fall silent when they stop,
-        # so the limit is loose (a reconnect of a sleeping meter is harmless).
-        DeviceKind.POWER: ConnectionPolicy(stale_after_s=10.0),
-        # Pulse oximeters (PLX continuous) notify ~1/s.
-        DeviceKind.SPO2: ConnectionPolicy(stale_after_s=5.0),
-        # Nothing is known about the notification rate of an unknown device.
-        DeviceKind.UNKNOWN: ConnectionPolicy(stale_after_s=None),
-    }
-)
-
-
-def policy_for(kind: DeviceKind) -> ConnectionPolicy:
-    """The default :class:`ConnectionPolicy` for a device kind."""
-    return POLICIES[kind]

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.kinds import DeviceKind
-from devices.policy import POLICIES, Backoff, ConnectionPolicy, Jitter, policy_for
+from devices.models import MODELS, model_named
+from devices.policy import Backoff, ConnectionPolicy, Jitter
 
 initial = st.floats(min_value=0.001, max_value=10.0)
 ratio = st.floats(min_value=1.0, max_value=1000.0)
@@ -124,19 +124,19 @@ def test_connection_policy_rejects_nonsense_and_names_the_field(
         ConnectionPolicy(**kwargs)  # type: ignore[arg-type]
 
 
-def test_every_device_kind_has_a_policy() -> None:
-    assert set(POLICIES) == set(DeviceKind)
-    assert all(policy_for(kind) is POLICIES[kind] for kind in DeviceKind)
+def test_every_device_model_watches_its_link_with_a_policy() -> None:
+    assert all(isinstance(m.policy, ConnectionPolicy) for m in MODELS)
+    assert all(m.policy.stale_after_s is not None for m in MODELS)
 
 
 def test_strap_watchdog_fires_after_a_few_missed_one_hertz_notifications() -> None:
-    stale = policy_for(DeviceKind.STRAP).stale_after_s
+    stale = model_named("heart_rate").policy.stale_after_s
     assert stale is not None
     assert 3.0 <= stale <= 10.0
 
 
 def test_policies_are_frozen_values() -> None:
-    policy = policy_for(DeviceKind.STRAP)
+    policy = model_named("heart_rate").policy
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.stale_after_s = 1.0  # type: ignore[misc]
     faster = dataclasses.replace(policy, stale_after_s=0.5)

@@ -2,8 +2,8 @@
 
 Build one with :func:`driver_for` (or the class directly) and run it as a task::
 
-    driver = driver_for(found.kind, found.ble_device)                 # real radio
-    driver = driver_for(kind, address, client_kwargs=world.client_kwargs,
+    driver = driver_for(found.model, found.ble_device)                # real radio
+    driver = driver_for(model, address, client_kwargs=world.client_kwargs,
                         scanner_kwargs=world.scanner_kwargs)          # emulated link
     task = asyncio.create_task(driver.run())
     async for record in driver.records():
@@ -23,9 +23,11 @@ from bleak.backends.device import BLEDevice
 from devices.drivers.base import DeviceDriver, DriverError, DriverStatus, Record
 from devices.drivers.heart_rate import HeartRateDriver
 from devices.drivers.moxy import MoxyDriver
+from devices.drivers.notify import NotifyDriver
 from devices.drivers.power import PowerMeterDriver
 from devices.drivers.tindeq import TindeqDriver
 from devices.kinds import DeviceKind
+from devices.models import STREAMABLE_KINDS, DeviceModel, default_model
 
 __all__ = [
     "DRIVERS",
@@ -34,6 +36,7 @@ __all__ = [
     "DriverStatus",
     "HeartRateDriver",
     "MoxyDriver",
+    "NotifyDriver",
     "PowerMeterDriver",
     "Record",
     "TindeqDriver",
@@ -41,26 +44,30 @@ __all__ = [
 ]
 
 DRIVERS: Mapping[DeviceKind, type[DeviceDriver]] = MappingProxyType(
-    {
-        DeviceKind.STRAP: HeartRateDriver,
-        DeviceKind.SMO2: MoxyDriver,
-        DeviceKind.GRIP: TindeqDriver,
-        DeviceKind.POWER: PowerMeterDriver,
-    }
+    {kind: default_model(kind).driver_class() for kind in DeviceKind if kind in STREAMABLE_KINDS}
 )
-"""The driver class for each device kind that has one."""
+"""The driver class of each kind's default model (derived from :data:`devices.models.MODELS`)."""
 
 
-def driver_for(kind: DeviceKind, device: BLEDevice | str, **kwargs: Any) -> DeviceDriver:
-    """A driver for a ``kind`` device; ``kwargs`` as for :class:`DeviceDriver`.
+def driver_for(
+    what: DeviceModel | DeviceKind, device: BLEDevice | str, **kwargs: Any
+) -> DeviceDriver:
+    """A driver for a device of model (or kind) ``what``; ``kwargs`` as for
+    :class:`DeviceDriver`, on top of the model's ``driver_options``.
 
-    Raises ``DriverError`` for a kind without a driver (e.g. ``unknown``).
+    A kind means its default model: pass ``FoundDevice.model`` when discovery identified
+    one (an Activ5 is a grip device, but not a Progressor). Raises ``DriverError`` for a
+    kind without a model (e.g. ``unknown``).
     """
-    try:
-        cls = DRIVERS[kind]
-    except KeyError:
-        known = ", ".join(k.value for k in DRIVERS)
-        raise DriverError(
-            f"no driver for {kind.value} devices; drivers exist for: {known}"
-        ) from None
-    return cls(device, **kwargs)
+    if isinstance(what, DeviceKind):
+        try:
+            model = default_model(what)
+        except ValueError:
+            known = ", ".join(k.value for k in DRIVERS)
+            raise DriverError(
+                f"no driver for {what.value} devices; drivers exist for: {known}"
+            ) from None
+    else:
+        model = what
+    options = {**model.driver_options, **kwargs}
+    return model.driver_class()(device, model=model, **options)

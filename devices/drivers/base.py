@@ -47,7 +47,8 @@ from devices.codecs import battery
 from devices.codecs.errors import CodecError
 from devices.discovery import BluetoothUnavailableError, find_device
 from devices.kinds import DeviceKind
-from devices.policy import ConnectionPolicy, policy_for
+from devices.models import DeviceModel
+from devices.policy import ConnectionPolicy
 from devices.records import (
     MEASURED_SAMPLES,
     BatteryLevel,
@@ -126,8 +127,10 @@ class DeviceDriver(ABC):
     Args:
         device: bleak's handle (e.g. ``FoundDevice.ble_device`` from discovery) or an
             address, which the driver resolves by scanning before each connect.
+        model: the device model (:data:`devices.models.MODELS`) it drives; default the
+            class's :attr:`default_model` (a class without one needs it).
         name: label used in logs and in ``GapEvent.device``; default the address.
-        policy: reconnection policy; default :func:`devices.policy.policy_for(kind)`.
+        policy: reconnection policy; default the model's.
         client_kwargs: extra ``BleakClient`` arguments; empty for the real radio,
             ``world.client_kwargs`` for the emulated link.
         scanner_kwargs: extra ``BleakScanner`` arguments for resolving an address
@@ -139,12 +142,14 @@ class DeviceDriver(ABC):
         clock_ns: wall clock for record timestamps, ns.
     """
 
-    kind: ClassVar[DeviceKind] = DeviceKind.UNKNOWN
+    default_model: ClassVar[DeviceModel | None] = None
+    """The model a driver of this class drives when none is given."""
 
     def __init__(
         self,
         device: BLEDevice | str,
         *,
+        model: DeviceModel | None = None,
         name: str | None = None,
         policy: ConnectionPolicy | None = None,
         client_kwargs: Mapping[str, Any] | None = None,
@@ -156,6 +161,10 @@ class DeviceDriver(ABC):
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        chosen = model if model is not None else type(self).default_model
+        if chosen is None:
+            raise ValueError(f"{type(self).__name__} needs model= (it has no default model)")
+        self.model: DeviceModel = chosen
         if isinstance(device, str):
             self.address = device.strip()
             self._ble_device: BLEDevice | None = None
@@ -165,7 +174,7 @@ class DeviceDriver(ABC):
             self._ble_device = device
             self._resolve_by_scan = False
         self.name = name or self.address
-        self.policy = policy if policy is not None else policy_for(self.kind)
+        self.policy = policy if policy is not None else self.model.policy
         self._client_kwargs = dict(client_kwargs or {})
         self._scanner_kwargs = dict(scanner_kwargs or {})
         self._sink = sink
@@ -207,6 +216,11 @@ class DeviceDriver(ABC):
         return (decoded,)
 
     # -- public API ---------------------------------------------------------------------
+
+    @property
+    def kind(self) -> DeviceKind:
+        """What the device is for (its model's kind)."""
+        return self.model.kind
 
     @property
     def status(self) -> DriverStatus:

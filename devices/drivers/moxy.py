@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from bleak import BleakClient
-
-from devices import gatt
-from devices.codecs import moxy
-from devices.drivers.base import DeviceDriver
-from devices.kinds import DeviceKind
+from devices.drivers.notify import NotifyDriver
+from devices.models import model_named
 
 
-class MoxyDriver(DeviceDriver):
+class MoxyDriver(NotifyDriver):
     """Streams :class:`~devices.records.SmO2Sample` (SmO2 %, tHb g/dL) from the data
     characteristic, plus the standard battery level when the sensor offers it."""
 
-    kind = DeviceKind.SMO2
-
-    async def _subscribe(self, client: BleakClient) -> None:
-        await self._start_notify(client, gatt.MOXY_DATA, moxy.decode)
+    default_model = model_named("moxy")

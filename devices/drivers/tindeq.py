@@ -20,7 +20,7 @@ from devices import gatt
 from devices.codecs import tindeq
 from devices.codecs.tindeq import TindeqCommand
 from devices.drivers.base import DeviceDriver, DriverError, Record
-from devices.kinds import DeviceKind
+from devices.models import model_named
 from devices.records import BatteryLevel, TindeqCommandResponse, TindeqLowPower, TindeqWeight
 
 _LOGGER = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class TindeqDriver(DeviceDriver):
     ``BatteryLevel(battery_mv=…)``; a low-power warning sets :attr:`low_power`.
     """
 
-    kind = DeviceKind.GRIP
+    default_model = model_named("tindeq")
 
     def __init__(self, device: BLEDevice | str, *, stream: bool = False, **kwargs: Any) -> None:
         super().__init__(device, **kwargs)

@@ -1,7 +1,8 @@
 """Emulated Bluetooth LE peripherals on a real GATT stack (Bumble), reached through bleak.
 
 ``EmulatedWorld`` owns a virtual radio link and a central; peripherals (chest strap,
-Moxy, Tindeq Progressor, power meter) are Bumble GATT servers on that link; the bleak
+Moxy, Tindeq Progressor, Activ5, power meter, pulse oximeter — one per device model in
+:data:`devices.models.MODELS`) are Bumble GATT servers on that link; the bleak
 backend in :mod:`devices.emulated.backend` lets unchanged production code scan and
 connect to them::
 
@@ -11,27 +12,30 @@ connect to them::
 """
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
+from devices.emulated.activ5 import Activ5Sensor
 from devices.emulated.backend import BumbleClient, BumbleDeviceDetails, BumbleScanner
 from devices.emulated.moxy import MoxySensor
+from devices.emulated.oximeter import PulseOximeter
 from devices.emulated.peripheral import EmulatedPeripheral, SentNotification
 from devices.emulated.power import PowerMeter
 from devices.emulated.strap import ChestStrap
 from devices.emulated.tindeq import TindeqProgressor
 from devices.emulated.world import EmulatedWorld
 from devices.kinds import DeviceKind
+from devices.models import STREAMABLE_KINDS, default_model
 
-EMULATORS: Final[Mapping[DeviceKind, type[EmulatedPeripheral]]] = {
-    DeviceKind.STRAP: ChestStrap,
-    DeviceKind.SMO2: MoxySensor,
-    DeviceKind.GRIP: TindeqProgressor,
-    DeviceKind.POWER: PowerMeter,
-}
-"""The emulator of each device kind a driver streams."""
+EMULATORS: Final[Mapping[DeviceKind, type[EmulatedPeripheral]]] = MappingProxyType(
+    {kind: default_model(kind).emulator_class() for kind in DeviceKind if kind in STREAMABLE_KINDS}
+)
+"""The emulator of each kind's default model (derived from :data:`devices.models.MODELS`;
+``model.emulator_class()`` gives any model's)."""
 
 __all__ = [
     "EMULATORS",
+    "Activ5Sensor",
     "BumbleClient",
     "BumbleDeviceDetails",
     "BumbleScanner",
@@ -40,6 +44,7 @@ __all__ = [
     "EmulatedWorld",
     "MoxySensor",
     "PowerMeter",
+    "PulseOximeter",
     "SentNotification",
     "TindeqProgressor",
 ]
