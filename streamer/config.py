@@ -21,8 +21,10 @@ init`` writes with comments):
 ``[[athletes]]``
     ``id`` (topic-safe: letters, digits, ``_``, ``-``), ``name``, ``profile``
     (:data:`processors.profiles.PROFILES`), ``[athletes.rules]`` overrides, and
-    ``[[athletes.devices]]`` with ``kind`` (strap, smo2, grip, power, spo2), ``address``
-    and/or ``name``, optional ``id`` (topic segment; default the kind) and ``role``.
+    ``[[athletes.devices]]`` with ``kind`` (one of :data:`devices.models.STREAMABLE_KINDS`:
+    strap, smo2, grip, power, spo2), ``address`` and/or ``name``, optional ``model`` (which
+    product of that kind, e.g. ``"activ5"``; default: the one its ``name`` identifies, else
+    the kind's first model), ``id`` (topic segment; default the kind) and ``role``.
 
 Secrets may come from the environment instead of the file, which then wins:
 ``REDOX_MQTT_USERNAME``, ``REDOX_MQTT_PASSWORD``, ``REDOX_INFLUX_USERNAME``,
@@ -51,6 +53,7 @@ from typing import Any, Final, Literal
 import platformdirs
 
 from devices.kinds import DeviceKind
+from devices.models import STREAMABLE_KINDS, DeviceModel, model_for, models_of
 from processors.profiles import PROFILES, thresholds_for
 from processors.rules import RuleThresholds
 from streamer.errors import CliError
@@ -111,13 +114,21 @@ def _mask(secret: Secret | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
-    """A paired device: its kind, how to find it (address and/or advertised name)."""
+    """A paired device: its kind, how to find it (address and/or advertised name) and,
+    optionally, which model of that kind it is."""
 
     id: str
     kind: DeviceKind
     address: str | None = None
     name: str | None = None
     role: str | None = None
+    model: str | None = None
+
+    @property
+    def device_model(self) -> DeviceModel:
+        """The model to drive it as: ``model`` if given, else the one ``name`` identifies,
+        else the kind's default (:func:`devices.models.model_for`)."""
+        return model_for(self.kind, model=self.model, name=self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,16 +532,25 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
     kind_text = t.text("kind", required=True, example="strap")
     kind: DeviceKind | None = None
     if kind_text is not None:
+        streamable = ", ".join(k.value for k in DeviceKind if k in STREAMABLE_KINDS)
         try:
             kind = DeviceKind.parse(kind_text)
-        except ValueError as exc:
-            t.problem("kind", str(exc))
-        if kind is DeviceKind.UNKNOWN:
+        except ValueError:
+            t.problem("kind", f"unknown device kind {kind_text!r}; expected one of: {streamable}")
+        # Only kinds with a model: what passes here, `run` can drive and emulate.
+        if kind is not None and kind not in STREAMABLE_KINDS:
             t.problem(
                 "kind",
-                "'unknown' cannot be streamed — say what it is: strap, smo2, grip, power or spo2",
+                f"{kind.value!r} cannot be streamed — say what it is: {streamable}",
             )
             kind = None
+    model = t.text("model")
+    if model is not None and kind is not None:
+        try:
+            model = model_for(kind, model=model).name
+        except ValueError:
+            choices = ", ".join(m.name for m in models_of(kind))
+            t.problem("model", f"{model!r} is not a {kind.value} model — use one of: {choices}")
     address = t.text("address")
     name = t.text("name")
     if not address and not name:
@@ -555,7 +575,7 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
     if kind is None or dev_id is None:
         return None
     used.add(dev_id)
-    return DeviceConfig(dev_id, kind, address, name, role)
+    return DeviceConfig(dev_id, kind, address, name, role, model)
 
 
 def _read_athlete(
@@ -703,7 +723,10 @@ def summary(config: Config) -> list[str]:
     if not config.athletes:
         lines.append("athletes: none — add [[athletes]] tables (see `config init`)")
     for a in config.athletes:
-        devices = ", ".join(f"{d.id} ({d.kind.value} {d.address or d.name})" for d in a.devices)
+        devices = ", ".join(
+            f"{d.id} ({d.kind.value} {d.device_model.name} {d.address or d.name})"
+            for d in a.devices
+        )
         overrides = f", overrides {dict(a.rules)}" if a.rules else ""
         lines.append(
             f"athlete {a.id} ({a.name}), profile {a.profile}{overrides}: {devices or 'no devices'}"
@@ -773,6 +796,8 @@ kind = "strap"                         # strap | smo2 | grip | power | spo2
 name = "Polar H10 1A2B3C4D"            # advertised name, and/or:
 # address = "C4:11:22:33:44:55"        # see `redox-streamer scan`
 # id = "strap"                         # topic segment (default: the kind)
+# model = "heart_rate"                 # which product, when the kind has several:
+                                       # grip: tindeq | activ5 (default: from the name)
 
 [[athletes.devices]]
 kind = "smo2"

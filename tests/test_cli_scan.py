@@ -17,20 +17,21 @@ HAS_SYSTEM_BUS = any(
 )
 
 
-def test_scan_emulated_json_lists_one_device_of_each_kind(
+def test_scan_emulated_json_lists_one_device_of_each_model_with_its_kind(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["scan", "--emulated", "--json", "--timeout", "0.2"]) == 0
     devices = json.loads(capsys.readouterr().out)
-    assert [d["kind"] for d in devices] == ["strap", "smo2", "grip", "power"]
-    assert {d["name"] for d in devices} == {
-        "Polar H10 EMU1",
-        "Moxy EMU1",
-        "Progressor_EMU1",
-        "Power EMU1",
-    }
+    assert [(d["kind"], d["model"], d["name"]) for d in devices] == [
+        ("strap", "heart_rate", "Polar H10 EMU1"),
+        ("smo2", "moxy", "Moxy EMU1"),
+        ("grip", "tindeq", "Progressor_EMU1"),
+        ("grip", "activ5", "ACTIV5-EMU1"),
+        ("power", "cycling_power", "Power EMU1"),
+        ("spo2", "pulse_oximeter", "Oximeter EMU1"),
+    ]
     for device in devices:
-        assert set(device) == {"address", "name", "kind", "rssi_dbm", "services"}
+        assert set(device) == {"address", "name", "kind", "model", "rssi_dbm", "services"}
         assert device["rssi_dbm"] == -50
         assert len(device["address"]) == 17
 

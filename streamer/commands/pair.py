@@ -17,6 +17,7 @@ from typing import Any
 
 from devices.discovery import BluetoothUnavailableError, FoundDevice, discover
 from devices.kinds import DeviceKind
+from devices.models import STREAMABLE_KINDS
 from devices.registry import DeviceRegistry, PairedDevice, RegistryError, normalize_address
 from streamer.commands.scan import (
     DEFAULT_EMULATED_TIMEOUT_S,
@@ -27,8 +28,8 @@ from streamer.commands.scan import (
 from streamer.config import load_config
 from streamer.errors import CliError
 
-PAIRABLE = (DeviceKind.STRAP, DeviceKind.SMO2, DeviceKind.GRIP, DeviceKind.POWER)
-"""Kinds with a driver: the only ones ``run`` can stream."""
+PAIRABLE = tuple(k for k in DeviceKind if k in STREAMABLE_KINDS)
+"""Kinds with a device model: the only ones ``run`` can stream."""
 
 DESCRIPTION = """\
 Remember which Bluetooth device belongs to which athlete, so `redox-streamer run` streams
@@ -189,7 +190,7 @@ def _target(
     if args.address is None:
         if args.kind is None:
             raise CliError(
-                "give the device's ADDRESS, or --kind (strap, smo2, grip or power) "
+                f"give the device's ADDRESS, or --kind ({', '.join(k.value for k in PAIRABLE)}) "
                 "to pair the one unpaired device of that kind in range"
             )
         found = _choose(_scan(args, args.kind), registry, args.kind, _timeout(args))

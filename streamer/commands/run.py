@@ -29,10 +29,11 @@ from streamer.store import Store, StoreError
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
-SmO2 sensors (efforts and recovery), grip dynamometers and power meters. Results are kept
-in the local store and published to MQTT and InfluxDB when the config names them; when a
-server is away they wait in the store's outbox and are delivered, in order, when it
-returns. Stop with Ctrl-C: what cannot be delivered in a few seconds stays in the outbox.
+SmO2 sensors (efforts and recovery), grip dynamometers, power meters and pulse oximeters
+(SpO2). Results are kept in the local store and published to MQTT and InfluxDB when the
+config names them; when a server is away they wait in the store's outbox and are
+delivered, in order, when it returns. Stop with Ctrl-C: what cannot be delivered in a few
+seconds stays in the outbox.
 """
 
 EPILOG = """\
@@ -174,7 +175,7 @@ async def _emulators(
     world = await stack.enter_async_context(emulated.EmulatedWorld())
     for athlete, items in devices.items():
         for device in items:
-            cls = emulated.EMULATORS[device.kind]
+            cls = device.device_model.emulator_class()
             await world.add(
                 cls(device.name or f"{athlete} {device.id}", speed=speed, address=device.address)
             )
@@ -202,7 +203,7 @@ async def _run(
             for device in items:
                 assert device.address is not None
                 driver = driver_for(
-                    device.kind,
+                    device.device_model,
                     device.address,
                     name=f"{athlete}/{device.id}",
                     sink=pipeline.ingest_for(athlete, device.id),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from devices import gatt
 from devices.discovery import BluetoothUnavailableError, FoundDevice, discover
 from devices.kinds import DeviceKind
+from devices.models import MODELS
 from streamer.errors import CliError
 
 if TYPE_CHECKING:
@@ -41,13 +42,6 @@ A strap advertises only while it touches skin (wet the electrodes); a Polar H10 
 one connection at a time unless dual connection is enabled in the Polar app.
 """
 
-_EMULATED_NAMES = {
-    # in the order they are added: the world gives them C0:00:00:00:00:01, :02, ...
-    DeviceKind.STRAP: "Polar H10 EMU1",
-    DeviceKind.SMO2: "Moxy EMU1",
-    DeviceKind.GRIP: "Progressor_EMU1",
-    DeviceKind.POWER: "Power EMU1",
-}
 
 _SERVICE_NAMES = {
     gatt.HEART_RATE_SERVICE: "heart rate",
@@ -72,7 +66,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--emulated",
         action="store_true",
-        help="scan emulated devices (one of each kind) on a virtual link instead of the radio",
+        help="scan emulated devices (one of each model) on a virtual link instead of the radio",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument(
@@ -112,10 +106,10 @@ async def scan_emulated(timeout_s: float) -> list[FoundDevice]:
 
 
 def emulated_fleet() -> Sequence[EmulatedPeripheral]:
-    """One emulated device of each kind the emulators offer."""
-    from devices.emulated import EMULATORS
-
-    return [EMULATORS[kind](name) for kind, name in _EMULATED_NAMES.items()]
+    """One emulated device of each model, in the order the listing sorts them (by kind):
+    the world gives them C0:00:00:00:00:01, :02, ... in that order."""
+    models = sorted(MODELS, key=lambda m: list(DeviceKind).index(m.kind))
+    return [m.emulator_class()(m.emulated_name) for m in models]
 
 
 def device_json(found: FoundDevice) -> dict[str, object]:
@@ -124,6 +118,7 @@ def device_json(found: FoundDevice) -> dict[str, object]:
         "address": found.address,
         "name": found.name,
         "kind": found.kind.value,
+        "model": None if found.model is None else found.model.name,
         "rssi_dbm": found.rssi,
         "services": list(found.services),
     }
