@@ -11,6 +11,7 @@ It joins the device layer and the processors without knowing either's internals:
   published with its verdict and reason, without numbers);
 * SmO2 → a per-sensor :class:`~processors.oxygenation.EffortDetector`; one ``oxygenation``
   result per effort, and one per session at :class:`SessionEnd`;
+* SpO2 (pulse oximeter) → live samples and the latest value for the live view;
 * force → during a grip test (:class:`GripPhase` … :class:`GripEnd`) the traces are kept
   and measured with :func:`processors.rules.measure_grip`;
 * a morning reading (:class:`MorningStart` … :class:`MorningEnd`) →
@@ -44,6 +45,7 @@ from devices.records import (
     HeartRateSample,
     PowerSample,
     SmO2Sample,
+    SpO2Sample,
     TindeqWeight,
 )
 from processors import physiology as ph
@@ -149,6 +151,7 @@ class AthleteSnapshot:
     smo2_pct: float | None = None
     force_kg: float | None = None
     power_w: int | None = None
+    spo2_pct: float | None = None
     battery_pct: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
     last_morning: dict[str, JsonValue] | None = None
@@ -306,6 +309,8 @@ class AthleteState:
                 return self._force(device, record.samples)
             case PowerSample():
                 return self._power(device, record)
+            case SpO2Sample():
+                return self._spo2(device, record)
             case GapEvent():
                 self._gap(device, record)
                 return []
@@ -468,6 +473,12 @@ class AthleteState:
         if self._session_start is not None:
             self._power_sum += sample.power_w
             self._power_n += 1
+        return [live_result(self.athlete, device, sample)] if self.live else []
+
+    def _spo2(self, device: str, sample: SpO2Sample) -> list[Result]:
+        self._seen(device, sample.t_ns)
+        if math.isfinite(sample.spo2_pct):  # NaN: the oximeter had no valid reading
+            self.snapshot.spo2_pct = sample.spo2_pct
         return [live_result(self.athlete, device, sample)] if self.live else []
 
     def _force(self, device: str, samples: Iterable[ForceSample]) -> list[Result]:

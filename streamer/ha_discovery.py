@@ -4,7 +4,8 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
 (retained, QoS 1), one HA device "Redox <name>" with:
 
 * sensors: heart rate (``hr_bpm`` of the strap's live topic; unavailable after 2 min
-  without data), morning lnRMSSD and resting HR (``morning``), SmO2 recovery time (the
+  without data), SpO2 (``spo2_pct`` of the pulse oximeter's live topic, %, likewise),
+  morning lnRMSSD and resting HR (``morning``), SmO2 recovery time (the
   session ``recovery_s`` of ``oxygenation``, s), last grip drop (``drop_pct`` of ``grip``,
   %), readiness (``state`` of ``status``);
 * one binary sensor (device class ``problem``) per alert rule that asks for action
@@ -93,6 +94,18 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
             unit_of_measurement="bpm",
             state_class="measurement",
             icon="mdi:heart-pulse",
+            expire_after=LIVE_EXPIRE_S,
+        )
+    oximeter = athlete.device(DeviceKind.SPO2)
+    if oximeter is not None:
+        sensor(
+            "spo2",
+            "SpO2",
+            topics.live(athlete.id, oximeter.id),
+            "{{ value_json.spo2_pct }}",
+            unit_of_measurement="%",
+            state_class="measurement",
+            icon="mdi:water-percent",
             expire_after=LIVE_EXPIRE_S,
         )
     sensor(

@@ -15,6 +15,7 @@ measurement          tags                         fields (type)
 ``smo2``             athlete, device              smo2_pct, thb_gdl (float)
 ``power``            athlete, device              power_w (float)
 ``force``            athlete, device              force_kg (float)
+``pulse_oximetry``   athlete, device              spo2_pct, pulse_bpm (float)
 ``oxygen_recovery``  athlete, [device], scope     baseline_pct, min_pct, t_half_s, t95_s,
                                                   tau_s, reox_rate_pct_s, overshoot_pct,
                                                   recovery_s (float), n_efforts (int)
@@ -91,6 +92,8 @@ FIELD_TYPES: Final[Mapping[str, Mapping[str, type]]] = {
     "smo2": {"smo2_pct": FLOAT, "thb_gdl": FLOAT},
     "power": {"power_w": FLOAT},
     "force": {"force_kg": FLOAT},
+    # Not "spo2": next to the muscle's "smo2" that name invites a wrong query.
+    "pulse_oximetry": {"spo2_pct": FLOAT, "pulse_bpm": FLOAT},
     "oxygen_recovery": {
         "baseline_pct": FLOAT,
         "min_pct": FLOAT,
@@ -118,6 +121,7 @@ MEASUREMENT: Final[Mapping[Kind, str]] = {
     Kind.SMO2: "smo2",
     Kind.FORCE: "force",
     Kind.POWER: "power",
+    Kind.SPO2: "pulse_oximetry",
     Kind.HRV: "hrv",
     Kind.MORNING: "morning",
     Kind.OXYGENATION: "oxygen_recovery",

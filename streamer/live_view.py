@@ -134,6 +134,7 @@ def render(model: ViewModel) -> RenderableType:
         ("SmO2 %", "right"),
         ("power W", "right"),
         ("force kg", "right"),
+        ("SpO2 %", "right"),
         ("devices", "left"),
         ("alerts", "left"),
         ("in/shed", "right"),
@@ -150,6 +151,7 @@ def render(model: ViewModel) -> RenderableType:
             _fmt(snap.smo2_pct, ".1f"),
             _fmt(snap.power_w),
             _fmt(snap.force_kg, ".1f"),
+            _fmt(snap.spo2_pct),
             _devices_text(model, athlete),
             _alerts_text(snap),
             f"{inbox.received}/{inbox.shed}" if inbox else "–",
@@ -201,7 +203,7 @@ def plain_lines(model: ViewModel) -> list[str]:
         out.append(
             f"  {athlete}: HR {_fmt(snap.hr_bpm)} RR {_fmt(snap.rr_ms)} "
             f"lnRMSSD {_fmt(snap.ln_rmssd, '.2f')} SmO2 {_fmt(snap.smo2_pct, '.1f')} "
-            f"power {_fmt(snap.power_w)} {devices} alerts: "
+            f"power {_fmt(snap.power_w)} SpO2 {_fmt(snap.spo2_pct)} {devices} alerts: "
             f"{','.join(snap.open_alerts) or 'none'}"
         )
     for name, counters in status.sinks.items():

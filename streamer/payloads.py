@@ -20,10 +20,11 @@ Every JSON payload is one object whose first keys are the header:
 ``device``
     Present on live samples and on results from one device (oxygenation, grip).
 ``kind``
-    Present on live samples: ``heart_rate``, ``smo2``, ``force`` or ``power``.
+    Present on live samples: ``heart_rate``, ``smo2``, ``force``, ``power`` or ``spo2``.
 
 Then the result's fields, in the order given, units in their names: ``hr_bpm``,
 ``rr_ms`` (list, oldest first), ``smo2_pct``, ``thb_gdl``, ``force_kg``, ``power_w``,
+``spo2_pct``, ``pulse_bpm``,
 ``rmssd_ms``, ``ln_rmssd``, ``t95_s``, ``drop_pct`` … A value that is unknown is ``null``
 (never NaN, which is not JSON). The ``alerts`` payload carries ``active`` (list of open
 alerts) and ``event`` (the alert that changed), each ``{rule, severity, state, message,

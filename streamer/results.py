@@ -28,7 +28,7 @@ from pathlib import PurePath
 from types import MappingProxyType
 from typing import Final
 
-from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample
+from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample, SpO2Sample
 
 #: A value that survives JSON encoding unchanged.
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
@@ -42,6 +42,7 @@ class Kind(enum.StrEnum):
     SMO2 = "smo2"
     FORCE = "force"
     POWER = "power"
+    SPO2 = "spo2"
     # Results: QoS 1, never dropped.
     HRV = "hrv"
     MORNING = "morning"
@@ -56,7 +57,7 @@ class Kind(enum.StrEnum):
         return self in LIVE_KINDS
 
 
-LIVE_KINDS: Final = frozenset({Kind.HEART_RATE, Kind.SMO2, Kind.FORCE, Kind.POWER})
+LIVE_KINDS: Final = frozenset({Kind.HEART_RATE, Kind.SMO2, Kind.FORCE, Kind.POWER, Kind.SPO2})
 
 #: Keys every JSON payload carries in its header; a result's fields may not use them.
 RESERVED_KEYS: Final = frozenset({"schema", "seq", "ts_ns", "time", "athlete", "device", "kind"})
@@ -202,12 +203,15 @@ RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS})
 
 
 def live_result(
-    athlete: str, device: str, sample: HeartRateSample | SmO2Sample | ForceSample | PowerSample
+    athlete: str,
+    device: str,
+    sample: HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample,
 ) -> Result:
     """A live envelope from a device sample, with exactly the fields of SCHEMA.md.
 
     Heart rate: ``hr_bpm`` and ``rr_ms`` (list, oldest first); SmO2: ``smo2_pct``,
-    ``thb_gdl``; force: ``force_kg``; power: ``power_w``.
+    ``thb_gdl``; force: ``force_kg``; power: ``power_w``; SpO2: ``spo2_pct``,
+    ``pulse_bpm`` (``None`` when the oximeter had no valid reading).
     """
     fields: dict[str, JsonValue]
     match sample:
@@ -226,6 +230,12 @@ def live_result(
         case PowerSample():
             kind = Kind.POWER
             fields = {"power_w": sample.power_w}
+        case SpO2Sample():
+            kind = Kind.SPO2
+            fields = {
+                "spo2_pct": to_jsonable(sample.spo2_pct),
+                "pulse_bpm": to_jsonable(sample.pulse_bpm),
+            }
         case _:
             raise TypeError(f"no live kind for {type(sample).__name__}")
     return Result(kind, athlete, sample.t_ns, fields, device)

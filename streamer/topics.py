@@ -4,7 +4,7 @@
 topic                                       QoS  retained  payload
 ==========================================  ===  ========  =====================================
 ``<base>/bridge/state``                     1    yes       ``online`` / ``offline`` (LWT)
-``<base>/<athlete>/<device>/live``          0    no        heart_rate, smo2, force, power sample
+``<base>/<athlete>/<device>/live``          0    no        heart_rate, smo2, force, power, spo2
 ``<base>/<athlete>/hrv``                    1    no        rolling HRV window
 ``<base>/<athlete>/morning``                1    yes       daily reading + baseline band
 ``<base>/<athlete>/oxygenation``            1    no        per effort / per session recovery

@@ -5,7 +5,8 @@
 (:class:`streamer.athlete.AthleteState`: processors, rules, alert book) and hands the
 results to the given sinks: ``days`` of history ending the day before yesterday with live
 samples off, then yesterday replayed once more with live samples on (heart rate, RR, SmO2,
-power, force), so that every kind of result exists and lies in the past.
+power, force, and a minute of SpO2), so that every kind of result exists and lies in the
+past.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from devices.records import SpO2Sample
 from streamer.athlete import AthleteState
 from streamer.history import day_records, history_dates, replay_history, scenarios
 from streamer.pipeline import Pipeline, Sink
@@ -45,6 +47,15 @@ class CaptureSink:
 
     def status(self) -> Mapping[str, Any]:
         return {"results": len(self.results)}
+
+
+def _oximetry(day: dt.date) -> list[SpO2Sample]:
+    """A minute of pulse-oximeter samples at 07:00 UTC of ``day`` (1 Hz), one without a
+    valid value: the demo's scenarios have no oximeter, and every live kind must exist."""
+    start_ns = int(dt.datetime(day.year, day.month, day.day, 7, tzinfo=dt.UTC).timestamp()) * 10**9
+    samples = [SpO2Sample(start_ns + i * 10**9, 96.0 + i % 3, 58.0 + i % 5) for i in range(60)]
+    samples.append(SpO2Sample(start_ns + 60 * 10**9, float("nan"), float("nan")))
+    return samples
 
 
 async def replay(
@@ -90,6 +101,8 @@ async def replay(
             for plan in plans:
                 for device, record in day_records(plan, plan.days[-1], yesterday):
                     await pipeline.put(plan.athlete, device, record)
+                for record in _oximetry(yesterday):
+                    await pipeline.put(plan.athlete, "oximeter", record)
             await pipeline.join()
             async with asyncio.timeout(120):
                 # Live samples wait in the pipeline's lanes, then in the sinks' batches

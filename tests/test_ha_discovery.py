@@ -40,6 +40,19 @@ def test_heart_rate_sensor_reads_the_strap_live_topic_only_when_there_is_a_strap
     assert json.loads(hr)["state_topic"] == "redox/alice/chest/live"
 
 
+def test_spo2_sensor_reads_the_oximeter_live_topic_only_when_there_is_an_oximeter() -> None:
+    athletes = [
+        AthleteConfig("cy", "Cy", devices=(DeviceConfig("finger", DeviceKind.SPO2, name="O2"),)),
+        *_athletes(),
+    ]
+    messages = dict(discovery_messages(Topics(), athletes))
+    config = json.loads(messages["homeassistant/sensor/redox_cy/spo2/config"])
+    assert config["state_topic"] == "redox/cy/finger/live"
+    assert config["value_template"] == "{{ value_json.spo2_pct }}"
+    assert config["unit_of_measurement"] == "%"
+    assert not [t for t in messages if t.endswith("/spo2/config") and "redox_cy" not in t]
+
+
 def test_one_binary_sensor_per_rule_that_asks_for_action() -> None:
     assert set(ACTION_RULES) == {r for r, s in CATALOGUE.items() if s.severity.value != "info"}
     assert "grip_signal" not in ACTION_RULES

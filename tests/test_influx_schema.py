@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices.records import HeartRateSample, PowerSample
+from devices.records import HeartRateSample, PowerSample, SpO2Sample
 from streamer.influx_schema import FIELD_TYPES, SchemaError, lines_for
 from streamer.results import Kind, Result, alert_result, live_result
 
@@ -25,6 +25,12 @@ def test_heart_rate_uses_beat_times_when_the_pipeline_gives_them() -> None:
         "heart_rate,athlete=a,device=s rr_ms=900 42",
         "heart_rate,athlete=a,device=s hr_bpm=60 100",
     ]
+
+
+def test_spo2_goes_to_pulse_oximetry_not_next_to_muscle_smo2() -> None:
+    (line,) = lines_for(live_result("a", "finger", SpO2Sample(7, 97, 64)))
+    assert line == "pulse_oximetry,athlete=a,device=finger pulse_bpm=64,spo2_pct=97 7"
+    assert lines_for(live_result("a", "finger", SpO2Sample(8, float("nan"), float("nan")))) == []
 
 
 def test_whole_numbers_are_written_as_floats_except_counts() -> None:

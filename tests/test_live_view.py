@@ -8,7 +8,7 @@ import io
 
 from rich.console import Console
 
-from devices.records import HeartRateSample
+from devices.records import HeartRateSample, SpO2Sample
 from streamer.athlete import AthleteState
 from streamer.history import HistoryProgress
 from streamer.live_view import LiveView, ViewModel, plain_lines, render
@@ -34,6 +34,17 @@ def test_plain_lines_carry_each_athletes_latest_values_and_the_replay_progress()
     assert "history 1/4 athlete-days" in lines[0]
     assert lines[1].startswith("  ann: HR 61 RR 980")
     assert lines[1].endswith("alerts: none")
+
+
+def test_spo2_shows_once_an_oximeter_reports_and_a_reading_without_value_keeps_the_last() -> None:
+    model, state = _model()
+    assert "SpO2 –" in plain_lines(model)[1]
+    state.process("finger", SpO2Sample(2, 97.0, 64.0))
+    state.process("finger", SpO2Sample(3, float("nan"), float("nan")))
+    assert "SpO2 97" in plain_lines(model)[1]
+    console = Console(file=io.StringIO(), width=200, force_terminal=True)
+    console.print(render(model))
+    assert "SpO2 %" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_the_table_renders_the_athlete_row() -> None:

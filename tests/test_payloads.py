@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample
+from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample, SpO2Sample
 from streamer.payloads import (
     SCHEMA_VERSION,
     build_payload,
@@ -71,10 +71,15 @@ def test_live_heart_rate_payload_has_kind_device_and_rr_list() -> None:
         (SmO2Sample(1, 55.5, 12.1), "smo2", {"smo2_pct": 55.5, "thb_gdl": 12.1}),
         (ForceSample(1, 31.25), "force", {"force_kg": 31.25}),
         (PowerSample(1, 250), "power", {"power_w": 250}),
+        (SpO2Sample(1, 97.0, 64.0), "spo2", {"spo2_pct": 97.0, "pulse_bpm": 64.0}),
+        # NaN: the oximeter had no valid value (SFLOAT NaN/NRes) → null.
+        (SpO2Sample(1, math.nan, math.nan), "spo2", {"spo2_pct": None, "pulse_bpm": None}),
     ],
 )
 def test_live_samples_carry_exactly_their_schema_fields(
-    sample: SmO2Sample | ForceSample | PowerSample, kind: str, fields: dict[str, float]
+    sample: SmO2Sample | ForceSample | PowerSample | SpO2Sample,
+    kind: str,
+    fields: dict[str, float | None],
 ) -> None:
     r = live_result("a", "d", sample)
     assert r.kind.value == kind
