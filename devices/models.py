@@ -15,8 +15,11 @@ that depends on the model is derived from its row here:
 * what records it yields, and so which kinds ``config check`` accepts
   (:data:`STREAMABLE_KINDS`).
 
-Adding a model is one row; adding a kind is one row plus the enum member, the emulator and
-whatever the streamer publishes of its records.
+Adding a model of a known kind is one row and its emulator (a driver class only when the
+device must be told to stream; :class:`~devices.drivers.notify.NotifyDriver` serves the
+rest). A new kind adds its :class:`~devices.kinds.DeviceKind` member and what the streamer
+publishes of its records (live kind in :mod:`streamer.results`, measurement in
+:mod:`streamer.influx_schema`, docs/topics.md and docs/influx-schema.md).
 
 Driver and emulator classes are named by import path and loaded when first asked for: the
 drivers import discovery, which classifies from this table (a cycle otherwise), and the

@@ -109,7 +109,10 @@ class GapEvent:
     reason: GapReason
 
 
-Sample = HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample | BatteryLevel
+MeasuredSample = HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample
+"""The measured stream as a type (see :data:`MEASURED_SAMPLES`)."""
+
+Sample = MeasuredSample | BatteryLevel
 
 MEASURED_SAMPLES = (HeartRateSample, SmO2Sample, ForceSample, PowerSample, SpO2Sample)
 """The measured stream, for ``isinstance``: what a driver's link delivers at rate (its

@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from devices.records import (
+    MEASURED_SAMPLES,
     BatteryLevel,
     ForceSample,
     GapEvent,
     HeartRateSample,
+    MeasuredSample,
     PowerSample,
     SmO2Sample,
     SpO2Sample,
@@ -309,8 +311,6 @@ class AthleteState:
                 return self._force(device, record.samples)
             case PowerSample():
                 return self._power(device, record)
-            case SpO2Sample():
-                return self._spo2(device, record)
             case GapEvent():
                 self._gap(device, record)
                 return []
@@ -327,6 +327,10 @@ class AthleteState:
                 | GripEnd()
             ):
                 return self._protocol(record)
+            case _ if isinstance(record, MEASURED_SAMPLES):
+                # A sample nothing here analyses (SpO2, a new device kind's): published
+                # live, never dropped without a word.
+                return self._live_only(device, record)
             case _:
                 return []
 
@@ -475,9 +479,10 @@ class AthleteState:
             self._power_n += 1
         return [live_result(self.athlete, device, sample)] if self.live else []
 
-    def _spo2(self, device: str, sample: SpO2Sample) -> list[Result]:
+    def _live_only(self, device: str, sample: MeasuredSample) -> list[Result]:
         self._seen(device, sample.t_ns)
-        if math.isfinite(sample.spo2_pct):  # NaN: the oximeter had no valid reading
+        # NaN: the oximeter had no valid reading; the view keeps the last one.
+        if isinstance(sample, SpO2Sample) and math.isfinite(sample.spo2_pct):
             self.snapshot.spo2_pct = sample.spo2_pct
         return [live_result(self.athlete, device, sample)] if self.live else []
 

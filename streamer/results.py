@@ -28,7 +28,14 @@ from pathlib import PurePath
 from types import MappingProxyType
 from typing import Final
 
-from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample, SpO2Sample
+from devices.records import (
+    ForceSample,
+    HeartRateSample,
+    MeasuredSample,
+    PowerSample,
+    SmO2Sample,
+    SpO2Sample,
+)
 
 #: A value that survives JSON encoding unchanged.
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
@@ -205,7 +212,7 @@ RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS})
 def live_result(
     athlete: str,
     device: str,
-    sample: HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample,
+    sample: MeasuredSample,
 ) -> Result:
     """A live envelope from a device sample, with exactly the fields of SCHEMA.md.
 

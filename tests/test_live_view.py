@@ -47,6 +47,14 @@ def test_spo2_shows_once_an_oximeter_reports_and_a_reading_without_value_keeps_t
     assert "SpO2 %" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
+def test_athlete_publishes_spo2_samples_live_instead_of_dropping_them() -> None:
+    state = AthleteState("ann")
+    (result,) = state.process("finger", SpO2Sample(5, 96.0, 61.0))
+    assert (result.kind.value, result.device, result.ts_ns) == ("spo2", "finger", 5)
+    assert dict(result.fields) == {"spo2_pct": 96.0, "pulse_bpm": 61.0}
+    assert AthleteState("bob", live=False).process("finger", SpO2Sample(5, 96.0, 61.0)) == []
+
+
 def test_the_table_renders_the_athlete_row() -> None:
     model, _ = _model()
     console = Console(file=io.StringIO(), width=160, force_terminal=True)

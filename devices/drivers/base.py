@@ -49,24 +49,12 @@ from devices.discovery import BluetoothUnavailableError, find_device
 from devices.kinds import DeviceKind
 from devices.models import DeviceModel
 from devices.policy import ConnectionPolicy
-from devices.records import (
-    MEASURED_SAMPLES,
-    BatteryLevel,
-    ForceSample,
-    GapEvent,
-    GapReason,
-    HeartRateSample,
-    PowerSample,
-    SmO2Sample,
-    SpO2Sample,
-)
+from devices.records import MEASURED_SAMPLES, GapEvent, GapReason, Sample
 
 _LOGGER = logging.getLogger(__name__)
 
-Record = (
-    HeartRateSample | SmO2Sample | ForceSample | PowerSample | SpO2Sample | BatteryLevel | GapEvent
-)
-"""What a driver emits."""
+Record = Sample | GapEvent
+"""What a driver emits: any sample (:data:`devices.records.Sample`) and gaps."""
 
 
 DISCONNECT_TIMEOUT_S = 5.0
