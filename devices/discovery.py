@@ -22,6 +22,7 @@ from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
 
 from devices import gatt
+from devices.errors import DeviceUnavailableError
 from devices.kinds import DeviceKind
 
 # When a device advertises services of several kinds, the more specific kind wins: a
@@ -52,7 +53,7 @@ NAME_KINDS: Final[tuple[tuple[re.Pattern[str], DeviceKind], ...]] = (
 """Advertised-name patterns → kind, for devices that do not advertise their services."""
 
 
-class BluetoothUnavailableError(Exception):
+class BluetoothUnavailableError(DeviceUnavailableError):
     """No usable Bluetooth adapter: missing, powered off, blocked, or no BlueZ/D-Bus.
 
     The message says what the operating system reported and what to check.

@@ -44,6 +44,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from streamer.config import MqttConfig
+from streamer.errors import StreamerError
 from streamer.notify_model import AlertNotice as AlertNotice
 from streamer.notify_model import Channel, DeliveryError
 from streamer.payloads import decode_payload
@@ -64,7 +65,7 @@ SESSION_EXPIRY_S: Final = 14 * 24 * 3600
 _AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
 
 
-class NotifyError(Exception):
+class NotifyError(StreamerError):
     """The notifier cannot run (refused credentials, bad state file); says what to do."""
 
 

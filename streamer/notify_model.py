@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from streamer.errors import StreamerError
 from streamer.results import JsonValue
 
 _SEVERITY_LABEL: Final = {"pull_back": "pull back", "warning": "warning", "info": "info"}
@@ -108,7 +109,7 @@ class AlertNotice:
         }
 
 
-class DeliveryError(Exception):
+class DeliveryError(StreamerError):
     """A notification could not be delivered on one channel (the message says why)."""
 
 

@@ -26,6 +26,7 @@ from typing import Final
 from processors.alerts import AlertBook
 from processors.rules import CATALOGUE, DEFAULT_THRESHOLDS, RuleThresholds
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
+from streamer.errors import StreamerError
 from streamer.report_model import (
     AlertSpan,
     GripPoint,
@@ -40,7 +41,7 @@ DEFAULT_DAYS: Final = 28
 OUTPUT_SUFFIXES: Final = (".png", ".html", ".htm")
 
 
-class ReportError(Exception):
+class ReportError(StreamerError):
     """The report cannot be made from this store (the message says why and what to do)."""
 
 
