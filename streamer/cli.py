@@ -3,6 +3,9 @@
 Each sub-command lives in its own module under :mod:`streamer.commands` and exposes
 ``register(subparsers)``; this module only assembles them, so a reader finds a command's
 behaviour in ``streamer/commands/<name>.py``.
+
+Errors end here: :func:`main` turns every error family of :mod:`streamer.errors` into one
+line and an exit status, and Ctrl-C into status 130, without a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from streamer import __version__
-from streamer.errors import CliError
+from streamer.errors import INPUT_STATUS, INTERRUPTED_STATUS, user_error
 
 # Order here is the order in `--help`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -62,19 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Also while the commands' modules load, before a command can handle Ctrl-C itself.
+        return INTERRUPTED_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
+        return INPUT_STATUS
     try:
         status: int = handler(args)
-    except CliError as exc:
-        print(f"redox-streamer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"redox-streamer {args.command}: error: {error.message}", file=sys.stderr)
+        return error.status
     return status
 
 
