@@ -291,8 +291,8 @@ def gather_report(
 
 def write_report(data: ReportData, path: Path) -> None:
     """Write the report to ``path``: ``.png`` a picture, ``.html``/``.htm`` a page."""
-    # Imported here: matplotlib takes a noticeable fraction of a second to import, and the
-    # CLI imports this module for every command.
+    # Imported here: matplotlib takes a noticeable fraction of a second to import, and
+    # `report --help` and the report's errors need none of it.
     from streamer.report_figure import render_png
     from streamer.report_page import render_html
 
