@@ -22,6 +22,7 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
 
+from devices.errors import DeviceUnavailableError
 from devices.kinds import DeviceKind
 from devices.models import MODELS, DeviceModel, identify
 
@@ -38,7 +39,7 @@ NAME_KINDS: Final[tuple[tuple[re.Pattern[str], DeviceKind], ...]] = tuple(
 :data:`devices.models.MODELS`)."""
 
 
-class BluetoothUnavailableError(Exception):
+class BluetoothUnavailableError(DeviceUnavailableError):
     """No usable Bluetooth adapter: missing, powered off, blocked, or no BlueZ/D-Bus.
 
     The message says what the operating system reported and what to check.

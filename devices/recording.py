@@ -24,12 +24,13 @@ from typing import IO
 
 from devices import gatt
 from devices.codecs import CODECS, CodecError, parse_hex
+from devices.errors import DeviceError
 from devices.records import DeviceRecord
 
 PathLike = str | os.PathLike[str]
 
 
-class RecordingError(ValueError):
+class RecordingError(DeviceError, ValueError):
     """A recording line (or a notification to record) is malformed.
 
     The message starts with ``<file>:<line>:`` and says what is wrong with that line.

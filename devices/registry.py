@@ -31,6 +31,7 @@ from typing import Final
 
 from platformdirs import user_config_dir
 
+from devices.errors import DeviceError
 from devices.kinds import DeviceKind
 
 REGISTRY_VERSION: Final = 1
@@ -40,7 +41,7 @@ _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _UUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 
 
-class RegistryError(Exception):
+class RegistryError(DeviceError):
     """The registry file or a change to it is invalid; the message says what and where."""
 
 

@@ -44,9 +44,10 @@ import numpy as np
 import numpy.typing as npt
 
 from processors import physiology as ph
+from processors.errors import InputError
 
 
-class GripInputError(ValueError):
+class GripInputError(InputError, ValueError):
     """A force trace or grip-test input that cannot give a measurement (says which, and why)."""
 
 

@@ -75,6 +75,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 
 from processors import physiology as ph
+from processors.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -97,7 +98,7 @@ ACTIVITY_KINDS: tuple[ActivityKind, ...] = ("power", "hr")
 WorkEndSource: TypeAlias = Literal["power", "hr", "smo2"]
 
 
-class OxygenationInputError(ValueError):
+class OxygenationInputError(InputError, ValueError):
     """SmO2 or activity input that cannot be analysed (names the input and the fault)."""
 
 

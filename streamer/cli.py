@@ -3,6 +3,14 @@
 Each sub-command lives in its own module under :mod:`streamer.commands` and exposes
 ``register(subparsers)``; this module only assembles them, so a reader finds a command's
 behaviour in ``streamer/commands/<name>.py``.
+
+Only the command being run is imported: the others (and Bumble, numpy, matplotlib behind
+them) would cost a second and ~100 MB before ``--help`` could answer. :data:`COMMANDS`
+therefore carries each command's one-line summary, which must equal the ``help=`` its
+module registers (a test checks).
+
+Errors end here: :func:`main` turns every error family of :mod:`streamer.errors` into one
+line and an exit status, and Ctrl-C into status 130, without a traceback.
 """
 
 from __future__ import annotations
@@ -10,27 +18,71 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from streamer import __version__
-from streamer.errors import CliError
+from streamer.errors import INPUT_STATUS, INTERRUPTED_STATUS, user_error
 
-# Order here is the order in `--help`.
-COMMAND_MODULES: tuple[str, ...] = (
-    # one line per command module; keep the demo first
-    "demo",
-    "run",
-    "replay",
-    "doctor",
-    "morning",
-    "grip_test",
-    "scan",
-    "pair",
-    "decode",
-    "analyze",
-    "config",
-    "notify",
-    "report",
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A sub-command: its name, its line in ``--help`` and the module that registers it."""
+
+    name: str
+    summary: str
+    module: str
+
+
+# Order here is the order in `--help`; keep the demo first.
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "demo",
+        "emulated athletes and devices end to end, no hardware, no servers",
+        "streamer.commands.demo",
+    ),
+    Command("run", "stream the paired devices of the configured athletes", "streamer.commands.run"),
+    Command(
+        "replay",
+        "replay a recording of raw notifications through the pipeline",
+        "streamer.commands.replay",
+    ),
+    Command(
+        "doctor", "check Bluetooth, broker, InfluxDB, config and store", "streamer.commands.doctor"
+    ),
+    Command(
+        "morning", "guided morning HRV reading with a chest strap", "streamer.commands.morning"
+    ),
+    Command(
+        "grip-test",
+        "guided grip test before and after a session (Tindeq)",
+        "streamer.commands.grip_test",
+    ),
+    Command(
+        "scan", "list Bluetooth LE devices in range and what they are", "streamer.commands.scan"
+    ),
+    Command("pair", "remember which device belongs to which athlete", "streamer.commands.pair"),
+    Command(
+        "decode",
+        "decode one notification payload (hex) and print its fields",
+        "streamer.commands.decode",
+    ),
+    Command(
+        "analyze",
+        "analyse a recorded file (HRV of an RR-interval file)",
+        "streamer.commands.analyze",
+    ),
+    Command("config", "write an example config file, or check one", "streamer.commands.config"),
+    Command(
+        "notify",
+        "turn alerts on MQTT into desktop, command or webhook notifications",
+        "streamer.commands.notify",
+    ),
+    Command(
+        "report",
+        "picture of an athlete's last weeks (PNG or HTML) from the local store",
+        "streamer.commands.report",
+    ),
 )
 
 DESCRIPTION = """\
@@ -46,7 +98,9 @@ Start here:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the commands named in ``load`` registered by their modules (None:
+    every command); the others are listed with their summary but take no arguments."""
     parser = argparse.ArgumentParser(
         prog="redox-streamer",
         description=DESCRIPTION,
@@ -54,27 +108,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"streamer.commands.{name}")
-        module.register(sub)
+    for command in COMMANDS:
+        if load is None or command.name in load:
+            importlib.import_module(command.module).register(sub)
+        else:
+            sub.add_parser(command.name, help=command.summary, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
-    parser = build_parser()
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        # Also while a command's modules load, before it can handle Ctrl-C itself.
+        return INTERRUPTED_STATUS
+
+
+def _main(argv: list[str]) -> int:
+    # First find the command with every command a stub (argparse's own --help, --version
+    # and errors for an unknown command exit here), then parse for real with it loaded.
+    found, _ = build_parser(()).parse_known_args(argv)
+    parser = build_parser({found.command} if found.command else ())
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
+        return INPUT_STATUS
     try:
         status: int = handler(args)
-    except CliError as exc:
-        print(f"redox-streamer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"redox-streamer {args.command}: error: {error.message}", file=sys.stderr)
+        return error.status
     return status
 
 

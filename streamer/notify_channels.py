@@ -33,9 +33,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
-from streamer.notify import AlertNotice
+from streamer.notify_model import AlertNotice
+from streamer.notify_model import Channel as Channel
+from streamer.notify_model import DeliveryError as DeliveryError
 
 COMMAND_TIMEOUT_S: Final = 30.0
 """A ``--exec`` command still running after this is killed and counted as failed."""
@@ -44,20 +46,6 @@ WEBHOOK_TIMEOUT_S: Final = 10.0
 
 _PRIORITY: Final = {"pull_back": 4, "warning": 3, "info": 2}
 _EMOJI: Final = {"pull_back": "rotating_light", "warning": "warning", "info": "information_source"}
-
-
-class DeliveryError(Exception):
-    """A notification could not be delivered on one channel (the message says why)."""
-
-
-class Channel(Protocol):
-    """One way of telling a person about an alert."""
-
-    name: str
-
-    async def send(self, notice: AlertNotice) -> None:
-        """Deliver ``notice``; raise :class:`DeliveryError` when it did not get through."""
-        ...
 
 
 def priority(notice: AlertNotice) -> int:

@@ -1,11 +1,11 @@
 """The athlete's trend report: what the local store knows of their last weeks, as numbers.
 
-:func:`gather_report` reads the store (:class:`streamer.store.Store`) into a small typed
-:class:`ReportData`: one :class:`MorningPoint` per calendar day of the window (UTC), the
-session SmO2 recovery times, the grip tests, and the alerts as spans from raised to
-cleared. The normal band (baseline mean ± 0.5·SD), baseline median and 7-day means are
-computed with :func:`processors.trends.daily_trend` from the store's accepted morning
-readings, exactly as the pipeline computes them, with the athlete's rule thresholds.
+:func:`gather_report` reads the store (:class:`streamer.store.Store`) into the small typed
+records of :mod:`streamer.report_model`: one ``MorningPoint`` per calendar day of the
+window (UTC), the session SmO2 recovery times, the grip tests, and the alerts as spans from
+raised to cleared. The normal band (baseline mean ± 0.5·SD), baseline median and 7-day
+means are computed with :func:`processors.trends.daily_trend` from the store's accepted
+morning readings, exactly as the pipeline computes them, with the athlete's rule thresholds.
 
 Drawing is kept apart so the numbers can be checked on their own:
 :mod:`streamer.report_figure` makes the picture (PNG), :mod:`streamer.report_page` the
@@ -20,13 +20,20 @@ import datetime as dt
 import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from processors.alerts import AlertBook
 from processors.rules import CATALOGUE, DEFAULT_THRESHOLDS, RuleThresholds
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
+from streamer.errors import StreamerError
+from streamer.report_model import (
+    AlertSpan,
+    GripPoint,
+    MorningPoint,
+    ReportData,
+    SessionPoint,
+)
 from streamer.results import JsonValue
 from streamer.store import ATHLETES_SQL, AlertRow, Row, Store
 
@@ -34,131 +41,8 @@ DEFAULT_DAYS: Final = 28
 OUTPUT_SUFFIXES: Final = (".png", ".html", ".htm")
 
 
-class ReportError(Exception):
+class ReportError(StreamerError):
     """The report cannot be made from this store (the message says why and what to do)."""
-
-
-# --- the data -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MorningPoint:
-    """One calendar day (UTC) of the window: the morning reading and that day's trend.
-
-    ``ln_rmssd`` (ln ms), ``rmssd_ms`` and ``resting_hr_bpm`` are None unless the day has an
-    accepted reading. The band, baseline and 7-day values describe the day whether or not
-    it has a reading; None while their data requirement is unmet (see
-    :mod:`processors.trends`).
-    """
-
-    day: dt.date
-    recorded: bool
-    accepted: bool
-    reject_reason: str | None
-    ln_rmssd: float | None
-    rmssd_ms: float | None
-    resting_hr_bpm: float | None
-    ln_band_low: float | None
-    ln_band_high: float | None
-    ln_baseline_mean: float | None
-    ln_7d_mean: float | None
-    rhr_baseline_median_bpm: float | None
-    rhr_7d_mean_bpm: float | None
-
-    @property
-    def band_position(self) -> str | None:
-        """``"below"``, ``"within"`` or ``"above"`` the normal band; None if not decidable."""
-        if self.ln_rmssd is None or self.ln_band_low is None or self.ln_band_high is None:
-            return None
-        if self.ln_rmssd < self.ln_band_low:
-            return "below"
-        return "above" if self.ln_rmssd > self.ln_band_high else "within"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionPoint:
-    """One session's SmO2 recovery: the median T95 over its efforts, in seconds.
-
-    ``recovery_s`` is None when no effort was measured; ``lower_bound`` means at least one
-    effort had not recovered when the session ended, so the true time is longer.
-    """
-
-    at: dt.datetime
-    recovery_s: float | None
-    lower_bound: bool
-    n_efforts: int
-    device: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class GripPoint:
-    """One grip test: the worst post-session drop (% of MVC) and its class.
-
-    ``drops_pct`` holds (minutes after the session, drop %) for every post test;
-    ``threshold_pct`` is the drop that counts as real given the test's own noise.
-    """
-
-    at: dt.datetime
-    mvc_kg: float | None
-    drop_pct: float
-    threshold_pct: float | None
-    grip_class: str
-    drops_pct: tuple[tuple[float, float], ...]
-
-    @property
-    def last_drop(self) -> tuple[float, float] | None:
-        """(minutes, drop %) of the last post test, the one that tells signal from spillover."""
-        return self.drops_pct[-1] if self.drops_pct else None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertSpan:
-    """An alert from raised to cleared (``cleared`` None: still open)."""
-
-    rule: str
-    severity: str
-    title: str
-    message: str
-    advice: str
-    raised: dt.datetime
-    cleared: dt.datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportData:
-    """Everything the report shows for one athlete over ``start … end`` (UTC, inclusive).
-
-    ``alerts`` are the spans that overlap the window; ``open_alerts`` are the alerts open
-    now according to the athlete's alert book (the same the status topic reports).
-    """
-
-    athlete: str
-    start: dt.date
-    end: dt.date
-    mornings: tuple[MorningPoint, ...]
-    sessions: tuple[SessionPoint, ...]
-    grips: tuple[GripPoint, ...]
-    alerts: tuple[AlertSpan, ...]
-    open_alerts: tuple[AlertSpan, ...]
-    thresholds: RuleThresholds
-
-    @property
-    def days(self) -> int:
-        """Length of the window in days."""
-        return (self.end - self.start).days + 1
-
-    @property
-    def latest_morning(self) -> MorningPoint | None:
-        """The most recent accepted morning reading in the window."""
-        return next((m for m in reversed(self.mornings) if m.ln_rmssd is not None), None)
-
-    @property
-    def status(self) -> str:
-        """``pull_back``, ``caution`` or ``ok``, from the open alerts' severities."""
-        severities = {a.severity for a in self.open_alerts}
-        if "pull_back" in severities:
-            return "pull_back"
-        return "caution" if "warning" in severities else "ok"
 
 
 def _number(data: Mapping[str, JsonValue], key: str) -> float | None:
@@ -407,8 +291,8 @@ def gather_report(
 
 def write_report(data: ReportData, path: Path) -> None:
     """Write the report to ``path``: ``.png`` a picture, ``.html``/``.htm`` a page."""
-    # Imported here: matplotlib takes a noticeable fraction of a second to import, and the
-    # CLI imports this module for every command.
+    # Imported here: matplotlib takes a noticeable fraction of a second to import, and
+    # `report --help` and the report's errors need none of it.
     from streamer.report_figure import render_png
     from streamer.report_page import render_html
 

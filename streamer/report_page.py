@@ -13,8 +13,8 @@ import html
 from collections.abc import Sequence
 from typing import Final
 
-from streamer.report import AlertSpan, ReportData
 from streamer.report_figure import PNG_SIZE_PX, png_bytes
+from streamer.report_model import AlertSpan, ReportData
 
 LAST_READINGS: Final = 7
 """Rows of each table of last readings."""

@@ -25,6 +25,7 @@ from typing import Literal, TypeAlias
 import numpy as np
 
 from processors import physiology as phys
+from processors.errors import InputError
 from processors.rr_clean import FloatArray
 
 Unit: TypeAlias = Literal["auto", "ms", "s"]
@@ -32,7 +33,7 @@ UNITS: tuple[Unit, ...] = ("auto", "ms", "s")
 _TO_MS = {"ms": 1.0, "s": 1000.0}
 
 
-class RrFileError(ValueError):
+class RrFileError(InputError, ValueError):
     """An RR file cannot be read; the message names the file, the line and the fix."""
 
 

@@ -29,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 
+from processors.errors import InputError
 from processors.oxygenation import FloatArray
 
 MOXY_HEADER = ("mm-dd", "hh:mm:ss", "SmO2 Live", "SmO2 Averaged", "THb", "Lap", "Session Ct")
@@ -36,7 +37,7 @@ _SMO2_COLUMNS = ("smo2", "smo2_live")
 _DAY_S = 86_400.0
 
 
-class SmO2FileError(ValueError):
+class SmO2FileError(InputError, ValueError):
     """An SmO2 file cannot be read; the message names the file, the line and the fix."""
 
 

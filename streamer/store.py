@@ -36,6 +36,7 @@ from typing import Final, Self
 
 import platformdirs
 
+from streamer.errors import StreamerError
 from streamer.results import JsonValue, Kind, Result
 
 SCHEMA_VERSION: Final = 1
@@ -90,7 +91,7 @@ ATHLETES_SQL: Final = (
 """Athlete ids with any history, sorted (also run read-only by ``streamer.report``)."""
 
 
-class StoreError(Exception):
+class StoreError(StreamerError):
     """The store file cannot be used (names the file and what to do)."""
 
 

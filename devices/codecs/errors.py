@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from devices.errors import DeviceError
 
-class CodecError(ValueError):
+
+class CodecError(DeviceError, ValueError):
     """A payload (or a record to encode) does not fit its characteristic's format.
 
     The message names the characteristic, the field and the byte offset that is wrong, e.g.

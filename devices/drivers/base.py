@@ -46,6 +46,7 @@ from devices import gatt
 from devices.codecs import battery
 from devices.codecs.errors import CodecError
 from devices.discovery import BluetoothUnavailableError, find_device
+from devices.errors import DeviceUnavailableError
 from devices.kinds import DeviceKind
 from devices.models import DeviceModel
 from devices.policy import ConnectionPolicy
@@ -67,7 +68,7 @@ class Decoder(Protocol):
     def __call__(self, data: bytes, *, t_ns: int = 0) -> Any: ...
 
 
-class DriverError(Exception):
+class DriverError(DeviceUnavailableError):
     """A driver cannot do what was asked (not connected, device lacks a characteristic)."""
 
 

@@ -12,7 +12,7 @@ from processors.hrv import PSD_METHODS, HrvMetrics, hrv_metrics
 from processors.rr_clean import CleanResult, QualityVerdict, clean_rr, quality_gate
 from streamer.commands import analyze_smo2
 from streamer.errors import CliError
-from streamer.rr_file import UNITS, RrFile, RrFileError, read_rr_file
+from streamer.rr_file import UNITS, RrFile, read_rr_file
 
 DESCRIPTION = """\
 Analyse recorded data offline with the same processors the live pipeline uses.
@@ -144,12 +144,7 @@ def run_rr(args: argparse.Namespace) -> int:
         if not 0 < value <= 100:
             flag = "--" + name.replace("_", "-")
             raise CliError(f"{flag} {value:g} is outside 0-100; give a percentage")
-    try:
-        rr_file = read_rr_file(
-            args.file, unit=args.unit, first_line_is_start=args.first_line_is_start
-        )
-    except RrFileError as exc:
-        raise CliError(str(exc)) from None
+    rr_file = read_rr_file(args.file, unit=args.unit, first_line_is_start=args.first_line_is_start)
     if rr_file.rr_ms.size < 3:
         raise CliError(
             f"{args.file}: only {rr_file.rr_ms.size} interval(s); HRV needs at least 3 "

@@ -19,7 +19,7 @@ from processors.oxygenation import (
     analyse_session,
 )
 from streamer.errors import CliError
-from streamer.smo2_file import MOXY_HEADER, SmO2File, SmO2FileError, read_smo2_file
+from streamer.smo2_file import MOXY_HEADER, SmO2File, read_smo2_file
 
 ACTIVITY_CHOICES = ("auto", "power", "hr", "none")
 
@@ -128,11 +128,8 @@ def _activity(data: SmO2File, choice: str) -> tuple[ActivityKind | None, Any]:
 
 
 def run_smo2(args: argparse.Namespace) -> int:
-    """Handler of ``analyze smo2``: 0 analysed; bad input raises :class:`CliError`."""
-    try:
-        data = read_smo2_file(args.file)
-    except SmO2FileError as exc:
-        raise CliError(str(exc)) from None
+    """Handler of ``analyze smo2``: 0 analysed; a bad file raises an error the CLI reports."""
+    data = read_smo2_file(args.file)
     kind, series = _activity(data, args.activity)
     try:
         session = analyse_session(

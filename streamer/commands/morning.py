@@ -27,7 +27,7 @@ from streamer.errors import CliError
 from streamer.guided import GuidedSession, guided_session, print_alerts, progress_bars, tick_until
 from streamer.pipeline import Sink
 from streamer.results import Kind, Result
-from streamer.store import Store, StoreError
+from streamer.store import Store
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
     from devices.emulated import ChestStrap
@@ -138,10 +138,7 @@ def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Any:
             path = config.store_path
         else:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "redox.sqlite3"
-        try:
-            store = stack.enter_context(Store(path))
-        except StoreError as exc:
-            raise CliError(str(exc)) from None
+        store = stack.enter_context(Store(path))
         sinks: list[Sink] = build_sinks(config, store) if config is not None else []
         thresholds = config.thresholds_for(athlete) if config is not None else None
         yield athlete, address, store, sinks, thresholds

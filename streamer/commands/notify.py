@@ -17,7 +17,7 @@ import platformdirs
 
 from streamer.config import ConfigError, MqttConfig, Secret, load_config
 from streamer.errors import CliError
-from streamer.notify import Notifier, NotifyError, SeenStore, default_client_id, run_notifier
+from streamer.notify import Notifier, SeenStore, default_client_id, run_notifier
 from streamer.notify_channels import (
     Channel,
     CommandChannel,
@@ -204,16 +204,10 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s notify: %(message)s",
         datefmt="%H:%M:%S",
     )
-    try:
-        seen = SeenStore(args.state)
-    except NotifyError as exc:
-        raise CliError(str(exc)) from None
+    seen = SeenStore(args.state)
     notifier = Notifier(channels, seen, include_cleared=args.cleared)
     client_id = args.client_id or default_client_id(args.state)
-    try:
-        asyncio.run(_main(mqtt, notifier, client_id))
-    except NotifyError as exc:
-        raise CliError(str(exc)) from None
+    asyncio.run(_main(mqtt, notifier, client_id))
     stats = notifier.stats
     _LOGGER.info(
         "stopped: %d delivered, %d failed, %d already delivered",

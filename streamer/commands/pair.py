@@ -18,7 +18,7 @@ from typing import Any
 from devices.discovery import BluetoothUnavailableError, FoundDevice, discover
 from devices.kinds import DeviceKind
 from devices.models import STREAMABLE_KINDS
-from devices.registry import DeviceRegistry, PairedDevice, RegistryError, normalize_address
+from devices.registry import DeviceRegistry, PairedDevice, normalize_address
 from streamer.commands.scan import (
     DEFAULT_EMULATED_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -168,12 +168,9 @@ def run_add(args: argparse.Namespace) -> int:
             "`pair remove` it first or add --replace"
         )
     name = args.name if args.name is not None else advertised
-    try:
-        device = PairedDevice(address, args.athlete, kind, name or "", args.role)
-        registry.add(device, replace=True)
-        registry.save()
-    except RegistryError as exc:
-        raise CliError(str(exc)) from None
+    device = PairedDevice(address, args.athlete, kind, name or "", args.role)
+    registry.add(device, replace=True)
+    registry.save()
     label = f" ({device.name})" if device.name else ""
     print(
         f"paired {device.address}{label} to {device.athlete} as {device.kind.value}; "
@@ -195,10 +192,7 @@ def _target(
             )
         found = _choose(_scan(args, args.kind), registry, args.kind, _timeout(args))
         return found.address, args.kind, found.name
-    try:
-        address = normalize_address(args.address)
-    except RegistryError as exc:
-        raise CliError(str(exc)) from None
+    address = normalize_address(args.address)
     if args.kind is not None:  # nothing to learn from a scan
         return address, args.kind, None
     seen = _find(_scan(args, None), address)
@@ -238,11 +232,8 @@ def run_list(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     """Forget one device."""
     registry = _load(args.registry)
-    try:
-        device = registry.remove(args.address)
-        registry.save()
-    except RegistryError as exc:
-        raise CliError(str(exc)) from None
+    device = registry.remove(args.address)
+    registry.save()
     print(
         f"removed {device.address} ({device.kind.value} of {device.athlete}) from {registry.path}"
     )
@@ -250,10 +241,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def _load(path: Path | None) -> DeviceRegistry:
-    try:
-        return DeviceRegistry.load(path)
-    except RegistryError as exc:
-        raise CliError(str(exc)) from None
+    return DeviceRegistry.load(path)
 
 
 def _timeout(args: argparse.Namespace) -> float:

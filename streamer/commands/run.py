@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
-from devices.registry import DeviceRegistry, RegistryError
+from devices.registry import DeviceRegistry
 from streamer.athlete import AthleteState
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
@@ -25,7 +25,7 @@ from streamer.live_view import LiveView, ViewModel
 from streamer.mqtt import MqttPublisher
 from streamer.pipeline import Pipeline, Sink
 from streamer.runtime import run_for, running
-from streamer.store import Store, StoreError
+from streamer.store import Store
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
@@ -137,20 +137,14 @@ def run(args: argparse.Namespace) -> int:
         )
     registry = None
     if not args.emulated or args.registry is not None:  # emulated: only a registry named
-        try:
-            registry = DeviceRegistry.load(args.registry)
-        except RegistryError as exc:
-            raise CliError(str(exc)) from None
+        registry = DeviceRegistry.load(args.registry)
     devices = paired_devices(config, registry)
     if not any(devices.values()):
         raise CliError(
             "no devices to stream: add devices to the athletes in the config, or "
             "pair them with `redox-streamer pair`"
         )
-    try:
-        store = Store(config.store_path)
-    except StoreError as exc:
-        raise CliError(str(exc)) from None
+    store = Store(config.store_path)
     with store:
         return asyncio.run(_run(args, config, store, devices))
 

@@ -1,0 +1,132 @@
+"""What a report shows, as plain typed records: the numbers :mod:`streamer.report` gathers
+from the store and :mod:`streamer.report_figure` and :mod:`streamer.report_page` draw.
+
+Kept apart from both so the drawing modules need not import the module that calls them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from processors.rules import RuleThresholds
+
+
+@dataclass(frozen=True, slots=True)
+class MorningPoint:
+    """One calendar day (UTC) of the window: the morning reading and that day's trend.
+
+    ``ln_rmssd`` (ln ms), ``rmssd_ms`` and ``resting_hr_bpm`` are None unless the day has an
+    accepted reading. The band, baseline and 7-day values describe the day whether or not
+    it has a reading; None while their data requirement is unmet (see
+    :mod:`processors.trends`).
+    """
+
+    day: dt.date
+    recorded: bool
+    accepted: bool
+    reject_reason: str | None
+    ln_rmssd: float | None
+    rmssd_ms: float | None
+    resting_hr_bpm: float | None
+    ln_band_low: float | None
+    ln_band_high: float | None
+    ln_baseline_mean: float | None
+    ln_7d_mean: float | None
+    rhr_baseline_median_bpm: float | None
+    rhr_7d_mean_bpm: float | None
+
+    @property
+    def band_position(self) -> str | None:
+        """``"below"``, ``"within"`` or ``"above"`` the normal band; None if not decidable."""
+        if self.ln_rmssd is None or self.ln_band_low is None or self.ln_band_high is None:
+            return None
+        if self.ln_rmssd < self.ln_band_low:
+            return "below"
+        return "above" if self.ln_rmssd > self.ln_band_high else "within"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPoint:
+    """One session's SmO2 recovery: the median T95 over its efforts, in seconds.
+
+    ``recovery_s`` is None when no effort was measured; ``lower_bound`` means at least one
+    effort had not recovered when the session ended, so the true time is longer.
+    """
+
+    at: dt.datetime
+    recovery_s: float | None
+    lower_bound: bool
+    n_efforts: int
+    device: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GripPoint:
+    """One grip test: the worst post-session drop (% of MVC) and its class.
+
+    ``drops_pct`` holds (minutes after the session, drop %) for every post test;
+    ``threshold_pct`` is the drop that counts as real given the test's own noise.
+    """
+
+    at: dt.datetime
+    mvc_kg: float | None
+    drop_pct: float
+    threshold_pct: float | None
+    grip_class: str
+    drops_pct: tuple[tuple[float, float], ...]
+
+    @property
+    def last_drop(self) -> tuple[float, float] | None:
+        """(minutes, drop %) of the last post test, the one that tells signal from spillover."""
+        return self.drops_pct[-1] if self.drops_pct else None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpan:
+    """An alert from raised to cleared (``cleared`` None: still open)."""
+
+    rule: str
+    severity: str
+    title: str
+    message: str
+    advice: str
+    raised: dt.datetime
+    cleared: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the report shows for one athlete over ``start … end`` (UTC, inclusive).
+
+    ``alerts`` are the spans that overlap the window; ``open_alerts`` are the alerts open
+    now according to the athlete's alert book (the same the status topic reports).
+    """
+
+    athlete: str
+    start: dt.date
+    end: dt.date
+    mornings: tuple[MorningPoint, ...]
+    sessions: tuple[SessionPoint, ...]
+    grips: tuple[GripPoint, ...]
+    alerts: tuple[AlertSpan, ...]
+    open_alerts: tuple[AlertSpan, ...]
+    thresholds: RuleThresholds
+
+    @property
+    def days(self) -> int:
+        """Length of the window in days."""
+        return (self.end - self.start).days + 1
+
+    @property
+    def latest_morning(self) -> MorningPoint | None:
+        """The most recent accepted morning reading in the window."""
+        return next((m for m in reversed(self.mornings) if m.ln_rmssd is not None), None)
+
+    @property
+    def status(self) -> str:
+        """``pull_back``, ``caution`` or ``ok``, from the open alerts' severities."""
+        severities = {a.severity for a in self.open_alerts}
+        if "pull_back" in severities:
+            return "pull_back"
+        return "caution" if "warning" in severities else "ok"
