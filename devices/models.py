@@ -34,16 +34,12 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from devices import gatt
 from devices.kinds import DeviceKind
 from devices.policy import ConnectionPolicy
 from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample, SpO2Sample
-
-if TYPE_CHECKING:
-    from devices.drivers.base import DeviceDriver
-    from devices.emulated.peripheral import EmulatedPeripheral
 
 _NO_OPTIONS: Final[Mapping[str, object]] = MappingProxyType({})
 
@@ -64,9 +60,11 @@ class DeviceModel:
         records: the measured record types its driver emits (battery and gap records
             come from every driver and are not listed).
         policy: connect timeout, backoff, watchdog (``stale_after_s``, seconds).
-        driver: ``"module:Class"`` of its :class:`~devices.drivers.base.DeviceDriver`.
+        driver: ``"module:Class"`` of its :class:`~devices.drivers.base.DeviceDriver`
+            (:func:`devices.drivers.driver_class` imports it).
         emulator: ``"module:Class"`` of its
-            :class:`~devices.emulated.peripheral.EmulatedPeripheral`.
+            :class:`~devices.emulated.peripheral.EmulatedPeripheral`
+            (:func:`devices.emulated.emulator_class` imports it).
         emulated_name: the name its emulator advertises when nothing else is asked for.
         driver_options: keyword arguments :func:`devices.drivers.driver_for` gives the
             driver so that it streams on its own (a Progressor streams only when told).
@@ -94,26 +92,10 @@ class DeviceModel:
             raise ValueError(f"model {self.name!r}: unknown characteristics {missing}")
         object.__setattr__(self, "driver_options", MappingProxyType(dict(self.driver_options)))
 
-    def driver_class(self) -> type[DeviceDriver]:
-        """The driver class (imported now)."""
-        from devices.drivers.base import DeviceDriver
 
-        cls = _load(self.driver)
-        if not (isinstance(cls, type) and issubclass(cls, DeviceDriver)):
-            raise TypeError(f"model {self.name!r}: {self.driver} is not a DeviceDriver")
-        return cls
-
-    def emulator_class(self) -> type[EmulatedPeripheral]:
-        """The emulator class (imports Bumble)."""
-        from devices.emulated.peripheral import EmulatedPeripheral
-
-        cls = _load(self.emulator)
-        if not (isinstance(cls, type) and issubclass(cls, EmulatedPeripheral)):
-            raise TypeError(f"model {self.name!r}: {self.emulator} is not an EmulatedPeripheral")
-        return cls
-
-
-def _load(path: str) -> object:
+def load_class(path: str) -> object:
+    """The object named by ``"module:attribute"`` (imported now). The table names drivers and
+    emulators this way so that ``devices.models`` imports neither: both import it."""
     module, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module), attribute)
 

@@ -22,6 +22,7 @@ import streamer.cli
 import streamer.guided
 from devices.drivers import DriverError, TindeqDriver
 from devices.kinds import DeviceKind
+from devices.models import DeviceModel
 from streamer.cli import Command, main
 from streamer.errors import INTERRUPTED_STATUS, user_error
 
@@ -154,7 +155,8 @@ def test_a_driver_error_at_start_up_of_run_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # How `run` ended in a traceback: driver_for refused a configured device's kind.
-    def no_driver(kind: DeviceKind, *args: Any, **kwargs: Any) -> Any:
+    def no_driver(what: DeviceModel | DeviceKind, *args: Any, **kwargs: Any) -> Any:
+        kind = what if isinstance(what, DeviceKind) else what.kind
         raise DriverError(f"no driver for {kind.value} devices; drivers exist for: smo2")
 
     monkeypatch.setattr("streamer.commands.run.driver_for", no_driver)

@@ -14,9 +14,16 @@ import pytest
 from devices import gatt
 from devices.codecs import CODECS
 from devices.discovery import NAME_KINDS, SERVICE_KINDS, classify, discover
-from devices.drivers import DRIVERS, DriverError, NotifyDriver, TindeqDriver, driver_for
+from devices.drivers import (
+    DRIVERS,
+    DriverError,
+    NotifyDriver,
+    TindeqDriver,
+    driver_class,
+    driver_for,
+)
 from devices.drivers.base import Record
-from devices.emulated import EMULATORS, EmulatedWorld
+from devices.emulated import EMULATORS, EmulatedWorld, emulator_class
 from devices.kinds import DeviceKind
 from devices.models import (
     MODELS,
@@ -41,9 +48,9 @@ def test_model_names_are_unique_lower_case_ids() -> None:
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_every_model_has_a_driver_an_emulator_codecs_and_records(model: DeviceModel) -> None:
-    driver = model.driver_class()
+    driver = driver_class(model)
     assert driver.default_model in (None, model)
-    assert model.emulator_class().kind == model.kind.value
+    assert emulator_class(model).kind == model.kind.value
     assert all(CODECS[name].characteristic.service_uuid in model.services for name in model.streams)
     assert model.records
     assert all(t in MEASURED_SAMPLES for t in model.records)
@@ -53,8 +60,8 @@ def test_streamable_kinds_are_every_kind_but_unknown() -> None:
     assert set(DeviceKind) - STREAMABLE_KINDS == {DeviceKind.UNKNOWN}
     assert set(DRIVERS) == set(EMULATORS) == STREAMABLE_KINDS
     for kind in STREAMABLE_KINDS:
-        assert DRIVERS[kind] is default_model(kind).driver_class()
-        assert EMULATORS[kind] is default_model(kind).emulator_class()
+        assert DRIVERS[kind] is driver_class(default_model(kind))
+        assert EMULATORS[kind] is emulator_class(default_model(kind))
 
 
 def test_discovery_tables_are_the_models_in_order() -> None:
@@ -118,7 +125,7 @@ async def world() -> AsyncIterator[EmulatedWorld]:
 
 async def test_every_model_is_identified_and_streams_its_records(world: EmulatedWorld) -> None:
     emulators = {
-        m.name: await world.add(m.emulator_class()(m.emulated_name, speed=10.0)) for m in MODELS
+        m.name: await world.add(emulator_class(m)(m.emulated_name, speed=10.0)) for m in MODELS
     }
     found = await discover(0.3, scanner_kwargs=world.scanner_kwargs)
     assert {(f.address, f.model.name if f.model else None) for f in found} == {

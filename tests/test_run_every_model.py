@@ -15,6 +15,7 @@ import aiomqtt
 import pytest
 
 from devices.drivers import driver_for
+from devices.emulated import emulator_class
 from devices.kinds import DeviceKind
 from devices.models import MODELS, STREAMABLE_KINDS
 from devices.records import ForceSample, HeartRateSample, PowerSample, SmO2Sample, SpO2Sample
@@ -65,7 +66,7 @@ def test_config_check_accepts_a_device_kind_iff_run_can_drive_and_emulate_it(
     assert model.kind is kind
     assert device.address is not None
     assert driver_for(model, device.address).model is model  # what run builds
-    assert model.emulator_class().kind == kind.value  # what run --emulated starts
+    assert emulator_class(model).kind == kind.value  # what run --emulated starts
 
 
 def test_config_check_rejects_a_model_of_another_kind_and_names_the_right_ones(

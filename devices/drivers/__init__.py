@@ -27,7 +27,7 @@ from devices.drivers.notify import NotifyDriver
 from devices.drivers.power import PowerMeterDriver
 from devices.drivers.tindeq import TindeqDriver
 from devices.kinds import DeviceKind
-from devices.models import STREAMABLE_KINDS, DeviceModel, default_model
+from devices.models import STREAMABLE_KINDS, DeviceModel, default_model, load_class
 
 __all__ = [
     "DRIVERS",
@@ -40,11 +40,21 @@ __all__ = [
     "PowerMeterDriver",
     "Record",
     "TindeqDriver",
+    "driver_class",
     "driver_for",
 ]
 
+
+def driver_class(model: DeviceModel) -> type[DeviceDriver]:
+    """The driver class of ``model`` (named in its row of :data:`devices.models.MODELS`)."""
+    cls = load_class(model.driver)
+    if not (isinstance(cls, type) and issubclass(cls, DeviceDriver)):
+        raise TypeError(f"model {model.name!r}: {model.driver} is not a DeviceDriver")
+    return cls
+
+
 DRIVERS: Mapping[DeviceKind, type[DeviceDriver]] = MappingProxyType(
-    {kind: default_model(kind).driver_class() for kind in DeviceKind if kind in STREAMABLE_KINDS}
+    {kind: driver_class(default_model(kind)) for kind in DeviceKind if kind in STREAMABLE_KINDS}
 )
 """The driver class of each kind's default model (derived from :data:`devices.models.MODELS`)."""
 
@@ -70,4 +80,4 @@ def driver_for(
     else:
         model = what
     options = {**model.driver_options, **kwargs}
-    return model.driver_class()(device, model=model, **options)
+    return driver_class(model)(device, model=model, **options)

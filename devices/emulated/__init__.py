@@ -25,13 +25,22 @@ from devices.emulated.strap import ChestStrap
 from devices.emulated.tindeq import TindeqProgressor
 from devices.emulated.world import EmulatedWorld
 from devices.kinds import DeviceKind
-from devices.models import STREAMABLE_KINDS, default_model
+from devices.models import STREAMABLE_KINDS, DeviceModel, default_model, load_class
+
+
+def emulator_class(model: DeviceModel) -> type[EmulatedPeripheral]:
+    """The emulator class of ``model`` (named in its row of :data:`devices.models.MODELS`)."""
+    cls = load_class(model.emulator)
+    if not (isinstance(cls, type) and issubclass(cls, EmulatedPeripheral)):
+        raise TypeError(f"model {model.name!r}: {model.emulator} is not an EmulatedPeripheral")
+    return cls
+
 
 EMULATORS: Final[Mapping[DeviceKind, type[EmulatedPeripheral]]] = MappingProxyType(
-    {kind: default_model(kind).emulator_class() for kind in DeviceKind if kind in STREAMABLE_KINDS}
+    {kind: emulator_class(default_model(kind)) for kind in DeviceKind if kind in STREAMABLE_KINDS}
 )
 """The emulator of each kind's default model (derived from :data:`devices.models.MODELS`;
-``model.emulator_class()`` gives any model's)."""
+:func:`emulator_class` gives any model's)."""
 
 __all__ = [
     "EMULATORS",
@@ -47,4 +56,5 @@ __all__ = [
     "PulseOximeter",
     "SentNotification",
     "TindeqProgressor",
+    "emulator_class",
 ]

@@ -169,7 +169,7 @@ async def _emulators(
     world = await stack.enter_async_context(emulated.EmulatedWorld())
     for athlete, items in devices.items():
         for device in items:
-            cls = device.device_model.emulator_class()
+            cls = emulated.emulator_class(device.device_model)
             await world.add(
                 cls(device.name or f"{athlete} {device.id}", speed=speed, address=device.address)
             )

@@ -108,8 +108,10 @@ async def scan_emulated(timeout_s: float) -> list[FoundDevice]:
 def emulated_fleet() -> Sequence[EmulatedPeripheral]:
     """One emulated device of each model, in the order the listing sorts them (by kind):
     the world gives them C0:00:00:00:00:01, :02, ... in that order."""
+    from devices.emulated import emulator_class  # Bumble: only when emulating
+
     models = sorted(MODELS, key=lambda m: list(DeviceKind).index(m.kind))
-    return [m.emulator_class()(m.emulated_name) for m in models]
+    return [emulator_class(m)(m.emulated_name) for m in models]
 
 
 def device_json(found: FoundDevice) -> dict[str, object]:
