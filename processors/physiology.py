@@ -60,10 +60,14 @@ from __future__ import annotations
 from typing import Final
 
 # --- Plausible RR range -------------------------------------------------------------------
-# Beyond these an interval is not a heartbeat of a living adult at rest or exercise
-# (30–300 bpm); inputs outside are rejected as impossible, not corrected.
+# Beyond these an interval is not one between two heartbeats of a living adult: inputs
+# outside are removed as impossible (the next beat follows a gap), not corrected. 3000 ms,
+# not 2000: a bradycardic athlete's compensatory pause after a premature beat lasts two
+# sinus cycles minus the coupling interval (at 40 bpm ~2.4 s), and sinus pauses of 2–3 s
+# are common in trained people at rest; cutting them made the premature beat before them
+# look like the end of a run and entered it into RMSSD (independent review, issue 9).
 RR_MIN_MS: Final = 200.0  # 300 bpm
-RR_MAX_MS: Final = 2000.0  # 30 bpm
+RR_MAX_MS: Final = 3000.0  # 20 bpm
 # RR files (streamer/rr_file.py): values a file may hold at all. Intervals outside
 # RR_MIN_MS..RR_MAX_MS but inside these are artefacts or recording gaps that cleaning handles;
 # outside these they are not intervals (a timestamp, a sample index, a wrong unit) and the file
@@ -118,6 +122,14 @@ LIPPONEN_MAX_PASSES: Final = 10
 # interpolation, a premature beat and its pause as one event.
 CORRECTION_MIN_DEVIATION: Final = 0.15
 CORRECTION_UNLABELLED_DEVIATION: Final = 0.30
+# A run of 1–PREMATURE_RUN_MAX_BEATS premature beats (a PAC couplet or triplet) is found by
+# its edges: RR steps down by more than PREMATURE_RUN_STEP of the local median, the run's
+# beats all lie that far below the rhythm around them, and RR steps back up as much. Inside
+# the run each beat sits on the line through its neighbours, so the other detectors miss it
+# (independent review, issue 9). Project choice, measured in bench/validate_hrv.py against
+# false corrections on slow-breathing athletes, whose RSA moves RR smoothly.
+PREMATURE_RUN_STEP: Final = 0.25
+PREMATURE_RUN_MAX_BEATS: Final = 4
 
 # --- HRV frequency bands (TASK_FORCE_1996), Hz ---------------------------------------------
 LF_BAND_HZ: Final = (0.04, 0.15)

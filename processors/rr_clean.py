@@ -439,11 +439,40 @@ def _artefact_mask(rr: FloatArray, labels: npt.NDArray[np.int8], p: _Params) -> 
     # An extra label says the interval and the next one together make one sinus interval.
     extra = np.flatnonzero(mask & is_extra)
     mask[extra[extra < rr.size - 1] + 1] = True
+    mask |= _premature_runs(rr, p.median_window)
     # A beat beside an artefact looks abnormal through it; the next pass judges it again.
     beside = np.zeros_like(mask)
     beside[1:] |= mask[:-1]
     beside[:-1] |= mask[1:]
     mask |= (deviation > p.unlabelled_deviation) & ~beside
+    return mask
+
+
+def _premature_runs(rr: FloatArray, median_window: int) -> BoolArray:
+    """Runs of 1–4 premature beats: an abrupt drop, beats all well below the rhythm around
+    them, an abrupt rise back.
+
+    Inside a run of premature atrial beats each beat sits on the line through its
+    neighbours (they are all short), so neither the adaptive thresholds nor the
+    neighbour deviation see it. Breathing moves RR smoothly; a step of
+    :data:`~processors.physiology.PREMATURE_RUN_STEP` of the local median down, then up
+    again within :data:`~processors.physiology.PREMATURE_RUN_MAX_BEATS`, is no sinus rhythm.
+    """
+    n = rr.size
+    mask = np.zeros(n, dtype=np.bool_)
+    if n < 3:
+        return mask
+    med = _centred_quantiles(rr, median_window, (0.5,))[0]
+    step = np.zeros(n)
+    step[1:] = np.diff(rr) / med[1:]
+    limit = phys.PREMATURE_RUN_STEP
+    for start in np.flatnonzero(step < -limit).tolist():
+        for stop in range(start + 1, min(start + phys.PREMATURE_RUN_MAX_BEATS, n - 1) + 1):
+            if step[stop] > limit:
+                around = 0.5 * (rr[start - 1] + rr[stop])
+                if np.all(rr[start:stop] < (1.0 - limit) * around):
+                    mask[start:stop] = True
+                break
     return mask
 
 
@@ -563,13 +592,21 @@ def _correct(
         marks.append(estimated[pos:a])
         start = float(ends[a - 1]) if a > 0 else 0.0
         total = float(ends[b - 1]) - start
-        k = max(1, round(total / _expected(rr, artefacts, a, b)))
-        times = start + total * (np.arange(k) + 1.0) / k
+        expected = _expected(rr, artefacts, a, b)
+        whole = _misfit(total, expected) <= _WHOLE_TOLERANCE
+        # A block that holds no whole number of sinus beats (a premature beat at the end of
+        # a run, before a gap) keeps its beat count.
+        k = max(1, round(total / expected)) if whole else b - a
         if k == 1 and b - a > 1:
+            # One sinus beat split in several intervals (an extra detection): merged, it is
+            # the interval between two real beats, but marked estimated all the same: an
+            # interpolated PVC merges the same way into a sinus interval lengthened by its
+            # conduction delay, and nothing here tells the two apart.
             pieces.append(np.array([total]))
-            marks.append(np.array([estimated[a:b].any()]))
+            marks.append(np.ones(1, dtype=np.bool_))
             pos = b
             continue
+        times = start + total * (np.arange(k) + 1.0) / k
         values = at(times)
         if b - a > 1 and abs(total / float(values.sum()) - 1.0) <= _TIMELINE_KEPT:
             # The block lasts its k sinus beats (a compensatory pause, a missed beat): keep
@@ -594,6 +631,12 @@ def _blocks(mask: BoolArray) -> list[tuple[int, int]]:
     )
 
 
+def _misfit(total_ms: float, expected_ms: float) -> float:
+    """How far ``total_ms`` is from a whole number (≥ 1) of ``expected_ms`` intervals."""
+    x = total_ms / expected_ms
+    return abs(x - max(1, round(x)))
+
+
 def _expected(rr: FloatArray, artefacts: BoolArray, a: int, b: int) -> float:
     """Mean of the nearest intact interval on each side of ``rr[a:b]`` (ms)."""
     near = [i for i in (a - 1, b) if 0 <= i < rr.size and not artefacts[i]]
@@ -606,8 +649,7 @@ def _widen(rr: FloatArray, artefacts: BoolArray, a: int, b: int, lo: int) -> tup
     """``(a, b)`` widened by one intact neighbour when that brings ``T / E`` to a whole number."""
 
     def misfit(a2: int, b2: int) -> float:
-        x = float(rr[a2:b2].sum()) / _expected(rr, artefacts, a2, b2)
-        return abs(x - max(1, round(x)))
+        return _misfit(float(rr[a2:b2].sum()), _expected(rr, artefacts, a2, b2))
 
     best = (misfit(a, b), a, b)
     if best[0] <= _WHOLE_CLEAR:

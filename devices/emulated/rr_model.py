@@ -26,8 +26,9 @@ frequency modulation view of the sinus node):
 Injected events (:func:`inject`) keep the beat timeline of the sinus node where physiology
 does: a premature ventricular beat (PVC) is followed by a full compensatory pause (the two
 intervals sum to the two sinus intervals they replace); a premature atrial beat (PAC)
-resets the sinus node (a shorter, incomplete pause); a missed detection merges two
-intervals; an extra detection (a noise spike) splits one.
+resets the sinus node (a shorter, incomplete pause); an interpolated PVC falls between two
+sinus beats and delays the next one's conduction; a run of 2–3 PACs; a missed detection
+merges two intervals; an extra detection (a noise spike) splits one.
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ class Event(StrEnum):
     PAC = "pac"  # premature atrial beat, resets the sinus node (incomplete pause)
     MISSED = "missed"  # the strap missed a beat: two intervals merge
     EXTRA = "extra"  # the strap saw a spike as a beat: one interval splits
+    INTERPOLATED_PVC = "interpolated_pvc"  # a PVC between two sinus beats, no pause
+    PAC_RUN = "pac_run"  # two or three premature atrial beats in a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,18 @@ def inject(
             i += 2
         elif event is Event.MISSED:
             out.append(rr[i] + rr[i + 1])
+            i += 2
+        elif event is Event.INTERPOLATED_PVC:
+            # Squeezed between two sinus beats; the next sinus beat conducts 20–80 ms late.
+            delay = rng.uniform(20.0, 80.0)
+            early = p * rr[i]
+            out += [early, rr[i] - early + delay, rr[i + 1] - delay]
+            i += 2
+        elif event is Event.PAC_RUN:
+            # Each premature beat resets the sinus node; the run ends with a return cycle.
+            for _ in range(int(rng.integers(2, 4))):
+                out.append(rng.uniform(*prematurity) * rr[i])
+            out.append(rr[i + 1] * rng.uniform(1.0, 1.15))
             i += 2
         else:
             split = rng.uniform(0.25, 0.75)
