@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from devices.emulated import (
 )
 from devices.emulated.recordings import nsr2db_rr_ms
 from devices.emulated.signals import RRParameters, rr_series
+from devices.emulated.world import EmulatedClock
 from devices.records import SensorContact, TindeqCommandResponse, TindeqWeight
 
 pytestmark = pytest.mark.timeout(60)
@@ -565,3 +567,104 @@ async def test_tindeq_squeezes_show_the_post_session_drop(world: EmulatedWorld) 
         for s in record.samples
     ]
     assert max(forces) == pytest.approx(44.0, abs=0.01)
+
+
+def test_world_clock_stops_at_a_hold_and_goes_on_from_there_without_a_jump() -> None:
+    real = [100.0]
+    clock = EmulatedClock(200.0, real_s=lambda: real[0])
+    real[0] += 0.01
+    assert clock.now() == pytest.approx(2.0)
+    frontier = [3.0]
+    with clock.held_at(lambda: frontier[0]):
+        real[0] += 1.0  # a loaded machine: 200 emulated s of real time pass …
+        assert clock.now() == pytest.approx(3.0)  # … but the holder has produced only 3 s
+        frontier[0] = 3.5  # the holder caught up: time goes on at most `speed` times real
+        assert clock.now() == pytest.approx(3.0)
+        real[0] += 0.001
+        assert clock.now() == pytest.approx(3.2)
+        real[0] += 0.01
+        assert clock.now() == pytest.approx(3.5)
+    real[0] += 0.01
+    assert clock.now() == pytest.approx(5.5)  # free again from where it was held: no jump
+
+
+async def test_a_streaming_progressor_holds_the_world_clock_at_its_next_packet() -> None:
+    clock = EmulatedClock(200.0)
+    async with EmulatedWorld(clock=clock) as world:
+        grip = await world.add(TindeqProgressor(speed=200.0, noise_kg=0.0))
+        device = await find(world, "Progressor_EMU")
+        t_us: list[int] = []
+        arrived = asyncio.Event()
+
+        def on_data(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+            record = tindeq.decode(bytes(data))
+            if isinstance(record, TindeqWeight):
+                t_us.extend(s.t_us for s in record.samples if s.t_us is not None)
+                arrived.set()
+
+        async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+            await client.start_notify(uuids.TINDEQ_DATA, on_data)
+            await client.write_gatt_char(
+                uuids.TINDEQ_CONTROL, tindeq.encode_command(TindeqCommand.START_WEIGHT), True
+            )
+            await until(lambda: len(t_us) >= 400, arrived)
+            stall_until = time.monotonic() + 0.1  # the machine stalls: 20 emulated s …
+            while time.monotonic() < stall_until:
+                pass
+            last_sent_s = grip.delivered[-1].t_ns / 1e9
+            assert clock.now() <= last_sent_s + 10 / 80 + 1e-6  # … one packet pass at most
+            n = len(t_us)
+            await until(lambda: len(t_us) >= n + 100, arrived)
+    # Every sample of the stream arrived: no hole where the machine stalled.
+    assert t_us == [round(i * 1e6 / 80) for i in range(len(t_us))]
+
+
+async def test_tindeq_stopped_and_started_again_streams_afresh_at_the_current_peak(
+    world: EmulatedWorld,
+) -> None:
+    grip = await world.add(
+        TindeqProgressor(peak_kg=50.0, rest_s=5.0, bias_kg=0.0, noise_kg=0.0, speed=50.0)
+    )
+    device = await find(world, "Progressor_EMU")
+    weights: list[TindeqWeight] = []
+    arrived = asyncio.Event()
+
+    def on_data(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+        record = tindeq.decode(bytes(data))
+        if isinstance(record, TindeqWeight):
+            weights.append(record)
+            arrived.set()
+
+    async def command(client: BleakClient, opcode: TindeqCommand) -> None:
+        await client.write_gatt_char(uuids.TINDEQ_CONTROL, tindeq.encode_command(opcode), True)
+
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(uuids.TINDEQ_DATA, on_data)
+        await command(client, TindeqCommand.START_WEIGHT)
+        await until(lambda: bool(weights), arrived)  # streaming, resting before a squeeze
+        grip.start_session_drop(0.2, recovery_tau_s=math.inf)
+        await command(client, TindeqCommand.STOP_WEIGHT)
+        await command(client, TindeqCommand.START_WEIGHT)  # at once: no idle moment between
+        restart = len(weights)
+
+        def fresh() -> list[float]:
+            """Forces of the stream started again: its device clock starts from zero."""
+            later = weights[restart:]
+            starts = [i for i, w in enumerate(later) if w.samples[0].t_us == 0]
+            if not starts:
+                return []
+            return [s.force_kg for w in later[starts[0] :] for s in w.samples]
+
+        await until(lambda: len(fresh()) >= round(80 * (5.0 + 4.0)), arrived)  # rest + squeeze
+    assert max(fresh()) == pytest.approx(40.0, abs=0.01)  # the dropped peak, not the old one
+
+
+async def until(
+    condition: Callable[[], bool], arrived: asyncio.Event, within_s: float = 10.0
+) -> None:
+    """Wait until ``condition`` holds, checking it whenever ``arrived`` is set (by the
+    notification callback); fail after ``within_s`` real seconds."""
+    async with asyncio.timeout(within_s):
+        while not condition():
+            arrived.clear()
+            await arrived.wait()
