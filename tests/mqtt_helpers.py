@@ -140,15 +140,20 @@ class ProcessSubscriber:
             stdout=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read())
-        # Subscribed once the broker has it: a probe on the topic comes back.
+        # Subscribed once a retained probe on the topic comes back (retained: it arrives
+        # whether mosquitto_sub subscribed before or after it was published).
         probe = self.topic.replace("#", "probe").replace("+", "probe")
-        for _ in range(100):
-            async with aiomqtt.Client(self.host, self.port) as client:
-                await client.publish(probe, b"{}", qos=1)
-            await asyncio.sleep(0.05)
-            if any(r.topic == probe for r in self.received):
-                return self
-        raise AssertionError("mosquitto_sub did not subscribe")
+        async with aiomqtt.Client(self.host, self.port) as client:
+            await client.publish(probe, b"{}", qos=1, retain=True)
+            try:
+                await eventually(
+                    lambda: any(r.topic == probe for r in self.received),
+                    timeout_s=10.0,
+                    what="mosquitto_sub to subscribe",
+                )
+            finally:
+                await client.publish(probe, b"", qos=1, retain=True)  # clear the retained probe
+        return self
 
     async def _read(self) -> None:
         assert self._proc is not None

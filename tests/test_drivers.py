@@ -331,7 +331,7 @@ async def test_cancelled_driver_disconnects_and_leaves_no_task_behind() -> None:
         assert isinstance(last, GapEvent)
         assert last.reason is GapReason.STOPPED
         assert last.end_ns is None
-    await asyncio.sleep(0.05)
+    await got_wait(lambda: asyncio.all_tasks() <= before)  # the driver's tasks end
     leaked = asyncio.all_tasks() - before
     assert leaked == set(), leaked
 
