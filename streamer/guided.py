@@ -30,6 +30,7 @@ from streamer.runtime import SpeedClock, running, wait_connected
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used
     from devices.emulated.peripheral import EmulatedPeripheral
+    from devices.emulated.world import EmulatedClock
 
 CONNECT_TIMEOUT_S = 30.0
 """Real seconds a guided protocol waits for its device before it gives up."""
@@ -40,12 +41,13 @@ P = TypeVar("P", bound="EmulatedPeripheral")
 
 @dataclass(frozen=True, slots=True)
 class GuidedSession(Generic[D, P]):
-    """A running one-device session: where to print, the clock records are stamped with,
-    the pipeline, the connected driver, the emulator (None on real hardware) and every
+    """A running one-device session: where to print, the clock records are stamped with
+    (with an emulator, the emulated world's one clock, which the emulator shares), the
+    pipeline, the connected driver, the emulator (None on real hardware) and every
     result the pipeline produced so far, in order."""
 
     console: Console
-    clock: SpeedClock
+    clock: SpeedClock | EmulatedClock
     pipeline: Pipeline
     driver: D
     emulator: P | None
@@ -80,7 +82,7 @@ async def guided_session(
     Raises CliError when the device does not connect within :data:`CONNECT_TIMEOUT_S`.
     """
     console = Console()
-    clock = SpeedClock(speed)
+    clock: SpeedClock | EmulatedClock = SpeedClock(speed)
     results: list[Result] = []
     athlete = state.athlete
     pipeline = Pipeline(
@@ -91,8 +93,12 @@ async def guided_session(
         peripheral: P | None = None
         if emulator is not None:
             from devices.emulated import EmulatedWorld
+            from devices.emulated.world import EmulatedClock
 
-            world = await stack.enter_async_context(EmulatedWorld())
+            # One emulated clock for the emulator, the deadlines and the timestamps: an
+            # emulator that falls behind on a loaded machine holds it back (issue 10).
+            clock = EmulatedClock(speed)
+            world = await stack.enter_async_context(EmulatedWorld(clock=clock))
             peripheral = await world.add(emulator())
             address = peripheral.address
             kwargs = {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}

@@ -10,6 +10,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -139,15 +140,20 @@ class ProcessSubscriber:
             stdout=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read())
-        # Subscribed once the broker has it: a probe on the topic comes back.
+        # Subscribed once a retained probe on the topic comes back (retained: it arrives
+        # whether mosquitto_sub subscribed before or after it was published).
         probe = self.topic.replace("#", "probe").replace("+", "probe")
-        for _ in range(100):
-            async with aiomqtt.Client(self.host, self.port) as client:
-                await client.publish(probe, b"{}", qos=1)
-            await asyncio.sleep(0.05)
-            if any(r.topic == probe for r in self.received):
-                return self
-        raise AssertionError("mosquitto_sub did not subscribe")
+        async with aiomqtt.Client(self.host, self.port) as client:
+            await client.publish(probe, b"{}", qos=1, retain=True)
+            try:
+                await eventually(
+                    lambda: any(r.topic == probe for r in self.received),
+                    timeout_s=10.0,
+                    what="mosquitto_sub to subscribe",
+                )
+            finally:
+                await client.publish(probe, b"", qos=1, retain=True)  # clear the retained probe
+        return self
 
     async def _read(self) -> None:
         assert self._proc is not None
@@ -201,10 +207,17 @@ def first_arrivals(messages: Sequence[Received]) -> tuple[list[int], int]:
     return order, duplicates
 
 
+SYNC_TOPIC = "redox/_sync"
+"""Where :meth:`ThreadSubscriber.sync` publishes its markers (kept out of ``lines``)."""
+
+
 class ThreadSubscriber:
     """``mosquitto_sub -v`` on ``redox/#`` (QoS 1) whose ``topic payload`` lines a thread
     collects, for tests without an event loop. With ``client_id`` the session is persistent
-    (``-c``): the broker queues for it while it is away."""
+    (``-c``): the broker queues for it while it is away.
+
+    Wait with :meth:`sync` (subscribed, and everything the broker took before has arrived)
+    or :meth:`wait_for` (a condition on what arrived), never with a sleep."""
 
     def __init__(
         self, port: int, *, protocol: str = "mqttv311", client_id: str | None = None
@@ -214,6 +227,9 @@ class ThreadSubscriber:
         from tests.servers import require_binary
 
         binary = require_binary("mosquitto_sub", "mosquitto-clients")
+        self._pub = require_binary("mosquitto_pub", "mosquitto-clients")
+        self.port = port
+        self.protocol = protocol
         persistent = ["-c", "-i", client_id] if client_id else []
         self.proc = subprocess.Popen(
             [
@@ -236,13 +252,64 @@ class ThreadSubscriber:
             text=True,
         )
         self.lines: list[str] = []
+        self._markers: set[str] = set()
+        self._arrived = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+            with self._arrived:
+                topic, _, payload = line.rstrip("\n").partition(" ")
+                if topic == SYNC_TOPIC:
+                    self._markers.add(payload)
+                else:
+                    self.lines.append(line.rstrip("\n"))
+                self._arrived.notify_all()
+
+    def wait_for(
+        self, condition: Callable[[], bool], what: str = "condition", timeout_s: float = 30.0
+    ) -> None:
+        """Until ``condition`` (checked whenever a message arrives) holds; AssertionError
+        naming ``what`` after ``timeout_s``."""
+        with self._arrived:
+            if not self._arrived.wait_for(condition, timeout_s):
+                raise AssertionError(
+                    f"timed out after {timeout_s} s waiting for {what}; {len(self.lines)} lines"
+                )
+
+    def sync(self, timeout_s: float = 30.0) -> None:
+        """Publish a retained marker and wait until this subscriber has it: then it is
+        subscribed, and what the broker accepted before the marker has reached it (a
+        broker delivers to one subscriber in the order it accepted the messages)."""
+        marker = uuid.uuid4().hex
+        self._publish("-m", marker)
+        try:
+            self.wait_for(lambda: marker in self._markers, f"sync marker {marker}", timeout_s)
+        finally:
+            self._publish("-n")  # clear the retained marker
+
+    def _publish(self, *message: str) -> None:
+        subprocess.run(
+            [
+                self._pub,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-V",
+                self.protocol,
+                "-t",
+                SYNC_TOPIC,
+                "-r",
+                "-q",
+                "1",
+                *message,
+            ],
+            check=True,
+            timeout=30,
+        )
 
     def close(self) -> None:
         self.proc.terminate()

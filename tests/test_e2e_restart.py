@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,19 @@ def _open_rules(book: object) -> list[str]:
     return [str(a["rule"]) for a in open_alerts]
 
 
+def _outbox_depth(store_path: Path) -> int:
+    with Store(store_path) as store:
+        return store.mqtt_depth()
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Check ``condition`` every 50 ms until it holds; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.05)
+
+
 def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout_s: float) -> list[str]:
     assert proc.stdout is not None
     seen: list[str] = []
@@ -68,7 +82,7 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
 ) -> None:
     store_path = tmp_path / "store.sqlite3"
     sub = ThreadSubscriber(mosquitto.port, client_id="restart-test")
-    time.sleep(0.3)
+    sub.sync()  # subscribed before the streamer publishes
     first = subprocess.Popen(
         demo(store_path, mosquitto.url, 120),
         cwd=ROOT,
@@ -78,9 +92,9 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
     )
     try:
         _wait_for_line(first, "live session", 90)
-        time.sleep(1.0)
+        sub.wait_for(lambda: bool(sub.seqs("redox/athlete1/hrv")), "a first live HRV", 90)
         mosquitto.stop()  # the broker goes away: results pile up in the outbox
-        time.sleep(3.0)
+        _wait_until(lambda: _outbox_depth(store_path) > 0, "results in the outbox", 90)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -96,12 +110,12 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
     assert {"ln_rmssd", "resting_hr_bpm"} <= set(baselines_before)
 
     mosquitto.start()
-    time.sleep(1.0)  # the persistent subscriber reconnects on its own
+    sub.sync()  # the persistent subscriber reconnected on its own
     second = subprocess.run(
         demo(store_path, mosquitto.url, 4), cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    time.sleep(1.0)
+    sub.sync()  # everything the second run published has arrived
     sub.close()
 
     with Store(store_path) as store:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from devices.emulated import (
 )
 from devices.emulated.recordings import nsr2db_rr_ms
 from devices.emulated.signals import RRParameters, rr_series
+from devices.emulated.world import EmulatedClock
 from devices.records import SensorContact, TindeqCommandResponse, TindeqWeight
 
 pytestmark = pytest.mark.timeout(60)
@@ -243,7 +245,7 @@ async def test_tindeq_obeys_tare_start_stop_and_battery(world: EmulatedWorld) ->
         assert first.samples[0].force_kg == pytest.approx(0.6, abs=0.3)  # untared rest
 
         await command(client, TindeqCommand.TARE, False)  # without response works too
-        await asyncio.sleep(0.05)
+        await settled(lambda: TindeqCommand.TARE in grip.commands)
         drain()
         weights = [await next_weight() for _ in range(40)]  # 5 s > one rest + squeeze cycle
         forces = [s.force_kg for w in weights for s in w.samples]
@@ -251,10 +253,10 @@ async def test_tindeq_obeys_tare_start_stop_and_battery(world: EmulatedWorld) ->
         assert max(forces) == pytest.approx(40.0 - 0.6, abs=1.0)  # the squeeze, tared
 
         await command(client, TindeqCommand.STOP_WEIGHT, True)
-        await asyncio.sleep(0.05)
+        await settled(lambda: not grip.is_measuring)
         drain()
-        await asyncio.sleep(0.2)
-        assert responses.empty()  # stopped: no more weights
+        await asyncio.sleep(0.2)  # a while (the behaviour under test) …
+        assert responses.empty()  # … without weights: stopped
     assert grip.commands == [
         TindeqCommand.GET_BATTERY_VOLTAGE,
         TindeqCommand.START_WEIGHT,
@@ -309,21 +311,22 @@ async def test_power_meter_notifies_power_with_crank_data(world: EmulatedWorld) 
 async def test_go_silent_stops_notifications_but_keeps_the_link(world: EmulatedWorld) -> None:
     strap = await world.add(ChestStrap(speed=20.0))
     device = await find(world, "Polar H10 EMU1")
-    arrivals: list[float] = []
-    loop = asyncio.get_running_loop()
+    arrivals: list[bytes] = []
     async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
         await client.start_notify(
-            uuids.HEART_RATE_MEASUREMENT, lambda _c, _d: arrivals.append(loop.time())
+            uuids.HEART_RATE_MEASUREMENT, lambda _c, d: arrivals.append(bytes(d))
         )
-        await asyncio.sleep(0.3)
-        silence_start = loop.time()
-        strap.go_silent(10.0)  # emulated seconds: 0.5 s real at 20x
-        await asyncio.sleep(0.8)
+        await settled(lambda: len(arrivals) >= 3)
+        start = strap.now()  # emulated time: the strap's own clock decides, not arrival times
+        strap.go_silent(10.0)
+        await settled(lambda: sum(n.t_s > start + 10.0 for n in strap.sent) >= 3)
+        await settled(lambda: len(arrivals) == len(strap.sent))
         assert client.is_connected
-    during = [t for t in arrivals if silence_start + 0.02 < t < silence_start + 0.48]
-    after = [t for t in arrivals if t > silence_start + 0.52]
-    assert during == []
-    assert len(after) >= 3
+    # On the strap's clock: no beat due after the silence began went out before it ended
+    # (however late a loaded machine ran the strap), and what was sent arrived.
+    sent = list(zip(strap.sent, strap.delivered, strict=True))
+    assert all(n.t_s >= start + 10.0 for n, sample in sent if sample.t_ns / 1e9 > start)
+    assert [bytes(n.payload) for n in strap.sent] == arrivals
     # The beats of the silent stretch are lost, not delivered late.
     emitted = len(strap.rr_emitted_ms)
     delivered = sum(len(s.rr_ms) for s in strap.delivered)
@@ -338,9 +341,16 @@ async def test_send_malformed_replaces_the_next_notifications(world: EmulatedWor
         await client.start_notify(
             uuids.HEART_RATE_MEASUREMENT, lambda _c, d: payloads.append(bytes(d))
         )
-        await asyncio.sleep(0.2)
+        await settled(lambda: len(payloads) >= 2)
         strap.send_malformed(3)
-        await asyncio.sleep(0.4)
+        # Three corrupted, then good ones again, and everything sent has arrived.
+        await settled(
+            lambda: (
+                sum(n.malformed for n in strap.sent) == 3
+                and not strap.sent[-1].malformed
+                and len(payloads) >= len(strap.sent)
+            )
+        )
     outcomes = []
     for payload in payloads:
         try:
@@ -448,8 +458,7 @@ async def test_thirty_drop_and_reconnect_cycles_resubscribe_each_time(
         await strap.drop_link()
         await asyncio.wait_for(dropped.wait(), 2.0)
     assert strap.links_dropped == 30
-    await asyncio.sleep(0.05)
-    assert len(asyncio.all_tasks()) <= tasks_before
+    await settled(lambda: len(asyncio.all_tasks()) <= tasks_before)
 
 
 async def test_closing_the_world_leaves_no_tasks_behind() -> None:
@@ -460,7 +469,7 @@ async def test_closing_the_world_leaves_no_tasks_behind() -> None:
         device = await find(w, "Polar H10 EMU1")
         async with BleakClient(device, **w.client_kwargs) as client:  # type: ignore[arg-type]
             await client.start_notify(uuids.HEART_RATE_MEASUREMENT, lambda _c, _d: None)
-    await asyncio.sleep(0.05)
+    await settled(lambda: asyncio.all_tasks() <= before)
     assert asyncio.all_tasks() - before == set()
 
 
@@ -499,7 +508,7 @@ async def test_four_devices_connect_concurrently_while_a_scan_runs(world: Emulat
         await clients[2].write_gatt_char(
             uuids.TINDEQ_CONTROL, tindeq.encode_command(TindeqCommand.START_WEIGHT), response=True
         )
-        await asyncio.sleep(0.3)
+        await settled(lambda: all(n > 0 for n in counts.values()))
         await asyncio.gather(*(c.disconnect() for c in clients))
     assert all(n > 0 for n in counts.values()), counts
 
@@ -557,7 +566,8 @@ async def test_tindeq_squeezes_show_the_post_session_drop(world: EmulatedWorld) 
         await client.write_gatt_char(
             uuids.TINDEQ_CONTROL, tindeq.encode_command(TindeqCommand.START_WEIGHT), True
         )
-        await asyncio.sleep(1.0)  # 5 emulated s: one rest + squeeze cycle (4.2 s)
+        # One rest + squeeze cycle: 4.2 emulated s of weights, 10 samples a notification.
+        await settled(lambda: len(payloads) >= math.ceil(4.2 * 80 / 10))
     forces = [
         s.force_kg
         for p in payloads
@@ -565,3 +575,112 @@ async def test_tindeq_squeezes_show_the_post_session_drop(world: EmulatedWorld) 
         for s in record.samples
     ]
     assert max(forces) == pytest.approx(44.0, abs=0.01)
+
+
+def test_world_clock_stops_at_a_hold_and_goes_on_from_there_without_a_jump() -> None:
+    real = [100.0]
+    clock = EmulatedClock(200.0, real_s=lambda: real[0])
+    real[0] += 0.01
+    assert clock.now() == pytest.approx(2.0)
+    frontier = [3.0]
+    with clock.held_at(lambda: frontier[0]):
+        real[0] += 1.0  # a loaded machine: 200 emulated s of real time pass …
+        assert clock.now() == pytest.approx(3.0)  # … but the holder has produced only 3 s
+        frontier[0] = 3.5  # the holder caught up: time goes on at most `speed` times real
+        assert clock.now() == pytest.approx(3.0)
+        real[0] += 0.001
+        assert clock.now() == pytest.approx(3.2)
+        real[0] += 0.01
+        assert clock.now() == pytest.approx(3.5)
+    real[0] += 0.01
+    assert clock.now() == pytest.approx(5.5)  # free again from where it was held: no jump
+
+
+async def test_a_streaming_progressor_holds_the_world_clock_at_its_next_packet() -> None:
+    clock = EmulatedClock(200.0)
+    async with EmulatedWorld(clock=clock) as world:
+        grip = await world.add(TindeqProgressor(speed=200.0, noise_kg=0.0))
+        device = await find(world, "Progressor_EMU")
+        t_us: list[int] = []
+        arrived = asyncio.Event()
+
+        def on_data(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+            record = tindeq.decode(bytes(data))
+            if isinstance(record, TindeqWeight):
+                t_us.extend(s.t_us for s in record.samples if s.t_us is not None)
+                arrived.set()
+
+        async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+            await client.start_notify(uuids.TINDEQ_DATA, on_data)
+            await client.write_gatt_char(
+                uuids.TINDEQ_CONTROL, tindeq.encode_command(TindeqCommand.START_WEIGHT), True
+            )
+            await until(lambda: len(t_us) >= 400, arrived)
+            stall_until = time.monotonic() + 0.1  # the machine stalls: 20 emulated s …
+            while time.monotonic() < stall_until:
+                pass
+            last_sent_s = grip.delivered[-1].t_ns / 1e9
+            assert clock.now() <= last_sent_s + 10 / 80 + 1e-6  # … one packet pass at most
+            n = len(t_us)
+            await until(lambda: len(t_us) >= n + 100, arrived)
+    # Every sample of the stream arrived: no hole where the machine stalled.
+    assert t_us == [round(i * 1e6 / 80) for i in range(len(t_us))]
+
+
+async def test_tindeq_stopped_and_started_again_streams_afresh_at_the_current_peak(
+    world: EmulatedWorld,
+) -> None:
+    grip = await world.add(
+        TindeqProgressor(peak_kg=50.0, rest_s=5.0, bias_kg=0.0, noise_kg=0.0, speed=50.0)
+    )
+    device = await find(world, "Progressor_EMU")
+    weights: list[TindeqWeight] = []
+    arrived = asyncio.Event()
+
+    def on_data(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+        record = tindeq.decode(bytes(data))
+        if isinstance(record, TindeqWeight):
+            weights.append(record)
+            arrived.set()
+
+    async def command(client: BleakClient, opcode: TindeqCommand) -> None:
+        await client.write_gatt_char(uuids.TINDEQ_CONTROL, tindeq.encode_command(opcode), True)
+
+    async with BleakClient(device, **world.client_kwargs) as client:  # type: ignore[arg-type]
+        await client.start_notify(uuids.TINDEQ_DATA, on_data)
+        await command(client, TindeqCommand.START_WEIGHT)
+        await until(lambda: bool(weights), arrived)  # streaming, resting before a squeeze
+        grip.start_session_drop(0.2, recovery_tau_s=math.inf)
+        await command(client, TindeqCommand.STOP_WEIGHT)
+        await command(client, TindeqCommand.START_WEIGHT)  # at once: no idle moment between
+        restart = len(weights)
+
+        def fresh() -> list[float]:
+            """Forces of the stream started again: its device clock starts from zero."""
+            later = weights[restart:]
+            starts = [i for i, w in enumerate(later) if w.samples[0].t_us == 0]
+            if not starts:
+                return []
+            return [s.force_kg for w in later[starts[0] :] for s in w.samples]
+
+        await until(lambda: len(fresh()) >= round(80 * (5.0 + 4.0)), arrived)  # rest + squeeze
+    assert max(fresh()) == pytest.approx(40.0, abs=0.01)  # the dropped peak, not the old one
+
+
+async def until(
+    condition: Callable[[], bool], arrived: asyncio.Event, within_s: float = 10.0
+) -> None:
+    """Wait until ``condition`` holds, checking it whenever ``arrived`` is set (by the
+    notification callback); fail after ``within_s`` real seconds."""
+    async with asyncio.timeout(within_s):
+        while not condition():
+            arrived.clear()
+            await arrived.wait()
+
+
+async def settled(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Until ``condition`` holds, re-checked every 5 ms (it reads state that other tasks
+    change without an event); fail after ``within_s`` real seconds."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - polling state, there is no event to wait on
+            await asyncio.sleep(0.005)

@@ -10,7 +10,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from devices.records import HeartRateSample, SensorContact
 from processors.hrv_stream import LiveHrv
 from processors.rr_clean import abnormal_beats, beat_deviation, neighbour_deviation
 from tests.mqtt_helpers import ThreadSubscriber
-from tests.servers import Mosquitto, require_binary
+from tests.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,29 +144,7 @@ def test_polar_h10_replay_publishes_no_untrustworthy_hrv_to_mosquitto(
     write_strap_recording(recording, *polar_rr(recordings))
     sub = ThreadSubscriber(mosquitto.port)
     try:
-        # The subscription is in place once it receives a retained marker published now.
-        subprocess.run(
-            [
-                require_binary("mosquitto_pub", "mosquitto-clients"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(mosquitto.port),
-                "-t",
-                "redox/test/ready",
-                "-m",
-                "1",
-                "-r",
-                "-q",
-                "1",
-            ],
-            check=True,
-            timeout=30,
-        )
-        deadline = time.monotonic() + 30
-        while "redox/test/ready" not in sub.topics():
-            assert time.monotonic() < deadline, "subscriber never saw the retained marker"
-            time.sleep(0.02)
+        sub.sync()  # the subscription is in place before the replay publishes
         result = subprocess.run(
             [
                 sys.executable,
@@ -190,10 +167,9 @@ def test_polar_h10_replay_publishes_no_untrustworthy_hrv_to_mosquitto(
         # the broker's copy: wait for the count the replay printed.
         printed = sum(" hrv: " in line for line in result.stdout.splitlines())
         assert printed > 50
-        deadline = time.monotonic() + 30
-        while len(sub.payloads("redox/polar/hrv")) < printed:
-            assert time.monotonic() < deadline, (len(sub.payloads("redox/polar/hrv")), printed)
-            time.sleep(0.02)
+        sub.wait_for(
+            lambda: len(sub.payloads("redox/polar/hrv")) >= printed, f"{printed} HRV messages"
+        )
     finally:
         sub.close()
     for payload in sub.payloads("redox/polar/hrv"):

@@ -71,7 +71,9 @@ async def test_without_a_terminal_the_view_prints_plain_lines_periodically() -> 
     view = LiveView(model, console=Console(file=out), plain_every_s=0.05)
     assert view.plain
     task = asyncio.create_task(view.run())
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):  # a line every 0.05 s: wait for three, however loaded
+        while out.getvalue().count("ann: HR 61") < 3:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert out.getvalue().count("ann: HR 61") >= 3

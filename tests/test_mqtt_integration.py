@@ -144,7 +144,7 @@ async def test_outbox_filled_while_broker_is_down_is_delivered_when_it_starts(
     publisher = MqttPublisher(_config(broker), store, backoff=FAST)
     async with running(publisher):
         publisher.accept([_hrv(i) for i in range(25)])
-        await asyncio.sleep(0.5)
+        await eventually(lambda: publisher.status()["last_error"], what="a failed connect")
         assert store.mqtt_depth() == 25
         assert not publisher.connected
         assert publisher.status()["last_error"]

@@ -306,7 +306,7 @@ async def test_sigterm_stops_the_pipeline_cleanly(store: Store) -> None:
     task = asyncio.create_task(pipeline.run())
     undo = install_signal_handlers(pipeline)
     try:
-        await asyncio.sleep(0.05)
+        await eventually(lambda: pipeline.status().running)
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(task, 5)
     finally:

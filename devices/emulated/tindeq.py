@@ -12,6 +12,10 @@ The force is a train of maximal squeezes (:func:`devices.emulated.signals.grip_s
 separated by ``rest_s`` of rest, on top of an untared offset of ``bias_kg``. The peak of
 each squeeze is :attr:`TindeqProgressor.peak_kg`, or — after :meth:`start_session_drop` —
 the post-session peak that dropped by a fraction and recovers with a time constant.
+
+On a world with a clock (:class:`devices.emulated.world.EmulatedClock`) the Progressor
+keeps its time on it and, while streaming, holds it at its next packet: at a high speed on
+a loaded machine emulated time slows down rather than run ahead of the weights.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Unpack
+from typing import TYPE_CHECKING, Unpack
 
 import numpy as np
 from bumble import gatt
@@ -40,6 +44,9 @@ from devices.emulated.peripheral import (
 )
 from devices.emulated.signals import FloatArray, grip_peak_after_session, grip_squeeze
 from devices.records import ForceSample, TindeqCommandResponse, TindeqLowPower, TindeqWeight
+
+if TYPE_CHECKING:
+    from devices.emulated.world import EmulatedClock
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,6 +112,9 @@ class TindeqProgressor(EmulatedPeripheral):
         self._rng = np.random.default_rng(seed)
         self._session: tuple[float, float, float, float] | None = None
         self._measuring = asyncio.Event()
+        self._stream_id = 0  # counts starts and stops: a stream ends when it changes
+        self._clock: EmulatedClock | None = None
+        self._due_s = 0.0  # when the next packet is due (emulated s): a world clock waits
         self._commands_in: asyncio.Queue[bytes] = asyncio.Queue()
         self._cycle_cache: dict[int, FloatArray] = {}
         self._data = notify_characteristic(uuids.TINDEQ_DATA)
@@ -115,6 +125,27 @@ class TindeqProgressor(EmulatedPeripheral):
             gatt.Characteristic.WRITEABLE,
             gatt.CharacteristicValue(write=self._on_control_write),
         )
+
+    # -- time ----------------------------------------------------------------------
+
+    def use_clock(self, clock: EmulatedClock) -> None:
+        """Keep time on ``clock`` (the world's; its pace replaces ``speed``)."""
+        self._clock = clock
+        self.speed = clock.speed
+
+    def now(self) -> float:
+        """Emulated seconds: on the world's clock if it has one."""
+        return self._clock.now() if self._clock is not None else super().now()
+
+    async def sleep_until(self, t_s: float) -> None:
+        """Sleep until emulated time ``t_s`` on the world's clock if it has one."""
+        if self._clock is not None:
+            await self._clock.sleep_until(t_s)
+        else:
+            await super().sleep_until(t_s)
+
+    def _next_due(self) -> float:
+        return self._due_s
 
     # -- GATT ----------------------------------------------------------------------
 
@@ -190,8 +221,11 @@ class TindeqProgressor(EmulatedPeripheral):
             if command is TindeqCommand.TARE:
                 self.tare_kg = self._last_raw_kg
             elif command is TindeqCommand.START_WEIGHT:
+                if not self._measuring.is_set():
+                    self._stream_id += 1
                 self._measuring.set()
             elif command is TindeqCommand.STOP_WEIGHT:
+                self._stream_id += 1
                 self._measuring.clear()
                 self._last_raw_kg = self.bias_kg
             elif command is TindeqCommand.GET_BATTERY_VOLTAGE:
@@ -204,38 +238,44 @@ class TindeqProgressor(EmulatedPeripheral):
     async def _stream(self) -> None:
         while True:
             await self._measuring.wait()
+            stream = self._stream_id
             start_s = self.now()
-            index = 0  # sample index since start
-            cycle_index, cycle_start = 0, 0
-            cycle = self._cycle(0, self.peak_at(start_s))
-            while self._measuring.is_set():
-                per_packet = min(
-                    self.samples_per_packet,
-                    max(1, (self.min_mtu() - 3 - _HEADER) // _PAIR),
-                )
-                samples = []
-                for _ in range(per_packet):
-                    if index - cycle_start >= cycle.size:
-                        cycle_index, cycle_start = cycle_index + 1, index
-                        peak = self.peak_at(start_s + index / self.rate_hz)
-                        cycle = self._cycle(cycle_index, peak)
-                    self._last_raw_kg = float(cycle[index - cycle_start]) + self.bias_kg
-                    force = self._last_raw_kg - self.tare_kg
-                    t_us = round(index * 1e6 / self.rate_hz)
-                    samples.append(
-                        ForceSample(
-                            t_ns=round((start_s + index / self.rate_hz) * 1e9),
-                            force_kg=float(np.float32(force)),
-                            t_us=t_us & 0xFFFFFFFF,
-                        )
+            self._due_s = start_s
+            hold = self._clock.held_at(self._next_due) if self._clock else contextlib.nullcontext()
+            with hold:
+                index = 0  # sample index since start
+                cycle_index, cycle_start = 0, 0
+                self._cycle_cache.clear()  # a new stream, new squeezes (peaks may differ)
+                cycle = self._cycle(0, self.peak_at(start_s))
+                while self._stream_id == stream:
+                    per_packet = min(
+                        self.samples_per_packet,
+                        max(1, (self.min_mtu() - 3 - _HEADER) // _PAIR),
                     )
-                    index += 1
-                await self.sleep_until(start_s + (index - 1) / self.rate_hz)
-                if not self._measuring.is_set():
-                    break
-                payload = tindeq.encode(TindeqWeight(0, tuple(samples)))
-                if await self.notify_intact(self._data, payload):
-                    self.delivered.extend(samples)
+                    samples = []
+                    for _ in range(per_packet):
+                        if index - cycle_start >= cycle.size:
+                            cycle_index, cycle_start = cycle_index + 1, index
+                            peak = self.peak_at(start_s + index / self.rate_hz)
+                            cycle = self._cycle(cycle_index, peak)
+                        self._last_raw_kg = float(cycle[index - cycle_start]) + self.bias_kg
+                        force = self._last_raw_kg - self.tare_kg
+                        t_us = round(index * 1e6 / self.rate_hz)
+                        samples.append(
+                            ForceSample(
+                                t_ns=round((start_s + index / self.rate_hz) * 1e9),
+                                force_kg=float(np.float32(force)),
+                                t_us=t_us & 0xFFFFFFFF,
+                            )
+                        )
+                        index += 1
+                    self._due_s = start_s + (index - 1) / self.rate_hz
+                    await self.sleep_until(self._due_s)
+                    if self._stream_id != stream:  # stopped (and maybe started again)
+                        break
+                    payload = tindeq.encode(TindeqWeight(0, tuple(samples)))
+                    if await self.notify_intact(self._data, payload):
+                        self.delivered.extend(samples)
 
     async def send_low_power_warning(self) -> None:
         """Notify the low-power warning (response code 4)."""
