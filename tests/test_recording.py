@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import itertools
 import json
 import time
 from pathlib import Path
@@ -188,12 +187,15 @@ async def test_accelerated_replay_keeps_the_recorded_spacing(tmp_path: Path) -> 
             recorder.record("d", "2a19", b"\x50", t_ns=5_000_000_000 + k * 100_000_000)
     loop = asyncio.get_running_loop()
     arrivals: list[float] = []
+    before = loop.time()
     async for _ in replay(path, speed=10):
         arrivals.append(loop.time())
-    elapsed = arrivals[-1] - arrivals[0]
-    assert 0.099 <= elapsed < 0.5  # 1 s at 10×: 0.1 s, never early
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.005  # each 100 ms step takes about 10 ms
+    # Each record is due 10 ms after the one before on the replay's own clock, which starts
+    # no earlier than `before`: never early. A late record is not made up by delaying the
+    # rest (they keep their due times), so gaps may shrink under load; the total may not.
+    for k, arrival in enumerate(arrivals):
+        assert arrival - before >= k * 0.010 - 1e-6
+    assert arrivals[-1] - arrivals[0] < 0.5
 
 
 async def test_fast_replay_does_not_wait(tmp_path: Path) -> None:
