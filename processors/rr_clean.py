@@ -301,8 +301,9 @@ def quality_gate(
 
     Rejected when more than ``max_abnormal_share`` of the beats (0.10 = 10%) deviate more
     than ``max_deviation`` (0.20 = 20% of the local median) from the mean of their two
-    neighbours (:func:`neighbour_deviation`). One premature beat with its pause marks about
-    two beats, so the default rejects a reading from about 5% ectopic beats on. Apply it to
+    neighbours (:func:`neighbour_deviation`). One premature beat with its pause marks 2–4
+    beats (itself, its pause, and neighbours it pulls off their line), so the default
+    rejects a reading from about 3–5% ectopic beats on (always from 10%). Apply it to
     the series *before* correction: it judges the recording, not what correction made of it.
     """
     rr = as_rr_array(rr_ms)
