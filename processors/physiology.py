@@ -87,8 +87,9 @@ RR_UNIT_SECONDS_BELOW: Final = 10.0
 # 40–55 bpm with 200–450 ms of RSA (devices/emulated/rr_model.py) put at most ~2.5% of their
 # beats past 20%, and the broader grid (40–70 bpm, 5–15 breaths/min) at most ~6%; real NSRDB
 # 5-min windows mostly 0–3%. One ectopic event marks 2–4 beats (itself, its pause, and
-# neighbours it pulls off their line), so a 10% ectopic burden marks ≥ 16% of beats, bigeminy ~100%, trigeminy ~65%, the Polar H10 recording 66%. The older rule
-# (share of beats > 20% off the local *median*, limit 5%) rejected a third of slow-breathing
+# neighbours it pulls off their line), so a 10% ectopic burden marks ≥ 16% of beats,
+# bigeminy ~100%, trigeminy ~65%, the Polar H10 recording 66%. The older rule (share of
+# beats > 20% off the local *median*, limit 5%) rejected a third of slow-breathing
 # athletes: RSA carries beats far from the median along a smooth line.
 QUALITY_NEIGHBOUR_DEVIATION: Final = 0.20
 QUALITY_MAX_ABNORMAL_SHARE: Final = 0.10
