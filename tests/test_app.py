@@ -13,14 +13,19 @@ import pytest
 
 from devices.codecs import CODECS
 from devices.emulated.signals import EffortSchedule, SmO2Parameters, smo2_points
+from devices.recording import iter_records
 from devices.records import SmO2Sample
 from processors import physiology as ph
 from processors.profiles import thresholds_for
 from processors.rules import RuleThresholds
 from streamer.app import App, athlete_thresholds
+from streamer.athlete import SessionEnd, SessionStart
+from streamer.cli import main
 from streamer.config import Config, InfluxConfig, MqttConfig, load_config
-from streamer.results import Kind
+from streamer.results import Kind, Result
 from streamer.store import Store
+from tests.mqtt_helpers import ThreadSubscriber
+from tests.servers import InfluxDB1, Mosquitto
 
 T0_NS = 1_767_000_000_000_000_000
 
@@ -121,3 +126,93 @@ def test_the_app_closes_the_store_it_opened_and_not_one_it_was_given(tmp_path: P
         own = app.store
     with pytest.raises(sqlite3.ProgrammingError):  # closed
         own.mqtt_depth()
+
+
+# --- replay honours the config as run does -------------------------------------------------
+
+
+def test_replay_with_a_config_applies_the_athletes_thresholds_as_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    write_smo2_session(recording)
+    config_path = write_config(tmp_path, rules=ONE_SLOW_SESSION)
+
+    assert main(["replay", str(recording), "--session", "--json"]) == 0
+    plain = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert alert_events(plain) == []  # the default needs three slow sessions
+
+    assert (
+        main(["replay", str(recording), "--session", "--json", "--config", str(config_path)]) == 0
+    )
+    replayed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["athlete"] for r in replayed} == {"ann"}  # the config's only athlete
+    assert alert_events(replayed) == [("smo2_slow_recovery", "raised")]
+
+    # What run does: the app's athlete factory, the same records, the same session.
+    records = list(iter_records(recording))
+    with App.from_config(load_config(config_path), store=":memory:") as app:
+        ann = app.athlete("ann")
+        out: list[Result] = ann.process("moxy", SessionStart(records[0][1].t_ns - 1))
+        for device, record in records:
+            out += ann.process(device, record)
+        out += ann.process("recording", SessionEnd(records[-1][1].t_ns + 1))
+    from_run = [{"kind": r.kind.value, **r.fields} for r in out if r.kind is Kind.ALERTS]
+    assert alert_events(from_run) == alert_events(replayed)
+
+
+def test_replay_with_a_config_of_several_athletes_asks_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    write_smo2_session(recording)
+    config = write_config(tmp_path, '[[athletes]]\nid = "bob"\nname = "Bob"\n')
+    assert main(["replay", str(recording), "--config", str(config)]) == 2
+    assert "--athlete: say which athlete (ann, bob" in capsys.readouterr().err
+    assert main(["replay", str(recording), "--config", str(config), "--athlete", "eve"]) == 2
+    assert "--athlete 'eve' is not in" in capsys.readouterr().err
+    assert main(["replay", str(recording), "--config", str(config), "--athlete", "bob"]) == 0
+
+
+@pytest.mark.integration
+def test_replay_with_influxdb_configured_writes_the_points(
+    tmp_path: Path, influxdb1: InfluxDB1, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    write_smo2_session(recording)
+    config = write_config(
+        tmp_path,
+        f'[influx]\nurl = "{influxdb1.url}"\ndb = "redox"\ncreate_database = true\n',
+        rules=ONE_SLOW_SESSION,
+    )
+    assert main(["replay", str(recording), "--session", "--config", str(config)]) == 0
+    capsys.readouterr()
+    result = influxdb1.query("SELECT * FROM oxygen_recovery WHERE athlete = 'ann'", "redox")
+    (series,) = result["results"][0]["series"]  # type: ignore[index]
+    scope = series["columns"].index("scope")
+    scopes = [row[scope] for row in series["values"]]
+    assert scopes == ["effort", "effort", "effort", "session"]
+    alerts = influxdb1.query("SELECT * FROM alert", "redox")
+    assert alerts["results"][0]["series"]  # type: ignore[index]
+    # Live SmO2 samples go to the sink, as in run.
+    smo2 = influxdb1.query("SELECT count(smo2_pct) FROM smo2", "redox")
+    assert smo2["results"][0]["series"][0]["values"][0][1] == 500  # type: ignore[index]
+
+
+@pytest.mark.integration
+def test_replay_with_mqtt_configured_publishes_under_the_configured_athlete(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    write_smo2_session(recording)
+    config = write_config(tmp_path, f'[mqtt]\nurl = "{mosquitto.url}"\n')
+    sub = ThreadSubscriber(mosquitto.port)
+    try:
+        sub.sync()
+        assert main(["replay", str(recording), "--session", "--config", str(config)]) == 0
+        sub.wait_for(
+            lambda: len(sub.payloads("redox/ann/oxygenation")) >= 4, "4 oxygenation messages"
+        )
+    finally:
+        sub.close()
+    capsys.readouterr()
