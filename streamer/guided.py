@@ -7,7 +7,8 @@
 * :func:`progress_bars` and :func:`tick_until` — the countdown the athlete watches;
 * :func:`print_alerts` — the rules' alerts after the protocol.
 
-The flags both commands take and what they resolve to (athlete, address, store, sinks) are
+The flags both commands take and what they resolve to (the :class:`~streamer.app.App`:
+store, sinks, athlete factory; the athlete; the address) are
 :func:`streamer.commands.morning.add_common_arguments` and ``open_setup``.
 """
 
@@ -23,8 +24,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from devices.drivers import DeviceDriver
+from streamer.app import App
 from streamer.athlete import AthleteState
-from streamer.pipeline import Pipeline, Sink
+from streamer.pipeline import Pipeline
 from streamer.results import Kind, Result
 from streamer.runtime import SpeedClock, running, wait_connected
 
@@ -56,8 +58,8 @@ class GuidedSession(Generic[D, P]):
 
 @contextlib.asynccontextmanager
 async def guided_session(
+    app: App,
     state: AthleteState,
-    sinks: list[Sink],
     driver_cls: Callable[..., D],
     *,
     device_id: str,
@@ -69,8 +71,8 @@ async def guided_session(
     """Run ``state``'s pipeline with one ``driver_cls`` device and yield once it is connected.
 
     Args:
-        state: the athlete's processor (its store is the pipeline's).
-        sinks: where results go besides the store.
+        app: the store and the sinks the pipeline writes to.
+        state: the athlete's processor, made by ``app.athlete``.
         driver_cls: the production driver class for the device.
         device_id: the device's id in topics and driver names (``"strap"``, ``"tindeq"``).
         what: the device as the user is told about it (``"the strap"``).
@@ -85,9 +87,7 @@ async def guided_session(
     clock: SpeedClock | EmulatedClock = SpeedClock(speed)
     results: list[Result] = []
     athlete = state.athlete
-    pipeline = Pipeline(
-        lambda a: state, state.store, sinks, athletes=[athlete], on_result=results.append
-    )
+    pipeline = app.pipeline([athlete], on_result=results.append)
     async with contextlib.AsyncExitStack() as stack:
         kwargs: dict[str, Any] = {}
         peripheral: P | None = None

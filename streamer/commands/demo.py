@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from devices.emulated import EmulatedWorld
-from streamer.athlete import AthleteState, SessionStart
-from streamer.config import AthleteConfig, InfluxConfig, MqttConfig, Secret
-from streamer.embedded_broker import EmbeddedBroker
+from streamer.app import App, serving_broker
+from streamer.athlete import SessionStart
+from streamer.config import AthleteConfig, Config, InfluxConfig, MqttConfig, Secret
 from streamer.errors import CliError
 from streamer.history import (
     DEFAULT_DAYS,
@@ -37,15 +37,8 @@ from streamer.history import (
     scenarios,
 )
 from streamer.live_view import LiveView, ViewModel
-from streamer.mqtt import MqttPublisher
-from streamer.pipeline import Pipeline, Sink, install_signal_handlers
-from streamer.runtime import (
-    SpeedClock,
-    emulated_athlete_devices,
-    run_for,
-    start_view,
-    stop_view,
-)
+from streamer.pipeline import Pipeline
+from streamer.runtime import SpeedClock, emulated_athlete_devices, run_for, running
 from streamer.store import Store, StoreError
 
 DEFAULT_ATHLETES = 2
@@ -162,12 +155,10 @@ def _check(args: argparse.Namespace) -> None:
         )
 
 
-def influx_sink(args: argparse.Namespace, store: Store) -> Sink | None:
-    """The InfluxDB sink the flags ask for, or None."""
+def influx_config(args: argparse.Namespace) -> InfluxConfig | None:
+    """The InfluxDB the flags name, or None."""
     if args.influx_url is None:
         return None
-    from streamer.influx import InfluxWriter
-
     v2 = any((args.influx_bucket, args.influx_org, args.influx_token))
     if v2 and not (args.influx_bucket and args.influx_org and args.influx_token):
         raise CliError(
@@ -186,7 +177,7 @@ def influx_sink(args: argparse.Namespace, store: Store) -> Sink | None:
         )
     if not args.influx_url.startswith(("http://", "https://")):
         raise CliError(f"--influx-url {args.influx_url!r}: expected http://host:8086 or https://…")
-    config = (
+    return (
         InfluxConfig(
             url=args.influx_url.rstrip("/"),
             api="v2",
@@ -199,7 +190,6 @@ def influx_sink(args: argparse.Namespace, store: Store) -> Sink | None:
             url=args.influx_url.rstrip("/"), api="v1", db=args.influx_db, create_database=True
         )
     )
-    return InfluxWriter(config, store)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -224,20 +214,24 @@ def run(args: argparse.Namespace) -> int:
             store = stack.enter_context(Store(store_path))
         except StoreError as exc:
             raise CliError(f"--store: {exc}") from None
-        influx = influx_sink(args, store)
+        influx = influx_config(args)
         if influx is not None:
             print(f"InfluxDB: {args.influx_url}", flush=True)
-        return asyncio.run(_demo(args, store, mqtt_config, influx))
+        ids = athlete_ids(args.athletes)
+        config = Config(
+            athletes=tuple(AthleteConfig(id=a, name=a) for a in ids),
+            mqtt=mqtt_config,
+            influx=influx,
+            store_path=store_path,
+        )
+        return asyncio.run(_demo(args, config, store))
 
 
-async def _demo(
-    args: argparse.Namespace, store: Store, mqtt_config: MqttConfig | None, influx: Sink | None
-) -> int:
+async def _demo(args: argparse.Namespace, config: Config, store: Store) -> int:
     async with contextlib.AsyncExitStack() as stack:
         notes: list[str] = []
-        if mqtt_config is None:
-            broker = await stack.enter_async_context(EmbeddedBroker())
-            mqtt_config = MqttConfig.from_url(broker.address.url)
+        config, broker = await stack.enter_async_context(serving_broker(config))
+        if broker is not None:
             print(
                 f"embedded MQTT broker (MQTT 3.1.1) on {broker.address.host}:"
                 f"{broker.address.port}; watch it with:\n  {broker.address.watch_command()}",
@@ -245,21 +239,13 @@ async def _demo(
             )
             notes.append(f"watch: {broker.address.watch_command()}")
         else:
-            print(f"MQTT broker: {mqtt_config.url}", flush=True)
-        ids = athlete_ids(args.athletes)
-        sinks: list[Sink] = [
-            MqttPublisher(mqtt_config, store, athletes=[AthleteConfig(id=a, name=a) for a in ids])
-        ]
-        if influx is not None:
-            sinks.append(influx)
-        states: dict[str, AthleteState] = {}
-
-        def make(athlete: str) -> AthleteState:
-            state = AthleteState(athlete, store, live=False, hrv_every_s=HISTORY_HRV_EVERY_S)
-            states[athlete] = state
-            return state
-
-        pipeline = Pipeline(make, store, sinks, athletes=ids)
+            assert config.mqtt is not None
+            print(f"MQTT broker: {config.mqtt.url}", flush=True)
+        ids = [a.id for a in config.athletes]
+        # History is replayed without live samples, in coarser HRV windows.
+        app = App.from_config(config, store=store, live=False, hrv_every_s=HISTORY_HRV_EVERY_S)
+        states = app.states
+        pipeline = app.pipeline(ids)
         progress = HistoryProgress(total_days=len(ids) * args.days)
         model = ViewModel(
             title=f"redox-streamer demo — {len(ids)} athletes, {args.days} days of history, "
@@ -271,11 +257,7 @@ async def _demo(
             phase="replaying history",
         )
         view = LiveView(model, force_plain=args.plain)
-        undo = install_signal_handlers(pipeline)
-        stack.callback(undo)
-        pipeline_task = asyncio.create_task(pipeline.run(), name="pipeline")
-        view_task = start_view(view)
-        try:
+        async with running(pipeline, view) as pipeline_task:
             if args.days:
                 done = {a: {r.date for r in store.morning_history(a)} for a in ids}
                 await replay_history(
@@ -303,11 +285,6 @@ async def _demo(
             model.phase = "stopping: flushing to the sinks"
             pipeline.stop()
             await pipeline_task
-        finally:
-            pipeline.stop()
-            with contextlib.suppress(Exception):
-                await pipeline_task
-            await stop_view(view_task)
     _summary(pipeline, store, ids, temporary=args.store is None)
     return 0
 

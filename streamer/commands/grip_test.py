@@ -22,11 +22,11 @@ from rich.console import Console
 from devices.drivers import TindeqDriver
 from devices.kinds import DeviceKind
 from processors import physiology as ph
+from streamer.app import App
 from streamer.athlete import AthleteState, GripEnd, GripPhase
 from streamer.commands.morning import add_common_arguments, open_setup
 from streamer.errors import CliError
 from streamer.guided import GuidedSession, guided_session, print_alerts, progress_bars, tick_until
-from streamer.pipeline import Sink
 from streamer.results import Kind, Result
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
@@ -121,20 +121,18 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--trials and --post-trials need at least one squeeze")
     if not 0 <= args.emulated_drop < 0.9 or args.emulated_recovery_min < 0:
         raise CliError("--emulated-drop must be within 0..0.9 and --emulated-recovery-min >= 0")
-    with open_setup(args, DeviceKind.GRIP) as (athlete, address, store, sinks, thresholds):
-        return asyncio.run(_grip(args, minutes, athlete, address, store, sinks, thresholds))
+    with open_setup(args, DeviceKind.GRIP) as (app, athlete, address):
+        return asyncio.run(_grip(args, minutes, app, athlete, address))
 
 
 async def _grip(
     args: argparse.Namespace,
     minutes: list[float],
+    app: App,
     athlete: str,
     address: str | None,
-    store: Any,
-    sinks: list[Sink],
-    thresholds: Any,
 ) -> int:
-    state = AthleteState(athlete, store, thresholds)
+    state = app.athlete(athlete)
 
     def progressor() -> TindeqProgressor:
         from devices.emulated import TindeqProgressor
@@ -144,8 +142,8 @@ async def _grip(
         )
 
     async with guided_session(
+        app,
         state,
-        sinks,
         TindeqDriver,
         device_id="tindeq",
         what="the dynamometer",

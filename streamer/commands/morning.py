@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +21,12 @@ from rich.console import Console
 from devices.drivers import HeartRateDriver
 from devices.kinds import DeviceKind
 from processors import physiology as ph
+from streamer.app import App
 from streamer.athlete import AthleteState, MorningEnd, MorningStart
-from streamer.commands.run import build_sinks
 from streamer.config import Config, load_config
 from streamer.errors import CliError
 from streamer.guided import GuidedSession, guided_session, print_alerts, progress_bars, tick_until
-from streamer.pipeline import Sink
 from streamer.results import Kind, Result
-from streamer.store import Store
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
     from devices.emulated import ChestStrap
@@ -96,8 +95,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Any:
-    """(config or None, athlete id, device address or None, store, sinks) from the flags."""
+def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[tuple[App, str, str | None]]:
+    """(the app, athlete id, device address or None) from the flags: the config's store,
+    sinks and thresholds, or — ``--emulated`` without ``--config`` — a temporary store
+    and no sinks."""
     if not args.speed > 0 or (args.speed != 1.0 and not args.emulated):
         raise CliError(f"--speed {args.speed:g}: only with --emulated, and > 0")
     config: Config | None = None
@@ -138,34 +139,21 @@ def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Any:
             path = config.store_path
         else:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "redox.sqlite3"
-        store = stack.enter_context(Store(path))
-        sinks: list[Sink] = build_sinks(config, store) if config is not None else []
-        thresholds = config.thresholds_for(athlete) if config is not None else None
-        yield athlete, address, store, sinks, thresholds
+        app = stack.enter_context(App.from_config(config or Config(), store=path))
+        yield app, athlete, address
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``redox-streamer morning``."""
     if not args.stabilisation >= 0 or not args.span >= 30:
         raise CliError("--stabilisation must be >= 0 s and --span >= 30 s")
-    with open_setup(args, DeviceKind.STRAP) as (athlete, address, store, sinks, thresholds):
-        return asyncio.run(_morning(args, athlete, address, store, sinks, thresholds))
+    with open_setup(args, DeviceKind.STRAP) as (app, athlete, address):
+        return asyncio.run(_morning(args, app, athlete, address))
 
 
-async def _morning(
-    args: argparse.Namespace,
-    athlete: str,
-    address: str | None,
-    store: Store,
-    sinks: list[Sink],
-    thresholds: Any,
-) -> int:
-    state = AthleteState(
-        athlete,
-        store,
-        thresholds,
-        morning_stabilisation_s=args.stabilisation,
-        morning_span_s=args.span,
+async def _morning(args: argparse.Namespace, app: App, athlete: str, address: str | None) -> int:
+    state = app.athlete(
+        athlete, morning_stabilisation_s=args.stabilisation, morning_span_s=args.span
     )
 
     def strap() -> ChestStrap:
@@ -174,8 +162,8 @@ async def _morning(
         return ChestStrap(f"H10 {athlete}", speed=args.speed, address=address)
 
     async with guided_session(
+        app,
         state,
-        sinks,
         HeartRateDriver,
         device_id="strap",
         what="the strap",

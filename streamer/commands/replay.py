@@ -3,7 +3,9 @@
 A recording is JSON Lines of raw notifications (``{"t_ns", "device", "char", "hex"}``,
 see :mod:`devices.recording`). Each payload is decoded by its characteristic's codec at its
 recorded receipt time, then goes through the pipeline and the processors exactly as live
-data does; the results are printed (and published when ``--mqtt`` is given).
+data does; the results are printed. With ``--config`` the athlete's profile thresholds and
+the config's sinks (MQTT, InfluxDB) apply as in ``run`` (the assembly is
+:class:`streamer.app.App`); ``--mqtt`` publishes to a broker of its own.
 """
 
 from __future__ import annotations
@@ -12,25 +14,28 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from devices.recording import RecordingError, replay
-from streamer.athlete import AthleteState, MorningEnd, MorningStart, SessionEnd, SessionStart
-from streamer.config import MqttConfig
+from streamer.app import App
+from streamer.athlete import MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.config import Config, MqttConfig, load_config
 from streamer.errors import CliError
-from streamer.mqtt import MqttPublisher
 from streamer.payloads import iso_time
-from streamer.pipeline import Pipeline, Sink
 from streamer.results import Result
 from streamer.runtime import running
-from streamer.store import Store, StoreError
+from streamer.store import StoreError
 
 DESCRIPTION = """\
 Replay a recording of raw Bluetooth notifications (JSON Lines, one
 {"t_ns", "device", "char", "hex"} object per line) through the same codecs, pipeline and
 processors as live data, and print the results: rolling HRV, SmO2 efforts, grip tests, and
 with --morning or --session the reading or session summary and the rules' alerts.
+
+With --config the results belong to a configured athlete: its profile's thresholds and
+rules apply, and they go to the config's MQTT broker and InfluxDB as `run` sends them.
 """
 
 EPILOG = """\
@@ -39,6 +44,7 @@ examples:
   redox-streamer replay session.jsonl --speed 1       at the recorded pace
   redox-streamer replay morning.jsonl --morning --json
   redox-streamer replay session.jsonl --session --mqtt mqtt://127.0.0.1:1883
+  redox-streamer replay morning.jsonl --morning --config ~/redox.toml --athlete ann
 
 A recording's "device" names become the device ids; results belong to --athlete.
 """
@@ -61,7 +67,16 @@ def register(subparsers: Any) -> None:
         metavar="X",
         help="1 = recorded pace, 10 = ten times faster, 0 = as fast as possible (default)",
     )
-    parser.add_argument("--athlete", default="replay", help="athlete id (default: replay)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="apply this config: the athlete's profile and rules, its MQTT and InfluxDB sinks",
+    )
+    parser.add_argument(
+        "--athlete",
+        help="athlete id (default: the config's only athlete; without --config: replay)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--morning",
@@ -75,7 +90,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per result")
     parser.add_argument("--live", action="store_true", help="print live samples too (many lines)")
-    parser.add_argument("--mqtt", metavar="URL", help="also publish to this broker")
+    parser.add_argument(
+        "--mqtt", metavar="URL", help="also publish to this broker (instead of the config's)"
+    )
     parser.add_argument(
         "--store", type=Path, metavar="PATH", help="SQLite store (default: in memory, nothing kept)"
     )
@@ -93,24 +110,46 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: no such recording file")
     if not args.speed >= 0:
         raise CliError(f"--speed {args.speed:g}: give 0 (as fast as possible) or more")
-    mqtt_config = None
-    if args.mqtt:
-        try:
-            mqtt_config = MqttConfig.from_url(args.mqtt)
-        except ValueError as exc:
-            raise CliError(f"--mqtt: {exc}") from None
+    config, athlete = _config(args)
     try:
-        store = Store(args.store if args.store else ":memory:")
+        app = App.from_config(config, store=args.store if args.store else ":memory:")
     except StoreError as exc:
         raise CliError(f"--store: {exc}") from None
-    with store:
+    with app:
         try:
-            return asyncio.run(_replay(args, store, mqtt_config))
+            return asyncio.run(_replay(args, app, athlete))
         except RecordingError as exc:
             raise CliError(
                 f"{exc}; fix or remove that line, or pass --skip-malformed to go "
                 "on past payloads the codec rejects"
             ) from None
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, str]:
+    """The config to assemble (the file's, or an empty one) with ``--mqtt`` applied, and
+    the athlete the results belong to."""
+    config = load_config(args.config) if args.config is not None else Config()
+    athlete: str = args.athlete or "replay"
+    if args.config is not None:
+        ids = [a.id for a in config.athletes]
+        if args.athlete is None:
+            if len(ids) != 1:
+                raise CliError(
+                    f"--athlete: say which athlete ({', '.join(ids) or 'none'} configured "
+                    f"in {config.source})"
+                )
+            athlete = ids[0]
+        elif args.athlete not in ids:
+            raise CliError(
+                f"--athlete {args.athlete!r} is not in {config.source}; known: "
+                f"{', '.join(ids) or 'none'}"
+            )
+    if args.mqtt:
+        try:
+            config = replace(config, mqtt=MqttConfig.from_url(args.mqtt))
+        except ValueError as exc:
+            raise CliError(f"--mqtt: {exc}") from None
+    return config, athlete
 
 
 def describe(result: Result) -> str:
@@ -124,7 +163,7 @@ def describe(result: Result) -> str:
     return f"{iso_time(result.ts_ns)} {result.athlete}{device} {result.kind.value}: {fields}"
 
 
-async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | None) -> int:
+async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
     printed = 0
 
     def show(result: Result) -> None:
@@ -149,14 +188,9 @@ async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | Non
         else:
             print(describe(result), flush=True)
 
-    sinks: list[Sink] = [MqttPublisher(mqtt, store)] if mqtt else []
-    pipeline = Pipeline(
-        lambda a: AthleteState(a, store, live=args.live or bool(mqtt)),
-        store,
-        sinks,
-        athletes=[args.athlete],
-        on_result=show,
-    )
+    # Live samples are made when printed or when a sink takes them, as in `run`.
+    app.athlete(athlete, live=args.live or bool(app.sinks))
+    pipeline = app.pipeline([athlete], on_result=show)
     first_t: int | None = None
     last_t = 0
     start, end = (
@@ -175,12 +209,12 @@ async def _replay(args: argparse.Namespace, store: Store, mqtt: MqttConfig | Non
                 if first_t is None:
                     first_t = t_ns
                     if start is not None:
-                        await pipeline.put(args.athlete, device, start(t_ns - 1))
+                        await pipeline.put(athlete, device, start(t_ns - 1))
                 last_t = max(last_t, t_ns)
-                if not await pipeline.put(args.athlete, device, record):
+                if not await pipeline.put(athlete, device, record):
                     break
             if end is not None and first_t is not None:
-                await pipeline.put(args.athlete, "recording", end(last_t + 1))
+                await pipeline.put(athlete, "recording", end(last_t + 1))
             if first_t is None:
                 raise CliError(f"{args.file}: the recording holds no notification")
         finally:

@@ -18,14 +18,11 @@ from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
-from streamer.athlete import AthleteState
+from streamer.app import App
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.live_view import LiveView, ViewModel
-from streamer.mqtt import MqttPublisher
-from streamer.pipeline import Pipeline, Sink
 from streamer.runtime import run_for, running
-from streamer.store import Store
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
@@ -144,21 +141,8 @@ def run(args: argparse.Namespace) -> int:
             "no devices to stream: add devices to the athletes in the config, or "
             "pair them with `redox-streamer pair`"
         )
-    store = Store(config.store_path)
-    with store:
-        return asyncio.run(_run(args, config, store, devices))
-
-
-def build_sinks(config: Config, store: Store) -> list[Sink]:
-    """The sinks the config names (MQTT, InfluxDB)."""
-    sinks: list[Sink] = []
-    if config.mqtt is not None:
-        sinks.append(MqttPublisher(config.mqtt, store, athletes=config.athletes))
-    if config.influx is not None:
-        from streamer.influx import InfluxWriter
-
-        sinks.append(InfluxWriter(config.influx, store))
-    return sinks
+    with App.from_config(config) as app:
+        return asyncio.run(_run(args, app, devices))
 
 
 async def _emulators(
@@ -176,17 +160,10 @@ async def _emulators(
     return {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
 
 
-async def _run(
-    args: argparse.Namespace, config: Config, store: Store, devices: dict[str, list[DeviceConfig]]
-) -> int:
-    states: dict[str, AthleteState] = {}
-
-    def make(athlete: str) -> AthleteState:
-        states[athlete] = AthleteState(athlete, store, config.thresholds_for(athlete))
-        return states[athlete]
-
+async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[DeviceConfig]]) -> int:
+    config = app.config
     ids = [a.id for a in config.athletes]
-    pipeline = Pipeline(make, store, build_sinks(config, store), athletes=ids)
+    pipeline = app.pipeline(ids)
     async with contextlib.AsyncExitStack() as stack:
         kwargs: dict[str, Any] = {}
         if args.emulated:
@@ -210,7 +187,7 @@ async def _run(
             title=f"redox-streamer run — {len(ids)} athletes, "
             f"{sum(len(v) for v in devices.values())} devices",
             pipeline_status=pipeline.status,
-            snapshots={a: states[a].snapshot for a in ids},
+            snapshots={a: app.states[a].snapshot for a in ids},
             devices=drivers,
             notes=[f"store: {config.store_path}"],
             phase="streaming",

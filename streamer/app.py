@@ -1,0 +1,181 @@
+"""The application assembled from a config: what every long-running command builds.
+
+``run``, ``demo``, ``replay``, ``morning`` and ``grip-test`` get the same things from an
+:class:`App`:
+
+* the store (opened from the config's path, a path given, or a store already open);
+* the sinks the config names (:func:`build_sinks`: MQTT, InfluxDB) — the one place sinks
+  are wired;
+* the one factory of athletes (:meth:`App.athlete`): the athlete's profile thresholds with
+  the config's ``[rules]`` and the athlete's own rules on top;
+* the pipeline over them (:meth:`App.pipeline`).
+
+A command without a config file (``demo``, ``replay`` without ``--config``, a guided
+protocol with ``--emulated``) builds a :class:`~streamer.config.Config` from its flags and
+assembles it the same way; :func:`serving_broker` starts an embedded MQTT broker when that
+config names none (``demo``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, TypedDict, Unpack
+
+from processors.profiles import thresholds_for
+from processors.rules import RuleThresholds
+from streamer.athlete import AthleteState
+from streamer.config import Config, MqttConfig
+from streamer.mqtt import MqttPublisher
+from streamer.pipeline import Pipeline, Sink
+from streamer.results import Result
+from streamer.store import Store
+
+if TYPE_CHECKING:
+    from streamer.embedded_broker import EmbeddedBroker
+
+
+class AthleteOptions(TypedDict, total=False):
+    """How an app's athletes process (see :class:`~streamer.athlete.AthleteState`)."""
+
+    hrv_every_s: float
+    live: bool
+    morning_stabilisation_s: float
+    morning_span_s: float
+
+
+def build_sinks(config: Config, store: Store) -> list[Sink]:
+    """The sinks ``config`` names, in order: MQTT, then InfluxDB."""
+    sinks: list[Sink] = []
+    if config.mqtt is not None:
+        sinks.append(MqttPublisher(config.mqtt, store, athletes=config.athletes))
+    if config.influx is not None:
+        from streamer.influx import InfluxWriter
+
+        sinks.append(InfluxWriter(config.influx, store))
+    return sinks
+
+
+def athlete_thresholds(config: Config, athlete_id: str) -> RuleThresholds:
+    """A configured athlete's thresholds (profile, ``[rules]``, its own rules); for an
+    athlete the config does not name, the default profile with ``[rules]``."""
+    if any(a.id == athlete_id for a in config.athletes):
+        return config.thresholds_for(athlete_id)
+    return thresholds_for("default", config.rules)
+
+
+class App:
+    """The store, the sinks and the factories of athletes and pipelines for one config.
+
+    Build it with :meth:`from_config`; it is a context manager that closes the store when it
+    opened it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        sinks: Iterable[Sink],
+        *,
+        owns_store: bool = False,
+        athlete_options: AthleteOptions | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sinks: tuple[Sink, ...] = tuple(sinks)
+        self.athlete_options: AthleteOptions = athlete_options or {}
+        self.states: dict[str, AthleteState] = {}
+        """Every athlete made so far, by id (what live views and guided protocols watch)."""
+        self._owns_store = owns_store
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        store: Store | Path | str | None = None,
+        **athlete_options: Unpack[AthleteOptions],
+    ) -> App:
+        """The app of ``config``.
+
+        Args:
+            config: athletes (profiles, rules), sinks (``mqtt``, ``influx``), store path.
+            store: an open store (kept open), a path or ``":memory:"`` (opened here, closed
+                with the app); None: the config's ``store_path``.
+            athlete_options: defaults for every athlete :meth:`athlete` makes.
+
+        Raises StoreError when the store cannot be opened.
+        """
+        owns = not isinstance(store, Store)
+        opened = store if isinstance(store, Store) else Store(store or config.store_path)
+        try:
+            sinks = build_sinks(config, opened)
+        except BaseException:
+            if owns:
+                opened.close()
+            raise
+        return cls(config, opened, sinks, owns_store=owns, athlete_options=athlete_options)
+
+    def athlete(self, athlete_id: str, **options: Unpack[AthleteOptions]) -> AthleteState:
+        """The one factory of athletes: ``athlete_id``'s state with its thresholds from the
+        config, the app's options and ``options`` on top; remembered in :attr:`states`."""
+        merged: AthleteOptions = {**self.athlete_options, **options}
+        state = AthleteState(
+            athlete_id, self.store, athlete_thresholds(self.config, athlete_id), **merged
+        )
+        self.states[athlete_id] = state
+        return state
+
+    def pipeline(
+        self,
+        athletes: Iterable[str] | None = None,
+        *,
+        on_result: Callable[[Result], None] | None = None,
+    ) -> Pipeline:
+        """A pipeline into the store and the sinks; each athlete is the one made already
+        (:attr:`states`) or a new one from :meth:`athlete`.
+
+        Args:
+            athletes: athletes whose processors exist from the start (None: the config's).
+            on_result: called with every result, in order (printing, guided protocols).
+        """
+        ids = [a.id for a in self.config.athletes] if athletes is None else list(athletes)
+
+        def processor_for(athlete_id: str) -> AthleteState:
+            if athlete_id in self.states:
+                return self.states[athlete_id]
+            return self.athlete(athlete_id)
+
+        return Pipeline(processor_for, self.store, self.sinks, athletes=ids, on_result=on_result)
+
+    def close(self) -> None:
+        """Close the store if this app opened it."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.asynccontextmanager
+async def serving_broker(config: Config) -> AsyncIterator[tuple[Config, EmbeddedBroker | None]]:
+    """``config`` and None when it names an MQTT broker; otherwise an embedded broker
+    (MQTT 3.1.1 on loopback) serving while inside, and ``config`` publishing to it."""
+    if config.mqtt is not None:
+        yield config, None
+        return
+    from streamer.embedded_broker import EmbeddedBroker
+
+    async with EmbeddedBroker() as broker:
+        yield replace(config, mqtt=MqttConfig.from_url(broker.address.url)), broker
