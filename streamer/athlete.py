@@ -699,7 +699,7 @@ class AthleteState:
         self._mvcs.append(test.mvc_kg)
         self.snapshot.last_grip_class = test.grip_class.value
         out = [self._grip_result(end.t_ns, test)]
-        out.extend(self._apply(evaluate_grip(test), end.t_ns))
+        out.extend(self._apply(evaluate_grip(test, self.thresholds), end.t_ns))
         return out
 
     def _grip_result(self, t_ns: int, test: GripTest) -> Result:
