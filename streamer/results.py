@@ -252,6 +252,8 @@ class Payload:
     KIND: ClassVar[Kind]
     MEASUREMENT: ClassVar[str | None]
     INFLUX_OBJECT: ClassVar[str | None] = None
+    INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    """Point fields computed by :mod:`streamer.influx_schema`, name → ``float`` … ``str``."""
 
     def fields(self) -> dict[str, JsonValue]:
         """The payload as the result's JSON fields, in declaration order."""
@@ -493,6 +495,7 @@ class AlertsPayload(Payload):
     KIND: ClassVar[Kind] = Kind.ALERTS
     MEASUREMENT: ClassVar[str | None] = "alert"
     INFLUX_OBJECT: ClassVar[str | None] = "event"
+    INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({"active": "int"})
 
     active: tuple[AlertPayload, ...] = field(metadata=MQTT_ONLY)
     event: AlertPayload = field(metadata=MQTT_ONLY)
