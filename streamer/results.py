@@ -7,12 +7,19 @@ so they never import a processor. Where a result goes (topic, QoS, retain flag,
 measurement) follows from its :class:`Kind` alone; see :mod:`streamer.topics` and
 :mod:`streamer.influx_schema`.
 
+Each kind's fields are fixed by a frozen payload type (:class:`HrvPayload`,
+:class:`MorningPayload`, :class:`EffortPayload` / :class:`SessionPayload`,
+:class:`GripPayload`, :class:`AlertsPayload`, :class:`StatusPayload`, and one per live
+kind): ``payload.result(athlete, ts_ns, device)`` is the envelope, its fields made by
+:func:`payload_fields`. Each payload field declares its InfluxDB column, from which
+:mod:`streamer.influx_schema` derives the schema.
+
 Conversion helpers:
 
 * :func:`live_result` — a device sample (``HeartRateSample`` …) to a live envelope;
-* :meth:`Result.from_record` — any frozen dataclass record (``GripTest``, a morning
-  reading …) to an envelope, enums to their values, tuples to lists, nested records to
-  objects, non-finite floats to ``None``;
+* :meth:`Result.from_record` — untyped, for tests and tools: any frozen dataclass
+  record (``GripTest``, a morning reading …) to an envelope, enums to their values, tuples
+  to lists, nested records to objects, non-finite floats to ``None``;
 * :func:`alert_result` — an alert event plus the athlete's open alerts.
 """
 
