@@ -38,7 +38,8 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     200 W, then one at RPE 6, 180 W.
 ``hi_spacing`` (info) — see :func:`processors.profiles.evaluate_spacing`: two high-intensity
     sessions < 48 h apart (72 h for ``older``), or (``elite``) a fourth consecutive one
-    without a passive day.
+    without a passive day. NOT YET EVALUATED by the streamer: no record says which sessions
+    were high-intensity (``tests/test_rule_reachability.py`` names it as the one exception).
 """
 
 from __future__ import annotations
@@ -343,17 +344,22 @@ def evaluate_smo2_slow_recovery(
     return _evaluation("smo2_slow_recovery", active, message, evidence)
 
 
-def evaluate_grip(test: GripTest) -> list[RuleEvaluation]:
+def evaluate_grip(
+    test: GripTest, thresholds: RuleThresholds = DEFAULT_THRESHOLDS
+) -> list[RuleEvaluation]:
     """``grip_signal`` and ``grip_spillover`` for one classified grip test.
 
-    A ``pending`` test (not recovered at 15 min, no 30-min test yet) leaves
-    ``grip_spillover`` undecided. Every message ends with the test's threshold note: the
-    article's 10% or the athlete's own noise.
+    Pass the ``thresholds`` the test was classified with (:func:`measure_grip`): the
+    messages cite the tests up to ``grip_signal_recovery_min`` and from
+    ``grip_spillover_min``. A ``pending`` test (not recovered by then, no late test yet)
+    leaves ``grip_spillover`` undecided. Every message ends with the test's threshold note:
+    the article's 10% or the athlete's own noise.
     """
+    th = thresholds
     evidence = test.evidence()
     cls = test.grip_class
     note = test.threshold_note()
-    early = [p for p in test.post if p.minute <= ph.GRIP_SIGNAL_RECOVERY_MIN]
+    early = [p for p in test.post if p.minute <= th.grip_signal_recovery_min]
     if cls is GripClass.SIGNAL and early:
         signal_message = (
             f"Grip dropped {max(p.drop_pct for p in early):.1f}% after the session and was "
@@ -363,8 +369,8 @@ def evaluate_grip(test: GripTest) -> list[RuleEvaluation]:
         signal_message = f"grip_signal not met: session class {cls.value}. {note}"
     signal = _evaluation("grip_signal", cls is GripClass.SIGNAL, signal_message, evidence)
 
-    late = [p for p in test.post if p.minute >= ph.GRIP_SPILLOVER_MIN]
-    before = [p for p in test.post if p.minute < ph.GRIP_SPILLOVER_MIN]
+    late = [p for p in test.post if p.minute >= th.grip_spillover_min]
+    before = [p for p in test.post if p.minute < th.grip_spillover_min]
     if cls is GripClass.SPILLOVER and late and before:
         first = max(before, key=lambda p: p.drop_pct)
         spill_message = (

@@ -66,7 +66,19 @@ from processors.rules import (
     measure_grip,
 )
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
-from streamer.results import JsonValue, Kind, Result, alert_result, live_result
+from streamer.results import (
+    EffortPayload,
+    GripPayload,
+    HrvPayload,
+    JsonValue,
+    MorningPayload,
+    Result,
+    SessionPayload,
+    StatusPayload,
+    alert_json,
+    alert_result,
+    live_result,
+)
 from streamer.store import Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -390,40 +402,26 @@ class AthleteState:
                 self._morning_breaks.extend([after_gap] + [False] * (len(rr) - 1))
                 self._morning_rr.extend(rr)
         if self.live:
-            live = live_result(self.athlete, device, sample)
-            if beat_ts:
-                live = Result(
-                    live.kind,
-                    live.athlete,
-                    live.ts_ns,
-                    {**live.fields, "beat_ts_ns": list(beat_ts)},
-                    live.device,
-                )
-            out.append(live)
+            out.append(live_result(self.athlete, device, sample, beat_ts_ns=beat_ts))
         return out
 
     def _hrv_result(self, t_ns: int, window: LiveWindow) -> Result:
         w, verdict = window.metrics, window.verdict
         self.snapshot.ln_rmssd = None if w is None else w.ln_rmssd
         self.snapshot.rmssd_ms = None if w is None else w.rmssd_ms
-        return Result(
-            Kind.HRV,
-            self.athlete,
-            t_ns,
-            {
-                "accepted": verdict.accepted,
-                "reject_reason": verdict.reject_reason,
-                "abnormal_pct": verdict.abnormal_pct,
-                "rmssd_ms": None if w is None else w.rmssd_ms,
-                "ln_rmssd": None if w is None else w.ln_rmssd,
-                "sdnn_ms": None if w is None else w.sdnn_ms,
-                "mean_nn_ms": None if w is None else w.mean_nn_ms,
-                "mean_hr_bpm": None if w is None else w.mean_hr_bpm,
-                "pnn50_pct": None if w is None else w.pnn50_pct,
-                "n_beats": None if w is None else w.n_beats,
-                "window_s": ph.HRV_WINDOW_S,
-            },
-        )
+        return HrvPayload(
+            accepted=verdict.accepted,
+            reject_reason=verdict.reject_reason,
+            abnormal_pct=verdict.abnormal_pct,
+            rmssd_ms=None if w is None else w.rmssd_ms,
+            ln_rmssd=None if w is None else w.ln_rmssd,
+            sdnn_ms=None if w is None else w.sdnn_ms,
+            mean_nn_ms=None if w is None else w.mean_nn_ms,
+            mean_hr_bpm=None if w is None else w.mean_hr_bpm,
+            pnn50_pct=None if w is None else w.pnn50_pct,
+            n_beats=None if w is None else w.n_beats,
+            window_s=ph.HRV_WINDOW_S,
+        ).result(self.athlete, t_ns)
 
     def _smo2(self, device: str, sample: SmO2Sample) -> list[Result]:
         self._seen(device, sample.t_ns)
@@ -446,26 +444,19 @@ class AthleteState:
     def _effort_result(self, device: str, e: EffortRecovery) -> Result:
         if self._session_start is not None:
             self._session_efforts.append(e)
-        return Result(
-            Kind.OXYGENATION,
-            self.athlete,
-            round(e.work_end_s * 1e9),
-            {
-                "scope": "effort",
-                "work_end_source": e.work_end_source,
-                "baseline_pct": e.baseline_pct,
-                "min_pct": e.min_pct,
-                "t_half_s": e.t_half_s,
-                "t95_s": e.t95_s,
-                "tau_s": e.tau_s,
-                "delay_s": e.delay_s,
-                "reox_rate_pct_s": e.reoxygenation_rate_pct_s,
-                "overshoot_pct": e.overshoot_pct,
-                "recovered": e.recovered,
-                "observed_s": e.observed_s,
-            },
-            device,
-        )
+        return EffortPayload(
+            work_end_source=e.work_end_source,
+            baseline_pct=e.baseline_pct,
+            min_pct=e.min_pct,
+            t_half_s=e.t_half_s,
+            t95_s=e.t95_s,
+            tau_s=e.tau_s,
+            delay_s=e.delay_s,
+            reox_rate_pct_s=e.reoxygenation_rate_pct_s,
+            overshoot_pct=e.overshoot_pct,
+            recovered=e.recovered,
+            observed_s=e.observed_s,
+        ).result(self.athlete, round(e.work_end_s * 1e9), device)
 
     def _power(self, device: str, sample: PowerSample) -> list[Result]:
         self._seen(device, sample.t_ns)
@@ -605,30 +596,25 @@ class AthleteState:
     def _morning_result(
         self, t_ns: int, day: dt.date, r: MorningReading, ln: DailyTrend, rhr: DailyTrend
     ) -> Result:
-        return Result(
-            Kind.MORNING,
-            self.athlete,
-            t_ns,
-            {
-                "date": day.isoformat(),
-                "ln_rmssd": r.ln_rmssd,
-                "rmssd_ms": r.rmssd_ms,
-                "resting_hr_bpm": r.resting_hr_bpm,
-                "artifacts_pct": r.artifacts_pct,
-                "corrected_pct": r.corrected_pct,
-                "n_beats": r.n_beats,
-                "accepted": r.accepted,
-                "reject_reason": r.reject_reason,
-                "ln_rmssd_baseline_mean": ln.baseline_mean,
-                "ln_rmssd_baseline_sd": ln.baseline_sd,
-                "ln_rmssd_band_low": ln.band_low,
-                "ln_rmssd_band_high": ln.band_high,
-                "ln_rmssd_7d_mean": ln.rolling_mean_7d,
-                "ln_rmssd_cv_pct": ln.cv_7d_pct,
-                "rhr_baseline_median_bpm": rhr.baseline_median,
-                "rhr_7d_mean_bpm": rhr.rolling_mean_7d,
-            },
-        )
+        return MorningPayload(
+            date=day.isoformat(),
+            ln_rmssd=r.ln_rmssd,
+            rmssd_ms=r.rmssd_ms,
+            resting_hr_bpm=r.resting_hr_bpm,
+            artifacts_pct=r.artifacts_pct,
+            corrected_pct=r.corrected_pct,
+            n_beats=r.n_beats,
+            accepted=r.accepted,
+            reject_reason=r.reject_reason,
+            ln_rmssd_baseline_mean=ln.baseline_mean,
+            ln_rmssd_baseline_sd=ln.baseline_sd,
+            ln_rmssd_band_low=ln.band_low,
+            ln_rmssd_band_high=ln.band_high,
+            ln_rmssd_7d_mean=ln.rolling_mean_7d,
+            ln_rmssd_cv_pct=ln.cv_7d_pct,
+            rhr_baseline_median_bpm=rhr.baseline_median,
+            rhr_7d_mean_bpm=rhr.rolling_mean_7d,
+        ).result(self.athlete, t_ns)
 
     def _end_session(self, end: SessionEnd) -> list[Result]:
         start = self._session_start
@@ -650,22 +636,15 @@ class AthleteState:
         mean_power = self._power_sum / self._power_n if self._power_n else None
         smo2_device = next(iter(self._detectors), None)
         out.append(
-            Result(
-                Kind.OXYGENATION,
-                self.athlete,
-                end.t_ns,
-                {
-                    "scope": "session",
-                    "recovery_s": session.recovery_time_s,
-                    "recovery_is_lower_bound": session.recovery_time_is_lower_bound,
-                    "n_efforts": session.n_efforts,
-                    "n_recovered": session.n_recovered,
-                    "duration_s": (end.t_ns - start) / 1e9,
-                    "rpe": end.rpe,
-                    "mean_power_w": mean_power,
-                },
-                smo2_device,
-            )
+            SessionPayload(
+                recovery_s=session.recovery_time_s,
+                recovery_is_lower_bound=session.recovery_time_is_lower_bound,
+                n_efforts=session.n_efforts,
+                n_recovered=session.n_recovered,
+                duration_s=(end.t_ns - start) / 1e9,
+                rpe=end.rpe,
+                mean_power_w=mean_power,
+            ).result(self.athlete, end.t_ns, smo2_device)
         )
         self.snapshot.last_session_recovery_s = session.recovery_time_s
         evaluations: list[RuleEvaluation] = []
@@ -699,7 +678,7 @@ class AthleteState:
         self._mvcs.append(test.mvc_kg)
         self.snapshot.last_grip_class = test.grip_class.value
         out = [self._grip_result(end.t_ns, test)]
-        out.extend(self._apply(evaluate_grip(test), end.t_ns))
+        out.extend(self._apply(evaluate_grip(test, self.thresholds), end.t_ns))
         return out
 
     def _grip_result(self, t_ns: int, test: GripTest) -> Result:
@@ -711,23 +690,17 @@ class AthleteState:
             (d for d in self._last_seen if d not in self._trackers and d not in self._detectors),
             None,
         )
-        return Result(
-            Kind.GRIP,
-            self.athlete,
-            t_ns,
-            {
-                "mvc_kg": test.mvc_kg,
-                "peak_kg": worst.best_kg,
-                "drop_pct": test.drop_pct,
-                "minutes_after": worst.minute,
-                "threshold_pct": test.real_drop_threshold_pct,
-                "threshold_basis": test.threshold_basis.value,
-                "class": label,
-                "noise_cv_pct": test.noise_cv_pct,
-                "drops_pct": {f"{p.minute:g}": p.drop_pct for p in test.post},
-            },
-            device,
-        )
+        return GripPayload(
+            mvc_kg=test.mvc_kg,
+            peak_kg=worst.best_kg,
+            drop_pct=test.drop_pct,
+            minutes_after=worst.minute,
+            threshold_pct=test.real_drop_threshold_pct,
+            threshold_basis=test.threshold_basis.value,
+            grip_class=label,
+            noise_cv_pct=test.noise_cv_pct,
+            drops_pct={f"{p.minute:g}": p.drop_pct for p in test.post},
+        ).result(self.athlete, t_ns, device)
 
     # --- rules → alerts → status -----------------------------------------------------------
 
@@ -742,14 +715,7 @@ class AthleteState:
         for alert in changes:
             if alert.state is AlertState.RAISED:
                 self.snapshot.alerts_raised += 1
-            out.append(
-                alert_result(
-                    self.athlete,
-                    alert_payload(alert),
-                    [alert_payload(a) for a in open_alerts],
-                    ts_ns=t_ns,
-                )
-            )
+            out.append(alert_result(self.athlete, alert, open_alerts, ts_ns=t_ns))
         out.append(self.status_result(t_ns))
         return out
 
@@ -768,32 +734,26 @@ class AthleteState:
         active = sorted(
             d for d, seen in self._last_seen.items() if t_ns - seen <= DEVICE_ACTIVE_S * 1e9
         )
-        return Result(
-            Kind.STATUS,
-            self.athlete,
-            t_ns,
-            {
-                "state": state,
-                "open_alerts": [a.rule_id for a in open_alerts],
-                "ln_rmssd": morning.get("ln_rmssd"),
-                "ln_rmssd_band_low": morning.get("ln_rmssd_band_low"),
-                "ln_rmssd_band_high": morning.get("ln_rmssd_band_high"),
-                "morning_date": morning.get("date"),
-                "devices_active": list(active),
-            },
-        )
+        return StatusPayload(
+            state=state,
+            open_alerts=tuple(a.rule_id for a in open_alerts),
+            ln_rmssd=_number(morning.get("ln_rmssd")),
+            ln_rmssd_band_low=_number(morning.get("ln_rmssd_band_low")),
+            ln_rmssd_band_high=_number(morning.get("ln_rmssd_band_high")),
+            morning_date=_text(morning.get("date")),
+            devices_active=tuple(active),
+        ).result(self.athlete, t_ns)
 
 
 def alert_payload(alert: Alert) -> dict[str, JsonValue]:
-    """An alert as the ``alerts`` payload describes it (SCHEMA.md field names)."""
-    return {
-        "rule": alert.rule_id,
-        "severity": alert.severity.value,
-        "state": alert.state.value,
-        "message": alert.message,
-        "advice": alert.advice,
-        "evidence": dict(alert.evidence),
-        "source": alert.source,
-        "raised_ts_ns": alert.raised_at_ns,
-        "cleared_ts_ns": alert.cleared_at_ns,
-    }
+    """An alert as the ``alerts`` payload describes it (SCHEMA.md field names): the one
+    serialiser, :func:`streamer.results.alert_json`."""
+    return alert_json(alert)
+
+
+def _number(value: JsonValue) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text(value: JsonValue) -> str | None:
+    return value if isinstance(value, str) else None

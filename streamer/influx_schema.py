@@ -25,6 +25,10 @@ measurement          tags                         fields (type)
                                                   1 raised / 0 cleared)
 ===================  ===========================  ============================================
 
+The table is derived from the payload types of :mod:`streamer.results`: each declares
+its measurement (or ``None``: MQTT only, as ``status``) and each of its fields whether it is
+a tag, a field of which type, or MQTT only; a field that declares nothing fails at import.
+
 Field types never change: InfluxDB 1.x rejects a field whose type differs from the one
 already in the shard, so integers are written as floats except ``n_beats``, ``n_efforts``
 and ``active``. The schema is closed: fields a result carries beyond these are published on
@@ -34,14 +38,16 @@ with no field left is not written). Times are nanoseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from influxdb_client.client.write import point as _point_module
 from influxdb_client.domain import write_precision as _precision_module
 
-from streamer.results import JsonValue, Kind, Result
+from streamer.results import PAYLOAD_TYPES, JsonValue, Kind, Result, published_name
 
 
 class Point(Protocol):
@@ -59,85 +65,73 @@ INT: Final = int
 BOOL: Final = bool
 STR: Final = str
 
-_MORNING_FLOATS: Final = (
-    "ln_rmssd",
-    "rmssd_ms",
-    "resting_hr_bpm",
-    "artifacts_pct",
-    "ln_rmssd_baseline_mean",
-    "ln_rmssd_baseline_sd",
-    "ln_rmssd_band_low",
-    "ln_rmssd_band_high",
-    "ln_rmssd_7d_mean",
-    "ln_rmssd_cv_pct",
-    "rhr_baseline_median_bpm",
-    "rhr_7d_mean_bpm",
-)
-
-#: measurement → field → Python type written (float, int, bool or str).
-FIELD_TYPES: Final[Mapping[str, Mapping[str, type]]] = {
-    "heart_rate": {"hr_bpm": FLOAT, "rr_ms": FLOAT},
-    "hrv": {
-        "rmssd_ms": FLOAT,
-        "ln_rmssd": FLOAT,
-        "sdnn_ms": FLOAT,
-        "mean_nn_ms": FLOAT,
-        "mean_hr_bpm": FLOAT,
-        "pnn50_pct": FLOAT,
-        "n_beats": INT,
-        "abnormal_pct": FLOAT,
-        "accepted": BOOL,
-    },
-    "morning": {**dict.fromkeys(_MORNING_FLOATS, FLOAT), "accepted": BOOL},
-    "smo2": {"smo2_pct": FLOAT, "thb_gdl": FLOAT},
-    "power": {"power_w": FLOAT},
-    "force": {"force_kg": FLOAT},
-    # Not "spo2": next to the muscle's "smo2" that name invites a wrong query.
-    "pulse_oximetry": {"spo2_pct": FLOAT, "pulse_bpm": FLOAT},
-    "oxygen_recovery": {
-        "baseline_pct": FLOAT,
-        "min_pct": FLOAT,
-        "t_half_s": FLOAT,
-        "t95_s": FLOAT,
-        "tau_s": FLOAT,
-        "reox_rate_pct_s": FLOAT,
-        "overshoot_pct": FLOAT,
-        "recovery_s": FLOAT,
-        "n_efforts": INT,
-    },
-    "grip_test": {
-        "mvc_kg": FLOAT,
-        "peak_kg": FLOAT,
-        "drop_pct": FLOAT,
-        "minutes_after": FLOAT,
-        "threshold_pct": FLOAT,
-    },
-    "alert": {"state": STR, "active": INT, "message": STR, "advice": STR},
-}
-
-#: Kind → measurement; ``status`` has none (it is a state topic, derived from the others).
-MEASUREMENT: Final[Mapping[Kind, str]] = {
-    Kind.HEART_RATE: "heart_rate",
-    Kind.SMO2: "smo2",
-    Kind.FORCE: "force",
-    Kind.POWER: "power",
-    Kind.SPO2: "pulse_oximetry",
-    Kind.HRV: "hrv",
-    Kind.MORNING: "morning",
-    Kind.OXYGENATION: "oxygen_recovery",
-    Kind.GRIP: "grip_test",
-    Kind.ALERTS: "alert",
-}
-
-#: Result fields that become tags (measurement → field names), besides athlete/device.
-TAG_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "oxygen_recovery": ("scope",),
-    "grip_test": ("class",),
-}
-
 
 class SchemaError(ValueError):
     """A result field cannot be written with its schema type (names measurement and field)."""
+
+
+def _columns(cls: type) -> list[tuple[str, str | None]]:
+    """(published name, ``float``/``int``/``bool``/``str``/``tag`` or None) per field."""
+    out: list[tuple[str, str | None]] = []
+    for f in dataclasses.fields(cls):
+        if "influx" not in f.metadata:
+            raise SchemaError(
+                f"{cls.__name__}.{f.name} declares no InfluxDB column: give it "
+                "field(metadata=INFLUX_FLOAT …) or MQTT_ONLY"
+            )
+        column = f.metadata["influx"]
+        out.append((published_name(f), None if column is None else str(column)))
+    return out
+
+
+def _derive() -> tuple[
+    dict[str, dict[str, type]], dict[Kind, str], dict[str, tuple[str, ...]], frozenset[Kind]
+]:
+    """FIELD_TYPES, MEASUREMENT, TAG_FIELDS and MQTT_ONLY_KINDS from the payload types."""
+    field_types: dict[str, dict[str, type]] = {}
+    measurement: dict[Kind, str] = {}
+    tags: dict[str, list[str]] = {}
+    mqtt_only: set[Kind] = set()
+    for cls in PAYLOAD_TYPES:
+        name = cls.MEASUREMENT
+        if name is None:
+            mqtt_only.add(cls.KIND)
+            continue
+        if measurement.setdefault(cls.KIND, name) != name:
+            raise SchemaError(f"{cls.KIND.value} results go to two measurements")
+        source = cls
+        if cls.INFLUX_OBJECT is not None:
+            source = typing.get_type_hints(cls)[cls.INFLUX_OBJECT]
+        types = field_types.setdefault(name, {})
+        columns = [*_columns(source), *cls.INFLUX_DERIVED.items()]
+        for column, kind in columns:
+            if kind == "tag":
+                if column not in tags.setdefault(name, []):
+                    tags[name].append(column)
+            elif kind is not None and types.setdefault(column, _TYPES[kind]) is not _TYPES[kind]:
+                raise SchemaError(f"{name}.{column} is declared with two types")
+    if mqtt_only & set(measurement):
+        raise SchemaError("a kind is both MQTT-only and written to InfluxDB")
+    return field_types, measurement, {m: tuple(t) for m, t in tags.items()}, frozenset(mqtt_only)
+
+
+_TYPES: Final[Mapping[str, type]] = {"float": FLOAT, "int": INT, "bool": BOOL, "str": STR}
+
+_FIELD_TYPES, _MEASUREMENT, _TAG_FIELDS, _MQTT_ONLY = _derive()
+
+#: measurement → field → Python type written (float, int, bool or str), declared on the
+#: payload types of :mod:`streamer.results`.
+FIELD_TYPES: Final[Mapping[str, Mapping[str, type]]] = _FIELD_TYPES
+
+#: Kind → measurement, from the payload types' ``MEASUREMENT``.
+MEASUREMENT: Final[Mapping[Kind, str]] = _MEASUREMENT
+
+#: Kinds whose payload types declare ``MEASUREMENT = None``: published on MQTT only
+#: (``status``: a state topic, derived from the others).
+MQTT_ONLY_KINDS: Final[frozenset[Kind]] = _MQTT_ONLY
+
+#: Result fields that become tags (measurement → field names), besides athlete/device.
+TAG_FIELDS: Final[Mapping[str, tuple[str, ...]]] = _TAG_FIELDS
 
 
 def _coerce(
@@ -226,11 +220,8 @@ def points_for(result: Result) -> list[Point]:
             "message": event.get("message"),
             "advice": event.get("advice"),
         }
-        alert_tags = {
-            "athlete": result.athlete,
-            "rule": str(event.get("rule") or ""),
-            "severity": str(event.get("severity") or ""),
-        }
+        alert_tags = {"athlete": result.athlete}
+        alert_tags.update({t: str(event.get(t) or "") for t in TAG_FIELDS["alert"]})
         point = _point("alert", alert_tags, result.ts_ns, alert_fields)
         return [point] if point is not None else []
 

@@ -7,12 +7,19 @@ so they never import a processor. Where a result goes (topic, QoS, retain flag,
 measurement) follows from its :class:`Kind` alone; see :mod:`streamer.topics` and
 :mod:`streamer.influx_schema`.
 
+Each kind's fields are fixed by a frozen payload type (:class:`HrvPayload`,
+:class:`MorningPayload`, :class:`EffortPayload` / :class:`SessionPayload`,
+:class:`GripPayload`, :class:`AlertsPayload`, :class:`StatusPayload`, and one per live
+kind): ``payload.result(athlete, ts_ns, device)`` is the envelope, its fields made by
+:func:`payload_fields`. Each payload field declares its InfluxDB column, from which
+:mod:`streamer.influx_schema` derives the schema.
+
 Conversion helpers:
 
 * :func:`live_result` — a device sample (``HeartRateSample`` …) to a live envelope;
-* :meth:`Result.from_record` — any frozen dataclass record (``GripTest``, a morning
-  reading …) to an envelope, enums to their values, tuples to lists, nested records to
-  objects, non-finite floats to ``None``;
+* :meth:`Result.from_record` — untyped, for tests and tools: any frozen dataclass
+  record (``GripTest``, a morning reading …) to an envelope, enums to their values, tuples
+  to lists, nested records to objects, non-finite floats to ``None``;
 * :func:`alert_result` — an alert event plus the athlete's open alerts.
 """
 
@@ -26,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
-from typing import Final
+from typing import ClassVar, Final
 
 from devices.records import (
     ForceSample,
@@ -88,7 +95,7 @@ def to_jsonable(value: object) -> JsonValue:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _dataclass_json(value)
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -209,43 +216,363 @@ class Result:
 RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS})
 
 
+# --- one frozen payload type per result kind ----------------------------------------------
+#
+# Each payload type fixes a result kind's fields: their published names (units in them),
+# their order in the MQTT JSON, and where each goes in InfluxDB. Every field declares the
+# latter in its metadata (``field(metadata=INFLUX_FLOAT)`` …, or ``MQTT_ONLY``), so a new
+# field cannot be left out of the schema by accident; :mod:`streamer.influx_schema` derives
+# its measurements, tags and field types from these declarations.
+
+INFLUX_FLOAT: Final = MappingProxyType({"influx": "float"})
+INFLUX_INT: Final = MappingProxyType({"influx": "int"})
+INFLUX_BOOL: Final = MappingProxyType({"influx": "bool"})
+INFLUX_STR: Final = MappingProxyType({"influx": "str"})
+INFLUX_TAG: Final = MappingProxyType({"influx": "tag"})
+MQTT_ONLY: Final = MappingProxyType({"influx": None})
+"""Metadata of a payload field published on MQTT and never written to InfluxDB."""
+
+
+def _named(published: str, meta: Mapping[str, object]) -> Mapping[str, object]:
+    """``meta`` for a field whose published name is not a Python name (``class``)."""
+    return MappingProxyType({**meta, "name": published})
+
+
+def _omitted_if_none(meta: Mapping[str, object]) -> Mapping[str, object]:
+    """``meta`` for a field left out of the payload when ``None`` (not published as null)."""
+    return MappingProxyType({**meta, "omit_if_none": True})
+
+
+def published_name(f: dataclasses.Field[object]) -> str:
+    """The name a payload field is published under (its attribute name unless renamed)."""
+    name = f.metadata.get("name", f.name)
+    return str(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Base of the payload types: ``KIND`` is the result kind, ``MEASUREMENT`` the InfluxDB
+    measurement its results are written to, or ``None`` for a kind published on MQTT only.
+    ``INFLUX_OBJECT`` names a field holding a nested payload whose columns the point takes
+    instead (``alerts`` → its ``event``)."""
+
+    KIND: ClassVar[Kind]
+    MEASUREMENT: ClassVar[str | None]
+    INFLUX_OBJECT: ClassVar[str | None] = None
+    INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    """Point fields computed by :mod:`streamer.influx_schema`, name → ``float`` … ``str``."""
+
+    def fields(self) -> dict[str, JsonValue]:
+        """The payload as the result's JSON fields, in declaration order."""
+        return payload_fields(self)
+
+    def result(self, athlete: str, ts_ns: int, device: str | None = None) -> Result:
+        """The envelope of this payload."""
+        return Result(self.KIND, athlete, ts_ns, self.fields(), device)
+
+
+def payload_fields(payload: Payload) -> dict[str, JsonValue]:
+    """``payload`` as JSON fields: published names, declaration order, values made JSON
+    (:func:`to_jsonable`: NaN → ``None``, tuples → lists, nested payloads → objects).
+    This is the one place a result's MQTT JSON fields are made."""
+    return _dataclass_json(payload)
+
+
+def _dataclass_json(record: object) -> dict[str, JsonValue]:
+    out: dict[str, JsonValue] = {}
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, f.name)
+        if value is None and f.metadata.get("omit_if_none"):
+            continue
+        out[published_name(f)] = to_jsonable(value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HeartRatePayload(Payload):
+    """Live heart rate: ``rr_ms`` oldest first; ``beat_ts_ns`` the beat times when the
+    pipeline knows them (absent otherwise). InfluxDB gets one ``rr_ms`` point per beat."""
+
+    KIND: ClassVar[Kind] = Kind.HEART_RATE
+    MEASUREMENT: ClassVar[str | None] = "heart_rate"
+
+    hr_bpm: int = field(metadata=INFLUX_FLOAT)
+    rr_ms: tuple[float, ...] = field(metadata=INFLUX_FLOAT)
+    beat_ts_ns: tuple[int, ...] | None = field(default=None, metadata=_omitted_if_none(MQTT_ONLY))
+
+
+@dataclass(frozen=True, slots=True)
+class SmO2Payload(Payload):
+    """Live muscle oxygenation (``None``: no valid value)."""
+
+    KIND: ClassVar[Kind] = Kind.SMO2
+    MEASUREMENT: ClassVar[str | None] = "smo2"
+
+    smo2_pct: float | None = field(metadata=INFLUX_FLOAT)
+    thb_gdl: float | None = field(metadata=INFLUX_FLOAT)
+
+
+@dataclass(frozen=True, slots=True)
+class ForcePayload(Payload):
+    """Live force."""
+
+    KIND: ClassVar[Kind] = Kind.FORCE
+    MEASUREMENT: ClassVar[str | None] = "force"
+
+    force_kg: float | None = field(metadata=INFLUX_FLOAT)
+
+
+@dataclass(frozen=True, slots=True)
+class PowerPayload(Payload):
+    """Live power."""
+
+    KIND: ClassVar[Kind] = Kind.POWER
+    MEASUREMENT: ClassVar[str | None] = "power"
+
+    power_w: int = field(metadata=INFLUX_FLOAT)
+
+
+@dataclass(frozen=True, slots=True)
+class SpO2Payload(Payload):
+    """Live pulse oximetry (``None``: the oximeter had no valid reading). Not "spo2" in
+    InfluxDB: next to the muscle's "smo2" that name invites a wrong query."""
+
+    KIND: ClassVar[Kind] = Kind.SPO2
+    MEASUREMENT: ClassVar[str | None] = "pulse_oximetry"
+
+    spo2_pct: float | None = field(metadata=INFLUX_FLOAT)
+    pulse_bpm: float | None = field(metadata=INFLUX_FLOAT)
+
+
+@dataclass(frozen=True, slots=True)
+class HrvPayload(Payload):
+    """A rolling HRV window and the quality gate's verdict (a rejected window: no numbers)."""
+
+    KIND: ClassVar[Kind] = Kind.HRV
+    MEASUREMENT: ClassVar[str | None] = "hrv"
+
+    accepted: bool = field(metadata=INFLUX_BOOL)
+    reject_reason: str | None = field(metadata=MQTT_ONLY)
+    abnormal_pct: float | None = field(metadata=INFLUX_FLOAT)
+    rmssd_ms: float | None = field(metadata=INFLUX_FLOAT)
+    ln_rmssd: float | None = field(metadata=INFLUX_FLOAT)
+    sdnn_ms: float | None = field(metadata=INFLUX_FLOAT)
+    mean_nn_ms: float | None = field(metadata=INFLUX_FLOAT)
+    mean_hr_bpm: float | None = field(metadata=INFLUX_FLOAT)
+    pnn50_pct: float | None = field(metadata=INFLUX_FLOAT)
+    n_beats: int | None = field(metadata=INFLUX_INT)
+    window_s: float = field(metadata=MQTT_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class MorningPayload(Payload):
+    """A morning reading (date = its UTC day) with the baselines and bands after it."""
+
+    KIND: ClassVar[Kind] = Kind.MORNING
+    MEASUREMENT: ClassVar[str | None] = "morning"
+
+    date: str = field(metadata=MQTT_ONLY)
+    ln_rmssd: float | None = field(metadata=INFLUX_FLOAT)
+    rmssd_ms: float | None = field(metadata=INFLUX_FLOAT)
+    resting_hr_bpm: float | None = field(metadata=INFLUX_FLOAT)
+    artifacts_pct: float | None = field(metadata=INFLUX_FLOAT)
+    corrected_pct: float | None = field(metadata=MQTT_ONLY)
+    n_beats: int = field(metadata=MQTT_ONLY)
+    accepted: bool = field(metadata=INFLUX_BOOL)
+    reject_reason: str | None = field(metadata=MQTT_ONLY)
+    ln_rmssd_baseline_mean: float | None = field(metadata=INFLUX_FLOAT)
+    ln_rmssd_baseline_sd: float | None = field(metadata=INFLUX_FLOAT)
+    ln_rmssd_band_low: float | None = field(metadata=INFLUX_FLOAT)
+    ln_rmssd_band_high: float | None = field(metadata=INFLUX_FLOAT)
+    ln_rmssd_7d_mean: float | None = field(metadata=INFLUX_FLOAT)
+    ln_rmssd_cv_pct: float | None = field(metadata=INFLUX_FLOAT)
+    rhr_baseline_median_bpm: float | None = field(metadata=INFLUX_FLOAT)
+    rhr_7d_mean_bpm: float | None = field(metadata=INFLUX_FLOAT)
+
+
+@dataclass(frozen=True, slots=True)
+class EffortPayload(Payload):
+    """One SmO2 effort's recovery (``oxygenation`` with ``scope`` ``effort``)."""
+
+    KIND: ClassVar[Kind] = Kind.OXYGENATION
+    MEASUREMENT: ClassVar[str | None] = "oxygen_recovery"
+
+    scope: str = field(default="effort", init=False, metadata=INFLUX_TAG)
+    work_end_source: str = field(metadata=MQTT_ONLY)
+    baseline_pct: float | None = field(metadata=INFLUX_FLOAT)
+    min_pct: float | None = field(metadata=INFLUX_FLOAT)
+    t_half_s: float | None = field(metadata=INFLUX_FLOAT)
+    t95_s: float | None = field(metadata=INFLUX_FLOAT)
+    tau_s: float | None = field(metadata=INFLUX_FLOAT)
+    delay_s: float | None = field(metadata=MQTT_ONLY)
+    reox_rate_pct_s: float | None = field(metadata=INFLUX_FLOAT)
+    overshoot_pct: float | None = field(metadata=INFLUX_FLOAT)
+    recovered: bool = field(metadata=MQTT_ONLY)
+    observed_s: float | None = field(metadata=MQTT_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPayload(Payload):
+    """A training session's summary (``oxygenation`` with ``scope`` ``session``)."""
+
+    KIND: ClassVar[Kind] = Kind.OXYGENATION
+    MEASUREMENT: ClassVar[str | None] = "oxygen_recovery"
+
+    scope: str = field(default="session", init=False, metadata=INFLUX_TAG)
+    recovery_s: float | None = field(metadata=INFLUX_FLOAT)
+    recovery_is_lower_bound: bool = field(metadata=MQTT_ONLY)
+    n_efforts: int = field(metadata=INFLUX_INT)
+    n_recovered: int = field(metadata=MQTT_ONLY)
+    duration_s: float = field(metadata=MQTT_ONLY)
+    rpe: float | None = field(metadata=MQTT_ONLY)
+    mean_power_w: float | None = field(metadata=MQTT_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class GripPayload(Payload):
+    """A grip test: MVC, the worst post-session test, the threshold used and the class."""
+
+    KIND: ClassVar[Kind] = Kind.GRIP
+    MEASUREMENT: ClassVar[str | None] = "grip_test"
+
+    mvc_kg: float = field(metadata=INFLUX_FLOAT)
+    peak_kg: float = field(metadata=INFLUX_FLOAT)
+    drop_pct: float = field(metadata=INFLUX_FLOAT)
+    minutes_after: float = field(metadata=INFLUX_FLOAT)
+    threshold_pct: float = field(metadata=INFLUX_FLOAT)
+    threshold_basis: str = field(metadata=MQTT_ONLY)
+    grip_class: str = field(metadata=_named("class", INFLUX_TAG))
+    noise_cv_pct: float | None = field(metadata=MQTT_ONLY)
+    drops_pct: Mapping[str, float] = field(metadata=MQTT_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPayload:
+    """One alert as SCHEMA.md describes it; the ``alert`` point takes its columns."""
+
+    rule: str = field(metadata=INFLUX_TAG)
+    severity: str = field(metadata=INFLUX_TAG)
+    state: str = field(metadata=INFLUX_STR)
+    message: str = field(default="", metadata=INFLUX_STR)
+    advice: str = field(default="", metadata=INFLUX_STR)
+    evidence: Mapping[str, float] = field(default_factory=dict, metadata=MQTT_ONLY)
+    source: str = field(default="", metadata=MQTT_ONLY)
+    raised_ts_ns: int | None = field(default=None, metadata=MQTT_ONLY)
+    cleared_ts_ns: int | None = field(default=None, metadata=MQTT_ONLY)
+
+    @classmethod
+    def of(cls, alert: object) -> AlertPayload:
+        """From a ``processors.alerts.Alert``, its ``to_dict()``, or a mapping in schema
+        form; ``ValueError`` when rule, severity or state is missing."""
+        data = to_jsonable(alert)
+        if not isinstance(data, dict):
+            raise TypeError(f"an alert must be a record or a mapping, got {type(alert).__name__}")
+        data = {_ALERT_RENAMES.get(k, k): v for k, v in data.items()}
+        missing = [k for k in ("rule", "severity", "state") if data.get(k) is None]
+        if missing:
+            raise ValueError(f"alert has no {', '.join(missing)}: {data!r}")
+        evidence = data.get("evidence")
+        return cls(
+            rule=str(data["rule"]),
+            severity=str(data["severity"]),
+            state=str(data["state"]),
+            message=str(data.get("message") or ""),
+            advice=str(data.get("advice") or ""),
+            evidence={
+                str(k): float(v)
+                for k, v in (evidence.items() if isinstance(evidence, dict) else ())
+                if isinstance(v, int | float)
+            },
+            source=str(data.get("source") or ""),
+            raised_ts_ns=_int_or_none(data.get("raised_ts_ns")),
+            cleared_ts_ns=_int_or_none(data.get("cleared_ts_ns")),
+        )
+
+
+def _int_or_none(value: JsonValue) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsPayload(Payload):
+    """The athlete's open alerts and the event that changed them. InfluxDB gets one
+    ``alert`` point from ``event``: its tags and string fields, and ``active`` (1 raised,
+    0 cleared)."""
+
+    KIND: ClassVar[Kind] = Kind.ALERTS
+    MEASUREMENT: ClassVar[str | None] = "alert"
+    INFLUX_OBJECT: ClassVar[str | None] = "event"
+    INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({"active": "int"})
+
+    active: tuple[AlertPayload, ...] = field(metadata=MQTT_ONLY)
+    event: AlertPayload = field(metadata=MQTT_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPayload(Payload):
+    """The readiness summary: a state topic derived from the others, MQTT only."""
+
+    KIND: ClassVar[Kind] = Kind.STATUS
+    MEASUREMENT: ClassVar[str | None] = None
+
+    state: str = field(metadata=MQTT_ONLY)
+    open_alerts: tuple[str, ...] = field(metadata=MQTT_ONLY)
+    ln_rmssd: float | None = field(metadata=MQTT_ONLY)
+    ln_rmssd_band_low: float | None = field(metadata=MQTT_ONLY)
+    ln_rmssd_band_high: float | None = field(metadata=MQTT_ONLY)
+    morning_date: str | None = field(metadata=MQTT_ONLY)
+    devices_active: tuple[str, ...] = field(metadata=MQTT_ONLY)
+
+
+PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
+    HeartRatePayload,
+    SmO2Payload,
+    ForcePayload,
+    PowerPayload,
+    SpO2Payload,
+    HrvPayload,
+    MorningPayload,
+    EffortPayload,
+    SessionPayload,
+    GripPayload,
+    AlertsPayload,
+    StatusPayload,
+)
+"""Every payload type; each result kind has at least one (``oxygenation`` has two)."""
+
+
 def live_result(
     athlete: str,
     device: str,
     sample: MeasuredSample,
+    *,
+    beat_ts_ns: Sequence[int] = (),
 ) -> Result:
     """A live envelope from a device sample, with exactly the fields of SCHEMA.md.
 
-    Heart rate: ``hr_bpm`` and ``rr_ms`` (list, oldest first); SmO2: ``smo2_pct``,
-    ``thb_gdl``; force: ``force_kg``; power: ``power_w``; SpO2: ``spo2_pct``,
-    ``pulse_bpm`` (``None`` when the oximeter had no valid reading).
+    Heart rate: ``hr_bpm`` and ``rr_ms`` (list, oldest first), and ``beat_ts_ns`` when
+    given; SmO2: ``smo2_pct``, ``thb_gdl``; force: ``force_kg``; power: ``power_w``; SpO2:
+    ``spo2_pct``, ``pulse_bpm`` (``None`` when the oximeter had no valid reading).
     """
-    fields: dict[str, JsonValue]
+    payload: Payload
     match sample:
         case HeartRateSample():
-            kind = Kind.HEART_RATE
-            fields = {"hr_bpm": sample.hr_bpm, "rr_ms": [float(r) for r in sample.rr_ms]}
+            payload = HeartRatePayload(
+                sample.hr_bpm,
+                tuple(float(r) for r in sample.rr_ms),
+                tuple(beat_ts_ns) or None,
+            )
         case SmO2Sample():
-            kind = Kind.SMO2
-            fields = {
-                "smo2_pct": to_jsonable(sample.smo2_pct),
-                "thb_gdl": to_jsonable(sample.thb_gdl),
-            }
+            payload = SmO2Payload(sample.smo2_pct, sample.thb_gdl)
         case ForceSample():
-            kind = Kind.FORCE
-            fields = {"force_kg": to_jsonable(sample.force_kg)}
+            payload = ForcePayload(sample.force_kg)
         case PowerSample():
-            kind = Kind.POWER
-            fields = {"power_w": sample.power_w}
+            payload = PowerPayload(sample.power_w)
         case SpO2Sample():
-            kind = Kind.SPO2
-            fields = {
-                "spo2_pct": to_jsonable(sample.spo2_pct),
-                "pulse_bpm": to_jsonable(sample.pulse_bpm),
-            }
+            payload = SpO2Payload(sample.spo2_pct, sample.pulse_bpm)
         case _:
             raise TypeError(f"no live kind for {type(sample).__name__}")
-    return Result(kind, athlete, sample.t_ns, fields, device)
+    return payload.result(athlete, sample.t_ns, device)
 
 
 #: Names the processors' ``Alert`` uses → names of the alert object in SCHEMA.md.
@@ -254,21 +581,12 @@ _ALERT_RENAMES: Final = {
     "raised_at_ns": "raised_ts_ns",
     "cleared_at_ns": "cleared_ts_ns",
 }
-# Already in the payload header (or meaningless inside it).
-_ALERT_DROPPED: Final = frozenset({"schema", "athlete"})
 
 
 def alert_json(alert: object) -> dict[str, JsonValue]:
     """One alert as the SCHEMA.md object ``{rule, severity, state, message, advice,
-    evidence, source, raised_ts_ns, cleared_ts_ns}``.
-
-    Accepts a ``processors.alerts.Alert`` (``rule_id``/``raised_at_ns``/``cleared_at_ns``
-    are renamed), its ``to_dict()``, or a mapping already in schema form.
-    """
-    value = to_jsonable(alert)
-    if not isinstance(value, dict):
-        raise TypeError(f"an alert must be a record or a mapping, got {type(alert).__name__}")
-    return {_ALERT_RENAMES.get(k, k): v for k, v in value.items() if k not in _ALERT_DROPPED}
+    evidence, source, raised_ts_ns, cleared_ts_ns}`` (see :meth:`AlertPayload.of`)."""
+    return _dataclass_json(AlertPayload.of(alert))
 
 
 def alert_result(
@@ -277,24 +595,21 @@ def alert_result(
     active: Sequence[object],
     *,
     ts_ns: int | None = None,
-    extra: Mapping[str, object] | None = None,
 ) -> Result:
     """The ``alerts`` envelope: the event that changed the book and every open alert.
 
-    ``event`` and each of ``active`` are alerts as :func:`alert_json` takes them. The
+    ``event`` and each of ``active`` are alerts as :meth:`AlertPayload.of` takes them. The
     time defaults to the event's ``cleared_ts_ns`` when cleared, else its
     ``raised_ts_ns``.
     """
-    event_json = alert_json(event)
-    active_json: list[JsonValue] = [alert_json(a) for a in active]
+    payload = AlertsPayload(
+        active=tuple(AlertPayload.of(a) for a in active), event=AlertPayload.of(event)
+    )
     when = ts_ns
     if when is None:
-        key = "cleared_ts_ns" if event_json.get("state") == "cleared" else "raised_ts_ns"
-        stamp = event_json.get(key)
-        if not isinstance(stamp, int) or isinstance(stamp, bool):
+        cleared = payload.event.state == "cleared"
+        when = payload.event.cleared_ts_ns if cleared else payload.event.raised_ts_ns
+        if when is None:
+            key = "cleared_ts_ns" if cleared else "raised_ts_ns"
             raise ValueError(f"alert event has no integer {key}: pass ts_ns=")
-        when = stamp
-    fields: dict[str, JsonValue] = {"active": active_json, "event": event_json}
-    if extra:
-        fields.update({k: to_jsonable(v) for k, v in extra.items()})
-    return Result(Kind.ALERTS, athlete, when, fields)
+    return payload.result(athlete, when)

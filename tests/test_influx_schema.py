@@ -115,3 +115,85 @@ def test_field_type_never_depends_on_the_value(name: str, value: float) -> None:
     lines = lines_for(Result(Kind.OXYGENATION, "a", 1, {"scope": "effort", name: value}, "m"))
     field = lines[0].split(" ")[1]
     assert field.endswith("i") == (FIELD_TYPES["oxygen_recovery"][name] is int)
+
+
+def test_every_result_kind_maps_to_a_measurement_or_is_declared_mqtt_only() -> None:
+    from streamer.influx_schema import MEASUREMENT, MQTT_ONLY_KINDS
+    from streamer.results import PAYLOAD_TYPES
+
+    assert set(MEASUREMENT) | MQTT_ONLY_KINDS == set(Kind)
+    assert not set(MEASUREMENT) & MQTT_ONLY_KINDS
+    assert {Kind.STATUS} == MQTT_ONLY_KINDS
+    assert {cls.KIND for cls in PAYLOAD_TYPES} == set(Kind), "a kind has no payload type"
+
+
+def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> None:
+    from streamer.influx_schema import MEASUREMENT, TAG_FIELDS
+
+    f, i, b, s = float, int, bool, str
+    morning = [
+        "ln_rmssd",
+        "rmssd_ms",
+        "resting_hr_bpm",
+        "artifacts_pct",
+        "ln_rmssd_baseline_mean",
+        "ln_rmssd_baseline_sd",
+        "ln_rmssd_band_low",
+        "ln_rmssd_band_high",
+        "ln_rmssd_7d_mean",
+        "ln_rmssd_cv_pct",
+        "rhr_baseline_median_bpm",
+        "rhr_7d_mean_bpm",
+    ]
+    hrv = [
+        "rmssd_ms",
+        "ln_rmssd",
+        "sdnn_ms",
+        "mean_nn_ms",
+        "mean_hr_bpm",
+        "pnn50_pct",
+        "abnormal_pct",
+    ]
+    recovery = [
+        "baseline_pct",
+        "min_pct",
+        "t_half_s",
+        "t95_s",
+        "tau_s",
+        "reox_rate_pct_s",
+        "overshoot_pct",
+    ]
+    grip = ["mvc_kg", "peak_kg", "drop_pct", "minutes_after", "threshold_pct"]
+    expected: dict[str, dict[str, type]] = {
+        "heart_rate": {"hr_bpm": f, "rr_ms": f},
+        "hrv": {**dict.fromkeys(hrv, f), "n_beats": i, "accepted": b},
+        "morning": {**dict.fromkeys(morning, f), "accepted": b},
+        "smo2": {"smo2_pct": f, "thb_gdl": f},
+        "power": {"power_w": f},
+        "force": {"force_kg": f},
+        "pulse_oximetry": {"spo2_pct": f, "pulse_bpm": f},
+        "oxygen_recovery": {**dict.fromkeys(recovery, f), "recovery_s": f, "n_efforts": i},
+        "grip_test": dict.fromkeys(grip, f),
+        "alert": {"state": s, "active": i, "message": s, "advice": s},
+    }
+    assert {m: dict(t) for m, t in FIELD_TYPES.items()} == expected
+    assert dict(TAG_FIELDS) == {
+        "oxygen_recovery": ("scope",),
+        "grip_test": ("class",),
+        "alert": ("rule", "severity"),
+    }
+    assert MEASUREMENT[Kind.SPO2] == "pulse_oximetry"
+    assert MEASUREMENT[Kind.OXYGENATION] == "oxygen_recovery"
+
+
+def test_a_payload_field_that_declares_no_column_is_refused() -> None:
+    import dataclasses
+
+    from streamer import influx_schema
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared:
+        x_pct: float
+
+    with pytest.raises(SchemaError, match=r"Undeclared.x_pct declares no InfluxDB column"):
+        influx_schema._columns(Undeclared)

@@ -158,8 +158,19 @@ def test_alert_payload_carries_active_list_and_event() -> None:
 
 
 def test_cleared_alert_takes_its_clear_time() -> None:
-    event = {"rule": "rhr_creep", "state": "cleared", "raised_ts_ns": 1, "cleared_ts_ns": 50}
+    event = {
+        "rule": "rhr_creep",
+        "severity": "pull_back",
+        "state": "cleared",
+        "raised_ts_ns": 1,
+        "cleared_ts_ns": 50,
+    }
     assert alert_result("a", event, []).ts_ns == 50
+
+
+def test_an_alert_without_rule_severity_or_state_is_refused() -> None:
+    with pytest.raises(ValueError, match="severity"):
+        alert_result("a", {"rule": "rhr_creep", "state": "raised", "raised_ts_ns": 1}, [])
 
 
 def test_to_jsonable_refuses_unknown_objects_instead_of_stringifying() -> None:

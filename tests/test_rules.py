@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from processors import physiology as ph
 from processors.alerts import AlertBook, Severity
-from processors.grip import MvcNoise, classify_grip
+from processors.grip import GripTest, MvcNoise, classify_grip
+from processors.profiles import thresholds_for
 from processors.rules import (
     CATALOGUE,
     RuleThresholds,
@@ -311,3 +312,24 @@ def test_evaluations_drive_the_alert_book_end_to_end() -> None:
     assert cleared is not None
     assert cleared.cleared_at_ns == 3
     assert math.isfinite(cleared.evidence["recovery_time_0_sessions_ago_s"])
+
+
+def test_grip_messages_cite_the_overridden_recovery_and_spillover_minutes() -> None:
+    # A config override: the drop must be gone by 20 min, spillover is judged at 45 min.
+    th = thresholds_for("default", {"grip_signal_recovery_min": 20.0, "grip_spillover_min": 45.0})
+
+    def classify(post: dict[float, float]) -> GripTest:
+        return classify_grip(
+            50.0,
+            post,
+            NEW_ATHLETE,
+            recovery_min=th.grip_signal_recovery_min,
+            spillover_min=th.grip_spillover_min,
+        )
+
+    signal = classify({0: 43.0, 5: 44.0, 20: 48.0, 30: 49.0})
+    message = evaluate_grip(signal, th)[0].message
+    assert "back to 4.0% by 20 min" in message
+    spill = classify({0: 40.0, 30: 41.0, 45: 42.0})
+    message = evaluate_grip(spill, th)[1].message
+    assert "still 16.0% down at 45 min" in message

@@ -61,7 +61,12 @@ def test_record_routes_results_to_their_history(store: Store) -> None:
     )
     assert not store.record(Result(Kind.OXYGENATION, "a", 11, {"scope": "effort"}, "moxy"))
     assert store.record(Result(Kind.GRIP, "a", 12, {"drop_pct": 9.0}, "tindeq"))
-    event = {"rule": "grip_spillover", "state": "raised", "raised_ts_ns": 13}
+    event = {
+        "rule": "grip_spillover",
+        "severity": "pull_back",
+        "state": "raised",
+        "raised_ts_ns": 13,
+    }
     assert store.record(alert_result("a", event, [event]))
     assert not store.record(Result(Kind.HRV, "a", 1, {}))
     assert store.morning_history("a")[0].date == "1970-01-06"
