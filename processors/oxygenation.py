@@ -34,19 +34,26 @@ Definitions (all times in s, SmO2 levels in percentage points of SmO2):
 * **T95**, the *recovery time*: time from t_w until SmO2 reaches m + 0.95·(top − m). Read off
   the fitted curve (below) when the fit has R² ≥ ``min_fit_r2``, since the smoothed trace
   meets that level almost flat and noise makes its first passage early; else the first
-  passage of the smoothed trace. top is the fitted asymptote when that is within
-  ``plateau_pct`` of b or below it, else b (an overshoot: recovery is timed to the pre-effort
-  level). An effort counts as recovered once the smoothed trace reaches m + 0.95·D.
+  passage of the smoothed trace. When the fitted asymptote is within ``plateau_pct`` of b
+  (the recovery returns to the rest level) the fit is redone jointly with the live rest
+  samples the baseline came from (those within ``plateau_pct`` of b) as observations of the
+  asymptote, and top is that asymptote; above the band (an overshoot) top is b, recovery
+  being timed to the pre-effort level; below it, top is the fitted asymptote. An effort
+  counts as recovered once the smoothed trace reaches m + 0.95·D.
 * **Reoxygenation rate** (%/s): 0.5·D / (t75 − t25), the mean slope between 25% and 75%
   recovery (for a mono-exponential recovery with time constant τ it is 0.5·D / (τ·ln 3)).
 * **Mono-exponential fit with delay** (:func:`fit_delayed_recovery`) on the live samples
-  from t_w to the end of the watch (T95 + ``overshoot_window_s``, or when the effort is cut):
+  from t_w to the end of the watch (``overshoot_window_s`` after the smoothed trace's T95
+  crossing, or when the effort is cut; if the fitted curve then reaches the T95 level later
+  than the data, the watch goes on once, to that time + ``overshoot_window_s``, at most
+  ``max_recovery_s`` after t_w):
   ``y(t) = y0`` for t < TD, ``y0 + A·(1 − exp(−(t − TD)/τ))`` after (t from t_w). TD is
   searched on a grid (``delay_step_s``, up to ``max_delay_s``); for each TD, τ is found by
   bounded scalar minimisation with y0 and A solved by linear least squares; the TD with the
   least squared error wins. ``tau_s``/``delay_s`` are None if it cannot be fitted.
-* **Overshoot**: max(0, peak − b), the peak being the highest smoothed value within
-  ``overshoot_window_s`` (60 s) after T95 (hyperaemia above the pre-effort level).
+* **Overshoot**: max(0, peak − b), the peak being the highest smoothed value from the
+  smoothed trace's T95 crossing to the end of the watch (hyperaemia above the pre-effort
+  level).
 * An effort whose recovery is cut short (next effort, gap, end of data, or more than
   ``max_recovery_s`` after t_w) is *unrecovered*: T95 is None and ``observed_s`` is how long
   it was watched after t_w (a lower bound on its T95).
@@ -266,6 +273,14 @@ class _OpenEffort:
     t_peak: float | None = None
     y_peak: float | None = None
     t_last: float = -math.inf
+    # Live samples of the rest window the baseline was taken from (the joint fit's
+    # observations of the level the recovery returns to).
+    rest_live: tuple[float, ...] = ()
+    # Watch (POST phase) until this time: set once, when the fitted T95 lies beyond the data.
+    watch_until: float | None = None
+    # The last fit and the t_last it was made at (the fit is reused while no sample arrives).
+    fit: RecoveryFit | None = None
+    fit_at: float | None = None
 
 
 class DetectorSettings(TypedDict, total=False):
@@ -355,8 +370,9 @@ class EffortDetector:
         self._activity: deque[tuple[float, float]] = deque(maxlen=_MAX_ACTIVITY_SAMPLES)
         self._activity_seen = False
         self._raw: deque[tuple[float, float]] = deque()  # live samples awaiting smoothing
-        self._rest: deque[tuple[float, float]] = deque()
+        self._rest: deque[tuple[float, float, float]] = deque()  # (t, live, smoothed)
         self._baseline: float | None = None
+        self._baseline_live: tuple[float, ...] = ()
         self._baseline_t = -math.inf
         self._phase = _Phase.REST
         self._effort: _OpenEffort | None = None
@@ -456,19 +472,23 @@ class EffortDetector:
     def _rest_sample(self, t: float, raw: float, y: float) -> list[EffortRecovery]:
         if self._baseline is not None and t - self._baseline_t > self._baseline_max_age:
             self._baseline = None
+            self._baseline_live = ()
             self._rest.clear()
         if self._baseline is not None and y < self._baseline - self._drop:
-            self._start_effort(t, raw, y, self._baseline)
+            self._start_effort(t, raw, y, self._baseline, self._baseline_live)
             return []
-        self._rest.append((t, y))
+        self._rest.append((t, raw, y))
         while self._rest and self._rest[0][0] < t - self._baseline_window:
             self._rest.popleft()
         if len(self._rest) >= 3:
-            self._baseline = float(np.median([v for _, v in self._rest]))
+            self._baseline = float(np.median([v for _, _, v in self._rest]))
+            self._baseline_live = tuple(v for _, v, _ in self._rest)
             self._baseline_t = t
         return []
 
-    def _start_effort(self, t: float, raw: float, y: float, baseline: float) -> None:
+    def _start_effort(
+        self, t: float, raw: float, y: float, baseline: float, rest_live: tuple[float, ...]
+    ) -> None:
         self._phase = _Phase.EFFORT
         self._effort = _OpenEffort(
             onset=t,
@@ -479,6 +499,7 @@ class EffortDetector:
             y_high=y,
             t_high=t,
             t_last=t,
+            rest_live=rest_live,
         )
 
     def _append(self, e: _OpenEffort, t: float, raw: float, y: float) -> None:
@@ -534,15 +555,26 @@ class EffortDetector:
         assert e.t_peak is not None
         assert e.y_peak is not None
         if y < e.baseline - self._drop:
-            baseline = e.baseline
             out = self._close()
-            self._start_effort(t, raw, y, baseline)
+            self._start_effort(t, raw, y, e.baseline, e.rest_live)
             return out
         self._append(e, t, raw, y)
         if y > e.y_peak:
             e.t_peak, e.y_peak = t, y
+        if e.watch_until is not None:
+            return self._close() if t >= e.watch_until else []
         t95 = e.crossings[self._fraction]
         if t - t95 >= self._overshoot_window:
+            # The smoothed trace crosses the 95% level early (noise); when the fitted curve
+            # crosses it later than the data reach, watch on until it does (plus the
+            # overshoot window), once, and no longer than max_recovery_s after work.
+            assert e.work_end is not None
+            _, fitted = self._fitted_t95(e)
+            if fitted is not None and fitted > t:
+                limit = e.work_end + self._max_recovery
+                e.watch_until = min(fitted + self._overshoot_window, limit)
+                if t < e.watch_until:
+                    return []
             return self._close()
         return []
 
@@ -584,7 +616,7 @@ class EffortDetector:
             out = self._discard(e)
         else:
             out = self._close()
-        self._start_effort(t, raw, y, e.baseline)
+        self._start_effort(t, raw, y, e.baseline, e.rest_live)
         assert self._effort is not None
         self._effort.onset = onset
         self._effort.t_below = onset
@@ -684,6 +716,53 @@ class EffortDetector:
         lo, hi = e.onset - self._activity_lead, e.work_end
         return any(lo <= ta <= hi and v >= threshold for ta, v in self._activity)
 
+    def _fitted_t95(self, e: _OpenEffort) -> tuple[RecoveryFit | None, float | None]:
+        """The recovery fit over everything watched and when (input time) its curve reaches
+        the T95 level; that time is None when R² < ``min_fit_r2`` or the curve never does.
+
+        The level is m + 0.95·(top − m). When the freely fitted asymptote is the pre-effort
+        baseline b within the noise band (``plateau_pct``), the recovery returns to the
+        level measured at rest: the fit is redone with the rest samples the baseline came
+        from (those within the band of b) as observations of its asymptote (joint least
+        squares), and top is that
+        asymptote. Above the band (hyperaemic overshoot) top is b: recovery means getting
+        back to where the effort started. Below it (the trace settles lower) top is the
+        fitted asymptote. The fit is kept until a new sample arrives.
+        """
+        assert e.work_end is not None
+        assert e.level is not None
+        if e.fit_at == e.t_last:
+            fit = e.fit
+        else:
+            t_w = e.work_end
+            ts = [s[0] - t_w for s in e.samples if s[0] >= t_w]
+            ys = [s[1] for s in e.samples if s[0] >= t_w]
+            fit = fit_delayed_recovery(
+                ts, ys, max_delay_s=self._max_delay, delay_step_s=self._delay_step
+            )
+            near_baseline = fit is not None and (
+                abs(fit.asymptote_pct - e.baseline) <= self._plateau
+            )
+            # The rest samples within the noise band of b: the window's last samples may
+            # already be on the way down into the effort (they would pull the level low).
+            rest = [v for v in e.rest_live if abs(v - e.baseline) <= self._plateau]
+            if near_baseline and rest:
+                joint = fit_delayed_recovery(
+                    ts,
+                    ys,
+                    max_delay_s=self._max_delay,
+                    delay_step_s=self._delay_step,
+                    asymptote_samples=rest,
+                )
+                fit = joint or fit
+            e.fit, e.fit_at = fit, e.t_last
+        if fit is None or fit.r2 < self._min_fit_r2:
+            return fit, None
+        asymptote = fit.asymptote_pct
+        top = e.baseline if asymptote > e.baseline + self._plateau else asymptote
+        fitted = fit.time_to(e.level + self._fraction * (top - e.level))
+        return fit, None if fitted is None else e.work_end + fitted
+
     def _finish(self, e: _OpenEffort) -> EffortRecovery:
         assert e.work_end is not None
         assert e.level is not None
@@ -695,27 +774,12 @@ class EffortDetector:
         rate = None
         if t25 is not None and t75 is not None and t75 > t25:
             rate = 0.5 * depth / (t75 - t25)
-        # Fit over everything watched (through the overshoot window): the samples after T95
-        # pin the asymptote that T95 is read against.
-        fit_end = e.t_last
-        fit = fit_delayed_recovery(
-            [s[0] - t_w for s in e.samples if t_w <= s[0] <= fit_end],
-            [s[1] for s in e.samples if t_w <= s[0] <= fit_end],
-            max_delay_s=self._max_delay,
-            delay_step_s=self._delay_step,
-        )
-        if t95 is not None and fit is not None and fit.r2 >= self._min_fit_r2:
+        fit, fitted = self._fitted_t95(e)
+        if t95 is not None and fitted is not None and fitted <= e.t_last:
             # The smoothed trace approaches the 95% level almost flat, so noise makes its
             # first passage early (by ~20 s at τ = 25 s, ±1.5 points); the fitted curve's
-            # crossing averages the noise out. Its top is the fitted asymptote when that is
-            # the baseline within the noise band (95% of b − m is only ~1.5 points below it,
-            # so two noisy estimates of one level would not do), else the pre-effort baseline
-            # (hyperaemia: recovery means getting back to where the effort started).
-            asymptote = fit.y0_pct + fit.amplitude_pct
-            top = asymptote if asymptote <= e.baseline + self._plateau else e.baseline
-            fitted = fit.time_to(e.level + self._fraction * (top - e.level))
-            if fitted is not None and fitted <= fit_end - t_w:
-                t95 = t_w + fitted
+            # crossing averages the noise out.
+            t95 = fitted
         t50 = e.crossings.get(0.5)
         return EffortRecovery(
             onset_s=e.onset,
@@ -769,6 +833,11 @@ class RecoveryFit:
     amplitude_pct: float
     r2: float
 
+    @property
+    def asymptote_pct(self) -> float:
+        """The level the curve recovers to, y0 + A."""
+        return self.y0_pct + self.amplitude_pct
+
     def time_to(self, level_pct: float) -> float | None:
         """Time (s, from the fit's zero) at which the curve reaches ``level_pct``; None if
         it starts at or above it or never gets there."""
@@ -796,8 +865,14 @@ def fit_delayed_recovery(
     *,
     max_delay_s: float = ph.SMO2_MAX_DELAY_S,
     delay_step_s: float = ph.SMO2_DELAY_STEP_S,
+    asymptote_samples: Sequence[float] | FloatArray = (),
 ) -> RecoveryFit | None:
     """Fit a delayed mono-exponential recovery to SmO2 samples (t in s from the end of work, %).
+
+    ``asymptote_samples`` (%) are further observations of the asymptote y0 + A, e.g. the
+    live samples at rest before the effort when the recovery returns to that level: they are
+    fitted jointly with the recovery (least squares over both), which pins the asymptote and
+    so τ better than the tail of the recovery alone. R² is over the recovery samples only.
 
     The delay TD is searched on a grid (``delay_step_s`` up to ``max_delay_s``, and never past
     3/4 of the span so that the rise keeps samples); for each TD the time constant τ is
@@ -812,24 +887,32 @@ def fit_delayed_recovery(
     span = float(t[-1] - t[0])
     if span <= 0:
         return None
+    at_top = np.asarray(asymptote_samples, dtype=np.float64)
+    y_all = np.concatenate((y, at_top))
+    top_g = np.ones(at_top.size)  # fully recovered: 1 − exp(−∞)
+
+    def g_of(shifted: FloatArray, tau: float) -> FloatArray:
+        return np.concatenate((1.0 - np.exp(-shifted / tau), top_g))
+
     log_tau_bounds = (math.log(_MIN_TAU_S), math.log(max(5.0 * span, 2.0 * _MIN_TAU_S)))
     best: tuple[float, float, float, float, float] | None = None  # sse, delay, tau, y0, amp
     for delay in np.arange(0.0, min(max_delay_s, 0.75 * span) + 1e-9, delay_step_s):
         shifted = np.clip(t - delay, 0.0, None)
 
         def sse(log_tau: float, shifted: FloatArray = shifted) -> float:
-            return _linear_fit(1.0 - np.exp(-shifted / math.exp(log_tau)), y)[2]
+            return _linear_fit(g_of(shifted, math.exp(log_tau)), y_all)[2]
 
         res = minimize_scalar(sse, bounds=log_tau_bounds, method="bounded")
         tau = math.exp(float(res.x))
-        y0, amp, err = _linear_fit(1.0 - np.exp(-shifted / tau), y)
+        y0, amp, err = _linear_fit(g_of(shifted, tau), y_all)
         if amp > 0 and (best is None or err < best[0]):
             best = (err, float(delay), tau, y0, amp)
     if best is None:
         return None
-    err, delay, tau, y0, amp = best
+    _, delay, tau, y0, amp = best
+    curve = y0 + amp * (1.0 - np.exp(-np.clip(t - delay, 0.0, None) / tau))
     total = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - err / total if total > 0 else 0.0
+    r2 = 1.0 - float(((y - curve) ** 2).sum()) / total if total > 0 else 0.0
     return RecoveryFit(tau_s=tau, delay_s=delay, y0_pct=y0, amplitude_pct=amp, r2=r2)
 
 

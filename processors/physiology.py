@@ -252,7 +252,11 @@ SMO2_MIN_EFFORT_S: Final = 20.0
 # SMO2_WORK_END_RISE_FRACTION × depth) of the work level, the work level being the median
 # live SmO2 over SMO2_WORK_LEVEL_WINDOW_S. Plateau noise after smoothing is ~±2 points on
 # Moxy data (~±3 on the noisy real file), hence 3 points; the same band decides whether a
-# fitted recovery asymptote is the baseline or an overshoot above it. Project choices.
+# fitted recovery asymptote is the baseline or an overshoot above it, and which rest samples
+# (within the band of the baseline) are fitted jointly as observations of that asymptote
+# (issue 9: on synthetic sessions the window's last rest samples are often already falling
+# into the effort and pulled the joint level ~0.9 point low; within the band, ~0.2).
+# Project choices.
 SMO2_MIN_PLATEAU_PCT: Final = 3.0
 SMO2_WORK_END_RISE_FRACTION: Final = 0.10
 SMO2_WORK_LEVEL_WINDOW_S: Final = 20.0  # ten 2-s Moxy samples: median error ~0.5 pt at ±2 pt
@@ -271,7 +275,10 @@ SMO2_MIN_FIT_R2: Final = 0.8
 # an easy spin at 80–120 W against intervals at 200 W and more).
 SMO2_AUTO_POWER_MIN_SPREAD_W: Final = 50.0
 SMO2_MAX_RECOVERY_S: Final = 600.0  # recovery still incomplete after this: censored
-SMO2_OVERSHOOT_WINDOW_S: Final = 60.0  # hyperaemic overshoot is looked for this long after T95
+# Hyperaemic overshoot is looked for this long after the smoothed T95 crossing; when the
+# fitted T95 comes later than the data then reach, the watch goes on (once) to this long
+# after the fitted T95, so that the curve T95 is read from is covered by data.
+SMO2_OVERSHOOT_WINDOW_S: Final = 60.0
 
 # --- Grip squeeze detection (issue 2, item 6) ----------------------------------------------
 # A squeeze starts above max(GRIP_SQUEEZE_MIN_KG, GRIP_SQUEEZE_ON_FRACTION·max force) and ends

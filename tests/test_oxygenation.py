@@ -152,6 +152,42 @@ def test_delayed_fit_recovers_known_tau_and_delay_from_noisy_samples(
     assert fit.r2 > 0.9
 
 
+def test_rest_samples_at_the_asymptote_pin_tau_of_a_briefly_watched_recovery() -> None:
+    # 70 s of a τ = 30 s recovery: the tail alone leaves the asymptote and τ loose; the 15
+    # rest samples (30 s at 2 s) the baseline came from pin the level it returns to.
+    tau, delay = 30.0, 5.0
+    free, joint = [], []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        t = np.arange(0.0, 70.0, 2.0)
+        clean = 22.0 + 38.0 * (1 - np.exp(-np.clip(t - delay, 0, None) / tau))
+        y = np.round(clean + rng.normal(0.0, 1.5, t.size))
+        rest = np.round(60.0 + rng.normal(0.0, 1.5, 15))
+        alone = fit_delayed_recovery(t, y)
+        both = fit_delayed_recovery(t, y, asymptote_samples=rest)
+        assert alone is not None
+        assert both is not None
+        free.append(abs(alone.tau_s - tau))
+        joint.append(abs(both.tau_s - tau))
+    assert np.median(joint) < 0.5 * np.median(free)
+    assert np.median(joint) < 0.1 * tau
+
+
+def test_an_early_touch_of_the_95_percent_level_does_not_end_the_watch_before_the_fit() -> None:
+    # A slow recovery (τ = 50 s: T95 = 8 + 50·ln 20 ≈ 158 s) with a 6-s blip to the baseline
+    # 70 s after work: the smoothed trace passes the 95% level there, but the fitted curve
+    # reaches it ~90 s later, past that passage + the 60-s overshoot window. The detector
+    # watches on until the data cover the fitted crossing instead of falling back to the
+    # blip (T95 was 70 s before).
+    tau, delay = 50.0, 8.0
+    t = np.arange(0.0, 900.0, 2.0)
+    y = recovery_curve(t, efforts=((60.0, 180.0, tau, delay),))
+    y[(t >= 250.0) & (t < 256.0)] = 60.0
+    effort = analyse_session(t, y, activity=work_power(t, (60.0, 180.0))).efforts[0]
+    assert effort.recovered
+    assert effort.t95_s == pytest.approx(delay + tau * LN20, rel=0.15)
+
+
 def test_delayed_fit_refuses_too_few_samples_or_no_rise() -> None:
     assert fit_delayed_recovery([0.0, 1.0, 2.0], [20.0, 30.0, 40.0]) is None
     assert fit_delayed_recovery(np.arange(10.0), np.linspace(50.0, 20.0, 10)) is None
