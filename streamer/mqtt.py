@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import ssl
 import time
@@ -40,7 +41,7 @@ from typing import Any, Final
 
 import aiomqtt
 
-from streamer.backoff import Backoff
+from streamer.backoff import Backoff, network_backoff
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.ha_discovery import discovery_messages
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
@@ -113,7 +114,8 @@ class MqttPublisher:
         self.store = store
         self.topics = Topics(config.base_topic, config.ha_prefix)
         self.athletes = tuple(athletes)
-        self._backoff = backoff or Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._backoff = backoff or network_backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._rng = random.Random()
         self._batch = outbox_batch
         self._status = MqttStatus(broker=config.url, outbox_depth=store.mqtt_depth())
         self._client: aiomqtt.Client | None = None
@@ -178,7 +180,7 @@ class MqttPublisher:
 
     async def run(self) -> None:
         """Connect, deliver the outbox, reconnect with back-off; until cancelled or drained."""
-        attempt = 0
+        delays = self._backoff.delays(self._rng)
         while not self._stop_requested():
             try:
                 await self._session()
@@ -189,10 +191,9 @@ class MqttPublisher:
             if self._stop_requested():
                 break
             if self._status.connected_since_ns is not None:
-                attempt = 0  # the last attempt connected: start the back-off again
+                delays = self._backoff.delays(self._rng)  # it connected: start again
             self._status.connected_since_ns = None
-            delay = self._backoff.delay(attempt)
-            attempt += 1
+            delay = next(delays)
             _LOGGER.info("MQTT %s: reconnecting in %.1f s", self.config.url, delay)
             await asyncio.sleep(delay)
 

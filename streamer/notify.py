@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
 import ssl
 import tempfile
@@ -43,6 +44,7 @@ from paho.mqtt import client as mqtt_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from streamer.backoff import NOTIFY_RECONNECT
 from streamer.config import MqttConfig
 from streamer.errors import StreamerError
 from streamer.notify_model import AlertNotice as AlertNotice
@@ -55,8 +57,6 @@ _LOGGER = logging.getLogger(__name__)
 STATE_SCHEMA: Final = 1
 MAX_REMEMBERED: Final = 5000
 """Delivered-alert keys kept in the state file (oldest forgotten first); a few per day."""
-RECONNECT_DELAYS_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Back-off between reconnect attempts to the broker (the last value repeats)."""
 MQTT_TIMEOUT_S: Final = 10.0
 SESSION_EXPIRY_S: Final = 14 * 24 * 3600
 """MQTT 5 session expiry: as long as the shipped broker keeps a persistent session (14 d)."""
@@ -262,7 +262,8 @@ async def run_notifier(
     topic_filter = alerts_filter(mqtt.base_topic)
     context = tls_context(mqtt)
     v5 = mqtt.protocol == "5"
-    attempt = 0
+    rng = random.Random()
+    delays = NOTIFY_RECONNECT.delays(rng)
     while True:
         try:
             async with aiomqtt.Client(
@@ -288,7 +289,7 @@ async def run_notifier(
                     _describe(mqtt),
                     client_id,
                 )
-                attempt = 0
+                delays = NOTIFY_RECONNECT.delays(rng)  # the next outage starts afresh
                 async for message in client.messages:
                     await notifier.handle(message.topic.value, message.payload)
         except MqttConnectError as exc:
@@ -298,16 +299,15 @@ async def run_notifier(
                     "--password (or REDOX_MQTT_USERNAME/REDOX_MQTT_PASSWORD) and the broker's "
                     "password file and ACL"
                 ) from exc
-            delay = _next_delay(attempt)
+            delay = next(delays)
             _LOGGER.warning(
                 "cannot connect to %s (%s); retrying in %g s", _describe(mqtt), exc, delay
             )
         except aiomqtt.MqttError as exc:
-            delay = _next_delay(attempt)
+            delay = next(delays)
             _LOGGER.warning(
                 "connection to %s lost (%s); reconnecting in %g s", _describe(mqtt), exc, delay
             )
-        attempt += 1
         await asyncio.sleep(delay)
 
 
@@ -323,7 +323,3 @@ def _reason_code(exc: MqttConnectError) -> int:
     rc = getattr(exc, "rc", 0)
     value = getattr(rc, "value", rc)
     return value if isinstance(value, int) else 0
-
-
-def _next_delay(attempt: int) -> float:
-    return RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]
