@@ -10,6 +10,11 @@ resets the backoff). Each device model's default is in its row of
 
 Everything here is pure: delays come from a caller-supplied :class:`random.Random`, so a
 seeded generator makes a run repeatable.
+
+:class:`Backoff` is the project's only back-off: the drivers use it here, and the network
+side (MQTT publisher, notifier, InfluxDB writer, the pipeline's sink restarts) takes it
+from :mod:`streamer.backoff`, which names its policies. It lives in ``devices`` because
+``devices`` must not import ``streamer``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ class Jitter(Enum):
     """Exactly the exponential ceiling: ``initial · multiplierⁿ`` capped at ``max``."""
     FULL = "full"
     """Uniform in ``[0, ceiling]`` ("full jitter"); mean is half the ceiling."""
+    EQUAL = "equal"
+    """Uniform in ``[ceiling / 2, ceiling]`` ("equal jitter"): never less than half the
+    ceiling, so a server that refuses is not hammered."""
     DECORRELATED = "decorrelated"
     """Uniform in ``[initial, previous · multiplier]``, capped ("decorrelated jitter")."""
 
@@ -76,6 +84,9 @@ class Backoff:
                 delay = self.ceiling_s(attempt)
             elif self.jitter is Jitter.FULL:
                 delay = rng.uniform(0.0, self.ceiling_s(attempt))
+            elif self.jitter is Jitter.EQUAL:
+                ceiling = self.ceiling_s(attempt)
+                delay = rng.uniform(ceiling / 2, ceiling)
             else:
                 upper = min(self.max_s, previous * self.multiplier)
                 delay = rng.uniform(self.initial_s, max(self.initial_s, upper))

@@ -10,7 +10,10 @@ init`` writes with comments):
     ``url`` (``mqtt://host:1883`` or ``mqtts://host:8883`` for TLS), ``username``,
     ``password``, ``base_topic``, ``client_id``, ``protocol`` (``"3.1.1"`` or ``"5"``),
     ``ha_discovery``, ``ha_prefix``, ``keepalive_s``, ``publish_timeout_s``; ``[mqtt.tls]``
-    ``ca_file``, ``cert_file``, ``key_file``, ``insecure``. No section: no MQTT.
+    ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
+    ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
+    host-name check ONLY; the chain is still verified). The publisher, ``notify`` and
+    ``doctor`` give these one meaning (:mod:`streamer.mqtt_connect`). No section: no MQTT.
 ``[influx]``
     ``url``, ``api`` (``"v1"``: ``/write`` with ``db``, ``rp``, ``username``, ``password``;
     ``"v2"``: ``/api/v2/write`` with ``org``, ``bucket``, ``token``), ``create_database``
@@ -698,7 +701,8 @@ def summary(config: Config) -> list[str]:
     else:
         tls = ""
         if m.tls:
-            tls = f", TLS (ca {m.ca_file or 'system'}{', insecure' if m.tls_insecure else ''})"
+            unchecked = ", host name not checked" if m.tls_insecure else ""
+            tls = f", TLS (ca {m.ca_file or 'system'}{unchecked})"
         lines.append(
             f"mqtt: {m.url}, MQTT {m.protocol}, base topic {m.base_topic!r}, user "
             f"{m.username or '(none)'}, password {_mask(m.password)}{tls}, Home Assistant "
@@ -757,10 +761,13 @@ ha_discovery = false                   # Home Assistant MQTT discovery
 # keepalive_s = 30
 # publish_timeout_s = 5                # wait this long for a PUBACK before reconnecting
 # [mqtt.tls]                           # with mqtts:// (or to force TLS)
-# ca_file = "/etc/ssl/certs/my-ca.pem" # omit to trust the system CAs
-# cert_file = "/etc/redox/client.pem"  # client certificate (optional)
-# key_file = "/etc/redox/client.key"
-# insecure = false                     # true skips host-name checks: testing only
+# ca_file = "/etc/ssl/certs/my-ca.pem" # the broker's certificate must chain to this CA;
+#                                      # omit to trust the system CAs. Always verified:
+#                                      # a broker that fails is refused before the login
+# cert_file = "/etc/redox/client.pem"  # client certificate, if the broker asks for one
+# key_file = "/etc/redox/client.key"   # its key (omit if cert_file holds it)
+# insecure = false                     # true skips ONLY the host-name check (certificate
+#                                      # names another host); the CA check stays on
 
 [influx]
 url = "http://127.0.0.1:8086"

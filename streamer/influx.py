@@ -39,6 +39,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import random
 import time
 import urllib.error
 import urllib.parse
@@ -49,7 +50,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Final
 
-from streamer.backoff import Backoff
+from streamer.backoff import Backoff, network_backoff
 from streamer.config import InfluxConfig
 from streamer.influx_schema import lines_for
 from streamer.results import Result
@@ -103,7 +104,8 @@ class InfluxWriter:
         self.name = name
         self.config = config
         self.store = store
-        self._backoff = backoff or Backoff(config.retry_min_s, config.retry_max_s)
+        self._backoff = backoff or network_backoff(config.retry_min_s, config.retry_max_s)
+        self._rng = random.Random()
         self._status = InfluxStatus(
             url=config.url, api=config.api, outbox_depth=store.influx_depth()
         )
@@ -111,7 +113,7 @@ class InfluxWriter:
         self._buffer_since = 0.0
         self._wake = asyncio.Event()
         self._retry_at = 0.0
-        self._attempt = 0
+        self._delays = self._backoff.delays(self._rng)
         self._flush_now = False
         self._closing = False
         self._in_flight = 0  # live points popped from the buffer, their write not yet done
@@ -343,12 +345,11 @@ class InfluxWriter:
         self._status.batches += 1
         self._status.healthy = True
         self._status.last_write_ns = time.time_ns()
-        self._attempt = 0
+        self._delays = self._backoff.delays(self._rng)  # the next outage starts afresh
         self._retry_at = 0.0
 
     def _retry_later(self, error: str) -> _Outcome:
-        delay = self._backoff.delay(self._attempt)
-        self._attempt += 1
+        delay = next(self._delays)
         self._retry_at = time.monotonic() + delay
         if self._status.healthy is not False:
             _LOGGER.warning(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import ssl
 import time
@@ -40,9 +41,10 @@ from typing import Any, Final
 
 import aiomqtt
 
-from streamer.backoff import Backoff
+from streamer.backoff import Backoff, network_backoff
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.ha_discovery import discovery_messages
+from streamer.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
 from streamer.store import MqttMessage, Store
@@ -113,7 +115,8 @@ class MqttPublisher:
         self.store = store
         self.topics = Topics(config.base_topic, config.ha_prefix)
         self.athletes = tuple(athletes)
-        self._backoff = backoff or Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._backoff = backoff or network_backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._rng = random.Random()
         self._batch = outbox_batch
         self._status = MqttStatus(broker=config.url, outbox_depth=store.mqtt_depth())
         self._client: aiomqtt.Client | None = None
@@ -178,21 +181,20 @@ class MqttPublisher:
 
     async def run(self) -> None:
         """Connect, deliver the outbox, reconnect with back-off; until cancelled or drained."""
-        attempt = 0
+        delays = self._backoff.delays(self._rng)
         while not self._stop_requested():
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
                 self._note_disconnect(exc)
             if self._stop_requested():
                 break
             if self._status.connected_since_ns is not None:
-                attempt = 0  # the last attempt connected: start the back-off again
+                delays = self._backoff.delays(self._rng)  # it connected: start again
             self._status.connected_since_ns = None
-            delay = self._backoff.delay(attempt)
-            attempt += 1
+            delay = next(delays)
             _LOGGER.info("MQTT %s: reconnecting in %.1f s", self.config.url, delay)
             await asyncio.sleep(delay)
 
@@ -241,34 +243,17 @@ class MqttPublisher:
         return self._client is not None
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        if not self.config.tls:
-            return None
         if self._tls is None:
-            c = self.config
-            context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
-            if c.cert_file:
-                context.load_cert_chain(str(c.cert_file), str(c.key_file) if c.key_file else None)
-            if c.tls_insecure:
-                # Host-name checks off; the chain is still verified against the CA.
-                context.check_hostname = False
-            self._tls = context
+            self._tls = tls_context(self.config)
         return self._tls
 
     def _make_client(self, tls: ssl.SSLContext | None) -> aiomqtt.Client:
-        c = self.config
-        v5 = c.protocol == "5"
-        client = aiomqtt.Client(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.password.reveal() if c.password else None,
+        client = mqtt_client(
+            self.config,
+            tls=tls,
+            timeout_s=self.config.publish_timeout_s,
             identifier=self._client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(self.topics.bridge_state, BRIDGE_OFFLINE, qos=1, retain=True),
-            clean_session=None if v5 else True,
-            timeout=c.publish_timeout_s,
-            keepalive=c.keepalive_s,
-            tls_context=tls,
             logger=_LOGGER,
             # The whole outbox batch in flight at once: one round trip per batch, not per
             # message (paho's default window is 20).
@@ -321,7 +306,7 @@ class MqttPublisher:
         self._status.disconnects += 1
         # The message of a connection error never holds the password (paho/aiomqtt
         # report codes and socket errors), but keep it short for the live view.
-        self._status.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        self._status.last_error = describe_failure(self.config, exc)[:300]
         _LOGGER.warning(
             "MQTT %s: connection lost or refused (%s)", self.config.url, self._status.last_error
         )

@@ -28,8 +28,8 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
-import ssl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,12 +39,17 @@ from typing import Final
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt import client as mqtt_client
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from streamer.backoff import NOTIFY_RECONNECT
 from streamer.config import MqttConfig
 from streamer.errors import StreamerError
+from streamer.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    is_certificate_refused,
+    mqtt_client,
+    tls_context,
+)
 from streamer.notify_model import AlertNotice as AlertNotice
 from streamer.notify_model import Channel, DeliveryError
 from streamer.payloads import decode_payload
@@ -55,8 +60,6 @@ _LOGGER = logging.getLogger(__name__)
 STATE_SCHEMA: Final = 1
 MAX_REMEMBERED: Final = 5000
 """Delivered-alert keys kept in the state file (oldest forgotten first); a few per day."""
-RECONNECT_DELAYS_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Back-off between reconnect attempts to the broker (the last value repeats)."""
 MQTT_TIMEOUT_S: Final = 10.0
 SESSION_EXPIRY_S: Final = 14 * 24 * 3600
 """MQTT 5 session expiry: as long as the shipped broker keeps a persistent session (14 d)."""
@@ -231,19 +234,6 @@ def alerts_filter(base: str) -> str:
     return f"{base.strip('/')}/+/alerts"
 
 
-def tls_context(mqtt: MqttConfig) -> ssl.SSLContext | None:
-    """The TLS context for ``mqtt`` (CA file, client certificate), or None without TLS."""
-    if not mqtt.tls:
-        return None
-    context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
-    if mqtt.cert_file is not None:
-        context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file) if mqtt.key_file else None)
-    if mqtt.tls_insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _describe(mqtt: MqttConfig) -> str:
     user = f" as {mqtt.username}" if mqtt.username else ""
     return f"{mqtt.url}{user}"
@@ -256,28 +246,26 @@ async def run_notifier(
 
     A persistent session (clean session off, QoS 1) under ``client_id`` keeps alerts
     raised while the notifier is away. ``subscribed`` is set once the subscription is
-    acknowledged (after each reconnect). Refused credentials raise :class:`NotifyError`
-    (retrying cannot fix them); other connection errors are retried with back-off.
+    acknowledged (after each reconnect). Refused credentials, a broker certificate that
+    does not verify (see :mod:`streamer.mqtt_connect`; the login is then never sent) and
+    unusable TLS files raise :class:`NotifyError` (retrying cannot fix them); other
+    connection errors are retried with back-off (:data:`streamer.backoff.NOTIFY_RECONNECT`).
     """
     topic_filter = alerts_filter(mqtt.base_topic)
-    context = tls_context(mqtt)
-    v5 = mqtt.protocol == "5"
-    attempt = 0
+    try:
+        context = await asyncio.to_thread(tls_context, mqtt)  # reads certificate files
+    except MqttTlsError as exc:
+        raise NotifyError(str(exc)) from exc
+    rng = random.Random()
+    delays = NOTIFY_RECONNECT.delays(rng)
     while True:
         try:
-            async with aiomqtt.Client(
-                mqtt.host,
-                mqtt.port,
-                username=mqtt.username,
-                password=mqtt.password.reveal() if mqtt.password else None,
+            async with mqtt_client(
+                mqtt,
+                tls=context,
+                timeout_s=MQTT_TIMEOUT_S,
                 identifier=client_id,
-                tls_context=context,
-                timeout=MQTT_TIMEOUT_S,
-                protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-                clean_session=None if v5 else False,
-                clean_start=False if v5 else mqtt_client.MQTT_CLEAN_START_FIRST_ONLY,
-                properties=_session_expiry() if v5 else None,
-                keepalive=mqtt.keepalive_s,
+                session_expiry_s=SESSION_EXPIRY_S,
             ) as client:
                 await client.subscribe(topic_filter, qos=1)
                 if subscribed is not None:
@@ -288,7 +276,7 @@ async def run_notifier(
                     _describe(mqtt),
                     client_id,
                 )
-                attempt = 0
+                delays = NOTIFY_RECONNECT.delays(rng)  # the next outage starts afresh
                 async for message in client.messages:
                     await notifier.handle(message.topic.value, message.payload)
         except MqttConnectError as exc:
@@ -298,24 +286,20 @@ async def run_notifier(
                     "--password (or REDOX_MQTT_USERNAME/REDOX_MQTT_PASSWORD) and the broker's "
                     "password file and ACL"
                 ) from exc
-            delay = _next_delay(attempt)
+            delay = next(delays)
             _LOGGER.warning(
                 "cannot connect to %s (%s); retrying in %g s", _describe(mqtt), exc, delay
             )
         except aiomqtt.MqttError as exc:
-            delay = _next_delay(attempt)
+            if is_certificate_refused(exc):
+                raise NotifyError(
+                    f"{_describe(mqtt)}: {describe_failure(mqtt, exc)}; the login was not sent"
+                ) from exc
+            delay = next(delays)
             _LOGGER.warning(
                 "connection to %s lost (%s); reconnecting in %g s", _describe(mqtt), exc, delay
             )
-        attempt += 1
         await asyncio.sleep(delay)
-
-
-def _session_expiry() -> Properties:
-    """MQTT 5 CONNECT properties: keep the session (and its queue) for two weeks away."""
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
-    return props
 
 
 def _reason_code(exc: MqttConnectError) -> int:
@@ -323,7 +307,3 @@ def _reason_code(exc: MqttConnectError) -> int:
     rc = getattr(exc, "rc", 0)
     value = getattr(rc, "value", rc)
     return value if isinstance(value, int) else 0
-
-
-def _next_delay(attempt: int) -> float:
-    return RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from collections import deque
@@ -47,6 +48,7 @@ from devices.records import (
     GapEvent,
     GapReason,
 )
+from streamer.backoff import SINK_RESTART
 from streamer.results import Result
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,8 +61,6 @@ DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
 """How long shutdown waits for each sink to deliver before leaving the rest in the outbox."""
 LIVE_BATCH_MAX: Final = 32
 """Most live messages handed to a sink in one call."""
-SINK_RESTART_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
-"""Back-off between restarts of a sink runner that crashed (the last value repeats)."""
 SHEDDABLE: Final = MEASURED_SAMPLES
 """Records an inbox may shed under pressure: the high-rate measured stream. Everything else
 (gaps, battery, protocol markers such as a morning reading's start) is always kept."""
@@ -598,7 +598,7 @@ class Pipeline:
             self._durable_errors += len(durable)
 
     async def _supervise_sink(self, slot: _SinkSlot) -> None:
-        attempt = 0
+        delays = SINK_RESTART.delays(random.Random())
         while True:
             try:
                 await slot.sink.run()
@@ -609,9 +609,7 @@ class Pipeline:
                 slot.counters.restarts += 1
                 slot.counters.last_error = str(exc) or type(exc).__name__
                 _LOGGER.warning("sink %s failed (%s); restarting", slot.sink.name, exc)
-                delay = SINK_RESTART_DELAYS_S[min(attempt, len(SINK_RESTART_DELAYS_S) - 1)]
-                attempt += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(next(delays))
 
     async def _pump_live(self, slot: _SinkSlot) -> None:
         while True:

@@ -33,6 +33,7 @@ from streamer.config import (
     resolve_config_path,
 )
 from streamer.errors import CliError
+from streamer.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.store import Store, StoreError
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
@@ -146,19 +147,9 @@ def check_bluetooth(needed: bool) -> Check:
 
 
 async def _mqtt(config: MqttConfig) -> None:
-    async with aiomqtt.Client(
-        config.host,
-        config.port,
-        username=config.username,
-        password=config.password.reveal() if config.password else None,
-        protocol=aiomqtt.ProtocolVersion.V5
-        if config.protocol == "5"
-        else aiomqtt.ProtocolVersion.V311,
-        timeout=CHECK_TIMEOUT_S,
-        tls_params=aiomqtt.TLSParameters(ca_certs=str(config.ca_file) if config.ca_file else None)
-        if config.tls
-        else None,
-    ):
+    # The publisher's and the notifier's factory: the same TLS (CA, client certificate,
+    # insecure), credentials and protocol.
+    async with mqtt_client(config, tls=tls_context(config), timeout_s=CHECK_TIMEOUT_S):
         pass
 
 
@@ -170,11 +161,11 @@ def check_mqtt(config: MqttConfig | None) -> Check:
         )
     try:
         asyncio.run(asyncio.wait_for(_mqtt(config), CHECK_TIMEOUT_S + 1))
-    except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+    except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
         return Check(
             "mqtt",
             False,
-            f"{config.url}: {exc or type(exc).__name__}",
+            f"{config.url}: {describe_failure(config, exc)}",
             "start the broker (`systemctl start mosquitto`), check host/port, "
             "username/password and TLS in [mqtt]; results wait in the outbox meanwhile",
         )
