@@ -79,20 +79,17 @@ from typing import Literal, TypeAlias, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
 
 from processors import physiology as ph
 from processors.errors import InputError
+from processors.recovery_fit import RecoveryFit, fit_delayed_recovery
+from processors.smoothing import CentredMedian
 
 FloatArray = npt.NDArray[np.float64]
 
 # Activity samples kept while an effort is open; at 4 Hz this is > 15 min, enough for any
 # effort, and it bounds memory if an effort never ends.
 _MAX_ACTIVITY_SAMPLES = 4096
-_MIN_FIT_SAMPLES = 5
-# Shortest τ the fit considers: a quarter of Moxy's fastest (0.5-s) sampling interval would be
-# unresolvable; 0.5 s is below any reported muscle reoxygenation time constant.
-_MIN_TAU_S = 0.5
 # The work plateau's last "deep" sample is within this share of the effort's range of its
 # lowest smoothed value: low enough that the step up at the end of work (20-35% of the depth
 # on Moxy data) is above it, high enough that plateau samples (±2 points) fall below it.
@@ -161,96 +158,11 @@ class OxygenRecovery:
         }
 
 
-def smooth_centred(
-    t_s: npt.ArrayLike,
-    smo2_pct: npt.ArrayLike,
-    *,
-    window_s: float = ph.SMO2_SMOOTHING_WINDOW_S,
-    max_gap_s: float = ph.SMO2_MAX_GAP_S,
-) -> FloatArray:
-    """Centred running median of SmO2 over ±window_s/2, never across a gap > max_gap_s.
-
-    Batch twin of the smoother inside :class:`EffortDetector` (same values).
-    """
-    t = np.asarray(t_s, dtype=np.float64)
-    y = np.asarray(smo2_pct, dtype=np.float64)
-    half = window_s / 2.0
-    out = np.empty_like(y)
-    segment = np.concatenate(([0], np.cumsum(np.diff(t) > max_gap_s))) if t.size else t
-    for i in range(t.size):
-        lo = int(np.searchsorted(t, t[i] - half, side="left"))
-        hi = int(np.searchsorted(t, t[i] + half, side="right"))
-        same = segment[lo:hi] == segment[i]
-        out[i] = float(np.median(y[lo:hi][same]))
-    return out
-
-
 class _Phase(Enum):
     REST = "rest"
     EFFORT = "effort"  # desaturated, the recovery not located yet
     RECOVERY = "recovery"  # end of work located, waiting for the T95 crossing
     POST = "post"  # recovered, watching for the overshoot peak
-
-
-class CentredMedian:
-    """Streaming twin of :func:`smooth_centred`: bounded memory, same values.
-
-    Each sample is emitted once a sample more than ``window_s/2`` later has arrived (or at
-    :meth:`flush`, or when a gap > ``max_gap_s`` ends its segment), so output lags input by
-    half the window.
-    """
-
-    def __init__(
-        self,
-        window_s: float = ph.SMO2_SMOOTHING_WINDOW_S,
-        max_gap_s: float = ph.SMO2_MAX_GAP_S,
-    ) -> None:
-        self._half = window_s / 2.0
-        self._max_gap = max_gap_s
-        self._buf: deque[tuple[float, float]] = deque()
-        self._next = 0  # index in _buf of the next sample to emit
-
-    @property
-    def half_window(self) -> float:
-        """Half the smoothing window (s): how far output trails input."""
-        return self._half
-
-    def __len__(self) -> int:
-        """Samples held (bounded by the window)."""
-        return len(self._buf)
-
-    def push(self, t: float, y: float) -> list[tuple[float, float]]:
-        """Add a sample (s, value); return the (t, smoothed) pairs now complete."""
-        out: list[tuple[float, float]] = []
-        if self._buf and t - self._buf[-1][0] > self._max_gap:
-            out.extend(self.flush())
-        self._buf.append((t, y))
-        while self._next < len(self._buf) and t > self._buf[self._next][0] + self._half:
-            out.append(self._emit(self._next))
-            self._next += 1
-        self._trim()
-        return out
-
-    def flush(self) -> list[tuple[float, float]]:
-        """Emit every pending sample with the data at hand and start a new segment."""
-        out = [self._emit(i) for i in range(self._next, len(self._buf))]
-        self._buf.clear()
-        self._next = 0
-        return out
-
-    def _emit(self, i: int) -> tuple[float, float]:
-        tc = self._buf[i][0]
-        values = [y for (t, y) in self._buf if abs(t - tc) <= self._half]
-        return tc, float(np.median(values))
-
-    def _trim(self) -> None:
-        if self._next >= len(self._buf):
-            oldest_needed = self._buf[-1][0] - self._half if self._buf else 0.0
-        else:
-            oldest_needed = self._buf[self._next][0] - self._half
-        while self._buf and self._buf[0][0] < oldest_needed and self._next > 0:
-            self._buf.popleft()
-            self._next -= 1
 
 
 @dataclass(slots=True)
@@ -817,103 +729,6 @@ def _crossing(p: tuple[float, float], q: tuple[float, float], level: float) -> f
     if y0 >= level or y1 == y0:
         return t1
     return t0 + (level - y0) / (y1 - y0) * (t1 - t0)
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryFit:
-    """Delayed mono-exponential ``y0 + A·(1 − exp(−(t − TD)/τ))`` (t ≥ TD; y0 before).
-
-    ``tau_s`` and ``delay_s`` (TD) in s, ``y0_pct`` and ``amplitude_pct`` in SmO2 %, ``r2``
-    the coefficient of determination on the fitted samples.
-    """
-
-    tau_s: float
-    delay_s: float
-    y0_pct: float
-    amplitude_pct: float
-    r2: float
-
-    @property
-    def asymptote_pct(self) -> float:
-        """The level the curve recovers to, y0 + A."""
-        return self.y0_pct + self.amplitude_pct
-
-    def time_to(self, level_pct: float) -> float | None:
-        """Time (s, from the fit's zero) at which the curve reaches ``level_pct``; None if
-        it starts at or above it or never gets there."""
-        if not self.y0_pct < level_pct < self.y0_pct + self.amplitude_pct:
-            return None
-        rest = self.y0_pct + self.amplitude_pct - level_pct
-        return self.delay_s + self.tau_s * math.log(self.amplitude_pct / rest)
-
-
-def _linear_fit(g: FloatArray, y: FloatArray) -> tuple[float, float, float]:
-    """Least-squares y ≈ y0 + A·g in closed form: (y0, A, squared error)."""
-    gc = g - g.mean()
-    yc = y - y.mean()
-    sgg = float(gc @ gc)
-    syy = float(yc @ yc)
-    if sgg <= 0.0:
-        return float(y.mean()), 0.0, syy
-    amp = float(gc @ yc) / sgg
-    return float(y.mean() - amp * g.mean()), amp, max(syy - amp * float(gc @ yc), 0.0)
-
-
-def fit_delayed_recovery(
-    t_s: Sequence[float] | FloatArray,
-    smo2_pct: Sequence[float] | FloatArray,
-    *,
-    max_delay_s: float = ph.SMO2_MAX_DELAY_S,
-    delay_step_s: float = ph.SMO2_DELAY_STEP_S,
-    asymptote_samples: Sequence[float] | FloatArray = (),
-) -> RecoveryFit | None:
-    """Fit a delayed mono-exponential recovery to SmO2 samples (t in s from the end of work, %).
-
-    ``asymptote_samples`` (%) are further observations of the asymptote y0 + A, e.g. the
-    live samples at rest before the effort when the recovery returns to that level: they are
-    fitted jointly with the recovery (least squares over both), which pins the asymptote and
-    so τ better than the tail of the recovery alone. R² is over the recovery samples only.
-
-    The delay TD is searched on a grid (``delay_step_s`` up to ``max_delay_s``, and never past
-    3/4 of the span so that the rise keeps samples); for each TD the time constant τ is
-    found by bounded scalar minimisation over log τ (0.5 s to 5× the span) with y0 and A
-    solved by linear least squares. The least squared error wins. None when there are fewer
-    than 5 samples, the span is not positive or no rise can be fitted.
-    """
-    t = np.asarray(t_s, dtype=np.float64)
-    y = np.asarray(smo2_pct, dtype=np.float64)
-    if t.size < _MIN_FIT_SAMPLES or t.shape != y.shape:
-        return None
-    span = float(t[-1] - t[0])
-    if span <= 0:
-        return None
-    at_top = np.asarray(asymptote_samples, dtype=np.float64)
-    y_all = np.concatenate((y, at_top))
-    top_g = np.ones(at_top.size)  # fully recovered: 1 − exp(−∞)
-
-    def g_of(shifted: FloatArray, tau: float) -> FloatArray:
-        return np.concatenate((1.0 - np.exp(-shifted / tau), top_g))
-
-    log_tau_bounds = (math.log(_MIN_TAU_S), math.log(max(5.0 * span, 2.0 * _MIN_TAU_S)))
-    best: tuple[float, float, float, float, float] | None = None  # sse, delay, tau, y0, amp
-    for delay in np.arange(0.0, min(max_delay_s, 0.75 * span) + 1e-9, delay_step_s):
-        shifted = np.clip(t - delay, 0.0, None)
-
-        def sse(log_tau: float, shifted: FloatArray = shifted) -> float:
-            return _linear_fit(g_of(shifted, math.exp(log_tau)), y_all)[2]
-
-        res = minimize_scalar(sse, bounds=log_tau_bounds, method="bounded")
-        tau = math.exp(float(res.x))
-        y0, amp, err = _linear_fit(g_of(shifted, tau), y_all)
-        if amp > 0 and (best is None or err < best[0]):
-            best = (err, float(delay), tau, y0, amp)
-    if best is None:
-        return None
-    _, delay, tau, y0, amp = best
-    curve = y0 + amp * (1.0 - np.exp(-np.clip(t - delay, 0.0, None) / tau))
-    total = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float(((y - curve) ** 2).sum()) / total if total > 0 else 0.0
-    return RecoveryFit(tau_s=tau, delay_s=delay, y0_pct=y0, amplitude_pct=amp, r2=r2)
 
 
 def summarise_session(

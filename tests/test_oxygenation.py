@@ -19,17 +19,16 @@ from hypothesis import strategies as st
 from devices.records import PowerSample, SmO2Sample
 from processors import physiology as ph
 from processors.oxygenation import (
-    CentredMedian,
     EffortDetector,
     EffortRecovery,
     OxygenationInputError,
     analyse_session,
-    fit_delayed_recovery,
-    smooth_centred,
     summarise_session,
     two_level_threshold,
 )
+from processors.recovery_fit import fit_delayed_recovery
 from processors.rules import evaluate_smo2_slow_recovery
+from processors.smoothing import CentredMedian, smooth_centred
 from streamer.athlete import AthleteState, SessionEnd, SessionStart
 from streamer.results import Kind
 from streamer.smo2_file import read_smo2_file
