@@ -75,6 +75,9 @@ CREATE TABLE influx_dead_letter (
     error TEXT NOT NULL, created_ns INTEGER NOT NULL);
 """
 
+#: The oldest schema whose history tables this code reads (read-only mode does not migrate).
+_HISTORY_SINCE: Final = 1
+
 #: Scripts that take the schema from version i to i+1 (index i); append, never edit.
 _MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1,)
 
@@ -82,13 +85,6 @@ _MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1,)
 def default_store_path() -> Path:
     """``<user data dir>/redox-streamer/redox.sqlite3`` (platformdirs)."""
     return platformdirs.user_data_path(APP_NAME) / DEFAULT_FILENAME
-
-
-ATHLETES_SQL: Final = (
-    "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
-    "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts ORDER BY athlete"
-)
-"""Athlete ids with any history, sorted (also run read-only by ``streamer.report``)."""
 
 
 class StoreError(StreamerError):
@@ -177,12 +173,23 @@ class Store:
 
     ``path=None`` uses :func:`default_store_path`; ``":memory:"`` gives a private
     in-memory store (tests). Close it with :meth:`close` or use it as a context manager.
+
+    ``read_only=True`` opens an existing file with a SQLite ``mode=ro`` connection for
+    readers such as ``report``: the file is never created, migrated or written, every
+    write raises :class:`StoreError`, and a missing file, a file that is no store or one
+    written by a newer redox-streamer is refused with a :class:`StoreError` that says so.
     """
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
         if path is None:
             path = default_store_path()
         self.path = path if path == ":memory:" else Path(path).expanduser()
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        if read_only:
+            self._db = self._open_read_only()
+            self._check_readable()
+            return
         if isinstance(self.path, Path):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,8 +207,39 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        self._lock = threading.RLock()
         self._migrate()
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection to an existing file: never creates, migrates or writes."""
+        if not isinstance(self.path, Path):
+            raise StoreError("an in-memory store cannot be opened read-only")
+        if not self.path.is_file():
+            raise StoreError(f"no such store file {self.path}; nothing to read")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            db = sqlite3.connect(
+                uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None
+            )
+            db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path} read-only: {exc}") from exc
+        return db
+
+    def _check_readable(self) -> None:
+        """Refuse a file that is no store, or one newer than this code (it is not migrated)."""
+        try:
+            version = self.schema_version
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+        if version < _HISTORY_SINCE or version > SCHEMA_VERSION:
+            self._db.close()
+            if version == 0:
+                raise StoreError(f"{self.path} is not a redox-streamer store (no schema)")
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, newer than this "
+                f"redox-streamer understands ({SCHEMA_VERSION}): upgrade redox-streamer"
+            )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -219,6 +257,8 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction under the lock (other processes wait on busy_timeout)."""
+        if self.read_only:
+            raise StoreError(f"the store {self.path} is open read-only: it cannot be written")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -230,7 +270,12 @@ class Store:
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
-            return list(self._db.execute(sql, params).fetchall())
+            try:
+                return list(self._db.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                if not self.read_only:
+                    raise
+                raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
 
     @property
     def schema_version(self) -> int:
@@ -360,7 +405,11 @@ class Store:
 
     def athletes(self) -> list[str]:
         """Athlete ids with any history (morning, session, grip test, alert), sorted."""
-        rows = self._query(ATHLETES_SQL)
+        rows = self._query(
+            "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
+            "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts "
+            "ORDER BY athlete"
+        )
         return [str(a) for (a,) in rows]
 
     def record(self, result: Result) -> bool:

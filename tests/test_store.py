@@ -182,3 +182,43 @@ def test_enqueue_many_is_all_or_nothing(store: Store) -> None:
         store.mqtt_enqueue_many([("a", lambda n: b"3", 1, False), ("b", bad, 1, False)])
     assert [m.payload for m in store.mqtt_peek()] == [b"1", b"2"]
     assert store.last_seq("a") == 2
+
+
+def test_read_only_store_reads_history_and_never_touches_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Store(path) as s:
+        s.save_morning("a", "2024-05-01", 1, {"ln_rmssd": 4.0})
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    with Store(path, read_only=True) as ro:
+        assert ro.read_only
+        assert [r.data for r in ro.morning_history("a")] == [{"ln_rmssd": 4.0}]
+        assert ro.athletes() == ["a"]
+        with pytest.raises(StoreError, match="read-only"):
+            ro.save_morning("a", "2024-05-02", 2, {})
+        with pytest.raises(StoreError, match="read-only"):
+            ro.reserve_seq("t")
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+
+
+def test_read_only_store_refuses_a_missing_file_without_creating_it(tmp_path: Path) -> None:
+    path = tmp_path / "none" / "s.sqlite3"
+    with pytest.raises(StoreError, match="no such store file"):
+        Store(path, read_only=True)
+    assert not path.parent.exists()
+
+
+def test_read_only_store_refuses_a_newer_file_and_a_non_store(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.sqlite3"
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(newer, read_only=True)
+    other = tmp_path / "other.sqlite3"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(StoreError, match="not a redox-streamer store"):
+        Store(other, read_only=True)
+    text = tmp_path / "text.sqlite3"
+    text.write_text("not a database at all, just some words " * 20)
+    with pytest.raises(StoreError, match="cannot read"):
+        Store(text, read_only=True)
