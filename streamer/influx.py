@@ -53,11 +53,20 @@ from typing import Any, Final
 from streamer.backoff import Backoff, network_backoff
 from streamer.config import InfluxConfig
 from streamer.influx_schema import lines_for
+from streamer.outbox import Message, Outbox
 from streamer.results import Result
 from streamer.store import Store
 
 _LOGGER: Final = logging.getLogger(__name__)
 _ERROR_TEXT_CHARS: Final = 300
+OUTBOX: Final = "influx"
+"""The InfluxDB sink's outbox in the store (:class:`streamer.outbox.Outbox`): one point
+(a line-protocol line, UTF-8) per message."""
+
+
+def line_messages(lines: Sequence[str]) -> list[Message]:
+    """Line-protocol points as outbox messages (UTF-8)."""
+    return [Message(line.encode()) for line in lines]
 
 
 class _Outcome(Enum):
@@ -104,10 +113,11 @@ class InfluxWriter:
         self.name = name
         self.config = config
         self.store = store
+        self.outbox = Outbox(store, OUTBOX)
         self._backoff = backoff or network_backoff(config.retry_min_s, config.retry_max_s)
         self._rng = random.Random()
         self._status = InfluxStatus(
-            url=config.url, api=config.api, outbox_depth=store.influx_depth()
+            url=config.url, api=config.api, outbox_depth=self.outbox.depth()
         )
         self._buffer: deque[str] = deque()
         self._buffer_since = 0.0
@@ -127,7 +137,7 @@ class InfluxWriter:
         lines = [line for r in results for line in lines_for(r)]
         if not lines:
             return
-        self.store.influx_enqueue(lines)
+        self.outbox.enqueue_many(line_messages(lines))
         self._status.outbox_depth += len(lines)
         self._wake.set()
 
@@ -243,13 +253,13 @@ class InfluxWriter:
                 await self._wake.wait()
 
     async def _write_outbox_batch(self) -> None:
-        batch = await asyncio.to_thread(self.store.influx_peek, self.config.batch_size)
+        batch = await asyncio.to_thread(self.outbox.peek, self.config.batch_size)
         if not batch:
             self._status.outbox_depth = 0
             return
-        outcome = await self._write([x.line for x in batch])
+        outcome = await self._write([x.payload.decode() for x in batch])
         if outcome is _Outcome.DONE:
-            await asyncio.to_thread(self.store.influx_ack, batch[-1].id)
+            await asyncio.to_thread(self.outbox.ack, batch[-1].id)
             self._status.outbox_depth = max(0, self._status.outbox_depth - len(batch))
 
     def _spill(self, lines: list[str]) -> None:
@@ -260,7 +270,7 @@ class InfluxWriter:
         if len(lines) > room:
             self._status.shed += len(lines) - room
             lines = lines[:room]
-        self.store.influx_enqueue(lines)
+        self.outbox.enqueue_many(line_messages(lines))
         self._status.outbox_depth += len(lines)
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -324,7 +334,7 @@ class InfluxWriter:
                     return _Outcome.RETRY
             return _Outcome.DONE
         if status == 400 or status == 413:
-            self.store.dead_letter(lines, status, text)
+            self.outbox.dead_letter(line_messages(lines), status, text)
             self._status.dead_lettered += len(lines)
             self._status.last_error = f"HTTP {status}: point dead-lettered: {text}"
             _LOGGER.error(

@@ -34,7 +34,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Final
@@ -45,14 +45,17 @@ from streamer.backoff import Backoff, network_backoff
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.ha_discovery import discovery_messages
 from streamer.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.outbox import Entry, Message, Outbox
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
-from streamer.store import MqttMessage, Store
+from streamer.store import Store, StoreError
 from streamer.topics import Topics
 
 _LOGGER: Final = logging.getLogger(__name__)
 
 OUTBOX_BATCH: Final = 100
+OUTBOX: Final = "mqtt"
+"""The MQTT sink's outbox in the store (:class:`streamer.outbox.Outbox`)."""
 """Outbox messages put in flight together (sent in order on one connection)."""
 LIVE_SEQ_BLOCK: Final = 1000
 """Sequence numbers reserved at once for a live topic (one store write per block)."""
@@ -88,6 +91,68 @@ class MqttStatus:
     connected_since_ns: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """A QoS ≥ 1 message waiting in the MQTT outbox (``id`` increases in insertion order)."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> MqttMessage:
+        """The message an outbox row holds (its meta carries topic, QoS and retain flag)."""
+        topic, qos, retain = (entry.meta.get(k) for k in ("topic", "qos", "retain"))
+        if not (isinstance(topic, str) and isinstance(qos, int) and isinstance(retain, bool)):
+            raise StoreError(f"corrupt MQTT outbox row {entry.id}: meta {entry.meta!r}")
+        return cls(entry.id, topic, entry.payload, qos, retain)
+
+
+class MqttOutbox:
+    """The MQTT outbox of ``store``: messages numbered per topic (``seq``) as they are queued."""
+
+    def __init__(self, store: Store) -> None:
+        self.outbox = Outbox(store, OUTBOX)
+
+    def enqueue(
+        self, topic: str, render: Callable[[int], bytes], *, qos: int = 1, retain: bool = False
+    ) -> int:
+        """Queue ``render(seq)`` on ``topic`` for the topic's next ``seq``; returns the seq."""
+        return self.enqueue_many([(topic, render, qos, retain)])[0]
+
+    def enqueue_many(
+        self, items: Sequence[tuple[str, Callable[[int], bytes], int, bool]]
+    ) -> list[int]:
+        """Queue ``(topic, render, qos, retain)`` messages in order, all or none.
+
+        Each message is numbered on its topic in the same transaction, so a number is used
+        only by a message that is durably queued. Returns the seqs.
+        """
+
+        def message(
+            topic: str, render: Callable[[int], bytes], qos: int, retain: bool
+        ) -> Callable[[int], Message]:
+            return lambda seq: Message(render(seq), {"topic": topic, "qos": qos, "retain": retain})
+
+        return self.outbox.enqueue_numbered(
+            [(topic, message(topic, render, qos, retain)) for topic, render, qos, retain in items]
+        )
+
+    def peek(self, limit: int = 100, after_id: int = 0) -> list[MqttMessage]:
+        """The oldest ``limit`` messages with ``id > after_id``, in insertion order."""
+        return [MqttMessage.from_entry(e) for e in self.outbox.peek(limit, after_id)]
+
+    def ack(self, through_id: int) -> int:
+        """Remove every message with ``id <= through_id``; returns how many."""
+        return self.outbox.ack(through_id)
+
+    def depth(self) -> int:
+        """Messages waiting."""
+        return self.outbox.depth()
+
+
 class MqttPublisher:
     """Publishes results to an MQTT broker through the store's outbox.
 
@@ -113,12 +178,13 @@ class MqttPublisher:
         self.name = name
         self.config = config
         self.store = store
+        self.outbox = MqttOutbox(store)
         self.topics = Topics(config.base_topic, config.ha_prefix)
         self.athletes = tuple(athletes)
         self._backoff = backoff or network_backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._rng = random.Random()
         self._batch = outbox_batch
-        self._status = MqttStatus(broker=config.url, outbox_depth=store.mqtt_depth())
+        self._status = MqttStatus(broker=config.url, outbox_depth=self.outbox.depth())
         self._client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while the outbox is empty and connected
@@ -144,7 +210,7 @@ class MqttPublisher:
             (self.topics.for_result(r), partial(encode_payload, r), r.qos, r.retain)
             for r in results
         ]
-        self.store.mqtt_enqueue_many(items)
+        self.outbox.enqueue_many(items)
         self._status.outbox_depth += len(items)
         self._idle.clear()
         self._wake.set()
@@ -317,7 +383,7 @@ class MqttPublisher:
         """Send the outbox in order; acknowledge the prefix that the broker acknowledged."""
         while not self._closing:
             self._wake.clear()
-            batch = await asyncio.to_thread(self.store.mqtt_peek, self._batch)
+            batch = await asyncio.to_thread(self.outbox.peek, self._batch)
             if not batch:
                 self._status.outbox_depth = 0
                 self._idle.set()
@@ -333,7 +399,7 @@ class MqttPublisher:
                 acked += 1
             if acked:
                 # Only a prefix: a later message must never leave before an earlier one.
-                await asyncio.to_thread(self.store.mqtt_ack, batch[acked - 1].id)
+                await asyncio.to_thread(self.outbox.ack, batch[acked - 1].id)
                 self._status.published += acked
                 self._status.outbox_depth = max(0, self._status.outbox_depth - acked)
             if acked < len(outcomes):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -35,7 +34,7 @@ from streamer.report_model import (
     SessionPoint,
 )
 from streamer.results import JsonValue
-from streamer.store import ATHLETES_SQL, AlertRow, Row, Store
+from streamer.store import AlertRow, Row, Store, StoreError
 
 DEFAULT_DAYS: Final = 28
 OUTPUT_SUFFIXES: Final = (".png", ".html", ".htm")
@@ -70,20 +69,14 @@ def known_athletes(path: Path) -> list[str]:
     """Athlete ids that have any history (mornings, sessions, grip tests, alerts) in the store
     file at ``path``, sorted.
 
-    :meth:`streamer.store.Store.athletes` asks the same, but opening a ``Store`` creates and
-    migrates the file; a report only reads, so this runs its query over a read-only
-    connection (the file is never modified).
+    The store is opened read-only (:class:`streamer.store.Store` with ``read_only=True``):
+    the file is never created, migrated or modified.
     """
-    uri = Path(path).expanduser().resolve().as_uri() + "?mode=ro"
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=10.0)
-        try:
-            rows = db.execute(ATHLETES_SQL).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
+        with Store(path, read_only=True) as store:
+            return store.athletes()
+    except StoreError as exc:
         raise ReportError(f"cannot read the athletes of the store {path}: {exc}") from exc
-    return sorted(str(a) for (a,) in rows)
 
 
 def _trend(

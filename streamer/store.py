@@ -6,10 +6,9 @@ still keeps its history here — and the durability layer under both network sin
 * history the report and dashboards read: morning readings (one per athlete and day),
   sessions (oxygenation summaries), grip tests, alert events;
 * state that must survive a restart: the alert book per athlete (a JSON blob the
-  processors own), baselines, per-topic MQTT sequence numbers;
-* the MQTT outbox (QoS 1 messages not yet acknowledged by the broker) and the InfluxDB
-  outbox (line-protocol points not yet accepted by the server), both read in insertion
-  order, plus the InfluxDB dead-letter table (points the server rejected as bad data).
+  processors own), baselines, per-topic sequence numbers;
+* one outbox per sink, which this module does not know: :mod:`streamer.outbox` keeps
+  its tables in this file through :meth:`Store.transaction` and :meth:`Store.query`.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed row survives a crash or
 SIGKILL of the process (not necessarily a power cut). Every method is synchronous and
@@ -28,7 +27,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import platformdirs
 from streamer.errors import StreamerError
 from streamer.results import JsonValue, Kind, Result
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APP_NAME: Final = "redox-streamer"
 DEFAULT_FILENAME: Final = "redox.sqlite3"
 
@@ -75,20 +74,54 @@ CREATE TABLE influx_dead_letter (
     error TEXT NOT NULL, created_ns INTEGER NOT NULL);
 """
 
+# Version 2: one generic outbox per sink (``streamer.outbox``: ``outbox_<sink>`` and
+# ``dead_letter_<sink>``, an opaque payload and the sink's JSON meta) instead of the
+# MQTT- and InfluxDB-shaped tables; queued rows move over with their ids, in order.
+_SCHEMA_V2: Final = """
+CREATE TABLE outbox_mqtt (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}', created_ns INTEGER NOT NULL);
+CREATE TABLE dead_letter_mqtt (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}', status INTEGER NOT NULL, error TEXT NOT NULL,
+    created_ns INTEGER NOT NULL);
+CREATE TABLE outbox_influx (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}', created_ns INTEGER NOT NULL);
+CREATE TABLE dead_letter_influx (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}', status INTEGER NOT NULL, error TEXT NOT NULL,
+    created_ns INTEGER NOT NULL);
+INSERT INTO outbox_mqtt (id, payload, meta, created_ns)
+    SELECT id, payload, json_object('topic', topic, 'qos', qos,
+        'retain', json(CASE WHEN retain THEN 'true' ELSE 'false' END)), created_ns
+    FROM mqtt_outbox ORDER BY id;
+INSERT INTO outbox_influx (id, payload, meta, created_ns)
+    SELECT id, CAST(line AS BLOB), '{}', created_ns FROM influx_outbox ORDER BY id;
+INSERT INTO dead_letter_influx (id, payload, meta, status, error, created_ns)
+    SELECT id, CAST(line AS BLOB), '{}', status, error, created_ns
+    FROM influx_dead_letter ORDER BY id;
+DELETE FROM sqlite_sequence WHERE name IN ('outbox_mqtt', 'outbox_influx', 'dead_letter_influx');
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'outbox_mqtt', seq FROM sqlite_sequence WHERE name = 'mqtt_outbox'
+    UNION ALL SELECT 'outbox_influx', seq FROM sqlite_sequence WHERE name = 'influx_outbox'
+    UNION ALL SELECT 'dead_letter_influx', seq FROM sqlite_sequence
+        WHERE name = 'influx_dead_letter';
+DROP TABLE mqtt_outbox;
+DROP TABLE influx_outbox;
+DROP TABLE influx_dead_letter;
+"""
+
+#: The oldest schema whose history tables this code reads (read-only mode does not migrate).
+_HISTORY_SINCE: Final = 1
+
 #: Scripts that take the schema from version i to i+1 (index i); append, never edit.
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1,)
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1, _SCHEMA_V2)
 
 
 def default_store_path() -> Path:
     """``<user data dir>/redox-streamer/redox.sqlite3`` (platformdirs)."""
     return platformdirs.user_data_path(APP_NAME) / DEFAULT_FILENAME
-
-
-ATHLETES_SQL: Final = (
-    "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
-    "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts ORDER BY athlete"
-)
-"""Athlete ids with any history, sorted (also run read-only by ``streamer.report``)."""
 
 
 class StoreError(StreamerError):
@@ -115,36 +148,6 @@ class AlertRow:
     rule: str
     state: str
     data: dict[str, JsonValue]
-
-
-@dataclass(frozen=True, slots=True)
-class MqttMessage:
-    """A QoS ≥ 1 message waiting in the MQTT outbox (``id`` increases in insertion order)."""
-
-    id: int
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-
-@dataclass(frozen=True, slots=True)
-class InfluxLine:
-    """A line-protocol point waiting in the InfluxDB outbox."""
-
-    id: int
-    line: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A point InfluxDB rejected as bad data, with the HTTP status and the server's words."""
-
-    id: int
-    line: str
-    status: int
-    error: str
-    created_ns: int
 
 
 def _dumps(data: Mapping[str, object]) -> str:
@@ -177,12 +180,23 @@ class Store:
 
     ``path=None`` uses :func:`default_store_path`; ``":memory:"`` gives a private
     in-memory store (tests). Close it with :meth:`close` or use it as a context manager.
+
+    ``read_only=True`` opens an existing file with a SQLite ``mode=ro`` connection for
+    readers such as ``report``: the file is never created, migrated or written, every
+    write raises :class:`StoreError`, and a missing file, a file that is no store or one
+    written by a newer redox-streamer is refused with a :class:`StoreError` that says so.
     """
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
         if path is None:
             path = default_store_path()
         self.path = path if path == ":memory:" else Path(path).expanduser()
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        if read_only:
+            self._db = self._open_read_only()
+            self._check_readable()
+            return
         if isinstance(self.path, Path):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,8 +214,39 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        self._lock = threading.RLock()
         self._migrate()
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection to an existing file: never creates, migrates or writes."""
+        if not isinstance(self.path, Path):
+            raise StoreError("an in-memory store cannot be opened read-only")
+        if not self.path.is_file():
+            raise StoreError(f"no such store file {self.path}; nothing to read")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            db = sqlite3.connect(
+                uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None
+            )
+            db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path} read-only: {exc}") from exc
+        return db
+
+    def _check_readable(self) -> None:
+        """Refuse a file that is no store, or one newer than this code (it is not migrated)."""
+        try:
+            version = self.schema_version
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+        if version < _HISTORY_SINCE or version > SCHEMA_VERSION:
+            self._db.close()
+            if version == 0:
+                raise StoreError(f"{self.path} is not a redox-streamer store (no schema)")
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, newer than this "
+                f"redox-streamer understands ({SCHEMA_VERSION}): upgrade redox-streamer"
+            )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -219,6 +264,8 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction under the lock (other processes wait on busy_timeout)."""
+        if self.read_only:
+            raise StoreError(f"the store {self.path} is open read-only: it cannot be written")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -228,9 +275,31 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, for modules that keep tables of their own in this file
+        (``streamer.outbox``); committed on exit, rolled back on an exception."""
+        with self._tx() as db:
+            yield db
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """The rows of one read-only statement (for modules with tables of their own)."""
+        return self._query(sql, params)
+
+    def has_table(self, name: str) -> bool:
+        """Whether the file holds a table called ``name``."""
+        return bool(
+            self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        )
+
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
-            return list(self._db.execute(sql, params).fetchall())
+            try:
+                return list(self._db.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                if not self.read_only:
+                    raise
+                raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
 
     @property
     def schema_version(self) -> int:
@@ -360,7 +429,11 @@ class Store:
 
     def athletes(self) -> list[str]:
         """Athlete ids with any history (morning, session, grip test, alert), sorted."""
-        rows = self._query(ATHLETES_SQL)
+        rows = self._query(
+            "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
+            "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts "
+            "ORDER BY athlete"
+        )
         return [str(a) for (a,) in rows]
 
     def record(self, result: Result) -> bool:
@@ -444,7 +517,9 @@ class Store:
     # --- sequence numbers -------------------------------------------------------------------
 
     @staticmethod
-    def _reserve(db: sqlite3.Connection, topic: str, n: int) -> int:
+    def reserve_seq_in(db: sqlite3.Connection, topic: str, n: int) -> int:
+        """:meth:`reserve_seq` inside a :meth:`transaction` (``db``) that also queues the
+        numbered message, so a number is used only by a message that is durably kept."""
         row = db.execute(
             "INSERT INTO seq (topic, last) VALUES (?, ?) ON CONFLICT (topic) "
             "DO UPDATE SET last = last + ? RETURNING last",
@@ -461,123 +536,9 @@ class Store:
         if n < 1:
             raise ValueError(f"reserve at least one number, not {n}")
         with self._tx() as db:
-            return self._reserve(db, topic, n)
+            return self.reserve_seq_in(db, topic, n)
 
     def last_seq(self, topic: str) -> int:
         """The last sequence number handed out on ``topic`` (0 if none)."""
         rows = self._query("SELECT last FROM seq WHERE topic = ?", (topic,))
         return _int(rows[0][0]) if rows else 0
-
-    # --- MQTT outbox ------------------------------------------------------------------------
-
-    def mqtt_enqueue(
-        self, topic: str, render: Callable[[int], bytes], *, qos: int = 1, retain: bool = False
-    ) -> int:
-        """Append a message to the MQTT outbox, numbering it in the same transaction.
-
-        ``render(seq)`` builds the payload for the topic's next sequence number, so a
-        number is used only by a message that is durably queued. Returns the ``seq``.
-        """
-        with self._tx() as db:
-            seq = self._reserve(db, topic, 1)
-            db.execute(
-                "INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_ns) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (topic, render(seq), qos, int(retain), time.time_ns()),
-            )
-        return seq
-
-    def mqtt_enqueue_many(
-        self, items: Sequence[tuple[str, Callable[[int], bytes], int, bool]]
-    ) -> list[int]:
-        """Append ``(topic, render, qos, retain)`` messages in one transaction, in order.
-
-        Like :meth:`mqtt_enqueue` for each item; all or none are queued. Returns the seqs.
-        """
-        now = time.time_ns()
-        seqs: list[int] = []
-        with self._tx() as db:
-            for topic, render, qos, retain in items:
-                seq = self._reserve(db, topic, 1)
-                db.execute(
-                    "INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_ns) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (topic, render(seq), qos, int(retain), now),
-                )
-                seqs.append(seq)
-        return seqs
-
-    def mqtt_peek(self, limit: int = 100, after_id: int = 0) -> list[MqttMessage]:
-        """The oldest ``limit`` outbox messages with ``id > after_id``, in insertion order."""
-        rows = self._query(
-            "SELECT id, topic, payload, qos, retain FROM mqtt_outbox WHERE id > ? "
-            "ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
-        return [
-            MqttMessage(
-                _int(i),
-                str(t),
-                bytes(p) if isinstance(p, bytes | memoryview) else str(p).encode(),
-                _int(q),
-                bool(r),
-            )
-            for i, t, p, q, r in rows
-        ]
-
-    def mqtt_ack(self, through_id: int) -> int:
-        """Remove every outbox message with ``id <= through_id``; returns how many."""
-        with self._tx() as db:
-            return db.execute("DELETE FROM mqtt_outbox WHERE id <= ?", (through_id,)).rowcount
-
-    def mqtt_depth(self) -> int:
-        """Messages in the MQTT outbox."""
-        return _int(self._query("SELECT count(*) FROM mqtt_outbox")[0][0])
-
-    # --- InfluxDB outbox and dead letters ---------------------------------------------------
-
-    def influx_enqueue(self, lines: Sequence[str]) -> None:
-        """Append line-protocol points to the InfluxDB outbox, in the given order."""
-        if not lines:
-            return
-        now = time.time_ns()
-        with self._tx() as db:
-            db.executemany(
-                "INSERT INTO influx_outbox (line, created_ns) VALUES (?, ?)",
-                [(line, now) for line in lines],
-            )
-
-    def influx_peek(self, limit: int = 5000) -> list[InfluxLine]:
-        """The oldest ``limit`` points of the InfluxDB outbox, in insertion order."""
-        rows = self._query("SELECT id, line FROM influx_outbox ORDER BY id LIMIT ?", (limit,))
-        return [InfluxLine(_int(i), str(line)) for i, line in rows]
-
-    def influx_ack(self, through_id: int) -> int:
-        """Remove every outbox point with ``id <= through_id``; returns how many."""
-        with self._tx() as db:
-            return db.execute("DELETE FROM influx_outbox WHERE id <= ?", (through_id,)).rowcount
-
-    def influx_depth(self) -> int:
-        """Points in the InfluxDB outbox."""
-        return _int(self._query("SELECT count(*) FROM influx_outbox")[0][0])
-
-    def dead_letter(self, lines: Sequence[str], status: int, error: str) -> None:
-        """Keep points the server rejected as bad data (HTTP ``status``, its ``error`` text)."""
-        now = time.time_ns()
-        with self._tx() as db:
-            db.executemany(
-                "INSERT INTO influx_dead_letter (line, status, error, created_ns) "
-                "VALUES (?, ?, ?, ?)",
-                [(line, status, error, now) for line in lines],
-            )
-
-    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
-        """The oldest ``limit`` dead-lettered points."""
-        rows = self._query(
-            "SELECT id, line, status, error, created_ns FROM influx_dead_letter "
-            "ORDER BY id LIMIT ?",
-            (limit,),
-        )
-        return [
-            DeadLetter(_int(i), str(line), _int(s), str(e), _int(c)) for i, line, s, e, c in rows
-        ]

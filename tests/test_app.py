@@ -22,6 +22,7 @@ from streamer.app import App, athlete_thresholds
 from streamer.athlete import SessionEnd, SessionStart
 from streamer.cli import main
 from streamer.config import Config, InfluxConfig, MqttConfig, load_config
+from streamer.mqtt import MqttOutbox
 from streamer.results import Kind, Result
 from streamer.store import Store
 from tests.mqtt_helpers import ThreadSubscriber
@@ -121,11 +122,11 @@ def test_the_app_closes_the_store_it_opened_and_not_one_it_was_given(tmp_path: P
     with Store(tmp_path / "given.sqlite3") as given:
         with App.from_config(Config(), store=given):
             pass
-        assert given.mqtt_depth() == 0  # still open
+        assert MqttOutbox(given).depth() == 0  # still open
     with App.from_config(Config(), store=tmp_path / "own.sqlite3") as app:
         own = app.store
     with pytest.raises(sqlite3.ProgrammingError):  # closed
-        own.mqtt_depth()
+        MqttOutbox(own).depth()
 
 
 # --- replay honours the config as run does -------------------------------------------------

@@ -14,6 +14,7 @@ from devices.codecs import CODECS
 from devices.emulated.signals import RRParameters, rr_series
 from devices.records import HeartRateSample
 from streamer.cli import main
+from streamer.mqtt import MqttOutbox
 from streamer.store import Store
 from tests.servers import InfluxDB1, Mosquitto, free_port
 
@@ -263,7 +264,7 @@ address = "C0:00:00:00:10:02"
         "redox/bridge/state",
     } <= topics
     with Store(tmp_path / "store.sqlite3") as store:
-        assert store.mqtt_depth() == 0
+        assert MqttOutbox(store).depth() == 0
 
 
 def test_run_without_devices_says_how_to_add_them(

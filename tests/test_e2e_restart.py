@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer.mqtt import MqttOutbox
 from streamer.store import Store
 from tests.mqtt_helpers import ThreadSubscriber
 from tests.servers import Mosquitto
@@ -52,7 +53,7 @@ def _open_rules(book: object) -> list[str]:
 
 def _outbox_depth(store_path: Path) -> int:
     with Store(store_path) as store:
-        return store.mqtt_depth()
+        return MqttOutbox(store).depth()
 
 
 def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
@@ -101,7 +102,7 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
         if first.poll() is None:
             first.kill()
     with Store(store_path) as store:
-        pending = store.mqtt_depth()
+        pending = MqttOutbox(store).depth()
         book_before = store.load_alert_book("athlete1")
         baselines_before = store.baselines("athlete1")
         raised_before = [(a.rule, a.ts_ns) for a in store.alerts("athlete1") if a.state == "raised"]
@@ -119,7 +120,7 @@ def test_sigkilled_streamer_restarts_with_its_state_and_delivers_its_outbox(
     sub.close()
 
     with Store(store_path) as store:
-        assert store.mqtt_depth() == 0
+        assert MqttOutbox(store).depth() == 0
         book_after = store.load_alert_book("athlete1")
         raised_after = [(a.rule, a.ts_ns) for a in store.alerts("athlete1") if a.state == "raised"]
         baselines_after = store.baselines("athlete1")

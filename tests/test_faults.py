@@ -25,7 +25,7 @@ from devices.records import SmO2Sample
 from streamer.backoff import Backoff
 from streamer.config import InfluxConfig, MqttConfig
 from streamer.influx import InfluxWriter
-from streamer.mqtt import MqttPublisher
+from streamer.mqtt import MqttOutbox, MqttPublisher
 from streamer.results import Kind, Result, alert_result, live_result
 from streamer.store import Store
 from tests.mqtt_helpers import ProcessSubscriber, Subscriber, eventually, first_arrivals
@@ -251,7 +251,7 @@ async def test_publisher_sigkilled_and_restarted_delivers_its_outbox(
     finally:
         await _kill(proc)
     with Store(db) as store:
-        backlog = store.mqtt_depth()
+        backlog = MqttOutbox(store).depth()
         last = store.last_seq(topic)
     assert backlog >= 15
     # 3. Broker back, a third process on the same file delivers it all, then its own.

@@ -17,7 +17,8 @@ import pytest
 from devices.records import HeartRateSample, SmO2Sample
 from streamer.backoff import Backoff
 from streamer.config import InfluxConfig, Secret
-from streamer.influx import InfluxWriter
+from streamer.influx import InfluxWriter, line_messages
+from streamer.outbox import Outbox
 from streamer.pipeline import Sink
 from streamer.results import Kind, Result, alert_result, live_result
 from streamer.store import Store
@@ -210,7 +211,7 @@ async def test_drain_waits_for_a_batch_in_flight_and_nothing_written_is_spilled(
             os.kill(influxdb1.proc.pid, signal.SIGCONT)
         assert await draining == 0
     assert writer.status()["written"] == 4
-    assert store.influx_depth() == 0  # nothing spilled by the cancel
+    assert Outbox(store, "influx").depth() == 0  # nothing spilled by the cancel
     values = rows(influxdb1, "SELECT hr_bpm FROM heart_rate WHERE athlete = 'dora'")
     assert [r["hr_bpm"] for r in values] == [60.0, 61.0, 62.0, 63.0]
 
@@ -223,14 +224,16 @@ async def test_field_type_conflict_is_dead_lettered_and_does_not_block(
         writer.accept([Result(Kind.HRV, "a", T0, {"n_beats": 10})])
         await eventually(lambda: writer.status()["written"] == 1)
         # A float where the shard holds an integer (e.g. from an older writer).
-        store.influx_enqueue(["hrv,athlete=a n_beats=1.5 " + str(T0 + 1)])
+        Outbox(store, "influx").enqueue_many(
+            line_messages(["hrv,athlete=a n_beats=1.5 " + str(T0 + 1)])
+        )
         writer.accept([Result(Kind.HRV, "a", T0 + 2, {"n_beats": 12, "rmssd_ms": 30.0})])
         assert await writer.drain(10.0) == 0
     assert [r["n_beats"] for r in rows(influxdb1, "SELECT n_beats FROM hrv")] == [10, 12]
-    (dead,) = store.dead_letters()
+    (dead,) = Outbox(store, "influx").dead_letters()
     assert dead.status == 400
     assert "conflict" in dead.error
-    assert dead.line.startswith("hrv,athlete=a n_beats=1.5")
+    assert dead.payload.decode().startswith("hrv,athlete=a n_beats=1.5")
     assert writer.status()["dead_lettered"] == 1
 
 
@@ -242,7 +245,7 @@ async def test_missing_database_is_retried_with_a_hint_then_written(
         writer.accept(RESULTS[:1])
         await eventually(lambda: writer.status()["failed_attempts"] >= 1)
         assert "create_database = true" in str(writer.status()["last_error"])
-        assert store.influx_depth() == 1
+        assert Outbox(store, "influx").depth() == 1
         influxdb1.query('CREATE DATABASE "redox"')
         await eventually(lambda: writer.status()["written"] == 1, timeout_s=10)
     assert len(rows(influxdb1, "SELECT * FROM hrv")) == 1

@@ -20,7 +20,7 @@ from devices.records import HeartRateSample
 from streamer.backoff import Backoff
 from streamer.config import AthleteConfig, DeviceConfig, MqttConfig, Secret
 from streamer.ha_discovery import ACTION_RULES
-from streamer.mqtt import MqttNotConnected, MqttPublisher
+from streamer.mqtt import MqttNotConnected, MqttOutbox, MqttPublisher
 from streamer.payloads import decode_payload
 from streamer.pipeline import Sink
 from streamer.results import Kind, Result, alert_result, live_result
@@ -101,7 +101,7 @@ async def test_results_and_alerts_reach_a_persistent_subscriber_in_order(
     assert [h["rmssd_ms"] for h in hrv] == [float(i) for i in range(60)]
     assert all(m.qos == 1 for m in sub.on("redox/alice/hrv"))
     assert sub.on("redox/alice/alerts")[1].json()["active"] == []
-    assert store.mqtt_depth() == 0
+    assert MqttOutbox(store).depth() == 0
     status = publisher.status()
     assert status["published"] == 120
     assert status["outbox_depth"] == 0
@@ -144,7 +144,7 @@ async def test_outbox_filled_while_broker_is_down_is_delivered_when_it_starts(
     async with running(publisher):
         publisher.accept([_hrv(i) for i in range(25)])
         await eventually(lambda: publisher.status()["last_error"], what="a failed connect")
-        assert store.mqtt_depth() == 25
+        assert MqttOutbox(store).depth() == 25
         assert not publisher.connected
         assert publisher.status()["last_error"]
         broker.start()
@@ -230,7 +230,7 @@ async def test_live_samples_are_qos0_and_fail_fast_without_a_connection(
     assert [m.json()["hr_bpm"] for m in live] == list(range(60, 80))
     assert [m.json()["seq"] for m in live] == list(range(1, 21))
     assert {m.json()["kind"] for m in live} == {"heart_rate"}
-    assert store.mqtt_depth() == 0  # live samples never touch the outbox
+    assert MqttOutbox(store).depth() == 0  # live samples never touch the outbox
     assert publisher.status()["live_published"] == 20
     assert publisher.status()["shed"] == 1
 
@@ -358,7 +358,7 @@ async def test_wrong_password_is_reported_and_nothing_is_lost(
     status = publisher.status()
     assert status["connects"] == 0
     assert "auth" in str(status["last_error"]).lower()
-    assert store.mqtt_depth() == 1
+    assert MqttOutbox(store).depth() == 1
     assert "wrong-Hq27" not in caplog.text
 
 

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.records import BatteryLevel, GapEvent, GapReason, HeartRateSample
+from streamer.mqtt import MqttOutbox
 from streamer.payloads import decode_payload, encode_payload
 from streamer.pipeline import Pipeline, install_signal_handlers
 from streamer.results import Kind, Result, live_result
@@ -63,15 +64,15 @@ class OutboxSink:
 
     def accept(self, results: Sequence[Result]) -> None:
         for r in results:
-            self.store.mqtt_enqueue(
+            MqttOutbox(self.store).enqueue(
                 self.topics.for_result(r), partial(encode_payload, r), qos=r.qos, retain=r.retain
             )
         self._wake.set()
 
     def _deliver_backlog(self) -> None:
-        while batch := self.store.mqtt_peek(100):
+        while batch := MqttOutbox(self.store).peek(100):
             self.delivered.extend(m.payload for m in batch)
-            self.store.mqtt_ack(batch[-1].id)
+            MqttOutbox(self.store).ack(batch[-1].id)
 
     async def run(self) -> None:
         while True:
@@ -90,10 +91,10 @@ class OutboxSink:
         if self.stuck:
             await self._never.wait()
         self._deliver_backlog()
-        return self.store.mqtt_depth()
+        return MqttOutbox(self.store).depth()
 
     def status(self) -> Mapping[str, Any]:
-        return {"outbox": self.store.mqtt_depth()}
+        return {"outbox": MqttOutbox(self.store).depth()}
 
 
 @pytest.fixture
@@ -192,8 +193,8 @@ async def test_stuck_sink_stalls_neither_devices_nor_the_other_sink(
         # The stuck sink holds one batch in its hung call; its lane kept only the newest 200.
         assert status.sinks["stuck"].live_shed >= n - 200 - 256
         # Its results wait in its outbox: 200 HRV results and the final status.
-        assert store.mqtt_depth() == n // 10 + 1
-        assert other.mqtt_depth() == 0
+        assert MqttOutbox(store).depth() == n // 10 + 1
+        assert MqttOutbox(other).depth() == 0
 
 
 async def test_results_are_never_dropped_while_live_messages_are_shed(store: Store) -> None:
@@ -208,7 +209,7 @@ async def test_results_are_never_dropped_while_live_messages_are_shed(store: Sto
     await eventually(lambda: pipeline.status().athletes["bob"].processed == 500)
     pipeline.stop()
     await asyncio.wait_for(task, 5)
-    queued = [decode_payload(m.payload) for m in store.mqtt_peek(10_000)]
+    queued = [decode_payload(m.payload) for m in MqttOutbox(store).peek(10_000)]
     hrv = [q for q in queued if "n_beats" in q]
     assert len(hrv) == 2 * 100  # every 5th of 500 samples, for two athletes
     assert [q["seq"] for q in hrv if q["athlete"] == "ann"] == list(range(1, 101))
@@ -240,7 +241,7 @@ async def test_shutdown_processes_the_inbox_closes_processors_and_bounds_the_flu
     assert recorders[0].closed
     assert len(recorders[0].seen) == 100  # queued records were processed, not dropped
     # Results and the final status stay in the outbox, undelivered, for the next start.
-    topics = [m.topic for m in store.mqtt_peek(1000)]
+    topics = [m.topic for m in MqttOutbox(store).peek(1000)]
     assert topics == ["redox/ann/hrv"] * 10 + ["redox/ann/status"]
 
 
@@ -253,7 +254,7 @@ async def test_healthy_sink_drains_its_outbox_at_shutdown(store: Store) -> None:
     await asyncio.sleep(0)
     pipeline.stop()
     await asyncio.wait_for(task, 5)
-    assert store.mqtt_depth() == 0
+    assert MqttOutbox(store).depth() == 0
     assert len(sink.delivered) == 5 + 1
 
 
@@ -454,10 +455,10 @@ async def test_frozen_broker_stalls_neither_influxdb_nor_the_devices(
                 if i % 10 == 0:
                     await asyncio.sleep(0.01)
             await eventually(lambda: influx.status()["written"] >= 300 + 30, timeout_s=10)
-            assert store.mqtt_depth() == 30  # the HRV results, waiting for the broker
+            assert MqttOutbox(store).depth() == 30  # the HRV results, waiting for the broker
         finally:
             mosquitto.proc.send_signal(signal.SIGCONT)
-        await eventually(lambda: store.mqtt_depth() == 0, timeout_s=20)
+        await eventually(lambda: MqttOutbox(store).depth() == 0, timeout_s=20)
         pipeline.stop()
         await asyncio.wait_for(task, 10)
     rows = influxdb1.query("SELECT count(n_beats) FROM hrv", db="t")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,70 +114,41 @@ def test_seq_is_per_topic_and_never_repeats_across_reopen(tmp_path: Path) -> Non
         assert s.last_seq("nope") == 0
 
 
-def test_mqtt_outbox_is_fifo_numbered_and_acked_by_prefix(store: Store) -> None:
-    seqs = [
-        store.mqtt_enqueue("r/a/hrv", lambda n: f"m{n}".encode(), retain=i == 1) for i in range(3)
-    ]
-    assert seqs == [1, 2, 3]
-    msgs = store.mqtt_peek(10)
-    assert [m.payload for m in msgs] == [b"m1", b"m2", b"m3"]
-    assert [m.retain for m in msgs] == [False, True, False]
-    assert store.mqtt_ack(msgs[1].id) == 2
-    assert [m.payload for m in store.mqtt_peek()] == [b"m3"]
-    assert store.mqtt_depth() == 1
-
-
-def test_failed_render_uses_no_sequence_number(store: Store) -> None:
-    def boom(seq: int) -> bytes:
-        raise RuntimeError("bad payload")
-
-    with pytest.raises(RuntimeError):
-        store.mqtt_enqueue("t", boom)
-    assert store.mqtt_depth() == 0
-    assert store.mqtt_enqueue("t", lambda n: b"x") == 1
-
-
-def test_influx_outbox_keeps_order_and_dead_letters(store: Store) -> None:
-    store.influx_enqueue(["m f=1 1", "m f=2 2"])
-    store.influx_enqueue(["m f=3 3"])
-    lines = store.influx_peek(2)
-    assert [x.line for x in lines] == ["m f=1 1", "m f=2 2"]
-    store.influx_ack(lines[-1].id)
-    assert [x.line for x in store.influx_peek()] == ["m f=3 3"]
-    store.dead_letter(['m f="x" 4'], 400, "field type conflict")
-    (dead,) = store.dead_letters()
-    assert (dead.status, dead.error) == (400, "field type conflict")
-
-
-def test_concurrent_writers_from_threads_lose_nothing(store: Store) -> None:
-    def worker(k: int) -> None:
-        for _i in range(50):
-            store.mqtt_enqueue(f"t/{k}", lambda n: str(n).encode())
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert store.mqtt_depth() == 200
-    assert all(store.last_seq(f"t/{k}") == 50 for k in range(4))
-
-
-def test_second_process_sees_committed_rows(tmp_path: Path) -> None:
+def test_read_only_store_reads_history_and_never_touches_the_file(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
-    with Store(path) as writer, Store(path) as reader:
-        writer.influx_enqueue(["m f=1 1"])
-        assert reader.influx_depth() == 1
+    with Store(path) as s:
+        s.save_morning("a", "2024-05-01", 1, {"ln_rmssd": 4.0})
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    with Store(path, read_only=True) as ro:
+        assert ro.read_only
+        assert [r.data for r in ro.morning_history("a")] == [{"ln_rmssd": 4.0}]
+        assert ro.athletes() == ["a"]
+        with pytest.raises(StoreError, match="read-only"):
+            ro.save_morning("a", "2024-05-02", 2, {})
+        with pytest.raises(StoreError, match="read-only"):
+            ro.reserve_seq("t")
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
 
 
-def test_enqueue_many_is_all_or_nothing(store: Store) -> None:
-    def bad(seq: int) -> bytes:
-        raise ValueError("cannot render")
+def test_read_only_store_refuses_a_missing_file_without_creating_it(tmp_path: Path) -> None:
+    path = tmp_path / "none" / "s.sqlite3"
+    with pytest.raises(StoreError, match="no such store file"):
+        Store(path, read_only=True)
+    assert not path.parent.exists()
 
-    assert store.mqtt_enqueue_many(
-        [("a", lambda n: b"1", 1, False), ("a", lambda n: b"2", 1, True)]
-    ) == [1, 2]
-    with pytest.raises(ValueError, match="render"):
-        store.mqtt_enqueue_many([("a", lambda n: b"3", 1, False), ("b", bad, 1, False)])
-    assert [m.payload for m in store.mqtt_peek()] == [b"1", b"2"]
-    assert store.last_seq("a") == 2
+
+def test_read_only_store_refuses_a_newer_file_and_a_non_store(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.sqlite3"
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(newer, read_only=True)
+    other = tmp_path / "other.sqlite3"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(StoreError, match="not a redox-streamer store"):
+        Store(other, read_only=True)
+    text = tmp_path / "text.sqlite3"
+    text.write_text("not a database at all, just some words " * 20)
+    with pytest.raises(StoreError, match="cannot read"):
+        Store(text, read_only=True)

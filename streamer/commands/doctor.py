@@ -24,6 +24,7 @@ from typing import Any
 
 import aiomqtt
 
+from streamer import influx, mqtt
 from streamer.config import (
     Config,
     ConfigError,
@@ -34,6 +35,7 @@ from streamer.config import (
 )
 from streamer.errors import CliError
 from streamer.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.outbox import Outbox
 from streamer.store import Store, StoreError
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
@@ -205,7 +207,8 @@ def check_store(path: Path) -> Check:
     try:
         with Store(path) as store:
             detail = (
-                f"{path} (outboxes: MQTT {store.mqtt_depth()}, InfluxDB {store.influx_depth()})"
+                f"{path} (outboxes: MQTT {Outbox(store, mqtt.OUTBOX).depth()}, "
+                f"InfluxDB {Outbox(store, influx.OUTBOX).depth()})"
             )
     except StoreError as exc:
         return Check("store", False, str(exc), "set [store] path to a writable file")

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--store {store_path}: no such store file; {START_HINT}")
     try:
         athlete = _choose_athlete(args.athlete, known_athletes(store_path), store_path)
-        with Store(store_path) as store:
+        with Store(store_path, read_only=True) as store:
             data = gather_report(store, athlete, args.days, thresholds=_thresholds(config, athlete))
     except (StoreError, ReportError) as exc:
         raise CliError(f"--store {store_path}: {exc}") from None
