@@ -72,10 +72,6 @@ class HeartRate:
         self._after_gap: set[str] = set()
         self._since_hrv_ms: dict[str, float] = {}
 
-    def has_beats_from(self, device: str) -> bool:
-        """Whether ``device`` has delivered RR intervals."""
-        return device in self._trackers
-
     def gap(self, device: str) -> None:
         """``device`` lost its link: the next beat starts a fresh series."""
         self._after_gap.add(device)

@@ -22,10 +22,6 @@ class MuscleOxygen:
         self.snapshot = snapshot
         self._detectors: dict[str, EffortDetector] = {}
 
-    def has_sensor(self, device: str) -> bool:
-        """Whether ``device`` has delivered SmO2."""
-        return device in self._detectors
-
     @property
     def first_sensor(self) -> str | None:
         """The first SmO2 sensor seen (the device of a session summary)."""

@@ -341,14 +341,6 @@ class AthleteState:
             _LOGGER.warning("%s: grip test not measured: %s", self.athlete, exc)
             return []
         self.snapshot.last_grip_class = test.grip_class.value
-        device = next(
-            (
-                d
-                for d in self._last_seen
-                if not self.heart.has_beats_from(d) and not self.muscle.has_sensor(d)
-            ),
-            None,
-        )
-        out = [grip_result(self.athlete, end.t_ns, test, device)]
+        out = [grip_result(self.athlete, end.t_ns, test, traces.device)]
         out.extend(self.readiness.apply(evaluations, end.t_ns))
         return out
