@@ -11,6 +11,7 @@
 
 from streamer.athlete.events import (
     PROTOCOL_EVENTS,
+    AthleteRecord,
     GripEnd,
     GripPhase,
     MorningEnd,
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_HRV_EVERY_S",
     "PROTOCOL_EVENTS",
     "AthleteHistory",
+    "AthleteRecord",
     "AthleteSnapshot",
     "AthleteState",
     "GripEnd",

@@ -7,7 +7,9 @@ ends exactly where the markers stand among the records.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard, get_args
+
+from devices.records import DeviceRecord, GapEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +59,15 @@ class GripEnd:
 
 ProtocolEvent = MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripEnd
 PROTOCOL_EVENTS: Final = (MorningStart, MorningEnd, SessionStart, SessionEnd, GripPhase, GripEnd)
+
+AthleteRecord = DeviceRecord | GapEvent | ProtocolEvent
+"""Everything the pipeline carries to an athlete: what a codec decodes, the gaps a driver
+reports, and the protocol markers. :meth:`AthleteState.process` matches it exhaustively,
+so mypy flags a record type added here and handled nowhere."""
+
+_ATHLETE_RECORD_TYPES: Final = (*get_args(DeviceRecord), GapEvent, *PROTOCOL_EVENTS)
+
+
+def is_athlete_record(record: object) -> TypeGuard[AthleteRecord]:
+    """Whether ``record`` is one of :data:`AthleteRecord`."""
+    return isinstance(record, _ATHLETE_RECORD_TYPES)

@@ -7,6 +7,7 @@ and hands what they produce to the rule engine and the alert book:
 * heart rate → :class:`~streamer.athlete.heart.HeartRate` (beat timeline, live HRV);
 * SmO2 and power → :class:`~streamer.athlete.muscle.MuscleOxygen` (efforts);
 * SpO2 → live samples and the latest value for the live view;
+* battery, gaps and device housekeeping → the live view;
 * force → :class:`~streamer.athlete.grip.GripProtocol` while a grip test runs;
 * the protocols → :mod:`~streamer.athlete.morning`, :mod:`~streamer.athlete.session`,
   :mod:`~streamer.athlete.grip`; their ends → :class:`~streamer.athlete.rules.RuleEngine`
@@ -26,11 +27,11 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, assert_never
 
 from devices.records import (
-    MEASURED_SAMPLES,
     BatteryLevel,
+    BodySensorLocation,
     ForceSample,
     GapEvent,
     HeartRateSample,
@@ -38,6 +39,8 @@ from devices.records import (
     PowerSample,
     SmO2Sample,
     SpO2Sample,
+    TindeqCommandResponse,
+    TindeqLowPower,
     TindeqWeight,
 )
 from processors import physiology as ph
@@ -53,6 +56,7 @@ from streamer.athlete.events import (
     ProtocolEvent,
     SessionEnd,
     SessionStart,
+    is_athlete_record,
 )
 from streamer.athlete.force import ForceClock
 from streamer.athlete.grip import GripProtocol, grip_result
@@ -166,6 +170,8 @@ class AthleteState:
 
     def process(self, device: str, record: object) -> list[Result]:
         """Feed one device record or protocol marker; returns the results it produced."""
+        if not is_athlete_record(record):
+            return []  # nothing a device, a driver or a protocol sends
         match record:
             case HeartRateSample():
                 return self._heart_rate(device, record)
@@ -177,6 +183,8 @@ class AthleteState:
                 return self._force(device, record.samples)
             case PowerSample():
                 return self._power(device, record)
+            case SpO2Sample():
+                return self._spo2(device, record)
             case GapEvent():
                 self.snapshot.gaps += 1
                 self.heart.gap(device)
@@ -185,6 +193,8 @@ class AthleteState:
                 if record.battery_pct is not None:
                     self.snapshot.battery_pct[device] = record.battery_pct
                 return []
+            case BodySensorLocation() | TindeqCommandResponse() | TindeqLowPower():
+                return []  # device housekeeping: nothing to measure
             case (
                 MorningStart()
                 | MorningEnd()
@@ -194,12 +204,8 @@ class AthleteState:
                 | GripEnd()
             ):
                 return self._protocol(record)
-            case _ if isinstance(record, MEASURED_SAMPLES):
-                # A sample nothing here analyses (SpO2, a new device kind's): published
-                # live, never dropped without a word.
-                return self._live_only(device, record)
             case _:
-                return []
+                assert_never(record)
 
     def close(self) -> list[Result]:
         """End of stream: an open session is summarised (a morning or grip test left open
@@ -250,10 +256,10 @@ class AthleteState:
         self.session.add_power(sample.power_w)
         return self._live(device, sample)
 
-    def _live_only(self, device: str, sample: MeasuredSample) -> list[Result]:
+    def _spo2(self, device: str, sample: SpO2Sample) -> list[Result]:
         self._seen(device, sample.t_ns)
         # NaN: the oximeter had no valid reading; the view keeps the last one.
-        if isinstance(sample, SpO2Sample) and math.isfinite(sample.spo2_pct):
+        if math.isfinite(sample.spo2_pct):
             self.snapshot.spo2_pct = sample.spo2_pct
         return self._live(device, sample)
 
