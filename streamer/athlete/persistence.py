@@ -9,25 +9,38 @@ memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from streamer.results import JsonValue
-from streamer.store import Row
+
+
+class HistoryRow(Protocol):
+    """One history row as the athlete reads it (:class:`streamer.store.Row` is one)."""
+
+    @property
+    def date(self) -> str | None:
+        """The row's day (ISO), for morning readings."""
+        ...
+
+    @property
+    def data(self) -> dict[str, JsonValue]:
+        """The result's JSON fields."""
+        ...
 
 
 class AthleteHistory(Protocol):
     """The history one athlete reads on start and writes as it goes."""
 
-    def morning_history(self, athlete: str) -> list[Row]:
+    def morning_history(self, athlete: str) -> Sequence[HistoryRow]:
         """Daily morning readings, by date."""
         ...
 
-    def sessions(self, athlete: str) -> list[Row]:
+    def sessions(self, athlete: str) -> Sequence[HistoryRow]:
         """Session summaries, oldest first."""
         ...
 
-    def grip_tests(self, athlete: str) -> list[Row]:
+    def grip_tests(self, athlete: str) -> Sequence[HistoryRow]:
         """Grip tests, oldest first."""
         ...
 
