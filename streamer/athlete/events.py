@@ -1,0 +1,73 @@
+"""The protocol markers: they travel through an athlete's inbox with the samples they delimit.
+
+The pipeline never sheds them, so a morning reading, a session or a grip test begins and
+ends exactly where the markers stand among the records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, TypeGuard, get_args
+
+from devices.records import DeviceRecord, GapEvent
+
+
+@dataclass(frozen=True, slots=True)
+class MorningStart:
+    """The athlete lies down for the morning reading (``t_ns``: ns since the epoch)."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class MorningEnd:
+    """The morning reading's recording ends; it is analysed now."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    """A training session starts (SmO2 efforts and power are attributed to it)."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """A training session ends; ``rpe`` is the athlete's perceived exertion (CR-10), if given."""
+
+    t_ns: int
+    rpe: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GripPhase:
+    """A grip-test phase begins: ``minute`` None for the pre-session MVC trials, else the
+    minutes after the session this post-session test stands for."""
+
+    t_ns: int
+    minute: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GripEnd:
+    """The grip test is complete: measure and classify it."""
+
+    t_ns: int
+
+
+ProtocolEvent = MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripEnd
+PROTOCOL_EVENTS: Final = (MorningStart, MorningEnd, SessionStart, SessionEnd, GripPhase, GripEnd)
+
+AthleteRecord = DeviceRecord | GapEvent | ProtocolEvent
+"""Everything the pipeline carries to an athlete: what a codec decodes, the gaps a driver
+reports, and the protocol markers. :meth:`AthleteState.process` matches it exhaustively,
+so mypy flags a record type added here and handled nowhere."""
+
+_ATHLETE_RECORD_TYPES: Final = (*get_args(DeviceRecord), GapEvent, *PROTOCOL_EVENTS)
+
+
+def is_athlete_record(record: object) -> TypeGuard[AthleteRecord]:
+    """Whether ``record`` is one of :data:`AthleteRecord`."""
+    return isinstance(record, _ATHLETE_RECORD_TYPES)

@@ -1,0 +1,57 @@
+"""What an athlete keeps across restarts, as a small protocol handed in from outside.
+
+:class:`AthleteHistory` names the history methods :class:`~streamer.athlete.AthleteState`
+uses; :class:`streamer.store.Store` has them. The pipeline records the results themselves
+(morning readings, sessions, grip tests); the athlete reads them back on construction and
+saves only its alert book and baselines. ``None`` instead of a history keeps everything in
+memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from streamer.results import JsonValue
+
+
+class HistoryRow(Protocol):
+    """One history row as the athlete reads it (:class:`streamer.store.Row` is one)."""
+
+    @property
+    def date(self) -> str | None:
+        """The row's day (ISO), for morning readings."""
+        ...
+
+    @property
+    def data(self) -> dict[str, JsonValue]:
+        """The result's JSON fields."""
+        ...
+
+
+class AthleteHistory(Protocol):
+    """The history one athlete reads on start and writes as it goes."""
+
+    def morning_history(self, athlete: str) -> Sequence[HistoryRow]:
+        """Daily morning readings, by date."""
+        ...
+
+    def sessions(self, athlete: str) -> Sequence[HistoryRow]:
+        """Session summaries, oldest first."""
+        ...
+
+    def grip_tests(self, athlete: str) -> Sequence[HistoryRow]:
+        """Grip tests, oldest first."""
+        ...
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        """The saved alert-book state, or None."""
+        ...
+
+    def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
+        """Replace the alert-book state."""
+        ...
+
+    def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
+        """Replace one baseline (``ln_rmssd``, ``resting_hr_bpm``)."""
+        ...

@@ -1,0 +1,143 @@
+"""The rule engine: the histories the catalogue rules look at, and which rules each event
+evaluates (:mod:`processors.rules`).
+
+Every catalogue rule with a production caller is evaluated here, one method per event:
+a morning reading (``hrv_downtrend``, ``rhr_creep`` over the daily trends), a session
+(``smo2_slow_recovery``, ``rpe_power_mismatch``), a grip test (``grip_signal``,
+``grip_spillover``). ``tests/test_rule_reachability.py`` fails for a catalogue rule that
+no event reaches. The histories are bounded and refilled from the athlete's history on
+start (:meth:`remember_morning` etc.).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from processors import physiology as ph
+from processors.alerts import RuleEvaluation
+from processors.grip import GripTest
+from processors.morning import MorningReading
+from processors.rules import (
+    RuleThresholds,
+    SessionLoad,
+    evaluate_grip,
+    evaluate_morning,
+    evaluate_rpe_power_mismatch,
+    evaluate_smo2_slow_recovery,
+    measure_grip,
+)
+from processors.trends import DailyTrend, daily_trend, history_from_mapping
+from streamer.athlete.grip import GripTraces
+from streamer.results import JsonValue
+
+HISTORY_DAYS: Final = ph.BASELINE_FIRST_DAY_BACK + 1
+"""Daily values kept: the baseline window reaches back to d − 35."""
+SESSIONS_KEPT: Final = 16
+"""Session recovery times, RPE loads and grip MVCs kept (rules look at ≤ 5–10)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MorningVerdict:
+    """A morning reading's daily trends and rule evaluations."""
+
+    ln_rmssd: DailyTrend
+    resting_hr: DailyTrend
+    evaluations: list[RuleEvaluation]
+
+
+class RuleEngine:
+    """Histories and rule evaluations of one athlete under ``thresholds``."""
+
+    def __init__(self, thresholds: RuleThresholds) -> None:
+        self.thresholds = thresholds
+        self._ln_rmssd: dict[dt.date, float] = {}
+        self._rhr: dict[dt.date, float] = {}
+        self._recoveries: deque[float | None] = deque(maxlen=SESSIONS_KEPT)
+        self._loads: deque[SessionLoad] = deque(maxlen=SESSIONS_KEPT)
+        self._mvcs: deque[float] = deque(maxlen=SESSIONS_KEPT)
+
+    # --- refilled from the history ----------------------------------------------------------
+
+    def remember_morning(self, day: dt.date, data: Mapping[str, JsonValue]) -> None:
+        """An accepted morning reading from the history."""
+        ln, rhr = data.get("ln_rmssd"), data.get("resting_hr_bpm")
+        if isinstance(ln, int | float) and isinstance(rhr, int | float):
+            self._ln_rmssd[day] = float(ln)
+            self._rhr[day] = float(rhr)
+
+    def remember_session(self, data: Mapping[str, JsonValue]) -> None:
+        """A session summary from the history."""
+        recovery = data.get("recovery_s")
+        self._recoveries.append(float(recovery) if isinstance(recovery, int | float) else None)
+        rpe, power = data.get("rpe"), data.get("mean_power_w")
+        if isinstance(rpe, int | float) and isinstance(power, int | float) and power > 0:
+            self._loads.append(SessionLoad(float(rpe), float(power)))
+
+    def remember_grip(self, data: Mapping[str, JsonValue]) -> None:
+        """A grip test from the history."""
+        mvc = data.get("mvc_kg")
+        if isinstance(mvc, int | float) and mvc > 0:
+            self._mvcs.append(float(mvc))
+
+    def trim_days(self) -> None:
+        """Forget daily values older than the baseline window."""
+        for series in (self._ln_rmssd, self._rhr):
+            if series:
+                newest = max(series)
+                for day in [d for d in series if (newest - d).days >= HISTORY_DAYS]:
+                    del series[day]
+
+    # --- events -----------------------------------------------------------------------------
+
+    def morning(self, day: dt.date, reading: MorningReading) -> MorningVerdict:
+        """A morning reading of ``day``: its trends, ``hrv_downtrend`` and ``rhr_creep``."""
+        if reading.accepted and reading.ln_rmssd is not None and reading.resting_hr_bpm:
+            self._ln_rmssd[day] = reading.ln_rmssd
+            self._rhr[day] = reading.resting_hr_bpm
+        else:
+            self._ln_rmssd.pop(day, None)
+            self._rhr.pop(day, None)
+        self.trim_days()
+        ln_hist = history_from_mapping(self._ln_rmssd, day, HISTORY_DAYS)
+        rhr_hist = history_from_mapping(self._rhr, day, HISTORY_DAYS)
+        th = self.thresholds
+        trend_kwargs = {
+            "first_day_back": th.baseline_first_day_back,
+            "last_day_back": th.baseline_last_day_back,
+            "min_valid_days": th.baseline_min_valid_days,
+            "rolling_days": th.rolling_mean_days,
+            "rolling_min_values": th.rolling_mean_min_values,
+            "band_sd": th.normal_band_sd,
+        }
+        ln_trend = daily_trend(ln_hist, "ln_rmssd", **trend_kwargs)  # type: ignore[arg-type]
+        rhr_trend = daily_trend(rhr_hist, "resting_hr_bpm", **trend_kwargs)  # type: ignore[arg-type]
+        return MorningVerdict(ln_trend, rhr_trend, evaluate_morning(ln_hist, rhr_hist, th))
+
+    def session(
+        self,
+        n_efforts: int,
+        recovery_s: float | None,
+        rpe: float | None,
+        mean_power_w: float | None,
+    ) -> list[RuleEvaluation]:
+        """A finished session: ``smo2_slow_recovery`` when it had efforts,
+        ``rpe_power_mismatch`` when it has an RPE and power."""
+        evaluations: list[RuleEvaluation] = []
+        if n_efforts:
+            self._recoveries.append(recovery_s)
+            evaluations.append(evaluate_smo2_slow_recovery(list(self._recoveries), self.thresholds))
+        if rpe is not None and rpe > 0 and mean_power_w:
+            self._loads.append(SessionLoad(float(rpe), mean_power_w))
+            evaluations.append(evaluate_rpe_power_mismatch(list(self._loads), self.thresholds))
+        return evaluations
+
+    def grip(self, traces: GripTraces) -> tuple[GripTest, list[RuleEvaluation]]:
+        """A finished grip test measured against the MVC history; ``grip_signal`` and
+        ``grip_spillover``. Raises :class:`~processors.grip.GripInputError`."""
+        test = measure_grip(traces.pre, traces.post, list(self._mvcs), self.thresholds)
+        self._mvcs.append(test.mvc_kg)
+        return test, evaluate_grip(test, self.thresholds)

@@ -1,0 +1,79 @@
+"""The training-session protocol (:class:`SessionStart` … :class:`SessionEnd`): the
+efforts and power attributed to one session, summarised at its end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processors.oxygenation import EffortRecovery, OxygenRecovery, summarise_session
+from streamer.results import Result, SessionPayload
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """A finished session: start (ns), recovery over its efforts, mean power (W)."""
+
+    start_ns: int
+    recovery: OxygenRecovery
+    mean_power_w: float | None
+
+
+class SessionProtocol:
+    """One session in progress."""
+
+    def __init__(self) -> None:
+        self._start: int | None = None
+        self._efforts: list[EffortRecovery] = []
+        self._power_sum = 0.0
+        self._power_n = 0
+
+    @property
+    def start_ns(self) -> int | None:
+        """When the open session started (None: no session open)."""
+        return self._start
+
+    def start(self, t_ns: int) -> None:
+        """A session starts."""
+        self._start = t_ns
+        self._efforts = []
+        self._power_sum, self._power_n = 0.0, 0
+
+    def add_effort(self, effort: EffortRecovery) -> None:
+        """An effort ended (attributed to the open session, if any)."""
+        if self._start is not None:
+            self._efforts.append(effort)
+
+    def add_power(self, power_w: float) -> None:
+        """A power sample (counted into the open session's mean, if any)."""
+        if self._start is not None:
+            self._power_sum += power_w
+            self._power_n += 1
+
+    def end(self, t_ns: int, slow_after_s: float) -> SessionSummary | None:
+        """Summarise the open session (None if none was open)."""
+        start = self._start
+        self._start = None
+        if start is None:
+            return None
+        recovery = summarise_session(
+            self._efforts, start / 1e9, t_ns / 1e9, slow_after_s=slow_after_s
+        )
+        mean_power = self._power_sum / self._power_n if self._power_n else None
+        self._efforts = []
+        return SessionSummary(start, recovery, mean_power)
+
+
+def session_result(
+    athlete: str, end_ns: int, rpe: float | None, s: SessionSummary, device: str | None
+) -> Result:
+    """The ``session`` result of a finished session (``device``: its SmO2 sensor)."""
+    r = s.recovery
+    return SessionPayload(
+        recovery_s=r.recovery_time_s,
+        recovery_is_lower_bound=r.recovery_time_is_lower_bound,
+        n_efforts=r.n_efforts,
+        n_recovered=r.n_recovered,
+        duration_s=(end_ns - s.start_ns) / 1e9,
+        rpe=rpe,
+        mean_power_w=s.mean_power_w,
+    ).result(athlete, end_ns, device)
