@@ -27,6 +27,7 @@ import numpy as np
 from processors import physiology as phys
 from processors.errors import InputError
 from processors.rr_clean import FloatArray
+from streamer.text_file import read_text
 
 Unit: TypeAlias = Literal["auto", "ms", "s"]
 UNITS: tuple[Unit, ...] = ("auto", "ms", "s")
@@ -60,17 +61,7 @@ def read_rr_file(
     path = Path(path)
     if unit not in UNITS:
         raise RrFileError(f"unknown unit {unit!r}; use one of {', '.join(UNITS)}")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RrFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RrFileError(
-            f"{path}: not a text file (byte {exc.start} is not UTF-8); expected one RR "
-            "interval per line"
-        ) from exc
+    text = read_text(path, RrFileError, "one RR interval per line")
 
     values: list[float] = []
     lines: list[int] = []

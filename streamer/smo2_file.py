@@ -31,6 +31,7 @@ import numpy as np
 
 from processors.errors import InputError
 from processors.oxygenation import FloatArray
+from streamer.text_file import read_text
 
 MOXY_HEADER = ("mm-dd", "hh:mm:ss", "SmO2 Live", "SmO2 Averaged", "THb", "Lap", "Session Ct")
 _SMO2_COLUMNS = ("smo2", "smo2_live")
@@ -61,17 +62,7 @@ class SmO2File:
 def read_smo2_file(path: str | Path) -> SmO2File:
     """Read a Moxy export or an SmO2 CSV (see the module docstring for layouts and refusals)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SmO2FileError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SmO2FileError(
-            f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a Moxy export "
-            "or a CSV with a time,smo2 header"
-        ) from exc
+    text = read_text(path, SmO2FileError, "a Moxy export or a CSV with a time,smo2 header")
 
     rows = [
         (number, [cell.strip() for cell in cells])
