@@ -70,7 +70,8 @@ def morning_reading(
 ) -> MorningReading:
     """Analyse a whole morning recording's RR intervals (ms, oldest first).
 
-    ``breaks``: optional gap markers (True at ``i`` when beat ``i`` follows a gap). Time is
+    ``breaks``: optional gap markers (True at ``i`` when beat ``i`` follows a gap); a zero,
+    negative or non-finite interval is dropped and the next beat follows a gap. Time is
     recorded beat time (the running sum of the intervals; gaps add none). Beats ending in
     the first ``stabilisation_s`` seconds are discarded; beats ending within the next
     ``span_s`` seconds are analysed. Rejected when the span holds less than
@@ -78,8 +79,18 @@ def morning_reading(
     beats deviate more than ``max_deviation`` from their neighbours, or when too few
     successive differences remain.
     """
-    rr = as_rr_array(rr_ms)
-    brk = as_breaks_array(breaks, rr.size)
+    raw = np.asarray(rr_ms, dtype=np.float64)
+    brk = as_breaks_array(breaks, raw.size)
+    # A strap can report a 0 or garbled interval: it is no interval, and the beat after it
+    # follows a gap (as an implausible one does in cleaning), rather than an error that
+    # would lose the whole reading.
+    usable = np.isfinite(raw) & (raw > 0)
+    if not usable.all():
+        after_bad = np.zeros(raw.size, dtype=np.bool_)
+        after_bad[1:] = ~usable[:-1]
+        brk = (brk | after_bad)[usable]
+        raw = raw[usable]
+    rr = as_rr_array(raw)
     ends = np.cumsum(rr)
     begin_ms, end_ms = 1000.0 * stabilisation_s, 1000.0 * (stabilisation_s + span_s)
     in_span = (ends > begin_ms) & (ends <= end_ms)

@@ -101,3 +101,15 @@ def test_gate_limit_is_configurable() -> None:
     rr[80:380:25] = 650.0  # 12 premature beats in the span: ~4%
     assert morning_reading(rr).accepted
     assert not morning_reading(rr, max_abnormal_share=0.02).accepted
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), -5.0])
+def test_a_zero_or_garbled_interval_is_a_gap_not_an_error(recordings: Path, bad: float) -> None:
+    # Found by the independent review: one such value raised and lost the reading.
+    rr = nsr001(recordings)
+    with_bad = np.concatenate([rr[:300], [bad], rr[300:]])
+    reading = morning_reading(with_bad)
+    assert reading.accepted
+    breaks = np.zeros(rr.size, dtype=bool)
+    breaks[300] = True
+    assert reading.rmssd_ms == pytest.approx(morning_reading(rr, breaks).rmssd_ms)
