@@ -131,11 +131,16 @@ class HrvTracker:
         implausible (dropped, treated as a gap), or when the window holds fewer than two
         usable differences.
         """
+        return self.current() if self.feed(rr_ms, after_gap) else None
+
+    def feed(self, rr_ms: float, after_gap: bool = False) -> bool:
+        """:meth:`add` without computing the metrics (ask :meth:`current` when they are
+        wanted); False when the interval was implausible and dropped."""
         if not math.isfinite(rr_ms) or rr_ms <= 0:
             raise ValueError(f"RR interval must be finite and > 0 ms, got {rr_ms!r}")
         if not self.rr_min_ms <= rr_ms <= self.rr_max_ms:
             self._next_after_gap = True
-            return None
+            return False
         gap = after_gap or self._next_after_gap
         self._next_after_gap = False
         if not self._beats:
@@ -147,7 +152,7 @@ class HrvTracker:
         self._since_resum += 1
         if self._since_resum >= _RESUM_EVERY:
             self._resum()
-        return self.current()
+        return True
 
     def current(self) -> HrvTime | None:
         """Metrics of the current window, or ``None`` if it is not full or too sparse."""
@@ -322,6 +327,12 @@ class LiveHrv:
 
     def add(self, rr_ms: float, after_gap: bool = False) -> LiveWindow | None:
         """Add one RR interval (ms), oldest first; the window once it is full, else None."""
+        self.feed(rr_ms, after_gap)
+        return self.current()
+
+    def feed(self, rr_ms: float, after_gap: bool = False) -> None:
+        """:meth:`add` without building the window (the verdict and its reason): the live
+        path feeds every beat and asks :meth:`current` only when it publishes."""
         if not math.isfinite(rr_ms) or rr_ms <= 0:
             raise ValueError(f"RR interval must be finite and > 0 ms, got {rr_ms!r}")
         if after_gap:
@@ -329,12 +340,11 @@ class LiveHrv:
         if not self.tracker.rr_min_ms <= rr_ms <= self.tracker.rr_max_ms:
             self._end_run()
             self._count(rr_ms, abnormal=True)
-            return self.current()
+            return
         self._run.append(rr_ms)
         self._run_len += 1
         while self._to_judge + self._half < self._run_len:
             self._judge(self._to_judge, run_ended=False)
-        return self.current()
 
     def current(self) -> LiveWindow | None:
         """The current window, or None until a window's worth of beats has been judged.
@@ -378,7 +388,7 @@ class LiveHrv:
         if abnormal:
             self._next_after_gap = True
         else:
-            self.tracker.add(value, after_gap=self._next_after_gap)
+            self.tracker.feed(value, after_gap=self._next_after_gap)
             self._next_after_gap = False
         self._to_judge = j + 1
         # Keep only what the next judgements need: half a window before the next beat.

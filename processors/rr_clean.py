@@ -273,7 +273,8 @@ def neighbour_deviation(
     brk = as_breaks_array(breaks, rr.size)
     out = np.zeros(rr.size)
     for start, stop in run_bounds(brk):
-        out[start:stop] = _run_neighbour_deviation(rr[start:stop], median_beats)
+        run = rr[start:stop]
+        out[start:stop] = _run_neighbour_deviation(run, _local_median(run, median_beats))
     return out
 
 
@@ -357,12 +358,17 @@ def beat_deviation(segment: Sequence[float], i: int) -> float:
     return abs(value - sum(neighbours) / len(neighbours)) / median
 
 
-def _run_neighbour_deviation(run: FloatArray, median_beats: int) -> FloatArray:
+def _local_median(run: FloatArray, median_beats: int) -> FloatArray:
+    """Median of each beat's centred ``median_beats`` window within its run."""
+    return _centred_quantiles(run, median_beats, (0.5,))[0]
+
+
+def _run_neighbour_deviation(run: FloatArray, med: FloatArray) -> FloatArray:
+    """|RR_i − mean of its neighbours| / ``med`` (the run's :func:`_local_median`)."""
     n = run.size
     dev = np.zeros(n)
     if n < 2:
         return dev
-    med = _centred_quantiles(run, median_beats, (0.5,))[0]
     dev[1:-1] = np.abs(run[1:-1] - 0.5 * (run[:-2] + run[2:]))
     dev[0] = abs(run[0] - run[1])
     dev[-1] = abs(run[-1] - run[-2])
@@ -429,7 +435,8 @@ def _artefact_mask(rr: FloatArray, labels: npt.NDArray[np.int8], p: _Params) -> 
     neighbours by more than ``unlabelled_deviation`` are added: with large RSA the adaptive
     thresholds grow until a premature beat or an extra detection slips under them.
     """
-    deviation = _run_neighbour_deviation(rr, p.median_window)
+    med = _local_median(rr, p.median_window)
+    deviation = _run_neighbour_deviation(rr, med)
     far = deviation >= p.min_deviation
     far_next = np.zeros_like(far)
     far_next[:-1] = far[1:]
@@ -440,7 +447,7 @@ def _artefact_mask(rr: FloatArray, labels: npt.NDArray[np.int8], p: _Params) -> 
     # An extra label says the interval and the next one together make one sinus interval.
     extra = np.flatnonzero(mask & is_extra)
     mask[extra[extra < rr.size - 1] + 1] = True
-    mask |= _premature_runs(rr, p.median_window)
+    mask |= _premature_runs(rr, med)
     # A beat beside an artefact looks abnormal through it; the next pass judges it again.
     beside = np.zeros_like(mask)
     beside[1:] |= mask[:-1]
@@ -449,7 +456,7 @@ def _artefact_mask(rr: FloatArray, labels: npt.NDArray[np.int8], p: _Params) -> 
     return mask
 
 
-def _premature_runs(rr: FloatArray, median_window: int) -> BoolArray:
+def _premature_runs(rr: FloatArray, med: FloatArray) -> BoolArray:
     """Runs of 1–4 premature beats: an abrupt drop, beats all well below the rhythm around
     them, an abrupt rise back.
 
@@ -463,7 +470,6 @@ def _premature_runs(rr: FloatArray, median_window: int) -> BoolArray:
     mask = np.zeros(n, dtype=np.bool_)
     if n < 3:
         return mask
-    med = _centred_quantiles(rr, median_window, (0.5,))[0]
     step = np.zeros(n)
     step[1:] = np.diff(rr) / med[1:]
     limit = phys.PREMATURE_RUN_STEP

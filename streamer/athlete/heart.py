@@ -99,15 +99,13 @@ class HeartRate:
             tracker = self._trackers.get(device)
             if tracker is None:
                 tracker = self._trackers[device] = LiveHrv()
-            window: LiveWindow | None = None
             for i, value in enumerate(rr):
-                window = tracker.add(value, after_gap=after_gap and i == 0) or window
+                tracker.feed(value, after_gap=after_gap and i == 0)
             since = self._since_hrv_ms.get(device, 0.0) + sum(rr)
+            # The window (verdict, reason, metrics) is built only when it may be published.
+            window = tracker.current() if since >= 1000.0 * self.hrv_every_s else None
             # An accepted window still short of normal beats has nothing to say yet.
-            speaks = window is not None and (
-                window.metrics is not None or not window.verdict.accepted
-            )
-            if window is not None and speaks and since >= 1000.0 * self.hrv_every_s:
+            if window is not None and (window.metrics is not None or not window.verdict.accepted):
                 since = 0.0
                 out.append(self._hrv_result(sample.t_ns, window))
             self._since_hrv_ms[device] = since
