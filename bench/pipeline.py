@@ -74,7 +74,7 @@ import scipy.stats  # noqa: E402, F401
 
 IMPORT_RSS_MB.append(("scipy", rss_mb()))
 
-# What streamer/influx_schema.py imports (the package's __init__ loads all of it).
+# What streamer/sinks/influx_schema.py imports (the package's __init__ loads all of it).
 import influxdb_client.client.write.point  # noqa: E402, F401
 
 IMPORT_RSS_MB.append(("influxdb_client", rss_mb()))
@@ -83,11 +83,11 @@ import aiomqtt  # noqa: E402
 
 from devices.codecs import CODECS  # noqa: E402
 from devices.records import HeartRateSample, SmO2Sample  # noqa: E402
+from streamer.app.pipeline import DEFAULT_INBOX_SIZE, Pipeline  # noqa: E402
 from streamer.athlete import AthleteState  # noqa: E402
 from streamer.config import InfluxConfig, MqttConfig  # noqa: E402
-from streamer.influx import InfluxWriter  # noqa: E402
-from streamer.mqtt import MqttPublisher  # noqa: E402
-from streamer.pipeline import DEFAULT_INBOX_SIZE, Pipeline  # noqa: E402
+from streamer.sinks.influx import InfluxWriter  # noqa: E402
+from streamer.sinks.mqtt import MqttPublisher  # noqa: E402
 from streamer.store import Store  # noqa: E402
 
 IMPORT_RSS_MB.append(("aiomqtt + devices + streamer + processors", rss_mb()))

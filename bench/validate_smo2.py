@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from processors.oxygenation import EffortRecovery, OxygenRecovery, analyse_session  # noqa: E402
-from streamer.smo2_file import read_smo2_file  # noqa: E402
+from streamer.files.smo2 import read_smo2_file  # noqa: E402
 
 MOXY = REPO / "tests" / "data" / "moxy"
 TARGET_S = 5.0

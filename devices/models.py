@@ -19,7 +19,7 @@ Adding a model of a known kind is one row and its emulator (a driver class only 
 device must be told to stream; :class:`~devices.drivers.notify.NotifyDriver` serves the
 rest). A new kind adds its :class:`~devices.kinds.DeviceKind` member and what the streamer
 publishes of its records (live kind in :mod:`streamer.results`, measurement in
-:mod:`streamer.influx_schema`, docs/topics.md and docs/influx-schema.md).
+:mod:`streamer.sinks.influx_schema`, docs/topics.md and docs/influx-schema.md).
 
 Driver and emulator classes are named by import path and loaded when first asked for: the
 drivers import discovery, which classifies from this table (a cycle otherwise), and the

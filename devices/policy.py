@@ -13,7 +13,7 @@ seeded generator makes a run repeatable.
 
 :class:`Backoff` is the project's only back-off: the drivers use it here, and the network
 side (MQTT publisher, notifier, InfluxDB writer, the pipeline's sink restarts) takes it
-from :mod:`streamer.backoff`, which names its policies. It lives in ``devices`` because
+from :mod:`streamer.sinks.backoff`, which names its policies. It lives in ``devices`` because
 ``devices`` must not import ``streamer``.
 """
 

@@ -68,7 +68,7 @@ from typing import Final
 # look like the end of a run and entered it into RMSSD (independent review, issue 9).
 RR_MIN_MS: Final = 200.0  # 300 bpm
 RR_MAX_MS: Final = 3000.0  # 20 bpm
-# RR files (streamer/rr_file.py): values a file may hold at all. Intervals outside
+# RR files (streamer/files/rr.py): values a file may hold at all. Intervals outside
 # RR_MIN_MS..RR_MAX_MS but inside these are artefacts or recording gaps that cleaning handles;
 # outside these they are not intervals (a timestamp, a sample index, a wrong unit) and the file
 # is refused. 50 ms: two detections cannot be closer than a QRS complex lasts (~80–100 ms).

@@ -13,7 +13,7 @@ init`` writes with comments):
     ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
     ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
     host-name check ONLY; the chain is still verified). The publisher, ``notify`` and
-    ``doctor`` give these one meaning (:mod:`streamer.mqtt_connect`). No section: no MQTT.
+    ``doctor`` give these one meaning (:mod:`streamer.sinks.mqtt_connect`). No section: no MQTT.
 ``[influx]``
     ``url``, ``api`` (``"v1"``: ``/write`` with ``db``, ``rp``, ``username``, ``password``;
     ``"v2"``: ``/api/v2/write`` with ``org``, ``bucket``, ``token``), ``create_database``

@@ -1,18 +1,18 @@
 """The result envelope every sink accepts: one kind, one athlete, one time, unit-named fields.
 
 The pipeline turns whatever the device layer and the processors produce (frozen dataclass
-records) into :class:`Result` envelopes; the sinks — MQTT (:mod:`streamer.mqtt`), InfluxDB
-(:mod:`streamer.influx`) and the local store (:mod:`streamer.store`) — take only envelopes,
+records) into :class:`Result` envelopes; the sinks — MQTT (:mod:`streamer.sinks.mqtt`), InfluxDB
+(:mod:`streamer.sinks.influx`) and the local store (:mod:`streamer.store`) — take only envelopes,
 so they never import a processor. Where a result goes (topic, QoS, retain flag,
 measurement) follows from its :class:`Kind` alone; see :mod:`streamer.topics` and
-:mod:`streamer.influx_schema`.
+:mod:`streamer.sinks.influx_schema`.
 
 Each kind's fields are fixed by a frozen payload type (:class:`HrvPayload`,
 :class:`MorningPayload`, :class:`EffortPayload` / :class:`SessionPayload`,
 :class:`GripPayload`, :class:`AlertsPayload`, :class:`StatusPayload`, and one per live
 kind): ``payload.result(athlete, ts_ns, device)`` is the envelope, its fields made by
 :func:`payload_fields`. Each payload field declares its InfluxDB column, from which
-:mod:`streamer.influx_schema` derives the schema.
+:mod:`streamer.sinks.influx_schema` derives the schema.
 
 Conversion helpers:
 
@@ -221,7 +221,7 @@ RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS})
 # Each payload type fixes a result kind's fields: their published names (units in them),
 # their order in the MQTT JSON, and where each goes in InfluxDB. Every field declares the
 # latter in its metadata (``field(metadata=INFLUX_FLOAT)`` …, or ``MQTT_ONLY``), so a new
-# field cannot be left out of the schema by accident; :mod:`streamer.influx_schema` derives
+# field cannot be left out of the schema by accident; :mod:`streamer.sinks.influx_schema` derives
 # its measurements, tags and field types from these declarations.
 
 INFLUX_FLOAT: Final = MappingProxyType({"influx": "float"})
@@ -260,7 +260,7 @@ class Payload:
     MEASUREMENT: ClassVar[str | None]
     INFLUX_OBJECT: ClassVar[str | None] = None
     INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({})
-    """Point fields computed by :mod:`streamer.influx_schema`, name → ``float`` … ``str``."""
+    """Point fields computed by :mod:`streamer.sinks.influx_schema`, name → ``float`` … ``str``."""
 
     def fields(self) -> dict[str, JsonValue]:
         """The payload as the result's JSON fields, in declaration order."""

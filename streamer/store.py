@@ -7,7 +7,7 @@ still keeps its history here — and the durability layer under both network sin
   sessions (oxygenation summaries), grip tests, alert events;
 * state that must survive a restart: the alert book per athlete (a JSON blob the
   processors own), baselines, per-topic sequence numbers;
-* one outbox per sink, which this module does not know: :mod:`streamer.outbox` keeps
+* one outbox per sink, which this module does not know: :mod:`streamer.sinks.outbox` keeps
   its tables in this file through :meth:`Store.transaction` and :meth:`Store.query`.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed row survives a crash or
@@ -74,7 +74,7 @@ CREATE TABLE influx_dead_letter (
     error TEXT NOT NULL, created_ns INTEGER NOT NULL);
 """
 
-# Version 2: one generic outbox per sink (``streamer.outbox``: ``outbox_<sink>`` and
+# Version 2: one generic outbox per sink (``streamer.sinks.outbox``: ``outbox_<sink>`` and
 # ``dead_letter_<sink>``, an opaque payload and the sink's JSON meta) instead of the
 # MQTT- and InfluxDB-shaped tables; queued rows move over with their ids, in order.
 _SCHEMA_V2: Final = """
@@ -278,7 +278,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, for modules that keep tables of their own in this file
-        (``streamer.outbox``); committed on exit, rolled back on an exception."""
+        (``streamer.sinks.outbox``); committed on exit, rolled back on an exception."""
         with self._tx() as db:
             yield db
 

@@ -1,6 +1,6 @@
 """Weeks of emulated history through the real pipeline, into any sinks (tests' data source).
 
-:func:`replay` feeds the demo's scenarios (:mod:`streamer.history`) through
+:func:`replay` feeds the demo's scenarios (:mod:`streamer.demo.history`) through
 :class:`streamer.pipeline.Pipeline` with the real per-athlete processing
 (:class:`streamer.athlete.AthleteState`: processors, rules, alert book) and hands the
 results to the given sinks: ``days`` of history ending the day before yesterday with live
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from devices.records import SpO2Sample
+from streamer.app.pipeline import Pipeline, Sink
 from streamer.athlete import AthleteState
-from streamer.history import day_records, history_dates, replay_history, scenarios
-from streamer.pipeline import Pipeline, Sink
+from streamer.demo.history import day_records, history_dates, replay_history, scenarios
 from streamer.results import Result
 from streamer.store import Store
 

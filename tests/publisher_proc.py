@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from streamer.backoff import Backoff
 from streamer.config import MqttConfig
-from streamer.mqtt import MqttPublisher
 from streamer.results import Kind, Result
+from streamer.sinks.backoff import Backoff
+from streamer.sinks.mqtt import MqttPublisher
 from streamer.store import Store
 from tests.mqtt_helpers import eventually
 

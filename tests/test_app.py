@@ -1,4 +1,4 @@
-"""The application assembly (``streamer.app``) every long-running command builds, and what
+"""The application assembly (``streamer.app.assembly``) every long-running command builds, and what
 ``replay`` now takes from it: the config's thresholds and sinks, as ``run`` does."""
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from devices.records import SmO2Sample
 from processors import physiology as ph
 from processors.profiles import thresholds_for
 from processors.rules import RuleThresholds
-from streamer.app import App, athlete_thresholds
+from streamer.app.assembly import App, athlete_thresholds
 from streamer.athlete import SessionEnd, SessionStart
 from streamer.cli import main
 from streamer.config import Config, InfluxConfig, MqttConfig, load_config
-from streamer.mqtt import MqttOutbox
 from streamer.results import Kind, Result
+from streamer.sinks.mqtt import MqttOutbox
 from streamer.store import Store
 from tests.mqtt_helpers import ThreadSubscriber
 from tests.servers import InfluxDB1, Mosquitto

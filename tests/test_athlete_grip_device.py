@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from devices.records import PowerSample
 from streamer.athlete import AthleteState
-from streamer.history import GRIP, day_records, history_dates, scenarios
+from streamer.demo.history import GRIP, day_records, history_dates, scenarios
 
 
 def _grip_devices(first: tuple[str, object] | None) -> list[str | None]:

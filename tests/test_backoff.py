@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import devices.policy
-from streamer import backoff as policies
-from streamer.backoff import NOTIFY_RECONNECT, SINK_RESTART, Backoff, Jitter, network_backoff
+from streamer.sinks import backoff as policies
+from streamer.sinks.backoff import NOTIFY_RECONNECT, SINK_RESTART, Backoff, Jitter, network_backoff
 
 
 def test_streamer_and_devices_share_one_backoff_class() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+import streamer.app.guided
 import streamer.cli
-import streamer.guided
 from devices.drivers import DriverError, TindeqDriver
 from devices.kinds import DeviceKind
 from devices.models import DeviceModel
@@ -191,7 +191,7 @@ def test_a_configured_device_that_never_connects_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No adapter here (or, with one, no such device): the strap never connects.
-    monkeypatch.setattr(streamer.guided, "CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(streamer.app.guided, "CONNECT_TIMEOUT_S", 0.5)
     config = tmp_path / "redox.toml"
     config.write_text(STRAP_CONFIG.format(store=tmp_path / "s.sqlite3"), encoding="utf-8")
     status = run_main(["morning", "--config", str(config)])

@@ -14,7 +14,7 @@ from devices.codecs import CODECS
 from devices.emulated.signals import RRParameters, rr_series
 from devices.records import HeartRateSample
 from streamer.cli import main
-from streamer.mqtt import MqttOutbox
+from streamer.sinks.mqtt import MqttOutbox
 from streamer.store import Store
 from tests.servers import InfluxDB1, Mosquitto, free_port
 

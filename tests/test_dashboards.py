@@ -1,10 +1,10 @@
 """Every query of every shipped Grafana dashboard runs on a real InfluxDB 1.6 and returns data.
 
 The database is filled the way production fills it: the demo's emulated history
-(:mod:`streamer.history`: 26 days of mornings, sessions and grip tests per athlete, the
+(:mod:`streamer.demo.history`: 26 days of mornings, sessions and grip tests per athlete, the
 first athlete over-reaching in the last week) goes through the real pipeline, processors,
 rules and alert book, and reaches InfluxDB through the real writer
-(:mod:`streamer.influx`, :mod:`streamer.influx_schema`); then one more day is replayed
+(:mod:`streamer.sinks.influx`, :mod:`streamer.sinks.influx_schema`); then one more day is replayed
 with live samples on (heart rate, RR, SmO2, power, force). Each panel target, template
 variable and annotation query is then run with Grafana's macros substituted; a query
 that InfluxDB rejects, or that returns no value, fails.
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from streamer.config import InfluxConfig
-from streamer.influx import InfluxWriter
-from streamer.influx_schema import FIELD_TYPES
+from streamer.sinks.influx import InfluxWriter
+from streamer.sinks.influx_schema import FIELD_TYPES
 from streamer.store import Store
 from tests.dashboard_queries import (
     INFLUX_DATASOURCE_UID,
@@ -75,7 +75,9 @@ def test_query_names_only_schema_measurements_fields_and_tags(query: Query) -> N
     measurements, names, aliases = identifiers(query.text)
     assert measurements, f"no FROM measurement in {query.text}"
     unknown_measurements = measurements - set(FIELD_TYPES)
-    assert not unknown_measurements, f"not in streamer/influx_schema.py: {unknown_measurements}"
+    assert not unknown_measurements, (
+        f"not in streamer/sinks/influx_schema.py: {unknown_measurements}"
+    )
     known = TAGS.union(*(FIELD_TYPES[m] for m in measurements)) | aliases
     assert names <= known, (
         f"{sorted(names - known)} are neither fields nor tags of {sorted(measurements)}"

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from streamer.config import InfluxConfig, Secret
-from streamer.influx import InfluxWriter
 from streamer.results import Kind, Result
+from streamer.sinks.influx import InfluxWriter
 from streamer.store import Store
 from tests.servers import InfluxDB1
 

@@ -3,7 +3,7 @@
 * rules.md: its generated tables equal what ``docs/generate.py`` writes from
   processors/rules.py and processors/physiology.py now, and every rule is explained.
 * influx-schema.md: every measurement, field (with its type) and tag of
-  streamer/influx_schema.py is documented in its measurement's section.
+  streamer/sinks/influx_schema.py is documented in its measurement's section.
 * topics.md: every topic kind with its QoS and retain flag, the payload header.
 * Both, on real output: weeks of emulated history go through the real pipeline; every
   topic, payload key, measurement, tag and field the code actually produced must be in
@@ -21,9 +21,9 @@ import pytest
 
 from processors import physiology
 from processors.rules import CATALOGUE, RuleThresholds
-from streamer.influx_schema import FIELD_TYPES, TAG_FIELDS, points_for
 from streamer.payloads import build_payload
 from streamer.results import LIVE_KINDS, RESERVED_KEYS, Kind, Result
+from streamer.sinks.influx_schema import FIELD_TYPES, TAG_FIELDS, points_for
 from streamer.topics import Topics
 from tests.emulated_history import CaptureSink, replay
 

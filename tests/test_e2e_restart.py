@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.mqtt import MqttOutbox
+from streamer.sinks.mqtt import MqttOutbox
 from streamer.store import Store
 from tests.mqtt_helpers import ThreadSubscriber
 from tests.servers import Mosquitto

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from devices.records import SmO2Sample
-from streamer.backoff import Backoff
 from streamer.config import InfluxConfig, MqttConfig
-from streamer.influx import InfluxWriter
-from streamer.mqtt import MqttOutbox, MqttPublisher
 from streamer.results import Kind, Result, alert_result, live_result
+from streamer.sinks.backoff import Backoff
+from streamer.sinks.influx import InfluxWriter
+from streamer.sinks.mqtt import MqttOutbox, MqttPublisher
 from streamer.store import Store
 from tests.mqtt_helpers import ProcessSubscriber, Subscriber, eventually, first_arrivals
 from tests.servers import HOST, InfluxDB1, Mosquitto, require_binary

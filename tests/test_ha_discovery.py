@@ -8,7 +8,7 @@ import json
 from devices.kinds import DeviceKind
 from processors.rules import CATALOGUE
 from streamer.config import AthleteConfig, DeviceConfig
-from streamer.ha_discovery import ACTION_RULES, discovery_messages
+from streamer.sinks.ha_discovery import ACTION_RULES, discovery_messages
 from streamer.topics import Topics
 
 

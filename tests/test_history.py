@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from streamer.app.pipeline import Pipeline
 from streamer.athlete import AthleteState
-from streamer.history import (
+from streamer.demo.history import (
     DEFAULT_DAYS,
     day_records,
     history_dates,
     replay_history,
     scenarios,
 )
-from streamer.pipeline import Pipeline
 from streamer.store import Store
 
 TODAY = dt.date(2025, 3, 1)

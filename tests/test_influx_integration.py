@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from devices.records import HeartRateSample, SmO2Sample
-from streamer.backoff import Backoff
+from streamer.app.pipeline import Sink
 from streamer.config import InfluxConfig, Secret
-from streamer.influx import InfluxWriter, line_messages
-from streamer.outbox import Outbox
-from streamer.pipeline import Sink
 from streamer.results import Kind, Result, alert_result, live_result
+from streamer.sinks.backoff import Backoff
+from streamer.sinks.influx import InfluxWriter, line_messages
+from streamer.sinks.outbox import Outbox
 from streamer.store import Store
 from tests.mqtt_helpers import eventually
 from tests.servers import InfluxDB1, VictoriaMetrics

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.records import HeartRateSample, PowerSample, SpO2Sample
-from streamer.influx_schema import FIELD_TYPES, SchemaError, lines_for
 from streamer.results import Kind, Result, alert_result, live_result
+from streamer.sinks.influx_schema import FIELD_TYPES, SchemaError, lines_for
 
 
 def test_heart_rate_sample_gives_one_point_per_beat_with_hr_on_the_last() -> None:
@@ -118,8 +118,8 @@ def test_field_type_never_depends_on_the_value(name: str, value: float) -> None:
 
 
 def test_every_result_kind_maps_to_a_measurement_or_is_declared_mqtt_only() -> None:
-    from streamer.influx_schema import MEASUREMENT, MQTT_ONLY_KINDS
     from streamer.results import PAYLOAD_TYPES
+    from streamer.sinks.influx_schema import MEASUREMENT, MQTT_ONLY_KINDS
 
     assert set(MEASUREMENT) | MQTT_ONLY_KINDS == set(Kind)
     assert not set(MEASUREMENT) & MQTT_ONLY_KINDS
@@ -128,7 +128,7 @@ def test_every_result_kind_maps_to_a_measurement_or_is_declared_mqtt_only() -> N
 
 
 def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> None:
-    from streamer.influx_schema import MEASUREMENT, TAG_FIELDS
+    from streamer.sinks.influx_schema import MEASUREMENT, TAG_FIELDS
 
     f, i, b, s = float, int, bool, str
     morning = [
@@ -189,7 +189,7 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
 def test_a_payload_field_that_declares_no_column_is_refused() -> None:
     import dataclasses
 
-    from streamer import influx_schema
+    from streamer.sinks import influx_schema
 
     @dataclasses.dataclass(frozen=True)
     class Undeclared:

@@ -9,10 +9,10 @@ import io
 from rich.console import Console
 
 from devices.records import HeartRateSample, SpO2Sample
+from streamer.app.live_view import LiveView, ViewModel, plain_lines, render
+from streamer.app.pipeline import Pipeline
 from streamer.athlete import AthleteState
-from streamer.history import HistoryProgress
-from streamer.live_view import LiveView, ViewModel, plain_lines, render
-from streamer.pipeline import Pipeline
+from streamer.demo.history import HistoryProgress
 
 
 def _model() -> tuple[ViewModel, AthleteState]:

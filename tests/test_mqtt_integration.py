@@ -17,13 +17,13 @@ import pytest
 
 from devices.kinds import DeviceKind
 from devices.records import HeartRateSample
-from streamer.backoff import Backoff
+from streamer.app.pipeline import Sink
 from streamer.config import AthleteConfig, DeviceConfig, MqttConfig, Secret
-from streamer.ha_discovery import ACTION_RULES
-from streamer.mqtt import MqttNotConnected, MqttOutbox, MqttPublisher
 from streamer.payloads import decode_payload
-from streamer.pipeline import Sink
 from streamer.results import Kind, Result, alert_result, live_result
+from streamer.sinks.backoff import Backoff
+from streamer.sinks.ha_discovery import ACTION_RULES
+from streamer.sinks.mqtt import MqttNotConnected, MqttOutbox, MqttPublisher
 from streamer.store import Store
 from tests.mqtt_helpers import Subscriber, eventually, first_arrivals
 from tests.servers import HOST, Mosquitto, require_binary

@@ -1,6 +1,6 @@
 """One meaning of every TLS setting for the publisher, the notifier and ``doctor``.
 
-All three build their client with :mod:`streamer.mqtt_connect`; here each of them meets a
+All three build their client with :mod:`streamer.sinks.mqtt_connect`; here each of them meets a
 real mosquitto with a TLS-only listener (certificates from throw-away CAs,
 tests/tls_certs.py) and a password file:
 
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from streamer.backoff import Backoff
 from streamer.commands.doctor import check_mqtt
 from streamer.config import MqttConfig, Secret
-from streamer.mqtt import MqttPublisher
-from streamer.mqtt_connect import MqttTlsError, tls_context
-from streamer.notify import Notifier, NotifyError, SeenStore, run_notifier
-from streamer.notify_model import AlertNotice
+from streamer.notify.model import AlertNotice
+from streamer.notify.notifier import Notifier, NotifyError, SeenStore, run_notifier
+from streamer.sinks.backoff import Backoff
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.mqtt_connect import MqttTlsError, tls_context
 from streamer.store import Store
 from tests.mqtt_helpers import eventually
 from tests.servers import HOST, Mosquitto, require_binary

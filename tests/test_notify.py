@@ -31,19 +31,19 @@ from hypothesis import strategies as st
 from processors.alerts import Alert, AlertState, Severity
 from processors.rules import CATALOGUE
 from streamer.config import MqttConfig
-from streamer.notify import (
+from streamer.notify.channels import (
+    CommandChannel,
+    DeliveryError,
+    WebhookChannel,
+    priority,
+)
+from streamer.notify.notifier import (
     AlertNotice,
     Notifier,
     NotifyError,
     SeenStore,
     alerts_in_message,
     run_notifier,
-)
-from streamer.notify_channels import (
-    CommandChannel,
-    DeliveryError,
-    WebhookChannel,
-    priority,
 )
 from streamer.payloads import encode_payload
 from streamer.results import alert_result

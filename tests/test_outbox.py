@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.influx import line_messages
-from streamer.mqtt import MqttOutbox
-from streamer.outbox import Message, Outbox, outbox_names
+from streamer.sinks.influx import line_messages
+from streamer.sinks.mqtt import MqttOutbox
+from streamer.sinks.outbox import Message, Outbox, outbox_names
 from streamer.store import SCHEMA_VERSION, Store, StoreError
 
 # The schema-1 store as redox-streamer wrote it up to 50cd6a8 (streamer/store.py), verbatim.

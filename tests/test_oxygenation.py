@@ -30,8 +30,8 @@ from processors.recovery_fit import fit_delayed_recovery
 from processors.rules import evaluate_smo2_slow_recovery
 from processors.smoothing import CentredMedian, smooth_centred
 from streamer.athlete import AthleteState, SessionEnd, SessionStart
+from streamer.files.smo2 import read_smo2_file
 from streamer.results import Kind
-from streamer.smo2_file import read_smo2_file
 
 MOXY = Path(__file__).resolve().parent / "data" / "moxy" / "moxy_intervals_excerpt.csv"
 LN20 = math.log(20.0)  # a mono-exponential covers 95% of its amplitude in τ·ln 20

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.records import BatteryLevel, GapEvent, GapReason, HeartRateSample
-from streamer.mqtt import MqttOutbox
+from streamer.app.pipeline import Pipeline, install_signal_handlers
 from streamer.payloads import decode_payload, encode_payload
-from streamer.pipeline import Pipeline, install_signal_handlers
 from streamer.results import Kind, Result, live_result
+from streamer.sinks.mqtt import MqttOutbox
 from streamer.store import Store
 from streamer.topics import Topics
 
@@ -435,8 +435,8 @@ async def test_frozen_broker_stalls_neither_influxdb_nor_the_devices(
     """Real servers: mosquitto frozen (SIGSTOP: connections hang, nothing answers) while
     InfluxDB keeps receiving; MQTT results wait in the outbox and go out once it thaws."""
     from streamer.config import InfluxConfig, MqttConfig
-    from streamer.influx import InfluxWriter
-    from streamer.mqtt import MqttPublisher
+    from streamer.sinks.influx import InfluxWriter
+    from streamer.sinks.mqtt import MqttPublisher
 
     with Store(tmp_path / "store.sqlite3") as store:
         mqtt = MqttPublisher(MqttConfig.from_url(mosquitto.url, publish_timeout_s=1.0), store)

@@ -26,11 +26,12 @@ from matplotlib import image as mpimg
 
 from processors.alerts import AlertBook, RuleEvaluation
 from processors.rules import CATALOGUE, RuleThresholds
+from streamer.app.pipeline import Pipeline
 from streamer.athlete import AthleteState, alert_payload
 from streamer.cli import main
-from streamer.history import history_dates, replay_history, scenarios
-from streamer.pipeline import Pipeline
-from streamer.report import (
+from streamer.demo.history import history_dates, replay_history, scenarios
+from streamer.report.figure import PNG_SIZE_PX, RED, SKY, png_bytes
+from streamer.report.gather import (
     ReportData,
     ReportError,
     alert_spans,
@@ -38,8 +39,7 @@ from streamer.report import (
     known_athletes,
     write_report,
 )
-from streamer.report_figure import PNG_SIZE_PX, RED, SKY, png_bytes
-from streamer.report_page import render_html
+from streamer.report.page import render_html
 from streamer.store import AlertRow, Store
 
 TODAY = dt.date(2025, 3, 1)

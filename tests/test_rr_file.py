@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.rr_file import RrFileError, read_rr_file
+from streamer.files.rr import RrFileError, read_rr_file
 
 
 def write(tmp_path: Path, text: str, name: str = "rr.txt") -> Path:

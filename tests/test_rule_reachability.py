@@ -17,7 +17,7 @@ from processors.alerts import Alert, AlertBook, RuleEvaluation
 from processors.profiles import thresholds_for
 from processors.rules import CATALOGUE, RuleThresholds
 from streamer.athlete import AthleteState
-from streamer.history import day_records, history_dates, scenarios
+from streamer.demo.history import day_records, history_dates, scenarios
 
 #: Catalogue rules with no production caller yet, each with the reason. Wiring one
 #: makes ``test_every_catalogue_rule_is_evaluated_from_athlete_state_process`` fail until

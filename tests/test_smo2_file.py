@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.smo2_file import MOXY_HEADER, SmO2FileError, read_smo2_file
+from streamer.files.smo2 import MOXY_HEADER, SmO2FileError, read_smo2_file
 
 
 def write(tmp_path: Path, text: str, name: str = "smo2.csv") -> Path:

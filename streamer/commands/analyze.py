@@ -12,7 +12,7 @@ from processors.hrv import PSD_METHODS, HrvMetrics, hrv_metrics
 from processors.rr_clean import CleanResult, QualityVerdict, clean_rr, quality_gate
 from streamer.commands import analyze_smo2
 from streamer.errors import CliError
-from streamer.rr_file import UNITS, RrFile, read_rr_file
+from streamer.files.rr import UNITS, RrFile, read_rr_file
 
 DESCRIPTION = """\
 Analyse recorded data offline with the same processors the live pipeline uses.

@@ -19,7 +19,7 @@ from processors.oxygenation import (
     analyse_session,
 )
 from streamer.errors import CliError
-from streamer.smo2_file import MOXY_HEADER, SmO2File, read_smo2_file
+from streamer.files.smo2 import MOXY_HEADER, SmO2File, read_smo2_file
 
 ACTIVITY_CHOICES = ("auto", "power", "hr", "none")
 

@@ -3,7 +3,7 @@
 1. A store (a temporary directory unless ``--store``), an MQTT broker (an embedded one on
    loopback unless ``--mqtt``), optionally InfluxDB.
 2. ``--days`` days of history per athlete replayed fast through the real pipeline,
-   processors and sinks (:mod:`streamer.history`): baselines, trends and every kind of
+   processors and sinks (:mod:`streamer.demo.history`): baselines, trends and every kind of
    pull-back alert exist before the live part starts. Days already in the store are
    skipped, so a demo restarted on the same ``--store`` resumes.
 3. A live session: per athlete an emulated chest strap, Moxy and power meter (Bumble GATT
@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from devices.emulated import EmulatedWorld
-from streamer.app import App, serving_broker
+from streamer.app.assembly import App, serving_broker
+from streamer.app.live_view import LiveView, ViewModel
+from streamer.app.pipeline import Pipeline
+from streamer.app.runtime import SpeedClock, emulated_athlete_devices, run_for, running
 from streamer.athlete import SessionStart
 from streamer.config import AthleteConfig, Config, InfluxConfig, MqttConfig, Secret
-from streamer.errors import CliError
-from streamer.history import (
+from streamer.demo.history import (
     DEFAULT_DAYS,
     MIN_DAYS_FOR_TRENDS,
     POWER,
@@ -36,9 +38,7 @@ from streamer.history import (
     replay_history,
     scenarios,
 )
-from streamer.live_view import LiveView, ViewModel
-from streamer.pipeline import Pipeline
-from streamer.runtime import SpeedClock, emulated_athlete_devices, run_for, running
+from streamer.errors import CliError
 from streamer.store import Store, StoreError
 
 DEFAULT_ATHLETES = 2

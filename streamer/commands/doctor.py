@@ -24,7 +24,6 @@ from typing import Any
 
 import aiomqtt
 
-from streamer import influx, mqtt
 from streamer.config import (
     Config,
     ConfigError,
@@ -34,8 +33,9 @@ from streamer.config import (
     resolve_config_path,
 )
 from streamer.errors import CliError
-from streamer.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
-from streamer.outbox import Outbox
+from streamer.sinks import influx, mqtt
+from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.outbox import Outbox
 from streamer.store import Store, StoreError
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")

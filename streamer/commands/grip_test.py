@@ -22,11 +22,17 @@ from rich.console import Console
 from devices.drivers import TindeqDriver
 from devices.kinds import DeviceKind
 from processors import physiology as ph
-from streamer.app import App
+from streamer.app.assembly import App
+from streamer.app.guided import (
+    GuidedSession,
+    guided_session,
+    print_alerts,
+    progress_bars,
+    tick_until,
+)
 from streamer.athlete import AthleteState, GripEnd, GripPhase
 from streamer.commands.morning import add_common_arguments, open_setup
 from streamer.errors import CliError
-from streamer.guided import GuidedSession, guided_session, print_alerts, progress_bars, tick_until
 from streamer.results import Kind, Result
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated

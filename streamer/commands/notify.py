@@ -17,14 +17,14 @@ import platformdirs
 
 from streamer.config import ConfigError, MqttConfig, Secret, load_config
 from streamer.errors import CliError
-from streamer.notify import Notifier, SeenStore, default_client_id, run_notifier
-from streamer.notify_channels import (
+from streamer.notify.channels import (
     Channel,
     CommandChannel,
     DesktopChannel,
     WebhookChannel,
     parse_headers,
 )
+from streamer.notify.notifier import Notifier, SeenStore, default_client_id, run_notifier
 
 DESCRIPTION = """\
 Subscribe to <base>/+/alerts (QoS 1, persistent session) and turn every newly raised
@@ -60,7 +60,7 @@ examples:
       --webhook-header 'Authorization: Bearer tk_...'      (broker from the config file)
 """
 
-_LOGGER = logging.getLogger("streamer.notify")
+_LOGGER = logging.getLogger("streamer.notify.notifier")
 
 
 def register(subparsers: Any) -> None:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from devices.recording import RecordingError, replay
-from streamer.app import App
+from streamer.app.assembly import App
+from streamer.app.runtime import running
 from streamer.athlete import MorningEnd, MorningStart, SessionEnd, SessionStart
 from streamer.config import Config, MqttConfig, load_config
 from streamer.errors import CliError
 from streamer.payloads import iso_time
 from streamer.results import Result
-from streamer.runtime import running
 from streamer.store import StoreError
 
 DESCRIPTION = """\

@@ -9,7 +9,7 @@ from typing import Any
 from processors.rules import DEFAULT_THRESHOLDS, RuleThresholds
 from streamer.config import Config, load_config, resolve_config_path
 from streamer.errors import CliError
-from streamer.report import (
+from streamer.report.gather import (
     DEFAULT_DAYS,
     OUTPUT_SUFFIXES,
     ReportError,

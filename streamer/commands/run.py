@@ -18,11 +18,11 @@ from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
-from streamer.app import App
+from streamer.app.assembly import App
+from streamer.app.live_view import LiveView, ViewModel
+from streamer.app.runtime import run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
-from streamer.live_view import LiveView, ViewModel
-from streamer.runtime import run_for, running
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),

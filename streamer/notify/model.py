@@ -1,8 +1,8 @@
 """What the notifier and its channels share: an alert as read off MQTT, the channel
 interface and its delivery error.
 
-Kept apart so :mod:`streamer.notify` (which calls channels) and
-:mod:`streamer.notify_channels` (which formats notices) need not import each other.
+Kept apart so :mod:`streamer.notify.notifier` (which calls channels) and
+:mod:`streamer.notify.channels` (which formats notices) need not import each other.
 """
 
 from __future__ import annotations

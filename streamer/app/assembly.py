@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from processors.profiles import thresholds_for
 from processors.rules import RuleThresholds
+from streamer.app.pipeline import Pipeline, Sink
 from streamer.athlete import AthleteState
 from streamer.config import Config, MqttConfig
-from streamer.mqtt import MqttPublisher
-from streamer.pipeline import Pipeline, Sink
 from streamer.results import Result
+from streamer.sinks.mqtt import MqttPublisher
 from streamer.store import Store
 
 if TYPE_CHECKING:
-    from streamer.embedded_broker import EmbeddedBroker
+    from streamer.demo.embedded_broker import EmbeddedBroker
 
 
 class AthleteOptions(TypedDict, total=False):
@@ -53,7 +53,7 @@ def build_sinks(config: Config, store: Store) -> list[Sink]:
     if config.mqtt is not None:
         sinks.append(MqttPublisher(config.mqtt, store, athletes=config.athletes))
     if config.influx is not None:
-        from streamer.influx import InfluxWriter
+        from streamer.sinks.influx import InfluxWriter
 
         sinks.append(InfluxWriter(config.influx, store))
     return sinks
@@ -175,7 +175,7 @@ async def serving_broker(config: Config) -> AsyncIterator[tuple[Config, Embedded
     if config.mqtt is not None:
         yield config, None
         return
-    from streamer.embedded_broker import EmbeddedBroker
+    from streamer.demo.embedded_broker import EmbeddedBroker
 
     async with EmbeddedBroker() as broker:
         yield replace(config, mqtt=MqttConfig.from_url(broker.address.url)), broker

@@ -48,8 +48,8 @@ from devices.records import (
     GapEvent,
     GapReason,
 )
-from streamer.backoff import SINK_RESTART
 from streamer.results import Result
+from streamer.sinks.backoff import SINK_RESTART
 
 _LOGGER = logging.getLogger(__name__)
 

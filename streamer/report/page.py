@@ -1,6 +1,6 @@
 """The report page: one self-contained HTML file an athlete can open anywhere, offline.
 
-The picture of :mod:`streamer.report_figure` is embedded as a base64 PNG (no external
+The picture of :mod:`streamer.report.figure` is embedded as a base64 PNG (no external
 assets, scripts or fonts); above it the status and the open alerts with their advice,
 below it the last readings as tables. Every value from the store is HTML-escaped.
 """
@@ -13,8 +13,8 @@ import html
 from collections.abc import Sequence
 from typing import Final
 
-from streamer.report_figure import PNG_SIZE_PX, png_bytes
-from streamer.report_model import AlertSpan, ReportData
+from streamer.report.figure import PNG_SIZE_PX, png_bytes
+from streamer.report.model import AlertSpan, ReportData
 
 LAST_READINGS: Final = 7
 """Rows of each table of last readings."""

@@ -1,7 +1,7 @@
 """One durable outbox per sink, kept in the store's SQLite file.
 
-A sink (``streamer.mqtt``, ``streamer.influx``, the next one) queues what it must deliver
-with :class:`Outbox`, drains it in insertion order and acknowledges the delivered prefix.
+A sink (``streamer.sinks.mqtt``, ``streamer.sinks.influx``, the next one) queues what it must
+deliver with :class:`Outbox`, drains it in insertion order and acknowledges the delivered prefix.
 A row is opaque to the store: ``payload`` bytes (an MQTT message body, a line-protocol
 point) and ``meta``, a small JSON object the sink owns (the MQTT topic, QoS and retain
 flag; nothing for InfluxDB). What a sink's server rejects as bad data goes to the sink's

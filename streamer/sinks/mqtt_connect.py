@@ -1,6 +1,6 @@
 """One way to open an MQTT connection: ``[mqtt]`` config → ``aiomqtt.Client``.
 
-The publisher (:mod:`streamer.mqtt`), the notifier (:mod:`streamer.notify`) and
+The publisher (:mod:`streamer.sinks.mqtt`), the notifier (:mod:`streamer.notify.notifier`) and
 ``redox-streamer doctor`` all build their client here, so a setting means the same to
 each of them. What differs between them is passed in: the client id, the timeout, a Last
 Will, a persistent session.

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devices.drivers import DeviceDriver, HeartRateDriver, MoxyDriver, PowerMeterDriver
-from streamer.live_view import LiveView
-from streamer.pipeline import Pipeline, install_signal_handlers
+from streamer.app.live_view import LiveView
+from streamer.app.pipeline import Pipeline, install_signal_handlers
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used (it costs ~30 MB)
     from devices.emulated import EmulatedWorld
@@ -64,7 +64,7 @@ async def emulated_athlete_devices(
     production drivers (through bleak and the Bumble backend) into ``pipeline``."""
     from devices.emulated import ChestStrap, MoxySensor, PowerMeter
     from devices.emulated.signals import DEFAULT_SCHEDULE, RRParameters, SmO2Parameters
-    from streamer.history import MOXY, POWER, STRAP
+    from streamer.demo.history import MOXY, POWER, STRAP
 
     seed = 1000 + 10 * index
     peripherals: list[tuple[str, Any, type[DeviceDriver]]] = [

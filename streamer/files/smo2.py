@@ -31,7 +31,7 @@ import numpy as np
 
 from processors.errors import InputError
 from processors.oxygenation import FloatArray
-from streamer.text_file import read_text
+from streamer.files.text import read_text
 
 MOXY_HEADER = ("mm-dd", "hh:mm:ss", "SmO2 Live", "SmO2 Averaged", "THb", "Lap", "Session Ct")
 _SMO2_COLUMNS = ("smo2", "smo2_live")

@@ -35,9 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from streamer.notify_model import AlertNotice
-from streamer.notify_model import Channel as Channel
-from streamer.notify_model import DeliveryError as DeliveryError
+from streamer.notify.model import AlertNotice
+from streamer.notify.model import Channel as Channel
+from streamer.notify.model import DeliveryError as DeliveryError
 
 COMMAND_TIMEOUT_S: Final = 30.0
 """A ``--exec`` command still running after this is killed and counted as failed."""

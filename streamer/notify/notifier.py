@@ -16,7 +16,7 @@ it was away are queued by the broker, and:
   tried again the next time the alert is seen (the next message for that athlete, or the
   retained copy after a reconnect).
 
-Channels (desktop, command, webhook) are in :mod:`streamer.notify_channels`; the CLI is
+Channels (desktop, command, webhook) are in :mod:`streamer.notify.channels`; the CLI is
 ``redox-streamer notify`` (:mod:`streamer.commands.notify`).
 """
 
@@ -40,20 +40,20 @@ from typing import Final
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from streamer.backoff import NOTIFY_RECONNECT
 from streamer.config import MqttConfig
 from streamer.errors import StreamerError
-from streamer.mqtt_connect import (
+from streamer.notify.model import AlertNotice as AlertNotice
+from streamer.notify.model import Channel, DeliveryError
+from streamer.payloads import decode_payload
+from streamer.results import JsonValue
+from streamer.sinks.backoff import NOTIFY_RECONNECT
+from streamer.sinks.mqtt_connect import (
     MqttTlsError,
     describe_failure,
     is_certificate_refused,
     mqtt_client,
     tls_context,
 )
-from streamer.notify_model import AlertNotice as AlertNotice
-from streamer.notify_model import Channel, DeliveryError
-from streamer.payloads import decode_payload
-from streamer.results import JsonValue
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ async def run_notifier(
     A persistent session (clean session off, QoS 1) under ``client_id`` keeps alerts
     raised while the notifier is away. ``subscribed`` is set once the subscription is
     acknowledged (after each reconnect). Refused credentials, a broker certificate that
-    does not verify (see :mod:`streamer.mqtt_connect`; the login is then never sent) and
+    does not verify (see :mod:`streamer.sinks.mqtt_connect`; the login is then never sent) and
     unusable TLS files raise :class:`NotifyError` (retrying cannot fix them); other
     connection errors are retried with back-off (:data:`streamer.backoff.NOTIFY_RECONNECT`).
     """

@@ -1,6 +1,6 @@
 """The InfluxDB writer: line protocol over HTTP, batched, retried, never losing a result.
 
-Points are serialised by influxdb-client's ``Point`` (:mod:`streamer.influx_schema`) and
+Points are serialised by influxdb-client's ``Point`` (:mod:`streamer.sinks.influx_schema`) and
 written with a small HTTP client of our own (stdlib ``urllib`` in a worker thread), because
 influxdb-client writes only through ``/api/v2/write`` — which InfluxDB 1.6 answers 404 —
 and its batching mode drops a batch after its retry time and buffers only in memory.
@@ -50,11 +50,11 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Final
 
-from streamer.backoff import Backoff, network_backoff
 from streamer.config import InfluxConfig
-from streamer.influx_schema import lines_for
-from streamer.outbox import Message, Outbox
 from streamer.results import Result
+from streamer.sinks.backoff import Backoff, network_backoff
+from streamer.sinks.influx_schema import lines_for
+from streamer.sinks.outbox import Message, Outbox
 from streamer.store import Store
 
 _LOGGER: Final = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import numpy as np
 from processors import physiology as phys
 from processors.errors import InputError
 from processors.rr_clean import FloatArray
-from streamer.text_file import read_text
+from streamer.files.text import read_text
 
 Unit: TypeAlias = Literal["auto", "ms", "s"]
 UNITS: tuple[Unit, ...] = ("auto", "ms", "s")

@@ -23,9 +23,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from streamer.app.pipeline import PipelineStatus
 from streamer.athlete import AthleteSnapshot
-from streamer.history import HistoryProgress
-from streamer.pipeline import PipelineStatus
+from streamer.demo.history import HistoryProgress
 
 DEFAULT_REFRESH_S = 0.5
 DEFAULT_PLAIN_EVERY_S = 2.0

@@ -1,5 +1,5 @@
-"""What a report shows, as plain typed records: the numbers :mod:`streamer.report` gathers
-from the store and :mod:`streamer.report_figure` and :mod:`streamer.report_page` draw.
+"""What a report shows, as plain typed records: the numbers :mod:`streamer.report.gather` gathers
+from the store and :mod:`streamer.report.figure` and :mod:`streamer.report.page` draw.
 
 Kept apart from both so the drawing modules need not import the module that calls them.
 """

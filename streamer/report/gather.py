@@ -1,14 +1,14 @@
 """The athlete's trend report: what the local store knows of their last weeks, as numbers.
 
 :func:`gather_report` reads the store (:class:`streamer.store.Store`) into the small typed
-records of :mod:`streamer.report_model`: one ``MorningPoint`` per calendar day of the
+records of :mod:`streamer.report.model`: one ``MorningPoint`` per calendar day of the
 window (UTC), the session SmO2 recovery times, the grip tests, and the alerts as spans from
 raised to cleared. The normal band (baseline mean ± 0.5·SD), baseline median and 7-day
 means are computed with :func:`processors.trends.daily_trend` from the store's accepted
 morning readings, exactly as the pipeline computes them, with the athlete's rule thresholds.
 
 Drawing is kept apart so the numbers can be checked on their own:
-:mod:`streamer.report_figure` makes the picture (PNG), :mod:`streamer.report_page` the
+:mod:`streamer.report.figure` makes the picture (PNG), :mod:`streamer.report.page` the
 self-contained HTML page; :func:`write_report` picks one by the file's suffix.
 
 Times are UTC throughout (store dates are UTC dates).
@@ -26,7 +26,7 @@ from processors.alerts import AlertBook
 from processors.rules import CATALOGUE, DEFAULT_THRESHOLDS, RuleThresholds
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
 from streamer.errors import StreamerError
-from streamer.report_model import (
+from streamer.report.model import (
     AlertSpan,
     GripPoint,
     MorningPoint,
@@ -286,8 +286,8 @@ def write_report(data: ReportData, path: Path) -> None:
     """Write the report to ``path``: ``.png`` a picture, ``.html``/``.htm`` a page."""
     # Imported here: matplotlib takes a noticeable fraction of a second to import, and
     # `report --help` and the report's errors need none of it.
-    from streamer.report_figure import render_png
-    from streamer.report_page import render_html
+    from streamer.report.figure import render_png
+    from streamer.report.page import render_html
 
     suffix = Path(path).suffix.lower()
     if suffix == ".png":

@@ -38,7 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from processors.rules import CATALOGUE
-from streamer.report_model import AlertSpan, ReportData
+from streamer.report.model import AlertSpan, ReportData
 
 PNG_DPI: Final = 100
 PNG_SIZE_IN: Final = (12.0, 13.5)

@@ -14,14 +14,14 @@ of a few seconds (``publish()`` otherwise waits for a PUBACK on a dead link). On
 the publisher says ``online`` (retained) on ``<base>/bridge/state``; its Last Will says
 ``offline`` there when the connection dies, and :meth:`MqttPublisher.drain` says it at a
 clean shutdown. Optionally it publishes Home Assistant discovery configs
-(:mod:`streamer.ha_discovery`) and re-sends them whenever ``homeassistant/status`` says
+(:mod:`streamer.sinks.ha_discovery`) and re-sends them whenever ``homeassistant/status`` says
 ``online``.
 
 Live samples (QoS 0) never touch the outbox: :meth:`MqttPublisher.send_live` publishes
 them on the current connection, or fails at once when there is none (the pipeline counts
 them as shed). Passwords are handed to the client library only, never logged.
 
-The publisher implements the pipeline's ``Sink`` protocol (:mod:`streamer.pipeline`):
+The publisher implements the pipeline's ``Sink`` protocol (:mod:`streamer.app.pipeline`):
 ``accept``, ``run``, ``send_live``, ``drain``, ``status``.
 """
 
@@ -41,13 +41,13 @@ from typing import Any, Final
 
 import aiomqtt
 
-from streamer.backoff import Backoff, network_backoff
 from streamer.config import AthleteConfig, MqttConfig
-from streamer.ha_discovery import discovery_messages
-from streamer.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
-from streamer.outbox import Entry, Message, Outbox
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
+from streamer.sinks.backoff import Backoff, network_backoff
+from streamer.sinks.ha_discovery import discovery_messages
+from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.outbox import Entry, Message, Outbox
 from streamer.store import Store, StoreError
 from streamer.topics import Topics
 

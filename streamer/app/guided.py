@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from devices.drivers import DeviceDriver
-from streamer.app import App
+from streamer.app.assembly import App
+from streamer.app.pipeline import Pipeline
+from streamer.app.runtime import SpeedClock, running, wait_connected
 from streamer.athlete import AthleteState
-from streamer.pipeline import Pipeline
 from streamer.results import Kind, Result
-from streamer.runtime import SpeedClock, running, wait_connected
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used
     from devices.emulated.peripheral import EmulatedPeripheral

@@ -1,0 +1,1 @@
+"""The application: its assembly from a config, the pipeline, what long-running commands share."""

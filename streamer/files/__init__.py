@@ -1,0 +1,1 @@
+"""Users' recordings read from files (RR intervals, SmO2 exports), refusals naming the line."""

@@ -1,0 +1,1 @@
+"""Alerts on MQTT turned into notifications: the notifier and its channels."""

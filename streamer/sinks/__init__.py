@@ -1,0 +1,1 @@
+"""Where results go: MQTT (with Home Assistant discovery), InfluxDB, and each sink's outbox."""
