@@ -35,6 +35,8 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+from devices.emulated.link_model import bleak_uuid
+
 _LOGGER = logging.getLogger(__name__)
 
 #: Default advertising interval (ms). Bumble's own default (1 s) makes every reconnect
@@ -70,8 +72,6 @@ class LinkOptions(TypedDict, total=False):
 
 def characteristic_uuid(characteristic: gatt.Characteristic[bytes]) -> str:
     """The characteristic's UUID as a lower-case 128-bit string (bleak's form)."""
-    from devices.emulated.backend import bleak_uuid
-
     return bleak_uuid(characteristic.uuid)
 
 

@@ -13,7 +13,7 @@ separated by ``rest_s`` of rest, on top of an untared offset of ``bias_kg``. The
 each squeeze is :attr:`TindeqProgressor.peak_kg`, or — after :meth:`start_session_drop` —
 the post-session peak that dropped by a fraction and recovers with a time constant.
 
-On a world with a clock (:class:`devices.emulated.world.EmulatedClock`) the Progressor
+On a world with a clock (:class:`devices.emulated.clock.EmulatedClock`) the Progressor
 keeps its time on it and, while streaming, holds it at its next packet: at a high speed on
 a loaded machine emulated time slows down rather than run ahead of the weights.
 """
@@ -46,7 +46,7 @@ from devices.emulated.signals import FloatArray, grip_peak_after_session, grip_s
 from devices.records import ForceSample, TindeqCommandResponse, TindeqLowPower, TindeqWeight
 
 if TYPE_CHECKING:
-    from devices.emulated.world import EmulatedClock
+    from devices.emulated.clock import EmulatedClock
 
 _LOGGER = logging.getLogger(__name__)
 
