@@ -16,8 +16,9 @@ Bumble objects must be created inside the running event loop, so the world does 
 its set-up in ``__aenter__`` and :meth:`EmulatedWorld.add`.
 
 A world may own the one :class:`EmulatedClock` its peripherals and their reader share
-(``EmulatedWorld(clock=EmulatedClock(speed))``): a peripheral that streams faster than a
-loaded machine can carry holds that clock back instead of falling behind it.
+(``EmulatedWorld(clock=EmulatedClock(speed))``): every peripheral keeps its time on it,
+and one that streams faster than a loaded machine can carry holds that clock back instead
+of falling behind it.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class EmulatedWorld:
 
     Args:
         mtu: ATT MTU (bytes) the backend requests after each connection.
-        clock: the world's one emulated clock, given to every peripheral added that can
-            keep its time on it (:class:`UsesWorldClock`); None: each keeps its own.
+        clock: the world's one emulated clock, given to every peripheral added (each
+            keeps its time on it: :class:`UsesWorldClock`); None: each keeps its own.
     """
 
     def __init__(self, *, mtu: int = DEFAULT_MTU, clock: EmulatedClock | None = None) -> None:
@@ -172,13 +173,12 @@ class EmulatedWorld:
 
         A peripheral without an explicit address gets ``C0:00:00:00:00:NN`` (a random
         static address), NN counting from 01 in the order of adding. With a world
-        :attr:`clock`, a peripheral that can use it keeps its time on it.
+        :attr:`clock`, the peripheral keeps its time on it.
         """
         address = peripheral.requested_address or f"C0:00:00:00:00:{self._next_peripheral:02X}"
         self._next_peripheral += 1
-        user: object = peripheral  # (mypy cannot narrow the type variable to the protocol)
-        if self.clock is not None and isinstance(user, UsesWorldClock):
-            user.use_clock(self.clock)
+        if self.clock is not None:
+            peripheral.use_clock(self.clock)
         await peripheral.start(self.link, address)
         self._peripherals.append(peripheral)
         return peripheral
