@@ -6,6 +6,9 @@ subscribed: a train of maximal squeezes (:func:`devices.emulated.signals.grip_sq
 separated by ``rest_s`` of rest. Readings go on the wire in the sensor's 0.27156 N units
 (:mod:`devices.codecs.activ5`), so :attr:`Activ5Sensor.delivered` holds what a receiver
 decodes, not the unrounded force.
+
+The schedule counts from the sensor's start (:attr:`EmulatedPeripheral.started_s`): on a
+world with a clock it keeps its time on that clock and holds it at its next reading.
 """
 
 from __future__ import annotations
@@ -95,9 +98,11 @@ class Activ5Sensor(EmulatedPeripheral):
 
     async def run(self) -> None:
         """Notify one reading per period while a central listens."""
-        for tick, force in enumerate(self.forces_kg(), start=1):
-            t_s = tick / self.rate_hz
-            await self.sleep_until(t_s)
-            payload = activ5.encode(ForceSample(0, force))
-            if await self.notify_intact(self._force, payload):
-                self.delivered.append(activ5.decode(payload, t_ns=round(t_s * 1e9)))
+        origin_s = self.started_s
+        with self.pacing_clock():
+            for tick, force in enumerate(self.forces_kg(), start=1):
+                t_s = origin_s + tick / self.rate_hz
+                await self.sleep_until(t_s)
+                payload = activ5.encode(ForceSample(0, force))
+                if await self.notify_intact(self._force, payload):
+                    self.delivered.append(activ5.decode(payload, t_ns=round(t_s * 1e9)))

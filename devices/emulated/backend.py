@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bleak.args import SizedBuffer
 from bleak.assigned_numbers import CharacteristicPropertyName
@@ -44,7 +44,6 @@ from bleak.backends.scanner import (
 )
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
-from bleak.uuids import normalize_uuid_str
 from bumble import core
 from bumble.att import ATT_Error
 from bumble.core import AdvertisingData
@@ -53,8 +52,7 @@ from bumble.gatt import Characteristic
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
 from bumble.hci import Address
 
-if TYPE_CHECKING:
-    from devices.emulated.world import EmulatedWorld
+from devices.emulated.link_model import EmulatedCentral, address_key, bleak_uuid
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,16 +85,6 @@ _SERVICE_DATA_TYPES = (
     AdvertisingData.Type.SERVICE_DATA_32_BIT_UUID,
     AdvertisingData.Type.SERVICE_DATA_128_BIT_UUID,
 )
-
-
-def address_key(address: Address) -> str:
-    """The bleak-style address string of a Bumble address: ``"C0:00:00:00:00:01"``."""
-    return str(address.to_string(with_type_qualifier=False))
-
-
-def bleak_uuid(uuid: core.UUID) -> str:
-    """A Bumble UUID in bleak's form: 128-bit, lower case (``0000180d-0000-1000-…``)."""
-    return normalize_uuid_str(uuid.to_hex_str("-"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +151,8 @@ class BumbleScanner(BaseBleakScanner):
     """bleak scanner backend that listens on an :class:`EmulatedWorld`'s central.
 
     Keyword Args:
-        world: the :class:`~devices.emulated.world.EmulatedWorld` to scan (required).
+        world: the :class:`~devices.emulated.world.EmulatedWorld` to scan (required; the
+            backend needs only its :class:`~devices.emulated.link_model.EmulatedCentral` part).
 
     An advertisement and its scan response both arrive; the scan response is reported
     only when it adds something to what the advertisement already said.
@@ -175,7 +164,7 @@ class BumbleScanner(BaseBleakScanner):
         service_uuids: list[str] | None,
         scanning_mode: Literal["active", "passive"] = "active",
         *,
-        world: EmulatedWorld,
+        world: EmulatedCentral,
         **kwargs: Any,
     ) -> None:
         super().__init__(detection_callback, service_uuids)
@@ -231,7 +220,8 @@ class BumbleClient(BaseBleakClient):
     """bleak client backend that connects through an :class:`EmulatedWorld`'s central.
 
     Keyword Args:
-        world: the :class:`~devices.emulated.world.EmulatedWorld` to use (required).
+        world: the :class:`~devices.emulated.world.EmulatedWorld` to use (required; the
+            backend needs only its :class:`~devices.emulated.link_model.EmulatedCentral` part).
         services: optional set of service UUIDs to discover (others are skipped).
         mtu: ATT MTU to request (bytes); defaults to the world's.
     """
@@ -242,7 +232,7 @@ class BumbleClient(BaseBleakClient):
         *,
         disconnected_callback: Callable[[], None] | None,
         timeout: float,
-        world: EmulatedWorld,
+        world: EmulatedCentral,
         services: set[str] | None = None,
         mtu: int | None = None,
         **kwargs: Any,

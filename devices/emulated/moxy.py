@@ -6,6 +6,9 @@ Service ``6404d801-…``, data characteristic ``6404d804-…`` (notify). Every
 from :func:`devices.emulated.signals.smo2_points`: it dips during the efforts of an
 :class:`~devices.emulated.signals.EffortSchedule` and recovers with ``recovery_tau_s``,
 or from a recording (any iterable of SmO2 percentages).
+
+The schedule counts from the sensor's start (:attr:`EmulatedPeripheral.started_s`): on a
+world with a clock it keeps its time on that clock and holds it at its next notification.
 """
 
 from __future__ import annotations
@@ -94,18 +97,20 @@ class MoxySensor(EmulatedPeripheral):
     async def run(self) -> None:
         """Notify one sample per ``period_s``; stop when a replayed series ends."""
         previous: float | None = None
-        for count, (smo2, thb) in enumerate(self._levels):
-            t_s = count * self.period_s
-            await self.sleep_until(t_s)
-            # The wire holds 0.1 % and 0.01 g/dL: keep the record what the wire says.
-            smo2 = round(min(max(smo2, 0.0), 100.0), 1)
-            sample = SmO2Sample(
-                t_ns=round(t_s * 1e9),
-                smo2_pct=smo2,
-                thb_gdl=round(thb, 2),
-                count=count & 0xFFFF,
-                previous_smo2_pct=smo2 if previous is None else previous,
-            )
-            previous = smo2
-            if await self.notify_intact(self._data, moxy.encode(sample)):
-                self.delivered.append(sample)
+        origin_s = self.started_s
+        with self.pacing_clock():
+            for count, (smo2, thb) in enumerate(self._levels):
+                t_s = origin_s + count * self.period_s
+                await self.sleep_until(t_s)
+                # The wire holds 0.1 % and 0.01 g/dL: keep the record what the wire says.
+                smo2 = round(min(max(smo2, 0.0), 100.0), 1)
+                sample = SmO2Sample(
+                    t_ns=round(t_s * 1e9),
+                    smo2_pct=smo2,
+                    thb_gdl=round(thb, 2),
+                    count=count & 0xFFFF,
+                    previous_smo2_pct=smo2 if previous is None else previous,
+                )
+                previous = smo2
+                if await self.notify_intact(self._data, moxy.encode(sample)):
+                    self.delivered.append(sample)

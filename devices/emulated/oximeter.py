@@ -5,6 +5,9 @@ notifies one PLX Continuous Measurement (0x2A5F) with SpO2 and pulse rate. SpO2 
 around ``spo2_pct`` (97 % by default) by about ±1 %, pulse rate around ``pulse_bpm``; both
 go on the wire as whole numbers, as oximeters display them. A recording (an iterable of
 ``(spo2 %, pulse bpm)`` pairs) replaces the generator.
+
+The schedule counts from the oximeter's start (:attr:`EmulatedPeripheral.started_s`): on a
+world with a clock it keeps its time on that clock and holds it at its next notification.
 """
 
 from __future__ import annotations
@@ -96,13 +99,15 @@ class PulseOximeter(EmulatedPeripheral):
     async def run(self) -> None:
         """Notify one measurement per ``period_s``; stop when a replayed series ends."""
         low, high = SPO2_RANGE_PCT
-        for tick, (spo2, pulse) in enumerate(self._readings, start=1):
-            t_s = tick * self.period_s
-            await self.sleep_until(t_s)
-            sample = SpO2Sample(
-                t_ns=round(t_s * 1e9),
-                spo2_pct=float(round(min(max(spo2, low), high))),
-                pulse_bpm=float(round(pulse)),
-            )
-            if await self.notify_intact(self._measurement, plx.encode(sample)):
-                self.delivered.append(sample)
+        origin_s = self.started_s
+        with self.pacing_clock():
+            for tick, (spo2, pulse) in enumerate(self._readings, start=1):
+                t_s = origin_s + tick * self.period_s
+                await self.sleep_until(t_s)
+                sample = SpO2Sample(
+                    t_ns=round(t_s * 1e9),
+                    spo2_pct=float(round(min(max(spo2, low), high))),
+                    pulse_bpm=float(round(pulse)),
+                )
+                if await self.notify_intact(self._measurement, plx.encode(sample)):
+                    self.delivered.append(sample)

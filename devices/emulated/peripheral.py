@@ -7,6 +7,12 @@ so that reconnect cycles are fast) and re-advertises by itself after a link drop
 Time inside a peripheral is *emulated*: ``speed`` emulated seconds pass per real second
 (a demo at ``speed=10`` shows ten minutes of physiology per real minute). Notification
 rates, effort schedules and :meth:`EmulatedPeripheral.go_silent` are in emulated seconds.
+On its own a peripheral keeps that time on a real-time timer of its own; on a world with
+a clock (:class:`~devices.emulated.clock.EmulatedClock`) it keeps it on the world's clock
+instead (:meth:`EmulatedPeripheral.use_clock`), so that the world has one emulated time,
+and while its loop streams it holds that clock at its next notification
+(:meth:`EmulatedPeripheral.pacing_clock`): on a loaded machine emulated time slows down
+rather than run ahead of the data.
 
 Fault injection, for testing the drivers' supervision:
 
@@ -22,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypedDict
 
@@ -34,6 +40,9 @@ from bumble.hci import HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR, Address
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
+
+from devices.emulated.clock import EmulatedClock
+from devices.emulated.link_model import bleak_uuid
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,8 +59,10 @@ _AD_FLAGS = 0x06
 class SentNotification:
     """A notification the peripheral delivered to at least one subscriber.
 
-    ``t_s`` is emulated seconds since the peripheral started; ``char`` the
-    characteristic UUID in bleak form; ``malformed`` marks injected corruption.
+    ``t_s`` is when it was sent, in emulated seconds of the peripheral's time
+    (:meth:`EmulatedPeripheral.now`: since it started, or on the world's clock);
+    ``char`` the characteristic UUID in bleak form; ``malformed`` marks injected
+    corruption.
     """
 
     t_s: float
@@ -70,8 +81,6 @@ class LinkOptions(TypedDict, total=False):
 
 def characteristic_uuid(characteristic: gatt.Characteristic[bytes]) -> str:
     """The characteristic's UUID as a lower-case 128-bit string (bleak's form)."""
-    from devices.emulated.backend import bleak_uuid
-
     return bleak_uuid(characteristic.uuid)
 
 
@@ -80,7 +89,8 @@ class EmulatedPeripheral(abc.ABC):
 
     Args:
         name: advertised local name (and GAP device name).
-        speed: emulated seconds per real second (> 0).
+        speed: emulated seconds per real second (> 0); on a world with a clock, the
+            clock's speed replaces it.
         address: a random static address such as ``"C0:00:00:00:00:07"``; by default
             the world assigns one.
         advertising_interval_ms: advertising interval in milliseconds.
@@ -116,6 +126,9 @@ class EmulatedPeripheral(abc.ABC):
         self._address: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._t0_real = 0.0
+        self._clock: EmulatedClock | None = None
+        self._started_s = 0.0  # emulated time at start: where the loops' schedules begin
+        self._due_s = 0.0  # the next sleep_until deadline: a pacing loop holds the clock there
         self._silent_until = -1.0
         self._malformed_pending = 0
 
@@ -190,6 +203,7 @@ class EmulatedPeripheral(abc.ABC):
             advertising_interval_max=self.advertising_interval_ms,
         )
         self._t0_real = asyncio.get_running_loop().time()
+        self._started_s = self._clock.now() if self._clock is not None else 0.0
         self._task = asyncio.create_task(self._run_logged(), name=f"emulated {self.name}")
 
     async def stop(self) -> None:
@@ -250,15 +264,64 @@ class EmulatedPeripheral(abc.ABC):
 
     # -- emulated clock ------------------------------------------------------------------
 
+    def use_clock(self, clock: EmulatedClock) -> None:
+        """Keep time on ``clock`` (the world's) instead of an own timer; its speed replaces
+        ``speed``. Called by :meth:`devices.emulated.world.EmulatedWorld.add`, before start.
+        """
+        if self._device is not None:
+            # The loops' schedules start from the time at start, on one clock or the other.
+            raise RuntimeError(f"{self.name}: use_clock must come before the peripheral starts")
+        self._clock = clock
+        self.speed = clock.speed
+
+    @property
+    def clock(self) -> EmulatedClock | None:
+        """The world's clock this peripheral keeps its time on; None: its own timer."""
+        return self._clock
+
+    @property
+    def started_s(self) -> float:
+        """Emulated time (s) at which the peripheral started: 0.0 on its own timer, the
+        world clock's reading then on a world clock. Emulation loops count their schedule
+        (the first notification at ``started_s + period``) from here."""
+        return self._started_s
+
     def now(self) -> float:
-        """Emulated seconds since the peripheral started."""
+        """Emulated seconds: since the peripheral started on its own timer, or the world
+        clock's reading (seconds since the clock was made) when it has one."""
+        if self._clock is not None:
+            return self._clock.now()
         return (asyncio.get_running_loop().time() - self._t0_real) * self.speed
 
     async def sleep_until(self, t_s: float) -> None:
-        """Sleep until emulated time ``t_s`` (seconds); returns at once if it has passed."""
+        """Sleep until emulated time ``t_s`` (seconds); returns at once if it has passed.
+
+        Inside :meth:`pacing_clock` the world clock is held at ``t_s`` meanwhile."""
+        self._due_s = t_s
+        if self._clock is not None:
+            await self._clock.sleep_until(t_s)
+            return
         real = self._t0_real + t_s / self.speed
         delay = real - asyncio.get_running_loop().time()
         await asyncio.sleep(max(0.0, delay))
+
+    @contextlib.contextmanager
+    def pacing_clock(self) -> Iterator[None]:
+        """While inside, the world clock (if any) does not pass this peripheral's next
+        :meth:`sleep_until` deadline: it waits for the data of every emulated instant.
+
+        Meant for the one loop that sends something at each deadline it sleeps until; a
+        loop that waits for anything else (a command) must leave it first, or the world's
+        time stops. Time the clock spends held is not made up afterwards, so on a busy
+        machine emulated time runs slower than ``speed``. Without a world clock it does
+        nothing.
+        """
+        if self._clock is None:
+            yield
+            return
+        self._due_s = self._clock.now()  # until the first deadline: no further than now
+        with self._clock.held_at(lambda: self._due_s):
+            yield
 
     # -- fault injection -----------------------------------------------------------------
 

@@ -6,6 +6,10 @@ emulated time it notifies instantaneous power (W) with crank revolution data (cu
 revolutions, last crank event time in 1/1024 s) at ``cadence_rpm``. Power follows
 :func:`devices.emulated.signals.power_watts` on an effort schedule, or a recording (any
 iterable of watts, one per period).
+
+The schedule and the crank count start at the meter's start
+(:attr:`EmulatedPeripheral.started_s`): on a world with a clock it keeps its time on that
+clock and holds it at its next notification.
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ class PowerMeter(EmulatedPeripheral):
         return payload[:3]
 
     def crank_detail(self, t_s: float) -> CyclingPowerDetail:
-        """Cumulative crank revolutions and the last crank event time at ``t_s``."""
+        """Cumulative crank revolutions and the last crank event time ``t_s`` emulated
+        seconds after the meter started."""
         revolutions = math.floor(t_s * self.cadence_rpm / 60.0)
         event_s = revolutions * 60.0 / self.cadence_rpm
         units = round(event_s * _CRANK_TIME_UNITS) & 0xFFFF
@@ -122,14 +127,17 @@ class PowerMeter(EmulatedPeripheral):
 
     async def run(self) -> None:
         """Notify one measurement per ``period_s``; stop when a replayed series ends."""
-        for tick, watts in enumerate(self._watts, start=1):
-            t_s = tick * self.period_s
-            await self.sleep_until(t_s)
-            sample = PowerSample(
-                t_ns=round(t_s * 1e9),
-                power_w=watts,
-                flags=cycling_power.CRANK_DATA,
-                detail=self.crank_detail(t_s),
-            )
-            if await self.notify_intact(self._measurement, cycling_power.encode(sample)):
-                self.delivered.append(sample)
+        origin_s = self.started_s
+        with self.pacing_clock():
+            for tick, watts in enumerate(self._watts, start=1):
+                elapsed_s = tick * self.period_s
+                t_s = origin_s + elapsed_s
+                await self.sleep_until(t_s)
+                sample = PowerSample(
+                    t_ns=round(t_s * 1e9),
+                    power_w=watts,
+                    flags=cycling_power.CRANK_DATA,
+                    detail=self.crank_detail(elapsed_s),
+                )
+                if await self.notify_intact(self._measurement, cycling_power.encode(sample)):
+                    self.delivered.append(sample)

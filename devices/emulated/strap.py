@@ -11,6 +11,9 @@ RR comes from a recording (any iterable of milliseconds, e.g.
 :func:`devices.emulated.recordings.nsr2db_rr_ms`) or, by default, from
 :func:`devices.emulated.signals.rr_beats` with chosen HR, HRV and ectopic rate. When a
 finite recording runs out the strap reports lost skin contact and no RR.
+
+The schedule counts from the strap's start (:attr:`EmulatedPeripheral.started_s`): on a
+world with a clock it keeps its time on that clock and holds it at its next notification.
 """
 
 from __future__ import annotations
@@ -139,18 +142,20 @@ class ChestStrap(EmulatedPeripheral):
 
     async def run(self) -> None:
         """Send one Heart Rate Measurement per ``notify_period_s`` of emulated time."""
-        next_beat_s = self._pull_beat(0.0)
+        origin_s = self.started_s
+        next_beat_s = self._pull_beat(origin_s)
         tick = 0
-        while True:
-            tick += 1
-            t_s = tick * self.notify_period_s
-            await self.sleep_until(t_s)
-            rr: list[float] = []
-            while next_beat_s is not None and next_beat_s[0] <= t_s:
-                rr.append(next_beat_s[1])
-                next_beat_s = self._pull_beat(next_beat_s[0])
-            for start in range(0, max(len(rr), 1), MAX_RR_PER_PACKET):
-                await self._send(t_s, rr[start : start + MAX_RR_PER_PACKET])
+        with self.pacing_clock():
+            while True:
+                tick += 1
+                t_s = origin_s + tick * self.notify_period_s
+                await self.sleep_until(t_s)
+                rr: list[float] = []
+                while next_beat_s is not None and next_beat_s[0] <= t_s:
+                    rr.append(next_beat_s[1])
+                    next_beat_s = self._pull_beat(next_beat_s[0])
+                for start in range(0, max(len(rr), 1), MAX_RR_PER_PACKET):
+                    await self._send(t_s, rr[start : start + MAX_RR_PER_PACKET])
 
     def _pull_beat(self, after_s: float) -> tuple[float, float] | None:
         """The next beat: (time it ends in emulated s, its RR in ms), or None at the end."""

@@ -13,9 +13,10 @@ separated by ``rest_s`` of rest, on top of an untared offset of ``bias_kg``. The
 each squeeze is :attr:`TindeqProgressor.peak_kg`, or — after :meth:`start_session_drop` —
 the post-session peak that dropped by a fraction and recovers with a time constant.
 
-On a world with a clock (:class:`devices.emulated.world.EmulatedClock`) the Progressor
-keeps its time on it and, while streaming, holds it at its next packet: at a high speed on
-a loaded machine emulated time slows down rather than run ahead of the weights.
+On a world with a clock (:class:`devices.emulated.clock.EmulatedClock`) the Progressor
+keeps its time on it, as every emulated peripheral does, and while streaming (only then:
+idle, it waits for a command, not for the clock) holds it at its next packet: at a high
+speed on a loaded machine emulated time slows down rather than run ahead of the weights.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Unpack
+from typing import Unpack
 
 import numpy as np
 from bumble import gatt
@@ -44,9 +45,6 @@ from devices.emulated.peripheral import (
 )
 from devices.emulated.signals import FloatArray, grip_peak_after_session, grip_squeeze
 from devices.records import ForceSample, TindeqCommandResponse, TindeqLowPower, TindeqWeight
-
-if TYPE_CHECKING:
-    from devices.emulated.world import EmulatedClock
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -113,8 +111,6 @@ class TindeqProgressor(EmulatedPeripheral):
         self._session: tuple[float, float, float, float] | None = None
         self._measuring = asyncio.Event()
         self._stream_id = 0  # counts starts and stops: a stream ends when it changes
-        self._clock: EmulatedClock | None = None
-        self._due_s = 0.0  # when the next packet is due (emulated s): a world clock waits
         self._commands_in: asyncio.Queue[bytes] = asyncio.Queue()
         self._cycle_cache: dict[int, FloatArray] = {}
         self._data = notify_characteristic(uuids.TINDEQ_DATA)
@@ -125,27 +121,6 @@ class TindeqProgressor(EmulatedPeripheral):
             gatt.Characteristic.WRITEABLE,
             gatt.CharacteristicValue(write=self._on_control_write),
         )
-
-    # -- time ----------------------------------------------------------------------
-
-    def use_clock(self, clock: EmulatedClock) -> None:
-        """Keep time on ``clock`` (the world's; its pace replaces ``speed``)."""
-        self._clock = clock
-        self.speed = clock.speed
-
-    def now(self) -> float:
-        """Emulated seconds: on the world's clock if it has one."""
-        return self._clock.now() if self._clock is not None else super().now()
-
-    async def sleep_until(self, t_s: float) -> None:
-        """Sleep until emulated time ``t_s`` on the world's clock if it has one."""
-        if self._clock is not None:
-            await self._clock.sleep_until(t_s)
-        else:
-            await super().sleep_until(t_s)
-
-    def _next_due(self) -> float:
-        return self._due_s
 
     # -- GATT ----------------------------------------------------------------------
 
@@ -239,10 +214,8 @@ class TindeqProgressor(EmulatedPeripheral):
         while True:
             await self._measuring.wait()
             stream = self._stream_id
-            start_s = self.now()
-            self._due_s = start_s
-            hold = self._clock.held_at(self._next_due) if self._clock else contextlib.nullcontext()
-            with hold:
+            with self.pacing_clock():
+                start_s = self.now()
                 index = 0  # sample index since start
                 cycle_index, cycle_start = 0, 0
                 self._cycle_cache.clear()  # a new stream, new squeezes (peaks may differ)
@@ -269,8 +242,7 @@ class TindeqProgressor(EmulatedPeripheral):
                             )
                         )
                         index += 1
-                    self._due_s = start_s + (index - 1) / self.rate_hz
-                    await self.sleep_until(self._due_s)
+                    await self.sleep_until(start_s + (index - 1) / self.rate_hz)
                     if self._stream_id != stream:  # stopped (and maybe started again)
                         break
                     payload = tindeq.encode(TindeqWeight(0, tuple(samples)))

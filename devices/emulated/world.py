@@ -16,8 +16,9 @@ Bumble objects must be created inside the running event loop, so the world does 
 its set-up in ``__aenter__`` and :meth:`EmulatedWorld.add`.
 
 A world may own the one :class:`EmulatedClock` its peripherals and their reader share
-(``EmulatedWorld(clock=EmulatedClock(speed))``): a peripheral that streams faster than a
-loaded machine can carry holds that clock back instead of falling behind it.
+(``EmulatedWorld(clock=EmulatedClock(speed))``): every peripheral keeps its time on it,
+and one that streams faster than a loaded machine can carry holds that clock back instead
+of falling behind it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from bumble.controller import Controller
 from bumble.device import Advertisement, Connection, Device
@@ -37,7 +36,13 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-from devices.emulated.backend import BumbleClient, BumbleScanner, address_key
+from devices.emulated.backend import BumbleClient, BumbleScanner
+
+# EmulatedClock and UsesWorldClock live in their own module (the peripherals import it too)
+# and are re-exported here, where callers have always found them.
+from devices.emulated.clock import EmulatedClock as EmulatedClock
+from devices.emulated.clock import UsesWorldClock as UsesWorldClock
+from devices.emulated.link_model import AdvertisementListener, address_key
 
 if TYPE_CHECKING:
     from devices.emulated.peripheral import EmulatedPeripheral
@@ -51,72 +56,6 @@ CENTRAL_ADDRESS = "F0:00:00:00:00:01"
 #: ATT MTU the central asks for after connecting (the largest a BLE 4.2+ link offers).
 DEFAULT_MTU = 247
 
-AdvertisementListener = Callable[[Advertisement], None]
-
-
-class EmulatedClock:
-    """The one emulated clock of a world: seconds since it was made, running ``speed``
-    times faster than real time, but never past a peripheral's hold.
-
-    A peripheral that must send data at every emulated instant (a Progressor at 80 Hz)
-    holds the clock at the time of its next packet (:meth:`held_at`); on a loaded machine
-    emulated time then slows down instead of running ahead of the data, and whoever reads
-    the clock (the guided session's deadlines, the driver's timestamps) sees the data of
-    every instant up to now. Time that passes while held is not made up afterwards.
-
-    Args:
-        speed: emulated seconds per real second at most (> 0).
-        real_s: the real clock it follows (monotonic seconds; the event loop's).
-    """
-
-    def __init__(self, speed: float = 1.0, *, real_s: Callable[[], float] = time.monotonic) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed must be > 0 emulated seconds per real second, got {speed}")
-        self.speed = float(speed)
-        self._real_s = real_s
-        self._epoch_ns = time.time_ns()
-        self._last_s = 0.0  # emulated time at the last reading …
-        self._last_real = real_s()  # … and the real time of that reading
-        self._holds: dict[object, Callable[[], float]] = {}
-
-    def now(self) -> float:
-        """Emulated seconds since the clock was made (monotonic, continuous)."""
-        real = self._real_s()
-        t = self._last_s + (real - self._last_real) * self.speed
-        if self._holds:
-            t = max(self._last_s, min(t, *(hold() for hold in self._holds.values())))
-        self._last_s, self._last_real = t, real
-        return t
-
-    def now_ns(self) -> int:
-        """Emulated wall time, ns since the epoch (the real wall time when it was made)."""
-        return self._epoch_ns + round(self.now() * 1e9)
-
-    async def sleep_until(self, t_s: float) -> None:
-        """Sleep until emulated time ``t_s``; returns at once if it has passed."""
-        # A deadline, re-read after each sleep: a hold may have kept the clock back.
-        while (now := self.now()) < t_s:  # noqa: ASYNC110
-            await asyncio.sleep((t_s - now) / self.speed)
-
-    @contextlib.contextmanager
-    def held_at(self, frontier: Callable[[], float]) -> Iterator[None]:
-        """While inside, the clock does not pass ``frontier()`` (emulated s)."""
-        token = object()
-        self.now()  # the time until here passed freely
-        self._holds[token] = frontier
-        try:
-            yield
-        finally:
-            self.now()  # read while still held: the held time does not come back as a jump
-            del self._holds[token]
-
-
-@runtime_checkable
-class UsesWorldClock(Protocol):
-    """A peripheral that keeps its time on its world's :class:`EmulatedClock`."""
-
-    def use_clock(self, clock: EmulatedClock) -> None: ...
-
 
 class EmulatedWorld:
     """A virtual radio link with one central :class:`bumble.device.Device` and peripherals.
@@ -128,8 +67,8 @@ class EmulatedWorld:
 
     Args:
         mtu: ATT MTU (bytes) the backend requests after each connection.
-        clock: the world's one emulated clock, given to every peripheral added that can
-            keep its time on it (:class:`UsesWorldClock`); None: each keeps its own.
+        clock: the world's one emulated clock, given to every peripheral added (each
+            keeps its time on it: :class:`UsesWorldClock`); None: each keeps its own.
     """
 
     def __init__(self, *, mtu: int = DEFAULT_MTU, clock: EmulatedClock | None = None) -> None:
@@ -234,13 +173,12 @@ class EmulatedWorld:
 
         A peripheral without an explicit address gets ``C0:00:00:00:00:NN`` (a random
         static address), NN counting from 01 in the order of adding. With a world
-        :attr:`clock`, a peripheral that can use it keeps its time on it.
+        :attr:`clock`, the peripheral keeps its time on it.
         """
         address = peripheral.requested_address or f"C0:00:00:00:00:{self._next_peripheral:02X}"
         self._next_peripheral += 1
-        user: object = peripheral  # (mypy cannot narrow the type variable to the protocol)
-        if self.clock is not None and isinstance(user, UsesWorldClock):
-            user.use_clock(self.clock)
+        if self.clock is not None:
+            peripheral.use_clock(self.clock)
         await peripheral.start(self.link, address)
         self._peripherals.append(peripheral)
         return peripheral
