@@ -31,8 +31,8 @@ from streamer.athlete import AthleteState
 from streamer.results import Kind, Result
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used
+    from devices.emulated.clock import EmulatedClock
     from devices.emulated.peripheral import EmulatedPeripheral
-    from devices.emulated.world import EmulatedClock
 
 CONNECT_TIMEOUT_S = 30.0
 """Real seconds a guided protocol waits for its device before it gives up."""
@@ -93,7 +93,7 @@ async def guided_session(
         peripheral: P | None = None
         if emulator is not None:
             from devices.emulated import EmulatedWorld
-            from devices.emulated.world import EmulatedClock
+            from devices.emulated.clock import EmulatedClock
 
             # One emulated clock for the emulator, the deadlines and the timestamps: an
             # emulator that falls behind on a loaded machine holds it back (issue 10).
