@@ -645,9 +645,7 @@ class EffortPayload(Payload):
     MEASUREMENT: ClassVar[str | None] = "oxygen_recovery"
     DEVICE: ClassVar[bool] = True
 
-    scope: str = field(
-        default="effort", init=False, metadata=column("tag", "", "`effort`: one effort")
-    )
+    scope: str = field(default="effort", init=False, metadata=column("tag", "", "`effort`"))
     work_end_source: str = field(
         metadata=column(
             None,
@@ -700,9 +698,7 @@ class SessionPayload(Payload):
     MEASUREMENT: ClassVar[str | None] = "oxygen_recovery"
     DEVICE: ClassVar[bool] = True
 
-    scope: str = field(
-        default="session", init=False, metadata=column("tag", "", "`session`: a session")
-    )
+    scope: str = field(default="session", init=False, metadata=column("tag", "", "`session`"))
     recovery_s: float | None = field(
         metadata=column(
             "float",
@@ -769,6 +765,7 @@ class GripPayload(Payload):
             "`pending` (not recovered at 15 min, no 30-min test) or `late` (a drop first "
             "seen at 30 min)",
             name="class",
+            influx_doc="`normal`, `grip_signal`, `grip_spillover`, `delayed`, `pending`, `late`",
         )
     )
     noise_cv_pct: float | None = field(
@@ -791,7 +788,14 @@ class AlertPayload:
     """One alert as SCHEMA.md describes it; the ``alert`` point takes its columns."""
 
     rule: str = field(metadata=column("tag", "", "rule id (docs/rules.md)"))
-    severity: str = field(metadata=column("tag", "", "`info`, `warning` or `pull_back`"))
+    severity: str = field(
+        metadata=column(
+            "tag",
+            "",
+            "`info`, `warning` or `pull_back`",
+            influx_doc="`info`, `warning` or `pull_back`",
+        )
+    )
     state: str = field(metadata=column("str", "", "`raised` or `cleared`"))
     message: str = field(
         default="",

@@ -35,6 +35,7 @@ from streamer.results import (
     HeartRatePayload,
     JsonValue,
     Kind,
+    Payload,
     Result,
     published_name,
 )
@@ -74,15 +75,18 @@ def _columns(cls: type) -> list[tuple[str, str | None]]:
     return out
 
 
-def _derive() -> tuple[
+def derive(
+    payload_types: Sequence[type[Payload]] = PAYLOAD_TYPES,
+) -> tuple[
     dict[str, dict[str, type]], dict[Kind, str], dict[str, tuple[str, ...]], frozenset[Kind]
 ]:
-    """FIELD_TYPES, MEASUREMENT, TAG_FIELDS and MQTT_ONLY_KINDS from the payload types."""
+    """FIELD_TYPES, MEASUREMENT, TAG_FIELDS and MQTT_ONLY_KINDS from the payload types
+    (``docs/generate.py`` derives the documented schema the same way)."""
     field_types: dict[str, dict[str, type]] = {}
     measurement: dict[Kind, str] = {}
     tags: dict[str, list[str]] = {}
     mqtt_only: set[Kind] = set()
-    for cls in PAYLOAD_TYPES:
+    for cls in payload_types:
         name = cls.MEASUREMENT
         if name is None:
             mqtt_only.add(cls.KIND)
@@ -108,7 +112,7 @@ def _derive() -> tuple[
 
 _TYPES: Final[Mapping[str, type]] = {"float": FLOAT, "int": INT, "bool": BOOL, "str": STR}
 
-_FIELD_TYPES, _MEASUREMENT, _TAG_FIELDS, _MQTT_ONLY = _derive()
+_FIELD_TYPES, _MEASUREMENT, _TAG_FIELDS, _MQTT_ONLY = derive()
 
 #: measurement → field → Python type written (float, int, bool or str), declared on the
 #: payload types of :mod:`streamer.results`.
