@@ -35,7 +35,7 @@ import enum
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
@@ -196,10 +196,11 @@ class Result:
     def payload_as(self, cls: type[P]) -> P:
         """:attr:`payload` as ``cls`` (``result.payload_as(GripPayload).drop_pct``);
         :class:`PayloadError` when the result is another kind or scope."""
-        if payload_type(self.kind, self.fields) is not cls:
+        if cls.KIND is not self.kind:
             raise PayloadError(f"a {self.kind.value} result is no {cls.__name__}")
         payload = self.payload
-        assert isinstance(payload, cls)
+        if not isinstance(payload, cls):
+            raise PayloadError(f"a {self.kind.value} result is no {cls.__name__}: {payload!r}")
         return payload
 
     @property
@@ -365,89 +366,187 @@ def _dataclass_json(record: object) -> dict[str, JsonValue]:
     return out
 
 
-def _type_name(tp: object) -> str:
-    return getattr(tp, "__name__", None) or str(tp)
+# The way back, JSON → payload, is compiled once per annotation and payload type: the
+# InfluxDB sink parses every heart-rate sample, so parsing must cost little more than
+# building the payload.
+
+_Decode = Callable[[JsonValue], object]
 
 
-def _from_json(tp: object, value: JsonValue, where: str) -> object:
-    """``value`` (JSON data) as the annotation ``tp`` of a payload field says."""
+class _Mismatch(Exception):
+    """A value that is not what its field declares; ``path`` is where, below the field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _expected(what: str, value: JsonValue) -> _Mismatch:
+    return _Mismatch("", f"expected {what}, got {value!r}")
+
+
+_DECODERS: dict[object, _Decode] = {}
+
+
+def _decoder(tp: object) -> _Decode:
+    """The function that turns JSON data into a value of the annotation ``tp``."""
+    found = _DECODERS.get(tp)
+    if found is None:
+        found = _DECODERS[tp] = _make_decoder(tp)
+    return found
+
+
+def _make_decoder(tp: object) -> _Decode:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
         if len(args) != 1:
-            raise TypeError(f"{where}: payload fields take one type or None, not {tp}")
-        return _from_json(args[0], value, where)
+            raise TypeError(f"payload fields take one type or None, not {tp}")
+        inner = _decoder(args[0])
+
+        def optional(value: JsonValue) -> object:
+            return None if value is None else inner(value)
+
+        return optional
     if tp is float:
-        if value is None:
-            return math.nan  # a non-finite float is published as null
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return value  # an int stays one: fields → payload → fields is exact
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is bool or tp is str:
-        if isinstance(value, tp):
-            return value
-    elif origin is tuple:
-        item, *rest = typing.get_args(tp)
+
+        def real(value: JsonValue) -> object:
+            if value is None:
+                return math.nan  # a non-finite float is published as null
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value  # an int stays one: fields → payload → fields is exact
+            raise _expected("float", value)
+
+        return real
+    if tp is int:
+
+        def integer(value: JsonValue) -> object:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise _expected("int", value)
+
+        return integer
+    if tp is bool or tp is str:
+        name = "bool" if tp is bool else "str"
+
+        def plain(value: JsonValue) -> object:
+            if isinstance(value, tp):
+                return value
+            raise _expected(name, value)
+
+        return plain
+    if origin is tuple:
+        item_type, *rest = typing.get_args(tp)
         if rest != [Ellipsis]:
-            raise TypeError(f"{where}: payload tuples are tuple[X, ...], not {tp}")
-        if isinstance(value, list):
-            return tuple(_from_json(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    elif origin in (Mapping, dict):
+            raise TypeError(f"payload tuples are tuple[X, ...], not {tp}")
+        item = _decoder(item_type)
+
+        def sequence(value: JsonValue) -> object:
+            if not isinstance(value, list):
+                raise _expected("a list", value)
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(item(v))
+                except _Mismatch as exc:
+                    raise _Mismatch(f"[{i}]{exc.path}", exc.message) from None
+            return tuple(out)
+
+        return sequence
+    if origin in (Mapping, dict):
         key_type, value_type = typing.get_args(tp)
         if key_type is not str:
-            raise TypeError(f"{where}: payload objects have str keys, not {tp}")
-        if isinstance(value, dict):
-            return {k: _from_json(value_type, v, f"{where}.{k}") for k, v in value.items()}
-    elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, dict):
-            return _dataclass_from_json(tp, value, where)
-    else:
-        raise TypeError(f"{where}: no JSON form of {tp} in a payload")
-    kind = "an object" if dataclasses.is_dataclass(tp) else _type_name(tp)
-    raise PayloadError(f"{where}: expected {kind}, got {value!r}")
+            raise TypeError(f"payload objects have str keys, not {tp}")
+        member = _decoder(value_type)
+
+        def mapping(value: JsonValue) -> object:
+            if not isinstance(value, dict):
+                raise _expected("an object", value)
+            out = {}
+            for k, v in value.items():
+                try:
+                    out[k] = member(v)
+                except _Mismatch as exc:
+                    raise _Mismatch(f".{k}{exc.path}", exc.message) from None
+            return out
+
+        return mapping
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        cls = tp
+
+        def record(value: JsonValue) -> object:
+            if not isinstance(value, dict):
+                raise _expected("an object", value)
+            return _build(cls, value)
+
+        return record
+    raise TypeError(f"no JSON form of {tp} in a payload")
 
 
 _D = TypeVar("_D")
 
+# How a field is filled when its key is missing, or that it is a constant of the type.
+_REQUIRED, _DEFAULT, _NONE, _ABSENT, _CONSTANT = range(5)
 
-_HINTS: dict[type, dict[str, object]] = {}
+_Plan = list[tuple[str, str, _Decode, int, object]]
+_PLANS: dict[type, _Plan] = {}
 
 
-def _hints(cls: type) -> dict[str, object]:
-    """A dataclass's field annotations, resolved (made once per type: parsing is hot)."""
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+def _plan(cls: type) -> _Plan:
+    """(attribute, key, decoder, what a missing key means, its value) per field of ``cls``."""
+    plan = _PLANS.get(cls)
+    if plan is not None:
+        return plan
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        decode = _decoder(hints[f.name])
+        extra: object = None
+        if not f.init:
+            mode, extra = _CONSTANT, f.default  # ``scope``: the fields must say the same
+        elif "absent" in f.metadata:
+            absent: JsonValue = f.metadata["absent"]
+            mode, extra = _ABSENT, decode(absent)
+        elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            mode = _DEFAULT
+        elif type(None) in typing.get_args(hints[f.name]):
+            mode = _NONE  # absent and null both mean unknown
+        else:
+            mode = _REQUIRED
+        plan.append((f.name, published_name(f), decode, mode, extra))
+    _PLANS[cls] = plan
+    return plan
+
+
+def _build(cls: type[_D], data: Mapping[str, JsonValue]) -> _D:
+    values: dict[str, object] = {}
+    for attribute, key, decode, mode, extra in _plan(cls):
+        if key in data:
+            value = data[key]
+            if mode == _CONSTANT:
+                if value != extra:
+                    raise _Mismatch(f".{key}", f"expected {extra!r}, got {value!r}")
+                continue
+            try:
+                values[attribute] = decode(value)
+            except _Mismatch as exc:
+                raise _Mismatch(f".{key}{exc.path}", exc.message) from None
+        elif mode == _ABSENT:
+            values[attribute] = extra
+        elif mode == _NONE:
+            values[attribute] = None
+        elif mode == _REQUIRED:
+            raise _Mismatch("", f"no {key!r} field (got {sorted(data)})")
+    return cls(**values)
 
 
 def _dataclass_from_json(cls: type[_D], data: Mapping[str, JsonValue], where: str) -> _D:
-    hints = _hints(cls)
-    values: dict[str, object] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = published_name(f)
-        tp = hints[f.name]
-        if not f.init:
-            # A constant of the type (``scope``): the fields must say the same, if anything.
-            if key in data and data[key] != f.default:
-                raise PayloadError(f"{where}.{key}: expected {f.default!r}, got {data[key]!r}")
-            continue
-        if key in data:
-            values[f.name] = _from_json(tp, data[key], f"{where}.{key}")
-        elif "absent" in f.metadata:
-            absent: JsonValue = f.metadata["absent"]
-            values[f.name] = _from_json(tp, absent, f"{where}.{key}")
-        elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-            continue
-        elif type(None) in typing.get_args(tp):
-            values[f.name] = None
-        else:
-            raise PayloadError(f"{where}: no {key!r} field (got {sorted(data)})")
-    return cls(**values)
+    """``data`` as the dataclass ``cls``; :class:`PayloadError` names ``where`` and the field."""
+    try:
+        return _build(cls, data)
+    except _Mismatch as exc:
+        raise PayloadError(f"{where}{exc.path}: {exc.message}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -930,6 +1029,11 @@ apart by their constant ``scope``). The one table :func:`parse`, the InfluxDB sc
 docs are derived from."""
 
 
+_TYPES_OF_KIND: Final[Mapping[Kind, tuple[type[Payload], ...]]] = {
+    kind: tuple(cls for cls in PAYLOAD_TYPES if cls.KIND is kind) for kind in Kind
+}
+
+
 def payload_constants(cls: type[Payload]) -> dict[str, object]:
     """The published fields a payload type fixes, key → value (``init=False`` fields:
     ``SessionPayload`` → ``{"scope": "session"}``)."""
@@ -940,7 +1044,7 @@ def payload_type(kind: Kind | str, fields: Mapping[str, JsonValue]) -> type[Payl
     """The payload type of a ``kind`` result with these ``fields`` (for ``oxygenation``, the
     one whose ``scope`` they carry). Raises :class:`PayloadError` when none fits."""
     kind = Kind(kind)
-    candidates = [cls for cls in PAYLOAD_TYPES if cls.KIND is kind]
+    candidates = _TYPES_OF_KIND[kind]
     if len(candidates) == 1:
         return candidates[0]
     for cls in candidates:

@@ -145,7 +145,7 @@ def test_absent_optional_and_defaulted_fields_and_unknown_keys() -> None:
         (Kind.HRV, {"accepted": True, "window_s": 60.0, "n_beats": 2.5}, r"hrv\.n_beats: .*int"),
         (Kind.HRV, {"window_s": 60.0}, r"hrv: no 'accepted' field"),
         (Kind.SMO2, {"smo2_pct": "55", "thb_gdl": 12.0}, r"smo2\.smo2_pct: expected float"),
-        (Kind.HEART_RATE, {"hr_bpm": 60, "rr_ms": 900.0}, r"heart_rate\.rr_ms: expected tuple"),
+        (Kind.HEART_RATE, {"hr_bpm": 60, "rr_ms": 900.0}, r"heart_rate\.rr_ms: expected a list"),
         (Kind.HEART_RATE, {"hr_bpm": True, "rr_ms": []}, r"heart_rate\.hr_bpm: expected int"),
         (
             Kind.ALERTS,
