@@ -83,6 +83,7 @@ def test_payload_to_json_and_back_is_the_same_payload(
     assert back == payload
     assert type(back) is cls
     assert cls.from_fields(fields) == payload
+    assert cls.from_fields(body) == payload  # a subscriber may hand in the whole message
     assert result.payload == payload
     # And the other way: the payload read back publishes the same bytes.
     assert encode_payload(back.result("ann", result.ts_ns, result.device), 7) == wire
