@@ -196,8 +196,10 @@ def _parsed(cls: type[_T], data: Mapping[str, JsonValue], athlete: str, ts_ns: i
     try:
         return cls.from_fields(data)
     except PayloadError as exc:
+        when = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).isoformat(timespec="seconds")
         raise StoreError(
-            f"a stored row of {athlete!r} at ts_ns {ts_ns} is not a {cls.__name__}: {exc}"
+            f"a stored row of {athlete!r} at {when} (ts_ns {ts_ns}) is not a {cls.__name__} "
+            f"({exc}): written by another program or version; fix or delete that row"
         ) from exc
 
 
