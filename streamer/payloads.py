@@ -30,6 +30,10 @@ Then the result's fields, in the order given, units in their names: ``hr_bpm``,
 alerts) and ``event`` (the alert that changed), each ``{rule, severity, state, message,
 advice, evidence, source, raised_ts_ns, cleared_ts_ns}``.
 
+A subscriber in Python reads a message typed with the payload type of its topic:
+``AlertsPayload.from_fields(decode_payload(data))`` (header keys are ignored; see
+:meth:`streamer.results.Payload.from_fields`).
+
 ``<base>/bridge/state`` is the exception: plain text ``online`` or ``offline``, as in
 zigbee2mqtt, so that it can serve as the Last Will and as Home Assistant availability.
 """

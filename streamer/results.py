@@ -11,8 +11,12 @@ Each kind's fields are fixed by a frozen payload type (:class:`HrvPayload`,
 :class:`MorningPayload`, :class:`EffortPayload` / :class:`SessionPayload`,
 :class:`GripPayload`, :class:`AlertsPayload`, :class:`StatusPayload`, and one per live
 kind): ``payload.result(athlete, ts_ns, device)`` is the envelope, its fields made by
-:func:`payload_fields`. Each payload field declares its InfluxDB column, from which
-:mod:`streamer.sinks.influx_schema` derives the schema.
+:func:`payload_fields`. The way back is typed too: ``result.payload`` (or
+:func:`parse` ``(kind, fields)``, :meth:`Payload.from_fields`) is the payload a subscriber
+decodes, so consumers read ``payload.drop_pct``, never ``fields["drop_pct"]``. Each
+payload field declares its unit, meaning and InfluxDB column (:func:`column`), from which
+:mod:`streamer.sinks.influx_schema` derives the schema and ``docs/generate.py`` the field
+tables of docs/topics.md and docs/influx-schema.md.
 
 Conversion helpers:
 
@@ -29,11 +33,13 @@ import dataclasses
 import datetime as dt
 import enum
 import math
-from collections.abc import Mapping, Sequence
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
-from typing import ClassVar, Final
+from typing import ClassVar, Final, Self, TypeVar
 
 from devices.records import (
     ForceSample,
@@ -43,6 +49,7 @@ from devices.records import (
     SmO2Sample,
     SpO2Sample,
 )
+from streamer.errors import StreamerError
 
 #: A value that survives JSON encoding unchanged.
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
@@ -161,6 +168,7 @@ class Result:
     ts_ns: int
     fields: Mapping[str, JsonValue] = field(default_factory=dict)
     device: str | None = None
+    _payload: Payload | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", Kind(self.kind))
@@ -174,6 +182,26 @@ class Result:
         if clash:
             raise ValueError(f"fields may not use the payload header keys {sorted(clash)}")
         object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+    @property
+    def payload(self) -> Payload:
+        """The typed payload of :attr:`fields` (:func:`parse`, made once): what a subscriber
+        decodes from the JSON. Raises :class:`PayloadError` when the fields are not one."""
+        parsed = self._payload
+        if parsed is None:
+            parsed = parse(self.kind, self.fields)
+            object.__setattr__(self, "_payload", parsed)
+        return parsed
+
+    def payload_as(self, cls: type[P]) -> P:
+        """:attr:`payload` as ``cls`` (``result.payload_as(GripPayload).drop_pct``);
+        :class:`PayloadError` when the result is another kind or scope."""
+        if cls.KIND is not self.kind:
+            raise PayloadError(f"a {self.kind.value} result is no {cls.__name__}")
+        payload = self.payload
+        if not isinstance(payload, cls):
+            raise PayloadError(f"a {self.kind.value} result is no {cls.__name__}: {payload!r}")
+        return payload
 
     @property
     def qos(self) -> int:
@@ -219,28 +247,53 @@ RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS})
 # --- one frozen payload type per result kind ----------------------------------------------
 #
 # Each payload type fixes a result kind's fields: their published names (units in them),
-# their order in the MQTT JSON, and where each goes in InfluxDB. Every field declares the
-# latter in its metadata (``field(metadata=INFLUX_FLOAT)`` …, or ``MQTT_ONLY``), so a new
-# field cannot be left out of the schema by accident; :mod:`streamer.sinks.influx_schema` derives
-# its measurements, tags and field types from these declarations.
+# their order in the MQTT JSON, their unit and meaning, and where each goes in InfluxDB.
+# Every field is declared with :func:`column` (``field(metadata=column("float", "ms",
+# "…"))``), so a new field cannot be left out of the schema or the docs by accident:
+# :mod:`streamer.sinks.influx_schema` derives its measurements, tags and field types from
+# these declarations, ``docs/generate.py`` the field tables of docs/topics.md and
+# docs/influx-schema.md, and :func:`parse` the way back from JSON fields to the payload.
 
-INFLUX_FLOAT: Final = MappingProxyType({"influx": "float"})
-INFLUX_INT: Final = MappingProxyType({"influx": "int"})
-INFLUX_BOOL: Final = MappingProxyType({"influx": "bool"})
-INFLUX_STR: Final = MappingProxyType({"influx": "str"})
-INFLUX_TAG: Final = MappingProxyType({"influx": "tag"})
-MQTT_ONLY: Final = MappingProxyType({"influx": None})
-"""Metadata of a payload field published on MQTT and never written to InfluxDB."""
+#: What a payload field becomes in InfluxDB: a field of that type, a tag, or nothing.
+INFLUX_COLUMNS: Final = ("float", "int", "bool", "str", "tag", None)
 
 
-def _named(published: str, meta: Mapping[str, object]) -> Mapping[str, object]:
-    """``meta`` for a field whose published name is not a Python name (``class``)."""
-    return MappingProxyType({**meta, "name": published})
+def column(
+    influx: str | None,
+    unit: str,
+    doc: str,
+    *,
+    name: str | None = None,
+    omit_if_none: bool = False,
+    influx_doc: str | None = None,
+    absent: JsonValue = None,
+) -> Mapping[str, object]:
+    """The metadata of a payload field (``field(metadata=column(...))``).
 
-
-def _omitted_if_none(meta: Mapping[str, object]) -> Mapping[str, object]:
-    """``meta`` for a field left out of the payload when ``None`` (not published as null)."""
-    return MappingProxyType({**meta, "omit_if_none": True})
+    ``influx``: ``"float"``, ``"int"``, ``"bool"`` or ``"str"`` (an InfluxDB field of that
+    type), ``"tag"``, or ``None`` (published on MQTT only). ``unit`` as docs show it
+    (``"ms"``, ``"%"``, ``""`` for none) and ``doc``, what the value means, make the row of
+    the field in docs/topics.md (and docs/influx-schema.md, with ``influx_doc`` instead when
+    the point says something else, e.g. one ``rr_ms`` per beat). ``name``: the published
+    name when it is not a Python name (``class``). ``omit_if_none``: left out of the payload
+    when ``None`` instead of published as null. ``absent``: for a field added after results
+    were first stored, what its absence in an older stored result stands for (the history
+    outlives the code that wrote it).
+    """
+    if influx not in INFLUX_COLUMNS:
+        raise ValueError(f"InfluxDB column {influx!r} is none of {INFLUX_COLUMNS}")
+    if not doc:
+        raise ValueError("a payload field needs its meaning (doc) for docs/topics.md")
+    meta: dict[str, object] = {"influx": influx, "unit": unit, "doc": doc}
+    if name is not None:
+        meta["name"] = name
+    if omit_if_none:
+        meta["omit_if_none"] = True
+    if influx_doc is not None:
+        meta["influx_doc"] = influx_doc
+    if absent is not None:
+        meta["absent"] = absent
+    return MappingProxyType(meta)
 
 
 def published_name(f: dataclasses.Field[object]) -> str:
@@ -249,18 +302,26 @@ def published_name(f: dataclasses.Field[object]) -> str:
     return str(name)
 
 
+class PayloadError(StreamerError, ValueError):
+    """JSON fields that are not a payload of their kind (names the kind, the field and what
+    was found)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
     """Base of the payload types: ``KIND`` is the result kind, ``MEASUREMENT`` the InfluxDB
     measurement its results are written to, or ``None`` for a kind published on MQTT only.
-    ``INFLUX_OBJECT`` names a field holding a nested payload whose columns the point takes
-    instead (``alerts`` → its ``event``)."""
+    ``DEVICE``: its results carry the device they come from (``device`` topic segment,
+    payload key and InfluxDB tag). ``INFLUX_OBJECT`` names a field holding a nested payload
+    whose columns the point takes instead (``alerts`` → its ``event``);
+    ``INFLUX_DERIVED`` point fields computed by :mod:`streamer.sinks.influx_schema`, name →
+    (``float`` … ``str``, meaning)."""
 
     KIND: ClassVar[Kind]
     MEASUREMENT: ClassVar[str | None]
+    DEVICE: ClassVar[bool] = False
     INFLUX_OBJECT: ClassVar[str | None] = None
-    INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({})
-    """Point fields computed by :mod:`streamer.sinks.influx_schema`, name → ``float`` … ``str``."""
+    INFLUX_DERIVED: ClassVar[Mapping[str, tuple[str, str]]] = MappingProxyType({})
 
     def fields(self) -> dict[str, JsonValue]:
         """The payload as the result's JSON fields, in declaration order."""
@@ -269,6 +330,23 @@ class Payload:
     def result(self, athlete: str, ts_ns: int, device: str | None = None) -> Result:
         """The envelope of this payload."""
         return Result(self.KIND, athlete, ts_ns, self.fields(), device)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, JsonValue]) -> Self:
+        """The payload back from its JSON fields (:meth:`fields`, or a JSON decoder's dict).
+
+        The inverse of :func:`payload_fields`: lists become tuples, objects nested payloads
+        or dicts, ``null`` in a field that is not optional NaN (a non-finite float was
+        published as null); an absent key takes the field's default, its declared
+        ``absent`` value (a field newer than stored results), or ``None`` when the field is
+        optional (absent and null both mean unknown). Keys the type does not know
+        are ignored (SCHEMA.md: consumers ignore unknown keys). Raises
+        :class:`PayloadError` naming the kind and the field.
+        """
+        return _dataclass_from_json(cls, fields, cls.KIND.value)
+
+
+P = TypeVar("P", bound=Payload)
 
 
 def payload_fields(payload: Payload) -> dict[str, JsonValue]:
@@ -288,6 +366,189 @@ def _dataclass_json(record: object) -> dict[str, JsonValue]:
     return out
 
 
+# The way back, JSON → payload, is compiled once per annotation and payload type: the
+# InfluxDB sink parses every heart-rate sample, so parsing must cost little more than
+# building the payload.
+
+_Decode = Callable[[JsonValue], object]
+
+
+class _Mismatch(Exception):
+    """A value that is not what its field declares; ``path`` is where, below the field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _expected(what: str, value: JsonValue) -> _Mismatch:
+    return _Mismatch("", f"expected {what}, got {value!r}")
+
+
+_DECODERS: dict[object, _Decode] = {}
+
+
+def _decoder(tp: object) -> _Decode:
+    """The function that turns JSON data into a value of the annotation ``tp``."""
+    found = _DECODERS.get(tp)
+    if found is None:
+        found = _DECODERS[tp] = _make_decoder(tp)
+    return found
+
+
+def _make_decoder(tp: object) -> _Decode:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"payload fields take one type or None, not {tp}")
+        inner = _decoder(args[0])
+
+        def optional(value: JsonValue) -> object:
+            return None if value is None else inner(value)
+
+        return optional
+    if tp is float:
+
+        def real(value: JsonValue) -> object:
+            if value is None:
+                return math.nan  # a non-finite float is published as null
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value  # an int stays one: fields → payload → fields is exact
+            raise _expected("float", value)
+
+        return real
+    if tp is int:
+
+        def integer(value: JsonValue) -> object:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise _expected("int", value)
+
+        return integer
+    if tp is bool or tp is str:
+        name = "bool" if tp is bool else "str"
+
+        def plain(value: JsonValue) -> object:
+            if isinstance(value, tp):
+                return value
+            raise _expected(name, value)
+
+        return plain
+    if origin is tuple:
+        item_type, *rest = typing.get_args(tp)
+        if rest != [Ellipsis]:
+            raise TypeError(f"payload tuples are tuple[X, ...], not {tp}")
+        item = _decoder(item_type)
+
+        def sequence(value: JsonValue) -> object:
+            if not isinstance(value, list):
+                raise _expected("a list", value)
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(item(v))
+                except _Mismatch as exc:
+                    raise _Mismatch(f"[{i}]{exc.path}", exc.message) from None
+            return tuple(out)
+
+        return sequence
+    if origin in (Mapping, dict):
+        key_type, value_type = typing.get_args(tp)
+        if key_type is not str:
+            raise TypeError(f"payload objects have str keys, not {tp}")
+        member = _decoder(value_type)
+
+        def mapping(value: JsonValue) -> object:
+            if not isinstance(value, dict):
+                raise _expected("an object", value)
+            out = {}
+            for k, v in value.items():
+                try:
+                    out[k] = member(v)
+                except _Mismatch as exc:
+                    raise _Mismatch(f".{k}{exc.path}", exc.message) from None
+            return out
+
+        return mapping
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        cls = tp
+
+        def record(value: JsonValue) -> object:
+            if not isinstance(value, dict):
+                raise _expected("an object", value)
+            return _build(cls, value)
+
+        return record
+    raise TypeError(f"no JSON form of {tp} in a payload")
+
+
+_D = TypeVar("_D")
+
+# How a field is filled when its key is missing, or that it is a constant of the type.
+_REQUIRED, _DEFAULT, _NONE, _ABSENT, _CONSTANT = range(5)
+
+_Plan = list[tuple[str, str, _Decode, int, object]]
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    """(attribute, key, decoder, what a missing key means, its value) per field of ``cls``."""
+    plan = _PLANS.get(cls)
+    if plan is not None:
+        return plan
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        decode = _decoder(hints[f.name])
+        extra: object = None
+        if not f.init:
+            mode, extra = _CONSTANT, f.default  # ``scope``: the fields must say the same
+        elif "absent" in f.metadata:
+            absent: JsonValue = f.metadata["absent"]
+            mode, extra = _ABSENT, decode(absent)
+        elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            mode = _DEFAULT
+        elif type(None) in typing.get_args(hints[f.name]):
+            mode = _NONE  # absent and null both mean unknown
+        else:
+            mode = _REQUIRED
+        plan.append((f.name, published_name(f), decode, mode, extra))
+    _PLANS[cls] = plan
+    return plan
+
+
+def _build(cls: type[_D], data: Mapping[str, JsonValue]) -> _D:
+    values: dict[str, object] = {}
+    for attribute, key, decode, mode, extra in _plan(cls):
+        if key in data:
+            value = data[key]
+            if mode == _CONSTANT:
+                if value != extra:
+                    raise _Mismatch(f".{key}", f"expected {extra!r}, got {value!r}")
+                continue
+            try:
+                values[attribute] = decode(value)
+            except _Mismatch as exc:
+                raise _Mismatch(f".{key}{exc.path}", exc.message) from None
+        elif mode == _ABSENT:
+            values[attribute] = extra
+        elif mode == _NONE:
+            values[attribute] = None
+        elif mode == _REQUIRED:
+            raise _Mismatch("", f"no {key!r} field (got {sorted(data)})")
+    return cls(**values)
+
+
+def _dataclass_from_json(cls: type[_D], data: Mapping[str, JsonValue], where: str) -> _D:
+    """``data`` as the dataclass ``cls``; :class:`PayloadError` names ``where`` and the field."""
+    try:
+        return _build(cls, data)
+    except _Mismatch as exc:
+        raise PayloadError(f"{where}{exc.path}: {exc.message}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class HeartRatePayload(Payload):
     """Live heart rate: ``rr_ms`` oldest first; ``beat_ts_ns`` the beat times when the
@@ -295,10 +556,35 @@ class HeartRatePayload(Payload):
 
     KIND: ClassVar[Kind] = Kind.HEART_RATE
     MEASUREMENT: ClassVar[str | None] = "heart_rate"
+    DEVICE: ClassVar[bool] = True
 
-    hr_bpm: int = field(metadata=INFLUX_FLOAT)
-    rr_ms: tuple[float, ...] = field(metadata=INFLUX_FLOAT)
-    beat_ts_ns: tuple[int, ...] | None = field(default=None, metadata=_omitted_if_none(MQTT_ONLY))
+    hr_bpm: int = field(
+        metadata=column(
+            "float",
+            "bpm",
+            "heart rate the strap reports",
+            influx_doc="heart rate the strap reported, at the notification's time",
+        )
+    )
+    rr_ms: tuple[float, ...] = field(
+        metadata=column(
+            "float",
+            "ms",
+            "beat-to-beat intervals in this notification, oldest first (may be empty)",
+            influx_doc="one beat-to-beat interval, at the time of its beat (raw, before "
+            "artefact correction)",
+        )
+    )
+    beat_ts_ns: tuple[int, ...] | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "ns",
+            "the time of each beat in `rr_ms`, when known (RR values can arrive seconds "
+            "after the beat)",
+            omit_if_none=True,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +593,10 @@ class SmO2Payload(Payload):
 
     KIND: ClassVar[Kind] = Kind.SMO2
     MEASUREMENT: ClassVar[str | None] = "smo2"
+    DEVICE: ClassVar[bool] = True
 
-    smo2_pct: float | None = field(metadata=INFLUX_FLOAT)
-    thb_gdl: float | None = field(metadata=INFLUX_FLOAT)
+    smo2_pct: float | None = field(metadata=column("float", "%", "muscle oxygen saturation"))
+    thb_gdl: float | None = field(metadata=column("float", "g/dl", "total haemoglobin"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +605,9 @@ class ForcePayload(Payload):
 
     KIND: ClassVar[Kind] = Kind.FORCE
     MEASUREMENT: ClassVar[str | None] = "force"
+    DEVICE: ClassVar[bool] = True
 
-    force_kg: float | None = field(metadata=INFLUX_FLOAT)
+    force_kg: float | None = field(metadata=column("float", "kg", "force on the dynamometer"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +616,9 @@ class PowerPayload(Payload):
 
     KIND: ClassVar[Kind] = Kind.POWER
     MEASUREMENT: ClassVar[str | None] = "power"
+    DEVICE: ClassVar[bool] = True
 
-    power_w: int = field(metadata=INFLUX_FLOAT)
+    power_w: int = field(metadata=column("float", "W", "instantaneous power"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,9 +628,24 @@ class SpO2Payload(Payload):
 
     KIND: ClassVar[Kind] = Kind.SPO2
     MEASUREMENT: ClassVar[str | None] = "pulse_oximetry"
+    DEVICE: ClassVar[bool] = True
 
-    spo2_pct: float | None = field(metadata=INFLUX_FLOAT)
-    pulse_bpm: float | None = field(metadata=INFLUX_FLOAT)
+    spo2_pct: float | None = field(
+        metadata=column(
+            "float",
+            "%",
+            "arterial oxygen saturation; null when the oximeter had no valid reading",
+            influx_doc="arterial oxygen saturation",
+        )
+    )
+    pulse_bpm: float | None = field(
+        metadata=column(
+            "float",
+            "bpm",
+            "pulse rate; null when the oximeter had no valid reading",
+            influx_doc="pulse rate",
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,17 +655,29 @@ class HrvPayload(Payload):
     KIND: ClassVar[Kind] = Kind.HRV
     MEASUREMENT: ClassVar[str | None] = "hrv"
 
-    accepted: bool = field(metadata=INFLUX_BOOL)
-    reject_reason: str | None = field(metadata=MQTT_ONLY)
-    abnormal_pct: float | None = field(metadata=INFLUX_FLOAT)
-    rmssd_ms: float | None = field(metadata=INFLUX_FLOAT)
-    ln_rmssd: float | None = field(metadata=INFLUX_FLOAT)
-    sdnn_ms: float | None = field(metadata=INFLUX_FLOAT)
-    mean_nn_ms: float | None = field(metadata=INFLUX_FLOAT)
-    mean_hr_bpm: float | None = field(metadata=INFLUX_FLOAT)
-    pnn50_pct: float | None = field(metadata=INFLUX_FLOAT)
-    n_beats: int | None = field(metadata=INFLUX_INT)
-    window_s: float = field(metadata=MQTT_ONLY)
+    accepted: bool = field(metadata=column("bool", "", "the window passed the quality gate"))
+    reject_reason: str | None = field(metadata=column(None, "", "why it did not"))
+    abnormal_pct: float | None = field(
+        metadata=column("float", "%", "beats in the window more than 20% off their neighbours")
+    )
+    rmssd_ms: float | None = field(
+        metadata=column(
+            "float", "ms", "root mean square of successive differences (normal-to-normal)"
+        )
+    )
+    ln_rmssd: float | None = field(metadata=column("float", "ln(ms)", "natural log of RMSSD"))
+    sdnn_ms: float | None = field(
+        metadata=column("float", "ms", "standard deviation of the intervals")
+    )
+    mean_nn_ms: float | None = field(metadata=column("float", "ms", "mean interval"))
+    mean_hr_bpm: float | None = field(
+        metadata=column("float", "bpm", "mean heart rate: 60 000 / mean interval")
+    )
+    pnn50_pct: float | None = field(
+        metadata=column("float", "%", "share of successive differences above 50 ms")
+    )
+    n_beats: int | None = field(metadata=column("int", "beats", "intervals in the window"))
+    window_s: float = field(metadata=column(None, "s", "window length (60)"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,23 +687,53 @@ class MorningPayload(Payload):
     KIND: ClassVar[Kind] = Kind.MORNING
     MEASUREMENT: ClassVar[str | None] = "morning"
 
-    date: str = field(metadata=MQTT_ONLY)
-    ln_rmssd: float | None = field(metadata=INFLUX_FLOAT)
-    rmssd_ms: float | None = field(metadata=INFLUX_FLOAT)
-    resting_hr_bpm: float | None = field(metadata=INFLUX_FLOAT)
-    artifacts_pct: float | None = field(metadata=INFLUX_FLOAT)
-    corrected_pct: float | None = field(metadata=MQTT_ONLY)
-    n_beats: int = field(metadata=MQTT_ONLY)
-    accepted: bool = field(metadata=INFLUX_BOOL)
-    reject_reason: str | None = field(metadata=MQTT_ONLY)
-    ln_rmssd_baseline_mean: float | None = field(metadata=INFLUX_FLOAT)
-    ln_rmssd_baseline_sd: float | None = field(metadata=INFLUX_FLOAT)
-    ln_rmssd_band_low: float | None = field(metadata=INFLUX_FLOAT)
-    ln_rmssd_band_high: float | None = field(metadata=INFLUX_FLOAT)
-    ln_rmssd_7d_mean: float | None = field(metadata=INFLUX_FLOAT)
-    ln_rmssd_cv_pct: float | None = field(metadata=INFLUX_FLOAT)
-    rhr_baseline_median_bpm: float | None = field(metadata=INFLUX_FLOAT)
-    rhr_7d_mean_bpm: float | None = field(metadata=INFLUX_FLOAT)
+    date: str = field(
+        metadata=column(None, "", "the calendar day of the reading (`YYYY-MM-DD`, UTC)")
+    )
+    ln_rmssd: float | None = field(metadata=column("float", "ln(ms)", "the reading's lnRMSSD"))
+    rmssd_ms: float | None = field(metadata=column("float", "ms", "its RMSSD"))
+    resting_hr_bpm: float | None = field(metadata=column("float", "bpm", "resting heart rate"))
+    artifacts_pct: float | None = field(
+        metadata=column("float", "%", "beats the quality gate found abnormal")
+    )
+    corrected_pct: float | None = field(
+        metadata=column(None, "%", "beats the artefact correction changed")
+    )
+    n_beats: int = field(metadata=column(None, "beats", "intervals analysed"))
+    accepted: bool = field(
+        metadata=column(
+            "bool",
+            "",
+            "false: too many artefacts or too short; the numbers are not used for trends",
+            influx_doc="false: rejected (too many artefacts, too short); filter with "
+            '`"accepted" = true`',
+        )
+    )
+    reject_reason: str | None = field(metadata=column(None, "", "why it was rejected"))
+    ln_rmssd_baseline_mean: float | None = field(
+        metadata=column("float", "ln(ms)", "mean lnRMSSD over the baseline days (d−35 … d−8)")
+    )
+    ln_rmssd_baseline_sd: float | None = field(
+        metadata=column("float", "ln(ms)", "their standard deviation")
+    )
+    ln_rmssd_band_low: float | None = field(
+        metadata=column("float", "ln(ms)", "normal band, low edge: mean − 0.5·SD")
+    )
+    ln_rmssd_band_high: float | None = field(
+        metadata=column("float", "ln(ms)", "normal band, high edge: mean + 0.5·SD")
+    )
+    ln_rmssd_7d_mean: float | None = field(
+        metadata=column("float", "ln(ms)", "mean of the last 7 days")
+    )
+    ln_rmssd_cv_pct: float | None = field(
+        metadata=column("float", "%", "coefficient of variation of the last 7 days")
+    )
+    rhr_baseline_median_bpm: float | None = field(
+        metadata=column("float", "bpm", "median resting HR over the baseline days")
+    )
+    rhr_7d_mean_bpm: float | None = field(
+        metadata=column("float", "bpm", "mean resting HR of the last 7 days")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,19 +742,51 @@ class EffortPayload(Payload):
 
     KIND: ClassVar[Kind] = Kind.OXYGENATION
     MEASUREMENT: ClassVar[str | None] = "oxygen_recovery"
+    DEVICE: ClassVar[bool] = True
 
-    scope: str = field(default="effort", init=False, metadata=INFLUX_TAG)
-    work_end_source: str = field(metadata=MQTT_ONLY)
-    baseline_pct: float | None = field(metadata=INFLUX_FLOAT)
-    min_pct: float | None = field(metadata=INFLUX_FLOAT)
-    t_half_s: float | None = field(metadata=INFLUX_FLOAT)
-    t95_s: float | None = field(metadata=INFLUX_FLOAT)
-    tau_s: float | None = field(metadata=INFLUX_FLOAT)
-    delay_s: float | None = field(metadata=MQTT_ONLY)
-    reox_rate_pct_s: float | None = field(metadata=INFLUX_FLOAT)
-    overshoot_pct: float | None = field(metadata=INFLUX_FLOAT)
-    recovered: bool = field(metadata=MQTT_ONLY)
-    observed_s: float | None = field(metadata=MQTT_ONLY)
+    scope: str = field(default="effort", init=False, metadata=column("tag", "", "`effort`"))
+    work_end_source: str = field(
+        metadata=column(
+            None,
+            "",
+            "what marked the end of work: `power` (a power meter), `hr` or `smo2` (the trace "
+            "itself)",
+        )
+    )
+    baseline_pct: float | None = field(
+        metadata=column("float", "%", "SmO2 at rest before the effort")
+    )
+    min_pct: float | None = field(
+        metadata=column("float", "%", "SmO2 at the end of work (median of the last 20 s)")
+    )
+    t_half_s: float | None = field(
+        metadata=column("float", "s", "time to recover half of the drop")
+    )
+    t95_s: float | None = field(
+        metadata=column("float", "s", "time to recover 95% of the drop (the recovery time)")
+    )
+    tau_s: float | None = field(
+        metadata=column(
+            "float", "s", "time constant of a delayed mono-exponential fit of the recovery"
+        )
+    )
+    delay_s: float | None = field(
+        metadata=column(None, "s", "the fit's delay before reoxygenation begins")
+    )
+    reox_rate_pct_s: float | None = field(metadata=column("float", "%/s", "reoxygenation rate"))
+    overshoot_pct: float | None = field(
+        metadata=column("float", "%", "hyperaemic overshoot above the baseline")
+    )
+    recovered: bool = field(
+        metadata=column(
+            None,
+            "",
+            "false: not back to 95% before the next effort or the end (times are lower bounds)",
+        )
+    )
+    observed_s: float | None = field(
+        metadata=column(None, "s", "how long the recovery was watched")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,15 +795,27 @@ class SessionPayload(Payload):
 
     KIND: ClassVar[Kind] = Kind.OXYGENATION
     MEASUREMENT: ClassVar[str | None] = "oxygen_recovery"
+    DEVICE: ClassVar[bool] = True
 
-    scope: str = field(default="session", init=False, metadata=INFLUX_TAG)
-    recovery_s: float | None = field(metadata=INFLUX_FLOAT)
-    recovery_is_lower_bound: bool = field(metadata=MQTT_ONLY)
-    n_efforts: int = field(metadata=INFLUX_INT)
-    n_recovered: int = field(metadata=MQTT_ONLY)
-    duration_s: float = field(metadata=MQTT_ONLY)
-    rpe: float | None = field(metadata=MQTT_ONLY)
-    mean_power_w: float | None = field(metadata=MQTT_ONLY)
+    scope: str = field(default="session", init=False, metadata=column("tag", "", "`session`"))
+    recovery_s: float | None = field(
+        metadata=column(
+            "float",
+            "s",
+            "the session's recovery time: median T95 of its efforts (the "
+            "`smo2_slow_recovery` input)",
+        )
+    )
+    recovery_is_lower_bound: bool = field(
+        metadata=column(None, "", "true when unrecovered efforts make it a lower bound")
+    )
+    n_efforts: int = field(metadata=column("int", "", "efforts detected"))
+    n_recovered: int = field(metadata=column(None, "", "of which recovered"))
+    duration_s: float = field(metadata=column(None, "s", "session length"))
+    rpe: float | None = field(
+        metadata=column(None, "0–10", "perceived exertion entered for the session")
+    )
+    mean_power_w: float | None = field(metadata=column(None, "W", "mean power over the session"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,31 +824,106 @@ class GripPayload(Payload):
 
     KIND: ClassVar[Kind] = Kind.GRIP
     MEASUREMENT: ClassVar[str | None] = "grip_test"
+    DEVICE: ClassVar[bool] = True
 
-    mvc_kg: float = field(metadata=INFLUX_FLOAT)
-    peak_kg: float = field(metadata=INFLUX_FLOAT)
-    drop_pct: float = field(metadata=INFLUX_FLOAT)
-    minutes_after: float = field(metadata=INFLUX_FLOAT)
-    threshold_pct: float = field(metadata=INFLUX_FLOAT)
-    threshold_basis: str = field(metadata=MQTT_ONLY)
-    grip_class: str = field(metadata=_named("class", INFLUX_TAG))
-    noise_cv_pct: float | None = field(metadata=MQTT_ONLY)
-    drops_pct: Mapping[str, float] = field(metadata=MQTT_ONLY)
+    mvc_kg: float = field(
+        metadata=column("float", "kg", "pre-session maximal voluntary contraction")
+    )
+    peak_kg: float = field(
+        metadata=column("float", "kg", "best squeeze of the post test with the largest drop")
+    )
+    drop_pct: float = field(
+        metadata=column("float", "%", "largest drop below MVC after the session")
+    )
+    minutes_after: float = field(metadata=column("float", "min", "when that drop was measured"))
+    threshold_pct: float = field(
+        metadata=column(
+            "float",
+            "%",
+            "the drop that counts: beyond the athlete's own test noise (1.65·√2·CV), or the "
+            "article's 10% until that is known",
+            influx_doc="drop that counts for this test (own noise, or the article's 10% until "
+            "it is known; the MQTT payload's `threshold_basis` says which)",
+        )
+    )
+    threshold_basis: str = field(
+        metadata=column(
+            None,
+            "",
+            "`personal` (own noise, from 5 stored grip tests on) or `article` (the article's "
+            "10%: own noise not yet known); `unknown` in grip tests stored before it existed",
+            absent="unknown",
+        )
+    )
+    grip_class: str = field(
+        metadata=column(
+            "tag",
+            "",
+            "`normal`, `grip_signal` (recovered within 15 min: the good kind), "
+            "`grip_spillover` (still down at 30 min), `delayed` (recovered only by 30 min), "
+            "`pending` (not recovered at 15 min, no 30-min test) or `late` (a drop first "
+            "seen at 30 min)",
+            name="class",
+            influx_doc="`normal`, `grip_signal`, `grip_spillover`, `delayed`, `pending`, `late`",
+        )
+    )
+    noise_cv_pct: float | None = field(
+        metadata=column(
+            None,
+            "%",
+            "the athlete's test-to-test MVC variation behind a `personal` threshold; null "
+            "with `article`",
+        )
+    )
+    drops_pct: Mapping[str, float] = field(
+        metadata=column(
+            None, "%", 'drop at each post test, keyed by minutes after (`"0"`, `"5"`, …)'
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class AlertPayload:
     """One alert as SCHEMA.md describes it; the ``alert`` point takes its columns."""
 
-    rule: str = field(metadata=INFLUX_TAG)
-    severity: str = field(metadata=INFLUX_TAG)
-    state: str = field(metadata=INFLUX_STR)
-    message: str = field(default="", metadata=INFLUX_STR)
-    advice: str = field(default="", metadata=INFLUX_STR)
-    evidence: Mapping[str, float] = field(default_factory=dict, metadata=MQTT_ONLY)
-    source: str = field(default="", metadata=MQTT_ONLY)
-    raised_ts_ns: int | None = field(default=None, metadata=MQTT_ONLY)
-    cleared_ts_ns: int | None = field(default=None, metadata=MQTT_ONLY)
+    rule: str = field(metadata=column("tag", "", "rule id (docs/rules.md)"))
+    severity: str = field(
+        metadata=column(
+            "tag",
+            "",
+            "`info`, `warning` or `pull_back`",
+            influx_doc="`info`, `warning` or `pull_back`",
+        )
+    )
+    state: str = field(metadata=column("str", "", "`raised` or `cleared`"))
+    message: str = field(
+        default="",
+        metadata=column("str", "", "what was seen, with the numbers", influx_doc="what was seen"),
+    )
+    advice: str = field(
+        default="",
+        metadata=column(
+            "str",
+            "",
+            "what to do (for pull-back rules: cut volume ~40% for a week, …)",
+            influx_doc="what to do",
+        ),
+    )
+    evidence: Mapping[str, float] = field(
+        default_factory=dict,
+        metadata=column(
+            None, "", "the numbers behind it, unit-named (`delta_bpm`, `recovery_time_s`, …)"
+        ),
+    )
+    source: str = field(
+        default="", metadata=column(None, "", "where the rule and its threshold come from")
+    )
+    raised_ts_ns: int | None = field(
+        default=None, metadata=column(None, "ns", "when it was raised, ns since the epoch")
+    )
+    cleared_ts_ns: int | None = field(
+        default=None, metadata=column(None, "ns", "when it cleared (null while it is open)")
+    )
 
     @classmethod
     def of(cls, alert: object) -> AlertPayload:
@@ -488,6 +953,15 @@ class AlertPayload:
             cleared_ts_ns=_int_or_none(data.get("cleared_ts_ns")),
         )
 
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, JsonValue]) -> AlertPayload:
+        """The alert back from its JSON object, as :meth:`Payload.from_fields` does."""
+        return _dataclass_from_json(cls, fields, "alert")
+
+    def fields(self) -> dict[str, JsonValue]:
+        """The alert as its JSON object (SCHEMA.md order)."""
+        return _dataclass_json(self)
+
 
 def _int_or_none(value: JsonValue) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -502,10 +976,14 @@ class AlertsPayload(Payload):
     KIND: ClassVar[Kind] = Kind.ALERTS
     MEASUREMENT: ClassVar[str | None] = "alert"
     INFLUX_OBJECT: ClassVar[str | None] = "event"
-    INFLUX_DERIVED: ClassVar[Mapping[str, str]] = MappingProxyType({"active": "int"})
+    INFLUX_DERIVED: ClassVar[Mapping[str, tuple[str, str]]] = MappingProxyType(
+        {"active": ("int", "1 raised, 0 cleared: the last value per rule says whether it is open")}
+    )
 
-    active: tuple[AlertPayload, ...] = field(metadata=MQTT_ONLY)
-    event: AlertPayload = field(metadata=MQTT_ONLY)
+    active: tuple[AlertPayload, ...] = field(
+        metadata=column(None, "", "every alert open after this change (empty when none)")
+    )
+    event: AlertPayload = field(metadata=column(None, "", "the alert that changed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,13 +993,21 @@ class StatusPayload(Payload):
     KIND: ClassVar[Kind] = Kind.STATUS
     MEASUREMENT: ClassVar[str | None] = None
 
-    state: str = field(metadata=MQTT_ONLY)
-    open_alerts: tuple[str, ...] = field(metadata=MQTT_ONLY)
-    ln_rmssd: float | None = field(metadata=MQTT_ONLY)
-    ln_rmssd_band_low: float | None = field(metadata=MQTT_ONLY)
-    ln_rmssd_band_high: float | None = field(metadata=MQTT_ONLY)
-    morning_date: str | None = field(metadata=MQTT_ONLY)
-    devices_active: tuple[str, ...] = field(metadata=MQTT_ONLY)
+    state: str = field(
+        metadata=column(
+            None,
+            "",
+            "`pull_back` if a pull-back alert is open, else `caution` if a warning is, else `ok`",
+        )
+    )
+    open_alerts: tuple[str, ...] = field(metadata=column(None, "", "rule ids of the open alerts"))
+    ln_rmssd: float | None = field(metadata=column(None, "ln(ms)", "last morning lnRMSSD"))
+    ln_rmssd_band_low: float | None = field(metadata=column(None, "ln(ms)", "its band, low edge"))
+    ln_rmssd_band_high: float | None = field(metadata=column(None, "ln(ms)", "its band, high edge"))
+    morning_date: str | None = field(metadata=column(None, "", "the day of that morning reading"))
+    devices_active: tuple[str, ...] = field(
+        metadata=column(None, "", "devices heard from in the last 10 s")
+    )
 
 
 PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
@@ -538,7 +1024,66 @@ PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
     AlertsPayload,
     StatusPayload,
 )
-"""Every payload type; each result kind has at least one (``oxygenation`` has two)."""
+"""Every payload type; each result kind has at least one (``oxygenation`` has two, told
+apart by their constant ``scope``). The one table :func:`parse`, the InfluxDB schema and the
+docs are derived from."""
+
+
+_TYPES_OF_KIND: Final[Mapping[Kind, tuple[type[Payload], ...]]] = {
+    kind: tuple(cls for cls in PAYLOAD_TYPES if cls.KIND is kind) for kind in Kind
+}
+
+
+def payload_constants(cls: type[Payload]) -> dict[str, object]:
+    """The published fields a payload type fixes, key → value (``init=False`` fields:
+    ``SessionPayload`` → ``{"scope": "session"}``)."""
+    return {published_name(f): f.default for f in dataclasses.fields(cls) if not f.init}
+
+
+def payload_type(kind: Kind | str, fields: Mapping[str, JsonValue]) -> type[Payload]:
+    """The payload type of a ``kind`` result with these ``fields`` (for ``oxygenation``, the
+    one whose ``scope`` they carry). Raises :class:`PayloadError` when none fits."""
+    kind = Kind(kind)
+    candidates = _TYPES_OF_KIND[kind]
+    if len(candidates) == 1:
+        return candidates[0]
+    for cls in candidates:
+        if all(fields.get(k) == v for k, v in payload_constants(cls).items()):
+            return cls
+    told = " or ".join(
+        ", ".join(f"{k}={v!r}" for k, v in payload_constants(cls).items()) for cls in candidates
+    )
+    raise PayloadError(f"a {kind.value} result needs {told}; got {dict(fields)!r}")
+
+
+def parse(kind: Kind | str, fields: Mapping[str, JsonValue]) -> Payload:
+    """The typed payload of a ``kind`` result's JSON ``fields`` (see
+    :meth:`Payload.from_fields`); :class:`PayloadError` when they are not one."""
+    return payload_type(kind, fields).from_fields(fields)
+
+
+def payload_key(cls: type[Payload] | type[AlertPayload], attribute: str) -> str:
+    """The published key of ``cls``'s field ``attribute`` (``GripPayload``, ``"grip_class"``
+    → ``"class"``), for consumers that must name a key in text (Home Assistant templates);
+    ``AttributeError`` if ``cls`` has no such field, so a renamed field fails at import."""
+    for f in dataclasses.fields(cls):
+        if f.name == attribute:
+            return published_name(f)
+    raise AttributeError(f"{cls.__name__} has no payload field {attribute!r}")
+
+
+def _check_declared() -> None:
+    """Every payload field is declared with :func:`column` (its unit, meaning, column)."""
+    for cls in (*PAYLOAD_TYPES, AlertPayload):
+        for f in dataclasses.fields(cls):
+            if "doc" not in f.metadata:
+                raise TypeError(
+                    f"{cls.__name__}.{f.name} is not declared: give it "
+                    'field(metadata=column("float", "ms", "what it means"))'
+                )
+
+
+_check_declared()
 
 
 def live_result(

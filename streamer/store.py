@@ -29,14 +29,24 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Generic, Self, TypeVar
 
 import platformdirs
 
 from streamer.errors import StreamerError
-from streamer.results import JsonValue, Kind, Result
+from streamer.results import (
+    AlertPayload,
+    AlertsPayload,
+    GripPayload,
+    JsonValue,
+    MorningPayload,
+    PayloadError,
+    Result,
+    SessionPayload,
+    payload_type,
+)
 
 SCHEMA_VERSION: Final = 2
 APP_NAME: Final = "redox-streamer"
@@ -128,26 +138,69 @@ class StoreError(StreamerError):
     """The store file cannot be used (names the file and what to do)."""
 
 
+#: A history table's payload type.
+H = TypeVar("H", MorningPayload, SessionPayload, GripPayload)
+
+#: The result payloads kept in the history (each in its table; see :meth:`Store.record`).
+HISTORY_TYPES: Final = (MorningPayload, SessionPayload, GripPayload, AlertsPayload)
+
+
 @dataclass(frozen=True, slots=True)
-class Row:
-    """One history row: its time (ns), athlete, optional device/date, and its JSON fields."""
+class Row(Generic[H]):
+    """One history row: its time (ns), athlete, optional device/date, and its result.
+
+    ``data`` is the result's JSON fields as stored; :attr:`payload` is them typed (the
+    table's payload type, ``payload_type``).
+    """
 
     athlete: str
     ts_ns: int
     data: dict[str, JsonValue]
     device: str | None = None
     date: str | None = None
+    payload_type: type[H] = field(kw_only=True, repr=False)
+    _payload: H | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def payload(self) -> H:
+        """The stored result as its payload type; :class:`StoreError` when the row is not one."""
+        parsed = self._payload
+        if parsed is None:
+            parsed = _parsed(self.payload_type, self.data, self.athlete, self.ts_ns)
+            object.__setattr__(self, "_payload", parsed)
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
 class AlertRow:
-    """One alert event in the history."""
+    """One alert event in the history; :attr:`payload` is ``data`` typed."""
 
     athlete: str
     ts_ns: int
     rule: str
     state: str
     data: dict[str, JsonValue]
+
+    @property
+    def payload(self) -> AlertPayload:
+        """The stored alert, its rule and state those of the row (:class:`StoreError` when
+        the row is not one)."""
+        data = {**self.data, "rule": self.rule, "state": self.state}
+        return _parsed(AlertPayload, data, self.athlete, self.ts_ns)
+
+
+_T = TypeVar("_T", MorningPayload, SessionPayload, GripPayload, AlertPayload)
+
+
+def _parsed(cls: type[_T], data: Mapping[str, JsonValue], athlete: str, ts_ns: int) -> _T:
+    try:
+        return cls.from_fields(data)
+    except PayloadError as exc:
+        when = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).isoformat(timespec="seconds")
+        raise StoreError(
+            f"a stored row of {athlete!r} at {when} (ts_ns {ts_ns}) is not a {cls.__name__} "
+            f"({exc}): written by another program or version; fix or delete that row"
+        ) from exc
 
 
 def _dumps(data: Mapping[str, object]) -> str:
@@ -339,7 +392,7 @@ class Store:
 
     def morning_history(
         self, athlete: str, start: dt.date | str | None = None, end: dt.date | str | None = None
-    ) -> list[Row]:
+    ) -> list[Row[MorningPayload]]:
         """Daily morning readings of ``athlete`` from ``start`` to ``end`` inclusive, by date."""
         rows = self._query(
             "SELECT athlete, ts_ns, data, date FROM morning WHERE athlete = ? "
@@ -350,7 +403,10 @@ class Store:
                 _iso_date(end) if end else "9999-12-31",
             ),
         )
-        return [Row(str(a), _int(t), _loads(str(d)), None, str(day)) for a, t, d, day in rows]
+        return [
+            Row(str(a), _int(t), _loads(str(d)), None, str(day), payload_type=MorningPayload)
+            for a, t, d, day in rows
+        ]
 
     def add_session(
         self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue], device: str | None = None
@@ -364,9 +420,9 @@ class Store:
 
     def sessions(
         self, athlete: str, since_ns: int | None = None, until_ns: int | None = None
-    ) -> list[Row]:
+    ) -> list[Row[SessionPayload]]:
         """Session summaries of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
-        return self._rows("sessions", athlete, since_ns, until_ns)
+        return self._rows("sessions", SessionPayload, athlete, since_ns, until_ns)
 
     def add_grip_test(
         self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue], device: str | None = None
@@ -380,13 +436,18 @@ class Store:
 
     def grip_tests(
         self, athlete: str, since_ns: int | None = None, until_ns: int | None = None
-    ) -> list[Row]:
+    ) -> list[Row[GripPayload]]:
         """Grip tests of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
-        return self._rows("grip_tests", athlete, since_ns, until_ns)
+        return self._rows("grip_tests", GripPayload, athlete, since_ns, until_ns)
 
     def _rows(
-        self, table: str, athlete: str, since_ns: int | None, until_ns: int | None
-    ) -> list[Row]:
+        self,
+        table: str,
+        kind: type[H],
+        athlete: str,
+        since_ns: int | None,
+        until_ns: int | None,
+    ) -> list[Row[H]]:
         rows = self._query(
             f"SELECT athlete, ts_ns, data, device FROM {table} WHERE athlete = ? "
             "AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, id",
@@ -397,7 +458,13 @@ class Store:
             ),
         )
         return [
-            Row(str(a), _int(t), _loads(str(d)), None if dev is None else str(dev))
+            Row(
+                str(a),
+                _int(t),
+                _loads(str(d)),
+                None if dev is None else str(dev),
+                payload_type=kind,
+            )
             for a, t, d, dev in rows
         ]
 
@@ -439,35 +506,27 @@ class Store:
     def record(self, result: Result) -> bool:
         """Keep ``result`` in the history table it belongs to; ``False`` if it has none.
 
-        ``morning`` → one row per athlete and date (``fields["date"]``, else the UTC date
-        of ``ts_ns``); ``oxygenation`` with ``scope == "session"`` → sessions; ``grip`` →
-        grip tests; ``alerts`` → its ``event`` in the alert history. Live samples, HRV
-        windows, per-effort oxygenation and status are not history.
+        ``morning`` → one row per athlete and date (the payload's ``date``, else the UTC
+        date of ``ts_ns``); ``oxygenation`` with ``scope == "session"`` → sessions;
+        ``grip`` → grip tests; ``alerts`` → its ``event`` in the alert history. Live
+        samples, HRV windows, per-effort oxygenation and status are not history. A row
+        holds the result's JSON fields as published.
         """
+        if payload_type(result.kind, result.fields) not in HISTORY_TYPES:
+            return False
         fields = dict(result.fields)
-        match result.kind:
-            case Kind.MORNING:
-                day = fields.get("date")
+        match result.payload:
+            case MorningPayload(date=day):
                 self.save_morning(
-                    result.athlete,
-                    str(day) if day else _utc_date(result.ts_ns),
-                    result.ts_ns,
-                    fields,
+                    result.athlete, day or _utc_date(result.ts_ns), result.ts_ns, fields
                 )
-            case Kind.OXYGENATION if fields.get("scope") == "session":
+            case SessionPayload():
                 self.add_session(result.athlete, result.ts_ns, fields, result.device)
-            case Kind.GRIP:
+            case GripPayload():
                 self.add_grip_test(result.athlete, result.ts_ns, fields, result.device)
-            case Kind.ALERTS:
-                event = fields.get("event")
-                if not isinstance(event, dict):
-                    raise ValueError("an alerts result needs an 'event' object")
+            case AlertsPayload(event=event):
                 self.add_alert(
-                    result.athlete,
-                    result.ts_ns,
-                    str(event.get("rule")),
-                    str(event.get("state")),
-                    event,
+                    result.athlete, result.ts_ns, event.rule, event.state, event.fields()
                 )
             case _:
                 return False

@@ -1,7 +1,10 @@
 """docs/topics.md, docs/influx-schema.md and docs/rules.md cannot drift from the code.
 
-* rules.md: its generated tables equal what ``docs/generate.py`` writes from
-  processors/rules.py and processors/physiology.py now, and every rule is explained.
+* All three: their generated tables equal what ``docs/generate.py`` writes now (rules.md
+  from processors/rules.py and processors/physiology.py, topics.md and influx-schema.md
+  from the payload types of streamer/results.py); a new payload field reaches both docs
+  through the generator alone.
+* rules.md: every rule is explained.
 * influx-schema.md: every measurement, field (with its type) and tag of
   streamer/sinks/influx_schema.py is documented in its measurement's section.
 * topics.md: every topic kind with its QoS and retain flag, the payload header.
@@ -22,7 +25,15 @@ import pytest
 from processors import physiology
 from processors.rules import CATALOGUE, RuleThresholds
 from streamer.payloads import build_payload
-from streamer.results import LIVE_KINDS, RESERVED_KEYS, Kind, Result
+from streamer.results import (
+    LIVE_KINDS,
+    PAYLOAD_TYPES,
+    RESERVED_KEYS,
+    HrvPayload,
+    Kind,
+    Result,
+    column,
+)
 from streamer.sinks.influx_schema import FIELD_TYPES, TAG_FIELDS, points_for
 from streamer.topics import Topics
 from tests.emulated_history import CaptureSink, replay
@@ -64,6 +75,54 @@ def test_generated_rule_tables_match_the_code() -> None:
 
     text = RULES_MD.read_text()
     assert generate.render(text) == text, "docs/rules.md is stale: run python3 docs/generate.py"
+
+
+def test_every_generated_doc_matches_the_code() -> None:
+    import docs.generate as generate
+
+    assert set(generate.DOCS) == {RULES_MD, TOPICS_MD, SCHEMA_MD}
+    for path, tables in generate.DOCS.items():
+        text = path.read_text()
+        fresh = generate.render(text, tables(), path.name)
+        assert fresh == text, f"docs/{path.name} is stale: run python3 docs/generate.py"
+    assert generate.main(["--check"]) == 0
+
+
+def test_a_new_payload_field_reaches_both_docs_through_the_generator_only() -> None:
+    import docs.generate as generate
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Extended(HrvPayload):
+        sd1_ms: float | None = dataclasses.field(
+            default=None, metadata=column("float", "ms", "Poincaré SD1")
+        )
+
+    row = "| `sd1_ms` | float or null | ms | Poincaré SD1 |"
+    topics = TOPICS_MD.read_text()
+    assert row not in topics
+    tables = {**generate.topic_tables(), "payload hrv": lambda: generate.fields_table(Extended)}
+    fresh = generate.render(topics, tables, "topics.md")
+    assert row in fresh
+    assert fresh.replace(row + "\n", "") == topics
+    # InfluxDB: the field joins the hrv measurement, typed and documented.
+    extended = tuple(Extended if cls is HrvPayload else cls for cls in PAYLOAD_TYPES)
+    block = generate.measurement_block("hrv", extended)
+    assert "| `sd1_ms` | float | ms | Poincaré SD1 |" in block
+    assert block.replace("\n| `sd1_ms` | float | ms | Poincaré SD1 |", "") == (
+        generate.measurement_block("hrv")
+    )
+
+
+def test_a_payload_type_without_its_block_or_a_block_without_one_is_refused() -> None:
+    import docs.generate as generate
+
+    topics = TOPICS_MD.read_text()
+    tables = generate.topic_tables()
+    with pytest.raises(ValueError, match=r"no GENERATED block 'payload new_kind': add"):
+        generate.render(topics, {**tables, "payload new_kind": lambda: ""}, "topics.md")
+    del tables["payload status"]
+    with pytest.raises(ValueError, match=r"blocks \['payload status'\] that nothing generates"):
+        generate.render(topics, tables, "topics.md")
 
 
 def test_every_rule_is_explained_with_its_severity() -> None:

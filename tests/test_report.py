@@ -40,6 +40,7 @@ from streamer.report.gather import (
     write_report,
 )
 from streamer.report.page import render_html
+from streamer.results import GripPayload, MorningPayload
 from streamer.store import AlertRow, Store
 
 TODAY = dt.date(2025, 3, 1)
@@ -307,19 +308,26 @@ def _fill(
     for i, day in enumerate(dates):
         sign = 1 if i % 2 else -1
         accepted = i != reject
-        store.save_morning(
-            athlete,
-            day,
-            _ns(day, 6.5),
-            {
-                "date": day.isoformat(),
-                "ln_rmssd": ln + 0.1 * sign if accepted else None,
-                "rmssd_ms": math.exp(ln + 0.1 * sign) if accepted else None,
-                "resting_hr_bpm": rhr + sign if accepted else None,
-                "accepted": accepted,
-                "reject_reason": None if accepted else "too many artefacts (12% of beats)",
-            },
+        reading = MorningPayload(
+            date=day.isoformat(),
+            ln_rmssd=ln + 0.1 * sign if accepted else None,
+            rmssd_ms=math.exp(ln + 0.1 * sign) if accepted else None,
+            resting_hr_bpm=rhr + sign if accepted else None,
+            artifacts_pct=1.0 if accepted else 12.0,
+            corrected_pct=1.0 if accepted else None,
+            n_beats=300,
+            accepted=accepted,
+            reject_reason=None if accepted else "too many artefacts (12% of beats)",
+            ln_rmssd_baseline_mean=None,
+            ln_rmssd_baseline_sd=None,
+            ln_rmssd_band_low=None,
+            ln_rmssd_band_high=None,
+            ln_rmssd_7d_mean=None,
+            ln_rmssd_cv_pct=None,
+            rhr_baseline_median_bpm=None,
+            rhr_7d_mean_bpm=None,
         )
+        store.save_morning(athlete, day, _ns(day, 6.5), reading.fields())
     return dates
 
 
@@ -371,17 +379,18 @@ def test_an_alert_still_open_from_before_the_window_spans_it_and_old_cleared_one
 def test_a_store_with_grip_tests_only_reports_them(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite3") as store:
         day = dt.date(2025, 1, 10)
-        store.add_grip_test(
-            "anna",
-            _ns(day, 17),
-            {
-                "mvc_kg": 50.0,
-                "drop_pct": 14.0,
-                "threshold_pct": 11.7,
-                "class": "grip_signal",
-                "drops_pct": {"0": 14.0, "5": 6.0, "15": 1.0, "30": 0.5},
-            },
+        grip = GripPayload(
+            mvc_kg=50.0,
+            peak_kg=43.0,
+            drop_pct=14.0,
+            minutes_after=0.0,
+            threshold_pct=11.7,
+            threshold_basis="personal",
+            grip_class="grip_signal",
+            noise_cv_pct=5.0,
+            drops_pct={"0": 14.0, "5": 6.0, "15": 1.0, "30": 0.5},
         )
+        store.add_grip_test("anna", _ns(day, 17), grip.fields())
         data = gather_report(store, "anna", 14)
     assert data.end == day
     assert [(g.drop_pct, g.grip_class, g.last_drop) for g in data.grips] == [
@@ -419,7 +428,8 @@ def test_alert_spans_of_a_rule_never_overlap_and_only_the_last_may_be_open(
     events: list[tuple[str, str]],
 ) -> None:
     rows = [
-        AlertRow("anna", (i + 1) * 10**9, rule, state, {}) for i, (rule, state) in enumerate(events)
+        AlertRow("anna", (i + 1) * 10**9, rule, state, {"severity": "warning"})
+        for i, (rule, state) in enumerate(events)
     ]
     spans = alert_spans(rows)
     assert len(spans) == sum(state == "raised" for _, state in events)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streamer.results import Kind, Result, alert_result
+from streamer.results import (
+    AlertsPayload,
+    EffortPayload,
+    GripPayload,
+    Kind,
+    MorningPayload,
+    Result,
+    SessionPayload,
+    alert_result,
+)
 from streamer.store import SCHEMA_VERSION, Store, StoreError
 
 DAY_NS = 86_400 * 10**9
@@ -53,27 +63,108 @@ def test_morning_history_is_one_row_per_day_in_date_order(store: Store) -> None:
     ]
 
 
-def test_record_routes_results_to_their_history(store: Store) -> None:
-    assert store.record(Result(Kind.MORNING, "a", 5 * DAY_NS, {"ln_rmssd": 4.0}))
-    assert store.record(
-        Result(Kind.OXYGENATION, "a", 10, {"scope": "session", "recovery_s": 121.0}, "moxy")
+def _morning(day: str, ln_rmssd: float | None = 4.0) -> MorningPayload:
+    return MorningPayload(
+        date=day,
+        ln_rmssd=ln_rmssd,
+        rmssd_ms=None,
+        resting_hr_bpm=52.0,
+        artifacts_pct=0.0,
+        corrected_pct=0.0,
+        n_beats=300,
+        accepted=True,
+        reject_reason=None,
+        ln_rmssd_baseline_mean=None,
+        ln_rmssd_baseline_sd=None,
+        ln_rmssd_band_low=None,
+        ln_rmssd_band_high=None,
+        ln_rmssd_7d_mean=None,
+        ln_rmssd_cv_pct=None,
+        rhr_baseline_median_bpm=None,
+        rhr_7d_mean_bpm=None,
     )
-    assert not store.record(Result(Kind.OXYGENATION, "a", 11, {"scope": "effort"}, "moxy"))
-    assert store.record(Result(Kind.GRIP, "a", 12, {"drop_pct": 9.0}, "tindeq"))
+
+
+_GRIP = GripPayload(
+    mvc_kg=45.0,
+    peak_kg=41.0,
+    drop_pct=9.0,
+    minutes_after=0.0,
+    threshold_pct=10.0,
+    threshold_basis="article",
+    grip_class="normal",
+    noise_cv_pct=None,
+    drops_pct={"0": 9.0},
+)
+
+
+def test_record_routes_results_to_their_history_as_published(store: Store) -> None:
+    morning = _morning("1970-01-06").result("a", 5 * DAY_NS)
+    session = SessionPayload(
+        recovery_s=121.0,
+        recovery_is_lower_bound=False,
+        n_efforts=3,
+        n_recovered=3,
+        duration_s=1800.0,
+        rpe=None,
+        mean_power_w=None,
+    ).result("a", 10, "moxy")
+    effort = EffortPayload(
+        work_end_source="power",
+        baseline_pct=70.0,
+        min_pct=30.0,
+        t_half_s=20.0,
+        t95_s=60.0,
+        tau_s=25.0,
+        delay_s=2.0,
+        reox_rate_pct_s=1.5,
+        overshoot_pct=3.0,
+        recovered=True,
+        observed_s=90.0,
+    ).result("a", 11, "moxy")
+    grip = _GRIP.result("a", 12, "tindeq")
     event = {
         "rule": "grip_spillover",
         "severity": "pull_back",
         "state": "raised",
         "raised_ts_ns": 13,
     }
-    assert store.record(alert_result("a", event, [event]))
-    assert not store.record(Result(Kind.HRV, "a", 1, {}))
-    assert store.morning_history("a")[0].date == "1970-01-06"
-    assert [r.data["recovery_s"] for r in store.sessions("a")] == [121.0]
-    assert store.sessions("a")[0].device == "moxy"
-    assert [r.data["drop_pct"] for r in store.grip_tests("a")] == [9.0]
+    alerts = alert_result("a", event, [event])
+    assert store.record(morning)
+    assert store.record(session)
+    assert not store.record(effort)
+    assert store.record(grip)
+    assert store.record(alerts)
+    assert not store.record(Result(Kind.HRV, "a", 1, {}))  # not history: not even parsed
+    (m,) = store.morning_history("a")
+    assert (m.date, m.data, m.payload) == ("1970-01-06", dict(morning.fields), morning.payload)
+    (s,) = store.sessions("a")
+    assert (s.device, s.data, s.payload) == ("moxy", dict(session.fields), session.payload)
+    (g,) = store.grip_tests("a")
+    assert (g.data, g.payload.drop_pct) == (dict(grip.fields), 9.0)
     (alert,) = store.alerts("a")
     assert (alert.rule, alert.state, alert.ts_ns) == ("grip_spillover", "raised", 13)
+    assert alert.data == alerts.fields["event"]
+    assert alert.payload == alerts.payload_as(AlertsPayload).event
+
+
+def test_a_grip_test_stored_before_threshold_basis_existed_still_reads(store: Store) -> None:
+    old = {k: v for k, v in _GRIP.fields().items() if k != "threshold_basis"}
+    store.add_grip_test("a", 1, old, "tindeq")
+    (row,) = store.grip_tests("a")
+    assert row.payload == dataclasses.replace(_GRIP, threshold_basis="unknown")
+
+
+def test_a_history_row_that_is_no_result_of_its_table_is_named(store: Store) -> None:
+    store.add_grip_test("a", 7, {"drop_pct": 9.0}, "tindeq")
+    (row,) = store.grip_tests("a")
+    assert row.data == {"drop_pct": 9.0}  # the raw row still reads
+    with pytest.raises(
+        StoreError,
+        match=r"'a' at 1970-01-01T00:00:00\+00:00 \(ts_ns 7\) is not a GripPayload"
+        r".*'mvc_kg'.*fix or delete",
+    ):
+        _ = row.payload
 
 
 def test_range_queries_are_half_open(store: Store) -> None:

@@ -28,7 +28,7 @@ from streamer.app.assembly import App
 from streamer.app.pipeline import Pipeline
 from streamer.app.runtime import SpeedClock, running, wait_connected
 from streamer.athlete import AthleteState
-from streamer.results import Kind, Result
+from streamer.results import AlertsPayload, Kind, Result
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used
     from devices.emulated.clock import EmulatedClock
@@ -144,9 +144,5 @@ def print_alerts(console: Console, results: list[Result]) -> None:
     """One line per alert event among ``results``: state, rule, message and advice."""
     for r in results:
         if r.kind is Kind.ALERTS:
-            event = r.fields["event"]
-            if isinstance(event, dict):
-                console.print(
-                    f"[bold]{event.get('state')}[/] {event.get('rule')}: "
-                    f"{event.get('message')} {event.get('advice')}"
-                )
+            event = r.payload_as(AlertsPayload).event
+            console.print(f"[bold]{event.state}[/] {event.rule}: {event.message} {event.advice}")

@@ -10,12 +10,14 @@ memory.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from streamer.results import JsonValue
+from streamer.results import GripPayload, JsonValue, MorningPayload, SessionPayload
+
+_P_co = TypeVar("_P_co", MorningPayload, SessionPayload, GripPayload, covariant=True)
 
 
-class HistoryRow(Protocol):
+class HistoryRow(Protocol[_P_co]):
     """One history row as the athlete reads it (:class:`streamer.store.Row` is one)."""
 
     @property
@@ -24,23 +26,23 @@ class HistoryRow(Protocol):
         ...
 
     @property
-    def data(self) -> dict[str, JsonValue]:
-        """The result's JSON fields."""
+    def payload(self) -> _P_co:
+        """The stored result, typed."""
         ...
 
 
 class AthleteHistory(Protocol):
     """The history one athlete reads on start and writes as it goes."""
 
-    def morning_history(self, athlete: str) -> Sequence[HistoryRow]:
+    def morning_history(self, athlete: str) -> Sequence[HistoryRow[MorningPayload]]:
         """Daily morning readings, by date."""
         ...
 
-    def sessions(self, athlete: str) -> Sequence[HistoryRow]:
+    def sessions(self, athlete: str) -> Sequence[HistoryRow[SessionPayload]]:
         """Session summaries, oldest first."""
         ...
 
-    def grip_tests(self, athlete: str) -> Sequence[HistoryRow]:
+    def grip_tests(self, athlete: str) -> Sequence[HistoryRow[GripPayload]]:
         """Grip tests, oldest first."""
         ...
 

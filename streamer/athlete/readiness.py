@@ -65,14 +65,14 @@ class Readiness:
             if "warning" in severities
             else "ok"
         )
-        morning = self.snapshot.last_morning or {}
+        morning = self.snapshot.last_morning
         return StatusPayload(
             state=state,
             open_alerts=tuple(a.rule_id for a in open_alerts),
-            ln_rmssd=_number(morning.get("ln_rmssd")),
-            ln_rmssd_band_low=_number(morning.get("ln_rmssd_band_low")),
-            ln_rmssd_band_high=_number(morning.get("ln_rmssd_band_high")),
-            morning_date=_text(morning.get("date")),
+            ln_rmssd=None if morning is None else _number(morning.ln_rmssd),
+            ln_rmssd_band_low=None if morning is None else _number(morning.ln_rmssd_band_low),
+            ln_rmssd_band_high=None if morning is None else _number(morning.ln_rmssd_band_high),
+            morning_date=None if morning is None else morning.date,
             devices_active=self._active_devices(t_ns),
         ).result(self.athlete, t_ns)
 
@@ -83,9 +83,6 @@ def alert_payload(alert: Alert) -> dict[str, JsonValue]:
     return alert_json(alert)
 
 
-def _number(value: JsonValue) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _text(value: JsonValue) -> str | None:
-    return value if isinstance(value, str) else None
+def _number(value: float | None) -> float | None:
+    # A stored reading may hold an int (JSON has one number type): the status has floats.
+    return None if value is None else float(value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,7 +31,7 @@ from processors.rules import (
 )
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
 from streamer.athlete.grip import GripTraces
-from streamer.results import JsonValue
+from streamer.results import GripPayload, MorningPayload, SessionPayload
 
 HISTORY_DAYS: Final = ph.BASELINE_FIRST_DAY_BACK + 1
 """Daily values kept: the baseline window reaches back to d − 35."""
@@ -62,26 +61,25 @@ class RuleEngine:
 
     # --- refilled from the history ----------------------------------------------------------
 
-    def remember_morning(self, day: dt.date, data: Mapping[str, JsonValue]) -> None:
+    def remember_morning(self, day: dt.date, reading: MorningPayload) -> None:
         """An accepted morning reading from the history."""
-        ln, rhr = data.get("ln_rmssd"), data.get("resting_hr_bpm")
-        if isinstance(ln, int | float) and isinstance(rhr, int | float):
+        ln, rhr = reading.ln_rmssd, reading.resting_hr_bpm
+        if ln is not None and rhr is not None:
             self._ln_rmssd[day] = float(ln)
             self._rhr[day] = float(rhr)
 
-    def remember_session(self, data: Mapping[str, JsonValue]) -> None:
+    def remember_session(self, session: SessionPayload) -> None:
         """A session summary from the history."""
-        recovery = data.get("recovery_s")
-        self._recoveries.append(float(recovery) if isinstance(recovery, int | float) else None)
-        rpe, power = data.get("rpe"), data.get("mean_power_w")
-        if isinstance(rpe, int | float) and isinstance(power, int | float) and power > 0:
+        recovery = session.recovery_s
+        self._recoveries.append(None if recovery is None else float(recovery))
+        rpe, power = session.rpe, session.mean_power_w
+        if rpe is not None and power is not None and power > 0:
             self._loads.append(SessionLoad(float(rpe), float(power)))
 
-    def remember_grip(self, data: Mapping[str, JsonValue]) -> None:
+    def remember_grip(self, grip: GripPayload) -> None:
         """A grip test from the history."""
-        mvc = data.get("mvc_kg")
-        if isinstance(mvc, int | float) and mvc > 0:
-            self._mvcs.append(float(mvc))
+        if grip.mvc_kg > 0:  # NaN (stored as null) is not > 0
+            self._mvcs.append(float(grip.mvc_kg))
 
     def trim_days(self) -> None:
         """Forget daily values older than the baseline window."""

@@ -1,10 +1,11 @@
-"""What the live view reads of one athlete: the latest values, None until seen."""
+"""What the live view reads of one athlete: the latest values, None until seen (the last
+morning reading as its payload, as subscribers of ``morning`` see it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamer.results import JsonValue
+from streamer.results import MorningPayload
 
 
 @dataclass
@@ -21,7 +22,7 @@ class AthleteSnapshot:
     spo2_pct: float | None = None
     battery_pct: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
-    last_morning: dict[str, JsonValue] | None = None
+    last_morning: MorningPayload | None = None
     last_session_recovery_s: float | None = None
     last_grip_class: str | None = None
     open_alerts: tuple[str, ...] = ()

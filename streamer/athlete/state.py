@@ -68,7 +68,7 @@ from streamer.athlete.readiness import Readiness
 from streamer.athlete.rules import SESSIONS_KEPT, RuleEngine
 from streamer.athlete.session import SessionProtocol, session_result
 from streamer.athlete.snapshot import AthleteSnapshot
-from streamer.results import JsonValue, Result, live_result
+from streamer.results import JsonValue, MorningPayload, Result, live_result
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -151,15 +151,16 @@ class AthleteState:
                 _LOGGER.exception("alert book of %s is unreadable; starting empty", self.athlete)
         for row in store.morning_history(self.athlete):
             day = dt.date.fromisoformat(row.date) if row.date else None
-            if day is None or row.data.get("accepted") is not True:
+            morning = row.payload
+            if day is None or not morning.accepted:
                 continue
-            self.rules.remember_morning(day, row.data)
-            self.snapshot.last_morning = row.data
+            self.rules.remember_morning(day, morning)
+            self.snapshot.last_morning = morning
         self.rules.trim_days()
-        for row in store.sessions(self.athlete)[-SESSIONS_KEPT:]:
-            self.rules.remember_session(row.data)
-        for row in store.grip_tests(self.athlete)[-SESSIONS_KEPT:]:
-            self.rules.remember_grip(row.data)
+        for session in store.sessions(self.athlete)[-SESSIONS_KEPT:]:
+            self.rules.remember_session(session.payload)
+        for grip in store.grip_tests(self.athlete)[-SESSIONS_KEPT:]:
+            self.rules.remember_grip(grip.payload)
         self.snapshot.open_alerts = tuple(a.rule_id for a in self.book.open_alerts())
 
     def _save_book(self, state: dict[str, JsonValue]) -> None:
@@ -310,7 +311,7 @@ class AthleteState:
         verdict = self.rules.morning(day, reading)
         ln_trend, rhr_trend = verdict.ln_rmssd, verdict.resting_hr
         morning = morning_result(self.athlete, end.t_ns, day, reading, ln_trend, rhr_trend)
-        self.snapshot.last_morning = dict(morning.fields)
+        self.snapshot.last_morning = morning.payload_as(MorningPayload)
         if self.store is not None:
             for name, trend in (("ln_rmssd", ln_trend), ("resting_hr_bpm", rhr_trend)):
                 if trend.baseline_mean is not None:

@@ -33,7 +33,7 @@ from streamer.report.model import (
     ReportData,
     SessionPoint,
 )
-from streamer.results import JsonValue
+from streamer.results import AlertPayload, GripPayload, MorningPayload, SessionPayload
 from streamer.store import AlertRow, Row, Store, StoreError
 
 DEFAULT_DAYS: Final = 28
@@ -44,16 +44,9 @@ class ReportError(StreamerError):
     """The report cannot be made from this store (the message says why and what to do)."""
 
 
-def _number(data: Mapping[str, JsonValue], key: str) -> float | None:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _text(data: Mapping[str, JsonValue], key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) else None
+def _finite(value: float | None) -> float | None:
+    """``value`` as a float, or ``None`` when unknown (null, or NaN: stored as null)."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _utc(ts_ns: int) -> dt.datetime:
@@ -96,33 +89,33 @@ def _trend(
 
 
 def _mornings(
-    rows: Sequence[Row], start: dt.date, end: dt.date, th: RuleThresholds
+    rows: Sequence[Row[MorningPayload]], start: dt.date, end: dt.date, th: RuleThresholds
 ) -> tuple[MorningPoint, ...]:
-    by_day = {dt.date.fromisoformat(r.date): r.data for r in rows if r.date}
+    by_day = {dt.date.fromisoformat(r.date): r.payload for r in rows if r.date}
     ln: dict[dt.date, float] = {}
     rhr: dict[dt.date, float] = {}
-    for day, data in by_day.items():
-        ln_value, rhr_value = _number(data, "ln_rmssd"), _number(data, "resting_hr_bpm")
+    for day, reading in by_day.items():
+        ln_value, rhr_value = _finite(reading.ln_rmssd), _finite(reading.resting_hr_bpm)
         # Only accepted readings are numbers the trends may use (as in the pipeline).
-        if data.get("accepted") is True and ln_value is not None and rhr_value is not None:
+        if reading.accepted and ln_value is not None and rhr_value is not None:
             ln[day], rhr[day] = ln_value, rhr_value
     out = []
     for offset in range((end - start).days + 1):
         day = start + dt.timedelta(days=offset)
-        row = by_day.get(day)
+        morning = by_day.get(day)
         ln_trend = _trend(ln, day, "ln_rmssd", th)
         rhr_trend = _trend(rhr, day, "resting_hr_bpm", th)
         accepted = day in ln
         out.append(
             MorningPoint(
                 day=day,
-                recorded=row is not None,
+                recorded=morning is not None,
                 accepted=accepted,
                 reject_reason=None
-                if row is None or accepted
-                else (_text(row, "reject_reason") or "not accepted"),
+                if morning is None or accepted
+                else (morning.reject_reason or "not accepted"),
                 ln_rmssd=ln_trend.value,
-                rmssd_ms=_number(row, "rmssd_ms") if row is not None and accepted else None,
+                rmssd_ms=_finite(morning.rmssd_ms) if morning is not None and accepted else None,
                 resting_hr_bpm=rhr_trend.value,
                 ln_band_low=ln_trend.band_low,
                 ln_band_high=ln_trend.band_high,
@@ -135,48 +128,48 @@ def _mornings(
     return tuple(out)
 
 
-def _session(row: Row) -> SessionPoint:
-    efforts = _number(row.data, "n_efforts")
+def _session(row: Row[SessionPayload]) -> SessionPoint:
+    session = row.payload
     return SessionPoint(
         at=_utc(row.ts_ns),
-        recovery_s=_number(row.data, "recovery_s"),
-        lower_bound=row.data.get("recovery_is_lower_bound") is True,
-        n_efforts=0 if efforts is None else int(efforts),
+        recovery_s=_finite(session.recovery_s),
+        lower_bound=session.recovery_is_lower_bound,
+        n_efforts=session.n_efforts,
         device=row.device,
     )
 
 
-def _grip(row: Row) -> GripPoint | None:
-    drop = _number(row.data, "drop_pct")
+def _grip(row: Row[GripPayload]) -> GripPoint | None:
+    grip = row.payload
+    drop = _finite(grip.drop_pct)
     if drop is None:
         return None
-    raw = row.data.get("drops_pct")
     drops: list[tuple[float, float]] = []
-    if isinstance(raw, dict):
-        for minute, value in raw.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                try:
-                    drops.append((float(minute), float(value)))
-                except ValueError:
-                    continue
+    for minute, value in grip.drops_pct.items():
+        try:
+            at_minute = float(minute)
+        except ValueError:
+            continue
+        if math.isfinite(value):  # NaN: stored as null, no drop measured
+            drops.append((at_minute, float(value)))
     return GripPoint(
         at=_utc(row.ts_ns),
-        mvc_kg=_number(row.data, "mvc_kg"),
+        mvc_kg=_finite(grip.mvc_kg),
         drop_pct=drop,
-        threshold_pct=_number(row.data, "threshold_pct"),
-        grip_class=_text(row.data, "class") or "normal",
+        threshold_pct=_finite(grip.threshold_pct),
+        grip_class=grip.grip_class or "normal",
         drops_pct=tuple(sorted(drops)),
     )
 
 
-def _span(rule: str, data: Mapping[str, JsonValue], raised: dt.datetime) -> AlertSpan:
+def _span(rule: str, alert: AlertPayload, raised: dt.datetime) -> AlertSpan:
     spec = CATALOGUE.get(rule)
     return AlertSpan(
         rule=rule,
-        severity=_text(data, "severity") or (spec.severity.value if spec else "info"),
+        severity=alert.severity or (spec.severity.value if spec else "info"),
         title=spec.title if spec else rule,
-        message=_text(data, "message") or "",
-        advice=_text(data, "advice") or (spec.advice if spec else ""),
+        message=alert.message,
+        advice=alert.advice or (spec.advice if spec else ""),
         raised=raised,
         cleared=None,
     )
@@ -197,7 +190,7 @@ def alert_spans(events: Iterable[AlertRow]) -> list[AlertSpan]:
             spans[index] = _closed(spans[index], at)
         if event.state == "raised":
             open_index[event.rule] = len(spans)
-            spans.append(_span(event.rule, event.data, at))
+            spans.append(_span(event.rule, event.payload, at))
     return spans
 
 
@@ -254,7 +247,8 @@ def gather_report(
     last_grip = store.grip_tests(athlete)[-1:]
     if end is None:
         candidates = [dt.date.fromisoformat(r.date) for r in mornings[-1:] if r.date]
-        candidates += [_utc(r.ts_ns).date() for r in (*last_session, *last_grip)]
+        candidates += [_utc(r.ts_ns).date() for r in last_session]
+        candidates += [_utc(r.ts_ns).date() for r in last_grip]
         candidates += [_utc(e.ts_ns).date() for e in events[-1:]]
         if not candidates:
             raise ReportError(f"the store holds no readings of athlete {athlete!r}")

@@ -29,7 +29,20 @@ from processors.rules import CATALOGUE
 from streamer import __version__
 from streamer.config import AthleteConfig
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE
-from streamer.results import Kind
+from streamer.results import (
+    AlertPayload,
+    AlertsPayload,
+    GripPayload,
+    HeartRatePayload,
+    Kind,
+    MorningPayload,
+    Payload,
+    SessionPayload,
+    SpO2Payload,
+    StatusPayload,
+    payload_constants,
+    payload_key,
+)
 from streamer.topics import Topics, slug
 
 #: Rules with a binary sensor: those whose alert asks for action.
@@ -37,6 +50,17 @@ ACTION_RULES: Final = tuple(
     r for r, spec in CATALOGUE.items() if spec.severity is not Severity.INFO
 )
 LIVE_EXPIRE_S: Final = 120
+_SESSION_SCOPE: Final = payload_constants(SessionPayload)[payload_key(SessionPayload, "scope")]
+
+
+def _key(cls: type[Payload] | type[AlertPayload], attribute: str) -> str:
+    """The JSON key of a payload field (a renamed or removed field fails here, not in HA)."""
+    return payload_key(cls, attribute)
+
+
+def _value(cls: type[Payload], attribute: str) -> str:
+    """The value template of one payload field: ``{{ value_json.<key> }}``."""
+    return f"{{{{ value_json.{_key(cls, attribute)} }}}}"
 
 
 def _entity(
@@ -90,7 +114,7 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
             "hr",
             "Heart rate",
             topics.live(athlete.id, strap.id),
-            "{{ value_json.hr_bpm }}",
+            _value(HeartRatePayload, "hr_bpm"),
             unit_of_measurement="bpm",
             state_class="measurement",
             icon="mdi:heart-pulse",
@@ -102,7 +126,7 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
             "spo2",
             "SpO2",
             topics.live(athlete.id, oximeter.id),
-            "{{ value_json.spo2_pct }}",
+            _value(SpO2Payload, "spo2_pct"),
             unit_of_measurement="%",
             state_class="measurement",
             icon="mdi:water-percent",
@@ -112,7 +136,7 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
         "ln_rmssd",
         "Morning lnRMSSD",
         morning,
-        "{{ value_json.ln_rmssd }}",
+        _value(MorningPayload, "ln_rmssd"),
         state_class="measurement",
         icon="mdi:heart-flash",
         suggested_display_precision=2,
@@ -121,7 +145,7 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
         "resting_hr",
         "Resting heart rate",
         morning,
-        "{{ value_json.resting_hr_bpm }}",
+        _value(MorningPayload, "resting_hr_bpm"),
         unit_of_measurement="bpm",
         state_class="measurement",
         icon="mdi:heart",
@@ -133,7 +157,8 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
         "smo2_recovery",
         "SmO2 recovery time",
         topics.athlete(athlete.id, Kind.OXYGENATION),
-        "{{ value_json.recovery_s if value_json.scope == 'session' "
+        f"{{{{ value_json.{_key(SessionPayload, 'recovery_s')} "
+        f"if value_json.{_key(SessionPayload, 'scope')} == '{_SESSION_SCOPE}' "
         f"else states('{smo2_entity}') }}}}",
         unit_of_measurement="s",
         device_class="duration",
@@ -143,7 +168,7 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
         "grip_drop",
         "Last grip drop",
         topics.athlete(athlete.id, Kind.GRIP),
-        "{{ value_json.drop_pct }}",
+        _value(GripPayload, "drop_pct"),
         unit_of_measurement="%",
         state_class="measurement",
         icon="mdi:hand-back-right",
@@ -152,14 +177,15 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
         "readiness",
         "Readiness",
         topics.athlete(athlete.id, Kind.STATUS),
-        "{{ value_json.state }}",
+        _value(StatusPayload, "state"),
         icon="mdi:run",
     )
     alerts = topics.athlete(athlete.id, Kind.ALERTS)
     for rule in ACTION_RULES:
         template = (
-            "{{ 'ON' if (value_json.active | selectattr('rule', 'equalto', "
-            f"'{rule}') | list | count) > 0 else 'OFF' }}}}"
+            f"{{{{ 'ON' if (value_json.{_key(AlertsPayload, 'active')} | selectattr("
+            f"'{_key(AlertPayload, 'rule')}', 'equalto', '{rule}') | list | count) > 0 "
+            "else 'OFF' }}"
         )
         out.append(
             (

@@ -1,33 +1,15 @@
-"""Result envelopes → InfluxDB points (SCHEMA.md), the one place the schema is written down.
+"""Result envelopes → InfluxDB points (SCHEMA.md), derived from the payload types.
 
-===================  ===========================  ============================================
-measurement          tags                         fields (type)
-===================  ===========================  ============================================
-``heart_rate``       athlete, device              hr_bpm (float); per beat: rr_ms (float) at
-                                                  the beat time
-``hrv``              athlete                      rmssd_ms, ln_rmssd, sdnn_ms, mean_nn_ms,
-                                                  mean_hr_bpm, pnn50_pct, abnormal_pct
-                                                  (float), n_beats (int), accepted (bool);
-                                                  a rejected window has no HRV fields
-``morning``          athlete                      ln_rmssd, rmssd_ms, resting_hr_bpm,
-                                                  artifacts_pct, baseline/band/7-day fields
-                                                  (float), accepted (bool)
-``smo2``             athlete, device              smo2_pct, thb_gdl (float)
-``power``            athlete, device              power_w (float)
-``force``            athlete, device              force_kg (float)
-``pulse_oximetry``   athlete, device              spo2_pct, pulse_bpm (float)
-``oxygen_recovery``  athlete, [device], scope     baseline_pct, min_pct, t_half_s, t95_s,
-                                                  tau_s, reox_rate_pct_s, overshoot_pct,
-                                                  recovery_s (float), n_efforts (int)
-``grip_test``        athlete, [device], class     mvc_kg, peak_kg, drop_pct, minutes_after,
-                                                  threshold_pct (float)
-``alert``            athlete, rule, severity      state, message, advice (string), active (int
-                                                  1 raised / 0 cleared)
-===================  ===========================  ============================================
+Every payload type of :mod:`streamer.results` declares its measurement (or ``None``: MQTT
+only, as ``status``) and each of its fields whether it is a tag, a field of which type, or
+MQTT only; a field that declares nothing fails at import. :data:`MEASUREMENT`,
+:data:`FIELD_TYPES` and :data:`TAG_FIELDS` are derived from them here, and
+``docs/generate.py`` writes the tables of docs/influx-schema.md from the same declarations
+(tags ``athlete`` always, ``device`` on results from one device).
 
-The table is derived from the payload types of :mod:`streamer.results`: each declares
-its measurement (or ``None``: MQTT only, as ``status``) and each of its fields whether it is
-a tag, a field of which type, or MQTT only; a field that declares nothing fails at import.
+Two kinds are shaped by hand: a heart-rate sample is one ``rr_ms`` point per beat (at the
+beat's time) with ``hr_bpm`` at the sample's time, and an ``alerts`` result one ``alert``
+point for its ``event`` (its tags and string fields, and ``active`` 1 raised / 0 cleared).
 
 Field types never change: InfluxDB 1.x rejects a field whose type differs from the one
 already in the shard, so integers are written as floats except ``n_beats``, ``n_efforts``
@@ -47,7 +29,16 @@ from typing import Any, Final, Protocol
 from influxdb_client.client.write import point as _point_module
 from influxdb_client.domain import write_precision as _precision_module
 
-from streamer.results import PAYLOAD_TYPES, JsonValue, Kind, Result, published_name
+from streamer.results import (
+    PAYLOAD_TYPES,
+    AlertsPayload,
+    HeartRatePayload,
+    JsonValue,
+    Kind,
+    Payload,
+    Result,
+    published_name,
+)
 
 
 class Point(Protocol):
@@ -77,22 +68,25 @@ def _columns(cls: type) -> list[tuple[str, str | None]]:
         if "influx" not in f.metadata:
             raise SchemaError(
                 f"{cls.__name__}.{f.name} declares no InfluxDB column: give it "
-                "field(metadata=INFLUX_FLOAT …) or MQTT_ONLY"
+                'field(metadata=column("float", unit, doc)) or column(None, …) (MQTT only)'
             )
         column = f.metadata["influx"]
         out.append((published_name(f), None if column is None else str(column)))
     return out
 
 
-def _derive() -> tuple[
+def derive(
+    payload_types: Sequence[type[Payload]] = PAYLOAD_TYPES,
+) -> tuple[
     dict[str, dict[str, type]], dict[Kind, str], dict[str, tuple[str, ...]], frozenset[Kind]
 ]:
-    """FIELD_TYPES, MEASUREMENT, TAG_FIELDS and MQTT_ONLY_KINDS from the payload types."""
+    """FIELD_TYPES, MEASUREMENT, TAG_FIELDS and MQTT_ONLY_KINDS from the payload types
+    (``docs/generate.py`` derives the documented schema the same way)."""
     field_types: dict[str, dict[str, type]] = {}
     measurement: dict[Kind, str] = {}
     tags: dict[str, list[str]] = {}
     mqtt_only: set[Kind] = set()
-    for cls in PAYLOAD_TYPES:
+    for cls in payload_types:
         name = cls.MEASUREMENT
         if name is None:
             mqtt_only.add(cls.KIND)
@@ -103,7 +97,8 @@ def _derive() -> tuple[
         if cls.INFLUX_OBJECT is not None:
             source = typing.get_type_hints(cls)[cls.INFLUX_OBJECT]
         types = field_types.setdefault(name, {})
-        columns = [*_columns(source), *cls.INFLUX_DERIVED.items()]
+        derived = [(name, kind) for name, (kind, _doc) in cls.INFLUX_DERIVED.items()]
+        columns = [*_columns(source), *derived]
         for column, kind in columns:
             if kind == "tag":
                 if column not in tags.setdefault(name, []):
@@ -117,7 +112,7 @@ def _derive() -> tuple[
 
 _TYPES: Final[Mapping[str, type]] = {"float": FLOAT, "int": INT, "bool": BOOL, "str": STR}
 
-_FIELD_TYPES, _MEASUREMENT, _TAG_FIELDS, _MQTT_ONLY = _derive()
+_FIELD_TYPES, _MEASUREMENT, _TAG_FIELDS, _MQTT_ONLY = derive()
 
 #: measurement → field → Python type written (float, int, bool or str), declared on the
 #: payload types of :mod:`streamer.results`.
@@ -178,16 +173,18 @@ def _point(
     return timed
 
 
-def _beat_times_ns(ts_ns: int, rr_ms: Sequence[JsonValue], beat_ts_ns: JsonValue) -> list[int]:
+def _beat_times_ns(
+    ts_ns: int, rr_ms: Sequence[float], beat_ts_ns: Sequence[int] | None
+) -> list[int]:
     """Beat times: given by the pipeline, else the last beat at ``ts_ns`` and the earlier
     ones back-summed from the intervals (straps send RR without timestamps)."""
-    if isinstance(beat_ts_ns, list) and len(beat_ts_ns) == len(rr_ms):
-        return [int(t) for t in beat_ts_ns if isinstance(t, int | float)]
+    if beat_ts_ns is not None and len(beat_ts_ns) == len(rr_ms):
+        return list(beat_ts_ns)
     times: list[int] = []
     t = ts_ns
     for rr in reversed(rr_ms):
         times.append(t)
-        if isinstance(rr, int | float) and not isinstance(rr, bool):
+        if math.isfinite(rr):
             t -= round(float(rr) * 1e6)
     return times[::-1]
 
@@ -210,18 +207,15 @@ def points_for(result: Result) -> list[Point]:
     fields = result.fields
 
     if result.kind is Kind.ALERTS:
-        event = fields.get("event")
-        if not isinstance(event, dict):
-            raise SchemaError("alert: the result has no 'event' object")
-        state = event.get("state")
+        event = result.payload_as(AlertsPayload).event
         alert_fields: dict[str, JsonValue] = {
-            "state": state,
-            "active": 1 if state == "raised" else 0,
-            "message": event.get("message"),
-            "advice": event.get("advice"),
+            "state": event.state,
+            "active": 1 if event.state == "raised" else 0,
+            "message": event.message,
+            "advice": event.advice,
         }
         alert_tags = {"athlete": result.athlete}
-        alert_tags.update({t: str(event.get(t) or "") for t in TAG_FIELDS["alert"]})
+        alert_tags.update({t: str(event.fields().get(t) or "") for t in TAG_FIELDS["alert"]})
         point = _point("alert", alert_tags, result.ts_ns, alert_fields)
         return [point] if point is not None else []
 
@@ -231,21 +225,20 @@ def points_for(result: Result) -> list[Point]:
             tags[name] = str(value)
 
     if result.kind is Kind.HEART_RATE:
-        rr = fields.get("rr_ms")
-        rr_list = rr if isinstance(rr, list) else []
-        times = _beat_times_ns(result.ts_ns, rr_list, fields.get("beat_ts_ns"))
+        heart = result.payload_as(HeartRatePayload)
+        times = _beat_times_ns(result.ts_ns, heart.rr_ms, heart.beat_ts_ns)
         points: list[Point] = []
         merged = False
-        for t, value in zip(times, rr_list, strict=False):
+        for t, value in zip(times, heart.rr_ms, strict=False):
             beat_fields: dict[str, JsonValue] = {"rr_ms": value}
             if t == result.ts_ns:
-                beat_fields["hr_bpm"] = fields.get("hr_bpm")
+                beat_fields["hr_bpm"] = heart.hr_bpm
                 merged = True
             p = _point("heart_rate", tags, t, beat_fields)
             if p is not None:
                 points.append(p)
         if not merged:
-            p = _point("heart_rate", tags, result.ts_ns, {"hr_bpm": fields.get("hr_bpm")})
+            p = _point("heart_rate", tags, result.ts_ns, {"hr_bpm": heart.hr_bpm})
             if p is not None:
                 points.append(p)
         return points
