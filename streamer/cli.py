@@ -79,6 +79,11 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.notify",
     ),
     Command(
+        "import",
+        "import history (RR files, FIT activities) through the live path",
+        "streamer.commands.import_history",
+    ),
+    Command(
         "report",
         "picture of an athlete's last weeks (PNG or HTML) from the local store",
         "streamer.commands.report",
