@@ -14,7 +14,7 @@ store already holds, is a ``duplicate`` and is not fed again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -38,6 +38,26 @@ def day_of(start_ns: int) -> dt.date:
 
 
 _T = TypeVar("_T", RrRecording, FitActivity)
+
+
+def strap_notifications(start_ns: int, rr_ms: Sequence[float]) -> Iterator[HeartRateSample]:
+    """The intervals as a chest strap notifies them: once a second, carrying the intervals
+    that ended since the last notification (ms), its rate from them (bpm), at the time of
+    its last beat (ns)."""
+    t_ms = 0.0
+    next_tick_ms = 1000.0
+    chunk: list[float] = []
+    for rr in rr_ms:
+        t_ms += rr
+        chunk.append(rr)
+        if t_ms >= next_tick_ms:
+            hr = max(1, min(255, round(60_000.0 * len(chunk) / sum(chunk))))
+            yield HeartRateSample(start_ns + round(t_ms * 1e6), hr, tuple(chunk))
+            chunk = []
+            next_tick_ms = (t_ms // 1000.0 + 1.0) * 1000.0
+    if chunk:
+        hr = max(1, min(255, round(60_000.0 * len(chunk) / sum(chunk))))
+        yield HeartRateSample(start_ns + round(t_ms * 1e6), hr, tuple(chunk))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +102,8 @@ async def import_mornings(
         for done, item in enumerate(pending, start=1):
             rec = item.source
             await pipeline.put(athlete, IMPORT_DEVICE, MorningStart(rec.start_ns))
-            t = float(rec.start_ns)
-            for rr in rec.rr_ms:
-                t += rr * 1e6
-                hr = max(1, min(255, round(60_000.0 / rr)))
-                await pipeline.put(athlete, IMPORT_DEVICE, HeartRateSample(round(t), hr, (rr,)))
+            for sample in strap_notifications(rec.start_ns, rec.rr_ms):
+                await pipeline.put(athlete, IMPORT_DEVICE, sample)
             await pipeline.put(athlete, IMPORT_DEVICE, MorningEnd(item.end_ns))
             if progress is not None:
                 progress(done, len(pending))
