@@ -388,6 +388,9 @@ class MorningPayload(Payload):
     ln_rmssd_cv_pct: float | None = field(metadata=INFLUX_FLOAT)
     rhr_baseline_median_bpm: float | None = field(metadata=INFLUX_FLOAT)
     rhr_7d_mean_bpm: float | None = field(metadata=INFLUX_FLOAT)
+    baseline_status: str = field(default="none", metadata=INFLUX_STR)
+    baseline_days: int = field(default=0, metadata=INFLUX_INT)
+    baseline_note: str | None = field(default=None, metadata=MQTT_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
