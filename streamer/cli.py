@@ -84,6 +84,11 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.import_history",
     ),
     Command(
+        "export",
+        "export an athlete's daily values or sessions as CSV",
+        "streamer.commands.export",
+    ),
+    Command(
         "report",
         "picture of an athlete's last weeks (PNG or HTML) from the local store",
         "streamer.commands.report",
