@@ -391,6 +391,7 @@ class MorningPayload(Payload):
     baseline_status: str = field(default="none", metadata=INFLUX_STR)
     baseline_days: int = field(default=0, metadata=INFLUX_INT)
     baseline_note: str | None = field(default=None, metadata=MQTT_ONLY)
+    source: str = field(default="rr", metadata=INFLUX_STR)
 
 
 @dataclass(frozen=True, slots=True)

@@ -355,3 +355,88 @@ def test_imported_mornings_reach_mqtt_and_influxdb_with_their_own_times(
     )
     assert days == [(DAY0 + dt.timedelta(days=d)).isoformat() for d in range(20)]
     assert all(math.isfinite(row[1]) for row in series["values"])
+
+
+def write_hrv4training(path: Path, days: int, *, missing: int | None = None) -> list[float]:
+    """An HRV4Training-style export (its column names, '-' for no value): rMSSD per day."""
+    rng = np.random.default_rng(4)
+    rmssd = [float(np.exp(4.3 + 0.12 * rng.standard_normal())) for _ in range(days)]
+    lines = ["date,HR,AVNN,SDNN,rMSSD,pNN50,LF,HF,HRV4T_Recovery_Points,trainingRPE"]
+    for d, value in enumerate(rmssd):
+        day = DAY0 + dt.timedelta(days=d)
+        shown = "-" if d == missing else f"{value:.1f}"
+        lines.append(f"{day.isoformat()},{50 + d % 3},1200,80,{shown},40,900,1500,8.1,5")
+    path.write_text("\n".join(lines) + "\n")
+    return rmssd
+
+
+def test_hrv4training_days_are_pooled_as_labelled_mornings_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "MyMeasurements.csv"
+    rmssd = write_hrv4training(export, 10, missing=4)
+    store = tmp_path / "store.sqlite3"
+    args = ["csv", "--format", "hrv4training", "--athlete", "ann", "--store", str(store)]
+    first = import_json(capsys, *args, str(export))
+    assert (first["accepted"], first["rejected"], first["duplicate"]) == (9, 1, 0)
+    with Store(store) as s:
+        rows = s.morning_history("ann")
+    assert len(rows) == 9
+    for row in rows:
+        d = (dt.date.fromisoformat(str(row.date)) - DAY0).days
+        assert row.data["source"] == "hrv4training"
+        assert float(row.data["rmssd_ms"]) == pytest.approx(round(rmssd[d], 1))  # type: ignore[arg-type]
+        assert float(row.data["ln_rmssd"]) == pytest.approx(math.log(round(rmssd[d], 1)))  # type: ignore[arg-type]
+        assert row.data["resting_hr_bpm"] == 50 + d % 3
+    # From the fourth valid day a provisional baseline rests on them.
+    assert rows[3].data["baseline_status"] == "provisional"
+    second = import_json(capsys, *args, str(export))
+    assert (second["accepted"], second["duplicate"]) == (0, 9)
+
+
+def test_a_day_with_another_apps_value_keeps_it_and_an_rr_reading_of_that_day_is_a_duplicate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "MyMeasurements.csv"
+    write_hrv4training(export, 2)
+    store = tmp_path / "store.sqlite3"
+    import_json(
+        capsys,
+        "csv",
+        "--format",
+        "hrv4training",
+        "--athlete",
+        "ann",
+        "--store",
+        str(store),
+        str(export),
+    )
+    files = write_elite_hrv_exports(tmp_path / "rr", 3)
+    summary = import_json(capsys, "rr", "--athlete", "ann", "--store", str(store), *map(str, files))
+    assert (summary["accepted"], summary["duplicate"]) == (1, 2)
+
+
+def test_a_csv_that_is_not_an_hrv4training_export_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("day,score\n2026-10-01,71\n")
+    store = tmp_path / "s.sqlite3"
+    status = main(
+        [
+            "import",
+            "csv",
+            "--format",
+            "hrv4training",
+            "--athlete",
+            "ann",
+            "--store",
+            str(store),
+            str(other),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert str(other) in err
+    assert "rMSSD" in err
+    assert err.count("\n") == 1

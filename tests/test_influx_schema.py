@@ -172,6 +172,7 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
             "accepted": b,
             "baseline_status": s,
             "baseline_days": i,
+            "source": s,
         },
         "smo2": {"smo2_pct": f, "thb_gdl": f},
         "power": {"power_w": f},

@@ -67,9 +67,16 @@ class MorningProtocol:
 
 
 def morning_result(
-    athlete: str, t_ns: int, day: dt.date, r: MorningReading, ln: DailyTrend, rhr: DailyTrend
+    athlete: str,
+    t_ns: int,
+    day: dt.date,
+    r: MorningReading,
+    ln: DailyTrend,
+    rhr: DailyTrend,
+    source: str = "rr",
 ) -> Result:
-    """The ``morning`` result: the reading and its daily trends."""
+    """The ``morning`` result: the reading and its daily trends; ``source`` is ``rr`` for a
+    reading analysed here, else the app that measured it (an imported day's values)."""
     return MorningPayload(
         date=day.isoformat(),
         ln_rmssd=r.ln_rmssd,
@@ -91,6 +98,7 @@ def morning_result(
         baseline_status=ln.baseline_status,
         baseline_days=ln.baseline_days,
         baseline_note=baseline_note(ln),
+        source=source,
     ).result(athlete, t_ns)
 
 

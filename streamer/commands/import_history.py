@@ -14,12 +14,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from streamer.app.assembly import App, AthleteOptions
 from streamer.config import Config, load_config, resolve_config_path
 from streamer.errors import CliError
 from streamer.files.rr import UNITS
+from streamer.importing.daily_csv import FORMATS
 from streamer.importing.model import FitActivity, ImportSummary, RrRecording
 from streamer.store import StoreError, default_store_path
 
@@ -29,6 +30,7 @@ Import history from files, through the same quality gate, processors, store and 
 
   rr FILE...   morning readings from RR-interval files
   fit FILE...  training sessions (or morning readings) from FIT activity files
+  csv FILE...  daily morning values from another app's export (HRV4Training)
 
 Importing the same file twice changes nothing: a day that already has a morning reading,
 or a session already stored, is reported as a duplicate.
@@ -57,16 +59,31 @@ power, --rpe); with --as morning, an activity's RR (an HRV stress test, say) bec
 day's morning reading instead.
 """
 
+CSV_DESCRIPTION = """\
+Daily morning values from another app's CSV export, pooled into the morning history only
+where they are the same measurement as a reading here:
+  hrv4training  HRV4Training's export: rMSSD (ms) and HR (bpm) of its 60-s morning
+                reading (60-s and 5-min lnRMSSD agree at rest: Esco & Flatt 2014)
+Each day becomes that day's morning, labelled with its source (the payload's `source`),
+so baselines and trends start from it. Nothing is converted across metrics: SDNN, the
+app's scaled scores and its questionnaires are not read. A day that already has a
+reading is left as it is.
+"""
+
 EPILOG = """\
 examples:
   redox-streamer import rr --athlete anna --stabilisation-s 0 ~/EliteHRV/export/*.txt
   redox-streamer import rr --athlete anna --date 2026-11-03 morning.txt
   redox-streamer import fit --athlete anna ~/garmin/activities/*.fit
   redox-streamer import fit --athlete anna --as morning hrv-stress-test.fit
+  redox-streamer import csv --format hrv4training --athlete anna MyMeasurements.csv
 
 exit status: 0 every file read (some readings may be rejected or duplicates: the summary
 says which and why), 2 a file cannot be read (nothing was imported; the error names it).
 """
+
+
+_T = TypeVar("_T")
 
 
 def register(subparsers: Any) -> None:
@@ -129,7 +146,19 @@ def register(subparsers: Any) -> None:
         help="with --as morning: seconds discarded at the start (default: as live, 60)",
     )
     fit.set_defaults(handler=run_fit)
-    for target in (rr, fit):
+    daily = targets.add_parser(
+        "csv",
+        help="daily morning values from another app's CSV export (HRV4Training)",
+        description=CSV_DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    daily.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV exports")
+    daily.add_argument(
+        "--format", choices=FORMATS, required=True, help="which app exported the file"
+    )
+    daily.set_defaults(handler=run_csv)
+    for target in (rr, fit, daily):
         target.add_argument("--athlete", required=True, help="whose history this is")
         target.add_argument(
             "--config",
@@ -225,9 +254,7 @@ def _report(summary: ImportSummary, args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_all(
-    files: Sequence[Path], read: Callable[[Path], RrRecording | FitActivity]
-) -> list[Any]:
+def _read_all(files: Sequence[Path], read: Callable[[Path], _T]) -> list[_T]:
     """Every file read before anything is fed, so a bad file stops the import whole."""
     missing = [f for f in files if not f.is_file()]
     if missing:
@@ -283,4 +310,17 @@ def run_fit(args: argparse.Namespace) -> int:
                     progress=_progress(len(activities)),
                 )
             )
+    return _report(summary, args)
+
+
+def run_csv(args: argparse.Namespace) -> int:
+    """Entry point of ``redox-streamer import csv``."""
+    from streamer.importing.daily_csv import read_hrv4training
+    from streamer.importing.feed import import_days
+
+    values = [v for rows in _read_all(args.files, read_hrv4training) for v in rows]
+    with _app(args) as app:
+        summary = asyncio.run(
+            import_days(app, args.athlete, values, progress=_progress(len(values)))
+        )
     return _report(summary, args)

@@ -21,8 +21,10 @@ from typing import Generic, TypeVar
 from devices.records import HeartRateSample
 from streamer.app.assembly import App
 from streamer.app.runtime import running
-from streamer.athlete import MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.athlete import DayValues, MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.importing.daily_csv import DailyValue
 from streamer.importing.model import FitActivity, ImportOutcome, ImportSummary, RrRecording
+from streamer.importing.rr_recordings import start_of_day
 from streamer.results import Kind, Result
 
 IMPORT_DEVICE = "import"
@@ -159,4 +161,48 @@ async def import_sessions(
         await pipeline.join()
     for item in pending:
         summary.outcomes.append(ImportOutcome(item.source.source, item.day, "accepted"))
+    return summary
+
+
+async def import_days(
+    app: App,
+    athlete: str,
+    values: Sequence[DailyValue],
+    *,
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
+) -> ImportSummary:
+    """Pool other apps' daily morning values into ``athlete``'s morning history (oldest
+    first): each becomes that day's reading, labelled with its source. A day already
+    holding a reading is a duplicate; a day without both RMSSD and HR is rejected."""
+    summary = ImportSummary()
+    taken: set[dt.date] = set()
+    pending: list[DayValues] = []
+    for value in sorted(values, key=lambda v: v.day):
+        where = value.path.with_name(f"{value.path.name}:{value.line}")
+        if value.day in taken or app.store.morning_history(athlete, value.day, value.day):
+            reason = f"a reading of {value.day} is stored"
+            summary.outcomes.append(ImportOutcome(where, value.day, "duplicate", reason))
+        elif value.rmssd_ms is None or value.resting_hr_bpm is None:
+            reason = "no rMSSD or no HR that day"
+            summary.outcomes.append(ImportOutcome(where, value.day, "rejected", reason))
+        else:
+            taken.add(value.day)
+            pending.append(
+                DayValues(
+                    start_of_day(value.day),
+                    value.day,
+                    value.rmssd_ms,
+                    value.resting_hr_bpm,
+                    value.source,
+                )
+            )
+            summary.outcomes.append(ImportOutcome(where, value.day, "accepted"))
+    pipeline = app.pipeline([athlete], on_result=on_result)
+    async with running(pipeline):
+        for done, event in enumerate(pending, start=1):
+            await pipeline.put(athlete, event.source, event)
+            if progress is not None:
+                progress(done, len(pending))
+        await pipeline.join()
     return summary
