@@ -50,6 +50,14 @@ HRVANALYSIS_105
     default linear interpolation they differ: on 27 5-min segments of nsr001 its LF/HF is
     12–36% (median 19%) above ours, because linear interpolation attenuates HF (its HF is
     12–31% lower, LF 1–6% lower).
+NIST_SD_CI
+    NIST/SEMATECH e-Handbook of Statistical Methods, 7.2.6.2 / 1.3.5.8 (chi-square test and
+    confidence limits for a standard deviation): with n values from a normal population,
+    σ ≤ s·√((n−1)/χ²_{α, n−1}) with confidence 1−α.
+ELITEHRV_WHOOP
+    Comparable tools' onboarding, as they document it: Elite HRV shows a labelled baseline
+    estimate after 2 readings and builds it over ~2 weeks; WHOOP calibrates after 4 nights
+    from population priors. (Product behaviour, not a study; cited for the day counts.)
 VANDERPLAS_2018
     VanderPlas J.T. (2018). Understanding the Lomb–Scargle periodogram. ApJS 236:16
     (frequency grid: ~5 samples per peak width).
@@ -179,6 +187,18 @@ BASELINE_MIN_VALID_DAYS: Final = 14
 ROLLING_MEAN_DAYS: Final = 7
 ROLLING_MEAN_MIN_VALUES: Final = 3
 NORMAL_BAND_SD: Final = 0.5  # smallest worthwhile change, PLEWS_2013
+# A provisional baseline before the established one (which needs BASELINE_MIN_VALID_DAYS
+# valid mornings in d−35 … d−8): from BASELINE_PROVISIONAL_MIN_DAYS valid mornings on any of
+# days d−35 … d−1 (no lag: there is no history to lag behind), so a new athlete sees a band
+# from day 4 instead of day 22 (ELITEHRV_WHOOP: 2–4 readings before a first estimate; 3 is
+# the fewest whose SD says anything, and what the 7-day rolling mean already needs). Its
+# band is mean ± NORMAL_BAND_SD·s_up, s_up the upper BASELINE_PROVISIONAL_SD_CONFIDENCE
+# confidence limit of the SD from those n days (NIST_SD_CI): with 3 days s_up ≈ 3.1·s, with
+# 7 ≈ 1.65·s, with 13 ≈ 1.4·s — wide while few days say little. Labelled "provisional" in
+# every payload; no pull-back alert is raised from it (the rules use the established
+# baseline only).
+BASELINE_PROVISIONAL_MIN_DAYS: Final = 3
+BASELINE_PROVISIONAL_SD_CONFIDENCE: Final = 0.90
 
 # hrv_downtrend — ARTICLE: "a simple morning heart-rate variability measurement that trends
 # downward over five days is your earliest warning". Read as: over the last

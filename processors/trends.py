@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -155,6 +156,11 @@ def cv_pct(
     return float(100.0 * valid.std(ddof=1) / abs(mean))
 
 
+BaselineStatus = Literal["none", "provisional", "established"]
+"""How far an athlete's baseline has come: none yet, provisional (few days, wide band,
+no alerts), established (the rule's valid days)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DailyTrend:
     """Summary of one day of a daily series, for ``redox/<athlete>/morning`` and the store.
@@ -175,6 +181,7 @@ class DailyTrend:
     rolling_mean_7d: float | None
     cv_7d_pct: float | None
     in_band: bool | None
+    baseline_status: BaselineStatus = "none"
 
     def as_dict(self) -> dict[str, float | int | str | bool | None]:
         """Flat JSON-ready mapping of the fields."""
@@ -185,12 +192,42 @@ class DailyTrend:
             "baseline_sd": self.baseline_sd,
             "baseline_median": self.baseline_median,
             "baseline_days": self.baseline_days,
+            "baseline_status": self.baseline_status,
             "band_low": self.band_low,
             "band_high": self.band_high,
             "rolling_mean_7d": self.rolling_mean_7d,
             "cv_7d_pct": self.cv_7d_pct,
             "in_band": self.in_band,
         }
+
+
+def provisional_baseline(
+    history: npt.ArrayLike,
+    *,
+    first_day_back: int = ph.BASELINE_FIRST_DAY_BACK,
+    min_valid_days: int = ph.BASELINE_PROVISIONAL_MIN_DAYS,
+) -> Baseline | None:
+    """A provisional baseline from the valid days ``d − first_day_back … d − 1`` (no lag),
+    or None with fewer than ``min_valid_days`` (at least 2) of them. Units of the history."""
+    valid = _valid_days_back(_as_history(history), first_day_back, 1)
+    if valid.size < max(min_valid_days, 2):
+        return None
+    return Baseline(
+        mean=float(valid.mean()),
+        sd=float(valid.std(ddof=1)),
+        median=float(np.median(valid)),
+        n_days=int(valid.size),
+        first_day_back=first_day_back,
+        last_day_back=1,
+    )
+
+
+def sd_upper_limit(sd: float, n: int, confidence: float) -> float:
+    """The upper ``confidence`` limit of a population SD estimated as ``sd`` from ``n``
+    normal values: sd·√((n−1)/χ²_{1−confidence, n−1}) (NIST_SD_CI). Same unit as ``sd``."""
+    if n < 2:
+        raise ValueError(f"an SD needs at least 2 values, got {n}")
+    return sd * math.sqrt((n - 1) / float(stats.chi2.ppf(1.0 - confidence, n - 1)))
 
 
 def daily_trend(
@@ -203,8 +240,15 @@ def daily_trend(
     rolling_days: int = ph.ROLLING_MEAN_DAYS,
     rolling_min_values: int = ph.ROLLING_MEAN_MIN_VALUES,
     band_sd: float = ph.NORMAL_BAND_SD,
+    provisional_min_days: int = ph.BASELINE_PROVISIONAL_MIN_DAYS,
+    provisional_confidence: float = ph.BASELINE_PROVISIONAL_SD_CONFIDENCE,
 ) -> DailyTrend:
-    """Baseline, normal band (mean_B ± band_sd·SD_B), 7-day rolling mean and CV for day d."""
+    """Baseline, normal band (mean_B ± band_sd·SD_B), 7-day rolling mean and CV for day d.
+
+    Before the established baseline has ``min_valid_days`` days, a provisional one (see
+    :func:`provisional_baseline`) with a band widened to the SD's upper confidence limit;
+    ``baseline_status`` says which (``none`` | ``provisional`` | ``established``).
+    """
     array = _as_history(history)
     base = baseline(
         array,
@@ -212,12 +256,21 @@ def daily_trend(
         last_day_back=last_day_back,
         min_valid_days=min_valid_days,
     )
+    status: BaselineStatus = "established"
+    band_sd_value = None if base is None else base.sd
+    if base is None:
+        base = provisional_baseline(
+            array, first_day_back=first_day_back, min_valid_days=provisional_min_days
+        )
+        status = "none" if base is None else "provisional"
+        if base is not None:
+            band_sd_value = sd_upper_limit(base.sd, base.n_days, provisional_confidence)
     value = None if array.size == 0 or math.isnan(array[-1]) else float(array[-1])
     low = high = None
     in_band = None
-    if base is not None:
-        low = base.mean - band_sd * base.sd
-        high = base.mean + band_sd * base.sd
+    if base is not None and band_sd_value is not None:
+        low = base.mean - band_sd * band_sd_value
+        high = base.mean + band_sd * band_sd_value
         if value is not None:
             in_band = low <= value <= high
     return DailyTrend(
@@ -232,6 +285,7 @@ def daily_trend(
         rolling_mean_7d=rolling_mean(array, days=rolling_days, min_values=rolling_min_values),
         cv_7d_pct=cv_pct(array, days=rolling_days, min_values=rolling_min_values),
         in_band=in_band,
+        baseline_status=status,
     )
 
 

@@ -79,6 +79,16 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.notify",
     ),
     Command(
+        "import",
+        "import history (RR files, FIT activities) through the live path",
+        "streamer.commands.import_history",
+    ),
+    Command(
+        "export",
+        "export an athlete's daily values or sessions as CSV",
+        "streamer.commands.export",
+    ),
+    Command(
         "report",
         "picture of an athlete's last weeks (PNG or HTML) from the local store",
         "streamer.commands.report",

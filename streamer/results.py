@@ -734,6 +734,33 @@ class MorningPayload(Payload):
     rhr_7d_mean_bpm: float | None = field(
         metadata=column("float", "bpm", "mean resting HR of the last 7 days")
     )
+    baseline_status: str = field(
+        default="none",
+        metadata=column(
+            "str",
+            "",
+            "`none`; `provisional` (from 3 valid mornings: a band widened to the SD's upper "
+            "90% confidence limit, no pull-back alerts); `established` (14 valid mornings in "
+            "d−35 … d−8)",
+        ),
+    )
+    baseline_days: int = field(
+        default=0, metadata=column("int", "days", "valid mornings the baseline rests on")
+    )
+    baseline_note: str | None = field(
+        default=None,
+        metadata=column(None, "", "what a reader must know while the baseline is not established"),
+    )
+    source: str = field(
+        default="rr",
+        metadata=column(
+            "str",
+            "",
+            "`rr`: a reading analysed here (live or imported RR); else the app whose daily "
+            "values were imported (`hrv4training`: no beats, so `n_beats` is 0 and the "
+            "quality fields are null)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,7 +167,13 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
     expected: dict[str, dict[str, type]] = {
         "heart_rate": {"hr_bpm": f, "rr_ms": f},
         "hrv": {**dict.fromkeys(hrv, f), "n_beats": i, "accepted": b},
-        "morning": {**dict.fromkeys(morning, f), "accepted": b},
+        "morning": {
+            **dict.fromkeys(morning, f),
+            "accepted": b,
+            "baseline_status": s,
+            "baseline_days": i,
+            "source": s,
+        },
         "smo2": {"smo2_pct": f, "thb_gdl": f},
         "power": {"power_w": f},
         "force": {"force_kg": f},

@@ -12,6 +12,7 @@
 from streamer.athlete.events import (
     PROTOCOL_EVENTS,
     AthleteRecord,
+    DayValues,
     GripEnd,
     GripPhase,
     MorningEnd,
@@ -34,6 +35,7 @@ __all__ = [
     "AthleteRecord",
     "AthleteSnapshot",
     "AthleteState",
+    "DayValues",
     "GripEnd",
     "GripPhase",
     "MorningEnd",

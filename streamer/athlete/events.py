@@ -6,6 +6,7 @@ ends exactly where the markers stand among the records.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Final, TypeGuard, get_args
 
@@ -57,8 +58,30 @@ class GripEnd:
     t_ns: int
 
 
-ProtocolEvent = MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripEnd
-PROTOCOL_EVENTS: Final = (MorningStart, MorningEnd, SessionStart, SessionEnd, GripPhase, GripEnd)
+@dataclass(frozen=True, slots=True)
+class DayValues:
+    """A day's morning values measured by another app and imported (``source`` names it):
+    RMSSD (ms) and resting HR (bpm) pooled into the morning history like a reading's."""
+
+    t_ns: int
+    day: dt.date
+    rmssd_ms: float
+    resting_hr_bpm: float
+    source: str
+
+
+ProtocolEvent = (
+    MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripEnd | DayValues
+)
+PROTOCOL_EVENTS: Final = (
+    MorningStart,
+    MorningEnd,
+    SessionStart,
+    SessionEnd,
+    GripPhase,
+    GripEnd,
+    DayValues,
+)
 
 AthleteRecord = DeviceRecord | GapEvent | ProtocolEvent
 """Everything the pipeline carries to an athlete: what a codec decodes, the gaps a driver

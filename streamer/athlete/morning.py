@@ -67,9 +67,16 @@ class MorningProtocol:
 
 
 def morning_result(
-    athlete: str, t_ns: int, day: dt.date, r: MorningReading, ln: DailyTrend, rhr: DailyTrend
+    athlete: str,
+    t_ns: int,
+    day: dt.date,
+    r: MorningReading,
+    ln: DailyTrend,
+    rhr: DailyTrend,
+    source: str = "rr",
 ) -> Result:
-    """The ``morning`` result: the reading and its daily trends."""
+    """The ``morning`` result: the reading and its daily trends; ``source`` is ``rr`` for a
+    reading analysed here, else the app that measured it (an imported day's values)."""
     return MorningPayload(
         date=day.isoformat(),
         ln_rmssd=r.ln_rmssd,
@@ -88,4 +95,24 @@ def morning_result(
         ln_rmssd_cv_pct=ln.cv_7d_pct,
         rhr_baseline_median_bpm=rhr.baseline_median,
         rhr_7d_mean_bpm=rhr.rolling_mean_7d,
+        baseline_status=ln.baseline_status,
+        baseline_days=ln.baseline_days,
+        baseline_note=baseline_note(ln),
+        source=source,
     ).result(athlete, t_ns)
+
+
+def baseline_note(trend: DailyTrend) -> str | None:
+    """What a reader must know about a baseline that is not established yet."""
+    need = ph.BASELINE_MIN_VALID_DAYS
+    if trend.baseline_status == "provisional":
+        return (
+            f"provisional baseline from {trend.baseline_days} mornings: a wide band, and no "
+            f"pull-back alert until {need} valid mornings in 5 weeks"
+        )
+    if trend.baseline_status == "none":
+        return (
+            f"no baseline yet: a provisional one after {ph.BASELINE_PROVISIONAL_MIN_DAYS} "
+            f"valid mornings, established after {need}"
+        )
+    return None

@@ -46,9 +46,11 @@ from devices.records import (
 from processors import physiology as ph
 from processors.alerts import AlertBook
 from processors.grip import GripInputError
+from processors.morning import MorningReading
 from processors.oxygenation import EffortRecovery
 from processors.rules import RuleThresholds
 from streamer.athlete.events import (
+    DayValues,
     GripEnd,
     GripPhase,
     MorningEnd,
@@ -203,6 +205,7 @@ class AthleteState:
                 | SessionEnd()
                 | GripPhase()
                 | GripEnd()
+                | DayValues()
             ):
                 return self._protocol(record)
             case _:
@@ -301,6 +304,28 @@ class AthleteState:
                 return []
             case GripEnd():
                 return self._end_grip(event)
+            case DayValues():
+                return self._day_values(event)
+
+    def _day_values(self, values: DayValues) -> list[Result]:
+        # Another app's measurement of the same morning quantities: it enters the history,
+        # the trends and the rules as a reading does, labelled with its source.
+        reading = MorningReading(
+            accepted=True,
+            reject_reason=None,
+            n_beats=0,
+            duration_s=0.0,
+            artifacts_pct=math.nan,
+            corrected_pct=math.nan,
+            ln_rmssd=math.log(values.rmssd_ms),
+            rmssd_ms=values.rmssd_ms,
+            resting_hr_bpm=values.resting_hr_bpm,
+            mean_nn_ms=60_000.0 / values.resting_hr_bpm,
+            sdnn_ms=None,
+            t_ns=values.t_ns,
+            day=values.day,
+        )
+        return self._morning_done(values.t_ns, values.day, reading, values.source)
 
     def _end_morning(self, end: MorningEnd) -> list[Result]:
         done = self.morning.end(end.t_ns)
@@ -308,16 +333,21 @@ class AthleteState:
         if done is None:
             return []
         day, reading = done
+        return self._morning_done(end.t_ns, day, reading, "rr")
+
+    def _morning_done(
+        self, t_ns: int, day: dt.date, reading: MorningReading, source: str
+    ) -> list[Result]:
         verdict = self.rules.morning(day, reading)
         ln_trend, rhr_trend = verdict.ln_rmssd, verdict.resting_hr
-        morning = morning_result(self.athlete, end.t_ns, day, reading, ln_trend, rhr_trend)
+        morning = morning_result(self.athlete, t_ns, day, reading, ln_trend, rhr_trend, source)
         self.snapshot.last_morning = morning.payload_as(MorningPayload)
         if self.store is not None:
             for name, trend in (("ln_rmssd", ln_trend), ("resting_hr_bpm", rhr_trend)):
                 if trend.baseline_mean is not None:
                     data: dict[str, JsonValue] = {"date": day.isoformat(), **trend.as_dict()}
                     self.store.save_baseline(self.athlete, name, data)
-        return [morning, *self.readiness.apply(verdict.evaluations, end.t_ns)]
+        return [morning, *self.readiness.apply(verdict.evaluations, t_ns)]
 
     def _end_session(self, end: SessionEnd) -> list[Result]:
         summary = self.session.end(end.t_ns, self.thresholds.smo2_slow_recovery_s)

@@ -223,12 +223,15 @@ def _report(console: Console, results: list[Result]) -> int:
         )
         low, high = f.get("ln_rmssd_band_low"), f.get("ln_rmssd_band_high")
         if isinstance(low, float) and isinstance(high, float):
+            band = (
+                "provisional band" if f.get("baseline_status") == "provisional" else "normal band"
+            )
             console.print(
-                f"normal band {low:.2f}–{high:.2f}; 7-day mean "
+                f"{band} {low:.2f}–{high:.2f}; 7-day mean "
                 f"{f.get('ln_rmssd_7d_mean') or float('nan'):.2f}"
             )
-        else:
-            console.print("no baseline yet (it needs 14 valid mornings in the last 5 weeks)")
+        if f.get("baseline_note"):
+            console.print(str(f["baseline_note"]))
     else:
         console.print(f"[bold red]reading rejected[/]: {f.get('reject_reason')}")
     print_alerts(console, results)
