@@ -90,6 +90,9 @@ class InfluxStatus:
     dead_lettered: int = 0
     last_error: str | None = None
     last_write_ns: int | None = None
+    # The server answered and refused the last write (401/403/404/…: wrong database,
+    # bucket or credentials): fixable by the user, so shown as such, not as an outage.
+    refused: bool = False
 
 
 class InfluxWriter:
@@ -322,7 +325,7 @@ class InfluxWriter:
                 self._post, self._write_url, "\n".join(lines).encode()
             )
         except (OSError, urllib.error.URLError, TimeoutError) as exc:
-            return self._retry_later(f"{type(exc).__name__}: {exc}")
+            return self._retry_later(f"{type(exc).__name__}: {exc}", refused=False)
         text = text.strip()[:_ERROR_TEXT_CHARS]
         if 200 <= status < 300:
             self._on_written(len(lines))
@@ -348,20 +351,25 @@ class InfluxWriter:
         if status == 404 and self.config.api == "v1" and self.config.create_database:
             with contextlib.suppress(OSError, urllib.error.URLError):
                 await asyncio.to_thread(self._create_database)
-        return self._retry_later(f"HTTP {status}: {text} — {_hint(status, self.config)}")
+        return self._retry_later(
+            f"HTTP {status}: {text} — {_hint(status, self.config)}",
+            refused=400 <= status < 500 and status not in (408, 429),
+        )
 
     def _on_written(self, n: int) -> None:
         self._status.written += n
         self._status.batches += 1
         self._status.healthy = True
+        self._status.refused = False
         self._status.last_write_ns = time.time_ns()
         self._delays = self._backoff.delays(self._rng)  # the next outage starts afresh
         self._retry_at = 0.0
 
-    def _retry_later(self, error: str) -> _Outcome:
+    def _retry_later(self, error: str, *, refused: bool) -> _Outcome:
         delay = next(self._delays)
+        self._status.refused = refused
         self._retry_at = time.monotonic() + delay
-        if self._status.healthy is not False:
+        if self._status.healthy is not False or error != self._status.last_error:
             _LOGGER.warning(
                 "InfluxDB %s: write failed (%s); keeping points in the outbox, "
                 "retrying with back-off",
