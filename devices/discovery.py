@@ -206,8 +206,8 @@ FIX_NO_BLUEZ: Final = (
     "`bluetoothctl show`"
 )
 FIX_NO_DBUS: Final = (
-    "start the D-Bus system bus (`systemctl status dbus`); in a container, mount the "
-    "host's /run/dbus"
+    "start D-Bus and BlueZ (`sudo systemctl enable --now dbus bluetooth`; in a container, "
+    "mount the host's /run/dbus), then check the adapter with `bluetoothctl show`"
 )
 
 
@@ -254,8 +254,7 @@ def adapter_problem(exc: BaseException) -> str | None:
         else:
             return None
     elif isinstance(exc, FileNotFoundError | ConnectionRefusedError):
-        cause = "no D-Bus system bus, so no BlueZ (no Bluetooth stack on this machine)"
-        fix = f"{FIX_NO_DBUS}; then {FIX_NO_BLUEZ}"
+        cause, fix = "no D-Bus system bus, so no BlueZ", FIX_NO_DBUS
     elif isinstance(exc, PermissionError):
         cause, fix = "permission denied on the D-Bus system bus", FIX_DENIED
     else:
