@@ -139,6 +139,11 @@ def check_config(path: Path | None) -> tuple[Check, Config | None]:
 
 
 def check_bluetooth(needed: bool, scanner_kwargs: Mapping[str, Any] | None = None) -> Check:
+    """A usable Bluetooth adapter (:func:`bluetooth_check` on the real radio)."""
+    return asyncio.run(bluetooth_check(needed, scanner_kwargs))
+
+
+async def bluetooth_check(needed: bool, scanner_kwargs: Mapping[str, Any] | None = None) -> Check:
     """A usable Bluetooth adapter: a short scan through bleak (an adapter listed by the
     kernel may still be powered off, blocked, or out of reach of BlueZ or of this user).
 
@@ -149,18 +154,17 @@ def check_bluetooth(needed: bool, scanner_kwargs: Mapping[str, Any] | None = Non
     )
     listed = f"adapter {', '.join(adapters)}" if adapters else "no adapter in the kernel's list"
     try:
-        found = asyncio.run(
-            asyncio.wait_for(discover(BLUETOOTH_SCAN_S, scanner_kwargs=scanner_kwargs), 5.0)
-        )
+        async with asyncio.timeout(BLUETOOTH_SCAN_S + 4):
+            found = await discover(BLUETOOTH_SCAN_S, scanner_kwargs=scanner_kwargs)
     except BluetoothUnavailableError as exc:
-        text = str(exc)
-        detail, _, fix = text.partition(" — ")
+        detail, _, fix = str(exc).partition(" — ")
         return Check("bluetooth", False, f"{detail} [{listed}]", fix, needed=needed)
     except TimeoutError:
         return Check(
             "bluetooth",
             False,
-            f"a {BLUETOOTH_SCAN_S:g} s scan did not end within 5 s [{listed}]",
+            f"a {BLUETOOTH_SCAN_S:g} s scan did not end within {BLUETOOTH_SCAN_S + 4:g} s "
+            f"[{listed}]",
             "restart BlueZ (`sudo systemctl restart bluetooth`) and check `bluetoothctl show`",
             needed=needed,
         )
