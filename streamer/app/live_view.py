@@ -146,7 +146,9 @@ def sink_problem(status: Mapping[str, Any]) -> str | None:
         if status["connected"]:
             return None
         error = status.get("last_error")
-        return f"DISCONNECTED ({error})" if error else "DISCONNECTED"
+        if error:
+            return f"DISCONNECTED ({error})"
+        return None if not status.get("connects") else "DISCONNECTED"
     if status.get("healthy") is False:  # InfluxDB: the last write failed
         word = "REFUSED" if status.get("refused") else "UNREACHABLE"
         return f"{word}: {status.get('last_error') or 'write failed'}"
@@ -160,6 +162,8 @@ def _sink_line(name: str, status: Mapping[str, Any], shed: int) -> str:
     parts = [name]
     if status.get("connected"):
         parts.append("connected")
+    elif "connected" in status and not status.get("connects") and not status.get("last_error"):
+        parts.append("connecting")
     delivered = status.get("published", status.get("written"))
     if delivered is not None:
         unit = "messages" if "published" in status else "points"

@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,18 +140,23 @@ def check_config(path: Path | None) -> tuple[Check, Config | None]:
 
 def check_bluetooth(needed: bool, scanner_kwargs: Mapping[str, Any] | None = None) -> Check:
     """A usable Bluetooth adapter (:func:`bluetooth_check` on the real radio)."""
-    return asyncio.run(bluetooth_check(needed, scanner_kwargs))
-
-
-async def bluetooth_check(needed: bool, scanner_kwargs: Mapping[str, Any] | None = None) -> Check:
-    """A usable Bluetooth adapter: a short scan through bleak (an adapter listed by the
-    kernel may still be powered off, blocked, or out of reach of BlueZ or of this user).
-
-    ``scanner_kwargs`` go to ``BleakScanner`` (a test's backend); the real radio without.
-    """
     adapters = (
         sorted(p.name for p in BLUETOOTH_SYSFS.glob("hci*")) if BLUETOOTH_SYSFS.is_dir() else []
     )
+    return asyncio.run(bluetooth_check(needed, scanner_kwargs, adapters))
+
+
+async def bluetooth_check(
+    needed: bool,
+    scanner_kwargs: Mapping[str, Any] | None = None,
+    adapters: Sequence[str] = (),
+) -> Check:
+    """A usable Bluetooth adapter: a short scan through bleak (an adapter the kernel lists,
+    ``adapters``, may still be powered off, blocked, or out of reach of BlueZ or of this
+    user).
+
+    ``scanner_kwargs`` go to ``BleakScanner`` (a test's backend); the real radio without.
+    """
     listed = f"adapter {', '.join(adapters)}" if adapters else "no adapter in the kernel's list"
     try:
         async with asyncio.timeout(BLUETOOTH_SCAN_S + 4):
