@@ -177,3 +177,38 @@ async def test_an_unreachable_server_is_not_called_a_refusal(tmp_path: Path) -> 
             writer.accept([Result(Kind.HRV, "ann", T0, {"rmssd_ms": 40.0})])
             await eventually(lambda: writer.status()["failed_attempts"] >= 1)
         assert "UNREACHABLE" in _sink_line("influx", writer.status(), 0)
+
+
+def test_run_shows_a_refused_write_in_its_status_and_its_last_line(
+    influxdb1: InfluxDB1, tmp_path: Path
+) -> None:
+    """The issue's case: the database does not exist. `run` used to show "influx outbox 0"
+    while every write got 404; now the status says REFUSED with the fix, and what waits."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "redox.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
+        f'[influx]\nurl = "{influxdb1.url}"\ndb = "redox"\nflush_interval_s = 0.2\n'
+        '[[athletes]]\nid = "ann"\n[[athletes.devices]]\nkind = "strap"\n'
+        'address = "C0:00:00:00:10:01"\n'
+    )
+    root = Path(__file__).resolve().parents[1]
+    argv = ["run", "--config", str(config), "--registry", str(tmp_path / "d.toml")]
+    options = ["--emulated", "--speed", "20", "--duration", "6", "--plain"]
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *argv, *options],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    refused = [line for line in lines if line.startswith("  sink influx delivered 0 points")]
+    assert any("— REFUSED: HTTP 404" in line and "CREATE DATABASE" in line for line in refused)
+    waiting = [int(line.split("waiting ")[1].split()[0]) for line in refused]
+    assert max(waiting) > 0
+    assert "influx: " in lines[-1]
+    assert "left in the outbox (REFUSED: HTTP 404" in lines[-1]

@@ -20,7 +20,7 @@ from typing import Any
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
 from streamer.app.assembly import App
-from streamer.app.live_view import LiveView, ViewModel
+from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
@@ -224,6 +224,7 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
     status = pipeline.status()
     outboxes = "; ".join(
         f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
+        + (f" ({problem})" if (problem := sink_problem(s)) and "REFUSED" in problem else "")
         for name, s in status.sink_status.items()
     )
     print(
