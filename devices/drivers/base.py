@@ -472,7 +472,7 @@ class DeviceDriver(ABC):
             # with its fix instead of "down" per device (issue 11); still retried, as
             # a USB adapter may be plugged in or powered on later.
             self._adapter_error = adapter_problem(exc)
-            expected = isinstance(
+            expected = self._adapter_error is not None or isinstance(
                 exc, BleakError | TimeoutError | DriverError | BluetoothUnavailableError
             )
             level = logging.DEBUG if expected else logging.WARNING
@@ -497,7 +497,7 @@ class DeviceDriver(ABC):
             name=self._advertised_name,
         )
         if found is None or found.ble_device is None:
-            what = self.address or f"no device named {self._advertised_name!r}"
+            what = self.address or f"a device named {self._advertised_name!r}"
             timeout_s = self.policy.scan_timeout_s
             raise DriverError(f"{what} was not seen advertising within {timeout_s} s")
         self._ble_device = found.ble_device
