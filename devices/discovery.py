@@ -19,7 +19,12 @@ from typing import Any, Final
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
-from bleak.exc import BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakDBusError,
+    BleakError,
+)
 from bleak.uuids import normalize_uuid_str
 
 from devices.errors import DeviceUnavailableError
@@ -140,8 +145,10 @@ async def find_device(
     timeout_s: float = 10.0,
     *,
     scanner_kwargs: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> FoundDevice | None:
-    """Scan until the device at ``address`` (any case) advertises, or ``timeout_s`` passes.
+    """Scan until the device at ``address`` (any case) — or, with ``name``, the first one
+    advertising exactly that name — advertises, or ``timeout_s`` passes.
 
     Returns ``None`` when it was not seen. Raises :class:`BluetoothUnavailableError`
     when there is no usable adapter.
@@ -149,13 +156,16 @@ async def find_device(
     wanted = address.strip().upper()
     sightings = _Sightings()
     seen = asyncio.Event()
+    hit: list[str] = []
 
     def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
-        if sightings.add(device, adv) == wanted:
+        key = sightings.add(device, adv)
+        if (wanted and key == wanted) or (name is not None and sightings.names[key] == name):
+            hit.append(key)
             seen.set()
 
     await _scan_until(seen, timeout_s, on_advertisement, scanner_kwargs)
-    return sightings.found(wanted) if wanted in sightings.devices else None
+    return sightings.found(hit[0]) if hit else None
 
 
 async def _scan_until(
@@ -172,16 +182,99 @@ async def _scan_until(
         raise BluetoothUnavailableError(explain_adapter_error(exc)) from exc
 
 
+_NOT_RUNNING: Final = "org.freedesktop.DBus.Error.ServiceUnknown"
+_DENIED: Final = frozenset(
+    {
+        "org.freedesktop.DBus.Error.AccessDenied",
+        "org.bluez.Error.NotAuthorized",
+        "org.bluez.Error.NotPermitted",
+    }
+)
+_NOT_READY: Final = "org.bluez.Error.NotReady"
+
+FIX_NO_ADAPTER: Final = (
+    "plug in a Bluetooth LE adapter (a USB dongle) or enable the built-in one; "
+    "`bluetoothctl list` shows what BlueZ sees"
+)
+FIX_POWERED_OFF: Final = "`bluetoothctl power on` (and `rfkill unblock bluetooth` if it is blocked)"
+FIX_DENIED: Final = (
+    "run as a user in the `bluetooth` group (`sudo usermod -aG bluetooth $USER`, then log in "
+    "again) or allow it in the D-Bus policy of org.bluez"
+)
+FIX_NO_BLUEZ: Final = (
+    "start BlueZ (`sudo systemctl enable --now bluetooth`) and check the adapter with "
+    "`bluetoothctl show`"
+)
+FIX_NO_DBUS: Final = (
+    "start D-Bus and BlueZ (`sudo systemctl enable --now dbus bluetooth`; in a container, "
+    "mount the host's /run/dbus), then check the adapter with `bluetoothctl show`"
+)
+
+
+def adapter_problem(exc: BaseException) -> str | None:
+    """What an exception from bleak says about the *adapter*, as one line with the fix;
+    None when it is about a device (not in range, refused the connection, ...).
+
+    Mapped: bleak's ``BleakBluetoothNotAvailableError`` by its ``reason`` (no adapter,
+    no LE central role, powered off, permission denied); BlueZ over D-Bus as bleak raises
+    it — ``BleakDBusError`` ``ServiceUnknown`` (bluetoothd not running), ``AccessDenied``
+    / ``NotAuthorized`` / ``NotPermitted`` (permission), ``NotReady`` (powered off or
+    blocked); and the OS errors of connecting to the D-Bus system bus itself
+    (``FileNotFoundError``: no socket — what bleak raises on a machine without
+    BlueZ or D-Bus, ``ConnectionRefusedError``, ``PermissionError``).
+    """
+    if isinstance(exc, BluetoothUnavailableError):
+        return str(exc)
+    reported = _reported(exc)
+    if isinstance(exc, BleakBluetoothNotAvailableError):
+        reason = exc.reason
+        if reason is BleakBluetoothNotAvailableReason.NO_BLUETOOTH:
+            cause, fix = "no Bluetooth adapter", FIX_NO_ADAPTER
+        elif reason is BleakBluetoothNotAvailableReason.NO_BLE_CENTRAL_ROLE:
+            cause = "the Bluetooth adapter cannot act as an LE central"
+            fix = "use a Bluetooth 4.0+ LE adapter (a USB dongle)"
+        elif reason is BleakBluetoothNotAvailableReason.POWERED_OFF:
+            cause, fix = "the Bluetooth adapter is powered off", FIX_POWERED_OFF
+        elif reason in (
+            BleakBluetoothNotAvailableReason.DENIED_BY_USER,
+            BleakBluetoothNotAvailableReason.DENIED_BY_SYSTEM,
+            BleakBluetoothNotAvailableReason.DENIED_BY_UNKNOWN,
+        ):
+            cause, fix = "permission to use Bluetooth denied", FIX_DENIED
+        else:
+            cause, fix = "Bluetooth is not available", f"{FIX_POWERED_OFF}; {FIX_NO_ADAPTER}"
+    elif isinstance(exc, BleakDBusError):
+        name = exc.dbus_error
+        if name == _NOT_RUNNING:
+            cause, fix = "BlueZ (bluetoothd) is not running", FIX_NO_BLUEZ
+        elif name in _DENIED:
+            cause, fix = "permission denied by BlueZ / D-Bus", FIX_DENIED
+        elif name == _NOT_READY:
+            cause, fix = "the Bluetooth adapter is not ready (powered off?)", FIX_POWERED_OFF
+        else:
+            return None
+    elif isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+        cause, fix = "no D-Bus system bus, so no BlueZ", FIX_NO_DBUS
+    elif isinstance(exc, PermissionError):
+        cause, fix = "permission denied on the D-Bus system bus", FIX_DENIED
+    else:
+        return None
+    return f"no usable Bluetooth adapter: {cause} ({reported}) — {fix}"
+
+
+def _reported(exc: BaseException) -> str:
+    """``Type: message`` as bleak or the OS said it (bleak's reason enum left out)."""
+    text = exc.args[0] if isinstance(exc, BleakBluetoothNotAvailableError) else str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def explain_adapter_error(exc: BaseException) -> str:
     """A one-line explanation of a scan failure and what to check (no CLI flags named)."""
-    reported = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, FileNotFoundError):
-        cause = "the BlueZ D-Bus system bus is not reachable (is bluetoothd running?)"
-    elif isinstance(exc, PermissionError):
-        cause = "permission denied talking to the Bluetooth adapter"
-    else:
-        cause = "the Bluetooth adapter refused to scan"
+    problem = adapter_problem(exc)
+    if problem is not None:
+        return problem
+    reported = _reported(exc)
     return (
-        f"no usable Bluetooth adapter: {cause} ({reported}); check it with "
+        f"no usable Bluetooth adapter: it refused to scan ({reported}) — check it with "
         "`bluetoothctl show` / `bluetoothctl power on` / `rfkill unblock bluetooth`"
     )

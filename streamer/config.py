@@ -798,16 +798,15 @@ profile = "default"                    # default | older | elite
 # [athletes.rules]                     # this athlete's own overrides
 # hi_spacing_h = 60
 
-[[athletes.devices]]
-kind = "strap"                         # strap | smo2 | grip | power | spo2
-name = "Polar H10 1A2B3C4D"            # advertised name, and/or:
-# address = "C4:11:22:33:44:55"        # see `redox-streamer scan`
+# Devices: pair them, so no address needs typing here —
+#   redox-streamer scan                                   what is in range
+#   redox-streamer pair add --athlete alice --kind strap  the one unpaired strap in range
+# or list them here, by address (from `scan`) or by advertised name:
+# [[athletes.devices]]
+# kind = "strap"                       # strap | smo2 | grip | power | spo2
+# address = "C4:11:22:33:44:55"        # and/or: name = "Polar H10 1A2B3C4D"
 # id = "strap"                         # topic segment (default: the kind)
 # model = "heart_rate"                 # which product, when the kind has several:
-                                       # grip: tindeq | activ5 (default: from the name)
-
-[[athletes.devices]]
-kind = "smo2"
-name = "Moxy 0123"
-role = "left vastus lateralis"
+#                                      # grip: tindeq | activ5 (default: from the name)
+# role = "left vastus lateralis"       # where it sits, when the kind does not say
 """

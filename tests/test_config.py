@@ -65,8 +65,22 @@ def test_example_config_is_valid_and_names_its_parts() -> None:
     assert config.influx is not None
     assert (config.influx.api, config.influx.db) == ("v1", "redox")
     (alice,) = config.athletes
-    assert [d.kind for d in alice.devices] == [DeviceKind.STRAP, DeviceKind.SMO2]
-    assert [d.id for d in alice.devices] == ["strap", "smo2"]
+    # No device by a made-up name that `run` would look for for ever: they are paired
+    # (`scan`, `pair add`) or uncommented with a real address or name (issue 11).
+    assert alice.devices == ()
+    assert "redox-streamer pair add --athlete alice --kind strap" in EXAMPLE_CONFIG
+    commented = "\n".join(
+        line.removeprefix("# ")
+        for line in EXAMPLE_CONFIG.split("# Devices:")[1].splitlines()
+        if line.startswith("# ") and "=" in line
+    )
+    with_devices = parse_config(f"{EXAMPLE_CONFIG}[[athletes.devices]]\n{commented}\n", env={})
+    (device,) = with_devices.athletes[0].devices
+    assert (device.kind, device.address, device.id) == (
+        DeviceKind.STRAP,
+        "C4:11:22:33:44:55",
+        "strap",
+    )
 
 
 def test_full_config_values_and_defaults() -> None:

@@ -45,7 +45,7 @@ from bleak_retry_connector import establish_connection
 from devices import gatt
 from devices.codecs import battery
 from devices.codecs.errors import CodecError
-from devices.discovery import BluetoothUnavailableError, find_device
+from devices.discovery import BluetoothUnavailableError, adapter_problem, find_device
 from devices.errors import DeviceUnavailableError
 from devices.kinds import DeviceKind
 from devices.models import DeviceModel
@@ -98,6 +98,10 @@ class DriverStatus:
     records: int
     last_seen_ns: int | None
     last_error: str | None
+    adapter_error: str | None = None
+    """Set while the last connection attempt failed because the Bluetooth adapter is
+    unusable (no adapter, powered off, permission, no BlueZ): the one-line explanation
+    with its fix (:func:`devices.discovery.adapter_problem`). The driver keeps retrying."""
 
 
 class _Link:
@@ -115,7 +119,8 @@ class DeviceDriver(ABC):
 
     Args:
         device: bleak's handle (e.g. ``FoundDevice.ble_device`` from discovery) or an
-            address, which the driver resolves by scanning before each connect.
+            address, which the driver resolves by scanning before each connect (an empty
+            address with ``advertised_name``: the address is learned from the scan).
         model: the device model (:data:`devices.models.MODELS`) it drives; default the
             class's :attr:`default_model` (a class without one needs it).
         name: label used in logs and in ``GapEvent.device``; default the address.
@@ -129,6 +134,8 @@ class DeviceDriver(ABC):
             and a gap marks the hole (gap and battery records are never dropped).
         rng: random source for backoff jitter (seed it for repeatable tests).
         clock_ns: wall clock for record timestamps, ns.
+        advertised_name: find the device by this exact advertised name when its address
+            is not given (a config's ``name = "Polar H10 1A2B3C4D"``).
     """
 
     default_model: ClassVar[DeviceModel | None] = None
@@ -147,6 +154,7 @@ class DeviceDriver(ABC):
         queue_size: int = 4096,
         rng: random.Random | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        advertised_name: str | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
@@ -162,7 +170,8 @@ class DeviceDriver(ABC):
             self.address = device.address
             self._ble_device = device
             self._resolve_by_scan = False
-        self.name = name or self.address
+        self._advertised_name = advertised_name
+        self.name = name or self.address or advertised_name or "?"
         self.policy = policy if policy is not None else self.model.policy
         self._client_kwargs = dict(client_kwargs or {})
         self._scanner_kwargs = dict(scanner_kwargs or {})
@@ -186,6 +195,7 @@ class DeviceDriver(ABC):
         self._records = 0
         self._last_seen_ns: int | None = None
         self._last_error: str | None = None
+        self._adapter_error: str | None = None
 
     # -- what subclasses provide ---------------------------------------------------------
 
@@ -230,6 +240,7 @@ class DeviceDriver(ABC):
             records=self._records,
             last_seen_ns=self._last_seen_ns,
             last_error=self._last_error,
+            adapter_error=self._adapter_error,
         )
 
     @property
@@ -457,7 +468,11 @@ class DeviceDriver(ABC):
                 self._open_gap(GapReason.DISCONNECTED)
             self._failed_connects += 1
             self._last_error = f"connect: {type(exc).__name__}: {exc}"
-            expected = isinstance(
+            # The adapter, not the device: a status of its own, so a view says it once
+            # with its fix instead of "down" per device (issue 11); still retried, as
+            # a USB adapter may be plugged in or powered on later.
+            self._adapter_error = adapter_problem(exc)
+            expected = self._adapter_error is not None or isinstance(
                 exc, BleakError | TimeoutError | DriverError | BluetoothUnavailableError
             )
             level = logging.DEBUG if expected else logging.WARNING
@@ -467,6 +482,7 @@ class DeviceDriver(ABC):
             await self._disconnect(link)
             return None
         self._connects += 1
+        self._adapter_error = None
         self._last_rx = loop.time()
         link.ready = True
         return link
@@ -475,13 +491,18 @@ class DeviceDriver(ABC):
         if self._ble_device is not None:
             return self._ble_device
         found = await find_device(
-            self.address, self.policy.scan_timeout_s, scanner_kwargs=self._scanner_kwargs
+            self.address,
+            self.policy.scan_timeout_s,
+            scanner_kwargs=self._scanner_kwargs,
+            name=self._advertised_name,
         )
         if found is None or found.ble_device is None:
-            raise DriverError(
-                f"{self.address} was not seen advertising within {self.policy.scan_timeout_s} s"
-            )
+            what = self.address or f"a device named {self._advertised_name!r}"
+            timeout_s = self.policy.scan_timeout_s
+            raise DriverError(f"{what} was not seen advertising within {timeout_s} s")
         self._ble_device = found.ble_device
+        if self._advertised_name is not None:
+            self.address = found.address  # learned; the name is scanned for again later
         return found.ble_device
 
     async def _supervise(self, link: _Link) -> GapReason:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rich.console import Console
@@ -29,6 +30,7 @@ from streamer.app.pipeline import Pipeline
 from streamer.app.runtime import SpeedClock, running, wait_connected
 from streamer.athlete import AthleteState
 from streamer.results import AlertsPayload, Kind, Result
+from streamer.store import default_store_path
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used
     from devices.emulated.clock import EmulatedClock
@@ -36,6 +38,31 @@ if TYPE_CHECKING:  # Bumble is imported only when emulators are used
 
 CONNECT_TIMEOUT_S = 30.0
 """Real seconds a guided protocol waits for its device before it gives up."""
+
+EMULATED_STORE_FILENAME = "emulated.sqlite3"
+"""The store of ``--emulated`` runs without a config: beside the real one, never mixed."""
+
+
+def emulated_store_path() -> Path:
+    """``<user data dir>/redox-streamer/emulated.sqlite3``: where ``morning --emulated``
+    and ``grip-test --emulated`` keep their results when no ``--config`` names a store —
+    kept (repeated runs build a trend to try the baselines on), apart from real readings."""
+    return default_store_path().with_name(EMULATED_STORE_FILENAME)
+
+
+def kept_line(pipeline: Pipeline, store_path: Path, what: str) -> str:
+    """Where ``what`` (e.g. "the reading") now is: kept in the store, and whether every
+    result reached it (a failed write is said, never "kept")."""
+    status = pipeline.status()
+    if status.durable_errors:
+        return (
+            f"[bold red]{what} NOT kept[/]: {status.durable_errors} result(s) could not be "
+            f"written to {store_path} (see the error above)"
+        )
+    sinks = ", ".join(status.sinks)
+    queued = f"; queued for {sinks}" if sinks else ""
+    return f"{what} kept in {store_path}{queued}"
+
 
 D = TypeVar("D", bound=DeviceDriver)
 P = TypeVar("P", bound="EmulatedPeripheral")
@@ -67,6 +94,7 @@ async def guided_session(
     address: str | None,
     speed: float,
     emulator: Callable[[], P] | None = None,
+    advertised_name: str | None = None,
 ) -> AsyncIterator[GuidedSession[D, P]]:
     """Run ``state``'s pipeline with one ``driver_cls`` device and yield once it is connected.
 
@@ -80,6 +108,8 @@ async def guided_session(
         speed: emulated seconds per real second (record timestamps, emulator pace).
         emulator: makes the emulated peripheral (called once its virtual link exists);
             None on real hardware.
+        advertised_name: on real hardware without an address, the device's advertised
+            name: the driver finds it by scanning for that name.
 
     Raises CliError when the device does not connect within :data:`CONNECT_TIMEOUT_S`.
     """
@@ -102,9 +132,12 @@ async def guided_session(
             peripheral = await world.add(emulator())
             address = peripheral.address
             kwargs = {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
-        assert address is not None
+        if address is None and advertised_name is None:
+            raise ValueError("guided_session needs an address, an advertised name or an emulator")
+        if address is None:
+            kwargs["advertised_name"] = advertised_name
         driver = driver_cls(
-            address,
+            address or "",
             name=f"{athlete}/{device_id}",
             clock_ns=clock.now_ns,
             sink=pipeline.ingest_for(athlete, device_id),
@@ -112,7 +145,7 @@ async def guided_session(
         )
         pipeline.add_source(driver)
         async with running(pipeline):
-            console.print(f"connecting to {what} {address} …")
+            console.print(f"connecting to {what} {address or repr(advertised_name)} …")
             await wait_connected(driver, CONNECT_TIMEOUT_S, what)
             yield GuidedSession(console, clock, pipeline, driver, peripheral, results)
 

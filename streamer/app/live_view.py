@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from rich.columns import Columns
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -74,27 +75,63 @@ def _fmt(value: float | int | None, spec: str = ".0f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
-def _devices_text(model: ViewModel, athlete: str) -> Text:
-    text = Text()
+def _signals(snap: AthleteSnapshot) -> list[str]:
+    """The athlete's latest values that exist, each a short unbreakable item."""
+    items = (
+        ("HR", snap.hr_bpm, ".0f", ""),
+        ("RR", snap.rr_ms, ".0f", " ms"),
+        ("lnRMSSD", snap.ln_rmssd, ".2f", ""),
+        ("SmO2", snap.smo2_pct, ".1f", "%"),
+        ("power", snap.power_w, ".0f", " W"),
+        ("force", snap.force_kg, ".1f", " kg"),
+        ("SpO2", snap.spo2_pct, ".0f", "%"),
+    )
+    return [f"{label} {v:{spec}}{unit}" for label, v, spec, unit in items if v is not None]
+
+
+def _signals_text(snap: AthleteSnapshot) -> RenderableType:
+    items = _signals(snap)
+    if not items:
+        return Text("no data yet", style="dim")
+    # Each value its own item: a narrow cell puts values on more lines, never cuts one.
+    return Columns([Text(item, no_wrap=True) for item in items], padding=(0, 2))
+
+
+def _adapter_problem(model: ViewModel) -> str | None:
+    """The Bluetooth adapter's problem as the drivers last met it, if any."""
+    for devices in model.devices.values():
+        for _device_id, device in devices:
+            problem = getattr(device.status, "adapter_error", None)
+            if problem:
+                return str(problem)
+    return None
+
+
+def _has_data(model: ViewModel, athlete: str, snap: AthleteSnapshot) -> bool:
+    devices = model.devices.get(athlete, ())
+    return bool(_signals(snap)) or any(d.status.connected for _, d in devices)
+
+
+def _devices_text(model: ViewModel, athlete: str) -> RenderableType:
+    items = []
     for device_id, device in model.devices.get(athlete, ()):
         status = device.status
-        style = "green" if status.connected else "red"
-        if text:
-            text.append("  ")
-        text.append(device_id, style=style)
-        extra = []
+        text = Text(device_id, style="green" if status.connected else "red", no_wrap=True)
+        extra = [] if status.connected else ["down"]
         if status.reconnects:
             extra.append(f"r{status.reconnects}")
         if status.gaps:
             extra.append(f"g{status.gaps}")
         if extra:
             text.append(f"({','.join(extra)})", style="dim")
-    return text
+        items.append(text)
+    return Columns(items, padding=(0, 2))
 
 
-def _alerts_text(snapshot: AthleteSnapshot) -> Text:
+def _alerts_text(snapshot: AthleteSnapshot, has_data: bool) -> Text:
     if not snapshot.open_alerts:
-        return Text("ok", style="green")
+        # "ok" only means something once data flows: no data is not a green light.
+        return Text("ok", style="green") if has_data else Text("–", style="dim")
     text = Text()
     for rule in snapshot.open_alerts:
         if text:
@@ -103,60 +140,73 @@ def _alerts_text(snapshot: AthleteSnapshot) -> Text:
     return text
 
 
+def sink_problem(status: Mapping[str, Any]) -> str | None:
+    """What is wrong with a sink now (disconnected, refusing writes), or None."""
+    if "connected" in status:  # MQTT
+        if status["connected"]:
+            return None
+        error = status.get("last_error")
+        if error:
+            return f"DISCONNECTED ({error})"
+        return None if not status.get("connects") else "DISCONNECTED"
+    if status.get("healthy") is False:  # InfluxDB: the last write failed
+        word = "REFUSED" if status.get("refused") else "UNREACHABLE"
+        return f"{word}: {status.get('last_error') or 'write failed'}"
+    if status.get("error"):
+        return f"status unavailable: {status['error']}"
+    return None
+
+
 def _sink_line(name: str, status: Mapping[str, Any], shed: int) -> str:
+    """``name delivered N waiting M shed S`` and, when something is wrong, what."""
     parts = [name]
-    if "connected" in status:
-        parts.append("connected" if status["connected"] else "DISCONNECTED")
-    for key, label in (
-        ("outbox_depth", "outbox"),
-        ("published", "sent"),
-        ("live_published", "live"),
-        ("points_written", "points"),
-    ):
-        if key in status:
-            parts.append(f"{label} {status[key]}")
+    if status.get("connected"):
+        parts.append("connected")
+    elif "connected" in status and not status.get("connects") and not status.get("last_error"):
+        parts.append("connecting")
+    delivered = status.get("published", status.get("written"))
+    if delivered is not None:
+        unit = "messages" if "published" in status else "points"
+        parts.append(f"delivered {delivered} {unit}")
+    if "outbox_depth" in status:
+        waiting = int(status["outbox_depth"]) + int(status.get("buffered", 0))
+        parts.append(f"waiting {waiting}")
+    if "live_published" in status:
+        parts.append(f"live {status['live_published']}")
     parts.append(f"shed {shed}")
-    if status.get("last_error") and not status.get("connected", True):
-        parts.append(f"({status['last_error']})")
+    problem = sink_problem(status)
+    if problem is not None:
+        parts.append(f"— {problem}")
     return " ".join(str(p) for p in parts)
 
 
 def render(model: ViewModel) -> RenderableType:
-    """The rich renderable of the current state."""
+    """The rich renderable of the current state: readable from 80 columns up (the latest
+    values share one cell that wraps between values, so no column is cut to "…")."""
     status = model.pipeline_status()
     table = Table(title=model.title, expand=True, title_justify="left")
-    for column, justify in (
-        ("athlete", "left"),
-        ("phase", "left"),
-        ("HR", "right"),
-        ("RR ms", "right"),
-        ("lnRMSSD", "right"),
-        ("SmO2 %", "right"),
-        ("power W", "right"),
-        ("force kg", "right"),
-        ("SpO2 %", "right"),
-        ("devices", "left"),
-        ("alerts", "left"),
-        ("in/shed", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("athlete", overflow="fold", max_width=16)
+    table.add_column("latest", ratio=3)
+    table.add_column("devices", ratio=2)
+    table.add_column("alerts", ratio=1, min_width=6)
+    inboxes = []
     for athlete, snap in model.snapshots.items():
         inbox = status.athletes.get(athlete)
+        if inbox is not None:
+            inboxes.append(f"{athlete} {inbox.received}/{inbox.shed}")
+        label = Text(athlete, style="bold", overflow="fold")
+        if snap.phase and snap.phase != "idle":
+            label.append(f"\n{snap.phase}", style="dim")
         table.add_row(
-            athlete,
-            snap.phase,
-            _fmt(snap.hr_bpm),
-            _fmt(snap.rr_ms),
-            _fmt(snap.ln_rmssd, ".2f"),
-            _fmt(snap.smo2_pct, ".1f"),
-            _fmt(snap.power_w),
-            _fmt(snap.force_kg, ".1f"),
-            _fmt(snap.spo2_pct),
+            label,
+            _signals_text(snap),
             _devices_text(model, athlete),
-            _alerts_text(snap),
-            f"{inbox.received}/{inbox.shed}" if inbox else "–",
+            _alerts_text(snap, _has_data(model, athlete, snap)),
         )
     lines = [Text(f"{model.phase}  ·  {time.monotonic() - model.started:.0f} s", style="bold")]
+    adapter = _adapter_problem(model)
+    if adapter is not None:
+        lines.append(Text(f"{adapter}; retrying", style="bold red"))
     if model.history is not None:
         h = model.history
         bar = "█" * round(20 * h.fraction) + "·" * (20 - round(20 * h.fraction))
@@ -167,17 +217,18 @@ def render(model: ViewModel) -> RenderableType:
             )
         )
     for name, sink in status.sinks.items():
+        sink_status = status.sink_status.get(name, {})
         lines.append(
             Text(
-                _sink_line(
-                    name, status.sink_status.get(name, {}), sink.live_shed + sink.live_failed
-                )
+                _sink_line(name, sink_status, sink.live_shed + sink.live_failed),
+                style="bold red" if sink_problem(sink_status) else "",
             )
         )
     lines.append(
         Text(
             f"results stored {status.durable}"
             + (f", FAILED {status.durable_errors}" if status.durable_errors else "")
+            + (f"  ·  samples in/shed: {', '.join(inboxes)}" if inboxes else "")
         )
     )
     lines.extend(Text(note, style="dim") for note in model.notes)
@@ -194,6 +245,9 @@ def plain_lines(model: ViewModel) -> list[str]:
         h = model.history
         head += f" — history {h.days_done}/{h.total_days} athlete-days, {h.records} records"
     out.append(head)
+    adapter = _adapter_problem(model)
+    if adapter is not None:
+        out.append(f"  {adapter}; retrying")
     for athlete, snap in model.snapshots.items():
         devices = " ".join(
             f"{d}:{'up' if dev.status.connected else 'down'}"
@@ -204,7 +258,7 @@ def plain_lines(model: ViewModel) -> list[str]:
             f"  {athlete}: HR {_fmt(snap.hr_bpm)} RR {_fmt(snap.rr_ms)} "
             f"lnRMSSD {_fmt(snap.ln_rmssd, '.2f')} SmO2 {_fmt(snap.smo2_pct, '.1f')} "
             f"power {_fmt(snap.power_w)} SpO2 {_fmt(snap.spo2_pct)} {devices} alerts: "
-            f"{','.join(snap.open_alerts) or 'none'}"
+            f"{','.join(snap.open_alerts) or ('none' if _has_data(model, athlete, snap) else '–')}"
         )
     for name, counters in status.sinks.items():
         out.append(

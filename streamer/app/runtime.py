@@ -167,6 +167,10 @@ async def wait_connected(driver: DeviceDriver, timeout_s: float, what: str) -> N
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not driver.connected:
+        adapter = driver.status.adapter_error
+        if adapter is not None:
+            # No device can connect without an adapter: say so now, not after the timeout.
+            raise CliError(adapter)
         if loop.time() > deadline:
             status = driver.status
             raise CliError(

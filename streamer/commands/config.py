@@ -10,6 +10,7 @@ from streamer.config import (
     ENV_CONFIG,
     ENV_SECRETS,
     EXAMPLE_CONFIG,
+    Config,
     load_config,
     resolve_config_path,
     summary,
@@ -67,6 +68,12 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("--path", type=Path, help="the file to check (default: see `config -h`)")
+    check.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE",
+        help="paired-devices registry to list (default: the user config dir)",
+    )
     check.set_defaults(handler=_check)
 
 
@@ -79,7 +86,15 @@ def _init(args: argparse.Namespace) -> int:
         path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}; choose another --path") from exc
-    print(f"wrote {path}\nedit it, then run: redox-streamer config check --path {path}")
+    option = "" if args.path is None else f" --config {path}"
+    print(
+        f"wrote {path}\nedit it (MQTT, InfluxDB, athletes), then, in order:\n"
+        f"  redox-streamer config check{'' if args.path is None else f' --path {path}'}\n"
+        "  redox-streamer scan                                   your devices in range\n"
+        f"  redox-streamer pair add --athlete alice --kind strap{option}\n"
+        f"  redox-streamer doctor{option}\n"
+        f"  redox-streamer run{option}"
+    )
     return 0
 
 
@@ -88,4 +103,28 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{config.source}: valid")
     for line in summary(config):
         print(f"  {line}")
+    for line in _paired(config, args.registry):
+        print(f"  {line}")
     return 0
+
+
+def _paired(config: Config, registry_path: Path | None) -> list[str]:
+    """What `run` streams besides the config's devices: the paired ones of its athletes."""
+    from devices.registry import DeviceRegistry, RegistryError
+
+    try:
+        registry = DeviceRegistry.load(registry_path)
+    except RegistryError as exc:
+        return [f"paired devices: {exc}"]
+    lines = []
+    for athlete in config.athletes:
+        paired = [d for d in registry if d.athlete == athlete.id]
+        if paired:
+            items = ", ".join(f"{d.kind.value} {d.address}" for d in paired)
+            lines.append(f"paired to {athlete.id} ({registry.path}): {items}")
+        elif not athlete.devices:
+            lines.append(
+                f"{athlete.id} has no devices yet: `redox-streamer pair add --athlete "
+                f"{athlete.id} --kind strap` (see `redox-streamer scan`)"
+            )
+    return lines

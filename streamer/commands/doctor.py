@@ -3,10 +3,12 @@
 Checks, each printed as one line with what to do when it fails:
 
 * the config file is valid (and what it asks for);
-* a Bluetooth adapter exists (``/sys/class/bluetooth``, else a 1-s bleak scan) — needed
-  when athletes have devices;
+* the devices ``run`` will stream (configured, and paired in the registry);
+* the Bluetooth adapter is usable: a 1-s bleak scan, its failure explained (no adapter,
+  powered off, permission denied, BlueZ not running) — needed when there are devices;
 * the MQTT broker accepts a connection (when configured or given with ``--mqtt``);
-* InfluxDB answers ``/ping`` (when configured or given with ``--influx-url``);
+* InfluxDB answers ``/ping`` and accepts a write with no points to the configured
+  database or bucket (it exists; the credentials may write);
 * the local store opens.
 
 Exit status 0 when everything needed is fine, 1 when something needed fails.
@@ -18,12 +20,15 @@ import argparse
 import asyncio
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from devices.discovery import BluetoothUnavailableError, discover
+from devices.registry import DeviceRegistry, RegistryError
 from streamer.config import (
     Config,
     ConfigError,
@@ -39,6 +44,8 @@ from streamer.sinks.outbox import Outbox
 from streamer.store import Store, StoreError
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
+BLUETOOTH_SCAN_S = 1.0
+"""Length of doctor's test scan: enough to see the adapter scan, not to find devices."""
 CHECK_TIMEOUT_S = 3.0
 
 DESCRIPTION = """\
@@ -90,6 +97,12 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="config file (default: $REDOX_CONFIG or the user config dir)",
     )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE",
+        help="paired-devices registry (default: the user config dir)",
+    )
     parser.add_argument("--mqtt", metavar="URL", help="check this broker instead")
     parser.add_argument("--influx-url", metavar="URL", help="check this InfluxDB instead")
     parser.add_argument(
@@ -125,27 +138,48 @@ def check_config(path: Path | None) -> tuple[Check, Config | None]:
     )
 
 
-def check_bluetooth(needed: bool) -> Check:
-    """A Bluetooth adapter: the kernel's list, else a short bleak scan."""
+def check_bluetooth(needed: bool, scanner_kwargs: Mapping[str, Any] | None = None) -> Check:
+    """A usable Bluetooth adapter (:func:`bluetooth_check` on the real radio)."""
     adapters = (
         sorted(p.name for p in BLUETOOTH_SYSFS.glob("hci*")) if BLUETOOTH_SYSFS.is_dir() else []
     )
-    if adapters:
-        return Check("bluetooth", True, f"adapter {', '.join(adapters)}", needed=needed)
-    try:
-        from bleak import BleakScanner
+    return asyncio.run(bluetooth_check(needed, scanner_kwargs, adapters))
 
-        found = asyncio.run(asyncio.wait_for(BleakScanner.discover(timeout=1.0), 5.0))
-    except Exception as exc:  # bleak raises many kinds when there is no adapter or BlueZ
+
+async def bluetooth_check(
+    needed: bool,
+    scanner_kwargs: Mapping[str, Any] | None = None,
+    adapters: Sequence[str] = (),
+) -> Check:
+    """A usable Bluetooth adapter: a short scan through bleak (an adapter the kernel lists,
+    ``adapters``, may still be powered off, blocked, or out of reach of BlueZ or of this
+    user).
+
+    ``scanner_kwargs`` go to ``BleakScanner`` (a test's backend); the real radio without.
+    """
+    listed = f"adapter {', '.join(adapters)}" if adapters else "no adapter in the kernel's list"
+    try:
+        async with asyncio.timeout(BLUETOOTH_SCAN_S + 4):
+            found = await discover(BLUETOOTH_SCAN_S, scanner_kwargs=scanner_kwargs)
+    except BluetoothUnavailableError as exc:
+        detail, _, fix = str(exc).partition(" — ")
+        return Check("bluetooth", False, f"{detail} [{listed}]", fix, needed=needed)
+    except TimeoutError:
         return Check(
             "bluetooth",
             False,
-            f"no adapter usable ({type(exc).__name__}: {exc})",
-            "plug in or enable a Bluetooth LE adapter (`bluetoothctl show`; start bluetoothd; "
-            "in a container pass the host's D-Bus); `redox-streamer demo` needs none",
+            f"a {BLUETOOTH_SCAN_S:g} s scan did not end within {BLUETOOTH_SCAN_S + 4:g} s "
+            f"[{listed}]",
+            "restart BlueZ (`sudo systemctl restart bluetooth`) and check `bluetoothctl show`",
             needed=needed,
         )
-    return Check("bluetooth", True, f"scan works ({len(found)} devices in 1 s)", needed=needed)
+    where = f"{', '.join(adapters)}: " if adapters else ""
+    return Check(
+        "bluetooth",
+        True,
+        f"{where}scan works ({len(found)} devices in {BLUETOOTH_SCAN_S:g} s)",
+        needed=needed,
+    )
 
 
 async def _mqtt(config: MqttConfig) -> None:
@@ -175,7 +209,9 @@ def check_mqtt(config: MqttConfig | None) -> Check:
 
 
 def check_influx(config: InfluxConfig | None) -> Check:
-    """InfluxDB answers ``GET /ping`` with 204 (or 200)."""
+    """InfluxDB answers ``GET /ping``, and a write with no points is accepted: the
+    database (v1; and its retention policy) or bucket (v2) exists and the credentials may
+    write to it — what ``run`` needs, checked without writing anything."""
     if config is None:
         return Check("influxdb", None, "not configured", needed=False)
     url = f"{config.url.rstrip('/')}/ping"
@@ -199,7 +235,48 @@ def check_influx(config: InfluxConfig | None) -> Check:
             f"{url} answered HTTP {status}",
             "is this an InfluxDB (or VictoriaMetrics) URL?",
         )
-    return Check("influxdb", True, f"{config.url} answers (version {version})")
+    if not (config.db if config.api == "v1" else config.bucket):
+        return Check(
+            "influxdb",
+            True,
+            f"{config.url} answers (version {version}); name its database in [influx] to "
+            "check that writes are accepted",
+        )
+    target = (
+        f"database {config.db!r}" + (f" rp {config.rp!r}" if config.rp else "")
+        if config.api == "v1"
+        else f"bucket {config.bucket!r} (org {config.org!r})"
+    )
+    write_url, headers = influx.write_endpoint(config)
+    request = urllib.request.Request(write_url, data=b"", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT_S) as response:
+            code, text = int(response.status), ""
+    except urllib.error.HTTPError as exc:
+        code, text = int(exc.code), exc.read().decode("utf-8", "replace").strip()[:200]
+    except (urllib.error.URLError, OSError) as exc:
+        return Check(
+            "influxdb",
+            False,
+            f"{config.url} answers /ping but a write failed: {getattr(exc, 'reason', exc)}",
+            "check [influx] url and the server's log",
+        )
+    if 200 <= code < 300:
+        return Check("influxdb", True, f"{config.url} (version {version}): {target} accepts writes")
+    if code == 404 and config.api == "v1" and config.create_database:
+        return Check(
+            "influxdb",
+            True,
+            f"{config.url} (version {version}): {target} does not exist yet; `run` creates "
+            "it (create_database = true)",
+        )
+    return Check(
+        "influxdb",
+        False,
+        f"{config.url} refuses writes to {target}: HTTP {code} {text}".rstrip(),
+        influx.refusal_hint(code, config, text)
+        + "; until then `run` keeps every point in the outbox",
+    )
 
 
 def check_store(path: Path) -> Check:
@@ -213,6 +290,29 @@ def check_store(path: Path) -> Check:
     except StoreError as exc:
         return Check("store", False, str(exc), "set [store] path to a writable file")
     return Check("store", True, detail)
+
+
+def check_devices(config: Config, registry: DeviceRegistry) -> Check:
+    """The devices ``run`` will stream: the config's and the paired ones of its athletes."""
+    from streamer.commands.run import paired_devices
+
+    devices = paired_devices(config, registry)
+    listed = "; ".join(
+        f"{athlete}: " + ", ".join(f"{d.id} {d.address or repr(d.name)}" for d in items)
+        for athlete, items in devices.items()
+        if items
+    )
+    if not listed:
+        return Check(
+            "devices",
+            False,
+            "none to stream (no [[athletes.devices]] in the config, none paired in "
+            f"{registry.path} for its athletes)",
+            "find them with `redox-streamer scan`, then `redox-streamer pair add --athlete ID "
+            "--kind strap`",
+            needed=False,
+        )
+    return Check("devices", True, listed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,7 +329,17 @@ def run(args: argparse.Namespace) -> int:
     influx = config.influx if config else None
     if args.influx_url:
         influx = InfluxConfig(url=args.influx_url)
-    needs_bluetooth = config is None or any(a.devices for a in config.athletes)
+    needs_bluetooth = config is None
+    if config is not None:
+        try:
+            registry = DeviceRegistry.load(args.registry)
+        except RegistryError as exc:
+            checks.append(Check("devices", False, str(exc), "fix or remove the registry file"))
+            needs_bluetooth = True
+        else:
+            devices = check_devices(config, registry)
+            checks.append(devices)
+            needs_bluetooth = devices.ok is True
     if args.no_bluetooth:
         checks.append(Check("bluetooth", None, "not checked (--no-bluetooth)", needed=False))
     else:

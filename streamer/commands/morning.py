@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,17 +20,21 @@ from rich.console import Console
 
 from devices.drivers import HeartRateDriver
 from devices.kinds import DeviceKind
+from devices.registry import DeviceRegistry
 from processors import physiology as ph
 from streamer.app.assembly import App
 from streamer.app.guided import (
+    EMULATED_STORE_FILENAME,
     GuidedSession,
+    emulated_store_path,
     guided_session,
+    kept_line,
     print_alerts,
     progress_bars,
     tick_until,
 )
 from streamer.athlete import AthleteState, MorningEnd, MorningStart
-from streamer.config import Config, load_config
+from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.results import Kind, Result
 
@@ -44,11 +48,16 @@ ectopic beats corrected; a reading with too many is rejected with the reason, ne
 as a number). The result joins the athlete's daily trend; the trend rules run at once.
 """
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   redox-streamer morning                          the only athlete in the config
   redox-streamer morning --athlete alice
   redox-streamer morning --emulated --speed 50    an emulated strap, 50x faster
+
+The strap is the athlete's configured or paired one (`redox-streamer pair add`). The
+reading is kept in the config's store (with --emulated and no --config: in
+{EMULATED_STORE_FILENAME} in the user data dir, apart from real readings; repeated
+emulated mornings build a baseline there) and sent to MQTT / InfluxDB when configured.
 """
 
 
@@ -80,11 +89,27 @@ def register(subparsers: Any) -> None:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--athlete --config --store --emulated --speed`` (morning and grip-test)."""
+    """``--athlete --config --registry --store --emulated --speed`` (morning, grip-test)."""
     parser.add_argument("--athlete", metavar="ID", help="athlete id (default: the only one)")
-    parser.add_argument("--config", type=Path, metavar="FILE", help="config file")
     parser.add_argument(
-        "--store", type=Path, metavar="PATH", help="SQLite store (default: the config's)"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file (default: $REDOX_CONFIG or the user config dir; with --emulated, "
+        "none unless given)",
+    )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE",
+        help="paired-devices registry (default: the user config dir)",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="PATH",
+        help="SQLite store the results are kept in (default: the config's; with --emulated "
+        f"and no --config, {EMULATED_STORE_FILENAME} beside it, apart from real readings)",
     )
     parser.add_argument(
         "--emulated",
@@ -100,18 +125,32 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GuidedSetup:
+    """What a guided command runs with: the app (store, sinks, athlete factory), the
+    athlete, the device (address, or the advertised name to scan for; both None with
+    ``--emulated`` and no device configured) and where the results are kept."""
+
+    app: App
+    athlete: str
+    address: str | None
+    name: str | None
+    store_path: Path
+
+
 @contextlib.contextmanager
-def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[tuple[App, str, str | None]]:
-    """(the app, athlete id, device address or None) from the flags: the config's store,
-    sinks and thresholds, or — ``--emulated`` without ``--config`` — a temporary store
-    and no sinks."""
+def guided_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedSetup]:
+    """The :class:`GuidedSetup` the flags ask for: the config's store, sinks, thresholds
+    and device of ``kind`` (configured, or paired in the registry) — or, ``--emulated``
+    without ``--config``, no sinks and :func:`~streamer.app.guided.emulated_store_path`."""
     if not args.speed > 0 or (args.speed != 1.0 and not args.emulated):
         raise CliError(f"--speed {args.speed:g}: only with --emulated, and > 0")
     config: Config | None = None
     if args.config is not None or not args.emulated:
         config = load_config(args.config)
     athlete = args.athlete
-    address = None
+    address: str | None = None
+    name: str | None = None
     if config is not None:
         ids = [a.id for a in config.athletes]
         if athlete is None:
@@ -125,39 +164,63 @@ def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[tuple[App
                 f"--athlete {athlete!r} is not in {config.source}; known: "
                 f"{', '.join(ids) or 'none'}"
             )
-        device = config.athlete(athlete).device(kind)
+        device = _device(config, args.registry, athlete, kind)
         if device is None and not args.emulated:
             raise CliError(
-                f"athlete {athlete!r} has no {kind.value} device in "
-                f"{config.source}: add one (see `redox-streamer scan`)"
+                f"athlete {athlete!r} has no {kind.value} device in {config.source} nor "
+                f"paired: `redox-streamer pair add --athlete {athlete} --kind {kind.value}` "
+                "(see `redox-streamer scan`)"
             )
-        address = device.address if device else None
-        if device is not None and not address and not args.emulated:
-            raise CliError(
-                f"athlete {athlete!r}: the {kind.value} device has no address — "
-                "find it with `redox-streamer scan`"
-            )
+        if device is not None:
+            address, name = device.address, device.name
     athlete = athlete or "athlete1"
-    with contextlib.ExitStack() as stack:
-        if args.store is not None:
-            path: Path | str = args.store
-        elif config is not None:
-            path = config.store_path
-        else:
-            path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "redox.sqlite3"
-        app = stack.enter_context(App.from_config(config or Config(), store=path))
-        yield app, athlete, address
+    if args.store is not None:
+        path: Path = args.store
+    elif config is not None:
+        path = config.store_path
+    else:
+        path = emulated_store_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with App.from_config(config or Config(), store=path) as app:
+        yield GuidedSetup(app, athlete, address, name, path)
+
+
+def _device(
+    config: Config, registry_path: Path | None, athlete: str, kind: DeviceKind
+) -> DeviceConfig | None:
+    """The athlete's ``kind`` device: the config's first, else the first paired one."""
+    from streamer.commands.run import paired_devices
+
+    configured = config.athlete(athlete).device(kind)
+    if configured is not None:
+        return configured
+    devices = paired_devices(config, DeviceRegistry.load(registry_path))
+    return next((d for d in devices.get(athlete, []) if d.kind is kind), None)
+
+
+@contextlib.contextmanager
+def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[tuple[App, str, str | None]]:
+    """(the app, athlete id, device address or None) from the flags (see
+    :func:`guided_setup`); a device known only by name needs its address here."""
+    with guided_setup(args, kind) as setup:
+        if setup.address is None and setup.name is not None and not args.emulated:
+            raise CliError(
+                f"athlete {setup.athlete!r}: the {kind.value} device has no address — find "
+                "it with `redox-streamer scan` and pair it with `redox-streamer pair add`"
+            )
+        yield setup.app, setup.athlete, setup.address
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``redox-streamer morning``."""
     if not args.stabilisation >= 0 or not args.span >= 30:
         raise CliError("--stabilisation must be >= 0 s and --span >= 30 s")
-    with open_setup(args, DeviceKind.STRAP) as (app, athlete, address):
-        return asyncio.run(_morning(args, app, athlete, address))
+    with guided_setup(args, DeviceKind.STRAP) as setup:
+        return asyncio.run(_morning(args, setup))
 
 
-async def _morning(args: argparse.Namespace, app: App, athlete: str, address: str | None) -> int:
+async def _morning(args: argparse.Namespace, setup: GuidedSetup) -> int:
+    app, athlete, address = setup.app, setup.athlete, setup.address
     state = app.athlete(
         athlete, morning_stabilisation_s=args.stabilisation, morning_span_s=args.span
     )
@@ -176,6 +239,7 @@ async def _morning(args: argparse.Namespace, app: App, athlete: str, address: st
         address=address,
         speed=args.speed,
         emulator=strap if args.emulated else None,
+        advertised_name=setup.name,
     ) as session:
         session.console.print("lie still and breathe normally.")
         session.pipeline.offer(athlete, "strap", MorningStart(session.clock.now_ns()))
@@ -184,8 +248,12 @@ async def _morning(args: argparse.Namespace, app: App, athlete: str, address: st
             session.console.print("[yellow]stopped before the end: no reading taken[/]")
             return 130
         session.pipeline.offer(athlete, "strap", MorningEnd(session.clock.now_ns()))
-        await session.pipeline.join()
-    return _report(session.console, session.results)
+        await session.pipeline.join()  # the reading is in the store (or failed) from here
+        code = _report(session.console, session.results)
+        if any(r.kind is Kind.MORNING for r in session.results):
+            line = kept_line(session.pipeline, setup.store_path, "the reading")
+            session.console.print(line, soft_wrap=True)  # a path is copied, not wrapped
+    return code
 
 
 async def _countdown(

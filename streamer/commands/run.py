@@ -1,10 +1,11 @@
 """``redox-streamer run``: the real thing — paired devices, the pipeline, the sinks.
 
-Devices come from the config file (``[[athletes.devices]]`` with an address) and from the
-paired-devices registry (``redox-streamer pair``) for configured athletes. Each gets its
-production driver (bleak, reconnect with back-off, gaps marked); results go to the local
-store and to MQTT / InfluxDB when configured. Runs until Ctrl-C / SIGTERM (or
-``--duration``), then flushes what it can and keeps the rest in the outbox.
+Devices come from the config file (``[[athletes.devices]]`` with an address, or a name the
+driver scans for) and from the paired-devices registry (``redox-streamer pair``) for
+configured athletes. Each gets its production driver (bleak, reconnect with back-off, gaps
+marked); results go to the local store and to MQTT / InfluxDB when configured. Runs until
+Ctrl-C / SIGTERM (or ``--duration``), then flushes what it can and keeps the rest in the
+outbox.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
 from streamer.app.assembly import App
-from streamer.app.live_view import LiveView, ViewModel
+from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
@@ -31,6 +32,10 @@ SmO2 sensors (efforts and recovery), grip dynamometers, power meters and pulse o
 config names them; when a server is away they wait in the store's outbox and are
 delivered, in order, when it returns. Stop with Ctrl-C: what cannot be delivered in a few
 seconds stays in the outbox.
+
+Without a usable Bluetooth adapter (none, powered off, no permission, BlueZ not running)
+it says so with the fix and keeps retrying: an adapter plugged in later is used. It exits
+1 when no device connected during the whole run for that reason.
 """
 
 EPILOG = """\
@@ -38,11 +43,14 @@ examples:
   redox-streamer run                          the default config file
   redox-streamer run --config ~/redox.toml
   redox-streamer run --duration 3600          one hour, then stop cleanly
+  redox-streamer run --emulated --speed 10    the same devices, emulated: no hardware
 
-set-up:
+set-up, in order:
   redox-streamer config init                  write a commented example config
-  redox-streamer scan                         find your devices' addresses
+  redox-streamer scan                         find your devices
+  redox-streamer pair add --athlete alice --kind strap    pair the strap in range
   redox-streamer doctor                       check adapter, broker, InfluxDB, config
+  redox-streamer run
 """
 
 
@@ -74,7 +82,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--emulated",
         action="store_true",
-        help="serve the configured devices from emulators on a virtual link "
+        help="serve the configured and paired devices from emulators on a virtual link "
         "(test the set-up without hardware)",
     )
     parser.add_argument(
@@ -91,18 +99,17 @@ def paired_devices(
     config: Config, registry: DeviceRegistry | None
 ) -> dict[str, list[DeviceConfig]]:
     """The devices to stream per athlete: the config's, then the registry's for configured
-    athletes (a registry entry never overrides a configured address)."""
+    athletes (a registry entry never overrides a configured address).
+
+    A configured device with a name and no address is streamed too: its driver scans for
+    that advertised name (what ``config check`` accepts, ``run`` runs)."""
     out: dict[str, list[DeviceConfig]] = {}
     used: set[str] = set()
     for athlete in config.athletes:
         for device in athlete.devices:
-            if not device.address:
-                raise CliError(
-                    f"athlete {athlete.id!r}, device {device.id!r}: no address — find it with "
-                    '`redox-streamer scan` and set address = "AA:BB:..." in the config'
-                )
             out.setdefault(athlete.id, []).append(device)
-            used.add(device.address.upper())
+            if device.address:
+                used.add(device.address.upper())
     if registry is not None:
         known = {a.id for a in config.athletes}
         for paired in registry:
@@ -114,10 +121,27 @@ def paired_devices(
                     else f"{paired.kind.value}-{paired.address[-5:].replace(':', '')}"
                 )
                 out.setdefault(paired.athlete, []).append(
-                    DeviceConfig(device_id, paired.kind, paired.address, paired.name or None)
+                    DeviceConfig(
+                        device_id,
+                        paired.kind,
+                        paired.address,
+                        paired.name or None,
+                        paired.role or None,
+                    )
                 )
                 used.add(paired.address.upper())
     return out
+
+
+def adapter_error(drivers: Mapping[str, Sequence[tuple[str, DeviceDriver]]]) -> str | None:
+    """The Bluetooth adapter's problem as the drivers last met it (one line with its fix),
+    or None while every driver's last attempt got past the adapter."""
+    for items in drivers.values():
+        for _device_id, driver in items:
+            problem = driver.status.adapter_error
+            if problem is not None:
+                return problem
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,9 +156,8 @@ def run(args: argparse.Namespace) -> int:
             f"{config.source}: no athletes configured — add an [[athletes]] table "
             "(see `redox-streamer config init`)"
         )
-    registry = None
-    if not args.emulated or args.registry is not None:  # emulated: only a registry named
-        registry = DeviceRegistry.load(args.registry)
+    # --emulated too: it serves the same devices (configured and paired) from emulators.
+    registry = DeviceRegistry.load(args.registry)
     devices = paired_devices(config, registry)
     if not any(devices.values()):
         raise CliError(
@@ -154,9 +177,9 @@ async def _emulators(
     for athlete, items in devices.items():
         for device in items:
             cls = emulated.emulator_class(device.device_model)
-            await world.add(
-                cls(device.name or f"{athlete} {device.id}", speed=speed, address=device.address)
-            )
+            # A device known by name only advertises that name; the driver finds it by it.
+            name = device.name or f"{athlete} {device.id}"
+            await world.add(cls(name, speed=speed, address=device.address))
     return {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
 
 
@@ -172,12 +195,12 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
         for athlete, items in devices.items():
             made = []
             for device in items:
-                assert device.address is not None
                 driver = driver_for(
                     device.device_model,
-                    device.address,
+                    device.address or "",
                     name=f"{athlete}/{device.id}",
                     sink=pipeline.ingest_for(athlete, device.id),
+                    advertised_name=None if device.address else device.name,
                     **kwargs,
                 )
                 pipeline.add_source(driver)
@@ -192,17 +215,50 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
             notes=[f"store: {config.store_path}"],
             phase="streaming",
         )
-        async with running(pipeline, LiveView(model, force_plain=args.plain)) as task:
-            await run_for(pipeline, args.duration)
+        view = LiveView(model, force_plain=args.plain)
+        watch = AdapterWatch(drivers, view.say)
+        async with running(pipeline, view) as task:
+            await run_for(pipeline, args.duration, on_tick=watch.check)
             model.phase = "stopping: flushing to the sinks"
             await task
     status = pipeline.status()
     outboxes = "; ".join(
         f"{name}: {s.get('outbox_depth', 0)} left in the outbox"
+        + (f" ({problem})" if (problem := sink_problem(s)) and "REFUSED" in problem else "")
         for name, s in status.sink_status.items()
     )
     print(
         f"stopped: {status.durable} results stored in {config.store_path}; "
         + (outboxes or "no MQTT or InfluxDB configured")
     )
+    connected = any(d.status.connects for items in drivers.values() for _, d in items)
+    if not connected and watch.problem is not None:
+        # Nothing was streamed because of the adapter: not a success (issue 11).
+        print(f"no device connected during the run: {watch.problem}")
+        return 1
     return 0
+
+
+class AdapterWatch:
+    """Says once when the Bluetooth adapter becomes unusable (with the fix) and once when
+    it is usable again; the drivers keep retrying meanwhile."""
+
+    def __init__(
+        self, drivers: Mapping[str, Sequence[tuple[str, DeviceDriver]]], say: Callable[[str], None]
+    ) -> None:
+        self.drivers = drivers
+        self.say = say
+        self.problem: str | None = None
+        self._said: str | None = None
+
+    def check(self) -> None:
+        """Called every tick of ``run_for``: compare the drivers' adapter status."""
+        problem = adapter_error(self.drivers)
+        if problem is not None:
+            self.problem = problem
+        if problem != self._said:
+            if problem is not None:
+                self.say(f"{problem}; retrying — plug in or power on an adapter at any time")
+            elif self._said is not None:
+                self.say("Bluetooth adapter usable again: connecting to the devices")
+            self._said = problem

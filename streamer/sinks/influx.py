@@ -90,6 +90,9 @@ class InfluxStatus:
     dead_lettered: int = 0
     last_error: str | None = None
     last_write_ns: int | None = None
+    # The server answered and refused the last write (401/403/404/…: wrong database,
+    # bucket or credentials): fixable by the user, so shown as such, not as an outage.
+    refused: bool = False
 
 
 class InfluxWriter:
@@ -276,23 +279,7 @@ class InfluxWriter:
     # --- HTTP -------------------------------------------------------------------------------
 
     def _endpoint(self) -> tuple[str, dict[str, str]]:
-        c = self.config
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if c.api == "v1":
-            params = {"db": c.db or "", "precision": "ns"}
-            if c.rp:
-                params["rp"] = c.rp
-            url = f"{c.url}/write?{urllib.parse.urlencode(params)}"
-            if c.username:
-                password = c.password.reveal() if c.password else ""
-                token = base64.b64encode(f"{c.username}:{password}".encode()).decode()
-                headers["Authorization"] = f"Basic {token}"
-        else:
-            params = {"org": c.org or "", "bucket": c.bucket or "", "precision": "ns"}
-            url = f"{c.url}/api/v2/write?{urllib.parse.urlencode(params)}"
-            if c.token:
-                headers["Authorization"] = f"Token {c.token.reveal()}"
-        return url, headers
+        return write_endpoint(self.config)
 
     def _post(self, url: str, body: bytes, content_type: str | None = None) -> tuple[int, str]:
         headers = dict(self._headers)
@@ -322,7 +309,7 @@ class InfluxWriter:
                 self._post, self._write_url, "\n".join(lines).encode()
             )
         except (OSError, urllib.error.URLError, TimeoutError) as exc:
-            return self._retry_later(f"{type(exc).__name__}: {exc}")
+            return self._retry_later(f"{type(exc).__name__}: {exc}", refused=False)
         text = text.strip()[:_ERROR_TEXT_CHARS]
         if 200 <= status < 300:
             self._on_written(len(lines))
@@ -348,20 +335,26 @@ class InfluxWriter:
         if status == 404 and self.config.api == "v1" and self.config.create_database:
             with contextlib.suppress(OSError, urllib.error.URLError):
                 await asyncio.to_thread(self._create_database)
-        return self._retry_later(f"HTTP {status}: {text} — {_hint(status, self.config)}")
+        return self._retry_later(
+            f"HTTP {status}: {text} — {refusal_hint(status, self.config, text)}",
+            refused=(400 <= status < 500 and status not in (408, 429))
+            or "retention policy not found" in text,
+        )
 
     def _on_written(self, n: int) -> None:
         self._status.written += n
         self._status.batches += 1
         self._status.healthy = True
+        self._status.refused = False
         self._status.last_write_ns = time.time_ns()
         self._delays = self._backoff.delays(self._rng)  # the next outage starts afresh
         self._retry_at = 0.0
 
-    def _retry_later(self, error: str) -> _Outcome:
+    def _retry_later(self, error: str, *, refused: bool) -> _Outcome:
         delay = next(self._delays)
+        self._status.refused = refused
         self._retry_at = time.monotonic() + delay
-        if self._status.healthy is not False:
+        if self._status.healthy is not False or error != self._status.last_error:
             _LOGGER.warning(
                 "InfluxDB %s: write failed (%s); keeping points in the outbox, "
                 "retrying with back-off",
@@ -374,20 +367,49 @@ class InfluxWriter:
         return _Outcome.RETRY
 
 
-def _hint(status: int, config: InfluxConfig) -> str:
-    """What to do about a refused write, in the config's terms."""
+def write_endpoint(config: InfluxConfig) -> tuple[str, dict[str, str]]:
+    """The write URL (v1 ``/write`` or v2 ``/api/v2/write`` with its query) and the
+    headers (credentials) of ``config`` — the writer's, and ``doctor``'s probe."""
+    c = config
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if c.api == "v1":
+        params = {"db": c.db or "", "precision": "ns"}
+        if c.rp:
+            params["rp"] = c.rp
+        url = f"{c.url}/write?{urllib.parse.urlencode(params)}"
+        if c.username:
+            password = c.password.reveal() if c.password else ""
+            token = base64.b64encode(f"{c.username}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+    else:
+        params = {"org": c.org or "", "bucket": c.bucket or "", "precision": "ns"}
+        url = f"{c.url}/api/v2/write?{urllib.parse.urlencode(params)}"
+        if c.token:
+            headers["Authorization"] = f"Token {c.token.reveal()}"
+    return url, headers
+
+
+def refusal_hint(status: int, config: InfluxConfig, text: str = "") -> str:
+    """What to do about a write the server refused with HTTP ``status`` (and ``text``), in
+    the config's terms."""
     if status in (401, 403):
         if config.api == "v1":
-            return "check influx.username/password (or REDOX_INFLUX_PASSWORD)"
+            return (
+                "check influx.username/password (or REDOX_INFLUX_PASSWORD) and that the "
+                f'user may write: GRANT WRITE ON "{config.db}" TO "<user>"'
+            )
         return "check influx.token (or REDOX_INFLUX_TOKEN) and its write permission"
     if status == 404:
         if config.api == "v1":
             return (
-                f"database {config.db!r} missing or no /write here: create it, set "
-                "create_database = true, or check influx.url"
+                f"database {config.db!r} missing or no /write here: create it "
+                f'(CREATE DATABASE "{config.db}"), set create_database = true, or check '
+                "influx.url"
             )
         return (
             f"bucket {config.bucket!r} / org {config.org!r} not found, or no "
             '/api/v2/write here (InfluxDB 1.x before 1.8: use api = "v1")'
         )
+    if "retention policy not found" in text:
+        return f"retention policy {config.rp!r} does not exist in {config.db!r}: fix influx.rp"
     return "the server is unavailable; retrying"
