@@ -114,7 +114,13 @@ def paired_devices(
                     else f"{paired.kind.value}-{paired.address[-5:].replace(':', '')}"
                 )
                 out.setdefault(paired.athlete, []).append(
-                    DeviceConfig(device_id, paired.kind, paired.address, paired.name or None)
+                    DeviceConfig(
+                        device_id,
+                        paired.kind,
+                        paired.address,
+                        paired.name or None,
+                        model=paired.model or None,
+                    )
                 )
                 used.add(paired.address.upper())
     return out
@@ -153,7 +159,8 @@ async def _emulators(
     world = await stack.enter_async_context(emulated.EmulatedWorld())
     for athlete, items in devices.items():
         for device in items:
-            cls = emulated.emulator_class(device.device_model)
+            # A device the config leaves to tell its model: the kind's first model here.
+            cls = emulated.emulator_class(device.device_models[0])
             await world.add(
                 cls(device.name or f"{athlete} {device.id}", speed=speed, address=device.address)
             )
@@ -174,7 +181,7 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
             for device in items:
                 assert device.address is not None
                 driver = driver_for(
-                    device.device_model,
+                    device.device_models,  # several: the device tells which at connect
                     device.address,
                     name=f"{athlete}/{device.id}",
                     sink=pipeline.ingest_for(athlete, device.id),
