@@ -51,14 +51,34 @@ class GripPhase:
 
 
 @dataclass(frozen=True, slots=True)
+class GripPhaseEnd:
+    """The open grip-test phase's squeezes are over: it is complete and measured now, and
+    force until the next :class:`GripPhase` is not part of the test (a dynamometer that
+    streams all the time, like the Activ5). A phase without it is complete at the next
+    phase or at :class:`GripEnd`; one still open when the stream stops is dropped."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class GripEnd:
     """The grip test is complete: measure and classify it."""
 
     t_ns: int
 
 
-ProtocolEvent = MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripEnd
-PROTOCOL_EVENTS: Final = (MorningStart, MorningEnd, SessionStart, SessionEnd, GripPhase, GripEnd)
+ProtocolEvent = (
+    MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripPhaseEnd | GripEnd
+)
+PROTOCOL_EVENTS: Final = (
+    MorningStart,
+    MorningEnd,
+    SessionStart,
+    SessionEnd,
+    GripPhase,
+    GripPhaseEnd,
+    GripEnd,
+)
 
 AthleteRecord = DeviceRecord | GapEvent | ProtocolEvent
 """Everything the pipeline carries to an athlete: what a codec decodes, the gaps a driver
