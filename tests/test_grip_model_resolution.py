@@ -173,8 +173,8 @@ async def test_a_progressor_configured_by_address_alone_is_told_to_stream(
     assert isinstance(driver.driver, TindeqDriver)
 
 
-async def test_a_resolving_driver_ends_with_the_error_when_the_device_is_no_grip_model(
-    world: EmulatedWorld,
+async def test_a_resolving_driver_ends_with_one_line_when_the_device_is_no_grip_model(
+    world: EmulatedWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
     strap = await world.add(ChestStrap("Dyno 8"))
     driver = driver_for(
@@ -184,11 +184,17 @@ async def test_a_resolving_driver_ends_with_the_error_when_the_device_is_no_grip
         client_kwargs=world.client_kwargs,
         scanner_kwargs=world.scanner_kwargs,
     )
-    with pytest.raises(ModelUnknownError):
-        async with asyncio.timeout(30):
-            await driver.run()
-    assert strap.address in (driver.status.last_error or "")
+    assert isinstance(driver, ResolvingDriver)
+    async with asyncio.timeout(30):
+        await driver.run()  # ends: no driver can stream it (a `run`'s others stream on)
+    assert driver.failed
+    error = driver.status.last_error or ""
+    assert strap.address in error
+    assert "tindeq, activ5" in error
     assert not driver.status.running
+    (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "\n" not in logged.getMessage()
+    assert logged.exc_info is None
 
 
 def test_config_check_says_who_decides_the_model(

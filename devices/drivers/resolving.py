@@ -23,7 +23,7 @@ from bleak.backends.device import BLEDevice
 from devices.discovery import ModelUnknownError, identify_model
 from devices.drivers.base import DeviceDriver, DriverError, DriverStatus
 from devices.errors import DeviceUnavailableError
-from devices.models import DeviceModel
+from devices.models import DeviceModel, load_class
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ class ResolvingDriver(DeviceDriver):
     Until the device has told, :attr:`resolved` is ``None``, :attr:`model` is the first
     candidate and :attr:`status` counts the attempts to ask it; a device not seen (asleep,
     away) is asked again after the policy's back-off, for ever. A device whose services
-    match none of the candidates ends :meth:`run` with
-    :class:`~devices.discovery.ModelUnknownError` (also in ``status.last_error``): no driver
-    can stream it.
+    match none of the candidates ends :meth:`run`: :attr:`failed` is set and
+    ``status.last_error`` holds the one-line :class:`~devices.discovery.ModelUnknownError`
+    (logged once): no driver can stream it.
     """
 
     def __init__(
@@ -63,6 +63,7 @@ class ResolvingDriver(DeviceDriver):
         self._device = device
         self._kwargs = {k: v for k, v in kwargs.items() if k != "sink"}
         self._inner: DeviceDriver | None = None
+        self.failed = False  # the device is none of the candidates: run() has ended
 
     @property
     def driver(self) -> DeviceDriver | None:
@@ -86,7 +87,7 @@ class ResolvingDriver(DeviceDriver):
 
     async def run(self) -> None:
         """Identify the model (retrying while the device is away), then run its driver until
-        cancelled. Raises ``ModelUnknownError`` when the device is none of the candidates."""
+        cancelled; returns when the device is none of the candidates (see :attr:`failed`)."""
         if self._running:
             raise DriverError(f"{self.name}: run() is already running")
         self._running = True
@@ -102,28 +103,36 @@ class ResolvingDriver(DeviceDriver):
                         client_kwargs=self._client_kwargs,
                     )
                 except ModelUnknownError as exc:
+                    # No driver can stream it: said once, in one line (and in the status);
+                    # the other devices of a `run` stream on.
                     self._last_error = str(exc)
+                    self.failed = True
                     _LOGGER.error("%s: %s", self.name, exc)
-                    raise
+                    return
                 except DeviceUnavailableError as exc:  # away, asleep, no adapter: later
                     self._failed_connects += 1
                     self._last_error = f"identify: {exc}"
                     _LOGGER.debug("%s: %s", self.name, self._last_error)
                     await asyncio.sleep(next(delays))
                     continue
-                # The package imports this module: its functions are imported when used.
-                from devices.drivers import driver_class, driver_for
-
                 self.model = self.resolved = model
                 _LOGGER.info("%s: %s is a %s", self.name, self.address, model.title)
-                # Options of another candidate's driver class (a Progressor's stream=) do
-                # not apply to this one.
-                accepted = _BASE_ARGUMENTS | set(inspect.signature(driver_class(model)).parameters)
-                options = {k: v for k, v in self._kwargs.items() if k in accepted}
-                self._inner = driver_for(model, self._device, sink=self._emit, **options)
+                self._inner = self._driver_of(model)
             await self._inner.run()
         finally:
             self._running = False
+
+    def _driver_of(self, model: DeviceModel) -> DeviceDriver:
+        """``model``'s driver, as :func:`devices.drivers.driver_for` makes it, writing into
+        this driver's sink or queue."""
+        cls = load_class(model.driver)
+        if not (isinstance(cls, type) and issubclass(cls, DeviceDriver)):
+            raise TypeError(f"model {model.name!r}: {model.driver} is not a DeviceDriver")
+        # Options of another candidate's driver class (a Progressor's stream=) do not apply.
+        accepted = _BASE_ARGUMENTS | set(inspect.signature(cls).parameters)
+        given = {k: v for k, v in self._kwargs.items() if k in accepted}
+        options = {**model.driver_options, **given}
+        return cls(self._device, model=model, sink=self._emit, **options)
 
     async def _subscribe(self, client: BleakClient) -> None:
         raise DriverError(f"{self.name}: the model's own driver subscribes, once resolved")

@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from devices.discovery import identify_model
 from devices.drivers import DeviceDriver, ResolvingDriver, TindeqDriver, driver_for
 from devices.kinds import DeviceKind
 from devices.models import DeviceModel, candidate_models, models_of
 from processors import physiology as ph
 from streamer.app.assembly import App
 from streamer.app.guided import (
+    CONNECT_TIMEOUT_S,
     GuidedSession,
     guided_session,
     print_alerts,
@@ -196,6 +198,14 @@ async def _grip(
 ) -> int:
     state = app.athlete(athlete)
     device_id, models = _device(args, app, athlete)
+    if not args.emulated and len(models) > 1:
+        # Asked now, not on the first squeeze: a wrong address or a dynamometer that is
+        # neither is one line naming both (DeviceError), before the athlete starts.
+        assert address is not None  # open_setup refuses a real device without one
+        either = " or ".join(m.name for m in models)
+        print(f"asking the dynamometer {address} whether it is a {either} …")
+        model, _ = await identify_model(address, models, timeout_s=CONNECT_TIMEOUT_S)
+        models = (model,)
     emulated_model = models[0]  # a device left to tell is emulated as the kind's first
 
     def emulator() -> EmulatedPeripheral:
