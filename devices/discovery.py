@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bleak import BleakScanner
+from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 from bleak.exc import (
@@ -27,7 +27,7 @@ from bleak.exc import (
 )
 from bleak.uuids import normalize_uuid_str
 
-from devices.errors import DeviceUnavailableError
+from devices.errors import DeviceError, DeviceUnavailableError
 from devices.kinds import DeviceKind
 from devices.models import MODELS, DeviceModel, identify
 
@@ -49,6 +49,15 @@ class BluetoothUnavailableError(DeviceUnavailableError):
 
     The message says what the operating system reported and what to check.
     """
+
+
+class DeviceNotSeenError(DeviceUnavailableError):
+    """A device did not advertise within the time allowed (it may be asleep or away)."""
+
+
+class ModelUnknownError(DeviceError):
+    """A device offers the services of none of the models it was configured as: no driver
+    can stream it (the message names the address, the models and the fix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +175,63 @@ async def find_device(
 
     await _scan_until(seen, timeout_s, on_advertisement, scanner_kwargs)
     return sightings.found(hit[0]) if hit else None
+
+
+def _either(models: Sequence[DeviceModel]) -> str:
+    names = [m.name for m in models]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+async def identify_model(
+    address: str,
+    candidates: Sequence[DeviceModel],
+    *,
+    timeout_s: float = 10.0,
+    scanner_kwargs: Mapping[str, Any] | None = None,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[DeviceModel, BLEDevice]:
+    """Which of ``candidates`` the device at ``address`` is, and bleak's handle to it.
+
+    Its advertisement decides when it can (advertised services, then name, as
+    :func:`devices.models.identify`); else one connection reads its GATT services (many
+    devices advertise only some services, or only a name). ``timeout_s`` (seconds) bounds
+    the scan and, again, the connection.
+
+    Raises :class:`DeviceNotSeenError` when it does not advertise within ``timeout_s`` and
+    ``DeviceUnavailableError`` when the connection fails (both: try again later),
+    :class:`ModelUnknownError` when its services match none of ``candidates``, and
+    :class:`BluetoothUnavailableError` without a usable adapter.
+    """
+    if not candidates:
+        raise ValueError("identify_model needs at least one candidate model")
+    kind = candidates[0].kind.value
+    found = await find_device(address, timeout_s, scanner_kwargs=scanner_kwargs)
+    if found is None or found.ble_device is None:
+        raise DeviceNotSeenError(
+            f"{kind} device {address} was not seen advertising within {timeout_s:g} s, so "
+            f"whether it is a {_either(candidates)} is not known yet — wake it (squeeze it) "
+            "and keep it in range"
+        )
+    model = identify(found.name, found.services, among=candidates)
+    if model is not None:
+        return model, found.ble_device
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with BleakClient(found.ble_device, **dict(client_kwargs or {})) as client:
+                services = [service.uuid for service in client.services]
+    except (BleakError, TimeoutError, OSError) as exc:
+        raise DeviceUnavailableError(
+            f"{kind} device {address}: reading its services to tell whether it is a "
+            f"{_either(candidates)} failed ({type(exc).__name__}: {exc})"
+        ) from exc
+    model = identify(None, services, among=candidates)
+    if model is None:
+        raise ModelUnknownError(
+            f"{kind} device {address} ({found.name or 'no name'}) offers the services of "
+            f"none of {', '.join(m.name for m in candidates)}; check the address with "
+            f'`redox-streamer scan`, or set model = "{candidates[0].name}" if it is one'
+        )
+    return model, found.ble_device
 
 
 async def _scan_until(

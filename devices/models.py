@@ -258,11 +258,13 @@ def identify(
     return None
 
 
-def model_for(
+def candidate_models(
     kind: DeviceKind, *, model: str | None = None, name: str | None = None
-) -> DeviceModel:
-    """The model of a configured ``kind`` device: the ``model`` named, else the one its
-    advertised ``name`` identifies among that kind's models, else the kind's default.
+) -> tuple[DeviceModel, ...]:
+    """The models a configured ``kind`` device may be: the one ``model`` names, else the one
+    its advertised ``name`` identifies among the kind's models, else every model of the kind
+    (most kinds have one; a grip device with only an address may be a Progressor or an
+    Activ5, and says which when it is seen: :func:`devices.discovery.identify_model`).
 
     Raises ``ValueError`` when ``model`` is unknown or of another kind, or ``kind`` has no
     model.
@@ -275,6 +277,22 @@ def model_for(
                 f"model {chosen.name!r} is a {chosen.kind.value} device, not {kind.value} "
                 f"({kind.value} models: {others})"
             )
-        return chosen
-    default = default_model(kind)
-    return identify(name, (), among=models_of(kind)) or default
+        return (chosen,)
+    default_model(kind)  # raises for a kind without a model
+    models = models_of(kind)
+    named = identify(name, (), among=models)
+    return (named,) if named is not None else models
+
+
+def model_for(
+    kind: DeviceKind, *, model: str | None = None, name: str | None = None
+) -> DeviceModel | None:
+    """The model of a configured ``kind`` device when the configuration tells it (the
+    ``model`` named, the one its ``name`` identifies, or the kind's only model); ``None``
+    when only the device can tell (see :func:`candidate_models`). Never a guess: an Activ5
+    configured by address alone must not be driven as a Progressor.
+
+    Raises ``ValueError`` as :func:`candidate_models`.
+    """
+    models = candidate_models(kind, model=model, name=name)
+    return models[0] if len(models) == 1 else None

@@ -15,7 +15,10 @@ Stored as a small TOML file a person can read and edit, by default
 
 ``address`` is the Bluetooth address as bleak reports it (a MAC on Linux and Windows, a
 per-host UUID on macOS). ``role`` is free text for where the device sits when the kind
-alone does not say (e.g. "left vastus lateralis" for a Moxy).
+alone does not say (e.g. "left vastus lateralis" for a Moxy). An optional ``model`` says
+which product of the kind it is (``model = "activ5"``; names in
+:data:`devices.models.MODELS`); without it the name says, else the device tells when it
+is first seen.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from platformdirs import user_config_dir
 
 from devices.errors import DeviceError
 from devices.kinds import DeviceKind
+from devices.models import DeviceModel, candidate_models
 
 REGISTRY_VERSION: Final = 1
 REGISTRY_FILENAME: Final = "devices.toml"
@@ -69,18 +73,31 @@ def normalize_address(address: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PairedDevice:
-    """One registry entry: the device at ``address`` is ``athlete``'s ``kind`` device."""
+    """One registry entry: the device at ``address`` is ``athlete``'s ``kind`` device
+    (``model``: which product of the kind, ``""`` when its name or the device says)."""
 
     address: str
     athlete: str
     kind: DeviceKind
     name: str = ""
     role: str = ""
+    model: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", normalize_address(self.address))
         if not self.athlete.strip():
             raise RegistryError(f"device {self.address}: the athlete name is empty")
+        try:
+            models = self.device_models
+        except ValueError as exc:
+            raise RegistryError(f"device {self.address}: {exc}") from None
+        if self.model:
+            object.__setattr__(self, "model", models[0].name)
+
+    @property
+    def device_models(self) -> tuple[DeviceModel, ...]:
+        """The models it may be (:func:`devices.models.candidate_models`)."""
+        return candidate_models(self.kind, model=self.model or None, name=self.name or None)
 
 
 class DeviceRegistry:
@@ -142,6 +159,8 @@ class DeviceRegistry:
                 f"name = {_toml_string(device.name)}",
                 f"role = {_toml_string(device.role)}",
             ]
+            if device.model:
+                lines.append(f"model = {_toml_string(device.model)}")
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +220,8 @@ def _entry_to_device(entry: object, path: Path, number: int) -> PairedDevice:
     missing = [key for key in ("address", "athlete", "kind") if key not in entry]
     if missing:
         raise RegistryError(f"{where}: missing {', '.join(missing)}")
-    fields = {key: entry.get(key, "") for key in ("address", "athlete", "kind", "name", "role")}
+    keys = ("address", "athlete", "kind", "name", "role", "model")
+    fields = {key: entry.get(key, "") for key in keys}
     wrong = [key for key, value in fields.items() if not isinstance(value, str)]
     if wrong:
         raise RegistryError(f"{where}: {', '.join(wrong)} must be text")
@@ -216,6 +236,7 @@ def _entry_to_device(entry: object, path: Path, number: int) -> PairedDevice:
             kind=kind,
             name=fields["name"],
             role=fields["role"],
+            model=fields["model"],
         )
     except RegistryError as exc:
         raise RegistryError(f"{where}: {exc}") from None

@@ -55,7 +55,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "grip-test",
-        "guided grip test before and after a session (Tindeq)",
+        "guided grip test before and after a session (Tindeq, Activ5)",
         "streamer.commands.grip_test",
     ),
     Command(

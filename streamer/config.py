@@ -27,7 +27,8 @@ init`` writes with comments):
     ``[[athletes.devices]]`` with ``kind`` (one of :data:`devices.models.STREAMABLE_KINDS`:
     strap, smo2, grip, power, spo2), ``address`` and/or ``name``, optional ``model`` (which
     product of that kind, e.g. ``"activ5"``; default: the one its ``name`` identifies, else
-    the kind's first model), ``id`` (topic segment; default the kind) and ``role``.
+    the device tells when it is first seen), ``id`` (topic segment; default the kind) and
+    ``role``.
 
 Secrets may come from the environment instead of the file, which then wins:
 ``REDOX_MQTT_USERNAME``, ``REDOX_MQTT_PASSWORD``, ``REDOX_INFLUX_USERNAME``,
@@ -56,7 +57,7 @@ from typing import Any, Final, Literal
 import platformdirs
 
 from devices.kinds import DeviceKind
-from devices.models import STREAMABLE_KINDS, DeviceModel, model_for, models_of
+from devices.models import STREAMABLE_KINDS, DeviceModel, candidate_models, models_of
 from processors.profiles import PROFILES, thresholds_for
 from processors.rules import RuleThresholds
 from streamer.errors import CliError
@@ -128,10 +129,18 @@ class DeviceConfig:
     model: str | None = None
 
     @property
-    def device_model(self) -> DeviceModel:
-        """The model to drive it as: ``model`` if given, else the one ``name`` identifies,
-        else the kind's default (:func:`devices.models.model_for`)."""
-        return model_for(self.kind, model=self.model, name=self.name)
+    def device_models(self) -> tuple[DeviceModel, ...]:
+        """The models it may be: ``model`` if given, else the one ``name`` identifies, else
+        every model of its kind (:func:`devices.models.candidate_models`); give them to
+        :func:`devices.drivers.driver_for`, which asks the device when there are several."""
+        return candidate_models(self.kind, model=self.model, name=self.name)
+
+    @property
+    def device_model(self) -> DeviceModel | None:
+        """The model to drive it as when the configuration says (see :attr:`device_models`);
+        ``None`` when only the device can tell (a grip device given by address alone)."""
+        models = self.device_models
+        return models[0] if len(models) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,7 +559,7 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
     model = t.text("model")
     if model is not None and kind is not None:
         try:
-            model = model_for(kind, model=model).name
+            model = candidate_models(kind, model=model)[0].name
         except ValueError:
             choices = ", ".join(m.name for m in models_of(kind))
             t.problem("model", f"{model!r} is not a {kind.value} model — use one of: {choices}")
@@ -728,14 +737,20 @@ def summary(config: Config) -> list[str]:
         lines.append("athletes: none — add [[athletes]] tables (see `config init`)")
     for a in config.athletes:
         devices = ", ".join(
-            f"{d.id} ({d.kind.value} {d.device_model.name} {d.address or d.name})"
-            for d in a.devices
+            f"{d.id} ({d.kind.value} {_model_text(d)} {d.address or d.name})" for d in a.devices
         )
         overrides = f", overrides {dict(a.rules)}" if a.rules else ""
         lines.append(
             f"athlete {a.id} ({a.name}), profile {a.profile}{overrides}: {devices or 'no devices'}"
         )
     return lines
+
+
+def _model_text(device: DeviceConfig) -> str:
+    models = device.device_models
+    if len(models) == 1:
+        return models[0].name
+    return f"{' or '.join(m.name for m in models)}: the device tells when first seen"
 
 
 EXAMPLE_CONFIG: Final = """\
@@ -807,6 +822,7 @@ profile = "default"                    # default | older | elite
 # address = "C4:11:22:33:44:55"        # and/or: name = "Polar H10 1A2B3C4D"
 # id = "strap"                         # topic segment (default: the kind)
 # model = "heart_rate"                 # which product, when the kind has several:
-#                                      # grip: tindeq | activ5 (default: from the name)
+#                                      # grip: tindeq | activ5 (default: from the name,
+#                                      # else the device tells when first seen)
 # role = "left vastus lateralis"       # where it sits, when the kind does not say
 """

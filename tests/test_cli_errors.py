@@ -155,8 +155,9 @@ def test_a_driver_error_at_start_up_of_run_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # How `run` ended in a traceback: driver_for refused a configured device's kind.
-    def no_driver(what: DeviceModel | DeviceKind, *args: Any, **kwargs: Any) -> Any:
-        kind = what if isinstance(what, DeviceKind) else what.kind
+    def no_driver(what: DeviceModel | DeviceKind | tuple[DeviceModel], *a: Any, **k: Any) -> Any:
+        kind = what if isinstance(what, DeviceKind | DeviceModel) else what[0]
+        kind = kind if isinstance(kind, DeviceKind) else kind.kind
         raise DriverError(f"no driver for {kind.value} devices; drivers exist for: smo2")
 
     monkeypatch.setattr("streamer.commands.run.driver_for", no_driver)

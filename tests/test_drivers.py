@@ -26,6 +26,7 @@ from devices.drivers import (
     MoxyDriver,
     PowerMeterDriver,
     Record,
+    ResolvingDriver,
     TindeqDriver,
     driver_for,
 )
@@ -549,7 +550,8 @@ async def test_power_meter_driver_streams_watts(world: EmulatedWorld) -> None:
 def test_driver_for_picks_the_family_driver_and_refuses_unknown_kinds() -> None:
     assert type(driver_for(DeviceKind.STRAP, "AA:BB:CC:DD:EE:FF")) is HeartRateDriver
     assert type(driver_for(DeviceKind.SMO2, "AA:BB:CC:DD:EE:FF")) is MoxyDriver
-    assert type(driver_for(DeviceKind.GRIP, "AA:BB:CC:DD:EE:FF")) is TindeqDriver
+    # Two grip models: the device tells which (tests/test_grip_model_resolution.py).
+    assert type(driver_for(DeviceKind.GRIP, "AA:BB:CC:DD:EE:FF")) is ResolvingDriver
     assert type(driver_for(DeviceKind.POWER, "AA:BB:CC:DD:EE:FF")) is PowerMeterDriver
     with pytest.raises(DriverError, match="no driver for unknown devices"):
         driver_for(DeviceKind.UNKNOWN, "AA:BB:CC:DD:EE:FF")

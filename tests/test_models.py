@@ -87,11 +87,11 @@ def test_a_pulse_oximeter_gets_a_driver_for_plx_measurements() -> None:
     assert driver.model.streams == ("2a5f",)
 
 
-def test_a_kind_means_its_default_model_and_options_can_be_overridden() -> None:
-    grip = driver_for(DeviceKind.GRIP, "AA:BB:CC:DD:EE:FF")
+def test_a_model_streams_on_its_own_and_options_can_be_overridden() -> None:
+    grip = driver_for(model_named("tindeq"), "AA:BB:CC:DD:EE:FF")
     assert isinstance(grip, TindeqDriver)
     assert grip.streaming
-    quiet = driver_for(DeviceKind.GRIP, "AA:BB:CC:DD:EE:FF", stream=False)
+    quiet = driver_for(model_named("tindeq"), "AA:BB:CC:DD:EE:FF", stream=False)
     assert isinstance(quiet, TindeqDriver)
     assert not quiet.streaming
 
@@ -106,11 +106,12 @@ def test_unknown_devices_have_no_model_and_no_driver() -> None:
 
 
 def test_model_for_a_configured_device_prefers_its_model_then_its_name() -> None:
-    assert model_for(DeviceKind.GRIP) is model_named("tindeq")
+    # Nothing says which grip model it is: the device tells (tests/test_grip_model_resolution).
+    assert model_for(DeviceKind.GRIP) is None
     assert model_for(DeviceKind.GRIP, model="Activ5") is model_named("activ5")
     assert model_for(DeviceKind.GRIP, name="activ5 left hand") is model_named("activ5")
     # A name of another kind's model says nothing about a grip device.
-    assert model_for(DeviceKind.GRIP, name="Moxy 12") is model_named("tindeq")
+    assert model_for(DeviceKind.GRIP, name="Moxy 12") is None
     with pytest.raises(ValueError, match="'moxy' is a smo2 device, not grip"):
         model_for(DeviceKind.GRIP, model="moxy")
     with pytest.raises(ValueError, match="unknown device model 'h10'; expected one of"):

@@ -5,6 +5,7 @@ Build one with :func:`driver_for` (or the class directly) and run it as a task::
     driver = driver_for(found.model, found.ble_device)                # real radio
     driver = driver_for(model, address, client_kwargs=world.client_kwargs,
                         scanner_kwargs=world.scanner_kwargs)          # emulated link
+    driver = driver_for(DeviceKind.GRIP, address)   # a Progressor or an Activ5: it tells
     task = asyncio.create_task(driver.run())
     async for record in driver.records():
         ...
@@ -14,7 +15,7 @@ See :mod:`devices.drivers.base` for the record stream, gaps and status.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -25,9 +26,10 @@ from devices.drivers.heart_rate import HeartRateDriver
 from devices.drivers.moxy import MoxyDriver
 from devices.drivers.notify import NotifyDriver
 from devices.drivers.power import PowerMeterDriver
+from devices.drivers.resolving import ResolvingDriver
 from devices.drivers.tindeq import TindeqDriver
 from devices.kinds import DeviceKind
-from devices.models import STREAMABLE_KINDS, DeviceModel, default_model, load_class
+from devices.models import STREAMABLE_KINDS, DeviceModel, default_model, load_class, models_of
 
 __all__ = [
     "DRIVERS",
@@ -39,6 +41,7 @@ __all__ = [
     "NotifyDriver",
     "PowerMeterDriver",
     "Record",
+    "ResolvingDriver",
     "TindeqDriver",
     "driver_class",
     "driver_for",
@@ -60,24 +63,30 @@ DRIVERS: Mapping[DeviceKind, type[DeviceDriver]] = MappingProxyType(
 
 
 def driver_for(
-    what: DeviceModel | DeviceKind, device: BLEDevice | str, **kwargs: Any
+    what: DeviceModel | DeviceKind | Sequence[DeviceModel], device: BLEDevice | str, **kwargs: Any
 ) -> DeviceDriver:
-    """A driver for a device of model (or kind) ``what``; ``kwargs`` as for
-    :class:`DeviceDriver`, on top of the model's ``driver_options``.
+    """A driver for a device of model ``what`` (or of any of the models given, or of any
+    model of a kind); ``kwargs`` as for :class:`DeviceDriver`, on top of the model's
+    ``driver_options``.
 
-    A kind means its default model: pass ``FoundDevice.model`` when discovery identified
-    one (an Activ5 is a grip device, but not a Progressor). Raises ``DriverError`` for a
-    kind without a model (e.g. ``unknown``).
+    One model: its driver class. Several (a grip device configured by address alone may be
+    a Progressor or an Activ5): a :class:`ResolvingDriver`, which asks the device which it
+    is when it is first seen — never a guess. Pass ``FoundDevice.model`` when discovery
+    identified one. Raises ``DriverError`` for a kind without a model (e.g. ``unknown``).
     """
     if isinstance(what, DeviceKind):
-        try:
-            model = default_model(what)
-        except ValueError:
+        models = models_of(what)
+        if not models:
             known = ", ".join(k.value for k in DRIVERS)
-            raise DriverError(
-                f"no driver for {what.value} devices; drivers exist for: {known}"
-            ) from None
+            raise DriverError(f"no driver for {what.value} devices; drivers exist for: {known}")
+    elif isinstance(what, DeviceModel):
+        models = (what,)
     else:
-        model = what
+        models = tuple(what)
+        if not models:
+            raise ValueError("driver_for needs at least one device model")
+    if len(models) > 1:
+        return ResolvingDriver(device, candidates=models, **kwargs)
+    model = models[0]
     options = {**model.driver_options, **kwargs}
     return driver_class(model)(device, model=model, **options)

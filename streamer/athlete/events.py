@@ -52,6 +52,16 @@ class GripPhase:
 
 
 @dataclass(frozen=True, slots=True)
+class GripPhaseEnd:
+    """The open grip-test phase's squeezes are over: it is complete and measured now, and
+    force until the next :class:`GripPhase` is not part of the test (a dynamometer that
+    streams all the time, like the Activ5). A phase without it is complete at the next
+    phase or at :class:`GripEnd`; one still open when the stream stops is dropped."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class GripEnd:
     """The grip test is complete: measure and classify it."""
 
@@ -71,7 +81,14 @@ class DayValues:
 
 
 ProtocolEvent = (
-    MorningStart | MorningEnd | SessionStart | SessionEnd | GripPhase | GripEnd | DayValues
+    MorningStart
+    | MorningEnd
+    | SessionStart
+    | SessionEnd
+    | GripPhase
+    | GripPhaseEnd
+    | GripEnd
+    | DayValues
 )
 PROTOCOL_EVENTS: Final = (
     MorningStart,
@@ -79,6 +96,7 @@ PROTOCOL_EVENTS: Final = (
     SessionStart,
     SessionEnd,
     GripPhase,
+    GripPhaseEnd,
     GripEnd,
     DayValues,
 )

@@ -53,6 +53,7 @@ from streamer.athlete.events import (
     DayValues,
     GripEnd,
     GripPhase,
+    GripPhaseEnd,
     MorningEnd,
     MorningStart,
     ProtocolEvent,
@@ -61,7 +62,7 @@ from streamer.athlete.events import (
     is_athlete_record,
 )
 from streamer.athlete.force import ForceClock
-from streamer.athlete.grip import GripProtocol, grip_result
+from streamer.athlete.grip import GRIP_PROGRESS, GripProtocol, GripTraces, grip_result
 from streamer.athlete.heart import DEFAULT_HRV_EVERY_S, HeartRate
 from streamer.athlete.morning import MorningProtocol, morning_result
 from streamer.athlete.muscle import MuscleOxygen, effort_result
@@ -204,6 +205,7 @@ class AthleteState:
                 | SessionStart()
                 | SessionEnd()
                 | GripPhase()
+                | GripPhaseEnd()
                 | GripEnd()
                 | DayValues()
             ):
@@ -212,12 +214,15 @@ class AthleteState:
                 assert_never(record)
 
     def close(self) -> list[Result]:
-        """End of stream: an open session is summarised (a morning or grip test left open
-        is discarded: half a protocol is not a measurement)."""
+        """End of stream: an open session is summarised; a grip test left open is measured
+        on its finished phases (Ctrl-C after the MVC and a post test keeps them; a phase
+        cut short is dropped); a morning reading left open is discarded (half a reading is
+        not a measurement)."""
+        out = self._interrupt_grip() if self.grip.in_progress else []
         start = self.session.start_ns
         if start is None:
-            return []
-        return self._end_session(SessionEnd(self.snapshot.last_t_ns or start))
+            return out
+        return out + self._end_session(SessionEnd(self.snapshot.last_t_ns or start))
 
     def status_result(self, t_ns: int) -> Result:
         """The readiness summary (``<base>/<athlete>/status``) as of ``t_ns``."""
@@ -295,12 +300,18 @@ class AthleteState:
             case SessionEnd():
                 return self._end_session(event)
             case GripPhase():
-                self.grip.phase(event.minute)
+                if self.grip.phase(event.minute, event.t_ns) is not None:
+                    self._keep_grip("open", event.t_ns)
                 self.snapshot.phase = (
                     "grip test: MVC"
                     if event.minute is None
                     else f"grip test: +{event.minute:g} min"
                 )
+                return []
+            case GripPhaseEnd():
+                if self.grip.phase_end(event.t_ns) is not None:
+                    self._keep_grip("open", event.t_ns)
+                self.snapshot.phase = "grip test: between tests"
                 return []
             case GripEnd():
                 return self._end_grip(event)
@@ -367,17 +378,34 @@ class AthleteState:
         out.extend(self.readiness.apply(evaluations, end.t_ns))
         return out
 
+    def _keep_grip(self, state: str, t_ns: int) -> None:
+        """The grip test so far, kept after every step: Ctrl-C or a crash loses no
+        finished phase (:data:`~streamer.athlete.grip.GRIP_PROGRESS`)."""
+        if self.store is not None:
+            data: dict[str, JsonValue] = {"state": state, "updated_ns": t_ns}
+            self.store.save_baseline(self.athlete, GRIP_PROGRESS, {**data, **self.grip.progress()})
+
+    def _interrupt_grip(self) -> list[Result]:
+        t_ns = self.snapshot.last_t_ns
+        traces = self.grip.interrupt()
+        return self._grip_test(traces, t_ns, "interrupted")
+
     def _end_grip(self, end: GripEnd) -> list[Result]:
-        traces = self.grip.end()
+        return self._grip_test(self.grip.end(), end.t_ns, "recorded")
+
+    def _grip_test(self, traces: GripTraces | None, t_ns: int, state: str) -> list[Result]:
         self.snapshot.phase = "idle"
         if traces is None:
+            self._keep_grip("incomplete", t_ns)
             return []
         try:
             test, evaluations = self.rules.grip(traces)
         except GripInputError as exc:
             _LOGGER.warning("%s: grip test not measured: %s", self.athlete, exc)
+            self._keep_grip("unmeasured", t_ns)
             return []
+        self._keep_grip(state, t_ns)
         self.snapshot.last_grip_class = test.grip_class.value
-        out = [grip_result(self.athlete, end.t_ns, test, traces.device)]
-        out.extend(self.readiness.apply(evaluations, end.t_ns))
+        out = [grip_result(self.athlete, t_ns, test, traces.device)]
+        out.extend(self.readiness.apply(evaluations, t_ns))
         return out

@@ -127,6 +127,7 @@ def paired_devices(
                         paired.address,
                         paired.name or None,
                         paired.role or None,
+                        model=paired.model or None,
                     )
                 )
                 used.add(paired.address.upper())
@@ -176,7 +177,8 @@ async def _emulators(
     world = await stack.enter_async_context(emulated.EmulatedWorld())
     for athlete, items in devices.items():
         for device in items:
-            cls = emulated.emulator_class(device.device_model)
+            cls = emulated.emulator_class(device.device_models[0])
+            # A device the config leaves to tell its model: the kind's first model here.
             # A device known by name only advertises that name; the driver finds it by it.
             name = device.name or f"{athlete} {device.id}"
             await world.add(cls(name, speed=speed, address=device.address))
@@ -196,7 +198,7 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
             made = []
             for device in items:
                 driver = driver_for(
-                    device.device_model,
+                    device.device_models,  # several: the device tells which at connect
                     device.address or "",
                     name=f"{athlete}/{device.id}",
                     sink=pipeline.ingest_for(athlete, device.id),
