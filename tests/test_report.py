@@ -222,8 +222,13 @@ def test_the_report_of_a_window_without_any_baseline_is_still_drawn(
     replayed: Path,
 ) -> None:
     with Store(replayed) as store:
-        early = gather_report(store, ATHLETE, 7, end=TODAY - dt.timedelta(days=20))
+        # The first three days: no morning has the three valid days before it that even a
+        # provisional baseline needs (docs/rules.md).
+        early = gather_report(store, ATHLETE, 3, end=TODAY - dt.timedelta(days=DAYS - 2))
+        later = gather_report(store, ATHLETE, 7, end=TODAY - dt.timedelta(days=20))
+    assert early.mornings
     assert all(m.ln_band_low is None for m in early.mornings)
+    assert any(m.ln_band_low is not None for m in later.mornings)  # provisional from day 4
     assert early.open_alerts  # the book is current, even for an old window
     write_report(early, tmp_path / "early.png")
     assert _pixels((tmp_path / "early.png").read_bytes(), tmp_path).shape[:2] == (
