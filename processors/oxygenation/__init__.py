@@ -81,6 +81,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processors import physiology as ph
+from processors.oxygenation.activity import ActivityWindow, two_level_threshold
 from processors.oxygenation.records import (
     ACTIVITY_KINDS,
     ActivityKind,
@@ -108,9 +109,6 @@ __all__ = [
     "two_level_threshold",
 ]
 
-# Activity samples kept while an effort is open; at 4 Hz this is > 15 min, enough for any
-# effort, and it bounds memory if an effort never ends.
-_MAX_ACTIVITY_SAMPLES = 4096
 # The work plateau's last "deep" sample is within this share of the effort's range of its
 # lowest smoothed value: low enough that the step up at the end of work (20-35% of the depth
 # on Moxy data) is above it, high enough that plateau samples (±2 points) fall below it.
@@ -184,7 +182,8 @@ class EffortDetector:
     smoothing delays decisions by half the smoothing window. Activity (power W or HR bpm,
     ``activity_kind``) fed with :meth:`add_activity` confirms efforts and marks the end of
     work. Memory is bounded by the smoothing and baseline windows, ``max_recovery_s`` plus
-    ``work_level_window_s`` of SmO2 samples and ``_MAX_ACTIVITY_SAMPLES`` activity samples.
+    ``work_level_window_s`` of SmO2 samples and
+    :data:`~processors.oxygenation.activity.MAX_ACTIVITY_SAMPLES` activity samples.
     """
 
     def __init__(
@@ -237,11 +236,7 @@ class EffortDetector:
         # Samples an open effort keeps: enough to reach back from a decision to the end of
         # work (≤ max_recovery_s) and over the work-level window before it.
         self._horizon = max_recovery_s + 2.0 * work_level_window_s + smoothing_window_s
-        self._activity_threshold = activity_threshold
-        self._activity_kind: ActivityKind = activity_kind
-        self._activity_lead = activity_lead_s
-        self._activity: deque[tuple[float, float]] = deque(maxlen=_MAX_ACTIVITY_SAMPLES)
-        self._activity_seen = False
+        self._activity = ActivityWindow(activity_kind, activity_threshold, activity_lead_s)
         self._raw: deque[tuple[float, float]] = deque()  # live samples awaiting smoothing
         self._rest: deque[tuple[float, float, float]] = deque()  # (t, live, smoothed)
         self._baseline: float | None = None
@@ -293,13 +288,10 @@ class EffortDetector:
         """
         if not (math.isfinite(t_s) and math.isfinite(value)):
             raise OxygenationInputError(f"activity sample ({t_s} s, {value}) is not finite")
-        self._activity_seen = True
-        self._activity.append((t_s, value))
+        self._activity.add(t_s, value)
         if self._phase is _Phase.REST:
             # At rest only the lead before a possible onset is needed.
-            horizon = t_s - self._activity_lead - self._smoother_lag()
-            while self._activity and self._activity[0][0] < horizon:
-                self._activity.popleft()
+            self._activity.forget_before(t_s - self._activity.lead_s - self._smoother_lag())
 
     def flush(self) -> list[EffortRecovery]:
         """End of data: smooth the remaining samples and close any open effort."""
@@ -506,8 +498,8 @@ class EffortDetector:
         t = np.array([s[0] for s in upto])
         live = np.array([s[1] for s in upto])
         smooth = np.array([s[2] for s in upto])
-        work_end = self._activity_work_end(e, float(t[-1]))
-        source: WorkEndSource = self._activity_kind
+        work_end, e.activity_threshold = self._activity.work_end(e.onset, float(t[-1]))
+        source: WorkEndSource = self._activity.kind
         if work_end is None:
             work_end, source = self._smo2_work_end(t, live, smooth, e.baseline), "smo2"
         level = _median_before(t, live, work_end, self._level_window)
@@ -516,33 +508,6 @@ class EffortDetector:
         e.work_end, e.work_end_source, e.level = work_end, source, level
         e.y_high, e.t_high = max((s[2], s[0]) for s in e.samples if s[0] >= work_end)
         return True
-
-    def _activity_work_end(self, e: _OpenEffort, until: float) -> float | None:
-        e.activity_threshold = self._activity_threshold
-        if not self._activity_seen:
-            return None
-        window = [(ta, v) for ta, v in self._activity if e.onset - self._activity_lead <= ta]
-        window = [(ta, v) for ta, v in window if ta <= until]
-        if not window:
-            return None
-        if self._activity_kind == "hr":
-            peak = max(v for _, v in window)
-            return next(ta for ta, v in window if v == peak)
-        threshold = self._activity_threshold
-        if threshold is None:
-            values = [v for _, v in window]
-            if max(values) - min(values) < ph.SMO2_AUTO_POWER_MIN_SPREAD_W:
-                return None
-            threshold = two_level_threshold(values)
-        e.activity_threshold = threshold
-        above = [i for i, (_, v) in enumerate(window) if v >= threshold]
-        if not above:
-            return None
-        last = above[-1]
-        if last + 1 < len(window):
-            # Work ended between the last sample at or above the threshold and the next one.
-            return (window[last][0] + window[last + 1][0]) / 2.0
-        return window[last][0]
 
     def _smo2_work_end(
         self, t: FloatArray, live: FloatArray, smooth: FloatArray, baseline: float
@@ -576,18 +541,11 @@ class EffortDetector:
         self._effort = None
         self._phase = _Phase.REST
         self._rest.clear()
-        if not self._activity_confirms(e):
+        assert e.work_end is not None
+        if not self._activity.confirms(e.onset, e.work_end, e.activity_threshold):
             self.rejected_without_activity += 1
             return []
         return [self._finish(e)]
-
-    def _activity_confirms(self, e: _OpenEffort) -> bool:
-        threshold = e.activity_threshold
-        if not self._activity_seen or threshold is None:
-            return True
-        assert e.work_end is not None
-        lo, hi = e.onset - self._activity_lead, e.work_end
-        return any(lo <= ta <= hi and v >= threshold for ta, v in self._activity)
 
     def _fitted_t95(self, e: _OpenEffort) -> tuple[RecoveryFit | None, float | None]:
         """The recovery fit over everything watched and when (input time) its curve reaches
@@ -717,32 +675,6 @@ def summarise_session(
         recovery_time_is_lower_bound=lower_bound,
         efforts=tuple(efforts),
     )
-
-
-def two_level_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
-    """Level that best splits values into "easy" and "work" (Otsu 1979, between-class variance).
-
-    Works whatever share of the session is work; for a constant series it is that constant.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        raise OxygenationInputError("activity holds no finite value to derive a threshold from")
-    lo, hi = float(v.min()), float(v.max())
-    if hi == lo:
-        return lo
-    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    w0 = np.cumsum(counts)[:-1].astype(np.float64)
-    w1 = v.size - w0
-    s0 = np.cumsum(counts * centres)[:-1]
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (float((counts * centres).sum()) - s0) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    # Well-separated levels leave an empty gap where every split is equally good: take the
-    # middle of that gap rather than its lower edge.
-    best = np.flatnonzero(between >= between.max() * (1.0 - 1e-9))
-    return float((edges[1 + best[0]] + edges[1 + best[-1]]) / 2.0)
 
 
 def analyse_session(
