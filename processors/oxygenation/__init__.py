@@ -73,7 +73,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypedDict, Unpack
 
@@ -82,6 +81,8 @@ import numpy.typing as npt
 
 from processors import physiology as ph
 from processors.oxygenation.activity import ActivityWindow, two_level_threshold
+from processors.oxygenation.baseline import RestBaseline
+from processors.oxygenation.effort import OpenEffort
 from processors.oxygenation.records import (
     ACTIVITY_KINDS,
     ActivityKind,
@@ -122,36 +123,6 @@ class _Phase(Enum):
     EFFORT = "effort"  # desaturated, the recovery not located yet
     RECOVERY = "recovery"  # end of work located, waiting for the T95 crossing
     POST = "post"  # recovered, watching for the overshoot peak
-
-
-@dataclass(slots=True)
-class _OpenEffort:
-    onset: float
-    baseline: float
-    # (t, live, smoothed) from the onset on; trimmed to the last ``_horizon`` seconds.
-    samples: deque[tuple[float, float, float]]
-    y_low: float  # lowest smoothed value so far
-    t_below: float  # last smoothed sample below baseline − min_desaturation_pct
-    y_high: float  # highest smoothed value since SmO2 was last at or below halfway
-    t_high: float
-    # Set once the recovery has been located (_locate):
-    work_end: float | None = None
-    work_end_source: WorkEndSource = "smo2"
-    # The power level that split work from rest for this effort (fixed, or found, _locate).
-    activity_threshold: float | None = None
-    level: float | None = None
-    crossings: dict[float, float] = field(default_factory=dict)
-    t_peak: float | None = None
-    y_peak: float | None = None
-    t_last: float = -math.inf
-    # Live samples of the rest window the baseline was taken from (the joint fit's
-    # observations of the level the recovery returns to).
-    rest_live: tuple[float, ...] = ()
-    # Watch (POST phase) until this time: set once, when the fitted T95 lies beyond the data.
-    watch_until: float | None = None
-    # The last fit and the t_last it was made at (the fit is reused while no sample arrives).
-    fit: RecoveryFit | None = None
-    fit_at: float | None = None
 
 
 class DetectorSettings(TypedDict, total=False):
@@ -220,8 +191,6 @@ class EffortDetector:
             )
         self._smoother = CentredMedian(smoothing_window_s, max_gap_s)
         self._max_gap = max_gap_s
-        self._baseline_window = baseline_window_s
-        self._baseline_max_age = baseline_max_age_s
         self._drop = min_desaturation_pct
         self._min_effort = min_effort_s
         self._plateau = plateau_pct
@@ -238,12 +207,9 @@ class EffortDetector:
         self._horizon = max_recovery_s + 2.0 * work_level_window_s + smoothing_window_s
         self._activity = ActivityWindow(activity_kind, activity_threshold, activity_lead_s)
         self._raw: deque[tuple[float, float]] = deque()  # live samples awaiting smoothing
-        self._rest: deque[tuple[float, float, float]] = deque()  # (t, live, smoothed)
-        self._baseline: float | None = None
-        self._baseline_live: tuple[float, ...] = ()
-        self._baseline_t = -math.inf
+        self._baseline = RestBaseline(baseline_window_s, baseline_max_age_s)
         self._phase = _Phase.REST
-        self._effort: _OpenEffort | None = None
+        self._effort: OpenEffort | None = None
         self._last_raw_t: float | None = None
         self.rejected_without_activity = 0
         self.rejected_short = 0
@@ -252,7 +218,8 @@ class EffortDetector:
     def buffered_samples(self) -> int:
         """Samples held in memory right now (smoothing, baseline, open effort, activity)."""
         effort = 0 if self._effort is None else len(self._effort.samples)
-        return len(self._smoother) + len(self._raw) + len(self._rest) + effort + len(self._activity)
+        held = len(self._smoother) + len(self._raw) + len(self._baseline)
+        return held + effort + len(self._activity)
 
     # --- input -------------------------------------------------------------------------------
     def add(self, t_s: float, smo2_pct: float) -> list[EffortRecovery]:
@@ -311,7 +278,7 @@ class EffortDetector:
         out: list[EffortRecovery] = []
         if self._effort is not None:
             out.extend(self._close())
-        self._rest.clear()
+        self._baseline.restart_window()
         return out
 
     def _live_at(self, t: float) -> float:
@@ -335,49 +302,23 @@ class EffortDetector:
         return self._effort_sample(effort, t, raw, y)
 
     def _rest_sample(self, t: float, raw: float, y: float) -> list[EffortRecovery]:
-        if self._baseline is not None and t - self._baseline_t > self._baseline_max_age:
-            self._baseline = None
-            self._baseline_live = ()
-            self._rest.clear()
-        if self._baseline is not None and y < self._baseline - self._drop:
-            self._start_effort(t, raw, y, self._baseline, self._baseline_live)
+        self._baseline.expire(t)
+        b = self._baseline.level
+        if b is not None and y < b - self._drop:
+            self._start_effort(t, raw, y, b, self._baseline.rest_live)
             return []
-        self._rest.append((t, raw, y))
-        while self._rest and self._rest[0][0] < t - self._baseline_window:
-            self._rest.popleft()
-        if len(self._rest) >= 3:
-            self._baseline = float(np.median([v for _, _, v in self._rest]))
-            self._baseline_live = tuple(v for _, v, _ in self._rest)
-            self._baseline_t = t
+        self._baseline.add(t, raw, y)
         return []
 
     def _start_effort(
         self, t: float, raw: float, y: float, baseline: float, rest_live: tuple[float, ...]
     ) -> None:
         self._phase = _Phase.EFFORT
-        self._effort = _OpenEffort(
-            onset=t,
-            baseline=baseline,
-            samples=deque([(t, raw, y)]),
-            y_low=y,
-            t_below=t,
-            y_high=y,
-            t_high=t,
-            t_last=t,
-            rest_live=rest_live,
-        )
+        self._effort = OpenEffort.begin(t, raw, y, baseline, rest_live)
 
-    def _append(self, e: _OpenEffort, t: float, raw: float, y: float) -> None:
-        e.samples.append((t, raw, y))
-        e.t_last = t
-        while e.samples[0][0] < t - self._horizon:
-            e.samples.popleft()
-
-    def _effort_sample(
-        self, e: _OpenEffort, t: float, raw: float, y: float
-    ) -> list[EffortRecovery]:
+    def _effort_sample(self, e: OpenEffort, t: float, raw: float, y: float) -> list[EffortRecovery]:
         """Desaturated, recovery not located yet: track the low and wait for the rise."""
-        self._append(e, t, raw, y)
+        e.append(t, raw, y, self._horizon)
         if y < e.baseline - self._drop:
             e.t_below = t
         e.y_low = min(e.y_low, y)
@@ -400,10 +341,10 @@ class EffortDetector:
         return []
 
     def _recovery_sample(
-        self, e: _OpenEffort, t: float, raw: float, y: float
+        self, e: OpenEffort, t: float, raw: float, y: float
     ) -> list[EffortRecovery]:
         """Recovery located, waiting for the T95 crossing."""
-        self._append(e, t, raw, y)
+        e.append(t, raw, y, self._horizon)
         if y > e.y_high:
             e.y_high, e.t_high = y, t
         if y <= e.y_high - self._drop:
@@ -415,7 +356,7 @@ class EffortDetector:
                 return self._close()
         return out
 
-    def _post_sample(self, e: _OpenEffort, t: float, raw: float, y: float) -> list[EffortRecovery]:
+    def _post_sample(self, e: OpenEffort, t: float, raw: float, y: float) -> list[EffortRecovery]:
         """Recovered: watch for the overshoot peak (or the next effort)."""
         assert e.t_peak is not None
         assert e.y_peak is not None
@@ -423,7 +364,7 @@ class EffortDetector:
             out = self._close()
             self._start_effort(t, raw, y, e.baseline, e.rest_live)
             return out
-        self._append(e, t, raw, y)
+        e.append(t, raw, y, self._horizon)
         if y > e.y_peak:
             e.t_peak, e.y_peak = t, y
         if e.watch_until is not None:
@@ -443,7 +384,7 @@ class EffortDetector:
             return self._close()
         return []
 
-    def _scan_crossings(self, e: _OpenEffort) -> list[EffortRecovery]:
+    def _scan_crossings(self, e: OpenEffort) -> list[EffortRecovery]:
         """Find the recovery-level crossings after the end of work not found yet."""
         assert e.work_end is not None
         assert e.level is not None
@@ -469,7 +410,7 @@ class EffortDetector:
 
     def _restart(
         self,
-        e: _OpenEffort,
+        e: OpenEffort,
         t: float,
         raw: float,
         y: float,
@@ -487,7 +428,7 @@ class EffortDetector:
         self._effort.t_below = onset
         return out
 
-    def _locate(self, e: _OpenEffort, *, until: float | None) -> bool:
+    def _locate(self, e: OpenEffort, *, until: float | None) -> bool:
         """Set the end of work and the work level from the samples up to ``until``.
 
         False when the effort is too short or too shallow to count.
@@ -526,11 +467,11 @@ class EffortDetector:
         # Work ended between the foot and the next sample.
         return float((t[i] + t[i + 1]) / 2.0) if i + 1 < t.size else float(t[i])
 
-    def _discard(self, e: _OpenEffort) -> list[EffortRecovery]:
+    def _discard(self, e: OpenEffort) -> list[EffortRecovery]:
         self.rejected_short += 1
         self._effort = None
         self._phase = _Phase.REST
-        self._rest.clear()
+        self._baseline.restart_window()
         return []
 
     def _close(self) -> list[EffortRecovery]:
@@ -540,14 +481,14 @@ class EffortDetector:
             return self._discard(e)
         self._effort = None
         self._phase = _Phase.REST
-        self._rest.clear()
+        self._baseline.restart_window()
         assert e.work_end is not None
         if not self._activity.confirms(e.onset, e.work_end, e.activity_threshold):
             self.rejected_without_activity += 1
             return []
         return [self._finish(e)]
 
-    def _fitted_t95(self, e: _OpenEffort) -> tuple[RecoveryFit | None, float | None]:
+    def _fitted_t95(self, e: OpenEffort) -> tuple[RecoveryFit | None, float | None]:
         """The recovery fit over everything watched and when (input time) its curve reaches
         the T95 level; that time is None when R² < ``min_fit_r2`` or the curve never does.
 
@@ -594,7 +535,7 @@ class EffortDetector:
         fitted = fit.time_to(e.level + self._fraction * (top - e.level))
         return fit, None if fitted is None else e.work_end + fitted
 
-    def _finish(self, e: _OpenEffort) -> EffortRecovery:
+    def _finish(self, e: OpenEffort) -> EffortRecovery:
         assert e.work_end is not None
         assert e.level is not None
         t_w = e.work_end
