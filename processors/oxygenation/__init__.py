@@ -92,6 +92,7 @@ from processors.oxygenation.records import (
     OxygenRecovery,
     WorkEndSource,
 )
+from processors.oxygenation.work_end import WorkEndLocator
 from processors.recovery_fit import RecoveryFit, fit_delayed_recovery
 from processors.smoothing import CentredMedian
 
@@ -110,10 +111,6 @@ __all__ = [
     "two_level_threshold",
 ]
 
-# The work plateau's last "deep" sample is within this share of the effort's range of its
-# lowest smoothed value: low enough that the step up at the end of work (20-35% of the depth
-# on Moxy data) is above it, high enough that plateau samples (±2 points) fall below it.
-_DEEP_FRACTION = 0.15
 # Recovery fractions timed besides T95: 25% and 75% for the reoxygenation rate, 50% for T½.
 _RATE_FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -192,10 +189,7 @@ class EffortDetector:
         self._smoother = CentredMedian(smoothing_window_s, max_gap_s)
         self._max_gap = max_gap_s
         self._drop = min_desaturation_pct
-        self._min_effort = min_effort_s
         self._plateau = plateau_pct
-        self._rise_fraction = work_end_rise_fraction
-        self._level_window = work_level_window_s
         self._max_delay = max_delay_s
         self._delay_step = delay_step_s
         self._min_fit_r2 = min_fit_r2
@@ -206,6 +200,14 @@ class EffortDetector:
         # work (≤ max_recovery_s) and over the work-level window before it.
         self._horizon = max_recovery_s + 2.0 * work_level_window_s + smoothing_window_s
         self._activity = ActivityWindow(activity_kind, activity_threshold, activity_lead_s)
+        self._work_end = WorkEndLocator(
+            self._activity,
+            min_effort_s=min_effort_s,
+            min_desaturation_pct=min_desaturation_pct,
+            level_window_s=work_level_window_s,
+            plateau_pct=plateau_pct,
+            rise_fraction=work_end_rise_fraction,
+        )
         self._raw: deque[tuple[float, float]] = deque()  # live samples awaiting smoothing
         self._baseline = RestBaseline(baseline_window_s, baseline_max_age_s)
         self._phase = _Phase.REST
@@ -334,7 +336,7 @@ class EffortDetector:
             return []
         if y >= max(halfway, e.baseline - self._drop):
             # Clearly recovering: locate the end of work and time the recovery from it.
-            if not self._locate(e, until=t):
+            if not self._work_end.locate(e, until=t):
                 return self._discard(e)
             self._phase = _Phase.RECOVERY
             return self._scan_crossings(e)
@@ -418,7 +420,7 @@ class EffortDetector:
         onset: float,
         until: float | None,
     ) -> list[EffortRecovery]:
-        if e.work_end is None and not self._locate(e, until=until):
+        if e.work_end is None and not self._work_end.locate(e, until=until):
             out = self._discard(e)
         else:
             out = self._close()
@@ -427,45 +429,6 @@ class EffortDetector:
         self._effort.onset = onset
         self._effort.t_below = onset
         return out
-
-    def _locate(self, e: OpenEffort, *, until: float | None) -> bool:
-        """Set the end of work and the work level from the samples up to ``until``.
-
-        False when the effort is too short or too shallow to count.
-        """
-        upto = [s for s in e.samples if until is None or s[0] <= until]
-        if e.t_below - e.onset < self._min_effort or not upto:
-            return False
-        t = np.array([s[0] for s in upto])
-        live = np.array([s[1] for s in upto])
-        smooth = np.array([s[2] for s in upto])
-        work_end, e.activity_threshold = self._activity.work_end(e.onset, float(t[-1]))
-        source: WorkEndSource = self._activity.kind
-        if work_end is None:
-            work_end, source = self._smo2_work_end(t, live, smooth, e.baseline), "smo2"
-        level = _median_before(t, live, work_end, self._level_window)
-        if e.baseline - level < self._drop:
-            return False
-        e.work_end, e.work_end_source, e.level = work_end, source, level
-        e.y_high, e.t_high = max((s[2], s[0]) for s in e.samples if s[0] >= work_end)
-        return True
-
-    def _smo2_work_end(
-        self, t: FloatArray, live: FloatArray, smooth: FloatArray, baseline: float
-    ) -> float:
-        low = float(smooth.min())
-        deep = np.flatnonzero(smooth <= low + _DEEP_FRACTION * (baseline - low))
-        t_deep = float(t[deep[-1]])
-        level0 = _median_before(t, live, t_deep, self._level_window)
-        margin = max(self._plateau, self._rise_fraction * (baseline - level0))
-        on_plateau = np.flatnonzero(smooth <= level0 + margin)
-        i = int(on_plateau[-1]) if on_plateau.size else int(deep[-1])
-        # Back to the foot of the rise (the margin is crossed after the rise has begun), but
-        # not down into the plateau's noise.
-        while i > 0 and level0 < smooth[i - 1] < smooth[i]:
-            i -= 1
-        # Work ended between the foot and the next sample.
-        return float((t[i] + t[i + 1]) / 2.0) if i + 1 < t.size else float(t[i])
 
     def _discard(self, e: OpenEffort) -> list[EffortRecovery]:
         self.rejected_short += 1
@@ -477,7 +440,7 @@ class EffortDetector:
     def _close(self) -> list[EffortRecovery]:
         e = self._effort
         assert e is not None
-        if e.work_end is None and not self._locate(e, until=None):
+        if e.work_end is None and not self._work_end.locate(e, until=None):
             return self._discard(e)
         self._effort = None
         self._phase = _Phase.REST
@@ -571,14 +534,6 @@ class EffortDetector:
             peak_pct=e.y_peak,
             overshoot_pct=None if e.y_peak is None else max(0.0, e.y_peak - e.baseline),
         )
-
-
-def _median_before(t: FloatArray, y: FloatArray, t_end: float, window_s: float) -> float:
-    """Median of y over [t_end − window_s, t_end] (the nearest sample if none falls in it)."""
-    inside = (t >= t_end - window_s) & (t <= t_end)
-    if inside.any():
-        return float(np.median(y[inside]))
-    return float(y[int(np.argmin(np.abs(t - t_end)))])
 
 
 def _crossing(p: tuple[float, float], q: tuple[float, float], level: float) -> float | None:
