@@ -92,8 +92,8 @@ from processors.oxygenation.records import (
     OxygenRecovery,
     WorkEndSource,
 )
+from processors.oxygenation.recovery import RecoveryTimer
 from processors.oxygenation.work_end import WorkEndLocator
-from processors.recovery_fit import RecoveryFit, fit_delayed_recovery
 from processors.smoothing import CentredMedian
 
 __all__ = [
@@ -110,9 +110,6 @@ __all__ = [
     "summarise_session",
     "two_level_threshold",
 ]
-
-# Recovery fractions timed besides T95: 25% and 75% for the reoxygenation rate, 50% for T½.
-_RATE_FRACTIONS = (0.25, 0.5, 0.75)
 
 
 class _Phase(Enum):
@@ -189,17 +186,19 @@ class EffortDetector:
         self._smoother = CentredMedian(smoothing_window_s, max_gap_s)
         self._max_gap = max_gap_s
         self._drop = min_desaturation_pct
-        self._plateau = plateau_pct
-        self._max_delay = max_delay_s
-        self._delay_step = delay_step_s
-        self._min_fit_r2 = min_fit_r2
-        self._fraction = recovery_fraction
         self._max_recovery = max_recovery_s
         self._overshoot_window = overshoot_window_s
         # Samples an open effort keeps: enough to reach back from a decision to the end of
         # work (≤ max_recovery_s) and over the work-level window before it.
         self._horizon = max_recovery_s + 2.0 * work_level_window_s + smoothing_window_s
         self._activity = ActivityWindow(activity_kind, activity_threshold, activity_lead_s)
+        self._recovery = RecoveryTimer(
+            fraction=recovery_fraction,
+            plateau_pct=plateau_pct,
+            max_delay_s=max_delay_s,
+            delay_step_s=delay_step_s,
+            min_fit_r2=min_fit_r2,
+        )
         self._work_end = WorkEndLocator(
             self._activity,
             min_effort_s=min_effort_s,
@@ -339,7 +338,9 @@ class EffortDetector:
             if not self._work_end.locate(e, until=t):
                 return self._discard(e)
             self._phase = _Phase.RECOVERY
-            return self._scan_crossings(e)
+            if self._recovery.scan(e):
+                self._phase = _Phase.POST
+            return []
         return []
 
     def _recovery_sample(
@@ -351,12 +352,13 @@ class EffortDetector:
             e.y_high, e.t_high = y, t
         if y <= e.y_high - self._drop:
             return self._restart(e, t, raw, y, onset=e.t_high, until=None)
-        out = self._scan_crossings(e)
-        if self._phase is _Phase.RECOVERY:
-            assert e.work_end is not None
-            if t - e.work_end > self._max_recovery:
-                return self._close()
-        return out
+        if self._recovery.scan(e):
+            self._phase = _Phase.POST
+            return []
+        assert e.work_end is not None
+        if t - e.work_end > self._max_recovery:
+            return self._close()
+        return []
 
     def _post_sample(self, e: OpenEffort, t: float, raw: float, y: float) -> list[EffortRecovery]:
         """Recovered: watch for the overshoot peak (or the next effort)."""
@@ -371,43 +373,20 @@ class EffortDetector:
             e.t_peak, e.y_peak = t, y
         if e.watch_until is not None:
             return self._close() if t >= e.watch_until else []
-        t95 = e.crossings[self._fraction]
+        t95 = self._recovery.smoothed_t95(e)
+        assert t95 is not None
         if t - t95 >= self._overshoot_window:
             # The smoothed trace crosses the 95% level early (noise); when the fitted curve
             # crosses it later than the data reach, watch on until it does (plus the
             # overshoot window), once, and no longer than max_recovery_s after work.
             assert e.work_end is not None
-            _, fitted = self._fitted_t95(e)
+            _, fitted = self._recovery.fitted_t95(e)
             if fitted is not None and fitted > t:
                 limit = e.work_end + self._max_recovery
                 e.watch_until = min(fitted + self._overshoot_window, limit)
                 if t < e.watch_until:
                     return []
             return self._close()
-        return []
-
-    def _scan_crossings(self, e: OpenEffort) -> list[EffortRecovery]:
-        """Find the recovery-level crossings after the end of work not found yet."""
-        assert e.work_end is not None
-        assert e.level is not None
-        depth = e.baseline - e.level
-        fractions = [f for f in (*_RATE_FRACTIONS, self._fraction) if f not in e.crossings]
-        prev: tuple[float, float] | None = None
-        for ts, _, ys in e.samples:
-            if ts >= e.work_end and prev is not None:
-                for f in list(fractions):
-                    crossing = _crossing(prev, (ts, ys), e.level + f * depth)
-                    if crossing is not None:
-                        e.crossings[f] = max(crossing, e.work_end)
-                        fractions.remove(f)
-            prev = (ts, ys)
-        if self._fraction in e.crossings:
-            self._phase = _Phase.POST
-            e.t_peak, e.y_peak = e.samples[-1][0], e.samples[-1][2]
-            t95 = e.crossings[self._fraction]
-            for ts, _, ys in e.samples:
-                if ts >= t95 and ys > e.y_peak:
-                    e.t_peak, e.y_peak = ts, ys
         return []
 
     def _restart(
@@ -449,101 +428,7 @@ class EffortDetector:
         if not self._activity.confirms(e.onset, e.work_end, e.activity_threshold):
             self.rejected_without_activity += 1
             return []
-        return [self._finish(e)]
-
-    def _fitted_t95(self, e: OpenEffort) -> tuple[RecoveryFit | None, float | None]:
-        """The recovery fit over everything watched and when (input time) its curve reaches
-        the T95 level; that time is None when R² < ``min_fit_r2`` or the curve never does.
-
-        The level is m + 0.95·(top − m). When the freely fitted asymptote is the pre-effort
-        baseline b within the noise band (``plateau_pct``), the recovery returns to the
-        level measured at rest: the fit is redone with the rest samples the baseline came
-        from (those within the band of b) as observations of its asymptote (joint least
-        squares), and top is that
-        asymptote. Above the band (hyperaemic overshoot) top is b: recovery means getting
-        back to where the effort started. Below it (the trace settles lower) top is the
-        fitted asymptote. The fit is kept until a new sample arrives.
-        """
-        assert e.work_end is not None
-        assert e.level is not None
-        if e.fit_at == e.t_last:
-            fit = e.fit
-        else:
-            t_w = e.work_end
-            ts = [s[0] - t_w for s in e.samples if s[0] >= t_w]
-            ys = [s[1] for s in e.samples if s[0] >= t_w]
-            fit = fit_delayed_recovery(
-                ts, ys, max_delay_s=self._max_delay, delay_step_s=self._delay_step
-            )
-            near_baseline = fit is not None and (
-                abs(fit.asymptote_pct - e.baseline) <= self._plateau
-            )
-            # The rest samples within the noise band of b: the window's last samples may
-            # already be on the way down into the effort (they would pull the level low).
-            rest = [v for v in e.rest_live if abs(v - e.baseline) <= self._plateau]
-            if near_baseline and rest:
-                joint = fit_delayed_recovery(
-                    ts,
-                    ys,
-                    max_delay_s=self._max_delay,
-                    delay_step_s=self._delay_step,
-                    asymptote_samples=rest,
-                )
-                fit = joint or fit
-            e.fit, e.fit_at = fit, e.t_last
-        if fit is None or fit.r2 < self._min_fit_r2:
-            return fit, None
-        asymptote = fit.asymptote_pct
-        top = e.baseline if asymptote > e.baseline + self._plateau else asymptote
-        fitted = fit.time_to(e.level + self._fraction * (top - e.level))
-        return fit, None if fitted is None else e.work_end + fitted
-
-    def _finish(self, e: OpenEffort) -> EffortRecovery:
-        assert e.work_end is not None
-        assert e.level is not None
-        t_w = e.work_end
-        depth = e.baseline - e.level
-        t95 = e.crossings.get(self._fraction)
-        recovered = t95 is not None
-        t25, t75 = e.crossings.get(0.25), e.crossings.get(0.75)
-        rate = None
-        if t25 is not None and t75 is not None and t75 > t25:
-            rate = 0.5 * depth / (t75 - t25)
-        fit, fitted = self._fitted_t95(e)
-        if t95 is not None and fitted is not None and fitted <= e.t_last:
-            # The smoothed trace approaches the 95% level almost flat, so noise makes its
-            # first passage early (by ~20 s at τ = 25 s, ±1.5 points); the fitted curve's
-            # crossing averages the noise out.
-            t95 = fitted
-        t50 = e.crossings.get(0.5)
-        return EffortRecovery(
-            onset_s=e.onset,
-            work_end_s=t_w,
-            work_end_source=e.work_end_source,
-            baseline_pct=e.baseline,
-            min_pct=e.level,
-            desaturation_pct=depth,
-            recovered=recovered,
-            observed_s=(t95 if t95 is not None else e.t_last) - t_w,
-            t_half_s=None if t50 is None else t50 - t_w,
-            t95_s=None if t95 is None else t95 - t_w,
-            reoxygenation_rate_pct_s=rate,
-            tau_s=None if fit is None else fit.tau_s,
-            delay_s=None if fit is None else fit.delay_s,
-            fit_r2=None if fit is None else fit.r2,
-            peak_pct=e.y_peak,
-            overshoot_pct=None if e.y_peak is None else max(0.0, e.y_peak - e.baseline),
-        )
-
-
-def _crossing(p: tuple[float, float], q: tuple[float, float], level: float) -> float | None:
-    """Time at which the segment p→q first reaches ``level`` from below, else None."""
-    (t0, y0), (t1, y1) = p, q
-    if y1 < level:
-        return None
-    if y0 >= level or y1 == y0:
-        return t1
-    return t0 + (level - y0) / (y1 - y0) * (t1 - t0)
+        return [self._recovery.finish(e)]
 
 
 def summarise_session(
