@@ -42,10 +42,11 @@ Definitions (all times in s, SmO2 levels in percentage points of SmO2):
   counts as recovered once the smoothed trace reaches m + 0.95·D.
 * **Reoxygenation rate** (%/s): 0.5·D / (t75 − t25), the mean slope between 25% and 75%
   recovery (for a mono-exponential recovery with time constant τ it is 0.5·D / (τ·ln 3)).
-* **Mono-exponential fit with delay** (:func:`fit_delayed_recovery`) on the live samples
-  from t_w to the end of the watch (``overshoot_window_s`` after the smoothed trace's T95
-  crossing, or when the effort is cut; if the fitted curve then reaches the T95 level later
-  than the data, the watch goes on once, to that time + ``overshoot_window_s``, at most
+* **Mono-exponential fit with delay**
+  (:func:`~processors.recovery_fit.fit_delayed_recovery`) on the live samples from t_w to
+  the end of the watch (``overshoot_window_s`` after the smoothed trace's T95 crossing, or
+  when the effort is cut; if the fitted curve then reaches the T95 level later than the
+  data, the watch goes on once, to that time + ``overshoot_window_s``, at most
   ``max_recovery_s`` after t_w):
   ``y(t) = y0`` for t < TD, ``y0 + A·(1 − exp(−(t − TD)/τ))`` after (t from t_w). TD is
   searched on a grid (``delay_step_s``, up to ``max_delay_s``); for each TD, τ is found by
@@ -66,7 +67,26 @@ Session recovery time = median over efforts of T95, where an unrecovered effort 
 at least ``slow_after_s`` (default 120 s, the ``smo2_slow_recovery`` threshold) contributes
 its ``observed_s`` — a lower bound, so the median can only be under-estimated by it — and
 shorter unrecovered efforts are left out (they carry no information about slowness).
+
+Where each part lives (the public names are importable from here):
+
+* ``records.py`` — what comes out and what is refused: :class:`EffortRecovery`,
+  :class:`OxygenRecovery`, :class:`OxygenationInputError`, the activity kinds.
+* ``detector.py`` — :class:`EffortDetector`, the streaming entry point: input checks,
+  smoothing, gaps, the activity feed.
+* ``phases.py`` — the effort phase state machine (rest, effort, recovery, post): when an
+  effort opens, is located, is recovered, is cut or restarts.
+* ``baseline.py`` — the rest baseline b.
+* ``effort.py`` — the state of the effort being watched.
+* ``work_end.py`` — the end of work t_w and the work level m; too short or shallow efforts.
+* ``activity.py`` — the power or HR stream: end of work, confirmation,
+  :func:`two_level_threshold`.
+* ``recovery.py`` — recovery timing: crossings (T½, T95, rate), the fit's T95, overshoot.
+* ``session.py`` — :func:`analyse_session` and :func:`summarise_session` (session recovery
+  time).
 """
+
+from __future__ import annotations
 
 from processors.oxygenation.activity import two_level_threshold
 from processors.oxygenation.detector import DetectorSettings, EffortDetector

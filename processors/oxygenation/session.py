@@ -28,7 +28,7 @@ def summarise_session(
     *,
     slow_after_s: float = ph.SMO2_SLOW_RECOVERY_S,
 ) -> OxygenRecovery:
-    """Session record: recovery time = median T95 (see the module docstring for censoring)."""
+    """Session record: recovery time = median T95 (see the package docstring for censoring)."""
     values: list[float] = []
     lower_bound = False
     for e in efforts:
