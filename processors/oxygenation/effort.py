@@ -16,7 +16,8 @@ from processors.recovery_fit import RecoveryFit
 
 @dataclass(slots=True)
 class OpenEffort:
-    """The state of the effort being watched (mutated by the phases that watch it)."""
+    """The state of the effort being watched: filled in by the phase machine
+    (:mod:`~processors.oxygenation.phases`), the work-end locator and the recovery timer."""
 
     onset: float
     baseline: float
@@ -31,7 +32,8 @@ class OpenEffort:
     work_end_source: WorkEndSource = "smo2"
     # The power level that split work from rest for this effort (fixed, or found, locate).
     activity_threshold: float | None = None
-    level: float | None = None
+    level: float | None = None  # the work level m
+    # Recovery fraction → when (s) the smoothed trace first reached it after the end of work.
     crossings: dict[float, float] = field(default_factory=dict)
     t_peak: float | None = None
     y_peak: float | None = None
