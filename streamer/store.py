@@ -155,7 +155,15 @@ class StoreFullError(StoreError):
 
 class StoreCorruptError(StoreError):
     """The store file is damaged; it was not written. The message names the file and the
-    command that moves it aside and salvages what is readable."""
+    command that moves it aside and salvages what is readable.
+
+    Attributes: ``path`` (the store file) and ``problem`` (what is wrong, without advice).
+    """
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{problem}; it was not written: {salvage_hint(path)}")
 
 
 def salvage_hint(path: Path | str) -> str:
@@ -376,7 +384,7 @@ class Store:
         """Refuse damaged files before any connection (one would rewrite the WAL)."""
         problem = store_problem(path)
         if problem:
-            raise StoreCorruptError(f"{problem}; it was not touched: {salvage_hint(path)}")
+            raise StoreCorruptError(path, problem)
 
     @staticmethod
     def _connect(path: Path | str) -> sqlite3.Connection:
@@ -389,9 +397,7 @@ class Store:
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             if _is_corrupt(exc):
-                raise StoreCorruptError(
-                    f"the store {path} is damaged ({exc}); it was not written: {salvage_hint(path)}"
-                ) from exc
+                raise StoreCorruptError(path, f"the store {path} is damaged ({exc})") from exc
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         return db
 
@@ -423,8 +429,7 @@ class Store:
         if problems:
             self._db.close()
             raise StoreCorruptError(
-                f"the store {self.path} is damaged (integrity check: {problems[0]}); it was "
-                f"not written: {salvage_hint(self.path)}"
+                self.path, f"the store {self.path} is damaged (integrity check: {problems[0]})"
             )
 
     def integrity_problems(self, *, quick: bool = True) -> list[str]:
@@ -534,9 +539,7 @@ class Store:
                 f"the store {self.path} cannot be written ({exc}): free space on its disk"
             )
         if _is_corrupt(exc):
-            return StoreCorruptError(
-                f"the store {self.path} is damaged ({exc}): {salvage_hint(self.path)}"
-            )
+            return StoreCorruptError(self.path, f"the store {self.path} is damaged ({exc})")
         return exc
 
     @contextmanager
@@ -563,7 +566,7 @@ class Store:
             except sqlite3.Error as exc:
                 if _is_corrupt(exc) and not self.read_only:
                     raise StoreCorruptError(
-                        f"the store {self.path} is damaged ({exc}): {salvage_hint(self.path)}"
+                        self.path, f"the store {self.path} is damaged ({exc})"
                     ) from exc
                 if not self.read_only:
                     raise
@@ -821,3 +824,179 @@ class Store:
             return db.execute(
                 "UPDATE seq SET last = ? WHERE last < ?", (seq_seed(now_ns),) * 2
             ).rowcount
+
+
+# --- checking and salvaging a store file ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What ``redox-streamer store check`` found: ``problems`` empty when the store is sound."""
+
+    path: Path
+    problems: list[str]
+    schema_version: int = 0
+    topics: int = 0
+    outboxes: dict[str, int] | None = None
+
+
+def check_store_file(path: Path, *, full: bool = True) -> StoreCheck:
+    """Vet the files and run ``PRAGMA integrity_check`` (``quick_check`` if not ``full``) on a
+    read-only connection, which never checkpoints, rewrites or deletes the WAL."""
+    if not path.exists():
+        raise StoreError(f"no store at {path}; nothing to check")
+    problem = store_problem(path)
+    if problem:
+        return StoreCheck(path, [problem])
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path} to check it: {exc}") from exc
+    try:
+        found = [str(r[0]) for r in db.execute(f"PRAGMA {'integrity' if full else 'quick'}_check")]
+        if found != ["ok"]:
+            return StoreCheck(path, found)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        names = [str(n) for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        topics = int(db.execute("SELECT count(*) FROM seq").fetchone()[0]) if "seq" in names else 0
+        outboxes = {
+            n.removeprefix("outbox_"): int(db.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0])
+            for n in sorted(names)
+            if n.startswith("outbox_")
+        }
+    except sqlite3.DatabaseError as exc:
+        return StoreCheck(path, [str(exc)])
+    finally:
+        db.close()
+    return StoreCheck(path, [], version, topics, outboxes)
+
+
+@dataclass(frozen=True, slots=True)
+class Salvage:
+    """What ``redox-streamer store salvage`` did: where the damaged files went, the rows it
+    kept per table, the tables or stretches it could not read, and the topics reseeded."""
+
+    moved_to: Path
+    kept: dict[str, int]
+    unreadable: list[str]
+    reseeded: int
+
+
+_WAL_FILES: Final = ("", "-wal", "-shm")
+
+
+def salvage_store(path: Path, *, now_ns: int | None = None) -> Salvage:
+    """Move the store at ``path`` (and its ``-wal``/``-shm``) aside to
+    ``<name>.damaged-<UTC time>``, then build a new store at ``path`` from what is readable
+    in it, table by table and row by row (past a damaged stretch of a table, reading goes
+    on at the next readable row). The moved files are read through a private copy and stay
+    as they were found.
+
+    Every topic's ``seq`` is then raised to at least the clock (:meth:`Store.reseed_seq`):
+    the copy may lack the newest numbers, and no number may be handed out twice.
+    """
+    import shutil
+    import tempfile
+
+    if not path.exists():
+        raise StoreError(f"no store at {path}; nothing to salvage")
+    stamp = dt.datetime.fromtimestamp(
+        (time.time_ns() if now_ns is None else now_ns) / 1e9, dt.UTC
+    ).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in _WAL_FILES:
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{aside}{suffix}")
+    kept: dict[str, int] = {}
+    unreadable: list[str] = []
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".salvage-") as tmp:
+        copy = Path(tmp) / "copy.sqlite3"
+        for suffix in _WAL_FILES[:2]:  # the -shm is rebuilt from the WAL
+            if Path(f"{aside}{suffix}").exists():
+                shutil.copyfile(f"{aside}{suffix}", f"{copy}{suffix}")
+        with Store(path) as new:
+            src = sqlite3.connect(str(copy), isolation_level=None)
+            try:
+                for table, create in _readable_tables(src, unreadable):
+                    if not new.has_table(table):
+                        try:
+                            with new.transaction() as db:
+                                db.execute(create)
+                        except sqlite3.Error:
+                            unreadable.append(f"table {table}: its definition is unusable")
+                            continue
+                    kept[table] = _copy_table(src, new, table, unreadable)
+            finally:
+                src.close()
+            reseeded = new.reseed_seq(now_ns)
+    return Salvage(aside, kept, unreadable, reseeded)
+
+
+def _readable_tables(src: sqlite3.Connection, unreadable: list[str]) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the source's own tables that can be listed."""
+    try:
+        rows = src.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        unreadable.append(f"the list of tables ({exc})")
+        return []
+    return [(str(n), str(s)) for n, s in rows]
+
+
+def _copy_table(src: sqlite3.Connection, new: Store, table: str, unreadable: list[str]) -> int:
+    """Copy the readable rows of ``table`` (columns both stores have) in rowid order."""
+    try:
+        src_cols = [str(r[1]) for r in src.execute(f'PRAGMA table_info("{table}")')]
+        new_cols = {str(r[1]) for r in new.query(f'PRAGMA table_info("{table}")')}
+        top = src.execute(f'SELECT max(rowid) FROM "{table}"').fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        unreadable.append(f"table {table} ({exc})")
+        return 0
+    cols = [c for c in src_cols if c in new_cols]
+    if not cols or top is None:
+        return 0
+    names = ", ".join(f'"{c}"' for c in cols)
+    insert = f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
+    select = f'SELECT rowid, {names} FROM "{table}" WHERE rowid > ? ORDER BY rowid'
+    copied, after = 0, -(2**63)
+    while after < top:
+        rows: list[tuple[object, ...]] = []
+        try:
+            for row in src.execute(select, (after,)):
+                rows.append(row)
+        except sqlite3.DatabaseError as exc:
+            resume = _next_readable_rowid(src, table, (rows[-1][0] if rows else after), top)
+            last_good = rows[-1][0] if rows else after
+            unreadable.append(f"table {table}: rows after rowid {last_good} up to {resume} ({exc})")
+            after = max(resume, int(after) + 1)  # always onwards
+        else:
+            after = top
+        if rows:
+            with new.transaction() as db:
+                db.executemany(insert, [r[1:] for r in rows])
+            copied += len(rows)
+    return copied
+
+
+def _next_readable_rowid(src: sqlite3.Connection, table: str, after: object, top: int) -> int:
+    """The rowid after which reading ``table`` can go on past a damaged stretch: steps of
+    growing size until a seek works (``top`` when none does)."""
+    base = int(after)  # type: ignore[call-overload]
+    step = 1
+    while base + step < top:
+        try:
+            row = src.execute(
+                f'SELECT rowid FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT 1',
+                (base + step,),
+            ).fetchone()
+            if row is None:
+                return top
+            # The first readable row after the stretch; read from just before it.
+            return int(row[0]) - 1
+        except sqlite3.DatabaseError:
+            step *= 4
+    return top
