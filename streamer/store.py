@@ -359,6 +359,7 @@ class Store:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._depth = 0  # transactions open (the outer one, then savepoints)
+        self._doomed: StoreError | None = None  # an inner failure the outer one must share
         if read_only:
             self._db = self._open_read_only()
             self._check_readable()
@@ -505,7 +506,10 @@ class Store:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._depth = 1
+                self._doomed = None
                 yield self._db
+                if self._doomed is not None:  # an inner write failed and was swallowed
+                    raise self._doomed
                 self._db.execute("COMMIT")
             except BaseException as exc:
                 if self._db.in_transaction:  # SQLite may have rolled back already (FULL)
@@ -516,6 +520,7 @@ class Store:
                 raise
             finally:
                 self._depth = 0
+                self._doomed = None
 
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
         name = f"inner_{self._depth}"
@@ -523,10 +528,17 @@ class Store:
         self._depth += 1
         try:
             yield self._db
-        except BaseException:
+        except BaseException as exc:
+            failure = self._failure(exc) if isinstance(exc, sqlite3.Error) else exc
+            if isinstance(failure, StoreFullError | StoreCorruptError):
+                # SQLite may have rolled the whole transaction back: the outer one fails too.
+                self._doomed = failure
             if self._db.in_transaction:
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
+                with suppress(sqlite3.Error):
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+            if failure is not exc:
+                raise failure from exc
             raise
         finally:
             self._depth -= 1
