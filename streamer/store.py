@@ -395,6 +395,8 @@ class Store:
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # A WAL that grew in a burst is cut back to 1 MB at the next checkpoint.
+            db.execute("PRAGMA journal_size_limit=1048576")
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             if _is_corrupt(exc):
@@ -515,8 +517,11 @@ class Store:
                 if self._db.in_transaction:  # SQLite may have rolled back already (FULL)
                     with suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._failure(exc) from exc
+                failure = self._failure(exc) if isinstance(exc, sqlite3.Error) else exc
+                if isinstance(failure, StoreFullError):
+                    self._reclaim()
+                if failure is not exc:
+                    raise failure from exc
                 raise
             finally:
                 self._depth = 0
@@ -543,6 +548,13 @@ class Store:
         finally:
             self._depth -= 1
         self._db.execute(f"RELEASE {name}")
+
+    def _reclaim(self) -> None:
+        """After a write refused for want of space: fold the WAL into the file and cut it
+        to nothing. A WAL that filled the disk is only reused after a checkpoint, and the
+        automatic one waits for 1000 pages (4 MB) — on a small disk, for ever."""
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _failure(self, exc: sqlite3.Error) -> Exception:
         """The store's error for a failed SQLite write: full, damaged, or as it was (a bug)."""
