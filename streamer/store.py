@@ -395,7 +395,10 @@ class Store:
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            # A WAL that grew in a burst is cut back to 1 MB at the next checkpoint.
+            # The WAL is folded into the file every 256 pages (1 MB, not SQLite's 4 MB) and
+            # cut back to 1 MB after a burst: on a small disk a WAL that took the last free
+            # byte can never be checkpointed again (the file may need a page to take it).
+            db.execute("PRAGMA wal_autocheckpoint=256")
             db.execute("PRAGMA journal_size_limit=1048576")
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
