@@ -218,7 +218,7 @@ async def one_run(
         if order:
             holes += (max(order) - min(order) + 1) - len(order)
     points = 0
-    for measurement in ("hrv", "alerts"):
+    for measurement in ("hrv", "alert"):
         with contextlib.suppress(Exception):
             rows = influx.query(f"SELECT count(*) FROM {measurement}", database)
             values = rows["results"][0]["series"][0]["values"][0]  # type: ignore[index]
@@ -242,7 +242,7 @@ def report(title: str, out: Outcome) -> None:
     print(
         f"  lost {out.produced - out.delivered}; duplicates {out.duplicates}; seq holes {out.holes}"
     )
-    print(f"  InfluxDB points {out.influx_points} (alerts may be several points)")
+    print(f"  InfluxDB points {out.influx_points} (one per result)")
     print(f"  most results waiting in memory: {out.waiting_peak}")
     for line in out.store_lines:
         print(f"  status line: {line}")

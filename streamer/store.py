@@ -417,6 +417,12 @@ class Store:
             self._db = db
             self._migrate()
             db.close()
+            # A WAL left by a store whose file was deleted would be replayed into this new
+            # file (SQLite cannot tell it is another database's): keep it aside, unused.
+            stale = Path(f"{path}-wal")
+            if stale.exists():
+                stale.replace(f"{path}-wal.orphaned-{time.time_ns()}")
+            Path(f"{path}-shm").unlink(missing_ok=True)
             part.replace(path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot create the store {path}: {exc}") from exc

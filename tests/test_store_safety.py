@@ -324,6 +324,19 @@ def _store_with_history(path: Path, rows: int = 400) -> int:
         return s.last_seq("redox/ann/hrv")
 
 
+def test_a_store_deleted_without_its_wal_starts_clean_and_above_the_old_numbers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite3"
+    last = _killed_writer(path)  # its messages are in the WAL only
+    path.unlink()  # the store file is deleted; its -wal and -shm stay behind
+    with Store(path) as s:
+        assert s.integrity_problems(quick=False) == []
+        assert MqttOutbox(s).depth() == 0  # nothing of the old WAL replayed into it
+        assert MqttOutbox(s).enqueue("redox/ann/alerts", lambda n: b"{}") > last
+    assert len(list(tmp_path.glob("store.sqlite3-wal.orphaned-*"))) == 1
+
+
 def test_a_zero_byte_store_is_refused_untouched_with_the_salvage_command(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     path.touch()

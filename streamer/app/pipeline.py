@@ -60,7 +60,7 @@ from devices.records import (
 )
 from streamer.results import Result
 from streamer.sinks.backoff import SINK_RESTART, Backoff, Jitter
-from streamer.store import StoreFullError
+from streamer.store import StoreCorruptError, StoreError, StoreFullError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ class History(Protocol):
         ...
 
 
-class ResultsNotStoredError(StoreFullError):
-    """The pipeline ended with results the store could not take (disk full): the message
-    says how many, whose and of which kinds."""
+class ResultsNotStoredError(StoreError):
+    """The pipeline ended with results the store could not take (disk full, or damaged
+    while running): the message says how many, whose, of which kinds and why."""
 
 
 @runtime_checkable
@@ -639,6 +639,12 @@ class Pipeline:
             self._write(durable)
         except StoreFullError as exc:
             self._hold(durable, exc)
+        except StoreCorruptError as exc:  # damaged while running: never written over
+            self._hold(durable, exc)
+            self.stop()
+        except Exception:
+            self._durable_errors += len(durable)
+            _LOGGER.exception("%d results not kept", len(durable))
 
     def _write(self, durable: Sequence[Result]) -> None:
         """History and every sink's outbox in one transaction: all kept, or (the store is
@@ -651,7 +657,7 @@ class Pipeline:
                 for result in durable:
                     try:
                         history.record(result)
-                    except StoreFullError:
+                    except (StoreFullError, StoreCorruptError):
                         raise
                     except Exception:
                         ok = False
@@ -661,7 +667,7 @@ class Pipeline:
             for slot in self._slots:
                 try:
                     slot.sink.accept(durable)
-                except StoreFullError:
+                except (StoreFullError, StoreCorruptError):
                     raise
                 except Exception:
                     ok = False
@@ -673,7 +679,7 @@ class Pipeline:
         else:
             self._durable_errors += len(durable)
 
-    def _hold(self, durable: Sequence[Result], exc: StoreFullError | None = None) -> None:
+    def _hold(self, durable: Sequence[Result], exc: StoreError | None = None) -> None:
         """Keep ``durable`` in memory until the store takes it (never dropped)."""
         if exc is not None and self._store_problem is None:
             self._store_problem = str(exc)
@@ -701,9 +707,16 @@ class Pipeline:
             except StoreFullError as exc:
                 self._store_problem = str(exc)
                 return False
+            except StoreCorruptError as exc:
+                self._store_problem = str(exc)
+                self.stop()
+                return False
+            except Exception:
+                self._durable_errors += len(batch)
+                _LOGGER.exception("%d waiting results not kept", len(batch))
             self._waiting.popleft()
             self._waiting_count -= len(batch)
-            written += len(batch)
+            written += len(batch)  # (or counted as errors above)
         if self._store_problem is not None:
             _LOGGER.warning("the store can be written again: %d waiting results stored", written)
             self._store_problem = None
