@@ -268,13 +268,13 @@ def store_problem(path: Path) -> str | None:
     code leaves (new stores are renamed into place whole), so it is a store that was cut.
     """
     try:
+        if not path.is_file():
+            return None  # missing (made new), or a directory SQLite will refuse to open
         size = path.stat().st_size
         with path.open("rb") as f:
             head = f.read(len(_SQLITE_MAGIC))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"the store {path} cannot be read ({exc.strerror or exc})"
+    except OSError:
+        return None  # not damage: SQLite's own error names the file and the cause
     if size == 0:
         return f"the store {path} is empty (0 bytes): it was cut short"
     if head != _SQLITE_MAGIC:

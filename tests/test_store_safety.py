@@ -401,6 +401,7 @@ from pathlib import Path
 from streamer.sinks.mqtt import MqttOutbox
 from streamer.store import Store
 store = Store(Path(sys.argv[1]))
+store.query("PRAGMA wal_autocheckpoint = 0")  # every transaction stays in the WAL
 outbox = MqttOutbox(store)
 pad = "z" * 600
 for i in range(120):  # one transaction each: one commit frame or more each in the WAL
