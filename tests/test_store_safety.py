@@ -472,3 +472,17 @@ def test_a_clean_or_torn_wal_after_a_kill_is_no_damage(tmp_path: Path) -> None:
 def test_a_new_topic_starts_at_the_clock(store: Store) -> None:
     before = seq_seed()
     assert before <= store.reserve_seq("redox/x/hrv") <= seq_seed()
+
+
+async def test_commands_do_not_end_as_if_results_were_stored(store: Store) -> None:
+    """``running`` (run, demo, replay, morning, grip-test) passes ResultsNotStoredError on."""
+    from streamer.app.runtime import running
+
+    nowhere = MqttPublisher(MqttConfig(host="127.0.0.1", port=1), store)
+    pipeline = Pipeline(lambda a: Beats(a, 10), store, [nowhere], waiting_max=5)
+    fill(store)
+    with pytest.raises(ResultsNotStoredError, match="results were NOT stored"):  # noqa: PT012
+        async with running(pipeline):
+            for i in range(1, 2001):
+                await pipeline.put("ann", "strap", beat(i))
+            await pipeline.join()
