@@ -78,6 +78,7 @@ COMMANDS: tuple[Command, ...] = (
         "turn alerts on MQTT into desktop, command or webhook notifications",
         "streamer.commands.notify",
     ),
+    Command("store", "check the local store, or salvage a damaged one", "streamer.commands.store"),
     Command(
         "import",
         "import history (RR files, FIT activities) through the live path",

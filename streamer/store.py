@@ -11,7 +11,23 @@ still keeps its history here — and the durability layer under both network sin
   its tables in this file through :meth:`Store.transaction` and :meth:`Store.query`.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed row survives a crash or
-SIGKILL of the process (not necessarily a power cut). Every method is synchronous and
+SIGKILL of the process (not necessarily a power cut). A transaction opened inside another
+(:meth:`Store.transaction` within one) is a savepoint of it: the pipeline keeps a result's
+history row and every sink's outbox message all or none.
+
+Damage is refused, never written over. Before the first connection the files are vetted
+(:func:`store_problem`: a 0-byte or non-SQLite file, committed transactions in the WAL
+beyond a damaged frame, which SQLite would silently discard), and after it ``PRAGMA
+quick_check`` runs; a damaged store raises :class:`StoreCorruptError`, whose one line
+names the file and ``redox-streamer store salvage`` (:mod:`streamer.commands.store`). A
+new store is built beside its path and renamed into place, so a file at the path is
+always a whole store. A write that fails because the disk is full (or a write I/O error)
+raises :class:`StoreFullError` after rolling back: nothing of it was kept.
+
+Sequence numbers (:meth:`Store.reserve_seq`) count up by one per message on a topic; a
+topic the store has no row for starts at the wall clock in microseconds since the Unix
+epoch (:func:`seq_seed`), so a deleted or reset store goes on above every number it
+handed out before. Every method is synchronous and
 short; asyncio callers run them with ``await asyncio.to_thread(store.method, ...)``. One
 connection is shared under a lock, so the object can be used from several threads. The
 schema version is kept in ``PRAGMA user_version``; opening a file written by a newer
@@ -24,11 +40,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Generic, Self, TypeVar
@@ -136,6 +154,153 @@ def default_store_path() -> Path:
 
 class StoreError(StreamerError):
     """The store file cannot be used (names the file and what to do)."""
+
+
+class StoreFullError(StoreError):
+    """A write failed because the disk is full (or a write I/O error): nothing of it was kept.
+
+    Transient: the same write succeeds once space returns.
+    """
+
+
+class StoreCorruptError(StoreError):
+    """The store file is damaged; it was not written. The message names the file and the
+    command that moves it aside and salvages what is readable.
+
+    Attributes: ``path`` (the store file) and ``problem`` (what is wrong, without advice).
+    """
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{problem}; it was not written: {salvage_hint(path)}")
+
+
+def salvage_hint(path: Path | str) -> str:
+    """What to run about a damaged store at ``path``."""
+    return f"run `redox-streamer store salvage {path}` to move it aside and keep what is readable"
+
+
+def seq_seed(now_ns: int | None = None) -> int:
+    """The first ``seq`` of a topic the store has no number for: the wall clock in µs.
+
+    A deleted or reset store therefore restarts each topic above every number handed out
+    before, as long as a topic got fewer than a million numbers a second on average since it
+    started and the clock did not go back. Microseconds stay below 2^53 (exact in a
+    JavaScript number) until the year 2255.
+    """
+    return (time.time_ns() if now_ns is None else now_ns) // 1000
+
+
+# --- vetting the files before SQLite touches them -------------------------------------------
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_WAL_MAGICS: Final = (0x377F0682, 0x377F0683)  # little- / big-endian checksums
+_WAL_HEADER: Final = 32
+_WAL_FRAME_HEADER: Final = 24
+_SHM_DMS_BYTE: Final = 128  # SQLite's "a connection is open" lock byte in the -shm file
+
+
+def _wal_checksum(data: bytes, big_endian: bool, s0: int, s1: int) -> tuple[int, int]:
+    """SQLite's WAL checksum over ``data`` (a multiple of 8 bytes), continuing (s0, s1)."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _wal_in_use(path: Path) -> bool:
+    """Whether another process holds the store open (its -shm lock byte): its WAL is live,
+    not left by a crash, and must not be judged while it is being written."""
+    shm = Path(f"{path}-shm")
+    try:
+        import fcntl
+
+        with shm.open("rb") as f:
+            query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS_BYTE, 1, 0)
+            answer = fcntl.fcntl(f.fileno(), fcntl.F_GETLK, query)
+            return bool(struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK)
+    except (OSError, ImportError, struct.error):
+        return False
+
+
+def wal_problem(path: Path) -> str | None:
+    """Why the WAL beside ``path`` would lose committed transactions, or None.
+
+    SQLite replays WAL frames up to the first one whose checksum fails and silently drops
+    the rest. After a crash only the frames being written can be torn, so a frame of the
+    WAL's current generation (its salts) *after* a bad one is a committed transaction that
+    opening the store would discard (and whose ``seq`` numbers it would hand out again).
+    """
+    wal = Path(f"{path}-wal")
+    try:
+        data = wal.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"its WAL {wal} cannot be read ({exc.strerror or exc})"
+    if len(data) <= _WAL_HEADER or _wal_in_use(path):
+        return None
+    magic, _, page_size, _, salt1, salt2, c0, c1 = struct.unpack(">8I", data[:_WAL_HEADER])
+    if magic not in _WAL_MAGICS:
+        return f"its WAL {wal} has a damaged header (committed transactions in it would be lost)"
+    big = magic == _WAL_MAGICS[1]
+    s0, s1 = _wal_checksum(data[:24], big, 0, 0)
+    if (s0, s1) != (c0, c1) or not 512 <= page_size <= 65536:
+        return f"its WAL {wal} has a damaged header (committed transactions in it would be lost)"
+    frame = _WAL_FRAME_HEADER + page_size
+    offset, broken_at = _WAL_HEADER, None
+    while offset + frame <= len(data):
+        head = data[offset : offset + _WAL_FRAME_HEADER]
+        _, _, f_salt1, f_salt2, f0, f1 = struct.unpack(">6I", head)
+        same_generation = (f_salt1, f_salt2) == (salt1, salt2)
+        if broken_at is None:
+            n0, n1 = _wal_checksum(head[:8], big, s0, s1)
+            n0, n1 = _wal_checksum(data[offset + _WAL_FRAME_HEADER : offset + frame], big, n0, n1)
+            if same_generation and (n0, n1) == (f0, f1):
+                s0, s1 = n0, n1
+            else:
+                broken_at = offset
+        elif same_generation:
+            return (
+                f"its WAL {wal} is damaged at byte {broken_at}, before transactions that "
+                "were committed (opening it would discard them)"
+            )
+        offset += frame
+    return None
+
+
+def store_problem(path: Path) -> str | None:
+    """What is wrong with the store files at ``path`` before SQLite opens them, or None.
+
+    A missing file is no problem (a new store is made). A 0-byte file is never one this
+    code leaves (new stores are renamed into place whole), so it is a store that was cut.
+    """
+    try:
+        if not path.is_file():
+            return None  # missing (made new), or a directory SQLite will refuse to open
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError:
+        return None  # not damage: SQLite's own error names the file and the cause
+    if size == 0:
+        return f"the store {path} is empty (0 bytes): it was cut short"
+    if head != _SQLITE_MAGIC:
+        return f"{path} is not a SQLite file (a damaged store, or the wrong path)"
+    problem = wal_problem(path)
+    return f"the store {path} is damaged: {problem}" if problem else None
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 #: A history table's payload type.
@@ -246,9 +411,12 @@ class Store:
         self.path = path if path == ":memory:" else Path(path).expanduser()
         self.read_only = read_only
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open (the outer one, then savepoints)
+        self._doomed: StoreError | None = None  # an inner failure the outer one must share
         if read_only:
             self._db = self._open_read_only()
             self._check_readable()
+            self._check_integrity()
             return
         if isinstance(self.path, Path):
             try:
@@ -258,16 +426,87 @@ class Store:
                     f"cannot create the store directory {self.path.parent}: {exc}; "
                     "set store.path in the config to a writable place"
                 ) from exc
-        try:
-            self._db = sqlite3.connect(
-                str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+            self._vet(self.path)
+            if not self.path.exists():
+                self._create(self.path)
+        self._db = self._connect(self.path)
+        self._check_integrity()
         self._migrate()
+
+    @staticmethod
+    def _vet(path: Path) -> None:
+        """Refuse damaged files before any connection (one would rewrite the WAL)."""
+        problem = store_problem(path)
+        if problem:
+            raise StoreCorruptError(path, problem)
+
+    @staticmethod
+    def _connect(path: Path | str) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(
+                str(path), timeout=10.0, check_same_thread=False, isolation_level=None
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # The WAL is folded into the file every 256 pages (1 MB, not SQLite's 4 MB) and
+            # cut back to 1 MB after a burst: on a small disk a WAL that took the last free
+            # byte can never be checkpointed again (the file may need a page to take it).
+            db.execute("PRAGMA wal_autocheckpoint=256")
+            db.execute("PRAGMA journal_size_limit=1048576")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            if _is_corrupt(exc):
+                raise StoreCorruptError(path, f"the store {path} is damaged ({exc})") from exc
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        return db
+
+    def _create(self, path: Path) -> None:
+        """Build a new store beside ``path`` and rename it into place: a file at the path
+        is then always a whole store, never a half-made (0-byte) one."""
+        part = path.with_name(f".{path.name}.new-{os.getpid()}")
+        part.unlink(missing_ok=True)
+        try:
+            db = self._connect(part)
+            self._db = db
+            self._migrate()
+            db.close()
+            # A WAL left by a store whose file was deleted would be replayed into this new
+            # file (SQLite cannot tell it is another database's): keep it aside, unused.
+            stale = Path(f"{path}-wal")
+            if stale.exists():
+                stale.replace(f"{path}-wal.orphaned-{time.time_ns()}")
+            Path(f"{path}-shm").unlink(missing_ok=True)
+            part.replace(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create the store {path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store {path}: {exc.strerror or exc}; "
+                "set store.path in the config to a writable place"
+            ) from exc
+        finally:
+            for leftover in (part, Path(f"{part}-wal"), Path(f"{part}-shm")):
+                leftover.unlink(missing_ok=True)
+
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` (a few ms per MB): a damaged store is refused, unwritten."""
+        problems = self.integrity_problems(quick=True)
+        if problems:
+            self._db.close()
+            raise StoreCorruptError(
+                self.path, f"the store {self.path} is damaged (integrity check: {problems[0]})"
+            )
+
+    def integrity_problems(self, *, quick: bool = True) -> list[str]:
+        """What ``PRAGMA quick_check`` (or the slower ``integrity_check``) finds; [] if sound."""
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            with self._lock:
+                rows = self._db.execute(f"PRAGMA {pragma}").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
 
     def _open_read_only(self) -> sqlite3.Connection:
         """A ``mode=ro`` connection to an existing file: never creates, migrates or writes."""
@@ -316,17 +555,78 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction under the lock (other processes wait on busy_timeout)."""
+        """One IMMEDIATE transaction under the lock (other processes wait on busy_timeout);
+        inside another, a savepoint of it (all or none with the outer one).
+
+        A failure for want of space (or a write I/O error) is rolled back and raised as
+        :class:`StoreFullError`; damage found while writing as :class:`StoreCorruptError`.
+        """
         if self.read_only:
             raise StoreError(f"the store {self.path} is open read-only: it cannot be written")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._depth:
+                yield from self._savepoint()
+                return
             try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._depth = 1
+                self._doomed = None
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._doomed is not None:  # an inner write failed and was swallowed
+                    raise self._doomed
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:  # SQLite may have rolled back already (FULL)
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                failure = self._failure(exc) if isinstance(exc, sqlite3.Error) else exc
+                if isinstance(failure, StoreFullError):
+                    self._reclaim()
+                if failure is not exc:
+                    raise failure from exc
                 raise
-            self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+                self._doomed = None
+
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        name = f"inner_{self._depth}"
+        self._db.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self._db
+        except BaseException as exc:
+            failure = self._failure(exc) if isinstance(exc, sqlite3.Error) else exc
+            if isinstance(failure, StoreFullError | StoreCorruptError):
+                # SQLite may have rolled the whole transaction back: the outer one fails too.
+                self._doomed = failure
+            if self._db.in_transaction:
+                with suppress(sqlite3.Error):
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+            if failure is not exc:
+                raise failure from exc
+            raise
+        finally:
+            self._depth -= 1
+        self._db.execute(f"RELEASE {name}")
+
+    def _reclaim(self) -> None:
+        """After a write refused for want of space: fold the WAL into the file and cut it
+        to nothing. A WAL that filled the disk is only reused after a checkpoint, and the
+        automatic one waits for 1000 pages (4 MB) — on a small disk, for ever."""
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _failure(self, exc: sqlite3.Error) -> Exception:
+        """The store's error for a failed SQLite write: full, damaged, or as it was (a bug)."""
+        if _is_full(exc):
+            return StoreFullError(
+                f"the store {self.path} cannot be written ({exc}): free space on its disk"
+            )
+        if _is_corrupt(exc):
+            return StoreCorruptError(self.path, f"the store {self.path} is damaged ({exc})")
+        return exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -350,6 +650,10 @@ class Store:
             try:
                 return list(self._db.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
+                if _is_corrupt(exc) and not self.read_only:
+                    raise StoreCorruptError(
+                        self.path, f"the store {self.path} is damaged ({exc})"
+                    ) from exc
                 if not self.read_only:
                     raise
                 raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
@@ -579,18 +883,21 @@ class Store:
     def reserve_seq_in(db: sqlite3.Connection, topic: str, n: int) -> int:
         """:meth:`reserve_seq` inside a :meth:`transaction` (``db``) that also queues the
         numbered message, so a number is used only by a message that is durably kept."""
+        # A new topic starts at the clock (seq_seed - 1 + n is its last number).
         row = db.execute(
             "INSERT INTO seq (topic, last) VALUES (?, ?) ON CONFLICT (topic) "
             "DO UPDATE SET last = last + ? RETURNING last",
-            (topic, n, n),
+            (topic, seq_seed() - 1 + n, n),
         ).fetchone()
         return int(row[0]) - n + 1
 
     def reserve_seq(self, topic: str, n: int = 1) -> int:
-        """Reserve ``n`` sequence numbers on ``topic``; returns the first (numbers start at 1).
+        """Reserve ``n`` sequence numbers on ``topic``; returns the first.
 
-        Reserved numbers are never handed out again, even after a crash: callers that
-        reserve blocks for speed (live samples) may leave gaps, never repeats.
+        A topic's numbers count up by one from :func:`seq_seed` (the clock in µs when the
+        store first numbered it). Reserved numbers are never handed out again, even after
+        a crash or with a new store: callers that reserve blocks for speed (live samples)
+        may leave gaps, never repeats.
         """
         if n < 1:
             raise ValueError(f"reserve at least one number, not {n}")
@@ -601,3 +908,187 @@ class Store:
         """The last sequence number handed out on ``topic`` (0 if none)."""
         rows = self._query("SELECT last FROM seq WHERE topic = ?", (topic,))
         return _int(rows[0][0]) if rows else 0
+
+    def reseed_seq(self, now_ns: int | None = None) -> int:
+        """Raise every topic's last number to at least :func:`seq_seed` (after a salvage,
+        whose copy may lack the newest numbers); returns how many topics moved."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE seq SET last = ? WHERE last < ?", (seq_seed(now_ns),) * 2
+            ).rowcount
+
+
+# --- checking and salvaging a store file ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What ``redox-streamer store check`` found: ``problems`` empty when the store is sound."""
+
+    path: Path
+    problems: list[str]
+    schema_version: int = 0
+    topics: int = 0
+    outboxes: dict[str, int] | None = None
+
+
+def check_store_file(path: Path, *, full: bool = True) -> StoreCheck:
+    """Vet the files and run ``PRAGMA integrity_check`` (``quick_check`` if not ``full``) on a
+    read-only connection, which never checkpoints, rewrites or deletes the WAL."""
+    if not path.exists():
+        raise StoreError(f"no store at {path}; nothing to check")
+    problem = store_problem(path)
+    if problem:
+        return StoreCheck(path, [problem])
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path} to check it: {exc}") from exc
+    try:
+        found = [str(r[0]) for r in db.execute(f"PRAGMA {'integrity' if full else 'quick'}_check")]
+        if found != ["ok"]:
+            return StoreCheck(path, found)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        names = [str(n) for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        topics = int(db.execute("SELECT count(*) FROM seq").fetchone()[0]) if "seq" in names else 0
+        outboxes = {
+            n.removeprefix("outbox_"): int(db.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0])
+            for n in sorted(names)
+            if n.startswith("outbox_")
+        }
+    except sqlite3.DatabaseError as exc:
+        return StoreCheck(path, [str(exc)])
+    finally:
+        db.close()
+    return StoreCheck(path, [], version, topics, outboxes)
+
+
+@dataclass(frozen=True, slots=True)
+class Salvage:
+    """What ``redox-streamer store salvage`` did: where the damaged files went, the rows it
+    kept per table, the tables or stretches it could not read, and the topics reseeded."""
+
+    moved_to: Path
+    kept: dict[str, int]
+    unreadable: list[str]
+    reseeded: int
+
+
+_WAL_FILES: Final = ("", "-wal", "-shm")
+
+
+def salvage_store(path: Path, *, now_ns: int | None = None) -> Salvage:
+    """Move the store at ``path`` (and its ``-wal``/``-shm``) aside to
+    ``<name>.damaged-<UTC time>``, then build a new store at ``path`` from what is readable
+    in it, table by table and row by row (past a damaged stretch of a table, reading goes
+    on at the next readable row). The moved files are read through a private copy and stay
+    as they were found.
+
+    Every topic's ``seq`` is then raised to at least the clock (:meth:`Store.reseed_seq`):
+    the copy may lack the newest numbers, and no number may be handed out twice.
+    """
+    import shutil
+    import tempfile
+
+    if not path.exists():
+        raise StoreError(f"no store at {path}; nothing to salvage")
+    stamp = dt.datetime.fromtimestamp(
+        (time.time_ns() if now_ns is None else now_ns) / 1e9, dt.UTC
+    ).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in _WAL_FILES:
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{aside}{suffix}")
+    kept: dict[str, int] = {}
+    unreadable: list[str] = []
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".salvage-") as tmp:
+        copy = Path(tmp) / "copy.sqlite3"
+        for suffix in _WAL_FILES[:2]:  # the -shm is rebuilt from the WAL
+            if Path(f"{aside}{suffix}").exists():
+                shutil.copyfile(f"{aside}{suffix}", f"{copy}{suffix}")
+        with Store(path) as new:
+            src = sqlite3.connect(str(copy), isolation_level=None)
+            try:
+                for table, create in _readable_tables(src, unreadable):
+                    if not new.has_table(table):
+                        try:
+                            with new.transaction() as db:
+                                db.execute(create)
+                        except sqlite3.Error:
+                            unreadable.append(f"table {table}: its definition is unusable")
+                            continue
+                    kept[table] = _copy_table(src, new, table, unreadable)
+            finally:
+                src.close()
+            reseeded = new.reseed_seq(now_ns)
+    return Salvage(aside, kept, unreadable, reseeded)
+
+
+def _readable_tables(src: sqlite3.Connection, unreadable: list[str]) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the source's own tables that can be listed."""
+    try:
+        rows = src.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        unreadable.append(f"the list of tables ({exc})")
+        return []
+    return [(str(n), str(s)) for n, s in rows]
+
+
+def _copy_table(src: sqlite3.Connection, new: Store, table: str, unreadable: list[str]) -> int:
+    """Copy the readable rows of ``table`` (columns both stores have) in rowid order."""
+    try:
+        src_cols = [str(r[1]) for r in src.execute(f'PRAGMA table_info("{table}")')]
+        new_cols = {str(r[1]) for r in new.query(f'PRAGMA table_info("{table}")')}
+        top = src.execute(f'SELECT max(rowid) FROM "{table}"').fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        unreadable.append(f"table {table} ({exc})")
+        return 0
+    cols = [c for c in src_cols if c in new_cols]
+    if not cols or top is None:
+        return 0
+    names = ", ".join(f'"{c}"' for c in cols)
+    insert = f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
+    select = f'SELECT rowid, {names} FROM "{table}" WHERE rowid > ? ORDER BY rowid'
+    copied, after = 0, -(2**63)
+    while after < top:
+        rows: list[tuple[object, ...]] = []
+        try:
+            for row in src.execute(select, (after,)):
+                rows.append(row)
+        except sqlite3.DatabaseError as exc:
+            resume = _next_readable_rowid(src, table, (rows[-1][0] if rows else after), top)
+            last_good = rows[-1][0] if rows else after
+            unreadable.append(f"table {table}: rows after rowid {last_good} up to {resume} ({exc})")
+            after = max(resume, int(after) + 1)  # always onwards
+        else:
+            after = top
+        if rows:
+            with new.transaction() as db:
+                db.executemany(insert, [r[1:] for r in rows])
+            copied += len(rows)
+    return copied
+
+
+def _next_readable_rowid(src: sqlite3.Connection, table: str, after: object, top: int) -> int:
+    """The rowid after which reading ``table`` can go on past a damaged stretch: steps of
+    growing size until a seek works (``top`` when none does)."""
+    base = int(after)  # type: ignore[call-overload]
+    step = 1
+    while base + step < top:
+        try:
+            row = src.execute(
+                f'SELECT rowid FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT 1',
+                (base + step,),
+            ).fetchone()
+            if row is None:
+                return top
+            # The first readable row after the stretch; read from just before it.
+            return int(row[0]) - 1
+        except sqlite3.DatabaseError:
+            step *= 4
+    return top

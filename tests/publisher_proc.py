@@ -4,7 +4,9 @@ MqttPublisher and SQLite store, and can be SIGKILLed at any moment.
     python -m tests.publisher_proc --db FILE --port PORT --count N [--interval S]
 
 Prints ``queued <seq>`` after each result is durably in the outbox, ``drained`` once
-the outbox is empty, then keeps the connection open until killed.
+the outbox is empty, then keeps the connection open until killed. A new store numbers the
+athlete's topic from 1 (not from the clock, as a product store does), so the tests can
+read counts from ``seq``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ async def main(db: Path, port: int, count: int, interval_s: float, athlete: str)
     )
     with Store(db) as store:
         publisher = MqttPublisher(config, store, backoff=Backoff(0.1, 0.5))
+        with store.transaction() as tx:
+            topic = publisher.topics.for_result(Result(Kind.HRV, athlete, 0, {}))
+            tx.execute("INSERT OR IGNORE INTO seq (topic, last) VALUES (?, 0)", (topic,))
         runner = asyncio.create_task(publisher.run())
         for i in range(count):
             result = Result(Kind.HRV, athlete, time.time_ns(), {"rmssd_ms": 40.0 + i})

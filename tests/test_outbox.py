@@ -176,12 +176,12 @@ def test_mqtt_outbox_is_fifo_numbered_and_acked_by_prefix(store: Store) -> None:
         MqttOutbox(store).enqueue("r/a/hrv", lambda n: f"m{n}".encode(), retain=i == 1)
         for i in range(3)
     ]
-    assert seqs == [1, 2, 3]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
     msgs = MqttOutbox(store).peek(10)
-    assert [m.payload for m in msgs] == [b"m1", b"m2", b"m3"]
+    assert [m.payload for m in msgs] == [f"m{n}".encode() for n in seqs]
     assert [m.retain for m in msgs] == [False, True, False]
     assert MqttOutbox(store).ack(msgs[1].id) == 2
-    assert [m.payload for m in MqttOutbox(store).peek()] == [b"m3"]
+    assert [m.payload for m in MqttOutbox(store).peek()] == [f"m{seqs[2]}".encode()]
     assert MqttOutbox(store).depth() == 1
 
 
@@ -192,7 +192,9 @@ def test_failed_render_uses_no_sequence_number(store: Store) -> None:
     with pytest.raises(RuntimeError):
         MqttOutbox(store).enqueue("t", boom)
     assert MqttOutbox(store).depth() == 0
-    assert MqttOutbox(store).enqueue("t", lambda n: b"x") == 1
+    assert store.last_seq("t") == 0
+    first = MqttOutbox(store).enqueue("t", lambda n: b"x")
+    assert store.last_seq("t") == first
 
 
 def test_influx_outbox_keeps_order_and_dead_letters(store: Store) -> None:
@@ -212,13 +214,14 @@ def test_concurrent_writers_from_threads_lose_nothing(store: Store) -> None:
         for _i in range(50):
             MqttOutbox(store).enqueue(f"t/{k}", lambda n: str(n).encode())
 
+    firsts = [MqttOutbox(store).enqueue(f"t/{k}", lambda n: b"first") for k in range(4)]
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert MqttOutbox(store).depth() == 200
-    assert all(store.last_seq(f"t/{k}") == 50 for k in range(4))
+    assert MqttOutbox(store).depth() == 204
+    assert all(store.last_seq(f"t/{k}") == firsts[k] + 50 for k in range(4))
 
 
 def test_second_process_sees_committed_rows(tmp_path: Path) -> None:
@@ -232,10 +235,11 @@ def test_enqueue_many_is_all_or_nothing(store: Store) -> None:
     def bad(seq: int) -> bytes:
         raise ValueError("cannot render")
 
-    assert MqttOutbox(store).enqueue_many(
+    first, second = MqttOutbox(store).enqueue_many(
         [("a", lambda n: b"1", 1, False), ("a", lambda n: b"2", 1, True)]
-    ) == [1, 2]
+    )
+    assert second == first + 1
     with pytest.raises(ValueError, match="render"):
         MqttOutbox(store).enqueue_many([("a", lambda n: b"3", 1, False), ("b", bad, 1, False)])
     assert [m.payload for m in MqttOutbox(store).peek()] == [b"1", b"2"]
-    assert store.last_seq("a") == 2
+    assert store.last_seq("a") == second

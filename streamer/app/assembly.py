@@ -10,6 +10,11 @@
   the config's ``[rules]`` and the athlete's own rules on top;
 * the pipeline over them (:meth:`App.pipeline`).
 
+Athletes save their alert book and baselines as they go, in the middle of processing a
+record. While the disk under the store is full those saves cannot fail the record (its
+results would be lost): :class:`AthleteStateWrites` keeps the newest of each in memory and
+writes them in the pipeline's next transaction of results, all or none with them.
+
 A command without a config file (``demo``, ``replay`` without ``--config``, a guided
 protocol with ``--emulated``) builds a :class:`~streamer.config.Config` from its flags and
 assembles it the same way; :func:`serving_broker` starts an embedded MQTT broker when that
@@ -19,7 +24,8 @@ config names none (``demo``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -30,12 +36,94 @@ from processors.rules import RuleThresholds
 from streamer.app.pipeline import Pipeline, Sink
 from streamer.athlete import AthleteState
 from streamer.config import Config, MqttConfig
-from streamer.results import Result
+from streamer.results import GripPayload, JsonValue, MorningPayload, Result, SessionPayload
 from streamer.sinks.mqtt import MqttPublisher
-from streamer.store import Store
+from streamer.store import Row, Store, StoreFullError
 
 if TYPE_CHECKING:
     from streamer.demo.embedded_broker import EmbeddedBroker
+
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class AthleteStateWrites:
+    """The store as athletes see it: reads pass through, and an alert book or baseline the
+    store cannot take now (disk full) is kept — the newest per athlete and name — until
+    :meth:`flush` writes it (in the pipeline's transaction of results, see :class:`_History`).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: dict[tuple[str, str], dict[str, JsonValue]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Saves waiting for the store."""
+        return len(self._pending)
+
+    def morning_history(self, athlete: str) -> list[Row[MorningPayload]]:
+        """The store's daily morning readings of ``athlete``."""
+        return self.store.morning_history(athlete)
+
+    def sessions(self, athlete: str) -> list[Row[SessionPayload]]:
+        """The store's session summaries of ``athlete``."""
+        return self.store.sessions(athlete)
+
+    def grip_tests(self, athlete: str) -> list[Row[GripPayload]]:
+        """The store's grip tests of ``athlete``."""
+        return self.store.grip_tests(athlete)
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        """The newest alert book of ``athlete``: waiting to be saved, else the store's."""
+        return self._pending.get((athlete, "")) or self.store.load_alert_book(athlete)
+
+    def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
+        """Save the alert book now, or as soon as the store can be written."""
+        self._save((athlete, ""), state)
+
+    def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
+        """Save one baseline now, or as soon as the store can be written."""
+        self._save((athlete, name), data)
+
+    def flush(self) -> None:
+        """Write every waiting save; raises :class:`StoreFullError` (and keeps them) if the
+        store still cannot take them."""
+        for key, data in list(self._pending.items()):
+            self._write(key, data)
+            del self._pending[key]
+
+    def _save(self, key: tuple[str, str], data: Mapping[str, JsonValue]) -> None:
+        self._pending.pop(key, None)  # this one is newer
+        try:
+            self._write(key, data)
+        except StoreFullError:
+            self._pending[key] = dict(data)
+
+    def _write(self, key: tuple[str, str], data: Mapping[str, JsonValue]) -> None:
+        athlete, name = key
+        if name:
+            self.store.save_baseline(athlete, name, data)
+        else:
+            self.store.save_alert_book(athlete, data)
+
+
+class _History:
+    """The pipeline's history: the store, with the athletes' waiting saves written first in
+    each transaction (so they are kept with the results, or wait with them)."""
+
+    def __init__(self, store: Store, writes: AthleteStateWrites) -> None:
+        self.store = store
+        self.writes = writes
+
+    def record(self, result: Result) -> bool:
+        return self.store.record(result)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[object]:
+        with self.store.transaction() as db:
+            self.writes.flush()
+            yield db
 
 
 class AthleteOptions(TypedDict, total=False):
@@ -89,6 +177,8 @@ class App:
         self.athlete_options: AthleteOptions = athlete_options or {}
         self.states: dict[str, AthleteState] = {}
         """Every athlete made so far, by id (what live views and guided protocols watch)."""
+        self.state_writes = AthleteStateWrites(store)
+        """The athletes' alert books and baselines on their way to the store."""
         self._owns_store = owns_store
 
     @classmethod
@@ -124,7 +214,7 @@ class App:
         config, the app's options and ``options`` on top; remembered in :attr:`states`."""
         merged: AthleteOptions = {**self.athlete_options, **options}
         state = AthleteState(
-            athlete_id, self.store, athlete_thresholds(self.config, athlete_id), **merged
+            athlete_id, self.state_writes, athlete_thresholds(self.config, athlete_id), **merged
         )
         self.states[athlete_id] = state
         return state
@@ -149,10 +239,25 @@ class App:
                 return self.states[athlete_id]
             return self.athlete(athlete_id)
 
-        return Pipeline(processor_for, self.store, self.sinks, athletes=ids, on_result=on_result)
+        return Pipeline(
+            processor_for,
+            _History(self.store, self.state_writes),
+            self.sinks,
+            athletes=ids,
+            on_result=on_result,
+        )
 
     def close(self) -> None:
-        """Close the store if this app opened it."""
+        """Write the athletes' waiting saves (one log line if the disk is still full) and
+        close the store if this app opened it."""
+        try:
+            self.state_writes.flush()
+        except StoreFullError as exc:
+            _LOGGER.error(
+                "%d alert books or baselines not saved (%s): alerts may be raised again",
+                self.state_writes.pending,
+                exc,
+            )
         if self._owns_store:
             self.store.close()
 

@@ -231,6 +231,8 @@ def render(model: ViewModel) -> RenderableType:
             + (f"  ·  samples in/shed: {', '.join(inboxes)}" if inboxes else "")
         )
     )
+    if status.store_line:
+        lines.append(Text(f"STORE: {status.store_line}", style="bold red"))
     lines.extend(Text(note, style="dim") for note in model.notes)
     return Group(table, *lines)
 
@@ -267,6 +269,8 @@ def plain_lines(model: ViewModel) -> list[str]:
                 name, status.sink_status.get(name, {}), counters.live_shed + counters.live_failed
             )
         )
+    if status.store_line:
+        out.append(f"  STORE: {status.store_line}")
     return out
 
 

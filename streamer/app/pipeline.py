@@ -17,9 +17,17 @@ Three promises and how they are kept:
 * **Results and alerts are never dropped.** A processor's durable results (every
   :class:`~streamer.results.Result` whose kind is not live) are written synchronously to
   the history (:class:`~streamer.store.Store`) and handed to each sink's
-  :meth:`Sink.accept`, which puts them in that sink's SQLite outbox before returning; each
+  :meth:`Sink.accept`, which puts them in that sink's SQLite outbox before returning —
+  all in one transaction of the store, so a result is kept everywhere or nowhere; each
   sink drains its own outbox in its own task, and what is not delivered stays there
   across restarts.
+* **A full disk holds results, it never loses them.** When the store cannot be written
+  (:class:`~streamer.store.StoreFullError`), results wait in memory in order (at most
+  ``waiting_max``; counted in :attr:`PipelineStatus.waiting`, the reason in
+  :attr:`PipelineStatus.store_problem`, one log line) and are written, then delivered,
+  when space returns; later results queue behind them. More than ``waiting_max`` stops the
+  pipeline, and :meth:`Pipeline.run` ends with :class:`ResultsNotStoredError` naming what
+  was not stored (also when the disk is still full at shutdown).
 * **A slow or dead sink stalls nobody.** Live (QoS 0) messages go to one bounded lane per
   sink; a lane that is full drops its *oldest* message (the freshest value is the useful
   one) and counts it. Each sink's live pump and durable runner are separate tasks.
@@ -34,12 +42,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import random
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -49,7 +59,8 @@ from devices.records import (
     GapReason,
 )
 from streamer.results import Result
-from streamer.sinks.backoff import SINK_RESTART
+from streamer.sinks.backoff import SINK_RESTART, Backoff, Jitter
+from streamer.store import StoreCorruptError, StoreError, StoreFullError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,6 +72,11 @@ DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
 """How long shutdown waits for each sink to deliver before leaving the rest in the outbox."""
 LIVE_BATCH_MAX: Final = 32
 """Most live messages handed to a sink in one call."""
+DEFAULT_WAITING_MAX: Final = 10_000
+"""Durable results held in memory while the store cannot be written (~1 kB each, ~10 MB;
+hours of every result of a few athletes) before the pipeline stops rather than lose any."""
+STORE_RETRY: Final = Backoff(0.25, 5.0, multiplier=2.0, jitter=Jitter.NONE)
+"""Between attempts to write waiting results to a store that was full (s)."""
 SHEDDABLE: Final = MEASURED_SAMPLES
 """Records an inbox may shed under pressure: the high-rate measured stream. Everything else
 (gaps, battery, protocol markers such as a morning reading's start) is always kept."""
@@ -99,6 +115,15 @@ class History(Protocol):
     def record(self, result: Result) -> bool:
         """Keep ``result`` if it is history (morning, session, grip, alert); True if kept."""
         ...
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """One write transaction; the sinks' outboxes in the same store join it."""
+        ...
+
+
+class ResultsNotStoredError(StoreError):
+    """The pipeline ended with results the store could not take (disk full, or damaged
+    while running): the message says how many, whose, of which kinds and why."""
 
 
 @runtime_checkable
@@ -180,6 +205,21 @@ class PipelineStatus:
     # writes that failed (logged loudly: the store is where results live).
     durable: int
     durable_errors: int
+    # Results held in memory while the store cannot be written, and why (None: it can).
+    waiting: int = 0
+    waiting_max: int = DEFAULT_WAITING_MAX
+    store_problem: str | None = None
+
+    @property
+    def store_line(self) -> str | None:
+        """One line for a person while results wait (None when none do)."""
+        if self.store_problem is None and not self.waiting:
+            return None
+        return (
+            f"{self.waiting} results wait in memory (stops at {self.waiting_max}): "
+            f"{self.store_problem or 'the store cannot be written'}; they are stored and "
+            "delivered when it can be written again"
+        )
 
     @property
     def shed_total(self) -> int:
@@ -328,6 +368,9 @@ class Pipeline:
         live_lane_size: live messages held per sink before the oldest is dropped.
         flush_timeout_s: per-sink delivery budget at shutdown.
         on_result: called with every result produced (e.g. ``replay`` printing).
+        waiting_max: durable results held in memory while the store cannot be written
+            before the pipeline stops (then :meth:`run` raises
+            :class:`ResultsNotStoredError`).
     """
 
     def __init__(
@@ -341,6 +384,7 @@ class Pipeline:
         live_lane_size: int = DEFAULT_LIVE_LANE_SIZE,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
         on_result: Callable[[Result], None] | None = None,
+        waiting_max: int = DEFAULT_WAITING_MAX,
     ) -> None:
         if inbox_size < 1 or live_lane_size < 1:
             raise ValueError("inbox_size and live_lane_size must be >= 1")
@@ -369,6 +413,11 @@ class Pipeline:
         self._started_ns = 0
         self._durable = 0
         self._durable_errors = 0
+        self._waiting: deque[list[Result]] = deque()  # batches the store could not take
+        self._waiting_count = 0
+        self._waiting_max = waiting_max
+        self._store_problem: str | None = None
+        self._retry_wake = asyncio.Event()
         for athlete in athletes:
             self._ensure_athlete(athlete)
 
@@ -448,6 +497,9 @@ class Pipeline:
             sources=dict(self._source_state),
             durable=self._durable,
             durable_errors=self._durable_errors,
+            waiting=self._waiting_count,
+            waiting_max=self._waiting_max,
+            store_problem=self._store_problem,
         )
 
     # -- running ----------------------------------------------------------------------------
@@ -472,6 +524,7 @@ class Pipeline:
                         ),
                     )
                 ]
+                sink_tasks.append(sink_group.create_task(self._retry_waiting(), name="store retry"))
                 async with asyncio.TaskGroup() as work_group:
                     self._work_group = work_group
                     self._source_tasks = [
@@ -489,12 +542,15 @@ class Pipeline:
                         inbox.close()
                         inbox.release_waiters()
                 self._work_group = None
+                self._write_waiting()  # a last chance for results held by a full disk
                 await self._flush_sinks()
                 for task in sink_tasks:
                     task.cancel()
         finally:
             self._running = False
             self._accepting = False
+        if self._waiting:
+            raise ResultsNotStoredError(self._not_stored())
 
     def _ensure_athlete(self, athlete: str) -> _Inbox:
         inbox = self._inboxes.get(athlete)
@@ -576,26 +632,125 @@ class Pipeline:
                 self._on_result(result)
 
     def _keep(self, durable: Sequence[Result]) -> None:
+        if self._waiting:  # behind the results already waiting: order is kept
+            self._hold(durable)
+            return
+        try:
+            self._write(durable)
+        except StoreFullError as exc:
+            self._hold(durable, exc)
+        except StoreCorruptError as exc:  # damaged while running: never written over
+            self._hold(durable, exc)
+            self.stop()
+        except Exception:
+            self._durable_errors += len(durable)
+            _LOGGER.exception("%d results not kept", len(durable))
+
+    def _write(self, durable: Sequence[Result]) -> None:
+        """History and every sink's outbox in one transaction: all kept, or (the store is
+        full: :class:`StoreFullError`) none. Another failure of one part is logged and
+        counted, and the other parts are kept (each part is a savepoint)."""
         ok = True
-        if self._history is not None:
-            for result in durable:
+        history = self._history
+        with history.transaction() if history is not None else contextlib.nullcontext():
+            if history is not None:
+                for result in durable:
+                    try:
+                        history.record(result)
+                    except (StoreFullError, StoreCorruptError):
+                        raise
+                    except Exception:
+                        ok = False
+                        _LOGGER.exception(
+                            "history: %s result of %s not kept", result.kind.value, result.athlete
+                        )
+            for slot in self._slots:
                 try:
-                    self._history.record(result)
+                    slot.sink.accept(durable)
+                except (StoreFullError, StoreCorruptError):
+                    raise
                 except Exception:
                     ok = False
                     _LOGGER.exception(
-                        "history: %s result of %s not kept", result.kind.value, result.athlete
+                        "sink %s: %d results not queued", slot.sink.name, len(durable)
                     )
-        for slot in self._slots:
-            try:
-                slot.sink.accept(durable)
-            except Exception:
-                ok = False
-                _LOGGER.exception("sink %s: %d results not queued", slot.sink.name, len(durable))
         if ok:
             self._durable += len(durable)
         else:
             self._durable_errors += len(durable)
+
+    def _hold(self, durable: Sequence[Result], exc: StoreError | None = None) -> None:
+        """Keep ``durable`` in memory until the store takes it (never dropped)."""
+        if exc is not None and self._store_problem is None:
+            self._store_problem = str(exc)
+            _LOGGER.warning("%s; results wait in memory until it can be written", exc)
+        self._waiting.append(list(durable))
+        self._waiting_count += len(durable)
+        if self._waiting_count > self._waiting_max and not self.stopping:
+            _LOGGER.error(
+                "more than %d results wait for the store: stopping so that the ones held "
+                "can be named (%s)",
+                self._waiting_max,
+                self._store_problem,
+            )
+            self.stop()
+        self._retry_wake.set()
+
+    def _write_waiting(self) -> bool:
+        """Write the waiting results, oldest first, while the store takes them; True when
+        none wait any more."""
+        written = 0
+        while self._waiting:
+            batch = self._waiting[0]
+            try:
+                self._write(batch)
+            except StoreFullError as exc:
+                self._store_problem = str(exc)
+                return False
+            except StoreCorruptError as exc:
+                self._store_problem = str(exc)
+                self.stop()
+                return False
+            except Exception:
+                self._durable_errors += len(batch)
+                _LOGGER.exception("%d waiting results not kept", len(batch))
+            self._waiting.popleft()
+            self._waiting_count -= len(batch)
+            written += len(batch)  # (or counted as errors above)
+        if self._store_problem is not None:
+            _LOGGER.warning("the store can be written again: %d waiting results stored", written)
+            self._store_problem = None
+        return True
+
+    async def _retry_waiting(self) -> None:
+        while True:
+            await self._retry_wake.wait()
+            self._retry_wake.clear()
+            delays = STORE_RETRY.delays(random.Random())
+            while self._waiting:
+                await asyncio.sleep(next(delays))
+                self._write_waiting()
+
+    def _not_stored(self) -> str:
+        """One line: how many results the store did not take, whose, what and when."""
+        by_athlete: dict[str, Counter[str]] = {}
+        times = [r.ts_ns for batch in self._waiting for r in batch]
+        for batch in self._waiting:
+            for result in batch:
+                by_athlete.setdefault(result.athlete, Counter())[result.kind.value] += 1
+        whose = "; ".join(
+            f"{athlete}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+            for athlete, kinds in by_athlete.items()
+        )
+
+        def utc(ts_ns: int) -> str:
+            return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+        return (
+            f"{self._waiting_count} results were NOT stored ({whose}; "
+            f"{utc(min(times))} to {utc(max(times))} UTC): "
+            f"{self._store_problem or 'the store could not be written'}, then start again"
+        )
 
     async def _supervise_sink(self, slot: _SinkSlot) -> None:
         delays = SINK_RESTART.delays(random.Random())
@@ -608,7 +763,9 @@ class Pipeline:
             except Exception as exc:
                 slot.counters.restarts += 1
                 slot.counters.last_error = str(exc) or type(exc).__name__
-                _LOGGER.warning("sink %s failed (%s); restarting", slot.sink.name, exc)
+                # A full store (it cannot acknowledge) is the pipeline's one status line.
+                level = logging.DEBUG if isinstance(exc, StoreFullError) else logging.WARNING
+                _LOGGER.log(level, "sink %s failed (%s); restarting", slot.sink.name, exc)
                 await asyncio.sleep(next(delays))
 
     async def _pump_live(self, slot: _SinkSlot) -> None:

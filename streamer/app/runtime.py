@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from devices.drivers import DeviceDriver, HeartRateDriver, MoxyDriver, PowerMeterDriver
 from streamer.app.live_view import LiveView
-from streamer.app.pipeline import Pipeline, install_signal_handlers
+from streamer.app.pipeline import Pipeline, ResultsNotStoredError, install_signal_handlers
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used (it costs ~30 MB)
     from devices.emulated import EmulatedWorld
@@ -119,7 +119,8 @@ async def running(
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``pipeline`` as a task (yielded) and ``view`` beside it, SIGINT and SIGTERM asking
     the pipeline to stop; on leaving, stop it and wait while it flushes to the sinks (its
-    errors are not raised here), then stop the view and remove the signal handlers."""
+    errors are not raised here, except :class:`ResultsNotStoredError`: a command must not
+    end as if results were stored), then stop the view and remove the signal handlers."""
     undo = install_signal_handlers(pipeline)
     task = asyncio.create_task(pipeline.run(), name="pipeline")
     view_task = start_view(view) if view is not None else None
@@ -127,11 +128,19 @@ async def running(
         yield task
     finally:
         pipeline.stop()
-        with contextlib.suppress(Exception):
-            await task
-        if view_task is not None:
-            await stop_view(view_task)
-        undo()
+        lost: ResultsNotStoredError | None = None
+        try:
+            with contextlib.suppress(Exception):
+                try:
+                    await task
+                except ResultsNotStoredError as exc:
+                    lost = exc
+        finally:
+            if view_task is not None:
+                await stop_view(view_task)
+            undo()
+        if lost is not None:
+            raise lost
 
 
 async def run_for(

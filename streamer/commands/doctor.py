@@ -9,7 +9,7 @@ Checks, each printed as one line with what to do when it fails:
 * the MQTT broker accepts a connection (when configured or given with ``--mqtt``);
 * InfluxDB answers ``/ping`` and accepts a write with no points to the configured
   database or bucket (it exists; the credentials may write);
-* the local store opens.
+* the local store opens and is sound (file checks and ``PRAGMA quick_check``).
 
 Exit status 0 when everything needed is fine, 1 when something needed fails.
 """
@@ -41,7 +41,7 @@ from streamer.errors import CliError
 from streamer.sinks import influx, mqtt
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.sinks.outbox import Outbox
-from streamer.store import Store, StoreError
+from streamer.store import Store, StoreCorruptError, StoreError, salvage_hint
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
 BLUETOOTH_SCAN_S = 1.0
@@ -280,13 +280,17 @@ def check_influx(config: InfluxConfig | None) -> Check:
 
 
 def check_store(path: Path) -> Check:
-    """The SQLite store opens (created if missing) and reports its outbox depths."""
+    """The SQLite store opens (created if missing), its files and pages are sound (checked
+    before it is written: a damaged store is named with the salvage command), and its
+    outbox depths."""
     try:
         with Store(path) as store:
             detail = (
                 f"{path} (outboxes: MQTT {Outbox(store, mqtt.OUTBOX).depth()}, "
                 f"InfluxDB {Outbox(store, influx.OUTBOX).depth()})"
             )
+    except StoreCorruptError as exc:  # vetted and quick_check'ed before anything is written
+        return Check("store", False, exc.problem, salvage_hint(path))
     except StoreError as exc:
         return Check("store", False, str(exc), "set [store] path to a writable file")
     return Check("store", True, detail)
