@@ -37,6 +37,7 @@ import platformdirs
 
 from streamer.errors import StreamerError
 from streamer.results import JsonValue, Kind, Result
+from streamer.store_lock import create_private
 
 SCHEMA_VERSION: Final = 2
 APP_NAME: Final = "redox-streamer"
@@ -200,6 +201,7 @@ class Store:
         if isinstance(self.path, Path):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)  # mode 0600 before any health data is in it (WAL too)
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the store directory {self.path.parent}: {exc}; "

@@ -40,6 +40,7 @@ from streamer.demo.history import (
 )
 from streamer.errors import CliError
 from streamer.store import Store, StoreError
+from streamer.store_lock import hold_store
 
 DEFAULT_ATHLETES = 2
 DEFAULT_SPEED = 10.0
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             store_path = args.store
             note = f"store: {store_path}"
         print(note, flush=True)
+        stack.enter_context(hold_store(store_path, "demo"))
         try:
             store = stack.enter_context(Store(store_path))
         except StoreError as exc:

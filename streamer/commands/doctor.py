@@ -37,6 +37,7 @@ from streamer.sinks import influx, mqtt
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.sinks.outbox import Outbox
 from streamer.store import Store, StoreError
+from streamer.store_lock import holder
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
 CHECK_TIMEOUT_S = 3.0
@@ -203,12 +204,15 @@ def check_influx(config: InfluxConfig | None) -> Check:
 
 
 def check_store(path: Path) -> Check:
-    """The SQLite store opens (created if missing) and reports its outbox depths."""
+    """The SQLite store opens (created if missing) and reports its outbox depths; a store
+    another process holds (a running ``run``) is only read, and its holder named."""
+    held = holder(path)
     try:
-        with Store(path) as store:
+        with Store(path, read_only=held is not None) as store:
             detail = (
                 f"{path} (outboxes: MQTT {Outbox(store, mqtt.OUTBOX).depth()}, "
-                f"InfluxDB {Outbox(store, influx.OUTBOX).depth()})"
+                f"InfluxDB {Outbox(store, influx.OUTBOX).depth()}"
+                + (f"; in use by {held.describe()})" if held else ")")
             )
     except StoreError as exc:
         return Check("store", False, str(exc), "set [store] path to a writable file")

@@ -33,6 +33,7 @@ from streamer.athlete import AthleteState, MorningEnd, MorningStart
 from streamer.config import Config, load_config
 from streamer.errors import CliError
 from streamer.results import Kind, Result
+from streamer.store_lock import hold_store
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
     from devices.emulated import ChestStrap
@@ -145,6 +146,8 @@ def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[tuple[App
             path = config.store_path
         else:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "redox.sqlite3"
+        command = "morning" if kind is DeviceKind.STRAP else "grip-test"
+        stack.enter_context(hold_store(path, command))
         app = stack.enter_context(App.from_config(config or Config(), store=path))
         yield app, athlete, address
 
