@@ -8,7 +8,8 @@ init`` writes with comments):
     :func:`streamer.store.default_store_path`).
 ``[mqtt]``
     ``url`` (``mqtt://host:1883`` or ``mqtts://host:8883`` for TLS), ``username``,
-    ``password``, ``base_topic``, ``client_id``, ``protocol`` (``"3.1.1"`` or ``"5"``),
+    ``password``, ``base_topic``, ``client_id`` (the start of the client id: each process
+    adds its host, pid and a random part), ``protocol`` (``"3.1.1"`` or ``"5"``),
     ``ha_discovery``, ``ha_prefix``, ``keepalive_s``, ``publish_timeout_s``; ``[mqtt.tls]``
     ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
     ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
@@ -754,7 +755,7 @@ url = "mqtt://127.0.0.1:1883"          # mqtts://host:8883 for TLS
 # username = "redox"
 # password = "change-me"               # better: REDOX_MQTT_PASSWORD
 base_topic = "redox"                   # topics: redox/<athlete>/morning, ...
-# client_id = "redox-streamer-pi"
+# client_id = "redox-streamer-pi"     # start of the id; each process adds -host-pid-random
 protocol = "3.1.1"                     # "3.1.1" (any broker) or "5"
 ha_discovery = false                   # Home Assistant MQTT discovery
 # ha_prefix = "homeassistant"

@@ -34,7 +34,13 @@ from streamer.config import (
 )
 from streamer.errors import CliError
 from streamer.sinks import influx, mqtt
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    mqtt_client,
+    process_client_id,
+    tls_context,
+)
 from streamer.sinks.outbox import Outbox
 from streamer.store import Store, StoreError
 from streamer.store_lock import holder
@@ -152,7 +158,12 @@ def check_bluetooth(needed: bool) -> Check:
 async def _mqtt(config: MqttConfig) -> None:
     # The publisher's and the notifier's factory: the same TLS (CA, client certificate,
     # insecure), credentials and protocol.
-    async with mqtt_client(config, tls=tls_context(config), timeout_s=CHECK_TIMEOUT_S):
+    async with mqtt_client(
+        config,
+        tls=tls_context(config),
+        timeout_s=CHECK_TIMEOUT_S,
+        identifier=process_client_id("doctor"),
+    ):
         pass
 
 

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,13 @@ from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
 from streamer.sinks.backoff import Backoff, network_backoff
 from streamer.sinks.ha_discovery import discovery_messages
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    mqtt_client,
+    process_client_id,
+    tls_context,
+)
 from streamer.sinks.outbox import Entry, Message, Outbox
 from streamer.store import Store, StoreError
 from streamer.topics import Topics
@@ -191,7 +196,9 @@ class MqttPublisher:
         self._closing = False
         self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
         self._tls: ssl.SSLContext | None = None
-        self._client_id = config.client_id or f"redox-streamer-{socket.gethostname()}"
+        # Unique per process: a second streamer on the broker must not take this one's
+        # connection over (same id → the broker drops the older client).
+        self._client_id = process_client_id("streamer", config.client_id)
 
     # --- Sink protocol ----------------------------------------------------------------------
 
@@ -347,6 +354,8 @@ class MqttPublisher:
                 await client.subscribe(self.topics.ha_status, qos=1)
                 await self._send_discovery(client)
                 tasks.append(asyncio.create_task(self._watch_ha(client), name="mqtt ha"))
+            else:
+                tasks.append(asyncio.create_task(self._watch_link(client), name="mqtt link"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -437,6 +446,15 @@ class MqttPublisher:
             )
         )
         self._status.ha_configs_sent += len(messages)
+
+    async def _watch_link(self, client: aiomqtt.Client) -> None:
+        """End the session when the broker drops the connection while nothing is being sent
+        (a broker restart, another client taking this id over): the status then says so and
+        the reconnection starts at once, not at the next publish."""
+        # Nothing is subscribed: the iterator only ends, with MqttError, at a disconnect.
+        async for _message in client.messages:
+            pass
+        raise aiomqtt.MqttError("the broker closed the connection")
 
     async def _watch_ha(self, client: aiomqtt.Client) -> None:
         """Re-send discovery configs when Home Assistant (re)starts."""

@@ -5,6 +5,13 @@ The publisher (:mod:`streamer.sinks.mqtt`), the notifier (:mod:`streamer.notify.
 each of them. What differs between them is passed in: the client id, the timeout, a Last
 Will, a persistent session.
 
+Client ids (:func:`process_client_id`) are unique per process: a broker disconnects a
+client when another connects with the same id, so two processes sharing one (two
+streamers, or a notifier copying the streamer's) would throw each other off in turn. Only
+the notifier keeps a stable id, because its persistent session is found by it. The shipped
+mosquitto config (``deploy/mosquitto/mosquitto.conf``) goes further and replaces every
+client id by the user name, so a reader's account cannot take over the writer's session.
+
 The TLS settings (``[mqtt.tls]``; TLS is on for ``mqtts://`` URLs or when that table is
 present) mean:
 
@@ -28,6 +35,10 @@ present) mean:
 from __future__ import annotations
 
 import logging
+import os
+import re
+import secrets
+import socket
 import ssl
 from typing import Final
 
@@ -41,6 +52,26 @@ from streamer.errors import StreamerError
 
 _CERTIFICATE_FAILED: Final = "CERTIFICATE_VERIFY_FAILED"
 """OpenSSL's reason for a refused chain or host name (aiomqtt keeps only the text)."""
+
+
+HOST_PART_CHARS: Final = 16
+"""Characters of the host name kept in a client id (ids show in the broker's log)."""
+
+
+def process_client_id(role: str, prefix: str | None = None) -> str:
+    """A client id for this process only: ``<prefix>-<host>-<pid>-<random>``.
+
+    Args:
+        role: what connects (``"streamer"``, ``"doctor"``): the prefix is
+            ``redox-<role>`` unless ``prefix`` is given.
+        prefix: ``[mqtt] client_id`` from the config, if set: the id starts with it.
+
+    E.g. ``redox-streamer-raspberrypi-4711-9f3a1c``: the host and pid say in the broker's
+    log who connected; 24 random bits keep two processes apart even across hosts with the
+    same name.
+    """
+    host = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:HOST_PART_CHARS] or "host"
+    return f"{prefix or f'redox-{role}'}-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class MqttTlsError(StreamerError):
