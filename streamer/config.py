@@ -217,6 +217,30 @@ class InfluxConfig:
     retry_min_s: float = 0.5
     retry_max_s: float = 30.0
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> InfluxConfig:
+        """From ``http[s]://[user[:password]@]host[:port][/path]`` (a command-line flag)
+        plus options.
+
+        Credentials in the URL become ``username``/``password`` (HTTP basic auth on the v1
+        API), percent-escapes decoded, and leave the URL, so :attr:`url` is safe to print.
+        ``ValueError`` names what is wrong, with any password masked.
+        """
+        parsed = urllib.parse.urlsplit(url)
+        try:
+            parsed.port  # noqa: B018 -- raises for a port that is not a number
+        except ValueError:
+            raise ValueError(f"the port in {redact_url(url)!r} is not a number 1–65535") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"expected http://host:8086 or https://…, got {redact_url(url)!r}")
+        values: dict[str, Any] = {"url": strip_credentials(url).rstrip("/")}
+        if parsed.username:
+            values["username"] = urllib.parse.unquote(parsed.username)
+        if parsed.password:
+            values["password"] = Secret(urllib.parse.unquote(parsed.password))
+        values.update(options)
+        return cls(**values)
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -352,16 +376,16 @@ def _parse_mqtt_url(url: str, key: str, problems: list[str]) -> dict[str, Any] |
     if parsed.scheme not in ("mqtt", "mqtts"):
         problems.append(
             f"{key}: expected mqtt://host:1883 or mqtts://host:8883, got "
-            f"{_redact_url(url)!r} — the scheme must be mqtt or mqtts"
+            f"{redact_url(url)!r} — the scheme must be mqtt or mqtts"
         )
         return None
     try:
         port = parsed.port
     except ValueError:
-        problems.append(f"{key}: the port in {_redact_url(url)!r} is not a number 1–65535")
+        problems.append(f"{key}: the port in {redact_url(url)!r} is not a number 1–65535")
         return None
     if not parsed.hostname:
-        problems.append(f"{key}: no host in {_redact_url(url)!r} — e.g. mqtt://127.0.0.1:1883")
+        problems.append(f"{key}: no host in {redact_url(url)!r} — e.g. mqtt://127.0.0.1:1883")
         return None
     tls = parsed.scheme == "mqtts"
     out: dict[str, Any] = {
@@ -376,13 +400,21 @@ def _parse_mqtt_url(url: str, key: str, problems: list[str]) -> dict[str, Any] |
     return out
 
 
-def _redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.password is None:
         return url
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    user, _, _ = parsed.netloc.rpartition("@")[0].partition(":")
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{host}"))
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without ``user[:password]@`` (credentials travel apart from the address)."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=host))
 
 
 def _secret(t: _Table, name: str, env: Mapping[str, str]) -> Secret | None:
@@ -471,7 +503,7 @@ def _read_influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig | None:
     if url:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            t.problem("url", f"expected http://host:8086 or https://…, got {_redact_url(url)!r}")
+            t.problem("url", f"expected http://host:8086 or https://…, got {redact_url(url)!r}")
         if parsed.password:
             t.problem("url", "put credentials in username/password (or token), not in the URL")
     api = t.choice(

@@ -243,7 +243,10 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--mqtt: {exc}") from None
     influx = config.influx if config else None
     if args.influx_url:
-        influx = InfluxConfig(url=args.influx_url)
+        try:
+            influx = InfluxConfig.from_url(args.influx_url)  # credentials leave the URL
+        except ValueError as exc:
+            raise CliError(f"--influx-url: {exc}") from None
     needs_bluetooth = config is None or any(a.devices for a in config.athletes)
     if args.no_bluetooth:
         checks.append(Check("bluetooth", None, "not checked (--no-bluetooth)", needed=False))
