@@ -65,10 +65,21 @@ def _check_traffic(sub: ThreadSubscriber) -> None:
         "hrv_downtrend",
         "rhr_creep",
         "smo2_slow_recovery",
-        "grip_signal",
         "grip_spillover",
         "rpe_power_mismatch",
     }
+    # The good kind of grip drop is the grip result's class, never an alert to push.
+    classes = {
+        json.loads(p)["class"]
+        for a in ("athlete1", "athlete2")
+        for p in sub.payloads(f"redox/{a}/grip")
+    }
+    assert "grip_signal" in classes
+    assert all(
+        json.loads(p)["event"]["severity"] != "info"
+        for a in ("athlete1", "athlete2")
+        for p in sub.payloads(f"redox/{a}/alerts")
+    )
     live = json.loads(sub.payloads("redox/athlete1/strap/live")[-1])
     assert live["kind"] == "heart_rate"
     assert 30 <= live["hr_bpm"] <= 120
