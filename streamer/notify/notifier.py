@@ -51,6 +51,7 @@ from streamer.results import JsonValue
 from streamer.sinks.backoff import NOTIFY_RECONNECT
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
+    cancellation_kept,
     describe_failure,
     is_certificate_refused,
     mqtt_client,
@@ -279,14 +280,20 @@ async def run_notifier(
     delays = NOTIFY_RECONNECT.delays(rng)
     while True:
         try:
-            async with mqtt_client(
-                mqtt,
-                tls=context,
-                timeout_s=MQTT_TIMEOUT_S,
-                identifier=client_id,
-                session_expiry_s=SESSION_EXPIRY_S,
-            ) as client:
-                await client.subscribe(topic_filter, qos=1)
+            async with contextlib.AsyncExitStack() as stack:
+                # A cancel (Ctrl-C) arriving with CONNACK or SUBACK must stop the notifier,
+                # not be lost in aiomqtt's wait_for (see cancellation_kept).
+                with cancellation_kept():
+                    client = await stack.enter_async_context(
+                        mqtt_client(
+                            mqtt,
+                            tls=context,
+                            timeout_s=MQTT_TIMEOUT_S,
+                            identifier=client_id,
+                            session_expiry_s=SESSION_EXPIRY_S,
+                        )
+                    )
+                    await client.subscribe(topic_filter, qos=1)
                 if subscribed is not None:
                     subscribed.set()
                 _LOGGER.info(
