@@ -1,7 +1,8 @@
 """One writer per store: an exclusive lock beside it, and files only their owner can read.
 
 Every command that writes the store (``run``, ``demo``, ``replay``, ``morning``,
-``grip-test``) holds :func:`hold_store` for as long as it runs. The lock is an
+``grip-test``) holds :func:`hold_store` for as long as it runs; ``notify`` holds its state
+file the same way (the file names its persistent MQTT session). The lock is an
 ``fcntl.flock`` on ``<store>.lock``: the kernel drops it when the holder exits, however it
 exits (SIGKILL, power cut), so a lock file left behind never blocks anyone. The holder
 writes its pid, command and start time into the file, so a second instance refuses in
@@ -146,6 +147,12 @@ def _try_lock(fd: int) -> bool:
 
 def busy_message(store: Path, command: str, holder: Holder) -> str:
     """The one line a second instance prints: who holds ``store`` and what to do."""
+    if command == "notify":  # its "store" is the state file, which names its MQTT session
+        return (
+            f"the notify state file {store} is in use by {holder.describe()}: two notifiers "
+            "on one state file share its MQTT session and throw each other off — stop that "
+            "one first, or give this one another --state FILE"
+        )
     if command in DEVICE_COMMANDS and holder.command in DEVICE_COMMANDS:
         return (
             f"{holder.describe()} is using the store {store} and the athletes' devices; "

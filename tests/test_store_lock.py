@@ -243,3 +243,19 @@ def test_write_private_replaces_the_content(tmp_path: Path) -> None:
     write_private(path, "short\n")
     assert path.read_text() == "short\n"
     assert _mode(path) == 0o600
+
+
+def test_a_second_notifier_on_one_state_file_is_refused_before_it_connects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its state file names its persistent MQTT session: two would throw each other off.
+    state = tmp_path / "notify-state.json"
+    with held_by_another_process(state, "notify") as proc:
+        status = main(
+            ["notify", "--mqtt", "mqtt://127.0.0.1:9", "--state", str(state), "--exec", "true"]
+        )
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1, err
+    assert f"notify state file {state} is in use by redox-streamer notify (pid {proc.pid}" in err
+    assert "--state" in err

@@ -32,6 +32,7 @@ from streamer.notify.notifier import (
     default_client_id,
     run_notifier,
 )
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Subscribe to <base>/+/alerts (QoS 1, persistent session) and turn every newly raised
@@ -219,12 +220,13 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s notify: %(message)s",
         datefmt="%H:%M:%S",
     )
-    seen = SeenStore(args.state)
-    notifier = Notifier(
-        channels, seen, include_cleared=args.cleared, min_severity=args.min_severity
-    )
-    client_id = args.client_id or default_client_id(args.state)
-    asyncio.run(_main(mqtt, notifier, client_id))
+    with hold_store(args.state, "notify"):
+        seen = SeenStore(args.state)
+        notifier = Notifier(
+            channels, seen, include_cleared=args.cleared, min_severity=args.min_severity
+        )
+        client_id = args.client_id or default_client_id(args.state)
+        asyncio.run(_main(mqtt, notifier, client_id))
     stats = notifier.stats
     _LOGGER.info(
         "stopped: %d delivered, %d failed, %d already delivered",
