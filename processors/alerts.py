@@ -16,6 +16,8 @@ The book's state round-trips through :meth:`AlertBook.to_dict` / :meth:`AlertBoo
 Severity (what the athlete should do):
 
 * ``info`` — nothing to change; good to know (e.g. ``grip_signal``: the good kind of stress).
+  A finding, not an alert: it is reported with its result (the grip test's ``class``) and
+  never opened in the book, so nothing pushes "no change needed" to a phone as an alert.
 * ``warning`` — an early warning; watch the next days, avoid adding load.
 * ``pull_back`` — reduce load now, decisively (the ARTICLE's advice is attached).
 """
@@ -38,6 +40,11 @@ class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"
     PULL_BACK = "pull_back"
+
+    @property
+    def raises_alerts(self) -> bool:
+        """Whether a rule of this severity raises alerts (``info`` never does)."""
+        return self is not Severity.INFO
 
 
 class AlertState(StrEnum):
@@ -148,6 +155,10 @@ class AlertBook:
         """Apply one evaluation; return the alert that was raised or cleared, else None."""
         rule = evaluation.rule_id
         current = self._open.get(rule)
+        if not evaluation.severity.raises_alerts:
+            # A finding, not an alert. One still open is from a book saved before info
+            # stopped raising alerts: close it, so the published alerts stop listing it.
+            return None if current is None else self._close(rule, current, at_ns)
         if evaluation.active is None:
             return None
         if evaluation.active:
@@ -172,6 +183,9 @@ class AlertBook:
         if quiet < self.clear_after:
             self._quiet[rule] = quiet
             return None
+        return self._close(rule, current, at_ns)
+
+    def _close(self, rule: str, current: Alert, at_ns: int) -> Alert:
         self._quiet.pop(rule, None)
         del self._open[rule]
         return replace(current, state=AlertState.CLEARED, cleared_at_ns=at_ns)

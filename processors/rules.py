@@ -24,8 +24,9 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     E.g. three sessions whose SmO2 rests ≥ 30 s at ~60%, drops to ~20% per effort and
     recovers mono-exponentially with τ ≥ 50 s (T95 ≈ 2.9·τ from the plateau end), with
     ≥ 200 s before the next effort.
-``grip_signal`` (info) — a grip test classified ``signal``: a drop ≥ 10% in the tests up
-    to 15 min, back below the drop that counts at the last test ≤ 15 min, and not still
+``grip_signal`` (info: reported as the grip test's class, never raised as an alert, see
+    :mod:`processors.alerts`) — a grip test classified ``signal``: a drop ≥ 10% in the tests
+    up to 15 min, back below the drop that counts at the last test ≤ 15 min, and not still
     down at 30 min. The drop that counts is the article's 10% until the athlete has 5
     grip tests stored, then 1.65·√2·CV of their own MVCs (the acute drop stays ≥ 10%).
     E.g. no history; MVC 50 kg; 0 min 45 kg, 5 min 46 kg, 15 min 48 kg, 30 min 49 kg.
@@ -40,6 +41,8 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     sessions < 48 h apart (72 h for ``older``), or (``elite``) a fourth consecutive one
     without a passive day. NOT YET EVALUATED by the streamer: no record says which sessions
     were high-intensity (``tests/test_rule_reachability.py`` names it as the one exception).
+    Being ``info`` it would not raise an alert once evaluated: its advice asks for a change,
+    so whoever wires it should decide whether it is a ``warning``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ init`` writes with comments):
     :func:`streamer.store.default_store_path`).
 ``[mqtt]``
     ``url`` (``mqtt://host:1883`` or ``mqtts://host:8883`` for TLS), ``username``,
-    ``password``, ``base_topic``, ``client_id``, ``protocol`` (``"3.1.1"`` or ``"5"``),
+    ``password``, ``base_topic``, ``client_id`` (the start of the client id: each process
+    adds its host, pid and a random part), ``protocol`` (``"3.1.1"`` or ``"5"``),
     ``ha_discovery``, ``ha_prefix``, ``keepalive_s``, ``publish_timeout_s``; ``[mqtt.tls]``
     ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
     ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
@@ -225,6 +226,30 @@ class InfluxConfig:
     retry_min_s: float = 0.5
     retry_max_s: float = 30.0
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> InfluxConfig:
+        """From ``http[s]://[user[:password]@]host[:port][/path]`` (a command-line flag)
+        plus options.
+
+        Credentials in the URL become ``username``/``password`` (HTTP basic auth on the v1
+        API), percent-escapes decoded, and leave the URL, so :attr:`url` is safe to print.
+        ``ValueError`` names what is wrong, with any password masked.
+        """
+        parsed = urllib.parse.urlsplit(url)
+        try:
+            parsed.port  # noqa: B018 -- raises for a port that is not a number
+        except ValueError:
+            raise ValueError(f"the port in {redact_url(url)!r} is not a number 1–65535") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"expected http://host:8086 or https://…, got {redact_url(url)!r}")
+        values: dict[str, Any] = {"url": strip_credentials(url).rstrip("/")}
+        if parsed.username:
+            values["username"] = urllib.parse.unquote(parsed.username)
+        if parsed.password:
+            values["password"] = Secret(urllib.parse.unquote(parsed.password))
+        values.update(options)
+        return cls(**values)
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -360,16 +385,16 @@ def _parse_mqtt_url(url: str, key: str, problems: list[str]) -> dict[str, Any] |
     if parsed.scheme not in ("mqtt", "mqtts"):
         problems.append(
             f"{key}: expected mqtt://host:1883 or mqtts://host:8883, got "
-            f"{_redact_url(url)!r} — the scheme must be mqtt or mqtts"
+            f"{redact_url(url)!r} — the scheme must be mqtt or mqtts"
         )
         return None
     try:
         port = parsed.port
     except ValueError:
-        problems.append(f"{key}: the port in {_redact_url(url)!r} is not a number 1–65535")
+        problems.append(f"{key}: the port in {redact_url(url)!r} is not a number 1–65535")
         return None
     if not parsed.hostname:
-        problems.append(f"{key}: no host in {_redact_url(url)!r} — e.g. mqtt://127.0.0.1:1883")
+        problems.append(f"{key}: no host in {redact_url(url)!r} — e.g. mqtt://127.0.0.1:1883")
         return None
     tls = parsed.scheme == "mqtts"
     out: dict[str, Any] = {
@@ -384,13 +409,21 @@ def _parse_mqtt_url(url: str, key: str, problems: list[str]) -> dict[str, Any] |
     return out
 
 
-def _redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.password is None:
         return url
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    user, _, _ = parsed.netloc.rpartition("@")[0].partition(":")
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{host}"))
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without ``user[:password]@`` (credentials travel apart from the address)."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=host))
 
 
 def _secret(t: _Table, name: str, env: Mapping[str, str]) -> Secret | None:
@@ -479,7 +512,7 @@ def _read_influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig | None:
     if url:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            t.problem("url", f"expected http://host:8086 or https://…, got {_redact_url(url)!r}")
+            t.problem("url", f"expected http://host:8086 or https://…, got {redact_url(url)!r}")
         if parsed.password:
             t.problem("url", "put credentials in username/password (or token), not in the URL")
     api = t.choice(
@@ -769,7 +802,7 @@ url = "mqtt://127.0.0.1:1883"          # mqtts://host:8883 for TLS
 # username = "redox"
 # password = "change-me"               # better: REDOX_MQTT_PASSWORD
 base_topic = "redox"                   # topics: redox/<athlete>/morning, ...
-# client_id = "redox-streamer-pi"
+# client_id = "redox-streamer-pi"     # start of the id; each process adds -host-pid-random
 protocol = "3.1.1"                     # "3.1.1" (any broker) or "5"
 ha_discovery = false                   # Home Assistant MQTT discovery
 # ha_prefix = "homeassistant"

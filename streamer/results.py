@@ -918,8 +918,9 @@ class AlertPayload:
         metadata=column(
             "tag",
             "",
-            "`info`, `warning` or `pull_back`",
-            influx_doc="`info`, `warning` or `pull_back`",
+            "`warning` or `pull_back` (`info` rules such as `grip_signal` are findings "
+            "reported in their result, never alerts; a store from before may still clear one)",
+            influx_doc="`warning` or `pull_back` (an `info` one only when an old one clears)",
         )
     )
     state: str = field(metadata=column("str", "", "`raised` or `cleared`"))

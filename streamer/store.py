@@ -65,6 +65,7 @@ from streamer.results import (
     SessionPayload,
     payload_type,
 )
+from streamer.store_lock import create_private
 
 SCHEMA_VERSION: Final = 2
 APP_NAME: Final = "redox-streamer"
@@ -466,6 +467,8 @@ class Store:
         part = path.with_name(f".{path.name}.new-{os.getpid()}")
         part.unlink(missing_ok=True)
         try:
+            # Mode 0600 before any health data is in it; SQLite gives its WAL the same.
+            create_private(part)
             db = self._connect(part)
             self._db = db
             self._migrate()

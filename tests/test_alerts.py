@@ -146,3 +146,43 @@ def test_lifecycle_alternates_raise_and_clear_per_rule(
     for states in history.values():
         expected = [AlertState.RAISED, AlertState.CLEARED] * len(states)
         assert states == expected[: len(states)]
+
+
+def _info(active: bool | None) -> RuleEvaluation:
+    return RuleEvaluation(
+        rule_id="grip_signal",
+        severity=Severity.INFO,
+        active=active,
+        message="grip drop recovered within 15 min",
+        advice="Acute signalling, the good kind of stress: no change needed.",
+        source="docs/rules.md",
+    )
+
+
+def test_an_info_finding_is_never_raised_as_an_alert() -> None:
+    book = AlertBook("ana")
+    assert [
+        book.update(_info(active), at_ns=i) for i, active in enumerate([True, False, True])
+    ] == [
+        None,
+        None,
+        None,
+    ]
+    assert book.open_alerts() == ()
+    assert not Severity.INFO.raises_alerts
+    assert Severity.WARNING.raises_alerts
+    assert Severity.PULL_BACK.raises_alerts
+
+
+def test_an_info_alert_left_open_by_an_older_book_is_cleared_at_its_next_evaluation() -> None:
+    old = Alert("grip_signal", Severity.INFO, "ana", "m", {}, "a", "s", raised_at_ns=1)
+    saved = {"schema": 1, "athlete": "ana", "clear_after": 1, "open": [old.to_dict()], "quiet": {}}
+    book = AlertBook.from_dict(saved)
+    cleared = book.update(_info(True), at_ns=9)
+    assert cleared is not None
+    assert (cleared.rule_id, cleared.state, cleared.cleared_at_ns) == (
+        "grip_signal",
+        AlertState.CLEARED,
+        9,
+    )
+    assert book.open_alerts() == ()

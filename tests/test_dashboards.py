@@ -13,14 +13,18 @@ that InfluxDB rejects, or that returns no value, fails.
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from processors.alerts import AlertBook, RuleEvaluation
+from processors.rules import CATALOGUE
 from streamer.config import InfluxConfig
+from streamer.results import Result, alert_result
 from streamer.sinks.influx import InfluxWriter
 from streamer.sinks.influx_schema import FIELD_TYPES
 from streamer.store import Store
@@ -116,12 +120,52 @@ def test_substitution_fills_every_variable_and_refuses_unknown_ones() -> None:
 
 
 async def _fill(influx: InfluxDB1, store_path: Path) -> None:
-    """History through the real pipeline and writer, then one day with live samples."""
+    """History through the real pipeline and writer, then one day with live samples, and
+    one alert that came and went."""
+    config = InfluxConfig(url=influx.url, db=DB, create_database=True)
     with Store(store_path.with_suffix(".writer.sqlite3")) as outbox:
-        writer = InfluxWriter(InfluxConfig(url=influx.url, db=DB, create_database=True), outbox)
+        writer = InfluxWriter(config, outbox)
         await replay(store_path, [writer], athletes=ATHLETES, days=HISTORY_DAYS, settle=[writer])
+        assert writer.status()["outbox_depth"] == 0
+        # Every alert of the history is still open at its end (the steady athlete's good
+        # grip drop is a finding, not an alert): a warning raised and cleared since feeds
+        # the "Alert cleared" annotations. (The replay drained and closed its writer.)
+        writer = InfluxWriter(config, outbox)
+        writer.accept(_raised_and_cleared("athlete1", "hrv_downtrend"))
+        task = asyncio.create_task(writer.run())
+        try:
+            left = await writer.drain(30.0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         status = writer.status()
+    assert left == 0
     assert (status["outbox_depth"], status["dead_lettered"], status["shed"]) == (0, 0, 0), status
+
+
+def _raised_and_cleared(athlete: str, rule: str) -> list[Result]:
+    """The two alert results of ``rule`` raised two days ago and cleared yesterday."""
+    day_ns = 86_400 * 10**9
+    now_ns = time.time_ns()
+    book = AlertBook(athlete)
+    evaluation = _evaluate(rule)
+    raised = book.update(evaluation(True), now_ns - 2 * day_ns)
+    cleared = book.update(evaluation(False), now_ns - day_ns)
+    assert raised is not None
+    assert cleared is not None
+    return [
+        alert_result(athlete, raised, [raised], ts_ns=now_ns - 2 * day_ns),
+        alert_result(athlete, cleared, [], ts_ns=now_ns - day_ns),
+    ]
+
+
+def _evaluate(rule: str) -> Callable[[bool], RuleEvaluation]:
+    spec = CATALOGUE[rule]
+
+    def evaluation(active: bool) -> RuleEvaluation:
+        return RuleEvaluation(rule, spec.severity, active, spec.title, spec.advice, spec.source)
+
+    return evaluation
 
 
 @pytest.fixture(scope="module")

@@ -542,3 +542,55 @@ def test_each_raised_alert_is_delivered_exactly_once_whatever_the_redeliveries(
     assert {(n.athlete, n.rule, n.raised_ts_ns) for n in channel.got} == {
         (a, r, T0 + d * 86_400 * 10**9) for a, r, d in messages
     }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ((), ["cat: hrv_downtrend (warning)", "bob: rhr_creep (pull back)"]),
+        (("--min-severity", "pull_back"), ["bob: rhr_creep (pull back)"]),
+        (
+            ("--min-severity", "info"),
+            [
+                "ann: grip_signal (info)",
+                "cat: hrv_downtrend (warning)",
+                "bob: rhr_creep (pull back)",
+            ],
+        ),
+    ],
+)
+async def test_min_severity_keeps_info_findings_off_phones_by_default(
+    shipped_mosquitto: ShippedBroker,
+    webhook: Webhook,
+    tmp_path: Path,
+    flags: tuple[str, ...],
+    expected: list[str],
+) -> None:
+    proc = notify_cmd(shipped_mosquitto, tmp_path / "state.json", "--webhook", webhook.url, *flags)
+    try:
+        proc.wait_line("subscribed to")
+        # An info alert as a streamer before this change raised it, then a warning, then a
+        # pull-back: the notifier handles messages in order, so once bob's is notified the
+        # two before it were decided.
+        await publish(
+            shipped_mosquitto,
+            ("redox/ann/alerts", raised_payload("ann", "grip_signal")),
+            ("redox/cat/alerts", raised_payload("cat", "hrv_downtrend")),
+            ("redox/bob/alerts", raised_payload("bob", "rhr_creep")),
+        )
+        proc.wait_line("webhook: notified bob")
+    finally:
+        assert proc.stop() == 0
+    assert [p.headers["Title"] for p in webhook.posts] == expected
+
+
+def test_a_severity_this_version_does_not_know_is_notified_as_a_warning() -> None:
+    notice = AlertNotice("ann", "new_rule", "catastrophic", "raised", "m", "a", "s", T0, None)
+    assert notice.rank == AlertNotice("ann", "r", "warning", "raised", "m", "a", "s", T0, None).rank
+    with pytest.raises(ValueError, match="min_severity"):
+        Notifier(
+            [CommandChannel("true")],
+            SeenStore(Path("/nonexistent/state.json")),
+            min_severity="high",
+        )

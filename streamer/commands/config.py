@@ -16,6 +16,7 @@ from streamer.config import (
     summary,
 )
 from streamer.errors import CliError
+from streamer.store_lock import write_private
 
 DESCRIPTION = f"""\
 The configuration is one TOML file: athletes and their devices, MQTT, InfluxDB, rule
@@ -83,7 +84,7 @@ def _init(args: argparse.Namespace) -> int:
         raise CliError(f"{path} exists; add --force to overwrite it, or --path to write elsewhere")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+        write_private(path, EXAMPLE_CONFIG)  # 0600: it will hold passwords and athletes
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}; choose another --path") from exc
     option = "" if args.path is None else f" --config {path}"

@@ -40,6 +40,7 @@ from streamer.demo.history import (
 )
 from streamer.errors import CliError
 from streamer.store import Store, StoreError
+from streamer.store_lock import hold_store
 
 DEFAULT_ATHLETES = 2
 DEFAULT_SPEED = 10.0
@@ -175,21 +176,21 @@ def influx_config(args: argparse.Namespace) -> InfluxConfig | None:
             "--influx-url needs --influx-db DB (v1 API) or --influx-bucket B "
             "--influx-org O --influx-token T (v2 API)"
         )
-    if not args.influx_url.startswith(("http://", "https://")):
-        raise CliError(f"--influx-url {args.influx_url!r}: expected http://host:8086 or https://…")
-    return (
-        InfluxConfig(
-            url=args.influx_url.rstrip("/"),
-            api="v2",
-            org=args.influx_org,
-            bucket=args.influx_bucket,
-            token=Secret(args.influx_token),
+    # Credentials in the URL (http://user:pw@host) become the v1 API's user and password.
+    try:
+        if v2:
+            return InfluxConfig.from_url(
+                args.influx_url,
+                api="v2",
+                org=args.influx_org,
+                bucket=args.influx_bucket,
+                token=Secret(args.influx_token),
+            )
+        return InfluxConfig.from_url(
+            args.influx_url, api="v1", db=args.influx_db, create_database=True
         )
-        if v2
-        else InfluxConfig(
-            url=args.influx_url.rstrip("/"), api="v1", db=args.influx_db, create_database=True
-        )
-    )
+    except ValueError as exc:
+        raise CliError(f"--influx-url: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,13 +211,14 @@ def run(args: argparse.Namespace) -> int:
             store_path = args.store
             note = f"store: {store_path}"
         print(note, flush=True)
+        stack.enter_context(hold_store(store_path, "demo"))
         try:
             store = stack.enter_context(Store(store_path))
         except StoreError as exc:
             raise CliError(f"--store: {exc}") from None
         influx = influx_config(args)
         if influx is not None:
-            print(f"InfluxDB: {args.influx_url}", flush=True)
+            print(f"InfluxDB: {influx.url}", flush=True)  # never the URL's password
         ids = athlete_ids(args.athletes)
         config = Config(
             athletes=tuple(AthleteConfig(id=a, name=a) for a in ids),

@@ -39,9 +39,16 @@ from streamer.config import (
 )
 from streamer.errors import CliError
 from streamer.sinks import influx, mqtt
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    mqtt_client,
+    process_client_id,
+    tls_context,
+)
 from streamer.sinks.outbox import Outbox
 from streamer.store import Store, StoreCorruptError, StoreError, salvage_hint
+from streamer.store_lock import holder
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
 BLUETOOTH_SCAN_S = 1.0
@@ -185,7 +192,12 @@ async def bluetooth_check(
 async def _mqtt(config: MqttConfig) -> None:
     # The publisher's and the notifier's factory: the same TLS (CA, client certificate,
     # insecure), credentials and protocol.
-    async with mqtt_client(config, tls=tls_context(config), timeout_s=CHECK_TIMEOUT_S):
+    async with mqtt_client(
+        config,
+        tls=tls_context(config),
+        timeout_s=CHECK_TIMEOUT_S,
+        identifier=process_client_id("doctor"),
+    ):
         pass
 
 
@@ -282,12 +294,15 @@ def check_influx(config: InfluxConfig | None) -> Check:
 def check_store(path: Path) -> Check:
     """The SQLite store opens (created if missing), its files and pages are sound (checked
     before it is written: a damaged store is named with the salvage command), and its
-    outbox depths."""
+    outbox depths; a store another process holds (a running ``run``) is only read, and its
+    holder named."""
+    held = holder(path)
     try:
-        with Store(path) as store:
+        with Store(path, read_only=held is not None) as store:
             detail = (
                 f"{path} (outboxes: MQTT {Outbox(store, mqtt.OUTBOX).depth()}, "
-                f"InfluxDB {Outbox(store, influx.OUTBOX).depth()})"
+                f"InfluxDB {Outbox(store, influx.OUTBOX).depth()}"
+                + (f"; in use by {held.describe()})" if held else ")")
             )
     except StoreCorruptError as exc:  # vetted and quick_check'ed before anything is written
         return Check("store", False, exc.problem, salvage_hint(path))
@@ -332,7 +347,10 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--mqtt: {exc}") from None
     influx = config.influx if config else None
     if args.influx_url:
-        influx = InfluxConfig(url=args.influx_url)
+        try:
+            influx = InfluxConfig.from_url(args.influx_url)  # credentials leave the URL
+        except ValueError as exc:
+            raise CliError(f"--influx-url: {exc}") from None
     needs_bluetooth = config is None
     if config is not None:
         try:

@@ -12,7 +12,8 @@ import asyncio
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from streamer.files.rr import UNITS
 from streamer.importing.daily_csv import FORMATS
 from streamer.importing.model import FitActivity, ImportSummary, RrRecording
 from streamer.store import StoreError, default_store_path
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Import history from files, through the same quality gate, processors, store and sinks
@@ -202,17 +204,23 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(path) if path.is_file() else Config()
 
 
-def _app(args: argparse.Namespace) -> App:
+@contextmanager
+def _app(args: argparse.Namespace) -> Iterator[App]:
+    """The app over the store, which this import holds alone while it writes."""
     config = _config(args)
     options: AthleteOptions = {"live": False}
     if getattr(args, "stabilisation_s", None) is not None:
         if not 0 <= args.stabilisation_s <= 600:
             raise CliError(f"--stabilisation-s {args.stabilisation_s:g}: give 0 to 600 seconds")
         options["morning_stabilisation_s"] = args.stabilisation_s
-    try:
-        return App.from_config(config, store=args.store or config.store_path, **options)
-    except StoreError as exc:
-        raise CliError(f"--store: {exc}") from None
+    store = args.store or config.store_path
+    with hold_store(store, "import"):
+        try:
+            app = App.from_config(config, store=store, **options)
+        except StoreError as exc:
+            raise CliError(f"--store: {exc}") from None
+        with app:
+            yield app
 
 
 def _progress(total_files: int) -> Callable[[int, int], None]:

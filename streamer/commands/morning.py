@@ -37,6 +37,7 @@ from streamer.athlete import AthleteState, MorningEnd, MorningStart
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.results import Kind, Result
+from streamer.store_lock import hold_store
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
     from devices.emulated import ChestStrap
@@ -181,7 +182,8 @@ def guided_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedS
     else:
         path = emulated_store_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-    with App.from_config(config or Config(), store=path) as app:
+    command = "morning" if kind is DeviceKind.STRAP else "grip-test"
+    with hold_store(path, command), App.from_config(config or Config(), store=path) as app:
         yield GuidedSetup(app, athlete, address, name, path)
 
 

@@ -24,12 +24,21 @@ from streamer.notify.channels import (
     WebhookChannel,
     parse_headers,
 )
-from streamer.notify.notifier import Notifier, SeenStore, default_client_id, run_notifier
+from streamer.notify.model import SEVERITY_RANK
+from streamer.notify.notifier import (
+    DEFAULT_MIN_SEVERITY,
+    Notifier,
+    SeenStore,
+    default_client_id,
+    run_notifier,
+)
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Subscribe to <base>/+/alerts (QoS 1, persistent session) and turn every newly raised
-pull-back alert into a notification, with its advice text: a desktop pop-up, a command
-of yours, and/or an HTTP webhook (ntfy-style). Each alert is notified ONCE per channel,
+alert at least as severe as --min-severity (default: warning and pull_back) into a
+notification, with its advice text: a desktop pop-up, a command of yours, and/or an HTTP
+webhook (ntfy-style). Each alert is notified ONCE per channel,
 even across restarts and reconnects: what was delivered is kept in a small state file.
 A delivery that fails is retried the next time the alert is seen.
 
@@ -122,6 +131,13 @@ def register(subparsers: Any) -> None:
         help="extra HTTP header for --webhook (repeatable), e.g. 'Authorization: Bearer tk_...'",
     )
     what = parser.add_argument_group("what and how")
+    what.add_argument(
+        "--min-severity",
+        choices=tuple(SEVERITY_RANK),
+        default=DEFAULT_MIN_SEVERITY,
+        help="notify alerts at least this severe (default: %(default)s; info findings such "
+        "as grip_signal ask for no change)",
+    )
     what.add_argument("--cleared", action="store_true", help="also notify when an alert clears")
     what.add_argument(
         "--state",
@@ -204,10 +220,13 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s notify: %(message)s",
         datefmt="%H:%M:%S",
     )
-    seen = SeenStore(args.state)
-    notifier = Notifier(channels, seen, include_cleared=args.cleared)
-    client_id = args.client_id or default_client_id(args.state)
-    asyncio.run(_main(mqtt, notifier, client_id))
+    with hold_store(args.state, "notify"):
+        seen = SeenStore(args.state)
+        notifier = Notifier(
+            channels, seen, include_cleared=args.cleared, min_severity=args.min_severity
+        )
+        client_id = args.client_id or default_client_id(args.state)
+        asyncio.run(_main(mqtt, notifier, client_id))
     stats = notifier.stats
     _LOGGER.info(
         "stopped: %d delivered, %d failed, %d already delivered",

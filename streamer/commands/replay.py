@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -27,6 +28,7 @@ from streamer.errors import CliError
 from streamer.payloads import iso_time
 from streamer.results import Result
 from streamer.store import StoreError
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Replay a recording of raw Bluetooth notifications (JSON Lines, one
@@ -111,11 +113,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.speed >= 0:
         raise CliError(f"--speed {args.speed:g}: give 0 (as fast as possible) or more")
     config, athlete = _config(args)
-    try:
-        app = App.from_config(config, store=args.store if args.store else ":memory:")
-    except StoreError as exc:
-        raise CliError(f"--store: {exc}") from None
-    with app:
+    store = args.store if args.store else ":memory:"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(hold_store(store, "replay"))
+        try:
+            app = stack.enter_context(App.from_config(config, store=store))
+        except StoreError as exc:
+            raise CliError(f"--store: {exc}") from None
         try:
             return asyncio.run(_replay(args, app, athlete))
         except RecordingError as exc:

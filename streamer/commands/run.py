@@ -24,6 +24,7 @@ from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             "no devices to stream: add devices to the athletes in the config, or "
             "pair them with `redox-streamer pair`"
         )
-    with App.from_config(config) as app:
+    with hold_store(config.store_path, "run"), App.from_config(config) as app:
         return asyncio.run(_run(args, app, devices))
 
 

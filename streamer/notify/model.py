@@ -14,6 +14,8 @@ from streamer.errors import StreamerError
 from streamer.results import JsonValue
 
 _SEVERITY_LABEL: Final = {"pull_back": "pull back", "warning": "warning", "info": "info"}
+SEVERITY_RANK: Final = {"info": 0, "warning": 1, "pull_back": 2}
+"""Severities from least to most urgent (``notify --min-severity``)."""
 
 
 def _int_or_none(value: JsonValue) -> int | None:
@@ -71,6 +73,12 @@ class AlertNotice:
             evidence=evidence if isinstance(evidence, dict) else {},
             topic=topic,
         )
+
+    @property
+    def rank(self) -> int:
+        """How urgent (:data:`SEVERITY_RANK`); a severity this version does not know ranks
+        as a warning, so it is notified rather than hidden."""
+        return SEVERITY_RANK.get(self.severity, SEVERITY_RANK["warning"])
 
     @property
     def key(self) -> str:

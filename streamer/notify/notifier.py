@@ -6,7 +6,9 @@ alert is ``{rule, severity, state, message, advice, evidence, source, raised_ts_
 cleared_ts_ns}``. The notifier subscribes with a persistent session, so alerts raised while
 it was away are queued by the broker, and:
 
-* notifies the ``event`` when it is ``raised`` (and, if asked, when it is ``cleared``);
+* notifies the ``event`` when it is ``raised`` (and, if asked, when it is ``cleared``) and
+  its severity is at least the notifier's ``min_severity`` (default ``warning``: an
+  ``info`` finding such as ``grip_signal`` — no change needed — is not pushed);
 * also notifies any ``active`` alert it has not delivered yet — so an alert missed while
   the session was gone (expired, broker wiped) is caught up from the retained message;
 * delivers each alert ONCE per channel: the key ``athlete | rule | raised_ts_ns | state``
@@ -42,13 +44,14 @@ from aiomqtt.exceptions import MqttConnectError
 
 from streamer.config import MqttConfig
 from streamer.errors import StreamerError
+from streamer.notify.model import SEVERITY_RANK, Channel, DeliveryError
 from streamer.notify.model import AlertNotice as AlertNotice
-from streamer.notify.model import Channel, DeliveryError
 from streamer.payloads import decode_payload
 from streamer.results import JsonValue
 from streamer.sinks.backoff import NOTIFY_RECONNECT
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
+    cancellation_kept,
     describe_failure,
     is_certificate_refused,
     mqtt_client,
@@ -66,6 +69,8 @@ SESSION_EXPIRY_S: Final = 14 * 24 * 3600
 #: CONNACK codes that retrying cannot fix (3.1.1: bad credentials / not authorised;
 #: MQTT 5: bad user name or password / not authorised).
 _AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
+DEFAULT_MIN_SEVERITY: Final = "warning"
+"""Notify warnings and pull-backs; ``info`` findings ask for no change (``--min-severity``)."""
 
 
 class NotifyError(StreamerError):
@@ -154,26 +159,38 @@ class SeenStore:
 @dataclass
 class NotifyStats:
     """Counters since start: messages handled to the end, deliveries, failed deliveries, alerts
-    already delivered (skipped), messages that were not redox alerts."""
+    already delivered (skipped), messages that were not redox alerts, alerts less severe
+    than the notifier's minimum (skipped)."""
 
     messages: int = 0
     delivered: int = 0
     failed: int = 0
     duplicates: int = 0
     malformed: int = 0
+    below_min_severity: int = 0
 
 
 class Notifier:
     """Decides which alerts to notify and hands them to every channel once."""
 
     def __init__(
-        self, channels: Sequence[Channel], seen: SeenStore, *, include_cleared: bool = False
+        self,
+        channels: Sequence[Channel],
+        seen: SeenStore,
+        *,
+        include_cleared: bool = False,
+        min_severity: str = DEFAULT_MIN_SEVERITY,
     ) -> None:
         if not channels:
             raise ValueError("a notifier needs at least one channel")
+        if min_severity not in SEVERITY_RANK:
+            raise ValueError(
+                f"min_severity {min_severity!r}: expected one of {', '.join(SEVERITY_RANK)}"
+            )
         self.channels = list(channels)
         self.seen = seen
         self.include_cleared = include_cleared
+        self.min_rank = SEVERITY_RANK[min_severity]
         self.stats = NotifyStats()
 
     async def handle(self, topic: str, payload: bytes | str) -> list[tuple[str, AlertNotice]]:
@@ -193,6 +210,9 @@ class Notifier:
         delivered: list[tuple[str, AlertNotice]] = []
         for notice in notices:
             if notice.state == "cleared" and not self.include_cleared:
+                continue
+            if notice.rank < self.min_rank:
+                self.stats.below_min_severity += 1
                 continue
             for channel in self.channels:
                 if (channel.name, notice.key) in self.seen:
@@ -260,14 +280,20 @@ async def run_notifier(
     delays = NOTIFY_RECONNECT.delays(rng)
     while True:
         try:
-            async with mqtt_client(
-                mqtt,
-                tls=context,
-                timeout_s=MQTT_TIMEOUT_S,
-                identifier=client_id,
-                session_expiry_s=SESSION_EXPIRY_S,
-            ) as client:
-                await client.subscribe(topic_filter, qos=1)
+            async with contextlib.AsyncExitStack() as stack:
+                # A cancel (Ctrl-C) arriving with CONNACK or SUBACK must stop the notifier,
+                # not be lost in aiomqtt's wait_for (see cancellation_kept).
+                with cancellation_kept():
+                    client = await stack.enter_async_context(
+                        mqtt_client(
+                            mqtt,
+                            tls=context,
+                            timeout_s=MQTT_TIMEOUT_S,
+                            identifier=client_id,
+                            session_expiry_s=SESSION_EXPIRY_S,
+                        )
+                    )
+                    await client.subscribe(topic_filter, qos=1)
                 if subscribed is not None:
                     subscribed.set()
                 _LOGGER.info(

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,14 @@ from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
 from streamer.sinks.backoff import Backoff, network_backoff
 from streamer.sinks.ha_discovery import discovery_messages
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    cancellation_kept,
+    describe_failure,
+    mqtt_client,
+    process_client_id,
+    tls_context,
+)
 from streamer.sinks.outbox import Entry, Message, Outbox
 from streamer.store import Store, StoreError
 from streamer.topics import Topics
@@ -191,7 +197,9 @@ class MqttPublisher:
         self._closing = False
         self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
         self._tls: ssl.SSLContext | None = None
-        self._client_id = config.client_id or f"redox-streamer-{socket.gethostname()}"
+        # Unique per process: a second streamer on the broker must not take this one's
+        # connection over (same id → the broker drops the older client).
+        self._client_id = process_client_id("streamer", config.client_id)
 
     # --- Sink protocol ----------------------------------------------------------------------
 
@@ -333,20 +341,34 @@ class MqttPublisher:
         """One connection: say online, send HA configs, deliver the outbox until it fails."""
         tls = await asyncio.to_thread(self._tls_context)  # reads certificate files
         client = self._make_client(tls)
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            await client.__aenter__()
+        # Every aiomqtt call this task awaits itself sits in cancellation_kept(): a cancel
+        # arriving with the broker's answer must stop run(), not be lost (mqtt_connect).
+        connected = False
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                with cancellation_kept():
+                    await client.__aenter__()
+                    connected = True
+        except BaseException:
+            if connected:  # connected, then cancelled or timed out: hang up before leaving
+                await self._hang_up(client)
+            raise
         try:
             self._client = client
             self._status.connected = True
             self._status.connects += 1
             self._status.connected_since_ns = time.time_ns()
             _LOGGER.info("MQTT connected to %s as %s", self.config.url, self._client_id)
-            await client.publish(self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True)
+            with cancellation_kept():
+                await client.publish(self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True)
             tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
             if self.config.ha_discovery and self.athletes:
-                await client.subscribe(self.topics.ha_status, qos=1)
+                with cancellation_kept():
+                    await client.subscribe(self.topics.ha_status, qos=1)
                 await self._send_discovery(client)
                 tasks.append(asyncio.create_task(self._watch_ha(client), name="mqtt ha"))
+            else:
+                tasks.append(asyncio.create_task(self._watch_link(client), name="mqtt link"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -358,15 +380,20 @@ class MqttPublisher:
         finally:
             self._client = None
             self._status.connected = False
-            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
-                async with asyncio.timeout(2.0):
+            await self._hang_up(client)
+
+    async def _hang_up(self, client: aiomqtt.Client) -> None:
+        """Disconnect ``client`` (at most 2 s); a failure to say goodbye is no error."""
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                with cancellation_kept():
                     await client.__aexit__(None, None, None)
-            # On a dead link the disconnect above may time out before aiomqtt records how
-            # the link ended; read that outcome when it comes, so that asyncio does not log
-            # "Future exception was never retrieved" for a connection already handled.
-            ended = getattr(client, "_disconnected", None)
-            if isinstance(ended, asyncio.Future):
-                ended.add_done_callback(_consume_outcome)
+        # On a dead link the disconnect above may time out before aiomqtt records how the
+        # link ended; read that outcome when it comes, so that asyncio does not log "Future
+        # exception was never retrieved" for a connection already handled.
+        ended = getattr(client, "_disconnected", None)
+        if isinstance(ended, asyncio.Future):
+            ended.add_done_callback(_consume_outcome)
 
     def _note_disconnect(self, exc: BaseException) -> None:
         self._status.disconnects += 1
@@ -437,6 +464,15 @@ class MqttPublisher:
             )
         )
         self._status.ha_configs_sent += len(messages)
+
+    async def _watch_link(self, client: aiomqtt.Client) -> None:
+        """End the session when the broker drops the connection while nothing is being sent
+        (a broker restart, another client taking this id over): the status then says so and
+        the reconnection starts at once, not at the next publish."""
+        # Nothing is subscribed: the iterator only ends, with MqttError, at a disconnect.
+        async for _message in client.messages:
+            pass
+        raise aiomqtt.MqttError("the broker closed the connection")
 
     async def _watch_ha(self, client: aiomqtt.Client) -> None:
         """Re-send discovery configs when Home Assistant (re)starts."""

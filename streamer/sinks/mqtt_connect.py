@@ -5,6 +5,13 @@ The publisher (:mod:`streamer.sinks.mqtt`), the notifier (:mod:`streamer.notify.
 each of them. What differs between them is passed in: the client id, the timeout, a Last
 Will, a persistent session.
 
+Client ids (:func:`process_client_id`) are unique per process: a broker disconnects a
+client when another connects with the same id, so two processes sharing one (two
+streamers, or a notifier copying the streamer's) would throw each other off in turn. Only
+the notifier keeps a stable id, because its persistent session is found by it. The shipped
+mosquitto config (``deploy/mosquitto/mosquitto.conf``) goes further and replaces every
+client id by the user name, so a reader's account cannot take over the writer's session.
+
 The TLS settings (``[mqtt.tls]``; TLS is on for ``mqtts://`` URLs or when that table is
 present) mean:
 
@@ -27,8 +34,15 @@ present) mean:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import re
+import secrets
+import socket
 import ssl
+from collections.abc import Iterator
 from typing import Final
 
 import aiomqtt
@@ -41,6 +55,26 @@ from streamer.errors import StreamerError
 
 _CERTIFICATE_FAILED: Final = "CERTIFICATE_VERIFY_FAILED"
 """OpenSSL's reason for a refused chain or host name (aiomqtt keeps only the text)."""
+
+
+HOST_PART_CHARS: Final = 16
+"""Characters of the host name kept in a client id (ids show in the broker's log)."""
+
+
+def process_client_id(role: str, prefix: str | None = None) -> str:
+    """A client id for this process only: ``<prefix>-<host>-<pid>-<random>``.
+
+    Args:
+        role: what connects (``"streamer"``, ``"doctor"``): the prefix is
+            ``redox-<role>`` unless ``prefix`` is given.
+        prefix: ``[mqtt] client_id`` from the config, if set: the id starts with it.
+
+    E.g. ``redox-streamer-raspberrypi-4711-9f3a1c``: the host and pid say in the broker's
+    log who connected; 24 random bits keep two processes apart even across hosts with the
+    same name.
+    """
+    host = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:HOST_PART_CHARS] or "host"
+    return f"{prefix or f'redox-{role}'}-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class MqttTlsError(StreamerError):
@@ -125,6 +159,27 @@ def mqtt_client(
         logger=logger,
         max_inflight_messages=max_inflight_messages,
     )
+
+
+@contextlib.contextmanager
+def cancellation_kept() -> Iterator[None]:
+    """Re-raise a cancellation that an aiomqtt call inside the block swallowed.
+
+    aiomqtt waits for CONNACK, PUBACK and SUBACK with ``asyncio.wait_for``, which on Python
+    3.11 returns the result instead of raising ``CancelledError`` when the cancellation
+    arrives just as the awaited answer does; the task then runs on as if never cancelled
+    (a publisher that never stops, a shutdown that hangs). A task's ``cancelling()``
+    count still records the request, so a block that ends normally while that count
+    rose was cancelled: raise it. (On Python ≥ 3.12 ``wait_for`` raises by itself and
+    this never fires.) Use it around each aiomqtt call a task awaits directly; calls in
+    child tasks gathered with ``asyncio.gather`` need none, because the gathering future
+    re-raises the cancellation it was asked for.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    yield
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 def is_certificate_refused(exc: BaseException) -> bool:
