@@ -19,6 +19,7 @@ from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
+from streamer.app import device_state
 from streamer.app.assembly import App
 from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import run_for, running
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
             "no devices to stream: add devices to the athletes in the config, or "
             "pair them with `redox-streamer pair`"
         )
+    # Every streamed device (paired ones too) gets its Home Assistant entities.
+    config = device_state.with_streamed_devices(config, devices)
     with App.from_config(config) as app:
         return asyncio.run(_run(args, app, devices))
 
@@ -217,8 +220,12 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
         )
         view = LiveView(model, force_plain=args.plain)
         watch = AdapterWatch(drivers, view.say)
+        states = device_state.for_run(
+            app.sinks, drivers, lambda a, d: app.states[a].snapshot.battery_pct.get(d)
+        )
         async with running(pipeline, view) as task:
-            await run_for(pipeline, args.duration, on_tick=watch.check)
+            await run_for(pipeline, args.duration, on_tick=lambda: _tick(watch, states))
+            states.stop()  # before the sinks' final flush: retained states say "stopped"
             model.phase = "stopping: flushing to the sinks"
             await task
     status = pipeline.status()
@@ -237,6 +244,11 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
         print(f"no device connected during the run: {watch.problem}")
         return 1
     return 0
+
+
+def _tick(watch: AdapterWatch, states: device_state.DeviceStates) -> None:
+    watch.check()
+    states.check()
 
 
 class AdapterWatch:
