@@ -1,21 +1,27 @@
 """Each device's connection, battery and last-seen time, published retained on MQTT by ``run``.
 
-``run`` calls :meth:`DeviceStates.check` every tick of its loop and :meth:`DeviceStates.stop`
-when it stops. A device's :class:`~streamer.results.DeviceStatePayload` goes to
+:class:`DeviceStates` runs as one more source of ``run``'s pipeline: it looks at the
+drivers every :data:`DEVICE_STATE_CHECK_S` (:meth:`DeviceStates.check`), and when the
+pipeline stops it — sources are cancelled before the sinks' final flush — it publishes
+the last states (:meth:`DeviceStates.stop`) in time for that flush.
+
+A device's :class:`~streamer.results.DeviceStatePayload` goes to
 ``<base>/<athlete>/<device>/state`` (retained, QoS 1, through the MQTT sink's outbox like
-every other result) when what a reader acts on changes — connected or not, the connection
-phase, the battery level, the problem — and every :data:`DEVICE_STATE_REFRESH_S` while it
-stays connected, so that ``last_seen_ts_ns`` stays fresh without one message per
-notification. At the end each device is published once more as ``stopped``: the retained
-state then says that ``run`` ended, not that a strap is still connected.
+every other result) when what a reader acts on changes — connected or not, the
+connection phase, the battery level, the problem, the first notification — and every
+:data:`DEVICE_STATE_REFRESH_S` while it stays connected, so that ``last_seen_ts_ns``
+stays fresh without one message per notification. At the end each device is published
+once more as ``stopped``: the retained state then says that ``run`` ended, not that a
+strap is still connected.
 
 Home Assistant reads these topics through the ``connectivity`` and ``battery`` entities of
 :func:`streamer.sinks.ha_discovery.device_configs`; ``redox-streamer status`` reads them
-when no ``run`` shares its process.
+from another process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +33,8 @@ from streamer.results import DeviceStatePayload, Result
 
 DEVICE_STATE_REFRESH_S: Final = 60.0
 """Longest time between two states of a connected device (its ``last_seen_ts_ns``), s."""
+DEVICE_STATE_CHECK_S: Final = 1.0
+"""How often the drivers are looked at, s: a change is published within this."""
 
 
 class DriverLike(Protocol):
@@ -87,8 +95,10 @@ class _Sent:
 
 
 def _what_matters(payload: DeviceStatePayload) -> DeviceStatePayload:
-    """The payload without what changes all the time (last seen, counters)."""
-    return replace(payload, last_seen_ts_ns=None, reconnects=0, gaps=0)
+    """The payload without what changes all the time (counters, the last-seen time; its
+    first value matters: "never seen" becomes "seen")."""
+    seen = None if payload.last_seen_ts_ns is None else 0
+    return replace(payload, last_seen_ts_ns=seen, reconnects=0, gaps=0)
 
 
 class DeviceStates:
@@ -100,7 +110,10 @@ class DeviceStates:
         sinks: the MQTT sinks (their ``accept``); none: nothing is published.
         clock_ns: wall clock, ns since the epoch (the states' time).
         refresh_s: longest time between two states of a connected device, s.
+        check_s: how often :meth:`run` looks at the drivers, s.
     """
+
+    name = "device states"
 
     def __init__(
         self,
@@ -110,14 +123,26 @@ class DeviceStates:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         refresh_s: float = DEVICE_STATE_REFRESH_S,
+        check_s: float = DEVICE_STATE_CHECK_S,
     ) -> None:
         self.drivers = drivers
         self.battery_pct = battery_pct
         self.sinks = tuple(sinks)
         self.clock_ns = clock_ns
         self.refresh_ns = round(refresh_s * 1e9)
+        self.check_s = check_s
         self._sent: dict[tuple[str, str], _Sent] = {}
         self.published = 0
+
+    async def run(self) -> None:
+        """Check every ``check_s`` until cancelled; then publish every device as stopped."""
+        try:
+            while True:
+                self.check()
+                await asyncio.sleep(self.check_s)  # a polling period, not a wait for an event
+        except asyncio.CancelledError:
+            self.stop()
+            raise
 
     def check(self) -> None:
         """Publish the states that changed, or that were not refreshed for ``refresh_s``."""
@@ -159,7 +184,8 @@ def for_run(
     drivers: Mapping[str, Sequence[tuple[str, DriverLike]]],
     battery_pct: Callable[[str, str], int | None],
 ) -> DeviceStates:
-    """The device states of ``run``, published to its MQTT sinks (none: a no-op)."""
+    """The device states of ``run``, published to its MQTT sinks (none: a no-op); add it
+    to the pipeline as a source (``pipeline.add_source``)."""
     from streamer.sinks.mqtt import MqttPublisher
 
     mqtt = [s for s in sinks if isinstance(s, MqttPublisher)]

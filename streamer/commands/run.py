@@ -220,12 +220,14 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
         )
         view = LiveView(model, force_plain=args.plain)
         watch = AdapterWatch(drivers, view.say)
-        states = device_state.for_run(
-            app.sinks, drivers, lambda a, d: app.states[a].snapshot.battery_pct.get(d)
+        # Each device's state on MQTT (retained), the last one "stopped" (before the flush).
+        pipeline.add_source(
+            device_state.for_run(
+                app.sinks, drivers, lambda a, d: app.states[a].snapshot.battery_pct.get(d)
+            )
         )
         async with running(pipeline, view) as task:
-            await run_for(pipeline, args.duration, on_tick=lambda: _tick(watch, states))
-            states.stop()  # before the sinks' final flush: retained states say "stopped"
+            await run_for(pipeline, args.duration, on_tick=watch.check)
             model.phase = "stopping: flushing to the sinks"
             await task
     status = pipeline.status()
@@ -244,11 +246,6 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
         print(f"no device connected during the run: {watch.problem}")
         return 1
     return 0
-
-
-def _tick(watch: AdapterWatch, states: device_state.DeviceStates) -> None:
-    watch.check()
-    states.check()
 
 
 class AdapterWatch:
