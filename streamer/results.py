@@ -1042,8 +1042,8 @@ class StatusPayload(Payload):
 @dataclass(frozen=True, slots=True)
 class DeviceStatePayload(Payload):
     """One device's connection as ``run`` sees it: retained, re-published when the
-    connection or the battery changes and every ``DEVICE_STATE_REFRESH_S`` while connected
-    (for ``last_seen_ts_ns``), and once with ``connection`` ``stopped`` when ``run`` ends
+    connection or the battery changes and every 10 s while connected (for
+    ``last_seen_ts_ns``), and once with ``connection`` ``stopped`` when ``run`` ends
     (:mod:`streamer.app.device_state`). MQTT only; its time is when it was published."""
 
     KIND: ClassVar[Kind] = Kind.DEVICE

@@ -31,8 +31,9 @@ from devices.drivers import DriverStatus
 from streamer.config import Config, DeviceConfig
 from streamer.results import DeviceStatePayload, Result
 
-DEVICE_STATE_REFRESH_S: Final = 60.0
-"""Longest time between two states of a connected device (its ``last_seen_ts_ns``), s."""
+DEVICE_STATE_REFRESH_S: Final = 10.0
+"""Longest time between two states of a connected device, s: its ``last_seen_ts_ns`` is
+never older than this while it streams (one small retained message per device per 10 s)."""
 DEVICE_STATE_CHECK_S: Final = 1.0
 """How often the drivers are looked at, s: a change is published within this."""
 

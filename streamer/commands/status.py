@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -32,7 +33,13 @@ from processors.rules import CATALOGUE
 from streamer.config import Config, MqttConfig, load_config, resolve_config_path
 from streamer.errors import CliError
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, decode_payload, iso_time
-from streamer.results import DeviceStatePayload, JsonValue, MorningPayload, PayloadError
+from streamer.results import (
+    DeviceStatePayload,
+    JsonValue,
+    MorningPayload,
+    PayloadError,
+    published_name,
+)
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.store import Store, StoreError, default_store_path
 from streamer.topics import Topics
@@ -348,7 +355,13 @@ def _athlete_json(a: AthleteStatus, broker: Broker, now_ns: int) -> dict[str, Js
             for d in _device_states(a, broker)
         ]
         devices += [
-            {"device": name, "state_ts_ns": None, "connection": "unknown"}
+            {
+                "device": name,
+                "state_ts_ns": None,
+                **dict.fromkeys(_STATE_KEYS),
+                "connection": "unknown",  # no state published for it yet
+                "last_seen_age_s": None,
+            }
             for name in _silent(a, broker)
         ]
     return {
@@ -372,6 +385,9 @@ def _athlete_json(a: AthleteStatus, broker: Broker, now_ns: int) -> dict[str, Js
         ],
         "devices": devices,
     }
+
+
+_STATE_KEYS: Final = tuple(published_name(f) for f in dataclasses.fields(DeviceStatePayload))
 
 
 def _num(value: float | None) -> float | None:
@@ -497,9 +513,10 @@ def _device_text(d: DeviceState, now_ns: int) -> str:
         if s.last_seen_ts_ns is not None
         else "never seen"
     )
-    text = f"{d.device}: {s.connection}, {battery}, {seen}"
-    if s.connection == "stopped":
-        text += f" (run stopped {_ago(d.ts_ns, now_ns)})"
+    connection = s.connection
+    if connection == "stopped":
+        connection += f" {_ago(d.ts_ns, now_ns)}"  # when `run` ended
+    text = f"{d.device}: {connection}, {battery}, {seen}"
     if s.problem:
         text += f" — {s.problem}"
     return text
