@@ -290,6 +290,8 @@ async def _status_json(config: Path) -> dict[str, Any]:
         "--config",
         str(config),
         "--json",
+        "--timeout",
+        "30",  # a bound only: a loaded machine may be slow to connect
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -233,8 +233,12 @@ async def read_broker(config: MqttConfig | None, timeout_s: float) -> Broker:
                     elif data:  # an empty retained message clears the topic
                         _add_state(broker, topic, data)
     except TimeoutError:
-        if not broker.reachable:
-            broker.problem = f"no answer within {timeout_s:g} s"
+        broker.problem = (
+            f"device states may be incomplete: the broker did not echo this client's probe "
+            f"within {timeout_s:g} s (does its ACL let this user publish under {topics.base}/?)"
+            if broker.reachable
+            else f"no answer within {timeout_s:g} s"
+        )
     except (aiomqtt.MqttError, OSError, MqttTlsError) as exc:
         broker.reachable = False
         broker.problem = describe_failure(config, exc)[:200]
@@ -548,4 +552,4 @@ def _broker_line(broker: Broker) -> str:
         bridge = "no `run` is streaming (bridge offline): device states are the last ones"
     else:
         bridge = "no `run` has published here yet"
-    return f"{broker.url}: {bridge}"
+    return f"{broker.url}: {bridge}" + (f"; {broker.problem}" if broker.problem else "")
