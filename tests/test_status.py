@@ -23,6 +23,7 @@ from streamer.cli import main
 from streamer.results import RESERVED_KEYS, DeviceStatePayload, Result
 from streamer.store import Store
 from tests.servers import Mosquitto
+from tests.shipped_mosquitto import PASSWORDS, ShippedBroker
 from tests.test_docs_in_sync import TOPIC_SECTIONS, row
 from tests.test_import_history import write_elite_hrv_exports
 
@@ -407,3 +408,27 @@ async def test_status_text_names_the_run_state_from_the_bridge(
     assert "strap: no state published yet" in text
     assert "no `run` has published here yet" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_user_whose_acl_drops_the_probe_is_told_the_states_may_be_incomplete(
+    tmp_path: Path, shipped_mosquitto: ShippedBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped ACL lets `homeassistant` read redox/# but not publish there: the probe
+    that marks the end of the retained states never comes back (the bound is the wait)."""
+    port = shipped_mosquitto.port
+    Store(tmp_path / "store.sqlite3").close()
+    for user, ok in (("redox-streamer", True), ("homeassistant", False)):
+        url = f"mqtt://{user}:{PASSWORDS[user]}@127.0.0.1:{port}"
+        config = _config(tmp_path, f'[mqtt]\nurl = "{url}"\n')
+        code, out, err = _status(capsys, "--config", str(config), "--json", "--timeout", "3")
+        assert code == 0, err
+        assert PASSWORDS[user] not in out
+        broker = json.loads(out)["broker"]
+        assert broker["reachable"] is True
+        if ok:
+            assert broker["problem"] is None
+        else:
+            assert "may be incomplete" in broker["problem"]
+            assert "ACL" in broker["problem"]
