@@ -89,6 +89,7 @@ COMMANDS: tuple[Command, ...] = (
         "export an athlete's daily values or sessions as CSV",
         "streamer.commands.export",
     ),
+    Command("status", "athletes' baselines, alerts and devices now", "streamer.commands.status"),
     Command(
         "report",
         "picture of an athlete's last weeks (PNG or HTML) from the local store",

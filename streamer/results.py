@@ -71,6 +71,8 @@ class Kind(enum.StrEnum):
     GRIP = "grip"
     ALERTS = "alerts"
     STATUS = "status"
+    # Device state: one retained topic per device, published by `run` (MQTT only).
+    DEVICE = "device"
 
     @property
     def is_live(self) -> bool:
@@ -176,8 +178,8 @@ class Result:
             raise ValueError(f"ts_ns must be a non-negative int (ns since epoch): {self.ts_ns!r}")
         if not self.athlete:
             raise ValueError("athlete must be a non-empty id")
-        if self.kind.is_live and not self.device:
-            raise ValueError(f"a live {self.kind.value} result needs its device")
+        if (self.kind.is_live or self.kind is Kind.DEVICE) and not self.device:
+            raise ValueError(f"a {self.kind.value} result needs its device")
         clash = RESERVED_KEYS.intersection(self.fields)
         if clash:
             raise ValueError(f"fields may not use the payload header keys {sorted(clash)}")
@@ -241,7 +243,7 @@ class Result:
         return cls(Kind(kind), athlete, when, fields, device)
 
 
-RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS})
+RETAINED_KINDS: Final = frozenset({Kind.MORNING, Kind.ALERTS, Kind.STATUS, Kind.DEVICE})
 
 
 # --- one frozen payload type per result kind ----------------------------------------------
@@ -1038,6 +1040,57 @@ class StatusPayload(Payload):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceStatePayload(Payload):
+    """One device's connection as ``run`` sees it: retained, re-published when the
+    connection or the battery changes and every 10 s while connected (for
+    ``last_seen_ts_ns``), and once with ``connection`` ``stopped`` when ``run`` ends
+    (:mod:`streamer.app.device_state`). MQTT only; its time is when it was published."""
+
+    KIND: ClassVar[Kind] = Kind.DEVICE
+    MEASUREMENT: ClassVar[str | None] = None
+    DEVICE: ClassVar[bool] = True
+
+    device_kind: str = field(
+        metadata=column(None, "", "what the device is for: `strap`, `smo2`, `grip`, `power` …")
+    )
+    model: str = field(metadata=column(None, "", "its model (the device table's row name)"))
+    address: str | None = field(
+        metadata=column(None, "", "its Bluetooth address (null while found by name only)")
+    )
+    connected: bool = field(
+        metadata=column(None, "", "true while a subscribed link is up (HA `connectivity`)")
+    )
+    connection: str = field(
+        metadata=column(
+            None,
+            "",
+            "`connected`; `connecting` (not yet connected in this run); `reconnecting` (the "
+            "link was lost, retrying with back-off); `stopped` (`run` ended)",
+        )
+    )
+    battery_pct: int | None = field(
+        metadata=column(
+            None, "%", "battery level the device last reported (null: not reported this run)"
+        )
+    )
+    last_seen_ts_ns: int | None = field(
+        metadata=column(
+            None, "ns", "when its last notification arrived, ns since the epoch (null: never)"
+        )
+    )
+    reconnects: int = field(metadata=column(None, "", "connections after the first, this run"))
+    gaps: int = field(metadata=column(None, "", "interruptions marked in its stream, this run"))
+    problem: str | None = field(
+        metadata=column(
+            None,
+            "",
+            "why it is not connected, when known: the Bluetooth adapter's problem with its "
+            "fix, else the last connection error",
+        )
+    )
+
+
 PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
     HeartRatePayload,
     SmO2Payload,
@@ -1051,6 +1104,7 @@ PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
     GripPayload,
     AlertsPayload,
     StatusPayload,
+    DeviceStatePayload,
 )
 """Every payload type; each result kind has at least one (``oxygenation`` has two, told
 apart by their constant ``scope``). The one table :func:`parse`, the InfluxDB schema and the

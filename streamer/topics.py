@@ -11,6 +11,7 @@ topic                                       QoS  retained  payload
 ``<base>/<athlete>/grip``                   1    no        grip test and its class
 ``<base>/<athlete>/alerts``                 1    yes       open alerts + the event that changed them
 ``<base>/<athlete>/status``                 1    yes       readiness summary
+``<base>/<athlete>/<device>/state``         1    yes       device connection, battery, last seen
 ``<prefix>/<component>/<node>/<obj>/config``  1  yes       Home Assistant discovery
 ==========================================  ===  ========  =====================================
 
@@ -104,6 +105,8 @@ class Topics:
         """``<base>/<athlete>/<hrv|morning|oxygenation|grip|alerts|status>``."""
         if kind.is_live:
             raise ValueError(f"{kind.value} is a live kind: use Topics.live(athlete, device)")
+        if kind is Kind.DEVICE:
+            raise ValueError("device state is per device: use Topics.device_state(athlete, device)")
         return f"{self.base}/{segment(athlete)}/{_SUFFIX[kind]}"
 
     def for_result(self, result: Result) -> str:
@@ -111,7 +114,19 @@ class Topics:
         if result.kind.is_live:
             assert result.device is not None  # Result enforces it for live kinds
             return self.live(result.athlete, result.device)
+        if result.kind is Kind.DEVICE:
+            assert result.device is not None  # Result enforces it for device state
+            return self.device_state(result.athlete, result.device)
         return self.athlete(result.athlete, result.kind)
+
+    def device_state(self, athlete: str, device: str) -> str:
+        """``<base>/<athlete>/<device>/state``: the device's connection, retained."""
+        return f"{self.base}/{segment(athlete)}/{segment(device)}/state"
+
+    @property
+    def device_states(self) -> str:
+        """``<base>/+/+/state``: every device state (a subscription filter)."""
+        return f"{self.base}/+/+/state"
 
     @property
     def ha_status(self) -> str:

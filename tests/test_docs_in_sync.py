@@ -197,12 +197,15 @@ def _pattern(topic: str, kind: Kind) -> str:
     parts = topic.split("/")
     if kind in LIVE_KINDS:
         return "<base>/<athlete>/<device>/live"
+    if kind is Kind.DEVICE:
+        return "<base>/<athlete>/<device>/state"
     return "/".join(["<base>", "<athlete>", *parts[2:]])
 
 
 @pytest.mark.parametrize("kind", [k for k in Kind if k not in LIVE_KINDS])
 def test_every_result_topic_is_in_the_tree_with_its_qos_and_retain(kind: Kind) -> None:
-    result = Result(kind, "ann", 1, {"event": {"state": "raised"}} if kind is Kind.ALERTS else {})
+    fields = {"event": {"state": "raised"}} if kind is Kind.ALERTS else {}
+    result = Result(kind, "ann", 1, fields, "strap" if kind is Kind.DEVICE else None)
     topic = _pattern(Topics().for_result(result), kind)
     cells = row(TOPIC_TREE, f"`{topic}`")
     assert cells is not None, f"{topic} not in the topic tree"
@@ -281,7 +284,8 @@ def test_line_protocol_parser_handles_escapes_and_strings() -> None:
 
 @pytest.mark.integration
 def test_history_produced_every_kind_of_result(produced: list[Result]) -> None:
-    assert {r.kind for r in produced} == set(Kind)
+    # Device state is `run`'s, not the pipeline's (tests/test_status.py checks its keys).
+    assert {r.kind for r in produced} == set(Kind) - {Kind.DEVICE}
     rules = {
         r.fields["event"]["rule"]
         for r in produced  # type: ignore[index,call-overload]

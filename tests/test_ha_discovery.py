@@ -57,4 +57,20 @@ def test_one_binary_sensor_per_rule_that_asks_for_action() -> None:
     assert set(ACTION_RULES) == {r for r, s in CATALOGUE.items() if s.severity.value != "info"}
     assert "grip_signal" not in ACTION_RULES
     topics = [t for t, _ in discovery_messages(Topics(), _athletes()[:1])]
-    assert sorted(t.split("/")[3] for t in topics if "/binary_sensor/" in t) == sorted(ACTION_RULES)
+    rules = [t.split("/")[3] for t in topics if "/binary_sensor/" in t and "/device_" not in t]
+    assert sorted(rules) == sorted(ACTION_RULES)
+
+
+def test_each_device_has_a_connectivity_and_a_battery_entity_on_its_state_topic() -> None:
+    messages = {t: json.loads(p) for t, p in discovery_messages(Topics(), _athletes())}
+    link = messages["homeassistant/binary_sensor/redox_alice/device_chest_connected/config"]
+    battery = messages["homeassistant/sensor/redox_alice/device_chest_battery/config"]
+    assert link["state_topic"] == battery["state_topic"] == "redox/alice/chest/state"
+    assert link["device_class"] == "connectivity"
+    assert link["value_template"] == "{{ 'ON' if value_json.connected else 'OFF' }}"
+    assert (link["payload_on"], link["payload_off"]) == ("ON", "OFF")
+    assert battery["device_class"] == "battery"
+    assert battery["unit_of_measurement"] == "%"
+    assert battery["value_template"] == "{{ value_json.battery_pct }}"
+    # Bob has no device: no device entities.
+    assert not [t for t in messages if "redox_bob/device_" in t]

@@ -123,7 +123,7 @@ def test_every_result_kind_maps_to_a_measurement_or_is_declared_mqtt_only() -> N
 
     assert set(MEASUREMENT) | MQTT_ONLY_KINDS == set(Kind)
     assert not set(MEASUREMENT) & MQTT_ONLY_KINDS
-    assert {Kind.STATUS} == MQTT_ONLY_KINDS
+    assert {Kind.STATUS, Kind.DEVICE} == MQTT_ONLY_KINDS
     assert {cls.KIND for cls in PAYLOAD_TYPES} == set(Kind), "a kind has no payload type"
 
 

@@ -254,7 +254,8 @@ async def test_home_assistant_configs_are_resent_when_ha_comes_online(
     publisher = MqttPublisher(
         _config(mosquitto, ha_discovery=True), store, athletes=[athlete], backoff=FAST
     )
-    per_round = 6 + len(ACTION_RULES)
+    # Six sensors, a problem sensor per action rule, connectivity and battery per device.
+    per_round = 6 + len(ACTION_RULES) + 2 * len(athlete.devices)
     async with running(publisher):
         await sub.wait_for(lambda: len(sub.received) >= per_round, what="discovery configs")
         async with aiomqtt.Client(HOST, mosquitto.port) as ha:

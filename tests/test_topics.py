@@ -39,7 +39,22 @@ def test_live_topic_has_exactly_five_levels_whatever_the_names(athlete: str, dev
     assert all(_is_safe_level(lv) for lv in levels)
 
 
-@given(st.text(), st.sampled_from([k for k in Kind if not k.is_live]))
+@given(st.text(), st.text())
+def test_device_state_topic_has_four_levels_and_no_athlete_topic_matches_its_filter(
+    athlete: str, device: str
+) -> None:
+    topics = Topics("redox")
+    levels = topics.device_state(athlete, device).split("/")
+    assert len(levels) == 4
+    assert levels[0] == "redox"
+    assert levels[3] == "state"
+    assert all(_is_safe_level(lv) for lv in levels)
+    # `status` subscribes to this filter: athlete topics and the bridge state have 3 levels.
+    assert topics.device_states == "redox/+/+/state"
+    assert len(topics.bridge_state.split("/")) == 3
+
+
+@given(st.text(), st.sampled_from([k for k in Kind if not k.is_live and k is not Kind.DEVICE]))
 def test_athlete_topics_keep_their_shape(athlete: str, kind: Kind) -> None:
     levels = Topics("home/redox").athlete(athlete, kind).split("/")
     assert levels[:2] == ["home", "redox"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
+from streamer.app import device_state
 from streamer.app.assembly import App
 from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import run_for, running
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             "no devices to stream: add devices to the athletes in the config, or "
             "pair them with `redox-streamer pair`"
         )
+    # Every streamed device (paired ones too) gets its Home Assistant entities.
+    config = device_state.with_streamed_devices(config, devices)
     with hold_store(config.store_path, "run"), App.from_config(config) as app:
         return asyncio.run(_run(args, app, devices))
 
@@ -220,6 +223,12 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
         )
         view = LiveView(model, force_plain=args.plain)
         watch = AdapterWatch(drivers, view.say)
+        # Each device's state on MQTT (retained), the last one "stopped" (before the flush).
+        pipeline.add_source(
+            device_state.for_run(
+                app.sinks, drivers, lambda a, d: app.states[a].snapshot.battery_pct.get(d)
+            )
+        )
         async with running(pipeline, view) as task:
             await run_for(pipeline, args.duration, on_tick=watch.check)
             model.phase = "stopping: flushing to the sinks"

@@ -10,7 +10,10 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
   %), readiness (``state`` of ``status``);
 * one binary sensor (device class ``problem``) per alert rule that asks for action
   (severity warning or pull-back): ON while the rule is in the ``active`` list of the
-  retained ``alerts`` topic.
+  retained ``alerts`` topic;
+* per device of the athlete (:func:`device_configs`): a ``connectivity`` binary sensor
+  (``connected`` of the retained ``<base>/<athlete>/<device>/state``) and a ``battery``
+  sensor (``battery_pct``, %).
 
 Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
 entities go unavailable when the streamer dies. The publisher re-sends these configs when
@@ -32,6 +35,7 @@ from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE
 from streamer.results import (
     AlertPayload,
     AlertsPayload,
+    DeviceStatePayload,
     GripPayload,
     HeartRatePayload,
     Kind,
@@ -200,6 +204,53 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
                     device_class="problem",
                     payload_on="ON",
                     payload_off="OFF",
+                ),
+            )
+        )
+    out.extend(device_configs(topics, athlete))
+    return out
+
+
+def device_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(config topic, config object) of each device's connectivity and battery entities,
+    read from its retained state topic (``run`` publishes it: :mod:`streamer.app.device_state`)."""
+    node = f"redox_{slug(athlete.id)}"
+    out: list[tuple[str, dict[str, Any]]] = []
+    for device in athlete.devices:
+        state = topics.device_state(athlete.id, device.id)
+        key = f"device_{slug(device.id)}"
+        connected = _key(DeviceStatePayload, "connected")
+        out.append(
+            (
+                topics.ha_config("binary_sensor", node, f"{key}_connected"),
+                _entity(
+                    topics,
+                    athlete,
+                    f"{key}_connected",
+                    f"{device.id} connection",
+                    state,
+                    f"{{{{ 'ON' if value_json.{connected} else 'OFF' }}}}",
+                    device_class="connectivity",
+                    payload_on="ON",
+                    payload_off="OFF",
+                    entity_category="diagnostic",
+                ),
+            )
+        )
+        out.append(
+            (
+                topics.ha_config("sensor", node, f"{key}_battery"),
+                _entity(
+                    topics,
+                    athlete,
+                    f"{key}_battery",
+                    f"{device.id} battery",
+                    state,
+                    _value(DeviceStatePayload, "battery_pct"),
+                    device_class="battery",
+                    unit_of_measurement="%",
+                    state_class="measurement",
+                    entity_category="diagnostic",
                 ),
             )
         )

@@ -122,7 +122,7 @@ FIELD_TYPES: Final[Mapping[str, Mapping[str, type]]] = _FIELD_TYPES
 MEASUREMENT: Final[Mapping[Kind, str]] = _MEASUREMENT
 
 #: Kinds whose payload types declare ``MEASUREMENT = None``: published on MQTT only
-#: (``status``: a state topic, derived from the others).
+#: (``status``: a state topic, derived from the others; ``device``: a device's connection).
 MQTT_ONLY_KINDS: Final[frozenset[Kind]] = _MQTT_ONLY
 
 #: Result fields that become tags (measurement → field names), besides athlete/device.
