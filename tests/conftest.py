@@ -7,9 +7,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.servers import InfluxDB1, Mosquitto, ServerProcess, VictoriaMetrics
 from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
+
+# CI machines are loaded (2 cores, other jobs): a property holds or fails whatever the time
+# an example takes, so no per-example deadline and no "too slow" health check.
+settings.register_profile("loaded", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("loaded")
 
 # Real recordings shipped with the tests (copied from shared/data; provenance and licences
 # in tests/data/README.md), so a clone runs every test.
