@@ -190,6 +190,10 @@ def clean_rr(
     the next, and ectopic and long/short intervals are replaced by a cubic spline through
     the uncorrected intervals around them (against beat time). An ectopic label falls on
     the second interval of a short–long (or long–short) pair, and both are replaced.
+    Each pass corrects the previous pass's output, so an estimate lies near the intervals
+    that pass left intact (within 8% of their range, or a merge within 25% of one sinus
+    interval: :func:`_correct`), which may themselves be estimates; every interval not
+    marked estimated is an input interval, unchanged and in its order.
     """
     rr = as_rr_array(rr_ms)
     brk = as_breaks_array(breaks, rr.size)
@@ -557,7 +561,19 @@ def _correct(
     ``T / E`` is far from a whole number the block is widened by one intact neighbour if that
     makes it whole (an artefact whose partner passed detection). A lone interval of k = 1
     (long or short beat) is replaced by the spline's value; several intervals of k = 1 (an
-    extra detection) are merged into one, which is then a measured interval again.
+    extra detection) are merged into one, their sum, marked estimated all the same.
+
+    What a pass writes, then, with ``lo .. hi`` the range of the intervals it leaves
+    intact: a merged interval is its block's sum, within ``_WHOLE_TOLERANCE`` (25%) of one
+    expected sinus interval, so within 0.75·lo .. 1.25·hi; every other estimate is read off
+    the interpolation (clipped to ``lo .. hi``) and, when its block keeps its timeline,
+    scaled by at most ``_TIMELINE_KEPT`` (8%) so that the block lasts exactly its measured
+    duration: within 0.92·lo .. 1.08·hi. A later pass stands on the earlier passes'
+    estimates as intact intervals, so the bound holds against the series the pass was
+    given, not the raw input. In 344, 972, 1096, 478, 681 ms the first pass merges 344 + 972
+    into 1316 and 478 + 681 into 1159; the second finds 1316 still off the rhythm and
+    takes it with the 1096 as one 2412 ms block of two beats, 1159 each off the line,
+    scaled to 1206 each: longer than any measured interval, the block's duration kept.
 
     ``estimated`` marks intervals earlier passes interpolated; the returned mask marks the
     output's (kept marks, plus every interpolated value).
