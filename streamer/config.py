@@ -42,6 +42,7 @@ the fix, e.g. ``influx.api: expected 'v1' or 'v2', got 'v3' — set api = "v1" f
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -71,7 +72,40 @@ ENV_SECRETS: Final = {
     "influx.password": "REDOX_INFLUX_PASSWORD",
     "influx.token": "REDOX_INFLUX_TOKEN",
 }
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID_RULE: Final = "1-64 letters (A-Z, a-z), digits, '_' or '-'"
+"""What an athlete or device id may hold: it is an MQTT topic level and an InfluxDB tag
+taken as is, so nothing is rewritten (``a/b`` and ``a_b`` must not meet in one topic)."""
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` is not an athlete or device id (None: it is one). The one check of ids
+    the config, ``pair`` and ``replay --athlete`` share."""
+    if not isinstance(value, str):
+        return f"expected a string, got {value!r}"
+    if _ID_RE.fullmatch(value) is None:  # fullmatch: "alice\n" is not "alice"
+        return f"{value!r} is not a topic-safe id — use {ID_RULE}"
+    return None
+
+
+def athlete_id_arg(text: str) -> str:
+    """``argparse`` type of an ``--athlete ID`` flag: the id, or a one-line refusal."""
+    problem = id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+KEEPALIVE_MAX_S: Final = 3600
+"""``mqtt.keepalive_s`` at most (s): a dead broker is noticed within 1.5 times this."""
+TIMEOUT_MAX_S: Final = 300.0
+"""``mqtt.publish_timeout_s`` and ``influx.timeout_s`` at most (s): a wait longer than five
+minutes for one answer is a hung server, and the sink must move on to retrying."""
+BATCH_SIZE_MAX: Final = 100_000
+"""``influx.batch_size`` at most (points): about 10 MB of line protocol per write, well
+under the servers' request limits (InfluxDB 1.x: 25 MB by default)."""
+FLUSH_INTERVAL_MAX_S: Final = 3600.0
+"""``influx.flush_interval_s`` at most (s): results older than an hour are not "live"."""
 MqttProtocol = Literal["3.1.1", "5"]
 InfluxApi = Literal["v1", "v2"]
 
@@ -87,8 +121,11 @@ class ConfigError(CliError):
     def __init__(self, problems: Sequence[str], source: str = "config") -> None:
         self.problems = list(problems)
         self.source = source
+        if len(self.problems) == 1:  # the common case reads as one line
+            super().__init__(f"{source}: {self.problems[0]}")
+            return
         lines = "\n  ".join(self.problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s):\n  {lines}")
+        super().__init__(f"{source}: {len(self.problems)} problems:\n  {lines}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,19 +334,29 @@ class _Table:
         return value
 
     def number(
-        self, name: str, default: float, *, minimum: float, integer: bool = False, unit: str = ""
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float,
+        maximum: float,
+        integer: bool = False,
+        unit: str = "",
     ) -> float:
+        """A number from ``minimum`` to ``maximum`` (both allowed): every numeric setting has
+        a range, because one far outside it (a keepalive of 19 h, a timeout of 1e300 s)
+        passes a type check and then breaks a sink for good."""
         value = self._get(name)
         if value is None:
             return default
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and integer and isinstance(value, float) and not value.is_integer():
             ok = False
-        if not ok or not math.isfinite(value) or value < minimum:
+        if not ok or not math.isfinite(value) or not minimum <= value <= maximum:
             what = "a whole number" if integer else "a number"
             self.problem(
                 name,
-                f"expected {what} ≥ {minimum:g}{unit}, got {value!r} — "
+                f"expected {what} from {minimum:g} to {maximum:g}{unit}, got {value!r} — "
                 f"write e.g. {name} = {default:g}",
             )
             return default
@@ -450,8 +497,12 @@ def _read_mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig | None:
         protocol="5" if protocol == "5" else "3.1.1",
         ha_discovery=t.flag("ha_discovery", False),
         ha_prefix=ha_prefix,
-        keepalive_s=int(t.number("keepalive_s", 30, minimum=5, integer=True, unit=" s")),
-        publish_timeout_s=t.number("publish_timeout_s", 5.0, minimum=0.1, unit=" s"),
+        keepalive_s=int(
+            t.number("keepalive_s", 30, minimum=5, maximum=KEEPALIVE_MAX_S, integer=True, unit=" s")
+        ),
+        publish_timeout_s=t.number(
+            "publish_timeout_s", 5.0, minimum=0.1, maximum=TIMEOUT_MAX_S, unit=" s"
+        ),
     )
     if config.password is not None and config.username is None:
         t.problem(
@@ -510,9 +561,13 @@ def _read_influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig | None:
         bucket=bucket,
         token=token,
         create_database=t.flag("create_database", False),
-        batch_size=int(t.number("batch_size", 5000, minimum=1, integer=True)),
-        flush_interval_s=t.number("flush_interval_s", 1.0, minimum=0.01, unit=" s"),
-        timeout_s=t.number("timeout_s", 10.0, minimum=0.1, unit=" s"),
+        batch_size=int(
+            t.number("batch_size", 5000, minimum=1, maximum=BATCH_SIZE_MAX, integer=True)
+        ),
+        flush_interval_s=t.number(
+            "flush_interval_s", 1.0, minimum=0.01, maximum=FLUSH_INTERVAL_MAX_S, unit=" s"
+        ),
+        timeout_s=t.number("timeout_s", 10.0, minimum=0.1, maximum=TIMEOUT_MAX_S, unit=" s"),
     )
     t.finish()
     return config
@@ -569,8 +624,8 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
         while dev_id in used:
             dev_id = f"{kind.value}{n}"
             n += 1
-    if dev_id is not None and not _ID_RE.match(dev_id):
-        t.problem("id", f"{dev_id!r} is not a topic-safe id — use letters, digits, '_' or '-'")
+    if dev_id is not None and (problem := id_problem(dev_id)) is not None:
+        t.problem("id", problem)
     elif dev_id is not None and dev_id in used:
         t.problem("id", f"{dev_id!r} is used twice for this athlete — give each device its own id")
     role = t.text("role")
@@ -586,12 +641,8 @@ def _read_athlete(
 ) -> AthleteConfig | None:
     athlete_id = t.text("id", required=True, example="alice")
     if athlete_id is not None:
-        if not _ID_RE.match(athlete_id):
-            t.problem(
-                "id",
-                f"{athlete_id!r} is not a topic-safe id — use letters, digits, '_' "
-                "or '-' (the display name goes in name = ...)",
-            )
+        if (problem := id_problem(athlete_id)) is not None:
+            t.problem("id", f"{problem} (the display name goes in name = ...)")
         elif athlete_id in ids:
             t.problem("id", f"{athlete_id!r} is used by two athletes — ids must be unique")
         ids.add(athlete_id)
@@ -633,6 +684,8 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc} — fix the syntax at that line"], source) from exc
+    except RecursionError:  # tomllib recurses per nesting level: a = [[[[...]]]]
+        raise ConfigError(["not valid TOML: nested too deeply — fix the file"], source) from None
     problems: list[str] = []
     root = _Table(data, "", problems)
     store_table = root.table("store")
@@ -689,7 +742,24 @@ def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None
         raise ConfigError(
             [f"cannot read it ({exc.strerror}) — check the path and its permissions"], str(file)
         ) from exc
+    except UnicodeDecodeError as exc:
+        line = text_line_of(file, exc.start)
+        raise ConfigError(
+            [
+                f"line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}) — a config "
+                "is TOML in UTF-8: save it as UTF-8, or is this the right file?"
+            ],
+            str(file),
+        ) from None
     return parse_config(text, source=str(file), env=env, base_dir=file.parent)
+
+
+def text_line_of(file: Path, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``file`` (for an error naming where)."""
+    try:
+        return file.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 1
 
 
 def summary(config: Config) -> list[str]:
