@@ -65,6 +65,11 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.replay",
     ),
     Command(
+        "record",
+        "record raw notifications of an athlete's devices for `replay`",
+        "streamer.commands.record",
+    ),
+    Command(
         "doctor", "check Bluetooth, broker, InfluxDB, config and store", "streamer.commands.doctor"
     ),
     Command(

@@ -18,7 +18,7 @@ import math
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from devices.recording import RecordingError, replay
 from streamer.app.assembly import App
@@ -41,8 +41,18 @@ With --config the results belong to a configured athlete: its profile's threshol
 rules apply, and they go to the config's MQTT broker and InfluxDB as `run` sends them.
 """
 
-EPILOG = """\
+SAMPLE_RECORDING: Final = Path(__file__).resolve().parents[1] / "data" / "sample_strap_moxy.jsonl"
+"""Six emulated minutes of a chest strap and a Moxy (HRV windows and an SmO2 effort with its
+recovery), made with ``redox-streamer record --emulated --duration 24 --speed 15``; shipped
+in the package."""
+
+EPILOG = f"""\
+a sample recording to try (6 emulated minutes of a chest strap and a Moxy, made with
+`redox-streamer record --emulated`):
+  {SAMPLE_RECORDING}
+
 examples:
+  redox-streamer replay SAMPLE.jsonl --session        the sample above: HRV, SmO2 effort
   redox-streamer replay session.jsonl                 as fast as possible, results as text
   redox-streamer replay session.jsonl --speed 1       at the recorded pace
   redox-streamer replay morning.jsonl --morning --json
@@ -50,6 +60,7 @@ examples:
   redox-streamer replay morning.jsonl --morning --config ~/redox.toml --athlete ann
 
 A recording's "device" names become the device ids; results belong to --athlete.
+Make a recording with `redox-streamer record FILE` (real devices, or --emulated).
 """
 
 
