@@ -30,6 +30,7 @@ import sys
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import NoReturn
 
 from streamer import __version__
 from streamer.errors import (
@@ -120,10 +121,21 @@ Start here:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose refusal of a flag is one line that also says where the fix is.
+
+    Sub-command parsers are made of the same class (argparse's default), so this covers
+    every command's flags.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(INPUT_STATUS, f"{self.prog}: error: {message} — see `{self.prog} --help`\n")
+
+
 def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The parser with the commands named in ``load`` registered by their modules (None:
     every command); the others are listed with their summary but take no arguments."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="redox-streamer",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from devices.drivers import DeviceDriver, driver_class
 from devices.recording import NotificationRecorder
@@ -53,6 +53,9 @@ examples:
                                           five emulated minutes in 30 s
   redox-streamer replay morning.jsonl --morning                then analyse it
 """
+
+CANCEL_AGAIN_S: Final = 1.0
+"""A driver still running this long after it was cancelled is cancelled again (s)."""
 
 EMULATED_CONFIG = """\
 [[athletes]]
@@ -218,9 +221,7 @@ async def _record(args: argparse.Namespace, athlete: str, devices: list[DeviceCo
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(args.duration):
                     await stop.wait()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             count = recorder.count
     finally:
         for sig in STOP_SIGNALS:
@@ -237,6 +238,17 @@ async def _record(args: argparse.Namespace, athlete: str, devices: list[DeviceCo
             file=sys.stderr,
         )
     return 0
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they end, cancelling again any that goes on: a
+    cancellation that lands while a driver connects can be swallowed below it (bleak,
+    the retry connector), and that driver would then wait on its link for ever."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
 
 
 def _counter(counts: Counter[str]) -> Callable[[object], None]:
