@@ -295,7 +295,11 @@ class _Table:
         return f"{self.path}.{name}" if self.path else name
 
     def problem(self, name: str, text: str) -> None:
-        self.problems.append(f"{self.key(name)}: {text}")
+        key = f"{self.key(name)}: "
+        # One problem per key: the first says what is wrong with it (a second, such as
+        # "missing" after "expected a string", would only repeat it).
+        if not any(p.startswith(key) for p in self.problems):
+            self.problems.append(key + text)
 
     def _get(self, name: str) -> Any:
         self.seen.add(name)
@@ -732,7 +736,7 @@ def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None
     """
     file = resolve_config_path(path, env)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # -sig: a BOM (Notepad) is not TOML
     except FileNotFoundError:
         raise ConfigError(
             [f"file not found — create one with `redox-streamer config init --path {file}`"],

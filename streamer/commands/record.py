@@ -132,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
             "session), or delete it"
         )
     if not args.file.parent.is_dir():
-        raise CliError(f"{args.file}: the folder {args.file.parent} does not exist")
+        raise CliError(
+            f"{args.file}: the folder {args.file.parent} does not exist — create it, or "
+            "give a file in an existing folder"
+        )
     if args.emulated and args.config is None:
         config = parse_config(EMULATED_CONFIG, source="(emulated strap and Moxy)")
         registry = None

@@ -183,6 +183,7 @@ def describe(result: Result) -> str:
 async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
     printed = 0
     skipped: list[RecordingError] = []
+    interrupted = False  # a signal stopped the pipeline before the end of the file
 
     def show(result: Result) -> None:
         nonlocal printed
@@ -219,6 +220,7 @@ async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
 
     async def feed() -> int | None:
         """Put every record into the pipeline; the first receipt time (None: none)."""
+        nonlocal interrupted
         first_t: int | None = None
         last_t = 0
         async for device, record in replay(
@@ -231,7 +233,8 @@ async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
                     await pipeline.put(athlete, device, start(t_ns - 1))
             last_t = max(last_t, t_ns)
             if not await pipeline.put(athlete, device, record):
-                return first_t  # stopped (a signal)
+                interrupted = True
+                return first_t
         if end is not None and first_t is not None:
             await pipeline.put(athlete, "recording", end(last_t + 1))
         return first_t
@@ -251,15 +254,20 @@ async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
     failure = None if pipeline_task.cancelled() else pipeline_task.exception()
     if failure is not None:
         raise failure  # e.g. stdout closed: the CLI says how that ends
+    interrupted = interrupted or feeder.cancelled()
     first_t = None if feeder.cancelled() else feeder.result()  # a bad line raises here
+    if first_t is None and not interrupted:
+        raise CliError(
+            f"{args.file}: the recording holds no notification"
+            + (f" that could be read ({len(skipped)} malformed lines skipped)" if skipped else "")
+            + " — give a recording made with `redox-streamer record`"
+        )
     if skipped:
         print(
             f"skipped {len(skipped)} malformed line(s) (--skip-malformed); the first: {skipped[0]}",
             file=sys.stderr,
         )
-    if first_t is None and not pipeline.stopping:
-        raise CliError(f"{args.file}: the recording holds no notification")
-    if not printed and not args.json and not pipeline.stopping:
+    if not printed and not args.json and not interrupted:
         print(
             "no results: the recording is too short for an HRV window, effort or test "
             "(try --morning or --session)",
