@@ -9,7 +9,8 @@ init`` writes with comments):
 ``[mqtt]``
     ``url`` (``mqtt://host:1883`` or ``mqtts://host:8883`` for TLS), ``username``,
     ``password``, ``base_topic``, ``client_id``, ``protocol`` (``"3.1.1"`` or ``"5"``),
-    ``ha_discovery``, ``ha_prefix``, ``keepalive_s``, ``publish_timeout_s``; ``[mqtt.tls]``
+    ``ha_discovery``, ``ha_prefix``, ``keepalive_s`` (5–3600 s), ``publish_timeout_s``
+    (0.1–300 s); ``[mqtt.tls]``
     ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
     ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
     host-name check ONLY; the chain is still verified). The publisher, ``notify`` and
@@ -17,7 +18,12 @@ init`` writes with comments):
 ``[influx]``
     ``url``, ``api`` (``"v1"``: ``/write`` with ``db``, ``rp``, ``username``, ``password``;
     ``"v2"``: ``/api/v2/write`` with ``org``, ``bucket``, ``token``), ``create_database``
-    (v1), ``batch_size``, ``flush_interval_s``, ``timeout_s``. No section: no InfluxDB.
+    (v1), ``batch_size`` (1–100 000 points), ``flush_interval_s`` (0.01–3600 s),
+    ``timeout_s`` (0.1–300 s). No section: no InfluxDB.
+
+Every number has such a range (a value far outside one passes a type check and then breaks a
+sink for good), and ids (athletes', devices') are checked by one function,
+:func:`id_problem`, that ``pair`` and ``replay --athlete`` use too.
 ``[rules]``
     Rule-threshold overrides for everyone, names of
     :class:`processors.rules.RuleThresholds` (e.g. ``rhr_creep_delta_bpm = 6``).
@@ -832,8 +838,8 @@ base_topic = "redox"                   # topics: redox/<athlete>/morning, ...
 protocol = "3.1.1"                     # "3.1.1" (any broker) or "5"
 ha_discovery = false                   # Home Assistant MQTT discovery
 # ha_prefix = "homeassistant"
-# keepalive_s = 30
-# publish_timeout_s = 5                # wait this long for a PUBACK before reconnecting
+# keepalive_s = 30                     # 5-3600 s
+# publish_timeout_s = 5                # 0.1-300 s: wait this long for a PUBACK, then reconnect
 # [mqtt.tls]                           # with mqtts:// (or to force TLS)
 # ca_file = "/etc/ssl/certs/my-ca.pem" # the broker's certificate must chain to this CA;
 #                                      # omit to trust the system CAs. Always verified:
@@ -855,9 +861,9 @@ db = "redox"                           # v1
 # org = "my-org"                       # v2
 # bucket = "redox"                     # v2
 # token = "..."                        # v2; better: REDOX_INFLUX_TOKEN
-batch_size = 5000                      # points per write
-flush_interval_s = 1.0                 # write at least this often
-# timeout_s = 10
+batch_size = 5000                      # points per write (1-100000)
+flush_interval_s = 1.0                 # write at least this often (0.01-3600 s)
+# timeout_s = 10                       # 0.1-300 s
 
 [rules]
 # Threshold overrides for everyone (defaults: docs/rules.md). For example:
