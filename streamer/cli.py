@@ -38,6 +38,7 @@ from streamer.errors import (
     PIPE_CLOSED_STATUS,
     Terminated,
     signal_status,
+    stop_signal_pending,
     take_stop_signal,
     user_error,
 )
@@ -273,6 +274,10 @@ def _main(argv: list[str]) -> int:
         error = user_error(exc)
         if error is None:
             raise  # a bug: its traceback is what a report needs
+        if stop_signal_pending():
+            # Stopping made it fail (a device not connected yet, a test cut short): the
+            # line that says why is main's "stopped by SIG...", and the status its.
+            return error.status
         print(f"redox-streamer {args.command}: error: {error.message}", file=sys.stderr)
         return error.status
     return status

@@ -63,6 +63,11 @@ def note_stop_signal(sig: signal.Signals) -> None:
     _received.append(sig)
 
 
+def stop_signal_pending() -> bool:
+    """True when a stop signal was noted and not yet taken (the command is stopping)."""
+    return bool(_received)
+
+
 def take_stop_signal() -> signal.Signals | None:
     """The first stop signal noted since the last call, and forget them all."""
     first = _received[0] if _received else None

@@ -142,3 +142,46 @@ def test_sigterm_in_a_synchronous_command_is_one_line_and_143(
     assert main(["decode", "2a19", "55"]) == TERMINATED_STATUS
     assert capsys.readouterr() == ("", "redox-streamer decode: stopped by SIGTERM\n")
     assert signal.getsignal(signal.SIGTERM) == before  # the CLI's handler is gone again
+
+
+RUN_CONFIG = """\
+[store]
+path = "{store}"
+[[athletes]]
+id = "ann"
+[[athletes.devices]]
+kind = "strap"
+address = "EE:00:00:00:00:01"
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "ready"),
+    [
+        (("morning", "--emulated", "--store", "{dir}/s.sqlite3"), "connecting to the strap"),
+        (("grip-test", "--emulated", "--store", "{dir}/s.sqlite3"), "connecting to the dyna"),
+        (("run", "--emulated", "--plain", "--config", "{dir}/redox.toml"), "streaming"),
+        (("demo", "--plain", "--store", "{dir}/s.sqlite3"), "store:"),
+    ],
+    ids=["morning", "grip-test", "run", "demo"],
+)
+def test_sigterm_while_devices_connect_stops_with_one_line_and_143(
+    argv: tuple[str, ...], ready: str, tmp_path: Path
+) -> None:
+    # A cancellation landing while a driver connected was swallowed below it (3.11's
+    # wait_for) and the driver then waited on its link for ever: `morning` and
+    # `grip-test` hung on SIGTERM, and `morning` first waited out its 30 s connect timeout.
+    (tmp_path / "redox.toml").write_text(RUN_CONFIG.format(store=tmp_path / "s.sqlite3"))
+    proc = _cli(
+        *(arg.replace("{dir}", str(tmp_path)) for arg in argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert ready in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=WAIT_S)
+    assert (proc.returncode, err) == (
+        TERMINATED_STATUS,
+        f"redox-streamer {argv[0]}: stopped by SIGTERM\n",
+    )
