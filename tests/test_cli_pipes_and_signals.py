@@ -68,9 +68,9 @@ def test_replay_into_a_pipe_closed_after_one_line_ends_with_141_and_no_traceback
         ("analyze", "rr", str(RR_FILE), "--first-line-is-start", "--json"),
         ("decode", "2a37", "1632ea041604"),
         ("replay", str(SAMPLE_RECORDING)),
-        ("config", "init", "--path", "-"),
+        ("replay", str(SAMPLE_RECORDING), "--json"),
     ],
-    ids=["analyze rr", "analyze rr --json", "decode", "replay", "config init"],
+    ids=["analyze rr", "analyze rr --json", "decode", "replay", "replay --json"],
 )
 def test_a_command_writing_into_a_pipe_nobody_reads_ends_with_141_silently(
     argv: tuple[str, ...],
