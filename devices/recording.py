@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Final
 
 from devices import gatt
 from devices.codecs import CODECS, CodecError, parse_hex
@@ -132,21 +132,38 @@ class NotificationRecorder:
         self.close()
 
 
-def _parse_line(text: str, where: str, line: int) -> RecordedNotification:
+MAX_T_NS: Final = 2**63 - 1
+"""The latest receipt time a line may carry (ns since 1970, year 2262): what a signed 64-bit
+integer holds, as SQLite, InfluxDB and every clock here do."""
+
+
+def _parse_line(raw: bytes, where: str, line: int) -> RecordedNotification:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordingError(
+            f"{where}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+            f"{exc.start + 1}); a recording is JSON Lines"
+        ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordingError(
             f"{where}:{line}: not JSON ({exc.msg} at column {exc.colno})"
         ) from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, [[[[...]]]] nesting
+        raise RecordingError(f"{where}:{line}: not a recording line ({exc})") from None
     if not isinstance(obj, dict):
         raise RecordingError(f"{where}:{line}: expected a JSON object, got {type(obj).__name__}")
     missing = [key for key in ("t_ns", "device", "char", "hex") if key not in obj]
     if missing:
         raise RecordingError(f"{where}:{line}: missing {', '.join(missing)}")
     t_ns, device, char, hex_text = obj["t_ns"], obj["device"], obj["char"], obj["hex"]
-    if isinstance(t_ns, bool) or not isinstance(t_ns, int) or t_ns < 0:
-        raise RecordingError(f"{where}:{line}: t_ns {t_ns!r} is not a non-negative integer")
+    if isinstance(t_ns, bool) or not isinstance(t_ns, int) or not 0 <= t_ns <= MAX_T_NS:
+        raise RecordingError(
+            f"{where}:{line}: t_ns {t_ns!r} is not a receipt time — give whole nanoseconds "
+            "since 1970 (time.time_ns()), from 0 to 2^63-1"
+        )
     if not isinstance(device, str) or not device:
         raise RecordingError(f"{where}:{line}: device {device!r} is not a non-empty string")
     if not isinstance(char, str):
@@ -166,11 +183,27 @@ def read_recording(path: PathLike) -> Iterator[RecordedNotification]:
 
     Raises :class:`RecordingError` naming the file and line of the first malformed line.
     """
+    yield from _read_lines(path, None)
+
+
+def _read_lines(
+    path: PathLike, on_skip: Callable[[RecordingError], None] | None
+) -> Iterator[RecordedNotification]:
+    """The notifications of ``path``; a malformed line raises, or with ``on_skip`` is
+    handed to it and skipped. Read as bytes: one line that is not UTF-8 is one bad line."""
     where = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if text.strip():
-                yield _parse_line(text, where, number)
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                notification = _parse_line(raw, where, number)
+            except RecordingError as exc:
+                if on_skip is None:
+                    raise
+                on_skip(exc)
+                continue
+            yield notification
 
 
 def decode_notification(
@@ -187,24 +220,40 @@ def decode_notification(
 
 
 def iter_records(
-    path: PathLike, *, skip_malformed: bool = False
+    path: PathLike,
+    *,
+    skip_malformed: bool = False,
+    on_skip: Callable[[RecordingError], None] | None = None,
 ) -> Iterator[tuple[str, DeviceRecord]]:
     """``(device, record)`` for every notification of a recording, without pacing.
 
-    With ``skip_malformed`` payloads the codec rejects are skipped (lines that are not
-    valid recording lines still raise); otherwise they raise :class:`RecordingError`.
+    With ``skip_malformed`` malformed lines (not JSON, not UTF-8, missing or wrong fields)
+    and payloads the codec rejects are skipped, each handed to ``on_skip`` if given;
+    otherwise the first raises :class:`RecordingError`.
     """
     where = os.fspath(path)
-    for notification in read_recording(path):
+
+    def skipped(exc: RecordingError) -> None:
+        if on_skip is not None:
+            on_skip(exc)
+
+    for notification in _read_lines(path, skipped if skip_malformed else None):
         try:
-            yield notification.device, decode_notification(notification, where=where)
-        except RecordingError:
+            record = decode_notification(notification, where=where)
+        except RecordingError as exc:
             if not skip_malformed:
                 raise
+            skipped(exc)
+            continue
+        yield notification.device, record
 
 
 async def replay(
-    path: PathLike, *, speed: float = 1.0, skip_malformed: bool = False
+    path: PathLike,
+    *,
+    speed: float = 1.0,
+    skip_malformed: bool = False,
+    on_skip: Callable[[RecordingError], None] | None = None,
 ) -> AsyncIterator[tuple[str, DeviceRecord]]:
     """Replay a recording as ``(device, record)`` pairs, paced like the original session.
 
@@ -220,7 +269,7 @@ async def replay(
     loop = asyncio.get_running_loop()
     first_t_ns: int | None = None
     start = 0.0
-    for device, record in iter_records(path, skip_malformed=skip_malformed):
+    for device, record in iter_records(path, skip_malformed=skip_malformed, on_skip=on_skip):
         if speed > 0:
             if first_t_ns is None:
                 first_t_ns, start = record.t_ns, loop.time()

@@ -126,6 +126,11 @@ class DeviceRegistry:
             return cls(path)
         except OSError as exc:
             raise RegistryError(f"cannot read the device registry {path}: {exc}") from exc
+        except UnicodeDecodeError:
+            raise RegistryError(
+                f"{path} is not UTF-8 text, so not a device registry; pass the right "
+                "--registry, or remove it and pair again"
+            ) from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

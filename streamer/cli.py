@@ -10,19 +10,38 @@ therefore carries each command's one-line summary, which must equal the ``help=`
 module registers (a test checks).
 
 Errors end here: :func:`main` turns every error family of :mod:`streamer.errors` into one
-line and an exit status, and Ctrl-C into status 130, without a traceback.
+line and an exit status, without a traceback. Signals and pipes end here too, once for
+every command: Ctrl-C (SIGINT) and SIGTERM stop a command cleanly — a long-running one
+finishes what it holds — and the CLI says so in one line and exits 130 or 143; a reader of
+standard output that went away (``| head``) ends the command silently with status 141, as
+SIGPIPE ends ``cat``. (SIGPIPE itself stays ignored, as Python sets it: with its default
+action a broker or InfluxDB closing a socket would kill the streamer.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import select
+import signal
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
+from typing import NoReturn
 
 from streamer import __version__
-from streamer.errors import INPUT_STATUS, INTERRUPTED_STATUS, user_error
+from streamer.errors import (
+    INPUT_STATUS,
+    PIPE_CLOSED_STATUS,
+    Terminated,
+    signal_status,
+    stop_signal_pending,
+    take_stop_signal,
+    user_error,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +65,11 @@ COMMANDS: tuple[Command, ...] = (
         "replay",
         "replay a recording of raw notifications through the pipeline",
         "streamer.commands.replay",
+    ),
+    Command(
+        "record",
+        "record raw notifications of an athlete's devices for `replay`",
+        "streamer.commands.record",
     ),
     Command(
         "doctor", "check Bluetooth, broker, InfluxDB, config and store", "streamer.commands.doctor"
@@ -110,10 +134,21 @@ Start here:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose refusal of a flag is one line that also says where the fix is.
+
+    Sub-command parsers are made of the same class (argparse's default), so this covers
+    every command's flags.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(INPUT_STATUS, f"{self.prog}: error: {message} — see `{self.prog} --help`\n")
+
+
 def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The parser with the commands named in ``load`` registered by their modules (None:
     every command); the others are listed with their summary but take no arguments."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="redox-streamer",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,11 +165,109 @@ def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    name = _command_name(args)
+    take_stop_signal()  # a signal noted by an earlier in-process call is not this one's
     try:
-        return _main(sys.argv[1:] if argv is None else list(argv))
+        with _sigterm_unwinds():
+            status = _main(args)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except KeyboardInterrupt:
         # Also while a command's modules load, before it can handle Ctrl-C itself.
-        return INTERRUPTED_STATUS
+        return _stopped(name, signal.SIGINT)
+    except Terminated:
+        return _stopped(name, signal.SIGTERM)
+    except BaseException as exc:
+        if _is_broken_pipe(exc) and _stdout_closed():
+            return PIPE_CLOSED_STATUS
+        sig = _signal_behind(exc)
+        if sig is not None:
+            return _stopped(name, sig)
+        raise
+    sig = take_stop_signal()
+    return status if sig is None else _stopped(name, sig)
+
+
+def _command_name(argv: Sequence[str]) -> str:
+    """The command ``argv`` names, for the closing line ("" before one is named)."""
+    names = {command.name for command in COMMANDS}
+    return next((arg for arg in argv if arg in names), "")
+
+
+def _stopped(command: str, sig: signal.Signals) -> int:
+    """Say in one line that ``sig`` stopped ``command``; its status (128 + sig)."""
+    prog = f"redox-streamer {command}".rstrip()
+    with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+        print(f"{prog}: stopped by {sig.name}", file=sys.stderr, flush=True)
+    return signal_status(sig)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (like Ctrl-C's ``KeyboardInterrupt``) while the
+    command runs, so it ends through the same clean path; long-running commands replace
+    this with their own handler (their pipeline stops and flushes) while they stream."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_behind(exc: BaseException) -> signal.Signals | None:
+    """The stop signal whose exception caused ``exc``, if one did: Ctrl-C while a class is
+    being built (as Bumble's modules load) comes out as ``RuntimeError: Error calling
+    __set_name__``, with the ``KeyboardInterrupt`` only as its cause."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        e = pending.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return signal.SIGINT
+        if isinstance(e, Terminated):
+            return signal.SIGTERM
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        pending.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return None
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    """``exc`` is a BrokenPipeError, or a group (from a task group) of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe nobody reads any more; it is then pointed at
+    /dev/null so the interpreter's final flush cannot raise again.
+
+    A BrokenPipeError from a socket (a broker that went away) is not this, and stays a bug.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(event & select.POLLERR for _, event in poller.poll(0))
+        if closed:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (tests capture stdout)
+        return False
+    return closed
 
 
 def _main(argv: list[str]) -> int:
@@ -153,6 +286,10 @@ def _main(argv: list[str]) -> int:
         error = user_error(exc)
         if error is None:
             raise  # a bug: its traceback is what a report needs
+        if stop_signal_pending():
+            # Stopping made it fail (a device not connected yet, a test cut short): the
+            # line that says why is main's "stopped by SIG...", and the status its.
+            return error.status
         print(f"redox-streamer {args.command}: error: {error.message}", file=sys.stderr)
         return error.status
     return status

@@ -10,7 +10,8 @@ init`` writes with comments):
     ``url`` (``mqtt://host:1883`` or ``mqtts://host:8883`` for TLS), ``username``,
     ``password``, ``base_topic``, ``client_id`` (the start of the client id: each process
     adds its host, pid and a random part), ``protocol`` (``"3.1.1"`` or ``"5"``),
-    ``ha_discovery``, ``ha_prefix``, ``keepalive_s``, ``publish_timeout_s``; ``[mqtt.tls]``
+    ``ha_discovery``, ``ha_prefix``, ``keepalive_s`` (5–3600 s), ``publish_timeout_s``
+    (0.1–300 s); ``[mqtt.tls]``
     ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
     ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
     host-name check ONLY; the chain is still verified). The publisher, ``notify`` and
@@ -18,7 +19,12 @@ init`` writes with comments):
 ``[influx]``
     ``url``, ``api`` (``"v1"``: ``/write`` with ``db``, ``rp``, ``username``, ``password``;
     ``"v2"``: ``/api/v2/write`` with ``org``, ``bucket``, ``token``), ``create_database``
-    (v1), ``batch_size``, ``flush_interval_s``, ``timeout_s``. No section: no InfluxDB.
+    (v1), ``batch_size`` (1–100 000 points), ``flush_interval_s`` (0.01–3600 s),
+    ``timeout_s`` (0.1–300 s). No section: no InfluxDB.
+
+Every number has such a range (a value far outside one passes a type check and then breaks a
+sink for good), and ids (athletes', devices') are checked by one function,
+:func:`id_problem`, that ``pair`` and ``replay --athlete`` use too.
 ``[rules]``
     Rule-threshold overrides for everyone, names of
     :class:`processors.rules.RuleThresholds` (e.g. ``rhr_creep_delta_bpm = 6``).
@@ -44,6 +50,7 @@ the fix, e.g. ``influx.api: expected 'v1' or 'v2', got 'v3' — set api = "v1" f
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -73,7 +80,40 @@ ENV_SECRETS: Final = {
     "influx.password": "REDOX_INFLUX_PASSWORD",
     "influx.token": "REDOX_INFLUX_TOKEN",
 }
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID_RULE: Final = "1-64 letters (A-Z, a-z), digits, '_' or '-'"
+"""What an athlete or device id may hold: it is an MQTT topic level and an InfluxDB tag
+taken as is, so nothing is rewritten (``a/b`` and ``a_b`` must not meet in one topic)."""
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` is not an athlete or device id (None: it is one). The one check of ids
+    the config, ``pair`` and ``replay --athlete`` share."""
+    if not isinstance(value, str):
+        return f"expected a string, got {value!r}"
+    if _ID_RE.fullmatch(value) is None:  # fullmatch: "alice\n" is not "alice"
+        return f"{value!r} is not a topic-safe id — use {ID_RULE}"
+    return None
+
+
+def athlete_id_arg(text: str) -> str:
+    """``argparse`` type of an ``--athlete ID`` flag: the id, or a one-line refusal."""
+    problem = id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+KEEPALIVE_MAX_S: Final = 3600
+"""``mqtt.keepalive_s`` at most (s): a dead broker is noticed within 1.5 times this."""
+TIMEOUT_MAX_S: Final = 300.0
+"""``mqtt.publish_timeout_s`` and ``influx.timeout_s`` at most (s): a wait longer than five
+minutes for one answer is a hung server, and the sink must move on to retrying."""
+BATCH_SIZE_MAX: Final = 100_000
+"""``influx.batch_size`` at most (points): about 10 MB of line protocol per write, well
+under the servers' request limits (InfluxDB 1.x: 25 MB by default)."""
+FLUSH_INTERVAL_MAX_S: Final = 3600.0
+"""``influx.flush_interval_s`` at most (s): results older than an hour are not "live"."""
 MqttProtocol = Literal["3.1.1", "5"]
 InfluxApi = Literal["v1", "v2"]
 
@@ -89,8 +129,11 @@ class ConfigError(CliError):
     def __init__(self, problems: Sequence[str], source: str = "config") -> None:
         self.problems = list(problems)
         self.source = source
+        if len(self.problems) == 1:  # the common case reads as one line
+            super().__init__(f"{source}: {self.problems[0]}")
+            return
         lines = "\n  ".join(self.problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s):\n  {lines}")
+        super().__init__(f"{source}: {len(self.problems)} problems:\n  {lines}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +335,11 @@ class _Table:
         return f"{self.path}.{name}" if self.path else name
 
     def problem(self, name: str, text: str) -> None:
-        self.problems.append(f"{self.key(name)}: {text}")
+        key = f"{self.key(name)}: "
+        # One problem per key: the first says what is wrong with it (a second, such as
+        # "missing" after "expected a string", would only repeat it).
+        if not any(p.startswith(key) for p in self.problems):
+            self.problems.append(key + text)
 
     def _get(self, name: str) -> Any:
         self.seen.add(name)
@@ -331,19 +378,29 @@ class _Table:
         return value
 
     def number(
-        self, name: str, default: float, *, minimum: float, integer: bool = False, unit: str = ""
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float,
+        maximum: float,
+        integer: bool = False,
+        unit: str = "",
     ) -> float:
+        """A number from ``minimum`` to ``maximum`` (both allowed): every numeric setting has
+        a range, because one far outside it (a keepalive of 19 h, a timeout of 1e300 s)
+        passes a type check and then breaks a sink for good."""
         value = self._get(name)
         if value is None:
             return default
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and integer and isinstance(value, float) and not value.is_integer():
             ok = False
-        if not ok or not math.isfinite(value) or value < minimum:
+        if not ok or not math.isfinite(value) or not minimum <= value <= maximum:
             what = "a whole number" if integer else "a number"
             self.problem(
                 name,
-                f"expected {what} ≥ {minimum:g}{unit}, got {value!r} — "
+                f"expected {what} from {minimum:g} to {maximum:g}{unit}, got {value!r} — "
                 f"write e.g. {name} = {default:g}",
             )
             return default
@@ -492,8 +549,12 @@ def _read_mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig | None:
         protocol="5" if protocol == "5" else "3.1.1",
         ha_discovery=t.flag("ha_discovery", False),
         ha_prefix=ha_prefix,
-        keepalive_s=int(t.number("keepalive_s", 30, minimum=5, integer=True, unit=" s")),
-        publish_timeout_s=t.number("publish_timeout_s", 5.0, minimum=0.1, unit=" s"),
+        keepalive_s=int(
+            t.number("keepalive_s", 30, minimum=5, maximum=KEEPALIVE_MAX_S, integer=True, unit=" s")
+        ),
+        publish_timeout_s=t.number(
+            "publish_timeout_s", 5.0, minimum=0.1, maximum=TIMEOUT_MAX_S, unit=" s"
+        ),
     )
     if config.password is not None and config.username is None:
         t.problem(
@@ -552,9 +613,13 @@ def _read_influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig | None:
         bucket=bucket,
         token=token,
         create_database=t.flag("create_database", False),
-        batch_size=int(t.number("batch_size", 5000, minimum=1, integer=True)),
-        flush_interval_s=t.number("flush_interval_s", 1.0, minimum=0.01, unit=" s"),
-        timeout_s=t.number("timeout_s", 10.0, minimum=0.1, unit=" s"),
+        batch_size=int(
+            t.number("batch_size", 5000, minimum=1, maximum=BATCH_SIZE_MAX, integer=True)
+        ),
+        flush_interval_s=t.number(
+            "flush_interval_s", 1.0, minimum=0.01, maximum=FLUSH_INTERVAL_MAX_S, unit=" s"
+        ),
+        timeout_s=t.number("timeout_s", 10.0, minimum=0.1, maximum=TIMEOUT_MAX_S, unit=" s"),
     )
     t.finish()
     return config
@@ -611,8 +676,8 @@ def _read_device(t: _Table, used: set[str]) -> DeviceConfig | None:
         while dev_id in used:
             dev_id = f"{kind.value}{n}"
             n += 1
-    if dev_id is not None and not _ID_RE.match(dev_id):
-        t.problem("id", f"{dev_id!r} is not a topic-safe id — use letters, digits, '_' or '-'")
+    if dev_id is not None and (problem := id_problem(dev_id)) is not None:
+        t.problem("id", problem)
     elif dev_id is not None and dev_id in used:
         t.problem("id", f"{dev_id!r} is used twice for this athlete — give each device its own id")
     role = t.text("role")
@@ -628,12 +693,8 @@ def _read_athlete(
 ) -> AthleteConfig | None:
     athlete_id = t.text("id", required=True, example="alice")
     if athlete_id is not None:
-        if not _ID_RE.match(athlete_id):
-            t.problem(
-                "id",
-                f"{athlete_id!r} is not a topic-safe id — use letters, digits, '_' "
-                "or '-' (the display name goes in name = ...)",
-            )
+        if (problem := id_problem(athlete_id)) is not None:
+            t.problem("id", f"{problem} (the display name goes in name = ...)")
         elif athlete_id in ids:
             t.problem("id", f"{athlete_id!r} is used by two athletes — ids must be unique")
         ids.add(athlete_id)
@@ -675,6 +736,8 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc} — fix the syntax at that line"], source) from exc
+    except RecursionError:  # tomllib recurses per nesting level: a = [[[[...]]]]
+        raise ConfigError(["not valid TOML: nested too deeply — fix the file"], source) from None
     problems: list[str] = []
     root = _Table(data, "", problems)
     store_table = root.table("store")
@@ -721,7 +784,7 @@ def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None
     """
     file = resolve_config_path(path, env)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # -sig: a BOM (Notepad) is not TOML
     except FileNotFoundError:
         raise ConfigError(
             [f"file not found — create one with `redox-streamer config init --path {file}`"],
@@ -731,7 +794,24 @@ def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None
         raise ConfigError(
             [f"cannot read it ({exc.strerror}) — check the path and its permissions"], str(file)
         ) from exc
+    except UnicodeDecodeError as exc:
+        line = text_line_of(file, exc.start)
+        raise ConfigError(
+            [
+                f"line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}) — a config "
+                "is TOML in UTF-8: save it as UTF-8, or is this the right file?"
+            ],
+            str(file),
+        ) from None
     return parse_config(text, source=str(file), env=env, base_dir=file.parent)
+
+
+def text_line_of(file: Path, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``file`` (for an error naming where)."""
+    try:
+        return file.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 1
 
 
 def summary(config: Config) -> list[str]:
@@ -806,8 +886,8 @@ base_topic = "redox"                   # topics: redox/<athlete>/morning, ...
 protocol = "3.1.1"                     # "3.1.1" (any broker) or "5"
 ha_discovery = false                   # Home Assistant MQTT discovery
 # ha_prefix = "homeassistant"
-# keepalive_s = 30
-# publish_timeout_s = 5                # wait this long for a PUBACK before reconnecting
+# keepalive_s = 30                     # 5-3600 s
+# publish_timeout_s = 5                # 0.1-300 s: wait this long for a PUBACK, then reconnect
 # [mqtt.tls]                           # with mqtts:// (or to force TLS)
 # ca_file = "/etc/ssl/certs/my-ca.pem" # the broker's certificate must chain to this CA;
 #                                      # omit to trust the system CAs. Always verified:
@@ -829,9 +909,9 @@ db = "redox"                           # v1
 # org = "my-org"                       # v2
 # bucket = "redox"                     # v2
 # token = "..."                        # v2; better: REDOX_INFLUX_TOKEN
-batch_size = 5000                      # points per write
-flush_interval_s = 1.0                 # write at least this often
-# timeout_s = 10
+batch_size = 5000                      # points per write (1-100000)
+flush_interval_s = 1.0                 # write at least this often (0.01-3600 s)
+# timeout_s = 10                       # 0.1-300 s
 
 [rules]
 # Threshold overrides for everyone (defaults: docs/rules.md). For example:

@@ -21,6 +21,7 @@ add what it alone knows (which flag, which file).
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,8 +30,49 @@ from processors.errors import InputError
 
 INPUT_STATUS: Final = 2
 """Exit status when an input cannot be used (argparse uses it for bad flags too)."""
-INTERRUPTED_STATUS: Final = 130
-"""Exit status after Ctrl-C: 128 + SIGINT, as shells report it."""
+INTERRUPTED_STATUS: Final = 128 + signal.SIGINT
+"""Exit status after Ctrl-C: 128 + SIGINT (130), as shells report it."""
+TERMINATED_STATUS: Final = 128 + signal.SIGTERM
+"""Exit status after SIGTERM (``kill``, ``timeout``, systemd stop): 143."""
+PIPE_CLOSED_STATUS: Final = 128 + signal.SIGPIPE
+"""Exit status when the reader of standard output went away (``| head``): 141, what a
+process killed by SIGPIPE reports."""
+
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+"""The signals that ask a command to stop: it finishes what it holds, then exits with
+``128 + signal``."""
+
+
+def signal_status(sig: int) -> int:
+    """The conventional exit status after stopping for ``sig``: 128 + its number."""
+    return 128 + int(sig)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived where no command handles it yet (start-up, a synchronous command):
+    it unwinds like Ctrl-C's ``KeyboardInterrupt`` and the CLI exits with status 143."""
+
+
+_received: list[signal.Signals] = []
+
+
+def note_stop_signal(sig: signal.Signals) -> None:
+    """Remember that ``sig`` asked the running command to stop (called from the signal
+    handler of a long-running command, which then stops cleanly and returns): the CLI exits
+    with ``128 + sig`` instead of the command's status and says so in one line."""
+    _received.append(sig)
+
+
+def stop_signal_pending() -> bool:
+    """True when a stop signal was noted and not yet taken (the command is stopping)."""
+    return bool(_received)
+
+
+def take_stop_signal() -> signal.Signals | None:
+    """The first stop signal noted since the last call, and forget them all."""
+    first = _received[0] if _received else None
+    _received.clear()
+    return first
 
 
 class StreamerError(Exception):

@@ -229,15 +229,15 @@ def _interrupting_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(streamer.cli, "COMMANDS", (*streamer.cli.COMMANDS, slow))
 
 
-def test_ctrl_c_while_a_command_loads_exits_130_silently(
+def test_ctrl_c_while_a_command_loads_exits_130_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _interrupting_command(tmp_path, monkeypatch)
     assert main(["slow"]) == INTERRUPTED_STATUS
-    assert capsys.readouterr() == ("", "")
+    assert capsys.readouterr() == ("", "redox-streamer slow: stopped by SIGINT\n")
 
 
-def test_ctrl_c_in_a_command_exits_130_silently(
+def test_ctrl_c_in_a_command_exits_130_with_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def interrupted(args: Any) -> int:
@@ -245,7 +245,25 @@ def test_ctrl_c_in_a_command_exits_130_silently(
 
     monkeypatch.setattr("streamer.commands.decode.run", interrupted)
     assert main(["decode", "2a19", "55"]) == INTERRUPTED_STATUS
-    assert capsys.readouterr() == ("", "")
+    assert capsys.readouterr() == ("", "redox-streamer decode: stopped by SIGINT\n")
+
+
+def test_ctrl_c_while_a_class_is_built_is_an_interruption_not_a_bug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while Bumble's modules load surfaced as "RuntimeError: Error calling
+    # __set_name__" (the KeyboardInterrupt only its cause) and printed 45 lines.
+    def interrupted(args: Any) -> int:
+        class Named:
+            def __set_name__(self, owner: type, name: str) -> None:
+                raise KeyboardInterrupt
+
+        type("Built", (), {"field": Named()})
+        return 0
+
+    monkeypatch.setattr("streamer.commands.decode.run", interrupted)
+    assert main(["decode", "2a19", "55"]) == INTERRUPTED_STATUS
+    assert capsys.readouterr() == ("", "redox-streamer decode: stopped by SIGINT\n")
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -273,6 +273,13 @@ class DeviceDriver(ABC):
         try:
             while True:
                 link = await self._connect_once()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled while connecting, and the CancelledError was swallowed below
+                    # (Python 3.11's asyncio.wait_for loses one that races its result): end
+                    # now (a link made is closed below), or the task would wait on its link
+                    # for ever and hold up a stop.
+                    raise asyncio.CancelledError
                 if link is None:
                     await asyncio.sleep(next(delays))
                     continue

@@ -146,7 +146,7 @@ async def guided_session(
         pipeline.add_source(driver)
         async with running(pipeline):
             console.print(f"connecting to {what} {address or repr(advertised_name)} …")
-            await wait_connected(driver, CONNECT_TIMEOUT_S, what)
+            await wait_connected(driver, CONNECT_TIMEOUT_S, what, lambda: pipeline.stopping)
             yield GuidedSession(console, clock, pipeline, driver, peripheral, results)
 
 

@@ -58,6 +58,7 @@ from devices.records import (
     GapEvent,
     GapReason,
 )
+from streamer.errors import note_stop_signal
 from streamer.results import Result
 from streamer.sinks.backoff import SINK_RESTART, Backoff, Jitter
 from streamer.store import StoreCorruptError, StoreError, StoreFullError
@@ -819,6 +820,7 @@ def install_signal_handlers(pipeline: Pipeline) -> Callable[[], None]:
     def on_signal(sig: signal.Signals) -> None:
         if pipeline.stopping and sig == signal.SIGINT:
             raise KeyboardInterrupt
+        note_stop_signal(sig)  # the CLI exits 128 + sig once the command has stopped
         pipeline.stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

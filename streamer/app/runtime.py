@@ -169,13 +169,20 @@ def start_view(view: LiveView) -> asyncio.Task[None]:
     return asyncio.create_task(view.run(), name="live view")
 
 
-async def wait_connected(driver: DeviceDriver, timeout_s: float, what: str) -> None:
-    """Wait until ``driver`` has a subscribed link, or raise a CliError saying what to do."""
+async def wait_connected(
+    driver: DeviceDriver,
+    timeout_s: float,
+    what: str,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Wait until ``driver`` has a subscribed link, or ``stopping()`` says a signal asked
+    to stop (then return at once: the caller sees it stopping), or raise a CliError saying
+    what to do."""
     from streamer.errors import CliError
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not driver.connected:
+    while not driver.connected and not stopping():
         adapter = driver.status.adapter_error
         if adapter is not None:
             # No device can connect without an adapter: say so now, not after the timeout.

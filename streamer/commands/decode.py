@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         record = codec.decode(payload)
     except CodecError as exc:
-        raise CliError(f"{exc} (is it a complete {codec.name} payload?)") from None
+        raise CliError(
+            f"{exc}; give the whole {codec.name} payload as it arrived (nRF Connect, "
+            'bluetoothctl or a recording\'s "hex" field)'
+        ) from None
     fields = codec.to_json(record)
     if args.json:
         print(json.dumps({"char": codec.name, **fields}, allow_nan=False))

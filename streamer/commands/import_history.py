@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamer.app.assembly import App, AthleteOptions
-from streamer.config import Config, load_config, resolve_config_path
+from streamer.config import Config, athlete_id_arg, load_config, resolve_config_path
 from streamer.errors import CliError
 from streamer.files.rr import UNITS
 from streamer.importing.daily_csv import FORMATS
@@ -161,7 +161,9 @@ def register(subparsers: Any) -> None:
     )
     daily.set_defaults(handler=run_csv)
     for target in (rr, fit, daily):
-        target.add_argument("--athlete", required=True, help="whose history this is")
+        target.add_argument(
+            "--athlete", required=True, type=athlete_id_arg, help="whose history this is"
+        )
         target.add_argument(
             "--config",
             type=Path,

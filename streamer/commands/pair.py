@@ -25,7 +25,7 @@ from streamer.commands.scan import (
     scan_emulated,
     scan_seconds,
 )
-from streamer.config import load_config
+from streamer.config import ID_RULE, athlete_id_arg, load_config
 from streamer.errors import CliError
 
 PAIRABLE = tuple(k for k in DeviceKind if k in STREAMABLE_KINDS)
@@ -82,8 +82,9 @@ def register(subparsers: Any) -> None:
     add.add_argument(
         "--athlete",
         required=True,
+        type=athlete_id_arg,  # the config's own check: what pairs here, `run` can stream
         metavar="ID",
-        help="athlete id, as in the config file's [[athletes]] id",
+        help=f"athlete id, as in the config file's [[athletes]] id ({ID_RULE})",
     )
     add.add_argument(
         "--kind",

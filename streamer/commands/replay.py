@@ -14,16 +14,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from devices.recording import RecordingError, replay
 from streamer.app.assembly import App
+from streamer.app.pipeline import Pipeline
 from streamer.app.runtime import running
 from streamer.athlete import MorningEnd, MorningStart, SessionEnd, SessionStart
-from streamer.config import Config, MqttConfig, load_config
+from streamer.config import ID_RULE, Config, MqttConfig, athlete_id_arg, load_config
 from streamer.errors import CliError
 from streamer.payloads import iso_time
 from streamer.results import Result
@@ -40,8 +42,18 @@ With --config the results belong to a configured athlete: its profile's threshol
 rules apply, and they go to the config's MQTT broker and InfluxDB as `run` sends them.
 """
 
-EPILOG = """\
+SAMPLE_RECORDING: Final = Path(__file__).resolve().parents[1] / "data" / "sample_strap_moxy.jsonl"
+"""Six emulated minutes of a chest strap and a Moxy (HRV windows and an SmO2 effort with its
+recovery), made with ``redox-streamer record --emulated --duration 24 --speed 15``; shipped
+in the package."""
+
+EPILOG = f"""\
+a sample recording to try (6 emulated minutes of a chest strap and a Moxy, made with
+`redox-streamer record --emulated`):
+  {SAMPLE_RECORDING}
+
 examples:
+  redox-streamer replay SAMPLE.jsonl --session        the sample above: HRV, SmO2 effort
   redox-streamer replay session.jsonl                 as fast as possible, results as text
   redox-streamer replay session.jsonl --speed 1       at the recorded pace
   redox-streamer replay morning.jsonl --morning --json
@@ -49,6 +61,7 @@ examples:
   redox-streamer replay morning.jsonl --morning --config ~/redox.toml --athlete ann
 
 A recording's "device" names become the device ids; results belong to --athlete.
+Make a recording with `redox-streamer record FILE` (real devices, or --emulated).
 """
 
 
@@ -77,7 +90,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--athlete",
-        help="athlete id (default: the config's only athlete; without --config: replay)",
+        type=athlete_id_arg,
+        help="athlete id (default: the config's only athlete; without --config: replay); "
+        + ID_RULE,
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -101,7 +116,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--skip-malformed",
         action="store_true",
-        help="skip payloads the codec rejects instead of stopping",
+        help="skip malformed lines and payloads the codec rejects (counted, the first "
+        "named) instead of stopping at the first",
     )
     parser.set_defaults(handler=run)
 
@@ -110,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``redox-streamer replay``."""
     if not args.file.is_file():
         raise CliError(f"{args.file}: no such recording file")
-    if not args.speed >= 0:
+    if not (args.speed >= 0 and math.isfinite(args.speed)):
         raise CliError(f"--speed {args.speed:g}: give 0 (as fast as possible) or more")
     config, athlete = _config(args)
     store = args.store if args.store else ":memory:"
@@ -124,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_replay(args, app, athlete))
         except RecordingError as exc:
             raise CliError(
-                f"{exc}; fix or remove that line, or pass --skip-malformed to go "
-                "on past payloads the codec rejects"
+                f"{exc}; fix or remove that line, or pass --skip-malformed to go on past "
+                "malformed lines"
             ) from None
 
 
@@ -169,6 +185,8 @@ def describe(result: Result) -> str:
 
 async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
     printed = 0
+    skipped: list[RecordingError] = []
+    interrupted = False  # a signal stopped the pipeline before the end of the file
 
     def show(result: Result) -> None:
         nonlocal printed
@@ -195,8 +213,6 @@ async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
     # Live samples are made when printed or when a sink takes them, as in `run`.
     app.athlete(athlete, live=args.live or bool(app.sinks))
     pipeline = app.pipeline([athlete], on_result=show)
-    first_t: int | None = None
-    last_t = 0
     start, end = (
         (MorningStart, MorningEnd)
         if args.morning
@@ -204,29 +220,70 @@ async def _replay(args: argparse.Namespace, app: App, athlete: str) -> int:
         if args.session
         else (None, None)
     )
-    async with running(pipeline):
-        try:
-            async for device, record in replay(
-                args.file, speed=args.speed, skip_malformed=args.skip_malformed
-            ):
-                t_ns = int(getattr(record, "t_ns", 0))
-                if first_t is None:
-                    first_t = t_ns
-                    if start is not None:
-                        await pipeline.put(athlete, device, start(t_ns - 1))
-                last_t = max(last_t, t_ns)
-                if not await pipeline.put(athlete, device, record):
-                    break
-            if end is not None and first_t is not None:
-                await pipeline.put(athlete, "recording", end(last_t + 1))
+
+    async def feed() -> int | None:
+        """Put every record into the pipeline; the first receipt time (None: none)."""
+        nonlocal interrupted
+        first_t: int | None = None
+        last_t = 0
+        async for device, record in replay(
+            args.file, speed=args.speed, skip_malformed=args.skip_malformed, on_skip=skipped.append
+        ):
+            t_ns = int(getattr(record, "t_ns", 0))
             if first_t is None:
-                raise CliError(f"{args.file}: the recording holds no notification")
-        finally:
-            await pipeline.join()  # what was read is processed even when reading failed
-    if not printed and not args.json:
+                first_t = t_ns
+                if start is not None:
+                    await pipeline.put(athlete, device, start(t_ns - 1))
+            last_t = max(last_t, t_ns)
+            if not await pipeline.put(athlete, device, record):
+                interrupted = True
+                return first_t
+        if end is not None and first_t is not None:
+            await pipeline.put(athlete, "recording", end(last_t + 1))
+        return first_t
+
+    async with running(pipeline) as pipeline_task:
+        # Feeding waits on the pipeline (inbox room, pacing): it must end when the pipeline
+        # ends — stopped by a signal, or failed (stdout closed under `| head`) — or it
+        # would wait for ever.
+        feeder = asyncio.create_task(feed(), name="replay feed")
+        await asyncio.wait({feeder, pipeline_task}, return_when=asyncio.FIRST_COMPLETED)
+        if feeder.done():
+            await _join_alive(pipeline, pipeline_task)  # what was read is processed
+        else:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+    failure = None if pipeline_task.cancelled() else pipeline_task.exception()
+    if failure is not None:
+        raise failure  # e.g. stdout closed: the CLI says how that ends
+    interrupted = interrupted or feeder.cancelled()
+    first_t = None if feeder.cancelled() else feeder.result()  # a bad line raises here
+    if first_t is None and not interrupted:
+        raise CliError(
+            f"{args.file}: the recording holds no notification"
+            + (f" that could be read ({len(skipped)} malformed lines skipped)" if skipped else "")
+            + " — give a recording made with `redox-streamer record`"
+        )
+    if skipped:
+        print(
+            f"skipped {len(skipped)} malformed line(s) (--skip-malformed); the first: {skipped[0]}",
+            file=sys.stderr,
+        )
+    if not printed and not args.json and not interrupted:
         print(
             "no results: the recording is too short for an HRV window, effort or test "
             "(try --morning or --session)",
             file=sys.stderr,
         )
     return 0
+
+
+async def _join_alive(pipeline: Pipeline, task: asyncio.Task[None]) -> None:
+    """Wait until the pipeline has processed what it holds, unless it ends first."""
+    join = asyncio.create_task(pipeline.join())
+    await asyncio.wait({join, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not join.done():
+        join.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await join

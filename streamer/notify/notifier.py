@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -97,12 +98,27 @@ def alerts_in_message(topic: str, payload: bytes | str) -> list[AlertNotice]:
         if not isinstance(entry, dict):
             continue
         try:
-            notice = AlertNotice.from_alert(athlete, entry, topic)
+            notice = _without_nul(AlertNotice.from_alert(athlete, entry, topic))
         except ValueError as exc:
             _LOGGER.warning("skipping a malformed alert on %s: %s", topic, exc)
             continue
         notices.setdefault(notice.key, notice)
     return list(notices.values())
+
+
+def _without_nul(notice: AlertNotice) -> AlertNotice:
+    """``notice`` with every NUL in its text replaced by U+FFFD.
+
+    A NUL cannot go into a command's argument or environment (``notify-send``, ``--exec``
+    refuse it with ValueError); an alert carrying one crashed the notifier, and, retained
+    on the broker, at every start.
+    """
+    changes: dict[str, Any] = {
+        f.name: value.replace("\0", "\N{REPLACEMENT CHARACTER}")
+        for f in dataclasses.fields(notice)
+        if isinstance(value := getattr(notice, f.name), str) and "\0" in value
+    }
+    return dataclasses.replace(notice, **changes) if changes else notice
 
 
 class SeenStore:
