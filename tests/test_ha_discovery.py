@@ -27,7 +27,9 @@ def test_every_entity_is_unique_and_tied_to_the_bridge_state() -> None:
     assert len({c["unique_id"] for c in configs}) == len(configs)
     for config in configs:
         assert config["availability"][0]["topic"] == "club/redox/bridge/state"
-        assert config["state_topic"].startswith("club/redox/")
+        # Sensors read a state topic; buttons and the RPE number publish a command topic.
+        topic = config.get("state_topic") or config["command_topic"]
+        assert topic.startswith("club/redox/")
 
 
 def test_heart_rate_sensor_reads_the_strap_live_topic_only_when_there_is_a_strap() -> None:
@@ -58,3 +60,24 @@ def test_one_binary_sensor_per_rule_that_asks_for_action() -> None:
     assert "grip_signal" not in ACTION_RULES
     topics = [t for t, _ in discovery_messages(Topics(), _athletes()[:1])]
     assert sorted(t.split("/")[3] for t in topics if "/binary_sensor/" in t) == sorted(ACTION_RULES)
+
+
+def test_session_buttons_and_rpe_number_publish_on_the_command_topics() -> None:
+    messages = {t: json.loads(p) for t, p in discovery_messages(Topics("club/redox"), _athletes())}
+    start = messages["homeassistant/button/redox_alice/session_start/config"]
+    end = messages["homeassistant/button/redox_alice/session_end/config"]
+    rpe = messages["homeassistant/number/redox_alice/rpe/config"]
+    assert (start["command_topic"], start["payload_press"]) == (
+        "club/redox/alice/set/session",
+        "start",
+    )
+    assert (end["command_topic"], end["payload_press"]) == ("club/redox/alice/set/session", "end")
+    assert rpe["command_topic"] == "club/redox/alice/set/rpe"
+    assert (rpe["min"], rpe["max"]) == (0, 10.0)
+    # What HA publishes is what run's listener parses.
+    from streamer.app.commands_in import parse_rpe, parse_session
+
+    assert parse_session(start["payload_press"].encode()).action == "start"
+    assert parse_session(end["payload_press"].encode()).action == "end"
+    assert parse_rpe(b"7.5") == 7.5
+    assert "homeassistant/button/redox_bob/session_start/config" in messages

@@ -10,7 +10,12 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
   %), readiness (``state`` of ``status``);
 * one binary sensor (device class ``problem``) per alert rule that asks for action
   (severity warning or pull-back): ON while the rule is in the ``active`` list of the
-  retained ``alerts`` topic.
+  retained ``alerts`` topic;
+* context entry (:func:`command_configs`): "Session start" and "Session end" buttons
+  publishing ``start`` / ``end`` on ``<base>/<athlete>/set/session``, and an "RPE" number
+  (0–10, CR-10) publishing on ``<base>/<athlete>/set/rpe`` — the command topics a running
+  ``run`` listens to (:mod:`streamer.app.commands_in`; the shipped ACL lets the
+  ``homeassistant`` user write them).
 
 Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
 entities go unavailable when the streamer dies. The publisher re-sends these configs when
@@ -206,6 +211,38 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
     return out
 
 
+def command_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(config topic, config object) of ``athlete``'s command entities: session start and
+    end buttons, the RPE number. They have no state: a press or a value is a command."""
+    from streamer.app.commands_in import RPE, RPE_MAX, SESSION, command_topic
+
+    node = f"redox_{slug(athlete.id)}"
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def command(component: str, key: str, name: str, topic: str, **extra: Any) -> None:
+        config = _entity(topics, athlete, key, name, "", "", command_topic=topic, **extra)
+        del config["state_topic"], config["value_template"]
+        out.append((topics.ha_config(component, node, key), config))
+
+    session = command_topic(topics, athlete.id, SESSION)
+    command(
+        "button", "session_start", "Session start", session, payload_press="start", icon="mdi:play"
+    )
+    command("button", "session_end", "Session end", session, payload_press="end", icon="mdi:stop")
+    command(
+        "number",
+        "rpe",
+        "RPE (CR-10) of the current or last session",
+        command_topic(topics, athlete.id, RPE),
+        min=0,
+        max=RPE_MAX,
+        step=0.5,
+        mode="box",
+        icon="mdi:gauge",
+    )
+    return out
+
+
 def discovery_messages(
     topics: Topics, athletes: Sequence[AthleteConfig]
 ) -> list[tuple[str, bytes]]:
@@ -213,5 +250,8 @@ def discovery_messages(
     return [
         (topic, json.dumps(config, separators=(",", ":")).encode())
         for athlete in athletes
-        for topic, config in discovery_configs(topics, athlete)
+        for topic, config in (
+            *discovery_configs(topics, athlete),
+            *command_configs(topics, athlete),
+        )
     ]
