@@ -258,6 +258,8 @@ PULL_BACK_DAYS: Final = 7
 HIGH_INTENSITY_SPACING_H: Final = 48.0
 HIGH_INTENSITY_SPACING_OLDER_H: Final = 72.0  # late fifties (ARTICLE; REVIEW: blunted responses)
 ELITE_PASSIVE_DAY_EVERY: Final = 3  # a passive day after every third high-intensity session
+
+# --- Session intensity (FOSTER_2001; SEILER_KJERLAND_2006) --------------------------------
 # Which sessions are high-intensity (hi_spacing spaces those): a session RPE ≥ 7 on the
 # CR-10 scale (FOSTER_2001's session RPE; SEILER_KJERLAND_2006 map 7–10 to zone 3, above the
 # second ventilatory threshold) — the athlete's own rating, entered with `session end

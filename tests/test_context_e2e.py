@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -165,7 +166,7 @@ async def test_session_rules_fire_from_run_emulated_and_session_rpe_commands(
 
         def rest_began() -> bool:
             watts = [float(p["power_w"]) for p in listener.json_on(power, mark)]  # type: ignore[arg-type]
-            return any(a > 250 > b for a, b in zip(watts, watts[1:], strict=False))
+            return any(a > 250 > b for a, b in itertools.pairwise(watts))
 
         await listener.until("the end of an effort", rest_began)
         assert await _cli("session", "start", *common) == 0
@@ -196,7 +197,7 @@ async def test_session_rules_fire_from_run_emulated_and_session_rpe_commands(
     finally:
         if run.returncode is None:
             run.send_signal(signal.SIGTERM)
-        stdout, stderr = await run.communicate()
+        _, stderr = await run.communicate()
     assert run.returncode == 0, stderr.decode()[-3000:]
     assert "command dropped" not in stderr.decode()
 
