@@ -1,13 +1,16 @@
 """Context entry end to end, against a real mosquitto started from the SHIPPED config and ACL:
 ``run --emulated`` (a Moxy and a power meter) plus ``redox-streamer session|rpe`` drive the
 session rules to alerts — ``smo2_slow_recovery``, ``rpe_power_mismatch`` (an RPE given after
-the session ended), ``hi_spacing`` — with no synthetic history; then ``rpe`` offline, and
-the ACL: who may command."""
+the session ended), ``hi_spacing`` — with no synthetic history; the morning rules
+(``hrv_downtrend``, ``rhr_creep``) from an imported HRV4Training history and one live
+morning reading framed by ``set/morning`` commands; then ``rpe`` offline, and the ACL: who
+may command."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import json
 import os
@@ -56,29 +59,61 @@ class Listener:
 
     async def until(self, what: str, ok: Callable[[], bool], timeout_s: float = 90) -> None:
         """Wait (woken by each message, never polling) until ``ok()``."""
-        async with asyncio.timeout(timeout_s):
-            while not ok():
-                self._new.clear()
-                try:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not ok():
+                    self._new.clear()
                     await self._new.wait()
-                except TimeoutError:
-                    raise AssertionError(f"timed out waiting for {what}") from None
+        except TimeoutError:
+            topics = sorted({t for t, _, _ in self.messages})
+            raise AssertionError(f"timed out waiting for {what}; topics seen: {topics}") from None
 
 
-def _config(tmp_path: Path, broker: ShippedBroker) -> Path:
+SESSION_DEVICES = (
+    # The emulated Moxy recovers with τ = 30 s (T95 ≈ 90 s), a healthy athlete: this
+    # athlete's slow-recovery threshold is set below that so that the rule's decision,
+    # not the emulator's physiology, is what the test drives.
+    "[athletes.rules]\nsmo2_slow_recovery_s = 30\n"
+    '[[athletes.devices]]\nid = "moxy"\nkind = "smo2"\naddress = "C0:00:00:00:41:01"\n'
+    '[[athletes.devices]]\nid = "power"\nkind = "power"\naddress = "C0:00:00:00:41:02"\n'
+)
+STRAP = '[[athletes.devices]]\nid = "strap"\nkind = "strap"\naddress = "C0:00:00:00:41:03"\n'
+
+
+def _config(tmp_path: Path, broker: ShippedBroker, devices: str = SESSION_DEVICES) -> Path:
     path = tmp_path / "redox.toml"
     path.write_text(
         f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n'
         f'[mqtt]\nurl = "{broker.url("redox-streamer")}"\n'
-        '[[athletes]]\nid = "ann"\nname = "Ann"\n'
-        # The emulated Moxy recovers with τ = 30 s (T95 ≈ 90 s), a healthy athlete: this
-        # athlete's slow-recovery threshold is set below that so that the rule's decision,
-        # not the emulator's physiology, is what the test drives.
-        "[athletes.rules]\nsmo2_slow_recovery_s = 30\n"
-        '[[athletes.devices]]\nid = "moxy"\nkind = "smo2"\naddress = "C0:00:00:00:41:01"\n'
-        '[[athletes.devices]]\nid = "power"\nkind = "power"\naddress = "C0:00:00:00:41:02"\n'
+        '[[athletes]]\nid = "ann"\nname = "Ann"\n' + devices
     )
     return path
+
+
+async def _start_run(config: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamer.cli",
+        "run",
+        "--config",
+        str(config),
+        "--emulated",
+        "--speed",
+        str(SPEED),
+        "--duration",
+        "600",  # a bound only: the test stops it when done
+        "--plain",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def _commands_online(listener: Listener) -> bool:
+    states = [p for t, p, _ in listener.messages if t == "redox/bridge/commands"]
+    return bool(states) and states[-1] == b"online"
 
 
 async def _cli(*argv: str) -> int:
@@ -110,32 +145,10 @@ async def test_session_rules_fire_from_run_emulated_and_session_rpe_commands(
     # No `run` yet: a session cannot start (nothing to frame), and says so.
     assert await _cli("session", "start", *common) == 1
 
-    run = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamer.cli",
-        "run",
-        "--config",
-        str(config),
-        "--emulated",
-        "--speed",
-        str(SPEED),
-        "--duration",
-        "600",  # a bound only: the test stops it when done
-        "--plain",
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    run = await _start_run(config)
     oxygenation = "redox/ann/oxygenation"
     try:
-        await listener.until(
-            "run listening for commands",
-            lambda: any(
-                t == "redox/bridge/commands" and p == b"online" for t, p, _ in listener.messages
-            ),
-        )
+        await listener.until("run listening for commands", lambda: _commands_online(listener))
 
         # Sessions 1–3: each frames one SmO2 effort, RPE 5 at the end.
         for n in range(1, 4):
@@ -249,3 +262,72 @@ async def test_only_permitted_users_can_command(
                 got.append((str(m.topic), m.payload))
                 break
     assert got == [("redox/ann/set/rpe", b"7")]
+
+
+async def test_morning_rules_fire_from_imported_history_and_a_live_morning_in_run(
+    tmp_path: Path, shipped_mosquitto: ShippedBroker
+) -> None:
+    config = _config(tmp_path, shipped_mosquitto, STRAP)
+    today = datetime.datetime.now(datetime.UTC).date()
+    # 27 days of HRV4Training mornings before today: a steady baseline (RMSSD 80/90 ms,
+    # resting HR 50/51 bpm), then RMSSD falling over the last 4 days and resting HR 56 bpm
+    # over the last 5: neither rule is met yet (yesterday's last five mornings include
+    # one in the band; the week's rise is 4.4 bpm). The live reading today (the emulated
+    # strap: 60 bpm, RMSSD ~40 ms) completes both.
+    rows = ["date,HR,rMSSD"]
+    for back in range(27, 0, -1):
+        day = today - datetime.timedelta(days=back)
+        rmssd = {5: 90, 4: 66, 3: 60, 2: 54, 1: 48}.get(back, 80 if back % 2 else 90)
+        hr = 56 if back <= 5 else (50 if back % 2 else 51)
+        rows.append(f"{day.isoformat()},{hr},{rmssd}")
+    export = tmp_path / "hrv4training.csv"
+    export.write_text("\n".join(rows) + "\n")
+    common = ("--athlete", "ann", "--config", str(config))
+    assert await _cli("import", "csv", "--format", "hrv4training", str(export), *common) == 0
+
+    listener = Listener(shipped_mosquitto)
+    listening = asyncio.create_task(listener.run())
+    async with asyncio.timeout(10):
+        await listener._ready.wait()
+    run = await _start_run(config)
+    morning, live = "redox/ann/morning", "redox/ann/strap/live"
+    try:
+        await listener.until("run listening for commands", lambda: _commands_online(listener))
+        await listener.until("the strap streaming", lambda: bool(listener.json_on(live)))
+        assert not _raised(listener, "hrv_downtrend")
+        assert not _raised(listener, "rhr_creep")
+        assert not [a for a in listener.json_on("redox/ann/alerts") if a.get("active")]
+        # Home Assistant's "Morning reading start/end" buttons publish what this does.
+        async with aiomqtt.Client(
+            shipped_mosquitto.host,
+            shipped_mosquitto.port,
+            username="homeassistant",
+            password=shipped_mosquitto.password("homeassistant"),
+        ) as ha:
+            mark = len(listener.messages)
+            await ha.publish("redox/ann/set/morning", b"start", qos=1)
+
+            # 60 s of stabilisation + 300 s analysed, in the strap's time (emulated): wait
+            # for a sample 380 s after the first one after `start`.
+            def stamps() -> list[int]:
+                return [int(p["ts_ns"]) for p in listener.json_on(live, mark)]  # type: ignore[call-overload]
+
+            await listener.until(
+                "six minutes of beats",
+                lambda: len(t := stamps()) > 1 and t[-1] - t[0] >= 380 * 10**9,
+            )
+            await ha.publish("redox/ann/set/morning", b"end", qos=1)
+        await listener.until("today's morning", lambda: bool(listener.json_on(morning, mark)))
+        (reading,) = listener.json_on(morning, mark)
+        assert reading["date"] == today.isoformat()
+        assert reading["accepted"] is True, reading
+        await listener.until("hrv_downtrend", lambda: _raised(listener, "hrv_downtrend"))
+        await listener.until("rhr_creep", lambda: _raised(listener, "rhr_creep"))
+    finally:
+        if run.returncode is None:
+            run.send_signal(signal.SIGTERM)
+        _, stderr = await run.communicate()
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    assert run.returncode == 0, stderr.decode()[-3000:]

@@ -19,7 +19,14 @@ from streamer.app.commands_in import (
     parse_rpe,
     parse_session,
 )
-from streamer.athlete import AthleteState, SessionEnd, SessionRpe, SessionStart
+from streamer.athlete import (
+    AthleteState,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
 from streamer.config import MqttConfig
 from streamer.results import AlertsPayload, Result, SessionPayload
 from streamer.store import Store
@@ -174,10 +181,14 @@ def test_listener_turns_commands_into_markers_and_drops_bad_ones_once(
     assert listener.handle("club/redox/ann/set/session", b'{"action":"start","tags":["z2"]}')
     assert listener.handle("club/redox/ann/set/rpe", b"6")
     assert listener.handle("club/redox/ann/set/session", b"end")
+    assert listener.handle("club/redox/ann/set/morning", b"start")
+    assert listener.handle("club/redox/ann/set/morning", b" end\n")
     assert [r for _, _, r in offered] == [
         SessionStart(42, ("z2",)),
         SessionRpe(42, 6.0),
         SessionEnd(42, None),
+        MorningStart(42),
+        MorningEnd(42),
     ]
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
@@ -186,10 +197,11 @@ def test_listener_turns_commands_into_markers_and_drops_bad_ones_once(
         assert not listener.handle("club/redox/ann/set/session", b"start", retained=True)
         assert not listener.handle("club/redox/ann/set/lap", b"1")
         assert not listener.handle("club/redox/ann/set/session", object())
+        assert not listener.handle("club/redox/ann/set/morning", b"now")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 5  # the repeated bad RPE is said once
+    assert len(warnings) == 6  # the repeated bad RPE is said once
     assert "'eleven'" in warnings[0].getMessage()
     assert "'bob' is not in the config" in warnings[1].getMessage()
     assert "retained" in warnings[2].getMessage()
-    assert (listener.accepted, listener.rejected) == (3, 7)
-    assert len(offered) == 3
+    assert (listener.accepted, listener.rejected) == (5, 8)
+    assert len(offered) == 5

@@ -12,13 +12,17 @@ topic                                 payload
 ``<base>/<athlete>/set/session``      ``start`` | ``end`` | JSON ``{"action": "start"|"end",
                                       "rpe": 0–10, "tags": ["intervals", …]}``
 ``<base>/<athlete>/set/rpe``          a number 0–10 (CR-10), or JSON ``{"rpe": 7}``
+``<base>/<athlete>/set/morning``      ``start`` | ``end``: the morning reading, lying still
+                                      with the strap on (what ``redox-streamer morning``
+                                      guides, here while ``run`` holds the strap)
 ``<base>/bridge/commands``            ``online`` / ``offline`` (retained; its Last Will):
                                       whether a ``run`` is listening for commands
 ====================================  ======================================================
 
 ``start`` → :class:`SessionStart` (tags kept in the summary; an RPE given with it is the
 open session's); ``end`` → :class:`SessionEnd` (with its RPE); ``rpe`` →
-:class:`SessionRpe`, for the open session or else the last finished one. A bad payload, an
+:class:`SessionRpe`, for the open session or else the last finished one; ``morning``
+``start`` / ``end`` → :class:`MorningStart` / :class:`MorningEnd`. A bad payload, an
 unknown athlete or a retained command (it would replay at every restart) is logged once per
 topic and problem and dropped: a command never stops ``run``. ``redox-streamer session`` and
 ``redox-streamer rpe`` publish these (:mod:`streamer.commands.session`); Home Assistant's
@@ -42,7 +46,14 @@ from typing import Final, Literal
 
 import aiomqtt
 
-from streamer.athlete.events import ProtocolEvent, SessionEnd, SessionRpe, SessionStart
+from streamer.athlete.events import (
+    MorningEnd,
+    MorningStart,
+    ProtocolEvent,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
 from streamer.config import MqttConfig
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
@@ -54,6 +65,8 @@ SESSION: Final = "session"
 """``<base>/<athlete>/set/session``."""
 RPE: Final = "rpe"
 """``<base>/<athlete>/set/rpe``."""
+MORNING: Final = "morning"
+"""``<base>/<athlete>/set/morning``."""
 COMMANDS_ONLINE: Final = b"online"
 COMMANDS_OFFLINE: Final = b"offline"
 COMMAND_DEVICE: Final = "command"
@@ -163,6 +176,16 @@ def parse_rpe(payload: bytes) -> float:
     if isinstance(data, dict):
         data = data.get("rpe")
     return check_rpe(data)
+
+
+def parse_morning(payload: bytes, t_ns: int) -> ProtocolEvent:
+    """A ``set/morning`` payload (``start`` | ``end``) as its marker at ``t_ns``."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text == "start":
+        return MorningStart(t_ns)
+    if text == "end":
+        return MorningEnd(t_ns)
+    raise CommandError(f"morning command {text[:40]!r}: send 'start' or 'end'")
 
 
 def listener_client_id(config: MqttConfig) -> str:
@@ -279,7 +302,11 @@ class CommandListener:
             return athlete, parse_session(data).markers(now)
         if levels[2] == RPE:
             return athlete, [SessionRpe(now, parse_rpe(data))]
-        raise CommandError(f"{topic}: unknown command {levels[2]!r} (known: {SESSION}, {RPE})")
+        if levels[2] == MORNING:
+            return athlete, [parse_morning(data, now)]
+        raise CommandError(
+            f"{topic}: unknown command {levels[2]!r} (known: {SESSION}, {RPE}, {MORNING})"
+        )
 
     def _reject(self, topic: str, reason: str, *, logged: bool = False) -> None:
         self.rejected += 1

@@ -12,7 +12,8 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
   (severity warning or pull-back): ON while the rule is in the ``active`` list of the
   retained ``alerts`` topic;
 * context entry (:func:`command_configs`): "Session start" and "Session end" buttons
-  publishing ``start`` / ``end`` on ``<base>/<athlete>/set/session``, and an "RPE" number
+  publishing ``start`` / ``end`` on ``<base>/<athlete>/set/session``, "Morning reading
+  start" and "end" on ``<base>/<athlete>/set/morning``, and an "RPE" number
   (0–10, CR-10) publishing on ``<base>/<athlete>/set/rpe`` — the command topics a running
   ``run`` listens to (:mod:`streamer.app.commands_in`; the shipped ACL lets the
   ``homeassistant`` user write them).
@@ -214,7 +215,7 @@ def discovery_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str,
 def command_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
     """(config topic, config object) of ``athlete``'s command entities: session start and
     end buttons, the RPE number. They have no state: a press or a value is a command."""
-    from streamer.app.commands_in import RPE, RPE_MAX, SESSION, command_topic
+    from streamer.app.commands_in import MORNING, RPE, RPE_MAX, SESSION, command_topic
 
     node = f"redox_{slug(athlete.id)}"
     out: list[tuple[str, dict[str, Any]]] = []
@@ -229,6 +230,23 @@ def command_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, d
         "button", "session_start", "Session start", session, payload_press="start", icon="mdi:play"
     )
     command("button", "session_end", "Session end", session, payload_press="end", icon="mdi:stop")
+    morning = command_topic(topics, athlete.id, MORNING)
+    command(
+        "button",
+        "morning_start",
+        "Morning reading start",
+        morning,
+        payload_press="start",
+        icon="mdi:bed-clock",
+    )
+    command(
+        "button",
+        "morning_end",
+        "Morning reading end",
+        morning,
+        payload_press="end",
+        icon="mdi:weather-sunset-up",
+    )
     command(
         "number",
         "rpe",
