@@ -331,3 +331,57 @@ async def test_morning_rules_fire_from_imported_history_and_a_live_morning_in_ru
         with contextlib.suppress(asyncio.CancelledError):
             await listening
     assert run.returncode == 0, stderr.decode()[-3000:]
+
+
+async def test_grip_commands_measure_a_grip_test_on_the_dynamometer_run_holds(
+    tmp_path: Path, shipped_mosquitto: ShippedBroker
+) -> None:
+    # The emulated Progressor squeezes at a constant peak (no post-session drop: that is
+    # injected only by `grip-test --emulated`), so this shows the path — commands to a
+    # classified test and the grip rules evaluated — not an alert.
+    config = _config(
+        tmp_path,
+        shipped_mosquitto,
+        '[[athletes.devices]]\nid = "tindeq"\nkind = "grip"\naddress = "C0:00:00:00:41:04"\n',
+    )
+    listener = Listener(shipped_mosquitto)
+    listening = asyncio.create_task(listener.run())
+    async with asyncio.timeout(10):
+        await listener._ready.wait()
+    run = await _start_run(config)
+    live = "redox/ann/tindeq/live"
+    try:
+        await listener.until("run listening for commands", lambda: _commands_online(listener))
+        await listener.until("the dynamometer streaming", lambda: bool(listener.json_on(live)))
+        async with aiomqtt.Client(
+            shipped_mosquitto.host,
+            shipped_mosquitto.port,
+            username="homeassistant",
+            password=shipped_mosquitto.password("homeassistant"),
+        ) as ha:
+            for phase in (b"pre", b"post 0", b"post 15", b"post 30"):
+                mark = len(listener.messages)
+                await ha.publish("redox/ann/set/grip", phase, qos=1)
+
+                def squeezes(mark: int = mark) -> int:
+                    kg = [float(p["force_kg"]) for p in listener.json_on(live, mark)]  # type: ignore[arg-type]
+                    return sum(1 for a, b in itertools.pairwise(kg) if a < 20 <= b)
+
+                await listener.until(f"three squeezes after {phase!r}", lambda: squeezes() >= 3)
+            mark = len(listener.messages)
+            await ha.publish("redox/ann/set/grip", b"end", qos=1)
+        await listener.until(
+            "the grip test", lambda: bool(listener.json_on("redox/ann/grip", mark))
+        )
+        (test,) = listener.json_on("redox/ann/grip", mark)
+        assert float(test["mvc_kg"]) > 30  # type: ignore[arg-type]
+        assert float(test["drop_pct"]) < 10  # type: ignore[arg-type]
+        assert test["class"] == "normal", test  # no drop: neither grip rule is met
+    finally:
+        if run.returncode is None:
+            run.send_signal(signal.SIGTERM)
+        _, stderr = await run.communicate()
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    assert run.returncode == 0, stderr.decode()[-3000:]

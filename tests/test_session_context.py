@@ -16,11 +16,14 @@ from streamer.app.commands_in import (
     CommandError,
     CommandListener,
     SessionCommand,
+    parse_grip,
     parse_rpe,
     parse_session,
 )
 from streamer.athlete import (
     AthleteState,
+    GripEnd,
+    GripPhase,
     MorningEnd,
     MorningStart,
     SessionEnd,
@@ -166,6 +169,23 @@ def test_session_commands_round_trip_and_bad_ones_name_the_fix() -> None:
     for bad in (b"", b"hard", b"NaN", b"true", b"-1"):
         with pytest.raises(CommandError):
             parse_rpe(bad)
+
+
+def test_grip_commands_become_the_grip_test_markers() -> None:
+    assert parse_grip(b"pre", 7) == GripPhase(7, None)
+    assert parse_grip(b"post 15", 7) == GripPhase(7, 15.0)
+    assert parse_grip(b'{"phase": "post", "minute": 0}', 7) == GripPhase(7, 0.0)
+    assert parse_grip(b"end", 7) == GripEnd(7)
+    for bad, fix in (
+        (b"post", "send 'pre', 'post MINUTES'"),
+        (b"post soon", "give the minutes after the session"),
+        (b'{"phase": "post", "minute": true}', "give the minutes"),
+        (b"post 2000", "0–1440"),
+        (b"pre 5", "send 'pre'"),
+        (b"{nope", "send 'pre'"),
+    ):
+        with pytest.raises(CommandError, match=fix):
+            parse_grip(bad, 7)
 
 
 def test_listener_turns_commands_into_markers_and_drops_bad_ones_once(

@@ -15,6 +15,9 @@ topic                                 payload
 ``<base>/<athlete>/set/morning``      ``start`` | ``end``: the morning reading, lying still
                                       with the strap on (what ``redox-streamer morning``
                                       guides, here while ``run`` holds the strap)
+``<base>/<athlete>/set/grip``         ``pre`` | ``post MINUTES`` | ``end`` (or JSON
+                                      ``{"phase": "post", "minute": 15}``): the grip
+                                      test's phases on the dynamometer ``run`` holds
 ``<base>/bridge/commands``            ``online`` / ``offline`` (retained; its Last Will):
                                       whether a ``run`` is listening for commands
 ====================================  ======================================================
@@ -22,7 +25,8 @@ topic                                 payload
 ``start`` → :class:`SessionStart` (tags kept in the summary; an RPE given with it is the
 open session's); ``end`` → :class:`SessionEnd` (with its RPE); ``rpe`` →
 :class:`SessionRpe`, for the open session or else the last finished one; ``morning``
-``start`` / ``end`` → :class:`MorningStart` / :class:`MorningEnd`. A bad payload, an
+``start`` / ``end`` → :class:`MorningStart` / :class:`MorningEnd`; ``grip`` ``pre`` /
+``post M`` / ``end`` → :class:`GripPhase` (None / M) / :class:`GripEnd`. A bad payload, an
 unknown athlete or a retained command (it would replay at every restart) is logged once per
 topic and problem and dropped: a command never stops ``run``. ``redox-streamer session`` and
 ``redox-streamer rpe`` publish these (:mod:`streamer.commands.session`); Home Assistant's
@@ -47,6 +51,8 @@ from typing import Final, Literal
 import aiomqtt
 
 from streamer.athlete.events import (
+    GripEnd,
+    GripPhase,
     MorningEnd,
     MorningStart,
     ProtocolEvent,
@@ -67,6 +73,10 @@ RPE: Final = "rpe"
 """``<base>/<athlete>/set/rpe``."""
 MORNING: Final = "morning"
 """``<base>/<athlete>/set/morning``."""
+GRIP: Final = "grip"
+"""``<base>/<athlete>/set/grip``."""
+GRIP_MAX_MINUTE: Final = 24 * 60.0
+"""A post-session grip test stands for at most a day after the session (minutes)."""
 COMMANDS_ONLINE: Final = b"online"
 COMMANDS_OFFLINE: Final = b"offline"
 COMMAND_DEVICE: Final = "command"
@@ -188,6 +198,39 @@ def parse_morning(payload: bytes, t_ns: int) -> ProtocolEvent:
     raise CommandError(f"morning command {text[:40]!r}: send 'start' or 'end'")
 
 
+def parse_grip(payload: bytes, t_ns: int) -> ProtocolEvent:
+    """A ``set/grip`` payload as its marker at ``t_ns``: ``pre`` (the MVC trials before the
+    session), ``post M`` (the test M minutes after it), ``end`` (measure and classify)."""
+    text = payload.decode("utf-8", "replace").strip()
+    usage = "send 'pre', 'post MINUTES', 'end' or JSON {\"phase\": \"post\", \"minute\": 15}"
+    phase, _, minute_text = text.partition(" ")
+    minute: object = minute_text.strip() or None
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise CommandError(f"grip command {text[:40]!r}: {usage}") from None
+        if not isinstance(data, dict):
+            raise CommandError(f"grip command {text[:40]!r}: {usage}")
+        phase, minute = str(data.get("phase")), data.get("minute")
+    if phase == "pre" and minute is None:
+        return GripPhase(t_ns, None)
+    if phase == "end" and minute is None:
+        return GripEnd(t_ns)
+    if phase == "post" and minute is not None:
+        try:
+            value = float(minute)  # type: ignore[arg-type]  # a str or a JSON number
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(minute, bool) or not (0.0 <= value <= GRIP_MAX_MINUTE):
+            raise CommandError(
+                f"grip post minute {minute!r}: give the minutes after the session, "
+                f"0–{GRIP_MAX_MINUTE:g}"
+            )
+        return GripPhase(t_ns, value)
+    raise CommandError(f"grip command {text[:40]!r}: {usage}")
+
+
 def listener_client_id(config: MqttConfig) -> str:
     """The listener's client id: the publisher's with ``-commands`` (two connections of one
     ``run`` must not share an id, or the broker drops one for the other)."""
@@ -304,8 +347,10 @@ class CommandListener:
             return athlete, [SessionRpe(now, parse_rpe(data))]
         if levels[2] == MORNING:
             return athlete, [parse_morning(data, now)]
+        if levels[2] == GRIP:
+            return athlete, [parse_grip(data, now)]
         raise CommandError(
-            f"{topic}: unknown command {levels[2]!r} (known: {SESSION}, {RPE}, {MORNING})"
+            f"{topic}: unknown command {levels[2]!r} (known: {SESSION}, {RPE}, {MORNING}, {GRIP})"
         )
 
     def _reject(self, topic: str, reason: str, *, logged: bool = False) -> None:
