@@ -225,3 +225,29 @@ def test_listener_turns_commands_into_markers_and_drops_bad_ones_once(
     assert "retained" in warnings[2].getMessage()
     assert (listener.accepted, listener.rejected) == (5, 8)
     assert len(offered) == 5
+
+
+def test_session_and_rpe_commands_refuse_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer import cli
+
+    config = tmp_path / "redox.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n[[athletes]]\nid = "ann"\nname = "Ann"\n'
+    )
+    common = ["--athlete", "ann", "--config", str(config)]
+    for argv, said in (
+        (["session", "end", "--rpe", "11", *common], "RPE 11.0 is outside 0–10"),
+        (["session", "start", "--tag", "two words", *common], "tag 'two words'"),
+        (["rpe", "-1", *common], "outside 0–10"),
+        (["rpe", "5", "--athlete", "bob", "--config", str(config)], "--athlete bob: not in"),
+        (["rpe", "5", *common], "no session of ann"),  # offline, nothing stored yet
+    ):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert said in err, err
+        assert "\n" not in err, err
+    # No [mqtt]: a session cannot be framed offline, and it says what works instead.
+    assert cli.main(["session", "start", *common]) == 1
+    assert "no [mqtt] in the config" in capsys.readouterr().err

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -119,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
     ):
         where = "no [mqtt] in the config" if config.mqtt is None else "no `run` listens"
         print(
-            f"session {args.action} for {args.athlete} not sent: {where} — start "
-            "`redox-streamer run` (with [mqtt]); an RPE works offline: "
-            f"`redox-streamer rpe --athlete {args.athlete} VALUE`"
+            f"redox-streamer session: session {args.action} for {args.athlete} not sent: "
+            f"{where} — start `redox-streamer run` (with [mqtt]); an RPE works offline: "
+            f"`redox-streamer rpe --athlete {args.athlete} VALUE`",
+            file=sys.stderr,
         )
         return 1
     print(f"session {args.action} sent to the running `run` for {args.athlete}")
@@ -157,12 +158,10 @@ async def send_if_listening(config: MqttConfig, athlete: str, command: str, payl
             return listening
     except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else describe_failure(config, exc)
-        print(f"MQTT {config.url}: {reason}: working offline")
+        print(f"MQTT {config.url}: {reason}: working offline", file=sys.stderr)
         return False
 
 
 def publish_rpe(config: MqttConfig, athlete: str, rpe: float) -> bool:
     """Send an RPE to a listening ``run``; False when none listens."""
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(send_if_listening(config, athlete, RPE, f"{rpe:g}".encode()))
-    return False
+    return asyncio.run(send_if_listening(config, athlete, RPE, f"{rpe:g}".encode()))
