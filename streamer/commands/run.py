@@ -46,6 +46,11 @@ examples:
   redox-streamer run --duration 3600          one hour, then stop cleanly
   redox-streamer run --emulated --speed 10    the same devices, emulated: no hardware
 
+while it runs (over MQTT; Home Assistant has buttons for them):
+  redox-streamer session start --athlete alice --tag intervals
+  redox-streamer session end --athlete alice --rpe 7
+  redox-streamer rpe --athlete alice 6       the RPE of the last session, later
+
 set-up, in order:
   redox-streamer config init                  write a commented example config
   redox-streamer scan                         find your devices
