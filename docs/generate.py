@@ -135,6 +135,12 @@ def rules_table() -> str:
     return "\n".join(rows)
 
 
+#: Thresholds without a default constant, other than the elite profile's: where they come from.
+UNSET_ORIGIN = {
+    "high_intensity_power_w": "the athlete's own (second threshold / FTP; `[athletes.rules]`)",
+}
+
+
 def thresholds_table() -> str:
     constants = {c.name: c for c in physiology_constants()}
     sources = threshold_constants()
@@ -142,7 +148,11 @@ def thresholds_table() -> str:
     for field in dataclasses.fields(RuleThresholds):
         default = getattr(RuleThresholds(), field.name)
         constant = sources.get(field.name)
-        origin = f"`{constant}`" if constant else "profile (`elite`: `ELITE_PASSIVE_DAY_EVERY`)"
+        origin = (
+            f"`{constant}`"
+            if constant
+            else UNSET_ORIGIN.get(field.name, "profile (`elite`: `ELITE_PASSIVE_DAY_EVERY`)")
+        )
         section = cell(constants[constant].section) if constant in constants else ""
         rows.append(f"| `{field.name}` | {value(default)} | {origin} | {section} |")
     return "\n".join(rows)

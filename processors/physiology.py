@@ -58,6 +58,15 @@ ELITEHRV_WHOOP
     Comparable tools' onboarding, as they document it: Elite HRV shows a labelled baseline
     estimate after 2 readings and builds it over ~2 weeks; WHOOP calibrates after 4 nights
     from population priors. (Product behaviour, not a study; cited for the day counts.)
+FOSTER_2001
+    Foster C., Florhaug J.A., Franklin J., Gottschall L., Hrovatin L.A., Parker S., Doleshal
+    P., Dodge C. (2001). A new approach to monitoring exercise training. J Strength Cond Res
+    15(1):109–115 (session RPE on the CR-10 scale, asked ~30 min after the session).
+SEILER_KJERLAND_2006
+    Seiler K.S., Kjerland G.Ø. (2006). Quantifying training intensity distribution in elite
+    endurance athletes: is there evidence for an "optimal" distribution? Scand J Med Sci
+    Sports 16:49–56 (session RPE mapped onto three zones: CR-10 ≥ 7 is zone 3, above the
+    second ventilatory threshold).
 VANDERPLAS_2018
     VanderPlas J.T. (2018). Understanding the Lomb–Scargle periodogram. ApJS 236:16
     (frequency grid: ~5 samples per peak width).
@@ -249,6 +258,16 @@ PULL_BACK_DAYS: Final = 7
 HIGH_INTENSITY_SPACING_H: Final = 48.0
 HIGH_INTENSITY_SPACING_OLDER_H: Final = 72.0  # late fifties (ARTICLE; REVIEW: blunted responses)
 ELITE_PASSIVE_DAY_EVERY: Final = 3  # a passive day after every third high-intensity session
+
+# --- Session intensity (FOSTER_2001; SEILER_KJERLAND_2006) --------------------------------
+# Which sessions are high-intensity (hi_spacing spaces those): a session RPE ≥ 7 on the
+# CR-10 scale (FOSTER_2001's session RPE; SEILER_KJERLAND_2006 map 7–10 to zone 3, above the
+# second ventilatory threshold) — the athlete's own rating, entered with `session end
+# --rpe` or `rpe`. Or, when the athlete's config gives `high_intensity_power_w` (their power
+# at the second threshold, e.g. FTP from a test; no default: it is personal), a mean power
+# at or above it. Mean power under-reads interval sessions (the rests pull it down), so the
+# power criterion only adds sessions RPE missed; an RPE below 7 does not veto it.
+HIGH_INTENSITY_RPE: Final = 7.0
 
 # --- Oxygenation effort detection (issue 2, item 5) ---------------------------------------
 # Signal-processing defaults for finding efforts in a Moxy SmO2 stream. Moxy samples every

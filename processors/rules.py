@@ -37,12 +37,11 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     evaluated against the mean of up to 5 sessions before it (≥ 3 needed): RPE ≥ 1.2×
     the reference RPE while power ≤ 0.9× the reference power. E.g. 5 sessions at RPE 5,
     200 W, then one at RPE 6, 180 W.
-``hi_spacing`` (info) — see :func:`processors.profiles.evaluate_spacing`: two high-intensity
+``hi_spacing`` (warning) — see :func:`processors.profiles.evaluate_spacing`: two high-intensity
     sessions < 48 h apart (72 h for ``older``), or (``elite``) a fourth consecutive one
-    without a passive day. NOT YET EVALUATED by the streamer: no record says which sessions
-    were high-intensity (``tests/test_rule_reachability.py`` names it as the one exception).
-    Being ``info`` it would not raise an alert once evaluated: its advice asks for a change,
-    so whoever wires it should decide whether it is a ``warning``.
+    without a passive day. A session is high-intensity per :func:`is_high_intensity`: RPE
+    ≥ 7 (CR-10), or mean power ≥ the athlete's ``high_intensity_power_w`` when configured.
+    E.g. a session ending with RPE 8, and another with RPE 7 starting 24 h after it.
 """
 
 from __future__ import annotations
@@ -137,7 +136,9 @@ CATALOGUE: Mapping[str, RuleSpec] = {
         ),
         RuleSpec(
             "hi_spacing",
-            Severity.INFO,
+            # A warning, not info: its advice asks for a change (space the sessions), and
+            # info findings are never raised as alerts.
+            Severity.WARNING,
             "High-intensity sessions too close together",
             "Leave the profile's recovery window between high-intensity sessions "
             "(48 h; 72 h for older athletes; elite: a passive day after every third).",
@@ -175,6 +176,8 @@ class RuleThresholds:
     rpe_reference_sessions: int = ph.RPE_REFERENCE_SESSIONS
     rpe_min_reference_sessions: int = ph.RPE_MIN_REFERENCE_SESSIONS
     hi_spacing_h: float = ph.HIGH_INTENSITY_SPACING_H
+    high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
+    high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
     passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
 
     def __post_init__(self) -> None:
@@ -206,7 +209,7 @@ class RuleThresholds:
             if (
                 isinstance(default, int)
                 and not isinstance(default, bool)
-                and key != "passive_day_every"
+                and key not in ("passive_day_every", "high_intensity_power_w")
             ):
                 if isinstance(value, float) and value.is_integer():
                     value = int(value)
@@ -487,6 +490,29 @@ def evaluate_rpe_power_mismatch(
     if not active:
         message = "rpe_power_mismatch not met: " + message
     return _evaluation("rpe_power_mismatch", active, message, evidence)
+
+
+def is_high_intensity(
+    rpe: float | None,
+    mean_power_w: float | None,
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> bool | None:
+    """Whether a session was high-intensity (what ``hi_spacing`` spaces); None when
+    neither its RPE nor (with ``high_intensity_power_w`` configured) its power is known.
+
+    High when the RPE (CR-10) is ≥ ``high_intensity_rpe`` (7: FOSTER_2001,
+    SEILER_KJERLAND_2006 zone 3), or the mean power (W) is ≥ ``high_intensity_power_w``.
+    """
+    th = thresholds
+    by_rpe = None if rpe is None else rpe >= th.high_intensity_rpe
+    by_power = (
+        None
+        if th.high_intensity_power_w is None or mean_power_w is None
+        else mean_power_w >= th.high_intensity_power_w
+    )
+    if by_rpe is None and by_power is None:
+        return None
+    return bool(by_rpe) or bool(by_power)
 
 
 def evaluation_for(

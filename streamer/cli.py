@@ -62,6 +62,14 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("run", "stream the paired devices of the configured athletes", "streamer.commands.run"),
     Command(
+        "session", "start or end a training session in a running `run`", "streamer.commands.session"
+    ),
+    Command(
+        "rpe",
+        "enter the perceived exertion (CR-10) of the current or last session",
+        "streamer.commands.rpe",
+    ),
+    Command(
         "replay",
         "replay a recording of raw notifications through the pipeline",
         "streamer.commands.replay",

@@ -845,6 +845,18 @@ class SessionPayload(Payload):
         metadata=column(None, "0–10", "perceived exertion entered for the session")
     )
     mean_power_w: float | None = field(metadata=column(None, "W", "mean power over the session"))
+    high_intensity: bool | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "",
+            "high-intensity by its RPE (≥ 7) or power (docs/rules.md, `hi_spacing`); null: "
+            "neither known",
+        ),
+    )
+    tags: tuple[str, ...] = field(
+        default=(), metadata=column(None, "", "the labels given with `session start --tag`")
+    )
 
 
 @dataclass(frozen=True, slots=True)

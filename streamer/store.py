@@ -718,8 +718,13 @@ class Store:
     def add_session(
         self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue], device: str | None = None
     ) -> None:
-        """Store a session summary (oxygenation recovery per session)."""
+        """Store a session summary (oxygenation recovery per session); one of the same
+        athlete, time and device replaces it (an RPE entered after the session amends it)."""
         with self._tx() as db:
+            db.execute(
+                "DELETE FROM sessions WHERE athlete = ? AND ts_ns = ? AND device IS ?",
+                (athlete, ts_ns, device),
+            )
             db.execute(
                 "INSERT INTO sessions (athlete, ts_ns, device, data) VALUES (?, ?, ?, ?)",
                 (athlete, ts_ns, device, _dumps(data)),

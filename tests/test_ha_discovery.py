@@ -27,7 +27,9 @@ def test_every_entity_is_unique_and_tied_to_the_bridge_state() -> None:
     assert len({c["unique_id"] for c in configs}) == len(configs)
     for config in configs:
         assert config["availability"][0]["topic"] == "club/redox/bridge/state"
-        assert config["state_topic"].startswith("club/redox/")
+        # Sensors read a state topic; buttons and the RPE number publish a command topic.
+        topic = config.get("state_topic") or config["command_topic"]
+        assert topic.startswith("club/redox/")
 
 
 def test_heart_rate_sensor_reads_the_strap_live_topic_only_when_there_is_a_strap() -> None:
@@ -74,3 +76,24 @@ def test_each_device_has_a_connectivity_and_a_battery_entity_on_its_state_topic(
     assert battery["value_template"] == "{{ value_json.battery_pct }}"
     # Bob has no device: no device entities.
     assert not [t for t in messages if "redox_bob/device_" in t]
+
+
+def test_session_buttons_and_rpe_number_publish_on_the_command_topics() -> None:
+    messages = {t: json.loads(p) for t, p in discovery_messages(Topics("club/redox"), _athletes())}
+    start = messages["homeassistant/button/redox_alice/session_start/config"]
+    end = messages["homeassistant/button/redox_alice/session_end/config"]
+    rpe = messages["homeassistant/number/redox_alice/rpe/config"]
+    assert (start["command_topic"], start["payload_press"]) == (
+        "club/redox/alice/set/session",
+        "start",
+    )
+    assert (end["command_topic"], end["payload_press"]) == ("club/redox/alice/set/session", "end")
+    assert rpe["command_topic"] == "club/redox/alice/set/rpe"
+    assert (rpe["min"], rpe["max"]) == (0, 10.0)
+    # What HA publishes is what run's listener parses.
+    from streamer.app.commands_in import parse_rpe, parse_session
+
+    assert parse_session(start["payload_press"].encode()).action == "start"
+    assert parse_session(end["payload_press"].encode()).action == "end"
+    assert parse_rpe(b"7.5") == 7.5
+    assert "homeassistant/button/redox_bob/session_start/config" in messages

@@ -1,9 +1,10 @@
-"""Client ids: unique per process, and on the shipped broker tied to the account, so that
-neither a second streamer nor a reader reusing the streamer's id throws the streamer off.
+"""Client ids: unique per process, so that neither a second streamer nor a reader reusing
+the streamer's configured id throws the streamer off.
 
 The takeover is what a real mosquitto does to the older of two clients with one id: the
-control test shows it on a broker without ``use_username_as_clientid``; the shipped config
-must prevent it.
+control test shows it happens to a client whose exact id another one reuses; the ids the
+streamer uses are its configured prefix plus host, pid and random bits, so reusing the
+prefix (the predictable id of before) takes over nothing.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ async def test_control_a_reader_with_the_streamers_id_throws_it_off_a_plain_brok
             await eventually(lambda: publisher.status()["disconnects"] >= 1, what="takeover")
 
 
-async def test_on_the_shipped_broker_a_reader_reusing_the_streamers_id_cannot_throw_it_off(
+async def test_on_the_shipped_broker_a_reader_reusing_the_streamers_name_cannot_throw_it_off(
     shipped_mosquitto: ShippedBroker, tmp_path: Path
 ) -> None:
     broker = shipped_mosquitto
@@ -113,8 +114,9 @@ async def test_on_the_shipped_broker_a_reader_reusing_the_streamers_id_cannot_th
     with Store(tmp_path / "s.sqlite3") as store:
         publisher = MqttPublisher(config, store, backoff=FAST)
         async with running(publisher):
-            # The streamer's own id, and the id the shipped broker really gives it.
-            for n, stolen in enumerate((publisher._client_id, "redox-streamer"), start=1):
+            # The predictable ids a reader could reuse: the configured prefix, and the
+            # notifier's own default.
+            for n, stolen in enumerate(("redox-streamer", "redox-notify"), start=1):
                 async with aiomqtt.Client(
                     HOST,
                     broker.port,

@@ -22,7 +22,7 @@ from streamer.config import AthleteConfig, DeviceConfig, MqttConfig, Secret
 from streamer.payloads import decode_payload
 from streamer.results import Kind, Result, alert_result, live_result
 from streamer.sinks.backoff import Backoff
-from streamer.sinks.ha_discovery import ACTION_RULES
+from streamer.sinks.ha_discovery import ACTION_RULES, command_configs
 from streamer.sinks.mqtt import MqttNotConnected, MqttOutbox, MqttPublisher
 from streamer.store import Store
 from tests.mqtt_helpers import Subscriber, eventually, first_arrivals
@@ -254,8 +254,14 @@ async def test_home_assistant_configs_are_resent_when_ha_comes_online(
     publisher = MqttPublisher(
         _config(mosquitto, ha_discovery=True), store, athletes=[athlete], backoff=FAST
     )
-    # Six sensors, a problem sensor per action rule, connectivity and battery per device.
-    per_round = 6 + len(ACTION_RULES) + 2 * len(athlete.devices)
+    # Six sensors, a problem sensor per action rule, connectivity and battery per device,
+    # the command buttons and number.
+    per_round = (
+        6
+        + len(ACTION_RULES)
+        + 2 * len(athlete.devices)
+        + len(command_configs(publisher.topics, athlete))
+    )
     async with running(publisher):
         await sub.wait_for(lambda: len(sub.received) >= per_round, what="discovery configs")
         async with aiomqtt.Client(HOST, mosquitto.port) as ha:

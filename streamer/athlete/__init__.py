@@ -20,6 +20,7 @@ from streamer.athlete.events import (
     MorningStart,
     ProtocolEvent,
     SessionEnd,
+    SessionRpe,
     SessionStart,
 )
 from streamer.athlete.heart import DEFAULT_HRV_EVERY_S
@@ -44,6 +45,7 @@ __all__ = [
     "MorningStart",
     "ProtocolEvent",
     "SessionEnd",
+    "SessionRpe",
     "SessionStart",
     "alert_payload",
     "live_result",

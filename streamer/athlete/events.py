@@ -29,9 +29,11 @@ class MorningEnd:
 
 @dataclass(frozen=True, slots=True)
 class SessionStart:
-    """A training session starts (SmO2 efforts and power are attributed to it)."""
+    """A training session starts (SmO2 efforts and power are attributed to it); ``tags``
+    are the user's labels for it (e.g. its kind: ``intervals``), kept in its summary."""
 
     t_ns: int
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,16 @@ class SessionEnd:
 
     t_ns: int
     rpe: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRpe:
+    """The athlete's perceived exertion (CR-10, 0–10) for the open session, or — when none
+    is open — for the last finished one, whose summary it amends (RPE is asked ~30 min
+    after the session, FOSTER_2001 in :mod:`processors.physiology`)."""
+
+    t_ns: int
+    rpe: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,7 @@ ProtocolEvent = (
     | MorningEnd
     | SessionStart
     | SessionEnd
+    | SessionRpe
     | GripPhase
     | GripPhaseEnd
     | GripEnd
@@ -95,6 +108,7 @@ PROTOCOL_EVENTS: Final = (
     MorningEnd,
     SessionStart,
     SessionEnd,
+    SessionRpe,
     GripPhase,
     GripPhaseEnd,
     GripEnd,

@@ -21,6 +21,16 @@ class HistoryRow(Protocol[_P_co]):
     """One history row as the athlete reads it (:class:`streamer.store.Row` is one)."""
 
     @property
+    def ts_ns(self) -> int:
+        """The result's time, ns since the epoch."""
+        ...
+
+    @property
+    def device(self) -> str | None:
+        """The device the result came from, if any."""
+        ...
+
+    @property
     def date(self) -> str | None:
         """The row's day (ISO), for morning readings."""
         ...

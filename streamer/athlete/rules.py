@@ -3,14 +3,17 @@ evaluates (:mod:`processors.rules`).
 
 Every catalogue rule with a production caller is evaluated here, one method per event:
 a morning reading (``hrv_downtrend``, ``rhr_creep`` over the daily trends), a session
-(``smo2_slow_recovery``, ``rpe_power_mismatch``), a grip test (``grip_signal``,
-``grip_spillover``). ``tests/test_rule_reachability.py`` fails for a catalogue rule that
-no event reaches. The histories are bounded and refilled from the athlete's history on
-start (:meth:`remember_morning` etc.).
+(``smo2_slow_recovery``, ``rpe_power_mismatch``, and ``hi_spacing`` when it was
+high-intensity), an RPE entered after the session ended (``rpe_power_mismatch``,
+``hi_spacing`` again for that session), a grip test (``grip_signal``, ``grip_spillover``).
+``tests/test_rule_reachability.py`` fails for a catalogue rule that no event reaches.
+The histories are bounded and refilled from the athlete's history on start
+(:meth:`remember_morning` etc.).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import deque
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from processors import physiology as ph
 from processors.alerts import RuleEvaluation
 from processors.grip import GripTest
 from processors.morning import MorningReading
+from processors.profiles import evaluate_spacing
 from processors.rules import (
     RuleThresholds,
     SessionLoad,
@@ -27,6 +31,7 @@ from processors.rules import (
     evaluate_morning,
     evaluate_rpe_power_mismatch,
     evaluate_smo2_slow_recovery,
+    is_high_intensity,
     measure_grip,
 )
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
@@ -37,6 +42,30 @@ HISTORY_DAYS: Final = ph.BASELINE_FIRST_DAY_BACK + 1
 """Daily values kept: the baseline window reaches back to d − 35."""
 SESSIONS_KEPT: Final = 16
 """Session recovery times, RPE loads and grip MVCs kept (rules look at ≤ 5–10)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    """What the session rules know of one finished session (times in ns since the epoch,
+    RPE on CR-10, mean power in W)."""
+
+    start_ns: int
+    end_ns: int
+    rpe: float | None
+    mean_power_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionVerdict:
+    """A session's intensity (None: unknown) and its rule evaluations."""
+
+    high_intensity: bool | None
+    evaluations: list[RuleEvaluation]
+
+
+def _utc(t_ns: int) -> dt.datetime:
+    # Calendar days (hi_spacing's passive days) are UTC days, as the store's are.
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +87,10 @@ class RuleEngine:
         self._recoveries: deque[float | None] = deque(maxlen=SESSIONS_KEPT)
         self._loads: deque[SessionLoad] = deque(maxlen=SESSIONS_KEPT)
         self._mvcs: deque[float] = deque(maxlen=SESSIONS_KEPT)
+        # hi_spacing: starts of high-intensity sessions, and the days with any session.
+        self._hi_starts: deque[dt.datetime] = deque(maxlen=SESSIONS_KEPT)
+        self._session_days: deque[dt.date] = deque(maxlen=SESSIONS_KEPT)
+        self._last: SessionFacts | None = None
 
     # --- refilled from the history ----------------------------------------------------------
 
@@ -68,13 +101,20 @@ class RuleEngine:
             self._ln_rmssd[day] = float(ln)
             self._rhr[day] = float(rhr)
 
-    def remember_session(self, session: SessionPayload) -> None:
-        """A session summary from the history."""
+    def remember_session(self, session: SessionPayload, end_ns: int) -> None:
+        """A session summary from the history (``end_ns``: its result's time)."""
         recovery = session.recovery_s
         self._recoveries.append(None if recovery is None else float(recovery))
-        rpe, power = session.rpe, session.mean_power_w
-        if rpe is not None and power is not None and power > 0:
-            self._loads.append(SessionLoad(float(rpe), float(power)))
+        rpe = None if session.rpe is None else float(session.rpe)
+        power = None if session.mean_power_w is None else float(session.mean_power_w)
+        if rpe is not None and rpe > 0 and power is not None and power > 0:
+            self._loads.append(SessionLoad(rpe, power))
+        start_ns = end_ns - round(float(session.duration_s) * 1e9)
+        facts = SessionFacts(start_ns, end_ns, rpe, power)
+        self._note_days(facts)
+        if is_high_intensity(rpe, power, self.thresholds):
+            self._hi_starts.append(_utc(start_ns))
+        self._last = facts
 
     def remember_grip(self, grip: GripPayload) -> None:
         """A grip test from the history."""
@@ -116,22 +156,68 @@ class RuleEngine:
         return MorningVerdict(ln_trend, rhr_trend, evaluate_morning(ln_hist, rhr_hist, th))
 
     def session(
-        self,
-        n_efforts: int,
-        recovery_s: float | None,
-        rpe: float | None,
-        mean_power_w: float | None,
-    ) -> list[RuleEvaluation]:
+        self, facts: SessionFacts, n_efforts: int, recovery_s: float | None
+    ) -> SessionVerdict:
         """A finished session: ``smo2_slow_recovery`` when it had efforts,
-        ``rpe_power_mismatch`` when it has an RPE and power."""
+        ``rpe_power_mismatch`` when it has an RPE and power, ``hi_spacing`` when it was
+        high-intensity."""
         evaluations: list[RuleEvaluation] = []
         if n_efforts:
             self._recoveries.append(recovery_s)
             evaluations.append(evaluate_smo2_slow_recovery(list(self._recoveries), self.thresholds))
-        if rpe is not None and rpe > 0 and mean_power_w:
-            self._loads.append(SessionLoad(float(rpe), mean_power_w))
+        load = _load(facts)
+        if load is not None:
+            self._loads.append(load)
             evaluations.append(evaluate_rpe_power_mismatch(list(self._loads), self.thresholds))
-        return evaluations
+        self._note_days(facts)
+        high = is_high_intensity(facts.rpe, facts.mean_power_w, self.thresholds)
+        if high:
+            self._hi_starts.append(_utc(facts.start_ns))
+            evaluations.append(self._spacing())
+        self._last = facts
+        return SessionVerdict(high, evaluations)
+
+    @property
+    def last_session(self) -> SessionFacts | None:
+        """The last finished session (from this run or the history)."""
+        return self._last
+
+    def session_rpe(self, rpe: float) -> SessionVerdict | None:
+        """An RPE entered after the last session ended (None: no session yet): it replaces
+        that session's RPE; ``rpe_power_mismatch`` when the session has power, and
+        ``hi_spacing`` when the RPE makes it high-intensity."""
+        last = self._last
+        if last is None:
+            return None
+        evaluations: list[RuleEvaluation] = []
+        amended = dataclasses.replace(last, rpe=rpe)
+        if _load(last) is not None and self._loads:
+            self._loads.pop()  # the last load is this session's: replaced, not counted twice
+        load = _load(amended)
+        if load is not None:
+            self._loads.append(load)
+            evaluations.append(evaluate_rpe_power_mismatch(list(self._loads), self.thresholds))
+        th = self.thresholds
+        was_high = is_high_intensity(last.rpe, last.mean_power_w, th)
+        high = is_high_intensity(rpe, last.mean_power_w, th)
+        start = _utc(last.start_ns)
+        if was_high and not high and start in self._hi_starts:
+            self._hi_starts.remove(start)
+        elif high and not was_high:
+            self._hi_starts.append(start)
+            evaluations.append(self._spacing())
+        self._last = amended
+        return SessionVerdict(high, evaluations)
+
+    def _note_days(self, facts: SessionFacts) -> None:
+        day = _utc(facts.start_ns).date()
+        if day not in self._session_days:
+            self._session_days.append(day)
+
+    def _spacing(self) -> RuleEvaluation:
+        return evaluate_spacing(
+            list(self._hi_starts), self.thresholds, session_days=set(self._session_days)
+        )
 
     def grip(self, traces: GripTraces) -> tuple[GripTest, list[RuleEvaluation]]:
         """A finished grip test measured against the MVC history; ``grip_signal`` and
@@ -139,3 +225,11 @@ class RuleEngine:
         test = measure_grip(traces.pre, traces.post, list(self._mvcs), self.thresholds)
         self._mvcs.append(test.mvc_kg)
         return test, evaluate_grip(test, self.thresholds)
+
+
+def _load(facts: SessionFacts) -> SessionLoad | None:
+    """A session's load for ``rpe_power_mismatch``: None without an RPE > 0 and power > 0."""
+    rpe, power = facts.rpe, facts.mean_power_w
+    if rpe is not None and rpe > 0 and power is not None and power > 0:
+        return SessionLoad(rpe, power)
+    return None

@@ -11,11 +11,14 @@ from streamer.results import Result, SessionPayload
 
 @dataclass(frozen=True, slots=True)
 class SessionSummary:
-    """A finished session: start (ns), recovery over its efforts, mean power (W)."""
+    """A finished session: start (ns), recovery over its efforts, mean power (W), the RPE
+    entered while it ran (CR-10, if any) and its tags."""
 
     start_ns: int
     recovery: OxygenRecovery
     mean_power_w: float | None
+    rpe: float | None = None
+    tags: tuple[str, ...] = ()
 
 
 class SessionProtocol:
@@ -26,17 +29,25 @@ class SessionProtocol:
         self._efforts: list[EffortRecovery] = []
         self._power_sum = 0.0
         self._power_n = 0
+        self._rpe: float | None = None
+        self._tags: tuple[str, ...] = ()
 
     @property
     def start_ns(self) -> int | None:
         """When the open session started (None: no session open)."""
         return self._start
 
-    def start(self, t_ns: int) -> None:
-        """A session starts."""
+    def start(self, t_ns: int, tags: tuple[str, ...] = ()) -> None:
+        """A session starts (a start while one is open restarts it: the earlier start was
+        not ended, so nothing it collected is a session)."""
         self._start = t_ns
         self._efforts = []
         self._power_sum, self._power_n = 0.0, 0
+        self._rpe, self._tags = None, tags
+
+    def set_rpe(self, rpe: float) -> None:
+        """The RPE (CR-10) of the open session, entered before it ends."""
+        self._rpe = rpe
 
     def add_effort(self, effort: EffortRecovery) -> None:
         """An effort ended (attributed to the open session, if any)."""
@@ -60,11 +71,16 @@ class SessionProtocol:
         )
         mean_power = self._power_sum / self._power_n if self._power_n else None
         self._efforts = []
-        return SessionSummary(start, recovery, mean_power)
+        return SessionSummary(start, recovery, mean_power, self._rpe, self._tags)
 
 
 def session_result(
-    athlete: str, end_ns: int, rpe: float | None, s: SessionSummary, device: str | None
+    athlete: str,
+    end_ns: int,
+    rpe: float | None,
+    s: SessionSummary,
+    device: str | None,
+    high_intensity: bool | None = None,
 ) -> Result:
     """The ``session`` result of a finished session (``device``: its SmO2 sensor)."""
     r = s.recovery
@@ -76,4 +92,6 @@ def session_result(
         duration_s=(end_ns - s.start_ns) / 1e9,
         rpe=rpe,
         mean_power_w=s.mean_power_w,
+        high_intensity=high_intensity,
+        tags=s.tags,
     ).result(athlete, end_ns, device)

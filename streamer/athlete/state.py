@@ -23,6 +23,7 @@ traces are capped, and the histories keep only the days and sessions the rules l
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -58,6 +59,7 @@ from streamer.athlete.events import (
     MorningStart,
     ProtocolEvent,
     SessionEnd,
+    SessionRpe,
     SessionStart,
     is_athlete_record,
 )
@@ -68,10 +70,10 @@ from streamer.athlete.morning import MorningProtocol, morning_result
 from streamer.athlete.muscle import MuscleOxygen, effort_result
 from streamer.athlete.persistence import AthleteHistory
 from streamer.athlete.readiness import Readiness
-from streamer.athlete.rules import SESSIONS_KEPT, RuleEngine
+from streamer.athlete.rules import SESSIONS_KEPT, RuleEngine, SessionFacts
 from streamer.athlete.session import SessionProtocol, session_result
 from streamer.athlete.snapshot import AthleteSnapshot
-from streamer.results import JsonValue, MorningPayload, Result, live_result
+from streamer.results import JsonValue, MorningPayload, Result, SessionPayload, live_result
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,6 +120,9 @@ class AthleteState:
         self.session = SessionProtocol()
         self.grip = GripProtocol(athlete)
         self.rules = RuleEngine(self.thresholds)
+        # The last finished session's summary, its time and device: an RPE entered after
+        # it ended amends it (re-published with the same time, replacing the stored row).
+        self._last_session: tuple[int, str | None, SessionPayload] | None = None
         self.readiness = Readiness(
             athlete,
             self.snapshot,
@@ -161,7 +166,8 @@ class AthleteState:
             self.snapshot.last_morning = morning
         self.rules.trim_days()
         for session in store.sessions(self.athlete)[-SESSIONS_KEPT:]:
-            self.rules.remember_session(session.payload)
+            self.rules.remember_session(session.payload, session.ts_ns)
+            self._last_session = (session.ts_ns, session.device, session.payload)
         for grip in store.grip_tests(self.athlete)[-SESSIONS_KEPT:]:
             self.rules.remember_grip(grip.payload)
         self.snapshot.open_alerts = tuple(a.rule_id for a in self.book.open_alerts())
@@ -204,6 +210,7 @@ class AthleteState:
                 | MorningEnd()
                 | SessionStart()
                 | SessionEnd()
+                | SessionRpe()
                 | GripPhase()
                 | GripPhaseEnd()
                 | GripEnd()
@@ -294,11 +301,13 @@ class AthleteState:
             case MorningEnd():
                 return self._end_morning(event)
             case SessionStart():
-                self.session.start(event.t_ns)
+                self.session.start(event.t_ns, event.tags)
                 self.snapshot.phase = "session"
                 return []
             case SessionEnd():
                 return self._end_session(event)
+            case SessionRpe():
+                return self._session_rpe(event)
             case GripPhase():
                 if self.grip.phase(event.minute, event.t_ns) is not None:
                     self._keep_grip("open", event.t_ns)
@@ -369,13 +378,37 @@ class AthleteState:
         # are published, not counted into the session that just closed.
         out = [self._effort(device, effort) for device, effort in self.muscle.flush()]
         sensor = self.muscle.first_sensor
-        out.append(session_result(self.athlete, end.t_ns, end.rpe, summary, sensor))
+        rpe = end.rpe if end.rpe is not None else summary.rpe
         recovery = summary.recovery
         self.snapshot.last_session_recovery_s = recovery.recovery_time_s
-        evaluations = self.rules.session(
-            recovery.n_efforts, recovery.recovery_time_s, end.rpe, summary.mean_power_w
+        facts = SessionFacts(summary.start_ns, end.t_ns, rpe, summary.mean_power_w)
+        verdict = self.rules.session(facts, recovery.n_efforts, recovery.recovery_time_s)
+        result = session_result(
+            self.athlete, end.t_ns, rpe, summary, sensor, verdict.high_intensity
         )
-        out.extend(self.readiness.apply(evaluations, end.t_ns))
+        self._last_session = (end.t_ns, sensor, result.payload_as(SessionPayload))
+        out.append(result)
+        out.extend(self.readiness.apply(verdict.evaluations, end.t_ns))
+        return out
+
+    def _session_rpe(self, event: SessionRpe) -> list[Result]:
+        if self.session.start_ns is not None:
+            self.session.set_rpe(event.rpe)  # the open session's: used when it ends
+            return []
+        last = self._last_session
+        verdict = self.rules.session_rpe(event.rpe)
+        if last is None or verdict is None:
+            _LOGGER.warning(
+                "%s: RPE %g ignored: no session to attach it to", self.athlete, event.rpe
+            )
+            return []
+        end_ns, device, payload = last
+        amended = dataclasses.replace(payload, rpe=event.rpe, high_intensity=verdict.high_intensity)
+        self._last_session = (end_ns, device, amended)
+        # The amended summary keeps the session's time: the store replaces its row and
+        # InfluxDB overwrites its point; the alerts it changes are of now.
+        out = [amended.result(self.athlete, end_ns, device)]
+        out.extend(self.readiness.apply(verdict.evaluations, event.t_ns))
         return out
 
     def _keep_grip(self, state: str, t_ns: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ examples:
   redox-streamer run --config ~/redox.toml
   redox-streamer run --duration 3600          one hour, then stop cleanly
   redox-streamer run --emulated --speed 10    the same devices, emulated: no hardware
+
+while it runs (over MQTT; Home Assistant has buttons for them):
+  redox-streamer session start --athlete alice --tag intervals
+  redox-streamer session end --athlete alice --rpe 7
+  redox-streamer rpe --athlete alice 6       the RPE of the last session, later
 
 set-up, in order:
   redox-streamer config init                  write a commented example config
@@ -177,8 +183,12 @@ async def _emulators(
     stack: contextlib.AsyncExitStack, devices: dict[str, list[DeviceConfig]], speed: float
 ) -> dict[str, Any]:
     import devices.emulated as emulated
+    from devices.emulated.clock import EmulatedClock
 
-    world = await stack.enter_async_context(emulated.EmulatedWorld())
+    # The world's one clock stamps the records too: at --speed X an effort, a recovery
+    # and a session last their physiological time, not 1/X of it.
+    clock = EmulatedClock(speed)
+    world = await stack.enter_async_context(emulated.EmulatedWorld(clock=clock))
     for athlete, items in devices.items():
         for device in items:
             cls = emulated.emulator_class(device.device_models[0])
@@ -186,7 +196,11 @@ async def _emulators(
             # A device known by name only advertises that name; the driver finds it by it.
             name = device.name or f"{athlete} {device.id}"
             await world.add(cls(name, speed=speed, address=device.address))
-    return {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs}
+    return {
+        "client_kwargs": world.client_kwargs,
+        "scanner_kwargs": world.scanner_kwargs,
+        "clock_ns": clock.now_ns,
+    }
 
 
 async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[DeviceConfig]]) -> int:
@@ -212,6 +226,15 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
                 pipeline.add_source(driver)
                 made.append((device.id, driver))
             drivers[athlete] = made
+        if config.mqtt is not None:
+            # Session start/end and RPE from `redox-streamer session|rpe` and Home Assistant.
+            from streamer.app.commands_in import CommandListener
+
+            pipeline.add_source(
+                CommandListener(
+                    config.mqtt, ids, pipeline.offer, clock_ns=kwargs.get("clock_ns", time.time_ns)
+                )
+            )
         model = ViewModel(
             title=f"redox-streamer run — {len(ids)} athletes, "
             f"{sum(len(v) for v in devices.values())} devices",

@@ -14,6 +14,12 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
 * per device of the athlete (:func:`device_configs`): a ``connectivity`` binary sensor
   (``connected`` of the retained ``<base>/<athlete>/<device>/state``) and a ``battery``
   sensor (``battery_pct``, %).
+* context entry (:func:`command_configs`): "Session start" and "Session end" buttons
+  publishing ``start`` / ``end`` on ``<base>/<athlete>/set/session``, "Morning reading
+  start" and "end" on ``<base>/<athlete>/set/morning``, and an "RPE" number
+  (0–10, CR-10) publishing on ``<base>/<athlete>/set/rpe`` — the command topics a running
+  ``run`` listens to (:mod:`streamer.app.commands_in`; the shipped ACL lets the
+  ``homeassistant`` user write them).
 
 Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
 entities go unavailable when the streamer dies. The publisher re-sends these configs when
@@ -257,6 +263,55 @@ def device_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, di
     return out
 
 
+def command_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(config topic, config object) of ``athlete``'s command entities: session start and
+    end buttons, the RPE number. They have no state: a press or a value is a command."""
+    from streamer.app.commands_in import MORNING, RPE, RPE_MAX, SESSION, command_topic
+
+    node = f"redox_{slug(athlete.id)}"
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def command(component: str, key: str, name: str, topic: str, **extra: Any) -> None:
+        config = _entity(topics, athlete, key, name, "", "", command_topic=topic, **extra)
+        del config["state_topic"], config["value_template"]
+        out.append((topics.ha_config(component, node, key), config))
+
+    session = command_topic(topics, athlete.id, SESSION)
+    command(
+        "button", "session_start", "Session start", session, payload_press="start", icon="mdi:play"
+    )
+    command("button", "session_end", "Session end", session, payload_press="end", icon="mdi:stop")
+    morning = command_topic(topics, athlete.id, MORNING)
+    command(
+        "button",
+        "morning_start",
+        "Morning reading start",
+        morning,
+        payload_press="start",
+        icon="mdi:bed-clock",
+    )
+    command(
+        "button",
+        "morning_end",
+        "Morning reading end",
+        morning,
+        payload_press="end",
+        icon="mdi:weather-sunset-up",
+    )
+    command(
+        "number",
+        "rpe",
+        "RPE (CR-10) of the current or last session",
+        command_topic(topics, athlete.id, RPE),
+        min=0,
+        max=RPE_MAX,
+        step=0.5,
+        mode="box",
+        icon="mdi:gauge",
+    )
+    return out
+
+
 def discovery_messages(
     topics: Topics, athletes: Sequence[AthleteConfig]
 ) -> list[tuple[str, bytes]]:
@@ -264,5 +319,8 @@ def discovery_messages(
     return [
         (topic, json.dumps(config, separators=(",", ":")).encode())
         for athlete in athletes
-        for topic, config in discovery_configs(topics, athlete)
+        for topic, config in (
+            *discovery_configs(topics, athlete),
+            *command_configs(topics, athlete),
+        )
     ]

@@ -1,0 +1,363 @@
+"""Context entered while ``run`` streams: MQTT command topics → protocol markers.
+
+A running ``run`` subscribes to ``<base>/+/set/+`` on its own connection (built by the one
+factory, :func:`streamer.sinks.mqtt_connect.mqtt_client`) and turns each command into the
+markers the pipeline already carries (:mod:`streamer.athlete.events`), stamped with the
+clock the devices' records are stamped with, so a session starts and ends exactly where
+the command falls among the samples:
+
+====================================  ======================================================
+topic                                 payload
+====================================  ======================================================
+``<base>/<athlete>/set/session``      ``start`` | ``end`` | JSON ``{"action": "start"|"end",
+                                      "rpe": 0–10, "tags": ["intervals", …]}``
+``<base>/<athlete>/set/rpe``          a number 0–10 (CR-10), or JSON ``{"rpe": 7}``
+``<base>/<athlete>/set/morning``      ``start`` | ``end``: the morning reading, lying still
+                                      with the strap on (what ``redox-streamer morning``
+                                      guides, here while ``run`` holds the strap)
+``<base>/<athlete>/set/grip``         ``pre`` | ``post MINUTES`` | ``end`` (or JSON
+                                      ``{"phase": "post", "minute": 15}``): the grip
+                                      test's phases on the dynamometer ``run`` holds
+``<base>/bridge/commands``            ``online`` / ``offline`` (retained; its Last Will):
+                                      whether a ``run`` is listening for commands
+====================================  ======================================================
+
+``start`` → :class:`SessionStart` (tags kept in the summary; an RPE given with it is the
+open session's); ``end`` → :class:`SessionEnd` (with its RPE); ``rpe`` →
+:class:`SessionRpe`, for the open session or else the last finished one; ``morning``
+``start`` / ``end`` → :class:`MorningStart` / :class:`MorningEnd`; ``grip`` ``pre`` /
+``post M`` / ``end`` → :class:`GripPhase` (None / M) / :class:`GripEnd`. A bad payload, an
+unknown athlete or a retained command (it would replay at every restart) is logged once per
+topic and problem and dropped: a command never stops ``run``. ``redox-streamer session`` and
+``redox-streamer rpe`` publish these (:mod:`streamer.commands.session`); Home Assistant's
+buttons and number (:mod:`streamer.sinks.ha_discovery`) too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import aiomqtt
+
+from streamer.athlete.events import (
+    GripEnd,
+    GripPhase,
+    MorningEnd,
+    MorningStart,
+    ProtocolEvent,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
+from streamer.config import MqttConfig
+from streamer.sinks.backoff import network_backoff
+from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.topics import Topics, segment
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+SESSION: Final = "session"
+"""``<base>/<athlete>/set/session``."""
+RPE: Final = "rpe"
+"""``<base>/<athlete>/set/rpe``."""
+MORNING: Final = "morning"
+"""``<base>/<athlete>/set/morning``."""
+GRIP: Final = "grip"
+"""``<base>/<athlete>/set/grip``."""
+GRIP_MAX_MINUTE: Final = 24 * 60.0
+"""A post-session grip test stands for at most a day after the session (minutes)."""
+COMMANDS_ONLINE: Final = b"online"
+COMMANDS_OFFLINE: Final = b"offline"
+COMMAND_DEVICE: Final = "command"
+"""The device name markers from commands are offered under."""
+RPE_MAX: Final = 10.0
+"""CR-10: 0 (rest) … 10 (maximal)."""
+_TAG: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MAX_TAGS: Final = 8
+
+SessionAction = Literal["start", "end"]
+
+
+class CommandError(ValueError):
+    """A command payload that means nothing; the message names the input and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCommand:
+    """``start`` or ``end`` of a session, with an optional RPE (CR-10) and tags."""
+
+    action: SessionAction
+    rpe: float | None = None
+    tags: tuple[str, ...] = ()
+
+    def payload(self) -> bytes:
+        """The command as published: the bare action, or JSON when it carries more."""
+        if self.rpe is None and not self.tags:
+            return self.action.encode()
+        data: dict[str, object] = {"action": self.action}
+        if self.rpe is not None:
+            data["rpe"] = self.rpe
+        if self.tags:
+            data["tags"] = list(self.tags)
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def markers(self, t_ns: int) -> list[ProtocolEvent]:
+        """The protocol markers of this command at ``t_ns``."""
+        if self.action == "start":
+            start: list[ProtocolEvent] = [SessionStart(t_ns, self.tags)]
+            return start + ([SessionRpe(t_ns, self.rpe)] if self.rpe is not None else [])
+        return [SessionEnd(t_ns, self.rpe)]
+
+
+def command_topic(topics: Topics, athlete: str, command: str) -> str:
+    """``<base>/<athlete>/set/<command>``."""
+    return f"{topics.base}/{segment(athlete)}/set/{command}"
+
+
+def commands_state_topic(topics: Topics) -> str:
+    """``<base>/bridge/commands``: ``online`` while a ``run`` listens (retained, its LWT)."""
+    return f"{topics.base}/bridge/commands"
+
+
+def check_rpe(value: object) -> float:
+    """A CR-10 RPE as a float; :class:`CommandError` for anything but a number 0–10."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandError(f"RPE {value!r} is not a number: give 0–10 (CR-10)")
+    rpe = float(value)
+    if not (math.isfinite(rpe) and 0.0 <= rpe <= RPE_MAX):
+        raise CommandError(f"RPE {value!r} is outside 0–10: give a CR-10 rating")
+    return rpe
+
+
+def check_tags(tags: Iterable[object]) -> tuple[str, ...]:
+    """Session tags: up to 8 words of ``[A-Za-z0-9_.-]``, 32 characters each."""
+    out = tuple(tags)
+    if len(out) > MAX_TAGS:
+        raise CommandError(f"{len(out)} tags: give at most {MAX_TAGS}")
+    for tag in out:
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            raise CommandError(
+                f"tag {tag!r}: use 1–32 letters, digits, '_', '-' or '.' (e.g. intervals)"
+            )
+    return out  # type: ignore[return-value]  # checked above: every one is a str
+
+
+def parse_session(payload: bytes) -> SessionCommand:
+    """A ``set/session`` payload; :class:`CommandError` says what is wrong with it."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text in ("start", "end"):
+        return SessionCommand(text)  # type: ignore[arg-type]  # one of the two literals
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise CommandError(
+            f"session command {text[:40]!r}: send 'start', 'end' or JSON "
+            '{"action": "start"|"end", "rpe": 0-10, "tags": [...]}'
+        ) from None
+    if not isinstance(data, dict) or data.get("action") not in ("start", "end"):
+        raise CommandError(
+            f'session command {text[:40]!r}: its JSON needs "action": "start" or "end"'
+        )
+    rpe = data.get("rpe")
+    tags = data.get("tags", [])
+    if not isinstance(tags, list):
+        raise CommandError(f"session command tags {tags!r}: give a list of words")
+    return SessionCommand(data["action"], None if rpe is None else check_rpe(rpe), check_tags(tags))
+
+
+def parse_rpe(payload: bytes) -> float:
+    """A ``set/rpe`` payload: a number, or JSON ``{"rpe": number}``."""
+    text = payload.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise CommandError(f"RPE {text[:40]!r} is not a number: give 0–10 (CR-10)") from None
+    if isinstance(data, dict):
+        data = data.get("rpe")
+    return check_rpe(data)
+
+
+def parse_morning(payload: bytes, t_ns: int) -> ProtocolEvent:
+    """A ``set/morning`` payload (``start`` | ``end``) as its marker at ``t_ns``."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text == "start":
+        return MorningStart(t_ns)
+    if text == "end":
+        return MorningEnd(t_ns)
+    raise CommandError(f"morning command {text[:40]!r}: send 'start' or 'end'")
+
+
+def parse_grip(payload: bytes, t_ns: int) -> ProtocolEvent:
+    """A ``set/grip`` payload as its marker at ``t_ns``: ``pre`` (the MVC trials before the
+    session), ``post M`` (the test M minutes after it), ``end`` (measure and classify)."""
+    text = payload.decode("utf-8", "replace").strip()
+    usage = "send 'pre', 'post MINUTES', 'end' or JSON {\"phase\": \"post\", \"minute\": 15}"
+    phase, _, minute_text = text.partition(" ")
+    minute: object = minute_text.strip() or None
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise CommandError(f"grip command {text[:40]!r}: {usage}") from None
+        if not isinstance(data, dict):
+            raise CommandError(f"grip command {text[:40]!r}: {usage}")
+        phase, minute = str(data.get("phase")), data.get("minute")
+    if phase == "pre" and minute is None:
+        return GripPhase(t_ns, None)
+    if phase == "end" and minute is None:
+        return GripEnd(t_ns)
+    if phase == "post" and minute is not None:
+        try:
+            value = float(minute)  # type: ignore[arg-type]  # a str or a JSON number
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(minute, bool) or not (0.0 <= value <= GRIP_MAX_MINUTE):
+            raise CommandError(
+                f"grip post minute {minute!r}: give the minutes after the session, "
+                f"0–{GRIP_MAX_MINUTE:g}"
+            )
+        return GripPhase(t_ns, value)
+    raise CommandError(f"grip command {text[:40]!r}: {usage}")
+
+
+def listener_client_id(config: MqttConfig) -> str:
+    """The listener's client id: the publisher's with ``-commands`` (two connections of one
+    ``run`` must not share an id, or the broker drops one for the other)."""
+    return (config.client_id or f"redox-streamer-{socket.gethostname()}") + "-commands"
+
+
+class CommandListener:
+    """A pipeline source: MQTT commands of the configured athletes → protocol markers.
+
+    Args:
+        config: the ``[mqtt]`` settings ``run`` publishes with (same broker, same user).
+        athletes: configured athlete ids; commands for others are dropped.
+        offer: where markers go (:meth:`streamer.app.pipeline.Pipeline.offer`).
+        clock_ns: the clock the devices' records are stamped with (emulated under
+            ``run --emulated``), ns since the epoch.
+    """
+
+    name = "mqtt commands"
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        athletes: Iterable[str],
+        offer: Callable[[str, str, object], bool],
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.topics = Topics(config.base_topic, config.ha_prefix)
+        self._athletes = {segment(a): a for a in athletes}
+        self._offer = offer
+        self._clock_ns = clock_ns
+        self._warned: set[tuple[str, str]] = set()
+        self.accepted = 0
+        self.rejected = 0
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting with back-off; says ``offline`` on leaving."""
+        backoff = network_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        delays = backoff.delays(random.Random())
+        while True:
+            try:
+                await self._session()
+            except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
+                self.subscribed.clear()
+                _LOGGER.warning(
+                    "MQTT commands %s: %s", self.config.url, describe_failure(self.config, exc)
+                )
+            await asyncio.sleep(next(delays))
+
+    async def _session(self) -> None:
+        state = commands_state_topic(self.topics)
+        tls = await asyncio.to_thread(tls_context, self.config)
+        client = mqtt_client(
+            self.config,
+            tls=tls,
+            timeout_s=self.config.publish_timeout_s,
+            identifier=listener_client_id(self.config),
+            will=aiomqtt.Will(state, COMMANDS_OFFLINE, qos=1, retain=True),
+            logger=_LOGGER,
+        )
+        async with client:
+            await client.subscribe(f"{self.topics.base}/+/set/+", qos=1)
+            await client.publish(state, COMMANDS_ONLINE, qos=1, retain=True)
+            self.subscribed.set()
+            try:
+                async for message in client.messages:
+                    self.handle(str(message.topic), message.payload, retained=message.retain)
+            except asyncio.CancelledError:
+                # A clean disconnect sends no Last Will: say offline ourselves.
+                with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await client.publish(state, COMMANDS_OFFLINE, qos=1, retain=True)
+                raise
+
+    def handle(self, topic: str, payload: object, *, retained: bool = False) -> bool:
+        """One command message; True when it became markers. Never raises."""
+        try:
+            athlete, markers = self._markers(topic, payload, retained)
+        except CommandError as exc:
+            self._reject(topic, str(exc))
+            return False
+        except Exception as exc:  # a bug here must not stop run: say it once, go on
+            _LOGGER.exception("command on %s not handled", topic)
+            self._reject(topic, f"{type(exc).__name__}: {exc}", logged=True)
+            return False
+        for marker in markers:
+            self._offer(athlete, COMMAND_DEVICE, marker)
+        self.accepted += 1
+        _LOGGER.info("command on %s: %s", topic, ", ".join(type(m).__name__ for m in markers))
+        return True
+
+    def _markers(
+        self, topic: str, payload: object, retained: bool
+    ) -> tuple[str, list[ProtocolEvent]]:
+        levels = topic[len(self.topics.base) + 1 :].split("/")
+        if len(levels) != 3 or levels[1] != "set":
+            raise CommandError(f"{topic}: not a command topic (<base>/<athlete>/set/<command>)")
+        athlete = self._athletes.get(levels[0])
+        if athlete is None:
+            raise CommandError(f"{topic}: athlete {levels[0]!r} is not in the config")
+        if retained:
+            raise CommandError(
+                f"{topic}: a retained command is ignored (it would replay at every start): "
+                "publish commands without the retain flag, and clear it with an empty "
+                "retained message"
+            )
+        data = payload if isinstance(payload, bytes) else str(payload).encode()
+        now = self._clock_ns()
+        if levels[2] == SESSION:
+            return athlete, parse_session(data).markers(now)
+        if levels[2] == RPE:
+            return athlete, [SessionRpe(now, parse_rpe(data))]
+        if levels[2] == MORNING:
+            return athlete, [parse_morning(data, now)]
+        if levels[2] == GRIP:
+            return athlete, [parse_grip(data, now)]
+        raise CommandError(
+            f"{topic}: unknown command {levels[2]!r} (known: {SESSION}, {RPE}, {MORNING}, {GRIP})"
+        )
+
+    def _reject(self, topic: str, reason: str, *, logged: bool = False) -> None:
+        self.rejected += 1
+        key = (topic, reason)
+        if key in self._warned:
+            return  # said once: a device repeating a bad command must not flood the log
+        self._warned.add(key)
+        if not logged:
+            _LOGGER.warning("command dropped: %s", reason)

@@ -1,0 +1,167 @@
+"""``redox-streamer session start|end``: mark a training session for a running ``run``.
+
+Online (a ``run`` listens: the retained ``<base>/bridge/commands`` says ``online``) the
+command is published on ``<base>/<athlete>/set/session`` and ``run`` turns it into the
+session markers among the device samples (:mod:`streamer.app.commands_in`). Offline (no
+``run``, no broker, or no ``[mqtt]`` in the config) there is no device data to frame, so a
+session cannot be started or ended; what works offline is the RPE (``redox-streamer rpe``),
+which amends the last stored session. :mod:`streamer.commands.rpe` shares this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import aiomqtt
+
+from streamer.app.commands_in import (
+    COMMANDS_ONLINE,
+    RPE,
+    SESSION,
+    CommandError,
+    SessionCommand,
+    check_rpe,
+    check_tags,
+    command_topic,
+    commands_state_topic,
+)
+from streamer.config import Config, MqttConfig, load_config
+from streamer.errors import CliError
+from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.topics import Topics
+
+PROBE_TIMEOUT_S: Final = 5.0
+"""Longest wait for the broker to tell whether a ``run`` listens."""
+
+DESCRIPTION = """\
+Start or end a training session of an athlete in a running `redox-streamer run`: SmO2
+efforts and power between start and end make the session, and its summary (recovery
+time, mean power, RPE) feeds the session rules. Give the RPE (0-10, CR-10: how hard the
+whole session was) at the end, or later with `redox-streamer rpe`.
+
+It reaches `run` over MQTT (the config's [mqtt]: <base>/<athlete>/set/session). Without a
+running `run` there are no device samples to frame: it says so and exits 1 (an RPE
+still works offline: `redox-streamer rpe`).
+"""
+
+EPILOG = """\
+examples:
+  redox-streamer session start --athlete anna --tag intervals
+  redox-streamer session end --athlete anna --rpe 7
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``session`` sub-command."""
+    parser = subparsers.add_parser(
+        "session",
+        help="start or end a training session in a running `run`",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=("start", "end"), help="start or end the session")
+    add_common(parser)
+    parser.add_argument(
+        "--rpe", type=float, metavar="0-10", help="perceived exertion of the session (CR-10)"
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help="label the session (repeatable), e.g. --tag intervals",
+    )
+    parser.set_defaults(handler=run)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """``--athlete`` and ``--config``, shared with ``rpe``."""
+    parser.add_argument("--athlete", required=True, metavar="ID", help="the athlete's id")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file (default: $REDOX_CONFIG or the user config dir)",
+    )
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The config, with ``--athlete`` checked against it."""
+    config = load_config(args.config)
+    known = [a.id for a in config.athletes]
+    if args.athlete not in known:
+        raise CliError(
+            f"--athlete {args.athlete}: not in {config.source} "
+            f"(configured: {', '.join(known) or 'none'})"
+        )
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``redox-streamer session``."""
+    try:
+        command = SessionCommand(
+            args.action,
+            None if args.rpe is None else check_rpe(args.rpe),
+            check_tags(args.tag),
+        )
+    except CommandError as exc:
+        raise CliError(str(exc)) from None
+    config = load(args)
+    if config.mqtt is None or not asyncio.run(
+        send_if_listening(config.mqtt, args.athlete, SESSION, command.payload())
+    ):
+        where = "no [mqtt] in the config" if config.mqtt is None else "no `run` listens"
+        print(
+            f"redox-streamer session: session {args.action} for {args.athlete} not sent: "
+            f"{where} — start `redox-streamer run` (with [mqtt]); an RPE works offline: "
+            f"`redox-streamer rpe --athlete {args.athlete} VALUE`",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"session {args.action} sent to the running `run` for {args.athlete}")
+    return 0
+
+
+async def send_if_listening(config: MqttConfig, athlete: str, command: str, payload: bytes) -> bool:
+    """Publish ``payload`` on the athlete's ``command`` topic if a ``run`` listens (QoS 1,
+    not retained); False when none does or the broker cannot be reached.
+
+    Whether one listens: the retained ``<base>/bridge/commands``. A probe message to a
+    topic of our own, sent after subscribing, comes back after any retained message the
+    subscription delivers, so its arrival means "no retained state" when none came first.
+    """
+    topics = Topics(config.base_topic, config.ha_prefix)
+    state_topic = commands_state_topic(topics)
+    probe = f"{topics.base}/bridge/probe/{secrets.token_hex(6)}"
+    try:
+        tls = await asyncio.to_thread(tls_context, config)
+        client = mqtt_client(config, tls=tls, timeout_s=PROBE_TIMEOUT_S)
+        async with asyncio.timeout(PROBE_TIMEOUT_S), client:
+            await client.subscribe(state_topic, qos=1)
+            await client.subscribe(probe, qos=1)
+            await client.publish(probe, b"?", qos=1)
+            listening = False
+            async for message in client.messages:
+                if message.topic.matches(state_topic):
+                    listening = message.payload == COMMANDS_ONLINE
+                elif message.topic.matches(probe):
+                    break
+            if listening:
+                await client.publish(command_topic(topics, athlete, command), payload, qos=1)
+            return listening
+    except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else describe_failure(config, exc)
+        print(f"MQTT {config.url}: {reason}: working offline", file=sys.stderr)
+        return False
+
+
+def publish_rpe(config: MqttConfig, athlete: str, rpe: float) -> bool:
+    """Send an RPE to a listening ``run``; False when none listens."""
+    return asyncio.run(send_if_listening(config, athlete, RPE, f"{rpe:g}".encode()))
