@@ -183,6 +183,7 @@ class NotifyProcess:
         raise AssertionError(f"no {text!r} in the notifier's output:\n{''.join(self.log)}")
 
     def stop(self) -> int:
+        """SIGTERM, then the exit status: 143 (128 + 15) for a clean stop, as `run`'s."""
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(15)
 
@@ -242,7 +243,7 @@ async def test_raised_alert_published_twice_then_cleared_gives_one_post_with_the
         proc.wait_line("exec: notified bob")
         await asyncio.sleep(0.3)  # room for a wrong extra POST to show up
     finally:
-        assert proc.stop() == 0
+        assert proc.stop() == 143  # stopped by SIGTERM, cleanly
     assert [p.headers["Title"] for p in webhook.posts] == [
         "ann: rhr_creep (pull back)",
         "bob: smo2_slow_recovery (pull back)",
@@ -277,7 +278,7 @@ async def test_restarted_notifier_does_not_notify_the_retained_alert_again(
     try:
         first.wait_line("webhook: notified ann")
     finally:
-        assert first.stop() == 0
+        assert first.stop() == 143
     # The retained message still says ann's alert is open: it arrives again on subscribe.
     second = notify_cmd(shipped_mosquitto, state, "--webhook", webhook.url)
     try:
@@ -285,7 +286,7 @@ async def test_restarted_notifier_does_not_notify_the_retained_alert_again(
         await publish(shipped_mosquitto, ("redox/bob/alerts", raised_payload("bob")))
         second.wait_line("webhook: notified bob")
     finally:
-        assert second.stop() == 0
+        assert second.stop() == 143
     assert [p.headers["Title"] for p in webhook.wait_for(2)] == [
         "ann: rhr_creep (pull back)",
         "bob: rhr_creep (pull back)",
@@ -303,7 +304,7 @@ async def test_alert_raised_while_the_notifier_was_away_is_notified_on_return(
         shipped_mosquitto, state, "--webhook", webhook.url, "--client-id", "notify-away"
     )
     first.wait_line("subscribed to")
-    assert first.stop() == 0
+    assert first.stop() == 143
     # Not retained: only the persistent session's queue can bring it back.
     async with aiomqtt.Client(
         shipped_mosquitto.host,
@@ -318,7 +319,7 @@ async def test_alert_raised_while_the_notifier_was_away_is_notified_on_return(
     try:
         posts = webhook.wait_for(1)
     finally:
-        assert second.stop() == 0
+        assert second.stop() == 143
     assert posts[0].headers["Title"] == "ann: rhr_creep (pull back)"
 
 
@@ -581,7 +582,7 @@ async def test_min_severity_keeps_info_findings_off_phones_by_default(
         )
         proc.wait_line("webhook: notified bob")
     finally:
-        assert proc.stop() == 0
+        assert proc.stop() == 143  # stopped by SIGTERM, cleanly
     assert [p.headers["Title"] for p in webhook.posts] == expected
 
 

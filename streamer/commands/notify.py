@@ -16,7 +16,7 @@ from typing import Any
 import platformdirs
 
 from streamer.config import ConfigError, MqttConfig, Secret, load_config
-from streamer.errors import CliError
+from streamer.errors import CliError, note_stop_signal
 from streamer.notify.channels import (
     Channel,
     CommandChannel,
@@ -212,7 +212,8 @@ def _channels(args: argparse.Namespace) -> list[Channel]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the notifier until SIGINT/SIGTERM; 0 on a clean stop."""
+    """Run the notifier until SIGINT/SIGTERM; the CLI then exits 128 + the signal (130,
+    143), as every long-running command does."""
     mqtt = _mqtt_config(args)
     channels = _channels(args)
     logging.basicConfig(
@@ -240,7 +241,12 @@ def run(args: argparse.Namespace) -> int:
 async def _main(mqtt: MqttConfig, notifier: Notifier, client_id: str) -> None:
     task = asyncio.create_task(run_notifier(mqtt, notifier, client_id=client_id))
     loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        note_stop_signal(sig)  # the CLI exits 128 + sig once the notifier has stopped
+        task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop, sig)
     with contextlib.suppress(asyncio.CancelledError):
         await task
