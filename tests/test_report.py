@@ -238,6 +238,22 @@ def test_the_report_of_a_window_without_any_baseline_is_still_drawn(
     )
 
 
+def test_a_provisional_band_is_drawn_apart_and_named_as_such(replayed: Path) -> None:
+    from streamer.report.figure import render_figure
+
+    with Store(replayed) as store:
+        # Days 4–10 of the history: a band from the days before each, not yet established.
+        young = gather_report(store, ATHLETE, 7, end=TODAY - dt.timedelta(days=DAYS - 10))
+    statuses = {m.baseline_status for m in young.mornings if m.ln_band_low is not None}
+    assert statuses == {"provisional"}
+    figure = render_figure(young)
+    labels = [
+        t.get_text() for ax in figure.axes for lg in [ax.get_legend()] if lg for t in lg.get_texts()
+    ]
+    assert "provisional band (few days: wider, no alerts)" in labels
+    assert not any(label.startswith("normal band") for label in labels)  # none established yet
+
+
 # --- the page -------------------------------------------------------------------------------
 
 

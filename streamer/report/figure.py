@@ -224,15 +224,31 @@ def _plot_hrv(ax: Axes, data: ReportData) -> None:
     steps, low = _day_steps(data, (m.ln_band_low for m in data.mornings))
     _, high = _day_steps(data, (m.ln_band_high for m in data.mornings))
     _, base = _day_steps(data, (m.ln_baseline_mean for m in data.mornings))
+    _, provisional = _day_steps(
+        data, (1.0 if m.baseline_status == "provisional" else 0.0 for m in data.mornings)
+    )
+    # The established band solid; a provisional one (a few days only) hatched and paler,
+    # so nobody reads a first week's wide guess as the athlete's normal range.
     ax.fill_between(
         steps,
-        low,
-        high,
+        np.where(provisional == 1.0, np.nan, low),
+        np.where(provisional == 1.0, np.nan, high),
         step="post",
         color=SKY,
         alpha=0.35,
         linewidth=0,
         label=f"normal band (mean ± {th.normal_band_sd:g}·SD)",
+    )
+    ax.fill_between(
+        steps,
+        np.where(provisional == 1.0, low, np.nan),
+        np.where(provisional == 1.0, high, np.nan),
+        step="post",
+        facecolor="none",
+        edgecolor=SKY,
+        hatch="///",
+        linewidth=0,
+        label="provisional band (few days: wider, no alerts)",
     )
     ax.step(
         steps, base, where="post", color=SKY, linewidth=1.0, linestyle=":", label="baseline mean"
@@ -547,7 +563,9 @@ def _header(fig: Figure, data: ReportData) -> None:
         band = (
             ""
             if latest.ln_band_low is None or latest.ln_band_high is None
-            else f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
+            else f" ({latest.band_position} the "
+            f"{'provisional' if latest.baseline_status == 'provisional' else 'normal'} band "
+            f"{latest.ln_band_low:.2f}–"
             f"{latest.ln_band_high:.2f})"
         )
         hr = (

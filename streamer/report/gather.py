@@ -123,6 +123,7 @@ def _mornings(
                 ln_7d_mean=ln_trend.rolling_mean_7d,
                 rhr_baseline_median_bpm=rhr_trend.baseline_median,
                 rhr_7d_mean_bpm=rhr_trend.rolling_mean_7d,
+                baseline_status=ln_trend.baseline_status,
             )
         )
     return tuple(out)

@@ -35,6 +35,8 @@ class MorningPoint:
     ln_7d_mean: float | None
     rhr_baseline_median_bpm: float | None
     rhr_7d_mean_bpm: float | None
+    baseline_status: str = "none"
+    """``none``, ``provisional`` (few days: a wider band, no alerts) or ``established``."""
 
     @property
     def band_position(self) -> str | None:

@@ -58,6 +58,7 @@ def _mornings_table(data: ReportData) -> str:
             "–"
             if m.ln_band_low is None or m.ln_band_high is None
             else f"{m.ln_band_low:.2f}–{m.ln_band_high:.2f}"
+            + (" (provisional)" if m.baseline_status == "provisional" else "")
         )
         verdict = (m.band_position or "–") if m.accepted else f"rejected: {m.reject_reason}"
         rows.append(
@@ -133,7 +134,9 @@ def render_html(data: ReportData, png: bytes | None = None) -> str:
         band = (
             ""
             if latest.ln_band_low is None or latest.ln_band_high is None
-            else f" ({latest.band_position} the normal band {latest.ln_band_low:.2f}–"
+            else f" ({latest.band_position} the "
+            f"{'provisional' if latest.baseline_status == 'provisional' else 'normal'} band "
+            f"{latest.ln_band_low:.2f}–"
             f"{latest.ln_band_high:.2f})"
         )
         summary = (
