@@ -9,10 +9,14 @@ memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeVar
 
+from processors.alerts import AlertBook
 from streamer.results import GripPayload, JsonValue, MorningPayload, SessionPayload
+
+_LOGGER = logging.getLogger(__name__)
 
 _P_co = TypeVar("_P_co", MorningPayload, SessionPayload, GripPayload, covariant=True)
 
@@ -67,3 +71,25 @@ class AthleteHistory(Protocol):
     def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
         """Replace one baseline (``ln_rmssd``, ``resting_hr_bpm``)."""
         ...
+
+
+class AlertBookSource(Protocol):
+    """Where a saved alert book is read from (the store, or an :class:`AthleteHistory`)."""
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        """The saved alert-book state, or None."""
+        ...
+
+
+def saved_alert_book(source: AlertBookSource, athlete: str) -> AlertBook | None:
+    """The alert book saved for ``athlete`` (what ``run`` keeps: the open alerts); None when
+    none was saved or it cannot be read (logged once), so the caller falls back — an empty
+    book for a running athlete, the raised-and-not-cleared events for a reader."""
+    saved = source.load_alert_book(athlete)
+    if saved is None:
+        return None
+    try:
+        return AlertBook.from_dict(saved)
+    except ValueError as exc:
+        _LOGGER.warning("the saved alert book of %s is unreadable (%s); not used", athlete, exc)
+        return None

@@ -68,7 +68,7 @@ from streamer.athlete.grip import GRIP_PROGRESS, GripProtocol, GripTraces, grip_
 from streamer.athlete.heart import DEFAULT_HRV_EVERY_S, HeartRate
 from streamer.athlete.morning import MorningProtocol, morning_result
 from streamer.athlete.muscle import MuscleOxygen, effort_result
-from streamer.athlete.persistence import AthleteHistory
+from streamer.athlete.persistence import AthleteHistory, saved_alert_book
 from streamer.athlete.readiness import Readiness
 from streamer.athlete.rules import SESSIONS_KEPT, RuleEngine, SessionFacts
 from streamer.athlete.session import SessionProtocol, session_result
@@ -151,12 +151,9 @@ class AthleteState:
         store = self.store
         if store is None:
             return
-        saved = store.load_alert_book(self.athlete)
-        if saved is not None:
-            try:
-                self.readiness.book = AlertBook.from_dict(saved)
-            except ValueError:
-                _LOGGER.exception("alert book of %s is unreadable; starting empty", self.athlete)
+        book = saved_alert_book(store, self.athlete)
+        if book is not None:  # else an empty book: nothing is open
+            self.readiness.book = book
         for row in store.morning_history(self.athlete):
             day = dt.date.fromisoformat(row.date) if row.date else None
             morning = row.payload

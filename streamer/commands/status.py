@@ -28,8 +28,8 @@ from typing import Any, Final
 
 import aiomqtt
 
-from processors.alerts import AlertBook
 from processors.rules import CATALOGUE
+from streamer.athlete.persistence import saved_alert_book
 from streamer.config import Config, MqttConfig, load_config, resolve_config_path
 from streamer.errors import CliError
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, decode_payload, iso_time
@@ -167,17 +167,12 @@ def athlete_status(
 
 def open_alerts(store: Store, athlete: str) -> tuple[OpenAlert, ...]:
     """The open alerts: the alert book ``run`` keeps, else the raised events not cleared."""
-    saved = store.load_alert_book(athlete)
-    if saved is not None:
-        try:
-            book = AlertBook.from_dict(saved)
-        except ValueError:
-            book = None  # unreadable state: the event history still tells what is open
-        if book is not None:
-            return tuple(
-                OpenAlert(a.rule_id, a.severity.value, _title(a.rule_id), a.message, a.raised_at_ns)
-                for a in book.open_alerts()
-            )
+    book = saved_alert_book(store, athlete)
+    if book is not None:  # else the event history tells what is open
+        return tuple(
+            OpenAlert(a.rule_id, a.severity.value, _title(a.rule_id), a.message, a.raised_at_ns)
+            for a in book.open_alerts()
+        )
     open_by_rule: dict[str, OpenAlert] = {}
     for row in store.alerts(athlete):
         if row.state == "cleared":

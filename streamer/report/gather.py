@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from processors.alerts import AlertBook
 from processors.rules import CATALOGUE, DEFAULT_THRESHOLDS, RuleThresholds
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
+from streamer.athlete.persistence import saved_alert_book
 from streamer.errors import StreamerError
 from streamer.report.model import (
     AlertSpan,
@@ -202,25 +202,20 @@ def _closed(span: AlertSpan, at: dt.datetime) -> AlertSpan:
 
 
 def _open_alerts(store: Store, athlete: str, spans: Sequence[AlertSpan]) -> tuple[AlertSpan, ...]:
-    saved = store.load_alert_book(athlete)
-    if saved is not None:
-        try:
-            book = AlertBook.from_dict(saved)
-        except ValueError:
-            book = None  # unreadable state: the event history still tells what is open
-        if book is not None:
-            return tuple(
-                AlertSpan(
-                    a.rule_id,
-                    a.severity.value,
-                    CATALOGUE[a.rule_id].title if a.rule_id in CATALOGUE else a.rule_id,
-                    a.message,
-                    a.advice,
-                    _utc(a.raised_at_ns),
-                    None,
-                )
-                for a in book.open_alerts()
+    book = saved_alert_book(store, athlete)
+    if book is not None:  # else the event history tells what is open
+        return tuple(
+            AlertSpan(
+                a.rule_id,
+                a.severity.value,
+                CATALOGUE[a.rule_id].title if a.rule_id in CATALOGUE else a.rule_id,
+                a.message,
+                a.advice,
+                _utc(a.raised_at_ns),
+                None,
             )
+            for a in book.open_alerts()
+        )
     return tuple(sorted((s for s in spans if s.cleared is None), key=lambda s: s.rule))
 
 
