@@ -806,6 +806,16 @@ def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None
     return parse_config(text, source=str(file), env=env, base_dir=file.parent)
 
 
+def optional_config(path: Path | str | None = None) -> Config | None:
+    """The config at ``path`` (a flag: it must exist), else the one ``$REDOX_CONFIG`` or the
+    default location names when that file exists, else None — for the commands that work
+    without a config (``report``, ``status``, ``import``, ``export``)."""
+    if path is not None:
+        return load_config(path)
+    found = resolve_config_path()
+    return load_config(found) if found.is_file() else None
+
+
 def text_line_of(file: Path, offset: int) -> int:
     """The 1-based line of byte ``offset`` in ``file`` (for an error naming where)."""
     try:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
-from streamer.config import Config, load_config, resolve_config_path
+from streamer.config import optional_config
 from streamer.errors import CliError
 from streamer.results import MorningPayload, SessionPayload
 from streamer.store import Row, Store, StoreError, default_store_path
@@ -131,12 +131,7 @@ def _date(text: str) -> dt.date:
 def _store_path(args: argparse.Namespace) -> Path:
     if args.store is not None:
         return Path(args.store).expanduser()
-    config: Config | None
-    if args.config is not None:
-        config = load_config(args.config)
-    else:
-        path = resolve_config_path()
-        config = load_config(path) if path.is_file() else None
+    config = optional_config(args.config)
     return Path(config.store_path if config is not None else default_store_path()).expanduser()
 
 

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamer.app.assembly import App, AthleteOptions
-from streamer.config import Config, athlete_id_arg, load_config, resolve_config_path
+from streamer.config import (
+    Config,
+    athlete_id_arg,
+    optional_config,
+)
 from streamer.errors import CliError
 from streamer.files.rr import UNITS
 from streamer.importing.daily_csv import FORMATS
@@ -200,10 +204,7 @@ def _rpe(text: str) -> float:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    if args.config is not None:
-        return load_config(args.config)
-    path = resolve_config_path()
-    return load_config(path) if path.is_file() else Config()
+    return optional_config(args.config) or Config()
 
 
 @contextmanager

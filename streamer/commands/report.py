@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.rules import DEFAULT_THRESHOLDS, RuleThresholds
-from streamer.config import Config, load_config, resolve_config_path
+from streamer.config import Config, optional_config
 from streamer.errors import CliError
 from streamer.report.gather import (
     DEFAULT_DAYS,
@@ -105,10 +105,7 @@ def register(subparsers: Any) -> None:
 
 def _config(args: argparse.Namespace) -> Config | None:
     """The config named by --config (must exist), else the default one if it exists."""
-    if args.config is not None:
-        return load_config(args.config)
-    path = resolve_config_path()
-    return load_config(path) if path.is_file() else None
+    return optional_config(args.config)
 
 
 def _thresholds(config: Config | None, athlete: str) -> RuleThresholds:

@@ -30,7 +30,7 @@ import aiomqtt
 
 from processors.rules import CATALOGUE
 from streamer.athlete.persistence import saved_alert_book
-from streamer.config import Config, MqttConfig, load_config, resolve_config_path
+from streamer.config import Config, MqttConfig, optional_config
 from streamer.errors import CliError
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, decode_payload, iso_time
 from streamer.results import (
@@ -256,10 +256,7 @@ def _add_state(broker: Broker, topic: str, data: bytes) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    if args.config is not None:
-        return load_config(args.config)
-    path = resolve_config_path()
-    return load_config(path) if path.is_file() else Config()
+    return optional_config(args.config) or Config()
 
 
 def run(args: argparse.Namespace) -> int:
