@@ -51,6 +51,7 @@ the fix, e.g. ``influx.api: expected 'v1' or 'v2', got 'v3' — set api = "v1" f
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import difflib
 import math
 import os
@@ -102,6 +103,14 @@ def athlete_id_arg(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def date_arg(text: str) -> dt.date:
+    """``argparse`` type of a ``YYYY-MM-DD`` flag (``--date``, ``--from``, ``--to``)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
 
 
 KEEPALIVE_MAX_S: Final = 3600

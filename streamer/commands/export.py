@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
-from streamer.config import optional_config
+from streamer.config import date_arg, optional_config
 from streamer.errors import CliError
 from streamer.results import MorningPayload, SessionPayload
 from streamer.store import Row, Store, StoreError, default_store_path
@@ -101,8 +101,8 @@ def register(subparsers: Any) -> None:
     csv_parser.add_argument(
         "--what", choices=("daily", "sessions"), default="daily", help="default: daily"
     )
-    csv_parser.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD")
-    csv_parser.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD")
+    csv_parser.add_argument("--from", dest="start", type=date_arg, metavar="YYYY-MM-DD")
+    csv_parser.add_argument("--to", dest="end", type=date_arg, metavar="YYYY-MM-DD")
     csv_parser.add_argument(
         "--intervals",
         action="store_true",
@@ -119,13 +119,6 @@ def register(subparsers: Any) -> None:
         help=f"SQLite store (default: the config's, else {default_store_path()})",
     )
     csv_parser.set_defaults(handler=run)
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
 
 
 def _store_path(args: argparse.Namespace) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +20,7 @@ from streamer.app.assembly import App, AthleteOptions
 from streamer.config import (
     Config,
     athlete_id_arg,
+    date_arg,
     optional_config,
 )
 from streamer.errors import CliError
@@ -112,7 +112,7 @@ def register(subparsers: Any) -> None:
     rr.add_argument("files", nargs="+", type=Path, metavar="FILE", help="RR files")
     rr.add_argument(
         "--date",
-        type=_date,
+        type=date_arg,
         metavar="YYYY-MM-DD",
         help="the reading's date (one file only; default: from the file)",
     )
@@ -186,21 +186,15 @@ def register(subparsers: Any) -> None:
         )
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
-
-
 def _rpe(text: str) -> float:
+    from streamer.app.commands_in import check_rpe  # the one RPE check (CLI, MQTT)
+
     try:
-        value = float(text)
+        return check_rpe(float(text))
     except ValueError:
-        value = -1.0
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"{text!r}: RPE is a number from 0 to 10 (CR-10)")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: RPE is a number from 0 to 10 (CR-10)"
+        ) from None
 
 
 def _config(args: argparse.Namespace) -> Config:
