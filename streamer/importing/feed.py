@@ -14,14 +14,19 @@ store already holds, is a ``duplicate`` and is not fed again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from devices.records import HeartRateSample
 from streamer.app.assembly import App
 from streamer.app.runtime import running
-from streamer.athlete import DayValues, MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.athlete import (
+    AthleteRecord,
+    DayValues,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionStart,
+)
 from streamer.importing.daily_csv import DailyValue
 from streamer.importing.model import FitActivity, ImportOutcome, ImportSummary, RrRecording
 from streamer.importing.rr_recordings import start_of_day
@@ -37,9 +42,6 @@ Progress = Callable[[int, int], None]
 def day_of(start_ns: int) -> dt.date:
     """The day a reading starting at ``start_ns`` is filed under (its UTC date, as live)."""
     return dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC).date()
-
-
-_T = TypeVar("_T", RrRecording, FitActivity)
 
 
 def strap_notifications(start_ns: int, rr_ms: Sequence[float]) -> Iterator[HeartRateSample]:
@@ -62,11 +64,37 @@ def strap_notifications(start_ns: int, rr_ms: Sequence[float]) -> Iterator[Heart
         yield HeartRateSample(start_ns + round(t_ms * 1e6), hr, tuple(chunk))
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending(Generic[_T]):
-    source: _T
-    day: dt.date
-    end_ns: int
+async def _feed(
+    app: App,
+    athlete: str,
+    batches: Sequence[Iterable[tuple[str, AthleteRecord]]],
+    progress: Progress | None,
+    on_result: Callable[[Result], None] | None,
+) -> None:
+    """Put each batch of (device, record) into ``athlete``'s inbox, in order, reporting
+    progress per batch; return once everything is processed and handed to the sinks."""
+    pipeline = app.pipeline([athlete], on_result=on_result)
+    async with running(pipeline):
+        for done, batch in enumerate(batches, start=1):
+            for device, record in batch:
+                await pipeline.put(athlete, device, record)
+            if progress is not None:
+                progress(done, len(batches))
+        await pipeline.join()
+
+
+def _morning_records(rec: RrRecording) -> Iterator[tuple[str, AthleteRecord]]:
+    yield IMPORT_DEVICE, MorningStart(rec.start_ns)
+    for sample in strap_notifications(rec.start_ns, rec.rr_ms):
+        yield IMPORT_DEVICE, sample
+    yield IMPORT_DEVICE, MorningEnd(rec.end_ns + 1)
+
+
+def _session_records(act: FitActivity, rpe: float | None) -> Iterator[tuple[str, AthleteRecord]]:
+    yield IMPORT_DEVICE, SessionStart(act.start_ns)
+    for sample in act.samples:
+        yield IMPORT_DEVICE, sample
+    yield IMPORT_DEVICE, SessionEnd(act.end_ns + 1, rpe)
 
 
 async def import_mornings(
@@ -81,7 +109,7 @@ async def import_mornings(
     became of each: accepted, rejected by the gate (with its reason), or duplicate."""
     summary = ImportSummary()
     taken: set[dt.date] = set()
-    pending: list[_Pending[RrRecording]] = []
+    pending: list[tuple[RrRecording, dt.date]] = []
     for rec in sorted(recordings, key=lambda r: r.start_ns):
         day = day_of(rec.start_ns)
         if day in taken or app.store.morning_history(athlete, day, day):
@@ -90,7 +118,7 @@ async def import_mornings(
             )
             continue
         taken.add(day)
-        pending.append(_Pending(rec, day, rec.end_ns + 1))
+        pending.append((rec, day))
     mornings: dict[str, MorningPayload] = {}
 
     def collect(result: Result) -> None:
@@ -100,28 +128,17 @@ async def import_mornings(
         if on_result is not None:
             on_result(result)
 
-    pipeline = app.pipeline([athlete], on_result=collect)
-    async with running(pipeline):
-        for done, item in enumerate(pending, start=1):
-            rec = item.source
-            await pipeline.put(athlete, IMPORT_DEVICE, MorningStart(rec.start_ns))
-            for sample in strap_notifications(rec.start_ns, rec.rr_ms):
-                await pipeline.put(athlete, IMPORT_DEVICE, sample)
-            await pipeline.put(athlete, IMPORT_DEVICE, MorningEnd(item.end_ns))
-            if progress is not None:
-                progress(done, len(pending))
-        await pipeline.join()
-    for item in pending:
-        morning = mornings.get(item.day.isoformat())
+    await _feed(app, athlete, [_morning_records(rec) for rec, _ in pending], progress, collect)
+    for rec, day in pending:
+        morning = mornings.get(day.isoformat())
         if morning is None:
-            summary.outcomes.append(
-                ImportOutcome(item.source.source, item.day, "rejected", "no reading came out")
-            )
+            outcome = ImportOutcome(rec.source, day, "rejected", "no reading came out")
         elif morning.accepted:
-            summary.outcomes.append(ImportOutcome(item.source.source, item.day, "accepted"))
+            outcome = ImportOutcome(rec.source, day, "accepted")
         else:
             reason = morning.reject_reason or "rejected by the quality gate"
-            summary.outcomes.append(ImportOutcome(item.source.source, item.day, "rejected", reason))
+            outcome = ImportOutcome(rec.source, day, "rejected", reason)
+        summary.outcomes.append(outcome)
     return summary
 
 
@@ -137,7 +154,7 @@ async def import_sessions(
     """Feed ``activities`` as training sessions of ``athlete`` (oldest first): their RR,
     heart rate, power and SmO2 between session markers; ``rpe`` (CR-10) for each, if given."""
     summary = ImportSummary()
-    pending: list[_Pending[FitActivity]] = []
+    pending: list[FitActivity] = []
     ends: set[int] = set()
     for act in sorted(activities, key=lambda a: a.start_ns):
         end_ns = act.end_ns + 1
@@ -148,20 +165,11 @@ async def import_sessions(
             )
             continue
         ends.add(end_ns)
-        pending.append(_Pending(act, day, end_ns))
-    pipeline = app.pipeline([athlete], on_result=on_result)
-    async with running(pipeline):
-        for done, item in enumerate(pending, start=1):
-            act = item.source
-            await pipeline.put(athlete, IMPORT_DEVICE, SessionStart(act.start_ns))
-            for sample in act.samples:
-                await pipeline.put(athlete, IMPORT_DEVICE, sample)
-            await pipeline.put(athlete, IMPORT_DEVICE, SessionEnd(item.end_ns, rpe))
-            if progress is not None:
-                progress(done, len(pending))
-        await pipeline.join()
-    for item in pending:
-        summary.outcomes.append(ImportOutcome(item.source.source, item.day, "accepted"))
+        pending.append(act)
+    await _feed(app, athlete, [_session_records(a, rpe) for a in pending], progress, on_result)
+    summary.outcomes.extend(
+        ImportOutcome(a.source, day_of(a.start_ns), "accepted") for a in pending
+    )
     return summary
 
 
@@ -199,11 +207,5 @@ async def import_days(
                 )
             )
             summary.outcomes.append(ImportOutcome(where, value.day, "accepted"))
-    pipeline = app.pipeline([athlete], on_result=on_result)
-    async with running(pipeline):
-        for done, event in enumerate(pending, start=1):
-            await pipeline.put(athlete, event.source, event)
-            if progress is not None:
-                progress(done, len(pending))
-        await pipeline.join()
+    await _feed(app, athlete, [[(e.source, e)] for e in pending], progress, on_result)
     return summary
