@@ -209,16 +209,9 @@ def provisional_baseline(
 ) -> Baseline | None:
     """A provisional baseline from the valid days ``d − first_day_back … d − 1`` (no lag),
     or None with fewer than ``min_valid_days`` (at least 2) of them. Units of the history."""
-    valid = _valid_days_back(_as_history(history), first_day_back, 1)
-    if valid.size < max(min_valid_days, 2):
-        return None
-    return Baseline(
-        mean=float(valid.mean()),
-        sd=float(valid.std(ddof=1)),
-        median=float(np.median(valid)),
-        n_days=int(valid.size),
-        first_day_back=first_day_back,
-        last_day_back=1,
+    # The established baseline's computation over the window that ends yesterday.
+    return baseline(
+        history, first_day_back=first_day_back, last_day_back=1, min_valid_days=min_valid_days
     )
 
 
