@@ -137,7 +137,9 @@ MAX_T_NS: Final = 2**63 - 1
 integer holds, as SQLite, InfluxDB and every clock here do."""
 
 
-def _parse_line(raw: bytes, where: str, line: int) -> RecordedNotification:
+def parse_line(raw: bytes, where: str, line: int) -> RecordedNotification:
+    """One recording line (bytes of a JSON object) as a notification; :class:`RecordingError`
+    starts with ``<where>:<line>:``. Also the body of a raw message on NATS (team mode)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -197,7 +199,7 @@ def _read_lines(
             if not raw.strip():
                 continue
             try:
-                notification = _parse_line(raw, where, number)
+                notification = parse_line(raw, where, number)
             except RecordingError as exc:
                 if on_skip is None:
                     raise

@@ -9,7 +9,7 @@ from typing import TypeVar
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.servers import InfluxDB1, Mosquitto, ServerProcess, VictoriaMetrics
+from tests.servers import InfluxDB1, Mosquitto, NatsServer, ServerProcess, VictoriaMetrics
 from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
 
 # CI machines are loaded (2 cores, other jobs): a property holds or fails whatever the time
@@ -53,6 +53,12 @@ def influxdb1(tmp_path: Path) -> Iterator[InfluxDB1]:
 @pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     yield from _serving(VictoriaMetrics(tmp_path / "vm"))
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """One nats-server with JetStream and the team partition mapping."""
+    yield from _serving(NatsServer(tmp_path / "nats"))
 
 
 @pytest.fixture

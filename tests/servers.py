@@ -262,3 +262,95 @@ class VictoriaMetrics(ServerProcess):
             if len(rows) >= min_rows or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
+
+
+class NatsServer(ServerProcess):
+    """nats-server with JetStream and the team subject mapping (:mod:`streamer.team.wire`).
+
+    ``cluster_port`` and ``routes`` (other nodes' cluster ports) make it one node of a
+    cluster named ``redox``; :func:`nats_cluster` starts a whole one. Ready when its
+    monitoring endpoint's ``/healthz`` says JetStream is up (and, in a cluster, current).
+    """
+
+    name = "nats"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        node: str = "n1",
+        cluster_port: int | None = None,
+        routes: list[int] | None = None,
+        partitions: int | None = None,
+    ) -> None:
+        from streamer.team import wire
+
+        super().__init__(workdir)
+        self.binary = require_binary("nats-server", "nats-server")
+        self.http_port = free_port()
+        self.node = node
+        self.log = workdir / f"nats-{node}.log"
+        mappings = wire.nats_mappings(partitions or wire.DEFAULT_PARTITIONS)
+        lines = [
+            f"server_name: {node}",
+            f"listen: {HOST}:{self.port}",
+            f"http: {HOST}:{self.http_port}",
+            f'jetstream {{ store_dir: "{workdir / ("js-" + node)}" }}',
+            "mappings = {",
+            *(f'  "{src}": "{dst}"' for src, dst in mappings.items()),
+            "}",
+        ]
+        if cluster_port is not None:
+            lines += [
+                "cluster {",
+                "  name: redox",
+                f"  listen: {HOST}:{cluster_port}",
+                "  routes: [" + ", ".join(f"nats://{HOST}:{p}" for p in routes or []) + "]",
+                "}",
+            ]
+        self.config = workdir / f"nats-{node}.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config)]
+
+    def ready(self) -> bool:
+        return _http_ok(f"http://{HOST}:{self.http_port}/healthz")
+
+
+def nats_cluster(workdir: Path, nodes: int = 3) -> list[NatsServer]:
+    """``nodes`` NATS servers routed to each other as one JetStream cluster (not started).
+
+    Start them together (a node's /healthz waits for the meta leader, which needs a quorum):
+    :func:`start_all`.
+    """
+    cluster_ports = [free_port() for _ in range(nodes)]
+    return [
+        NatsServer(
+            workdir,
+            node=f"n{i + 1}",
+            cluster_port=port,
+            routes=[p for p in cluster_ports if p != port],
+        )
+        for i, port in enumerate(cluster_ports)
+    ]
+
+
+def start_all(servers: list[NatsServer]) -> None:
+    """Start every node's process first, then wait for each to be ready."""
+    for server in servers:
+        with server.log.open("ab") as log:
+            server.proc = subprocess.Popen(
+                server.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=server.workdir,
+                start_new_session=True,
+            )
+    for server in servers:
+        assert server.proc is not None
+        _wait_until(server.ready, f"nats {server.node}", server.proc, server.log, 60.0)

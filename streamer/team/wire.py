@@ -1,0 +1,184 @@
+"""What crosses NATS between gateways and workers: subjects, partitions, message bodies.
+
+A gateway publishes every raw notification and every protocol marker of an athlete to
+``redox.raw.<athlete>`` — one subject per athlete, so JetStream keeps one total order per
+athlete across that athlete's devices and markers. The server's subject mapping (see
+:func:`nats_mappings`) rewrites it to ``redox.part.<p>.<athlete>``, ``p`` a deterministic
+hash of the athlete id into :data:`DEFAULT_PARTITIONS` partitions, so each athlete always
+lands in the same partition and a worker consumes whole partitions.
+
+A body is one JSON object. A raw notification is the recording line of
+:mod:`devices.recording` (``{"t_ns", "device", "char", "hex"}``), so a gateway forwards
+bytes, never decodes them (it imports no scipy), and a worker decodes them with the same
+codecs as ``replay``. A marker is ``{"t_ns", "marker": <name>, ...its fields}`` with the
+names of :data:`MARKERS`.
+
+Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>`` (JetStream drops a resend of a
+message it already holds, after a gateway crash or a link loss) and ``Redox-Gateway`` =
+the gateway's id (workers drop records from a gateway that does not hold the device's lease).
+
+Athlete ids are the config's ids (``ID_RULE`` in :mod:`streamer.config`: letters, digits,
+``-`` and ``_``), which are valid single NATS subject tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from devices.recording import RecordedNotification, RecordingError, parse_line
+from processors.errors import InputError
+from streamer.athlete.events import (
+    GripEnd,
+    GripPhase,
+    GripPhaseEnd,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
+
+STREAM: Final = "REDOX_RAW"
+"""The JetStream stream holding every gateway's raw records and markers."""
+
+RAW_PREFIX: Final = "redox.raw"
+"""Gateways publish to ``redox.raw.<athlete>``."""
+
+PARTITION_PREFIX: Final = "redox.part"
+"""The stream stores ``redox.part.<partition>.<athlete>`` (the server's mapping)."""
+
+DEFAULT_PARTITIONS: Final = 16
+"""Partitions of the athlete space: more than workers will ever be in a club (2–4), few
+enough that a worker's per-partition consumers stay cheap."""
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+GATEWAY_HEADER: Final = "Redox-Gateway"
+
+Marker = (
+    MorningStart
+    | MorningEnd
+    | SessionStart
+    | SessionEnd
+    | SessionRpe
+    | GripPhase
+    | GripPhaseEnd
+    | GripEnd
+)
+
+MARKERS: Final[dict[str, type[Marker]]] = {
+    "morning_start": MorningStart,
+    "morning_end": MorningEnd,
+    "session_start": SessionStart,
+    "session_end": SessionEnd,
+    "session_rpe": SessionRpe,
+    "grip_phase": GripPhase,
+    "grip_phase_end": GripPhaseEnd,
+    "grip_end": GripEnd,
+}
+"""The protocol markers a gateway forwards, by their wire name."""
+
+_MARKER_NAMES: Final = {cls: name for name, cls in MARKERS.items()}
+
+WireMessage = RecordedNotification | Marker
+
+
+class WireError(InputError, ValueError):
+    """A message on a team subject is malformed; the text names the subject and the fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message as a worker receives it: whose it is, from which gateway, and what."""
+
+    athlete: str
+    gateway: str
+    msg_id: str
+    message: WireMessage
+
+
+def raw_subject(athlete: str) -> str:
+    """The subject a gateway publishes ``athlete``'s records and markers to."""
+    return f"{RAW_PREFIX}.{athlete}"
+
+
+def partition_subject(partition: int) -> str:
+    """The stream subject filter of one partition (all its athletes)."""
+    return f"{PARTITION_PREFIX}.{partition}.*"
+
+
+def stream_subjects() -> list[str]:
+    """The subjects the stream is created with (after the server's mapping)."""
+    return [f"{PARTITION_PREFIX}.*.*"]
+
+
+def nats_mappings(partitions: int = DEFAULT_PARTITIONS) -> dict[str, str]:
+    """The server's ``mappings`` block: ``redox.raw.<athlete>`` → its partition's subject.
+
+    The hash is the server's own (``partition()``, NATS ≥ 2.8), so no process of ours has to
+    agree with another on it.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    target = f"{PARTITION_PREFIX}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
+    return {f"{RAW_PREFIX}.*": target}
+
+
+def athlete_of(subject: str) -> tuple[int, str]:
+    """``(partition, athlete)`` of a stored subject ``redox.part.<p>.<athlete>``."""
+    parts = subject.split(".")
+    if len(parts) != 4 or ".".join(parts[:2]) != PARTITION_PREFIX or not parts[2].isdigit():
+        raise WireError(f"{subject}: not a partition subject ({PARTITION_PREFIX}.<p>.<athlete>)")
+    return int(parts[2]), parts[3]
+
+
+def msg_id(gateway: str, boot: int, outbox_id: int) -> str:
+    """The de-duplication id of a gateway's outbox row: unique across its restarts."""
+    return f"{gateway}:{boot}:{outbox_id}"
+
+
+def encode(message: WireMessage) -> bytes:
+    """The JSON body of a raw notification or a marker."""
+    if isinstance(message, RecordedNotification):
+        body: dict[str, Any] = {
+            "t_ns": message.t_ns,
+            "device": message.device,
+            "char": message.char,
+            "hex": message.data.hex(),
+        }
+    else:
+        body = dataclasses.asdict(message)
+        body["marker"] = _MARKER_NAMES[type(message)]
+        if isinstance(message, SessionStart):
+            body["tags"] = list(message.tags)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(subject: str, body: bytes) -> WireMessage:
+    """The message in ``body``; :class:`WireError` names ``subject`` and the fault."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"{subject}: body is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise WireError(f"{subject}: body is not a JSON object")
+    name = obj.pop("marker", None)
+    if name is None:
+        try:
+            return parse_line(body, subject, 0)
+        except RecordingError as exc:
+            raise WireError(str(exc)) from None
+    cls = MARKERS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise WireError(f"{subject}: unknown marker {name!r}; known: {', '.join(MARKERS)}")
+    if "tags" in obj and isinstance(obj["tags"], list):
+        obj["tags"] = tuple(obj["tags"])
+    try:
+        marker = cls(**obj)
+    except TypeError as exc:
+        raise WireError(f"{subject}: marker {name} has bad fields ({exc})") from None
+    if isinstance(marker.t_ns, bool) or not isinstance(marker.t_ns, int):
+        raise WireError(f"{subject}: marker {name} t_ns {marker.t_ns!r} is not an integer")
+    return marker

@@ -1,0 +1,96 @@
+"""The team wire format: bodies round-trip, bad bodies name the subject, and a real
+nats-server maps every athlete's subject to one fixed partition."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devices.recording import RecordedNotification
+from streamer.athlete.events import GripPhase, SessionEnd, SessionStart
+from streamer.team import wire
+from tests.servers import NatsServer
+
+nats = pytest.importorskip("nats")
+
+notifications = st.builds(
+    RecordedNotification,
+    t_ns=st.integers(0, 2**63 - 1),
+    device=st.text(min_size=1, max_size=20),
+    char=st.sampled_from(["2a37", "moxy", "2a63"]),
+    data=st.binary(max_size=40),
+)
+markers = st.one_of(
+    st.builds(SessionStart, t_ns=st.integers(0, 2**62), tags=st.tuples(st.text(max_size=8))),
+    st.builds(SessionEnd, t_ns=st.integers(0, 2**62), rpe=st.none() | st.floats(0, 10)),
+    st.builds(GripPhase, t_ns=st.integers(0, 2**62), minute=st.none() | st.floats(0, 60)),
+)
+
+
+@given(notifications | markers)
+def test_every_message_round_trips(message: wire.WireMessage) -> None:
+    assert wire.decode("redox.part.3.ann", wire.encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "fault"),
+    [
+        (b"{", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"t_ns": 1, "marker": "nap"}', "unknown marker 'nap'"),
+        (b'{"t_ns": 1, "marker": "session_end", "rpm": 3}', "bad fields"),
+        (b'{"t_ns": 1, "device": "s", "char": "2a37"}', "missing hex"),
+    ],
+)
+def test_a_bad_body_names_the_subject_and_the_fault(body: bytes, fault: str) -> None:
+    with pytest.raises(wire.WireError, match=fault) as caught:
+        wire.decode("redox.part.3.ann", body)
+    assert str(caught.value).startswith("redox.part.3.ann")
+
+
+def test_the_server_maps_each_athlete_to_one_partition(nats_server: NatsServer) -> None:
+    async def publish() -> dict[str, set[int]]:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.add_stream(name=wire.STREAM, subjects=wire.stream_subjects())
+        athletes = [f"athlete-{i}" for i in range(40)]
+        for round_ in range(3):
+            for athlete in athletes:
+                body = wire.encode(SessionEnd(t_ns=round_))
+                await js.publish(wire.raw_subject(athlete), body)
+        seen: dict[str, set[int]] = {}
+        sub = await js.subscribe(wire.stream_subjects()[0], ordered_consumer=True)
+        for _ in range(3 * len(athletes)):
+            msg = await sub.next_msg(timeout=10)
+            partition, athlete = wire.athlete_of(msg.subject)
+            seen.setdefault(athlete, set()).add(partition)
+        await nc.close()
+        return seen
+
+    seen = asyncio.run(publish())
+    assert len(seen) == 40
+    assert all(len(partitions) == 1 for partitions in seen.values())
+    used = set().union(*seen.values())
+    assert used <= set(range(wire.DEFAULT_PARTITIONS))
+    assert len(used) > 4, f"40 athletes hashed into only {sorted(used)}"
+
+
+def test_a_resend_with_the_same_msg_id_is_dropped_by_the_server(nats_server: NatsServer) -> None:
+    async def publish_twice() -> tuple[bool | None, int]:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.add_stream(name=wire.STREAM, subjects=wire.stream_subjects())
+        headers = {wire.MSG_ID_HEADER: wire.msg_id("gw1", 7, 42)}
+        body = wire.encode(SessionEnd(t_ns=1))
+        await js.publish(wire.raw_subject("ann"), body, headers=headers)
+        ack = await js.publish(wire.raw_subject("ann"), body, headers=headers)
+        info = await js.stream_info(wire.STREAM)
+        await nc.close()
+        return ack.duplicate, info.state.messages
+
+    duplicate, stored = asyncio.run(publish_twice())
+    assert duplicate is True
+    assert stored == 1
