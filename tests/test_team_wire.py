@@ -30,7 +30,15 @@ markers = st.one_of(
 )
 
 
-@given(notifications | markers)
+leases = st.builds(
+    wire.LeaseGranted,
+    t_ns=st.integers(0, 2**62),
+    device=st.text(min_size=1, max_size=10),
+    gateway=st.text(min_size=1, max_size=10),
+)
+
+
+@given(notifications | markers | leases)
 def test_every_message_round_trips(message: wire.WireMessage) -> None:
     assert wire.decode("redox.part.3.ann", wire.encode(message)) == message
 

@@ -82,7 +82,21 @@ MARKERS: Final[dict[str, type[Marker]]] = {
 
 _MARKER_NAMES: Final = {cls: name for name, cls in MARKERS.items()}
 
-WireMessage = RecordedNotification | Marker
+
+@dataclass(frozen=True, slots=True)
+class LeaseGranted:
+    """From now on ``gateway`` holds the lease on the athlete's ``device`` (the wire's
+    ``device`` field): workers drop that device's notifications from any other gateway
+    until the next grant. Granted leases live in a JetStream key-value bucket; the grant is
+    also written into the athlete's stream so every worker, replaying or live, judges a
+    record by the lease that stood at its place in the order, not by today's."""
+
+    t_ns: int
+    device: str
+    gateway: str
+
+
+WireMessage = RecordedNotification | Marker | LeaseGranted
 
 
 class WireError(InputError, ValueError):
@@ -141,6 +155,9 @@ def msg_id(gateway: str, boot: int, outbox_id: int) -> str:
 
 def encode(message: WireMessage) -> bytes:
     """The JSON body of a raw notification or a marker."""
+    if isinstance(message, LeaseGranted):
+        body = {"lease": dataclasses.asdict(message)}
+        return json.dumps(body, separators=(",", ":")).encode()
     if isinstance(message, RecordedNotification):
         body: dict[str, Any] = {
             "t_ns": message.t_ns,
@@ -164,6 +181,15 @@ def decode(subject: str, body: bytes) -> WireMessage:
         raise WireError(f"{subject}: body is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise WireError(f"{subject}: body is not a JSON object")
+    if "lease" in obj:
+        lease = obj["lease"]
+        try:
+            grant = LeaseGranted(**lease)
+        except TypeError as exc:
+            raise WireError(f"{subject}: lease grant has bad fields ({exc})") from None
+        if not isinstance(grant.t_ns, int) or not grant.device or not grant.gateway:
+            raise WireError(f"{subject}: lease grant needs t_ns, device and gateway")
+        return grant
     name = obj.pop("marker", None)
     if name is None:
         try:
