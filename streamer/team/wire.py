@@ -156,8 +156,8 @@ def msg_id(gateway: str, boot: int, outbox_id: int) -> str:
 def encode(message: WireMessage) -> bytes:
     """The JSON body of a raw notification or a marker."""
     if isinstance(message, LeaseGranted):
-        body = {"lease": dataclasses.asdict(message)}
-        return json.dumps(body, separators=(",", ":")).encode()
+        grant = {"lease": dataclasses.asdict(message)}
+        return json.dumps(grant, separators=(",", ":")).encode()
     if isinstance(message, RecordedNotification):
         body: dict[str, Any] = {
             "t_ns": message.t_ns,
