@@ -4,9 +4,9 @@ ARTICLE: "if your morning heart rate is elevated and your grip strength feels fl
 three days running, you have probably drifted past the hormetic zone. Back off intensity
 for 48 hours". The definitions (see :mod:`processors.physiology`, "Morning HR and grip"):
 
-* *elevated*: a day's resting HR (bpm) lies above the top of its normal band, the
-  established baseline's mean + band_sd·SD (:func:`processors.trends.daily_trend`, the
-  band the morning topic publishes); no decision on a provisional baseline;
+* *elevated*: a day's resting HR (bpm) lies above the established baseline's mean +
+  elevated_sd·SD (:func:`processors.trends.daily_trend`'s band, widened from the normal
+  band's 0.5·SD to the day-to-day noise, 1·SD); no decision on a provisional baseline;
 * *flat*: a grip test's MVC (kg) shows no real rise over the athlete's MVC baseline (their
   tests on days d − 35 … d − run_days): MVC < mean·(1 + z·√2·CV), the test noise of
   :func:`processors.grip.mvc_noise` / :func:`processors.grip.real_drop_threshold`;
@@ -93,7 +93,7 @@ def hr_grip_run(
     *,
     run_days: int = ph.HR_GRIP_RUN_DAYS,
     min_grip_tests: int = ph.HR_GRIP_MIN_GRIP_TESTS,
-    band_sd: float = ph.NORMAL_BAND_SD,
+    elevated_sd: float = ph.HR_GRIP_ELEVATED_SD,
     first_day_back: int = ph.BASELINE_FIRST_DAY_BACK,
     last_day_back: int = ph.BASELINE_LAST_DAY_BACK,
     baseline_min_days: int = ph.BASELINE_MIN_VALID_DAYS,
@@ -112,7 +112,7 @@ def hr_grip_run(
         first_day_back=first_day_back,
         last_day_back=last_day_back,
         min_valid_days=baseline_min_days,
-        band_sd=band_sd,
+        band_sd=elevated_sd,
     )
     run = history[-run_days:] if history.size >= run_days else history
     pad = run_days - run.size
@@ -204,7 +204,7 @@ def evaluate_hr_grip_flat(
         grip_tests,
         run_days=th.hr_grip_run_days,
         min_grip_tests=th.hr_grip_min_grip_tests,
-        band_sd=th.normal_band_sd,
+        elevated_sd=th.hr_grip_elevated_sd,
         first_day_back=th.baseline_first_day_back,
         last_day_back=th.baseline_last_day_back,
         baseline_min_days=th.baseline_min_valid_days,
@@ -219,8 +219,9 @@ def evaluate_hr_grip_flat(
         evidence["back_off_until_s"] = until_s
         hrs = ", ".join(f"{hr:.0f}" for hr in run.run_hr_bpm if hr is not None)
         message = (
-            f"Resting HR above its band (to {run.band_high_bpm:.1f} bpm) on each of the last "
-            f"{run.run_days} mornings ({hrs} bpm) and grip flat ({run.grip_rise_pct:+.1f}% "
+            f"Resting HR above its baseline's day-to-day noise (from "
+            f"{run.band_high_bpm:.1f} bpm) on each of the last {run.run_days} mornings "
+            f"({hrs} bpm) and grip flat ({run.grip_rise_pct:+.1f}% "
             f"against its baseline; a real rise from {run.grip_rise_threshold_pct:.1f}%): "
             f"back off intensity until {until:%Y-%m-%d %H:%M} UTC "
             f"({th.hr_grip_back_off_h:g} h)."

@@ -334,9 +334,13 @@ RPE_MIN_REFERENCE_SESSIONS: Final = 3
 # ARTICLE: "if your morning heart rate is elevated and your grip strength feels flat for
 # three days running, you have probably drifted past the hormetic zone. Back off intensity
 # for 48 hours and let glutathione regenerate." Read as (processors/hormetic.py):
-# * elevated: the morning's resting HR lies above the top of its normal band, the
-#   established baseline's mean + NORMAL_BAND_SD·SD (PLEWS_2013's smallest worthwhile
-#   change, the band processors/trends.py draws; a provisional baseline raises nothing);
+# * elevated: the morning's resting HR lies beyond its day-to-day noise, above the
+#   established baseline's mean + HR_GRIP_ELEVATED_SD·SD (the band of processors/trends.py,
+#   widened; a provisional baseline raises nothing). One SD, not the normal band's
+#   NORMAL_BAND_SD (PLEWS_2013's smallest worthwhile change, which judges the 7-day mean):
+#   a single morning wiggles by about one SD, so ~31% of ordinary mornings lie above
+#   mean + 0.5·SD and three in a row would happen by chance ~3% of days (an alert a month);
+#   above mean + 1·SD ~16% do, three in a row ~0.4% of days (project choice);
 # * flat: the grip MVC shows no real rise over the athlete's own MVC baseline (their grip
 #   tests on days d−35 … d−3, before the run): MVC < mean·(1 + GRIP_NOISE_Z·√2·CV), the
 #   test's own noise as processors/grip.py computes it (HOPKINS_2000; CV known from
@@ -349,6 +353,7 @@ RPE_MIN_REFERENCE_SESSIONS: Final = 3
 #   cannot be raised across a gap, and a gap neither raises nor clears (missing data never
 #   clears an alert); a measured day in the band, or a grip test that rose, clears it.
 HR_GRIP_RUN_DAYS: Final = 3
+HR_GRIP_ELEVATED_SD: Final = 1.0
 HR_GRIP_MIN_GRIP_TESTS: Final = 1
 HR_GRIP_BACK_OFF_H: Final = 48.0  # "Back off intensity for 48 hours"
 

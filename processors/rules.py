@@ -42,10 +42,10 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     without a passive day. A session is high-intensity per :func:`is_high_intensity`: RPE
     ≥ 7 (CR-10), or mean power ≥ the athlete's ``high_intensity_power_w`` when configured.
     E.g. a session ending with RPE 8, and another with RPE 7 starting 24 h after it.
-``hr_grip_flat`` (pull_back) — see :mod:`processors.hormetic`: resting HR above its normal
-    band (established baseline mean + 0.5·SD) on 3 consecutive mornings, and ≥ 1 grip test
+``hr_grip_flat`` (pull_back) — see :mod:`processors.hormetic`: resting HR above the
+    established baseline's mean + 1·SD on 3 consecutive mornings, and ≥ 1 grip test
     in those days, every one without a real MVC rise (< 1.65·√2·CV over the mean of the
-    athlete's earlier MVCs, ≥ 5 of them). E.g. 21 mornings alternating 50/52 bpm, then
+    athlete's earlier MVCs, ≥ 5 of them). E.g. 28 mornings alternating 50/52 bpm, then
     55, 56, 55 bpm, with 5 earlier MVCs 49/50/51/50/50 kg and 50 kg on the last day.
 ``power_plateau`` (info: a finding published with the session, never an alert) — see
     :mod:`processors.plateau`: over the 21 days ending at the session, ≥ 2 sessions in each
@@ -214,6 +214,7 @@ class RuleThresholds:
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
     passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
     hr_grip_run_days: int = ph.HR_GRIP_RUN_DAYS
+    hr_grip_elevated_sd: float = ph.HR_GRIP_ELEVATED_SD
     hr_grip_min_grip_tests: int = ph.HR_GRIP_MIN_GRIP_TESTS
     hr_grip_back_off_h: float = ph.HR_GRIP_BACK_OFF_H
     power_plateau_window_days: int = ph.POWER_PLATEAU_WINDOW_DAYS
