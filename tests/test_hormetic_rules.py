@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,6 +40,9 @@ from streamer.athlete.events import (
     SessionStart,
 )
 from streamer.demo.history import DayPlan, Scenario, day_records
+from streamer.report.figure import RULE_PANEL
+from streamer.report.gather import gather_report
+from streamer.report.page import render_html
 from streamer.results import AlertsPayload, Kind, Result, SessionPayload
 from streamer.store import Store
 from tests.emulated_history import CaptureSink
@@ -450,3 +454,30 @@ def test_power_plateau_reports_what_it_decided_on() -> None:
     assert found.matched_sessions == 11
     assert found.swc_w == pytest.approx(2.0)  # the 1% floor: the noise is 0
     assert found.evidence()["sessions_week_2_of_3"] == 3.0
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def test_the_report_shows_the_alert_on_the_resting_hr_panel_and_the_plateau_finding(
+    store_path: Path,
+) -> None:
+    feed(store_path, baseline())
+    d = BASE_DAYS
+    feed(
+        store_path,
+        morning(d, 55.0) + morning(d + 1, 56.0) + grip_test(d + 1, 50.0) + morning(d + 2, 55.0),
+    )
+    flat = [[200 + (i % 2)] * 10 for i in range(len(EVERY_OTHER_DAY))]
+    feed(store_path, plateau_history([d - 18 + x for x in EVERY_OTHER_DAY], flat, [5.0] * 11))
+    with Store(store_path, read_only=True) as store:
+        data = gather_report(store, ATHLETE, 28)
+    assert [a.rule for a in data.open_alerts] == ["hr_grip_flat"]
+    assert RULE_PANEL["hr_grip_flat"] == "rhr"
+    assert data.sessions[-1].power_plateau is True
+    assert data.sessions[-1].rpe == 5.0
+    page = render_html(data)
+    assert "<h2>Findings</h2>" in page
+    assert CATALOGUE["power_plateau"].title in page
+    assert "<b>plateau</b>" in page
+    assert html.escape(CATALOGUE["hr_grip_flat"].advice) in page

@@ -390,7 +390,7 @@ def _plot_smo2(ax: Axes, data: ReportData) -> None:
             transform=ax.get_xaxis_transform(),
             clip_on=False,
             zorder=3,
-            label="power_plateau: power at matched effort flat (info)",
+            label="power_plateau (info finding)",
         )
         handles.append(found)
     unmeasured = [_x(s.at) for s in data.sessions if s.recovery_s is None]
