@@ -481,3 +481,40 @@ def test_the_report_shows_the_alert_on_the_resting_hr_panel_and_the_plateau_find
     assert CATALOGUE["power_plateau"].title in page
     assert "<b>plateau</b>" in page
     assert html.escape(CATALOGUE["hr_grip_flat"].advice) in page
+
+
+# --- the evaluators' own edges ----------------------------------------------------------------
+
+
+def test_the_plateau_line_is_the_athletes_own_noise_when_that_exceeds_the_floor() -> None:
+    # ±10 W about a flat line at 200 W: SD about the line ≈ 10.5 W, so the smallest
+    # worthwhile change is 0.5·SD ≈ 5.2 W, above the 1% floor (2 W).
+    now = day_ns(20, 17.5)
+    sessions = [
+        PlateauSession(day_ns(d, 17.5), 5.0, 200.0 + (10.0 if i % 2 else -10.0))
+        for i, d in enumerate(EVERY_OTHER_DAY)
+    ]
+    found = power_plateau(sessions, now)
+    assert found.noise_sd_w is not None
+    assert found.swc_w == pytest.approx(0.5 * found.noise_sd_w)
+    assert found.swc_w > 2.0
+    assert found.triggered
+
+
+def test_falling_power_at_matched_effort_counts_as_flat() -> None:
+    now = day_ns(20, 17.5)
+    sessions = [
+        PlateauSession(day_ns(d, 17.5), 5.0, 220.0 - 2.0 * i) for i, d in enumerate(EVERY_OTHER_DAY)
+    ]
+    found = power_plateau(sessions, now)
+    assert found.change_w == pytest.approx(-21.0)
+    assert found.triggered
+
+
+def test_run_days_and_plateau_window_must_be_at_least_a_day() -> None:
+    with pytest.raises(ValueError, match="hr_grip_run_days"):
+        RuleThresholds().with_overrides({"hr_grip_run_days": 0})
+    with pytest.raises(ValueError, match="power_plateau_window_days"):
+        RuleThresholds().with_overrides({"power_plateau_window_days": 0})
+    with pytest.raises(ValueError, match="whole number"):
+        RuleThresholds().with_overrides({"hr_grip_run_days": 2.5})
