@@ -329,3 +329,56 @@ GRIP_SQUEEZE_MIN_DURATION_S: Final = 0.2
 # --- rpe_power_mismatch reference (ARTICLE; window is ours) ------------------------------
 RPE_REFERENCE_SESSIONS: Final = 5  # reference = mean of the athlete's last 5 sessions
 RPE_MIN_REFERENCE_SESSIONS: Final = 3
+
+# --- Morning HR and grip, three days running (ARTICLE; PLEWS_2013; HOPKINS_2000) ----------
+# ARTICLE: "if your morning heart rate is elevated and your grip strength feels flat for
+# three days running, you have probably drifted past the hormetic zone. Back off intensity
+# for 48 hours and let glutathione regenerate." Read as (processors/hormetic.py):
+# * elevated: the morning's resting HR lies beyond its day-to-day noise, above the
+#   established baseline's mean + HR_GRIP_ELEVATED_SD·SD (the band of processors/trends.py,
+#   widened; a provisional baseline raises nothing). One SD, not the normal band's
+#   NORMAL_BAND_SD (PLEWS_2013's smallest worthwhile change, which judges the 7-day mean):
+#   a single morning wiggles by about one SD, so ~31% of ordinary mornings lie above
+#   mean + 0.5·SD and three in a row would happen by chance ~3% of days (an alert a month);
+#   above mean + 1·SD ~16% do, three in a row ~0.4% of days (project choice);
+# * flat: the grip MVC shows no real rise over the athlete's own MVC baseline (their grip
+#   tests on days d−35 … d−3, before the run): MVC < mean·(1 + GRIP_NOISE_Z·√2·CV), the
+#   test's own noise as processors/grip.py computes it (HOPKINS_2000; CV known from
+#   GRIP_MIN_BASELINE_SESSIONS tests — until then the rule is undecided, no noise is
+#   guessed). A fall counts as flat too: it is not the rise an adapting athlete shows;
+# * three days running: HR_GRIP_RUN_DAYS consecutive calendar days (UTC), each with an
+#   accepted morning reading above the band. Grip is tested around sessions, not every
+#   morning, so the run needs at least HR_GRIP_MIN_GRIP_TESTS grip test(s) among its days,
+#   every one flat (project choice). A day without a morning reading breaks the run: it
+#   cannot be raised across a gap, and a gap neither raises nor clears (missing data never
+#   clears an alert); a measured day in the band, or a grip test that rose, clears it.
+HR_GRIP_RUN_DAYS: Final = 3
+HR_GRIP_ELEVATED_SD: Final = 1.0
+HR_GRIP_MIN_GRIP_TESTS: Final = 1
+HR_GRIP_BACK_OFF_H: Final = 48.0  # "Back off intensity for 48 hours"
+
+# --- Power plateau (ARTICLE; PLEWS_2013; FOSTER_2001) ------------------------------------
+# ARTICLE: "If your wattage has flatlined for three weeks despite perfect compliance, stop
+# looking at the training plan—look at recovery hygiene." Read as (processors/plateau.py),
+# over the POWER_PLATEAU_WINDOW_DAYS days ending with the session evaluated:
+# * matched effort: sessions of the same perceived exertion, the session RPE on the CR-10
+#   scale rounded to a whole point (FOSTER_2001); each RPE with ≥ 2 sessions is a group, and
+#   the power trend is the slope of mean session power over time *within* the groups (one
+#   regression line, a level per group), so a hard session never compares with an easy one;
+# * flat: that slope, over the window, rises by less than the smallest worthwhile change:
+#   NORMAL_BAND_SD × the session-to-session SD about the line (PLEWS_2013's 0.5·SD applied
+#   to the athlete's own power noise at matched effort — project choice), and at least
+#   POWER_PLATEAU_MIN_RISE of their mean power (project choice: without it a perfectly
+#   repeatable series would have a change of 0 W to beat). A fall counts as flat: wattage
+#   that does not rise is the plateau (rpe_power_mismatch watches the steep falls);
+# * compliance: the athlete kept training — at least POWER_PLATEAU_MIN_SESSIONS_PER_WEEK
+#   sessions in each of the window's three weeks (no plan is stored, so compliance is the
+#   training logged; project choice: two a week is the least a plan for progress holds);
+# * enough to decide: ≥ POWER_PLATEAU_MIN_MATCHED_SESSIONS sessions in groups, the first
+#   and last at least POWER_PLATEAU_MIN_SPAN_DAYS apart; else the finding is undecided.
+# An info finding, not an alert: published with the session (`power_plateau`).
+POWER_PLATEAU_WINDOW_DAYS: Final = 21  # "flatlined for three weeks"
+POWER_PLATEAU_MIN_SESSIONS_PER_WEEK: Final = 2
+POWER_PLATEAU_MIN_MATCHED_SESSIONS: Final = 4
+POWER_PLATEAU_MIN_SPAN_DAYS: Final = 14
+POWER_PLATEAU_MIN_RISE: Final = 0.01

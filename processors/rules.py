@@ -42,6 +42,16 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     without a passive day. A session is high-intensity per :func:`is_high_intensity`: RPE
     ≥ 7 (CR-10), or mean power ≥ the athlete's ``high_intensity_power_w`` when configured.
     E.g. a session ending with RPE 8, and another with RPE 7 starting 24 h after it.
+``hr_grip_flat`` (pull_back) — see :mod:`processors.hormetic`: resting HR above the
+    established baseline's mean + 1·SD on 3 consecutive mornings, and ≥ 1 grip test
+    in those days, every one without a real MVC rise (< 1.65·√2·CV over the mean of the
+    athlete's earlier MVCs, ≥ 5 of them). E.g. 28 mornings alternating 50/52 bpm, then
+    55, 56, 55 bpm, with 5 earlier MVCs 49/50/51/50/50 kg and 50 kg on the last day.
+``power_plateau`` (info: a finding published with the session, never an alert) — see
+    :mod:`processors.plateau`: over the 21 days ending at the session, ≥ 2 sessions in each
+    week, and the within-RPE slope of mean session power rising by less than
+    max(0.5·SD about the line, 1% of mean power). E.g. a session every other day at RPE 5
+    and 200 ± 2 W for three weeks.
 """
 
 from __future__ import annotations
@@ -144,6 +154,30 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "(48 h; 72 h for older athletes; elite: a passive day after every third).",
             _source("Profiles", ARTICLE, "review, Free Radic Biol Med 242 (2026): ageing"),
         ),
+        RuleSpec(
+            "hr_grip_flat",
+            Severity.PULL_BACK,
+            "Morning HR up and grip flat for three days",
+            "You have probably drifted past the hormetic zone: back off intensity for "
+            f"{ph.HR_GRIP_BACK_OFF_H:g} h (the message says until when) and let glutathione "
+            "regenerate.",
+            _source(
+                "hr_grip_flat",
+                ARTICLE,
+                "Plews et al. 2013 (normal band)",
+                "Hopkins 2000 (1.65·√2·CV)",
+            ),
+        ),
+        RuleSpec(
+            "power_plateau",
+            # Info: the article asks to look at recovery hygiene, not to change the load.
+            Severity.INFO,
+            "Power at matched effort flat for three weeks",
+            "Stop looking at the training plan, look at recovery hygiene: sleep (is the last "
+            "meal within two hours of bedtime?) and training density (two high-intensity "
+            "sessions back to back without glycogen restored?).",
+            _source("power_plateau", ARTICLE, "Foster et al. 2001 (session RPE)"),
+        ),
     )
 }
 
@@ -179,6 +213,15 @@ class RuleThresholds:
     high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
     passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
+    hr_grip_run_days: int = ph.HR_GRIP_RUN_DAYS
+    hr_grip_elevated_sd: float = ph.HR_GRIP_ELEVATED_SD
+    hr_grip_min_grip_tests: int = ph.HR_GRIP_MIN_GRIP_TESTS
+    hr_grip_back_off_h: float = ph.HR_GRIP_BACK_OFF_H
+    power_plateau_window_days: int = ph.POWER_PLATEAU_WINDOW_DAYS
+    power_plateau_min_sessions_per_week: int = ph.POWER_PLATEAU_MIN_SESSIONS_PER_WEEK
+    power_plateau_min_matched_sessions: int = ph.POWER_PLATEAU_MIN_MATCHED_SESSIONS
+    power_plateau_min_span_days: int = ph.POWER_PLATEAU_MIN_SPAN_DAYS
+    power_plateau_min_rise: float = ph.POWER_PLATEAU_MIN_RISE
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -196,6 +239,9 @@ class RuleThresholds:
             )
         if self.baseline_first_day_back < self.baseline_last_day_back:
             raise ValueError("baseline_first_day_back must be ≥ baseline_last_day_back")
+        for name in ("hr_grip_run_days", "power_plateau_window_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"threshold {name} must be ≥ 1 day, got {getattr(self, name)}")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RuleThresholds:
         """A copy with fields replaced; unknown names or wrong types raise ValueError."""

@@ -857,6 +857,25 @@ class SessionPayload(Payload):
     tags: tuple[str, ...] = field(
         default=(), metadata=column(None, "", "the labels given with `session start --tag`")
     )
+    power_plateau: bool | None = field(
+        default=None,
+        metadata=column(
+            "bool",
+            "",
+            "the `power_plateau` finding (info): power at matched effort (same RPE) flat for "
+            "21 days while ≥ 2 sessions a week were logged (docs/rules.md); null: undecided "
+            "(too few sessions with RPE and power)",
+        ),
+    )
+    power_change_pct: float | None = field(
+        default=None,
+        metadata=column(
+            "float",
+            "%",
+            "`power_plateau`'s input: the change of power at matched effort over the 21 days "
+            "ending with this session, in percent of its mean; null: undecided",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

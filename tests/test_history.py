@@ -30,6 +30,8 @@ RULE_IDS = (
     "grip_signal",
     "grip_spillover",
     "rpe_power_mismatch",
+    "hr_grip_flat",
+    "power_plateau",
 )
 
 
@@ -77,6 +79,7 @@ def test_over_reaching_athlete_ends_with_every_pull_back_alert_open(replayed: Pa
         "smo2_slow_recovery",
         "rpe_power_mismatch",
         "grip_spillover",
+        "hr_grip_flat",
     }
 
 
@@ -88,6 +91,17 @@ def test_steady_athlete_raises_no_alert_and_its_good_grip_drop_is_reported_as_su
         classes = [g.data["class"] for g in store.grip_tests("athlete2")]
     assert events == []
     assert "grip_signal" in classes
+
+
+def test_steady_power_at_steady_effort_is_reported_as_a_power_plateau_finding(
+    replayed: Path,
+) -> None:
+    # athlete2 trains every other day at RPE ~5 and the same power for weeks: a plateau,
+    # once three weeks of sessions are stored; a finding in the session summary only.
+    with Store(replayed) as store:
+        found = [s.payload.power_plateau for s in store.sessions("athlete2")]
+    assert found[0] is None
+    assert found[-1] is True
 
 
 def test_the_ectopic_morning_is_rejected_with_its_reason_not_stored_as_a_number(

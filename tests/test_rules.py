@@ -38,7 +38,8 @@ def alternating(a: float, b: float, n: int) -> list[float]:
 
 
 def test_catalogue_holds_every_rule_with_severity_advice_and_source() -> None:
-    assert set(CATALOGUE) == {
+    # Containment, not equality: issue 14's rules are added in their own tests' files.
+    assert set(CATALOGUE) >= {
         "hrv_downtrend",
         "rhr_creep",
         "smo2_slow_recovery",

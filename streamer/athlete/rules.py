@@ -4,8 +4,10 @@ evaluates (:mod:`processors.rules`).
 Every catalogue rule with a production caller is evaluated here, one method per event:
 a morning reading (``hrv_downtrend``, ``rhr_creep`` over the daily trends), a session
 (``smo2_slow_recovery``, ``rpe_power_mismatch``, and ``hi_spacing`` when it was
-high-intensity), an RPE entered after the session ended (``rpe_power_mismatch``,
-``hi_spacing`` again for that session), a grip test (``grip_signal``, ``grip_spillover``).
+high-intensity, ``power_plateau``), an RPE entered after the session ended
+(``rpe_power_mismatch``, ``hi_spacing`` again for that session, ``power_plateau``), a grip
+test (``grip_signal``, ``grip_spillover``); a morning reading and a grip test also
+``hr_grip_flat``, whose histories :mod:`streamer.athlete.hormetic` keeps.
 ``tests/test_rule_reachability.py`` fails for a catalogue rule that no event reaches.
 The histories are bounded and refilled from the athlete's history on start
 (:meth:`remember_morning` etc.).
@@ -23,6 +25,7 @@ from processors import physiology as ph
 from processors.alerts import RuleEvaluation
 from processors.grip import GripTest
 from processors.morning import MorningReading
+from processors.plateau import PowerPlateau
 from processors.profiles import evaluate_spacing
 from processors.rules import (
     RuleThresholds,
@@ -36,6 +39,7 @@ from processors.rules import (
 )
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
 from streamer.athlete.grip import GripTraces
+from streamer.athlete.hormetic import HormeticWatch
 from streamer.results import GripPayload, MorningPayload, SessionPayload
 
 HISTORY_DAYS: Final = ph.BASELINE_FIRST_DAY_BACK + 1
@@ -57,10 +61,12 @@ class SessionFacts:
 
 @dataclass(frozen=True, slots=True)
 class SessionVerdict:
-    """A session's intensity (None: unknown) and its rule evaluations."""
+    """A session's intensity (None: unknown), its rule evaluations and its
+    ``power_plateau`` finding (None: not evaluated)."""
 
     high_intensity: bool | None
     evaluations: list[RuleEvaluation]
+    plateau: PowerPlateau | None = None
 
 
 def _utc(t_ns: int) -> dt.datetime:
@@ -91,6 +97,7 @@ class RuleEngine:
         self._hi_starts: deque[dt.datetime] = deque(maxlen=SESSIONS_KEPT)
         self._session_days: deque[dt.date] = deque(maxlen=SESSIONS_KEPT)
         self._last: SessionFacts | None = None
+        self.hormetic = HormeticWatch(thresholds)
 
     # --- refilled from the history ----------------------------------------------------------
 
@@ -115,11 +122,15 @@ class RuleEngine:
         if is_high_intensity(rpe, power, self.thresholds):
             self._hi_starts.append(_utc(start_ns))
         self._last = facts
+        self.hormetic.remember_session(start_ns, rpe, power)
 
-    def remember_grip(self, grip: GripPayload) -> None:
-        """A grip test from the history."""
+    def remember_grip(self, grip: GripPayload, t_ns: int | None = None) -> None:
+        """A grip test from the history (``t_ns``: its result's time, for the dated MVCs of
+        ``hr_grip_flat``)."""
         if grip.mvc_kg > 0:  # NaN (stored as null) is not > 0
             self._mvcs.append(float(grip.mvc_kg))
+            if t_ns is not None:
+                self.hormetic.remember_grip(t_ns, float(grip.mvc_kg))
 
     def trim_days(self) -> None:
         """Forget daily values older than the baseline window."""
@@ -132,7 +143,8 @@ class RuleEngine:
     # --- events -----------------------------------------------------------------------------
 
     def morning(self, day: dt.date, reading: MorningReading) -> MorningVerdict:
-        """A morning reading of ``day``: its trends, ``hrv_downtrend`` and ``rhr_creep``."""
+        """A morning reading of ``day``: its trends, ``hrv_downtrend``, ``rhr_creep`` and
+        ``hr_grip_flat``."""
         if reading.accepted and reading.ln_rmssd is not None and reading.resting_hr_bpm:
             self._ln_rmssd[day] = reading.ln_rmssd
             self._rhr[day] = reading.resting_hr_bpm
@@ -153,14 +165,22 @@ class RuleEngine:
         }
         ln_trend = daily_trend(ln_hist, "ln_rmssd", **trend_kwargs)  # type: ignore[arg-type]
         rhr_trend = daily_trend(rhr_hist, "resting_hr_bpm", **trend_kwargs)  # type: ignore[arg-type]
-        return MorningVerdict(ln_trend, rhr_trend, evaluate_morning(ln_hist, rhr_hist, th))
+        evaluations = evaluate_morning(ln_hist, rhr_hist, th)
+        # A reading without a time (none in production) counts from its day's start.
+        at_ns = reading.t_ns
+        if at_ns is None:
+            at_ns = (
+                round(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 10**9
+            )
+        evaluations.append(self.hormetic.hr_grip(day, rhr_hist, at_ns))
+        return MorningVerdict(ln_trend, rhr_trend, evaluations)
 
     def session(
         self, facts: SessionFacts, n_efforts: int, recovery_s: float | None
     ) -> SessionVerdict:
         """A finished session: ``smo2_slow_recovery`` when it had efforts,
         ``rpe_power_mismatch`` when it has an RPE and power, ``hi_spacing`` when it was
-        high-intensity."""
+        high-intensity, ``power_plateau`` always (undecided without RPE and power)."""
         evaluations: list[RuleEvaluation] = []
         if n_efforts:
             self._recoveries.append(recovery_s)
@@ -175,7 +195,11 @@ class RuleEngine:
             self._hi_starts.append(_utc(facts.start_ns))
             evaluations.append(self._spacing())
         self._last = facts
-        return SessionVerdict(high, evaluations)
+        plateau, plateau_evaluation = self.hormetic.session(
+            facts.start_ns, facts.rpe, facts.mean_power_w
+        )
+        evaluations.append(plateau_evaluation)
+        return SessionVerdict(high, evaluations, plateau)
 
     @property
     def last_session(self) -> SessionFacts | None:
@@ -184,8 +208,9 @@ class RuleEngine:
 
     def session_rpe(self, rpe: float) -> SessionVerdict | None:
         """An RPE entered after the last session ended (None: no session yet): it replaces
-        that session's RPE; ``rpe_power_mismatch`` when the session has power, and
-        ``hi_spacing`` when the RPE makes it high-intensity."""
+        that session's RPE; ``rpe_power_mismatch`` when the session has power,
+        ``hi_spacing`` when the RPE makes it high-intensity, and ``power_plateau`` (the RPE
+        decides which sessions match it)."""
         last = self._last
         if last is None:
             return None
@@ -207,7 +232,9 @@ class RuleEngine:
             self._hi_starts.append(start)
             evaluations.append(self._spacing())
         self._last = amended
-        return SessionVerdict(high, evaluations)
+        plateau, plateau_evaluation = self.hormetic.session_rpe(last.start_ns, rpe)
+        evaluations.append(plateau_evaluation)
+        return SessionVerdict(high, evaluations, plateau)
 
     def _note_days(self, facts: SessionFacts) -> None:
         day = _utc(facts.start_ns).date()
@@ -219,12 +246,20 @@ class RuleEngine:
             list(self._hi_starts), self.thresholds, session_days=set(self._session_days)
         )
 
-    def grip(self, traces: GripTraces) -> tuple[GripTest, list[RuleEvaluation]]:
+    def grip(
+        self, traces: GripTraces, t_ns: int | None = None
+    ) -> tuple[GripTest, list[RuleEvaluation]]:
         """A finished grip test measured against the MVC history; ``grip_signal`` and
-        ``grip_spillover``. Raises :class:`~processors.grip.GripInputError`."""
+        ``grip_spillover``, and ``hr_grip_flat`` on the test's day when ``t_ns`` (its time)
+        is given. Raises :class:`~processors.grip.GripInputError`."""
         test = measure_grip(traces.pre, traces.post, list(self._mvcs), self.thresholds)
         self._mvcs.append(test.mvc_kg)
-        return test, evaluate_grip(test, self.thresholds)
+        evaluations = evaluate_grip(test, self.thresholds)
+        if t_ns is not None:
+            day = _utc(t_ns).date()
+            rhr_hist = history_from_mapping(self._rhr, day, HISTORY_DAYS)
+            evaluations.append(self.hormetic.grip(t_ns, test.mvc_kg, rhr_hist))
+        return test, evaluations
 
 
 def _load(facts: SessionFacts) -> SessionLoad | None:

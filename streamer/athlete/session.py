@@ -4,8 +4,10 @@ efforts and power attributed to one session, summarised at its end."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from processors.oxygenation import EffortRecovery, OxygenRecovery, summarise_session
+from processors.plateau import PowerPlateau
 from streamer.results import Result, SessionPayload
 
 
@@ -81,8 +83,10 @@ def session_result(
     s: SessionSummary,
     device: str | None,
     high_intensity: bool | None = None,
+    plateau: PowerPlateau | None = None,
 ) -> Result:
-    """The ``session`` result of a finished session (``device``: its SmO2 sensor)."""
+    """The ``session`` result of a finished session (``device``: its SmO2 sensor;
+    ``plateau``: its ``power_plateau`` finding, if evaluated)."""
     r = s.recovery
     return SessionPayload(
         recovery_s=r.recovery_time_s,
@@ -94,4 +98,13 @@ def session_result(
         mean_power_w=s.mean_power_w,
         high_intensity=high_intensity,
         tags=s.tags,
+        **plateau_fields(plateau),
     ).result(athlete, end_ns, device)
+
+
+def plateau_fields(plateau: PowerPlateau | None) -> dict[str, Any]:
+    """The session payload's ``power_plateau`` and ``power_change_pct`` for a finding (both
+    None when undecided or not evaluated)."""
+    if plateau is None or not plateau.evaluable:
+        return {"power_plateau": None, "power_change_pct": None}
+    return {"power_plateau": plateau.triggered, "power_change_pct": plateau.change_pct}

@@ -66,12 +66,14 @@ from streamer.athlete.events import (
 from streamer.athlete.force import ForceClock
 from streamer.athlete.grip import GRIP_PROGRESS, GripProtocol, GripTraces, grip_result
 from streamer.athlete.heart import DEFAULT_HRV_EVERY_S, HeartRate
+from streamer.athlete.hormetic import GRIPS_KEPT
+from streamer.athlete.hormetic import SESSIONS_KEPT as HORMETIC_SESSIONS_KEPT
 from streamer.athlete.morning import MorningProtocol, morning_result
 from streamer.athlete.muscle import MuscleOxygen, effort_result
 from streamer.athlete.persistence import AthleteHistory, saved_alert_book
 from streamer.athlete.readiness import Readiness
-from streamer.athlete.rules import SESSIONS_KEPT, RuleEngine, SessionFacts
-from streamer.athlete.session import SessionProtocol, session_result
+from streamer.athlete.rules import RuleEngine, SessionFacts
+from streamer.athlete.session import SessionProtocol, plateau_fields, session_result
 from streamer.athlete.snapshot import AthleteSnapshot
 from streamer.results import JsonValue, MorningPayload, Result, SessionPayload, live_result
 
@@ -162,11 +164,12 @@ class AthleteState:
             self.rules.remember_morning(day, morning)
             self.snapshot.last_morning = morning
         self.rules.trim_days()
-        for session in store.sessions(self.athlete)[-SESSIONS_KEPT:]:
+        # The plateau window needs more sessions than the other session rules keep.
+        for session in store.sessions(self.athlete)[-HORMETIC_SESSIONS_KEPT:]:
             self.rules.remember_session(session.payload, session.ts_ns)
             self._last_session = (session.ts_ns, session.device, session.payload)
-        for grip in store.grip_tests(self.athlete)[-SESSIONS_KEPT:]:
-            self.rules.remember_grip(grip.payload)
+        for grip in store.grip_tests(self.athlete)[-GRIPS_KEPT:]:
+            self.rules.remember_grip(grip.payload, grip.ts_ns)
         self.snapshot.open_alerts = tuple(a.rule_id for a in self.book.open_alerts())
 
     def _save_book(self, state: dict[str, JsonValue]) -> None:
@@ -381,7 +384,7 @@ class AthleteState:
         facts = SessionFacts(summary.start_ns, end.t_ns, rpe, summary.mean_power_w)
         verdict = self.rules.session(facts, recovery.n_efforts, recovery.recovery_time_s)
         result = session_result(
-            self.athlete, end.t_ns, rpe, summary, sensor, verdict.high_intensity
+            self.athlete, end.t_ns, rpe, summary, sensor, verdict.high_intensity, verdict.plateau
         )
         self._last_session = (end.t_ns, sensor, result.payload_as(SessionPayload))
         out.append(result)
@@ -400,7 +403,12 @@ class AthleteState:
             )
             return []
         end_ns, device, payload = last
-        amended = dataclasses.replace(payload, rpe=event.rpe, high_intensity=verdict.high_intensity)
+        amended = dataclasses.replace(
+            payload,
+            rpe=event.rpe,
+            high_intensity=verdict.high_intensity,
+            **plateau_fields(verdict.plateau),
+        )
         self._last_session = (end_ns, device, amended)
         # The amended summary keeps the session's time: the store replaces its row and
         # InfluxDB overwrites its point; the alerts it changes are of now.
@@ -429,7 +437,7 @@ class AthleteState:
             self._keep_grip("incomplete", t_ns)
             return []
         try:
-            test, evaluations = self.rules.grip(traces)
+            test, evaluations = self.rules.grip(traces, t_ns)
         except GripInputError as exc:
             _LOGGER.warning("%s: grip test not measured: %s", self.athlete, exc)
             self._keep_grip("unmeasured", t_ns)

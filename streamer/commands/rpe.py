@@ -3,8 +3,8 @@
 With a running ``run`` listening (see :mod:`streamer.commands.session`) it goes to the open
 session, or — when none is open — amends the last finished one. Without one it works
 offline against the store: the same athlete processing (:class:`~streamer.athlete.AthleteState`,
-reloaded from the store) amends the last stored session, evaluates ``rpe_power_mismatch``
-and ``hi_spacing``, and queues what changed in the sinks' outboxes (delivered now when the
+reloaded from the store) amends the last stored session, evaluates ``rpe_power_mismatch``,
+``hi_spacing`` and its ``power_plateau`` finding, and queues what changed in the sinks' outboxes (delivered now when the
 broker is up, else by the next ``run``).
 """
 
@@ -27,8 +27,9 @@ DESCRIPTION = """\
 Give an athlete's perceived exertion for a training session: 0 (rest) to 10 (maximal) on
 the CR-10 scale, for the whole session, best asked ~30 min after it (Foster et al. 2001).
 It goes to the session in progress, or else to the last finished session, whose summary
-it amends; with the session's mean power it feeds `rpe_power_mismatch`, and an RPE of 7
-or more makes the session high-intensity for `hi_spacing`.
+it amends; with the session's mean power it feeds `rpe_power_mismatch` and
+`power_plateau` (power at the same RPE), and an RPE of 7 or more makes the session
+high-intensity for `hi_spacing`.
 
 A running `redox-streamer run` gets it over MQTT; without one it is applied to the
 local store directly (the alerts it changes are queued for MQTT/InfluxDB).

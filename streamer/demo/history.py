@@ -17,8 +17,11 @@ Scenarios (athletes take them in turn):
     three sessions, the last session feels harder for less power, and grip is still down
     30 min after it. Earlier, one session's grip drop recovers within 15 min (the good
     kind). Over the default 28 days this raises ``hrv_downtrend``, ``rhr_creep``,
-    ``smo2_slow_recovery``, ``rpe_power_mismatch``, ``grip_spillover`` and ``grip_signal``.
-``steady`` — adapting well: stable mornings and quick recoveries; one ``grip_signal``.
+    ``smo2_slow_recovery``, ``rpe_power_mismatch``, ``grip_spillover`` and ``grip_signal``,
+    and ``hr_grip_flat`` (morning HR above its noise three days running, grip flat).
+``steady`` — adapting well: stable mornings and quick recoveries; one ``grip_signal``; the
+    same power at the same effort for weeks, so from three weeks on its sessions find a
+    ``power_plateau`` (info).
 
 Rules that need a baseline (d−35 … d−8, ≥ 14 valid days) can only fire from day 22, so the
 pull-back scenario needs ``days >= 22``; shorter histories still replay, with fewer alerts.

@@ -6,7 +6,8 @@ Five panels on one shared time axis (UTC), each with its legend to the right:
    7-day mean; readings below the band in red, rejected readings as grey crosses;
 2. resting HR: the readings, the baseline median, the creep line (median + 5 bpm) and
    the 7-day mean;
-3. SmO2 recovery per session (median T95 of its efforts) against the slow-recovery line;
+3. SmO2 recovery per session (median T95 of its efforts) against the slow-recovery line,
+   and a diamond along its top at each session that found a ``power_plateau`` (info);
 4. grip drop per test, coloured by class, with the test's real-drop threshold and the
    drop at the last post test (the one that tells signal from spillover);
 5. an alert timeline, one row per rule, raised → cleared (solid: still open).
@@ -58,6 +59,7 @@ RULE_PANEL: Final[Mapping[str, str]] = {
     "hi_spacing": "smo2",
     "grip_signal": "grip",
     "grip_spillover": "grip",
+    "hr_grip_flat": "rhr",
 }
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -376,6 +378,21 @@ def _plot_smo2(ax: Axes, data: ReportData) -> None:
                 label="unrecovered at session end (≥)",
             )
         )
+    plateau = [_x(s.at) for s in data.sessions if s.power_plateau]
+    if plateau:
+        # The power_plateau finding (info) sits with its session, along the panel's top.
+        (found,) = ax.plot(
+            plateau,
+            [1.0] * len(plateau),
+            "D",
+            color=GREEN,
+            markersize=6,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            zorder=3,
+            label="power_plateau (info finding)",
+        )
+        handles.append(found)
     unmeasured = [_x(s.at) for s in data.sessions if s.recovery_s is None]
     if unmeasured:
         (marker,) = ax.plot(

@@ -137,6 +137,10 @@ def _session(row: Row[SessionPayload]) -> SessionPoint:
         lower_bound=session.recovery_is_lower_bound,
         n_efforts=session.n_efforts,
         device=row.device,
+        rpe=_finite(session.rpe),
+        mean_power_w=_finite(session.mean_power_w),
+        power_plateau=session.power_plateau,
+        power_change_pct=_finite(session.power_change_pct),
     )
 
 

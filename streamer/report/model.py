@@ -54,6 +54,9 @@ class SessionPoint:
 
     ``recovery_s`` is None when no effort was measured; ``lower_bound`` means at least one
     effort had not recovered when the session ended, so the true time is longer.
+    ``rpe`` (CR-10) and ``mean_power_w`` (W) as entered and measured; ``power_plateau`` the
+    session's ``power_plateau`` finding (None: undecided) and ``power_change_pct`` the
+    change of power at matched effort over the window it was decided on (percent).
     """
 
     at: dt.datetime
@@ -61,6 +64,10 @@ class SessionPoint:
     lower_bound: bool
     n_efforts: int
     device: str | None
+    rpe: float | None = None
+    mean_power_w: float | None = None
+    power_plateau: bool | None = None
+    power_change_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ import html
 from collections.abc import Sequence
 from typing import Final
 
+from processors.rules import CATALOGUE
 from streamer.report.figure import PNG_SIZE_PX, png_bytes
-from streamer.report.model import AlertSpan, ReportData
+from streamer.report.model import AlertSpan, ReportData, SessionPoint
 
 LAST_READINGS: Final = 7
 """Rows of each table of last readings."""
@@ -89,13 +90,43 @@ def _sessions_table(data: ReportData) -> str:
         verdict = "–" if s.recovery_s is None else "slow" if s.recovery_s > limit else "recovered"
         rows.append(
             f"<tr><td>{s.at:%Y-%m-%d %H:%M}</td><td class=num>{value}</td>"
-            f"<td class=num>{s.n_efforts}</td><td>{verdict}</td></tr>"
+            f"<td class=num>{s.n_efforts}</td><td>{verdict}</td>"
+            f"<td class=num>{_fmt(s.rpe, 'g')}</td><td class=num>{_fmt(s.mean_power_w, '.0f')}"
+            f"</td><td>{_plateau(s)}</td></tr>"
         )
     if not rows:
         return "<p>No sessions in this period.</p>"
+    window = data.thresholds.power_plateau_window_days
     return (
         f"<table><tr><th>session (UTC)</th><th>SmO2 recovery [s]</th><th>efforts</th>"
-        f"<th>vs {limit:g} s</th></tr>" + "".join(rows) + "</table>"
+        f"<th>vs {limit:g} s</th><th>RPE</th><th>mean power [W]</th>"
+        f"<th>power at matched effort, {window} days</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _plateau(s: SessionPoint) -> str:
+    """The session's ``power_plateau`` finding in a table cell."""
+    if s.power_plateau is None:
+        return "–"
+    change = _fmt(s.power_change_pct, "+.1f", "%")
+    return f"<b>plateau</b> ({change})" if s.power_plateau else f"rising ({change})"
+
+
+def _findings(data: ReportData) -> str:
+    """Info findings in effect: ``power_plateau`` when the last session that decided it
+    found one (``grip_signal`` is in the grip table). Empty when there is none."""
+    decided = [s for s in data.sessions if s.power_plateau is not None]
+    if not decided or not decided[-1].power_plateau:
+        return ""
+    last = decided[-1]
+    spec = CATALOGUE["power_plateau"]
+    return (
+        f"<h2>Findings</h2>\n<table><tr><th>finding</th><th>since</th><th>what</th>"
+        f'<th>advice</th></tr><tr><td><span class="state info">power_plateau</span></td>'
+        f"<td>{last.at:%Y-%m-%d %H:%M}</td><td>{_e(spec.title)}: "
+        f"{_fmt(last.power_change_pct, '+.1f', '%')} over "
+        f"{data.thresholds.power_plateau_window_days} days</td><td>{_e(spec.advice)}</td>"
+        "</tr></table>"
     )
 
 
@@ -159,6 +190,7 @@ def render_html(data: ReportData, png: bytes | None = None) -> str:
 <span class="state {state}">{_e(state.replace("_", " "))}</span> · {summary}</p>
 <h2>Open alerts</h2>
 {_alerts_table(data.open_alerts)}
+{_findings(data)}
 <img src="data:image/png;base64,{picture}" width="{width}" height="{height}"
 alt="Trends of {_e(data.athlete)}: morning lnRMSSD with its normal band, resting heart rate,
 SmO2 recovery per session, grip drops and alerts">
