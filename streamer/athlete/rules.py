@@ -153,7 +153,8 @@ class RuleEngine:
         }
         ln_trend = daily_trend(ln_hist, "ln_rmssd", **trend_kwargs)  # type: ignore[arg-type]
         rhr_trend = daily_trend(rhr_hist, "resting_hr_bpm", **trend_kwargs)  # type: ignore[arg-type]
-        return MorningVerdict(ln_trend, rhr_trend, evaluate_morning(ln_hist, rhr_hist, th))
+        evaluations = evaluate_morning(ln_hist, rhr_hist, th, day=day)
+        return MorningVerdict(ln_trend, rhr_trend, evaluations)
 
     def session(
         self, facts: SessionFacts, n_efforts: int, recovery_s: float | None
