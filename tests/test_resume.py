@@ -267,3 +267,28 @@ def test_a_cleared_alert_round_trips_through_its_dict_and_old_ones_still_load() 
         )
     }
     assert type(cleared).from_dict(old).clear_reason is None
+
+
+def test_the_report_marks_the_raise_to_resume_span(fed: Fed, tmp_path: Path) -> None:
+    from streamer.report.gather import gather_report, write_report
+    from streamer.report.page import render_html
+
+    fed.days(BASELINE | CREEP | RECOVERY)
+    data = gather_report(fed.store, "ann", 28)
+    (span,) = [s for s in data.alerts if s.rule == "rhr_creep"]
+    assert span.resumed
+    assert span.clear_reason == "resume"
+    assert span.resume_since is not None
+    assert span.resume_since.date() == _day(29)
+    assert span.cleared is not None
+    assert span.cleared.date() == _day(32)
+    assert span.volume_cut_until == span.raised.date() + dt.timedelta(days=ph.PULL_BACK_DAYS)
+    page = render_html(data, png=b"")
+    assert "<h2>Pull back → resume</h2>" in page
+    assert (
+        f"<b>resume</b> {_day(32).isoformat()} (signals back in band since "
+        f"{_day(29).isoformat()})" in page
+    )
+    png = tmp_path / "report.png"
+    write_report(data, png)  # the timeline draws the resume marker without error
+    assert png.read_bytes().startswith(b"\x89PNG")
