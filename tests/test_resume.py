@@ -292,3 +292,24 @@ def test_the_report_marks_the_raise_to_resume_span(fed: Fed, tmp_path: Path) -> 
     png = tmp_path / "report.png"
     write_report(data, png)  # the timeline draws the resume marker without error
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_resume_clearing_is_one_alert_point_with_its_reason_and_exact_since(
+    fed: Fed,
+) -> None:
+    from streamer.sinks.influx_schema import lines_for
+
+    fed.days(BASELINE | CREEP | RECOVERY)
+    ((raised_result, cleared_result),) = [
+        [r for r in fed.store.alerts("ann") if r.rule == "rhr_creep"]
+    ]
+    cleared = cleared_result.payload
+    result = AlertsPayload(active=(), event=cleared).result("ann", cleared_result.ts_ns)
+    (line,) = lines_for(result)
+    since = cleared.resume_since_ts_ns
+    assert since is not None
+    assert line.startswith("alert,athlete=ann,rule=rhr_creep,severity=pull_back active=0i,")
+    assert 'clear_reason="resume"' in line
+    assert f"resume_since_ts_ns={since}i" in line  # ns beyond a float's 53 bits, exact
+    assert f'volume_cut_until="{cleared.volume_cut_until}"' in line
+    assert raised_result.payload.clear_reason is None

@@ -145,6 +145,8 @@ def _coerce(
     if not math.isfinite(value):
         return None
     if kind is INT:
+        if isinstance(value, int):
+            return value  # exact: a time in ns is beyond a float's 53 bits
         if float(value) != int(value):
             raise SchemaError(f"{measurement}.{name}: expected a whole number, got {value!r}")
         return int(value)
