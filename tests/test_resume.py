@@ -313,3 +313,22 @@ def test_a_resume_clearing_is_one_alert_point_with_its_reason_and_exact_since(
     assert f"resume_since_ts_ns={since}i" in line  # ns beyond a float's 53 bits, exact
     assert f'volume_cut_until="{cleared.volume_cut_until}"' in line
     assert raised_result.payload.clear_reason is None
+
+
+def test_notify_says_resume_and_the_week_of_cut_volume(fed: Fed) -> None:
+    from streamer.notify.channels import notice_env
+    from streamer.notify.model import AlertNotice
+
+    fed.days(BASELINE | CREEP | RECOVERY)
+    raised, cleared = (
+        AlertNotice.from_alert("ann", a.event.fields(), "redox/ann/alerts")
+        for _, a in _events(fed, "rhr_creep")
+    )
+    until = raised.volume_cut_until
+    assert until
+    assert f"Pull back until {until}." in raised.body
+    assert cleared.title == "ann: rhr_creep cleared: resume"
+    assert cleared.body.startswith("Resume, slowly: signals back in band. rhr_creep not met")
+    env = notice_env(cleared)
+    assert (env["REDOX_CLEAR_REASON"], env["REDOX_VOLUME_CUT_UNTIL"]) == ("resume", until)
+    assert cleared.as_json()["clear_reason"] == "resume"
