@@ -340,11 +340,12 @@ def morning_back_in_band(
     ``hrv_downtrend`` band's low edge (``band_low_ln_ms``; not required while lnRMSSD has
     no baseline). Counted back from the last day over valid mornings (missing days are
     skipped: they neither break nor extend the run); back when the run is at least
-    ``resume_mornings_in_band`` long. Undecidable evaluations are returned unchanged.
+    ``resume_mornings_in_band`` long. Only an inactive evaluation is asked (an active or
+    undecidable one is returned unchanged: its evidence is what raised it).
     """
     th = thresholds
     median = creep.evidence.get("baseline_median_bpm")
-    if creep.active is None or median is None:
+    if creep.active is not False or median is None:
         return creep
     rhr_high = median + th.rhr_creep_delta_bpm
     ln_low = hrv.evidence.get("band_low_ln_ms")
@@ -385,13 +386,11 @@ def morning_back_in_band(
     signals = f"resting HR < {rhr_high:.1f} bpm" + (
         "" if ln_low is None else f" and lnRMSSD ≥ {ln_low:.2f}"
     )
-    message = creep.message
-    if not creep.active:
-        message += (
-            f"; morning signals back in band ({signals}) on {run} mornings{since_text}"
-            if back_in_band
-            else f"; not yet back in band ({signals}): {run} of {need} mornings"
-        )
+    message = creep.message + (
+        f"; morning signals back in band ({signals}) on {run} mornings{since_text}"
+        if back_in_band
+        else f"; not yet back in band ({signals}): {run} of {need} mornings"
+    )
     return dataclasses.replace(
         creep,
         message=message,

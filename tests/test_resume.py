@@ -332,3 +332,58 @@ def test_notify_says_resume_and_the_week_of_cut_volume(fed: Fed) -> None:
     env = notice_env(cleared)
     assert (env["REDOX_CLEAR_REASON"], env["REDOX_VOLUME_CUT_UNTIL"]) == ("resume", until)
     assert cleared.as_json()["clear_reason"] == "resume"
+
+
+def _morning_histories(
+    recent_hr: list[float], recent_ln: list[float] | None = None
+) -> tuple[list[float], list[float]]:
+    """36 days: 28 baseline days (resting HR 50/52 bpm: median 51; lnRMSSD 4.40/4.50), then
+    ``recent_hr`` (NaN: a missing morning) with lnRMSSD 4.5 unless ``recent_ln`` says."""
+    base_hr = [50.0 if i % 2 else 52.0 for i in range(36 - len(recent_hr))]
+    base_ln = [4.40 if i % 2 else 4.50 for i in range(len(base_hr))]
+    ln = recent_ln if recent_ln is not None else [4.5] * len(recent_hr)
+    return base_ln + ln, base_hr + recent_hr
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("recent_hr", "recent_ln", "back", "run", "since_back"),
+    [
+        # 56.0 = median 51 + 5 bpm: the rule's own line, not in band (HR must be below it).
+        ([51, 51, 51, 51, 56.0, 51, 51, 51], None, True, 3, 2),
+        ([51, 51, 51, 51, 51, 56.0, 51, 51], None, False, 2, None),
+        ([51, 51, 51, 51, 51, 51, 55.9, 51], None, True, 8, 7),
+        # A missing morning is skipped: it neither breaks nor extends the run.
+        ([51, 51, 51, 51, 56.0, 51, NAN, 51], None, False, 2, None),
+        ([51, 51, 51, 56.0, 51, 51, NAN, 51], None, True, 3, 3),
+        # lnRMSSD below its band's low edge breaks the run, whatever the heart rate.
+        ([51] * 8, [4.5] * 6 + [4.3, 4.5], False, 1, None),
+    ],
+)
+def test_rhr_creep_back_in_band_edges(
+    recent_hr: list[float],
+    recent_ln: list[float] | None,
+    back: bool,
+    run: int,
+    since_back: int | None,
+) -> None:
+    from processors.rules import evaluate_morning
+
+    ln, hr = _morning_histories(recent_hr, recent_ln)
+    day = dt.date(2026, 5, 31)
+    _, creep = evaluate_morning(ln, hr, day=day)
+    assert creep.active is False
+    assert creep.evidence["mornings_in_band"] == run
+    assert creep.evidence["rhr_band_high_bpm"] == pytest.approx(56.0)
+    if run < ph.RESUME_MORNINGS_IN_BAND:
+        assert creep.back_in_band is False
+        assert creep.in_band_since_ns is None
+        assert "not yet back in band" in creep.message
+        return
+    assert creep.back_in_band is back
+    assert since_back is not None
+    since = day - dt.timedelta(days=since_back)
+    assert creep.in_band_since_ns == _t(since, 0) - 30 * 60 * NS
+    assert f"since {since.isoformat()}" in creep.message
