@@ -259,6 +259,18 @@ HIGH_INTENSITY_SPACING_H: Final = 48.0
 HIGH_INTENSITY_SPACING_OLDER_H: Final = 72.0  # late fifties (ARTICLE; REVIEW: blunted responses)
 ELITE_PASSIVE_DAY_EVERY: Final = 3  # a passive day after every third high-intensity session
 
+# --- Resume after a pull-back (ARTICLE; counts are ours) ----------------------------------
+# ARTICLE: "Watch for the return of morning hunger, steady grip strength, and sleep that
+# feels continuous. That is your signal to resume, slowly." The article gives no count of
+# days; the project takes three valid mornings running back in the normal band, the same
+# "three days running" the article uses for the morning-HR + grip warning sign (a single
+# good morning is within day-to-day noise). See docs/rules.md "Resume".
+RESUME_MORNINGS_IN_BAND: Final = 3
+# How long `status` keeps saying "resume (signals back in band since D)" after the last
+# pull-back alert cleared: the article's "resume, slowly" — one week, the length of the
+# pull-back itself (project choice).
+RESUME_SHOWN_DAYS: Final = 7
+
 # --- Session intensity (FOSTER_2001; SEILER_KJERLAND_2006) --------------------------------
 # Which sessions are high-intensity (hi_spacing spaces those): a session RPE ≥ 7 on the
 # CR-10 scale (FOSTER_2001's session RPE; SEILER_KJERLAND_2006 map 7–10 to zone 3, above the

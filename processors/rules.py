@@ -19,6 +19,10 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     days; the last 7 days (n valid) average ≥ 5 bpm above median_B, with
     Δ/(SD_B/√n) ≥ 2 and ≥ 5 of them above median_B. E.g. a 28-day history: 21 days
     alternating 50/52 bpm, then 57, 58, 57, 58, 57, 58, 57.
+    Back in band (clears with ``resume``): the rule no longer met, and each of the last
+    3 valid mornings (missing days skipped) has resting HR < median_B + 5 bpm and lnRMSSD
+    ≥ mean_B − 0.5·SD_B (the ``hrv_downtrend`` band's low edge, when it has a baseline);
+    since the first of those mornings. Not met but not yet back: the alert stays open.
 ``smo2_slow_recovery`` (pull_back) — session recovery times (s, median T95; None for
     sessions without one, which are skipped): the last 3 measured are all > 120 s.
     E.g. three sessions whose SmO2 rests ≥ 30 s at ~60%, drops to ~20% per effort and
@@ -57,6 +61,7 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -209,6 +214,7 @@ class RuleThresholds:
     power_fall: float = ph.POWER_FALL
     rpe_reference_sessions: int = ph.RPE_REFERENCE_SESSIONS
     rpe_min_reference_sessions: int = ph.RPE_MIN_REFERENCE_SESSIONS
+    resume_mornings_in_band: int = ph.RESUME_MORNINGS_IN_BAND
     hi_spacing_h: float = ph.HIGH_INTENSITY_SPACING_H
     high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
@@ -353,12 +359,91 @@ def evaluate_morning(
     ln_rmssd_history: npt.ArrayLike,
     resting_hr_history: npt.ArrayLike,
     thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+    *,
+    day: dt.date | None = None,
 ) -> list[RuleEvaluation]:
-    """Both morning rules for one new morning reading (histories end on the same day)."""
-    return [
-        evaluate_hrv_downtrend(ln_rmssd_history, thresholds),
-        evaluate_rhr_creep(resting_hr_history, thresholds),
-    ]
+    """Both morning rules for one new morning reading (histories end on the same day,
+    ``day``, which dates ``rhr_creep``'s back-in-band run; None: undated)."""
+    hrv = evaluate_hrv_downtrend(ln_rmssd_history, thresholds)
+    creep = evaluate_rhr_creep(resting_hr_history, thresholds)
+    back = morning_back_in_band(creep, hrv, ln_rmssd_history, resting_hr_history, day, thresholds)
+    return [hrv, back]
+
+
+def morning_back_in_band(
+    creep: RuleEvaluation,
+    hrv: RuleEvaluation,
+    ln_rmssd_history: npt.ArrayLike,
+    resting_hr_history: npt.ArrayLike,
+    day: dt.date | None = None,
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> RuleEvaluation:
+    """``creep`` (an ``rhr_creep`` evaluation) with its back-in-band verdict: whether the
+    morning signals are back in their normal band, on how many mornings, since when.
+
+    The bands are the rules' own, from their evidence: resting HR below the baseline
+    median (``baseline_median_bpm``) + ``rhr_creep_delta_bpm``, lnRMSSD at or above the
+    ``hrv_downtrend`` band's low edge (``band_low_ln_ms``; not required while lnRMSSD has
+    no baseline). Counted back from the last day over valid mornings (missing days are
+    skipped: they neither break nor extend the run); back when the run is at least
+    ``resume_mornings_in_band`` long. Only an inactive evaluation is asked (an active or
+    undecidable one is returned unchanged: its evidence is what raised it).
+    """
+    th = thresholds
+    median = creep.evidence.get("baseline_median_bpm")
+    if creep.active is not False or median is None:
+        return creep
+    rhr_high = median + th.rhr_creep_delta_bpm
+    ln_low = hrv.evidence.get("band_low_ln_ms")
+    ln = np.asarray(ln_rmssd_history, dtype=np.float64)
+    rhr = np.asarray(resting_hr_history, dtype=np.float64)
+    if ln.shape != rhr.shape:
+        raise ValueError(
+            f"morning histories must end on the same day: {ln.size} lnRMSSD and {rhr.size} "
+            "resting-HR days"
+        )
+    run, first_back = 0, None
+    for back in range(rhr.size):
+        hr, lnv = rhr[-1 - back], ln[-1 - back]
+        if math.isnan(hr):
+            continue
+        if hr >= rhr_high or (ln_low is not None and not (lnv >= ln_low)):
+            break
+        run, first_back = run + 1, back
+    need = th.resume_mornings_in_band
+    back_in_band = run >= need
+    evidence = dict(creep.evidence)
+    evidence.update(
+        {
+            "mornings_in_band": float(run),
+            "mornings_in_band_needed": float(need),
+            "rhr_band_high_bpm": rhr_high,
+        }
+    )
+    if ln_low is not None:
+        evidence["ln_rmssd_band_low_ln_ms"] = ln_low
+    since_ns = None
+    since_text = ""
+    if first_back is not None and day is not None:
+        since = day - dt.timedelta(days=first_back)
+        since_ns = int(dt.datetime(since.year, since.month, since.day, tzinfo=dt.UTC).timestamp())
+        since_ns *= 1_000_000_000
+        since_text = f" since {since.isoformat()}"
+    signals = f"resting HR < {rhr_high:.1f} bpm" + (
+        "" if ln_low is None else f" and lnRMSSD ≥ {ln_low:.2f}"
+    )
+    message = creep.message + (
+        f"; morning signals back in band ({signals}) on {run} mornings{since_text}"
+        if back_in_band
+        else f"; not yet back in band ({signals}): {run} of {need} mornings"
+    )
+    return dataclasses.replace(
+        creep,
+        message=message,
+        evidence=evidence,
+        back_in_band=back_in_band,
+        in_band_since_ns=since_ns if back_in_band else None,
+    )
 
 
 def evaluate_smo2_slow_recovery(

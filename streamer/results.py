@@ -985,12 +985,61 @@ class AlertPayload:
     cleared_ts_ns: int | None = field(
         default=None, metadata=column(None, "ns", "when it cleared (null while it is open)")
     )
+    volume_cut_until: str | None = field(
+        default=None,
+        metadata=column(
+            "str",
+            "",
+            "pull-back alerts: the end of the week of ~40% cut volume, the raised day + 7 "
+            "(UTC date, `YYYY-MM-DD`); null for warnings",
+        ),
+    )
+    clear_reason: str | None = field(
+        default=None,
+        metadata=column(
+            "str",
+            "",
+            "why it cleared: `resume` (a pull-back rule's signals back in their normal "
+            'band, docs/rules.md "Resume"), `not_met` (a warning\'s condition no longer '
+            "holds), `retired` (a rule that no longer raises alerts); null while raised",
+            influx_doc="`resume`, `not_met` or `retired` (cleared events only)",
+        ),
+    )
+    clear_message: str | None = field(
+        default=None,
+        metadata=column(
+            "str",
+            "",
+            "the rule's verdict when it cleared, with the numbers (null while raised)",
+            influx_doc="the rule's verdict when it cleared",
+        ),
+    )
+    resume_since_ts_ns: int | None = field(
+        default=None,
+        metadata=column(
+            "int",
+            "ns",
+            "`resume`: since when the signals are back in band (the first in-band morning, "
+            "or the session or grip test that was), ns since the epoch",
+        ),
+    )
+    resume_evidence: Mapping[str, float] = field(
+        default_factory=dict,
+        metadata=column(
+            None,
+            "",
+            "`resume`: the rule's own numbers when it cleared (e.g. `mornings_in_band`, "
+            "`rhr_band_high_bpm`, `delta_bpm`); empty otherwise",
+        ),
+    )
 
     @classmethod
     def of(cls, alert: object) -> AlertPayload:
         """From a ``processors.alerts.Alert``, its ``to_dict()``, or a mapping in schema
         form; ``ValueError`` when rule, severity or state is missing."""
-        data = to_jsonable(alert)
+        to_dict = getattr(alert, "to_dict", None)
+        # A processors Alert says more in its to_dict() than its fields (volume_cut_until).
+        data = to_jsonable(to_dict() if callable(to_dict) else alert)
         if not isinstance(data, dict):
             raise TypeError(f"an alert must be a record or a mapping, got {type(alert).__name__}")
         data = {_ALERT_RENAMES.get(k, k): v for k, v in data.items()}
@@ -998,6 +1047,7 @@ class AlertPayload:
         if missing:
             raise ValueError(f"alert has no {', '.join(missing)}: {data!r}")
         evidence = data.get("evidence")
+        resume = data.get("resume_evidence")
         return cls(
             rule=str(data["rule"]),
             severity=str(data["severity"]),
@@ -1012,6 +1062,15 @@ class AlertPayload:
             source=str(data.get("source") or ""),
             raised_ts_ns=_int_or_none(data.get("raised_ts_ns")),
             cleared_ts_ns=_int_or_none(data.get("cleared_ts_ns")),
+            volume_cut_until=_str_or_none(data.get("volume_cut_until")),
+            clear_reason=_str_or_none(data.get("clear_reason")),
+            clear_message=_str_or_none(data.get("clear_message")),
+            resume_since_ts_ns=_int_or_none(data.get("resume_since_ts_ns")),
+            resume_evidence={
+                str(k): float(v)
+                for k, v in (resume.items() if isinstance(resume, dict) else ())
+                if isinstance(v, int | float)
+            },
         )
 
     @classmethod
@@ -1026,6 +1085,10 @@ class AlertPayload:
 
 def _int_or_none(value: JsonValue) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: JsonValue) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1238,12 +1301,14 @@ _ALERT_RENAMES: Final = {
     "rule_id": "rule",
     "raised_at_ns": "raised_ts_ns",
     "cleared_at_ns": "cleared_ts_ns",
+    "resume_since_ns": "resume_since_ts_ns",
 }
 
 
 def alert_json(alert: object) -> dict[str, JsonValue]:
     """One alert as the SCHEMA.md object ``{rule, severity, state, message, advice,
-    evidence, source, raised_ts_ns, cleared_ts_ns}`` (see :meth:`AlertPayload.of`)."""
+    evidence, source, raised_ts_ns, cleared_ts_ns, volume_cut_until, clear_reason,
+    clear_message, resume_since_ts_ns, resume_evidence}`` (see :meth:`AlertPayload.of`)."""
     return _dataclass_json(AlertPayload.of(alert))
 
 

@@ -129,9 +129,11 @@ async def _fill(influx: InfluxDB1, store_path: Path) -> None:
         assert writer.status()["outbox_depth"] == 0
         # Every alert of the history is still open at its end (the steady athlete's good
         # grip drop is a finding, not an alert): a warning raised and cleared since feeds
-        # the "Alert cleared" annotations. (The replay drained and closed its writer.)
+        # the "Alert cleared" annotations, a pull-back raised and resumed the "Resume"
+        # ones. (The replay drained and closed its writer.)
         writer = InfluxWriter(config, outbox)
         writer.accept(_raised_and_cleared("athlete1", "hrv_downtrend"))
+        writer.accept(_raised_and_cleared("athlete1", "grip_spillover"))
         task = asyncio.create_task(writer.run())
         try:
             left = await writer.drain(30.0)
@@ -144,7 +146,8 @@ async def _fill(influx: InfluxDB1, store_path: Path) -> None:
 
 
 def _raised_and_cleared(athlete: str, rule: str) -> list[Result]:
-    """The two alert results of ``rule`` raised two days ago and cleared yesterday."""
+    """The two alert results of ``rule`` raised two days ago and cleared yesterday (a
+    pull-back rule: with the reason ``resume``, its inactive verdict being back in band)."""
     day_ns = 86_400 * 10**9
     now_ns = time.time_ns()
     book = AlertBook(athlete)

@@ -180,7 +180,16 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
         "pulse_oximetry": {"spo2_pct": f, "pulse_bpm": f},
         "oxygen_recovery": {**dict.fromkeys(recovery, f), "recovery_s": f, "n_efforts": i},
         "grip_test": dict.fromkeys(grip, f),
-        "alert": {"state": s, "active": i, "message": s, "advice": s},
+        "alert": {
+            "state": s,
+            "active": i,
+            "message": s,
+            "advice": s,
+            "volume_cut_until": s,
+            "clear_reason": s,
+            "clear_message": s,
+            "resume_since_ts_ns": i,
+        },
     }
     assert {m: dict(t) for m, t in FIELD_TYPES.items()} == expected
     assert dict(TAG_FIELDS) == {

@@ -153,8 +153,17 @@ def test_alert_payload_carries_active_list_and_event() -> None:
     assert r.retain
     assert r.qos == 1
     body = decode_payload(encode_payload(r, 3))
-    assert body["event"] == event
-    assert body["active"] == [event]
+    # Fields newer than the event's source are published with their "none" values.
+    published = {
+        **event,
+        "volume_cut_until": None,
+        "clear_reason": None,
+        "clear_message": None,
+        "resume_since_ts_ns": None,
+        "resume_evidence": {},
+    }
+    assert body["event"] == published
+    assert body["active"] == [published]
 
 
 def test_cleared_alert_takes_its_clear_time() -> None:
@@ -256,5 +265,10 @@ def test_processors_alert_is_published_in_schema_form() -> None:
         "source": "RULES.md",
         "raised_ts_ns": 10,
         "cleared_ts_ns": 20,
+        "volume_cut_until": "1970-01-08",  # the pull-back's week: raised day + 7
+        "clear_reason": None,  # built by hand, not cleared by a book: no reason given
+        "clear_message": None,
+        "resume_since_ts_ns": None,
+        "resume_evidence": {},
     }
     assert alert_result("alice", alert.to_dict(), []).fields["event"] == r.fields["event"]

@@ -165,7 +165,7 @@ class RuleEngine:
         }
         ln_trend = daily_trend(ln_hist, "ln_rmssd", **trend_kwargs)  # type: ignore[arg-type]
         rhr_trend = daily_trend(rhr_hist, "resting_hr_bpm", **trend_kwargs)  # type: ignore[arg-type]
-        evaluations = evaluate_morning(ln_hist, rhr_hist, th)
+        evaluations = evaluate_morning(ln_hist, rhr_hist, th, day=day)
         # A reading without a time (none in production) counts from its day's start.
         at_ns = reading.t_ns
         if at_ns is None:

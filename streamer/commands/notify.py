@@ -50,6 +50,7 @@ the command line (where other users could see it in `ps`).
 --exec CMD runs CMD with /bin/sh for each notification: the alert as one JSON object on
 standard input, and REDOX_ATHLETE, REDOX_RULE, REDOX_SEVERITY, REDOX_STATE, REDOX_TITLE,
 REDOX_MESSAGE, REDOX_ADVICE, REDOX_SOURCE, REDOX_RAISED_TS_NS, REDOX_CLEARED_TS_NS,
+REDOX_VOLUME_CUT_UNTIL, REDOX_CLEAR_REASON (`resume`: the signals are back in band),
 REDOX_TOPIC in its environment. A non-zero exit status counts as not delivered.
 
 --webhook URL POSTs the message and advice as plain UTF-8 text with headers Title,

@@ -1,9 +1,12 @@
 """``redox-streamer status``: where each athlete stands and how their devices are doing.
 
 Per athlete, from the local store (opened read-only, so it works beside a running ``run``):
-the baseline's status and days, the last morning reading and the band after it, and the
-open alerts with when each was raised. Per device, from the retained
-``<base>/<athlete>/<device>/state`` topics that ``run`` publishes
+the baseline's status and days, the last morning reading and the band after it, the open
+alerts with when each was raised, and where the athlete stands on pulling back
+(:class:`PullBack`: "pull back since D" while a pull-back alert is open, with the end of
+its week of cut volume; "resume (signals back in band since D)" for
+``RESUME_SHOWN_DAYS`` after the last one cleared with the reason ``resume``). Per device,
+from the retained ``<base>/<athlete>/<device>/state`` topics that ``run`` publishes
 (:mod:`streamer.app.device_state`) on the configured broker: connected or not, battery,
 last seen — with ``<base>/bridge/state`` saying whether a ``run`` is streaming now.
 Without a broker in the config, or with one that cannot be reached, the athlete part is
@@ -28,6 +31,7 @@ from typing import Any, Final
 
 import aiomqtt
 
+from processors import physiology as ph
 from processors.rules import CATALOGUE
 from streamer.athlete.persistence import saved_alert_book
 from streamer.config import Config, MqttConfig, optional_config
@@ -44,10 +48,13 @@ from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_cli
 from streamer.store import Store, StoreError, default_store_path
 from streamer.topics import Topics
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Where each athlete stands, from the local store: the baseline (none, provisional or
 established, and on how many valid mornings), the last morning reading and the band after
-it, and the open alerts with when each was raised. Then each device's connection, battery
+it, the open alerts with when each was raised, and "pull back since D" while a pull-back
+alert is open (with the end of its week of ~40% less volume) or "resume (signals back in
+band since D)" for {ph.RESUME_SHOWN_DAYS} days after the last one cleared because its signals
+were back in their normal band (docs/rules.md "Resume"). Then each device's connection, battery
 and last-seen time, as `redox-streamer run` last published them (retained) on the
 configured MQTT broker; `bridge offline` means no `run` is streaming now.
 
@@ -113,6 +120,26 @@ class OpenAlert:
     title: str
     message: str
     since_ts_ns: int
+    volume_cut_until: str | None = None  # pull-back: the raised day + 7 (UTC date)
+
+
+@dataclass(frozen=True, slots=True)
+class PullBack:
+    """Where an athlete stands on pulling back (dates UTC, ``YYYY-MM-DD``).
+
+    ``state`` ``pull_back``: pull-back alerts (``rules``) are open, the first raised on
+    ``since``; ``volume_cut_until`` is the latest end of their weeks of cut volume.
+    ``resume``: no pull-back alert is open and ``rules`` cleared with the reason
+    ``resume`` in the last ``RESUME_SHOWN_DAYS``, the last on ``cleared``; their signals
+    are back in band since ``since`` (the latest of theirs); shown until ``shown_until``.
+    """
+
+    state: str
+    since: str
+    rules: tuple[str, ...]
+    volume_cut_until: str | None = None
+    cleared: str | None = None
+    shown_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,22 +174,73 @@ class AthleteStatus:
     last_ts_ns: int | None
     alerts: tuple[OpenAlert, ...]
     devices: tuple[str, ...]  # configured ids, shown even before any state was published
+    pull_back: PullBack | None = None  # None: neither pulling back nor resuming
 
 
 def athlete_status(
-    store: Store, athlete: str, name: str | None, devices: Sequence[str]
+    store: Store,
+    athlete: str,
+    name: str | None,
+    devices: Sequence[str],
+    now_ns: int | None = None,
 ) -> AthleteStatus:
-    """``athlete``'s part from ``store`` (read-only)."""
+    """``athlete``'s part from ``store`` (read-only), as of ``now_ns`` (default: now)."""
     rows = store.morning_history(athlete)
     last = rows[-1] if rows else None
+    alerts = open_alerts(store, athlete)
+    now = time.time_ns() if now_ns is None else now_ns
     return AthleteStatus(
         athlete,
         name,
         last.payload if last is not None else None,
         last.ts_ns if last is not None else None,
-        open_alerts(store, athlete),
+        alerts,
         tuple(devices),
+        pull_back_status(store, athlete, alerts, now),
     )
+
+
+def pull_back_status(
+    store: Store, athlete: str, alerts: Sequence[OpenAlert], now_ns: int
+) -> PullBack | None:
+    """``pull_back`` while a pull-back alert is open; else ``resume`` when pull-back alerts
+    cleared with the reason ``resume`` within ``RESUME_SHOWN_DAYS`` before ``now_ns``."""
+    pulling = [a for a in alerts if a.severity == "pull_back"]
+    if pulling:
+        cuts = [a.volume_cut_until for a in pulling if a.volume_cut_until]
+        return PullBack(
+            "pull_back",
+            _day(min(a.since_ts_ns for a in pulling)),
+            tuple(a.rule for a in pulling),
+            volume_cut_until=max(cuts) if cuts else None,
+        )
+    shown_from = now_ns - ph.RESUME_SHOWN_DAYS * 86_400 * 1_000_000_000
+    resumed = [
+        (row.ts_ns, row.payload)
+        for row in store.alerts(athlete, since_ns=shown_from, until_ns=now_ns + 1)
+        if row.state == "cleared"
+    ]
+    resumed = [
+        (t, p) for t, p in resumed if p.severity == "pull_back" and p.clear_reason == "resume"
+    ]
+    if not resumed:
+        return None
+    last_ns = max(t for t, _ in resumed)
+    since_ns = max(
+        p.resume_since_ts_ns if p.resume_since_ts_ns is not None else t for t, p in resumed
+    )
+    shown_until = last_ns + ph.RESUME_SHOWN_DAYS * 86_400 * 1_000_000_000
+    return PullBack(
+        "resume",
+        _day(since_ns),
+        tuple(dict.fromkeys(p.rule for _, p in resumed)),
+        cleared=_day(last_ns),
+        shown_until=_day(shown_until),
+    )
+
+
+def _day(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).date().isoformat()
 
 
 def open_alerts(store: Store, athlete: str) -> tuple[OpenAlert, ...]:
@@ -170,7 +248,14 @@ def open_alerts(store: Store, athlete: str) -> tuple[OpenAlert, ...]:
     book = saved_alert_book(store, athlete)
     if book is not None:  # else the event history tells what is open
         return tuple(
-            OpenAlert(a.rule_id, a.severity.value, _title(a.rule_id), a.message, a.raised_at_ns)
+            OpenAlert(
+                a.rule_id,
+                a.severity.value,
+                _title(a.rule_id),
+                a.message,
+                a.raised_at_ns,
+                None if (cut := a.volume_cut_until()) is None else cut.isoformat(),
+            )
             for a in book.open_alerts()
         )
     open_by_rule: dict[str, OpenAlert] = {}
@@ -181,7 +266,12 @@ def open_alerts(store: Store, athlete: str) -> tuple[OpenAlert, ...]:
             alert = row.payload
             since = alert.raised_ts_ns if alert.raised_ts_ns is not None else row.ts_ns
             open_by_rule[row.rule] = OpenAlert(
-                row.rule, alert.severity, _title(row.rule), alert.message, since
+                row.rule,
+                alert.severity,
+                _title(row.rule),
+                alert.message,
+                since,
+                alert.volume_cut_until,
             )
     return tuple(open_by_rule[r] for r in sorted(open_by_rule))
 
@@ -270,6 +360,7 @@ def run(args: argparse.Namespace) -> int:
             f"--store {store_path}: no such store; `run`, `morning` or `import` fill one"
         )
     configured = {a.id: a for a in config.athletes}
+    now_ns = time.time_ns()
     try:
         with Store(store_path, read_only=True) as store:
             known = list(dict.fromkeys([*configured, *store.athletes()]))
@@ -284,12 +375,11 @@ def run(args: argparse.Namespace) -> int:
                 cfg = configured.get(athlete_id)
                 devices = [d.id for d in cfg.devices] if cfg is not None else []
                 athletes.append(
-                    athlete_status(store, athlete_id, cfg.name if cfg else None, devices)
+                    athlete_status(store, athlete_id, cfg.name if cfg else None, devices, now_ns)
                 )
     except StoreError as exc:
         raise CliError(f"--store {store_path}: {exc}") from None
     broker = asyncio.run(read_broker(config.mqtt, args.timeout))
-    now_ns = time.time_ns()
     if args.json:
         print(json.dumps(as_json(athletes, broker, store_path, now_ns), indent=2))
     else:
@@ -376,11 +466,38 @@ def _athlete_json(a: AthleteStatus, broker: Broker, now_ns: int) -> dict[str, Js
                 "message": x.message,
                 "since_ts_ns": x.since_ts_ns,
                 "since_time": iso_time(x.since_ts_ns),
+                "volume_cut_until": x.volume_cut_until,
             }
             for x in a.alerts
         ],
+        "pull_back": None if a.pull_back is None else _pull_back_json(a.pull_back),
         "devices": devices,
     }
+
+
+def _pull_back_json(p: PullBack) -> dict[str, JsonValue]:
+    return {
+        "state": p.state,
+        "since_date": p.since,
+        "rules": list(p.rules),
+        "volume_cut_until": p.volume_cut_until,
+        "cleared_date": p.cleared,
+        "shown_until": p.shown_until,
+        "text": pull_back_text(p),
+    }
+
+
+def pull_back_text(p: PullBack) -> str:
+    """One line: "pull back since D …" or "resume (signals back in band since D) …"."""
+    rules = ", ".join(p.rules)
+    if p.state == "pull_back":
+        cut = (
+            f"; cut volume ~{ph.PULL_BACK_VOLUME_CUT:.0%} until {p.volume_cut_until}"
+            if p.volume_cut_until
+            else ""
+        )
+        return f"pull back since {p.since} ({rules}){cut}"
+    return f"resume (signals back in band since {p.since}), slowly: {rules} cleared {p.cleared}"
 
 
 _STATE_KEYS: Final = tuple(published_name(f) for f in dataclasses.fields(DeviceStatePayload))
@@ -463,6 +580,8 @@ def _athlete_text(a: AthleteStatus, broker: Broker, now_ns: int) -> list[str]:
             out.extend(_wrap("band", text))
         else:
             out.extend(_wrap("band", "none yet"))
+    if a.pull_back is not None:
+        out.extend(_wrap("training", pull_back_text(a.pull_back)))
     if not a.alerts:
         out.extend(_wrap("alerts", "none open"))
     for i, x in enumerate(a.alerts):

@@ -86,6 +86,8 @@ def notice_env(notice: AlertNotice) -> dict[str, str]:
         "REDOX_SOURCE": notice.source,
         "REDOX_RAISED_TS_NS": "" if notice.raised_ts_ns is None else str(notice.raised_ts_ns),
         "REDOX_CLEARED_TS_NS": "" if notice.cleared_ts_ns is None else str(notice.cleared_ts_ns),
+        "REDOX_VOLUME_CUT_UNTIL": notice.volume_cut_until,
+        "REDOX_CLEAR_REASON": notice.clear_reason,
         "REDOX_TOPIC": notice.topic,
     }
 

@@ -43,6 +43,9 @@ class AlertNotice:
     cleared_ts_ns: int | None
     evidence: dict[str, JsonValue] = field(default_factory=dict)
     topic: str = ""
+    volume_cut_until: str = ""  # pull-back: the end of its week of cut volume (UTC date)
+    clear_reason: str = ""  # cleared: resume, not_met, retired ("" when not said)
+    clear_message: str = ""  # cleared: the rule's verdict then
 
     @classmethod
     def from_alert(cls, athlete: str, alert: dict[str, JsonValue], topic: str) -> AlertNotice:
@@ -72,6 +75,9 @@ class AlertNotice:
             cleared_ts_ns=_int_or_none(cleared),
             evidence=evidence if isinstance(evidence, dict) else {},
             topic=topic,
+            volume_cut_until=_text(alert.get("volume_cut_until")),
+            clear_reason=_text(alert.get("clear_reason")),
+            clear_message=_text(alert.get("clear_message")),
         )
 
     @property
@@ -87,17 +93,23 @@ class AlertNotice:
 
     @property
     def title(self) -> str:
-        """One line: ``ann: rhr_creep (pull back)`` or ``ann: rhr_creep cleared``."""
+        """One line: ``ann: rhr_creep (pull back)``, ``ann: rhr_creep cleared`` or, when
+        its signals are back in band, ``ann: rhr_creep cleared: resume``."""
         if self.state == "cleared":
-            return f"{self.athlete}: {self.rule} cleared"
+            resume = ": resume" if self.clear_reason == "resume" else ""
+            return f"{self.athlete}: {self.rule} cleared{resume}"
         return f"{self.athlete}: {self.rule} ({_SEVERITY_LABEL.get(self.severity, self.severity)})"
 
     @property
     def body(self) -> str:
-        """Plain text: the message, then the advice (raised) or that it cleared."""
+        """Plain text: the message (with the end of a pull-back's week of cut volume), then
+        the advice (raised); or that it cleared, and why."""
         if self.state == "cleared":
+            if self.clear_reason == "resume":
+                return f"Resume, slowly: signals back in band. {self.clear_message}".strip()
             return f"Cleared: {self.message}".strip()
-        return f"{self.message}\n\n{self.advice}".strip()
+        until = f" Pull back until {self.volume_cut_until}." if self.volume_cut_until else ""
+        return f"{self.message}{until}\n\n{self.advice}".strip()
 
     def as_json(self) -> dict[str, JsonValue]:
         """The notice as JSON data (what ``--exec`` commands get on stdin)."""
@@ -113,6 +125,9 @@ class AlertNotice:
             "evidence": self.evidence,
             "raised_ts_ns": self.raised_ts_ns,
             "cleared_ts_ns": self.cleared_ts_ns,
+            "volume_cut_until": self.volume_cut_until or None,
+            "clear_reason": self.clear_reason or None,
+            "clear_message": self.clear_message or None,
             "topic": self.topic,
         }
 

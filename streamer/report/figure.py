@@ -10,11 +10,14 @@ Five panels on one shared time axis (UTC), each with its legend to the right:
    and a diamond along its top at each session that found a ``power_plateau`` (info);
 4. grip drop per test, coloured by class, with the test's real-drop threshold and the
    drop at the last post test (the one that tells signal from spillover);
-5. an alert timeline, one row per rule, raised → cleared (solid: still open).
+5. an alert timeline, one row per rule, raised → cleared (solid: still open); a span that
+   cleared because the signals were back in band (``clear_reason`` ``resume``) ends in a
+   green diamond, "resume" and since when the signals are back in band.
 
 Each alert is also marked where it was raised, with its rule id, on the panel of the
-signal its rule watches (:data:`RULE_PANEL`). Daily values sit at noon of their day and
-bands cover whole days; sessions and grip tests sit at their time.
+signal its rule watches (:data:`RULE_PANEL`), and a resume by a dotted green line. Daily
+values sit at noon of their day and bands cover whole days; sessions and grip tests sit at
+their time.
 """
 
 from __future__ import annotations
@@ -219,6 +222,9 @@ def _mark_alerts(ax: Axes, data: ReportData, panel: str) -> None:
             clip_on=True,
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0},
         )
+    for span in data.alerts:
+        if span.resumed and span.cleared is not None and RULE_PANEL.get(span.rule) == panel:
+            ax.axvline(_x(span.cleared), color=GREEN, linestyle=":", linewidth=1.4, zorder=1)
 
 
 def _plot_hrv(ax: Axes, data: ReportData) -> None:
@@ -521,6 +527,21 @@ def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
                     clip_on=False,
                     zorder=3,
                 )
+            elif span.resumed and span.cleared < x_end:
+                ax.plot(right, row, "D", color=GREEN, markersize=6, zorder=3)
+                since = span.resume_since or span.cleared
+                label = f"resume {span.cleared:%d %b} · in band since {since:%d %b}"
+                # Beside the marker when there is room to its right, else before the span.
+                room = (right_end - right) / max(right_end - _x(x_start), 1e-9)
+                ax.text(
+                    right if room > 0.35 else left,
+                    row,
+                    f"  {label}" if room > 0.35 else f"{label}  ",
+                    va="center",
+                    ha="left" if room > 0.35 else "right",
+                    fontsize=7.5,
+                    color=INK,
+                )
             elif span.cleared < x_end:
                 ax.text(
                     right,
@@ -537,7 +558,7 @@ def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
     else:
         ax.set_yticks([])
         _empty(ax, "no alerts in this period")
-    _title(ax, "Alerts — raised → cleared")
+    _title(ax, "Alerts — raised → cleared (◆ resume: signals back in band)")
     handles: list[Artist] = [
         Patch(color=SEVERITY_COLOURS[s], label=s.replace("_", " "))
         for s in SEVERITY_COLOURS
@@ -557,6 +578,18 @@ def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
         )
     if any(a.cleared is not None for a in data.alerts):
         handles.append(Patch(color=GREY, alpha=0.4, label="cleared (faded)"))
+    if any(a.resumed for a in data.alerts):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="D",
+                color=GREEN,
+                linestyle="none",
+                markersize=6,
+                label="resume: back in band",
+            )
+        )
     _legend(ax, handles)
 
 

@@ -16,6 +16,7 @@ Times are UTC throughout (store dates are UTC dates).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -177,14 +178,23 @@ def _span(rule: str, alert: AlertPayload, raised: dt.datetime) -> AlertSpan:
         advice=alert.advice or (spec.advice if spec else ""),
         raised=raised,
         cleared=None,
+        volume_cut_until=_date_or_none(alert.volume_cut_until),
     )
+
+
+def _date_or_none(text: str | None) -> dt.date | None:
+    try:
+        return None if text is None else dt.date.fromisoformat(text)
+    except ValueError:
+        return None  # not a date: nothing to draw
 
 
 def alert_spans(events: Iterable[AlertRow]) -> list[AlertSpan]:
     """Pair each rule's ``raised`` event with the ``cleared`` that follows it, oldest first.
 
     A ``cleared`` with no open span is ignored; a second ``raised`` of a rule that is still
-    open (the alert book never does this) closes the first span at that moment.
+    open (the alert book never does this) closes the first span at that moment. A span
+    takes its clearing's reason (a raise → resume span when ``resume``).
     """
     spans: list[AlertSpan] = []
     open_index: dict[str, int] = {}
@@ -192,16 +202,23 @@ def alert_spans(events: Iterable[AlertRow]) -> list[AlertSpan]:
         at = _utc(event.ts_ns)
         index = open_index.pop(event.rule, None)
         if index is not None:
-            spans[index] = _closed(spans[index], at)
+            closing = event.payload if event.state == "cleared" else None
+            spans[index] = _closed(spans[index], at, closing)
         if event.state == "raised":
             open_index[event.rule] = len(spans)
             spans.append(_span(event.rule, event.payload, at))
     return spans
 
 
-def _closed(span: AlertSpan, at: dt.datetime) -> AlertSpan:
-    return AlertSpan(
-        span.rule, span.severity, span.title, span.message, span.advice, span.raised, at
+def _closed(span: AlertSpan, at: dt.datetime, clearing: AlertPayload | None) -> AlertSpan:
+    if clearing is None:
+        return dataclasses.replace(span, cleared=at)
+    since = clearing.resume_since_ts_ns
+    return dataclasses.replace(
+        span,
+        cleared=at,
+        clear_reason=clearing.clear_reason,
+        resume_since=None if since is None else _utc(since),
     )
 
 
@@ -217,6 +234,7 @@ def _open_alerts(store: Store, athlete: str, spans: Sequence[AlertSpan]) -> tupl
                 a.advice,
                 _utc(a.raised_at_ns),
                 None,
+                volume_cut_until=a.volume_cut_until(),
             )
             for a in book.open_alerts()
         )

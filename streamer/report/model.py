@@ -93,7 +93,13 @@ class GripPoint:
 
 @dataclass(frozen=True, slots=True)
 class AlertSpan:
-    """An alert from raised to cleared (``cleared`` None: still open)."""
+    """An alert from raised to cleared (``cleared`` None: still open).
+
+    ``clear_reason`` says why it cleared (``resume``, ``not_met``, ``retired``; None while
+    open or for events stored before clearings said why); for ``resume``,
+    ``resume_since`` is since when the signals are back in band. ``volume_cut_until``:
+    a pull-back's end of its week of cut volume (the raised day + 7).
+    """
 
     rule: str
     severity: str
@@ -102,6 +108,14 @@ class AlertSpan:
     advice: str
     raised: dt.datetime
     cleared: dt.datetime | None
+    clear_reason: str | None = None
+    resume_since: dt.datetime | None = None
+    volume_cut_until: dt.date | None = None
+
+    @property
+    def resumed(self) -> bool:
+        """Whether it is a raise → resume span (cleared because back in band)."""
+        return self.cleared is not None and self.clear_reason == "resume"
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,33 @@ def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
     )
 
 
+def _pull_backs_table(data: ReportData) -> str:
+    """The pull-back spans of the window: raised → resume (or still open, or cleared for
+    another reason), with the week of cut volume and since when the signals are back."""
+    rows = []
+    for a in [a for a in data.alerts if a.severity == "pull_back"][::-1]:
+        if a.cleared is None:
+            end = "still open: pull back"
+        elif a.resumed:
+            since = a.resume_since or a.cleared
+            end = (
+                f"<b>resume</b> {a.cleared:%Y-%m-%d} (signals back in band since {since:%Y-%m-%d})"
+            )
+        else:
+            end = f"cleared {a.cleared:%Y-%m-%d} ({_e(a.clear_reason or 'reason not recorded')})"
+        cut = "–" if a.volume_cut_until is None else a.volume_cut_until.isoformat()
+        rows.append(
+            f"<tr><td><code>{_e(a.rule)}</code></td><td>{a.raised:%Y-%m-%d}</td>"
+            f"<td>{cut}</td><td>{end}</td></tr>"
+        )
+    if not rows:
+        return "<p>No pull-back alerts in this period.</p>"
+    return (
+        "<table><tr><th>rule</th><th>pull back since</th><th>cut volume ~40% until</th>"
+        "<th>then</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 def _mornings_table(data: ReportData) -> str:
     rows = []
     for m in [m for m in data.mornings if m.recorded][-LAST_READINGS:][::-1]:
@@ -194,6 +221,8 @@ def render_html(data: ReportData, png: bytes | None = None) -> str:
 <img src="data:image/png;base64,{picture}" width="{width}" height="{height}"
 alt="Trends of {_e(data.athlete)}: morning lnRMSSD with its normal band, resting heart rate,
 SmO2 recovery per session, grip drops and alerts">
+<h2>Pull back → resume</h2>
+{_pull_backs_table(data)}
 <h2>Last morning readings</h2>
 {_mornings_table(data)}
 <h2>Last sessions</h2>

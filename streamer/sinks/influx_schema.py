@@ -145,6 +145,8 @@ def _coerce(
     if not math.isfinite(value):
         return None
     if kind is INT:
+        if isinstance(value, int):
+            return value  # exact: a time in ns is beyond a float's 53 bits
         if float(value) != int(value):
             raise SchemaError(f"{measurement}.{name}: expected a whole number, got {value!r}")
         return int(value)
@@ -208,12 +210,9 @@ def points_for(result: Result) -> list[Point]:
 
     if result.kind is Kind.ALERTS:
         event = result.payload_as(AlertsPayload).event
-        alert_fields: dict[str, JsonValue] = {
-            "state": event.state,
-            "active": 1 if event.state == "raised" else 0,
-            "message": event.message,
-            "advice": event.advice,
-        }
+        # Every column the alert declares (state, message, advice, clear_reason, …).
+        alert_fields: dict[str, JsonValue] = dict(event.fields())
+        alert_fields["active"] = 1 if event.state == "raised" else 0
         alert_tags = {"athlete": result.athlete}
         alert_tags.update({t: str(event.fields().get(t) or "") for t in TAG_FIELDS["alert"]})
         point = _point("alert", alert_tags, result.ts_ns, alert_fields)
