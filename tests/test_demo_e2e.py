@@ -71,6 +71,7 @@ def _check_traffic(sub: ThreadSubscriber) -> None:
         "smo2_slow_recovery",
         "grip_spillover",
         "rpe_power_mismatch",
+        "hr_grip_flat",
     }
     # The good kind of grip drop is the grip result's class, never an alert to push.
     classes = {

@@ -112,6 +112,8 @@ def test_tag_values_are_escaped() -> None:
 def test_field_type_never_depends_on_the_value(name: str, value: float) -> None:
     if FIELD_TYPES["oxygen_recovery"][name] is int:
         value = int(value)
+    if FIELD_TYPES["oxygen_recovery"][name] is bool:  # the session's power_plateau finding
+        value = bool(value)
     lines = lines_for(Result(Kind.OXYGENATION, "a", 1, {"scope": "effort", name: value}, "m"))
     field = lines[0].split(" ")[1]
     assert field.endswith("i") == (FIELD_TYPES["oxygen_recovery"][name] is int)
@@ -178,7 +180,13 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
         "power": {"power_w": f},
         "force": {"force_kg": f},
         "pulse_oximetry": {"spo2_pct": f, "pulse_bpm": f},
-        "oxygen_recovery": {**dict.fromkeys(recovery, f), "recovery_s": f, "n_efforts": i},
+        "oxygen_recovery": {
+            **dict.fromkeys(recovery, f),
+            "recovery_s": f,
+            "n_efforts": i,
+            "power_plateau": b,
+            "power_change_pct": f,
+        },
         "grip_test": dict.fromkeys(grip, f),
         "alert": {
             "state": s,
