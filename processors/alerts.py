@@ -90,6 +90,11 @@ def _frozen_evidence(evidence: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType(clean)
 
 
+BACK_OFF_UNTIL_KEY = "back_off_until_s"
+"""Evidence key (s since the epoch) of a pull-back rule whose advice is a back-off window of
+its own rather than the article's week of cut volume."""
+
+
 @dataclass(frozen=True, slots=True)
 class RuleEvaluation:
     """One rule's verdict for one athlete at one moment.
@@ -149,8 +154,10 @@ class Alert:
     def volume_cut_until(self) -> dt.date | None:
         """The end of the pull-back's week of cut volume: the UTC day it was raised +
         ``PULL_BACK_DAYS`` (7; the ARTICLE: "drop training volume by 40% for one week");
-        None for alerts that are not pull-back."""
-        if self.severity is not Severity.PULL_BACK:
+        None for alerts that are not pull-back, and for a pull-back rule whose advice is a
+        window of its own (its evidence carries ``back_off_until_s``: ``hr_grip_flat``'s
+        48 h of lower intensity, not a week of cut volume)."""
+        if self.severity is not Severity.PULL_BACK or BACK_OFF_UNTIL_KEY in self.evidence:
             return None
         raised = dt.datetime.fromtimestamp(self.raised_at_ns / 1e9, tz=dt.UTC).date()
         return raised + dt.timedelta(days=ph.PULL_BACK_DAYS)

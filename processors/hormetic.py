@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processors import physiology as ph
-from processors.alerts import RuleEvaluation
+from processors.alerts import BACK_OFF_UNTIL_KEY, RuleEvaluation
 from processors.grip import mvc_noise, real_drop_threshold
 from processors.rules import DEFAULT_THRESHOLDS, RuleThresholds, evaluation_for
 from processors.trends import daily_trend
@@ -216,7 +216,7 @@ def evaluate_hr_grip_flat(
         until_s = at_ns / 1e9 + th.hr_grip_back_off_h * 3600.0
         until = dt.datetime.fromtimestamp(until_s, tz=dt.UTC)
         evidence["back_off_h"] = th.hr_grip_back_off_h
-        evidence["back_off_until_s"] = until_s
+        evidence[BACK_OFF_UNTIL_KEY] = until_s
         hrs = ", ".join(f"{hr:.0f}" for hr in run.run_hr_bpm if hr is not None)
         message = (
             f"Resting HR above its baseline's day-to-day noise (from "

@@ -225,6 +225,8 @@ def test_hr_up_and_grip_flat_three_days_running_raises_with_the_48_h_end(
     assert event.evidence["back_off_h"] == 48.0
     end = dt.datetime.fromtimestamp(until_s, tz=dt.UTC)
     assert f"until {end:%Y-%m-%d %H:%M} UTC" in event.message
+    # Its advice is its own 48 h window, not the article's week of cut volume.
+    assert event.volume_cut_until is None
     assert event.evidence["resting_hr_0_days_ago_bpm"] == 55.0
     assert event.evidence["grip_tests_in_run"] == 1.0
     # It stays open across restarts and clears on a measured morning back in its band.
