@@ -227,14 +227,17 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
                 made.append((device.id, driver))
             drivers[athlete] = made
         if config.mqtt is not None:
-            # Session start/end and RPE from `redox-streamer session|rpe` and Home Assistant.
+            # Session start/end and RPE from `redox-streamer session|rpe` and Home Assistant,
+            # on the publisher's own connection: one MQTT connection per `run`.
             from streamer.app.commands_in import CommandListener
+            from streamer.sinks.mqtt import MqttPublisher
 
-            pipeline.add_source(
-                CommandListener(
-                    config.mqtt, ids, pipeline.offer, clock_ns=kwargs.get("clock_ns", time.time_ns)
-                )
+            listener = CommandListener(
+                config.mqtt, ids, pipeline.offer, clock_ns=kwargs.get("clock_ns", time.time_ns)
             )
+            for sink in app.sinks:
+                if isinstance(sink, MqttPublisher):
+                    sink.listen(listener)
         model = ViewModel(
             title=f"redox-streamer run — {len(ids)} athletes, "
             f"{sum(len(v) for v in devices.values())} devices",
