@@ -30,12 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STRAP = "C0:00:00:00:43:01"
 
 
-@pytest.fixture(autouse=True)
-def private_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The device locks of this test only (the real runtime dir is the user's)."""
-    path = tmp_path / "runtime"
-    monkeypatch.setenv("REDOX_RUNTIME_DIR", str(path))
-    return path
+@pytest.fixture
+def private_runtime_dir(private_device_locks: Path) -> Path:
+    """The device locks of this test only (tests/conftest.py; the real one is the user's)."""
+    return private_device_locks
 
 
 def _config(tmp_path: Path, name: str) -> Path:

@@ -320,9 +320,9 @@ class MqttPublisher:
             # bridge's, say offline here.
             goodbye = [m for listener in self._listeners for m in listener.announce(False)]
             goodbye.append((self.topics.bridge_state, BRIDGE_OFFLINE))
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
-                for topic, payload in goodbye:
-                    remaining = max(0.1, deadline - time.monotonic())
+            for topic, payload in goodbye:
+                remaining = max(0.1, deadline - time.monotonic())
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
                     await client.publish(
                         topic, payload, qos=1, retain=True, timeout=min(remaining, 2.0)
                     )
