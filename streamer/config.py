@@ -15,7 +15,12 @@ init`` writes with comments):
     ``ca_file`` (the CA the broker's certificate must chain to; default: the system CAs),
     ``cert_file`` and ``key_file`` (a client certificate), ``insecure`` (skips the
     host-name check ONLY; the chain is still verified). The publisher, ``notify`` and
-    ``doctor`` give these one meaning (:mod:`streamer.sinks.mqtt_connect`). No section: no MQTT.
+    ``doctor`` give these one meaning (:mod:`streamer.sinks.mqtt_connect`); ``[mqtt.cli]``
+    ``username`` and ``password``: the account the commands that talk to a running ``run``
+    (``session``, ``rpe``, ``status``, ``doctor``) log in with (default: ``[mqtt]``'s; a
+    broker that ties client ids to accounts, like the shipped mosquitto, needs its own,
+    see :meth:`MqttConfig.for_cli`; or ``REDOX_MQTT_CLI_USERNAME`` and
+    ``REDOX_MQTT_CLI_PASSWORD``). No section: no MQTT.
 ``[influx]``
     ``url``, ``api`` (``"v1"``: ``/write`` with ``db``, ``rp``, ``username``, ``password``;
     ``"v2"``: ``/api/v2/write`` with ``org``, ``bucket``, ``token``), ``create_database``
@@ -59,7 +64,7 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -77,6 +82,8 @@ ENV_CONFIG: Final = "REDOX_CONFIG"
 ENV_SECRETS: Final = {
     "mqtt.username": "REDOX_MQTT_USERNAME",
     "mqtt.password": "REDOX_MQTT_PASSWORD",
+    "mqtt.cli.username": "REDOX_MQTT_CLI_USERNAME",
+    "mqtt.cli.password": "REDOX_MQTT_CLI_PASSWORD",
     "influx.username": "REDOX_INFLUX_USERNAME",
     "influx.password": "REDOX_INFLUX_PASSWORD",
     "influx.token": "REDOX_INFLUX_TOKEN",
@@ -233,6 +240,22 @@ class MqttConfig:
     publish_timeout_s: float = 5.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    cli_username: str | None = None
+    cli_password: Secret | None = None
+
+    def for_cli(self) -> MqttConfig:
+        """These settings with the ``[mqtt.cli]`` account, if one is set: what ``session``,
+        ``rpe``, ``status`` and ``doctor`` log in with beside a running ``run``.
+
+        A broker that replaces client ids by user names (the shipped mosquitto's
+        ``use_username_as_clientid``) lets one connection per account stand: a command
+        logging in with ``run``'s own account would throw ``run`` off. Without
+        ``[mqtt.cli]`` (one account for everything, on a broker that keeps client ids
+        apart) these are the settings as they are.
+        """
+        if self.cli_username is None:
+            return self
+        return replace(self, username=self.cli_username, password=self.cli_password, client_id=None)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MqttConfig:
@@ -512,6 +535,22 @@ def _read_mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig | None:
     base = _parse_mqtt_url(url, t.key("url"), t.problems) if url else None
     username = _plain_from_env(t, "username", env)
     password = _secret(t, "password", env)
+    cli_username: str | None = None
+    cli_password: Secret | None = None
+    # The table, or only REDOX_MQTT_CLI_USERNAME (a container's environment).
+    cli_table = t.table("cli")
+    if cli_table is None and env.get(ENV_SECRETS[t.key("cli.username")]):
+        cli_table = _Table({}, t.key("cli"), t.problems)
+    if cli_table is not None:
+        cli_username = _plain_from_env(cli_table, "username", env)
+        cli_password = _secret(cli_table, "password", env)
+        if cli_username is None:
+            cli_table.problem(
+                "username",
+                "missing: name the account the commands log in with, e.g. "
+                'username = "redox-cli" (or REDOX_MQTT_CLI_USERNAME)',
+            )
+        cli_table.finish()
     tls_table = t.table("tls")
     tls_on = bool(base and base["tls"]) or tls_table is not None
     ca = cert = key = None
@@ -564,6 +603,8 @@ def _read_mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig | None:
         publish_timeout_s=t.number(
             "publish_timeout_s", 5.0, minimum=0.1, maximum=TIMEOUT_MAX_S, unit=" s"
         ),
+        cli_username=cli_username,
+        cli_password=cli_password,
     )
     if config.password is not None and config.username is None:
         t.problem(
@@ -849,6 +890,11 @@ def summary(config: Config) -> list[str]:
             f"{m.username or '(none)'}, password {_mask(m.password)}{tls}, Home Assistant "
             f"discovery {'on' if m.ha_discovery else 'off'}"
         )
+        if m.cli_username is not None:
+            lines.append(
+                f"mqtt.cli: session, rpe, status and doctor log in as {m.cli_username}, "
+                f"password {_mask(m.cli_password)}"
+            )
     i = config.influx
     if i is None:
         lines.append("influx: off (no [influx] section)")
@@ -907,6 +953,10 @@ ha_discovery = false                   # Home Assistant MQTT discovery
 # ha_prefix = "homeassistant"
 # keepalive_s = 30                     # 5-3600 s
 # publish_timeout_s = 5                # 0.1-300 s: wait this long for a PUBACK, then reconnect
+# [mqtt.cli]                           # the account `session`, `rpe`, `status` and `doctor`
+# username = "redox-cli"               # log in with beside a running `run` (default: the one
+# password = "change-me"               # above); the shipped mosquitto needs it (one
+#                                      # connection per account). REDOX_MQTT_CLI_PASSWORD
 # [mqtt.tls]                           # with mqtts:// (or to force TLS)
 # ca_file = "/etc/ssl/certs/my-ca.pem" # the broker's certificate must chain to this CA;
 #                                      # omit to trust the system CAs. Always verified:

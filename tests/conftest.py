@@ -30,6 +30,18 @@ def recordings() -> Path:
     return RECORDINGS
 
 
+@pytest.fixture(autouse=True)
+def private_device_locks(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test's device locks (streamer.store_lock.hold_devices) in a directory of its
+    own: tests that run real-radio commands on the same made-up addresses, in parallel
+    sessions of one user, must not refuse each other a device."""
+    path = tmp_path_factory.mktemp("runtime")
+    monkeypatch.setenv("REDOX_RUNTIME_DIR", str(path))
+    return path
+
+
 S = TypeVar("S", bound=ServerProcess)
 
 

@@ -25,11 +25,13 @@ MAKE_PASSWD = DEPLOY_MOSQUITTO / "make-passwd.sh"
 PASSWORDS = {
     "redox-streamer": "streamer-secret",
     "redox-notify": "notify-secret",
+    "redox-cli": "cli-secret",
     "homeassistant": "ha-secret",
 }
 _PASSWORD_ENV = {
     "redox-streamer": "REDOX_STREAMER_PASSWORD",
     "redox-notify": "REDOX_NOTIFY_PASSWORD",
+    "redox-cli": "REDOX_CLI_PASSWORD",
     "homeassistant": "HOMEASSISTANT_PASSWORD",
 }
 

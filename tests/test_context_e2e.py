@@ -85,6 +85,9 @@ def _config(tmp_path: Path, broker: ShippedBroker, devices: str = SESSION_DEVICE
     path.write_text(
         f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n'
         f'[mqtt]\nurl = "{broker.url("redox-streamer")}"\n'
+        # session, rpe: their own account (the shipped broker lets one connection per
+        # account stand, and `run` holds redox-streamer's).
+        f'[mqtt.cli]\nusername = "redox-cli"\npassword = "{broker.password("redox-cli")}"\n'
         '[[athletes]]\nid = "ann"\nname = "Ann"\n' + devices
     )
     return path
@@ -237,7 +240,7 @@ async def test_session_rules_fire_from_run_emulated_and_session_rpe_commands(
         await listening
 
 
-@pytest.mark.parametrize("user", ["homeassistant", "redox-streamer"])
+@pytest.mark.parametrize("user", ["homeassistant", "redox-cli"])
 async def test_only_permitted_users_can_command(
     shipped_mosquitto: ShippedBroker, user: str
 ) -> None:
@@ -298,12 +301,14 @@ async def test_morning_rules_fire_from_imported_history_and_a_live_morning_in_ru
         assert not _raised(listener, "hrv_downtrend")
         assert not _raised(listener, "rhr_creep")
         assert not [a for a in listener.json_on("redox/ann/alerts") if a.get("active")]
-        # Home Assistant's "Morning reading start/end" buttons publish what this does.
+        # Home Assistant's "Morning reading start/end" buttons publish what this does;
+        # here as redox-cli, because the listener holds homeassistant's one connection
+        # (the shipped broker ties client ids to accounts).
         async with aiomqtt.Client(
             shipped_mosquitto.host,
             shipped_mosquitto.port,
-            username="homeassistant",
-            password=shipped_mosquitto.password("homeassistant"),
+            username="redox-cli",
+            password=shipped_mosquitto.password("redox-cli"),
         ) as ha:
             mark = len(listener.messages)
             await ha.publish("redox/ann/set/morning", b"start", qos=1)
@@ -356,11 +361,11 @@ async def test_grip_commands_measure_a_grip_test_on_the_dynamometer_run_holds(
     try:
         await listener.until("run listening for commands", lambda: _commands_online(listener))
         await listener.until("the dynamometer streaming", lambda: bool(listener.json_on(live)))
-        async with aiomqtt.Client(
+        async with aiomqtt.Client(  # redox-cli: the listener holds homeassistant's login
             shipped_mosquitto.host,
             shipped_mosquitto.port,
-            username="homeassistant",
-            password=shipped_mosquitto.password("homeassistant"),
+            username="redox-cli",
+            password=shipped_mosquitto.password("redox-cli"),
         ) as ha:
             for phase in (b"pre", b"post 0", b"post 15", b"post 30"):
                 mark = len(listener.messages)

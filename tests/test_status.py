@@ -420,7 +420,7 @@ def test_a_user_whose_acl_drops_the_probe_is_told_the_states_may_be_incomplete(
     that marks the end of the retained states never comes back (the bound is the wait)."""
     port = shipped_mosquitto.port
     Store(tmp_path / "store.sqlite3").close()
-    for user, ok in (("redox-streamer", True), ("homeassistant", False)):
+    for user, ok in (("redox-streamer", True), ("redox-cli", True), ("homeassistant", False)):
         url = f"mqtt://{user}:{PASSWORDS[user]}@127.0.0.1:{port}"
         config = _config(tmp_path, f'[mqtt]\nurl = "{url}"\n')
         code, out, err = _status(capsys, "--config", str(config), "--json", "--timeout", "3")

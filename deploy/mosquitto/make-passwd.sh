@@ -8,6 +8,8 @@
 # Assistant's MQTT integration):
 #   REDOX_STREAMER_PASSWORD  user redox-streamer  (publishes under redox/#)
 #   REDOX_NOTIFY_PASSWORD    user redox-notify    (reads alerts, publishes nothing)
+#   REDOX_CLI_PASSWORD       user redox-cli       (session, rpe, status, doctor: the
+#                                                  config's [mqtt.cli])
 #   HOMEASSISTANT_PASSWORD   user homeassistant   (reads redox/#, discovery)
 # The file holds salted hashes, never the passwords. mosquitto must be able to read it:
 # in the container it runs as uid 1883, on Debian as user mosquitto, e.g.
@@ -34,7 +36,7 @@ tmp=$(mktemp "${out}.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 : >"$tmp"
 for pair in redox-streamer:REDOX_STREAMER_PASSWORD redox-notify:REDOX_NOTIFY_PASSWORD \
-            homeassistant:HOMEASSISTANT_PASSWORD; do
+            redox-cli:REDOX_CLI_PASSWORD homeassistant:HOMEASSISTANT_PASSWORD; do
     user=${pair%%:*}
     var=${pair#*:}
     eval "password=\${$var:-}"
@@ -47,4 +49,4 @@ done
 chmod 640 "$tmp"
 mv "$tmp" "$out"
 trap - EXIT
-echo "wrote $out (users: redox-streamer, redox-notify, homeassistant)" >&2
+echo "wrote $out (users: redox-streamer, redox-notify, redox-cli, homeassistant)" >&2

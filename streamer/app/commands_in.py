@@ -1,10 +1,11 @@
 """Context entered while ``run`` streams: MQTT command topics → protocol markers.
 
-A running ``run`` subscribes to ``<base>/+/set/+`` on its own connection (built by the one
-factory, :func:`streamer.sinks.mqtt_connect.mqtt_client`) and turns each command into the
-markers the pipeline already carries (:mod:`streamer.athlete.events`), stamped with the
-clock the devices' records are stamped with, so a session starts and ends exactly where
-the command falls among the samples:
+A running ``run`` subscribes to ``<base>/+/set/+`` on its publisher's connection (a
+:class:`streamer.sinks.mqtt.Listener` of :meth:`~streamer.sinks.mqtt.MqttPublisher.listen`:
+one MQTT connection per ``run``, with the publisher's reconnection and back-off) and turns
+each command into the markers the pipeline already carries
+(:mod:`streamer.athlete.events`), stamped with the clock the devices' records are stamped
+with, so a session starts and ends exactly where the command falls among the samples:
 
 ====================================  ======================================================
 topic                                 payload
@@ -18,8 +19,10 @@ topic                                 payload
 ``<base>/<athlete>/set/grip``         ``pre`` | ``post MINUTES`` | ``end`` (or JSON
                                       ``{"phase": "post", "minute": 15}``): the grip
                                       test's phases on the dynamometer ``run`` holds
-``<base>/bridge/commands``            ``online`` / ``offline`` (retained; its Last Will):
-                                      whether a ``run`` is listening for commands
+``<base>/bridge/commands``            ``online`` / ``offline`` (retained): whether a ``run``
+                                      listens for commands; it listens while this says
+                                      ``online`` AND ``<base>/bridge/state`` does (the
+                                      connection's Last Will says ``offline`` there)
 ====================================  ======================================================
 
 ``start`` → :class:`SessionStart` (tags kept in the summary; an RPE given with it is the
@@ -36,19 +39,14 @@ buttons and number (:mod:`streamer.sinks.ha_discovery`) too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import random
 import re
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
-
-import aiomqtt
 
 from streamer.athlete.events import (
     GripEnd,
@@ -61,8 +59,6 @@ from streamer.athlete.events import (
     SessionStart,
 )
 from streamer.config import MqttConfig
-from streamer.sinks.backoff import network_backoff
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.topics import Topics, segment
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -231,17 +227,12 @@ def parse_grip(payload: bytes, t_ns: int) -> ProtocolEvent:
     raise CommandError(f"grip command {text[:40]!r}: {usage}")
 
 
-def listener_client_id(config: MqttConfig) -> str:
-    """The listener's client id: the publisher's with ``-commands`` (two connections of one
-    ``run`` must not share an id, or the broker drops one for the other)."""
-    return (config.client_id or f"redox-streamer-{socket.gethostname()}") + "-commands"
-
-
 class CommandListener:
-    """A pipeline source: MQTT commands of the configured athletes → protocol markers.
+    """MQTT commands of the configured athletes → protocol markers: a listener on the
+    publisher's connection (:meth:`streamer.sinks.mqtt.MqttPublisher.listen`).
 
     Args:
-        config: the ``[mqtt]`` settings ``run`` publishes with (same broker, same user).
+        config: the ``[mqtt]`` settings ``run`` publishes with (the base topic).
         athletes: configured athlete ids; commands for others are dropped.
         offer: where markers go (:meth:`streamer.app.pipeline.Pipeline.offer`).
         clock_ns: the clock the devices' records are stamped with (emulated under
@@ -268,44 +259,22 @@ class CommandListener:
         self.rejected = 0
         self.subscribed = asyncio.Event()
 
-    async def run(self) -> None:
-        """Listen until cancelled, reconnecting with back-off; says ``offline`` on leaving."""
-        backoff = network_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
-        delays = backoff.delays(random.Random())
-        while True:
-            try:
-                await self._session()
-            except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
-                self.subscribed.clear()
-                _LOGGER.warning(
-                    "MQTT commands %s: %s", self.config.url, describe_failure(self.config, exc)
-                )
-            await asyncio.sleep(next(delays))
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """``<base>/+/set/+``: every athlete's commands (others' are dropped in :meth:`handle`)."""
+        return (f"{self.topics.base}/+/set/+",)
 
-    async def _session(self) -> None:
-        state = commands_state_topic(self.topics)
-        tls = await asyncio.to_thread(tls_context, self.config)
-        client = mqtt_client(
-            self.config,
-            tls=tls,
-            timeout_s=self.config.publish_timeout_s,
-            identifier=listener_client_id(self.config),
-            will=aiomqtt.Will(state, COMMANDS_OFFLINE, qos=1, retain=True),
-            logger=_LOGGER,
-        )
-        async with client:
-            await client.subscribe(f"{self.topics.base}/+/set/+", qos=1)
-            await client.publish(state, COMMANDS_ONLINE, qos=1, retain=True)
+    def announce(self, listening: bool) -> tuple[tuple[str, bytes], ...]:
+        """``<base>/bridge/commands`` ``online`` / ``offline`` (retained)."""
+        state = COMMANDS_ONLINE if listening else COMMANDS_OFFLINE
+        return ((commands_state_topic(self.topics), state),)
+
+    def on_link(self, up: bool) -> None:
+        """:attr:`subscribed` is set while the connection's subscriptions stand."""
+        if up:
             self.subscribed.set()
-            try:
-                async for message in client.messages:
-                    self.handle(str(message.topic), message.payload, retained=message.retain)
-            except asyncio.CancelledError:
-                # A clean disconnect sends no Last Will: say offline ourselves.
-                with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
-                    async with asyncio.timeout(2.0):
-                        await client.publish(state, COMMANDS_OFFLINE, qos=1, retain=True)
-                raise
+        else:
+            self.subscribed.clear()
 
     def handle(self, topic: str, payload: object, *, retained: bool = False) -> bool:
         """One command message; True when it became markers. Never raises."""

@@ -38,17 +38,21 @@ from streamer.config import (
     resolve_config_path,
 )
 from streamer.errors import CliError
+from streamer.payloads import BRIDGE_ONLINE
 from streamer.sinks import influx, mqtt
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
     describe_failure,
     mqtt_client,
+    probe_topic,
     process_client_id,
+    read_retained,
     tls_context,
 )
 from streamer.sinks.outbox import Outbox
 from streamer.store import Store, StoreCorruptError, StoreError, salvage_hint
 from streamer.store_lock import holder
+from streamer.topics import Topics
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
 BLUETOOTH_SCAN_S = 1.0
@@ -189,9 +193,43 @@ async def bluetooth_check(
     )
 
 
-async def _mqtt(config: MqttConfig) -> None:
+async def _mqtt(config: MqttConfig) -> str:
+    """Log in as the broker's users that ``run`` and the commands need; what was checked.
+
+    The ``[mqtt.cli]`` account first (the one ``doctor`` itself is meant to use beside a
+    running ``run``); then ``run``'s own account, unless a streamer is online with it
+    (retained ``<base>/bridge/state`` ``online``): on a broker that ties client ids to
+    accounts a second login would throw that streamer off, and its being online already
+    shows the account works.
+    """
     # The publisher's and the notifier's factory: the same TLS (CA, client certificate,
     # insecure), credentials and protocol.
+    cli = config.for_cli()
+    async with mqtt_client(
+        cli,
+        tls=tls_context(cli),
+        timeout_s=CHECK_TIMEOUT_S,
+        identifier=process_client_id("doctor"),
+    ) as client:
+        if cli is config:
+            return "accepts connections"
+        topics = Topics(config.base_topic, config.ha_prefix)
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S / 2):
+                retained = await read_retained(
+                    client, [topics.bridge_state], probe_topic(topics.base, "doctor")
+                )
+        except TimeoutError:
+            return (
+                f"accepts connections as {cli.username}, but its probe on "
+                f"{topics.base}/bridge/probe/# did not come back (the ACL?); "
+                f"{config.username} not checked"
+            )
+    if any(m.payload == BRIDGE_ONLINE for m in retained):
+        return (
+            f"accepts connections as {cli.username}; {config.username} is logged in by the "
+            "running streamer (not checked again: a second login would throw it off)"
+        )
     async with mqtt_client(
         config,
         tls=tls_context(config),
@@ -199,6 +237,7 @@ async def _mqtt(config: MqttConfig) -> None:
         identifier=process_client_id("doctor"),
     ):
         pass
+    return f"accepts connections as {cli.username} and as {config.username}"
 
 
 def check_mqtt(config: MqttConfig | None) -> Check:
@@ -208,16 +247,17 @@ def check_mqtt(config: MqttConfig | None) -> Check:
             "mqtt", None, "no broker configured (results stay in the local store)", needed=False
         )
     try:
-        asyncio.run(asyncio.wait_for(_mqtt(config), CHECK_TIMEOUT_S + 1))
+        checked = asyncio.run(asyncio.wait_for(_mqtt(config), 2 * CHECK_TIMEOUT_S + 1))
     except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
         return Check(
             "mqtt",
             False,
             f"{config.url}: {describe_failure(config, exc)}",
             "start the broker (`systemctl start mosquitto`), check host/port, "
-            "username/password and TLS in [mqtt]; results wait in the outbox meanwhile",
+            "username/password ([mqtt], and [mqtt.cli] if set) and TLS in [mqtt]; "
+            "results wait in the outbox meanwhile",
         )
-    return Check("mqtt", True, f"{config.url} accepts connections")
+    return Check("mqtt", True, f"{config.url} {checked}")
 
 
 def check_influx(config: InfluxConfig | None) -> Check:

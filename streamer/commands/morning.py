@@ -37,7 +37,7 @@ from streamer.athlete import AthleteState, MorningEnd, MorningStart
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.results import Kind, Result
-from streamer.store_lock import hold_store
+from streamer.store_lock import hold_devices, hold_store
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
     from devices.emulated import ChestStrap
@@ -183,7 +183,13 @@ def guided_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedS
         path = emulated_store_path()
         path.parent.mkdir(parents=True, exist_ok=True)
     command = "morning" if kind is DeviceKind.STRAP else "grip-test"
-    with hold_store(path, command), App.from_config(config or Config(), store=path) as app:
+    # The device too: a `run` or another command of another config may hold it.
+    radio = {address: f"{athlete}/{kind.value}"} if address and not args.emulated else {}
+    with (
+        hold_store(path, command),
+        hold_devices(radio, command),
+        App.from_config(config or Config(), store=path) as app,
+    ):
         yield GuidedSetup(app, athlete, address, name, path)
 
 

@@ -107,7 +107,8 @@ def register(subparsers: Any) -> None:
         "--client-id",
         metavar="ID",
         help="MQTT client id of the persistent session (default: derived "
-        "from the host name and the state file)",
+        "from the host name and the state file; a broker that ties ids to accounts, like "
+        "the shipped mosquitto, uses the user name instead)",
     )
     where = parser.add_argument_group("where notifications go (at least one)")
     where.add_argument(

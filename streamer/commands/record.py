@@ -30,9 +30,10 @@ from devices.drivers import DeviceDriver, driver_class
 from devices.recording import NotificationRecorder
 from devices.registry import DeviceRegistry
 from streamer.app.runtime import SpeedClock
-from streamer.commands.run import paired_devices
+from streamer.commands.run import device_labels, paired_devices
 from streamer.config import ID_RULE, Config, DeviceConfig, athlete_id_arg, load_config, parse_config
 from streamer.errors import STOP_SIGNALS, CliError, note_stop_signal
+from streamer.store_lock import hold_devices
 
 DESCRIPTION = """\
 Record the raw Bluetooth notifications of one athlete's devices to a JSON Lines file, one
@@ -149,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
             f"athlete {athlete!r} has no devices to record: add them to the config, or pair "
             "them with `redox-streamer pair add`"
         )
-    return asyncio.run(_record(args, athlete, devices))
+    # What `run` locks: a `run` holding the strap would lose it to the recording.
+    radios = {} if args.emulated else device_labels({athlete: devices})
+    with hold_devices(radios, "record"):
+        return asyncio.run(_record(args, athlete, devices))
 
 
 def _athlete(config: Config, wanted: str | None) -> str:

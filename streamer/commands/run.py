@@ -26,7 +26,7 @@ from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
-from streamer.store_lock import hold_store
+from streamer.store_lock import hold_devices, hold_store
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
@@ -175,8 +175,26 @@ def run(args: argparse.Namespace) -> int:
         )
     # Every streamed device (paired ones too) gets its Home Assistant entities.
     config = device_state.with_streamed_devices(config, devices)
-    with hold_store(config.store_path, "run"), App.from_config(config) as app:
+    # The devices too: another config's `run` or `morning` may name the same strap.
+    radios = {} if args.emulated else device_labels(devices)
+    with (
+        hold_store(config.store_path, "run"),
+        hold_devices(radios, "run"),
+        App.from_config(config) as app,
+    ):
         return asyncio.run(_run(args, app, devices))
+
+
+def device_labels(devices: Mapping[str, Sequence[DeviceConfig]]) -> dict[str, str]:
+    """Address → ``athlete/device`` of the devices with an address (what
+    :func:`~streamer.store_lock.hold_devices` locks; a device known by name only is found
+    by a scan, and locked by nobody)."""
+    return {
+        d.address: f"{athlete}/{d.id}"
+        for athlete, items in devices.items()
+        for d in items
+        if d.address
+    }
 
 
 async def _emulators(
@@ -227,14 +245,17 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
                 made.append((device.id, driver))
             drivers[athlete] = made
         if config.mqtt is not None:
-            # Session start/end and RPE from `redox-streamer session|rpe` and Home Assistant.
+            # Session start/end and RPE from `redox-streamer session|rpe` and Home Assistant,
+            # on the publisher's own connection: one MQTT connection per `run`.
             from streamer.app.commands_in import CommandListener
+            from streamer.sinks.mqtt import MqttPublisher
 
-            pipeline.add_source(
-                CommandListener(
-                    config.mqtt, ids, pipeline.offer, clock_ns=kwargs.get("clock_ns", time.time_ns)
-                )
+            listener = CommandListener(
+                config.mqtt, ids, pipeline.offer, clock_ns=kwargs.get("clock_ns", time.time_ns)
             )
+            for sink in app.sinks:
+                if isinstance(sink, MqttPublisher):
+                    sink.listen(listener)
         model = ViewModel(
             title=f"redox-streamer run — {len(ids)} athletes, "
             f"{sum(len(v) for v in devices.values())} devices",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -32,7 +31,15 @@ from streamer.app.commands_in import (
 )
 from streamer.config import Config, MqttConfig, load_config
 from streamer.errors import CliError
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.payloads import BRIDGE_ONLINE
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    mqtt_client,
+    probe_topic,
+    read_retained,
+    tls_context,
+)
 from streamer.topics import Topics
 
 PROBE_TIMEOUT_S: Final = 5.0
@@ -44,7 +51,8 @@ efforts and power between start and end make the session, and its summary (recov
 time, mean power, RPE) feeds the session rules. Give the RPE (0-10, CR-10: how hard the
 whole session was) at the end, or later with `redox-streamer rpe`.
 
-It reaches `run` over MQTT (the config's [mqtt]: <base>/<athlete>/set/session). Without a
+It reaches `run` over MQTT (the config's [mqtt]: <base>/<athlete>/set/session; it logs in
+with the [mqtt.cli] account when the config names one, else [mqtt]'s). Without a
 running `run` there are no device samples to frame: it says so and exits 1 (an RPE
 still works offline: `redox-streamer rpe`).
 """
@@ -133,32 +141,28 @@ async def send_if_listening(config: MqttConfig, athlete: str, command: str, payl
     """Publish ``payload`` on the athlete's ``command`` topic if a ``run`` listens (QoS 1,
     not retained); False when none does or the broker cannot be reached.
 
-    Whether one listens: the retained ``<base>/bridge/commands``. A probe message to a
-    topic of our own, sent after subscribing, comes back after any retained message the
-    subscription delivers, so its arrival means "no retained state" when none came first.
+    Logs in with the ``[mqtt.cli]`` account (:meth:`MqttConfig.for_cli`): never ``run``'s
+    own, which a broker tying ids to accounts would take from ``run``. A ``run`` listens
+    while the retained ``<base>/bridge/commands`` and ``<base>/bridge/state`` both say
+    ``online`` (a ``run`` killed says ``offline`` on the second by its Last Will).
     """
     topics = Topics(config.base_topic, config.ha_prefix)
-    state_topic = commands_state_topic(topics)
-    probe = f"{topics.base}/bridge/probe/{secrets.token_hex(6)}"
+    online = {commands_state_topic(topics): COMMANDS_ONLINE, topics.bridge_state: BRIDGE_ONLINE}
+    cli = config.for_cli()
     try:
-        tls = await asyncio.to_thread(tls_context, config)
-        client = mqtt_client(config, tls=tls, timeout_s=PROBE_TIMEOUT_S)
+        tls = await asyncio.to_thread(tls_context, cli)
+        client = mqtt_client(cli, tls=tls, timeout_s=PROBE_TIMEOUT_S)
         async with asyncio.timeout(PROBE_TIMEOUT_S), client:
-            await client.subscribe(state_topic, qos=1)
-            await client.subscribe(probe, qos=1)
-            await client.publish(probe, b"?", qos=1)
-            listening = False
-            async for message in client.messages:
-                if message.topic.matches(state_topic):
-                    listening = message.payload == COMMANDS_ONLINE
-                elif message.topic.matches(probe):
-                    break
+            retained = await read_retained(client, list(online), probe_topic(topics.base, "cli"))
+            said = {str(m.topic): m.payload for m in retained}
+            listening = all(said.get(topic) == state for topic, state in online.items())
             if listening:
                 await client.publish(command_topic(topics, athlete, command), payload, qos=1)
             return listening
     except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else describe_failure(config, exc)
-        print(f"MQTT {config.url}: {reason}: working offline", file=sys.stderr)
+        reason = "no answer" if isinstance(exc, TimeoutError) else describe_failure(cli, exc)
+        who = cli.username or "(anonymous)"
+        print(f"MQTT {cli.url} as {who}: {reason}: working offline", file=sys.stderr)
         return False
 
 

@@ -44,7 +44,13 @@ from streamer.results import (
     PayloadError,
     published_name,
 )
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    mqtt_client,
+    probe_topic,
+    tls_context,
+)
 from streamer.store import Store, StoreError, default_store_path
 from streamer.topics import Topics
 
@@ -293,9 +299,12 @@ async def read_broker(config: MqttConfig | None, timeout_s: float) -> Broker:
     whose ACL drops the probe: what arrived by then)."""
     if config is None:
         return Broker(configured=False)
+    # The [mqtt.cli] account: never `run`'s own, which a broker tying client ids to
+    # accounts (the shipped mosquitto) would take from the running `run`.
+    config = config.for_cli()
     broker = Broker(configured=True, url=config.url)
     topics = Topics(config.base_topic, config.ha_prefix)
-    probe = f"{topics.base}/bridge/status-probe/{uuid.uuid4().hex[:12]}"
+    probe = probe_topic(topics.base, "status")
     client_id = f"redox-status-{uuid.uuid4().hex[:8]}"  # never the streamer's own id
     try:
         tls = tls_context(config)
@@ -320,7 +329,8 @@ async def read_broker(config: MqttConfig | None, timeout_s: float) -> Broker:
     except TimeoutError:
         broker.problem = (
             f"device states may be incomplete: the broker did not echo this client's probe "
-            f"within {timeout_s:g} s (does its ACL let this user publish under {topics.base}/?)"
+            f"within {timeout_s:g} s (does its ACL let {config.username or 'this user'} use "
+            f"{topics.base}/bridge/probe/#?)"
             if broker.reachable
             else f"no answer within {timeout_s:g} s"
         )

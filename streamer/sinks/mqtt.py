@@ -17,6 +17,12 @@ clean shutdown. Optionally it publishes Home Assistant discovery configs
 (:mod:`streamer.sinks.ha_discovery`) and re-sends them whenever ``homeassistant/status`` says
 ``online``.
 
+Listeners (:class:`Listener`, e.g. ``run``'s command topics, :mod:`streamer.app.commands_in`)
+subscribe on this same connection: one connection per process, so a broker that ties client
+ids to accounts (the shipped mosquitto config) holds one session per ``run``. Each listener's
+topic filters are subscribed (QoS 1) after every connect, its retained state announced, and
+its messages handed to it by the one task that reads the connection.
+
 Live samples (QoS 0) never touch the outbox: :meth:`MqttPublisher.send_live` publishes
 them on the current connection, or fails at once when there is none (the pipeline counts
 them as shed). Passwords are handed to the client library only, never logged.
@@ -36,9 +42,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
@@ -74,6 +81,30 @@ CONNECT_TIMEOUT_S: Final = 10.0
 def _consume_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+class Listener(Protocol):
+    """Subscribes on the publisher's connection (:meth:`MqttPublisher.listen`)."""
+
+    name: str
+
+    @property
+    def filters(self) -> Sequence[str]:
+        """The topic filters to subscribe to (QoS 1) on every connection."""
+        ...
+
+    def announce(self, listening: bool) -> Sequence[tuple[str, bytes]]:
+        """Retained ``(topic, payload)`` messages saying whether it listens: published after
+        subscribing (True) and at a clean shutdown (False)."""
+        ...
+
+    def on_link(self, up: bool) -> None:
+        """Told when its subscriptions start (True) and when the connection ends (False)."""
+        ...
+
+    def handle(self, topic: str, payload: bytes, *, retained: bool) -> object:
+        """One message on its filters; must not raise (a bad message never ends a session)."""
+        ...
 
 
 class MqttNotConnected(ConnectionError):
@@ -196,6 +227,7 @@ class MqttPublisher:
         self._idle = asyncio.Event()  # set while the outbox is empty and connected
         self._closing = False
         self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
+        self._listeners: list[Listener] = []
         self._tls: ssl.SSLContext | None = None
         # Unique per process: a second streamer on the broker must not take this one's
         # connection over (same id → the broker drops the older client).
@@ -284,21 +316,27 @@ class MqttPublisher:
         self._closing = True
         client = self._client
         if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+            # A clean disconnect sends no Last Will: the listeners' state, then the
+            # bridge's, say offline here.
+            goodbye = [m for listener in self._listeners for m in listener.announce(False)]
+            goodbye.append((self.topics.bridge_state, BRIDGE_OFFLINE))
+            for topic, payload in goodbye:
                 remaining = max(0.1, deadline - time.monotonic())
-                await client.publish(
-                    self.topics.bridge_state,
-                    BRIDGE_OFFLINE,
-                    qos=1,
-                    retain=True,
-                    timeout=min(remaining, 2.0),
-                )
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+                    await client.publish(
+                        topic, payload, qos=1, retain=True, timeout=min(remaining, 2.0)
+                    )
         self._wake.set()  # let the sender notice the close
         return self._status.outbox_depth
 
     def status(self) -> dict[str, Any]:
         """The counters (:class:`MqttStatus`) as a dict."""
         return asdict(self._status)
+
+    def listen(self, listener: Listener) -> None:
+        """Subscribe ``listener``'s filters on this publisher's connection (from the next
+        connection on: call it before :meth:`run`)."""
+        self._listeners.append(listener)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -362,13 +400,27 @@ class MqttPublisher:
             with cancellation_kept():
                 await client.publish(self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True)
             tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
-            if self.config.ha_discovery and self.athletes:
+            if self._ha_discovery:
                 with cancellation_kept():
                     await client.subscribe(self.topics.ha_status, qos=1)
                 await self._send_discovery(client)
-                tasks.append(asyncio.create_task(self._watch_ha(client), name="mqtt ha"))
-            else:
-                tasks.append(asyncio.create_task(self._watch_link(client), name="mqtt link"))
+            for listener in self._listeners:
+                with cancellation_kept():
+                    refused = [f for f in listener.filters if not await self._subscribe(client, f)]
+                    if refused:  # never say "listening" when nothing can arrive
+                        _LOGGER.warning(
+                            "MQTT %s: the broker refused %s a subscription to %s (its ACL?): "
+                            "%s gets nothing",
+                            self.config.url,
+                            self.config.username or "this client",
+                            ", ".join(refused),
+                            listener.name,
+                        )
+                        continue
+                    for topic, payload in listener.announce(True):
+                        await client.publish(topic, payload, qos=1, retain=True)
+                listener.on_link(True)
+            tasks.append(asyncio.create_task(self._receive(client), name="mqtt receive"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -380,7 +432,22 @@ class MqttPublisher:
         finally:
             self._client = None
             self._status.connected = False
+            for listener in self._listeners:
+                listener.on_link(False)
             await self._hang_up(client)
+
+    @staticmethod
+    async def _subscribe(client: aiomqtt.Client, topic_filter: str) -> bool:
+        """Subscribe with QoS 1; False when the broker refuses (SUBACK 0x80 or above)."""
+        granted = await client.subscribe(topic_filter, qos=1)
+        # MQTT 3.1.1: granted QoS as ints (0x80: failure); MQTT 5: reason codes.
+        return not any(
+            code.is_failure if isinstance(code, ReasonCode) else code >= 0x80 for code in granted
+        )
+
+    @property
+    def _ha_discovery(self) -> bool:
+        return self.config.ha_discovery and bool(self.athletes)
 
     async def _hang_up(self, client: aiomqtt.Client) -> None:
         """Disconnect ``client`` (at most 2 s); a failure to say goodbye is no error."""
@@ -465,21 +532,21 @@ class MqttPublisher:
         )
         self._status.ha_configs_sent += len(messages)
 
-    async def _watch_link(self, client: aiomqtt.Client) -> None:
-        """End the session when the broker drops the connection while nothing is being sent
-        (a broker restart, another client taking this id over): the status then says so and
-        the reconnection starts at once, not at the next publish."""
-        # Nothing is subscribed: the iterator only ends, with MqttError, at a disconnect.
-        async for _message in client.messages:
-            pass
-        raise aiomqtt.MqttError("the broker closed the connection")
-
-    async def _watch_ha(self, client: aiomqtt.Client) -> None:
-        """Re-send discovery configs when Home Assistant (re)starts."""
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Read the connection: Home Assistant's birth message (re-send the discovery
+        configs), the listeners' messages; end the session when the broker drops the
+        connection while nothing is being sent (a broker restart, another client taking
+        this id over), so that the status says so and the reconnection starts at once, not
+        at the next publish."""
         async for message in client.messages:
-            if message.topic.matches(self.topics.ha_status) and message.payload in (
-                b"online",
-                "online",
-            ):
-                _LOGGER.info("Home Assistant is online: re-sending discovery configs")
-                await self._send_discovery(client)
+            if self._ha_discovery and message.topic.matches(self.topics.ha_status):
+                if message.payload in (b"online", "online"):
+                    _LOGGER.info("Home Assistant is online: re-sending discovery configs")
+                    await self._send_discovery(client)
+                continue
+            payload = message.payload
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+            for listener in self._listeners:
+                if any(message.topic.matches(f) for f in listener.filters):
+                    listener.handle(str(message.topic), data, retained=message.retain)
+        raise aiomqtt.MqttError("the broker closed the connection")

@@ -10,7 +10,10 @@ client when another connects with the same id, so two processes sharing one (two
 streamers, or a notifier copying the streamer's) would throw each other off in turn. Only
 the notifier keeps a stable id, because its persistent session is found by it. The shipped
 mosquitto config (``deploy/mosquitto/mosquitto.conf``) goes further and replaces every
-client id by the user name, so a reader's account cannot take over the writer's session.
+client id by the user name, so a reader's account cannot take over the writer's session;
+there one connection per account stands, which is why ``run`` holds one connection (the
+command topics are subscribed on the publisher's) and the commands that talk to a running
+``run`` log in with ``[mqtt.cli]`` (:meth:`streamer.config.MqttConfig.for_cli`).
 
 The TLS settings (``[mqtt.tls]``; TLS is on for ``mqtts://`` URLs or when that table is
 present) mean:
@@ -42,7 +45,7 @@ import re
 import secrets
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 import aiomqtt
@@ -180,6 +183,33 @@ def cancellation_kept() -> Iterator[None]:
     yield
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
+
+
+def probe_topic(base: str, who: str) -> str:
+    """``<base>/bridge/probe/<who>-<random>``: a topic of one client's own (see
+    :func:`read_retained`); the shipped ACL lets the CLI account use ``<base>/bridge/probe/#``."""
+    return f"{base}/bridge/probe/{who}-{secrets.token_hex(6)}"
+
+
+async def read_retained(
+    client: aiomqtt.Client, filters: Sequence[str], probe: str
+) -> list[aiomqtt.Message]:
+    """The retained messages on ``filters``, all of them, without waiting for a time.
+
+    After subscribing, this client publishes to ``probe`` (a topic of its own, subscribed
+    too): the broker delivers a client's messages in order, so the probe arrives after
+    every retained message the subscriptions deliver. Bound the call with a timeout: a
+    broker whose ACL drops the probe never echoes it.
+    """
+    for topic_filter in (*filters, probe):
+        await client.subscribe(topic_filter, qos=1)
+    await client.publish(probe, b"?", qos=1)
+    out: list[aiomqtt.Message] = []
+    async for message in client.messages:
+        if message.topic.matches(probe):
+            break
+        out.append(message)
+    return out
 
 
 def is_certificate_refused(exc: BaseException) -> bool:
