@@ -42,6 +42,11 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     without a passive day. A session is high-intensity per :func:`is_high_intensity`: RPE
     ≥ 7 (CR-10), or mean power ≥ the athlete's ``high_intensity_power_w`` when configured.
     E.g. a session ending with RPE 8, and another with RPE 7 starting 24 h after it.
+``gsh_gssg_low`` (pull_back), ``gsh_gssg_high`` (info), ``droms_rise`` (warning),
+``lipid_dipstick_positive`` (pull_back) — lab markers entered by hand, evaluated by
+    :mod:`processors.labs` (which documents the timing and baseline rules). E.g. a fasted
+    GSH:GSSG of 90:1; one of 450:1 (a finding); dROMs 300, 310, 290 CARR U at rest, then 420
+    (> 1.35 × 300); a positive dipstick.
 """
 
 from __future__ import annotations
@@ -144,6 +149,41 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "(48 h; 72 h for older athletes; elite: a passive day after every third).",
             _source("Profiles", ARTICLE, "review, Free Radic Biol Med 242 (2026): ageing"),
         ),
+        # Lab markers entered by hand (processors/labs.py evaluates them).
+        RuleSpec(
+            "gsh_gssg_low",
+            Severity.PULL_BACK,
+            "Glutathione ratio leaning oxidative",
+            "A resting GSH:GSSG below 100:1 leans toward oxidative stress (not necessarily "
+            "toxic): pull back. " + PULL_BACK_ADVICE,
+            _source("gsh_gssg_low", ARTICLE + ": below 100:1, leaning oxidative"),
+        ),
+        RuleSpec(
+            "gsh_gssg_high",
+            # A finding, not an alert: the lab entry's result says it (its `finding`).
+            Severity.INFO,
+            "Glutathione ratio likely over-supplemented",
+            "Above 400:1 the ratio is likely over-supplemented, blunting the ROS signal that "
+            "drives adaptation: worth reviewing antioxidant supplements with whoever "
+            "prescribed them. No training change needed.",
+            _source("gsh_gssg_high", ARTICLE + ": above 400:1, likely over-supplemented"),
+        ),
+        RuleSpec(
+            "droms_rise",
+            Severity.WARNING,
+            "dROMs above the athlete's own baseline",
+            "Circulating oxidative stress more than 35% above your own resting baseline: the "
+            "recovery phase needs protection. Keep the next sessions easy and re-test at "
+            "rest. If it persists: " + PULL_BACK_ADVICE,
+            _source("droms_rise", ARTICLE + ": dROMs more than 35% above baseline"),
+        ),
+        RuleSpec(
+            "lipid_dipstick_positive",
+            Severity.PULL_BACK,
+            "Urine lipid-peroxidation dipstick positive",
+            "A positive strip (above its 5 µmol/L sensitivity): pull back. " + PULL_BACK_ADVICE,
+            _source("lipid_dipstick_positive", ARTICLE + ": if it goes positive, pull back"),
+        ),
     )
 }
 
@@ -179,6 +219,12 @@ class RuleThresholds:
     high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
     passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
+    gsh_gssg_low: float = ph.GSH_GSSG_LOW
+    gsh_gssg_trained_low: float = ph.GSH_GSSG_TRAINED_LOW
+    gsh_gssg_high: float = ph.GSH_GSSG_HIGH
+    droms_rise: float = ph.DROMS_RISE
+    droms_baseline_min_values: int = ph.DROMS_BASELINE_MIN_VALUES
+    droms_baseline_values: int = ph.DROMS_BASELINE_VALUES
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -196,6 +242,17 @@ class RuleThresholds:
             )
         if self.baseline_first_day_back < self.baseline_last_day_back:
             raise ValueError("baseline_first_day_back must be ≥ baseline_last_day_back")
+        if not self.gsh_gssg_low <= self.gsh_gssg_trained_low <= self.gsh_gssg_high:
+            raise ValueError(
+                "GSH:GSSG thresholds must rise: gsh_gssg_low ≤ gsh_gssg_trained_low ≤ "
+                f"gsh_gssg_high, got {self.gsh_gssg_low}, {self.gsh_gssg_trained_low}, "
+                f"{self.gsh_gssg_high}"
+            )
+        if not 1 <= self.droms_baseline_min_values <= self.droms_baseline_values:
+            raise ValueError(
+                "dROMs baseline: 1 ≤ droms_baseline_min_values ≤ droms_baseline_values, got "
+                f"{self.droms_baseline_min_values}, {self.droms_baseline_values}"
+            )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RuleThresholds:
         """A copy with fields replaced; unknown names or wrong types raise ValueError."""
