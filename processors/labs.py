@@ -324,7 +324,9 @@ def evaluate_dipstick(positive: bool) -> LabVerdict:
     sensitivity = ph.LIPID_DIPSTICK_SENSITIVITY_UMOL_L
     evidence = {"positive": 1.0 if positive else 0.0, "sensitivity_umol_l": sensitivity}
     if positive:
-        message = f"Urine lipid-peroxidation dipstick positive (reads above {sensitivity:g} µmol/L)."
+        message = (
+            f"Urine lipid-peroxidation dipstick positive (reads above {sensitivity:g} µmol/L)."
+        )
         band = "positive"
     else:
         message = (

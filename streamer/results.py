@@ -934,9 +934,7 @@ class LabPayload(Payload):
     KIND: ClassVar[Kind] = Kind.LAB
     MEASUREMENT: ClassVar[str | None] = "lab"
 
-    marker: str = field(
-        metadata=column("tag", "", "`gsh_gssg`, `droms` or `lipid_dipstick`")
-    )
+    marker: str = field(metadata=column("tag", "", "`gsh_gssg`, `droms` or `lipid_dipstick`"))
     timing: str | None = field(
         metadata=column(
             "tag",
@@ -998,9 +996,7 @@ class LabPayload(Payload):
     )
     finding: str | None = field(
         default=None,
-        metadata=column(
-            None, "", "an `info` rule the entry meets (`gsh_gssg_high`), else null"
-        ),
+        metadata=column(None, "", "an `info` rule the entry meets (`gsh_gssg_high`), else null"),
     )
     baseline_carr_u: float | None = field(
         default=None,

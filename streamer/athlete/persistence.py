@@ -18,9 +18,7 @@ from streamer.results import GripPayload, JsonValue, LabPayload, MorningPayload,
 
 _LOGGER = logging.getLogger(__name__)
 
-_P_co = TypeVar(
-    "_P_co", MorningPayload, SessionPayload, GripPayload, LabPayload, covariant=True
-)
+_P_co = TypeVar("_P_co", MorningPayload, SessionPayload, GripPayload, LabPayload, covariant=True)
 
 
 class HistoryRow(Protocol[_P_co]):
