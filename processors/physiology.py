@@ -335,16 +335,20 @@ RPE_MIN_REFERENCE_SESSIONS: Final = 3
 # with the draw's timing. What a timing means: `fasted` (on waking, before food), `pre-training`
 # (before the session, rested) — both "resting" draws, what the bands below describe — and
 # `post-45min` (45 min after the session), the article's third data point.
-#
-# GSH:GSSG (reduced to oxidized glutathione, a ratio n:1) — ARTICLE: "A ratio below 100:1
-# indicates the cell is leaning toward oxidative stress — not necessarily toxic, but leaning.
-# Above 400:1 and you are likely over-supplemented, suppressing the ROS bursts that drive
-# mitochondrial biogenesis. The sweet spot lives between 150:1 and 300:1 for most trained
-# individuals."
-GSH_GSSG_LOW: Final = 100.0  # below: "leaning oxidative" → gsh_gssg_low (pull back)
-GSH_GSSG_TRAINED_LOW: Final = 150.0  # 150–300: the trained range; an open low alert clears here
+
+# GSH:GSSG (reduced to oxidized glutathione, a ratio n:1), gsh_gssg_low — ARTICLE: "A ratio
+# below 100:1 indicates the cell is leaning toward oxidative stress — not necessarily toxic,
+# but leaning."
+GSH_GSSG_LOW: Final = 100.0
+# ARTICLE: "The sweet spot lives between 150:1 and 300:1 for most trained individuals." An
+# open gsh_gssg_low alert clears only from the range's floor on (project choice: between 100
+# and 150:1 a ratio is no longer "leaning" but not back in the normal band, and the
+# article's advice resumes "when signals return to their normal band").
+GSH_GSSG_TRAINED_LOW: Final = 150.0
 GSH_GSSG_TRAINED_HIGH: Final = 300.0
-GSH_GSSG_HIGH: Final = 400.0  # above: "likely over-supplemented" → gsh_gssg_high (info)
+# gsh_gssg_high (info) — ARTICLE: "Above 400:1 and you are likely over-supplemented,
+# suppressing the ROS bursts that drive mitochondrial biogenesis."
+GSH_GSSG_HIGH: Final = 400.0
 # ARTICLE: "a single high-intensity interval session can drop your ratio by 40% within fifteen
 # minutes. Timing the blood draw matters — fasted, pre-training, and 45 minutes post-session
 # gives you three useful data points." The bands above are for resting draws; a post-session

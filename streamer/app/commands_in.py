@@ -54,6 +54,8 @@ from typing import Final, Literal
 
 import aiomqtt
 
+from processors.labs import LabInputError
+from streamer.app.lab_commands import LAB_TOPICS, parse_lab
 from streamer.athlete.events import (
     GripEnd,
     GripPhase,
@@ -64,8 +66,6 @@ from streamer.athlete.events import (
     SessionRpe,
     SessionStart,
 )
-from processors.labs import LabInputError
-from streamer.app.lab_commands import LAB_TOPICS, parse_lab
 from streamer.config import MqttConfig
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
