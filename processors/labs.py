@@ -15,14 +15,14 @@ oxidative. Post draws are stored, published and drawn, their evaluations are und
 against the same day's last resting draw (its change in %), the comparison the article's
 three draws are for. A dROMs post draw never enters the baseline.
 
-``gsh_gssg_low`` (pull_back) — a resting ratio below ``gsh_gssg_low`` (100:1). Hysteresis:
-    from ``gsh_gssg_trained_low`` (150:1, the trained range's floor) up it is not met (an
+``gsh_gssg_low`` (pull_back) — a resting ratio below ``gsh_gssg_low_ratio`` (100:1). Hysteresis:
+    from ``gsh_gssg_trained_low_ratio`` (150:1, the trained range's floor) up it is not met (an
     open alert clears); between the two it is undecided (an open alert stays open, none is
     raised) — "not leaning" is not yet "back in the normal band".
-``gsh_gssg_high`` (info) — a resting ratio above ``gsh_gssg_high`` (400:1): "likely
+``gsh_gssg_high`` (info) — a resting ratio above ``gsh_gssg_high_ratio`` (400:1): "likely
     over-supplemented (blunting the signal)". A finding reported in the lab result
     (``finding``), never an alert.
-``droms_rise`` (warning) — a resting dROMs value more than ``droms_rise`` (35%) above the
+``droms_rise`` (warning) — a resting dROMs value more than ``droms_rise_fraction`` (35%) above the
     athlete's own baseline: the median of their last ``droms_baseline_values`` (5) earlier
     resting dROMs. With fewer than ``droms_baseline_min_values`` (3) there is no baseline
     and no verdict (undecided, and the result says how many more are needed).
@@ -162,13 +162,13 @@ class LabVerdict:
 
 def gsh_gssg_band(ratio: float, th: RuleThresholds = DEFAULT_THRESHOLDS) -> str:
     """The article's band of a resting ratio (n:1)."""
-    if ratio < th.gsh_gssg_low:
+    if ratio < th.gsh_gssg_low_ratio:
         return "leaning_oxidative"
-    if ratio < th.gsh_gssg_trained_low:
+    if ratio < th.gsh_gssg_trained_low_ratio:
         return "below_trained"
     if ratio <= ph.GSH_GSSG_TRAINED_HIGH:
         return "trained"
-    if ratio <= th.gsh_gssg_high:
+    if ratio <= th.gsh_gssg_high_ratio:
         return "above_trained"
     return "over_supplemented"
 
@@ -203,37 +203,37 @@ def evaluate_gsh_gssg(
     band = gsh_gssg_band(ratio, th)
     evidence.update(
         {
-            "low_threshold_ratio": th.gsh_gssg_low,
-            "trained_low_ratio": th.gsh_gssg_trained_low,
-            "high_threshold_ratio": th.gsh_gssg_high,
+            "low_threshold_ratio": th.gsh_gssg_low_ratio,
+            "trained_low_ratio": th.gsh_gssg_trained_low_ratio,
+            "high_threshold_ratio": th.gsh_gssg_high_ratio,
         }
     )
     low: bool | None
-    if ratio < th.gsh_gssg_low:
+    if ratio < th.gsh_gssg_low_ratio:
         low = True
         low_message = (
-            f"GSH:GSSG {ratio:g}:1 ({timing.value}) is below {th.gsh_gssg_low:g}:1: leaning "
+            f"GSH:GSSG {ratio:g}:1 ({timing.value}) is below {th.gsh_gssg_low_ratio:g}:1: leaning "
             "toward oxidative stress."
         )
-    elif ratio >= th.gsh_gssg_trained_low:
+    elif ratio >= th.gsh_gssg_trained_low_ratio:
         low = False
         low_message = (
             f"gsh_gssg_low not met: {ratio:g}:1 ({timing.value}) is at or above "
-            f"{th.gsh_gssg_trained_low:g}:1."
+            f"{th.gsh_gssg_trained_low_ratio:g}:1."
         )
     else:
         low = None
         low_message = (
             f"gsh_gssg_low undecided: {ratio:g}:1 ({timing.value}) is no longer below "
-            f"{th.gsh_gssg_low:g}:1 but not yet back in the trained range "
-            f"(from {th.gsh_gssg_trained_low:g}:1)."
+            f"{th.gsh_gssg_low_ratio:g}:1 but not yet back in the trained range "
+            f"(from {th.gsh_gssg_trained_low_ratio:g}:1)."
         )
-    high = ratio > th.gsh_gssg_high
+    high = ratio > th.gsh_gssg_high_ratio
     high_message = (
-        f"GSH:GSSG {ratio:g}:1 ({timing.value}) is above {th.gsh_gssg_high:g}:1: likely "
+        f"GSH:GSSG {ratio:g}:1 ({timing.value}) is above {th.gsh_gssg_high_ratio:g}:1: likely "
         "over-supplemented (blunting the signal)."
         if high
-        else f"gsh_gssg_high not met: {ratio:g}:1 is at or below {th.gsh_gssg_high:g}:1."
+        else f"gsh_gssg_high not met: {ratio:g}:1 is at or below {th.gsh_gssg_high_ratio:g}:1."
     )
     evaluations = [
         evaluation_for("gsh_gssg_low", low, low_message, evidence),
@@ -270,7 +270,7 @@ def evaluate_droms(
     evidence: dict[str, float] = {"droms_carr_u": value, "baseline_values": float(used)}
     if baseline is not None:
         evidence["baseline_carr_u"] = baseline
-        evidence["threshold_carr_u"] = baseline * (1.0 + th.droms_rise)
+        evidence["threshold_carr_u"] = baseline * (1.0 + th.droms_rise_fraction)
     change = None if baseline is None else 100.0 * (value / baseline - 1.0)
     if change is not None:
         evidence["change_pct"] = change
@@ -300,11 +300,11 @@ def evaluate_droms(
             baseline_values=used,
         )
     # Rounded to 1e-9 so that "exactly 35% above" stays exactly that (not more).
-    active = round(change / 100.0, 9) > th.droms_rise
+    active = round(change / 100.0, 9) > th.droms_rise_fraction
     message = (
         f"dROMs {value:g} CARR U ({timing.value}) is {change:+.0f}% against the baseline "
         f"{baseline:g} (median of the last {used} resting values; limit "
-        f"+{th.droms_rise:.0%})."
+        f"+{th.droms_rise_fraction:.0%})."
     )
     if not active:
         message = "droms_rise not met: " + message

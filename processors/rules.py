@@ -219,10 +219,10 @@ class RuleThresholds:
     high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
     passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
-    gsh_gssg_low: float = ph.GSH_GSSG_LOW
-    gsh_gssg_trained_low: float = ph.GSH_GSSG_TRAINED_LOW
-    gsh_gssg_high: float = ph.GSH_GSSG_HIGH
-    droms_rise: float = ph.DROMS_RISE
+    gsh_gssg_low_ratio: float = ph.GSH_GSSG_LOW
+    gsh_gssg_trained_low_ratio: float = ph.GSH_GSSG_TRAINED_LOW
+    gsh_gssg_high_ratio: float = ph.GSH_GSSG_HIGH
+    droms_rise_fraction: float = ph.DROMS_RISE
     droms_baseline_min_values: int = ph.DROMS_BASELINE_MIN_VALUES
     droms_baseline_values: int = ph.DROMS_BASELINE_VALUES
 
@@ -242,11 +242,15 @@ class RuleThresholds:
             )
         if self.baseline_first_day_back < self.baseline_last_day_back:
             raise ValueError("baseline_first_day_back must be ≥ baseline_last_day_back")
-        if not self.gsh_gssg_low <= self.gsh_gssg_trained_low <= self.gsh_gssg_high:
+        if (
+            not self.gsh_gssg_low_ratio
+            <= self.gsh_gssg_trained_low_ratio
+            <= self.gsh_gssg_high_ratio
+        ):
             raise ValueError(
-                "GSH:GSSG thresholds must rise: gsh_gssg_low ≤ gsh_gssg_trained_low ≤ "
-                f"gsh_gssg_high, got {self.gsh_gssg_low}, {self.gsh_gssg_trained_low}, "
-                f"{self.gsh_gssg_high}"
+                "GSH:GSSG thresholds must rise: gsh_gssg_low_ratio ≤ gsh_gssg_trained_low_ratio ≤ "
+                f"gsh_gssg_high_ratio, got {self.gsh_gssg_low_ratio}, {self.gsh_gssg_trained_low_ratio}, "
+                f"{self.gsh_gssg_high_ratio}"
             )
         if not 1 <= self.droms_baseline_min_values <= self.droms_baseline_values:
             raise ValueError(
