@@ -71,6 +71,9 @@ def _check_traffic(sub: ThreadSubscriber) -> None:
         "smo2_slow_recovery",
         "grip_spillover",
         "rpe_power_mismatch",
+        "gsh_gssg_low",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
     # The good kind of grip drop is the grip result's class, never an alert to push.
     classes = {

@@ -30,6 +30,9 @@ RULE_IDS = (
     "grip_signal",
     "grip_spillover",
     "rpe_power_mismatch",
+    "gsh_gssg_low",
+    "droms_rise",
+    "lipid_dipstick_positive",
 )
 
 
@@ -77,6 +80,9 @@ def test_over_reaching_athlete_ends_with_every_pull_back_alert_open(replayed: Pa
         "smo2_slow_recovery",
         "rpe_power_mismatch",
         "grip_spillover",
+        "gsh_gssg_low",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
 
 
