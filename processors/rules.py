@@ -248,8 +248,9 @@ class RuleThresholds:
             <= self.gsh_gssg_high_ratio
         ):
             raise ValueError(
-                "GSH:GSSG thresholds must rise: gsh_gssg_low_ratio ≤ gsh_gssg_trained_low_ratio ≤ "
-                f"gsh_gssg_high_ratio, got {self.gsh_gssg_low_ratio}, {self.gsh_gssg_trained_low_ratio}, "
+                "GSH:GSSG thresholds must rise: gsh_gssg_low_ratio ≤ "
+                "gsh_gssg_trained_low_ratio ≤ gsh_gssg_high_ratio, got "
+                f"{self.gsh_gssg_low_ratio}, {self.gsh_gssg_trained_low_ratio}, "
                 f"{self.gsh_gssg_high_ratio}"
             )
         if not 1 <= self.droms_baseline_min_values <= self.droms_baseline_values:

@@ -173,6 +173,9 @@ def test_open_alerts_are_the_alert_books_and_carry_the_catalogue_advice(
         "smo2_slow_recovery",
         "rpe_power_mismatch",
         "grip_spillover",
+        "gsh_gssg_low",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
     for alert in report.open_alerts:
         assert alert.advice == CATALOGUE[alert.rule].advice
