@@ -5,12 +5,14 @@ The history is the athlete's earlier entries, refilled from the store on start
 (:meth:`LabHistory.remember`): resting dROMs values for the baseline, and resting GSH:GSSG
 draws for the post-session comparison. Entries may be back-dated (``redox-streamer log
 --date``), so each is judged against the entries taken *before* it, not those entered
-before it.
+before it; and the alert book follows the newest sample of each marker, so a back-dated
+entry behind a newer one is judged in its result but neither raises nor clears an alert.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Final
@@ -53,6 +55,9 @@ class LabHistory:
         self.thresholds = thresholds
         # (t_ns, value) of resting draws, sorted by t_ns.
         self._resting: dict[LabMarker, list[tuple[int, float]]] = {m: [] for m in LabMarker}
+        # The newest judged sample per marker (resting draws, dipsticks): the alert book
+        # follows it, so a back-dated entry does not raise or clear what a newer one says.
+        self._newest: dict[LabMarker, int] = {}
 
     def remember(self, payload: LabPayload, t_ns: int) -> None:
         """An entry from the history (the store's ``lab`` rows)."""
@@ -64,6 +69,8 @@ class LabHistory:
         }.get(marker)
         if value is not None and timing is not None and timing.resting:
             self._keep(marker, t_ns, float(value))
+        if marker is LabMarker.LIPID_DIPSTICK or (timing is not None and timing.resting):
+            self._newest[marker] = max(t_ns, self._newest.get(marker, t_ns))
 
     def _keep(self, marker: LabMarker, t_ns: int, value: float) -> None:
         series = self._resting[marker]
@@ -101,6 +108,23 @@ class LabHistory:
                 values["positive"] = entry.value > 0
         if timing is not None and timing.resting and entry.marker is not LabMarker.LIPID_DIPSTICK:
             self._keep(entry.marker, entry.t_ns, entry.value)
+        evaluations = verdict.evaluations
+        newest = self._newest.get(entry.marker)
+        if newest is not None and entry.t_ns < newest:
+            # Back-dated behind a newer sample: judged in its result, but the alerts follow
+            # the newest sample.
+            when = dt.datetime.fromtimestamp(newest / 1e9, tz=dt.UTC).isoformat(timespec="minutes")
+            evaluations = [
+                dataclasses.replace(
+                    e,
+                    active=None,
+                    message=f"{e.message} (taken before the newest entry, {when}: the alert "
+                    "follows that one)",
+                )
+                for e in evaluations
+            ]
+        elif entry.marker is LabMarker.LIPID_DIPSTICK or (timing is not None and timing.resting):
+            self._newest[entry.marker] = entry.t_ns
         payload = LabPayload(
             marker=entry.marker.value,
             timing=None if timing is None else timing.value,
@@ -113,7 +137,7 @@ class LabHistory:
             baseline_carr_u=verdict.baseline,
             change_pct=verdict.change_pct,
         )
-        return LabOutcome(payload.result(self.athlete, entry.t_ns), verdict.evaluations)
+        return LabOutcome(payload.result(self.athlete, entry.t_ns), evaluations)
 
 
 def _float(value: float | bool | None) -> float | None:
