@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,10 +35,12 @@ from streamer.app.pipeline import Pipeline
 from streamer.athlete import AthleteState
 from streamer.athlete.events import LabEntry
 from streamer.commands.log import command_from_args, sample_time_ns
-from streamer.config import MqttConfig
+from streamer.config import AthleteConfig, MqttConfig
 from streamer.errors import CliError
 from streamer.results import AlertsPayload, Kind, LabPayload, Result
+from streamer.sinks.ha_discovery import discovery_messages
 from streamer.store import Store
+from streamer.topics import Topics
 
 DAY_NS = 86_400 * 10**9
 T0 = int(dt.datetime(2026, 11, 2, 7, 0, tzinfo=dt.UTC).timestamp()) * 10**9
@@ -353,3 +356,35 @@ def test_thresholds_are_configurable_and_checked() -> None:
         RuleThresholds(gsh_gssg_low_ratio=200.0)
     with pytest.raises(ValueError, match=r"droms_baseline_min_values"):
         RuleThresholds(droms_baseline_min_values=6)
+
+
+# --- Home Assistant ---------------------------------------------------------------------
+
+
+def test_home_assistant_lab_entities_publish_what_run_parses() -> None:
+    athlete = AthleteConfig(id="alice", name="Alice")
+    messages = {t: json.loads(p) for t, p in discovery_messages(Topics("club/redox"), [athlete])}
+    numbers = {
+        t: c for t, c in messages.items() if t.startswith("homeassistant/number/redox_alice/log_")
+    }
+    assert len(numbers) == 2 * len(LabTiming)  # GSH:GSSG and dROMs, one per timing
+    acl = (Path(__file__).resolve().parents[1] / "deploy/mosquitto/acl").read_text()
+    for config in numbers.values():
+        topic = config["command_topic"]
+        marker = LabMarker(topic.rsplit("/", 1)[1])
+        assert f"topic write redox/+/set/{marker.value}" in acl
+        # HA renders the template with the entered value: the payload run parses.
+        payload = config["command_template"].replace("{{ value }}", "180")
+        command = parse_lab(marker, payload.encode())
+        assert command.value == 180.0
+        assert command.timing is not None
+        assert command.timing.value in config["name"]
+    select = messages["homeassistant/select/redox_alice/log_lipid_dipstick/config"]
+    assert select["command_topic"] == "club/redox/alice/set/lipid_dipstick"
+    assert [parse_lab(LabMarker.LIPID_DIPSTICK, o.encode()).value for o in select["options"]] == [
+        1.0,
+        0.0,
+    ]
+    sensor = messages["homeassistant/sensor/redox_alice/lab_gsh_gssg/config"]
+    assert sensor["state_topic"] == "club/redox/alice/lab"
+    assert "value_json.marker == 'gsh_gssg'" in sensor["value_template"]

@@ -6,7 +6,10 @@ a morning reading (``hrv_downtrend``, ``rhr_creep`` over the daily trends), a se
 (``smo2_slow_recovery``, ``rpe_power_mismatch``, and ``hi_spacing`` when it was
 high-intensity), an RPE entered after the session ended (``rpe_power_mismatch``,
 ``hi_spacing`` again for that session), a grip test (``grip_signal``, ``grip_spillover``).
-``tests/test_rule_reachability.py`` fails for a catalogue rule that no event reaches.
+A lab marker entered by hand (``gsh_gssg_low``, ``gsh_gssg_high``, ``droms_rise``,
+``lipid_dipstick_positive``) is judged by :mod:`streamer.athlete.labs`, with the entries
+it looks back at. ``tests/test_rule_reachability.py`` fails for a catalogue rule that no
+event reaches.
 The histories are bounded and refilled from the athlete's history on start
 (:meth:`remember_morning` etc.).
 """
