@@ -181,12 +181,22 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
         "oxygen_recovery": {**dict.fromkeys(recovery, f), "recovery_s": f, "n_efforts": i},
         "grip_test": dict.fromkeys(grip, f),
         "alert": {"state": s, "active": i, "message": s, "advice": s},
+        "lab": {
+            "gsh_gssg_ratio": f,
+            "droms_carr_u": f,
+            "positive": b,
+            "band": s,
+            "judged": b,
+            "baseline_carr_u": f,
+            "change_pct": f,
+        },
     }
     assert {m: dict(t) for m, t in FIELD_TYPES.items()} == expected
     assert dict(TAG_FIELDS) == {
         "oxygen_recovery": ("scope",),
         "grip_test": ("class",),
         "alert": ("rule", "severity"),
+        "lab": ("marker", "timing"),
     }
     assert MEASUREMENT[Kind.SPO2] == "pulse_oximetry"
     assert MEASUREMENT[Kind.OXYGENATION] == "oxygen_recovery"
