@@ -1004,7 +1004,7 @@ class LabPayload(Payload):
             "float",
             "CARR U",
             "dROMs: the athlete's baseline, the median of their last 5 earlier resting "
-            "values (null with fewer than 3)",
+            "values (absent with fewer than 3)",
             omit_if_none=True,
         ),
     )
@@ -1014,7 +1014,7 @@ class LabPayload(Payload):
             "float",
             "%",
             "dROMs: change against that baseline; GSH:GSSG drawn `post-45min`: change "
-            "against the same day's last resting draw (null without one)",
+            "against the same day's last resting draw (absent without one)",
             omit_if_none=True,
         ),
     )
