@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from streamer.config import AthleteConfig, MqttConfig
 from streamer.errors import CliError
 from streamer.results import AlertsPayload, Kind, LabPayload, Result
 from streamer.sinks.ha_discovery import discovery_messages
-from streamer.store import Store
+from streamer.store import SCHEMA_VERSION, Store
 from streamer.topics import Topics
 
 DAY_NS = 86_400 * 10**9
@@ -388,3 +389,26 @@ def test_home_assistant_lab_entities_publish_what_run_parses() -> None:
     sensor = messages["homeassistant/sensor/redox_alice/lab_gsh_gssg/config"]
     assert sensor["state_topic"] == "club/redox/alice/lab"
     assert "value_json.marker == 'gsh_gssg'" in sensor["value_template"]
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def test_a_schema_2_store_gains_the_lab_table_and_is_read_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with Store(path):
+        pass
+    db = sqlite3.connect(path, isolation_level=None)  # as redox-streamer before issue 14 left it
+    db.execute("DROP TABLE lab_entries")
+    db.execute("PRAGMA user_version = 2")
+    db.close()
+    with Store(path, read_only=True) as reader:  # report: never migrates
+        assert reader.schema_version == 2
+        assert reader.lab_entries("ann") == []
+        assert reader.athletes() == []
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        run = process(store, [stick(0, True)])
+        assert [r.payload.positive for r in store.lab_entries("ann")] == [True]
+        assert store.athletes() == ["ann"]
+    assert run.alerts() == [("lipid_dipstick_positive", "raised")]
