@@ -394,3 +394,54 @@ POWER_PLATEAU_MIN_SESSIONS_PER_WEEK: Final = 2
 POWER_PLATEAU_MIN_MATCHED_SESSIONS: Final = 4
 POWER_PLATEAU_MIN_SPAN_DAYS: Final = 14
 POWER_PLATEAU_MIN_RISE: Final = 0.01
+# --- Lab markers entered by hand (issue 14; ARTICLE "Biomarkers for oxidative stress") ------
+# Lab assays, not wearables: the athlete enters them (`redox-streamer log`, MQTT set/<marker>)
+# with the draw's timing. What a timing means: `fasted` (on waking, before food), `pre-training`
+# (before the session, rested) — both "resting" draws, what the bands below describe — and
+# `post-45min` (45 min after the session), the article's third data point.
+
+# GSH:GSSG (reduced to oxidized glutathione, a ratio n:1), gsh_gssg_low — ARTICLE: "A ratio
+# below 100:1 indicates the cell is leaning toward oxidative stress — not necessarily toxic,
+# but leaning."
+GSH_GSSG_LOW: Final = 100.0
+# ARTICLE: "The sweet spot lives between 150:1 and 300:1 for most trained individuals." An
+# open gsh_gssg_low alert clears only from the range's floor on (project choice: between 100
+# and 150:1 a ratio is no longer "leaning" but not back in the normal band, and the
+# article's advice resumes "when signals return to their normal band").
+GSH_GSSG_TRAINED_LOW: Final = 150.0
+GSH_GSSG_TRAINED_HIGH: Final = 300.0
+# gsh_gssg_high (info) — ARTICLE: "Above 400:1 and you are likely over-supplemented,
+# suppressing the ROS bursts that drive mitochondrial biogenesis."
+GSH_GSSG_HIGH: Final = 400.0
+# ARTICLE: "a single high-intensity interval session can drop your ratio by 40% within fifteen
+# minutes. Timing the blood draw matters — fasted, pre-training, and 45 minutes post-session
+# gives you three useful data points." The bands above are for resting draws; a post-session
+# draw is not judged against them (a 40% drop would put a 160:1 athlete at 96:1, "leaning
+# oxidative" from one good session). It is stored, published and drawn, and set against the
+# same day's resting draw (its drop in %), which is what a post draw is for.
+GSH_GSSG_HIIT_DROP: Final = 0.40
+# Plausible entry range (n:1): assays report ~1–1000:1; outside it the value is a typo or
+# another unit (e.g. the GSSG share in %), and is refused with the fix.
+GSH_GSSG_MIN: Final = 1.0
+GSH_GSSG_MAX: Final = 2000.0
+
+# dROMs (derivatives of reactive oxygen metabolites, CARR U; 1 CARR U ≈ 0.08 mg/dL H2O2) —
+# ARTICLE: "only if the dROMs reading exceeds baseline by more than 35% after ten minutes of
+# rest". The baseline is the athlete's own: the median of their last DROMS_BASELINE_VALUES
+# earlier resting dROMs (fasted or pre-training, the draw taken after ten minutes of rest);
+# with fewer than DROMS_BASELINE_MIN_VALUES there is no baseline and no verdict (project
+# choice: 3 is the fewest whose median resists one odd value; 5 keeps it recent).
+DROMS_RISE: Final = 0.35
+DROMS_BASELINE_MIN_VALUES: Final = 3
+DROMS_BASELINE_VALUES: Final = 5
+# Plausible entry range (CARR U): healthy ~250–300, high oxidative stress > 500; the
+# photometric assay reads up to ~1000.
+DROMS_MIN_CARR_U: Final = 50.0
+DROMS_MAX_CARR_U: Final = 1500.0
+
+# Urine lipid-peroxidation dipstick (malondialdehyde) — ARTICLE: "cheap, fifteen-second read,
+# but only sensitive above 5 μmol/L. False negatives are common in well-adapted athletes. I use
+# it as a binary filter: if it goes positive, pull back; if negative, still cross-check with
+# blood every six weeks."
+LIPID_DIPSTICK_SENSITIVITY_UMOL_L: Final = 5.0
+LIPID_DIPSTICK_CROSS_CHECK_WEEKS: Final = 6

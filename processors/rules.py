@@ -56,6 +56,11 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
     week, and the within-RPE slope of mean session power rising by less than
     max(0.5·SD about the line, 1% of mean power). E.g. a session every other day at RPE 5
     and 200 ± 2 W for three weeks.
+``gsh_gssg_low`` (pull_back), ``gsh_gssg_high`` (info), ``droms_rise`` (warning),
+``lipid_dipstick_positive`` (pull_back) — lab markers entered by hand, evaluated by
+    :mod:`processors.labs` (which documents the timing and baseline rules). E.g. a fasted
+    GSH:GSSG of 90:1; one of 450:1 (a finding); dROMs 300, 310, 290 CARR U at rest, then 420
+    (> 1.35 × 300); a positive dipstick.
 """
 
 from __future__ import annotations
@@ -183,6 +188,41 @@ CATALOGUE: Mapping[str, RuleSpec] = {
             "sessions back to back without glycogen restored?).",
             _source("power_plateau", ARTICLE, "Foster et al. 2001 (session RPE)"),
         ),
+        # Lab markers entered by hand (processors/labs.py evaluates them).
+        RuleSpec(
+            "gsh_gssg_low",
+            Severity.PULL_BACK,
+            "Glutathione ratio leaning oxidative",
+            "A resting GSH:GSSG below 100:1 leans toward oxidative stress (not necessarily "
+            "toxic): pull back. " + PULL_BACK_ADVICE,
+            _source("gsh_gssg_low", ARTICLE + ": below 100:1, leaning oxidative"),
+        ),
+        RuleSpec(
+            "gsh_gssg_high",
+            # A finding, not an alert: the lab entry's result says it (its `finding`).
+            Severity.INFO,
+            "Glutathione ratio likely over-supplemented",
+            "Above 400:1 the ratio is likely over-supplemented, blunting the ROS signal that "
+            "drives adaptation: worth reviewing antioxidant supplements with whoever "
+            "prescribed them. No training change needed.",
+            _source("gsh_gssg_high", ARTICLE + ": above 400:1, likely over-supplemented"),
+        ),
+        RuleSpec(
+            "droms_rise",
+            Severity.WARNING,
+            "dROMs above the athlete's own baseline",
+            "Circulating oxidative stress more than 35% above your own resting baseline: the "
+            "recovery phase needs protection. Keep the next sessions easy and re-test at "
+            "rest. If it persists: " + PULL_BACK_ADVICE,
+            _source("droms_rise", ARTICLE + ": dROMs more than 35% above baseline"),
+        ),
+        RuleSpec(
+            "lipid_dipstick_positive",
+            Severity.PULL_BACK,
+            "Urine lipid-peroxidation dipstick positive",
+            "A positive strip (above its 5 µmol/L sensitivity): pull back. " + PULL_BACK_ADVICE,
+            _source("lipid_dipstick_positive", ARTICLE + ": if it goes positive, pull back"),
+        ),
     )
 }
 
@@ -228,6 +268,12 @@ class RuleThresholds:
     power_plateau_min_matched_sessions: int = ph.POWER_PLATEAU_MIN_MATCHED_SESSIONS
     power_plateau_min_span_days: int = ph.POWER_PLATEAU_MIN_SPAN_DAYS
     power_plateau_min_rise: float = ph.POWER_PLATEAU_MIN_RISE
+    gsh_gssg_low_ratio: float = ph.GSH_GSSG_LOW
+    gsh_gssg_trained_low_ratio: float = ph.GSH_GSSG_TRAINED_LOW
+    gsh_gssg_high_ratio: float = ph.GSH_GSSG_HIGH
+    droms_rise_fraction: float = ph.DROMS_RISE
+    droms_baseline_min_values: int = ph.DROMS_BASELINE_MIN_VALUES
+    droms_baseline_values: int = ph.DROMS_BASELINE_VALUES
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -248,6 +294,22 @@ class RuleThresholds:
         for name in ("hr_grip_run_days", "power_plateau_window_days"):
             if getattr(self, name) < 1:
                 raise ValueError(f"threshold {name} must be ≥ 1 day, got {getattr(self, name)}")
+        if (
+            not self.gsh_gssg_low_ratio
+            <= self.gsh_gssg_trained_low_ratio
+            <= self.gsh_gssg_high_ratio
+        ):
+            raise ValueError(
+                "GSH:GSSG thresholds must rise: gsh_gssg_low_ratio ≤ "
+                "gsh_gssg_trained_low_ratio ≤ gsh_gssg_high_ratio, got "
+                f"{self.gsh_gssg_low_ratio}, {self.gsh_gssg_trained_low_ratio}, "
+                f"{self.gsh_gssg_high_ratio}"
+            )
+        if not 1 <= self.droms_baseline_min_values <= self.droms_baseline_values:
+            raise ValueError(
+                "dROMs baseline: 1 ≤ droms_baseline_min_values ≤ droms_baseline_values, got "
+                f"{self.droms_baseline_min_values}, {self.droms_baseline_values}"
+            )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RuleThresholds:
         """A copy with fields replaced; unknown names or wrong types raise ValueError."""

@@ -70,6 +70,11 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.rpe",
     ),
     Command(
+        "log",
+        "enter a lab marker by hand: GSH:GSSG, dROMs, lipid-peroxidation dipstick",
+        "streamer.commands.log",
+    ),
+    Command(
         "replay",
         "replay a recording of raw notifications through the pipeline",
         "streamer.commands.replay",

@@ -71,6 +71,8 @@ class Kind(enum.StrEnum):
     GRIP = "grip"
     ALERTS = "alerts"
     STATUS = "status"
+    # Lab markers entered by hand (GSH:GSSG, dROMs, lipid dipstick).
+    LAB = "lab"
     # Device state: one retained topic per device, published by `run` (MQTT only).
     DEVICE = "device"
 
@@ -943,6 +945,101 @@ class GripPayload(Payload):
 
 
 @dataclass(frozen=True, slots=True)
+class LabPayload(Payload):
+    """A lab marker entered by hand (``redox-streamer log``, ``<base>/<athlete>/set/<marker>``)
+    and its reading against the rules (:mod:`processors.labs`); the result's time is when
+    the sample was taken. Each marker fills its own value field, the others are left out."""
+
+    KIND: ClassVar[Kind] = Kind.LAB
+    MEASUREMENT: ClassVar[str | None] = "lab"
+
+    marker: str = field(metadata=column("tag", "", "`gsh_gssg`, `droms` or `lipid_dipstick`"))
+    timing: str | None = field(
+        metadata=column(
+            "tag",
+            "",
+            "when the sample was taken: `fasted`, `pre-training` (both resting: the bands "
+            "apply) or `post-45min` (45 min after the session: not judged); null for a "
+            "dipstick entered without one",
+            influx_doc="`fasted`, `pre-training`, `post-45min` (absent for a dipstick without one)",
+        )
+    )
+    gsh_gssg_ratio: float | None = field(
+        default=None,
+        metadata=column(
+            "float",
+            ":1",
+            "reduced to oxidized glutathione, n of n:1 (`gsh_gssg` only)",
+            omit_if_none=True,
+        ),
+    )
+    droms_carr_u: float | None = field(
+        default=None,
+        metadata=column(
+            "float",
+            "CARR U",
+            "reactive oxygen metabolites (1 CARR U = 0.08 mg/dL H2O2; `droms` only)",
+            omit_if_none=True,
+        ),
+    )
+    positive: bool | None = field(
+        default=None,
+        metadata=column(
+            "bool",
+            "",
+            "the urine lipid-peroxidation strip read positive (`lipid_dipstick` only)",
+            omit_if_none=True,
+        ),
+    )
+    band: str = field(
+        default="",
+        metadata=column(
+            "str",
+            "",
+            "GSH:GSSG: `leaning_oxidative` (< 100:1), `below_trained` (100–150), `trained` "
+            "(150–300), `above_trained` (300–400), `over_supplemented` (> 400); dROMs: "
+            "`above_baseline` (> 35% over it), `within_baseline`, `no_baseline` (fewer than "
+            "3 earlier resting values); dipstick: `positive`, `negative`; any marker drawn "
+            "`post-45min`: `post_session`",
+            influx_doc="the value's band (see docs/topics.md `<base>/<athlete>/lab`)",
+        ),
+    )
+    judged: bool = field(
+        default=False,
+        metadata=column(
+            "bool",
+            "",
+            "the value was set against the rule's thresholds (false: post-session draw, or "
+            "dROMs without a baseline yet)",
+        ),
+    )
+    finding: str | None = field(
+        default=None,
+        metadata=column(None, "", "an `info` rule the entry meets (`gsh_gssg_high`), else null"),
+    )
+    baseline_carr_u: float | None = field(
+        default=None,
+        metadata=column(
+            "float",
+            "CARR U",
+            "dROMs: the athlete's baseline, the median of their last 5 earlier resting "
+            "values (absent with fewer than 3)",
+            omit_if_none=True,
+        ),
+    )
+    change_pct: float | None = field(
+        default=None,
+        metadata=column(
+            "float",
+            "%",
+            "dROMs: change against that baseline; GSH:GSSG drawn `post-45min`: change "
+            "against the same day's last resting draw (absent without one)",
+            omit_if_none=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AlertPayload:
     """One alert as SCHEMA.md describes it; the ``alert`` point takes its columns."""
 
@@ -1199,6 +1296,7 @@ PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
     AlertsPayload,
     StatusPayload,
     DeviceStatePayload,
+    LabPayload,
 )
 """Every payload type; each result kind has at least one (``oxygenation`` has two, told
 apart by their constant ``scope``). The one table :func:`parse`, the InfluxDB schema and the

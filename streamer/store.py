@@ -4,7 +4,7 @@ It is the embedded default — with no MQTT broker and no InfluxDB configured, t
 still keeps its history here — and the durability layer under both network sinks:
 
 * history the report and dashboards read: morning readings (one per athlete and day),
-  sessions (oxygenation summaries), grip tests, alert events;
+  sessions (oxygenation summaries), grip tests, alert events, lab entries;
 * state that must survive a restart: the alert book per athlete (a JSON blob the
   processors own), baselines, per-topic sequence numbers;
 * one outbox per sink, which this module does not know: :mod:`streamer.sinks.outbox` keeps
@@ -59,6 +59,7 @@ from streamer.results import (
     AlertsPayload,
     GripPayload,
     JsonValue,
+    LabPayload,
     MorningPayload,
     PayloadError,
     Result,
@@ -67,7 +68,7 @@ from streamer.results import (
 )
 from streamer.store_lock import create_private
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APP_NAME: Final = "redox-streamer"
 DEFAULT_FILENAME: Final = "redox.sqlite3"
 
@@ -141,11 +142,20 @@ DROP TABLE influx_outbox;
 DROP TABLE influx_dead_letter;
 """
 
+# Version 3: lab markers entered by hand (``redox-streamer log``; issue 14), one row per
+# entry at the sample's time.
+_SCHEMA_V3: Final = """
+CREATE TABLE lab_entries (
+    id INTEGER PRIMARY KEY, athlete TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+    marker TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX lab_entries_by_time ON lab_entries (athlete, ts_ns);
+"""
+
 #: The oldest schema whose history tables this code reads (read-only mode does not migrate).
 _HISTORY_SINCE: Final = 1
 
 #: Scripts that take the schema from version i to i+1 (index i); append, never edit.
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1, _SCHEMA_V2)
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 
 def default_store_path() -> Path:
@@ -305,10 +315,10 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
 
 
 #: A history table's payload type.
-H = TypeVar("H", MorningPayload, SessionPayload, GripPayload)
+H = TypeVar("H", MorningPayload, SessionPayload, GripPayload, LabPayload)
 
 #: The result payloads kept in the history (each in its table; see :meth:`Store.record`).
-HISTORY_TYPES: Final = (MorningPayload, SessionPayload, GripPayload, AlertsPayload)
+HISTORY_TYPES: Final = (MorningPayload, SessionPayload, GripPayload, AlertsPayload, LabPayload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +365,7 @@ class AlertRow:
         return _parsed(AlertPayload, data, self.athlete, self.ts_ns)
 
 
-_T = TypeVar("_T", MorningPayload, SessionPayload, GripPayload, AlertPayload)
+_T = TypeVar("_T", MorningPayload, SessionPayload, GripPayload, AlertPayload, LabPayload)
 
 
 def _parsed(cls: type[_T], data: Mapping[str, JsonValue], athlete: str, ts_ns: int) -> _T:
@@ -752,6 +762,38 @@ class Store:
         """Grip tests of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first."""
         return self._rows("grip_tests", GripPayload, athlete, since_ns, until_ns)
 
+    def add_lab_entry(self, athlete: str, ts_ns: int, data: Mapping[str, JsonValue]) -> None:
+        """Store a lab marker entered by hand (``ts_ns``: when the sample was taken). One of
+        the same athlete, time and marker replaces it (an entry sent twice is kept once)."""
+        marker = str(data.get("marker"))
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM lab_entries WHERE athlete = ? AND ts_ns = ? AND marker = ?",
+                (athlete, ts_ns, marker),
+            )
+            db.execute(
+                "INSERT INTO lab_entries (athlete, ts_ns, marker, data) VALUES (?, ?, ?, ?)",
+                (athlete, ts_ns, marker, _dumps(data)),
+            )
+
+    def lab_entries(
+        self, athlete: str, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[Row[LabPayload]]:
+        """Lab entries of ``athlete`` with ``since_ns <= ts_ns < until_ns``, oldest first
+        (none in a store older than schema 3, read without migrating)."""
+        if not self.has_table("lab_entries"):
+            return []
+        rows = self._query(
+            "SELECT athlete, ts_ns, data FROM lab_entries WHERE athlete = ? "
+            "AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, id",
+            (
+                athlete,
+                since_ns if since_ns is not None else -(2**63),
+                until_ns if until_ns is not None else 2**63 - 1,
+            ),
+        )
+        return [Row(str(a), _int(t), _loads(str(d)), payload_type=LabPayload) for a, t, d in rows]
+
     def _rows(
         self,
         table: str,
@@ -807,11 +849,13 @@ class Store:
         return [AlertRow(str(a), _int(t), str(r), str(s), _loads(str(d))) for a, t, r, s, d in rows]
 
     def athletes(self) -> list[str]:
-        """Athlete ids with any history (morning, session, grip test, alert), sorted."""
+        """Athlete ids with any history (morning, session, grip test, alert, lab entry), sorted."""
+        labs = " UNION SELECT athlete FROM lab_entries" if self.has_table("lab_entries") else ""
         rows = self._query(
             "SELECT athlete FROM morning UNION SELECT athlete FROM sessions "
-            "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts "
-            "ORDER BY athlete"
+            "UNION SELECT athlete FROM grip_tests UNION SELECT athlete FROM alerts"
+            + labs
+            + " ORDER BY athlete"
         )
         return [str(a) for (a,) in rows]
 
@@ -820,7 +864,8 @@ class Store:
 
         ``morning`` → one row per athlete and date (the payload's ``date``, else the UTC
         date of ``ts_ns``); ``oxygenation`` with ``scope == "session"`` → sessions;
-        ``grip`` → grip tests; ``alerts`` → its ``event`` in the alert history. Live
+        ``grip`` → grip tests; ``alerts`` → its ``event`` in the alert history; ``lab`` →
+        lab entries. Live
         samples, HRV windows, per-effort oxygenation and status are not history. A row
         holds the result's JSON fields as published.
         """
@@ -840,6 +885,8 @@ class Store:
                 self.add_alert(
                     result.athlete, result.ts_ns, event.rule, event.state, event.fields()
                 )
+            case LabPayload():
+                self.add_lab_entry(result.athlete, result.ts_ns, fields)
             case _:
                 return False
         return True

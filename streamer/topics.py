@@ -11,6 +11,7 @@ topic                                       QoS  retained  payload
 ``<base>/<athlete>/grip``                   1    no        grip test and its class
 ``<base>/<athlete>/alerts``                 1    yes       open alerts + the event that changed them
 ``<base>/<athlete>/status``                 1    yes       readiness summary
+``<base>/<athlete>/lab``                    1    no        a lab marker entered by hand
 ``<base>/<athlete>/<device>/state``         1    yes       device connection, battery, last seen
 ``<prefix>/<component>/<node>/<obj>/config``  1  yes       Home Assistant discovery
 ==========================================  ===  ========  =====================================
@@ -48,6 +49,7 @@ _SUFFIX: Final = {
     Kind.GRIP: "grip",
     Kind.ALERTS: "alerts",
     Kind.STATUS: "status",
+    Kind.LAB: "lab",
 }
 
 
@@ -102,7 +104,7 @@ class Topics:
         return f"{self.base}/{segment(athlete)}/{segment(device)}/live"
 
     def athlete(self, athlete: str, kind: Kind) -> str:
-        """``<base>/<athlete>/<hrv|morning|oxygenation|grip|alerts|status>``."""
+        """``<base>/<athlete>/<hrv|morning|oxygenation|grip|alerts|status|lab>``."""
         if kind.is_live:
             raise ValueError(f"{kind.value} is a live kind: use Topics.live(athlete, device)")
         if kind is Kind.DEVICE:

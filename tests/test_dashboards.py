@@ -47,7 +47,7 @@ DB = "redox"
 ATHLETES = 2  # athlete1 over-reaches in its last week (alerts), athlete2 stays steady
 HISTORY_DAYS = 26  # ≥ 3 weeks, and ≥ 22 so baselines, trends and their alerts exist
 INTERVAL = "1h"  # what Grafana picks for 30 days on a ~1000 px wide panel, rounded
-TAGS = frozenset({"athlete", "device", "rule", "severity", "scope", "class"})
+TAGS = frozenset({"athlete", "device", "rule", "severity", "scope", "class", "marker", "timing"})
 
 DASHBOARD_FILES = shipped_dashboards()
 QUERIES = [q for path in DASHBOARD_FILES for q in dashboard_queries(path)]

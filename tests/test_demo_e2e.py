@@ -72,6 +72,9 @@ def _check_traffic(sub: ThreadSubscriber) -> None:
         "grip_spillover",
         "rpe_power_mismatch",
         "hr_grip_flat",
+        "gsh_gssg_low",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
     # The good kind of grip drop is the grip result's class, never an alert to push.
     classes = {

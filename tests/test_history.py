@@ -32,6 +32,9 @@ RULE_IDS = (
     "rpe_power_mismatch",
     "hr_grip_flat",
     "power_plateau",
+    "gsh_gssg_low",
+    "droms_rise",
+    "lipid_dipstick_positive",
 )
 
 
@@ -80,6 +83,9 @@ def test_over_reaching_athlete_ends_with_every_pull_back_alert_open(replayed: Pa
         "rpe_power_mismatch",
         "grip_spillover",
         "hr_grip_flat",
+        "gsh_gssg_low",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
 
 

@@ -198,12 +198,22 @@ def test_the_schema_derived_from_the_payload_types_is_the_documented_one() -> No
             "clear_message": s,
             "resume_since_ts_ns": i,
         },
+        "lab": {
+            "gsh_gssg_ratio": f,
+            "droms_carr_u": f,
+            "positive": b,
+            "band": s,
+            "judged": b,
+            "baseline_carr_u": f,
+            "change_pct": f,
+        },
     }
     assert {m: dict(t) for m, t in FIELD_TYPES.items()} == expected
     assert dict(TAG_FIELDS) == {
         "oxygen_recovery": ("scope",),
         "grip_test": ("class",),
         "alert": ("rule", "severity"),
+        "lab": ("marker", "timing"),
     }
     assert MEASUREMENT[Kind.SPO2] == "pulse_oximetry"
     assert MEASUREMENT[Kind.OXYGENATION] == "oxygen_recovery"

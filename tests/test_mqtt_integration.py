@@ -22,7 +22,7 @@ from streamer.config import AthleteConfig, DeviceConfig, MqttConfig, Secret
 from streamer.payloads import decode_payload
 from streamer.results import Kind, Result, alert_result, live_result
 from streamer.sinks.backoff import Backoff
-from streamer.sinks.ha_discovery import ACTION_RULES, command_configs
+from streamer.sinks.ha_discovery import ACTION_RULES, command_configs, lab_configs
 from streamer.sinks.mqtt import MqttNotConnected, MqttOutbox, MqttPublisher
 from streamer.store import Store
 from tests.mqtt_helpers import Subscriber, eventually, first_arrivals
@@ -255,12 +255,13 @@ async def test_home_assistant_configs_are_resent_when_ha_comes_online(
         _config(mosquitto, ha_discovery=True), store, athletes=[athlete], backoff=FAST
     )
     # Six sensors, a problem sensor per action rule, connectivity and battery per device,
-    # the command buttons and number.
+    # the command buttons and number, the lab-marker sensors, numbers and select.
     per_round = (
         6
         + len(ACTION_RULES)
         + 2 * len(athlete.devices)
         + len(command_configs(publisher.topics, athlete))
+        + len(lab_configs(publisher.topics, athlete))
     )
     async with running(publisher):
         await sub.wait_for(lambda: len(sub.received) >= per_round, what="discovery configs")

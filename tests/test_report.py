@@ -175,6 +175,9 @@ def test_open_alerts_are_the_alert_books_and_carry_the_catalogue_advice(
         "grip_spillover",
         # Morning HR above its day-to-day noise on the last days, grip flat on session days.
         "hr_grip_flat",
+        "gsh_gssg_low",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
     for alert in report.open_alerts:
         assert alert.advice == CATALOGUE[alert.rule].advice
@@ -216,7 +219,8 @@ def test_png_draws_the_band_and_the_readings_below_it(png: bytes, tmp_path: Path
     sky = np.array([int(SKY[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     band = 0.35 * sky + 0.65
     band_hex = "#" + "".join(f"{round(c * 255):02x}" for c in band)
-    assert _near(image, band_hex) > 2000
+    # ~1,950 band pixels with ten panels (the resume line crosses the band): far from none.
+    assert _near(image, band_hex) > 1500
     assert _near(image, RED) > 2000
 
 

@@ -47,6 +47,10 @@ def test_catalogue_holds_every_rule_with_severity_advice_and_source() -> None:
         "grip_spillover",
         "rpe_power_mismatch",
         "hi_spacing",
+        "gsh_gssg_low",
+        "gsh_gssg_high",
+        "droms_rise",
+        "lipid_dipstick_positive",
     }
     assert CATALOGUE["grip_signal"].severity is Severity.INFO
     assert CATALOGUE["hrv_downtrend"].severity is Severity.WARNING

@@ -36,7 +36,14 @@ from processors.rules import RuleThresholds
 from streamer.app.pipeline import Pipeline, Sink
 from streamer.athlete import AthleteState
 from streamer.config import Config, MqttConfig
-from streamer.results import GripPayload, JsonValue, MorningPayload, Result, SessionPayload
+from streamer.results import (
+    GripPayload,
+    JsonValue,
+    LabPayload,
+    MorningPayload,
+    Result,
+    SessionPayload,
+)
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.store import Row, Store, StoreFullError
 
@@ -73,6 +80,10 @@ class AthleteStateWrites:
     def grip_tests(self, athlete: str) -> list[Row[GripPayload]]:
         """The store's grip tests of ``athlete``."""
         return self.store.grip_tests(athlete)
+
+    def lab_entries(self, athlete: str) -> list[Row[LabPayload]]:
+        """The store's lab entries of ``athlete``."""
+        return self.store.lab_entries(athlete)
 
     def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
         """The newest alert book of ``athlete``: waiting to be saved, else the store's."""

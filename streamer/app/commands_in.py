@@ -19,6 +19,9 @@ topic                                 payload
 ``<base>/<athlete>/set/grip``         ``pre`` | ``post MINUTES`` | ``end`` (or JSON
                                       ``{"phase": "post", "minute": 15}``): the grip
                                       test's phases on the dynamometer ``run`` holds
+``<base>/<athlete>/set/gsh_gssg``,   a lab marker entered by hand: ``VALUE TIMING`` or JSON
+``…/set/droms``,                      ``{"value": …, "timing": "fasted", "time": ISO}``
+``…/set/lipid_dipstick``              (:mod:`streamer.app.lab_commands`)
 ``<base>/bridge/commands``            ``online`` / ``offline`` (retained): whether a ``run``
                                       listens for commands; it listens while this says
                                       ``online`` AND ``<base>/bridge/state`` does (the
@@ -29,7 +32,8 @@ topic                                 payload
 open session's); ``end`` → :class:`SessionEnd` (with its RPE); ``rpe`` →
 :class:`SessionRpe`, for the open session or else the last finished one; ``morning``
 ``start`` / ``end`` → :class:`MorningStart` / :class:`MorningEnd`; ``grip`` ``pre`` /
-``post M`` / ``end`` → :class:`GripPhase` (None / M) / :class:`GripEnd`. A bad payload, an
+``post M`` / ``end`` → :class:`GripPhase` (None / M) / :class:`GripEnd`; a lab marker →
+:class:`LabEntry` at the sample's time. A bad payload, an
 unknown athlete or a retained command (it would replay at every restart) is logged once per
 topic and problem and dropped: a command never stops ``run``. ``redox-streamer session`` and
 ``redox-streamer rpe`` publish these (:mod:`streamer.commands.session`); Home Assistant's
@@ -48,6 +52,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from processors.labs import LabInputError
+from streamer.app.lab_commands import LAB_TOPICS, parse_lab
 from streamer.athlete.events import (
     GripEnd,
     GripPhase,
@@ -318,9 +324,14 @@ class CommandListener:
             return athlete, [parse_morning(data, now)]
         if levels[2] == GRIP:
             return athlete, [parse_grip(data, now)]
-        raise CommandError(
-            f"{topic}: unknown command {levels[2]!r} (known: {SESSION}, {RPE}, {MORNING}, {GRIP})"
-        )
+        marker = LAB_TOPICS.get(levels[2])
+        if marker is not None:  # a lab marker entered by hand (streamer.app.lab_commands)
+            try:
+                return athlete, [parse_lab(marker, data).entry(now)]
+            except LabInputError as exc:
+                raise CommandError(str(exc)) from None
+        known = ", ".join((SESSION, RPE, MORNING, GRIP, *LAB_TOPICS))
+        raise CommandError(f"{topic}: unknown command {levels[2]!r} (known: {known})")
 
     def _reject(self, topic: str, reason: str, *, logged: bool = False) -> None:
         self.rejected += 1

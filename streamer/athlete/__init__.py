@@ -3,7 +3,8 @@
 * :mod:`.state` — :class:`AthleteState`, the router (the pipeline's ``AthleteProcessor``);
 * signals: :mod:`.heart` (beat timeline, live HRV), :mod:`.muscle` (SmO2 efforts, power as
   end of work), :mod:`.force` (the dynamometer clock);
-* protocols: :mod:`.events` (the markers), :mod:`.morning`, :mod:`.session`, :mod:`.grip`;
+* protocols: :mod:`.events` (the markers), :mod:`.morning`, :mod:`.session`, :mod:`.grip`,
+  :mod:`.labs` (lab markers entered by hand);
 * :mod:`.rules` (the rule engine over the catalogue), :mod:`.readiness` (alert book,
   status), :mod:`.persistence` (the history protocol handed in), :mod:`.snapshot`
   (what the live view reads).

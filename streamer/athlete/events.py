@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final, TypeGuard, get_args
 
 from devices.records import DeviceRecord, GapEvent
+from processors.labs import LabMarker, LabTiming
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,18 @@ class DayValues:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class LabEntry:
+    """A lab marker entered by hand (:mod:`processors.labs`): ``t_ns`` when the sample was
+    taken, ``value`` the marker's number (GSH:GSSG n of n:1, dROMs in CARR U, the dipstick
+    1.0 positive / 0.0 negative), ``timing`` the draw's (None: not given, dipstick only)."""
+
+    t_ns: int
+    marker: LabMarker
+    value: float
+    timing: LabTiming | None = None
+
+
 ProtocolEvent = (
     MorningStart
     | MorningEnd
@@ -102,6 +115,7 @@ ProtocolEvent = (
     | GripPhaseEnd
     | GripEnd
     | DayValues
+    | LabEntry
 )
 PROTOCOL_EVENTS: Final = (
     MorningStart,
@@ -113,6 +127,7 @@ PROTOCOL_EVENTS: Final = (
     GripPhaseEnd,
     GripEnd,
     DayValues,
+    LabEntry,
 )
 
 AthleteRecord = DeviceRecord | GapEvent | ProtocolEvent

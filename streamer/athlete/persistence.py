@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from processors.alerts import AlertBook
-from streamer.results import GripPayload, JsonValue, MorningPayload, SessionPayload
+from streamer.results import GripPayload, JsonValue, LabPayload, MorningPayload, SessionPayload
 
 _LOGGER = logging.getLogger(__name__)
 
-_P_co = TypeVar("_P_co", MorningPayload, SessionPayload, GripPayload, covariant=True)
+_P_co = TypeVar("_P_co", MorningPayload, SessionPayload, GripPayload, LabPayload, covariant=True)
 
 
 class HistoryRow(Protocol[_P_co]):
@@ -58,6 +58,10 @@ class AthleteHistory(Protocol):
 
     def grip_tests(self, athlete: str) -> Sequence[HistoryRow[GripPayload]]:
         """Grip tests, oldest first."""
+        ...
+
+    def lab_entries(self, athlete: str) -> Sequence[HistoryRow[LabPayload]]:
+        """Lab markers entered by hand, oldest (sample time) first."""
         ...
 
     def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:

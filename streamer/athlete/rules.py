@@ -7,8 +7,11 @@ a morning reading (``hrv_downtrend``, ``rhr_creep`` over the daily trends), a se
 high-intensity, ``power_plateau``), an RPE entered after the session ended
 (``rpe_power_mismatch``, ``hi_spacing`` again for that session, ``power_plateau``), a grip
 test (``grip_signal``, ``grip_spillover``); a morning reading and a grip test also
-``hr_grip_flat``, whose histories :mod:`streamer.athlete.hormetic` keeps.
-``tests/test_rule_reachability.py`` fails for a catalogue rule that no event reaches.
+``hr_grip_flat``, whose histories :mod:`streamer.athlete.hormetic` keeps. A lab marker
+entered by hand (``gsh_gssg_low``, ``gsh_gssg_high``, ``droms_rise``,
+``lipid_dipstick_positive``) is judged by :mod:`streamer.athlete.labs`, with the entries
+it looks back at. ``tests/test_rule_reachability.py`` fails for a catalogue rule that no
+event reaches.
 The histories are bounded and refilled from the athlete's history on start
 (:meth:`remember_morning` etc.).
 """

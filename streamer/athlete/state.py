@@ -55,6 +55,7 @@ from streamer.athlete.events import (
     GripEnd,
     GripPhase,
     GripPhaseEnd,
+    LabEntry,
     MorningEnd,
     MorningStart,
     ProtocolEvent,
@@ -68,6 +69,7 @@ from streamer.athlete.grip import GRIP_PROGRESS, GripProtocol, GripTraces, grip_
 from streamer.athlete.heart import DEFAULT_HRV_EVERY_S, HeartRate
 from streamer.athlete.hormetic import GRIPS_KEPT
 from streamer.athlete.hormetic import SESSIONS_KEPT as HORMETIC_SESSIONS_KEPT
+from streamer.athlete.labs import LabHistory
 from streamer.athlete.morning import MorningProtocol, morning_result
 from streamer.athlete.muscle import MuscleOxygen, effort_result
 from streamer.athlete.persistence import AthleteHistory, saved_alert_book
@@ -122,6 +124,7 @@ class AthleteState:
         self.session = SessionProtocol()
         self.grip = GripProtocol(athlete)
         self.rules = RuleEngine(self.thresholds)
+        self.labs = LabHistory(athlete, self.thresholds)
         # The last finished session's summary, its time and device: an RPE entered after
         # it ended amends it (re-published with the same time, replacing the stored row).
         self._last_session: tuple[int, str | None, SessionPayload] | None = None
@@ -170,6 +173,8 @@ class AthleteState:
             self._last_session = (session.ts_ns, session.device, session.payload)
         for grip in store.grip_tests(self.athlete)[-GRIPS_KEPT:]:
             self.rules.remember_grip(grip.payload, grip.ts_ns)
+        for lab in store.lab_entries(self.athlete):
+            self.labs.remember(lab.payload, lab.ts_ns)
         self.snapshot.open_alerts = tuple(a.rule_id for a in self.book.open_alerts())
 
     def _save_book(self, state: dict[str, JsonValue]) -> None:
@@ -215,6 +220,7 @@ class AthleteState:
                 | GripPhaseEnd()
                 | GripEnd()
                 | DayValues()
+                | LabEntry()
             ):
                 return self._protocol(record)
             case _:
@@ -326,6 +332,10 @@ class AthleteState:
                 return self._end_grip(event)
             case DayValues():
                 return self._day_values(event)
+            case LabEntry():
+                # A lab marker entered by hand: judged against the earlier entries.
+                outcome = self.labs.entry(event)
+                return [outcome.result, *self.readiness.apply(outcome.evaluations, event.t_ns)]
 
     def _day_values(self, values: DayValues) -> list[Result]:
         # Another app's measurement of the same morning quantities: it enters the history,

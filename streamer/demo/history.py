@@ -16,12 +16,15 @@ Scenarios (athletes take them in turn):
     day by day, resting HR climbs ~6–9 bpm, SmO2 recovers slowly (τ 70 s) in the last
     three sessions, the last session feels harder for less power, and grip is still down
     30 min after it. Earlier, one session's grip drop recovers within 15 min (the good
-    kind). Over the default 28 days this raises ``hrv_downtrend``, ``rhr_creep``,
-    ``smo2_slow_recovery``, ``rpe_power_mismatch``, ``grip_spillover`` and ``grip_signal``,
-    and ``hr_grip_flat`` (morning HR above its noise three days running, grip flat).
-``steady`` — adapting well: stable mornings and quick recoveries; one ``grip_signal``; the
-    same power at the same effort for weeks, so from three weeks on its sessions find a
-    ``power_plateau`` (info).
+    kind). Weekly lab draws (fasted GSH:GSSG, dROMs, dipstick; a post-session GSH:GSSG) stay
+    in range until the last one: 90:1, dROMs +45% over the baseline, strip positive. Over
+    the default 28 days this raises ``hrv_downtrend``, ``rhr_creep``,
+    ``smo2_slow_recovery``, ``rpe_power_mismatch``, ``grip_spillover``, ``gsh_gssg_low``,
+    ``droms_rise``, ``lipid_dipstick_positive`` and ``grip_signal``, and ``hr_grip_flat``
+    (morning HR above its noise three days running, grip flat).
+``steady`` — adapting well: stable mornings and quick recoveries, lab values in range;
+    one ``grip_signal``; the same power at the same effort for weeks, so from three weeks
+    on its sessions find a ``power_plateau`` (info).
 
 Rules that need a baseline (d−35 … d−8, ≥ 14 valid days) can only fire from day 22, so the
 pull-back scenario needs ``days >= 22``; shorter histories still replay, with fewer alerts.
@@ -51,6 +54,7 @@ from devices.emulated.signals import (
     smo2_points,
 )
 from devices.records import ForceSample, HeartRateSample, PowerSample, SensorContact, SmO2Sample
+from processors.labs import LabMarker, LabTiming
 from streamer.athlete import (
     GripEnd,
     GripPhase,
@@ -59,6 +63,7 @@ from streamer.athlete import (
     SessionEnd,
     SessionStart,
 )
+from streamer.athlete.events import LabEntry
 
 DEFAULT_DAYS: Final = 28
 MIN_DAYS_FOR_TRENDS: Final = 22
@@ -69,12 +74,15 @@ STRAP: Final = "strap"
 MOXY: Final = "moxy"
 POWER: Final = "power"
 GRIP: Final = "tindeq"
+LAB: Final = "command"
+"""Lab entries come from the athlete, not a device: offered as commands are."""
 
 # When things happen within a day (UTC): morning reading, grip MVC trials, session.
 MORNING_AT_S: Final = 6 * 3600 + 30 * 60
 MORNING_DURATION_S: Final = 60 + 300 + 10  # stabilisation + span + margin
 GRIP_PRE_AT_S: Final = 16 * 3600 + 50 * 60
 SESSION_AT_S: Final = 17 * 3600
+LAB_AT_S: Final = 7 * 3600  # fasted draws, after the morning reading
 POST_GRIP_MINUTES: Final = (0.0, 5.0, 15.0, 30.0)
 SESSION_SCHEDULE: Final = EffortSchedule(first_s=90.0, work_s=45.0, rest_s=220.0, count=3)
 """Three 45-s efforts with 220 s between: time for a slow recovery to show (T95 ≈ 3τ)."""
@@ -107,6 +115,17 @@ class GripPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class LabPlan:
+    """One lab marker entered that day: its value (n:1, CARR U, 1.0/0.0 dipstick), timing,
+    and when the sample was taken (seconds into the UTC day)."""
+
+    marker: LabMarker
+    value: float
+    timing: LabTiming | None
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class DayPlan:
     """What one day holds for one athlete (``day`` counts from 0, the oldest day)."""
 
@@ -116,6 +135,7 @@ class DayPlan:
     ectopic_rate: float
     session: SessionPlan | None
     grip: GripPlan | None
+    labs: tuple[LabPlan, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +174,8 @@ def _scenario(athlete: str, kind: str, days: int, seed: int) -> Scenario:
     base_ln = float(rng.uniform(4.05, 4.3))  # RMSSD 57–74 ms
     base_rhr = float(rng.uniform(47.0, 54.0))
     base_mvc = float(rng.uniform(40.0, 52.0))
+    base_gsh = float(rng.uniform(190.0, 250.0))  # GSH:GSSG n:1, in the trained range
+    base_droms = float(rng.uniform(270.0, 310.0))  # CARR U
     last_week = range(days - 7, days) if over else range(0)
     session_days = [d for d in range(days) if (days - 1 - d) % 2 == 0]
     signal_day = session_days[len(session_days) // 3] if session_days else -1
@@ -186,13 +208,43 @@ def _scenario(athlete: str, kind: str, days: int, seed: int) -> Scenario:
                 grip = GripPlan(mvc, 0.16, 240.0)
             else:
                 grip = GripPlan(mvc, 0.04, 300.0)
-        plans.append(DayPlan(d, math.exp(ln), rhr, ectopic, session, grip))
+        labs = _labs(d, days, over, session is not None, base_gsh, base_droms, rng)
+        plans.append(DayPlan(d, math.exp(ln), rhr, ectopic, session, grip, labs))
     description = (
         "normal block, then over-reaching in the last week"
         if over
         else "steady: stable mornings, quick recoveries"
     )
     return Scenario(athlete, kind, description, tuple(plans), seed)
+
+
+def _labs(
+    d: int,
+    days: int,
+    over: bool,
+    session: bool,
+    base_gsh: float,
+    base_droms: float,
+    rng: np.random.Generator,
+) -> tuple[LabPlan, ...]:
+    """Weekly lab draws ending on the last day: fasted GSH:GSSG and dROMs and a dipstick,
+    plus a GSH:GSSG 45 min after a session on that day. Over-reaching, the last draw leans
+    oxidative (90:1), dROMs is +45% over its baseline and the strip is positive; the post
+    draw is ~35% below the fasted one (one hard session: ARTICLE's ~40%)."""
+    if (days - 1 - d) % 7:
+        return ()
+    last = over and d == days - 1
+    gsh = 90.0 if last else round(base_gsh * (1.0 + 0.05 * float(rng.standard_normal())))
+    droms = round(base_droms * (1.45 if last else 1.0 + 0.03 * float(rng.standard_normal())))
+    out = [
+        LabPlan(LabMarker.GSH_GSSG, gsh, LabTiming.FASTED, LAB_AT_S),
+        LabPlan(LabMarker.DROMS, droms, LabTiming.FASTED, LAB_AT_S),
+        LabPlan(LabMarker.LIPID_DIPSTICK, 1.0 if last else 0.0, LabTiming.FASTED, LAB_AT_S),
+    ]
+    if session:
+        post_at = SESSION_AT_S + SESSION_DURATION_S + 45 * 60
+        out.append(LabPlan(LabMarker.GSH_GSSG, round(gsh * 0.65), LabTiming.POST_45MIN, post_at))
+    return tuple(out)
 
 
 # --- records of one day ----------------------------------------------------------------------
@@ -329,6 +381,13 @@ def day_records(scenario: Scenario, plan: DayPlan, day: dt.date) -> Iterator[Ite
     )
     seed = scenario.seed + 17 * plan.day
     yield from _morning(plan, day_ns, seed)
+    labs = [
+        (LAB, LabEntry(_ns(day_ns, lab.at_s), lab.marker, lab.value, lab.timing))
+        for lab in plan.labs
+    ]
+    # Fasted draws come before the day's grip test and session, post-session ones after.
+    session_ns = _ns(day_ns, GRIP_PRE_AT_S)
+    yield from (item for item in labs if _time(item) < session_ns)
     before: list[Item] = []
     after: list[Item] = []
     if plan.grip is not None:
@@ -337,6 +396,12 @@ def day_records(scenario: Scenario, plan: DayPlan, day: dt.date) -> Iterator[Ite
     if plan.session is not None:
         yield from _session(plan.session, day_ns, seed)
     yield from after
+    yield from (item for item in labs if _time(item) >= session_ns)
+
+
+def _time(item: Item) -> int:
+    t_ns = getattr(item[1], "t_ns", 0)
+    return t_ns if isinstance(t_ns, int) else 0
 
 
 def history_dates(days: int, today: dt.date | None = None) -> list[dt.date]:

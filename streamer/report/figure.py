@@ -1,6 +1,6 @@
 """The report picture: an athlete's last weeks on one page (matplotlib, Agg, no pyplot).
 
-Five panels on one shared time axis (UTC), each with its legend to the right:
+Six panels on one shared time axis (UTC), each with its legend to the right:
 
 1. morning lnRMSSD: the readings, the normal band (baseline mean ± 0.5·SD) and the
    7-day mean; readings below the band in red, rejected readings as grey crosses;
@@ -10,7 +10,10 @@ Five panels on one shared time axis (UTC), each with its legend to the right:
    and a diamond along its top at each session that found a ``power_plateau`` (info);
 4. grip drop per test, coloured by class, with the test's real-drop threshold and the
    drop at the last post test (the one that tells signal from spillover);
-5. an alert timeline, one row per rule, raised → cleared (solid: still open); a span that
+5. lab markers entered by hand: GSH:GSSG against the article's bands (left axis), dROMs
+   with the athlete's +35% line (right axis), dipsticks along the top; hollow markers are
+   post-session draws (not judged);
+6. an alert timeline, one row per rule, raised → cleared (solid: still open); a span that
    cleared because the signals were back in band (``clear_reason`` ``resume``) ends in a
    green diamond, "resume" and since when the signals are back in band.
 
@@ -45,7 +48,7 @@ from processors.rules import CATALOGUE
 from streamer.report.model import AlertSpan, ReportData
 
 PNG_DPI: Final = 100
-PNG_SIZE_IN: Final = (12.0, 13.5)
+PNG_SIZE_IN: Final = (12.0, 18.5)
 PNG_SIZE_PX: Final = (round(PNG_SIZE_IN[0] * PNG_DPI), round(PNG_SIZE_IN[1] * PNG_DPI))
 """Width and height of the PNG in pixels (fixed: no tight bounding box)."""
 DAILY_TICKS_UP_TO_DAYS: Final = 14
@@ -63,6 +66,10 @@ RULE_PANEL: Final[Mapping[str, str]] = {
     "grip_signal": "grip",
     "grip_spillover": "grip",
     "hr_grip_flat": "rhr",
+    "gsh_gssg_low": "lab",
+    "gsh_gssg_high": "lab",
+    "droms_rise": "lab",
+    "lipid_dipstick_positive": "lab",
 }
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -496,6 +503,149 @@ def _plot_grip(ax: Axes, data: ReportData) -> None:
     _legend(ax, handles)
 
 
+def _plot_labs(ax: Axes, data: ReportData) -> None:
+    """Lab markers entered by hand: GSH:GSSG (left axis, n:1) against the article's bands,
+    dROMs (right axis, CARR U) with the athlete's +35% line, dipsticks along the top.
+    Filled markers are resting draws (judged), hollow ones post-session (not judged)."""
+    th = data.thresholds
+    gsh = [lab for lab in data.labs if lab.marker == "gsh_gssg"]
+    droms = [lab for lab in data.labs if lab.marker == "droms"]
+    sticks = [lab for lab in data.labs if lab.marker == "lipid_dipstick"]
+    handles: list[Artist] = []
+    top = max([th.gsh_gssg_high_ratio * 1.15, *(1.1 * lab.value for lab in gsh)])
+    ax.set_ylim(0.0, top)
+    ax.axhspan(th.gsh_gssg_trained_low_ratio, 300.0, color=GREEN, alpha=0.12, zorder=0)
+    ax.axhline(th.gsh_gssg_low_ratio, color=RED, linestyle=":", linewidth=1.0, zorder=1)
+    ax.axhline(th.gsh_gssg_high_ratio, color=ORANGE, linestyle=":", linewidth=1.0, zorder=1)
+    handles += [
+        Patch(color=GREEN, alpha=0.25, label="GSH:GSSG trained 150–300:1"),
+        Line2D(
+            [],
+            [],
+            color=RED,
+            linestyle=":",
+            label=f"< {th.gsh_gssg_low_ratio:g}:1 leaning oxidative",
+        ),
+        Line2D(
+            [],
+            [],
+            color=ORANGE,
+            linestyle=":",
+            label=f"> {th.gsh_gssg_high_ratio:g}:1 over-supplemented",
+        ),
+    ]
+    for resting in (True, False):
+        points = [lab for lab in gsh if lab.resting is resting]
+        if points:
+            ax.plot(
+                [_x(lab.at) for lab in points],
+                [lab.value for lab in points],
+                "o",
+                color=BLUE,
+                markerfacecolor=BLUE if resting else "white",
+                markersize=6,
+                zorder=4,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    color=BLUE,
+                    markerfacecolor=BLUE if resting else "white",
+                    linestyle="none",
+                    label="GSH:GSSG " + ("resting" if resting else "post (not judged)"),
+                )
+            )
+    ax.set_ylabel("GSH:GSSG [n:1]")
+    if droms:
+        right = ax.twinx()
+        right.spines["top"].set_visible(False)
+        right.tick_params(labelsize=8.5)
+        right.set_ylabel("dROMs [CARR U]", fontsize=8.5)
+        right.set_ylim(0.0, 1.2 * max(lab.value for lab in droms))
+        for resting in (True, False):
+            points = [lab for lab in droms if lab.resting is resting]
+            if points:
+                right.plot(
+                    [_x(lab.at) for lab in points],
+                    [lab.value for lab in points],
+                    "D",
+                    color=INK,
+                    markerfacecolor=INK if resting else "white",
+                    markersize=5,
+                    zorder=4,
+                )
+        for lab in droms:
+            if lab.baseline is not None:
+                at = _x(lab.at)
+                right.hlines(
+                    lab.baseline * (1.0 + th.droms_rise_fraction),
+                    at - 0.6 * _BAR_WIDTH_D,
+                    at + 0.6 * _BAR_WIDTH_D,
+                    color=RED,
+                    linewidth=1.4,
+                    zorder=3,
+                )
+        handles += [
+            Line2D(
+                [],
+                [],
+                marker="D",
+                color=INK,
+                linestyle="none",
+                markersize=5,
+                label="dROMs (right axis)",
+            ),
+            Line2D(
+                [],
+                [],
+                color=RED,
+                linewidth=1.4,
+                label=f"dROMs own baseline +{th.droms_rise_fraction:.0%}",
+            ),
+        ]
+    transform = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for lab in sticks:
+        positive = lab.value > 0
+        ax.text(
+            _x(lab.at),
+            0.92,
+            "+" if positive else "−",
+            transform=transform,
+            ha="center",
+            va="center",
+            fontsize=11 if positive else 9,
+            fontweight="bold",
+            color=RED if positive else GREY,
+            zorder=5,
+        )
+    if sticks:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="$+$",
+                color=RED,
+                linestyle="none",
+                label="dipstick + / − (top)",
+            )
+        )
+    if not data.labs:
+        _empty(ax, "no lab entries in this period (redox-streamer log)")
+    _title(ax, "Lab markers — GSH:GSSG, dROMs, lipid-peroxidation dipstick")
+    _mark_alerts(ax, data, "lab")
+    if handles:  # right of the dROMs axis's ticks and label
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.105 if droms else 1.01, 1.0),
+            fontsize=7.5,
+            frameon=False,
+            borderaxespad=0.0,
+        )
+
+
 def _plot_alerts(ax: Axes, data: ReportData, x_end: dt.datetime) -> None:
     order = list(CATALOGUE)
     rules = sorted(
@@ -651,9 +801,9 @@ def render_figure(data: ReportData) -> Figure:
     FigureCanvasAgg(fig)
     n_rules = len({s.rule for s in data.alerts})
     grid = fig.add_gridspec(
-        5,
+        6,
         1,
-        height_ratios=[3.2, 2.2, 2.0, 2.0, 0.7 + 0.32 * max(n_rules, 1)],
+        height_ratios=[3.2, 2.2, 2.0, 2.0, 2.0, 0.7 + 0.32 * max(n_rules, 1)],
         left=0.13,
         right=0.765,
         top=0.86,
@@ -661,14 +811,15 @@ def render_figure(data: ReportData) -> Figure:
         hspace=0.45,
     )
     first = fig.add_subplot(grid[0])
-    axes = [first, *(fig.add_subplot(grid[i], sharex=first) for i in range(1, 5))]
+    axes = [first, *(fig.add_subplot(grid[i], sharex=first) for i in range(1, 6))]
     x_start = _midnight(data.start)
     x_end = _midnight(data.end + dt.timedelta(days=1))
     _plot_hrv(axes[0], data)
     _plot_rhr(axes[1], data)
     _plot_smo2(axes[2], data)
     _plot_grip(axes[3], data)
-    _plot_alerts(axes[4], data, x_end)
+    _plot_labs(axes[4], data)
+    _plot_alerts(axes[5], data, x_end)
     first.set_xlim(_x(x_start), _x(x_end))
     bottom = axes[-1].xaxis
     if data.days <= DAILY_TICKS_UP_TO_DAYS:

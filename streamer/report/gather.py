@@ -30,11 +30,18 @@ from streamer.errors import StreamerError
 from streamer.report.model import (
     AlertSpan,
     GripPoint,
+    LabPoint,
     MorningPoint,
     ReportData,
     SessionPoint,
 )
-from streamer.results import AlertPayload, GripPayload, MorningPayload, SessionPayload
+from streamer.results import (
+    AlertPayload,
+    GripPayload,
+    LabPayload,
+    MorningPayload,
+    SessionPayload,
+)
 from streamer.store import AlertRow, Row, Store, StoreError
 
 DEFAULT_DAYS: Final = 28
@@ -168,6 +175,27 @@ def _grip(row: Row[GripPayload]) -> GripPoint | None:
     )
 
 
+def _lab(row: Row[LabPayload]) -> LabPoint | None:
+    lab = row.payload
+    value: float | None
+    if lab.marker == "lipid_dipstick":
+        value = None if lab.positive is None else (1.0 if lab.positive else 0.0)
+    else:
+        value = _finite(lab.gsh_gssg_ratio if lab.marker == "gsh_gssg" else lab.droms_carr_u)
+    if value is None:
+        return None
+    return LabPoint(
+        at=_utc(row.ts_ns),
+        marker=lab.marker,
+        value=value,
+        timing=lab.timing,
+        band=lab.band,
+        judged=lab.judged,
+        baseline=_finite(lab.baseline_carr_u),
+        change_pct=_finite(lab.change_pct),
+    )
+
+
 def _span(rule: str, alert: AlertPayload, raised: dt.datetime) -> AlertSpan:
     spec = CATALOGUE.get(rule)
     return AlertSpan(
@@ -263,10 +291,12 @@ def gather_report(
     events = store.alerts(athlete)
     last_session = store.sessions(athlete)[-1:]
     last_grip = store.grip_tests(athlete)[-1:]
+    last_lab = store.lab_entries(athlete)[-1:]
     if end is None:
         candidates = [dt.date.fromisoformat(r.date) for r in mornings[-1:] if r.date]
         candidates += [_utc(r.ts_ns).date() for r in last_session]
         candidates += [_utc(r.ts_ns).date() for r in last_grip]
+        candidates += [_utc(r.ts_ns).date() for r in last_lab]
         candidates += [_utc(e.ts_ns).date() for e in events[-1:]]
         if not candidates:
             raise ReportError(f"the store holds no readings of athlete {athlete!r}")
@@ -281,6 +311,7 @@ def gather_report(
         if s.raised < window_end and (s.cleared is None or s.cleared >= window_start)
     )
     grips = (_grip(r) for r in store.grip_tests(athlete, since_ns, until_ns))
+    labs = (_lab(r) for r in store.lab_entries(athlete, since_ns, until_ns))
     return ReportData(
         athlete=athlete,
         start=start,
@@ -291,6 +322,7 @@ def gather_report(
         alerts=in_window,
         open_alerts=_open_alerts(store, athlete, spans),
         thresholds=thresholds,
+        labs=tuple(lab for lab in labs if lab is not None),
     )
 
 

@@ -92,6 +92,29 @@ class GripPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class LabPoint:
+    """One lab marker entered by hand: ``marker`` (``gsh_gssg``, ``droms``,
+    ``lipid_dipstick``), its ``value`` (n of n:1, CARR U, or 1.0 positive / 0.0 negative),
+    ``timing`` (None: not given), ``band`` and whether it was ``judged``; for dROMs the
+    athlete's ``baseline`` then (CARR U), and ``change_pct`` (dROMs vs that baseline, a
+    post-session GSH:GSSG vs the same day's resting draw)."""
+
+    at: dt.datetime
+    marker: str
+    value: float
+    timing: str | None
+    band: str
+    judged: bool
+    baseline: float | None
+    change_pct: float | None
+
+    @property
+    def resting(self) -> bool:
+        """A fasted or pre-training draw (the bands apply)."""
+        return self.timing in ("fasted", "pre-training")
+
+
+@dataclass(frozen=True, slots=True)
 class AlertSpan:
     """An alert from raised to cleared (``cleared`` None: still open).
 
@@ -135,6 +158,7 @@ class ReportData:
     alerts: tuple[AlertSpan, ...]
     open_alerts: tuple[AlertSpan, ...]
     thresholds: RuleThresholds
+    labs: tuple[LabPoint, ...] = ()
 
     @property
     def days(self) -> int:

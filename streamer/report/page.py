@@ -181,6 +181,38 @@ def _grips_table(data: ReportData) -> str:
     )
 
 
+_LAB_NAMES = {"gsh_gssg": "GSH:GSSG", "droms": "dROMs", "lipid_dipstick": "lipid dipstick"}
+
+
+def _labs_table(data: ReportData) -> str:
+    rows = []
+    for lab in data.labs[-LAST_READINGS:][::-1]:
+        if lab.marker == "lipid_dipstick":
+            value = "positive" if lab.value > 0 else "negative"
+        elif lab.marker == "gsh_gssg":
+            value = f"{lab.value:g}:1"
+        else:
+            value = f"{lab.value:g} CARR U"
+        rows.append(
+            f"<tr><td>{lab.at:%Y-%m-%d %H:%M}</td><td>{_e(_LAB_NAMES.get(lab.marker, lab.marker))}"
+            f"</td><td class=num>{_e(value)}</td><td>{_e(lab.timing or '–')}</td>"
+            f"<td>{_e(lab.band.replace('_', ' '))}{'' if lab.judged else ' (not judged)'}</td>"
+            f"<td class=num>{_fmt(lab.baseline, '.0f')}</td>"
+            f"<td class=num>{_fmt(lab.change_pct, '+.0f')}</td></tr>"
+        )
+    if not rows:
+        return (
+            "<p>No lab entries in this period (enter them with "
+            "<code>redox-streamer log</code>).</p>"
+        )
+    return (
+        "<table><tr><th>sample (UTC)</th><th>marker</th><th>value</th><th>timing</th>"
+        "<th>band</th><th>dROMs baseline [CARR U]</th><th>change [%]</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
 def render_html(data: ReportData, png: bytes | None = None) -> str:
     """A self-contained HTML page: the picture (embedded base64 PNG), the open alerts with
     their advice, and the last readings. ``png`` reuses an already rendered picture."""
@@ -220,7 +252,7 @@ def render_html(data: ReportData, png: bytes | None = None) -> str:
 {_findings(data)}
 <img src="data:image/png;base64,{picture}" width="{width}" height="{height}"
 alt="Trends of {_e(data.athlete)}: morning lnRMSSD with its normal band, resting heart rate,
-SmO2 recovery per session, grip drops and alerts">
+SmO2 recovery per session, grip drops, lab markers and alerts">
 <h2>Pull back → resume</h2>
 {_pull_backs_table(data)}
 <h2>Last morning readings</h2>
@@ -229,6 +261,8 @@ SmO2 recovery per session, grip drops and alerts">
 {_sessions_table(data)}
 <h2>Last grip tests</h2>
 {_grips_table(data)}
+<h2>Last lab entries</h2>
+{_labs_table(data)}
 <p class="muted">Generated {generated} by redox-streamer from the local store. The thresholds
 are practitioner heuristics (see docs/rules.md), configurable, and not medical advice.</p>
 </body></html>

@@ -20,6 +20,10 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
   (0–10, CR-10) publishing on ``<base>/<athlete>/set/rpe`` — the command topics a running
   ``run`` listens to (:mod:`streamer.app.commands_in`; the shipped ACL lets the
   ``homeassistant`` user write them).
+* lab markers (:func:`lab_configs`): a sensor per marker (GSH:GSSG, dROMs, dipstick; the
+  last value on ``<base>/<athlete>/lab``), "Log GSH:GSSG (fasted)" … numbers per marker and
+  timing and a "Log lipid-peroxidation dipstick" select, publishing on
+  ``<base>/<athlete>/set/gsh_gssg|droms|lipid_dipstick``.
 
 Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
 entities go unavailable when the streamer dies. The publisher re-sends these configs when
@@ -312,6 +316,75 @@ def command_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, d
     return out
 
 
+def lab_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(config topic, config object) of ``athlete``'s lab-marker entities: a sensor per
+    marker (its last value on ``<base>/<athlete>/lab``, kept while other markers arrive), a
+    number per marker and timing for GSH:GSSG and dROMs (the timing is part of the
+    command: the bands are for resting draws) and a select for the dipstick, publishing on
+    ``<base>/<athlete>/set/<marker>`` (:mod:`streamer.app.lab_commands`)."""
+    from processors import physiology as ph
+    from processors.labs import LabMarker, LabTiming
+    from streamer.app.commands_in import command_topic
+    from streamer.results import LabPayload
+
+    node = f"redox_{slug(athlete.id)}"
+    lab = topics.athlete(athlete.id, Kind.LAB)
+    out: list[tuple[str, dict[str, Any]]] = []
+    marker_key = _key(LabPayload, "marker")
+    sensors = (
+        (LabMarker.GSH_GSSG, "GSH:GSSG ratio", "gsh_gssg_ratio", ":1", "mdi:test-tube"),
+        (LabMarker.DROMS, "dROMs", "droms_carr_u", "CARR U", "mdi:test-tube"),
+        (LabMarker.LIPID_DIPSTICK, "Lipid-peroxidation dipstick", "band", None, "mdi:water"),
+    )
+    for marker, name, attribute, unit, icon in sensors:
+        key = f"lab_{marker.value}"
+        # One topic carries every marker: keep this sensor's state when another arrives.
+        template = (
+            f"{{{{ value_json.{_key(LabPayload, attribute)} "
+            f"if value_json.{marker_key} == '{marker.value}' "
+            f"else states('sensor.{node}_{key}') }}}}"
+        )
+        extra: dict[str, Any] = {"icon": icon}
+        if unit is not None:
+            extra.update(unit_of_measurement=unit, state_class="measurement")
+        config = _entity(topics, athlete, key, name, lab, template, **extra)
+        out.append((topics.ha_config("sensor", node, key), config))
+
+    def command(component: str, key: str, name: str, topic: str, **extra: Any) -> None:
+        config = _entity(topics, athlete, key, name, "", "", command_topic=topic, **extra)
+        del config["state_topic"], config["value_template"]
+        out.append((topics.ha_config(component, node, key), config))
+
+    ranges = {
+        LabMarker.GSH_GSSG: ("GSH:GSSG", ph.GSH_GSSG_MIN, ph.GSH_GSSG_MAX, ":1"),
+        LabMarker.DROMS: ("dROMs", ph.DROMS_MIN_CARR_U, ph.DROMS_MAX_CARR_U, "CARR U"),
+    }
+    for marker, (label, low, high, unit) in ranges.items():
+        for timing in LabTiming:
+            command(
+                "number",
+                f"log_{marker.value}_{timing.value.replace('-', '_')}",
+                f"Log {label} ({timing.value})",
+                command_topic(topics, athlete.id, marker.value),
+                command_template=f'{{"value": {{{{ value }}}}, "timing": "{timing.value}"}}',
+                min=low,
+                max=high,
+                step=1,
+                mode="box",
+                unit_of_measurement=unit,
+                icon="mdi:test-tube",
+            )
+    command(
+        "select",
+        "log_lipid_dipstick",
+        "Log lipid-peroxidation dipstick",
+        command_topic(topics, athlete.id, LabMarker.LIPID_DIPSTICK.value),
+        options=["positive", "negative"],
+        icon="mdi:water",
+    )
+    return out
+
+
 def discovery_messages(
     topics: Topics, athletes: Sequence[AthleteConfig]
 ) -> list[tuple[str, bytes]]:
@@ -322,5 +395,6 @@ def discovery_messages(
         for topic, config in (
             *discovery_configs(topics, athlete),
             *command_configs(topics, athlete),
+            *lab_configs(topics, athlete),
         )
     ]
