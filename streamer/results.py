@@ -850,12 +850,21 @@ class SessionPayload(Payload):
         metadata=column(
             None,
             "",
-            "high-intensity by its RPE (≥ 7) or power (docs/rules.md, `hi_spacing`); null: "
-            "neither known",
+            "high-intensity by its RPE (≥ 7), power or time in heart-rate zone 3 "
+            "(docs/rules.md, `hi_spacing`); null: none known",
         ),
     )
     tags: tuple[str, ...] = field(
         default=(), metadata=column(None, "", "the labels given with `session start --tag`")
+    )
+    hr_zone3_s: float | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "s",
+            "time in heart-rate zone 3 of Seiler's model (above 87% of `max_hr_bpm`, or from "
+            "`threshold_hr_bpm`); null: no heart rate or no zones configured",
+        ),
     )
 
 
