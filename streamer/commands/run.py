@@ -24,7 +24,7 @@ from devices.registry import DeviceRegistry
 from streamer.app import device_state
 from streamer.app.assembly import App
 from streamer.app.live_view import LiveView, ViewModel, sink_problem
-from streamer.app.runtime import run_for, running
+from streamer.app.runtime import load_emulated_scenario, run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.store_lock import hold_store
@@ -173,20 +173,19 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--duration {args.duration:g}: give seconds > 0, or leave it out")
     if not args.speed > 0:
         raise CliError(f"--speed {args.speed:g}: give a number > 0")
-    scenario = None
-    if args.emulated_scenario is not None:
-        if not args.emulated:
-            raise CliError("--emulated-scenario: only emulated devices follow one; add --emulated")
-        scenario = _scenario(args.emulated_scenario)
+    if args.emulated_scenario is not None and not args.emulated:
+        raise CliError("--emulated-scenario: only emulated devices follow one; add --emulated")
     config = load_config(args.config)
-    if scenario is not None:
-        unknown = sorted(set(scenario.athletes) - {a.id for a in config.athletes})
-        if unknown:
-            raise CliError(
-                f"{scenario.source}: athletes.{unknown[0]} is no athlete of {config.source} "
-                f"(configured: {', '.join(a.id for a in config.athletes) or 'none'})"
-            )
-    args.scenario = scenario
+    args.scenario = (
+        None
+        if args.emulated_scenario is None
+        else load_emulated_scenario(
+            args.emulated_scenario,
+            emulated=args.emulated,
+            athletes=[a.id for a in config.athletes],
+            where=str(config.source),
+        )
+    )
     if not config.athletes:
         raise CliError(
             f"{config.source}: no athletes configured — add an [[athletes]] table "
@@ -204,15 +203,6 @@ def run(args: argparse.Namespace) -> int:
     config = device_state.with_streamed_devices(config, devices)
     with hold_store(config.store_path, "run"), App.from_config(config) as app:
         return asyncio.run(_run(args, app, devices))
-
-
-def _scenario(path: Path) -> Scenario:
-    from devices.emulated.scenario import Scenario, ScenarioError
-
-    try:
-        return Scenario.load(path)
-    except ScenarioError as exc:
-        raise CliError(f"--emulated-scenario {exc}") from None
 
 
 async def _emulators(
