@@ -140,3 +140,16 @@ def test_run_refuses_a_scenario_it_cannot_follow_in_one_line(
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+def test_the_example_in_the_scenario_modules_docstring_is_a_valid_scenario() -> None:
+    import textwrap
+
+    import devices.emulated.scenario as module
+
+    doc = module.__doc__ or ""
+    example = doc.split("::\n", 1)[1].split("\n\n", 2)
+    text = textwrap.dedent("\n\n".join(example[:2]))
+    scenario = Scenario.parse(text, "the docstring")
+    today = scenario.day("ann", TODAY, TODAY)
+    assert (today.hr_bpm, today.grip_drop, today.grip_drop_at_s) == (60, 0.2, 150)
