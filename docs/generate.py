@@ -138,6 +138,8 @@ def rules_table() -> str:
 #: Thresholds without a default constant, other than the elite profile's: where they come from.
 UNSET_ORIGIN = {
     "high_intensity_power_w": "the athlete's own (second threshold / FTP; `[athletes.rules]`)",
+    "max_hr_bpm": "the athlete's own (HRmax; `[athletes.rules]`): heart-rate zones",
+    "threshold_hr_bpm": "the athlete's own (HR at the second threshold; `[athletes.rules]`)",
 }
 
 

@@ -67,6 +67,14 @@ SEILER_KJERLAND_2006
     endurance athletes: is there evidence for an "optimal" distribution? Scand J Med Sci
     Sports 16:49–56 (session RPE mapped onto three zones: CR-10 ≥ 7 is zone 3, above the
     second ventilatory threshold).
+SEILER_2010
+    Seiler S. (2010). What is best practice for training intensity and duration
+    distribution in endurance athletes? Int J Sports Physiol Perform 5(3):276–291 (the
+    three-zone model, and Table 1's heart-rate equivalents: zones 1–2 of the Norwegian
+    five-zone scale below 82% HRmax, zone 3 82–87%, zones 4–5 from 87%).
+HELGERUD_2007
+    Helgerud J. et al. (2007). Aerobic high-intensity intervals improve VO2max more than
+    moderate training. Med Sci Sports Exerc 39(4):665–671 (4 × 4 min at 90–95% HRmax).
 VANDERPLAS_2018
     VanderPlas J.T. (2018). Understanding the Lomb–Scargle periodogram. ApJS 236:16
     (frequency grid: ~5 samples per peak width).
@@ -280,6 +288,25 @@ RESUME_SHOWN_DAYS: Final = 7
 # at or above it. Mean power under-reads interval sessions (the rests pull it down), so the
 # power criterion only adds sessions RPE missed; an RPE below 7 does not veto it.
 HIGH_INTENSITY_RPE: Final = 7.0
+
+# --- Heart-rate zones (SEILER_2010; SEILER_KJERLAND_2006; HELGERUD_2007) -------------------
+# Seiler's three-zone model: zone 1 below the first ventilatory threshold, zone 2 between the
+# two, zone 3 above the second. Without a lab test the zones are read from heart rate as a
+# fraction of the athlete's maximum (`max_hr_bpm`, no default: it is personal): zone 2 from
+# 82%, zone 3 from 87% of HRmax (SEILER_2010, Table 1). With the athlete's own threshold HR
+# (`threshold_hr_bpm`: HR at the second threshold, e.g. LTHR from a test) zone 3 starts
+# there instead. A session without power (no meter, or no `high_intensity_power_w`) is
+# high-intensity when it spends at least HIGH_INTENSITY_ZONE3_S in zone 3: a 4 × 4-min
+# interval session at 90–95% HRmax (HELGERUD_2007) does, after the heart rate's ~1–2 min
+# climb into each interval; a steady zone-1/2 ride with a closing sprint does not. (The
+# 8 min is our reading of that session, not a published cut-off.)
+HR_ZONE2_FRACTION_OF_MAX: Final = 0.82
+HR_ZONE3_FRACTION_OF_MAX: Final = 0.87
+HIGH_INTENSITY_ZONE3_S: Final = 480.0
+HR_ZONE_MAX_SAMPLE_GAP_S: Final = (
+    5.0  # a heart-rate sample stands for ≤ 5 s (a dropout is no zone time)
+)
+MAX_HR_PLAUSIBLE_BPM: Final = (120.0, 230.0)  # a configured HRmax outside this is a typo
 
 # --- Oxygenation effort detection (issue 2, item 5) ---------------------------------------
 # Signal-processing defaults for finding efforts in a Moxy SmO2 stream. Moxy samples every

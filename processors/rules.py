@@ -44,7 +44,9 @@ What triggers each rule with the DEFAULT thresholds (inputs oldest first):
 ``hi_spacing`` (warning) — see :func:`processors.profiles.evaluate_spacing`: two high-intensity
     sessions < 48 h apart (72 h for ``older``), or (``elite``) a fourth consecutive one
     without a passive day. A session is high-intensity per :func:`is_high_intensity`: RPE
-    ≥ 7 (CR-10), or mean power ≥ the athlete's ``high_intensity_power_w`` when configured.
+    ≥ 7 (CR-10), or mean power ≥ the athlete's ``high_intensity_power_w`` when configured,
+    or (when power cannot say) ≥ 8 min in heart-rate zone 3 of Seiler's model when the
+    athlete's ``max_hr_bpm`` or ``threshold_hr_bpm`` is configured.
     E.g. a session ending with RPE 8, and another with RPE 7 starting 24 h after it.
 ``hr_grip_flat`` (pull_back) — see :mod:`processors.hormetic`: resting HR above the
     established baseline's mean + 1·SD on 3 consecutive mornings, and ≥ 1 grip test
@@ -258,6 +260,9 @@ class RuleThresholds:
     hi_spacing_h: float = ph.HIGH_INTENSITY_SPACING_H
     high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
+    max_hr_bpm: float | None = None  # personal (HRmax): heart-rate zones need it, no default
+    threshold_hr_bpm: float | None = None  # personal (HR at the second threshold), optional
+    high_intensity_zone3_s: float = ph.HIGH_INTENSITY_ZONE3_S
     passive_day_every: int | None = None  # elite: ph.ELITE_PASSIVE_DAY_EVERY
     hr_grip_run_days: int = ph.HR_GRIP_RUN_DAYS
     hr_grip_elevated_sd: float = ph.HR_GRIP_ELEVATED_SD
@@ -284,6 +289,20 @@ class RuleThresholds:
                 raise ValueError(f"threshold {f.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"threshold {f.name} must be a finite number ≥ 0, got {value}")
+        low, high = ph.MAX_HR_PLAUSIBLE_BPM
+        if self.max_hr_bpm is not None and not low <= self.max_hr_bpm <= high:
+            raise ValueError(
+                f"max_hr_bpm must be the athlete's maximum heart rate, {low:g}–{high:g} bpm, "
+                f"got {self.max_hr_bpm:g}"
+            )
+        if self.threshold_hr_bpm is not None:
+            top = self.max_hr_bpm if self.max_hr_bpm is not None else high
+            if not ph.MAX_HR_PLAUSIBLE_BPM[0] / 2 <= self.threshold_hr_bpm < top:
+                raise ValueError(
+                    f"threshold_hr_bpm must be the heart rate at the second threshold, "
+                    f"{low / 2:g} bpm up to below max_hr_bpm ({top:g}), got "
+                    f"{self.threshold_hr_bpm:g}"
+                )
         if self.baseline_last_day_back < self.rolling_mean_days:
             raise ValueError(
                 f"baseline_last_day_back ({self.baseline_last_day_back}) must lie before the "
@@ -323,7 +342,13 @@ class RuleThresholds:
             if (
                 isinstance(default, int)
                 and not isinstance(default, bool)
-                and key not in ("passive_day_every", "high_intensity_power_w")
+                and key
+                not in (
+                    "passive_day_every",
+                    "high_intensity_power_w",
+                    "max_hr_bpm",
+                    "threshold_hr_bpm",
+                )
             ):
                 if isinstance(value, float) and value.is_integer():
                     value = int(value)
@@ -685,16 +710,56 @@ def evaluate_rpe_power_mismatch(
     return _evaluation("rpe_power_mismatch", active, message, evidence)
 
 
+def hr_zone_floors_bpm(
+    thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+) -> tuple[float, float] | None:
+    """Where zones 2 and 3 of Seiler's three-zone model start (bpm), or None when the
+    athlete's config gives neither ``max_hr_bpm`` nor ``threshold_hr_bpm``.
+
+    Zone 2 from 82% and zone 3 from 87% of ``max_hr_bpm`` (SEILER_2010, Table 1); zone 3
+    from ``threshold_hr_bpm`` when given (and zone 2 then from 82/87 of it without a max).
+    """
+    th = thresholds
+    if th.max_hr_bpm is None and th.threshold_hr_bpm is None:
+        return None
+    if th.threshold_hr_bpm is not None:
+        zone3 = th.threshold_hr_bpm
+        zone2 = (
+            th.max_hr_bpm * ph.HR_ZONE2_FRACTION_OF_MAX
+            if th.max_hr_bpm is not None
+            else zone3 * ph.HR_ZONE2_FRACTION_OF_MAX / ph.HR_ZONE3_FRACTION_OF_MAX
+        )
+        return min(zone2, zone3), zone3
+    assert th.max_hr_bpm is not None
+    return (
+        th.max_hr_bpm * ph.HR_ZONE2_FRACTION_OF_MAX,
+        th.max_hr_bpm * ph.HR_ZONE3_FRACTION_OF_MAX,
+    )
+
+
+def hr_zone(hr_bpm: float, floors_bpm: tuple[float, float]) -> int:
+    """The three-zone model's zone (1, 2 or 3) of a heart rate (bpm), given
+    :func:`hr_zone_floors_bpm`."""
+    zone2, zone3 = floors_bpm
+    return 3 if hr_bpm >= zone3 else 2 if hr_bpm >= zone2 else 1
+
+
 def is_high_intensity(
     rpe: float | None,
     mean_power_w: float | None,
     thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+    *,
+    zone3_s: float | None = None,
 ) -> bool | None:
     """Whether a session was high-intensity (what ``hi_spacing`` spaces); None when
-    neither its RPE nor (with ``high_intensity_power_w`` configured) its power is known.
+    neither its RPE, nor its power (with ``high_intensity_power_w`` configured), nor its
+    time in heart-rate zones is known.
 
     High when the RPE (CR-10) is ≥ ``high_intensity_rpe`` (7: FOSTER_2001,
-    SEILER_KJERLAND_2006 zone 3), or the mean power (W) is ≥ ``high_intensity_power_w``.
+    SEILER_KJERLAND_2006 zone 3), or the mean power (W) is ≥ ``high_intensity_power_w``,
+    or — only when power cannot say (no power, or no ``high_intensity_power_w``) — its
+    time in heart-rate zone 3 (``zone3_s``, s; :func:`hr_zone_floors_bpm`) is ≥
+    ``high_intensity_zone3_s`` (SEILER_2010, HELGERUD_2007).
     """
     th = thresholds
     by_rpe = None if rpe is None else rpe >= th.high_intensity_rpe
@@ -703,9 +768,12 @@ def is_high_intensity(
         if th.high_intensity_power_w is None or mean_power_w is None
         else mean_power_w >= th.high_intensity_power_w
     )
-    if by_rpe is None and by_power is None:
+    by_hr = (
+        None if by_power is not None or zone3_s is None else zone3_s >= th.high_intensity_zone3_s
+    )
+    if by_rpe is None and by_power is None and by_hr is None:
         return None
-    return bool(by_rpe) or bool(by_power)
+    return bool(by_rpe) or bool(by_power) or bool(by_hr)
 
 
 def evaluation_for(

@@ -852,8 +852,8 @@ class SessionPayload(Payload):
         metadata=column(
             None,
             "",
-            "high-intensity by its RPE (≥ 7) or power (docs/rules.md, `hi_spacing`); null: "
-            "neither known",
+            "high-intensity by its RPE (≥ 7), power or time in heart-rate zone 3 "
+            "(docs/rules.md, `hi_spacing`); null: none known",
         ),
     )
     tags: tuple[str, ...] = field(
@@ -876,6 +876,15 @@ class SessionPayload(Payload):
             "%",
             "`power_plateau`'s input: the change of power at matched effort over the 21 days "
             "ending with this session, in percent of its mean; null: undecided",
+        ),
+    )
+    hr_zone3_s: float | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "s",
+            "time in heart-rate zone 3 of Seiler's model (above 87% of `max_hr_bpm`, or from "
+            "`threshold_hr_bpm`); null: no heart rate or no zones configured",
         ),
     )
 

@@ -235,3 +235,14 @@ def test_cli_check_lists_problems_and_exits_2(
     err = capsys.readouterr().err
     assert "influx.api" in err
     assert "pw-secret" not in err
+
+
+def test_implausible_max_hr_is_one_problem_naming_the_key() -> None:
+    (problem,) = _problems('[[athletes]]\nid = "a"\n[athletes.rules]\nmax_hr_bpm = 320\n')
+    assert problem.startswith("athletes[0].rules.max_hr_bpm: max_hr_bpm must be")
+    assert "\n" not in problem
+    config = parse_config(
+        '[[athletes]]\nid = "a"\n[athletes.rules]\nmax_hr_bpm = 188\nthreshold_hr_bpm = 168\n',
+        env={},
+    )
+    assert config.thresholds_for("a").threshold_hr_bpm == 168

@@ -440,3 +440,25 @@ def test_a_csv_that_is_not_an_hrv4training_export_is_refused_naming_it(
     assert str(other) in err
     assert "rMSSD" in err
     assert err.count("\n") == 1
+
+
+def test_a_fit_ride_with_heart_rate_only_is_high_intensity_by_its_zone_3_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Eleven minutes at 170 bpm, no power: above 87% of the athlete's max HR (185 → zone 3
+    # from 161 bpm) for ≥ 8 min, so the imported session counts for hi_spacing.
+    records: list[dict[str, object]] = [{"t_s": float(i), "heart_rate": 170} for i in range(660)]
+    start = dt.datetime(2026, 11, 7, 17, 0, tzinfo=dt.UTC)
+    path = write_activity(tmp_path / "ride.fit", start, records=records)
+    config = tmp_path / "redox.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n'
+        '[[athletes]]\nid = "ann"\n[athletes.rules]\nmax_hr_bpm = 185\n'
+    )
+    summary = import_json(capsys, "fit", "--athlete", "ann", "--config", str(config), str(path))
+    assert summary["accepted"] == 1
+    with Store(tmp_path / "store.sqlite3") as s:
+        (session,) = s.sessions("ann")
+    assert session.payload.mean_power_w is None
+    assert session.payload.hr_zone3_s == pytest.approx(659, abs=5)
+    assert session.payload.high_intensity is True

@@ -13,8 +13,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from streamer.store import Store
 from tests.servers import InfluxDB1
 from tests.shipped_mosquitto import ShippedBroker
@@ -26,6 +24,9 @@ def _config(tmp_path: Path, broker: ShippedBroker, influx: InfluxDB1) -> Path:
     path.write_text(
         f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n'
         f'[mqtt]\nurl = "{broker.url("redox-streamer")}"\n'
+        # `log`: its own account (the shipped broker lets one connection per account
+        # stand, and `run` holds redox-streamer's).
+        f'[mqtt.cli]\nusername = "redox-cli"\npassword = "{broker.password("redox-cli")}"\n'
         f'[influx]\nurl = "{influx.url}"\ndb = "redox"\ncreate_database = true\n'
         '[[athletes]]\nid = "ann"\nname = "Ann"\n' + STRAP
     )
@@ -79,16 +80,8 @@ async def test_lab_entries_over_mqtt_and_the_cli_reach_store_mqtt_influx_and_ale
         assert not _raised(listener, "droms_rise")  # 300, 310, 290: the baseline, no verdict
         assert [lab["band"] for lab in _labs(listener)[:3]] == ["no_baseline"] * 3
         # Home Assistant's "Log dROMs (pre-training)" number and the dipstick select.
-        async with aiomqtt.Client(
-            shipped_mosquitto.host,
-            shipped_mosquitto.port,
-            username="homeassistant",
-            password=shipped_mosquitto.password("homeassistant"),
-        ) as ha:
-            await ha.publish(
-                "redox/ann/set/droms", b'{"value": 450, "timing": "pre-training"}', qos=1
-            )
-            await ha.publish("redox/ann/set/lipid_dipstick", b"positive", qos=1)
+        await listener.publish("redox/ann/set/droms", b'{"value": 450, "timing": "pre-training"}')
+        await listener.publish("redox/ann/set/lipid_dipstick", b"positive")
         await listener.until("droms_rise", lambda: _raised(listener, "droms_rise"))
         await listener.until(
             "lipid_dipstick_positive", lambda: _raised(listener, "lipid_dipstick_positive")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.records import PowerSample
+from devices.records import HeartRateSample, PowerSample
 from processors.profiles import thresholds_for
-from processors.rules import RuleThresholds, is_high_intensity
+from processors.rules import RuleThresholds, hr_zone, hr_zone_floors_bpm, is_high_intensity
 from streamer.app.commands_in import (
     CommandError,
     CommandListener,
@@ -251,3 +251,59 @@ def test_session_and_rpe_commands_refuse_bad_input_in_one_line(
     # No [mqtt]: a session cannot be framed offline, and it says what works instead.
     assert cli.main(["session", "start", *common]) == 1
     assert "no [mqtt] in the config" in capsys.readouterr().err
+
+
+def _hr_session(
+    state: AthleteState, start_ns: int, hr_bpm: float, minutes: float, rpe: float | None = None
+) -> list[Result]:
+    """A session with a chest strap only (1 Hz heart rate at ``hr_bpm``), no power."""
+    out = list(state.process("command", SessionStart(start_ns)))
+    for i in range(round(minutes * 60) + 1):
+        out += state.process("strap", HeartRateSample(start_ns + i * 10**9, round(hr_bpm)))
+    out += state.process("command", SessionEnd(start_ns + round(minutes * 60) * 10**9, rpe))
+    return out
+
+
+def test_hr_zones_are_seilers_three_zones_from_max_or_threshold_hr() -> None:
+    assert hr_zone_floors_bpm(RuleThresholds()) is None  # personal: no default
+    by_max = RuleThresholds(max_hr_bpm=190.0)
+    assert hr_zone_floors_bpm(by_max) == pytest.approx((0.82 * 190, 0.87 * 190))
+    assert [hr_zone(hr, (155.8, 165.3)) for hr in (150, 156, 165, 166)] == [1, 2, 2, 3]
+    by_threshold = RuleThresholds(max_hr_bpm=190.0, threshold_hr_bpm=170.0)
+    assert hr_zone_floors_bpm(by_threshold) == pytest.approx((0.82 * 190, 170.0))
+
+
+def test_session_intensity_from_heart_rate_zones_only_when_power_cannot_say() -> None:
+    zones = RuleThresholds(max_hr_bpm=190.0)  # zone 3 from 165.3 bpm
+    assert is_high_intensity(None, None, zones, zone3_s=480.0) is True
+    assert is_high_intensity(None, None, zones, zone3_s=479.0) is False
+    assert is_high_intensity(None, 100.0, zones, zone3_s=900.0) is True  # no power threshold
+    assert is_high_intensity(8.0, None, zones, zone3_s=0.0) is True  # RPE is not vetoed
+    powered = zones.with_overrides({"high_intensity_power_w": 250})
+    assert is_high_intensity(None, 200.0, powered, zone3_s=900.0) is False  # power says
+    assert is_high_intensity(None, None, powered, zone3_s=900.0) is True  # no power meter
+
+
+def test_hi_spacing_from_two_hard_sessions_by_heart_rate_alone() -> None:
+    state = AthleteState("ann", thresholds=RuleThresholds(max_hr_bpm=190.0), live=False)
+    easy = _sessions(_hr_session(state, T0, 150.0, 20))  # zone 2: not high
+    assert (easy[0].high_intensity, easy[0].hr_zone3_s) == (False, 0.0)
+    first = _hr_session(state, T0 + 2 * H_NS, 172.0, 9)
+    (hard,) = _sessions(first)
+    assert hard.high_intensity is True
+    assert hard.hr_zone3_s == pytest.approx(540.0)
+    assert not _raised(first, "hi_spacing")
+    second = _hr_session(state, T0 + 26 * H_NS, 175.0, 9)  # 24 h later: < 48 h
+    assert _raised(second, "hi_spacing")
+    # Without the athlete's zones the same heart rate says nothing.
+    unknown = AthleteState("bob", live=False)
+    (session,) = _sessions(_hr_session(unknown, T0, 175.0, 9))
+    assert (session.high_intensity, session.hr_zone3_s) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("max_hr_bpm", 300), ("max_hr_bpm", 60), ("threshold_hr_bpm", 200)]
+)
+def test_implausible_heart_rates_are_refused_naming_the_key(key: str, value: int) -> None:
+    with pytest.raises(ValueError, match=key):
+        RuleThresholds().with_overrides({"max_hr_bpm": 190, key: value})

@@ -10,8 +10,10 @@ link's MTU is too small).
 
 The force is a train of maximal squeezes (:func:`devices.emulated.signals.grip_squeeze`)
 separated by ``rest_s`` of rest, on top of an untared offset of ``bias_kg``. The peak of
-each squeeze is :attr:`TindeqProgressor.peak_kg`, or — after :meth:`start_session_drop` —
-the post-session peak that dropped by a fraction and recovers with a time constant.
+each squeeze is :attr:`TindeqProgressor.peak_kg`, or — after :meth:`start_session_drop`,
+or from ``session_drop``'s time after the Progressor starts (an emulated-world scenario,
+:mod:`devices.emulated.scenario`) — the post-session peak that dropped by a fraction and
+recovers with a time constant.
 
 On a world with a clock (:class:`devices.emulated.clock.EmulatedClock`) the Progressor
 keeps its time on it, as every emulated peripheral does, and while streaming (only then:
@@ -66,6 +68,9 @@ class TindeqProgressor(EmulatedPeripheral):
         bias_kg: what the scale reads at rest before a tare (kg).
         noise_kg: measurement noise (kg, standard deviation).
         battery_mv: battery voltage reported on request (mV).
+        session_drop: ``(drop_fraction, recovery_tau_s, at_s)``: from ``at_s`` emulated
+            seconds after the Progressor starts the peaks are those after a session (see
+            :meth:`start_session_drop`); None: only when that is called.
         seed: noise seed.
         speed, address, advertising_interval_ms: see :class:`EmulatedPeripheral`.
 
@@ -87,6 +92,7 @@ class TindeqProgressor(EmulatedPeripheral):
         bias_kg: float = 0.6,
         noise_kg: float = 0.05,
         battery_mv: int = 3900,
+        session_drop: tuple[float, float, float] | None = None,
         seed: int = 0,
         **link: Unpack[LinkOptions],
     ) -> None:
@@ -109,6 +115,12 @@ class TindeqProgressor(EmulatedPeripheral):
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._session: tuple[float, float, float, float] | None = None
+        if session_drop is not None:
+            drop, tau, at_s = session_drop
+            grip_peak_after_session(peak_kg, drop, 0.0, tau)  # validates
+            if at_s < 0:
+                raise ValueError(f"session_drop at_s must be >= 0, got {at_s}")
+        self._scheduled_drop = session_drop
         self._measuring = asyncio.Event()
         self._stream_id = 0  # counts starts and stops: a stream ends when it changes
         self._commands_in: asyncio.Queue[bytes] = asyncio.Queue()
@@ -156,9 +168,13 @@ class TindeqProgressor(EmulatedPeripheral):
 
     def peak_at(self, t_s: float) -> float:
         """The squeeze peak (kg) at emulated time ``t_s``."""
-        if self._session is None:
+        session = self._session
+        if session is None and self._scheduled_drop is not None:
+            drop, tau, at_s = self._scheduled_drop
+            session = (self.peak_kg, drop, tau, self.started_s + at_s)
+        if session is None or t_s < session[3]:
             return self.peak_kg
-        baseline, drop, tau, start = self._session
+        baseline, drop, tau, start = session
         return grip_peak_after_session(baseline, drop, t_s - start, tau)
 
     def _cycle(self, index: int, peak_kg: float) -> FloatArray:

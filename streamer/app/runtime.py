@@ -6,7 +6,9 @@
   :class:`~devices.emulated.world.EmulatedWorld`, with the production drivers attached;
 * :func:`running` — a pipeline (and its live view) running with Ctrl-C / SIGTERM asking it
   to stop, stopped and flushed on leaving;
-* :func:`run_for` — run a pipeline with its view until a duration passes or a signal stops it.
+* :func:`run_for` — run a pipeline with its view until a duration passes or a signal stops it;
+* :func:`load_emulated_scenario` — ``--emulated-scenario FILE`` read and checked against the
+  athletes it may name (``run``, ``morning``, ``grip-test``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices.drivers import DeviceDriver, HeartRateDriver, MoxyDriver, PowerMeterDriver
 from streamer.app.live_view import LiveView
 from streamer.app.pipeline import Pipeline, ResultsNotStoredError, install_signal_handlers
+from streamer.errors import CliError
 
 if TYPE_CHECKING:  # Bumble is imported only when emulators are used (it costs ~30 MB)
     from devices.emulated import EmulatedWorld
+    from devices.emulated.scenario import Scenario
+
+
+def load_emulated_scenario(
+    path: Path, *, emulated: bool, athletes: Collection[str], where: str
+) -> Scenario:
+    """The scenario of ``--emulated-scenario PATH``; :class:`CliError` (one line naming the
+    file and the key) when it cannot be used, is given without ``--emulated``, or names an
+    athlete not among ``athletes`` (those of ``where``: the config, or ``--athlete``)."""
+    if not emulated:
+        raise CliError("--emulated-scenario: only emulated devices follow one; add --emulated")
+    from devices.emulated.scenario import Scenario, ScenarioError
+
+    try:
+        scenario = Scenario.load(path)
+    except ScenarioError as exc:
+        raise CliError(f"--emulated-scenario {exc}") from None
+    unknown = sorted(set(scenario.athletes) - set(athletes))
+    if unknown:
+        raise CliError(
+            f"{scenario.source}: athletes.{unknown[0]} is no athlete of {where} "
+            f"({', '.join(sorted(athletes)) or 'none'})"
+        )
+    return scenario
 
 
 class SpeedClock:

@@ -4,7 +4,8 @@ evaluates (:mod:`processors.rules`).
 Every catalogue rule with a production caller is evaluated here, one method per event:
 a morning reading (``hrv_downtrend``, ``rhr_creep`` over the daily trends), a session
 (``smo2_slow_recovery``, ``rpe_power_mismatch``, and ``hi_spacing`` when it was
-high-intensity, ``power_plateau``), an RPE entered after the session ended
+high-intensity: by RPE, power or time in heart-rate zone 3; ``power_plateau``), an RPE
+entered after the session ended
 (``rpe_power_mismatch``, ``hi_spacing`` again for that session, ``power_plateau``), a grip
 test (``grip_signal``, ``grip_spillover``); a morning reading and a grip test also
 ``hr_grip_flat``, whose histories :mod:`streamer.athlete.hormetic` keeps. A lab marker
@@ -54,12 +55,13 @@ SESSIONS_KEPT: Final = 16
 @dataclass(frozen=True, slots=True)
 class SessionFacts:
     """What the session rules know of one finished session (times in ns since the epoch,
-    RPE on CR-10, mean power in W)."""
+    RPE on CR-10, mean power in W, time in heart-rate zone 3 in s)."""
 
     start_ns: int
     end_ns: int
     rpe: float | None
     mean_power_w: float | None
+    zone3_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +122,10 @@ class RuleEngine:
         if rpe is not None and rpe > 0 and power is not None and power > 0:
             self._loads.append(SessionLoad(rpe, power))
         start_ns = end_ns - round(float(session.duration_s) * 1e9)
-        facts = SessionFacts(start_ns, end_ns, rpe, power)
+        zone3 = None if session.hr_zone3_s is None else float(session.hr_zone3_s)
+        facts = SessionFacts(start_ns, end_ns, rpe, power, zone3)
         self._note_days(facts)
-        if is_high_intensity(rpe, power, self.thresholds):
+        if is_high_intensity(rpe, power, self.thresholds, zone3_s=zone3):
             self._hi_starts.append(_utc(start_ns))
         self._last = facts
         self.hormetic.remember_session(start_ns, rpe, power)
@@ -193,7 +196,9 @@ class RuleEngine:
             self._loads.append(load)
             evaluations.append(evaluate_rpe_power_mismatch(list(self._loads), self.thresholds))
         self._note_days(facts)
-        high = is_high_intensity(facts.rpe, facts.mean_power_w, self.thresholds)
+        high = is_high_intensity(
+            facts.rpe, facts.mean_power_w, self.thresholds, zone3_s=facts.zone3_s
+        )
         if high:
             self._hi_starts.append(_utc(facts.start_ns))
             evaluations.append(self._spacing())
@@ -226,8 +231,8 @@ class RuleEngine:
             self._loads.append(load)
             evaluations.append(evaluate_rpe_power_mismatch(list(self._loads), self.thresholds))
         th = self.thresholds
-        was_high = is_high_intensity(last.rpe, last.mean_power_w, th)
-        high = is_high_intensity(rpe, last.mean_power_w, th)
+        was_high = is_high_intensity(last.rpe, last.mean_power_w, th, zone3_s=last.zone3_s)
+        high = is_high_intensity(rpe, last.mean_power_w, th, zone3_s=last.zone3_s)
         start = _utc(last.start_ns)
         if was_high and not high and start in self._hi_starts:
             self._hi_starts.remove(start)

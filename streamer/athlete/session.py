@@ -1,26 +1,30 @@
 """The training-session protocol (:class:`SessionStart` … :class:`SessionEnd`): the
-efforts and power attributed to one session, summarised at its end."""
+efforts, power and heart-rate zone time attributed to one session, summarised at its end."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from processors import physiology as ph
 from processors.oxygenation import EffortRecovery, OxygenRecovery, summarise_session
 from processors.plateau import PowerPlateau
+from processors.rules import hr_zone
 from streamer.results import Result, SessionPayload
 
 
 @dataclass(frozen=True, slots=True)
 class SessionSummary:
     """A finished session: start (ns), recovery over its efforts, mean power (W), the RPE
-    entered while it ran (CR-10, if any) and its tags."""
+    entered while it ran (CR-10, if any), its tags, and its time in heart-rate zone 3 (s;
+    None without heart rate or without the athlete's zones)."""
 
     start_ns: int
     recovery: OxygenRecovery
     mean_power_w: float | None
     rpe: float | None = None
     tags: tuple[str, ...] = ()
+    zone3_s: float | None = None
 
 
 class SessionProtocol:
@@ -33,6 +37,9 @@ class SessionProtocol:
         self._power_n = 0
         self._rpe: float | None = None
         self._tags: tuple[str, ...] = ()
+        self._zone_s = [0.0, 0.0, 0.0]  # seconds in zones 1, 2, 3 …
+        self._last_hr: tuple[int, int] | None = None  # … from (t_ns, zone) of each sample
+        self._hr_seen = False
 
     @property
     def start_ns(self) -> int | None:
@@ -46,6 +53,7 @@ class SessionProtocol:
         self._efforts = []
         self._power_sum, self._power_n = 0.0, 0
         self._rpe, self._tags = None, tags
+        self._zone_s, self._last_hr, self._hr_seen = [0.0, 0.0, 0.0], None, False
 
     def set_rpe(self, rpe: float) -> None:
         """The RPE (CR-10) of the open session, entered before it ends."""
@@ -62,6 +70,22 @@ class SessionProtocol:
             self._power_sum += power_w
             self._power_n += 1
 
+    def add_heart_rate(
+        self, t_ns: int, hr_bpm: float, zone_floors_bpm: tuple[float, float] | None
+    ) -> None:
+        """A heart-rate sample (bpm) of the open session, if any: the time since the last
+        one counts in that one's zone (at most ``HR_ZONE_MAX_SAMPLE_GAP_S``: a dropout is no
+        zone time). Nothing without the athlete's zone floors or without skin contact (0)."""
+        if self._start is None or zone_floors_bpm is None or not hr_bpm > 0:
+            return
+        self._hr_seen = True
+        if self._last_hr is not None:
+            last_ns, zone = self._last_hr
+            gap_s = (t_ns - last_ns) / 1e9
+            if gap_s > 0:
+                self._zone_s[zone - 1] += min(gap_s, ph.HR_ZONE_MAX_SAMPLE_GAP_S)
+        self._last_hr = (t_ns, hr_zone(hr_bpm, zone_floors_bpm))
+
     def end(self, t_ns: int, slow_after_s: float) -> SessionSummary | None:
         """Summarise the open session (None if none was open)."""
         start = self._start
@@ -73,7 +97,8 @@ class SessionProtocol:
         )
         mean_power = self._power_sum / self._power_n if self._power_n else None
         self._efforts = []
-        return SessionSummary(start, recovery, mean_power, self._rpe, self._tags)
+        zone3_s = self._zone_s[2] if self._hr_seen else None
+        return SessionSummary(start, recovery, mean_power, self._rpe, self._tags, zone3_s)
 
 
 def session_result(
@@ -99,6 +124,7 @@ def session_result(
         high_intensity=high_intensity,
         tags=s.tags,
         **plateau_fields(plateau),
+        hr_zone3_s=s.zone3_s,
     ).result(athlete, end_ns, device)
 
 

@@ -49,7 +49,7 @@ from processors.alerts import AlertBook
 from processors.grip import GripInputError
 from processors.morning import MorningReading
 from processors.oxygenation import EffortRecovery
-from processors.rules import RuleThresholds
+from processors.rules import RuleThresholds, hr_zone_floors_bpm
 from streamer.athlete.events import (
     DayValues,
     GripEnd,
@@ -125,6 +125,7 @@ class AthleteState:
         self.grip = GripProtocol(athlete)
         self.rules = RuleEngine(self.thresholds)
         self.labs = LabHistory(athlete, self.thresholds)
+        self._zone_floors_bpm = hr_zone_floors_bpm(self.thresholds)  # None: no HR zones
         # The last finished session's summary, its time and device: an RPE entered after
         # it ended amends it (re-published with the same time, replacing the stored row).
         self._last_session: tuple[int, str | None, SessionPayload] | None = None
@@ -259,6 +260,7 @@ class AthleteState:
     def _heart_rate(self, device: str, sample: HeartRateSample) -> list[Result]:
         self._seen(device, sample.t_ns)
         beats = self.heart.add(device, sample)
+        self.session.add_heart_rate(sample.t_ns, sample.hr_bpm, self._zone_floors_bpm)
         if beats.rr_ms:
             self.morning.add(beats.rr_ms, beats.after_gap)
         return beats.results + self._live(device, sample, beat_ts_ns=beats.beat_ts_ns)
@@ -391,7 +393,7 @@ class AthleteState:
         rpe = end.rpe if end.rpe is not None else summary.rpe
         recovery = summary.recovery
         self.snapshot.last_session_recovery_s = recovery.recovery_time_s
-        facts = SessionFacts(summary.start_ns, end.t_ns, rpe, summary.mean_power_w)
+        facts = SessionFacts(summary.start_ns, end.t_ns, rpe, summary.mean_power_w, summary.zone3_s)
         verdict = self.rules.session(facts, recovery.n_efforts, recovery.recovery_time_s)
         result = session_result(
             self.athlete, end.t_ns, rpe, summary, sensor, verdict.high_intensity, verdict.plateau

@@ -168,8 +168,17 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--model: {exc}") from None
     if args.emulated and args.config is None and args.store is None:
         args.store = emulated_store_path()
-    with open_setup(args, DeviceKind.GRIP) as (app, athlete, address):
-        return asyncio.run(_grip(args, minutes, app, athlete, address))
+    with open_setup(args, DeviceKind.GRIP) as setup:
+        today = setup.today
+        if today is not None:
+            # The scenario's athlete today: her MVC, and the drop her session leaves (else
+            # the --emulated-drop and --emulated-recovery-min flags').
+            args.emulated_peak_kg = today.grip_mvc_kg
+            if today.grip_drop is not None:
+                args.emulated_drop = today.grip_drop
+                tau_s = today.grip_recovery_tau_s
+                args.emulated_recovery_min = 0.0 if tau_s is None else tau_s / 60.0
+        return asyncio.run(_grip(args, minutes, setup.app, setup.athlete, setup.address))
 
 
 def _device(
@@ -212,7 +221,11 @@ async def _grip(
         from devices.emulated import emulator_class
 
         cls = emulator_class(emulated_model)
-        return cls(emulated_model.emulated_name, speed=args.speed, address=address, rest_s=3.0)  # type: ignore[call-arg]
+        peak = getattr(args, "emulated_peak_kg", None)
+        options = {} if peak is None else {"peak_kg": peak}
+        return cls(  # type: ignore[call-arg]
+            emulated_model.emulated_name, speed=args.speed, address=address, rest_s=3.0, **options
+        )
 
     def make_driver(device: str, **kwargs: Any) -> DeviceDriver:
         if any(m.driver_options.get("stream") for m in models):

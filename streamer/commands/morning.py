@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from streamer.app.guided import (
     progress_bars,
     tick_until,
 )
+from streamer.app.runtime import load_emulated_scenario
 from streamer.athlete import AthleteState, MorningEnd, MorningStart
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
@@ -41,6 +43,7 @@ from streamer.store_lock import hold_devices, hold_store
 
 if TYPE_CHECKING:  # Bumble is imported only with --emulated
     from devices.emulated import ChestStrap
+    from devices.emulated.scenario import DayState
 
 DESCRIPTION = """\
 Take the morning reading: on waking, lying still, chest strap on. The first
@@ -124,19 +127,28 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="with --emulated: emulated seconds per real second (default 1)",
     )
+    parser.add_argument(
+        "--emulated-scenario",
+        type=Path,
+        metavar="FILE",
+        help="with --emulated: the athlete's body today from a scenario file (as `run "
+        "--emulated-scenario`: heart rate and RMSSD, grip MVC and post-session drop)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class GuidedSetup:
     """What a guided command runs with: the app (store, sinks, athlete factory), the
     athlete, the device (address, or the advertised name to scan for; both None with
-    ``--emulated`` and no device configured) and where the results are kept."""
+    ``--emulated`` and no device configured), where the results are kept, and the
+    athlete's state today from ``--emulated-scenario`` (None without one)."""
 
     app: App
     athlete: str
     address: str | None
     name: str | None
     store_path: Path
+    today: DayState | None = None
 
 
 @contextlib.contextmanager
@@ -146,6 +158,8 @@ def guided_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedS
     without ``--config``, no sinks and :func:`~streamer.app.guided.emulated_store_path`."""
     if not args.speed > 0 or (args.speed != 1.0 and not args.emulated):
         raise CliError(f"--speed {args.speed:g}: only with --emulated, and > 0")
+    if args.emulated_scenario is not None and not args.emulated:
+        raise CliError("--emulated-scenario: only emulated devices follow one; add --emulated")
     config: Config | None = None
     if args.config is not None or not args.emulated:
         config = load_config(args.config)
@@ -175,6 +189,17 @@ def guided_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedS
         if device is not None:
             address, name = device.address, device.name
     athlete = athlete or "athlete1"
+    today: DayState | None = None
+    if args.emulated_scenario is not None:
+        scenario = load_emulated_scenario(
+            args.emulated_scenario,
+            emulated=args.emulated,
+            athletes=[athlete],
+            where=f"this {kind.value} test (--athlete {athlete})",
+        )
+        # Day 0 is today (UTC, as the store's days): the guided session's clock starts now.
+        day = dt.datetime.now(dt.UTC).date()
+        today = scenario.day(athlete, day, day)
     if args.store is not None:
         path: Path = args.store
     elif config is not None:
@@ -190,7 +215,7 @@ def guided_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedS
         hold_devices(radio, command),
         App.from_config(config or Config(), store=path) as app,
     ):
-        yield GuidedSetup(app, athlete, address, name, path)
+        yield GuidedSetup(app, athlete, address, name, path, today)
 
 
 def _device(
@@ -207,16 +232,16 @@ def _device(
 
 
 @contextlib.contextmanager
-def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[tuple[App, str, str | None]]:
-    """(the app, athlete id, device address or None) from the flags (see
-    :func:`guided_setup`); a device known only by name needs its address here."""
+def open_setup(args: argparse.Namespace, kind: DeviceKind) -> Iterator[GuidedSetup]:
+    """The :func:`guided_setup` of a device that must be reached by its address (None only
+    when emulated): a device known only by name needs its address here."""
     with guided_setup(args, kind) as setup:
         if setup.address is None and setup.name is not None and not args.emulated:
             raise CliError(
                 f"athlete {setup.athlete!r}: the {kind.value} device has no address — find "
                 "it with `redox-streamer scan` and pair it with `redox-streamer pair add`"
             )
-        yield setup.app, setup.athlete, setup.address
+        yield setup
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,8 +260,10 @@ async def _morning(args: argparse.Namespace, setup: GuidedSetup) -> int:
 
     def strap() -> ChestStrap:
         from devices.emulated import ChestStrap
+        from devices.emulated.scenario import peripheral_options
 
-        return ChestStrap(f"H10 {athlete}", speed=args.speed, address=address)
+        options = {} if setup.today is None else peripheral_options(ChestStrap, setup.today)
+        return ChestStrap(f"H10 {athlete}", speed=args.speed, address=address, **options)
 
     async with guided_session(
         app,

@@ -13,20 +13,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.drivers import DeviceDriver, driver_for
 from devices.registry import DeviceRegistry
 from streamer.app import device_state
 from streamer.app.assembly import App
 from streamer.app.live_view import LiveView, ViewModel, sink_problem
-from streamer.app.runtime import run_for, running
+from streamer.app.runtime import load_emulated_scenario, run_for, running
 from streamer.config import Config, DeviceConfig, load_config
 from streamer.errors import CliError
 from streamer.store_lock import hold_devices, hold_store
+
+if TYPE_CHECKING:  # Bumble is imported only with --emulated
+    from devices.emulated.scenario import Scenario
 
 DESCRIPTION = """\
 Stream the paired devices of every configured athlete: chest straps (HR, RR -> HRV),
@@ -47,6 +51,8 @@ examples:
   redox-streamer run --config ~/redox.toml
   redox-streamer run --duration 3600          one hour, then stop cleanly
   redox-streamer run --emulated --speed 10    the same devices, emulated: no hardware
+  redox-streamer run --emulated --emulated-scenario week.toml
+                                              … whose athletes' bodies follow a scenario
 
 while it runs (over MQTT; Home Assistant has buttons for them):
   redox-streamer session start --athlete alice --tag intervals
@@ -99,6 +105,14 @@ def register(subparsers: Any) -> None:
         default=1.0,
         metavar="X",
         help="with --emulated: emulated seconds per real second (default 1)",
+    )
+    parser.add_argument(
+        "--emulated-scenario",
+        type=Path,
+        metavar="FILE",
+        help="with --emulated: what each athlete's body does, day by day (TOML: heart rate "
+        "and RMSSD, SmO2 recovery, power, grip MVC and post-session drop; "
+        "devices/emulated/scenario.py describes it)",
     )
     parser.set_defaults(handler=run)
 
@@ -159,7 +173,19 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--duration {args.duration:g}: give seconds > 0, or leave it out")
     if not args.speed > 0:
         raise CliError(f"--speed {args.speed:g}: give a number > 0")
+    if args.emulated_scenario is not None and not args.emulated:
+        raise CliError("--emulated-scenario: only emulated devices follow one; add --emulated")
     config = load_config(args.config)
+    args.scenario = (
+        None
+        if args.emulated_scenario is None
+        else load_emulated_scenario(
+            args.emulated_scenario,
+            emulated=args.emulated,
+            athletes=[a.id for a in config.athletes],
+            where=str(config.source),
+        )
+    )
     if not config.athletes:
         raise CliError(
             f"{config.source}: no athletes configured — add an [[athletes]] table "
@@ -198,22 +224,30 @@ def device_labels(devices: Mapping[str, Sequence[DeviceConfig]]) -> dict[str, st
 
 
 async def _emulators(
-    stack: contextlib.AsyncExitStack, devices: dict[str, list[DeviceConfig]], speed: float
+    stack: contextlib.AsyncExitStack,
+    devices: dict[str, list[DeviceConfig]],
+    speed: float,
+    scenario: Scenario | None = None,
 ) -> dict[str, Any]:
     import devices.emulated as emulated
     from devices.emulated.clock import EmulatedClock
+    from devices.emulated.scenario import peripheral_options
 
     # The world's one clock stamps the records too: at --speed X an effort, a recovery
     # and a session last their physiological time, not 1/X of it.
     clock = EmulatedClock(speed)
     world = await stack.enter_async_context(emulated.EmulatedWorld(clock=clock))
+    # The scenario's day 0 is the day the world's clock starts in (UTC, as the store's days).
+    today = dt.datetime.fromtimestamp(clock.now_ns() / 1e9, tz=dt.UTC).date()
     for athlete, items in devices.items():
+        state = scenario.day(athlete, today, today) if scenario is not None else None
         for device in items:
             cls = emulated.emulator_class(device.device_models[0])
             # A device the config leaves to tell its model: the kind's first model here.
             # A device known by name only advertises that name; the driver finds it by it.
             name = device.name or f"{athlete} {device.id}"
-            await world.add(cls(name, speed=speed, address=device.address))
+            options = peripheral_options(cls, state) if state is not None else {}
+            await world.add(cls(name, speed=speed, address=device.address, **options))
     return {
         "client_kwargs": world.client_kwargs,
         "scanner_kwargs": world.scanner_kwargs,
@@ -228,7 +262,7 @@ async def _run(args: argparse.Namespace, app: App, devices: dict[str, list[Devic
     async with contextlib.AsyncExitStack() as stack:
         kwargs: dict[str, Any] = {}
         if args.emulated:
-            kwargs = await _emulators(stack, devices, args.speed)
+            kwargs = await _emulators(stack, devices, args.speed, args.scenario)
         drivers: dict[str, Sequence[tuple[str, DeviceDriver]]] = {}
         for athlete, items in devices.items():
             made = []
