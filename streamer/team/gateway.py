@@ -261,6 +261,13 @@ class Gateway:
                     self._nc = None
                 await asyncio.sleep(next(delays))
                 continue
+            try:
+                ttl = (await kv.status()).ttl
+            except (NatsError, OSError, TimeoutError):
+                ttl = None
+            if ttl:
+                # The bucket's TTL rules (another process may have created it): renew by it.
+                self.lease_ttl_s = float(ttl)
             self.connected.set()
             return kv
 
@@ -280,7 +287,7 @@ class Gateway:
                 continue
             for row in rows:
                 headers = {
-                    wire.MSG_ID_HEADER: wire.msg_id(self.id, self.outbox.boot, row.id),
+                    wire.MSG_ID_HEADER: wire.msg_id(self.id, row.boot, row.id),
                     wire.GATEWAY_HEADER: self.id,
                 }
                 stalled_since: float | None = None

@@ -6,8 +6,10 @@ with ``synchronous=FULL``: every committed batch is fsync'd before its rows may 
 published, so a row JetStream has seen is a row that survives a power cut.
 
 The file also holds the gateway's **boot**, incremented (and fsync'd) each time the file
-is opened: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<id>`` (:func:`streamer.team.wire.msg_id`)
-is unique across restarts. A new file starts its boot at the wall clock's seconds, not at
+is opened, and each row the boot it was queued in: ``Nats-Msg-Id`` =
+``<gateway>:<row's boot>:<id>`` (:func:`streamer.team.wire.msg_id`) is unique across
+restarts, and a row queued before a crash and resent after it keeps its id — the server
+drops the resend if the first send had reached it. A new file starts its boot at the wall clock's seconds, not at
 1, so a gateway whose outbox file was lost (a re-imaged SD card) does not reuse the ids of
 its previous life inside the server's de-duplication window — the server would drop its
 new messages as resends.
@@ -34,16 +36,18 @@ from streamer.store_lock import create_private, hold_store
 _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS gateway_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS gateway_outbox ("
-    "id INTEGER PRIMARY KEY AUTOINCREMENT, athlete TEXT NOT NULL, body BLOB NOT NULL, "
-    "created_ns INTEGER NOT NULL)",
+    "id INTEGER PRIMARY KEY AUTOINCREMENT, boot INTEGER NOT NULL, athlete TEXT NOT NULL, "
+    "body BLOB NOT NULL, created_ns INTEGER NOT NULL)",
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One queued message: for ``athlete``'s subject, the wire ``body`` (JSON bytes)."""
+    """One queued message: for ``athlete``'s subject, the wire ``body`` (JSON bytes),
+    queued during ``boot``."""
 
     id: int
+    boot: int
     athlete: str
     body: bytes
     created_ns: int
@@ -99,8 +103,9 @@ class GatewayOutbox:
         with self._transaction() as db:
             for athlete, body in rows:
                 cursor = db.execute(
-                    "INSERT INTO gateway_outbox (athlete, body, created_ns) VALUES (?, ?, ?)",
-                    (athlete, body, now),
+                    "INSERT INTO gateway_outbox (boot, athlete, body, created_ns) "
+                    "VALUES (?, ?, ?, ?)",
+                    (self.boot, athlete, body, now),
                 )
                 assert cursor.lastrowid is not None
                 ids.append(cursor.lastrowid)
@@ -110,11 +115,11 @@ class GatewayOutbox:
         """The oldest ``limit`` rows with an id above ``after``, in order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, athlete, body, created_ns FROM gateway_outbox WHERE id > ? "
+                "SELECT id, boot, athlete, body, created_ns FROM gateway_outbox WHERE id > ? "
                 "ORDER BY id LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return [Row(int(i), str(a), bytes(b), int(c)) for i, a, b, c in rows]
+        return [Row(int(i), int(n), str(a), bytes(b), int(c)) for i, n, a, b, c in rows]
 
     def ack_through(self, last_id: int) -> None:
         """Delete every row up to ``last_id``: JetStream acknowledged them, in order.

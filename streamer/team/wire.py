@@ -13,8 +13,9 @@ bytes, never decodes them (it imports no scipy), and a worker decodes them with 
 codecs as ``replay``. A marker is ``{"t_ns", "marker": <name>, ...its fields}`` with the
 names of :data:`MARKERS`.
 
-Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>`` (JetStream drops a resend of a
-message it already holds, after a gateway crash or a link loss) and ``Redox-Gateway`` =
+Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>``, the boot the outbox row was
+queued in (JetStream drops a resend of a message it already holds, after a gateway crash
+or a link loss) and ``Redox-Gateway`` =
 the gateway's id (workers drop records from a gateway that does not hold the device's lease).
 
 Athlete ids are the config's ids (``ID_RULE`` in :mod:`streamer.config`: letters, digits,
