@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from devices.recording import RecordedNotification
+from streamer.store_lock import StoreBusyError
 from streamer.team import wire
 from streamer.team.outbox import GatewayOutbox
-from streamer.store_lock import StoreBusyError
-from tests.servers import Mosquitto, NatsServer, nats_cluster, start_all
+from tests.servers import Mosquitto, NatsServer, nats_cluster, require_binary, start_all
 from tests.team_helpers import (
     ROOT,
     GatewayProc,
@@ -147,9 +149,7 @@ def test_a_nats_restart_stalls_the_gateway_and_loses_nothing(
         held = gateway.outbox_rows()
         nats_server.start()
         restarted = time.monotonic()
-        wait_until(
-            lambda: stream_count(servers) >= held[-1][0], 90, "the held rows delivered"
-        )
+        wait_until(lambda: stream_count(servers) >= held[-1][0], 90, "the held rows delivered")
         stall = time.monotonic() - restarted
         assert gateway.stop() == STOPPED
     finally:
@@ -157,7 +157,10 @@ def test_a_nats_restart_stalls_the_gateway_and_loses_nothing(
     stored = stream_messages(servers)
     check_exactly_once(stored, [row[0] for row in gateway.outbox_rows()])
     assert {row[0] for row in held} <= {m.outbox_id for m in stored}
-    print(f"\nnats restart → held rows delivered in {stall:.2f} s")
+    print(
+        f"\nnats restart → held rows delivered in {stall:.2f} s "
+        f"(the gateway's own stalls: {_stalls(gateway.output())})"
+    )
     assert stall < 30
 
 
@@ -181,8 +184,9 @@ def test_the_stream_leader_killed_in_a_cluster_stalls_writes_briefly(
             count = stream_count(others)
             killed.kill()
             t_kill = time.monotonic()
-            wait_until(lambda: stream_count(others) > count + 20, 120, "writes resumed")
+            wait_until(lambda: stream_count(others) > count, 120, "writes resumed")
             stall = time.monotonic() - t_kill
+            wait_until(lambda: stream_count(others) > count + 20, 120, "writes going on")
             new_leader = asyncio.run(_stream_leader(others))
             assert new_leader != leader
             assert gateway.stop() == STOPPED
@@ -190,12 +194,20 @@ def test_the_stream_leader_killed_in_a_cluster_stalls_writes_briefly(
             gateway.ensure_dead()
         stored = stream_messages(others)
         check_exactly_once(stored, [row[0] for row in gateway.outbox_rows()])
-        print(f"\nstream leader {leader} SIGKILLed → writes resumed within {stall:.2f} s")
+        print(
+            f"\nstream leader {leader} SIGKILLed → the next write stored {stall:.2f} s later "
+            f"(the gateway's own stalls: {_stalls(gateway.output())})"
+        )
         # The issue's target is ≤ 10 s; this box is loaded, so the test allows more.
         assert stall < 30
     finally:
         for node in nodes:
             node.stop()
+
+
+def _stalls(log: str) -> list[str]:
+    """The gateway's logged stalls ("publishing resumed after 3.2 s")."""
+    return re.findall(r"publishing resumed after ([0-9.]+ s)", log)
 
 
 async def _stream_leader(servers: list[str]) -> str:
@@ -315,7 +327,57 @@ def test_commands_become_markers_and_the_gateway_has_its_own_last_will(
 MARKER_TYPES = frozenset(wire.MARKERS.values())
 
 
-def test_the_shipped_nats_config_carries_the_wire_mapping() -> None:
-    text = (ROOT / "deploy" / "nats" / "nats-server.conf").read_text()
-    for source, target in wire.nats_mappings().items():
-        assert f'"{source}": "{target}"' in text
+DEPLOY = ROOT / "deploy"
+
+
+def test_the_shipped_nats_mapping_is_the_wires() -> None:
+    text = (DEPLOY / "nats" / "mappings.conf").read_text()
+    block = "".join(line + "\n" for line in text.splitlines() if not line.startswith("#"))
+    assert block == wire.nats_mappings_conf(), (
+        "deploy/nats/mappings.conf differs from streamer.team.wire: regenerate it with "
+        "the command in its header"
+    )
+    for name in ("nats-server.conf", "cluster-node.conf"):
+        assert "include ./mappings.conf" in (DEPLOY / "nats" / name).read_text()
+
+
+@pytest.mark.parametrize("name", ["nats-server.conf", "cluster-node.conf"])
+def test_the_shipped_nats_configs_are_valid(name: str) -> None:
+    binary = require_binary("nats-server", "nats-server")
+    env = {
+        **os.environ,
+        "NATS_NODE": "n1",
+        "NATS_ROUTE_1": "nats://127.0.0.1:6223",
+        "NATS_ROUTE_2": "nats://127.0.0.1:6224",
+    }
+    done = subprocess.run(
+        [binary, "-t", "-c", name],
+        cwd=DEPLOY / "nats",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is valid" in done.stdout + done.stderr
+
+
+def test_the_gateway_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    # A template is verified as one of its instances.
+    unit = tmp_path / "redox-gateway@gym-1.service"
+    unit.write_text((DEPLOY / "systemd" / "redox-gateway@.service").read_text())
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip()
+        and "is not executable" not in line
+        and "bluetooth.service not found" not in line
+    ]
+    assert problems == []
+    assert "--id %i" in unit.read_text()

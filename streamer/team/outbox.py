@@ -9,10 +9,10 @@ The file also holds the gateway's **boot**, incremented (and fsync'd) each time 
 is opened, and each row the boot it was queued in: ``Nats-Msg-Id`` =
 ``<gateway>:<row's boot>:<id>`` (:func:`streamer.team.wire.msg_id`) is unique across
 restarts, and a row queued before a crash and resent after it keeps its id — the server
-drops the resend if the first send had reached it. A new file starts its boot at the wall clock's seconds, not at
-1, so a gateway whose outbox file was lost (a re-imaged SD card) does not reuse the ids of
-its previous life inside the server's de-duplication window — the server would drop its
-new messages as resends.
+drops the resend if the first send had reached it. A new file starts its boot at the
+wall clock's seconds, not at 1, so a gateway whose outbox file was lost (a re-imaged SD
+card) does not reuse the ids of its previous life inside the server's de-duplication
+window — the server would drop its new messages as resends.
 
 One process at a time: the file is locked (``flock`` on ``<file>.lock``) while open, and a
 second gateway on it is refused with the holder named. Methods are synchronous and short;

@@ -141,6 +141,12 @@ def nats_mappings(partitions: int = DEFAULT_PARTITIONS) -> dict[str, str]:
     return {f"{RAW_PREFIX}.*": target}
 
 
+def nats_mappings_conf(partitions: int = DEFAULT_PARTITIONS) -> str:
+    """:func:`nats_mappings` as a nats-server config block (``deploy/nats/mappings.conf``)."""
+    lines = [f'  "{src}": "{dst}"' for src, dst in nats_mappings(partitions).items()]
+    return "mappings = {\n" + "\n".join(lines) + "\n}\n"
+
+
 def athlete_of(subject: str) -> tuple[int, str]:
     """``(partition, athlete)`` of a stored subject ``redox.part.<p>.<athlete>``."""
     parts = subject.split(".")
