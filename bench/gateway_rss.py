@@ -20,7 +20,6 @@ Figures are printed, never asserted (bench/ convention).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
