@@ -28,6 +28,7 @@ from tests.team_helpers import (
     GatewayProc,
     Stored,
     check_exactly_once,
+    longest_write_gap_s,
     notifications,
     stream_count,
     stream_messages,
@@ -158,8 +159,9 @@ def test_a_nats_restart_stalls_the_gateway_and_loses_nothing(
     check_exactly_once(stored, [row[0] for row in gateway.outbox_rows()])
     assert {row[0] for row in held} <= {m.outbox_id for m in stored}
     print(
-        f"\nnats restart → held rows delivered in {stall:.2f} s "
-        f"(the gateway's own stalls: {_stalls(gateway.output())})"
+        f"\nnats restart → held rows delivered {stall:.2f} s after it was ready "
+        f"(the gateway's own stalls: {_stalls(gateway.output())}; longest gap between "
+        f"stored messages, the outage included: {longest_write_gap_s(stored):.2f} s)"
     )
     assert stall < 30
 
@@ -194,12 +196,14 @@ def test_the_stream_leader_killed_in_a_cluster_stalls_writes_briefly(
             gateway.ensure_dead()
         stored = stream_messages(others)
         check_exactly_once(stored, [row[0] for row in gateway.outbox_rows()])
+        gap = longest_write_gap_s(stored)
         print(
-            f"\nstream leader {leader} SIGKILLed → the next write stored {stall:.2f} s later "
-            f"(the gateway's own stalls: {_stalls(gateway.output())})"
+            f"\nstream leader {leader} SIGKILLed: writes stalled {gap:.2f} s (the longest gap "
+            f"between stored messages; the gateway's own stalls: {_stalls(gateway.output())}; "
+            f"seen by polling: {stall:.1f} s)"
         )
         # The target is ≤ 10 s; this box is loaded, so the test allows more.
-        assert stall < 30
+        assert gap < 30
     finally:
         for node in nodes:
             node.stop()

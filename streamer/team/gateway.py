@@ -42,13 +42,15 @@ from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream
 
 _LOGGER: Final = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT_S: Final = 2.0
-"""Wait this long for a PubAck before resending (s): a leader election takes a few."""
+PUBLISH_TIMEOUT_S: Final = 1.0
+"""Wait this long for a PubAck before resending (s): a PubAck takes milliseconds on a
+club's LAN (three nodes' quorum included); a message sent to a leader that just died
+gets none, and every second waited here adds to the stall of a leader election."""
 BATCH: Final = 256
 """Outbox rows read (and acknowledged) per round."""
-RESEND_BACKOFF: Final = Backoff(0.05, 2.0, multiplier=2.0, jitter=Jitter.EQUAL)
+RESEND_BACKOFF: Final = Backoff(0.05, 1.0, multiplier=2.0, jitter=Jitter.EQUAL)
 """Between resends while NATS or the stream's leader is away: quick first (a leader
-election), never slower than 2 s (the stall after it comes back)."""
+election), never slower than 1 s (what it adds to the stall once the stream is back)."""
 DEFAULT_MAX_DEVICES: Final = 7
 """Leases a gateway holds at most: BlueZ's usual limit of simultaneous LE connections."""
 DEFAULT_IDLE_RELEASE_S: Final = 60.0
