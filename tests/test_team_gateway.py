@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from devices.recording import RecordedNotification
+from streamer.athlete.events import SessionStart
 from streamer.store_lock import StoreBusyError
 from streamer.team import wire
 from streamer.team.outbox import GatewayOutbox
@@ -51,7 +52,7 @@ import sys
 from streamer.cli import build_parser
 build_parser(["gateway"])
 import streamer.commands.gateway, streamer.team.gateway, streamer.team.gateway_mqtt
-import streamer.team.outbox, streamer.team.stream, devices.emulated
+import streamer.team.outbox, streamer.team.stream, streamer.team.emulated, devices.emulated
 heavy = [m for m in {HEAVY!r} if m in sys.modules]
 print(heavy)
 """
@@ -107,6 +108,10 @@ def test_an_emulated_gateway_forwards_every_record_once_in_order(
     devices = {(m.athlete, m.message.device) for m in notifications(stored)}
     assert devices == {("ann", "strap"), ("ann", "smo2"), ("bob", "strap")}
     assert "stopped:" in gateway.output()
+    # The emulated protocol: each athlete's session starts on the world's clock.
+    starts = [m for m in stored if isinstance(m.message, SessionStart)]
+    assert sorted(m.athlete for m in starts) == ["ann", "bob"]
+    assert all(m.message.tags == ("emulated",) for m in starts)
 
 
 def test_a_gateway_killed_mid_stream_loses_and_repeats_nothing(
@@ -317,14 +322,19 @@ def test_commands_become_markers_and_the_gateway_has_its_own_last_will(
         def markers() -> list[Stored]:
             return [m for m in stream_messages(servers) if type(m.message) in MARKER_TYPES]
 
-        wait_until(lambda: len(markers()) >= 2, 60, "two markers stored")
+        wait_until(lambda: len(markers()) >= 4, 60, "two command markers stored")
         gateway.kill()
         wait_until(lambda: states[-1:] == [b"offline"], 90, "gw1's Last Will")
     finally:
         gateway.ensure_dead()
         client.loop_stop()
         client.disconnect()
-    found = [(m.athlete, json.loads(wire.encode(m.message))["marker"]) for m in markers()]
+    # The emulated athletes' own sessions (tagged "emulated") stand beside the commands'.
+    found = [
+        (m.athlete, json.loads(wire.encode(m.message))["marker"])
+        for m in markers()
+        if not (isinstance(m.message, SessionStart) and m.message.tags == ("emulated",))
+    ]
     assert found == [("ann", "session_start"), ("ann", "session_rpe")]
 
 

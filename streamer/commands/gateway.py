@@ -88,7 +88,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--emulated",
         action="store_true",
-        help="serve the configured devices from emulators on a virtual link (no hardware)",
+        help="serve the configured devices from emulators on a virtual link (no hardware), "
+        "and have each athlete train: session start, 30 emulated minutes, end with an RPE",
     )
     parser.add_argument(
         "--speed",
@@ -173,6 +174,7 @@ async def _emulators(
         "client_kwargs": world.client_kwargs,
         "scanner_kwargs": world.scanner_kwargs,
         "clock_ns": clock.now_ns,
+        "clock": clock,
     }
 
 
@@ -199,6 +201,7 @@ async def _run(
         if args.emulated:
             kwargs = await _emulators(stack, devices, args.speed)
         clock_ns = kwargs.pop("clock_ns", time.time_ns)
+        clock = kwargs.pop("clock", None)
         gateway = Gateway(
             args.id,
             servers,
@@ -209,6 +212,11 @@ async def _run(
             replicas=args.replicas,
         )
         tasks = [asyncio.create_task(gateway.run(), name="gateway")]
+        if clock is not None:
+            from streamer.team.emulated import emulated_sessions
+
+            sessions = emulated_sessions(gateway.offer_marker_of, list(devices), clock)
+            tasks.append(asyncio.create_task(sessions, name="emulated sessions"))
         if config.mqtt is not None:
             from streamer.team.gateway_mqtt import GatewayCommands
 

@@ -213,6 +213,10 @@ class Gateway:
         self.offer(athlete, marker)  # type: ignore[arg-type]  # checked just above
         return True
 
+    def offer_marker_of(self, athlete: str, marker: object) -> None:
+        """A protocol marker of ``athlete`` (the emulated protocol's ``offer``)."""
+        self.offer_marker(athlete, "", marker)
+
     def flush_pending(self) -> None:
         """Commit what is still in memory (at a stop: a SIGTERM loses nothing received)."""
         batch, self._pending = self._pending, []
