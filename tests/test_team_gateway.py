@@ -22,7 +22,9 @@ from devices.recording import RecordedNotification
 from streamer.athlete.events import SessionStart
 from streamer.store_lock import StoreBusyError
 from streamer.team import wire
+from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
 from streamer.team.outbox import GatewayOutbox
+from streamer.team.stream import ensure_stream
 from tests.servers import Mosquitto, NatsServer, nats_cluster, require_binary, start_all
 from tests.team_helpers import (
     ROOT,
@@ -395,3 +397,40 @@ def test_the_gateway_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     ]
     assert problems == []
     assert "--id %i" in unit.read_text()
+
+
+def test_a_stronger_signal_contends_sooner() -> None:
+    delays = [contention_delay_s(rssi) for rssi in (-30, -40, -60, -80, -100, -120)]
+    assert delays == sorted(delays)
+    assert delays[0] == 0.0
+    assert contention_delay_s(None) == delays[-1]  # unknown: the weakest
+
+
+def test_the_server_decides_a_lease_race(nats_server: NatsServer) -> None:
+    import nats
+
+    async def race() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            kv = await ensure_stream(nc.jetstream(), 1)
+            first = Lease(kv, "gw1", "ann", "strap")
+            second = Lease(kv, "gw2", "ann", "strap")
+            won = await asyncio.gather(first.try_acquire(-50), second.try_acquire(-70))
+            assert sorted(won) == [False, True]
+            holder, loser = (first, second) if won[0] else (second, first)
+            assert await loser.holder() == holder.gateway
+            await holder.renew()
+            # The holder restarted (a new Lease object, same gateway): it takes its key back.
+            again = Lease(kv, holder.gateway, "ann", "strap")
+            assert await again.try_acquire()
+            await again.release()
+            assert await loser.holder() is None
+            assert await loser.try_acquire()
+            # The first life's lease object renews at a stale revision: lost, to the loser.
+            with pytest.raises(LeaseLostError, match=f"taken by {loser.gateway}"):
+                await holder.renew()
+            assert not holder.held
+        finally:
+            await nc.close()
+
+    asyncio.run(race())

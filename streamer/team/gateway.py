@@ -31,7 +31,9 @@ from nats.errors import Error as NatsError
 
 from devices import gatt
 from devices.codecs import CODECS
+from devices.discovery import find_device
 from devices.drivers import DeviceDriver, ResolvingDriver, driver_for
+from devices.errors import DeviceUnavailableError
 from devices.policy import Backoff, Jitter
 from devices.recording import RecordedNotification
 from streamer.config import DeviceConfig, MqttConfig
@@ -337,9 +339,16 @@ class Gateway:
                 if holder is not None and holder != self.id:
                     await asyncio.sleep(renew_every)
                     continue
+                rssi: int | None = None
                 if holder is None:
-                    await asyncio.sleep(contention_delay_s(None))
-                acquired = await lease.try_acquire()
+                    # Contend only for a device this gateway sees (a central config lists
+                    # every room's devices), the strongest signal first.
+                    seen, rssi = await self._sighting(device)
+                    if not seen:
+                        await asyncio.sleep(renew_every)
+                        continue
+                    await asyncio.sleep(contention_delay_s(rssi))
+                acquired = await lease.try_acquire(rssi)
             except (NatsError, OSError, TimeoutError) as exc:
                 _LOGGER.debug("%s: lease: %s", lease.key, exc)
                 await asyncio.sleep(renew_every)
@@ -355,6 +364,21 @@ class Gateway:
                 await self._drive(lease, athlete, device, renew_every)
             finally:
                 self._held -= 1
+
+    async def _sighting(self, device: DeviceConfig) -> tuple[bool, int | None]:
+        """Whether ``device`` advertises within its scan timeout, and at which RSSI (dBm)."""
+        timeout_s = device.device_models[0].policy.scan_timeout_s
+        try:
+            found = await find_device(
+                device.address or "",
+                timeout_s,
+                scanner_kwargs=self.driver_kwargs.get("scanner_kwargs"),
+                name=None if device.address else device.name,
+            )
+        except DeviceUnavailableError as exc:  # no adapter (yet): the drivers say it too
+            _LOGGER.debug("%s: scan: %s", device.id, exc)
+            return False, None
+        return found is not None, found.rssi if found is not None else None
 
     async def _drive(
         self, lease: Lease, athlete: str, device: DeviceConfig, renew_every: float

@@ -7,10 +7,11 @@ saw, so the server — not a protocol of ours — decides a race. The rules, kep
 
 1. **Acquire** a free key with ``create`` (fails if someone holds it). The gateway that
    already holds it (its own restart) takes it back with ``update`` at the revision it
-   reads. A free key is contended after a short wait that shrinks with the RSSI the
-   gateway sees the device at (:func:`contention_delay_s`): with several gateways in
-   range the strongest signal tries first and wins. A gateway with no free slot
-   (``max_devices`` leases held) does not contend at all.
+   reads. A gateway contends for a free key only when it sees the device advertising
+   (a connected device does not advertise: a held one is invisible to others), after a
+   short wait that shrinks with the RSSI it sees it at (:func:`contention_delay_s`):
+   with several gateways in range the strongest signal tries first and wins. A gateway
+   with no free slot (``max_devices`` leases held) does not contend at all.
 2. **Renew** every third of the TTL with ``update`` at the held revision. A revision
    mismatch means another gateway took the key after it expired: the lease is lost and
    the gateway stops that device's driver. A renewal that fails because NATS is away is
