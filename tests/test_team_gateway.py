@@ -20,6 +20,8 @@ import pytest
 
 from devices.recording import RecordedNotification
 from streamer.athlete.events import SessionStart
+from streamer.cli import main
+from streamer.errors import INPUT_STATUS
 from streamer.store_lock import StoreBusyError
 from streamer.team import wire
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
@@ -434,3 +436,39 @@ def test_the_server_decides_a_lease_race(nats_server: NatsServer) -> None:
             await nc.close()
 
     asyncio.run(race())
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--id", "gym 1", "--nats", "nats://h:4222"], "--id 'gym 1'"),
+        (["--id", "g1", "--nats", "h:4222"], "--nats 'h:4222'"),
+        (["--id", "g1", "--nats", "nats://h:4222", "--speed", "5"], "--speed"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_it(
+    argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    status = main(["gateway", *argv, "--config", str(config)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == INPUT_STATUS
+    assert len(err) == 1, err
+    assert err[0].startswith("redox-streamer gateway: error: "), err
+    assert named in err[0]
+
+
+def test_a_second_gateway_on_one_outbox_is_refused_naming_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    outbox = tmp_path / "gw.sqlite"
+    with GatewayOutbox(outbox):
+        status = main(
+            ["gateway", "--id", "g1", "--nats", "nats://127.0.0.1:1", "--config", str(config),
+             "--outbox", str(outbox)]
+        )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert status != 0
+    assert f"the gateway outbox {outbox} is in use by redox-streamer gateway (pid" in err
+    assert "--outbox FILE" in err

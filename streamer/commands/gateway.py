@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
     """Add the ``gateway`` sub-command."""
     parser = subparsers.add_parser(
         "gateway",
-        help="forward devices and markers to NATS JetStream (team mode)",
+        help="team mode: forward devices and markers to NATS JetStream",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
