@@ -240,10 +240,14 @@ async def _run(
                 for task in done:
                     if task in tasks:
                         task.result()  # a crashed part ends the gateway with its error
-        await gateway.stop(DRAIN_S)
-        for task in tasks:
+        # The sources first (commands, the emulated protocol), then the devices and the
+        # outbox: nothing offered after the last commit.
+        for task in tasks[1:]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await gateway.stop(DRAIN_S)
+        tasks[0].cancel()
+        await asyncio.gather(tasks[0], return_exceptions=True)
         stats = gateway.stats
         depth = outbox.depth()
         print(

@@ -199,6 +199,8 @@ class Gateway:
         self._writer_task: asyncio.Task[None] | None = None
         self._publisher_task: asyncio.Task[None] | None = None
         self._device_tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._writer_closed = False
 
     # -- into the outbox ------------------------------------------------------------------
 
@@ -206,7 +208,10 @@ class Gateway:
         """Queue one message of ``athlete`` (on the event loop; committed within ms)."""
         self._pending.append((athlete, wire.encode(message)))
         self.stats.offered += 1
-        self._wake_writer.set()
+        if self._writer_closed:
+            self._commit_pending()  # a straggler after the writer stopped: commit it here
+        else:
+            self._wake_writer.set()
 
     def offer_marker(self, athlete: str, _device: str, marker: object) -> bool:
         """:class:`streamer.app.commands_in.CommandListener`'s ``offer``: a marker."""
@@ -219,28 +224,42 @@ class Gateway:
         """A protocol marker of ``athlete`` (the emulated protocol's ``offer``)."""
         self.offer_marker(athlete, "", marker)
 
-    def flush_pending(self) -> None:
-        """Commit what is still in memory (at a stop: a SIGTERM loses nothing received)."""
+    def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
             self.outbox.append(batch)
             self.stats.stored += len(batch)
             self.drained.clear()
+            self._wake_publisher.set()
 
     async def _writer(self) -> None:
-        """Group commit: every message offered since the last commit, in one fsync."""
-        try:
-            while True:
-                await self._wake_writer.wait()
-                self._wake_writer.clear()
-                batch, self._pending = self._pending, []
-                if batch:
-                    await asyncio.to_thread(self.outbox.append, batch)
-                    self.stats.stored += len(batch)
-                    self.drained.clear()
-                    self._wake_publisher.set()
-        finally:
-            self.flush_pending()
+        """Group commit: every message offered since the last commit, in one fsync, in
+        order. Never cancelled in the middle of a commit (its thread would go on while a
+        later batch overtook it): :meth:`_close_writer` asks it to finish."""
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await asyncio.to_thread(self.outbox.append, batch)
+                self.stats.stored += len(batch)
+                self.drained.clear()
+                self._wake_publisher.set()
+            if self._closing and not self._pending:
+                self._writer_closed = True
+                return
+
+    async def _close_writer(self) -> None:
+        """Let the writer commit what is pending and end; later offers commit directly."""
+        self._closing = True
+        self._wake_writer.set()
+        writer = self._writer_task
+        if writer is not None and not writer.done():
+            # Shielded: a second cancellation of the caller must not cut a commit short.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(writer)
+        self._writer_closed = True
+        self._commit_pending()
 
     # -- out to JetStream -----------------------------------------------------------------
 
@@ -435,7 +454,7 @@ class Gateway:
     async def run(self) -> None:
         """Connect, then forward until :meth:`stop` (or cancellation); on the way out what
         was received is committed to the outbox."""
-        writer = self._writer_task = asyncio.create_task(self._writer(), name="outbox writer")
+        self._writer_task = asyncio.create_task(self._writer(), name="outbox writer")
         try:
             kv = await self._connect()
             self._publisher_task = asyncio.create_task(self._publisher(), name="publisher")
@@ -449,7 +468,7 @@ class Gateway:
             await asyncio.gather(self._publisher_task, *self._device_tasks)
         finally:
             await _cancel(self._device_tasks)
-            await _cancel([writer])
+            await self._close_writer()
             if self._publisher_task is not None:
                 await _cancel([self._publisher_task])
             if self._nc is not None:
@@ -460,7 +479,7 @@ class Gateway:
         """Stop the devices, commit what they sent, give the publisher up to ``drain_s``
         seconds to empty the outbox (what remains is sent at the next start)."""
         await _cancel(self._device_tasks)
-        self.flush_pending()
+        await self._close_writer()
         self._wake_publisher.set()
         if self._publisher_task is not None and not self._publisher_task.done():
             with contextlib.suppress(TimeoutError):
