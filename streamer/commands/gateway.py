@@ -131,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--speed {args.speed:g}: give a number > 0")
     if args.speed != 1.0 and not args.emulated:
         raise CliError("--speed: only emulated devices can run faster; add --emulated")
+    try:
+        import nats  # noqa: F401  (the team extra)
+    except ImportError:
+        raise CliError(
+            "gateway needs nats-py, which is not installed: "
+            "pip install 'redox-streamer[team]'"
+        ) from None
     config = load_config(args.config)
     devices = configured_devices(config)
     if not devices:
