@@ -135,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
         import nats  # noqa: F401  (the team extra)
     except ImportError:
         raise CliError(
-            "gateway needs nats-py, which is not installed: "
-            "pip install 'redox-streamer[team]'"
+            "gateway needs nats-py, which is not installed: pip install 'redox-streamer[team]'"
         ) from None
     config = load_config(args.config)
     devices = configured_devices(config)
