@@ -72,16 +72,19 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from processors import physiology as ph
 from processors.alerts import RuleEvaluation, Severity
-from processors.grip import ForceTrace, GripClass, GripTest, grip_test_from_traces
-from processors.oxygenation import OxygenRecovery, analyse_session
-from processors.trends import hrv_downtrend, rhr_creep
+
+# The analyses (scipy) are imported where a rule measures, not here: the catalogue and
+# its thresholds are also read by the config, which a thin team gateway loads (issue 13).
+if TYPE_CHECKING:
+    from processors.grip import ForceTrace, GripTest
+    from processors.oxygenation import OxygenRecovery
 
 ARTICLE = '"When ROS Signals Turn Toxic: Balancing Redox in Trained Cells" (practitioner article)'
 """The ARTICLE by its title: users have the title, not our copy of the text."""
@@ -390,6 +393,8 @@ def evaluate_hrv_downtrend(
     ln_rmssd_history: npt.ArrayLike, thresholds: RuleThresholds = DEFAULT_THRESHOLDS
 ) -> RuleEvaluation:
     """``hrv_downtrend`` for the last day of a daily lnRMSSD history (NaN = missing day)."""
+    from processors.trends import hrv_downtrend
+
     th = thresholds
     result = hrv_downtrend(
         ln_rmssd_history,
@@ -418,6 +423,8 @@ def evaluate_rhr_creep(
     resting_hr_history: npt.ArrayLike, thresholds: RuleThresholds = DEFAULT_THRESHOLDS
 ) -> RuleEvaluation:
     """``rhr_creep`` for the last day of a daily resting-HR history in bpm (NaN = missing)."""
+    from processors.trends import rhr_creep
+
     th = thresholds
     result = rhr_creep(
         resting_hr_history,
@@ -579,6 +586,8 @@ def evaluate_grip(
     leaves ``grip_spillover`` undecided. Every message ends with the test's threshold note:
     the article's 10% or the athlete's own noise.
     """
+    from processors.grip import GripClass
+
     th = thresholds
     evidence = test.evidence()
     cls = test.grip_class
@@ -621,6 +630,8 @@ def measure_grip(
     thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
 ) -> GripTest:
     """Classify a grip test from force traces (t s, kg) with the thresholds' grip settings."""
+    from processors.grip import grip_test_from_traces
+
     th = thresholds
     return grip_test_from_traces(
         pre,
@@ -643,6 +654,8 @@ def measure_oxygenation(
     activity_threshold: float | None = None,
 ) -> OxygenRecovery:
     """A session's oxygenation recovery, unrecovered efforts counted per the thresholds."""
+    from processors.oxygenation import analyse_session
+
     return analyse_session(
         t_s,
         smo2_pct,

@@ -62,6 +62,11 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("run", "stream the paired devices of the configured athletes", "streamer.commands.run"),
     Command(
+        "gateway",
+        "team mode: forward devices and markers to NATS JetStream",
+        "streamer.commands.gateway",
+    ),
+    Command(
         "session", "start or end a training session in a running `run`", "streamer.commands.session"
     ),
     Command(

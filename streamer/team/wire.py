@@ -13,8 +13,9 @@ bytes, never decodes them (it imports no scipy), and a worker decodes them with 
 codecs as ``replay``. A marker is ``{"t_ns", "marker": <name>, ...its fields}`` with the
 names of :data:`MARKERS`.
 
-Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>`` (JetStream drops a resend of a
-message it already holds, after a gateway crash or a link loss) and ``Redox-Gateway`` =
+Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>``, the boot the outbox row was
+queued in (JetStream drops a resend of a message it already holds, after a gateway crash
+or a link loss) and ``Redox-Gateway`` =
 the gateway's id (workers drop records from a gateway that does not hold the device's lease).
 
 Athlete ids are the config's ids (``ID_RULE`` in :mod:`streamer.config`: letters, digits,
@@ -138,6 +139,12 @@ def nats_mappings(partitions: int = DEFAULT_PARTITIONS) -> dict[str, str]:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
     target = f"{PARTITION_PREFIX}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
     return {f"{RAW_PREFIX}.*": target}
+
+
+def nats_mappings_conf(partitions: int = DEFAULT_PARTITIONS) -> str:
+    """:func:`nats_mappings` as a nats-server config block (``deploy/nats/mappings.conf``)."""
+    lines = [f'  "{src}": "{dst}"' for src, dst in nats_mappings(partitions).items()]
+    return "mappings = {\n" + "\n".join(lines) + "\n}\n"
 
 
 def athlete_of(subject: str) -> tuple[int, str]:

@@ -1,0 +1,506 @@
+"""The thin gateway: device notifications and protocol markers → outbox → JetStream.
+
+No athlete state, no processors, no decoding beyond what the drivers need to supervise a
+link: every raw notification of a device whose lease this gateway holds, every lease
+grant and every protocol marker (MQTT commands) becomes one row of the durable outbox
+(:class:`streamer.team.outbox.GatewayOutbox`, fsync'd), then one JetStream message on
+``redox.raw.<athlete>`` with ``Nats-Msg-Id`` = ``<gateway>:<boot>:<row id>``. A row is
+deleted only after its PubAck. Publishing is strictly one message at a time, in row order:
+a message resent after a failure never overtakes a later one, so the stream holds each
+athlete's messages in the order the gateway received them; when the link or the stream's
+leader is away the publisher backs off and resends the same row, and the server drops the
+copies it already stored.
+
+Imports stay thin (no scipy, no influxdb-client, no processors: a Pi Zero 2 W runs it);
+``tests/test_team_gateway.py`` holds that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import nats
+from nats.errors import Error as NatsError
+
+from devices import gatt
+from devices.codecs import CODECS
+from devices.discovery import find_device
+from devices.drivers import DeviceDriver, ResolvingDriver, driver_for
+from devices.errors import DeviceUnavailableError
+from devices.policy import Backoff, Jitter
+from devices.recording import RecordedNotification
+from streamer.config import DeviceConfig, MqttConfig
+from streamer.team import wire
+from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
+from streamer.team.outbox import GatewayOutbox
+from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S: Final = 1.0
+"""Wait this long for a PubAck before resending (s): a PubAck takes milliseconds on a
+club's LAN (three nodes' quorum included); a message sent to a leader that just died
+gets none, and every second waited here adds to the stall of a leader election."""
+BATCH: Final = 256
+"""Outbox rows read (and acknowledged) per round."""
+RESEND_BACKOFF: Final = Backoff(0.05, 1.0, multiplier=2.0, jitter=Jitter.EQUAL)
+"""Between resends while NATS or the stream's leader is away: quick first (a leader
+election), never slower than 1 s (what it adds to the stall once the stream is back)."""
+DEFAULT_MAX_DEVICES: Final = 7
+"""Leases a gateway holds at most: BlueZ's usual limit of simultaneous LE connections."""
+DEFAULT_IDLE_RELEASE_S: Final = 60.0
+"""A held device not connected for this long has its lease released (s): the athlete
+left the room, and another gateway should take the device without waiting."""
+
+
+def short_char(uuid: str) -> str:
+    """The wire's ``char`` of a characteristic UUID: its codec's short name."""
+    known = gatt.characteristic_for_uuid(uuid)
+    if known is not None and known.name in CODECS:
+        return known.name
+    return uuid
+
+
+Tap = Callable[[RecordedNotification], None]
+
+
+def _tap_start_notify(driver: DeviceDriver, device_id: str, tap: Tap) -> None:
+    """Make ``driver`` hand every subscribed notification's bytes to ``tap`` before it
+    decodes them (the battery level, read and notified outside ``_start_notify``, stays
+    local: workers get it from nowhere today either)."""
+    subscribe = driver._start_notify
+
+    async def tapped_start_notify(
+        client: Any, char_uuid: str, decode: Any, *, required: bool = True
+    ) -> bool:
+        char = short_char(char_uuid)
+
+        def tapped(data: bytes, *, t_ns: int = 0) -> Any:
+            tap(RecordedNotification(t_ns=t_ns, device=device_id, char=char, data=bytes(data)))
+            return decode(data, t_ns=t_ns)
+
+        return await subscribe(client, char_uuid, tapped, required=required)
+
+    # An instance attribute over the class's method: the driver classes stay untouched.
+    driver._start_notify = tapped_start_notify  # type: ignore[method-assign]
+
+
+class _TappedResolvingDriver(ResolvingDriver):
+    """A :class:`ResolvingDriver` whose model's driver, once known, is tapped too."""
+
+    def __init__(self, *args: Any, device_id: str, tap: Tap, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._device_id = device_id
+        self._tap = tap
+
+    def _driver_of(self, model: Any) -> DeviceDriver:
+        inner = super()._driver_of(model)
+        _tap_start_notify(inner, self._device_id, self._tap)
+        return inner
+
+
+def forwarding_driver(device: DeviceConfig, name: str, tap: Tap, **kwargs: Any) -> DeviceDriver:
+    """``device``'s production driver (as ``run`` builds it), every notification's raw
+    bytes handed to ``tap`` as the wire's recording line before decoding."""
+    models = device.device_models
+    address = device.address or ""
+    options: dict[str, Any] = {
+        "name": name,
+        "sink": lambda _record: None,  # decoded records stay here: the worker decodes
+        "advertised_name": None if device.address else device.name,
+        **kwargs,
+    }
+    if len(models) > 1:
+        return _TappedResolvingDriver(
+            address, candidates=models, device_id=device.id, tap=tap, **options
+        )
+    driver = driver_for(models, address, **options)
+    _tap_start_notify(driver, device.id, tap)
+    return driver
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """Counters of one gateway process (since its start)."""
+
+    offered: int = 0
+    """Messages handed to the outbox (notifications, markers, lease grants)."""
+    stored: int = 0
+    """Rows committed (fsync'd) to the outbox."""
+    published: int = 0
+    """Rows acknowledged by JetStream (duplicates included)."""
+    duplicates: int = 0
+    """PubAcks saying the server already held the message (a resend)."""
+    resends: int = 0
+    """Publish attempts that failed and were repeated."""
+    stalls_s: list[float] = field(default_factory=list)
+    """Each interruption of publishing: first failure → next PubAck (s)."""
+    leases: dict[str, str] = field(default_factory=dict)
+    """``athlete.device`` → ``held`` | ``lost`` | ``released``."""
+
+
+class Gateway:
+    """One gateway process's work: drivers, the outbox writer and the JetStream publisher.
+
+    Args:
+        gateway_id: this gateway's id (msg ids, the ``Redox-Gateway`` header, leases).
+        servers: NATS URLs (any node of the cluster).
+        outbox: the opened outbox file.
+        devices: athlete id → the devices to forward (the config's).
+        driver_kwargs: extra driver arguments (the emulated link's, its clock).
+        clock_ns: the clock notifications are stamped with, for markers and grants (ns).
+        replicas: the stream's replicas to ensure (None: leave an existing stream's).
+        lease_ttl_s: the lease bucket's TTL when this gateway creates it (s).
+    """
+
+    def __init__(
+        self,
+        gateway_id: str,
+        servers: Sequence[str],
+        outbox: GatewayOutbox,
+        devices: Mapping[str, Sequence[DeviceConfig]],
+        *,
+        driver_kwargs: Mapping[str, Any] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        replicas: int | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        idle_release_s: float = DEFAULT_IDLE_RELEASE_S,
+    ) -> None:
+        self.id = gateway_id
+        self.servers = list(servers)
+        self.outbox = outbox
+        self.devices = {a: list(d) for a, d in devices.items()}
+        self.driver_kwargs = dict(driver_kwargs or {})
+        self.clock_ns = clock_ns
+        self.replicas = replicas
+        self.lease_ttl_s = lease_ttl_s
+        self.max_devices = max_devices
+        self.idle_release_s = idle_release_s
+        self.stats = GatewayStats()
+        self.drivers: dict[str, DeviceDriver] = {}
+        self.connected = asyncio.Event()
+        """Set once NATS answered and the stream and bucket exist."""
+        self.drained = asyncio.Event()
+        """Set while the outbox is empty (every row acknowledged)."""
+        self._pending: list[tuple[str, bytes]] = []
+        self._wake_writer = asyncio.Event()
+        self._wake_publisher = asyncio.Event()
+        self._held = 0
+        self._rng = random.Random()
+        self._nc: Any = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._publisher_task: asyncio.Task[None] | None = None
+        self._device_tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._writer_closed = False
+
+    # -- into the outbox ------------------------------------------------------------------
+
+    def offer(self, athlete: str, message: wire.WireMessage) -> None:
+        """Queue one message of ``athlete`` (on the event loop; committed within ms)."""
+        self._pending.append((athlete, wire.encode(message)))
+        self.stats.offered += 1
+        if self._writer_closed:
+            self._commit_pending()  # a straggler after the writer stopped: commit it here
+        else:
+            self._wake_writer.set()
+
+    def offer_marker(self, athlete: str, _device: str, marker: object) -> bool:
+        """:class:`streamer.app.commands_in.CommandListener`'s ``offer``: a marker."""
+        if not isinstance(marker, tuple(wire.MARKERS.values())):
+            return False
+        self.offer(athlete, marker)  # type: ignore[arg-type]  # checked just above
+        return True
+
+    def offer_marker_of(self, athlete: str, marker: object) -> None:
+        """A protocol marker of ``athlete`` (the emulated protocol's ``offer``)."""
+        self.offer_marker(athlete, "", marker)
+
+    def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self.outbox.append(batch)
+            self.stats.stored += len(batch)
+            self.drained.clear()
+            self._wake_publisher.set()
+
+    async def _writer(self) -> None:
+        """Group commit: every message offered since the last commit, in one fsync, in
+        order. Never cancelled in the middle of a commit (its thread would go on while a
+        later batch overtook it): :meth:`_close_writer` asks it to finish."""
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await asyncio.to_thread(self.outbox.append, batch)
+                self.stats.stored += len(batch)
+                self.drained.clear()
+                self._wake_publisher.set()
+            if self._closing and not self._pending:
+                self._writer_closed = True
+                return
+
+    async def _close_writer(self) -> None:
+        """Let the writer commit what is pending and end; later offers commit directly."""
+        self._closing = True
+        self._wake_writer.set()
+        writer = self._writer_task
+        if writer is not None and not writer.done():
+            # Shielded: a second cancellation of the caller must not cut a commit short.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(writer)
+        self._writer_closed = True
+        self._commit_pending()
+
+    # -- out to JetStream -----------------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        """Connect to NATS (retrying until it answers), ensure the stream; the KV bucket."""
+        delays = RESEND_BACKOFF.delays(self._rng)
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    servers=self.servers,
+                    name=f"redox-gateway-{self.id}",
+                    connect_timeout=2,
+                    reconnect_time_wait=0.25,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=self._nats_error,
+                )
+                kv = await ensure_stream(
+                    self._nc.jetstream(), self.replicas, lease_ttl_s=self.lease_ttl_s
+                )
+            except (NatsError, OSError, TimeoutError) as exc:
+                _LOGGER.warning("NATS %s: %s; retrying", ",".join(self.servers), exc)
+                if self._nc is not None:
+                    with contextlib.suppress(Exception):
+                        await self._nc.close()
+                    self._nc = None
+                await asyncio.sleep(next(delays))
+                continue
+            try:
+                ttl = (await kv.status()).ttl
+            except (NatsError, OSError, TimeoutError):
+                ttl = None
+            if ttl:
+                # The bucket's TTL rules (another process may have created it): renew by it.
+                self.lease_ttl_s = float(ttl)
+            self.connected.set()
+            return kv
+
+    async def _nats_error(self, exc: Exception) -> None:
+        _LOGGER.debug("NATS: %s", exc)
+
+    async def _publisher(self) -> None:
+        """Publish the outbox in order, one PubAck at a time; delete what was acknowledged."""
+        js = self._nc.jetstream()
+        while True:
+            rows = await asyncio.to_thread(self.outbox.peek, BATCH)
+            if not rows:
+                self._wake_publisher.clear()
+                if self.outbox.depth() == 0:
+                    self.drained.set()
+                    await self._wake_publisher.wait()
+                continue
+            for row in rows:
+                headers = {
+                    wire.MSG_ID_HEADER: wire.msg_id(self.id, row.boot, row.id),
+                    wire.GATEWAY_HEADER: self.id,
+                }
+                stalled_since: float | None = None
+                delays = RESEND_BACKOFF.delays(self._rng)
+                while True:
+                    try:
+                        ack = await js.publish(
+                            wire.raw_subject(row.athlete),
+                            row.body,
+                            timeout=PUBLISH_TIMEOUT_S,
+                            headers=headers,
+                        )
+                        break
+                    except (NatsError, OSError, TimeoutError) as exc:
+                        if stalled_since is None:
+                            stalled_since = time.monotonic()
+                            _LOGGER.warning("publishing stalled: %s; resending", exc)
+                        self.stats.resends += 1
+                        await asyncio.sleep(next(delays))
+                if stalled_since is not None:
+                    stall = time.monotonic() - stalled_since
+                    self.stats.stalls_s.append(stall)
+                    _LOGGER.warning("publishing resumed after %.1f s", stall)
+                self.stats.published += 1
+                if ack.duplicate:
+                    self.stats.duplicates += 1
+            await asyncio.to_thread(self.outbox.ack_through, rows[-1].id)
+
+    # -- devices under leases ---------------------------------------------------------------
+
+    async def _device(self, kv: Any, athlete: str, device: DeviceConfig) -> None:
+        """Hold ``device``'s lease and run its driver while held (see :mod:`.leases`)."""
+        lease = Lease(kv, self.id, athlete, device.id)
+        renew_every = self.lease_ttl_s / 3
+        while True:
+            if self._held >= self.max_devices:
+                await asyncio.sleep(renew_every)  # no free slot: leave it to others
+                continue
+            try:
+                holder = await lease.holder()
+                if holder is not None and holder != self.id:
+                    await asyncio.sleep(renew_every)
+                    continue
+                rssi: int | None = None
+                if holder is None:
+                    # Contend only for a device this gateway sees (a central config lists
+                    # every room's devices), the strongest signal first.
+                    seen, rssi = await self._sighting(device)
+                    if not seen:
+                        await asyncio.sleep(renew_every)
+                        continue
+                    await asyncio.sleep(contention_delay_s(rssi))
+                acquired = await lease.try_acquire(rssi)
+            except (NatsError, OSError, TimeoutError) as exc:
+                _LOGGER.debug("%s: lease: %s", lease.key, exc)
+                await asyncio.sleep(renew_every)
+                continue
+            if not acquired:
+                continue
+            self._held += 1
+            self.stats.leases[lease.key] = "held"
+            _LOGGER.info("%s: lease acquired", lease.key)
+            # The grant precedes every record of this device in the athlete's stream.
+            self.offer(athlete, wire.LeaseGranted(self.clock_ns(), device.id, self.id))
+            try:
+                await self._drive(lease, athlete, device, renew_every)
+            finally:
+                self._held -= 1
+
+    async def _sighting(self, device: DeviceConfig) -> tuple[bool, int | None]:
+        """Whether ``device`` advertises within its scan timeout, and at which RSSI (dBm)."""
+        timeout_s = device.device_models[0].policy.scan_timeout_s
+        try:
+            found = await find_device(
+                device.address or "",
+                timeout_s,
+                scanner_kwargs=self.driver_kwargs.get("scanner_kwargs"),
+                name=None if device.address else device.name,
+            )
+        except DeviceUnavailableError as exc:  # no adapter (yet): the drivers say it too
+            _LOGGER.debug("%s: scan: %s", device.id, exc)
+            return False, None
+        return found is not None, found.rssi if found is not None else None
+
+    async def _drive(
+        self, lease: Lease, athlete: str, device: DeviceConfig, renew_every: float
+    ) -> None:
+        """Run the device's driver while the lease is held and renewed."""
+        driver = forwarding_driver(
+            device,
+            f"{athlete}/{device.id}",
+            lambda n: self.offer(athlete, n),
+            **self.driver_kwargs,
+        )
+        self.drivers[lease.key] = driver
+        task = asyncio.create_task(driver.run(), name=f"driver {lease.key}")
+        loop = asyncio.get_running_loop()
+        last_connected = loop.time()
+        try:
+            while True:
+                await asyncio.sleep(renew_every)
+                if driver.connected:
+                    last_connected = loop.time()
+                elif loop.time() - last_connected >= self.idle_release_s:
+                    _LOGGER.info(
+                        "%s: not connected for %.0f s: lease released",
+                        lease.key,
+                        self.idle_release_s,
+                    )
+                    await lease.release()
+                    self.stats.leases[lease.key] = "released"
+                    await asyncio.sleep(self.idle_release_s)  # give others the first try
+                    return
+                try:
+                    await lease.renew()
+                except LeaseLostError as exc:
+                    _LOGGER.warning("%s", exc)
+                    self.stats.leases[lease.key] = "lost"
+                    return
+                except (NatsError, OSError, TimeoutError) as exc:
+                    # NATS away: keep the device, its records wait in the outbox.
+                    _LOGGER.debug("%s: renew: %s", lease.key, exc)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.drivers.pop(lease.key, None)
+            if lease.held:
+                # A clean stop frees the device for another gateway at once (a crash leaves
+                # it to the TTL); bounded, as NATS may be away.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await lease.release()
+
+    # -- the whole ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, then forward until :meth:`stop` (or cancellation); on the way out what
+        was received is committed to the outbox."""
+        self._writer_task = asyncio.create_task(self._writer(), name="outbox writer")
+        try:
+            kv = await self._connect()
+            self._publisher_task = asyncio.create_task(self._publisher(), name="publisher")
+            for athlete, devices in self.devices.items():
+                for device in devices:
+                    self._device_tasks.append(
+                        asyncio.create_task(
+                            self._device(kv, athlete, device), name=f"{athlete}.{device.id}"
+                        )
+                    )
+            await asyncio.gather(self._publisher_task, *self._device_tasks)
+        finally:
+            await _cancel(self._device_tasks)
+            await self._close_writer()
+            if self._publisher_task is not None:
+                await _cancel([self._publisher_task])
+            if self._nc is not None:
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
+
+    async def stop(self, drain_s: float) -> None:
+        """Stop the devices, commit what they sent, give the publisher up to ``drain_s``
+        seconds to empty the outbox (what remains is sent at the next start)."""
+        await _cancel(self._device_tasks)
+        await self._close_writer()
+        self._wake_publisher.set()
+        if self._publisher_task is not None and not self._publisher_task.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    await self.drained.wait()
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def availability_topic(base: str, gateway_id: str) -> str:
+    """``<base>/gateway/<id>/state``: ``online`` / ``offline`` (retained, its Last Will)."""
+    return f"{base}/gateway/{gateway_id}/state"
+
+
+def gateway_mqtt(config: MqttConfig, gateway_id: str) -> MqttConfig:
+    """``config`` with this gateway's client id, ``redox-gateway-<id>`` (never the host's
+    name alone: Pis are all ``raspberrypi``)."""
+    import dataclasses
+
+    return dataclasses.replace(config, client_id=f"redox-gateway-{gateway_id}")

@@ -1,0 +1,75 @@
+"""A gateway's MQTT side: its availability topic and the athletes' command topics.
+
+One connection per gateway, client id ``redox-gateway-<id>``, with its own Last Will on
+``<base>/gateway/<id>/state`` (``online`` / ``offline``, retained): one gateway dying
+marks that gateway unavailable, never the whole club. Commands (``<base>/<athlete>/set/…``,
+:mod:`streamer.app.commands_in`) are read through a **shared subscription**
+(``$share/redox-gateways/…``, MQTT 5 and mosquitto's 3.1.1 alike): the broker hands each
+command to exactly one of the gateways online, so a session start becomes one marker in
+the athlete's stream however many gateways run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import aiomqtt
+
+from streamer.app.commands_in import CommandListener
+from streamer.config import MqttConfig
+from streamer.sinks.mqtt_connect import mqtt_client, tls_context
+from streamer.team.gateway import availability_topic, gateway_mqtt
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+SHARE_GROUP: Final = "redox-gateways"
+"""The shared-subscription group every gateway joins for the command topics."""
+ONLINE: Final = b"online"
+OFFLINE: Final = b"offline"
+
+
+class GatewayCommands(CommandListener):
+    """Commands → markers into the gateway's outbox, and the gateway's availability."""
+
+    name = "gateway mqtt"
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        gateway_id: str,
+        athletes: Iterable[str],
+        offer: Callable[[str, str, object], bool],
+        *,
+        clock_ns: Callable[[], int],
+    ) -> None:
+        super().__init__(gateway_mqtt(config, gateway_id), athletes, offer, clock_ns=clock_ns)
+        self.gateway_id = gateway_id
+        self.state_topic = availability_topic(self.topics.base, gateway_id)
+
+    async def _session(self) -> None:
+        tls = await asyncio.to_thread(tls_context, self.config)
+        client = mqtt_client(
+            self.config,
+            tls=tls,
+            timeout_s=self.config.publish_timeout_s,
+            identifier=self.config.client_id,
+            will=aiomqtt.Will(self.state_topic, OFFLINE, qos=1, retain=True),
+            logger=_LOGGER,
+        )
+        async with client:
+            await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
+            await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+            self.subscribed.set()
+            try:
+                async for message in client.messages:
+                    self.handle(str(message.topic), message.payload, retained=message.retain)
+            except asyncio.CancelledError:
+                # A clean disconnect sends no Last Will: say offline ourselves.
+                with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await client.publish(self.state_topic, OFFLINE, qos=1, retain=True)
+                raise

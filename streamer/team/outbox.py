@@ -1,0 +1,150 @@
+"""A gateway's durable outbox: one SQLite row per message, until JetStream acknowledged it.
+
+Like :mod:`streamer.sinks.outbox` (rows in insertion order, ``AUTOINCREMENT`` ids never
+reused, a delivered prefix deleted), but in a file of its own — a gateway has no store —
+with ``synchronous=FULL``: every committed batch is fsync'd before its rows may be
+published, so a row JetStream has seen is a row that survives a power cut.
+
+The file also holds the gateway's **boot**, incremented (and fsync'd) each time the file
+is opened, and each row the boot it was queued in: ``Nats-Msg-Id`` =
+``<gateway>:<row's boot>:<id>`` (:func:`streamer.team.wire.msg_id`) is unique across
+restarts, and a row queued before a crash and resent after it keeps its id — the server
+drops the resend if the first send had reached it. A new file starts its boot at the
+wall clock's seconds, not at 1, so a gateway whose outbox file was lost (a re-imaged SD
+card) does not reuse the ids of its previous life inside the server's de-duplication
+window — the server would drop its new messages as resends.
+
+One process at a time: the file is locked (``flock`` on ``<file>.lock``) while open, and a
+second gateway on it is refused with the holder named. Methods are synchronous and short;
+asyncio callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from streamer.store_lock import create_private, hold_store
+
+_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS gateway_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gateway_outbox ("
+    "id INTEGER PRIMARY KEY AUTOINCREMENT, boot INTEGER NOT NULL, athlete TEXT NOT NULL, "
+    "body BLOB NOT NULL, created_ns INTEGER NOT NULL)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One queued message: for ``athlete``'s subject, the wire ``body`` (JSON bytes),
+    queued during ``boot``."""
+
+    id: int
+    boot: int
+    athlete: str
+    body: bytes
+    created_ns: int
+
+
+class GatewayOutbox:
+    """The outbox file at ``path`` (created 0600), opened for one gateway process."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._stack = ExitStack()
+        try:
+            self._stack.enter_context(hold_store(self.path, "gateway"))
+            create_private(self.path)
+            self._db = sqlite3.connect(
+                str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None
+            )
+            self._stack.callback(self._db.close)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._lock = threading.Lock()
+            with self._transaction() as db:
+                for ddl in _DDL:
+                    db.execute(ddl)
+                row = db.execute("SELECT value FROM gateway_meta WHERE key = 'boot'").fetchone()
+                boot = int(time.time()) if row is None else int(row[0]) + 1
+                db.execute(
+                    "INSERT INTO gateway_meta (key, value) VALUES ('boot', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (boot,),
+                )
+        except BaseException:
+            self._stack.close()
+            raise
+        self.boot: int = boot
+        """This start's boot number (the middle of every ``Nats-Msg-Id``)."""
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def append(self, rows: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Queue ``(athlete, body)`` rows in one fsync'd transaction; their ids, in order."""
+        now = time.time_ns()
+        ids: list[int] = []
+        with self._transaction() as db:
+            for athlete, body in rows:
+                cursor = db.execute(
+                    "INSERT INTO gateway_outbox (boot, athlete, body, created_ns) "
+                    "VALUES (?, ?, ?, ?)",
+                    (self.boot, athlete, body, now),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+        return ids
+
+    def peek(self, limit: int, after: int = 0) -> list[Row]:
+        """The oldest ``limit`` rows with an id above ``after``, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, boot, athlete, body, created_ns FROM gateway_outbox WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [Row(int(i), int(n), str(a), bytes(b), int(c)) for i, n, a, b, c in rows]
+
+    def ack_through(self, last_id: int) -> None:
+        """Delete every row up to ``last_id``: JetStream acknowledged them, in order.
+
+        A deletion lost in a crash only means a resend the server drops as a duplicate."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM gateway_outbox WHERE id <= ?", (last_id,))
+
+    def depth(self) -> int:
+        """Rows waiting for JetStream's acknowledgement."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM gateway_outbox").fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        """Close the file and release its lock."""
+        self._stack.close()
+
+    def __enter__(self) -> GatewayOutbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,108 @@
+"""The JetStream objects of team mode: the ``REDOX_RAW`` stream and the device-lease bucket.
+
+:func:`ensure_stream` is idempotent and called by every gateway at start (and may be by
+workers and the deploy scripts): it creates the stream and the bucket when absent and
+brings an existing stream's limits to these values. Replicas are the one setting a caller
+may leave alone (``replicas=None``: 1 when creating, unchanged otherwise), so a gateway
+started without ``--replicas`` never shrinks a 3-node club's stream to one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+from nats.js import api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from streamer.team import wire
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+LEASE_BUCKET: Final = "redox_leases"
+"""The key-value bucket of device leases: key ``<athlete>.<device>``, value JSON
+``{"gateway", "rssi", "t_ns"}`` (:mod:`streamer.team.leases`)."""
+
+DUPLICATE_WINDOW_S: Final = 2 * 3600.0
+"""How long the server remembers a ``Nats-Msg-Id`` (s): longer than a gateway outage we
+ride out (a Pi rebooting, a link down over a session), so every resend of an outbox row
+after it comes back is recognised and dropped."""
+
+DEFAULT_LEASE_TTL_S: Final = 30.0
+"""A lease not renewed for this long expires (s): the bucket's max age. Holders renew it
+every third of it, so one lost renewal never loses a lease."""
+
+MAX_AGE_S: Final = 7 * 24 * 3600.0
+"""Raw records kept this long (s): a worker replays at most a morning's and a session's
+windows; a week leaves room for a worker rebuilt from scratch and for audits."""
+
+
+def stream_config(replicas: int) -> api.StreamConfig:
+    """The ``REDOX_RAW`` stream: file storage, the team subjects, the de-duplication window."""
+    return api.StreamConfig(
+        name=wire.STREAM,
+        subjects=wire.stream_subjects(),
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_age=MAX_AGE_S,
+        discard=api.DiscardPolicy.OLD,
+    )
+
+
+def _check_replicas(replicas: int | None) -> None:
+    if replicas is not None and replicas not in (1, 3):
+        raise ValueError(
+            f"replicas {replicas}: give 1 (one NATS node) or 3 (a 3-node cluster); "
+            "JetStream needs an odd quorum and a club needs no more than 3"
+        )
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    replicas: int | None = None,
+    *,
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+) -> KeyValue:
+    """Create or update the ``REDOX_RAW`` stream and create the lease bucket; the bucket.
+
+    ``replicas`` 1 or 3, or None to keep an existing stream's (1 when creating). The
+    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket is kept as is.
+    """
+    _check_replicas(replicas)
+    try:
+        info = await js.stream_info(wire.STREAM)
+    except NotFoundError:
+        info = None
+    if info is None:
+        await js.add_stream(stream_config(replicas or 1))
+        _LOGGER.info("created stream %s (replicas %d)", wire.STREAM, replicas or 1)
+    else:
+        current = info.config
+        wanted = stream_config(replicas or current.num_replicas or 1)
+        if (
+            current.subjects != wanted.subjects
+            or current.num_replicas != wanted.num_replicas
+            or current.duplicate_window != wanted.duplicate_window
+            or current.max_age != wanted.max_age
+        ):
+            await js.update_stream(wanted)
+            _LOGGER.info("updated stream %s (replicas %d)", wire.STREAM, wanted.num_replicas)
+        replicas = replicas or current.num_replicas or 1
+    try:
+        return await js.key_value(LEASE_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            api.KeyValueConfig(
+                bucket=LEASE_BUCKET,
+                history=1,
+                ttl=lease_ttl_s,
+                storage=api.StorageType.FILE,
+                replicas=replicas or 1,
+            )
+        )
