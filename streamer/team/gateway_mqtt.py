@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -21,7 +22,8 @@ import aiomqtt
 
 from streamer.app.commands_in import CommandListener
 from streamer.config import MqttConfig
-from streamer.sinks.mqtt_connect import mqtt_client, tls_context
+from streamer.sinks.backoff import network_backoff
+from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.team.gateway import availability_topic, gateway_mqtt
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -49,6 +51,21 @@ class GatewayCommands(CommandListener):
         super().__init__(gateway_mqtt(config, gateway_id), athletes, offer, clock_ns=clock_ns)
         self.gateway_id = gateway_id
         self.state_topic = availability_topic(self.topics.base, gateway_id)
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting with back-off (the gateway has no publisher
+        connection to ride on, unlike ``run``'s listener); says ``offline`` on leaving."""
+        backoff = network_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        delays = backoff.delays(random.Random())
+        while True:
+            try:
+                await self._session()
+            except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
+                self.on_link(False)
+                _LOGGER.warning(
+                    "gateway MQTT %s: %s", self.config.url, describe_failure(self.config, exc)
+                )
+            await asyncio.sleep(next(delays))
 
     async def _session(self) -> None:
         tls = await asyncio.to_thread(tls_context, self.config)
