@@ -1,0 +1,600 @@
+"""A team worker: whole partitions of the raw stream → the athletes' processing → PostgreSQL.
+
+For each partition it owns (:mod:`streamer.team.partitions`), a worker reads the stream
+subject of that partition (:func:`streamer.team.wire.partition_subject`) with an ordered
+consumer and, message by message in the stream's order:
+
+1. decodes it (:func:`streamer.team.wire.decode`); a raw notification from a gateway that
+   does not hold the device's lease — the last :class:`~streamer.team.wire.LeaseGranted` for
+   that athlete and device *in the stream's order* — is dropped (dual-connection straps);
+2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
+   record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
+   one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
+   ``run``;
+3. writes what it produced — history rows, the alert book and baselines saved meanwhile,
+   every sink's outbox message (the existing MQTT and InfluxDB sinks, on the partition's
+   outboxes), lease grants, replay points — and the partition's checkpoint (this message's
+   stream sequence) in **one transaction** on the connection that holds the partition's
+   advisory lock, after checking the lock is still held there. A worker that lost its
+   connection or its lock cannot commit anything.
+
+The sinks drain the partition's outboxes to mosquitto and InfluxDB as in ``run``.
+
+**Takeover.** The in-memory windows (the open morning reading, session or grip test, the
+rolling HRV window and the quality gate's beats) are rebuilt by replaying the stream, not
+saved. Each athlete keeps a replay point: the stream sequence of its open protocol's start,
+else of its first message within :data:`REPLAY_HORIZON_S` of record time — never before its
+last protocol end, whose rules and alert book are already in the store — with the heart-rate
+phase there (:meth:`streamer.athlete.heart.HeartRate.phase`). The points are written with
+every checkpoint. A new owner restores each athlete from the store (as ``run`` does after a
+restart), resumes its phase, starts the consumer at the smallest point, skips an athlete's
+messages before its own point, processes the rest up to the checkpoint *muted* (no output,
+no save) and goes on normally after it: no output at or below the checkpoint, the same
+outputs after it as the worker before would have made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, cast
+
+import nats
+from nats.js import api
+
+from devices.recording import RecordedNotification, RecordingError, decode_notification
+from streamer.app.assembly import athlete_thresholds
+from streamer.app.commands_in import COMMAND_DEVICE
+from streamer.app.pipeline import Sink
+from streamer.athlete import AthleteState
+from streamer.athlete.events import (
+    GripEnd,
+    GripPhase,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
+from streamer.config import Config
+from streamer.results import GripPayload, JsonValue, MorningPayload, Result, SessionPayload
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.store import Row, Store
+from streamer.team import wire
+from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, connect
+from streamer.topics import Topics
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+REPLAY_HORIZON_S: Final = 300.0
+"""Record time a takeover replays before the checkpoint outside a protocol: the 60-s HRV
+window, the quality gate's 91 beats (~90 s at rest) and SmO2's 30-s baseline, with room."""
+
+_STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
+_ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
+
+
+class _StateWrites:
+    """The athletes' history as they see it: reads from the partition's store, saves (alert
+    book, baselines) held until the next transaction of outputs — or dropped while muted
+    (a takeover replaying what the store already holds)."""
+
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+        self.muted = False
+        self.pending: dict[tuple[str, str], dict[str, JsonValue]] = {}
+
+    def morning_history(self, athlete: str) -> list[Row[MorningPayload]]:
+        return self.store.morning_history(athlete)
+
+    def sessions(self, athlete: str) -> list[Row[SessionPayload]]:
+        return self.store.sessions(athlete)
+
+    def grip_tests(self, athlete: str) -> list[Row[GripPayload]]:
+        return self.store.grip_tests(athlete)
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        return self.pending.get((athlete, "")) or self.store.load_alert_book(athlete)
+
+    def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
+        if not self.muted:
+            self.pending[(athlete, "")] = dict(state)
+
+    def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
+        if not self.muted:
+            self.pending[(athlete, name)] = dict(data)
+
+    def flush(self) -> None:
+        """Write the held saves (inside the outputs' transaction)."""
+        for (athlete, name), data in self.pending.items():
+            if name:
+                self.store.save_baseline(athlete, name, data)
+            else:
+                self.store.save_alert_book(athlete, data)
+        self.pending.clear()
+
+
+@dataclass
+class _Track:
+    """One athlete of a partition: its processing state and where a takeover would replay."""
+
+    state: AthleteState
+    skip_below: int = 0  # takeover: this athlete's messages before its replay point
+    open: dict[str, tuple[int, dict[str, JsonValue]]] = field(default_factory=dict)
+    """Open protocol → (seq of its start, heart phase before it)."""
+    last_end: int = 0
+    recent: deque[tuple[int, int, dict[str, JsonValue]]] = field(default_factory=deque)
+    """(record time, seq, heart phase before it) of the messages within the horizon."""
+    written: int | None = None  # the replay point last written
+
+    def replay_point(self) -> tuple[int, dict[str, JsonValue]]:
+        """(seq, heart phase before it) a takeover starts this athlete from: its open
+        protocols' starts and its first message within the horizon, never at or before its
+        last protocol end; after that end with nothing since, the next message."""
+        candidates = list(self.open.values())
+        first = next((e for e in self.recent if e[1] > self.last_end), None)
+        if first is not None:
+            candidates.append((first[1], first[2]))
+        if not candidates:
+            return self.last_end + 1, self.state.heart.phase()
+        return min(candidates, key=lambda c: c[0])
+
+
+@dataclass
+class PartitionCounters:
+    """What one partition did (figures and tests)."""
+
+    messages: int = 0
+    replayed: int = 0  # processed muted during a takeover
+    skipped: int = 0  # before an athlete's replay point
+    dropped_lease: int = 0
+    malformed: int = 0
+    transactions: int = 0
+    results: int = 0
+
+
+class Partition:
+    """One owned partition: its lock connection, store, sinks, consumer and athletes."""
+
+    def __init__(
+        self,
+        number: int,
+        *,
+        worker_id: str,
+        dsn: str,
+        config: Config,
+        js: Any,
+        live: bool = True,
+    ) -> None:
+        self.number = number
+        self.worker_id = worker_id
+        self.dsn = dsn
+        self.config = config
+        self.js = js
+        self.live = live
+        self.counters = PartitionCounters()
+        self.conn = connect(dsn, application=f"redox-worker:{worker_id}:p{number}")
+        self.store: PgStore | None = None
+        self.sinks: list[Sink] = []
+        self.tracks: dict[str, _Track] = {}
+        self.leases: dict[tuple[str, str], str] = {}
+        self.checkpoint = 0
+        self.caught_up = asyncio.Event()
+        self._writes: _StateWrites | None = None
+        self._points: dict[str, tuple[int, dict[str, JsonValue]]] = {}
+        self._pending_leases: list[tuple[str, str, int, str]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def try_lock(self) -> bool:
+        """Take the partition's advisory lock on this connection; False if another holds it."""
+        row = self.conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, self.number)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        """Close the connection (which releases the lock)."""
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    @property
+    def done(self) -> bool:
+        """The partition's processing ended (lost, failed or stopped)."""
+        return self._task is not None and self._task.done()
+
+    def start(self) -> None:
+        """Open the store and sinks, restore the takeover state, start consuming."""
+        store = PgStore(self.conn, self.number, f"PostgreSQL partition {self.number}")
+        self.store = store
+        self._writes = _StateWrites(store)
+        self.sinks = self._build_sinks(store)
+        self.checkpoint = store.checkpoint()
+        self._points = store.replay_points()
+        start = min([self.checkpoint + 1, *(s for s, _ in self._points.values())])
+        self.leases = store.leases_before(start)
+        self._task = asyncio.create_task(self._run(start), name=f"partition {self.number}")
+
+    def _build_sinks(self, store: PgStore) -> list[Sink]:
+        # PgStore has the Store surface the sinks use (transaction, query, has_table,
+        # reserve_seq[_in]); the sinks are the existing ones, on the partition's outboxes.
+        as_store = cast(Store, store)
+        sinks: list[Sink] = []
+        if self.config.mqtt is not None:
+            prefix = f"redox-worker-{self.worker_id}-p{self.number}"
+            mqtt = replace(self.config.mqtt, client_id=prefix)
+            publisher = MqttPublisher(mqtt, as_store, name=f"mqtt p{self.number}")
+            publisher.topics = _PartitionTopics(
+                mqtt.base_topic, mqtt.ha_prefix, self.worker_id, self.number
+            )
+            sinks.append(publisher)
+        if self.config.influx is not None:
+            from streamer.sinks.influx import InfluxWriter
+
+            sinks.append(InfluxWriter(self.config.influx, as_store))
+        return sinks
+
+    async def stop(self) -> None:
+        """Stop consuming and the sinks (what they did not deliver stays in the partition's
+        outbox for the next owner), then release the lock."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await asyncio.to_thread(self.close)
+
+    async def _run(self, start: int) -> None:
+        sink_tasks = [asyncio.create_task(s.run(), name=f"sink {s.name}") for s in self.sinks]
+        sub = None
+        try:
+            sub = await self.js.subscribe(
+                wire.partition_subject(self.number),
+                stream=wire.STREAM,
+                ordered_consumer=True,
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                ),
+            )
+            _LOGGER.info(
+                "partition %d: consuming from stream sequence %d (checkpoint %d)",
+                self.number,
+                start,
+                self.checkpoint,
+            )
+            await self._consume(sub)
+        except PartitionLost as exc:
+            _LOGGER.warning("%s: stopping it", exc)
+        except Exception as exc:
+            if _connection_lost(exc):
+                _LOGGER.warning(
+                    "partition %d: PostgreSQL connection lost (%s): stopping it", self.number, exc
+                )
+            else:
+                _LOGGER.exception("partition %d failed", self.number)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            for task in sink_tasks:
+                task.cancel()
+            await asyncio.gather(*sink_tasks, return_exceptions=True)
+
+    async def _consume(self, sub: Any) -> None:
+        pending = 0
+        async for msg in sub.messages:
+            meta = msg.metadata
+            self.handle(msg.subject, msg.data, msg.headers or {}, meta.sequence.stream)
+            pending = int(meta.num_pending)
+            if pending == 0:
+                self.caught_up.set()
+            if self.counters.messages % 64 == 0:
+                await asyncio.sleep(0)  # the sinks and the other partitions get their turn
+
+    # --- one message --------------------------------------------------------------------------
+
+    def _track(self, athlete: str) -> _Track:
+        track = self.tracks.get(athlete)
+        if track is None:
+            assert self._writes is not None
+            state = AthleteState(
+                athlete,
+                self._writes,
+                athlete_thresholds(self.config, athlete),
+                live=self.live,
+            )
+            track = _Track(state)
+            point = self._points.get(athlete)
+            if point is not None:
+                track.skip_below = point[0]
+                track.last_end = point[0] - 1  # the store holds everything before it
+                if point[1]:
+                    state.heart.resume(point[1])
+            self.tracks[athlete] = track
+        return track
+
+    def handle(self, subject: str, body: bytes, headers: Mapping[str, str], seq: int) -> None:
+        """Process the stream message ``seq`` (see the module docstring)."""
+        self.counters.messages += 1
+        try:
+            _, athlete = wire.athlete_of(subject)
+            message = wire.decode(subject, body)
+        except wire.WireError as exc:
+            self.counters.malformed += 1
+            _LOGGER.warning("stream message %d skipped: %s", seq, exc)
+            return
+        track = self._track(athlete)
+        if seq < track.skip_below:
+            self.counters.skipped += 1
+            return
+        muted = seq <= self.checkpoint
+        if muted:
+            self.counters.replayed += 1
+        gateway = headers.get(wire.GATEWAY_HEADER, "")
+        if isinstance(message, wire.LeaseGranted):
+            self.leases[(athlete, message.device)] = message.gateway
+            if not muted:
+                self._pending_leases.append((athlete, message.device, seq, message.gateway))
+                self._write(seq, [])
+            return
+        if isinstance(message, RecordedNotification):
+            holder = self.leases.get((athlete, message.device))
+            if holder is not None and gateway and gateway != holder:
+                self.counters.dropped_lease += 1
+                return
+            try:
+                record: object = decode_notification(message, where=subject)
+            except RecordingError as exc:
+                self.counters.malformed += 1
+                _LOGGER.warning("stream message %d skipped: %s", seq, exc)
+                return
+            device = message.device
+            t_ns = message.t_ns
+        else:
+            record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
+        self._remember(track, seq, t_ns, record)
+        assert self._writes is not None
+        self._writes.muted = muted
+        try:
+            results = track.state.process(device, record)
+        except Exception:
+            _LOGGER.exception("processing %s of %s failed", type(record).__name__, athlete)
+            return
+        if muted:
+            return
+        durable = [r for r in results if not r.kind.is_live]
+        live = [r for r in results if r.kind.is_live]
+        if live:
+            self._send_live(live)
+        if durable or self._writes.pending or type(record) in _ENDS:
+            self._write(seq, durable)
+
+    def _remember(self, track: _Track, seq: int, t_ns: int, record: object) -> None:
+        """Keep the athlete's replay point up to date before ``record`` is processed."""
+        track.recent.append((t_ns, seq, track.state.heart.phase()))
+        while track.recent and track.recent[0][0] < t_ns - REPLAY_HORIZON_S * 1e9:
+            track.recent.popleft()
+        kind = type(record)
+        if kind in _STARTS:
+            track.open.setdefault(_STARTS[kind], (seq, track.recent[-1][2]))
+        elif kind in _ENDS:
+            if _ENDS[kind]:
+                track.open.pop(_ENDS[kind], None)
+            # From the next message on, the replay point is after this end.
+            track.last_end = seq
+
+    def _write(self, seq: int, durable: Sequence[Result]) -> None:
+        """Outputs of message ``seq``, held saves, leases, replay points and the checkpoint:
+        one transaction on the lock's connection."""
+        store, writes = self.store, self._writes
+        assert store is not None
+        assert writes is not None
+        with store.transaction() as db:
+            writes.flush()
+            for result in durable:
+                store.record(result)
+            if durable:
+                for sink in self.sinks:
+                    sink.accept(durable)
+            for athlete, device, at, gateway in self._pending_leases:
+                store.add_lease(db, athlete, device, at, gateway)
+            for athlete, track in self.tracks.items():
+                at, phase = track.replay_point()
+                if track.written != at:
+                    store.set_replay_point(db, athlete, at, phase)
+                    track.written = at
+            store.set_checkpoint(db, seq)
+        self._pending_leases.clear()
+        self.checkpoint = seq
+        self.counters.transactions += 1
+        self.counters.results += len(durable)
+
+    def _send_live(self, live: list[Result]) -> None:
+        """Live samples (QoS 0) on the sinks' current connections; shed when none."""
+        for sink in self.sinks:
+            task = asyncio.get_running_loop().create_task(sink.send_live(live))
+            task.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a live sample not sent is shed (QoS 0), as in the pipeline
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class _PartitionTopics(Topics):
+    """A partition's publisher says online/offline on its own retained topic (its Last
+    Will), not on the single-box bridge's: a partition moving does not mean the service
+    is down."""
+
+    def __init__(self, base: str, ha_prefix: str, worker_id: str, partition: int) -> None:
+        super().__init__(base, ha_prefix)
+        self._state = f"{self.base}/worker/{worker_id}/partition/{partition}/state"
+
+    @property
+    def bridge_state(self) -> str:
+        return self._state
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker spreads partitions (see :mod:`streamer.team.partitions`)."""
+
+    partitions: int = wire.DEFAULT_PARTITIONS
+    max_partitions: int | None = None  # None: ceil(partitions / live workers)
+    claim_every_s: float = 1.0
+    live: bool = True
+
+
+async def connect_nats(url: str, name: str) -> Any:
+    """A NATS connection that retries for ever (the stream outlives a server's restart)."""
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+    )
+
+
+class Worker:
+    """A worker process: claims partitions (:mod:`streamer.team.partitions`), runs each as a
+    :class:`Partition`, and says whether it is alive on ``<base>/worker/<id>/state``
+    (retained; ``offline`` is its Last Will) with the client id ``redox-worker-<id>``."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        *,
+        nats_url: str,
+        dsn: str,
+        config: Config,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.id = worker_id
+        self.nats_url = nats_url
+        self.dsn = dsn
+        self.config = config
+        self.options = options or WorkerOptions()
+        self.owned: dict[int, Partition] = {}
+        self.stopping = asyncio.Event()
+        self.mqtt_online = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end (SIGTERM, SIGINT)."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Until :meth:`stop`: claim, run and release partitions."""
+        from streamer.team.partitions import held_partitions, live_workers, share
+        from streamer.team.pg_store import ensure_schema
+
+        opts = self.options
+        control = await asyncio.to_thread(connect, self.dsn, application=f"redox-worker:{self.id}")
+        nc = None
+        availability = None
+        try:
+            await asyncio.to_thread(ensure_schema, control, opts.partitions)
+            nc = await connect_nats(self.nats_url, f"redox-worker-{self.id}")
+            js = nc.jetstream()
+            if self.config.mqtt is not None:
+                availability = asyncio.create_task(self._availability(), name="availability")
+            # Each worker walks the partitions from its own place, so that workers starting
+            # together do not all race for partition 0 first.
+            first = sum(self.id.encode()) % opts.partitions
+            order = [(first + i) % opts.partitions for i in range(opts.partitions)]
+            while not self.stopping.is_set():
+                for number in [n for n, part in self.owned.items() if part.done]:
+                    _LOGGER.warning("partition %d ended; it may be claimed again", number)
+                    await self.owned.pop(number).stop()
+                workers = await asyncio.to_thread(live_workers, control)
+                bound = share(opts.partitions, workers, opts.max_partitions)
+                while len(self.owned) > bound:  # a worker joined: let the newest go
+                    number = next(reversed(self.owned))
+                    _LOGGER.info("partition %d released (share %d)", number, bound)
+                    await self.owned.pop(number).stop()
+                if len(self.owned) < bound:
+                    held = await asyncio.to_thread(held_partitions, control)
+                    for number in order:
+                        if len(self.owned) >= bound or self.stopping.is_set():
+                            break
+                        if number in held or number in self.owned:
+                            continue
+                        await self._claim(number, js)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), opts.claim_every_s)
+        finally:
+            for number in list(self.owned):
+                await self.owned.pop(number).stop()
+            if availability is not None:
+                availability.cancel()
+                with contextlib.suppress(BaseException):
+                    await availability
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            await asyncio.to_thread(control.close)
+
+    async def _claim(self, number: int, js: Any) -> None:
+        part = await asyncio.to_thread(
+            Partition,
+            number,
+            worker_id=self.id,
+            dsn=self.dsn,
+            config=self.config,
+            js=js,
+            live=self.options.live,
+        )
+        if not await asyncio.to_thread(part.try_lock):
+            await asyncio.to_thread(part.close)  # another worker was faster
+            return
+        part.start()
+        self.owned[number] = part
+        _LOGGER.info("partition %d claimed (checkpoint %d)", number, part.checkpoint)
+
+    async def _availability(self) -> None:
+        """``online`` (retained) on the worker's state topic while connected; the Last Will
+        says ``offline``, and so does a clean stop."""
+        import aiomqtt
+
+        from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE
+        from streamer.sinks.mqtt_connect import mqtt_client, tls_context
+
+        config = self.config.mqtt
+        assert config is not None
+        topic = f"{Topics(config.base_topic).base}/worker/{self.id}/state"
+        delay = 0.5
+        while True:
+            client = mqtt_client(
+                config,
+                tls=await asyncio.to_thread(tls_context, config),
+                timeout_s=config.publish_timeout_s,
+                identifier=f"redox-worker-{self.id}",
+                will=aiomqtt.Will(topic, BRIDGE_OFFLINE, qos=1, retain=True),
+                logger=_LOGGER,
+            )
+            try:
+                async with client:
+                    await client.publish(topic, BRIDGE_ONLINE, qos=1, retain=True)
+                    self.mqtt_online.set()
+                    delay = 0.5
+                    try:
+                        async for _ in client.messages:  # ends only with the connection
+                            pass
+                    except asyncio.CancelledError:
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(2.0):
+                                await client.publish(topic, BRIDGE_OFFLINE, qos=1, retain=True)
+                        raise
+            except aiomqtt.MqttError as exc:
+                self.mqtt_online.clear()
+                _LOGGER.warning("MQTT availability of worker %s: %s", self.id, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
