@@ -19,7 +19,13 @@ from devices.recording import RecordedNotification, decode_notification
 from devices.records import HeartRateSample, PowerSample, SmO2Sample
 from streamer.app.assembly import App
 from streamer.app.commands_in import COMMAND_DEVICE
-from streamer.athlete.events import MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.athlete.events import (
+    GripPhase,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionStart,
+)
 from streamer.config import Config
 from streamer.demo.history import day_records, scenarios
 from streamer.results import Result
@@ -32,13 +38,16 @@ _MARKERS = (MorningStart, MorningEnd, SessionStart, SessionEnd)
 def athlete_days(
     n_athletes: int, days: int, *, first: dt.date = dt.date(2026, 3, 1), sessions: bool = True
 ) -> dict[str, list[wire.WireMessage]]:
-    """Per athlete, ``days`` days of wire messages in record-time order."""
+    """Per athlete, ``days`` days of wire messages in record-time order (without
+    ``sessions``: the morning readings only)."""
     out: dict[str, list[wire.WireMessage]] = {}
     dates = [first + dt.timedelta(days=d) for d in range(days)]
     for scenario in scenarios(n_athletes, days):
         messages: list[wire.WireMessage] = []
         for plan, day in zip(scenario.days, dates, strict=True):
             for device, record in day_records(scenario, plan, day):
+                if not sessions and isinstance(record, SessionStart | GripPhase):
+                    break  # mornings only: nothing after the reading
                 if isinstance(record, _MARKERS):
                     if not sessions and isinstance(record, SessionStart | SessionEnd):
                         continue
@@ -96,10 +105,12 @@ async def publish(
     *,
     gateway: str = "gw1",
     interleave: bool = True,
+    offset: int = 0,
     headers: Iterable[tuple[str, str]] = (),
 ) -> int:
     """Publish every athlete's messages to ``redox.raw.<athlete>`` (round robin over the
-    athletes when ``interleave``); returns how many."""
+    athletes when ``interleave``), message ids ``<gateway>:1:<offset + n>``; returns how
+    many."""
     queues = {a: list(m) for a, m in messages.items()}
     order: list[tuple[str, wire.WireMessage]] = []
     if interleave:
@@ -111,7 +122,7 @@ async def publish(
         order = [(a, m) for a, items in queues.items() for m in items]
     acks = []
     for n, (athlete, message) in enumerate(order):
-        hdrs = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+        hdrs = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{offset + n}"}
         hdrs.update(headers)
         acks.append(js.publish(wire.raw_subject(athlete), wire.encode(message), headers=hdrs))
         if len(acks) >= 256:

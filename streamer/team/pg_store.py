@@ -216,7 +216,9 @@ class PgStore:
         self.conn = conn
         self.partition = partition
         self.path = label  # what messages name (as the SQLite store names its file)
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        """Held around every statement and transaction: the processing loop and the sinks'
+        threads share the connection."""
         conn.execute(f"SET search_path TO {partition_schema(partition)}, public")
 
     # --- the Store surface the sinks use -----------------------------------------------------
@@ -224,17 +226,17 @@ class PgStore:
     @contextmanager
     def transaction(self) -> Iterator[_Cursor]:
         """One transaction (a savepoint inside another); committed on exit."""
-        with self._lock, self.conn.transaction():
+        with self.lock, self.conn.transaction():
             yield _Cursor(self.conn)
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """The rows of one read statement written for SQLite (``?`` placeholders)."""
-        with self._lock:
+        with self.lock:
             return list(_Cursor(self.conn).execute(sql, params).fetchall())
 
     def has_table(self, name: str) -> bool:
         """Whether ``name`` resolves on the search path (the partition's schema, public)."""
-        with self._lock:
+        with self.lock:
             row = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
         return bool(row and row[0])
 
@@ -371,7 +373,7 @@ class PgStore:
 
     def lock_held(self) -> bool:
         """Whether this connection still holds the partition's advisory lock."""
-        with self._lock:
+        with self.lock:
             row = self.conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 "AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 2",

@@ -197,9 +197,14 @@ class Partition:
         return bool(row and row[0])
 
     def close(self) -> None:
-        """Close the connection (which releases the lock)."""
+        """Close the connection (which releases the lock), after any statement a sink's
+        thread is still running on it."""
         with contextlib.suppress(Exception):
-            self.conn.close()
+            if self.store is not None:
+                with self.store.lock:
+                    self.conn.close()
+            else:
+                self.conn.close()
 
     @property
     def done(self) -> bool:

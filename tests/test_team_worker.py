@@ -1,0 +1,337 @@
+"""Team workers on real servers: nats-server (JetStream), PostgreSQL and mosquitto.
+
+The oracle is the single-box pipeline (``App`` over an in-memory SQLite store) on the same
+records: what a worker keeps in PostgreSQL and publishes must be what one box would have.
+Every wait is on an event (a PostgreSQL row, a subscriber's message, a lock), never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+
+from streamer.athlete.events import MorningEnd, MorningStart
+from streamer.config import Config, MqttConfig
+from streamer.payloads import encode_payload
+from streamer.results import Result
+from streamer.team import wire
+from streamer.team.partitions import held_partitions
+from streamer.team.pg_store import LOCK_CLASS
+from streamer.team.worker import Partition, Worker, WorkerOptions
+from streamer.topics import Topics
+from tests import team_helpers as th
+from tests.mqtt_helpers import Received, Subscriber, eventually
+from tests.servers import Mosquitto, NatsServer, PostgreSQL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
+    """(topic, payload without seq) of every durable result, as MQTT carries it."""
+    topics = Topics()
+    out = set()
+    for r in results:
+        body = json.loads(encode_payload(r, 0))
+        body.pop("seq")
+        out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
+    return out
+
+
+def _results_at(received: Sequence[Received]) -> tuple[set[tuple[str, str]], dict[str, Any]]:
+    """What a subscriber received on athletes' topics: (topic, payload without seq) after
+    dropping resends (the same ``seq`` again, the documented consumer rule), and the
+    per-topic facts: resends, whether a resend differed, whether seq ever went back."""
+    last: dict[str, int] = {}
+    seen: dict[tuple[str, int], bytes] = {}
+    kept: set[tuple[str, str]] = set()
+    facts: dict[str, Any] = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+    for m in received:
+        if "/worker/" in m.topic or m.topic.endswith("/bridge/state"):
+            continue
+        body = m.json()
+        seq = body.pop("seq")
+        assert isinstance(seq, int)
+        if (m.topic, seq) in seen:
+            facts["resends"] += 1
+            facts["changed_resends"] += seen[(m.topic, seq)] != m.payload
+            continue
+        if seq <= last.get(m.topic, -1):
+            facts["backwards"] += 1
+        last[m.topic] = seq
+        seen[(m.topic, seq)] = m.payload
+        key = (m.topic, json.dumps(body, sort_keys=True))
+        facts["doubles"] += key in kept  # the same result under a new seq: a duplicate
+        kept.add(key)
+    return kept, facts
+
+
+def _athletes_messages(received: Sequence[Received], suffix: str = "") -> int:
+    """How many messages arrived on athletes' topics (ending with ``suffix``): a cheap
+    condition to wait on (the full comparison is made once, after)."""
+    return sum(
+        1
+        for m in received
+        if "/worker/" not in m.topic and "/bridge/" not in m.topic and m.topic.endswith(suffix)
+    )
+
+
+def _count(dsn: str, sql: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+        return int(row[0]) if row and row[0] is not None else 0
+
+
+def _durable_count(results: Sequence[Result]) -> int:
+    return len(_expected_messages(results))
+
+
+# --- (a) a worker is the single box, spread over partitions -----------------------------------
+
+
+def test_worker_matches_the_single_box_oracle(
+    postgres: PostgreSQL, nats_server: NatsServer, mosquitto: Mosquitto
+) -> None:
+    # Two athletes with 23 days of mornings (the over-reaching one raises alerts in its
+    # last week) and one with two days of mornings and sessions: several partitions.
+    messages = th.athlete_days(2, 23, sessions=False)
+    messages.update(
+        {f"s{a}": m for a, m in th.athlete_days(1, 2, first=dt.date(2026, 5, 1)).items()}
+    )
+    expected = th.oracle(messages)
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+
+    async def scenario() -> list[Received]:
+        sub = await Subscriber("127.0.0.1", mosquitto.port, client_id="oracle-sub").start()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        await th.publish(js, messages)
+        worker = Worker(
+            "a",
+            nats_url=nats_server.url,
+            dsn=postgres.dsn,
+            config=config,
+            options=WorkerOptions(live=False),
+        )
+        task = asyncio.create_task(worker.run())
+        want = _durable_count(expected)
+        try:
+            await sub.wait_for(
+                lambda: _athletes_messages(sub.received) >= want or task.done(),
+                timeout_s=600,
+                what=f"{want} results at the subscriber",
+            )
+        finally:
+            worker.stop()
+            await task
+            await sub.stop()
+            await nc.close()
+        return sub.received
+
+    received = asyncio.run(scenario())
+    got, facts = _results_at(received)
+    assert got == _expected_messages(expected)
+    assert facts == {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+    rows, oracle_rows = th.history_rows(postgres.dsn), th.oracle_rows(expected)
+    assert rows == oracle_rows
+    assert rows["alerts"], "the over-reaching athletes raise alerts"
+    assert rows["sessions"], "sessions are kept"
+    # The athletes were spread over partitions, each with its checkpoint.
+    assert _count(postgres.dsn, "SELECT count(DISTINCT partition) FROM replay_from") >= 2
+    assert _count(postgres.dsn, "SELECT count(*) FROM checkpoint") >= 2
+
+
+# --- (b) a worker SIGKILLed in the middle of a morning reading ---------------------------------
+
+
+def _start_worker(
+    worker_id: str, nats_url: str, dsn: str, mqtt_url: str, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "worker", "--id", worker_id, "--nats",
+             nats_url, "--postgres", dsn, "--mqtt", mqtt_url, "--no-live"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )  # fmt: skip
+
+
+def _split_mid_morning(
+    messages: dict[str, list[wire.WireMessage]],
+) -> tuple[dict[str, list[wire.WireMessage]], dict[str, list[wire.WireMessage]]]:
+    """Each athlete's messages up to the middle of its last morning reading, and the rest."""
+    head, tail = {}, {}
+    for athlete, items in messages.items():
+        start = max(i for i, m in enumerate(items) if isinstance(m, MorningStart))
+        end = max(i for i, m in enumerate(items) if isinstance(m, MorningEnd))
+        cut = (start + end) // 2
+        head[athlete], tail[athlete] = items[:cut], items[cut:]
+    return head, tail
+
+
+def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
+    postgres: PostgreSQL, nats_server: NatsServer, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    messages = th.athlete_days(3, 2, sessions=False)
+    head, tail = _split_mid_morning(messages)
+    expected = th.oracle(messages)
+    # Rolling HRV windows up to the cut are what the first worker must have delivered.
+    head_hrv = {k for k in _expected_messages(th.oracle(head)) if k[0].endswith("/hrv")}
+    figures: dict[str, float] = {}
+
+    async def scenario() -> list[Received]:
+        sub = await Subscriber("127.0.0.1", mosquitto.port, client_id="kill-sub").start()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        await th.publish(js, head, gateway="gw1")
+        first = _start_worker("a", nats_server.url, postgres.dsn, mosquitto.url, tmp_path / "a.log")
+        second = None
+        try:
+            await sub.wait_for(
+                lambda: _athletes_messages(sub.received, "/hrv") >= len(head_hrv),
+                timeout_s=300,
+                what="the first worker's results up to the middle of the morning",
+            )
+            # In the middle of the morning reading: its RR are in the worker's memory only.
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+            killed_at, before = time.monotonic(), len(sub.received)
+            await th.publish(js, tail, gateway="gw1", offset=10**6)
+            second = _start_worker(
+                "b", nats_server.url, postgres.dsn, mosquitto.url, tmp_path / "b.log"
+            )
+            await sub.wait_for(
+                lambda: len(sub.received) > before, timeout_s=120, what="the takeover"
+            )
+            figures["takeover_s"] = time.monotonic() - killed_at
+            want = len(_expected_messages(expected))
+            await sub.wait_for(
+                lambda: _athletes_messages(sub.received) >= want,
+                timeout_s=300,
+                what="every result of the oracle",
+            )
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(30)
+            await sub.stop()
+            await nc.close()
+        return sub.received
+
+    received = asyncio.run(scenario())
+    got, facts = _results_at(received)
+    assert got == _expected_messages(expected)
+    # A message whose PUBACK the killed worker did not record is sent again with its seq
+    # (at-least-once); never a result under a second seq, never a seq going back.
+    assert facts["changed_resends"] == 0
+    assert facts["doubles"] == 0
+    assert facts["backwards"] == 0
+    assert th.history_rows(postgres.dsn) == th.oracle_rows(expected)
+    print(f"takeover after SIGKILL (new process included): {figures['takeover_s']:.2f} s; {facts}")
+
+
+# --- (c) two workers split the partitions; a held one cannot be taken ----------------------
+
+
+def test_two_workers_split_the_partitions_and_a_held_one_cannot_be_taken(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    messages = th.athlete_days(4, 1, sessions=False)
+    expected = th.oracle(messages)
+    options = WorkerOptions(live=False, claim_every_s=0.2)
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        first = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                       options=options)  # fmt: skip
+        second = Worker("b", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        tasks = [asyncio.create_task(first.run())]
+        try:
+            await eventually(
+                lambda: len(first.owned) == wire.DEFAULT_PARTITIONS, 60, "a owns all, alone"
+            )
+            tasks.append(asyncio.create_task(second.run()))
+            await eventually(
+                lambda: len(first.owned) == len(second.owned) == wire.DEFAULT_PARTITIONS // 2,
+                60,
+                "an even split once b is live",
+            )
+            assert set(first.owned).isdisjoint(second.owned)
+            # What the server says: every partition is held, each by the worker that says so.
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                held = held_partitions(conn)
+            assert {p: app.split(":")[1] for p, app in held.items()} == {
+                **dict.fromkeys(first.owned, "a"),
+                **dict.fromkeys(second.owned, "b"),
+            }
+            # b cannot take one of a's partitions.
+            taken = next(iter(first.owned))
+            intruder = await asyncio.to_thread(
+                Partition, taken, worker_id="b", dsn=postgres.dsn, config=Config(), js=js
+            )
+            try:
+                assert not await asyncio.to_thread(intruder.try_lock)
+            finally:
+                await asyncio.to_thread(intruder.close)
+            # Records through the two workers are the single box's results.
+            await th.publish(js, messages)
+            want = th.oracle_rows(expected)
+            await eventually(
+                lambda: th.history_rows(postgres.dsn)["morning"] == want["morning"],
+                120,
+                "every morning reading in PostgreSQL",
+            )
+        finally:
+            first.stop()
+            second.stop()
+            await asyncio.gather(*tasks)
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_lost_its_lock_cannot_write(postgres: PostgreSQL) -> None:
+    """The lock is checked inside the transaction of outputs: a connection without it
+    (its session's lock released, e.g. by an operator) commits nothing."""
+    from streamer.team.pg_store import PartitionLost, PgStore, connect, ensure_schema
+
+    conn = connect(postgres.dsn)
+    ensure_schema(conn, wire.DEFAULT_PARTITIONS)
+    store = PgStore(conn, 3, "test")
+    assert conn.execute("SELECT pg_try_advisory_lock(%s, 3)", (LOCK_CLASS,)).fetchone() == (True,)
+    with store.transaction() as db:
+        store.set_checkpoint(db, 10)
+    assert store.checkpoint() == 10
+    conn.execute("SELECT pg_advisory_unlock(%s, 3)", (LOCK_CLASS,))
+
+    def stale_write() -> None:
+        with store.transaction() as db:
+            db.execute("INSERT INTO seq (topic, last) VALUES (?, ?)", ("stale", 1))
+            store.set_checkpoint(db, 11)
+
+    with pytest.raises(PartitionLost):
+        stale_write()
+    assert store.checkpoint() == 10
+    assert store.last_seq("stale") == 0
+    conn.close()
