@@ -64,14 +64,17 @@ def athlete_days(
 
 
 def oracle(
-    messages: dict[str, list[wire.WireMessage]], config: Config | None = None
+    messages: dict[str, list[wire.WireMessage]],
+    config: Config | None = None,
+    store: str = ":memory:",
 ) -> list[Result]:
-    """Durable results of the single-box pipeline (an in-memory SQLite store) for the same
-    messages: the notifications decoded by their codecs, the markers as commands are."""
+    """Durable results of the single-box pipeline (an in-memory SQLite store, or the one at
+    ``store``) for the same messages: the notifications decoded by their codecs, the
+    markers as commands are."""
     durable: list[Result] = []
 
     async def run() -> None:
-        with App.from_config(config or Config(), store=":memory:") as app:
+        with App.from_config(config or Config(), store=store) as app:
             for athlete in messages:
                 app.athlete(athlete, live=False)
             pipeline = app.pipeline(list(messages), on_result=lambda r: durable.append(r))

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import nats
 import psycopg
@@ -50,52 +49,69 @@ def _expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
     return out
 
 
-def _results_at(received: Sequence[Received]) -> tuple[set[tuple[str, str]], dict[str, Any]]:
-    """What a subscriber received on athletes' topics: (topic, payload without seq) after
-    dropping resends (the same ``seq`` again, the documented consumer rule), and the
-    per-topic facts: resends, whether a resend differed, whether seq ever went back."""
-    last: dict[str, int] = {}
-    seen: dict[tuple[str, int], bytes] = {}
-    kept: set[tuple[str, str]] = set()
-    facts: dict[str, Any] = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
-    for m in received:
-        if "/worker/" in m.topic or m.topic.endswith("/bridge/state"):
+class _Results:
+    """What a subscriber received on athletes' topics, read incrementally (cheap to wait
+    on): (topic, payload without seq) after dropping resends — the same ``seq`` again, the
+    documented consumer rule — and the facts: resends, resends that differed, results
+    under a second seq (duplicates), seqs going back."""
+
+    def __init__(self, received: list[Received]) -> None:
+        self.received = received
+        self.read = 0
+        self.kept: set[tuple[str, str]] = set()
+        self.facts = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+        self._last: dict[str, int] = {}
+        self._seen: dict[tuple[str, int], bytes] = {}
+
+    def update(self) -> set[tuple[str, str]]:
+        for m in self.received[self.read :]:
+            self.read += 1
+            if "/worker/" in m.topic or m.topic.endswith("/bridge/state"):
+                continue
+            body = m.json()
+            seq = body.pop("seq")
+            assert isinstance(seq, int)
+            if (m.topic, seq) in self._seen:
+                self.facts["resends"] += 1
+                self.facts["changed_resends"] += self._seen[(m.topic, seq)] != m.payload
+                continue
+            if seq <= self._last.get(m.topic, -1):
+                self.facts["backwards"] += 1
+            self._last[m.topic] = seq
+            self._seen[(m.topic, seq)] = m.payload
+            key = (m.topic, json.dumps(body, sort_keys=True))
+            self.facts["doubles"] += key in self.kept
+            self.kept.add(key)
+        return self.kept
+
+
+def _results_at(received: list[Received]) -> tuple[set[tuple[str, str]], dict[str, int]]:
+    results = _Results(received)
+    return results.update(), results.facts
+
+
+def _new_result(received: list[Received], start: int, old: set[tuple[str, str]]) -> bool:
+    """Whether a result not among ``old`` arrived at ``received[start:]`` (scanned once:
+    ``start`` is where the last call stopped, kept in ``old``'s companion list)."""
+    scanned = _scanned.setdefault(id(old), [start])
+    for m in received[scanned[0] :]:
+        scanned[0] += 1
+        if "/worker/" in m.topic or "/bridge/" in m.topic:
             continue
         body = m.json()
-        seq = body.pop("seq")
-        assert isinstance(seq, int)
-        if (m.topic, seq) in seen:
-            facts["resends"] += 1
-            facts["changed_resends"] += seen[(m.topic, seq)] != m.payload
-            continue
-        if seq <= last.get(m.topic, -1):
-            facts["backwards"] += 1
-        last[m.topic] = seq
-        seen[(m.topic, seq)] = m.payload
-        key = (m.topic, json.dumps(body, sort_keys=True))
-        facts["doubles"] += key in kept  # the same result under a new seq: a duplicate
-        kept.add(key)
-    return kept, facts
+        body.pop("seq")
+        if (m.topic, json.dumps(body, sort_keys=True)) not in old:
+            return True
+    return False
 
 
-def _athletes_messages(received: Sequence[Received], suffix: str = "") -> int:
-    """How many messages arrived on athletes' topics (ending with ``suffix``): a cheap
-    condition to wait on (the full comparison is made once, after)."""
-    return sum(
-        1
-        for m in received
-        if "/worker/" not in m.topic and "/bridge/" not in m.topic and m.topic.endswith(suffix)
-    )
+_scanned: dict[int, list[int]] = {}
 
 
 def _count(dsn: str, sql: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
         return int(row[0]) if row and row[0] is not None else 0
-
-
-def _durable_count(results: Sequence[Result]) -> int:
-    return len(_expected_messages(results))
 
 
 # --- (a) a worker is the single box, spread over partitions -----------------------------------
@@ -127,10 +143,10 @@ def test_worker_matches_the_single_box_oracle(
             options=WorkerOptions(live=False),
         )
         task = asyncio.create_task(worker.run())
-        want = _durable_count(expected)
+        want, results = _expected_messages(expected), _Results(sub.received)
         try:
             await sub.wait_for(
-                lambda: _athletes_messages(sub.received) >= want or task.done(),
+                lambda: want <= results.update() or task.done(),
                 timeout_s=600,
                 what=f"{want} results at the subscriber",
             )
@@ -192,7 +208,8 @@ def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
     head, tail = _split_mid_morning(messages)
     expected = th.oracle(messages)
     # Rolling HRV windows up to the cut are what the first worker must have delivered.
-    head_hrv = {k for k in _expected_messages(th.oracle(head)) if k[0].endswith("/hrv")}
+    head_all = _expected_messages(th.oracle(head))
+    head_hrv = {k for k in head_all if k[0].endswith("/hrv")}
     figures: dict[str, float] = {}
 
     async def scenario() -> list[Received]:
@@ -204,8 +221,9 @@ def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
         first = _start_worker("a", nats_server.url, postgres.dsn, mosquitto.url, tmp_path / "a.log")
         second = None
         try:
+            before_kill = _Results(sub.received)
             await sub.wait_for(
-                lambda: _athletes_messages(sub.received, "/hrv") >= len(head_hrv),
+                lambda: head_hrv <= before_kill.update(),
                 timeout_s=300,
                 what="the first worker's results up to the middle of the morning",
             )
@@ -218,12 +236,14 @@ def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
                 "b", nats_server.url, postgres.dsn, mosquitto.url, tmp_path / "b.log"
             )
             await sub.wait_for(
-                lambda: len(sub.received) > before, timeout_s=120, what="the takeover"
+                lambda: _new_result(sub.received, before, head_all),
+                timeout_s=120,
+                what="the takeover's first result",
             )
             figures["takeover_s"] = time.monotonic() - killed_at
-            want = len(_expected_messages(expected))
+            want, results = _expected_messages(expected), _Results(sub.received)
             await sub.wait_for(
-                lambda: _athletes_messages(sub.received) >= want,
+                lambda: want <= results.update(),
                 timeout_s=300,
                 what="every result of the oracle",
             )

@@ -11,7 +11,7 @@ numbers).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,7 +19,7 @@ from devices.records import HeartRateSample
 from processors import physiology as ph
 from processors.hrv_stream import LiveHrv, LiveWindow
 from streamer.athlete.snapshot import AthleteSnapshot
-from streamer.results import HrvPayload, JsonValue, Result
+from streamer.results import HrvPayload, Result
 
 DEFAULT_HRV_EVERY_S: Final = 5.0
 """Seconds of beats between two rolling-HRV results (the window itself is 60 s)."""
@@ -82,32 +82,6 @@ class HeartRate:
     def restart_series(self) -> None:
         """Every strap's next beat starts a fresh series (a morning reading begins)."""
         self._after_gap.update(self._trackers)
-
-    def phase(self) -> dict[str, JsonValue]:
-        """What a replay of the last minutes of records cannot rebuild: per strap, the beats
-        since the last rolling-HRV result (ms), the beat clock (ns) and whether the next
-        beat follows a gap. A team worker that takes an athlete over (:mod:`streamer.team.worker`)
-        saves it at its replay point and hands it to :meth:`resume`, so the rolling windows
-        fall on the same beats as the worker's before it."""
-        return {
-            "since_ms": dict(self._since_hrv_ms),
-            "clock_ns": {d: c.t_ns for d, c in self._clocks.items() if c.t_ns is not None},
-            "after_gap": list[JsonValue](sorted(self._after_gap)),
-        }
-
-    def resume(self, phase: Mapping[str, JsonValue]) -> None:
-        """Continue from a :meth:`phase` (before the first record of a replay)."""
-        since, clocks, gaps = phase.get("since_ms"), phase.get("clock_ns"), phase.get("after_gap")
-        if isinstance(since, dict):
-            self._since_hrv_ms = {
-                d: float(v) for d, v in since.items() if isinstance(v, int | float)
-            }
-        if isinstance(clocks, dict):
-            for device, t_ns in clocks.items():
-                if isinstance(t_ns, int):
-                    self._clocks.setdefault(device, BeatClock()).t_ns = t_ns
-        if isinstance(gaps, list):
-            self._after_gap = {str(d) for d in gaps}
 
     def add(self, device: str, sample: HeartRateSample) -> Beats:
         """One heart-rate notification of ``device``."""

@@ -9,9 +9,9 @@ the same rows again instead of new ones:
 * state: ``alert_book`` and ``baselines`` (the processors' JSON), ``seq`` (per-topic numbers,
   shared by every worker: a topic belongs to one athlete, an athlete to one partition);
 * team: ``checkpoint`` (per partition, the last stream sequence whose outputs are written),
-  ``replay_from`` (per athlete, where a takeover's replay starts and the heart-rate phase
-  there, see :mod:`streamer.team.worker`), ``leases`` (every device lease grant seen, by
-  stream sequence), ``schema_version``.
+  ``replay_from`` (per athlete, where a takeover's replay starts and a snapshot of the
+  athlete's signal windows there, see :mod:`streamer.team.worker`), ``leases`` (every
+  device lease grant seen, by stream sequence), ``schema_version``.
 
 The sinks' outboxes are per partition, in a schema ``p<N>`` each (``outbox_mqtt``,
 ``outbox_influx`` and their dead letters): :class:`PgStore` sets ``search_path`` to it, so
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     partition INTEGER PRIMARY KEY, applied BIGINT NOT NULL, updated_ns BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS replay_from (
     athlete TEXT PRIMARY KEY, partition INTEGER NOT NULL, seq BIGINT NOT NULL,
-    heart TEXT NOT NULL DEFAULT '{}');
+    windows BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     athlete TEXT NOT NULL, device TEXT NOT NULL, seq BIGINT NOT NULL, gateway TEXT NOT NULL,
     partition INTEGER NOT NULL, PRIMARY KEY (athlete, device, seq));
@@ -178,6 +178,12 @@ def _loads(text: object) -> dict[str, JsonValue]:
     if not isinstance(obj, dict):
         raise StoreError(f"corrupt row in the PostgreSQL store: {str(text)[:80]!r}")
     return obj
+
+
+def _blob(value: object) -> bytes:
+    if isinstance(value, bytes | memoryview):
+        return bytes(value)
+    raise StoreError(f"corrupt row in the PostgreSQL store: {type(value).__name__}, not bytes")
 
 
 def _utc_date(ts_ns: int) -> str:
@@ -404,23 +410,21 @@ class PgStore:
             (self.partition, applied, time.time_ns()),
         )
 
-    def replay_points(self) -> dict[str, tuple[int, dict[str, JsonValue]]]:
+    def replay_points(self) -> dict[str, tuple[int, bytes]]:
         """Per athlete of the partition: the stream sequence a takeover replays from and
-        the heart-rate phase before it."""
+        the snapshot of its windows there."""
         rows = self.query(
-            "SELECT athlete, seq, heart FROM replay_from WHERE partition = ?", (self.partition,)
+            "SELECT athlete, seq, windows FROM replay_from WHERE partition = ?", (self.partition,)
         )
-        return {str(a): (int(str(s)), _loads(h)) for a, s, h in rows}
+        return {str(a): (int(str(s)), _blob(w)) for a, s, w in rows}
 
-    def set_replay_point(
-        self, db: _Cursor, athlete: str, seq: int, heart: Mapping[str, JsonValue]
-    ) -> None:
-        """Within a transaction: ``athlete``'s replay starts at ``seq`` with ``heart``."""
+    def set_replay_point(self, db: _Cursor, athlete: str, seq: int, windows: bytes) -> None:
+        """Within a transaction: ``athlete``'s replay starts at ``seq`` with ``windows``."""
         db.execute(
-            "INSERT INTO replay_from (athlete, partition, seq, heart) VALUES (?, ?, ?, ?) "
+            "INSERT INTO replay_from (athlete, partition, seq, windows) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (athlete) DO UPDATE SET partition = excluded.partition, "
-            "seq = excluded.seq, heart = excluded.heart",
-            (athlete, self.partition, seq, _dumps(heart)),
+            "seq = excluded.seq, windows = excluded.windows",
+            (athlete, self.partition, seq, windows),
         )
 
     def add_lease(self, db: _Cursor, athlete: str, device: str, seq: int, gateway: str) -> None:

@@ -20,25 +20,27 @@ consumer and, message by message in the stream's order:
 
 The sinks drain the partition's outboxes to mosquitto and InfluxDB as in ``run``.
 
-**Takeover.** The in-memory windows (the open morning reading, session or grip test, the
-rolling HRV window and the quality gate's beats) are rebuilt by replaying the stream, not
-saved. Each athlete keeps a replay point: the stream sequence of its open protocol's start,
-else of its first message within :data:`REPLAY_HORIZON_S` of record time — never before its
-last protocol end, whose rules and alert book are already in the store — with the heart-rate
-phase there (:meth:`streamer.athlete.heart.HeartRate.phase`). The points are written with
-every checkpoint. A new owner restores each athlete from the store (as ``run`` does after a
-restart), resumes its phase, starts the consumer at the smallest point, skips an athlete's
-messages before its own point, processes the rest up to the checkpoint *muted* (no output,
-no save) and goes on normally after it: no output at or below the checkpoint, the same
-outputs after it as the worker before would have made.
+**Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
+Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
+there (:func:`windows_snapshot`: the beat clocks, live HRV windows and quality gate, the
+SmO2 detector, the force clock, the live view's numbers — a few kB) — the start of its open
+morning reading, session or grip test, else a point at most :data:`SNAPSHOT_EVERY_S` of
+record time back and never before its last protocol end (whose rules, alert book and
+baselines are in the store already). The points are written with the checkpoints. A new
+owner restores each athlete from the store (as ``run`` does after a restart), restores its
+windows, starts the consumer at the smallest point, skips an athlete's messages before its
+own point, processes the rest up to the checkpoint *muted* (no output, no save) and goes on
+normally after it: no output at or below the checkpoint, and after it the outputs the
+worker before would have made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections import deque
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
@@ -70,9 +72,10 @@ from streamer.topics import Topics
 
 _LOGGER: Final = logging.getLogger(__name__)
 
-REPLAY_HORIZON_S: Final = 300.0
-"""Record time a takeover replays before the checkpoint outside a protocol: the 60-s HRV
-window, the quality gate's 91 beats (~90 s at rest) and SmO2's 30-s baseline, with room."""
+SNAPSHOT_EVERY_S: Final = 60.0
+"""Record time between two snapshots of an athlete's windows outside a protocol: what a
+takeover replays at most there (a snapshot costs ~1–8 ms and a few kB; one a minute per
+athlete is ~3% of a core for 200 athletes)."""
 
 _STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
 _ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
@@ -118,30 +121,52 @@ class _StateWrites:
         self.pending.clear()
 
 
+def windows_snapshot(state: AthleteState) -> bytes:
+    """The athlete's signal windows — what a replay from this point needs besides the
+    records (pickled: written and read by workers only, in the club's own database)."""
+    return pickle.dumps(
+        (state.heart, state.muscle, state.force_clock, state.snapshot),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def restore_windows(state: AthleteState, blob: bytes) -> None:
+    """Put a :func:`windows_snapshot` back into ``state`` (before replaying from its point)."""
+    heart, muscle, force_clock, snapshot = pickle.loads(blob)
+    for f in dataclasses.fields(snapshot):
+        setattr(state.snapshot, f.name, getattr(snapshot, f.name))
+    heart.snapshot = muscle.snapshot = state.snapshot  # the one the live view and rules see
+    state.heart, state.muscle, state.force_clock = heart, muscle, force_clock
+
+
 @dataclass
 class _Track:
     """One athlete of a partition: its processing state and where a takeover would replay."""
 
     state: AthleteState
     skip_below: int = 0  # takeover: this athlete's messages before its replay point
-    open: dict[str, tuple[int, dict[str, JsonValue]]] = field(default_factory=dict)
-    """Open protocol → (seq of its start, heart phase before it)."""
-    last_end: int = 0
-    recent: deque[tuple[int, int, dict[str, JsonValue]]] = field(default_factory=deque)
-    """(record time, seq, heart phase before it) of the messages within the horizon."""
+    open: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    """Open protocol → (seq of its start, windows before it)."""
+    point: tuple[int, bytes] | None = None  # the last snapshot outside protocols
+    point_t_ns: int = 0
+    last_t_ns: int = 0
+    ended: bool = False  # a protocol ended since the last snapshot
+    touched: bool = False  # processed a message since the last write
     written: int | None = None  # the replay point last written
 
-    def replay_point(self) -> tuple[int, dict[str, JsonValue]]:
-        """(seq, heart phase before it) a takeover starts this athlete from: its open
-        protocols' starts and its first message within the horizon, never at or before its
-        last protocol end; after that end with nothing since, the next message."""
-        candidates = list(self.open.values())
-        first = next((e for e in self.recent if e[1] > self.last_end), None)
-        if first is not None:
-            candidates.append((first[1], first[2]))
-        if not candidates:
-            return self.last_end + 1, self.state.heart.phase()
-        return min(candidates, key=lambda c: c[0])
+    def replay_point(self, next_seq: int) -> tuple[int, bytes]:
+        """(seq, windows) a takeover starts this athlete from, after the write of
+        ``next_seq - 1``: a fresh snapshot when a protocol ended since the last one or it is
+        older than :data:`SNAPSHOT_EVERY_S`; the open protocols' starts when older."""
+        if (
+            self.point is None
+            or self.ended
+            or self.last_t_ns - self.point_t_ns > SNAPSHOT_EVERY_S * 1e9
+        ):
+            self.point = (next_seq, windows_snapshot(self.state))
+            self.point_t_ns = self.last_t_ns
+            self.ended = False
+        return min([self.point, *self.open.values()], key=lambda p: p[0])
 
 
 @dataclass
@@ -185,7 +210,7 @@ class Partition:
         self.checkpoint = 0
         self.caught_up = asyncio.Event()
         self._writes: _StateWrites | None = None
-        self._points: dict[str, tuple[int, dict[str, JsonValue]]] = {}
+        self._points: dict[str, tuple[int, bytes]] = {}
         self._pending_leases: list[tuple[str, str, int, str]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -314,9 +339,7 @@ class Partition:
             point = self._points.get(athlete)
             if point is not None:
                 track.skip_below = point[0]
-                track.last_end = point[0] - 1  # the store holds everything before it
-                if point[1]:
-                    state.heart.resume(point[1])
+                restore_windows(state, point[1])
             self.tracks[athlete] = track
         return track
 
@@ -378,17 +401,16 @@ class Partition:
 
     def _remember(self, track: _Track, seq: int, t_ns: int, record: object) -> None:
         """Keep the athlete's replay point up to date before ``record`` is processed."""
-        track.recent.append((t_ns, seq, track.state.heart.phase()))
-        while track.recent and track.recent[0][0] < t_ns - REPLAY_HORIZON_S * 1e9:
-            track.recent.popleft()
+        track.touched = True
+        track.last_t_ns = max(track.last_t_ns, t_ns)
         kind = type(record)
         if kind in _STARTS:
-            track.open.setdefault(_STARTS[kind], (seq, track.recent[-1][2]))
+            if _STARTS[kind] not in track.open:
+                track.open[_STARTS[kind]] = (seq, windows_snapshot(track.state))
         elif kind in _ENDS:
             if _ENDS[kind]:
                 track.open.pop(_ENDS[kind], None)
-            # From the next message on, the replay point is after this end.
-            track.last_end = seq
+            track.ended = True  # the next point is after it
 
     def _write(self, seq: int, durable: Sequence[Result]) -> None:
         """Outputs of message ``seq``, held saves, leases, replay points and the checkpoint:
@@ -406,10 +428,13 @@ class Partition:
             for athlete, device, at, gateway in self._pending_leases:
                 store.add_lease(db, athlete, device, at, gateway)
             for athlete, track in self.tracks.items():
-                at, phase = track.replay_point()
+                if not track.touched:
+                    continue
+                at, windows = track.replay_point(seq + 1)
                 if track.written != at:
-                    store.set_replay_point(db, athlete, at, phase)
+                    store.set_replay_point(db, athlete, at, windows)
                     track.written = at
+                track.touched = False
             store.set_checkpoint(db, seq)
         self._pending_leases.clear()
         self.checkpoint = seq
