@@ -145,6 +145,8 @@ def history_rows(dsn: str) -> dict[str, list[tuple[object, ...]]]:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('alerts')").fetchone() == (None,):
+            return {"morning": [], "sessions": [], "alerts": []}  # no worker started yet
         return {
             "morning": conn.execute(
                 "SELECT athlete, date, ts_ns, data FROM morning ORDER BY 1, 2"

@@ -17,11 +17,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nats
 import psycopg
 import pytest
 
+from devices.recording import RecordedNotification
 from streamer.athlete.events import MorningEnd, MorningStart
 from streamer.config import Config, MqttConfig
 from streamer.payloads import encode_payload
@@ -355,3 +357,82 @@ def test_a_worker_that_lost_its_lock_cannot_write(postgres: PostgreSQL) -> None:
     assert store.checkpoint() == 10
     assert store.last_seq("stale") == 0
     conn.close()
+
+
+# --- device leases: a dual-connected strap counts once ----------------------------------------
+
+
+def test_records_from_a_gateway_without_the_lease_are_dropped(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """A strap connected to two gateways: each notification reaches the stream twice. The
+    worker keeps the copy of the gateway holding the lease at that place in the stream, so
+    the result is the single box's on the leaseholder's records, also across a hand-over."""
+    ((athlete, items),) = th.athlete_days(1, 1, sessions=False).items()
+    half = len(items) // 2
+    sent: list[tuple[str, wire.WireMessage]] = []  # (gateway, message) in stream order
+    kept: list[wire.WireMessage] = []
+    holder = "gw1"
+    for i, message in enumerate(items):
+        if i in (0, half):
+            holder = "gw1" if i == 0 else "gw2"
+            sent.append((holder, wire.LeaseGranted(message.t_ns, "strap", holder)))
+        if isinstance(message, RecordedNotification):
+            other = "gw2" if holder == "gw1" else "gw1"
+            # The other gateway's copy: received 30 ms later, so it is a different record.
+            echo = RecordedNotification(message.t_ns + 30_000_000, message.device,
+                                           message.char, message.data)  # fmt: skip
+            sent += [(holder, message), (other, echo)]
+        else:
+            sent.append((holder, message))
+        kept.append(message)
+    expected = th.oracle_rows(th.oracle({athlete: kept}))
+    assert expected["morning"]
+
+    async def scenario() -> dict[int, Any]:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        for n, (gateway, message) in enumerate(sent):
+            headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+            await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: th.history_rows(postgres.dsn)["morning"] == expected["morning"],
+                120,
+                "the morning reading of the leaseholders' records",
+            )
+            return {p: part.counters for p, part in worker.owned.items()}
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    counters = asyncio.run(scenario())
+    dropped = sum(c.dropped_lease for c in counters.values())
+    assert dropped == sum(1 for g, m in sent if isinstance(m, RecordedNotification)) // 2
+    with psycopg.connect(postgres.dsn) as conn:
+        leases = conn.execute("SELECT device, gateway FROM leases ORDER BY seq").fetchall()
+    assert leases == [("strap", "gw1"), ("strap", "gw2")]
+
+
+def test_worker_unit_passes_systemd_analyze_verify() -> None:
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    unit = ROOT / "deploy" / "systemd" / "redox-worker.service"
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip() and "is not executable" not in line and "not found" not in line
+    ]
+    assert problems == []
+    assert "worker --id" in unit.read_text()
