@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
 
 import nats
+import psycopg
 from nats.js import api
 
 from devices.recording import RecordedNotification, RecordingError, decode_notification
@@ -67,7 +68,7 @@ from streamer.results import GripPayload, JsonValue, MorningPayload, Result, Ses
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.store import Row, Store
 from streamer.team import wire
-from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, connect
+from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
 from streamer.topics import Topics
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -516,6 +517,7 @@ class Worker:
         self.owned: dict[int, Partition] = {}
         self.stopping = asyncio.Event()
         self.mqtt_online = asyncio.Event()
+        self._control: Any = None  # the connection that counts workers and held locks
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (SIGTERM, SIGINT)."""
@@ -523,11 +525,11 @@ class Worker:
 
     async def run(self) -> None:
         """Until :meth:`stop`: claim, run and release partitions."""
-        from streamer.team.partitions import held_partitions, live_workers, share
         from streamer.team.pg_store import ensure_schema
 
         opts = self.options
         control = await asyncio.to_thread(connect, self.dsn, application=f"redox-worker:{self.id}")
+        self._control = control
         nc = None
         availability = None
         try:
@@ -541,23 +543,12 @@ class Worker:
             first = sum(self.id.encode()) % opts.partitions
             order = [(first + i) % opts.partitions for i in range(opts.partitions)]
             while not self.stopping.is_set():
-                for number in [n for n, part in self.owned.items() if part.done]:
-                    _LOGGER.warning("partition %d ended; it may be claimed again", number)
-                    await self.owned.pop(number).stop()
-                workers = await asyncio.to_thread(live_workers, control)
-                bound = share(opts.partitions, workers, opts.max_partitions)
-                while len(self.owned) > bound:  # a worker joined: let the newest go
-                    number = next(reversed(self.owned))
-                    _LOGGER.info("partition %d released (share %d)", number, bound)
-                    await self.owned.pop(number).stop()
-                if len(self.owned) < bound:
-                    held = await asyncio.to_thread(held_partitions, control)
-                    for number in order:
-                        if len(self.owned) >= bound or self.stopping.is_set():
-                            break
-                        if number in held or number in self.owned:
-                            continue
-                        await self._claim(number, js)
+                try:
+                    control = await self._round(control, js, order)
+                except (psycopg.Error, PgStoreError) as exc:
+                    # PostgreSQL restarting or away: the partitions' sessions are gone with
+                    # their locks; claim again when it is back.
+                    _LOGGER.warning("PostgreSQL: %s; claiming again in a moment", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), opts.claim_every_s)
         finally:
@@ -570,7 +561,37 @@ class Worker:
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.close()
-            await asyncio.to_thread(control.close)
+            await asyncio.to_thread(self._control.close)
+
+    async def _round(self, control: Any, js: Any, order: list[int]) -> Any:
+        """One claiming round (see :mod:`streamer.team.partitions`); returns the control
+        connection (a new one when the old one was lost)."""
+        from streamer.team.partitions import held_partitions, live_workers, share
+
+        opts = self.options
+        for number in [n for n, part in self.owned.items() if part.done]:
+            _LOGGER.warning("partition %d ended; it may be claimed again", number)
+            await self.owned.pop(number).stop()
+        if control.closed or control.broken:
+            control = await asyncio.to_thread(
+                connect, self.dsn, application=f"redox-worker:{self.id}"
+            )
+            self._control = control
+        workers = await asyncio.to_thread(live_workers, control)
+        bound = share(opts.partitions, workers, opts.max_partitions)
+        while len(self.owned) > bound:  # a worker joined: let the newest go
+            number = next(reversed(self.owned))
+            _LOGGER.info("partition %d released (share %d)", number, bound)
+            await self.owned.pop(number).stop()
+        if len(self.owned) < bound:
+            held = await asyncio.to_thread(held_partitions, control)
+            for number in order:
+                if len(self.owned) >= bound or self.stopping.is_set():
+                    break
+                if number in held or number in self.owned:
+                    continue
+                await self._claim(number, js)
+        return control
 
     async def _claim(self, number: int, js: Any) -> None:
         part = await asyncio.to_thread(
