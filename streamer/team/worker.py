@@ -181,6 +181,7 @@ class PartitionCounters:
     malformed: int = 0
     transactions: int = 0
     results: int = 0
+    write_errors: int = 0  # transactions of outputs that failed (logged)
 
 
 class Partition:
@@ -398,7 +399,17 @@ class Partition:
         if live:
             self._send_live(live)
         if durable or self._writes.pending or type(record) in _ENDS:
-            self._write(seq, durable)
+            try:
+                self._write(seq, durable)
+            except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the partition is lost: the next owner goes on from the checkpoint
+            except Exception:
+                # As the pipeline does: one result that cannot be kept (a bug) must not
+                # stop the partition for ever; it is logged and counted, the rest goes on.
+                self.counters.write_errors += 1
+                _LOGGER.exception(
+                    "partition %d: outputs of stream message %d not kept", self.number, seq
+                )
 
     def _remember(self, track: _Track, seq: int, t_ns: int, record: object) -> None:
         """Keep the athlete's replay point up to date before ``record`` is processed."""
@@ -485,13 +496,29 @@ class WorkerOptions:
 
 
 async def connect_nats(url: str, name: str) -> Any:
-    """A NATS connection that retries for ever (the stream outlives a server's restart)."""
+    """A NATS connection that retries for ever (a worker may start before the server, and
+    the stream outlives a server's restart); each new kind of failure is logged once."""
+    said: set[str] = set()
+
+    async def on_error(exc: Exception) -> None:
+        what = f"{type(exc).__name__}: {exc}"
+        level = logging.DEBUG if what in said else logging.WARNING
+        said.add(what)
+        _LOGGER.log(level, "NATS %s: %s (retrying)", url, what)
+
+    async def on_reconnected() -> None:
+        said.clear()
+        _LOGGER.info("NATS %s: connected again", url)
+
     return await nats.connect(
-        url,
+        url.split(","),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        reconnected_cb=on_reconnected,
     )
 
 
@@ -534,7 +561,17 @@ class Worker:
         availability = None
         try:
             await asyncio.to_thread(ensure_schema, control, opts.partitions)
-            nc = await connect_nats(self.nats_url, f"redox-worker-{self.id}")
+            # A stop while the NATS server cannot be reached ends the wait for it.
+            connecting = asyncio.create_task(connect_nats(self.nats_url, f"redox-worker-{self.id}"))
+            stopped = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+                return
+            nc = connecting.result()
             js = nc.jetstream()
             if self.config.mqtt is not None:
                 availability = asyncio.create_task(self._availability(), name="availability")
