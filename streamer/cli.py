@@ -127,6 +127,16 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.import_history",
     ),
     Command(
+        "worker",
+        "team mode: process partitions of the raw stream into PostgreSQL",
+        "streamer.commands.worker",
+    ),
+    Command(
+        "migrate",
+        "team mode: merge single-box stores into PostgreSQL",
+        "streamer.commands.migrate",
+    ),
+    Command(
         "export",
         "export an athlete's daily values or sessions as CSV",
         "streamer.commands.export",

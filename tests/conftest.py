@@ -9,7 +9,14 @@ from typing import TypeVar
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.servers import InfluxDB1, Mosquitto, NatsServer, ServerProcess, VictoriaMetrics
+from tests.servers import (
+    InfluxDB1,
+    Mosquitto,
+    NatsServer,
+    PostgreSQL,
+    ServerProcess,
+    VictoriaMetrics,
+)
 from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
 
 # CI machines are loaded (2 cores, other jobs): a property holds or fails whatever the time
@@ -71,6 +78,16 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """One nats-server with JetStream and the team partition mapping."""
     yield from _serving(NatsServer(tmp_path / "nats"))
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
+    """A PostgreSQL cluster of its own (``.dsn``); its directory is removed after."""
+    server = PostgreSQL(tmp_path / "postgres")
+    try:
+        yield from _serving(server)
+    finally:
+        server.remove()
 
 
 @pytest.fixture

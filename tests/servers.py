@@ -354,3 +354,123 @@ def start_all(servers: list[NatsServer]) -> None:
     for server in servers:
         assert server.proc is not None
         _wait_until(server.ready, f"nats {server.node}", server.proc, server.log, 60.0)
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+"""Debian's PostgreSQL 15 binaries (not on PATH: ``postgresql-common`` wraps them)."""
+
+
+class PostgreSQL(ServerProcess):
+    """A PostgreSQL cluster of its own on a free loopback port, trust auth, fsync off.
+
+    ``initdb`` and ``postgres`` refuse to run as root: under root both run as the
+    ``postgres`` user (``Popen(user=...)``, so the child *is* the postmaster and SIGKILL
+    reaches it), in a data directory made with :func:`tempfile.mkdtemp` and chowned to it
+    (a pytest ``tmp_path`` is 0700 root). Ready when ``pg_isready`` says it accepts
+    connections (an open port is not enough: a starting server refuses logins).
+    """
+
+    name = "postgres"
+
+    def __init__(self, workdir: Path) -> None:
+        import tempfile
+
+        super().__init__(workdir)
+        self.bin = PG_BIN
+        if not (self.bin / "postgres").exists():
+            message = f"PostgreSQL not found in {self.bin}: install the Debian package 'postgresql'"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.home = Path(tempfile.mkdtemp(prefix="redox-pg-"))
+        self.data = self.home / "data"
+        if self.user is not None:
+            shutil.chown(self.home, self.user, self.user)
+        self.log.touch()
+        if self.user is not None:
+            shutil.chown(self.log, self.user, self.user)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            capture_output=True,
+            user=self.user,
+            cwd=self.home,
+        )
+
+    @property
+    def dsn(self) -> str:
+        """The libpq URL of the ``postgres`` database as the ``postgres`` superuser."""
+        return f"postgresql://postgres@{HOST}:{self.port}/postgres"
+
+    url = dsn
+
+    def command(self) -> list[str]:
+        return [
+            str(self.bin / "postgres"),
+            "-D", str(self.data),
+            "-h", HOST,
+            "-p", str(self.port),
+            "-k", str(self.home),
+            "-c", "fsync=off",
+            "-c", "full_page_writes=off",
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        log = self.log.open("ab")
+        with log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+                start_new_session=True,
+                user=self.user,
+            )
+        _wait_until(self.ready, self.name, self.proc, self.log, 60.0)
+
+    def ready(self) -> bool:
+        probe = subprocess.run(
+            [str(self.bin / "pg_isready"), "-q", "-h", HOST, "-p", str(self.port)],
+            capture_output=True,
+        )
+        return probe.returncode == 0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        """SIGTERM: a smart shutdown would wait for clients; SIGINT (fast) is what a
+        service manager's stop does, so that is the graceful stop here."""
+        super().stop(signal.SIGINT if sig == signal.SIGTERM else sig, timeout_s)
+        if sig == signal.SIGKILL:
+            # The postmaster's children outlive it; they hold the shared memory and the
+            # data directory's lock until they notice.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                assert self.proc is not None
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            pid_file = self.data / "postmaster.pid"
+            deadline = time.monotonic() + 10
+            while pid_file.exists() and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    pid = int(pid_file.read_text().split()[0])
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+                    continue
+                break
+
+    def remove(self) -> None:
+        """Delete the cluster's directory (after :meth:`stop`)."""
+        shutil.rmtree(self.home, ignore_errors=True)

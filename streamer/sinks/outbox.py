@@ -139,7 +139,8 @@ class Outbox:
         numbers: list[int] = []
         with self.store.transaction() as db:
             for counter, render in items:
-                number = Store.reserve_seq_in(db, counter, 1)
+                # The store's own method: the PostgreSQL store of team mode has its SQL.
+                number = self.store.reserve_seq_in(db, counter, 1)
                 message = render(number)
                 db.execute(
                     f"INSERT INTO {self._table} (payload, meta, created_ns) VALUES (?, ?, ?)",

@@ -1,0 +1,123 @@
+"""``redox-streamer worker``: a team worker — partitions of the raw stream → PostgreSQL.
+
+The work is in :mod:`streamer.team.worker` (processing, takeover) and
+:mod:`streamer.team.partitions` (who owns what); this module parses the flags and runs it
+until SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from streamer.config import ID_RULE, Config, MqttConfig, id_problem, load_config
+from streamer.errors import CliError, note_stop_signal
+
+DESCRIPTION = """\
+Process whole partitions of the team's raw stream (NATS JetStream, fed by
+`redox-streamer gateway`): each athlete's records and markers go through the same
+processors and rules as `run`, results are kept in PostgreSQL and delivered to the
+config's MQTT broker and InfluxDB. A partition is owned by one worker at a time (a
+PostgreSQL advisory lock); when a worker dies another takes its partitions over and goes
+on where its checkpoint says, without losing or repeating a result.
+"""
+
+EPILOG = """\
+examples:
+  redox-streamer worker --id w1 --nats nats://central:4222 \\
+      --postgres postgresql://redox@central/redox --config /etc/redox/club.toml
+  redox-streamer worker --id w2 ... --workers 2     two workers: eight partitions each
+
+the config's athletes give profiles and rules (an athlete it does not name gets the
+default profile); its [mqtt] and [influx] sections the sinks. The PostgreSQL tables are
+made on first start; `redox-streamer migrate` brings single-box stores in.
+"""
+
+
+def _worker_id(text: str) -> str:
+    problem = id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``worker`` sub-command."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="team mode: process partitions of the raw stream into PostgreSQL",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--id", required=True, type=_worker_id, help=f"this worker's id (unique); {ID_RULE}"
+    )
+    parser.add_argument(
+        "--nats", required=True, metavar="URL", help="NATS server URL(s), comma separated"
+    )
+    parser.add_argument(
+        "--postgres", required=True, metavar="DSN", help="postgresql://user[:pw]@host[:port]/db"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="athletes, rules, sinks")
+    parser.add_argument("--mqtt", metavar="URL", help="MQTT broker (instead of the config's)")
+    parser.add_argument(
+        "--max-partitions",
+        type=int,
+        metavar="N",
+        help="own at most N partitions (default: an even share of the live workers)",
+    )
+    parser.add_argument(
+        "--no-live", action="store_true", help="do not publish live samples (QoS 0)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``redox-streamer worker``."""
+    from streamer.team.worker import Worker, WorkerOptions
+
+    config = load_config(args.config) if args.config is not None else Config()
+    if args.mqtt:
+        try:
+            config = replace(config, mqtt=MqttConfig.from_url(args.mqtt))
+        except ValueError as exc:
+            raise CliError(f"--mqtt: {exc}") from None
+    if args.max_partitions is not None and args.max_partitions < 0:
+        raise CliError(f"--max-partitions {args.max_partitions}: give 0 or more")
+    if not args.postgres.startswith(("postgresql://", "postgres://")) and "=" not in args.postgres:
+        raise CliError(
+            f"--postgres {args.postgres!r}: give a URL postgresql://user@host:port/db "
+            "or a libpq string 'host=… dbname=…'"
+        )
+    if logging.getLogger().level > logging.INFO or not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    options = WorkerOptions(max_partitions=args.max_partitions, live=not args.no_live)
+    worker = Worker(
+        args.id,
+        nats_url=args.nats,
+        dsn=args.postgres,
+        config=config,
+        options=options,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+
+            def stop(sig: signal.Signals = sig) -> None:
+                note_stop_signal(sig)
+                worker.stop()
+
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop)
+        await worker.run()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,239 @@
+"""Merge single-box SQLite stores (``run``'s) into the team's PostgreSQL store.
+
+* history: mornings by athlete and date — where two stores hold the same day, an accepted
+  reading wins over a rejected one, then the later one; sessions, grip tests and alert
+  events by their unique keys (the same row in two stores is kept once);
+* ``seq``: each topic's last number is set to the highest of every store's and the
+  PostgreSQL store's, so a consumer's ``seq`` rule never sees a number again;
+* the alert book and baselines are **recomputed** by replaying the merged history, in time
+  order, through an :class:`~streamer.athlete.AthleteState` with the athlete's thresholds:
+  accepted mornings as :class:`~streamer.athlete.events.DayValues` (the rules' morning
+  evaluation, baselines saved as a reading saves them), sessions through the rule engine's
+  session evaluation, grip tests remembered (their rules need the raw force traces, which
+  the store does not keep: an alert of a grip rule open in a store's book is carried over).
+
+Outboxes are not migrated: what a single box had not delivered stays in its store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processors.alerts import AlertBook
+from streamer.app.assembly import athlete_thresholds
+from streamer.athlete import AthleteState
+from streamer.athlete.events import DayValues
+from streamer.athlete.rules import SessionFacts
+from streamer.config import Config
+from streamer.results import GripPayload, JsonValue, LabPayload, MorningPayload, SessionPayload
+from streamer.store import Row, Store, StoreError
+from streamer.team.pg_store import PgStore, connect, ensure_schema
+
+GRIP_RULE_PREFIX = "grip"
+"""Rules of the grip protocol (``processors.rules`` ids start with it): not replayable."""
+
+
+@dataclass
+class Merged:
+    """One athlete's history merged from every store."""
+
+    mornings: dict[str, Row[MorningPayload]] = field(default_factory=dict)
+    sessions: dict[tuple[int, str], Row[SessionPayload]] = field(default_factory=dict)
+    grips: dict[tuple[int, str], Row[GripPayload]] = field(default_factory=dict)
+    alerts: set[tuple[int, str, str, str]] = field(default_factory=set)  # ts, rule, state, data
+    books: list[dict[str, JsonValue]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    """What was written: rows per table, topics whose ``seq`` was raised, athletes."""
+
+    athletes: int
+    rows: dict[str, int]
+    topics: int
+    open_alerts: int
+
+
+def _better(new: Row[MorningPayload], old: Row[MorningPayload] | None) -> bool:
+    if old is None:
+        return True
+    return (bool(new.payload.accepted), new.ts_ns) > (bool(old.payload.accepted), old.ts_ns)
+
+
+def read_stores(paths: Sequence[Path]) -> tuple[dict[str, Merged], dict[str, int]]:
+    """Every store's history merged per athlete, and each topic's highest ``seq``."""
+    merged: dict[str, Merged] = {}
+    seqs: dict[str, int] = {}
+    for path in paths:
+        if not path.is_file():
+            raise StoreError(f"{path}: no such store file; give the path of a `run` store")
+        with Store(path, read_only=True) as store:
+            for athlete in store.athletes():
+                m = merged.setdefault(athlete, Merged())
+                for row in store.morning_history(athlete):
+                    assert row.date is not None
+                    if _better(row, m.mornings.get(row.date)):
+                        m.mornings[row.date] = row
+                for s in store.sessions(athlete):
+                    m.sessions[(s.ts_ns, s.device or "")] = s
+                for g in store.grip_tests(athlete):
+                    m.grips[(g.ts_ns, g.device or "")] = g
+                for a in store.alerts(athlete):
+                    import json
+
+                    data = json.dumps(a.data, separators=(",", ":"), allow_nan=False)
+                    m.alerts.add((a.ts_ns, a.rule, a.state, data))
+                book = store.load_alert_book(athlete)
+                if book is not None:
+                    m.books.append(book)
+            if store.has_table("seq"):
+                for topic, last in store.query("SELECT topic, last FROM seq"):
+                    seqs[str(topic)] = max(seqs.get(str(topic), 0), int(str(last)))
+    return merged, seqs
+
+
+class _Recomputed:
+    """The history an athlete replays into: nothing loaded, saves kept here."""
+
+    def __init__(self) -> None:
+        self.book: dict[str, JsonValue] | None = None
+        self.baselines: dict[str, dict[str, JsonValue]] = {}
+
+    def morning_history(self, athlete: str) -> list[Row[MorningPayload]]:
+        return []
+
+    def sessions(self, athlete: str) -> list[Row[SessionPayload]]:
+        return []
+
+    def grip_tests(self, athlete: str) -> list[Row[GripPayload]]:
+        return []
+
+    def lab_entries(self, athlete: str) -> list[Row[LabPayload]]:
+        return []
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        return None
+
+    def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
+        self.book = dict(state)
+
+    def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
+        self.baselines[name] = dict(data)
+
+
+def recompute(athlete: str, m: Merged, config: Config) -> _Recomputed:
+    """The alert book and baselines of the merged history, replayed through the rules."""
+    kept = _Recomputed()
+    state = AthleteState(athlete, kept, athlete_thresholds(config, athlete), live=False)
+    events: list[tuple[int, int, Any]] = []
+    for day, row in m.mornings.items():
+        p = row.payload
+        if p.accepted and p.rmssd_ms and p.resting_hr_bpm:
+            events.append((row.ts_ns, 0, (day, p)))
+    events += [(s.ts_ns, 1, s.payload) for s in m.sessions.values()]
+    events += [(g.ts_ns, 2, g.payload) for g in m.grips.values()]
+    for ts_ns, kind, item in sorted(events, key=lambda e: (e[0], e[1])):
+        if kind == 0:
+            day, p = item
+            values = DayValues(
+                ts_ns, dt.date.fromisoformat(day), float(p.rmssd_ms), float(p.resting_hr_bpm),
+                p.source or "rr",
+            )  # fmt: skip
+            state.process("migrate", values)
+        elif kind == 1:
+            s: SessionPayload = item
+            start = ts_ns - round(float(s.duration_s) * 1e9)
+            rpe = None if s.rpe is None else float(s.rpe)
+            power = None if s.mean_power_w is None else float(s.mean_power_w)
+            recovery = None if s.recovery_s is None else float(s.recovery_s)
+            verdict = state.rules.session(
+                SessionFacts(start, ts_ns, rpe, power), s.n_efforts, recovery
+            )
+            state.readiness.apply(verdict.evaluations, ts_ns)
+        else:
+            grip: GripPayload = item
+            if not math.isnan(float(grip.mvc_kg)):
+                state.rules.remember_grip(grip)
+    book = state.book.to_dict()
+    open_rules = {str(a["rule"]) for a in book["open"]}
+    for saved in m.books:  # grip rules cannot be replayed: carry their open alerts over
+        for alert in AlertBook.from_dict(saved).open_alerts():
+            rule = alert.rule_id
+            if rule.startswith(GRIP_RULE_PREFIX) and rule not in open_rules:
+                book["open"].append(dataclasses.replace(alert, athlete=athlete).to_dict())
+                open_rules.add(rule)
+    book["open"].sort(key=lambda a: str(a["rule"]))
+    kept.book = book
+    return kept
+
+
+def migrate(dsn: str, paths: Sequence[Path], config: Config, partitions: int) -> MigrationReport:
+    """Merge the stores at ``paths`` into the PostgreSQL store at ``dsn``."""
+    merged, seqs = read_stores(paths)
+    conn = connect(dsn, application="redox-migrate")
+    rows = {"morning": 0, "sessions": 0, "grip_tests": 0, "alerts": 0}
+    opened = 0
+    try:
+        ensure_schema(conn, partitions)
+        store = PgStore(conn, 0, "PostgreSQL")
+        with store.transaction() as db:
+            for athlete, m in sorted(merged.items()):
+                for day, r in sorted(m.mornings.items()):
+                    db.execute(
+                        "INSERT INTO morning (athlete, date, ts_ns, data) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (athlete, date) DO UPDATE SET ts_ns = excluded.ts_ns, "
+                        "data = excluded.data",
+                        (athlete, day, r.ts_ns, _dumps(r.data)),
+                    )
+                    rows["morning"] += 1
+                tables: list[tuple[str, Mapping[tuple[int, str], Row[Any]]]] = [
+                    ("sessions", m.sessions),
+                    ("grip_tests", m.grips),
+                ]
+                for table, items in tables:
+                    for (ts, device), r2 in sorted(items.items()):
+                        db.execute(
+                            f"INSERT INTO {table} (athlete, ts_ns, device, data) "
+                            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            (athlete, ts, device, _dumps(r2.data)),
+                        )
+                        rows[table] += 1
+                for ts, rule, st, text in sorted(m.alerts):
+                    db.execute(
+                        "INSERT INTO alerts (athlete, ts_ns, rule, state, data) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (athlete, ts, rule, st, text),
+                    )
+                    rows["alerts"] += 1
+                kept = recompute(athlete, m, config)
+                if kept.book is not None:
+                    store.save_alert_book(athlete, kept.book)
+                    opened += len(AlertBook.from_dict(kept.book).open_alerts())
+                for name, data in kept.baselines.items():
+                    store.save_baseline(athlete, name, data)
+            for topic, last in seqs.items():
+                db.execute(
+                    "INSERT INTO seq AS s (topic, last) VALUES (?, ?) ON CONFLICT (topic) "
+                    "DO UPDATE SET last = GREATEST(s.last, excluded.last)",
+                    (topic, last),
+                )
+    finally:
+        conn.close()
+    return MigrationReport(len(merged), rows, len(seqs), opened)
+
+
+def _dumps(data: Mapping[str, object]) -> str:
+    import json
+
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+def store_paths(paths: Sequence[str]) -> list[Path]:
+    """The arguments as paths (kept for the command's messages)."""
+    return [Path(p) for p in paths]

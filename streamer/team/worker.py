@@ -1,0 +1,698 @@
+"""A team worker: whole partitions of the raw stream → the athletes' processing → PostgreSQL.
+
+For each partition it owns (:mod:`streamer.team.partitions`), a worker reads the stream
+subject of that partition (:func:`streamer.team.wire.partition_subject`) with an ordered
+consumer and, message by message in the stream's order:
+
+1. decodes it (:func:`streamer.team.wire.decode`); a raw notification from a gateway that
+   does not hold the device's lease — the last :class:`~streamer.team.wire.LeaseGranted` for
+   that athlete and device *in the stream's order* — is dropped (dual-connection straps);
+2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
+   record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
+   one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
+   ``run``;
+3. writes what it produced — history rows, the alert book and baselines saved meanwhile,
+   every sink's outbox message (the existing MQTT and InfluxDB sinks, on the partition's
+   outboxes), lease grants, replay points — and the partition's checkpoint (this message's
+   stream sequence) in **one transaction** on the connection that holds the partition's
+   advisory lock, after checking the lock is still held there. A worker that lost its
+   connection or its lock cannot commit anything.
+
+The sinks drain the partition's outboxes to mosquitto and InfluxDB as in ``run``.
+
+**Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
+Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
+there (:func:`windows_snapshot`: the beat clocks, live HRV windows and quality gate, the
+SmO2 detector, the force clock, the live view's numbers — a few kB) — the start of its open
+morning reading, session or grip test, else a point at most :data:`SNAPSHOT_EVERY_S` of
+record time back and never before its last protocol end (whose rules, alert book and
+baselines are in the store already). The points are written with the checkpoints. A new
+owner restores each athlete from the store (as ``run`` does after a restart), restores its
+windows, starts the consumer at the smallest point, skips an athlete's messages before its
+own point, processes the rest up to the checkpoint *muted* (no output, no save) and goes on
+normally after it: no output at or below the checkpoint, and after it the outputs the
+worker before would have made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, cast
+
+import nats
+import psycopg
+from nats.js import api
+
+from devices.recording import RecordedNotification, RecordingError, decode_notification
+from streamer.app.assembly import athlete_thresholds
+from streamer.app.commands_in import COMMAND_DEVICE
+from streamer.app.pipeline import Sink
+from streamer.athlete import AthleteState
+from streamer.athlete.events import (
+    GripEnd,
+    GripPhase,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
+from streamer.config import Config
+from streamer.results import (
+    GripPayload,
+    JsonValue,
+    LabPayload,
+    MorningPayload,
+    Result,
+    SessionPayload,
+)
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.store import Row, Store
+from streamer.team import wire
+from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
+from streamer.topics import Topics
+
+_LOGGER: Final = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY_S: Final = 60.0
+"""Record time between two snapshots of an athlete's windows outside a protocol: what a
+takeover replays at most there (a snapshot costs ~1–8 ms and a few kB; one a minute per
+athlete is ~3% of a core for 200 athletes)."""
+
+_STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
+_ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
+
+
+class _StateWrites:
+    """The athletes' history as they see it: reads from the partition's store, saves (alert
+    book, baselines) held until the next transaction of outputs — or dropped while muted
+    (a takeover replaying what the store already holds)."""
+
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+        self.muted = False
+        self.pending: dict[tuple[str, str], dict[str, JsonValue]] = {}
+
+    def morning_history(self, athlete: str) -> list[Row[MorningPayload]]:
+        return self.store.morning_history(athlete)
+
+    def sessions(self, athlete: str) -> list[Row[SessionPayload]]:
+        return self.store.sessions(athlete)
+
+    def grip_tests(self, athlete: str) -> list[Row[GripPayload]]:
+        return self.store.grip_tests(athlete)
+
+    def lab_entries(self, athlete: str) -> list[Row[LabPayload]]:
+        return self.store.lab_entries(athlete)
+
+    def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
+        return self.pending.get((athlete, "")) or self.store.load_alert_book(athlete)
+
+    def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
+        if not self.muted:
+            self.pending[(athlete, "")] = dict(state)
+
+    def save_baseline(self, athlete: str, name: str, data: Mapping[str, JsonValue]) -> None:
+        if not self.muted:
+            self.pending[(athlete, name)] = dict(data)
+
+    def flush(self) -> None:
+        """Write the held saves (inside the outputs' transaction)."""
+        for (athlete, name), data in self.pending.items():
+            if name:
+                self.store.save_baseline(athlete, name, data)
+            else:
+                self.store.save_alert_book(athlete, data)
+        self.pending.clear()
+
+
+def windows_snapshot(state: AthleteState) -> bytes:
+    """The athlete's signal windows — what a replay from this point needs besides the
+    records (pickled: written and read by workers only, in the club's own database)."""
+    return pickle.dumps(
+        (state.heart, state.muscle, state.force_clock, state.snapshot),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def restore_windows(state: AthleteState, blob: bytes) -> None:
+    """Put a :func:`windows_snapshot` back into ``state`` (before replaying from its point)."""
+    heart, muscle, force_clock, snapshot = pickle.loads(blob)
+    for f in dataclasses.fields(snapshot):
+        setattr(state.snapshot, f.name, getattr(snapshot, f.name))
+    heart.snapshot = muscle.snapshot = state.snapshot  # the one the live view and rules see
+    state.heart, state.muscle, state.force_clock = heart, muscle, force_clock
+
+
+@dataclass
+class _Track:
+    """One athlete of a partition: its processing state and where a takeover would replay."""
+
+    state: AthleteState
+    skip_below: int = 0  # takeover: this athlete's messages before its replay point
+    open: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    """Open protocol → (seq of its start, windows before it)."""
+    point: tuple[int, bytes] | None = None  # the last snapshot outside protocols
+    point_t_ns: int = 0
+    last_t_ns: int = 0
+    ended: bool = False  # a protocol ended since the last snapshot
+    touched: bool = False  # processed a message since the last write
+    written: int | None = None  # the replay point last written
+
+    def replay_point(self, next_seq: int) -> tuple[int, bytes]:
+        """(seq, windows) a takeover starts this athlete from, after the write of
+        ``next_seq - 1``: a fresh snapshot when a protocol ended since the last one or it is
+        older than :data:`SNAPSHOT_EVERY_S`; the open protocols' starts when older."""
+        if (
+            self.point is None
+            or self.ended
+            or self.last_t_ns - self.point_t_ns > SNAPSHOT_EVERY_S * 1e9
+        ):
+            self.point = (next_seq, windows_snapshot(self.state))
+            self.point_t_ns = self.last_t_ns
+            self.ended = False
+        return min([self.point, *self.open.values()], key=lambda p: p[0])
+
+
+@dataclass
+class PartitionCounters:
+    """What one partition did (figures and tests)."""
+
+    messages: int = 0
+    replayed: int = 0  # processed muted during a takeover
+    skipped: int = 0  # before an athlete's replay point
+    dropped_lease: int = 0
+    malformed: int = 0
+    transactions: int = 0
+    results: int = 0
+    write_errors: int = 0  # transactions of outputs that failed (logged)
+
+
+class Partition:
+    """One owned partition: its lock connection, store, sinks, consumer and athletes."""
+
+    def __init__(
+        self,
+        number: int,
+        *,
+        worker_id: str,
+        dsn: str,
+        config: Config,
+        js: Any,
+        live: bool = True,
+    ) -> None:
+        self.number = number
+        self.worker_id = worker_id
+        self.dsn = dsn
+        self.config = config
+        self.js = js
+        self.live = live
+        self.counters = PartitionCounters()
+        self.conn = connect(dsn, application=f"redox-worker:{worker_id}:p{number}")
+        self.store: PgStore | None = None
+        self.sinks: list[Sink] = []
+        self.tracks: dict[str, _Track] = {}
+        self.leases: dict[tuple[str, str], str] = {}
+        self.checkpoint = 0
+        self.caught_up = asyncio.Event()
+        self._writes: _StateWrites | None = None
+        self._points: dict[str, tuple[int, bytes]] = {}
+        self._pending_leases: list[tuple[str, str, int, str]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def try_lock(self) -> bool:
+        """Take the partition's advisory lock on this connection; False if another holds it."""
+        row = self.conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, self.number)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        """Close the connection (which releases the lock), after any statement a sink's
+        thread is still running on it."""
+        with contextlib.suppress(Exception):
+            if self.store is not None:
+                with self.store.lock:
+                    self.conn.close()
+            else:
+                self.conn.close()
+
+    @property
+    def done(self) -> bool:
+        """The partition's processing ended (lost, failed or stopped)."""
+        return self._task is not None and self._task.done()
+
+    def start(self) -> None:
+        """Open the store and sinks, restore the takeover state, start consuming."""
+        store = PgStore(self.conn, self.number, f"PostgreSQL partition {self.number}")
+        self.store = store
+        self._writes = _StateWrites(store)
+        self.sinks = self._build_sinks(store)
+        self.checkpoint = store.checkpoint()
+        self._points = store.replay_points()
+        start = min([self.checkpoint + 1, *(s for s, _ in self._points.values())])
+        self.leases = store.leases_before(start)
+        self._task = asyncio.create_task(self._run(start), name=f"partition {self.number}")
+
+    def _build_sinks(self, store: PgStore) -> list[Sink]:
+        # PgStore has the Store surface the sinks use (transaction, query, has_table,
+        # reserve_seq[_in]); the sinks are the existing ones, on the partition's outboxes.
+        as_store = cast(Store, store)
+        sinks: list[Sink] = []
+        if self.config.mqtt is not None:
+            prefix = f"redox-worker-{self.worker_id}-p{self.number}"
+            mqtt = replace(self.config.mqtt, client_id=prefix)
+            publisher = MqttPublisher(mqtt, as_store, name=f"mqtt p{self.number}")
+            publisher.topics = _PartitionTopics(
+                mqtt.base_topic, mqtt.ha_prefix, self.worker_id, self.number
+            )
+            sinks.append(publisher)
+        if self.config.influx is not None:
+            from streamer.sinks.influx import InfluxWriter
+
+            sinks.append(InfluxWriter(self.config.influx, as_store))
+        return sinks
+
+    async def stop(self) -> None:
+        """Stop consuming and the sinks (what they did not deliver stays in the partition's
+        outbox for the next owner), then release the lock."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await asyncio.to_thread(self.close)
+
+    async def _run(self, start: int) -> None:
+        sink_tasks = [asyncio.create_task(s.run(), name=f"sink {s.name}") for s in self.sinks]
+        sub = None
+        try:
+            sub = await self.js.subscribe(
+                wire.partition_subject(self.number),
+                stream=wire.STREAM,
+                ordered_consumer=True,
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                ),
+            )
+            _LOGGER.info(
+                "partition %d: consuming from stream sequence %d (checkpoint %d)",
+                self.number,
+                start,
+                self.checkpoint,
+            )
+            await self._consume(sub)
+        except PartitionLost as exc:
+            _LOGGER.warning("%s: stopping it", exc)
+        except Exception as exc:
+            if _connection_lost(exc):
+                _LOGGER.warning(
+                    "partition %d: PostgreSQL connection lost (%s): stopping it", self.number, exc
+                )
+            else:
+                _LOGGER.exception("partition %d failed", self.number)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            for task in sink_tasks:
+                task.cancel()
+            await asyncio.gather(*sink_tasks, return_exceptions=True)
+
+    async def _consume(self, sub: Any) -> None:
+        pending = 0
+        async for msg in sub.messages:
+            meta = msg.metadata
+            self.handle(msg.subject, msg.data, msg.headers or {}, meta.sequence.stream)
+            pending = int(meta.num_pending)
+            if pending == 0:
+                self.caught_up.set()
+            if self.counters.messages % 64 == 0:
+                await asyncio.sleep(0)  # the sinks and the other partitions get their turn
+
+    # --- one message --------------------------------------------------------------------------
+
+    def _track(self, athlete: str) -> _Track:
+        track = self.tracks.get(athlete)
+        if track is None:
+            assert self._writes is not None
+            state = AthleteState(
+                athlete,
+                self._writes,
+                athlete_thresholds(self.config, athlete),
+                live=self.live,
+            )
+            track = _Track(state)
+            point = self._points.get(athlete)
+            if point is not None:
+                track.skip_below = point[0]
+                restore_windows(state, point[1])
+            self.tracks[athlete] = track
+        return track
+
+    def handle(self, subject: str, body: bytes, headers: Mapping[str, str], seq: int) -> None:
+        """Process the stream message ``seq`` (see the module docstring)."""
+        self.counters.messages += 1
+        try:
+            _, athlete = wire.athlete_of(subject)
+            message = wire.decode(subject, body)
+        except wire.WireError as exc:
+            self.counters.malformed += 1
+            _LOGGER.warning("stream message %d skipped: %s", seq, exc)
+            return
+        track = self._track(athlete)
+        if seq < track.skip_below:
+            self.counters.skipped += 1
+            return
+        muted = seq <= self.checkpoint
+        if muted:
+            self.counters.replayed += 1
+        gateway = headers.get(wire.GATEWAY_HEADER, "")
+        if isinstance(message, wire.LeaseGranted):
+            self.leases[(athlete, message.device)] = message.gateway
+            if not muted:
+                self._pending_leases.append((athlete, message.device, seq, message.gateway))
+                self._write(seq, [])
+            return
+        if isinstance(message, RecordedNotification):
+            holder = self.leases.get((athlete, message.device))
+            if holder is not None and gateway and gateway != holder:
+                self.counters.dropped_lease += 1
+                return
+            try:
+                record: object = decode_notification(message, where=subject)
+            except RecordingError as exc:
+                self.counters.malformed += 1
+                _LOGGER.warning("stream message %d skipped: %s", seq, exc)
+                return
+            device = message.device
+            t_ns = message.t_ns
+        else:
+            record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
+        self._remember(track, seq, t_ns, record)
+        assert self._writes is not None
+        self._writes.muted = muted
+        try:
+            results = track.state.process(device, record)
+        except Exception:
+            _LOGGER.exception("processing %s of %s failed", type(record).__name__, athlete)
+            return
+        if muted:
+            return
+        durable = [r for r in results if not r.kind.is_live]
+        live = [r for r in results if r.kind.is_live]
+        if live:
+            self._send_live(live)
+        if durable or self._writes.pending or type(record) in _ENDS:
+            try:
+                self._write(seq, durable)
+            except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the partition is lost: the next owner goes on from the checkpoint
+            except Exception:
+                # As the pipeline does: one result that cannot be kept (a bug) must not
+                # stop the partition for ever; it is logged and counted, the rest goes on.
+                self.counters.write_errors += 1
+                _LOGGER.exception(
+                    "partition %d: outputs of stream message %d not kept", self.number, seq
+                )
+
+    def _remember(self, track: _Track, seq: int, t_ns: int, record: object) -> None:
+        """Keep the athlete's replay point up to date before ``record`` is processed."""
+        track.touched = True
+        track.last_t_ns = max(track.last_t_ns, t_ns)
+        kind = type(record)
+        if kind in _STARTS:
+            if _STARTS[kind] not in track.open:
+                track.open[_STARTS[kind]] = (seq, windows_snapshot(track.state))
+        elif kind in _ENDS:
+            if _ENDS[kind]:
+                track.open.pop(_ENDS[kind], None)
+            track.ended = True  # the next point is after it
+
+    def _write(self, seq: int, durable: Sequence[Result]) -> None:
+        """Outputs of message ``seq``, held saves, leases, replay points and the checkpoint:
+        one transaction on the lock's connection."""
+        store, writes = self.store, self._writes
+        assert store is not None
+        assert writes is not None
+        with store.transaction() as db:
+            writes.flush()
+            for result in durable:
+                store.record(result)
+            if durable:
+                for sink in self.sinks:
+                    sink.accept(durable)
+            for athlete, device, at, gateway in self._pending_leases:
+                store.add_lease(db, athlete, device, at, gateway)
+            for athlete, track in self.tracks.items():
+                if not track.touched:
+                    continue
+                at, windows = track.replay_point(seq + 1)
+                if track.written != at:
+                    store.set_replay_point(db, athlete, at, windows)
+                    track.written = at
+                track.touched = False
+            store.set_checkpoint(db, seq)
+        self._pending_leases.clear()
+        self.checkpoint = seq
+        self.counters.transactions += 1
+        self.counters.results += len(durable)
+
+    def _send_live(self, live: list[Result]) -> None:
+        """Live samples (QoS 0) on the sinks' current connections; shed when none."""
+        for sink in self.sinks:
+            task = asyncio.get_running_loop().create_task(sink.send_live(live))
+            task.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a live sample not sent is shed (QoS 0), as in the pipeline
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class _PartitionTopics(Topics):
+    """A partition's publisher says online/offline on its own retained topic (its Last
+    Will), not on the single-box bridge's: a partition moving does not mean the service
+    is down."""
+
+    def __init__(self, base: str, ha_prefix: str, worker_id: str, partition: int) -> None:
+        super().__init__(base, ha_prefix)
+        self._state = f"{self.base}/worker/{worker_id}/partition/{partition}/state"
+
+    @property
+    def bridge_state(self) -> str:
+        return self._state
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker spreads partitions (see :mod:`streamer.team.partitions`)."""
+
+    partitions: int = wire.DEFAULT_PARTITIONS
+    max_partitions: int | None = None  # None: ceil(partitions / live workers)
+    claim_every_s: float = 1.0
+    live: bool = True
+
+
+async def connect_nats(url: str, name: str) -> Any:
+    """A NATS connection that retries for ever (a worker may start before the server, and
+    the stream outlives a server's restart); each new kind of failure is logged once."""
+    said: set[str] = set()
+
+    async def on_error(exc: Exception) -> None:
+        what = f"{type(exc).__name__}: {exc}"
+        level = logging.DEBUG if what in said else logging.WARNING
+        said.add(what)
+        _LOGGER.log(level, "NATS %s: %s (retrying)", url, what)
+
+    async def on_reconnected() -> None:
+        said.clear()
+        _LOGGER.info("NATS %s: connected again", url)
+
+    return await nats.connect(
+        url.split(","),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        reconnected_cb=on_reconnected,
+    )
+
+
+class Worker:
+    """A worker process: claims partitions (:mod:`streamer.team.partitions`), runs each as a
+    :class:`Partition`, and says whether it is alive on ``<base>/worker/<id>/state``
+    (retained; ``offline`` is its Last Will) with the client id ``redox-worker-<id>``."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        *,
+        nats_url: str,
+        dsn: str,
+        config: Config,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.id = worker_id
+        self.nats_url = nats_url
+        self.dsn = dsn
+        self.config = config
+        self.options = options or WorkerOptions()
+        self.owned: dict[int, Partition] = {}
+        self.stopping = asyncio.Event()
+        self.mqtt_online = asyncio.Event()
+        self._control: Any = None  # the connection that counts workers and held locks
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end (SIGTERM, SIGINT)."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Until :meth:`stop`: claim, run and release partitions."""
+        from streamer.team.pg_store import ensure_schema
+
+        opts = self.options
+        control = await asyncio.to_thread(connect, self.dsn, application=f"redox-worker:{self.id}")
+        self._control = control
+        nc = None
+        availability = None
+        try:
+            await asyncio.to_thread(ensure_schema, control, opts.partitions)
+            # A stop while the NATS server cannot be reached ends the wait for it.
+            connecting = asyncio.create_task(connect_nats(self.nats_url, f"redox-worker-{self.id}"))
+            stopped = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+                return
+            nc = connecting.result()
+            js = nc.jetstream()
+            if self.config.mqtt is not None:
+                availability = asyncio.create_task(self._availability(), name="availability")
+            # Each worker walks the partitions from its own place, so that workers starting
+            # together do not all race for partition 0 first.
+            first = sum(self.id.encode()) % opts.partitions
+            order = [(first + i) % opts.partitions for i in range(opts.partitions)]
+            while not self.stopping.is_set():
+                try:
+                    control = await self._round(control, js, order)
+                except (psycopg.Error, PgStoreError) as exc:
+                    # PostgreSQL restarting or away: the partitions' sessions are gone with
+                    # their locks; claim again when it is back.
+                    _LOGGER.warning("PostgreSQL: %s; claiming again in a moment", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), opts.claim_every_s)
+        finally:
+            for number in list(self.owned):
+                await self.owned.pop(number).stop()
+            if availability is not None:
+                availability.cancel()
+                with contextlib.suppress(BaseException):
+                    await availability
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            await asyncio.to_thread(self._control.close)
+
+    async def _round(self, control: Any, js: Any, order: list[int]) -> Any:
+        """One claiming round (see :mod:`streamer.team.partitions`); returns the control
+        connection (a new one when the old one was lost)."""
+        from streamer.team.partitions import held_partitions, live_workers, share
+
+        opts = self.options
+        for number in [n for n, part in self.owned.items() if part.done]:
+            _LOGGER.warning("partition %d ended; it may be claimed again", number)
+            await self.owned.pop(number).stop()
+        if control.closed or control.broken:
+            control = await asyncio.to_thread(
+                connect, self.dsn, application=f"redox-worker:{self.id}"
+            )
+            self._control = control
+        workers = await asyncio.to_thread(live_workers, control)
+        bound = share(opts.partitions, workers, opts.max_partitions)
+        while len(self.owned) > bound:  # a worker joined: let the newest go
+            number = next(reversed(self.owned))
+            _LOGGER.info("partition %d released (share %d)", number, bound)
+            await self.owned.pop(number).stop()
+        if len(self.owned) < bound:
+            held = await asyncio.to_thread(held_partitions, control)
+            for number in order:
+                if len(self.owned) >= bound or self.stopping.is_set():
+                    break
+                if number in held or number in self.owned:
+                    continue
+                await self._claim(number, js)
+        return control
+
+    async def _claim(self, number: int, js: Any) -> None:
+        part = await asyncio.to_thread(
+            Partition,
+            number,
+            worker_id=self.id,
+            dsn=self.dsn,
+            config=self.config,
+            js=js,
+            live=self.options.live,
+        )
+        if not await asyncio.to_thread(part.try_lock):
+            await asyncio.to_thread(part.close)  # another worker was faster
+            return
+        part.start()
+        self.owned[number] = part
+        _LOGGER.info("partition %d claimed (checkpoint %d)", number, part.checkpoint)
+
+    async def _availability(self) -> None:
+        """``online`` (retained) on the worker's state topic while connected; the Last Will
+        says ``offline``, and so does a clean stop."""
+        import aiomqtt
+
+        from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE
+        from streamer.sinks.mqtt_connect import mqtt_client, tls_context
+
+        config = self.config.mqtt
+        assert config is not None
+        topic = f"{Topics(config.base_topic).base}/worker/{self.id}/state"
+        delay = 0.5
+        while True:
+            client = mqtt_client(
+                config,
+                tls=await asyncio.to_thread(tls_context, config),
+                timeout_s=config.publish_timeout_s,
+                identifier=f"redox-worker-{self.id}",
+                will=aiomqtt.Will(topic, BRIDGE_OFFLINE, qos=1, retain=True),
+                logger=_LOGGER,
+            )
+            try:
+                async with client:
+                    await client.publish(topic, BRIDGE_ONLINE, qos=1, retain=True)
+                    self.mqtt_online.set()
+                    delay = 0.5
+                    try:
+                        async for _ in client.messages:  # ends only with the connection
+                            pass
+                    except asyncio.CancelledError:
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(2.0):
+                                await client.publish(topic, BRIDGE_OFFLINE, qos=1, retain=True)
+                        raise
+            except aiomqtt.MqttError as exc:
+                self.mqtt_online.clear()
+                _LOGGER.warning("MQTT availability of worker %s: %s", self.id, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -1,0 +1,112 @@
+"""``redox-streamer migrate``: single-box stores merged into PostgreSQL (a real server).
+
+The motivating case of team mode: one athlete whose mornings were split between two
+gateways, each a full island with too few days for a baseline. Merged, the history is the
+one a single box would have kept, and the alert book recomputed from it is that box's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from processors.alerts import AlertBook
+from streamer.athlete.events import MorningStart
+from streamer.store import Store
+from streamer.team.wire import WireMessage
+from tests import team_worker_helpers as th
+from tests.servers import PostgreSQL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_migrate_merges_islands_into_the_single_box_history(
+    postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    days = th.athlete_days(1, 23, sessions=False)
+    ((athlete, messages),) = days.items()
+    # Alternate days on two boxes (as alternating gateways did): neither has a baseline.
+    cuts = [i for i, m in enumerate(messages) if isinstance(m, MorningStart)] + [len(messages)]
+    box: list[list[WireMessage]] = [[], []]
+    for day, (start, end) in enumerate(itertools.pairwise(cuts)):
+        box[day % 2].extend(messages[start:end])
+    stores = [tmp_path / "pi1.sqlite3", tmp_path / "pi2.sqlite3"]
+    for path, part in zip(stores, box, strict=True):
+        th.oracle({athlete: part}, store=str(path))
+    single = tmp_path / "single.sqlite3"
+    th.oracle(days, store=str(single))
+    with Store(single, read_only=True) as s:
+        want_book = AlertBook.from_dict(s.load_alert_book(athlete) or {})
+        want_mornings = [(r.date, r.ts_ns) for r in s.morning_history(athlete)]
+        want_baselines = s.baselines(athlete)
+    assert want_book.open_alerts(), "the single box raises alerts for this athlete"
+    islands_open = []
+    seqs: dict[str, int] = {}
+    for path in stores:
+        with Store(path, read_only=True) as s:
+            islands_open += list(
+                AlertBook.from_dict(
+                    s.load_alert_book(athlete)
+                    or {"athlete": athlete, "clear_after": 1, "open": [], "quiet": {}}
+                ).open_alerts()
+            )
+            for topic, last in s.query("SELECT topic, last FROM seq"):
+                seqs[str(topic)] = max(seqs.get(str(topic), 0), int(str(last)))
+    assert not islands_open, "neither island alone raises one"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "migrate", "--postgres", postgres.dsn,
+         *map(str, stores)],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "merged 2 store(s): 1 athletes" in done.stdout
+
+    with psycopg.connect(postgres.dsn) as conn:
+        mornings = conn.execute(
+            "SELECT date, ts_ns FROM morning WHERE athlete = %s ORDER BY date", (athlete,)
+        ).fetchall()
+        (book_text,) = conn.execute(
+            "SELECT data FROM alert_book WHERE athlete = %s", (athlete,)
+        ).fetchone() or ("{}",)
+        pg_seqs = dict(conn.execute("SELECT topic, last FROM seq").fetchall())
+        baselines = dict(
+            conn.execute(
+                "SELECT name, data FROM baselines WHERE athlete = %s", (athlete,)
+            ).fetchall()
+        )
+    assert [tuple(m) for m in mornings] == want_mornings
+    book = AlertBook.from_dict(json.loads(book_text))
+    assert [(a.rule_id, a.raised_at_ns) for a in book.open_alerts()] == [
+        (a.rule_id, a.raised_at_ns) for a in want_book.open_alerts()
+    ]
+    assert {name: json.loads(data) for name, data in baselines.items()} == want_baselines
+    assert all(pg_seqs[topic] >= last for topic, last in seqs.items())
+
+    # Again: merged, not doubled.
+    again = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "migrate", "--postgres", postgres.dsn,
+         *map(str, stores)],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    with psycopg.connect(postgres.dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM morning").fetchone()
+    assert row is not None
+    assert row[0] == len(want_mornings)
+
+
+def test_migrate_names_a_missing_store(postgres: PostgreSQL, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "migrate", "--postgres", postgres.dsn,
+         str(tmp_path / "nope.sqlite3")],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "nope.sqlite3: no such store file" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,438 @@
+"""Team workers on real servers: nats-server (JetStream), PostgreSQL and mosquitto.
+
+The oracle is the single-box pipeline (``App`` over an in-memory SQLite store) on the same
+records: what a worker keeps in PostgreSQL and publishes must be what one box would have.
+Every wait is on an event (a PostgreSQL row, a subscriber's message, a lock), never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+
+from devices.recording import RecordedNotification
+from streamer.athlete.events import MorningEnd, MorningStart
+from streamer.config import Config, MqttConfig
+from streamer.payloads import encode_payload
+from streamer.results import Result
+from streamer.team import wire
+from streamer.team.partitions import held_partitions
+from streamer.team.pg_store import LOCK_CLASS
+from streamer.team.worker import Partition, Worker, WorkerOptions
+from streamer.topics import Topics
+from tests import team_worker_helpers as th
+from tests.mqtt_helpers import Received, Subscriber, eventually
+from tests.servers import Mosquitto, NatsServer, PostgreSQL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
+    """(topic, payload without seq) of every durable result, as MQTT carries it."""
+    topics = Topics()
+    out = set()
+    for r in results:
+        body = json.loads(encode_payload(r, 0))
+        body.pop("seq")
+        out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
+    return out
+
+
+class _Results:
+    """What a subscriber received on athletes' topics, read incrementally (cheap to wait
+    on): (topic, payload without seq) after dropping resends — the same ``seq`` again, the
+    documented consumer rule — and the facts: resends, resends that differed, results
+    under a second seq (duplicates), seqs going back."""
+
+    def __init__(self, received: list[Received]) -> None:
+        self.received = received
+        self.read = 0
+        self.kept: set[tuple[str, str]] = set()
+        self.facts = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+        self._last: dict[str, int] = {}
+        self._seen: dict[tuple[str, int], bytes] = {}
+
+    def update(self) -> set[tuple[str, str]]:
+        for m in self.received[self.read :]:
+            self.read += 1
+            if "/worker/" in m.topic or m.topic.endswith("/bridge/state"):
+                continue
+            body = m.json()
+            seq = body.pop("seq")
+            assert isinstance(seq, int)
+            if (m.topic, seq) in self._seen:
+                self.facts["resends"] += 1
+                self.facts["changed_resends"] += self._seen[(m.topic, seq)] != m.payload
+                continue
+            if seq <= self._last.get(m.topic, -1):
+                self.facts["backwards"] += 1
+            self._last[m.topic] = seq
+            self._seen[(m.topic, seq)] = m.payload
+            key = (m.topic, json.dumps(body, sort_keys=True))
+            self.facts["doubles"] += key in self.kept
+            self.kept.add(key)
+        return self.kept
+
+
+def _results_at(received: list[Received]) -> tuple[set[tuple[str, str]], dict[str, int]]:
+    results = _Results(received)
+    return results.update(), results.facts
+
+
+def _new_result(received: list[Received], start: int, old: set[tuple[str, str]]) -> bool:
+    """Whether a result not among ``old`` arrived at ``received[start:]`` (scanned once:
+    ``start`` is where the last call stopped, kept in ``old``'s companion list)."""
+    scanned = _scanned.setdefault(id(old), [start])
+    for m in received[scanned[0] :]:
+        scanned[0] += 1
+        if "/worker/" in m.topic or "/bridge/" in m.topic:
+            continue
+        body = m.json()
+        body.pop("seq")
+        if (m.topic, json.dumps(body, sort_keys=True)) not in old:
+            return True
+    return False
+
+
+_scanned: dict[int, list[int]] = {}
+
+
+def _count(dsn: str, sql: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+        return int(row[0]) if row and row[0] is not None else 0
+
+
+# --- (a) a worker is the single box, spread over partitions -----------------------------------
+
+
+def test_worker_matches_the_single_box_oracle(
+    postgres: PostgreSQL, nats_server: NatsServer, mosquitto: Mosquitto
+) -> None:
+    # Two athletes with 23 days of mornings (the over-reaching one raises alerts in its
+    # last week) and one with two days of mornings and sessions: several partitions.
+    messages = th.athlete_days(2, 23, sessions=False)
+    messages.update(
+        {f"s{a}": m for a, m in th.athlete_days(1, 2, first=dt.date(2026, 5, 1)).items()}
+    )
+    expected = th.oracle(messages)
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+
+    async def scenario() -> list[Received]:
+        sub = await Subscriber("127.0.0.1", mosquitto.port, client_id="oracle-sub").start()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        await th.publish(js, messages)
+        worker = Worker(
+            "a",
+            nats_url=nats_server.url,
+            dsn=postgres.dsn,
+            config=config,
+            options=WorkerOptions(live=False),
+        )
+        task = asyncio.create_task(worker.run())
+        want, results = _expected_messages(expected), _Results(sub.received)
+        try:
+            await sub.wait_for(
+                lambda: want <= results.update() or task.done(),
+                timeout_s=600,
+                what=f"{want} results at the subscriber",
+            )
+        finally:
+            worker.stop()
+            await task
+            await sub.stop()
+            await nc.close()
+        return sub.received
+
+    received = asyncio.run(scenario())
+    got, facts = _results_at(received)
+    assert got == _expected_messages(expected)
+    assert facts == {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+    rows, oracle_rows = th.history_rows(postgres.dsn), th.oracle_rows(expected)
+    assert rows == oracle_rows
+    assert rows["alerts"], "the over-reaching athletes raise alerts"
+    assert rows["sessions"], "sessions are kept"
+    # The athletes were spread over partitions, each with its checkpoint.
+    assert _count(postgres.dsn, "SELECT count(DISTINCT partition) FROM replay_from") >= 2
+    assert _count(postgres.dsn, "SELECT count(*) FROM checkpoint") >= 2
+
+
+# --- (b) a worker SIGKILLed in the middle of a morning reading ---------------------------------
+
+
+def _start_worker(
+    worker_id: str, nats_url: str, dsn: str, mqtt_url: str, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "worker", "--id", worker_id, "--nats",
+             nats_url, "--postgres", dsn, "--mqtt", mqtt_url, "--no-live"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )  # fmt: skip
+
+
+def _split_mid_morning(
+    messages: dict[str, list[wire.WireMessage]],
+) -> tuple[dict[str, list[wire.WireMessage]], dict[str, list[wire.WireMessage]]]:
+    """Each athlete's messages up to the middle of its last morning reading, and the rest."""
+    head, tail = {}, {}
+    for athlete, items in messages.items():
+        start = max(i for i, m in enumerate(items) if isinstance(m, MorningStart))
+        end = max(i for i, m in enumerate(items) if isinstance(m, MorningEnd))
+        cut = (start + end) // 2
+        head[athlete], tail[athlete] = items[:cut], items[cut:]
+    return head, tail
+
+
+def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
+    postgres: PostgreSQL, nats_server: NatsServer, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    messages = th.athlete_days(3, 2, sessions=False)
+    head, tail = _split_mid_morning(messages)
+    expected = th.oracle(messages)
+    # Rolling HRV windows up to the cut are what the first worker must have delivered.
+    head_all = _expected_messages(th.oracle(head))
+    head_hrv = {k for k in head_all if k[0].endswith("/hrv")}
+    figures: dict[str, float] = {}
+
+    async def scenario() -> list[Received]:
+        sub = await Subscriber("127.0.0.1", mosquitto.port, client_id="kill-sub").start()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        await th.publish(js, head, gateway="gw1")
+        first = _start_worker("a", nats_server.url, postgres.dsn, mosquitto.url, tmp_path / "a.log")
+        second = None
+        try:
+            before_kill = _Results(sub.received)
+            await sub.wait_for(
+                lambda: head_hrv <= before_kill.update(),
+                timeout_s=300,
+                what="the first worker's results up to the middle of the morning",
+            )
+            # In the middle of the morning reading: its RR are in the worker's memory only.
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+            killed_at, before = time.monotonic(), len(sub.received)
+            await th.publish(js, tail, gateway="gw1", offset=10**6)
+            second = _start_worker(
+                "b", nats_server.url, postgres.dsn, mosquitto.url, tmp_path / "b.log"
+            )
+            await sub.wait_for(
+                lambda: _new_result(sub.received, before, head_all),
+                timeout_s=120,
+                what="the takeover's first result",
+            )
+            figures["takeover_s"] = time.monotonic() - killed_at
+            want, results = _expected_messages(expected), _Results(sub.received)
+            await sub.wait_for(
+                lambda: want <= results.update(),
+                timeout_s=300,
+                what="every result of the oracle",
+            )
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(30)
+            await sub.stop()
+            await nc.close()
+        return sub.received
+
+    received = asyncio.run(scenario())
+    got, facts = _results_at(received)
+    assert got == _expected_messages(expected)
+    # A message whose PUBACK the killed worker did not record is sent again with its seq
+    # (at-least-once); never a result under a second seq, never a seq going back.
+    assert facts["changed_resends"] == 0
+    assert facts["doubles"] == 0
+    assert facts["backwards"] == 0
+    assert th.history_rows(postgres.dsn) == th.oracle_rows(expected)
+    print(f"takeover after SIGKILL (new process included): {figures['takeover_s']:.2f} s; {facts}")
+
+
+# --- (c) two workers split the partitions; a held one cannot be taken ----------------------
+
+
+def test_two_workers_split_the_partitions_and_a_held_one_cannot_be_taken(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    messages = th.athlete_days(4, 1, sessions=False)
+    expected = th.oracle(messages)
+    options = WorkerOptions(live=False, claim_every_s=0.2)
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        first = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                       options=options)  # fmt: skip
+        second = Worker("b", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        tasks = [asyncio.create_task(first.run())]
+        try:
+            await eventually(
+                lambda: len(first.owned) == wire.DEFAULT_PARTITIONS, 60, "a owns all, alone"
+            )
+            tasks.append(asyncio.create_task(second.run()))
+            await eventually(
+                lambda: len(first.owned) == len(second.owned) == wire.DEFAULT_PARTITIONS // 2,
+                60,
+                "an even split once b is live",
+            )
+            assert set(first.owned).isdisjoint(second.owned)
+            # What the server says: every partition is held, each by the worker that says so.
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                held = held_partitions(conn)
+            assert {p: app.split(":")[1] for p, app in held.items()} == {
+                **dict.fromkeys(first.owned, "a"),
+                **dict.fromkeys(second.owned, "b"),
+            }
+            # b cannot take one of a's partitions.
+            taken = next(iter(first.owned))
+            intruder = await asyncio.to_thread(
+                Partition, taken, worker_id="b", dsn=postgres.dsn, config=Config(), js=js
+            )
+            try:
+                assert not await asyncio.to_thread(intruder.try_lock)
+            finally:
+                await asyncio.to_thread(intruder.close)
+            # Records through the two workers are the single box's results.
+            await th.publish(js, messages)
+            want = th.oracle_rows(expected)
+            await eventually(
+                lambda: th.history_rows(postgres.dsn)["morning"] == want["morning"],
+                120,
+                "every morning reading in PostgreSQL",
+            )
+        finally:
+            first.stop()
+            second.stop()
+            await asyncio.gather(*tasks)
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_lost_its_lock_cannot_write(postgres: PostgreSQL) -> None:
+    """The lock is checked inside the transaction of outputs: a connection without it
+    (its session's lock released, e.g. by an operator) commits nothing."""
+    from streamer.team.pg_store import PartitionLost, PgStore, connect, ensure_schema
+
+    conn = connect(postgres.dsn)
+    ensure_schema(conn, wire.DEFAULT_PARTITIONS)
+    store = PgStore(conn, 3, "test")
+    assert conn.execute("SELECT pg_try_advisory_lock(%s, 3)", (LOCK_CLASS,)).fetchone() == (True,)
+    with store.transaction() as db:
+        store.set_checkpoint(db, 10)
+    assert store.checkpoint() == 10
+    conn.execute("SELECT pg_advisory_unlock(%s, 3)", (LOCK_CLASS,))
+
+    def stale_write() -> None:
+        with store.transaction() as db:
+            db.execute("INSERT INTO seq (topic, last) VALUES (?, ?)", ("stale", 1))
+            store.set_checkpoint(db, 11)
+
+    with pytest.raises(PartitionLost):
+        stale_write()
+    assert store.checkpoint() == 10
+    assert store.last_seq("stale") == 0
+    conn.close()
+
+
+# --- device leases: a dual-connected strap counts once ----------------------------------------
+
+
+def test_records_from_a_gateway_without_the_lease_are_dropped(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """A strap connected to two gateways: each notification reaches the stream twice. The
+    worker keeps the copy of the gateway holding the lease at that place in the stream, so
+    the result is the single box's on the leaseholder's records, also across a hand-over."""
+    ((athlete, items),) = th.athlete_days(1, 1, sessions=False).items()
+    half = len(items) // 2
+    sent: list[tuple[str, wire.WireMessage]] = []  # (gateway, message) in stream order
+    kept: list[wire.WireMessage] = []
+    holder = "gw1"
+    for i, message in enumerate(items):
+        if i in (0, half):
+            holder = "gw1" if i == 0 else "gw2"
+            sent.append((holder, wire.LeaseGranted(message.t_ns, "strap", holder)))
+        if isinstance(message, RecordedNotification):
+            other = "gw2" if holder == "gw1" else "gw1"
+            # The other gateway's copy: received 30 ms later, so it is a different record.
+            echo = RecordedNotification(message.t_ns + 30_000_000, message.device,
+                                           message.char, message.data)  # fmt: skip
+            sent += [(holder, message), (other, echo)]
+        else:
+            sent.append((holder, message))
+        kept.append(message)
+    expected = th.oracle_rows(th.oracle({athlete: kept}))
+    assert expected["morning"]
+
+    async def scenario() -> dict[int, Any]:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        for n, (gateway, message) in enumerate(sent):
+            headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+            await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: th.history_rows(postgres.dsn)["morning"] == expected["morning"],
+                120,
+                "the morning reading of the leaseholders' records",
+            )
+            return {p: part.counters for p, part in worker.owned.items()}
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    counters = asyncio.run(scenario())
+    dropped = sum(c.dropped_lease for c in counters.values())
+    assert dropped == sum(1 for g, m in sent if isinstance(m, RecordedNotification)) // 2
+    with psycopg.connect(postgres.dsn) as conn:
+        leases = conn.execute("SELECT device, gateway FROM leases ORDER BY seq").fetchall()
+    assert leases == [("strap", "gw1"), ("strap", "gw2")]
+
+
+def test_worker_unit_passes_systemd_analyze_verify() -> None:
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    unit = ROOT / "deploy" / "systemd" / "redox-worker.service"
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip() and "is not executable" not in line and "not found" not in line
+    ]
+    assert problems == []
+    assert "worker --id" in unit.read_text()
