@@ -761,8 +761,8 @@ class MorningPayload(Payload):
             "str",
             "",
             "`rr`: a reading analysed here (live or imported RR); else the app whose daily "
-            "values were imported (`hrv4training`: no beats, so `n_beats` is 0 and the "
-            "quality fields are null)",
+            "values were imported (`hrv4training`, `elitehrv`: no beats, so `n_beats` is 0 "
+            "and the quality fields are null)",
         ),
     )
 

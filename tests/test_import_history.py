@@ -7,6 +7,7 @@ FIT files are real Garmin files (tests/data/fit) or written by Garmin's own enco
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import math
@@ -440,6 +441,173 @@ def test_a_csv_that_is_not_an_hrv4training_export_is_refused_naming_it(
     assert str(other) in err
     assert "rMSSD" in err
     assert err.count("\n") == 1
+
+
+ELITE = Path(__file__).parent / "data" / "elitehrv"
+
+
+def elite_rows(name: str) -> list[dict[str, str]]:
+    """The fixture's rows as its own CSV says them (the truth the import is held to)."""
+    with (ELITE / name).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def import_elite(
+    capsys: pytest.CaptureFixture[str], store: Path, *files: Path, member: str | None = None
+) -> dict[str, object]:
+    extra = ["--member", member] if member is not None else []
+    return import_json(
+        capsys,
+        "csv",
+        "--format",
+        "elitehrv",
+        "--athlete",
+        "ann",
+        "--store",
+        str(store),
+        *extra,
+        *map(str, files),
+    )
+
+
+def test_elitehrv_morning_readiness_rmssd_and_hr_are_pooled_once_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = ELITE / "readiness_export.csv"
+    store = tmp_path / "store.sqlite3"
+    first = import_elite(capsys, store, export)
+    # 18 rows: 14 pooled; two 'open' readings (one on a day with no other reading) and the
+    # score-only row rejected; a day's later second Morning Readiness reading a duplicate.
+    assert (first["accepted"], first["rejected"], first["duplicate"]) == (14, 3, 1)
+    reasons = {
+        r["date"]: r["reason"]
+        for r in first["recordings"]  # type: ignore[attr-defined]
+        if r["outcome"] != "accepted"
+    }
+    assert "'open' reading" in reasons["2026-10-03"]
+    assert "'open' reading" in reasons["2026-10-10"]
+    assert "HRV score" in reasons["2026-10-07"]
+    assert "2026-10-05 is stored" in reasons["2026-10-05"]
+    # The truth: each day's earliest Morning Readiness row with an Rmssd, as the file says.
+    truth: dict[str, dict[str, str]] = {}
+    for row in sorted(elite_rows(export.name), key=lambda r: r["Datetime"]):
+        if row["Type"] == "readiness" and row["Rmssd"]:
+            truth.setdefault(row["Date"], row)
+    with Store(store) as s:
+        rows = s.morning_history("ann")
+    assert [r.date for r in rows] == sorted(truth)
+    for row in rows:
+        src = truth[str(row.date)]
+        assert row.data["source"] == "elitehrv"
+        assert float(row.data["rmssd_ms"]) == pytest.approx(float(src["Rmssd"]))  # type: ignore[arg-type]
+        # Rmssd, never the HRV score (a scaled lnRMSSD, ~68 here against ~85 ms).
+        assert float(row.data["rmssd_ms"]) != pytest.approx(float(src["HRV"]))  # type: ignore[arg-type]
+        assert float(row.data["ln_rmssd"]) == pytest.approx(float(src["lnRmssd"]), abs=1e-4)  # type: ignore[arg-type]
+        assert float(row.data["resting_hr_bpm"]) == pytest.approx(float(src["HR"]))  # type: ignore[arg-type]
+    assert rows[3].data["baseline_status"] == "provisional"
+    with Store(store) as s:
+        queued = s.query("SELECT count(*) FROM outbox_mqtt")
+    second = import_elite(capsys, store, export)
+    assert (second["accepted"], second["rejected"], second["duplicate"]) == (0, 3, 15)
+    with Store(store) as s:
+        assert len(s.morning_history("ann")) == 14
+        assert s.query("SELECT count(*) FROM outbox_mqtt") == queued
+
+
+def test_elitehrv_rows_of_other_reading_types_leave_the_baseline_as_it_would_be_without_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same export without its 'open' readings and its score-only row: every day's
+    # baseline must come out identical, so none reached it (one 'open' reading is the only
+    # reading of its day, so nothing but its type keeps it out).
+    export = ELITE / "readiness_export.csv"
+    lines = export.read_text().splitlines()
+    kept = [
+        line
+        for line in lines
+        if ",open," not in line and not line.startswith("Sample Athlete,2026-10-07,")
+    ]
+    assert len(kept) == len(lines) - 3
+    only_morning = tmp_path / "only_morning.csv"
+    only_morning.write_text("\n".join(kept) + "\n")
+    import_elite(capsys, tmp_path / "a.sqlite3", export)
+    import_elite(capsys, tmp_path / "b.sqlite3", only_morning)
+    fields = ("ln_rmssd_baseline_mean", "ln_rmssd_baseline_sd", "baseline_days", "baseline_status")
+    with Store(tmp_path / "a.sqlite3") as a, Store(tmp_path / "b.sqlite3") as b:
+        with_others = [(r.date, [r.data[f] for f in fields]) for r in a.morning_history("ann")]
+        without = [(r.date, [r.data[f] for f in fields]) for r in b.morning_history("ann")]
+    assert with_others == without
+    assert with_others[-1][1][0] is not None  # a baseline exists to compare
+
+
+def test_an_elitehrv_team_export_needs_a_member_and_imports_only_that_members_readings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = ELITE / "team_export.csv"
+    store = tmp_path / "store.sqlite3"
+    argv = ["import", "csv", "--format", "elitehrv", "--athlete", "ann", "--store", str(store)]
+    assert main([*argv, str(export)]) == 2
+    err = capsys.readouterr().err
+    for named in (str(export), "--member", "Second Athlete"):
+        assert named in err
+    assert err.count("\n") == 1
+    assert not store.exists()  # refused before the store is opened
+    summary = import_elite(capsys, store, export, member="Second Athlete")
+    assert (summary["accepted"], summary["rejected"], summary["duplicate"]) == (3, 0, 0)
+    with Store(store) as s:
+        got = [float(r.data["rmssd_ms"]) for r in s.morning_history("ann")]  # type: ignore[arg-type]
+    assert got == [80.0, 81.0, 82.0]
+
+
+def test_elitehrv_later_header_dates_by_date_time_start_and_reads_rmssd_not_the_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = ELITE / "dashboard_export_new_header.csv"
+    store = tmp_path / "store.sqlite3"
+    summary = import_elite(capsys, store, export)
+    assert summary["accepted"] == 3
+    truth = elite_rows(export.name)
+    with Store(store) as s:
+        rows = s.morning_history("ann")
+    assert [r.date for r in rows] == [t["Date Time Start"][:10] for t in truth]
+    assert [float(r.data["rmssd_ms"]) for r in rows] == [float(t["Rmssd"]) for t in truth]  # type: ignore[arg-type]
+    assert [float(r.data["resting_hr_bpm"]) for r in rows] == [float(t["HR"]) for t in truth]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("content", "names"),
+    [
+        # An HRV4Training export given as Elite HRV's: the header is refused on line 1.
+        ("date,HR,AVNN,SDNN,rMSSD\n2026-10-01,50,1200,80,60.1\n", ["line 1", "Rmssd"]),
+        # A real header, a row whose time is not a time.
+        (
+            "Member,Date,Datetime,Type,HRV,lnRmssd,Rmssd,HR\n"
+            "A,2026-10-01,2026-10-01 06:10:00,readiness,65,4.2,70.0,50\n"
+            "A,2026-10-02,yesterday,readiness,65,4.2,70.0,50\n",
+            ["line 3", "'yesterday'"],
+        ),
+        # An HRV score in the Rmssd column's place would be a number; a word is refused.
+        (
+            "Member,Date,Datetime,Type,HRV,lnRmssd,Rmssd,HR\n"
+            "A,2026-10-01,2026-10-01 06:10:00,readiness,65,4.2,high,50\n",
+            ["line 2", "'high'"],
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_readable_elitehrv_export_is_refused_in_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, names: list[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    store = tmp_path / "s.sqlite3"
+    argv = ["import", "csv", "--format", "elitehrv", "--athlete", "ann", "--store", str(store)]
+    assert main([*argv, str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    for name in names:
+        assert name in err
+    assert err.count("\n") == 1
+    assert not store.exists()  # every file is read before the store is opened
 
 
 def test_a_fit_ride_with_heart_rate_only_is_high_intensity_by_its_zone_3_time(

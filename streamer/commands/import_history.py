@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +37,7 @@ Import history from files, through the same quality gate, processors, store and 
 
   rr FILE...   morning readings from RR-interval files
   fit FILE...  training sessions (or morning readings) from FIT activity files
-  csv FILE...  daily morning values from another app's export (HRV4Training)
+  csv FILE...  daily morning values from another app's export (HRV4Training, Elite HRV)
 
 Importing the same file twice changes nothing: a day that already has a morning reading,
 or a session already stored, is reported as a duplicate.
@@ -70,10 +71,17 @@ Daily morning values from another app's CSV export, pooled into the morning hist
 where they are the same measurement as a reading here:
   hrv4training  HRV4Training's export: rMSSD (ms) and HR (bpm) of its 60-s morning
                 reading (60-s and 5-min lnRMSSD agree at rest: Esco & Flatt 2014)
+  elitehrv      Elite HRV's web-dashboard CSV export ('Member,Date,Datetime,Type,HRV,
+                lnRmssd,Rmssd,...,HR,...'): Rmssd (ms) and HR (bpm) of its Morning
+                Readiness readings (Type 'readiness'), dated by Datetime (or Date Time
+                Start); other reading types are rejected, never pooled. Its 'HRV' column
+                is a scaled ln(rMSSD) score and is never read as rMSSD. A team export
+                holding several members needs --member NAME. (The app's own export is raw
+                RR text: import it with `import rr`.)
 Each day becomes that day's morning, labelled with its source (the payload's `source`),
-so baselines and trends start from it. Nothing is converted across metrics: SDNN, the
-app's scaled scores and its questionnaires are not read. A day that already has a
-reading is left as it is.
+so baselines and trends start from it; a day's first pooled reading wins. Nothing is
+converted across metrics: SDNN, the apps' scaled scores and questionnaires are not read.
+A day that already has a reading is left as it is.
 """
 
 EPILOG = """\
@@ -83,6 +91,7 @@ examples:
   redox-streamer import fit --athlete anna ~/garmin/activities/*.fit
   redox-streamer import fit --athlete anna --as morning hrv-stress-test.fit
   redox-streamer import csv --format hrv4training --athlete anna MyMeasurements.csv
+  redox-streamer import csv --format elitehrv --athlete anna "EliteHRV_Export.csv"
 
 exit status: 0 every file read (some readings may be rejected or duplicates: the summary
 says which and why), 2 a file cannot be read (nothing was imported; the error names it).
@@ -154,7 +163,7 @@ def register(subparsers: Any) -> None:
     fit.set_defaults(handler=run_fit)
     daily = targets.add_parser(
         "csv",
-        help="daily morning values from another app's CSV export (HRV4Training)",
+        help="daily morning values from another app's CSV export (HRV4Training, Elite HRV)",
         description=CSV_DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -162,6 +171,12 @@ def register(subparsers: Any) -> None:
     daily.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV exports")
     daily.add_argument(
         "--format", choices=FORMATS, required=True, help="which app exported the file"
+    )
+    daily.add_argument(
+        "--member",
+        metavar="NAME",
+        help="elitehrv: the member whose readings to import, as the file's Member column "
+        "spells it (needed when a team export holds several)",
     )
     daily.set_defaults(handler=run_csv)
     for target in (rr, fit, daily):
@@ -320,10 +335,17 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_csv(args: argparse.Namespace) -> int:
     """Entry point of ``redox-streamer import csv``."""
-    from streamer.importing.daily_csv import read_hrv4training
+    from streamer.importing.daily_csv import DailyValue, read_elitehrv, read_hrv4training
     from streamer.importing.feed import import_days
 
-    values = [v for rows in _read_all(args.files, read_hrv4training) for v in rows]
+    read: Callable[[Path], list[DailyValue]]
+    if args.format == "elitehrv":
+        read = partial(read_elitehrv, member=args.member)
+    elif args.member is not None:
+        raise CliError("--member picks a member of an Elite HRV team export (drop it)")
+    else:
+        read = read_hrv4training
+    values = [v for rows in _read_all(args.files, read) for v in rows]
     with _app(args) as app:
         summary = asyncio.run(
             import_days(app, args.athlete, values, progress=_progress(len(values)))

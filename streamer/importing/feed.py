@@ -182,14 +182,17 @@ async def import_days(
     on_result: Callable[[Result], None] | None = None,
 ) -> ImportSummary:
     """Pool other apps' daily morning values into ``athlete``'s morning history (oldest
-    first): each becomes that day's reading, labelled with its source. A day already
+    first): each becomes that day's reading, labelled with its source. A value that is not
+    the same measurement (``not_pooled``) is rejected with that reason; a day already
     holding a reading is a duplicate; a day without both RMSSD and HR is rejected."""
     summary = ImportSummary()
     taken: set[dt.date] = set()
     pending: list[DayValues] = []
     for value in sorted(values, key=lambda v: v.day):
         where = value.path.with_name(f"{value.path.name}:{value.line}")
-        if value.day in taken or app.store.morning_history(athlete, value.day, value.day):
+        if value.not_pooled is not None:  # another measurement: never in the morning history
+            summary.outcomes.append(ImportOutcome(where, value.day, "rejected", value.not_pooled))
+        elif value.day in taken or app.store.morning_history(athlete, value.day, value.day):
             reason = f"a reading of {value.day} is stored"
             summary.outcomes.append(ImportOutcome(where, value.day, "duplicate", reason))
         elif value.rmssd_ms is None or value.resting_hr_bpm is None:
