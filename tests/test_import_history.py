@@ -630,3 +630,15 @@ def test_a_fit_ride_with_heart_rate_only_is_high_intensity_by_its_zone_3_time(
     assert session.payload.mean_power_w is None
     assert session.payload.hr_zone3_s == pytest.approx(659, abs=5)
     assert session.payload.high_intensity is True
+
+
+def test_member_is_refused_for_an_export_that_has_no_members(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "MyMeasurements.csv"
+    write_hrv4training(export, 2)
+    argv = ["import", "csv", "--format", "hrv4training", "--athlete", "ann", "--member", "X"]
+    assert main([*argv, "--store", str(tmp_path / "s.sqlite3"), str(export)]) == 2
+    err = capsys.readouterr().err
+    assert "--member" in err
+    assert err.count("\n") == 1
