@@ -24,7 +24,8 @@ import psycopg
 import pytest
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import MorningEnd, MorningStart
+from processors.labs import LabMarker, LabTiming
+from streamer.athlete.events import LabEntry, MorningEnd, MorningStart
 from streamer.config import Config, MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import Result
@@ -436,3 +437,47 @@ def test_worker_unit_passes_systemd_analyze_verify() -> None:
     ]
     assert problems == []
     assert "worker --id" in unit.read_text()
+
+
+# --- lab markers travel the wire ---------------------------------------------------------------
+
+
+def test_a_lab_entry_from_the_stream_is_kept_by_the_worker(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """A lab marker a gateway forwarded (``redox-streamer log`` in team mode) is judged and
+    kept by the worker owning the athlete, as ``run`` keeps it on one box."""
+    t_ns = 1_764_000_000_000_000_000
+    entry = LabEntry(t_ns, LabMarker.DROMS, 310.0, LabTiming.FASTED)
+
+    async def scenario() -> list[tuple[object, ...]]:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        headers = {wire.GATEWAY_HEADER: "gw1", wire.MSG_ID_HEADER: "gw1:1:1"}
+        await js.publish(wire.raw_subject("ann"), wire.encode(entry), headers=headers)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+
+        def rows() -> list[tuple[object, ...]]:
+            with psycopg.connect(postgres.dsn) as conn:
+                if conn.execute("SELECT to_regclass('lab_entries')").fetchone() == (None,):
+                    return []
+                return conn.execute(
+                    "SELECT athlete, ts_ns, marker, data FROM lab_entries"
+                ).fetchall()
+
+        try:
+            await eventually(lambda: bool(rows()), 60, "the lab entry in PostgreSQL")
+            return rows()
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    ((athlete, ts_ns, marker, data),) = asyncio.run(scenario())
+    assert (athlete, ts_ns, marker) == ("ann", t_ns, "droms")
+    body = data if isinstance(data, dict) else json.loads(data)
+    assert body["droms_carr_u"] == 310.0
+    assert body["timing"] == "fasted"
