@@ -382,8 +382,10 @@ def test_session_rpe_and_log_reach_a_gateway_in_team_mode(
     finally:
         gateway.ensure_dead()
     start, rpe, lab = sent()
-    assert isinstance(start, SessionStart) and start.tags == ("gym",)
-    assert isinstance(rpe, SessionRpe) and rpe.rpe == 6
+    assert isinstance(start, SessionStart)
+    assert start.tags == ("gym",)
+    assert isinstance(rpe, SessionRpe)
+    assert rpe.rpe == 6
     assert isinstance(lab, LabEntry)
     assert (lab.marker, lab.value, lab.timing) == (LabMarker.DROMS, 310.0, LabTiming.PRE_TRAINING)
 
