@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from tests.shipped_mosquitto import (
     ShippedBroker,
     start_shipped_mosquitto,
 )
+from tests.team_helpers import GatewayProc, wait_until, write_config
 
 nats = pytest.importorskip("nats")
 mqtt = pytest.importorskip("paho.mqtt.client")
@@ -61,10 +63,11 @@ def team_broker(tmp_path: Path) -> Iterator[ShippedBroker]:
 
 
 class _Watcher:
-    """A ``homeassistant`` subscriber to ``redox/#`` (a thread of paho's): the last
+    """A ``homeassistant`` subscriber to ``filters`` (``redox/#`` unless given; a thread of
+    paho's): the last
     payload per topic and every (topic, payload) in order."""
 
-    def __init__(self, broker: ShippedBroker) -> None:
+    def __init__(self, broker: ShippedBroker, *filters: str) -> None:
         self.last: dict[str, bytes] = {}
         self.seen: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
@@ -74,7 +77,7 @@ class _Watcher:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe("redox/#", qos=1)
+        self.client.subscribe([(f, 1) for f in filters or ("redox/#",)])
         self.client.loop_start()
         assert self._subscribed.wait(30), "the watcher's subscription"
 
@@ -220,3 +223,51 @@ def test_control_on_the_single_box_broker_gateways_of_one_account_throw_each_oth
             client.disconnect()
         broker.server.stop()
     assert TAKEOVER in broker.server.log.read_text(errors="replace")
+
+
+def test_each_gateway_announces_its_own_entity_and_a_dead_one_leaves_the_others(
+    tmp_path: Path, team_broker: ShippedBroker, nats_server: NatsServer
+) -> None:
+    """With ha_discovery, two gateways (as ``redox-gateway``, so the ACL lets them) each
+    publish one retained connectivity entity on their own state topic, with no
+    availability. gw1 SIGKILLed: its Last Will turns its entity off; gw2's stays on, and
+    no entity of either depends on the other."""
+    servers = [nats_server.url]
+    mqtt_section = (
+        f'\n[mqtt]\nurl = "mqtt://{team_broker.host}:{team_broker.port}"\n'
+        f'username = "redox-gateway"\npassword = "{team_broker.password("redox-gateway")}"\n'
+        "ha_discovery = true\n"
+    )
+    watcher = _Watcher(team_broker, "redox/gateway/#", "homeassistant/#")
+    gateways = [
+        GatewayProc(tmp_path / g, g, servers, write_config(tmp_path / g, mqtt_section))
+        for g in ("gw1", "gw2")
+    ]
+    configs = {g: f"homeassistant/binary_sensor/redox_gateway/{g}/config" for g in ("gw1", "gw2")}
+    states = {g: f"redox/gateway/{g}/state" for g in ("gw1", "gw2")}
+    try:
+        for gateway in gateways:
+            gateway.start()
+        wait_until(
+            lambda: (
+                all(watcher.online(t) for t in states.values())
+                and all(t in watcher.last for t in configs.values())
+            ),
+            90,
+            "both gateways online and announced",
+        )
+        gateways[0].kill()
+        wait_until(lambda: watcher.last.get(states["gw1"]) == b"offline", 90, "gw1's Last Will")
+        assert watcher.online(states["gw2"])
+    finally:
+        for gateway in gateways:
+            gateway.ensure_dead()
+        watcher.stop()
+    for g in ("gw1", "gw2"):
+        entity = json.loads(watcher.last[configs[g]])
+        assert entity["state_topic"] == states[g]
+        assert (entity["payload_on"], entity["payload_off"]) == ("online", "offline")
+        assert entity["device_class"] == "connectivity"
+        assert "availability" not in entity
+        assert "availability_topic" not in entity
+    assert [t for t, _ in watcher.seen if t == configs["gw1"]] == [configs["gw1"]]

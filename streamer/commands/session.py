@@ -56,8 +56,9 @@ time, mean power, RPE) feeds the session rules. Give the RPE (0-10, CR-10: how h
 whole session was) at the end, or later with `redox-streamer rpe`.
 
 It reaches `run` over MQTT (the config's [mqtt]: <base>/<athlete>/set/session; it logs in
-with the [mqtt.cli] account when the config names one, else [mqtt]'s). Without a
-running `run` there are no device samples to frame: it says so and exits 1 (an RPE
+with the [mqtt.cli] account when the config names one, else [mqtt]'s) — or, in team mode,
+any `redox-streamer gateway` online, which puts it into the athlete's stream. Without a
+running `run` or gateway there are no device samples to frame: it says so and exits 1 (an RPE
 still works offline: `redox-streamer rpe`).
 """
 
