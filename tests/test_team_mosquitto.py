@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer.commands.session import send_if_listening
 from streamer.config import Config, MqttConfig
 from streamer.team.gateway_mqtt import GatewayCommands
 from streamer.team.worker import Worker, WorkerOptions
@@ -152,13 +153,10 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
             await eventually(
                 lambda: all(watcher.online(t) for t in topics), 120, "every process online"
             )
-            cli = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-cli")
-            cli.username_pw_set("redox-cli", team_broker.password("redox-cli"))
-            cli.connect(team_broker.host, team_broker.port)
-            cli.loop_start()
-            cli.publish("redox/ann/set/session", b"start", qos=1).wait_for_publish(30)
-            cli.loop_stop()
-            cli.disconnect()
+            # `redox-streamer session start` as redox-cli: the ACL lets it read the
+            # gateways' availability, so it finds them listening and sends.
+            cli = MqttConfig.from_url(team_broker.url("redox-cli"))
+            assert await send_if_listening(cli, "ann", "session", b"start")
             await eventually(lambda: len(offered) >= 1, 60, "the command at a gateway")
             # The gateway account may say it is up, never publish a result: the refused
             # publish goes first on one connection, so had it passed it would arrive first.
