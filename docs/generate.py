@@ -252,6 +252,8 @@ def measurement_block(
     tags = ["`athlete`"]
     if any(cls.DEVICE for cls in sources):
         tags.append("`device`")
+    if any(cls.KIND.is_live for cls in sources):
+        tags.append("`gateway` (team mode: the gateway that received the sample)")
     docs: dict[str, tuple[str, str]] = {}  # column → (unit, meaning)
     tag_notes: dict[str, str] = {}
     for cls in sources:

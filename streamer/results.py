@@ -165,6 +165,9 @@ class Result:
     the device's topic segment (required for live kinds and for ``oxygenation``/``grip``
     results that come from one device; ``None`` otherwise). ``fields`` are unit-named JSON
     values (``hr_bpm``, ``rr_ms``, ``ln_rmssd`` …); they are copied and frozen.
+    ``gateway`` is the team gateway whose record produced a live sample (a team worker sets
+    it from the record's ``Redox-Gateway`` header; InfluxDB tags the point with it, MQTT
+    payloads do not carry it); ``None`` on one box and for durable results.
     """
 
     kind: Kind
@@ -172,6 +175,7 @@ class Result:
     ts_ns: int
     fields: Mapping[str, JsonValue] = field(default_factory=dict)
     device: str | None = None
+    gateway: str | None = None
     _payload: Payload | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

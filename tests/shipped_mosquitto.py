@@ -18,6 +18,8 @@ from tests.servers import HOST, Mosquitto, require_binary
 
 DEPLOY_MOSQUITTO = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto"
 SHIPPED_CONF = DEPLOY_MOSQUITTO / "mosquitto.conf"
+TEAM_CONF = DEPLOY_MOSQUITTO.parent / "team" / "mosquitto.conf"
+"""Team mode's broker config: the shipped one without ``use_username_as_clientid``."""
 SHIPPED_ACL = DEPLOY_MOSQUITTO / "acl"
 MAKE_PASSWD = DEPLOY_MOSQUITTO / "make-passwd.sh"
 
@@ -27,12 +29,16 @@ PASSWORDS = {
     "redox-notify": "notify-secret",
     "redox-cli": "cli-secret",
     "homeassistant": "ha-secret",
+    "redox-gateway": "gateway-secret",
+    "redox-worker": "worker-secret",
 }
 _PASSWORD_ENV = {
     "redox-streamer": "REDOX_STREAMER_PASSWORD",
     "redox-notify": "REDOX_NOTIFY_PASSWORD",
     "redox-cli": "REDOX_CLI_PASSWORD",
     "homeassistant": "HOMEASSISTANT_PASSWORD",
+    "redox-gateway": "REDOX_GATEWAY_PASSWORD",
+    "redox-worker": "REDOX_WORKER_PASSWORD",
 }
 
 
@@ -93,8 +99,9 @@ class ShippedBroker:
         return f"mqtt://{user}:{PASSWORDS[user]}@{HOST}:{self.port}"
 
 
-def start_shipped_mosquitto(workdir: Path) -> ShippedBroker:
-    """Start mosquitto in ``workdir`` from the shipped config, ACL and password script."""
+def start_shipped_mosquitto(workdir: Path, conf_file: Path = SHIPPED_CONF) -> ShippedBroker:
+    """Start mosquitto in ``workdir`` from the shipped config (``conf_file``: the
+    single-box one, or :data:`TEAM_CONF`), ACL and password script."""
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
     server = Mosquitto(workdir, config_file=conf)
@@ -104,7 +111,7 @@ def start_shipped_mosquitto(workdir: Path) -> ShippedBroker:
     data.mkdir(exist_ok=True)
     conf.write_text(
         render_shipped_conf(
-            SHIPPED_CONF.read_text(),
+            conf_file.read_text(),
             port=server.port,
             password_file=passwd,
             acl_file=SHIPPED_ACL,

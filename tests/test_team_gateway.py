@@ -19,11 +19,14 @@ from pathlib import Path
 import pytest
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import SessionStart
+from processors.labs import LabMarker, LabTiming
+from streamer.athlete.events import LabEntry, SessionRpe, SessionStart
 from streamer.cli import main
+from streamer.commands.session import gateway_states_filter
 from streamer.errors import INPUT_STATUS
 from streamer.store_lock import StoreBusyError
 from streamer.team import wire
+from streamer.team.gateway import availability_topic
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
 from streamer.team.outbox import GatewayOutbox
 from streamer.team.stream import ensure_stream
@@ -340,6 +343,55 @@ def test_commands_become_markers_and_the_gateway_has_its_own_last_will(
         if not (isinstance(m.message, SessionStart) and m.message.tags == ("emulated",))
     ]
     assert found == [("ann", "session_start"), ("ann", "session_rpe")]
+
+
+def test_session_rpe_and_log_reach_a_gateway_in_team_mode(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    mosquitto: Mosquitto,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No `run` (so no bridge topics) but a gateway online: the CLI's context and lab
+    commands are sent, and the gateway puts them into the athlete's stream as markers."""
+    servers = [nats_server.url]
+    config = write_config(tmp_path, f'\n[mqtt]\nurl = "{mosquitto.url}"\n')
+    gateway = GatewayProc(tmp_path, "gw1", servers, config)
+    commands = [
+        ["session", "start", "--athlete", "ann", "--tag", "gym"],
+        ["rpe", "--athlete", "ann", "6"],
+        ["log", "droms", "--athlete", "ann", "310", "--timing", "pre-training"],
+    ]
+    # Before any gateway: nobody listens, the session command says so.
+    assert main([*commands[0], "--config", str(config)]) == 1
+    assert "no `run` or team gateway listens" in capsys.readouterr().err
+    gateway.start()
+    try:
+        wait_until(lambda: stream_count(servers) >= 1, 90, "gw1 streaming")
+        for command in commands:
+            assert main([*command, "--config", str(config)]) == 0, command
+
+        def sent() -> list[wire.WireMessage]:
+            return [
+                m.message
+                for m in stream_messages(servers)
+                if type(m.message) in MARKER_TYPES
+                and not (isinstance(m.message, SessionStart) and m.message.tags == ("emulated",))
+            ]
+
+        wait_until(lambda: len(sent()) >= 3, 60, "three command markers stored")
+    finally:
+        gateway.ensure_dead()
+    start, rpe, lab = sent()
+    assert isinstance(start, SessionStart)
+    assert start.tags == ("gym",)
+    assert isinstance(rpe, SessionRpe)
+    assert rpe.rpe == 6
+    assert isinstance(lab, LabEntry)
+    assert (lab.marker, lab.value, lab.timing) == (LabMarker.DROMS, 310.0, LabTiming.PRE_TRAINING)
+
+
+def test_the_cli_reads_the_gateways_availability_topic() -> None:
+    assert gateway_states_filter("redox") == availability_topic("redox", "+")
 
 
 MARKER_TYPES = frozenset(wire.MARKERS.values())

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import GripPhase, SessionEnd, SessionStart
+from processors.labs import LabMarker, LabTiming
+from streamer.athlete.events import GripPhase, LabEntry, SessionEnd, SessionStart
 from streamer.team import wire
 from tests.servers import NatsServer
 
@@ -27,6 +28,13 @@ markers = st.one_of(
     st.builds(SessionStart, t_ns=st.integers(0, 2**62), tags=st.tuples(st.text(max_size=8))),
     st.builds(SessionEnd, t_ns=st.integers(0, 2**62), rpe=st.none() | st.floats(0, 10)),
     st.builds(GripPhase, t_ns=st.integers(0, 2**62), minute=st.none() | st.floats(0, 60)),
+    st.builds(
+        LabEntry,
+        t_ns=st.integers(0, 2**62),
+        marker=st.sampled_from(LabMarker),
+        value=st.floats(0, 1000),
+        timing=st.none() | st.sampled_from(LabTiming),
+    ),
 )
 
 
@@ -51,6 +59,8 @@ def test_every_message_round_trips(message: wire.WireMessage) -> None:
         (b'{"t_ns": 1, "marker": "nap"}', "unknown marker 'nap'"),
         (b'{"t_ns": 1, "marker": "session_end", "rpm": 3}', "bad fields"),
         (b'{"t_ns": 1, "device": "s", "char": "2a37"}', "missing hex"),
+        (b'{"t_ns": 1, "marker": "lab", "lab": "ldl", "value": 1}', "'ldl' is not a valid"),
+        (b'{"t_ns": 1, "marker": "lab", "lab": "droms", "value": "x"}', "not a number"),
     ],
 )
 def test_a_bad_body_names_the_subject_and_the_fault(body: bytes, fault: str) -> None:

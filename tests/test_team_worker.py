@@ -24,8 +24,9 @@ import psycopg
 import pytest
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import MorningEnd, MorningStart
-from streamer.config import Config, MqttConfig
+from processors.labs import LabMarker, LabTiming
+from streamer.athlete.events import LabEntry, MorningEnd, MorningStart
+from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import Result
 from streamer.team import wire
@@ -35,7 +36,7 @@ from streamer.team.worker import Partition, Worker, WorkerOptions
 from streamer.topics import Topics
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber, eventually
-from tests.servers import Mosquitto, NatsServer, PostgreSQL
+from tests.servers import InfluxDB1, Mosquitto, NatsServer, PostgreSQL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -436,3 +437,102 @@ def test_worker_unit_passes_systemd_analyze_verify() -> None:
     ]
     assert problems == []
     assert "worker --id" in unit.read_text()
+
+
+# --- lab markers travel the wire ---------------------------------------------------------------
+
+
+def test_a_lab_entry_from_the_stream_is_kept_by_the_worker(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """A lab marker a gateway forwarded (``redox-streamer log`` in team mode) is judged and
+    kept by the worker owning the athlete, as ``run`` keeps it on one box."""
+    t_ns = 1_764_000_000_000_000_000
+    entry = LabEntry(t_ns, LabMarker.DROMS, 310.0, LabTiming.FASTED)
+
+    async def scenario() -> list[tuple[object, ...]]:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        headers = {wire.GATEWAY_HEADER: "gw1", wire.MSG_ID_HEADER: "gw1:1:1"}
+        await js.publish(wire.raw_subject("ann"), wire.encode(entry), headers=headers)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+
+        def rows() -> list[tuple[object, ...]]:
+            with psycopg.connect(postgres.dsn) as conn:
+                if conn.execute("SELECT to_regclass('lab_entries')").fetchone() == (None,):
+                    return []
+                return conn.execute(
+                    "SELECT athlete, ts_ns, marker, data FROM lab_entries"
+                ).fetchall()
+
+        try:
+            await eventually(lambda: bool(rows()), 60, "the lab entry in PostgreSQL")
+            return rows()
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    ((athlete, ts_ns, marker, data),) = asyncio.run(scenario())
+    assert (athlete, ts_ns, marker) == ("ann", t_ns, "droms")
+    body = data if isinstance(data, dict) else json.loads(data)
+    assert body["droms_carr_u"] == 310.0
+    assert body["timing"] == "fasted"
+
+
+# --- the gateway tag on live InfluxDB points ----------------------------------------------------
+
+
+def test_live_points_in_influxdb_name_the_gateway_that_received_them(
+    postgres: PostgreSQL, nats_server: NatsServer, influxdb1: InfluxDB1
+) -> None:
+    """A strap's notifications through gw1, then (the athlete walked into the next room)
+    gw2: the worker's live ``heart_rate`` points in InfluxDB 1.6 carry each one's gateway;
+    the morning reading, made of both rooms' records, carries none."""
+    ((athlete, items),) = th.athlete_days(1, 1, sessions=False).items()
+    beats = [m for m in items if isinstance(m, RecordedNotification)]
+    half = len(beats) // 2
+    by_time = {m.t_ns: ("gw1" if i < half else "gw2") for i, m in enumerate(beats)}
+    influx = InfluxConfig(url=influxdb1.url, db="redox", create_database=True)
+
+    def tagged() -> dict[str, int]:
+        answer = influxdb1.query(
+            'SELECT count("hr_bpm") FROM "heart_rate" GROUP BY "gateway"', db="redox"
+        )
+        series = answer.get("results", [{}])[0].get("series", [])  # type: ignore[attr-defined]
+        return {s["tags"]["gateway"]: s["values"][0][1] for s in series}
+
+    def morning_tags() -> list[str]:
+        answer = influxdb1.query('SHOW TAG KEYS FROM "morning"', db="redox")
+        series = answer.get("results", [{}])[0].get("series", [])  # type: ignore[attr-defined]
+        return [v[0] for s in series for v in s["values"]]
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        for n, message in enumerate(items):
+            gateway = by_time.get(message.t_ns, "gw1")
+            headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+            await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
+        config = Config(influx=influx)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=config)
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: sum(tagged().values()) >= len(beats) and bool(morning_tags()),
+                120,
+                "every beat's hr_bpm and the morning reading in InfluxDB",
+            )
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    asyncio.run(scenario())
+    assert tagged() == {"gw1": half, "gw2": len(beats) - half}
+    assert "gateway" not in morning_tags()
+    assert "athlete" in morning_tags()

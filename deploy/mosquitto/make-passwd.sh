@@ -11,6 +11,9 @@
 #   REDOX_CLI_PASSWORD       user redox-cli       (session, rpe, status, doctor: the
 #                                                  config's [mqtt.cli])
 #   HOMEASSISTANT_PASSWORD   user homeassistant   (reads redox/#, discovery)
+#   REDOX_GATEWAY_PASSWORD   user redox-gateway   (team mode: every gateway; its state,
+#                                                  reads commands)
+#   REDOX_WORKER_PASSWORD    user redox-worker    (team mode: every worker; results)
 # The file holds salted hashes, never the passwords. mosquitto must be able to read it:
 # in the container it runs as uid 1883, on Debian as user mosquitto, e.g.
 #   sudo chown root:mosquitto /etc/mosquitto/passwd && sudo chmod 640 /etc/mosquitto/passwd
@@ -36,7 +39,8 @@ tmp=$(mktemp "${out}.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 : >"$tmp"
 for pair in redox-streamer:REDOX_STREAMER_PASSWORD redox-notify:REDOX_NOTIFY_PASSWORD \
-            redox-cli:REDOX_CLI_PASSWORD homeassistant:HOMEASSISTANT_PASSWORD; do
+            redox-cli:REDOX_CLI_PASSWORD homeassistant:HOMEASSISTANT_PASSWORD \
+            redox-gateway:REDOX_GATEWAY_PASSWORD redox-worker:REDOX_WORKER_PASSWORD; do
     user=${pair%%:*}
     var=${pair#*:}
     eval "password=\${$var:-}"
@@ -49,4 +53,4 @@ done
 chmod 640 "$tmp"
 mv "$tmp" "$out"
 trap - EXIT
-echo "wrote $out (users: redox-streamer, redox-notify, redox-cli, homeassistant)" >&2
+echo "wrote $out (users: redox-streamer, redox-notify, redox-cli, homeassistant, redox-gateway, redox-worker)" >&2

@@ -1,11 +1,13 @@
 """``redox-streamer log``: a lab marker entered by hand (GSH:GSSG, dROMs, lipid dipstick).
 
-With a running ``run`` listening (see :mod:`streamer.commands.session`) the entry goes to it
-over ``<base>/<athlete>/set/<marker>`` (:mod:`streamer.app.lab_commands`). Without one it
-works offline against the store, as ``rpe`` does: the same athlete processing
-(:class:`~streamer.athlete.AthleteState`, reloaded from the store) judges it against the
-athlete's earlier entries, stores it and queues the result and the alerts it changes in
-the sinks' outboxes (delivered now when the servers are up, else by the next ``run``).
+With a running ``run`` or team gateway listening (see :mod:`streamer.commands.session`)
+the entry goes to it over ``<base>/<athlete>/set/<marker>``
+(:mod:`streamer.app.lab_commands`; a gateway forwards it to the athlete's worker as the
+wire's ``lab`` marker). Without one it works offline against the store, as ``rpe`` does:
+the same athlete processing (:class:`~streamer.athlete.AthleteState`, reloaded from the
+store) judges it against the athlete's earlier entries, stores it and queues the result
+and the alerts it changes in the sinks' outboxes (delivered now when the servers are up,
+else by the next ``run``).
 """
 
 from __future__ import annotations

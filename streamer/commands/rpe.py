@@ -1,11 +1,12 @@
 """``redox-streamer rpe``: an athlete's perceived exertion (CR-10) for the session.
 
-With a running ``run`` listening (see :mod:`streamer.commands.session`) it goes to the open
-session, or — when none is open — amends the last finished one. Without one it works
-offline against the store: the same athlete processing (:class:`~streamer.athlete.AthleteState`,
-reloaded from the store) amends the last stored session, evaluates ``rpe_power_mismatch``,
-``hi_spacing`` and its ``power_plateau`` finding, and queues what changed in the sinks'
-outboxes (delivered now when the broker is up, else by the next ``run``).
+With a running ``run`` or team gateway listening (see :mod:`streamer.commands.session`)
+it goes to the open session, or — when none is open — amends the last finished one.
+Without one it works offline against the store: the same athlete processing
+(:class:`~streamer.athlete.AthleteState`, reloaded from the store) amends the last stored
+session, evaluates ``rpe_power_mismatch``, ``hi_spacing`` and its ``power_plateau``
+finding, and queues what changed in the sinks' outboxes (delivered now when the broker is
+up, else by the next ``run``).
 """
 
 from __future__ import annotations

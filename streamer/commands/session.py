@@ -1,7 +1,8 @@
 """``redox-streamer session start|end``: mark a training session for a running ``run``.
 
-Online (a ``run`` listens: the retained ``<base>/bridge/commands`` says ``online``) the
-command is published on ``<base>/<athlete>/set/session`` and ``run`` turns it into the
+Online (a ``run`` listens: the retained ``<base>/bridge/commands`` says ``online``; or, in
+team mode, a gateway's ``<base>/gateway/<id>/state`` does) the command is published on
+``<base>/<athlete>/set/session`` and ``run`` — or one team gateway — turns it into the
 session markers among the device samples (:mod:`streamer.app.commands_in`). Offline (no
 ``run``, no broker, or no ``[mqtt]`` in the config) there is no device data to frame, so a
 session cannot be started or ended; what works offline is the RPE (``redox-streamer rpe``),
@@ -42,6 +43,9 @@ from streamer.sinks.mqtt_connect import (
 )
 from streamer.topics import Topics
 
+GATEWAY_ONLINE: Final = b"online"
+"""What a team gateway's retained availability topic says while it is up."""
+
 PROBE_TIMEOUT_S: Final = 5.0
 """Longest wait for the broker to tell whether a ``run`` listens."""
 
@@ -52,8 +56,9 @@ time, mean power, RPE) feeds the session rules. Give the RPE (0-10, CR-10: how h
 whole session was) at the end, or later with `redox-streamer rpe`.
 
 It reaches `run` over MQTT (the config's [mqtt]: <base>/<athlete>/set/session; it logs in
-with the [mqtt.cli] account when the config names one, else [mqtt]'s). Without a
-running `run` there are no device samples to frame: it says so and exits 1 (an RPE
+with the [mqtt.cli] account when the config names one, else [mqtt]'s) — or, in team mode,
+any `redox-streamer gateway` online, which puts it into the athlete's stream. Without a
+running `run` or gateway there are no device samples to frame: it says so and exits 1 (an RPE
 still works offline: `redox-streamer rpe`).
 """
 
@@ -125,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     if config.mqtt is None or not asyncio.run(
         send_if_listening(config.mqtt, args.athlete, SESSION, command.payload())
     ):
-        where = "no [mqtt] in the config" if config.mqtt is None else "no `run` listens"
+        where = (
+            "no [mqtt] in the config" if config.mqtt is None else "no `run` or team gateway listens"
+        )
         print(
             f"redox-streamer session: session {args.action} for {args.athlete} not sent: "
             f"{where} — start `redox-streamer run` (with [mqtt]); an RPE works offline: "
@@ -138,24 +145,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def send_if_listening(config: MqttConfig, athlete: str, command: str, payload: bytes) -> bool:
-    """Publish ``payload`` on the athlete's ``command`` topic if a ``run`` listens (QoS 1,
-    not retained); False when none does or the broker cannot be reached.
+    """Publish ``payload`` on the athlete's ``command`` topic if a ``run`` or a team
+    gateway listens (QoS 1, not retained); False when none does or the broker cannot be
+    reached.
 
     Logs in with the ``[mqtt.cli]`` account (:meth:`MqttConfig.for_cli`): never ``run``'s
     own, which a broker tying ids to accounts would take from ``run``. A ``run`` listens
     while the retained ``<base>/bridge/commands`` and ``<base>/bridge/state`` both say
-    ``online`` (a ``run`` killed says ``offline`` on the second by its Last Will).
+    ``online`` (a ``run`` killed says ``offline`` on the second by its Last Will). In team
+    mode there is no bridge: a gateway listens while its retained
+    ``<base>/gateway/<id>/state`` says ``online`` (its Last Will says ``offline``), and the
+    broker hands the command to one of the gateways online (their shared subscription,
+    :mod:`streamer.team.gateway_mqtt`), which puts it into the athlete's stream.
     """
     topics = Topics(config.base_topic, config.ha_prefix)
     online = {commands_state_topic(topics): COMMANDS_ONLINE, topics.bridge_state: BRIDGE_ONLINE}
+    gateways = gateway_states_filter(topics.base)
     cli = config.for_cli()
     try:
         tls = await asyncio.to_thread(tls_context, cli)
         client = mqtt_client(cli, tls=tls, timeout_s=PROBE_TIMEOUT_S)
         async with asyncio.timeout(PROBE_TIMEOUT_S), client:
-            retained = await read_retained(client, list(online), probe_topic(topics.base, "cli"))
+            probe = probe_topic(topics.base, "cli")
+            retained = await read_retained(client, [*online, gateways], probe)
             said = {str(m.topic): m.payload for m in retained}
-            listening = all(said.get(topic) == state for topic, state in online.items())
+            run_listens = all(said.get(topic) == state for topic, state in online.items())
+            gateway_listens = any(
+                m.topic.matches(gateways) and m.payload == GATEWAY_ONLINE for m in retained
+            )
+            listening = run_listens or gateway_listens
             if listening:
                 await client.publish(command_topic(topics, athlete, command), payload, qos=1)
             return listening
@@ -164,6 +182,13 @@ async def send_if_listening(config: MqttConfig, athlete: str, command: str, payl
         who = cli.username or "(anonymous)"
         print(f"MQTT {cli.url} as {who}: {reason}: working offline", file=sys.stderr)
         return False
+
+
+def gateway_states_filter(base: str) -> str:
+    """``<base>/gateway/+/state``: every team gateway's availability topic (the one
+    :func:`streamer.team.gateway.availability_topic` names; not imported from there, which
+    would load nats-py into every CLI command)."""
+    return f"{base}/gateway/+/state"
 
 
 def publish_rpe(config: MqttConfig, athlete: str, rpe: float) -> bool:

@@ -5,7 +5,8 @@ only, as ``status``) and each of its fields whether it is a tag, a field of whic
 MQTT only; a field that declares nothing fails at import. :data:`MEASUREMENT`,
 :data:`FIELD_TYPES` and :data:`TAG_FIELDS` are derived from them here, and
 ``docs/generate.py`` writes the tables of docs/influx-schema.md from the same declarations
-(tags ``athlete`` always, ``device`` on results from one device).
+(tags ``athlete`` always, ``device`` on results from one device, ``gateway`` on live
+samples a team worker wrote: :attr:`Result.gateway`).
 
 Two kinds are shaped by hand: a heart-rate sample is one ``rr_ms`` point per beat (at the
 beat's time) with ``hr_bpm`` at the sample's time, and an ``alerts`` result one ``alert``
@@ -206,6 +207,10 @@ def points_for(result: Result) -> list[Point]:
     tags = {"athlete": result.athlete}
     if result.device:
         tags["device"] = result.device
+    if result.gateway and result.kind.is_live:
+        # Team mode: which room's radio received it (a strap handed between gateways
+        # shows where the gap was).
+        tags["gateway"] = result.gateway
     fields = result.fields
 
     if result.kind is Kind.ALERTS:

@@ -7,24 +7,32 @@ marks that gateway unavailable, never the whole club. Commands (``<base>/<athlet
 (``$share/redox-gateways/…``, MQTT 5 and mosquitto's 3.1.1 alike): the broker hands each
 command to exactly one of the gateways online, so a session start becomes one marker in
 the athlete's stream however many gateways run.
+
+With ``[mqtt] ha_discovery`` each gateway also announces itself to Home Assistant: one
+``connectivity`` binary sensor per gateway (:func:`discovery_config`), retained, read from
+its own availability topic and with no availability of its own — so a dead gateway shows as
+disconnected, and never makes another gateway's entity (or an athlete's) unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 import aiomqtt
 
+from streamer import __version__
 from streamer.app.commands_in import CommandListener
 from streamer.config import MqttConfig
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.team.gateway import availability_topic, gateway_mqtt
+from streamer.topics import Topics, slug
 
 _LOGGER: Final = logging.getLogger(__name__)
 
@@ -32,6 +40,41 @@ SHARE_GROUP: Final = "redox-gateways"
 """The shared-subscription group every gateway joins for the command topics."""
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
+
+
+HA_NODE: Final = "redox_gateway"
+"""Home Assistant node id of the gateways' entities: their configs are
+``<ha_prefix>/binary_sensor/redox_gateway/<id>/config`` (the shipped ACL lets the gateway
+account write there and nowhere else under the prefix)."""
+
+
+def discovery_config(topics: Topics, gateway_id: str) -> tuple[str, dict[str, Any]]:
+    """(config topic, config object) of one gateway's Home Assistant entity: a
+    ``connectivity`` binary sensor on ``<base>/gateway/<id>/state`` (``online`` on,
+    ``offline`` off, the Last Will turning it off), a device of its own per gateway.
+
+    It has no ``availability``: an entity whose availability is a gateway's would turn
+    unavailable with that gateway; this one just says the gateway is disconnected.
+    """
+    key = f"{HA_NODE}_{slug(gateway_id)}"
+    config = {
+        "name": "connection",
+        "unique_id": key,
+        "object_id": key,
+        "state_topic": availability_topic(topics.base, gateway_id),
+        "payload_on": ONLINE.decode(),
+        "payload_off": OFFLINE.decode(),
+        "device_class": "connectivity",
+        "entity_category": "diagnostic",
+        "device": {
+            "identifiers": [key],
+            "name": f"Redox gateway {gateway_id}",
+            "manufacturer": "redox-streamer",
+            "model": "team gateway",
+            "sw_version": __version__,
+        },
+    }
+    return topics.ha_config("binary_sensor", HA_NODE, gateway_id), config
 
 
 class GatewayCommands(CommandListener):
@@ -80,6 +123,11 @@ class GatewayCommands(CommandListener):
         async with client:
             await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
             await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+            if self.config.ha_discovery:
+                # Retained, the same bytes on every connect: one config per gateway, made
+                # by the only process that knows the gateway exists.
+                topic, config = discovery_config(self.topics, self.gateway_id)
+                await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
             self.subscribed.set()
             try:
                 async for message in client.messages:

@@ -11,7 +11,8 @@ A body is one JSON object. A raw notification is the recording line of
 :mod:`devices.recording` (``{"t_ns", "device", "char", "hex"}``), so a gateway forwards
 bytes, never decodes them (it imports no scipy), and a worker decodes them with the same
 codecs as ``replay``. A marker is ``{"t_ns", "marker": <name>, ...its fields}`` with the
-names of :data:`MARKERS`.
+names of :data:`MARKERS`; a lab entry's own ``marker`` field (which lab marker: GSH:GSSG,
+dROMs, dipstick) travels as ``lab``, since ``marker`` names the wire's kind.
 
 Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>``, the boot the outbox row was
 queued in (JetStream drops a resend of a message it already holds, after a gateway crash
@@ -31,10 +32,12 @@ from typing import Any, Final
 
 from devices.recording import RecordedNotification, RecordingError, parse_line
 from processors.errors import InputError
+from processors.labs import LabMarker, LabTiming
 from streamer.athlete.events import (
     GripEnd,
     GripPhase,
     GripPhaseEnd,
+    LabEntry,
     MorningEnd,
     MorningStart,
     SessionEnd,
@@ -67,6 +70,7 @@ Marker = (
     | GripPhase
     | GripPhaseEnd
     | GripEnd
+    | LabEntry
 )
 
 MARKERS: Final[dict[str, type[Marker]]] = {
@@ -78,6 +82,7 @@ MARKERS: Final[dict[str, type[Marker]]] = {
     "grip_phase": GripPhase,
     "grip_phase_end": GripPhaseEnd,
     "grip_end": GripEnd,
+    "lab": LabEntry,
 }
 """The protocol markers a gateway forwards, by their wire name."""
 
@@ -174,6 +179,9 @@ def encode(message: WireMessage) -> bytes:
         }
     else:
         body = dataclasses.asdict(message)
+        if isinstance(message, LabEntry):
+            body["lab"] = body.pop("marker").value
+            body["timing"] = None if message.timing is None else message.timing.value
         body["marker"] = _MARKER_NAMES[type(message)]
         if isinstance(message, SessionStart):
             body["tags"] = list(message.tags)
@@ -209,8 +217,18 @@ def decode(subject: str, body: bytes) -> WireMessage:
     if "tags" in obj and isinstance(obj["tags"], list):
         obj["tags"] = tuple(obj["tags"])
     try:
+        if cls is LabEntry:
+            obj["marker"] = LabMarker(obj.pop("lab", None))
+            timing = obj.get("timing")
+            obj["timing"] = None if timing is None else LabTiming(timing)
+            value = obj.get("value")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise WireError(f"{subject}: lab entry value {value!r} is not a number")
+            obj["value"] = float(value)
         marker = cls(**obj)
-    except TypeError as exc:
+    except WireError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise WireError(f"{subject}: marker {name} has bad fields ({exc})") from None
     if isinstance(marker.t_ns, bool) or not isinstance(marker.t_ns, int):
         raise WireError(f"{subject}: marker {name} t_ns {marker.t_ns!r} is not an integer")

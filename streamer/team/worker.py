@@ -406,6 +406,10 @@ class Partition:
             return
         durable = [r for r in results if not r.kind.is_live]
         live = [r for r in results if r.kind.is_live]
+        if live and gateway:
+            # The live InfluxDB points say which gateway received them (durable results
+            # may span records of several gateways: untagged).
+            live = [replace(r, gateway=gateway) for r in live]
         if live:
             self._send_live(live)
         if durable or self._writes.pending or type(record) in _ENDS:

@@ -1,0 +1,271 @@
+"""Team mode on the shipped broker files: many gateways share the ``redox-gateway`` account
+and a worker holds one connection per owned partition as ``redox-worker``. On the
+single-box config (``use_username_as_clientid``) they throw each other off; on
+``deploy/team/mosquitto.conf`` (the same file without it) nobody does, and the shipped ACL
+still keeps each account to its topics. Real mosquitto, nats-server and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamer.commands.session import send_if_listening
+from streamer.config import Config, MqttConfig
+from streamer.team.gateway_mqtt import GatewayCommands
+from streamer.team.worker import Worker, WorkerOptions
+from tests import team_worker_helpers as th
+from tests.mqtt_helpers import eventually
+from tests.servers import NatsServer, PostgreSQL
+from tests.shipped_mosquitto import (
+    SHIPPED_CONF,
+    TEAM_CONF,
+    ShippedBroker,
+    start_shipped_mosquitto,
+)
+from tests.team_helpers import GatewayProc, wait_until, write_config
+
+nats = pytest.importorskip("nats")
+mqtt = pytest.importorskip("paho.mqtt.client")
+
+TAKEOVER = "already connected, closing old connection"
+"""What mosquitto logs when a login throws out a connected client with the same id."""
+
+
+def _active_lines(path: Path) -> list[str]:
+    return [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_team_config_is_the_shipped_one_but_for_the_client_ids() -> None:
+    shipped = _active_lines(SHIPPED_CONF)
+    assert "use_username_as_clientid true" in shipped
+    assert [line for line in shipped if "use_username_as_clientid" not in line] == (
+        _active_lines(TEAM_CONF)
+    )
+
+
+@pytest.fixture
+def team_broker(tmp_path: Path) -> Iterator[ShippedBroker]:
+    broker = start_shipped_mosquitto(tmp_path / "team-mosquitto", TEAM_CONF)
+    try:
+        yield broker
+    finally:
+        broker.server.stop()
+
+
+class _Watcher:
+    """A ``homeassistant`` subscriber to ``filters`` (``redox/#`` unless given; a thread of
+    paho's): the last
+    payload per topic and every (topic, payload) in order."""
+
+    def __init__(self, broker: ShippedBroker, *filters: str) -> None:
+        self.last: dict[str, bytes] = {}
+        self.seen: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-watcher")
+        self.client.username_pw_set("homeassistant", broker.password("homeassistant"))
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe([(f, 1) for f in filters or ("redox/#",)])
+        self.client.loop_start()
+        assert self._subscribed.wait(30), "the watcher's subscription"
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.last[msg.topic] = msg.payload
+            self.seen.append((msg.topic, msg.payload))
+
+    def online(self, topic: str) -> bool:
+        with self._lock:
+            return self.last.get(topic) == b"online"
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _logins(log: str, user: str) -> int:
+    pattern = rf"New client connected from \S+ as \S+ \(.*u'{re.escape(user)}'\)"
+    return len(re.findall(pattern, log))
+
+
+def _gateways(
+    broker: ShippedBroker, offered: list[tuple[str, str, object]]
+) -> list[GatewayCommands]:
+    config = MqttConfig.from_url(broker.url("redox-gateway"))
+    return [
+        GatewayCommands(
+            config,
+            gateway_id,
+            ["ann", "bob"],
+            lambda athlete, device, marker: offered.append((athlete, device, marker)) is None,
+            clock_ns=lambda: 1,
+        )
+        for gateway_id in ("gw1", "gw2")
+    ]
+
+
+def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
+    team_broker: ShippedBroker, nats_server: NatsServer, postgres: PostgreSQL
+) -> None:
+    """Two gateways (one account) and a worker owning all 16 partitions (17 connections,
+    one account) all stay connected: no takeover in the broker's log, every availability
+    topic online, a command handed to one gateway. The gateway account cannot publish a
+    result."""
+    offered: list[tuple[str, str, object]] = []
+    watcher = _Watcher(team_broker)
+    partitions = 16
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        await th.ensure_stream(nc.jetstream())
+        await nc.close()
+        worker_mqtt = MqttConfig.from_url(team_broker.url("redox-worker"))
+        worker = Worker(
+            "a",
+            nats_url=nats_server.url,
+            dsn=postgres.dsn,
+            config=dataclasses.replace(Config(), mqtt=worker_mqtt),
+            options=WorkerOptions(partitions=partitions, live=False),
+        )
+        gateways = _gateways(team_broker, offered)
+        tasks = [asyncio.create_task(g.run()) for g in gateways]
+        tasks.append(asyncio.create_task(worker.run()))
+        topics = [
+            "redox/gateway/gw1/state",
+            "redox/gateway/gw2/state",
+            "redox/worker/a/state",
+            *(f"redox/worker/a/partition/{p}/state" for p in range(partitions)),
+        ]
+        try:
+            await eventually(
+                lambda: all(watcher.online(t) for t in topics), 120, "every process online"
+            )
+            # `redox-streamer session start` as redox-cli: the ACL lets it read the
+            # gateways' availability, so it finds them listening and sends.
+            cli = MqttConfig.from_url(team_broker.url("redox-cli"))
+            assert await send_if_listening(cli, "ann", "session", b"start")
+            await eventually(lambda: len(offered) >= 1, 60, "the command at a gateway")
+            # The gateway account may say it is up, never publish a result: the refused
+            # publish goes first on one connection, so had it passed it would arrive first.
+            rogue = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-rogue-gw")
+            rogue.username_pw_set("redox-gateway", team_broker.password("redox-gateway"))
+            rogue.connect(team_broker.host, team_broker.port)
+            rogue.loop_start()
+            rogue.publish("redox/ann/status", b'{"fake":1}', qos=1).wait_for_publish(30)
+            rogue.publish("redox/gateway/gw9/state", b"online", qos=1).wait_for_publish(30)
+            rogue.loop_stop()
+            rogue.disconnect()
+            await eventually(
+                lambda: watcher.online("redox/gateway/gw9/state"), 30, "the rogue's allowed one"
+            )
+        finally:
+            worker.stop()
+            for task in tasks[:-1]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watcher.stop()
+    assert [m for m in offered if m[0] == "ann"] == offered
+    assert len(offered) == 1  # the shared subscription: one gateway of two took it
+    assert ("redox/ann/status", b'{"fake":1}') not in watcher.seen
+    team_broker.server.stop()
+    log = team_broker.server.log.read_text(errors="replace")
+    assert TAKEOVER not in log
+    assert _logins(log, "redox-gateway") == 3  # gw1, gw2 and the rogue, once each
+    assert _logins(log, "redox-worker") == partitions + 1
+
+
+def test_control_on_the_single_box_broker_gateways_of_one_account_throw_each_other_off(
+    tmp_path: Path,
+) -> None:
+    """Why team mode has its own broker file: on the single-box one two gateways' logins
+    (``redox-gateway``, client ids of their own) both become the client id
+    ``redox-gateway``, and the second login throws out the first."""
+    broker = start_shipped_mosquitto(tmp_path / "box-mosquitto", SHIPPED_CONF)
+    thrown_off = threading.Event()
+    clients = []
+    try:
+        for gateway_id in ("gw1", "gw2"):
+            connected = threading.Event()
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=f"redox-gateway-{gateway_id}"
+            )
+            client.username_pw_set("redox-gateway", broker.password("redox-gateway"))
+            client.on_connect = lambda *_, connected=connected: connected.set()
+            if gateway_id == "gw1":
+                client.on_disconnect = lambda *_: thrown_off.set()
+            client.connect(broker.host, broker.port)
+            client.loop_start()
+            clients.append(client)
+            assert connected.wait(30), f"{gateway_id} connected"
+        assert thrown_off.wait(30), "gw1 thrown off by gw2's login"
+    finally:
+        for client in clients:
+            client.loop_stop()
+            client.disconnect()
+        broker.server.stop()
+    assert TAKEOVER in broker.server.log.read_text(errors="replace")
+
+
+def test_each_gateway_announces_its_own_entity_and_a_dead_one_leaves_the_others(
+    tmp_path: Path, team_broker: ShippedBroker, nats_server: NatsServer
+) -> None:
+    """With ha_discovery, two gateways (as ``redox-gateway``, so the ACL lets them) each
+    publish one retained connectivity entity on their own state topic, with no
+    availability. gw1 SIGKILLed: its Last Will turns its entity off; gw2's stays on, and
+    no entity of either depends on the other."""
+    servers = [nats_server.url]
+    mqtt_section = (
+        f'\n[mqtt]\nurl = "mqtt://{team_broker.host}:{team_broker.port}"\n'
+        f'username = "redox-gateway"\npassword = "{team_broker.password("redox-gateway")}"\n'
+        "ha_discovery = true\n"
+    )
+    watcher = _Watcher(team_broker, "redox/gateway/#", "homeassistant/#")
+    gateways = [
+        GatewayProc(tmp_path / g, g, servers, write_config(tmp_path / g, mqtt_section))
+        for g in ("gw1", "gw2")
+    ]
+    configs = {g: f"homeassistant/binary_sensor/redox_gateway/{g}/config" for g in ("gw1", "gw2")}
+    states = {g: f"redox/gateway/{g}/state" for g in ("gw1", "gw2")}
+    try:
+        for gateway in gateways:
+            gateway.start()
+        wait_until(
+            lambda: (
+                all(watcher.online(t) for t in states.values())
+                and all(t in watcher.last for t in configs.values())
+            ),
+            90,
+            "both gateways online and announced",
+        )
+        gateways[0].kill()
+        wait_until(lambda: watcher.last.get(states["gw1"]) == b"offline", 90, "gw1's Last Will")
+        assert watcher.online(states["gw2"])
+    finally:
+        for gateway in gateways:
+            gateway.ensure_dead()
+        watcher.stop()
+    for g in ("gw1", "gw2"):
+        entity = json.loads(watcher.last[configs[g]])
+        assert entity["state_topic"] == states[g]
+        assert (entity["payload_on"], entity["payload_off"]) == ("online", "offline")
+        assert entity["device_class"] == "connectivity"
+        assert "availability" not in entity
+        assert "availability_topic" not in entity
+    assert [t for t, _ in watcher.seen if t == configs["gw1"]] == [configs["gw1"]]
