@@ -27,7 +27,7 @@ from processors.alerts import (
 from streamer.athlete.events import DayValues
 from streamer.athlete.state import AthleteState
 from streamer.commands.status import Broker, as_json, as_text, athlete_status
-from streamer.results import AlertsPayload, Kind, Result
+from streamer.results import AlertsPayload, Kind, Result, StatusPayload
 from streamer.store import Store
 
 DAY0 = dt.date(2026, 3, 1)
@@ -387,3 +387,47 @@ def test_rhr_creep_back_in_band_edges(
     since = day - dt.timedelta(days=since_back)
     assert creep.in_band_since_ns == _t(since, 0) - 30 * 60 * NS
     assert f"since {since.isoformat()}" in creep.message
+
+
+def _statuses(out: list[Result]) -> list[StatusPayload]:
+    return [r.payload_as(StatusPayload) for r in out if r.kind is Kind.STATUS]
+
+
+def test_the_retained_status_carries_pull_back_then_resume_and_the_windows_end(
+    tmp_path: Path,
+) -> None:
+    """The MQTT status says what `status` says: pull back since D with the week's end on
+    the raise, resume since D on the clear, and a status without it once the "resume"
+    window has ended — on the first reading after it, also after a restart."""
+    path = tmp_path / "store.sqlite3"
+    fed = Fed(Store(path))
+    fed.days(BASELINE)
+    raised_on = None
+    for i, (hr, rmssd) in CREEP.items():
+        statuses = _statuses(fed.day(i, hr, rmssd))
+        if statuses:
+            ((raised_on, status),) = [(i, s) for s in statuses]
+    assert raised_on is not None
+    assert status.state == "pull_back"
+    assert status.pull_back_since == _day(raised_on).isoformat()
+    assert status.volume_cut_until == (_day(raised_on) + dt.timedelta(days=7)).isoformat()
+    assert (status.back_off_until, status.resume_since) == (None, None)
+    for i in (28, 29, 30):
+        assert _statuses(fed.day(i, *RECOVERY[i])) == []  # nothing changed: no status
+    (cleared,) = _statuses(fed.day(32, *RECOVERY[32]))
+    assert cleared.state == "ok"
+    assert (cleared.pull_back_since, cleared.volume_cut_until) == (None, None)
+    assert cleared.resume_since == _day(29).isoformat()
+    # Within the window: in-band mornings publish nothing new.
+    last_shown = 32 + ph.RESUME_SHOWN_DAYS
+    for i in range(33, last_shown):
+        assert _statuses(fed.day(i, 51.0, 86.0)) == [], i
+    fed.store.close()
+    # A restart inside the window; the first reading after it ends the "resume".
+    again = Fed(Store(path))
+    assert _statuses(again.day(last_shown, 51.0, 86.0)) == []  # the 7th day: still shown
+    (ended,) = _statuses(again.day(last_shown + 1, 51.0, 86.0))
+    assert (ended.state, ended.resume_since, ended.pull_back_since) == ("ok", None, None)
+    assert _statuses(again.day(last_shown + 2, 51.0, 86.0)) == []
+    # The JSON a subscriber decodes says the same.
+    assert StatusPayload.from_fields(cleared.fields()) == cleared
