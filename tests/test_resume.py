@@ -153,6 +153,7 @@ def test_status_says_pull_back_then_resume_in_text_and_json(fed: Fed) -> None:
         "since_date": _day(raised_day).isoformat(),
         "rules": ["rhr_creep"],
         "volume_cut_until": cut_until,
+        "back_off_until": None,  # rhr_creep's advice is the week of cut volume
         "cleared_date": None,
         "shown_until": None,
         "text": body["pull_back"]["text"],
@@ -173,6 +174,7 @@ def test_status_says_pull_back_then_resume_in_text_and_json(fed: Fed) -> None:
         "since_date": _day(29).isoformat(),
         "rules": ["rhr_creep"],
         "volume_cut_until": None,
+        "back_off_until": None,
         "cleared_date": _day(32).isoformat(),
         "shown_until": shown_until,
         "text": body["pull_back"]["text"],
