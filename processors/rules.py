@@ -453,10 +453,13 @@ def evaluate_rhr_creep(
 @dataclass(frozen=True, slots=True)
 class RecentGrip:
     """The athlete's last grip test within ``resume_grip_recent_days`` before a morning:
-    when it was taken (ns since the epoch) and whether it was a spillover."""
+    when it was taken (ns since the epoch), whether it was a spillover, and — when it was
+    not — since when grip is steady again (the first test after the last spillover, ns;
+    None: no spillover before it)."""
 
     t_ns: int
     spillover: bool
+    steady_since_ns: int | None = None
 
 
 def evaluate_morning(
@@ -498,9 +501,10 @@ def morning_back_in_band(
     skipped: they neither break nor extend the run); back when the run is at least
     ``resume_mornings_in_band`` long. The article pairs the morning signals with "steady
     grip strength": with a ``recent_grip`` that was a spillover the athlete is not back
-    (a steady one later than the first in-band morning moves "since" to it; none: the
-    mornings alone decide). Only an inactive evaluation is asked (an active or
-    undecidable one is returned unchanged: its evidence is what raised it).
+    (grip steady again after a spillover later than the first in-band morning moves
+    "since" to that test; none: the mornings alone decide). Only an inactive evaluation is
+    asked (an active or undecidable one is returned unchanged: its evidence is what raised
+    it).
     """
     th = thresholds
     median = creep.evidence.get("baseline_median_bpm")
@@ -547,10 +551,11 @@ def morning_back_in_band(
         since_ns = int(dt.datetime(since.year, since.month, since.day, tzinfo=dt.UTC).timestamp())
         since_ns *= 1_000_000_000
         since_text = f" since {since.isoformat()}"
-        if recent_grip is not None and recent_grip.t_ns > since_ns:
-            # Back only once grip was steady too: since that test.
-            since_ns = recent_grip.t_ns
-            since_text = f" since {_utc_day(recent_grip.t_ns)} (the steady grip test)"
+        steady = None if recent_grip is None else recent_grip.steady_since_ns
+        if steady is not None and steady > since_ns:
+            # Back only once grip was steady again after a spillover: since that test.
+            since_ns = steady
+            since_text = f" since {_utc_day(steady)} (grip steady again)"
     signals = f"resting HR < {rhr_high:.1f} bpm" + (
         "" if ln_low is None else f" and lnRMSSD ≥ {ln_low:.2f}"
     )

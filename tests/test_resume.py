@@ -522,3 +522,13 @@ def test_a_spillover_older_than_a_week_does_not_hold_the_resume(fed: Fed) -> Non
     assert (cleared_day, cleared.event.clear_reason) == (32, "resume")
     assert cleared.event.resume_since_ts_ns == _t(_day(29), 0) - 30 * 60 * NS
     assert "last_grip_spillover" not in cleared.event.resume_evidence
+
+
+def test_steady_grip_all_along_leaves_since_at_the_first_in_band_morning(fed: Fed) -> None:
+    fed.days(BASELINE | CREEP | {i: RECOVERY[i] for i in (28, 29)})
+    _grip(fed, 29, STEADY)  # after the first in-band morning, but grip was never down
+    fed.days({i: RECOVERY[i] for i in (30, 32)})
+    (_, (cleared_day, cleared)) = _events(fed, "rhr_creep")
+    assert (cleared_day, cleared.event.clear_reason) == (32, "resume")
+    assert cleared.event.resume_since_ts_ns == _t(_day(29), 0) - 30 * 60 * NS
+    assert cleared.event.resume_evidence["last_grip_spillover"] == 0.0

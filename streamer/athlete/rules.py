@@ -144,8 +144,17 @@ class RuleEngine:
             self._note_grip(t_ns, grip.grip_class == GRIP_CLASS_LABELS[GripClass.SPILLOVER])
 
     def _note_grip(self, t_ns: int, spillover: bool) -> None:
-        if self._last_grip is None or t_ns >= self._last_grip.t_ns:
-            self._last_grip = RecentGrip(t_ns, spillover)
+        last = self._last_grip
+        if last is not None and t_ns < last.t_ns:
+            return  # tests arrive in time order; an older one changes nothing now
+        if spillover:
+            self._last_grip = RecentGrip(t_ns, True)
+        elif last is None:
+            self._last_grip = RecentGrip(t_ns, False)  # no spillover known: no "since"
+        else:
+            # Steady again since the first test after the last spillover.
+            steady = t_ns if last.spillover else last.steady_since_ns
+            self._last_grip = RecentGrip(t_ns, False, steady)
 
     def recent_grip(self, at_ns: int) -> RecentGrip | None:
         """The last grip test taken within ``resume_grip_recent_days`` before ``at_ns``."""
