@@ -394,6 +394,29 @@ def test_home_assistant_lab_entities_publish_what_run_parses() -> None:
     assert "value_json.labs.lipid_dipstick.band" in stick_sensor["value_template"]
 
 
+def test_home_assistant_lab_sensors_render_the_retained_status(store: Store) -> None:
+    """The sensors' templates, rendered as HA renders them (Jinja2), on the status ``run``
+    publishes: each marker's value; a marker not entered yet keeps the sensor's state."""
+    jinja2 = pytest.importorskip("jinja2")
+    athlete = AthleteConfig(id="ann", name="Ann")
+    messages = {t: json.loads(p) for t, p in discovery_messages(Topics("redox"), [athlete])}
+    run = process(store, [gsh(0, 180.0), stick(1, True)])
+    status = [r for r in run.results if r.kind is Kind.STATUS][-1]
+    value_json = json.loads(json.dumps(dict(status.fields)))
+
+    def render(key: str) -> str:
+        config = messages[f"homeassistant/sensor/redox_ann/{key}/config"]
+        assert config["state_topic"] == "redox/ann/status"
+        template = jinja2.Environment().from_string(config["value_template"])
+        return template.render(value_json=value_json, states=lambda entity: "kept")
+
+    assert render("lab_gsh_gssg") == "180.0"
+    assert render("lab_lipid_dipstick") == "positive"
+    assert render("lab_droms") == "kept"  # never entered: HA keeps what it shows
+    del value_json["labs"]  # a status retained before it carried labs
+    assert render("lab_gsh_gssg") == "kept"
+
+
 def test_the_retained_status_carries_each_markers_newest_entry(store: Store) -> None:
     """Home Assistant's lab sensors read the retained status: every entry that is its
     marker's newest republishes it; a back-dated one does not replace the newer value;
