@@ -129,7 +129,8 @@ def test_status_shows_the_back_off_end_findings_and_last_labs(history: History) 
     text = _flat(as_text([status], broker, now))
     assert f"back off intensity until {end}" in text
     assert "cut volume" not in text
-    assert f"[back off until {end}]" in text
+    # Once on the training line, once in the alert's own message: no third time.
+    assert text.count(f"back off intensity until {end}") == 2
     assert "findings power_plateau (info," in text
     assert "gsh_gssg_high (info," in text
     assert "GSH:GSSG 450:1 (fasted): likely over-supplemented" in text

@@ -684,8 +684,6 @@ def _athlete_text(a: AthleteStatus, broker: Broker, now_ns: int) -> list[str]:
         out.extend(_wrap("alerts", "none open"))
     for i, x in enumerate(a.alerts):
         text = f"{x.rule} ({x.severity}) since {_when(x.since_ts_ns)}: {x.message}"
-        if x.back_off_until_ts_ns is not None:
-            text += f" [back off until {_when(x.back_off_until_ts_ns)}]"
         out.extend(_wrap("alerts" if i == 0 else "", text))
     for i, f in enumerate(a.findings):
         out.extend(_wrap("findings" if i == 0 else "", f"{f.rule} (info, {f.date}): {f.message}"))
