@@ -532,3 +532,10 @@ def test_steady_grip_all_along_leaves_since_at_the_first_in_band_morning(fed: Fe
     assert (cleared_day, cleared.event.clear_reason) == (32, "resume")
     assert cleared.event.resume_since_ts_ns == _t(_day(29), 0) - 30 * 60 * NS
     assert cleared.event.resume_evidence["last_grip_spillover"] == 0.0
+
+
+def test_an_imported_older_day_does_not_republish_an_older_view(fed: Fed) -> None:
+    fed.days(BASELINE | CREEP | RECOVERY)  # rhr_creep cleared with resume on day 32
+    assert _statuses(fed.day(33, 51.0, 86.0)) == []
+    # Day 31 was missing; imported now, it is before the clearing: no status from the past.
+    assert _statuses(fed.day(31, 51.0, 86.0)) == []

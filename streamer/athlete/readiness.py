@@ -64,6 +64,7 @@ class Readiness:
         self._save = save
         self.labs: dict[str, LabLatest] = {}  # the newest entry per marker (sample time)
         self._shown: PullBackView = (None, None, None, None)
+        self._shown_at_ns = 0  # the time of the status that showed it
 
     def restored(self) -> None:
         """After the book was restored: the pull-back view the last published status
@@ -71,7 +72,8 @@ class Readiness:
         streamer was down is re-published on the next evaluation)."""
         times = [a.raised_at_ns for a in self.book.open_alerts()]
         times += [a.cleared_at_ns or 0 for a in self.book.resumed_alerts()]
-        self._shown = self.pull_back_view(max(times, default=0))
+        self._shown_at_ns = max(times, default=0)
+        self._shown = self.pull_back_view(self._shown_at_ns)
 
     def note_lab(self, lab: LabPayload, t_ns: int) -> bool:
         """Keep ``lab`` (taken at ``t_ns``) when it is its marker's newest; True then."""
@@ -86,7 +88,8 @@ class Readiness:
         pull-back/resume state changed by itself (the resume window ended); else nothing."""
         changes = self.book.update_all(list(evaluations), t_ns)
         if not changes:
-            if self.pull_back_view(t_ns) != self._shown:
+            # Only forward in time: an imported older day must not put back an older view.
+            if t_ns > self._shown_at_ns and self.pull_back_view(t_ns) != self._shown:
                 return [self.status_result(t_ns)]
             return []
         if self._save is not None:
@@ -114,7 +117,7 @@ class Readiness:
         )
         morning = self.snapshot.last_morning
         view = self.pull_back_view(t_ns)
-        self._shown = view
+        self._shown, self._shown_at_ns = view, max(self._shown_at_ns, t_ns)
         pull_back_since, volume_cut_until, back_off_until, resume_since = view
         return StatusPayload(
             state=state,
