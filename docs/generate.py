@@ -40,6 +40,7 @@ from processors.rules import CATALOGUE, RuleThresholds  # noqa: E402
 from streamer.results import (  # noqa: E402
     PAYLOAD_TYPES,
     AlertPayload,
+    LabLatest,
     Payload,
     payload_constants,
     published_name,
@@ -192,6 +193,8 @@ def json_type(tp: object) -> str:
         return "object"
     if tp is AlertPayload:
         return "alert"
+    if tp is LabLatest:
+        return "lab value"
     if tp in _JSON_TYPES:
         return _JSON_TYPES[tp]
     raise TypeError(f"no JSON type name for {tp}: teach docs/generate.py json_type")
@@ -208,7 +211,7 @@ VALUES_FROM_CODE: Mapping[tuple[type, str], Callable[[], list[str]]] = {
 }
 
 
-def fields_table(cls: type[Payload] | type[AlertPayload]) -> str:
+def fields_table(cls: type[Payload] | type[AlertPayload] | type[LabLatest]) -> str:
     """Key, JSON type, unit and meaning of every field of ``cls``, in publishing order."""
     hints = typing.get_type_hints(cls)
     rows = ["| key | type | unit | meaning |", "|---|---|---|---|"]
@@ -233,6 +236,7 @@ def topic_tables() -> dict[str, Callable[[], str]]:
         for cls in PAYLOAD_TYPES
     }
     tables["alert object"] = lambda: fields_table(AlertPayload)
+    tables["lab value object"] = lambda: fields_table(LabLatest)
     return tables
 
 

@@ -221,6 +221,9 @@ class AlertBook:
         self.clear_after = clear_after
         self._open: dict[str, Alert] = {}
         self._quiet: dict[str, int] = {}  # consecutive inactive evaluations of an open rule
+        # The last ``resume`` clearing per rule: the status shows "resume" for a while after
+        # one, and a restarted streamer must still know it (saved with the book).
+        self._resumed: dict[str, Alert] = {}
 
     def update(self, evaluation: RuleEvaluation, at_ns: int) -> Alert | None:
         """Apply one evaluation; return the alert that was raised or cleared, else None."""
@@ -273,13 +276,15 @@ class AlertBook:
                 cleared, clear_reason=ClearReason.NOT_MET, clear_message=evaluation.message
             )
         since = evaluation.in_band_since_ns
-        return replace(
+        resumed = replace(
             cleared,
             clear_reason=ClearReason.RESUME,
             clear_message=evaluation.message,
             resume_evidence=evaluation.evidence,
             resume_since_ns=at_ns if since is None else min(since, at_ns),
         )
+        self._resumed[rule] = resumed
+        return resumed
 
     def update_all(self, evaluations: list[RuleEvaluation], at_ns: int) -> list[Alert]:
         """Apply several evaluations at the same moment; return the transitions in order."""
@@ -294,6 +299,11 @@ class AlertBook:
         """Alerts currently raised, ordered by rule id."""
         return tuple(self._open[r] for r in sorted(self._open))
 
+    def resumed_alerts(self) -> tuple[Alert, ...]:
+        """The last alert of each rule that cleared with the reason ``resume`` (cleared
+        state, with ``cleared_at_ns`` and ``resume_since_ns``), ordered by rule id."""
+        return tuple(self._resumed[r] for r in sorted(self._resumed))
+
     def is_raised(self, rule_id: str) -> bool:
         """Whether ``rule_id`` has an open alert."""
         return rule_id in self._open
@@ -306,6 +316,7 @@ class AlertBook:
             "clear_after": self.clear_after,
             "open": [a.to_dict() for a in self.open_alerts()],
             "quiet": dict(sorted(self._quiet.items())),
+            "resumed": [a.to_dict() for a in self.resumed_alerts()],
         }
 
     @classmethod
@@ -319,6 +330,12 @@ class AlertBook:
                     raise ValueError(f"open alert {alert.rule_id} is not raised for {book.athlete}")
                 book._open[alert.rule_id] = alert
             book._quiet = {str(k): int(v) for k, v in dict(data["quiet"]).items()}
+            # Absent in books saved before the status carried the resume state.
+            for item in data.get("resumed") or ():
+                alert = Alert.from_dict(item)
+                if alert.clear_reason is not ClearReason.RESUME or alert.cleared_at_ns is None:
+                    raise ValueError(f"resumed alert {alert.rule_id} did not clear with resume")
+                book._resumed[alert.rule_id] = alert
         except (KeyError, TypeError) as exc:
             raise ValueError(f"stored alert book is malformed ({exc!r})") from exc
         return book

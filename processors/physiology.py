@@ -274,6 +274,12 @@ ELITE_PASSIVE_DAY_EVERY: Final = 3  # a passive day after every third high-inten
 # "three days running" the article uses for the morning-HR + grip warning sign (a single
 # good morning is within day-to-day noise). See docs/rules.md "Resume".
 RESUME_MORNINGS_IN_BAND: Final = 3
+# "… and steady grip strength": for rhr_creep, when the athlete has grip-tested within the
+# last week before the morning, the last such test must not be a spillover (still down 30
+# min after the session) for the signals to count as back in band. A week: the span of the
+# pull-back itself (project choice); an older test says nothing about grip now, and an
+# athlete who does not grip-test is judged on the morning signals alone.
+RESUME_GRIP_RECENT_DAYS: Final = 7
 # How long `status` keeps saying "resume (signals back in band since D)" after the last
 # pull-back alert cleared: the article's "resume, slowly" — one week, the length of the
 # pull-back itself (project choice).

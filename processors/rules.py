@@ -260,6 +260,7 @@ class RuleThresholds:
     rpe_reference_sessions: int = ph.RPE_REFERENCE_SESSIONS
     rpe_min_reference_sessions: int = ph.RPE_MIN_REFERENCE_SESSIONS
     resume_mornings_in_band: int = ph.RESUME_MORNINGS_IN_BAND
+    resume_grip_recent_days: float = ph.RESUME_GRIP_RECENT_DAYS
     hi_spacing_h: float = ph.HIGH_INTENSITY_SPACING_H
     high_intensity_rpe: float = ph.HIGH_INTENSITY_RPE
     high_intensity_power_w: float | None = None  # personal (second threshold / FTP): no default
@@ -449,18 +450,34 @@ def evaluate_rhr_creep(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RecentGrip:
+    """The athlete's last grip test within ``resume_grip_recent_days`` before a morning:
+    when it was taken (ns since the epoch), whether it was a spillover, and — when it was
+    not — since when grip is steady again (the first test after the last spillover, ns;
+    None: no spillover before it)."""
+
+    t_ns: int
+    spillover: bool
+    steady_since_ns: int | None = None
+
+
 def evaluate_morning(
     ln_rmssd_history: npt.ArrayLike,
     resting_hr_history: npt.ArrayLike,
     thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
     *,
     day: dt.date | None = None,
+    recent_grip: RecentGrip | None = None,
 ) -> list[RuleEvaluation]:
     """Both morning rules for one new morning reading (histories end on the same day,
-    ``day``, which dates ``rhr_creep``'s back-in-band run; None: undated)."""
+    ``day``, which dates ``rhr_creep``'s back-in-band run; None: undated). ``recent_grip``:
+    the last grip test of the recent days, which ``rhr_creep``'s resume also asks."""
     hrv = evaluate_hrv_downtrend(ln_rmssd_history, thresholds)
     creep = evaluate_rhr_creep(resting_hr_history, thresholds)
-    back = morning_back_in_band(creep, hrv, ln_rmssd_history, resting_hr_history, day, thresholds)
+    back = morning_back_in_band(
+        creep, hrv, ln_rmssd_history, resting_hr_history, day, thresholds, recent_grip
+    )
     return [hrv, back]
 
 
@@ -471,17 +488,23 @@ def morning_back_in_band(
     resting_hr_history: npt.ArrayLike,
     day: dt.date | None = None,
     thresholds: RuleThresholds = DEFAULT_THRESHOLDS,
+    recent_grip: RecentGrip | None = None,
 ) -> RuleEvaluation:
     """``creep`` (an ``rhr_creep`` evaluation) with its back-in-band verdict: whether the
-    morning signals are back in their normal band, on how many mornings, since when.
+    morning signals are back in their normal band, on how many mornings, since when —
+    and, when the athlete grip-tested recently (``recent_grip``), whether grip is steady.
 
     The bands are the rules' own, from their evidence: resting HR below the baseline
     median (``baseline_median_bpm``) + ``rhr_creep_delta_bpm``, lnRMSSD at or above the
     ``hrv_downtrend`` band's low edge (``band_low_ln_ms``; not required while lnRMSSD has
     no baseline). Counted back from the last day over valid mornings (missing days are
     skipped: they neither break nor extend the run); back when the run is at least
-    ``resume_mornings_in_band`` long. Only an inactive evaluation is asked (an active or
-    undecidable one is returned unchanged: its evidence is what raised it).
+    ``resume_mornings_in_band`` long. The article pairs the morning signals with "steady
+    grip strength": with a ``recent_grip`` that was a spillover the athlete is not back
+    (grip steady again after a spillover later than the first in-band morning moves
+    "since" to that test; none: the mornings alone decide). Only an inactive evaluation is
+    asked (an active or undecidable one is returned unchanged: its evidence is what raised
+    it).
     """
     th = thresholds
     median = creep.evidence.get("baseline_median_bpm")
@@ -505,7 +528,9 @@ def morning_back_in_band(
             break
         run, first_back = run + 1, back
     need = th.resume_mornings_in_band
-    back_in_band = run >= need
+    mornings_back = run >= need
+    grip_steady = recent_grip is None or not recent_grip.spillover
+    back_in_band = mornings_back and grip_steady
     evidence = dict(creep.evidence)
     evidence.update(
         {
@@ -516,6 +541,9 @@ def morning_back_in_band(
     )
     if ln_low is not None:
         evidence["ln_rmssd_band_low_ln_ms"] = ln_low
+    if recent_grip is not None:
+        evidence["last_grip_spillover"] = float(recent_grip.spillover)
+        evidence["last_grip_test_s"] = recent_grip.t_ns / 1e9
     since_ns = None
     since_text = ""
     if first_back is not None and day is not None:
@@ -523,14 +551,26 @@ def morning_back_in_band(
         since_ns = int(dt.datetime(since.year, since.month, since.day, tzinfo=dt.UTC).timestamp())
         since_ns *= 1_000_000_000
         since_text = f" since {since.isoformat()}"
+        steady = None if recent_grip is None else recent_grip.steady_since_ns
+        if steady is not None and steady > since_ns:
+            # Back only once grip was steady again after a spillover: since that test.
+            since_ns = steady
+            since_text = f" since {_utc_day(steady)} (grip steady again)"
     signals = f"resting HR < {rhr_high:.1f} bpm" + (
         "" if ln_low is None else f" and lnRMSSD ≥ {ln_low:.2f}"
     )
-    message = creep.message + (
-        f"; morning signals back in band ({signals}) on {run} mornings{since_text}"
-        if back_in_band
-        else f"; not yet back in band ({signals}): {run} of {need} mornings"
-    )
+    grip_text = "" if recent_grip is None else " and grip steady"
+    if back_in_band:
+        message = f"; morning signals back in band ({signals}){grip_text} on {run} mornings"
+        message += since_text
+    elif mornings_back and recent_grip is not None:
+        message = (
+            f"; morning signals back in band ({signals}) on {run} mornings, but grip is not "
+            f"steady: the last grip test ({_utc_day(recent_grip.t_ns)}) was a spillover"
+        )
+    else:
+        message = f"; not yet back in band ({signals}): {run} of {need} mornings"
+    message = creep.message + message
     return dataclasses.replace(
         creep,
         message=message,
@@ -538,6 +578,10 @@ def morning_back_in_band(
         back_in_band=back_in_band,
         in_band_since_ns=since_ns if back_in_band else None,
     )
+
+
+def _utc_day(t_ns: int) -> str:
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC).date().isoformat()
 
 
 def evaluate_smo2_slow_recovery(

@@ -1221,6 +1221,35 @@ class AlertsPayload(Payload):
 
 
 @dataclass(frozen=True, slots=True)
+class LabLatest:
+    """A marker's last lab entry as the ``status`` payload carries it (retained, so Home
+    Assistant's lab sensors keep their value over a restart)."""
+
+    value: float | None = field(
+        metadata=column(
+            None,
+            "",
+            "GSH:GSSG ratio (n of n:1) or dROMs (CARR U); the dipstick: 1 positive, 0 negative",
+        )
+    )
+    timing: str | None = field(
+        metadata=column(None, "", "`fasted`, `pre-training`, `post-45min`; null: none given")
+    )
+    band: str = field(metadata=column(None, "", "its band, as in the `lab` payload"))
+    date: str = field(metadata=column(None, "", "the UTC day the sample was taken"))
+    ts_ns: int = field(metadata=column(None, "ns", "when the sample was taken"))
+
+    @classmethod
+    def of(cls, lab: LabPayload, ts_ns: int) -> LabLatest:
+        """From a ``lab`` result's payload and its time (when the sample was taken)."""
+        value = lab.gsh_gssg_ratio if lab.gsh_gssg_ratio is not None else lab.droms_carr_u
+        if value is None and lab.positive is not None:
+            value = 1.0 if lab.positive else 0.0
+        day = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).date().isoformat()
+        return cls(value, lab.timing, lab.band, day, ts_ns)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusPayload(Payload):
     """The readiness summary: a state topic derived from the others, MQTT only."""
 
@@ -1241,6 +1270,52 @@ class StatusPayload(Payload):
     morning_date: str | None = field(metadata=column(None, "", "the day of that morning reading"))
     devices_active: tuple[str, ...] = field(
         metadata=column(None, "", "devices heard from in the last 10 s")
+    )
+    pull_back_since: str | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "",
+            "while a pull-back alert is open: the UTC day the first of them was raised "
+            "(`YYYY-MM-DD`); null otherwise",
+        ),
+    )
+    volume_cut_until: str | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "",
+            "while pulling back: the latest end of the open alerts' weeks of ~40% cut volume "
+            "(UTC date); null when none has one (`hr_grip_flat` has its own back-off)",
+        ),
+    )
+    back_off_until: str | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "",
+            "while `hr_grip_flat` is open: the end of its 48 h of lower intensity (UTC, ISO "
+            "8601); null otherwise",
+        ),
+    )
+    resume_since: str | None = field(
+        default=None,
+        metadata=column(
+            None,
+            "",
+            "no pull-back alert open and one cleared with `resume` within the last 7 days: "
+            "the UTC day its signals are back in band since (the latest of those); null "
+            "otherwise. Re-published when that window ends, on the next reading",
+        ),
+    )
+    labs: Mapping[str, LabLatest] = field(
+        default_factory=dict,
+        metadata=column(
+            None,
+            "",
+            "the last lab entry per marker (`gsh_gssg`, `droms`, `lipid_dipstick`): a lab "
+            "value object each (below); markers never entered are absent",
+        ),
     )
 
 
@@ -1349,7 +1424,7 @@ def parse(kind: Kind | str, fields: Mapping[str, JsonValue]) -> Payload:
     return payload_type(kind, fields).from_fields(fields)
 
 
-def payload_key(cls: type[Payload] | type[AlertPayload], attribute: str) -> str:
+def payload_key(cls: type[Payload] | type[AlertPayload] | type[LabLatest], attribute: str) -> str:
     """The published key of ``cls``'s field ``attribute`` (``GripPayload``, ``"grip_class"``
     → ``"class"``), for consumers that must name a key in text (Home Assistant templates);
     ``AttributeError`` if ``cls`` has no such field, so a renamed field fails at import."""
@@ -1361,7 +1436,7 @@ def payload_key(cls: type[Payload] | type[AlertPayload], attribute: str) -> str:
 
 def _check_declared() -> None:
     """Every payload field is declared with :func:`column` (its unit, meaning, column)."""
-    for cls in (*PAYLOAD_TYPES, AlertPayload):
+    for cls in (*PAYLOAD_TYPES, AlertPayload, LabLatest):
         for f in dataclasses.fields(cls):
             if "doc" not in f.metadata:
                 raise TypeError(

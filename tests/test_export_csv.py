@@ -78,6 +78,8 @@ def test_sessions_export_their_span_and_numbers(
     assert row["start_utc"].startswith("2017-06-11T14:32:5")
     assert float(row["duration_s"]) > 45
     assert row["rpe"] == "4.0"
+    # One walk with RPE: too few sessions for the plateau; no HR zones configured.
+    assert (row["power_plateau"], row["power_change_pct"], row["hr_zone3_s"]) == ("", "", "")
 
 
 def test_a_missing_store_or_a_reversed_range_is_one_line_that_says_what_to_do(
@@ -92,3 +94,53 @@ def test_a_missing_store_or_a_reversed_range_is_one_line_that_says_what_to_do(
     argv = ["export", "csv", "--athlete", "ann", "--from", "2026-02-01", "--to", "2026-01-01"]
     assert main([*argv, "--store", str(missing)]) == 2
     assert "swap them" in capsys.readouterr().err
+
+
+def test_labs_export_each_entry_with_its_timing_value_and_band(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_lab_markers import POST, droms, gsh, process, stick
+
+    path = tmp_path / "store.sqlite3"
+    with Store(path) as store:
+        process(store, [gsh(0, 95.0), gsh(0.1, 60.0, POST), droms(1, 300.0), stick(2, True)])
+    argv = ["export", "csv", "--athlete", "ann", "--what", "labs", "--store", str(path)]
+    assert main(argv) == 0
+    rows = _csv(capsys.readouterr().out)
+    assert [(r["marker"], r["timing"], r["band"]) for r in rows] == [
+        ("gsh_gssg", "fasted", "leaning_oxidative"),
+        ("gsh_gssg", "post-45min", "post_session"),
+        ("droms", "fasted", "no_baseline"),
+        ("lipid_dipstick", "", "positive"),
+    ]
+    assert rows[0]["taken_utc"] == "2026-11-02T07:00:00+00:00"
+    assert (rows[0]["gsh_gssg_ratio"], rows[0]["droms_carr_u"]) == ("95.0", "")
+    assert [r["judged"] for r in rows[:2]] == ["true", "false"]
+    # The post-session draw is set against the same day's resting one: 60 vs 95.
+    assert float(rows[1]["change_pct"]) == pytest.approx(100 * (60 - 95) / 95, abs=0.1)
+    assert rows[2]["droms_carr_u"] == "300.0"
+    assert rows[3]["positive"] == "true"
+    # --from/--to select by the day the sample was taken.
+    argv += ["--from", "2026-11-03", "--to", "2026-11-03"]
+    assert main(argv) == 0
+    assert [r["marker"] for r in _csv(capsys.readouterr().out)] == ["droms"]
+
+
+def test_session_columns_keep_their_order_and_add_zone3_and_the_plateau() -> None:
+    from streamer.commands.export import SESSION_COLUMNS
+
+    names = [name for name, _ in SESSION_COLUMNS]
+    # The columns a spreadsheet already reads stay where they were; new ones come after.
+    assert names[:10] == [
+        "start_utc",
+        "end_utc",
+        "duration_s",
+        "rpe",
+        "mean_power_w",
+        "n_efforts",
+        "n_recovered",
+        "recovery_s",
+        "recovery_is_lower_bound",
+        "device",
+    ]
+    assert names[10:] == ["hr_zone3_s", "power_plateau", "power_change_pct"]

@@ -38,7 +38,7 @@ from streamer.athlete.events import LabEntry
 from streamer.commands.log import command_from_args, sample_time_ns
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.errors import CliError
-from streamer.results import AlertsPayload, Kind, LabPayload, Result
+from streamer.results import AlertsPayload, Kind, LabPayload, Result, StatusPayload
 from streamer.sinks.ha_discovery import discovery_messages
 from streamer.store import SCHEMA_VERSION, Store
 from streamer.topics import Topics
@@ -387,8 +387,58 @@ def test_home_assistant_lab_entities_publish_what_run_parses() -> None:
         0.0,
     ]
     sensor = messages["homeassistant/sensor/redox_alice/lab_gsh_gssg/config"]
-    assert sensor["state_topic"] == "club/redox/alice/lab"
-    assert "value_json.marker == 'gsh_gssg'" in sensor["value_template"]
+    # The retained status, not the lab topic: the sensor has its value after an HA restart.
+    assert sensor["state_topic"] == "club/redox/alice/status"
+    assert "value_json.labs.gsh_gssg.value" in sensor["value_template"]
+    stick_sensor = messages["homeassistant/sensor/redox_alice/lab_lipid_dipstick/config"]
+    assert "value_json.labs.lipid_dipstick.band" in stick_sensor["value_template"]
+
+
+def test_home_assistant_lab_sensors_render_the_retained_status(store: Store) -> None:
+    """The sensors' templates, rendered as HA renders them (Jinja2), on the status ``run``
+    publishes: each marker's value; a marker not entered yet keeps the sensor's state."""
+    jinja2 = pytest.importorskip("jinja2")
+    athlete = AthleteConfig(id="ann", name="Ann")
+    messages = {t: json.loads(p) for t, p in discovery_messages(Topics("redox"), [athlete])}
+    run = process(store, [gsh(0, 180.0), stick(1, True)])
+    status = [r for r in run.results if r.kind is Kind.STATUS][-1]
+    value_json = json.loads(json.dumps(dict(status.fields)))
+
+    def render(key: str) -> str:
+        config = messages[f"homeassistant/sensor/redox_ann/{key}/config"]
+        assert config["state_topic"] == "redox/ann/status"
+        template = jinja2.Environment().from_string(config["value_template"])
+        return template.render(value_json=value_json, states=lambda entity: "kept")
+
+    assert render("lab_gsh_gssg") == "180.0"
+    assert render("lab_lipid_dipstick") == "positive"
+    assert render("lab_droms") == "kept"  # never entered: HA keeps what it shows
+    del value_json["labs"]  # a status retained before it carried labs
+    assert render("lab_gsh_gssg") == "kept"
+
+
+def test_the_retained_status_carries_each_markers_newest_entry(store: Store) -> None:
+    """Home Assistant's lab sensors read the retained status: every entry that is its
+    marker's newest republishes it; a back-dated one does not replace the newer value;
+    a restarted streamer still carries them."""
+    run = process(store, [gsh(1, 180.0), droms(2, 300.0), stick(3, False), gsh(0, 90.0)])
+    statuses = [r.payload_as(StatusPayload) for r in run.results if r.kind is Kind.STATUS]
+    # gsh(0, 90) is leaning oxidative but back-dated behind gsh(1): the alert follows the
+    # newest sample and the status keeps it, so nothing is published for it.
+    assert len(statuses) == 3
+    last = statuses[-1].labs
+    assert sorted(last) == ["droms", "gsh_gssg", "lipid_dipstick"]
+    assert (last["gsh_gssg"].value, last["gsh_gssg"].timing) == (180.0, "fasted")
+    assert (last["gsh_gssg"].band, last["gsh_gssg"].date) == ("trained", "2026-11-03")
+    assert (last["droms"].value, last["droms"].band) == (300.0, "no_baseline")
+    assert (last["lipid_dipstick"].value, last["lipid_dipstick"].band) == (0.0, "negative")
+    # The JSON round trip a subscriber makes.
+    assert StatusPayload.from_fields(statuses[-1].fields()) == statuses[-1]
+    # A restart: the labs come back from the store's history with the next status.
+    again = process(store, [droms(4, 310.0)])
+    (status,) = [r.payload_as(StatusPayload) for r in again.results if r.kind is Kind.STATUS]
+    assert status.labs["gsh_gssg"].value == 180.0
+    assert status.labs["droms"].value == 310.0
 
 
 # --- the store ------------------------------------------------------------------------------

@@ -129,6 +129,33 @@ async def test_lab_entries_over_mqtt_and_the_cli_reach_store_mqtt_influx_and_ale
     with contextlib.suppress(asyncio.CancelledError):
         await listening
 
+    # Home Assistant restarted: a fresh login gets the retained status, and with it the last
+    # entry per marker its lab sensors read (the `lab` topic itself is not retained).
+    restarted = Listener(shipped_mosquitto)
+    listening = asyncio.create_task(restarted.run())
+    try:
+        await restarted.until(
+            "the retained status",
+            lambda: any(t == "redox/ann/status" and r for t, _, r in restarted.messages),
+        )
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    assert not [t for t, _, r in restarted.messages if t == "redox/ann/lab" and r]
+    (status,) = restarted.json_on("redox/ann/status")
+    labs = status["labs"]
+    assert isinstance(labs, dict)
+    assert (labs["gsh_gssg"]["value"], labs["gsh_gssg"]["timing"]) == (180, "fasted")
+    assert (labs["droms"]["value"], labs["droms"]["band"]) == (450, "above_baseline")
+    assert labs["lipid_dipstick"]["band"] == "positive"
+    # The offline entry cleared gsh_gssg_low; the positive dipstick still pulls back (its
+    # day is run's emulated clock's), with its week of cut volume.
+    assert status["state"] == "pull_back"
+    since = dt.date.fromisoformat(str(status["pull_back_since"]))
+    assert status["volume_cut_until"] == (since + dt.timedelta(days=7)).isoformat()
+    assert status["resume_since"] is None
+
     with Store(tmp_path / "store.sqlite3", read_only=True) as store:
         rows = store.lab_entries("ann")
         alerts = {(a.rule, a.state) for a in store.alerts("ann")}

@@ -12,6 +12,8 @@ one still high, a missing day among them — until three valid mornings run in b
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,10 +26,11 @@ from processors.alerts import (
     RuleEvaluation,
     Severity,
 )
-from streamer.athlete.events import DayValues
+from processors.morning import MorningReading
+from streamer.athlete.events import DayValues, GripEnd, GripPhase
 from streamer.athlete.state import AthleteState
 from streamer.commands.status import Broker, as_json, as_text, athlete_status
-from streamer.results import AlertsPayload, Kind, Result
+from streamer.results import AlertsPayload, GripPayload, Kind, Result, StatusPayload
 from streamer.store import Store
 
 DAY0 = dt.date(2026, 3, 1)
@@ -153,6 +156,7 @@ def test_status_says_pull_back_then_resume_in_text_and_json(fed: Fed) -> None:
         "since_date": _day(raised_day).isoformat(),
         "rules": ["rhr_creep"],
         "volume_cut_until": cut_until,
+        "back_off_until": None,  # rhr_creep's advice is the week of cut volume
         "cleared_date": None,
         "shown_until": None,
         "text": body["pull_back"]["text"],
@@ -173,6 +177,7 @@ def test_status_says_pull_back_then_resume_in_text_and_json(fed: Fed) -> None:
         "since_date": _day(29).isoformat(),
         "rules": ["rhr_creep"],
         "volume_cut_until": None,
+        "back_off_until": None,
         "cleared_date": _day(32).isoformat(),
         "shown_until": shown_until,
         "text": body["pull_back"]["text"],
@@ -387,3 +392,150 @@ def test_rhr_creep_back_in_band_edges(
     since = day - dt.timedelta(days=since_back)
     assert creep.in_band_since_ns == _t(since, 0) - 30 * 60 * NS
     assert f"since {since.isoformat()}" in creep.message
+
+
+def _statuses(out: list[Result]) -> list[StatusPayload]:
+    return [r.payload_as(StatusPayload) for r in out if r.kind is Kind.STATUS]
+
+
+def test_the_retained_status_carries_pull_back_then_resume_and_the_windows_end(
+    tmp_path: Path,
+) -> None:
+    """The MQTT status says what `status` says: pull back since D with the week's end on
+    the raise, resume since D on the clear, and a status without it once the "resume"
+    window has ended — on the first reading after it, also after a restart."""
+    path = tmp_path / "store.sqlite3"
+    fed = Fed(Store(path))
+    fed.days(BASELINE)
+    raised_on = None
+    for i, (hr, rmssd) in CREEP.items():
+        statuses = _statuses(fed.day(i, hr, rmssd))
+        if statuses:
+            ((raised_on, status),) = [(i, s) for s in statuses]
+    assert raised_on is not None
+    assert status.state == "pull_back"
+    assert status.pull_back_since == _day(raised_on).isoformat()
+    assert status.volume_cut_until == (_day(raised_on) + dt.timedelta(days=7)).isoformat()
+    assert (status.back_off_until, status.resume_since) == (None, None)
+    for i in (28, 29, 30):
+        assert _statuses(fed.day(i, *RECOVERY[i])) == []  # nothing changed: no status
+    (cleared,) = _statuses(fed.day(32, *RECOVERY[32]))
+    assert cleared.state == "ok"
+    assert (cleared.pull_back_since, cleared.volume_cut_until) == (None, None)
+    assert cleared.resume_since == _day(29).isoformat()
+    # Within the window: in-band mornings publish nothing new.
+    last_shown = 32 + ph.RESUME_SHOWN_DAYS
+    for i in range(33, last_shown):
+        assert _statuses(fed.day(i, 51.0, 86.0)) == [], i
+    fed.store.close()
+    # A restart inside the window; the first reading after it ends the "resume".
+    again = Fed(Store(path))
+    assert _statuses(again.day(last_shown, 51.0, 86.0)) == []  # the 7th day: still shown
+    (ended,) = _statuses(again.day(last_shown + 1, 51.0, 86.0))
+    assert (ended.state, ended.resume_since, ended.pull_back_since) == ("ok", None, None)
+    assert _statuses(again.day(last_shown + 2, 51.0, 86.0)) == []
+    # The JSON a subscriber decodes says the same.
+    assert StatusPayload.from_fields(cleared.fields()) == cleared
+
+
+# --- rhr_creep's resume asks for steady grip when the athlete grip-tests -------------------
+
+
+def _grip(fed: Fed, day: int, post_kg: Sequence[tuple[float, float]]) -> list[Result]:
+    """A grip test at 17:30 of ``day`` through the athlete state: three 50 kg MVC squeezes,
+    then a post test per (minutes after, kg)."""
+    from tests.test_hormetic_rules import _squeezes
+
+    at = _t(_day(day), 17)
+    items: list[tuple[str, object]] = [("grip", GripPhase(at, None))]
+    items += list(_squeezes(at + 1, [50.0] * 3))
+    for minute, kg in post_kg:
+        start = at + round((minute + 1) * 60 * NS)
+        items.append(("grip", GripPhase(start, minute)))
+        items += list(_squeezes(start + 1, [kg]))
+    items.append(("grip", GripEnd(at + round((post_kg[-1][0] + 2) * 60 * NS))))
+    out: list[Result] = []
+    for device, record in items:
+        out += fed.state.process(device, record)
+    for result in out:
+        fed.store.record(result)
+    return out
+
+
+SPILLOVER = ((0.0, 40.0), (30.0, 40.0))  # 20% down at 0 and still at 30 min
+STEADY = ((0.0, 49.5), (30.0, 50.0))
+
+
+def test_a_recent_spillover_keeps_rhr_creep_open_until_a_steady_grip_test(fed: Fed) -> None:
+    fed.days(BASELINE | CREEP)
+    (grip,) = [r for r in _grip(fed, 27, SPILLOVER) if r.kind is Kind.GRIP]
+    assert grip.payload_as(GripPayload).grip_class == "grip_spillover"
+    fed.days(RECOVERY)  # three valid mornings in band by day 32: enough on their own
+    assert fed.state.book.is_raised("rhr_creep")
+    assert [e.event.state for _, e in _events(fed, "rhr_creep")] == ["raised"]
+    steady = [r for r in _grip(fed, 32, STEADY) if r.kind is Kind.GRIP]
+    assert steady[0].payload_as(GripPayload).grip_class == "normal"
+    fed.day(33, 51.0, 86.0)
+    (_, (cleared_day, cleared)) = _events(fed, "rhr_creep")
+    event = cleared.event
+    assert (cleared_day, event.clear_reason) == (33, "resume")
+    # Back since the steady grip test (its result's time), not the first in-band morning.
+    assert event.resume_since_ts_ns == steady[0].ts_ns
+    assert event.resume_evidence["last_grip_spillover"] == 0.0
+    assert "grip steady" in (event.clear_message or "")
+
+
+def test_the_held_verdict_names_the_spillover(fed: Fed) -> None:
+    fed.days(BASELINE | CREEP)
+    _grip(fed, 27, SPILLOVER)
+    fed.days({i: RECOVERY[i] for i in (28, 29, 30)})
+    out = fed.day(32, *RECOVERY[32])
+    assert [r for r in out if r.kind is Kind.ALERTS and "rhr_creep" in str(r.fields)] == []
+    day = _day(32)
+    reading = MorningReading(
+        accepted=True,
+        reject_reason=None,
+        n_beats=0,
+        duration_s=0.0,
+        artifacts_pct=float("nan"),
+        corrected_pct=float("nan"),
+        ln_rmssd=math.log(86.0),
+        rmssd_ms=86.0,
+        resting_hr_bpm=51.0,
+        mean_nn_ms=60_000 / 51.0,
+        sdnn_ms=None,
+        t_ns=_t(day),
+        day=day,
+    )
+    verdict = fed.state.rules.morning(day, reading)
+    (creep,) = [e for e in verdict.evaluations if e.rule_id == "rhr_creep"]
+    assert creep.back_in_band is False
+    assert f"the last grip test ({_day(27).isoformat()}) was a spillover" in creep.message
+    assert creep.evidence["last_grip_spillover"] == 1.0
+
+
+def test_a_spillover_older_than_a_week_does_not_hold_the_resume(fed: Fed) -> None:
+    fed.days({i: v for i, v in BASELINE.items() if i < 20})
+    _grip(fed, 19, SPILLOVER)  # day 19 17:00: 12.5 days before day 32's morning
+    fed.days({i: v for i, v in BASELINE.items() if i >= 20} | CREEP | RECOVERY)
+    (_, (cleared_day, cleared)) = _events(fed, "rhr_creep")
+    assert (cleared_day, cleared.event.clear_reason) == (32, "resume")
+    assert cleared.event.resume_since_ts_ns == _t(_day(29), 0) - 30 * 60 * NS
+    assert "last_grip_spillover" not in cleared.event.resume_evidence
+
+
+def test_steady_grip_all_along_leaves_since_at_the_first_in_band_morning(fed: Fed) -> None:
+    fed.days(BASELINE | CREEP | {i: RECOVERY[i] for i in (28, 29)})
+    _grip(fed, 29, STEADY)  # after the first in-band morning, but grip was never down
+    fed.days({i: RECOVERY[i] for i in (30, 32)})
+    (_, (cleared_day, cleared)) = _events(fed, "rhr_creep")
+    assert (cleared_day, cleared.event.clear_reason) == (32, "resume")
+    assert cleared.event.resume_since_ts_ns == _t(_day(29), 0) - 30 * 60 * NS
+    assert cleared.event.resume_evidence["last_grip_spillover"] == 0.0
+
+
+def test_an_imported_older_day_does_not_republish_an_older_view(fed: Fed) -> None:
+    fed.days(BASELINE | CREEP | RECOVERY)  # rhr_creep cleared with resume on day 32
+    assert _statuses(fed.day(33, 51.0, 86.0)) == []
+    # Day 31 was missing; imported now, it is before the clearing: no status from the past.
+    assert _statuses(fed.day(31, 51.0, 86.0)) == []

@@ -177,12 +177,15 @@ class GripProtocol:
         return GripStep(minute, t_ns, peaks, best, drop)
 
 
+GRIP_CLASS_LABELS: Final = {GripClass.SIGNAL: "grip_signal", GripClass.SPILLOVER: "grip_spillover"}
+"""The ``class`` a grip result publishes for these classes (their rule ids); the others
+publish their own value."""
+
+
 def grip_result(athlete: str, t_ns: int, test: GripTest, device: str | None) -> Result:
     """The ``grip`` result of a measured test (``device``: the grip device)."""
     worst = max(test.post, key=lambda p: p.drop_pct)
-    label = {GripClass.SIGNAL: "grip_signal", GripClass.SPILLOVER: "grip_spillover"}.get(
-        test.grip_class, test.grip_class.value
-    )
+    label = GRIP_CLASS_LABELS.get(test.grip_class, test.grip_class.value)
     return GripPayload(
         mvc_kg=test.mvc_kg,
         peak_kg=worst.best_kg,

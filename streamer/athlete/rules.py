@@ -27,11 +27,12 @@ from typing import Final
 
 from processors import physiology as ph
 from processors.alerts import RuleEvaluation
-from processors.grip import GripTest
+from processors.grip import GripClass, GripTest
 from processors.morning import MorningReading
 from processors.plateau import PowerPlateau
 from processors.profiles import evaluate_spacing
 from processors.rules import (
+    RecentGrip,
     RuleThresholds,
     SessionLoad,
     evaluate_grip,
@@ -42,7 +43,7 @@ from processors.rules import (
     measure_grip,
 )
 from processors.trends import DailyTrend, daily_trend, history_from_mapping
-from streamer.athlete.grip import GripTraces
+from streamer.athlete.grip import GRIP_CLASS_LABELS, GripTraces
 from streamer.athlete.hormetic import HormeticWatch
 from streamer.results import GripPayload, MorningPayload, SessionPayload
 
@@ -103,6 +104,8 @@ class RuleEngine:
         self._session_days: deque[dt.date] = deque(maxlen=SESSIONS_KEPT)
         self._last: SessionFacts | None = None
         self.hormetic = HormeticWatch(thresholds)
+        # The last grip test (time, spillover): rhr_creep's resume asks for steady grip.
+        self._last_grip: RecentGrip | None = None
 
     # --- refilled from the history ----------------------------------------------------------
 
@@ -137,6 +140,29 @@ class RuleEngine:
             self._mvcs.append(float(grip.mvc_kg))
             if t_ns is not None:
                 self.hormetic.remember_grip(t_ns, float(grip.mvc_kg))
+        if t_ns is not None:
+            self._note_grip(t_ns, grip.grip_class == GRIP_CLASS_LABELS[GripClass.SPILLOVER])
+
+    def _note_grip(self, t_ns: int, spillover: bool) -> None:
+        last = self._last_grip
+        if last is not None and t_ns < last.t_ns:
+            return  # tests arrive in time order; an older one changes nothing now
+        if spillover:
+            self._last_grip = RecentGrip(t_ns, True)
+        elif last is None:
+            self._last_grip = RecentGrip(t_ns, False)  # no spillover known: no "since"
+        else:
+            # Steady again since the first test after the last spillover.
+            steady = t_ns if last.spillover else last.steady_since_ns
+            self._last_grip = RecentGrip(t_ns, False, steady)
+
+    def recent_grip(self, at_ns: int) -> RecentGrip | None:
+        """The last grip test taken within ``resume_grip_recent_days`` before ``at_ns``."""
+        grip = self._last_grip
+        if grip is None or grip.t_ns > at_ns:
+            return None
+        recent_ns = self.thresholds.resume_grip_recent_days * 86_400 * 1e9
+        return grip if at_ns - grip.t_ns <= recent_ns else None
 
     def trim_days(self) -> None:
         """Forget daily values older than the baseline window."""
@@ -171,13 +197,15 @@ class RuleEngine:
         }
         ln_trend = daily_trend(ln_hist, "ln_rmssd", **trend_kwargs)  # type: ignore[arg-type]
         rhr_trend = daily_trend(rhr_hist, "resting_hr_bpm", **trend_kwargs)  # type: ignore[arg-type]
-        evaluations = evaluate_morning(ln_hist, rhr_hist, th, day=day)
         # A reading without a time (none in production) counts from its day's start.
         at_ns = reading.t_ns
         if at_ns is None:
             at_ns = (
                 round(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 10**9
             )
+        evaluations = evaluate_morning(
+            ln_hist, rhr_hist, th, day=day, recent_grip=self.recent_grip(at_ns)
+        )
         evaluations.append(self.hormetic.hr_grip(day, rhr_hist, at_ns))
         return MorningVerdict(ln_trend, rhr_trend, evaluations)
 
@@ -264,6 +292,7 @@ class RuleEngine:
         self._mvcs.append(test.mvc_kg)
         evaluations = evaluate_grip(test, self.thresholds)
         if t_ns is not None:
+            self._note_grip(t_ns, test.grip_class is GripClass.SPILLOVER)
             day = _utc(t_ns).date()
             rhr_hist = history_from_mapping(self._rhr, day, HISTORY_DAYS)
             evaluations.append(self.hormetic.grip(t_ns, test.mvc_kg, rhr_hist))

@@ -77,7 +77,15 @@ from streamer.athlete.readiness import Readiness
 from streamer.athlete.rules import RuleEngine, SessionFacts
 from streamer.athlete.session import SessionProtocol, plateau_fields, session_result
 from streamer.athlete.snapshot import AthleteSnapshot
-from streamer.results import JsonValue, MorningPayload, Result, SessionPayload, live_result
+from streamer.results import (
+    JsonValue,
+    Kind,
+    LabPayload,
+    MorningPayload,
+    Result,
+    SessionPayload,
+    live_result,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -176,6 +184,8 @@ class AthleteState:
             self.rules.remember_grip(grip.payload, grip.ts_ns)
         for lab in store.lab_entries(self.athlete):
             self.labs.remember(lab.payload, lab.ts_ns)
+            self.readiness.note_lab(lab.payload, lab.ts_ns)
+        self.readiness.restored()
         self.snapshot.open_alerts = tuple(a.rule_id for a in self.book.open_alerts())
 
     def _save_book(self, state: dict[str, JsonValue]) -> None:
@@ -337,7 +347,12 @@ class AthleteState:
             case LabEntry():
                 # A lab marker entered by hand: judged against the earlier entries.
                 outcome = self.labs.entry(event)
-                return [outcome.result, *self.readiness.apply(outcome.evaluations, event.t_ns)]
+                newest = self.readiness.note_lab(outcome.result.payload_as(LabPayload), event.t_ns)
+                out = [outcome.result, *self.readiness.apply(outcome.evaluations, event.t_ns)]
+                if newest and all(r.kind is not Kind.STATUS for r in out):
+                    # The retained status carries the last value per marker (HA's sensors).
+                    out.append(self.readiness.status_result(event.t_ns))
+                return out
 
     def _day_values(self, values: DayValues) -> list[Result]:
         # Another app's measurement of the same morning quantities: it enters the history,

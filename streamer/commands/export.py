@@ -1,4 +1,4 @@
-"""``redox-streamer export csv``: an athlete's daily values or sessions as CSV.
+"""``redox-streamer export csv``: an athlete's daily values, sessions or lab entries as CSV.
 
 The daily file's first columns carry intervals.icu's wellness field names (``date``,
 ``restingHR``, ``hrv`` = RMSSD in ms), so its wellness CSV import maps them; the others are
@@ -19,7 +19,7 @@ from typing import IO, Any, Final
 
 from streamer.config import date_arg, optional_config
 from streamer.errors import CliError
-from streamer.results import MorningPayload, SessionPayload
+from streamer.results import LabPayload, MorningPayload, SessionPayload
 from streamer.store import Row, Store, StoreError, default_store_path
 
 DESCRIPTION = """\
@@ -29,7 +29,9 @@ header row, empty cells for values that do not exist).
   daily     one row per morning: date, restingHR, hrv (intervals.icu's wellness fields),
             then lnRMSSD, its baseline and band, the 7-day mean, the reading's quality
   sessions  one row per training session: start and end (UTC), duration, RPE, mean
-            power, SmO2 efforts and recovery time
+            power, SmO2 efforts and recovery time, time in HR zone 3, the power plateau
+  labs      one row per lab entry (GSH:GSSG, dROMs, lipid dipstick): when taken, timing,
+            value, band and what the rules made of it
 
 Columns are documented in docs/export.md; a spreadsheet reads the file as it is, and
 intervals.icu's wellness CSV import reads the daily file (use --intervals for a file with
@@ -41,6 +43,7 @@ examples:
   redox-streamer export csv --athlete anna > anna-daily.csv
   redox-streamer export csv --athlete anna --what sessions --from 2026-10-01 --out s.csv
   redox-streamer export csv --athlete anna --intervals --out wellness.csv
+  redox-streamer export csv --athlete anna --what labs --out anna-labs.csv
 """
 
 DAILY_COLUMNS: Final = (
@@ -76,15 +79,34 @@ SESSION_COLUMNS: Final = (
     ("recovery_s", "recovery_s"),
     ("recovery_is_lower_bound", "recovery_is_lower_bound"),
     ("device", None),
+    # Appended after `device` (issue 14), so the earlier columns keep their positions.
+    ("hr_zone3_s", "hr_zone3_s"),
+    ("power_plateau", "power_plateau"),
+    ("power_change_pct", "power_change_pct"),
 )
 """CSV column ← session payload field (None: from the row itself)."""
+
+LAB_COLUMNS: Final = (
+    ("taken_utc", None),
+    ("marker", "marker"),
+    ("timing", "timing"),
+    ("gsh_gssg_ratio", "gsh_gssg_ratio"),
+    ("droms_carr_u", "droms_carr_u"),
+    ("positive", "positive"),
+    ("band", "band"),
+    ("judged", "judged"),
+    ("finding", "finding"),
+    ("baseline_carr_u", "baseline_carr_u"),
+    ("change_pct", "change_pct"),
+)
+"""CSV column ← lab payload field (None: the row's time, when the sample was taken)."""
 
 
 def register(subparsers: Any) -> None:
     """Add the ``export`` sub-command and its ``csv`` target."""
     parser = subparsers.add_parser(
         "export",
-        help="export an athlete's daily values or sessions as CSV",
+        help="export an athlete's daily values, sessions or lab entries as CSV",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -99,7 +121,7 @@ def register(subparsers: Any) -> None:
     )
     csv_parser.add_argument("--athlete", required=True, help="whose history")
     csv_parser.add_argument(
-        "--what", choices=("daily", "sessions"), default="daily", help="default: daily"
+        "--what", choices=("daily", "sessions", "labs"), default="daily", help="default: daily"
     )
     csv_parser.add_argument("--from", dest="start", type=date_arg, metavar="YYYY-MM-DD")
     csv_parser.add_argument("--to", dest="end", type=date_arg, metavar="YYYY-MM-DD")
@@ -180,6 +202,16 @@ def session_rows(rows: Sequence[Row[SessionPayload]]) -> Iterator[list[str | int
         yield cells
 
 
+def lab_rows(rows: Sequence[Row[LabPayload]]) -> Iterator[list[str | int | float]]:
+    """The header, then one row per lab entry (each marker fills its own value column)."""
+    yield [name for name, _ in LAB_COLUMNS]
+    for row in rows:
+        lab = row.payload
+        yield [
+            _iso(row.ts_ns) if key is None else _cell(getattr(lab, key)) for _, key in LAB_COLUMNS
+        ]
+
+
 @contextmanager
 def _output(out: Path | None) -> Iterator[IO[str]]:
     if out is None:
@@ -209,8 +241,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 since = _day_ns(args.start) if args.start else None
                 until = _day_ns(args.end + dt.timedelta(days=1)) if args.end else None
-                sessions = store.sessions(args.athlete, since, until)
-                table, count = list(session_rows(sessions)), len(sessions)
+                if args.what == "labs":
+                    labs = store.lab_entries(args.athlete, since, until)
+                    table, count = list(lab_rows(labs)), len(labs)
+                else:
+                    sessions = store.sessions(args.athlete, since, until)
+                    table, count = list(session_rows(sessions)), len(sessions)
     except StoreError as exc:
         raise CliError(f"--store {store_path}: {exc}") from None
     with _output(args.out) as handle:

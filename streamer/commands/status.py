@@ -5,7 +5,10 @@ the baseline's status and days, the last morning reading and the band after it, 
 alerts with when each was raised, and where the athlete stands on pulling back
 (:class:`PullBack`: "pull back since D" while a pull-back alert is open, with the end of
 its week of cut volume; "resume (signals back in band since D)" for
-``RESUME_SHOWN_DAYS`` after the last one cleared with the reason ``resume``). Per device,
+``RESUME_SHOWN_DAYS`` after the last one cleared with the reason ``resume``; an open
+``hr_grip_flat`` shows its own 48 h back-off end instead of a week of cut volume), the last
+lab entry per marker (value, timing, band, date) and the open ``info`` findings (the last
+session's ``power_plateau``, a newest resting GSH:GSSG draw with ``gsh_gssg_high``). Per device,
 from the retained ``<base>/<athlete>/<device>/state`` topics that ``run`` publishes
 (:mod:`streamer.app.device_state`) on the configured broker: connected or not, battery,
 last seen — with ``<base>/bridge/state`` saying whether a ``run`` is streaming now.
@@ -24,7 +27,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +35,8 @@ from typing import Any, Final
 import aiomqtt
 
 from processors import physiology as ph
+from processors.alerts import BACK_OFF_UNTIL_KEY
+from processors.labs import LabTiming
 from processors.rules import CATALOGUE
 from streamer.athlete.persistence import saved_alert_book
 from streamer.config import Config, MqttConfig, optional_config
@@ -40,9 +45,11 @@ from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, decode_payload, iso
 from streamer.results import (
     DeviceStatePayload,
     JsonValue,
+    LabLatest,
     MorningPayload,
     PayloadError,
     published_name,
+    to_jsonable,
 )
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
@@ -60,7 +67,10 @@ established, and on how many valid mornings), the last morning reading and the b
 it, the open alerts with when each was raised, and "pull back since D" while a pull-back
 alert is open (with the end of its week of ~40% less volume) or "resume (signals back in
 band since D)" for {ph.RESUME_SHOWN_DAYS} days after the last one cleared because its signals
-were back in their normal band (docs/rules.md "Resume"). Then each device's connection, battery
+were back in their normal band (docs/rules.md "Resume"); an open hr_grip_flat shows the end of
+its own 48 h back-off. The last lab entry per marker (value, timing, band, date), and the open
+findings: the last session's power_plateau, a GSH:GSSG above 400:1 (gsh_gssg_high). Then each
+device's connection, battery
 and last-seen time, as `redox-streamer run` last published them (retained) on the
 configured MQTT broker; `bridge offline` means no `run` is streaming now.
 
@@ -127,6 +137,17 @@ class OpenAlert:
     message: str
     since_ts_ns: int
     volume_cut_until: str | None = None  # pull-back: the raised day + 7 (UTC date)
+    back_off_until_ts_ns: int | None = None  # hr_grip_flat: the end of its own back-off
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An open ``info`` finding: its rule, what was seen, and the UTC day of the result."""
+
+    rule: str
+    title: str
+    message: str
+    date: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +155,8 @@ class PullBack:
     """Where an athlete stands on pulling back (dates UTC, ``YYYY-MM-DD``).
 
     ``state`` ``pull_back``: pull-back alerts (``rules``) are open, the first raised on
-    ``since``; ``volume_cut_until`` is the latest end of their weeks of cut volume.
+    ``since``; ``volume_cut_until`` is the latest end of their weeks of cut volume,
+    ``back_off_until_ts_ns`` that of a back-off window of a rule's own (``hr_grip_flat``).
     ``resume``: no pull-back alert is open and ``rules`` cleared with the reason
     ``resume`` in the last ``RESUME_SHOWN_DAYS``, the last on ``cleared``; their signals
     are back in band since ``since`` (the latest of theirs); shown until ``shown_until``.
@@ -146,6 +168,7 @@ class PullBack:
     volume_cut_until: str | None = None
     cleared: str | None = None
     shown_until: str | None = None
+    back_off_until_ts_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +204,8 @@ class AthleteStatus:
     alerts: tuple[OpenAlert, ...]
     devices: tuple[str, ...]  # configured ids, shown even before any state was published
     pull_back: PullBack | None = None  # None: neither pulling back nor resuming
+    labs: tuple[tuple[str, LabLatest], ...] = ()  # (marker, its last entry), by marker
+    findings: tuple[Finding, ...] = ()
 
 
 def athlete_status(
@@ -203,7 +228,47 @@ def athlete_status(
         alerts,
         tuple(devices),
         pull_back_status(store, athlete, alerts, now),
+        last_labs(store, athlete),
+        open_findings(store, athlete),
     )
+
+
+def last_labs(store: Store, athlete: str) -> tuple[tuple[str, LabLatest], ...]:
+    """The entry taken last of each lab marker (by sample time), ordered by marker."""
+    latest: dict[str, LabLatest] = {}
+    for row in store.lab_entries(athlete):  # oldest first: the last one per marker wins
+        latest[row.payload.marker] = LabLatest.of(row.payload, row.ts_ns)
+    return tuple(sorted(latest.items()))
+
+
+def open_findings(store: Store, athlete: str) -> tuple[Finding, ...]:
+    """The ``info`` findings that stand now: the last session's ``power_plateau`` and a
+    ``gsh_gssg_high`` on the newest resting GSH:GSSG draw (findings are never alerts, so
+    the alert book does not hold them: the latest result that decides each does)."""
+    out: list[Finding] = []
+    sessions = store.sessions(athlete)
+    if sessions and sessions[-1].payload.power_plateau:
+        last = sessions[-1]
+        change = last.payload.power_change_pct
+        text = (
+            f"power at matched effort flat ({change:+.1f}%) over "
+            f"{ph.POWER_PLATEAU_WINDOW_DAYS} days of logged sessions"
+            if change is not None
+            else f"power at matched effort flat over {ph.POWER_PLATEAU_WINDOW_DAYS} days"
+        )
+        out.append(Finding("power_plateau", _title("power_plateau"), text, _day(last.ts_ns)))
+    resting = [
+        row
+        for row in store.lab_entries(athlete)
+        if row.payload.marker == "gsh_gssg"
+        and row.payload.timing is not None
+        and LabTiming(row.payload.timing).resting
+    ]
+    if resting and resting[-1].payload.finding == "gsh_gssg_high":
+        lab = resting[-1].payload
+        text = f"GSH:GSSG {lab.gsh_gssg_ratio:.0f}:1 ({lab.timing}): likely over-supplemented"
+        out.append(Finding("gsh_gssg_high", _title("gsh_gssg_high"), text, _day(resting[-1].ts_ns)))
+    return tuple(out)
 
 
 def pull_back_status(
@@ -214,11 +279,13 @@ def pull_back_status(
     pulling = [a for a in alerts if a.severity == "pull_back"]
     if pulling:
         cuts = [a.volume_cut_until for a in pulling if a.volume_cut_until]
+        back_offs = [a.back_off_until_ts_ns for a in pulling if a.back_off_until_ts_ns]
         return PullBack(
             "pull_back",
             _day(min(a.since_ts_ns for a in pulling)),
             tuple(a.rule for a in pulling),
             volume_cut_until=max(cuts) if cuts else None,
+            back_off_until_ts_ns=max(back_offs) if back_offs else None,
         )
     shown_from = now_ns - ph.RESUME_SHOWN_DAYS * 86_400 * 1_000_000_000
     resumed = [
@@ -261,6 +328,7 @@ def open_alerts(store: Store, athlete: str) -> tuple[OpenAlert, ...]:
                 a.message,
                 a.raised_at_ns,
                 None if (cut := a.volume_cut_until()) is None else cut.isoformat(),
+                _back_off_ns(a.evidence),
             )
             for a in book.open_alerts()
         )
@@ -278,8 +346,15 @@ def open_alerts(store: Store, athlete: str) -> tuple[OpenAlert, ...]:
                 alert.message,
                 since,
                 alert.volume_cut_until,
+                _back_off_ns(alert.evidence),
             )
     return tuple(open_by_rule[r] for r in sorted(open_by_rule))
+
+
+def _back_off_ns(evidence: Mapping[str, float]) -> int | None:
+    """The end of a rule's own back-off window (its ``back_off_until_s`` evidence), ns."""
+    until_s = evidence.get(BACK_OFF_UNTIL_KEY)
+    return None if until_s is None else round(until_s * 1e9)
 
 
 def _title(rule: str) -> str:
@@ -477,10 +552,16 @@ def _athlete_json(a: AthleteStatus, broker: Broker, now_ns: int) -> dict[str, Js
                 "since_ts_ns": x.since_ts_ns,
                 "since_time": iso_time(x.since_ts_ns),
                 "volume_cut_until": x.volume_cut_until,
+                "back_off_until": _iso_or_none(x.back_off_until_ts_ns),
             }
             for x in a.alerts
         ],
         "pull_back": None if a.pull_back is None else _pull_back_json(a.pull_back),
+        "labs": {marker: to_jsonable(lab) for marker, lab in a.labs},
+        "findings": [
+            {"rule": f.rule, "title": f.title, "message": f.message, "date": f.date}
+            for f in a.findings
+        ],
         "devices": devices,
     }
 
@@ -491,6 +572,7 @@ def _pull_back_json(p: PullBack) -> dict[str, JsonValue]:
         "since_date": p.since,
         "rules": list(p.rules),
         "volume_cut_until": p.volume_cut_until,
+        "back_off_until": _iso_or_none(p.back_off_until_ts_ns),
         "cleared_date": p.cleared,
         "shown_until": p.shown_until,
         "text": pull_back_text(p),
@@ -506,8 +588,14 @@ def pull_back_text(p: PullBack) -> str:
             if p.volume_cut_until
             else ""
         )
+        if p.back_off_until_ts_ns is not None:
+            cut += f"; back off intensity until {_when(p.back_off_until_ts_ns)}"
         return f"pull back since {p.since} ({rules}){cut}"
     return f"resume (signals back in band since {p.since}), slowly: {rules} cleared {p.cleared}"
+
+
+def _iso_or_none(ts_ns: int | None) -> str | None:
+    return None if ts_ns is None else iso_time(ts_ns)
 
 
 _STATE_KEYS: Final = tuple(published_name(f) for f in dataclasses.fields(DeviceStatePayload))
@@ -597,8 +685,25 @@ def _athlete_text(a: AthleteStatus, broker: Broker, now_ns: int) -> list[str]:
     for i, x in enumerate(a.alerts):
         text = f"{x.rule} ({x.severity}) since {_when(x.since_ts_ns)}: {x.message}"
         out.extend(_wrap("alerts" if i == 0 else "", text))
+    for i, f in enumerate(a.findings):
+        out.extend(_wrap("findings" if i == 0 else "", f"{f.rule} (info, {f.date}): {f.message}"))
+    for i, (marker, lab) in enumerate(a.labs):
+        out.extend(_wrap("labs" if i == 0 else "", _lab_text(marker, lab)))
     out.extend(_devices_text(a, broker, now_ns))
     return out
+
+
+_LAB_UNITS: Final = {"gsh_gssg": ":1", "droms": " CARR U"}
+
+
+def _lab_text(marker: str, lab: LabLatest) -> str:
+    """``gsh_gssg 180:1 fasted, trained (2026-11-03)``; the dipstick by its band alone."""
+    if marker == "lipid_dipstick" or lab.value is None:
+        value = ""
+    else:
+        value = f" {lab.value:g}{_LAB_UNITS.get(marker, '')}"
+    timing = f" {lab.timing}" if lab.timing else ""
+    return f"{marker}{value}{timing}, {lab.band or 'no band'} ({lab.date})"
 
 
 def _reading_text(m: MorningPayload) -> str:

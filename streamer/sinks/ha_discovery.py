@@ -21,8 +21,9 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
   ``run`` listens to (:mod:`streamer.app.commands_in`; the shipped ACL lets the
   ``homeassistant`` user write them).
 * lab markers (:func:`lab_configs`): a sensor per marker (GSH:GSSG, dROMs, dipstick; the
-  last value on ``<base>/<athlete>/lab``), "Log GSH:GSSG (fasted)" … numbers per marker and
-  timing and a "Log lipid-peroxidation dipstick" select, publishing on
+  last value from the retained ``<base>/<athlete>/status``, so it survives an HA
+  restart), "Log GSH:GSSG (fasted)" … numbers per marker and timing and a "Log
+  lipid-peroxidation dipstick" select, publishing on
   ``<base>/<athlete>/set/gsh_gssg|droms|lipid_dipstick``.
 
 Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
@@ -49,6 +50,7 @@ from streamer.results import (
     GripPayload,
     HeartRatePayload,
     Kind,
+    LabLatest,
     MorningPayload,
     Payload,
     SessionPayload,
@@ -67,7 +69,7 @@ LIVE_EXPIRE_S: Final = 120
 _SESSION_SCOPE: Final = payload_constants(SessionPayload)[payload_key(SessionPayload, "scope")]
 
 
-def _key(cls: type[Payload] | type[AlertPayload], attribute: str) -> str:
+def _key(cls: type[Payload] | type[AlertPayload] | type[LabLatest], attribute: str) -> str:
     """The JSON key of a payload field (a renamed or removed field fails here, not in HA)."""
     return payload_key(cls, attribute)
 
@@ -318,36 +320,38 @@ def command_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, d
 
 def lab_configs(topics: Topics, athlete: AthleteConfig) -> list[tuple[str, dict[str, Any]]]:
     """(config topic, config object) of ``athlete``'s lab-marker entities: a sensor per
-    marker (its last value on ``<base>/<athlete>/lab``, kept while other markers arrive), a
+    marker (its last value from the retained ``<base>/<athlete>/status``'s ``labs``), a
     number per marker and timing for GSH:GSSG and dROMs (the timing is part of the
     command: the bands are for resting draws) and a select for the dipstick, publishing on
     ``<base>/<athlete>/set/<marker>`` (:mod:`streamer.app.lab_commands`)."""
     from processors import physiology as ph
     from processors.labs import LabMarker, LabTiming
     from streamer.app.commands_in import command_topic
-    from streamer.results import LabPayload
 
     node = f"redox_{slug(athlete.id)}"
-    lab = topics.athlete(athlete.id, Kind.LAB)
+    status = topics.athlete(athlete.id, Kind.STATUS)
     out: list[tuple[str, dict[str, Any]]] = []
-    marker_key = _key(LabPayload, "marker")
+    labs = _key(StatusPayload, "labs")
     sensors = (
-        (LabMarker.GSH_GSSG, "GSH:GSSG ratio", "gsh_gssg_ratio", ":1", "mdi:test-tube"),
-        (LabMarker.DROMS, "dROMs", "droms_carr_u", "CARR U", "mdi:test-tube"),
+        (LabMarker.GSH_GSSG, "GSH:GSSG ratio", "value", ":1", "mdi:test-tube"),
+        (LabMarker.DROMS, "dROMs", "value", "CARR U", "mdi:test-tube"),
         (LabMarker.LIPID_DIPSTICK, "Lipid-peroxidation dipstick", "band", None, "mdi:water"),
     )
     for marker, name, attribute, unit, icon in sensors:
         key = f"lab_{marker.value}"
-        # One topic carries every marker: keep this sensor's state when another arrives.
+        # The retained status carries each marker's last entry, so the sensor has its value
+        # again after an HA restart (the `lab` topic is not retained). A status from
+        # before it carried labs, or without this marker yet: keep the sensor's state.
+        entry = f"value_json.{labs}.{marker.value}"
         template = (
-            f"{{{{ value_json.{_key(LabPayload, attribute)} "
-            f"if value_json.{marker_key} == '{marker.value}' "
+            f"{{{{ {entry}.{_key(LabLatest, attribute)} "
+            f"if value_json.{labs} is defined and '{marker.value}' in value_json.{labs} "
             f"else states('sensor.{node}_{key}') }}}}"
         )
         extra: dict[str, Any] = {"icon": icon}
         if unit is not None:
             extra.update(unit_of_measurement=unit, state_class="measurement")
-        config = _entity(topics, athlete, key, name, lab, template, **extra)
+        config = _entity(topics, athlete, key, name, status, template, **extra)
         out.append((topics.ha_config("sensor", node, key), config))
 
     def command(component: str, key: str, name: str, topic: str, **extra: Any) -> None:
