@@ -159,7 +159,7 @@ def recompute(athlete: str, m: Merged, config: Config) -> _Recomputed:
         else:
             grip: GripPayload = item
             if not math.isnan(float(grip.mvc_kg)):
-                state.rules.remember_grip(grip)
+                state.rules.remember_grip(grip, ts_ns)
     book = state.book.to_dict()
     open_rules = {str(a["rule"]) for a in book["open"]}
     for saved in m.books:  # grip rules cannot be replayed: carry their open alerts over
