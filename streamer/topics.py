@@ -102,7 +102,7 @@ class Topics:
     @property
     def bridge_commands(self) -> str:
         """``<base>/bridge/commands``: ``online`` while a ``run`` listens for commands,
-        retained; a publisher that does not listen says ``offline`` there on connect."""
+        retained; a publisher that does not listen clears it when it connects."""
         return f"{self.base}/bridge/commands"
 
     def live(self, athlete: str, device: str) -> str:

@@ -26,8 +26,8 @@ topic                                 payload
                                       listens for commands; it listens while this says
                                       ``online`` AND ``<base>/bridge/state`` does (the
                                       connection's Last Will says ``offline`` there; a
-                                      publisher that does not listen says ``offline``
-                                      here when it connects)
+                                      publisher that does not listen clears this when
+                                      it connects)
 ====================================  ======================================================
 
 ``start`` → :class:`SessionStart` (tags kept in the summary; an RPE given with it is the

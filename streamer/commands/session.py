@@ -149,7 +149,7 @@ async def send_if_listening(config: MqttConfig, athlete: str, command: str, payl
     own, which a broker tying ids to accounts would take from ``run``. A ``run`` listens
     while the retained ``<base>/bridge/commands`` and ``<base>/bridge/state`` both say
     ``online`` (a ``run`` killed says ``offline`` on the second by its Last Will; a
-    publisher without a listener says ``offline`` on the first when it connects).
+    publisher without a listener clears the first when it connects).
 
     The payload goes in an :func:`~streamer.app.commands_in.envelope` (an id, so that a copy
     the broker resends is applied once, and the time sent, so that a command older than

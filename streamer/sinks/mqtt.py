@@ -26,8 +26,8 @@ session is persistent (:data:`LISTENER_SESSION_EXPIRY_S` under MQTT 5; under 3.1
 broker's own limit), so a QoS 1 command published while the connection is being
 re-established is queued by the broker and delivered on reconnect instead of reaching
 nobody; commands carry their own expiry (:mod:`streamer.app.commands_in`), so a queued one
-never acts late. A publisher without listeners (``morning``, ``replay``, …) says
-``offline`` on ``<base>/bridge/commands`` when it connects: a ``run`` killed before it
+never acts late. A publisher without listeners (``morning``, ``replay``, …) clears
+``<base>/bridge/commands`` (an empty retained message) when it connects: a ``run`` killed before it
 (whose Last Will covers ``<base>/bridge/state`` only) leaves no ``online`` there for the
 CLI to trust.
 
@@ -421,9 +421,8 @@ class MqttPublisher:
                     # Nothing here listens for commands: a `run` killed before this process
                     # left `online` on bridge/commands (its Will covers bridge/state only),
                     # which this connection's `online` on bridge/state would make true again.
-                    await client.publish(
-                        self.topics.bridge_commands, BRIDGE_OFFLINE, qos=1, retain=True
-                    )
+                    # Cleared (an empty retained message), not set: no run, no state.
+                    await client.publish(self.topics.bridge_commands, b"", qos=1, retain=True)
             tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
             if self._ha_discovery:
                 with cancellation_kept():
