@@ -27,9 +27,9 @@ broker's own limit), so a QoS 1 command published while the connection is being
 re-established is queued by the broker and delivered on reconnect instead of reaching
 nobody; commands carry their own expiry (:mod:`streamer.app.commands_in`), so a queued one
 never acts late. A publisher without listeners (``morning``, ``replay``, …) clears
-``<base>/bridge/commands`` (an empty retained message) when it connects: a ``run`` killed before it
-(whose Last Will covers ``<base>/bridge/state`` only) leaves no ``online`` there for the
-CLI to trust.
+``<base>/bridge/commands`` (an empty retained message) when it connects: a ``run`` killed
+before it (whose Last Will covers ``<base>/bridge/state`` only) leaves no ``online`` there
+for the CLI to trust.
 
 Live samples (QoS 0) never touch the outbox: :meth:`MqttPublisher.send_live` publishes
 them on the current connection, or fails at once when there is none (the pipeline counts
