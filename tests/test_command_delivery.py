@@ -8,6 +8,8 @@ with its accounts and ``use_username_as_clientid``).
 * A command older than ``COMMAND_TTL_S`` is not applied; a copy of one already applied (what
   a broker resends when a PUBACK was lost) is dropped as a repeat; under MQTT 5 the CLI's
   command carries the message expiry interval, and an expired one never leaves the broker.
+* The real ``run`` frozen (SIGSTOP) while the broker crashes and restarts: an ``rpe`` sent
+  then amends the stored session once ``run`` is back.
 * ``run`` killed (SIGKILL: no goodbye, only its Last Will on ``bridge/state``), then
   ``morning`` connected on the same base: ``rpe`` works offline against the store and says
   so instead of sending into the void.
@@ -369,3 +371,68 @@ async def test_after_run_is_killed_a_morning_on_the_same_base_makes_rpe_work_off
         await watcher.stop()
     with Store(store, read_only=True) as kept:
         assert [row.payload.rpe for row in kept.sessions("ann")] == [7.0]
+
+
+async def test_a_command_sent_while_run_is_frozen_and_the_broker_crashed_is_applied_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real ``run``: frozen (SIGSTOP) while the broker crashes and comes back — so no Will
+    is said and its connection is gone — an RPE sent then waits in its session and amends the
+    stored session once ``run`` runs again (SIGCONT) and reconnects."""
+    # Saved on every change, as the shipped config does: a crash loses no session or state.
+    mosquitto = Mosquitto(tmp_path / "broker", extra_config="autosave_on_changes true\n")
+    mosquitto.start()
+    try:
+        await _frozen_run_gets_the_command(mosquitto, tmp_path, capsys)
+    finally:
+        mosquitto.stop()
+
+
+async def _frozen_run_gets_the_command(
+    mosquitto: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store.sqlite3"
+    _stored_session(store)
+    config = tmp_path / "redox.toml"
+    config.write_text(
+        f'[store]\npath = "{store}"\n[mqtt]\nurl = "{mosquitto.url}"\nprotocol = "5"\n'
+        '[[athletes]]\nid = "ann"\nname = "Ann"\n' + STRAP
+    )
+    watcher = await Subscriber(HOST, mosquitto.port, topic="redox/#").start()
+
+    def rpe_summaries() -> list[dict[str, object]]:
+        out = []
+        for m in watcher.received:
+            if m.topic.startswith("redox/ann/") and m.payload.startswith(b"{"):
+                data = m.json()
+                if data.get("scope") == "session" and data.get("rpe") is not None:
+                    out.append(data)
+        return out
+
+    run = await _streamer(
+        *("run", "--config", str(config), "--emulated", "--plain", "--duration", "600")
+    )
+    try:
+        await watcher.wait_for(
+            lambda: [m.payload for m in watcher.on("redox/bridge/commands")][-1:] == [b"online"],
+            what="run listening for commands",
+            timeout_s=60,
+        )
+        run.send_signal(signal.SIGSTOP)
+        mosquitto.kill()  # a crash: no Will; the sessions as last saved (every second)
+        mosquitto.start()
+        capsys.readouterr()
+        rc = await asyncio.to_thread(
+            cli.main, ["rpe", "7", "--athlete", "ann", "--config", str(config)]
+        )
+        assert rc == 0
+        assert "sent to the running `run`" in capsys.readouterr().out
+        run.send_signal(signal.SIGCONT)
+        await watcher.wait_for(
+            lambda: bool(rpe_summaries()), what="the session amended by run", timeout_s=60
+        )
+    finally:
+        run.send_signal(signal.SIGCONT)
+        await _stop(run)
+    await watcher.stop()
+    assert [s["rpe"] for s in rpe_summaries()] == [7]
