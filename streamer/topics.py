@@ -99,6 +99,12 @@ class Topics:
         """``<base>/bridge/state``: ``online``/``offline``, retained, the Last Will."""
         return f"{self.base}/bridge/state"
 
+    @property
+    def bridge_commands(self) -> str:
+        """``<base>/bridge/commands``: ``online`` while a ``run`` listens for commands,
+        retained; a publisher that does not listen clears it when it connects."""
+        return f"{self.base}/bridge/commands"
+
     def live(self, athlete: str, device: str) -> str:
         """``<base>/<athlete>/<device>/live``: QoS 0 samples."""
         return f"{self.base}/{segment(athlete)}/{segment(device)}/live"

@@ -25,7 +25,9 @@ topic                                 payload
 ``<base>/bridge/commands``            ``online`` / ``offline`` (retained): whether a ``run``
                                       listens for commands; it listens while this says
                                       ``online`` AND ``<base>/bridge/state`` does (the
-                                      connection's Last Will says ``offline`` there)
+                                      connection's Last Will says ``offline`` there; a
+                                      publisher that does not listen clears this when
+                                      it connects)
 ====================================  ======================================================
 
 ``start`` → :class:`SessionStart` (tags kept in the summary; an RPE given with it is the
@@ -35,9 +37,19 @@ open session's); ``end`` → :class:`SessionEnd` (with its RPE); ``rpe`` →
 ``post M`` / ``end`` → :class:`GripPhase` (None / M) / :class:`GripEnd`; a lab marker →
 :class:`LabEntry` at the sample's time. A bad payload, an
 unknown athlete or a retained command (it would replay at every restart) is logged once per
-topic and problem and dropped: a command never stops ``run``. ``redox-streamer session`` and
-``redox-streamer rpe`` publish these (:mod:`streamer.commands.session`); Home Assistant's
+topic and problem and dropped: a command never stops ``run``. ``redox-streamer session``,
+``rpe`` and ``log`` publish these (:mod:`streamer.commands.session`); Home Assistant's
 buttons and number (:mod:`streamer.sinks.ha_discovery`) too.
+
+Nothing lost, nothing late, nothing twice: ``run``'s session is persistent
+(:data:`streamer.sinks.mqtt.LISTENER_SESSION_EXPIRY_S`), so the broker queues a command sent
+while ``run`` reconnects and delivers it when ``run`` is back, and resends one whose PUBACK
+it never got. The CLI wraps each command in an envelope (:func:`envelope`): ``{"id": …,
+"sent": unix s, "command": "<the payload above>"}``. ``run`` applies an id once (a resent
+command is dropped as a repeat) and drops a command sent more than :data:`COMMAND_TTL_S`
+ago, so a command queued while ``run`` was away for long never acts late; the CLI also sets
+that as the MQTT 5 message expiry interval, so a broker drops it from the queue itself. A
+bare payload (Home Assistant's) has neither id nor time: it is applied as it comes.
 """
 
 from __future__ import annotations
@@ -47,7 +59,9 @@ import json
 import logging
 import math
 import re
+import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -87,6 +101,16 @@ RPE_MAX: Final = 10.0
 """CR-10: 0 (rest) … 10 (maximal)."""
 _TAG: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_TAGS: Final = 8
+
+COMMAND_TTL_S: Final = 120
+"""A command older than this (s since the CLI sent it) is dropped, not applied: the
+athlete's context (a session start, an RPE) means something only near when it was given.
+Long enough for ``run``'s reconnection back-off and a broker restart; also the MQTT 5
+message expiry interval the CLI publishes with."""
+SEEN_IDS_KEPT: Final = 4096
+"""Command ids remembered to drop a repeat (a few per athlete a day: hours of commands)."""
+SEEN_IDS_S: Final = 3600.0
+"""How long a command id is remembered (s): longer than any resend of a live session."""
 
 SessionAction = Literal["start", "end"]
 
@@ -128,8 +152,49 @@ def command_topic(topics: Topics, athlete: str, command: str) -> str:
 
 
 def commands_state_topic(topics: Topics) -> str:
-    """``<base>/bridge/commands``: ``online`` while a ``run`` listens (retained, its LWT)."""
-    return f"{topics.base}/bridge/commands"
+    """``<base>/bridge/commands``: ``online`` while a ``run`` listens (retained)."""
+    return topics.bridge_commands
+
+
+def envelope(
+    payload: bytes, *, sent_s: float | None = None, command_id: str | None = None
+) -> bytes:
+    """``payload`` as the CLI publishes it: JSON ``{"id", "sent", "command"}`` — a random id
+    (a resent copy is applied once) and the wall time it was sent (s since the epoch: one
+    older than :data:`COMMAND_TTL_S` is not applied)."""
+    data = {
+        "id": command_id or secrets.token_hex(8),
+        "sent": round(time.time() if sent_s is None else sent_s, 3),
+        "command": payload.decode(),
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A command as received: its payload, and the CLI's id and send time when it had them."""
+
+    payload: bytes
+    id: str | None = None
+    sent_s: float | None = None
+
+
+def unwrap(payload: bytes) -> Envelope:
+    """The command inside an :func:`envelope`, or a bare payload as it is."""
+    if not payload.lstrip().startswith(b"{"):
+        return Envelope(payload)
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return Envelope(payload)  # the command's own parser names the problem
+    if not (isinstance(data, dict) and "command" in data and "id" in data):
+        return Envelope(payload)  # a command's own JSON ({"action": …}, {"rpe": …})
+    command, command_id, sent = data["command"], data["id"], data.get("sent")
+    if not (isinstance(command, str) and isinstance(command_id, str) and command_id):
+        raise CommandError(f'command envelope {payload[:60]!r}: needs a string "id" and "command"')
+    if sent is not None and (isinstance(sent, bool) or not isinstance(sent, int | float)):
+        raise CommandError(f'command envelope {payload[:60]!r}: "sent" must be unix seconds')
+    return Envelope(command.encode(), command_id[:64], None if sent is None else float(sent))
 
 
 def check_rpe(value: object) -> float:
@@ -254,15 +319,19 @@ class CommandListener:
         offer: Callable[[str, str, object], bool],
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        wall_s: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.topics = Topics(config.base_topic, config.ha_prefix)
         self._athletes = {segment(a): a for a in athletes}
         self._offer = offer
         self._clock_ns = clock_ns
+        self._wall_s = wall_s  # the CLI's envelopes carry wall time, even when emulated
         self._warned: set[tuple[str, str]] = set()
+        self._seen: OrderedDict[str, float] = OrderedDict()  # id → wall time applied
         self.accepted = 0
         self.rejected = 0
+        self.repeats = 0
         self.subscribed = asyncio.Event()
 
     @property
@@ -285,7 +354,16 @@ class CommandListener:
     def handle(self, topic: str, payload: object, *, retained: bool = False) -> bool:
         """One command message; True when it became markers. Never raises."""
         try:
-            athlete, markers = self._markers(topic, payload, retained)
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+            command = unwrap(data)
+            if command.id is not None and self._repeat(command.id):
+                self.repeats += 1
+                _LOGGER.info(
+                    "command on %s: id %s applied already, repeat dropped", topic, command.id
+                )
+                return False
+            self._check_age(topic, command)
+            athlete, markers = self._markers(topic, command.payload, retained)
         except CommandError as exc:
             self._reject(topic, str(exc))
             return False
@@ -295,9 +373,32 @@ class CommandListener:
             return False
         for marker in markers:
             self._offer(athlete, COMMAND_DEVICE, marker)
+        if command.id is not None:
+            self._seen[command.id] = self._wall_s()
         self.accepted += 1
         _LOGGER.info("command on %s: %s", topic, ", ".join(type(m).__name__ for m in markers))
         return True
+
+    def _repeat(self, command_id: str) -> bool:
+        """True when ``command_id`` was applied already; forgets ids past their time."""
+        now = self._wall_s()
+        while self._seen and (
+            len(self._seen) > SEEN_IDS_KEPT or next(iter(self._seen.values())) < now - SEEN_IDS_S
+        ):
+            self._seen.popitem(last=False)
+        return command_id in self._seen
+
+    def _check_age(self, topic: str, command: Envelope) -> None:
+        if command.sent_s is None:
+            return
+        age_s = self._wall_s() - command.sent_s
+        if age_s > COMMAND_TTL_S:
+            raise CommandError(
+                f"{topic}: command sent {age_s:.0f} s ago, more than {COMMAND_TTL_S} s: "
+                "dropped so that it does not act late — send it again if it still holds "
+                "(if it was just sent, the sender's clock is behind this host's: sync both "
+                "with NTP)"
+            )
 
     def _markers(
         self, topic: str, payload: object, retained: bool

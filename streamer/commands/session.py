@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from streamer.app.commands_in import (
+    COMMAND_TTL_S,
     COMMANDS_ONLINE,
     RPE,
     SESSION,
@@ -29,6 +32,7 @@ from streamer.app.commands_in import (
     check_tags,
     command_topic,
     commands_state_topic,
+    envelope,
 )
 from streamer.config import Config, MqttConfig, load_config
 from streamer.errors import CliError
@@ -152,11 +156,19 @@ async def send_if_listening(config: MqttConfig, athlete: str, command: str, payl
     Logs in with the ``[mqtt.cli]`` account (:meth:`MqttConfig.for_cli`): never ``run``'s
     own, which a broker tying ids to accounts would take from ``run``. A ``run`` listens
     while the retained ``<base>/bridge/commands`` and ``<base>/bridge/state`` both say
-    ``online`` (a ``run`` killed says ``offline`` on the second by its Last Will). In team
-    mode there is no bridge: a gateway listens while its retained
-    ``<base>/gateway/<id>/state`` says ``online`` (its Last Will says ``offline``), and the
-    broker hands the command to one of the gateways online (their shared subscription,
-    :mod:`streamer.team.gateway_mqtt`), which puts it into the athlete's stream.
+    ``online`` (a ``run`` killed says ``offline`` on the second by its Last Will; a
+    publisher without a listener clears the first when it connects). In team mode there is
+    no bridge: a gateway listens while its retained ``<base>/gateway/<id>/state`` says
+    ``online`` (its Last Will says ``offline``), and the broker hands the command to one of
+    the gateways online (their shared subscription, :mod:`streamer.team.gateway_mqtt`),
+    which puts it into the athlete's stream.
+
+    The payload goes in an :func:`~streamer.app.commands_in.envelope` (an id, so that a copy
+    the broker resends is applied once, and the time sent, so that a command older than
+    :data:`~streamer.app.commands_in.COMMAND_TTL_S` is not applied). The broker
+    acknowledges it once it holds it: a ``run`` reconnecting at that moment gets it from
+    its persistent session when it is back. Under MQTT 5 the message also expires in the
+    broker after ``COMMAND_TTL_S``.
     """
     topics = Topics(config.base_topic, config.ha_prefix)
     online = {commands_state_topic(topics): COMMANDS_ONLINE, topics.bridge_state: BRIDGE_ONLINE}
@@ -175,7 +187,12 @@ async def send_if_listening(config: MqttConfig, athlete: str, command: str, payl
             )
             listening = run_listens or gateway_listens
             if listening:
-                await client.publish(command_topic(topics, athlete, command), payload, qos=1)
+                await client.publish(
+                    command_topic(topics, athlete, command),
+                    envelope(payload),
+                    qos=1,
+                    properties=_expiring() if cli.protocol == "5" else None,
+                )
             return listening
     except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else describe_failure(cli, exc)
@@ -194,3 +211,10 @@ def gateway_states_filter(base: str) -> str:
 def publish_rpe(config: MqttConfig, athlete: str, rpe: float) -> bool:
     """Send an RPE to a listening ``run``; False when none listens."""
     return asyncio.run(send_if_listening(config, athlete, RPE, f"{rpe:g}".encode()))
+
+
+def _expiring() -> Properties:
+    """MQTT 5 PUBLISH properties: the broker drops the command after ``COMMAND_TTL_S``."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = COMMAND_TTL_S
+    return props

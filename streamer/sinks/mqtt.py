@@ -21,7 +21,15 @@ Listeners (:class:`Listener`, e.g. ``run``'s command topics, :mod:`streamer.app.
 subscribe on this same connection: one connection per process, so a broker that ties client
 ids to accounts (the shipped mosquitto config) holds one session per ``run``. Each listener's
 topic filters are subscribed (QoS 1) after every connect, its retained state announced, and
-its messages handed to it by the one task that reads the connection.
+its messages handed to it by the one task that reads the connection. With a listener the
+session is persistent (:data:`LISTENER_SESSION_EXPIRY_S` under MQTT 5; under 3.1.1 until the
+broker's own limit), so a QoS 1 command published while the connection is being
+re-established is queued by the broker and delivered on reconnect instead of reaching
+nobody; commands carry their own expiry (:mod:`streamer.app.commands_in`), so a queued one
+never acts late. A publisher without listeners (``morning``, ``replay``, …) clears
+``<base>/bridge/commands`` (an empty retained message) when it connects: a ``run`` killed
+before it (whose Last Will covers ``<base>/bridge/state`` only) leaves no ``online`` there
+for the CLI to trust.
 
 Live samples (QoS 0) never touch the outbox: :meth:`MqttPublisher.send_live` publishes
 them on the current connection, or fails at once when there is none (the pipeline counts
@@ -76,6 +84,12 @@ PENDING_CALLS_WARNING: Final = 10_000
 """aiomqtt warns above this many unfinished calls (its default, 10, is one small batch)."""
 CONNECT_TIMEOUT_S: Final = 10.0
 """Longest wait for TCP + TLS + CONNACK before trying again."""
+LISTENER_SESSION_EXPIRY_S: Final = 600
+"""How long the broker keeps the session of a publisher with listeners while it is away
+(MQTT 5 session expiry interval, s): its subscriptions and the QoS 1 commands queued for
+them survive a reconnection or a broker restart of up to 10 min; a session nobody resumes
+(a ``run`` killed for good) is then dropped with its queue. Commands expire sooner
+(:data:`streamer.app.commands_in.COMMAND_TTL_S`)."""
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:
@@ -366,6 +380,10 @@ class MqttPublisher:
             timeout_s=self.config.publish_timeout_s,
             identifier=self._client_id,
             will=aiomqtt.Will(self.topics.bridge_state, BRIDGE_OFFLINE, qos=1, retain=True),
+            # With listeners, a persistent session: the broker queues their QoS 1 messages
+            # (commands) while this connection is down, and resends one it delivered but
+            # whose PUBACK it never got (the listener drops such a repeat).
+            session_expiry_s=LISTENER_SESSION_EXPIRY_S if self._listeners else None,
             logger=_LOGGER,
             # The whole outbox batch in flight at once: one round trip per batch, not per
             # message (paho's default window is 20).
@@ -399,6 +417,12 @@ class MqttPublisher:
             _LOGGER.info("MQTT connected to %s as %s", self.config.url, self._client_id)
             with cancellation_kept():
                 await client.publish(self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True)
+                if not self._listeners:
+                    # Nothing here listens for commands: a `run` killed before this process
+                    # left `online` on bridge/commands (its Will covers bridge/state only),
+                    # which this connection's `online` on bridge/state would make true again.
+                    # Cleared (an empty retained message), not set: no run, no state.
+                    await client.publish(self.topics.bridge_commands, b"", qos=1, retain=True)
             tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
             if self._ha_discovery:
                 with cancellation_kept():
@@ -416,6 +440,9 @@ class MqttPublisher:
                             ", ".join(refused),
                             listener.name,
                         )
+                        # …nor leave a stale `online` of an earlier process standing.
+                        for topic, payload in listener.announce(False):
+                            await client.publish(topic, payload, qos=1, retain=True)
                         continue
                     for topic, payload in listener.announce(True):
                         await client.publish(topic, payload, qos=1, retain=True)
