@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,27 @@ def test_hi_spacing_from_two_hard_sessions_by_heart_rate_alone() -> None:
 def test_implausible_heart_rates_are_refused_naming_the_key(key: str, value: int) -> None:
     with pytest.raises(ValueError, match=key):
         RuleThresholds().with_overrides({"max_hr_bpm": 190, key: value})
+
+
+def test_rpe_and_log_offline_refuse_a_store_another_process_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `run` holding the store without listening (no broker here) would not see an entry
+    written beside it: the offline path takes the store's lock and names the holder."""
+    from streamer import cli
+    from streamer.store_lock import hold_store
+
+    store = tmp_path / "s.sqlite3"
+    config = tmp_path / "redox.toml"
+    config.write_text(f'[store]\npath = "{store}"\n[[athletes]]\nid = "ann"\nname = "Ann"\n')
+    common = ["--athlete", "ann", "--config", str(config)]
+    with hold_store(store, "run"):
+        for argv in (
+            ["rpe", "5", *common],
+            ["log", "droms", "310", "--timing", "fasted", *common],
+        ):
+            assert cli.main(argv) != 0, argv
+            err = capsys.readouterr().err.strip()
+            assert "run" in err, err
+            assert str(os.getpid()) in err, err
+            assert "\n" not in err, err

@@ -33,6 +33,7 @@ from streamer.commands.session import add_common, load, send_if_listening
 from streamer.config import Config, date_arg
 from streamer.errors import CliError
 from streamer.results import Kind, LabPayload, Result
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Enter a lab marker by hand: a value from a blood or urine test, with when the sample was
@@ -217,7 +218,9 @@ def offline(config: Config, athlete: str, command: LabCommand) -> int:
         entry = command.entry(time.time_ns())
     except LabInputError as exc:
         raise CliError(str(exc)) from None
-    with App.from_config(config) as app:
+    # A `run` that holds the store is not listening (else the command went to it): say
+    # so rather than write beside it, where its state would not see the change.
+    with hold_store(config.store_path, "log"), App.from_config(config) as app:
         pipeline = app.pipeline([athlete], on_result=results.append)
 
         async def apply() -> None:

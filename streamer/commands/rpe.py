@@ -23,6 +23,7 @@ from streamer.commands.session import add_common, load, publish_rpe
 from streamer.config import Config
 from streamer.errors import CliError
 from streamer.results import Kind, Result, SessionPayload
+from streamer.store_lock import hold_store
 
 DESCRIPTION = """\
 Give an athlete's perceived exertion for a training session: 0 (rest) to 10 (maximal) on
@@ -73,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
 def offline(config: Config, athlete: str, rpe: float) -> int:
     """Apply the RPE to the store's last session of ``athlete``; print what changed."""
     results: list[Result] = []
-    with App.from_config(config) as app:
+    # A `run` that holds the store is not listening (else the command went to it): say
+    # so rather than write beside it, where its state would not see the change.
+    with hold_store(config.store_path, "rpe"), App.from_config(config) as app:
         if not app.store.sessions(athlete):
             raise CliError(
                 f"no session of {athlete} in {config.store_path} to give an RPE to: "
