@@ -138,7 +138,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "export",
-        "export an athlete's daily values or sessions as CSV",
+        "export an athlete's daily values, sessions or lab entries as CSV",
         "streamer.commands.export",
     ),
     Command("status", "athletes' baselines, alerts and devices now", "streamer.commands.status"),
