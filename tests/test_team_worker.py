@@ -436,3 +436,41 @@ def test_worker_unit_passes_systemd_analyze_verify() -> None:
     ]
     assert problems == []
     assert "worker --id" in unit.read_text()
+
+
+def test_partitions_whose_locks_went_with_a_postgresql_restart_are_claimed_again(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """An idle partition (or one with live samples only) writes nothing, so it never
+    notices that PostgreSQL's restart took its session and lock: it must not go on
+    counting towards the worker's share while nobody holds it. Found by the simulation
+    (tests/team_sim.py): after a restart, partitions stayed unheld for good."""
+    options = WorkerOptions(live=False, claim_every_s=0.2)
+
+    def held() -> dict[int, str]:
+        try:
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                return held_partitions(conn)
+        except psycopg.OperationalError:  # restarting
+            return {}
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        await th.ensure_stream(nc.jetstream())
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(lambda: len(held()) == wire.DEFAULT_PARTITIONS, 60, "all held")
+            await asyncio.to_thread(postgres.restart)
+            await eventually(
+                lambda: len(held()) == wire.DEFAULT_PARTITIONS,
+                60,
+                "every partition held again after PostgreSQL's restart",
+            )
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    asyncio.run(scenario())

@@ -180,6 +180,12 @@ class _Track:
         return min([self.point, *self.open.values()], key=lambda p: p[0])
 
 
+def partition_application(worker_id: str, number: int) -> str:
+    """The ``application_name`` of the session holding partition ``number`` in worker
+    ``worker_id`` (what :func:`streamer.team.partitions.held_partitions` reports)."""
+    return f"redox-worker:{worker_id}:p{number}"
+
+
 @dataclass
 class PartitionCounters:
     """What one partition did (figures and tests)."""
@@ -214,7 +220,7 @@ class Partition:
         self.js = js
         self.live = live
         self.counters = PartitionCounters()
-        self.conn = connect(dsn, application=f"redox-worker:{worker_id}:p{number}")
+        self.conn = connect(dsn, application=partition_application(worker_id, number))
         self.store: PgStore | None = None
         self.sinks: list[Sink] = []
         self.tracks: dict[str, _Track] = {}
@@ -624,6 +630,13 @@ class Worker:
                 connect, self.dsn, application=f"redox-worker:{self.id}"
             )
             self._control = control
+        # A partition whose session lost its lock (PostgreSQL restarted) notices only at
+        # its next write; an idle one, or one receiving live samples only, would count
+        # towards this worker's share for ever while nobody consumes it: ask the server.
+        held = await asyncio.to_thread(held_partitions, control)
+        for number in [n for n in self.owned if held.get(n) != self._application(n)]:
+            _LOGGER.warning("partition %d: its lock is gone (PostgreSQL restarted?)", number)
+            await self.owned.pop(number).stop()
         workers = await asyncio.to_thread(live_workers, control)
         bound = share(opts.partitions, workers, opts.max_partitions)
         while len(self.owned) > bound:  # a worker joined: let the newest go
@@ -631,7 +644,6 @@ class Worker:
             _LOGGER.info("partition %d released (share %d)", number, bound)
             await self.owned.pop(number).stop()
         if len(self.owned) < bound:
-            held = await asyncio.to_thread(held_partitions, control)
             for number in order:
                 if len(self.owned) >= bound or self.stopping.is_set():
                     break
@@ -639,6 +651,9 @@ class Worker:
                     continue
                 await self._claim(number, js)
         return control
+
+    def _application(self, number: int) -> str:
+        return partition_application(self.id, number)
 
     async def _claim(self, number: int, js: Any) -> None:
         part = await asyncio.to_thread(
