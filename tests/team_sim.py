@@ -648,7 +648,8 @@ class Simulation:
                 for node in self.nats:  # clients reach the nodes on the bridge's address
                     text = node.config.read_text()
                     node.config.write_text(
-                        text.replace(f"listen: {HOST}:", f"listen: {self.net.host}:")
+                        # the client port only (the first listen:), not the routes'
+                        text.replace(f"listen: {HOST}:", f"listen: {self.net.host}:", 1)
                     )
         self.start_servers()
         await self._ensure_stream()
@@ -750,7 +751,7 @@ class Simulation:
         node = next(n for n in self.nats if n.node == leader)
         killed_at = time.time()
         await asyncio.to_thread(node.kill)
-        others = [n.url for n in self.nats if n is not node]
+        others = [u for n, u in zip(self.nats, self.servers, strict=True) if n is not node]
         new = await _stream_leader(others)
         await asyncio.sleep(5.0)  # some writes after the election, then the node back
         await asyncio.to_thread(node.start)
@@ -834,8 +835,11 @@ async def _wait(condition: Any, timeout_s: float, what: str) -> None:
 async def _stream_leader(servers: list[str]) -> str:
     import nats
 
+    async def quiet(_exc: Exception) -> None:
+        pass  # a node away: the next one is asked
+
     deadline = time.monotonic() + 60
-    nc = await nats.connect(servers=servers, connect_timeout=2)
+    nc = await nats.connect(servers=servers, connect_timeout=2, error_cb=quiet)
     try:
         while True:
             try:
