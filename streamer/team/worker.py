@@ -372,19 +372,23 @@ class Partition:
             _LOGGER.warning("stream message %d skipped: %s", seq, exc)
             return
         track = self._track(athlete)
-        if seq < track.skip_below:
-            self.counters.skipped += 1
-            return
         muted = seq <= self.checkpoint
-        if muted:
-            self.counters.replayed += 1
-        gateway = headers.get(wire.GATEWAY_HEADER, "")
         if isinstance(message, wire.LeaseGranted):
+            # Before the athlete's replay point too: the leases were read as they stood at
+            # the partition's start (the earliest athlete's point), so a grant between
+            # that and this athlete's point must still count — else the new holder's
+            # records would be dropped as another gateway's.
             self.leases[(athlete, message.device)] = message.gateway
             if not muted:
                 self._pending_leases.append((athlete, message.device, seq, message.gateway))
                 self._write(seq, [])
             return
+        if seq < track.skip_below:
+            self.counters.skipped += 1
+            return
+        if muted:
+            self.counters.replayed += 1
+        gateway = headers.get(wire.GATEWAY_HEADER, "")
         if isinstance(message, RecordedNotification):
             holder = self.leases.get((athlete, message.device))
             if holder is not None and gateway and gateway != holder:
