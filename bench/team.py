@@ -146,6 +146,11 @@ def report(
          "not run" if takeover is None else f"{takeover:.2f} s (all held by the survivor)",
          None if takeover is None else takeover <= 15)  # fmt: skip
     print(f"  results drained {f.drained_s:.1f} s after the plan's end")
+    for kind, (missing, extra) in getattr(simulation, "history_diff", {}).items():
+        for row in missing[:5]:
+            print(f"  {kind} missing in PostgreSQL: {str(row)[:400]}")
+        for row in extra[:5]:
+            print(f"  {kind} in PostgreSQL, not in the oracle: {str(row)[:400]}")
 
 
 if __name__ == "__main__":

@@ -711,7 +711,13 @@ class Simulation:
         with contextlib.suppress(AssertionError):
             await _wait(done, timeout_s, "every result in PostgreSQL and at the subscriber")
         self.figures.drained_s = time.time() - started
-        self.figures.history_identical = th.history_rows(self.pg.dsn) == want_rows
+        have_rows = th.history_rows(self.pg.dsn)
+        self.figures.history_identical = have_rows == want_rows
+        self.history_diff = {
+            kind: (sorted(set(want_rows[kind]) - set(have_rows[kind])),
+                   sorted(set(have_rows[kind]) - set(want_rows[kind])))
+            for kind in want_rows
+        }  # fmt: skip
         self.figures.mqtt_complete = want_mqtt <= facts.update()
         self.figures.mqtt = dict(facts.facts)
         self.figures.live_latency_s = latencies(facts.live, self.plan, self.t0, self.steady)
