@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -241,6 +242,8 @@ def gateway_main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
 
     booted = time.time() if args.outbox.exists() else 0.0
+    if booted:
+        print(f"gateway {args.id}: restarted at {booted!r}", flush=True)
     segments = [s for s in pickle.loads(args.plan.read_bytes()) if s.gateway == args.id]
 
     async def main() -> None:
@@ -691,6 +694,13 @@ class Simulation:
         for gid, proc in self.gws.items():
             await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
                         timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
+        # A restarted gateway skips what was scheduled before its process started (its
+        # devices sent that to nobody): the dead window ends there, not at the spawn.
+        for n, (gid, start, end) in enumerate(self.dead):
+            log = self.gws[gid].log.read_text(errors="replace")
+            restarts = [float(t) for t in re.findall(rf"gateway {gid}: restarted at (\S+)", log)]
+            later = [t for t in restarts if t >= end]
+            self.dead[n] = (gid, start, min(later) if later else end)
         stored = await asyncio.to_thread(gh.stream_messages, self.servers, 120.0)
         got = accepted(stored)
         self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0)
