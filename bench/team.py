@@ -17,7 +17,9 @@ leader SIGKILLed, a worker SIGKILLed (the survivor's takeover timed), a gateway 
 and restarted, PostgreSQL restarted, mosquitto restarted, a worker SIGSTOPped 20 s, a
 gateway's link down 30 s. At the end the stream is compared with the plan and what the
 workers kept in PostgreSQL and published with the single-box oracle on the same records.
-Prints figures; asserts nothing (``tests/test_team_simulation.py`` is the test).
+Prints figures; asserts nothing (``tests/test_team_simulation.py`` is the test). The live
+latency is from a record's scheduled offer at its gateway to the subscriber's receipt, so
+it includes the simulated gateway's own lag behind its schedule on this loaded machine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -146,6 +149,9 @@ def report(
          "not run" if takeover is None else f"{takeover:.2f} s (all held by the survivor)",
          None if takeover is None else takeover <= 15)  # fmt: skip
     print(f"  results drained {f.drained_s:.1f} s after the plan's end")
+    for gid, proc in simulation.gws.items():
+        stalls = re.findall(r"publishing resumed after ([0-9.]+ s)", proc.log.read_text())
+        print(f"  gateway {gid}: publishing stalls {', '.join(stalls) or 'none'}")
     for kind, (missing, extra) in getattr(simulation, "history_diff", {}).items():
         for row in missing[:5]:
             print(f"  {kind} missing in PostgreSQL: {str(row)[:400]}")
