@@ -69,7 +69,9 @@ class _Results:
     def update(self) -> set[tuple[str, str]]:
         for m in self.received[self.read :]:
             self.read += 1
-            if "/worker/" in m.topic or m.topic.endswith("/bridge/state"):
+            # Availability and bridge topics carry no results (publishers without a
+            # listener clear the retained bridge/commands with an empty message).
+            if "/worker/" in m.topic or "/bridge/" in m.topic or not m.payload:
                 continue
             body = m.json()
             seq = body.pop("seq")
@@ -536,3 +538,119 @@ def test_live_points_in_influxdb_name_the_gateway_that_received_them(
     assert tagged() == {"gw1": half, "gw2": len(beats) - half}
     assert "gateway" not in morning_tags()
     assert "athlete" in morning_tags()
+
+
+def test_partitions_whose_locks_went_with_a_postgresql_restart_are_claimed_again(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """An idle partition (or one with live samples only) writes nothing, so it never
+    notices that PostgreSQL's restart took its session and lock: it must not go on
+    counting towards the worker's share while nobody holds it. Found by the simulation
+    (tests/team_sim.py): after a restart, partitions stayed unheld for good."""
+    options = WorkerOptions(live=False, claim_every_s=0.2)
+
+    def held() -> dict[int, str]:
+        try:
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                return held_partitions(conn)
+        except psycopg.OperationalError:  # restarting
+            return {}
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        await th.ensure_stream(nc.jetstream())
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(lambda: len(held()) == wire.DEFAULT_PARTITIONS, 60, "all held")
+            await asyncio.to_thread(postgres.restart)
+            await eventually(
+                lambda: len(held()) == wire.DEFAULT_PARTITIONS,
+                60,
+                "every partition held again after PostgreSQL's restart",
+            )
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lease_granted_before_an_athletes_replay_point_still_counts_after_a_takeover(
+    postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    """One partition, two athletes. ``x`` ends a morning and its strap moves to gw2 (the
+    grant's write gives ``x`` a replay point just after it); ``y``'s open morning keeps the
+    partition's start earlier, where gw1 still held ``x``'s strap. The next owner must
+    apply gw2's grant on its way to ``x``'s point, or it drops ``x``'s next morning as
+    another gateway's records. Found by the team simulation (tests/team_sim.py)."""
+    days = th.athlete_days(2, 2, sessions=False)
+    x_days, y_days = days["athlete1"], days["athlete2"]
+    x_second = max(i for i, m in enumerate(x_days) if isinstance(m, MorningStart))
+    y_first_end = min(i for i, m in enumerate(y_days) if isinstance(m, MorningEnd))
+    y_half = y_first_end // 2
+    strap = next(m.device for m in x_days if isinstance(m, RecordedNotification))
+    t_grant = x_days[x_second].t_ns - 1
+    # (athlete, gateway, message) in stream order, before and after the first worker.
+    head: list[tuple[str, str, wire.WireMessage]] = [
+        ("x", "gw1", wire.LeaseGranted(x_days[0].t_ns - 1, strap, "gw1")),
+        *(("x", "gw1", m) for m in x_days[:x_second]),
+        *(("y", "gw1", m) for m in y_days[:y_half]),
+        ("x", "gw2", wire.LeaseGranted(t_grant, strap, "gw2")),
+        # x's second morning begins (its replay point moves past the grant) and a write
+        # (y's grant) records that point.
+        *(("x", "gw2", m) for m in x_days[x_second : x_second + 20]),
+        ("y", "gw1", wire.LeaseGranted(y_days[y_half].t_ns - 1, strap, "gw1")),
+    ]
+    tail = [
+        *(("x", "gw2", m) for m in x_days[x_second + 20 :]),
+        *(("y", "gw1", m) for m in y_days[y_half:]),
+    ]
+    expected = th.oracle_rows(th.oracle({"x": x_days, "y": y_days}))
+    nats_one = NatsServer(tmp_path / "nats", partitions=1)
+    nats_one.start()
+    options = WorkerOptions(partitions=1, live=False, claim_every_s=0.2)
+
+    async def publish(js: Any, items: list[tuple[str, str, wire.WireMessage]], at: int) -> int:
+        for n, (athlete, gateway, message) in enumerate(items, start=at):
+            headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+            await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
+        return at + len(items)
+
+    async def run_until(worker_id: str, done: Any, what: str) -> None:
+        worker = Worker(worker_id, nats_url=nats_one.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(done, 120, what)
+        finally:
+            worker.stop()
+            await task
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_one.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        sent = await publish(js, head, 0)
+
+        def checkpoint() -> int:
+            try:
+                return _count(postgres.dsn, "SELECT max(applied) FROM checkpoint")
+            except psycopg.errors.UndefinedTable:  # the worker has not made its tables yet
+                return 0
+
+        await run_until("a", lambda: checkpoint() >= sent, "the first worker at the last grant")
+        await publish(js, tail, sent)
+        await run_until(
+            "b",
+            lambda: th.history_rows(postgres.dsn)["morning"] == expected["morning"],
+            "both athletes' mornings as the single box has them",
+        )
+        await nc.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        nats_one.stop()

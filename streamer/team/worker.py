@@ -180,6 +180,12 @@ class _Track:
         return min([self.point, *self.open.values()], key=lambda p: p[0])
 
 
+def partition_application(worker_id: str, number: int) -> str:
+    """The ``application_name`` of the session holding partition ``number`` in worker
+    ``worker_id`` (what :func:`streamer.team.partitions.held_partitions` reports)."""
+    return f"redox-worker:{worker_id}:p{number}"
+
+
 @dataclass
 class PartitionCounters:
     """What one partition did (figures and tests)."""
@@ -214,7 +220,7 @@ class Partition:
         self.js = js
         self.live = live
         self.counters = PartitionCounters()
-        self.conn = connect(dsn, application=f"redox-worker:{worker_id}:p{number}")
+        self.conn = connect(dsn, application=partition_application(worker_id, number))
         self.store: PgStore | None = None
         self.sinks: list[Sink] = []
         self.tracks: dict[str, _Track] = {}
@@ -366,19 +372,23 @@ class Partition:
             _LOGGER.warning("stream message %d skipped: %s", seq, exc)
             return
         track = self._track(athlete)
-        if seq < track.skip_below:
-            self.counters.skipped += 1
-            return
         muted = seq <= self.checkpoint
-        if muted:
-            self.counters.replayed += 1
-        gateway = headers.get(wire.GATEWAY_HEADER, "")
         if isinstance(message, wire.LeaseGranted):
+            # Before the athlete's replay point too: the leases were read as they stood at
+            # the partition's start (the earliest athlete's point), so a grant between
+            # that and this athlete's point must still count — else the new holder's
+            # records would be dropped as another gateway's.
             self.leases[(athlete, message.device)] = message.gateway
             if not muted:
                 self._pending_leases.append((athlete, message.device, seq, message.gateway))
                 self._write(seq, [])
             return
+        if seq < track.skip_below:
+            self.counters.skipped += 1
+            return
+        if muted:
+            self.counters.replayed += 1
+        gateway = headers.get(wire.GATEWAY_HEADER, "")
         if isinstance(message, RecordedNotification):
             holder = self.leases.get((athlete, message.device))
             if holder is not None and gateway and gateway != holder:
@@ -628,6 +638,13 @@ class Worker:
                 connect, self.dsn, application=f"redox-worker:{self.id}"
             )
             self._control = control
+        # A partition whose session lost its lock (PostgreSQL restarted) notices only at
+        # its next write; an idle one, or one receiving live samples only, would count
+        # towards this worker's share for ever while nobody consumes it: ask the server.
+        held = await asyncio.to_thread(held_partitions, control)
+        for number in [n for n in self.owned if held.get(n) != self._application(n)]:
+            _LOGGER.warning("partition %d: its lock is gone (PostgreSQL restarted?)", number)
+            await self.owned.pop(number).stop()
         workers = await asyncio.to_thread(live_workers, control)
         bound = share(opts.partitions, workers, opts.max_partitions)
         while len(self.owned) > bound:  # a worker joined: let the newest go
@@ -635,7 +652,6 @@ class Worker:
             _LOGGER.info("partition %d released (share %d)", number, bound)
             await self.owned.pop(number).stop()
         if len(self.owned) < bound:
-            held = await asyncio.to_thread(held_partitions, control)
             for number in order:
                 if len(self.owned) >= bound or self.stopping.is_set():
                     break
@@ -643,6 +659,9 @@ class Worker:
                     continue
                 await self._claim(number, js)
         return control
+
+    def _application(self, number: int) -> str:
+        return partition_application(self.id, number)
 
     async def _claim(self, number: int, js: Any) -> None:
         part = await asyncio.to_thread(

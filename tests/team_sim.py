@@ -1,0 +1,877 @@
+"""The one-machine team simulation of issue 13: gateways, a 3-node NATS cluster, workers,
+PostgreSQL and mosquitto as real processes, emulated athletes' days driven through them,
+and the single-box oracle on the same records.
+
+The athletes' days are the demo's scenarios (:func:`tests.team_worker_helpers.athlete_days`)
+on an accelerated clock: record time runs ``speed`` times faster than wall time and the
+hours between a morning reading and a session shrink to ``max_gap_s`` wall seconds. Each
+athlete's day is a *segment* at a random gateway; some sessions are handed over to another
+gateway in the middle (the first gateway drains its outbox, releases the device leases,
+the second takes them and goes on).
+
+A gateway here is the real :class:`streamer.team.gateway.Gateway` (its fsync'd outbox, its
+one-PubAck-at-a-time publisher, its msg ids) in its own process (``python -m
+tests.team_sim gateway ...``), with the real device leases (:class:`Lease` in the KV
+bucket, the grant written into the stream); only the Bluetooth drivers are replaced by the
+plan's records, offered at their scheduled wall time — the gateway's ``offer`` path, so the
+records are known in advance and the oracle is the single box on exactly them. A gateway
+killed and restarted goes on with the records scheduled after its restart: what its
+devices sent while it was dead never reached it (as with a Pi losing power).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import pickle
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devices.recording import RecordedNotification
+from streamer.athlete.events import SessionEnd, SessionStart
+from streamer.payloads import encode_payload
+from streamer.results import Result
+from streamer.team import wire
+from streamer.topics import Topics
+from tests import team_helpers as gh
+from tests import team_worker_helpers as th
+from tests.mqtt_helpers import Received, Subscriber
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY_GAP_NS = 3600 * 10**9
+"""Record-time gaps longer than this split an athlete's messages into days (ns)."""
+
+Timed = tuple[float, wire.WireMessage]
+"""(wall offset from the simulation's start (s), message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One athlete's messages at one gateway (a day, or half a handed-over session)."""
+
+    athlete: str
+    gateway: str
+    items: list[Timed]
+    handed_over: bool = False
+    """The second half of a session handed over from another gateway."""
+
+
+def schedule(messages: Sequence[wire.WireMessage], speed: float, max_gap_s: float) -> list[Timed]:
+    """Wall offsets of ``messages`` (s from 0): record time / ``speed``, gaps capped."""
+    out: list[Timed] = []
+    offset, last = 0.0, messages[0].t_ns
+    for m in messages:
+        offset += min((m.t_ns - last) / 1e9 / speed, max_gap_s)
+        last = m.t_ns
+        out.append((offset, m))
+    return out
+
+
+def make_plan(
+    messages: Mapping[str, Sequence[wire.WireMessage]],
+    gateways: Sequence[str],
+    *,
+    speed: float,
+    handover: float = 0.1,
+    seed: int = 13,
+    max_gap_s: float = 3.0,
+) -> list[Segment]:
+    """Each athlete's day at a random gateway; a ``handover`` share of sessions handed to
+    another gateway half way (at least one when there are sessions and ``handover`` > 0)."""
+    rng = random.Random(seed)
+    segments: list[Segment] = []
+    session_days: list[tuple[int, int]] = []  # (segment index, index of the handover cut)
+    for athlete, items in messages.items():
+        timed = schedule(items, speed, max_gap_s)
+        days: list[list[Timed]] = [[timed[0]]]
+        for prev, cur in itertools.pairwise(timed):
+            if cur[1].t_ns - prev[1].t_ns > DAY_GAP_NS:
+                days.append([])
+            days[-1].append(cur)
+        for day in days:
+            segments.append(Segment(athlete, rng.choice(list(gateways)), day))
+            starts = [i for i, (_, m) in enumerate(day) if isinstance(m, SessionStart)]
+            ends = [i for i, (_, m) in enumerate(day) if isinstance(m, SessionEnd)]
+            if starts and ends:
+                session_days.append((len(segments) - 1, (starts[0] + ends[0]) // 2))
+    if handover > 0 and session_days and len(gateways) > 1:
+        count = max(1, round(handover * len(session_days)))
+        for index, cut in sorted(rng.sample(session_days, count), reverse=True):
+            seg = segments[index]
+            other = rng.choice([g for g in gateways if g != seg.gateway])
+            segments[index : index + 1] = [
+                Segment(seg.athlete, seg.gateway, seg.items[:cut]),
+                Segment(seg.athlete, other, seg.items[cut:], handed_over=True),
+            ]
+    return segments
+
+
+# --- the gateway process ------------------------------------------------------------------
+
+
+async def _acquire(lease: Any) -> None:
+    """Take ``lease``, waiting while another gateway holds it (it drains, then releases;
+    a dead one's lease expires with the bucket's TTL) — as a gateway contends."""
+    from nats.errors import Error as NatsError
+
+    while True:
+        try:
+            if await lease.try_acquire():
+                return
+        except (NatsError, OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.1)
+
+
+async def _renew(leases: Sequence[Any], every_s: float) -> None:
+    from nats.errors import Error as NatsError
+
+    while True:
+        await asyncio.sleep(every_s)
+        for lease in leases:
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await lease.renew()
+
+
+def _t0_when_written(t0_file: Path) -> float:
+    """The simulation's start signal: the wall time written to ``t0_file`` (a file: it
+    reaches a process in another network namespace as well)."""
+    while not t0_file.exists():
+        time.sleep(0.05)
+    return float(t0_file.read_text())
+
+
+async def run_gateway(
+    gateway_id: str,
+    servers: list[str],
+    outbox_path: Path,
+    segments: list[Segment],
+    t0_file: Path,
+    booted: float,
+) -> None:
+    """Drive this gateway's segments of ``plan`` through a real :class:`Gateway` until
+    every one is published, its leases released; then keep publishing until stopped.
+
+    The plan's clock starts at the wall time in ``t0_file``, written by the simulation
+    once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
+    restarted gateway (``booted`` > 0: its outbox file was there already) skips what was
+    scheduled before it came back (wall s): its devices sent that to nobody."""
+    import nats
+
+    from streamer.team.gateway import Gateway
+    from streamer.team.leases import Lease
+    from streamer.team.outbox import GatewayOutbox
+    from streamer.team.stream import LEASE_BUCKET
+
+    with GatewayOutbox(outbox_path) as outbox:
+        leftover = outbox.depth()
+        gateway = Gateway(gateway_id, servers, outbox, {})
+        task = asyncio.create_task(gateway.run())
+        await gateway.connected.wait()
+        nc = await nats.connect(
+            servers=servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25
+        )
+        kv = await nc.jetstream().key_value(LEASE_BUCKET)
+        ttl = float((await kv.status()).ttl or 30.0)
+        print(f"gateway {gateway_id}: ready", flush=True)
+        t0 = await asyncio.to_thread(_t0_when_written, t0_file)
+
+        async def drained() -> None:
+            target = leftover + gateway.stats.offered
+            while gateway.stats.published < target:  # noqa: ASYNC110  (counters, no event)
+                await asyncio.sleep(0.02)
+
+        async def chain(athlete: str, mine: list[Segment]) -> None:
+            for seg in mine:
+                items = [(o, m) for o, m in seg.items if t0 + o >= booted]
+                devices = sorted(
+                    {m.device for _, m in seg.items if isinstance(m, RecordedNotification)}
+                )
+                leases = [Lease(kv, gateway_id, athlete, d) for d in devices]
+                if not items:  # all of it while this gateway was dead: free what it held
+                    for lease in leases:
+                        with contextlib.suppress(Exception):
+                            if await lease.holder() == gateway_id and await lease.try_acquire():
+                                await lease.release()
+                    continue
+                await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
+                for lease in leases:
+                    await _acquire(lease)
+                    grant = wire.LeaseGranted(items[0][1].t_ns, lease.device, gateway_id)
+                    gateway.offer(athlete, grant)
+                renew = asyncio.create_task(_renew(leases, ttl / 3))
+                for offset, message in items:
+                    delay = t0 + offset - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    gateway.offer(athlete, message)
+                await drained()  # a hand-over: the next holder's records come after ours
+                renew.cancel()
+                for lease in leases:
+                    await lease.release()
+
+        by_athlete: dict[str, list[Segment]] = {}
+        for seg in segments:
+            by_athlete.setdefault(seg.athlete, []).append(seg)
+        await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
+        await drained()
+        print(f"gateway {gateway_id}: plan done, {gateway.stats}", flush=True)
+        await task  # go on until SIGTERM
+
+
+def gateway_main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--outbox", type=Path, required=True)
+    parser.add_argument("--plan", type=Path, required=True)
+    parser.add_argument("--t0-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    booted = time.time() if args.outbox.exists() else 0.0
+    if booted:
+        print(f"gateway {args.id}: restarted at {booted!r}", flush=True)
+    segments = [s for s in pickle.loads(args.plan.read_bytes()) if s.gateway == args.id]
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            run_gateway(args.id, args.nats.split(","), args.outbox, segments, args.t0_file, booted)
+        )
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@dataclass
+class Proc:
+    """A child process (gateway or worker) that can be killed, stopped and restarted."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    prefix: list[str] = field(default_factory=list)
+    """Prepended to ``argv`` (``ip netns exec NS``)."""
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*self.prefix, sys.executable, *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+                cwd=ROOT,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+def gateway_proc(workdir: Path, gateway_id: str, servers: Sequence[str], plan: Path) -> Proc:
+    return Proc(
+        gateway_id,
+        ["-m", "tests.team_sim", "gateway", "--id", gateway_id, "--nats", ",".join(servers),
+         "--outbox", str(workdir / f"outbox-{gateway_id}.sqlite"), "--plan", str(plan),
+         "--t0-file", str(workdir / "t0")],
+        workdir / f"gateway-{gateway_id}.log",
+    )  # fmt: skip
+
+
+def worker_proc(
+    workdir: Path, worker_id: str, servers: Sequence[str], dsn: str, mqtt_url: str
+) -> Proc:
+    return Proc(
+        worker_id,
+        ["-m", "streamer.cli", "worker", "--id", worker_id, "--nats", ",".join(servers),
+         "--postgres", dsn, "--mqtt", mqtt_url],
+        workdir / f"worker-{worker_id}.log",
+    )  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class TimedSubscriber(Subscriber):
+    """A :class:`Subscriber` that also notes each message's arrival (wall s)."""
+
+    arrived: list[float] = field(default_factory=list)
+
+    def _record(self, m: Any) -> None:
+        self.arrived.append(time.time())
+        super()._record(m)
+
+
+# --- what the stream and the subscriber hold ------------------------------------------------
+
+
+def key_of(m: wire.WireMessage) -> tuple[object, ...]:
+    """What identifies a message by its content."""
+    if isinstance(m, RecordedNotification):
+        return ("n", m.device, m.char, m.t_ns, m.data)
+    return (type(m).__name__, m.t_ns)
+
+
+def accepted(stored: Sequence[gh.Stored]) -> dict[str, list[wire.WireMessage]]:
+    """Per athlete, what a worker processes, in stream order: notifications from the
+    gateway holding the device's lease at their place (the worker's rule), markers; no
+    grants."""
+    leases: dict[tuple[str, str], str] = {}
+    out: dict[str, list[wire.WireMessage]] = {}
+    for s in stored:
+        m = s.message
+        if isinstance(m, wire.LeaseGranted):
+            leases[(s.athlete, m.device)] = m.gateway
+            continue
+        if isinstance(m, RecordedNotification):
+            holder = leases.get((s.athlete, m.device))
+            if holder is not None and holder != s.gateway:
+                continue
+        out.setdefault(s.athlete, []).append(m)
+    return out
+
+
+@dataclass
+class StreamFacts:
+    """Lost, duplicated and reordered messages: the stream against the plan."""
+
+    planned: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    reorders: int = 0
+    missed_while_dead: int = 0
+    """Scheduled while their gateway was down (never received: not lost by the system)."""
+
+
+def stream_facts(
+    planned: Mapping[str, Sequence[wire.WireMessage]],
+    got: Mapping[str, Sequence[wire.WireMessage]],
+    dead: Sequence[tuple[str, float, float]] = (),
+    plan: Sequence[Segment] = (),
+    t0: float = 0.0,
+) -> StreamFacts:
+    """Compare per athlete; ``dead`` = (gateway, from, to) wall windows of a killed
+    gateway, whose scheduled records are counted apart."""
+    missed: set[tuple[str, tuple[object, ...]]] = set()
+    for gateway, start, end in dead:
+        for seg in plan:
+            if seg.gateway == gateway:
+                for offset, m in seg.items:
+                    if start - 1.0 <= t0 + offset <= end + 1.0:
+                        missed.add((seg.athlete, key_of(m)))
+    facts = StreamFacts()
+    for athlete, items in planned.items():
+        index = {key_of(m): i for i, m in enumerate(items)}
+        received = [key_of(m) for m in got.get(athlete, [])]
+        facts.planned += len(items)
+        facts.delivered += len(received)
+        facts.duplicates += len(received) - len(set(received))
+        for k in set(index) - set(received):
+            if (athlete, k) in missed:
+                facts.missed_while_dead += 1
+            else:
+                facts.lost += 1
+        order = [index[k] for k in received if k in index]
+        facts.reorders += sum(1 for a, b in itertools.pairwise(order) if b < a)
+    return facts
+
+
+def expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
+    """(topic, payload without seq) of every durable result, as MQTT carries it."""
+    topics = Topics()
+    out = set()
+    for r in results:
+        body = json.loads(encode_payload(r, 0))
+        body.pop("seq")
+        out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
+    return out
+
+
+class MqttFacts:
+    """Durable results at a subscriber (resends with the same ``seq`` dropped: the
+    documented consumer rule), and the facts: resends, changed resends, results under a
+    second seq (duplicates), seqs going back; live samples' arrival times."""
+
+    def __init__(self, sub: TimedSubscriber) -> None:
+        self.sub = sub
+        self.read = 0
+        self.kept: set[tuple[str, str]] = set()
+        self.facts = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+        self.live: list[tuple[str, int, float]] = []  # (athlete, ts_ns, arrival wall s)
+        self._last: dict[str, int] = {}
+        self._seen: dict[tuple[str, int], bytes] = {}
+
+    def update(self) -> set[tuple[str, str]]:
+        received: list[Received] = self.sub.received
+        for m, at in zip(received[self.read :], self.sub.arrived[self.read :], strict=False):
+            self.read += 1
+            if "/worker/" in m.topic or "/bridge/" in m.topic or "/gateway/" in m.topic:
+                continue
+            body = m.json()
+            seq = body.pop("seq")
+            assert isinstance(seq, int)
+            if m.qos == 0 and not m.retain:
+                ts_ns = body["ts_ns"]
+                assert isinstance(ts_ns, int)
+                self.live.append((str(body["athlete"]), ts_ns, at))
+                continue
+            if (m.topic, seq) in self._seen:
+                self.facts["resends"] += 1
+                self.facts["changed_resends"] += self._seen[(m.topic, seq)] != m.payload
+                continue
+            if seq <= self._last.get(m.topic, -1):
+                self.facts["backwards"] += 1
+            self._last[m.topic] = seq
+            self._seen[(m.topic, seq)] = m.payload
+            key = (m.topic, json.dumps(body, sort_keys=True))
+            self.facts["doubles"] += key in self.kept
+            self.kept.add(key)
+        return self.kept
+
+
+def latencies(live: Sequence[tuple[str, int, float]], plan: Sequence[Segment], t0: float,
+              window: tuple[float, float] | None = None) -> list[float]:  # fmt: skip
+    """Gateway receipt (the record's scheduled offer) → subscriber, per live sample (s);
+    within ``window`` (wall s) of offers when given."""
+    when = {
+        (seg.athlete, m.t_ns): t0 + offset
+        for seg in plan
+        for offset, m in seg.items
+        if isinstance(m, RecordedNotification)
+    }
+    out = []
+    for athlete, ts_ns, at in live:
+        sent = when.get((athlete, ts_ns))
+        if sent is None or (window is not None and not window[0] <= sent <= window[1]):
+            continue
+        out.append(at - sent)
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100), nan for none."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, int(q) - 1))]
+
+
+# --- the whole simulation --------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What one simulation run measured."""
+
+    athletes: int = 0
+    gateways: int = 0
+    messages: int = 0
+    stream: StreamFacts = field(default_factory=StreamFacts)
+    history_identical: bool = False
+    mqtt_complete: bool = False
+    mqtt: dict[str, int] = field(default_factory=dict)
+    alerts: int = 0
+    streaming_s: float = 0.0
+    drained_s: float = 0.0
+    """From the plan's end to every result in PostgreSQL and at the subscriber (s)."""
+    worker_cpu: dict[str, float] = field(default_factory=dict)
+    """Each worker's share of a core in the steady window (CPU s / wall s)."""
+    live_latency_s: list[float] = field(default_factory=list)
+    """Gateway receipt → subscriber of the live samples offered in the steady window (s):
+    from the start to the first fault."""
+    faults: dict[str, str] = field(default_factory=dict)
+    """Each fault and what was measured around it."""
+    network: str = "loopback"
+
+
+def trim_sessions(
+    messages: Mapping[str, Sequence[wire.WireMessage]], keep_s: float
+) -> dict[str, list[wire.WireMessage]]:
+    """Each session's records cut to its first ``keep_s`` record seconds (the end marker
+    kept): shorter runs; the oracle sees the same cut records."""
+    out: dict[str, list[wire.WireMessage]] = {}
+    for athlete, items in messages.items():
+        kept: list[wire.WireMessage] = []
+        start: int | None = None
+        for m in items:
+            if isinstance(m, SessionStart):
+                start = m.t_ns
+            elif isinstance(m, SessionEnd):
+                start = None
+            elif start is not None and m.t_ns - start > keep_s * 1e9:
+                continue
+            kept.append(m)
+        out[athlete] = kept
+    return out
+
+
+class Simulation:
+    """The servers, ``gateways`` gateway processes and two worker processes on this
+    machine; :meth:`run` drives ``messages`` through them and compares with the oracle.
+
+    ``faults`` = (wall offset from the start (s), name) of :meth:`fault`; ``netns`` puts
+    each gateway in its own network namespace (:mod:`tests.team_netns`)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        messages: Mapping[str, Sequence[wire.WireMessage]],
+        *,
+        gateways: int = 3,
+        workers: int = 2,
+        speed: float = 20.0,
+        handover: float = 0.1,
+        seed: int = 13,
+        faults: Sequence[tuple[float, str]] = (),
+        netns: bool = False,
+        log: Any = None,
+    ) -> None:
+        from tests.servers import Mosquitto, PostgreSQL, nats_cluster
+
+        self.workdir = workdir
+        self.messages = {a: list(m) for a, m in messages.items()}
+        self.gateway_ids = [f"gw{i + 1}" for i in range(gateways)]
+        self.worker_ids = [f"w{i + 1}" for i in range(workers)]
+        self.plan = make_plan(self.messages, self.gateway_ids, speed=speed,
+                              handover=handover, seed=seed)  # fmt: skip
+        self.faults = sorted(faults)
+        self.netns = netns
+        self.say = log or (lambda text: None)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.pg = PostgreSQL(workdir / "pg")
+        self.nats = nats_cluster(workdir / "nats")
+        self.mq = Mosquitto(workdir / "mq")
+        self.gws: dict[str, Proc] = {}
+        self.wks: dict[str, Proc] = {}
+        self.dead: list[tuple[str, float, float]] = []
+        self.figures = Figures(athletes=len(messages), gateways=gateways,
+                               messages=sum(len(m) for m in self.messages.values()))  # fmt: skip
+        self.t0 = 0.0
+        self.net: Any = None
+
+    @property
+    def servers(self) -> list[str]:
+        if self.net is not None:
+            return [self.net.url(n.port) for n in self.nats]
+        return [n.url for n in self.nats]
+
+    def start_servers(self) -> None:
+        from tests.servers import start_all
+
+        (self.workdir / "nats").mkdir(parents=True, exist_ok=True)
+        self.pg.start()
+        self.mq.start()
+        start_all(self.nats)
+
+    def stop_all(self) -> None:
+        for proc in [*self.gws.values(), *self.wks.values()]:
+            with contextlib.suppress(Exception):
+                proc.stop()
+        for server in [*self.nats, self.mq, self.pg]:
+            with contextlib.suppress(Exception):
+                server.stop()
+        with contextlib.suppress(Exception):
+            self.pg.remove()
+        if self.net is not None:
+            self.net.close()
+
+    async def _ensure_stream(self) -> None:
+        import nats
+
+        from streamer.team.stream import ensure_stream
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            await ensure_stream(nc.jetstream(), 3)
+        finally:
+            await nc.close()
+
+    async def run(self, timeout_s: float = 600.0) -> Figures:
+        plan_file = self.workdir / "plan.pickle"
+        plan_file.write_bytes(pickle.dumps(self.plan))
+        if self.netns:
+            from tests.servers import HOST
+            from tests.team_netns import Namespaces, NamespacesUnavailable
+
+            try:
+                self.net = Namespaces.create(self.gateway_ids)
+            except NamespacesUnavailable as exc:
+                self.figures.network = f"loopback processes (no network namespaces: {exc})"
+            else:
+                self.figures.network = self.net.describe()
+                for node in self.nats:  # clients reach the nodes on the bridge's address
+                    text = node.config.read_text()
+                    node.config.write_text(
+                        # the client port only (the first listen:), not the routes'
+                        text.replace(f"listen: {HOST}:", f"listen: {self.net.host}:", 1)
+                    )
+        self.start_servers()
+        await self._ensure_stream()
+        sub = TimedSubscriber("127.0.0.1", self.mq.port, client_id="sim-sub")
+        await sub.start()
+        facts = MqttFacts(sub)
+        for wid in self.worker_ids:
+            self.wks[wid] = worker_proc(self.workdir, wid, self.servers, self.pg.dsn, self.mq.url)
+            self.wks[wid].start()
+        for gid in self.gateway_ids:
+            proc = gateway_proc(self.workdir, gid, self.servers, plan_file)
+            if self.net is not None:
+                proc.prefix = self.net.prefix(gid)
+            self.gws[gid] = proc
+            proc.start()
+        for gid, proc in self.gws.items():
+            await _wait(lambda p=proc: "ready" in p.log.read_text(errors="replace"),
+                        120, f"gateway {gid} connected")  # fmt: skip
+        self.t0 = time.time() + 0.5
+        (self.workdir / "t0").write_text(repr(self.t0))
+        end = self.t0 + max(o for seg in self.plan for o, _ in seg.items)
+        cpu0 = {w: cpu_seconds(p.pid) for w, p in self.wks.items()}
+        # The steady window: from the start to the first fault (or the plan's end).
+        steady_end = min([end] + [self.t0 + at for at, _ in self.faults])
+        await asyncio.sleep(max(0.0, steady_end - time.time()))
+        self.steady = (self.t0, time.time())
+        self.figures.worker_cpu = {
+            w: (cpu_seconds(p.pid) - cpu0[w]) / (self.steady[1] - self.steady[0])
+            for w, p in self.wks.items()
+        }
+        for at, name in self.faults:
+            await asyncio.sleep(max(0.0, self.t0 + at - time.time()))
+            self.say(f"[{time.time() - self.t0:6.1f} s] fault: {name}")
+            result = await self.fault(name, facts)
+            self.figures.faults[name] = result
+            self.say(f"[{time.time() - self.t0:6.1f} s]   {result}")
+        await asyncio.sleep(max(0.0, end - time.time()))
+        self.figures.streaming_s = time.time() - self.t0
+        for gid, proc in self.gws.items():
+            await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
+                        timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
+        # A restarted gateway skips what was scheduled before its process started (its
+        # devices sent that to nobody): the dead window ends there, not at the spawn.
+        for n, (gid, start, end) in enumerate(self.dead):
+            log = self.gws[gid].log.read_text(errors="replace")
+            restarts = [float(t) for t in re.findall(rf"gateway {gid}: restarted at (\S+)", log)]
+            later = [t for t in restarts if t >= end]
+            self.dead[n] = (gid, start, min(later) if later else end)
+        stored = await asyncio.to_thread(gh.stream_messages, self.servers, 120.0)
+        got = accepted(stored)
+        self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0)
+        self._exactly_once = stored
+        expected = await asyncio.to_thread(th.oracle, got)
+        want_rows = th.oracle_rows(expected)
+        want_mqtt = expected_messages(expected)
+        self.figures.alerts = len(want_rows["alerts"])
+
+        def done() -> bool:
+            try:
+                rows = th.history_rows(self.pg.dsn)
+            except Exception:
+                return False
+            return rows == want_rows and want_mqtt <= facts.update()
+
+        started = time.time()
+        with contextlib.suppress(AssertionError):
+            await _wait(done, timeout_s, "every result in PostgreSQL and at the subscriber")
+        self.figures.drained_s = time.time() - started
+        have_rows = th.history_rows(self.pg.dsn)
+        self.figures.history_identical = have_rows == want_rows
+        self.history_diff = {
+            kind: (sorted(set(want_rows[kind]) - set(have_rows[kind])),
+                   sorted(set(have_rows[kind]) - set(want_rows[kind])))
+            for kind in want_rows
+        }  # fmt: skip
+        self.figures.mqtt_complete = want_mqtt <= facts.update()
+        self.figures.mqtt = dict(facts.facts)
+        self.figures.live_latency_s = latencies(facts.live, self.plan, self.t0, self.steady)
+        self.live = facts.live
+        await sub.stop()
+        return self.figures
+
+    def check_gateways_exactly_once(self) -> None:
+        """Per gateway: every outbox row in the stream once, in order (its msg ids)."""
+        for gid in self.gateway_ids:
+            mine = [s for s in self._exactly_once if s.gateway == gid]
+            if mine:
+                gh.check_exactly_once(mine)
+
+    # -- faults --------------------------------------------------------------------------
+
+    async def fault(self, name: str, facts: MqttFacts) -> str:
+        """Inflict ``name`` and wait for the system to recover; what was measured."""
+        if name == "nats-leader-kill":
+            return await self._leader_kill()
+        if name == "worker-kill":
+            return await self._worker_kill()
+        if name == "worker-stop":
+            return await self._worker_stop(facts)
+        if name == "gateway-kill":
+            return await self._gateway_kill()
+        if name == "gateway-link-down":
+            return await self._link_down()
+        if name == "postgres-restart":
+            return await self._restart(self.pg, "PostgreSQL")
+        if name == "mosquitto-restart":
+            return await self._restart(self.mq, "mosquitto")
+        raise ValueError(f"unknown fault {name!r}")
+
+    async def _leader_kill(self) -> str:
+        leader = await _stream_leader(self.servers)
+        node = next(n for n in self.nats if n.node == leader)
+        killed_at = time.time()
+        await asyncio.to_thread(node.kill)
+        others = [u for n, u in zip(self.nats, self.servers, strict=True) if n is not node]
+        new = await _stream_leader(others)
+        await asyncio.sleep(5.0)  # some writes after the election, then the node back
+        await asyncio.to_thread(node.start)
+        stored = await asyncio.to_thread(gh.stream_messages, self.servers, 120.0)
+        around = [s.stored_s for s in stored if killed_at - 5 <= s.stored_s <= killed_at + 60]
+        stall = max((b - a for a, b in itertools.pairwise(sorted(around))), default=float("nan"))
+        self.leader_stall_s = stall
+        return f"leader {leader} SIGKILLed, new leader {new}; longest write gap {stall:.2f} s"
+
+    async def _worker_kill(self) -> str:
+        import psycopg
+
+        from streamer.team.partitions import held_partitions
+
+        victim = self.worker_ids[0]
+        survivor = self.worker_ids[1]
+        proc = self.wks[victim]
+        killed_at = time.monotonic()
+        await asyncio.to_thread(proc.kill)
+
+        def taken() -> bool:
+            with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
+                held = held_partitions(conn)
+            return len(held) == wire.DEFAULT_PARTITIONS and all(
+                app.split(":")[1] == survivor for app in held.values()
+            )
+
+        await _wait(taken, 120, "the survivor holding every partition")
+        took = time.monotonic() - killed_at
+        self.takeover_s = took
+        proc.start()  # back: the partitions are shared again
+        return f"worker {victim} SIGKILLed: {survivor} held every partition after {took:.2f} s"
+
+    async def _worker_stop(self, facts: MqttFacts) -> str:
+        proc = self.wks[self.worker_ids[1]]
+        before = len(facts.sub.received)
+        proc.signal(signal.SIGSTOP)
+        await asyncio.sleep(20.0)  # the fault itself: 20 s frozen
+        during = len(facts.sub.received) - before
+        proc.signal(signal.SIGCONT)
+        return (
+            f"worker {proc.name} SIGSTOPped 20 s: {during} messages reached the subscriber "
+            "meanwhile (the other worker's partitions); its own stayed locked by its live "
+            "PostgreSQL session, so they waited and caught up after SIGCONT"
+        )
+
+    async def _gateway_kill(self) -> str:
+        gid = self.gateway_ids[-1]
+        proc = self.gws[gid]
+        start = time.time()
+        await asyncio.to_thread(proc.kill)
+        await asyncio.sleep(3.0)  # powered off for 3 s
+        proc.start()
+        self.dead.append((gid, start, time.time()))
+        return f"gateway {gid} SIGKILLed, restarted 3 s later"
+
+    async def _link_down(self) -> str:
+        if self.net is None:
+            return "skipped: no network namespaces (loopback gateways)"
+        gid = self.gateway_ids[0]
+        self.net.link(gid, up=False)
+        await asyncio.sleep(30.0)  # the fault itself: the link away for 30 s
+        self.net.link(gid, up=True)
+        return f"gateway {gid}'s link down 30 s, then up"
+
+    async def _restart(self, server: Any, what: str) -> str:
+        started = time.monotonic()
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        return f"{what} restarted ({time.monotonic() - started:.1f} s away)"
+
+
+async def _wait(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def _stream_leader(servers: list[str]) -> str:
+    import nats
+
+    async def quiet(_exc: Exception) -> None:
+        pass  # a node away: the next one is asked
+
+    deadline = time.monotonic() + 60
+    nc = await nats.connect(servers=servers, connect_timeout=2, error_cb=quiet)
+    try:
+        while True:
+            try:
+                info = await nc.jetstream().stream_info(wire.STREAM)
+                if info.cluster is not None and info.cluster.leader:
+                    return str(info.cluster.leader)
+            except Exception:  # electing: ask again
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["gateway"]:
+        gateway_main(sys.argv[2:])
+    else:
+        raise SystemExit("usage: python -m tests.team_sim gateway --id ID --nats URLS ...")
