@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from processors.alerts import AlertBook
 from streamer.athlete.events import MorningStart
@@ -110,3 +111,52 @@ def test_migrate_names_a_missing_store(postgres: PostgreSQL, tmp_path: Path) -> 
     assert done.returncode != 0
     assert "nope.sqlite3: no such store file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_migrate_keeps_lab_entries_and_their_open_alerts(
+    postgres: PostgreSQL, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lab entries are copied (the worker's dROMs baseline goes on from them) and an open lab
+    alert is carried over: lab rules are not replayed."""
+    from streamer import cli
+    from streamer.config import Config
+    from streamer.team.migrate import migrate
+
+    stores = []
+    for box, entries in (
+        ("pi1", [["droms", "300", "--date", "2026-11-01", "--time", "07:00"], ["droms", "310"]]),
+        (
+            "pi2",
+            [
+                ["lipid-dipstick", "positive"],
+                ["droms", "290", "--date", "2026-11-02", "--time", "07:00"],
+            ],
+        ),
+    ):
+        store = tmp_path / f"{box}.sqlite3"
+        config = tmp_path / f"{box}.toml"
+        config.write_text(f'[store]\npath = "{store}"\n[[athletes]]\nid = "ann"\nname = "Ann"\n')
+        for entry in entries:
+            argv = [
+                "log",
+                *entry,
+                "--timing",
+                "fasted",
+                "--athlete",
+                "ann",
+                "--config",
+                str(config),
+            ]
+            assert cli.main(argv) == 0, capsys.readouterr().err
+        stores.append(store)
+    report = migrate(postgres.dsn, stores, Config(), 16)
+    assert report.rows["lab_entries"] == 4
+    with psycopg.connect(postgres.dsn) as conn:
+        markers = conn.execute("SELECT marker FROM lab_entries ORDER BY ts_ns").fetchall()
+        (book,) = conn.execute("SELECT data FROM alert_book WHERE athlete = 'ann'").fetchone() or (
+            None,
+        )
+    assert sorted(m for (m,) in markers) == ["droms", "droms", "droms", "lipid_dipstick"]
+    assert book is not None
+    text = book if isinstance(book, str) else json.dumps(book)
+    assert "lipid_dipstick_positive" in text

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from processors.alerts import AlertBook
 from streamer.app.assembly import athlete_thresholds
@@ -34,6 +34,11 @@ from streamer.config import Config
 from streamer.results import GripPayload, JsonValue, LabPayload, MorningPayload, SessionPayload
 from streamer.store import Row, Store, StoreError
 from streamer.team.pg_store import PgStore, connect, ensure_schema
+
+LAB_RULES: Final = frozenset(
+    {"gsh_gssg_low", "gsh_gssg_high", "droms_rise", "lipid_dipstick_positive"}
+)
+"""Rules judged on lab entries entered by hand (:mod:`processors.labs`): not replayed."""
 
 GRIP_RULE_PREFIX = "grip"
 """Rules of the grip protocol (``processors.rules`` ids start with it): not replayable."""
@@ -46,6 +51,7 @@ class Merged:
     mornings: dict[str, Row[MorningPayload]] = field(default_factory=dict)
     sessions: dict[tuple[int, str], Row[SessionPayload]] = field(default_factory=dict)
     grips: dict[tuple[int, str], Row[GripPayload]] = field(default_factory=dict)
+    labs: dict[tuple[int, str], Row[LabPayload]] = field(default_factory=dict)
     alerts: set[tuple[int, str, str, str]] = field(default_factory=set)  # ts, rule, state, data
     books: list[dict[str, JsonValue]] = field(default_factory=list)
 
@@ -84,6 +90,8 @@ def read_stores(paths: Sequence[Path]) -> tuple[dict[str, Merged], dict[str, int
                     m.sessions[(s.ts_ns, s.device or "")] = s
                 for g in store.grip_tests(athlete):
                     m.grips[(g.ts_ns, g.device or "")] = g
+                for lab in store.lab_entries(athlete):
+                    m.labs[(lab.ts_ns, str(lab.data.get("marker")))] = lab
                 for a in store.alerts(athlete):
                     import json
 
@@ -162,10 +170,14 @@ def recompute(athlete: str, m: Merged, config: Config) -> _Recomputed:
                 state.rules.remember_grip(grip, ts_ns)
     book = state.book.to_dict()
     open_rules = {str(a["rule"]) for a in book["open"]}
-    for saved in m.books:  # grip rules cannot be replayed: carry their open alerts over
+    # Grip rules cannot be replayed (no raw force traces are kept) and lab rules are not:
+    # carry their open alerts over. The lab entries themselves are copied, so the worker's
+    # lab history (dROMs baseline) goes on from them.
+    for saved in m.books:
         for alert in AlertBook.from_dict(saved).open_alerts():
             rule = alert.rule_id
-            if rule.startswith(GRIP_RULE_PREFIX) and rule not in open_rules:
+            carried = rule.startswith(GRIP_RULE_PREFIX) or rule in LAB_RULES
+            if carried and rule not in open_rules:
                 book["open"].append(dataclasses.replace(alert, athlete=athlete).to_dict())
                 open_rules.add(rule)
     book["open"].sort(key=lambda a: str(a["rule"]))
@@ -177,7 +189,7 @@ def migrate(dsn: str, paths: Sequence[Path], config: Config, partitions: int) ->
     """Merge the stores at ``paths`` into the PostgreSQL store at ``dsn``."""
     merged, seqs = read_stores(paths)
     conn = connect(dsn, application="redox-migrate")
-    rows = {"morning": 0, "sessions": 0, "grip_tests": 0, "alerts": 0}
+    rows = {"morning": 0, "sessions": 0, "grip_tests": 0, "lab_entries": 0, "alerts": 0}
     opened = 0
     try:
         ensure_schema(conn, partitions)
@@ -204,6 +216,13 @@ def migrate(dsn: str, paths: Sequence[Path], config: Config, partitions: int) ->
                             (athlete, ts, device, _dumps(r2.data)),
                         )
                         rows[table] += 1
+                for (ts, marker), lab in sorted(m.labs.items()):
+                    db.execute(
+                        "INSERT INTO lab_entries (athlete, ts_ns, marker, data) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (athlete, ts, marker, _dumps(lab.data)),
+                    )
+                    rows["lab_entries"] += 1
                 for ts, rule, st, text in sorted(m.alerts):
                     db.execute(
                         "INSERT INTO alerts (athlete, ts_ns, rule, state, data) "
