@@ -279,3 +279,26 @@ def longest_write_gap_s(stored: Sequence[Stored]) -> float:
 def notifications(stored: Sequence[Stored]) -> list[Stored]:
     """The raw notifications among ``stored``."""
     return [m for m in stored if isinstance(m.message, RecordedNotification)]
+
+
+async def stream_leader(servers: list[str]) -> str:
+    """The name of the node leading the raw stream now (waits out an election, ≤ 60 s)."""
+    import nats
+
+    async def quiet(_exc: Exception) -> None:
+        pass  # a node away: the next one is asked
+
+    deadline = time.monotonic() + 60
+    nc = await nats.connect(servers=servers, connect_timeout=2, error_cb=quiet)
+    try:
+        while True:
+            try:
+                info = await nc.jetstream().stream_info(wire.STREAM)
+                if info.cluster is not None and info.cluster.leader:
+                    return str(info.cluster.leader)
+            except Exception:  # electing: ask again
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()

@@ -42,10 +42,7 @@ from typing import Any
 
 from devices.recording import RecordedNotification
 from streamer.athlete.events import SessionEnd, SessionStart
-from streamer.payloads import encode_payload
-from streamer.results import Result
 from streamer.team import wire
-from streamer.topics import Topics
 from tests import team_helpers as gh
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber
@@ -424,17 +421,6 @@ def stream_facts(
     return facts
 
 
-def expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
-    """(topic, payload without seq) of every durable result, as MQTT carries it."""
-    topics = Topics()
-    out = set()
-    for r in results:
-        body = json.loads(encode_payload(r, 0))
-        body.pop("seq")
-        out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
-    return out
-
-
 class MqttFacts:
     """Durable results at a subscriber (resends with the same ``seq`` dropped: the
     documented consumer rule), and the facts: resends, changed resends, results under a
@@ -707,7 +693,7 @@ class Simulation:
         self._exactly_once = stored
         expected = await asyncio.to_thread(th.oracle, got)
         want_rows = th.oracle_rows(expected)
-        want_mqtt = expected_messages(expected)
+        want_mqtt = th.expected_messages(expected)
         self.figures.alerts = len(want_rows["alerts"])
 
         def done() -> bool:
@@ -763,12 +749,12 @@ class Simulation:
         raise ValueError(f"unknown fault {name!r}")
 
     async def _leader_kill(self) -> str:
-        leader = await _stream_leader(self.servers)
+        leader = await gh.stream_leader(self.servers)
         node = next(n for n in self.nats if n.node == leader)
         killed_at = time.time()
         await asyncio.to_thread(node.kill)
         others = [u for n, u in zip(self.nats, self.servers, strict=True) if n is not node]
-        new = await _stream_leader(others)
+        new = await gh.stream_leader(others)
         await asyncio.sleep(5.0)  # some writes after the election, then the node back
         await asyncio.to_thread(node.start)
         stored = await asyncio.to_thread(gh.stream_messages, self.servers, 120.0)
@@ -846,28 +832,6 @@ async def _wait(condition: Any, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.2)
-
-
-async def _stream_leader(servers: list[str]) -> str:
-    import nats
-
-    async def quiet(_exc: Exception) -> None:
-        pass  # a node away: the next one is asked
-
-    deadline = time.monotonic() + 60
-    nc = await nats.connect(servers=servers, connect_timeout=2, error_cb=quiet)
-    try:
-        while True:
-            try:
-                info = await nc.jetstream().stream_info(wire.STREAM)
-                if info.cluster is not None and info.cluster.leader:
-                    return str(info.cluster.leader)
-            except Exception:  # electing: ask again
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.1)
-    finally:
-        await nc.close()
 
 
 if __name__ == "__main__":

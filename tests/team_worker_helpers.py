@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,8 +29,10 @@ from streamer.athlete.events import (
 )
 from streamer.config import Config
 from streamer.demo.history import day_records, scenarios
+from streamer.payloads import encode_payload
 from streamer.results import Result
 from streamer.team import wire
+from streamer.topics import Topics
 
 _CHARS = {HeartRateSample: "2a37", SmO2Sample: "moxy", PowerSample: "2a63"}
 _MARKERS = (MorningStart, MorningEnd, SessionStart, SessionEnd)
@@ -192,3 +195,14 @@ def oracle_rows(results: Sequence[Result]) -> dict[str, list[tuple[object, ...]]
         "sessions": sorted(by_session.values()),
         "alerts": sorted(alerts),
     }
+
+
+def expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
+    """(topic, payload without seq) of every durable result, as MQTT carries it."""
+    topics = Topics()
+    out = set()
+    for r in results:
+        body = json.loads(encode_payload(r, 0))
+        body.pop("seq")
+        out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
+    return out

@@ -39,6 +39,7 @@ from tests.team_helpers import (
     longest_write_gap_s,
     notifications,
     stream_count,
+    stream_leader,
     stream_messages,
     wait_until,
     write_config,
@@ -192,7 +193,7 @@ def test_the_stream_leader_killed_in_a_cluster_stalls_writes_briefly(
         gateway.start()
         try:
             wait_until(lambda: stream_count(servers) >= 40, 120, "40 messages stored")
-            leader = asyncio.run(_stream_leader(servers))
+            leader = asyncio.run(stream_leader(servers))
             killed = next(n for n in nodes if n.node == leader)
             others = [n.url for n in nodes if n is not killed]
             count = stream_count(others)
@@ -201,7 +202,7 @@ def test_the_stream_leader_killed_in_a_cluster_stalls_writes_briefly(
             wait_until(lambda: stream_count(others) > count, 120, "writes resumed")
             stall = time.monotonic() - t_kill
             wait_until(lambda: stream_count(others) > count + 20, 120, "writes going on")
-            new_leader = asyncio.run(_stream_leader(others))
+            new_leader = asyncio.run(stream_leader(others))
             assert new_leader != leader
             assert gateway.stop() == STOPPED
         finally:
@@ -224,25 +225,6 @@ def test_the_stream_leader_killed_in_a_cluster_stalls_writes_briefly(
 def _stalls(log: str) -> list[str]:
     """The gateway's logged stalls ("publishing resumed after 3.2 s")."""
     return re.findall(r"publishing resumed after ([0-9.]+ s)", log)
-
-
-async def _stream_leader(servers: list[str]) -> str:
-    import nats
-
-    deadline = time.monotonic() + 60
-    nc = await nats.connect(servers=servers, connect_timeout=2)
-    try:
-        while True:
-            try:
-                info = await nc.jetstream().stream_info(wire.STREAM)
-                if info.cluster is not None and info.cluster.leader:
-                    return str(info.cluster.leader)
-            except Exception:  # electing: ask again
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.1)
-    finally:
-        await nc.close()
 
 
 def test_one_gateway_holds_a_device_and_another_takes_it_when_it_dies(

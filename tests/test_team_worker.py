@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +26,15 @@ from devices.recording import RecordedNotification
 from processors.labs import LabMarker, LabTiming
 from streamer.athlete.events import LabEntry, MorningEnd, MorningStart
 from streamer.config import Config, InfluxConfig, MqttConfig
-from streamer.payloads import encode_payload
-from streamer.results import Result
 from streamer.team import wire
 from streamer.team.partitions import held_partitions
 from streamer.team.pg_store import LOCK_CLASS
 from streamer.team.worker import Partition, Worker, WorkerOptions
-from streamer.topics import Topics
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber, eventually
 from tests.servers import InfluxDB1, Mosquitto, NatsServer, PostgreSQL
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
-    """(topic, payload without seq) of every durable result, as MQTT carries it."""
-    topics = Topics()
-    out = set()
-    for r in results:
-        body = json.loads(encode_payload(r, 0))
-        body.pop("seq")
-        out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
-    return out
 
 
 class _Results:
@@ -148,7 +133,7 @@ def test_worker_matches_the_single_box_oracle(
             options=WorkerOptions(live=False),
         )
         task = asyncio.create_task(worker.run())
-        want, results = _expected_messages(expected), _Results(sub.received)
+        want, results = th.expected_messages(expected), _Results(sub.received)
         try:
             await sub.wait_for(
                 lambda: want <= results.update() or task.done(),
@@ -164,7 +149,7 @@ def test_worker_matches_the_single_box_oracle(
 
     received = asyncio.run(scenario())
     got, facts = _results_at(received)
-    assert got == _expected_messages(expected)
+    assert got == th.expected_messages(expected)
     assert facts == {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
     rows, oracle_rows = th.history_rows(postgres.dsn), th.oracle_rows(expected)
     assert rows == oracle_rows
@@ -213,7 +198,7 @@ def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
     head, tail = _split_mid_morning(messages)
     expected = th.oracle(messages)
     # Rolling HRV windows up to the cut are what the first worker must have delivered.
-    head_all = _expected_messages(th.oracle(head))
+    head_all = th.expected_messages(th.oracle(head))
     head_hrv = {k for k in head_all if k[0].endswith("/hrv")}
     figures: dict[str, float] = {}
 
@@ -246,7 +231,7 @@ def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
                 what="the takeover's first result",
             )
             figures["takeover_s"] = time.monotonic() - killed_at
-            want, results = _expected_messages(expected), _Results(sub.received)
+            want, results = th.expected_messages(expected), _Results(sub.received)
             await sub.wait_for(
                 lambda: want <= results.update(),
                 timeout_s=300,
@@ -263,7 +248,7 @@ def test_a_killed_workers_partitions_resume_with_nothing_lost_or_repeated(
 
     received = asyncio.run(scenario())
     got, facts = _results_at(received)
-    assert got == _expected_messages(expected)
+    assert got == th.expected_messages(expected)
     # A message whose PUBACK the killed worker did not record is sent again with its seq
     # (at-least-once); never a result under a second seq, never a seq going back.
     assert facts["changed_resends"] == 0
