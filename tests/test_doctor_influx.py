@@ -160,10 +160,13 @@ async def test_a_refused_write_is_a_visible_status_with_the_points_waiting(
             assert "CREATE DATABASE" in line
             assert sink_problem(status) is not None
             influxdb1.query('CREATE DATABASE "redox"')
-            await eventually(lambda: writer.status()["written"] == 3, timeout_s=10)
+            # The points are counted written before their outbox rows are acknowledged: wait
+            # for both (a loaded machine shows "delivered 3 points waiting 3" in between).
+            done = "influx delivered 3 points waiting 0 shed 0"
+            await eventually(lambda: _sink_line("influx", writer.status(), 0) == done, 10)
             status = writer.status()
             assert sink_problem(status) is None
-            assert _sink_line("influx", status, 0) == "influx delivered 3 points waiting 0 shed 0"
+            assert _sink_line("influx", status, 0) == done
 
 
 async def test_an_unreachable_server_is_not_called_a_refusal(tmp_path: Path) -> None:
