@@ -92,6 +92,7 @@ class GapReason(Enum):
     MALFORMED = "malformed"
     STOPPED = "stopped"
     OVERFLOW = "overflow"  # the consumer fell behind and the driver dropped records
+    HANDOVER = "handover"  # the link moved to another receiver (team mode: a lease grant)
 
 
 @dataclass(frozen=True, slots=True)

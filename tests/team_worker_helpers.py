@@ -72,8 +72,11 @@ def oracle(
     store: str = ":memory:",
 ) -> list[Result]:
     """Durable results of the single-box pipeline (an in-memory SQLite store, or the one at
-    ``store``) for the same messages: the notifications decoded by their codecs, the
-    markers as commands are."""
+    ``store``) for the same messages: the notifications decoded by their codecs, device
+    events' records as the driver hands them over, the markers as commands are, and a
+    grant of a device granted before as the reconnection it is
+    (:func:`streamer.team.wire.handover_gap`). The messages are those a worker accepts:
+    filter another gateway's records out first."""
     durable: list[Result] = []
 
     async def run() -> None:
@@ -82,12 +85,20 @@ def oracle(
                 app.athlete(athlete, live=False)
             pipeline = app.pipeline(list(messages), on_result=lambda r: durable.append(r))
             task = asyncio.create_task(pipeline.run())
+            granted: set[tuple[str, str]] = set()
             for athlete, items in messages.items():
                 for message in items:
                     if isinstance(message, RecordedNotification):
                         record: Any = decode_notification(message)
                         await pipeline.put(athlete, message.device, record)
-                    elif not isinstance(message, wire.LeaseGranted):
+                    elif isinstance(message, wire.DeviceEvent):
+                        await pipeline.put(athlete, message.device, message.record)
+                    elif isinstance(message, wire.LeaseGranted):
+                        if (athlete, message.device) in granted:
+                            gap = wire.handover_gap(athlete, message)
+                            await pipeline.put(athlete, message.device, gap)
+                        granted.add((athlete, message.device))
+                    else:
                         await pipeline.put(athlete, COMMAND_DEVICE, message)
             await pipeline.join()
             pipeline.stop()

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.recording import RecordedNotification
+from devices.records import BatteryLevel, GapEvent, GapReason
 from processors.labs import LabMarker, LabTiming
 from streamer.athlete.events import GripPhase, LabEntry, SessionEnd, SessionStart
 from streamer.team import wire
@@ -46,9 +47,62 @@ leases = st.builds(
 )
 
 
-@given(notifications | markers | leases)
+gaps = st.builds(
+    GapEvent,
+    t_ns=st.integers(0, 2**63 - 1),
+    device=st.text(min_size=1, max_size=20),
+    start_ns=st.integers(0, 2**63 - 1),
+    end_ns=st.none() | st.integers(0, 2**63 - 1),
+    reason=st.sampled_from(GapReason),
+)
+batteries = st.builds(
+    BatteryLevel,
+    t_ns=st.integers(0, 2**63 - 1),
+    battery_pct=st.none() | st.integers(0, 100),
+    battery_mv=st.none() | st.integers(0, 2**32 - 1),
+)
+device_events = st.builds(
+    wire.DeviceEvent, device=st.text(min_size=1, max_size=10), record=gaps | batteries
+)
+
+
+@given(notifications | markers | leases | device_events)
 def test_every_message_round_trips(message: wire.WireMessage) -> None:
     assert wire.decode("redox.part.3.ann", wire.encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("message", "body"),
+    [
+        (
+            wire.DeviceEvent("strap", GapEvent(5, "ann/strap", 3, None, GapReason.DISCONNECTED)),
+            b'{"device":"strap","gap":{"t_ns":5,"device":"ann/strap","start_ns":3,'
+            b'"end_ns":null,"reason":"disconnected"}}',
+        ),
+        (
+            wire.DeviceEvent("strap", GapEvent(9, "ann/strap", 3, 9, GapReason.DISCONNECTED)),
+            b'{"device":"strap","gap":{"t_ns":9,"device":"ann/strap","start_ns":3,'
+            b'"end_ns":9,"reason":"disconnected"}}',
+        ),
+        (
+            wire.DeviceEvent("strap", BatteryLevel(7, battery_pct=64)),
+            b'{"device":"strap","battery":{"t_ns":7,"battery_pct":64,"battery_mv":null}}',
+        ),
+        (
+            wire.DeviceEvent("grip", BatteryLevel(8, battery_mv=3912)),
+            b'{"device":"grip","battery":{"t_ns":8,"battery_pct":null,"battery_mv":3912}}',
+        ),
+    ],
+)
+def test_device_events_have_the_documented_bodies(message: wire.DeviceEvent, body: bytes) -> None:
+    # The body is the contract between gateways and workers of different versions.
+    assert wire.encode(message) == body
+    assert wire.decode("redox.part.3.ann", body) == message
+
+
+def test_a_hand_over_gap_is_closed_at_the_grant_under_the_drivers_name() -> None:
+    gap = wire.handover_gap("ann", wire.LeaseGranted(42, "strap", "gw2"))
+    assert gap == GapEvent(42, "ann/strap", 42, 42, GapReason.HANDOVER)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +115,16 @@ def test_every_message_round_trips(message: wire.WireMessage) -> None:
         (b'{"t_ns": 1, "device": "s", "char": "2a37"}', "missing hex"),
         (b'{"t_ns": 1, "marker": "lab", "lab": "ldl", "value": 1}', "'ldl' is not a valid"),
         (b'{"t_ns": 1, "marker": "lab", "lab": "droms", "value": "x"}', "not a number"),
+        (b'{"gap": {"t_ns": 1}}', "gap event needs its device id"),
+        (b'{"device": "s", "gap": [1]}', "record is not a JSON object"),
+        (b'{"device": "s", "gap": {"t_ns": 1, "device": "a/s", "start_ns": 1, "end_ns": null,'
+         b' "reason": "nap"}}', "'nap' is not a valid GapReason"),  # fmt: skip
+        (b'{"device": "s", "gap": {"t_ns": 1, "device": "a/s", "start_ns": 1.5, "end_ns": null,'
+         b' "reason": "stale"}}', "start_ns 1.5 is not an integer"),  # fmt: skip
+        (b'{"device": "s", "gap": {"t_ns": 1, "device": "", "start_ns": 1, "end_ns": null,'
+         b' "reason": "stale"}}', "needs the driver's device name"),  # fmt: skip
+        (b'{"device": "s", "battery": {"t_ns": 1, "volts": 3}}', "battery event has bad fields"),
+        (b'{"device": "s", "battery": {"t_ns": 1, "battery_pct": true}}', "is not an integer"),
     ],
 )
 def test_a_bad_body_names_the_subject_and_the_fault(body: bytes, fault: str) -> None:

@@ -1,8 +1,9 @@
 """The thin gateway: device notifications and protocol markers → outbox → JetStream.
 
 No athlete state, no processors, no decoding beyond what the drivers need to supervise a
-link: every raw notification of a device whose lease this gateway holds, every lease
-grant and every protocol marker (MQTT commands) becomes one row of the durable outbox
+link: every raw notification of a device whose lease this gateway holds, its driver's
+gaps and battery levels (device events, in the driver's order), every lease grant and
+every protocol marker (MQTT commands) becomes one row of the durable outbox
 (:class:`streamer.team.outbox.GatewayOutbox`, fsync'd), then one JetStream message on
 ``redox.raw.<athlete>`` with ``Nats-Msg-Id`` = ``<gateway>:<boot>:<row id>``. A row is
 deleted only after its PubAck. Publishing is strictly one message at a time, in row order:
@@ -73,8 +74,8 @@ Tap = Callable[[RecordedNotification], None]
 
 def _tap_start_notify(driver: DeviceDriver, device_id: str, tap: Tap) -> None:
     """Make ``driver`` hand every subscribed notification's bytes to ``tap`` before it
-    decodes them (the battery level, read and notified outside ``_start_notify``, stays
-    local: workers get it from nowhere today either)."""
+    decodes them (the battery level, read and notified outside ``_start_notify``, reaches
+    the driver's sink as a record: :class:`_Forwarder` sends it as a device event)."""
     subscribe = driver._start_notify
 
     async def tapped_start_notify(
@@ -106,23 +107,77 @@ class _TappedResolvingDriver(ResolvingDriver):
         return inner
 
 
-def forwarding_driver(device: DeviceConfig, name: str, tap: Tap, **kwargs: Any) -> DeviceDriver:
-    """``device``'s production driver (as ``run`` builds it), every notification's raw
-    bytes handed to ``tap`` as the wire's recording line before decoding."""
+Forward = Callable[[RecordedNotification | wire.DeviceEvent], None]
+"""Where a forwarding driver's wire messages go (the gateway's outbox), in order."""
+
+_DEVICE_EVENT_TYPES: Final = tuple(wire.DEVICE_EVENTS.values())
+
+
+class _Forwarder:
+    """One driver's wire messages in the order the single box's pipeline gets its records.
+
+    The tap sees a notification's bytes *before* the driver decodes them; the records the
+    driver then emits for it reach the sink after — a gap closed by that notification's
+    sample first (the driver delivers the closing :class:`~devices.records.GapEvent` right
+    before the first sample after a hole). So the notification is held until the first
+    record decoded from it arrives (every device event emitted before that goes first),
+    or, when it yields none (a malformed payload, a command answer), until the event loop's
+    next turn or the next notification. Decoded records themselves are not forwarded: the
+    worker decodes the bytes with the same codecs.
+    """
+
+    def __init__(self, device_id: str, forward: Forward) -> None:
+        self.device_id = device_id
+        self.forward = forward
+        self._held: RecordedNotification | None = None
+
+    def notification(self, notification: RecordedNotification) -> None:
+        """The tap: a notification's bytes, before the driver decodes them."""
+        self.flush()
+        self._held = notification
+        try:
+            # The driver's handler is synchronous: this runs after its records were emitted.
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop here (a backend's thread): nothing may follow it
+            self.flush()
+
+    def record(self, record: object) -> None:
+        """The driver's sink: device events go on the wire, a decoded record releases the
+        notification it came from."""
+        if isinstance(record, _DEVICE_EVENT_TYPES):
+            self.forward(wire.DeviceEvent(self.device_id, record))
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        """Forward the held notification, if any."""
+        held, self._held = self._held, None
+        if held is not None:
+            self.forward(held)
+
+
+def forwarding_driver(
+    device: DeviceConfig, name: str, forward: Forward, **kwargs: Any
+) -> DeviceDriver:
+    """``device``'s production driver (as ``run`` builds it): every notification's raw bytes
+    handed to ``forward`` as the wire's recording line, and every gap and battery level it
+    emits as a :class:`~streamer.team.wire.DeviceEvent`, in the order the single box's
+    pipeline would get their records (:class:`_Forwarder`)."""
     models = device.device_models
     address = device.address or ""
+    forwarder = _Forwarder(device.id, forward)
     options: dict[str, Any] = {
         "name": name,
-        "sink": lambda _record: None,  # decoded records stay here: the worker decodes
+        "sink": forwarder.record,  # decoded samples stay here: the worker decodes the bytes
         "advertised_name": None if device.address else device.name,
         **kwargs,
     }
     if len(models) > 1:
         return _TappedResolvingDriver(
-            address, candidates=models, device_id=device.id, tap=tap, **options
+            address, candidates=models, device_id=device.id, tap=forwarder.notification, **options
         )
     driver = driver_for(models, address, **options)
-    _tap_start_notify(driver, device.id, tap)
+    _tap_start_notify(driver, device.id, forwarder.notification)
     return driver
 
 

@@ -14,6 +14,14 @@ codecs as ``replay``. A marker is ``{"t_ns", "marker": <name>, ...its fields}`` 
 names of :data:`MARKERS`; a lab entry's own ``marker`` field (which lab marker: GSH:GSSG,
 dROMs, dipstick) travels as ``lab``, since ``marker`` names the wire's kind.
 
+A device event is a record a gateway's driver emits that is no notification's decoding —
+a link gap, a battery level (read, or notified outside the forwarded subscriptions) — as
+:class:`DeviceEvent`: ``{"device": <config id>, "gap": {"t_ns", "device": <driver name>,
+"start_ns", "end_ns", "reason"}}`` or ``{"device": <config id>, "battery": {"t_ns",
+"battery_pct", "battery_mv"}}``, the record's own fields under its kind's name, so the worker
+rebuilds the very record the single box's pipeline gets from the driver. A gateway puts it
+in the outbox in the driver's order, between the notifications it came between.
+
 Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>``, the boot the outbox row was
 queued in (JetStream drops a resend of a message it already holds, after a gateway crash
 or a link loss) and ``Redox-Gateway`` =
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from devices.recording import RecordedNotification, RecordingError, parse_line
+from devices.records import BatteryLevel, GapEvent, GapReason
 from processors.errors import InputError
 from processors.labs import LabMarker, LabTiming
 from streamer.athlete.events import (
@@ -102,7 +111,55 @@ class LeaseGranted:
     gateway: str
 
 
-WireMessage = RecordedNotification | Marker | LeaseGranted
+DeviceEventRecord = GapEvent | BatteryLevel
+"""The driver records a gateway forwards as themselves (not as notification bytes)."""
+
+DEVICE_EVENTS: Final[dict[str, type[GapEvent] | type[BatteryLevel]]] = {
+    "gap": GapEvent,
+    "battery": BatteryLevel,
+}
+"""The device events' records by their wire name."""
+
+_DEVICE_EVENT_NAMES: Final = {cls: name for name, cls in DEVICE_EVENTS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """A record the driver of the athlete's ``device`` (the config's device id: the lease's
+    and the athlete state's key) emitted that is no notification's decoding: a
+    :class:`~devices.records.GapEvent` (the link dropped or went silent: no RR difference
+    across it) or a :class:`~devices.records.BatteryLevel`. ``record`` is the driver's own,
+    its ``device`` (a gap's) the driver's name, ``<athlete>/<device id>`` as in ``run``."""
+
+    device: str
+    record: DeviceEventRecord
+
+    @property
+    def t_ns(self) -> int:
+        """The record's time (ns), as every wire message has one."""
+        return self.record.t_ns
+
+
+def handover_gap(athlete: str, grant: LeaseGranted) -> GapEvent:
+    """The gap a lease grant marks in the device's stream when the device was held before.
+
+    A grant starts a new driver on a new link (a gateway drives a device only while it
+    holds the lease, and a new holder connects after the old one let go), so beats were
+    missed between the previous holder's last record and the new one's first — as when
+    the single box's driver reconnects, which it marks as a gap. The previous holder's own
+    gap may never reach the stream (it crashed, or was cut off and lost the lease first),
+    so workers and the single-box oracle both mark this one (closed, at the grant's time).
+    """
+    return GapEvent(
+        t_ns=grant.t_ns,
+        device=f"{athlete}/{grant.device}",
+        start_ns=grant.t_ns,
+        end_ns=grant.t_ns,
+        reason=GapReason.HANDOVER,
+    )
+
+
+WireMessage = RecordedNotification | Marker | LeaseGranted | DeviceEvent
 
 
 class WireError(InputError, ValueError):
@@ -166,10 +223,16 @@ def msg_id(gateway: str, boot: int, outbox_id: int) -> str:
 
 
 def encode(message: WireMessage) -> bytes:
-    """The JSON body of a raw notification or a marker."""
+    """The JSON body of a raw notification, a marker, a lease grant or a device event."""
     if isinstance(message, LeaseGranted):
         grant = {"lease": dataclasses.asdict(message)}
         return json.dumps(grant, separators=(",", ":")).encode()
+    if isinstance(message, DeviceEvent):
+        fields = dataclasses.asdict(message.record)
+        if isinstance(message.record, GapEvent):
+            fields["reason"] = message.record.reason.value
+        event = {"device": message.device, _DEVICE_EVENT_NAMES[type(message.record)]: fields}
+        return json.dumps(event, separators=(",", ":")).encode()
     if isinstance(message, RecordedNotification):
         body: dict[str, Any] = {
             "t_ns": message.t_ns,
@@ -205,6 +268,10 @@ def decode(subject: str, body: bytes) -> WireMessage:
         if not isinstance(grant.t_ns, int) or not grant.device or not grant.gateway:
             raise WireError(f"{subject}: lease grant needs t_ns, device and gateway")
         return grant
+    if "marker" not in obj:
+        for name, cls in DEVICE_EVENTS.items():
+            if name in obj:
+                return _device_event(subject, obj, name, cls)
     name = obj.pop("marker", None)
     if name is None:
         try:
@@ -233,3 +300,36 @@ def decode(subject: str, body: bytes) -> WireMessage:
     if isinstance(marker.t_ns, bool) or not isinstance(marker.t_ns, int):
         raise WireError(f"{subject}: marker {name} t_ns {marker.t_ns!r} is not an integer")
     return marker
+
+
+def _device_event(
+    subject: str, obj: dict[str, Any], name: str, cls: type[GapEvent] | type[BatteryLevel]
+) -> DeviceEvent:
+    """The :class:`DeviceEvent` of a decoded body whose ``name`` key holds ``cls``'s fields."""
+    device, fields = obj.get("device"), obj[name]
+    if not isinstance(device, str) or not device:
+        raise WireError(f"{subject}: {name} event needs its device id")
+    if not isinstance(fields, dict):
+        raise WireError(f"{subject}: {name} event's record is not a JSON object")
+    fields = dict(fields)
+    try:
+        if cls is GapEvent:
+            fields["reason"] = GapReason(fields.get("reason"))
+        record = cls(**fields)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"{subject}: {name} event has bad fields ({exc})") from None
+    ints = {"t_ns": record.t_ns}
+    optional: dict[str, object] = {}
+    if isinstance(record, GapEvent):
+        ints["start_ns"] = record.start_ns
+        optional["end_ns"] = record.end_ns
+        if not isinstance(record.device, str) or not record.device:
+            raise WireError(f"{subject}: gap event needs the driver's device name")
+    else:
+        optional = {"battery_pct": record.battery_pct, "battery_mv": record.battery_mv}
+    for field_name, value in [*ints.items(), *optional.items()]:
+        if value is None and field_name in optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WireError(f"{subject}: {name} event {field_name} {value!r} is not an integer")
+    return DeviceEvent(device, record)

@@ -4,9 +4,11 @@ For each partition it owns (:mod:`streamer.team.partitions`), a worker reads the
 subject of that partition (:func:`streamer.team.wire.partition_subject`) with an ordered
 consumer and, message by message in the stream's order:
 
-1. decodes it (:func:`streamer.team.wire.decode`); a raw notification from a gateway that
-   does not hold the device's lease — the last :class:`~streamer.team.wire.LeaseGranted` for
-   that athlete and device *in the stream's order* — is dropped (dual-connection straps);
+1. decodes it (:func:`streamer.team.wire.decode`); a raw notification or device event
+   (gap, battery) from a gateway that does not hold the device's lease — the last
+   :class:`~streamer.team.wire.LeaseGranted` for that athlete and device *in the stream's
+   order* — is dropped (dual-connection straps); a grant of a device held before marks a
+   gap in its stream (:func:`~streamer.team.wire.handover_gap`: a new link);
 2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
@@ -378,7 +380,11 @@ class Partition:
             # the partition's start (the earliest athlete's point), so a grant between
             # that and this athlete's point must still count — else the new holder's
             # records would be dropped as another gateway's.
+            previous = self.leases.get((athlete, message.device))
             self.leases[(athlete, message.device)] = message.gateway
+            if previous is not None and seq >= track.skip_below:
+                # Before the grant's write, so the replay point it records includes it.
+                self._hand_over(track, athlete, message, seq)
             if not muted:
                 self._pending_leases.append((athlete, message.device, seq, message.gateway))
                 self._write(seq, [])
@@ -402,6 +408,13 @@ class Partition:
                 return
             device = message.device
             t_ns = message.t_ns
+        elif isinstance(message, wire.DeviceEvent):
+            # A gap or battery level: the lease rule as for the device's notifications.
+            holder = self.leases.get((athlete, message.device))
+            if holder is not None and gateway and gateway != holder:
+                self.counters.dropped_lease += 1
+                return
+            record, device, t_ns = message.record, message.device, message.t_ns
         else:
             record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
         self._remember(track, seq, t_ns, record)
@@ -434,6 +447,17 @@ class Partition:
                 _LOGGER.exception(
                     "partition %d: outputs of stream message %d not kept", self.number, seq
                 )
+
+    def _hand_over(self, track: _Track, athlete: str, grant: wire.LeaseGranted, seq: int) -> None:
+        """A device held before was granted (again): its stream has a hole there
+        (:func:`~streamer.team.wire.handover_gap`), which the athlete's state is told of as
+        the single box's is of a reconnection. A gap produces no results."""
+        gap = wire.handover_gap(athlete, grant)
+        self._remember(track, seq, gap.t_ns, gap)
+        try:
+            track.state.process(grant.device, gap)
+        except Exception:
+            _LOGGER.exception("processing the hand-over gap of %s failed", athlete)
 
     def _remember(self, track: _Track, seq: int, t_ns: int, record: object) -> None:
         """Keep the athlete's replay point up to date before ``record`` is processed."""
