@@ -105,6 +105,11 @@ def test_a_hand_over_gap_is_closed_at_the_grant_under_the_drivers_name() -> None
     assert gap == GapEvent(42, "ann/strap", 42, 42, GapReason.HANDOVER)
 
 
+_GAP = (
+    b'{"device": "s", "gap": {"t_ns": 1, "device": %s, "start_ns": %s, "reason": %s, "end_ns": 2}}'
+)
+
+
 @pytest.mark.parametrize(
     ("body", "fault"),
     [
@@ -117,12 +122,9 @@ def test_a_hand_over_gap_is_closed_at_the_grant_under_the_drivers_name() -> None
         (b'{"t_ns": 1, "marker": "lab", "lab": "droms", "value": "x"}', "not a number"),
         (b'{"gap": {"t_ns": 1}}', "gap event needs its device id"),
         (b'{"device": "s", "gap": [1]}', "record is not a JSON object"),
-        (b'{"device": "s", "gap": {"t_ns": 1, "device": "a/s", "start_ns": 1, "end_ns": null,'
-         b' "reason": "nap"}}', "'nap' is not a valid GapReason"),  # fmt: skip
-        (b'{"device": "s", "gap": {"t_ns": 1, "device": "a/s", "start_ns": 1.5, "end_ns": null,'
-         b' "reason": "stale"}}', "start_ns 1.5 is not an integer"),  # fmt: skip
-        (b'{"device": "s", "gap": {"t_ns": 1, "device": "", "start_ns": 1, "end_ns": null,'
-         b' "reason": "stale"}}', "needs the driver's device name"),  # fmt: skip
+        (_GAP % (b'"a/s"', b"1", b'"nap"'), "'nap' is not a valid GapReason"),
+        (_GAP % (b'"a/s"', b"1.5", b'"stale"'), "start_ns 1.5 is not an integer"),
+        (_GAP % (b'""', b"1", b'"stale"'), "needs the driver's device name"),
         (b'{"device": "s", "battery": {"t_ns": 1, "volts": 3}}', "battery event has bad fields"),
         (b'{"device": "s", "battery": {"t_ns": 1, "battery_pct": true}}', "is not an integer"),
     ],
