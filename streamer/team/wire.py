@@ -269,9 +269,9 @@ def decode(subject: str, body: bytes) -> WireMessage:
             raise WireError(f"{subject}: lease grant needs t_ns, device and gateway")
         return grant
     if "marker" not in obj:
-        for name, cls in DEVICE_EVENTS.items():
-            if name in obj:
-                return _device_event(subject, obj, name, cls)
+        for event, event_cls in DEVICE_EVENTS.items():
+            if event in obj:
+                return _device_event(subject, obj, event, event_cls)
     name = obj.pop("marker", None)
     if name is None:
         try:
