@@ -70,13 +70,15 @@ def oracle(
     messages: dict[str, list[wire.WireMessage]],
     config: Config | None = None,
     store: str = ":memory:",
+    snapshots: dict[str, Any] | None = None,
 ) -> list[Result]:
     """Durable results of the single-box pipeline (an in-memory SQLite store, or the one at
     ``store``) for the same messages: the notifications decoded by their codecs, device
     events' records as the driver hands them over, the markers as commands are, and a
     grant of a device granted before as the reconnection it is
     (:func:`streamer.team.wire.handover_gap`). The messages are those a worker accepts:
-    filter another gateway's records out first."""
+    filter another gateway's records out first. ``snapshots`` receives each athlete's
+    :class:`~streamer.athlete.snapshot.AthleteSnapshot` at the end (battery, gaps)."""
     durable: list[Result] = []
 
     async def run() -> None:
@@ -103,6 +105,8 @@ def oracle(
             await pipeline.join()
             pipeline.stop()
             await task
+            if snapshots is not None:
+                snapshots.update({a: app.states[a].snapshot for a in messages})
 
     asyncio.run(run())
     return [r for r in durable if not r.kind.is_live]

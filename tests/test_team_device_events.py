@@ -1,0 +1,292 @@
+"""Device events in team mode: a driver's gaps and battery levels cross the wire.
+
+In ``run`` a strap's link gap reaches the athlete as a :class:`GapEvent` ("no RR
+difference across a gap") and its battery level as a :class:`BatteryLevel`. A gateway
+forwards them as :class:`~streamer.team.wire.DeviceEvent` messages between the
+notifications they came between, and a worker hands them to the athlete: on real servers
+(nats-server, PostgreSQL) and the production drivers against Bumble emulators, the worker's
+mornings are the single box's, and without the gap messages they are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from devices.emulated import ChestStrap, EmulatedWorld
+from devices.emulated.clock import EmulatedClock
+from devices.kinds import DeviceKind
+from devices.policy import Backoff, ConnectionPolicy, Jitter
+from devices.recording import RecordedNotification, decode_notification
+from devices.records import BatteryLevel, GapEvent, GapReason, HeartRateSample
+from streamer.athlete.events import MorningEnd, MorningStart
+from streamer.config import Config, DeviceConfig
+from streamer.results import MorningPayload, Result
+from streamer.team import gateway as gateway_module
+from streamer.team import wire
+from streamer.team.gateway import Gateway
+from streamer.team.outbox import GatewayOutbox
+from streamer.team.worker import Worker, WorkerOptions
+from tests import team_worker_helpers as th
+from tests.mqtt_helpers import eventually
+from tests.servers import NatsServer, PostgreSQL
+from tests.team_helpers import stream_messages
+
+pytest.importorskip("nats")
+
+GAP_S = 20.0
+"""How long the strap's link is down in the middle of the morning reading (s)."""
+
+
+def _with_a_link_gap(
+    athlete: str, items: list[wire.WireMessage], *, gap_messages: bool
+) -> list[wire.WireMessage]:
+    """``items`` with :data:`GAP_S` of the strap's notifications cut out of the middle of
+    the morning reading, as when its link drops, and — with ``gap_messages`` — the gap
+    events the driver emits around it (opened when the link is lost, closed right before
+    the first notification after it) and a battery level read on the new link."""
+    start = next(i for i, m in enumerate(items) if isinstance(m, MorningStart))
+    end = next(i for i, m in enumerate(items) if isinstance(m, MorningEnd))
+    notes = [i for i in range(start, end) if isinstance(items[i], RecordedNotification)]
+    t0 = items[notes[len(notes) // 2]].t_ns
+    cut = [i for i in notes if t0 <= items[i].t_ns < t0 + GAP_S * 1e9]
+    before, after = items[cut[0] - 1], items[cut[-1] + 1]
+    assert isinstance(before, RecordedNotification)
+    assert isinstance(after, RecordedNotification)
+    device, name = after.device, f"{athlete}/{after.device}"
+    events: list[wire.WireMessage] = []
+    if gap_messages:
+        lost_ns = before.t_ns + 1_500_000_000  # the supervision noticed the link was lost
+        events = [
+            wire.DeviceEvent(
+                device, GapEvent(lost_ns, name, before.t_ns, None, GapReason.DISCONNECTED)
+            ),
+            wire.DeviceEvent(device, BatteryLevel(after.t_ns - 1, battery_pct=64)),
+            wire.DeviceEvent(
+                device, GapEvent(after.t_ns, name, before.t_ns, after.t_ns, GapReason.DISCONNECTED)
+            ),
+        ]
+    return [*items[: cut[0]], *events, *items[cut[-1] + 1 :]]
+
+
+def _rmssd(results: list[Result], athlete: str) -> float:
+    (morning,) = [
+        r.payload for r in results if r.athlete == athlete and isinstance(r.payload, MorningPayload)
+    ]
+    assert morning.rmssd_ms is not None
+    return morning.rmssd_ms
+
+
+def test_a_link_gap_reaches_the_worker_and_its_morning_is_the_single_boxs(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """Two athletes with the same morning and the same 20 s hole in it: ``gap`` with the
+    driver's gap (and battery) messages, ``nogap`` without them (what a worker saw before
+    they crossed the wire). The worker's ``gap`` morning is the single box's to the last
+    digit; ``nogap``'s RMSSD differs — its RR series was differenced across the hole."""
+    ((_, items),) = th.athlete_days(1, 1, sessions=False).items()
+    messages = {
+        "gap": _with_a_link_gap("gap", items, gap_messages=True),
+        "nogap": _with_a_link_gap("nogap", items, gap_messages=False),
+    }
+    snapshots: dict[str, Any] = {}
+    single_box = th.oracle({"gap": messages["gap"]}, snapshots=snapshots)
+    without = th.oracle({"nogap": messages["nogap"]})
+    unbroken = th.oracle({"full": items})
+    print(
+        f"\nmorning RMSSD: single box with the gap {_rmssd(single_box, 'gap'):.3f} ms, "
+        f"without the gap message {_rmssd(without, 'nogap'):.3f} ms, "
+        f"no hole at all {_rmssd(unbroken, 'full'):.3f} ms"
+    )
+    assert _rmssd(without, "nogap") != _rmssd(single_box, "gap")
+    workers: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        await th.publish(js, messages)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: len(th.history_rows(postgres.dsn)["morning"]) == 2 or task.done(),
+                120,
+                "both mornings in PostgreSQL",
+            )
+            for part in worker.owned.values():
+                workers.update({a: track.state.snapshot for a, track in part.tracks.items()})
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+
+    asyncio.run(scenario())
+    rows = {r[0]: r for r in th.history_rows(postgres.dsn)["morning"]}
+    assert rows["gap"] == th.oracle_rows(single_box)["morning"][0]
+    # The same morning but for the gap messages: only its numbers differ.
+    assert rows["nogap"][1:3] == rows["gap"][1:3]
+    assert rows["nogap"][3] != rows["gap"][3], "without the gap message RR is differenced across"
+    assert rows["nogap"] == th.oracle_rows(without)["morning"][0]
+    # The battery level and the gaps reach the athlete's snapshot as in the single box.
+    assert workers["gap"].battery_pct == snapshots["gap"].battery_pct == {"strap": 64}
+    assert workers["gap"].gaps == snapshots["gap"].gaps == 2
+    assert workers["nogap"].battery_pct == {}
+
+
+# --- a gateway with an emulated strap whose link drops ------------------------------------------
+
+SPEED = 20.0
+"""Emulated seconds per real second: a 6-minute morning reading in ~20 s."""
+FAST = ConnectionPolicy(
+    backoff=Backoff(initial_s=0.01, max_s=0.1, multiplier=2.0, jitter=Jitter.FULL),
+    connect_timeout_s=10.0,
+    stale_after_s=None,
+    stable_after_s=0.0,
+    scan_timeout_s=2.0,
+)
+"""Reconnect at once (the hole is the strap's silence, not the driver's back-off)."""
+
+
+def test_a_gateway_forwards_a_dropped_links_gap_between_the_right_notifications(
+    tmp_path: Path, postgres: PostgreSQL, nats_server: NatsServer, monkeypatch: Any
+) -> None:
+    """The production strap driver through a gateway against a Bumble chest strap, on the
+    world's clock: a morning reading whose link drops and stays silent for 20 s in the
+    middle. The stream holds, in order, exactly the records the driver handed the gateway
+    (the notifications as bytes, gaps and battery levels as device events) — the records
+    ``run``'s pipeline would get; a worker on that stream writes the single box's morning,
+    and without the gap messages the single box's RMSSD would differ."""
+    emitted: list[object] = []  # what the driver handed its sink, in order
+    record = gateway_module._Forwarder.record
+
+    def spy(self: Any, item: object) -> None:
+        emitted.append(item)
+        record(self, item)
+
+    monkeypatch.setattr(gateway_module._Forwarder, "record", spy)
+
+    def samples() -> int:
+        return sum(isinstance(r, HeartRateSample) for r in emitted)
+
+    async def scenario() -> None:
+        clock = EmulatedClock(SPEED)
+        async with EmulatedWorld(clock=clock) as world:
+            strap = await world.add(ChestStrap("Polar H10 GAP1", speed=SPEED, battery_pct=64))
+            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
+            with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+                kwargs = {"client_kwargs": world.client_kwargs,
+                          "scanner_kwargs": world.scanner_kwargs}  # fmt: skip
+                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
+                                  driver_kwargs={**kwargs, "clock_ns": clock.now_ns,
+                                                 "policy": FAST},
+                                  clock_ns=clock.now_ns)  # fmt: skip
+                task = asyncio.create_task(gateway.run())
+                try:
+                    await eventually(lambda: samples() >= 5, 120, "the strap's first samples")
+                    begun = clock.now()
+                    gateway.offer_marker_of("ann", MorningStart(clock.now_ns()))
+                    await eventually(lambda: clock.now() >= begun + 150, 120, "150 s of it")
+                    strap.go_silent(GAP_S)  # no data for 20 s, and the link drops
+                    assert await strap.drop_link() == 1
+                    await eventually(
+                        lambda: any(isinstance(r, GapEvent) and r.end_ns for r in emitted),
+                        120,
+                        "the first sample after the gap",
+                    )
+                    await eventually(lambda: clock.now() >= begun + 360, 120, "a 6-min reading")
+                    gateway.offer_marker_of("ann", MorningEnd(clock.now_ns()))
+                    await gateway.stop(0.5)
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                # What the stop left in the outbox (the driver's last gap) goes out at the
+                # gateway's next start, as in production.
+                again = Gateway("gw1", [nats_server.url], outbox, {})
+                task = asyncio.create_task(again.run())
+                try:
+                    await eventually(again.drained.is_set, 60, "the outbox sent")
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    stored = [s for s in stream_messages([nats_server.url]) if s.athlete == "ann"]
+    messages = [s.message for s in stored]
+    assert isinstance(messages[0], wire.LeaseGranted)
+    # The stream is the driver's record sequence: notifications decoded as the worker
+    # decodes them, device events as the records themselves, in the driver's order.
+    rebuilt = [
+        decode_notification(m) if isinstance(m, RecordedNotification) else m.record
+        for m in messages
+        if isinstance(m, RecordedNotification | wire.DeviceEvent)
+    ]
+    assert rebuilt == emitted
+    # The gap sits between the right notifications: opened after the last sample before
+    # the drop (its start), closed right before the first sample after it (its end).
+    opened = next(
+        n for n, m in enumerate(messages)
+        if isinstance(m, wire.DeviceEvent) and isinstance(m.record, GapEvent)
+        and m.record.reason is GapReason.DISCONNECTED and m.record.end_ns is None
+    )  # fmt: skip
+    gap = messages[opened]
+    assert isinstance(gap, wire.DeviceEvent)
+    assert isinstance(gap.record, GapEvent)
+    before = [m for m in messages[:opened] if isinstance(m, RecordedNotification)][-1]
+    assert gap.record.start_ns == before.t_ns
+    closed = next(
+        n for n, m in enumerate(messages)
+        if n > opened and isinstance(m, wire.DeviceEvent) and isinstance(m.record, GapEvent)
+    )  # fmt: skip
+    end = messages[closed]
+    assert isinstance(end, wire.DeviceEvent)
+    assert isinstance(end.record, GapEvent)
+    assert (end.record.start_ns, end.record.device) == (gap.record.start_ns, "ann/strap")
+    after = messages[closed + 1]
+    assert isinstance(after, RecordedNotification)
+    assert after.t_ns == end.record.end_ns
+    assert not any(isinstance(m, RecordedNotification) for m in messages[opened:closed])
+    hole_s = (end.record.end_ns - gap.record.start_ns) / 1e9
+    assert hole_s >= GAP_S * 0.9
+    # Battery: read on each connection, forwarded as the driver's records.
+    batteries = [m.record for m in messages if isinstance(m, wire.DeviceEvent)
+                 and isinstance(m.record, BatteryLevel)]  # fmt: skip
+    assert [b.battery_pct for b in batteries] == [64, 64]
+
+    # The worker on the gateway's stream against the single box on the same records.
+    snapshots: dict[str, Any] = {}
+    single_box = th.oracle({"ann": messages}, snapshots=snapshots)
+    no_gap = [m for m in messages if not isinstance(m, wire.DeviceEvent)]
+    without = th.oracle({"ann": no_gap})
+    print(
+        f"\nemulated strap, a {hole_s:.1f} s hole: morning RMSSD {_rmssd(single_box, 'ann'):.3f}"
+        f" ms with the gap messages, {_rmssd(without, 'ann'):.3f} ms without"
+    )
+    assert _rmssd(without, "ann") != _rmssd(single_box, "ann")
+    worker_snapshot: dict[str, Any] = {}
+
+    async def work() -> None:
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: th.history_rows(postgres.dsn)["morning"] or task.done(),
+                120,
+                "the morning in PostgreSQL",
+            )
+            for part in worker.owned.values():
+                worker_snapshot.update({a: t.state.snapshot for a, t in part.tracks.items()})
+        finally:
+            worker.stop()
+            await task
+
+    asyncio.run(work())
+    assert th.history_rows(postgres.dsn)["morning"] == th.oracle_rows(single_box)["morning"]
+    assert worker_snapshot["ann"].battery_pct == snapshots["ann"].battery_pct == {"strap": 64}
+    assert worker_snapshot["ann"].gaps == snapshots["ann"].gaps
