@@ -11,6 +11,8 @@ mornings are the single box's, and without the gap messages they are not.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,17 @@ from devices.policy import Backoff, ConnectionPolicy, Jitter
 from devices.recording import RecordedNotification, decode_notification
 from devices.records import BatteryLevel, GapEvent, GapReason, HeartRateSample
 from streamer.athlete.events import MorningEnd, MorningStart
-from streamer.config import Config, DeviceConfig
-from streamer.results import MorningPayload, Result
+from streamer.config import Config, DeviceConfig, MqttConfig
+from streamer.results import DeviceStatePayload, MorningPayload, Result
 from streamer.team import gateway as gateway_module
 from streamer.team import wire
 from streamer.team.gateway import Gateway
+from streamer.team.gateway_mqtt import GatewayCommands
 from streamer.team.outbox import GatewayOutbox
 from streamer.team.worker import Worker, WorkerOptions
 from tests import team_worker_helpers as th
-from tests.mqtt_helpers import eventually
-from tests.servers import NatsServer, PostgreSQL
+from tests.mqtt_helpers import Received, Subscriber, eventually
+from tests.servers import Mosquitto, NatsServer, PostgreSQL
 from tests.team_helpers import stream_messages
 
 pytest.importorskip("nats")
@@ -290,3 +293,74 @@ def test_a_gateway_forwards_a_dropped_links_gap_between_the_right_notifications(
     assert th.history_rows(postgres.dsn)["morning"] == th.oracle_rows(single_box)["morning"]
     assert worker_snapshot["ann"].battery_pct == snapshots["ann"].battery_pct == {"strap": 64}
     assert worker_snapshot["ann"].gaps == snapshots["ann"].gaps
+
+
+# --- the held device's connection state, from the gateway's MQTT connection ------------------
+
+
+def test_the_gateway_holding_a_device_publishes_its_state_as_run_does(
+    tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
+) -> None:
+    """``<base>/<athlete>/<device>/state``, retained, the payload ``run`` publishes
+    (:mod:`streamer.app.device_state`): connected with the battery the strap reported, then
+    ``stopped`` when the gateway stops — Home Assistant's connectivity and battery entities
+    read it; each message's ``seq`` above the last."""
+    topic = "redox/ann/strap/state"
+
+    async def scenario() -> list[Received]:
+        sub = await Subscriber("127.0.0.1", mosquitto.port, topic=topic,
+                               client_id="states").start()  # fmt: skip
+        async with EmulatedWorld() as world:
+            strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
+            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
+            with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+                kwargs = {"client_kwargs": world.client_kwargs,
+                          "scanner_kwargs": world.scanner_kwargs, "policy": FAST}  # fmt: skip
+                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
+                                  driver_kwargs=kwargs)  # fmt: skip
+                commands = GatewayCommands(MqttConfig.from_url(mosquitto.url), "gw1", ["ann"],
+                                           gateway.offer_marker, clock_ns=time.time_ns,
+                                           devices=gateway)  # fmt: skip
+                running = asyncio.create_task(gateway.run())
+                mqtt = asyncio.create_task(commands.run())
+                try:
+                    await sub.wait_for(
+                        lambda: any(
+                            r.json()["connected"] and r.json()["battery_pct"] == 64
+                            for r in sub.received
+                        ),
+                        60,
+                        "the strap connected, with its battery",
+                    )
+                    mqtt.cancel()  # the gateway stops: its sources first, as the command does
+                    await asyncio.gather(mqtt, return_exceptions=True)
+                    await sub.wait_for(
+                        lambda: sub.received[-1].json()["connection"] == "stopped",
+                        30,
+                        "the stopped state",
+                    )
+                finally:
+                    for task in (mqtt, running):
+                        task.cancel()
+                    await asyncio.gather(mqtt, running, return_exceptions=True)
+        await sub.stop()
+        # A reader arriving later (Home Assistant restarted) gets the retained last word.
+        late = await Subscriber("127.0.0.1", mosquitto.port, topic=topic, client_id="late",
+                                persistent=False).start()  # fmt: skip
+        await late.wait_for(lambda: bool(late.received), 10, "the retained state")
+        await late.stop()
+        return [*sub.received, *late.received]
+
+    *received, retained = asyncio.run(scenario())
+    assert retained.retain
+    assert retained.json() == received[-1].json()
+    states = [r.json() for r in received]
+    assert all(r.qos == 1 for r in received)
+    seqs = [s["seq"] for s in states]
+    assert seqs == sorted(set(seqs)), "seq strictly increasing"
+    connected = next(s for s in states if s["connected"])
+    fields = {f.name for f in dataclasses.fields(DeviceStatePayload)}
+    assert fields <= connected.keys()
+    assert (connected["device_kind"], connected["connection"]) == ("strap", "connected")
+    assert connected["battery_pct"] == 64
+    assert (states[-1]["connected"], states[-1]["connection"]) == (False, "stopped")

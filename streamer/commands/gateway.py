@@ -227,7 +227,12 @@ async def _run(
             from streamer.team.gateway_mqtt import GatewayCommands
 
             commands = GatewayCommands(
-                config.mqtt, args.id, list(devices), gateway.offer_marker, clock_ns=clock_ns
+                config.mqtt,
+                args.id,
+                list(devices),
+                gateway.offer_marker,
+                clock_ns=clock_ns,
+                devices=gateway,  # the held devices' connection states, as `run` publishes
             )
             tasks.append(asyncio.create_task(commands.run(), name="mqtt"))
         print(

@@ -37,6 +37,7 @@ from devices.drivers import DeviceDriver, ResolvingDriver, driver_for
 from devices.errors import DeviceUnavailableError
 from devices.policy import Backoff, Jitter
 from devices.recording import RecordedNotification
+from devices.records import BatteryLevel
 from streamer.config import DeviceConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
@@ -241,6 +242,10 @@ class Gateway:
         self.idle_release_s = idle_release_s
         self.stats = GatewayStats()
         self.drivers: dict[str, DeviceDriver] = {}
+        self.held: dict[tuple[str, str], DeviceDriver] = {}
+        """(athlete, device id) → the driver of a device whose lease this gateway holds."""
+        self.battery_pct: dict[tuple[str, str], int] = {}
+        """(athlete, device id) → the battery level (%) its driver last reported."""
         self.connected = asyncio.Event()
         """Set once NATS answered and the stream and bucket exist."""
         self.drained = asyncio.Event()
@@ -458,13 +463,16 @@ class Gateway:
         self, lease: Lease, athlete: str, device: DeviceConfig, renew_every: float
     ) -> None:
         """Run the device's driver while the lease is held and renewed."""
-        driver = forwarding_driver(
-            device,
-            f"{athlete}/{device.id}",
-            lambda n: self.offer(athlete, n),
-            **self.driver_kwargs,
-        )
+
+        def forward(message: RecordedNotification | wire.DeviceEvent) -> None:
+            record = message.record if isinstance(message, wire.DeviceEvent) else None
+            if isinstance(record, BatteryLevel) and record.battery_pct is not None:
+                self.battery_pct[(athlete, device.id)] = record.battery_pct  # its device state
+            self.offer(athlete, message)
+
+        driver = forwarding_driver(device, f"{athlete}/{device.id}", forward, **self.driver_kwargs)
         self.drivers[lease.key] = driver
+        self.held[(athlete, device.id)] = driver
         task = asyncio.create_task(driver.run(), name=f"driver {lease.key}")
         loop = asyncio.get_running_loop()
         last_connected = loop.time()
@@ -497,12 +505,25 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.drivers.pop(lease.key, None)
+            self.held.pop((athlete, device.id), None)
             if lease.held:
                 # A clean stop frees the device for another gateway at once (a crash leaves
                 # it to the TTL); bounded, as NATS may be away.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await lease.release()
+
+    def held_drivers(self) -> dict[str, list[tuple[str, DeviceDriver]]]:
+        """athlete → (device id, driver) of the devices this gateway holds now: the
+        drivers whose connection state it publishes (:mod:`streamer.team.gateway_mqtt`)."""
+        out: dict[str, list[tuple[str, DeviceDriver]]] = {}
+        for (athlete, device_id), driver in self.held.items():
+            out.setdefault(athlete, []).append((device_id, driver))
+        return out
+
+    def battery_of(self, athlete: str, device_id: str) -> int | None:
+        """The battery level (%) ``device_id`` of ``athlete`` last reported here, or None."""
+        return self.battery_pct.get((athlete, device_id))
 
     # -- the whole ----------------------------------------------------------------------
 
