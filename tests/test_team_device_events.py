@@ -87,15 +87,28 @@ def _rmssd(results: list[Result], athlete: str) -> float:
 def test_a_link_gap_reaches_the_worker_and_its_morning_is_the_single_boxs(
     postgres: PostgreSQL, nats_server: NatsServer
 ) -> None:
-    """Two athletes with the same morning and the same 20 s hole in it: ``gap`` with the
+    """Athletes with the same morning and the same 20 s hole in it: ``gap`` with the
     driver's gap (and battery) messages, ``nogap`` without them (what a worker saw before
     they crossed the wire). The worker's ``gap`` morning is the single box's to the last
-    digit; ``nogap``'s RMSSD differs — its RR series was differenced across the hole."""
+    digit; ``nogap``'s RMSSD differs — its RR series was differenced across the hole.
+    ``foreign``'s gap messages come from a gateway without the strap's lease: dropped, as
+    its notifications would be. ``handover``'s strap moves to another gateway in the hole
+    and no gap message arrives (the first holder crashed): the grant is the gap."""
     ((_, items),) = th.athlete_days(1, 1, sessions=False).items()
     messages = {
         "gap": _with_a_link_gap("gap", items, gap_messages=True),
         "nogap": _with_a_link_gap("nogap", items, gap_messages=False),
     }
+    strap = next(m.device for m in items if isinstance(m, RecordedNotification))
+    first = wire.LeaseGranted(items[0].t_ns - 1, strap, "gw1")
+    foreign = [first, *_with_a_link_gap("foreign", items, gap_messages=True)]
+    holed = messages["nogap"]
+    after = next(i for i, m in enumerate(holed) if m.t_ns != items[i].t_ns)  # the hole's end
+    handover = [first, *holed[:after], wire.LeaseGranted(holed[after].t_ns - 1, strap, "gw2")]
+    handover += holed[after:]
+    # (athlete, gateway, message) in stream order: gw2 sends foreign's gap messages.
+    sent = [("foreign", "gw2" if isinstance(m, wire.DeviceEvent) else "gw1", m) for m in foreign]
+    sent += [("handover", "gw2" if n > after else "gw1", m) for n, m in enumerate(handover)]
     snapshots: dict[str, Any] = {}
     single_box = th.oracle({"gap": messages["gap"]}, snapshots=snapshots)
     without = th.oracle({"nogap": messages["nogap"]})
@@ -113,14 +126,17 @@ def test_a_link_gap_reaches_the_worker_and_its_morning_is_the_single_boxs(
         js = nc.jetstream()
         await th.ensure_stream(js)
         await th.publish(js, messages)
+        for n, (athlete, gateway, message) in enumerate(sent):
+            headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:9:{n}"}
+            await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
         worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
                         options=WorkerOptions(live=False))  # fmt: skip
         task = asyncio.create_task(worker.run())
         try:
             await eventually(
-                lambda: len(th.history_rows(postgres.dsn)["morning"]) == 2 or task.done(),
+                lambda: len(th.history_rows(postgres.dsn)["morning"]) == 4 or task.done(),
                 120,
-                "both mornings in PostgreSQL",
+                "the four mornings in PostgreSQL",
             )
             for part in worker.owned.values():
                 workers.update({a: track.state.snapshot for a, track in part.tracks.items()})
@@ -140,6 +156,12 @@ def test_a_link_gap_reaches_the_worker_and_its_morning_is_the_single_boxs(
     assert workers["gap"].battery_pct == snapshots["gap"].battery_pct == {"strap": 64}
     assert workers["gap"].gaps == snapshots["gap"].gaps == 2
     assert workers["nogap"].battery_pct == {}
+    # A gateway without the lease: its gap messages dropped, the morning is nogap's.
+    assert rows["foreign"][1:] == rows["nogap"][1:]
+    assert workers["foreign"].battery_pct == {}
+    # A hand-over with no gap message: the grant marks the gap, the morning is gap's.
+    assert rows["handover"][1:] == rows["gap"][1:]
+    assert rows["handover"] == th.oracle_rows(th.oracle({"handover": handover}))["morning"][0]
 
 
 # --- a gateway with an emulated strap whose link drops ------------------------------------------
