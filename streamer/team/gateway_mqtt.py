@@ -32,7 +32,7 @@ from streamer.config import MqttConfig
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.team.gateway import availability_topic, gateway_mqtt
-from streamer.topics import Topics, slug
+from streamer.topics import Topics, segment, slug
 
 _LOGGER: Final = logging.getLogger(__name__)
 
@@ -94,6 +94,10 @@ class GatewayCommands(CommandListener):
         super().__init__(gateway_mqtt(config, gateway_id), athletes, offer, clock_ns=clock_ns)
         self.gateway_id = gateway_id
         self.state_topic = availability_topic(self.topics.base, gateway_id)
+
+    def set_athletes(self, athletes: Iterable[str]) -> None:
+        """Take commands for ``athletes`` from now on (the central registry changed)."""
+        self._athletes = {segment(a): a for a in athletes}
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with back-off (the gateway has no publisher
