@@ -740,6 +740,7 @@ class Worker:
         if not await asyncio.to_thread(part.try_lock):
             await asyncio.to_thread(part.close)  # another worker was faster
             return
+        part.config = self.config  # the registry's, should it have changed meanwhile
         part.start()
         self.owned[number] = part
         _LOGGER.info("partition %d claimed (checkpoint %d)", number, part.checkpoint)
