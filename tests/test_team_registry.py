@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ from streamer.team.registry import (
 )
 from streamer.team.stream import LEASE_BUCKET, ensure_stream
 from tests.servers import NatsServer, PostgreSQL
-from tests.team_helpers import GatewayProc, notifications, stream_messages, wait_until
+from tests.team_helpers import ROOT, GatewayProc, notifications, stream_messages, wait_until
+from tests.test_team_gateway import HEAVY
 
 nats = pytest.importorskip("nats")
 
@@ -372,3 +376,29 @@ def test_a_workers_athletes_take_the_registrys_thresholds_between_protocols(
             await nc.close()
 
     asyncio.run(scenario())
+
+
+def test_no_registry_and_no_server_are_one_line_each(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for url, named in [
+        (nats_server.url, "no central registry (bucket redox_registry)"),
+        ("nats://127.0.0.1:1", "cannot reach NATS"),
+    ]:
+        assert _registry(["show"], url) == INPUT_STATUS
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert err[0].startswith("redox-streamer registry: error: "), err
+        assert named in err[0], err
+
+
+def test_a_gateway_following_the_registry_stays_thin(tmp_path: Path) -> None:
+    code = (
+        "import sys, streamer.team.registry, streamer.team.gateway\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

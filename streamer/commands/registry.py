@@ -179,10 +179,19 @@ def _with_registry(
 
     servers = _servers(args.nats)
 
+    async def quiet(_exc: Exception) -> None:
+        """nats-py would log each failed attempt with its traceback: the one line below
+        says it."""
+
     async def main() -> T:
         try:
+            # One attempt per server (0 would retry for ever), then the one-line refusal.
             nc = await nats.connect(
-                servers=servers, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0
+                servers=servers,
+                connect_timeout=5,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                error_cb=quiet,
             )
         except (NatsError, OSError, TimeoutError) as exc:
             raise CliError(
