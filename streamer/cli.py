@@ -132,6 +132,11 @@ COMMANDS: tuple[Command, ...] = (
         "streamer.commands.worker",
     ),
     Command(
+        "registry",
+        "team mode: the club's athletes, devices and thresholds, central in NATS",
+        "streamer.commands.registry",
+    ),
+    Command(
         "migrate",
         "team mode: merge single-box stores into PostgreSQL",
         "streamer.commands.migrate",

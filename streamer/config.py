@@ -33,6 +33,12 @@ sink for good), and ids (athletes', devices') are checked by one function,
 ``[rules]``
     Rule-threshold overrides for everyone, names of
     :class:`processors.rules.RuleThresholds` (e.g. ``rhr_creep_delta_bpm = 6``).
+``[team]``
+    ``registry`` (team mode's ``gateway`` and ``worker``): true reads athletes, devices and
+    thresholds from the club's central registry in NATS (:mod:`streamer.team.registry`,
+    written by ``redox-streamer registry push``) and follows its changes; false reads this
+    file's. Default: the registry when this file names no athletes and has no ``[rules]``
+    (a Pi's file holds only its own things), this file's otherwise.
 ``[[athletes]]``
     ``id`` (topic-safe: letters, digits, ``_``, ``-``), ``name``, ``profile``
     (:data:`processors.profiles.PROFILES`), ``[athletes.rules]`` overrides, and
@@ -336,6 +342,17 @@ class Config:
     store_path: Path = field(default_factory=default_store_path)
     rules: Mapping[str, float | int] = field(default_factory=dict)
     source: Path | None = None
+    team_registry: bool | None = None
+    """``[team] registry``: None when the file does not say (see :attr:`uses_registry`)."""
+
+    @property
+    def uses_registry(self) -> bool:
+        """Team mode reads athletes, devices and thresholds from the central registry: as
+        ``[team] registry`` says, else when this file names no athletes and no ``[rules]``
+        (a file that does keeps meaning what it says)."""
+        if self.team_registry is not None:
+            return self.team_registry
+        return not self.athletes and not self.rules
 
     def athlete(self, athlete_id: str) -> AthleteConfig:
         """The athlete with ``athlete_id`` (``KeyError`` if none)."""
@@ -803,6 +820,12 @@ def parse_config(
     influx = _read_influx(influx_table, environ) if influx_table is not None else None
     rules_table = root.table("rules")
     rules = _check_rules(rules_table) if rules_table is not None else {}
+    team_table = root.table("team")
+    team_registry: bool | None = None
+    if team_table is not None:
+        if "registry" in team_table.data:
+            team_registry = team_table.flag("registry", False)
+        team_table.finish()
     ids: set[str] = set()
     athletes = tuple(
         a for at in root.tables("athletes") if (a := _read_athlete(at, rules, ids)) is not None
@@ -811,8 +834,58 @@ def parse_config(
     if problems:
         raise ConfigError(problems, source)
     return Config(
-        athletes, mqtt, influx, store_path, rules, Path(source) if source != "<config>" else None
+        athletes,
+        mqtt,
+        influx,
+        store_path,
+        rules,
+        Path(source) if source != "<config>" else None,
+        team_registry,
     )
+
+
+def parse_athlete(
+    data: object, *, rules: Mapping[str, float | int] | None = None, source: str = "<athlete>"
+) -> AthleteConfig:
+    """One ``[[athletes]]`` table given as data (an entry of the team's central registry),
+    validated by the very code that reads the file's; ``ConfigError`` lists its problems.
+
+    ``rules``: the ``[rules]`` it is judged with (its thresholds must be valid under them).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected an [[athletes]] table, got {type(data).__name__}"], source)
+    problems: list[str] = []
+    athlete = _read_athlete(_Table(data, "athletes", problems), rules or {}, set())
+    if problems or athlete is None:
+        raise ConfigError(problems or ["athletes: not an athlete"], source)
+    return athlete
+
+
+def parse_rules(data: object, *, source: str = "<rules>") -> dict[str, float | int]:
+    """A ``[rules]`` table given as data, validated as the file's; ``ConfigError`` if not."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected a [rules] table, got {type(data).__name__}"], source)
+    problems: list[str] = []
+    rules = _check_rules(_Table(data, "rules", problems))
+    if problems:
+        raise ConfigError(problems, source)
+    return rules
+
+
+def athlete_data(athlete: AthleteConfig) -> dict[str, Any]:
+    """``athlete`` as its ``[[athletes]]`` table would hold it (every device id written
+    out): what :func:`parse_athlete` reads back to an equal :class:`AthleteConfig`."""
+    devices: list[dict[str, str]] = []
+    for d in athlete.devices:
+        fields = {"id": d.id, "kind": d.kind.value, "address": d.address, "name": d.name}
+        fields |= {"role": d.role, "model": d.model}
+        devices.append({k: v for k, v in fields.items() if v is not None})
+    data: dict[str, Any] = {"id": athlete.id, "name": athlete.name, "profile": athlete.profile}
+    if athlete.rules:
+        data["rules"] = dict(athlete.rules)
+    if devices:
+        data["devices"] = devices
+    return data
 
 
 def resolve_config_path(
@@ -909,6 +982,9 @@ def summary(config: Config) -> list[str]:
             f"influx: {i.url} v2 /api/v2/write org {i.org!r} bucket {i.bucket!r}, "
             f"token {_mask(i.token)}, batch {i.batch_size} / {i.flush_interval_s:g} s"
         )
+    if config.team_registry is not None:
+        where = "the central registry" if config.team_registry else "this file"
+        lines.append(f"team: gateways and workers read athletes from {where}")
     if config.rules:
         lines.append("rules: " + ", ".join(f"{k} = {v}" for k, v in sorted(config.rules.items())))
     if not config.athletes:
@@ -987,6 +1063,12 @@ flush_interval_s = 1.0                 # write at least this often (0.01-3600 s)
 # rhr_creep_delta_bpm = 6              # resting HR rise that counts, bpm
 # smo2_slow_recovery_s = 120           # SmO2 recovery time that is slow, s
 # grip_spillover_min = 30              # grip still down after this many minutes
+
+# [team]                               # team mode (gateway, worker)
+# registry = true                      # athletes, devices and thresholds from the club's
+#                                      # central registry (`redox-streamer registry push`);
+#                                      # the default when this file names no
+#                                      # athletes and has no [rules]
 
 [[athletes]]
 id = "alice"                           # topic segment: letters, digits, _ and -

@@ -145,6 +145,17 @@ class AthleteState:
         )
         self._restore()
 
+    def set_thresholds(self, thresholds: RuleThresholds) -> None:
+        """Judge by ``thresholds`` from the next record on (team mode: changed in the
+        central registry): the rules, the lab rules and the heart-rate zones; the
+        histories and the alert book stay. Call it between protocols: one protocol is
+        judged by one set of thresholds."""
+        self.thresholds = thresholds
+        self.rules.thresholds = thresholds
+        self.rules.hormetic.thresholds = thresholds
+        self.labs.thresholds = thresholds
+        self._zone_floors_bpm = hr_zone_floors_bpm(thresholds)
+
     @property
     def hrv_every_s(self) -> float:
         """Seconds of beats between rolling-HRV results (may change between records)."""

@@ -15,6 +15,7 @@ import contextlib
 import re
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,6 +30,11 @@ JetStream through a durable local outbox. Nothing is analysed here: `redox-strea
 worker` does that. A link loss or a NATS restart loses nothing: the outbox keeps the
 messages and resends them; the server drops the copies it already has.
 
+Athletes and their devices come from the club's central registry in NATS (`redox-streamer
+registry push` writes it; the gateway follows its changes without a restart) when the
+config names no athletes or says [team] registry = true; else from the config's
+[[athletes]]. The config keeps this Pi's own things: [mqtt], [store].
+
 With [mqtt] in the config the gateway says online/offline on
 <base>/gateway/<id>/state (retained, its Last Will) and takes its share of the command
 topics.
@@ -39,6 +45,8 @@ examples:
   redox-streamer gateway --id gym-1 --nats nats://central:4222
   redox-streamer gateway --id gym-1 --nats nats://n1:4222,nats://n2:4222,nats://n3:4222
   redox-streamer gateway --id test --nats nats://127.0.0.1:4222 --emulated --speed 10
+
+On the central box, once: redox-streamer registry push --config club.toml --nats URL
 """
 
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -138,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
             "gateway needs nats-py, which is not installed: pip install 'redox-streamer[team]'"
         ) from None
     config = load_config(args.config)
-    devices = configured_devices(config)
-    if not devices:
+    devices = {} if config.uses_registry else configured_devices(config)
+    if not devices and not config.uses_registry:
         raise CliError(
             f"{config.source}: no athlete has devices — add [[athletes.devices]] tables "
             "(see `redox-streamer config init`)"
@@ -162,25 +170,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _emulators(
-    stack: contextlib.AsyncExitStack, devices: dict[str, list[DeviceConfig]], speed: float
+    stack: contextlib.AsyncExitStack, devices: Mapping[str, Sequence[DeviceConfig]], speed: float
 ) -> dict[str, Any]:
     """Emulators of ``devices`` on one virtual link and the world's one clock (as
-    ``run --emulated``); the drivers' options to reach them."""
+    ``run --emulated``); the drivers' options to reach them, and ``emulate``: puts an
+    emulator of each device not yet emulated on the link (the registry's new devices)."""
     import devices.emulated as emulated
     from devices.emulated.clock import EmulatedClock
 
     clock = EmulatedClock(speed)
     world = await stack.enter_async_context(emulated.EmulatedWorld(clock=clock))
-    for athlete, items in devices.items():
-        for device in items:
-            cls = emulated.emulator_class(device.device_models[0])
-            name = device.name or f"{athlete} {device.id}"
-            await world.add(cls(name, speed=speed, address=device.address))
+    emulated_devices: set[tuple[str, str | None, str | None]] = set()
+
+    async def emulate(devices: Mapping[str, Sequence[DeviceConfig]]) -> None:
+        for athlete, items in devices.items():
+            for device in items:
+                name = device.name or f"{athlete} {device.id}"
+                if (device.kind.value, device.address, name) in emulated_devices:
+                    continue
+                emulated_devices.add((device.kind.value, device.address, name))
+                cls = emulated.emulator_class(device.device_models[0])
+                await world.add(cls(name, speed=speed, address=device.address))
+
+    await emulate(devices)
     return {
         "client_kwargs": world.client_kwargs,
         "scanner_kwargs": world.scanner_kwargs,
         "clock_ns": clock.now_ns,
         "clock": clock,
+        "emulate": emulate,
     }
 
 
@@ -208,6 +226,20 @@ async def _run(
             kwargs = await _emulators(stack, devices, args.speed)
         clock_ns = kwargs.pop("clock_ns", time.time_ns)
         clock = kwargs.pop("clock", None)
+        emulate = kwargs.pop("emulate", None)
+        # The athletes now (the registry's change): the emulated sessions and the MQTT
+        # commands read this one dict.
+        athletes = dict.fromkeys(devices)
+        commands: Any = None
+
+        async def prepare(new: Mapping[str, Sequence[DeviceConfig]]) -> None:
+            if emulate is not None:
+                await emulate(new)
+            athletes.clear()
+            athletes.update(dict.fromkeys(new))
+            if commands is not None:
+                commands.set_athletes(athletes)
+
         gateway = Gateway(
             args.id,
             servers,
@@ -216,12 +248,14 @@ async def _run(
             driver_kwargs={**kwargs, "clock_ns": clock_ns},
             clock_ns=clock_ns,
             replicas=args.replicas,
+            follow_registry=config.uses_registry,
+            prepare_devices=prepare,
         )
         tasks = [asyncio.create_task(gateway.run(), name="gateway")]
         if clock is not None:
             from streamer.team.emulated import emulated_sessions
 
-            sessions = emulated_sessions(gateway.offer_marker_of, list(devices), clock)
+            sessions = emulated_sessions(gateway.offer_marker_of, athletes.keys(), clock)
             tasks.append(asyncio.create_task(sessions, name="emulated sessions"))
         if config.mqtt is not None:
             from streamer.team.gateway_mqtt import GatewayCommands
@@ -229,16 +263,20 @@ async def _run(
             commands = GatewayCommands(
                 config.mqtt,
                 args.id,
-                list(devices),
+                list(athletes),
                 gateway.offer_marker,
                 clock_ns=clock_ns,
                 devices=gateway,  # the held devices' connection states, as `run` publishes
             )
             tasks.append(asyncio.create_task(commands.run(), name="mqtt"))
+        source = (
+            "devices from the central registry (followed)"
+            if config.uses_registry
+            else f"{sum(len(d) for d in devices.values())} devices of {len(devices)} athletes"
+        )
         print(
-            f"gateway {args.id} (boot {outbox.boot}): "
-            f"{sum(len(d) for d in devices.values())} devices of {len(devices)} athletes "
-            f"→ {','.join(servers)}; outbox {outbox.path}",
+            f"gateway {args.id} (boot {outbox.boot}): {source} → {','.join(servers)}; "
+            f"outbox {outbox.path}",
             file=sys.stderr,
             flush=True,
         )

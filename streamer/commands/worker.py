@@ -34,8 +34,11 @@ examples:
       --postgres postgresql://redox@central/redox --config /etc/redox/club.toml
   redox-streamer worker --id w2 ... --workers 2     two workers: eight partitions each
 
-the config's athletes give profiles and rules (an athlete it does not name gets the
-default profile); its [mqtt] and [influx] sections the sinks. The PostgreSQL tables are
+athletes' profiles and rules come from the club's central registry in NATS
+(`redox-streamer registry push`; a change reaches each athlete between two protocols, no
+restart) when the config names no athletes or says [team] registry = true, else from the
+config's [[athletes]] and [rules]; an athlete nobody names gets the default profile. The
+config's [mqtt] and [influx] sections give the sinks. The PostgreSQL tables are
 made on first start; `redox-streamer migrate` brings single-box stores in.
 """
 
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         dsn=args.postgres,
         config=config,
         options=options,
+        registry=config.uses_registry,
     )
 
     async def main() -> None:

@@ -36,9 +36,9 @@ async def emulated_sessions(
     rest_s: float = REST_S,
 ) -> None:
     """Offer each athlete's session markers on ``clock`` until cancelled."""
-    ids = list(athletes)
     t_s = clock.now()
     while True:
+        ids = list(athletes)  # each session's own: a live view may change between them
         start_ns = clock.now_ns()
         for athlete in ids:
             offer(athlete, SessionStart(start_ns, (TAG,)))

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,7 +40,7 @@ from devices.recording import RecordedNotification
 from devices.records import BatteryLevel
 from streamer.config import DeviceConfig, MqttConfig
 from streamer.team import wire
-from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
+from streamer.team.leases import Lease, LeaseLostError, contention_delay_s, lease_key
 from streamer.team.outbox import GatewayOutbox
 from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream
 
@@ -214,6 +214,12 @@ class Gateway:
         clock_ns: the clock notifications are stamped with, for markers and grants (ns).
         replicas: the stream's replicas to ensure (None: leave an existing stream's).
         lease_ttl_s: the lease bucket's TTL when this gateway creates it (s).
+        follow_registry: take the devices from the club's central registry
+            (:mod:`streamer.team.registry`) instead of ``devices``, and follow its changes:
+            a device added starts contending for its lease, one removed or changed stops
+            and releases it — no restart.
+        prepare_devices: awaited with each new set of devices before it runs (the command
+            puts emulators of new devices on the virtual link, renews its MQTT athletes).
     """
 
     def __init__(
@@ -229,6 +235,9 @@ class Gateway:
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
         max_devices: int = DEFAULT_MAX_DEVICES,
         idle_release_s: float = DEFAULT_IDLE_RELEASE_S,
+        follow_registry: bool = False,
+        prepare_devices: Callable[[Mapping[str, Sequence[DeviceConfig]]], Awaitable[None]]
+        | None = None,
     ) -> None:
         self.id = gateway_id
         self.servers = list(servers)
@@ -240,6 +249,8 @@ class Gateway:
         self.lease_ttl_s = lease_ttl_s
         self.max_devices = max_devices
         self.idle_release_s = idle_release_s
+        self.follow_registry = follow_registry
+        self.prepare_devices = prepare_devices
         self.stats = GatewayStats()
         self.drivers: dict[str, DeviceDriver] = {}
         self.held: dict[tuple[str, str], DeviceDriver] = {}
@@ -258,7 +269,10 @@ class Gateway:
         self._nc: Any = None
         self._writer_task: asyncio.Task[None] | None = None
         self._publisher_task: asyncio.Task[None] | None = None
-        self._device_tasks: list[asyncio.Task[None]] = []
+        self._device_tasks: dict[tuple[str, str], tuple[DeviceConfig, asyncio.Task[None]]] = {}
+        self._registry_task: asyncio.Task[None] | None = None
+        self._kv: Any = None
+        self._failed: asyncio.Future[None] | None = None
         self._closing = False
         self._writer_closed = False
 
@@ -525,25 +539,78 @@ class Gateway:
         """The battery level (%) ``device_id`` of ``athlete`` last reported here, or None."""
         return self.battery_pct.get((athlete, device_id))
 
+    async def set_devices(self, devices: Mapping[str, Sequence[DeviceConfig]]) -> None:
+        """Run exactly ``devices`` (athlete id → devices): a device gone or changed has its
+        task stopped first (its driver stops, its lease is released), then each new or
+        changed one starts contending for its lease."""
+        wanted = {(a, d.id): d for a, items in devices.items() for d in items}
+        gone = [key for key, (device, _) in self._device_tasks.items() if wanted.get(key) != device]
+        await _cancel([self._device_tasks.pop(key)[1] for key in gone])
+        for athlete, device_id in gone:
+            key = lease_key(athlete, device_id)
+            _LOGGER.info("%s: removed or changed in the registry: stopped", key)
+            if self.stats.leases.get(key) == "held":
+                self.stats.leases[key] = "released"
+        for (athlete, device_id), device in wanted.items():
+            if (athlete, device_id) not in self._device_tasks:
+                task = asyncio.create_task(
+                    self._device(self._kv, athlete, device), name=f"{athlete}.{device_id}"
+                )
+                task.add_done_callback(self._part_ended)
+                self._device_tasks[(athlete, device_id)] = (device, task)
+        self.devices = {a: list(items) for a, items in devices.items()}
+
+    def _part_ended(self, task: asyncio.Task[None]) -> None:
+        """A device's or the registry's task that raised (a bug) ends :meth:`run` with its
+        error. (They are not awaited by :meth:`run` itself: stopping them, as
+        :meth:`stop` does, must not end it before the outbox is drained.)"""
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _follow_registry(self) -> None:
+        """Run the central registry's devices, following its changes (see the class)."""
+        from streamer.team.registry import follow
+
+        while True:
+            try:
+                async for view in follow(self._nc.jetstream()):
+                    devices = view.devices()
+                    if self.prepare_devices is not None:
+                        await self.prepare_devices(devices)
+                    await self.set_devices(devices)
+            except (NatsError, OSError, TimeoutError) as exc:
+                # NATS away at a (re)start of the watch: the devices run on meanwhile.
+                _LOGGER.warning("central registry: %s; following it again", exc)
+            await asyncio.sleep(RESEND_BACKOFF.max_s)
+
+    async def _stop_devices(self) -> None:
+        """Stop following the registry, then every device (leases released)."""
+        if self._registry_task is not None:
+            await _cancel([self._registry_task])
+        tasks = [task for _, task in self._device_tasks.values()]
+        self._device_tasks.clear()
+        await _cancel(tasks)
+
     # -- the whole ----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, then forward until :meth:`stop` (or cancellation); on the way out what
         was received is committed to the outbox."""
         self._writer_task = asyncio.create_task(self._writer(), name="outbox writer")
+        self._failed = asyncio.get_running_loop().create_future()
         try:
-            kv = await self._connect()
+            self._kv = await self._connect()
             self._publisher_task = asyncio.create_task(self._publisher(), name="publisher")
-            for athlete, devices in self.devices.items():
-                for device in devices:
-                    self._device_tasks.append(
-                        asyncio.create_task(
-                            self._device(kv, athlete, device), name=f"{athlete}.{device.id}"
-                        )
-                    )
-            await asyncio.gather(self._publisher_task, *self._device_tasks)
+            if self.follow_registry:
+                self._registry_task = asyncio.create_task(self._follow_registry(), name="registry")
+                self._registry_task.add_done_callback(self._part_ended)
+            else:
+                await self.set_devices(self.devices)
+            await asyncio.gather(self._publisher_task, self._failed)
         finally:
-            await _cancel(self._device_tasks)
+            await self._stop_devices()
             await self._close_writer()
             if self._publisher_task is not None:
                 await _cancel([self._publisher_task])
@@ -554,7 +621,7 @@ class Gateway:
     async def stop(self, drain_s: float) -> None:
         """Stop the devices, commit what they sent, give the publisher up to ``drain_s``
         seconds to empty the outbox (what remains is sent at the next start)."""
-        await _cancel(self._device_tasks)
+        await self._stop_devices()
         await self._close_writer()
         self._wake_publisher.set()
         if self._publisher_task is not None and not self._publisher_task.done():
@@ -563,7 +630,7 @@ class Gateway:
                     await self.drained.wait()
 
 
-async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
+async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -44,7 +44,7 @@ from streamer.results import Result
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.team.gateway import availability_topic, gateway_mqtt
-from streamer.topics import Topics, slug
+from streamer.topics import Topics, segment, slug
 
 _LOGGER: Final = logging.getLogger(__name__)
 
@@ -167,6 +167,10 @@ class GatewayCommands(CommandListener):
                 async with asyncio.timeout(2.0):
                     await self._publish_states(client, queued)
             raise
+
+    def set_athletes(self, athletes: Iterable[str]) -> None:
+        """Take commands for ``athletes`` from now on (the central registry changed)."""
+        self._athletes = {segment(a): a for a in athletes}
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with back-off (the gateway has no publisher

@@ -52,6 +52,7 @@ import psycopg
 from nats.js import api
 
 from devices.recording import RecordedNotification, RecordingError, decode_notification
+from processors.rules import RuleThresholds
 from streamer.app.assembly import athlete_thresholds
 from streamer.app.commands_in import COMMAND_DEVICE
 from streamer.app.pipeline import Sink
@@ -166,6 +167,9 @@ class _Track:
     ended: bool = False  # a protocol ended since the last snapshot
     touched: bool = False  # processed a message since the last write
     written: int | None = None  # the replay point last written
+    retuned: RuleThresholds | None = None
+    """Thresholds changed in the central registry during a protocol: applied once no
+    protocol is open (one protocol is judged by one set of thresholds)."""
 
     def replay_point(self, next_seq: int) -> tuple[int, bytes]:
         """(seq, windows) a takeover starts this athlete from, after the write of
@@ -459,8 +463,25 @@ class Partition:
         except Exception:
             _LOGGER.exception("processing the hand-over gap of %s failed", athlete)
 
+    def retune(self, config: Config) -> None:
+        """The athletes' thresholds as ``config`` (the central registry's now) gives them:
+        at once for an athlete between protocols, else when its protocols have ended."""
+        self.config = config
+        for athlete, track in self.tracks.items():
+            thresholds = athlete_thresholds(config, athlete)
+            if thresholds == track.state.thresholds:
+                track.retuned = None
+            elif track.open:
+                track.retuned = thresholds
+            else:
+                track.state.set_thresholds(thresholds)
+                track.retuned = None
+
     def _remember(self, track: _Track, seq: int, t_ns: int, record: object) -> None:
         """Keep the athlete's replay point up to date before ``record`` is processed."""
+        if track.retuned is not None and not track.open:
+            track.state.set_thresholds(track.retuned)  # the protocol it waited for ended
+            track.retuned = None
         track.touched = True
         track.last_t_ns = max(track.last_t_ns, t_ns)
         kind = type(record)
@@ -583,12 +604,18 @@ class Worker:
         dsn: str,
         config: Config,
         options: WorkerOptions | None = None,
+        registry: bool = False,
     ) -> None:
         self.id = worker_id
         self.nats_url = nats_url
         self.dsn = dsn
         self.config = config
         self.options = options or WorkerOptions()
+        self.registry = registry
+        """Athletes and thresholds from the central registry (:mod:`streamer.team.registry`),
+        followed; ``config`` then gives the sinks only."""
+        self.registry_read = asyncio.Event()
+        """Set once the registry was read (and at once without one)."""
         self.owned: dict[int, Partition] = {}
         self.stopping = asyncio.Event()
         self.mqtt_online = asyncio.Event()
@@ -607,6 +634,7 @@ class Worker:
         self._control = control
         nc = None
         availability = None
+        following: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(ensure_schema, control, opts.partitions)
             # A stop while the NATS server cannot be reached ends the wait for it.
@@ -621,6 +649,19 @@ class Worker:
                 return
             nc = connecting.result()
             js = nc.jetstream()
+            if self.registry:
+                following = asyncio.create_task(self._follow_registry(js), name="registry")
+                stopped = asyncio.create_task(self.stopping.wait())
+                # Claim only with the athletes' thresholds known: the first results of a
+                # partition are judged by them.
+                read = asyncio.create_task(self.registry_read.wait())
+                await asyncio.wait({read, stopped, following}, return_when=asyncio.FIRST_COMPLETED)
+                read.cancel()
+                stopped.cancel()
+                if following.done():
+                    following.result()  # a bug: end with its error
+            else:
+                self.registry_read.set()
             if self.config.mqtt is not None:
                 availability = asyncio.create_task(self._availability(), name="availability")
             # Each worker walks the partitions from its own place, so that workers starting
@@ -637,6 +678,10 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), opts.claim_every_s)
         finally:
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
             for number in list(self.owned):
                 await self.owned.pop(number).stop()
             if availability is not None:
@@ -684,6 +729,25 @@ class Worker:
                 await self._claim(number, js)
         return control
 
+    async def _follow_registry(self, js: Any) -> None:
+        """Keep :attr:`config`'s athletes and rules the registry's, and retune the owned
+        partitions' athletes at each change (see :meth:`Partition.retune`)."""
+        from nats.errors import Error as NatsError
+
+        from streamer.team.registry import follow
+
+        local = self.config
+        while True:
+            try:
+                async for view in follow(js):
+                    self.config = view.config(local)
+                    for part in self.owned.values():
+                        part.retune(self.config)
+                    self.registry_read.set()
+            except (NatsError, OSError, TimeoutError) as exc:
+                _LOGGER.warning("central registry: %s; following it again", exc)
+            await asyncio.sleep(1.0)
+
     def _application(self, number: int) -> str:
         return partition_application(self.id, number)
 
@@ -700,6 +764,7 @@ class Worker:
         if not await asyncio.to_thread(part.try_lock):
             await asyncio.to_thread(part.close)  # another worker was faster
             return
+        part.config = self.config  # the registry's, should it have changed meanwhile
         part.start()
         self.owned[number] = part
         _LOGGER.info("partition %d claimed (checkpoint %d)", number, part.checkpoint)
