@@ -3,12 +3,12 @@ the single-box oracle (issue 13, "durable results and alert events identical").
 
 Ten athletes' first 26 days go into a single-box SQLite store through the single-box
 pipeline and into PostgreSQL with the real ``redox-streamer migrate``; their last two days
-run through 3 gateway processes, a 3-node NATS cluster and 2 worker processes, with a worker
-SIGKILLed while the first live morning is open. The oracle is the single box going on from
-a copy of the same store (:mod:`tests.team_history`). The athletes' scenarios are chosen so
-the live window raises both morning pull-back rules and the session warnings, and clears
-some of them (one a resume on three mornings in band, two of them from the migrated
-history).
+run, 30 times faster, through 3 gateway processes, a 3-node NATS cluster and 2 worker
+processes, with a worker SIGKILLed while the first live morning is open. The oracle is the
+single box going on from a copy of the same store (:mod:`tests.team_history`). The
+athletes' scenarios are chosen so the live window raises both morning pull-back rules and
+the session warnings, and clears some of them (one a resume on three mornings in band, two
+of them from the migrated history).
 """
 
 from __future__ import annotations
