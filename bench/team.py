@@ -5,6 +5,7 @@ Run from the repository root (as root for the network namespaces)::
     PYTHONPATH=. python3 bench/team.py                       # 60 athletes, 4 gateways
     PYTHONPATH=. python3 bench/team.py --athletes 200 --speed 2
     PYTHONPATH=. python3 bench/team.py --faults none         # steady state only
+    PYTHONPATH=. python3 bench/team.py --history-days 26     # 4 weeks: alerts raised live
 
 ``--gateways`` gateway processes (each in its own network namespace with a veth pair to a
 bridge, or loopback processes where namespaces cannot be made — printed), a 3-node NATS
@@ -32,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests import team_history
 from tests import team_sim as sim
 from tests import team_worker_helpers as th
 
@@ -61,10 +63,23 @@ def main() -> None:
         "--faults", default=",".join(FAULTS), help=f"comma-separated of {FAULTS}, or none"
     )
     parser.add_argument("--no-netns", action="store_true", help="gateways on loopback")
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="days before the live ones, made by the single box and migrated into "
+        "PostgreSQL before the workers start (tests/team_history.py): alerts raised live",
+    )
     args = parser.parse_args()
     faults = [] if args.faults == "none" else [f for f in args.faults.split(",") if f]
-    messages = th.athlete_days(args.athletes, args.days)
     work = Path(tempfile.mkdtemp(prefix="bench-team-"))
+    history = None
+    if args.history_days:
+        messages, history = team_history.prepare(
+            work / "history", args.athletes, args.history_days, args.days
+        )
+    else:
+        messages = th.athlete_days(args.athletes, args.days)
     # Faults one after another: each is scheduled at the earliest time; a fault waits for
     # the system's recovery (e.g. the takeover) before the next one starts.
     schedule = [(STEADY_S + n * SPACING_S, name) for n, name in enumerate(faults)]
@@ -77,6 +92,7 @@ def main() -> None:
         faults=schedule,
         netns=not args.no_netns,
         log=lambda text: print(text, flush=True),
+        history=history,
     )
     plan_s = max(o for seg in simulation.plan for o, _ in seg.items)
     handed = sum(seg.handed_over for seg in simulation.plan)

@@ -42,6 +42,7 @@ from typing import Any
 
 from devices.recording import RecordedNotification
 from streamer.athlete.events import SessionEnd, SessionStart
+from streamer.results import Kind
 from streamer.team import wire
 from tests import team_helpers as gh
 from tests import team_worker_helpers as th
@@ -510,6 +511,7 @@ class Figures:
     mqtt_complete: bool = False
     mqtt: dict[str, int] = field(default_factory=dict)
     alerts: int = 0
+    """Alert events (raised or cleared) the oracle's results hold: those of the live days."""
     streaming_s: float = 0.0
     drained_s: float = 0.0
     """From the plan's end to every result in PostgreSQL and at the subscriber (s)."""
@@ -549,7 +551,9 @@ class Simulation:
     machine; :meth:`run` drives ``messages`` through them and compares with the oracle.
 
     ``faults`` = (wall offset from the start (s), name) of :meth:`fault`; ``netns`` puts
-    each gateway in its own network namespace (:mod:`tests.team_netns`)."""
+    each gateway in its own network namespace (:mod:`tests.team_netns`); ``history``: a
+    single-box store of the earlier days, migrated into PostgreSQL before the workers start
+    and the oracle's starting point (:mod:`tests.team_history`)."""
 
     def __init__(
         self,
@@ -564,6 +568,7 @@ class Simulation:
         faults: Sequence[tuple[float, str]] = (),
         netns: bool = False,
         log: Any = None,
+        history: Path | None = None,
     ) -> None:
         from tests.servers import Mosquitto, PostgreSQL, nats_cluster
 
@@ -575,6 +580,7 @@ class Simulation:
                               handover=handover, seed=seed)  # fmt: skip
         self.faults = sorted(faults)
         self.netns = netns
+        self.history = history
         self.say = log or (lambda text: None)
         workdir.mkdir(parents=True, exist_ok=True)
         self.pg = PostgreSQL(workdir / "pg")
@@ -646,6 +652,11 @@ class Simulation:
                     )
         self.start_servers()
         await self._ensure_stream()
+        if self.history is not None:  # the earlier weeks, migrated as a club moving over does
+            from tests import team_history
+
+            migrated = await asyncio.to_thread(team_history.migrate, self.pg.dsn, self.history)
+            self.say(f"history: {migrated}")
         sub = TimedSubscriber("127.0.0.1", self.mq.port, client_id="sim-sub")
         await sub.start()
         facts = MqttFacts(sub)
@@ -695,10 +706,19 @@ class Simulation:
         got = accepted(stored)
         self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0)
         self._exactly_once = stored
-        expected = await asyncio.to_thread(th.oracle, accepted(stored, grants=True))
-        want_rows = th.oracle_rows(expected)
+        live = accepted(stored, grants=True)  # the grants and device events too
+        if self.history is not None:  # the single box goes on from the same history
+            from tests import team_history
+
+            expected, want_rows = await asyncio.to_thread(
+                team_history.oracle, self.history, live, self.workdir / "oracle.sqlite3"
+            )
+        else:
+            expected = await asyncio.to_thread(th.oracle, live)
+            want_rows = th.oracle_rows(expected)
         want_mqtt = th.expected_messages(expected)
-        self.figures.alerts = len(want_rows["alerts"])
+        self.expected = expected
+        self.figures.alerts = sum(r.kind is Kind.ALERTS for r in expected)
 
         def done() -> bool:
             try:
@@ -722,6 +742,7 @@ class Simulation:
         self.figures.mqtt = dict(facts.facts)
         self.figures.live_latency_s = latencies(facts.live, self.plan, self.t0, self.steady)
         self.live = facts.live
+        self.received = facts.kept
         await sub.stop()
         return self.figures
 

@@ -28,7 +28,7 @@ from streamer.athlete.events import (
     SessionStart,
 )
 from streamer.config import Config
-from streamer.demo.history import day_records, scenarios
+from streamer.demo.history import Scenario, day_records, scenarios
 from streamer.payloads import encode_payload
 from streamer.results import Result
 from streamer.team import wire
@@ -43,11 +43,25 @@ def athlete_days(
 ) -> dict[str, list[wire.WireMessage]]:
     """Per athlete, ``days`` days of wire messages in record-time order (without
     ``sessions``: the morning readings only)."""
+    return scenario_messages(scenarios(n_athletes, days), first=first, with_sessions=sessions)
+
+
+def scenario_messages(
+    plans: Sequence[Scenario],
+    *,
+    first: dt.date = dt.date(2026, 3, 1),
+    with_sessions: bool = True,
+    sessions_from: int = 0,
+) -> dict[str, list[wire.WireMessage]]:
+    """Per athlete of ``plans``, its days from ``first`` on as wire messages in record-time
+    order (without ``with_sessions``, or on the days before ``sessions_from``: the morning
+    readings only)."""
     out: dict[str, list[wire.WireMessage]] = {}
-    dates = [first + dt.timedelta(days=d) for d in range(days)]
-    for scenario in scenarios(n_athletes, days):
+    for scenario in plans:
+        dates = [first + dt.timedelta(days=d) for d in range(len(scenario.days))]
         messages: list[wire.WireMessage] = []
-        for plan, day in zip(scenario.days, dates, strict=True):
+        for n, (plan, day) in enumerate(zip(scenario.days, dates, strict=True)):
+            sessions = with_sessions and n >= sessions_from
             for device, record in day_records(scenario, plan, day):
                 if not sessions and isinstance(record, SessionStart | GripPhase):
                     break  # mornings only: nothing after the reading

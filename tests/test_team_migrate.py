@@ -160,3 +160,53 @@ def test_migrate_keeps_lab_entries_and_their_open_alerts(
     assert book is not None
     text = book if isinstance(book, str) else json.dumps(book)
     assert "lipid_dipstick_positive" in text
+
+
+def test_migrate_judges_hr_grip_flat_on_grip_tests_as_the_single_box(
+    postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    """The demo's over-reaching athlete3 (grip tests, lab draws, sessions; 28 days, the
+    demo's real path): its ``hr_grip_flat`` alert clears at a grip test that shows grip
+    rising. The book recomputed by ``migrate`` is the single box's, that clearing time
+    included (it was the next morning's when grip tests were only remembered: the worker's
+    status then said "resume since" a day late)."""
+    import asyncio
+    import datetime as dt
+
+    from streamer.app.assembly import App
+    from streamer.config import Config
+    from streamer.demo.history import replay_history, scenarios
+    from streamer.team.migrate import migrate
+
+    (plan,) = scenarios(3, 28)[2:]  # athlete3: its seed is its index's
+    store = tmp_path / "box.sqlite3"
+    dates = [dt.date(2026, 3, 1) + dt.timedelta(days=d) for d in range(28)]
+
+    async def replay() -> None:
+        with App.from_config(Config(), store=str(store)) as app:
+            app.athlete(plan.athlete, live=False)
+            pipeline = app.pipeline([plan.athlete])
+            task = asyncio.create_task(pipeline.run())
+            await replay_history(pipeline.put, [plan], dates)
+            await pipeline.join()
+            pipeline.stop()
+            await task
+
+    asyncio.run(replay())
+    with Store(store, read_only=True) as s:
+        want = s.load_alert_book(plan.athlete)
+        grips = len(s.grip_tests(plan.athlete))
+    assert want is not None
+    assert grips > 0
+    resumed = want.get("resumed")
+    assert isinstance(resumed, list)
+    rules = [a.get("rule") for a in resumed if isinstance(a, dict)]
+    assert "hr_grip_flat" in rules, "the single box clears hr_grip_flat at a grip test"
+    migrate(postgres.dsn, [store], Config(), 16)
+    with psycopg.connect(postgres.dsn) as conn:
+        row = conn.execute(
+            "SELECT data FROM alert_book WHERE athlete = %s", (plan.athlete,)
+        ).fetchone()
+    assert row is not None
+    got = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+    assert got == want

@@ -143,6 +143,18 @@ class RuleEngine:
         if t_ns is not None:
             self._note_grip(t_ns, grip.grip_class == GRIP_CLASS_LABELS[GripClass.SPILLOVER])
 
+    def grip_summary(self, grip: GripPayload, t_ns: int) -> list[RuleEvaluation]:
+        """A grip test known by its summary alone (a store keeps no force traces: ``migrate``
+        replaying a history), taken at ``t_ns``: remembered as :meth:`grip` remembers a
+        measured one, and ``hr_grip_flat`` on its day — the one grip-test rule that needs
+        only the MVC (kg) and the day; the protocol's own rules need the traces."""
+        mvc = float(grip.mvc_kg)
+        if mvc > 0:  # NaN (stored as null) is not > 0
+            self._mvcs.append(mvc)
+        self._note_grip(t_ns, grip.grip_class == GRIP_CLASS_LABELS[GripClass.SPILLOVER])
+        rhr_hist = history_from_mapping(self._rhr, _utc(t_ns).date(), HISTORY_DAYS)
+        return [self.hormetic.grip(t_ns, mvc, rhr_hist)]
+
     def _note_grip(self, t_ns: int, spillover: bool) -> None:
         last = self._last_grip
         if last is not None and t_ns < last.t_ns:

@@ -9,8 +9,9 @@
   order, through an :class:`~streamer.athlete.AthleteState` with the athlete's thresholds:
   accepted mornings as :class:`~streamer.athlete.events.DayValues` (the rules' morning
   evaluation, baselines saved as a reading saves them), sessions through the rule engine's
-  session evaluation, grip tests remembered (their rules need the raw force traces, which
-  the store does not keep: an alert of a grip rule open in a store's book is carried over).
+  session evaluation, grip tests through ``hr_grip_flat`` (it needs only their MVC and
+  day; the grip protocol's own rules need the raw force traces, which the store does not
+  keep: an alert of a grip rule open in a store's book is carried over).
 
 Outboxes are not migrated: what a single box had not delivered stays in its store.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +165,11 @@ def recompute(athlete: str, m: Merged, config: Config) -> _Recomputed:
             )
             state.readiness.apply(verdict.evaluations, ts_ns)
         else:
+            # hr_grip_flat is judged on each grip test as a single box judged it (its clear
+            # or raise at the test's time, not the next morning's); the protocol's own rules
+            # need the force traces, so their open alerts are carried over below.
             grip: GripPayload = item
-            if not math.isnan(float(grip.mvc_kg)):
-                state.rules.remember_grip(grip, ts_ns)
+            state.readiness.apply(state.rules.grip_summary(grip, ts_ns), ts_ns)
     book = state.book.to_dict()
     open_rules = {str(a["rule"]) for a in book["open"]}
     # Grip rules cannot be replayed (no raw force traces are kept) and lab rules are not:
