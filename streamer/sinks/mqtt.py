@@ -214,6 +214,12 @@ class MqttPublisher:
         name: the sink's name in the pipeline's status.
         backoff: delays between connection attempts (default from ``config``).
         outbox_batch: outbox messages in flight at once.
+        shared_state: the state topic (``topics.bridge_state``) is shared with other
+            processes that come and go — a team partition's, which each successive owner
+            publishes on. The publisher then reads it and says ``online`` again when it
+            reads ``offline`` while connected: a predecessor's Last Will that the broker
+            sent late (its keepalive ran out after the takeover) must not leave a served
+            partition unavailable.
     """
 
     def __init__(
@@ -225,8 +231,10 @@ class MqttPublisher:
         name: str = "mqtt",
         backoff: Backoff | None = None,
         outbox_batch: int = OUTBOX_BATCH,
+        shared_state: bool = False,
     ) -> None:
         self.name = name
+        self.shared_state = shared_state
         self.config = config
         self.store = store
         self.outbox = MqttOutbox(store)
@@ -423,6 +431,9 @@ class MqttPublisher:
                     # which this connection's `online` on bridge/state would make true again.
                     # Cleared (an empty retained message), not set: no run, no state.
                     await client.publish(self.topics.bridge_commands, b"", qos=1, retain=True)
+            if self.shared_state:
+                with cancellation_kept():
+                    await client.subscribe(self.topics.bridge_state, qos=1)
             tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
             if self._ha_discovery:
                 with cancellation_kept():
@@ -566,6 +577,16 @@ class MqttPublisher:
         this id over), so that the status says so and the reconnection starts at once, not
         at the next publish."""
         async for message in client.messages:
+            if self.shared_state and message.topic.matches(self.topics.bridge_state):
+                if message.payload in (BRIDGE_OFFLINE, BRIDGE_OFFLINE.decode()):
+                    _LOGGER.info(
+                        "%s: offline by another's Last Will; online again",
+                        self.topics.bridge_state,
+                    )
+                    await client.publish(
+                        self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True
+                    )
+                continue
             if self._ha_discovery and message.topic.matches(self.topics.ha_status):
                 if message.payload in (b"online", "online"):
                     _LOGGER.info("Home Assistant is online: re-sending discovery configs")
