@@ -375,9 +375,9 @@ def test_athlete_entities_neither_change_nor_blink_when_their_partition_changes_
         watcher.stop()
     for state in states:
         seen = _payloads(watcher, state)
-        # online at every claim, offline only after the last worker stopped (its goodbye;
-        # twice when a partition connection stopped mid-announcement is cut, not closed,
-        # and its Last Will says it too).
+        # online at every claim, offline only after the last worker stopped: its goodbye,
+        # sometimes twice (seen in about half the runs, on the partition b took last; the
+        # second is most likely a partition connection's Last Will — not pinned down).
         online = seen.index(b"offline")
         assert set(seen[:online]) == {b"online"}
         assert set(seen[online:]) == {b"offline"}, f"{state} blinked: {seen}"
