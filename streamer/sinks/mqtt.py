@@ -13,9 +13,13 @@ misbehaves), with exponential back-off and jitter between attempts, and a publis
 of a few seconds (``publish()`` otherwise waits for a PUBACK on a dead link). On connect
 the publisher says ``online`` (retained) on ``<base>/bridge/state``; its Last Will says
 ``offline`` there when the connection dies, and :meth:`MqttPublisher.drain` says it at a
-clean shutdown. Optionally it publishes Home Assistant discovery configs
-(:mod:`streamer.sinks.ha_discovery`) and re-sends them whenever ``homeassistant/status`` says
-``online``.
+clean shutdown. A clean hang-up first waits (at most :data:`UNACKED_WAIT_S`) for the broker's
+acknowledgements of what is in flight: mosquitto before 2.0.22 takes a client that closes
+before it wrote a PUBACK for lost and sends the Last Will. A team partition's publisher
+(``shared_state``) shares its state topic with the partition's next owner: it reads it back
+and says ``online`` again over a predecessor's late Last Will. Optionally it publishes Home
+Assistant discovery configs (:mod:`streamer.sinks.ha_discovery`) and re-sends them whenever
+``homeassistant/status`` says ``online``.
 
 Listeners (:class:`Listener`, e.g. ``run``'s command topics, :mod:`streamer.app.commands_in`)
 subscribe on this same connection: one connection per process, so a broker that ties client
