@@ -525,3 +525,63 @@ def test_a_partition_publisher_stopped_while_announcing_leaves_no_last_will(
     finally:
         watcher.stop()
     assert _payloads(watcher, state) == [b"online"] * 10
+
+
+def test_workers_stopped_together_leave_their_partitions_offline(
+    team_broker: ShippedBroker,
+    nats_server: NatsServer,
+    postgres: PostgreSQL,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`docker compose down`: both workers get SIGTERM at once. Held at the worst moment —
+    both have let their partitions go and neither has asked yet whether another runs, their
+    control sessions both still open — each must count the other out (it said it is
+    stopping), so the partitions end offline, not `online` with nobody serving them."""
+    both_asking = threading.Barrier(2)
+    ask = Worker._offline_at_stop
+
+    def held_together(self: Worker, released: list[int]) -> list[str]:
+        both_asking.wait(60)
+        return ask(self, released)
+
+    monkeypatch.setattr(Worker, "_offline_at_stop", held_together)
+    partitions = 2
+    states = [f"redox/partition/{p}/state" for p in range(partitions)]
+    watcher = _Watcher(team_broker, "redox/partition/#")
+    config = dataclasses.replace(
+        Config(), mqtt=MqttConfig.from_url(team_broker.url("redox-worker"))
+    )
+    options = WorkerOptions(partitions=partitions, live=False, claim_every_s=0.2)
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        await th.ensure_stream(nc.jetstream())
+        await nc.close()
+        workers = [
+            Worker(w, nats_url=nats_server.url, dsn=postgres.dsn, config=config, options=options)
+            for w in ("a", "b")
+        ]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            await eventually(
+                lambda: (
+                    sorted(_held(postgres.dsn).values()) == ["a", "b"]
+                    and all(watcher.online(t) for t in states)
+                ),
+                120,
+                "a and b with a partition each, online",
+            )
+        finally:
+            for worker in workers:
+                worker.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+        wait_until(
+            lambda: all(_payloads(watcher, t)[-1:] == [b"offline"] for t in states),
+            60,
+            "both partitions offline",
+        )
+    finally:
+        watcher.stop()
