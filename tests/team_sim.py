@@ -444,7 +444,7 @@ class MqttFacts:
         received: list[Received] = self.sub.received
         for m, at in zip(received[self.read :], self.sub.arrived[self.read :], strict=False):
             self.read += 1
-            if "/worker/" in m.topic or "/bridge/" in m.topic or "/gateway/" in m.topic:
+            if any(f"/{w}/" in m.topic for w in ("worker", "partition", "bridge", "gateway")):
                 continue
             body = m.json()
             seq = body.pop("seq")

@@ -7,6 +7,7 @@ one a single box would have kept, and the alert book recomputed from it is that 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import subprocess
@@ -18,10 +19,16 @@ import pytest
 
 from processors.alerts import AlertBook
 from streamer.athlete.events import MorningStart
+from streamer.config import Config, InfluxConfig, MqttConfig
+from streamer.sinks.outbox import Entry, Outbox
 from streamer.store import Store
+from streamer.team import wire
 from streamer.team.wire import WireMessage
 from tests import team_worker_helpers as th
-from tests.servers import PostgreSQL
+from tests.mqtt_helpers import Received, Subscriber, eventually
+from tests.servers import Mosquitto, NatsServer, PostgreSQL
+
+nats = pytest.importorskip("nats")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,3 +217,178 @@ def test_migrate_judges_hr_grip_flat_on_grip_tests_as_the_single_box(
     assert row is not None
     got = json.loads(row[0]) if isinstance(row[0], str) else row[0]
     assert got == want
+
+
+# --- what a single box had not delivered ---------------------------------------------------------
+
+
+def _unreachable_sinks() -> Config:
+    """MQTT and InfluxDB on ports nobody listens on: every result stays in the outboxes."""
+    from tests.servers import free_port
+
+    return Config(
+        mqtt=MqttConfig.from_url(f"mqtt://127.0.0.1:{free_port()}"),
+        influx=InfluxConfig(url=f"http://127.0.0.1:{free_port()}", db="redox"),
+    )
+
+
+def _pending(path: Path) -> dict[str, list[Entry]]:
+    with Store(path, read_only=True) as store:
+        return {sink: Outbox(store, sink).peek(100_000) for sink in ("mqtt", "influx")}
+
+
+def _boxes_with_pending_outboxes(tmp_path: Path) -> tuple[list[Path], dict[str, str]]:
+    """Two boxes, one athlete each, whose broker and InfluxDB were never reachable; and
+    each athlete's box path."""
+    days = th.athlete_days(2, 2, sessions=False)
+    stores, owner = [], {}
+    for n, (athlete, messages) in enumerate(sorted(days.items())):
+        path = tmp_path / f"box{n}.sqlite3"
+        th.oracle({athlete: messages}, config=_unreachable_sinks(), store=str(path))
+        stores.append(path)
+        owner[athlete] = str(path)
+    return stores, owner
+
+
+def _pg_outbox(dsn: str, partition: int, sink: str) -> list[tuple[bytes, str]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            f"SELECT payload, meta FROM p{partition}.outbox_{sink} ORDER BY id"  # type: ignore[arg-type]
+        ).fetchall()
+    return [(bytes(p), str(m)) for p, m in rows]
+
+
+def test_migrate_queues_each_boxs_undelivered_messages_in_its_athletes_partition_once(
+    postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    """Every pending MQTT and InfluxDB message of both boxes lands in the outbox of its
+    athlete's partition, unchanged and in its box's order; each topic's seq in PostgreSQL is
+    at or above every pending message's; a re-run moves nothing again, also after a worker
+    drained the outboxes."""
+    from streamer.team.migrate import migrate
+
+    stores, owner = _boxes_with_pending_outboxes(tmp_path)
+    pending = {path: _pending(path) for path in stores}
+    assert all(p["mqtt"] and p["influx"] for p in pending.values()), "pending rows to move"
+    report = migrate(postgres.dsn, stores, Config(), 16)
+    assert report.outbox == {
+        sink: sum(len(p[sink]) for p in pending.values()) for sink in ("mqtt", "influx")
+    }
+    for athlete, path in owner.items():
+        partition = wire.partition_of(athlete)
+        for sink in ("mqtt", "influx"):
+            want = [e.payload for e in pending[Path(path)][sink]]
+            got = [p for p, _ in _pg_outbox(postgres.dsn, partition, sink)]
+            # Both athletes may share a partition: this athlete's rows, in its box's order.
+            mine = [p for p in got if p in set(want)]
+            assert mine == want, f"{athlete} {sink} in partition {partition}"
+        metas = [json.loads(m) for _, m in _pg_outbox(postgres.dsn, partition, "mqtt")]
+        assert all({"topic", "qos", "retain"} <= set(m) for m in metas)
+    with psycopg.connect(postgres.dsn) as conn:
+        pg_seqs = dict(conn.execute("SELECT topic, last FROM seq").fetchall())
+    for p in pending.values():
+        for entry in p["mqtt"]:
+            seq = json.loads(entry.payload)["seq"]
+            assert pg_seqs[str(entry.meta["topic"])] >= seq
+
+    def total() -> int:
+        return sum(
+            len(_pg_outbox(postgres.dsn, wire.partition_of(a), sink))
+            for a in {wire.partition_of(a): a for a in owner}.values()
+            for sink in ("mqtt", "influx")
+        )
+
+    moved = total()
+    assert moved == sum(report.outbox.values())
+    again = migrate(postgres.dsn, stores, Config(), 16)
+    assert again.outbox == {"mqtt": 0, "influx": 0}
+    assert total() == moved
+    # A worker drained them; migrating again must not queue them a second time.
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        for p in range(16):
+            conn.execute(f"DELETE FROM p{p}.outbox_mqtt")  # type: ignore[arg-type]
+            conn.execute(f"DELETE FROM p{p}.outbox_influx")  # type: ignore[arg-type]
+    assert migrate(postgres.dsn, stores, Config(), 16).outbox == {"mqtt": 0, "influx": 0}
+    assert total() == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "athlete"),
+    [
+        ("morning,athlete=ann rmssd_ms=50 1", "ann"),
+        ("grip,device=t,athlete=b_2,class=x drop_pct=3i 1", "b_2"),
+        (r"hr,device=a\,b\ c,athlete=z hr_bpm=60 1", "z"),
+        ("hr hr_bpm=60 1", None),
+    ],
+)
+def test_an_influx_point_names_its_athlete_by_its_tag(line: str, athlete: str | None) -> None:
+    from streamer.team.migrate import outbox_athlete
+
+    assert outbox_athlete("influx", Entry(1, line.encode(), {}, 1)) == athlete
+
+
+def test_migrated_undelivered_messages_reach_the_broker_once_through_a_worker(
+    postgres: PostgreSQL, nats_server: NatsServer, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """End to end: boxes with pending MQTT messages → migrate → a worker owning every
+    partition drains them to a real mosquitto: each exactly once, in each topic's seq
+    order, and the partitions' outboxes are empty after."""
+    from streamer.team.migrate import migrate
+    from streamer.team.worker import Worker, WorkerOptions
+
+    stores, _ = _boxes_with_pending_outboxes(tmp_path)
+    pending = [e for path in stores for e in _pending(path)["mqtt"]]
+    want = {(str(e.meta["topic"]), json.loads(e.payload)["seq"]) for e in pending}
+    assert len(want) == len(pending) > 0
+    assert migrate(postgres.dsn, stores, Config(), 16).outbox["mqtt"] == len(pending)
+
+    async def scenario() -> list[Received]:
+        sub = await Subscriber("127.0.0.1", mosquitto.port, client_id="migrated-sub").start()
+        nc = await nats.connect(nats_server.url)
+        await th.ensure_stream(nc.jetstream())
+        await nc.close()
+        worker = Worker(
+            "w",
+            nats_url=nats_server.url,
+            dsn=postgres.dsn,
+            config=Config(mqtt=MqttConfig.from_url(mosquitto.url)),
+            options=WorkerOptions(live=False),
+        )
+        task = asyncio.create_task(worker.run())
+
+        def delivered() -> set[tuple[str, int]]:
+            return {
+                (m.topic, int(m.json()["seq"]))  # type: ignore[call-overload]
+                for m in sub.received
+                if m.payload.startswith(b"{")
+            }
+
+        try:
+            await sub.wait_for(
+                lambda: want <= delivered() or task.done(), 300, "the migrated messages"
+            )
+            await eventually(lambda: _left(postgres.dsn) == 0, 60, "the outboxes drained")
+        finally:
+            worker.stop()
+            await task
+            await sub.stop()
+        return sub.received
+
+    received = asyncio.run(scenario())
+    got = [
+        (m.topic, int(m.json()["seq"]))  # type: ignore[call-overload]
+        for m in received
+        if m.payload.startswith(b"{")
+    ]
+    assert sorted(got) == sorted(want), "each pending message once"
+    for topic in {t for t, _ in want}:
+        seqs = [s for t, s in got if t == topic]
+        assert seqs == sorted(seqs), f"{topic} out of order"
+
+
+def _left(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return sum(
+            int((conn.execute(f"SELECT count(*) FROM p{p}.outbox_mqtt").fetchone() or (0,))[0])  # type: ignore[arg-type]
+            for p in range(16)
+        )

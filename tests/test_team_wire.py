@@ -140,7 +140,7 @@ def test_the_server_maps_each_athlete_to_one_partition(nats_server: NatsServer) 
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         await js.add_stream(name=wire.STREAM, subjects=wire.stream_subjects())
-        athletes = [f"athlete-{i}" for i in range(40)]
+        athletes = [f"athlete-{i}" for i in range(37)] + ["ann", "Bob_2", "z"]
         for round_ in range(3):
             for athlete in athletes:
                 body = wire.encode(SessionEnd(t_ns=round_))
@@ -160,6 +160,9 @@ def test_the_server_maps_each_athlete_to_one_partition(nats_server: NatsServer) 
     used = set().union(*seen.values())
     assert used <= set(range(wire.DEFAULT_PARTITIONS))
     assert len(used) > 4, f"40 athletes hashed into only {sorted(used)}"
+    # What a worker computes before any message arrives (which athletes' Home Assistant
+    # entities a partition announces; migrate's outboxes) is where the server put them.
+    assert {a: {wire.partition_of(a)} for a in seen} == seen
 
 
 def test_a_resend_with_the_same_msg_id_is_dropped_by_the_server(nats_server: NatsServer) -> None:

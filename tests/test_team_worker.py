@@ -37,6 +37,11 @@ from tests.servers import InfluxDB1, Mosquitto, NatsServer, PostgreSQL
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _availability(topic: str) -> bool:
+    """A worker's, a partition's or the bridge's state topic (no result on it)."""
+    return any(f"/{what}/" in topic for what in ("worker", "partition", "bridge"))
+
+
 class _Results:
     """What a subscriber received on athletes' topics, read incrementally (cheap to wait
     on): (topic, payload without seq) after dropping resends — the same ``seq`` again, the
@@ -56,7 +61,7 @@ class _Results:
             self.read += 1
             # Availability and bridge topics carry no results (publishers without a
             # listener clear the retained bridge/commands with an empty message).
-            if "/worker/" in m.topic or "/bridge/" in m.topic or not m.payload:
+            if _availability(m.topic) or not m.payload:
                 continue
             body = m.json()
             seq = body.pop("seq")
@@ -86,7 +91,7 @@ def _new_result(received: list[Received], start: int, old: set[tuple[str, str]])
     scanned = _scanned.setdefault(id(old), [start])
     for m in received[scanned[0] :]:
         scanned[0] += 1
-        if "/worker/" in m.topic or "/bridge/" in m.topic:
+        if _availability(m.topic):
             continue
         body = m.json()
         body.pop("seq")

@@ -17,9 +17,11 @@ DESCRIPTION = """\
 Merge the SQLite stores of single-box installations (`run`) into the team's PostgreSQL
 store: mornings by athlete and date, sessions, grip tests and alert events once each,
 every topic's seq above every store's, and each athlete's alert book and baselines
-recomputed by replaying the merged history through the rules. Run it before the first
-worker starts (or with the workers stopped); it can be run again (rows are merged, not
-doubled).
+recomputed by replaying the merged history through the rules, and what each store had
+not yet delivered (its MQTT and InfluxDB outboxes) queued in the outboxes of the athletes'
+partitions, for the workers to deliver. Run it before the first worker starts (or with the
+workers stopped); it can be run again (rows are merged, not doubled; no queued message is
+moved twice).
 """
 
 
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     rows = ", ".join(f"{n} {table}" for table, n in report.rows.items())
     print(
         f"merged {len(args.stores)} store(s): {report.athletes} athletes ({rows}); "
-        f"{report.topics} topics' seq raised; {report.open_alerts} open alerts recomputed"
+        f"{report.topics} topics' seq raised; {report.open_alerts} open alerts recomputed; "
+        f"undelivered messages queued: {report.outbox.get('mqtt', 0)} MQTT, "
+        f"{report.outbox.get('influx', 0)} InfluxDB"
     )
     return 0

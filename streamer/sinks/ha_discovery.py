@@ -26,9 +26,13 @@ For each configured athlete, under ``<ha_prefix>/<component>/redox_<athlete>/<ke
   lipid-peroxidation dipstick" select, publishing on
   ``<base>/<athlete>/set/gsh_gssg|droms|lipid_dipstick``.
 
-Every entity's availability is ``<base>/bridge/state`` — the streamer's Last Will — so
-entities go unavailable when the streamer dies. The publisher re-sends these configs when
-``homeassistant/status`` says ``online`` (HA restarted).
+Every entity's availability is the publisher's state topic (``topics.bridge_state``), its
+Last Will: ``<base>/bridge/state`` for ``run``, so entities go unavailable when the streamer
+dies; ``<base>/partition/<p>/state`` for a team worker's partition
+(:mod:`streamer.team.worker`), which names no worker, so the configs are the same bytes
+whichever worker owns the athlete's partition (Home Assistant ignores an unchanged config)
+and a partition changing hands neither changes nor blinks them. The publisher re-sends
+these configs when ``homeassistant/status`` says ``online`` (HA restarted).
 """
 
 from __future__ import annotations

@@ -13,9 +13,13 @@ misbehaves), with exponential back-off and jitter between attempts, and a publis
 of a few seconds (``publish()`` otherwise waits for a PUBACK on a dead link). On connect
 the publisher says ``online`` (retained) on ``<base>/bridge/state``; its Last Will says
 ``offline`` there when the connection dies, and :meth:`MqttPublisher.drain` says it at a
-clean shutdown. Optionally it publishes Home Assistant discovery configs
-(:mod:`streamer.sinks.ha_discovery`) and re-sends them whenever ``homeassistant/status`` says
-``online``.
+clean shutdown. A clean hang-up first waits (at most :data:`UNACKED_WAIT_S`) for the broker's
+acknowledgements of what is in flight: mosquitto before 2.0.22 takes a client that closes
+before it wrote a PUBACK for lost and sends the Last Will. A team partition's publisher
+(``shared_state``) shares its state topic with the partition's next owner: it reads it back
+and says ``online`` again over a predecessor's late Last Will. Optionally it publishes Home
+Assistant discovery configs (:mod:`streamer.sinks.ha_discovery`) and re-sends them whenever
+``homeassistant/status`` says ``online``.
 
 Listeners (:class:`Listener`, e.g. ``run``'s command topics, :mod:`streamer.app.commands_in`)
 subscribe on this same connection: one connection per process, so a broker that ties client
@@ -90,6 +94,31 @@ LISTENER_SESSION_EXPIRY_S: Final = 600
 them survive a reconnection or a broker restart of up to 10 min; a session nobody resumes
 (a ``run`` killed for good) is then dropped with its queue. Commands expire sooner
 (:data:`streamer.app.commands_in.COMMAND_TTL_S`)."""
+
+
+UNACKED_WAIT_S: Final = 1.0
+"""Longest wait, before a clean disconnect, for the broker's PUBACKs of QoS 1 messages still
+in flight (a publisher stopped while its outbox batch or discovery configs were sent)."""
+_UNACKED_POLL_S: Final = 0.01
+
+
+async def _acknowledged(client: aiomqtt.Client, timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until the broker acknowledged every QoS 1 message sent on
+    ``client``'s live connection. mosquitto before 2.0.22 takes a client that disconnects
+    before it could write a PUBACK for a lost one ("disconnected due to out of memory",
+    eclipse-mosquitto/mosquitto#3253) and sends its Last Will: an ``offline`` after a clean
+    stop, which a team partition handed to another worker must not show (the broker writing
+    anything to a socket the client closed does the same). paho keeps the
+    unacknowledged messages in ``_out_messages`` (aiomqtt forgets a publish whose caller was
+    cancelled); without it, or on a link already down, nothing is awaited."""
+    ended = getattr(client, "_disconnected", None)
+    in_flight = getattr(getattr(client, "_client", None), "_out_messages", None)
+    if in_flight is None or (isinstance(ended, asyncio.Future) and ended.done()):
+        return
+    deadline = time.monotonic() + timeout_s
+    # paho calls no one when the last PUBACK arrives (aiomqtt owns its callbacks): look.
+    while in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(_UNACKED_POLL_S)
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:
@@ -214,6 +243,12 @@ class MqttPublisher:
         name: the sink's name in the pipeline's status.
         backoff: delays between connection attempts (default from ``config``).
         outbox_batch: outbox messages in flight at once.
+        shared_state: the state topic (``topics.bridge_state``) is shared with other
+            processes that come and go — a team partition's, which each successive owner
+            publishes on. The publisher then reads it and says ``online`` again when it
+            reads ``offline`` while connected: a predecessor's Last Will that the broker
+            sent late (its keepalive ran out after the takeover) must not leave a served
+            partition unavailable.
     """
 
     def __init__(
@@ -225,8 +260,10 @@ class MqttPublisher:
         name: str = "mqtt",
         backoff: Backoff | None = None,
         outbox_batch: int = OUTBOX_BATCH,
+        shared_state: bool = False,
     ) -> None:
         self.name = name
+        self.shared_state = shared_state
         self.config = config
         self.store = store
         self.outbox = MqttOutbox(store)
@@ -423,32 +460,39 @@ class MqttPublisher:
                     # which this connection's `online` on bridge/state would make true again.
                     # Cleared (an empty retained message), not set: no run, no state.
                     await client.publish(self.topics.bridge_commands, b"", qos=1, retain=True)
+            if self.shared_state:
+                with cancellation_kept():
+                    await client.subscribe(self.topics.bridge_state, qos=1)
             tasks = [asyncio.create_task(self._send_outbox(client), name="mqtt outbox")]
-            if self._ha_discovery:
-                with cancellation_kept():
-                    await client.subscribe(self.topics.ha_status, qos=1)
-                await self._send_discovery(client)
-            for listener in self._listeners:
-                with cancellation_kept():
-                    refused = [f for f in listener.filters if not await self._subscribe(client, f)]
-                    if refused:  # never say "listening" when nothing can arrive
-                        _LOGGER.warning(
-                            "MQTT %s: the broker refused %s a subscription to %s (its ACL?): "
-                            "%s gets nothing",
-                            self.config.url,
-                            self.config.username or "this client",
-                            ", ".join(refused),
-                            listener.name,
-                        )
-                        # …nor leave a stale `online` of an earlier process standing.
-                        for topic, payload in listener.announce(False):
-                            await client.publish(topic, payload, qos=1, retain=True)
-                        continue
-                    for topic, payload in listener.announce(True):
-                        await client.publish(topic, payload, qos=1, retain=True)
-                listener.on_link(True)
-            tasks.append(asyncio.create_task(self._receive(client), name="mqtt receive"))
+            # Until the session ends, however it ends (a stop while discovery is sent too):
+            # its tasks go with it.
             try:
+                if self._ha_discovery:
+                    with cancellation_kept():
+                        await client.subscribe(self.topics.ha_status, qos=1)
+                    await self._send_discovery(client)
+                for listener in self._listeners:
+                    with cancellation_kept():
+                        refused = [
+                            f for f in listener.filters if not await self._subscribe(client, f)
+                        ]
+                        if refused:  # never say "listening" when nothing can arrive
+                            _LOGGER.warning(
+                                "MQTT %s: the broker refused %s a subscription to %s (its ACL?): "
+                                "%s gets nothing",
+                                self.config.url,
+                                self.config.username or "this client",
+                                ", ".join(refused),
+                                listener.name,
+                            )
+                            # …nor leave a stale `online` of an earlier process standing.
+                            for topic, payload in listener.announce(False):
+                                await client.publish(topic, payload, qos=1, retain=True)
+                            continue
+                        for topic, payload in listener.announce(True):
+                            await client.publish(topic, payload, qos=1, retain=True)
+                    listener.on_link(True)
+                tasks.append(asyncio.create_task(self._receive(client), name="mqtt receive"))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in tasks:
@@ -478,6 +522,14 @@ class MqttPublisher:
 
     async def _hang_up(self, client: aiomqtt.Client) -> None:
         """Disconnect ``client`` (at most 2 s); a failure to say goodbye is no error."""
+        if self.shared_state and self._client_alive(client):
+            # Its own state topic echoes what it publishes there: stop that traffic and, by
+            # the UNSUBACK, have read all of it (see _acknowledged: the broker must not
+            # write to a socket this side closed).
+            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                async with asyncio.timeout(UNACKED_WAIT_S):
+                    await client.unsubscribe(self.topics.bridge_state)
+        await _acknowledged(client, UNACKED_WAIT_S)
         with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
             async with asyncio.timeout(2.0):
                 with cancellation_kept():
@@ -488,6 +540,11 @@ class MqttPublisher:
         ended = getattr(client, "_disconnected", None)
         if isinstance(ended, asyncio.Future):
             ended.add_done_callback(_consume_outcome)
+
+    @staticmethod
+    def _client_alive(client: aiomqtt.Client) -> bool:
+        ended = getattr(client, "_disconnected", None)
+        return not (isinstance(ended, asyncio.Future) and ended.done())
 
     def _note_disconnect(self, exc: BaseException) -> None:
         self._status.disconnects += 1
@@ -566,6 +623,16 @@ class MqttPublisher:
         this id over), so that the status says so and the reconnection starts at once, not
         at the next publish."""
         async for message in client.messages:
+            if self.shared_state and message.topic.matches(self.topics.bridge_state):
+                if message.payload in (BRIDGE_OFFLINE, BRIDGE_OFFLINE.decode()):
+                    _LOGGER.info(
+                        "%s: offline by another's Last Will; online again",
+                        self.topics.bridge_state,
+                    )
+                    await client.publish(
+                        self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True
+                    )
+                continue
             if self._ha_discovery and message.topic.matches(self.topics.ha_status):
                 if message.payload in (b"online", "online"):
                     _LOGGER.info("Home Assistant is online: re-sending discovery configs")

@@ -13,13 +13,24 @@
   day; the grip protocol's own rules need the raw force traces, which the store does not
   keep: an alert of a grip rule open in a store's book is carried over).
 
-Outboxes are not migrated: what a single box had not delivered stays in its store.
+* outboxes: every store's undelivered MQTT and InfluxDB messages (:mod:`streamer.sinks.outbox`)
+  go into the outbox of the same sink of the athlete's partition (:func:`streamer.team.wire.
+  partition_of`; a message naming no athlete into partition 0's), unchanged — an MQTT message
+  keeps its ``seq``, so one the box had sent but not seen acknowledged is dropped by
+  consumers as a resend — each store's in its order, stores interleaved by queueing time.
+  The first worker to own the partition drains them. Each message moved is remembered by a
+  digest (``migrated_outbox``) in the same transaction, so a re-run moves none twice, also
+  after a worker has drained them. Dead letters stay in the stores.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import heapq
+import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +43,10 @@ from streamer.athlete.events import DayValues
 from streamer.athlete.rules import SessionFacts
 from streamer.config import Config
 from streamer.results import GripPayload, JsonValue, LabPayload, MorningPayload, SessionPayload
+from streamer.sinks.outbox import Entry, Outbox
 from streamer.store import Row, Store, StoreError
-from streamer.team.pg_store import PgStore, connect, ensure_schema
+from streamer.team.pg_store import SINKS, PgStore, connect, ensure_schema, partition_schema
+from streamer.team.wire import partition_of
 
 LAB_RULES: Final = frozenset(
     {"gsh_gssg_low", "gsh_gssg_high", "droms_rise", "lipid_dipstick_positive"}
@@ -64,6 +77,8 @@ class MigrationReport:
     rows: dict[str, int]
     topics: int
     open_alerts: int
+    outbox: dict[str, int] = field(default_factory=dict)
+    """Undelivered messages moved per sink (``mqtt``, ``influx``); none twice on a re-run."""
 
 
 def _better(new: Row[MorningPayload], old: Row[MorningPayload] | None) -> bool:
@@ -104,6 +119,103 @@ def read_stores(paths: Sequence[Path]) -> tuple[dict[str, Merged], dict[str, int
                 for topic, last in store.query("SELECT topic, last FROM seq"):
                     seqs[str(topic)] = max(seqs.get(str(topic), 0), int(str(last)))
     return merged, seqs
+
+
+_OUTBOX_PAGE: Final = 1000
+
+
+def read_outboxes(paths: Sequence[Path]) -> dict[str, list[Entry]]:
+    """Per sink (:data:`streamer.team.pg_store.SINKS`), every store's undelivered messages:
+    each store's in its outbox order, the stores interleaved by queueing time."""
+    out: dict[str, list[Entry]] = {}
+    per_store: dict[str, list[list[Entry]]] = {sink: [] for sink in SINKS}
+    for path in paths:
+        with Store(path, read_only=True) as store:
+            for sink in SINKS:
+                outbox, entries, after = Outbox(store, sink), [], 0
+                while page := outbox.peek(_OUTBOX_PAGE, after_id=after):
+                    entries += page
+                    after = page[-1].id
+                per_store[sink].append(entries)
+    for sink, lists in per_store.items():
+        # merge() takes each list's items in their order: a store's order is kept even if
+        # its clock stepped back.
+        out[sink] = list(heapq.merge(*lists, key=lambda e: e.created_ns))
+    return out
+
+
+def outbox_athlete(sink: str, entry: Entry) -> str | None:
+    """The athlete an outbox message is about: the MQTT payload's ``athlete``, the
+    InfluxDB point's ``athlete`` tag; None when it names none."""
+    if sink == "mqtt":
+        try:
+            athlete = json.loads(entry.payload).get("athlete")
+        except (ValueError, AttributeError):
+            return None
+        return athlete if isinstance(athlete, str) else None
+    return _line_tag(entry.payload.decode(errors="replace"), "athlete")
+
+
+def _line_tag(line: str, name: str) -> str | None:
+    """A tag's value in a line-protocol point (``measurement,tag=v,… fields ts``; a
+    backslash escapes a comma, an equals sign or a space in a tag)."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(line)
+    for c in chars:
+        if c == "\\":
+            current.append(next(chars, ""))
+        elif c == ",":
+            parts.append("".join(current))
+            current = []
+        elif c == " ":
+            break
+        else:
+            current.append(c)
+    parts.append("".join(current))
+    for tag in parts[1:]:
+        key, _, value = tag.partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _digest(sink: str, entry: Entry) -> str:
+    """What identifies a store's outbox row across re-runs (and copies of the store)."""
+    h = hashlib.sha256(f"{sink}\0{entry.id}\0{entry.created_ns}\0".encode())
+    h.update(json.dumps(entry.meta, sort_keys=True).encode() + b"\0" + entry.payload)
+    return h.hexdigest()
+
+
+def move_outboxes(
+    db: Any, outboxes: Mapping[str, Sequence[Entry]], partitions: int
+) -> dict[str, int]:
+    """Within the migration's transaction: each message into its athlete's partition outbox,
+    unless an earlier run moved it. Returns how many moved per sink."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS migrated_outbox (digest TEXT PRIMARY KEY, sink TEXT NOT "
+        "NULL, partition INTEGER NOT NULL, migrated_ns BIGINT NOT NULL)"
+    )
+    moved = dict.fromkeys(outboxes, 0)
+    now_ns = time.time_ns()
+    for sink, entries in outboxes.items():
+        for entry in entries:
+            athlete = outbox_athlete(sink, entry)
+            partition = partition_of(athlete, partitions) if athlete else 0
+            first = db.execute(
+                "INSERT INTO migrated_outbox (digest, sink, partition, migrated_ns) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING digest",
+                (_digest(sink, entry), sink, partition, now_ns),
+            ).fetchone()
+            if first is None:
+                continue  # moved by an earlier run
+            db.execute(
+                f"INSERT INTO {partition_schema(partition)}.outbox_{sink} "
+                "(payload, meta, created_ns) VALUES (?, ?, ?)",
+                (entry.payload, json.dumps(entry.meta, separators=(",", ":")), entry.created_ns),
+            )
+            moved[sink] += 1
+    return moved
 
 
 class _Recomputed:
@@ -190,6 +302,8 @@ def recompute(athlete: str, m: Merged, config: Config) -> _Recomputed:
 def migrate(dsn: str, paths: Sequence[Path], config: Config, partitions: int) -> MigrationReport:
     """Merge the stores at ``paths`` into the PostgreSQL store at ``dsn``."""
     merged, seqs = read_stores(paths)
+    outboxes = read_outboxes(paths)
+    moved: dict[str, int] = {}
     conn = connect(dsn, application="redox-migrate")
     rows = {"morning": 0, "sessions": 0, "grip_tests": 0, "lab_entries": 0, "alerts": 0}
     opened = 0
@@ -244,9 +358,10 @@ def migrate(dsn: str, paths: Sequence[Path], config: Config, partitions: int) ->
                     "DO UPDATE SET last = GREATEST(s.last, excluded.last)",
                     (topic, last),
                 )
+            moved = move_outboxes(db, outboxes, partitions)
     finally:
         conn.close()
-    return MigrationReport(len(merged), rows, len(seqs), opened)
+    return MigrationReport(len(merged), rows, len(seqs), opened, moved)
 
 
 def _dumps(data: Mapping[str, object]) -> str:

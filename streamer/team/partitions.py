@@ -11,6 +11,13 @@ workers are the distinct ``redox-worker:<id>`` sessions the server lists in
 ``pg_stat_activity``, so the survivors' share grows the moment a worker's sessions end, and a
 worker above its share (a new worker joined) lets the excess go, newest first, for the
 newcomer to take.
+
+A worker stopping cleanly first renames its control session ``redox-worker-stopping:<id>``
+(:func:`mark_stopping`), lets its partitions go, then asks whether another worker runs on
+(:func:`others_running`): one that is neither it nor stopping. Of two workers stopping at
+once, at least the one that asks last sees no other (each renamed itself before asking), so
+it is the one to say the partitions are offline; a worker that sees another running leaves
+its partitions' availability ``online`` for the one that will take them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,27 @@ from typing import Any, Final
 APPLICATION_PREFIX: Final = "redox-worker:"
 """``application_name`` of a worker's sessions: ``redox-worker:<id>`` (its control
 connection) and ``redox-worker:<id>:p<N>`` (a partition's lock connection)."""
+
+
+STOPPING_PREFIX: Final = "redox-worker-stopping:"
+"""``application_name`` of a stopping worker's control session (not a live worker's)."""
+
+
+def mark_stopping(conn: Any, worker_id: str) -> None:
+    """Rename the control session of ``worker_id``: it is stopping (see the module)."""
+    conn.execute("SELECT set_config('application_name', %s, false)", (STOPPING_PREFIX + worker_id,))
+
+
+def others_running(conn: Any, worker_id: str) -> bool:
+    """Whether a worker other than ``worker_id``, and not stopping, has a session now."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+        "AND split_part(application_name, ':', 2) <> %s "
+        "AND split_part(application_name, ':', 2) NOT IN (SELECT split_part(application_name, "
+        "':', 2) FROM pg_stat_activity WHERE application_name LIKE %s)",
+        (APPLICATION_PREFIX + "%", worker_id, STOPPING_PREFIX + "%"),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def live_workers(conn: Any) -> int:

@@ -209,6 +209,26 @@ def nats_mappings_conf(partitions: int = DEFAULT_PARTITIONS) -> str:
     return "mappings = {\n" + "\n".join(lines) + "\n}\n"
 
 
+_FNV32_OFFSET: Final = 0x811C9DC5
+_FNV32_PRIME: Final = 0x01000193
+
+
+def partition_of(athlete: str, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """The partition the server's mapping (:func:`nats_mappings`) puts ``athlete`` in.
+
+    nats-server's ``partition(n, 1)`` is FNV-1a (32 bit) of the wildcard's token, modulo
+    ``n``; the server stays the one that routes, this is for what must be known before a
+    message arrives — the athletes whose Home Assistant entities a partition announces, the
+    partition outbox an athlete's migrated messages go to. A test holds it to a real server.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    h = _FNV32_OFFSET
+    for byte in athlete.encode():
+        h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
+    return h % partitions
+
+
 def athlete_of(subject: str) -> tuple[int, str]:
     """``(partition, athlete)`` of a stored subject ``redox.part.<p>.<athlete>``."""
     parts = subject.split(".")

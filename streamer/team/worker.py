@@ -78,6 +78,7 @@ from streamer.results import (
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.store import Row, Store
 from streamer.team import wire
+from streamer.team.partitions import mark_stopping, others_running
 from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
 from streamer.topics import Topics
 
@@ -218,8 +219,10 @@ class Partition:
         config: Config,
         js: Any,
         live: bool = True,
+        partitions: int = wire.DEFAULT_PARTITIONS,
     ) -> None:
         self.number = number
+        self.partitions = partitions  # how many there are (whose athletes are this one's)
         self.worker_id = worker_id
         self.dsn = dsn
         self.config = config
@@ -280,10 +283,22 @@ class Partition:
         if self.config.mqtt is not None:
             prefix = f"redox-worker-{self.worker_id}-p{self.number}"
             mqtt = replace(self.config.mqtt, client_id=prefix)
-            publisher = MqttPublisher(mqtt, as_store, name=f"mqtt p{self.number}")
-            publisher.topics = _PartitionTopics(
-                mqtt.base_topic, mqtt.ha_prefix, self.worker_id, self.number
+            # The Home Assistant entities of this partition's athletes: their configs name
+            # the partition's availability, not this worker, so every owner announces the
+            # same bytes and a hand-over changes nothing in Home Assistant.
+            athletes = [
+                a
+                for a in self.config.athletes
+                if wire.partition_of(a.id, self.partitions) == self.number
+            ]
+            publisher = MqttPublisher(
+                mqtt,
+                as_store,
+                athletes=athletes,
+                name=f"mqtt p{self.number}",
+                shared_state=True,
             )
+            publisher.topics = _PartitionTopics(mqtt.base_topic, mqtt.ha_prefix, self.number)
             sinks.append(publisher)
         if self.config.influx is not None:
             from streamer.sinks.influx import InfluxWriter
@@ -540,14 +555,30 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
-class _PartitionTopics(Topics):
-    """A partition's publisher says online/offline on its own retained topic (its Last
-    Will), not on the single-box bridge's: a partition moving does not mean the service
-    is down."""
+def partition_state_topic(base: str, partition: int) -> str:
+    """``<base>/partition/<p>/state``: ``online``/``offline`` of partition ``p``, retained;
+    whichever worker owns it publishes there (see :class:`_PartitionTopics`)."""
+    return f"{Topics(base).base}/partition/{partition}/state"
 
-    def __init__(self, base: str, ha_prefix: str, worker_id: str, partition: int) -> None:
+
+class _PartitionTopics(Topics):
+    """A partition's publisher says online/offline on the partition's retained topic
+    (:func:`partition_state_topic`), the Last Will of its connection — not the single-box
+    bridge's, nor one naming the worker: the availability of the Home Assistant entities of
+    the partition's athletes, which must not change when the partition changes hands.
+
+    Who says what there: the owner's connection says ``online`` on connect (and again over
+    a predecessor's late Last Will, ``MqttPublisher(shared_state=True)``); its Last Will
+    says ``offline`` when the owner dies, until a survivor takes the partition over. A
+    partition let go while its worker runs on (a new worker's share, a lost lock) says
+    nothing: its next owner says ``online`` again, so a hand-over never shows ``offline``.
+    A worker stopping cleanly says nothing either while another worker runs (that one takes
+    the partitions); the last one to stop says ``offline`` on every partition
+    (:meth:`Worker.run`)."""
+
+    def __init__(self, base: str, ha_prefix: str, partition: int) -> None:
         super().__init__(base, ha_prefix)
-        self._state = f"{self.base}/worker/{worker_id}/partition/{partition}/state"
+        self._state = partition_state_topic(self.base, partition)
 
     @property
     def bridge_state(self) -> str:
@@ -620,6 +651,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.mqtt_online = asyncio.Event()
         self._control: Any = None  # the connection that counts workers and held locks
+        self._goodbye: list[str] = []  # partition state topics to say offline at the end
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (SIGTERM, SIGINT)."""
@@ -682,9 +714,13 @@ class Worker:
                 following.cancel()
                 with contextlib.suppress(BaseException):
                     await following
-            for number in list(self.owned):
+            released = list(self.owned)
+            with contextlib.suppress(psycopg.Error):  # PostgreSQL away: see _offline_at_stop
+                await asyncio.to_thread(mark_stopping, self._control, self.id)
+            for number in released:
                 await self.owned.pop(number).stop()
             if availability is not None:
+                self._goodbye = await asyncio.to_thread(self._offline_at_stop, released)
                 availability.cancel()
                 with contextlib.suppress(BaseException):
                     await availability
@@ -748,6 +784,21 @@ class Worker:
                 _LOGGER.warning("central registry: %s; following it again", exc)
             await asyncio.sleep(1.0)
 
+    def _offline_at_stop(self, released: list[int]) -> list[str]:
+        """The partition state topics to say ``offline`` on at a clean stop (see
+        :class:`_PartitionTopics`): none while another worker runs on — it takes the
+        partitions over and a hand-over must not blink — else every partition's, since none
+        is served any more; only the ones let go here when PostgreSQL cannot tell."""
+        assert self.config.mqtt is not None
+        base = self.config.mqtt.base_topic
+        try:
+            if others_running(self._control, self.id):
+                return []
+            numbers = list(range(self.options.partitions))
+        except psycopg.Error:
+            numbers = released
+        return [partition_state_topic(base, n) for n in numbers]
+
     def _application(self, number: int) -> str:
         return partition_application(self.id, number)
 
@@ -760,6 +811,7 @@ class Worker:
             config=self.config,
             js=js,
             live=self.options.live,
+            partitions=self.options.partitions,
         )
         if not await asyncio.to_thread(part.try_lock):
             await asyncio.to_thread(part.close)  # another worker was faster
@@ -799,9 +851,15 @@ class Worker:
                         async for _ in client.messages:  # ends only with the connection
                             pass
                     except asyncio.CancelledError:
+                        goodbye = [*self._goodbye, topic]  # the partitions' first, then ours
                         with contextlib.suppress(Exception):
                             async with asyncio.timeout(2.0):
-                                await client.publish(topic, BRIDGE_OFFLINE, qos=1, retain=True)
+                                await asyncio.gather(
+                                    *(
+                                        client.publish(t, BRIDGE_OFFLINE, qos=1, retain=True)
+                                        for t in goodbye
+                                    )
+                                )
                         raise
             except aiomqtt.MqttError as exc:
                 self.mqtt_online.clear()
