@@ -402,3 +402,51 @@ def test_a_gateway_following_the_registry_stays_thin(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_an_athlete_added_to_the_registry_is_announced_to_home_assistant_at_once(
+    tmp_path: Path, nats_server: NatsServer, postgres: PostgreSQL, mosquitto: Any
+) -> None:
+    """A worker already holding its partitions announces an athlete pushed later (their
+    Home Assistant entities appear without a worker restart or a partition move), with the
+    partition's availability."""
+    from streamer.config import MqttConfig
+    from streamer.team.worker import Worker, WorkerOptions
+    from tests.mqtt_helpers import Subscriber, eventually
+
+    url = nats_server.url
+    assert _registry(["push", "--config", str(_club(tmp_path))], url) == 0
+    carl = CLUB + '\n[[athletes]]\nid = "carl"\nname = "Carl"\n'
+
+    def announced(sub: Subscriber, athlete: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(m.payload)
+            for m in sub.received
+            if m.payload and f"/redox_{athlete}/" in m.topic
+        ]
+
+    async def scenario() -> None:
+        nc = await nats.connect(url)
+        await ensure_stream(nc.jetstream(), 1)
+        sub = await Subscriber("127.0.0.1", mosquitto.port, topic="homeassistant/#").start()
+        config = Config(mqtt=MqttConfig.from_url(mosquitto.url, ha_discovery=True))
+        worker = Worker("a", nats_url=url, dsn=postgres.dsn, config=config, registry=True,
+                        options=WorkerOptions(live=False))  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(lambda: bool(announced(sub, "ann")), 90, "ann announced")
+            assert not announced(sub, "carl")
+            await asyncio.to_thread(
+                _registry, ["push", "--config", str(_club(tmp_path, carl))], url
+            )
+            await eventually(lambda: bool(announced(sub, "carl")), 60, "carl announced")
+            topic = f"redox/partition/{wire.partition_of('carl')}/state"
+            for config_ in announced(sub, "carl"):
+                assert [a["topic"] for a in config_["availability"]] == [topic]
+        finally:
+            worker.stop()
+            await task
+            await sub.stop()
+            await nc.close()
+
+    asyncio.run(scenario())

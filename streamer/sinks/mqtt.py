@@ -604,6 +604,26 @@ class MqttPublisher:
         self._live_seq[topic] = (nxt + 1, end)
         return nxt
 
+    async def set_athletes(self, athletes: Sequence[AthleteConfig]) -> None:
+        """Announce ``athletes`` to Home Assistant from now on (a team worker's central
+        registry changed): their discovery configs go out at once on the current connection
+        and at every reconnection after. Configs of athletes no longer named are left
+        standing: deleting an athlete's entities is the user's call in Home Assistant."""
+        athletes = tuple(athletes)
+        if athletes == self.athletes:
+            return
+        had = self._ha_discovery
+        self.athletes = athletes
+        client = self._client
+        if client is None or not self._ha_discovery:
+            return  # the next connection announces them
+        try:
+            if not had:  # this session never listened for Home Assistant's birth message
+                await client.subscribe(self.topics.ha_status, qos=1)
+            await self._send_discovery(client)
+        except aiomqtt.MqttError as exc:
+            _LOGGER.info("MQTT discovery configs not sent now (%s): sent at reconnection", exc)
+
     async def _send_discovery(self, client: aiomqtt.Client) -> None:
         messages = discovery_messages(self.topics, self.athletes)
         await asyncio.gather(

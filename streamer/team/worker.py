@@ -66,7 +66,7 @@ from streamer.athlete.events import (
     SessionRpe,
     SessionStart,
 )
-from streamer.config import Config
+from streamer.config import AthleteConfig, Config
 from streamer.results import (
     GripPayload,
     JsonValue,
@@ -286,15 +286,10 @@ class Partition:
             # The Home Assistant entities of this partition's athletes: their configs name
             # the partition's availability, not this worker, so every owner announces the
             # same bytes and a hand-over changes nothing in Home Assistant.
-            athletes = [
-                a
-                for a in self.config.athletes
-                if wire.partition_of(a.id, self.partitions) == self.number
-            ]
             publisher = MqttPublisher(
                 mqtt,
                 as_store,
-                athletes=athletes,
+                athletes=self._athletes(self.config),
                 name=f"mqtt p{self.number}",
                 shared_state=True,
             )
@@ -478,10 +473,23 @@ class Partition:
         except Exception:
             _LOGGER.exception("processing the hand-over gap of %s failed", athlete)
 
+    def _athletes(self, config: Config) -> list[AthleteConfig]:
+        """The athletes ``config`` names whose records land in this partition."""
+        return [
+            a for a in config.athletes if wire.partition_of(a.id, self.partitions) == self.number
+        ]
+
     def retune(self, config: Config) -> None:
         """The athletes' thresholds as ``config`` (the central registry's now) gives them:
-        at once for an athlete between protocols, else when its protocols have ended."""
+        at once for an athlete between protocols, else when its protocols have ended. An
+        athlete added to this partition is announced to Home Assistant at once."""
         self.config = config
+        for sink in self.sinks:
+            if isinstance(sink, MqttPublisher):
+                task = asyncio.get_running_loop().create_task(
+                    sink.set_athletes(self._athletes(config))
+                )
+                task.add_done_callback(_ignore_outcome)
         for athlete, track in self.tracks.items():
             thresholds = athlete_thresholds(config, athlete)
             if thresholds == track.state.thresholds:
