@@ -82,7 +82,7 @@ from processors.profiles import PROFILES, thresholds_for
 from processors.rules import RuleThresholds
 from streamer.errors import CliError
 from streamer.store import APP_NAME, default_store_path
-from streamer.topics import DEFAULT_BASE, DEFAULT_HA_PREFIX
+from streamer.topics import DEFAULT_BASE, DEFAULT_HA_PREFIX, RESERVED_LEVELS
 
 ENV_CONFIG: Final = "REDOX_CONFIG"
 ENV_SECRETS: Final = {
@@ -764,6 +764,12 @@ def _read_athlete(
             t.problem("id", f"{problem} (the display name goes in name = ...)")
         elif athlete_id in ids:
             t.problem("id", f"{athlete_id!r} is used by two athletes — ids must be unique")
+        elif athlete_id in RESERVED_LEVELS:
+            t.problem(
+                "id",
+                f"{athlete_id!r} names the service topics <base>/{athlete_id}/… — give the "
+                f"athlete another id (e.g. {athlete_id}1; the display name goes in name = ...)",
+            )
         ids.add(athlete_id)
     name = t.text("name", athlete_id) or athlete_id or ""
     profile = t.text("profile", "default") or "default"

@@ -53,6 +53,12 @@ _SUFFIX: Final = {
 }
 
 
+RESERVED_LEVELS: Final = frozenset({"bridge", "gateway", "worker", "partition"})
+"""First topic levels under the base that name services, not athletes
+(``<base>/bridge/state``, ``<base>/gateway/<id>/state``, ``<base>/worker/<id>/state``,
+``<base>/partition/<p>/state``): an athlete with one of these ids would share their topics."""
+
+
 def segment(name: str) -> str:
     """``name`` as one safe topic level: never empty, no ``+ # /``, no control characters.
 

@@ -160,6 +160,17 @@ def test_duplicate_ids_are_refused() -> None:
     assert [p.split(":", 1)[0] for p in problems] == ["athletes[0].devices[1].id", "athletes[1].id"]
 
 
+def test_athlete_ids_that_name_service_topics_are_refused() -> None:
+    """An athlete ``gateway`` would publish under <base>/gateway/…, where the team's
+    gateways say whether they are alive (and so for bridge, worker and partition)."""
+    for reserved in ("bridge", "gateway", "worker", "partition"):
+        (problem,) = _problems(f'[[athletes]]\nid = "{reserved}"\n')
+        assert problem.startswith("athletes[0].id:"), problem
+        assert f"<base>/{reserved}/" in problem, problem
+        assert f"{reserved}1" in problem, problem
+    assert parse_config('[[athletes]]\nid = "gateways"\n', env={}).athletes[0].id == "gateways"
+
+
 def test_missing_tls_file_is_named(tmp_path: Path) -> None:
     (problem,) = _problems(
         f'[mqtt]\nurl = "mqtts://h"\n[mqtt.tls]\nca_file = "{tmp_path}/no.pem"\n'

@@ -32,7 +32,7 @@ EPILOG = """\
 examples:
   redox-streamer worker --id w1 --nats nats://central:4222 \\
       --postgres postgresql://redox@central/redox --config /etc/redox/club.toml
-  redox-streamer worker --id w2 ... --workers 2     two workers: eight partitions each
+  redox-streamer worker --id w2 ...     a second worker: the 16 partitions split 8 + 8
 
 athletes' profiles and rules come from the club's central registry in NATS
 (`redox-streamer registry push`; a change reaches each athlete between two protocols, no
