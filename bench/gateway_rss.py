@@ -114,7 +114,7 @@ def main() -> None:
             rate, hwm_mb, elapsed, heavy = done.stdout.split()
             print(
                 f"outbox → JetStream: {args.messages} messages in {elapsed} s = {rate} msg/s "
-                f"(fsync'd group commits, one PubAck at a time)"
+                f"(fsync'd group commits, one PubAck at a time per athlete)"
             )
             print(
                 f"real-radio run path, peak RSS: {hwm_mb} MB (target ≤ {TARGET_MB:g} MB); "

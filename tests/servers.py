@@ -155,6 +155,9 @@ class Mosquitto(ServerProcess):
                 f"persistence_location {workdir}/\n"
                 "autosave_interval 1\n"
                 "max_queued_messages 100000\n"
+                # As deploy/team/mosquitto.conf: small live samples leave at once, not after
+                # Nagle's wait for the subscriber's delayed ACK (~40 ms a message).
+                "set_tcp_nodelay true\n"
                 "log_type error\nlog_type warning\n"
                 # As root mosquitto switches to user 'mosquitto', which cannot write the
                 # test's temporary persistence directory.

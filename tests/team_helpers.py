@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +166,8 @@ class Stored:
     message: wire.WireMessage
     stored_s: float
     """When the server stored it (its clock, s since the epoch)."""
+    received_ns: int | None = None
+    """When the gateway received it (its wall clock, ns: the ``Redox-Received`` header)."""
 
     @property
     def outbox_id(self) -> int:
@@ -194,12 +196,18 @@ async def _stream_messages(servers: Sequence[str]) -> list[Stored]:
                         headers[wire.MSG_ID_HEADER],
                         wire.decode(msg.subject, msg.data),
                         msg.metadata.timestamp.timestamp(),
+                        _received_ns(headers),
                     )
                 )
             await sub.unsubscribe()
         return out
     finally:
         await nc.close()
+
+
+def _received_ns(headers: Mapping[str, str]) -> int | None:
+    value = headers.get(wire.RECEIVED_HEADER)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def stream_messages(servers: Sequence[str], timeout_s: float = 60.0) -> list[Stored]:

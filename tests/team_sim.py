@@ -10,7 +10,7 @@ gateway in the middle (the first gateway drains its outbox, releases the device 
 the second takes them and goes on).
 
 A gateway here is the real :class:`streamer.team.gateway.Gateway` (its fsync'd outbox, its
-one-PubAck-at-a-time publisher, its msg ids) in its own process (``python -m
+one-PubAck-at-a-time-per-athlete publisher, its msg ids) in its own process (``python -m
 tests.team_sim gateway ...``), with the real device leases (:class:`Lease` in the KV
 bucket, the grant written into the stream); only the Bluetooth drivers are replaced by the
 plan's records, offered at their scheduled wall time — the gateway's ``offer`` path, so the
@@ -470,8 +470,9 @@ class MqttFacts:
 
 def latencies(live: Sequence[tuple[str, int, float]], plan: Sequence[Segment], t0: float,
               window: tuple[float, float] | None = None) -> list[float]:  # fmt: skip
-    """Gateway receipt (the record's scheduled offer) → subscriber, per live sample (s);
-    within ``window`` (wall s) of offers when given."""
+    """The record's *scheduled* offer → subscriber, per live sample (s); within ``window``
+    (wall s) of offers when given. Includes the simulated gateway's own lag behind its
+    schedule (a loaded machine's event loop): :func:`receipt_latencies` is the measure."""
     when = {
         (seg.athlete, m.t_ns): t0 + offset
         for seg in plan
@@ -484,6 +485,52 @@ def latencies(live: Sequence[tuple[str, int, float]], plan: Sequence[Segment], t
         if sent is None or (window is not None and not window[0] <= sent <= window[1]):
             continue
         out.append(at - sent)
+    return out
+
+
+@dataclass
+class LiveStages:
+    """Per live sample in the steady window (s): the whole way from the gateway's receipt
+    (its ``Redox-Received`` stamp) to the subscriber, and its two halves at the stream's
+    store time — the gateway's (outbox fsync, publish, the cluster's quorum) and the
+    worker's (consume, process, publish live, mosquitto)."""
+
+    receipt: list[float] = field(default_factory=list)
+    to_stream: list[float] = field(default_factory=list)
+    from_stream: list[float] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # the figures' print: percentiles, not every sample
+        parts = [
+            f"{name} p50 {1000 * percentile(v, 50):.0f} ms p99 {1000 * percentile(v, 99):.0f} ms"
+            for name, v in (("receipt", self.receipt), ("to_stream", self.to_stream),
+                            ("from_stream", self.from_stream))
+        ]  # fmt: skip
+        return f"LiveStages({len(self.receipt)} samples: {', '.join(parts)})"
+
+
+def receipt_latencies(live: Sequence[tuple[str, int, float]], stored: Sequence[gh.Stored],
+                      window: tuple[float, float] | None = None) -> LiveStages:  # fmt: skip
+    """Gateway receipt → subscriber of each live sample whose record is in ``stored`` with
+    a receipt stamp, received within ``window`` (wall s) when given. A sample is matched to
+    its notification by (athlete, record time); of two notifications with the same key the
+    earlier receipt counts (the larger latency)."""
+    when: dict[tuple[str, int], tuple[float, float]] = {}
+    for s in stored:
+        if isinstance(s.message, RecordedNotification) and s.received_ns is not None:
+            key = (s.athlete, s.message.t_ns)
+            got = (s.received_ns / 1e9, s.stored_s)
+            when[key] = min(when.get(key, got), got)
+    out = LiveStages()
+    for athlete, ts_ns, at in live:
+        stamps = when.get((athlete, ts_ns))
+        if stamps is None:
+            continue
+        received, stored_s = stamps
+        if window is not None and not window[0] <= received <= window[1]:
+            continue
+        out.receipt.append(at - received)
+        out.to_stream.append(stored_s - received)
+        out.from_stream.append(at - stored_s)
     return out
 
 
@@ -518,8 +565,10 @@ class Figures:
     worker_cpu: dict[str, float] = field(default_factory=dict)
     """Each worker's share of a core in the steady window (CPU s / wall s)."""
     live_latency_s: list[float] = field(default_factory=list)
-    """Gateway receipt → subscriber of the live samples offered in the steady window (s):
-    from the start to the first fault."""
+    """Scheduled offer → subscriber of the live samples offered in the steady window (s):
+    from the start to the first fault (includes the simulated gateway's lag)."""
+    live_stages: LiveStages = field(default_factory=LiveStages)
+    """Gateway receipt → subscriber in the steady window, and its halves (s)."""
     faults: dict[str, str] = field(default_factory=dict)
     """Each fault and what was measured around it."""
     network: str = "loopback"
@@ -741,6 +790,7 @@ class Simulation:
         self.figures.mqtt_complete = want_mqtt <= facts.update()
         self.figures.mqtt = dict(facts.facts)
         self.figures.live_latency_s = latencies(facts.live, self.plan, self.t0, self.steady)
+        self.figures.live_stages = receipt_latencies(facts.live, stored, self.steady)
         self.live = facts.live
         self.received = facts.kept
         await sub.stop()

@@ -6,6 +6,7 @@ gateway imports no scipy, no influxdb-client and no processors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -88,6 +89,61 @@ def test_the_outbox_counts_boots_and_never_reuses_an_id(tmp_path: Path) -> None:
         assert again == ids[-1] + 1
         (row,) = outbox.peek(10)
         assert (row.boot, row.athlete, row.body) == (first_boot + 1, "ann", b"3")
+
+
+def test_a_commit_deletes_the_acknowledged_rows_in_its_own_transaction(tmp_path: Path) -> None:
+    """The publisher's deletions ride on the writer's next fsync: ``append`` deletes the
+    rows up to ``delete_through`` and queues the new ones, the receipt time kept."""
+    with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+        first = outbox.append([("ann", b"1"), ("bob", b"2"), ("ann", b"3")])
+        (later,) = outbox.append([("bob", b"4", 1234)], delete_through=first[1])
+        rows = outbox.peek(10)
+        assert [(r.id, r.body) for r in rows] == [(first[2], b"3"), (later, b"4")]
+        assert rows[-1].created_ns == 1234  # the gateway's receipt, not the commit's time
+        assert [r.id for r in outbox.peek(10, after=first[2])] == [later]
+
+
+def test_each_athletes_rows_reach_the_stream_in_order_stamped_with_their_receipt(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """Athletes' rows are published concurrently, each athlete's one PubAck at a time:
+    every row once, each athlete's in receipt order, with its ``Redox-Received`` time."""
+    from streamer.team.gateway import Gateway
+
+    offered: dict[tuple[str, int], tuple[int, int]] = {}  # (athlete, t_ns) → receipt window
+
+    async def scenario() -> None:
+        with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+            gateway = Gateway("gw1", [nats_server.url], outbox, {})
+            task = asyncio.create_task(gateway.run())
+            await gateway.connected.wait()
+            for n in range(300):
+                athlete = f"a{n % 7}"
+                note = RecordedNotification(n, "strap", "2a37", bytes([0, 60 + n % 50]))
+                before = time.time_ns()
+                gateway.offer(athlete, note)
+                offered[(athlete, n)] = (before, time.time_ns())
+                if n % 40 == 0:
+                    await asyncio.sleep(0)  # offers arrive over several commits and rounds
+            await gateway.stop(drain_s=60)
+            assert gateway.drained.is_set()
+            assert outbox.depth() == 0, "every acknowledged row deleted"
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    stored = stream_messages([nats_server.url])
+    check_exactly_once(stored)
+    assert len(stored) == 300
+    for m in stored:
+        assert isinstance(m.message, RecordedNotification)
+        low, high = offered[(m.athlete, m.message.t_ns)]
+        assert m.received_ns is not None
+        assert low <= m.received_ns <= high
+    for athlete in {m.athlete for m in stored}:
+        times = [m.message.t_ns for m in stored if m.athlete == athlete]
+        assert times == sorted(times), f"{athlete}'s rows out of order"
 
 
 def _lease_precedes_records(stored: list[Stored]) -> None:

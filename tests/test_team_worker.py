@@ -28,8 +28,8 @@ from streamer.athlete.events import LabEntry, MorningEnd, MorningStart
 from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.partitions import held_partitions
-from streamer.team.pg_store import LOCK_CLASS
-from streamer.team.worker import Partition, Worker, WorkerOptions
+from streamer.team.pg_store import LOCK_CLASS, ensure_schema
+from streamer.team.worker import Partition, Worker, WorkerOptions, partition_application
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber, eventually
 from tests.servers import InfluxDB1, Mosquitto, NatsServer, PostgreSQL
@@ -649,3 +649,105 @@ def test_a_lease_granted_before_an_athletes_replay_point_still_counts_after_a_ta
         asyncio.run(scenario())
     finally:
         nats_one.stop()
+
+
+# --- outputs of several messages in one transaction ---------------------------------------------
+
+
+@pytest.mark.parametrize("crash", ["inside", "after"])
+def test_a_batched_transaction_keeps_its_messages_outputs_and_checkpoint_together(
+    postgres: PostgreSQL, crash: str
+) -> None:
+    """Several messages' outputs share one transaction with the checkpoint. A session lost
+    inside it commits none of them (nor the checkpoint); one lost after it keeps all. Either
+    way the next owner, replaying from the checkpoint, leaves exactly the single box's rows
+    and MQTT outbox messages, each once."""
+    messages = th.athlete_days(2, 4, sessions=False)
+    expected = th.oracle(messages)
+    number = 5
+    queues = {a: list(m) for a, m in messages.items()}
+    order: list[tuple[str, wire.WireMessage]] = []  # interleaved, as gateways publish
+    while any(queues.values()):
+        for athlete, items in queues.items():
+            if items:
+                order.append((athlete, items.pop(0)))
+    # The MQTT sink is built (its outbox is written in the transaction) but never runs.
+    config = Config(mqtt=MqttConfig.from_url("mqtt://127.0.0.1:1"))
+
+    def outbox() -> list[tuple[str, str]]:
+        """(topic, payload without seq) of the partition's MQTT outbox, in order."""
+        with psycopg.connect(postgres.dsn) as conn:
+            rows = conn.execute(f"SELECT payload, meta FROM p{number}.outbox_mqtt ORDER BY id")
+            queued = rows.fetchall()
+        out = []
+        for payload, meta in queued:
+            body = json.loads(bytes(payload))
+            body.pop("seq")
+            out.append((json.loads(meta)["topic"], json.dumps(body, sort_keys=True)))
+        return out
+
+    def feed(part: Partition, start: int, stop_after: int | None) -> list[int]:
+        """Handle the messages from stream sequence ``start`` (= index + 1), writing every
+        three messages with outputs; returns the committed checkpoints. With
+        ``stop_after``, the session dies at that transaction (inside or after it)."""
+        commits: list[int] = []
+        for index in range(start - 1, len(order)):
+            athlete, message = order[index]
+            subject = f"{wire.PARTITION_PREFIX}.{number}.{athlete}"
+            part.handle(subject, wire.encode(message), {}, index + 1)
+            if len(part._staged) >= 3 and sum(1 for _, d in part._staged if d) >= 2:
+                if stop_after is not None and len(commits) + 1 == stop_after:
+                    return commits  # the caller makes this transaction die
+                part.flush()
+                commits.append(part.checkpoint)
+        part.flush()
+        commits.append(part.checkpoint)
+        return commits
+
+    first = Partition(number, worker_id="a", dsn=postgres.dsn, config=config, js=None, live=False)
+    ensure_schema(first.conn, wire.DEFAULT_PARTITIONS)
+    assert first.try_lock()
+    assert first.open() == 1
+    commits = feed(first, 1, stop_after=2)
+    assert len(commits) == 1, "the first transaction committed"
+    before = outbox()
+    assert before, "the first transaction queued outputs"
+    assert first.store is not None
+    staged = list(first._staged)
+    assert sum(1 for _, durable in staged if durable) >= 2, "a transaction of several messages"
+    if crash == "inside":
+        # The session dies after the outputs' statements, before the commit.
+        def die(db: Any, applied: int) -> None:
+            db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        first.store.set_checkpoint = die  # type: ignore[method-assign]
+        with pytest.raises(psycopg.OperationalError):
+            first.flush()
+        assert _count(postgres.dsn, "SELECT applied FROM checkpoint") == commits[0]
+        assert outbox() == before, "none of the batch's outputs"
+    else:
+        first.flush()  # committed; then the session dies
+        assert _count(postgres.dsn, "SELECT applied FROM checkpoint") == first.checkpoint
+        assert first.checkpoint == staged[-1][0] > commits[0]
+        kept = outbox()[len(before) :]
+        assert len(kept) == sum(len(durable) for _, durable in staged), "all the batch's outputs"
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (partition_application("a", number),),
+            )
+    first.close()
+
+    second = Partition(number, worker_id="b", dsn=postgres.dsn, config=config, js=None, live=False)
+    assert second.try_lock(), "the dead session's lock went with it"
+    start = second.open()
+    assert start <= second.checkpoint + 1
+    feed(second, start, stop_after=None)
+    second.close()
+
+    assert th.oracle_rows(expected)["morning"], "mornings are kept"
+    assert th.history_rows(postgres.dsn) == th.oracle_rows(expected)
+    sent = outbox()
+    assert len(sent) == len(set(sent)), "no output twice"
+    assert set(sent) == th.expected_messages(expected)

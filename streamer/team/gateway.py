@@ -6,11 +6,12 @@ gaps and battery levels (device events, in the driver's order), every lease gran
 every protocol marker (MQTT commands) becomes one row of the durable outbox
 (:class:`streamer.team.outbox.GatewayOutbox`, fsync'd), then one JetStream message on
 ``redox.raw.<athlete>`` with ``Nats-Msg-Id`` = ``<gateway>:<boot>:<row id>``. A row is
-deleted only after its PubAck. Publishing is strictly one message at a time, in row order:
-a message resent after a failure never overtakes a later one, so the stream holds each
-athlete's messages in the order the gateway received them; when the link or the stream's
-leader is away the publisher backs off and resends the same row, and the server drops the
-copies it already stored.
+deleted only after its PubAck. Publishing is one message at a time *per athlete*, in row
+order (the athletes' chains run concurrently): a message resent after a failure never
+overtakes a later one of its athlete, so the stream holds each athlete's messages in the
+order the gateway received them; when the link or the stream's leader is away the
+publisher backs off and resends the same row, and the server drops the copies it already
+stored.
 
 Imports stay thin (no scipy, no influxdb-client, no processors: a Pi Zero 2 W runs it);
 ``tests/test_team_gateway.py`` holds that.
@@ -41,7 +42,7 @@ from devices.records import BatteryLevel
 from streamer.config import DeviceConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s, lease_key
-from streamer.team.outbox import GatewayOutbox
+from streamer.team.outbox import GatewayOutbox, Row
 from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class Gateway:
         """Set once NATS answered and the stream and bucket exist."""
         self.drained = asyncio.Event()
         """Set while the outbox is empty (every row acknowledged)."""
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, bytes, int]] = []  # (athlete, body, received wall ns)
         self._wake_writer = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._held = 0
@@ -275,12 +276,17 @@ class Gateway:
         self._failed: asyncio.Future[None] | None = None
         self._closing = False
         self._writer_closed = False
+        self._stalled_since: float | None = None  # monotonic s of the first failed publish
+        self._acked_through = 0
+        """Every outbox row up to this id is acknowledged (deleted with the next commit)."""
 
     # -- into the outbox ------------------------------------------------------------------
 
     def offer(self, athlete: str, message: wire.WireMessage) -> None:
-        """Queue one message of ``athlete`` (on the event loop; committed within ms)."""
-        self._pending.append((athlete, wire.encode(message)))
+        """Queue one message of ``athlete`` (on the event loop; committed within ms),
+        stamped with its receipt time (wall ns: the live latency's start, see
+        :data:`streamer.team.wire.RECEIVED_HEADER`)."""
+        self._pending.append((athlete, wire.encode(message), time.time_ns()))
         self.stats.offered += 1
         if self._writer_closed:
             self._commit_pending()  # a straggler after the writer stopped: commit it here
@@ -301,7 +307,7 @@ class Gateway:
     def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            self.outbox.append(batch)
+            self.outbox.append(batch, self._acked_through)
             self.stats.stored += len(batch)
             self.drained.clear()
             self._wake_publisher.set()
@@ -315,7 +321,7 @@ class Gateway:
             self._wake_writer.clear()
             batch, self._pending = self._pending, []
             if batch:
-                await asyncio.to_thread(self.outbox.append, batch)
+                await asyncio.to_thread(self.outbox.append, batch, self._acked_through)
                 self.stats.stored += len(batch)
                 self.drained.clear()
                 self._wake_publisher.set()
@@ -376,46 +382,69 @@ class Gateway:
         _LOGGER.debug("NATS: %s", exc)
 
     async def _publisher(self) -> None:
-        """Publish the outbox in order, one PubAck at a time; delete what was acknowledged."""
+        """Publish the outbox, each athlete's rows in order; delete what was acknowledged.
+
+        The rows of one round are published concurrently *across* athletes and one PubAck
+        at a time *within* an athlete (:meth:`_publish_chain`): the stream's order is per
+        athlete's subject, and a row resent after a failure never overtakes a later row of
+        its athlete because that later row is not sent before its PubAck. Rows are deleted
+        only when every row of the round is acknowledged, by the writer's next commit (one
+        fsync for both) or, when nothing new came, here; a crash before resends them under
+        the same msg ids, which the server drops."""
         js = self._nc.jetstream()
+        deleted = 0  # rows up to this id are deleted
         while True:
-            rows = await asyncio.to_thread(self.outbox.peek, BATCH)
+            rows = await asyncio.to_thread(self.outbox.peek, BATCH, self._acked_through)
             if not rows:
                 self._wake_publisher.clear()
+                if self._acked_through > deleted:
+                    # Nothing new to publish: delete what was acknowledged now (else the
+                    # writer's next commit does it, in the same fsync as its rows).
+                    deleted = self._acked_through
+                    await asyncio.to_thread(self.outbox.ack_through, deleted)
                 if self.outbox.depth() == 0:
                     self.drained.set()
                     await self._wake_publisher.wait()
                 continue
+            chains: dict[str, list[Row]] = {}
             for row in rows:
-                headers = {
-                    wire.MSG_ID_HEADER: wire.msg_id(self.id, row.boot, row.id),
-                    wire.GATEWAY_HEADER: self.id,
-                }
-                stalled_since: float | None = None
-                delays = RESEND_BACKOFF.delays(self._rng)
-                while True:
-                    try:
-                        ack = await js.publish(
-                            wire.raw_subject(row.athlete),
-                            row.body,
-                            timeout=PUBLISH_TIMEOUT_S,
-                            headers=headers,
-                        )
-                        break
-                    except (NatsError, OSError, TimeoutError) as exc:
-                        if stalled_since is None:
-                            stalled_since = time.monotonic()
-                            _LOGGER.warning("publishing stalled: %s; resending", exc)
-                        self.stats.resends += 1
-                        await asyncio.sleep(next(delays))
-                if stalled_since is not None:
-                    stall = time.monotonic() - stalled_since
-                    self.stats.stalls_s.append(stall)
-                    _LOGGER.warning("publishing resumed after %.1f s", stall)
-                self.stats.published += 1
-                if ack.duplicate:
-                    self.stats.duplicates += 1
-            await asyncio.to_thread(self.outbox.ack_through, rows[-1].id)
+                chains.setdefault(row.athlete, []).append(row)
+            await asyncio.gather(*(self._publish_chain(js, chain) for chain in chains.values()))
+            self._acked_through = rows[-1].id
+
+    async def _publish_chain(self, js: Any, rows: Sequence[Row]) -> None:
+        """Publish one athlete's ``rows`` in order, each resent until its PubAck."""
+        for row in rows:
+            headers = {
+                wire.MSG_ID_HEADER: wire.msg_id(self.id, row.boot, row.id),
+                wire.GATEWAY_HEADER: self.id,
+                wire.RECEIVED_HEADER: str(row.created_ns),
+            }
+            delays = RESEND_BACKOFF.delays(self._rng)
+            while True:
+                try:
+                    ack = await js.publish(
+                        wire.raw_subject(row.athlete),
+                        row.body,
+                        timeout=PUBLISH_TIMEOUT_S,
+                        headers=headers,
+                    )
+                    break
+                except (NatsError, OSError, TimeoutError) as exc:
+                    if self._stalled_since is None:
+                        self._stalled_since = time.monotonic()
+                        _LOGGER.warning("publishing stalled: %s; resending", exc)
+                    self.stats.resends += 1
+                    await asyncio.sleep(next(delays))
+            if self._stalled_since is not None:
+                # The gateway's stall (first failure → next PubAck), once for all chains.
+                stall = time.monotonic() - self._stalled_since
+                self._stalled_since = None
+                self.stats.stalls_s.append(stall)
+                _LOGGER.warning("publishing resumed after %.1f s", stall)
+            self.stats.published += 1
+            if ack.duplicate:
+                self.stats.duplicates += 1
 
     # -- devices under leases ---------------------------------------------------------------
 

@@ -44,7 +44,7 @@ _DDL: Final = (
 @dataclass(frozen=True, slots=True)
 class Row:
     """One queued message: for ``athlete``'s subject, the wire ``body`` (JSON bytes),
-    queued during ``boot``."""
+    queued during ``boot``; ``created_ns`` is when the gateway received it (wall ns)."""
 
     id: int
     boot: int
@@ -96,16 +96,27 @@ class GatewayOutbox:
                 raise
             self._db.execute("COMMIT")
 
-    def append(self, rows: Sequence[tuple[str, bytes]]) -> list[int]:
-        """Queue ``(athlete, body)`` rows in one fsync'd transaction; their ids, in order."""
+    def append(
+        self, rows: Sequence[tuple[str, bytes] | tuple[str, bytes, int]], delete_through: int = 0
+    ) -> list[int]:
+        """Queue ``(athlete, body[, received_ns])`` rows in one fsync'd transaction; their
+        ids, in order. ``received_ns`` (wall ns) defaults to the commit's time.
+
+        The same transaction deletes the rows up to ``delete_through`` (acknowledged by
+        JetStream, as :meth:`ack_through`): a publisher's deletions ride on the writer's
+        fsync instead of one of their own."""
         now = time.time_ns()
         ids: list[int] = []
         with self._transaction() as db:
-            for athlete, body in rows:
+            if delete_through:
+                db.execute("DELETE FROM gateway_outbox WHERE id <= ?", (delete_through,))
+            for row in rows:
+                athlete, body = row[0], row[1]
+                received = row[2] if len(row) == 3 else now
                 cursor = db.execute(
                     "INSERT INTO gateway_outbox (boot, athlete, body, created_ns) "
                     "VALUES (?, ?, ?, ?)",
-                    (self.boot, athlete, body, now),
+                    (self.boot, athlete, body, received),
                 )
                 assert cursor.lastrowid is not None
                 ids.append(cursor.lastrowid)

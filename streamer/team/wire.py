@@ -25,7 +25,9 @@ in the outbox in the driver's order, between the notifications it came between.
 Headers: ``Nats-Msg-Id`` = ``<gateway>:<boot>:<outbox id>``, the boot the outbox row was
 queued in (JetStream drops a resend of a message it already holds, after a gateway crash
 or a link loss) and ``Redox-Gateway`` =
-the gateway's id (workers drop records from a gateway that does not hold the device's lease).
+the gateway's id (workers drop records from a gateway that does not hold the device's lease)
+and ``Redox-Received`` = the gateway's wall clock when it received the message (ns; the
+start of the live latency, carried with the outbox row).
 
 Athlete ids are the config's ids (``ID_RULE`` in :mod:`streamer.config`: letters, digits,
 ``-`` and ``_``), which are valid single NATS subject tokens.
@@ -69,6 +71,9 @@ enough that a worker's per-partition consumers stay cheap."""
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 GATEWAY_HEADER: Final = "Redox-Gateway"
+RECEIVED_HEADER: Final = "Redox-Received"
+"""When the gateway received the message (wall clock, ns since the epoch, decimal): what
+the live latency is measured from; workers never decide anything by it."""
 
 Marker = (
     MorningStart

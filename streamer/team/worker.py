@@ -13,12 +13,16 @@ consumer and, message by message in the stream's order:
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
    ``run``;
-3. writes what it produced — history rows, the alert book and baselines saved meanwhile,
-   every sink's outbox message (the existing MQTT and InfluxDB sinks, on the partition's
-   outboxes), lease grants, replay points — and the partition's checkpoint (this message's
-   stream sequence) in **one transaction** on the connection that holds the partition's
-   advisory lock, after checking the lock is still held there. A worker that lost its
-   connection or its lock cannot commit anything.
+3. sends its live samples at once (QoS 0; never behind a write), and writes what it
+   produced — history rows, the alert book and baselines saved meanwhile, every sink's
+   outbox message (the existing MQTT and InfluxDB sinks, on the partition's outboxes),
+   lease grants, replay points — and the partition's checkpoint in **one transaction** on
+   the connection that holds the partition's advisory lock, after checking the lock is
+   still held there. The transaction is per batch, not per message: the messages at hand
+   (up to :data:`WRITE_BATCH`) are handled, then their outputs written together with the
+   checkpoint at the last of them; a crash before the commit loses all of them, so the
+   next owner makes them all again. A worker that lost its connection or its lock cannot
+   commit anything.
 
 The sinks drain the partition's outboxes to mosquitto and InfluxDB as in ``run``.
 
@@ -88,6 +92,11 @@ SNAPSHOT_EVERY_S: Final = 60.0
 """Record time between two snapshots of an athlete's windows outside a protocol: what a
 takeover replays at most there (a snapshot costs ~1–8 ms and a few kB; one a minute per
 athlete is ~3% of a core for 200 athletes)."""
+
+WRITE_BATCH: Final = 128
+"""Stream messages whose outputs share one transaction at most: a partition writes what
+the messages at hand produced when its queue runs empty, or once this many messages were
+handled since the first unwritten output (a backlog)."""
 
 _STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
 _ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
@@ -202,7 +211,8 @@ class PartitionCounters:
     skipped: int = 0  # before an athlete's replay point
     dropped_lease: int = 0
     malformed: int = 0
-    transactions: int = 0
+    transactions: int = 0  # committed writes (one per batch of messages with outputs)
+    batched: int = 0  # messages whose outputs went into those transactions
     results: int = 0
     write_errors: int = 0  # transactions of outputs that failed (logged)
 
@@ -239,6 +249,11 @@ class Partition:
         self._writes: _StateWrites | None = None
         self._points: dict[str, tuple[int, bytes]] = {}
         self._pending_leases: list[tuple[str, str, int, str]] = []
+        self._staged: list[tuple[int, list[Result]]] = []
+        """(seq, durable outputs) of the handled messages not yet written."""
+        self._handled = 0  # the last stream sequence handled
+        self._staged_at = 0  # messages handled when the first staged one was
+        self._live_sent = False  # live samples queued since the consumer last yielded
         self._task: asyncio.Task[None] | None = None
 
     def try_lock(self) -> bool:
@@ -265,6 +280,12 @@ class Partition:
 
     def start(self) -> None:
         """Open the store and sinks, restore the takeover state, start consuming."""
+        start = self.open()
+        self._task = asyncio.create_task(self._run(start), name=f"partition {self.number}")
+
+    def open(self) -> int:
+        """Open the store and sinks and restore the takeover state; the stream sequence
+        to consume from (then each message of the partition goes to :meth:`handle`, in order)."""
         store = PgStore(self.conn, self.number, f"PostgreSQL partition {self.number}")
         self.store = store
         self._writes = _StateWrites(store)
@@ -273,7 +294,7 @@ class Partition:
         self._points = store.replay_points()
         start = min([self.checkpoint + 1, *(s for s, _ in self._points.values())])
         self.leases = store.leases_before(start)
-        self._task = asyncio.create_task(self._run(start), name=f"partition {self.number}")
+        return start
 
     def _build_sinks(self, store: PgStore) -> list[Sink]:
         # PgStore has the Store surface the sinks use (transaction, query, has_table,
@@ -348,14 +369,27 @@ class Partition:
 
     async def _consume(self, sub: Any) -> None:
         pending = 0
+        since_yield = 0
         async for msg in sub.messages:
             meta = msg.metadata
             self.handle(msg.subject, msg.data, msg.headers or {}, meta.sequence.stream)
+            since_yield += 1
+            if self._live_sent or since_yield >= 64:
+                # A live sample's task publishes as soon as the loop turns: before the rest
+                # of the batch and its transaction. The sinks and the other partitions get
+                # their turn at least every 64 messages.
+                self._live_sent = False
+                since_yield = 0
+                await asyncio.sleep(0)
+            # Outputs are written once the messages at hand are handled (one transaction for
+            # the lot, not one per message), before the consumer waits for more.
+            if self._staged and (
+                sub.pending_msgs == 0 or self.counters.messages - self._staged_at >= WRITE_BATCH
+            ):
+                self.flush()
             pending = int(meta.num_pending)
-            if pending == 0:
+            if pending == 0 and not self._staged:
                 self.caught_up.set()
-            if self.counters.messages % 64 == 0:
-                await asyncio.sleep(0)  # the sinks and the other partitions get their turn
 
     # --- one message --------------------------------------------------------------------------
 
@@ -378,8 +412,10 @@ class Partition:
         return track
 
     def handle(self, subject: str, body: bytes, headers: Mapping[str, str], seq: int) -> None:
-        """Process the stream message ``seq`` (see the module docstring)."""
+        """Process the stream message ``seq`` (see the module docstring); its outputs are
+        held for the next :meth:`flush`."""
         self.counters.messages += 1
+        self._handled = max(self._handled, seq)
         try:
             _, athlete = wire.athlete_of(subject)
             message = wire.decode(subject, body)
@@ -401,7 +437,7 @@ class Partition:
                 self._hand_over(track, athlete, message, seq)
             if not muted:
                 self._pending_leases.append((athlete, message.device, seq, message.gateway))
-                self._write(seq, [])
+                self._stage(seq, [])
             return
         if seq < track.skip_below:
             self.counters.skipped += 1
@@ -450,17 +486,7 @@ class Partition:
         if live:
             self._send_live(live)
         if durable or self._writes.pending or type(record) in _ENDS:
-            try:
-                self._write(seq, durable)
-            except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
-                raise  # the partition is lost: the next owner goes on from the checkpoint
-            except Exception:
-                # As the pipeline does: one result that cannot be kept (a bug) must not
-                # stop the partition for ever; it is logged and counted, the rest goes on.
-                self.counters.write_errors += 1
-                _LOGGER.exception(
-                    "partition %d: outputs of stream message %d not kept", self.number, seq
-                )
+            self._stage(seq, durable)
 
     def _hand_over(self, track: _Track, athlete: str, grant: wire.LeaseGranted, seq: int) -> None:
         """A device held before was granted (again): its stream has a hole there
@@ -516,19 +542,67 @@ class Partition:
                 track.open.pop(_ENDS[kind], None)
             track.ended = True  # the next point is after it
 
-    def _write(self, seq: int, durable: Sequence[Result]) -> None:
-        """Outputs of message ``seq``, held saves, leases, replay points and the checkpoint:
-        one transaction on the lock's connection."""
+    def _stage(self, seq: int, durable: list[Result]) -> None:
+        """Hold message ``seq``'s outputs (none: its saves, lease or protocol end) for the
+        next :meth:`flush`."""
+        if not self._staged:
+            self._staged_at = self.counters.messages
+        self._staged.append((seq, durable))
+
+    def flush(self) -> None:
+        """Write the outputs of the messages handled since the last write (:meth:`_write`);
+        a no-op when they produced none. Raises when the partition is lost."""
+        if not self._staged:
+            return
+        staged, self._staged = self._staged, []
+        try:
+            self._write(self._handled, staged)
+        except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the partition is lost: the next owner goes on from the checkpoint
+        except Exception:
+            # As the pipeline does: outputs that cannot be kept (a bug) must not stop the
+            # partition for ever; they are logged and counted, the rest goes on.
+            self.counters.write_errors += 1
+            _LOGGER.exception(
+                "partition %d: outputs of stream messages %d–%d not kept",
+                self.number,
+                staged[0][0],
+                staged[-1][0],
+            )
+
+    def _write(self, seq: int, staged: Sequence[tuple[int, Sequence[Result]]]) -> None:
+        """The outputs of the handled messages through ``seq`` (``staged``: each message's
+        durable results), held saves, leases, replay points and the checkpoint ``seq``:
+        one transaction on the lock's connection.
+
+        ``seq`` is the last message *handled*, not the last with outputs: the replay
+        points snapshot the windows as they are now, after it. Each message's results are
+        kept in a savepoint of their own, so one that cannot be kept (a bug: logged and
+        counted) does not take the other messages' with it."""
         store, writes = self.store, self._writes
         assert store is not None
         assert writes is not None
+        results = 0
         with store.transaction() as db:
             writes.flush()
-            for result in durable:
-                store.record(result)
-            if durable:
-                for sink in self.sinks:
-                    sink.accept(durable)
+            for at_seq, durable in staged:
+                if not durable:
+                    continue
+                try:
+                    with store.transaction():  # a savepoint
+                        for result in durable:
+                            store.record(result)
+                        for sink in self.sinks:
+                            sink.accept(durable)
+                except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
+                    raise
+                except Exception:
+                    self.counters.write_errors += 1
+                    _LOGGER.exception(
+                        "partition %d: outputs of stream message %d not kept", self.number, at_seq
+                    )
+                    continue
+                results += len(durable)
             for athlete, device, at, gateway in self._pending_leases:
                 store.add_lease(db, athlete, device, at, gateway)
             for athlete, track in self.tracks.items():
@@ -543,10 +617,14 @@ class Partition:
         self._pending_leases.clear()
         self.checkpoint = seq
         self.counters.transactions += 1
-        self.counters.results += len(durable)
+        self.counters.batched += len(staged)
+        self.counters.results += results
 
     def _send_live(self, live: list[Result]) -> None:
-        """Live samples (QoS 0) on the sinks' current connections; shed when none."""
+        """Live samples (QoS 0) on the sinks' current connections, at once: their tasks run
+        when the consumer next yields, right after this message (before any write); shed
+        when there is no connection."""
+        self._live_sent = True
         for sink in self.sinks:
             task = asyncio.get_running_loop().create_task(sink.send_live(live))
             task.add_done_callback(_ignore_outcome)
