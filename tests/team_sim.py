@@ -31,6 +31,7 @@ import pickle
 import random
 import re
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,15 +42,21 @@ from pathlib import Path
 from typing import Any
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import SessionEnd, SessionStart
+from streamer.athlete.events import MorningEnd, MorningStart, SessionEnd, SessionStart
 from streamer.team import wire
 from tests import team_helpers as gh
+from tests import team_influx as ti
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_GAP_NS = 3600 * 10**9
 """Record-time gaps longer than this split an athlete's messages into days (ns)."""
+
+INFLUX_DB = "redox"
+"""The workers' InfluxDB database."""
+ORACLE_DB = "oracle"
+"""The database the oracle's points are written to, on the same server, for the comparison."""
 
 Timed = tuple[float, wire.WireMessage]
 """(wall offset from the simulation's start (s), message)."""
@@ -319,12 +326,19 @@ def gateway_proc(workdir: Path, gateway_id: str, servers: Sequence[str], plan: P
 
 
 def worker_proc(
-    workdir: Path, worker_id: str, servers: Sequence[str], dsn: str, mqtt_url: str
+    workdir: Path,
+    worker_id: str,
+    servers: Sequence[str],
+    dsn: str,
+    mqtt_url: str,
+    config: Path | None = None,
 ) -> Proc:
+    """A ``redox-streamer worker`` process; ``config`` gives its other sinks (InfluxDB)."""
     return Proc(
         worker_id,
         ["-m", "streamer.cli", "worker", "--id", worker_id, "--nats", ",".join(servers),
-         "--postgres", dsn, "--mqtt", mqtt_url],
+         "--postgres", dsn, "--mqtt", mqtt_url,
+         *(["--config", str(config)] if config is not None else [])],
         workdir / f"worker-{worker_id}.log",
     )  # fmt: skip
 
@@ -516,6 +530,8 @@ class Figures:
     from the start to the first fault."""
     faults: dict[str, str] = field(default_factory=dict)
     """Each fault and what was measured around it."""
+    influx: ti.InfluxFacts = field(default_factory=ti.InfluxFacts)
+    """The workers' durable InfluxDB points against the oracle's, and the live tagging."""
     network: str = "loopback"
 
 
@@ -561,7 +577,7 @@ class Simulation:
         netns: bool = False,
         log: Any = None,
     ) -> None:
-        from tests.servers import Mosquitto, PostgreSQL, nats_cluster
+        from tests.servers import InfluxDB1, Mosquitto, PostgreSQL, nats_cluster
 
         self.workdir = workdir
         self.messages = {a: list(m) for a, m in messages.items()}
@@ -576,6 +592,9 @@ class Simulation:
         self.pg = PostgreSQL(workdir / "pg")
         self.nats = nats_cluster(workdir / "nats")
         self.mq = Mosquitto(workdir / "mq")
+        self.influx = InfluxDB1(workdir / "influx")
+        self.relay: ti.CountingRelay | None = None
+        self.worker_config = workdir / "worker.toml"
         self.gws: dict[str, Proc] = {}
         self.wks: dict[str, Proc] = {}
         self.dead: list[tuple[str, float, float]] = []
@@ -596,15 +615,21 @@ class Simulation:
         (self.workdir / "nats").mkdir(parents=True, exist_ok=True)
         self.pg.start()
         self.mq.start()
+        self.influx.start()
+        self.relay = ti.CountingRelay(self.influx.url)
+        self.relay.start()
+        self.worker_config.write_text(ti.worker_config(self.relay.url, INFLUX_DB))
         start_all(self.nats)
 
     def stop_all(self) -> None:
         for proc in [*self.gws.values(), *self.wks.values()]:
             with contextlib.suppress(Exception):
                 proc.stop()
-        for server in [*self.nats, self.mq, self.pg]:
+        for server in [*self.nats, self.mq, self.pg, self.influx]:
             with contextlib.suppress(Exception):
                 server.stop()
+        if self.relay is not None:
+            self.relay.stop()
         with contextlib.suppress(Exception):
             self.pg.remove()
         if self.net is not None:
@@ -646,7 +671,8 @@ class Simulation:
         await sub.start()
         facts = MqttFacts(sub)
         for wid in self.worker_ids:
-            self.wks[wid] = worker_proc(self.workdir, wid, self.servers, self.pg.dsn, self.mq.url)
+            self.wks[wid] = worker_proc(self.workdir, wid, self.servers, self.pg.dsn,
+                                        self.mq.url, self.worker_config)  # fmt: skip
             self.wks[wid].start()
         for gid in self.gateway_ids:
             proc = gateway_proc(self.workdir, gid, self.servers, plan_file)
@@ -716,10 +742,29 @@ class Simulation:
         }  # fmt: skip
         self.figures.mqtt_complete = want_mqtt <= facts.update()
         self.figures.mqtt = dict(facts.facts)
+        self.figures.influx = await self._influx_facts(expected, timeout_s)
         self.figures.live_latency_s = latencies(facts.live, self.plan, self.t0, self.steady)
         self.live = facts.live
         await sub.stop()
         return self.figures
+
+    async def _influx_facts(self, expected: Sequence[Any], timeout_s: float) -> ti.InfluxFacts:
+        """The oracle's points in their own database, then the workers' compared with them
+        (waiting for the workers' outboxes to drain to InfluxDB)."""
+        url = self.influx.url
+        await asyncio.to_thread(ti.write_oracle, url, ORACLE_DB, expected)
+        compared: list[ti.InfluxFacts] = []
+
+        def same() -> bool:
+            compared[:] = [ti.compare(url, INFLUX_DB, ORACLE_DB)]
+            return compared[0].identical
+
+        with contextlib.suppress(AssertionError):
+            await _wait(same, timeout_s, "the oracle's durable points in InfluxDB", every_s=1.0)
+        influx = compared[-1]
+        assert self.relay is not None
+        influx.rewrites = self.relay.rewrites()
+        return influx
 
     def check_gateways_exactly_once(self) -> None:
         """Per gateway: every outbox row in the stream once, in order (its msg ids)."""
@@ -746,6 +791,14 @@ class Simulation:
             return await self._restart(self.pg, "PostgreSQL")
         if name == "mosquitto-restart":
             return await self._restart(self.mq, "mosquitto")
+        if name == "nats-restart":
+            return await self._nats_restart()
+        if name == "gateway-link-down-kill":
+            return await self._link_down_kill()
+        if name == "worker-kill-morning":
+            return await self._worker_kill_morning()
+        if name == "influx-restart":
+            return await self._influx_restart()
         raise ValueError(f"unknown fault {name!r}")
 
     async def _leader_kill(self) -> str:
@@ -764,15 +817,20 @@ class Simulation:
         return f"leader {leader} SIGKILLed, new leader {new}; longest write gap {stall:.2f} s"
 
     async def _worker_kill(self) -> str:
-        import psycopg
-
-        from streamer.team.partitions import held_partitions
-
         victim = self.worker_ids[0]
         survivor = self.worker_ids[1]
         proc = self.wks[victim]
         killed_at = time.monotonic()
         await asyncio.to_thread(proc.kill)
+        return await self._takeover(victim, survivor, killed_at)
+
+    async def _takeover(self, victim: str, survivor: str, killed_at: float) -> str:
+        """Wait for ``survivor`` to hold every partition; restart ``victim``."""
+        import psycopg
+
+        from streamer.team.partitions import held_partitions
+
+        proc = self.wks[victim]
 
         def taken() -> bool:
             with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
@@ -819,6 +877,191 @@ class Simulation:
         self.net.link(gid, up=True)
         return f"gateway {gid}'s link down 30 s, then up"
 
+    def _held_by(self, worker_id: str) -> set[int]:
+        """The partitions ``worker_id`` holds now (its PostgreSQL advisory locks)."""
+        import psycopg
+
+        from streamer.team.partitions import held_partitions
+
+        with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
+            held = held_partitions(conn)
+        return {p for p, app in held.items() if app.split(":")[1] == worker_id}
+
+    async def _partition_of(self) -> dict[str, int]:
+        """Each athlete's partition, from the stream's subjects (the server's hash)."""
+        import nats
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            info = await nc.jetstream().stream_info(wire.STREAM, subjects_filter=">")
+        finally:
+            await nc.close()
+        out = {}
+        for subject in info.state.subjects or {}:
+            number, athlete = wire.athlete_of(subject)
+            out[athlete] = number
+        return out
+
+    def _mornings(self) -> list[tuple[str, float, float]]:
+        """(athlete, start, end) wall offsets (s) of every morning reading in the plan."""
+        out = []
+        for seg in self.plan:
+            start = None
+            for offset, m in seg.items:
+                if isinstance(m, MorningStart):
+                    start = offset
+                elif isinstance(m, MorningEnd) and start is not None:
+                    out.append((seg.athlete, start, offset))
+                    start = None
+        return out
+
+    async def _worker_kill_morning(self, horizon_s: float = 30.0) -> str:
+        """SIGKILL a worker at the moment, within ``horizon_s``, when the most morning
+        readings are open in the partitions it holds (from the plan)."""
+        victim, survivor = self.worker_ids[0], self.worker_ids[1]
+        mine = await asyncio.to_thread(self._held_by, victim)
+        partition = await self._partition_of()
+        windows = [(s, e) for a, s, e in self._mornings() if partition.get(a) in mine]
+        now = time.time() - self.t0 + 0.5
+
+        def open_at(t: float) -> int:
+            return sum(1 for s, e in windows if s < t < e)
+
+        moments = [now + 0.25 * k for k in range(int(horizon_s / 0.25))]
+        best = max(moments, key=lambda t: (open_at(t), -t))
+        await asyncio.sleep(max(0.0, self.t0 + best - time.time()))
+        at = time.time() - self.t0
+        open_now = open_at(at)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(self.wks[victim].kill)
+        self.morning_open = open_now
+        took = await self._takeover(victim, survivor, killed_at)
+        return (
+            f"{took}; {open_now} morning readings open in its {len(mine)} partitions at the "
+            f"kill ({at:.1f} s into the plan)"
+        )
+
+    def _outbox_state(self, gid: str) -> tuple[int, int]:
+        """(rows, highest id) in gateway ``gid``'s outbox file now."""
+        path = self.workdir / f"outbox-{gid}.sqlite"
+        if not path.exists():
+            return 0, 0
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+            rows, top = db.execute("SELECT count(*), max(id) FROM gateway_outbox").fetchone()
+        return int(rows), int(top or 0)
+
+    def _outboxes_past(self, tops: Mapping[str, int]) -> bool:
+        """Every row at or below ``tops`` (per gateway) has left its outbox."""
+        for gid, top in tops.items():
+            path = self.workdir / f"outbox-{gid}.sqlite"
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+                (left,) = db.execute(
+                    "SELECT count(*) FROM gateway_outbox WHERE id <= ?", (top,)
+                ).fetchone()
+            if left:
+                return False
+        return True
+
+    async def _last_seq(self) -> int:
+        """The raw stream's last sequence number now."""
+        import nats
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            return int((await nc.jetstream().stream_info(wire.STREAM)).state.last_seq)
+        finally:
+            await nc.close()
+
+    async def _first_stored_after(self, seq: int, t: float) -> float:
+        """When the server stored the first message after ``seq`` that is later than
+        ``t`` (wall s), waiting for one."""
+        import nats
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                    opt_start_seq=seq + 1)  # fmt: skip
+            sub = await nc.jetstream().subscribe(
+                wire.stream_subjects()[0], ordered_consumer=True, config=config
+            )
+            while True:
+                msg = await sub.next_msg(timeout=120)
+                stored = float(msg.metadata.timestamp.timestamp())
+                if stored > t:
+                    await sub.unsubscribe()
+                    return stored
+        finally:
+            await nc.close()
+
+    async def _nats_restart(self, down_s: float = 5.0) -> str:
+        """Every NATS node SIGKILLed at once, ``down_s`` away, started again; the gateways
+        keep their rows meanwhile. The stall: the kill → the first message stored after."""
+        from tests.servers import start_all
+
+        before = await self._last_seq()
+        for node in self.nats:  # all at once: no two nodes left to form a quorum
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        for node in self.nats:
+            await asyncio.to_thread(node.kill)  # reaped, ports free
+        await asyncio.sleep(down_s)  # the fault itself: the whole cluster away
+        states = {gid: await asyncio.to_thread(self._outbox_state, gid) for gid in self.gws}
+        held = sum(rows for rows, _ in states.values())
+        started = time.time()
+        await asyncio.to_thread(start_all, self.nats)
+        up_s = time.time() - started
+        stall = await self._first_stored_after(before, killed_at) - killed_at
+        self.nats_restart_stall_s = stall
+        tops = {gid: top for gid, (_, top) in states.items()}
+        await _wait(lambda: self._outboxes_past(tops), 120, "the gateways' backlog published")
+        caught_up = time.time() - killed_at
+        return (
+            f"all {len(self.nats)} NATS nodes SIGKILLed, started again after {down_s:.0f} s "
+            f"(ready in {up_s:.1f} s); the gateways' outboxes held {held} rows; writes stalled "
+            f"{stall:.1f} s, the backlog was in the stream {caught_up:.1f} s after the kill"
+        )
+
+    async def _link_down_kill(self, down_s: float = 30.0) -> str:
+        """A gateway's link down ``down_s``, SIGKILLed while down, restarted: what its
+        outbox held is sent by the new process (same msg ids), once."""
+        if self.net is None:
+            return "skipped: no network namespaces (loopback gateways)"
+        gid = self.gateway_ids[1 % len(self.gateway_ids)]
+        proc = self.gws[gid]
+        self.net.link(gid, up=False)
+        await asyncio.sleep(down_s)  # the fault itself: the link away
+        held, top = await asyncio.to_thread(self._outbox_state, gid)
+        start = time.time()
+        await asyncio.to_thread(proc.kill)
+        self.net.link(gid, up=True)
+        proc.start()
+        self.dead.append((gid, start, time.time()))
+        await _wait(lambda: self._outboxes_past({gid: top}), 120, f"{gid}'s outbox sent")
+        return (
+            f"gateway {gid}'s link down {down_s:.0f} s, SIGKILLed while down with {held} rows "
+            f"in its outbox, restarted: they were in the stream {time.time() - start:.1f} s "
+            "after the kill"
+        )
+
+    async def _influx_restart(self) -> str:
+        """InfluxDB SIGKILLed and started again: the workers' outboxes keep what it missed."""
+        assert self.relay is not None
+        started = time.time()
+        await asyncio.to_thread(self.influx.kill)
+        await asyncio.to_thread(self.influx.start)
+        away = time.time() - started
+        await _wait(lambda: self.relay is not None and self.relay.last_accepted > started + away,
+                    120, "a write accepted after InfluxDB's restart")  # fmt: skip
+        assert self.relay is not None
+        resumed = self.relay.last_accepted - started
+        self.influx_resumed_s = resumed
+        return (
+            f"InfluxDB SIGKILLed and started again ({away:.1f} s away); writes accepted again "
+            f"{resumed:.1f} s after the kill"
+        )
+
     async def _restart(self, server: Any, what: str) -> str:
         started = time.monotonic()
         await asyncio.to_thread(server.stop)
@@ -826,12 +1069,12 @@ class Simulation:
         return f"{what} restarted ({time.monotonic() - started:.1f} s away)"
 
 
-async def _wait(condition: Any, timeout_s: float, what: str) -> None:
+async def _wait(condition: Any, timeout_s: float, what: str, every_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not await asyncio.to_thread(condition):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every_s)
 
 
 if __name__ == "__main__":
