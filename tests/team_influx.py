@@ -3,7 +3,10 @@ the server, the single-box oracle's points written beside the workers', and the 
 
 The workers write to a real InfluxDB 1.6 through :class:`CountingRelay`, which forwards
 every request unchanged and counts each durable point the server accepted (2xx), so a point
-written twice — an overwrite in InfluxDB, invisible in the data — is still seen. The oracle's
+written twice — an overwrite in InfluxDB, invisible in the data — is still seen. The relay
+runs in a process of its own (:class:`RelayProcess`, ``python -m tests.team_influx``), so
+its threads do not take the simulation process's interpreter from the MQTT subscriber that
+times the live samples. The oracle's
 durable results are encoded by the sink's own encoder (:func:`lines_for`) and written to a
 second database on the same server; both databases are then read back the same way (every
 durable measurement, ``GROUP BY *``), so the comparison is on content — measurement, tags,
@@ -13,7 +16,10 @@ time and fields — after the same server's parsing on both sides.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -23,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Final
 
 from streamer.results import LIVE_KINDS, Result
@@ -39,14 +46,16 @@ Point = tuple[str, tuple[tuple[str, str], ...], int, tuple[tuple[str, object], .
 
 
 class CountingRelay:
-    """An HTTP relay on a free loopback port in front of ``upstream`` (InfluxDB's URL).
+    """An HTTP relay on loopback ``port`` (0: any free one) in front of ``upstream``
+    (InfluxDB's URL).
 
     Every request is forwarded as it came; while the server is away the relay answers 503
     (the writer's retry case). For each ``/write`` the server accepted, each durable point's
     line is counted in :attr:`accepted`; :attr:`last_accepted` is the wall time (s) of the
-    latest accepted write."""
+    latest accepted write. ``GET /relay/stats`` answers both as JSON (``rewrites``,
+    ``last_accepted``) instead of forwarding."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, port: int = 0) -> None:
         self.upstream = upstream.rstrip("/")
         self.accepted: Counter[str] = Counter()
         self.last_accepted = 0.0
@@ -55,7 +64,10 @@ class CountingRelay:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                relay._forward(self, "GET")
+                if self.path == STATS_PATH:
+                    relay._stats(self)
+                else:
+                    relay._forward(self, "GET")
 
             def do_POST(self) -> None:
                 relay._forward(self, "POST")
@@ -63,7 +75,7 @@ class CountingRelay:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per write would flood the simulation's output
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -106,6 +118,16 @@ class CountingRelay:
         handler.end_headers()
         handler.wfile.write(text)
 
+    def _stats(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            last = self.last_accepted
+        text = json.dumps({"rewrites": self.rewrites(), "last_accepted": last}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(text)))
+        handler.end_headers()
+        handler.wfile.write(text)
+
     def _count(self, body: bytes) -> None:
         durable = [
             line
@@ -120,6 +142,68 @@ class CountingRelay:
         """Durable points the server accepted more than once (an overwrite, same content)."""
         with self._lock:
             return sum(n - 1 for n in self.accepted.values() if n > 1)
+
+
+STATS_PATH: Final = "/relay/stats"
+
+
+class RelayProcess:
+    """:class:`CountingRelay` in its own process, on a free loopback port; its log in
+    ``workdir``."""
+
+    def __init__(self, upstream: str, workdir: Path) -> None:
+        from tests.servers import free_port
+
+        self.upstream = upstream
+        self.port = free_port()
+        self.log = workdir / "influx-relay.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from tests.servers import _wait_until
+
+        root = Path(__file__).resolve().parents[1]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.team_influx", self.upstream, str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": str(root)},
+            )
+        _wait_until(lambda: self._get() is not None, "influx relay", self.proc, self.log, 60.0)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    def _get(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(self.url + STATS_PATH, timeout=10) as resp:
+                stats: dict[str, Any] = json.loads(resp.read())
+                return stats
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def stats(self) -> dict[str, Any]:
+        stats = self._get()
+        if stats is None:
+            raise RuntimeError(f"the InfluxDB relay does not answer; see {self.log}")
+        return stats
+
+    def rewrites(self) -> int:
+        """Durable points the server accepted more than once."""
+        return int(self.stats()["rewrites"])
+
+    @property
+    def last_accepted(self) -> float:
+        """Wall time (s) of the latest write the server accepted (0: none yet)."""
+        return float(self.stats()["last_accepted"])
 
 
 def query(url: str, q: str, db: str | None = None) -> list[dict[str, Any]]:
@@ -221,3 +305,16 @@ def worker_config(relay_url: str, db: str) -> str:
         f'[influx]\nurl = "{relay_url}"\napi = "v1"\ndb = "{db}"\ncreate_database = true\n'
         "flush_interval_s = 0.5\n"
     )
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tests.team_influx UPSTREAM PORT``: the relay, until SIGTERM."""
+    import signal
+
+    relay = CountingRelay(argv[0], int(argv[1]))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    relay._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -593,7 +593,7 @@ class Simulation:
         self.nats = nats_cluster(workdir / "nats")
         self.mq = Mosquitto(workdir / "mq")
         self.influx = InfluxDB1(workdir / "influx")
-        self.relay: ti.CountingRelay | None = None
+        self.relay: ti.RelayProcess | None = None
         self.worker_config = workdir / "worker.toml"
         self.gws: dict[str, Proc] = {}
         self.wks: dict[str, Proc] = {}
@@ -616,7 +616,7 @@ class Simulation:
         self.pg.start()
         self.mq.start()
         self.influx.start()
-        self.relay = ti.CountingRelay(self.influx.url)
+        self.relay = ti.RelayProcess(self.influx.url, self.workdir)
         self.relay.start()
         self.worker_config.write_text(ti.worker_config(self.relay.url, INFLUX_DB))
         start_all(self.nats)
