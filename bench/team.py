@@ -134,7 +134,10 @@ def report(
         print(f"  - {name}: {what}")
     print("\ntargets (issue 13):")
     line("raw records lost 0", f"{s.lost} of {s.planned} (+{s.missed_while_dead} sent to a "
-         "dead gateway)", s.lost == 0)  # fmt: skip
+         f"dead gateway, +{s.missed_while_cut_off} to a cut-off one before its kill)",
+         s.lost == 0)  # fmt: skip
+    line("records dropped by the workers' lease rule", f"{s.dropped_by_lease} (in the stream "
+         "after their device's lease passed to another gateway)", s.dropped_by_lease == 0)  # fmt: skip
     line("duplicates in the stream 0", str(s.duplicates), s.duplicates == 0)
     line("per-athlete reorders 0", str(s.reorders), s.reorders == 0)
     line("each gateway's outbox rows in the stream once", exactly_once, exactly_once == "yes")

@@ -400,6 +400,29 @@ class StreamFacts:
     reorders: int = 0
     missed_while_dead: int = 0
     """Scheduled while their gateway was down (never received: not lost by the system)."""
+    missed_while_cut_off: int = 0
+    """Scheduled at a gateway cut off from the servers and killed before its link came
+    back, and not in the stream: a segment that began meanwhile waited for its device
+    leases (a gateway connects a device only with its lease) and was never received."""
+    dropped_by_lease: int = 0
+    """In the stream, but from a gateway that did not hold the device's lease at that place
+    in it, so the workers drop them: a cut-off gateway's records arriving after its lease
+    expired and another gateway took it."""
+
+
+def _windows(
+    windows: Sequence[tuple[str, float, float]], plan: Sequence[Segment], t0: float
+) -> set[tuple[str, tuple[object, ...]]]:
+    """(athlete, key) of what ``plan`` scheduled at a gateway within its (gateway, from,
+    to) wall windows (± 1 s)."""
+    out: set[tuple[str, tuple[object, ...]]] = set()
+    for gateway, start, end in windows:
+        for seg in plan:
+            if seg.gateway == gateway:
+                for offset, m in seg.items:
+                    if start - 1.0 <= t0 + offset <= end + 1.0:
+                        out.add((seg.athlete, key_of(m)))
+    return out
 
 
 def stream_facts(
@@ -408,26 +431,32 @@ def stream_facts(
     dead: Sequence[tuple[str, float, float]] = (),
     plan: Sequence[Segment] = (),
     t0: float = 0.0,
+    *,
+    raw: Mapping[str, Sequence[wire.WireMessage]] | None = None,
+    cut_off: Sequence[tuple[str, float, float]] = (),
 ) -> StreamFacts:
-    """Compare per athlete; ``dead`` = (gateway, from, to) wall windows of a killed
-    gateway, whose scheduled records are counted apart."""
-    missed: set[tuple[str, tuple[object, ...]]] = set()
-    for gateway, start, end in dead:
-        for seg in plan:
-            if seg.gateway == gateway:
-                for offset, m in seg.items:
-                    if start - 1.0 <= t0 + offset <= end + 1.0:
-                        missed.add((seg.athlete, key_of(m)))
+    """Compare per athlete ``got`` (what the workers accept) with ``planned``; ``dead`` =
+    (gateway, from, to) wall windows of a killed gateway and ``cut_off`` those of a gateway
+    cut off then killed, whose scheduled records missing from the stream are counted apart;
+    what is in ``raw`` (the whole stream) but not accepted is counted as dropped by the
+    lease rule."""
+    missed = _windows(dead, plan, t0)
+    unreached = _windows(cut_off, plan, t0)
     facts = StreamFacts()
     for athlete, items in planned.items():
         index = {key_of(m): i for i, m in enumerate(items)}
         received = [key_of(m) for m in got.get(athlete, [])]
+        in_stream = {key_of(m) for m in (raw or {}).get(athlete, [])}
         facts.planned += len(items)
         facts.delivered += len(received)
         facts.duplicates += len(received) - len(set(received))
         for k in set(index) - set(received):
-            if (athlete, k) in missed:
+            if k in in_stream:
+                facts.dropped_by_lease += 1
+            elif (athlete, k) in missed:
                 facts.missed_while_dead += 1
+            elif (athlete, k) in unreached:
+                facts.missed_while_cut_off += 1
             else:
                 facts.lost += 1
         order = [index[k] for k in received if k in index]
@@ -598,6 +627,8 @@ class Simulation:
         self.gws: dict[str, Proc] = {}
         self.wks: dict[str, Proc] = {}
         self.dead: list[tuple[str, float, float]] = []
+        self.cut_off: list[tuple[str, float, float]] = []
+        """(gateway, link down, killed) wall windows of :meth:`_link_down_kill`."""
         self.figures = Figures(athletes=len(messages), gateways=gateways,
                                messages=sum(len(m) for m in self.messages.values()))  # fmt: skip
         self.t0 = 0.0
@@ -715,7 +746,11 @@ class Simulation:
             self.dead[n] = (gid, start, min(later) if later else end)
         stored = await asyncio.to_thread(gh.stream_messages, self.servers, 120.0)
         got = accepted(stored)
-        self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0)
+        raw: dict[str, list[wire.WireMessage]] = {}
+        for s in stored:
+            raw.setdefault(s.athlete, []).append(s.message)
+        self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0,
+                                           raw=raw, cut_off=self.cut_off)  # fmt: skip
         self._exactly_once = stored
         expected = await asyncio.to_thread(th.oracle, got)
         want_rows = th.oracle_rows(expected)
@@ -1030,11 +1065,13 @@ class Simulation:
             return "skipped: no network namespaces (loopback gateways)"
         gid = self.gateway_ids[1 % len(self.gateway_ids)]
         proc = self.gws[gid]
+        down = time.time()
         self.net.link(gid, up=False)
         await asyncio.sleep(down_s)  # the fault itself: the link away
         held, top = await asyncio.to_thread(self._outbox_state, gid)
         start = time.time()
         await asyncio.to_thread(proc.kill)
+        self.cut_off.append((gid, down, start))
         self.net.link(gid, up=True)
         proc.start()
         self.dead.append((gid, start, time.time()))
