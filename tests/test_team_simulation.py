@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from devices.recording import RecordedNotification
 from tests import team_sim as sim
 from tests import team_worker_helpers as th
 
@@ -57,3 +58,25 @@ def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> Non
     assert influx.live_tagged > 0
     assert influx.live_untagged == 0, "every live point names its gateway"
     assert all(share > 0 for share in figures.worker_cpu.values())
+
+
+def test_stream_facts_tell_lost_records_from_missed_and_dropped_ones() -> None:
+    """A record in the stream that the lease rule drops, one scheduled while its gateway
+    was dead, one while it was cut off before its kill: none of them is counted lost; a
+    record missing outside every window is."""
+    notes = [RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n])) for n in range(5)]
+    plan = [sim.Segment("a1", "gw1", [(5.0 * n, m) for n, m in enumerate(notes)])]
+    t0 = 1000.0
+    facts = sim.stream_facts(
+        {"a1": notes},
+        {"a1": [notes[0]]},
+        dead=[("gw1", t0 + 10.0, t0 + 10.0)],
+        plan=plan,
+        t0=t0,
+        raw={"a1": [notes[0], notes[1]]},
+        cut_off=[("gw1", t0 + 15.0, t0 + 15.0)],
+    )
+    # Notes at 0, 5, 10, 15 and 20 s: 0 accepted, 5 dropped, 10 missed while dead, 15
+    # while cut off, 20 lost.
+    assert (facts.delivered, facts.dropped_by_lease) == (1, 1)
+    assert (facts.missed_while_dead, facts.missed_while_cut_off, facts.lost) == (1, 1, 1)
