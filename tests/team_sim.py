@@ -954,9 +954,13 @@ class Simulation:
 
     async def _worker_kill_morning(self, horizon_s: float = 30.0) -> str:
         """SIGKILL a worker at the moment, within ``horizon_s``, when the most morning
-        readings are open in the partitions it holds (from the plan)."""
-        victim, survivor = self.worker_ids[0], self.worker_ids[1]
-        mine = await asyncio.to_thread(self._held_by, victim)
+        readings are open in the partitions it holds (from the plan). The victim is the
+        worker holding the most partitions now (after an earlier kill the restarted one
+        may hold none yet)."""
+        held = {w: await asyncio.to_thread(self._held_by, w) for w in self.worker_ids[:2]}
+        victim = max(held, key=lambda w: len(held[w]))
+        survivor = next(w for w in held if w != victim)
+        mine = held[victim]
         partition = await self._partition_of()
         windows = [(s, e) for a, s, e in self._mornings() if partition.get(a) in mine]
         now = time.time() - self.t0 + 0.5
