@@ -9,15 +9,19 @@ Run from the repository root (as root for the network namespaces)::
 
 ``--gateways`` gateway processes (each in its own network namespace with a veth pair to a
 bridge, or loopback processes where namespaces cannot be made — printed), a 3-node NATS
-cluster, 2 ``redox-streamer worker`` processes, PostgreSQL and mosquitto; ``--athletes``
+cluster, 2 ``redox-streamer worker`` processes, PostgreSQL, mosquitto and InfluxDB 1.6;
+``--athletes``
 emulated athletes' ``--days`` (a morning reading each day, a training session every other
 day) on a clock ``--speed`` times faster, each day at a random gateway, 10% of sessions
 handed over to another gateway half way (:mod:`tests.team_sim`). The faults follow one
 another after a steady window (which gives the CPU and latency figures): the NATS stream
-leader SIGKILLed, a worker SIGKILLed (the survivor's takeover timed), a gateway SIGKILLed
-and restarted, PostgreSQL restarted, mosquitto restarted, a worker SIGSTOPped 20 s, a
-gateway's link down 30 s. At the end the stream is compared with the plan and what the
-workers kept in PostgreSQL and published with the single-box oracle on the same records.
+leader SIGKILLed, a worker SIGKILLed (the survivor's takeover timed), a worker SIGKILLed
+when the most morning readings are open in its partitions, a gateway SIGKILLed and
+restarted, PostgreSQL restarted, mosquitto restarted, InfluxDB SIGKILLed and started again,
+a worker SIGSTOPped 20 s, a gateway's link down 30 s, every NATS node SIGKILLed and started
+again 5 s later, a gateway's link down 30 s then the gateway SIGKILLed while down and
+restarted. At the end the stream is compared with the plan and what the workers kept in
+PostgreSQL, published and wrote to InfluxDB with the single-box oracle on the same records.
 Prints figures; asserts nothing (``tests/test_team_simulation.py`` is the test). The live
 latency is from the gateway's receipt of a record (its ``Redox-Received`` stamp, read back
 from the stream) to the subscriber's, split at the stream's store time; the old figure,
@@ -42,11 +46,15 @@ from tests import team_worker_helpers as th
 FAULTS = (
     "nats-leader-kill",
     "worker-kill",
+    "worker-kill-morning",
     "gateway-kill",
     "postgres-restart",
     "mosquitto-restart",
+    "influx-restart",
     "worker-stop",
     "gateway-link-down",
+    "nats-restart",
+    "gateway-link-down-kill",
 )
 STEADY_S = 25.0
 """The fault-free window at the start (wall s): CPU and live latency are measured there."""
@@ -131,6 +139,8 @@ def report(
     cpu = max(f.worker_cpu.values(), default=float("nan"))
     at_quarter = per_worker * 0.25 / cpu if cpu > 0 else math.nan
     leader = getattr(simulation, "leader_stall_s", None)
+    whole = getattr(simulation, "nats_restart_stall_s", None)
+    morning_open = getattr(simulation, "morning_open", None)
     takeover = getattr(simulation, "takeover_s", None)
 
     def line(target: str, value: str, good: bool | None) -> None:
@@ -142,7 +152,10 @@ def report(
         print(f"  - {name}: {what}")
     print("\ntargets (issue 13):")
     line("raw records lost 0", f"{s.lost} of {s.planned} (+{s.missed_while_dead} sent to a "
-         "dead gateway)", s.lost == 0)  # fmt: skip
+         f"dead gateway, +{s.missed_while_cut_off} to a cut-off one before its kill)",
+         s.lost == 0)  # fmt: skip
+    line("records dropped by the workers' lease rule", f"{s.dropped_by_lease} (in the stream "
+         "after their device's lease passed to another gateway)", s.dropped_by_lease == 0)  # fmt: skip
     line("duplicates in the stream 0", str(s.duplicates), s.duplicates == 0)
     line("per-athlete reorders 0", str(s.reorders), s.reorders == 0)
     line("each gateway's outbox rows in the stream once", exactly_once, exactly_once == "yes")
@@ -154,6 +167,12 @@ def report(
          f"{f.mqtt.get('resends')} exact resends (same seq), "
          f"{f.mqtt.get('changed_resends')} changed", f.mqtt.get("backwards") == 0)  # fmt: skip
     line("alert events (oracle)", f"{f.alerts} (identical rows)", None)
+    i = f.influx
+    line("durable InfluxDB points identical to the oracle", f"{i.identical}: {i.expected} "
+         f"points, {i.missing} missing, {i.extra} not in the oracle; {i.rewrites} written "
+         "twice (an identical overwrite)", i.identical)  # fmt: skip
+    line("live InfluxDB points tagged with their gateway", f"{i.live_tagged} tagged, "
+         f"{i.live_untagged} without", i.live_tagged > 0 and i.live_untagged == 0)  # fmt: skip
     line(">= 200 athletes per worker at <= 25% of a core",
          f"{per_worker:.0f} live-equivalent athletes per worker at "
          f"{100 * cpu:.1f}% of a core -> {at_quarter:.0f} at 25%", at_quarter >= 200)  # fmt: skip
@@ -175,10 +194,20 @@ def report(
     line("a killed worker's partitions resume <= 15 s",
          "not run" if takeover is None else f"{takeover:.2f} s (all held by the survivor)",
          None if takeover is None else takeover <= 15)  # fmt: skip
+    line("whole NATS restart: writes stall (no target)",
+         "not run" if whole is None else f"{whole:.1f} s from the kill to the first write "
+         "(5 s of it the cluster away)", None)  # fmt: skip
+    line("worker killed during morning readings",
+         "not run" if morning_open is None else f"{morning_open} readings open in its "
+         "partitions; results identical above", None)  # fmt: skip
     print(f"  results drained {f.drained_s:.1f} s after the plan's end")
     for gid, proc in simulation.gws.items():
         stalls = re.findall(r"publishing resumed after ([0-9.]+ s)", proc.log.read_text())
         print(f"  gateway {gid}: publishing stalls {', '.join(stalls) or 'none'}")
+    for point in i.diff[0]:
+        print(f"  InfluxDB point missing: {str(point)[:400]}")
+    for point in i.diff[1]:
+        print(f"  InfluxDB point not in the oracle: {str(point)[:400]}")
     for kind, (missing, extra) in getattr(simulation, "history_diff", {}).items():
         for row in missing[:5]:
             print(f"  {kind} missing in PostgreSQL: {str(row)[:400]}")

@@ -1,6 +1,7 @@
 """The one-machine team simulation of issue 13: gateways, a 3-node NATS cluster, workers,
-PostgreSQL and mosquitto as real processes, emulated athletes' days driven through them,
-and the single-box oracle on the same records.
+PostgreSQL, mosquitto and InfluxDB 1.6 as real processes, emulated athletes' days driven
+through them, and the single-box oracle on the same records (its InfluxDB points compared
+by :mod:`tests.team_influx`).
 
 The athletes' days are the demo's scenarios (:func:`tests.team_worker_helpers.athlete_days`)
 on an accelerated clock: record time runs ``speed`` times faster than wall time and the
@@ -31,6 +32,7 @@ import pickle
 import random
 import re
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,16 +43,22 @@ from pathlib import Path
 from typing import Any
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import SessionEnd, SessionStart
+from streamer.athlete.events import MorningEnd, MorningStart, SessionEnd, SessionStart
 from streamer.results import Kind
 from streamer.team import wire
 from tests import team_helpers as gh
+from tests import team_influx as ti
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_GAP_NS = 3600 * 10**9
 """Record-time gaps longer than this split an athlete's messages into days (ns)."""
+
+INFLUX_DB = "redox"
+"""The workers' InfluxDB database."""
+ORACLE_DB = "oracle"
+"""The database the oracle's points are written to, on the same server, for the comparison."""
 
 Timed = tuple[float, wire.WireMessage]
 """(wall offset from the simulation's start (s), message)."""
@@ -320,12 +328,19 @@ def gateway_proc(workdir: Path, gateway_id: str, servers: Sequence[str], plan: P
 
 
 def worker_proc(
-    workdir: Path, worker_id: str, servers: Sequence[str], dsn: str, mqtt_url: str
+    workdir: Path,
+    worker_id: str,
+    servers: Sequence[str],
+    dsn: str,
+    mqtt_url: str,
+    config: Path | None = None,
 ) -> Proc:
+    """A ``redox-streamer worker`` process; ``config`` gives its other sinks (InfluxDB)."""
     return Proc(
         worker_id,
         ["-m", "streamer.cli", "worker", "--id", worker_id, "--nats", ",".join(servers),
-         "--postgres", dsn, "--mqtt", mqtt_url],
+         "--postgres", dsn, "--mqtt", mqtt_url,
+         *(["--config", str(config)] if config is not None else [])],
         workdir / f"worker-{worker_id}.log",
     )  # fmt: skip
 
@@ -391,6 +406,29 @@ class StreamFacts:
     reorders: int = 0
     missed_while_dead: int = 0
     """Scheduled while their gateway was down (never received: not lost by the system)."""
+    missed_while_cut_off: int = 0
+    """Scheduled at a gateway cut off from the servers and killed before its link came
+    back, and not in the stream: a segment that began meanwhile waited for its device
+    leases (a gateway connects a device only with its lease) and was never received."""
+    dropped_by_lease: int = 0
+    """In the stream, but from a gateway that did not hold the device's lease at that place
+    in it, so the workers drop them: a cut-off gateway's records arriving after its lease
+    expired and another gateway took it."""
+
+
+def _windows(
+    windows: Sequence[tuple[str, float, float]], plan: Sequence[Segment], t0: float
+) -> set[tuple[str, tuple[object, ...]]]:
+    """(athlete, key) of what ``plan`` scheduled at a gateway within its (gateway, from,
+    to) wall windows (± 1 s)."""
+    out: set[tuple[str, tuple[object, ...]]] = set()
+    for gateway, start, end in windows:
+        for seg in plan:
+            if seg.gateway == gateway:
+                for offset, m in seg.items:
+                    if start - 1.0 <= t0 + offset <= end + 1.0:
+                        out.add((seg.athlete, key_of(m)))
+    return out
 
 
 def stream_facts(
@@ -399,26 +437,32 @@ def stream_facts(
     dead: Sequence[tuple[str, float, float]] = (),
     plan: Sequence[Segment] = (),
     t0: float = 0.0,
+    *,
+    raw: Mapping[str, Sequence[wire.WireMessage]] | None = None,
+    cut_off: Sequence[tuple[str, float, float]] = (),
 ) -> StreamFacts:
-    """Compare per athlete; ``dead`` = (gateway, from, to) wall windows of a killed
-    gateway, whose scheduled records are counted apart."""
-    missed: set[tuple[str, tuple[object, ...]]] = set()
-    for gateway, start, end in dead:
-        for seg in plan:
-            if seg.gateway == gateway:
-                for offset, m in seg.items:
-                    if start - 1.0 <= t0 + offset <= end + 1.0:
-                        missed.add((seg.athlete, key_of(m)))
+    """Compare per athlete ``got`` (what the workers accept) with ``planned``; ``dead`` =
+    (gateway, from, to) wall windows of a killed gateway and ``cut_off`` those of a gateway
+    cut off then killed, whose scheduled records missing from the stream are counted apart;
+    what is in ``raw`` (the whole stream) but not accepted is counted as dropped by the
+    lease rule."""
+    missed = _windows(dead, plan, t0)
+    unreached = _windows(cut_off, plan, t0)
     facts = StreamFacts()
     for athlete, items in planned.items():
         index = {key_of(m): i for i, m in enumerate(items)}
         received = [key_of(m) for m in got.get(athlete, [])]
+        in_stream = {key_of(m) for m in (raw or {}).get(athlete, [])}
         facts.planned += len(items)
         facts.delivered += len(received)
         facts.duplicates += len(received) - len(set(received))
         for k in set(index) - set(received):
-            if (athlete, k) in missed:
+            if k in in_stream:
+                facts.dropped_by_lease += 1
+            elif (athlete, k) in missed:
                 facts.missed_while_dead += 1
+            elif (athlete, k) in unreached:
+                facts.missed_while_cut_off += 1
             else:
                 facts.lost += 1
         order = [index[k] for k in received if k in index]
@@ -571,6 +615,8 @@ class Figures:
     """Gateway receipt → subscriber in the steady window, and its halves (s)."""
     faults: dict[str, str] = field(default_factory=dict)
     """Each fault and what was measured around it."""
+    influx: ti.InfluxFacts = field(default_factory=ti.InfluxFacts)
+    """The workers' durable InfluxDB points against the oracle's, and the live tagging."""
     network: str = "loopback"
 
 
@@ -596,8 +642,9 @@ def trim_sessions(
 
 
 class Simulation:
-    """The servers, ``gateways`` gateway processes and two worker processes on this
-    machine; :meth:`run` drives ``messages`` through them and compares with the oracle.
+    """The servers, ``gateways`` gateway processes and two worker processes (their InfluxDB
+    sink through a counting relay) on this machine; :meth:`run` drives ``messages`` through
+    them and compares with the oracle.
 
     ``faults`` = (wall offset from the start (s), name) of :meth:`fault`; ``netns`` puts
     each gateway in its own network namespace (:mod:`tests.team_netns`); ``history``: a
@@ -619,7 +666,7 @@ class Simulation:
         log: Any = None,
         history: Path | None = None,
     ) -> None:
-        from tests.servers import Mosquitto, PostgreSQL, nats_cluster
+        from tests.servers import InfluxDB1, Mosquitto, PostgreSQL, nats_cluster
 
         self.workdir = workdir
         self.messages = {a: list(m) for a, m in messages.items()}
@@ -635,9 +682,14 @@ class Simulation:
         self.pg = PostgreSQL(workdir / "pg")
         self.nats = nats_cluster(workdir / "nats")
         self.mq = Mosquitto(workdir / "mq")
+        self.influx = InfluxDB1(workdir / "influx")
+        self.relay: ti.RelayProcess | None = None
+        self.worker_config = workdir / "worker.toml"
         self.gws: dict[str, Proc] = {}
         self.wks: dict[str, Proc] = {}
         self.dead: list[tuple[str, float, float]] = []
+        self.cut_off: list[tuple[str, float, float]] = []
+        """(gateway, link down, killed) wall windows of :meth:`_link_down_kill`."""
         self.figures = Figures(athletes=len(messages), gateways=gateways,
                                messages=sum(len(m) for m in self.messages.values()))  # fmt: skip
         self.t0 = 0.0
@@ -655,15 +707,21 @@ class Simulation:
         (self.workdir / "nats").mkdir(parents=True, exist_ok=True)
         self.pg.start()
         self.mq.start()
+        self.influx.start()
+        self.relay = ti.RelayProcess(self.influx.url, self.workdir)
+        self.relay.start()
+        self.worker_config.write_text(ti.worker_config(self.relay.url, INFLUX_DB))
         start_all(self.nats)
 
     def stop_all(self) -> None:
         for proc in [*self.gws.values(), *self.wks.values()]:
             with contextlib.suppress(Exception):
                 proc.stop()
-        for server in [*self.nats, self.mq, self.pg]:
+        for server in [*self.nats, self.mq, self.pg, self.influx]:
             with contextlib.suppress(Exception):
                 server.stop()
+        if self.relay is not None:
+            self.relay.stop()
         with contextlib.suppress(Exception):
             self.pg.remove()
         if self.net is not None:
@@ -710,7 +768,8 @@ class Simulation:
         await sub.start()
         facts = MqttFacts(sub)
         for wid in self.worker_ids:
-            self.wks[wid] = worker_proc(self.workdir, wid, self.servers, self.pg.dsn, self.mq.url)
+            self.wks[wid] = worker_proc(self.workdir, wid, self.servers, self.pg.dsn,
+                                        self.mq.url, self.worker_config)  # fmt: skip
             self.wks[wid].start()
         for gid in self.gateway_ids:
             proc = gateway_proc(self.workdir, gid, self.servers, plan_file)
@@ -753,7 +812,11 @@ class Simulation:
             self.dead[n] = (gid, start, min(later) if later else end)
         stored = await asyncio.to_thread(gh.stream_messages, self.servers, 120.0)
         got = accepted(stored)
-        self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0)
+        raw: dict[str, list[wire.WireMessage]] = {}
+        for s in stored:
+            raw.setdefault(s.athlete, []).append(s.message)
+        self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0,
+                                           raw=raw, cut_off=self.cut_off)  # fmt: skip
         self._exactly_once = stored
         live = accepted(stored, grants=True)  # the grants and device events too
         if self.history is not None:  # the single box goes on from the same history
@@ -789,12 +852,31 @@ class Simulation:
         }  # fmt: skip
         self.figures.mqtt_complete = want_mqtt <= facts.update()
         self.figures.mqtt = dict(facts.facts)
+        self.figures.influx = await self._influx_facts(expected, timeout_s)
         self.figures.live_latency_s = latencies(facts.live, self.plan, self.t0, self.steady)
         self.figures.live_stages = receipt_latencies(facts.live, stored, self.steady)
         self.live = facts.live
         self.received = facts.kept
         await sub.stop()
         return self.figures
+
+    async def _influx_facts(self, expected: Sequence[Any], timeout_s: float) -> ti.InfluxFacts:
+        """The oracle's points in their own database, then the workers' compared with them
+        (waiting for the workers' outboxes to drain to InfluxDB)."""
+        url = self.influx.url
+        await asyncio.to_thread(ti.write_oracle, url, ORACLE_DB, expected)
+        compared: list[ti.InfluxFacts] = []
+
+        def same() -> bool:
+            compared[:] = [ti.compare(url, INFLUX_DB, ORACLE_DB)]
+            return compared[0].identical
+
+        with contextlib.suppress(AssertionError):
+            await _wait(same, timeout_s, "the oracle's durable points in InfluxDB", every_s=1.0)
+        influx = compared[-1]
+        assert self.relay is not None
+        influx.rewrites = self.relay.rewrites()
+        return influx
 
     def check_gateways_exactly_once(self) -> None:
         """Per gateway: every outbox row in the stream once, in order (its msg ids)."""
@@ -821,6 +903,14 @@ class Simulation:
             return await self._restart(self.pg, "PostgreSQL")
         if name == "mosquitto-restart":
             return await self._restart(self.mq, "mosquitto")
+        if name == "nats-restart":
+            return await self._nats_restart()
+        if name == "gateway-link-down-kill":
+            return await self._link_down_kill()
+        if name == "worker-kill-morning":
+            return await self._worker_kill_morning()
+        if name == "influx-restart":
+            return await self._influx_restart()
         raise ValueError(f"unknown fault {name!r}")
 
     async def _leader_kill(self) -> str:
@@ -839,15 +929,20 @@ class Simulation:
         return f"leader {leader} SIGKILLed, new leader {new}; longest write gap {stall:.2f} s"
 
     async def _worker_kill(self) -> str:
-        import psycopg
-
-        from streamer.team.partitions import held_partitions
-
         victim = self.worker_ids[0]
         survivor = self.worker_ids[1]
         proc = self.wks[victim]
         killed_at = time.monotonic()
         await asyncio.to_thread(proc.kill)
+        return await self._takeover(victim, survivor, killed_at)
+
+    async def _takeover(self, victim: str, survivor: str, killed_at: float) -> str:
+        """Wait for ``survivor`` to hold every partition; restart ``victim``."""
+        import psycopg
+
+        from streamer.team.partitions import held_partitions
+
+        proc = self.wks[victim]
 
         def taken() -> bool:
             with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
@@ -858,7 +953,7 @@ class Simulation:
 
         await _wait(taken, 120, "the survivor holding every partition")
         took = time.monotonic() - killed_at
-        self.takeover_s = took
+        self.takeover_s = max(took, getattr(self, "takeover_s", 0.0))  # the slowest kill's
         proc.start()  # back: the partitions are shared again
         return f"worker {victim} SIGKILLed: {survivor} held every partition after {took:.2f} s"
 
@@ -894,6 +989,195 @@ class Simulation:
         self.net.link(gid, up=True)
         return f"gateway {gid}'s link down 30 s, then up"
 
+    def _held_by(self, worker_id: str) -> set[int]:
+        """The partitions ``worker_id`` holds now (its PostgreSQL advisory locks)."""
+        import psycopg
+
+        from streamer.team.partitions import held_partitions
+
+        with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
+            held = held_partitions(conn)
+        return {p for p, app in held.items() if app.split(":")[1] == worker_id}
+
+    async def _partition_of(self) -> dict[str, int]:
+        """Each athlete's partition, from the stream's subjects (the server's hash)."""
+        import nats
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            info = await nc.jetstream().stream_info(wire.STREAM, subjects_filter=">")
+        finally:
+            await nc.close()
+        out = {}
+        for subject in info.state.subjects or {}:
+            number, athlete = wire.athlete_of(subject)
+            out[athlete] = number
+        return out
+
+    def _mornings(self) -> list[tuple[str, float, float]]:
+        """(athlete, start, end) wall offsets (s) of every morning reading in the plan."""
+        out = []
+        for seg in self.plan:
+            start = None
+            for offset, m in seg.items:
+                if isinstance(m, MorningStart):
+                    start = offset
+                elif isinstance(m, MorningEnd) and start is not None:
+                    out.append((seg.athlete, start, offset))
+                    start = None
+        return out
+
+    async def _worker_kill_morning(self, horizon_s: float = 30.0) -> str:
+        """SIGKILL a worker at the moment, within ``horizon_s``, when the most morning
+        readings are open in the partitions it holds (from the plan). The victim is the
+        worker holding the most partitions now (after an earlier kill the restarted one
+        may hold none yet)."""
+        held = {w: await asyncio.to_thread(self._held_by, w) for w in self.worker_ids[:2]}
+        victim = max(held, key=lambda w: len(held[w]))
+        survivor = next(w for w in held if w != victim)
+        mine = held[victim]
+        partition = await self._partition_of()
+        windows = [(s, e) for a, s, e in self._mornings() if partition.get(a) in mine]
+        now = time.time() - self.t0 + 0.5
+
+        def open_at(t: float) -> int:
+            return sum(1 for s, e in windows if s < t < e)
+
+        moments = [now + 0.25 * k for k in range(int(horizon_s / 0.25))]
+        best = max(moments, key=lambda t: (open_at(t), -t))
+        await asyncio.sleep(max(0.0, self.t0 + best - time.time()))
+        at = time.time() - self.t0
+        open_now = open_at(at)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(self.wks[victim].kill)
+        self.morning_open = open_now
+        took = await self._takeover(victim, survivor, killed_at)
+        return (
+            f"{took}; {open_now} morning readings open in its {len(mine)} partitions at the "
+            f"kill ({at:.1f} s into the plan)"
+        )
+
+    def _outbox_state(self, gid: str) -> tuple[int, int]:
+        """(rows, highest id) in gateway ``gid``'s outbox file now."""
+        path = self.workdir / f"outbox-{gid}.sqlite"
+        if not path.exists():
+            return 0, 0
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+            rows, top = db.execute("SELECT count(*), max(id) FROM gateway_outbox").fetchone()
+        return int(rows), int(top or 0)
+
+    def _outboxes_past(self, tops: Mapping[str, int]) -> bool:
+        """Every row at or below ``tops`` (per gateway) has left its outbox."""
+        for gid, top in tops.items():
+            path = self.workdir / f"outbox-{gid}.sqlite"
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+                (left,) = db.execute(
+                    "SELECT count(*) FROM gateway_outbox WHERE id <= ?", (top,)
+                ).fetchone()
+            if left:
+                return False
+        return True
+
+    async def _last_seq(self) -> int:
+        """The raw stream's last sequence number now."""
+        import nats
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            return int((await nc.jetstream().stream_info(wire.STREAM)).state.last_seq)
+        finally:
+            await nc.close()
+
+    async def _first_stored_after(self, seq: int, t: float) -> float:
+        """When the server stored the first message after ``seq`` that is later than
+        ``t`` (wall s), waiting for one."""
+        import nats
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        nc = await nats.connect(servers=self.servers, connect_timeout=5)
+        try:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                    opt_start_seq=seq + 1)  # fmt: skip
+            sub = await nc.jetstream().subscribe(
+                wire.stream_subjects()[0], ordered_consumer=True, config=config
+            )
+            while True:
+                msg = await sub.next_msg(timeout=120)
+                stored = float(msg.metadata.timestamp.timestamp())
+                if stored > t:
+                    await sub.unsubscribe()
+                    return stored
+        finally:
+            await nc.close()
+
+    async def _nats_restart(self, down_s: float = 5.0) -> str:
+        """Every NATS node SIGKILLed at once, ``down_s`` away, started again; the gateways
+        keep their rows meanwhile. The stall: the kill → the first message stored after."""
+        from tests.servers import start_all
+
+        before = await self._last_seq()
+        for node in self.nats:  # all at once: no two nodes left to form a quorum
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        for node in self.nats:
+            await asyncio.to_thread(node.kill)  # reaped, ports free
+        await asyncio.sleep(down_s)  # the fault itself: the whole cluster away
+        states = {gid: await asyncio.to_thread(self._outbox_state, gid) for gid in self.gws}
+        held = sum(rows for rows, _ in states.values())
+        started = time.time()
+        await asyncio.to_thread(start_all, self.nats)
+        up_s = time.time() - started
+        try:
+            stall = await self._first_stored_after(before, killed_at) - killed_at
+        except TimeoutError:  # nothing stored for 120 s: the run's figures say the rest
+            stall = float("nan")
+        self.nats_restart_stall_s = stall
+        tops = {gid: top for gid, (_, top) in states.items()}
+        caught_up = await _took(lambda: self._outboxes_past(tops), 300, killed_at)
+        return (
+            f"all {len(self.nats)} NATS nodes SIGKILLed, started again after {down_s:.0f} s "
+            f"(ready in {up_s:.1f} s); the gateways' outboxes held {held} rows; writes stalled "
+            f"{stall:.1f} s, the backlog was in the stream {caught_up} after the kill"
+        )
+
+    async def _link_down_kill(self, down_s: float = 30.0) -> str:
+        """A gateway's link down ``down_s``, SIGKILLed while down, restarted: what its
+        outbox held is sent by the new process (same msg ids), once."""
+        if self.net is None:
+            return "skipped: no network namespaces (loopback gateways)"
+        gid = self.gateway_ids[1 % len(self.gateway_ids)]
+        proc = self.gws[gid]
+        down = time.time()
+        self.net.link(gid, up=False)
+        await asyncio.sleep(down_s)  # the fault itself: the link away
+        held, top = await asyncio.to_thread(self._outbox_state, gid)
+        start = time.time()
+        await asyncio.to_thread(proc.kill)
+        self.cut_off.append((gid, down, start))
+        self.net.link(gid, up=True)
+        proc.start()
+        self.dead.append((gid, start, time.time()))
+        sent = await _took(lambda: self._outboxes_past({gid: top}), 300, start)
+        return (
+            f"gateway {gid}'s link down {down_s:.0f} s, SIGKILLed while down with {held} rows "
+            f"in its outbox, restarted: they were in the stream {sent} after the kill"
+        )
+
+    async def _influx_restart(self) -> str:
+        """InfluxDB SIGKILLed and started again: the workers' outboxes keep what it missed."""
+        assert self.relay is not None
+        started = time.time()
+        await asyncio.to_thread(self.influx.kill)
+        await asyncio.to_thread(self.influx.start)
+        away = time.time() - started
+        relay = self.relay
+        resumed = await _took(lambda: relay.last_accepted > started + away, 300, started)
+        return (
+            f"InfluxDB SIGKILLed and started again ({away:.1f} s away); writes accepted again "
+            f"{resumed} after the kill"
+        )
+
     async def _restart(self, server: Any, what: str) -> str:
         started = time.monotonic()
         await asyncio.to_thread(server.stop)
@@ -901,12 +1185,22 @@ class Simulation:
         return f"{what} restarted ({time.monotonic() - started:.1f} s away)"
 
 
-async def _wait(condition: Any, timeout_s: float, what: str) -> None:
+async def _took(condition: Any, timeout_s: float, since: float) -> str:
+    """How long after ``since`` (wall s) ``condition`` held ("not within …" after
+    ``timeout_s``): a fault's recovery, reported rather than failing the whole run."""
+    try:
+        await _wait(condition, timeout_s, "recovery")
+    except AssertionError:
+        return f"not within {timeout_s:.0f} s"
+    return f"{time.time() - since:.1f} s"
+
+
+async def _wait(condition: Any, timeout_s: float, what: str, every_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not await asyncio.to_thread(condition):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every_s)
 
 
 if __name__ == "__main__":

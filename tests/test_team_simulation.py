@@ -1,9 +1,11 @@
 """The one-machine team simulation (issue 13, "Show"), small: 3 gateway processes, a
-3-node NATS cluster, 2 worker processes, PostgreSQL and mosquitto; 12 athletes' two days
-on a clock 20 times faster, each day at a random gateway, sessions handed over mid-way; a
-worker SIGKILLed, PostgreSQL restarted and the NATS stream leader SIGKILLed on the way.
-The single-box oracle on the same records says what must come out. ``bench/team.py`` runs
-the bigger one with faults and prints the issue's targets."""
+3-node NATS cluster, 2 worker processes, PostgreSQL, mosquitto and InfluxDB; 12 athletes'
+two days on a clock 20 times faster, each day at a random gateway, sessions handed over
+mid-way; a worker SIGKILLed during the morning readings, PostgreSQL restarted, the NATS
+stream leader SIGKILLed, the whole NATS cluster SIGKILLed and started again, InfluxDB
+SIGKILLed and started again on the way. The single-box oracle on the same records says what
+must come out, in PostgreSQL, at the MQTT subscriber and in InfluxDB. ``bench/team.py``
+runs the bigger one with every fault and prints the issue's targets."""
 
 from __future__ import annotations
 
@@ -11,16 +13,24 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from devices.recording import RecordedNotification
 from tests import team_sim as sim
 from tests import team_worker_helpers as th
 
 
 def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> None:
     messages = sim.trim_sessions(th.athlete_days(12, 2), keep_s=600.0)
-    # Faults during the second morning (from 21.5 s) and the session (from 43 s): the
-    # takeover of a killed worker's partitions, every partition's lock lost with
-    # PostgreSQL, the stream's leader lost.
-    faults = [(24.0, "worker-kill"), (32.0, "postgres-restart"), (46.0, "nats-leader-kill")]
+    # Faults in the first morning (0-18.5 s), the second (21.5-40 s) and the session
+    # (43-76 s): the takeover of a worker killed while readings are open in its
+    # partitions, every NATS node lost at once, every partition's lock lost with
+    # PostgreSQL, InfluxDB's data away, the stream's leader lost.
+    faults = [
+        (6.0, "worker-kill-morning"),
+        (14.0, "nats-restart"),
+        (38.0, "postgres-restart"),
+        (42.0, "influx-restart"),
+        (48.0, "nats-leader-kill"),
+    ]
     simulation = sim.Simulation(
         tmp_path, messages, gateways=3, speed=20.0, handover=0.25, faults=faults
     )
@@ -42,4 +52,31 @@ def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> Non
     assert figures.live_latency_s, "live samples reached the subscriber"
     assert figures.worker_cpu
     assert set(figures.faults) == {name for _, name in faults}
+    assert simulation.morning_open > 0, "the worker was killed with morning readings open"
+    influx = figures.influx
+    assert influx.identical, f"InfluxDB's durable points differ from the oracle's: {influx}"
+    assert influx.live_tagged > 0
+    assert influx.live_untagged == 0, "every live point names its gateway"
     assert all(share > 0 for share in figures.worker_cpu.values())
+
+
+def test_stream_facts_tell_lost_records_from_missed_and_dropped_ones() -> None:
+    """A record in the stream that the lease rule drops, one scheduled while its gateway
+    was dead, one while it was cut off before its kill: none of them is counted lost; a
+    record missing outside every window is."""
+    notes = [RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n])) for n in range(5)]
+    plan = [sim.Segment("a1", "gw1", [(5.0 * n, m) for n, m in enumerate(notes)])]
+    t0 = 1000.0
+    facts = sim.stream_facts(
+        {"a1": notes},
+        {"a1": [notes[0]]},
+        dead=[("gw1", t0 + 10.0, t0 + 10.0)],
+        plan=plan,
+        t0=t0,
+        raw={"a1": [notes[0], notes[1]]},
+        cut_off=[("gw1", t0 + 15.0, t0 + 15.0)],
+    )
+    # Notes at 0, 5, 10, 15 and 20 s: 0 accepted, 5 dropped, 10 missed while dead, 15
+    # while cut off, 20 lost.
+    assert (facts.delivered, facts.dropped_by_lease) == (1, 1)
+    assert (facts.missed_while_dead, facts.missed_while_cut_off, facts.lost) == (1, 1, 1)
