@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import pickle
 import random
@@ -470,19 +469,15 @@ def stream_facts(
     return facts
 
 
-class MqttFacts:
-    """Durable results at a subscriber (resends with the same ``seq`` dropped: the
-    documented consumer rule), and the facts: resends, changed resends, results under a
-    second seq (duplicates), seqs going back; live samples' arrival times."""
+class MqttFacts(th.SeqRule):
+    """Durable results at a subscriber through the documented consumer rule
+    (:class:`th.SeqRule`), and live samples' arrival times."""
 
     def __init__(self, sub: TimedSubscriber) -> None:
+        super().__init__()
         self.sub = sub
         self.read = 0
-        self.kept: set[tuple[str, str]] = set()
-        self.facts = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
         self.live: list[tuple[str, int, float]] = []  # (athlete, ts_ns, arrival wall s)
-        self._last: dict[str, int] = {}
-        self._seen: dict[tuple[str, int], bytes] = {}
 
     def update(self) -> set[tuple[str, str]]:
         received: list[Received] = self.sub.received
@@ -498,17 +493,7 @@ class MqttFacts:
                 assert isinstance(ts_ns, int)
                 self.live.append((str(body["athlete"]), ts_ns, at))
                 continue
-            if (m.topic, seq) in self._seen:
-                self.facts["resends"] += 1
-                self.facts["changed_resends"] += self._seen[(m.topic, seq)] != m.payload
-                continue
-            if seq <= self._last.get(m.topic, -1):
-                self.facts["backwards"] += 1
-            self._last[m.topic] = seq
-            self._seen[(m.topic, seq)] = m.payload
-            key = (m.topic, json.dumps(body, sort_keys=True))
-            self.facts["doubles"] += key in self.kept
-            self.kept.add(key)
+            self.take(m.topic, m.payload, body, seq)
         return self.kept
 
 

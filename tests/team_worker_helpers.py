@@ -235,3 +235,30 @@ def expected_messages(results: Sequence[Result]) -> set[tuple[str, str]]:
         body.pop("seq")
         out.add((topics.for_result(r), json.dumps(body, sort_keys=True)))
     return out
+
+
+class SeqRule:
+    """Durable results as a consumer following ``docs/topics.md``'s ``seq`` rule keeps them
+    — (topic, payload without ``seq``), a resend with the same ``seq`` dropped — and the
+    facts: resends, resends that differed, results under a second seq (duplicates), seqs
+    going back."""
+
+    def __init__(self) -> None:
+        self.kept: set[tuple[str, str]] = set()
+        self.facts = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
+        self._last: dict[str, int] = {}
+        self._seen: dict[tuple[str, int], bytes] = {}
+
+    def take(self, topic: str, payload: bytes, body: dict[str, object], seq: int) -> None:
+        """One durable message: ``body`` is its JSON without ``seq``."""
+        if (topic, seq) in self._seen:
+            self.facts["resends"] += 1
+            self.facts["changed_resends"] += self._seen[(topic, seq)] != payload
+            return
+        if seq <= self._last.get(topic, -1):
+            self.facts["backwards"] += 1
+        self._last[topic] = seq
+        self._seen[(topic, seq)] = payload
+        key = (topic, json.dumps(body, sort_keys=True))
+        self.facts["doubles"] += key in self.kept
+        self.kept.add(key)

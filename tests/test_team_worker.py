@@ -42,19 +42,14 @@ def _availability(topic: str) -> bool:
     return any(f"/{what}/" in topic for what in ("worker", "partition", "bridge"))
 
 
-class _Results:
+class _Results(th.SeqRule):
     """What a subscriber received on athletes' topics, read incrementally (cheap to wait
-    on): (topic, payload without seq) after dropping resends — the same ``seq`` again, the
-    documented consumer rule — and the facts: resends, resends that differed, results
-    under a second seq (duplicates), seqs going back."""
+    on), through the documented consumer rule (:class:`th.SeqRule`)."""
 
     def __init__(self, received: list[Received]) -> None:
+        super().__init__()
         self.received = received
         self.read = 0
-        self.kept: set[tuple[str, str]] = set()
-        self.facts = {"resends": 0, "changed_resends": 0, "backwards": 0, "doubles": 0}
-        self._last: dict[str, int] = {}
-        self._seen: dict[tuple[str, int], bytes] = {}
 
     def update(self) -> set[tuple[str, str]]:
         for m in self.received[self.read :]:
@@ -66,17 +61,7 @@ class _Results:
             body = m.json()
             seq = body.pop("seq")
             assert isinstance(seq, int)
-            if (m.topic, seq) in self._seen:
-                self.facts["resends"] += 1
-                self.facts["changed_resends"] += self._seen[(m.topic, seq)] != m.payload
-                continue
-            if seq <= self._last.get(m.topic, -1):
-                self.facts["backwards"] += 1
-            self._last[m.topic] = seq
-            self._seen[(m.topic, seq)] = m.payload
-            key = (m.topic, json.dumps(body, sort_keys=True))
-            self.facts["doubles"] += key in self.kept
-            self.kept.add(key)
+            self.take(m.topic, m.payload, body, seq)
         return self.kept
 
 
