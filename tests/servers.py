@@ -267,6 +267,12 @@ class VictoriaMetrics(ServerProcess):
             time.sleep(0.2)
 
 
+def nats_binary() -> str:
+    """The nats-server to test with: ``$REDOX_NATS_SERVER`` if set (another build, for a
+    comparison), else the one on PATH (Debian's package)."""
+    return os.environ.get("REDOX_NATS_SERVER") or require_binary("nats-server", "nats-server")
+
+
 class NatsServer(ServerProcess):
     """nats-server with JetStream and the team subject mapping (:mod:`streamer.team.wire`).
 
@@ -289,7 +295,7 @@ class NatsServer(ServerProcess):
         from streamer.team import wire
 
         super().__init__(workdir)
-        self.binary = require_binary("nats-server", "nats-server")
+        self.binary = nats_binary()
         self.http_port = free_port()
         self.node = node
         self.log = workdir / f"nats-{node}.log"

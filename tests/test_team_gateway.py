@@ -31,7 +31,13 @@ from streamer.team.gateway import availability_topic
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
 from streamer.team.outbox import GatewayOutbox
 from streamer.team.stream import ensure_stream
-from tests.servers import Mosquitto, NatsServer, nats_cluster, require_binary, start_all
+from tests.servers import (
+    Mosquitto,
+    NatsServer,
+    nats_binary,
+    nats_cluster,
+    start_all,
+)
 from tests.team_helpers import (
     ROOT,
     GatewayProc,
@@ -452,7 +458,7 @@ def test_the_shipped_nats_mapping_is_the_wires() -> None:
 
 @pytest.mark.parametrize("name", ["nats-server.conf", "cluster-node.conf"])
 def test_the_shipped_nats_configs_are_valid(name: str) -> None:
-    binary = require_binary("nats-server", "nats-server")
+    binary = nats_binary()
     env = {
         **os.environ,
         "NATS_NODE": "n1",
