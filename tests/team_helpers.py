@@ -183,7 +183,15 @@ async def _stream_messages(servers: Sequence[str]) -> list[Stored]:
         count = (await js.stream_info(wire.STREAM)).state.messages
         out: list[Stored] = []
         if count:
-            sub = await js.subscribe(wire.stream_subjects()[0], ordered_consumer=True)
+            # No client-side cap: the default (512k messages) drops the surplus of a larger
+            # stream as a slow consumer, and the read starts again, forever (the server's flow
+            # control bounds what is in flight by bytes, and these messages are small).
+            sub = await js.subscribe(
+                wire.stream_subjects()[0],
+                ordered_consumer=True,
+                pending_msgs_limit=0,
+                pending_bytes_limit=0,
+            )
             for _ in range(count):
                 msg = await sub.next_msg(timeout=30)
                 _, athlete = wire.athlete_of(msg.subject)
