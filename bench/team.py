@@ -137,17 +137,9 @@ def check_replicas(simulation: sim.Simulation) -> nats_store.Divergence | str:
     difference against the oracle that no check of ours can see. A string when it could
     not be done."""
     try:
-        current = asyncio.run(nats_store.replicas_current(simulation.servers, 60))
-        for node in simulation.nats:
-            node.stop()
-        divergence = nats_store.compare_nodes(
-            {n.node: nats_store.store_dir_of(n.workdir, n.node) for n in simulation.nats}
-        )
+        return nats_store.stop_and_compare(simulation.nats, simulation.servers)
     except Exception as exc:  # the report goes on: say why this line is missing
         return f"not compared: {type(exc).__name__}: {exc}"
-    if not current:
-        return f"replicas not current after 60 s: {divergence.summary()}"
-    return divergence
 
 
 def report(

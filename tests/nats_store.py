@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from streamer.team import wire
+
+if TYPE_CHECKING:
+    from tests.servers import NatsServer
 
 _RECORD_HEADER: Final = struct.Struct("<IQqH")
 """rl, seq, ts (ns), subject length: ``msgHdrSize`` = 22 bytes."""
@@ -128,6 +131,8 @@ class Divergence:
     nodes: dict[str, NodeView]
     compared_seqs: int
     """Sequences held by any node."""
+    note: str = ""
+    """What to bear in mind (e.g. a follower was not current when the nodes stopped)."""
 
     @property
     def diverged(self) -> bool:
@@ -135,6 +140,10 @@ class Divergence:
 
     def summary(self) -> str:
         """One line: identical, or how each differing node differs."""
+        note = f" ({self.note})" if self.note else ""
+        return self._summary() + note
+
+    def _summary(self) -> str:
         counts = sorted({v.messages for v in self.nodes.values()})
         if not self.diverged:
             return (
@@ -213,6 +222,21 @@ def compare(replicas: Mapping[str, Mapping[int, StoredMessage]]) -> Divergence:
 def compare_nodes(store_dirs: Mapping[str, Path], stream: str = wire.STREAM) -> Divergence:
     """:func:`compare` of the stopped nodes' stores (node name → its store directory)."""
     return compare({n: read_stream(d, stream) for n, d in store_dirs.items()})
+
+
+def stop_and_compare(nodes: Sequence[NatsServer], servers: list[str]) -> Divergence:
+    """Wait until every replica is current (60 s at most), stop the ``nodes`` (gracefully:
+    their stores flushed) and compare their copies of ``REDOX_RAW``. A comparison made
+    without every replica current says so in its :attr:`Divergence.note`."""
+    import asyncio
+
+    current = asyncio.run(replicas_current(servers, 60))
+    for node in nodes:
+        node.stop()
+    divergence = compare_nodes({n.node: store_dir_of(n.workdir, n.node) for n in nodes})
+    if not current:
+        divergence.note = "replicas not current after 60 s"
+    return divergence
 
 
 async def replicas_current(servers: list[str], timeout_s: float = 30.0) -> bool:

@@ -39,14 +39,19 @@ every third of it, so one lost renewal never loses a lease."""
 MIN_SERVER_VERSION: Final = (2, 10, 23)
 """The oldest nats-server whose replicas stay identical through a whole-cluster crash.
 
-Before it a stream leader killed right after writing a message to its Raft log (no quorum
-yet) could keep that message when it came back as a follower, so one replica held a
-different message at a sequence for good, and every later sequence shifted by one there:
-a worker's ordered consumer reading that node saw another stream, and nothing a client
-sees tells. Fixed by nats-io/nats-server#5957 ("Fix drift in WAL, truncate AppendEntry
-without quorum", 2024-10, released in 2.10.23 and 2.11.0). Seen here with Debian
-bookworm's 2.9.10 in ``bench/team.py``'s whole-NATS restart; ``bench/nats_divergence.py``
-repeats that fault and compares the replicas' files (figures in its docstring)."""
+Before it, a stream leader killed with messages in its Raft log that no quorum had stored
+kept them when it came back as a follower of a new leader: a follower whose log went past
+the leader's took the leader's next entries *after* its own stale ones instead of
+truncating them (2.9's ``processAppendEntry`` fell through on an equal index with another
+term), then applied them. That replica then holds other messages at some sequences for
+good — a message of its own, or the same messages in another order, and later sequences
+shifted where the gateway's resend of its own message is dropped as a duplicate — while
+every client-side view stays plausible: a worker's ordered consumer reading that node
+sees another stream. Fixed upstream by nats-io/nats-server#5957 ("Fix drift in WAL,
+truncate AppendEntry without quorum") and #6027 ("Truncate entries without quorum from
+different pterm"), both released in 2.10.23 (and 2.11.0). Seen here with Debian bookworm's
+2.9.10 in ``bench/team.py``'s whole-NATS restart and repeated by
+``bench/nats_divergence.py`` (figures in its docstring)."""
 
 MAX_AGE_S: Final = 7 * 24 * 3600.0
 """Raw records kept this long (s): a worker replays at most a morning's and a session's
