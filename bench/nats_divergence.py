@@ -20,6 +20,29 @@ a replica that differs, the sequences where it does, msg ids it lacks or holds t
 the shift of its sequence numbers against the majority's.
 
 Prints figures; asserts nothing.
+
+Measured 2026-12-02 on the shared 2-core box (loaded: a 200-athlete bench beside it),
+200 athletes at 700 messages/s (bench/team.py's 200 athletes at speed 2), kill after 2 s,
+cluster down 2 s:
+
+=========================================  ==================  ==================
+                                           2.9.10 (Debian)     2.15.1 (PyPI)
+=========================================  ==================  ==================
+leader killed with the followers           0 of 39 diverged    0 of 40 diverged
+(``--leader-lag 0``, as bench/team.py)     (26 leader changes) (29 leader changes)
+leader killed 50 ms after the followers    **13 of 30**        0 of 30
+(``--leader-lag 50``)                      (17 leader changes) (20 leader changes)
+=========================================  ==================  ==================
+
+Every 2.9.10 divergence had the old leader come back as a follower (13 of the 17 trials
+where the leadership moved); the old leader's copy then held the messages it had logged
+alone in another order (9 trials: 6–16 sequences differ) or lacked messages the gateway
+had been acknowledged, every later sequence there shifted down by as many (4 trials: 1,
+2, 6 and 13 messages missing on that node) — the pattern of bench/team.py's 200-athlete
+run (one message lost on the old leader n3, later sequences shifted by one). Back to back
+the kill rarely leaves the leader with log entries of its own (bench/team.py hit it once);
+50 ms gives it time to log proposals no follower will store, which is when 2.9.10 keeps
+them (nats-io/nats-server#5957, #6027; fixed in 2.10.23).
 """
 
 from __future__ import annotations
