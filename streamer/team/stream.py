@@ -97,7 +97,8 @@ _WARNED: set[str] = set()
 
 def warn_if_server_too_old(nc: Any, who: str) -> str | None:
     """Log :func:`server_version_problem` of the server ``nc`` is connected to, once per
-    process and version (a worker opens a connection per partition); the problem or None.
+    process and version (a gateway connecting again after NATS was away does not repeat
+    it); the problem or None.
 
     A warning, not a refusal: the fault needs a 3-node cluster losing every node at once,
     a single central box (stage 1, Debian's package) is not exposed to it, and a gateway
