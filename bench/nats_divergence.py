@@ -125,9 +125,10 @@ async def trial(work: Path, args: argparse.Namespace) -> Trial:
     """One cluster, one flow, one whole-cluster SIGKILL, one comparison (see the module)."""
     started = time.monotonic()
     nodes = nats_cluster(work / "nats")
-    await asyncio.to_thread(start_all, nodes)
     urls = [n.url for n in nodes]
     try:
+        # Inside the try: a node that fails to start must not leave the others running.
+        await asyncio.to_thread(start_all, nodes)
         with GatewayOutbox(work / "gw.sqlite") as outbox:
             gateway = Gateway("gw1", urls, outbox, {}, replicas=3)
             run = asyncio.create_task(gateway.run())
