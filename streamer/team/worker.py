@@ -84,6 +84,7 @@ from streamer.store import Row, Store
 from streamer.team import wire
 from streamer.team.partitions import mark_stopping, others_running
 from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
+from streamer.team.stream import warn_if_server_too_old
 from streamer.topics import Topics
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -766,6 +767,7 @@ class Worker:
                     await connecting
                 return
             nc = connecting.result()
+            warn_if_server_too_old(nc, f"worker {self.id}")
             js = nc.jetstream()
             if self.registry:
                 following = asyncio.create_task(self._follow_registry(js), name="registry")
