@@ -568,6 +568,18 @@ class Gateway:
         """The battery level (%) ``device_id`` of ``athlete`` last reported here, or None."""
         return self.battery_pct.get((athlete, device_id))
 
+    async def held_elsewhere(self, athlete: str, device_id: str) -> bool:
+        """Whether another gateway holds ``device_id``'s lease now (it then owns the
+        device's retained state); False when it is free or NATS cannot say (bounded)."""
+        if self._kv is None:
+            return False
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                holder = await Lease(self._kv, self.id, athlete, device_id).holder()
+        except (NatsError, OSError, TimeoutError):
+            return False
+        return holder is not None and holder != self.id
+
     async def set_devices(self, devices: Mapping[str, Sequence[DeviceConfig]]) -> None:
         """Run exactly ``devices`` (athlete id → devices): a device gone or changed has its
         task stopped first (its driver stops, its lease is released), then each new or
