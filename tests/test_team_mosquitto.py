@@ -124,7 +124,7 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
     """Two gateways (one account) and a worker owning all 16 partitions (17 connections,
     one account) all stay connected: no takeover in the broker's log, every availability
     topic online, a command handed to one gateway. The gateway account cannot publish a
-    result."""
+    result, only its availability and the state of the devices it holds."""
     offered: list[tuple[str, str, object]] = []
     watcher = _Watcher(team_broker)
     partitions = 16
@@ -167,10 +167,15 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
             rogue.loop_start()
             rogue.publish("redox/ann/status", b'{"fake":1}', qos=1).wait_for_publish(30)
             rogue.publish("redox/gateway/gw9/state", b"online", qos=1).wait_for_publish(30)
+            # …and the state of a device it holds (as `run` publishes it), retained.
+            rogue.publish("redox/ann/strap/state", b"{}", qos=1).wait_for_publish(30)
             rogue.loop_stop()
             rogue.disconnect()
             await eventually(
                 lambda: watcher.online("redox/gateway/gw9/state"), 30, "the rogue's allowed one"
+            )
+            await eventually(
+                lambda: ("redox/ann/strap/state", b"{}") in watcher.seen, 30, "a device state"
             )
         finally:
             worker.stop()
