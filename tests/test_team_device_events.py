@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import nats
 import pytest
 
@@ -554,3 +555,55 @@ def test_a_gateway_stopped_while_the_broker_is_down_says_stopped_at_its_next_sta
     assert isinstance(state["seq"], int)
     assert isinstance(connected["seq"], int)
     assert state["seq"] > connected["seq"]
+
+
+def test_a_kept_state_is_never_published_over_the_lease_holders(
+    tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
+) -> None:
+    """gw1 stopped with the strap's ``stopped`` kept; meanwhile gw2 took the strap's lease
+    and says ``connected``. gw1 starts again: the strap's state is gw2's now, so gw1
+    forgets its last word instead of publishing it over gw2's (a newer ``seq`` from the
+    holder is the truth)."""
+    from streamer.team.leases import Lease
+    from streamer.team.outbox import KeptState
+    from streamer.team.stream import ensure_stream
+
+    topic = "redox/ann/strap/state"
+    ours = b'{"schema":1,"seq":1,"connected":false,"connection":"stopped"}'
+    holders = b'{"schema":1,"seq":2,"connected":true,"connection":"connected"}'
+    with GatewayOutbox(tmp_path / "gw1.sqlite") as outbox:
+        outbox.keep_device_states([KeptState(topic, "ann", "strap", ours)])
+
+    async def scenario() -> list[Received]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            kv = await ensure_stream(nc.jetstream())
+            assert await Lease(kv, "gw2", "ann", "strap").try_acquire(-50)
+        finally:
+            await nc.close()
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="gw2") as client:
+            await client.publish(topic, holders, qos=1, retain=True)
+        with GatewayOutbox(tmp_path / "gw1.sqlite") as outbox:
+            gateway = Gateway("gw1", [nats_server.url], outbox, {})
+            commands = GatewayCommands(MqttConfig.from_url(mosquitto.url), "gw1", ["ann"],
+                                       gateway.offer_marker, clock_ns=time.time_ns,
+                                       devices=gateway, keeper=outbox)  # fmt: skip
+            tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(commands.run())]
+            try:
+                await eventually(lambda: not commands._words.words, 60, "the word forgotten")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            assert outbox.kept_device_states() == [], "nor kept for the next start"
+        reader = await Subscriber("127.0.0.1", mosquitto.port, topic=topic, client_id="reader",
+                                  persistent=False).start()  # fmt: skip
+        try:
+            await reader.wait_for(lambda: bool(reader.received), 30, "the retained state")
+        finally:
+            await reader.stop()
+        return reader.received
+
+    (retained,) = asyncio.run(scenario())
+    assert retained.retain
+    assert retained.payload == holders, "the holder's state, nothing of gw1's over it"

@@ -233,29 +233,35 @@ class GatewayCommands(CommandListener):
         """The latest word of each device not held now, as made (the broker may have lost
         it); a device another gateway holds now is forgotten instead (its state is the
         holder's)."""
-        assert self.devices is not None
         self._make(await self._leaving(held))
         holding = {(a, d) for a, items in held.items() for d, _ in items}
-        for key, word in list(self._words.words.items()):
-            if key in holding:
-                continue  # its fresh state follows at once
-            if await self.devices.held_elsewhere(*key):
-                self._words.forget(key)
+        # The held ones' fresh states follow at once.
+        words = [w for key, w in self._words.words.items() if key not in holding]
+        for word, elsewhere in zip(words, await self._held_elsewhere(words), strict=True):
+            if elsewhere:
+                self._words.forget((word.athlete, word.device))
                 continue
             await client.publish(word.topic, word.payload, qos=1, retain=True)
             self.device_states_published += 1
+
+    async def _held_elsewhere(self, words: Sequence[KeptState]) -> list[bool]:
+        """Whether another gateway holds each device's lease now, asked all at once (each
+        answer bounded: NATS away must not hold the states back)."""
+        assert self.devices is not None
+        return list(
+            await asyncio.gather(*(self.devices.held_elsewhere(w.athlete, w.device) for w in words))
+        )
 
     async def _leaving(self, held: Mapping[str, Sequence[tuple[str, DriverLike]]]) -> list[Result]:
         """A ``stopped`` state for each device this gateway held and holds no longer —
         unless another gateway holds it now: then it is forgotten (a ``stopped`` from here,
         with a newer ``seq``, would overwrite the holder's state)."""
-        assert self.devices is not None
         holding = {(a, d) for a, items in held.items() for d, _ in items}
-        gone = [key for key in self._words.held if key not in holding]
-        for key in gone:
-            if await self.devices.held_elsewhere(*key):
-                self._words.forget(key)
-        return self._words.stopped(gone, self._clock_ns())
+        gone = [self._words.words[key] for key in self._words.held if key not in holding]
+        for word, elsewhere in zip(gone, await self._held_elsewhere(gone), strict=True):
+            if elsewhere:
+                self._words.forget((word.athlete, word.device))
+        return self._words.stopped([(w.athlete, w.device) for w in gone], self._clock_ns())
 
     async def _device_states(self, client: aiomqtt.Client) -> None:
         """Publish the devices' last words again, then the held devices' states until
