@@ -169,7 +169,7 @@ class GatewayOutbox:
         with self._transaction() as db:
             db.execute("DELETE FROM gateway_device_state")
             db.executemany(
-                "INSERT INTO gateway_device_state (topic, athlete, device, payload) "
+                "INSERT OR REPLACE INTO gateway_device_state (topic, athlete, device, payload) "
                 "VALUES (?, ?, ?, ?)",
                 [(s.topic, s.athlete, s.device, s.payload) for s in states],
             )
