@@ -208,3 +208,52 @@ async def test_the_notifier_cancelled_as_the_broker_answers_stops(
         await asyncio.wait({task}, timeout=STOP_WITHIN_S)
         pytest.fail(f"the notifier cancelled at {answer} was still running")
     assert task.cancelled()
+
+
+async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
+    mosquitto: Mosquitto,
+) -> None:
+    """The PUBACK wait before a disconnect (mosquitto < 2.0.22 sends the Last Will of a
+    client that hangs up before the broker wrote a PUBACK, eclipse-mosquitto#3253) counts
+    on the publisher's own account of QoS 1 publishes: one whose caller was cancelled —
+    a session ending, a stop — stays owed until the broker answers. The broker is held
+    (SIGSTOP) so that the PUBACK cannot come before the caller is gone."""
+    import os
+    import signal
+
+    from tests.mqtt_helpers import Subscriber, eventually
+
+    sub = await Subscriber(HOST, mosquitto.port, topic="redox/test/#", client_id="sub").start()
+    with Store(":memory:") as store:
+        publisher = MqttPublisher(MqttConfig.from_url(mosquitto.url), store)
+        running = asyncio.create_task(publisher.run())
+        held = False
+        try:
+            await eventually(lambda: publisher.connected, 30, "connected")
+            client = publisher._client
+            assert client is not None
+            assert mosquitto.proc is not None
+            os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+            held = True
+            caller = asyncio.create_task(
+                publisher._send(client, "redox/test/owed", b"1", qos=1, retain=False)
+            )
+            await eventually(lambda: publisher._owed.get(client), 10, "the publish sent")
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
+            assert caller.cancelled()
+            assert len(publisher._owed[client]) == 1, "still owed its PUBACK"
+            acknowledged = asyncio.create_task(publisher._acknowledged(client, 60.0))
+            await asyncio.sleep(0)  # one turn: it is waiting, not done
+            assert not acknowledged.done()
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+            held = False
+            async with asyncio.timeout(30):
+                await acknowledged  # the PUBACK came: no need to wait the 60 s
+            await sub.wait_for(lambda: bool(sub.on("redox/test/owed")), 30, "the message")
+        finally:
+            if held:
+                os.kill(mosquitto.proc.pid, signal.SIGCONT)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await sub.stop()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import nats
 import pytest
 
@@ -386,3 +387,223 @@ def test_the_gateway_holding_a_device_publishes_its_state_as_run_does(
     assert (connected["device_kind"], connected["connection"]) == ("strap", "connected")
     assert connected["battery_pct"] == 64
     assert (states[-1]["connected"], states[-1]["connection"]) == (False, "stopped")
+
+
+# --- the latest state survives a broker restarted without persistence ----------------------
+
+
+def _volatile_mosquitto(directory: Path) -> Mosquitto:
+    """mosquitto keeping nothing across a restart (no persistence): its retained messages
+    are lost when it stops, as on a broker installed without a persistence directory."""
+    broker = Mosquitto(directory)
+    broker.config.write_text(
+        broker.config.read_text().replace("persistence true", "persistence false")
+    )
+    return broker
+
+
+async def _retained_state(port: int, topic: str, what: str) -> dict[str, object]:
+    """The state a reader arriving after the gateway published gets: ``topic``'s retained
+    message (a watcher first waits for the gateway to publish on the empty broker)."""
+    states: list[Received] = []
+    for client_id in ("watcher", "late"):
+        reader = await Subscriber("127.0.0.1", port, topic=topic, client_id=client_id,
+                                  persistent=False).start()  # fmt: skip
+        try:
+            await reader.wait_for(lambda r=reader: bool(r.received), 30, what)
+        finally:
+            await reader.stop()
+        states.append(reader.received[-1])
+    assert states[-1].retain
+    return states[-1].json()
+
+
+def test_a_device_stopped_while_the_broker_restarts_without_persistence_ends_stopped(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A strap connected (retained ``connected``), the broker stopped; meanwhile the strap
+    leaves the gateway (removed from the registry: stopped, its lease released); the broker
+    comes back empty. The gateway publishes the strap's latest word again after it
+    reconnects: a reader ends with ``stopped`` retained, never nothing or ``connected`` —
+    and again after a second restart, the stopped state delivered before it."""
+    topic = "redox/ann/strap/state"
+    broker = _volatile_mosquitto(tmp_path / "mosquitto")
+    broker.start()
+
+    async def scenario() -> tuple[dict[str, object], dict[str, object]]:
+        sub = await Subscriber("127.0.0.1", broker.port, topic=topic,
+                               client_id="states").start()  # fmt: skip
+        async with EmulatedWorld() as world:
+            strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
+            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
+            with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+                kwargs = {"client_kwargs": world.client_kwargs,
+                          "scanner_kwargs": world.scanner_kwargs, "policy": FAST}  # fmt: skip
+                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
+                                  driver_kwargs=kwargs)  # fmt: skip
+                config = dataclasses.replace(MqttConfig.from_url(broker.url),
+                                             reconnect_min_s=0.1, reconnect_max_s=0.5)  # fmt: skip
+                commands = GatewayCommands(config, "gw1", ["ann"], gateway.offer_marker,
+                                           clock_ns=time.time_ns, devices=gateway,
+                                           keeper=outbox)  # fmt: skip
+                running = asyncio.create_task(gateway.run())
+                mqtt = asyncio.create_task(commands.run())
+                try:
+                    await sub.wait_for(
+                        lambda: any(r.json()["connected"] for r in sub.received),
+                        60,
+                        "the strap connected",
+                    )
+                    connected = next(r.json() for r in sub.received if r.json()["connected"])
+                    await sub.stop()
+                    await asyncio.to_thread(broker.stop)
+                    await gateway.set_devices({})  # the strap leaves: stopped, lease released
+                    assert not gateway.held
+                    await asyncio.to_thread(broker.start)  # empty: no retained state
+                    state = await _retained_state(broker.port, topic, "the strap's state")
+                    # Once more, the stopped state delivered this time: lost with the broker
+                    # again, published again after the gateway reconnects.
+                    await asyncio.to_thread(broker.restart)
+                    again = await _retained_state(broker.port, topic, "the state again")
+                    assert again == state, "the same message: the latest word, not a new one"
+                finally:
+                    for task in (mqtt, running):
+                        task.cancel()
+                    await asyncio.gather(mqtt, running, return_exceptions=True)
+        return connected, state
+
+    try:
+        connected, state = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert (state["connected"], state["connection"]) == (False, "stopped")
+    assert state["battery_pct"] == 64, "the strap's last known battery, as `run` says it"
+    assert isinstance(state["seq"], int)
+    assert isinstance(connected["seq"], int)
+    assert state["seq"] > connected["seq"]
+
+
+def test_a_gateway_stopped_while_the_broker_is_down_says_stopped_at_its_next_start(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """The gateway stops while the broker is away: its strap's ``stopped`` cannot be sent.
+    The outbox file keeps it; the broker comes back empty; the gateway starts again
+    without the strap in range (it never holds it again, so nothing re-derives its state)
+    and publishes the kept ``stopped``."""
+    topic = "redox/ann/strap/state"
+    broker = _volatile_mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    config = dataclasses.replace(MqttConfig.from_url(broker.url),
+                                 reconnect_min_s=0.1, reconnect_max_s=0.5)  # fmt: skip
+
+    async def first_life() -> dict[str, object]:
+        sub = await Subscriber("127.0.0.1", broker.port, topic=topic,
+                               client_id="states").start()  # fmt: skip
+        async with EmulatedWorld() as world:
+            strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
+            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
+            with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+                kwargs = {"client_kwargs": world.client_kwargs,
+                          "scanner_kwargs": world.scanner_kwargs, "policy": FAST}  # fmt: skip
+                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
+                                  driver_kwargs=kwargs)  # fmt: skip
+                commands = GatewayCommands(config, "gw1", ["ann"], gateway.offer_marker,
+                                           clock_ns=time.time_ns, devices=gateway,
+                                           keeper=outbox)  # fmt: skip
+                running = asyncio.create_task(gateway.run())
+                mqtt = asyncio.create_task(commands.run())
+                try:
+                    await sub.wait_for(
+                        lambda: any(r.json()["connected"] for r in sub.received),
+                        60,
+                        "the strap connected",
+                    )
+                    await sub.stop()
+                    await asyncio.to_thread(broker.stop)
+                    await eventually(lambda: not commands.subscribed.is_set(), 30,
+                                     "the gateway's MQTT link down")  # fmt: skip
+                finally:  # the gateway stops as the command stops it: its sources first
+                    mqtt.cancel()
+                    await asyncio.gather(mqtt, return_exceptions=True)
+                    await gateway.stop(1.0)
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+        return next(r.json() for r in sub.received if r.json()["connected"])
+
+    async def second_life() -> dict[str, object]:
+        with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+            gateway = Gateway("gw1", [nats_server.url], outbox, {})  # the strap out of range
+            commands = GatewayCommands(config, "gw1", ["ann"], gateway.offer_marker,
+                                       clock_ns=time.time_ns, devices=gateway,
+                                       keeper=outbox)  # fmt: skip
+            running = asyncio.create_task(gateway.run())
+            mqtt = asyncio.create_task(commands.run())
+            try:
+                return await _retained_state(broker.port, topic, "the kept stopped state")
+            finally:
+                for task in (mqtt, running):
+                    task.cancel()
+                await asyncio.gather(mqtt, running, return_exceptions=True)
+
+    try:
+        connected = asyncio.run(first_life())
+        broker.start()  # empty: no retained state
+        state = asyncio.run(second_life())
+    finally:
+        broker.stop()
+    assert (state["connected"], state["connection"]) == (False, "stopped")
+    assert isinstance(state["seq"], int)
+    assert isinstance(connected["seq"], int)
+    assert state["seq"] > connected["seq"]
+
+
+def test_a_kept_state_is_never_published_over_the_lease_holders(
+    tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
+) -> None:
+    """gw1 stopped with the strap's ``stopped`` kept; meanwhile gw2 took the strap's lease
+    and says ``connected``. gw1 starts again: the strap's state is gw2's now, so gw1
+    forgets its last word instead of publishing it over gw2's (a newer ``seq`` from the
+    holder is the truth)."""
+    from streamer.team.leases import Lease
+    from streamer.team.outbox import KeptState
+    from streamer.team.stream import ensure_stream
+
+    topic = "redox/ann/strap/state"
+    ours = b'{"schema":1,"seq":1,"connected":false,"connection":"stopped"}'
+    holders = b'{"schema":1,"seq":2,"connected":true,"connection":"connected"}'
+    with GatewayOutbox(tmp_path / "gw1.sqlite") as outbox:
+        outbox.keep_device_states([KeptState(topic, "ann", "strap", ours)])
+
+    async def scenario() -> list[Received]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            kv = await ensure_stream(nc.jetstream())
+            assert await Lease(kv, "gw2", "ann", "strap").try_acquire(-50)
+        finally:
+            await nc.close()
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="gw2") as client:
+            await client.publish(topic, holders, qos=1, retain=True)
+        with GatewayOutbox(tmp_path / "gw1.sqlite") as outbox:
+            gateway = Gateway("gw1", [nats_server.url], outbox, {})
+            commands = GatewayCommands(MqttConfig.from_url(mosquitto.url), "gw1", ["ann"],
+                                       gateway.offer_marker, clock_ns=time.time_ns,
+                                       devices=gateway, keeper=outbox)  # fmt: skip
+            tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(commands.run())]
+            try:
+                await eventually(lambda: not commands._words.words, 60, "the word forgotten")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            assert outbox.kept_device_states() == [], "nor kept for the next start"
+        reader = await Subscriber("127.0.0.1", mosquitto.port, topic=topic, client_id="reader",
+                                  persistent=False).start()  # fmt: skip
+        try:
+            await reader.wait_for(lambda: bool(reader.received), 30, "the retained state")
+        finally:
+            await reader.stop()
+        return reader.received
+
+    (retained,) = asyncio.run(scenario())
+    assert retained.retain
+    assert retained.payload == holders, "the holder's state, nothing of gw1's over it"

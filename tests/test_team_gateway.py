@@ -29,7 +29,7 @@ from streamer.store_lock import StoreBusyError
 from streamer.team import wire
 from streamer.team.gateway import availability_topic
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s
-from streamer.team.outbox import GatewayOutbox
+from streamer.team.outbox import GatewayOutbox, KeptState
 from streamer.team.stream import ensure_stream
 from tests.servers import (
     Mosquitto,
@@ -107,6 +107,24 @@ def test_a_commit_deletes_the_acknowledged_rows_in_its_own_transaction(tmp_path:
         assert [(r.id, r.body) for r in rows] == [(first[2], b"3"), (later, b"4")]
         assert rows[-1].created_ns == 1234  # the gateway's receipt, not the commit's time
         assert [r.id for r in outbox.peek(10, after=first[2])] == [later]
+
+
+def test_the_device_states_kept_at_a_stop_are_read_back_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """The last word of each device (:mod:`streamer.team.gateway_mqtt`) survives a restart
+    of the gateway, beside its rows; each stop replaces what the one before kept."""
+    ann = KeptState("redox/ann/strap/state", "ann", "strap", b'{"seq":1}')
+    bob = KeptState("redox/bob/smo2/state", "bob", "smo2", b'{"seq":2}')
+    with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+        outbox.append([("ann", b"1")])
+        outbox.keep_device_states([bob, ann])
+    with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+        assert outbox.kept_device_states() == [ann, bob]
+        assert outbox.depth() == 1  # the rows are their own
+        outbox.keep_device_states([bob])
+    with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+        assert outbox.kept_device_states() == [bob]
 
 
 def test_each_athletes_rows_reach_the_stream_in_order_stamped_with_their_receipt(

@@ -124,7 +124,7 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
     """Two gateways (one account) and a worker owning all 16 partitions (17 connections,
     one account) all stay connected: no takeover in the broker's log, every availability
     topic online, a command handed to one gateway. The gateway account cannot publish a
-    result."""
+    result, only its availability and the state of the devices it holds."""
     offered: list[tuple[str, str, object]] = []
     watcher = _Watcher(team_broker)
     partitions = 16
@@ -167,10 +167,15 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
             rogue.loop_start()
             rogue.publish("redox/ann/status", b'{"fake":1}', qos=1).wait_for_publish(30)
             rogue.publish("redox/gateway/gw9/state", b"online", qos=1).wait_for_publish(30)
+            # …and the state of a device it holds (as `run` publishes it), retained.
+            rogue.publish("redox/ann/strap/state", b"{}", qos=1).wait_for_publish(30)
             rogue.loop_stop()
             rogue.disconnect()
             await eventually(
                 lambda: watcher.online("redox/gateway/gw9/state"), 30, "the rogue's allowed one"
+            )
+            await eventually(
+                lambda: ("redox/ann/strap/state", b"{}") in watcher.seen, 30, "a device state"
             )
         finally:
             worker.stop()
@@ -585,3 +590,63 @@ def test_workers_stopped_together_leave_their_partitions_offline(
         )
     finally:
         watcher.stop()
+
+
+def test_the_last_worker_stopping_while_the_broker_restarts_still_says_offline(
+    team_broker: ShippedBroker,
+    nats_server: NatsServer,
+    postgres: PostgreSQL,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker dies (SIGKILL: no Last Will sent — a stopped mosquitto sends its
+    clients' — and its retained ``online`` states persisted); the last worker stops while
+    its availability connection is reconnecting; the broker comes back while the worker is
+    saying goodbye: the goodbye waits for it (bounded), so every partition and the worker
+    itself end ``offline``, not ``online`` with nobody serving them."""
+    asked = threading.Event()
+    ask = Worker._offline_at_stop
+
+    def asking(self: Worker, released: list[int]) -> list[str]:
+        topics = ask(self, released)
+        asked.set()  # the goodbye follows at once, the broker still down
+        return topics
+
+    monkeypatch.setattr(Worker, "_offline_at_stop", asking)
+    partitions = 2
+    states = [*(f"redox/partition/{p}/state" for p in range(partitions)), "redox/worker/a/state"]
+    watcher = _Watcher(team_broker, "redox/partition/#", "redox/worker/#")
+    config = dataclasses.replace(
+        Config(), mqtt=MqttConfig.from_url(team_broker.url("redox-worker"))
+    )
+    options = WorkerOptions(partitions=partitions, live=False, claim_every_s=0.2)
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        await th.ensure_stream(nc.jetstream())
+        await nc.close()
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=config,
+                        options=options)  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(lambda: all(watcher.online(t) for t in states), 120, "all online")
+            watcher.stop()
+            await asyncio.to_thread(team_broker.server.kill)
+            await eventually(lambda: not worker.mqtt_online.is_set(), 60, "the link down")
+            worker.stop()
+            await asyncio.to_thread(asked.wait, 60)
+            await asyncio.to_thread(team_broker.server.start)
+        finally:
+            worker.stop()
+            await asyncio.gather(task, return_exceptions=True)
+        assert task.exception() is None
+
+    asyncio.run(scenario())
+    reader = _Watcher(team_broker, "redox/partition/#", "redox/worker/#")  # the retained
+    try:
+        wait_until(
+            lambda: all(reader.last.get(t) == b"offline" for t in states),
+            30,
+            "every state offline, retained",
+        )
+    finally:
+        reader.stop()

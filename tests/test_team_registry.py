@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 
+from devices.kinds import DeviceKind
+from devices.registry import DeviceRegistry, PairedDevice
 from processors.labs import LabMarker, LabTiming
 from processors.profiles import thresholds_for
 from streamer.athlete.events import LabEntry, SessionEnd, SessionStart
 from streamer.cli import main
+from streamer.commands.run import paired_devices
 from streamer.config import Config, athlete_data, load_config, parse_athlete
 from streamer.errors import INPUT_STATUS
 from streamer.team import wire
@@ -123,6 +126,43 @@ def test_push_writes_what_the_file_validates_and_show_reads_it_back(
     out = capsys.readouterr().out
     assert "1 athletes" in out
     assert "athlete ann (Ann), profile default, overrides {'hi_spacing_h': 60}: strap" in out
+
+
+def test_push_takes_the_devices_paired_on_this_machine_for_the_files_athletes(
+    tmp_path: Path, nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A club admin who paired devices with `redox-streamer pair` on the central box (as
+    for `run`) gets them in the registry by pushing the club file: the devices `run` would
+    stream there, no more — a pairing of an athlete the file does not name is one note
+    naming it and the command that would push it."""
+    url = nats_server.url
+    pairing = DeviceRegistry.load(tmp_path / "devices.toml")
+    pairing.add(PairedDevice("C4:7F:51:00:11:22", "ann", DeviceKind.SMO2, role="left vl"))
+    pairing.add(PairedDevice("EE:00:00:00:01:01", "ann", DeviceKind.STRAP))  # configured
+    pairing.add(PairedDevice("EE:00:00:00:09:01", "zed", DeviceKind.STRAP))  # not in the file
+    pairing.save()
+    club = _club(tmp_path)
+    push = ["push", "--config", str(club), "--pairing", str(pairing.path)]
+    assert _registry(push, url) == 0
+    captured = capsys.readouterr()
+    assert "pushed with the file: ann: smo2 (smo2 C4:7F:51:00:11:22)" in captured.out
+    assert "2 athletes written (ann, bob)" in captured.out
+    (note,) = captured.err.splitlines()
+    assert "zed (strap EE:00:00:00:09:01)" in note
+    assert "redox-streamer registry pair ADDRESS --athlete ID --kind KIND" in note
+
+    view = asyncio.run(_kv(url, read_view))
+    (ann,) = [a for a in view.athletes if a.id == "ann"]
+    assert [(d.id, d.kind.value, d.address, d.role) for d in ann.devices] == [
+        ("strap", "strap", "EE:00:00:00:01:01", None),
+        ("smo2", "smo2", "C4:7F:51:00:11:22", "left vl"),
+    ]
+    # What a gateway follows is what `run` streams on this machine.
+    assert {a.id: list(a.devices) for a in view.athletes} == paired_devices(
+        load_config(club), pairing
+    )
+    assert _registry(push, url) == 0  # pushed again: nothing changed
+    assert "0 athletes written, 2 unchanged" in capsys.readouterr().out
 
 
 def test_pair_and_unpair_change_one_device_and_refuse_in_one_line(

@@ -267,6 +267,7 @@ async def _run(
                 gateway.offer_marker,
                 clock_ns=clock_ns,
                 devices=gateway,  # the held devices' connection states, as `run` publishes
+                keeper=outbox,  # their last words, kept across a restart
             )
             tasks.append(asyncio.create_task(commands.run(), name="mqtt"))
         source = (

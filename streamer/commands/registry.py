@@ -14,8 +14,15 @@ from typing import Any, TypeVar
 
 from devices.kinds import DeviceKind
 from devices.models import STREAMABLE_KINDS
-from devices.registry import RegistryError, normalize_address
-from streamer.config import ID_RULE, AthleteConfig, athlete_data, athlete_id_arg, load_config
+from devices.registry import DeviceRegistry, RegistryError, normalize_address
+from streamer.config import (
+    ID_RULE,
+    AthleteConfig,
+    Config,
+    athlete_data,
+    athlete_id_arg,
+    load_config,
+)
 from streamer.errors import INPUT_STATUS, CliError
 
 T = TypeVar("T")
@@ -30,10 +37,11 @@ released, a threshold changed reaches the athlete's next evaluation between two
 protocols — no restart, and no Pi's file to edit.
 
 `push` writes the [[athletes]] tables (with their [athletes.rules] and
-[[athletes.devices]]) and [rules] of a club file, validated as `config check` validates
-them; `show` prints what the gateways and workers read; `pair` and `unpair` change one
-device of one athlete. Each Pi's own file keeps only its own things: [mqtt], [store]
-(and [team] registry = true if it names athletes for other uses).
+[[athletes.devices]], and the devices paired on this machine with `redox-streamer pair`
+for those athletes, as `run` streams them) and [rules] of a club file, validated as
+`config check` validates them; `show` prints what the gateways and workers read; `pair`
+and `unpair` change one device of one athlete. Each Pi's own file keeps only its own
+things: [mqtt], [store] (and [team] registry = true if it names athletes for other uses).
 """
 
 EPILOG = """\
@@ -66,7 +74,9 @@ def register(subparsers: Any) -> None:
         description="Write every [[athletes]] table of the config (devices and\n"
         "[athletes.rules] included) and its [rules] to the central registry; entries\n"
         "already equal are left alone. Athletes in the registry but not in the file\n"
-        "stay, unless --prune.",
+        "stay, unless --prune. Devices paired on this machine (`redox-streamer pair`)\n"
+        "for the file's athletes are pushed too: the registry gets what `run` streams\n"
+        "here; devices paired for athletes the file does not name are listed, not pushed.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -78,6 +88,14 @@ def register(subparsers: Any) -> None:
     )
     push.add_argument(
         "--prune", action="store_true", help="remove the athletes the file no longer names"
+    )
+    push.add_argument(
+        "--pairing",
+        type=Path,
+        metavar="FILE",
+        help="the devices paired on this machine with `redox-streamer pair` (what `run "
+        "--registry` reads; default: devices.toml in the user config dir): those of the "
+        "file's athletes are pushed with them, as `run` would stream them",
     )
     push.add_argument(
         "--replicas",
@@ -219,8 +237,26 @@ def _with_registry(
     return asyncio.run(main())
 
 
+def with_local_pairing(config: Config, registry: DeviceRegistry) -> tuple[Config, list[str]]:
+    """``config`` whose athletes also list the devices paired in ``registry`` for them, as
+    ``run`` streams them (:func:`streamer.commands.run.paired_devices`: a configured
+    address wins, a second device of a kind gets an id of its own); and one
+    ``"<athlete>: <id> (<kind> <address>)"`` per device added."""
+    from streamer.app.device_state import with_streamed_devices
+    from streamer.commands.run import paired_devices
+
+    merged = with_streamed_devices(config, paired_devices(config, registry))
+    added = [
+        f"{athlete.id}: {d.id} ({d.kind.value} {d.address})"
+        for athlete, before in zip(merged.athletes, config.athletes, strict=True)
+        for d in athlete.devices[len(before.devices) :]
+    ]
+    return merged, added
+
+
 def run_push(args: argparse.Namespace) -> int:
-    """Write the club file's athletes and rules; say what changed."""
+    """Write the club file's athletes (with the devices paired here) and rules; say what
+    changed."""
     from streamer.team.registry import push
 
     config = load_config(args.config)
@@ -228,7 +264,15 @@ def run_push(args: argparse.Namespace) -> int:
         raise CliError(
             f"{config.source}: no [[athletes]] to push — give the club file with --config"
         )
+    pairing = DeviceRegistry.load(args.pairing)
+    config, added = with_local_pairing(config, pairing)
+    named = {a.id for a in config.athletes}
+    strangers = sorted(
+        f"{d.athlete} ({d.kind.value} {d.address})" for d in pairing if d.athlete not in named
+    )
     report = _with_registry(args, lambda kv: push(kv, config, prune=args.prune), create=True)
+    if added:
+        print(f"paired on this machine ({pairing.path}), pushed with the file: {'; '.join(added)}")
     parts = [f"{len(report.written)} athletes written" + _ids(report.written)]
     parts.append(f"{len(report.unchanged)} unchanged")
     if report.rules_written:
@@ -240,6 +284,13 @@ def run_push(args: argparse.Namespace) -> int:
         print(
             f"note: {len(report.kept)} athletes in the registry are not in {config.source}"
             f"{_ids(report.kept)}: they stay; --prune removes them",
+            file=sys.stderr,
+        )
+    if strangers:
+        print(
+            f"note: devices paired in {pairing.path} for athletes not in {config.source} were "
+            f"not pushed: {', '.join(strangers)} — add the athletes to the file, or pair "
+            "each with `redox-streamer registry pair ADDRESS --athlete ID --kind KIND`",
             file=sys.stderr,
         )
     return 0

@@ -99,26 +99,6 @@ them survive a reconnection or a broker restart of up to 10 min; a session nobod
 UNACKED_WAIT_S: Final = 1.0
 """Longest wait, before a clean disconnect, for the broker's PUBACKs of QoS 1 messages still
 in flight (a publisher stopped while its outbox batch or discovery configs were sent)."""
-_UNACKED_POLL_S: Final = 0.01
-
-
-async def _acknowledged(client: aiomqtt.Client, timeout_s: float) -> None:
-    """Wait (at most ``timeout_s``) until the broker acknowledged every QoS 1 message sent on
-    ``client``'s live connection. mosquitto before 2.0.22 takes a client that disconnects
-    before it could write a PUBACK for a lost one ("disconnected due to out of memory",
-    eclipse-mosquitto/mosquitto#3253) and sends its Last Will: an ``offline`` after a clean
-    stop, which a team partition handed to another worker must not show (the broker writing
-    anything to a socket the client closed does the same). paho keeps the
-    unacknowledged messages in ``_out_messages`` (aiomqtt forgets a publish whose caller was
-    cancelled); without it, or on a link already down, nothing is awaited."""
-    ended = getattr(client, "_disconnected", None)
-    in_flight = getattr(getattr(client, "_client", None), "_out_messages", None)
-    if in_flight is None or (isinstance(ended, asyncio.Future) and ended.done()):
-        return
-    deadline = time.monotonic() + timeout_s
-    # paho calls no one when the last PUBACK arrives (aiomqtt owns its callbacks): look.
-    while in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(_UNACKED_POLL_S)
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:
@@ -274,6 +254,8 @@ class MqttPublisher:
         self._batch = outbox_batch
         self._status = MqttStatus(broker=config.url, outbox_depth=self.outbox.depth())
         self._client: aiomqtt.Client | None = None
+        self._owed: dict[aiomqtt.Client, set[asyncio.Future[None]]] = {}
+        """Per connection, its QoS ≥ 1 publishes whose PUBACK has not come (:meth:`_send`)."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while the outbox is empty and connected
         self._closing = False
@@ -321,12 +303,13 @@ class MqttPublisher:
             topic = self.topics.for_result(result)
             payload = encode_payload(result, self._next_live_seq(topic))
             sends.append(
-                client.publish(
+                self._send(
+                    client,
                     topic,
                     payload,
                     qos=result.qos,
                     retain=False,
-                    timeout=self.config.publish_timeout_s,
+                    timeout_s=self.config.publish_timeout_s,
                 )
             )
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
@@ -374,8 +357,8 @@ class MqttPublisher:
             for topic, payload in goodbye:
                 remaining = max(0.1, deadline - time.monotonic())
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
-                    await client.publish(
-                        topic, payload, qos=1, retain=True, timeout=min(remaining, 2.0)
+                    await self._send(
+                        client, topic, payload, qos=1, retain=True, timeout_s=min(remaining, 2.0)
                     )
         self._wake.set()  # let the sender notice the close
         return self._status.outbox_depth
@@ -453,13 +436,15 @@ class MqttPublisher:
             self._status.connected_since_ns = time.time_ns()
             _LOGGER.info("MQTT connected to %s as %s", self.config.url, self._client_id)
             with cancellation_kept():
-                await client.publish(self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True)
+                await self._send(
+                    client, self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True
+                )
                 if not self._listeners:
                     # Nothing here listens for commands: a `run` killed before this process
                     # left `online` on bridge/commands (its Will covers bridge/state only),
                     # which this connection's `online` on bridge/state would make true again.
                     # Cleared (an empty retained message), not set: no run, no state.
-                    await client.publish(self.topics.bridge_commands, b"", qos=1, retain=True)
+                    await self._send(client, self.topics.bridge_commands, b"", qos=1, retain=True)
             if self.shared_state:
                 with cancellation_kept():
                     await client.subscribe(self.topics.bridge_state, qos=1)
@@ -487,10 +472,10 @@ class MqttPublisher:
                             )
                             # …nor leave a stale `online` of an earlier process standing.
                             for topic, payload in listener.announce(False):
-                                await client.publish(topic, payload, qos=1, retain=True)
+                                await self._send(client, topic, payload, qos=1, retain=True)
                             continue
                         for topic, payload in listener.announce(True):
-                            await client.publish(topic, payload, qos=1, retain=True)
+                            await self._send(client, topic, payload, qos=1, retain=True)
                     listener.on_link(True)
                 tasks.append(asyncio.create_task(self._receive(client), name="mqtt receive"))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -529,7 +514,7 @@ class MqttPublisher:
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                 async with asyncio.timeout(UNACKED_WAIT_S):
                     await client.unsubscribe(self.topics.bridge_state)
-        await _acknowledged(client, UNACKED_WAIT_S)
+        await self._acknowledged(client, UNACKED_WAIT_S)
         with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
             async with asyncio.timeout(2.0):
                 with cancellation_kept():
@@ -540,6 +525,42 @@ class MqttPublisher:
         ended = getattr(client, "_disconnected", None)
         if isinstance(ended, asyncio.Future):
             ended.add_done_callback(_consume_outcome)
+
+    async def _send(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        timeout_s: float | None = None,
+    ) -> None:
+        """``client.publish``, accounted while the broker owes its PUBACK (QoS ≥ 1): the
+        publish itself is shielded, so a caller cancelled meanwhile (a session ending, a
+        stop) leaves it waiting for that PUBACK, and :meth:`_acknowledged` sees it."""
+        call = client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout_s)
+        if qos == 0:
+            await call
+            return
+        publish = asyncio.ensure_future(call)
+        owed = self._owed.setdefault(client, set())
+        owed.add(publish)
+        publish.add_done_callback(owed.discard)
+        publish.add_done_callback(_consume_outcome)  # its caller may be gone
+        await asyncio.shield(publish)
+
+    async def _acknowledged(self, client: aiomqtt.Client, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until the broker acknowledged every QoS 1 message
+        sent on ``client``'s live connection (:meth:`_send`'s account). mosquitto before
+        2.0.22 takes a client that disconnects before it could write a PUBACK for a lost
+        one ("disconnected due to out of memory", eclipse-mosquitto/mosquitto#3253) and
+        sends its Last Will: an ``offline`` after a clean stop, which a team partition
+        handed to another worker must not show (the broker writing anything to a socket
+        the client closed does the same). On a link already down nothing is awaited."""
+        owed = self._owed.pop(client, set())
+        if owed and self._client_alive(client):
+            await asyncio.wait(set(owed), timeout=timeout_s)
 
     @staticmethod
     def _client_alive(client: aiomqtt.Client) -> bool:
@@ -588,12 +609,13 @@ class MqttPublisher:
                 raise aiomqtt.MqttError(f"publish failed: {failure}") from failure
 
     async def _publish(self, client: aiomqtt.Client, message: MqttMessage) -> None:
-        await client.publish(
+        await self._send(
+            client,
             message.topic,
             message.payload,
             qos=message.qos,
             retain=message.retain,
-            timeout=self.config.publish_timeout_s,
+            timeout_s=self.config.publish_timeout_s,
         )
 
     def _next_live_seq(self, topic: str) -> int:
@@ -628,8 +650,13 @@ class MqttPublisher:
         messages = discovery_messages(self.topics, self.athletes)
         await asyncio.gather(
             *(
-                client.publish(
-                    topic, payload, qos=1, retain=True, timeout=self.config.publish_timeout_s
+                self._send(
+                    client,
+                    topic,
+                    payload,
+                    qos=1,
+                    retain=True,
+                    timeout_s=self.config.publish_timeout_s,
                 )
                 for topic, payload in messages
             )
@@ -649,8 +676,8 @@ class MqttPublisher:
                         "%s: offline by another's Last Will; online again",
                         self.topics.bridge_state,
                     )
-                    await client.publish(
-                        self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True
+                    await self._send(
+                        client, self.topics.bridge_state, BRIDGE_ONLINE, qos=1, retain=True
                     )
                 continue
             if self._ha_discovery and message.topic.matches(self.topics.ha_status):

@@ -51,6 +51,9 @@ PUBLISH_TIMEOUT_S: Final = 1.0
 """Wait this long for a PubAck before resending (s): a PubAck takes milliseconds on a
 club's LAN (three nodes' quorum included); a message sent to a leader that just died
 gets none, and every second waited here adds to the stall of a leader election."""
+LEASE_LOOKUP_WAIT_S: Final = 5.0
+"""How long a question about a device's lease holder waits for NATS to answer at a start
+(s) before the gateway's MQTT side goes on without it (:meth:`Gateway.held_elsewhere`)."""
 BATCH: Final = 256
 """Outbox rows read (and acknowledged) per round."""
 RESEND_BACKOFF: Final = Backoff(0.05, 1.0, multiplier=2.0, jitter=Jitter.EQUAL)
@@ -568,6 +571,24 @@ class Gateway:
     def battery_of(self, athlete: str, device_id: str) -> int | None:
         """The battery level (%) ``device_id`` of ``athlete`` last reported here, or None."""
         return self.battery_pct.get((athlete, device_id))
+
+    async def held_elsewhere(self, athlete: str, device_id: str) -> bool:
+        """Whether another gateway holds ``device_id``'s lease now (it then owns the
+        device's retained state); False when it is free or NATS cannot say (bounded).
+        A lease this gateway lost was taken by another: True without asking."""
+        if self.stats.leases.get(lease_key(athlete, device_id)) == "lost":
+            return True
+        try:
+            # Just started, the MQTT side may be up before NATS: wait for it a little.
+            async with asyncio.timeout(LEASE_LOOKUP_WAIT_S):
+                await self.connected.wait()
+            if self._kv is None:
+                return False
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                holder = await Lease(self._kv, self.id, athlete, device_id).holder()
+        except (NatsError, OSError, TimeoutError):
+            return False
+        return holder is not None and holder != self.id
 
     async def set_devices(self, devices: Mapping[str, Sequence[DeviceConfig]]) -> None:
         """Run exactly ``devices`` (athlete id → devices): a device gone or changed has its

@@ -17,6 +17,10 @@ window — the server would drop its new messages as resends.
 One process at a time: the file is locked (``flock`` on ``<file>.lock``) while open, and a
 second gateway on it is refused with the holder named. Methods are synchronous and short;
 asyncio callers run them in a thread.
+
+Beside the rows, the file keeps each device's last retained state message at a stop
+(:meth:`GatewayOutbox.keep_device_states`): a ``stopped`` that could not reach the broker
+then is published at the next start (:mod:`streamer.team.gateway_mqtt`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS gateway_outbox ("
     "id INTEGER PRIMARY KEY AUTOINCREMENT, boot INTEGER NOT NULL, athlete TEXT NOT NULL, "
     "body BLOB NOT NULL, created_ns INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gateway_device_state (topic TEXT PRIMARY KEY, "
+    "athlete TEXT NOT NULL, device TEXT NOT NULL, payload BLOB NOT NULL)",
 )
 
 
@@ -51,6 +57,17 @@ class Row:
     athlete: str
     body: bytes
     created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeptState:
+    """A device's last retained state message as the gateway made it: the ``payload``
+    bytes (its ``seq`` inside) for ``topic``, of ``athlete``'s ``device``."""
+
+    topic: str
+    athlete: str
+    device: str
+    payload: bytes
 
 
 class GatewayOutbox:
@@ -144,6 +161,26 @@ class GatewayOutbox:
         with self._lock:
             (count,) = self._db.execute("SELECT COUNT(*) FROM gateway_outbox").fetchone()
         return int(count)
+
+    def keep_device_states(self, states: Sequence[KeptState]) -> None:
+        """Replace the kept device states with ``states`` (one fsync'd transaction): the
+        last word of each device at a stop, for the next start to publish again
+        (:mod:`streamer.team.gateway_mqtt`)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM gateway_device_state")
+            db.executemany(
+                "INSERT OR REPLACE INTO gateway_device_state (topic, athlete, device, payload) "
+                "VALUES (?, ?, ?, ?)",
+                [(s.topic, s.athlete, s.device, s.payload) for s in states],
+            )
+
+    def kept_device_states(self) -> list[KeptState]:
+        """The device states kept at the last stop (:meth:`keep_device_states`)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT topic, athlete, device, payload FROM gateway_device_state ORDER BY topic"
+            ).fetchall()
+        return [KeptState(str(t), str(a), str(d), bytes(p)) for t, a, d, p in rows]
 
     def close(self) -> None:
         """Close the file and release its lock."""

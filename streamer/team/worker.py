@@ -94,6 +94,11 @@ SNAPSHOT_EVERY_S: Final = 60.0
 takeover replays at most there (a snapshot costs ~1–8 ms and a few kB; one a minute per
 athlete is ~3% of a core for 200 athletes)."""
 
+GOODBYE_WAIT_S: Final = 10.0
+"""At a clean stop, how long the worker waits for the broker to take its ``offline``
+goodbye (s) when its availability connection is down or reconnecting then: a broker
+restarting comes back within seconds; one gone for longer leaves the retained states as
+they were (the worker's own Last Will already fired, if the connection broke)."""
 WRITE_BATCH: Final = 128
 """Stream messages whose outputs share one transaction at most: a partition writes what
 the messages at hand produced when its queue runs empty, or once this many messages were
@@ -911,46 +916,102 @@ class Worker:
 
     async def _availability(self) -> None:
         """``online`` (retained) on the worker's state topic while connected; the Last Will
-        says ``offline``, and so does a clean stop."""
+        says ``offline``, and so does a clean stop — also when the connection is down or
+        reconnecting at that moment (:meth:`_say_goodbye`)."""
         import aiomqtt
 
-        from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE
-        from streamer.sinks.mqtt_connect import mqtt_client, tls_context
+        from streamer.payloads import BRIDGE_ONLINE
 
         config = self.config.mqtt
         assert config is not None
         topic = f"{Topics(config.base_topic).base}/worker/{self.id}/state"
         delay = 0.5
+        said = False
+        try:
+            while True:
+                client = await self._availability_client(topic)
+                try:
+                    async with client:
+                        await client.publish(topic, BRIDGE_ONLINE, qos=1, retain=True)
+                        self.mqtt_online.set()
+                        delay = 0.5
+                        try:
+                            async for _ in client.messages:  # ends only with the connection
+                                pass
+                        except asyncio.CancelledError:
+                            said = await self._goodbye_on(client, topic, 2.0)
+                            raise
+                except aiomqtt.MqttError as exc:
+                    self.mqtt_online.clear()
+                    _LOGGER.warning("MQTT availability of worker %s: %s", self.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        except asyncio.CancelledError:
+            if not said:
+                await self._say_goodbye(topic)
+            raise
+
+    async def _availability_client(self, topic: str, *, will: bool = True) -> Any:
+        """A client of the worker's availability connection (``redox-worker-<id>``)."""
+        import aiomqtt
+
+        from streamer.payloads import BRIDGE_OFFLINE
+        from streamer.sinks.mqtt_connect import mqtt_client, tls_context
+
+        config = self.config.mqtt
+        assert config is not None
+        return mqtt_client(
+            config,
+            tls=await asyncio.to_thread(tls_context, config),
+            timeout_s=config.publish_timeout_s,
+            identifier=f"redox-worker-{self.id}",
+            will=aiomqtt.Will(topic, BRIDGE_OFFLINE, qos=1, retain=True) if will else None,
+            logger=_LOGGER,
+        )
+
+    async def _goodbye_on(self, client: Any, topic: str, timeout_s: float) -> bool:
+        """``offline`` on the partitions' state topics to say so (:meth:`_offline_at_stop`),
+        then on the worker's own, through ``client``; whether every PUBACK came in time."""
+        import aiomqtt
+
+        from streamer.payloads import BRIDGE_OFFLINE
+
+        goodbye = [*self._goodbye, topic]  # the partitions' first, then ours
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(
+                    *(client.publish(t, BRIDGE_OFFLINE, qos=1, retain=True) for t in goodbye)
+                )
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:  # see _say_goodbye
+            _LOGGER.debug("worker %s goodbye: %s", self.id, exc)
+            return False
+        return True
+
+    async def _say_goodbye(self, topic: str) -> None:
+        """The goodbye when the availability connection could not carry it (down, or
+        reconnecting, at the stop): on fresh short connections, retried until the broker
+        takes it or :data:`GOODBYE_WAIT_S` passed."""
+        import aiomqtt
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GOODBYE_WAIT_S
+        delay = 0.1
         while True:
-            client = mqtt_client(
-                config,
-                tls=await asyncio.to_thread(tls_context, config),
-                timeout_s=config.publish_timeout_s,
-                identifier=f"redox-worker-{self.id}",
-                will=aiomqtt.Will(topic, BRIDGE_OFFLINE, qos=1, retain=True),
-                logger=_LOGGER,
-            )
             try:
-                async with client:
-                    await client.publish(topic, BRIDGE_ONLINE, qos=1, retain=True)
-                    self.mqtt_online.set()
-                    delay = 0.5
-                    try:
-                        async for _ in client.messages:  # ends only with the connection
-                            pass
-                    except asyncio.CancelledError:
-                        goodbye = [*self._goodbye, topic]  # the partitions' first, then ours
-                        with contextlib.suppress(Exception):
-                            async with asyncio.timeout(2.0):
-                                await asyncio.gather(
-                                    *(
-                                        client.publish(t, BRIDGE_OFFLINE, qos=1, retain=True)
-                                        for t in goodbye
-                                    )
-                                )
-                        raise
-            except aiomqtt.MqttError as exc:
-                self.mqtt_online.clear()
-                _LOGGER.warning("MQTT availability of worker %s: %s", self.id, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    async with await self._availability_client(topic, will=False) as client:
+                        if await self._goodbye_on(client, topic, deadline - loop.time()):
+                            _LOGGER.info("worker %s: goodbye said on a new connection", self.id)
+                            return
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                _LOGGER.debug("worker %s goodbye: %s", self.id, exc)
+            if loop.time() + delay >= deadline:
+                _LOGGER.warning(
+                    "worker %s: MQTT broker away for %.0f s at the stop: the partitions' "
+                    "availability not set offline",
+                    self.id,
+                    GOODBYE_WAIT_S,
+                )
+                return
+            await asyncio.sleep(delay)  # a back-off between connection attempts
+            delay = min(delay * 2, 1.0)
