@@ -49,6 +49,17 @@ def private_device_locks(
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """An empty user config dir per test: a command that falls back to its default files
+    (the pairing registry's devices.toml, config.toml) must not read the developer's own."""
+    path = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(path))
+    return path
+
+
 S = TypeVar("S", bound=ServerProcess)
 
 
