@@ -223,7 +223,13 @@ async def run_gateway(
                     if delay > 0:
                         await asyncio.sleep(delay)
                     gateway.offer(athlete, message)
-                await drained()  # a hand-over: the next holder's records come after ours
+                # A hand-over: the next holder's grant must come after every row of ours
+                # (release after flush, as Gateway._drive releases): waiting for this
+                # athlete's rows, not for a count of all rows published — the athletes
+                # are published concurrently, so others' later rows can make up the count
+                # while this athlete's backlog is still queued (after a NATS outage).
+                while not await gateway.flushed(athlete, 5.0):
+                    pass  # NATS away: the leases are renewed meanwhile
                 renew.cancel()
                 for lease in leases:
                     await lease.release()

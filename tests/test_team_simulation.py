@@ -22,12 +22,11 @@ def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> Non
     messages = sim.trim_sessions(th.athlete_days(12, 2), keep_s=600.0)
     # Faults in the first morning (0-18.5 s), the second (21.5-40 s) and the session
     # (43-76 s): the takeover of a worker killed while readings are open in its
-    # partitions, every partition's lock lost with PostgreSQL, InfluxDB's data away, the
-    # stream's leader lost. The whole-cluster NATS restart runs in bench/team.py only: on
-    # nats-server 2.9.10 it can leave replicas diverged, and with a session handed over
-    # during the outage a CI run saw one message of an athlete out of plan order.
+    # partitions, every NATS node lost at once, every partition's lock lost with
+    # PostgreSQL, InfluxDB's data away, the stream's leader lost.
     faults = [
         (6.0, "worker-kill-morning"),
+        (14.0, "nats-restart"),
         (38.0, "postgres-restart"),
         (42.0, "influx-restart"),
         (48.0, "nats-leader-kill"),
