@@ -467,15 +467,19 @@ class Gateway:
             if acked >= target and not waiter.done():
                 waiter.set_result(None)
 
+    def queued(self, athlete: str) -> int:
+        """Messages of ``athlete`` offered by this process and not yet acknowledged."""
+        return self._offered_of.get(athlete, 0) - self._acked_of.get(athlete, 0)
+
     async def flushed(self, athlete: str, timeout_s: float) -> bool:
         """Wait until every message of ``athlete`` offered so far is acknowledged by the
         stream; False if that takes longer than ``timeout_s`` (s) — NATS away.
 
         Rows of an earlier boot are not counted, but they come first in the athlete's
         chain: once a row offered here is acknowledged, so are they."""
-        target = self._offered_of.get(athlete, 0)
-        if self._acked_of.get(athlete, 0) >= target:
+        if self.queued(athlete) <= 0:
             return True
+        target = self._offered_of.get(athlete, 0)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (target, waiter)
         self._flush_waiters.setdefault(athlete, []).append(entry)
