@@ -122,7 +122,6 @@ async def _handover(tmp_path: Path, nodes: list[NatsServer]) -> dict[str, Any]:
                     pass  # NATS away: wait on
 
         releasing = asyncio.create_task(release_a())
-        await asyncio.sleep(1.0)  # A waiting on the dead cluster
         await asyncio.to_thread(start_all, nodes)
         # B contends as soon as the cluster is back: it takes the strap the moment A lets
         # it go.

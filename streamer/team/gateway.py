@@ -581,9 +581,15 @@ class Gateway:
         task = asyncio.create_task(driver.run(), name=f"driver {lease.key}")
         loop = asyncio.get_running_loop()
         last_connected = loop.time()
+        renew_failed = False
         try:
             while True:
-                await asyncio.sleep(renew_every)
+                # After a failed renewal (NATS away) try again within a second: the key's
+                # age counts from the last renewal that reached it, and a whole cluster's
+                # restart (kill, ~5 s away, ~8 s to be ready) plus a full renewal period
+                # would bring it near the TTL, when another gateway could take the device
+                # before this one's backlog is in the stream.
+                await asyncio.sleep(RESEND_BACKOFF.max_s if renew_failed else renew_every)
                 if driver.connected:
                     last_connected = loop.time()
                 elif (
@@ -602,6 +608,7 @@ class Gateway:
                     return
                 try:
                     await lease.renew()
+                    renew_failed = False
                 except LeaseLostError as exc:
                     _LOGGER.warning("%s", exc)
                     self.stats.leases[lease.key] = "lost"
@@ -609,6 +616,7 @@ class Gateway:
                 except (NatsError, OSError, TimeoutError) as exc:
                     # NATS away: keep the device, its records wait in the outbox.
                     _LOGGER.debug("%s: renew: %s", lease.key, exc)
+                    renew_failed = True
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
