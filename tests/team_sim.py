@@ -169,12 +169,13 @@ async def run_gateway(
     gateway_id: str,
     servers: list[str],
     outbox_path: Path,
-    segments: list[Segment],
+    segments: list[tuple[Segment, set[str]]],
     t0_file: Path,
     booted: float,
 ) -> None:
     """Drive this gateway's segments of ``plan`` through a real :class:`Gateway` until
-    every one is published, its leases released; then keep publishing until stopped.
+    every one is published, its leases released; then keep publishing until stopped. Each
+    segment comes with the devices it keeps at its end (:func:`keep_for_next`).
 
     The plan's clock starts at the wall time in ``t0_file``, written by the simulation
     once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
@@ -205,30 +206,39 @@ async def run_gateway(
             while gateway.stats.published < target:  # noqa: ASYNC110  (counters, no event)
                 await asyncio.sleep(0.02)
 
-        async def chain(athlete: str, mine: list[Segment]) -> None:
-            for seg in mine:
+        async def chain(athlete: str, mine: list[tuple[Segment, set[str]]]) -> None:
+            held: dict[str, Lease] = {}  # device → lease, carried over to the next segment
+            renew: asyncio.Task[None] | None = None
+            for seg, keep in mine:
                 items = [(o, m) for o, m in seg.items if t0 + o >= booted]
-                devices = sorted(
-                    {m.device for _, m in seg.items if isinstance(m, RecordedNotification)}
-                )
-                leases = [Lease(kv, gateway_id, athlete, d) for d in devices]
+                devices = sorted(devices_of(seg))
                 if not items:  # all of it while this gateway was dead: free what it held
-                    for lease in leases:
+                    for d in devices:
+                        lease = Lease(kv, gateway_id, athlete, d)
                         with contextlib.suppress(Exception):
                             if await lease.holder() == gateway_id and await lease.try_acquire():
                                 await lease.release()
                     continue
                 await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
-                for lease in leases:
-                    await _acquire(lease)
-                    grant = wire.LeaseGranted(items[0][1].t_ns, lease.device, gateway_id)
-                    gateway.offer(athlete, grant)
-                renew = asyncio.create_task(_renew(leases, ttl / 3))
+                for d in devices:
+                    if d not in held:
+                        held[d] = Lease(kv, gateway_id, athlete, d)
+                        await _acquire(held[d])
+                    gateway.offer(athlete, wire.LeaseGranted(items[0][1].t_ns, d, gateway_id))
+                if renew is not None:
+                    renew.cancel()
+                renew = asyncio.create_task(_renew(list(held.values()), ttl / 3))
                 for offset, message in items:
                     delay = t0 + offset - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     gateway.offer(athlete, message)
+                # The athlete's next segment is here too: its devices stay held (a device
+                # stays connected), and it starts on time — not after a wait for this
+                # segment's rows, which a loaded stream can make longer than the gap.
+                leaving = [held.pop(d) for d in list(held) if d not in keep]
+                if not leaving:
+                    continue
                 # A hand-over: the next holder's grant must come after every row of ours
                 # (release after flush, as Gateway._drive releases): waiting for this
                 # athlete's rows, not for a count of all rows published — the athletes
@@ -242,16 +252,34 @@ async def run_gateway(
                     print(f"gateway {gateway_id}: {athlete} released after {queued} rows "
                           f"queued were in the stream ({waited:.2f} s)", flush=True)  # fmt: skip
                 renew.cancel()
-                for lease in leases:
+                renew = asyncio.create_task(_renew(list(held.values()), ttl / 3)) if held else None
+                for lease in leaving:
                     await lease.release()
+            if renew is not None:
+                renew.cancel()
 
-        by_athlete: dict[str, list[Segment]] = {}
-        for seg in segments:
-            by_athlete.setdefault(seg.athlete, []).append(seg)
+        by_athlete: dict[str, list[tuple[Segment, set[str]]]] = {}
+        for seg, keep in segments:
+            by_athlete.setdefault(seg.athlete, []).append((seg, keep))
         await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
         await drained()
         print(f"gateway {gateway_id}: plan done, {gateway.stats}", flush=True)
         await task  # go on until SIGTERM
+
+
+def devices_of(seg: Segment) -> set[str]:
+    """The devices whose records ``seg`` holds (the leases its gateway takes)."""
+    return {m.device for _, m in seg.items if isinstance(m, RecordedNotification)}
+
+
+def keep_for_next(plan: Sequence[Segment], n: int) -> set[str]:
+    """The devices of ``plan[n]`` its gateway keeps at its end: those of the athlete's next
+    segment when that is at the same gateway (nothing is handed over), else none."""
+    seg = plan[n]
+    nxt = next((s for s in plan[n + 1 :] if s.athlete == seg.athlete), None)
+    if nxt is None or nxt.gateway != seg.gateway:
+        return set()
+    return devices_of(nxt)
 
 
 def gateway_main(argv: Sequence[str]) -> None:
@@ -266,7 +294,10 @@ def gateway_main(argv: Sequence[str]) -> None:
     booted = time.time() if args.outbox.exists() else 0.0
     if booted:
         print(f"gateway {args.id}: restarted at {booted!r}", flush=True)
-    segments = [s for s in pickle.loads(args.plan.read_bytes()) if s.gateway == args.id]
+    plan: list[Segment] = pickle.loads(args.plan.read_bytes())
+    segments = [
+        (seg, keep_for_next(plan, n)) for n, seg in enumerate(plan) if seg.gateway == args.id
+    ]
 
     async def main() -> None:
         task = asyncio.create_task(
