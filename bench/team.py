@@ -183,7 +183,9 @@ def report(
     line("records dropped by the workers' lease rule", f"{s.dropped_by_lease} (in the stream "
          "after their device's lease passed to another gateway)", s.dropped_by_lease == 0)  # fmt: skip
     line("duplicates in the stream 0", str(s.duplicates), s.duplicates == 0)
-    line("per-athlete reorders 0", str(s.reorders), s.reorders == 0)
+    line("per-athlete reorders 0: within a device/markers", str(s.reorders), s.reorders == 0)
+    line("  between an athlete's devices and markers", str(s.interleave_reorders),
+         s.interleave_reorders == 0)  # fmt: skip
     line("each gateway's outbox rows in the stream once", exactly_once, exactly_once == "yes")
     identical = None if isinstance(replicas, str) else not replicas.diverged
     line("NATS replicas identical (each node's store)", "not compared" if identical is None

@@ -142,13 +142,19 @@ async def _acquire(lease: Any) -> None:
 
 
 async def _renew(leases: Sequence[Any], every_s: float) -> None:
+    """Renew ``leases`` every ``every_s``, within a second after a failure (NATS away), as
+    :meth:`Gateway._drive` does: the key's age counts from the last renewal that reached it."""
     from nats.errors import Error as NatsError
 
+    failed = False
     while True:
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(0.5 if failed else every_s)
+        failed = False
         for lease in leases:
-            with contextlib.suppress(NatsError, OSError, TimeoutError):
+            try:
                 await lease.renew()
+            except (NatsError, OSError, TimeoutError):
+                failed = True
 
 
 def _t0_when_written(t0_file: Path) -> float:
@@ -163,12 +169,13 @@ async def run_gateway(
     gateway_id: str,
     servers: list[str],
     outbox_path: Path,
-    segments: list[Segment],
+    segments: list[tuple[Segment, set[str]]],
     t0_file: Path,
     booted: float,
 ) -> None:
     """Drive this gateway's segments of ``plan`` through a real :class:`Gateway` until
-    every one is published, its leases released; then keep publishing until stopped.
+    every one is published, its leases released; then keep publishing until stopped. Each
+    segment comes with the devices it keeps at its end (:func:`keep_for_next`).
 
     The plan's clock starts at the wall time in ``t0_file``, written by the simulation
     once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
@@ -199,42 +206,80 @@ async def run_gateway(
             while gateway.stats.published < target:  # noqa: ASYNC110  (counters, no event)
                 await asyncio.sleep(0.02)
 
-        async def chain(athlete: str, mine: list[Segment]) -> None:
-            for seg in mine:
+        async def chain(athlete: str, mine: list[tuple[Segment, set[str]]]) -> None:
+            held: dict[str, Lease] = {}  # device → lease, carried over to the next segment
+            renew: asyncio.Task[None] | None = None
+            for seg, keep in mine:
                 items = [(o, m) for o, m in seg.items if t0 + o >= booted]
-                devices = sorted(
-                    {m.device for _, m in seg.items if isinstance(m, RecordedNotification)}
-                )
-                leases = [Lease(kv, gateway_id, athlete, d) for d in devices]
+                devices = sorted(devices_of(seg))
                 if not items:  # all of it while this gateway was dead: free what it held
-                    for lease in leases:
+                    for d in devices:
+                        lease = Lease(kv, gateway_id, athlete, d)
                         with contextlib.suppress(Exception):
                             if await lease.holder() == gateway_id and await lease.try_acquire():
                                 await lease.release()
                     continue
                 await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
-                for lease in leases:
-                    await _acquire(lease)
-                    grant = wire.LeaseGranted(items[0][1].t_ns, lease.device, gateway_id)
-                    gateway.offer(athlete, grant)
-                renew = asyncio.create_task(_renew(leases, ttl / 3))
+                for d in devices:
+                    if d not in held:
+                        held[d] = Lease(kv, gateway_id, athlete, d)
+                        await _acquire(held[d])
+                    gateway.offer(athlete, wire.LeaseGranted(items[0][1].t_ns, d, gateway_id))
+                if renew is not None:
+                    renew.cancel()
+                renew = asyncio.create_task(_renew(list(held.values()), ttl / 3))
                 for offset, message in items:
                     delay = t0 + offset - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     gateway.offer(athlete, message)
-                await drained()  # a hand-over: the next holder's records come after ours
+                # The athlete's next segment is here too: its devices stay held (a device
+                # stays connected), and it starts on time — not after a wait for this
+                # segment's rows, which a loaded stream can make longer than the gap.
+                leaving = [held.pop(d) for d in list(held) if d not in keep]
+                if not leaving:
+                    continue
+                # A hand-over: the next holder's grant must come after every row of ours
+                # (release after flush, as Gateway._drive releases): waiting for this
+                # athlete's rows, not for a count of all rows published — the athletes
+                # are published concurrently, so others' later rows can make up the count
+                # while this athlete's backlog is still queued (after a NATS outage).
+                queued, asked = gateway.queued(athlete), time.monotonic()
+                while not await gateway.flushed(athlete, 5.0):
+                    pass  # NATS away: the leases are renewed meanwhile
+                if queued:
+                    waited = time.monotonic() - asked
+                    print(f"gateway {gateway_id}: {athlete} released after {queued} rows "
+                          f"queued were in the stream ({waited:.2f} s)", flush=True)  # fmt: skip
                 renew.cancel()
-                for lease in leases:
+                renew = asyncio.create_task(_renew(list(held.values()), ttl / 3)) if held else None
+                for lease in leaving:
                     await lease.release()
+            if renew is not None:
+                renew.cancel()
 
-        by_athlete: dict[str, list[Segment]] = {}
-        for seg in segments:
-            by_athlete.setdefault(seg.athlete, []).append(seg)
+        by_athlete: dict[str, list[tuple[Segment, set[str]]]] = {}
+        for seg, keep in segments:
+            by_athlete.setdefault(seg.athlete, []).append((seg, keep))
         await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
         await drained()
         print(f"gateway {gateway_id}: plan done, {gateway.stats}", flush=True)
         await task  # go on until SIGTERM
+
+
+def devices_of(seg: Segment) -> set[str]:
+    """The devices whose records ``seg`` holds (the leases its gateway takes)."""
+    return {m.device for _, m in seg.items if isinstance(m, RecordedNotification)}
+
+
+def keep_for_next(plan: Sequence[Segment], n: int) -> set[str]:
+    """The devices of ``plan[n]`` its gateway keeps at its end: those of the athlete's next
+    segment when that is at the same gateway (nothing is handed over), else none."""
+    seg = plan[n]
+    nxt = next((s for s in plan[n + 1 :] if s.athlete == seg.athlete), None)
+    if nxt is None or nxt.gateway != seg.gateway:
+        return set()
+    return devices_of(nxt)
 
 
 def gateway_main(argv: Sequence[str]) -> None:
@@ -249,7 +294,10 @@ def gateway_main(argv: Sequence[str]) -> None:
     booted = time.time() if args.outbox.exists() else 0.0
     if booted:
         print(f"gateway {args.id}: restarted at {booted!r}", flush=True)
-    segments = [s for s in pickle.loads(args.plan.read_bytes()) if s.gateway == args.id]
+    plan: list[Segment] = pickle.loads(args.plan.read_bytes())
+    segments = [
+        (seg, keep_for_next(plan, n)) for n, seg in enumerate(plan) if seg.gateway == args.id
+    ]
 
     async def main() -> None:
         task = asyncio.create_task(
@@ -403,6 +451,21 @@ class StreamFacts:
     lost: int = 0
     duplicates: int = 0
     reorders: int = 0
+    """Accepted messages after a later-planned one *of the same source*: one device's
+    records and device events, or the athlete's protocol markers. What the processors need
+    (:func:`source_of`): each device's state is its own (a strap's beat clock and HRV
+    window, an SmO2 sensor's effort detector, which skips a sample older than its last),
+    and the markers open and close the protocols in their order."""
+    interleave_reorders: int = 0
+    """Accepted messages after a later-planned one *of another source* of the athlete. The
+    stream keeps each gateway's arrival order only: with two gateways holding one athlete's
+    devices at once (strap on A, SmO2 on B) their interleaving is arrival order, off by a
+    publish's milliseconds (which no processor notices), by an outage's seconds after a
+    NATS restart. Where it matters: a marker against the records of the protocol it opens
+    or closes (a morning's RR after its end is left out of the reading), and power against
+    an SmO2 effort decided before the power arrived. In this simulation one gateway at a
+    time carries an athlete (a hand-over releases after its rows are in the stream), so the
+    plan's interleaving is reachable and this must be 0 as well."""
     missed_while_dead: int = 0
     """Scheduled while their gateway was down (never received: not lost by the system)."""
     missed_while_cut_off: int = 0
@@ -464,9 +527,26 @@ def stream_facts(
                 facts.missed_while_cut_off += 1
             else:
                 facts.lost += 1
-        order = [index[k] for k in received if k in index]
-        facts.reorders += sum(1 for a, b in itertools.pairwise(order) if b < a)
+        order = [
+            (index[k], source_of(m)) for m in got.get(athlete, []) if (k := key_of(m)) in index
+        ]
+        last: dict[str, int] = {}
+        for i, source in order:
+            if i < last.get(source, -1):
+                facts.reorders += 1
+            last[source] = max(i, last.get(source, -1))
+        facts.interleave_reorders += sum(
+            1 for (a, sa), (b, sb) in itertools.pairwise(order) if b < a and sa != sb
+        )
     return facts
+
+
+def source_of(m: wire.WireMessage) -> str:
+    """The source whose own order the processors need: the device of a record or device
+    event, ``markers`` for the athlete's protocol markers (see :class:`StreamFacts`)."""
+    if isinstance(m, RecordedNotification | wire.DeviceEvent):
+        return m.device
+    return "markers"
 
 
 class MqttFacts(th.SeqRule):

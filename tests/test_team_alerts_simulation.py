@@ -68,6 +68,7 @@ def test_live_alerts_after_a_migrated_history_match_the_single_box(tmp_path: Pat
 
     stream = figures.stream
     assert (stream.lost, stream.duplicates, stream.reorders) == (0, 0, 0)
+    assert stream.interleave_reorders == 0
     assert figures.faults["worker-kill"].startswith("worker w1 SIGKILLed")
     # PostgreSQL holds the single box's whole history: migrated days and live ones, alerts
     # raised and cleared with the same times and evidence.

@@ -64,6 +64,12 @@ DEFAULT_MAX_DEVICES: Final = 7
 DEFAULT_IDLE_RELEASE_S: Final = 60.0
 """A held device not connected for this long has its lease released (s): the athlete
 left the room, and another gateway should take the device without waiting."""
+RELEASE_FLUSH_S: Final = 2.0
+"""A stopping device's wait for its athlete's queued rows to be acknowledged before its
+lease is released (s): thousands of PubAcks on a club's LAN. Longer (NATS away) and the
+lease is left to the bucket's TTL, as a crash leaves it: released with rows still queued,
+another gateway's grant could reach the stream before them and the workers would drop
+them (:meth:`Gateway.release_after_flush`)."""
 
 
 def short_char(uuid: str) -> str:
@@ -282,6 +288,12 @@ class Gateway:
         self._stalled_since: float | None = None  # monotonic s of the first failed publish
         self._acked_through = 0
         """Every outbox row up to this id is acknowledged (deleted with the next commit)."""
+        self._offered_of: dict[str, int] = {}
+        """athlete → messages offered by this process (each becomes one row of this boot)."""
+        self._acked_of: dict[str, int] = {}
+        """athlete → rows of this boot acknowledged (in row order: one chain per athlete)."""
+        self._flush_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        """athlete → (offered count to reach, future) of :meth:`flushed` callers."""
 
     # -- into the outbox ------------------------------------------------------------------
 
@@ -291,6 +303,7 @@ class Gateway:
         :data:`streamer.team.wire.RECEIVED_HEADER`)."""
         self._pending.append((athlete, wire.encode(message), time.time_ns()))
         self.stats.offered += 1
+        self._offered_of[athlete] = self._offered_of.get(athlete, 0) + 1
         if self._writer_closed:
             self._commit_pending()  # a straggler after the writer stopped: commit it here
         else:
@@ -449,6 +462,55 @@ class Gateway:
             self.stats.published += 1
             if ack.duplicate:
                 self.stats.duplicates += 1
+            if row.boot == self.outbox.boot:  # an earlier boot's rows were never offered here
+                self._row_acked(row.athlete)
+
+    def _row_acked(self, athlete: str) -> None:
+        acked = self._acked_of[athlete] = self._acked_of.get(athlete, 0) + 1
+        for target, waiter in self._flush_waiters.get(athlete, ()):
+            if acked >= target and not waiter.done():
+                waiter.set_result(None)
+
+    def queued(self, athlete: str) -> int:
+        """Messages of ``athlete`` offered by this process and not yet acknowledged."""
+        return self._offered_of.get(athlete, 0) - self._acked_of.get(athlete, 0)
+
+    async def flushed(self, athlete: str, timeout_s: float) -> bool:
+        """Wait until every message of ``athlete`` offered so far is acknowledged by the
+        stream; False if that takes longer than ``timeout_s`` (s) — NATS away.
+
+        Rows of an earlier boot are not counted, but they come first in the athlete's
+        chain: once a row offered here is acknowledged, so are they."""
+        if self.queued(athlete) <= 0:
+            return True
+        target = self._offered_of.get(athlete, 0)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (target, waiter)
+        self._flush_waiters.setdefault(athlete, []).append(entry)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._flush_waiters[athlete].remove(entry)
+
+    async def release_after_flush(self, lease: Lease, athlete: str, timeout_s: float) -> bool:
+        """Release ``lease`` once every message of ``athlete`` offered before is in the
+        stream; False (the lease kept) if that takes longer than ``timeout_s`` (s).
+
+        The workers take a device's holder to be whoever's grant came last in stream order.
+        Released while this gateway's rows of the device still wait in the outbox (NATS
+        away: a backlog), the next holder's grant could be stored before them and the
+        workers would drop them, unique data recorded under a valid lease. The wait is for
+        the athlete's rows, not only the device's: the athlete's other devices are
+        published in the same chain, one order per athlete."""
+        if not await self.flushed(athlete, timeout_s):
+            _LOGGER.info("%s: rows still queued after %.1f s: lease kept", lease.key, timeout_s)
+            return False
+        await lease.release()
+        return True
 
     # -- devices under leases ---------------------------------------------------------------
 
@@ -523,23 +585,34 @@ class Gateway:
         task = asyncio.create_task(driver.run(), name=f"driver {lease.key}")
         loop = asyncio.get_running_loop()
         last_connected = loop.time()
+        renew_failed = False
         try:
             while True:
-                await asyncio.sleep(renew_every)
+                # After a failed renewal (NATS away) try again within a second: the key's
+                # age counts from the last renewal that reached it, and a whole cluster's
+                # restart (kill, ~5 s away, ~8 s to be ready) plus a full renewal period
+                # would bring it near the TTL, when another gateway could take the device
+                # before this one's backlog is in the stream.
+                await asyncio.sleep(RESEND_BACKOFF.max_s if renew_failed else renew_every)
                 if driver.connected:
                     last_connected = loop.time()
-                elif loop.time() - last_connected >= self.idle_release_s:
+                elif (
+                    loop.time() - last_connected >= self.idle_release_s
+                    # Released only once its records are in the stream; else (NATS away)
+                    # kept and renewed, and tried again next round.
+                    and await self.release_after_flush(lease, athlete, renew_every)
+                ):
                     _LOGGER.info(
                         "%s: not connected for %.0f s: lease released",
                         lease.key,
                         self.idle_release_s,
                     )
-                    await lease.release()
                     self.stats.leases[lease.key] = "released"
                     await asyncio.sleep(self.idle_release_s)  # give others the first try
                     return
                 try:
                     await lease.renew()
+                    renew_failed = False
                 except LeaseLostError as exc:
                     _LOGGER.warning("%s", exc)
                     self.stats.leases[lease.key] = "lost"
@@ -547,6 +620,7 @@ class Gateway:
                 except (NatsError, OSError, TimeoutError) as exc:
                     # NATS away: keep the device, its records wait in the outbox.
                     _LOGGER.debug("%s: renew: %s", lease.key, exc)
+                    renew_failed = True
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -554,11 +628,11 @@ class Gateway:
             self.drivers.pop(lease.key, None)
             self.held.pop((athlete, device.id), None)
             if lease.held:
-                # A clean stop frees the device for another gateway at once (a crash leaves
-                # it to the TTL); bounded, as NATS may be away.
+                # A clean stop frees the device for another gateway once its records are in
+                # the stream (a crash, or NATS away, leaves it to the TTL); bounded.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await lease.release()
+                    async with asyncio.timeout(RELEASE_FLUSH_S + 1.0):
+                        await self.release_after_flush(lease, athlete, RELEASE_FLUSH_S)
 
     def held_drivers(self) -> dict[str, list[tuple[str, DeviceDriver]]]:
         """athlete → (device id, driver) of the devices this gateway holds now: the

@@ -19,7 +19,11 @@ saw, so the server — not a protocol of ours — decides a race. The rules, kep
 3. **Release** (delete at the held revision) when the device has not been connected for
    ``idle_release_s`` — the athlete walked to another room — so a gateway that sees the
    device can acquire it without waiting for the TTL. The holder never yields a connected
-   device to a stronger signal: no flapping between two rooms' gateways.
+   device to a stronger signal: no flapping between two rooms' gateways. **Release after
+   flush**: only once every row of the athlete queued before is acknowledged by the stream
+   (:meth:`streamer.team.gateway.Gateway.release_after_flush`); a stop with NATS away
+   leaves the lease to the TTL, as a crash does. Released earlier, the next holder's grant
+   could reach the stream before this gateway's backlog, and the workers would drop it.
 
 On each acquisition the gateway writes a :class:`streamer.team.wire.LeaseGranted` into the
 athlete's stream before any of that device's records (workers judge each record by the

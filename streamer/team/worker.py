@@ -8,7 +8,16 @@ consumer and, message by message in the stream's order:
    (gap, battery) from a gateway that does not hold the device's lease — the last
    :class:`~streamer.team.wire.LeaseGranted` for that athlete and device *in the stream's
    order* — is dropped (dual-connection straps); a grant of a device held before marks a
-   gap in its stream (:func:`~streamer.team.wire.handover_gap`: a new link);
+   gap in its stream (:func:`~streamer.team.wire.handover_gap`: a new link). A gateway
+   releases a lease only after its rows of the athlete are in the stream, so a hand-over
+   drops nothing; what is dropped is a *former* holder's backlog that arrives after
+   another gateway's grant (cut off from NATS past the TTL, then killed). Kept so, not
+   taken by record time before the new grant: those records are older than the new
+   holder's, already processed, and the processors need each device's records in time
+   order (the SmO2 detector refuses an older sample; an old RR would join the live HRV
+   window's series) — taking them would mean holding every such takeover back for a
+   former holder that may never return (deploy/README.md, "the lease rule", has the
+   figures);
 2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
