@@ -80,6 +80,22 @@ def _alert(i: int) -> Result:
     return alert_result("alice", event, [event] if i % 2 == 0 else [])
 
 
+async def test_mqtt_connections_send_small_packets_at_once(mosquitto: Mosquitto) -> None:
+    """Nagle is off on the socket paho makes (``mqtt_connect.NO_DELAY``): QoS 0 live samples
+    published one after another would otherwise wait for the broker's delayed ACK of the
+    one before (up to 40 ms each on Linux) — the team's live latency target is 100 ms."""
+    import socket
+
+    from streamer.sinks.mqtt_connect import mqtt_client
+
+    client = mqtt_client(MqttConfig(host=HOST, port=mosquitto.port), tls=None, timeout_s=5)
+    for _ in range(2):  # each connection's socket, a reconnection's too
+        async with client:
+            sock = client._client.socket()
+            assert isinstance(sock, socket.socket)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 async def test_results_and_alerts_reach_a_persistent_subscriber_in_order(
     mosquitto: Mosquitto, store: Store
 ) -> None:

@@ -555,6 +555,54 @@ def test_partitions_whose_locks_went_with_a_postgresql_restart_are_claimed_again
     asyncio.run(scenario())
 
 
+def test_a_partition_whose_session_died_ends_at_its_next_write(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """Outputs are committed in the partition's own thread while its consumer goes on: a
+    commit that finds the session (and its lock) gone must still end the partition, though
+    the consumer is then waiting for messages that do not come, and keep nothing past the
+    last checkpoint committed."""
+    messages = th.athlete_days(1, 2, sessions=False)
+    athlete, items = next(iter(messages.items()))
+    first_end = next(i for i, m in enumerate(items) if isinstance(m, MorningEnd))
+    number = wire.partition_of(athlete)
+    checkpoint = f"SELECT applied FROM checkpoint WHERE partition = {number}"
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        part = Partition(number, worker_id="a", dsn=postgres.dsn, config=Config(), js=js,
+                         live=False)  # fmt: skip
+        ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
+        assert part.try_lock()
+        part.start()
+        try:
+            # The first morning, through its end: written (stream sequences from 1).
+            await th.publish(js, {athlete: items[: first_end + 1]})
+            await eventually(
+                lambda: _count(postgres.dsn, checkpoint) == first_end + 1,
+                60,
+                "the first morning's checkpoint committed",
+            )
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (partition_application("a", number),),
+                )
+            await th.publish(js, {athlete: items[first_end + 1 :]}, offset=first_end + 1)
+            await eventually(lambda: part.done, 60, "the partition ended at its failed write")
+            assert part.checkpoint == first_end + 1
+            assert _count(postgres.dsn, checkpoint) == first_end + 1
+            assert _count(postgres.dsn, "SELECT count(*) FROM morning") == 1
+        finally:
+            await part.stop()
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_lease_granted_before_an_athletes_replay_point_still_counts_after_a_takeover(
     postgres: PostgreSQL, tmp_path: Path
 ) -> None:

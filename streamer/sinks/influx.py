@@ -137,11 +137,25 @@ class InfluxWriter:
     def accept(self, results: Sequence[Result]) -> None:
         """Put the points of ``results`` in the outbox (one SQLite transaction) and wake
         the writer. Live results are accepted too (durably) but belong in send_live."""
+        self.wake(self.enqueue(results))
+
+    def enqueue(self, results: Sequence[Result]) -> int:
+        """:meth:`accept`'s part in the store: the points queued, in the caller's
+        transaction if one is open. Touches nothing of the event loop, so a thread may call
+        it (team mode writes off the loop); :meth:`wake` then, on the loop, once the
+        transaction committed. Returns how many points were queued."""
         lines = [line for r in results for line in lines_for(r)]
         if not lines:
-            return
+            return 0
         self.outbox.enqueue_many(line_messages(lines))
-        self._status.outbox_depth += len(lines)
+        return len(lines)
+
+    def wake(self, queued: int) -> None:
+        """:meth:`accept`'s part on the event loop: ``queued`` points more in the outbox
+        (:meth:`enqueue`, committed): the writer goes and writes them."""
+        if not queued:
+            return
+        self._status.outbox_depth += queued
         self._wake.set()
 
     async def send_live(self, batch: Sequence[Result]) -> None:

@@ -274,17 +274,31 @@ class MqttPublisher:
         Each message is numbered (``seq``) in the same transaction. Live results are
         refused: they go through :meth:`send_live`.
         """
+        self.wake(self.enqueue(results))
+
+    def enqueue(self, results: Sequence[Result]) -> int:
+        """:meth:`accept`'s part in the store: the messages queued and numbered, in the
+        caller's transaction if one is open. Touches nothing of the event loop, so a thread
+        may call it (team mode writes off the loop); :meth:`wake` then, on the loop, once the
+        transaction committed. Returns how many messages were queued."""
         live = [r.kind.value for r in results if r.kind.is_live]
         if live:
             raise ValueError(f"live results {live} go through send_live, not the outbox")
         if not results:
-            return
+            return 0
         items = [
             (self.topics.for_result(r), partial(encode_payload, r), r.qos, r.retain)
             for r in results
         ]
         self.outbox.enqueue_many(items)
-        self._status.outbox_depth += len(items)
+        return len(items)
+
+    def wake(self, queued: int) -> None:
+        """:meth:`accept`'s part on the event loop: ``queued`` messages more in the outbox
+        (:meth:`enqueue`, committed): the sender goes and sends them."""
+        if not queued:
+            return
+        self._status.outbox_depth += queued
         self._idle.clear()
         self._wake.set()
 

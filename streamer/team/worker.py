@@ -31,7 +31,11 @@ consumer and, message by message in the stream's order:
    (up to :data:`WRITE_BATCH`) are handled, then their outputs written together with the
    checkpoint at the last of them; a crash before the commit loses all of them, so the
    next owner makes them all again. A worker that lost its connection or its lock cannot
-   commit anything.
+   commit anything. The transaction is written in the partition's own thread, one at a
+   time and in order: the consumer handles the next messages and sends their live samples
+   meanwhile instead of the whole process's event loop waiting for the commit (a loaded
+   machine's fsync: tens of ms), and the sinks are woken on the loop once it committed —
+   nothing but live samples is published before it is durable.
 
 The sinks drain the partition's outboxes to mosquitto and InfluxDB as in ``run``.
 
@@ -52,13 +56,14 @@ worker before would have made.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import nats
 import psycopg
@@ -113,8 +118,22 @@ WRITE_BATCH: Final = 128
 the messages at hand produced when its queue runs empty, or once this many messages were
 handled since the first unwritten output (a backlog)."""
 
+WRITE_BACKLOG: Final = 4 * WRITE_BATCH
+"""Stream messages handled while a write is in flight at most before the consumer waits
+for it (a backlog's memory bound; live, the next write just takes what came meanwhile)."""
+
 _STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
 _ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
+
+
+class _QueuingSink(Sink, Protocol):
+    """A sink whose ``accept`` comes in two parts (:class:`MqttPublisher`,
+    :class:`~streamer.sinks.influx.InfluxWriter`): ``enqueue`` in the transaction, from the
+    writing thread, and ``wake`` on the event loop once it committed."""
+
+    def enqueue(self, results: Sequence[Result]) -> int: ...
+
+    def wake(self, queued: int) -> None: ...
 
 
 class _StateWrites:
@@ -126,6 +145,9 @@ class _StateWrites:
         self.store = store
         self.muted = False
         self.pending: dict[tuple[str, str], dict[str, JsonValue]] = {}
+        self.writing: dict[tuple[str, str], dict[str, JsonValue]] = {}
+        """The saves taken by the transaction being written (:meth:`take`), until it
+        committed: what the store does not show yet."""
 
     def morning_history(self, athlete: str) -> list[Row[MorningPayload]]:
         return self.store.morning_history(athlete)
@@ -140,7 +162,8 @@ class _StateWrites:
         return self.store.lab_entries(athlete)
 
     def load_alert_book(self, athlete: str) -> dict[str, JsonValue] | None:
-        return self.pending.get((athlete, "")) or self.store.load_alert_book(athlete)
+        key = (athlete, "")
+        return self.pending.get(key) or self.writing.get(key) or self.store.load_alert_book(athlete)
 
     def save_alert_book(self, athlete: str, state: Mapping[str, JsonValue]) -> None:
         if not self.muted:
@@ -150,14 +173,24 @@ class _StateWrites:
         if not self.muted:
             self.pending[(athlete, name)] = dict(data)
 
-    def flush(self) -> None:
-        """Write the held saves (inside the outputs' transaction)."""
-        for (athlete, name), data in self.pending.items():
+    def take(self) -> dict[tuple[str, str], dict[str, JsonValue]]:
+        """The held saves, for the next transaction (:meth:`write` them in it); they show
+        in :meth:`load_alert_book` until :meth:`written`."""
+        taken, self.pending = self.pending, {}
+        self.writing.update(taken)
+        return taken
+
+    def write(self, saves: Mapping[tuple[str, str], Mapping[str, JsonValue]]) -> None:
+        """Write ``saves`` (from :meth:`take`; inside the outputs' transaction, any thread)."""
+        for (athlete, name), data in saves.items():
             if name:
                 self.store.save_baseline(athlete, name, data)
             else:
                 self.store.save_alert_book(athlete, data)
-        self.pending.clear()
+
+    def written(self) -> None:
+        """The transaction of the saves taken committed: the store shows them."""
+        self.writing.clear()
 
 
 def windows_snapshot(state: AthleteState) -> bytes:
@@ -176,6 +209,22 @@ def restore_windows(state: AthleteState, blob: bytes) -> None:
         setattr(state.snapshot, f.name, getattr(snapshot, f.name))
     heart.snapshot = muscle.snapshot = state.snapshot  # the one the live view and rules see
     state.heart, state.muscle, state.force_clock = heart, muscle, force_clock
+
+
+@dataclass
+class _Batch:
+    """One transaction of outputs, taken on the event loop (:meth:`Partition._take`: what
+    the handled messages left, the athletes' replay points snapshotted there) and written
+    by :meth:`Partition._commit` in any thread."""
+
+    seq: int  # the checkpoint: the last message handled
+    staged: list[tuple[int, list[Result]]]  # (seq, durable outputs) per message
+    saves: dict[tuple[str, str], dict[str, JsonValue]]
+    leases: list[tuple[str, str, int, str]]
+    points: list[tuple[str, int, bytes]]  # (athlete, seq, windows) replay points changed
+    queued: list[int] = field(default_factory=list)  # per sink: messages queued (committed)
+    results: int = 0
+    errors: int = 0  # messages whose outputs could not be kept (logged)
 
 
 @dataclass
@@ -256,7 +305,7 @@ class Partition:
         self.counters = PartitionCounters()
         self.conn = connect(dsn, application=partition_application(worker_id, number))
         self.store: PgStore | None = None
-        self.sinks: list[Sink] = []
+        self.sinks: list[_QueuingSink] = []
         self.tracks: dict[str, _Track] = {}
         self.leases: dict[tuple[str, str], str] = {}
         self.checkpoint = 0
@@ -270,6 +319,14 @@ class Partition:
         self._staged_at = 0  # messages handled when the first staged one was
         self._live_sent = False  # live samples queued since the consumer last yielded
         self._task: asyncio.Task[None] | None = None
+        self._sub: Any = None  # the consumer's subscription (its messages at hand)
+        self._writer: asyncio.Task[None] | None = None  # the writes in turn (_write_soon)
+        self._write_failed: asyncio.Future[None] | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"partition-{number}-write"
+        )
+        """The partition's one writing thread: its commits wait there, not on the event
+        loop, where every partition's consumer and live samples run."""
 
     def try_lock(self) -> bool:
         """Take the partition's advisory lock on this connection; False if another holds it."""
@@ -287,6 +344,7 @@ class Partition:
                     self.conn.close()
             else:
                 self.conn.close()
+        self._executor.shutdown(wait=False)
 
     @property
     def done(self) -> bool:
@@ -311,11 +369,11 @@ class Partition:
         self.leases = store.leases_before(start)
         return start
 
-    def _build_sinks(self, store: PgStore) -> list[Sink]:
+    def _build_sinks(self, store: PgStore) -> list[_QueuingSink]:
         # PgStore has the Store surface the sinks use (transaction, query, has_table,
         # reserve_seq[_in]); the sinks are the existing ones, on the partition's outboxes.
         as_store = cast(Store, store)
-        sinks: list[Sink] = []
+        sinks: list[_QueuingSink] = []
         if self.config.mqtt is not None:
             prefix = f"redox-worker-{self.worker_id}-p{self.number}"
             mqtt = replace(self.config.mqtt, client_id=prefix)
@@ -349,6 +407,8 @@ class Partition:
     async def _run(self, start: int) -> None:
         sink_tasks = [asyncio.create_task(s.run(), name=f"sink {s.name}") for s in self.sinks]
         sub = None
+        consuming: asyncio.Task[None] | None = None
+        failed = self._write_failed = asyncio.get_running_loop().create_future()
         try:
             sub = await self.js.subscribe(
                 wire.partition_subject(self.number),
@@ -364,7 +424,13 @@ class Partition:
                 start,
                 self.checkpoint,
             )
-            await self._consume(sub)
+            # A write that loses the partition ends it, also while the consumer waits for
+            # messages.
+            consuming = asyncio.create_task(self._consume(sub), name=f"consume {self.number}")
+            await asyncio.wait({consuming, failed}, return_when=asyncio.FIRST_COMPLETED)
+            if failed.done():
+                failed.result()
+            consuming.result()
         except PartitionLost as exc:
             _LOGGER.warning("%s: stopping it", exc)
         except Exception as exc:
@@ -375,6 +441,11 @@ class Partition:
             else:
                 _LOGGER.exception("partition %d failed", self.number)
         finally:
+            for task in (consuming, self._writer):
+                if task is not None:
+                    task.cancel()  # a commit running in the thread ends there (the lock)
+                    with contextlib.suppress(BaseException):
+                        await task
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -383,7 +454,7 @@ class Partition:
             await asyncio.gather(*sink_tasks, return_exceptions=True)
 
     async def _consume(self, sub: Any) -> None:
-        pending = 0
+        self._sub = sub
         since_yield = 0
         async for msg in sub.messages:
             meta = msg.metadata
@@ -397,13 +468,10 @@ class Partition:
                 since_yield = 0
                 await asyncio.sleep(0)
             # Outputs are written once the messages at hand are handled (one transaction for
-            # the lot, not one per message), before the consumer waits for more.
-            if self._staged and (
-                sub.pending_msgs == 0 or self.counters.messages - self._staged_at >= WRITE_BATCH
-            ):
-                self.flush()
-            pending = int(meta.num_pending)
-            if pending == 0 and not self._staged:
+            # the lot, not one per message), off the loop; the consumer goes on meanwhile.
+            if self._write_due():
+                await self._write_soon()
+            if int(meta.num_pending) == 0 and not self._staged and not self._writing():
                 self.caught_up.set()
 
     # --- one message --------------------------------------------------------------------------
@@ -565,75 +633,151 @@ class Partition:
         self._staged.append((seq, durable))
 
     def flush(self) -> None:
-        """Write the outputs of the messages handled since the last write (:meth:`_write`);
-        a no-op when they produced none. Raises when the partition is lost."""
+        """Write the outputs of the messages handled since the last write (:meth:`_commit`),
+        here and now; a no-op when they produced none. Raises when the partition is lost.
+        (The consumer writes off the loop instead: :meth:`_write_soon`.)"""
         if not self._staged:
             return
-        staged, self._staged = self._staged, []
+        batch = self._take()
         try:
-            self._write(self._handled, staged)
-        except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
+            self._commit(batch)
+        except _LOST:
             raise  # the partition is lost: the next owner goes on from the checkpoint
         except Exception:
-            # As the pipeline does: outputs that cannot be kept (a bug) must not stop the
-            # partition for ever; they are logged and counted, the rest goes on.
-            self.counters.write_errors += 1
-            _LOGGER.exception(
-                "partition %d: outputs of stream messages %d–%d not kept",
-                self.number,
-                staged[0][0],
-                staged[-1][0],
-            )
+            self._not_kept(batch)
+            return
+        self._committed(batch)
 
-    def _write(self, seq: int, staged: Sequence[tuple[int, Sequence[Result]]]) -> None:
-        """The outputs of the handled messages through ``seq`` (``staged``: each message's
-        durable results), held saves, leases, replay points and the checkpoint ``seq``:
-        one transaction on the lock's connection.
+    def _write_due(self) -> bool:
+        """Outputs wait, and the messages at hand are handled (or a backlog's
+        :data:`WRITE_BATCH` is)."""
+        return bool(self._staged) and (
+            self._sub is None
+            or self._sub.pending_msgs == 0
+            or self.counters.messages - self._staged_at >= WRITE_BATCH
+        )
+
+    def _writing(self) -> bool:
+        return self._writer is not None and not self._writer.done()
+
+    async def _write_soon(self) -> None:
+        """Have the outputs handled so far written in the partition's thread, one
+        transaction at a time and in order: the consumer goes on handling (and sending live
+        samples) while a commit waits for the disk, and the next write takes what it staged
+        meanwhile. Waits only when :data:`WRITE_BACKLOG` messages piled up behind a write."""
+        if self._writing():
+            if self.counters.messages - self._staged_at >= WRITE_BACKLOG:
+                assert self._writer is not None
+                await asyncio.wait({self._writer})
+            return
+        self._writer = asyncio.create_task(self._writes_in_turn(), name=f"write {self.number}")
+
+    async def _writes_in_turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._write_due():
+                batch = self._take()
+                try:
+                    await loop.run_in_executor(self._executor, self._commit, batch)
+                except _LOST:
+                    raise
+                except Exception:
+                    self._not_kept(batch)
+                    continue
+                self._committed(batch)
+        except _LOST as exc:
+            if self._write_failed is not None and not self._write_failed.done():
+                self._write_failed.set_exception(exc)  # ends the partition (_run)
+            return
+        if self._sub is not None and self._sub.pending_msgs == 0 and not self._staged:
+            self.caught_up.set()
+
+    def _take(self) -> _Batch:
+        """The next transaction's contents, taken on the event loop: the staged outputs,
+        held saves and leases, and the replay points of the athletes touched since the last
+        write, their windows snapshotted now (after the last message handled)."""
+        assert self._writes is not None
+        staged, self._staged = self._staged, []
+        leases, self._pending_leases = self._pending_leases, []
+        seq = self._handled
+        points = []
+        for athlete, track in self.tracks.items():
+            if not track.touched:
+                continue
+            at, windows = track.replay_point(seq + 1)
+            if track.written != at:
+                points.append((athlete, at, windows))
+                track.written = at
+            track.touched = False
+        return _Batch(seq, staged, self._writes.take(), leases, points)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write ``batch``: the outputs of the handled messages through ``batch.seq`` (each
+        message's durable results), held saves, leases, replay points and the checkpoint
+        ``batch.seq``: one transaction on the lock's connection. Touches nothing of the
+        event loop (it runs in the partition's thread): the sinks are woken by
+        :meth:`_committed`.
 
         ``seq`` is the last message *handled*, not the last with outputs: the replay
-        points snapshot the windows as they are now, after it. Each message's results are
+        points snapshot the windows as they were after it. Each message's results are
         kept in a savepoint of their own, so one that cannot be kept (a bug: logged and
         counted) does not take the other messages' with it."""
         store, writes = self.store, self._writes
         assert store is not None
         assert writes is not None
-        results = 0
+        queued = [0] * len(self.sinks)
         with store.transaction() as db:
-            writes.flush()
-            for at_seq, durable in staged:
+            writes.write(batch.saves)
+            for at_seq, durable in batch.staged:
                 if not durable:
                     continue
                 try:
                     with store.transaction():  # a savepoint
                         for result in durable:
                             store.record(result)
-                        for sink in self.sinks:
-                            sink.accept(durable)
-                except (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError):
+                        counts = [sink.enqueue(durable) for sink in self.sinks]
+                except _LOST:
                     raise
                 except Exception:
-                    self.counters.write_errors += 1
+                    batch.errors += 1
                     _LOGGER.exception(
                         "partition %d: outputs of stream message %d not kept", self.number, at_seq
                     )
                     continue
-                results += len(durable)
-            for athlete, device, at, gateway in self._pending_leases:
+                queued = [q + n for q, n in zip(queued, counts, strict=True)]
+                batch.results += len(durable)
+            for athlete, device, at, gateway in batch.leases:
                 store.add_lease(db, athlete, device, at, gateway)
-            for athlete, track in self.tracks.items():
-                if not track.touched:
-                    continue
-                at, windows = track.replay_point(seq + 1)
-                if track.written != at:
-                    store.set_replay_point(db, athlete, at, windows)
-                    track.written = at
-                track.touched = False
-            store.set_checkpoint(db, seq)
-        self._pending_leases.clear()
-        self.checkpoint = seq
+            for athlete, at, windows in batch.points:
+                store.set_replay_point(db, athlete, at, windows)
+            store.set_checkpoint(db, batch.seq)
+        batch.queued = queued
+
+    def _committed(self, batch: _Batch) -> None:
+        """On the event loop after ``batch`` committed: the sinks send what it queued."""
+        assert self._writes is not None
+        self._writes.written()
+        for sink, queued in zip(self.sinks, batch.queued, strict=True):
+            sink.wake(queued)
+        self.checkpoint = batch.seq
         self.counters.transactions += 1
-        self.counters.batched += len(staged)
-        self.counters.results += results
+        self.counters.batched += len(batch.staged)
+        self.counters.results += batch.results
+        self.counters.write_errors += batch.errors
+
+    def _not_kept(self, batch: _Batch) -> None:
+        """``batch``'s transaction failed (a bug, not a lost partition): as the pipeline
+        does, outputs that cannot be kept must not stop the partition for ever; they are
+        logged and counted, the rest goes on."""
+        assert self._writes is not None
+        self._writes.written()
+        self.counters.write_errors += 1
+        _LOGGER.exception(
+            "partition %d: outputs of stream messages %d–%d not kept",
+            self.number,
+            batch.staged[0][0] if batch.staged else batch.seq,
+            batch.seq,
+        )
 
     def _send_live(self, live: list[Result]) -> None:
         """Live samples (QoS 0) on the sinks' current connections, at once: their tasks run
@@ -648,6 +792,10 @@ class Partition:
 def _ignore_outcome(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()  # a live sample not sent is shed (QoS 0), as in the pipeline
+
+
+_LOST: Final = (PartitionLost, psycopg.OperationalError, psycopg.InterfaceError)
+"""A write failing with these lost the partition (its lock or connection)."""
 
 
 def _connection_lost(exc: BaseException) -> bool:
