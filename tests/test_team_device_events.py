@@ -321,6 +321,15 @@ def test_a_gateway_forwards_a_dropped_links_gap_between_the_right_notifications(
 # --- the held device's connection state, from the gateway's MQTT connection ------------------
 
 
+async def _gateway_with_a_strap(world: EmulatedWorld, outbox: GatewayOutbox, url: str) -> Gateway:
+    """Gateway ``gw1`` on NATS ``url`` with ann's emulated strap (battery 64%) to hold."""
+    strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
+    device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
+    kwargs = {"client_kwargs": world.client_kwargs, "scanner_kwargs": world.scanner_kwargs,
+              "policy": FAST}  # fmt: skip
+    return Gateway("gw1", [url], outbox, {"ann": [device]}, driver_kwargs=kwargs)
+
+
 def test_the_gateway_holding_a_device_publishes_its_state_as_run_does(
     tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
 ) -> None:
@@ -334,13 +343,8 @@ def test_the_gateway_holding_a_device_publishes_its_state_as_run_does(
         sub = await Subscriber("127.0.0.1", mosquitto.port, topic=topic,
                                client_id="states").start()  # fmt: skip
         async with EmulatedWorld() as world:
-            strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
-            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
             with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
-                kwargs = {"client_kwargs": world.client_kwargs,
-                          "scanner_kwargs": world.scanner_kwargs, "policy": FAST}  # fmt: skip
-                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
-                                  driver_kwargs=kwargs)  # fmt: skip
+                gateway = await _gateway_with_a_strap(world, outbox, nats_server.url)
                 commands = GatewayCommands(MqttConfig.from_url(mosquitto.url), "gw1", ["ann"],
                                            gateway.offer_marker, clock_ns=time.time_ns,
                                            devices=gateway)  # fmt: skip
@@ -434,13 +438,8 @@ def test_a_device_stopped_while_the_broker_restarts_without_persistence_ends_sto
         sub = await Subscriber("127.0.0.1", broker.port, topic=topic,
                                client_id="states").start()  # fmt: skip
         async with EmulatedWorld() as world:
-            strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
-            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
             with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
-                kwargs = {"client_kwargs": world.client_kwargs,
-                          "scanner_kwargs": world.scanner_kwargs, "policy": FAST}  # fmt: skip
-                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
-                                  driver_kwargs=kwargs)  # fmt: skip
+                gateway = await _gateway_with_a_strap(world, outbox, nats_server.url)
                 config = dataclasses.replace(MqttConfig.from_url(broker.url),
                                              reconnect_min_s=0.1, reconnect_max_s=0.5)  # fmt: skip
                 commands = GatewayCommands(config, "gw1", ["ann"], gateway.offer_marker,
@@ -500,13 +499,8 @@ def test_a_gateway_stopped_while_the_broker_is_down_says_stopped_at_its_next_sta
         sub = await Subscriber("127.0.0.1", broker.port, topic=topic,
                                client_id="states").start()  # fmt: skip
         async with EmulatedWorld() as world:
-            strap = await world.add(ChestStrap("Polar H10 ST1", speed=SPEED, battery_pct=64))
-            device = DeviceConfig("strap", DeviceKind.STRAP, address=strap.address)
             with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
-                kwargs = {"client_kwargs": world.client_kwargs,
-                          "scanner_kwargs": world.scanner_kwargs, "policy": FAST}  # fmt: skip
-                gateway = Gateway("gw1", [nats_server.url], outbox, {"ann": [device]},
-                                  driver_kwargs=kwargs)  # fmt: skip
+                gateway = await _gateway_with_a_strap(world, outbox, nats_server.url)
                 commands = GatewayCommands(config, "gw1", ["ann"], gateway.offer_marker,
                                            clock_ns=time.time_ns, devices=gateway,
                                            keeper=outbox)  # fmt: skip

@@ -118,6 +118,13 @@ def _gateways(
     ]
 
 
+def _quiet_workers(broker: ShippedBroker, partitions: int) -> tuple[Config, WorkerOptions]:
+    """Workers' config on ``broker`` as the worker account, no live samples, claiming
+    ``partitions`` partitions every 0.2 s."""
+    config = dataclasses.replace(Config(), mqtt=MqttConfig.from_url(broker.url("redox-worker")))
+    return config, WorkerOptions(partitions=partitions, live=False, claim_every_s=0.2)
+
+
 def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
     team_broker: ShippedBroker, nats_server: NatsServer, postgres: PostgreSQL
 ) -> None:
@@ -553,10 +560,7 @@ def test_workers_stopped_together_leave_their_partitions_offline(
     partitions = 2
     states = [f"redox/partition/{p}/state" for p in range(partitions)]
     watcher = _Watcher(team_broker, "redox/partition/#")
-    config = dataclasses.replace(
-        Config(), mqtt=MqttConfig.from_url(team_broker.url("redox-worker"))
-    )
-    options = WorkerOptions(partitions=partitions, live=False, claim_every_s=0.2)
+    config, options = _quiet_workers(team_broker, partitions)
 
     async def scenario() -> None:
         nc = await nats.connect(nats_server.url)
@@ -615,10 +619,7 @@ def test_the_last_worker_stopping_while_the_broker_restarts_still_says_offline(
     partitions = 2
     states = [*(f"redox/partition/{p}/state" for p in range(partitions)), "redox/worker/a/state"]
     watcher = _Watcher(team_broker, "redox/partition/#", "redox/worker/#")
-    config = dataclasses.replace(
-        Config(), mqtt=MqttConfig.from_url(team_broker.url("redox-worker"))
-    )
-    options = WorkerOptions(partitions=partitions, live=False, claim_every_s=0.2)
+    config, options = _quiet_workers(team_broker, partitions)
 
     async def scenario() -> None:
         nc = await nats.connect(nats_server.url)
