@@ -178,10 +178,13 @@ def report(
                 print(f"      {example}")
     print("\ntargets (issue 13):")
     line("raw records lost 0", f"{s.lost} of {s.planned} (+{s.missed_while_dead} sent to a "
-         f"dead gateway, +{s.missed_while_cut_off} to a cut-off one before its kill)",
+         f"dead gateway, +{s.missed_while_cut_off} to a cut-off one before its kill, "
+         f"+{s.missed_while_held_elsewhere} of segments skipped: the device held elsewhere)",
          s.lost == 0)  # fmt: skip
     line("records dropped by the workers' lease rule", f"{s.dropped_by_lease} (in the stream "
          "after their device's lease passed to another gateway)", s.dropped_by_lease == 0)  # fmt: skip
+    line("  a cut-off gateway's late records, dropped", f"{s.dropped_after_cut_off} (sent "
+         "after its leases expired and passed on: by design, deploy/README.md)", None)  # fmt: skip
     line("duplicates in the stream 0", str(s.duplicates), s.duplicates == 0)
     line("per-athlete reorders 0: within a device/markers", str(s.reorders), s.reorders == 0)
     line("  between an athlete's devices and markers", str(s.interleave_reorders),

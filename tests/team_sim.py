@@ -16,8 +16,10 @@ tests.team_sim gateway ...``), with the real device leases (:class:`Lease` in th
 bucket, the grant written into the stream); only the Bluetooth drivers are replaced by the
 plan's records, offered at their scheduled wall time — the gateway's ``offer`` path, so the
 records are known in advance and the oracle is the single box on exactly them. A gateway
-killed and restarted goes on with the records scheduled after its restart: what its
-devices sent while it was dead never reached it (as with a Pi losing power).
+killed and restarted goes on with the records scheduled after it reached NATS again: what
+its devices sent while it was dead never reached it (as with a Pi losing power). Nor does
+a gateway offer a segment whose device lease another gateway held until the athlete's next
+segment elsewhere began: a real one never connected the device (it skips it and says so).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import pickle
 import random
@@ -127,18 +130,20 @@ def make_plan(
 # --- the gateway process ------------------------------------------------------------------
 
 
-async def _acquire(lease: Any) -> None:
+async def _acquire(lease: Any, until: float = math.inf) -> bool:
     """Take ``lease``, waiting while another gateway holds it (it drains, then releases;
-    a dead one's lease expires with the bucket's TTL) — as a gateway contends."""
+    a dead one's lease expires with the bucket's TTL) — as a gateway contends. False when
+    the wall time ``until`` (s) passes first: the device has moved on meanwhile."""
     from nats.errors import Error as NatsError
 
-    while True:
+    while time.time() < until:
         try:
             if await lease.try_acquire():
-                return
+                return True
         except (NatsError, OSError, TimeoutError):
             pass
         await asyncio.sleep(0.1)
+    return False
 
 
 async def _renew(leases: Sequence[Any], every_s: float) -> None:
@@ -169,18 +174,18 @@ async def run_gateway(
     gateway_id: str,
     servers: list[str],
     outbox_path: Path,
-    segments: list[tuple[Segment, set[str]]],
+    segments: list[Assigned],
     t0_file: Path,
-    booted: float,
+    restarted: bool,
 ) -> None:
     """Drive this gateway's segments of ``plan`` through a real :class:`Gateway` until
-    every one is published, its leases released; then keep publishing until stopped. Each
-    segment comes with the devices it keeps at its end (:func:`keep_for_next`).
+    every one is published, its leases released; then keep publishing until stopped.
 
     The plan's clock starts at the wall time in ``t0_file``, written by the simulation
     once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
-    restarted gateway (``booted`` > 0: its outbox file was there already) skips what was
-    scheduled before it came back (wall s): its devices sent that to nobody."""
+    ``restarted`` gateway (its outbox file was there already) skips what was scheduled
+    before it reached NATS again: its devices sent that to nobody (a gateway connects a
+    device only with its lease, from the servers)."""
     import nats
 
     from streamer.team.gateway import Gateway
@@ -198,6 +203,9 @@ async def run_gateway(
         )
         kv = await nc.jetstream().key_value(LEASE_BUCKET)
         ttl = float((await kv.status()).ttl or 30.0)
+        booted = time.time() if restarted else 0.0
+        if restarted:
+            print(f"gateway {gateway_id}: restarted at {booted!r}", flush=True)
         print(f"gateway {gateway_id}: ready", flush=True)
         t0 = await asyncio.to_thread(_t0_when_written, t0_file)
 
@@ -206,24 +214,44 @@ async def run_gateway(
             while gateway.stats.published < target:  # noqa: ASYNC110  (counters, no event)
                 await asyncio.sleep(0.02)
 
-        async def chain(athlete: str, mine: list[tuple[Segment, set[str]]]) -> None:
+        async def free(athlete: str, devices: Sequence[str], held: dict[str, Lease]) -> None:
+            """Release what this gateway still holds of ``devices`` (its own leases from
+            before a crash as well: in the bucket under its name until their TTL)."""
+            for d in devices:
+                lease = held.pop(d, None) or Lease(kv, gateway_id, athlete, d)
+                with contextlib.suppress(Exception):
+                    if await lease.holder() == gateway_id and await lease.try_acquire():
+                        await lease.release()
+
+        async def chain(athlete: str, mine: list[Assigned]) -> None:
             held: dict[str, Lease] = {}  # device → lease, carried over to the next segment
             renew: asyncio.Task[None] | None = None
-            for seg, keep in mine:
+            for turn in mine:
+                seg, keep = turn.segment, turn.keep
                 items = [(o, m) for o, m in seg.items if t0 + o >= booted]
                 devices = sorted(devices_of(seg))
-                if not items:  # all of it while this gateway was dead: free what it held
+                if items:
+                    await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
                     for d in devices:
-                        lease = Lease(kv, gateway_id, athlete, d)
-                        with contextlib.suppress(Exception):
-                            if await lease.holder() == gateway_id and await lease.try_acquire():
-                                await lease.release()
+                        if d not in held:
+                            held[d] = Lease(kv, gateway_id, athlete, d)
+                            if not await _acquire(held[d], t0 + turn.moves_at):
+                                # Another gateway held a device until the athlete's next
+                                # segment elsewhere began: a real gateway never connected
+                                # it, so never received these (offering them now would put
+                                # them behind that segment's records).
+                                print(f"gateway {gateway_id}: plan segment {turn.index} "
+                                      f"skipped: {athlete}'s {d} held elsewhere until it "
+                                      "moved on", flush=True)  # fmt: skip
+                                items = []
+                                break
+                if not items:  # all of it while this gateway was dead, or held elsewhere
+                    if renew is not None:
+                        renew.cancel()
+                        renew = None
+                    await free(athlete, devices, held)
                     continue
-                await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
                 for d in devices:
-                    if d not in held:
-                        held[d] = Lease(kv, gateway_id, athlete, d)
-                        await _acquire(held[d])
                     gateway.offer(athlete, wire.LeaseGranted(items[0][1].t_ns, d, gateway_id))
                 if renew is not None:
                     renew.cancel()
@@ -258,9 +286,9 @@ async def run_gateway(
             if renew is not None:
                 renew.cancel()
 
-        by_athlete: dict[str, list[tuple[Segment, set[str]]]] = {}
-        for seg, keep in segments:
-            by_athlete.setdefault(seg.athlete, []).append((seg, keep))
+        by_athlete: dict[str, list[Assigned]] = {}
+        for turn in segments:
+            by_athlete.setdefault(turn.segment.athlete, []).append(turn)
         await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
         await drained()
         print(f"gateway {gateway_id}: plan done, {gateway.stats}", flush=True)
@@ -282,6 +310,30 @@ def keep_for_next(plan: Sequence[Segment], n: int) -> set[str]:
     return devices_of(nxt)
 
 
+def moves_at(plan: Sequence[Segment], n: int) -> float:
+    """The wall offset (s) at which a device of ``plan[n]`` is due at another gateway: the
+    first item of the athlete's next segment when that is elsewhere and shares a device;
+    infinity when it never is."""
+    seg = plan[n]
+    nxt = next((s for s in plan[n + 1 :] if s.athlete == seg.athlete), None)
+    if nxt is None or nxt.gateway == seg.gateway or not devices_of(seg) & devices_of(nxt):
+        return math.inf
+    return nxt.items[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """One segment of a gateway's share of the plan, with what its chain must know."""
+
+    index: int
+    """Its place in the plan (named in the gateway's log when it is skipped)."""
+    segment: Segment
+    keep: set[str]
+    """The devices its gateway keeps at its end (:func:`keep_for_next`)."""
+    moves_at: float
+    """When its devices are due elsewhere (:func:`moves_at`): past it, it is skipped."""
+
+
 def gateway_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--id", required=True)
@@ -291,17 +343,19 @@ def gateway_main(argv: Sequence[str]) -> None:
     parser.add_argument("--t0-file", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    booted = time.time() if args.outbox.exists() else 0.0
-    if booted:
-        print(f"gateway {args.id}: restarted at {booted!r}", flush=True)
+    restarted = args.outbox.exists()
     plan: list[Segment] = pickle.loads(args.plan.read_bytes())
     segments = [
-        (seg, keep_for_next(plan, n)) for n, seg in enumerate(plan) if seg.gateway == args.id
+        Assigned(n, seg, keep_for_next(plan, n), moves_at(plan, n))
+        for n, seg in enumerate(plan)
+        if seg.gateway == args.id
     ]
 
     async def main() -> None:
         task = asyncio.create_task(
-            run_gateway(args.id, args.nats.split(","), args.outbox, segments, args.t0_file, booted)
+            run_gateway(
+                args.id, args.nats.split(","), args.outbox, segments, args.t0_file, restarted
+            )
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
@@ -472,10 +526,17 @@ class StreamFacts:
     """Scheduled at a gateway cut off from the servers and killed before its link came
     back, and not in the stream: a segment that began meanwhile waited for its device
     leases (a gateway connects a device only with its lease) and was never received."""
+    missed_while_held_elsewhere: int = 0
+    """Of a segment its gateway skipped (logged): another gateway held a device's lease
+    until the athlete's next segment elsewhere began — a restarted gateway whose devices
+    moved on — so a real gateway never connected the device for them."""
+    dropped_after_cut_off: int = 0
+    """In the stream, scheduled at a gateway cut off from the servers and killed, but sent
+    after its leases expired (their TTL) and another gateway took them: the workers drop a
+    former holder's late records by design (deploy/README.md, "the lease rule")."""
     dropped_by_lease: int = 0
-    """In the stream, but from a gateway that did not hold the device's lease at that place
-    in it, so the workers drop them: a cut-off gateway's records arriving after its lease
-    expired and another gateway took it."""
+    """In the stream but dropped by the workers' lease rule, and not explained by a cut-off:
+    records from a gateway that did not hold the device's lease at that place in it."""
 
 
 def _windows(
@@ -502,14 +563,17 @@ def stream_facts(
     *,
     raw: Mapping[str, Sequence[wire.WireMessage]] | None = None,
     cut_off: Sequence[tuple[str, float, float]] = (),
+    skipped: Sequence[int] = (),
 ) -> StreamFacts:
     """Compare per athlete ``got`` (what the workers accept) with ``planned``; ``dead`` =
-    (gateway, from, to) wall windows of a killed gateway and ``cut_off`` those of a gateway
-    cut off then killed, whose scheduled records missing from the stream are counted apart;
+    (gateway, from, to) wall windows of a killed gateway, ``cut_off`` those of a gateway
+    cut off then killed and ``skipped`` the plan's segments a gateway skipped (their devices
+    held elsewhere): their scheduled records missing from the stream are counted apart;
     what is in ``raw`` (the whole stream) but not accepted is counted as dropped by the
-    lease rule."""
+    lease rule (apart again when a cut-off explains it)."""
     missed = _windows(dead, plan, t0)
     unreached = _windows(cut_off, plan, t0)
+    elsewhere = {(plan[n].athlete, key_of(m)) for n in skipped for _, m in plan[n].items}
     facts = StreamFacts()
     for athlete, items in planned.items():
         index = {key_of(m): i for i, m in enumerate(items)}
@@ -519,8 +583,12 @@ def stream_facts(
         facts.delivered += len(received)
         facts.duplicates += len(received) - len(set(received))
         for k in set(index) - set(received):
-            if k in in_stream:
+            if k in in_stream and (athlete, k) in unreached:
+                facts.dropped_after_cut_off += 1
+            elif k in in_stream:
                 facts.dropped_by_lease += 1
+            elif (athlete, k) in elsewhere:
+                facts.missed_while_held_elsewhere += 1
             elif (athlete, k) in missed:
                 facts.missed_while_dead += 1
             elif (athlete, k) in unreached:
@@ -868,7 +936,7 @@ class Simulation:
         for gid, proc in self.gws.items():
             await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
                         timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
-        # A restarted gateway skips what was scheduled before its process started (its
+        # A restarted gateway skips what was scheduled before it reached NATS again (its
         # devices sent that to nobody): the dead window ends there, not at the spawn.
         for n, (gid, start, end) in enumerate(self.dead):
             log = self.gws[gid].log.read_text(errors="replace")
@@ -880,8 +948,15 @@ class Simulation:
         raw: dict[str, list[wire.WireMessage]] = {}
         for s in stored:
             raw.setdefault(s.athlete, []).append(s.message)
-        self.figures.stream = stream_facts(self.messages, got, self.dead, self.plan, self.t0,
-                                           raw=raw, cut_off=self.cut_off)  # fmt: skip
+        skipped = [
+            int(n)
+            for proc in self.gws.values()
+            for n in re.findall(r"plan segment (\d+) skipped", proc.log.read_text(errors="replace"))
+        ]
+        self.figures.stream = stream_facts(
+            self.messages, got, self.dead, self.plan, self.t0,
+            raw=raw, cut_off=self.cut_off, skipped=skipped,
+        )  # fmt: skip
         self._exactly_once = stored
         live = accepted(stored, grants=True)  # the grants and device events too
         if self.history is not None:  # the single box goes on from the same history

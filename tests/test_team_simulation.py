@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pickle
+import time
 from pathlib import Path
 
 from devices.recording import RecordedNotification
@@ -77,10 +79,14 @@ def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> Non
 
 def test_stream_facts_tell_lost_records_from_missed_and_dropped_ones() -> None:
     """A record in the stream that the lease rule drops, one scheduled while its gateway
-    was dead, one while it was cut off before its kill: none of them is counted lost; a
-    record missing outside every window is."""
-    notes = [RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n])) for n in range(5)]
-    plan = [sim.Segment("a1", "gw1", [(5.0 * n, m) for n, m in enumerate(notes)])]
+    was dead, one while it was cut off before its kill, one sent after a cut-off and
+    dropped, one of a segment its gateway skipped: none of them is counted lost; a record
+    missing outside every window is."""
+    notes = [RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n])) for n in range(7)]
+    plan = [
+        sim.Segment("a1", "gw1", [(5.0 * n, m) for n, m in enumerate(notes[:6])]),
+        sim.Segment("a1", "gw2", [(30.0, notes[6])]),
+    ]
     t0 = 1000.0
     facts = sim.stream_facts(
         {"a1": notes},
@@ -88,13 +94,65 @@ def test_stream_facts_tell_lost_records_from_missed_and_dropped_ones() -> None:
         dead=[("gw1", t0 + 10.0, t0 + 10.0)],
         plan=plan,
         t0=t0,
-        raw={"a1": [notes[0], notes[1]]},
-        cut_off=[("gw1", t0 + 15.0, t0 + 15.0)],
+        raw={"a1": [notes[0], notes[1], notes[5]]},
+        cut_off=[("gw1", t0 + 15.0, t0 + 15.0), ("gw1", t0 + 25.0, t0 + 25.0)],
+        skipped=[1],
     )
-    # Notes at 0, 5, 10, 15 and 20 s: 0 accepted, 5 dropped, 10 missed while dead, 15
-    # while cut off, 20 lost.
-    assert (facts.delivered, facts.dropped_by_lease) == (1, 1)
+    # Notes at 0, 5, 10, 15, 20, 25 and 30 s: 0 accepted, 5 dropped, 10 missed while dead,
+    # 15 while cut off, 20 lost, 25 dropped after its cut-off, 30 of the skipped segment.
+    assert (facts.delivered, facts.dropped_by_lease, facts.dropped_after_cut_off) == (1, 1, 1)
     assert (facts.missed_while_dead, facts.missed_while_cut_off, facts.lost) == (1, 1, 1)
+    assert facts.missed_while_held_elsewhere == 1
+
+
+def test_a_gateway_skips_a_segment_whose_device_moved_on_while_another_held_it(
+    tmp_path: Path,
+) -> None:
+    """The simulated gateway, like a real one, never has a device's records while another
+    gateway holds its lease: a segment whose lease stays taken until the athlete's next
+    segment elsewhere begins is skipped and logged, not offered late behind that segment's
+    records (a restarted gateway did that in session 7's bench: 428 reorders)."""
+    from streamer.team.leases import Lease
+    from streamer.team.stream import ensure_stream
+    from tests.servers import NatsServer
+    from tests.team_helpers import stream_messages, wait_until
+
+    def note(n: int) -> RecordedNotification:
+        return RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n]))
+
+    plan = [
+        sim.Segment("ann", "gw2", [(0.0, note(0)), (0.2, note(1))]),
+        sim.Segment("bob", "gw2", [(0.0, note(0))]),
+        sim.Segment("ann", "gwX", [(1.0, note(2))]),  # ann's strap due at gwX 1 s in
+    ]
+    path = tmp_path / "plan.pickle"
+    path.write_bytes(pickle.dumps(plan))
+    node = NatsServer(tmp_path / "nats")
+    node.start()
+
+    async def hold() -> None:  # gwX's lease: in the bucket until its TTL (30 s), unrenewed
+        import nats
+
+        nc = await nats.connect(node.url)
+        lease = Lease(await ensure_stream(nc.jetstream(), 1), "gwX", "ann", "strap")
+        assert await lease.try_acquire()
+        await nc.close()
+
+    asyncio.run(hold())
+    gw = sim.gateway_proc(tmp_path, "gw2", [node.url], path)
+    try:
+        gw.start()
+        wait_until(lambda: "ready" in gw.log.read_text(), 60, "gw2 ready")
+        (tmp_path / "t0").write_text(repr(time.time()))
+        wait_until(lambda: "plan done" in gw.log.read_text(), 60, "gw2's plan done")
+        stored = stream_messages([node.url], 60.0)
+    finally:
+        gw.stop()
+        node.stop()
+    assert "plan segment 0 skipped: ann's strap held elsewhere" in gw.log.read_text()
+    by = {(s.athlete, s.gateway) for s in stored}
+    assert ("bob", "gw2") in by, "gw2 went on with its other athletes"
+    assert ("ann", "gw2") not in by, "nothing of the skipped segment in the stream"
 
 
 def test_stream_facts_count_reorders_within_a_source_apart_from_the_interleaving() -> None:
