@@ -19,6 +19,7 @@ from streamer.config import (
     ID_RULE,
     AthleteConfig,
     Config,
+    DeviceConfig,
     athlete_data,
     athlete_id_arg,
     load_config,
@@ -76,7 +77,11 @@ def register(subparsers: Any) -> None:
         "already equal are left alone. Athletes in the registry but not in the file\n"
         "stay, unless --prune. Devices paired on this machine (`redox-streamer pair`)\n"
         "for the file's athletes are pushed too: the registry gets what `run` streams\n"
-        "here; devices paired for athletes the file does not name are listed, not pushed.",
+        "here; devices paired for athletes the file does not name are listed, not pushed.\n"
+        "A push merges per device: an athlete's devices already in the registry that\n"
+        "neither the file nor this machine's pairing names (another machine's pairing,\n"
+        "`registry pair`) stay, unless --prune; the file's devices win on their id and\n"
+        "address. Two machines pushing different local pairings both keep theirs.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,7 +92,10 @@ def register(subparsers: Any) -> None:
         help="the club file (default: $REDOX_CONFIG or the user config dir)",
     )
     push.add_argument(
-        "--prune", action="store_true", help="remove the athletes the file no longer names"
+        "--prune",
+        action="store_true",
+        help="remove the athletes the file no longer names, and the devices of its athletes "
+        "that neither it nor this machine's pairing names",
     )
     push.add_argument(
         "--pairing",
@@ -237,26 +245,28 @@ def _with_registry(
     return asyncio.run(main())
 
 
-def with_local_pairing(config: Config, registry: DeviceRegistry) -> tuple[Config, list[str]]:
-    """``config`` whose athletes also list the devices paired in ``registry`` for them, as
-    ``run`` streams them (:func:`streamer.commands.run.paired_devices`: a configured
-    address wins, a second device of a kind gets an id of its own); and one
-    ``"<athlete>: <id> (<kind> <address>)"`` per device added."""
-    from streamer.app.device_state import with_streamed_devices
+def local_pairing(
+    config: Config, registry: DeviceRegistry
+) -> tuple[dict[str, list[DeviceConfig]], list[str]]:
+    """The devices paired in ``registry`` for ``config``'s athletes that the file does not
+    list, as ``run`` streams them (:func:`streamer.commands.run.paired_devices`: a
+    configured address wins, a second device of a kind gets an id of its own), per
+    athlete; and one ``"<athlete>: <id> (<kind> <address>)"`` per device."""
     from streamer.commands.run import paired_devices
 
-    merged = with_streamed_devices(config, paired_devices(config, registry))
+    streamed = paired_devices(config, registry)
+    paired = {a.id: list(streamed.get(a.id, a.devices))[len(a.devices) :] for a in config.athletes}
     added = [
-        f"{athlete.id}: {d.id} ({d.kind.value} {d.address})"
-        for athlete, before in zip(merged.athletes, config.athletes, strict=True)
-        for d in athlete.devices[len(before.devices) :]
+        f"{athlete}: {d.id} ({d.kind.value} {d.address})"
+        for athlete, devices in paired.items()
+        for d in devices
     ]
-    return merged, added
+    return {a: d for a, d in paired.items() if d}, added
 
 
 def run_push(args: argparse.Namespace) -> int:
-    """Write the club file's athletes (with the devices paired here) and rules; say what
-    changed."""
+    """Write the club file's athletes (with the devices paired here), merged per device
+    with the registry's entries, and the rules; say what changed."""
     from streamer.team.registry import push
 
     config = load_config(args.config)
@@ -265,12 +275,14 @@ def run_push(args: argparse.Namespace) -> int:
             f"{config.source}: no [[athletes]] to push — give the club file with --config"
         )
     pairing = DeviceRegistry.load(args.pairing)
-    config, added = with_local_pairing(config, pairing)
+    paired, added = local_pairing(config, pairing)
     named = {a.id for a in config.athletes}
     strangers = sorted(
         f"{d.athlete} ({d.kind.value} {d.address})" for d in pairing if d.athlete not in named
     )
-    report = _with_registry(args, lambda kv: push(kv, config, prune=args.prune), create=True)
+    report = _with_registry(
+        args, lambda kv: push(kv, config, prune=args.prune, paired=paired), create=True
+    )
     if added:
         print(f"paired on this machine ({pairing.path}), pushed with the file: {'; '.join(added)}")
     parts = [f"{len(report.written)} athletes written" + _ids(report.written)]
@@ -279,7 +291,25 @@ def run_push(args: argparse.Namespace) -> int:
         parts.append("club [rules] written")
     if report.removed:
         parts.append(f"{len(report.removed)} removed" + _ids(report.removed))
+    if report.devices_removed:
+        parts.append(
+            f"{len(report.devices_removed)} devices removed" + _ids(report.devices_removed)
+        )
     print(f"central registry on {args.nats}: {', '.join(parts)}")
+    if report.devices_kept:
+        print(
+            f"note: {len(report.devices_kept)} devices in the registry are neither in "
+            f"{config.source} nor paired here{_ids(report.devices_kept)}: they stay (another "
+            "machine's pairing, or `registry pair`); --prune removes them",
+            file=sys.stderr,
+        )
+    if report.devices_replaced:
+        print(
+            f"note: {config.source} gives the ids of {len(report.devices_replaced)} devices "
+            f"in the registry to other addresses{_ids(report.devices_replaced)}: the file's "
+            "replace them — give a device its own id in the file to keep both",
+            file=sys.stderr,
+        )
     if report.kept:
         print(
             f"note: {len(report.kept)} athletes in the registry are not in {config.source}"

@@ -106,6 +106,40 @@ def _consume_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class _Link:
+    """One connection's life as this publisher sees it (:attr:`alive`), from public
+    aiomqtt alone: aiomqtt keeps whether a connection ended in a private future, but its
+    public message iterator (``client.messages``) ends exactly when that future does.
+    So a task of the link's reads the client's messages from the connect on, queues them
+    for the session's receiver (:meth:`MqttPublisher._receive`, which starts once the
+    session is set up, as it did when it read the client itself), and marks the link
+    lost when the iterator ends. Reading that end also retrieves how the link ended: a
+    hang-up that gave up before aiomqtt noticed a dead link would otherwise leave asyncio
+    to log "Future exception was never retrieved" when it does. The task outlives the
+    session in that case, until aiomqtt notices (at most its keepalive)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.messages: asyncio.Queue[aiomqtt.Message | None] = asyncio.Queue()
+        """The connection's messages in order; ``None`` once it is lost."""
+        self.lost = asyncio.Event()
+        self.task = asyncio.create_task(self._read(client), name="mqtt link")
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        try:
+            async for message in client.messages:
+                self.messages.put_nowait(message)
+        except aiomqtt.MqttError:
+            pass  # the link ended, cleanly or not: how is the session's business
+        finally:
+            self.lost.set()
+            self.messages.put_nowait(None)
+
+    @property
+    def alive(self) -> bool:
+        """False once the connection ended (as aiomqtt saw it)."""
+        return not self.lost.is_set()
+
+
 class Listener(Protocol):
     """Subscribes on the publisher's connection (:meth:`MqttPublisher.listen`)."""
 
@@ -256,6 +290,8 @@ class MqttPublisher:
         self._client: aiomqtt.Client | None = None
         self._owed: dict[aiomqtt.Client, set[asyncio.Future[None]]] = {}
         """Per connection, its QoS ≥ 1 publishes whose PUBACK has not come (:meth:`_send`)."""
+        self._links: dict[aiomqtt.Client, _Link] = {}
+        """Per connection still open as aiomqtt sees it, its :class:`_Link`."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while the outbox is empty and connected
         self._closing = False
@@ -439,6 +475,7 @@ class MqttPublisher:
                 with cancellation_kept():
                     await client.__aenter__()
                     connected = True
+                    self._watch(client)
         except BaseException:
             if connected:  # connected, then cancelled or timed out: hang up before leaving
                 await self._hang_up(client)
@@ -519,8 +556,21 @@ class MqttPublisher:
     def _ha_discovery(self) -> bool:
         return self.config.ha_discovery and bool(self.athletes)
 
+    def _watch(self, client: aiomqtt.Client) -> None:
+        """Follow ``client``'s new connection (:class:`_Link`) until it ends."""
+        link = _Link(client)
+        self._links[client] = link
+        link.task.add_done_callback(lambda _: self._links.pop(client, None))
+
+    def _client_alive(self, client: aiomqtt.Client) -> bool:
+        """Whether ``client``'s connection is up as far as aiomqtt knows (:class:`_Link`)."""
+        link = self._links.get(client)
+        return link is not None and link.alive
+
     async def _hang_up(self, client: aiomqtt.Client) -> None:
-        """Disconnect ``client`` (at most 2 s); a failure to say goodbye is no error."""
+        """Disconnect ``client`` (at most 2 s); a failure to say goodbye is no error. On a
+        dead link the disconnect may give up before aiomqtt records how the link ended:
+        the connection's :class:`_Link` reads that outcome when it comes."""
         if self.shared_state and self._client_alive(client):
             # Its own state topic echoes what it publishes there: stop that traffic and, by
             # the UNSUBACK, have read all of it (see _acknowledged: the broker must not
@@ -533,12 +583,6 @@ class MqttPublisher:
             async with asyncio.timeout(2.0):
                 with cancellation_kept():
                     await client.__aexit__(None, None, None)
-        # On a dead link the disconnect above may time out before aiomqtt records how the
-        # link ended; read that outcome when it comes, so that asyncio does not log "Future
-        # exception was never retrieved" for a connection already handled.
-        ended = getattr(client, "_disconnected", None)
-        if isinstance(ended, asyncio.Future):
-            ended.add_done_callback(_consume_outcome)
 
     async def _send(
         self,
@@ -573,13 +617,19 @@ class MqttPublisher:
         handed to another worker must not show (the broker writing anything to a socket
         the client closed does the same). On a link already down nothing is awaited."""
         owed = self._owed.pop(client, set())
-        if owed and self._client_alive(client):
-            await asyncio.wait(set(owed), timeout=timeout_s)
-
-    @staticmethod
-    def _client_alive(client: aiomqtt.Client) -> bool:
-        ended = getattr(client, "_disconnected", None)
-        return not (isinstance(ended, asyncio.Future) and ended.done())
+        link = self._links.get(client)
+        if not owed or link is None or not link.alive:
+            return
+        # Every PUBACK, or the link lost meanwhile (they will never come), or the time.
+        acked = asyncio.ensure_future(asyncio.wait(set(owed)))
+        lost = asyncio.ensure_future(link.lost.wait())
+        try:
+            await asyncio.wait(
+                {acked, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            acked.cancel()  # not the publishes: asyncio.wait never cancels what it waits for
+            lost.cancel()
 
     def _note_disconnect(self, exc: BaseException) -> None:
         self._status.disconnects += 1
@@ -683,7 +733,10 @@ class MqttPublisher:
         connection while nothing is being sent (a broker restart, another client taking
         this id over), so that the status says so and the reconnection starts at once, not
         at the next publish."""
-        async for message in client.messages:
+        link = self._links.get(client)
+        if link is None:
+            raise aiomqtt.MqttError("the connection ended before its session was set up")
+        while (message := await link.messages.get()) is not None:
             if self.shared_state and message.topic.matches(self.topics.bridge_state):
                 if message.payload in (BRIDGE_OFFLINE, BRIDGE_OFFLINE.decode()):
                     _LOGGER.info(

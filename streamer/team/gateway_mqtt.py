@@ -35,6 +35,32 @@ last words are kept in the gateway's outbox file
 could not reach the broker then — link down, broker restarting — is published by the
 next start: a restarted gateway re-derives the state of the devices it holds again, but
 not of those it does not get back.
+
+A gateway that dies without a goodbye (SIGKILL, power cut, link cut for good) makes none of
+that: its devices' last states — ``connected`` — would stay retained for ever when no other
+gateway takes the devices. So each gateway also keeps, retained on
+``<base>/gateway/<id>/devices`` (:func:`held_devices_topic`), the devices it holds with
+their latest state (published when what a reader acts on changes, not on the 10 s refresh;
+an empty ``devices`` list once it holds none, as after a clean stop), and every gateway
+reads the others' lists and availability. A gateway ``offline`` (its Last Will) whose list still
+names devices is dead without a goodbye; the gateway with the smallest id among those
+``online`` (:meth:`GatewayCommands._sweep`) publishes ``stopped`` (``connected`` false,
+``problem`` naming the dead gateway) for each of those devices that it does not hold itself
+and no live gateway lists, then clears the dead one's list — so a survivor that starts
+later, or a designated one that was dead too, is covered at the next sweep. Its ``seq`` is
+its own clock in µs, so above the dead gateway's last (the device topics' ``seq`` is the
+clock already, to move with a lease). Not a shared subscription (as for commands): when a
+member of the group dies, mosquitto may hand its Last Will to that member's own closing
+session, and nobody hears it (8 of 8 tries here with two members). Two gateways whose views
+differ for a moment may both say ``stopped``: a repeat with a higher ``seq``, harmless.
+A gateway restarted after its own death reads its previous list (another boot's,
+:attr:`GatewayCommands.boot`) and treats those devices as held until it finds it does not
+hold them: each then gets its ``stopped`` as a device leaving does — so a club of one
+gateway is covered by that gateway's return. Why the gateways and not the worker or Home
+Assistant: the gateways already own the device-state topics and their ``seq``, the broker's
+Last Will is the one sure news of a death, and the rule needs no protocol of ours; a worker
+would have to merge the gateways' MQTT news into its partition's order, and Home
+Assistant's availability lists cannot name "the gateway that holds this device now".
 """
 
 from __future__ import annotations
@@ -44,10 +70,11 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 import aiomqtt
@@ -57,7 +84,7 @@ from streamer.app.commands_in import CommandListener
 from streamer.app.device_state import DEVICE_STATE_CHECK_S, DeviceStates, DriverLike
 from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
-from streamer.results import DeviceStatePayload, Result
+from streamer.results import DeviceStatePayload, JsonValue, PayloadError, Result
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.team.gateway import availability_topic, gateway_mqtt
@@ -70,6 +97,69 @@ SHARE_GROUP: Final = "redox-gateways"
 """The shared-subscription group every gateway joins for the command topics."""
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
+
+
+DEATH_PROBLEM: Final = "gateway {gateway} went away without a goodbye (its Last Will)"
+"""The ``problem`` of a ``stopped`` published for a dead gateway's device."""
+
+
+def held_devices_topic(base: str, gateway_id: str) -> str:
+    """``<base>/gateway/<id>/devices``: the devices gateway ``gateway_id`` holds, with their
+    latest state, retained (see the module)."""
+    return f"{base}/gateway/{gateway_id}/devices"
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One device on a gateway's list: its state topic and latest state."""
+
+    athlete: str
+    device: str
+    topic: str
+    state: DeviceStatePayload
+
+
+def encode_list(boot: str, devices: Sequence[Listed]) -> bytes:
+    """A gateway's list as JSON: ``{"boot": …, "devices": [{"athlete", "device", "topic",
+    "state": {the state payload's fields}}]}``."""
+    body = {
+        "boot": boot,
+        "devices": [
+            {"athlete": d.athlete, "device": d.device, "topic": d.topic,
+             "state": d.state.fields()}
+            for d in devices
+        ],
+    }  # fmt: skip
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_list(payload: bytes) -> tuple[str, list[Listed]]:
+    """(boot, devices) of a gateway's list; an empty payload is an empty list. ValueError
+    (naming what is wrong) for anything else."""
+    if not payload:
+        return "", []
+    try:
+        body = json.loads(payload)
+        items: list[dict[str, JsonValue]] = body["devices"]
+        out = [
+            Listed(
+                str(item["athlete"]),
+                str(item["device"]),
+                str(item["topic"]),
+                DeviceStatePayload.from_fields(item["state"]),  # type: ignore[arg-type]
+            )
+            for item in items
+        ]
+        return str(body.get("boot", "")), out
+    except (ValueError, KeyError, TypeError, AttributeError, PayloadError) as exc:
+        raise ValueError(f"not a gateway's device list ({type(exc).__name__}: {exc})") from None
+
+
+def _what_matters(state: DeviceStatePayload) -> DeviceStatePayload:
+    """What a reader acts on (as :mod:`streamer.app.device_state` compares): the list is
+    published again when this changes, not on every 10 s refresh."""
+    seen = None if state.last_seen_ts_ns is None else 0
+    return replace(state, last_seen_ts_ns=seen, reconnects=0, gaps=0)
 
 
 HA_NODE: Final = "redox_gateway"
@@ -161,6 +251,21 @@ class _LastWords:
         else:
             self.held[key] = state
 
+    def adopt(self, listed: Iterable[Listed]) -> int:
+        """Devices on this gateway's list of an earlier boot (one that died without a
+        goodbye): held, as far as this process knows, until it finds it does not hold them
+        (then each gets its ``stopped``). Devices it knows already are left as they are.
+        Returns how many were adopted."""
+        adopted = 0
+        for item in listed:
+            key = (item.athlete, item.device)
+            if key in self.held or key in self.words:
+                continue
+            self.held[key] = item.state
+            self.words[key] = KeptState(item.topic, item.athlete, item.device, b"")
+            adopted += 1
+        return adopted
+
     def forget(self, key: tuple[str, str]) -> None:
         """Another gateway owns the device's state now."""
         self.words.pop(key, None)
@@ -203,6 +308,18 @@ class GatewayCommands(CommandListener):
         self._seq: dict[str, int] = {}
         self._stopping = False
         self._words = _LastWords(keeper.kept_device_states() if keeper is not None else ())
+        self.boot = secrets.token_hex(8)
+        """This process's mark on its list: a list with another is an earlier boot's."""
+        self.list_topic = held_devices_topic(self.topics.base, gateway_id)
+        self._listed: list[tuple[str, str, str, DeviceStatePayload]] | None = None
+        """What matters of the list last published on this connection (None: not yet)."""
+        self._lists: dict[str, list[Listed]] = {}
+        """The other gateways' lists, by gateway id."""
+        self._states: dict[str, bytes] = {}
+        """The other gateways' availability (``online`` / ``offline``), by gateway id."""
+        self._after_deaths: set[asyncio.Task[None]] = set()
+        self.deaths_cleaned = 0
+        """Dead gateways' devices this gateway published ``stopped`` for."""
 
     def _next_seq(self, topic: str) -> int:
         """The clock in µs, at least one above the topic's last number (see the module)."""
@@ -226,6 +343,103 @@ class GatewayCommands(CommandListener):
         for state in self._make(results):
             await client.publish(state.topic, state.payload, qos=1, retain=True)
             self.device_states_published += 1
+        await self._publish_list(client)
+
+    async def _publish_list(self, client: aiomqtt.Client) -> None:
+        """This gateway's list (see the module), when what matters of it changed since the
+        last on this connection — after the states it names, so a reader of the list has
+        them."""
+        listed = [
+            Listed(a, d, self._words.words[(a, d)].topic, state)
+            for (a, d), state in sorted(self._words.held.items())
+        ]
+        matters = [(x.athlete, x.device, x.topic, _what_matters(x.state)) for x in listed]
+        if matters == self._listed:
+            return
+        await client.publish(self.list_topic, encode_list(self.boot, listed), qos=1, retain=True)
+        self._listed = matters
+
+    def _read_list(self, client: aiomqtt.Client, gateway_id: str, payload: bytes) -> None:
+        """A gateway's list arrived: an earlier boot's own is adopted (see the module),
+        another gateway's kept for when it dies."""
+        try:
+            boot, listed = decode_list(payload)
+        except ValueError as exc:
+            topic = held_devices_topic(self.topics.base, gateway_id)
+            _LOGGER.warning("%s: %s; ignored", topic, exc)
+            return
+        if gateway_id != self.gateway_id:
+            if listed:
+                self._lists[gateway_id] = listed
+            else:
+                self._lists.pop(gateway_id, None)
+            self._sweep(client)
+        elif boot != self.boot and (adopted := self._words.adopt(listed)):
+            _LOGGER.info(
+                "%d devices on this gateway's list from before its restart: each gets a "
+                "`stopped` state unless it is held again",
+                adopted,
+            )
+
+    def _read_state(self, client: aiomqtt.Client, gateway_id: str, payload: bytes) -> None:
+        """Another gateway's availability arrived (``offline``: perhaps its Last Will)."""
+        if gateway_id != self.gateway_id:
+            self._states[gateway_id] = payload
+            self._sweep(client)
+
+    def _sweep(self, client: aiomqtt.Client) -> None:
+        """Clean up after each gateway ``offline`` whose list still names devices — when
+        this gateway has the smallest id of those ``online`` (see the module)."""
+        dead = sorted(g for g in self._lists if self._states.get(g) == OFFLINE)
+        if not dead or self.devices is None:
+            return
+        alive = {g for g, state in self._states.items() if state == ONLINE}
+        if min(alive | {self.gateway_id}) != self.gateway_id:
+            return
+        for gateway_id in dead:
+            listed = self._lists.pop(gateway_id)  # taken now: one clean-up per death
+            task = asyncio.create_task(
+                self._after_a_death(client, gateway_id, listed), name="after a death"
+            )
+            self._after_deaths.add(task)
+            task.add_done_callback(self._after_deaths.discard)
+
+    async def _after_a_death(
+        self, client: aiomqtt.Client, gateway_id: str, listed: Sequence[Listed]
+    ) -> None:
+        """``stopped`` for each device on dead ``gateway_id``'s list (``listed``) that this
+        gateway does not hold and no live gateway lists (it owns the device's state now),
+        then the dead one's list cleared: said once."""
+        assert self.devices is not None
+        holding = {(a, d) for a, items in self.devices.held_drivers().items() for d, _ in items}
+        others = {
+            (x.athlete, x.device)
+            for g, items in self._lists.items()
+            if self._states.get(g) != OFFLINE
+            for x in items
+        }
+        problem = DEATH_PROBLEM.format(gateway=gateway_id)
+        now_ns = self._clock_ns()
+        results = [
+            replace(x.state, connected=False, connection="stopped", problem=problem).result(
+                x.athlete, now_ns, x.device
+            )
+            for x in listed
+            if (x.athlete, x.device) not in holding and (x.athlete, x.device) not in others
+        ]
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            for state in self._make(results):
+                await client.publish(state.topic, state.payload, qos=1, retain=True)
+                self.device_states_published += 1
+                self.deaths_cleaned += 1
+            await client.publish(
+                held_devices_topic(self.topics.base, gateway_id), b"", qos=1, retain=True
+            )
+        _LOGGER.info(
+            "gateway %s went away without a goodbye: %d of its devices said stopped",
+            gateway_id,
+            len(results),
+        )
 
     async def _republish_last_words(
         self, client: aiomqtt.Client, held: Mapping[str, Sequence[tuple[str, DriverLike]]]
@@ -236,7 +450,9 @@ class GatewayCommands(CommandListener):
         self._make(await self._leaving(held))
         holding = {(a, d) for a, items in held.items() for d, _ in items}
         # The held ones' fresh states follow at once.
-        words = [w for key, w in self._words.words.items() if key not in holding]
+        words = [
+            w for key, w in self._words.words.items() if key not in holding and w.payload
+        ]  # (an adopted device has no message of this process yet: its `stopped` comes)
         for word, elsewhere in zip(words, await self._held_elsewhere(words), strict=True):
             if elsewhere:
                 self._words.forget((word.athlete, word.device))
@@ -270,6 +486,7 @@ class GatewayCommands(CommandListener):
         assert self.devices is not None
         queued = _Queued()
         states = DeviceStates({}, self.devices.battery_of, [queued], clock_ns=self._clock_ns)
+        self._listed = None  # a new connection: the list goes out again
         try:
             await self._republish_last_words(client, self.devices.held_drivers())
             while True:
@@ -341,13 +558,27 @@ class GatewayCommands(CommandListener):
                 # by the only process that knows the gateway exists.
                 topic, config = discovery_config(self.topics, self.gateway_id)
                 await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+            lists = held_devices_topic(self.topics.base, "+")
+            states_filter = availability_topic(self.topics.base, "+")
+            if self.devices is not None:
+                # The others' lists and availability, retained (see the module).
+                await client.subscribe(lists, qos=1)
+                await client.subscribe(states_filter, qos=1)
             self.subscribed.set()
             states = None
             if self.devices is not None:
                 states = asyncio.create_task(self._device_states(client), name="device states")
             try:
                 async for message in client.messages:
-                    self.handle(str(message.topic), message.payload, retained=message.retain)
+                    topic = str(message.topic)
+                    payload = message.payload
+                    data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                    if message.topic.matches(lists):
+                        self._read_list(client, topic.split("/")[-2], data)
+                    elif message.topic.matches(states_filter):
+                        self._read_state(client, topic.split("/")[-2], data)
+                    else:
+                        self.handle(topic, message.payload, retained=message.retain)
             except asyncio.CancelledError:
                 self._stopping = True
                 if states is not None:  # the devices' last word: stopped
@@ -362,3 +593,6 @@ class GatewayCommands(CommandListener):
                 if states is not None:  # the connection is gone: the next one starts again
                     states.cancel()
                     await asyncio.gather(states, return_exceptions=True)
+                for task in self._after_deaths:  # on this connection's client
+                    task.cancel()
+                await asyncio.gather(*self._after_deaths, return_exceptions=True)

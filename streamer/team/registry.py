@@ -11,9 +11,11 @@ The bucket :data:`REGISTRY_BUCKET` holds
   schema;
 - ``rules``: the club's ``[rules]`` as JSON.
 
-Writers are ``redox-streamer registry push`` (a whole club file), ``registry pair`` and
-``registry unpair`` (one device); a write of one athlete is conditional on the revision
-read, so the server — not a protocol of ours — decides a race between two coaches.
+Writers are ``redox-streamer registry push`` (a whole club file, merged per device with
+each athlete's entry: :func:`merge_devices`), ``registry pair`` and ``registry unpair``
+(one device); every write of one athlete is conditional on the revision read, so the
+server — not a protocol of ours — decides a race between two coaches or two machines
+pushing their own pairings, and the loser reads, merges and writes again.
 Readers follow the bucket (:func:`follow`): a :class:`RegistryView` once its entries are
 read and after each change. An entry that does not validate is logged as one line naming
 its key and the fix (:class:`RegistryEntryError`); its athlete keeps its last valid entry
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nats.errors import Error as NatsError
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as StreamNotFoundError
 
 from streamer.config import (
@@ -300,7 +302,7 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
 
 @dataclass(slots=True)
 class PushReport:
-    """What ``registry push`` did, by athlete id."""
+    """What ``registry push`` did, by athlete id (devices as ``"<athlete>.<device id>"``)."""
 
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
@@ -308,12 +310,113 @@ class PushReport:
     kept: list[str] = field(default_factory=list)
     """In the registry, not in the file, left there (no ``--prune``)."""
     rules_written: bool = False
+    devices_kept: list[str] = field(default_factory=list)
+    """Devices in a pushed athlete's entry that the push did not name, left there (another
+    machine's pairing, or one paired with ``registry pair``; no ``--prune``)."""
+    devices_removed: list[str] = field(default_factory=list)
+    """Such devices removed (``--prune``)."""
+    devices_replaced: list[str] = field(default_factory=list)
+    """Devices whose id the club file gives to another address now: the file's wins."""
 
 
-async def push(kv: KeyValue, config: Config, *, prune: bool = False) -> PushReport:
-    """Write ``config``'s ``[rules]`` and every athlete (entries that are already equal are
-    left alone: no change for the gateways to follow); ``prune`` deletes the athletes the
-    file no longer names."""
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    devices: tuple[DeviceConfig, ...]
+    kept: tuple[DeviceConfig, ...] = ()
+    removed: tuple[DeviceConfig, ...] = ()
+    replaced: tuple[DeviceConfig, ...] = ()
+
+
+def _address(device: DeviceConfig) -> str | None:
+    return device.address.upper() if device.address else None
+
+
+def _free_id(device: DeviceConfig, ids: set[str]) -> str:
+    """``device``'s id, or as ``run`` names a second device of a kind (``<kind>-<last 4 hex
+    of the address>``), or that with a number: one not in ``ids``."""
+    if device.id not in ids:
+        return device.id
+    tail = (device.address or "")[-5:].replace(":", "")
+    base = f"{device.kind.value}-{tail}" if tail else device.id
+    candidate, n = base, 2
+    while candidate in ids:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def merge_devices(
+    filed: Sequence[DeviceConfig],
+    paired: Sequence[DeviceConfig],
+    current: Sequence[DeviceConfig],
+    *,
+    prune: bool = False,
+) -> _Merged:
+    """An athlete's devices after a push: the club file's (``filed``: they win on their id
+    and address), then the registry's ``current`` ones the push does not name (another
+    machine's local pairing, a ``registry pair``: kept, or removed with ``prune``), then
+    those paired on the pushing machine (``paired``) that the entry lacks by address —
+    renamed as ``run`` renames a second device of a kind when their id is taken. So a push
+    merges per device: two machines pushing different local pairings both stay."""
+    out = list(filed)
+    ids = {d.id for d in out}
+    addresses = {a for d in out if (a := _address(d)) is not None}
+    paired_addresses = {a for d in paired if (a := _address(d)) is not None}
+    kept: list[DeviceConfig] = []
+    removed: list[DeviceConfig] = []
+    replaced: list[DeviceConfig] = []
+    for device in current:
+        address = _address(device)
+        if address is not None and address in addresses:
+            continue  # the file's entry for this device wins
+        if device.id in ids:
+            replaced.append(device)  # the file gives its id to another device
+            continue
+        if address is not None and address in paired_addresses:
+            pass  # this machine's pairing names it too: the same device, as stored
+        elif prune:
+            removed.append(device)
+            continue
+        else:
+            kept.append(device)
+        out.append(device)
+        ids.add(device.id)
+        if address is not None:
+            addresses.add(address)
+    for device in paired:
+        address = _address(device)
+        if address is not None and address in addresses:
+            continue
+        device = replace(device, id=_free_id(device, ids))
+        out.append(device)
+        ids.add(device.id)
+        if address is not None:
+            addresses.add(address)
+    return _Merged(tuple(out), tuple(kept), tuple(removed), tuple(replaced))
+
+
+async def _entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """``key``'s value and revision now; None when it has none (never written, deleted)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    return entry.value or b"", entry.revision or 0
+
+
+async def push(
+    kv: KeyValue,
+    config: Config,
+    *,
+    prune: bool = False,
+    paired: Mapping[str, Sequence[DeviceConfig]] | None = None,
+) -> PushReport:
+    """Write ``config``'s ``[rules]`` and every athlete, merged per device with the entry in
+    the registry (:func:`merge_devices`, with ``paired``: the devices paired on this machine
+    per athlete) and written at the revision read — read again and merged again when
+    another writer came between, so two machines pushing at once both keep their devices.
+    Entries that are already equal are left alone (no change for the gateways to follow);
+    ``prune`` deletes the athletes the file no longer names, and the devices it and this
+    machine's pairing do not."""
     report = PushReport()
     current = await read_entries(kv)
     rules = encode_rules(config.rules)
@@ -322,12 +425,44 @@ async def push(kv: KeyValue, config: Config, *, prune: bool = False) -> PushRepo
         report.rules_written = True
     wanted = {athlete_key(a.id): a for a in config.athletes}
     for key, athlete in wanted.items():
-        value = encode_athlete(athlete)
-        if current.get(key, (None, 0))[0] == value:
-            report.unchanged.append(athlete.id)
-            continue
-        await kv.put(key, value)
-        report.written.append(athlete.id)
+        entry = current.get(key)
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                stored = None if entry is None else decode_athlete(key, entry[0])
+            except RegistryEntryError:
+                stored = None  # an invalid entry is replaced by the file's
+            merged = merge_devices(
+                athlete.devices,
+                (paired or {}).get(athlete.id, ()),
+                stored.devices if stored is not None else (),
+                prune=prune,
+            )
+            value = encode_athlete(replace(athlete, devices=merged.devices))
+            if entry is not None and entry[0] == value:
+                report.unchanged.append(athlete.id)
+                break
+            try:
+                if entry is None:
+                    await kv.create(key, value)
+                else:
+                    await kv.update(key, value, last=entry[1])
+            except KeyWrongLastSequenceError:
+                entry = await _entry(kv, key)  # another writer came between: merge again
+                continue
+            report.written.append(athlete.id)
+            break
+        else:
+            raise CentralRegistryError(
+                f"{key}: changed by another writer {WRITE_ATTEMPTS} times while this push "
+                "tried; push again"
+            )
+        if entry is None or entry[0] != value:  # written: say what the merge did
+            for devices, into in (
+                (merged.kept, report.devices_kept),
+                (merged.removed, report.devices_removed),
+                (merged.replaced, report.devices_replaced),
+            ):
+                into.extend(f"{athlete.id}.{d.id}" for d in devices)
     for key in sorted(k for k in current if k.startswith(ATHLETE_PREFIX) and k not in wanted):
         athlete_id = key[len(ATHLETE_PREFIX) :]
         if prune:
