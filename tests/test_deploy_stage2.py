@@ -242,7 +242,7 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
     central = ShippedNats(tmp_path, "central", "nats-server.conf", stage1_binary)
     backup = tmp_path / "backup"
 
-    async def stage1() -> list[tuple[int, str, bytes, str]]:
+    async def stage1() -> list[tuple[int, str, bytes, str, str]]:
         nc = await nats.connect(central.url)
         try:
             js = nc.jetstream()
@@ -292,7 +292,8 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
                 js = nc.jetstream()
                 info = await all_current(js, wire.STREAM)
                 assert (info.state.first_seq, info.state.last_seq) == (11, 300)
-                assert await read_all(js) == before  # seq, subject, data, msg id
+                assert await read_all(js) == before  # seq, subject, data, msg id, time
+                assert all(time != "None" for *_, time in before)
                 registry = await all_current(js, f"KV_{REGISTRY_BUCKET}")
                 assert registry.state.messages == 1
                 assert (await (await js.key_value(REGISTRY_BUCKET)).get("ann")).value == (
@@ -324,13 +325,14 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
             node.stop()
 
 
-async def read_all(js: JetStreamContext) -> list[tuple[int, str, bytes, str]]:
-    """Every message of the raw stream: sequence, subject, body, Nats-Msg-Id."""
+async def read_all(js: JetStreamContext) -> list[tuple[int, str, bytes, str, str]]:
+    """Every message of the raw stream: sequence, subject, body, Nats-Msg-Id, stored time."""
     info = await js.stream_info(wire.STREAM)
     out = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg(wire.STREAM, seq)
-        out.append((seq, msg.subject, msg.data or b"", (msg.headers or {}).get("Nats-Msg-Id", "")))
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+        out.append((seq, msg.subject or "", msg.data or b"", msg_id, str(msg.time)))
     return out
 
 

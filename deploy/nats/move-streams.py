@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import nats
+import nats.aio.client
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
@@ -33,7 +34,7 @@ def _servers(text: str) -> list[str]:
     return [url.strip() for url in text.split(",") if url.strip()]
 
 
-async def _connect(servers: list[str]) -> nats.NATS:
+async def _connect(servers: list[str]) -> nats.aio.client.Client:
     try:
         return await nats.connect(servers, connect_timeout=5, max_reconnect_attempts=3)
     except (NatsError, OSError, TimeoutError) as exc:
@@ -98,7 +99,9 @@ async def restore(servers: list[str], directory: Path, replicas: int, wait_s: fl
         await nc.close()
 
 
-async def _wait_current(js: nats.js.JetStreamContext, name: str, replicas: int, wait_s: float) -> None:
+async def _wait_current(
+    js: nats.js.JetStreamContext, name: str, replicas: int, wait_s: float
+) -> None:
     """Until every replica has caught up (the server copies the messages to new peers)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
