@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,9 +30,22 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from nats.js import JetStreamContext
 
+from streamer.athlete.events import MorningStart
 from streamer.team import stream, wire
 from streamer.team.registry import REGISTRY_BUCKET
-from tests.servers import HOST, ServerProcess, _http_ok, _wait_until, free_port, nats_binary
+from tests import team_worker_helpers as th
+from tests.servers import (
+    HOST,
+    Mosquitto,
+    PostgreSQL,
+    ServerProcess,
+    _http_ok,
+    _wait_until,
+    free_port,
+    nats_binary,
+)
+from tests.team_helpers import wait_until
+from tests.test_team_worker import _start_worker
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -648,3 +662,79 @@ def test_the_nats_drop_in_runs_the_cluster_config_under_debians_unit(tmp_path: P
         in text
     )
     assert "EnvironmentFile=/etc/nats-server/cluster.env" in text
+
+
+def _split_days(
+    messages: dict[str, list[wire.WireMessage]],
+) -> tuple[dict[str, list[wire.WireMessage]], dict[str, list[wire.WireMessage]]]:
+    """Each athlete's first day (up to its second MorningStart), and the rest."""
+    head, tail = {}, {}
+    for athlete, items in messages.items():
+        cut = [i for i, m in enumerate(items) if isinstance(m, MorningStart)][1]
+        head[athlete], tail[athlete] = items[:cut], items[cut:]
+    return head, tail
+
+
+def test_a_worker_goes_on_from_its_checkpoints_after_the_move(
+    tmp_path: Path, postgres: PostgreSQL, mosquitto: Mosquitto
+) -> None:
+    """The point of keeping the sequences: a worker stopped on stage 1 and started on the
+    cluster takes the next day's records (a fresh stream would have it mute them all up to
+    its old checkpoint) and PostgreSQL ends identical to the single box's results."""
+    messages = th.athlete_days(3, 2, sessions=False)
+    head, tail = _split_days(messages)
+    want_head = th.oracle_rows(th.oracle(head))
+    want_all = th.oracle_rows(th.oracle(messages))
+    assert want_head != want_all
+    central = ShippedNats(tmp_path, "central", "nats-server.conf", nats_binary())
+    backup = tmp_path / "backup"
+
+    async def publish(servers: list[str], part: dict[str, list[wire.WireMessage]], at: int) -> int:
+        nc = await nats.connect(servers)
+        try:
+            return await th.publish(nc.jetstream(), part, gateway="gw1", offset=at)
+        finally:
+            await nc.close()
+
+    central.start()
+    worker = None
+    try:
+        asyncio.run(stream_made(central.url))
+        sent = asyncio.run(publish([central.url], head, 0))
+        worker = _start_worker("w1", central.url, postgres.dsn, mosquitto.url, tmp_path / "w1.log")
+        wait_until(lambda: th.history_rows(postgres.dsn) == want_head, 300, "day 1's results")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) in (0, 143)
+        done = move_streams("backup", "--nats", central.url, "--to", str(backup))
+        assert done.returncode == 0, done.stderr
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        central.stop()
+    nodes = shipped_cluster(tmp_path / "stage2", nats_binary())
+    worker = None
+    try:
+        start_together(nodes)
+        done = move_streams("restore", "--nats", urls(nodes), "--from", str(backup))
+        assert done.returncode == 0, done.stderr
+        for node in nodes:
+            node.stop()
+            node.start()
+        asyncio.run(publish([n.url for n in nodes], tail, sent))
+        worker = _start_worker("w1", urls(nodes), postgres.dsn, mosquitto.url, tmp_path / "w2.log")
+        wait_until(lambda: th.history_rows(postgres.dsn) == want_all, 300, "day 2's results")
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+        for node in nodes:
+            node.stop()
+
+
+async def stream_made(url: str) -> None:
+    """The raw stream as a stage-1 gateway makes it (one copy)."""
+    nc = await nats.connect(url)
+    try:
+        await stream.ensure_stream(nc.jetstream())
+    finally:
+        await nc.close()
