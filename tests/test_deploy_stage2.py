@@ -14,6 +14,7 @@ without one, as tests/test_deploy_team.py checks stage 1's.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -350,42 +352,39 @@ async def read_all(js: JetStreamContext) -> list[tuple[int, str, bytes, str, str
     return out
 
 
-def test_a_backup_taken_while_a_gateway_writes_is_refused(tmp_path: Path) -> None:
+def _move_streams_module() -> ModuleType:
+    """deploy/nats/move-streams.py imported (its name is no module name)."""
+    spec = importlib.util.spec_from_file_location("move_streams", MOVE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_backup_taken_while_a_gateway_writes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     central = ShippedNats(tmp_path, "central", "nats-server.conf", nats_binary())
+    real = stream.backup_stream
+
+    async def and_a_gateway_writes(nc: Any, name: str, directory: Path) -> dict[str, Any]:
+        """The snapshot, then a record published after its point (a gateway still on)."""
+        state = await real(nc, name, directory)
+        if name == wire.STREAM:
+            await nc.jetstream().publish(f"{wire.RAW_PREFIX}.bob", b"after the snapshot")
+        return state
+
+    monkeypatch.setattr(stream, "backup_stream", and_a_gateway_writes)
     central.start()
     try:
-
-        async def writing() -> subprocess.CompletedProcess[str]:
-            nc = await nats.connect(central.url)
-            js = nc.jetstream()
-            await stream.ensure_stream(js)
-            # ~20 MB that does not compress: the snapshot takes a while to send.
-            for _ in range(10_000):
-                await nc.publish(f"{wire.RAW_PREFIX}.ann", os.urandom(2000))
-            await nc.flush()
-            stop = asyncio.Event()
-
-            async def gateway() -> None:
-                while not stop.is_set():
-                    await nc.publish(f"{wire.RAW_PREFIX}.bob", b"still here")
-                    await nc.flush()
-
-            task = asyncio.create_task(gateway())
-            try:
-                return await asyncio.to_thread(
-                    move_streams, "backup", "--nats", central.url, "--to", str(tmp_path / "b")
-                )
-            finally:
-                stop.set()
-                await task
-                await nc.close()
-
-        done = asyncio.run(writing())
+        asyncio.run(stream_made(central.url))
+        with pytest.raises(stream.StreamMoveError) as refused:
+            asyncio.run(_move_streams_module().backup([central.url], tmp_path / "b"))
     finally:
         central.stop()
-    assert done.returncode == 1
-    assert "written during the backup" in done.stderr
-    assert "stop every gateway" in done.stderr
+    assert "written during the backup (last sequence 0, now 1)" in str(refused.value)
+    assert "stop every gateway" in str(refused.value)
 
 
 # --- The shipped files without a Docker engine or systemd --------------------------------
