@@ -737,3 +737,16 @@ async def stream_made(url: str) -> None:
         await stream.ensure_stream(nc.jetstream())
     finally:
         await nc.close()
+
+
+def test_every_deploy_path_the_club_section_names_exists() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    club = readme[readme.index("## 9. Club") :]
+    made_by_the_operator = {
+        "deploy/streamer/redox.toml",
+        "deploy/team/.env",
+        "deploy/mosquitto/passwd",
+    }
+    named = set(re.findall(r"\bdeploy/[\w./@-]*\w", club)) - made_by_the_operator
+    assert "deploy/nats/move-streams.py" in named
+    assert [p for p in sorted(named) if not (REPO / p).exists()] == []
