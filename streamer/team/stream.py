@@ -5,19 +5,37 @@ workers and the deploy scripts): it creates the stream and the bucket when absen
 brings an existing stream's limits to these values. Replicas are the one setting a caller
 may leave alone (``replicas=None``: 1 when creating, unchanged otherwise), so a gateway
 started without ``--replicas`` never shrinks a 3-node club's stream to one copy.
+
+Moving a club from one central nats-server (stage 1) to a 3-node cluster (stage 2) needs
+more than ``--replicas 3``: a server restarted into a cluster deletes the streams it made
+on its own as orphans 30 s later (the cluster's meta layer never heard of them; seen here
+with 2.15.1, nats-io/nats-server#5467), and the workers' checkpoints are stream
+sequences, so a fresh stream would have them skip every record up to the old last one.
+:func:`backup_stream` and :func:`restore_stream` carry a stream across with its
+sequences, message ids and times — JetStream's own snapshot and restore, what
+``nats stream backup|restore`` does — and :func:`raise_replicas` makes the restored copy
+three (deploy/nats/move-streams.py runs them; deploy/README.md, "Stage 2").
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from streamer.errors import StreamerError
 from streamer.team import wire
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
@@ -52,6 +70,20 @@ truncate AppendEntry without quorum") and #6027 ("Truncate entries without quoru
 different pterm"), both released in 2.10.23 (and 2.11.0). Seen here with Debian bookworm's
 2.9.10 in ``bench/team.py``'s whole-NATS restart and repeated by
 ``bench/nats_divergence.py`` (figures in its docstring)."""
+
+MOVED_STREAMS: Final = (wire.STREAM, "KV_redox_registry")
+"""What a move to a cluster carries over: the raw records and the club's registry (the
+``redox_registry`` bucket's stream, :data:`streamer.team.registry.REGISTRY_BUCKET`: pairings
+made with ``registry pair`` are in no file). Not the lease bucket: every lease has expired
+while the gateways were stopped, and :func:`ensure_stream` makes it anew."""
+
+SNAPSHOT_CHUNK_BYTES: Final = 128 * 1024
+"""Bytes per snapshot or restore message: the server's default chunk, well under NATS's
+1 MB payload limit."""
+
+API_TIMEOUT_S: Final = 30.0
+"""How long a JetStream API request of a move may take (s): a restore's last answer comes
+after the server has unpacked the whole snapshot."""
 
 MAX_AGE_S: Final = 7 * 24 * 3600.0
 """Raw records kept this long (s): a worker replays at most a morning's and a session's
@@ -125,6 +157,163 @@ def _check_replicas(replicas: int | None) -> None:
         )
 
 
+class StreamMoveError(StreamerError):
+    """A stream could not be backed up, restored or given more replicas (the message
+    names the stream, the server's reason and what to do)."""
+
+
+async def _api(nc: Client, subject: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+    """A JetStream API request's JSON answer; its error as a :class:`StreamMoveError`."""
+    try:
+        msg = await nc.request(subject, json.dumps(body).encode(), timeout=API_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise StreamMoveError(
+            f"{what}: no answer from NATS within {API_TIMEOUT_S:.0f} s; check that JetStream "
+            "runs (every node's /healthz) and try again"
+        ) from exc
+    answer: dict[str, Any] = json.loads(msg.data)
+    error = answer.get("error")
+    if error:
+        raise StreamMoveError(f"{what}: the server says {error.get('description', error)}")
+    return answer
+
+
+async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any]:
+    """Save stream ``name`` into ``directory`` as ``<name>.json`` (its config and state)
+    and ``<name>.snap`` (the server's snapshot); the state (``messages``, ``first_seq``,
+    ``last_seq``…).
+
+    The snapshot is taken at one point of the stream: stop every writer first (gateways,
+    and ``registry push``), or what they publish after it is not in the backup."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[str | None] = loop.create_future()
+    inbox = nc.new_inbox()
+    out = await asyncio.to_thread((directory / f"{name}.snap").open, "wb")
+    with out:
+
+        async def chunk(msg: Msg) -> None:
+            if msg.data:  # a chunk; some carry a reply subject: the flow-control ack
+                out.write(msg.data)
+                if msg.reply:
+                    await nc.publish(msg.reply, b"")
+            elif not ended.done():  # the end: empty, or a status saying why it stopped
+                status = (msg.headers or {}).get("Status", "204")
+                reason = (msg.headers or {}).get("Description", "")
+                ended.set_result(None if status == "204" else f"{status} {reason}".strip())
+
+        sub = await nc.subscribe(inbox, cb=chunk)
+        try:
+            answer = await _api(
+                nc,
+                f"$JS.API.STREAM.SNAPSHOT.{name}",
+                {
+                    "deliver_subject": inbox,
+                    "no_consumers": True,
+                    "chunk_size": SNAPSHOT_CHUNK_BYTES,
+                },
+                f"backup of stream {name}",
+            )
+            try:
+                problem = await asyncio.wait_for(ended, API_TIMEOUT_S * 10)
+            except TimeoutError as exc:
+                raise StreamMoveError(
+                    f"backup of stream {name}: the snapshot stopped arriving; try again"
+                ) from exc
+        finally:
+            await sub.unsubscribe()
+    if problem is not None:
+        raise StreamMoveError(f"backup of stream {name}: the server stopped it ({problem})")
+    meta = json.dumps({"config": answer["config"], "state": answer["state"]}, indent=1)
+    await asyncio.to_thread((directory / f"{name}.json").write_text, meta + "\n")
+    state: dict[str, Any] = answer["state"]
+    return state
+
+
+async def restore_stream(nc: Client, name: str, directory: Path) -> dict[str, Any]:
+    """Make stream ``name`` again from :func:`backup_stream`'s files in ``directory``,
+    with its replicas of then (raise them with :func:`raise_replicas`); its state now.
+
+    Refused when the stream exists (a gateway started early makes an empty one): delete
+    that one first. The restored stream has the backup's sequences, so the workers'
+    checkpoints stay true."""
+    meta = json.loads(await asyncio.to_thread((directory / f"{name}.json").read_text))
+    answer = await _api(
+        nc,
+        f"$JS.API.STREAM.RESTORE.{name}",
+        {"config": meta["config"], "state": meta["state"]},
+        f"restore of stream {name}",
+    )
+    subject = answer["deliver_subject"]
+    snap = await asyncio.to_thread((directory / f"{name}.snap").open, "rb")
+    with snap:
+        while data := snap.read(SNAPSHOT_CHUNK_BYTES):
+            # Acknowledged one by one: empty, or the server's refusal (a full disk).
+            _refused(name, await _chunk(nc, name, subject, data, API_TIMEOUT_S))
+    final = await _chunk(nc, name, subject, b"", API_TIMEOUT_S * 10)  # the end: the stream
+    done = _refused(name, final)
+    state: dict[str, Any] = done["state"]
+    wanted = meta["state"]
+    for key in ("messages", "first_seq", "last_seq"):
+        if state.get(key) != wanted.get(key):
+            raise StreamMoveError(
+                f"restore of stream {name}: {key} is {state.get(key)}, the backup's "
+                f"{wanted.get(key)}; keep the old store and try the restore again"
+            )
+    return state
+
+
+def _refused(name: str, answer: Msg) -> dict[str, Any]:
+    """A restore answer's JSON (empty for an accepted chunk); its error raised."""
+    done: dict[str, Any] = json.loads(answer.data) if answer.data else {}
+    if done.get("error"):
+        raise StreamMoveError(
+            f"restore of stream {name}: the server says {done['error'].get('description')}"
+        )
+    return done
+
+
+async def _chunk(nc: Client, name: str, subject: str, data: bytes, timeout_s: float) -> Msg:
+    """Send one restore chunk; the server's answer.
+
+    In a cluster the restore is received by the node the stream is placed on, and its
+    interest in ``subject`` reaches the node this client talks to a moment after the
+    restore request's answer: until then a chunk finds no responder and was not taken, so
+    it is sent again (for up to 2 s; the server gives up on a restore idle for 5 s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.0
+    while True:
+        try:
+            return await nc.request(subject, data, timeout=timeout_s)
+        except NoRespondersError as exc:
+            if loop.time() > deadline:
+                raise StreamMoveError(
+                    f"restore of stream {name}: the server stopped taking the snapshot "
+                    "(see the nodes' logs); delete the half-made stream if one is listed "
+                    "and run the restore again"
+                ) from exc
+            await asyncio.sleep(0.05)
+        except TimeoutError as exc:
+            raise StreamMoveError(
+                f"restore of stream {name}: no answer to a chunk within {timeout_s:.0f} s; "
+                "check the nodes' logs, delete the half-made stream and run it again"
+            ) from exc
+
+
+async def raise_replicas(js: JetStreamContext, name: str, replicas: int) -> bool:
+    """Give stream ``name`` ``replicas`` copies if it has fewer (never fewer: a
+    gateway's default must not shrink a club's); whether it changed. The server copies
+    the messages to the new peers itself."""
+    _check_replicas(replicas)
+    config = (await js.stream_info(name)).config
+    if (config.num_replicas or 1) >= replicas:
+        return False
+    config.num_replicas = replicas
+    await js.update_stream(config)
+    _LOGGER.info("stream %s: %d replicas", name, replicas)
+    return True
+
+
 async def ensure_stream(
     js: JetStreamContext,
     replicas: int | None = None,
@@ -134,7 +323,8 @@ async def ensure_stream(
     """Create or update the ``REDOX_RAW`` stream and create the lease bucket; the bucket.
 
     ``replicas`` 1 or 3, or None to keep an existing stream's (1 when creating). The
-    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket is kept as is.
+    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket keeps it, and
+    gets three replicas when the stream has or is given three.
     """
     _check_replicas(replicas)
     try:
@@ -157,7 +347,7 @@ async def ensure_stream(
             _LOGGER.info("updated stream %s (replicas %d)", wire.STREAM, wanted.num_replicas)
         replicas = replicas or current.num_replicas or 1
     try:
-        return await js.key_value(LEASE_BUCKET)
+        kv = await js.key_value(LEASE_BUCKET)
     except BucketNotFoundError:
         return await js.create_key_value(
             api.KeyValueConfig(
@@ -168,3 +358,17 @@ async def ensure_stream(
                 replicas=replicas or 1,
             )
         )
+    if replicas == 3:
+        # Made with one copy before the club had three nodes: losing that node would stop
+        # every lease, so the bucket follows the stream up. Best effort: with a node down
+        # the server refuses, and a gateway must still start (the next start tries again).
+        try:
+            await raise_replicas(js, f"KV_{LEASE_BUCKET}", replicas)
+        except (NatsError, TimeoutError) as exc:
+            _LOGGER.warning(
+                "lease bucket %s keeps fewer than 3 replicas for now (%s); it is raised at "
+                "the next start with all three NATS nodes up",
+                LEASE_BUCKET,
+                exc,
+            )
+    return kv
