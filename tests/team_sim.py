@@ -312,13 +312,15 @@ def keep_for_next(plan: Sequence[Segment], n: int) -> set[str]:
 
 def moves_at(plan: Sequence[Segment], n: int) -> float:
     """The wall offset (s) at which a device of ``plan[n]`` is due at another gateway: the
-    first item of the athlete's next segment when that is elsewhere and shares a device;
-    infinity when it never is."""
+    first item of the athlete's first later segment elsewhere that shares a device;
+    infinity when there is none."""
     seg = plan[n]
-    nxt = next((s for s in plan[n + 1 :] if s.athlete == seg.athlete), None)
-    if nxt is None or nxt.gateway == seg.gateway or not devices_of(seg) & devices_of(nxt):
-        return math.inf
-    return nxt.items[0][0]
+    devices = devices_of(seg)
+    for later in plan[n + 1 :]:
+        elsewhere = later.athlete == seg.athlete and later.gateway != seg.gateway
+        if elsewhere and devices & devices_of(later):
+            return later.items[0][0]
+    return math.inf
 
 
 @dataclass(frozen=True, slots=True)
