@@ -385,6 +385,8 @@ def test_a_backup_taken_while_a_gateway_writes_is_refused(
         central.stop()
     assert "written during the backup (last sequence 0, now 1)" in str(refused.value)
     assert "stop every gateway" in str(refused.value)
+    left = sorted(f.name for f in (tmp_path / "b").iterdir())
+    assert not any(f.startswith(wire.STREAM) for f in left), f"a restorable backup left: {left}"
 
 
 # --- The shipped files without a Docker engine or systemd --------------------------------

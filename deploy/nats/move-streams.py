@@ -57,6 +57,9 @@ async def backup(servers: list[str], directory: Path) -> None:
             state = await stream.backup_stream(nc, name, directory)
             after = (await js.stream_info(name)).state.last_seq
             if after != state["last_seq"]:
+                # Not a backup to restore from: what was written after it would be lost.
+                for suffix in (".json", ".snap"):
+                    (directory / f"{name}{suffix}").unlink(missing_ok=True)
                 raise stream.StreamMoveError(
                     f"{name}: written during the backup (last sequence {state['last_seq']}, "
                     f"now {after}); stop every gateway (and registry push), then back up again"
