@@ -380,6 +380,11 @@ class GatewayCommands(CommandListener):
             out.append(KeptState(topic, result.athlete, result.device, payload))
         return out
 
+    async def _publish_state(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """One device's state message: retained, QoS 1 (every path that says a state)."""
+        await client.publish(topic, payload, qos=1, retain=True)
+        self.device_states_published += 1
+
     async def _publish_states(self, client: aiomqtt.Client, queued: _Queued) -> None:
         results, queued.results = queued.results, []
         made = self._make(results)
@@ -393,8 +398,7 @@ class GatewayCommands(CommandListener):
         # the clocks say. A device leaving stays on it until its `stopped` is acknowledged.
         await self._publish_list(client, leaving)
         for state in made:
-            await client.publish(state.topic, state.payload, qos=1, retain=True)
-            self.device_states_published += 1
+            await self._publish_state(client, state.topic, state.payload)
         if leaving:
             await self._publish_list(client)
 
@@ -531,8 +535,7 @@ class GatewayCommands(CommandListener):
                 # Not this gateway's word on the device (not in `_words`): it never held
                 # it, and must not publish it again after a reconnect or a restart.
                 payload = encode_payload(result, self._next_seq(x.topic, above=x.seq))
-                await client.publish(x.topic, payload, qos=1, retain=True)
-                self.device_states_published += 1
+                await self._publish_state(client, x.topic, payload)
                 self.deaths_cleaned += 1
                 said += 1
             if self._states.get(gateway_id) != OFFLINE:
@@ -583,8 +586,7 @@ class GatewayCommands(CommandListener):
             if elsewhere:
                 self._words.forget((word.athlete, word.device))
                 continue
-            await client.publish(word.topic, word.payload, qos=1, retain=True)
-            self.device_states_published += 1
+            await self._publish_state(client, word.topic, word.payload)
 
     async def _held_elsewhere(self, words: Sequence[KeptState]) -> list[bool]:
         """Whether another gateway holds each device's lease now, asked all at once (each
