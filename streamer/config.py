@@ -69,7 +69,7 @@ import os
 import re
 import tomllib
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -207,6 +207,20 @@ class DeviceConfig:
         ``None`` when only the device can tell (a grip device given by address alone)."""
         models = self.device_models
         return models[0] if len(models) == 1 else None
+
+
+def paired_device_id(kind: DeviceKind, address: str | None, taken: Collection[str]) -> str:
+    """The id of a device paired to an athlete beside ``taken`` ids, as ``run`` and
+    ``registry push`` both name it: its kind; when taken, ``<kind>-<last 4 hex digits of
+    the address>``; when that is taken too, that with ``-2``, ``-3``…"""
+    if kind.value not in taken:
+        return kind.value
+    tail = (address or "")[-5:].replace(":", "")
+    base = f"{kind.value}-{tail}" if tail else kind.value
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
 
 
 @dataclass(frozen=True, slots=True)

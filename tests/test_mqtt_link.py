@@ -100,3 +100,21 @@ def test_the_publisher_reads_no_private_state_of_aiomqtt() -> None:
     source = Path(mqtt_module.__file__).read_text(encoding="utf-8")
     assert "_disconnected" not in source
     assert "._client._" not in source
+
+
+async def test_a_link_lost_while_idle_says_why_in_the_status(mosquitto: Mosquitto) -> None:
+    """The broker killed while nothing is being sent: the session ends on the link's end,
+    and the status's ``last_error`` carries aiomqtt's reason for it (paho's code), not
+    only that the connection closed."""
+    with Store(":memory:") as store:
+        publisher = MqttPublisher(MqttConfig.from_url(mosquitto.url), store)
+        running = asyncio.create_task(publisher.run())
+        try:
+            await eventually(lambda: publisher.connected, 30, "connected")
+            await asyncio.to_thread(mosquitto.kill)
+            await eventually(lambda: publisher.status()["last_error"], 60, "the loss noted")
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    error = publisher.status()["last_error"]
+    assert error.startswith("MqttError: the broker closed the connection ([code:"), error

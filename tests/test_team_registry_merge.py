@@ -6,6 +6,7 @@ revision-conditional write refuses it; it reads, merges and writes again)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from devices.kinds import DeviceKind
 from devices.registry import DeviceRegistry, PairedDevice
 from streamer.cli import main
 from streamer.commands.registry import local_pairing
+from streamer.commands.run import paired_devices
 from streamer.config import DeviceConfig, load_config
 from streamer.team.registry import merge_devices, open_registry, push, read_view
 from tests.servers import NatsServer
@@ -208,3 +210,39 @@ def test_the_club_files_device_wins_on_its_id_and_address() -> None:
     merged = merge_devices([strap], [], [other_strap, smo2])
     assert merged.devices == (strap, smo2)
     assert merged.replaced == (other_strap,)
+
+
+def test_a_stored_device_whose_id_the_file_takes_but_paired_here_is_renamed_not_replaced() -> None:
+    """The registry's ``smo2`` is the home SmO2; the club file gives ``smo2`` to another
+    address, and this machine's pairing names the home SmO2 too: it stays, under the id
+    ``run`` gives a second SmO2 — reported as renamed (old → new), not as replaced."""
+    filed = DeviceConfig("smo2", DeviceKind.SMO2, GYM_SMO2)
+    stored = DeviceConfig("smo2", DeviceKind.SMO2, HOME_SMO2)
+    paired_here = DeviceConfig("smo2", DeviceKind.SMO2, HOME_SMO2)
+    merged = merge_devices([filed], [paired_here], [stored])
+    assert [(d.id, d.address) for d in merged.devices] == [
+        ("smo2", GYM_SMO2),
+        ("smo2-1122", HOME_SMO2),
+    ]
+    assert merged.replaced == ()
+    assert [(old.id, new.id) for old, new in merged.renamed] == [("smo2", "smo2-1122")]
+
+
+def test_run_and_push_name_a_third_device_of_a_kind_alike(tmp_path: Path) -> None:
+    """Two more straps paired to ann whose addresses end alike: ``run`` names them as
+    ``registry push`` does — ``strap-0101``, then ``strap-0101-2`` — one id each (``run``
+    once gave both the same)."""
+    club = tmp_path / "club.toml"
+    club.write_text(CLUB)
+    config = load_config(club)
+    pairing = _pairing(
+        tmp_path / "pairing.toml",
+        PairedDevice("AA:00:00:00:01:01", "ann", DeviceKind.STRAP),
+        PairedDevice("BB:00:00:00:01:01", "ann", DeviceKind.STRAP),
+    )
+    streamed = paired_devices(config, pairing)["ann"]
+    assert [d.id for d in streamed] == ["strap", "strap-0101", "strap-0101-2"]
+    (ann,) = config.athletes
+    as_stored = [replace(d, id="strap") for d in streamed[1:]]  # each paired elsewhere alone
+    merged = merge_devices(ann.devices, as_stored, [])
+    assert [d.id for d in merged.devices] == [d.id for d in streamed]

@@ -310,6 +310,12 @@ def run_push(args: argparse.Namespace) -> int:
             "replace them — give a device its own id in the file to keep both",
             file=sys.stderr,
         )
+    if report.devices_renamed:
+        print(
+            f"note: {config.source} gives the ids of {len(report.devices_renamed)} devices "
+            f"paired here to other addresses: renamed{_ids(report.devices_renamed)}",
+            file=sys.stderr,
+        )
     if report.kept:
         print(
             f"note: {len(report.kept)} athletes in the registry are not in {config.source}"

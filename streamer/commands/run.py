@@ -25,7 +25,7 @@ from streamer.app import device_state
 from streamer.app.assembly import App
 from streamer.app.live_view import LiveView, ViewModel, sink_problem
 from streamer.app.runtime import load_emulated_scenario, run_for, running
-from streamer.config import Config, DeviceConfig, load_config
+from streamer.config import Config, DeviceConfig, load_config, paired_device_id
 from streamer.errors import CliError
 from streamer.store_lock import hold_devices, hold_store
 
@@ -137,14 +137,9 @@ def paired_devices(
         for paired in registry:
             if paired.athlete in known and paired.address.upper() not in used:
                 ids = {d.id for d in out.get(paired.athlete, [])}
-                device_id = (
-                    paired.kind.value
-                    if paired.kind.value not in ids
-                    else f"{paired.kind.value}-{paired.address[-5:].replace(':', '')}"
-                )
                 out.setdefault(paired.athlete, []).append(
                     DeviceConfig(
-                        device_id,
+                        paired_device_id(paired.kind, paired.address, ids),
                         paired.kind,
                         paired.address,
                         paired.name or None,

@@ -116,23 +116,41 @@ class _Link:
     lost when the iterator ends. Reading that end also retrieves how the link ended: a
     hang-up that gave up before aiomqtt noticed a dead link would otherwise leave asyncio
     to log "Future exception was never retrieved" when it does. The task outlives the
-    session in that case, until aiomqtt notices (at most its keepalive)."""
+    session in that case, until aiomqtt notices (at most its keepalive). How it ended is
+    kept (:attr:`ended`) for the session to report; anything else the task raises (a bug)
+    is logged when it ends, not left for asyncio to find."""
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self.messages: asyncio.Queue[aiomqtt.Message | None] = asyncio.Queue()
         """The connection's messages in order; ``None`` once it is lost."""
         self.lost = asyncio.Event()
+        self.ended: aiomqtt.MqttError | None = None
+        """How the connection ended, as aiomqtt said (None: not yet, or cleanly)."""
         self.task = asyncio.create_task(self._read(client), name="mqtt link")
+        self.task.add_done_callback(self._done)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
             async for message in client.messages:
                 self.messages.put_nowait(message)
-        except aiomqtt.MqttError:
-            pass  # the link ended, cleanly or not: how is the session's business
+        except aiomqtt.MqttError as exc:
+            self.ended = exc  # the link ended, cleanly or not: the session says how
         finally:
             self.lost.set()
             self.messages.put_nowait(None)
+
+    def cause(self) -> str:
+        """How the connection ended in a few words: aiomqtt's innermost reason (a paho
+        code such as "[code:7] The connection was lost."), or "" when it did not say."""
+        if self.ended is None:
+            return ""
+        inner = self.ended.__cause__
+        return str(inner if isinstance(inner, Exception) and str(inner) else self.ended)
+
+    @staticmethod
+    def _done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _LOGGER.error("MQTT link reader failed: %r", exc, exc_info=exc)
 
     @property
     def alive(self) -> bool:
@@ -757,4 +775,9 @@ class MqttPublisher:
             for listener in self._listeners:
                 if any(message.topic.matches(f) for f in listener.filters):
                     listener.handle(str(message.topic), data, retained=message.retain)
-        raise aiomqtt.MqttError("the broker closed the connection")
+        cause = link.cause()
+        raise aiomqtt.MqttError(
+            f"the broker closed the connection ({cause})"
+            if cause
+            else "the broker closed the connection"
+        ) from link.ended

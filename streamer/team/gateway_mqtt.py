@@ -40,16 +40,32 @@ A gateway that dies without a goodbye (SIGKILL, power cut, link cut for good) ma
 that: its devices' last states — ``connected`` — would stay retained for ever when no other
 gateway takes the devices. So each gateway also keeps, retained on
 ``<base>/gateway/<id>/devices`` (:func:`held_devices_topic`), the devices it holds with
-their latest state (published when what a reader acts on changes, not on the 10 s refresh;
-an empty ``devices`` list once it holds none, as after a clean stop), and every gateway
-reads the others' lists and availability. A gateway ``offline`` (its Last Will) whose list still
+their latest state and the ``seq`` of each one's latest message — written ahead of every
+round that publishes states (so once per 10 s refresh while a device is connected, more
+on a change), a device leaving kept on it until its ``stopped`` is acknowledged; an empty
+``devices`` list once it holds none, as after a clean stop — and every gateway reads the
+others' lists and availability. A gateway ``offline`` (its Last Will) whose list still
 names devices is dead without a goodbye; the gateway with the smallest id among those
 ``online`` (:meth:`GatewayCommands._sweep`) publishes ``stopped`` (``connected`` false,
 ``problem`` naming the dead gateway) for each of those devices that it does not hold itself
 and no live gateway lists, then clears the dead one's list — so a survivor that starts
-later, or a designated one that was dead too, is covered at the next sweep. Its ``seq`` is
-its own clock in µs, so above the dead gateway's last (the device topics' ``seq`` is the
-clock already, to move with a lease). Not a shared subscription (as for commands): when a
+later, or a designated one that was dead too, is covered at the next sweep; one that met a
+broker error keeps the list and tries again at its next 1 s round. Its ``seq`` is its own
+clock in µs and above the one the dead gateway listed, so above any the dead gateway
+published whatever the two clocks say (the list goes out before the states it numbers).
+That ``stopped`` is not the survivor's own word on the device (it never held it): it is
+not published again at the survivor's reconnection or restart.
+
+A Last Will is not always a death: mosquitto also sends it when the same client id
+connects again while it still holds the old connection — a Wi-Fi blip the gateway noticed
+first. So the survivor waits :data:`DEATH_GRACE_S` and acts only while the gateway is still
+``offline`` (checked again before each message and before the clear); the reconnected
+gateway says ``online`` within a few round trips. Should a survivor act anyway (a grace too
+short), the gateway undoes it: finding its own list cleared or replaced, or its own
+``offline`` while it runs, it says ``online``, its list and each held device's state again
+at its next 1 s round — for a consumer of the ``seq`` rule at once when the clocks agree, at
+worst at the next 10 s refresh when the survivor's clock ran ahead. Not a shared
+subscription (as for commands): when a
 member of the group dies, mosquitto may hand its Last Will to that member's own closing
 session, and nobody hears it (8 of 8 tries here with two members). Two gateways whose views
 differ for a moment may both say ``stopped``: a repeat with a higher ``seq``, harmless.
@@ -67,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -101,6 +118,12 @@ OFFLINE: Final = b"offline"
 
 DEATH_PROBLEM: Final = "gateway {gateway} went away without a goodbye (its Last Will)"
 """The ``problem`` of a ``stopped`` published for a dead gateway's device."""
+DEATH_GRACE_S: Final = 2.0
+"""How long the survivor waits after a gateway's ``offline`` before saying its devices
+``stopped`` (s), re-checking that it is still ``offline``: mosquitto sends a client's Last
+Will also when the same client id connects again while it still holds the old connection
+(a Wi-Fi blip the gateway noticed first), and that gateway says ``online`` a few round trips
+later. Long enough for those on a loaded Pi; short beside the keepalive a cut link waits."""
 
 
 def held_devices_topic(base: str, gateway_id: str) -> str:
@@ -111,21 +134,23 @@ def held_devices_topic(base: str, gateway_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """One device on a gateway's list: its state topic and latest state."""
+    """One device on a gateway's list: its state topic, latest state and the ``seq`` of
+    the latest state message the gateway made for it (0: a list of an older version)."""
 
     athlete: str
     device: str
     topic: str
     state: DeviceStatePayload
+    seq: int = 0
 
 
 def encode_list(boot: str, devices: Sequence[Listed]) -> bytes:
     """A gateway's list as JSON: ``{"boot": …, "devices": [{"athlete", "device", "topic",
-    "state": {the state payload's fields}}]}``."""
+    "seq", "state": {the state payload's fields}}]}``."""
     body = {
         "boot": boot,
         "devices": [
-            {"athlete": d.athlete, "device": d.device, "topic": d.topic,
+            {"athlete": d.athlete, "device": d.device, "topic": d.topic, "seq": d.seq,
              "state": d.state.fields()}
             for d in devices
         ],
@@ -147,6 +172,7 @@ def decode_list(payload: bytes) -> tuple[str, list[Listed]]:
                 str(item["device"]),
                 str(item["topic"]),
                 DeviceStatePayload.from_fields(item["state"]),  # type: ignore[arg-type]
+                int(item.get("seq", 0)),  # type: ignore[arg-type]
             )
             for item in items
         ]
@@ -298,6 +324,7 @@ class GatewayCommands(CommandListener):
         clock_ns: Callable[[], int],
         devices: HeldDevices | None = None,
         keeper: StateKeeper | None = None,
+        death_grace_s: float = DEATH_GRACE_S,
     ) -> None:
         super().__init__(gateway_mqtt(config, gateway_id), athletes, offer, clock_ns=clock_ns)
         self.gateway_id = gateway_id
@@ -311,19 +338,34 @@ class GatewayCommands(CommandListener):
         self.boot = secrets.token_hex(8)
         """This process's mark on its list: a list with another is an earlier boot's."""
         self.list_topic = held_devices_topic(self.topics.base, gateway_id)
-        self._listed: list[tuple[str, str, str, DeviceStatePayload]] | None = None
+        self._listed: list[tuple[str, str, str, DeviceStatePayload, int]] | None = None
         """What matters of the list last published on this connection (None: not yet)."""
         self._lists: dict[str, list[Listed]] = {}
         """The other gateways' lists, by gateway id."""
         self._states: dict[str, bytes] = {}
         """The other gateways' availability (``online`` / ``offline``), by gateway id."""
-        self._after_deaths: set[asyncio.Task[None]] = set()
+        self._after_deaths: dict[str, asyncio.Task[None]] = {}
+        """The clean-up under way per dead gateway (:meth:`_after_a_death`)."""
+        self.death_grace_s = death_grace_s
+        self.sessions = 0
+        """Connections made (each one a session)."""
         self.deaths_cleaned = 0
         """Dead gateways' devices this gateway published ``stopped`` for."""
+        self.deaths_called_off = 0
+        """Clean-ups not done: the gateway said ``online`` again within the grace."""
+        self.cleanups_failed = 0
+        """Clean-ups that met a broker error (their list kept, tried again next round)."""
+        self.reasserted = 0
+        """Times this gateway found its own list or availability changed by another (a
+        survivor that took it for dead) and said them again."""
+        self._reassert = False
+        """Set when that happened: the next round publishes ``online``, the list and every
+        held device's state again."""
 
-    def _next_seq(self, topic: str) -> int:
-        """The clock in µs, at least one above the topic's last number (see the module)."""
-        seq = max(self._seq.get(topic, 0) + 1, time.time_ns() // 1000)
+    def _next_seq(self, topic: str, above: int = 0) -> int:
+        """The clock in µs, at least one above the topic's last number and above ``above``
+        (see the module)."""
+        seq = max(self._seq.get(topic, 0) + 1, above + 1, time.time_ns() // 1000)
         self._seq[topic] = seq
         return seq
 
@@ -338,22 +380,45 @@ class GatewayCommands(CommandListener):
             out.append(KeptState(topic, result.athlete, result.device, payload))
         return out
 
+    async def _publish_state(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """One device's state message: retained, QoS 1 (every path that says a state)."""
+        await client.publish(topic, payload, qos=1, retain=True)
+        self.device_states_published += 1
+
     async def _publish_states(self, client: aiomqtt.Client, queued: _Queued) -> None:
         results, queued.results = queued.results, []
-        for state in self._make(results):
-            await client.publish(state.topic, state.payload, qos=1, retain=True)
-            self.device_states_published += 1
-        await self._publish_list(client)
+        made = self._make(results)
+        leaving = {
+            (m.athlete, m.device): (m.topic, r.payload_as(DeviceStatePayload))
+            for r, m in zip(results, made, strict=True)
+            if (m.athlete, m.device) not in self._words.held
+        }
+        # The list goes ahead of the states, naming the seq each is about to carry: a
+        # survivor's `stopped` then goes above any seq this gateway published, whatever
+        # the clocks say. A device leaving stays on it until its `stopped` is acknowledged.
+        await self._publish_list(client, leaving)
+        for state in made:
+            await self._publish_state(client, state.topic, state.payload)
+        if leaving:
+            await self._publish_list(client)
 
-    async def _publish_list(self, client: aiomqtt.Client) -> None:
-        """This gateway's list (see the module), when what matters of it changed since the
-        last on this connection — after the states it names, so a reader of the list has
-        them."""
+    async def _publish_list(
+        self,
+        client: aiomqtt.Client,
+        leaving: Mapping[tuple[str, str], tuple[str, DeviceStatePayload]] | None = None,
+    ) -> None:
+        """This gateway's list (see the module) — the devices held, and ``leaving`` (key →
+        topic and state) — when what matters of it or a ``seq`` changed since the last on
+        this connection."""
+        entries = {
+            key: (self._words.words[key].topic, state) for key, state in self._words.held.items()
+        }
+        entries.update(leaving or {})
         listed = [
-            Listed(a, d, self._words.words[(a, d)].topic, state)
-            for (a, d), state in sorted(self._words.held.items())
+            Listed(a, d, topic, state, self._seq.get(topic, 0))
+            for (a, d), (topic, state) in sorted(entries.items())
         ]
-        matters = [(x.athlete, x.device, x.topic, _what_matters(x.state)) for x in listed]
+        matters = [(x.athlete, x.device, x.topic, _what_matters(x.state), x.seq) for x in listed]
         if matters == self._listed:
             return
         await client.publish(self.list_topic, encode_list(self.boot, listed), qos=1, retain=True)
@@ -374,23 +439,47 @@ class GatewayCommands(CommandListener):
             else:
                 self._lists.pop(gateway_id, None)
             self._sweep(client)
-        elif boot != self.boot and (adopted := self._words.adopt(listed)):
-            _LOGGER.info(
-                "%d devices on this gateway's list from before its restart: each gets a "
-                "`stopped` state unless it is held again",
-                adopted,
-            )
+            return
+        if boot != self.boot:
+            for item in listed:  # its next numbers go above that boot's
+                self._seq[item.topic] = max(self._seq.get(item.topic, 0), item.seq)
+            if adopted := self._words.adopt(listed):
+                _LOGGER.info(
+                    "%d devices on this gateway's list from before its restart: each gets a "
+                    "`stopped` state unless it is held again",
+                    adopted,
+                )
+        if self._listed is not None and boot != self.boot:
+            # Published on this connection, and now another's (or cleared): a survivor
+            # took this gateway for dead (its Last Will sent at a reconnection). Say it all
+            # again; the survivor's `stopped` may have reached the held devices.
+            self._mark_reassert("its list was cleared or replaced by another gateway")
 
     def _read_state(self, client: aiomqtt.Client, gateway_id: str, payload: bytes) -> None:
-        """Another gateway's availability arrived (``offline``: perhaps its Last Will)."""
+        """A gateway's availability arrived (``offline``: perhaps its Last Will) — this
+        gateway's own ``offline`` while it runs is its Last Will sent at a reconnection."""
         if gateway_id != self.gateway_id:
             self._states[gateway_id] = payload
             self._sweep(client)
+        elif payload == OFFLINE and not self._stopping:
+            self._mark_reassert("its Last Will was sent while it runs")
+
+    def _mark_reassert(self, why: str) -> None:
+        if not self._reassert:
+            _LOGGER.warning(
+                "gateway %s: %s (a reconnection with its client id while the broker held the "
+                "old connection): its availability, list and devices' states said again",
+                self.gateway_id,
+                why,
+            )
+        self._reassert = True
 
     def _sweep(self, client: aiomqtt.Client) -> None:
         """Clean up after each gateway ``offline`` whose list still names devices — when
         this gateway has the smallest id of those ``online`` (see the module)."""
-        dead = sorted(g for g in self._lists if self._states.get(g) == OFFLINE)
+        dead = sorted(
+            g for g in self._lists if self._states.get(g) == OFFLINE and g not in self._after_deaths
+        )
         if not dead or self.devices is None:
             return
         alive = {g for g, state in self._states.items() if state == ONLINE}
@@ -401,44 +490,84 @@ class GatewayCommands(CommandListener):
             task = asyncio.create_task(
                 self._after_a_death(client, gateway_id, listed), name="after a death"
             )
-            self._after_deaths.add(task)
-            task.add_done_callback(self._after_deaths.discard)
+            self._after_deaths[gateway_id] = task
+            task.add_done_callback(functools.partial(self._clean_up_done, gateway_id))
+
+    def _clean_up_done(self, gateway_id: str, task: asyncio.Task[None]) -> None:
+        if self._after_deaths.get(gateway_id) is task:
+            del self._after_deaths[gateway_id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _LOGGER.error("clean-up after gateway %s failed: %r", gateway_id, exc, exc_info=exc)
 
     async def _after_a_death(
         self, client: aiomqtt.Client, gateway_id: str, listed: Sequence[Listed]
     ) -> None:
         """``stopped`` for each device on dead ``gateway_id``'s list (``listed``) that this
         gateway does not hold and no live gateway lists (it owns the device's state now),
-        then the dead one's list cleared: said once."""
+        then the dead one's list cleared: said once — unless the gateway says ``online``
+        within :attr:`death_grace_s` or before the end (it was not dead: its Last Will went
+        out at a reconnection). Each ``seq`` is above the one the dead gateway listed. A
+        broker error puts the list back: the next round (:meth:`_device_states`) tries
+        again."""
         assert self.devices is not None
-        holding = {(a, d) for a, items in self.devices.held_drivers().items() for d, _ in items}
-        others = {
-            (x.athlete, x.device)
-            for g, items in self._lists.items()
-            if self._states.get(g) != OFFLINE
-            for x in items
-        }
+        # A grace, not a synchronisation: the gateway's `online` would follow its Will
+        # within a few round trips if the Will came from its own reconnection.
+        await asyncio.sleep(self.death_grace_s)
         problem = DEATH_PROBLEM.format(gateway=gateway_id)
-        now_ns = self._clock_ns()
-        results = [
-            replace(x.state, connected=False, connection="stopped", problem=problem).result(
-                x.athlete, now_ns, x.device
-            )
-            for x in listed
-            if (x.athlete, x.device) not in holding and (x.athlete, x.device) not in others
-        ]
-        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
-            for state in self._make(results):
-                await client.publish(state.topic, state.payload, qos=1, retain=True)
-                self.device_states_published += 1
+        said = 0
+        try:
+            if self._states.get(gateway_id) != OFFLINE:
+                return self._called_off(gateway_id, listed)
+            holding = {(a, d) for a, items in self.devices.held_drivers().items() for d, _ in items}
+            others = {
+                (x.athlete, x.device)
+                for g, items in self._lists.items()
+                if self._states.get(g) != OFFLINE
+                for x in items
+            }
+            for x in listed:
+                if (x.athlete, x.device) in holding or (x.athlete, x.device) in others:
+                    continue
+                if self._states.get(gateway_id) != OFFLINE:
+                    return self._called_off(gateway_id, listed)
+                state = replace(x.state, connected=False, connection="stopped", problem=problem)
+                result = state.result(x.athlete, self._clock_ns(), x.device)
+                # Not this gateway's word on the device (not in `_words`): it never held
+                # it, and must not publish it again after a reconnect or a restart.
+                payload = encode_payload(result, self._next_seq(x.topic, above=x.seq))
+                await self._publish_state(client, x.topic, payload)
                 self.deaths_cleaned += 1
+                said += 1
+            if self._states.get(gateway_id) != OFFLINE:
+                return self._called_off(gateway_id, listed)
             await client.publish(
                 held_devices_topic(self.topics.base, gateway_id), b"", qos=1, retain=True
             )
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            self.cleanups_failed += 1
+            self._lists.setdefault(gateway_id, list(listed))
+            _LOGGER.warning(
+                "gateway %s went away without a goodbye; saying its devices stopped failed "
+                "(%s): tried again",
+                gateway_id,
+                exc,
+            )
+            return None
         _LOGGER.info(
             "gateway %s went away without a goodbye: %d of its devices said stopped",
             gateway_id,
-            len(results),
+            said,
+        )
+        return None
+
+    def _called_off(self, gateway_id: str, listed: Sequence[Listed]) -> None:
+        """``gateway_id`` is back: its list kept (unless it sent a newer one)."""
+        self.deaths_called_off += 1
+        self._lists.setdefault(gateway_id, list(listed))
+        _LOGGER.info(
+            "gateway %s said offline, then online again (a reconnection): its devices left "
+            "as it says",
+            gateway_id,
         )
 
     async def _republish_last_words(
@@ -457,8 +586,7 @@ class GatewayCommands(CommandListener):
             if elsewhere:
                 self._words.forget((word.athlete, word.device))
                 continue
-            await client.publish(word.topic, word.payload, qos=1, retain=True)
-            self.device_states_published += 1
+            await self._publish_state(client, word.topic, word.payload)
 
     async def _held_elsewhere(self, words: Sequence[KeptState]) -> list[bool]:
         """Whether another gateway holds each device's lease now, asked all at once (each
@@ -487,13 +615,23 @@ class GatewayCommands(CommandListener):
         queued = _Queued()
         states = DeviceStates({}, self.devices.battery_of, [queued], clock_ns=self._clock_ns)
         self._listed = None  # a new connection: the list goes out again
+        self._reassert = False  # …and every state: this connection's first round
         try:
             await self._republish_last_words(client, self.devices.held_drivers())
             while True:
+                if self._reassert:  # taken for dead by a survivor (see _read_list)
+                    self._reassert = False
+                    self.reasserted += 1
+                    await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+                    self._listed = None
+                    states = DeviceStates(  # nothing sent yet: every held state is due
+                        {}, self.devices.battery_of, [queued], clock_ns=self._clock_ns
+                    )
                 states.drivers = self.devices.held_drivers()
                 queued.accept(await self._leaving(states.drivers))
                 states.check()
                 await self._publish_states(client, queued)
+                self._sweep(client)  # a clean-up that failed is tried again
                 await asyncio.sleep(DEVICE_STATE_CHECK_S)  # a polling period, as in `run`
         except asyncio.CancelledError:
             if not self._stopping:
@@ -551,6 +689,8 @@ class GatewayCommands(CommandListener):
             logger=_LOGGER,
         )
         async with client:
+            self.sessions += 1
+            self._listed = None  # nothing published on this connection yet (see _read_list)
             await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
             await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
             if self.config.ha_discovery:
@@ -565,22 +705,23 @@ class GatewayCommands(CommandListener):
                 await client.subscribe(lists, qos=1)
                 await client.subscribe(states_filter, qos=1)
             self.subscribed.set()
+            reader = asyncio.create_task(
+                self._read_messages(client, lists, states_filter), name="gateway mqtt reader"
+            )
             states = None
             if self.devices is not None:
                 states = asyncio.create_task(self._device_states(client), name="device states")
+            tasks = [reader] if states is None else [reader, states]
             try:
-                async for message in client.messages:
-                    topic = str(message.topic)
-                    payload = message.payload
-                    data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                    if message.topic.matches(lists):
-                        self._read_list(client, topic.split("/")[-2], data)
-                    elif message.topic.matches(states_filter):
-                        self._read_state(client, topic.split("/")[-2], data)
-                    else:
-                        self.handle(topic, message.payload, retained=message.retain)
+                # Either ending ends the session: a connection whose states task failed
+                # (a PUBACK timed out) must not go on without the devices' states.
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+                raise aiomqtt.MqttError("the broker closed the connection")
             except asyncio.CancelledError:
                 self._stopping = True
+                reader.cancel()
                 if states is not None:  # the devices' last word: stopped
                     states.cancel()
                     await asyncio.gather(states, return_exceptions=True)
@@ -590,9 +731,23 @@ class GatewayCommands(CommandListener):
                         await client.publish(self.state_topic, OFFLINE, qos=1, retain=True)
                 raise
             finally:
-                if states is not None:  # the connection is gone: the next one starts again
-                    states.cancel()
-                    await asyncio.gather(states, return_exceptions=True)
-                for task in self._after_deaths:  # on this connection's client
+                for task in tasks:  # the connection is gone: the next one starts again
                     task.cancel()
-                await asyncio.gather(*self._after_deaths, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
+                cleanups = list(self._after_deaths.values())
+                for task in cleanups:  # on this connection's client
+                    task.cancel()
+                await asyncio.gather(*cleanups, return_exceptions=True)
+
+    async def _read_messages(self, client: aiomqtt.Client, lists: str, states_filter: str) -> None:
+        """The connection's messages: gateways' lists and availability, commands."""
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload
+            data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+            if message.topic.matches(lists):
+                self._read_list(client, topic.split("/")[-2], data)
+            elif message.topic.matches(states_filter):
+                self._read_state(client, topic.split("/")[-2], data)
+            else:
+                self.handle(topic, message.payload, retained=message.retain)

@@ -43,6 +43,7 @@ from streamer.config import (
     DeviceConfig,
     athlete_data,
     id_problem,
+    paired_device_id,
     parse_athlete,
     parse_rules,
 )
@@ -317,6 +318,9 @@ class PushReport:
     """Such devices removed (``--prune``)."""
     devices_replaced: list[str] = field(default_factory=list)
     """Devices whose id the club file gives to another address now: the file's wins."""
+    devices_renamed: list[str] = field(default_factory=list)
+    """Devices whose id the club file gives to another address, kept under a new id
+    because this machine's pairing names them (``"<athlete>.<old id>-><new id>"``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +329,8 @@ class _Merged:
     kept: tuple[DeviceConfig, ...] = ()
     removed: tuple[DeviceConfig, ...] = ()
     replaced: tuple[DeviceConfig, ...] = ()
+    renamed: tuple[tuple[DeviceConfig, DeviceConfig], ...] = ()
+    """(as stored, as written) for each device that kept its address under a new id."""
 
 
 def _address(device: DeviceConfig) -> str | None:
@@ -332,16 +338,9 @@ def _address(device: DeviceConfig) -> str | None:
 
 
 def _free_id(device: DeviceConfig, ids: set[str]) -> str:
-    """``device``'s id, or as ``run`` names a second device of a kind (``<kind>-<last 4 hex
-    of the address>``), or that with a number: one not in ``ids``."""
-    if device.id not in ids:
-        return device.id
-    tail = (device.address or "")[-5:].replace(":", "")
-    base = f"{device.kind.value}-{tail}" if tail else device.id
-    candidate, n = base, 2
-    while candidate in ids:
-        candidate, n = f"{base}-{n}", n + 1
-    return candidate
+    """``device``'s id, or the one ``run`` would give it beside ``ids``
+    (:func:`streamer.config.paired_device_id`)."""
+    return device.id if device.id not in ids else paired_device_id(device.kind, device.address, ids)
 
 
 def merge_devices(
@@ -364,12 +363,16 @@ def merge_devices(
     kept: list[DeviceConfig] = []
     removed: list[DeviceConfig] = []
     replaced: list[DeviceConfig] = []
+    taken: dict[str, DeviceConfig] = {}  # by address: stored devices whose id the file took
     for device in current:
         address = _address(device)
         if address is not None and address in addresses:
             continue  # the file's entry for this device wins
         if device.id in ids:
-            replaced.append(device)  # the file gives its id to another device
+            if address is not None and address in paired_addresses:
+                taken[address] = device  # …but this machine's pairing adds it back, renamed
+            else:
+                replaced.append(device)  # the file gives its id to another device
             continue
         if address is not None and address in paired_addresses:
             pass  # this machine's pairing names it too: the same device, as stored
@@ -382,6 +385,7 @@ def merge_devices(
         ids.add(device.id)
         if address is not None:
             addresses.add(address)
+    renamed: list[tuple[DeviceConfig, DeviceConfig]] = []
     for device in paired:
         address = _address(device)
         if address is not None and address in addresses:
@@ -391,7 +395,9 @@ def merge_devices(
         ids.add(device.id)
         if address is not None:
             addresses.add(address)
-    return _Merged(tuple(out), tuple(kept), tuple(removed), tuple(replaced))
+            if (stored := taken.get(address)) is not None:
+                renamed.append((stored, device))
+    return _Merged(tuple(out), tuple(kept), tuple(removed), tuple(replaced), tuple(renamed))
 
 
 async def _entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
@@ -463,6 +469,9 @@ async def push(
                 (merged.replaced, report.devices_replaced),
             ):
                 into.extend(f"{athlete.id}.{d.id}" for d in devices)
+            report.devices_renamed.extend(
+                f"{athlete.id}.{old.id}->{new.id}" for old, new in merged.renamed
+            )
     for key in sorted(k for k in current if k.startswith(ATHLETE_PREFIX) and k not in wanted):
         athlete_id = key[len(ATHLETE_PREFIX) :]
         if prune:
