@@ -71,11 +71,26 @@ different pterm"), both released in 2.10.23 (and 2.11.0). Seen here with Debian 
 2.9.10 in ``bench/team.py``'s whole-NATS restart and repeated by
 ``bench/nats_divergence.py`` (figures in its docstring)."""
 
-MOVED_STREAMS: Final = (wire.STREAM, "KV_redox_registry")
-"""What a move to a cluster carries over: the raw records and the club's registry (the
-``redox_registry`` bucket's stream, :data:`streamer.team.registry.REGISTRY_BUCKET`: pairings
-made with ``registry pair`` are in no file). Not the lease bucket: every lease has expired
-while the gateways were stopped, and :func:`ensure_stream` makes it anew."""
+REGISTRY_BUCKET: Final = "redox_registry"
+"""The key-value bucket of the club's central registry (:mod:`streamer.team.registry`,
+which names it too); named here because :func:`ensure_stream` raises its replicas."""
+
+FOLLOWING_BUCKETS: Final = (LEASE_BUCKET, REGISTRY_BUCKET)
+"""The buckets that follow the ``REDOX_RAW`` stream up to three replicas
+(:func:`ensure_stream`): a club whose lease or registry bucket lived on one node would stop
+taking leases or reading its athletes with that node, whatever the stream's copies."""
+
+
+def bucket_stream(bucket: str) -> str:
+    """The JetStream stream behind key-value bucket ``bucket`` (``KV_<bucket>``)."""
+    return f"KV_{bucket}"
+
+
+MOVED_STREAMS: Final = (wire.STREAM, bucket_stream(REGISTRY_BUCKET))
+"""What a move to a cluster carries over: the raw records and the club's registry (its
+bucket's stream: pairings made with ``registry pair`` are in no file). Not the lease bucket:
+every lease has expired while the gateways were stopped, and :func:`ensure_stream` makes it
+anew."""
 
 SNAPSHOT_CHUNK_BYTES: Final = 128 * 1024
 """Bytes per snapshot or restore message: the server's default chunk, well under NATS's
@@ -323,52 +338,81 @@ async def ensure_stream(
     """Create or update the ``REDOX_RAW`` stream and create the lease bucket; the bucket.
 
     ``replicas`` 1 or 3, or None to keep an existing stream's (1 when creating). The
-    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket keeps it, and
-    gets three replicas when the stream has or is given three.
+    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket keeps it. When
+    the stream has or is given three replicas, the lease and registry buckets that have
+    fewer are raised to three (:func:`follow_stream_replicas`, best effort), so neither
+    the order of a club's first gateway and its first ``registry push`` nor a bucket made
+    while the club had one node matters.
     """
     _check_replicas(replicas)
-    try:
-        info = await js.stream_info(wire.STREAM)
-    except NotFoundError:
-        info = None
-    if info is None:
-        await js.add_stream(stream_config(replicas or 1))
-        _LOGGER.info("created stream %s (replicas %d)", wire.STREAM, replicas or 1)
-    else:
-        current = info.config
-        wanted = stream_config(replicas or current.num_replicas or 1)
-        if (
-            current.subjects != wanted.subjects
-            or current.num_replicas != wanted.num_replicas
-            or current.duplicate_window != wanted.duplicate_window
-            or current.max_age != wanted.max_age
-        ):
-            await js.update_stream(wanted)
-            _LOGGER.info("updated stream %s (replicas %d)", wire.STREAM, wanted.num_replicas)
-        replicas = replicas or current.num_replicas or 1
+    copies = await _ensure_raw_stream(js, replicas)
     try:
         kv = await js.key_value(LEASE_BUCKET)
     except BucketNotFoundError:
-        return await js.create_key_value(
+        kv = await js.create_key_value(
             api.KeyValueConfig(
                 bucket=LEASE_BUCKET,
                 history=1,
                 ttl=lease_ttl_s,
                 storage=api.StorageType.FILE,
-                replicas=replicas or 1,
+                replicas=copies,
             )
         )
-    if replicas == 3:
-        # Made with one copy before the club had three nodes: losing that node would stop
-        # every lease, so the bucket follows the stream up. Best effort: with a node down
-        # the server refuses, and a gateway must still start (the next start tries again).
-        try:
-            await raise_replicas(js, f"KV_{LEASE_BUCKET}", replicas)
-        except (NatsError, TimeoutError) as exc:
-            _LOGGER.warning(
-                "lease bucket %s keeps fewer than 3 replicas for now (%s); it is raised at "
-                "the next start with all three NATS nodes up",
-                LEASE_BUCKET,
-                exc,
-            )
+    if copies == 3:
+        await follow_stream_replicas(js, copies)
     return kv
+
+
+async def _ensure_raw_stream(js: JetStreamContext, replicas: int | None) -> int:
+    """Create ``REDOX_RAW`` or bring its settings to :func:`stream_config`'s; its replicas
+    now (``replicas``, else the existing stream's, else 1)."""
+    try:
+        info = await js.stream_info(wire.STREAM)
+    except NotFoundError:
+        await js.add_stream(stream_config(replicas or 1))
+        _LOGGER.info("created stream %s (replicas %d)", wire.STREAM, replicas or 1)
+        return replicas or 1
+    current = info.config
+    wanted = stream_config(replicas or current.num_replicas or 1)
+    if (
+        current.subjects != wanted.subjects
+        or current.num_replicas != wanted.num_replicas
+        or current.duplicate_window != wanted.duplicate_window
+        or current.max_age != wanted.max_age
+    ):
+        await js.update_stream(wanted)
+        _LOGGER.info("updated stream %s (replicas %d)", wire.STREAM, wanted.num_replicas)
+    return wanted.num_replicas or 1
+
+
+async def follow_stream_replicas(js: JetStreamContext, replicas: int) -> list[str]:
+    """Raise each of :data:`FOLLOWING_BUCKETS` that exists with fewer than ``replicas``
+    copies; the buckets the server did not raise, each with its reason, also logged as one
+    warning naming them and what to do.
+
+    Best effort: a gateway must start even when the server cannot take a raise now — with
+    one node SIGKILLed it takes it (measured with 2.15.1: the dead node becomes a lagging
+    peer, current soon after it is back), but not while the cluster elects a new meta
+    leader after its leader died (requests unanswered for seconds). The buckets are asked
+    at once, so a gateway's start waits one API timeout at most; the next
+    :func:`ensure_stream` (any gateway's start) tries again."""
+
+    async def one(bucket: str) -> str | None:
+        try:
+            await raise_replicas(js, bucket_stream(bucket), replicas)
+        except NotFoundError:
+            return None  # not made yet: it is created with the stream's replicas
+        except (NatsError, TimeoutError) as exc:
+            return f"bucket {bucket} ({exc or type(exc).__name__})"
+        return None
+
+    refused = [r for r in await asyncio.gather(*map(one, FOLLOWING_BUCKETS)) if r]
+    if refused:
+        _LOGGER.warning(
+            "%s not raised to the stream's %d replicas for now: they keep fewer copies "
+            "until a gateway starts with every NATS node up and its meta leader elected "
+            "(restart one then, e.g. `systemctl restart redox-gateway@<id>`)",
+            ", ".join(refused),
+            replicas,
+        )
+    return refused
