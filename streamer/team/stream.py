@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
@@ -177,7 +177,27 @@ class StreamMoveError(StreamerError):
     names the stream, the server's reason and what to do)."""
 
 
-async def _api(nc: Client, subject: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+_BACKUP_AGAIN: Final = "stop every writer (gateways, registry push) and run the backup again"
+_RESTORE_AGAIN: Final = (
+    "delete the stream if the cluster lists one (a gateway started before the restore makes "
+    "an empty one; a failed restore may leave a half-made one), then run the restore again"
+)
+
+
+def _answer(data: bytes, what: str, fix: str) -> dict[str, Any]:
+    """A JetStream API answer's JSON ({} when empty); the server's refusal as a
+    :class:`StreamMoveError` naming ``what`` was asked, its reason and the ``fix``."""
+    answer: dict[str, Any] = json.loads(data) if data else {}
+    error = answer.get("error")
+    if error:
+        reason = error.get("description", error) if isinstance(error, dict) else error
+        raise StreamMoveError(f"{what}: the server says {reason}; {fix}")
+    return answer
+
+
+async def _api(
+    nc: Client, subject: str, body: dict[str, Any], what: str, fix: str
+) -> dict[str, Any]:
     """A JetStream API request's JSON answer; its error as a :class:`StreamMoveError`."""
     try:
         msg = await nc.request(subject, json.dumps(body).encode(), timeout=API_TIMEOUT_S)
@@ -186,11 +206,7 @@ async def _api(nc: Client, subject: str, body: dict[str, Any], what: str) -> dic
             f"{what}: no answer from NATS within {API_TIMEOUT_S:.0f} s; check that JetStream "
             "runs (every node's /healthz) and try again"
         ) from exc
-    answer: dict[str, Any] = json.loads(msg.data)
-    error = answer.get("error")
-    if error:
-        raise StreamMoveError(f"{what}: the server says {error.get('description', error)}")
-    return answer
+    return _answer(msg.data, what, fix)
 
 
 async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any]:
@@ -228,6 +244,7 @@ async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any
                     "chunk_size": SNAPSHOT_CHUNK_BYTES,
                 },
                 f"backup of stream {name}",
+                _BACKUP_AGAIN,
             )
             try:
                 problem = await asyncio.wait_for(ended, API_TIMEOUT_S * 10)
@@ -238,7 +255,9 @@ async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any
         finally:
             await sub.unsubscribe()
     if problem is not None:
-        raise StreamMoveError(f"backup of stream {name}: the server stopped it ({problem})")
+        raise StreamMoveError(
+            f"backup of stream {name}: the server stopped it ({problem}); {_BACKUP_AGAIN}"
+        )
     meta = json.dumps({"config": answer["config"], "state": answer["state"]}, indent=1)
     await asyncio.to_thread((directory / f"{name}.json").write_text, meta + "\n")
     state: dict[str, Any] = answer["state"]
@@ -252,40 +271,49 @@ async def restore_stream(nc: Client, name: str, directory: Path) -> dict[str, An
     Refused when the stream exists (a gateway started early makes an empty one): delete
     that one first. The restored stream has the backup's sequences, so the workers'
     checkpoints stay true."""
-    meta = json.loads(await asyncio.to_thread((directory / f"{name}.json").read_text))
-    answer = await _api(
-        nc,
-        f"$JS.API.STREAM.RESTORE.{name}",
-        {"config": meta["config"], "state": meta["state"]},
-        f"restore of stream {name}",
-    )
-    subject = answer["deliver_subject"]
-    snap = await asyncio.to_thread((directory / f"{name}.snap").open, "rb")
-    with snap:
+    what = f"restore of stream {name}"
+    meta, snap = await asyncio.to_thread(_backup_files, directory, name)
+    with snap:  # closed whatever the server answers
+        answer = await _api(
+            nc,
+            f"$JS.API.STREAM.RESTORE.{name}",
+            {"config": meta["config"], "state": meta["state"]},
+            what,
+            _RESTORE_AGAIN,
+        )
+        subject = answer["deliver_subject"]
         while data := snap.read(SNAPSHOT_CHUNK_BYTES):
             # Acknowledged one by one: empty, or the server's refusal (a full disk).
-            _refused(name, await _chunk(nc, name, subject, data, API_TIMEOUT_S))
+            chunk = await _chunk(nc, name, subject, data, API_TIMEOUT_S)
+            _answer(chunk.data, what, _RESTORE_AGAIN)
     final = await _chunk(nc, name, subject, b"", API_TIMEOUT_S * 10)  # the end: the stream
-    done = _refused(name, final)
+    done = _answer(final.data, what, _RESTORE_AGAIN)
     state: dict[str, Any] = done["state"]
     wanted = meta["state"]
     for key in ("messages", "first_seq", "last_seq"):
         if state.get(key) != wanted.get(key):
             raise StreamMoveError(
                 f"restore of stream {name}: {key} is {state.get(key)}, the backup's "
-                f"{wanted.get(key)}; keep the old store and try the restore again"
+                f"{wanted.get(key)}; keep the old store, {_RESTORE_AGAIN}"
             )
     return state
 
 
-def _refused(name: str, answer: Msg) -> dict[str, Any]:
-    """A restore answer's JSON (empty for an accepted chunk); its error raised."""
-    done: dict[str, Any] = json.loads(answer.data) if answer.data else {}
-    if done.get("error"):
+def _backup_files(directory: Path, name: str) -> tuple[dict[str, Any], BinaryIO]:
+    """:func:`backup_stream`'s ``<name>.json`` (config and state) and ``<name>.snap``,
+    opened, checked before the server is asked for anything; a missing or foreign file as
+    one :class:`StreamMoveError` naming it."""
+    meta_path, snap_path = directory / f"{name}.json", directory / f"{name}.snap"
+    fix = "give the directory the backup wrote (move-streams.py backup --to)"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict) or not {"config", "state"} <= meta.keys():
+            raise ValueError("no config and state")
+        return meta, snap_path.open("rb")
+    except (OSError, ValueError) as exc:
         raise StreamMoveError(
-            f"restore of stream {name}: the server says {done['error'].get('description')}"
-        )
-    return done
+            f"restore of stream {name}: {meta_path} and {snap_path} are not a backup ({exc}); {fix}"
+        ) from exc
 
 
 async def _chunk(nc: Client, name: str, subject: str, data: bytes, timeout_s: float) -> Msg:
