@@ -4,7 +4,8 @@
 workers and the deploy scripts): it creates the stream and the bucket when absent and
 brings an existing stream's limits to these values. Replicas are the one setting a caller
 may leave alone (``replicas=None``: 1 when creating, unchanged otherwise), so a gateway
-started without ``--replicas`` never shrinks a 3-node club's stream to one copy.
+started without ``--replicas`` never shrinks a 3-node club's stream to one copy; and the
+lease and registry buckets follow a stream of three copies up (best effort).
 
 Moving a club from one central nats-server (stage 1) to a 3-node cluster (stage 2) needs
 more than ``--replicas 3``: a server restarted into a cluster deletes the streams it made
