@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from nats.errors import Error as NatsError
+from nats.js.errors import NoStreamResponseError
 
 from streamer.team import stream, wire
 from streamer.team.gateway import Gateway
@@ -47,6 +48,21 @@ def nodes(tmp_path: Path) -> Iterator[list[NatsServer]]:
             server.stop()
 
 
+async def _put_entry(kv: Any) -> None:
+    """Ann's entry written to a bucket just made: in a cluster its stream's interest
+    reaches the node this client talks to a moment after the creation's answer (until
+    then: no responders), so the write is tried again for up to 30 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        try:
+            await kv.put(athlete_key("ann"), ENTRY)
+            return
+        except NoStreamResponseError:
+            assert loop.time() < deadline, "the new bucket takes no writes"
+        await asyncio.sleep(0.05)
+
+
 def _replicas(info: Any) -> int:
     return int(info.config.num_replicas or 1)
 
@@ -63,7 +79,7 @@ def test_a_registry_pushed_before_the_stream_has_three_copies_follows_it_to_thre
             # The coach pushes first, before any gateway: one copy (no stream yet).
             kv = await open_registry(js, create=True)
             assert kv is not None
-            await kv.put(athlete_key("ann"), ENTRY)
+            await _put_entry(kv)
             registry = stream.bucket_stream(stream.REGISTRY_BUCKET)
             assert _replicas(await js.stream_info(registry)) == 1
             # A gateway without --replicas changes nothing…
@@ -152,7 +168,7 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
             await stream.ensure_stream(js)  # a stage-2 gateway without --replicas
             kv = await open_registry(js, create=True)
             assert kv is not None
-            await kv.put(athlete_key("ann"), ENTRY)
+            await _put_entry(kv)
             await stream.raise_replicas(js, wire.STREAM, 3)  # as move-streams.py does
             held = {(await _info(js, n)).cluster.leader for n in (leases, registry)}
             for _ in range(10):
