@@ -31,6 +31,7 @@ import nats
 import pytest
 import yaml  # type: ignore[import-untyped]
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from streamer.athlete.events import MorningStart
 from streamer.team import stream, wire
@@ -39,6 +40,7 @@ from tests import team_worker_helpers as th
 from tests.servers import (
     HOST,
     Mosquitto,
+    NatsServer,
     PostgreSQL,
     ServerProcess,
     _http_ok,
@@ -336,9 +338,49 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
         assert again.returncode == 1
         assert again.stderr.count("\n") == 1
         assert f"restore of stream {wire.STREAM}" in again.stderr
+        assert "delete the stream" in again.stderr, "and what to do"
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_restore_from_files_that_are_no_backup_is_refused_naming_them(tmp_path: Path) -> None:
+    """Checked before the server is asked for anything: no half-made stream is left."""
+    server = NatsServer(tmp_path / "nats")
+    backup = tmp_path / "backup"
+    backup.mkdir()
+
+    async def refused() -> list[str]:
+        nc = await nats.connect(server.url)
+        try:
+            said = []
+            (backup / f"{wire.STREAM}.json").write_text('{"config": {}, "state": {}}\n')
+            for damage in ("no .snap", "not JSON", "no state"):
+                if damage == "not JSON":
+                    (backup / f"{wire.STREAM}.snap").write_bytes(b"")
+                    (backup / f"{wire.STREAM}.json").write_text("<html>\n")
+                elif damage == "no state":
+                    (backup / f"{wire.STREAM}.json").write_text('{"config": {}}\n')
+                with pytest.raises(stream.StreamMoveError) as caught:
+                    await stream.restore_stream(nc, wire.STREAM, backup)
+                said.append(str(caught.value))
+            with pytest.raises(NotFoundError):
+                await nc.jetstream().stream_info(wire.STREAM)
+            return said
+        finally:
+            await nc.close()
+
+    server.start()
+    try:
+        said = asyncio.run(refused())
+    finally:
+        server.stop()
+    for text in said:
+        assert "\n" not in text
+        assert text.startswith(f"restore of stream {wire.STREAM}: {backup / wire.STREAM}.json")
+        assert text.endswith("give the directory the backup wrote (move-streams.py backup --to)")
+    assert "No such file" in said[0]
+    assert "no config and state" in said[2]
 
 
 async def read_all(js: JetStreamContext) -> list[tuple[int, str, bytes, str, str]]:

@@ -49,6 +49,7 @@ from streamer.config import (
 )
 from streamer.errors import StreamerError
 from streamer.team import wire
+from streamer.team.stream import REGISTRY_BUCKET as REGISTRY_BUCKET  # keys: athlete_key, RULES_KEY
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
 
 _LOGGER: Final = logging.getLogger(__name__)
 
-REGISTRY_BUCKET: Final = "redox_registry"
-"""The key-value bucket of the central registry (keys: :func:`athlete_key`, :data:`RULES_KEY`)."""
 ATHLETE_PREFIX: Final = "athlete."
 RULES_KEY: Final = "rules"
 """The club's ``[rules]`` (an athlete id has no ``.``, so it never meets an athlete's key)."""
@@ -222,7 +221,8 @@ async def open_registry(
 
     Created with ``replicas`` copies (default: as many as the ``REDOX_RAW`` stream has,
     else 1): only ``registry push`` creates it, so a gateway never makes a one-copy
-    registry in a three-node club.
+    registry in a three-node club. One pushed while the stream had one copy follows it
+    to three: every gateway's :func:`~streamer.team.stream.ensure_stream` raises it.
     """
     try:
         return await js.key_value(REGISTRY_BUCKET)

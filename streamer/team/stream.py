@@ -4,7 +4,8 @@
 workers and the deploy scripts): it creates the stream and the bucket when absent and
 brings an existing stream's limits to these values. Replicas are the one setting a caller
 may leave alone (``replicas=None``: 1 when creating, unchanged otherwise), so a gateway
-started without ``--replicas`` never shrinks a 3-node club's stream to one copy.
+started without ``--replicas`` never shrinks a 3-node club's stream to one copy; and the
+lease and registry buckets follow a stream of three copies up (best effort).
 
 Moving a club from one central nats-server (stage 1) to a 3-node cluster (stage 2) needs
 more than ``--replicas 3``: a server restarted into a cluster deletes the streams it made
@@ -23,7 +24,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
@@ -71,11 +72,26 @@ different pterm"), both released in 2.10.23 (and 2.11.0). Seen here with Debian 
 2.9.10 in ``bench/team.py``'s whole-NATS restart and repeated by
 ``bench/nats_divergence.py`` (figures in its docstring)."""
 
-MOVED_STREAMS: Final = (wire.STREAM, "KV_redox_registry")
-"""What a move to a cluster carries over: the raw records and the club's registry (the
-``redox_registry`` bucket's stream, :data:`streamer.team.registry.REGISTRY_BUCKET`: pairings
-made with ``registry pair`` are in no file). Not the lease bucket: every lease has expired
-while the gateways were stopped, and :func:`ensure_stream` makes it anew."""
+REGISTRY_BUCKET: Final = "redox_registry"
+"""The key-value bucket of the club's central registry (:mod:`streamer.team.registry`,
+which names it too); named here because :func:`ensure_stream` raises its replicas."""
+
+FOLLOWING_BUCKETS: Final = (LEASE_BUCKET, REGISTRY_BUCKET)
+"""The buckets that follow the ``REDOX_RAW`` stream up to three replicas
+(:func:`ensure_stream`): a club whose lease or registry bucket lived on one node would stop
+taking leases or reading its athletes with that node, whatever the stream's copies."""
+
+
+def bucket_stream(bucket: str) -> str:
+    """The JetStream stream behind key-value bucket ``bucket`` (``KV_<bucket>``)."""
+    return f"KV_{bucket}"
+
+
+MOVED_STREAMS: Final = (wire.STREAM, bucket_stream(REGISTRY_BUCKET))
+"""What a move to a cluster carries over: the raw records and the club's registry (its
+bucket's stream: pairings made with ``registry pair`` are in no file). Not the lease bucket:
+every lease has expired while the gateways were stopped, and :func:`ensure_stream` makes it
+anew."""
 
 SNAPSHOT_CHUNK_BYTES: Final = 128 * 1024
 """Bytes per snapshot or restore message: the server's default chunk, well under NATS's
@@ -162,7 +178,27 @@ class StreamMoveError(StreamerError):
     names the stream, the server's reason and what to do)."""
 
 
-async def _api(nc: Client, subject: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+_BACKUP_AGAIN: Final = "stop every writer (gateways, registry push) and run the backup again"
+_RESTORE_AGAIN: Final = (
+    "delete the stream if the cluster lists one (a gateway started before the restore makes "
+    "an empty one; a failed restore may leave a half-made one), then run the restore again"
+)
+
+
+def _answer(data: bytes, what: str, fix: str) -> dict[str, Any]:
+    """A JetStream API answer's JSON ({} when empty); the server's refusal as a
+    :class:`StreamMoveError` naming ``what`` was asked, its reason and the ``fix``."""
+    answer: dict[str, Any] = json.loads(data) if data else {}
+    error = answer.get("error")
+    if error:
+        reason = error.get("description", error) if isinstance(error, dict) else error
+        raise StreamMoveError(f"{what}: the server says {reason}; {fix}")
+    return answer
+
+
+async def _api(
+    nc: Client, subject: str, body: dict[str, Any], what: str, fix: str
+) -> dict[str, Any]:
     """A JetStream API request's JSON answer; its error as a :class:`StreamMoveError`."""
     try:
         msg = await nc.request(subject, json.dumps(body).encode(), timeout=API_TIMEOUT_S)
@@ -171,11 +207,7 @@ async def _api(nc: Client, subject: str, body: dict[str, Any], what: str) -> dic
             f"{what}: no answer from NATS within {API_TIMEOUT_S:.0f} s; check that JetStream "
             "runs (every node's /healthz) and try again"
         ) from exc
-    answer: dict[str, Any] = json.loads(msg.data)
-    error = answer.get("error")
-    if error:
-        raise StreamMoveError(f"{what}: the server says {error.get('description', error)}")
-    return answer
+    return _answer(msg.data, what, fix)
 
 
 async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any]:
@@ -213,6 +245,7 @@ async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any
                     "chunk_size": SNAPSHOT_CHUNK_BYTES,
                 },
                 f"backup of stream {name}",
+                _BACKUP_AGAIN,
             )
             try:
                 problem = await asyncio.wait_for(ended, API_TIMEOUT_S * 10)
@@ -223,7 +256,9 @@ async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any
         finally:
             await sub.unsubscribe()
     if problem is not None:
-        raise StreamMoveError(f"backup of stream {name}: the server stopped it ({problem})")
+        raise StreamMoveError(
+            f"backup of stream {name}: the server stopped it ({problem}); {_BACKUP_AGAIN}"
+        )
     meta = json.dumps({"config": answer["config"], "state": answer["state"]}, indent=1)
     await asyncio.to_thread((directory / f"{name}.json").write_text, meta + "\n")
     state: dict[str, Any] = answer["state"]
@@ -237,40 +272,49 @@ async def restore_stream(nc: Client, name: str, directory: Path) -> dict[str, An
     Refused when the stream exists (a gateway started early makes an empty one): delete
     that one first. The restored stream has the backup's sequences, so the workers'
     checkpoints stay true."""
-    meta = json.loads(await asyncio.to_thread((directory / f"{name}.json").read_text))
-    answer = await _api(
-        nc,
-        f"$JS.API.STREAM.RESTORE.{name}",
-        {"config": meta["config"], "state": meta["state"]},
-        f"restore of stream {name}",
-    )
-    subject = answer["deliver_subject"]
-    snap = await asyncio.to_thread((directory / f"{name}.snap").open, "rb")
-    with snap:
+    what = f"restore of stream {name}"
+    meta, snap = await asyncio.to_thread(_backup_files, directory, name)
+    with snap:  # closed whatever the server answers
+        answer = await _api(
+            nc,
+            f"$JS.API.STREAM.RESTORE.{name}",
+            {"config": meta["config"], "state": meta["state"]},
+            what,
+            _RESTORE_AGAIN,
+        )
+        subject = answer["deliver_subject"]
         while data := snap.read(SNAPSHOT_CHUNK_BYTES):
             # Acknowledged one by one: empty, or the server's refusal (a full disk).
-            _refused(name, await _chunk(nc, name, subject, data, API_TIMEOUT_S))
+            chunk = await _chunk(nc, name, subject, data, API_TIMEOUT_S)
+            _answer(chunk.data, what, _RESTORE_AGAIN)
     final = await _chunk(nc, name, subject, b"", API_TIMEOUT_S * 10)  # the end: the stream
-    done = _refused(name, final)
+    done = _answer(final.data, what, _RESTORE_AGAIN)
     state: dict[str, Any] = done["state"]
     wanted = meta["state"]
     for key in ("messages", "first_seq", "last_seq"):
         if state.get(key) != wanted.get(key):
             raise StreamMoveError(
                 f"restore of stream {name}: {key} is {state.get(key)}, the backup's "
-                f"{wanted.get(key)}; keep the old store and try the restore again"
+                f"{wanted.get(key)}; keep the old store, {_RESTORE_AGAIN}"
             )
     return state
 
 
-def _refused(name: str, answer: Msg) -> dict[str, Any]:
-    """A restore answer's JSON (empty for an accepted chunk); its error raised."""
-    done: dict[str, Any] = json.loads(answer.data) if answer.data else {}
-    if done.get("error"):
+def _backup_files(directory: Path, name: str) -> tuple[dict[str, Any], BinaryIO]:
+    """:func:`backup_stream`'s ``<name>.json`` (config and state) and ``<name>.snap``,
+    opened, checked before the server is asked for anything; a missing or foreign file as
+    one :class:`StreamMoveError` naming it."""
+    meta_path, snap_path = directory / f"{name}.json", directory / f"{name}.snap"
+    fix = "give the directory the backup wrote (move-streams.py backup --to)"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict) or not {"config", "state"} <= meta.keys():
+            raise ValueError("no config and state")
+        return meta, snap_path.open("rb")
+    except (OSError, ValueError) as exc:
         raise StreamMoveError(
-            f"restore of stream {name}: the server says {done['error'].get('description')}"
-        )
-    return done
+            f"restore of stream {name}: {meta_path} and {snap_path} are not a backup ({exc}); {fix}"
+        ) from exc
 
 
 async def _chunk(nc: Client, name: str, subject: str, data: bytes, timeout_s: float) -> Msg:
@@ -323,52 +367,81 @@ async def ensure_stream(
     """Create or update the ``REDOX_RAW`` stream and create the lease bucket; the bucket.
 
     ``replicas`` 1 or 3, or None to keep an existing stream's (1 when creating). The
-    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket keeps it, and
-    gets three replicas when the stream has or is given three.
+    bucket's TTL is fixed at creation (``lease_ttl_s``); an existing bucket keeps it. When
+    the stream has or is given three replicas, the lease and registry buckets that have
+    fewer are raised to three (:func:`follow_stream_replicas`, best effort), so neither
+    the order of a club's first gateway and its first ``registry push`` nor a bucket made
+    while the club had one node matters.
     """
     _check_replicas(replicas)
-    try:
-        info = await js.stream_info(wire.STREAM)
-    except NotFoundError:
-        info = None
-    if info is None:
-        await js.add_stream(stream_config(replicas or 1))
-        _LOGGER.info("created stream %s (replicas %d)", wire.STREAM, replicas or 1)
-    else:
-        current = info.config
-        wanted = stream_config(replicas or current.num_replicas or 1)
-        if (
-            current.subjects != wanted.subjects
-            or current.num_replicas != wanted.num_replicas
-            or current.duplicate_window != wanted.duplicate_window
-            or current.max_age != wanted.max_age
-        ):
-            await js.update_stream(wanted)
-            _LOGGER.info("updated stream %s (replicas %d)", wire.STREAM, wanted.num_replicas)
-        replicas = replicas or current.num_replicas or 1
+    copies = await _ensure_raw_stream(js, replicas)
     try:
         kv = await js.key_value(LEASE_BUCKET)
     except BucketNotFoundError:
-        return await js.create_key_value(
+        kv = await js.create_key_value(
             api.KeyValueConfig(
                 bucket=LEASE_BUCKET,
                 history=1,
                 ttl=lease_ttl_s,
                 storage=api.StorageType.FILE,
-                replicas=replicas or 1,
+                replicas=copies,
             )
         )
-    if replicas == 3:
-        # Made with one copy before the club had three nodes: losing that node would stop
-        # every lease, so the bucket follows the stream up. Best effort: with a node down
-        # the server refuses, and a gateway must still start (the next start tries again).
-        try:
-            await raise_replicas(js, f"KV_{LEASE_BUCKET}", replicas)
-        except (NatsError, TimeoutError) as exc:
-            _LOGGER.warning(
-                "lease bucket %s keeps fewer than 3 replicas for now (%s); it is raised at "
-                "the next start with all three NATS nodes up",
-                LEASE_BUCKET,
-                exc,
-            )
+    if copies == 3:
+        await follow_stream_replicas(js, copies)
     return kv
+
+
+async def _ensure_raw_stream(js: JetStreamContext, replicas: int | None) -> int:
+    """Create ``REDOX_RAW`` or bring its settings to :func:`stream_config`'s; its replicas
+    now (``replicas``, else the existing stream's, else 1)."""
+    try:
+        info = await js.stream_info(wire.STREAM)
+    except NotFoundError:
+        await js.add_stream(stream_config(replicas or 1))
+        _LOGGER.info("created stream %s (replicas %d)", wire.STREAM, replicas or 1)
+        return replicas or 1
+    current = info.config
+    wanted = stream_config(replicas or current.num_replicas or 1)
+    if (
+        current.subjects != wanted.subjects
+        or current.num_replicas != wanted.num_replicas
+        or current.duplicate_window != wanted.duplicate_window
+        or current.max_age != wanted.max_age
+    ):
+        await js.update_stream(wanted)
+        _LOGGER.info("updated stream %s (replicas %d)", wire.STREAM, wanted.num_replicas)
+    return wanted.num_replicas or 1
+
+
+async def follow_stream_replicas(js: JetStreamContext, replicas: int) -> list[str]:
+    """Raise each of :data:`FOLLOWING_BUCKETS` that exists with fewer than ``replicas``
+    copies; the buckets the server did not raise, each with its reason, also logged as one
+    warning naming them and what to do.
+
+    Best effort: a gateway must start even when the server cannot take a raise now — with
+    one node SIGKILLed it takes it (measured with 2.15.1: the dead node becomes a lagging
+    peer, current soon after it is back), but not while the cluster elects a new meta
+    leader after its leader died (requests unanswered for seconds). The buckets are asked
+    at once, so a gateway's start waits one API timeout at most; the next
+    :func:`ensure_stream` (any gateway's start) tries again."""
+
+    async def one(bucket: str) -> str | None:
+        try:
+            await raise_replicas(js, bucket_stream(bucket), replicas)
+        except NotFoundError:
+            return None  # not made yet: it is created with the stream's replicas
+        except (NatsError, TimeoutError) as exc:
+            return f"bucket {bucket} ({exc or type(exc).__name__})"
+        return None
+
+    refused = [r for r in await asyncio.gather(*map(one, FOLLOWING_BUCKETS)) if r]
+    if refused:
+        _LOGGER.warning(
+            "%s not raised to the stream's %d replicas for now: they keep fewer copies "
+            "until a gateway starts with every NATS node up and its meta leader elected "
+            "(restart one then, e.g. `systemctl restart redox-gateway@<id>`)",
+            ", ".join(refused),
+            replicas,
+        )
+    return refused
