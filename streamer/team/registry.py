@@ -240,18 +240,33 @@ async def open_registry(
     )
 
 
+async def _last_revision(kv: KeyValue) -> int:
+    """The bucket's last revision now (0: never written). A watcher has delivered every
+    current entry once it passed this one — the end of the first load, told by the server.
+    Not nats-py's end-of-values marker (``None``): it can come before values already on
+    their way to the client (nats-io/nats.py#842), so a reader saw an empty registry right
+    after a push. The bucket has no TTL, so that revision cannot expire unseen."""
+    status = await kv.status()
+    return int(status.stream_info.state.last_seq)
+
+
 async def read_entries(kv: KeyValue) -> dict[str, tuple[bytes, int]]:
     """Every live entry now: key → (value, revision)."""
-    watcher = await kv.watchall()
     out: dict[str, tuple[bytes, int]] = {}
+    last = await _last_revision(kv)
+    if last == 0:
+        return out
+    watcher = await kv.watchall()
     try:
         async for entry in watcher:
-            if entry is None:  # the current values are all delivered
-                break
+            if entry is None:  # nats-py's marker: maybe early (see _last_revision)
+                continue
             if entry.operation in ("DEL", "PURGE"):
                 out.pop(entry.key, None)
             else:
                 out[entry.key] = (entry.value or b"", entry.revision or 0)
+            if (entry.revision or 0) >= last:
+                break
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
     return out
@@ -284,16 +299,20 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
         _LOGGER.info("central registry %s found", REGISTRY_BUCKET)
     reader = _Reader()
     values: dict[str, bytes] = {}
-    loaded = False
+    last = await _last_revision(kv)
+    loaded = last == 0
+    if loaded:  # an empty bucket: the empty view at once
+        yield reader.view(values)
     watcher = await kv.watchall()
     try:
         async for entry in watcher:
-            if entry is None:
-                loaded = True
-            elif entry.operation in ("DEL", "PURGE"):
+            if entry is None:  # nats-py's marker: maybe early (see _last_revision)
+                continue
+            if entry.operation in ("DEL", "PURGE"):
                 values.pop(entry.key, None)
             else:
                 values[entry.key] = entry.value or b""
+            loaded = loaded or (entry.revision or 0) >= last
             if loaded:
                 yield reader.view(values)
     finally:
