@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -402,6 +403,37 @@ def _move_streams_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_backup_that_cannot_be_written_ends_naming_the_file(tmp_path: Path) -> None:
+    """A full disk (``/dev/full`` behind the snapshot's name): the backup ends at once with
+    one line naming the file and what to do — not after minutes as "stopped arriving"."""
+    central = ShippedNats(tmp_path, "central", "nats-server.conf", nats_binary())
+    directory = tmp_path / "b"
+    directory.mkdir()
+    (directory / f"{wire.STREAM}.snap").symlink_to("/dev/full")
+
+    async def backup() -> None:
+        nc = await nats.connect(central.url)
+        try:
+            await nc.jetstream().publish(f"{wire.RAW_PREFIX}.ann", b"x" * 1000)
+            await stream.backup_stream(nc, wire.STREAM, directory)
+        finally:
+            await nc.close()
+
+    central.start()
+    try:
+        asyncio.run(stream_made(central.url))
+        started = time.monotonic()
+        with pytest.raises(stream.StreamMoveError) as failed:
+            asyncio.run(backup())
+    finally:
+        central.stop()
+    message = str(failed.value)
+    assert f"cannot write {directory / wire.STREAM}.snap (No space left on device)" in message
+    assert "back up into another directory" in message
+    assert time.monotonic() - started < stream.API_TIMEOUT_S, "ended at the failed write"
+    assert not (directory / f"{wire.STREAM}.json").exists(), "no backup to restore from"
 
 
 def test_a_backup_taken_while_a_gateway_writes_is_refused(

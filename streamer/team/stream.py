@@ -221,15 +221,27 @@ async def backup_stream(nc: Client, name: str, directory: Path) -> dict[str, Any
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[str | None] = loop.create_future()
     inbox = nc.new_inbox()
-    out = await asyncio.to_thread((directory / f"{name}.snap").open, "wb")
+    snap = directory / f"{name}.snap"
+    # Unbuffered: a write that fails (a full disk) fails in the callback, where it can end
+    # the backup, not later at the close.
+    out = await asyncio.to_thread(snap.open, "wb", buffering=0)
     with out:
 
         async def chunk(msg: Msg) -> None:
+            if ended.done():
+                return
             if msg.data:  # a chunk; some carry a reply subject: the flow-control ack
-                out.write(msg.data)
+                try:
+                    out.write(msg.data)
+                except OSError as exc:  # nats-py would only log it: the backup must end
+                    ended.set_exception(StreamMoveError(
+                        f"backup of stream {name}: cannot write {snap} ({exc.strerror or exc}); "
+                        "free some space there or back up into another directory"
+                    ))  # fmt: skip
+                    return
                 if msg.reply:
                     await nc.publish(msg.reply, b"")
-            elif not ended.done():  # the end: empty, or a status saying why it stopped
+            else:  # the end: empty, or a status saying why it stopped
                 status = (msg.headers or {}).get("Status", "204")
                 reason = (msg.headers or {}).get("Description", "")
                 ended.set_result(None if status == "204" else f"{status} {reason}".strip())
