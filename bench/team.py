@@ -6,6 +6,7 @@ Run from the repository root (as root for the network namespaces)::
     PYTHONPATH=. python3 bench/team.py --athletes 200 --speed 2
     PYTHONPATH=. python3 bench/team.py --faults none         # steady state only
     PYTHONPATH=. python3 bench/team.py --history-days 26     # 4 weeks: alerts raised live
+    PYTHONPATH=. python3 bench/team.py --steady 90           # live latency and CPU targets
 
 ``--gateways`` gateway processes (each in its own network namespace with a veth pair to a
 bridge, or loopback processes where namespaces cannot be made — printed), a 3-node NATS
@@ -30,6 +31,23 @@ latency is from the gateway's receipt of a record (its ``Redox-Received`` stamp,
 from the stream) to the subscriber's, split at the stream's store time; the old figure,
 from the record's scheduled offer (which adds the simulated gateway's own lag behind its
 schedule on this loaded machine), is printed beside it.
+
+The fault run's clock runs ``--speed`` times faster, so its steady window carries
+``athletes × speed`` live-equivalent athletes on a box that also runs the gateways, NATS,
+the oracle and the subscriber: its CPU and latency figures are printed, not judged.
+``--steady S`` is the targets' run: every athlete in a training session at once (its first
+session cut to ``S`` record seconds, no morning, no hand-over, no faults) at real time
+(``--speed 1``), so ``--athletes`` is the live load; the CPU per worker and the latency are
+measured over the session after a warm-up (the gateways' lease grants), printed with the
+machine's busy share and load average over that window.
+
+Why the CPU figures differ (measured 2026-12-02, µs of worker CPU per stream message):
+``bench/team_worker.py`` drains a backlog without live samples, 284; with them, 494 (live
+publishing +74%); with two busy processes beside it, 490 (a busy machine does not change
+it); ``--steady`` with the devices in phase (all notifying in the same millisecond), ~420;
+dephased as real devices are, ~1,200: alone, each message pays its own wake-ups, NATS
+read and MQTT publish (one publish per live sample is half the worker's CPU there, half of
+that the kernel's TCP send). The dephased real-time run is the one that answers the target.
 """
 
 from __future__ import annotations
@@ -37,11 +55,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
+import random
 import re
+import statistics
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
+from devices.recording import RecordedNotification
+from streamer.athlete.events import SessionEnd, SessionStart
+from streamer.team import wire
 from tests import nats_store, team_history
 from tests import team_sim as sim
 from tests import team_worker_helpers as th
@@ -63,6 +90,54 @@ STEADY_S = 25.0
 """The fault-free window at the start (wall s): CPU and live latency are measured there."""
 SPACING_S = 8.0
 """Wall seconds between the end of one fault and the next (the system settles)."""
+WARMUP_S = 10.0
+"""``--steady``: wall seconds after the start left out of the figures (lease grants, the
+workers' first messages of each athlete)."""
+
+
+def session_window(
+    messages: Mapping[str, Sequence[wire.WireMessage]], seconds: float
+) -> dict[str, list[wire.WireMessage]]:
+    """Each athlete's first training session, from its start marker, cut to its first
+    ``seconds`` record seconds (its end marker kept): every athlete live at once, with the
+    most devices a day has (strap, Moxy, power meter)."""
+    out: dict[str, list[wire.WireMessage]] = {}
+    for athlete, items in messages.items():
+        start = next((n for n, m in enumerate(items) if isinstance(m, SessionStart)), None)
+        if start is None:
+            continue
+        end = next(n for n in range(start, len(items)) if isinstance(items[n], SessionEnd))
+        out[athlete] = list(items[start : end + 1])
+    return sim.trim_sessions(out, seconds)
+
+
+def dephase(
+    messages: Mapping[str, Sequence[wire.WireMessage]], seed: int = 13
+) -> dict[str, list[wire.WireMessage]]:
+    """Each device's records shifted later by its own random phase within its notification
+    interval: the emulated devices of every athlete notify at the same instants (180
+    notifications in one millisecond every 2 s at 60 athletes), real ones on their own
+    clocks. Markers stay; the oracle sees the same shifted records."""
+    rng = random.Random(seed)
+    out: dict[str, list[wire.WireMessage]] = {}
+    for athlete, items in messages.items():
+        times: dict[str, list[int]] = {}
+        for m in items:
+            if isinstance(m, RecordedNotification):
+                times.setdefault(m.device, []).append(m.t_ns)
+        phase = {
+            device: int(rng.uniform(0.0, statistics.median(b - a for a, b in pairwise(t))))
+            for device, t in times.items()
+            if len(t) > 1
+        }
+        shifted = [
+            replace(m, t_ns=m.t_ns + phase.get(m.device, 0))
+            if isinstance(m, RecordedNotification)
+            else m
+            for m in items
+        ]
+        out[athlete] = sorted(shifted, key=lambda m: m.t_ns)
+    return out
 
 
 def main() -> None:
@@ -70,10 +145,24 @@ def main() -> None:
     parser.add_argument("--athletes", type=int, default=60)
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--gateways", type=int, default=4)
-    parser.add_argument("--speed", type=float, default=5.0, help="record s per wall s")
+    parser.add_argument(
+        "--speed", type=float, help="record s per wall s (default 5; 1 with --steady)"
+    )
+    parser.add_argument(
+        "--steady",
+        type=float,
+        metavar="S",
+        help="the live targets' run: every athlete in a session at once for S record s at "
+        "real time, no faults (see above)",
+    )
     parser.add_argument("--handover", type=float, default=0.1, help="share of sessions")
     parser.add_argument(
         "--faults", default=",".join(FAULTS), help=f"comma-separated of {FAULTS}, or none"
+    )
+    parser.add_argument(
+        "--in-phase",
+        action="store_true",
+        help="--steady: every device notifying at the same instants, as emulated (a burst)",
     )
     parser.add_argument("--no-netns", action="store_true", help="gateways on loopback")
     parser.add_argument(
@@ -84,13 +173,27 @@ def main() -> None:
         "PostgreSQL before the workers start (tests/team_history.py): alerts raised live",
     )
     args = parser.parse_args()
-    faults = [] if args.faults == "none" else [f for f in args.faults.split(",") if f]
+    if args.speed is None:
+        args.speed = 1.0 if args.steady else 5.0
+    if args.steady and (args.history_days or args.speed <= 0):
+        parser.error("--steady takes neither --history-days nor a --speed <= 0")
+    if args.steady and args.steady / args.speed - WARMUP_S < 20:
+        parser.error(
+            f"--steady {args.steady:g} at speed {args.speed:g} leaves less than 20 s after "
+            f"the {WARMUP_S:g} s warm-up: use --steady {(WARMUP_S + 20) * args.speed:g} or more"
+        )
+    faults = [] if args.faults == "none" or args.steady else args.faults.split(",")
+    faults = [f for f in faults if f]
     work = Path(tempfile.mkdtemp(prefix="bench-team-"))
     history = None
     if args.history_days:
         messages, history = team_history.prepare(
             work / "history", args.athletes, args.history_days, args.days
         )
+    elif args.steady:
+        messages = session_window(th.athlete_days(args.athletes, args.days), args.steady)
+        if not args.in_phase:
+            messages = dephase(messages)
     else:
         messages = th.athlete_days(args.athletes, args.days)
     # Faults one after another: each is scheduled at the earliest time; a fault waits for
@@ -101,11 +204,12 @@ def main() -> None:
         messages,
         gateways=args.gateways,
         speed=args.speed,
-        handover=args.handover,
+        handover=0.0 if args.steady else args.handover,
         faults=schedule,
         netns=not args.no_netns,
         log=lambda text: print(text, flush=True),
         history=history,
+        steady_skip_s=WARMUP_S if args.steady else 0.0,
     )
     plan_s = max(o for seg in simulation.plan for o, _ in seg.items)
     handed = sum(seg.handed_over for seg in simulation.plan)
@@ -153,9 +257,21 @@ def report(
     s = f.stream
     lat = f.live_latency_s
     p50, p99 = sim.percentile(lat, 50), sim.percentile(lat, 99)
-    per_worker = args.athletes / 2 * args.speed  # athletes streaming live, per worker
+    live_athletes = f.athletes * args.speed  # live-equivalent: the clock runs `speed` x
+    per_worker = live_athletes / 2
     cpu = max(f.worker_cpu.values(), default=float("nan"))
     at_quarter = per_worker * 0.25 / cpu if cpu > 0 else math.nan
+    # The targets are about live operation: judged on the real-time run only.
+    judged = args.speed == 1
+    rate = _notification_rate(simulation)
+    under = (
+        f"{live_athletes:.0f} live{'' if judged else '-equivalent'} athletes "
+        f"({f.athletes} x speed {args.speed:g}{', in a session at once' if args.steady else ''}"
+        f"{'' if not args.steady else ', devices in phase' if args.in_phase else ', devices dephased'}"
+        f"), {rate:.0f} notifications/s; window {f.steady_s:.0f} s: machine "
+        f"{100 * f.box_busy:.0f}% busy ({os.cpu_count()} cores), load average "
+        f"{f.load_average:.1f}"
+    )
     leader = getattr(simulation, "leader_stall_s", None)
     whole = getattr(simulation, "nats_restart_stall_s", None)
     morning_open = getattr(simulation, "morning_open", None)
@@ -177,6 +293,7 @@ def report(
             for example in view.examples:
                 print(f"      {example}")
     print("\ntargets (issue 13):")
+    print(f"  (steady window: {under}{'' if judged else '; accelerated: printed, not judged'})")
     line("raw records lost 0", f"{s.lost} of {s.planned} (+{s.missed_while_dead} sent to a "
          f"dead gateway, +{s.missed_while_cut_off} to a cut-off one before its kill, "
          f"+{s.missed_while_held_elsewhere} of segments skipped: the device held elsewhere)",
@@ -210,16 +327,21 @@ def report(
          f"{i.live_untagged} without", i.live_tagged > 0 and i.live_untagged == 0)  # fmt: skip
     line(">= 200 athletes per worker at <= 25% of a core",
          f"{per_worker:.0f} live-equivalent athletes per worker at "
-         f"{100 * cpu:.1f}% of a core -> {at_quarter:.0f} at 25%", at_quarter >= 200)  # fmt: skip
+         f"{100 * cpu:.1f}% of a core -> {at_quarter:.0f} at 25%",
+         at_quarter >= 200 if judged else None)  # fmt: skip
     st = f.live_stages
     r50, r99 = sim.percentile(st.receipt, 50), sim.percentile(st.receipt, 99)
     line("live latency receipt -> subscriber p99 <= 100 ms",
          f"p50 {1000 * r50:.0f} ms, p99 {1000 * r99:.0f} ms ({len(st.receipt)} samples, "
-         "steady window, from the gateway's Redox-Received stamp)", r99 <= 0.1)  # fmt: skip
+         "steady window, from the gateway's Redox-Received stamp)",
+         r99 <= 0.1 if judged else None)  # fmt: skip
     for what, values in (("receipt -> stored in the stream", st.to_stream),
                          ("stored in the stream -> subscriber", st.from_stream)):  # fmt: skip
         line(f"  of which {what}", f"p50 {1000 * sim.percentile(values, 50):.0f} ms, "
              f"p99 {1000 * sim.percentile(values, 99):.0f} ms", None)  # fmt: skip
+    for kind, values in sorted(st.by_kind.items()):
+        line(f"  {kind} samples", f"p50 {1000 * sim.percentile(values, 50):.0f} ms, "
+             f"p99 {1000 * sim.percentile(values, 99):.0f} ms ({len(values)})", None)  # fmt: skip
     line("  from the record's scheduled offer (old figure)",
          f"p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms ({len(lat)} samples; adds the "
          "simulated gateway's lag behind its schedule)", None)  # fmt: skip
@@ -248,6 +370,18 @@ def report(
             print(f"  {kind} missing in PostgreSQL: {str(row)[:400]}")
         for row in extra[:5]:
             print(f"  {kind} in PostgreSQL, not in the oracle: {str(row)[:400]}")
+
+
+def _notification_rate(simulation: sim.Simulation) -> float:
+    """Device notifications per wall second the plan offers in the steady window."""
+    start, end = (t - simulation.t0 for t in simulation.steady)
+    count = sum(
+        start <= offset <= end
+        for seg in simulation.plan
+        for offset, m in seg.items
+        if isinstance(m, RecordedNotification)
+    )
+    return count / max(1e-9, end - start)
 
 
 def _nats_version(simulation: sim.Simulation) -> str:

@@ -4,6 +4,7 @@ Run from the repository root::
 
     PYTHONPATH=. python3 bench/team_worker.py                  # 40 athletes, 2 days
     PYTHONPATH=. python3 bench/team_worker.py --athletes 100 --days 1
+    PYTHONPATH=. python3 bench/team_worker.py --live --hog 2   # the conditions of team.py
 
 It starts PostgreSQL, nats-server and mosquitto on free loopback ports (tests/servers.py),
 publishes ``--days`` of emulated history per athlete (a morning reading every day, a
@@ -17,6 +18,11 @@ every morning and session is in PostgreSQL, and prints:
   live, each message costs the same work (its transaction when it has outputs), spread
   out in time;
 * messages/s and PostgreSQL transactions.
+
+``--live`` has the worker publish its live samples (QoS 0, to mosquitto, and a subscriber
+taking them as ``bench/team.py``'s does), ``--hog N`` runs N busy processes beside it (the
+cores shared as in the whole simulation): what makes ``bench/team.py``'s figure differ from
+this one's (see the CPU line there).
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_box() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / tick, sum(fields[:8]) / tick
+
+
 def record_seconds(messages: list[object]) -> float:
     """Seconds of record time with data: each stretch (morning, session) from its first to
     its last notification, stretches split at gaps over ten minutes."""
@@ -63,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--athletes", type=int, default=40)
     parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--live", action="store_true", help="publish live samples too")
+    parser.add_argument("--hog", type=int, default=0, metavar="N", help="N busy processes beside")
     args = parser.parse_args()
     messages = th.athlete_days(args.athletes, args.days)
     total = sum(len(m) for m in messages.values())
@@ -83,9 +98,16 @@ def main() -> None:
             await nc.close()
 
         asyncio.run(publish())
+        # A subscriber to everything (mosquitto's fan-out work, as in team.py), and the hogs.
+        sub = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mq.port), "-t", "#"]
+        helpers = [subprocess.Popen(sub, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        helpers += [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hog)
+        ]
+        box0 = cpu_box()
         worker = subprocess.Popen(
             [sys.executable, "-m", "streamer.cli", "worker", "--id", "bench", "--nats", ns.url,
-             "--postgres", pg.dsn, "--mqtt", mq.url, "--no-live"],
+             "--postgres", pg.dsn, "--mqtt", mq.url, *([] if args.live else ["--no-live"])],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -104,18 +126,26 @@ def main() -> None:
                 time.sleep(0.2)
             wall = time.monotonic() - started
             cpu = cpu_seconds(worker.pid)
+            box1 = cpu_box()
             row = conn.execute("SELECT xact_commit FROM pg_stat_database "
                                "WHERE datname = current_database()").fetchone()  # fmt: skip
         worker.terminate()
         worker.wait(30)
+        for helper in helpers:
+            helper.kill()
+            helper.wait(30)
+        busy = (box1[0] - box0[0]) / max(1e-9, box1[1] - box0[1])
         per_athlete = cpu / live_s  # cores per athlete streaming live
         print(
             f"{args.athletes} athletes x {args.days} days: {total} messages, "
-            f"{live_s / 3600:.1f} h of record time ({mornings} mornings, {sessions} sessions)"
+            f"{live_s / 3600:.1f} h of record time ({mornings} mornings, {sessions} sessions); "
+            f"live samples {'published' if args.live else 'off'}, {args.hog} hogs beside: "
+            f"machine {100 * busy:.0f}% busy ({os.cpu_count()} cores), load average "
+            f"{os.getloadavg()[0]:.1f}"
         )
         print(
             f"worker: {wall:.1f} s wall, {cpu:.1f} s CPU (incl. ~1 s start-up) -> "
-            f"{total / cpu:.0f} messages per CPU-second"
+            f"{total / cpu:.0f} messages per CPU-second ({1e6 * cpu / total:.0f} us each)"
         )
         print(
             f"one athlete live costs {per_athlete * 100:.3f}% of a core: "

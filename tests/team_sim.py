@@ -454,6 +454,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def box_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat):
+    the load the measured processes shared the cores with."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
 @dataclass
 class TimedSubscriber(Subscriber):
     """A :class:`Subscriber` that also notes each message's arrival (wall s)."""
@@ -619,6 +628,11 @@ def source_of(m: wire.WireMessage) -> str:
     return "markers"
 
 
+Live = tuple[str, int, float, str]
+"""A live sample at the subscriber: (athlete, record time (ns), arrival (wall s), its topic
+after the athlete's name)."""
+
+
 class MqttFacts(th.SeqRule):
     """Durable results at a subscriber through the documented consumer rule
     (:class:`th.SeqRule`), and live samples' arrival times."""
@@ -627,7 +641,7 @@ class MqttFacts(th.SeqRule):
         super().__init__()
         self.sub = sub
         self.read = 0
-        self.live: list[tuple[str, int, float]] = []  # (athlete, ts_ns, arrival wall s)
+        self.live: list[Live] = []
 
     def update(self) -> set[tuple[str, str]]:
         received: list[Received] = self.sub.received
@@ -641,13 +655,15 @@ class MqttFacts(th.SeqRule):
             if m.qos == 0 and not m.retain:
                 ts_ns = body["ts_ns"]
                 assert isinstance(ts_ns, int)
-                self.live.append((str(body["athlete"]), ts_ns, at))
+                athlete = str(body["athlete"])
+                kind = m.topic.split(f"/{athlete}/", 1)[-1]
+                self.live.append((athlete, ts_ns, at, kind))
                 continue
             self.take(m.topic, m.payload, body, seq)
         return self.kept
 
 
-def latencies(live: Sequence[tuple[str, int, float]], plan: Sequence[Segment], t0: float,
+def latencies(live: Sequence[Live], plan: Sequence[Segment], t0: float,
               window: tuple[float, float] | None = None) -> list[float]:  # fmt: skip
     """The record's *scheduled* offer → subscriber, per live sample (s); within ``window``
     (wall s) of offers when given. Includes the simulated gateway's own lag behind its
@@ -659,7 +675,7 @@ def latencies(live: Sequence[tuple[str, int, float]], plan: Sequence[Segment], t
         if isinstance(m, RecordedNotification)
     }
     out = []
-    for athlete, ts_ns, at in live:
+    for athlete, ts_ns, at, _ in live:
         sent = when.get((athlete, ts_ns))
         if sent is None or (window is not None and not window[0] <= sent <= window[1]):
             continue
@@ -677,6 +693,8 @@ class LiveStages:
     receipt: list[float] = field(default_factory=list)
     to_stream: list[float] = field(default_factory=list)
     from_stream: list[float] = field(default_factory=list)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
+    """``receipt`` per live sample topic (after the athlete's name)."""
 
     def __repr__(self) -> str:  # the figures' print: percentiles, not every sample
         parts = [
@@ -687,7 +705,7 @@ class LiveStages:
         return f"LiveStages({len(self.receipt)} samples: {', '.join(parts)})"
 
 
-def receipt_latencies(live: Sequence[tuple[str, int, float]], stored: Sequence[gh.Stored],
+def receipt_latencies(live: Sequence[Live], stored: Sequence[gh.Stored],
                       window: tuple[float, float] | None = None) -> LiveStages:  # fmt: skip
     """Gateway receipt → subscriber of each live sample whose record is in ``stored`` with
     a receipt stamp, received within ``window`` (wall s) when given. A sample is matched to
@@ -700,7 +718,7 @@ def receipt_latencies(live: Sequence[tuple[str, int, float]], stored: Sequence[g
             got = (s.received_ns / 1e9, s.stored_s)
             when[key] = min(when.get(key, got), got)
     out = LiveStages()
-    for athlete, ts_ns, at in live:
+    for athlete, ts_ns, at, kind in live:
         stamps = when.get((athlete, ts_ns))
         if stamps is None:
             continue
@@ -708,6 +726,7 @@ def receipt_latencies(live: Sequence[tuple[str, int, float]], stored: Sequence[g
         if window is not None and not window[0] <= received <= window[1]:
             continue
         out.receipt.append(at - received)
+        out.by_kind.setdefault(kind, []).append(at - received)
         out.to_stream.append(stored_s - received)
         out.from_stream.append(at - stored_s)
     return out
@@ -743,6 +762,12 @@ class Figures:
     """From the plan's end to every result in PostgreSQL and at the subscriber (s)."""
     worker_cpu: dict[str, float] = field(default_factory=dict)
     """Each worker's share of a core in the steady window (CPU s / wall s)."""
+    box_busy: float = float("nan")
+    """The whole machine's busy share of all its cores in the steady window (0–1)."""
+    load_average: float = float("nan")
+    """The 1-minute load average at the steady window's end."""
+    steady_s: float = 0.0
+    """The steady window's length (wall s)."""
     live_latency_s: list[float] = field(default_factory=list)
     """Scheduled offer → subscriber of the live samples offered in the steady window (s):
     from the start to the first fault (includes the simulated gateway's lag)."""
@@ -784,7 +809,8 @@ class Simulation:
     ``faults`` = (wall offset from the start (s), name) of :meth:`fault`; ``netns`` puts
     each gateway in its own network namespace (:mod:`tests.team_netns`); ``history``: a
     single-box store of the earlier days, migrated into PostgreSQL before the workers start
-    and the oracle's starting point (:mod:`tests.team_history`)."""
+    and the oracle's starting point (:mod:`tests.team_history`); ``steady_skip_s``: wall s
+    after the start left out of the steady window's CPU and latency figures."""
 
     def __init__(
         self,
@@ -800,6 +826,7 @@ class Simulation:
         netns: bool = False,
         log: Any = None,
         history: Path | None = None,
+        steady_skip_s: float = 0.0,
     ) -> None:
         from tests.servers import InfluxDB1, Mosquitto, PostgreSQL, nats_cluster
 
@@ -812,6 +839,7 @@ class Simulation:
         self.faults = sorted(faults)
         self.netns = netns
         self.history = history
+        self.steady_skip_s = steady_skip_s
         self.say = log or (lambda text: None)
         workdir.mkdir(parents=True, exist_ok=True)
         self.pg = PostgreSQL(workdir / "pg")
@@ -918,15 +946,22 @@ class Simulation:
         self.t0 = time.time() + 0.5
         (self.workdir / "t0").write_text(repr(self.t0))
         end = self.t0 + max(o for seg in self.plan for o, _ in seg.items)
+        # The steady window: from the start (after ``steady_skip_s``: the gateways' lease
+        # grants at the start are no steady load) to the first fault (or the plan's end).
+        await asyncio.sleep(max(0.0, self.t0 + self.steady_skip_s - time.time()))
+        steady_start = time.time()
         cpu0 = {w: cpu_seconds(p.pid) for w, p in self.wks.items()}
-        # The steady window: from the start to the first fault (or the plan's end).
+        box0 = box_cpu_seconds()
         steady_end = min([end] + [self.t0 + at for at, _ in self.faults])
         await asyncio.sleep(max(0.0, steady_end - time.time()))
-        self.steady = (self.t0, time.time())
+        self.steady = (steady_start, time.time())
+        box1 = box_cpu_seconds()
+        self.figures.steady_s = self.steady[1] - self.steady[0]
         self.figures.worker_cpu = {
-            w: (cpu_seconds(p.pid) - cpu0[w]) / (self.steady[1] - self.steady[0])
-            for w, p in self.wks.items()
+            w: (cpu_seconds(p.pid) - cpu0[w]) / self.figures.steady_s for w, p in self.wks.items()
         }
+        self.figures.box_busy = (box1[0] - box0[0]) / max(1e-9, box1[1] - box0[1])
+        self.figures.load_average = os.getloadavg()[0]
         for at, name in self.faults:
             await asyncio.sleep(max(0.0, self.t0 + at - time.time()))
             self.say(f"[{time.time() - self.t0:6.1f} s] fault: {name}")

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 import time
@@ -357,10 +358,12 @@ class MqttPublisher:
         self._wake.set()
 
     async def send_live(self, batch: Sequence[Result]) -> None:
-        """Publish live samples with QoS 0 on the current connection.
+        """Publish live samples with QoS 0 on the current connection, within
+        ``publish_timeout_s`` for the batch.
 
-        Raises :class:`MqttNotConnected` at once when there is none, and the client's
-        error when the connection fails meanwhile; nothing is retried (QoS 0).
+        Raises :class:`MqttNotConnected` at once when there is none, the client's error
+        when the connection fails meanwhile and :class:`TimeoutError` past the deadline;
+        nothing is retried (QoS 0).
         """
         client = self._client
         if client is None:
@@ -370,17 +373,22 @@ class MqttPublisher:
         for result in batch:
             topic = self.topics.for_result(result)
             payload = encode_payload(result, self._next_live_seq(topic))
+            # One deadline for the batch (below), none per publish: aiomqtt's own
+            # timeout wraps each publish in a task and a timer (asyncio.wait_for), a
+            # third of a live sample's CPU on a worker's loop (bench/team.py --steady).
             sends.append(
-                self._send(
-                    client,
-                    topic,
-                    payload,
-                    qos=result.qos,
-                    retain=False,
-                    timeout_s=self.config.publish_timeout_s,
-                )
+                self._send(client, topic, payload, qos=result.qos, retain=False, timeout_s=math.inf)
             )
-        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        try:
+            async with asyncio.timeout(self.config.publish_timeout_s):
+                if len(sends) == 1:  # the usual case live: no task to gather
+                    await sends[0]
+                    outcomes: Sequence[BaseException | None] = [None]
+                else:
+                    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        except BaseException:
+            self._status.shed += len(batch)  # past the deadline: counted as not sent
+            raise
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         self._status.live_published += len(outcomes) - len(failed)
         self._status.shed += len(failed)
