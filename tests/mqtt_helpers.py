@@ -11,8 +11,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 
@@ -189,6 +190,26 @@ async def eventually(
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running_publisher(url: str) -> AsyncIterator[tuple[Any, asyncio.Task[None]]]:
+    """An :class:`~streamer.sinks.mqtt.MqttPublisher` on an in-memory store, running
+    against the broker at ``url`` and connected; with its run task (a test may cancel it
+    to stop the publisher). Stopped at the end."""
+    from streamer.config import MqttConfig
+    from streamer.sinks.mqtt import MqttPublisher
+    from streamer.store import Store
+
+    with Store(":memory:") as store:
+        publisher = MqttPublisher(MqttConfig.from_url(url), store)
+        running = asyncio.create_task(publisher.run())
+        try:
+            await eventually(lambda: publisher.connected, 30, "connected")
+            yield publisher, running
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
 
 
 def first_arrivals(messages: Sequence[Received]) -> tuple[list[int], int]:

@@ -221,15 +221,12 @@ async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
     import os
     import signal
 
-    from tests.mqtt_helpers import Subscriber, eventually
+    from tests.mqtt_helpers import Subscriber, eventually, running_publisher
 
     sub = await Subscriber(HOST, mosquitto.port, topic="redox/test/#", client_id="sub").start()
-    with Store(":memory:") as store:
-        publisher = MqttPublisher(MqttConfig.from_url(mosquitto.url), store)
-        running = asyncio.create_task(publisher.run())
+    async with running_publisher(mosquitto.url) as (publisher, _):
         held = False
         try:
-            await eventually(lambda: publisher.connected, 30, "connected")
             client = publisher._client
             assert client is not None
             assert mosquitto.proc is not None
@@ -254,6 +251,4 @@ async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
         finally:
             if held:
                 os.kill(mosquitto.proc.pid, signal.SIGCONT)
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
             await sub.stop()

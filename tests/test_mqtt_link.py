@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.config import MqttConfig
 from streamer.sinks import mqtt as mqtt_module
-from streamer.sinks.mqtt import MqttPublisher
-from streamer.store import Store
-from tests.mqtt_helpers import eventually
+from tests.mqtt_helpers import eventually, running_publisher
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -29,12 +26,9 @@ async def test_a_puback_wait_ends_when_the_link_is_lost_not_at_its_timeout(
     hang-up's PUBACK wait ends when the link ends (the PUBACK can never come), not after
     its full timeout — and the link reads as lost."""
     assert mosquitto.proc is not None
-    with Store(":memory:") as store:
-        publisher = MqttPublisher(MqttConfig.from_url(mosquitto.url), store)
-        running = asyncio.create_task(publisher.run())
+    async with running_publisher(mosquitto.url) as (publisher, _):
         held = False
         try:
-            await eventually(lambda: publisher.connected, 30, "connected")
             client = publisher._client
             assert client is not None
             assert publisher._client_alive(client)
@@ -57,8 +51,6 @@ async def test_a_puback_wait_ends_when_the_link_is_lost_not_at_its_timeout(
         finally:
             if held:
                 os.kill(mosquitto.proc.pid, signal.SIGCONT)
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_stop_while_the_broker_is_held_leaves_no_link_followed_nor_outcome_unread(
@@ -69,12 +61,9 @@ async def test_a_stop_while_the_broker_is_held_leaves_no_link_followed_nor_outco
     link ended was read — asyncio logs no "exception was never retrieved"."""
     assert mosquitto.proc is not None
     caplog.set_level(logging.ERROR, logger="asyncio")
-    with Store(":memory:") as store:
-        publisher = MqttPublisher(MqttConfig.from_url(mosquitto.url), store)
-        running = asyncio.create_task(publisher.run())
+    async with running_publisher(mosquitto.url) as (publisher, running):
         held = False
         try:
-            await eventually(lambda: publisher.connected, 30, "connected")
             assert len(publisher._links) == 1
             os.kill(mosquitto.proc.pid, signal.SIGSTOP)
             held = True
@@ -87,8 +76,6 @@ async def test_a_stop_while_the_broker_is_held_leaves_no_link_followed_nor_outco
         finally:
             if held:
                 os.kill(mosquitto.proc.pid, signal.SIGCONT)
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
     gc.collect()
     never = [r for r in caplog.records if "never retrieved" in r.getMessage()]
     assert not never, never[0].getMessage()
@@ -106,15 +93,8 @@ async def test_a_link_lost_while_idle_says_why_in_the_status(mosquitto: Mosquitt
     """The broker killed while nothing is being sent: the session ends on the link's end,
     and the status's ``last_error`` carries aiomqtt's reason for it (paho's code), not
     only that the connection closed."""
-    with Store(":memory:") as store:
-        publisher = MqttPublisher(MqttConfig.from_url(mosquitto.url), store)
-        running = asyncio.create_task(publisher.run())
-        try:
-            await eventually(lambda: publisher.connected, 30, "connected")
-            await asyncio.to_thread(mosquitto.kill)
-            await eventually(lambda: publisher.status()["last_error"], 60, "the loss noted")
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+    async with running_publisher(mosquitto.url) as (publisher, _):
+        await asyncio.to_thread(mosquitto.kill)
+        await eventually(lambda: publisher.status()["last_error"], 60, "the loss noted")
     error = publisher.status()["last_error"]
     assert error.startswith("MqttError: the broker closed the connection ([code:"), error
