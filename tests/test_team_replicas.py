@@ -23,18 +23,16 @@ from typing import Any
 
 import pytest
 from nats.errors import Error as NatsError
-from nats.js.errors import NoStreamResponseError
 
+from streamer.config import Config, parse_config
 from streamer.team import stream, wire
 from streamer.team.gateway import Gateway
 from streamer.team.outbox import GatewayOutbox
-from streamer.team.registry import athlete_key, open_registry
+from streamer.team.registry import open_registry, push, read_view
 from tests.servers import HOST, NatsServer, nats_cluster, start_all
 from tests.test_deploy_stage2 import all_current
 
 pytest.importorskip("nats")
-
-ENTRY = b'{"id":"ann","name":"Ann"}'
 
 
 @pytest.fixture
@@ -48,19 +46,11 @@ def nodes(tmp_path: Path) -> Iterator[list[NatsServer]]:
             server.stop()
 
 
-async def _put_entry(kv: Any) -> None:
-    """Ann's entry written to a bucket just made: in a cluster its stream's interest
-    reaches the node this client talks to a moment after the creation's answer (until
-    then: no responders), so the write is tried again for up to 30 s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        try:
-            await kv.put(athlete_key("ann"), ENTRY)
-            return
-        except NoStreamResponseError:
-            assert loop.time() < deadline, "the new bucket takes no writes"
-        await asyncio.sleep(0.05)
+async def _push_ann(kv: Any) -> None:
+    """The club file naming ann, pushed as ``registry push`` does — to a bucket just made:
+    in a cluster its stream's interest reaches the node this client talks to a moment
+    after the creation's answer (no responders until then; the push waits for it)."""
+    await push(kv, parse_config('[[athletes]]\nid = "ann"\nname = "Ann"\n'))
 
 
 def _replicas(info: Any) -> int:
@@ -79,7 +69,7 @@ def test_a_registry_pushed_before_the_stream_has_three_copies_follows_it_to_thre
             # The coach pushes first, before any gateway: one copy (no stream yet).
             kv = await open_registry(js, create=True)
             assert kv is not None
-            await _put_entry(kv)
+            await _push_ann(kv)
             registry = stream.bucket_stream(stream.REGISTRY_BUCKET)
             assert _replicas(await js.stream_info(registry)) == 1
             # A gateway without --replicas changes nothing…
@@ -90,7 +80,7 @@ def test_a_registry_pushed_before_the_stream_has_three_copies_follows_it_to_thre
                 await stream.ensure_stream(js, 3)
             for name in (wire.STREAM, registry, stream.bucket_stream(stream.LEASE_BUCKET)):
                 await all_current(js, name)
-            assert (await kv.get(athlete_key("ann"))).value == ENTRY
+            assert (await read_view(kv)).config(Config()).athletes[0].name == "Ann"
             assert [r.getMessage() for r in caplog.records] == []
         finally:
             await nc.close()
@@ -168,7 +158,7 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
             await stream.ensure_stream(js)  # a stage-2 gateway without --replicas
             kv = await open_registry(js, create=True)
             assert kv is not None
-            await _put_entry(kv)
+            await _push_ann(kv)
             await stream.raise_replicas(js, wire.STREAM, 3)  # as move-streams.py does
             held = {(await _info(js, n)).cluster.leader for n in (leases, registry)}
             for _ in range(10):
@@ -237,8 +227,8 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
             for name in (wire.STREAM, leases, registry):
                 await all_current(js, name)
             assert (await kv.status()).ttl == stream.DEFAULT_LEASE_TTL_S
-            entry = await (await js.key_value(stream.REGISTRY_BUCKET)).get(athlete_key("ann"))
-            assert entry.value == ENTRY
+            view = await read_view(await js.key_value(stream.REGISTRY_BUCKET))
+            assert view.config(Config()).athletes[0].name == "Ann"
         finally:
             await nc.close()
 
