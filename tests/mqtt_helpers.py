@@ -193,23 +193,32 @@ async def eventually(
 
 
 @contextlib.asynccontextmanager
+async def running(publisher: Any) -> AsyncIterator[asyncio.Task[None]]:
+    """``publisher`` (an :class:`~streamer.sinks.mqtt.MqttPublisher`) running and
+    connected; its run task (a test may cancel it to stop the publisher). Stopped at the
+    end."""
+    task = asyncio.create_task(publisher.run())
+    try:
+        await eventually(lambda: publisher.connected, 30, "the publisher connected")
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # its own failure surfaces here
+            await task
+
+
+@contextlib.asynccontextmanager
 async def running_publisher(url: str) -> AsyncIterator[tuple[Any, asyncio.Task[None]]]:
-    """An :class:`~streamer.sinks.mqtt.MqttPublisher` on an in-memory store, running
-    against the broker at ``url`` and connected; with its run task (a test may cancel it
-    to stop the publisher). Stopped at the end."""
+    """A publisher on an in-memory store, :func:`running` against the broker at ``url``;
+    with its run task."""
     from streamer.config import MqttConfig
     from streamer.sinks.mqtt import MqttPublisher
     from streamer.store import Store
 
     with Store(":memory:") as store:
         publisher = MqttPublisher(MqttConfig.from_url(url), store)
-        running = asyncio.create_task(publisher.run())
-        try:
-            await eventually(lambda: publisher.connected, 30, "connected")
-            yield publisher, running
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+        async with running(publisher) as task:
+            yield publisher, task
 
 
 def first_arrivals(messages: Sequence[Received]) -> tuple[list[int], int]:

@@ -14,13 +14,11 @@ per account, which `run` (one connection: results and commands) and the CLI comm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from streamer.sinks.backoff import Backoff
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_connect import process_client_id
 from streamer.store import Store
-from tests.mqtt_helpers import Subscriber, eventually
+from tests.mqtt_helpers import Subscriber, eventually, running
 from tests.servers import HOST, Mosquitto
 from tests.shipped_mosquitto import ShippedBroker
 
@@ -50,18 +48,6 @@ def _hrv(i: int) -> Result:
 def _status(i: int) -> Result:
     """A result on a topic the read-only redox-notify account may read."""
     return Result(Kind.STATUS, "ann", 1_700_000_000_000_000_000 + i, {"state": "ok", "i": i})
-
-
-@contextlib.asynccontextmanager
-async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(publisher.run())
-    try:
-        await eventually(lambda: publisher.connected, what="the publisher's connection")
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def test_client_ids_differ_per_call_and_name_host_and_pid() -> None:

@@ -3,10 +3,7 @@ one deadline per batch, not one per publish (a worker sends one message's sample
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +13,8 @@ from streamer.config import MqttConfig
 from streamer.results import live_result
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.store import Store
-from tests.mqtt_helpers import Subscriber, eventually
+from tests.mqtt_helpers import Subscriber, running
 from tests.servers import HOST, Mosquitto
-
-
-@contextlib.asynccontextmanager
-async def _connected(publisher: MqttPublisher) -> AsyncIterator[MqttPublisher]:
-    task = asyncio.create_task(publisher.run())
-    try:
-        await eventually(lambda: publisher.connected, what="the publisher connected")
-        yield publisher
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_single_live_samples_arrive_in_order_with_consecutive_seq(
@@ -38,7 +23,7 @@ async def test_single_live_samples_arrive_in_order_with_consecutive_seq(
     sub = await Subscriber(HOST, mosquitto.port).start()
     config = MqttConfig(host=HOST, port=mosquitto.port, client_id="redox-live-test")
     with Store(tmp_path / "store.sqlite3") as store:
-        async with _connected(MqttPublisher(config, store)) as publisher:
+        async with running(publisher := MqttPublisher(config, store)):
             for i in range(30):  # one sample per call, as a worker sends a message's
                 await publisher.send_live([live_result("ann", "strap", HeartRateSample(i, 60 + i))])
             await publisher.send_live(  # and a message with several, gathered
@@ -59,7 +44,7 @@ async def test_a_live_batch_past_its_deadline_is_counted_shed_and_the_connection
     config = MqttConfig(host=HOST, port=mosquitto.port, client_id="redox-live-test")
     samples = [live_result("ann", "strap", HeartRateSample(i, 60)) for i in range(3)]
     with Store(tmp_path / "store.sqlite3") as store:
-        async with _connected(MqttPublisher(config, store)) as publisher:
+        async with running(publisher := MqttPublisher(config, store)):
             # Once connected, a deadline shorter than the loop turns a publish takes (the
             # loader's minimum is 0.1 s): the batch's one timer fires before any sample
             # is written.
