@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
@@ -212,9 +213,14 @@ def test_the_three_shipped_nodes_form_a_cluster_with_the_r3_stream_and_the_mappi
             # The shipped mapping puts each athlete in its partition, on every node.
             for athlete, node in zip(("ann", "bob", "cy"), cluster, strict=True):
                 one = await nats.connect(node.url)
-                try:
-                    ack = await one.jetstream().publish(
-                        f"{wire.RAW_PREFIX}.{athlete}", b"x", headers={"Nats-Msg-Id": athlete}
+                try:  # through each node: its interest in the raised stream may lag (CI)
+                    ack = await stream.until_answered(
+                        partial(
+                            one.jetstream().publish,
+                            f"{wire.RAW_PREFIX}.{athlete}",
+                            b"x",
+                            headers={"Nats-Msg-Id": athlete},
+                        )
                     )
                 finally:
                     await one.close()

@@ -27,19 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from nats.errors import Error as NatsError
 from nats.js import api
-from nats.js.errors import (
-    BucketNotFoundError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoStreamResponseError,
-)
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as StreamNotFoundError
 
 from streamer.config import (
@@ -56,6 +51,7 @@ from streamer.config import (
 from streamer.errors import StreamerError
 from streamer.team import wire
 from streamer.team.stream import REGISTRY_BUCKET as REGISTRY_BUCKET  # keys: athlete_key, RULES_KEY
+from streamer.team.stream import until_answered
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -425,27 +421,6 @@ def merge_devices(
     return _Merged(tuple(out), tuple(kept), tuple(removed), tuple(replaced), tuple(renamed))
 
 
-NEW_BUCKET_S: Final = 10.0
-"""How long a write may find no stream answering (s): in a cluster, a bucket just made
-takes writes a moment after its creation's answer (its subjects' interest reaches this
-client's node then), so a club's first push would fail at once."""
-
-
-async def _until_taken(write: Callable[[], Awaitable[Any]]) -> None:
-    """``write()`` (a KV write), tried again while no stream answers it, for up to
-    :data:`NEW_BUCKET_S` s; other errors, and that one afterwards, as they come."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + NEW_BUCKET_S
-    while True:
-        try:
-            await write()
-            return
-        except NoStreamResponseError:
-            if loop.time() > deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
 async def _entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
     """``key``'s value and revision now; None when it has none (never written, deleted)."""
     try:
@@ -473,7 +448,7 @@ async def push(
     current = await read_entries(kv)
     rules = encode_rules(config.rules)
     if current.get(RULES_KEY, (None, 0))[0] != rules:
-        await _until_taken(partial(kv.put, RULES_KEY, rules))
+        await until_answered(partial(kv.put, RULES_KEY, rules))
         report.rules_written = True
     wanted = {athlete_key(a.id): a for a in config.athletes}
     for key, athlete in wanted.items():
@@ -495,9 +470,9 @@ async def push(
                 break
             try:
                 if entry is None:
-                    await _until_taken(partial(kv.create, key, value))
+                    await until_answered(partial(kv.create, key, value))
                 else:
-                    await _until_taken(partial(kv.update, key, value, last=entry[1]))
+                    await until_answered(partial(kv.update, key, value, last=entry[1]))
             except KeyWrongLastSequenceError:
                 entry = await _entry(kv, key)  # another writer came between: merge again
                 continue
@@ -521,7 +496,7 @@ async def push(
     for key in sorted(k for k in current if k.startswith(ATHLETE_PREFIX) and k not in wanted):
         athlete_id = key[len(ATHLETE_PREFIX) :]
         if prune:
-            await _until_taken(partial(kv.delete, key))
+            await until_answered(partial(kv.delete, key))
             report.removed.append(athlete_id)
         else:
             report.kept.append(athlete_id)

@@ -24,17 +24,19 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NoStreamResponseError, NotFoundError
 
 from streamer.errors import StreamerError
 from streamer.team import wire
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
@@ -100,6 +102,30 @@ SNAPSHOT_CHUNK_BYTES: Final = 128 * 1024
 API_TIMEOUT_S: Final = 30.0
 """How long a JetStream API request of a move may take (s): a restore's last answer comes
 after the server has unpacked the whole snapshot."""
+
+NEW_STREAM_S: Final = 10.0
+"""How long a write may find no stream answering (s). In a cluster a stream or bucket just
+made, or just given more copies, takes writes through a node a moment after the server's
+answer (its subjects' interest reaches that node then): a club's first ``registry push``
+failed on it."""
+
+_T = TypeVar("_T")
+
+
+async def until_answered(write: Callable[[], Awaitable[_T]], within_s: float = NEW_STREAM_S) -> _T:
+    """``write()`` (a JetStream publish or KV write), tried again while no stream answers
+    it, for up to ``within_s`` s; what it returns. Other errors, and that one afterwards,
+    as they come."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            return await write()
+        except NoStreamResponseError:
+            if loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
 
 MAX_AGE_S: Final = 7 * 24 * 3600.0
 """Raw records kept this long (s): a worker replays at most a morning's and a session's
