@@ -325,16 +325,22 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
                     b'{"id": "ann"}'
                 )
                 await all_current(js, f"KV_{stream.LEASE_BUCKET}")  # made anew, three copies
-                # A gateway's resend of a row stored before the move is still a duplicate.
-                again = await js.publish(
-                    f"{wire.RAW_PREFIX}.{ATHLETES[299 % 5]}",
-                    b"line 299",
-                    headers={"Nats-Msg-Id": "gw1:1:299"},
+                # A gateway's resend of a row stored before the move is still a duplicate
+                # (the nodes just restarted: their interest in the stream may lag).
+                again = await stream.until_answered(
+                    partial(
+                        js.publish,
+                        f"{wire.RAW_PREFIX}.{ATHLETES[299 % 5]}",
+                        b"line 299",
+                        headers={"Nats-Msg-Id": "gw1:1:299"},
+                    )
                 )
                 assert again.duplicate
                 assert again.seq == 300
                 # New records go on after the old ones: the workers' checkpoints stay true.
-                new = await js.publish(f"{wire.RAW_PREFIX}.ann", b"new")
+                new = await stream.until_answered(
+                    partial(js.publish, f"{wire.RAW_PREFIX}.ann", b"new")
+                )
                 assert new.seq == 301
             finally:
                 await nc.close()
