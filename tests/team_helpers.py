@@ -27,10 +27,7 @@ from streamer.team import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONFIG = """\
-[store]
-path = "{store}"
-
+ANN = """\
 [[athletes]]
 id = "ann"
 [[athletes.devices]]
@@ -39,13 +36,17 @@ address = "EE:00:00:00:01:01"
 [[athletes.devices]]
 kind = "smo2"
 address = "EE:00:00:00:01:02"
-
+"""
+"""Ann's club-file entry: a strap and a Moxy."""
+BOB = """\
 [[athletes]]
 id = "bob"
 [[athletes.devices]]
 kind = "strap"
 address = "EE:00:00:00:02:01"
 """
+"""Bob's club-file entry: a strap."""
+CONFIG = '[store]\npath = "{store}"\n\n' + ANN + "\n" + BOB
 """Two athletes, three devices: ann's strap and Moxy share one subject, bob's is another."""
 
 

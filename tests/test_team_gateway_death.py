@@ -45,28 +45,11 @@ from streamer.team.gateway_mqtt import (
 from tests.mqtt_helpers import eventually
 from tests.servers import HOST, Mosquitto, NatsServer
 from tests.shipped_mosquitto import TEAM_CONF, ShippedBroker, start_shipped_mosquitto
-from tests.team_helpers import GatewayProc, wait_until
+from tests.team_helpers import ANN, BOB, GatewayProc, wait_until
 
 nats = pytest.importorskip("nats")
 mqtt = pytest.importorskip("paho.mqtt.client")
 
-ANN = """\
-[[athletes]]
-id = "ann"
-[[athletes.devices]]
-kind = "strap"
-address = "EE:00:00:00:01:01"
-[[athletes.devices]]
-kind = "smo2"
-address = "EE:00:00:00:01:02"
-"""
-BOB = """\
-[[athletes]]
-id = "bob"
-[[athletes.devices]]
-kind = "strap"
-address = "EE:00:00:00:02:01"
-"""
 ANN_STATES = ("redox/ann/strap/state", "redox/ann/smo2/state")
 BOB_STATE = "redox/bob/strap/state"
 
