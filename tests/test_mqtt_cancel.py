@@ -177,6 +177,35 @@ async def test_cancellation_kept_re_raises_what_wait_for_swallowed() -> None:
             assert outcome == ["PUBACK", "ran on"]
 
 
+async def test_a_block_failing_after_a_swallowed_cancellation_ends_cancelled() -> None:
+    """A swallowed cancellation followed by a broker error in the same block (the
+    disconnect after a session's end) is a stop, not an error a reconnecting loop retries."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[str] = loop.create_future()
+    retried: list[str] = []
+
+    async def session() -> None:
+        await asyncio.wait_for(answered, 10)  # CONNACK, as the stop arrives
+        raise aiomqtt.MqttError("the broker closed the connection")
+
+    async def loop_on_errors() -> None:
+        while True:
+            try:
+                with cancellation_kept():
+                    await session()
+            except aiomqtt.MqttError as exc:
+                retried.append(str(exc))  # a reconnecting loop would go round again
+                return
+
+    task = asyncio.create_task(loop_on_errors())
+    await asyncio.sleep(0)  # the task now waits inside wait_for
+    answered.set_result("CONNACK")
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled(), "the stop was taken for a broker error"
+    assert retried == []
+
+
 @pytest.mark.parametrize("answer", ["on_connect", "on_subscribe"])
 async def test_the_notifier_cancelled_as_the_broker_answers_stops(
     mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str

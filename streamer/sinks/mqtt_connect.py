@@ -183,11 +183,20 @@ def cancellation_kept() -> Iterator[None]:
     rose was cancelled: raise it. (On Python ≥ 3.12 ``wait_for`` raises by itself and
     this never fires.) Use it around each aiomqtt call a task awaits directly; calls in
     child tasks gathered with ``asyncio.gather`` need none, because the gathering future
-    re-raises the cancellation it was asked for.
+    re-raises the cancellation it was asked for. A block that fails after swallowing one
+    (a broker error at the disconnect that followed) ends cancelled too: a loop that
+    reconnects on broker errors must not take a stop for one.
     """
     task = asyncio.current_task()
     before = task.cancelling() if task is not None else 0
-    yield
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError from exc
+        raise
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
 

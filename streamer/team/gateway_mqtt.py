@@ -103,7 +103,13 @@ from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import DeviceStatePayload, JsonValue, PayloadError, Result
 from streamer.sinks.backoff import network_backoff
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    cancellation_kept,
+    describe_failure,
+    mqtt_client,
+    tls_context,
+)
 from streamer.team.gateway import availability_topic, gateway_mqtt
 from streamer.team.outbox import KeptState
 from streamer.topics import Topics, segment, slug
@@ -380,9 +386,17 @@ class GatewayCommands(CommandListener):
             out.append(KeptState(topic, result.athlete, result.device, payload))
         return out
 
+    @staticmethod
+    async def _publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """One message, retained, QoS 1 (everything this gateway says is): a stop that
+        arrives with the PUBACK is kept (see :func:`cancellation_kept`), so that a gateway
+        stopped then, or a states task cancelled then, does not run on."""
+        with cancellation_kept():
+            await client.publish(topic, payload, qos=1, retain=True)
+
     async def _publish_state(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        """One device's state message: retained, QoS 1 (every path that says a state)."""
-        await client.publish(topic, payload, qos=1, retain=True)
+        """One device's state message (every path that says a state)."""
+        await self._publish(client, topic, payload)
         self.device_states_published += 1
 
     async def _publish_states(self, client: aiomqtt.Client, queued: _Queued) -> None:
@@ -421,7 +435,7 @@ class GatewayCommands(CommandListener):
         matters = [(x.athlete, x.device, x.topic, _what_matters(x.state), x.seq) for x in listed]
         if matters == self._listed:
             return
-        await client.publish(self.list_topic, encode_list(self.boot, listed), qos=1, retain=True)
+        await self._publish(client, self.list_topic, encode_list(self.boot, listed))
         self._listed = matters
 
     def _read_list(self, client: aiomqtt.Client, gateway_id: str, payload: bytes) -> None:
@@ -540,9 +554,7 @@ class GatewayCommands(CommandListener):
                 said += 1
             if self._states.get(gateway_id) != OFFLINE:
                 return self._called_off(gateway_id, listed)
-            await client.publish(
-                held_devices_topic(self.topics.base, gateway_id), b"", qos=1, retain=True
-            )
+            await self._publish(client, held_devices_topic(self.topics.base, gateway_id), b"")
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             self.cleanups_failed += 1
             self._lists.setdefault(gateway_id, list(listed))
@@ -622,7 +634,7 @@ class GatewayCommands(CommandListener):
                 if self._reassert:  # taken for dead by a survivor (see _read_list)
                     self._reassert = False
                     self.reasserted += 1
-                    await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+                    await self._publish(client, self.state_topic, ONLINE)
                     self._listed = None
                     states = DeviceStates(  # nothing sent yet: every held state is due
                         {}, self.devices.battery_of, [queued], clock_ns=self._clock_ns
@@ -668,7 +680,8 @@ class GatewayCommands(CommandListener):
         try:
             while True:
                 try:
-                    await self._session()
+                    with cancellation_kept():  # e.g. one swallowed at the disconnect
+                        await self._session()
                 except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
                     self.on_link(False)
                     _LOGGER.warning(
@@ -688,22 +701,26 @@ class GatewayCommands(CommandListener):
             will=aiomqtt.Will(self.state_topic, OFFLINE, qos=1, retain=True),
             logger=_LOGGER,
         )
-        async with client:
-            self.sessions += 1
-            self._listed = None  # nothing published on this connection yet (see _read_list)
-            await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
-            await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
-            if self.config.ha_discovery:
-                # Retained, the same bytes on every connect: one config per gateway, made
-                # by the only process that knows the gateway exists.
-                topic, config = discovery_config(self.topics, self.gateway_id)
-                await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
-            lists = held_devices_topic(self.topics.base, "+")
-            states_filter = availability_topic(self.topics.base, "+")
-            if self.devices is not None:
-                # The others' lists and availability, retained (see the module).
-                await client.subscribe(lists, qos=1)
-                await client.subscribe(states_filter, qos=1)
+        async with contextlib.AsyncExitStack() as stack:
+            # A stop that arrives with CONNACK, a SUBACK or a PUBACK here is kept: the
+            # session would otherwise go on to listen until the next stop.
+            with cancellation_kept():
+                await stack.enter_async_context(client)
+                self.sessions += 1
+                self._listed = None  # nothing published on this connection yet (see _read_list)
+                await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
+                await self._publish(client, self.state_topic, ONLINE)
+                if self.config.ha_discovery:
+                    # Retained, the same bytes on every connect: one config per gateway,
+                    # made by the only process that knows the gateway exists.
+                    topic, config = discovery_config(self.topics, self.gateway_id)
+                    await self._publish(client, topic, json.dumps(config).encode())
+                lists = held_devices_topic(self.topics.base, "+")
+                states_filter = availability_topic(self.topics.base, "+")
+                if self.devices is not None:
+                    # The others' lists and availability, retained (see the module).
+                    await client.subscribe(lists, qos=1)
+                    await client.subscribe(states_filter, qos=1)
             self.subscribed.set()
             reader = asyncio.create_task(
                 self._read_messages(client, lists, states_filter), name="gateway mqtt reader"
@@ -728,7 +745,7 @@ class GatewayCommands(CommandListener):
                 # A clean disconnect sends no Last Will: say offline ourselves.
                 with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                     async with asyncio.timeout(2.0):
-                        await client.publish(self.state_topic, OFFLINE, qos=1, retain=True)
+                        await self._publish(client, self.state_topic, OFFLINE)
                 raise
             finally:
                 for task in tasks:  # the connection is gone: the next one starts again
