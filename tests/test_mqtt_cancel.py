@@ -281,3 +281,44 @@ async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
             if held:
                 os.kill(mosquitto.proc.pid, signal.SIGCONT)
             await sub.stop()
+
+
+@pytest.mark.parametrize("answer", ["on_connect", "on_publish"])
+async def test_a_workers_availability_cancelled_as_the_broker_answers_stops(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """A team worker's availability connection (``redox-worker-<id>``) stopped just as
+    CONNACK or the PUBACK of its ``online`` arrives ends: the worker's stop awaits it."""
+    from streamer.config import Config
+    from streamer.sinks import mqtt_connect
+    from streamer.team.worker import Worker
+
+    task: asyncio.Task[None] | None = None
+    seen = 0
+
+    def hooked_client(*args: Any, **kwargs: Any) -> aiomqtt.Client:
+        client = mqtt_client(*args, **kwargs)
+        paho = client._client
+        original = getattr(paho, answer)
+
+        def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
+            nonlocal seen
+            original(*cb_args, **cb_kwargs)
+            seen += 1
+            if seen == 1 and task is not None:
+                task.cancel()
+
+        setattr(paho, answer, callback)
+        return client
+
+    monkeypatch.setattr(mqtt_connect, "mqtt_client", hooked_client)  # imported at each call
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+    worker = Worker("w", nats_url="nats://unused", dsn="unused", config=config)
+    task = asyncio.create_task(worker._availability())
+    done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN_S)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_WITHIN_S)
+    assert seen >= 1, f"{answer} never came"
+    assert done, f"the availability cancelled at {answer} was still running"
+    assert task.cancelled()
