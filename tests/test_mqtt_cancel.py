@@ -20,6 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from streamer.cancel import cancellation_kept, raise_if_cancelled
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.notify import notifier as notifier_module
 from streamer.notify.channels import CommandChannel
@@ -27,7 +28,7 @@ from streamer.notify.notifier import Notifier, SeenStore, run_notifier
 from streamer.results import Kind, Result
 from streamer.sinks.backoff import Backoff
 from streamer.sinks.mqtt import MqttPublisher
-from streamer.sinks.mqtt_connect import cancellation_kept, mqtt_client
+from streamer.sinks.mqtt_connect import mqtt_client
 from streamer.store import Store
 from tests.servers import HOST, Mosquitto
 
@@ -175,6 +176,31 @@ async def test_cancellation_kept_re_raises_what_wait_for_swallowed() -> None:
             assert "ran on" not in outcome
         elif not task.cancelled():  # Python 3.11: wait_for swallowed it (3.12+ does not)
             assert outcome == ["PUBACK", "ran on"]
+
+
+async def test_a_loop_checking_each_turn_ends_at_a_swallowed_cancellation() -> None:
+    """A loop that runs until cancelled (the gateway's NATS loops) ends at its next turn
+    when a call in the last one swallowed the stop — here a reply arriving with it."""
+    loop = asyncio.get_running_loop()
+    replies: list[asyncio.Future[str]] = []
+    turns = 0
+
+    async def until_cancelled() -> None:
+        nonlocal turns
+        while True:
+            raise_if_cancelled()
+            turns += 1
+            reply = loop.create_future()
+            replies.append(reply)
+            await asyncio.wait_for(reply, 10)
+
+    task = asyncio.create_task(until_cancelled())
+    await asyncio.sleep(0)  # the task now waits for its first reply
+    replies[0].set_result("PubAck")
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+    assert task.cancelled(), "the loop went on waiting for a second reply"
+    assert turns == 1
 
 
 async def test_a_block_failing_after_a_swallowed_cancellation_ends_cancelled() -> None:

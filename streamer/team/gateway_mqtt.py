@@ -99,13 +99,13 @@ import aiomqtt
 from streamer import __version__
 from streamer.app.commands_in import CommandListener
 from streamer.app.device_state import DEVICE_STATE_CHECK_S, DeviceStates, DriverLike
+from streamer.cancel import cancellation_kept
 from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import DeviceStatePayload, JsonValue, PayloadError, Result
 from streamer.sinks.backoff import network_backoff
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
-    cancellation_kept,
     describe_failure,
     mqtt_client,
     tls_context,

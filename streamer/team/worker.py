@@ -1077,8 +1077,8 @@ class Worker:
         reconnecting at that moment (:meth:`_say_goodbye`)."""
         import aiomqtt
 
+        from streamer.cancel import cancellation_kept
         from streamer.payloads import BRIDGE_ONLINE
-        from streamer.sinks.mqtt_connect import cancellation_kept
 
         config = self.config.mqtt
         assert config is not None
