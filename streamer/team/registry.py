@@ -66,6 +66,9 @@ HISTORY: Final = 5
 """Revisions kept per key: the last few changes stay readable (``nats kv history``)."""
 RETRY_S: Final = 2.0
 """While no registry exists yet, look for it again this often (s)."""
+READ_S: Final = 30.0
+"""How long reading every entry of the registry once may take (s): ``registry push``,
+``show``, ``pair`` and ``unpair`` end with one line after it rather than wait for ever."""
 WRITE_ATTEMPTS: Final = 5
 """A read-modify-write of one athlete retried this often when another writer came between."""
 FIX: Final = "fix it in the club file and `redox-streamer registry push` it"
@@ -243,34 +246,55 @@ async def open_registry(
 
 
 async def _last_revision(kv: KeyValue) -> int:
-    """The bucket's last revision now (0: never written). A watcher has delivered every
-    current entry once it passed this one — the end of the first load, told by the server.
+    """The bucket's last revision now (0: it holds no entry). A watcher has delivered every
+    current entry once it passed this one, or once the server says none is pending after
+    the one it delivers (:func:`_loaded`) — the end of the first load, told by the server.
     Not nats-py's end-of-values marker (``None``): it can come before values already on
     their way to the client (nats-io/nats.py#842), so a reader saw an empty registry right
-    after a push. The bucket has no TTL, so that revision cannot expire unseen."""
-    status = await kv.status()
-    return int(status.stream_info.state.last_seq)
+    after a push."""
+    state = (await kv.status()).stream_info.state
+    return int(state.last_seq) if state.messages else 0
 
 
-async def read_entries(kv: KeyValue) -> dict[str, tuple[bytes, int]]:
-    """Every live entry now: key → (value, revision)."""
+def _loaded(entry: KeyValue.Entry, last: int) -> bool:
+    """Whether ``entry`` ends a watcher's first load up to revision ``last``: it is that
+    revision or a later one, or the server counts nothing pending after it (``delta``) —
+    the message at ``last`` may be gone (a ``purge_deletes`` or a compaction removes
+    delete markers, the stream's last sequence stays), and a reader waiting for it waited
+    for ever."""
+    return (entry.revision or 0) >= last or entry.delta == 0
+
+
+async def read_entries(kv: KeyValue, within_s: float = READ_S) -> dict[str, tuple[bytes, int]]:
+    """Every live entry now: key → (value, revision). :class:`CentralRegistryError` when
+    they are not all read within ``within_s`` s (NATS not answering)."""
     out: dict[str, tuple[bytes, int]] = {}
-    last = await _last_revision(kv)
-    if last == 0:
-        return out
-    watcher = await kv.watchall()
+    last = seen = 0
     try:
-        async for entry in watcher:
-            if entry is None:  # nats-py's marker: maybe early (see _last_revision)
-                continue
-            if entry.operation in ("DEL", "PURGE"):
-                out.pop(entry.key, None)
-            else:
-                out[entry.key] = (entry.value or b"", entry.revision or 0)
-            if (entry.revision or 0) >= last:
-                break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        async with asyncio.timeout(within_s):
+            last = await _last_revision(kv)
+            if last == 0:
+                return out
+            watcher = await kv.watchall()
+            try:
+                async for entry in watcher:
+                    if entry is None:  # nats-py's marker: maybe early (see _last_revision)
+                        continue
+                    if entry.operation in ("DEL", "PURGE"):
+                        out.pop(entry.key, None)
+                    else:
+                        out[entry.key] = (entry.value or b"", entry.revision or 0)
+                    seen = max(seen, entry.revision or 0)
+                    if _loaded(entry, last):
+                        break
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+    except TimeoutError:  # nats-py's own timeouts are TimeoutErrors too
+        got = f"read up to revision {seen} of {last}" if last else "no answer to its status"
+        raise CentralRegistryError(
+            f"central registry {REGISTRY_BUCKET}: {got} in {within_s:g} s; check that NATS "
+            "answers (each node's /healthz) and try again"
+        ) from None
     return out
 
 
@@ -314,7 +338,7 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
                 values.pop(entry.key, None)
             else:
                 values[entry.key] = entry.value or b""
-            loaded = loaded or (entry.revision or 0) >= last
+            loaded = loaded or _loaded(entry, last)
             if loaded:
                 yield reader.view(values)
     finally:
