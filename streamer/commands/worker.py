@@ -121,7 +121,18 @@ def run(args: argparse.Namespace) -> int:
 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop)
-        await worker.run()
+        surviving = None
+        if config.mqtt is not None:  # a lone gateway's devices, should it die for good
+            from streamer.team.worker_survivor import WorkerSurvivor
+
+            survivor = WorkerSurvivor(config.mqtt, args.id)
+            surviving = asyncio.create_task(survivor.run(), name="gateways' survivor")
+        try:
+            await worker.run()
+        finally:
+            if surviving is not None:
+                surviving.cancel()
+                await asyncio.gather(surviving, return_exceptions=True)
 
     asyncio.run(main())
     return 0
