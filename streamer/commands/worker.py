@@ -82,6 +82,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """Log the survivor watch's end by an error of its own (a bug: it rides out MQTT's) at
+    once, not at the worker's stop."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logging.getLogger(__name__).error(
+            "the gateways' survivor watch ended: %r", exc, exc_info=exc
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``redox-streamer worker``."""
     from streamer.team.worker import Worker, WorkerOptions
@@ -127,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
             survivor = WorkerSurvivor(config.mqtt, args.id)
             surviving = asyncio.create_task(survivor.run(), name="gateways' survivor")
+            surviving.add_done_callback(_said_if_failed)
         try:
             await worker.run()
         finally:
