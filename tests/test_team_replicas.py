@@ -273,16 +273,25 @@ def test_wait_current_names_the_copy_on_a_dead_node_and_returns_once_it_caught_u
     returns the stream's info with every copy current."""
     import nats
 
-    async def check() -> None:
-        nc = await nats.connect([n.url for n in nodes], reconnect_time_wait=0.25)
+    async def victim() -> NatsServer:
+        """A node holding neither the stream's leader nor the meta leader: the stream goes
+        on answering while it is dead."""
+        nc = await nats.connect([n.url for n in nodes])
         try:
             js = nc.jetstream()
             await stream.ensure_stream(js, 3)
             info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
-            # Neither the stream's leader nor the meta leader: the stream still answers.
             spared = {info.cluster.leader, await asyncio.to_thread(_meta_leader, nodes)}
-            victim = next(n for n in nodes if n.node not in spared)
-            await asyncio.to_thread(victim.kill)
+            return next(n for n in nodes if n.node not in spared)
+        finally:
+            await nc.close()
+
+    async def check(dead: NatsServer) -> None:
+        # Through the other nodes only: a client of the dead one would be reconnecting.
+        nc = await nats.connect([n.url for n in nodes if n is not dead])
+        try:
+            js = nc.jetstream()
+            await asyncio.to_thread(dead.kill)
             await stream.until_answered(
                 partial(js.publish, f"{wire.RAW_PREFIX}.ann", b"x", headers={"Nats-Msg-Id": "a"})
             )
@@ -291,8 +300,8 @@ def test_wait_current_names_the_copy_on_a_dead_node_and_returns_once_it_caught_u
             text = str(raised.value)
             assert text.startswith(f"stream {wire.STREAM}: 3 current copies wanted"), text
             lagging = text.split("(", 1)[1].split(")", 1)[0].split("; ")
-            assert [why.split(" ", 1)[0] for why in lagging] == [victim.node], text
-            await asyncio.to_thread(victim.start)
+            assert [why.split(" ", 1)[0] for why in lagging] == [dead.node], text
+            await asyncio.to_thread(dead.start)
             info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
             assert info.state.messages == 1
             peers = info.cluster.replicas
@@ -301,4 +310,4 @@ def test_wait_current_names_the_copy_on_a_dead_node_and_returns_once_it_caught_u
         finally:
             await nc.close()
 
-    asyncio.run(check())
+    asyncio.run(check(asyncio.run(victim())))
