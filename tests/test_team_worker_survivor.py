@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +27,7 @@ import pytest
 from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import DeviceStatePayload
+from streamer.sinks.mqtt_connect import probe_topic, read_retained
 from streamer.team import survivor
 from streamer.team.gateway_mqtt import DEATH_PROBLEM, Listed, decode_list, encode_list
 from streamer.team.worker_survivor import WorkerSurvivor
@@ -229,6 +232,48 @@ async def test_a_gateway_back_within_the_grace_calls_the_workers_clean_up_off_at
     assert w1.cleaned == 0
     assert [s["connection"] for s in _states(sub, ANN_STRAP)] == ["connected"]
     assert [x.device for x in decode_list(_last(sub, GW1_LIST) or b"")[1]] == ["strap"]
+
+
+async def _retained(port: int) -> dict[str, bytes]:
+    """What the broker retains under ``redox/#`` now, by topic (all of it: read_retained)."""
+    async with aiomqtt.Client(HOST, port, identifier="test-retained") as client:
+        found = await asyncio.wait_for(
+            read_retained(client, ["redox/#"], probe_topic("redox", "test")), 30
+        )
+    return {str(m.topic): bytes(m.payload) for m in found if isinstance(m.payload, bytes)}
+
+
+async def test_a_workers_clean_up_that_met_a_broker_error_is_tried_again(
+    mosquitto: Mosquitto,
+) -> None:
+    """The broker held (SIGSTOP) within w1's grace: the ``stopped`` publish times out, the
+    list is kept, and once the broker runs again a later round says it and clears the list
+    (read back from what the broker retains: a subscriber may have lost its connection)."""
+    assert mosquitto.proc is not None
+    await _retain(mosquitto.port, *_dead_gw1(time.time_ns() // 1000))
+    config = MqttConfig.from_url(mosquitto.url, publish_timeout_s=1.0)
+    w1 = WorkerSurvivor(config, "w1", grace_s=5.0)
+    held = False
+    async with _watching(mosquitto, w1):
+        try:
+            await eventually(lambda: "gw1" in w1.cleaning, 30, "w1's clean-up under way")
+            os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # within its grace
+            held = True
+            await eventually(lambda: w1.failed >= 1, 60, "the clean-up's publish failed")
+            assert w1.lists_cleared == 0
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+            held = False
+            await eventually(lambda: w1.lists_cleared == 1, 60, "gw1's list cleared")
+        finally:
+            if held:
+                os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    retained = await _retained(mosquitto.port)
+    assert GW1_LIST not in retained
+    strap = json.loads(retained[ANN_STRAP])
+    assert (strap["connection"], strap["problem"]) == (
+        "stopped",
+        DEATH_PROBLEM.format(gateway="gw1"),
+    )
 
 
 def test_the_survivor_rule() -> None:
