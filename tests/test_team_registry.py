@@ -480,8 +480,8 @@ def test_a_registry_read_from_a_server_that_stopped_answering_ends_in_one_line(
         finally:
             os.kill(nats_server.proc.pid, signal.SIGCONT)
         assert str(raised.value) == (
-            f"central registry {REGISTRY_BUCKET}: no answer to its status in 1 s; check "
-            "that NATS answers (each node's /healthz) and try again"
+            f"central registry {REGISTRY_BUCKET}: not read within 1 s (up to revision 0); "
+            "check that NATS answers (each node's /healthz) and try again"
         )
 
     asyncio.run(_kv(nats_server.url, check, create=True))

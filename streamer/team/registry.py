@@ -25,9 +25,10 @@ in that process (none at a start), and the other athletes are unaffected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -265,37 +266,54 @@ def _loaded(entry: KeyValue.Entry, last: int) -> bool:
     return (entry.revision or 0) >= last or entry.delta == 0
 
 
+def _apply(entries: dict[str, tuple[bytes, int]], entry: KeyValue.Entry) -> None:
+    """A watcher's ``entry`` applied to ``entries`` (key → value and revision): a delete or
+    a purge removes its key."""
+    if entry.operation in ("DEL", "PURGE"):
+        entries.pop(entry.key, None)
+    else:
+        entries[entry.key] = (entry.value or b"", entry.revision or 0)
+
+
+async def _watch(kv: KeyValue) -> AsyncGenerator[tuple[dict[str, tuple[bytes, int]], bool]]:
+    """The bucket's live entries (key → value and revision) after each change a watcher
+    delivers, with whether its first load is complete (:func:`_loaded`; it stays so) — at
+    once for an empty bucket. Close it (``contextlib.aclosing``): the server's consumer
+    goes then."""
+    entries: dict[str, tuple[bytes, int]] = {}
+    last = await _last_revision(kv)
+    loaded = last == 0
+    if loaded:
+        yield entries, loaded
+    watcher = await kv.watchall()
+    try:
+        async for entry in watcher:
+            if entry is None:  # nats-py's marker: maybe early (see _last_revision)
+                continue
+            _apply(entries, entry)
+            loaded = loaded or _loaded(entry, last)
+            yield entries, loaded
+    finally:
+        # Shielded from a cancellation that may be running: the server's consumer goes.
+        await asyncio.shield(watcher.stop())  # type: ignore[no-untyped-call]
+
+
 async def read_entries(kv: KeyValue, within_s: float = READ_S) -> dict[str, tuple[bytes, int]]:
     """Every live entry now: key → (value, revision). :class:`CentralRegistryError` when
     they are not all read within ``within_s`` s (NATS not answering)."""
-    out: dict[str, tuple[bytes, int]] = {}
-    last = seen = 0
+    seen = 0
     try:
-        async with asyncio.timeout(within_s):
-            last = await _last_revision(kv)
-            if last == 0:
-                return out
-            watcher = await kv.watchall()
-            try:
-                async for entry in watcher:
-                    if entry is None:  # nats-py's marker: maybe early (see _last_revision)
-                        continue
-                    if entry.operation in ("DEL", "PURGE"):
-                        out.pop(entry.key, None)
-                    else:
-                        out[entry.key] = (entry.value or b"", entry.revision or 0)
-                    seen = max(seen, entry.revision or 0)
-                    if _loaded(entry, last):
-                        break
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        async with asyncio.timeout(within_s), contextlib.aclosing(_watch(kv)) as changes:
+            async for entries, loaded in changes:
+                if loaded:
+                    return dict(entries)
+                seen = max((revision for _, revision in entries.values()), default=seen)
     except TimeoutError:  # nats-py's own timeouts are TimeoutErrors too
-        got = f"read up to revision {seen} of {last}" if last else "no answer to its status"
-        raise CentralRegistryError(
-            f"central registry {REGISTRY_BUCKET}: {got} in {within_s:g} s; check that NATS "
-            "answers (each node's /healthz) and try again"
-        ) from None
-    return out
+        pass
+    raise CentralRegistryError(
+        f"central registry {REGISTRY_BUCKET}: not read within {within_s:g} s (up to revision "
+        f"{seen}); check that NATS answers (each node's /healthz) and try again"
+    )
 
 
 async def read_view(kv: KeyValue) -> RegistryView:
@@ -324,26 +342,10 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
                 _LOGGER.debug("registry: %s", exc)
         _LOGGER.info("central registry %s found", REGISTRY_BUCKET)
     reader = _Reader()
-    values: dict[str, bytes] = {}
-    last = await _last_revision(kv)
-    loaded = last == 0
-    if loaded:  # an empty bucket: the empty view at once
-        yield reader.view(values)
-    watcher = await kv.watchall()
-    try:
-        async for entry in watcher:
-            if entry is None:  # nats-py's marker: maybe early (see _last_revision)
-                continue
-            if entry.operation in ("DEL", "PURGE"):
-                values.pop(entry.key, None)
-            else:
-                values[entry.key] = entry.value or b""
-            loaded = loaded or _loaded(entry, last)
+    async with contextlib.aclosing(_watch(kv)) as changes:
+        async for entries, loaded in changes:
             if loaded:
-                yield reader.view(values)
-    finally:
-        # Shielded from a cancellation that may be running: the server's consumer goes.
-        await asyncio.shield(watcher.stop())  # type: ignore[no-untyped-call]
+                yield reader.view({k: v for k, (v, _) in entries.items()})
 
 
 @dataclass(slots=True)
