@@ -72,11 +72,12 @@ differ for a moment may both say ``stopped``: a repeat with a higher ``seq``, ha
 A gateway restarted after its own death reads its previous list (another boot's,
 :attr:`GatewayCommands.boot`) and treats those devices as held until it finds it does not
 hold them: each then gets its ``stopped`` as a device leaving does — so a club of one
-gateway is covered by that gateway's return. Why the gateways and not the worker or Home
-Assistant: the gateways already own the device-state topics and their ``seq``, the broker's
-Last Will is the one sure news of a death, and the rule needs no protocol of ours; a worker
-would have to merge the gateways' MQTT news into its partition's order, and Home
-Assistant's availability lists cannot name "the gateway that holds this device now".
+gateway is covered by that gateway's return — and when it never returns, the workers stand
+in: with no gateway ``online``, the worker with the smallest live id takes the survivor's
+role (:mod:`streamer.team.worker_survivor`), by the same rule (:mod:`streamer.team.survivor`,
+the one place it is written). Why the gateways first: they already own the device-state
+topics and their ``seq``, the broker's Last Will is the one sure news of a death, and the
+rule needs no protocol of ours.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ from streamer.sinks.mqtt_connect import (
     mqtt_client,
     tls_context,
 )
+from streamer.team import survivor
 from streamer.team.gateway import availability_topic, gateway_mqtt
 from streamer.team.outbox import KeptState
 from streamer.topics import Topics, segment, slug
@@ -118,8 +120,8 @@ _LOGGER: Final = logging.getLogger(__name__)
 
 SHARE_GROUP: Final = "redox-gateways"
 """The shared-subscription group every gateway joins for the command topics."""
-ONLINE: Final = b"online"
-OFFLINE: Final = b"offline"
+ONLINE: Final = survivor.ONLINE
+OFFLINE: Final = survivor.OFFLINE
 
 
 DEATH_PROBLEM: Final = "gateway {gateway} went away without a goodbye (its Last Will)"
@@ -371,7 +373,7 @@ class GatewayCommands(CommandListener):
     def _next_seq(self, topic: str, above: int = 0) -> int:
         """The clock in µs, at least one above the topic's last number and above ``above``
         (see the module)."""
-        seq = max(self._seq.get(topic, 0) + 1, above + 1, time.time_ns() // 1000)
+        seq = survivor.seq_above(self._seq.get(topic, 0), above, time.time_ns() // 1000)
         self._seq[topic] = seq
         return seq
 
@@ -491,13 +493,14 @@ class GatewayCommands(CommandListener):
     def _sweep(self, client: aiomqtt.Client) -> None:
         """Clean up after each gateway ``offline`` whose list still names devices — when
         this gateway has the smallest id of those ``online`` (see the module)."""
-        dead = sorted(
-            g for g in self._lists if self._states.get(g) == OFFLINE and g not in self._after_deaths
-        )
+        dead = [
+            g
+            for g in survivor.dead_with_devices(self._lists, self._states)
+            if g not in self._after_deaths
+        ]
         if not dead or self.devices is None:
             return
-        alive = {g for g, state in self._states.items() if state == ONLINE}
-        if min(alive | {self.gateway_id}) != self.gateway_id:
+        if not survivor.elected(self.gateway_id, survivor.online(self._states)):
             return
         for gateway_id in dead:
             listed = self._lists.pop(gateway_id)  # taken now: one clean-up per death
@@ -533,19 +536,10 @@ class GatewayCommands(CommandListener):
             if self._states.get(gateway_id) != OFFLINE:
                 return self._called_off(gateway_id, listed)
             holding = {(a, d) for a, items in self.devices.held_drivers().items() for d, _ in items}
-            others = {
-                (x.athlete, x.device)
-                for g, items in self._lists.items()
-                if self._states.get(g) != OFFLINE
-                for x in items
-            }
-            for x in listed:
-                if (x.athlete, x.device) in holding or (x.athlete, x.device) in others:
-                    continue
+            for x in survivor.orphaned(listed, self._lists, self._states, holding):
                 if self._states.get(gateway_id) != OFFLINE:
                     return self._called_off(gateway_id, listed)
-                state = replace(x.state, connected=False, connection="stopped", problem=problem)
-                result = state.result(x.athlete, self._clock_ns(), x.device)
+                result = survivor.stopped_result(x, problem, self._clock_ns())
                 # Not this gateway's word on the device (not in `_words`): it never held
                 # it, and must not publish it again after a reconnect or a restart.
                 payload = encode_payload(result, self._next_seq(x.topic, above=x.seq))
