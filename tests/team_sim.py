@@ -173,10 +173,15 @@ class Renewal:
     cancelled after the server applied it leaves the lease's revision stale, so its release
     fails and the device stays held until the TTL."""
 
-    def __init__(self, leases: Sequence[Any], every_s: float, say: Any = print) -> None:
+    def __init__(
+        self, leases: Sequence[Any], every_s: float, say: Any = print, live: set[Any] | None = None
+    ) -> None:
         self.leases = list(leases)
         self.every_s = every_s
         self.say = say
+        self.live = live if live is not None else set()
+        """The gateway's renewals not stopped yet (this one in it until :meth:`stop`)."""
+        self.live.add(self)
         self._stopping = asyncio.Event()
         self.task = asyncio.create_task(self._run())
 
@@ -206,6 +211,7 @@ class Renewal:
         """End the renewals; returns once none is in flight (the leases' revisions final)."""
         self._stopping.set()
         await self.task
+        self.live.discard(self)
 
 
 def _t0_when_written(t0_file: Path) -> float:
@@ -257,11 +263,12 @@ async def run_gateway(
         ttl = float((await kv.status()).ttl or 30.0)
         booted = time.time() if restarted else 0.0
         chains: dict[str, ChainState] = {}
+        renewals: set[Renewal] = set()
         reports: set[asyncio.Task[None]] = set()  # held: the loop keeps weak references only
         t0 = math.nan  # until the start signal
 
         def on_sigusr1() -> None:
-            report = asyncio.create_task(_chain_report(say, chains, gateway, kv, t0))
+            report = asyncio.create_task(_chain_report(say, chains, renewals, gateway, kv, t0))
             reports.add(report)
             report.add_done_callback(reports.discard)
 
@@ -292,7 +299,7 @@ async def run_gateway(
             renewal: Renewal | None = None
 
             def renew(leases: Sequence[Lease]) -> Renewal:
-                return Renewal(leases, ttl / 3, lambda text: say(f"{athlete}: {text}"))
+                return Renewal(leases, ttl / 3, lambda text: say(f"{athlete}: {text}"), renewals)
 
             for turn in mine:
                 seg, keep = turn.segment, turn.keep
@@ -401,7 +408,7 @@ async def _lease_said(kv: Any, lease: Any) -> str:
     from streamer.team.leases import LeaseValue
 
     try:
-        async with asyncio.timeout(2.0):
+        async with asyncio.timeout(5.0):
             entry = await kv.get(lease.key)
     except KeyNotFoundError:  # deleted (a release) or expired
         return f"{lease.key} free"
@@ -413,11 +420,17 @@ async def _lease_said(kv: Any, lease: Any) -> str:
 
 
 async def _chain_report(
-    say: Any, chains: Mapping[str, ChainState], gateway: Any, kv: Any, t0: float
+    say: Any,
+    chains: Mapping[str, ChainState],
+    renewals: set[Renewal],
+    gateway: Any,
+    kv: Any,
+    t0: float,
 ) -> None:
     """Print where each unfinished athlete chain is: its segment, what it waits for (a
-    lease: its holder and revision in the bucket; a hand-over: its rows still queued),
-    between a ``chains at`` and a ``chains end`` line."""
+    lease: its holder and revision in the bucket; a hand-over: its rows still queued), and
+    the leases this gateway still renews (a finished chain renews none), between a
+    ``chains at`` and a ``chains end`` line."""
     running = {a: c for a, c in chains.items() if c.doing != "done"}
     say(f"chains at {time.time() - t0:.1f} s: {len(running)} of {len(chains)} unfinished; "
         f"outbox {gateway.outbox.depth()} rows, {gateway.stats}")  # fmt: skip
@@ -425,6 +438,9 @@ async def _chain_report(
         extra = f"; {await _lease_said(kv, c.lease)}" if c.lease is not None else ""
         say(f"chain {athlete}: plan segment {c.segment}: {c.doing}{extra}; "
             f"{gateway.queued(athlete)} rows queued")  # fmt: skip
+    renewing = sorted(f"{lease.key} (revision {lease.revision})"
+                      for r in renewals for lease in r.leases)  # fmt: skip
+    say(f"renewing: {', '.join(renewing) or 'nothing'}")
     say("chains end")
 
 
@@ -1108,7 +1124,12 @@ class Simulation:
                 await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
                             timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; {await chain_report(proc)}") from None
+                # Its chains and every gateway's renewals: a lease it waits for may be
+                # held by another that renews it still.
+                others = [await chain_report(p) for g, p in self.gws.items() if g != gid]
+                raise AssertionError(
+                    "\n".join([f"{exc}; {await chain_report(proc)}", *others])
+                ) from None
         # A restarted gateway skips what was scheduled before it reached NATS again (its
         # devices sent that to nobody): the dead window ends there, not at the spawn.
         for n, (gid, start, end) in enumerate(self.dead):
@@ -1512,10 +1533,10 @@ async def chain_report(proc: Proc, within_s: float = 20.0) -> str:
         await _wait(lambda: said() > before, within_s, f"{proc.name}'s chain report")
     except (AssertionError, OSError) as exc:
         tail = proc.log.read_text(errors="replace").splitlines()[-20:]
-        return f"no chain report ({exc}); its log ends:\n" + "\n".join(tail)
+        return f"{proc.name}: no chain report ({exc}); its log ends:\n" + "\n".join(tail)
     text = proc.log.read_text(errors="replace")
     start = text.rindex(f"gateway {proc.name}: chains at")
-    return "its chains:\n" + text[start : text.rindex(marker) + len(marker)]
+    return text[start : text.rindex(marker) + len(marker)]
 
 
 async def _took(condition: Any, timeout_s: float, since: float) -> str:

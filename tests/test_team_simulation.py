@@ -194,13 +194,16 @@ async def test_a_stopped_renewal_renews_no_more_and_its_lease_is_released(
             lease = Lease(kv, "gw1", "ann", "strap")
             assert await lease.try_acquire()
             first = lease.revision
-            renewal = sim.Renewal([lease], every_s=0.001 * round_)
+            live: set[sim.Renewal] = set()
+            renewal = sim.Renewal([lease], every_s=0.001 * round_, live=live)
+            assert live == {renewal}
             deadline = time.monotonic() + 30.0
             while lease.revision == first:  # renewed at least once
                 assert time.monotonic() < deadline, "the renewal renewed"
                 await asyncio.sleep(0.001)
             await renewal.stop()
             assert renewal.task.done()
+            assert not live, "a stopped renewal is no more listed as the gateway's"
             assert lease.revision == (await kv.get(lease.key)).revision, f"round {round_}"
             await lease.release()
             assert await lease.holder() is None, f"round {round_}: released"
@@ -235,12 +238,13 @@ def test_a_gateway_says_where_its_chains_wait_when_asked(tmp_path: Path) -> None
             lease_revision = lease.revision
             gw.start()
             await asyncio.to_thread(
-                wait_until, lambda: "ready" in gw.log.read_text(), 60, "gw2 ready"
+                wait_until, lambda: "ready" in gw.log.read_text(), 120, "gw2 ready"
             )
             (tmp_path / "t0").write_text(repr(time.time()))
-            deadline = time.monotonic() + 60.0
+            deadline = time.monotonic() + 120.0
             report = ""
-            while "acquiring" not in report:  # asked again until the chain has begun
+            # Asked again until the chain has begun and the bucket answered (a loaded box).
+            while "acquiring" not in report or "held by" not in report:
                 assert time.monotonic() < deadline, report
                 report = await sim.chain_report(gw, within_s=60.0)
             await lease.release()
@@ -250,10 +254,11 @@ def test_a_gateway_says_where_its_chains_wait_when_asked(tmp_path: Path) -> None
 
     try:
         report = asyncio.run(hold_ask_release())
-        wait_until(lambda: "plan done" in gw.log.read_text(), 60, "gw2's plan done")
+        wait_until(lambda: "plan done" in gw.log.read_text(), 120, "gw2's plan done")
     finally:
         gw.stop()
         node.stop()
     assert "gateway gw2: chain ann: plan segment 0: acquiring strap" in report, report
+    assert "gateway gw2: renewing: nothing" in report, report
     assert re.search(r"ann\.strap held by gwX at revision (\d+)\b.*\n\(gwX's revision \1\)",
                      report, re.S), report  # fmt: skip
