@@ -130,36 +130,88 @@ def make_plan(
 # --- the gateway process ------------------------------------------------------------------
 
 
-async def _acquire(lease: Any, until: float = math.inf) -> bool:
+async def _acquire(lease: Any, until: float = math.inf, stuck: Any = None) -> bool:
     """Take ``lease``, waiting while another gateway holds it (it drains, then releases;
     a dead one's lease expires with the bucket's TTL) — as a gateway contends. False when
-    the wall time ``until`` (s) passes first: the device has moved on meanwhile."""
+    the wall time ``until`` (s) passes first: the device has moved on meanwhile.
+    ``stuck`` (called once, with the seconds waited) when the wait has outlasted
+    :data:`STUCK_LEASE_S`: a lease nobody renews is free by then, so someone still does."""
     from nats.errors import Error as NatsError
 
+    since = time.monotonic()
+    told = False
     while time.time() < until:
         try:
             if await lease.try_acquire():
                 return True
         except (NatsError, OSError, TimeoutError):
             pass
+        waited = time.monotonic() - since
+        if stuck is not None and not told and waited > STUCK_LEASE_S:
+            told = True
+            await stuck(waited)
         await asyncio.sleep(0.1)
     return False
 
 
-async def _renew(leases: Sequence[Any], every_s: float) -> None:
-    """Renew ``leases`` every ``every_s``, within a second after a failure (NATS away), as
-    :meth:`Gateway._drive` does: the key's age counts from the last renewal that reached it."""
-    from nats.errors import Error as NatsError
+STUCK_LEASE_S = 75.0
+"""A lease wait longer than this (s) is logged with the holder: the bucket's TTL (30 s)
+frees an unrenewed lease twice over, so a live holder is still renewing it."""
 
-    failed = False
-    while True:
-        await asyncio.sleep(0.5 if failed else every_s)
+
+class Renewal:
+    """``leases`` renewed every ``every_s`` in a task of their own, within a second after a
+    failure (NATS away), as :meth:`Gateway._drive` does: the key's age counts from the last
+    renewal that reached it. :meth:`stop` ends it before the leases are released.
+
+    Stopped by an event, not by cancelling the task: a cancellation can be lost — nats-py
+    waits for every reply with ``asyncio.wait_for``, which on Python 3.11 returns the reply
+    instead of raising when the cancellation lands in the loop turn the reply arrives in —
+    and the task then renewed on for ever: CI's gw1 kept athlete9's strap after its
+    hand-over (its renewals every 10 s until the run ended, read from the lease bucket's
+    files) and gw3 waited for it without end. Nor is a renewal in flight cut short: one
+    cancelled after the server applied it leaves the lease's revision stale, so its release
+    fails and the device stays held until the TTL."""
+
+    def __init__(
+        self, leases: Sequence[Any], every_s: float, say: Any = print, live: set[Any] | None = None
+    ) -> None:
+        self.leases = list(leases)
+        self.every_s = every_s
+        self.say = say
+        self.live = live if live is not None else set()
+        """The gateway's renewals not stopped yet (this one in it until :meth:`stop`)."""
+        self.live.add(self)
+        self._stopping = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        from nats.errors import Error as NatsError
+
+        from streamer.team.leases import LeaseLostError
+
         failed = False
-        for lease in leases:
-            try:
-                await lease.renew()
-            except (NatsError, OSError, TimeoutError):
-                failed = True
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5 if failed else self.every_s):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            failed = False
+            for lease in list(self.leases):
+                try:
+                    await lease.renew()
+                except (NatsError, OSError, TimeoutError):
+                    failed = True
+                except LeaseLostError as exc:  # said, and not renewed again
+                    self.leases.remove(lease)
+                    self.say(f"lease lost: {exc}")
+
+    async def stop(self) -> None:
+        """End the renewals; returns once none is in flight (the leases' revisions final)."""
+        self._stopping.set()
+        await self.task
+        self.live.discard(self)
 
 
 def _t0_when_written(t0_file: Path) -> float:
@@ -185,13 +237,19 @@ async def run_gateway(
     once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
     ``restarted`` gateway (its outbox file was there already) skips what was scheduled
     before it reached NATS again: its devices sent that to nobody (a gateway connects a
-    device only with its lease, from the servers)."""
+    device only with its lease, from the servers).
+
+    SIGUSR1 prints where each unfinished athlete chain is (:func:`_chain_report`): the
+    simulation asks for it when the plan is not done in time."""
     import nats
 
     from streamer.team.gateway import Gateway
     from streamer.team.leases import Lease
     from streamer.team.outbox import GatewayOutbox
     from streamer.team.stream import LEASE_BUCKET
+
+    def say(text: str) -> None:
+        print(f"gateway {gateway_id}: {text}", flush=True)
 
     with GatewayOutbox(outbox_path) as outbox:
         leftover = outbox.depth()
@@ -204,9 +262,21 @@ async def run_gateway(
         kv = await nc.jetstream().key_value(LEASE_BUCKET)
         ttl = float((await kv.status()).ttl or 30.0)
         booted = time.time() if restarted else 0.0
+        chains: dict[str, ChainState] = {}
+        renewals: set[Renewal] = set()
+        reports: set[asyncio.Task[None]] = set()  # held: the loop keeps weak references only
+        t0 = math.nan  # until the start signal
+
+        def on_sigusr1() -> None:
+            report = asyncio.create_task(_chain_report(say, chains, renewals, gateway, kv, t0))
+            reports.add(report)
+            report.add_done_callback(reports.discard)
+
+        # Before "ready": SIGUSR1's default action would end the process.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, on_sigusr1)
         if restarted:
-            print(f"gateway {gateway_id}: restarted at {booted!r}", flush=True)
-        print(f"gateway {gateway_id}: ready", flush=True)
+            say(f"restarted at {booted!r}")
+        say("ready")
         t0 = await asyncio.to_thread(_t0_when_written, t0_file)
 
         async def drained() -> None:
@@ -224,39 +294,59 @@ async def run_gateway(
                         await lease.release()
 
         async def chain(athlete: str, mine: list[Assigned]) -> None:
+            state = chains[athlete] = ChainState()
             held: dict[str, Lease] = {}  # device → lease, carried over to the next segment
-            renew: asyncio.Task[None] | None = None
+            renewal: Renewal | None = None
+
+            def renew(leases: Sequence[Lease]) -> Renewal:
+                return Renewal(leases, ttl / 3, lambda text: say(f"{athlete}: {text}"), renewals)
+
             for turn in mine:
                 seg, keep = turn.segment, turn.keep
+                state.segment = turn.index
                 items = [(o, m) for o, m in seg.items if t0 + o >= booted]
                 devices = sorted(devices_of(seg))
                 if items:
+                    state.doing = f"waiting for its start at {items[0][0]:.1f} s"
                     await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
                     for d in devices:
                         if d not in held:
                             held[d] = Lease(kv, gateway_id, athlete, d)
-                            if not await _acquire(held[d], t0 + turn.moves_at):
+                            state.doing = f"acquiring {d} (until {turn.moves_at:.1f} s)"
+                            state.lease = held[d]
+
+                            async def stuck(
+                                waited: float, lease: Lease = held[d], n: int = turn.index
+                            ) -> None:
+                                said = await _lease_said(kv, lease)
+                                say(f"plan segment {n} waits {waited:.0f} s for {athlete}'s "
+                                    f"{lease.device}: {said}")  # fmt: skip
+
+                            acquired = await _acquire(held[d], t0 + turn.moves_at, stuck)
+                            state.lease = None
+                            if not acquired:
                                 # Another gateway held a device until the athlete's next
                                 # segment elsewhere began: a real gateway never connected
                                 # it, so never received these (offering them now would put
                                 # them behind that segment's records).
-                                print(f"gateway {gateway_id}: plan segment {turn.index} "
-                                      f"skipped: {athlete}'s {d} held elsewhere until it "
-                                      "moved on", flush=True)  # fmt: skip
+                                say(f"plan segment {turn.index} skipped: {athlete}'s {d} "
+                                    "held elsewhere until it moved on")  # fmt: skip
                                 items = []
                                 break
                 if not items:  # all of it while this gateway was dead, or held elsewhere
-                    if renew is not None:
-                        renew.cancel()
-                        renew = None
+                    state.doing = "freeing its devices"
+                    if renewal is not None:
+                        await renewal.stop()
+                        renewal = None
                     await free(athlete, devices, held)
                     continue
                 for d in devices:
                     gateway.offer(athlete, wire.LeaseGranted(items[0][1].t_ns, d, gateway_id))
-                if renew is not None:
-                    renew.cancel()
-                renew = asyncio.create_task(_renew(list(held.values()), ttl / 3))
-                for offset, message in items:
+                if renewal is not None:
+                    await renewal.stop()
+                renewal = renew(list(held.values()))
+                for n, (offset, message) in enumerate(items):
+                    state.doing = f"offering {n + 1} of {len(items)}"
                     delay = t0 + offset - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -273,26 +363,85 @@ async def run_gateway(
                 # are published concurrently, so others' later rows can make up the count
                 # while this athlete's backlog is still queued (after a NATS outage).
                 queued, asked = gateway.queued(athlete), time.monotonic()
+                state.doing = f"handing over: waiting for {queued} rows to reach the stream"
                 while not await gateway.flushed(athlete, 5.0):
                     pass  # NATS away: the leases are renewed meanwhile
                 if queued:
                     waited = time.monotonic() - asked
-                    print(f"gateway {gateway_id}: {athlete} released after {queued} rows "
-                          f"queued were in the stream ({waited:.2f} s)", flush=True)  # fmt: skip
-                renew.cancel()
-                renew = asyncio.create_task(_renew(list(held.values()), ttl / 3)) if held else None
+                    say(f"{athlete} released after {queued} rows queued were in the stream "
+                        f"({waited:.2f} s)")  # fmt: skip
+                state.doing = "handing over: releasing"
+                # Ended (not merely cancelled) before the releases: see Renewal.
+                await renewal.stop()
+                renewal = renew(list(held.values())) if held else None
                 for lease in leaving:
                     await lease.release()
-            if renew is not None:
-                renew.cancel()
+            state.doing = "done"
+            if renewal is not None:
+                await renewal.stop()
 
         by_athlete: dict[str, list[Assigned]] = {}
         for turn in segments:
             by_athlete.setdefault(turn.segment.athlete, []).append(turn)
         await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
         await drained()
-        print(f"gateway {gateway_id}: plan done, {gateway.stats}", flush=True)
+        say(f"plan done, {gateway.stats}")
         await task  # go on until SIGTERM
+
+
+@dataclass
+class ChainState:
+    """Where one athlete's chain of a simulated gateway is (for :func:`_chain_report`)."""
+
+    segment: int = -1
+    """The plan segment it is at."""
+    doing: str = "starting"
+    lease: Any = None
+    """The :class:`Lease` it is acquiring, if it is."""
+
+
+async def _lease_said(kv: Any, lease: Any) -> str:
+    """What the bucket says of ``lease``'s key now: its holder and revision (bounded)."""
+    from nats.errors import Error as NatsError
+    from nats.js.errors import KeyNotFoundError
+
+    from streamer.team.leases import LeaseValue
+
+    try:
+        async with asyncio.timeout(5.0):
+            entry = await kv.get(lease.key)
+    except KeyNotFoundError:  # deleted (a release) or expired
+        return f"{lease.key} free"
+    except (NatsError, OSError, TimeoutError) as exc:
+        return f"{lease.key} unknown ({exc!r})"
+    value = LeaseValue.decode(entry.value)
+    holder = value.gateway if value is not None else "an unreadable value"
+    return f"{lease.key} held by {holder} at revision {entry.revision}"
+
+
+async def _chain_report(
+    say: Any,
+    chains: Mapping[str, ChainState],
+    renewals: set[Renewal],
+    gateway: Any,
+    kv: Any,
+    t0: float,
+) -> None:
+    """Print where each unfinished athlete chain is: its segment, what it waits for (a
+    lease: its holder and revision in the bucket; a hand-over: its rows still queued), and
+    the leases this gateway still renews (a finished chain renews none), between a
+    ``chains at`` and a ``chains end`` line."""
+    running = {a: c for a, c in chains.items() if c.doing != "done"}
+    say(f"chains at {time.time() - t0:.1f} s: {len(running)} of {len(chains)} unfinished; "
+        f"outbox {gateway.outbox.depth()} rows, {gateway.stats}")  # fmt: skip
+    for athlete, c in sorted(running.items()):
+        extra = f"; {await _lease_said(kv, c.lease)}" if c.lease is not None else ""
+        say(f"chain {athlete}: plan segment {c.segment}: {c.doing}{extra}; "
+            f"{gateway.queued(athlete)} rows queued")  # fmt: skip
+    renewing = sorted(f"{lease.key} (revision {lease.revision})"
+                      for r in renewals for lease in r.leases)  # fmt: skip
+    say(f"renewing: {', '.join(renewing) or 'nothing'}")
+    say("chains end")
 
 
 def devices_of(seg: Segment) -> set[str]:
@@ -971,8 +1120,16 @@ class Simulation:
         await asyncio.sleep(max(0.0, end - time.time()))
         self.figures.streaming_s = time.time() - self.t0
         for gid, proc in self.gws.items():
-            await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
-                        timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
+            try:
+                await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
+                            timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
+            except AssertionError as exc:
+                # Its chains and every gateway's renewals: a lease it waits for may be
+                # held by another that renews it still.
+                others = [await chain_report(p) for g, p in self.gws.items() if g != gid]
+                raise AssertionError(
+                    "\n".join([f"{exc}; {await chain_report(proc)}", *others])
+                ) from None
         # A restarted gateway skips what was scheduled before it reached NATS again (its
         # devices sent that to nobody): the dead window ends there, not at the spawn.
         for n, (gid, start, end) in enumerate(self.dead):
@@ -1360,6 +1517,26 @@ class Simulation:
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)
         return f"{what} restarted ({time.monotonic() - started:.1f} s away)"
+
+
+async def chain_report(proc: Proc, within_s: float = 20.0) -> str:
+    """Where each of gateway ``proc``'s unfinished athlete chains is, as it says on SIGUSR1
+    (:func:`_chain_report`); its log's last lines when it does not say within ``within_s``."""
+    marker = f"gateway {proc.name}: chains end"
+
+    def said() -> int:
+        return proc.log.read_text(errors="replace").count(marker)
+
+    before = said()
+    try:
+        proc.signal(signal.SIGUSR1)
+        await _wait(lambda: said() > before, within_s, f"{proc.name}'s chain report")
+    except (AssertionError, OSError) as exc:
+        tail = proc.log.read_text(errors="replace").splitlines()[-20:]
+        return f"{proc.name}: no chain report ({exc}); its log ends:\n" + "\n".join(tail)
+    text = proc.log.read_text(errors="replace")
+    start = text.rindex(f"gateway {proc.name}: chains at")
+    return text[start : text.rindex(marker) + len(marker)]
 
 
 async def _took(condition: Any, timeout_s: float, since: float) -> str:

@@ -330,6 +330,55 @@ async def _gateway_with_a_strap(world: EmulatedWorld, outbox: GatewayOutbox, url
     return Gateway("gw1", [url], outbox, {"ann": [device]}, driver_kwargs=kwargs)
 
 
+def test_a_gateway_stops_when_its_stop_lands_as_a_lease_renewal_is_answered(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """:meth:`Gateway.stop` cancels each device's task once and waits for it. nats-py waits
+    for an answer with ``asyncio.wait_for``, which on Python 3.11 returns the answer and
+    loses a cancellation landing in the same loop turn: the device's task then renewed its
+    lease on and on and the stop never ended (in the team simulation, a hand-over whose
+    renewal was cancelled that way kept a device held for ever). Here the stop starts in
+    the loop turn in which a renewal's answer arrives."""
+    from streamer.team.stream import LEASE_BUCKET, ensure_stream
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        await ensure_stream(nc.jetstream(), 1, lease_ttl_s=1.5)  # a renewal every 0.5 s
+        await nc.close()
+        async with EmulatedWorld() as world:
+            with GatewayOutbox(tmp_path / "gw.sqlite") as outbox:
+                gateway = await _gateway_with_a_strap(world, outbox, nats_server.url)
+                running = asyncio.create_task(gateway.run())
+                try:
+                    await eventually(lambda: gateway.stats.leases.get("ann.strap") == "held",
+                                     60, "the strap's lease held")  # fmt: skip
+                    stopping: list[asyncio.Future[None]] = []
+                    request = gateway._nc.request
+
+                    async def answered_then_stopped(subject: str, *args: Any,
+                                                    **kwargs: Any) -> Any:  # fmt: skip
+                        call = asyncio.ensure_future(request(subject, *args, **kwargs))
+                        if subject == f"$KV.{LEASE_BUCKET}.ann.strap" and not stopping:
+                            # The first write of the held lease is a renewal: as it is
+                            # answered, the stop (its cancellation a loop turn later).
+                            call.add_done_callback(
+                                lambda _: stopping.append(asyncio.ensure_future(gateway.stop(1.0)))
+                            )
+                        # The renewing task waits as nats-py does: asyncio.wait_for.
+                        return await asyncio.wait_for(call, 30)
+
+                    gateway._nc.request = answered_then_stopped
+                    await eventually(lambda: stopping, 30, "a renewal answered")
+                    done, _ = await asyncio.wait(stopping, timeout=30)
+                    assert done, "the gateway stopped (its device's task ended)"
+                    assert gateway.stats.leases["ann.strap"] == "held"  # stopped, not lost
+                finally:
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
 def test_the_gateway_holding_a_device_publishes_its_state_as_run_does(
     tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
 ) -> None:

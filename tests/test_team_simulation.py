@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from streamer.team.stream import MIN_SERVER_VERSION
 from tests import nats_store
 from tests import team_sim as sim
 from tests import team_worker_helpers as th
+from tests.servers import NatsServer
 
 
 def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> None:
@@ -170,3 +172,93 @@ def test_stream_facts_count_reorders_within_a_source_apart_from_the_interleaving
     swapped = [strap[0], smo2[0], strap[2], smo2[1], strap[1], smo2[2], strap[3], smo2[3]]
     facts = sim.stream_facts({"a1": planned}, {"a1": swapped})
     assert facts.reorders == 1
+
+
+async def test_a_stopped_renewal_renews_no_more_and_its_lease_is_released(
+    nats_server: NatsServer,
+) -> None:
+    """The simulated gateway's renewals end before a hand-over's release, with the lease's
+    last revision known, even when stopped while a renewal is in flight: the release then
+    frees the device. CI's gw1 cancelled its renewal task without waiting for it; a
+    cancellation lost in nats-py's reply wait (Python 3.11's ``wait_for``) let it renew
+    athlete9's strap for ever, and gw3 waited for the strap without end."""
+    import nats
+
+    from streamer.team.leases import Lease
+    from streamer.team.stream import ensure_stream
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await ensure_stream(nc.jetstream(), 1)
+        for round_ in range(20):  # stopped at every point of a renewal, one round or another
+            lease = Lease(kv, "gw1", "ann", "strap")
+            assert await lease.try_acquire()
+            first = lease.revision
+            live: set[sim.Renewal] = set()
+            renewal = sim.Renewal([lease], every_s=0.001 * round_, live=live)
+            assert live == {renewal}
+            deadline = time.monotonic() + 30.0
+            while lease.revision == first:  # renewed at least once
+                assert time.monotonic() < deadline, "the renewal renewed"
+                await asyncio.sleep(0.001)
+            await renewal.stop()
+            assert renewal.task.done()
+            assert not live, "a stopped renewal is no more listed as the gateway's"
+            assert lease.revision == (await kv.get(lease.key)).revision, f"round {round_}"
+            await lease.release()
+            assert await lease.holder() is None, f"round {round_}: released"
+    finally:
+        await nc.close()
+
+
+def test_a_gateway_says_where_its_chains_wait_when_asked(tmp_path: Path) -> None:
+    """On SIGUSR1 a simulated gateway names, per unfinished athlete chain, its plan
+    segment and what it waits for — a lease: its holder and revision now — which the
+    simulation puts in its "publishing its plan" timeout. Here gwX holds ann's strap (and
+    renews it) while ann's only segment is at gw2."""
+    import nats
+
+    from streamer.team.leases import Lease
+    from streamer.team.stream import ensure_stream
+    from tests.team_helpers import wait_until
+
+    note = RecordedNotification(0, "strap", "2a37", bytes([0, 60]))
+    path = tmp_path / "plan.pickle"
+    path.write_bytes(pickle.dumps([sim.Segment("ann", "gw2", [(0.0, note)])]))
+    node = NatsServer(tmp_path / "nats")
+    node.start()
+    gw = sim.gateway_proc(tmp_path, "gw2", [node.url], path)
+
+    async def hold_ask_release() -> str:
+        nc = await nats.connect(node.url)
+        try:
+            lease = Lease(await ensure_stream(nc.jetstream(), 1), "gwX", "ann", "strap")
+            assert await lease.try_acquire()
+            await lease.renew()  # a live holder's revision, not the first
+            lease_revision = lease.revision
+            gw.start()
+            await asyncio.to_thread(
+                wait_until, lambda: "ready" in gw.log.read_text(), 120, "gw2 ready"
+            )
+            (tmp_path / "t0").write_text(repr(time.time()))
+            deadline = time.monotonic() + 120.0
+            report = ""
+            # Asked again until the chain has begun and the bucket answered (a loaded box).
+            while "acquiring" not in report or "held by" not in report:
+                assert time.monotonic() < deadline, report
+                report = await sim.chain_report(gw, within_s=60.0)
+            await lease.release()
+            return f"{report}\n(gwX's revision {lease_revision})"
+        finally:
+            await nc.close()
+
+    try:
+        report = asyncio.run(hold_ask_release())
+        wait_until(lambda: "plan done" in gw.log.read_text(), 120, "gw2's plan done")
+    finally:
+        gw.stop()
+        node.stop()
+    assert "gateway gw2: chain ann: plan segment 0: acquiring strap" in report, report
+    assert "gateway gw2: renewing: nothing" in report, report
+    assert re.search(r"ann\.strap held by gwX at revision (\d+)\b.*\n\(gwX's revision \1\)",
+                     report, re.S), report  # fmt: skip

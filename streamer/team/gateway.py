@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import nats
 from nats.errors import Error as NatsError
@@ -41,12 +41,14 @@ from devices.recording import RecordedNotification
 from devices.records import BatteryLevel
 from streamer.cancel import raise_if_cancelled
 from streamer.config import DeviceConfig, MqttConfig
+from streamer.sinks.mqtt_connect import cancellation_kept
 from streamer.team import wire
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s, lease_key
 from streamer.team.outbox import GatewayOutbox, Row
 from streamer.team.stream import DEFAULT_LEASE_TTL_S, ensure_stream, warn_if_server_too_old
 
 _LOGGER: Final = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 PUBLISH_TIMEOUT_S: Final = 1.0
 """Wait this long for a PubAck before resending (s): a PubAck takes milliseconds on a
@@ -365,18 +367,19 @@ class Gateway:
         delays = RESEND_BACKOFF.delays(self._rng)
         while True:
             try:
-                self._nc = await nats.connect(
-                    servers=self.servers,
-                    name=f"redox-gateway-{self.id}",
-                    connect_timeout=2,
-                    reconnect_time_wait=0.25,
-                    max_reconnect_attempts=-1,
-                    allow_reconnect=True,
-                    error_cb=self._nats_error,
-                )
-                kv = await ensure_stream(
-                    self._nc.jetstream(), self.replicas, lease_ttl_s=self.lease_ttl_s
-                )
+                with cancellation_kept():  # see _device
+                    self._nc = await nats.connect(
+                        servers=self.servers,
+                        name=f"redox-gateway-{self.id}",
+                        connect_timeout=2,
+                        reconnect_time_wait=0.25,
+                        max_reconnect_attempts=-1,
+                        allow_reconnect=True,
+                        error_cb=self._nats_error,
+                    )
+                    kv = await ensure_stream(
+                        self._nc.jetstream(), self.replicas, lease_ttl_s=self.lease_ttl_s
+                    )
                 warn_if_server_too_old(self._nc, f"gateway {self.id}")
             except (NatsError, OSError, TimeoutError) as exc:
                 _LOGGER.warning("NATS %s: %s; retrying", ",".join(self.servers), exc)
@@ -442,12 +445,15 @@ class Gateway:
             delays = RESEND_BACKOFF.delays(self._rng)
             while True:
                 try:
-                    ack = await js.publish(
-                        wire.raw_subject(row.athlete),
-                        row.body,
-                        timeout=PUBLISH_TIMEOUT_S,
-                        headers=headers,
-                    )
+                    # A cancellation lost in the PubAck's wait would leave this chain
+                    # resending for ever once NATS is away (see _device).
+                    with cancellation_kept():
+                        ack = await js.publish(
+                            wire.raw_subject(row.athlete),
+                            row.body,
+                            timeout=PUBLISH_TIMEOUT_S,
+                            headers=headers,
+                        )
                     break
                 except (NatsError, OSError, TimeoutError) as exc:
                     if self._stalled_since is None:
@@ -526,7 +532,12 @@ class Gateway:
                 await asyncio.sleep(renew_every)  # no free slot: leave it to others
                 continue
             try:
-                holder = await lease.holder()
+                # Each NATS call's answer awaited in cancellation_kept(): nats-py waits with
+                # asyncio.wait_for, which on Python 3.11 can return the answer and lose a
+                # cancellation that lands with it; this loop would then never end, nor
+                # stop() that cancels it once and waits for it.
+                with cancellation_kept():
+                    holder = await lease.holder()
                 if holder is not None and holder != self.id:
                     await asyncio.sleep(renew_every)
                     continue
@@ -534,12 +545,14 @@ class Gateway:
                 if holder is None:
                     # Contend only for a device this gateway sees (a central config lists
                     # every room's devices), the strongest signal first.
-                    seen, rssi = await self._sighting(device)
+                    with cancellation_kept():
+                        seen, rssi = await self._sighting(device)
                     if not seen:
                         await asyncio.sleep(renew_every)
                         continue
                     await asyncio.sleep(contention_delay_s(rssi))
-                acquired = await lease.try_acquire(rssi)
+                with cancellation_kept():
+                    acquired = await lease.try_acquire(rssi)
             except (NatsError, OSError, TimeoutError) as exc:
                 _LOGGER.debug("%s: lease: %s", lease.key, exc)
                 await asyncio.sleep(renew_every)
@@ -600,11 +613,11 @@ class Gateway:
                 await asyncio.sleep(RESEND_BACKOFF.max_s if renew_failed else renew_every)
                 if driver.connected:
                     last_connected = loop.time()
-                elif (
-                    loop.time() - last_connected >= self.idle_release_s
+                elif loop.time() - last_connected >= self.idle_release_s and (
                     # Released only once its records are in the stream; else (NATS away)
-                    # kept and renewed, and tried again next round.
-                    and await self.release_after_flush(lease, athlete, renew_every)
+                    # kept and renewed, and tried again next round. (A cancellation lost
+                    # in a NATS answer's wait re-raised: see _device.)
+                    await _kept(self.release_after_flush(lease, athlete, renew_every))
                 ):
                     _LOGGER.info(
                         "%s: not connected for %.0f s: lease released",
@@ -615,7 +628,8 @@ class Gateway:
                     await asyncio.sleep(self.idle_release_s)  # give others the first try
                     return
                 try:
-                    await lease.renew()
+                    with cancellation_kept():  # see _device
+                        await lease.renew()
                     renew_failed = False
                 except LeaseLostError as exc:
                     _LOGGER.warning("%s", exc)
@@ -758,6 +772,12 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
                     await self.drained.wait()
+
+
+async def _kept(call: Awaitable[_T]) -> _T:
+    """``call``'s result, or the cancellation it lost (:func:`cancellation_kept`)."""
+    with cancellation_kept():
+        return await call
 
 
 async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
