@@ -146,7 +146,7 @@ def test_a_gateway_skips_a_segment_whose_device_moved_on_while_another_held_it(
     try:
         gw.start()
         wait_until(lambda: "ready" in gw.log.read_text(), 60, "gw2 ready")
-        (tmp_path / "t0").write_text(repr(time.time()))
+        sim.write_t0(tmp_path / "t0", time.time())
         wait_until(lambda: "plan done" in gw.log.read_text(), 60, "gw2's plan done")
         stored = stream_messages([node.url], 60.0)
     finally:
