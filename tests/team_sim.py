@@ -135,18 +135,20 @@ def make_plan(
 # --- the gateway process ------------------------------------------------------------------
 
 
-async def _acquire(lease: Any, until: float = math.inf, say: Any = None) -> bool:
+async def _acquire(
+    lease: Any, until: float = math.inf, say: Any = None, say_every_s: float = LONG_WAIT_S
+) -> bool:
     """Take ``lease``, waiting while another gateway holds it (it drains, then releases;
     a dead one's lease expires with the bucket's TTL) — as a gateway contends. False when
     the wall time ``until`` (s) passes first: the device has moved on meanwhile.
 
-    Every :data:`LONG_WAIT_S` of waiting, ``say`` (if given) is told who holds it: a wait
-    past a TTL means a live holder renews it, and a wait that never ends (``until``
+    Every ``say_every_s`` of waiting, ``say`` (if given) is told who holds it: a wait past
+    a TTL means a live holder renews it, and a wait that never ends (``until``
     infinite) names its cause in the gateway's log instead of a bare timeout."""
     from nats.errors import Error as NatsError
 
     started = time.monotonic()
-    next_say = started + LONG_WAIT_S
+    next_say = started + say_every_s
     while time.time() < until:
         try:
             if await lease.try_acquire():
@@ -154,7 +156,7 @@ async def _acquire(lease: Any, until: float = math.inf, say: Any = None) -> bool
         except (NatsError, OSError, TimeoutError):
             pass
         if say is not None and time.monotonic() >= next_say:
-            next_say += LONG_WAIT_S
+            next_say += say_every_s
             holder: str | None = "unknown (NATS away)"
             with contextlib.suppress(NatsError, OSError, TimeoutError):
                 holder = await lease.holder()
@@ -262,6 +264,7 @@ async def run_gateway(
     segments: list[Assigned],
     t0_file: Path,
     restarted: bool,
+    say_after_s: float = LONG_WAIT_S,
 ) -> None:
     """Drive this gateway's segments of ``plan`` through a real :class:`Gateway` until
     every one is published, its leases released; then keep publishing until stopped.
@@ -270,7 +273,8 @@ async def run_gateway(
     once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
     ``restarted`` gateway (its outbox file was there already) skips what was scheduled
     before it reached NATS again: its devices sent that to nobody (a gateway connects a
-    device only with its lease, from the servers)."""
+    device only with its lease, from the servers). A wait for a lease, and the plan past
+    its end, say what they wait for every ``say_after_s``."""
     import nats
 
     from streamer.team.gateway import Gateway
@@ -331,7 +335,8 @@ async def run_gateway(
                             def say(text: str, at: str = at) -> None:
                                 print(f"gateway {gateway_id}: {at}: {text}", flush=True)
 
-                            if not await _acquire(held[d], t0 + turn.moves_at, say):
+                            moved = t0 + turn.moves_at
+                            if not await _acquire(held[d], moved, say, say_after_s):
                                 # Another gateway held a device until the athlete's next
                                 # segment elsewhere began: a real gateway never connected
                                 # it, so never received these (offering them now would put
@@ -390,7 +395,7 @@ async def run_gateway(
             by_athlete.setdefault(turn.segment.athlete, []).append(turn)
         plan_end = t0 + max((o for turn in segments for o, _ in turn.segment.items), default=0.0)
         watchdog = asyncio.create_task(
-            _say_what_is_left(gateway_id, steps, plan_end + LONG_WAIT_S, LONG_WAIT_S)
+            _say_what_is_left(gateway_id, steps, plan_end + say_after_s, say_after_s)
         )
         await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
         steps["outbox"] = "waiting for every row offered to be in the stream"
@@ -448,6 +453,7 @@ def gateway_main(argv: Sequence[str]) -> None:
     parser.add_argument("--outbox", type=Path, required=True)
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--t0-file", type=Path, required=True)
+    parser.add_argument("--say-after-s", type=float, default=LONG_WAIT_S)
     args = parser.parse_args(argv)
 
     restarted = args.outbox.exists()
@@ -461,7 +467,13 @@ def gateway_main(argv: Sequence[str]) -> None:
     async def main() -> None:
         task = asyncio.create_task(
             run_gateway(
-                args.id, args.nats.split(","), args.outbox, segments, args.t0_file, restarted
+                args.id,
+                args.nats.split(","),
+                args.outbox,
+                segments,
+                args.t0_file,
+                restarted,
+                args.say_after_s,
             )
         )
         loop = asyncio.get_running_loop()
@@ -541,12 +553,19 @@ class Proc:
                 self.proc.wait(30)
 
 
-def gateway_proc(workdir: Path, gateway_id: str, servers: Sequence[str], plan: Path) -> Proc:
+def gateway_proc(
+    workdir: Path,
+    gateway_id: str,
+    servers: Sequence[str],
+    plan: Path,
+    say_after_s: float = LONG_WAIT_S,
+) -> Proc:
+    """A simulated gateway's process (:func:`run_gateway`); ``say_after_s``: see there."""
     return Proc(
         gateway_id,
         ["-m", "tests.team_sim", "gateway", "--id", gateway_id, "--nats", ",".join(servers),
          "--outbox", str(workdir / f"outbox-{gateway_id}.sqlite"), "--plan", str(plan),
-         "--t0-file", str(workdir / "t0")],
+         "--t0-file", str(workdir / "t0"), "--say-after-s", str(say_after_s)],
         workdir / f"gateway-{gateway_id}.log",
     )  # fmt: skip
 

@@ -237,3 +237,51 @@ async def test_leases_released_after_their_renewer_stopped_are_free(
             assert await lease.holder() is None, f"stop {n}: the lease stayed held"
     finally:
         await nc.close()
+
+
+async def test_a_gateway_waiting_for_a_lease_names_its_holder_and_what_is_left(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A simulated gateway whose plan cannot end says why in its log, at a set period:
+    the lease it waits for and who holds it, and each unfinished athlete's step past the
+    plan's end. (CI's timeout in session 8 said only "waiting for gateway gw3 publishing
+    its plan".) Once the holder lets go, it takes the lease and finishes."""
+    import nats
+
+    from streamer.team.leases import Lease
+    from streamer.team.stream import ensure_stream
+    from tests.mqtt_helpers import eventually
+
+    plan = [sim.Segment("ann", "gw2", [(0.0, _note(0)), (0.2, _note(1))])]  # nowhere else next
+    path = tmp_path / "plan.pickle"
+    path.write_bytes(pickle.dumps(plan))
+    nc = await nats.connect(nats_server.url)
+    gw = sim.gateway_proc(tmp_path, "gw2", [nats_server.url], path, say_after_s=1.0)
+    try:
+        lease = Lease(await ensure_stream(nc.jetstream(), 1), "gwX", "ann", "strap")
+        assert await lease.try_acquire()
+
+        def said(text: str) -> bool:
+            return text in gw.log.read_text(errors="replace")
+
+        gw.start()
+        await eventually(lambda: said("gw2: ready"), 60, "gw2 ready")
+        sim.write_t0(tmp_path / "t0", time.time())
+        await eventually(lambda: said("plan segment 0: ann.strap still held by gwX after"),
+                         30, "gw2 naming the lease's holder")  # fmt: skip
+        await eventually(lambda: said("not done yet: ann: plan segment 0: taking its strap"),
+                         30, "gw2 naming the step it is at")  # fmt: skip
+        assert gw.running
+        await lease.release()
+        await eventually(lambda: said("gw2: plan done"), 60, "gw2's plan done once free")
+        running = gw.state()
+        assert running.startswith("still runs; the last lines it said:"), running
+        assert running.splitlines()[-1].startswith("gateway gw2: plan done"), running
+    finally:
+        gw.stop()
+        await nc.close()
+    assert gw.state().startswith("ended with exit code"), "a stopped gateway is said ended"
+
+
+def _note(n: int) -> RecordedNotification:
+    return RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n]))
