@@ -57,11 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DAY_GAP_NS = 3600 * 10**9
 """Record-time gaps longer than this split an athlete's messages into days (ns)."""
 
-LONG_WAIT_S = 30.0
-"""A simulated gateway's wait that says what it waits for after this long, and again
-after each further such span (s): the lease bucket's TTL, so a lease still held then is
-renewed by a live holder, not left by a dead one."""
-
 INFLUX_DB = "redox"
 """The workers' InfluxDB database."""
 ORACLE_DB = "oracle"
@@ -135,114 +130,43 @@ def make_plan(
 # --- the gateway process ------------------------------------------------------------------
 
 
-async def _acquire(
-    lease: Any, until: float = math.inf, say: Any = None, say_every_s: float = LONG_WAIT_S
-) -> bool:
+async def _acquire(lease: Any, until: float = math.inf) -> bool:
     """Take ``lease``, waiting while another gateway holds it (it drains, then releases;
     a dead one's lease expires with the bucket's TTL) — as a gateway contends. False when
-    the wall time ``until`` (s) passes first: the device has moved on meanwhile.
-
-    Every ``say_every_s`` of waiting, ``say`` (if given) is told who holds it: a wait past
-    a TTL means a live holder renews it, and a wait that never ends (``until``
-    infinite) names its cause in the gateway's log instead of a bare timeout."""
+    the wall time ``until`` (s) passes first: the device has moved on meanwhile."""
     from nats.errors import Error as NatsError
 
-    started = time.monotonic()
-    next_say = started + say_every_s
     while time.time() < until:
         try:
             if await lease.try_acquire():
                 return True
         except (NatsError, OSError, TimeoutError):
             pass
-        if say is not None and time.monotonic() >= next_say:
-            next_say += say_every_s
-            holder: str | None = "unknown (NATS away)"
-            with contextlib.suppress(NatsError, OSError, TimeoutError):
-                holder = await lease.holder()
-            say(f"{lease.key} still held by {holder} after {time.monotonic() - started:.0f} s")
         await asyncio.sleep(0.1)
     return False
 
 
 async def _renew(leases: Sequence[Any], every_s: float) -> None:
     """Renew ``leases`` every ``every_s``, within a second after a failure (NATS away), as
-    :meth:`Gateway._drive` does: the key's age counts from the last renewal that reached it.
-
-    Ends at its cancellation even when the cancellation comes just as a renewal's reply
-    does: nats-py waits for replies with ``asyncio.wait_for``, which on Python 3.11 then
-    returns the reply and drops the cancellation (:func:`cancellation_kept`). A renewer
-    that ran on after its segment's release renewed the device for ever and the next
-    gateway waited for it to the end (CI, session 8: gw1 renewed athlete9's strap every
-    10 s for 170 s, gw3 never took it). A lease taken by another gateway meanwhile (its
-    TTL passed while NATS was away) is said and no longer renewed."""
+    :meth:`Gateway._drive` does: the key's age counts from the last renewal that reached it."""
     from nats.errors import Error as NatsError
 
-    from streamer.sinks.mqtt_connect import cancellation_kept
-    from streamer.team.leases import LeaseLostError
-
-    renewing = list(leases)
     failed = False
-    while renewing:
+    while True:
         await asyncio.sleep(0.5 if failed else every_s)
         failed = False
-        for lease in list(renewing):
+        for lease in leases:
             try:
-                with cancellation_kept():
-                    await lease.renew()
-            except LeaseLostError as exc:
-                print(f"gateway {lease.gateway}: lease lost: {exc}", flush=True)
-                renewing.remove(lease)
+                await lease.renew()
             except (NatsError, OSError, TimeoutError):
                 failed = True
-
-
-async def _stopped(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` (a :func:`_renew`) and wait for its end, so that no renewal of its
-    leases lands after their release: a release deletes the key at the revision this
-    gateway wrote last, and a renewal still on its way would make it fail and keep the
-    lease. Its own error, if it ended with one, is raised here."""
-    if task is None:
-        return
-    task.cancel()
-    await asyncio.wait({task})  # not ``await task``: that would swallow our own cancel
-    error = None if task.cancelled() else task.exception()
-    if error is not None:
-        raise error
-
-
-async def _release(lease: Any) -> None:
-    """Release ``lease``, and again when its key is still this gateway's after that: a
-    renewal cancelled after its write reached the server but before its reply came back
-    leaves the lease knowing an older revision, and the delete at that one is refused
-    (the next gateway would wait for the TTL). Taken back at the revision there, then
-    released."""
-    from nats.errors import Error as NatsError
-
-    await lease.release()
-    with contextlib.suppress(NatsError, OSError, TimeoutError):
-        if await lease.holder() == lease.gateway and await lease.try_acquire():
-            await lease.release()
-
-
-async def _say_what_is_left(
-    gateway_id: str, steps: Mapping[str, str], after: float, every_s: float
-) -> None:
-    """From the wall time ``after`` on, every ``every_s``: what each athlete's chain that
-    has not finished is doing (a gateway whose plan never ends says why in its log)."""
-    await asyncio.sleep(max(0.0, after - time.time()))
-    while True:
-        if steps:
-            going = "; ".join(f"{a}: {step}" for a, step in sorted(steps.items()))
-            print(f"gateway {gateway_id}: not done yet: {going}", flush=True)
-        await asyncio.sleep(every_s)
 
 
 def write_t0(t0_file: Path, t0: float) -> None:
     """Give the simulation's start signal: ``t0`` (wall s) into ``t0_file``, whole at once
     (renamed into place: a gateway polling for the file never reads it empty — a run of
     the small simulation once saw ``could not convert string to float: ''``: a gateway
-    that ended at its start)."""
+    that ended at its start, and the run failed 120 s later waiting for its plan)."""
     part = t0_file.with_name(t0_file.name + ".part")
     part.write_text(repr(t0))
     os.replace(part, t0_file)
@@ -264,7 +188,6 @@ async def run_gateway(
     segments: list[Assigned],
     t0_file: Path,
     restarted: bool,
-    say_after_s: float = LONG_WAIT_S,
 ) -> None:
     """Drive this gateway's segments of ``plan`` through a real :class:`Gateway` until
     every one is published, its leases released; then keep publishing until stopped.
@@ -273,8 +196,7 @@ async def run_gateway(
     once every gateway said ``ready`` (a process start takes seconds on a loaded box). A
     ``restarted`` gateway (its outbox file was there already) skips what was scheduled
     before it reached NATS again: its devices sent that to nobody (a gateway connects a
-    device only with its lease, from the servers). A wait for a lease, and the plan past
-    its end, say what they wait for every ``say_after_s``."""
+    device only with its lease, from the servers)."""
     import nats
 
     from streamer.team.gateway import Gateway
@@ -312,31 +234,19 @@ async def run_gateway(
                     if await lease.holder() == gateway_id and await lease.try_acquire():
                         await lease.release()
 
-        steps: dict[str, str] = {}
-        """athlete → what its chain is doing now, while it has not finished (said by
-        :func:`_say_what_is_left` once the plan should be over)."""
-
         async def chain(athlete: str, mine: list[Assigned]) -> None:
             held: dict[str, Lease] = {}  # device → lease, carried over to the next segment
             renew: asyncio.Task[None] | None = None
             for turn in mine:
                 seg, keep = turn.segment, turn.keep
-                at = f"plan segment {turn.index}"
                 items = [(o, m) for o, m in seg.items if t0 + o >= booted]
                 devices = sorted(devices_of(seg))
                 if items:
-                    steps[athlete] = f"{at}: waiting for its start"
                     await asyncio.sleep(max(0.0, t0 + items[0][0] - time.time()))
                     for d in devices:
                         if d not in held:
-                            steps[athlete] = f"{at}: taking its {d}'s lease"
                             held[d] = Lease(kv, gateway_id, athlete, d)
-
-                            def say(text: str, at: str = at) -> None:
-                                print(f"gateway {gateway_id}: {at}: {text}", flush=True)
-
-                            moved = t0 + turn.moves_at
-                            if not await _acquire(held[d], moved, say, say_after_s):
+                            if not await _acquire(held[d], t0 + turn.moves_at):
                                 # Another gateway held a device until the athlete's next
                                 # segment elsewhere began: a real gateway never connected
                                 # it, so never received these (offering them now would put
@@ -347,15 +257,15 @@ async def run_gateway(
                                 items = []
                                 break
                 if not items:  # all of it while this gateway was dead, or held elsewhere
-                    steps[athlete] = f"{at}: skipped, freeing {', '.join(devices)}"
-                    await _stopped(renew)
-                    renew = None
+                    if renew is not None:
+                        renew.cancel()
+                        renew = None
                     await free(athlete, devices, held)
                     continue
-                steps[athlete] = f"{at}: offering its {len(items)} messages"
                 for d in devices:
                     gateway.offer(athlete, wire.LeaseGranted(items[0][1].t_ns, d, gateway_id))
-                await _stopped(renew)
+                if renew is not None:
+                    renew.cancel()
                 renew = asyncio.create_task(_renew(list(held.values()), ttl / 3))
                 for offset, message in items:
                     delay = t0 + offset - time.time()
@@ -374,33 +284,24 @@ async def run_gateway(
                 # are published concurrently, so others' later rows can make up the count
                 # while this athlete's backlog is still queued (after a NATS outage).
                 queued, asked = gateway.queued(athlete), time.monotonic()
-                steps[athlete] = f"{at}: waiting for its {queued} queued rows in the stream"
                 while not await gateway.flushed(athlete, 5.0):
                     pass  # NATS away: the leases are renewed meanwhile
                 if queued:
                     waited = time.monotonic() - asked
                     print(f"gateway {gateway_id}: {athlete} released after {queued} rows "
                           f"queued were in the stream ({waited:.2f} s)", flush=True)  # fmt: skip
-                # Ended before the release: a renewal landing after it would keep the lease.
-                steps[athlete] = f"{at}: releasing {', '.join(lease.device for lease in leaving)}"
-                await _stopped(renew)
+                renew.cancel()
                 renew = asyncio.create_task(_renew(list(held.values()), ttl / 3)) if held else None
                 for lease in leaving:
-                    await _release(lease)
-            await _stopped(renew)
-            steps.pop(athlete, None)
+                    await lease.release()
+            if renew is not None:
+                renew.cancel()
 
         by_athlete: dict[str, list[Assigned]] = {}
         for turn in segments:
             by_athlete.setdefault(turn.segment.athlete, []).append(turn)
-        plan_end = t0 + max((o for turn in segments for o, _ in turn.segment.items), default=0.0)
-        watchdog = asyncio.create_task(
-            _say_what_is_left(gateway_id, steps, plan_end + say_after_s, say_after_s)
-        )
         await asyncio.gather(*(chain(a, s) for a, s in by_athlete.items()))
-        steps["outbox"] = "waiting for every row offered to be in the stream"
         await drained()
-        watchdog.cancel()
         print(f"gateway {gateway_id}: plan done, {gateway.stats}", flush=True)
         await task  # go on until SIGTERM
 
@@ -453,7 +354,6 @@ def gateway_main(argv: Sequence[str]) -> None:
     parser.add_argument("--outbox", type=Path, required=True)
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--t0-file", type=Path, required=True)
-    parser.add_argument("--say-after-s", type=float, default=LONG_WAIT_S)
     args = parser.parse_args(argv)
 
     restarted = args.outbox.exists()
@@ -467,13 +367,7 @@ def gateway_main(argv: Sequence[str]) -> None:
     async def main() -> None:
         task = asyncio.create_task(
             run_gateway(
-                args.id,
-                args.nats.split(","),
-                args.outbox,
-                segments,
-                args.t0_file,
-                restarted,
-                args.say_after_s,
+                args.id, args.nats.split(","), args.outbox, segments, args.t0_file, restarted
             )
         )
         loop = asyncio.get_running_loop()
@@ -553,19 +447,12 @@ class Proc:
                 self.proc.wait(30)
 
 
-def gateway_proc(
-    workdir: Path,
-    gateway_id: str,
-    servers: Sequence[str],
-    plan: Path,
-    say_after_s: float = LONG_WAIT_S,
-) -> Proc:
-    """A simulated gateway's process (:func:`run_gateway`); ``say_after_s``: see there."""
+def gateway_proc(workdir: Path, gateway_id: str, servers: Sequence[str], plan: Path) -> Proc:
     return Proc(
         gateway_id,
         ["-m", "tests.team_sim", "gateway", "--id", gateway_id, "--nats", ",".join(servers),
          "--outbox", str(workdir / f"outbox-{gateway_id}.sqlite"), "--plan", str(plan),
-         "--t0-file", str(workdir / "t0"), "--say-after-s", str(say_after_s)],
+         "--t0-file", str(workdir / "t0")],
         workdir / f"gateway-{gateway_id}.log",
     )  # fmt: skip
 

@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
-import random
+import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from devices.recording import RecordedNotification
 from streamer.team.stream import MIN_SERVER_VERSION
 from tests import nats_store
 from tests import team_sim as sim
 from tests import team_worker_helpers as th
-from tests.servers import NatsServer
 
 
 def test_gateways_and_workers_match_the_single_box_oracle(tmp_path: Path) -> None:
@@ -175,113 +173,42 @@ def test_stream_facts_count_reorders_within_a_source_apart_from_the_interleaving
     assert facts.reorders == 1
 
 
-class _AnsweredByTheTest:
-    """A lease whose renewal waits for its reply as nats-py does (``asyncio.wait_for``);
-    the reply is the test's to give (:attr:`reply`), once :attr:`asked` is set."""
-
-    gateway = "gw1"
-    key = "ann.strap"
-
-    def __init__(self) -> None:
-        self.asked = asyncio.Event()
-        self.reply: asyncio.Future[int] | None = None
-        self.renewals = 0
-
-    async def renew(self) -> None:
-        self.reply = asyncio.get_running_loop().create_future()
-        self.asked.set()
-        self.renewals = await asyncio.wait_for(self.reply, 5.0)
-
-
-async def test_a_renewer_stopped_as_its_reply_arrives_ends() -> None:
-    """The simulated gateway stops renewing a segment's leases before it releases them.
-    A renewer whose cancellation came in the same turn of the event loop as a renewal's
-    reply ran on (Python 3.11's ``wait_for`` returns the reply and drops the cancellation)
-    and renewed the device for ever: the next gateway never took it (CI, session 8: gw3
-    waited 120 s for athlete9's strap, gw1 renewed it every 10 s)."""
-    lease = _AnsweredByTheTest()
-    renewer = asyncio.create_task(sim._renew([lease], every_s=0.0))
-    await lease.asked.wait()
-    assert lease.reply is not None
-    lease.reply.set_result(1)  # the reply arrives ...
-    async with asyncio.timeout(10.0):  # (it ran on for ever before the fix)
-        await sim._stopped(renewer)  # ... in the same turn as the stop
-    assert renewer.cancelled()
-    assert lease.renewals == 1, "the renewal the stop came with is the last"
+def test_the_start_signal_is_read_whole(tmp_path: Path) -> None:
+    """A simulated gateway waiting for the start signal waits out a file that exists but
+    is not written yet (it read it empty and ended: "could not convert string to float:
+    ''"), and the simulation writes it whole, renamed into place."""
+    t0_file = tmp_path / "t0"
+    t0_file.write_text("")  # created, not written yet: what a polling reader could meet
+    got: list[float] = []
+    reader = threading.Thread(target=lambda: got.append(sim._t0_when_written(t0_file)))
+    reader.start()
+    reader.join(0.2)  # a chance to meet the empty file (not a synchronisation)
+    assert reader.is_alive(), "an empty start signal is waited out, not read"
+    sim.write_t0(t0_file, 1234.5)
+    reader.join(30.0)
+    assert got == [1234.5]
+    assert sorted(tmp_path.iterdir()) == [t0_file], "the part written is renamed into place"
 
 
-async def test_leases_released_after_their_renewer_stopped_are_free(
-    nats_server: NatsServer,
-) -> None:
-    """On a real nats-server, a renewer renewing without pause, stopped at a random moment
-    (around a reply's arrival as often as not), then the lease released: every time the
-    key is free afterwards and the stop returned. Before the fix the stop never returned
-    in about a third of such stops (measured: 615 of 2,000 cancels were dropped)."""
-    import nats
-
-    from streamer.team.leases import Lease
-    from streamer.team.stream import ensure_stream
-
-    nc = await nats.connect(nats_server.url)
+def test_a_simulated_process_says_whether_it_ended_and_how(tmp_path: Path) -> None:
+    """The simulation's wait for a gateway's plan ends as soon as the gateway ended, and
+    its error names the exit code and the log's last lines (its traceback); while the
+    process runs, only the lines it said itself."""
+    script = "print('gateway gw1: ready', flush=True); raise SystemExit('it broke')"
+    proc = sim.Proc("gw1", ["-c", script], tmp_path / "gw1.log")
+    proc.start()
+    assert proc.proc is not None
+    proc.proc.wait(60)
+    assert not proc.running
+    assert proc.state() == "ended with exit code 1; its log ends:\ngateway gw1: ready\nit broke"
+    waiting = sim.Proc("gw2", ["-c", "import time; print('gateway gw2: ready', flush=True); "
+                                     "time.sleep(600)"], tmp_path / "gw2.log")  # fmt: skip
+    waiting.start()
     try:
-        kv = await ensure_stream(nc.jetstream(), 1)
-        rng = random.Random(13)
-        for n in range(100):
-            lease: Any = Lease(kv, "gw1", "ann", "strap")
-            assert await lease.try_acquire()
-            renewer = asyncio.create_task(sim._renew([lease], every_s=0.0))
-            await asyncio.sleep(rng.uniform(0.0, 0.002))  # somewhere in a renewal's round trip
-            async with asyncio.timeout(10.0):
-                await sim._stopped(renewer)
-            await sim._release(lease)
-            assert await lease.holder() is None, f"stop {n}: the lease stayed held"
+        from tests.team_helpers import wait_until
+
+        wait_until(lambda: "ready" in waiting.log.read_text(), 60, "gw2 ready")
+        assert waiting.running
+        assert waiting.state() == "still runs; the last lines it said:\ngateway gw2: ready"
     finally:
-        await nc.close()
-
-
-async def test_a_gateway_waiting_for_a_lease_names_its_holder_and_what_is_left(
-    tmp_path: Path, nats_server: NatsServer
-) -> None:
-    """A simulated gateway whose plan cannot end says why in its log, at a set period:
-    the lease it waits for and who holds it, and each unfinished athlete's step past the
-    plan's end. (CI's timeout in session 8 said only "waiting for gateway gw3 publishing
-    its plan".) Once the holder lets go, it takes the lease and finishes."""
-    import nats
-
-    from streamer.team.leases import Lease
-    from streamer.team.stream import ensure_stream
-    from tests.mqtt_helpers import eventually
-
-    plan = [sim.Segment("ann", "gw2", [(0.0, _note(0)), (0.2, _note(1))])]  # nowhere else next
-    path = tmp_path / "plan.pickle"
-    path.write_bytes(pickle.dumps(plan))
-    nc = await nats.connect(nats_server.url)
-    gw = sim.gateway_proc(tmp_path, "gw2", [nats_server.url], path, say_after_s=1.0)
-    try:
-        lease = Lease(await ensure_stream(nc.jetstream(), 1), "gwX", "ann", "strap")
-        assert await lease.try_acquire()
-
-        def said(text: str) -> bool:
-            return text in gw.log.read_text(errors="replace")
-
-        gw.start()
-        await eventually(lambda: said("gw2: ready"), 60, "gw2 ready")
-        sim.write_t0(tmp_path / "t0", time.time())
-        await eventually(lambda: said("plan segment 0: ann.strap still held by gwX after"),
-                         30, "gw2 naming the lease's holder")  # fmt: skip
-        await eventually(lambda: said("not done yet: ann: plan segment 0: taking its strap"),
-                         30, "gw2 naming the step it is at")  # fmt: skip
-        assert gw.running
-        await lease.release()
-        await eventually(lambda: said("gw2: plan done"), 60, "gw2's plan done once free")
-        running = gw.state()
-        assert running.startswith("still runs; the last lines it said:"), running
-        assert running.splitlines()[-1].startswith("gateway gw2: plan done"), running
-    finally:
-        gw.stop()
-        await nc.close()
-    assert gw.state().startswith("ended with exit code"), "a stopped gateway is said ended"
-
-
-def _note(n: int) -> RecordedNotification:
-    return RecordedNotification(n * 10**9, "strap", "2a37", bytes([0, 60 + n]))
+        waiting.stop()
