@@ -103,13 +103,7 @@ from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import DeviceStatePayload, JsonValue, PayloadError, Result
 from streamer.sinks.backoff import network_backoff
-from streamer.sinks.mqtt_connect import (
-    MqttTlsError,
-    cancellation_kept,
-    describe_failure,
-    mqtt_client,
-    tls_context,
-)
+from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
 from streamer.team.gateway import availability_topic, gateway_mqtt
 from streamer.team.outbox import KeptState
 from streamer.topics import Topics, segment, slug
@@ -623,25 +617,21 @@ class GatewayCommands(CommandListener):
         self._listed = None  # a new connection: the list goes out again
         self._reassert = False  # …and every state: this connection's first round
         try:
-            # Each round's broker and NATS answers in cancellation_kept(): a stop arriving
-            # with one must end this task, not be lost (see _session).
-            with cancellation_kept():
-                await self._republish_last_words(client, self.devices.held_drivers())
+            await self._republish_last_words(client, self.devices.held_drivers())
             while True:
-                with cancellation_kept():
-                    if self._reassert:  # taken for dead by a survivor (see _read_list)
-                        self._reassert = False
-                        self.reasserted += 1
-                        await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
-                        self._listed = None
-                        states = DeviceStates(  # nothing sent yet: every held state is due
-                            {}, self.devices.battery_of, [queued], clock_ns=self._clock_ns
-                        )
-                    states.drivers = self.devices.held_drivers()
-                    queued.accept(await self._leaving(states.drivers))
-                    states.check()
-                    await self._publish_states(client, queued)
-                    self._sweep(client)  # a clean-up that failed is tried again
+                if self._reassert:  # taken for dead by a survivor (see _read_list)
+                    self._reassert = False
+                    self.reasserted += 1
+                    await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+                    self._listed = None
+                    states = DeviceStates(  # nothing sent yet: every held state is due
+                        {}, self.devices.battery_of, [queued], clock_ns=self._clock_ns
+                    )
+                states.drivers = self.devices.held_drivers()
+                queued.accept(await self._leaving(states.drivers))
+                states.check()
+                await self._publish_states(client, queued)
+                self._sweep(client)  # a clean-up that failed is tried again
                 await asyncio.sleep(DEVICE_STATE_CHECK_S)  # a polling period, as in `run`
         except asyncio.CancelledError:
             if not self._stopping:
@@ -698,28 +688,22 @@ class GatewayCommands(CommandListener):
             will=aiomqtt.Will(self.state_topic, OFFLINE, qos=1, retain=True),
             logger=_LOGGER,
         )
-        async with contextlib.AsyncExitStack() as session:
+        async with client:
+            self.sessions += 1
+            self._listed = None  # nothing published on this connection yet (see _read_list)
+            await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
+            await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+            if self.config.ha_discovery:
+                # Retained, the same bytes on every connect: one config per gateway, made
+                # by the only process that knows the gateway exists.
+                topic, config = discovery_config(self.topics, self.gateway_id)
+                await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
             lists = held_devices_topic(self.topics.base, "+")
             states_filter = availability_topic(self.topics.base, "+")
-            # The connection's start in cancellation_kept(): aiomqtt waits for CONNACK,
-            # SUBACK and PUBACK with asyncio.wait_for, which on Python 3.11 drops a stop
-            # arriving with the answer, and the session ran on with the stop waiting for
-            # ever (measured: 78 of 200 stops in a session's first milliseconds).
-            with cancellation_kept():
-                await session.enter_async_context(client)
-                self.sessions += 1
-                self._listed = None  # nothing published on this connection yet (_read_list)
-                await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
-                await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
-                if self.config.ha_discovery:
-                    # Retained, the same bytes on every connect: one config per gateway,
-                    # made by the only process that knows the gateway exists.
-                    topic, config = discovery_config(self.topics, self.gateway_id)
-                    await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
-                if self.devices is not None:
-                    # The others' lists and availability, retained (see the module).
-                    await client.subscribe(lists, qos=1)
-                    await client.subscribe(states_filter, qos=1)
+            if self.devices is not None:
+                # The others' lists and availability, retained (see the module).
+                await client.subscribe(lists, qos=1)
+                await client.subscribe(states_filter, qos=1)
             self.subscribed.set()
             reader = asyncio.create_task(
                 self._read_messages(client, lists, states_filter), name="gateway mqtt reader"
