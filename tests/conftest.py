@@ -17,7 +17,7 @@ from tests.servers import (
     ServerProcess,
     VictoriaMetrics,
 )
-from tests.shipped_mosquitto import ShippedBroker, start_shipped_mosquitto
+from tests.shipped_mosquitto import TEAM_CONF, ShippedBroker, start_shipped_mosquitto
 
 # CI machines are loaded (2 cores, other jobs): a property holds or fails whatever the time
 # an example takes, so no per-example deadline and no "too slow" health check.
@@ -107,3 +107,14 @@ def shipped_mosquitto(tmp_path: Path) -> Iterator[ShippedBroker]:
     broker = start_shipped_mosquitto(tmp_path / "shipped-mosquitto")
     yield broker
     broker.server.stop()
+
+
+@pytest.fixture
+def team_mosquitto(tmp_path: Path) -> Iterator[ShippedBroker]:
+    """mosquitto started from team mode's deploy/team/mosquitto.conf with the shipped ACL
+    and make-passwd.sh, on a free port."""
+    broker = start_shipped_mosquitto(tmp_path / "team-mosquitto", TEAM_CONF)
+    try:
+        yield broker
+    finally:
+        broker.server.stop()

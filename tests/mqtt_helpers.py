@@ -41,6 +41,8 @@ class Subscriber:
     topic: str = "redox/#"
     client_id: str = "test-subscriber"
     persistent: bool = True
+    username: str | None = None
+    password: str | None = None
     received: list[Received] = field(default_factory=list)
     connects: int = 0
     _task: asyncio.Task[None] | None = None
@@ -64,6 +66,8 @@ class Subscriber:
                 self.host,
                 self.port,
                 identifier=self.client_id,
+                username=self.username,
+                password=self.password,
                 clean_session=not self.persistent,
                 timeout=3,
                 keepalive=5,

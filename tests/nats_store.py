@@ -240,33 +240,19 @@ def stop_and_compare(nodes: Sequence[NatsServer], servers: list[str]) -> Diverge
 
 
 async def replicas_current(servers: list[str], timeout_s: float = 30.0) -> bool:
-    """Wait until the stream's leader reports every replica current with no lag; whether it
-    did within ``timeout_s`` (compare the stores only then: a lagging follower is no
+    """Wait until the stream's leader reports every replica current with no lag
+    (:func:`streamer.team.stream.wait_current`, whatever copies it has); whether it did
+    within ``timeout_s`` (compare the stores only then: a lagging follower is no
     divergence)."""
-    import asyncio
-    import time
-
     import nats
-    from nats.errors import Error as NatsError
 
-    deadline = time.monotonic() + timeout_s
+    from streamer.team import stream
+
     nc = await nats.connect(servers=servers, connect_timeout=5)
     try:
-        while time.monotonic() < deadline:
-            try:
-                info = await nc.jetstream().stream_info(wire.STREAM)
-            except (NatsError, TimeoutError):
-                await asyncio.sleep(0.2)
-                continue
-            cluster = info.cluster
-            replicas = (cluster.replicas or []) if cluster is not None else []
-            if (
-                cluster is not None
-                and cluster.leader
-                and all(r.current and not r.lag for r in replicas)
-            ):
-                return True
-            await asyncio.sleep(0.2)
+        await stream.wait_current(nc.jetstream(), wire.STREAM, 1, timeout_s)
+    except stream.StreamMoveError:
         return False
     finally:
         await nc.close()
+    return True

@@ -172,22 +172,8 @@ def urls(nodes: list[ShippedNats]) -> str:
     return ",".join(node.url for node in nodes)
 
 
-async def all_current(js: JetStreamContext, name: str, replicas: int = 3) -> Any:
-    """The stream's info once it has ``replicas`` copies and every follower is current
-    (the server copies messages to new peers on its own time: polled, 60 s at most)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
-        info = await js.stream_info(name)
-        peers = (info.cluster.replicas or []) if info.cluster else []
-        if (
-            info.config.num_replicas == replicas
-            and len(peers) == replicas - 1
-            and all(p.current for p in peers)
-        ):
-            return info
-        assert loop.time() < deadline, f"{name}: replicas not current: {info.cluster}"
-        await asyncio.sleep(0.2)
+COPIES_S = 60.0
+"""How long a test waits for a stream's three copies to be current (s)."""
 
 
 def test_the_three_shipped_nodes_form_a_cluster_with_the_r3_stream_and_the_mapping(
@@ -202,10 +188,10 @@ def test_the_three_shipped_nodes_form_a_cluster_with_the_r3_stream_and_the_mappi
             await stream.ensure_stream(js)
             assert (await js.stream_info(wire.STREAM)).config.num_replicas == 1
             kv = await stream.ensure_stream(js, 3)
-            info = await all_current(js, wire.STREAM)
+            info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
             assert info.config.subjects == wire.stream_subjects()
             assert {info.cluster.leader, *(p.name for p in info.cluster.replicas)} == set(NODES)
-            await all_current(js, f"KV_{stream.LEASE_BUCKET}")
+            await stream.wait_current(js, f"KV_{stream.LEASE_BUCKET}", 3, COPIES_S)
             assert (await kv.status()).ttl == stream.DEFAULT_LEASE_TTL_S
             # A gateway without --replicas afterwards never lowers them.
             await stream.ensure_stream(js)
@@ -315,16 +301,18 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
             nc = await nats.connect(urls(nodes).split(","))
             try:
                 js = nc.jetstream()
-                info = await all_current(js, wire.STREAM)
+                info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
                 assert (info.state.first_seq, info.state.last_seq) == (11, 300)
                 assert await read_all(js) == before  # seq, subject, data, msg id, time
                 assert all(time != "None" for *_, time in before)
-                registry = await all_current(js, f"KV_{REGISTRY_BUCKET}")
+                registry = await stream.wait_current(js, f"KV_{REGISTRY_BUCKET}", 3, COPIES_S)
                 assert registry.state.messages == 1
                 assert (await (await js.key_value(REGISTRY_BUCKET)).get("ann")).value == (
                     b'{"id": "ann"}'
                 )
-                await all_current(js, f"KV_{stream.LEASE_BUCKET}")  # made anew, three copies
+                await stream.wait_current(
+                    js, f"KV_{stream.LEASE_BUCKET}", 3, COPIES_S
+                )  # made anew, three copies
                 # A gateway's resend of a row stored before the move is still a duplicate
                 # (the nodes just restarted: their interest in the stream may lag).
                 again = await stream.until_answered(

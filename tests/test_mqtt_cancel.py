@@ -20,6 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from streamer.cancel import cancellation_kept, raise_if_cancelled
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.notify import notifier as notifier_module
 from streamer.notify.channels import CommandChannel
@@ -27,7 +28,7 @@ from streamer.notify.notifier import Notifier, SeenStore, run_notifier
 from streamer.results import Kind, Result
 from streamer.sinks.backoff import Backoff
 from streamer.sinks.mqtt import MqttPublisher
-from streamer.sinks.mqtt_connect import cancellation_kept, mqtt_client
+from streamer.sinks.mqtt_connect import mqtt_client
 from streamer.store import Store
 from tests.servers import HOST, Mosquitto
 
@@ -177,6 +178,60 @@ async def test_cancellation_kept_re_raises_what_wait_for_swallowed() -> None:
             assert outcome == ["PUBACK", "ran on"]
 
 
+async def test_a_loop_checking_each_turn_ends_at_a_swallowed_cancellation() -> None:
+    """A loop that runs until cancelled (the gateway's NATS loops) ends at its next turn
+    when a call in the last one swallowed the stop — here a reply arriving with it."""
+    loop = asyncio.get_running_loop()
+    replies: list[asyncio.Future[str]] = []
+    turns = 0
+
+    async def until_cancelled() -> None:
+        nonlocal turns
+        while True:
+            raise_if_cancelled()
+            turns += 1
+            reply = loop.create_future()
+            replies.append(reply)
+            await asyncio.wait_for(reply, 10)
+
+    task = asyncio.create_task(until_cancelled())
+    await asyncio.sleep(0)  # the task now waits for its first reply
+    replies[0].set_result("PubAck")
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+    assert task.cancelled(), "the loop went on waiting for a second reply"
+    assert turns == 1
+
+
+async def test_a_block_failing_after_a_swallowed_cancellation_ends_cancelled() -> None:
+    """A swallowed cancellation followed by a broker error in the same block (the
+    disconnect after a session's end) is a stop, not an error a reconnecting loop retries."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[str] = loop.create_future()
+    retried: list[str] = []
+
+    async def session() -> None:
+        await asyncio.wait_for(answered, 10)  # CONNACK, as the stop arrives
+        raise aiomqtt.MqttError("the broker closed the connection")
+
+    async def loop_on_errors() -> None:
+        while True:
+            try:
+                with cancellation_kept():
+                    await session()
+            except aiomqtt.MqttError as exc:
+                retried.append(str(exc))  # a reconnecting loop would go round again
+                return
+
+    task = asyncio.create_task(loop_on_errors())
+    await asyncio.sleep(0)  # the task now waits inside wait_for
+    answered.set_result("CONNACK")
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled(), "the stop was taken for a broker error"
+    assert retried == []
+
+
 @pytest.mark.parametrize("answer", ["on_connect", "on_subscribe"])
 async def test_the_notifier_cancelled_as_the_broker_answers_stops(
     mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str
@@ -252,3 +307,44 @@ async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
             if held:
                 os.kill(mosquitto.proc.pid, signal.SIGCONT)
             await sub.stop()
+
+
+@pytest.mark.parametrize("answer", ["on_connect", "on_publish"])
+async def test_a_workers_availability_cancelled_as_the_broker_answers_stops(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """A team worker's availability connection (``redox-worker-<id>``) stopped just as
+    CONNACK or the PUBACK of its ``online`` arrives ends: the worker's stop awaits it."""
+    from streamer.config import Config
+    from streamer.sinks import mqtt_connect
+    from streamer.team.worker import Worker
+
+    task: asyncio.Task[None] | None = None
+    seen = 0
+
+    def hooked_client(*args: Any, **kwargs: Any) -> aiomqtt.Client:
+        client = mqtt_client(*args, **kwargs)
+        paho = client._client
+        original = getattr(paho, answer)
+
+        def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
+            nonlocal seen
+            original(*cb_args, **cb_kwargs)
+            seen += 1
+            if seen == 1 and task is not None:
+                task.cancel()
+
+        setattr(paho, answer, callback)
+        return client
+
+    monkeypatch.setattr(mqtt_connect, "mqtt_client", hooked_client)  # imported at each call
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+    worker = Worker("w", nats_url="nats://unused", dsn="unused", config=config)
+    task = asyncio.create_task(worker._availability())
+    done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN_S)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_WITHIN_S)
+    assert seen >= 1, f"{answer} never came"
+    assert done, f"the availability cancelled at {answer} was still running"
+    assert task.cancelled()

@@ -29,10 +29,13 @@ from streamer.errors import INPUT_STATUS
 from streamer.team import wire
 from streamer.team.registry import (
     REGISTRY_BUCKET,
+    CentralRegistryError,
     RegistryEntryError,
     athlete_key,
     decode_athlete,
+    follow,
     open_registry,
+    read_entries,
     read_view,
 )
 from streamer.team.stream import LEASE_BUCKET, ensure_stream
@@ -76,10 +79,10 @@ def _registry(args: list[str], nats_url: str) -> int:
     return main(["registry", *args, "--nats", nats_url])
 
 
-async def _kv(url: str, work: Any) -> Any:
+async def _kv(url: str, work: Any, *, create: bool = False) -> Any:
     nc = await nats.connect(url)
     try:
-        kv = await open_registry(nc.jetstream())
+        kv = await open_registry(nc.jetstream(), create=create)
         assert kv is not None, f"no bucket {REGISTRY_BUCKET}"
         return await work(kv)
     finally:
@@ -430,6 +433,58 @@ def test_no_registry_and_no_server_are_one_line_each(
         assert len(err) == 1, err
         assert err[0].startswith("redox-streamer registry: error: "), err
         assert named in err[0], err
+
+
+def test_a_registry_whose_last_revision_was_purged_is_read_to_its_end(
+    nats_server: NatsServer,
+) -> None:
+    """bob deleted, then the delete markers purged (``purge_deletes``, a compaction): the
+    bucket's last sequence names a message no longer there. ``show`` and a gateway's or
+    worker's first view still end, with ann alone (they waited for that revision for
+    ever)."""
+
+    async def check(kv: Any) -> None:
+        await kv.put(athlete_key("ann"), json.dumps({"id": "ann"}).encode())
+        await kv.put(athlete_key("bob"), json.dumps({"id": "bob"}).encode())
+        await kv.delete(athlete_key("bob"))
+        await kv.purge_deletes(olderthan=-1)
+        state = (await kv.status()).stream_info.state
+        assert (state.messages, state.last_seq) == (1, 3)  # the message at 3 is gone
+        view = await asyncio.wait_for(read_view(kv), 30)
+        assert [a.id for a in view.athletes] == ["ann"]
+        nc = await nats.connect(nats_server.url)
+        views = follow(nc.jetstream())
+        try:
+            first = await asyncio.wait_for(anext(views), 30)
+            assert [a.id for a in first.athletes] == ["ann"]
+        finally:
+            await views.aclose()
+            await nc.close()
+
+    asyncio.run(_kv(nats_server.url, check, create=True))
+
+
+def test_a_registry_read_from_a_server_that_stopped_answering_ends_in_one_line(
+    nats_server: NatsServer,
+) -> None:
+    """nats-server SIGSTOPped under a connected reader: ``read_entries`` gives up after
+    its bound with one line naming the bucket and what to check, not waiting for ever."""
+
+    async def check(kv: Any) -> None:
+        await kv.put(athlete_key("ann"), json.dumps({"id": "ann"}).encode())
+        assert nats_server.proc is not None
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(CentralRegistryError) as raised:
+                await asyncio.wait_for(read_entries(kv, within_s=1.0), 30)
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+        assert str(raised.value) == (
+            f"central registry {REGISTRY_BUCKET}: not read within 1 s (up to revision 0); "
+            "check that NATS answers (each node's /healthz) and try again"
+        )
+
+    asyncio.run(_kv(nats_server.url, check, create=True))
 
 
 def test_a_gateway_following_the_registry_stays_thin(tmp_path: Path) -> None:

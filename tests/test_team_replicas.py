@@ -18,6 +18,7 @@ import logging
 import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from streamer.team.gateway import Gateway
 from streamer.team.outbox import GatewayOutbox
 from streamer.team.registry import open_registry, push, read_view
 from tests.servers import HOST, NatsServer, nats_cluster, start_all
-from tests.test_deploy_stage2 import all_current
+from tests.test_deploy_stage2 import COPIES_S
 
 pytest.importorskip("nats")
 
@@ -79,7 +80,7 @@ def test_a_registry_pushed_before_the_stream_has_three_copies_follows_it_to_thre
             with caplog.at_level(logging.WARNING, logger="streamer.team.stream"):
                 await stream.ensure_stream(js, 3)
             for name in (wire.STREAM, registry, stream.bucket_stream(stream.LEASE_BUCKET)):
-                await all_current(js, name)
+                await stream.wait_current(js, name, 3, COPIES_S)
             assert (await read_view(kv)).config(Config()).athletes[0].name == "Ann"
             assert [r.getMessage() for r in caplog.records] == []
         finally:
@@ -162,7 +163,7 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
             await stream.raise_replicas(js, wire.STREAM, 3)  # as move-streams.py does
             held = {(await _info(js, n)).cluster.leader for n in (leases, registry)}
             for _ in range(10):
-                await all_current(js, wire.STREAM)
+                await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
                 meta = await asyncio.to_thread(_meta_leader, nodes)
                 wanted = [
                     n
@@ -225,7 +226,7 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
                 kv = await stream.ensure_stream(js)  # the next gateway's start
             assert [r.getMessage() for r in caplog.records] == []
             for name in (wire.STREAM, leases, registry):
-                await all_current(js, name)
+                await stream.wait_current(js, name, 3, COPIES_S)
             assert (await kv.status()).ttl == stream.DEFAULT_LEASE_TTL_S
             view = await read_view(await js.key_value(stream.REGISTRY_BUCKET))
             assert view.config(Config()).athletes[0].name == "Ann"
@@ -233,3 +234,80 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
             await nc.close()
 
     asyncio.run(next_start())
+
+
+def test_wait_current_names_a_bucket_with_fewer_copies_than_wanted_within_its_bound(
+    nats_server: NatsServer,
+) -> None:
+    """On one node the lease bucket has one copy: waiting for three ends after the bound
+    given, with one line naming the bucket, its stream and what raises it."""
+    import nats
+
+    async def check() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await stream.ensure_stream(js)
+            leases = stream.bucket_stream(stream.LEASE_BUCKET)
+            assert (await stream.wait_current(js, leases, 1, COPIES_S)).config.name == leases
+            started = time.monotonic()
+            with pytest.raises(stream.StreamMoveError) as raised:
+                await stream.wait_current(js, leases, 3, 0.5)
+            assert time.monotonic() - started < 10  # bounded: 0.5 s and one poll, not more
+            assert str(raised.value).startswith(
+                f"bucket {stream.LEASE_BUCKET} (stream {leases}): 3 current copies wanted, "
+                "not there after 0.5 s (only 1 configured (a gateway started with "
+                "--replicas 3 raises it)); check"
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(check())
+
+
+def test_wait_current_names_the_copy_on_a_dead_node_and_returns_once_it_caught_up(
+    nodes: list[NatsServer],
+) -> None:
+    """A follower's node SIGKILLed and one message stored by the other two: the wait ends
+    after its bound naming that node; started again, the node catches up and the wait
+    returns the stream's info with every copy current."""
+    import nats
+
+    async def victim() -> NatsServer:
+        """A node holding neither the stream's leader nor the meta leader: the stream goes
+        on answering while it is dead."""
+        nc = await nats.connect([n.url for n in nodes])
+        try:
+            js = nc.jetstream()
+            await stream.ensure_stream(js, 3)
+            info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
+            spared = {info.cluster.leader, await asyncio.to_thread(_meta_leader, nodes)}
+            return next(n for n in nodes if n.node not in spared)
+        finally:
+            await nc.close()
+
+    async def check(dead: NatsServer) -> None:
+        # Through the other nodes only: a client of the dead one would be reconnecting.
+        nc = await nats.connect([n.url for n in nodes if n is not dead])
+        try:
+            js = nc.jetstream()
+            await asyncio.to_thread(dead.kill)
+            await stream.until_answered(
+                partial(js.publish, f"{wire.RAW_PREFIX}.ann", b"x", headers={"Nats-Msg-Id": "a"})
+            )
+            with pytest.raises(stream.StreamMoveError) as raised:
+                await stream.wait_current(js, wire.STREAM, 3, 1.0)
+            text = str(raised.value)
+            assert text.startswith(f"stream {wire.STREAM}: 3 current copies wanted"), text
+            lagging = text.split("(", 1)[1].split(")", 1)[0].split("; ")
+            assert [why.split(" ", 1)[0] for why in lagging] == [dead.node], text
+            await asyncio.to_thread(dead.start)
+            info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
+            assert info.state.messages == 1
+            peers = info.cluster.replicas
+            assert len(peers) == 2
+            assert all(p.current and not p.lag for p in peers)
+        finally:
+            await nc.close()
+
+    asyncio.run(check(asyncio.run(victim())))

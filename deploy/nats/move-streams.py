@@ -89,7 +89,8 @@ async def restore(servers: list[str], directory: Path, replicas: int, wait_s: fl
         await stream.ensure_stream(js, replicas)  # the lease bucket, with as many copies
         for name in stream.MOVED_STREAMS:
             if (directory / f"{name}.json").exists():
-                await _wait_current(js, name, replicas, wait_s)
+                info = await stream.wait_current(js, name, replicas, wait_s)
+                print(f"{name}: {info.config.num_replicas or 1} copies current")
         # Measured on 2.15.1: a restored stream takes a resent Nats-Msg-Id as new until its
         # nodes have read it from disk at a start; a gateway's row sent before the move and
         # unacknowledged would be stored twice.
@@ -100,28 +101,6 @@ async def restore(servers: list[str], directory: Path, replicas: int, wait_s: fl
         )
     finally:
         await nc.close()
-
-
-async def _wait_current(
-    js: nats.js.JetStreamContext, name: str, replicas: int, wait_s: float
-) -> None:
-    """Until every replica has caught up (the server copies the messages to new peers)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    while True:
-        info = await js.stream_info(name)
-        peers = (info.cluster.replicas or []) if info.cluster else []
-        current = 1 + sum(1 for p in peers if p.current)
-        if current >= replicas:
-            print(f"{name}: {current} copies current")
-            return
-        if loop.time() > deadline:
-            raise stream.StreamMoveError(
-                f"{name}: {current} of {replicas} copies current after {wait_s:.0f} s; check "
-                "every node's log, then run this restore's last step again: "
-                "`redox-streamer gateway ... --replicas 3` raises what is missing"
-            )
-        await asyncio.sleep(0.5)
 
 
 def main() -> int:

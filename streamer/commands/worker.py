@@ -82,6 +82,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """Log the survivor watch's end by an error of its own (a bug: it rides out MQTT's) at
+    once, not at the worker's stop."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logging.getLogger(__name__).error(
+            "the gateways' survivor watch ended: %r", exc, exc_info=exc
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``redox-streamer worker``."""
     from streamer.team.worker import Worker, WorkerOptions
@@ -121,7 +130,19 @@ def run(args: argparse.Namespace) -> int:
 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop)
-        await worker.run()
+        surviving = None
+        if config.mqtt is not None:  # a lone gateway's devices, should it die for good
+            from streamer.team.worker_survivor import WorkerSurvivor
+
+            survivor = WorkerSurvivor(config.mqtt, args.id)
+            surviving = asyncio.create_task(survivor.run(), name="gateways' survivor")
+            surviving.add_done_callback(_said_if_failed)
+        try:
+            await worker.run()
+        finally:
+            if surviving is not None:
+                surviving.cancel()
+                await asyncio.gather(surviving, return_exceptions=True)
 
     asyncio.run(main())
     return 0

@@ -43,6 +43,7 @@ from typing import Any, Final
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from streamer.cancel import cancellation_kept
 from streamer.config import MqttConfig
 from streamer.errors import StreamerError
 from streamer.notify.model import SEVERITY_RANK, Channel, DeliveryError
@@ -52,7 +53,6 @@ from streamer.results import JsonValue
 from streamer.sinks.backoff import NOTIFY_RECONNECT
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
-    cancellation_kept,
     describe_failure,
     is_certificate_refused,
     mqtt_client,

@@ -60,6 +60,7 @@ from typing import Any, Final, Protocol
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from streamer.cancel import cancellation_kept
 from streamer.config import AthleteConfig, MqttConfig
 from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
@@ -67,7 +68,6 @@ from streamer.sinks.backoff import Backoff, network_backoff
 from streamer.sinks.ha_discovery import discovery_messages
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
-    cancellation_kept,
     describe_failure,
     mqtt_client,
     process_client_id,

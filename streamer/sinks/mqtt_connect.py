@@ -37,15 +37,13 @@ present) mean:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
 import secrets
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 import aiomqtt
@@ -169,27 +167,6 @@ def mqtt_client(
         max_inflight_messages=max_inflight_messages,
         socket_options=NO_DELAY,
     )
-
-
-@contextlib.contextmanager
-def cancellation_kept() -> Iterator[None]:
-    """Re-raise a cancellation that an aiomqtt call inside the block swallowed.
-
-    aiomqtt waits for CONNACK, PUBACK and SUBACK with ``asyncio.wait_for``, which on Python
-    3.11 returns the result instead of raising ``CancelledError`` when the cancellation
-    arrives just as the awaited answer does; the task then runs on as if never cancelled
-    (a publisher that never stops, a shutdown that hangs). A task's ``cancelling()``
-    count still records the request, so a block that ends normally while that count
-    rose was cancelled: raise it. (On Python ≥ 3.12 ``wait_for`` raises by itself and
-    this never fires.) Use it around each aiomqtt call a task awaits directly; calls in
-    child tasks gathered with ``asyncio.gather`` need none, because the gathering future
-    re-raises the cancellation it was asked for.
-    """
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-    yield
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
 
 
 def probe_topic(base: str, who: str) -> str:

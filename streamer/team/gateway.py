@@ -39,6 +39,7 @@ from devices.errors import DeviceUnavailableError
 from devices.policy import Backoff, Jitter
 from devices.recording import RecordedNotification
 from devices.records import BatteryLevel
+from streamer.cancel import raise_if_cancelled
 from streamer.config import DeviceConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.leases import Lease, LeaseLostError, contention_delay_s, lease_key
@@ -411,6 +412,7 @@ class Gateway:
         js = self._nc.jetstream()
         deleted = 0  # rows up to this id are deleted
         while True:
+            raise_if_cancelled()  # a stop a NATS reply swallowed (see streamer.cancel)
             rows = await asyncio.to_thread(self.outbox.peek, BATCH, self._acked_through)
             if not rows:
                 self._wake_publisher.clear()
@@ -519,6 +521,7 @@ class Gateway:
         lease = Lease(kv, self.id, athlete, device.id)
         renew_every = self.lease_ttl_s / 3
         while True:
+            raise_if_cancelled()  # a stop a NATS reply swallowed (see streamer.cancel)
             if self._held >= self.max_devices:
                 await asyncio.sleep(renew_every)  # no free slot: leave it to others
                 continue
@@ -588,6 +591,7 @@ class Gateway:
         renew_failed = False
         try:
             while True:
+                raise_if_cancelled()  # a stop a NATS reply swallowed (see streamer.cancel)
                 # After a failed renewal (NATS away) try again within a second: the key's
                 # age counts from the last renewal that reached it, and a whole cluster's
                 # restart (kill, ~5 s away, ~8 s to be ready) plus a full renewal period
@@ -699,6 +703,7 @@ class Gateway:
         from streamer.team.registry import follow
 
         while True:
+            raise_if_cancelled()  # a stop a NATS reply swallowed (see streamer.cancel)
             try:
                 async for view in follow(self._nc.jetstream()):
                     devices = view.devices()

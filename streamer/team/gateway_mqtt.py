@@ -72,11 +72,12 @@ differ for a moment may both say ``stopped``: a repeat with a higher ``seq``, ha
 A gateway restarted after its own death reads its previous list (another boot's,
 :attr:`GatewayCommands.boot`) and treats those devices as held until it finds it does not
 hold them: each then gets its ``stopped`` as a device leaving does — so a club of one
-gateway is covered by that gateway's return. Why the gateways and not the worker or Home
-Assistant: the gateways already own the device-state topics and their ``seq``, the broker's
-Last Will is the one sure news of a death, and the rule needs no protocol of ours; a worker
-would have to merge the gateways' MQTT news into its partition's order, and Home
-Assistant's availability lists cannot name "the gateway that holds this device now".
+gateway is covered by that gateway's return — and when it never returns, the workers stand
+in: with no gateway ``online``, the worker with the smallest live id takes the survivor's
+role (:mod:`streamer.team.worker_survivor`), by the same rule (:mod:`streamer.team.survivor`,
+the one place it is written). Why the gateways first: they already own the device-state
+topics and their ``seq``, the broker's Last Will is the one sure news of a death, and the
+rule needs no protocol of ours.
 """
 
 from __future__ import annotations
@@ -99,11 +100,18 @@ import aiomqtt
 from streamer import __version__
 from streamer.app.commands_in import CommandListener
 from streamer.app.device_state import DEVICE_STATE_CHECK_S, DeviceStates, DriverLike
+from streamer.cancel import cancellation_kept
 from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
 from streamer.results import DeviceStatePayload, JsonValue, PayloadError, Result
 from streamer.sinks.backoff import network_backoff
-from streamer.sinks.mqtt_connect import MqttTlsError, describe_failure, mqtt_client, tls_context
+from streamer.sinks.mqtt_connect import (
+    MqttTlsError,
+    describe_failure,
+    mqtt_client,
+    tls_context,
+)
+from streamer.team import survivor
 from streamer.team.gateway import availability_topic, gateway_mqtt
 from streamer.team.outbox import KeptState
 from streamer.topics import Topics, segment, slug
@@ -112,8 +120,8 @@ _LOGGER: Final = logging.getLogger(__name__)
 
 SHARE_GROUP: Final = "redox-gateways"
 """The shared-subscription group every gateway joins for the command topics."""
-ONLINE: Final = b"online"
-OFFLINE: Final = b"offline"
+ONLINE: Final = survivor.ONLINE
+OFFLINE: Final = survivor.OFFLINE
 
 
 DEATH_PROBLEM: Final = "gateway {gateway} went away without a goodbye (its Last Will)"
@@ -365,7 +373,7 @@ class GatewayCommands(CommandListener):
     def _next_seq(self, topic: str, above: int = 0) -> int:
         """The clock in µs, at least one above the topic's last number and above ``above``
         (see the module)."""
-        seq = max(self._seq.get(topic, 0) + 1, above + 1, time.time_ns() // 1000)
+        seq = survivor.seq_above(self._seq.get(topic, 0), above, time.time_ns() // 1000)
         self._seq[topic] = seq
         return seq
 
@@ -380,9 +388,17 @@ class GatewayCommands(CommandListener):
             out.append(KeptState(topic, result.athlete, result.device, payload))
         return out
 
+    @staticmethod
+    async def _publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """One message, retained, QoS 1 (everything this gateway says is): a stop that
+        arrives with the PUBACK is kept (see :func:`cancellation_kept`), so that a gateway
+        stopped then, or a states task cancelled then, does not run on."""
+        with cancellation_kept():
+            await client.publish(topic, payload, qos=1, retain=True)
+
     async def _publish_state(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        """One device's state message: retained, QoS 1 (every path that says a state)."""
-        await client.publish(topic, payload, qos=1, retain=True)
+        """One device's state message (every path that says a state)."""
+        await self._publish(client, topic, payload)
         self.device_states_published += 1
 
     async def _publish_states(self, client: aiomqtt.Client, queued: _Queued) -> None:
@@ -421,7 +437,7 @@ class GatewayCommands(CommandListener):
         matters = [(x.athlete, x.device, x.topic, _what_matters(x.state), x.seq) for x in listed]
         if matters == self._listed:
             return
-        await client.publish(self.list_topic, encode_list(self.boot, listed), qos=1, retain=True)
+        await self._publish(client, self.list_topic, encode_list(self.boot, listed))
         self._listed = matters
 
     def _read_list(self, client: aiomqtt.Client, gateway_id: str, payload: bytes) -> None:
@@ -477,13 +493,14 @@ class GatewayCommands(CommandListener):
     def _sweep(self, client: aiomqtt.Client) -> None:
         """Clean up after each gateway ``offline`` whose list still names devices — when
         this gateway has the smallest id of those ``online`` (see the module)."""
-        dead = sorted(
-            g for g in self._lists if self._states.get(g) == OFFLINE and g not in self._after_deaths
-        )
+        dead = [
+            g
+            for g in survivor.dead_with_devices(self._lists, self._states)
+            if g not in self._after_deaths
+        ]
         if not dead or self.devices is None:
             return
-        alive = {g for g, state in self._states.items() if state == ONLINE}
-        if min(alive | {self.gateway_id}) != self.gateway_id:
+        if not survivor.elected(self.gateway_id, survivor.online(self._states)):
             return
         for gateway_id in dead:
             listed = self._lists.pop(gateway_id)  # taken now: one clean-up per death
@@ -519,19 +536,10 @@ class GatewayCommands(CommandListener):
             if self._states.get(gateway_id) != OFFLINE:
                 return self._called_off(gateway_id, listed)
             holding = {(a, d) for a, items in self.devices.held_drivers().items() for d, _ in items}
-            others = {
-                (x.athlete, x.device)
-                for g, items in self._lists.items()
-                if self._states.get(g) != OFFLINE
-                for x in items
-            }
-            for x in listed:
-                if (x.athlete, x.device) in holding or (x.athlete, x.device) in others:
-                    continue
+            for x in survivor.orphaned(listed, self._lists, self._states, holding):
                 if self._states.get(gateway_id) != OFFLINE:
                     return self._called_off(gateway_id, listed)
-                state = replace(x.state, connected=False, connection="stopped", problem=problem)
-                result = state.result(x.athlete, self._clock_ns(), x.device)
+                result = survivor.stopped_result(x, problem, self._clock_ns())
                 # Not this gateway's word on the device (not in `_words`): it never held
                 # it, and must not publish it again after a reconnect or a restart.
                 payload = encode_payload(result, self._next_seq(x.topic, above=x.seq))
@@ -540,9 +548,7 @@ class GatewayCommands(CommandListener):
                 said += 1
             if self._states.get(gateway_id) != OFFLINE:
                 return self._called_off(gateway_id, listed)
-            await client.publish(
-                held_devices_topic(self.topics.base, gateway_id), b"", qos=1, retain=True
-            )
+            await self._publish(client, held_devices_topic(self.topics.base, gateway_id), b"")
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             self.cleanups_failed += 1
             self._lists.setdefault(gateway_id, list(listed))
@@ -622,7 +628,7 @@ class GatewayCommands(CommandListener):
                 if self._reassert:  # taken for dead by a survivor (see _read_list)
                     self._reassert = False
                     self.reasserted += 1
-                    await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
+                    await self._publish(client, self.state_topic, ONLINE)
                     self._listed = None
                     states = DeviceStates(  # nothing sent yet: every held state is due
                         {}, self.devices.battery_of, [queued], clock_ns=self._clock_ns
@@ -668,7 +674,8 @@ class GatewayCommands(CommandListener):
         try:
             while True:
                 try:
-                    await self._session()
+                    with cancellation_kept():  # e.g. one swallowed at the disconnect
+                        await self._session()
                 except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
                     self.on_link(False)
                     _LOGGER.warning(
@@ -688,22 +695,26 @@ class GatewayCommands(CommandListener):
             will=aiomqtt.Will(self.state_topic, OFFLINE, qos=1, retain=True),
             logger=_LOGGER,
         )
-        async with client:
-            self.sessions += 1
-            self._listed = None  # nothing published on this connection yet (see _read_list)
-            await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
-            await client.publish(self.state_topic, ONLINE, qos=1, retain=True)
-            if self.config.ha_discovery:
-                # Retained, the same bytes on every connect: one config per gateway, made
-                # by the only process that knows the gateway exists.
-                topic, config = discovery_config(self.topics, self.gateway_id)
-                await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
-            lists = held_devices_topic(self.topics.base, "+")
-            states_filter = availability_topic(self.topics.base, "+")
-            if self.devices is not None:
-                # The others' lists and availability, retained (see the module).
-                await client.subscribe(lists, qos=1)
-                await client.subscribe(states_filter, qos=1)
+        async with contextlib.AsyncExitStack() as stack:
+            # A stop that arrives with CONNACK, a SUBACK or a PUBACK here is kept: the
+            # session would otherwise go on to listen until the next stop.
+            with cancellation_kept():
+                await stack.enter_async_context(client)
+                self.sessions += 1
+                self._listed = None  # nothing published on this connection yet (see _read_list)
+                await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
+                await self._publish(client, self.state_topic, ONLINE)
+                if self.config.ha_discovery:
+                    # Retained, the same bytes on every connect: one config per gateway,
+                    # made by the only process that knows the gateway exists.
+                    topic, config = discovery_config(self.topics, self.gateway_id)
+                    await self._publish(client, topic, json.dumps(config).encode())
+                lists = held_devices_topic(self.topics.base, "+")
+                states_filter = availability_topic(self.topics.base, "+")
+                if self.devices is not None:
+                    # The others' lists and availability, retained (see the module).
+                    await client.subscribe(lists, qos=1)
+                    await client.subscribe(states_filter, qos=1)
             self.subscribed.set()
             reader = asyncio.create_task(
                 self._read_messages(client, lists, states_filter), name="gateway mqtt reader"
@@ -728,7 +739,7 @@ class GatewayCommands(CommandListener):
                 # A clean disconnect sends no Last Will: say offline ourselves.
                 with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                     async with asyncio.timeout(2.0):
-                        await client.publish(self.state_topic, OFFLINE, qos=1, retain=True)
+                        await self._publish(client, self.state_topic, OFFLINE)
                 raise
             finally:
                 for task in tasks:  # the connection is gone: the next one starts again

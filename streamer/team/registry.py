@@ -25,9 +25,10 @@ in that process (none at a start), and the other athletes are unaffected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -66,6 +67,9 @@ HISTORY: Final = 5
 """Revisions kept per key: the last few changes stay readable (``nats kv history``)."""
 RETRY_S: Final = 2.0
 """While no registry exists yet, look for it again this often (s)."""
+READ_S: Final = 30.0
+"""How long reading every entry of the registry once may take (s): ``registry push``,
+``show``, ``pair`` and ``unpair`` end with one line after it rather than wait for ever."""
 WRITE_ATTEMPTS: Final = 5
 """A read-modify-write of one athlete retried this often when another writer came between."""
 FIX: Final = "fix it in the club file and `redox-streamer registry push` it"
@@ -243,35 +247,73 @@ async def open_registry(
 
 
 async def _last_revision(kv: KeyValue) -> int:
-    """The bucket's last revision now (0: never written). A watcher has delivered every
-    current entry once it passed this one — the end of the first load, told by the server.
+    """The bucket's last revision now (0: it holds no entry). A watcher has delivered every
+    current entry once it passed this one, or once the server says none is pending after
+    the one it delivers (:func:`_loaded`) — the end of the first load, told by the server.
     Not nats-py's end-of-values marker (``None``): it can come before values already on
     their way to the client (nats-io/nats.py#842), so a reader saw an empty registry right
-    after a push. The bucket has no TTL, so that revision cannot expire unseen."""
-    status = await kv.status()
-    return int(status.stream_info.state.last_seq)
+    after a push."""
+    state = (await kv.status()).stream_info.state
+    return int(state.last_seq) if state.messages else 0
 
 
-async def read_entries(kv: KeyValue) -> dict[str, tuple[bytes, int]]:
-    """Every live entry now: key → (value, revision)."""
-    out: dict[str, tuple[bytes, int]] = {}
+def _loaded(entry: KeyValue.Entry, last: int) -> bool:
+    """Whether ``entry`` ends a watcher's first load up to revision ``last``: it is that
+    revision or a later one, or the server counts nothing pending after it (``delta``) —
+    the message at ``last`` may be gone (a ``purge_deletes`` or a compaction removes
+    delete markers, the stream's last sequence stays), and a reader waiting for it waited
+    for ever."""
+    return (entry.revision or 0) >= last or entry.delta == 0
+
+
+def _apply(entries: dict[str, tuple[bytes, int]], entry: KeyValue.Entry) -> None:
+    """A watcher's ``entry`` applied to ``entries`` (key → value and revision): a delete or
+    a purge removes its key."""
+    if entry.operation in ("DEL", "PURGE"):
+        entries.pop(entry.key, None)
+    else:
+        entries[entry.key] = (entry.value or b"", entry.revision or 0)
+
+
+async def _watch(kv: KeyValue) -> AsyncGenerator[tuple[dict[str, tuple[bytes, int]], bool]]:
+    """The bucket's live entries (key → value and revision) after each change a watcher
+    delivers, with whether its first load is complete (:func:`_loaded`; it stays so) — at
+    once for an empty bucket. Close it (``contextlib.aclosing``): the server's consumer
+    goes then."""
+    entries: dict[str, tuple[bytes, int]] = {}
     last = await _last_revision(kv)
-    if last == 0:
-        return out
+    loaded = last == 0
+    if loaded:
+        yield entries, loaded
     watcher = await kv.watchall()
     try:
         async for entry in watcher:
             if entry is None:  # nats-py's marker: maybe early (see _last_revision)
                 continue
-            if entry.operation in ("DEL", "PURGE"):
-                out.pop(entry.key, None)
-            else:
-                out[entry.key] = (entry.value or b"", entry.revision or 0)
-            if (entry.revision or 0) >= last:
-                break
+            _apply(entries, entry)
+            loaded = loaded or _loaded(entry, last)
+            yield entries, loaded
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return out
+        # Shielded from a cancellation that may be running: the server's consumer goes.
+        await asyncio.shield(watcher.stop())  # type: ignore[no-untyped-call]
+
+
+async def read_entries(kv: KeyValue, within_s: float = READ_S) -> dict[str, tuple[bytes, int]]:
+    """Every live entry now: key → (value, revision). :class:`CentralRegistryError` when
+    they are not all read within ``within_s`` s (NATS not answering)."""
+    seen = 0
+    try:
+        async with asyncio.timeout(within_s), contextlib.aclosing(_watch(kv)) as changes:
+            async for entries, loaded in changes:
+                if loaded:
+                    return dict(entries)
+                seen = max((revision for _, revision in entries.values()), default=seen)
+    except TimeoutError:  # nats-py's own timeouts are TimeoutErrors too
+        pass
+    raise CentralRegistryError(
+        f"central registry {REGISTRY_BUCKET}: not read within {within_s:g} s (up to revision "
+        f"{seen}); check that NATS answers (each node's /healthz) and try again"
+    )
 
 
 async def read_view(kv: KeyValue) -> RegistryView:
@@ -300,26 +342,10 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
                 _LOGGER.debug("registry: %s", exc)
         _LOGGER.info("central registry %s found", REGISTRY_BUCKET)
     reader = _Reader()
-    values: dict[str, bytes] = {}
-    last = await _last_revision(kv)
-    loaded = last == 0
-    if loaded:  # an empty bucket: the empty view at once
-        yield reader.view(values)
-    watcher = await kv.watchall()
-    try:
-        async for entry in watcher:
-            if entry is None:  # nats-py's marker: maybe early (see _last_revision)
-                continue
-            if entry.operation in ("DEL", "PURGE"):
-                values.pop(entry.key, None)
-            else:
-                values[entry.key] = entry.value or b""
-            loaded = loaded or (entry.revision or 0) >= last
+    async with contextlib.aclosing(_watch(kv)) as changes:
+        async for entries, loaded in changes:
             if loaded:
-                yield reader.view(values)
-    finally:
-        # Shielded from a cancellation that may be running: the server's consumer goes.
-        await asyncio.shield(watcher.stop())  # type: ignore[no-untyped-call]
+                yield reader.view({k: v for k, (v, _) in entries.items()})
 
 
 @dataclass(slots=True)

@@ -396,6 +396,80 @@ async def raise_replicas(js: JetStreamContext, name: str, replicas: int) -> bool
     return True
 
 
+CURRENT_POLL_S: Final = 0.2
+"""How often :func:`wait_current` asks the stream's leader again (s)."""
+
+
+def _stream_label(name: str) -> str:
+    """``stream REDOX_RAW``, or ``bucket redox_leases (stream KV_redox_leases)``: what an
+    operator knows the stream by."""
+    if name.startswith("KV_"):
+        return f"bucket {name[3:]} (stream {name})"
+    return f"stream {name}"
+
+
+def _not_current(info: api.StreamInfo, replicas: int) -> list[str]:
+    """Why ``info`` does not show ``replicas`` (or its own, if more) copies all caught up:
+    one entry per lagging, missing or unplaced copy; empty when they are.
+
+    A follower counts once it is ``current`` with no ``lag`` (the leader's committed
+    entries it has not stored): ``current`` alone turns false only some seconds after a
+    follower stops answering, and the deploy step after this one restarts nodes."""
+    configured = info.config.num_replicas or 1
+    if configured < replicas:
+        return [
+            f"only {configured} configured (a gateway started with --replicas {replicas} raises it)"
+        ]
+    if configured == 1:
+        return []  # the leader's copy is the stream
+    cluster = info.cluster
+    if cluster is None or not cluster.leader:
+        return ["no leader elected"]
+    peers = cluster.replicas or []
+    why = [
+        f"{p.name or '?'} "
+        + ("offline" if p.offline else f"{p.lag or 0} behind" if p.current else "not current")
+        for p in peers
+        if p.offline or not p.current or p.lag
+    ]
+    if len(peers) < configured - 1:
+        why.append(f"{configured - 1 - len(peers)} not placed on a node yet")
+    return why
+
+
+async def wait_current(
+    js: JetStreamContext, name: str, replicas: int, within_s: float
+) -> api.StreamInfo:
+    """Stream ``name``'s info once it has at least ``replicas`` copies (all it is
+    configured with) and every follower has caught up with its leader: the server copies
+    a restored or raised stream to its new peers on its own time, and a node restarted
+    before its copy is whole leaves the stream on fewer nodes than it says.
+
+    Polled every :data:`CURRENT_POLL_S`; an unanswered or refused request (a leader being
+    elected after nodes restarted) is asked again. After ``within_s`` s one
+    :class:`StreamMoveError` names the stream (or bucket) and each lagging copy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        left = deadline - loop.time()
+        try:
+            info = await asyncio.wait_for(js.stream_info(name), max(left, CURRENT_POLL_S))
+        except (NatsError, TimeoutError) as exc:
+            why = [f"no answer ({exc or type(exc).__name__})"]
+        else:
+            why = _not_current(info, replicas)
+            if not why:
+                return info
+        if loop.time() >= deadline:
+            raise StreamMoveError(
+                f"{_stream_label(name)}: {replicas} current copies wanted, not there after "
+                f"{within_s:g} s ({'; '.join(why)}); check that those nodes run (each "
+                "node's /healthz) and their logs, then wait again: the server goes on "
+                "copying by itself"
+            )
+        await asyncio.sleep(CURRENT_POLL_S)
+
+
 async def ensure_stream(
     js: JetStreamContext,
     replicas: int | None = None,

@@ -1077,6 +1077,7 @@ class Worker:
         reconnecting at that moment (:meth:`_say_goodbye`)."""
         import aiomqtt
 
+        from streamer.cancel import cancellation_kept
         from streamer.payloads import BRIDGE_ONLINE
 
         config = self.config.mqtt
@@ -1088,16 +1089,22 @@ class Worker:
             while True:
                 client = await self._availability_client(topic)
                 try:
-                    async with client:
-                        await client.publish(topic, BRIDGE_ONLINE, qos=1, retain=True)
-                        self.mqtt_online.set()
-                        delay = 0.5
-                        try:
-                            async for _ in client.messages:  # ends only with the connection
-                                pass
-                        except asyncio.CancelledError:
-                            said = await self._goodbye_on(client, topic, 2.0)
-                            raise
+                    # A stop arriving with CONNACK or the PUBACK, or swallowed at the
+                    # disconnect, is kept (see cancellation_kept): else the loop listens on
+                    # and the worker's stop waits for it for ever.
+                    with cancellation_kept():
+                        async with contextlib.AsyncExitStack() as stack:
+                            with cancellation_kept():
+                                await stack.enter_async_context(client)
+                                await client.publish(topic, BRIDGE_ONLINE, qos=1, retain=True)
+                            self.mqtt_online.set()
+                            delay = 0.5
+                            try:
+                                async for _ in client.messages:  # ends with the connection
+                                    pass
+                            except asyncio.CancelledError:
+                                said = await self._goodbye_on(client, topic, 2.0)
+                                raise
                 except aiomqtt.MqttError as exc:
                     self.mqtt_online.clear()
                     _LOGGER.warning("MQTT availability of worker %s: %s", self.id, exc)
