@@ -214,12 +214,23 @@ class Renewal:
         self.live.discard(self)
 
 
+def write_t0(t0_file: Path, t0: float) -> None:
+    """Give the simulation's start signal: ``t0`` (wall s) into ``t0_file``, whole at once
+    (renamed into place: a gateway polling for the file never reads it empty — a run of
+    the small simulation once saw ``could not convert string to float: ''``: a gateway
+    that ended at its start, and the run failed 120 s later waiting for its plan)."""
+    part = t0_file.with_name(t0_file.name + ".part")
+    part.write_text(repr(t0))
+    os.replace(part, t0_file)
+
+
 def _t0_when_written(t0_file: Path) -> float:
     """The simulation's start signal: the wall time written to ``t0_file`` (a file: it
-    reaches a process in another network namespace as well)."""
-    while not t0_file.exists():
+    reaches a process in another network namespace as well) by :func:`write_t0`."""
+    while True:
+        with contextlib.suppress(FileNotFoundError, ValueError):  # not yet, or not whole
+            return float(t0_file.read_text())
         time.sleep(0.05)
-    return float(t0_file.read_text())
 
 
 async def run_gateway(
@@ -552,6 +563,22 @@ class Proc:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    @property
+    def running(self) -> bool:
+        """Started and not ended (a SIGSTOPped process runs)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def state(self, lines: int = 8) -> str:
+        """Whether it runs, and the last ``lines`` lines of its log: when it runs, those
+        it said itself (``gateway …``, ``publishing …``: not the NATS client's tracebacks
+        of a server away); when it ended, whatever came last (its own traceback)."""
+        text = self.log.read_text(errors="replace").splitlines()
+        code = self.proc.poll() if self.proc is not None else None
+        if code is not None:
+            return f"ended with exit code {code}; its log ends:\n" + "\n".join(text[-lines:])
+        said = [line for line in text if line.startswith(("gateway ", "publishing "))]
+        return "still runs; the last lines it said:\n" + "\n".join(said[-lines:])
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -1093,7 +1120,7 @@ class Simulation:
             await _wait(lambda p=proc: "ready" in p.log.read_text(errors="replace"),
                         120, f"gateway {gid} connected")  # fmt: skip
         self.t0 = time.time() + 0.5
-        (self.workdir / "t0").write_text(repr(self.t0))
+        write_t0(self.workdir / "t0", self.t0)
         end = self.t0 + max(o for seg in self.plan for o, _ in seg.items)
         # The steady window: from the start (after ``steady_skip_s``: the gateways' lease
         # grants at the start are no steady load) to the first fault (or the plan's end).
@@ -1120,9 +1147,12 @@ class Simulation:
         await asyncio.sleep(max(0.0, end - time.time()))
         self.figures.streaming_s = time.time() - self.t0
         for gid, proc in self.gws.items():
+
+            def done_or_ended(p: Proc = proc) -> bool:
+                return "plan done" in p.log.read_text(errors="replace") or not p.running
+
             try:
-                await _wait(lambda p=proc: "plan done" in p.log.read_text(errors="replace"),
-                            timeout_s, f"gateway {gid} publishing its plan")  # fmt: skip
+                await _wait(done_or_ended, timeout_s, f"gateway {gid} publishing its plan")
             except AssertionError as exc:
                 # Its chains and every gateway's renewals: a lease it waits for may be
                 # held by another that renews it still.
@@ -1130,6 +1160,9 @@ class Simulation:
                 raise AssertionError(
                     "\n".join([f"{exc}; {await chain_report(proc)}", *others])
                 ) from None
+            if "plan done" not in proc.log.read_text(errors="replace"):
+                raise AssertionError(f"gateway {gid} ended before its plan was published; "
+                                     f"{proc.name} {proc.state()}")  # fmt: skip
         # A restarted gateway skips what was scheduled before it reached NATS again (its
         # devices sent that to nobody): the dead window ends there, not at the spawn.
         for n, (gid, start, end) in enumerate(self.dead):

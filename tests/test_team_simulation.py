@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import pickle
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_a_gateway_skips_a_segment_whose_device_moved_on_while_another_held_it(
     try:
         gw.start()
         wait_until(lambda: "ready" in gw.log.read_text(), 60, "gw2 ready")
-        (tmp_path / "t0").write_text(repr(time.time()))
+        sim.write_t0(tmp_path / "t0", time.time())
         wait_until(lambda: "plan done" in gw.log.read_text(), 60, "gw2's plan done")
         stored = stream_messages([node.url], 60.0)
     finally:
@@ -262,3 +263,44 @@ def test_a_gateway_says_where_its_chains_wait_when_asked(tmp_path: Path) -> None
     assert "gateway gw2: renewing: nothing" in report, report
     assert re.search(r"ann\.strap held by gwX at revision (\d+)\b.*\n\(gwX's revision \1\)",
                      report, re.S), report  # fmt: skip
+
+
+def test_the_start_signal_is_read_whole(tmp_path: Path) -> None:
+    """A simulated gateway waiting for the start signal waits out a file that exists but
+    is not written yet (it read it empty and ended: "could not convert string to float:
+    ''"), and the simulation writes it whole, renamed into place."""
+    t0_file = tmp_path / "t0"
+    t0_file.write_text("")  # created, not written yet: what a polling reader could meet
+    got: list[float] = []
+    reader = threading.Thread(target=lambda: got.append(sim._t0_when_written(t0_file)))
+    reader.start()
+    reader.join(0.2)  # a chance to meet the empty file (not a synchronisation)
+    assert reader.is_alive(), "an empty start signal is waited out, not read"
+    sim.write_t0(t0_file, 1234.5)
+    reader.join(30.0)
+    assert got == [1234.5]
+    assert sorted(tmp_path.iterdir()) == [t0_file], "the part written is renamed into place"
+
+
+def test_a_simulated_process_says_whether_it_ended_and_how(tmp_path: Path) -> None:
+    """The simulation's wait for a gateway's plan ends as soon as the gateway ended, and
+    its error names the exit code and the log's last lines (its traceback); while the
+    process runs, only the lines it said itself."""
+    script = "print('gateway gw1: ready', flush=True); raise SystemExit('it broke')"
+    proc = sim.Proc("gw1", ["-c", script], tmp_path / "gw1.log")
+    proc.start()
+    assert proc.proc is not None
+    proc.proc.wait(60)
+    assert not proc.running
+    assert proc.state() == "ended with exit code 1; its log ends:\ngateway gw1: ready\nit broke"
+    waiting = sim.Proc("gw2", ["-c", "import time; print('gateway gw2: ready', flush=True); "
+                                     "time.sleep(600)"], tmp_path / "gw2.log")  # fmt: skip
+    waiting.start()
+    try:
+        from tests.team_helpers import wait_until
+
+        wait_until(lambda: "ready" in waiting.log.read_text(), 60, "gw2 ready")
+        assert waiting.running
+        assert waiting.state() == "still runs; the last lines it said:\ngateway gw2: ready"
+    finally:
+        waiting.stop()
