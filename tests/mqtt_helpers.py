@@ -359,3 +359,59 @@ class ThreadSubscriber:
     def seqs(self, topic: str) -> list[int]:
         """The ``seq`` field of every message on ``topic``, in order of arrival."""
         return [json.loads(payload)["seq"] for payload in self.payloads(topic)]
+
+
+ANSWER_CALLBACKS = {"connect": "on_connect", "subscribe": "on_subscribe", "puback": "on_publish"}
+"""The broker's answers by name → paho's callback that wakes the aiomqtt call awaiting it."""
+
+
+class CancelAtAnswer:
+    """A client factory (wrapping ``make_client``, e.g. :func:`mqtt_client`) whose clients
+    cancel :attr:`task` from inside paho's callback for the ``nth`` answer of kind
+    ``answer`` (``connect``, ``subscribe``, ``puback``; for a PUBACK, of a publish on
+    ``topic`` when given) — after aiomqtt woke the waiting call, before that call runs: the
+    moment Python 3.11's ``wait_for`` drops a cancellation (see :mod:`streamer.cancel`)."""
+
+    def __init__(
+        self, make_client: Callable[..., Any], answer: str, nth: int, topic: str | None = None
+    ) -> None:
+        self.make_client, self.answer, self.nth, self.topic = make_client, answer, nth, topic
+        self.task: asyncio.Task[Any] | None = None
+        self.seen = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        client = self.make_client(*args, **kwargs)
+        paho = client._client
+        topics: dict[int, str] = {}  # PUBACKs name the message id only
+        publish = paho.publish
+
+        def publishing(*p_args: Any, **p_kwargs: Any) -> Any:
+            info = publish(*p_args, **p_kwargs)
+            topics[info.mid] = p_kwargs.get("topic", p_args[0] if p_args else "")
+            return info
+
+        name = ANSWER_CALLBACKS[self.answer]
+        original = getattr(paho, name)
+
+        def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
+            original(*cb_args, **cb_kwargs)  # aiomqtt wakes the call waiting for this answer
+            if self.answer != "puback" or self.topic in (None, topics.get(cb_args[2])):
+                self.seen += 1
+                if self.seen == self.nth and self.task is not None:
+                    self.task.cancel()
+
+        paho.publish = publishing
+        setattr(paho, name, callback)
+        return client
+
+    async def assert_stops(self, within_s: float = 10.0) -> None:
+        """:attr:`task` ended cancelled within ``within_s`` (s), the answer reached."""
+        assert self.task is not None
+        where = f"{self.answer} #{self.nth}" + (f" ({self.topic})" if self.topic else "")
+        done, _ = await asyncio.wait({self.task}, timeout=within_s)
+        if not done:
+            self.task.cancel()  # a second cancel, so that the test itself can end
+            await asyncio.wait({self.task}, timeout=within_s)
+        assert self.seen >= self.nth, f"{where} never came: the point was not reached"
+        assert done, f"cancelled at {where}, still running {within_s} s later"
+        assert self.task.cancelled(), f"cancelled at {where}, ended otherwise: {self.task!r}"

@@ -30,6 +30,7 @@ from streamer.sinks.backoff import Backoff
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_connect import mqtt_client
 from streamer.store import Store
+from tests.mqtt_helpers import CancelAtAnswer
 from tests.servers import HOST, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -232,37 +233,18 @@ async def test_a_block_failing_after_a_swallowed_cancellation_ends_cancelled() -
     assert retried == []
 
 
-@pytest.mark.parametrize("answer", ["on_connect", "on_subscribe"])
+@pytest.mark.parametrize("answer", ["connect", "subscribe"])
 async def test_the_notifier_cancelled_as_the_broker_answers_stops(
     mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
     """``notify`` stops on Ctrl-C (its task cancelled) even at CONNACK or SUBACK."""
-    task: asyncio.Task[None] | None = None
-
-    def hooked_client(*args: Any, **kwargs: Any) -> aiomqtt.Client:
-        client = mqtt_client(*args, **kwargs)
-        paho = client._client
-        original = getattr(paho, answer)
-
-        def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
-            original(*cb_args, **cb_kwargs)
-            assert task is not None
-            task.cancel()
-
-        setattr(paho, answer, callback)
-        return client
-
+    hook = CancelAtAnswer(mqtt_client, answer, 1)
     # Instrumenting the one factory the notifier builds its client with; the broker is real.
-    monkeypatch.setattr(notifier_module, "mqtt_client", hooked_client)
+    monkeypatch.setattr(notifier_module, "mqtt_client", hook)
     notifier = Notifier([CommandChannel("true")], SeenStore(tmp_path / "state.json"))
     config = MqttConfig(host=HOST, port=mosquitto.port)
-    task = asyncio.create_task(run_notifier(config, notifier, client_id="cancel-test"))
-    done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN_S)
-    if not done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=STOP_WITHIN_S)
-        pytest.fail(f"the notifier cancelled at {answer} was still running")
-    assert task.cancelled()
+    hook.task = asyncio.create_task(run_notifier(config, notifier, client_id="cancel-test"))
+    await hook.assert_stops(STOP_WITHIN_S)
 
 
 async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
@@ -309,7 +291,7 @@ async def test_a_publish_whose_caller_was_cancelled_is_awaited_until_its_puback(
             await sub.stop()
 
 
-@pytest.mark.parametrize("answer", ["on_connect", "on_publish"])
+@pytest.mark.parametrize("answer", ["connect", "puback"])
 async def test_a_workers_availability_cancelled_as_the_broker_answers_stops(
     mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
@@ -319,32 +301,24 @@ async def test_a_workers_availability_cancelled_as_the_broker_answers_stops(
     from streamer.sinks import mqtt_connect
     from streamer.team.worker import Worker
 
-    task: asyncio.Task[None] | None = None
-    seen = 0
-
-    def hooked_client(*args: Any, **kwargs: Any) -> aiomqtt.Client:
-        client = mqtt_client(*args, **kwargs)
-        paho = client._client
-        original = getattr(paho, answer)
-
-        def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
-            nonlocal seen
-            original(*cb_args, **cb_kwargs)
-            seen += 1
-            if seen == 1 and task is not None:
-                task.cancel()
-
-        setattr(paho, answer, callback)
-        return client
-
-    monkeypatch.setattr(mqtt_connect, "mqtt_client", hooked_client)  # imported at each call
+    hook = CancelAtAnswer(mqtt_client, answer, 1)
+    monkeypatch.setattr(mqtt_connect, "mqtt_client", hook)  # imported at each call
     config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
     worker = Worker("w", nats_url="nats://unused", dsn="unused", config=config)
-    task = asyncio.create_task(worker._availability())
-    done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN_S)
-    if not done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=STOP_WITHIN_S)
-    assert seen >= 1, f"{answer} never came"
-    assert done, f"the availability cancelled at {answer} was still running"
-    assert task.cancelled()
+    hook.task = asyncio.create_task(worker._availability())
+    await hook.assert_stops(STOP_WITHIN_S)
+
+
+@pytest.mark.parametrize(("answer", "nth"), [("connect", 1), ("subscribe", 1), ("subscribe", 3)])
+async def test_a_workers_survivor_watch_cancelled_as_the_broker_answers_stops(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, answer: str, nth: int
+) -> None:
+    """The worker's watch of the gateways (:class:`WorkerSurvivor`) stopped just as CONNACK
+    or a SUBACK arrives ends."""
+    from streamer.team import worker_survivor
+
+    hook = CancelAtAnswer(worker_survivor.mqtt_client, answer, nth)
+    monkeypatch.setattr(worker_survivor, "mqtt_client", hook)
+    survivor = worker_survivor.WorkerSurvivor(MqttConfig.from_url(mosquitto.url), "w1")
+    hook.task = asyncio.create_task(survivor.run())
+    await hook.assert_stops(STOP_WITHIN_S)

@@ -42,7 +42,7 @@ from streamer.team.gateway_mqtt import (
     decode_list,
     encode_list,
 )
-from tests.mqtt_helpers import eventually
+from tests.mqtt_helpers import CancelAtAnswer, eventually
 from tests.servers import HOST, Mosquitto, NatsServer
 from tests.shipped_mosquitto import TEAM_CONF, ShippedBroker, start_shipped_mosquitto
 from tests.team_helpers import ANN, BOB, GatewayProc, wait_until
@@ -561,12 +561,6 @@ async def test_a_failed_device_states_round_ends_the_session(mosquitto: Mosquitt
         await _stop(tasks)
 
 
-STOP_WITHIN_S = 10.0
-"""A cancelled gateway session that has not ended by then never will (it sends nothing)."""
-
-ANSWERS = {"connect": "on_connect", "subscribe": "on_subscribe", "puback": "on_publish"}
-
-
 @pytest.mark.parametrize(
     ("answer", "nth", "topic"),
     [
@@ -584,47 +578,10 @@ async def test_the_gateway_cancelled_as_the_broker_answers_stops(
     """A gateway stopped (its ``run`` task cancelled) just as CONNACK, a SUBACK or a PUBACK
     arrives ends: aiomqtt waits with ``asyncio.wait_for``, which on Python 3.11 returns the
     answer and drops a cancellation arriving with it — and a PUBACK for the device-states
-    task is the moment the session cancels that task in turn. Cancelled from inside paho's
-    callback for the ``nth`` answer of its kind (for a PUBACK: to a publish on ``topic``),
-    after aiomqtt woke the waiting call: that moment, every time."""
+    task is the moment the session cancels that task in turn."""
     from streamer.team import gateway_mqtt
 
-    make_client = gateway_mqtt.mqtt_client
-    task: asyncio.Task[None] | None = None
-    seen = 0
-
-    def hooked_client(*args: Any, **kwargs: Any) -> Any:
-        client = make_client(*args, **kwargs)
-        paho = client._client
-        topics: dict[int, str] = {}  # PUBACKs name the message id only
-        publish = paho.publish
-
-        def publishing(*p_args: Any, **p_kwargs: Any) -> Any:
-            info = publish(*p_args, **p_kwargs)
-            topics[info.mid] = p_kwargs.get("topic", p_args[0] if p_args else "")
-            return info
-
-        original = getattr(paho, ANSWERS[answer])
-
-        def callback(*cb_args: Any, **cb_kwargs: Any) -> None:
-            nonlocal seen
-            original(*cb_args, **cb_kwargs)  # aiomqtt wakes the call waiting for this answer
-            if topic is None or topics.get(cb_args[2]) == topic:  # (client, userdata, mid…)
-                seen += 1
-                if seen == nth and task is not None:
-                    task.cancel()
-
-        paho.publish = publishing
-        setattr(paho, ANSWERS[answer], callback)
-        return client
-
-    monkeypatch.setattr(gateway_mqtt, "mqtt_client", hooked_client)
-    gw = _gateway(mosquitto.url, "gw1", holds=True)
-    task = asyncio.create_task(gw.run())
-    done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN_S)
-    if not done:
-        task.cancel()  # a second cancel, so that the test itself can end
-        await asyncio.wait({task}, timeout=STOP_WITHIN_S)
-    assert seen >= nth, f"{answer} #{nth} ({topic}) never came: the point was not reached"
-    assert done, f"the gateway cancelled at {answer} #{nth} ({topic}) was still running"
-    assert task.cancelled(), f"the gateway cancelled at {answer} #{nth} ended otherwise: {task!r}"
+    hook = CancelAtAnswer(gateway_mqtt.mqtt_client, answer, nth, topic)
+    monkeypatch.setattr(gateway_mqtt, "mqtt_client", hook)
+    hook.task = asyncio.create_task(_gateway(mosquitto.url, "gw1", holds=True).run())
+    await hook.assert_stops()

@@ -36,6 +36,7 @@ from typing import Final
 
 import aiomqtt
 
+from streamer.cancel import cancellation_kept
 from streamer.config import MqttConfig
 from streamer.payloads import encode_payload
 from streamer.sinks.backoff import network_backoff
@@ -119,7 +120,8 @@ class WorkerSurvivor:
         delays = backoff.delays(random.Random())
         while True:
             try:
-                await self._session()
+                with cancellation_kept():  # e.g. one swallowed at the disconnect
+                    await self._session()
             except (aiomqtt.MqttError, OSError, TimeoutError, MqttTlsError) as exc:
                 _LOGGER.warning(
                     "worker %s, gateways' watch on %s: %s",
@@ -142,13 +144,17 @@ class WorkerSurvivor:
         lists = held_devices_topic(self.base, "+")
         gateways = availability_topic(self.base, "+")
         workers = worker_state_topic(self.base, "+")
-        async with client:
-            # What another connection said is as the broker retains it: read it all anew.
-            self.lists.clear()
-            self.gateways.clear()
-            self.workers.clear()
-            for topic in (workers, gateways, lists):
-                await client.subscribe(topic, qos=1)
+        async with contextlib.AsyncExitStack() as stack:
+            # A stop arriving with CONNACK or a SUBACK is kept (see streamer.cancel): the
+            # session would otherwise listen until the next stop.
+            with cancellation_kept():
+                await stack.enter_async_context(client)
+                # What another connection said is as the broker retains it: read it anew.
+                self.lists.clear()
+                self.gateways.clear()
+                self.workers.clear()
+                for topic in (workers, gateways, lists):
+                    await client.subscribe(topic, qos=1)
             self.subscribed.set()
             rounds = asyncio.create_task(self._rounds(client), name="survivor rounds")
             try:
@@ -237,10 +243,15 @@ class WorkerSurvivor:
     ) -> None:
         """``stopped`` for each orphaned device of dead ``gateway_id``'s list, then the list
         cleared — unless a gateway says ``online`` within the grace or meanwhile."""
+        with cancellation_kept():  # cancelled with the session: a stop a PUBACK hid kept
+            await self._clean_up(client, gateway_id, news)
+
+    async def _clean_up(self, client: aiomqtt.Client, gateway_id: str, news: asyncio.Event) -> None:
         # A grace, not a synchronisation: a gateway whose Will came from its own
         # reconnection says `online` within a few round trips (and ends the wait at once).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(news.wait(), self.grace_s)
+            async with asyncio.timeout(self.grace_s):
+                await news.wait()
         problem = DEATH_PROBLEM.format(gateway=gateway_id)
         said = 0
         try:
