@@ -28,9 +28,10 @@ def cancellation_kept() -> Iterator[None]:
     rose was cancelled: raise it. (On Python ≥ 3.12 ``wait_for`` raises by itself and
     this never fires.) Use it around each aiomqtt call a task awaits directly; calls in
     child tasks gathered with ``asyncio.gather`` need none, because the gathering future
-    re-raises the cancellation it was asked for. A block that fails after swallowing one
-    (a broker error at the disconnect that followed) ends cancelled too: a loop that
-    reconnects on broker errors must not take a stop for one.
+    re-raises the cancellation it was asked for. A block that fails with a broker or
+    network error after swallowing one (at the disconnect that followed) ends cancelled
+    too: a loop that reconnects on such errors must not take a stop for one. Any other
+    exception (a bug) goes on as it is.
     """
     task = asyncio.current_task()
     before = task.cancelling() if task is not None else 0
@@ -39,11 +40,24 @@ def cancellation_kept() -> Iterator[None]:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        if task is not None and task.cancelling() > before:
+        if task is not None and task.cancelling() > before and _from_a_broker(exc):
             raise asyncio.CancelledError from exc
         raise
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
+
+
+def _from_a_broker(exc: Exception) -> bool:
+    """Whether ``exc`` is a broker's or the network's (MQTT, NATS, a socket, a timeout)."""
+    import aiomqtt
+
+    if isinstance(exc, aiomqtt.MqttError | OSError | TimeoutError):
+        return True
+    try:
+        from nats.errors import Error as NatsError
+    except ImportError:  # the team extra is not installed: no NATS calls to guard
+        return False
+    return isinstance(exc, NatsError)
 
 
 def raise_if_cancelled() -> None:

@@ -7,6 +7,7 @@ on — and a worker's athletes take its thresholds without a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -545,3 +546,48 @@ def test_an_athlete_added_to_the_registry_is_announced_to_home_assistant_at_once
             await nc.close()
 
     asyncio.run(scenario())
+
+
+async def test_a_registry_watch_stopped_as_nats_answers_ends() -> None:
+    """A watch of the registry (gateways and workers follow it) stopped just as NATS answers
+    its status request ends: nats-py waits with ``asyncio.wait_for``, which on Python 3.11
+    returns the answer and drops the stop; the watch then waited for the registry's next
+    change, and the process's stop with it. The bucket is a stand-in answering the way
+    nats-py does; the race is the point."""
+    from types import SimpleNamespace
+
+    from streamer.team.registry import _watch
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[object] = loop.create_future()
+    asked = asyncio.Event()
+    watched = asyncio.Event()
+
+    class Bucket:
+        async def status(self) -> object:
+            asked.set()
+            return await asyncio.wait_for(answer, 10)  # as nats-py waits for a reply
+
+        async def watchall(self) -> object:
+            watched.set()
+            await asyncio.Event().wait()  # no change ever comes
+            raise AssertionError("unreachable")
+
+    async def watch() -> None:
+        async with contextlib.aclosing(_watch(Bucket())) as changes:  # type: ignore[arg-type]
+            async for _ in changes:
+                pass
+
+    task = asyncio.create_task(watch())
+    await asked.wait()
+    await asyncio.sleep(0)  # the task now waits inside wait_for
+    state = SimpleNamespace(last_seq=3, messages=3)
+    answer.set_result(SimpleNamespace(stream_info=SimpleNamespace(state=state)))
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+    assert done, "the watch went on to wait for a change"
+    assert task.cancelled()
+    assert not watched.is_set()

@@ -717,9 +717,10 @@ class Gateway:
             try:
                 async for view in follow(self._nc.jetstream()):
                     devices = view.devices()
-                    if self.prepare_devices is not None:
-                        await self.prepare_devices(devices)
-                    await self.set_devices(devices)
+                    with cancellation_kept():  # their lease and scan calls (see _device)
+                        if self.prepare_devices is not None:
+                            await self.prepare_devices(devices)
+                        await self.set_devices(devices)
             except (NatsError, OSError, TimeoutError) as exc:
                 # NATS away at a (re)start of the watch: the devices run on meanwhile.
                 _LOGGER.warning("central registry: %s; following it again", exc)

@@ -38,6 +38,7 @@ from nats.js import api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as StreamNotFoundError
 
+from streamer.cancel import cancellation_kept
 from streamer.config import (
     AthleteConfig,
     Config,
@@ -281,11 +282,15 @@ async def _watch(kv: KeyValue) -> AsyncGenerator[tuple[dict[str, tuple[bytes, in
     once for an empty bucket. Close it (``contextlib.aclosing``): the server's consumer
     goes then."""
     entries: dict[str, tuple[bytes, int]] = {}
-    last = await _last_revision(kv)
+    # Each NATS answer awaited in cancellation_kept(): a stop swallowed here would leave
+    # the watcher below waiting for the registry's next change (no timeout of its own).
+    with cancellation_kept():
+        last = await _last_revision(kv)
     loaded = last == 0
     if loaded:
         yield entries, loaded
-    watcher = await kv.watchall()
+    with cancellation_kept():
+        watcher = await kv.watchall()
     try:
         async for entry in watcher:
             if entry is None:  # nats-py's marker: maybe early (see _last_revision)
@@ -326,7 +331,8 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
     """Views of the registry until cancelled: one once its entries are read, then one after
     each change. While no registry exists an empty view comes first, and the bucket is
     looked for every :data:`RETRY_S` s."""
-    kv = await open_registry(js)
+    with cancellation_kept():  # see _watch
+        kv = await open_registry(js)
     if kv is None:
         _LOGGER.warning(
             "no central registry (bucket %s) yet: no athletes until one is pushed with "
@@ -337,7 +343,8 @@ async def follow(js: JetStreamContext) -> AsyncIterator[RegistryView]:
         while kv is None:
             await asyncio.sleep(RETRY_S)
             try:
-                kv = await open_registry(js)
+                with cancellation_kept():
+                    kv = await open_registry(js)
             except (NatsError, OSError, TimeoutError) as exc:
                 _LOGGER.debug("registry: %s", exc)
         _LOGGER.info("central registry %s found", REGISTRY_BUCKET)
