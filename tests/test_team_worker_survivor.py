@@ -31,6 +31,7 @@ from streamer.sinks.mqtt_connect import probe_topic, read_retained
 from streamer.team import survivor
 from streamer.team.gateway_mqtt import DEATH_PROBLEM, Listed, decode_list, encode_list
 from streamer.team.worker_survivor import WorkerSurvivor
+from streamer.topics import Topics
 from tests.mqtt_helpers import Subscriber, eventually
 from tests.servers import HOST, Mosquitto, NatsServer, PostgreSQL
 from tests.shipped_mosquitto import ShippedBroker
@@ -289,8 +290,14 @@ def test_the_survivor_rule() -> None:
     assert survivor.elected("w1", {"w2", "w3"})
     assert not survivor.elected("w2", {"w1"})
     assert survivor.elected("w2", set())
-    assert survivor.orphaned(lists["gw1"], lists, states) == [strap]
-    assert survivor.orphaned(lists["gw1"], lists, states, {("ann", "strap")}) == []
+    topics = Topics()
+    assert survivor.orphaned(lists["gw1"], lists, states, topics=topics) == [strap]
+    assert survivor.orphaned(lists["gw1"], lists, states, {("ann", "strap")}, topics=topics) == []
+    # A list pointing elsewhere (any gateway account writes lists; a worker writes every
+    # topic): the forged item is not said, the genuine one still is.
+    forged = Listed("ann", "strap", "redox/ann/alerts", STRAP, 7)
+    lists["gw1"] = [forged, strap]
+    assert survivor.orphaned(lists["gw1"], lists, states, topics=topics) == [strap]
     result = survivor.stopped_result(strap, "gone", 5)
     assert result.ts_ns == 5
     assert (result.fields["connected"], result.fields["connection"]) == (False, "stopped")

@@ -536,7 +536,9 @@ class GatewayCommands(CommandListener):
             if self._states.get(gateway_id) != OFFLINE:
                 return self._called_off(gateway_id, listed)
             holding = {(a, d) for a, items in self.devices.held_drivers().items() for d, _ in items}
-            for x in survivor.orphaned(listed, self._lists, self._states, holding):
+            for x in survivor.orphaned(
+                listed, self._lists, self._states, holding, topics=self.topics
+            ):
                 if self._states.get(gateway_id) != OFFLINE:
                     return self._called_off(gateway_id, listed)
                 result = survivor.stopped_result(x, problem, self._clock_ns())

@@ -23,6 +23,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
+from streamer.topics import Topics
+
 if TYPE_CHECKING:
     from streamer.results import Result
     from streamer.team.gateway_mqtt import Listed
@@ -55,11 +57,15 @@ def orphaned(
     lists: Mapping[str, Sequence[Listed]],
     states: Mapping[str, bytes],
     holding: Collection[tuple[str, str]] = (),
+    *,
+    topics: Topics,
 ) -> list[Listed]:
     """The devices of a dead gateway's list (``listed``) to say ``stopped`` for: not held by
     the survivor itself (``holding``: (athlete, device) pairs) and on no list of a gateway
     that is not ``offline`` (``lists``, ``states`` as in :func:`dead_with_devices`) — a
-    live holder owns the device's state."""
+    live holder owns the device's state. Only an item whose topic is its device's state
+    topic (``topics``): a list is written by any gateway account, and a survivor — a
+    worker may write every topic — must not publish where a forged list points it."""
     others = {
         (x.athlete, x.device)
         for g, items in lists.items()
@@ -69,7 +75,9 @@ def orphaned(
     return [
         x
         for x in listed
-        if (x.athlete, x.device) not in holding and (x.athlete, x.device) not in others
+        if (x.athlete, x.device) not in holding
+        and (x.athlete, x.device) not in others
+        and x.topic == topics.device_state(x.athlete, x.device)
     ]
 
 

@@ -256,7 +256,7 @@ class WorkerSurvivor:
         said = 0
         try:
             listed = self.lists.get(gateway_id, [])
-            for item in orphaned(listed, self.lists, self.gateways):
+            for item in orphaned(listed, self.lists, self.gateways, topics=Topics(self.base)):
                 if not self._still_dead(gateway_id):
                     return self._call_off(gateway_id)
                 now_ns = self._clock_ns()
