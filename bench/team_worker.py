@@ -42,6 +42,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -213,6 +214,7 @@ def realtime(args: argparse.Namespace) -> None:
         helpers += [
             subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hog)
         ]
+
         async def make_stream() -> None:
             nc = await nats.connect(ns.url)
             await th.ensure_stream(nc.jetstream())
@@ -294,6 +296,17 @@ def realtime(args: argparse.Namespace) -> None:
         print(
             f"worker: {100 * cpu:.1f}% of a core -> {args.athletes * 0.25 / cpu:.0f} athletes "
             f"at 25%; {1e6 * (c1 - c0) / max(1, stream_msgs):.0f} us CPU per stream message"
+        )
+        worker.terminate()
+        worker.wait(30)
+        let_go = re.findall(
+            r"(\d+) messages in (\d+) passes, (\d+) transactions",
+            (work / "worker.log").read_text(),
+        )
+        msgs, passes, commits = (sum(int(x[i]) for x in let_go) for i in range(3))
+        print(
+            f"worker over the whole run: {msgs} messages in {passes} passes "
+            f"({msgs / max(1, passes):.2f} per pass), {commits} transactions"
         )
         print(
             f"live latency publish -> subscriber: p50 {pct[0]:.1f} ms, p99 {pct[1]:.1f} ms "
