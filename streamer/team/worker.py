@@ -135,9 +135,10 @@ flight): a backlog is written every this many messages."""
 DEFAULT_LINGER_S: Final = 0.02
 """How long the first message of a pass waits for others (s; ``redox-streamer worker
 --linger-ms``); a live sample arrives that much later at most, against the 100 ms live
-latency target (issue 13). 0: a message is handled at once. Measured with 200 athletes
-on one worker at real time (``bench/team_worker.py --realtime``, both runs side by side):
-1.27 → 1.91 messages per pass, 802 → 653 µs of worker CPU per stream message."""
+latency target (issue 13). 0: a message is handled at once. Measured at real time with
+the devices dephased, 0 against 20 ms run side by side (``bench/team_worker.py
+--realtime``, one worker): 200 athletes, 1.06 → 1.51 messages per pass and 610 → 520 µs
+of worker CPU per stream message; 100 athletes, 918 → 764 µs; 40 ms, 462 µs at 200."""
 
 WRITE_BACKLOG: Final = 4 * WRITE_BATCH
 """Stream messages handled while a write is in flight at most before the consumer waits
