@@ -43,6 +43,13 @@ made on first start; `redox-streamer migrate` brings single-box stores in.
 """
 
 
+DEFAULT_LINGER_MS = 20.0
+"""``--linger-ms``'s default: :data:`streamer.team.worker.DEFAULT_LINGER_S` (not imported
+here: the command's parser loads nothing of the worker)."""
+MAX_LINGER_MS = 1000.0
+"""The longest linger taken: a live sample that late is no longer live."""
+
+
 def _worker_id(text: str) -> str:
     problem = id_problem(text)
     if problem is not None:
@@ -79,6 +86,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-live", action="store_true", help="do not publish live samples (QoS 0)"
     )
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        metavar="MS",
+        default=DEFAULT_LINGER_MS,
+        help="how long a message arriving alone waits for others to be handled, written "
+        "and published with it: fewer wake-ups per message, that much later live samples "
+        f"(default {DEFAULT_LINGER_MS:g}; 0: at once)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -103,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--mqtt: {exc}") from None
     if args.max_partitions is not None and args.max_partitions < 0:
         raise CliError(f"--max-partitions {args.max_partitions}: give 0 or more")
+    if not 0 <= args.linger_ms <= MAX_LINGER_MS:  # NaN too
+        raise CliError(
+            f"--linger-ms {args.linger_ms:g}: give 0 to {MAX_LINGER_MS:g} (the live latency "
+            "target is 100 ms)"
+        )
     if not args.postgres.startswith(("postgresql://", "postgres://")) and "=" not in args.postgres:
         raise CliError(
             f"--postgres {args.postgres!r}: give a URL postgresql://user@host:port/db "
@@ -110,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if logging.getLogger().level > logging.INFO or not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    options = WorkerOptions(max_partitions=args.max_partitions, live=not args.no_live)
+    options = WorkerOptions(
+        max_partitions=args.max_partitions,
+        live=not args.no_live,
+        linger_s=args.linger_ms / 1000,
+    )
     worker = Worker(
         args.id,
         nats_url=args.nats,

@@ -22,22 +22,36 @@ consumer and, message by message in the stream's order:
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
    ``run``;
-3. sends its live samples at once (QoS 0; never behind a write), and writes what it
-   produced — history rows, the alert book and baselines saved meanwhile, every sink's
-   outbox message (the existing MQTT and InfluxDB sinks, on the partition's outboxes),
-   lease grants, replay points — and the partition's checkpoint in **one transaction** on
-   the connection that holds the partition's advisory lock, after checking the lock is
-   still held there. The transaction is per batch, not per message: the messages at hand
-   (up to :data:`WRITE_BATCH`) are handled, then their outputs written together with the
-   checkpoint at the last of them; a crash before the commit loses all of them, so the
-   next owner makes them all again. A worker that lost its connection or its lock cannot
-   commit anything. The transaction is written in the partition's own thread, one at a
-   time and in order: the consumer handles the next messages and sends their live samples
-   meanwhile instead of the whole process's event loop waiting for the commit (a loaded
-   machine's fsync: tens of ms), and the sinks are woken on the loop once it committed —
-   nothing but live samples is published before it is durable.
+3. sends its live samples at the end of the message's *pass* (QoS 0; never behind a write),
+   and writes what it produced — history rows, the alert book and baselines saved
+   meanwhile, every sink's outbox message (the existing MQTT and InfluxDB sinks, on the
+   partition's outboxes), lease grants, replay points — and the partition's checkpoint in
+   **one transaction** on the connection that holds the partition's advisory lock, after
+   checking the lock is still held there. The transaction is per pass, not per message: the
+   messages at hand (up to :data:`WRITE_BATCH`) are handled, then their outputs written
+   together with the checkpoint at the last of them; a crash before the commit loses all of
+   them, so the next owner makes them all again. A worker that lost its connection or its
+   lock cannot commit anything. The transaction is written in the partition's own thread,
+   one at a time and in order: the consumer handles the next messages and sends their live
+   samples meanwhile instead of the whole process's event loop waiting for the commit (a
+   loaded machine's fsync: tens of ms), and the sinks are woken on the loop once it
+   committed — nothing but live samples is published before it is durable.
 
 The sinks drain the partition's outboxes to mosquitto and InfluxDB as in ``run``.
+
+**Passes and the linger.** At real time a partition's messages arrive one by one (each
+device on its own clock), and a message handled alone pays every fixed cost on its own:
+the event loop's wake-ups, the NATS read, one task per sink for its live samples, the MQTT
+connection's write registration and a transaction. So the consumer handles messages in
+*passes*, as Kafka's producer batches with ``linger.ms``: the first message of a pass
+waits for the worker's :class:`Linger` (at most ``linger_s``,
+:data:`DEFAULT_LINGER_S`; the tick is shared by every partition of the worker, so their
+passes wake together), then it and everything that arrived meanwhile (up to
+:data:`WRITE_BATCH`) are decoded and processed in stream order, their live samples handed
+to each sink in one call (the MQTT publisher queues them all before the loop turns, so
+its connection's writer sends them in one wake-up) and their outputs written in one
+transaction with the checkpoint. A backlog (a full pass at hand, or the last pass full)
+does not linger. Nothing changes in what is written or published, nor in its order: only when.
 
 **Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
 Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
@@ -114,9 +128,17 @@ goodbye (s) when its availability connection is down or reconnecting then: a bro
 restarting comes back within seconds; one gone for longer leaves the retained states as
 they were (the worker's own Last Will already fired, if the connection broke)."""
 WRITE_BATCH: Final = 128
-"""Stream messages whose outputs share one transaction at most: a partition writes what
-the messages at hand produced when its queue runs empty, or once this many messages were
-handled since the first unwritten output (a backlog)."""
+"""Stream messages in one pass at most (see the module docstring: passes), whose outputs
+share one transaction (several passes' when they were handled while a write was in
+flight): a backlog is written every this many messages."""
+
+DEFAULT_LINGER_S: Final = 0.02
+"""How long the first message of a pass waits for others (s; ``redox-streamer worker
+--linger-ms``); a live sample arrives that much later at most, against the 100 ms live
+latency target (issue 13). 0: a message is handled at once. Measured at real time with
+the devices dephased, 0 against 20 ms run side by side (``bench/team_worker.py
+--realtime``, one worker): 200 athletes, 1.06 → 1.51 messages per pass and 610 → 520 µs
+of worker CPU per stream message; 100 athletes, 918 → 764 µs; 40 ms, 462 µs at 200."""
 
 WRITE_BACKLOG: Final = 4 * WRITE_BATCH
 """Stream messages handled while a write is in flight at most before the consumer waits
@@ -124,6 +146,36 @@ for it (a backlog's memory bound; live, the next write just takes what came mean
 
 _STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
 _ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
+
+
+class Linger:
+    """A worker's shared linger: the first partition whose pass starts opens a tick
+    ``seconds`` ahead, and every partition whose pass starts before it fires joins it, so
+    the worker's partitions wake together (one timer, one turn of the loop) rather than
+    each on its own clock."""
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds >= 0:  # NaN too
+            raise ValueError(f"linger {seconds!r} s: give 0 or more")
+        self.seconds = seconds
+        self._tick: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        """Until the open tick fires (opening one ``seconds`` from now if none is open)."""
+        if self.seconds <= 0:
+            return
+        tick = self._tick
+        if tick is None or tick.done():
+            loop = asyncio.get_running_loop()
+            tick = self._tick = loop.create_future()
+            loop.call_later(self.seconds, _fire, tick)
+        # asyncio.wait: a waiter cancelled (its partition stopping) leaves the shared tick be.
+        await asyncio.wait({tick})
+
+
+def _fire(tick: asyncio.Future[None]) -> None:
+    if not tick.done():
+        tick.set_result(None)
 
 
 class _QueuingSink(Sink, Protocol):
@@ -275,6 +327,7 @@ class PartitionCounters:
     skipped: int = 0  # before an athlete's replay point
     dropped_lease: int = 0
     malformed: int = 0
+    passes: int = 0  # consumer passes (messages handled together; see Linger)
     transactions: int = 0  # committed writes (one per batch of messages with outputs)
     batched: int = 0  # messages whose outputs went into those transactions
     results: int = 0
@@ -294,8 +347,11 @@ class Partition:
         js: Any,
         live: bool = True,
         partitions: int = wire.DEFAULT_PARTITIONS,
+        linger: Linger | None = None,
     ) -> None:
         self.number = number
+        self.linger = linger or Linger(DEFAULT_LINGER_S)
+        """The worker's shared linger (see the module docstring: passes)."""
         self.partitions = partitions  # how many there are (whose athletes are this one's)
         self.worker_id = worker_id
         self.dsn = dsn
@@ -317,7 +373,7 @@ class Partition:
         """(seq, durable outputs) of the handled messages not yet written."""
         self._handled = 0  # the last stream sequence handled
         self._staged_at = 0  # messages handled when the first staged one was
-        self._live_sent = False  # live samples queued since the consumer last yielded
+        self._live: list[Result] = []  # live samples of the pass, sent at its end
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None  # the consumer's subscription (its messages at hand)
         self._writer: asyncio.Task[None] | None = None  # the writes in turn (_write_soon)
@@ -402,6 +458,14 @@ class Partition:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        c = self.counters
+        _LOGGER.info(
+            "partition %d let go: %d messages in %d passes, %d transactions",
+            self.number,
+            c.messages,
+            c.passes,
+            c.transactions,
+        )
         await asyncio.to_thread(self.close)
 
     async def _run(self, start: int) -> None:
@@ -455,24 +519,48 @@ class Partition:
 
     async def _consume(self, sub: Any) -> None:
         self._sub = sub
-        since_yield = 0
-        async for msg in sub.messages:
-            meta = msg.metadata
-            self.handle(msg.subject, msg.data, msg.headers or {}, meta.sequence.stream)
-            since_yield += 1
-            if self._live_sent or since_yield >= 64:
-                # A live sample's task publishes as soon as the loop turns: before the rest
-                # of the batch and its transaction. The sinks and the other partitions get
-                # their turn at least every 64 messages.
-                self._live_sent = False
-                since_yield = 0
-                await asyncio.sleep(0)
-            # Outputs are written once the messages at hand are handled (one transaction for
-            # the lot, not one per message), off the loop; the consumer goes on meanwhile.
-            if self._write_due():
+        messages = aiter(sub.messages)
+        backlog = False  # the last pass was full: the messages are there, go on at once
+        while True:
+            first = await anext(messages, None)
+            if first is None:
+                return  # unsubscribed
+            if not backlog and sub.pending_msgs + 1 < WRITE_BATCH:
+                # Wait for the worker's tick, so that what arrives meanwhile (this
+                # partition's and the others') shares this pass's wake-ups and writes.
+                await self.linger.wait()
+            batch = [first]
+            while sub.pending_msgs and len(batch) < WRITE_BATCH:
+                # At hand: the iterator returns at the loop's next turn (no wait).
+                msg = await anext(messages, None)
+                if msg is None:
+                    break
+                batch.append(msg)
+            backlog = len(batch) >= WRITE_BATCH
+            self.handle_pass(
+                [(m.subject, m.data, m.headers or {}, m.metadata.sequence.stream) for m in batch]
+            )
+            # The pass's live samples publish as soon as the loop turns (their tasks were
+            # made first), before its outputs' transaction takes the replay points.
+            if self._staged:
                 await self._write_soon()
-            if int(meta.num_pending) == 0 and not self._staged and not self._writing():
+            else:
+                await asyncio.sleep(0)  # the sinks and the other partitions get their turn
+            if (
+                int(batch[-1].metadata.num_pending) == 0
+                and not self._staged
+                and not self._writing()
+            ):
                 self.caught_up.set()
+
+    def handle_pass(self, messages: Sequence[tuple[str, bytes, Mapping[str, str], int]]) -> None:
+        """Handle ``messages`` (subject, body, headers, stream sequence), in order, as one
+        pass: each as :meth:`handle`, then their live samples handed to each sink at once;
+        their outputs are held for the next write."""
+        self.counters.passes += 1
+        for subject, body, headers, seq in messages:
+            self.handle(subject, body, headers, seq)
+        self.send_live()
 
     # --- one message --------------------------------------------------------------------------
 
@@ -496,7 +584,7 @@ class Partition:
 
     def handle(self, subject: str, body: bytes, headers: Mapping[str, str], seq: int) -> None:
         """Process the stream message ``seq`` (see the module docstring); its outputs are
-        held for the next :meth:`flush`."""
+        held for the next :meth:`flush`, its live samples for the next :meth:`send_live`."""
         self.counters.messages += 1
         self._handled = max(self._handled, seq)
         try:
@@ -566,8 +654,7 @@ class Partition:
             # The live InfluxDB points say which gateway received them (durable results
             # may span records of several gateways: untagged).
             live = [replace(r, gateway=gateway) for r in live]
-        if live:
-            self._send_live(live)
+        self._live += live
         if durable or self._writes.pending or type(record) in _ENDS:
             self._stage(seq, durable)
 
@@ -649,13 +736,9 @@ class Partition:
         self._committed(batch)
 
     def _write_due(self) -> bool:
-        """Outputs wait, and the messages at hand are handled (or a backlog's
-        :data:`WRITE_BATCH` is)."""
-        return bool(self._staged) and (
-            self._sub is None
-            or self._sub.pending_msgs == 0
-            or self.counters.messages - self._staged_at >= WRITE_BATCH
-        )
+        """Outputs wait: the consumer writes them at the end of each pass (which holds the
+        messages at hand, at most :data:`WRITE_BATCH`)."""
+        return bool(self._staged)
 
     def _writing(self) -> bool:
         return self._writer is not None and not self._writer.done()
@@ -779,11 +862,13 @@ class Partition:
             batch.seq,
         )
 
-    def _send_live(self, live: list[Result]) -> None:
-        """Live samples (QoS 0) on the sinks' current connections, at once: their tasks run
-        when the consumer next yields, right after this message (before any write); shed
-        when there is no connection."""
-        self._live_sent = True
+    def send_live(self) -> None:
+        """The live samples (QoS 0) handled since the last call, on the sinks' current
+        connections, one call per sink: their tasks run when the consumer next yields,
+        right after the pass (before its write); shed when there is no connection."""
+        live, self._live = self._live, []
+        if not live:
+            return
         for sink in self.sinks:
             task = asyncio.get_running_loop().create_task(sink.send_live(live))
             task.add_done_callback(_ignore_outcome)
@@ -842,6 +927,7 @@ class WorkerOptions:
     max_partitions: int | None = None  # None: ceil(partitions / live workers)
     claim_every_s: float = 1.0
     live: bool = True
+    linger_s: float = DEFAULT_LINGER_S  # see Linger
 
 
 async def connect_nats(url: str, name: str) -> Any:
@@ -897,6 +983,7 @@ class Worker:
         self.registry_read = asyncio.Event()
         """Set once the registry was read (and at once without one)."""
         self.owned: dict[int, Partition] = {}
+        self.linger = Linger(self.options.linger_s)  # one tick for all its partitions
         self.stopping = asyncio.Event()
         self.mqtt_online = asyncio.Event()
         self._control: Any = None  # the connection that counts workers and held locks
@@ -1062,6 +1149,7 @@ class Worker:
             js=js,
             live=self.options.live,
             partitions=self.options.partitions,
+            linger=self.linger,
         )
         if not await asyncio.to_thread(part.try_lock):
             await asyncio.to_thread(part.close)  # another worker was faster

@@ -1,0 +1,114 @@
+"""CPU per live sample (QoS 0 publish) through aiomqtt and through paho used directly; prints
+figures (not a test).
+
+Run from the repository root::
+
+    PYTHONPATH=. python3 bench/mqtt_live_publish.py
+
+It starts mosquitto on a free loopback port (tests/servers.py) with a ``mosquitto_sub`` on
+``#`` (the broker's fan-out, as in ``bench/team.py``) and publishes the same live payload
+in batches of 1 and 5 (a team worker's pass at 100 and 200 athletes), one event-loop sleep
+between batches, and prints this process's CPU time per publish with the loop's own cost of
+the sleeps taken off:
+
+* **aiomqtt** as :meth:`streamer.sinks.mqtt.MqttPublisher.send_live` publishes: the batch's
+  ``publish`` calls gathered. aiomqtt registers the socket's writer with the loop, which
+  later calls paho's ``loop_write`` (one ``send()`` per packet), then waits for each
+  message's ``on_publish`` callback (an event per publish, paho's reason code and
+  properties built for each);
+* **paho direct**: a paho client with no socket callbacks writes each packet with
+  ``send()`` inside ``publish()`` and returns; no writer registration, no event, no task.
+
+What the difference says: the part of a live sample's cost that is aiomqtt's machinery
+around paho, not the kernel's TCP send — the part a live path below aiomqtt would save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+from paho.mqtt import client as paho
+
+from tests.servers import HOST, Mosquitto
+
+PAYLOAD = (
+    b'{"schema":1,"seq":123,"ts_ns":1772352000000000000,"time":"2026-03-01T08:00:00.000000Z",'
+    b'"athlete":"athlete17","device":"strap","kind":"hr_live","bpm":142,"rr_ms":[421.0]}'
+)
+TOPIC = "redox/athlete17/strap/live"
+PUBLISHES = 3000
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # as streamer.sinks.mqtt_connect
+
+
+async def sleeps_only(batch: int) -> float:
+    """CPU µs per publish of the loop's sleeps between batches alone."""
+    t0 = time.process_time()
+    for _ in range(PUBLISHES // batch):
+        await asyncio.sleep(0.001)
+    return (time.process_time() - t0) / PUBLISHES * 1e6
+
+
+async def with_aiomqtt(port: int, batch: int) -> float:
+    """CPU µs per publish through aiomqtt, the batch gathered."""
+    async with aiomqtt.Client(HOST, port, socket_options=NO_DELAY) as client:
+        t0 = time.process_time()
+        for _ in range(PUBLISHES // batch):
+            await asyncio.gather(*(client.publish(TOPIC, PAYLOAD, qos=0) for _ in range(batch)))
+            await asyncio.sleep(0.001)
+        return (time.process_time() - t0) / PUBLISHES * 1e6
+
+
+async def with_paho(port: int, batch: int) -> float:
+    """CPU µs per publish through a paho client without socket callbacks."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-paho-live")
+    client.connect(HOST, port)
+    sock = client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.setsockopt(*NO_DELAY[0])
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sock.fileno(), client.loop_read)
+    client.loop_write()  # the CONNECT packet
+    try:
+        t0 = time.process_time()
+        for _ in range(PUBLISHES // batch):
+            for _ in range(batch):
+                client.publish(TOPIC, PAYLOAD, qos=0)
+            await asyncio.sleep(0.001)
+        return (time.process_time() - t0) / PUBLISHES * 1e6
+    finally:
+        loop.remove_reader(sock.fileno())
+        client.disconnect()
+
+
+def main() -> None:
+    broker = Mosquitto(Path(tempfile.mkdtemp(prefix="bench-mqtt-live-")) / "mq")
+    broker.start()
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", HOST, "-p", str(broker.port), "-t", "#"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for batch in (1, 5):
+            base = asyncio.run(sleeps_only(batch))
+            through_aiomqtt = asyncio.run(with_aiomqtt(broker.port, batch)) - base
+            direct = asyncio.run(with_paho(broker.port, batch)) - base
+            print(
+                f"batches of {batch}: aiomqtt {through_aiomqtt:.0f} us CPU per publish, "
+                f"paho direct {direct:.0f} us (the loop's sleeps, {base:.0f} us per publish, "
+                "taken off)"
+            )
+    finally:
+        sub.kill()
+        sub.wait(10)
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
