@@ -21,13 +21,31 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from streamer.topics import Topics
 
 if TYPE_CHECKING:
-    from streamer.results import Result
-    from streamer.team.gateway_mqtt import Listed
+    from streamer.results import DeviceStatePayload, Result
+
+
+class Listed(Protocol):
+    """One device on a gateway's list (:class:`streamer.team.gateway_mqtt.Listed`): named
+    here by what the rule reads, so that this module imports no MQTT module."""
+
+    @property
+    def athlete(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def state(self) -> DeviceStatePayload: ...
+    @property
+    def seq(self) -> int: ...
+
+
+_L = TypeVar("_L", bound=Listed)
 
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
@@ -53,13 +71,13 @@ def elected(me: str, alive: Collection[str]) -> bool:
 
 
 def orphaned(
-    listed: Sequence[Listed],
+    listed: Sequence[_L],
     lists: Mapping[str, Sequence[Listed]],
     states: Mapping[str, bytes],
     holding: Collection[tuple[str, str]] = (),
     *,
     topics: Topics,
-) -> list[Listed]:
+) -> list[_L]:
     """The devices of a dead gateway's list (``listed``) to say ``stopped`` for: not held by
     the survivor itself (``holding``: (athlete, device) pairs) and on no list of a gateway
     that is not ``offline`` (``lists``, ``states`` as in :func:`dead_with_devices`) — a
