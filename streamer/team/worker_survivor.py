@@ -86,7 +86,8 @@ class WorkerSurvivor:
     ) -> None:
         self.config = config
         self.worker_id = worker_id
-        self.base = Topics(config.base_topic).base
+        self.topics = Topics(config.base_topic)
+        self.base = self.topics.base
         self.grace_s = grace_s
         self._clock_ns = clock_ns
         self.lists: dict[str, list[Listed]] = {}
@@ -256,7 +257,7 @@ class WorkerSurvivor:
         said = 0
         try:
             listed = self.lists.get(gateway_id, [])
-            for item in orphaned(listed, self.lists, self.gateways, topics=Topics(self.base)):
+            for item in orphaned(listed, self.lists, self.gateways, topics=self.topics):
                 if not self._still_dead(gateway_id):
                     return self._call_off(gateway_id)
                 now_ns = self._clock_ns()
