@@ -311,3 +311,43 @@ def test_wait_current_names_the_copy_on_a_dead_node_and_returns_once_it_caught_u
             await nc.close()
 
     asyncio.run(check(asyncio.run(victim())))
+
+
+async def test_wait_current_stopped_as_nats_answers_ends() -> None:
+    """``wait_current`` (``move-streams``) stopped just as the stream's info arrives ends:
+    nats-py waits for the reply with ``asyncio.wait_for``, which on Python 3.11 returns the
+    answer and drops the stop; the wait then polled on until its bound, so an operator's
+    Ctrl-C hung for ``within_s``. The stand-in answers the way nats-py does (a follower
+    lagging, so the wait would go on); the race is the point."""
+    from types import SimpleNamespace
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[object] = loop.create_future()
+    asked = asyncio.Event()
+    asks = 0
+
+    class Js:
+        async def stream_info(self, name: str) -> object:
+            nonlocal asks
+            asks += 1
+            asked.set()
+            return await asyncio.wait_for(answer, 10)  # as nats-py waits for a reply
+
+    lagging = SimpleNamespace(name="n2", offline=False, current=True, lag=5)
+    info = SimpleNamespace(
+        config=SimpleNamespace(num_replicas=3),
+        cluster=SimpleNamespace(leader="n1", replicas=[lagging, lagging]),
+    )
+    task = asyncio.create_task(stream.wait_current(Js(), wire.STREAM, 3, 600.0))  # type: ignore[arg-type]
+    await asked.wait()
+    await asyncio.sleep(0)  # the task now waits inside nats-py's wait_for
+    answer.set_result(info)
+    await asyncio.sleep(0)  # the reply is in, the wait for it not yet back: the stop now
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+    assert done, "wait_current polled on after its stop"
+    assert task.cancelled()
+    assert asks == 1

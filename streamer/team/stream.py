@@ -31,6 +31,7 @@ from nats.errors import NoRespondersError
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NoStreamResponseError, NotFoundError
 
+from streamer.cancel import cancellation_kept
 from streamer.errors import StreamerError
 from streamer.team import wire
 
@@ -453,7 +454,11 @@ async def wait_current(
     while True:
         left = deadline - loop.time()
         try:
-            info = await asyncio.wait_for(js.stream_info(name), max(left, CURRENT_POLL_S))
+            # A stop that nats-py's own wait for the reply swallowed (Python 3.11) is kept:
+            # else an operator's Ctrl-C would wait out ``within_s``.
+            with cancellation_kept():
+                async with asyncio.timeout(max(left, CURRENT_POLL_S)):
+                    info = await js.stream_info(name)
         except (NatsError, TimeoutError) as exc:
             why = [f"no answer ({exc or type(exc).__name__})"]
         else:
