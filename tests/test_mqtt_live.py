@@ -1,58 +1,170 @@
-"""Live samples (QoS 0) through :meth:`MqttPublisher.send_live` against a real mosquitto:
-one deadline per batch, not one per publish (a worker sends one message's samples at a time)."""
+"""The live link (:mod:`streamer.sinks.mqtt_live`) against a real mosquitto: samples written
+inline arrive on their topics with their ``seq``, a broker away sheds and counts them and
+they flow again when it is back, a clean stop closes the socket, a stop during the connect
+ends it. Every wait is on an event (the link's ``up``, a subscriber's messages), never a
+sleep."""
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
 
 import pytest
 
-from devices.records import HeartRateSample
 from streamer.config import MqttConfig
-from streamer.results import live_result
+from streamer.results import Kind, Result
+from streamer.sinks.backoff import Backoff, Jitter
 from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Store
-from tests.mqtt_helpers import Subscriber, running
+from tests.mqtt_helpers import Subscriber, eventually
 from tests.servers import HOST, Mosquitto
 
+pytestmark = pytest.mark.integration
 
-async def test_single_live_samples_arrive_in_order_with_consecutive_seq(
-    mosquitto: Mosquitto, tmp_path: Path
+QUICK = Backoff(0.05, 0.2, multiplier=2.0, jitter=Jitter.NONE)
+"""Reconnection attempts close together: the test waits for the broker, not the back-off."""
+
+
+def _beat(i: int, athlete: str = "ann") -> Result:
+    fields = {"hr_bpm": 60 + i % 50, "rr_ms": [900.0]}
+    return Result(Kind.HEART_RATE, athlete, 1_700_000_000_000_000_000 + i, fields, "strap")
+
+
+@contextlib.asynccontextmanager
+async def _linked(mosquitto: Mosquitto) -> AsyncIterator[tuple[LiveLink, asyncio.Task[None]]]:
+    link = LiveLink(MqttConfig.from_url(mosquitto.url), "redox-worker-t-live", backoff=QUICK)
+    task = asyncio.create_task(link.run())
+    try:
+        async with asyncio.timeout(30):
+            await link.up.wait()
+        yield link, task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_samples_arrive_on_their_topics_with_their_seq_through_the_link(
+    mosquitto: Mosquitto,
 ) -> None:
-    sub = await Subscriber(HOST, mosquitto.port).start()
-    config = MqttConfig(host=HOST, port=mosquitto.port, client_id="redox-live-test")
-    with Store(tmp_path / "store.sqlite3") as store:
-        async with running(publisher := MqttPublisher(config, store)):
-            for i in range(30):  # one sample per call, as a worker sends a message's
-                await publisher.send_live([live_result("ann", "strap", HeartRateSample(i, 60 + i))])
-            await publisher.send_live(  # and a message with several, gathered
-                [live_result("ann", "strap", HeartRateSample(30 + i, 90 + i)) for i in range(3)]
+    """Two publishers (two partitions) share one link: each sample reaches a subscriber on
+    its athlete's topic, numbered on that topic by its publisher's store, in order; the
+    publishers count them as published and the link as its own."""
+    sub = await Subscriber(HOST, mosquitto.port, topic="redox/#", persistent=False).start()
+    config = MqttConfig.from_url(mosquitto.url)
+    try:
+        with Store(":memory:") as one, Store(":memory:") as two:
+            async with _linked(mosquitto) as (link, _):
+                ann = MqttPublisher(config, one, live_link=link)
+                bob = MqttPublisher(config, two, live_link=link)
+                for i in range(0, 40, 5):  # batches of 5, as a worker's pass hands them
+                    assert ann.publish_live([_beat(j) for j in range(i, i + 5)]) == 0
+                    assert bob.publish_live([_beat(j, "bob") for j in range(i, i + 5)]) == 0
+                await sub.wait_for(lambda: len(sub.received) >= 80, what="80 live samples")
+                assert link.status()["published"] == 80
+                assert ann.status()["live_published"] == bob.status()["live_published"] == 40
+                assert ann.status()["shed"] == bob.status()["shed"] == 0
+    finally:
+        await sub.stop()
+    for athlete in ("ann", "bob"):
+        got = sub.on(f"redox/{athlete}/strap/live")
+        assert [m.qos for m in got] == [0] * 40
+        assert [m.json()["hr_bpm"] for m in got] == [60 + i for i in range(40)]
+        seqs = [int(str(m.json()["seq"])) for m in got]
+        assert seqs == list(range(seqs[0], seqs[0] + 40)), "one seq per sample, in order"
+    assert {r.topic for r in sub.received} == {
+        "redox/ann/strap/live",
+        "redox/bob/strap/live",
+    }
+
+
+async def test_a_broker_away_sheds_and_counts_samples_and_they_flow_again_when_it_is_back(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stopped: publishing returns at once with every sample shed and counted
+    (no exception, one warning for the outage, not one per sample or per attempt); the
+    broker back: the link reconnects by itself and samples arrive again."""
+    caplog.set_level(logging.DEBUG, logger="streamer.sinks.mqtt_live")
+    config = MqttConfig.from_url(mosquitto.url)
+    with Store(":memory:") as store:
+        async with _linked(mosquitto) as (link, task):
+            publisher = MqttPublisher(config, store, live_link=link)
+            assert publisher.publish_live([_beat(0)]) == 0
+            await asyncio.to_thread(mosquitto.stop)
+            await eventually(lambda: not link.connected, 30, "the link saw the broker go")
+            attempts_before = link.status()["connects"]
+            for i in range(1, 201):
+                assert publisher.publish_live([_beat(i)]) == 1
+            # Let it fail to connect a few times (QUICK back-off) while the broker is away.
+            await eventually(
+                lambda: sum("cannot connect" in r.getMessage() for r in caplog.records) >= 3,
+                30,
+                "three failed attempts",
             )
-            await sub.wait_for(lambda: len(sub.on("redox/ann/strap/live")) == 33)
-            status = publisher.status()
-    await sub.stop()
-    live = [m.json() for m in sub.on("redox/ann/strap/live")]
-    assert [m["hr_bpm"] for m in live] == list(range(60, 93))
-    assert [m["seq"] for m in live] == list(range(live[0]["seq"], live[0]["seq"] + 33))
-    assert (status["live_published"], status["shed"]) == (33, 0)
+            assert publisher.status()["shed"] == 200
+            assert publisher.status()["live_published"] == 1
+            warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(warnings) == 2, warnings  # "lost", then "cannot connect" once
+            assert not task.done()
+
+            await asyncio.to_thread(mosquitto.start)
+            sub = await Subscriber(HOST, mosquitto.port, topic="redox/#", persistent=False).start()
+            try:
+                async with asyncio.timeout(30):
+                    await link.up.wait()
+                assert link.status()["connects"] == attempts_before + 1
+                assert publisher.publish_live([_beat(500)]) == 0
+                await sub.wait_for(lambda: len(sub.received) == 1, what="a sample after the return")
+            finally:
+                await sub.stop()
+            assert sub.received[0].json()["hr_bpm"] == 60 + 500 % 50
+            assert publisher.status()["live_published"] == 2
 
 
-async def test_a_live_batch_past_its_deadline_is_counted_shed_and_the_connection_stays(
-    mosquitto: Mosquitto, tmp_path: Path
+async def test_a_clean_stop_says_disconnect_and_closes_the_socket(mosquitto: Mosquitto) -> None:
+    """Cancelling :meth:`LiveLink.run` closes the connection's socket and marks the link
+    down; publishing after it sheds."""
+    async with _linked(mosquitto) as (link, task):
+        client = link._client
+        assert client is not None
+        sock = client.socket()
+        assert sock is not None
+        assert sock.fileno() >= 0
+    assert task.done()
+    assert sock.fileno() == -1, "the socket is closed"
+    assert not link.connected
+    assert not link.up.is_set()
+    assert link.publish([("redox/ann/strap/live", b"{}")]) == 0
+    assert link.status()["shed"] == 1
+
+
+async def test_a_stop_while_waiting_for_connack_ends_the_link_and_closes_its_socket(
+    mosquitto: Mosquitto,
 ) -> None:
-    config = MqttConfig(host=HOST, port=mosquitto.port, client_id="redox-live-test")
-    samples = [live_result("ann", "strap", HeartRateSample(i, 60)) for i in range(3)]
-    with Store(tmp_path / "store.sqlite3") as store:
-        async with running(publisher := MqttPublisher(config, store)):
-            # Once connected, a deadline shorter than the loop turns a publish takes (the
-            # loader's minimum is 0.1 s): the batch's one timer fires before any sample
-            # is written.
-            publisher.config = dataclasses.replace(config, publish_timeout_s=1e-6)
-            with pytest.raises(TimeoutError):
-                await publisher.send_live(samples[:1])
-            with pytest.raises(TimeoutError):
-                await publisher.send_live(samples)
-            assert publisher.connected
-            status = publisher.status()
-    assert (status["live_published"], status["shed"]) == (0, 4)
+    """The broker held (SIGSTOP): the kernel takes the TCP connection, CONNACK never comes.
+    A stop then ends :meth:`LiveLink.run` at once (kept, not taken for a failed attempt
+    and retried) and closes the socket it had opened."""
+    assert mosquitto.proc is not None
+    link = LiveLink(MqttConfig.from_url(mosquitto.url), "redox-worker-t-live", backoff=QUICK)
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        task = asyncio.create_task(link.run())
+        await eventually(lambda: link._io is not None, 30, "the TCP connection made")
+        io = link._io
+        assert io is not None
+        sock = io.socket()
+        assert sock is not None
+        task.cancel()
+        async with asyncio.timeout(10):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert sock.fileno() == -1
+        assert not link.connected
+        assert link.status()["connects"] == 0
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)

@@ -108,6 +108,7 @@ from streamer.results import (
     SessionPayload,
 )
 from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Row, Store
 from streamer.team import wire
 from streamer.team.partitions import mark_stopping, others_running
@@ -348,8 +349,12 @@ class Partition:
         live: bool = True,
         partitions: int = wire.DEFAULT_PARTITIONS,
         linger: Linger | None = None,
+        live_link: LiveLink | None = None,
     ) -> None:
         self.number = number
+        self.live_link = live_link
+        """The worker's one connection for live samples, shared by its partitions' MQTT
+        publishers; None: each publisher sends them on its own connection."""
         self.linger = linger or Linger(DEFAULT_LINGER_S)
         """The worker's shared linger (see the module docstring: passes)."""
         self.partitions = partitions  # how many there are (whose athletes are this one's)
@@ -442,6 +447,7 @@ class Partition:
                 athletes=self._athletes(self.config),
                 name=f"mqtt p{self.number}",
                 shared_state=True,
+                live_link=self.live_link,
             )
             publisher.topics = _PartitionTopics(mqtt.base_topic, mqtt.ha_prefix, self.number)
             sinks.append(publisher)
@@ -864,12 +870,16 @@ class Partition:
 
     def send_live(self) -> None:
         """The live samples (QoS 0) handled since the last call, on the sinks' current
-        connections, one call per sink: their tasks run when the consumer next yields,
-        right after the pass (before its write); shed when there is no connection."""
+        connections, one call per sink: written at once on the worker's live link, else
+        in tasks that run when the consumer next yields, right after the pass (before its
+        write); shed when there is no connection."""
         live, self._live = self._live, []
         if not live:
             return
         for sink in self.sinks:
+            if isinstance(sink, MqttPublisher) and sink.live_link is not None:
+                sink.publish_live(live)  # counted by the publisher, shed or sent
+                continue
             task = asyncio.get_running_loop().create_task(sink.send_live(live))
             task.add_done_callback(_ignore_outcome)
 
@@ -986,6 +996,9 @@ class Worker:
         self.linger = Linger(self.options.linger_s)  # one tick for all its partitions
         self.stopping = asyncio.Event()
         self.mqtt_online = asyncio.Event()
+        self.live_link: LiveLink | None = None
+        """The connection for its partitions' live samples (``redox-worker-<id>-live``),
+        made by :meth:`run` when there is a broker and live samples are sent."""
         self._control: Any = None  # the connection that counts workers and held locks
         self._goodbye: list[str] = []  # partition state topics to say offline at the end
 
@@ -1002,6 +1015,7 @@ class Worker:
         self._control = control
         nc = None
         availability = None
+        linking: asyncio.Task[None] | None = None
         following: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(ensure_schema, control, opts.partitions)
@@ -1033,6 +1047,9 @@ class Worker:
                 self.registry_read.set()
             if self.config.mqtt is not None:
                 availability = asyncio.create_task(self._availability(), name="availability")
+                if opts.live:
+                    self.live_link = LiveLink(self.config.mqtt, f"redox-worker-{self.id}-live")
+                    linking = asyncio.create_task(self.live_link.run(), name="live link")
             # Each worker walks the partitions from its own place, so that workers starting
             # together do not all race for partition 0 first.
             first = sum(self.id.encode()) % opts.partitions
@@ -1056,6 +1073,10 @@ class Worker:
                 await asyncio.to_thread(mark_stopping, self._control, self.id)
             for number in released:
                 await self.owned.pop(number).stop()
+            if linking is not None:  # after the partitions: none sends on it any more
+                linking.cancel()
+                with contextlib.suppress(BaseException):
+                    await linking
             if availability is not None:
                 self._goodbye = await asyncio.to_thread(self._offline_at_stop, released)
                 availability.cancel()
@@ -1150,6 +1171,7 @@ class Worker:
             live=self.options.live,
             partitions=self.options.partitions,
             linger=self.linger,
+            live_link=self.live_link,
         )
         if not await asyncio.to_thread(part.try_lock):
             await asyncio.to_thread(part.close)  # another worker was faster
