@@ -1,28 +1,35 @@
 """The live link (:mod:`streamer.sinks.mqtt_live`) against a real mosquitto: samples written
 inline arrive on their topics with their ``seq``, a broker away sheds and counts them and
 they flow again when it is back, a clean stop closes the socket, a stop during the connect
-ends it. Every wait is on an event (the link's ``up``, a subscriber's messages), never a
-sleep."""
+ends it; a team worker's partitions send through one. Every wait is on an event (the
+link's ``up``, a subscriber's messages), never a sleep."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 from collections.abc import AsyncIterator
 
+import nats
 import pytest
 
-from streamer.config import MqttConfig
+from devices.recording import RecordedNotification
+from streamer.config import Config, MqttConfig, Secret
 from streamer.results import Kind, Result
 from streamer.sinks.backoff import Backoff, Jitter
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Store
+from streamer.team import wire
+from streamer.team.worker import Worker, WorkerOptions
+from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Subscriber, eventually
-from tests.servers import HOST, Mosquitto
+from tests.servers import HOST, Mosquitto, NatsServer, PostgreSQL
+from tests.shipped_mosquitto import ShippedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +175,114 @@ async def test_a_stop_while_waiting_for_connack_ends_the_link_and_closes_its_soc
         assert link.status()["connects"] == 0
     finally:
         os.kill(mosquitto.proc.pid, signal.SIGCONT)
+
+
+async def test_the_worker_account_sends_live_samples_under_the_shipped_acl(
+    team_mosquitto: ShippedBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On team mode's shipped broker and ACL, a live link logged in as ``redox-worker``
+    publishes samples that Home Assistant's account reads; with a wrong password the broker
+    refuses it (CONNACK), the link stays down, every sample is shed and the refusal is
+    logged once however often it is tried."""
+    caplog.set_level(logging.DEBUG, logger="streamer.sinks.mqtt_live")
+    reader = Subscriber(
+        team_mosquitto.host,
+        team_mosquitto.port,
+        topic="redox/#",
+        client_id="test-ha",
+        persistent=False,
+        username="homeassistant",
+        password=team_mosquitto.password("homeassistant"),
+    )
+    await reader.start()
+    try:
+        worker = MqttConfig.from_url(team_mosquitto.url("redox-worker"))
+        link = LiveLink(worker, "redox-worker-a-live", backoff=QUICK)
+        task = asyncio.create_task(link.run())
+        try:
+            async with asyncio.timeout(30):
+                await link.up.wait()
+            assert link.publish([("redox/ann/strap/live", b'{"hr_bpm":61}')]) == 1
+            await reader.wait_for(lambda: len(reader.received) == 1, what="the live sample")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert reader.received[0].topic == "redox/ann/strap/live"
+
+        wrong = dataclasses.replace(worker, password=Secret("not-the-password"))
+        refused = LiveLink(wrong, "redox-worker-b-live", backoff=QUICK)
+        task = asyncio.create_task(refused.run())
+        try:
+            await eventually(
+                lambda: sum("cannot connect" in r.getMessage() for r in caplog.records) >= 3,
+                30,
+                "three refused attempts",
+            )
+            assert refused.publish([("redox/ann/strap/live", b"{}")]) == 0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert refused.status()["connects"] == 0
+        assert refused.status()["shed"] == 1
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == 1, said
+        assert "refused" in said[0]
+        assert "not-the-password" not in caplog.text
+    finally:
+        await reader.stop()
+
+
+def test_a_workers_partitions_send_their_live_samples_on_its_one_live_link(
+    nats_server: NatsServer, postgres: PostgreSQL, mosquitto: Mosquitto
+) -> None:
+    """A worker (16 partitions, live samples on): an athlete's strap notifications from the
+    stream reach a subscriber as live samples on the athlete's topic, ``seq`` increasing,
+    sent through the worker's live link (its counters), none through the partitions' own
+    connections; the worker's stop closes the link."""
+    ((athlete, items),) = th.athlete_days(1, 1, sessions=False).items()
+    beats = [m for m in items if isinstance(m, RecordedNotification) and m.device == "strap"]
+    records = beats[:30]
+    grant = wire.LeaseGranted(t_ns=records[0].t_ns - 1, device="strap", gateway="gw1")
+    topic = f"redox/{athlete}/strap/live"
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+
+    async def scenario() -> tuple[list[int], dict[str, object], int, bool]:
+        sub = await Subscriber(HOST, mosquitto.port, topic=topic, persistent=False).start()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        worker = Worker("w", nats_url=nats_server.url, dsn=postgres.dsn, config=config,
+                        options=WorkerOptions(claim_every_s=0.2))  # fmt: skip
+        number = wire.partition_of(athlete, wire.DEFAULT_PARTITIONS)
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: (
+                    number in worker.owned
+                    and worker.live_link is not None
+                    and worker.live_link.connected
+                ),
+                120,
+                "the athlete's partition owned and the live link up",
+            )
+            await th.publish(js, {athlete: [grant, *records]})
+            await sub.wait_for(lambda: len(sub.on(topic)) >= len(records), 60, "the samples")
+            (publisher,) = [s for s in worker.owned[number].sinks if isinstance(s, MqttPublisher)]
+            live_published = int(publisher.status()["live_published"])
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+            await sub.stop()
+        assert worker.live_link is not None
+        seqs = [int(str(m.json()["seq"])) for m in sub.on(topic)]
+        return seqs, worker.live_link.status(), live_published, worker.live_link.connected
+
+    seqs, status, live_published, still_connected = asyncio.run(scenario())
+    assert len(seqs) == len(records)
+    assert seqs == sorted(set(seqs)), "seq strictly increasing"
+    assert live_published == len(records)
+    assert status["published"] == len(records)
+    assert status["shed"] == 0
+    assert status["client_id"] == "redox-worker-w-live"
+    assert not still_connected, "the stop closed the link"

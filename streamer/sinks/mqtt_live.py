@@ -26,6 +26,12 @@ attempt or per sample. The link has no Last Will and no subscriptions: whether a
 up is said on a connection of its own. While it is down, :meth:`LiveLink.publish` sends
 nothing and returns at once; QoS 0 retries nothing.
 
+Who uses it: a team worker (:class:`streamer.team.worker.Worker`), one link shared by all
+its partitions' publishers (client id ``redox-worker-<id>-live``). Single-box ``run`` does
+not: the shipped single-box broker gives each account one connection
+(``use_username_as_clientid``), so a second one would throw ``run``'s own publisher — and
+its command listener — off; and a box's handful of athletes makes the saving small.
+
 Settings are :class:`~streamer.config.MqttConfig`'s as :mod:`streamer.sinks.mqtt_connect`
 reads them for every other connection: host and port, user name and password (handed to
 paho only, never logged), TLS (the same :func:`~streamer.sinks.mqtt_connect.tls_context`),

@@ -48,10 +48,11 @@ waits for the worker's :class:`Linger` (at most ``linger_s``,
 :data:`DEFAULT_LINGER_S`; the tick is shared by every partition of the worker, so their
 passes wake together), then it and everything that arrived meanwhile (up to
 :data:`WRITE_BATCH`) are decoded and processed in stream order, their live samples handed
-to each sink in one call (the MQTT publisher queues them all before the loop turns, so
-its connection's writer sends them in one wake-up) and their outputs written in one
-transaction with the checkpoint. A backlog (a full pass at hand, or the last pass full)
-does not linger. Nothing changes in what is written or published, nor in its order: only when.
+to each sink in one call (the MQTT publishers write them on the worker's one live
+connection, :class:`~streamer.sinks.mqtt_live.LiveLink`, inside that call: no task, no
+write registration) and their outputs written in one transaction with the checkpoint. A
+backlog (a full pass at hand, or the last pass full) does not linger. Nothing changes in
+what is written or published, nor in its order: only when.
 
 **Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
 Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
@@ -884,6 +885,13 @@ class Partition:
             task.add_done_callback(_ignore_outcome)
 
 
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """Log a task's end by an error of its own (a bug: it rides out the network's) at once,
+    not at the worker's stop."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _LOGGER.error("%s ended: %r", task.get_name(), exc, exc_info=exc)
+
+
 def _ignore_outcome(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()  # a live sample not sent is shed (QoS 0), as in the pipeline
@@ -1050,6 +1058,7 @@ class Worker:
                 if opts.live:
                     self.live_link = LiveLink(self.config.mqtt, f"redox-worker-{self.id}-live")
                     linking = asyncio.create_task(self.live_link.run(), name="live link")
+                    linking.add_done_callback(_said_if_failed)
             # Each worker walks the partitions from its own place, so that workers starting
             # together do not all race for partition 0 first.
             first = sum(self.id.encode()) % opts.partitions
@@ -1073,10 +1082,15 @@ class Worker:
                 await asyncio.to_thread(mark_stopping, self._control, self.id)
             for number in released:
                 await self.owned.pop(number).stop()
-            if linking is not None:  # after the partitions: none sends on it any more
-                linking.cancel()
+            if linking is not None and self.live_link is not None:
+                linking.cancel()  # after the partitions: none sends on it any more
                 with contextlib.suppress(BaseException):
                     await linking
+                _LOGGER.info(
+                    "live link: %(published)d samples sent, %(shed)d shed, %(connects)d "
+                    "connections",
+                    self.live_link.status(),
+                )
             if availability is not None:
                 self._goodbye = await asyncio.to_thread(self._offline_at_stop, released)
                 availability.cancel()
