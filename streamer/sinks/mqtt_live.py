@@ -93,8 +93,8 @@ class LiveLink:
         client_id: the connection's client id, e.g. ``redox-worker-<id>-live``.
         backoff: delays between connection attempts (default from ``config``).
 
-    :meth:`run` connects and keeps the connection until cancelled; :meth:`publish` sends
-    on it from the same event loop.
+    :meth:`run` (once) connects and keeps the connection until cancelled; :meth:`publish`
+    sends on it from the same event loop.
     """
 
     def __init__(
@@ -159,8 +159,8 @@ class LiveLink:
         """Connect, keep the connection, reconnect with back-off after a failure or a loss;
         until cancelled, then say DISCONNECT and close the socket."""
         delays = self._backoff.delays(self._rng)
-        failures = 0
-        self._opener = concurrent.futures.ThreadPoolExecutor(1, "mqtt-live-connect")
+        failures = 0  # attempts failed since the link was last up
+        said = False  # this outage was logged: once, not per attempt or per sample
         try:
             while True:
                 try:
@@ -168,13 +168,13 @@ class LiveLink:
                 except (OSError, TimeoutError, MqttTlsError) as exc:
                     failures += 1
                     self._status.last_error = describe_failure(self.config, exc)[:300]
-                    # Once per outage: a broker away for an hour is one line, not 600.
                     _LOGGER.log(
-                        logging.WARNING if failures == 1 else logging.DEBUG,
+                        logging.DEBUG if said else logging.WARNING,
                         "MQTT live link %s: cannot connect (%s); retrying with back-off",
                         self.config.url,
                         self._status.last_error,
                     )
+                    said = True
                 else:
                     _LOGGER.info(
                         "MQTT live link connected to %s as %s%s",
@@ -183,6 +183,7 @@ class LiveLink:
                         f" after {failures} failed attempts" if failures else "",
                     )
                     failures = 0
+                    said = False
                     delays = self._backoff.delays(self._rng)
                     await self._keep()
                     self._status.disconnects += 1
@@ -191,6 +192,7 @@ class LiveLink:
                         self.config.url,
                         self._status.last_error or "closed",
                     )
+                    said = True
                 await asyncio.sleep(next(delays))
         finally:
             self._close()
@@ -225,6 +227,8 @@ class LiveLink:
         self._fd = sock.fileno()
         loop.add_reader(self._fd, self._readable, client, sock)
         try:
+            # A future and asyncio.timeout, no wait_for: a stop arriving with CONNACK is
+            # not swallowed on Python 3.11 (streamer.cancel), nothing here needs keeping.
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await self._connack
         except BaseException:
