@@ -420,9 +420,13 @@ class MqttPublisher:
             self._status.shed += len(batch)
             return len(batch)
         messages = []
-        for result in batch:
-            topic = self.topics.for_result(result)
-            messages.append((topic, encode_payload(result, self._next_live_seq(topic))))
+        try:
+            for result in batch:
+                topic = self.topics.for_result(result)
+                messages.append((topic, encode_payload(result, self._next_live_seq(topic))))
+        except BaseException:
+            self._status.shed += len(batch)  # a block of seqs not reserved: the store away
+            raise
         sent = link.publish(messages)
         self._status.live_published += sent
         self._status.shed += len(batch) - sent

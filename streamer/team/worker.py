@@ -879,7 +879,11 @@ class Partition:
             return
         for sink in self.sinks:
             if isinstance(sink, MqttPublisher) and sink.live_link is not None:
-                sink.publish_live(live)  # counted by the publisher, shed or sent
+                # Counted by the publisher, sent or shed. A failure (PostgreSQL away when a
+                # topic needs its next block of seqs) sheds them and must not end the
+                # consumer: live samples are best effort, the pass's outputs are not.
+                with contextlib.suppress(Exception):
+                    sink.publish_live(live)
                 continue
             task = asyncio.get_running_loop().create_task(sink.send_live(live))
             task.add_done_callback(_ignore_outcome)
