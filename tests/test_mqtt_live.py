@@ -25,7 +25,8 @@ from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Store
 from streamer.team import wire
-from streamer.team.worker import Worker, WorkerOptions
+from streamer.team.pg_store import ensure_schema
+from streamer.team.worker import Partition, Worker, WorkerOptions
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Subscriber, eventually
 from tests.servers import HOST, Mosquitto, NatsServer, PostgreSQL
@@ -286,3 +287,32 @@ def test_a_workers_partitions_send_their_live_samples_on_its_one_live_link(
     assert status["shed"] == 0
     assert status["client_id"] == "redox-worker-w-live"
     assert not still_connected, "the stop closed the link"
+
+
+async def test_postgresql_gone_when_a_topic_needs_seqs_sheds_the_samples_not_the_partition(
+    postgres: PostgreSQL, mosquitto: Mosquitto
+) -> None:
+    """A partition on the live link whose PostgreSQL connection is gone: a new live topic's
+    block of ``seq`` cannot be reserved, so its samples are shed and counted — and the
+    pass goes on (no exception out of :meth:`Partition.send_live` into the consumer)."""
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+    async with _linked(mosquitto) as (link, _):
+
+        def claim() -> Partition:
+            part = Partition(0, worker_id="w", dsn=postgres.dsn, config=config, js=None,
+                             live_link=link)  # fmt: skip
+            ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
+            assert part.try_lock()
+            part.open()
+            return part
+
+        part = await asyncio.to_thread(claim)
+        try:
+            (publisher,) = [s for s in part.sinks if isinstance(s, MqttPublisher)]
+            await asyncio.to_thread(part.conn.close)
+            part._live = [_beat(1), _beat(2)]
+            part.send_live()
+            assert publisher.status()["shed"] == 2
+            assert publisher.status()["live_published"] == 0
+        finally:
+            await asyncio.to_thread(part.close)

@@ -235,6 +235,7 @@ class LiveLink:
             self._close()
             raise
         self._client = client
+        self._status.last_error = None  # what ends this connection is said afresh
         self._status.connected = True
         self._status.connects += 1
         self.up.set()

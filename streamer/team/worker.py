@@ -110,7 +110,7 @@ from streamer.results import (
 )
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_live import LiveLink
-from streamer.store import Row, Store
+from streamer.store import Row, Store, StoreError
 from streamer.team import wire
 from streamer.team.partitions import mark_stopping, others_running
 from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
@@ -879,11 +879,13 @@ class Partition:
             return
         for sink in self.sinks:
             if isinstance(sink, MqttPublisher) and sink.live_link is not None:
-                # Counted by the publisher, sent or shed. A failure (PostgreSQL away when a
-                # topic needs its next block of seqs) sheds them and must not end the
-                # consumer: live samples are best effort, the pass's outputs are not.
-                with contextlib.suppress(Exception):
+                # Counted by the publisher, sent or shed. PostgreSQL away when a topic
+                # needs its next block of seqs sheds them and must not end the consumer:
+                # live samples are best effort, the pass's outputs are not.
+                try:
                     sink.publish_live(live)
+                except (psycopg.Error, StoreError) as exc:
+                    _LOGGER.debug("partition %d: live samples shed (%s)", self.number, exc)
                 continue
             task = asyncio.get_running_loop().create_task(sink.send_live(live))
             task.add_done_callback(_ignore_outcome)
