@@ -6,7 +6,11 @@ Why not aiomqtt: for a QoS 0 publish aiomqtt makes an event and a task waiting f
 self-pipe) instead of letting paho write; ``bench/mqtt_live_publish.py`` measures
 100–250 µs of CPU per live sample that way against 30–80 µs through paho writing inline.
 A team worker sends every live sample of its athletes, so that difference is a large part
-of its CPU (issue 13: 200 athletes per worker at 25% of a core).
+of its CPU (issue 13: 200 athletes per worker at 25% of a core). Measured 2026-12-02 in one
+run of that bench: this link 31–44 µs per sample one at a time and 14–18 µs in batches of 5,
+aiomqtt 143–199 and 61–74 µs; a worker at real time (``bench/team_worker.py --realtime 40
+--athletes 200``, five rounds alternating with the aiomqtt path) ~390 → ~340 µs of CPU per
+stream message.
 
 How: a paho-mqtt client driven by the asyncio loop through paho's public external-loop API
 (``socket()``, ``loop_read``, ``loop_write``, ``loop_misc``, ``want_write``; paho's
