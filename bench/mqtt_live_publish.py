@@ -17,7 +17,17 @@ the sleeps taken off:
   message's ``on_publish`` callback (an event per publish, paho's reason code and
   properties built for each);
 * **paho direct**: a paho client with no socket callbacks writes each packet with
-  ``send()`` inside ``publish()`` and returns; no writer registration, no event, no task.
+  ``send()`` inside ``publish()`` and returns; no writer registration, no event, no task;
+* **live link**: :class:`streamer.sinks.mqtt_live.LiveLink`, what a team worker's partitions
+  publish through: paho writing inline as above, behind the link's batch call (its
+  connection check, counters, the socket-full check).
+
+* **publisher on the link**: :meth:`streamer.sinks.mqtt.MqttPublisher.publish_live`, what a
+  partition calls per pass: the link plus the sample's topic, its ``seq`` and its JSON
+  encoding (the part of a live sample's cost that is not the transport).
+
+The four run interleaved, batch size by batch size, in one process: compare them within a
+run, not across runs (other work on the machine moves every figure).
 
 What the difference says: the part of a live sample's cost that is aiomqtt's machinery
 around paho, not the kernel's TCP send — the part a live path below aiomqtt would save.
@@ -26,6 +36,7 @@ around paho, not the kernel's TCP send — the part a live path below aiomqtt wo
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import tempfile
@@ -35,6 +46,11 @@ from pathlib import Path
 import aiomqtt
 from paho.mqtt import client as paho
 
+from streamer.config import MqttConfig
+from streamer.results import Kind, Result
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.mqtt_live import LiveLink
+from streamer.store import Store
 from tests.servers import HOST, Mosquitto
 
 PAYLOAD = (
@@ -86,6 +102,54 @@ async def with_paho(port: int, batch: int) -> float:
         client.disconnect()
 
 
+async def with_link(port: int, batch: int) -> float:
+    """CPU µs per publish through the live link, one call per batch."""
+    link = LiveLink(MqttConfig.from_url(f"mqtt://{HOST}:{port}"), "bench-live-link")
+    running = asyncio.create_task(link.run())
+    await asyncio.wait_for(link.up.wait(), 30)
+    messages = [(TOPIC, PAYLOAD)] * batch
+    try:
+        t0 = time.process_time()
+        for _ in range(PUBLISHES // batch):
+            link.publish(messages)
+            await asyncio.sleep(0.001)
+        took = (time.process_time() - t0) / PUBLISHES * 1e6
+        assert link.status()["shed"] == 0, link.status()
+        return took
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def with_publisher(port: int, batch: int) -> float:
+    """CPU µs per sample through ``MqttPublisher.publish_live`` on the live link."""
+    config = MqttConfig.from_url(f"mqtt://{HOST}:{port}")
+    link = LiveLink(config, "bench-live-publisher")
+    running = asyncio.create_task(link.run())
+    await asyncio.wait_for(link.up.wait(), 30)
+    sample = Result(
+        Kind.HEART_RATE,
+        "athlete17",
+        1772352000000000000,
+        {"hr_bpm": 142, "rr_ms": [421.0]},
+        "strap",
+    )
+    samples = [sample] * batch
+    try:
+        with Store(":memory:") as store:
+            publisher = MqttPublisher(config, store, live_link=link)
+            t0 = time.process_time()
+            for _ in range(PUBLISHES // batch):
+                publisher.publish_live(samples)
+                await asyncio.sleep(0.001)
+            took = (time.process_time() - t0) / PUBLISHES * 1e6
+        assert link.status()["shed"] == 0, link.status()
+        return took
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 def main() -> None:
     broker = Mosquitto(Path(tempfile.mkdtemp(prefix="bench-mqtt-live-")) / "mq")
     broker.start()
@@ -99,10 +163,13 @@ def main() -> None:
             base = asyncio.run(sleeps_only(batch))
             through_aiomqtt = asyncio.run(with_aiomqtt(broker.port, batch)) - base
             direct = asyncio.run(with_paho(broker.port, batch)) - base
+            linked = asyncio.run(with_link(broker.port, batch)) - base
+            published = asyncio.run(with_publisher(broker.port, batch)) - base
             print(
                 f"batches of {batch}: aiomqtt {through_aiomqtt:.0f} us CPU per publish, "
-                f"paho direct {direct:.0f} us (the loop's sleeps, {base:.0f} us per publish, "
-                "taken off)"
+                f"paho direct {direct:.0f} us, live link {linked:.0f} us, publisher on the "
+                f"link {published:.0f} us (the loop's sleeps, "
+                f"{base:.0f} us per publish, taken off; load {os.getloadavg()[0]:.2f})"
             )
     finally:
         sub.kill()

@@ -1,58 +1,318 @@
-"""Live samples (QoS 0) through :meth:`MqttPublisher.send_live` against a real mosquitto:
-one deadline per batch, not one per publish (a worker sends one message's samples at a time)."""
+"""The live link (:mod:`streamer.sinks.mqtt_live`) against a real mosquitto: samples written
+inline arrive on their topics with their ``seq``, a broker away sheds and counts them and
+they flow again when it is back, a clean stop closes the socket, a stop during the connect
+ends it; a team worker's partitions send through one. Every wait is on an event (the
+link's ``up``, a subscriber's messages), never a sleep."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
-from pathlib import Path
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
 
+import nats
 import pytest
 
-from devices.records import HeartRateSample
-from streamer.config import MqttConfig
-from streamer.results import live_result
+from devices.recording import RecordedNotification
+from streamer.config import Config, MqttConfig, Secret
+from streamer.results import Kind, Result
+from streamer.sinks.backoff import Backoff, Jitter
 from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Store
-from tests.mqtt_helpers import Subscriber, running
-from tests.servers import HOST, Mosquitto
+from streamer.team import wire
+from streamer.team.pg_store import ensure_schema
+from streamer.team.worker import Partition, Worker, WorkerOptions
+from tests import team_worker_helpers as th
+from tests.mqtt_helpers import Subscriber, eventually
+from tests.servers import HOST, Mosquitto, NatsServer, PostgreSQL
+from tests.shipped_mosquitto import ShippedBroker
+
+pytestmark = pytest.mark.integration
+
+QUICK = Backoff(0.05, 0.2, multiplier=2.0, jitter=Jitter.NONE)
+"""Reconnection attempts close together: the test waits for the broker, not the back-off."""
 
 
-async def test_single_live_samples_arrive_in_order_with_consecutive_seq(
-    mosquitto: Mosquitto, tmp_path: Path
+def _beat(i: int, athlete: str = "ann") -> Result:
+    fields = {"hr_bpm": 60 + i % 50, "rr_ms": [900.0]}
+    return Result(Kind.HEART_RATE, athlete, 1_700_000_000_000_000_000 + i, fields, "strap")
+
+
+@contextlib.asynccontextmanager
+async def _linked(mosquitto: Mosquitto) -> AsyncIterator[tuple[LiveLink, asyncio.Task[None]]]:
+    link = LiveLink(MqttConfig.from_url(mosquitto.url), "redox-worker-t-live", backoff=QUICK)
+    task = asyncio.create_task(link.run())
+    try:
+        async with asyncio.timeout(30):
+            await link.up.wait()
+        yield link, task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_samples_arrive_on_their_topics_with_their_seq_through_the_link(
+    mosquitto: Mosquitto,
 ) -> None:
-    sub = await Subscriber(HOST, mosquitto.port).start()
-    config = MqttConfig(host=HOST, port=mosquitto.port, client_id="redox-live-test")
-    with Store(tmp_path / "store.sqlite3") as store:
-        async with running(publisher := MqttPublisher(config, store)):
-            for i in range(30):  # one sample per call, as a worker sends a message's
-                await publisher.send_live([live_result("ann", "strap", HeartRateSample(i, 60 + i))])
-            await publisher.send_live(  # and a message with several, gathered
-                [live_result("ann", "strap", HeartRateSample(30 + i, 90 + i)) for i in range(3)]
+    """Two publishers (two partitions) share one link: each sample reaches a subscriber on
+    its athlete's topic, numbered on that topic by its publisher's store, in order; the
+    publishers count them as published and the link as its own."""
+    sub = await Subscriber(HOST, mosquitto.port, topic="redox/#", persistent=False).start()
+    config = MqttConfig.from_url(mosquitto.url)
+    try:
+        with Store(":memory:") as one, Store(":memory:") as two:
+            async with _linked(mosquitto) as (link, _):
+                ann = MqttPublisher(config, one, live_link=link)
+                bob = MqttPublisher(config, two, live_link=link)
+                for i in range(0, 40, 5):  # batches of 5, as a worker's pass hands them
+                    assert ann.publish_live([_beat(j) for j in range(i, i + 5)]) == 0
+                    assert bob.publish_live([_beat(j, "bob") for j in range(i, i + 5)]) == 0
+                await sub.wait_for(lambda: len(sub.received) >= 80, what="80 live samples")
+                assert link.status()["published"] == 80
+                assert ann.status()["live_published"] == bob.status()["live_published"] == 40
+                assert ann.status()["shed"] == bob.status()["shed"] == 0
+    finally:
+        await sub.stop()
+    for athlete in ("ann", "bob"):
+        got = sub.on(f"redox/{athlete}/strap/live")
+        assert [m.qos for m in got] == [0] * 40
+        assert [m.json()["hr_bpm"] for m in got] == [60 + i for i in range(40)]
+        seqs = [int(str(m.json()["seq"])) for m in got]
+        assert seqs == list(range(seqs[0], seqs[0] + 40)), "one seq per sample, in order"
+    assert {r.topic for r in sub.received} == {
+        "redox/ann/strap/live",
+        "redox/bob/strap/live",
+    }
+
+
+async def test_a_broker_away_sheds_and_counts_samples_and_they_flow_again_when_it_is_back(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stopped: publishing returns at once with every sample shed and counted
+    (no exception, one warning for the outage, not one per sample or per attempt); the
+    broker back: the link reconnects by itself and samples arrive again."""
+    caplog.set_level(logging.DEBUG, logger="streamer.sinks.mqtt_live")
+    config = MqttConfig.from_url(mosquitto.url)
+    with Store(":memory:") as store:
+        async with _linked(mosquitto) as (link, task):
+            publisher = MqttPublisher(config, store, live_link=link)
+            assert publisher.publish_live([_beat(0)]) == 0
+            await asyncio.to_thread(mosquitto.stop)
+            await eventually(lambda: not link.connected, 30, "the link saw the broker go")
+            attempts_before = link.status()["connects"]
+            for i in range(1, 201):
+                assert publisher.publish_live([_beat(i)]) == 1
+            # Let it fail to connect a few times (QUICK back-off) while the broker is away.
+            await eventually(
+                lambda: sum("cannot connect" in r.getMessage() for r in caplog.records) >= 3,
+                30,
+                "three failed attempts",
             )
-            await sub.wait_for(lambda: len(sub.on("redox/ann/strap/live")) == 33)
-            status = publisher.status()
-    await sub.stop()
-    live = [m.json() for m in sub.on("redox/ann/strap/live")]
-    assert [m["hr_bpm"] for m in live] == list(range(60, 93))
-    assert [m["seq"] for m in live] == list(range(live[0]["seq"], live[0]["seq"] + 33))
-    assert (status["live_published"], status["shed"]) == (33, 0)
+            assert publisher.status()["shed"] == 200
+            assert publisher.status()["live_published"] == 1
+            warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(warnings) == 1, warnings  # "lost", and no more for the outage
+            assert not task.done()
+
+            await asyncio.to_thread(mosquitto.start)
+            sub = await Subscriber(HOST, mosquitto.port, topic="redox/#", persistent=False).start()
+            try:
+                async with asyncio.timeout(30):
+                    await link.up.wait()
+                assert link.status()["connects"] == attempts_before + 1
+                assert publisher.publish_live([_beat(500)]) == 0
+                await sub.wait_for(lambda: len(sub.received) == 1, what="a sample after the return")
+            finally:
+                await sub.stop()
+            assert sub.received[0].json()["hr_bpm"] == 60 + 500 % 50
+            assert publisher.status()["live_published"] == 2
 
 
-async def test_a_live_batch_past_its_deadline_is_counted_shed_and_the_connection_stays(
-    mosquitto: Mosquitto, tmp_path: Path
+async def test_a_clean_stop_says_disconnect_and_closes_the_socket(mosquitto: Mosquitto) -> None:
+    """Cancelling :meth:`LiveLink.run` closes the connection's socket and marks the link
+    down; publishing after it sheds."""
+    async with _linked(mosquitto) as (link, task):
+        client = link._client
+        assert client is not None
+        sock = client.socket()
+        assert sock is not None
+        assert sock.fileno() >= 0
+    assert task.done()
+    assert sock.fileno() == -1, "the socket is closed"
+    assert not link.connected
+    assert not link.up.is_set()
+    assert link.publish([("redox/ann/strap/live", b"{}")]) == 0
+    assert link.status()["shed"] == 1
+
+
+async def test_a_stop_while_waiting_for_connack_ends_the_link_and_closes_its_socket(
+    mosquitto: Mosquitto,
 ) -> None:
-    config = MqttConfig(host=HOST, port=mosquitto.port, client_id="redox-live-test")
-    samples = [live_result("ann", "strap", HeartRateSample(i, 60)) for i in range(3)]
-    with Store(tmp_path / "store.sqlite3") as store:
-        async with running(publisher := MqttPublisher(config, store)):
-            # Once connected, a deadline shorter than the loop turns a publish takes (the
-            # loader's minimum is 0.1 s): the batch's one timer fires before any sample
-            # is written.
-            publisher.config = dataclasses.replace(config, publish_timeout_s=1e-6)
-            with pytest.raises(TimeoutError):
-                await publisher.send_live(samples[:1])
-            with pytest.raises(TimeoutError):
-                await publisher.send_live(samples)
-            assert publisher.connected
-            status = publisher.status()
-    assert (status["live_published"], status["shed"]) == (0, 4)
+    """The broker held (SIGSTOP): the kernel takes the TCP connection, CONNACK never comes.
+    A stop then ends :meth:`LiveLink.run` at once (kept, not taken for a failed attempt
+    and retried) and closes the socket it had opened."""
+    assert mosquitto.proc is not None
+    link = LiveLink(MqttConfig.from_url(mosquitto.url), "redox-worker-t-live", backoff=QUICK)
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        task = asyncio.create_task(link.run())
+        await eventually(lambda: link._io is not None, 30, "the TCP connection made")
+        io = link._io
+        assert io is not None
+        sock = io.socket()
+        assert sock is not None
+        task.cancel()
+        async with asyncio.timeout(10):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert sock.fileno() == -1
+        assert not link.connected
+        assert link.status()["connects"] == 0
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+
+
+async def test_the_worker_account_sends_live_samples_under_the_shipped_acl(
+    team_mosquitto: ShippedBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On team mode's shipped broker and ACL, a live link logged in as ``redox-worker``
+    publishes samples that Home Assistant's account reads; with a wrong password the broker
+    refuses it (CONNACK), the link stays down, every sample is shed and the refusal is
+    logged once however often it is tried."""
+    caplog.set_level(logging.DEBUG, logger="streamer.sinks.mqtt_live")
+    reader = Subscriber(
+        team_mosquitto.host,
+        team_mosquitto.port,
+        topic="redox/#",
+        client_id="test-ha",
+        persistent=False,
+        username="homeassistant",
+        password=team_mosquitto.password("homeassistant"),
+    )
+    await reader.start()
+    try:
+        worker = MqttConfig.from_url(team_mosquitto.url("redox-worker"))
+        link = LiveLink(worker, "redox-worker-a-live", backoff=QUICK)
+        task = asyncio.create_task(link.run())
+        try:
+            async with asyncio.timeout(30):
+                await link.up.wait()
+            assert link.publish([("redox/ann/strap/live", b'{"hr_bpm":61}')]) == 1
+            await reader.wait_for(lambda: len(reader.received) == 1, what="the live sample")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert reader.received[0].topic == "redox/ann/strap/live"
+
+        wrong = dataclasses.replace(worker, password=Secret("not-the-password"))
+        refused = LiveLink(wrong, "redox-worker-b-live", backoff=QUICK)
+        task = asyncio.create_task(refused.run())
+        try:
+            await eventually(
+                lambda: sum("cannot connect" in r.getMessage() for r in caplog.records) >= 3,
+                30,
+                "three refused attempts",
+            )
+            assert refused.publish([("redox/ann/strap/live", b"{}")]) == 0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert refused.status()["connects"] == 0
+        assert refused.status()["shed"] == 1
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == 1, said
+        assert "refused" in said[0]
+        assert "not-the-password" not in caplog.text
+    finally:
+        await reader.stop()
+
+
+def test_a_workers_partitions_send_their_live_samples_on_its_one_live_link(
+    nats_server: NatsServer, postgres: PostgreSQL, mosquitto: Mosquitto
+) -> None:
+    """A worker (16 partitions, live samples on): an athlete's strap notifications from the
+    stream reach a subscriber as live samples on the athlete's topic, ``seq`` increasing,
+    sent through the worker's live link (its counters), none through the partitions' own
+    connections; the worker's stop closes the link."""
+    ((athlete, items),) = th.athlete_days(1, 1, sessions=False).items()
+    beats = [m for m in items if isinstance(m, RecordedNotification) and m.device == "strap"]
+    records = beats[:30]
+    grant = wire.LeaseGranted(t_ns=records[0].t_ns - 1, device="strap", gateway="gw1")
+    topic = f"redox/{athlete}/strap/live"
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+
+    async def scenario() -> tuple[list[int], dict[str, object], int, bool]:
+        sub = await Subscriber(HOST, mosquitto.port, topic=topic, persistent=False).start()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        worker = Worker("w", nats_url=nats_server.url, dsn=postgres.dsn, config=config,
+                        options=WorkerOptions(claim_every_s=0.2))  # fmt: skip
+        number = wire.partition_of(athlete, wire.DEFAULT_PARTITIONS)
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(
+                lambda: (
+                    number in worker.owned
+                    and worker.live_link is not None
+                    and worker.live_link.connected
+                ),
+                120,
+                "the athlete's partition owned and the live link up",
+            )
+            await th.publish(js, {athlete: [grant, *records]})
+            await sub.wait_for(lambda: len(sub.on(topic)) >= len(records), 60, "the samples")
+            (publisher,) = [s for s in worker.owned[number].sinks if isinstance(s, MqttPublisher)]
+            live_published = int(publisher.status()["live_published"])
+        finally:
+            worker.stop()
+            await task
+            await nc.close()
+            await sub.stop()
+        assert worker.live_link is not None
+        seqs = [int(str(m.json()["seq"])) for m in sub.on(topic)]
+        return seqs, worker.live_link.status(), live_published, worker.live_link.connected
+
+    seqs, status, live_published, still_connected = asyncio.run(scenario())
+    assert len(seqs) == len(records)
+    assert seqs == sorted(set(seqs)), "seq strictly increasing"
+    assert live_published == len(records)
+    assert status["published"] == len(records)
+    assert status["shed"] == 0
+    assert status["client_id"] == "redox-worker-w-live"
+    assert not still_connected, "the stop closed the link"
+
+
+async def test_postgresql_gone_when_a_topic_needs_seqs_sheds_the_samples_not_the_partition(
+    postgres: PostgreSQL, mosquitto: Mosquitto
+) -> None:
+    """A partition on the live link whose PostgreSQL connection is gone: a new live topic's
+    block of ``seq`` cannot be reserved, so its samples are shed and counted — and the
+    pass goes on (no exception out of :meth:`Partition.send_live` into the consumer)."""
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+    async with _linked(mosquitto) as (link, _):
+
+        def claim() -> Partition:
+            part = Partition(0, worker_id="w", dsn=postgres.dsn, config=config, js=None,
+                             live_link=link)  # fmt: skip
+            ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
+            assert part.try_lock()
+            part.open()
+            return part
+
+        part = await asyncio.to_thread(claim)
+        try:
+            (publisher,) = [s for s in part.sinks if isinstance(s, MqttPublisher)]
+            await asyncio.to_thread(part.conn.close)
+            part._live = [_beat(1), _beat(2)]
+            part.send_live()
+            assert publisher.status()["shed"] == 2
+            assert publisher.status()["live_published"] == 0
+        finally:
+            await asyncio.to_thread(part.close)

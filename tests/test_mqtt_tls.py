@@ -1,6 +1,8 @@
-"""One meaning of every TLS setting for the publisher, the notifier and ``doctor``.
+"""One meaning of every TLS setting for the publisher, the notifier, ``doctor`` and a
+worker's live link.
 
-All three build their client with :mod:`streamer.sinks.mqtt_connect`; here each of them meets a
+The first three build their client with :mod:`streamer.sinks.mqtt_connect`, the live link
+(:mod:`streamer.sinks.mqtt_live`, paho directly) its TLS context there; here each of them meets a
 real mosquitto with a TLS-only listener (certificates from throw-away CAs,
 tests/tls_certs.py) and a password file:
 
@@ -33,6 +35,7 @@ from streamer.notify.notifier import Notifier, NotifyError, SeenStore, run_notif
 from streamer.sinks.backoff import Backoff
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_connect import MqttTlsError, tls_context
+from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Store
 from tests.mqtt_helpers import eventually
 from tests.servers import HOST, Mosquitto, require_binary
@@ -41,7 +44,7 @@ from tests.tls_certs import CertificateAuthority
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "redox", "pw-Tl5!q9"
-CLIENTS = ("publisher", "notifier", "doctor")
+CLIENTS = ("publisher", "notifier", "doctor", "live link")
 
 
 @dataclass(frozen=True)
@@ -176,10 +179,27 @@ async def _doctor(config: MqttConfig, work: Path) -> Outcome:
     return Outcome(bool(check.ok), check.detail)
 
 
+async def _live_link(config: MqttConfig, work: Path) -> Outcome:
+    link = LiveLink(config, "redox-worker-tls-live", backoff=Backoff(0.1, 0.5))
+    task = asyncio.create_task(link.run())
+    try:
+        await eventually(
+            lambda: link.status()["connects"] or link.status()["last_error"],
+            what="the live link to connect or be refused",
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    status = link.status()
+    return Outcome(status["connects"] > 0, str(status["last_error"]))
+
+
 CONNECT: dict[str, Callable[[MqttConfig, Path], Awaitable[Outcome]]] = {
     "publisher": _publisher,
     "notifier": _notifier,
     "doctor": _doctor,
+    "live link": _live_link,
 }
 
 

@@ -128,8 +128,9 @@ def _quiet_workers(broker: ShippedBroker, partitions: int) -> tuple[Config, Work
 def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
     team_broker: ShippedBroker, nats_server: NatsServer, postgres: PostgreSQL
 ) -> None:
-    """Two gateways (one account) and a worker owning all 16 partitions (17 connections,
-    one account) all stay connected: no takeover in the broker's log, every availability
+    """Two gateways (one account) and a worker owning all 16 partitions (18 connections,
+    one account: its availability, a publisher per partition and its live link) all stay
+    connected: no takeover in the broker's log, every availability
     topic online, a command handed to one gateway. The gateway account cannot publish a
     result, only its availability and the state of the devices it holds."""
     offered: list[tuple[str, str, object]] = []
@@ -146,7 +147,7 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
             nats_url=nats_server.url,
             dsn=postgres.dsn,
             config=dataclasses.replace(Config(), mqtt=worker_mqtt),
-            options=WorkerOptions(partitions=partitions, live=False),
+            options=WorkerOptions(partitions=partitions, live=True),
         )
         gateways = _gateways(team_broker, offered)
         tasks = [asyncio.create_task(g.run()) for g in gateways]
@@ -159,7 +160,13 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
         ]
         try:
             await eventually(
-                lambda: all(watcher.online(t) for t in topics), 120, "every process online"
+                lambda: (
+                    all(watcher.online(t) for t in topics)
+                    and worker.live_link is not None
+                    and worker.live_link.connected
+                ),
+                120,
+                "every process online, the worker's live link too",
             )
             # `redox-streamer session start` as redox-cli: the ACL lets it read the
             # gateways' availability, so it finds them listening and sends.
@@ -201,7 +208,7 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
     log = team_broker.server.log.read_text(errors="replace")
     assert TAKEOVER not in log
     assert _logins(log, "redox-gateway") == 3  # gw1, gw2 and the rogue, once each
-    assert _logins(log, "redox-worker") == partitions + 1
+    assert _logins(log, "redox-worker") == partitions + 2
 
 
 def test_control_on_the_single_box_broker_gateways_of_one_account_throw_each_other_off(

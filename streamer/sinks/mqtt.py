@@ -37,7 +37,11 @@ for the CLI to trust.
 
 Live samples (QoS 0) never touch the outbox: :meth:`MqttPublisher.send_live` publishes
 them on the current connection, or fails at once when there is none (the pipeline counts
-them as shed). Passwords are handed to the client library only, never logged.
+them as shed). A publisher given a :class:`~streamer.sinks.mqtt_live.LiveLink` (a team
+worker's, shared by its partitions) sends them there instead, inline
+(:meth:`MqttPublisher.publish_live`): the topic, the per-topic ``seq`` and the counters stay
+the publisher's, only the connection is the link's. Passwords are handed to the client
+library only, never logged.
 
 The publisher implements the pipeline's ``Sink`` protocol (:mod:`streamer.app.pipeline`):
 ``accept``, ``run``, ``send_live``, ``drain``, ``status``.
@@ -73,6 +77,7 @@ from streamer.sinks.mqtt_connect import (
     process_client_id,
     tls_context,
 )
+from streamer.sinks.mqtt_live import LiveLink
 from streamer.sinks.outbox import Entry, Message, Outbox
 from streamer.store import Store, StoreError
 from streamer.topics import Topics
@@ -282,6 +287,8 @@ class MqttPublisher:
             reads ``offline`` while connected: a predecessor's Last Will that the broker
             sent late (its keepalive ran out after the takeover) must not leave a served
             partition unavailable.
+        live_link: where live samples go (:meth:`publish_live`), shared with other
+            publishers of the process; None: on this publisher's own connection.
     """
 
     def __init__(
@@ -294,8 +301,10 @@ class MqttPublisher:
         backoff: Backoff | None = None,
         outbox_batch: int = OUTBOX_BATCH,
         shared_state: bool = False,
+        live_link: LiveLink | None = None,
     ) -> None:
         self.name = name
+        self.live_link = live_link
         self.shared_state = shared_state
         self.config = config
         self.store = store
@@ -363,8 +372,13 @@ class MqttPublisher:
 
         Raises :class:`MqttNotConnected` at once when there is none, the client's error
         when the connection fails meanwhile and :class:`TimeoutError` past the deadline;
-        nothing is retried (QoS 0).
+        nothing is retried (QoS 0). With a live link, :meth:`publish_live` and
+        :class:`MqttNotConnected` for what it shed.
         """
+        if self.live_link is not None:
+            if shed := self.publish_live(batch):
+                raise MqttNotConnected(f"{shed} live samples shed: {self.config.url}")
+            return
         client = self._client
         if client is None:
             self._status.shed += len(batch)
@@ -394,6 +408,29 @@ class MqttPublisher:
         self._status.shed += len(failed)
         if failed:
             raise failed[0]
+
+    def publish_live(self, batch: Sequence[Result]) -> int:
+        """Publish live samples with QoS 0 on the live link, written before this returns
+        (no task, no wait); returns how many were shed (counted in ``shed``): all of them
+        while the link is down — numbered then by no ``seq`` — else those the link could not
+        write. Needs :attr:`live_link`."""
+        link = self.live_link
+        assert link is not None, "publish_live needs a live link"
+        if not link.connected:
+            self._status.shed += len(batch)
+            return len(batch)
+        messages = []
+        try:
+            for result in batch:
+                topic = self.topics.for_result(result)
+                messages.append((topic, encode_payload(result, self._next_live_seq(topic))))
+        except BaseException:
+            self._status.shed += len(batch)  # a block of seqs not reserved: the store away
+            raise
+        sent = link.publish(messages)
+        self._status.live_published += sent
+        self._status.shed += len(batch) - sent
+        return len(batch) - sent
 
     async def run(self) -> None:
         """Connect, deliver the outbox, reconnect with back-off; until cancelled or drained."""

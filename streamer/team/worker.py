@@ -48,10 +48,11 @@ waits for the worker's :class:`Linger` (at most ``linger_s``,
 :data:`DEFAULT_LINGER_S`; the tick is shared by every partition of the worker, so their
 passes wake together), then it and everything that arrived meanwhile (up to
 :data:`WRITE_BATCH`) are decoded and processed in stream order, their live samples handed
-to each sink in one call (the MQTT publisher queues them all before the loop turns, so
-its connection's writer sends them in one wake-up) and their outputs written in one
-transaction with the checkpoint. A backlog (a full pass at hand, or the last pass full)
-does not linger. Nothing changes in what is written or published, nor in its order: only when.
+to each sink in one call (the MQTT publishers write them on the worker's one live
+connection, :class:`~streamer.sinks.mqtt_live.LiveLink`, inside that call: no task, no
+write registration) and their outputs written in one transaction with the checkpoint. A
+backlog (a full pass at hand, or the last pass full) does not linger. Nothing changes in
+what is written or published, nor in its order: only when.
 
 **Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
 Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
@@ -108,7 +109,8 @@ from streamer.results import (
     SessionPayload,
 )
 from streamer.sinks.mqtt import MqttPublisher
-from streamer.store import Row, Store
+from streamer.sinks.mqtt_live import LiveLink
+from streamer.store import Row, Store, StoreError
 from streamer.team import wire
 from streamer.team.partitions import mark_stopping, others_running
 from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
@@ -348,8 +350,12 @@ class Partition:
         live: bool = True,
         partitions: int = wire.DEFAULT_PARTITIONS,
         linger: Linger | None = None,
+        live_link: LiveLink | None = None,
     ) -> None:
         self.number = number
+        self.live_link = live_link
+        """The worker's one connection for live samples, shared by its partitions' MQTT
+        publishers; None: each publisher sends them on its own connection."""
         self.linger = linger or Linger(DEFAULT_LINGER_S)
         """The worker's shared linger (see the module docstring: passes)."""
         self.partitions = partitions  # how many there are (whose athletes are this one's)
@@ -442,6 +448,7 @@ class Partition:
                 athletes=self._athletes(self.config),
                 name=f"mqtt p{self.number}",
                 shared_state=True,
+                live_link=self.live_link,
             )
             publisher.topics = _PartitionTopics(mqtt.base_topic, mqtt.ha_prefix, self.number)
             sinks.append(publisher)
@@ -864,14 +871,31 @@ class Partition:
 
     def send_live(self) -> None:
         """The live samples (QoS 0) handled since the last call, on the sinks' current
-        connections, one call per sink: their tasks run when the consumer next yields,
-        right after the pass (before its write); shed when there is no connection."""
+        connections, one call per sink: written at once on the worker's live link, else
+        in tasks that run when the consumer next yields, right after the pass (before its
+        write); shed when there is no connection."""
         live, self._live = self._live, []
         if not live:
             return
         for sink in self.sinks:
+            if isinstance(sink, MqttPublisher) and sink.live_link is not None:
+                # Counted by the publisher, sent or shed. PostgreSQL away when a topic
+                # needs its next block of seqs sheds them and must not end the consumer:
+                # live samples are best effort, the pass's outputs are not.
+                try:
+                    sink.publish_live(live)
+                except (psycopg.Error, StoreError) as exc:
+                    _LOGGER.debug("partition %d: live samples shed (%s)", self.number, exc)
+                continue
             task = asyncio.get_running_loop().create_task(sink.send_live(live))
             task.add_done_callback(_ignore_outcome)
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """Log a task's end by an error of its own (a bug: it rides out the network's) at once,
+    not at the worker's stop."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _LOGGER.error("%s ended: %r", task.get_name(), exc, exc_info=exc)
 
 
 def _ignore_outcome(task: asyncio.Task[None]) -> None:
@@ -986,6 +1010,9 @@ class Worker:
         self.linger = Linger(self.options.linger_s)  # one tick for all its partitions
         self.stopping = asyncio.Event()
         self.mqtt_online = asyncio.Event()
+        self.live_link: LiveLink | None = None
+        """The connection for its partitions' live samples (``redox-worker-<id>-live``),
+        made by :meth:`run` when there is a broker and live samples are sent."""
         self._control: Any = None  # the connection that counts workers and held locks
         self._goodbye: list[str] = []  # partition state topics to say offline at the end
 
@@ -1002,6 +1029,7 @@ class Worker:
         self._control = control
         nc = None
         availability = None
+        linking: asyncio.Task[None] | None = None
         following: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(ensure_schema, control, opts.partitions)
@@ -1033,6 +1061,10 @@ class Worker:
                 self.registry_read.set()
             if self.config.mqtt is not None:
                 availability = asyncio.create_task(self._availability(), name="availability")
+                if opts.live:
+                    self.live_link = LiveLink(self.config.mqtt, f"redox-worker-{self.id}-live")
+                    linking = asyncio.create_task(self.live_link.run(), name="live link")
+                    linking.add_done_callback(_said_if_failed)
             # Each worker walks the partitions from its own place, so that workers starting
             # together do not all race for partition 0 first.
             first = sum(self.id.encode()) % opts.partitions
@@ -1056,6 +1088,15 @@ class Worker:
                 await asyncio.to_thread(mark_stopping, self._control, self.id)
             for number in released:
                 await self.owned.pop(number).stop()
+            if linking is not None and self.live_link is not None:
+                linking.cancel()  # after the partitions: none sends on it any more
+                with contextlib.suppress(BaseException):
+                    await linking
+                _LOGGER.info(
+                    "live link: %(published)d samples sent, %(shed)d shed, %(connects)d "
+                    "connections",
+                    self.live_link.status(),
+                )
             if availability is not None:
                 self._goodbye = await asyncio.to_thread(self._offline_at_stop, released)
                 availability.cancel()
@@ -1150,6 +1191,7 @@ class Worker:
             live=self.options.live,
             partitions=self.options.partitions,
             linger=self.linger,
+            live_link=self.live_link,
         )
         if not await asyncio.to_thread(part.try_lock):
             await asyncio.to_thread(part.close)  # another worker was faster
