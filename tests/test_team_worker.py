@@ -784,3 +784,53 @@ def test_a_batched_transaction_keeps_its_messages_outputs_and_checkpoint_togethe
     sent = outbox()
     assert len(sent) == len(set(sent)), "no output twice"
     assert set(sent) == th.expected_messages(expected)
+
+
+def test_a_partition_stopped_as_nats_answers_its_consumer_creation_stops(
+    nats_server: NatsServer, postgres: PostgreSQL
+) -> None:
+    """nats-py waits for the consumer's creation with ``asyncio.wait_for``, which on Python
+    3.11 returns the answer and drops a cancellation landing in the same loop turn: the
+    partition then consumed on and its stop waited for ever. Here the stop starts in the
+    loop turn in which the server's answer arrives."""
+
+    async def scenario() -> Partition:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        try:
+            await th.ensure_stream(js)
+            number = wire.partition_of("athlete1", wire.DEFAULT_PARTITIONS)
+
+            def claim() -> Partition:
+                part = Partition(
+                    number, worker_id="w", dsn=postgres.dsn, config=Config(), js=js, live=False
+                )
+                ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
+                assert part.try_lock()
+                return part
+
+            part = await asyncio.to_thread(claim)
+            stopping: list[asyncio.Future[None]] = []
+            request = nc.request
+
+            async def answered_then_stopped(subject: str, *args: Any, **kwargs: Any) -> Any:
+                call = asyncio.ensure_future(request(subject, *args, **kwargs))
+                if subject.startswith("$JS.API.CONSUMER.CREATE.") and not stopping:
+                    call.add_done_callback(
+                        lambda _: stopping.append(asyncio.ensure_future(part.stop()))
+                    )
+                # The partition's task waits as nats-py does: asyncio.wait_for.
+                return await asyncio.wait_for(call, 30)
+
+            nc.request = answered_then_stopped  # type: ignore[method-assign]
+            part.start()
+            await eventually(lambda: stopping, 30, "the consumer's creation answered")
+            done, _ = await asyncio.wait(stopping, timeout=30)
+            assert done, "the partition's stop did not return"
+            return part
+        finally:
+            await nc.close()
+
+    part = asyncio.run(scenario())
+    assert part.done
+    assert part.counters.messages == 0

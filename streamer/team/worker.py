@@ -99,6 +99,7 @@ from streamer.athlete.events import (
     SessionRpe,
     SessionStart,
 )
+from streamer.cancel import cancellation_kept
 from streamer.config import AthleteConfig, Config
 from streamer.results import (
     GripPayload,
@@ -481,14 +482,18 @@ class Partition:
         consuming: asyncio.Task[None] | None = None
         failed = self._write_failed = asyncio.get_running_loop().create_future()
         try:
-            sub = await self.js.subscribe(
-                wire.partition_subject(self.number),
-                stream=wire.STREAM,
-                ordered_consumer=True,
-                config=api.ConsumerConfig(
-                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
-                ),
-            )
+            # nats-py waits for the consumer's creation with wait_for: on Python 3.11 a
+            # stop arriving with the answer is dropped there, and the partition would
+            # consume on while its stop waits for it.
+            with cancellation_kept():
+                sub = await self.js.subscribe(
+                    wire.partition_subject(self.number),
+                    stream=wire.STREAM,
+                    ordered_consumer=True,
+                    config=api.ConsumerConfig(
+                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                    ),
+                )
             _LOGGER.info(
                 "partition %d: consuming from stream sequence %d (checkpoint %d)",
                 self.number,
@@ -1207,7 +1212,6 @@ class Worker:
         reconnecting at that moment (:meth:`_say_goodbye`)."""
         import aiomqtt
 
-        from streamer.cancel import cancellation_kept
         from streamer.payloads import BRIDGE_ONLINE
 
         config = self.config.mqtt
