@@ -115,6 +115,7 @@ async def test_a_broker_away_sheds_and_counts_samples_and_they_flow_again_when_i
                 "three failed attempts",
             )
             assert publisher.status()["shed"] == 200
+            assert link.status()["shed"] == 200  # the link's own account says the outage too
             assert publisher.status()["live_published"] == 1
             warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
             assert len(warnings) == 1, warnings  # "lost", and no more for the outage
@@ -132,6 +133,31 @@ async def test_a_broker_away_sheds_and_counts_samples_and_they_flow_again_when_i
                 await sub.stop()
             assert sub.received[0].json()["hr_bpm"] == 60 + 500 % 50
             assert publisher.status()["live_published"] == 2
+
+
+async def test_a_link_the_broker_drops_at_once_backs_off_and_says_so_once(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two links with one client id (a worker id given twice): the broker drops each one as
+    the other connects. Each connection lost within ``STABLE_S`` counts as a failed attempt,
+    so the back-off grows instead of restarting at its shortest, and the run of losses is
+    one warning per link, not one per reconnection."""
+    caplog.set_level(logging.DEBUG, logger="streamer.sinks.mqtt_live")
+    config = MqttConfig.from_url(mosquitto.url)
+    links = [LiveLink(config, "redox-worker-twice-live", backoff=QUICK) for _ in range(2)]
+    tasks = [asyncio.create_task(link.run()) for link in links]
+    try:
+        await eventually(
+            lambda: all(link.status()["disconnects"] >= 4 for link in links),
+            60,
+            "each link dropped four times",
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    lost = [r for r in caplog.records if r.levelno >= logging.WARNING and "lost" in r.getMessage()]
+    assert len(lost) <= len(links), [r.getMessage() for r in lost]
 
 
 async def test_a_clean_stop_says_disconnect_and_closes_the_socket(mosquitto: Mosquitto) -> None:

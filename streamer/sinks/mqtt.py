@@ -418,6 +418,7 @@ class MqttPublisher:
         assert link is not None, "publish_live needs a live link"
         if not link.connected:
             self._status.shed += len(batch)
+            link.shed_while_down(len(batch))
             return len(batch)
         messages = []
         try:

@@ -19,14 +19,17 @@ set, paho writes a publish to the socket inside ``publish()``. :meth:`LiveLink.p
 therefore a plain synchronous call — no task, no await. The loop watches the socket for
 reading (CONNACK, PINGRESP, the broker's hang-up), calls ``loop_misc`` every second
 (keepalive), and watches it for writing only while paho holds bytes the socket did not take
-(``want_write()``: its buffer was full). While it is, further samples are shed rather than
-queued behind them: a live sample that cannot leave now is worth nothing later.
+(``want_write()``: its buffer was full). While it is, later calls' samples are shed rather
+than queued behind them — a live sample that cannot leave now is worth nothing later; only
+the rest of the one call whose write the socket cut short waits in paho (that call's batch).
 
 Connections: TCP and TLS are set up by paho's blocking ``connect()`` in a thread (the DNS
 lookup, the handshake), then CONNACK is awaited on the loop. A fresh paho client per
 connection; reconnection in :meth:`LiveLink.run`'s task with the sinks' back-off
 (:mod:`streamer.sinks.backoff`); a failure to connect is logged once per outage, not per
-attempt or per sample. The link has no Last Will and no subscriptions: whether a process is
+attempt or per sample. A stop while a TLS handshake runs in that thread ends :meth:`run` at
+once, but the process's exit waits for the thread (paho's connect timeout, 5 s). The link
+has no Last Will and no subscriptions: whether a process is
 up is said on a connection of its own. While it is down, :meth:`LiveLink.publish` sends
 nothing and returns at once; QoS 0 retries nothing.
 
@@ -66,6 +69,10 @@ _LOGGER: Final = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 10.0
 """Longest wait for TCP + TLS + CONNACK before trying again (as the publisher's)."""
+STABLE_S: Final = 10.0
+"""A connection lost sooner than this after CONNACK counts as a failed attempt for the
+back-off (s), and a run of them is logged once: a link that the broker drops at once
+(a second client with the same id) must not reconnect at the shortest delay for ever."""
 MISC_EVERY_S: Final = 1.0
 """How often paho's ``loop_misc`` runs while connected (s): it sends PINGREQ when the
 keepalive is due and closes a connection whose PINGRESP is overdue (paho asks for ~1 s)."""
@@ -85,7 +92,8 @@ class LiveLinkStatus:
     connects: int = 0
     disconnects: int = 0  # connections lost after CONNACK
     published: int = 0  # samples written (or queued behind a partial write) on the socket
-    shed: int = 0  # samples refused: no connection, the socket full, or the write failed
+    shed: int = 0  # samples refused: no connection (see shed_while_down), the socket full, or
+    # the write failed
     last_error: str | None = None
 
 
@@ -141,17 +149,23 @@ class LiveLink:
         client = self._client
         if client is None or client.want_write():
             self._status.shed += len(messages)
+            if client is not None:
+                self._flush_later(client)
             return 0
         sent = 0
         for topic, payload in messages:
             if client.publish(topic, payload, qos=0).rc != paho.MQTT_ERR_SUCCESS:
                 break  # the write failed: paho closed the socket (_socket_closed)
             sent += 1
-        if self._client is client and not self._writing and client.want_write():
-            self._watch_writes(client)
+        self._flush_later(client)
         self._status.published += sent
         self._status.shed += len(messages) - sent
         return sent
+
+    def shed_while_down(self, count: int) -> None:
+        """Count ``count`` samples a publisher shed without handing them over, because the
+        link was down (it numbers no ``seq`` for them then)."""
+        self._status.shed += count
 
     def status(self) -> dict[str, Any]:
         """The counters (:class:`LiveLinkStatus`) as a dict."""
@@ -165,6 +179,10 @@ class LiveLink:
         delays = self._backoff.delays(self._rng)
         failures = 0  # attempts failed since the link was last up
         said = False  # this outage was logged: once, not per attempt or per sample
+        # The last connection was lost within STABLE_S (another client with the same id,
+        # a broker dropping it at once): the back-off goes on growing, said once.
+        flapping = False
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
@@ -180,18 +198,23 @@ class LiveLink:
                     )
                     said = True
                 else:
-                    _LOGGER.info(
+                    _LOGGER.log(
+                        logging.DEBUG if flapping else logging.INFO,
                         "MQTT live link connected to %s as %s%s",
                         self.config.url,
                         self.client_id,
                         f" after {failures} failed attempts" if failures else "",
                     )
                     failures = 0
-                    said = False
-                    delays = self._backoff.delays(self._rng)
+                    up_at = loop.time()
                     await self._keep()
                     self._status.disconnects += 1
-                    _LOGGER.warning(
+                    said_flapping = flapping
+                    flapping = loop.time() - up_at < STABLE_S
+                    if not flapping:
+                        delays = self._backoff.delays(self._rng)
+                    _LOGGER.log(
+                        logging.DEBUG if said_flapping and flapping else logging.WARNING,
                         "MQTT live link %s lost (%s): live samples are shed until it is back",
                         self.config.url,
                         self._status.last_error or "closed",
@@ -251,7 +274,9 @@ class LiveLink:
                 async with asyncio.timeout(MISC_EVERY_S):
                     await self._lost.wait()
             if self._io is not None:
-                self._io.loop_misc()
+                client = self._io
+                client.loop_misc()  # a PINGREQ meeting a full socket is held by paho
+                self._flush_later(client)
 
     def _make_client(self) -> paho.Client:
         config = self.config
@@ -288,9 +313,13 @@ class LiveLink:
         if client.socket() is not None and not client.want_write():
             self._unwatch_writes()
 
-    def _watch_writes(self, client: paho.Client) -> None:
-        asyncio.get_running_loop().add_writer(self._fd, self._writable, client)
-        self._writing = True
+    def _flush_later(self, client: paho.Client) -> None:
+        """After any paho call that may write: while paho holds bytes the socket did not
+        take, the loop writes them once it can (else a held PINGREQ would leave every
+        sample shed until the keepalive dropped the connection)."""
+        if client is self._io and not self._writing and client.want_write():
+            asyncio.get_running_loop().add_writer(self._fd, self._writable, client)
+            self._writing = True
 
     def _unwatch_writes(self) -> None:
         if self._writing:
