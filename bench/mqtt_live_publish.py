@@ -36,11 +36,13 @@ around paho, not the kernel's TCP send — the part a live path below aiomqtt wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -102,31 +104,34 @@ async def with_paho(port: int, batch: int) -> float:
         client.disconnect()
 
 
-async def with_link(port: int, batch: int) -> float:
-    """CPU µs per publish through the live link, one call per batch."""
-    link = LiveLink(MqttConfig.from_url(f"mqtt://{HOST}:{port}"), "bench-live-link")
+@contextlib.asynccontextmanager
+async def running_link(port: int, client_id: str) -> AsyncIterator[LiveLink]:
+    """A live link to the broker on ``port``, up; checked at the end to have shed nothing."""
+    link = LiveLink(MqttConfig.from_url(f"mqtt://{HOST}:{port}"), client_id)
     running = asyncio.create_task(link.run())
-    await asyncio.wait_for(link.up.wait(), 30)
-    messages = [(TOPIC, PAYLOAD)] * batch
     try:
-        t0 = time.process_time()
-        for _ in range(PUBLISHES // batch):
-            link.publish(messages)
-            await asyncio.sleep(0.001)
-        took = (time.process_time() - t0) / PUBLISHES * 1e6
+        await asyncio.wait_for(link.up.wait(), 30)
+        yield link
         assert link.status()["shed"] == 0, link.status()
-        return took
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
 
 
+async def with_link(port: int, batch: int) -> float:
+    """CPU µs per publish through the live link, one call per batch."""
+    messages = [(TOPIC, PAYLOAD)] * batch
+    async with running_link(port, "bench-live-link") as link:
+        t0 = time.process_time()
+        for _ in range(PUBLISHES // batch):
+            link.publish(messages)
+            await asyncio.sleep(0.001)
+        return (time.process_time() - t0) / PUBLISHES * 1e6
+
+
 async def with_publisher(port: int, batch: int) -> float:
     """CPU µs per sample through ``MqttPublisher.publish_live`` on the live link."""
     config = MqttConfig.from_url(f"mqtt://{HOST}:{port}")
-    link = LiveLink(config, "bench-live-publisher")
-    running = asyncio.create_task(link.run())
-    await asyncio.wait_for(link.up.wait(), 30)
     sample = Result(
         Kind.HEART_RATE,
         "athlete17",
@@ -135,19 +140,14 @@ async def with_publisher(port: int, batch: int) -> float:
         "strap",
     )
     samples = [sample] * batch
-    try:
+    async with running_link(port, "bench-live-publisher") as link:
         with Store(":memory:") as store:
             publisher = MqttPublisher(config, store, live_link=link)
             t0 = time.process_time()
             for _ in range(PUBLISHES // batch):
                 publisher.publish_live(samples)
                 await asyncio.sleep(0.001)
-            took = (time.process_time() - t0) / PUBLISHES * 1e6
-        assert link.status()["shed"] == 0, link.status()
-        return took
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+            return (time.process_time() - t0) / PUBLISHES * 1e6
 
 
 def main() -> None:
