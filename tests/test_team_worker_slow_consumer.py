@@ -24,6 +24,7 @@ from streamer.team import worker as worker_module
 from streamer.team.worker import (
     WRITE_BACKLOG,
     WRITE_BATCH,
+    Partition,
     Worker,
     WorkerOptions,
     partition_application,
@@ -67,9 +68,10 @@ def test_a_partition_whose_stalled_consumer_dropped_messages_ends_and_is_replaye
         items[ends[10] + 1 :],
     )
     limit = len(head) + 64  # head alone cannot overflow it: only what comes while stalled
-    # The first message dropped (stream sequences from 1): the reader stalls within head,
-    # then nats-py holds ``limit`` messages after the last one it handled.
-    gap = len(head) + limit + 1
+    # The first message dropped, at the latest (stream sequences from 1): the reader stalls
+    # at a pass within head (which may take up to WRITE_BATCH - 1 messages past it), then
+    # nats-py holds ``limit`` messages after the last one it took.
+    gap = len(head) + WRITE_BATCH - 1 + limit + 1
     assert len(tail) > limit + WRITE_BATCH, "the tail overflows the stalled reader's limit"
     number = wire.partition_of(athlete)
     expected = th.oracle_rows(th.oracle({athlete: items}))
@@ -85,7 +87,7 @@ def test_a_partition_whose_stalled_consumer_dropped_messages_ends_and_is_replaye
     def dropped() -> list[logging.LogRecord]:
         return [r for r in caplog.records if "slow consumer" in r.getMessage().lower()]
 
-    async def scenario() -> Any:
+    async def scenario() -> Partition:
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         await th.ensure_stream(js)
