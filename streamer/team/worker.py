@@ -158,15 +158,17 @@ PENDING_MSGS_LIMIT: Final = 256 * 1024
 """Stream messages nats-py holds for a partition's consumer at most before it drops the next
 ones (its subscription's ``pending_msgs_limit``; a drop ends the partition, see
 :meth:`Partition.slow_consumer`). It only binds while the reader is stalled: nats-server
-pushes an ordered consumer's messages ahead of the reader up to its flow-control window —
-``JsFlowControlMaxPending``, 32 MiB on the wire, reached after a few windows of a backlog —
-and goes on only when the reader has taken them, so a takeover's backlog flowing normally
-keeps ≤ 32 MiB / ~290 B (our ~76 B bodies, headers and ack subject) ≈ 115 000 messages
-here, and this leaves room for messages down to 128 B. A stalled reader (a commit waiting
-for PostgreSQL, :data:`WRITE_BACKLOG`) gets one more window each idle heartbeat (5 s), whose
-"consumer stalled" flow-control request nats-py answers at once: the limit stops that.
-Memory: ~0.7 kB per held message in Python (measured with tracemalloc for our messages), so
-≈ 180 MB per partition and ≈ 2.9 GB for a worker holding 16 partitions, at worst."""
+pushes an ordered consumer's messages ahead of the reader up to its flow-control window
+(1/16 of ``JsFlowControlMaxPending`` at first, doubled at each answer up to all of it: 32 MiB
+on the wire since nats-server 2.10) and goes on only once nats-py's iterator has handed out
+the messages before its flow-control request, so a takeover's backlog flowing normally
+keeps ≤ 32 MiB / ~290 B (our ~76 B bodies, three headers and the ack subject; estimated)
+≈ 115 000 messages here; this leaves room for messages down to 128 B. A stalled reader (a
+commit waiting for PostgreSQL, :data:`WRITE_BACKLOG`) gets one more window at each idle
+heartbeat (5 s), whose "consumer stalled" request nats-py answers at once: the limit stops
+that. Memory: ~0.7 kB per held message in Python (tracemalloc, nats-py ``Msg`` objects like
+ours), so ≈ 180 MB per partition and ≈ 2.9 GB for a worker holding 16 partitions, at worst
+(the default, 512 Ki messages, twice that)."""
 
 PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
 """Bodies' bytes nats-py holds for a partition's consumer at most (its subscription's
