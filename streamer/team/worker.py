@@ -54,6 +54,12 @@ write registration) and their outputs written in one transaction with the checkp
 backlog (a full pass at hand, or the last pass full) does not linger. Nothing changes in
 what is written or published, nor in its order: only when.
 
+**Memory.** nats-py holds a partition's messages ahead of its reader up to
+:data:`PENDING_MSGS_LIMIT` (:data:`PENDING_BYTES_LIMIT`), reached only by a reader stalled
+behind a hung commit, and drops what comes past them (a slow consumer): the partition then
+ends before committing anything handled after the gap, and the next claim replays from its
+checkpoint, as a takeover does — nothing lost, nothing twice.
+
 **Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
 Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
 there (:func:`windows_snapshot`: the beat clocks, live HRV windows and quality gate, the
@@ -76,12 +82,13 @@ import contextlib
 import dataclasses
 import logging
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, cast
 
 import nats
 import psycopg
+from nats.errors import SlowConsumerError
 from nats.js import api
 
 from devices.recording import RecordedNotification, RecordingError, decode_notification
@@ -147,8 +154,36 @@ WRITE_BACKLOG: Final = 4 * WRITE_BATCH
 """Stream messages handled while a write is in flight at most before the consumer waits
 for it (a backlog's memory bound; live, the next write just takes what came meanwhile)."""
 
+PENDING_MSGS_LIMIT: Final = 256 * 1024
+"""Stream messages nats-py holds for a partition's consumer at most before it drops the next
+ones (its subscription's ``pending_msgs_limit``; a drop ends the partition, see
+:meth:`Partition.slow_consumer`). It only binds while the reader is stalled: nats-server
+pushes an ordered consumer's messages ahead of the reader up to its flow-control window
+(1/16 of ``JsFlowControlMaxPending`` at first, doubled at each answer up to all of it: 32 MiB
+on the wire since nats-server 2.10) and goes on only once nats-py's iterator has handed out
+the messages before its flow-control request, so a takeover's backlog flowing normally
+keeps ≤ 32 MiB / ~290 B (our ~76 B bodies, three headers and the ack subject; estimated)
+≈ 115 000 messages here; this leaves room for messages down to 128 B. A stalled reader (a
+commit waiting for PostgreSQL, :data:`WRITE_BACKLOG`) gets one more window at each idle
+heartbeat (5 s), whose "consumer stalled" request nats-py answers at once: the limit stops
+that. Memory: ~0.7 kB per held message in Python (tracemalloc, nats-py ``Msg`` objects like
+ours), so ≈ 180 MB per partition and ≈ 2.9 GB for a worker holding 16 partitions, at worst
+(the default, 512 Ki messages, twice that)."""
+
+PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
+"""Bodies' bytes nats-py holds for a partition's consumer at most (its subscription's
+``pending_bytes_limit``): twice the server's flow-control window, so it binds only for a
+stalled reader too; our bodies are small and :data:`PENDING_MSGS_LIMIT` binds first."""
+
 _STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
 _ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
+
+
+class MessagesDropped(Exception):
+    """nats-py dropped messages of a partition's consumer (a slow consumer: more at hand
+    than its pending limits, :data:`PENDING_MSGS_LIMIT`). It drops them after the ordered
+    consumer's sequence tracking, so no reset brings them back: the partition must end
+    before it commits anything handled after the gap (:meth:`Partition.slow_consumer`)."""
 
 
 class Linger:
@@ -385,6 +420,7 @@ class Partition:
         self._sub: Any = None  # the consumer's subscription (its messages at hand)
         self._writer: asyncio.Task[None] | None = None  # the writes in turn (_write_soon)
         self._write_failed: asyncio.Future[None] | None = None
+        self._dropped: MessagesDropped | None = None  # see slow_consumer
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"partition-{number}-write"
         )
@@ -413,6 +449,25 @@ class Partition:
     def done(self) -> bool:
         """The partition's processing ended (lost, failed or stopped)."""
         return self._task is not None and self._task.done()
+
+    def slow_consumer(self) -> None:
+        """nats-py dropped messages of this partition's consumer (its connection's
+        ``error_cb`` got a ``SlowConsumerError`` for it; call it there, before that callback
+        awaits anything): end the partition before any further commit. What it handled so
+        far came before the gap, but it is not told where the gap is, so nothing handled
+        from now on is written — the next owner replays everything after the checkpoint."""
+        if self._dropped is not None:
+            return  # nats-py reports each dropped message
+        self._dropped = MessagesDropped(
+            f"partition {self.number}: NATS dropped messages of its consumer (slow consumer: "
+            f"more than {PENDING_MSGS_LIMIT} messages or {PENDING_BYTES_LIMIT} bytes at hand)"
+        )
+        if self._write_failed is not None and not self._write_failed.done():
+            self._write_failed.set_exception(self._dropped)  # ends the partition (_run)
+
+    def _gap(self) -> bool:
+        """Messages were dropped (:meth:`slow_consumer`): handle and write nothing more."""
+        return self._dropped is not None
 
     def start(self) -> None:
         """Open the store and sinks, restore the takeover state, start consuming."""
@@ -490,6 +545,8 @@ class Partition:
                     wire.partition_subject(self.number),
                     stream=wire.STREAM,
                     ordered_consumer=True,
+                    pending_msgs_limit=PENDING_MSGS_LIMIT,
+                    pending_bytes_limit=PENDING_BYTES_LIMIT,
                     config=api.ConsumerConfig(
                         deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
                     ),
@@ -507,7 +564,7 @@ class Partition:
             if failed.done():
                 failed.result()
             consuming.result()
-        except PartitionLost as exc:
+        except (PartitionLost, MessagesDropped) as exc:
             _LOGGER.warning("%s: stopping it", exc)
         except Exception as exc:
             if _connection_lost(exc):
@@ -535,8 +592,8 @@ class Partition:
         backlog = False  # the last pass was full: the messages are there, go on at once
         while True:
             first = await anext(messages, None)
-            if first is None:
-                return  # unsubscribed
+            if first is None or self._gap():
+                return  # unsubscribed, or a gap before this message (slow_consumer)
             if not backlog and sub.pending_msgs + 1 < WRITE_BATCH:
                 # Wait for the worker's tick, so that what arrives meanwhile (this
                 # partition's and the others') shares this pass's wake-ups and writes.
@@ -548,6 +605,8 @@ class Partition:
                 if msg is None:
                     break
                 batch.append(msg)
+            if self._gap():
+                return  # the gap may be in this pass
             backlog = len(batch) >= WRITE_BATCH
             self.handle_pass(
                 [(m.subject, m.data, m.headers or {}, m.metadata.sequence.stream) for m in batch]
@@ -735,6 +794,8 @@ class Partition:
         """Write the outputs of the messages handled since the last write (:meth:`_commit`),
         here and now; a no-op when they produced none. Raises when the partition is lost.
         (The consumer writes off the loop instead: :meth:`_write_soon`.)"""
+        if self._dropped is not None:
+            raise self._dropped
         if not self._staged:
             return
         batch = self._take()
@@ -749,8 +810,9 @@ class Partition:
 
     def _write_due(self) -> bool:
         """Outputs wait: the consumer writes them at the end of each pass (which holds the
-        messages at hand, at most :data:`WRITE_BATCH`)."""
-        return bool(self._staged)
+        messages at hand, at most :data:`WRITE_BATCH`) — unless messages were dropped: a
+        batch taken before that came before the gap, one taken after it may not have."""
+        return bool(self._staged) and not self._gap()
 
     def _writing(self) -> bool:
         return self._writer is not None and not self._writer.done()
@@ -784,7 +846,12 @@ class Partition:
             if self._write_failed is not None and not self._write_failed.done():
                 self._write_failed.set_exception(exc)  # ends the partition (_run)
             return
-        if self._sub is not None and self._sub.pending_msgs == 0 and not self._staged:
+        if (
+            self._sub is not None
+            and self._sub.pending_msgs == 0
+            and not self._staged
+            and not self._gap()
+        ):
             self.caught_up.set()
 
     def _take(self) -> _Batch:
@@ -959,12 +1026,21 @@ class WorkerOptions:
     linger_s: float = DEFAULT_LINGER_S  # see Linger
 
 
-async def connect_nats(url: str, name: str) -> Any:
+async def connect_nats(
+    url: str, name: str, *, slow_consumer: Callable[[SlowConsumerError], bool] | None = None
+) -> Any:
     """A NATS connection that retries for ever (a worker may start before the server, and
-    the stream outlives a server's restart); each new kind of failure is logged once."""
+    the stream outlives a server's restart); each new kind of failure is logged once.
+    ``slow_consumer`` is told of each message nats-py drops for a subscription past its
+    pending limits, at once (before the next message is queued); it returns whether it
+    took care of it (else it is logged as a failure)."""
     said: set[str] = set()
 
     async def on_error(exc: Exception) -> None:
+        # Nothing awaited before: the drop's subscription must hear of it before nats-py
+        # queues its next message.
+        if isinstance(exc, SlowConsumerError) and slow_consumer is not None and slow_consumer(exc):
+            return
         what = f"{type(exc).__name__}: {exc}"
         level = logging.DEBUG if what in said else logging.WARNING
         said.add(what)
@@ -1039,7 +1115,11 @@ class Worker:
         try:
             await asyncio.to_thread(ensure_schema, control, opts.partitions)
             # A stop while the NATS server cannot be reached ends the wait for it.
-            connecting = asyncio.create_task(connect_nats(self.nats_url, f"redox-worker-{self.id}"))
+            connecting = asyncio.create_task(
+                connect_nats(
+                    self.nats_url, f"redox-worker-{self.id}", slow_consumer=self._slow_consumer
+                )
+            )
             stopped = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
@@ -1181,6 +1261,20 @@ class Worker:
         except psycopg.Error:
             numbers = released
         return [partition_state_topic(base, n) for n in numbers]
+
+    def _slow_consumer(self, exc: SlowConsumerError) -> bool:
+        """nats-py dropped a message for one of the connection's subscriptions: a
+        partition's consumer is known by the message's subject (one consumer per owned
+        partition on this connection), and ends (:meth:`Partition.slow_consumer`)."""
+        try:
+            number, _ = wire.athlete_of(exc.subject)
+        except wire.WireError:
+            return False  # not a partition's (the registry's watcher): logged
+        part = self.owned.get(number)
+        if part is None:
+            return False
+        part.slow_consumer()
+        return True
 
     def _application(self, number: int) -> str:
         return partition_application(self.id, number)

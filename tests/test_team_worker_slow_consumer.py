@@ -1,0 +1,137 @@
+"""A team worker's slow consumer on real servers: nats-server (JetStream) and PostgreSQL.
+
+nats-py drops the messages a subscription holds past its pending limits, after the ordered
+consumer's sequence tracking: nothing brings them back. A partition whose reader is
+stalled behind a hung commit while the server pushes a backlog must end before it commits
+past them, and the next claim must replay them from its checkpoint. Every wait is on an
+event (a PostgreSQL lock wait, a log record, a checkpoint row), never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, LiteralString
+
+import nats
+import psycopg
+import pytest
+
+from streamer.athlete.events import MorningEnd
+from streamer.config import Config
+from streamer.team import wire
+from streamer.team import worker as worker_module
+from streamer.team.worker import (
+    WRITE_BACKLOG,
+    WRITE_BATCH,
+    Partition,
+    Worker,
+    WorkerOptions,
+    partition_application,
+)
+from tests import team_worker_helpers as th
+from tests.mqtt_helpers import eventually
+from tests.servers import NatsServer, PostgreSQL
+
+
+def _count(dsn: str, sql: LiteralString, params: tuple[object, ...] = ()) -> int:
+    try:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(sql, params).fetchone()
+    except psycopg.errors.UndefinedTable:  # the worker has not made its tables yet
+        return 0
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def test_a_partition_whose_stalled_consumer_dropped_messages_ends_and_is_replayed(
+    postgres: PostgreSQL,
+    nats_server: NatsServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One athlete's mornings. The checkpoint table is locked from another session, so the
+    partition's first commit hangs and its reader stalls (:data:`WRITE_BACKLOG`) within
+    the first four mornings; the next mornings are then pushed into nats-py past the
+    partition's (small) pending limit and dropped. The partition must end with one warning
+    and commit nothing past the gap; once the lock is released, the worker claims it again
+    and replays from its checkpoint: the history is the single box's, nothing lost."""
+    athlete = "athlete1"
+    items = th.athlete_days(1, 12, sessions=False)[athlete]
+    ends = [i for i, m in enumerate(items) if isinstance(m, MorningEnd)]
+    # The first commit (the first morning's end) hangs; the second morning's end starts
+    # the next batch, and the reader waits for the hung commit at the first pass with
+    # outputs WRITE_BACKLOG messages after it: by the fourth morning's end.
+    assert ends[3] - ends[1] >= WRITE_BACKLOG
+    head, tail, trailer = (
+        items[: ends[3] + 1],
+        items[ends[3] + 1 : ends[10] + 1],
+        items[ends[10] + 1 :],
+    )
+    limit = len(head) + 64  # head alone cannot overflow it: only what comes while stalled
+    # The first message dropped, at the latest (stream sequences from 1): the reader stalls
+    # at a pass within head (which may take up to WRITE_BATCH - 1 messages past it), then
+    # nats-py holds ``limit`` messages after the last one it took.
+    gap = len(head) + WRITE_BATCH - 1 + limit + 1
+    assert len(tail) > limit + WRITE_BATCH, "the tail overflows the stalled reader's limit"
+    number = wire.partition_of(athlete)
+    expected = th.oracle_rows(th.oracle({athlete: items}))
+    default_limit = worker_module.PENDING_MSGS_LIMIT
+    monkeypatch.setattr(worker_module, "PENDING_MSGS_LIMIT", limit)
+    options = WorkerOptions(live=False, claim_every_s=0.2)
+    checkpoint = "SELECT applied FROM checkpoint WHERE partition = %s"
+    blocked = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        "AND wait_event_type = 'Lock'"
+    )
+
+    def dropped() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "slow consumer" in r.getMessage().lower()]
+
+    async def scenario() -> Partition:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        locker: psycopg.Connection[Any] = await asyncio.to_thread(psycopg.connect, postgres.dsn)
+        try:
+            await eventually(lambda: number in worker.owned, 60, "the partition claimed")
+            stalled = worker.owned[number]
+            await asyncio.to_thread(locker.execute, "LOCK TABLE checkpoint IN EXCLUSIVE MODE")
+            sent = await th.publish(js, {athlete: head})
+            await eventually(
+                lambda: _count(postgres.dsn, blocked, (partition_application("a", number),)),
+                60,
+                "the partition's first commit waiting for the checkpoint table",
+            )
+            sent += await th.publish(js, {athlete: tail}, offset=sent)
+            await eventually(dropped, 60, "nats-py dropping the stalled reader's messages")
+            # The worker's next partitions take the default limit: the backlog flows.
+            monkeypatch.setattr(worker_module, "PENDING_MSGS_LIMIT", default_limit)
+            await asyncio.to_thread(locker.rollback)
+            sent += await th.publish(js, {athlete: trailer}, offset=sent)
+            await eventually(
+                # Or the stalled partition went on past the gap (the defect: fails below).
+                lambda: (
+                    _count(postgres.dsn, checkpoint, (number,)) == sent or stalled.checkpoint >= gap
+                ),
+                120,
+                "the checkpoint at the last message",
+            )
+            return stalled
+        finally:
+            await asyncio.to_thread(locker.close)
+            worker.stop()
+            await task
+            await nc.close()
+
+    with caplog.at_level(logging.WARNING, logger="streamer.team.worker"):
+        stalled = asyncio.run(scenario())
+    assert stalled.checkpoint < gap, "nothing committed past the gap"
+    assert stalled.checkpoint <= len(head), "nor past the stall"
+    assert stalled.done, "the stalled partition ended"
+    assert th.history_rows(postgres.dsn) == expected, "every morning once, none lost"
+    warnings = [r.getMessage() for r in dropped()]
+    assert len(warnings) == 1, warnings
+    assert f"partition {number}: NATS dropped messages" in warnings[0]
