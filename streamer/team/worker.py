@@ -55,10 +55,12 @@ backlog (a full pass at hand, or the last pass full) does not linger. Nothing ch
 what is written or published, nor in its order: only when.
 
 **Memory.** nats-py holds a partition's messages ahead of its reader up to
-:data:`PENDING_MSGS_LIMIT` (:data:`PENDING_BYTES_LIMIT`), reached only by a reader stalled
-behind a hung commit, and drops what comes past them (a slow consumer): the partition then
-ends before committing anything handled after the gap, and the next claim replays from its
-checkpoint, as a takeover does — nothing lost, nothing twice.
+:data:`PENDING_MSGS_LIMIT` (:data:`PENDING_BYTES_LIMIT`) and drops what comes past them (a
+slow consumer: a backlog pushed faster than the reader handles it, or a reader stalled behind
+a hung commit). It drops them after the ordered consumer's sequence tracking, so nothing
+would bring them back: the partition handles what it holds from before the first dropped
+message, then reads on from that message with a new consumer (:meth:`Partition.slow_consumer`)
+— nothing lost, nothing twice, no restart.
 
 **Takeover.** The in-memory state is rebuilt by replaying the stream, not saved whole.
 Each athlete keeps a replay point: a stream sequence and a snapshot of its signal windows
@@ -88,6 +90,7 @@ from typing import Any, Final, Protocol, cast
 
 import nats
 import psycopg
+from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 from nats.js import api
 
@@ -154,36 +157,27 @@ WRITE_BACKLOG: Final = 4 * WRITE_BATCH
 """Stream messages handled while a write is in flight at most before the consumer waits
 for it (a backlog's memory bound; live, the next write just takes what came meanwhile)."""
 
-PENDING_MSGS_LIMIT: Final = 256 * 1024
+PENDING_MSGS_LIMIT: Final = 64 * 1024
 """Stream messages nats-py holds for a partition's consumer at most before it drops the next
-ones (its subscription's ``pending_msgs_limit``; a drop ends the partition, see
-:meth:`Partition.slow_consumer`). It only binds while the reader is stalled: nats-server
-pushes an ordered consumer's messages ahead of the reader up to its flow-control window
-(1/16 of ``JsFlowControlMaxPending`` at first, doubled at each answer up to all of it: 32 MiB
-on the wire since nats-server 2.10) and goes on only once nats-py's iterator has handed out
-the messages before its flow-control request, so a takeover's backlog flowing normally
-keeps ≤ 32 MiB / ~290 B (our ~76 B bodies, three headers and the ack subject; estimated)
-≈ 115 000 messages here; this leaves room for messages down to 128 B. A stalled reader (a
-commit waiting for PostgreSQL, :data:`WRITE_BACKLOG`) gets one more window at each idle
-heartbeat (5 s), whose "consumer stalled" request nats-py answers at once: the limit stops
-that. Memory: ~0.7 kB per held message in Python (tracemalloc, nats-py ``Msg`` objects like
-ours), so ≈ 180 MB per partition and ≈ 2.9 GB for a worker holding 16 partitions, at worst
-(the default, 512 Ki messages, twice that)."""
+ones (its subscription's ``pending_msgs_limit``): the worker's memory bound, since nothing
+else bounds it. nats-server pushes an ordered consumer's messages up to a flow-control window
+(32 MiB on the wire since nats-server 2.10, ≈ 115 000 of our ~290 B messages), and nats-py
+answers the "consumer stalled" request an idle heartbeat carries (every 5 s) at once,
+whatever its reader handled: a reader slower than the push — a takeover's backlog read by a
+loop shared with 15 other partitions, or a commit waiting for PostgreSQL — gains another
+half window every 5 s (a review measured 74 k → 344 k messages held in 25 s). Past the
+limit nats-py drops, and the partition reads on from the first dropped message
+(:meth:`Partition.slow_consumer`): a drop costs a new consumer and a second delivery of what
+was dropped, nothing else. Memory: ~0.7 kB per held message in Python (tracemalloc, nats-py
+``Msg`` objects like ours), so ≈ 45 MB per partition and ≈ 0.7 GB for a worker holding 16
+partitions, at worst (nats-py's default, 512 Ki messages, eight times that)."""
 
-PENDING_BYTES_LIMIT: Final = 64 * 1024 * 1024
+PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
 """Bodies' bytes nats-py holds for a partition's consumer at most (its subscription's
-``pending_bytes_limit``): twice the server's flow-control window, so it binds only for a
-stalled reader too; our bodies are small and :data:`PENDING_MSGS_LIMIT` binds first."""
+``pending_bytes_limit``); our bodies are ~76 B, so :data:`PENDING_MSGS_LIMIT` binds first."""
 
 _STARTS: Final = {MorningStart: "morning", SessionStart: "session", GripPhase: "grip"}
 _ENDS: Final = {MorningEnd: "morning", SessionEnd: "session", GripEnd: "grip", SessionRpe: ""}
-
-
-class MessagesDropped(Exception):
-    """nats-py dropped messages of a partition's consumer (a slow consumer: more at hand
-    than its pending limits, :data:`PENDING_MSGS_LIMIT`). It drops them after the ordered
-    consumer's sequence tracking, so no reset brings them back: the partition must end
-    before it commits anything handled after the gap (:meth:`Partition.slow_consumer`)."""
 
 
 class Linger:
@@ -370,6 +364,7 @@ class PartitionCounters:
     batched: int = 0  # messages whose outputs went into those transactions
     results: int = 0
     write_errors: int = 0  # transactions of outputs that failed (logged)
+    gaps: int = 0  # times nats-py dropped messages and the consumer read on from there
 
 
 class Partition:
@@ -420,7 +415,7 @@ class Partition:
         self._sub: Any = None  # the consumer's subscription (its messages at hand)
         self._writer: asyncio.Task[None] | None = None  # the writes in turn (_write_soon)
         self._write_failed: asyncio.Future[None] | None = None
-        self._dropped: MessagesDropped | None = None  # see slow_consumer
+        self._gap_at: int | None = None  # the first stream message dropped (slow_consumer)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"partition-{number}-write"
         )
@@ -450,24 +445,17 @@ class Partition:
         """The partition's processing ended (lost, failed or stopped)."""
         return self._task is not None and self._task.done()
 
-    def slow_consumer(self) -> None:
-        """nats-py dropped messages of this partition's consumer (its connection's
-        ``error_cb`` got a ``SlowConsumerError`` for it; call it there, before that callback
-        awaits anything): end the partition before any further commit. What it handled so
-        far came before the gap, but it is not told where the gap is, so nothing handled
-        from now on is written — the next owner replays everything after the checkpoint."""
-        if self._dropped is not None:
-            return  # nats-py reports each dropped message
-        self._dropped = MessagesDropped(
-            f"partition {self.number}: NATS dropped messages of its consumer (slow consumer: "
-            f"more than {PENDING_MSGS_LIMIT} messages or {PENDING_BYTES_LIMIT} bytes at hand)"
-        )
-        if self._write_failed is not None and not self._write_failed.done():
-            self._write_failed.set_exception(self._dropped)  # ends the partition (_run)
-
-    def _gap(self) -> bool:
-        """Messages were dropped (:meth:`slow_consumer`): handle and write nothing more."""
-        return self._dropped is not None
+    def slow_consumer(self, stream_seq: int) -> None:
+        """nats-py dropped the message at ``stream_seq`` of this partition's consumer (its
+        connection's ``error_cb`` got a ``SlowConsumerError`` for it; call it there, before
+        that callback awaits anything, so that it is known before the next message is
+        queued). Every message it holds came before the first drop and every one it queues
+        later after it: the consumer handles what it holds below the first dropped message,
+        then reads on from there with a new consumer (:meth:`_consume`)."""
+        if self._gap_at is None:
+            self._gap_at = stream_seq
+            self.counters.gaps += 1
+        # nats-py reports each dropped message, in stream order: the first one counts.
 
     def start(self) -> None:
         """Open the store and sinks, restore the takeover state, start consuming."""
@@ -540,17 +528,7 @@ class Partition:
             # nats-py waits for the consumer's creation with wait_for: on Python 3.11 a
             # stop arriving with the answer is dropped there, and the partition would
             # consume on while its stop waits for it.
-            with cancellation_kept():
-                sub = await self.js.subscribe(
-                    wire.partition_subject(self.number),
-                    stream=wire.STREAM,
-                    ordered_consumer=True,
-                    pending_msgs_limit=PENDING_MSGS_LIMIT,
-                    pending_bytes_limit=PENDING_BYTES_LIMIT,
-                    config=api.ConsumerConfig(
-                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
-                    ),
-                )
+            sub = await self._subscribe(start)
             _LOGGER.info(
                 "partition %d: consuming from stream sequence %d (checkpoint %d)",
                 self.number,
@@ -564,7 +542,7 @@ class Partition:
             if failed.done():
                 failed.result()
             consuming.result()
-        except (PartitionLost, MessagesDropped) as exc:
+        except PartitionLost as exc:
             _LOGGER.warning("%s: stopping it", exc)
         except Exception as exc:
             if _connection_lost(exc):
@@ -579,6 +557,7 @@ class Partition:
                     task.cancel()  # a commit running in the thread ends there (the lock)
                     with contextlib.suppress(BaseException):
                         await task
+            sub = self._sub or sub  # the last one made (a gap replaces it: slow_consumer)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -586,27 +565,77 @@ class Partition:
                 task.cancel()
             await asyncio.gather(*sink_tasks, return_exceptions=True)
 
+    async def _subscribe(self, start: int) -> Any:
+        """The partition's ordered consumer from stream sequence ``start``."""
+        # nats-py waits for the consumer's creation with wait_for: on Python 3.11 a stop
+        # arriving with the answer is dropped there, and the partition would consume on
+        # while its stop waits for it.
+        with cancellation_kept():
+            # Kept before the block may raise, so that _run's clean-up unsubscribes it.
+            self._sub = await self.js.subscribe(
+                wire.partition_subject(self.number),
+                stream=wire.STREAM,
+                ordered_consumer=True,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+                pending_bytes_limit=PENDING_BYTES_LIMIT,
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                ),
+            )
+        return self._sub
+
+    async def _read_on_from_gap(self, sub: Any) -> Any:
+        """nats-py dropped messages (:meth:`slow_consumer`) and the consumer handled all it
+        held before the first: a new consumer from that message on."""
+        gap = self._gap_at
+        assert gap is not None
+        self._sub = None
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()  # what it still holds came after the gap
+        self._gap_at = None
+        _LOGGER.info(
+            "partition %d: NATS dropped messages from stream sequence %d on (more than %d "
+            "at hand); reading on from there",
+            self.number,
+            gap,
+            PENDING_MSGS_LIMIT,
+        )
+        return await self._subscribe(gap)
+
     async def _consume(self, sub: Any) -> None:
+        while (read := await self._read_until_gap(sub)) is not None:
+            sub = await self._read_on_from_gap(read)
+
+    async def _read_until_gap(self, sub: Any) -> Any | None:
+        """Read ``sub`` in passes until nats-py dropped messages of it and the messages
+        before the first dropped one are handled (``sub`` then), or until it ends (None:
+        unsubscribed, the connection closed)."""
         self._sub = sub
         messages = aiter(sub.messages)
         backlog = False  # the last pass was full: the messages are there, go on at once
         while True:
+            if self._gap_at is not None and not sub.pending_msgs:
+                return sub  # all it held before the gap handled, and none after it yet
             first = await anext(messages, None)
-            if first is None or self._gap():
-                return  # unsubscribed, or a gap before this message (slow_consumer)
+            if first is None:
+                return None
+            if self._beyond_gap(first):
+                return sub
             if not backlog and sub.pending_msgs + 1 < WRITE_BATCH:
                 # Wait for the worker's tick, so that what arrives meanwhile (this
                 # partition's and the others') shares this pass's wake-ups and writes.
                 await self.linger.wait()
             batch = [first]
+            beyond = False
             while sub.pending_msgs and len(batch) < WRITE_BATCH:
                 # At hand: the iterator returns at the loop's next turn (no wait).
                 msg = await anext(messages, None)
                 if msg is None:
                     break
+                if self._beyond_gap(msg):
+                    beyond = True  # it and the rest come again from the new consumer
+                    break
                 batch.append(msg)
-            if self._gap():
-                return  # the gap may be in this pass
             backlog = len(batch) >= WRITE_BATCH
             self.handle_pass(
                 [(m.subject, m.data, m.headers or {}, m.metadata.sequence.stream) for m in batch]
@@ -623,6 +652,12 @@ class Partition:
                 and not self._writing()
             ):
                 self.caught_up.set()
+            if beyond:
+                return sub
+
+    def _beyond_gap(self, msg: Any) -> bool:
+        """``msg`` came after messages nats-py dropped (:meth:`slow_consumer`)."""
+        return self._gap_at is not None and int(msg.metadata.sequence.stream) >= self._gap_at
 
     def handle_pass(self, messages: Sequence[tuple[str, bytes, Mapping[str, str], int]]) -> None:
         """Handle ``messages`` (subject, body, headers, stream sequence), in order, as one
@@ -794,8 +829,6 @@ class Partition:
         """Write the outputs of the messages handled since the last write (:meth:`_commit`),
         here and now; a no-op when they produced none. Raises when the partition is lost.
         (The consumer writes off the loop instead: :meth:`_write_soon`.)"""
-        if self._dropped is not None:
-            raise self._dropped
         if not self._staged:
             return
         batch = self._take()
@@ -810,9 +843,8 @@ class Partition:
 
     def _write_due(self) -> bool:
         """Outputs wait: the consumer writes them at the end of each pass (which holds the
-        messages at hand, at most :data:`WRITE_BATCH`) — unless messages were dropped: a
-        batch taken before that came before the gap, one taken after it may not have."""
-        return bool(self._staged) and not self._gap()
+        messages at hand, at most :data:`WRITE_BATCH`)."""
+        return bool(self._staged)
 
     def _writing(self) -> bool:
         return self._writer is not None and not self._writer.done()
@@ -850,7 +882,7 @@ class Partition:
             self._sub is not None
             and self._sub.pending_msgs == 0
             and not self._staged
-            and not self._gap()
+            and self._gap_at is None
         ):
             self.caught_up.set()
 
@@ -1273,7 +1305,13 @@ class Worker:
         part = self.owned.get(number)
         if part is None:
             return False
-        part.slow_consumer()
+        try:
+            # The dropped message's stream sequence is in its JetStream reply subject.
+            dropped = Msg(_client=cast(Any, None), subject=exc.subject, reply=exc.reply)
+            seq = int(dropped.metadata.sequence.stream)
+        except Exception:  # not a JetStream message: an error_cb must not raise (nats-py)
+            return False
+        part.slow_consumer(seq)
         return True
 
     def _application(self, number: int) -> str:
