@@ -1,8 +1,10 @@
 """The live link (:mod:`streamer.sinks.mqtt_live`) against a real mosquitto: samples written
 inline arrive on their topics with their ``seq``, a broker away sheds and counts them and
-they flow again when it is back, a clean stop closes the socket, a stop during the connect
-ends it; a team worker's partitions send through one. Every wait is on an event (the
-link's ``up``, a subscriber's messages), never a sleep."""
+they flow again when it is back, a keepalive PINGREQ held by a full socket leaves once the
+broker reads again, a clean stop closes the socket, a stop during the connect ends it; a
+team worker's partitions send through one. Every wait is on an event or a condition (the
+link's ``up``, a subscriber's messages, paho's queue, the socket's writability), never a
+sleep."""
 
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ import contextlib
 import dataclasses
 import logging
 import os
+import select
 import signal
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
+from paho.mqtt import client as paho
 
 from devices.recording import RecordedNotification
 from streamer.config import Config, MqttConfig, Secret
@@ -44,8 +50,11 @@ def _beat(i: int, athlete: str = "ann") -> Result:
 
 
 @contextlib.asynccontextmanager
-async def _linked(mosquitto: Mosquitto) -> AsyncIterator[tuple[LiveLink, asyncio.Task[None]]]:
-    link = LiveLink(MqttConfig.from_url(mosquitto.url), "redox-worker-t-live", backoff=QUICK)
+async def _linked(
+    mosquitto: Mosquitto, **options: Any
+) -> AsyncIterator[tuple[LiveLink, asyncio.Task[None]]]:
+    config = MqttConfig.from_url(mosquitto.url, **options)
+    link = LiveLink(config, "redox-worker-t-live", backoff=QUICK)
     task = asyncio.create_task(link.run())
     try:
         async with asyncio.timeout(30):
@@ -175,6 +184,117 @@ async def test_a_clean_stop_says_disconnect_and_closes_the_socket(mosquitto: Mos
     assert not link.up.is_set()
     assert link.publish([("redox/ann/strap/live", b"{}")]) == 0
     assert link.status()["shed"] == 1
+
+
+PING = bytes([paho.PINGREQ, 0])
+"""An MQTT PINGREQ on the wire (the broker answers; the link takes the PINGRESP as its own)."""
+
+
+def _raw_publish(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0, as bytes on the wire."""
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    header = bytearray([0x30])
+    left = len(body)
+    while True:
+        left, digit = divmod(left, 128)
+        header.append(digit | (0x80 if left else 0))
+        if not left:
+            return bytes(header) + body
+
+
+_FILL = (*(_raw_publish("redox-test/fill", b"x" * n) for n in (1000, 100, 0)), PING)
+"""Smaller and smaller packets, down to a PINGREQ's two bytes: a socket that refuses a large
+one may still take a small one (room left in its last buffer), and it must refuse the link's
+own PINGREQ."""
+
+
+def _fill(sock: socket.socket, rest: bytes) -> bytes:
+    """Write on the non-blocking ``sock`` the ``rest`` of a packet cut short, then whole
+    packets (:data:`_FILL`) until it takes no more; returns the rest of one it cut short
+    (b"" if none): that must be written before anything else is, or the stream is no MQTT."""
+    with contextlib.suppress(BlockingIOError):
+        while rest:
+            rest = rest[sock.send(rest) :]
+    if rest:
+        return rest
+    for packet in _FILL:
+        try:
+            while True:
+                rest = packet
+                while rest:
+                    rest = rest[sock.send(rest) :]
+        except BlockingIOError:
+            if rest != packet:
+                return rest
+    return b""
+
+
+def _finish(sock: socket.socket, rest: bytes) -> None:
+    """Write ``rest`` now, waiting on the socket's writability, without yielding to the loop."""
+    while rest:
+        _, writable, _ = select.select([], [sock], [], 10)
+        assert writable, "the broker did not read again"
+        with contextlib.suppress(BlockingIOError):
+            rest = rest[sock.send(rest) :]
+
+
+async def test_a_keepalive_ping_held_by_a_full_socket_leaves_when_the_broker_reads_again(
+    mosquitto: Mosquitto,
+) -> None:
+    """The broker stops reading and the link's socket fills; the keepalive's PINGREQ, the
+    next write, is held by paho. When the broker reads again the link writes it by itself
+    and samples flow on the same connection — not shed until the keepalive drops it."""
+    assert mosquitto.proc is not None
+    # mosquitto drops a client silent for 1.5 keepalives: the broker must read again before
+    # then, i.e. within about half a keepalive after the ping (due after one) — 4 s here.
+    keepalive_s = 8
+    topic = "redox/ann/strap/live"
+    async with _linked(mosquitto, keepalive_s=keepalive_s) as (link, _):
+        client = link._client
+        assert client is not None
+        sock = client.socket()
+        assert isinstance(sock, socket.socket)
+        # The test reaches into the link's socket: a small send buffer, then filled with
+        # whole MQTT packets written past paho, as a broker that stopped reading leaves it.
+        # Paho itself holds nothing, so the keepalive's PINGREQ is the write that meets it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+        try:
+            rest = _fill(sock, b"")
+            assert not client.want_write()
+
+            def ping_held() -> bool:
+                nonlocal rest
+                if client.want_write():
+                    return True
+                rest = _fill(sock, rest)  # kept full until the ping, whatever the kernel frees
+                return False
+
+            await eventually(ping_held, keepalive_s + 5, "loop_misc's PINGREQ held by paho")
+            # paho's queue (private): what it holds is the keepalive's PINGREQ and nothing else.
+            assert [p["command"] for p in client._out_packet] == [paho.PINGREQ]
+            assert link.connected
+        finally:
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        # Our cut-short packet before the link's PINGREQ, or the stream is no longer MQTT:
+        # written before the loop (the link's writer) runs again.
+        _finish(sock, rest)
+        await eventually(
+            lambda: not client.want_write() or not link.connected,
+            keepalive_s + 5,
+            "the held PINGREQ written or the connection lost",
+        )
+        assert link._client is client, "the keepalive dropped the link: the ping stayed held"
+        assert not client.want_write()
+        sub = await Subscriber(HOST, mosquitto.port, topic=topic, persistent=False).start()
+        try:
+            assert link.publish([(topic, b'{"hr_bpm":61}')]) == 1
+            await sub.wait_for(lambda: len(sub.received) == 1, what="a sample after the ping")
+        finally:
+            await sub.stop()
+        assert sub.received[0].payload == b'{"hr_bpm":61}'
+        assert link.status()["disconnects"] == 0
+        assert link.status()["connects"] == 1
 
 
 async def test_a_stop_while_waiting_for_connack_ends_the_link_and_closes_its_socket(
