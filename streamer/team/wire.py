@@ -237,7 +237,7 @@ def partition_of(athlete: str, partitions: int = DEFAULT_PARTITIONS) -> int:
 def athlete_of(subject: str) -> tuple[int, str]:
     """``(partition, athlete)`` of a stored subject ``redox.part.<p>.<athlete>``."""
     parts = subject.split(".")
-    if len(parts) != 4 or ".".join(parts[:2]) != PARTITION_PREFIX or not parts[2].isdigit():
+    if len(parts) != 4 or ".".join(parts[:2]) != PARTITION_PREFIX or not parts[2].isdecimal():
         raise WireError(f"{subject}: not a partition subject ({PARTITION_PREFIX}.<p>.<athlete>)")
     return int(parts[2]), parts[3]
 

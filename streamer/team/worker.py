@@ -1076,7 +1076,9 @@ async def connect_nats(
         what = f"{type(exc).__name__}: {exc}"
         level = logging.DEBUG if what in said else logging.WARNING
         said.add(what)
-        _LOGGER.log(level, "NATS %s: %s (retrying)", url, what)
+        # A slow consumer that no partition takes care of is not retried by anyone.
+        then = "messages lost" if isinstance(exc, SlowConsumerError) else "retrying"
+        _LOGGER.log(level, "NATS %s: %s (%s)", url, what, then)
 
     async def on_reconnected() -> None:
         said.clear()
