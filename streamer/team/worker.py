@@ -91,6 +91,7 @@ from typing import Any, Final, Protocol, cast
 import nats
 import psycopg
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 from nats.js import api
 
@@ -171,6 +172,9 @@ limit nats-py drops, and the partition reads on from the first dropped message
 was dropped, nothing else. Memory: ~0.7 kB per held message in Python (tracemalloc, nats-py
 ``Msg`` objects like ours), so ≈ 45 MB per partition and ≈ 0.7 GB for a worker holding 16
 partitions, at worst (nats-py's default, 512 Ki messages, eight times that)."""
+
+SUBSCRIBE_ATTEMPTS: Final = 3
+"""Times a partition asks for a new consumer after a gap (1 s apart) before it ends."""
 
 PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
 """Bodies' bytes nats-py holds for a partition's consumer at most (its subscription's
@@ -445,13 +449,27 @@ class Partition:
         """The partition's processing ended (lost, failed or stopped)."""
         return self._task is not None and self._task.done()
 
-    def slow_consumer(self, stream_seq: int) -> None:
+    @property
+    def gap_pending(self) -> bool:
+        """nats-py dropped messages of the consumer and it has not read on from them yet."""
+        return self._gap_at is not None
+
+    def slow_consumer(self, stream_seq: int | None) -> None:
         """nats-py dropped the message at ``stream_seq`` of this partition's consumer (its
         connection's ``error_cb`` got a ``SlowConsumerError`` for it; call it there, before
         that callback awaits anything, so that it is known before the next message is
         queued). Every message it holds came before the first drop and every one it queues
         later after it: the consumer handles what it holds below the first dropped message,
-        then reads on from there with a new consumer (:meth:`_consume`)."""
+        then reads on from there with a new consumer (:meth:`_consume`). ``None``: where
+        is not known — the partition ends, and the next claim replays from its checkpoint."""
+        if stream_seq is None:
+            if self._write_failed is not None and not self._write_failed.done():
+                self._write_failed.set_exception(
+                    RuntimeError(
+                        f"partition {self.number}: NATS dropped a message, not known which"
+                    )
+                )
+            return
         if self._gap_at is None:
             self._gap_at = stream_seq
             self.counters.gaps += 1
@@ -594,13 +612,27 @@ class Partition:
             await sub.unsubscribe()  # what it still holds came after the gap
         self._gap_at = None
         _LOGGER.info(
-            "partition %d: NATS dropped messages from stream sequence %d on (more than %d "
-            "at hand); reading on from there",
+            "partition %d: NATS dropped messages from stream sequence %d on (more at hand "
+            "than its pending limits); reading on from there",
             self.number,
             gap,
-            PENDING_MSGS_LIMIT,
         )
-        return await self._subscribe(gap)
+        # A gap comes when the loop is busiest: a consumer's creation timing out then is
+        # asked again, not taken for the partition's end (a restart from the checkpoint).
+        for attempt in range(SUBSCRIBE_ATTEMPTS):
+            try:
+                return await self._subscribe(gap)
+            except (TimeoutError, NatsError) as exc:
+                if attempt + 1 == SUBSCRIBE_ATTEMPTS:
+                    raise
+                _LOGGER.warning(
+                    "partition %d: a consumer from %d not made (%s); asking again",
+                    self.number,
+                    gap,
+                    exc or type(exc).__name__,
+                )
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
 
     async def _consume(self, sub: Any) -> None:
         while (read := await self._read_until_gap(sub)) is not None:
@@ -650,6 +682,7 @@ class Partition:
                 int(batch[-1].metadata.num_pending) == 0
                 and not self._staged
                 and not self._writing()
+                and self._gap_at is None
             ):
                 self.caught_up.set()
             if beyond:
@@ -1299,7 +1332,8 @@ class Worker:
     def _slow_consumer(self, exc: SlowConsumerError) -> bool:
         """nats-py dropped a message for one of the connection's subscriptions: a
         partition's consumer is known by the message's subject (one consumer per owned
-        partition on this connection), and ends (:meth:`Partition.slow_consumer`)."""
+        partition on this connection), which reads on from there
+        (:meth:`Partition.slow_consumer`)."""
         try:
             number, _ = wire.athlete_of(exc.subject)
         except wire.WireError:
@@ -1307,12 +1341,15 @@ class Worker:
         part = self.owned.get(number)
         if part is None:
             return False
+        if part.gap_pending:
+            return True  # only the first drop counts; the rest come by the thousand
+        seq: int | None
         try:
             # The dropped message's stream sequence is in its JetStream reply subject.
             dropped = Msg(_client=cast(Any, None), subject=exc.subject, reply=exc.reply)
             seq = int(dropped.metadata.sequence.stream)
         except Exception:  # not a JetStream message: an error_cb must not raise (nats-py)
-            return False
+            seq = None
         part.slow_consumer(seq)
         return True
 
