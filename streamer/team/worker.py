@@ -543,9 +543,6 @@ class Partition:
         consuming: asyncio.Task[None] | None = None
         failed = self._write_failed = asyncio.get_running_loop().create_future()
         try:
-            # nats-py waits for the consumer's creation with wait_for: on Python 3.11 a
-            # stop arriving with the answer is dropped there, and the partition would
-            # consume on while its stop waits for it.
             sub = await self._subscribe(start)
             _LOGGER.info(
                 "partition %d: consuming from stream sequence %d (checkpoint %d)",
