@@ -28,7 +28,7 @@ from processors.oxygenation import (
 )
 from processors.recovery_fit import fit_delayed_recovery
 from processors.rules import evaluate_smo2_slow_recovery
-from processors.smoothing import CentredMedian, smooth_centred
+from processors.smoothing import CentredMedian, small_median, smooth_centred
 from streamer.athlete import AthleteState, SessionEnd, SessionStart
 from streamer.files.smo2 import read_smo2_file
 from streamer.results import Kind
@@ -299,7 +299,30 @@ def test_streaming_centred_median_equals_batch_even_across_gaps(
         streamed.extend(smoother.push(float(ti), float(yi)))
     streamed.extend(smoother.flush())
     assert [s[0] for s in streamed] == t.tolist()
-    np.testing.assert_allclose([s[1] for s in streamed], smooth_centred(t, y))
+    assert [s[1] for s in streamed] == smooth_centred(t, y).tolist()  # the same floats
+
+
+@given(
+    st.lists(
+        st.floats(allow_infinity=True, allow_nan=True, width=64) | st.integers(-1000, 1000),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_small_median_is_numpys_median(values: list[float]) -> None:
+    # The streaming smoothers take it for np.median (the batch twin's): the same float,
+    # NaN where numpy gives NaN.
+    expected = float(np.median(np.asarray(values, dtype=np.float64)))
+    got = small_median(values)
+    if math.isnan(expected):
+        assert math.isnan(got)
+    else:
+        assert got == expected
+
+
+def test_small_median_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        small_median([])
 
 
 def test_centred_median_removes_single_sample_spikes_without_lag() -> None:

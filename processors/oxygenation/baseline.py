@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import numpy as np
+from processors.smoothing import small_median
 
 
 class RestBaseline:
@@ -42,7 +42,7 @@ class RestBaseline:
         while self._rest and self._rest[0][0] < t - self._window:
             self._rest.popleft()
         if len(self._rest) >= 3:
-            self.level = float(np.median([v for _, _, v in self._rest]))
+            self.level = small_median(v for _, _, v in self._rest)
             self.rest_live = tuple(v for _, v, _ in self._rest)
             self._t = t
 
