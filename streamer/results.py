@@ -365,13 +365,26 @@ def payload_fields(payload: Payload) -> dict[str, JsonValue]:
 
 
 def _dataclass_json(record: object) -> dict[str, JsonValue]:
+    cls = type(record)
+    layout = _JSON_LAYOUTS.get(cls)
+    if layout is None:
+        layout = _JSON_LAYOUTS[cls] = tuple(
+            (f.name, published_name(f), bool(f.metadata.get("omit_if_none")))
+            for f in dataclasses.fields(record)  # type: ignore[arg-type]
+        )
     out: dict[str, JsonValue] = {}
-    for f in dataclasses.fields(record):  # type: ignore[arg-type]
-        value = getattr(record, f.name)
-        if value is None and f.metadata.get("omit_if_none"):
+    for attribute, name, omit_if_none in layout:
+        value = getattr(record, attribute)
+        if value is None and omit_if_none:
             continue
-        out[published_name(f)] = to_jsonable(value)
+        out[name] = to_jsonable(value)
     return out
+
+
+_JSON_LAYOUTS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+"""Per dataclass, made once: (attribute, published name, omitted when None) in declaration
+order. ``dataclasses.fields()`` builds its tuple anew at every call, and every live
+sample's fields are made by :func:`_dataclass_json`."""
 
 
 # The way back, JSON → payload, is compiled once per annotation and payload type: the

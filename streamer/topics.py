@@ -25,6 +25,7 @@ ids to ``[A-Za-z0-9_-]`` so that this never happens for configured ids.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Final
@@ -59,6 +60,7 @@ RESERVED_LEVELS: Final = frozenset({"bridge", "gateway", "worker", "partition"})
 ``<base>/partition/<p>/state``): an athlete with one of these ids would share their topics."""
 
 
+@functools.lru_cache(maxsize=4096)  # a few per athlete and device; every live sample asks
 def segment(name: str) -> str:
     """``name`` as one safe topic level: never empty, no ``+ # /``, no control characters.
 
