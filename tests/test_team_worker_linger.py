@@ -177,6 +177,22 @@ def test_a_lone_message_is_published_after_the_linger_and_no_later(
     assert took <= linger_s + SLACK_S, f"published {took:.3f} s after it was sent"
 
 
+async def test_waiters_share_one_tick_and_a_cancelled_one_leaves_it_to_the_others() -> None:
+    """Partitions whose passes start before the tick fires wake on it together; one
+    stopping (its wait cancelled) does not cancel the tick for the rest; the next wait
+    after the tick opens a new one."""
+    linger = Linger(0.05)
+    first = asyncio.create_task(linger.wait())
+    second = asyncio.create_task(linger.wait())
+    third = asyncio.create_task(linger.wait())
+    await asyncio.sleep(0)  # one loop turn: all three are waiting on the tick
+    first.cancel()
+    done, _ = await asyncio.wait({second, third}, timeout=30)
+    assert done == {second, third}, "the tick fired for the waiters left"
+    assert first.cancelled()
+    await asyncio.wait_for(linger.wait(), timeout=30)  # a new tick, opened by this wait
+
+
 def test_a_linger_below_zero_is_refused() -> None:
     """A negative or NaN linger is a configuration error, named."""
     for bad in (-0.01, float("nan")):
