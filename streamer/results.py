@@ -201,6 +201,17 @@ class Result:
             object.__setattr__(self, "_payload", parsed)
         return parsed
 
+    def received_by(self, gateway: str) -> Result:
+        """This result tagged with the team gateway whose record produced it
+        (:attr:`gateway`). Its fields, already checked and frozen, and its payload, once
+        parsed, are shared: a team worker tags every live sample (~1 µs, where
+        ``dataclasses.replace`` checks and copies them again, ~4 µs)."""
+        tagged = object.__new__(Result)
+        for name in _RESULT_SLOTS:
+            object.__setattr__(tagged, name, getattr(self, name))
+        object.__setattr__(tagged, "gateway", gateway)
+        return tagged
+
     def payload_as(self, cls: type[P]) -> P:
         """:attr:`payload` as ``cls`` (``result.payload_as(GripPayload).drop_pct``);
         :class:`PayloadError` when the result is another kind or scope."""
@@ -355,6 +366,9 @@ class Payload:
 
 
 P = TypeVar("P", bound=Payload)
+
+
+_RESULT_SLOTS: Final = tuple(f.name for f in dataclasses.fields(Result))
 
 
 def payload_fields(payload: Payload) -> dict[str, JsonValue]:
@@ -1492,7 +1506,13 @@ def live_result(
             payload = SpO2Payload(sample.spo2_pct, sample.pulse_bpm)
         case _:
             raise TypeError(f"no live kind for {type(sample).__name__}")
-    return payload.result(athlete, sample.t_ns, device)
+    result = payload.result(athlete, sample.t_ns, device)
+    if not any(v is None or (isinstance(v, list) and None in v) for v in result.fields.values()):
+        # Without a null (a NaN published) the fields parse back to this very payload:
+        # kept, not parsed again by the InfluxDB sink for every sample (~4% of a team
+        # worker's CPU). A NaN would parse back as None where the field is optional.
+        object.__setattr__(result, "_payload", payload)
+    return result
 
 
 #: Names the processors' ``Alert`` uses → names of the alert object in SCHEMA.md.

@@ -792,7 +792,7 @@ class Partition:
         if live and gateway:
             # The live InfluxDB points say which gateway received them (durable results
             # may span records of several gateways: untagged).
-            live = [replace(r, gateway=gateway) for r in live]
+            live = [r.received_by(gateway) for r in live]
         self._live += live
         if durable or self._writes.pending or type(record) in _ENDS:
             self._stage(seq, durable)
