@@ -89,9 +89,12 @@ def build_payload(result: Result, seq: int) -> dict[str, JsonValue]:
 
 def encode_payload(result: Result, seq: int) -> bytes:
     """``result`` as compact UTF-8 JSON bytes (see the module docstring for the layout)."""
-    return json.dumps(
-        build_payload(result, seq), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return _ENCODER.encode(build_payload(result, seq)).encode()
+
+
+# One encoder, not json.dumps(…, separators=…): dumps makes a new one at each call when
+# given any option (~0.8 µs of a live sample's ~3 µs of JSON).
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def decode_payload(data: bytes | str) -> dict[str, JsonValue]:

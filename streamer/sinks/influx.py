@@ -163,6 +163,11 @@ class InfluxWriter:
 
         Over ``max_buffer_points`` the oldest buffered points are shed and counted.
         """
+        self.buffer_live(batch)
+
+    def buffer_live(self, batch: Sequence[Result]) -> None:
+        """:meth:`send_live` as a plain call (it never waits): a team worker's partitions
+        buffer each pass's samples with it, not in a task per pass."""
         lines = [line for r in batch for line in lines_for(r)]
         if not lines:
             return
