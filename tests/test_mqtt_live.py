@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
+import psycopg
 import pytest
 from paho.mqtt import client as paho
 
@@ -27,12 +28,12 @@ from devices.recording import RecordedNotification
 from streamer.config import Config, MqttConfig, Secret
 from streamer.results import Kind, Result
 from streamer.sinks.backoff import Backoff, Jitter
-from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.mqtt import HELD_PER_TOPIC, MqttPublisher
 from streamer.sinks.mqtt_live import LiveLink
 from streamer.store import Store
 from streamer.team import wire
 from streamer.team.pg_store import ensure_schema
-from streamer.team.worker import Partition, Worker, WorkerOptions
+from streamer.team.worker import Partition, Worker, WorkerOptions, partition_application
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Subscriber, eventually
 from tests.servers import HOST, Mosquitto, NatsServer, PostgreSQL
@@ -435,30 +436,81 @@ def test_a_workers_partitions_send_their_live_samples_on_its_one_live_link(
     assert not still_connected, "the stop closed the link"
 
 
-async def test_postgresql_gone_when_a_topic_needs_seqs_sheds_the_samples_not_the_partition(
+def _claimed(postgres: PostgreSQL, config: Config, link: LiveLink) -> Partition:
+    """Partition 0 claimed and opened on ``link`` (no NATS: the test hands it samples)."""
+    part = Partition(0, worker_id="w", dsn=postgres.dsn, config=config, js=None,
+                     live_link=link)  # fmt: skip
+    ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
+    assert part.try_lock()
+    part.open()
+    return part
+
+
+async def test_postgresql_gone_when_a_topic_needs_seqs_holds_then_sheds_not_the_partition(
     postgres: PostgreSQL, mosquitto: Mosquitto
 ) -> None:
     """A partition on the live link whose PostgreSQL connection is gone: a new live topic's
-    block of ``seq`` cannot be reserved, so its samples are shed and counted — and the
-    pass goes on (no exception out of :meth:`Partition.send_live` into the consumer)."""
+    block of ``seq`` cannot be reserved, so its samples are held (HELD_PER_TOPIC at most,
+    then the oldest shed and counted) — and the pass goes on (no exception out of
+    :meth:`Partition.send_live` into the consumer)."""
     config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
     async with _linked(mosquitto) as (link, _):
-
-        def claim() -> Partition:
-            part = Partition(0, worker_id="w", dsn=postgres.dsn, config=config, js=None,
-                             live_link=link)  # fmt: skip
-            ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
-            assert part.try_lock()
-            part.open()
-            return part
-
-        part = await asyncio.to_thread(claim)
+        part = await asyncio.to_thread(_claimed, postgres, config, link)
         try:
             (publisher,) = [s for s in part.sinks if isinstance(s, MqttPublisher)]
             await asyncio.to_thread(part.conn.close)
             part._live = [_beat(1), _beat(2)]
             part.send_live()
-            assert publisher.status()["shed"] == 2
+            assert publisher.status()["shed"] == 0, "held for their numbers"
+            part._live = [_beat(i) for i in range(3, 3 + HELD_PER_TOPIC)]
+            part.send_live()
+            assert publisher.status()["shed"] == 2, "past the bound, the two oldest"
             assert publisher.status()["live_published"] == 0
         finally:
             await asyncio.to_thread(part.close)
+
+
+async def test_a_seq_reservation_waiting_on_a_lock_holds_its_topic_not_the_event_loop(
+    postgres: PostgreSQL, mosquitto: Mosquitto
+) -> None:
+    """Another session holds the ``seq`` table: the partition's block reservation waits in
+    the partition's thread, while :meth:`Partition.send_live` returns at once and the loop
+    runs on (a reservation on the loop stopped the whole worker for as long as the lock was
+    held). The samples held meanwhile go out in order, numbered, once the lock is gone."""
+    sub = await Subscriber(HOST, mosquitto.port, topic="redox/#", persistent=False).start()
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url))
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        "AND wait_event_type = 'Lock'"
+    )
+
+    def locked() -> bool:
+        with psycopg.connect(postgres.dsn) as conn:
+            row = conn.execute(waiting, (partition_application("w", 0),)).fetchone()
+        return bool(row and row[0])
+
+    locker = await asyncio.to_thread(psycopg.connect, postgres.dsn)
+    try:
+        async with _linked(mosquitto) as (link, _):
+            part = await asyncio.to_thread(_claimed, postgres, config, link)
+            (publisher,) = [s for s in part.sinks if isinstance(s, MqttPublisher)]
+            try:
+                await asyncio.to_thread(locker.execute, "LOCK TABLE seq IN EXCLUSIVE MODE")
+                part._live = [_beat(i) for i in range(5)]
+                part.send_live()  # returns: its numbers are asked for in the thread
+                await eventually(locked, 30, "the reservation waiting on the lock")
+                part._live = [_beat(i) for i in range(5, 10)]
+                part.send_live()
+                assert publisher.status()["live_published"] == 0
+                assert publisher.status()["shed"] == 0
+                await asyncio.to_thread(locker.rollback)
+                await sub.wait_for(lambda: len(sub.received) >= 10, what="the held samples")
+            finally:
+                await asyncio.to_thread(part.close)
+    finally:
+        await asyncio.to_thread(locker.close)
+        await sub.stop()
+    got = sub.on("redox/ann/strap/live")
+    assert [m.json()["hr_bpm"] for m in got] == [60 + i for i in range(10)], "in order"
+    seqs = [int(str(m.json()["seq"])) for m in got]
+    assert seqs == list(range(seqs[0], seqs[0] + 10)), "one seq per sample"

@@ -50,6 +50,8 @@ The publisher implements the pipeline's ``Sink`` protocol (:mod:`streamer.app.pi
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -70,6 +72,7 @@ from streamer.payloads import BRIDGE_OFFLINE, BRIDGE_ONLINE, encode_payload
 from streamer.results import Result
 from streamer.sinks.backoff import Backoff, network_backoff
 from streamer.sinks.ha_discovery import discovery_messages
+from streamer.sinks.live_seq import LIVE_SEQ_BLOCK, LiveSeqs
 from streamer.sinks.mqtt_connect import (
     MqttTlsError,
     describe_failure,
@@ -88,8 +91,10 @@ OUTBOX_BATCH: Final = 100
 OUTBOX: Final = "mqtt"
 """The MQTT sink's outbox in the store (:class:`streamer.outbox.Outbox`)."""
 """Outbox messages put in flight together (sent in order on one connection)."""
-LIVE_SEQ_BLOCK: Final = 1000
-"""Sequence numbers reserved at once for a live topic (one store write per block)."""
+HELD_PER_TOPIC: Final = 64
+"""Live samples of one topic held while the live link's publisher has no ``seq`` number at
+hand for it (:mod:`streamer.sinks.live_seq`: its first block on its way, or the store slow
+to answer); past it the oldest are shed (QoS 0)."""
 PENDING_CALLS_WARNING: Final = 10_000
 """aiomqtt warns above this many unfinished calls (its default, 10, is one small batch)."""
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -289,6 +294,9 @@ class MqttPublisher:
             partition unavailable.
         live_link: where live samples go (:meth:`publish_live`), shared with other
             publishers of the process; None: on this publisher's own connection.
+        live_seq_executor: where :meth:`publish_live`'s ``seq`` blocks are reserved
+            (:class:`~streamer.sinks.live_seq.LiveSeqs`): a team partition's writing
+            thread; None: the loop's default executor.
     """
 
     def __init__(
@@ -302,6 +310,7 @@ class MqttPublisher:
         outbox_batch: int = OUTBOX_BATCH,
         shared_state: bool = False,
         live_link: LiveLink | None = None,
+        live_seq_executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.name = name
         self.live_link = live_link
@@ -324,6 +333,10 @@ class MqttPublisher:
         self._idle = asyncio.Event()  # set while the outbox is empty and connected
         self._closing = False
         self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
+        self._live_seqs = LiveSeqs(store.reserve_seq, live_seq_executor, self._release_held)
+        """The live link's numbers (:meth:`publish_live`), reserved off the event loop."""
+        self._held: dict[str, collections.deque[Result]] = {}
+        """Per topic, live samples waiting for a ``seq`` number (:data:`HELD_PER_TOPIC`)."""
         self._listeners: list[Listener] = []
         self._tls: ssl.SSLContext | None = None
         # Unique per process: a second streamer on the broker must not take this one's
@@ -413,7 +426,11 @@ class MqttPublisher:
         """Publish live samples with QoS 0 on the live link, written before this returns
         (no task, no wait); returns how many were shed (counted in ``shed``): all of them
         while the link is down — numbered then by no ``seq`` — else those the link could not
-        write. Needs :attr:`live_link`."""
+        write. Needs :attr:`live_link`.
+
+        Numbers come from blocks reserved off the event loop
+        (:class:`~streamer.sinks.live_seq.LiveSeqs`): a sample of a topic with none at
+        hand is held, in order, and sent when its block comes (:data:`HELD_PER_TOPIC`)."""
         link = self.live_link
         assert link is not None, "publish_live needs a live link"
         if not link.connected:
@@ -421,17 +438,47 @@ class MqttPublisher:
             link.shed_while_down(len(batch))
             return len(batch)
         messages = []
-        try:
-            for result in batch:
-                topic = self.topics.for_result(result)
-                messages.append((topic, encode_payload(result, self._next_live_seq(topic))))
-        except BaseException:
-            self._status.shed += len(batch)  # a block of seqs not reserved: the store away
-            raise
-        sent = link.publish(messages)
+        shed = 0
+        for result in batch:
+            topic = self.topics.for_result(result)
+            held = self._held.get(topic)
+            if held is None:
+                seq = self._live_seqs.take(topic)
+                if seq is not None:
+                    messages.append((topic, encode_payload(result, seq)))
+                    continue
+                held = self._held[topic] = collections.deque()
+            if len(held) >= HELD_PER_TOPIC:
+                held.popleft()
+                shed += 1
+            held.append(result)  # behind the topic's earlier samples, for their numbers
+        self._status.shed += shed
+        self._live_seqs.refill()
+        return shed + self._send_numbered(link, messages)
+
+    def _release_held(self) -> None:
+        """Blocks of numbers came (:class:`~streamer.sinks.live_seq.LiveSeqs`): the held
+        samples that now have one go out, in order."""
+        link = self.live_link
+        if link is None:
+            return
+        messages = []
+        for topic in list(self._held):
+            held = self._held[topic]
+            while held and (seq := self._live_seqs.take(topic)) is not None:
+                messages.append((topic, encode_payload(held.popleft(), seq)))
+            if not held:
+                del self._held[topic]
+        self._live_seqs.refill()
+        self._send_numbered(link, messages)
+
+    def _send_numbered(self, link: LiveLink, messages: list[tuple[str, bytes]]) -> int:
+        """Write numbered samples on the link; how many it shed (counted)."""
+        sent = link.publish(messages) if messages else 0
         self._status.live_published += sent
-        self._status.shed += len(batch) - sent
-        return len(batch) - sent
+        shed = len(messages) - sent
+        self._status.shed += shed
+        return shed
 
     async def run(self) -> None:
         """Connect, deliver the outbox, reconnect with back-off; until cancelled or drained."""

@@ -122,7 +122,7 @@ from streamer.results import (
 )
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.mqtt_live import LiveLink
-from streamer.store import Row, Store, StoreError
+from streamer.store import Row, Store
 from streamer.team import wire
 from streamer.team.partitions import mark_stopping, others_running
 from streamer.team.pg_store import LOCK_CLASS, PartitionLost, PgStore, PgStoreError, connect
@@ -514,6 +514,7 @@ class Partition:
                 name=f"mqtt p{self.number}",
                 shared_state=True,
                 live_link=self.live_link,
+                live_seq_executor=self._executor,  # behind the commits, never on the loop
             )
             publisher.topics = _PartitionTopics(mqtt.base_topic, mqtt.ha_prefix, self.number)
             sinks.append(publisher)
@@ -1017,13 +1018,9 @@ class Partition:
             return
         for sink in self.sinks:
             if isinstance(sink, MqttPublisher) and sink.live_link is not None:
-                # Counted by the publisher, sent or shed. PostgreSQL away when a topic
-                # needs its next block of seqs sheds them and must not end the consumer:
-                # live samples are best effort, the pass's outputs are not.
-                try:
-                    sink.publish_live(live)
-                except (psycopg.Error, StoreError) as exc:
-                    _LOGGER.debug("partition %d: live samples shed (%s)", self.number, exc)
+                # Counted by the publisher, sent, held for their seq numbers or shed; their
+                # numbers are reserved in the partition's thread, not here.
+                sink.publish_live(live)
                 continue
             # InfluxDB's sink buffers them by a plain call (no task per pass); getattr, not
             # a runtime Protocol check (µs per call, every pass).
