@@ -1,11 +1,13 @@
-"""A team worker's slow consumer on real servers: nats-server (JetStream) and PostgreSQL.
+"""A team worker behind a hung commit on real servers: nats-server (JetStream) and
+PostgreSQL — its slow consumer, and its stop.
 
 nats-py drops the messages a subscription holds past its pending limits, after the ordered
 consumer's sequence tracking: nothing brings them back. A partition whose reader is
 stalled behind a hung commit while the server pushes a backlog must handle what it holds
 from before the first dropped message, then read on from that message: nothing lost,
-nothing twice. Every wait is on an event or a condition (a PostgreSQL lock wait, the
-partition's counters, a checkpoint row), never a sleep.
+nothing twice. And a stop must not wait for the session that holds the commit up.
+Every wait is on an event or a condition (a PostgreSQL lock wait, the partition's counters,
+a checkpoint row), never a sleep.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from streamer.athlete.events import MorningEnd
 from streamer.config import Config
 from streamer.team import wire
 from streamer.team import worker as worker_module
+from streamer.team.pg_store import LOCK_CLASS
 from streamer.team.worker import (
     WRITE_BACKLOG,
     WRITE_BATCH,
@@ -130,3 +133,75 @@ def test_a_partition_whose_stalled_consumer_dropped_messages_reads_on_from_the_f
     assert c.gaps >= 1
     assert len(read_on()) == c.gaps, read_on()
     assert f"partition {number}: NATS dropped messages from stream sequence" in read_on()[0]
+
+
+def test_a_stop_cancels_a_commit_waiting_on_a_lock_and_the_next_owner_replays_it(
+    postgres: PostgreSQL, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint table held by another session, the partition's first commit waits:
+    the worker's stop does not wait for that session (its claiming round and its exit
+    would, for as long as it likes). Past STOP_WAIT_S the statement is cancelled, the
+    commit rolls back and the partition's lock is let go; the next owner replays the
+    messages from the checkpoint and keeps what the single box keeps."""
+    athlete = "athlete1"
+    items = th.athlete_days(1, 3, sessions=False)[athlete]
+    number = wire.partition_of(athlete)
+    expected = th.oracle_rows(th.oracle({athlete: items}))
+    options = WorkerOptions(live=False, claim_every_s=0.2)
+    checkpoint = "SELECT applied FROM checkpoint WHERE partition = %s"
+    blocked = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        "AND wait_event_type = 'Lock'"
+    )
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid = %s AND objid = %s AND objsubid = 2"
+    )
+
+    async def scenario() -> int:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await th.ensure_stream(js)
+        first = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                       options=options)  # fmt: skip
+        task = asyncio.create_task(first.run())
+        locker: psycopg.Connection[Any] = await asyncio.to_thread(psycopg.connect, postgres.dsn)
+        try:
+            await eventually(lambda: number in first.owned, 60, "the partition claimed")
+            await asyncio.to_thread(locker.execute, "LOCK TABLE checkpoint IN EXCLUSIVE MODE")
+            sent = await th.publish(js, {athlete: items})
+            await eventually(
+                lambda: _count(postgres.dsn, blocked, (partition_application("a", number),)),
+                60,
+                "the partition's commit waiting for the checkpoint table",
+            )
+            first.stop()
+            # The bound is the assertion: a stop that waited for the lock never returns.
+            await asyncio.wait_for(task, worker_module.STOP_WAIT_S + 60)
+            assert _count(postgres.dsn, checkpoint, (number,)) == 0, "the commit rolled back"
+            assert _count(postgres.dsn, held, (LOCK_CLASS, number)) == 0, "the lock let go"
+        finally:
+            await asyncio.to_thread(locker.close)
+            if not task.done():
+                first.stop()
+                await task
+        second = Worker("b", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                        options=options)  # fmt: skip
+        task = asyncio.create_task(second.run())
+        try:
+            await eventually(
+                lambda: _count(postgres.dsn, checkpoint, (number,)) == sent,
+                120,
+                "the next owner's checkpoint at the last message",
+            )
+        finally:
+            second.stop()
+            await task
+            await nc.close()
+        return sent
+
+    with caplog.at_level(logging.WARNING, logger="streamer.team.worker"):
+        asyncio.run(scenario())
+    assert th.history_rows(postgres.dsn) == expected, "every morning once, none lost"
+    cancelled = [r.getMessage() for r in caplog.records if "into its stop" in r.getMessage()]
+    assert len(cancelled) == 1, cancelled

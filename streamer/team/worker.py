@@ -146,6 +146,13 @@ WRITE_BATCH: Final = 128
 share one transaction (several passes' when they were handled while a write was in
 flight): a backlog is written every this many messages."""
 
+STOP_WAIT_S: Final = 5.0
+"""At a partition's stop, how long a statement still running on its connection may go on
+before it is cancelled (s): a commit waiting for a lock another session holds (or a
+server that stopped answering) would otherwise hold the stop, and with it the worker's
+claiming round (a dead worker's partitions not taken over) and its exit. A cancelled
+commit rolls back; the next owner replays it from the checkpoint."""
+
 DEFAULT_LINGER_S: Final = 0.02
 """How long the first message of a pass waits for others (s; ``redox-streamer worker
 --linger-ms``); a live sample arrives that much later at most, against the 100 ms live
@@ -437,12 +444,27 @@ class Partition:
         return bool(row and row[0])
 
     def close(self) -> None:
-        """Close the connection (which releases the lock), after any statement a sink's
-        thread is still running on it."""
+        """Close the connection (which releases the lock), after any statement the
+        partition's or a sink's thread is still running on it — cancelled past
+        :data:`STOP_WAIT_S`."""
         with contextlib.suppress(Exception):
             if self.store is not None:
-                with self.store.lock:
+                lock = self.store.lock
+                if not lock.acquire(timeout=STOP_WAIT_S):
+                    _LOGGER.warning(
+                        "partition %d: a statement still running %.0f s into its stop (a "
+                        "lock another session holds?): cancelled; the next owner replays "
+                        "what it did not commit",
+                        self.number,
+                        STOP_WAIT_S,
+                    )
+                    with contextlib.suppress(psycopg.Error):
+                        self.conn.cancel_safe(timeout=STOP_WAIT_S)
+                    lock.acquire()
+                try:
                     self.conn.close()
+                finally:
+                    lock.release()
             else:
                 self.conn.close()
         self._executor.shutdown(wait=False)
