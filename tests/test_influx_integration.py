@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,46 @@ async def test_drain_waits_for_a_batch_in_flight_and_nothing_written_is_spilled(
     assert Outbox(store, "influx").depth() == 0  # nothing spilled by the cancel
     values = rows(influxdb1, "SELECT hr_bpm FROM heart_rate WHERE athlete = 'dora'")
     assert [r["hr_bpm"] for r in values] == [60.0, 61.0, 62.0, 63.0]
+
+
+async def test_a_cancel_spills_the_buffer_without_the_event_loop_waiting_for_the_store(
+    influxdb1: InfluxDB1, store: Store
+) -> None:
+    """Cancelled while another thread holds the store (a team partition's commit waiting on
+    a lock, until the partition's stop cancels it): the buffered live points go to the
+    outbox from a thread — the event loop, every partition's, turns meanwhile — and are
+    there once the store is free (the spill on the loop froze the whole worker)."""
+    config = v1_config(influxdb1, batch_size=1000, flush_interval_s=3600, create_database=False)
+    writer = InfluxWriter(config, store, backoff=FAST)
+    hr = [
+        live_result("erin", "strap", HeartRateSample(T0 + i * 1_000_000_000, 60 + i, ()))
+        for i in range(3)
+    ]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            holding.set()
+            release.wait(30)
+
+    task = asyncio.create_task(writer.run())
+    holder = threading.Thread(target=hold)
+    try:
+        await asyncio.sleep(0)  # one turn: the writer runs, waiting for points (no I/O first)
+        await writer.send_live(hr)
+        assert writer.status()["buffered"] == 3
+        holder.start()
+        await asyncio.to_thread(holding.wait, 30)
+        task.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)  # turns of the loop: the cancelled writer's spill waits
+        assert not task.done(), "the spill waits for the store, off the loop"
+    finally:
+        release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        holder.join(30)
+    assert Outbox(store, "influx").depth() == 3, "the buffered points kept for the next start"
 
 
 async def test_field_type_conflict_is_dead_lettered_and_does_not_block(

@@ -27,6 +27,7 @@ from paho.mqtt import client as paho
 from devices.recording import RecordedNotification
 from streamer.config import Config, MqttConfig, Secret
 from streamer.results import Kind, Result
+from streamer.sinks import mqtt as mqtt_module
 from streamer.sinks.backoff import Backoff, Jitter
 from streamer.sinks.mqtt import HELD_PER_TOPIC, MqttPublisher
 from streamer.sinks.mqtt_live import LiveLink
@@ -99,6 +100,28 @@ async def test_samples_arrive_on_their_topics_with_their_seq_through_the_link(
         "redox/ann/strap/live",
         "redox/bob/strap/live",
     }
+
+
+async def test_samples_held_too_long_for_their_numbers_are_shed_not_sent_late(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Samples held for their ``seq`` longer than HELD_MAX_S are no longer live: shed
+    (counted) when the numbers come; later samples go out numbered. After close_live (its
+    partition stopping) the held ones are shed and nothing is published."""
+    monkeypatch.setattr(mqtt_module, "HELD_MAX_S", 0.0)  # every held sample is stale
+    config = MqttConfig.from_url(mosquitto.url)
+    with Store(":memory:") as store:
+        async with _linked(mosquitto) as (link, _):
+            publisher = MqttPublisher(config, store, live_link=link)
+            assert publisher.publish_live([_beat(i) for i in range(3)]) == 0  # held
+            await eventually(lambda: publisher.status()["shed"] == 3, 30, "the stale ones shed")
+            assert publisher.publish_live([_beat(3)]) == 0
+            assert publisher.status()["live_published"] == 1, "numbers at hand: sent"
+            publisher.publish_live([_beat(0, "bob")])  # a new topic: held
+            publisher.close_live()
+            assert publisher.status()["shed"] == 4, "the held one shed at the close"
+            assert publisher.publish_live([_beat(1, "bob")]) == 1
+            assert publisher.status()["live_published"] == 1
 
 
 async def test_a_broker_away_sheds_and_counts_samples_and_they_flow_again_when_it_is_back(

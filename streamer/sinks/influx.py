@@ -195,8 +195,11 @@ class InfluxWriter:
             while not self._stop_requested():
                 await self._step()
         except asyncio.CancelledError:
-            self._spill(list(self._buffer))  # keep buffered points for the next start
+            lines = list(self._buffer)  # kept in the outbox for the next start
             self._buffer.clear()
+            # In a thread: the store may be busy for long (a team partition's commit
+            # waiting on a lock until its stop cancels it), and the loop must not wait.
+            await asyncio.to_thread(self._spill, lines)
             raise
 
     async def drain(self, timeout_s: float) -> int:

@@ -10,9 +10,11 @@ block reserved on the loop would stop every partition of the worker for that lon
 before this module: the whole worker stalled behind one partition's commit waiting on a
 table lock). :class:`LiveSeqs` asks for blocks in a thread instead — the partition's writing
 thread, behind its commits — and ahead of need: the next block once half the current one is
-used, so a topic in use never waits. A topic with no number at hand (its first sample after
-a start or takeover, or the store slow to answer) gets ``None``; its publisher holds such
-samples until the block comes (:meth:`streamer.sinks.mqtt.MqttPublisher.publish_live`).
+used, so a topic in use does not wait while the store answers. A topic with no number at
+hand (its first sample after a start or takeover, or the store slow to answer or away)
+gets ``None``; its publisher holds such samples until the block comes, for a few seconds
+at most (:meth:`streamer.sinks.mqtt.MqttPublisher.publish_live`). A failed reservation is
+asked again :data:`RETRY_S` later.
 
 The single-box publisher numbers on its own connection's loop from its local SQLite store
 (:meth:`streamer.sinks.mqtt.MqttPublisher.send_live`), as before.
@@ -30,6 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 
 LIVE_SEQ_BLOCK: Final = 1000
 """Sequence numbers reserved at once for a live topic (one store write per block)."""
+RETRY_S: Final = 1.0
+"""After a failed reservation (the store away), how long until it is asked again (s): not
+at every pass, and also when no sample comes to ask."""
 
 
 class LiveSeqs:
@@ -51,6 +56,7 @@ class LiveSeqs:
         self._spare: dict[str, tuple[int, int]] = {}  # the block after the current one
         self._wanted: set[str] = set()  # topics to ask a block for at the next refill
         self._asked: set[str] = set()  # topics of the reservation in flight
+        self._retry_at = 0.0  # loop time before which no reservation is asked (a failure)
         self.failed_reservations = 0
 
     def take(self, topic: str) -> int | None:
@@ -78,8 +84,10 @@ class LiveSeqs:
         the event loop, after taking numbers."""
         if not self._wanted or self._asked:
             return
-        asked, self._wanted = self._wanted, set()
         loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            return  # the retry after a failure is set (_reserved)
+        asked, self._wanted = self._wanted, set()
         try:
             future = loop.run_in_executor(self._executor, self._reserve_blocks, sorted(asked))
         except RuntimeError:  # the executor is shut down: its partition is stopping
@@ -99,6 +107,9 @@ class LiveSeqs:
             self.failed_reservations += 1
             self._wanted |= asked
             _LOGGER.debug("live seq blocks for %d topics not reserved: %s", len(asked), failure)
+            loop = asyncio.get_running_loop()
+            self._retry_at = loop.time() + RETRY_S
+            loop.call_later(RETRY_S, self.refill)
             return
         for topic, first in future.result().items():
             block = (first, first + LIVE_SEQ_BLOCK)

@@ -95,6 +95,9 @@ HELD_PER_TOPIC: Final = 64
 """Live samples of one topic held while the live link's publisher has no ``seq`` number at
 hand for it (:mod:`streamer.sinks.live_seq`: its first block on its way, or the store slow
 to answer); past it the oldest are shed (QoS 0)."""
+HELD_MAX_S: Final = 5.0
+"""How long a topic's live samples may be held for their numbers (s): older, they are shed
+when the numbers come, not published as live."""
 PENDING_CALLS_WARNING: Final = 10_000
 """aiomqtt warns above this many unfinished calls (its default, 10, is one small batch)."""
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -335,8 +338,10 @@ class MqttPublisher:
         self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
         self._live_seqs = LiveSeqs(store.reserve_seq, live_seq_executor, self._release_held)
         """The live link's numbers (:meth:`publish_live`), reserved off the event loop."""
-        self._held: dict[str, collections.deque[Result]] = {}
-        """Per topic, live samples waiting for a ``seq`` number (:data:`HELD_PER_TOPIC`)."""
+        self._held: dict[str, tuple[float, collections.deque[Result]]] = {}
+        """Per topic, since when (monotonic s) and the live samples waiting for a ``seq``
+        number (:data:`HELD_PER_TOPIC`, :data:`HELD_MAX_S`)."""
+        self._live_closed = False
         self._listeners: list[Listener] = []
         self._tls: ssl.SSLContext | None = None
         # Unique per process: a second streamer on the broker must not take this one's
@@ -430,24 +435,27 @@ class MqttPublisher:
 
         Numbers come from blocks reserved off the event loop
         (:class:`~streamer.sinks.live_seq.LiveSeqs`): a sample of a topic with none at
-        hand is held, in order, and sent when its block comes (:data:`HELD_PER_TOPIC`)."""
+        hand is held, in order, and sent when its block comes (:data:`HELD_PER_TOPIC`,
+        :data:`HELD_MAX_S`); none after :meth:`close_live`."""
         link = self.live_link
         assert link is not None, "publish_live needs a live link"
-        if not link.connected:
+        if not link.connected or self._live_closed:
             self._status.shed += len(batch)
-            link.shed_while_down(len(batch))
+            if not self._live_closed:
+                link.shed_while_down(len(batch))
             return len(batch)
         messages = []
         shed = 0
         for result in batch:
             topic = self.topics.for_result(result)
-            held = self._held.get(topic)
-            if held is None:
+            entry = self._held.get(topic)
+            if entry is None:
                 seq = self._live_seqs.take(topic)
                 if seq is not None:
                     messages.append((topic, encode_payload(result, seq)))
                     continue
-                held = self._held[topic] = collections.deque()
+                entry = self._held[topic] = (time.monotonic(), collections.deque())
+            held = entry[1]
             if len(held) >= HELD_PER_TOPIC:
                 held.popleft()
                 shed += 1
@@ -458,19 +466,31 @@ class MqttPublisher:
 
     def _release_held(self) -> None:
         """Blocks of numbers came (:class:`~streamer.sinks.live_seq.LiveSeqs`): the held
-        samples that now have one go out, in order."""
+        samples that now have one go out, in order — shed instead when they were held
+        longer than :data:`HELD_MAX_S` (no longer live)."""
         link = self.live_link
-        if link is None:
+        if link is None or self._live_closed:
             return
         messages = []
+        stale = time.monotonic() - HELD_MAX_S
         for topic in list(self._held):
-            held = self._held[topic]
+            since, held = self._held[topic]
+            if since < stale:
+                self._status.shed += len(held)
+                held.clear()
             while held and (seq := self._live_seqs.take(topic)) is not None:
                 messages.append((topic, encode_payload(held.popleft(), seq)))
             if not held:
                 del self._held[topic]
         self._live_seqs.refill()
         self._send_numbered(link, messages)
+
+    def close_live(self) -> None:
+        """The live link is no longer this publisher's (its partition stops): samples held
+        for their numbers are shed (counted), none is published after this."""
+        self._live_closed = True
+        self._status.shed += sum(len(held) for _, held in self._held.values())
+        self._held.clear()
 
     def _send_numbered(self, link: LiveLink, messages: list[tuple[str, bytes]]) -> int:
         """Write numbered samples on the link; how many it shed (counted)."""

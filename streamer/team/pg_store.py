@@ -111,9 +111,10 @@ SINKS: Final = ("mqtt", "influx")
 :data:`streamer.sinks.influx.OUTBOX`)."""
 
 KEEPALIVE: Final[dict[str, Any]] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-                    "keepalives_count": 3}  # fmt: skip
+                    "keepalives_count": 3, "tcp_user_timeout": 11_000}  # fmt: skip
 """TCP keepalives: a worker cut off from the server loses its session (and its locks) in
-~11 s instead of the kernel's two hours."""
+~11 s instead of the kernel's two hours — also with a statement sent and not acknowledged
+(``tcp_user_timeout``, ms: keepalives do not run then, retransmissions would for ~15 min)."""
 
 
 class PgStoreError(StoreError):

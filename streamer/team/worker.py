@@ -84,6 +84,7 @@ import contextlib
 import dataclasses
 import logging
 import pickle
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, cast
@@ -148,10 +149,12 @@ flight): a backlog is written every this many messages."""
 
 STOP_WAIT_S: Final = 5.0
 """At a partition's stop, how long a statement still running on its connection may go on
-before it is cancelled (s): a commit waiting for a lock another session holds (or a
-server that stopped answering) would otherwise hold the stop, and with it the worker's
-claiming round (a dead worker's partitions not taken over) and its exit. A cancelled
-commit rolls back; the next owner replays it from the checkpoint."""
+before it is cancelled, and again each time after (s): a commit waiting for a lock another
+session holds would otherwise hold the stop — the sinks' last writes, the close — and with
+it the worker's claiming round (a dead worker's partitions not taken over) and its exit. A
+cancelled commit rolls back; the next owner replays it from the checkpoint. (A server that
+stopped answering is left to the connection's TCP timeouts, ~11 s:
+:data:`~streamer.team.pg_store.KEEPALIVE`.)"""
 
 DEFAULT_LINGER_S: Final = 0.02
 """How long the first message of a pass waits for others (s; ``redox-streamer worker
@@ -445,12 +448,26 @@ class Partition:
 
     def close(self) -> None:
         """Close the connection (which releases the lock), after any statement the
-        partition's or a sink's thread is still running on it — cancelled past
-        :data:`STOP_WAIT_S`."""
+        partition's or a sink's thread is still running on it (see :meth:`stop` for one
+        that runs too long); reservations not started yet are dropped."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             if self.store is not None:
-                lock = self.store.lock
-                if not lock.acquire(timeout=STOP_WAIT_S):
+                with self.store.lock:
+                    self.conn.close()
+            else:
+                self.conn.close()
+
+    def _cancel_statements(self, stopped: threading.Event) -> None:
+        """Until ``stopped``: every :data:`STOP_WAIT_S`, cancel the statement running on
+        the partition's connection (a commit waiting on a lock another session holds)."""
+        said = False
+        while not stopped.wait(STOP_WAIT_S):
+            try:
+                if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
+                    continue  # nothing running: the stop is slow for another reason
+                if not said:
+                    said = True
                     _LOGGER.warning(
                         "partition %d: a statement still running %.0f s into its stop (a "
                         "lock another session holds?): cancelled; the next owner replays "
@@ -458,16 +475,9 @@ class Partition:
                         self.number,
                         STOP_WAIT_S,
                     )
-                    with contextlib.suppress(psycopg.Error):
-                        self.conn.cancel_safe(timeout=STOP_WAIT_S)
-                    lock.acquire()
-                try:
-                    self.conn.close()
-                finally:
-                    lock.release()
-            else:
-                self.conn.close()
-        self._executor.shutdown(wait=False)
+                self.conn.cancel_safe(timeout=STOP_WAIT_S)
+            except Exception as exc:  # the connection closed meanwhile, the server away
+                _LOGGER.debug("partition %d: no statement cancelled (%s)", self.number, exc)
 
     @property
     def done(self) -> bool:
@@ -548,7 +558,21 @@ class Partition:
 
     async def stop(self) -> None:
         """Stop consuming and the sinks (what they did not deliver stays in the partition's
-        outbox for the next owner), then release the lock."""
+        outbox for the next owner), then release the lock. A statement that holds this up
+        past :data:`STOP_WAIT_S` is cancelled (again every :data:`STOP_WAIT_S`)."""
+        stopped = threading.Event()
+        threading.Thread(
+            target=self._cancel_statements,
+            args=(stopped,),
+            name=f"partition-{self.number}-stop",
+            daemon=True,
+        ).start()
+        try:
+            await self._stop()
+        finally:
+            stopped.set()
+
+    async def _stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -602,6 +626,9 @@ class Partition:
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+            for sink in self.sinks:
+                if isinstance(sink, MqttPublisher) and sink.live_link is not None:
+                    sink.close_live()  # the worker's link goes on without this partition
             for task in sink_tasks:
                 task.cancel()
             await asyncio.gather(*sink_tasks, return_exceptions=True)
@@ -1267,8 +1294,11 @@ class Worker:
             released = list(self.owned)
             with contextlib.suppress(psycopg.Error):  # PostgreSQL away: see _offline_at_stop
                 await asyncio.to_thread(mark_stopping, self._control, self.id)
-            for number in released:
-                await self.owned.pop(number).stop()
+            # Together: each may wait up to STOP_WAIT_S for a statement it then cancels.
+            stops = [self.owned.pop(number).stop() for number in released]
+            for outcome in await asyncio.gather(*stops, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    _LOGGER.error("a partition's stop failed: %r", outcome)
             if linking is not None and self.live_link is not None:
                 linking.cancel()  # after the partitions: none sends on it any more
                 with contextlib.suppress(BaseException):
