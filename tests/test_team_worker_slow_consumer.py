@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from streamer.athlete.events import MorningEnd
-from streamer.config import Config
+from streamer.config import Config, MqttConfig
 from streamer.team import wire
 from streamer.team import worker as worker_module
 from streamer.team.pg_store import LOCK_CLASS
@@ -35,7 +35,7 @@ from streamer.team.worker import (
 )
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import eventually
-from tests.servers import NatsServer, PostgreSQL
+from tests.servers import Mosquitto, NatsServer, PostgreSQL
 
 
 def _count(dsn: str, sql: LiteralString, params: tuple[object, ...] = ()) -> int:
@@ -135,19 +135,29 @@ def test_a_partition_whose_stalled_consumer_dropped_messages_reads_on_from_the_f
     assert f"partition {number}: NATS dropped messages from stream sequence" in read_on()[0]
 
 
+@pytest.mark.parametrize("table", ["checkpoint", "seq"])
 def test_a_stop_cancels_a_commit_waiting_on_a_lock_and_the_next_owner_replays_it(
-    postgres: PostgreSQL, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+    table: str,
+    postgres: PostgreSQL,
+    nats_server: NatsServer,
+    mosquitto: Mosquitto,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The checkpoint table held by another session, the partition's first commit waits:
-    the worker's stop does not wait for that session (its claiming round and its exit
-    would, for as long as it likes). Past STOP_WAIT_S the statement is cancelled, the
-    commit rolls back and the partition's lock is let go; the next owner replays the
-    messages from the checkpoint and keeps what the single box keeps."""
+    """A table held by another session, the partition's first commit waits: the worker's
+    stop does not wait for that session (its claiming round and its exit would, for as
+    long as it likes). Past STOP_WAIT_S the statement is cancelled, the commit rolls back
+    and the partition's lock is let go; the next owner replays the messages from the
+    checkpoint and keeps what the single box keeps. With ``seq`` held (publishing to MQTT,
+    live samples on) the live samples' block reservations wait on it too, queued behind
+    the commit in the partition's thread: the stop drops them rather than run them after
+    the cancelled commit."""
     athlete = "athlete1"
     items = th.athlete_days(1, 3, sessions=False)[athlete]
     number = wire.partition_of(athlete)
     expected = th.oracle_rows(th.oracle({athlete: items}))
-    options = WorkerOptions(live=False, claim_every_s=0.2)
+    live = table == "seq"
+    config = Config(mqtt=MqttConfig.from_url(mosquitto.url)) if live else Config()
+    options = WorkerOptions(live=live, claim_every_s=0.2)
     checkpoint = "SELECT applied FROM checkpoint WHERE partition = %s"
     blocked = (
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
@@ -162,18 +172,21 @@ def test_a_stop_cancels_a_commit_waiting_on_a_lock_and_the_next_owner_replays_it
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         await th.ensure_stream(js)
-        first = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+        first = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=config,
                        options=options)  # fmt: skip
         task = asyncio.create_task(first.run())
         locker: psycopg.Connection[Any] = await asyncio.to_thread(psycopg.connect, postgres.dsn)
         try:
             await eventually(lambda: number in first.owned, 60, "the partition claimed")
-            await asyncio.to_thread(locker.execute, "LOCK TABLE checkpoint IN EXCLUSIVE MODE")
+            lock = "LOCK TABLE checkpoint IN EXCLUSIVE MODE"
+            if table == "seq":
+                lock = "LOCK TABLE seq IN EXCLUSIVE MODE"
+            await asyncio.to_thread(locker.execute, lock)
             sent = await th.publish(js, {athlete: items})
             await eventually(
                 lambda: _count(postgres.dsn, blocked, (partition_application("a", number),)),
                 60,
-                "the partition's commit waiting for the checkpoint table",
+                f"the partition's commit waiting for the {table} table",
             )
             first.stop()
             # The bound is the assertion: a stop that waited for the lock never returns.
@@ -185,7 +198,7 @@ def test_a_stop_cancels_a_commit_waiting_on_a_lock_and_the_next_owner_replays_it
             if not task.done():
                 first.stop()
                 await task
-        second = Worker("b", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+        second = Worker("b", nats_url=nats_server.url, dsn=postgres.dsn, config=config,
                         options=options)  # fmt: skip
         task = asyncio.create_task(second.run())
         try:
@@ -203,5 +216,5 @@ def test_a_stop_cancels_a_commit_waiting_on_a_lock_and_the_next_owner_replays_it
     with caplog.at_level(logging.WARNING, logger="streamer.team.worker"):
         asyncio.run(scenario())
     assert th.history_rows(postgres.dsn) == expected, "every morning once, none lost"
-    cancelled = [r.getMessage() for r in caplog.records if "into its stop" in r.getMessage()]
+    cancelled = [r.getMessage() for r in caplog.records if "holds its stop" in r.getMessage()]
     assert len(cancelled) == 1, cancelled

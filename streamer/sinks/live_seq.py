@@ -12,9 +12,9 @@ table lock). :class:`LiveSeqs` asks for blocks in a thread instead — the parti
 thread, behind its commits — and ahead of need: the next block once half the current one is
 used, so a topic in use does not wait while the store answers. A topic with no number at
 hand (its first sample after a start or takeover, or the store slow to answer or away)
-gets ``None``; its publisher holds such samples until the block comes, for a few seconds
-at most (:meth:`streamer.sinks.mqtt.MqttPublisher.publish_live`). A failed reservation is
-asked again :data:`RETRY_S` later.
+gets ``None``; its publisher holds such samples until the block comes and sheds those held
+longer than a few seconds (:meth:`streamer.sinks.mqtt.MqttPublisher.publish_live`). A
+failed reservation is asked again :data:`RETRY_S` later.
 
 The single-box publisher numbers on its own connection's loop from its local SQLite store
 (:meth:`streamer.sinks.mqtt.MqttPublisher.send_live`), as before.
@@ -57,6 +57,7 @@ class LiveSeqs:
         self._wanted: set[str] = set()  # topics to ask a block for at the next refill
         self._asked: set[str] = set()  # topics of the reservation in flight
         self._retry_at = 0.0  # loop time before which no reservation is asked (a failure)
+        self._closed = False
         self.failed_reservations = 0
 
     def take(self, topic: str) -> int | None:
@@ -82,7 +83,7 @@ class LiveSeqs:
         """Ask for the blocks wanted since the last call, in the executor's thread; one
         reservation at a time (those wanted meanwhile go with the next call). Call it on
         the event loop, after taking numbers."""
-        if not self._wanted or self._asked:
+        if not self._wanted or self._asked or self._closed:
             return
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
@@ -95,15 +96,22 @@ class LiveSeqs:
         self._asked = asked
         future.add_done_callback(self._reserved)
 
+    def close(self) -> None:
+        """Ask for no more blocks (the publisher's partition stops); one in flight is let
+        be, and :attr:`on_refill` is not called for it."""
+        self._closed = True
+
     def _reserve_blocks(self, topics: list[str]) -> dict[str, int]:
         return {topic: self._reserve(topic, LIVE_SEQ_BLOCK) for topic in topics}
 
     def _reserved(self, future: asyncio.Future[dict[str, int]]) -> None:
         asked, self._asked = self._asked, set()
+        if self._closed:
+            return
         failure = "cancelled" if future.cancelled() else future.exception()
         if failure is not None:
-            # The store away (PostgreSQL restarting): asked again at the next refill;
-            # meanwhile the samples of these topics wait or are shed (QoS 0).
+            # The store away (PostgreSQL restarting): asked again RETRY_S later;
+            # meanwhile the samples of these topics are held or shed (QoS 0).
             self.failed_reservations += 1
             self._wanted |= asked
             _LOGGER.debug("live seq blocks for %d topics not reserved: %s", len(asked), failure)

@@ -96,8 +96,8 @@ HELD_PER_TOPIC: Final = 64
 hand for it (:mod:`streamer.sinks.live_seq`: its first block on its way, or the store slow
 to answer); past it the oldest are shed (QoS 0)."""
 HELD_MAX_S: Final = 5.0
-"""How long a topic's live samples may be held for their numbers (s): older, they are shed
-when the numbers come, not published as live."""
+"""How long a live sample may wait for its number and still be published (s): one held
+longer is shed when the numbers come, not published late as live."""
 PENDING_CALLS_WARNING: Final = 10_000
 """aiomqtt warns above this many unfinished calls (its default, 10, is one small batch)."""
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -338,9 +338,9 @@ class MqttPublisher:
         self._live_seq: dict[str, tuple[int, int]] = {}  # topic -> (next, end exclusive)
         self._live_seqs = LiveSeqs(store.reserve_seq, live_seq_executor, self._release_held)
         """The live link's numbers (:meth:`publish_live`), reserved off the event loop."""
-        self._held: dict[str, tuple[float, collections.deque[Result]]] = {}
-        """Per topic, since when (monotonic s) and the live samples waiting for a ``seq``
-        number (:data:`HELD_PER_TOPIC`, :data:`HELD_MAX_S`)."""
+        self._held: dict[str, collections.deque[tuple[float, Result]]] = {}
+        """Per topic, the live samples waiting for a ``seq`` number, each with when it was
+        held (monotonic s; :data:`HELD_PER_TOPIC`, :data:`HELD_MAX_S`)."""
         self._live_closed = False
         self._listeners: list[Listener] = []
         self._tls: ssl.SSLContext | None = None
@@ -448,18 +448,18 @@ class MqttPublisher:
         shed = 0
         for result in batch:
             topic = self.topics.for_result(result)
-            entry = self._held.get(topic)
-            if entry is None:
+            held = self._held.get(topic)
+            if held is None:
                 seq = self._live_seqs.take(topic)
                 if seq is not None:
                     messages.append((topic, encode_payload(result, seq)))
                     continue
-                entry = self._held[topic] = (time.monotonic(), collections.deque())
-            held = entry[1]
+                held = self._held[topic] = collections.deque()
             if len(held) >= HELD_PER_TOPIC:
                 held.popleft()
                 shed += 1
-            held.append(result)  # behind the topic's earlier samples, for their numbers
+            # Behind the topic's earlier samples, for their numbers.
+            held.append((time.monotonic(), result))
         self._status.shed += shed
         self._live_seqs.refill()
         return shed + self._send_numbered(link, messages)
@@ -474,12 +474,12 @@ class MqttPublisher:
         messages = []
         stale = time.monotonic() - HELD_MAX_S
         for topic in list(self._held):
-            since, held = self._held[topic]
-            if since < stale:
-                self._status.shed += len(held)
-                held.clear()
+            held = self._held[topic]
+            while held and held[0][0] < stale:
+                held.popleft()
+                self._status.shed += 1
             while held and (seq := self._live_seqs.take(topic)) is not None:
-                messages.append((topic, encode_payload(held.popleft(), seq)))
+                messages.append((topic, encode_payload(held.popleft()[1], seq)))
             if not held:
                 del self._held[topic]
         self._live_seqs.refill()
@@ -489,7 +489,8 @@ class MqttPublisher:
         """The live link is no longer this publisher's (its partition stops): samples held
         for their numbers are shed (counted), none is published after this."""
         self._live_closed = True
-        self._status.shed += sum(len(held) for _, held in self._held.values())
+        self._live_seqs.close()
+        self._status.shed += sum(len(held) for held in self._held.values())
         self._held.clear()
 
     def _send_numbered(self, link: LiveLink, messages: list[tuple[str, bytes]]) -> int:

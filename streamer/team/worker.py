@@ -85,6 +85,7 @@ import dataclasses
 import logging
 import pickle
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, cast
@@ -148,13 +149,15 @@ share one transaction (several passes' when they were handled while a write was 
 flight): a backlog is written every this many messages."""
 
 STOP_WAIT_S: Final = 5.0
-"""At a partition's stop, how long a statement still running on its connection may go on
-before it is cancelled, and again each time after (s): a commit waiting for a lock another
-session holds would otherwise hold the stop — the sinks' last writes, the close — and with
-it the worker's claiming round (a dead worker's partitions not taken over) and its exit. A
-cancelled commit rolls back; the next owner replays it from the checkpoint. (A server that
-stopped answering is left to the connection's TCP timeouts, ~11 s:
+"""During a partition's stop, how long a statement may run on its connection before it is
+cancelled (s; seen running at every look, :data:`STOP_POLL_S` apart): a commit waiting for
+a lock another session holds would otherwise hold the stop — the sinks' last writes, the
+close — and with it the worker's claiming round (a dead worker's partitions not taken over)
+and its exit. A cancelled commit rolls back; the next owner replays it from the checkpoint.
+(A server that stopped answering is left to the connection's TCP timeouts, ~11 s:
 :data:`~streamer.team.pg_store.KEEPALIVE`.)"""
+STOP_POLL_S: Final = 0.25
+"""How often a stopping partition looks whether a statement runs on its connection (s)."""
 
 DEFAULT_LINGER_S: Final = 0.02
 """How long the first message of a pass waits for others (s; ``redox-streamer worker
@@ -459,22 +462,31 @@ class Partition:
                 self.conn.close()
 
     def _cancel_statements(self, stopped: threading.Event) -> None:
-        """Until ``stopped``: every :data:`STOP_WAIT_S`, cancel the statement running on
-        the partition's connection (a commit waiting on a lock another session holds)."""
+        """Until ``stopped``: cancel a statement that has been running on the partition's
+        connection for :data:`STOP_WAIT_S` (a commit waiting on a lock another session
+        holds), looking every :data:`STOP_POLL_S`."""
         said = False
-        while not stopped.wait(STOP_WAIT_S):
+        running_since: float | None = None
+        while not stopped.wait(STOP_POLL_S):
             try:
                 if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
-                    continue  # nothing running: the stop is slow for another reason
+                    running_since = None  # between statements: not the one that hangs
+                    continue
+                now = time.monotonic()
+                if running_since is None:
+                    running_since = now
+                if now - running_since < STOP_WAIT_S:
+                    continue
                 if not said:
                     said = True
                     _LOGGER.warning(
-                        "partition %d: a statement still running %.0f s into its stop (a "
-                        "lock another session holds?): cancelled; the next owner replays "
-                        "what it did not commit",
+                        "partition %d: a statement running for %.0f s holds its stop (a lock "
+                        "another session holds?): cancelling it; the next owner replays what "
+                        "the partition did not commit",
                         self.number,
                         STOP_WAIT_S,
                     )
+                running_since = None
                 self.conn.cancel_safe(timeout=STOP_WAIT_S)
             except Exception as exc:  # the connection closed meanwhile, the server away
                 _LOGGER.debug("partition %d: no statement cancelled (%s)", self.number, exc)
@@ -561,13 +573,13 @@ class Partition:
         outbox for the next owner), then release the lock. A statement that holds this up
         past :data:`STOP_WAIT_S` is cancelled (again every :data:`STOP_WAIT_S`)."""
         stopped = threading.Event()
-        threading.Thread(
-            target=self._cancel_statements,
-            args=(stopped,),
-            name=f"partition-{self.number}-stop",
-            daemon=True,
-        ).start()
         try:
+            threading.Thread(
+                target=self._cancel_statements,
+                args=(stopped,),
+                name=f"partition-{self.number}-stop",
+                daemon=True,
+            ).start()
             await self._stop()
         finally:
             stopped.set()
@@ -622,13 +634,16 @@ class Partition:
                     task.cancel()  # a commit running in the thread ends there (the lock)
                     with contextlib.suppress(BaseException):
                         await task
+            for sink in self.sinks:
+                if isinstance(sink, MqttPublisher) and sink.live_link is not None:
+                    sink.close_live()  # the worker's link goes on without this partition
+            # No commit comes after this: queued seq reservations are dropped, so that none
+            # starts on the connection behind a commit the stop cancels.
+            self._executor.shutdown(wait=False, cancel_futures=True)
             sub = self._sub or sub  # the last one made (a gap replaces it: slow_consumer)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            for sink in self.sinks:
-                if isinstance(sink, MqttPublisher) and sink.live_link is not None:
-                    sink.close_live()  # the worker's link goes on without this partition
             for task in sink_tasks:
                 task.cancel()
             await asyncio.gather(*sink_tasks, return_exceptions=True)
@@ -1294,11 +1309,7 @@ class Worker:
             released = list(self.owned)
             with contextlib.suppress(psycopg.Error):  # PostgreSQL away: see _offline_at_stop
                 await asyncio.to_thread(mark_stopping, self._control, self.id)
-            # Together: each may wait up to STOP_WAIT_S for a statement it then cancels.
-            stops = [self.owned.pop(number).stop() for number in released]
-            for outcome in await asyncio.gather(*stops, return_exceptions=True):
-                if isinstance(outcome, Exception):
-                    _LOGGER.error("a partition's stop failed: %r", outcome)
+            await self._stop_partitions(released)
             if linking is not None and self.live_link is not None:
                 linking.cancel()  # after the partitions: none sends on it any more
                 with contextlib.suppress(BaseException):
@@ -1318,15 +1329,24 @@ class Worker:
                     await nc.close()
             await asyncio.to_thread(self._control.close)
 
+    async def _stop_partitions(self, numbers: Sequence[int]) -> None:
+        """Stop the owned partitions ``numbers``, together: each may wait up to
+        :data:`STOP_WAIT_S` for a statement it then cancels."""
+        stops = [self.owned.pop(number).stop() for number in numbers]
+        for outcome in await asyncio.gather(*stops, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                _LOGGER.error("a partition's stop failed: %r", outcome)
+
     async def _round(self, control: Any, js: Any, order: list[int]) -> Any:
         """One claiming round (see :mod:`streamer.team.partitions`); returns the control
         connection (a new one when the old one was lost)."""
         from streamer.team.partitions import held_partitions, live_workers, share
 
         opts = self.options
-        for number in [n for n, part in self.owned.items() if part.done]:
+        ended = [n for n, part in self.owned.items() if part.done]
+        for number in ended:
             _LOGGER.warning("partition %d ended; it may be claimed again", number)
-            await self.owned.pop(number).stop()
+        await self._stop_partitions(ended)
         if control.closed or control.broken:
             control = await asyncio.to_thread(
                 connect, self.dsn, application=f"redox-worker:{self.id}"
@@ -1336,15 +1356,16 @@ class Worker:
         # its next write; an idle one, or one receiving live samples only, would count
         # towards this worker's share for ever while nobody consumes it: ask the server.
         held = await asyncio.to_thread(held_partitions, control)
-        for number in [n for n in self.owned if held.get(n) != self._application(n)]:
+        lost = [n for n in self.owned if held.get(n) != self._application(n)]
+        for number in lost:
             _LOGGER.warning("partition %d: its lock is gone (PostgreSQL restarted?)", number)
-            await self.owned.pop(number).stop()
+        await self._stop_partitions(lost)
         workers = await asyncio.to_thread(live_workers, control)
         bound = share(opts.partitions, workers, opts.max_partitions)
-        while len(self.owned) > bound:  # a worker joined: let the newest go
-            number = next(reversed(self.owned))
+        extra = list(self.owned)[bound:]  # a worker joined: let the newest go
+        for number in extra:
             _LOGGER.info("partition %d released (share %d)", number, bound)
-            await self.owned.pop(number).stop()
+        await self._stop_partitions(extra)
         if len(self.owned) < bound:
             for number in order:
                 if len(self.owned) >= bound or self.stopping.is_set():
