@@ -48,6 +48,13 @@ it); ``--steady`` with the devices in phase (all notifying in the same milliseco
 dephased as real devices are, ~1,200: alone, each message pays its own wake-ups, NATS
 read and MQTT publish (one publish per live sample is half the worker's CPU there, half of
 that the kernel's TCP send). The dephased real-time run is the one that answers the target.
+
+The CPU line scales a worker's share linearly from the athletes it carries to a quarter of
+a core: a lower bound, since its passes fill as athletes are added and share their fixed
+costs. ``--steady 60 --athletes 400`` carries 200 per worker, the target itself (measured
+2026-12-02: 17.1 and 18.0% of a core, 21.0% before that session's changes; the box 91–96%
+busy, so the latency target is missed there — the simulation's other processes want the
+cores).
 """
 
 from __future__ import annotations
