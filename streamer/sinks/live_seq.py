@@ -101,6 +101,11 @@ class LiveSeqs:
         be, and :attr:`on_refill` is not called for it."""
         self._closed = True
 
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` was called."""
+        return self._closed
+
     def _reserve_blocks(self, topics: list[str]) -> dict[str, int]:
         return {topic: self._reserve(topic, LIVE_SEQ_BLOCK) for topic in topics}
 

@@ -341,7 +341,6 @@ class MqttPublisher:
         self._held: dict[str, collections.deque[tuple[float, Result]]] = {}
         """Per topic, the live samples waiting for a ``seq`` number, each with when it was
         held (monotonic s; :data:`HELD_PER_TOPIC`, :data:`HELD_MAX_S`)."""
-        self._live_closed = False
         self._listeners: list[Listener] = []
         self._tls: ssl.SSLContext | None = None
         # Unique per process: a second streamer on the broker must not take this one's
@@ -439,9 +438,9 @@ class MqttPublisher:
         :data:`HELD_MAX_S`); none after :meth:`close_live`."""
         link = self.live_link
         assert link is not None, "publish_live needs a live link"
-        if not link.connected or self._live_closed:
+        if not link.connected or self._live_seqs.closed:
             self._status.shed += len(batch)
-            if not self._live_closed:
+            if not self._live_seqs.closed:
                 link.shed_while_down(len(batch))
             return len(batch)
         messages = []
@@ -469,7 +468,7 @@ class MqttPublisher:
         samples that now have one go out, in order — shed instead when they were held
         longer than :data:`HELD_MAX_S` (no longer live)."""
         link = self.live_link
-        if link is None or self._live_closed:
+        if link is None or self._live_seqs.closed:
             return
         messages = []
         stale = time.monotonic() - HELD_MAX_S
@@ -488,7 +487,6 @@ class MqttPublisher:
     def close_live(self) -> None:
         """The live link is no longer this publisher's (its partition stops): samples held
         for their numbers are shed (counted), none is published after this."""
-        self._live_closed = True
         self._live_seqs.close()
         self._status.shed += sum(len(held) for held in self._held.values())
         self._held.clear()
