@@ -57,8 +57,11 @@ async def _push_ann(kv: Any) -> None:
 async def _gateway_start(js: Any, replicas: int | None = None) -> Any:
     """:func:`stream.ensure_stream` as a gateway's start calls it: asked again while the
     cluster does not answer in time (on a loaded machine, a JetStream API request right
-    after the cluster formed or a leader moved can outlast nats-py's 5 s)."""
+    after the cluster formed or a leader moved can outlast nats-py's 5 s) or does not see
+    all its peers yet (CI: "no suitable peers for placement, peer offline", err 10005, on
+    the move to three copies right after the cluster formed)."""
     from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import BadRequestError
 
     deadline = time.monotonic() + 60
     while True:
@@ -67,6 +70,10 @@ async def _gateway_start(js: Any, replicas: int | None = None) -> Any:
         except NatsTimeout:
             if time.monotonic() > deadline:
                 raise
+        except BadRequestError as exc:
+            if exc.err_code != 10005 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # the gateway's own back-off between asks, shortened
 
 
 def _replicas(info: Any) -> int:
