@@ -9,6 +9,7 @@ When a binary is missing the tests that need it are skipped locally, but fail un
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -375,6 +377,41 @@ def start_all(servers: list[NatsServer]) -> None:
     for server in servers:
         assert server.proc is not None
         _wait_until(server.ready, f"nats {server.node}", server.proc, server.log, 60.0)
+    first = servers[0]
+    assert first.proc is not None
+    _wait_until(lambda: _cluster_formed(servers), "nats cluster", first.proc, first.log, 60.0)
+
+
+def _jsz_meta(server: NatsServer) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{server.http_port}/jsz", timeout=0.5) as r:
+            meta = json.load(r).get("meta_cluster")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _cluster_formed(servers: list[NatsServer]) -> bool:
+    """Whether the meta leader among ``servers`` sees every other node current.
+
+    /healthz is up once a quorum elected a meta leader; a stream asked for three copies
+    right then can still meet "no suitable peers for placement" (err 10005) or outlast
+    nats-py's 5 s on a loaded machine (both seen in CI). True at once for a single node or
+    when ``servers`` are not the whole cluster (a node restarted alone: the others decide).
+    """
+    for server in servers:
+        meta = _jsz_meta(server)
+        if meta is None:
+            if len(servers) == 1:
+                return True
+            continue
+        size = int(meta.get("cluster_size", 1))
+        if size <= 1 or size > len(servers):
+            return True
+        if meta.get("leader") == server.node:
+            peers = meta.get("replicas") or []
+            return len(peers) == size - 1 and all(p.get("current") for p in peers)
+    return False
 
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nats.errors import Error as NatsError
 
 from devices.recording import RecordedNotification
+from streamer.team import stream as team_stream
 from streamer.team import wire
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +214,30 @@ async def _stream_messages(servers: Sequence[str]) -> list[Stored]:
         return out
     finally:
         await nc.close()
+
+
+async def ensure_stream_asked_again(
+    js: Any, replicas: int | None = None, timeout_s: float = 60.0
+) -> Any:
+    """:func:`streamer.team.stream.ensure_stream` as a gateway's start calls it: asked again
+    while the cluster does not answer in time (on a loaded machine, a JetStream API request
+    right after the cluster formed or a leader moved can outlast nats-py's 5 s) or does not
+    see all its peers yet ("no suitable peers for placement, peer offline", err 10005, on
+    the move to three copies right after the cluster formed). Both seen in CI."""
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import BadRequestError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await team_stream.ensure_stream(js, replicas)
+        except NatsTimeout:
+            if time.monotonic() > deadline:
+                raise
+        except BadRequestError as exc:
+            if exc.err_code != 10005 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # the gateway's own back-off between asks, shortened
 
 
 def _received_ns(headers: Mapping[str, str]) -> int | None:

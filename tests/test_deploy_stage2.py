@@ -50,7 +50,7 @@ from tests.servers import (
     free_port,
     nats_binary,
 )
-from tests.team_helpers import wait_until
+from tests.team_helpers import ensure_stream_asked_again, wait_until
 from tests.test_team_worker import _start_worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,9 +185,9 @@ def test_the_three_shipped_nodes_form_a_cluster_with_the_r3_stream_and_the_mappi
             js = nc.jetstream()
             # First as a gateway without --replicas would (one copy), then as the README
             # says: --replicas 3 raises the stream and the lease bucket.
-            await stream.ensure_stream(js)
+            await ensure_stream_asked_again(js)
             assert (await js.stream_info(wire.STREAM)).config.num_replicas == 1
-            kv = await stream.ensure_stream(js, 3)
+            kv = await ensure_stream_asked_again(js, 3)
             info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
             assert info.config.subjects == wire.stream_subjects()
             assert {info.cluster.leader, *(p.name for p in info.cluster.replicas)} == set(NODES)

@@ -16,6 +16,7 @@ from streamer.team import wire
 from tests import nats_store
 from tests.nats_store import StoredMessage
 from tests.servers import NatsServer, nats_cluster, start_all
+from tests.team_helpers import ensure_stream_asked_again
 
 pytest.importorskip("nats")
 
@@ -28,7 +29,7 @@ async def _publish_and_read(urls: list[str], count: int) -> list[tuple[int, str,
     nc = await nats.connect(servers=urls, connect_timeout=5)
     try:
         js = nc.jetstream()
-        await team_stream.ensure_stream(js, 3)
+        await ensure_stream_asked_again(js, 3)
         for n in range(count):
             await js.publish(
                 wire.raw_subject(f"a{n % 7}"),

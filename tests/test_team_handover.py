@@ -27,9 +27,8 @@ from streamer.team import wire
 from streamer.team.gateway import Gateway
 from streamer.team.leases import Lease
 from streamer.team.outbox import GatewayOutbox
-from streamer.team.stream import ensure_stream
 from tests.servers import NatsServer, nats_cluster, start_all
-from tests.team_helpers import stream_messages
+from tests.team_helpers import ensure_stream_asked_again, stream_messages
 from tests.team_sim import accepted
 
 pytest.importorskip("nats")
@@ -63,7 +62,7 @@ async def _handover(tmp_path: Path, nodes: list[NatsServer]) -> dict[str, Any]:
 
     servers = [n.url for n in nodes]
     nc = await nats.connect(servers=servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
-    kv = await ensure_stream(nc.jetstream(), 3)
+    kv = await ensure_stream_asked_again(nc.jetstream(), 3)
     facts: dict[str, Any] = {}
     with (
         GatewayOutbox(tmp_path / "a.sqlite") as box_a,

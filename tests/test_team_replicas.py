@@ -31,6 +31,7 @@ from streamer.team.gateway import Gateway
 from streamer.team.outbox import GatewayOutbox
 from streamer.team.registry import open_registry, push, read_view
 from tests.servers import HOST, NatsServer, nats_cluster, start_all
+from tests.team_helpers import ensure_stream_asked_again
 from tests.test_deploy_stage2 import COPIES_S
 
 pytest.importorskip("nats")
@@ -54,28 +55,6 @@ async def _push_ann(kv: Any) -> None:
     await push(kv, parse_config('[[athletes]]\nid = "ann"\nname = "Ann"\n'))
 
 
-async def _gateway_start(js: Any, replicas: int | None = None) -> Any:
-    """:func:`stream.ensure_stream` as a gateway's start calls it: asked again while the
-    cluster does not answer in time (on a loaded machine, a JetStream API request right
-    after the cluster formed or a leader moved can outlast nats-py's 5 s) or does not see
-    all its peers yet (CI: "no suitable peers for placement, peer offline", err 10005, on
-    the move to three copies right after the cluster formed)."""
-    from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import BadRequestError
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return await stream.ensure_stream(js, replicas)
-        except NatsTimeout:
-            if time.monotonic() > deadline:
-                raise
-        except BadRequestError as exc:
-            if exc.err_code != 10005 or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)  # the gateway's own back-off between asks, shortened
-
-
 def _replicas(info: Any) -> int:
     return int(info.config.num_replicas or 1)
 
@@ -96,11 +75,11 @@ def test_a_registry_pushed_before_the_stream_has_three_copies_follows_it_to_thre
             registry = stream.bucket_stream(stream.REGISTRY_BUCKET)
             assert _replicas(await js.stream_info(registry)) == 1
             # A gateway without --replicas changes nothing…
-            await _gateway_start(js)
+            await ensure_stream_asked_again(js)
             assert _replicas(await js.stream_info(registry)) == 1
             # …the first one with --replicas 3 raises the stream and both buckets.
             with caplog.at_level(logging.WARNING, logger="streamer.team.stream"):
-                await _gateway_start(js, 3)
+                await ensure_stream_asked_again(js, 3)
             for name in (wire.STREAM, registry, stream.bucket_stream(stream.LEASE_BUCKET)):
                 await stream.wait_current(js, name, 3, COPIES_S)
             assert (await read_view(kv)).config(Config()).athletes[0].name == "Ann"
@@ -178,7 +157,7 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
         nc = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
         try:
             js = nc.jetstream()
-            await _gateway_start(js)  # a stage-2 gateway without --replicas
+            await ensure_stream_asked_again(js)  # a stage-2 gateway without --replicas
             kv = await open_registry(js, create=True)
             assert kv is not None
             await _push_ann(kv)
@@ -245,7 +224,7 @@ def test_a_gateway_starts_with_a_node_sigkilled_and_the_next_start_raises_the_bu
             js = nc.jetstream()
             caplog.clear()
             with caplog.at_level(logging.WARNING, logger="streamer.team.stream"):
-                kv = await _gateway_start(js)  # the next gateway's start
+                kv = await ensure_stream_asked_again(js)  # the next gateway's start
             assert [r.getMessage() for r in caplog.records] == []
             for name in (wire.STREAM, leases, registry):
                 await stream.wait_current(js, name, 3, COPIES_S)
@@ -301,7 +280,7 @@ def test_wait_current_names_the_copy_on_a_dead_node_and_returns_once_it_caught_u
         nc = await nats.connect([n.url for n in nodes])
         try:
             js = nc.jetstream()
-            await stream.ensure_stream(js, 3)
+            await ensure_stream_asked_again(js, 3)
             info = await stream.wait_current(js, wire.STREAM, 3, COPIES_S)
             spared = {info.cluster.leader, await asyncio.to_thread(_meta_leader, nodes)}
             return next(n for n in nodes if n.node not in spared)
