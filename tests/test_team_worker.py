@@ -8,6 +8,7 @@ Every wait is on an event (a PostgreSQL row, a subscriber's message, a lock), ne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -29,7 +30,15 @@ from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.partitions import held_partitions
 from streamer.team.pg_store import LOCK_CLASS, ensure_schema
-from streamer.team.worker import Partition, Worker, WorkerOptions, partition_application
+from streamer.team.worker import (
+    FENCED_MARKERS,
+    Partition,
+    PartitionCounters,
+    Worker,
+    WorkerOptions,
+    late_marker,
+    partition_application,
+)
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber, eventually
 from tests.servers import InfluxDB1, Mosquitto, NatsServer, PostgreSQL
@@ -397,6 +406,137 @@ def test_records_from_a_gateway_without_the_lease_are_dropped(
     with psycopg.connect(postgres.dsn) as conn:
         leases = conn.execute("SELECT device, gateway FROM leases ORDER BY seq").fetchall()
     assert leases == [("strap", "gw1"), ("strap", "gw2")]
+
+
+def _cut_off_mornings() -> tuple[str, list[wire.WireMessage], list[wire.WireMessage], int]:
+    """Two mornings of one athlete: gw1 is cut off in the middle of the first and its lease
+    passes (TTL) to gw2, which reads the second. (athlete, gw1's grant and first half, gw2's
+    grant and reading, the split of gw2's reading the backlog may come at)."""
+    ((athlete, items),) = th.athlete_days(1, 2, sessions=False).items()
+    end1 = next(i for i, m in enumerate(items) if isinstance(m, MorningEnd))
+    day1, day2 = items[: end1 + 1], items[end1 + 1 :]
+    assert isinstance(day2[0], MorningStart)
+    assert isinstance(day2[-1], MorningEnd)
+    return athlete, day1, day2, len(day2) // 2
+
+
+async def _publish_from(nc: Any, athlete: str, sent: list[tuple[str, wire.WireMessage]],
+                        first: int = 0) -> None:  # fmt: skip
+    js = nc.jetstream()
+    await th.ensure_stream(js)
+    for n, (gateway, message) in enumerate(sent[first:], start=first):
+        headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+        await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
+
+
+async def _worker_through(postgres: PostgreSQL, nats_server: NatsServer, count: int
+                          ) -> PartitionCounters:  # fmt: skip
+    """A worker run until it handled ``count`` messages and wrote their outputs, stopped;
+    its partitions' counters summed."""
+    worker = Worker("a", nats_url=nats_server.url, dsn=postgres.dsn, config=Config(),
+                    options=WorkerOptions(live=False))  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(
+            lambda: (
+                sum(p.counters.messages for p in worker.owned.values()) >= count
+                and not any(p._staged or p._writing() for p in worker.owned.values())
+            ),
+            120,
+            f"{count} messages handled and their outputs written",
+        )
+        total = PartitionCounters()
+        for part in worker.owned.values():
+            for f in dataclasses.fields(total):
+                setattr(total, f.name, getattr(total, f.name) + getattr(part.counters, f.name))
+        return total
+    finally:
+        worker.stop()
+        await task
+
+
+def test_a_cut_off_gateways_late_morning_end_does_not_close_the_next_gateways_reading(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """gw1's backlog — the rest of its reading and its morning end — reaches the stream in
+    the middle of gw2's reading: its records are dropped by the lease rule, its morning end
+    (older than gw2's morning start) by the marker fence, so gw2's reading is whole and
+    ends at its own end (the oracle: the single box on what the rules keep)."""
+    athlete, day1, day2, cut2 = _cut_off_mornings()
+    cut1 = len(day1) // 2
+    grant1 = wire.LeaseGranted(day1[0].t_ns, "strap", "gw1")
+    grant2 = wire.LeaseGranted(day2[0].t_ns, "strap", "gw2")
+    sent: list[tuple[str, wire.WireMessage]] = [
+        ("gw1", grant1),
+        *(("gw1", m) for m in day1[:cut1]),
+        ("gw2", grant2),
+        *(("gw2", m) for m in day2[:cut2]),
+        *(("gw1", m) for m in day1[cut1:]),  # the cut-off gateway's backlog
+        *(("gw2", m) for m in day2[cut2:]),
+    ]
+    expected = th.oracle_rows(th.oracle({athlete: [grant1, *day1[:cut1], grant2, *day2]}))
+    assert [row[2] for row in expected["morning"]] == [day2[-1].t_ns]
+
+    async def scenario() -> PartitionCounters:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await _publish_from(nc, athlete, sent)
+            return await _worker_through(postgres, nats_server, len(sent))
+        finally:
+            await nc.close()
+
+    counters = asyncio.run(scenario())
+    assert th.history_rows(postgres.dsn)["morning"] == expected["morning"]
+    assert counters.dropped_late_marker == 1
+    assert counters.dropped_lease == sum(
+        1 for m in day1[cut1:] if isinstance(m, RecordedNotification)
+    )
+
+
+def test_the_marker_fence_is_in_the_replay_point_a_takeover_starts_from(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """gw2's whole reading is written (its replay point after its end) before gw1's late
+    morning end arrives; the next worker starts after that point, with no marker of the
+    athlete to replay, and still drops it."""
+    athlete, day1, day2, _ = _cut_off_mornings()
+    cut1 = len(day1) // 2
+    sent: list[tuple[str, wire.WireMessage]] = [
+        ("gw1", wire.LeaseGranted(day1[0].t_ns, "strap", "gw1")),
+        *(("gw1", m) for m in day1[:cut1]),
+        ("gw2", wire.LeaseGranted(day2[0].t_ns, "strap", "gw2")),
+        *(("gw2", m) for m in day2),
+    ]
+    backlog = [("gw1", m) for m in day1[cut1:]]
+
+    async def scenario() -> tuple[PartitionCounters, PartitionCounters]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await _publish_from(nc, athlete, sent)
+            before = await _worker_through(postgres, nats_server, len(sent))
+            await _publish_from(nc, athlete, sent + backlog, len(sent))
+            after = await _worker_through(postgres, nats_server, len(backlog))
+            return before, after
+        finally:
+            await nc.close()
+
+    before, after = asyncio.run(scenario())
+    assert before.dropped_late_marker == 0
+    assert after.replayed == 0
+    assert after.skipped == 0
+    assert after.dropped_late_marker == 1
+    (morning,) = th.history_rows(postgres.dsn)["morning"]
+    assert morning[2] == day2[-1].t_ns
+
+
+def test_a_late_marker_is_one_of_another_gateway_older_than_the_last_taken() -> None:
+    assert not late_marker(None, 5, "gw1")
+    assert late_marker((10, "gw1"), 5, "gw2")
+    assert not late_marker((10, "gw1"), 5, "gw1")  # one gateway's order is its outbox's
+    assert not late_marker((10, "gw1"), 10, "gw2")
+    assert not late_marker((10, ""), 5, "gw2")  # a sender unknown: no fence
+    assert not late_marker((10, "gw1"), 5, "")
+    assert LabEntry not in FENCED_MARKERS  # its time is the sample's, days back
 
 
 def test_worker_unit_passes_systemd_analyze_verify() -> None:

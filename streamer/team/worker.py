@@ -17,7 +17,13 @@ consumer and, message by message in the stream's order:
    order (the SmO2 detector refuses an older sample; an old RR would join the live HRV
    window's series) — taking them would mean holding every such takeover back for a
    former holder that may never return (deploy/README.md, "the lease rule", has the
-   figures);
+   figures). The protocol markers of such a backlog get the same treatment by their own
+   rule, since any gateway may take an athlete's command (a shared subscription) and none
+   holds a lease on markers: a protocol marker (:data:`FENCED_MARKERS`) older than the
+   athlete's last marker taken, which another gateway sent, is dropped
+   (:func:`late_marker`) — a cut-off gateway's queued morning end would otherwise close the
+   next gateway's reading. Its fence is in the athlete's replay point, so a takeover
+   decides as the worker before did;
 2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
@@ -106,6 +112,7 @@ from streamer.athlete import AthleteState
 from streamer.athlete.events import (
     GripEnd,
     GripPhase,
+    GripPhaseEnd,
     MorningEnd,
     MorningStart,
     SessionEnd,
@@ -297,22 +304,59 @@ class _StateWrites:
         self.writing.clear()
 
 
-def windows_snapshot(state: AthleteState) -> bytes:
-    """The athlete's signal windows — what a replay from this point needs besides the
-    records (pickled: written and read by workers only, in the club's own database)."""
+MarkerFence = tuple[int, str]
+"""(record time in ns, gateway) of the last protocol marker a partition took for an athlete:
+a marker of another gateway older than it is late (see the module docstring, step 1)."""
+
+FENCED_MARKERS: Final = (
+    MorningStart,
+    MorningEnd,
+    SessionStart,
+    SessionEnd,
+    SessionRpe,
+    GripPhase,
+    GripPhaseEnd,
+    GripEnd,
+)
+"""The markers the fence applies to: they open, close or amend a protocol, so their time
+order is the protocols' order. Not a lab entry: its time is when the sample was taken,
+often days before it is entered, and it opens nothing."""
+
+
+def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str) -> bool:
+    """Whether a protocol marker of ``gateway`` stamped ``t_ns`` comes too late behind
+    ``fence``: older than the last marker taken, which another gateway sent. One gateway's
+    markers reach the stream in the order it received them (its outbox), so its own are
+    never fenced against each other (a clock stepped back by NTP changes nothing)."""
+    return (
+        fence is not None
+        and bool(gateway)
+        and bool(fence[1])
+        and gateway != fence[1]
+        and t_ns < fence[0]
+    )
+
+
+def windows_snapshot(state: AthleteState, fence: MarkerFence | None = None) -> bytes:
+    """The athlete's signal windows and marker fence — what a replay from this point needs
+    besides the records (pickled: written and read by workers only, in the club's own
+    database)."""
     return pickle.dumps(
-        (state.heart, state.muscle, state.force_clock, state.snapshot),
+        (state.heart, state.muscle, state.force_clock, state.snapshot, fence),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
 
 
-def restore_windows(state: AthleteState, blob: bytes) -> None:
-    """Put a :func:`windows_snapshot` back into ``state`` (before replaying from its point)."""
-    heart, muscle, force_clock, snapshot = pickle.loads(blob)
+def restore_windows(state: AthleteState, blob: bytes) -> MarkerFence | None:
+    """Put a :func:`windows_snapshot` back into ``state`` (before replaying from its point);
+    its marker fence (None in a snapshot written before there was one)."""
+    heart, muscle, force_clock, snapshot, *rest = pickle.loads(blob)
     for f in dataclasses.fields(snapshot):
         setattr(state.snapshot, f.name, getattr(snapshot, f.name))
     heart.snapshot = muscle.snapshot = state.snapshot  # the one the live view and rules see
     state.heart, state.muscle, state.force_clock = heart, muscle, force_clock
+    fence: MarkerFence | None = rest[0] if rest else None
+    return fence
 
 
 @dataclass
@@ -348,6 +392,11 @@ class _Track:
     retuned: RuleThresholds | None = None
     """Thresholds changed in the central registry during a protocol: applied once no
     protocol is open (one protocol is judged by one set of thresholds)."""
+    fence: MarkerFence | None = None  # the last protocol marker taken
+
+    def snapshot(self) -> bytes:
+        """:func:`windows_snapshot` of this athlete now."""
+        return windows_snapshot(self.state, self.fence)
 
     def replay_point(self, next_seq: int) -> tuple[int, bytes]:
         """(seq, windows) a takeover starts this athlete from, after the write of
@@ -358,7 +407,7 @@ class _Track:
             or self.ended
             or self.last_t_ns - self.point_t_ns > SNAPSHOT_EVERY_S * 1e9
         ):
-            self.point = (next_seq, windows_snapshot(self.state))
+            self.point = (next_seq, self.snapshot())
             self.point_t_ns = self.last_t_ns
             self.ended = False
         return min([self.point, *self.open.values()], key=lambda p: p[0])
@@ -378,6 +427,7 @@ class PartitionCounters:
     replayed: int = 0  # processed muted during a takeover
     skipped: int = 0  # before an athlete's replay point
     dropped_lease: int = 0
+    dropped_late_marker: int = 0  # protocol markers behind the fence (late_marker)
     malformed: int = 0
     passes: int = 0  # consumer passes (messages handled together; see Linger)
     transactions: int = 0  # committed writes (one per batch of messages with outputs)
@@ -782,7 +832,7 @@ class Partition:
             point = self._points.get(athlete)
             if point is not None:
                 track.skip_below = point[0]
-                restore_windows(state, point[1])
+                track.fence = restore_windows(state, point[1])
             self.tracks[athlete] = track
         return track
 
@@ -840,6 +890,20 @@ class Partition:
                 self.counters.dropped_lease += 1
                 return
             record, device, t_ns = message.record, message.device, message.t_ns
+        elif isinstance(message, FENCED_MARKERS):
+            fence = track.fence
+            if fence is not None and late_marker(fence, message.t_ns, gateway):
+                self.counters.dropped_late_marker += 1
+                if not muted:
+                    _LOGGER.warning(
+                        "stream message %d: %s of %s from gateway %s dropped: older than "
+                        "the last protocol marker taken, from gateway %s",
+                        seq, type(message).__name__, athlete, gateway, fence[1],
+                    )  # fmt: skip
+                return
+            if fence is None or message.t_ns >= fence[0]:
+                track.fence = (message.t_ns, gateway)
+            record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
         else:
             record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
         self._remember(track, seq, t_ns, record)
@@ -910,7 +974,7 @@ class Partition:
         kind = type(record)
         if kind in _STARTS:
             if _STARTS[kind] not in track.open:
-                track.open[_STARTS[kind]] = (seq, windows_snapshot(track.state))
+                track.open[_STARTS[kind]] = (seq, track.snapshot())
         elif kind in _ENDS:
             if _ENDS[kind]:
                 track.open.pop(_ENDS[kind], None)
