@@ -7,6 +7,7 @@ virtual controller → LocalLink → the peripheral's controller, host and GATT 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import time
@@ -20,6 +21,7 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 from bleak_retry_connector import establish_connection
 from bumble import gatt as bumble_gatt
+from bumble import hci
 from bumble.core import UUID
 
 from devices import gatt as uuids
@@ -471,6 +473,41 @@ async def test_closing_the_world_leaves_no_tasks_behind() -> None:
             await client.start_notify(uuids.HEART_RATE_MEASUREMENT, lambda _c, _d: None)
     await settled(lambda: asyncio.all_tasks() <= before)
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_command_cancelled_at_any_step_leaves_nothing_for_the_loop_or_the_log(
+    world: EmulatedWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    # CI (stop 23): a SIGTERM while a scan stopped printed Bumble's InvalidStateError under
+    # `run`'s one-line stop message — the controller's reply met the cancelled command.
+    # A cancel is landed after each number of loop steps until the command outruns it.
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    host = world.central.host
+    cancelled_at = []
+    try:
+        for steps in itertools.count():
+            command = asyncio.create_task(host.send_command(hci.HCI_Read_BD_ADDR_Command()))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            command.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await command
+            if not command.cancelled():
+                break
+            cancelled_at.append(steps)
+        # The reply to the last one cancelled is delivered within a few steps.
+        for _ in range(8):
+            await asyncio.sleep(0)
+        # The host still takes commands: the slot a cancelled one held was freed once.
+        reply = await asyncio.wait_for(host.send_command(hci.HCI_Read_BD_ADDR_Command()), 5)
+    finally:
+        loop.set_exception_handler(None)
+    assert len(cancelled_at) >= 3, "the cancels never met a command in flight"
+    assert reply.return_parameters.bd_addr == world.central.public_address
+    assert reported == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("bumble")] == []
 
 
 # -- several devices at once, and the strap's data sources -----------------------------------

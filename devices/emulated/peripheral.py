@@ -37,11 +37,11 @@ from bumble.controller import Controller
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
 from bumble.hci import HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR, Address
-from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
 from devices.emulated.clock import EmulatedClock
+from devices.emulated.host import EmulatedHost
 from devices.emulated.link_model import bleak_uuid
 
 _LOGGER = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class EmulatedPeripheral(abc.ABC):
         device = Device(
             name=self.name,
             address=Address(address),
-            host=Host(self._controller, AsyncPipeSink(self._controller)),
+            host=EmulatedHost(self._controller, AsyncPipeSink(self._controller)),
         )
         device.add_services(list(self.build_services()))
         await device.power_on()

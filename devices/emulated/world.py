@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from bumble.controller import Controller
 from bumble.device import Advertisement, Connection, Device
 from bumble.hci import Address
-from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
@@ -42,6 +41,7 @@ from devices.emulated.backend import BumbleClient, BumbleScanner
 # and are re-exported here, where callers have always found them.
 from devices.emulated.clock import EmulatedClock as EmulatedClock
 from devices.emulated.clock import UsesWorldClock as UsesWorldClock
+from devices.emulated.host import EmulatedHost
 from devices.emulated.link_model import AdvertisementListener, address_key
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class EmulatedWorld:
         central = Device(
             name="redox-central",
             address=Address(CENTRAL_ADDRESS),
-            host=Host(controller, AsyncPipeSink(controller)),
+            host=EmulatedHost(controller, AsyncPipeSink(controller)),
         )
         central.on("advertisement", self._on_advertisement)
         await central.power_on()
