@@ -11,6 +11,8 @@ arriving after the ``finally`` was logged as a warning, printed there too.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bumble import hci
 from bumble.host import Host
 
@@ -19,7 +21,7 @@ class EmulatedHost(Host):
     """A Bumble host that drops the reply to a command whose sender was cancelled."""
 
     def on_command_processed(
-        self, event: hci.HCI_Command_Complete_Event | hci.HCI_Command_Status_Event
+        self, event: hci.HCI_Command_Complete_Event[Any] | hci.HCI_Command_Status_Event
     ) -> None:
         """Hand a command's reply to its sender, or drop it when nobody waits any more."""
         pending = self.pending_response
