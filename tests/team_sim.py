@@ -45,7 +45,16 @@ from pathlib import Path
 from typing import Any
 
 from devices.recording import RecordedNotification
-from streamer.athlete.events import LabEntry, MorningEnd, MorningStart, SessionEnd, SessionStart
+from streamer.athlete.events import (
+    GripEnd,
+    GripPhase,
+    GripPhaseEnd,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
 from streamer.results import Kind
 from streamer.team import wire
 from tests import team_helpers as gh
@@ -660,17 +669,29 @@ def key_of(m: wire.WireMessage) -> tuple[object, ...]:
     return (type(m).__name__, m.t_ns)
 
 
+#: The marker fence of deploy/README.md, restated: each protocol marker's protocol (an RPE
+#: is checked against the session's markers but moves nothing), and how long a marker must
+#: have waited at its gateway to count as a cut-off gateway's backlog (s).
+FENCE_PROTOCOL: dict[type, str] = {
+    MorningStart: "morning", MorningEnd: "morning",
+    SessionStart: "session", SessionEnd: "session", SessionRpe: "session",
+    GripPhase: "grip", GripPhaseEnd: "grip", GripEnd: "grip",
+}  # fmt: skip
+FENCE_BACKLOG_S = 15.0
+
+
 def accepted(
     stored: Sequence[gh.Stored], *, grants: bool = False
 ) -> dict[str, list[wire.WireMessage]]:
     """Per athlete, what a worker processes, in stream order: notifications and device
     events from the gateway holding the device's lease at their place (the worker's rule),
-    markers but a late one (a protocol marker older than the last one taken, which another
-    gateway sent: a cut-off gateway's backlog); the grants too with ``grants`` (the oracle
-    marks a hand-over's gap by them). Written here again from the rules in deploy/README.md,
-    not imported from the worker: the oracle must not share the worker's mistakes."""
+    markers but a late one (a protocol marker older than the last one of its protocol taken,
+    which another gateway sent, held back at its gateway over 15 s: a cut-off gateway's
+    backlog); the grants too with ``grants`` (the oracle marks a hand-over's gap by them).
+    Written here again from the rules in deploy/README.md, not imported from the worker:
+    the oracle must not share the worker's mistakes."""
     leases: dict[tuple[str, str], str] = {}
-    last_marker: dict[str, tuple[int, str]] = {}  # athlete → (t_ns, gateway) taken last
+    last_marker: dict[tuple[str, str], tuple[int, str]] = {}  # (athlete, protocol) → taken
     out: dict[str, list[wire.WireMessage]] = {}
     for s in stored:
         m = s.message
@@ -683,11 +704,15 @@ def accepted(
             holder = leases.get((s.athlete, m.device))
             if holder is not None and holder != s.gateway:
                 continue
-        elif not isinstance(m, LabEntry):
-            t_last, by = last_marker.get(s.athlete, (m.t_ns, s.gateway))
-            if by != s.gateway and m.t_ns < t_last:
+        elif (protocol := FENCE_PROTOCOL.get(type(m))) is not None:
+            key = (s.athlete, protocol)
+            t_last, by = last_marker.get(key, (m.t_ns, s.gateway))
+            held_s = None if s.received_ns is None else s.stored_s - s.received_ns / 1e9
+            backlog = held_s is not None and held_s > FENCE_BACKLOG_S
+            if s.gateway and by and by != s.gateway and m.t_ns < t_last and backlog:
                 continue
-            last_marker[s.athlete] = (max(t_last, m.t_ns), by if t_last > m.t_ns else s.gateway)
+            if not isinstance(m, SessionRpe) and m.t_ns >= t_last:
+                last_marker[key] = (m.t_ns, s.gateway)
         out.setdefault(s.athlete, []).append(m)
     return out
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,15 @@ import pytest
 
 from devices.recording import RecordedNotification
 from processors.labs import LabMarker, LabTiming
-from streamer.athlete.events import LabEntry, MorningEnd, MorningStart
+from streamer.athlete.events import LabEntry, MorningEnd, MorningStart, SessionEnd, SessionRpe
 from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.partitions import held_partitions
 from streamer.team.pg_store import LOCK_CLASS, ensure_schema
 from streamer.team.worker import (
-    FENCED_MARKERS,
+    MARKER_BACKLOG_S,
+    MARKER_FENCE,
+    MarkerFence,
     Partition,
     PartitionCounters,
     Worker,
@@ -420,12 +423,27 @@ def _cut_off_mornings() -> tuple[str, list[wire.WireMessage], list[wire.WireMess
     return athlete, day1, day2, len(day2) // 2
 
 
-async def _publish_from(nc: Any, athlete: str, sent: list[tuple[str, wire.WireMessage]],
-                        first: int = 0) -> None:  # fmt: skip
+Sent = tuple[str, wire.WireMessage, float]
+"""(gateway, message, seconds it waited at that gateway before it was published)."""
+
+#: How long a cut-off gateway's backlog waited (its link down past the lease TTL).
+BACKLOG_S = 40.0
+
+
+def _from(gateway: str, messages: Sequence[wire.WireMessage], held_s: float = 0.0) -> list[Sent]:
+    return [(gateway, m, held_s) for m in messages]
+
+
+async def _publish_from(nc: Any, athlete: str, sent: Sequence[Sent], first: int = 0) -> None:
+    """Publish ``sent[first:]`` as its gateways do, each stamped received ``held_s`` ago."""
     js = nc.jetstream()
     await th.ensure_stream(js)
-    for n, (gateway, message) in enumerate(sent[first:], start=first):
-        headers = {wire.GATEWAY_HEADER: gateway, wire.MSG_ID_HEADER: f"{gateway}:1:{n}"}
+    for n, (gateway, message, held_s) in enumerate(sent[first:], start=first):
+        headers = {
+            wire.GATEWAY_HEADER: gateway,
+            wire.MSG_ID_HEADER: f"{gateway}:1:{n}",
+            wire.RECEIVED_HEADER: str(time.time_ns() - round(held_s * 1e9)),
+        }
         await js.publish(wire.raw_subject(athlete), wire.encode(message), headers=headers)
 
 
@@ -466,13 +484,11 @@ def test_a_cut_off_gateways_late_morning_end_does_not_close_the_next_gateways_re
     cut1 = len(day1) // 2
     grant1 = wire.LeaseGranted(day1[0].t_ns, "strap", "gw1")
     grant2 = wire.LeaseGranted(day2[0].t_ns, "strap", "gw2")
-    sent: list[tuple[str, wire.WireMessage]] = [
-        ("gw1", grant1),
-        *(("gw1", m) for m in day1[:cut1]),
-        ("gw2", grant2),
-        *(("gw2", m) for m in day2[:cut2]),
-        *(("gw1", m) for m in day1[cut1:]),  # the cut-off gateway's backlog
-        *(("gw2", m) for m in day2[cut2:]),
+    sent = [
+        *_from("gw1", [grant1, *day1[:cut1]]),
+        *_from("gw2", [grant2, *day2[:cut2]]),
+        *_from("gw1", day1[cut1:], BACKLOG_S),  # the cut-off gateway's backlog
+        *_from("gw2", day2[cut2:]),
     ]
     expected = th.oracle_rows(th.oracle({athlete: [grant1, *day1[:cut1], grant2, *day2]}))
     assert [row[2] for row in expected["morning"]] == [day2[-1].t_ns]
@@ -501,13 +517,11 @@ def test_the_marker_fence_is_in_the_replay_point_a_takeover_starts_from(
     athlete to replay, and still drops it."""
     athlete, day1, day2, _ = _cut_off_mornings()
     cut1 = len(day1) // 2
-    sent: list[tuple[str, wire.WireMessage]] = [
-        ("gw1", wire.LeaseGranted(day1[0].t_ns, "strap", "gw1")),
-        *(("gw1", m) for m in day1[:cut1]),
-        ("gw2", wire.LeaseGranted(day2[0].t_ns, "strap", "gw2")),
-        *(("gw2", m) for m in day2),
+    sent = [
+        *_from("gw1", [wire.LeaseGranted(day1[0].t_ns, "strap", "gw1"), *day1[:cut1]]),
+        *_from("gw2", [wire.LeaseGranted(day2[0].t_ns, "strap", "gw2"), *day2]),
     ]
-    backlog = [("gw1", m) for m in day1[cut1:]]
+    backlog = _from("gw1", day1[cut1:], BACKLOG_S)
 
     async def scenario() -> tuple[PartitionCounters, PartitionCounters]:
         nc = await nats.connect(nats_server.url)
@@ -529,14 +543,53 @@ def test_the_marker_fence_is_in_the_replay_point_a_takeover_starts_from(
     assert morning[2] == day2[-1].t_ns
 
 
-def test_a_late_marker_is_one_of_another_gateway_older_than_the_last_taken() -> None:
-    assert not late_marker(None, 5, "gw1")
-    assert late_marker((10, "gw1"), 5, "gw2")
-    assert not late_marker((10, "gw1"), 5, "gw1")  # one gateway's order is its outbox's
-    assert not late_marker((10, "gw1"), 10, "gw2")
-    assert not late_marker((10, ""), 5, "gw2")  # a sender unknown: no fence
-    assert not late_marker((10, "gw1"), 5, "")
-    assert LabEntry not in FENCED_MARKERS  # its time is the sample's, days back
+def test_a_late_marker_is_an_older_one_of_its_protocol_held_back_at_another_gateway() -> None:
+    fence = MarkerFence(10, "gw1")
+    held = MARKER_BACKLOG_S + 1
+    assert not late_marker(None, 5, "gw1", held)
+    assert late_marker(fence, 5, "gw2", held)
+    assert not late_marker(fence, 5, "gw2", MARKER_BACKLOG_S)  # a NATS outage's delay
+    assert not late_marker(fence, 5, "gw2", None)  # how long it waited is not known
+    assert not late_marker(fence, 5, "gw1", held)  # one gateway's order is its outbox's
+    assert not late_marker(fence, 10, "gw2", held)
+    assert not late_marker(MarkerFence(10, ""), 5, "gw2", held)  # a sender unknown
+    assert not late_marker(fence, 5, "", held)
+    assert LabEntry not in MARKER_FENCE  # its time is the sample's, days back
+    protocols = {rule.protocol for rule in MARKER_FENCE.values()}
+    assert protocols == {"morning", "session", "grip"}
+    assert [t for t, rule in MARKER_FENCE.items() if not rule.moves] == [SessionRpe]
+
+
+def test_an_rpe_at_one_gateway_does_not_fence_the_session_end_another_sent_first(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """The athlete ends the session (the broker hands the command to gw1) and gives an RPE
+    2 s later (to gw2); gw1's publish waited 8 s for NATS, so the RPE is in the stream
+    first. Both are taken, in stream order: the RPE amends the open session, the end closes
+    it (the fence before: the end was dropped as older than the RPE, the session never
+    closed)."""
+    ((athlete, items),) = th.athlete_days(1, 1).items()
+    end = next(i for i, m in enumerate(items) if isinstance(m, SessionEnd))
+    rpe = SessionRpe(items[end].t_ns + 2_000_000_000, 8.0)
+    sent = [
+        *_from("gw1", items[:end]),
+        *_from("gw2", [rpe]),
+        *_from("gw1", items[end:], 8.0),
+    ]
+    expected = th.oracle_rows(th.oracle({athlete: [m for _, m, _ in sent]}))
+    assert [row[1] for row in expected["sessions"]] == [items[end].t_ns]
+
+    async def scenario() -> PartitionCounters:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await _publish_from(nc, athlete, sent)
+            return await _worker_through(postgres, nats_server, len(sent))
+        finally:
+            await nc.close()
+
+    counters = asyncio.run(scenario())
+    assert counters.dropped_late_marker == 0
+    assert th.history_rows(postgres.dsn)["sessions"] == expected["sessions"]
 
 
 def test_worker_unit_passes_systemd_analyze_verify() -> None:
@@ -867,7 +920,7 @@ def test_a_batched_transaction_keeps_its_messages_outputs_and_checkpoint_togethe
         for index in range(start - 1, len(order)):
             athlete, message = order[index]
             subject = f"{wire.PARTITION_PREFIX}.{number}.{athlete}"
-            part.handle(subject, wire.encode(message), {}, index + 1)
+            part.handle(subject, wire.encode(message), {}, index + 1, stored_ns=0)
             if len(part._staged) >= 3 and sum(1 for _, d in part._staged if d) >= 2:
                 if stop_after is not None and len(commits) + 1 == stop_after:
                     return commits  # the caller makes this transaction die

@@ -19,11 +19,13 @@ consumer and, message by message in the stream's order:
    former holder that may never return (deploy/README.md, "the lease rule", has the
    figures). The protocol markers of such a backlog get the same treatment by their own
    rule, since any gateway may take an athlete's command (a shared subscription) and none
-   holds a lease on markers: a protocol marker (:data:`FENCED_MARKERS`) older than the
-   athlete's last marker taken, which another gateway sent, is dropped
-   (:func:`late_marker`) — a cut-off gateway's queued morning end would otherwise close the
-   next gateway's reading. Its fence is in the athlete's replay point, so a takeover
-   decides as the worker before did;
+   holds a lease on markers: a protocol marker (:data:`MARKER_FENCE`) older than the
+   athlete's last marker of the same protocol taken, which another gateway sent, is
+   dropped if it was held back at its gateway longer than any NATS outage delays all of
+   them (:func:`late_marker`) — a cut-off gateway's queued morning end would otherwise
+   close the next gateway's reading. The fences are in the athlete's replay point, and the
+   hold is measured by the stream's own stored time, so a takeover decides as the worker
+   before did;
 2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
@@ -94,7 +96,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, NamedTuple, Protocol, cast
 
 import nats
 import psycopg
@@ -304,59 +306,121 @@ class _StateWrites:
         self.writing.clear()
 
 
-MarkerFence = tuple[int, str]
-"""(record time in ns, gateway) of the last protocol marker a partition took for an athlete:
-a marker of another gateway older than it is late (see the module docstring, step 1)."""
+@dataclass(frozen=True, slots=True)
+class MarkerFence:
+    """The last marker of one protocol a partition took for an athlete: an older marker
+    of that protocol from another gateway, held back there, is late (the module docstring,
+    step 1)."""
 
-FENCED_MARKERS: Final = (
-    MorningStart,
-    MorningEnd,
-    SessionStart,
-    SessionEnd,
-    SessionRpe,
-    GripPhase,
-    GripPhaseEnd,
-    GripEnd,
-)
-"""The markers the fence applies to: they open, close or amend a protocol, so their time
-order is the protocols' order. Not a lab entry: its time is when the sample was taken,
-often days before it is entered, and it opens nothing."""
+    t_ns: int  # its record time
+    gateway: str  # the gateway that sent it ("" unknown: fences nothing)
 
 
-def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str) -> bool:
-    """Whether a protocol marker of ``gateway`` stamped ``t_ns`` comes too late behind
-    ``fence``: older than the last marker taken, which another gateway sent. One gateway's
+@dataclass(frozen=True, slots=True)
+class FenceRule:
+    """How the marker fence treats one protocol marker type."""
+
+    protocol: str
+    """The fence it is checked against: markers of one protocol must be taken in time order
+    (an end older than its reading's start cannot close it); those of different protocols
+    never fence each other (a queued session end is not late behind a grip test)."""
+    moves: bool = True
+    """Whether taking it moves the fence. An RPE amends the open or the last session and
+    opens or closes nothing: a late one is refused, but an RPE given at one gateway does
+    not make the session end sent a moment before at another late."""
+
+
+MARKER_FENCE: Final[Mapping[type, FenceRule]] = {
+    MorningStart: FenceRule("morning"),
+    MorningEnd: FenceRule("morning"),
+    SessionStart: FenceRule("session"),
+    SessionEnd: FenceRule("session"),
+    SessionRpe: FenceRule("session", moves=False),
+    GripPhase: FenceRule("grip"),
+    GripPhaseEnd: FenceRule("grip"),
+    GripEnd: FenceRule("grip"),
+}
+"""The protocol markers the fence applies to. Not a lab entry: its time is when the sample
+was taken, often days before it is entered, and it opens nothing."""
+
+MARKER_BACKLOG_S: Final = 15.0
+"""A marker is late only if it reached the stream this long (s) after its gateway received
+it (stored time − ``Redox-Received``): a backlog of a gateway cut off by itself. Above the
+longest stall a NATS outage gave every gateway at once (bench/team.py: a leader's loss 6 s,
+a whole cluster's restart 10.7 s), so markers that one outage delayed at several gateways
+are taken in any order; below the lease TTL (30 s), after which a cut-off gateway's devices
+move on to another one."""
+
+
+def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str, held_s: float | None) -> bool:
+    """Whether a protocol marker of ``gateway`` stamped ``t_ns``, which reached the stream
+    ``held_s`` seconds after that gateway received it (None: not known), comes too late
+    behind its protocol's ``fence``: older than that protocol's last marker taken, which
+    another gateway sent, and held back longer than :data:`MARKER_BACKLOG_S`. One gateway's
     markers reach the stream in the order it received them (its outbox), so its own are
     never fenced against each other (a clock stepped back by NTP changes nothing)."""
     return (
         fence is not None
         and bool(gateway)
-        and bool(fence[1])
-        and gateway != fence[1]
-        and t_ns < fence[0]
+        and bool(fence.gateway)
+        and gateway != fence.gateway
+        and t_ns < fence.t_ns
+        and held_s is not None
+        and held_s > MARKER_BACKLOG_S
     )
 
 
-def windows_snapshot(state: AthleteState, fence: MarkerFence | None = None) -> bytes:
-    """The athlete's signal windows and marker fence — what a replay from this point needs
+Fences = dict[str, MarkerFence]
+"""An athlete's marker fences: protocol (:attr:`FenceRule.protocol`) → its fence."""
+
+
+def windows_snapshot(state: AthleteState, fences: Fences | None = None) -> bytes:
+    """The athlete's signal windows and marker fences — what a replay from this point needs
     besides the records (pickled: written and read by workers only, in the club's own
-    database)."""
+    database; the fences as plain tuples, so a snapshot does not name this module's
+    classes)."""
+    plain = {p: (f.t_ns, f.gateway) for p, f in (fences or {}).items()}
     return pickle.dumps(
-        (state.heart, state.muscle, state.force_clock, state.snapshot, fence),
+        (state.heart, state.muscle, state.force_clock, state.snapshot, plain),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
 
 
-def restore_windows(state: AthleteState, blob: bytes) -> MarkerFence | None:
+def restore_windows(state: AthleteState, blob: bytes) -> Fences:
     """Put a :func:`windows_snapshot` back into ``state`` (before replaying from its point);
-    its marker fence (None in a snapshot written before there was one)."""
+    its marker fences (none in a snapshot written before there were any)."""
     heart, muscle, force_clock, snapshot, *rest = pickle.loads(blob)
     for f in dataclasses.fields(snapshot):
         setattr(state.snapshot, f.name, getattr(snapshot, f.name))
     heart.snapshot = muscle.snapshot = state.snapshot  # the one the live view and rules see
     state.heart, state.muscle, state.force_clock = heart, muscle, force_clock
-    fence: MarkerFence | None = rest[0] if rest else None
-    return fence
+    plain: dict[str, tuple[int, str]] = rest[0] if rest else {}
+    return {p: MarkerFence(t_ns, gateway) for p, (t_ns, gateway) in plain.items()}
+
+
+class StreamMessage(NamedTuple):
+    """One message of a partition's stream, as :meth:`Partition.handle` takes it."""
+
+    subject: str
+    body: bytes
+    headers: Mapping[str, str]
+    seq: int  # its stream sequence
+    stored_ns: int  # when the server stored it (its clock, ns since the epoch)
+
+
+def _at_hand(msg: Msg) -> StreamMessage:
+    meta = msg.metadata
+    stored_ns = round(meta.timestamp.timestamp() * 1e6) * 1000  # nats-py keeps µs
+    return StreamMessage(msg.subject, msg.data, msg.headers or {}, meta.sequence.stream, stored_ns)
+
+
+def _held_s(headers: Mapping[str, str], stored_ns: int) -> float | None:
+    """How long a message waited at its gateway before the stream stored it (s; None
+    without the gateway's ``Redox-Received``, or with one that is not a number)."""
+    try:
+        return (stored_ns - int(headers[wire.RECEIVED_HEADER])) / 1e9
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass
@@ -392,11 +456,11 @@ class _Track:
     retuned: RuleThresholds | None = None
     """Thresholds changed in the central registry during a protocol: applied once no
     protocol is open (one protocol is judged by one set of thresholds)."""
-    fence: MarkerFence | None = None  # the last protocol marker taken
+    fences: Fences = field(default_factory=dict)  # the last marker taken, per protocol
 
     def snapshot(self) -> bytes:
         """:func:`windows_snapshot` of this athlete now."""
-        return windows_snapshot(self.state, self.fence)
+        return windows_snapshot(self.state, self.fences)
 
     def replay_point(self, next_seq: int) -> tuple[int, bytes]:
         """(seq, windows) a takeover starts this athlete from, after the write of
@@ -784,9 +848,7 @@ class Partition:
                     break
                 batch.append(msg)
             backlog = len(batch) >= WRITE_BATCH
-            self.handle_pass(
-                [(m.subject, m.data, m.headers or {}, m.metadata.sequence.stream) for m in batch]
-            )
+            self.handle_pass([_at_hand(m) for m in batch])
             # The pass's live samples publish as soon as the loop turns (their tasks were
             # made first), before its outputs' transaction takes the replay points.
             if self._staged:
@@ -807,13 +869,13 @@ class Partition:
         """``msg`` came after messages nats-py dropped (:meth:`slow_consumer`)."""
         return self._gap_at is not None and int(msg.metadata.sequence.stream) >= self._gap_at
 
-    def handle_pass(self, messages: Sequence[tuple[str, bytes, Mapping[str, str], int]]) -> None:
-        """Handle ``messages`` (subject, body, headers, stream sequence), in order, as one
-        pass: each as :meth:`handle`, then their live samples handed to each sink at once;
-        their outputs are held for the next write."""
+    def handle_pass(self, messages: Sequence[StreamMessage]) -> None:
+        """Handle ``messages``, in order, as one pass: each as :meth:`handle`, then their
+        live samples handed to each sink at once; their outputs are held for the next
+        write."""
         self.counters.passes += 1
-        for subject, body, headers, seq in messages:
-            self.handle(subject, body, headers, seq)
+        for message in messages:
+            self.handle(*message)
         self.send_live()
 
     # --- one message --------------------------------------------------------------------------
@@ -832,12 +894,15 @@ class Partition:
             point = self._points.get(athlete)
             if point is not None:
                 track.skip_below = point[0]
-                track.fence = restore_windows(state, point[1])
+                track.fences = restore_windows(state, point[1])
             self.tracks[athlete] = track
         return track
 
-    def handle(self, subject: str, body: bytes, headers: Mapping[str, str], seq: int) -> None:
-        """Process the stream message ``seq`` (see the module docstring); its outputs are
+    def handle(
+        self, subject: str, body: bytes, headers: Mapping[str, str], seq: int, stored_ns: int
+    ) -> None:
+        """Process the stream message ``seq``, which the server stored at ``stored_ns`` (its
+        clock, ns since the epoch; see the module docstring); its outputs are
         held for the next :meth:`flush`, its live samples for the next :meth:`send_live`."""
         self.counters.messages += 1
         self._handled = max(self._handled, seq)
@@ -890,19 +955,22 @@ class Partition:
                 self.counters.dropped_lease += 1
                 return
             record, device, t_ns = message.record, message.device, message.t_ns
-        elif isinstance(message, FENCED_MARKERS):
-            fence = track.fence
-            if fence is not None and late_marker(fence, message.t_ns, gateway):
+        elif (rule := MARKER_FENCE.get(type(message))) is not None:
+            fence = track.fences.get(rule.protocol)
+            if fence is not None and late_marker(
+                fence, message.t_ns, gateway, _held_s(headers, stored_ns)
+            ):
                 self.counters.dropped_late_marker += 1
                 if not muted:
                     _LOGGER.warning(
-                        "stream message %d: %s of %s from gateway %s dropped: older than "
-                        "the last protocol marker taken, from gateway %s",
-                        seq, type(message).__name__, athlete, gateway, fence[1],
+                        "stream message %d: %s of %s from gateway %s dropped: held back "
+                        "there and older than the last %s marker taken, from gateway %s",
+                        seq, type(message).__name__, athlete, gateway, rule.protocol,
+                        fence.gateway,
                     )  # fmt: skip
                 return
-            if fence is None or message.t_ns >= fence[0]:
-                track.fence = (message.t_ns, gateway)
+            if rule.moves and (fence is None or message.t_ns >= fence.t_ns):
+                track.fences[rule.protocol] = MarkerFence(message.t_ns, gateway)
             record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
         else:
             record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
