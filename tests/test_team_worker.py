@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 
 from devices.recording import RecordedNotification
 from processors.labs import LabMarker, LabTiming
+from streamer.athlete import AthleteState
 from streamer.athlete.events import LabEntry, MorningEnd, MorningStart, SessionEnd, SessionRpe
 from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.team import wire
@@ -41,6 +43,8 @@ from streamer.team.worker import (
     WorkerOptions,
     late_marker,
     partition_application,
+    restore_windows,
+    windows_snapshot,
 )
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import Received, Subscriber, eventually
@@ -558,6 +562,17 @@ def test_a_late_marker_is_an_older_one_of_its_protocol_held_back_at_another_gate
     protocols = {rule.protocol for rule in MARKER_FENCE.values()}
     assert protocols == {"morning", "session", "grip"}
     assert [t for t, rule in MARKER_FENCE.items() if not rule.moves] == [SessionRpe]
+
+
+def test_a_replay_point_keeps_the_fences_and_one_written_before_them_restores_none() -> None:
+    state = AthleteState("ann", live=False)
+    fences = {"morning": MarkerFence(10, "gw1"), "grip": MarkerFence(20, "gw2")}
+    assert restore_windows(AthleteState("ann", live=False), windows_snapshot(state, fences)) == (
+        fences
+    )
+    # The snapshot's shape before the fence: the windows alone.
+    older = pickle.dumps((state.heart, state.muscle, state.force_clock, state.snapshot))
+    assert restore_windows(AthleteState("ann", live=False), older) == {}
 
 
 def test_an_rpe_at_one_gateway_does_not_fence_the_session_end_another_sent_first(
