@@ -313,6 +313,10 @@ def report(
     line("per-athlete reorders 0: within a device/markers", str(s.reorders), s.reorders == 0)
     line("  between an athlete's devices and markers", str(s.interleave_reorders),
          s.interleave_reorders == 0)  # fmt: skip
+    for late in f.late_markers[:12]:
+        print(f"        {late}")
+    line("  accepted markers: longest wait at a gateway", f"{f.marker_wait_s:.1f} s "
+         "(stored in the stream - Redox-Received)", None)  # fmt: skip
     line("each gateway's outbox rows in the stream once", exactly_once, exactly_once == "yes")
     identical = None if isinstance(replicas, str) else not replicas.diverged
     line("NATS replicas identical (each node's store)", "not compared" if identical is None

@@ -669,15 +669,12 @@ def key_of(m: wire.WireMessage) -> tuple[object, ...]:
     return (type(m).__name__, m.t_ns)
 
 
-#: The marker fence of deploy/README.md, restated: each protocol marker's protocol (an RPE
-#: is checked against the session's markers but moves nothing), and how long a marker must
-#: have waited at its gateway to count as a cut-off gateway's backlog (s).
-FENCE_PROTOCOL: dict[type, str] = {
-    MorningStart: "morning", MorningEnd: "morning",
-    SessionStart: "session", SessionEnd: "session", SessionRpe: "session",
-    GripPhase: "grip", GripPhaseEnd: "grip", GripEnd: "grip",
-}  # fmt: skip
-FENCE_BACKLOG_S = 15.0
+#: The marker fence of deploy/README.md, restated: the protocol markers (an RPE is checked
+#: but moves nothing), and how long a marker must have waited at its gateway to count as a
+#: cut-off gateway's backlog (s).
+FENCED = (MorningStart, MorningEnd, SessionStart, SessionEnd, SessionRpe, GripPhase,
+          GripPhaseEnd, GripEnd)  # fmt: skip
+FENCE_BACKLOG_S = 20.0
 
 
 def accepted(
@@ -685,13 +682,13 @@ def accepted(
 ) -> dict[str, list[wire.WireMessage]]:
     """Per athlete, what a worker processes, in stream order: notifications and device
     events from the gateway holding the device's lease at their place (the worker's rule),
-    markers but a late one (a protocol marker older than the last one of its protocol taken,
-    which another gateway sent, held back at its gateway over 15 s: a cut-off gateway's
-    backlog); the grants too with ``grants`` (the oracle marks a hand-over's gap by them).
-    Written here again from the rules in deploy/README.md, not imported from the worker:
-    the oracle must not share the worker's mistakes."""
+    markers but a late one (a protocol marker older than the last one taken, which another
+    gateway sent, held back at its gateway over 20 s: a cut-off gateway's backlog); the
+    grants too with ``grants`` (the oracle marks a hand-over's gap by them). Written here
+    again from the rules in deploy/README.md, not imported from the worker: the oracle must
+    not share the worker's mistakes."""
     leases: dict[tuple[str, str], str] = {}
-    last_marker: dict[tuple[str, str], tuple[int, str]] = {}  # (athlete, protocol) → taken
+    last_marker: dict[str, tuple[int, str]] = {}  # athlete → (t_ns, gateway) taken last
     out: dict[str, list[wire.WireMessage]] = {}
     for s in stored:
         m = s.message
@@ -704,15 +701,16 @@ def accepted(
             holder = leases.get((s.athlete, m.device))
             if holder is not None and holder != s.gateway:
                 continue
-        elif (protocol := FENCE_PROTOCOL.get(type(m))) is not None:
-            key = (s.athlete, protocol)
-            t_last, by = last_marker.get(key, (m.t_ns, s.gateway))
-            held_s = None if s.received_ns is None else s.stored_s - s.received_ns / 1e9
+        elif isinstance(m, FENCED):
+            t_last, by = last_marker.get(s.athlete, (m.t_ns, s.gateway))
+            # The stored time to the µs, as nats-py gives it to a worker.
+            stored_ns = round(s.stored_s * 1e6) * 1000
+            held_s = None if s.received_ns is None else (stored_ns - s.received_ns) / 1e9
             backlog = held_s is not None and held_s > FENCE_BACKLOG_S
             if s.gateway and by and by != s.gateway and m.t_ns < t_last and backlog:
                 continue
             if not isinstance(m, SessionRpe) and m.t_ns >= t_last:
-                last_marker[key] = (m.t_ns, s.gateway)
+                last_marker[s.athlete] = (m.t_ns, s.gateway)
         out.setdefault(s.athlete, []).append(m)
     return out
 
@@ -841,6 +839,45 @@ def source_of(m: wire.WireMessage) -> str:
     return "markers"
 
 
+def marker_holds(
+    stored: Sequence[gh.Stored], planned: Mapping[str, Sequence[wire.WireMessage]]
+) -> tuple[float, list[str]]:
+    """The longest any accepted protocol marker waited at its gateway before the stream
+    stored it (s), and a line per accepted marker behind a later-planned message of the
+    athlete: what it is, its gateway, how long it waited, what it came after."""
+    got = accepted(stored)
+    held: dict[tuple[str, tuple[object, ...]], tuple[str, float | None]] = {}
+    for st in stored:
+        wait = None if st.received_ns is None else st.stored_s - st.received_ns / 1e9
+        held.setdefault((st.athlete, key_of(st.message)), (st.gateway, wait))
+    longest = 0.0
+    lines: list[str] = []
+    for athlete, items in planned.items():
+        index = {key_of(m): i for i, m in enumerate(items)}
+        latest: tuple[int, wire.WireMessage] | None = None
+        for m in got.get(athlete, []):
+            k = key_of(m)
+            if k not in index:
+                continue
+            gateway, wait = held.get((athlete, k), ("?", None))
+            if isinstance(m, FENCED) and wait is not None:
+                longest = max(longest, wait)
+            if latest is not None and index[k] < latest[0] and source_of(m) == "markers":
+                waited = "?" if wait is None else f"{wait:.1f} s"
+                after = latest[1]
+                what = type(after).__name__
+                if source_of(after) != "markers":
+                    what += f" of {source_of(after)}"
+                ahead_s = (items[latest[0]].t_ns - m.t_ns) / 1e9
+                lines.append(
+                    f"{athlete}: {type(m).__name__} of {gateway} (waited {waited}) after "
+                    f"{what}, planned {ahead_s:.0f} s of record time later"
+                )
+            if latest is None or index[k] > latest[0]:
+                latest = (index[k], m)
+    return longest, lines
+
+
 Live = tuple[str, int, float, str]
 """A live sample at the subscriber: (athlete, record time (ns), arrival (wall s), its topic
 after the athlete's name)."""
@@ -965,6 +1002,10 @@ class Figures:
     gateways: int = 0
     messages: int = 0
     stream: StreamFacts = field(default_factory=StreamFacts)
+    marker_wait_s: float = 0.0
+    """The longest an accepted protocol marker waited at its gateway (s)."""
+    late_markers: list[str] = field(default_factory=list)
+    """Accepted markers behind a later-planned message of their athlete (:func:`marker_holds`)."""
     history_identical: bool = False
     mqtt_complete: bool = False
     mqtt: dict[str, int] = field(default_factory=dict)
@@ -1222,6 +1263,7 @@ class Simulation:
             raw=raw, cut_off=self.cut_off, skipped=skipped,
         )  # fmt: skip
         self._exactly_once = stored
+        self.figures.marker_wait_s, self.figures.late_markers = marker_holds(stored, self.messages)
         live = accepted(stored, grants=True)  # the grants and device events too
         if self.history is not None:  # the single box goes on from the same history
             from tests import team_history

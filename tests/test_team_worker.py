@@ -28,7 +28,14 @@ import pytest
 from devices.recording import RecordedNotification
 from processors.labs import LabMarker, LabTiming
 from streamer.athlete import AthleteState
-from streamer.athlete.events import LabEntry, MorningEnd, MorningStart, SessionEnd, SessionRpe
+from streamer.athlete.events import (
+    LabEntry,
+    MorningEnd,
+    MorningStart,
+    SessionEnd,
+    SessionRpe,
+    SessionStart,
+)
 from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.team import wire
 from streamer.team.partitions import held_partitions
@@ -547,7 +554,7 @@ def test_the_marker_fence_is_in_the_replay_point_a_takeover_starts_from(
     assert morning[2] == day2[-1].t_ns
 
 
-def test_a_late_marker_is_an_older_one_of_its_protocol_held_back_at_another_gateway() -> None:
+def test_a_late_marker_is_an_older_one_held_back_at_another_gateway() -> None:
     fence = MarkerFence(10, "gw1")
     held = MARKER_BACKLOG_S + 1
     assert not late_marker(None, 5, "gw1", held)
@@ -559,37 +566,73 @@ def test_a_late_marker_is_an_older_one_of_its_protocol_held_back_at_another_gate
     assert not late_marker(MarkerFence(10, ""), 5, "gw2", held)  # a sender unknown
     assert not late_marker(fence, 5, "", held)
     assert LabEntry not in MARKER_FENCE  # its time is the sample's, days back
-    protocols = {rule.protocol for rule in MARKER_FENCE.values()}
-    assert protocols == {"morning", "session", "grip"}
-    assert [t for t, rule in MARKER_FENCE.items() if not rule.moves] == [SessionRpe]
+    assert [t for t, moves in MARKER_FENCE.items() if not moves] == [SessionRpe]
 
 
-def test_a_replay_point_keeps_the_fences_and_one_written_before_them_restores_none() -> None:
+def test_a_replay_point_keeps_the_fence_and_one_written_before_it_restores_none() -> None:
     state = AthleteState("ann", live=False)
-    fences = {"morning": MarkerFence(10, "gw1"), "grip": MarkerFence(20, "gw2")}
-    assert restore_windows(AthleteState("ann", live=False), windows_snapshot(state, fences)) == (
-        fences
+    fence = MarkerFence(10, "gw1")
+    assert restore_windows(AthleteState("ann", live=False), windows_snapshot(state, fence)) == (
+        fence
     )
-    # The snapshot's shape before the fence: the windows alone.
-    older = pickle.dumps((state.heart, state.muscle, state.force_clock, state.snapshot))
-    assert restore_windows(AthleteState("ann", live=False), older) == {}
+    windows = (state.heart, state.muscle, state.force_clock, state.snapshot)
+    # Before the fence: the windows alone; a build between: a fence per protocol.
+    for older in (windows, (*windows, {"morning": (10, "gw1")})):
+        assert restore_windows(AthleteState("ann", live=False), pickle.dumps(older)) is None
+
+
+def test_a_cut_off_gateways_morning_end_behind_the_next_gateways_session_is_dropped(
+    postgres: PostgreSQL, nats_server: NatsServer
+) -> None:
+    """gw1 is cut off in the middle of a morning reading; gw2 takes the strap and the
+    athlete's session; gw1's backlog, with its morning end, arrives during that session.
+    The end is older than gw2's session start: dropped, so the reading (which took the
+    session's beats as they came) is never measured, and the session is the oracle's. With
+    a fence per protocol the end closed the reading (bench/team.py: 11 such readings)."""
+    ((athlete, items),) = th.athlete_days(1, 1).items()
+    start = next(i for i, m in enumerate(items) if isinstance(m, SessionStart))
+    morning, session = items[:start], items[start:]
+    cut, half = len(morning) // 2, len(session) // 2
+    grant1 = wire.LeaseGranted(items[0].t_ns, "strap", "gw1")
+    grant2 = wire.LeaseGranted(session[0].t_ns, "strap", "gw2")
+    sent = [
+        *_from("gw1", [grant1, *morning[:cut]]),
+        *_from("gw2", [grant2, *session[:half]]),
+        *_from("gw1", morning[cut:], BACKLOG_S),  # the cut-off gateway's backlog
+        *_from("gw2", session[half:]),
+    ]
+    expected = th.oracle_rows(th.oracle({athlete: [grant1, *morning[:cut], grant2, *session]}))
+    assert expected["morning"] == []
+    assert expected["sessions"]
+
+    async def scenario() -> PartitionCounters:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await _publish_from(nc, athlete, sent)
+            return await _worker_through(postgres, nats_server, len(sent))
+        finally:
+            await nc.close()
+
+    counters = asyncio.run(scenario())
+    assert counters.dropped_late_marker == 1
+    assert th.history_rows(postgres.dsn) == expected
 
 
 def test_an_rpe_at_one_gateway_does_not_fence_the_session_end_another_sent_first(
     postgres: PostgreSQL, nats_server: NatsServer
 ) -> None:
     """The athlete ends the session (the broker hands the command to gw1) and gives an RPE
-    2 s later (to gw2); gw1's publish waited 8 s for NATS, so the RPE is in the stream
-    first. Both are taken, in stream order: the RPE amends the open session, the end closes
-    it (the fence before: the end was dropped as older than the RPE, the session never
-    closed)."""
+    2 s later (to gw2); gw1 was cut off from NATS and published it 40 s later, after the
+    RPE. Both are taken, in stream order: the RPE amends the open session, the end closes it
+    (an RPE moves no fence; before, the end was dropped as older than the RPE, and the
+    session never closed)."""
     ((athlete, items),) = th.athlete_days(1, 1).items()
     end = next(i for i, m in enumerate(items) if isinstance(m, SessionEnd))
     rpe = SessionRpe(items[end].t_ns + 2_000_000_000, 8.0)
     sent = [
         *_from("gw1", items[:end]),
         *_from("gw2", [rpe]),
-        *_from("gw1", items[end:], 8.0),
+        *_from("gw1", items[end:], BACKLOG_S),
     ]
     expected = th.oracle_rows(th.oracle({athlete: [m for _, m, _ in sent]}))
     assert [row[1] for row in expected["sessions"]] == [items[end].t_ns]

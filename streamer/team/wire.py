@@ -27,7 +27,8 @@ queued in (JetStream drops a resend of a message it already holds, after a gatew
 or a link loss) and ``Redox-Gateway`` =
 the gateway's id (workers drop records from a gateway that does not hold the device's lease)
 and ``Redox-Received`` = the gateway's wall clock when it received the message (ns; the
-start of the live latency, carried with the outbox row).
+start of the live latency and of a marker's wait for the stream, carried with the outbox
+row).
 
 Athlete ids are the config's ids (``ID_RULE`` in :mod:`streamer.config`: letters, digits,
 ``-`` and ``_``), which are valid single NATS subject tokens.
@@ -73,7 +74,9 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 GATEWAY_HEADER: Final = "Redox-Gateway"
 RECEIVED_HEADER: Final = "Redox-Received"
 """When the gateway received the message (wall clock, ns since the epoch, decimal): what
-the live latency is measured from; workers never decide anything by it."""
+the live latency is measured from, and — against the time the stream stored it — how long
+a protocol marker waited at its gateway (the worker's marker fence,
+:data:`streamer.team.worker.MARKER_BACKLOG_S`)."""
 
 Marker = (
     MorningStart

@@ -20,12 +20,12 @@ consumer and, message by message in the stream's order:
    figures). The protocol markers of such a backlog get the same treatment by their own
    rule, since any gateway may take an athlete's command (a shared subscription) and none
    holds a lease on markers: a protocol marker (:data:`MARKER_FENCE`) older than the
-   athlete's last marker of the same protocol taken, which another gateway sent, is
-   dropped if it was held back at its gateway longer than any NATS outage delays all of
-   them (:func:`late_marker`) — a cut-off gateway's queued morning end would otherwise
-   close the next gateway's reading. The fences are in the athlete's replay point, and the
-   hold is measured by the stream's own stored time, so a takeover decides as the worker
-   before did;
+   athlete's last protocol marker taken, which another gateway sent, is dropped if it was
+   held back at its gateway longer than a NATS outage delays all of them
+   (:func:`late_marker`) — a cut-off gateway's queued morning end would otherwise close
+   the next gateway's reading, or a reading that took the next gateway's session. The
+   fence is in the athlete's replay point, and the hold is measured on the stream's own
+   stored time, so a takeover decides as the worker before did;
 2. decodes a notification with its characteristic's codec (as ``replay`` does) and hands the
    record or marker to the athlete's :class:`~streamer.athlete.AthleteState`, made by the
    one factory of athletes (:class:`streamer.app.App`): the same processors and rules as
@@ -308,57 +308,50 @@ class _StateWrites:
 
 @dataclass(frozen=True, slots=True)
 class MarkerFence:
-    """The last marker of one protocol a partition took for an athlete: an older marker
-    of that protocol from another gateway, held back there, is late (the module docstring,
-    step 1)."""
+    """The last protocol marker a partition took for an athlete: an older marker from
+    another gateway, held back there, is late (the module docstring, step 1)."""
 
     t_ns: int  # its record time
     gateway: str  # the gateway that sent it ("" unknown: fences nothing)
 
 
-@dataclass(frozen=True, slots=True)
-class FenceRule:
-    """How the marker fence treats one protocol marker type."""
-
-    protocol: str
-    """The fence it is checked against: markers of one protocol must be taken in time order
-    (an end older than its reading's start cannot close it); those of different protocols
-    never fence each other (a queued session end is not late behind a grip test)."""
-    moves: bool = True
-    """Whether taking it moves the fence. An RPE amends the open or the last session and
-    opens or closes nothing: a late one is refused, but an RPE given at one gateway does
-    not make the session end sent a moment before at another late."""
-
-
-MARKER_FENCE: Final[Mapping[type, FenceRule]] = {
-    MorningStart: FenceRule("morning"),
-    MorningEnd: FenceRule("morning"),
-    SessionStart: FenceRule("session"),
-    SessionEnd: FenceRule("session"),
-    SessionRpe: FenceRule("session", moves=False),
-    GripPhase: FenceRule("grip"),
-    GripPhaseEnd: FenceRule("grip"),
-    GripEnd: FenceRule("grip"),
+MARKER_FENCE: Final[Mapping[type, bool]] = {
+    MorningStart: True,
+    MorningEnd: True,
+    SessionStart: True,
+    SessionEnd: True,
+    SessionRpe: False,
+    GripPhase: True,
+    GripPhaseEnd: True,
+    GripEnd: True,
 }
-"""The protocol markers the fence applies to. Not a lab entry: its time is when the sample
-was taken, often days before it is entered, and it opens nothing."""
+"""The protocol markers the fence applies to → whether taking one moves the fence. One
+fence for all protocols, not one each: an older marker must not act after another
+protocol's newer one either, since an open protocol takes every record as it comes — a
+cut-off gateway's morning end, let through behind the next gateway's session start,
+closed a reading that had taken that session's beats (bench/team.py: 11 readings). An
+RPE amends the open or the last session and opens or closes nothing: a late one is
+refused, but an RPE given at one gateway does not make the session end sent a moment
+before at another late. Not a lab entry: its time is when the sample was taken, often days
+before it is entered, and it opens nothing."""
 
-MARKER_BACKLOG_S: Final = 15.0
+MARKER_BACKLOG_S: Final = 20.0
 """A marker is late only if it reached the stream this long (s) after its gateway received
-it (stored time − ``Redox-Received``): a backlog of a gateway cut off by itself. Above the
-longest stall a NATS outage gave every gateway at once (bench/team.py: a leader's loss 6 s,
-a whole cluster's restart 10.7 s), so markers that one outage delayed at several gateways
-are taken in any order; below the lease TTL (30 s), after which a cut-off gateway's devices
-move on to another one."""
+it (the stream's stored time − ``Redox-Received``: the gateway's and the NATS servers'
+clocks must agree to within a few seconds): a backlog of a gateway cut off by itself.
+Above what one NATS outage makes every gateway's markers wait (bench/team.py: writes stall
+6–8 s at a leader's loss, 11 s at a whole cluster's restart, plus the publish timeout and
+the drain), so markers that one outage delayed at several gateways are taken in stream
+order; below the lease TTL (30 s), after which a cut-off gateway's devices move on."""
 
 
 def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str, held_s: float | None) -> bool:
     """Whether a protocol marker of ``gateway`` stamped ``t_ns``, which reached the stream
     ``held_s`` seconds after that gateway received it (None: not known), comes too late
-    behind its protocol's ``fence``: older than that protocol's last marker taken, which
-    another gateway sent, and held back longer than :data:`MARKER_BACKLOG_S`. One gateway's
-    markers reach the stream in the order it received them (its outbox), so its own are
-    never fenced against each other (a clock stepped back by NTP changes nothing)."""
+    behind ``fence``: older than the last protocol marker taken, which another gateway
+    sent, and held back longer than :data:`MARKER_BACKLOG_S`. One gateway's markers reach
+    the stream in the order it received them (its outbox), so its own are never fenced
+    against each other (a clock stepped back by NTP changes nothing)."""
     return (
         fence is not None
         and bool(gateway)
@@ -370,32 +363,30 @@ def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str, held_s: floa
     )
 
 
-Fences = dict[str, MarkerFence]
-"""An athlete's marker fences: protocol (:attr:`FenceRule.protocol`) → its fence."""
-
-
-def windows_snapshot(state: AthleteState, fences: Fences | None = None) -> bytes:
-    """The athlete's signal windows and marker fences — what a replay from this point needs
+def windows_snapshot(state: AthleteState, fence: MarkerFence | None = None) -> bytes:
+    """The athlete's signal windows and marker fence — what a replay from this point needs
     besides the records (pickled: written and read by workers only, in the club's own
-    database; the fences as plain tuples, so a snapshot does not name this module's
+    database; the fence as a plain pair, so a snapshot does not name this module's
     classes)."""
-    plain = {p: (f.t_ns, f.gateway) for p, f in (fences or {}).items()}
+    plain = None if fence is None else (fence.t_ns, fence.gateway)
     return pickle.dumps(
         (state.heart, state.muscle, state.force_clock, state.snapshot, plain),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
 
 
-def restore_windows(state: AthleteState, blob: bytes) -> Fences:
+def restore_windows(state: AthleteState, blob: bytes) -> MarkerFence | None:
     """Put a :func:`windows_snapshot` back into ``state`` (before replaying from its point);
-    its marker fences (none in a snapshot written before there were any)."""
+    its marker fence (None in a snapshot written before there was one)."""
     heart, muscle, force_clock, snapshot, *rest = pickle.loads(blob)
     for f in dataclasses.fields(snapshot):
         setattr(state.snapshot, f.name, getattr(snapshot, f.name))
     heart.snapshot = muscle.snapshot = state.snapshot  # the one the live view and rules see
     state.heart, state.muscle, state.force_clock = heart, muscle, force_clock
-    plain: dict[str, tuple[int, str]] = rest[0] if rest else {}
-    return {p: MarkerFence(t_ns, gateway) for p, (t_ns, gateway) in plain.items()}
+    # Before the fence: four items. A build between kept one fence per protocol (a dict):
+    # not taken — no fence only takes a marker one would have dropped.
+    plain = rest[0] if rest and isinstance(rest[0], tuple) else None
+    return None if plain is None else MarkerFence(*plain)
 
 
 class StreamMessage(NamedTuple):
@@ -416,11 +407,9 @@ def _at_hand(msg: Msg) -> StreamMessage:
 
 def _held_s(headers: Mapping[str, str], stored_ns: int) -> float | None:
     """How long a message waited at its gateway before the stream stored it (s; None
-    without the gateway's ``Redox-Received``, or with one that is not a number)."""
-    try:
-        return (stored_ns - int(headers[wire.RECEIVED_HEADER])) / 1e9
-    except (KeyError, ValueError):
-        return None
+    without the gateway's ``Redox-Received``, or with one that is not decimal digits)."""
+    received = headers.get(wire.RECEIVED_HEADER, "")
+    return (stored_ns - int(received)) / 1e9 if received.isdigit() else None
 
 
 @dataclass
@@ -456,11 +445,11 @@ class _Track:
     retuned: RuleThresholds | None = None
     """Thresholds changed in the central registry during a protocol: applied once no
     protocol is open (one protocol is judged by one set of thresholds)."""
-    fences: Fences = field(default_factory=dict)  # the last marker taken, per protocol
+    fence: MarkerFence | None = None  # the last protocol marker taken
 
     def snapshot(self) -> bytes:
         """:func:`windows_snapshot` of this athlete now."""
-        return windows_snapshot(self.state, self.fences)
+        return windows_snapshot(self.state, self.fence)
 
     def replay_point(self, next_seq: int) -> tuple[int, bytes]:
         """(seq, windows) a takeover starts this athlete from, after the write of
@@ -894,7 +883,7 @@ class Partition:
             point = self._points.get(athlete)
             if point is not None:
                 track.skip_below = point[0]
-                track.fences = restore_windows(state, point[1])
+                track.fence = restore_windows(state, point[1])
             self.tracks[athlete] = track
         return track
 
@@ -955,8 +944,8 @@ class Partition:
                 self.counters.dropped_lease += 1
                 return
             record, device, t_ns = message.record, message.device, message.t_ns
-        elif (rule := MARKER_FENCE.get(type(message))) is not None:
-            fence = track.fences.get(rule.protocol)
+        elif (moves := MARKER_FENCE.get(type(message))) is not None:
+            fence = track.fence
             if fence is not None and late_marker(
                 fence, message.t_ns, gateway, _held_s(headers, stored_ns)
             ):
@@ -964,13 +953,12 @@ class Partition:
                 if not muted:
                     _LOGGER.warning(
                         "stream message %d: %s of %s from gateway %s dropped: held back "
-                        "there and older than the last %s marker taken, from gateway %s",
-                        seq, type(message).__name__, athlete, gateway, rule.protocol,
-                        fence.gateway,
+                        "there and older than the last protocol marker taken, from gateway %s",
+                        seq, type(message).__name__, athlete, gateway, fence.gateway,
                     )  # fmt: skip
                 return
-            if rule.moves and (fence is None or message.t_ns >= fence.t_ns):
-                track.fences[rule.protocol] = MarkerFence(message.t_ns, gateway)
+            if moves and (fence is None or message.t_ns >= fence.t_ns):
+                track.fence = MarkerFence(message.t_ns, gateway)
             record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
         else:
             record, device, t_ns = message, COMMAND_DEVICE, message.t_ns
