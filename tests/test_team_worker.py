@@ -484,6 +484,22 @@ async def _worker_through(postgres: PostgreSQL, nats_server: NatsServer, count: 
         await task
 
 
+def _worker_on(
+    postgres: PostgreSQL, nats_server: NatsServer, athlete: str, sent: Sequence[Sent]
+) -> PartitionCounters:
+    """``sent`` published as its gateways do, then a worker run through it."""
+
+    async def scenario() -> PartitionCounters:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await _publish_from(nc, athlete, sent)
+            return await _worker_through(postgres, nats_server, len(sent))
+        finally:
+            await nc.close()
+
+    return asyncio.run(scenario())
+
+
 def test_a_cut_off_gateways_late_morning_end_does_not_close_the_next_gateways_reading(
     postgres: PostgreSQL, nats_server: NatsServer
 ) -> None:
@@ -504,15 +520,7 @@ def test_a_cut_off_gateways_late_morning_end_does_not_close_the_next_gateways_re
     expected = th.oracle_rows(th.oracle({athlete: [grant1, *day1[:cut1], grant2, *day2]}))
     assert [row[2] for row in expected["morning"]] == [day2[-1].t_ns]
 
-    async def scenario() -> PartitionCounters:
-        nc = await nats.connect(nats_server.url)
-        try:
-            await _publish_from(nc, athlete, sent)
-            return await _worker_through(postgres, nats_server, len(sent))
-        finally:
-            await nc.close()
-
-    counters = asyncio.run(scenario())
+    counters = _worker_on(postgres, nats_server, athlete, sent)
     assert th.history_rows(postgres.dsn)["morning"] == expected["morning"]
     assert counters.dropped_late_marker == 1
     assert counters.dropped_lease == sum(
@@ -605,15 +613,7 @@ def test_a_cut_off_gateways_morning_end_behind_the_next_gateways_session_is_drop
     assert expected["morning"] == []
     assert expected["sessions"]
 
-    async def scenario() -> PartitionCounters:
-        nc = await nats.connect(nats_server.url)
-        try:
-            await _publish_from(nc, athlete, sent)
-            return await _worker_through(postgres, nats_server, len(sent))
-        finally:
-            await nc.close()
-
-    counters = asyncio.run(scenario())
+    counters = _worker_on(postgres, nats_server, athlete, sent)
     assert counters.dropped_late_marker == 1
     assert th.history_rows(postgres.dsn) == expected
 
@@ -637,15 +637,7 @@ def test_an_rpe_at_one_gateway_does_not_fence_the_session_end_another_sent_first
     expected = th.oracle_rows(th.oracle({athlete: [m for _, m, _ in sent]}))
     assert [row[1] for row in expected["sessions"]] == [items[end].t_ns]
 
-    async def scenario() -> PartitionCounters:
-        nc = await nats.connect(nats_server.url)
-        try:
-            await _publish_from(nc, athlete, sent)
-            return await _worker_through(postgres, nats_server, len(sent))
-        finally:
-            await nc.close()
-
-    counters = asyncio.run(scenario())
+    counters = _worker_on(postgres, nats_server, athlete, sent)
     assert counters.dropped_late_marker == 0
     assert th.history_rows(postgres.dsn)["sessions"] == expected["sessions"]
 
