@@ -677,6 +677,14 @@ FENCED = (MorningStart, MorningEnd, SessionStart, SessionEnd, SessionRpe, GripPh
 FENCE_BACKLOG_S = 20.0
 
 
+def waited_s(s: gh.Stored) -> float | None:
+    """How long a message waited at its gateway before the stream stored it (s; None
+    without a receipt stamp): the stored time to the µs, as nats-py gives it to a worker."""
+    if s.received_ns is None:
+        return None
+    return (round(s.stored_s * 1e6) * 1000 - s.received_ns) / 1e9
+
+
 def accepted(
     stored: Sequence[gh.Stored], *, grants: bool = False
 ) -> dict[str, list[wire.WireMessage]]:
@@ -703,9 +711,7 @@ def accepted(
                 continue
         elif isinstance(m, FENCED):
             t_last, by = last_marker.get(s.athlete, (m.t_ns, s.gateway))
-            # The stored time to the µs, as nats-py gives it to a worker.
-            stored_ns = round(s.stored_s * 1e6) * 1000
-            held_s = None if s.received_ns is None else (stored_ns - s.received_ns) / 1e9
+            held_s = waited_s(s)
             backlog = held_s is not None and held_s > FENCE_BACKLOG_S
             if s.gateway and by and by != s.gateway and m.t_ns < t_last and backlog:
                 continue
@@ -840,16 +846,17 @@ def source_of(m: wire.WireMessage) -> str:
 
 
 def marker_holds(
-    stored: Sequence[gh.Stored], planned: Mapping[str, Sequence[wire.WireMessage]]
+    stored: Sequence[gh.Stored],
+    got: Mapping[str, Sequence[wire.WireMessage]],
+    planned: Mapping[str, Sequence[wire.WireMessage]],
 ) -> tuple[float, list[str]]:
-    """The longest any accepted protocol marker waited at its gateway before the stream
-    stored it (s), and a line per accepted marker behind a later-planned message of the
-    athlete: what it is, its gateway, how long it waited, what it came after."""
-    got = accepted(stored)
+    """Of ``got`` (:func:`accepted` of ``stored``): the longest any protocol marker waited
+    at its gateway before the stream stored it (s), and a line per marker behind a
+    later-planned message of the athlete: what it is, its gateway, how long it waited,
+    what it came after."""
     held: dict[tuple[str, tuple[object, ...]], tuple[str, float | None]] = {}
     for st in stored:
-        wait = None if st.received_ns is None else st.stored_s - st.received_ns / 1e9
-        held.setdefault((st.athlete, key_of(st.message)), (st.gateway, wait))
+        held.setdefault((st.athlete, key_of(st.message)), (st.gateway, waited_s(st)))
     longest = 0.0
     lines: list[str] = []
     for athlete, items in planned.items():
@@ -1263,7 +1270,9 @@ class Simulation:
             raw=raw, cut_off=self.cut_off, skipped=skipped,
         )  # fmt: skip
         self._exactly_once = stored
-        self.figures.marker_wait_s, self.figures.late_markers = marker_holds(stored, self.messages)
+        self.figures.marker_wait_s, self.figures.late_markers = marker_holds(
+            stored, got, self.messages
+        )
         live = accepted(stored, grants=True)  # the grants and device events too
         if self.history is not None:  # the single box goes on from the same history
             from tests import team_history
