@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,11 +28,45 @@ import pytest
 HOST = "127.0.0.1"
 
 
+_HANDED: set[int] = set()
+"""Ports :func:`free_port` gave out in this process (a server may not have bound one yet)."""
+_PICK = random.Random()
+"""Its own generator: a test seeding ``random`` must not make two runs pick alike."""
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (and for binds to port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on loopback that is free now and stays free until a server binds it.
+
+    Not port 0's pick: that comes from the kernel's ephemeral range, where every outgoing
+    connection's local port comes from too, so a port handed on could be taken before the
+    server bound it. CI saw it: a NATS node dialling its peers' routes while they started
+    took a peer's client port ("bind: address already in use"). A random port below that
+    range (above it when the range starts low), checked free by a bind, is taken only by
+    another process that picks it on purpose; this process never hands one out twice.
+    """
+    low, high = _ephemeral_range()
+    first, last = (10000, low - 1) if low > 11000 else (high + 1, 65535)
+    for _ in range(1000):
+        port = _PICK.randint(first, last)
+        if port in _HANDED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _HANDED.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port between {first} and {last}")
 
 
 def require_binary(name: str, package: str) -> str:
