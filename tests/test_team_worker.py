@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import pickle
 import signal
@@ -38,6 +39,7 @@ from streamer.athlete.events import (
 )
 from streamer.config import Config, InfluxConfig, MqttConfig
 from streamer.team import wire
+from streamer.team import worker as worker_module
 from streamer.team.partitions import held_partitions
 from streamer.team.pg_store import LOCK_CLASS, ensure_schema
 from streamer.team.worker import (
@@ -46,6 +48,7 @@ from streamer.team.worker import (
     MarkerFence,
     Partition,
     PartitionCounters,
+    StreamMessage,
     Worker,
     WorkerOptions,
     late_marker,
@@ -1027,6 +1030,76 @@ def test_a_batched_transaction_keeps_its_messages_outputs_and_checkpoint_togethe
     sent = outbox()
     assert len(sent) == len(set(sent)), "no output twice"
     assert set(sent) == th.expected_messages(expected)
+
+
+@pytest.mark.parametrize("period", ["kept", "never"])
+def test_a_takeover_sends_again_only_the_live_samples_after_the_last_checkpoint_period(
+    postgres: PostgreSQL, period: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a morning reading's first minute (before its first HRV window) a partition makes
+    live samples and nothing durable, so nothing wrote its checkpoint: the next owner, muted
+    only up to the checkpoint, sent every live sample since the reading's start again (the
+    200-athlete fault bench: each two or three times, 20–42 s late). The partition writes
+    its checkpoint alone every ``LIVE_CHECKPOINT_S``, and the next owner sends again only
+    the live samples of the passes after that write. ``never``: without the period (what
+    the bench saw)."""
+    if period == "never":
+        monkeypatch.setattr(worker_module, "LIVE_CHECKPOINT_S", math.inf)
+    ((athlete, items),) = th.athlete_days(1, 1, sessions=False).items()
+    start = next(i for i, m in enumerate(items) if isinstance(m, MorningStart))
+    first_window = 60  # record s: a reading's first HRV window (its first durable output)
+    cut = next(i for i, m in enumerate(items) if m.t_ns - items[start].t_ns >= first_window * 1e9)
+    number = wire.partition_of(athlete, wire.DEFAULT_PARTITIONS)
+    subject = f"{wire.PARTITION_PREFIX}.{number}.{athlete}"
+    stream = [
+        StreamMessage(subject, wire.encode(m), {}, seq, 0)
+        for seq, m in enumerate(items[:cut], start=1)
+    ]
+    pass_s = 0.25  # each message a pass of its own, a quarter of a second apart
+
+    def feed(part: Partition, first: int) -> dict[int, int]:
+        """Live samples sent per stream sequence, handling from ``first`` as the consumer
+        does: a pass, then its write if it staged one."""
+        now = [0.0]
+        part.clock = lambda: now[0]
+        sent: dict[int, int] = {}
+        send_live = part.send_live
+
+        def counted() -> None:
+            sent[part._handled] = len(part._live)
+            send_live()
+
+        part.send_live = counted  # type: ignore[method-assign]
+        for message in stream[first - 1 :]:
+            part.handle_pass([message])
+            if part._staged:
+                part.flush()
+            now[0] += pass_s
+        return {seq: n for seq, n in sent.items() if n}
+
+    config = Config()
+    dead = Partition(number, worker_id="a", dsn=postgres.dsn, config=config, js=None)
+    ensure_schema(dead.conn, wire.DEFAULT_PARTITIONS)
+    assert dead.try_lock()
+    sent_first = feed(dead, dead.open())
+    dead.close()  # killed: the lock goes with its connection
+    assert sum(sent_first.values()) > 40, "the reading's live samples went out"
+    assert not dead.counters.results, "nothing durable in a reading's first minute"
+
+    owner = Partition(number, worker_id="b", dsn=postgres.dsn, config=config, js=None)
+    assert owner.try_lock()
+    again = feed(owner, owner.open())
+    owner.close()
+    if period == "never":
+        assert dead.checkpoint == 0
+        assert again == sent_first, "every live sample of the reading sent twice"
+        return
+    assert owner.counters.replayed, "the next owner went through the reading muted"
+    after = [seq for seq in sent_first if seq > dead.checkpoint]
+    assert again == {seq: sent_first[seq] for seq in after}
+    assert len(after) * pass_s <= worker_module.LIVE_CHECKPOINT_S, (
+        "at most one period's passes sent again"
+    )
 
 
 def test_a_partition_stopped_as_nats_answers_its_consumer_creation_stops(

@@ -81,7 +81,9 @@ owner restores each athlete from the store (as ``run`` does after a restart), re
 windows, starts the consumer at the smallest point, skips an athlete's messages before its
 own point, processes the rest up to the checkpoint *muted* (no output, no save) and goes on
 normally after it: no output at or below the checkpoint, and after it the outputs the
-worker before would have made.
+worker before would have made. A partition sending only live samples (a morning reading)
+writes its checkpoint alone every :data:`LIVE_CHECKPOINT_S`, so a takeover sends at most
+that much of them again.
 """
 
 from __future__ import annotations
@@ -194,6 +196,17 @@ limit nats-py drops, and the partition reads on from the first dropped message
 was dropped, nothing else. Memory: ~0.7 kB per held message in Python (tracemalloc, nats-py
 ``Msg`` objects like ours), so ≈ 45 MB per partition and ≈ 0.7 GB for a worker holding 16
 partitions, at worst (nats-py's default, 512 Ki messages, eight times that)."""
+
+LIVE_CHECKPOINT_S: Final = 1.0
+"""How long a partition's live samples go on without a write at most (wall s): it then
+writes its checkpoint alone. Only durable outputs, saves, lease grants and protocol ends
+make a write, so through a morning reading — minutes of RR and live HRV, nothing durable
+before its end — the checkpoint stayed at the reading's start, and a takeover published
+every live sample since then again: the 200-athlete fault bench (all mornings open when
+its first worker was killed, 41 s in) sent each of those live samples two or three times,
+the repeats 20–42 s late. A takeover now re-sends at most this much of them (live samples
+are at most once on the wire, so the dead worker's last ones may or may not have gone
+out); the cost is one small transaction per live partition per period."""
 
 SUBSCRIBE_ATTEMPTS: Final = 3
 """Times a partition asks for a new consumer after a gap (1 s apart) before it ends."""
@@ -534,6 +547,11 @@ class Partition:
         self._handled = 0  # the last stream sequence handled
         self._staged_at = 0  # messages handled when the first staged one was
         self._live: list[Result] = []  # live samples of the pass, sent at its end
+        self._live_since: float | None = None
+        """When live samples first went out beyond what the last write covers (:attr:`clock`
+        s; None: none did): :data:`LIVE_CHECKPOINT_S`."""
+        self.clock: Callable[[], float] = time.monotonic
+        """The clock of :data:`LIVE_CHECKPOINT_S` (s)."""
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None  # the consumer's subscription (its messages at hand)
         self._writer: asyncio.Task[None] | None = None  # the writes in turn (_write_soon)
@@ -866,6 +884,9 @@ class Partition:
         for message in messages:
             self.handle(*message)
         self.send_live()
+        since = self._live_since
+        if not self._staged and since is not None and self.clock() - since >= LIVE_CHECKPOINT_S:
+            self._stage(self._handled, [])  # the checkpoint alone, past the live samples sent
 
     # --- one message --------------------------------------------------------------------------
 
@@ -1112,6 +1133,7 @@ class Partition:
         staged, self._staged = self._staged, []
         leases, self._pending_leases = self._pending_leases, []
         seq = self._handled
+        self._live_since = None  # the checkpoint goes past every live sample sent
         points = []
         for athlete, track in self.tracks.items():
             if not track.touched:
@@ -1200,6 +1222,8 @@ class Partition:
         live, self._live = self._live, []
         if not live:
             return
+        if self._live_since is None:
+            self._live_since = self.clock()
         for sink in self.sinks:
             if isinstance(sink, MqttPublisher) and sink.live_link is not None:
                 # Counted by the publisher, sent, held for their seq numbers or shed; their
