@@ -353,6 +353,10 @@ def report(
     for kind, values in sorted(st.by_kind.items()):
         line(f"  {kind} samples", f"p50 {1000 * sim.percentile(values, 50):.0f} ms, "
              f"p99 {1000 * sim.percentile(values, 99):.0f} ms ({len(values)})", None)  # fmt: skip
+    line("  live samples sent again (takeovers)", f"{len(st.resent)}" + (
+         f", p50 {sim.percentile(st.resent, 50):.1f} s, max {max(st.resent):.1f} s after their "
+         "receipt (what came after a partition's last checkpoint; whole run)"
+         if st.resent else ""), None)  # fmt: skip
     line("  from the record's scheduled offer (old figure)",
          f"p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms ({len(lat)} samples; adds the "
          "simulated gateway's lag behind its schedule)", None)  # fmt: skip

@@ -922,9 +922,10 @@ class MqttFacts(th.SeqRule):
 
 def latencies(live: Sequence[Live], plan: Sequence[Segment], t0: float,
               window: tuple[float, float] | None = None) -> list[float]:  # fmt: skip
-    """The record's *scheduled* offer → subscriber, per live sample (s); within ``window``
-    (wall s) of offers when given. Includes the simulated gateway's own lag behind its
-    schedule (a loaded machine's event loop): :func:`receipt_latencies` is the measure."""
+    """The record's *scheduled* offer → subscriber, per live sample's first arrival (s);
+    within ``window`` (wall s) of offers when given. Includes the simulated gateway's own
+    lag behind its schedule (a loaded machine's event loop): :func:`receipt_latencies` is
+    the measure."""
     when = {
         (seg.athlete, m.t_ns): t0 + offset
         for seg in plan
@@ -932,9 +933,13 @@ def latencies(live: Sequence[Live], plan: Sequence[Segment], t0: float,
         if isinstance(m, RecordedNotification)
     }
     out = []
-    for athlete, ts_ns, at, _ in live:
+    seen: set[tuple[str, int, str]] = set()
+    for athlete, ts_ns, at, kind in live:
         sent = when.get((athlete, ts_ns))
-        if sent is None or (window is not None and not window[0] <= sent <= window[1]):
+        if sent is None or (athlete, ts_ns, kind) in seen:
+            continue  # a repeat: see receipt_latencies
+        seen.add((athlete, ts_ns, kind))
+        if window is not None and not window[0] <= sent <= window[1]:
             continue
         out.append(at - sent)
     return out
@@ -952,6 +957,10 @@ class LiveStages:
     from_stream: list[float] = field(default_factory=list)
     by_kind: dict[str, list[float]] = field(default_factory=dict)
     """``receipt`` per live sample topic (after the athlete's name)."""
+    resent: list[float] = field(default_factory=list)
+    """Gateway receipt → subscriber of each live sample that came again (the whole run): a
+    takeover sends again those after the partition's last checkpoint. The latencies above
+    are each sample's first arrival."""
 
     def __repr__(self) -> str:  # the figures' print: percentiles, not every sample
         parts = [
@@ -965,9 +974,10 @@ class LiveStages:
 def receipt_latencies(live: Sequence[Live], stored: Sequence[gh.Stored],
                       window: tuple[float, float] | None = None) -> LiveStages:  # fmt: skip
     """Gateway receipt → subscriber of each live sample whose record is in ``stored`` with
-    a receipt stamp, received within ``window`` (wall s) when given. A sample is matched to
-    its notification by (athlete, record time); of two notifications with the same key the
-    earlier receipt counts (the larger latency)."""
+    a receipt stamp, received within ``window`` (wall s) when given: its first arrival (a
+    repeat, at any time, goes to ``resent``). A sample is matched to its notification by
+    (athlete, record time); of two notifications with the same key the earlier receipt
+    counts (the larger latency)."""
     when: dict[tuple[str, int], tuple[float, float]] = {}
     for s in stored:
         if isinstance(s.message, RecordedNotification) and s.received_ns is not None:
@@ -975,11 +985,16 @@ def receipt_latencies(live: Sequence[Live], stored: Sequence[gh.Stored],
             got = (s.received_ns / 1e9, s.stored_s)
             when[key] = min(when.get(key, got), got)
     out = LiveStages()
+    seen: set[tuple[str, int, str]] = set()
     for athlete, ts_ns, at, kind in live:
         stamps = when.get((athlete, ts_ns))
         if stamps is None:
             continue
         received, stored_s = stamps
+        if (athlete, ts_ns, kind) in seen:
+            out.resent.append(at - received)
+            continue
+        seen.add((athlete, ts_ns, kind))
         if window is not None and not window[0] <= received <= window[1]:
             continue
         out.receipt.append(at - received)
