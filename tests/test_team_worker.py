@@ -580,6 +580,39 @@ def test_a_late_marker_is_an_older_one_held_back_at_another_gateway() -> None:
     assert [t for t, moves in MARKER_FENCE.items() if not moves] == [SessionRpe]
 
 
+def test_a_gateway_whose_clock_runs_ahead_of_the_nats_servers_is_named_once(
+    postgres: PostgreSQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fence reads a marker's hold as the stream's stored time minus its gateway's
+    receipt stamp: a gateway ahead of the servers would never be fenced, so the worker says
+    which one it is (once), and says nothing of a gateway whose markers waited as usual."""
+    number = 3
+    athlete = next(f"a{n}" for n in range(1000) if wire.partition_of(f"a{n}", 16) == number)
+    subject = f"{wire.PARTITION_PREFIX}.{number}.{athlete}"
+    part = Partition(number, worker_id="a", dsn=postgres.dsn, config=Config(), js=None, live=False)
+    ensure_schema(part.conn, wire.DEFAULT_PARTITIONS)
+    assert part.try_lock()
+    part.open()
+    stored_ns = 1_800_000_000 * 10**9
+    markers = [
+        ("gw1", -0.3, MorningStart(stored_ns - 10**9)),  # received 0.3 s before it was stored
+        ("gw2", 5.0, MorningEnd(stored_ns)),  # stamped 5 s after: gw2 is ahead
+        ("gw2", 7.0, MorningStart(stored_ns + 10**9)),
+    ]
+    with caplog.at_level("WARNING", logger="streamer.team.worker"):
+        for seq, (gateway, ahead_s, marker) in enumerate(markers, start=1):
+            headers = {
+                wire.GATEWAY_HEADER: gateway,
+                wire.RECEIVED_HEADER: str(stored_ns + round(ahead_s * 1e9)),
+            }
+            part.handle(subject, wire.encode(marker), headers, seq, stored_ns)
+    part.close()
+    said = [r.getMessage() for r in caplog.records if "clock runs ahead" in r.getMessage()]
+    assert len(said) == 1
+    assert "gateway gw2" in said[0]
+    assert "5.0 s" in said[0]
+
+
 def test_a_replay_point_keeps_the_fence_and_one_written_before_it_restores_none() -> None:
     state = AthleteState("ann", live=False)
     fence = MarkerFence(10, "gw1")

@@ -358,6 +358,13 @@ the drain), so markers that one outage delayed at several gateways are taken in 
 order; below the lease TTL (30 s), after which a cut-off gateway's devices move on."""
 
 
+CLOCK_AHEAD_S: Final = 2.0
+"""A protocol marker stamped received by its gateway this long (s) after the stream stored
+it shows that gateway's clock ahead of the NATS servers': the worker says so (once per
+gateway and partition), since the marker fence reads a gateway's hold across the two clocks
+(:data:`MARKER_BACKLOG_S`) — a gateway ahead by more than its hold is never fenced."""
+
+
 def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str, held_s: float | None) -> bool:
     """Whether a protocol marker of ``gateway`` stamped ``t_ns``, which reached the stream
     ``held_s`` seconds after that gateway received it (None: not known), comes too late
@@ -552,6 +559,7 @@ class Partition:
         s; None: none did): :data:`LIVE_CHECKPOINT_S`."""
         self.clock: Callable[[], float] = time.monotonic
         """The clock of :data:`LIVE_CHECKPOINT_S` (s)."""
+        self._clocks_ahead: set[str] = set()  # gateways said to run ahead (CLOCK_AHEAD_S)
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None  # the consumer's subscription (its messages at hand)
         self._writer: asyncio.Task[None] | None = None  # the writes in turn (_write_soon)
@@ -967,9 +975,10 @@ class Partition:
             record, device, t_ns = message.record, message.device, message.t_ns
         elif (moves := MARKER_FENCE.get(type(message))) is not None:
             fence = track.fence
-            if fence is not None and late_marker(
-                fence, message.t_ns, gateway, _held_s(headers, stored_ns)
-            ):
+            held_s = _held_s(headers, stored_ns)
+            if held_s is not None and held_s < -CLOCK_AHEAD_S and not muted:
+                self._clock_ahead(gateway, -held_s)
+            if fence is not None and late_marker(fence, message.t_ns, gateway, held_s):
                 self.counters.dropped_late_marker += 1
                 if not muted:
                     _LOGGER.warning(
@@ -1002,6 +1011,19 @@ class Partition:
         self._live += live
         if durable or self._writes.pending or type(record) in _ENDS:
             self._stage(seq, durable)
+
+    def _clock_ahead(self, gateway: str, ahead_s: float) -> None:
+        if gateway in self._clocks_ahead:
+            return
+        self._clocks_ahead.add(gateway)
+        _LOGGER.warning(
+            "partition %d: gateway %s stamped a marker received %.1f s after NATS stored it: "
+            "its clock runs ahead of the NATS servers' (set both by NTP; the marker fence "
+            "reads a gateway's hold across the two clocks, deploy/README.md)",
+            self.number,
+            gateway or "(unnamed)",
+            ahead_s,
+        )
 
     def _hand_over(self, track: _Track, athlete: str, grant: wire.LeaseGranted, seq: int) -> None:
         """A device held before was granted (again): its stream has a hole there
