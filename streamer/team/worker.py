@@ -200,13 +200,13 @@ partitions, at worst (nats-py's default, 512 Ki messages, eight times that)."""
 LIVE_CHECKPOINT_S: Final = 1.0
 """How long a partition's live samples go on without a write at most (wall s): it then
 writes its checkpoint alone. Only durable outputs, saves, lease grants and protocol ends
-make a write, so through a morning reading — minutes of RR and live HRV, nothing durable
-before its end — the checkpoint stayed at the reading's start, and a takeover published
-every live sample since then again: the 200-athlete fault bench (all mornings open when
-its first worker was killed, 41 s in) sent each of those live samples two or three times,
-the repeats 20–42 s late. A takeover now re-sends at most this much of them (live samples
-are at most once on the wire, so the dead worker's last ones may or may not have gone
-out); the cost is one small transaction per live partition per period."""
+make a write, so through a morning reading's first minute — RR and live samples, nothing
+durable before its first HRV window — the checkpoint stayed at the reading's start, and a
+takeover published every live sample since then again: the 200-athlete fault bench (every
+reading in its first minute when the workers were killed, 41 s in) sent each of those live
+samples two or three times, the repeats 20–42 s late. A takeover now sends again at most
+this much of them (the dead worker's last ones may have gone out or not); the cost is one
+small transaction per live partition per period."""
 
 SUBSCRIBE_ATTEMPTS: Final = 3
 """Times a partition asks for a new consumer after a gap (1 s apart) before it ends."""
