@@ -206,7 +206,9 @@ takeover published every live sample since then again: the 200-athlete fault ben
 reading in its first minute when the workers were killed, 41 s in) sent each of those live
 samples two or three times, the repeats 20–42 s late. A takeover now sends again at most
 this much of them (the dead worker's last ones may have gone out or not); the cost is one
-small transaction per live partition per period."""
+small transaction per live partition per period (``bench/team_worker.py --realtime 60
+--athletes 200``, two runs each: 180 → 1,070 transactions, 15.6 → 16.9% of a core, live
+p99 26 ms either way)."""
 
 SUBSCRIBE_ATTEMPTS: Final = 3
 """Times a partition asks for a new consumer after a gap (1 s apart) before it ends."""
