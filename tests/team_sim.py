@@ -1169,11 +1169,11 @@ class Simulation:
     async def _ensure_stream(self) -> None:
         import nats
 
-        from streamer.team.stream import ensure_stream
-
         nc = await nats.connect(servers=self.servers, connect_timeout=5)
         try:
-            await ensure_stream(nc.jetstream(), 3)
+            # Asked again as a gateway does: the lease bucket's three copies, asked for right
+            # after the cluster formed, outlasted nats-py's 5 s once (2026-12-03).
+            await gh.ensure_stream_asked_again(nc.jetstream(), 3)
         finally:
             await nc.close()
 
