@@ -49,12 +49,19 @@ def free_port() -> int:
     Not port 0's pick: that comes from the kernel's ephemeral range, where every outgoing
     connection's local port comes from too, so a port handed on could be taken before the
     server bound it. CI saw it: a NATS node dialling its peers' routes while they started
-    took a peer's client port ("bind: address already in use"). A random port below that
-    range (above it when the range starts low), checked free by a bind, is taken only by
-    another process that picks it on purpose; this process never hands one out twice.
+    took a peer's client port ("bind: address already in use"). A random port outside that
+    range (below it, or above it when that side is larger), checked free by a bind, is
+    taken only by another process that picks it on purpose; this process never hands one
+    out twice. A kernel whose range leaves no room outside it gets port 0's pick.
     """
     low, high = _ephemeral_range()
-    first, last = (10000, low - 1) if low > 11000 else (high + 1, 65535)
+    below = (10000 if low > 11000 else 1024, low - 1)  # clear of the well-known services
+    above = (high + 1, 65535)
+    first, last = max(below, above, key=lambda r: r[1] - r[0])
+    if last - first < 100:  # the kernel hands out (nearly) every port: take its pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            return int(s.getsockname()[1])
     for _ in range(1000):
         port = _PICK.randint(first, last)
         if port in _HANDED:

@@ -977,7 +977,9 @@ def receipt_latencies(live: Sequence[Live], stored: Sequence[gh.Stored],
     a receipt stamp, received within ``window`` (wall s) when given: its first arrival (a
     repeat, at any time, goes to ``resent``). A sample is matched to its notification by
     (athlete, record time); of two notifications with the same key the earlier receipt
-    counts (the larger latency)."""
+    counts (the larger latency). A repeat is the same (athlete, record time, topic): one
+    sample per notification and topic, as the simulation's strap, Moxy and power meter give
+    (a grip dynamometer's notification gives several at one time: not simulated)."""
     when: dict[tuple[str, int], tuple[float, float]] = {}
     for s in stored:
         if isinstance(s.message, RecordedNotification) and s.received_ns is not None:

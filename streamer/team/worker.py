@@ -364,7 +364,8 @@ CLOCK_AHEAD_S: Final = 2.0
 """A protocol marker stamped received by its gateway this long (s) after the stream stored
 it shows that gateway's clock ahead of the NATS servers': the worker says so (once per
 gateway and partition), since the marker fence reads a gateway's hold across the two clocks
-(:data:`MARKER_BACKLOG_S`) — a gateway ahead by more than its hold is never fenced."""
+(:data:`MARKER_BACKLOG_S`) — a backlog of a gateway ahead by more than its hold minus
+that is not fenced."""
 
 
 def late_marker(fence: MarkerFence | None, t_ns: int, gateway: str, held_s: float | None) -> bool:
