@@ -408,6 +408,38 @@ def test_commands_become_markers_and_the_gateway_has_its_own_last_will(
     assert found == [("ann", "session_start"), ("ann", "session_rpe")]
 
 
+def test_a_gateway_says_its_nats_link_down_while_nats_is_away_and_up_again(
+    tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
+) -> None:
+    """``redox/gateway/<id>/stream`` follows the gateway's link to the stream (the commands'
+    shared subscription follows it: tests/test_team_command_share.py): up once NATS
+    answered, down while its publishes fail, up at the next acknowledgement."""
+    import paho.mqtt.client as mqtt
+
+    servers = [nats_server.url]
+    config = write_config(tmp_path, f'\n[mqtt]\nurl = "{mosquitto.url}"\n')
+    gateway = GatewayProc(tmp_path, "gw1", servers, config)
+    links: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-link-observer")
+    client.on_message = lambda _c, _u, msg: links.append(msg.payload)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe("redox/gateway/gw1/stream", qos=1)
+    client.loop_start()
+    gateway.start()
+    try:
+        wait_until(lambda: links[-1:] == [b"up"], 90, "gw1's link up")
+        wait_until(lambda: stream_count(servers) >= 10, 90, "records stored")
+        nats_server.kill()
+        wait_until(lambda: links[-1:] == [b"down"], 90, "gw1's link down")
+        nats_server.start()
+        wait_until(lambda: links[-1:] == [b"up"], 90, "gw1's link up again")
+        assert gateway.stop() == STOPPED
+    finally:
+        gateway.ensure_dead()
+        client.loop_stop()
+        client.disconnect()
+
+
 def test_session_rpe_and_log_reach_a_gateway_in_team_mode(
     tmp_path: Path,
     nats_server: NatsServer,

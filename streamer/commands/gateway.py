@@ -269,6 +269,7 @@ async def _run(
                 devices=gateway,  # the held devices' connection states, as `run` publishes
                 keeper=outbox,  # their last words, kept across a restart
             )
+            gateway.on_stream = commands.set_stream  # commands left while NATS is away
             tasks.append(asyncio.create_task(commands.run(), name="mqtt"))
         source = (
             "devices from the central registry (followed)"

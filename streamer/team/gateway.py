@@ -271,6 +271,11 @@ class Gateway:
         """(athlete, device id) → the battery level (%) its driver last reported."""
         self.connected = asyncio.Event()
         """Set once NATS answered and the stream and bucket exist."""
+        self.on_stream: Callable[[bool], None] | None = None
+        """Told whether the link to the stream works: up once NATS answered and at each
+        acknowledgement after a failed publish, down at a failed publish or a lost
+        connection (the commands' shared subscription follows it:
+        :meth:`streamer.team.gateway_mqtt.GatewayCommands.set_stream`)."""
         self.drained = asyncio.Event()
         """Set while the outbox is empty (every row acknowledged)."""
         self._pending: list[tuple[str, bytes, int]] = []  # (athlete, body, received wall ns)
@@ -375,6 +380,8 @@ class Gateway:
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
                         error_cb=self._nats_error,
+                        disconnected_cb=self._nats_disconnected,
+                        reconnected_cb=self._nats_reconnected,
                     )
                     kv = await ensure_stream(
                         self._nc.jetstream(), self.replicas, lease_ttl_s=self.lease_ttl_s
@@ -396,10 +403,22 @@ class Gateway:
                 # The bucket's TTL rules (another process may have created it): renew by it.
                 self.lease_ttl_s = float(ttl)
             self.connected.set()
+            self._say_stream(True)
             return kv
 
     async def _nats_error(self, exc: Exception) -> None:
         _LOGGER.debug("NATS: %s", exc)
+
+    async def _nats_disconnected(self) -> None:
+        self._say_stream(False)
+
+    async def _nats_reconnected(self) -> None:
+        if self._stalled_since is None:  # else up at the next acknowledgement
+            self._say_stream(True)
+
+    def _say_stream(self, up: bool) -> None:
+        if self.on_stream is not None:
+            self.on_stream(up)
 
     async def _publisher(self) -> None:
         """Publish the outbox, each athlete's rows in order; delete what was acknowledged.
@@ -456,6 +475,7 @@ class Gateway:
                 except (NatsError, OSError, TimeoutError) as exc:
                     if self._stalled_since is None:
                         self._stalled_since = time.monotonic()
+                        self._say_stream(False)
                         _LOGGER.warning("publishing stalled: %s; resending", exc)
                     self.stats.resends += 1
                     await asyncio.sleep(next(delays))
@@ -464,6 +484,7 @@ class Gateway:
                 stall = time.monotonic() - self._stalled_since
                 self._stalled_since = None
                 self.stats.stalls_s.append(stall)
+                self._say_stream(True)
                 _LOGGER.warning("publishing resumed after %.1f s", stall)
             self.stats.published += 1
             if ack.duplicate:

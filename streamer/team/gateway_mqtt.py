@@ -8,6 +8,19 @@ marks that gateway unavailable, never the whole club. Commands (``<base>/<athlet
 command to exactly one of the gateways online, so a session start becomes one marker in
 the athlete's stream however many gateways run.
 
+A command taken is a marker in the gateway's outbox, which reaches the stream only over
+the gateway's NATS link. So each gateway also says whether that link works, retained on
+``<base>/gateway/<id>/stream`` (``up`` / ``down``: :func:`stream_topic`; ``down`` until it
+first reached NATS, and from a publish that failed to the next one acknowledged), and a
+gateway whose link is down leaves the shared subscription while another gateway is
+``online`` with its link ``up`` — after :data:`LEAVE_GRACE_S`, checked again then — and
+joins it again as soon as its link is back or no such gateway is left. A gateway
+misconfigured or cut off from NATS alone then takes no commands to hold (a marker held past
+the workers' fence, 20 s, behind another gateway's is dropped: a reading lost), and in a
+NATS outage, which takes every gateway's link, they all keep taking them, held until NATS
+is back — as before; the broker gives a shared subscription's message to nobody when no
+member is left.
+
 With ``[mqtt] ha_discovery`` each gateway also announces itself to Home Assistant: one
 ``connectivity`` binary sensor per gateway (:func:`discovery_config`), retained, read from
 its own availability topic and with no availability of its own — so a dead gateway shows as
@@ -132,6 +145,21 @@ DEATH_GRACE_S: Final = 2.0
 Will also when the same client id connects again while it still holds the old connection
 (a Wi-Fi blip the gateway noticed first), and that gateway says ``online`` a few round trips
 later. Long enough for those on a loaded Pi; short beside the keepalive a cut link waits."""
+
+
+STREAM_UP: Final = b"up"
+STREAM_DOWN: Final = b"down"
+LEAVE_GRACE_S: Final = 2.0
+"""How long a gateway whose NATS link went down waits before it leaves the commands' shared
+subscription (s), then checks again that another gateway is ``online`` with its link ``up``:
+gateways losing NATS together (a leader's election stalls every gateway's publishes) each
+see the others' ``down`` within it, and stay."""
+
+
+def stream_topic(base: str, gateway_id: str) -> str:
+    """``<base>/gateway/<id>/stream``: ``up`` / ``down``, whether gateway ``gateway_id``'s
+    link to the stream works (retained; see the module)."""
+    return f"{base}/gateway/{gateway_id}/stream"
 
 
 def held_devices_topic(base: str, gateway_id: str) -> str:
@@ -333,10 +361,21 @@ class GatewayCommands(CommandListener):
         devices: HeldDevices | None = None,
         keeper: StateKeeper | None = None,
         death_grace_s: float = DEATH_GRACE_S,
+        leave_grace_s: float = LEAVE_GRACE_S,
     ) -> None:
         super().__init__(gateway_mqtt(config, gateway_id), athletes, offer, clock_ns=clock_ns)
         self.gateway_id = gateway_id
         self.state_topic = availability_topic(self.topics.base, gateway_id)
+        self.stream_topic = stream_topic(self.topics.base, gateway_id)
+        self.share_filter = f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+"
+        self.leave_grace_s = leave_grace_s
+        self._stream_up = False  # this gateway's NATS link (set_stream)
+        self._streams: dict[str, bytes] = {}
+        """The other gateways' links (``up`` / ``down``), by gateway id."""
+        self._in_share = False  # on this connection (the share joined)
+        self._share_wake = asyncio.Event()
+        self.share_leaves = 0
+        """Times this gateway left the commands' shared subscription (its link down)."""
         self.devices = devices
         self.keeper = keeper
         self.device_states_published = 0
@@ -369,6 +408,64 @@ class GatewayCommands(CommandListener):
         self._reassert = False
         """Set when that happened: the next round publishes ``online``, the list and every
         held device's state again."""
+
+    def set_stream(self, up: bool) -> None:
+        """The gateway's NATS link works (``up``) or not: said on :attr:`stream_topic` and
+        the commands' shared subscription left or joined by it (see the module)."""
+        if up != self._stream_up:
+            self._stream_up = up
+            self._share_wake.set()
+
+    @property
+    def taking_commands(self) -> bool:
+        """Whether this gateway is in the commands' shared subscription now."""
+        return self._in_share
+
+    def _wants_commands(self) -> bool:
+        """Its link up, or no other gateway ``online`` with its link ``up``."""
+        return self._stream_up or not any(
+            link == STREAM_UP and self._states.get(g) == ONLINE for g, link in self._streams.items()
+        )
+
+    async def _keep_share(self, client: aiomqtt.Client) -> None:
+        """Say this gateway's link, and keep its membership of the commands' shared
+        subscription as :meth:`_wants_commands` says: joined at once, left after
+        :attr:`leave_grace_s` if still so."""
+        loop = asyncio.get_running_loop()
+        said: bytes | None = None
+        leave_at: float | None = None
+        while True:
+            self._share_wake.clear()
+            link = STREAM_UP if self._stream_up else STREAM_DOWN
+            if link != said:
+                await self._publish(client, self.stream_topic, link)
+                said = link
+            if self._wants_commands():
+                leave_at = None
+                if not self._in_share:
+                    with cancellation_kept():
+                        await client.subscribe(self.share_filter, qos=1)
+                    self._in_share = True
+                    _LOGGER.info("gateway %s: taking commands again", self.gateway_id)
+            elif self._in_share:
+                if leave_at is None:
+                    leave_at = loop.time() + self.leave_grace_s
+                elif loop.time() >= leave_at:
+                    with cancellation_kept():
+                        await client.unsubscribe(self.share_filter)
+                    self._in_share = False
+                    self.share_leaves += 1
+                    leave_at = None
+                    _LOGGER.warning(
+                        "gateway %s: its NATS link is down and another gateway's is up: "
+                        "commands are left to the others until it is back",
+                        self.gateway_id,
+                    )
+                    continue
+            wait_s = None if leave_at is None else max(0.0, leave_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._share_wake.wait()
 
     def _next_seq(self, topic: str, above: int = 0) -> int:
         """The clock in µs, at least one above the topic's last number and above ``above``
@@ -476,9 +573,16 @@ class GatewayCommands(CommandListener):
         gateway's own ``offline`` while it runs is its Last Will sent at a reconnection."""
         if gateway_id != self.gateway_id:
             self._states[gateway_id] = payload
+            self._share_wake.set()
             self._sweep(client)
         elif payload == OFFLINE and not self._stopping:
             self._mark_reassert("its Last Will was sent while it runs")
+
+    def _read_stream(self, gateway_id: str, payload: bytes) -> None:
+        """Another gateway's NATS link (``up`` / ``down``) arrived."""
+        if gateway_id != self.gateway_id:
+            self._streams[gateway_id] = payload
+            self._share_wake.set()
 
     def _mark_reassert(self, why: str) -> None:
         if not self._reassert:
@@ -704,7 +808,10 @@ class GatewayCommands(CommandListener):
                 await stack.enter_async_context(client)
                 self.sessions += 1
                 self._listed = None  # nothing published on this connection yet (see _read_list)
-                await client.subscribe(f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+", qos=1)
+                # Commands are taken from the start, and left once the others' links say so
+                # (_keep_share).
+                await client.subscribe(self.share_filter, qos=1)
+                self._in_share = True
                 await self._publish(client, self.state_topic, ONLINE)
                 if self.config.ha_discovery:
                     # Retained, the same bytes on every connect: one config per gateway,
@@ -713,18 +820,24 @@ class GatewayCommands(CommandListener):
                     await self._publish(client, topic, json.dumps(config).encode())
                 lists = held_devices_topic(self.topics.base, "+")
                 states_filter = availability_topic(self.topics.base, "+")
+                links = stream_topic(self.topics.base, "+")
+                # The others' availability and links, retained (after this gateway's own
+                # `online`: its `offline` of a stop before is not news) and lists.
+                await client.subscribe(states_filter, qos=1)
+                await client.subscribe(links, qos=1)
                 if self.devices is not None:
-                    # The others' lists and availability, retained (see the module).
                     await client.subscribe(lists, qos=1)
-                    await client.subscribe(states_filter, qos=1)
             self.subscribed.set()
             reader = asyncio.create_task(
-                self._read_messages(client, lists, states_filter), name="gateway mqtt reader"
+                self._read_messages(client, lists, states_filter, links),
+                name="gateway mqtt reader",
             )
+            share = asyncio.create_task(self._keep_share(client), name="command share")
+            tasks = [reader, share]
             states = None
             if self.devices is not None:
                 states = asyncio.create_task(self._device_states(client), name="device states")
-            tasks = [reader] if states is None else [reader, states]
+                tasks.append(states)
             try:
                 # Either ending ends the session: a connection whose states task failed
                 # (a PUBACK timed out) must not go on without the devices' states.
@@ -744,6 +857,7 @@ class GatewayCommands(CommandListener):
                         await self._publish(client, self.state_topic, OFFLINE)
                 raise
             finally:
+                self._in_share = False
                 for task in tasks:  # the connection is gone: the next one starts again
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -752,8 +866,10 @@ class GatewayCommands(CommandListener):
                     task.cancel()
                 await asyncio.gather(*cleanups, return_exceptions=True)
 
-    async def _read_messages(self, client: aiomqtt.Client, lists: str, states_filter: str) -> None:
-        """The connection's messages: gateways' lists and availability, commands."""
+    async def _read_messages(
+        self, client: aiomqtt.Client, lists: str, states_filter: str, links: str
+    ) -> None:
+        """The connection's messages: gateways' lists, availability and links, commands."""
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload
@@ -762,5 +878,7 @@ class GatewayCommands(CommandListener):
                 self._read_list(client, topic.split("/")[-2], data)
             elif message.topic.matches(states_filter):
                 self._read_state(client, topic.split("/")[-2], data)
+            elif message.topic.matches(links):
+                self._read_stream(topic.split("/")[-2], data)
             else:
                 self.handle(topic, message.payload, retained=message.retain)
