@@ -19,7 +19,7 @@ import pytest
 
 from streamer.commands.session import send_if_listening
 from streamer.config import Config, MqttConfig
-from streamer.team.gateway_mqtt import GatewayCommands
+from streamer.team.gateway_mqtt import STREAM_DOWN, GatewayCommands
 from streamer.team.worker import Worker, WorkerOptions
 from tests import team_worker_helpers as th
 from tests.mqtt_helpers import eventually
@@ -167,6 +167,15 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
                 ),
                 120,
                 "every process online, the worker's live link too",
+            )
+            # Each gateway says its NATS link (none here: down) and reads the other's.
+            await eventually(
+                lambda: (
+                    gateways[0]._streams.get("gw2") == STREAM_DOWN
+                    and gateways[1]._streams.get("gw1") == STREAM_DOWN
+                ),
+                60,
+                "each gateway reading the other's link through the ACL",
             )
             # `redox-streamer session start` as redox-cli: the ACL lets it read the
             # gateways' availability, so it finds them listening and sends.
