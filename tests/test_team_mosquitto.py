@@ -171,8 +171,8 @@ def test_gateways_and_a_worker_share_their_accounts_on_the_team_broker(
             # Each gateway says its NATS link (none here: down) and reads the other's.
             await eventually(
                 lambda: (
-                    gateways[0]._streams.get("gw2") == STREAM_DOWN
-                    and gateways[1]._streams.get("gw1") == STREAM_DOWN
+                    gateways[0].peer_link("gw2") == STREAM_DOWN
+                    and gateways[1].peer_link("gw1") == STREAM_DOWN
                 ),
                 60,
                 "each gateway reading the other's link through the ACL",

@@ -272,9 +272,9 @@ class Gateway:
         self.connected = asyncio.Event()
         """Set once NATS answered and the stream and bucket exist."""
         self.on_stream: Callable[[bool], None] | None = None
-        """Told whether the link to the stream works: up once NATS answered and at each
-        acknowledgement after a failed publish, down at a failed publish or a lost
-        connection (the commands' shared subscription follows it:
+        """Told whether the link to the stream works — NATS's client connected and no
+        publish failed since the last acknowledgement — at each change of either (the
+        commands' shared subscription follows it:
         :meth:`streamer.team.gateway_mqtt.GatewayCommands.set_stream`)."""
         self.drained = asyncio.Event()
         """Set while the outbox is empty (every row acknowledged)."""
@@ -403,22 +403,24 @@ class Gateway:
                 # The bucket's TTL rules (another process may have created it): renew by it.
                 self.lease_ttl_s = float(ttl)
             self.connected.set()
-            self._say_stream(True)
+            self._say_stream()
             return kv
 
     async def _nats_error(self, exc: Exception) -> None:
         _LOGGER.debug("NATS: %s", exc)
 
     async def _nats_disconnected(self) -> None:
-        self._say_stream(False)
+        self._say_stream()
 
     async def _nats_reconnected(self) -> None:
-        if self._stalled_since is None:  # else up at the next acknowledgement
-            self._say_stream(True)
+        self._say_stream()  # up only if no publish is failing (else at its acknowledgement)
 
-    def _say_stream(self, up: bool) -> None:
+    def _say_stream(self) -> None:
+        """Tell :attr:`on_stream` the link as it is now (each event's own view could come
+        late: an acknowledgement resolved just before a disconnection)."""
         if self.on_stream is not None:
-            self.on_stream(up)
+            nc = self._nc
+            self.on_stream(nc is not None and nc.is_connected and self._stalled_since is None)
 
     async def _publisher(self) -> None:
         """Publish the outbox, each athlete's rows in order; delete what was acknowledged.
@@ -475,7 +477,7 @@ class Gateway:
                 except (NatsError, OSError, TimeoutError) as exc:
                     if self._stalled_since is None:
                         self._stalled_since = time.monotonic()
-                        self._say_stream(False)
+                        self._say_stream()
                         _LOGGER.warning("publishing stalled: %s; resending", exc)
                     self.stats.resends += 1
                     await asyncio.sleep(next(delays))
@@ -484,7 +486,7 @@ class Gateway:
                 stall = time.monotonic() - self._stalled_since
                 self._stalled_since = None
                 self.stats.stalls_s.append(stall)
-                self._say_stream(True)
+                self._say_stream()
                 _LOGGER.warning("publishing resumed after %.1f s", stall)
             self.stats.published += 1
             if ack.duplicate:

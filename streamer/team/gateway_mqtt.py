@@ -11,10 +11,11 @@ the athlete's stream however many gateways run.
 A command taken is a marker in the gateway's outbox, which reaches the stream only over
 the gateway's NATS link. So each gateway also says whether that link works, retained on
 ``<base>/gateway/<id>/stream`` (``up`` / ``down``: :func:`stream_topic`; ``down`` until it
-first reached NATS, and from a publish that failed to the next one acknowledged), and a
-gateway whose link is down leaves the shared subscription while another gateway is
-``online`` with its link ``up`` — after :data:`LEAVE_GRACE_S`, checked again then — and
-joins it again as soon as its link is back or no such gateway is left. A gateway
+first reached NATS, while NATS's client is disconnected, and from a publish that failed to
+the next one acknowledged; said again every :data:`LINK_REFRESH_S`), and a gateway whose
+link is down leaves the shared subscription while another gateway is ``online`` with an
+``up`` heard within :data:`LINK_FRESH_S` — after :data:`LEAVE_GRACE_S`, checked again then
+— and joins it again as soon as its link is back or no such gateway is left. A gateway
 misconfigured or cut off from NATS alone then takes no commands to hold (a marker held past
 the workers' fence, 20 s, behind another gateway's is dropped: a reading lost), and in a
 NATS outage, which takes every gateway's link, they all keep taking them, held until NATS
@@ -152,8 +153,16 @@ STREAM_DOWN: Final = b"down"
 LEAVE_GRACE_S: Final = 2.0
 """How long a gateway whose NATS link went down waits before it leaves the commands' shared
 subscription (s), then checks again that another gateway is ``online`` with its link ``up``:
-gateways losing NATS together (a leader's election stalls every gateway's publishes) each
-see the others' ``down`` within it, and stay."""
+gateways whose publishes fail together (a leader's election) each see the others' ``down``
+within it, and stay. One with nothing to publish may not notice such a stall: it stays
+``up`` and takes the commands, held in its outbox until NATS answers."""
+LINK_REFRESH_S: Final = 10.0
+"""How often a gateway says its link again (s), the same retained bytes."""
+LINK_FRESH_S: Final = 3 * LINK_REFRESH_S
+"""Another gateway's ``up`` counts this long after it arrived (s, this gateway's clock):
+one that died without its Last Will yet (the broker waits 1.5 keepalives), or whose
+retained ``online`` and ``up`` outlived it across a broker restart, stops counting here, and
+a gateway whose own link is down takes the commands again."""
 
 
 def stream_topic(base: str, gateway_id: str) -> str:
@@ -370,8 +379,9 @@ class GatewayCommands(CommandListener):
         self.share_filter = f"$share/{SHARE_GROUP}/{self.topics.base}/+/set/+"
         self.leave_grace_s = leave_grace_s
         self._stream_up = False  # this gateway's NATS link (set_stream)
-        self._streams: dict[str, bytes] = {}
-        """The other gateways' links (``up`` / ``down``), by gateway id."""
+        self._streams: dict[str, tuple[bytes, float]] = {}
+        """The other gateways' links (``up`` / ``down``) and when each arrived (loop s), by
+        gateway id; this connection's only."""
         self._in_share = False  # on this connection (the share joined)
         self._share_wake = asyncio.Event()
         self.share_leaves = 0
@@ -421,26 +431,41 @@ class GatewayCommands(CommandListener):
         """Whether this gateway is in the commands' shared subscription now."""
         return self._in_share
 
-    def _wants_commands(self) -> bool:
+    def peer_link(self, gateway_id: str) -> bytes | None:
+        """Gateway ``gateway_id``'s link as last heard on this connection (None: not heard)."""
+        heard = self._streams.get(gateway_id)
+        return None if heard is None else heard[0]
+
+    def _healthy_until(self, now: float) -> float | None:
+        """Until when (loop s) another gateway counts as ``online`` with its link ``up``
+        (:data:`LINK_FRESH_S`); None: none does now."""
+        until = [
+            at + LINK_FRESH_S
+            for g, (link, at) in self._streams.items()
+            if link == STREAM_UP and self._states.get(g) == ONLINE and at + LINK_FRESH_S > now
+        ]
+        return max(until, default=None)
+
+    def _wants_commands(self, now: float) -> bool:
         """Its link up, or no other gateway ``online`` with its link ``up``."""
-        return self._stream_up or not any(
-            link == STREAM_UP and self._states.get(g) == ONLINE for g, link in self._streams.items()
-        )
+        return self._stream_up or self._healthy_until(now) is None
 
     async def _keep_share(self, client: aiomqtt.Client) -> None:
-        """Say this gateway's link, and keep its membership of the commands' shared
-        subscription as :meth:`_wants_commands` says: joined at once, left after
-        :attr:`leave_grace_s` if still so."""
+        """Say this gateway's link (again every :data:`LINK_REFRESH_S`), and keep its
+        membership of the commands' shared subscription as :meth:`_wants_commands` says:
+        joined at once, left after :attr:`leave_grace_s` if still so."""
         loop = asyncio.get_running_loop()
         said: bytes | None = None
+        said_at = 0.0
         leave_at: float | None = None
         while True:
             self._share_wake.clear()
             link = STREAM_UP if self._stream_up else STREAM_DOWN
-            if link != said:
+            if link != said or loop.time() - said_at >= LINK_REFRESH_S:
                 await self._publish(client, self.stream_topic, link)
-                said = link
-            if self._wants_commands():
+                said, said_at = link, loop.time()
+            now = loop.time()
+            if self._wants_commands(now):
                 leave_at = None
                 if not self._in_share:
                     with cancellation_kept():
@@ -449,8 +474,8 @@ class GatewayCommands(CommandListener):
                     _LOGGER.info("gateway %s: taking commands again", self.gateway_id)
             elif self._in_share:
                 if leave_at is None:
-                    leave_at = loop.time() + self.leave_grace_s
-                elif loop.time() >= leave_at:
+                    leave_at = now + self.leave_grace_s
+                elif now >= leave_at:
                     with cancellation_kept():
                         await client.unsubscribe(self.share_filter)
                     self._in_share = False
@@ -462,7 +487,13 @@ class GatewayCommands(CommandListener):
                         self.gateway_id,
                     )
                     continue
-            wait_s = None if leave_at is None else max(0.0, leave_at - loop.time())
+            # Wake for the leave, the next refresh, or the healthy gateways' going stale.
+            wake_at = [said_at + LINK_REFRESH_S]
+            if leave_at is not None:
+                wake_at.append(leave_at)
+            if not self._stream_up and (healthy := self._healthy_until(now)) is not None:
+                wake_at.append(healthy)
+            wait_s = max(0.0, min(wake_at) - loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._share_wake.wait()
@@ -581,7 +612,7 @@ class GatewayCommands(CommandListener):
     def _read_stream(self, gateway_id: str, payload: bytes) -> None:
         """Another gateway's NATS link (``up`` / ``down``) arrived."""
         if gateway_id != self.gateway_id:
-            self._streams[gateway_id] = payload
+            self._streams[gateway_id] = (payload, asyncio.get_running_loop().time())
             self._share_wake.set()
 
     def _mark_reassert(self, why: str) -> None:
@@ -812,6 +843,7 @@ class GatewayCommands(CommandListener):
                 # (_keep_share).
                 await client.subscribe(self.share_filter, qos=1)
                 self._in_share = True
+                self._streams.clear()  # heard again, retained, on this connection
                 await self._publish(client, self.state_topic, ONLINE)
                 if self.config.ha_discovery:
                     # Retained, the same bytes on every connect: one config per gateway,
