@@ -44,25 +44,20 @@ def test_a_gateway_whose_nats_link_is_down_leaves_the_commands_to_one_whose_link
     def counts() -> tuple[int, int]:
         return len(taken["gw1"]), len(taken["gw2"])
 
+    def each_sees(link: bytes) -> bool:
+        return gw1.peer_link("gw2") == link and gw2.peer_link("gw1") == link
+
     async def scenario() -> None:
         tasks = {g.gateway_id: asyncio.create_task(g.run()) for g in (gw1, gw2)}
         try:
             gw1.set_stream(True)
             gw2.set_stream(True)
-            await eventually(
-                lambda: gw1.peer_link("gw2") == STREAM_UP and gw2.peer_link("gw1") == STREAM_UP,
-                30,
-                "each gateway seeing the other's link up",
-            )
+            await eventually(lambda: each_sees(STREAM_UP), 30, "each seeing the other's link up")
             # Both lose NATS at once (a leader's election): each sees the other's `down`
             # within the grace and stays; no command is given to nobody.
             gw1.set_stream(False)
             gw2.set_stream(False)
-            await eventually(
-                lambda: gw1.peer_link("gw2") == STREAM_DOWN and gw2.peer_link("gw1") == STREAM_DOWN,
-                30,
-                "each gateway seeing the other's link down",
-            )
+            await eventually(lambda: each_sees(STREAM_DOWN), 30, "each seeing the other's down")
             await eventually(
                 lambda: gw1.taking_commands and gw2.taking_commands, 30, "both taking commands"
             )

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -368,21 +369,30 @@ async def _make_stream(servers: list[str], lease_ttl_s: float) -> None:
         await nc.close()
 
 
+def _gateway_observed(
+    tmp_path: Path, servers: list[str], mosquitto: Mosquitto, topic: str
+) -> tuple[GatewayProc, Any, list[bytes]]:
+    """A started gateway ``gw1`` with MQTT, and an observer's client (connected, looping)
+    with the payloads it receives on ``redox/gateway/gw1/<topic>``."""
+    import paho.mqtt.client as mqtt
+
+    config = write_config(tmp_path, f'\n[mqtt]\nurl = "{mosquitto.url}"\n')
+    gateway = GatewayProc(tmp_path, "gw1", servers, config)
+    seen: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-observer-{topic}")
+    client.on_message = lambda _c, _u, msg: seen.append(msg.payload)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe(f"redox/gateway/gw1/{topic}", qos=1)
+    client.loop_start()
+    gateway.start()
+    return gateway, client, seen
+
+
 def test_commands_become_markers_and_the_gateway_has_its_own_last_will(
     tmp_path: Path, nats_server: NatsServer, mosquitto: Mosquitto
 ) -> None:
-    import paho.mqtt.client as mqtt
-
     servers = [nats_server.url]
-    config = write_config(tmp_path, f'\n[mqtt]\nurl = "{mosquitto.url}"\n')
-    gateway = GatewayProc(tmp_path, "gw1", servers, config)
-    states: list[bytes] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-observer")
-    client.on_message = lambda _c, _u, msg: states.append(msg.payload)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.subscribe("redox/gateway/gw1/state", qos=1)
-    client.loop_start()
-    gateway.start()
+    gateway, client, states = _gateway_observed(tmp_path, servers, mosquitto, "state")
     try:
         wait_until(lambda: b"online" in states, 90, "gw1 online")
         wait_until(lambda: stream_count(servers) >= 10, 90, "records stored")
@@ -414,18 +424,8 @@ def test_a_gateway_says_its_nats_link_down_while_nats_is_away_and_up_again(
     """``redox/gateway/<id>/stream`` follows the gateway's link to the stream (the commands'
     shared subscription follows it: tests/test_team_command_share.py): up once NATS
     answered, down while its publishes fail, up at the next acknowledgement."""
-    import paho.mqtt.client as mqtt
-
     servers = [nats_server.url]
-    config = write_config(tmp_path, f'\n[mqtt]\nurl = "{mosquitto.url}"\n')
-    gateway = GatewayProc(tmp_path, "gw1", servers, config)
-    links: list[bytes] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-link-observer")
-    client.on_message = lambda _c, _u, msg: links.append(msg.payload)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.subscribe("redox/gateway/gw1/stream", qos=1)
-    client.loop_start()
-    gateway.start()
+    gateway, client, links = _gateway_observed(tmp_path, servers, mosquitto, "stream")
     try:
         wait_until(lambda: links[-1:] == [b"up"], 90, "gw1's link up")
         wait_until(lambda: stream_count(servers) >= 10, 90, "records stored")
