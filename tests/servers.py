@@ -19,9 +19,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -421,10 +421,17 @@ def start_all(servers: list[NatsServer]) -> None:
         _wait_until(server.ready, f"nats {server.node}", server.proc, server.log, 60.0)
     first = servers[0]
     assert first.proc is not None
-    _wait_until(lambda: _cluster_formed(servers), "nats cluster", first.proc, first.log, 60.0)
+    _wait_until(lambda: cluster_formed(servers), "nats cluster", first.proc, first.log, 60.0)
 
 
-def _jsz_meta(server: NatsServer) -> dict[str, Any] | None:
+class ClusterNode(Protocol):
+    """What :func:`cluster_formed` reads of a node: its name and monitoring port."""
+
+    node: str
+    http_port: int
+
+
+def _jsz_meta(server: ClusterNode) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://{HOST}:{server.http_port}/jsz", timeout=0.5) as r:
             meta = json.load(r).get("meta_cluster")
@@ -433,7 +440,7 @@ def _jsz_meta(server: NatsServer) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _cluster_formed(servers: list[NatsServer]) -> bool:
+def cluster_formed(servers: Sequence[ClusterNode]) -> bool:
     """Whether the meta leader among ``servers`` sees every other node current.
 
     /healthz is up once a quorum elected a meta leader; a stream asked for three copies

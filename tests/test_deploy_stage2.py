@@ -47,6 +47,7 @@ from tests.servers import (
     ServerProcess,
     _http_ok,
     _wait_until,
+    cluster_formed,
     free_port,
     nats_binary,
 )
@@ -145,7 +146,9 @@ def shipped_cluster(workdir: Path, binary: str) -> list[ShippedNats]:
 
 def start_together(nodes: list[ShippedNats]) -> None:
     """Every process first (a node is healthy only once a quorum has elected a meta
-    leader), then each one's /healthz."""
+    leader), then each one's /healthz, then the meta leader seeing every peer current: a
+    restore begun 0.2 s after the election got no chunk through for the 5 s the server
+    waits, and was refused as stalled (CI, 2026-12-03)."""
     for node in nodes:
         with node.log.open("ab") as log:
             node.proc = subprocess.Popen(
@@ -154,6 +157,9 @@ def start_together(nodes: list[ShippedNats]) -> None:
     for node in nodes:
         assert node.proc is not None
         _wait_until(node.ready, f"nats {node.node}", node.proc, node.log, 60.0)
+    first = nodes[0]
+    assert first.proc is not None
+    _wait_until(lambda: cluster_formed(nodes), "nats cluster", first.proc, first.log, 60.0)
 
 
 @pytest.fixture
