@@ -405,8 +405,25 @@ def nats_cluster(workdir: Path, nodes: int = 3) -> list[NatsServer]:
     ]
 
 
-def start_all(servers: list[NatsServer]) -> None:
-    """Start every node's process first, then wait for each to be ready."""
+class ClusterNode(Protocol):
+    """A node of a NATS cluster as :func:`start_all` starts it (:class:`NatsServer`, or a
+    test's server on a shipped config): its name, monitoring port and process."""
+
+    node: str
+    http_port: int
+    workdir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None
+
+    def command(self) -> list[str]: ...
+
+    def ready(self) -> bool: ...
+
+
+def start_all(servers: Sequence[ClusterNode]) -> None:
+    """Start every node's process first (a node is healthy only once a quorum has elected a
+    meta leader), then wait for each to be ready, then for the meta leader to see every
+    peer current (:func:`cluster_formed`)."""
     for server in servers:
         with server.log.open("ab") as log:
             server.proc = subprocess.Popen(
@@ -424,13 +441,6 @@ def start_all(servers: list[NatsServer]) -> None:
     _wait_until(lambda: cluster_formed(servers), "nats cluster", first.proc, first.log, 60.0)
 
 
-class ClusterNode(Protocol):
-    """What :func:`cluster_formed` reads of a node: its name and monitoring port."""
-
-    node: str
-    http_port: int
-
-
 def _jsz_meta(server: ClusterNode) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://{HOST}:{server.http_port}/jsz", timeout=0.5) as r:
@@ -445,7 +455,8 @@ def cluster_formed(servers: Sequence[ClusterNode]) -> bool:
 
     /healthz is up once a quorum elected a meta leader; a stream asked for three copies
     right then can still meet "no suitable peers for placement" (err 10005) or outlast
-    nats-py's 5 s on a loaded machine (both seen in CI). True at once for a single node or
+    nats-py's 5 s on a loaded machine, and a restore begun 0.2 s after the election got no
+    chunk through in the 5 s the server waits (all seen in CI). True at once for a single node or
     when ``servers`` are not the whole cluster (a node restarted alone: the others decide).
     """
     for server in servers:

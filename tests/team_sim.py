@@ -920,6 +920,23 @@ class MqttFacts(th.SeqRule):
         return self.kept
 
 
+def first_arrivals(live: Sequence[Live]) -> tuple[list[Live], list[Live]]:
+    """``live`` split into each sample's first arrival and its repeats (a takeover sends
+    again those after the partition's last checkpoint). A repeat is the same (athlete,
+    record time, topic): one sample per notification and topic, as the simulation's strap,
+    Moxy and power meter give (a grip dynamometer's notification gives several at one
+    time: not simulated)."""
+    firsts: list[Live] = []
+    repeats: list[Live] = []
+    seen: set[tuple[str, int, str]] = set()
+    for sample in live:
+        athlete, ts_ns, _, kind = sample
+        key = (athlete, ts_ns, kind)
+        (repeats if key in seen else firsts).append(sample)
+        seen.add(key)
+    return firsts, repeats
+
+
 def latencies(live: Sequence[Live], plan: Sequence[Segment], t0: float,
               window: tuple[float, float] | None = None) -> list[float]:  # fmt: skip
     """The record's *scheduled* offer → subscriber, per live sample's first arrival (s);
@@ -933,13 +950,9 @@ def latencies(live: Sequence[Live], plan: Sequence[Segment], t0: float,
         if isinstance(m, RecordedNotification)
     }
     out = []
-    seen: set[tuple[str, int, str]] = set()
-    for athlete, ts_ns, at, kind in live:
+    for athlete, ts_ns, at, _ in first_arrivals(live)[0]:
         sent = when.get((athlete, ts_ns))
-        if sent is None or (athlete, ts_ns, kind) in seen:
-            continue  # a repeat: see receipt_latencies
-        seen.add((athlete, ts_ns, kind))
-        if window is not None and not window[0] <= sent <= window[1]:
+        if sent is None or (window is not None and not window[0] <= sent <= window[1]):
             continue
         out.append(at - sent)
     return out
@@ -975,11 +988,9 @@ def receipt_latencies(live: Sequence[Live], stored: Sequence[gh.Stored],
                       window: tuple[float, float] | None = None) -> LiveStages:  # fmt: skip
     """Gateway receipt → subscriber of each live sample whose record is in ``stored`` with
     a receipt stamp, received within ``window`` (wall s) when given: its first arrival (a
-    repeat, at any time, goes to ``resent``). A sample is matched to its notification by
-    (athlete, record time); of two notifications with the same key the earlier receipt
-    counts (the larger latency). A repeat is the same (athlete, record time, topic): one
-    sample per notification and topic, as the simulation's strap, Moxy and power meter give
-    (a grip dynamometer's notification gives several at one time: not simulated)."""
+    repeat, at any time, goes to ``resent``: :func:`first_arrivals`). A sample is matched
+    to its notification by (athlete, record time); of two notifications with the same key
+    the earlier receipt counts (the larger latency)."""
     when: dict[tuple[str, int], tuple[float, float]] = {}
     for s in stored:
         if isinstance(s.message, RecordedNotification) and s.received_ns is not None:
@@ -987,16 +998,15 @@ def receipt_latencies(live: Sequence[Live], stored: Sequence[gh.Stored],
             got = (s.received_ns / 1e9, s.stored_s)
             when[key] = min(when.get(key, got), got)
     out = LiveStages()
-    seen: set[tuple[str, int, str]] = set()
-    for athlete, ts_ns, at, kind in live:
+    firsts, repeats = first_arrivals(live)
+    for athlete, ts_ns, at, _ in repeats:
+        if (stamps := when.get((athlete, ts_ns))) is not None:
+            out.resent.append(at - stamps[0])
+    for athlete, ts_ns, at, kind in firsts:
         stamps = when.get((athlete, ts_ns))
         if stamps is None:
             continue
         received, stored_s = stamps
-        if (athlete, ts_ns, kind) in seen:
-            out.resent.append(at - received)
-            continue
-        seen.add((athlete, ts_ns, kind))
         if window is not None and not window[0] <= received <= window[1]:
             continue
         out.receipt.append(at - received)

@@ -46,10 +46,9 @@ from tests.servers import (
     PostgreSQL,
     ServerProcess,
     _http_ok,
-    _wait_until,
-    cluster_formed,
     free_port,
     nats_binary,
+    start_all,
 )
 from tests.team_helpers import ensure_stream_asked_again, wait_until
 from tests.test_team_worker import _start_worker
@@ -144,29 +143,11 @@ def shipped_cluster(workdir: Path, binary: str) -> list[ShippedNats]:
     return nodes
 
 
-def start_together(nodes: list[ShippedNats]) -> None:
-    """Every process first (a node is healthy only once a quorum has elected a meta
-    leader), then each one's /healthz, then the meta leader seeing every peer current: a
-    restore begun 0.2 s after the election got no chunk through for the 5 s the server
-    waits, and was refused as stalled (CI, 2026-12-03)."""
-    for node in nodes:
-        with node.log.open("ab") as log:
-            node.proc = subprocess.Popen(
-                node.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-    for node in nodes:
-        assert node.proc is not None
-        _wait_until(node.ready, f"nats {node.node}", node.proc, node.log, 60.0)
-    first = nodes[0]
-    assert first.proc is not None
-    _wait_until(lambda: cluster_formed(nodes), "nats cluster", first.proc, first.log, 60.0)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[ShippedNats]]:
     nodes = shipped_cluster(tmp_path, nats_binary())
     try:
-        start_together(nodes)
+        start_all(nodes)
         yield nodes
     finally:
         for node in nodes:
@@ -292,7 +273,7 @@ def test_a_stage1_stream_moves_into_the_cluster_with_every_message_at_its_sequen
     # orphans): n1 gets an empty one, as on the central box.
     nodes = shipped_cluster(tmp_path / "stage2", binary)
     try:
-        start_together(nodes)
+        start_all(nodes)
         done = move_streams("restore", "--nats", urls(nodes), "--from", str(backup))
         assert done.returncode == 0, done.stderr
         assert f"{wire.STREAM}: 3 copies current" in done.stdout
@@ -795,7 +776,7 @@ def test_a_worker_goes_on_from_its_checkpoints_after_the_move(
     nodes = shipped_cluster(tmp_path / "stage2", nats_binary())
     worker = None
     try:
-        start_together(nodes)
+        start_all(nodes)
         done = move_streams("restore", "--nats", urls(nodes), "--from", str(backup))
         assert done.returncode == 0, done.stderr
         for node in nodes:
