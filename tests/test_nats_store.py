@@ -31,11 +31,14 @@ async def _publish_and_read(urls: list[str], count: int) -> list[tuple[int, str,
         js = nc.jetstream()
         await ensure_stream_asked_again(js, 3)
         for n in range(count):
-            await js.publish(
-                wire.raw_subject(f"a{n % 7}"),
-                f"body {n}".encode() * (1 + n % 5),
-                headers={wire.MSG_ID_HEADER: wire.msg_id("gw1", 1, n + 1)},
-                timeout=10,
+            # Asked again while the new stream's subjects reach the client's node (CI).
+            await team_stream.until_answered(
+                lambda n=n: js.publish(  # type: ignore[misc]
+                    wire.raw_subject(f"a{n % 7}"),
+                    f"body {n}".encode() * (1 + n % 5),
+                    headers={wire.MSG_ID_HEADER: wire.msg_id("gw1", 1, n + 1)},
+                    timeout=10,
+                )
             )
         sub = await js.subscribe(wire.stream_subjects()[0], ordered_consumer=True)
         out = []
